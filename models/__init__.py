@@ -1,0 +1,44 @@
+"""Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
+
+from ._time import UtcDatetime, format_utc
+from .audio import SAMPLE_RATE, PcmAudio
+from .files import atomic_write_bytes, atomic_write_text, sha256_file
+from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
+from .speech import SpeechRegion
+from .transcript import (
+    TRANSCRIPT_SCHEMA,
+    InputFile,
+    Provenance,
+    Segment,
+    Speaker,
+    TrackFailure,
+    Transcript,
+    TranscriptError,
+    Utterance,
+    Word,
+)
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "SAMPLE_RATE",
+    "TRANSCRIPT_SCHEMA",
+    "InputFile",
+    "Manifest",
+    "ManifestError",
+    "PcmAudio",
+    "Provenance",
+    "Segment",
+    "Speaker",
+    "SpeechRegion",
+    "Track",
+    "TrackFailure",
+    "Transcript",
+    "TranscriptError",
+    "UtcDatetime",
+    "Utterance",
+    "Word",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "format_utc",
+    "sha256_file",
+]

@@ -1,0 +1,29 @@
+"""UTC timestamps as the contracts write them: ISO 8601, millisecond precision, ``Z``."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, PlainSerializer
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive time in a manifest is ambiguous; refusing it is safer than guessing a zone.
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (for example a trailing 'Z')")
+    return value.astimezone(UTC)
+
+
+def format_utc(value: datetime) -> str:
+    """``2026-11-20T10:00:03.250Z``: the one spelling every output uses."""
+    value = value.astimezone(UTC)
+    millis = round(value.microsecond / 1000)
+    value = value.replace(microsecond=0) + timedelta(milliseconds=millis)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_as_utc),
+    PlainSerializer(format_utc, return_type=str, when_used="json"),
+]
+"""A timezone-aware datetime, normalised to UTC and written with millisecond precision."""

@@ -1,0 +1,96 @@
+"""The manifest (``trackscribe.manifest/1``): which files make up one meeting, and when each began."""
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._time import UtcDatetime
+
+MANIFEST_SCHEMA = "trackscribe.manifest/1"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and the field."""
+
+
+class Track(BaseModel):
+    """One participant file. A user who leaves and rejoins has several, all one speaker."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    user_id: str = Field(min_length=1)
+    display_name: str | None = None
+    peer_id: str | None = None
+    path: str = Field(min_length=1, description="relative to the manifest's folder")
+    started_time: UtcDatetime
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(default=None, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        # Manifests travel between machines and may come from an API: a path must not
+        # reach outside the manifest's own folder.
+        parts = Path(value).parts
+        if Path(value).is_absolute() or ".." in parts:
+            raise ValueError("must be a relative path inside the manifest's folder")
+        return value
+
+    @property
+    def label(self) -> str:
+        """How people call this participant: the display name when there is one."""
+        return self.display_name or self.user_id
+
+
+class Manifest(BaseModel):
+    """A meeting's tracks. ``root`` is the folder track paths are relative to (not serialised)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_: Literal["trackscribe.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
+    meeting_id: str = Field(min_length=1)
+    recording_id: str | None = None
+    tracks: list[Track] = Field(min_length=1)
+    root: Path = Field(default=Path("."), exclude=True)
+
+    def track_path(self, track: Track) -> Path:
+        """Where a track's file is on this machine."""
+        return self.root / track.path
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Manifest":
+        """Read and validate ``manifest.json``; errors name the file and the offending field."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ManifestError(f"{path}: no such manifest file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{path}: cannot read: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: not valid JSON: {exc}") from None
+        return cls.parse(raw, source=str(path), root=path.parent)
+
+    @classmethod
+    def parse(cls, raw: object, *, source: str = "manifest", root: Path = Path(".")) -> "Manifest":
+        """Validate an already-parsed manifest, reporting problems as :class:`ManifestError`."""
+        try:
+            manifest = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ManifestError(f"{source}: {_describe(exc)}") from None
+        manifest.root = root
+        return manifest
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n"
+
+
+def _describe(exc: ValidationError) -> str:
+    """``tracks[0].started_time: Field required`` for each problem, one per line."""
+    lines = []
+    for error in exc.errors():
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        lines.append(f"{where.lstrip('.') or '(top level)'}: {error['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,133 @@
+"""The transcript (``trackscribe.transcript/1``): who said what, and when, on one clock."""
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._time import UtcDatetime
+from .files import atomic_write_text
+
+TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
+
+
+class Word(BaseModel):
+    """One recognised word. Times are seconds on whichever clock its container uses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    word: str
+    start: float
+    end: float
+    probability: float = Field(ge=0, le=1)
+
+
+class Segment(BaseModel):
+    """What the model said about one speech region, in seconds of *track* time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: float
+    end: float
+    text: str
+    words: list[Word]
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+class Speaker(BaseModel):
+    user_id: str
+    display_name: str | None = None
+
+
+class Utterance(BaseModel):
+    """A turn of one speaker. ``start``/``end`` are seconds from the transcript's origin."""
+
+    speaker: str = Field(description="user_id")
+    start: float
+    end: float
+    start_time: UtcDatetime
+    end_time: UtcDatetime
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    overlaps: list[str] = Field(default_factory=list, description="speakers talking meanwhile")
+
+
+class InputFile(BaseModel):
+    """A file the transcript was made from, so a reviewer can prove which bytes were used."""
+
+    path: str
+    user_id: str
+    sha256: str
+    size: int
+    started_time: UtcDatetime
+    decoded_seconds: float | None = None
+    problem: str | None = Field(default=None, description="e.g. where a truncated file broke off")
+
+
+class TrackFailure(BaseModel):
+    """A track that contributed nothing, and why."""
+
+    path: str
+    user_id: str
+    reason: str
+
+
+class Provenance(BaseModel):
+    software: str
+    model: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[InputFile] = Field(default_factory=list)
+    failures: list[TrackFailure] = Field(default_factory=list)
+
+
+class TranscriptError(ValueError):
+    """A transcript file that cannot be read; the message names the file and the field."""
+
+
+class Transcript(BaseModel):
+    """The merged result of one meeting."""
+
+    schema_: Literal["trackscribe.transcript/1"] = Field(default=TRANSCRIPT_SCHEMA, alias="schema")
+    meeting_id: str
+    origin: UtcDatetime = Field(description="the earliest track start; time zero")
+    speakers: list[Speaker]
+    utterances: list[Utterance]
+    provenance: Provenance
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def failed(self) -> bool:
+        """True when some track could not be used (the result is partial)."""
+        return bool(self.provenance.failures)
+
+    def speaker_name(self, user_id: str) -> str:
+        for speaker in self.speakers:
+            if speaker.user_id == user_id:
+                return speaker.display_name or user_id
+        return user_id
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+    def save(self, path: Path | str) -> Path:
+        """Write ``transcript.json`` atomically (never half-written)."""
+        path = Path(path)
+        atomic_write_text(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> "Transcript":
+        path = Path(path)
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise TranscriptError(f"{path}: no such transcript file") from None
+        except json.JSONDecodeError as exc:
+            raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise TranscriptError(f"{path}: {where}: {first['msg']}") from None

@@ -1,0 +1,129 @@
+"""Put every track's segments on one meeting clock and turn them into speaker turns.
+
+Each file's time zero is its ``started_time``; the meeting's time zero (the origin) is the
+earliest of them. A user who left and rejoined has several files, and they are one speaker.
+Segments of a speaker that follow each other closely are one utterance; utterances that
+overlap in time with another speaker's are marked with who was talking meanwhile.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import Manifest, Provenance, Segment, Speaker, Transcript, Utterance, Word
+
+__all__ = ["MergeOptions", "merge", "track_offsets"]
+
+
+class MergeOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    join_gap: float = Field(
+        1.0, ge=0, description="a speaker's segments closer than this (s) form one utterance"
+    )
+    min_overlap: float = Field(
+        0.1, ge=0, description="shorter overlaps between speakers are not marked"
+    )
+
+
+def track_offsets(manifest: Manifest) -> list[float]:
+    """Seconds from the meeting's origin to the start of each track, in manifest order."""
+    origin = min(t.started_time for t in manifest.tracks)
+    return [(t.started_time - origin).total_seconds() for t in manifest.tracks]
+
+
+def merge(
+    manifest: Manifest,
+    segments: Mapping[int, Sequence[Segment]],
+    provenance: Provenance,
+    options: MergeOptions | None = None,
+) -> Transcript:
+    """One transcript from the segments of each track (keyed by index in ``manifest.tracks``)."""
+    options = options or MergeOptions()
+    origin = min(t.started_time for t in manifest.tracks)
+    offsets = track_offsets(manifest)
+
+    by_speaker: dict[str, list[Segment]] = {}
+    for index, track_segments in segments.items():
+        user = manifest.tracks[index].user_id
+        by_speaker.setdefault(user, []).extend(
+            _shift(segment, offsets[index]) for segment in track_segments
+        )
+
+    utterances: list[Utterance] = []
+    for user, user_segments in by_speaker.items():
+        for group in _turns(sorted(user_segments, key=lambda s: s.start), options.join_gap):
+            start, end = group[0].start, max(s.end for s in group)
+            utterances.append(
+                Utterance(
+                    speaker=user,
+                    start=start,
+                    end=end,
+                    start_time=origin + timedelta(seconds=start),
+                    end_time=origin + timedelta(seconds=end),
+                    text=" ".join(s.text for s in group if s.text),
+                    words=[w for s in group for w in s.words],
+                )
+            )
+    utterances.sort(key=lambda u: (u.start, u.speaker))
+    _mark_overlaps(utterances, options.min_overlap)
+    return Transcript(
+        meeting_id=manifest.meeting_id,
+        origin=origin,
+        speakers=_speakers(manifest),
+        utterances=utterances,
+        provenance=provenance,
+    )
+
+
+def _shift(segment: Segment, offset: float) -> Segment:
+    def at(t: float) -> float:
+        return round(t + offset, 3)
+
+    return segment.model_copy(
+        update={
+            "start": at(segment.start),
+            "end": at(segment.end),
+            "words": [
+                Word(word=w.word, start=at(w.start), end=at(w.end), probability=w.probability)
+                for w in segment.words
+            ],
+        }
+    )
+
+
+def _turns(segments: Sequence[Segment], join_gap: float) -> list[list[Segment]]:
+    turns: list[list[Segment]] = []
+    for segment in segments:
+        if turns and segment.start - max(s.end for s in turns[-1]) <= join_gap:
+            turns[-1].append(segment)
+        else:
+            turns.append([segment])
+    return turns
+
+
+def _mark_overlaps(utterances: list[Utterance], min_overlap: float) -> None:
+    """Fill ``overlaps`` by a sweep over utterances sorted by start."""
+    active: list[Utterance] = []
+    for u in utterances:
+        active = [a for a in active if a.end - u.start > min_overlap]
+        for a in active:
+            if a.speaker != u.speaker and min(a.end, u.end) - u.start > min_overlap:
+                if u.speaker not in a.overlaps:
+                    a.overlaps.append(u.speaker)
+                if a.speaker not in u.overlaps:
+                    u.overlaps.append(a.speaker)
+        active.append(u)
+    for u in utterances:
+        u.overlaps.sort()
+
+
+def _speakers(manifest: Manifest) -> list[Speaker]:
+    """Every participant of the manifest, once, in order of first appearance."""
+    seen: dict[str, Speaker] = {}
+    for track in manifest.tracks:
+        known = seen.get(track.user_id)
+        if known is None or (known.display_name is None and track.display_name):
+            seen[track.user_id] = Speaker(user_id=track.user_id, display_name=track.display_name)
+    return list(seen.values())

@@ -1,0 +1,132 @@
+"""Find the speech in a decoded track with webrtcvad, as regions the model can take whole.
+
+webrtcvad's frame decisions flicker; on their own they would cut speech at every breath.
+The frames are smoothed into regions the way people hear turns: short pauses stay inside a
+region (``min_silence``), blips too short to be words are dropped (``min_speech``), and a
+little audio is kept either side (``padding``) so first and last syllables are not clipped.
+Regions longer than Whisper's 30-s window are split at their quietest moment, not blindly.
+"""
+
+import numpy as np
+import webrtcvad
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import SAMPLE_RATE, PcmAudio, SpeechRegion
+
+__all__ = ["VadOptions", "detect_speech"]
+
+_FULL_SCALE = 32768.0
+_SILENCE_DB = -120.0
+
+
+class VadOptions(BaseModel):
+    """How speech is told apart from everything else. Times in seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode: 3 rejects most")
+    frame_ms: int = Field(30, description="webrtcvad frame length: 10, 20 or 30 ms")
+    min_level_db: float = Field(
+        -55.0, description="frames quieter than this (dBFS RMS) are never speech"
+    )
+    padding: float = Field(0.4, ge=0, description="audio kept before and after each region")
+    min_speech: float = Field(0.25, ge=0, description="shorter bursts are dropped")
+    min_silence: float = Field(0.8, ge=0, description="shorter pauses stay inside a region")
+    max_region: float = Field(30.0, gt=1, le=30, description="longer regions are split")
+
+    def model_post_init(self, _context: object) -> None:
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30, not {self.frame_ms}")
+
+
+def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[SpeechRegion]:
+    """Speech regions of ``audio`` in track time, in order, none longer than ``max_region``."""
+    options = options or VadOptions()
+    frame_s = options.frame_ms / 1000
+    voiced, level_db = _classify_frames(audio, options)
+    runs = _runs(voiced)
+    runs = _bridge(runs, round(options.min_silence / frame_s))
+    runs = [(a, b) for a, b in runs if (b - a) * frame_s >= options.min_speech]
+
+    regions: list[SpeechRegion] = []
+    pad = round(options.padding / frame_s)
+    n = len(voiced)
+    for a, b in _bridge([(max(0, a - pad), min(n, b + pad)) for a, b in runs], 0):
+        for lo, hi in _split(a, b, level_db, round(options.max_region / frame_s)):
+            end = min(hi * frame_s, audio.duration)
+            if end > lo * frame_s:
+                regions.append(
+                    SpeechRegion(
+                        start=lo * frame_s, end=end, level_db=_speech_level(level_db, voiced, lo, hi)
+                    )
+                )
+    return regions
+
+
+def _classify_frames(audio: PcmAudio, options: VadOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: is it speech, and how loud is it (dBFS RMS). Streams the file."""
+    vad = webrtcvad.Vad(options.aggressiveness)
+    frame_len = SAMPLE_RATE * options.frame_ms // 1000
+    frames_per_block = 1000  # 30 s of audio per read at 30-ms frames
+    voiced: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
+    for block in audio.blocks(frame_len * frames_per_block):
+        usable = block.size // frame_len * frame_len
+        if usable == 0:
+            break  # a final partial frame: webrtcvad cannot take it
+        frames = block[:usable].reshape(-1, frame_len)
+        rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1)) / _FULL_SCALE
+        db = np.where(rms > 0, 20 * np.log10(np.maximum(rms, 1e-12)), _SILENCE_DB)
+        loud = db >= options.min_level_db
+        # Only frames loud enough to matter are sent to webrtcvad: quiet ones cannot be speech.
+        flags = np.zeros(len(frames), bool)
+        for i in np.flatnonzero(loud):
+            flags[i] = vad.is_speech(frames[i].tobytes(), SAMPLE_RATE)
+        voiced.append(flags)
+        levels.append(db)
+    if not voiced:
+        return np.zeros(0, bool), np.zeros(0)
+    return np.concatenate(voiced), np.concatenate(levels)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index ranges where ``flags`` is true."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _bridge(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Join runs separated by at most ``max_gap`` frames (0: join only touching or overlapping)."""
+    joined: list[tuple[int, int]] = []
+    for a, b in runs:
+        if joined and a - joined[-1][1] <= max_gap:
+            joined[-1] = (joined[-1][0], max(b, joined[-1][1]))
+        else:
+            joined.append((a, b))
+    return joined
+
+
+def _split(a: int, b: int, level_db: np.ndarray, max_len: int) -> list[tuple[int, int]]:
+    """Cut [a, b) into pieces of at most ``max_len`` frames at the quietest moments.
+
+    The cut is placed at the lowest short-term level among the positions that keep both sides
+    usable, which in speech is almost always a pause between words or sentences.
+    """
+    if b - a <= max_len:
+        return [(a, b)]
+    # Where a cut may go: the left piece must fit, and must not leave an oversized remainder
+    # when one cut could do (b - a < 2 * max_len).
+    lo = max(a + 1, b - max_len) if b - a < 2 * max_len else a + max_len // 2
+    hi = a + max_len
+    smooth = np.convolve(level_db[a:b], np.ones(7) / 7, mode="same")  # ~0.2 s at 30 ms
+    cut = lo + int(np.argmin(smooth[lo - a : hi - a]))
+    return [(a, cut), *_split(cut, b, level_db, max_len)]
+
+
+def _speech_level(level_db: np.ndarray, voiced: np.ndarray, a: int, b: int) -> float | None:
+    """RMS level of the voiced frames of a region, in dBFS."""
+    frames = level_db[a:b][voiced[a:b]]
+    if frames.size == 0:
+        return None
+    power = np.mean(np.power(10.0, frames / 10))
+    return round(float(10 * np.log10(power)), 2)
