@@ -1,4 +1,4 @@
-"""The manifest (``trackscribe.manifest/1``): which files make up one meeting, and when each began."""
+"""The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
 import json
 from pathlib import Path

@@ -9,6 +9,7 @@ relies on this.
 
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.error
@@ -51,11 +52,9 @@ def decode(
     with container:
         if not container.streams.audio:
             raise DecodeError(f"{source}: contains no audio stream")
-        writer = _PcmWriter(pcm_path)
-        try:
+        with Path(pcm_path).open("wb") as out:
+            writer = _PcmWriter(out)
             problem = _decode_stream(container, container.streams.audio[0], writer)
-        finally:
-            writer.close()
     if writer.first_time is None and problem is not None:
         pcm_path.unlink(missing_ok=True)
         raise DecodeError(f"{source}: no audio could be decoded ({problem})")
@@ -114,8 +113,8 @@ def _reason(exc: Exception) -> str:
 class _PcmWriter:
     """Appends samples at their container time, writing silence over timestamp gaps."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = Path(path).open("wb")
+    def __init__(self, out: BinaryIO) -> None:
+        self._file = out
         self.position = 0  # samples written so far
         self.gap_samples = 0
         self.first_time: float | None = None
@@ -136,6 +135,3 @@ class _PcmWriter:
                     self.gap_samples += gap
         self._file.write(samples.astype("<i2", copy=False).tobytes())
         self.position += samples.size
-
-    def close(self) -> None:
-        self._file.close()

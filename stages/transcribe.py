@@ -46,7 +46,9 @@ class TranscribeOptions(BaseModel):
     beam_size: int = Field(5, ge=1)
     max_window: float = Field(30.0, gt=0, le=30, description="seconds of speech packed per call")
     lead_in: float = Field(
-        0.4, ge=0, description="a segment starts this long before its first word, never before "
+        0.4,
+        ge=0,
+        description="a segment starts this long before its first word, never before "
         "its speech region: Whisper's first-word times run late, and a turn begins with its "
         "breath (the same 400 ms faster-whisper pads its own VAD regions with)",
     )
@@ -56,7 +58,8 @@ class TranscribeOptions(BaseModel):
     )
     log_prob_threshold: float = Field(-1.0, description="with no_speech_threshold: see there")
     no_speech_threshold: float = Field(
-        0.6, description="segments above this no-speech probability whose average log "
+        0.6,
+        description="segments above this no-speech probability whose average log "
         "probability is below log_prob_threshold are dropped",
     )
     min_segment_level_db: float = Field(
@@ -229,4 +232,3 @@ def _level_db(audio: PcmAudio, start: float, end: float) -> float:
         return -120.0
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     return 20 * np.log10(max(rms, 1e-6))
-

@@ -55,11 +55,8 @@ def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[Sp
         for lo, hi in _split(a, b, level_db, round(options.max_region / frame_s)):
             end = min(hi * frame_s, audio.duration)
             if end > lo * frame_s:
-                regions.append(
-                    SpeechRegion(
-                        start=lo * frame_s, end=end, level_db=_speech_level(level_db, voiced, lo, hi)
-                    )
-                )
+                level = _speech_level(level_db, voiced, lo, hi)
+                regions.append(SpeechRegion(start=lo * frame_s, end=end, level_db=level))
     return regions
 
 
@@ -92,7 +89,8 @@ def _classify_frames(audio: PcmAudio, options: VadOptions) -> tuple[np.ndarray, 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index ranges where ``flags`` is true."""
     edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+    starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
+    return list(zip(starts, ends, strict=True))
 
 
 def _bridge(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
