@@ -99,9 +99,15 @@ class Transcript(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     @property
-    def failed(self) -> bool:
-        """True when some track could not be used (the result is partial)."""
-        return bool(self.provenance.failures)
+    def partial(self) -> bool:
+        """True when some input was lost: a track failed, or a file broke off part-way."""
+        return bool(self.provenance.failures) or any(i.problem for i in self.provenance.inputs)
+
+    def problems(self) -> list[str]:
+        """One line per input that was lost in whole or in part, naming the file and why."""
+        lines = [f"{f.path}: {f.reason}" for f in self.provenance.failures]
+        lines += [f"{i.path}: {i.problem}" for i in self.provenance.inputs if i.problem]
+        return lines
 
     def speaker_name(self, user_id: str) -> str:
         for speaker in self.speakers:

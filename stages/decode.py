@@ -25,6 +25,10 @@ _GAP_TOLERANCE = 0.010
 """WebM stamps packets in whole milliseconds; jumps smaller than this are rounding, not gaps."""
 
 
+_TRUNCATION_TOLERANCE = 0.5
+"""Seconds of declared audio that may be missing before a file counts as truncated."""
+
+
 class DecodeError(ValueError):
     """The file cannot be used at all (missing, wrong checksum, not audio). Names the file."""
 
@@ -55,6 +59,7 @@ def decode(
         with Path(pcm_path).open("wb") as out:
             writer = _PcmWriter(out)
             problem = _decode_stream(container, container.streams.audio[0], writer)
+        problem = problem or _missing_tail(container, writer.position / SAMPLE_RATE)
     if writer.first_time is None and problem is not None:
         pcm_path.unlink(missing_ok=True)
         raise DecodeError(f"{source}: no audio could be decoded ({problem})")
@@ -103,6 +108,17 @@ def _decode_stream(
         return f"decoding stopped at {writer.position / SAMPLE_RATE:.2f} s: {_reason(exc)}"
     if writer.first_time is None:
         return "the audio stream holds no decodable frames"
+    return None
+
+
+def _missing_tail(container: av.container.InputContainer, decoded: float) -> str | None:
+    """A file cut short (an interrupted upload) often decodes without any error: FFmpeg just
+    stops at the end of the bytes. The duration its header declares gives it away."""
+    if container.duration is None:
+        return None  # live-muxed files may not declare one
+    declared = container.duration / av.time_base
+    if declared - decoded > _TRUNCATION_TOLERANCE:
+        return f"the file ends at {decoded:.2f} s but its header says {declared:.2f} s (truncated)"
     return None
 
 

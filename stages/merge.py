@@ -23,7 +23,10 @@ class MergeOptions(BaseModel):
         1.0, ge=0, description="a speaker's segments closer than this (s) form one utterance"
     )
     min_overlap: float = Field(
-        0.1, ge=0, description="shorter overlaps between speakers are not marked"
+        0.3,
+        ge=0,
+        description="shorter overlaps between speakers are not marked: Whisper's word times "
+        "are good to about 0.2 s, so turns that merely touch must not count",
     )
 
 
@@ -104,19 +107,30 @@ def _turns(segments: Sequence[Segment], join_gap: float) -> list[list[Segment]]:
 
 
 def _mark_overlaps(utterances: list[Utterance], min_overlap: float) -> None:
-    """Fill ``overlaps`` by a sweep over utterances sorted by start."""
-    active: list[Utterance] = []
-    for u in utterances:
-        active = [a for a in active if a.end - u.start > min_overlap]
-        for a in active:
-            if a.speaker != u.speaker and min(a.end, u.end) - u.start > min_overlap:
-                if u.speaker not in a.overlaps:
-                    a.overlaps.append(u.speaker)
-                if a.speaker not in u.overlaps:
-                    u.overlaps.append(a.speaker)
-        active.append(u)
+    """Fill ``overlaps`` by a sweep over the spoken parts of utterances, sorted by start.
+
+    Judged on the words, not on the utterance bounds: an utterance starts a little before its
+    first word (the lead-in), and a reply that follows promptly is not talking over anyone.
+    """
+    spans = sorted((*_spoken(u), i) for i, u in enumerate(utterances))
+    active: list[tuple[float, float, int]] = []
+    for start, end, i in spans:
+        active = [a for a in active if a[1] - start > min_overlap]
+        u = utterances[i]
+        for _, other_end, j in active:
+            other = utterances[j]
+            if other.speaker != u.speaker and min(other_end, end) - start > min_overlap:
+                if u.speaker not in other.overlaps:
+                    other.overlaps.append(u.speaker)
+                if other.speaker not in u.overlaps:
+                    u.overlaps.append(other.speaker)
+        active.append((start, end, i))
     for u in utterances:
         u.overlaps.sort()
+
+
+def _spoken(u: Utterance) -> tuple[float, float]:
+    return (u.words[0].start, u.words[-1].end) if u.words else (u.start, u.end)
 
 
 def _speakers(manifest: Manifest) -> list[Speaker]:

@@ -1,0 +1,139 @@
+"""Write a transcript in the formats people and tools read.
+
+``json`` is the contract (``trackscribe.transcript/1``); ``vtt`` (WebVTT with voice tags) and
+``srt`` are subtitles, cut into readable cues at word boundaries; ``txt`` is for reading;
+``seglst`` is meeteval's segment list, for scoring. Every file is written to a temporary name
+and renamed, so an interrupted export never leaves half a file.
+"""
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from models import Transcript, Utterance, Word, atomic_write_text
+
+__all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt"]
+
+_MAX_CUE_SECONDS = 7.0
+_MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
+
+
+def to_vtt(transcript: Transcript) -> str:
+    """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``)."""
+    blocks = ["WEBVTT"]
+    for start, end, speaker, text in _cues(transcript):
+        name = _vtt_escape(transcript.speaker_name(speaker))
+        blocks.append(f"{_clock(start, '.')} --> {_clock(end, '.')}\n<v {name}>{_vtt_escape(text)}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def to_srt(transcript: Transcript) -> str:
+    """SubRip; SRT has no speaker field, so the name leads the text."""
+    blocks = []
+    for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
+        name = transcript.speaker_name(speaker)
+        blocks.append(f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{name}: {text}")
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def to_txt(transcript: Transcript) -> str:
+    """One line per utterance: ``[00:01:02] Alice: …``."""
+    lines = [
+        f"[{_clock(u.start, None)}] {transcript.speaker_name(u.speaker)}: {u.text}"
+        for u in transcript.utterances
+    ]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_seglst(transcript: Transcript) -> str:
+    """meeteval's SegLST: one entry per utterance, speaker by ``user_id``, seconds from origin."""
+    return (
+        json.dumps(
+            [
+                {
+                    "session_id": transcript.meeting_id,
+                    "speaker": u.speaker,
+                    "start_time": u.start,
+                    "end_time": u.end,
+                    "words": u.text,
+                }
+                for u in transcript.utterances
+            ],
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+FORMATS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
+    "json": ("transcript.json", Transcript.to_json),
+    "vtt": ("transcript.vtt", to_vtt),
+    "srt": ("transcript.srt", to_srt),
+    "txt": ("transcript.txt", to_txt),
+    "seglst": ("transcript.seglst.json", to_seglst),
+}
+"""Format name -> (file name, renderer)."""
+
+
+def export(transcript: Transcript, out_dir: Path, formats: Iterable[str]) -> dict[str, Path]:
+    """Write each format into ``out_dir``; returns the path written per format."""
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+    written = {}
+    for name in formats:
+        file_name, render = FORMATS[name]
+        path = Path(out_dir) / file_name
+        atomic_write_text(path, render(transcript))
+        written[name] = path
+    return written
+
+
+def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
+    """Utterances cut into subtitle-sized cues at word boundaries, in time order."""
+    cues = []
+    for u in transcript.utterances:
+        for start, end, text in _split_utterance(u):
+            cues.append((start, end, u.speaker, text))
+    return cues
+
+
+def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
+    if not u.words or (u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS):
+        return [(u.start, u.end, u.text)]
+    pieces: list[list[Word]] = [[]]
+    for word in u.words:
+        current = pieces[-1]
+        text = " ".join(w.word for w in [*current, word])
+        if current and (
+            word.end - current[0].start > _MAX_CUE_SECONDS or len(text) > _MAX_CUE_CHARS
+        ):
+            pieces.append([word])
+        else:
+            current.append(word)
+    out = []
+    for i, words in enumerate(pieces):
+        start = u.start if i == 0 else words[0].start
+        end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
+        out.append((start, max(end, start + 0.001), _join(words)))
+    return out
+
+
+def _join(words: Sequence[Word]) -> str:
+    return " ".join(w.word for w in words)
+
+
+def _clock(seconds: float, millis_sep: str | None) -> str:
+    """``01:02:03.456`` (``millis_sep`` '.' for WebVTT, ',' for SRT, None for whole seconds)."""
+    total_ms = max(0, round(seconds * 1000))
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, ms = divmod(rest, 1000)
+    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return text if millis_sep is None else f"{text}{millis_sep}{ms:03d}"
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

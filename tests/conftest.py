@@ -1,0 +1,114 @@
+"""Shared fixtures: the sample meeting, its transcript (made once), and real WebM/Opus files.
+
+Test media is made with PyAV's Opus encoder, so every file the tests decode is a genuine
+WebM/Opus file with the packet timestamps a test needs (offsets, gaps, stereo, truncation).
+"""
+
+import json
+import re
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from models import Manifest, PcmAudio
+from pipeline import Transcript, transcribe_tracks
+from pipeline.demo import sample_meeting
+from stages.decode import decode
+
+RATE = 48_000
+FRAME = 960  # 20 ms
+
+
+def write_webm(
+    path: Path,
+    samples: np.ndarray,
+    *,
+    start: float = 0.0,
+    gaps: dict[float, float] | None = None,
+    channels: int = 1,
+) -> Path:
+    """Encode mono float samples (48 kHz) as WebM/Opus.
+
+    ``start`` stamps the first packet at that time; ``gaps`` maps a position in ``samples``
+    (seconds) to a jump in timestamps inserted there (seconds), as a dropped connection makes.
+    """
+    gaps = gaps or {}
+    layout = "mono" if channels == 1 else "stereo"
+    padded = np.concatenate([samples, np.zeros(-len(samples) % FRAME, np.float32)])
+    with av.open(str(path), mode="w", format="webm") as container:
+        stream = container.add_stream("libopus", rate=RATE, layout=layout)
+        stream.bit_rate = 32_000
+        shift = round(start * RATE)
+        for i in range(0, len(padded), FRAME):
+            shift += sum(round(g * RATE) for at, g in gaps.items() if round(at * RATE) == i)
+            chunk = padded[i : i + FRAME].astype(np.float32)
+            data = np.stack([chunk] * channels).reshape(1, -1) if channels > 1 else chunk[None]
+            frame = av.AudioFrame.from_ndarray(data, format="flt", layout=layout)
+            frame.sample_rate = RATE
+            frame.pts = i + shift
+            frame.time_base = Fraction(1, RATE)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def tone(seconds: float, freq: float = 440.0, db: float = -12.0) -> np.ndarray:
+    t = np.arange(round(seconds * RATE)) / RATE
+    return (10 ** (db / 20) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * RATE), np.float32)
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words without punctuation, for comparing what was said."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return sample_meeting()
+
+
+@pytest.fixture(scope="session")
+def sample_manifest(sample_dir: Path) -> Manifest:
+    return Manifest.load(sample_dir / "manifest.json")
+
+
+@pytest.fixture(scope="session")
+def sample_truth(sample_dir: Path) -> list[dict]:
+    return json.loads((sample_dir / "truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sample_transcript(sample_manifest: Manifest) -> Transcript:
+    """The whole pipeline on the sample meeting, real model; made once for many tests."""
+    return transcribe_tracks(sample_manifest, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sample_speech(
+    sample_manifest: Manifest, tmp_path_factory: pytest.TempPathFactory
+) -> np.ndarray:
+    """Alice's track as 48 kHz float samples: real (synthesised) speech to build test files."""
+    track = sample_manifest.tracks[0]
+    pcm: PcmAudio = decode(
+        sample_manifest.track_path(track), tmp_path_factory.mktemp("speech") / "alice.pcm"
+    )
+    x16 = pcm.read()
+    return np.repeat(x16, 3).astype(np.float32)  # 16 -> 48 kHz; plenty for tests of timing
+
+
+@pytest.fixture
+def meeting_copy(sample_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the sample meeting, to break in tests."""
+    target = tmp_path / "meeting"
+    shutil.copytree(sample_dir, target)
+    return target

@@ -1,0 +1,102 @@
+"""The command line as users run it: outputs, messages and exit status."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def trackscribe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_transcribe_writes_every_format_and_exits_0(sample_dir, tmp_path):
+    result = trackscribe(
+        "transcribe", str(sample_dir / "manifest.json"), "-o", str(tmp_path), "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "transcript.json",
+        "transcript.seglst.json",
+        "transcript.srt",
+        "transcript.txt",
+        "transcript.vtt",
+    ]
+    assert json.loads((tmp_path / "transcript.json").read_text())["schema"] == (
+        "trackscribe.transcript/1"
+    )
+    assert "<v Chen>" in (tmp_path / "transcript.vtt").read_text()
+
+
+def test_a_lost_track_exits_1_and_names_it(meeting_copy, tmp_path):
+    lost = next((meeting_copy / "tracks").glob("default_user-chen_*"))
+    lost.unlink()
+    result = trackscribe(
+        "transcribe",
+        str(meeting_copy / "manifest.json"),
+        "-o",
+        str(tmp_path / "out"),
+        "--formats",
+        "json,txt",
+        "--no-progress",
+    )
+    assert result.returncode == 1
+    assert "partial result" in result.stderr and lost.name in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "transcript.json",
+        "transcript.txt",
+    ]
+
+
+def test_bad_input_exits_2_with_the_reason(meeting_copy, tmp_path):
+    manifest = meeting_copy / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    del raw["tracks"][0]["started_time"]
+    manifest.write_text(json.dumps(raw))
+    result = trackscribe("transcribe", str(manifest), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "tracks[0].started_time: Field required" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["transcribe", "m.json"],
+        ["transcribe", "m.json", "-o", "x", "--formats", "docx"],
+        ["nonsense"],
+    ],
+)
+def test_bad_usage_exits_2(args):
+    result = trackscribe(*args)
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_demo_prints_the_meeting_in_time_order(sample_truth):
+    result = trackscribe("demo", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(sample_truth)
+    speakers = [line.split("] ")[1].split(":")[0] for line in lines]
+    assert speakers == [
+        "Alice",
+        "Bruno",
+        "Alice",
+        "Bruno",
+        "Chen",
+        "Alice",
+        "Chen",
+        "Bruno",
+        "Alice",
+    ]
+    assert lines == sorted(lines)
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["transcribe", "--help"], ["demo", "--help"]):
+        result = trackscribe(*args)
+        assert result.returncode == 0 and "usage: trackscribe" in result.stdout

@@ -1,0 +1,103 @@
+"""Decoding: container time is track time, memory does not grow, bad files say what is wrong."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from models import SAMPLE_RATE
+from stages.decode import DecodeError, decode
+
+from .conftest import tone, write_webm
+
+
+def _onset(x: np.ndarray, db: float = -30.0) -> float:
+    """Time of the first 10-ms block louder than ``db``."""
+    blocks = x[: x.size // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero(np.sqrt(np.mean(blocks**2, axis=1)) > 10 ** (db / 20))
+    return loud[0] * 160 / SAMPLE_RATE
+
+
+def test_a_sample_track_decodes_to_16k_mono_of_the_right_length(sample_manifest, tmp_path):
+    track = sample_manifest.tracks[0]
+    audio = decode(sample_manifest.track_path(track), tmp_path / "a.pcm")
+    assert audio.problem is None
+    assert audio.duration == pytest.approx(50.5, abs=0.05)
+    assert (tmp_path / "a.pcm").stat().st_size == audio.num_samples * 2
+    assert audio.source_sha256 == track.sha256 and audio.source_size == track.size
+
+
+def test_audio_starts_at_the_first_packets_timestamp(tmp_path):
+    path = write_webm(tmp_path / "late.webm", tone(1.0), start=2.5)
+    audio = decode(path, tmp_path / "late.pcm")
+    x = audio.read()
+    assert audio.first_packet_time == pytest.approx(2.5, abs=0.002)
+    assert _onset(x) == pytest.approx(2.5, abs=0.02)
+    assert np.max(np.abs(x[: int(2.4 * SAMPLE_RATE)])) == 0
+    assert audio.duration == pytest.approx(3.5, abs=0.03)
+
+
+def test_a_gap_in_packet_timestamps_becomes_silence_of_the_same_length(tmp_path):
+    samples = np.concatenate([tone(1.0), tone(1.0, freq=880)])
+    path = write_webm(tmp_path / "gap.webm", samples, gaps={1.0: 3.0})
+    audio = decode(path, tmp_path / "gap.pcm")
+    x = audio.read()
+    assert audio.gap_seconds == pytest.approx(3.0, abs=0.02)
+    assert audio.duration == pytest.approx(5.0, abs=0.03)
+    assert np.max(np.abs(audio.read(1.1, 3.9))) < 1e-3
+    assert _onset(audio.read(3.5)) + 3.5 == pytest.approx(4.0, abs=0.02)
+    assert x.size == audio.num_samples
+
+
+def test_stereo_is_downmixed_to_mono(tmp_path):
+    path = write_webm(tmp_path / "stereo.webm", tone(2.0), channels=2)
+    audio = decode(path, tmp_path / "stereo.pcm")
+    assert audio.duration == pytest.approx(2.0, abs=0.03)
+    level = np.sqrt(np.mean(audio.read(0.5, 1.5) ** 2))
+    assert 20 * np.log10(level) == pytest.approx(-15.0, abs=1.0)  # -12 dB peak sine: -15 dB RMS
+
+
+def test_a_truncated_file_decodes_as_far_as_it_can_and_says_where_it_broke(tmp_path):
+    whole = write_webm(tmp_path / "whole.webm", tone(10.0))
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    audio = decode(cut, tmp_path / "cut.pcm")
+    assert 4.0 < audio.duration < 7.0
+    assert audio.problem is not None
+    assert f"ends at {audio.duration:.2f} s but its header says 10.0" in audio.problem
+
+
+def test_a_file_that_is_not_audio_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "notes.webm"
+    path.write_text("these are meeting notes, not audio\n" * 50)
+    with pytest.raises(DecodeError, match=r"notes\.webm: not a readable audio file"):
+        decode(path, tmp_path / "x.pcm")
+
+
+def test_a_missing_file_or_a_wrong_checksum_is_refused_before_decoding(sample_manifest, tmp_path):
+    with pytest.raises(DecodeError, match=r"absent\.webm: file not found"):
+        decode(tmp_path / "absent.webm", tmp_path / "x.pcm")
+    track = sample_manifest.tracks[0]
+    path = sample_manifest.track_path(track)
+    with pytest.raises(DecodeError, match=r"SHA-256 is .* the manifest says"):
+        decode(path, tmp_path / "x.pcm", expected_sha256="0" * 64)
+    with pytest.raises(DecodeError, match=r"size is .* the manifest says 1"):
+        decode(path, tmp_path / "x.pcm", expected_size=1)
+
+
+def test_memory_does_not_grow_with_track_length(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def peak(seconds: float) -> int:
+        noise = (0.05 * rng.standard_normal(round(seconds * 48_000))).astype(np.float32)
+        path = write_webm(tmp_path / f"{seconds}.webm", noise)
+        tracemalloc.start()
+        decode(path, tmp_path / f"{seconds}.pcm")
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(20), peak(200)
+    # Ten times the audio; the peak stays within a small constant, far below 200 s of PCM.
+    assert long < short + 1_000_000
+    assert long < 200 * SAMPLE_RATE * 2 / 4

@@ -1,0 +1,97 @@
+"""Exports: subtitles with speakers, readable text, and meeteval's SegLST."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from models import Provenance, Speaker, Transcript, Utterance, Word
+from stages.export import FORMATS, export, to_seglst, to_srt, to_txt, to_vtt
+
+ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def utt(speaker: str, start: float, end: float, text: str) -> Utterance:
+    words = text.split()
+    step = (end - start) / len(words)
+    return Utterance(
+        speaker=speaker,
+        start=start,
+        end=end,
+        text=text,
+        start_time=ORIGIN + timedelta(seconds=start),
+        end_time=ORIGIN + timedelta(seconds=end),
+        words=[
+            Word(word=w, start=start + i * step, end=start + (i + 1) * step, probability=1.0)
+            for i, w in enumerate(words)
+        ],
+    )
+
+
+@pytest.fixture
+def transcript():
+    return Transcript(
+        meeting_id="m-1",
+        origin=ORIGIN,
+        speakers=[Speaker(user_id="u-a", display_name="Alice"), Speaker(user_id="u-b")],
+        utterances=[utt("u-a", 1.25, 3.5, "Hello <team> & all."), utt("u-b", 62.0, 64.0, "Hi.")],
+        provenance=Provenance(software="test", model="none"),
+    )
+
+
+def test_webvtt_has_voice_tags_and_escapes_markup(transcript):
+    assert to_vtt(transcript) == (
+        "WEBVTT\n\n"
+        "00:00:01.250 --> 00:00:03.500\n<v Alice>Hello &lt;team&gt; &amp; all.\n\n"
+        "00:01:02.000 --> 00:01:04.000\n<v u-b>Hi.\n"
+    )
+
+
+def test_srt_numbers_cues_and_names_the_speaker(transcript):
+    assert to_srt(transcript) == (
+        "1\n00:00:01,250 --> 00:00:03,500\nAlice: Hello <team> & all.\n\n"
+        "2\n00:01:02,000 --> 00:01:04,000\nu-b: Hi.\n"
+    )
+
+
+def test_plain_text_is_one_line_per_utterance(transcript):
+    assert to_txt(transcript) == "[00:00:01] Alice: Hello <team> & all.\n[00:01:02] u-b: Hi.\n"
+
+
+def test_seglst_is_what_meeteval_reads(transcript):
+    assert json.loads(to_seglst(transcript)) == [
+        {
+            "session_id": "m-1",
+            "speaker": "u-a",
+            "start_time": 1.25,
+            "end_time": 3.5,
+            "words": "Hello <team> & all.",
+        },
+        {
+            "session_id": "m-1",
+            "speaker": "u-b",
+            "start_time": 62.0,
+            "end_time": 64.0,
+            "words": "Hi.",
+        },
+    ]
+
+
+def test_long_utterances_become_several_readable_cues(transcript):
+    text = " ".join(f"word{i}" for i in range(40))
+    transcript.utterances = [utt("u-a", 0.0, 20.0, text)]
+    cues = to_vtt(transcript).split("\n\n")[1:]
+    assert len(cues) >= 3
+    lines = [c.split("\n")[1].removeprefix("<v Alice>") for c in cues]
+    assert " ".join(lines) == text
+    assert all(len(line) <= 84 for line in lines)
+
+
+def test_export_writes_each_format_whole_and_nothing_else(transcript, tmp_path):
+    written = export(transcript, tmp_path / "out", FORMATS)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in written.values()
+    )
+    assert Transcript.load(written["json"]) == transcript
+    with pytest.raises(ValueError, match="unknown format"):
+        export(transcript, tmp_path, ["docx"])

@@ -1,0 +1,108 @@
+"""Merging: one clock from every track's start, one speaker per user, turns in time order."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from models import Manifest, Provenance, Segment, Word
+from stages.merge import MergeOptions, merge, track_offsets
+
+MANIFEST = Manifest.parse(
+    {
+        "schema": "trackscribe.manifest/1",
+        "meeting_id": "m",
+        "tracks": [
+            {"user_id": "bob", "path": "b1.webm", "started_time": "2026-11-20T10:00:02.500Z"},
+            {
+                "user_id": "ann",
+                "display_name": "Ann",
+                "path": "a.webm",
+                "started_time": "2026-11-20T10:00:00.000Z",
+            },
+            {
+                "user_id": "bob",
+                "display_name": "Bob",
+                "path": "b2.webm",
+                "started_time": "2026-11-20T10:00:30.000Z",
+            },
+            {"user_id": "cy", "path": "c.webm", "started_time": "2026-11-20T10:00:01.000Z"},
+        ],
+    }
+)
+PROVENANCE = Provenance(software="test", model="none")
+
+
+def seg(start: float, end: float, text: str) -> Segment:
+    words = text.split()
+    step = (end - start) / len(words)
+    return Segment(
+        start=start,
+        end=end,
+        text=text,
+        words=[
+            Word(word=w, start=start + i * step, end=start + (i + 1) * step, probability=0.9)
+            for i, w in enumerate(words)
+        ],
+    )
+
+
+def test_track_offsets_count_from_the_earliest_start():
+    assert track_offsets(MANIFEST) == [2.5, 0.0, 30.0, 1.0]
+
+
+def test_times_are_track_start_plus_time_within_the_file_and_sorted():
+    transcript = merge(
+        MANIFEST,
+        {
+            0: [seg(1.0, 2.0, "hello there")],
+            1: [seg(10.0, 11.0, "later on")],
+            2: [seg(0.5, 1.5, "back again")],
+        },
+        PROVENANCE,
+    )
+    assert transcript.origin == datetime(2026, 11, 20, 10, tzinfo=UTC)
+    got = [(u.speaker, u.start, u.end, u.text) for u in transcript.utterances]
+    assert got == [
+        ("bob", 3.5, 4.5, "hello there"),
+        ("ann", 10.0, 11.0, "later on"),
+        ("bob", 30.5, 31.5, "back again"),
+    ]
+    assert transcript.utterances[0].words[0].start == 3.5
+    assert transcript.utterances[2].start_time == datetime(
+        2026, 11, 20, 10, 0, 30, 500000, tzinfo=UTC
+    )
+
+
+def test_a_user_with_several_files_is_one_speaker_and_everyone_is_listed():
+    transcript = merge(MANIFEST, {}, PROVENANCE)
+    assert [(s.user_id, s.display_name) for s in transcript.speakers] == [
+        ("bob", "Bob"),
+        ("ann", "Ann"),
+        ("cy", None),
+    ]
+    assert transcript.utterances == []
+
+
+def test_close_segments_of_one_speaker_are_one_utterance():
+    segments = {1: [seg(1.0, 2.0, "one two"), seg(2.5, 3.0, "three"), seg(6.0, 7.0, "four")]}
+    transcript = merge(MANIFEST, segments, PROVENANCE, MergeOptions(join_gap=1.0))
+    assert [u.text for u in transcript.utterances] == ["one two three", "four"]
+    assert [len(u.words) for u in transcript.utterances] == [3, 1]
+
+
+def test_overlapping_speech_is_marked_on_both_speakers():
+    segments = {
+        1: [seg(1.0, 5.0, "a long turn here")],
+        3: [seg(3.0, 6.0, "an interjection")],
+        0: [seg(10.0, 11.0, "alone")],
+    }
+    transcript = merge(MANIFEST, segments, PROVENANCE)
+    overlaps = {(u.speaker, u.start): u.overlaps for u in transcript.utterances}
+    assert overlaps == {("ann", 1.0): ["cy"], ("cy", 4.0): ["ann"], ("bob", 12.5): []}
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.25])
+def test_touching_turns_are_not_overlaps(gap):
+    segments = {1: [seg(1.0, 2.0, "first")], 3: [seg(2.0 - gap, 3.0, "second")]}
+    transcript = merge(MANIFEST, segments, PROVENANCE)
+    assert all(u.overlaps == [] for u in transcript.utterances)

@@ -1,0 +1,89 @@
+"""The contracts: manifest/1 in, transcript/1 out, and errors that name the field."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from models import Manifest, ManifestError, Transcript, TranscriptError, format_utc
+
+VALID = {
+    "schema": "trackscribe.manifest/1",
+    "meeting_id": "m-1",
+    "tracks": [
+        {"user_id": "u1", "path": "tracks/a.webm", "started_time": "2026-11-20T10:00:03.250Z"}
+    ],
+}
+
+
+def _with_track(**changes: object) -> dict:
+    track = {**VALID["tracks"][0], **changes}
+    return {**VALID, "tracks": [{k: v for k, v in track.items() if v is not None}]}
+
+
+def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps(VALID))
+    manifest = Manifest.load(tmp_path / "manifest.json")
+    track = manifest.tracks[0]
+    assert manifest.track_path(track) == tmp_path / "tracks/a.webm"
+    assert track.started_time == datetime(2026, 11, 20, 10, 0, 3, 250000, tzinfo=UTC)
+    assert track.display_name is None and track.sha256 is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (_with_track(started_time=None), "tracks[0].started_time: Field required"),
+        (_with_track(user_id=None), "tracks[0].user_id: Field required"),
+        (_with_track(started_time="yesterday"), "tracks[0].started_time"),
+        (_with_track(started_time="2026-11-20T10:00:03"), "needs a time zone"),
+        (_with_track(path="../../etc/passwd"), "tracks[0].path"),
+        (_with_track(path="/etc/passwd"), "tracks[0].path"),
+        (_with_track(sha256="not-hex"), "tracks[0].sha256"),
+        (_with_track(size=-1), "tracks[0].size"),
+        ({**VALID, "schema": "trackscribe.manifest/2"}, "schema: Input should be"),
+        ({**VALID, "tracks": []}, "tracks: List should have at least 1 item"),
+        ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: Field required"),
+    ],
+)
+def test_a_bad_manifest_is_rejected_naming_the_field(tmp_path, raw, named):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ManifestError) as err:
+        Manifest.load(path)
+    assert str(path) in str(err.value)
+    assert named in str(err.value)
+
+
+def test_unreadable_manifests_name_the_file(tmp_path):
+    with pytest.raises(ManifestError, match="no such manifest file"):
+        Manifest.load(tmp_path / "absent.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ManifestError, match=r"broken\.json: not valid JSON"):
+        Manifest.load(tmp_path / "broken.json")
+
+
+def test_times_are_written_in_utc_with_millisecond_precision():
+    assert format_utc(datetime(2026, 11, 20, 10, 0, 3, 249600, tzinfo=UTC)) == (
+        "2026-11-20T10:00:03.250Z"
+    )
+    manifest = Manifest.parse(_with_track(started_time="2026-11-20T11:00:03.25+01:00"))
+    assert json.loads(manifest.to_json())["tracks"][0]["started_time"] == (
+        "2026-11-20T10:00:03.250Z"
+    )
+
+
+def test_a_transcript_survives_a_round_trip_through_its_file(sample_transcript, tmp_path):
+    path = sample_transcript.save(tmp_path / "transcript.json")
+    raw = json.loads(path.read_text())
+    assert raw["schema"] == "trackscribe.transcript/1"
+    assert raw["origin"].endswith("Z") and len(raw["origin"]) == len("2026-11-20T10:00:00.000Z")
+    assert Transcript.load(path) == sample_transcript
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_bad_transcript_file_names_the_field(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"schema": "trackscribe.transcript/1", "meeting_id": "m"}))
+    with pytest.raises(TranscriptError, match=r"t\.json: origin: Field required"):
+        Transcript.load(path)

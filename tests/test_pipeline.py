@@ -1,0 +1,154 @@
+"""The whole pipeline on real media: who said what and when, and what bad input costs."""
+
+import json
+import shutil
+
+import pytest
+
+from models import ManifestError
+from pipeline import transcribe_tracks
+
+from .conftest import silence, words_of, write_webm
+
+
+def _found(transcript, turn: dict) -> float:
+    """Share of a true turn's words that the transcript has on that speaker near that time."""
+    said = [
+        w
+        for u in transcript.utterances
+        if u.speaker == turn["speaker"]
+        and u.end > turn["start_time"] - 1
+        and u.start < turn["end_time"] + 1
+        for w in words_of(u.text)
+    ]
+    expected = words_of(turn["words"])
+    return sum(w in said for w in expected) / len(expected)
+
+
+def test_every_turn_is_found_on_the_right_speaker_at_the_right_time(
+    sample_transcript, sample_truth
+):
+    for turn in sample_truth:
+        assert _found(sample_transcript, turn) >= 0.8, turn
+        starts = [u.start for u in sample_transcript.utterances if u.speaker == turn["speaker"]]
+        assert min(abs(s - turn["start_time"]) for s in starts) < 0.5, turn
+    assert len(sample_transcript.utterances) == len(sample_truth)
+
+
+def test_the_listener_who_never_speaks_has_no_words(sample_transcript):
+    assert "user-dana" in [s.user_id for s in sample_transcript.speakers]
+    assert [u for u in sample_transcript.utterances if u.speaker == "user-dana"] == []
+
+
+def test_a_rejoining_user_is_one_speaker_across_both_files(sample_transcript):
+    assert [s.display_name for s in sample_transcript.speakers] == [
+        "Alice",
+        "Bruno",
+        "Chen",
+        "Dana",
+    ]
+    bruno = [u for u in sample_transcript.utterances if u.speaker == "user-bruno"]
+    assert [round(u.start) for u in bruno] == [6, 15, 40]  # first file, first file, second file
+
+
+def test_utterances_are_in_time_order_and_real_overlaps_are_marked(sample_transcript):
+    starts = [u.start for u in sample_transcript.utterances]
+    assert starts == sorted(starts)
+    marked = {(u.speaker, tuple(u.overlaps)) for u in sample_transcript.utterances if u.overlaps}
+    assert marked == {("user-chen", ("user-bruno",)), ("user-bruno", ("user-chen",))}
+
+
+def test_provenance_records_model_settings_and_the_exact_inputs(sample_transcript, sample_manifest):
+    p = sample_transcript.provenance
+    assert p.model == "bundled:tiny.en" and p.software.startswith("trackscribe")
+    assert p.parameters["vad"]["aggressiveness"] == 2
+    assert [(i.path, i.sha256) for i in p.inputs] == [
+        (t.path, t.sha256) for t in sample_manifest.tracks
+    ]
+    assert p.failures == [] and not sample_transcript.partial
+
+
+def _rewrite(meeting, change):
+    path = meeting / "manifest.json"
+    raw = json.loads(path.read_text())
+    change(raw)
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_a_missing_track_costs_only_that_track(meeting_copy):
+    chen = next((meeting_copy / "tracks").glob("default_user-chen_*"))
+    chen.unlink()
+    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=False)
+    assert transcript.partial
+    (failure,) = transcript.provenance.failures
+    assert failure.user_id == "user-chen" and failure.path == f"tracks/{chen.name}"
+    assert "file not found" in failure.reason and chen.name in failure.reason
+    assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
+
+
+def test_a_file_that_is_not_audio_is_reported_and_the_rest_transcribed(meeting_copy):
+    alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
+    alice.write_text("not audio at all\n" * 100)
+
+    def drop_checksums(raw):
+        for t in raw["tracks"]:
+            t.pop("sha256"), t.pop("size")
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, drop_checksums), progress=False)
+    (failure,) = transcript.provenance.failures
+    assert failure.user_id == "user-alice" and "not a readable audio file" in failure.reason
+    assert {u.speaker for u in transcript.utterances} == {"user-bruno", "user-chen"}
+
+
+def test_a_changed_file_is_refused_by_its_checksum(meeting_copy):
+    alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
+    shutil.copy(next((meeting_copy / "tracks").glob("default_user-dana_*")), alice)
+    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=False)
+    (failure,) = transcript.provenance.failures
+    assert failure.user_id == "user-alice" and "the manifest says" in failure.reason
+    assert "user-alice" not in {u.speaker for u in transcript.utterances}
+
+
+def test_a_truncated_track_keeps_what_it_holds_and_says_where_it_broke(meeting_copy, sample_truth):
+    alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
+    data = alice.read_bytes()
+    alice.write_bytes(data[: len(data) // 2])
+
+    def forget_checksum(raw):
+        raw["tracks"][0].pop("sha256"), raw["tracks"][0].pop("size")
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, forget_checksum), progress=False)
+    assert transcript.partial and transcript.provenance.failures == []
+    (broken,) = [i for i in transcript.provenance.inputs if i.problem]
+    assert broken.user_id == "user-alice" and "truncated" in broken.problem
+    assert 20 < broken.decoded_seconds < 30
+    first_turn = sample_truth[0]
+    assert _found(transcript, first_turn) >= 0.8  # what came before the break is kept
+    assert all(
+        u.start < broken.decoded_seconds for u in transcript.utterances if u.speaker == "user-alice"
+    )
+
+
+def test_a_silent_track_adds_a_speaker_and_no_words(meeting_copy):
+    write_webm(meeting_copy / "tracks" / "quiet.webm", silence(20))
+
+    def add_track(raw):
+        raw["tracks"].append(
+            {
+                "user_id": "user-eve",
+                "path": "tracks/quiet.webm",
+                "started_time": "2026-11-20T10:00:05.000Z",
+            }
+        )
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, add_track), progress=False)
+    assert "user-eve" in [s.user_id for s in transcript.speakers]
+    assert not [u for u in transcript.utterances if u.speaker == "user-eve"]
+    assert not transcript.partial
+
+
+def test_an_invalid_manifest_is_an_error_naming_the_field(meeting_copy):
+    path = _rewrite(meeting_copy, lambda raw: raw["tracks"][2].pop("user_id"))
+    with pytest.raises(ManifestError, match=r"tracks\[2\]\.user_id: Field required"):
+        transcribe_tracks(path, progress=False)

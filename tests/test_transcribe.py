@@ -1,0 +1,73 @@
+"""Transcription: only speech reaches the model, and every word comes back on the track clock."""
+
+from pathlib import Path
+
+import pytest
+
+from models import SpeechRegion
+from stages.decode import decode
+from stages.merge import track_offsets
+from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
+from stages.vad import detect_speech
+
+from .conftest import silence, words_of, write_webm
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    return Transcriber()
+
+
+def test_the_default_model_is_the_bundled_one_and_needs_no_download():
+    path = Path(resolve_model(BUNDLED_MODEL))
+    assert (path / "model.bin").is_file()
+    assert TranscribeOptions().model == BUNDLED_MODEL
+
+
+def test_the_model_is_loaded_once_per_process(transcriber):
+    assert Transcriber()._model is transcriber._model
+
+
+def test_a_track_is_transcribed_with_words_on_its_own_clock(
+    sample_manifest, sample_truth, transcriber, tmp_path
+):
+    index = next(i for i, t in enumerate(sample_manifest.tracks) if t.user_id == "user-chen")
+    track = sample_manifest.tracks[index]
+    offset = track_offsets(sample_manifest)[index]  # Chen joined 21.7 s late
+    audio = decode(sample_manifest.track_path(track), tmp_path / "chen.pcm")
+    regions = detect_speech(audio)
+    segments = transcriber.transcribe(audio, regions)
+
+    said = [w for s in segments for w in words_of(s.text)]
+    for turn in (t for t in sample_truth if t["speaker"] == "user-chen"):
+        expected = words_of(turn["words"])
+        assert len(set(expected) & set(said)) >= 0.8 * len(set(expected))
+        # The turn's first word is found within a few tenths of a second of where it was said.
+        first = expected[0]
+        times = [w.start for s in segments for w in s.words if words_of(w.word) == [first]]
+        assert min(abs(t + offset - turn["start_time"]) for t in times) < 0.5
+    for segment in segments:
+        region = next(r for r in regions if r.start <= segment.start and segment.end <= r.end)
+        assert all(region.start <= w.start <= w.end <= region.end for w in segment.words)
+
+
+def test_word_times_follow_the_audio_when_it_starts_later(sample_speech, transcriber, tmp_path):
+    speech = sample_speech[: 6 * 48_000]  # Alice's first turn
+    starts = []
+    for lead in (0.0, 3.0):
+        path = write_webm(tmp_path / f"{lead}.webm", speech, start=lead)
+        audio = decode(path, tmp_path / f"{lead}.pcm")
+        segments = transcriber.transcribe(audio, detect_speech(audio))
+        starts.append([w.start for s in segments for w in s.words])
+    assert len(starts[0]) == len(starts[1]) > 5
+    assert all(b - a == pytest.approx(3.0, abs=0.06) for a, b in zip(*starts, strict=True))
+
+
+def test_silence_sent_to_the_model_yields_no_text(transcriber, tmp_path):
+    audio = decode(write_webm(tmp_path / "quiet.webm", silence(8)), tmp_path / "quiet.pcm")
+    assert transcriber.transcribe(audio, [SpeechRegion(start=1.0, end=7.0)]) == []
+
+
+def test_no_regions_means_no_model_call(transcriber, tmp_path):
+    audio = decode(write_webm(tmp_path / "quiet.webm", silence(2)), tmp_path / "quiet.pcm")
+    assert transcriber.transcribe(audio, []) == []

@@ -1,0 +1,77 @@
+"""Voice activity: speech regions where people talk, nothing on silence or noise, <= 30 s each."""
+
+import itertools
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from stages.decode import decode
+from stages.merge import track_offsets
+from stages.vad import VadOptions, detect_speech
+
+from .conftest import silence, write_webm
+
+
+@pytest.fixture(scope="module")
+def decoded(sample_manifest, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vad")
+    return [
+        decode(sample_manifest.track_path(t), folder / f"{i}.pcm")
+        for i, t in enumerate(sample_manifest.tracks)
+    ]
+
+
+def test_every_spoken_turn_lies_in_a_region_of_its_speakers_track(
+    sample_manifest, sample_truth, decoded
+):
+    offsets = track_offsets(sample_manifest)
+    regions = {}
+    for track, audio, offset in zip(sample_manifest.tracks, decoded, offsets, strict=True):
+        regions.setdefault(track.user_id, []).extend(
+            (r.start + offset, r.end + offset) for r in detect_speech(audio)
+        )
+    for turn in sample_truth:
+        covering = [
+            (a, b)
+            for a, b in regions[turn["speaker"]]
+            if a <= turn["start_time"] + 0.1 and b >= turn["end_time"] - 0.1
+        ]
+        assert covering, f"{turn['speaker']} at {turn['start_time']} s is not in any region"
+        a, _ = covering[0]
+        assert turn["start_time"] - a <= VadOptions().padding + 0.15  # padded, not far early
+    assert regions["user-dana"] == []  # the listener's track carries only room noise
+
+
+def test_silence_and_low_noise_give_no_regions(tmp_path):
+    rng = np.random.default_rng(1)
+    noise = (10 ** (-60 / 20) * rng.standard_normal(10 * 48_000)).astype(np.float32)
+    for name, samples in [("silence", silence(10)), ("noise", noise)]:
+        audio = decode(write_webm(tmp_path / f"{name}.webm", samples), tmp_path / f"{name}.pcm")
+        assert detect_speech(audio) == [], name
+
+
+def test_long_speech_is_split_at_quiet_moments_into_regions_of_at_most_30_s(decoded):
+    alice = decoded[0]  # 50 s, five turns with pauses between them
+    options = VadOptions(min_silence=20.0, max_region=20.0)  # bridge every pause: one long run
+    regions = detect_speech(alice, options)
+    assert len(regions) >= 3
+    assert all(r.duration <= 20.0 + 1e-9 for r in regions)
+    for left, right in itertools.pairwise(regions):
+        if left.end == right.start:  # a split, not a pause between regions
+            cut = alice.read(left.end - 0.05, left.end + 0.05)
+            assert 20 * np.log10(np.sqrt(np.mean(cut**2)) + 1e-9) < -40, f"cut at {left.end} s"
+
+
+def test_regions_carry_the_speech_level(decoded):
+    (first, *_) = detect_speech(decoded[0])
+    assert first.level_db is not None and -30 < first.level_db < -5
+
+
+def test_options_are_validated():
+    with pytest.raises(ValidationError, match="frame_ms must be 10, 20 or 30"):
+        VadOptions(frame_ms=25)
+    with pytest.raises(ValidationError):
+        VadOptions(aggressiveness=4)
+    with pytest.raises(ValidationError):
+        VadOptions(max_region=45)
