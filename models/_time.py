@@ -16,7 +16,7 @@ def _as_utc(value: datetime) -> datetime:
 def format_utc(value: datetime) -> str:
     """``2026-11-20T10:00:03.250Z``: the one spelling every output uses."""
     value = value.astimezone(UTC)
-    millis = round(value.microsecond / 1000)
+    millis = (value.microsecond + 500) // 1000  # half up, not half to even
     value = value.replace(microsecond=0) + timedelta(milliseconds=millis)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 

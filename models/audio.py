@@ -30,6 +30,9 @@ class PcmAudio(BaseModel):
     num_samples: int = Field(ge=0)
     first_packet_time: float = Field(description="container time of the first audio, s")
     gap_seconds: float = Field(default=0.0, description="silence inserted for timestamp gaps")
+    dropped_seconds: float = Field(
+        default=0.0, description="audio dropped where timestamps went back over written audio"
+    )
     problem: str | None = Field(
         default=None, description="why decoding stopped early, and where; None if it did not"
     )

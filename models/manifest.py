@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ._errors import describe
 from ._time import UtcDatetime
 
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
@@ -18,14 +19,15 @@ class ManifestError(ValueError):
 class Track(BaseModel):
     """One participant file. A user who leaves and rejoins has several, all one speaker."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Unknown fields are refused: a misspelled "sha_256" must not turn verification off.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     user_id: str = Field(min_length=1)
     display_name: str | None = None
     peer_id: str | None = None
     path: str = Field(min_length=1, description="relative to the manifest's folder")
     started_time: UtcDatetime
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     size: int | None = Field(default=None, ge=0)
 
     @field_validator("path")
@@ -38,6 +40,11 @@ class Track(BaseModel):
             raise ValueError("must be a relative path inside the manifest's folder")
         return value
 
+    @field_validator("sha256")
+    @classmethod
+    def _lower_hex(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
     @property
     def label(self) -> str:
         """How people call this participant: the display name when there is one."""
@@ -47,7 +54,7 @@ class Track(BaseModel):
 class Manifest(BaseModel):
     """A meeting's tracks. ``root`` is the folder track paths are relative to (not serialised)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     schema_: Literal["trackscribe.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     meeting_id: str = Field(min_length=1)
@@ -79,18 +86,9 @@ class Manifest(BaseModel):
         try:
             manifest = cls.model_validate(raw)
         except ValidationError as exc:
-            raise ManifestError(f"{source}: {_describe(exc)}") from None
+            raise ManifestError(f"{source}: {describe(exc)}") from None
         manifest.root = root
         return manifest
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n"
-
-
-def _describe(exc: ValidationError) -> str:
-    """``tracks[0].started_time: Field required`` for each problem, one per line."""
-    lines = []
-    for error in exc.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        lines.append(f"{where.lstrip('.') or '(top level)'}: {error['msg']}")
-    return "; ".join(lines)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._errors import describe
 from ._time import UtcDatetime
 from .files import atomic_write_text
 
@@ -63,6 +64,11 @@ class InputFile(BaseModel):
     size: int
     started_time: UtcDatetime
     decoded_seconds: float | None = None
+    first_packet_time: float | None = Field(default=None, description="container time, s")
+    gap_seconds: float = Field(default=0.0, description="silence written for timestamp gaps")
+    dropped_seconds: float = Field(
+        default=0.0, description="audio dropped where timestamps went back over earlier audio"
+    )
     problem: str | None = Field(default=None, description="e.g. where a truncated file broke off")
 
 
@@ -105,7 +111,10 @@ class Transcript(BaseModel):
 
     def problems(self) -> list[str]:
         """One line per input that was lost in whole or in part, naming the file and why."""
-        lines = [f"{f.path}: {f.reason}" for f in self.provenance.failures]
+        lines = [
+            f.reason if Path(f.path).name in f.reason else f"{f.path}: {f.reason}"
+            for f in self.provenance.failures
+        ]
         lines += [f"{i.path}: {i.problem}" for i in self.provenance.inputs if i.problem]
         return lines
 
@@ -131,9 +140,9 @@ class Transcript(BaseModel):
             return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise TranscriptError(f"{path}: no such transcript file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TranscriptError(f"{path}: cannot read: {exc}") from None
         except json.JSONDecodeError as exc:
             raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise TranscriptError(f"{path}: {where}: {first['msg']}") from None
+            raise TranscriptError(f"{path}: {describe(exc)}") from None

@@ -2,7 +2,7 @@
 
 from models import Manifest, ManifestError, Transcript, TranscriptError
 
-from .core import PipelineOptions, transcribe_tracks
+from .core import NoUsableTrackError, PipelineOptions, transcribe_tracks
 
 load_manifest = Manifest.load
 load_transcript = Transcript.load
@@ -10,6 +10,7 @@ load_transcript = Transcript.load
 __all__ = [
     "Manifest",
     "ManifestError",
+    "NoUsableTrackError",
     "PipelineOptions",
     "Transcript",
     "TranscriptError",

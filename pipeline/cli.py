@@ -7,20 +7,19 @@ listed); 2 bad usage or bad input.
 import argparse
 import logging
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from models import ManifestError, Transcript
-from stages.export import FORMATS, export, to_txt
-from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
+from pydantic import ValidationError
 
-from .core import PipelineOptions, software_version, transcribe_tracks
+from models import Manifest, ManifestError, Transcript
+from stages.export import FORMATS, export, to_txt
+from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
+
+from .core import NoUsableTrackError, PipelineOptions, software_version, transcribe_tracks
 from .demo import sample_meeting
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
-
-log = logging.getLogger("trackscribe")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,11 +36,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except ManifestError as exc:
-        print(f"trackscribe: bad manifest: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(f"bad manifest: {exc}")
+    except (ModelError, NoUsableTrackError, _OutputError) as exc:
+        return _bad_input(str(exc))
+    except ValidationError as exc:
+        return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
     except KeyboardInterrupt:
         print("trackscribe: interrupted", file=sys.stderr)
         return 130
+
+
+class _OutputError(OSError):
+    """The output folder cannot be made or written."""
+
+
+def _bad_input(message: str) -> int:
+    print(f"trackscribe: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _output_folder(out: Path) -> Path:
+    """Make sure results can be written before any work is spent on them."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,24 +140,24 @@ def _options(args: argparse.Namespace) -> PipelineOptions:
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
-    transcript = transcribe_tracks(
-        args.manifest, options=_options(args), progress=not args.no_progress
-    )
-    _write(transcript, args.out, args.formats)
+    options = _options(args)
+    manifest = Manifest.load(args.manifest)
+    out = _output_folder(args.out)
+    transcript = transcribe_tracks(manifest, options=options, progress=not args.no_progress)
+    _write(transcript, out, args.formats)
     return _report(transcript)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    options = _options(args)
+    out = _output_folder(args.out) if args.out is not None else None
     meeting = sample_meeting()
     print(f"Sample meeting: {meeting / 'manifest.json'}\n", file=sys.stderr)
     transcript = transcribe_tracks(
-        meeting / "manifest.json", options=_options(args), progress=not args.no_progress
+        meeting / "manifest.json", options=options, progress=not args.no_progress
     )
-    if args.out is not None:
-        _write(transcript, args.out, args.formats)
-    else:
-        with tempfile.TemporaryDirectory() as scratch:
-            export(transcript, Path(scratch), args.formats)  # the demo exercises every writer
+    if out is not None:
+        _write(transcript, out, args.formats)
     print(to_txt(transcript), end="")
     return _report(transcript)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from models import (
@@ -25,12 +25,12 @@ from models import (
     TrackFailure,
     Transcript,
 )
-from stages.decode import decode
+from stages.decode import DecodeError, decode
 from stages.merge import MergeOptions, merge
 from stages.transcribe import TranscribeOptions, Transcriber
 from stages.vad import VadOptions, detect_speech
 
-__all__ = ["PipelineOptions", "transcribe_tracks"]
+__all__ = ["NoUsableTrackError", "PipelineOptions", "transcribe_tracks"]
 
 log = logging.getLogger("trackscribe")
 
@@ -43,6 +43,19 @@ class PipelineOptions(BaseModel):
     vad: VadOptions = Field(default_factory=VadOptions)
     transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
     merge: MergeOptions = Field(default_factory=MergeOptions)
+
+    @model_validator(mode="after")
+    def _regions_fit_windows(self) -> "PipelineOptions":
+        if self.vad.max_region > self.transcribe.max_window:
+            raise ValueError(
+                f"vad.max_region ({self.vad.max_region} s) must not exceed "
+                f"transcribe.max_window ({self.transcribe.max_window} s)"
+            )
+        return self
+
+
+class NoUsableTrackError(ValueError):
+    """Not one track of the meeting could be used; the message lists each and why."""
 
 
 @dataclass
@@ -80,16 +93,22 @@ def transcribe_tracks(
         manifest = Manifest.load(manifest)
     options = options or PipelineOptions()
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
+    # Loaded first: a model that cannot be loaded should fail before any decoding is spent.
+    transcriber = Transcriber(options.transcribe)
 
     with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
         for item in tqdm(work, desc="decode + VAD", unit="track", disable=not progress):
             _analyse(manifest, item, Path(scratch), options.vad)
 
-        transcriber = Transcriber(options.transcribe)
         todo = [w for w in work if w.audio is not None and w.regions]
         for item in tqdm(todo, desc="transcribe", unit="track", disable=not progress):
             _transcribe(manifest, item, transcriber)
 
+    if all(w.failure is not None for w in work):
+        lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
+        raise NoUsableTrackError(
+            f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
+        )
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
@@ -121,8 +140,7 @@ def _analyse(manifest: Manifest, item: _TrackWork, scratch: Path, vad: VadOption
         item.regions = detect_speech(item.audio, vad)
     except Exception as exc:  # one bad track must not cost the others
         item.audio = None
-        item.failure = _reason(exc)
-        log.error("%s: %s", track.path, item.failure)
+        _fail(item, track.path, exc)
 
 
 def _transcribe(manifest: Manifest, item: _TrackWork, transcriber: Transcriber) -> None:
@@ -130,13 +148,15 @@ def _transcribe(manifest: Manifest, item: _TrackWork, transcriber: Transcriber) 
     try:
         item.segments = transcriber.transcribe(item.audio, item.regions)
     except Exception as exc:  # one bad track must not cost the others
-        item.failure = _reason(exc)
-        log.error("%s: %s", manifest.tracks[item.index].path, item.failure)
+        _fail(item, manifest.tracks[item.index].path, exc)
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    return text if text else type(exc).__name__
+def _fail(item: _TrackWork, path: str, exc: Exception) -> None:
+    # Our own errors already say what and where; anything else is named by its type, and its
+    # traceback is kept for -vv.
+    item.failure = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+    log.error("%s: %s", path, item.failure)
+    log.debug("%s failed", path, exc_info=exc)
 
 
 def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
@@ -149,5 +169,8 @@ def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
         size=audio.source_size,
         started_time=track.started_time,
         decoded_seconds=round(audio.duration, 3),
+        first_packet_time=round(audio.first_packet_time, 3),
+        gap_seconds=round(audio.gap_seconds, 3),
+        dropped_seconds=round(audio.dropped_seconds, 3),
         problem=audio.problem,
     )

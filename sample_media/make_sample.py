@@ -76,7 +76,7 @@ def synthesise(text: str, voice: str) -> np.ndarray:
     audio = np.concatenate(chunks)
     loud = np.flatnonzero(np.abs(audio) > 10 ** (-50 / 20))
     audio = audio[loud[0] : loud[-1] + 1]
-    return 0.5 * audio / np.max(np.abs(audio))  # about -12 dBFS peak, as a headset gives
+    return 0.5 * audio / np.max(np.abs(audio))  # -6 dBFS peak, as a headset gives
 
 
 def encode_webm(samples: np.ndarray, path: Path) -> None:
@@ -112,6 +112,9 @@ def main() -> None:
     truth = []
     for user, start, text in SCRIPT:
         speech = synthesise(text, PEOPLE[user][1])
+        stop = start + len(speech) / RATE
+        if not any(join <= start and stop <= leave for join, leave in PRESENCE[user]):
+            raise SystemExit(f"{user}'s turn at {start} s does not fit while they are present")
         first = round(start * RATE)
         timeline[user][first : first + len(speech)] += speech
         truth.append(

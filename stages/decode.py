@@ -73,6 +73,7 @@ def decode(
         num_samples=writer.position,
         first_packet_time=writer.first_time or 0.0,
         gap_seconds=writer.gap_samples / SAMPLE_RATE,
+        dropped_seconds=writer.dropped_samples / SAMPLE_RATE,
         problem=problem,
     )
 
@@ -104,7 +105,7 @@ def _decode_stream(
                     start = None  # later chunks of one frame follow on directly
         for out in resampler.resample(None):
             writer.write(out.to_ndarray().reshape(-1), None)
-    except (av.error.FFmpegError, ValueError) as exc:
+    except av.error.FFmpegError as exc:
         return f"decoding stopped at {writer.position / SAMPLE_RATE:.2f} s: {_reason(exc)}"
     if writer.first_time is None:
         return "the audio stream holds no decodable frames"
@@ -127,27 +128,35 @@ def _reason(exc: Exception) -> str:
 
 
 class _PcmWriter:
-    """Appends samples at their container time, writing silence over timestamp gaps."""
+    """Appends samples at their container time.
+
+    Where timestamps jump ahead of the audio written so far, silence fills the gap; where they
+    fall behind it (overlapping packets, a sender clock running slow), the audio that would
+    overlap is dropped. Either way sample ``i`` stays at container time ``i / SAMPLE_RATE``.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
         self._file = out
         self.position = 0  # samples written so far
         self.gap_samples = 0
+        self.dropped_samples = 0
         self.first_time: float | None = None
 
     def write(self, samples: np.ndarray, time: float | None) -> None:
         if time is not None:
-            if self.first_time is None:
+            leading = self.first_time is None
+            if leading:
                 self.first_time = time
-            target = round(time * SAMPLE_RATE)
-            if target < 0 and self.position == 0:
-                samples = samples[-target:]  # audio stamped before zero (encoder delay)
-            elif target - self.position > _GAP_TOLERANCE * SAMPLE_RATE:
-                gap = target - self.position
-                self._file.write(np.zeros(gap, "<i2").tobytes())
-                self.position += gap
-                # The leading offset is not a gap in the recording, only its start.
-                if self.first_time != time:
-                    self.gap_samples += gap
+            ahead = round(time * SAMPLE_RATE) - self.position
+            if ahead > _GAP_TOLERANCE * SAMPLE_RATE:
+                self._file.write(np.zeros(ahead, "<i2").tobytes())
+                self.position += ahead
+                if not leading:  # a late start is not a gap in the recording
+                    self.gap_samples += ahead
+            elif ahead < -_GAP_TOLERANCE * SAMPLE_RATE:
+                drop = min(-ahead, samples.size)
+                samples = samples[drop:]
+                if not leading:  # audio stamped before zero is encoder delay, not loss
+                    self.dropped_samples += drop
         self._file.write(samples.astype("<i2", copy=False).tobytes())
         self.position += samples.size

@@ -7,7 +7,7 @@ and renamed, so an interrupted export never leaves half a file.
 """
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from models import Transcript, Utterance, Word, atomic_write_text
@@ -82,22 +82,26 @@ def export(transcript: Transcript, out_dir: Path, formats: Iterable[str]) -> dic
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+    # Render everything before writing anything: a renderer that fails leaves the folder as it was.
+    rendered = {name: FORMATS[name][1](transcript) for name in formats}
     written = {}
-    for name in formats:
-        file_name, render = FORMATS[name]
-        path = Path(out_dir) / file_name
-        atomic_write_text(path, render(transcript))
+    for name, text in rendered.items():
+        path = Path(out_dir) / FORMATS[name][0]
+        atomic_write_text(path, text)
         written[name] = path
     return written
 
 
 def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
     """Utterances cut into subtitle-sized cues at word boundaries, in time order."""
-    cues = []
-    for u in transcript.utterances:
-        for start, end, text in _split_utterance(u):
-            cues.append((start, end, u.speaker, text))
-    return cues
+    cues = [
+        (start, end, u.speaker, text)
+        for u in transcript.utterances
+        for start, end, text in _split_utterance(u)
+    ]
+    # A long utterance's later cues can start after other speakers' turns; players and the
+    # WebVTT rules want cues in start order.
+    return sorted(cues, key=lambda cue: (cue[0], cue[1]))
 
 
 def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
@@ -117,12 +121,8 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     for i, words in enumerate(pieces):
         start = u.start if i == 0 else words[0].start
         end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
-        out.append((start, max(end, start + 0.001), _join(words)))
+        out.append((start, max(end, start + 0.001), " ".join(w.word for w in words)))
     return out
-
-
-def _join(words: Sequence[Word]) -> str:
-    return " ".join(w.word for w in words)
 
 
 def _clock(seconds: float, millis_sep: str | None) -> str:

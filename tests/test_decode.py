@@ -31,6 +31,7 @@ def test_audio_starts_at_the_first_packets_timestamp(tmp_path):
     path = write_webm(tmp_path / "late.webm", tone(1.0), start=2.5)
     audio = decode(path, tmp_path / "late.pcm")
     x = audio.read()
+    assert audio.problem is None and audio.gap_seconds == 0
     assert audio.first_packet_time == pytest.approx(2.5, abs=0.002)
     assert _onset(x) == pytest.approx(2.5, abs=0.02)
     assert np.max(np.abs(x[: int(2.4 * SAMPLE_RATE)])) == 0
@@ -101,3 +102,19 @@ def test_memory_does_not_grow_with_track_length(tmp_path):
     # Ten times the audio; the peak stays within a small constant, far below 200 s of PCM.
     assert long < short + 1_000_000
     assert long < 200 * SAMPLE_RATE * 2 / 4
+
+
+def test_timestamps_that_fall_behind_the_audio_keep_it_on_container_time(tmp_path):
+    # Frames of 20 ms stamped 19 ms apart: a click every 10 s of samples sits at 9.5 s steps
+    # of container time, and the decoded track must put it there.
+    samples = np.zeros(50 * 48_000, np.float32)
+    for k in range(5):
+        samples[k * 480_000 : k * 480_000 + 4800] = tone(0.1)
+    audio = decode(write_webm(tmp_path / "slow.webm", samples, clock=0.95), tmp_path / "s.pcm")
+    x = audio.read()
+    blocks = np.sqrt(np.mean(x[: x.size // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+    loud = np.flatnonzero(blocks > 0.01) * 160 / SAMPLE_RATE
+    onsets = [t for i, t in enumerate(loud) if i == 0 or t - loud[i - 1] > 1]
+    assert onsets == pytest.approx([0.0, 9.5, 19.0, 28.5, 38.0], abs=0.03)
+    assert audio.dropped_seconds == pytest.approx(2.5, abs=0.05)
+    assert audio.problem is None

@@ -95,3 +95,48 @@ def test_export_writes_each_format_whole_and_nothing_else(transcript, tmp_path):
     assert Transcript.load(written["json"]) == transcript
     with pytest.raises(ValueError, match="unknown format"):
         export(transcript, tmp_path, ["docx"])
+
+
+def test_cues_of_a_long_utterance_and_an_overlapping_reply_are_in_time_order(transcript):
+    long_text = " ".join(f"word{i}" for i in range(40))
+    transcript.utterances = [utt("u-a", 0.0, 20.0, long_text), utt("u-b", 5.0, 6.0, "Right.")]
+    cues = [c.split("\n")[0] for c in to_vtt(transcript).split("\n\n")[1:]]
+    starts = [c.split(" --> ")[0] for c in cues]
+    assert starts == sorted(starts) and "00:00:05.000" in starts
+    for cue in cues:
+        start, end = (_seconds(t) for t in cue.split(" --> "))
+        assert 0 < end - start <= 7.0
+
+
+def _seconds(clock: str) -> float:
+    h, m, s = clock.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
+    transcript, tmp_path, monkeypatch
+):
+    import os
+
+    out = tmp_path / "out"
+    export(transcript, out, ["txt"])
+    before = (out / "transcript.txt").read_text()
+    transcript.utterances = transcript.utterances[:1]
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        export(transcript, out, ["txt"])
+    assert (out / "transcript.txt").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["transcript.txt"]
+
+
+def test_written_files_have_ordinary_permissions(transcript, tmp_path):
+    import os
+
+    written = export(transcript, tmp_path, ["json"])
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert written["json"].stat().st_mode & 0o777 == 0o666 & ~mask

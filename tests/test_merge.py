@@ -106,3 +106,27 @@ def test_touching_turns_are_not_overlaps(gap):
     segments = {1: [seg(1.0, 2.0, "first")], 3: [seg(2.0 - gap, 3.0, "second")]}
     transcript = merge(MANIFEST, segments, PROVENANCE)
     assert all(u.overlaps == [] for u in transcript.utterances)
+
+
+def test_a_reply_in_the_pause_splits_the_turn_and_keeps_the_dialogue_in_order():
+    segments = {
+        1: [seg(0.0, 5.0, "are you ready to ship"), seg(5.9, 8.0, "ok then lets go")],
+        3: [seg(4.1, 4.8, "yes")],
+    }  # cy's track starts 1 s in: 5.1-5.8
+    transcript = merge(MANIFEST, segments, PROVENANCE, MergeOptions(join_gap=1.0))
+    got = [(u.speaker, u.text, u.overlaps) for u in transcript.utterances]
+    assert got == [
+        ("ann", "are you ready to ship", []),
+        ("cy", "yes", []),
+        ("ann", "ok then lets go", []),
+    ]
+
+
+def test_an_interjection_inside_a_turn_is_an_overlap_not_a_split():
+    segments = {
+        1: [seg(0.0, 5.0, "a b c d e f"), seg(5.5, 8.0, "g h i")],
+        3: [seg(2.0, 3.0, "mm hmm")],
+    }
+    transcript = merge(MANIFEST, segments, PROVENANCE, MergeOptions(join_gap=1.0))
+    got = [(u.speaker, u.text, u.overlaps) for u in transcript.utterances]
+    assert got == [("ann", "a b c d e f g h i", ["cy"]), ("cy", "mm hmm", ["ann"])]

@@ -87,3 +87,20 @@ def test_a_bad_transcript_file_names_the_field(tmp_path):
     path.write_text(json.dumps({"schema": "trackscribe.transcript/1", "meeting_id": "m"}))
     with pytest.raises(TranscriptError, match=r"t\.json: origin: Field required"):
         Transcript.load(path)
+
+
+def test_a_misspelled_field_is_refused_rather_than_ignored():
+    with pytest.raises(
+        ManifestError, match=r"tracks\[0\]\.sha_256: Extra inputs are not permitted"
+    ):
+        Manifest.parse(_with_track(sha_256="ab" * 32))
+
+
+def test_checksums_are_accepted_in_either_case():
+    manifest = Manifest.parse(_with_track(sha256="AB" * 32))
+    assert manifest.tracks[0].sha256 == "ab" * 32
+
+
+def test_a_transcript_path_that_is_a_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(TranscriptError, match="cannot read"):
+        Transcript.load(tmp_path)

@@ -2,12 +2,19 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models import SpeechRegion
 from stages.decode import decode
 from stages.merge import track_offsets
-from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
+from stages.transcribe import (
+    BUNDLED_MODEL,
+    ModelError,
+    TranscribeOptions,
+    Transcriber,
+    resolve_model,
+)
 from stages.vad import detect_speech
 
 from .conftest import silence, words_of, write_webm
@@ -63,11 +70,41 @@ def test_word_times_follow_the_audio_when_it_starts_later(sample_speech, transcr
     assert all(b - a == pytest.approx(3.0, abs=0.06) for a, b in zip(*starts, strict=True))
 
 
-def test_silence_sent_to_the_model_yields_no_text(transcriber, tmp_path):
-    audio = decode(write_webm(tmp_path / "quiet.webm", silence(8)), tmp_path / "quiet.pcm")
-    assert transcriber.transcribe(audio, [SpeechRegion(start=1.0, end=7.0)]) == []
+@pytest.mark.parametrize("level_db", [-50, -35, -25])
+def test_noise_sent_to_the_model_yields_no_text(transcriber, tmp_path, level_db):
+    rng = np.random.default_rng(3)
+    noise = (10 ** (level_db / 20) * rng.standard_normal(10 * 48_000)).astype(np.float32)
+    audio = decode(write_webm(tmp_path / "noise.webm", noise), tmp_path / "noise.pcm")
+    assert transcriber.transcribe(audio, [SpeechRegion(start=1.0, end=9.0)]) == []
 
 
-def test_no_regions_means_no_model_call(transcriber, tmp_path):
+def test_no_regions_means_no_model_call(transcriber, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(transcriber._model, "transcribe", lambda *a, **k: calls.append(a))
     audio = decode(write_webm(tmp_path / "quiet.webm", silence(2)), tmp_path / "quiet.pcm")
     assert transcriber.transcribe(audio, []) == []
+    assert calls == []
+
+
+def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(
+    sample_speech, transcriber, tmp_path
+):
+    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
+    samples = np.concatenate([silence(2), turn, silence(30), turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "twice.webm", samples), tmp_path / "twice.pcm")
+    regions = detect_speech(audio)
+    assert len(regions) == 2 and sum(r.duration for r in regions) < 30  # one window
+    segments = transcriber.transcribe(audio, regions)
+    first = [w for s in segments for w in s.words if w.start < regions[0].end]
+    second = [w for s in segments for w in s.words if w.start >= regions[1].start]
+    assert [w.word for w in first] == [w.word for w in second] and len(first) > 5
+    assert all(regions[0].start <= w.start <= w.end <= regions[0].end for w in first)
+    assert all(regions[1].start <= w.start <= w.end <= regions[1].end for w in second)
+    # Whisper's own word timing varies with context by a few tenths; the map adds nothing.
+    shifts = sorted(b.start - a.start for a, b in zip(first, second, strict=True))
+    assert shifts[len(shifts) // 2] == pytest.approx(30 + turn.size / 48_000, abs=0.25)
+
+
+def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match=r"cannot load model '.*nowhere'"):
+        Transcriber(TranscribeOptions(model=str(tmp_path / "nowhere")))

@@ -69,7 +69,7 @@ def test_regions_carry_the_speech_level(decoded):
 
 
 def test_options_are_validated():
-    with pytest.raises(ValidationError, match="frame_ms must be 10, 20 or 30"):
+    with pytest.raises(ValidationError, match="frame_ms"):
         VadOptions(frame_ms=25)
     with pytest.raises(ValidationError):
         VadOptions(aggressiveness=4)
