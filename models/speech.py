@@ -10,6 +10,9 @@ class SpeechRegion(BaseModel):
 
     start: float = Field(ge=0)
     end: float
+    onset: float | None = Field(
+        default=None, description="first voiced moment (start is padded before it); s"
+    )
     level_db: float | None = Field(
         default=None, description="speech level (dBFS, RMS over voiced frames)"
     )
@@ -18,6 +21,8 @@ class SpeechRegion(BaseModel):
     def _ordered(self) -> "SpeechRegion":
         if self.end <= self.start:
             raise ValueError(f"region ends ({self.end}) before it starts ({self.start})")
+        if self.onset is not None and not self.start <= self.onset <= self.end:
+            raise ValueError(f"onset {self.onset} is outside the region {self.start}-{self.end}")
         return self
 
     @property

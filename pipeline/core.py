@@ -101,8 +101,7 @@ def transcribe_tracks(
             _analyse(manifest, item, Path(scratch), options.vad)
 
         todo = [w for w in work if w.audio is not None and w.regions]
-        for item in tqdm(todo, desc="transcribe", unit="track", disable=not progress):
-            _transcribe(manifest, item, transcriber)
+        _transcribe(manifest, todo, transcriber, progress)
 
     if all(w.failure is not None for w in work):
         lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
@@ -143,12 +142,28 @@ def _analyse(manifest: Manifest, item: _TrackWork, scratch: Path, vad: VadOption
         _fail(item, track.path, exc)
 
 
-def _transcribe(manifest: Manifest, item: _TrackWork, transcriber: Transcriber) -> None:
-    assert item.audio is not None
-    try:
-        item.segments = transcriber.transcribe(item.audio, item.regions)
-    except Exception as exc:  # one bad track must not cost the others
-        _fail(item, manifest.tracks[item.index].path, exc)
+def _transcribe(
+    manifest: Manifest, todo: list[_TrackWork], transcriber: Transcriber, progress: bool
+) -> None:
+    speech = sum(r.duration for w in todo for r in w.regions)
+    with tqdm(
+        total=round(speech, 1), desc="transcribe", unit="s", disable=not progress or not todo
+    ) as bar:
+        try:
+            results = transcriber.transcribe_tracks(
+                [(w.audio, w.regions) for w in todo], on_progress=lambda s: bar.update(round(s, 1))
+            )
+        except Exception:
+            # The tracks were transcribed together; find the one that fails, alone.
+            log.warning("transcribing the tracks together failed; retrying one by one")
+            for item in todo:
+                try:
+                    item.segments = transcriber.transcribe(item.audio, item.regions)
+                except Exception as exc:  # one bad track must not cost the others
+                    _fail(item, manifest.tracks[item.index].path, exc)
+            return
+    for item, segments in zip(todo, results, strict=True):
+        item.segments = segments
 
 
 def _fail(item: _TrackWork, path: str, exc: Exception) -> None:

@@ -31,7 +31,7 @@ class VadOptions(BaseModel):
     min_level_db: float = Field(
         -55.0, description="frames quieter than this (dBFS RMS) are never speech"
     )
-    padding: float = Field(0.4, ge=0, description="audio kept before and after each region")
+    padding: float = Field(0.2, ge=0, description="audio kept before and after each region")
     min_speech: float = Field(0.25, ge=0, description="shorter bursts are dropped")
     min_silence: float = Field(0.8, ge=0, description="shorter pauses stay inside a region")
     max_region: float = Field(30.0, gt=1, le=30, description="longer regions are split")
@@ -54,7 +54,10 @@ def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[Sp
             end = min(hi * frame_s, audio.duration)
             if end > lo * frame_s:
                 level = _speech_level(level_db, voiced, lo, hi)
-                regions.append(SpeechRegion(start=lo * frame_s, end=end, level_db=level))
+                onset = min((lo + int(np.argmax(voiced[lo:hi]))) * frame_s, end)
+                regions.append(
+                    SpeechRegion(start=lo * frame_s, end=end, onset=onset, level_db=level)
+                )
     return regions
 
 
