@@ -7,7 +7,13 @@ reason and costs nothing else: the other tracks still make the transcript.
 """
 
 import logging
+import multiprocessing
+import os
 import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,11 +32,18 @@ from models import (
     Transcript,
 )
 from stages.decode import DecodeError, decode
-from stages.merge import MergeOptions, merge
+from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber
 from stages.vad import VadOptions, detect_speech
 
-__all__ = ["NoUsableTrackError", "PipelineOptions", "transcribe_tracks"]
+__all__ = [
+    "MeetingRun",
+    "NoUsableTrackError",
+    "PipelineOptions",
+    "RunStats",
+    "run_meeting",
+    "transcribe_tracks",
+]
 
 log = logging.getLogger("trackscribe")
 
@@ -74,6 +87,35 @@ def software_version() -> str:
         return "trackscribe (not installed)"
 
 
+class RunStats(BaseModel):
+    """Where the time of one run went, for benchmarks. Seconds unless named otherwise.
+
+    ``decode_s`` and ``vad_s`` add up the time spent on each track (they run in parallel, one
+    track per worker process); ``analyse_s`` is the wall time of that phase.
+    """
+
+    model_load_s: float = 0.0
+    decode_s: float = 0.0
+    vad_s: float = 0.0
+    analyse_s: float = 0.0
+    transcribe_s: float = 0.0
+    merge_s: float = 0.0
+    meeting_s: float = Field(0.0, description="from the origin to the end of the last track")
+    audio_s: float = Field(0.0, description="all decoded track audio together")
+    speech_s: float = Field(0.0, description="audio that reached the model")
+
+    @property
+    def wall_s(self) -> float:
+        """Everything but the model load (reported on its own)."""
+        return self.analyse_s + self.transcribe_s + self.merge_s
+
+
+@dataclass
+class MeetingRun:
+    transcript: Transcript
+    stats: RunStats
+
+
 def transcribe_tracks(
     manifest: Manifest | Path | str,
     *,
@@ -87,32 +129,63 @@ def transcribe_tracks(
     decoded audio is kept while the meeting is processed (about 115 MB per hour of track;
     default: the system's temporary folder); it is removed afterwards. Tracks that cannot
     be used are listed in ``transcript.provenance.failures`` (see ``Transcript.partial``);
-    only a manifest that cannot be read at all raises (:class:`models.ManifestError`).
+    a manifest that cannot be read raises :class:`models.ManifestError`, and a meeting none
+    of whose tracks can be used raises :class:`NoUsableTrackError`.
+    """
+    return run_meeting(manifest, options=options, progress=progress, workdir=workdir).transcript
+
+
+def run_meeting(
+    manifest: Manifest | Path | str,
+    *,
+    options: PipelineOptions | None = None,
+    progress: bool = True,
+    workdir: Path | None = None,
+    workers: int | None = None,
+) -> MeetingRun:
+    """:func:`transcribe_tracks`, also telling where the time went.
+
+    ``workers`` processes decode and search tracks for speech in parallel (default: one per
+    CPU core, at most one per track).
     """
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     options = options or PipelineOptions()
+    stats = RunStats()
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
-    # Loaded first: a model that cannot be loaded should fail before any decoding is spent.
-    transcriber = Transcriber(options.transcribe)
 
-    with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
-        for item in tqdm(work, desc="decode + VAD", unit="track", disable=not progress):
-            _analyse(manifest, item, Path(scratch), options.vad)
+    with (
+        tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch,
+        _analysis_pool(len(work), workers) as pool,
+    ):
+        # Decoding starts in the workers while the model loads here; a model that cannot be
+        # loaded still stops everything before any transcription.
+        started = time.perf_counter()
+        jobs = _submit(pool, manifest, work, Path(scratch), options.vad)
+        with _timer(stats, "model_load_s"):
+            transcriber = Transcriber(options.transcribe)
+        _collect(manifest, work, jobs, Path(scratch), options.vad, stats, progress)
+        stats.analyse_s = time.perf_counter() - started - stats.model_load_s
 
         todo = [w for w in work if w.audio is not None and w.regions]
-        _transcribe(manifest, todo, transcriber, progress)
+        stats.speech_s = sum(r.duration for w in todo for r in w.regions)
+        with _timer(stats, "transcribe_s"):
+            _transcribe(manifest, todo, transcriber, progress)
 
     if all(w.failure is not None for w in work):
         lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
         raise NoUsableTrackError(
             f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
         )
+    decoded = [w for w in work if w.audio is not None]
+    offsets = track_offsets(manifest)
+    stats.audio_s = sum(w.audio.duration for w in decoded)
+    stats.meeting_s = max(offsets[w.index] + w.audio.duration for w in decoded)
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
         parameters=options.model_dump(mode="json"),
-        inputs=[_input_file(manifest, w) for w in work if w.audio is not None],
+        inputs=[_input_file(manifest, w) for w in decoded],
         failures=[
             TrackFailure(
                 path=manifest.tracks[w.index].path,
@@ -124,22 +197,106 @@ def transcribe_tracks(
         ],
     )
     segments = {w.index: w.segments for w in work if w.failure is None}
-    return merge(manifest, segments, provenance, options.merge)
+    with _timer(stats, "merge_s"):
+        transcript = merge(manifest, segments, provenance, options.merge)
+    return MeetingRun(transcript=transcript, stats=stats)
 
 
-def _analyse(manifest: Manifest, item: _TrackWork, scratch: Path, vad: VadOptions) -> None:
-    track = manifest.tracks[item.index]
+@contextmanager
+def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
+    start = time.perf_counter()
     try:
-        item.audio = decode(
-            manifest.track_path(track),
-            scratch / f"{item.index}.pcm",
-            expected_sha256=track.sha256,
-            expected_size=track.size,
-        )
-        item.regions = detect_speech(item.audio, vad)
-    except Exception as exc:  # one bad track must not cost the others
-        item.audio = None
-        _fail(item, track.path, exc)
+        yield
+    finally:
+        setattr(stats, field_name, getattr(stats, field_name) + time.perf_counter() - start)
+
+
+def _analyse_track(
+    source: Path, pcm_path: Path, sha256: str | None, size: int | None, vad: VadOptions
+) -> tuple[PcmAudio, list[SpeechRegion], float, float]:
+    """Decode one track and find its speech (runs in a worker process)."""
+    start = time.perf_counter()
+    audio = decode(source, pcm_path, expected_sha256=sha256, expected_size=size)
+    decoded = time.perf_counter()
+    regions = detect_speech(audio, vad)
+    return audio, regions, decoded - start, time.perf_counter() - decoded
+
+
+@contextmanager
+def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for decoding, or None when one would do.
+
+    Processes, because PyAV holds the GIL while it decodes. They come from a fork server that
+    has imported only the stages they run: forking this process could copy the model's
+    threads' locks (a notebook's second run, say) into a child.
+    """
+    count = min(tracks, workers or os.cpu_count() or 1)
+    if count <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["stages.decode", "stages.vad"])
+    pool = ProcessPoolExecutor(count, mp_context=context)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(
+    pool: ProcessPoolExecutor | None,
+    manifest: Manifest,
+    work: list[_TrackWork],
+    scratch: Path,
+    vad: VadOptions,
+) -> dict[Future, _TrackWork]:
+    if pool is None:
+        return {}
+    # Largest files first, so that the workers finish at about the same time.
+    ordered = sorted(work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index])))
+    return {
+        pool.submit(_analyse_track, *_job(manifest, item, scratch), vad): item for item in ordered
+    }
+
+
+def _job(manifest: Manifest, item: _TrackWork, scratch: Path) -> tuple:
+    track = manifest.tracks[item.index]
+    return manifest.track_path(track), scratch / f"{item.index}.pcm", track.sha256, track.size
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _collect(
+    manifest: Manifest,
+    work: list[_TrackWork],
+    jobs: dict[Future, _TrackWork],
+    scratch: Path,
+    vad: VadOptions,
+    stats: RunStats,
+    progress: bool,
+) -> None:
+    """Results of the workers (or, without workers, the work done here), as they finish."""
+    with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
+        if jobs:
+            outcomes = ((jobs[f], f.result) for f in as_completed(jobs))
+        else:
+            outcomes = (
+                (item, lambda item=item: _analyse_track(*_job(manifest, item, scratch), vad))
+                for item in work
+            )
+        for item, result in outcomes:
+            try:
+                item.audio, item.regions, decode_s, vad_s = result()
+                stats.decode_s += decode_s
+                stats.vad_s += vad_s
+            except Exception as exc:  # one bad track must not cost the others
+                _fail(item, manifest.tracks[item.index].path, exc)
+            bar.update()
 
 
 def _transcribe(
