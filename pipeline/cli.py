@@ -5,6 +5,7 @@ listed); 2 bad usage or bad input.
 """
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -12,12 +13,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from models import Manifest, ManifestError, Transcript
+from models import Manifest, ManifestError, Transcript, TranscriptError
 from stages.export import FORMATS, export, to_txt
 from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
 
+from .bench import APPROACHES, Approach, bench
 from .core import NoUsableTrackError, PipelineOptions, software_version, transcribe_tracks
 from .demo import sample_meeting
+from .evaluate import Evaluation, evaluate, load_turns
+from .plot import plot_timeline
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -98,6 +102,45 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--out", type=Path, help="also write the outputs to this folder")
     _add_model_options(demo)
     demo.set_defaults(run=_run_demo)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a transcript against labelled truth",
+        description="Score a transcript (transcript.json or SegLST) against truth (SegLST or "
+        "NIST STM): cpWER and tcpWER (meeteval), WER per speaker, words on participants with "
+        "no truth, utterance start error and missed utterances. Both sides are normalised "
+        "with Whisper's English text normaliser.",
+    )
+    evaluate.add_argument("transcript", type=Path, help="transcript.json or a SegLST file")
+    evaluate.add_argument("truth", type=Path, help="truth as SegLST (.json) or STM (.stm)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--plot", type=Path, metavar="FILE.png", help="draw a timeline")
+    evaluate.set_defaults(run=_run_eval)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure the pipeline against the alternatives, in one run",
+        description="Run the pipeline and the alternatives a user has (faster-whisper on "
+        "every full track, with its Silero VAD, on all tracks mixed, and each true utterance "
+        "cut out alone) with the same model and settings, each in a fresh process; report "
+        "wall time, real-time factor, peak memory and accuracy, and each as a ratio to the "
+        "pipeline.",
+    )
+    bench.add_argument("manifest", type=Path, help="path of manifest.json")
+    bench.add_argument(
+        "--truth", type=Path, help="truth (SegLST or STM); default: truth.json beside the manifest"
+    )
+    bench.add_argument(
+        "--approaches",
+        type=_approaches,
+        default=list(APPROACHES),
+        help=f"comma-separated subset of {','.join(APPROACHES)}",
+    )
+    bench.add_argument("--model", default=BUNDLED_MODEL, help="as for transcribe")
+    bench.add_argument("--beam-size", type=int, default=TranscribeOptions().beam_size)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the pipeline's timeline")
+    bench.set_defaults(run=_run_bench, threads=0)
     return parser
 
 
@@ -119,6 +162,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=0, help="CPU threads for the model (0: automatic)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _approaches(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in APPROACHES]
+    if unknown or not names:
+        known = ", ".join(APPROACHES)
+        raise argparse.ArgumentTypeError(
+            f"unknown approach {', '.join(unknown) or '(none)'}; choose from {known}"
+        )
+    return names
 
 
 def _formats(value: str) -> list[str]:
@@ -160,6 +214,121 @@ def _run_demo(args: argparse.Namespace) -> int:
         _write(transcript, out, args.formats)
     print(to_txt(transcript), end="")
     return _report(transcript)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    try:
+        hypothesis = load_turns(args.transcript)
+        truth = load_turns(args.truth)
+    except (OSError, ValueError) as exc:
+        return _bad_input(str(exc))
+    speakers = _participants(args.transcript)
+    result = evaluate(hypothesis, truth, participants=speakers)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(_evaluation_table(result))
+    if args.plot:
+        title = f"cpWER {result.cpwer:.1f} %, start error median {result.start_err_median} s"
+        plot_timeline(hypothesis, truth, args.plot, speakers=speakers, title=title)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _participants(path: Path) -> list[str]:
+    """Everyone a trackscribe transcript knows of, including those who never spoke."""
+    try:
+        return [s.user_id for s in Transcript.load(path).speakers]
+    except TranscriptError:
+        return []  # SegLST: only the speakers it has
+
+
+def _evaluation_table(e: Evaluation) -> str:
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f} s"
+
+    lines = [
+        f"cpWER                  {e.cpwer:6.2f} %   ({e.errors} errors, {e.reference_words} words)",
+        f"tcpWER (collar {e.tcpwer_collar:g} s)   {e.tcpwer:6.2f} %",
+        f"words on silent people {e.silent_track_words:6d}",
+        f"start error median     {seconds(e.start_err_median)}",
+        f"start error p95        {seconds(e.start_err_p95)}",
+        f"missed utterances      {e.missed_utterances:6d} of {e.utterances}",
+        "",
+        "speaker                       WER     words",
+    ]
+    lines += [f"{s.speaker:28s} {s.wer:6.2f} %  {s.words:5d}" for s in e.per_speaker]
+    return "\n".join(lines)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    manifest = Manifest.load(args.manifest)
+    truth = args.truth
+    if truth is None and (args.manifest.parent / "truth.json").is_file():
+        truth = args.manifest.parent / "truth.json"
+    options = _options(args)
+    results = bench(
+        args.manifest,
+        truth_path=truth,
+        options=options,
+        approaches=tuple(args.approaches),
+        on_start=lambda name: print(f"bench: running {name} ...", file=sys.stderr),
+    )
+    if args.json:
+        print(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
+    else:
+        print(_bench_table(results, truth))
+    if args.plot and truth is not None and "pipeline" in results:
+        plot_timeline(
+            results["pipeline"].turns,
+            load_turns(truth),
+            args.plot,
+            speakers=[t.user_id for t in manifest.tracks],
+            title="pipeline vs truth",
+        )
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = [
+        f"{'approach':9s} {'wall s':>8s} {'load s':>7s} {'x real':>7s} {'peak MB':>8s} "
+        f"{'cpWER %':>8s} {'wall/pipeline':>13s}"
+    ]
+    for name, r in results.items():
+        accuracy = r.cpwer if r.cpwer is not None else r.orcwer
+        mark = " (ORC)" if r.orcwer is not None else ""
+        lines.append(
+            f"{name:9s} {r.wall_s:8.2f} {r.model_load_s:7.2f} {r.realtime_factor:7.1f} "
+            f"{r.peak_rss_mb:8.0f} {num(accuracy, '8.2f')} {num(r.ratios.get('wall_s'), '13.2f')}"
+            f"{mark}"
+        )
+    pipeline = results.get("pipeline")
+    if pipeline is not None:
+        d = pipeline.details
+        lines += [
+            "",
+            f"pipeline stages (s); meeting {d['meeting_s']:.1f} s, tracks {d['audio_s']:.1f} s",
+        ]
+        lines += [f"  {stage:32s} {seconds:7.3f}" for stage, seconds in d["stages_s"].items()]
+        lines += [
+            f"  share of wall time outside the model  {100 * d['outside_model_share']:.1f} %",
+            f"  share of track audio sent to the model {100 * d['speech_share']:.1f} %",
+            f"  decode + VAD per core                  {d['decode_vad_x_realtime_per_core']}x",
+        ]
+        if pipeline.evaluation is not None:
+            e = pipeline.evaluation
+            lines.append(
+                f"  start error median {e.start_err_median} s, p95 {e.start_err_p95} s; "
+                f"missed {e.missed_utterances}/{e.utterances}; words on silent people "
+                f"{e.silent_track_words}"
+            )
+    if truth is None:
+        lines.append("(no truth: accuracy not measured; pass --truth)")
+    return "\n".join(lines)
 
 
 def _write(transcript: Transcript, out: Path, formats: list[str]) -> None:

@@ -1,0 +1,262 @@
+"""``trackscribe bench``: the pipeline against the alternatives a user has, in one run.
+
+Every approach runs in a fresh process of its own, one after another, with the same model and
+settings, so wall time and peak memory are its own and the machine's load is shared alike. The
+model load is timed apart and left out of the real-time factor (meeting seconds per wall
+second).
+
+- ``pipeline``: trackscribe.
+- ``full``: faster-whisper on every full track, each placed at its start time.
+- ``silero``: the same with faster-whisper's own Silero VAD (``vad_filter=True``).
+- ``mix``: all tracks mixed on their start times into one signal, ``vad_filter=True``; it has
+  no speakers, so it is scored with ORC WER.
+- ``oracle`` (needs the truth): each true utterance cut from its own track and transcribed
+  alone: the practical limit of the model.
+"""
+
+import multiprocessing
+import platform
+import resource
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from models import SAMPLE_RATE, Manifest
+
+from .core import PipelineOptions, run_meeting
+from .evaluate import Evaluation, Turn, evaluate, load_turns
+
+__all__ = ["APPROACHES", "Approach", "bench"]
+
+APPROACHES = ("pipeline", "full", "silero", "mix", "oracle")
+
+
+class Approach(BaseModel):
+    """The figures of one approach. Ratios are this approach's figure over the pipeline's."""
+
+    wall_s: float = Field(description="wall time without the model load")
+    model_load_s: float
+    realtime_factor: float = Field(description="meeting seconds per wall second")
+    peak_rss_mb: float
+    cpwer: float | None = Field(None, description="percent; None for mix")
+    orcwer: float | None = Field(None, description="percent; for mix")
+    evaluation: Evaluation | None = None
+    ratios: dict[str, float | None] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    turns: list[Turn] = Field(default_factory=list, exclude=True)
+
+
+def bench(
+    manifest_path: Path,
+    *,
+    truth_path: Path | None = None,
+    options: PipelineOptions | None = None,
+    approaches: tuple[str, ...] = APPROACHES,
+    on_start: Any = None,
+) -> dict[str, Approach]:
+    """Run each approach (``oracle`` only with a truth) and score it against the truth."""
+    options = options or PipelineOptions()
+    manifest = Manifest.load(manifest_path)
+    truth = load_turns(truth_path) if truth_path else None
+    participants = list(dict.fromkeys(t.user_id for t in manifest.tracks))
+    context = multiprocessing.get_context("spawn")
+    results: dict[str, Approach] = {}
+    meeting_s = None
+    for name in approaches:
+        if name == "oracle" and truth is None:
+            continue
+        if on_start is not None:
+            on_start(name)
+        # A fresh process per approach (not a daemon: the pipeline starts workers of its own).
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            raw = pool.submit(
+                _run, name, str(manifest_path), str(truth_path or ""), options
+            ).result()
+        hyp = [Turn(**t) for t in raw.pop("turns")]
+        meeting_s = meeting_s or raw["details"].get("meeting_s")
+        result = Approach(**raw, realtime_factor=0.0, turns=hyp)
+        if truth is not None:
+            if name == "mix":
+                result.orcwer = _orcwer(hyp, truth)
+            else:
+                result.evaluation = evaluate(hyp, truth, participants=participants)
+                result.cpwer = result.evaluation.cpwer
+        results[name] = result
+    meeting_s = meeting_s or 0.0
+    for result in results.values():
+        result.realtime_factor = round(meeting_s / result.wall_s, 2) if result.wall_s else 0.0
+    _add_ratios(results)
+    return results
+
+
+def _add_ratios(results: dict[str, Approach]) -> None:
+    base = results.get("pipeline")
+    if base is None:
+        return
+    for result in results.values():
+        for key in ("wall_s", "realtime_factor", "peak_rss_mb", "cpwer"):
+            mine, theirs = getattr(result, key), getattr(base, key)
+            result.ratios[key] = round(mine / theirs, 2) if mine is not None and theirs else None
+
+
+def _orcwer(hyp: list[Turn], truth: list[Turn]) -> float:
+    import meeteval
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalise = EnglishTextNormalizer()
+
+    def seglst(turns: list[Turn]) -> "meeteval.io.SegLST":
+        return meeteval.io.SegLST(
+            [
+                {
+                    "session_id": "m",
+                    "speaker": t.speaker,
+                    "start_time": t.start,
+                    "end_time": t.end,
+                    "words": normalise(t.text),
+                }
+                for t in turns
+            ]
+        )
+
+    return round(100 * meeteval.wer.orcwer(seglst(truth), seglst(hyp))["m"].error_rate, 2)
+
+
+# Everything below runs in the approach's own process.
+
+
+def _run(name: str, manifest_path: str, truth_path: str, options: PipelineOptions) -> dict:
+    manifest = Manifest.load(manifest_path)
+    if name == "pipeline":
+        out = _pipeline(manifest, options)
+    else:
+        out = _alternative(name, manifest, truth_path, options)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
+    from stages.export import FORMATS, export
+
+    run = run_meeting(manifest, options=options, progress=False)
+    stats = run.stats
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        export(run.transcript, Path(out), FORMATS)
+        export_s = time.perf_counter() - started
+    wall = stats.wall_s + export_s
+    return {
+        "wall_s": round(wall, 3),
+        "model_load_s": round(stats.model_load_s, 3),
+        "turns": [
+            {"speaker": u.speaker, "start": u.start, "end": u.end, "text": u.text}
+            for u in run.transcript.utterances
+        ],
+        "details": {
+            "meeting_s": round(stats.meeting_s, 3),
+            "audio_s": round(stats.audio_s, 3),
+            "speech_s": round(stats.speech_s, 3),
+            "speech_share": round(stats.speech_s / stats.audio_s, 4) if stats.audio_s else 0,
+            "stages_s": {
+                "decode (sum over tracks)": round(stats.decode_s, 3),
+                "vad (sum over tracks)": round(stats.vad_s, 3),
+                "decode + vad (wall, parallel)": round(stats.analyse_s, 3),
+                "transcribe (model)": round(stats.transcribe_s, 3),
+                "merge": round(stats.merge_s, 3),
+                "export": round(export_s, 3),
+            },
+            "outside_model_share": round(1 - stats.transcribe_s / wall, 4) if wall else 0,
+            "decode_vad_x_realtime_per_core": round(
+                stats.audio_s / (stats.decode_s + stats.vad_s), 1
+            )
+            if stats.decode_s
+            else None,
+            "machine": {
+                "cpus": multiprocessing.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "settings": options.transcribe.model_dump(
+                include={"model", "compute_type", "beam_size"}
+            ),
+        },
+    }
+
+
+def _alternative(name: str, manifest: Manifest, truth_path: str, options: PipelineOptions) -> dict:
+    from faster_whisper import WhisperModel, decode_audio
+
+    from stages.merge import track_offsets
+    from stages.transcribe import resolve_model
+
+    o = options.transcribe
+    started = time.perf_counter()
+    model = WhisperModel(resolve_model(o.model), device=o.device, compute_type=o.compute_type)
+    load = time.perf_counter() - started
+    settings = {"language": o.language, "beam_size": o.beam_size}
+    offsets = track_offsets(manifest)
+    turns: list[dict] = []
+
+    started = time.perf_counter()
+    audio = [
+        decode_audio(str(manifest.track_path(t)), sampling_rate=SAMPLE_RATE)
+        for t in manifest.tracks
+    ]
+    if name in ("full", "silero"):
+        for track, offset, samples in zip(manifest.tracks, offsets, audio, strict=True):
+            segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)
+            turns += [
+                {
+                    "speaker": track.user_id,
+                    "start": offset + s.start,
+                    "end": offset + s.end,
+                    "text": s.text,
+                }
+                for s in segments
+            ]
+    elif name == "mix":
+        placed = list(zip(offsets, audio, strict=True))
+        length = max(round(offset * SAMPLE_RATE) + samples.size for offset, samples in placed)
+        mixed = np.zeros(length, np.float32)
+        for offset, samples in placed:
+            first = round(offset * SAMPLE_RATE)
+            mixed[first : first + samples.size] += samples
+        segments, _ = model.transcribe(mixed, vad_filter=True, **settings)
+        turns = [
+            {"speaker": "mix", "start": s.start, "end": s.end, "text": s.text} for s in segments
+        ]
+    elif name == "oracle":
+        for turn in load_turns(truth_path):
+            for track, offset, samples in zip(manifest.tracks, offsets, audio, strict=True):
+                first, last = turn.start - offset, turn.end - offset
+                if (
+                    track.user_id == turn.speaker
+                    and first >= -0.05
+                    and last * SAMPLE_RATE <= samples.size + 800
+                ):
+                    cut = samples[max(0, round(first * SAMPLE_RATE)) : round(last * SAMPLE_RATE)]
+                    segments, _ = model.transcribe(cut, **settings)
+                    turns.append(
+                        {
+                            "speaker": turn.speaker,
+                            "start": turn.start,
+                            "end": turn.end,
+                            "text": " ".join(s.text for s in segments),
+                        }
+                    )
+                    break
+    else:
+        raise ValueError(f"unknown approach {name!r}; known: {', '.join(APPROACHES)}")
+    wall = time.perf_counter() - started
+    meeting_s = max(off + a.size / SAMPLE_RATE for off, a in zip(offsets, audio, strict=True))
+    return {
+        "wall_s": round(wall, 3),
+        "model_load_s": round(load, 3),
+        "turns": turns,
+        "details": {"meeting_s": round(meeting_s, 3)},
+    }

@@ -1,0 +1,215 @@
+"""Score a transcript against labelled truth: the figures ``trackscribe eval`` reports.
+
+Word error rates come from meeteval (cpWER: each speaker's words against the best-matching
+true speaker; tcpWER: the same, but a word only counts as right near the time it was said).
+Both sides are normalised with Whisper's English text normaliser first, so punctuation,
+casing and spellings of numbers do not count as errors. The rest is about turns: how far
+each true utterance's start is from where the transcript starts it, which true utterances
+have no transcript at all, and how many words were put on participants who never spoke.
+"""
+
+import json
+import logging
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from models import Transcript
+
+__all__ = ["Evaluation", "Turn", "evaluate", "load_turns"]
+
+TCPWER_COLLAR = 5.0
+"""Seconds a word may be off and still count for tcpWER (as in the CHiME-8 DASR scoring)."""
+
+
+class Turn(BaseModel):
+    """One utterance on either side, in seconds from the meeting's origin."""
+
+    speaker: str
+    start: float
+    end: float
+    text: str
+
+
+class SpeakerScore(BaseModel):
+    speaker: str
+    wer: float = Field(description="percent")
+    words: int = Field(description="words in the truth")
+
+
+class Evaluation(BaseModel):
+    """All figures in percent or seconds; counts are whole numbers."""
+
+    cpwer: float
+    tcpwer: float
+    tcpwer_collar: float = TCPWER_COLLAR
+    errors: int
+    reference_words: int
+    per_speaker: list[SpeakerScore]
+    silent_track_words: int = Field(description="words on participants with no truth at all")
+    start_err_median: float | None
+    start_err_p95: float | None
+    missed_utterances: int
+    utterances: int = Field(description="utterances in the truth")
+
+
+def load_turns(path: Path | str) -> list[Turn]:
+    """Turns from a trackscribe transcript, a SegLST file (JSON list) or a NIST STM file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".stm":
+        return _from_stm(path)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: neither JSON (transcript, SegLST) nor STM: {exc}") from None
+    if isinstance(raw, dict) and raw.get("schema", "").startswith("trackscribe.transcript/"):
+        transcript = Transcript.model_validate(raw)
+        return [
+            Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
+            for u in transcript.utterances
+        ]
+    if isinstance(raw, list):
+        try:
+            return [
+                Turn(
+                    speaker=str(s["speaker"]),
+                    start=float(s["start_time"]),
+                    end=float(s["end_time"]),
+                    text=str(s["words"]),
+                )
+                for s in raw
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not SegLST: an entry lacks {exc}") from None
+    raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
+
+
+def _from_stm(path: Path) -> list[Turn]:
+    from meeteval.io import STM
+
+    return [
+        Turn(
+            speaker=str(s["speaker"]),
+            start=float(s["start_time"]),
+            end=float(s["end_time"]),
+            text=str(s["words"]),
+        )
+        for s in STM.load(path).to_seglst()
+    ]
+
+
+def evaluate(
+    hypothesis: Sequence[Turn], truth: Sequence[Turn], *, participants: Sequence[str] = ()
+) -> Evaluation:
+    """Score ``hypothesis`` against ``truth``.
+
+    ``participants`` lists every speaker of the meeting, including those who never spoke (a
+    transcript knows them); words on any speaker without truth count as ``silent_track_words``.
+    """
+    import meeteval
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalise = EnglishTextNormalizer()
+
+    def seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
+        return meeteval.io.SegLST(
+            [
+                {
+                    "session_id": "meeting",
+                    "speaker": t.speaker,
+                    "start_time": t.start,
+                    "end_time": t.end,
+                    "words": normalise(t.text),
+                }
+                for t in turns
+            ]
+        )
+
+    ref, hyp = seglst(truth), seglst(hypothesis)
+    cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
+    with _quiet("preprocess"):  # the logger meeteval.wer.preprocess uses
+        # meeteval warns when *utterances* are longer than the collar, taking them for words;
+        # with utterance-level truth that is expected, not a units mistake.
+        tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
+
+    true_speakers = {t.speaker for t in truth}
+    silent = {t.speaker for t in hypothesis} | set(participants)
+    silent_words = sum(
+        len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent - true_speakers
+    )
+    errors, missed = _start_errors(hypothesis, truth)
+    return Evaluation(
+        cpwer=round(100 * cp.error_rate, 2),
+        tcpwer=round(100 * tcp.error_rate, 2),
+        errors=cp.errors,
+        reference_words=cp.length,
+        per_speaker=_per_speaker(ref, hyp),
+        silent_track_words=silent_words,
+        start_err_median=round(statistics.median(errors), 3) if errors else None,
+        start_err_p95=round(_percentile(errors, 95), 3) if errors else None,
+        missed_utterances=missed,
+        utterances=len(truth),
+    )
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _per_speaker(ref: object, hyp: object) -> list[SpeakerScore]:
+    """Each true speaker's WER against the words the transcript put on that same speaker."""
+    import meeteval
+
+    scores = []
+    ref_by, hyp_by = ref.groupby("speaker"), hyp.groupby("speaker")
+    for speaker in sorted(ref_by):
+        words_ref = " ".join(s["words"] for s in sorted(ref_by[speaker], key=_start))
+        words_hyp = " ".join(s["words"] for s in sorted(hyp_by.get(speaker, []), key=_start))
+        rate = meeteval.wer.siso_word_error_rate(words_ref, words_hyp)
+        scores.append(
+            SpeakerScore(speaker=speaker, wer=round(100 * rate.error_rate, 2), words=rate.length)
+        )
+    return scores
+
+
+def _start(segment: dict) -> float:
+    return segment["start_time"]
+
+
+def _start_errors(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> tuple[list[float], int]:
+    """For each true utterance, |start - start| of the same speaker's utterance that overlaps
+    it most; a true utterance no utterance of its speaker overlaps is missed."""
+    errors, missed = [], 0
+    for turn in truth:
+        best, best_overlap = None, 0.0
+        for candidate in hypothesis:
+            if candidate.speaker != turn.speaker:
+                continue
+            overlap = min(candidate.end, turn.end) - max(candidate.start, turn.start)
+            if overlap > best_overlap:
+                best, best_overlap = candidate, overlap
+        if best is None:
+            missed += 1
+        else:
+            errors.append(abs(best.start - turn.start))
+    return errors, missed
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without needing numpy here."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)

@@ -1,0 +1,76 @@
+"""A timeline a person can read at a glance: one row per speaker, the truth above the transcript.
+
+Turns missed, shifted or put on the wrong speaker stand out as bars with no partner in the
+row; words put on a participant who never spoke are drawn in red.
+"""
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from models import atomic_write_bytes
+
+from .evaluate import Turn
+
+__all__ = ["plot_timeline"]
+
+
+def plot_timeline(
+    hypothesis: Sequence[Turn],
+    truth: Sequence[Turn],
+    path: Path,
+    *,
+    speakers: Sequence[str] = (),
+    title: str = "",
+) -> Path:
+    """Write the timeline as a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    true_speakers = {t.speaker for t in truth}
+    rows = list(
+        dict.fromkeys([*speakers, *(t.speaker for t in truth), *(t.speaker for t in hypothesis)])
+    )
+    end = max([t.end for t in [*truth, *hypothesis]] or [1.0])
+    fig, ax = plt.subplots(figsize=(max(8.0, min(end / 8, 24.0)), 0.9 * len(rows) + 1.2))
+    for row, speaker in enumerate(rows):
+        y = len(rows) - 1 - row
+        ax.broken_barh(
+            [(t.start, t.end - t.start) for t in truth if t.speaker == speaker],
+            (y + 0.05, 0.4),
+            facecolors="0.6",
+        )
+        colour = "tab:blue" if speaker in true_speakers or not truth else "tab:red"
+        ax.broken_barh(
+            [(t.start, t.end - t.start) for t in hypothesis if t.speaker == speaker],
+            (y - 0.45, 0.4),
+            facecolors=colour,
+        )
+    ax.set_yticks(range(len(rows)), list(reversed(rows)))
+    ax.set_xlim(0, end * 1.01)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("seconds from the meeting's start")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(
+        handles=[
+            Patch(facecolor="0.6", label="truth (upper bar)"),
+            Patch(facecolor="tab:blue", label="transcript (lower bar)"),
+            Patch(facecolor="tab:red", label="words on someone who never spoke"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18),
+        ncol=3,
+        fontsize="small",
+        frameon=False,
+    )
+    if title:
+        ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), image.getvalue())
+    return Path(path)

@@ -1,0 +1,141 @@
+"""Scoring: trackscribe eval agrees with an independent cpWER and reports every figure."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from pipeline.evaluate import Turn, evaluate, load_turns
+
+
+def independent_cpwer(hypothesis: list[Turn], truth: list[Turn]) -> float:
+    """cpWER from first principles: best speaker mapping, word-level Levenshtein."""
+    normalise = EnglishTextNormalizer()
+
+    def words(turns: list[Turn], speaker: str) -> list[str]:
+        ordered = sorted((t for t in turns if t.speaker == speaker), key=lambda t: t.start)
+        return " ".join(normalise(t.text) for t in ordered).split()
+
+    def distance(a: list[str], b: list[str]) -> int:
+        row = list(range(len(b) + 1))
+        for i, x in enumerate(a, 1):
+            prev, row[0] = row[0], i
+            for j, y in enumerate(b, 1):
+                prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+        return row[-1]
+
+    refs = sorted({t.speaker for t in truth})
+    hyps = sorted({t.speaker for t in hypothesis})
+    size = max(len(refs), len(hyps))
+    refs += [None] * (size - len(refs))
+    hyps += [None] * (size - len(hyps))
+    cost = {
+        (r, h): distance(words(truth, r) if r else [], words(hypothesis, h) if h else [])
+        for r in refs
+        for h in hyps
+    }
+    best = min(
+        sum(cost[r, h] for r, h in zip(refs, p, strict=True)) for p in itertools.permutations(hyps)
+    )
+    return 100 * best / sum(len(words(truth, r)) for r in refs if r)
+
+
+def test_cpwer_agrees_with_an_independent_implementation(sample_transcript, sample_dir):
+    hypothesis = [
+        Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
+        for u in sample_transcript.utterances
+    ]
+    truth = load_turns(sample_dir / "truth.json")
+    ours = evaluate(hypothesis, truth).cpwer
+    assert ours == pytest.approx(independent_cpwer(hypothesis, truth), abs=0.5)
+    # And when speakers are swapped, both see the words as right but on the wrong people.
+    swapped = [
+        t.model_copy(
+            update={
+                "speaker": {"user-alice": "user-chen", "user-chen": "user-alice"}.get(
+                    t.speaker, t.speaker
+                )
+            }
+        )
+        for t in hypothesis
+    ]
+    assert evaluate(swapped, truth).cpwer == pytest.approx(
+        independent_cpwer(swapped, truth), abs=0.5
+    )
+
+
+def test_the_truth_scored_against_itself_is_perfect(sample_dir):
+    truth = load_turns(sample_dir / "truth.json")
+    result = evaluate(truth, truth)
+    assert (result.cpwer, result.tcpwer, result.missed_utterances) == (0, 0, 0)
+    assert result.start_err_median == 0 and result.start_err_p95 == 0
+
+
+def test_words_on_a_silent_participant_and_missed_turns_are_counted():
+    truth = [
+        Turn(speaker="a", start=0, end=2, text="hello there"),
+        Turn(speaker="b", start=3, end=5, text="good morning"),
+    ]
+    hypothesis = [
+        Turn(speaker="a", start=0.1, end=2, text="hello there"),
+        Turn(speaker="listener", start=3, end=5, text="good morning to you"),
+    ]
+    result = evaluate(hypothesis, truth, participants=["a", "b", "listener"])
+    assert result.silent_track_words == 4
+    assert result.missed_utterances == 1
+    assert result.start_err_median == pytest.approx(0.1)
+    assert {s.speaker: s.wer for s in result.per_speaker} == {"a": 0.0, "b": 100.0}
+
+
+def test_truth_in_stm_reads_the_same_as_seglst(tmp_path, sample_dir):
+    truth = load_turns(sample_dir / "truth.json")
+    stm = tmp_path / "truth.stm"
+    stm.write_text("".join(f"meeting 1 {t.speaker} {t.start} {t.end} {t.text}\n" for t in truth))
+    assert [(t.speaker, t.start, t.end) for t in load_turns(stm)] == [
+        (t.speaker, t.start, t.end) for t in truth
+    ]
+
+
+def test_a_file_that_is_not_a_transcript_is_named(tmp_path):
+    path = tmp_path / "notes.json"
+    path.write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match=r"notes\.json: not a trackscribe transcript"):
+        load_turns(path)
+
+
+def test_eval_command_prints_the_promised_json_and_draws_a_timeline(
+    sample_transcript, sample_dir, tmp_path
+):
+    transcript = sample_transcript.save(tmp_path / "transcript.json")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "eval",
+            str(transcript),
+            str(sample_dir / "truth.json"),
+            "--json",
+            "--plot",
+            str(tmp_path / "timeline.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in (
+        "cpwer",
+        "tcpwer",
+        "silent_track_words",
+        "start_err_median",
+        "start_err_p95",
+        "missed_utterances",
+    ):
+        assert key in figures
+    assert figures["silent_track_words"] == 0 and figures["missed_utterances"] == 0
+    assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
