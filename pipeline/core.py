@@ -158,14 +158,13 @@ def run_meeting(
         tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch,
         _analysis_pool(len(work), workers) as pool,
     ):
-        # Decoding starts in the workers while the model loads here; a model that cannot be
-        # loaded still stops everything before any transcription.
-        started = time.perf_counter()
-        jobs = _submit(pool, manifest, work, Path(scratch), options.vad)
+        # The worker processes start while the model loads here; decoding waits for both, so
+        # that it has the cores to itself (and a model that cannot load stops everything).
         with _timer(stats, "model_load_s"):
             transcriber = Transcriber(options.transcribe)
-        _collect(manifest, work, jobs, Path(scratch), options.vad, stats, progress)
-        stats.analyse_s = time.perf_counter() - started - stats.model_load_s
+        with _timer(stats, "analyse_s"):
+            jobs = _submit(pool, manifest, work, Path(scratch), options.vad)
+            _collect(manifest, work, jobs, Path(scratch), options.vad, stats, progress)
 
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
@@ -237,10 +236,16 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["stages.decode", "stages.vad"])
     pool = ProcessPoolExecutor(count, mp_context=context)
+    for _ in range(count):
+        pool.submit(_ready)  # start the workers now, while the caller does other things
     try:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ready() -> None:
+    """Nothing: the first job a worker runs, to get it started."""
 
 
 def _submit(
