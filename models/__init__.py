@@ -4,9 +4,10 @@ from ._time import UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
-from .speech import SpeechRegion
+from .speech import LeakedSpan, SpeechRegion, VoiceActivity
 from .transcript import (
     TRANSCRIPT_SCHEMA,
+    DroppedSpeech,
     InputFile,
     Provenance,
     Segment,
@@ -22,7 +23,9 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "TRANSCRIPT_SCHEMA",
+    "DroppedSpeech",
     "InputFile",
+    "LeakedSpan",
     "Manifest",
     "ManifestError",
     "PcmAudio",
@@ -36,6 +39,7 @@ __all__ = [
     "TranscriptError",
     "UtcDatetime",
     "Utterance",
+    "VoiceActivity",
     "Word",
     "atomic_write_bytes",
     "atomic_write_text",

@@ -1,5 +1,6 @@
 """What voice activity detection finds in a track, on that track's own clock."""
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -28,3 +29,35 @@ class SpeechRegion(BaseModel):
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+class VoiceActivity(BaseModel):
+    """Frame by frame, whether a track carries speech and how loud it is, on its own clock.
+
+    What deciding across tracks works on: levels of every track, frame for frame, on one clock.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    frame_s: float = Field(gt=0)
+    voiced: np.ndarray = Field(description="bool per frame")
+    level_db: np.ndarray = Field(description="dBFS RMS per frame")
+    duration: float = Field(ge=0, description="of the track, s")
+
+    def with_voiced(self, voiced: np.ndarray) -> "VoiceActivity":
+        return self.model_copy(update={"voiced": voiced})
+
+
+class LeakedSpan(BaseModel):
+    """Speech found on a track that is another participant's voice leaking into its microphone.
+
+    Times are the track's own. ``owner`` indexes the track whose voice it is; ``margin_db`` is
+    how far the span stayed below what counts as the track's own speech (negative: below).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    start: float
+    end: float
+    owner: int
+    margin_db: float

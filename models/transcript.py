@@ -80,12 +80,27 @@ class TrackFailure(BaseModel):
     reason: str
 
 
+class DroppedSpeech(BaseModel):
+    """Speech found on a track and kept from the model, so a reviewer can check the call.
+
+    Times are seconds from the transcript's origin.
+    """
+
+    path: str
+    user_id: str
+    start: float
+    end: float
+    reason: str
+    attributed_to: str | None = Field(default=None, description="whose voice it was judged")
+
+
 class Provenance(BaseModel):
     software: str
     model: str
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[InputFile] = Field(default_factory=list)
     failures: list[TrackFailure] = Field(default_factory=list)
+    dropped: list[DroppedSpeech] = Field(default_factory=list)
 
 
 class TranscriptError(ValueError):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from models import (
+    DroppedSpeech,
     InputFile,
     Manifest,
     PcmAudio,
@@ -30,11 +31,13 @@ from models import (
     SpeechRegion,
     TrackFailure,
     Transcript,
+    VoiceActivity,
 )
+from stages.attribute import AttributionOptions, attribute
 from stages.decode import DecodeError, decode
 from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber
-from stages.vad import VadOptions, detect_speech
+from stages.vad import VadOptions, speech_regions, voice_activity
 
 __all__ = [
     "MeetingRun",
@@ -54,6 +57,7 @@ class PipelineOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     vad: VadOptions = Field(default_factory=VadOptions)
+    attribution: AttributionOptions = Field(default_factory=AttributionOptions)
     transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
     merge: MergeOptions = Field(default_factory=MergeOptions)
 
@@ -75,6 +79,7 @@ class NoUsableTrackError(ValueError):
 class _TrackWork:
     index: int
     audio: PcmAudio | None = None
+    activity: VoiceActivity | None = None
     regions: list[SpeechRegion] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     failure: str | None = None
@@ -98,6 +103,7 @@ class RunStats(BaseModel):
     decode_s: float = 0.0
     vad_s: float = 0.0
     analyse_s: float = 0.0
+    attribute_s: float = 0.0
     transcribe_s: float = 0.0
     merge_s: float = 0.0
     meeting_s: float = Field(0.0, description="from the origin to the end of the last track")
@@ -107,7 +113,7 @@ class RunStats(BaseModel):
     @property
     def wall_s(self) -> float:
         """Everything but the model load (reported on its own)."""
-        return self.analyse_s + self.transcribe_s + self.merge_s
+        return self.analyse_s + self.attribute_s + self.transcribe_s + self.merge_s
 
 
 @dataclass
@@ -165,6 +171,8 @@ def run_meeting(
         with _timer(stats, "analyse_s"):
             jobs = _submit(pool, manifest, work, Path(scratch), options.vad)
             _collect(manifest, work, jobs, Path(scratch), options.vad, stats, progress)
+        with _timer(stats, "attribute_s"):
+            dropped = _attribute(manifest, work, options)
 
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
@@ -185,6 +193,7 @@ def run_meeting(
         model=options.transcribe.model,
         parameters=options.model_dump(mode="json"),
         inputs=[_input_file(manifest, w) for w in decoded],
+        dropped=dropped,
         failures=[
             TrackFailure(
                 path=manifest.tracks[w.index].path,
@@ -212,13 +221,44 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
 
 def _analyse_track(
     source: Path, pcm_path: Path, sha256: str | None, size: int | None, vad: VadOptions
-) -> tuple[PcmAudio, list[SpeechRegion], float, float]:
-    """Decode one track and find its speech (runs in a worker process)."""
+) -> tuple[PcmAudio, VoiceActivity, float, float]:
+    """Decode one track and find its voice activity (runs in a worker process)."""
     start = time.perf_counter()
     audio = decode(source, pcm_path, expected_sha256=sha256, expected_size=size)
     decoded = time.perf_counter()
-    regions = detect_speech(audio, vad)
-    return audio, regions, decoded - start, time.perf_counter() - decoded
+    activity = voice_activity(audio, vad)
+    return audio, activity, decoded - start, time.perf_counter() - decoded
+
+
+def _attribute(
+    manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
+) -> list[DroppedSpeech]:
+    """Take leaked speech out of every track, then cut what is left into regions."""
+    offsets = track_offsets(manifest)
+    owned, leaks = attribute(
+        [w.activity for w in work],
+        offsets,
+        [t.user_id for t in manifest.tracks],
+        options.attribution,
+    )
+    dropped = []
+    for item, activity, spans in zip(work, owned, leaks, strict=True):
+        if activity is None:
+            continue
+        item.regions = speech_regions(activity, options.vad)
+        track = manifest.tracks[item.index]
+        dropped += [
+            DroppedSpeech(
+                path=track.path,
+                user_id=track.user_id,
+                start=round(offsets[item.index] + span.start, 3),
+                end=round(offsets[item.index] + span.end, 3),
+                reason=f"leakage: {-span.margin_db:.1f} dB short of own speech",
+                attributed_to=manifest.tracks[span.owner].user_id,
+            )
+            for span in spans
+        ]
+    return dropped
 
 
 @contextmanager
@@ -296,7 +336,7 @@ def _collect(
             )
         for item, result in outcomes:
             try:
-                item.audio, item.regions, decode_s, vad_s = result()
+                item.audio, item.activity, decode_s, vad_s = result()
                 stats.decode_s += decode_s
                 stats.vad_s += vad_s
             except Exception as exc:  # one bad track must not cost the others

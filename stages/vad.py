@@ -13,9 +13,9 @@ import numpy as np
 import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import SAMPLE_RATE, PcmAudio, SpeechRegion
+from models import SAMPLE_RATE, PcmAudio, SpeechRegion, VoiceActivity
 
-__all__ = ["VadOptions", "detect_speech"]
+__all__ = ["VadOptions", "detect_speech", "speech_regions", "voice_activity"]
 
 _FULL_SCALE = 32768.0
 _SILENCE_DB = -120.0
@@ -40,10 +40,26 @@ class VadOptions(BaseModel):
 def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[SpeechRegion]:
     """Speech regions of ``audio`` in track time, in order, none longer than ``max_region``."""
     options = options or VadOptions()
-    frame_s = options.frame_ms / 1000
+    return speech_regions(voice_activity(audio, options), options)
+
+
+def voice_activity(audio: PcmAudio, options: VadOptions | None = None) -> VoiceActivity:
+    """Frame by frame: speech or not (webrtcvad, level-gated), and level. Streams the file."""
+    options = options or VadOptions()
     voiced, level_db = _classify_frames(audio, options)
-    runs = _runs(voiced)
-    runs = _bridge(runs, round(options.min_silence / frame_s))
+    return VoiceActivity(
+        frame_s=options.frame_ms / 1000, voiced=voiced, level_db=level_db, duration=audio.duration
+    )
+
+
+def speech_regions(
+    activity: VoiceActivity, options: VadOptions | None = None
+) -> list[SpeechRegion]:
+    """Smooth frame decisions into regions: bridge short pauses, drop blips, pad, split."""
+    options = options or VadOptions()
+    frame_s = activity.frame_s
+    voiced, level_db = activity.voiced, activity.level_db
+    runs = _bridge(_runs(voiced), round(options.min_silence / frame_s))
     runs = [(a, b) for a, b in runs if (b - a) * frame_s >= options.min_speech]
 
     regions: list[SpeechRegion] = []
@@ -51,7 +67,7 @@ def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[Sp
     n = len(voiced)
     for a, b in _bridge([(max(0, a - pad), min(n, b + pad)) for a, b in runs], 0):
         for lo, hi in _split(a, b, level_db, round(options.max_region / frame_s)):
-            end = min(hi * frame_s, audio.duration)
+            end = min(hi * frame_s, activity.duration)
             if end > lo * frame_s:
                 level = _speech_level(level_db, voiced, lo, hi)
                 onset = min((lo + int(np.argmax(voiced[lo:hi]))) * frame_s, end)

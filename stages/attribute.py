@@ -1,0 +1,209 @@
+"""Decide, across tracks on one clock, whose voice each moment of speech is.
+
+Every microphone also picks up the others, below the participant's own voice. Whisper
+normalises loudness per window, so a leaked voice transcribes as clearly as the owner's: it
+must be taken out before the model sees it.
+
+How loudly participant B leaks into A's microphone is measured, not assumed: when B speaks
+and A does not, A's level sits at B's level plus a fixed coupling (A's gain, distance, echo
+cancellation). That coupling is a low percentile of ``level_A - level_B`` over B's speech, low
+because the frames where A also talks only ever raise it. A frame of A is then A's own speech
+only if it is clearly louder (``margin_db``) than what the other tracks' leakage explains.
+Comparing each pair of tracks through its own coupling makes microphone gain differences
+irrelevant, and genuine overlap stays on both speakers: a talking participant is tens of dB
+above their leak into the other's microphone.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import LeakedSpan, VoiceActivity
+
+__all__ = ["AttributionOptions", "attribute"]
+
+_ABSENT = np.nan
+
+
+class AttributionOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    margin_db: float = Field(
+        6.0, description="own speech must be this much louder than the leakage explained"
+    )
+    dominance_db: float = Field(
+        10.0, gt=0, description="B's coupling is measured where B is this much above all others"
+    )
+    min_frames: int = Field(30, ge=1, description="fewer frames: no coupling is measured")
+    delay_frames: int = Field(
+        1, ge=0, description="leaked audio may lag or lead its source by this many frames"
+    )
+    max_coupling_db: float = Field(
+        -6.0, description="a measured coupling stronger than this is not leakage, and ignored"
+    )
+    report_bridge: float = Field(
+        0.8, ge=0, description="leaked stretches closer than this (s) are reported as one"
+    )
+    report_min: float = Field(
+        0.25, ge=0, description="shorter leaked stretches are too short to have been speech"
+    )
+
+
+def attribute(
+    activities: Sequence[VoiceActivity | None],
+    offsets: Sequence[float],
+    owners: Sequence[str],
+    options: AttributionOptions | None = None,
+) -> tuple[list[VoiceActivity | None], list[list[LeakedSpan]]]:
+    """Keep in each track only the speech that is its own.
+
+    ``activities`` and ``offsets`` (seconds from the meeting's origin) are per track, ``None``
+    for a track that could not be read; ``owners`` says whose each track is (a user who
+    rejoined has several, and they never leak into each other). Returns the activities with
+    leaked frames no longer voiced, and per track the leaked spans taken out.
+    """
+    options = options or AttributionOptions()
+    present = [i for i, a in enumerate(activities) if a is not None]
+    leaks: list[list[LeakedSpan]] = [[] for _ in activities]
+    if not options.enabled or len(present) < 2:
+        return list(activities), leaks
+    frame_s = activities[present[0]].frame_s
+    starts = {i: round(offsets[i] / frame_s) for i in present}
+    total = max(starts[i] + len(activities[i].voiced) for i in present)
+    level = np.full((len(activities), total), _ABSENT)
+    voiced = np.zeros((len(activities), total), bool)
+    for i in present:
+        a = activities[i]
+        level[i, starts[i] : starts[i] + len(a.voiced)] = a.level_db
+        voiced[i, starts[i] : starts[i] + len(a.voiced)] = a.voiced
+
+    coupling = _couplings(level, voiced, present, owners, options)
+    own, margin, strongest = _own_frames(level, voiced, coupling, present, options)
+
+    result: list[VoiceActivity | None] = list(activities)
+    for i in present:
+        span = slice(starts[i], starts[i] + len(activities[i].voiced))
+        result[i] = activities[i].with_voiced(own[i, span])
+        leaks[i] = _spans(
+            voiced[i, span] & ~own[i, span],
+            strongest[i, span],
+            margin[i, span] - options.margin_db,
+            frame_s,
+            options,
+        )
+    return result, leaks
+
+
+def _own_frames(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    coupling: np.ndarray,
+    present: Sequence[int],
+    options: AttributionOptions,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per track and frame: own speech or not, margin over the leakage explained (dB), and
+    the track whose leakage is strongest there."""
+    own = voiced.copy()
+    margin = np.full(level.shape, np.inf)
+    strongest = np.zeros(level.shape, int)
+    for a in present:
+        others = [b for b in present if np.isfinite(coupling[a, b])]
+        if not others:
+            continue
+        # The level each frame of A would have from the others' leakage alone, as power. A
+        # leaked voice arrives a little late (acoustics, network), often in the next frame:
+        # each source frame stands for itself and its neighbours.
+        leaked = np.stack(
+            [_spread(level[b], options.delay_frames) + coupling[a, b] for b in others]
+        )
+        power = np.sum(np.power(10.0, leaked / 10), axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            margin[a] = level[a] - 10 * np.log10(power)
+        margin[a] = np.where(np.isnan(margin[a]), np.inf, margin[a])
+        own[a] = voiced[a] & (margin[a] >= options.margin_db)
+        strongest[a] = np.asarray(others)[np.argmax(leaked, axis=0)]
+    return own, margin, strongest
+
+
+def _spread(level: np.ndarray, frames: int) -> np.ndarray:
+    """Each frame's level raised to the loudest within ``frames`` either side (absent: -inf)."""
+    spread = np.where(np.isnan(level), -np.inf, level)
+    out = spread.copy()
+    for shift in range(1, frames + 1):
+        out[shift:] = np.maximum(out[shift:], spread[:-shift])
+        out[:-shift] = np.maximum(out[:-shift], spread[shift:])
+    return out
+
+
+def _couplings(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+) -> np.ndarray:
+    """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone.
+
+    Measured where B clearly dominates the meeting (``dominance_db`` above every other
+    track): there B is talking, its voice is all the others hear of it, and nobody talks
+    over it. A track that only ever carries others' voices (a silent listener) never
+    dominates, so it is never taken for a source. -inf where it cannot be measured, or where
+    it comes out implausibly strong (a leaked voice is an attenuated copy of the source).
+    """
+    n = level.shape[0]
+    coupling = np.full((n, n), -np.inf)
+    filled = np.where(np.isnan(level), -np.inf, level)
+    for b in present:
+        rivals = [x for x in present if owners[x] != owners[b]]
+        if not rivals:
+            continue
+        loudest_rival = np.max(filled[rivals], axis=0)
+        with np.errstate(invalid="ignore"):  # both absent: -inf - -inf, never a source
+            source = voiced[b] & (filled[b] - loudest_rival >= options.dominance_db)
+        for a in rivals:
+            frames = source & ~np.isnan(level[a])
+            if frames.sum() < options.min_frames:
+                continue
+            measured = float(np.median(level[a][frames] - level[b][frames]))
+            if measured <= options.max_coupling_db:
+                coupling[a, b] = measured
+    return coupling
+
+
+def _spans(
+    frames: np.ndarray,
+    owner: np.ndarray,
+    margin: np.ndarray,
+    frame_s: float,
+    options: AttributionOptions,
+) -> list[LeakedSpan]:
+    """Leaked frames as the stretches of each owner's speech they would have made.
+
+    Smoothed like speech regions (short pauses bridged, blips left out), so the record lists
+    what would have reached the model, not every flicker of a frame.
+    """
+    bridge = round(options.report_bridge / frame_s)
+    spans = []
+    for who in np.unique(owner[frames]):
+        mine = frames & (owner == who)
+        edges = np.diff(np.concatenate(([0], mine.astype(np.int8), [0])))
+        joined: list[list[int]] = []
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            if joined and a - joined[-1][1] <= bridge:
+                joined[-1][1] = b
+            else:
+                joined.append([a, b])
+        for a, b in joined:
+            if (b - a) * frame_s < options.report_min:
+                continue
+            spans.append(
+                LeakedSpan(
+                    start=round(a * frame_s, 3),
+                    end=round(b * frame_s, 3),
+                    owner=int(who),
+                    margin_db=round(float(np.median(margin[a:b][mine[a:b]])), 1),
+                )
+            )
+    return sorted(spans, key=lambda span: span.start)

@@ -1,0 +1,148 @@
+"""Whose voice is it: leaked speech is taken out before the model; real overlap stays."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from models import Manifest, VoiceActivity
+from pipeline import PipelineOptions, transcribe_tracks
+from stages.attribute import AttributionOptions, attribute
+from stages.decode import decode
+from stages.merge import track_offsets
+
+from .conftest import words_of, write_webm
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def leaky_meeting(sample_dir, tmp_path_factory):
+    """The sample meeting as it sounds without headphones: every microphone also hears the
+    others, 20 dB down and 10 ms late, over a little room noise. Real WebM/Opus files."""
+    manifest = Manifest.load(sample_dir / "manifest.json")
+    offsets = track_offsets(manifest)
+    folder = tmp_path_factory.mktemp("leaky")
+    shutil.copy(sample_dir / "truth.json", folder / "truth.json")
+    (folder / "tracks").mkdir()
+    clean = [
+        decode(manifest.track_path(t), folder / f"{i}.pcm").read()
+        for i, t in enumerate(manifest.tracks)
+    ]
+    length = max(round(o * RATE) + x.size for o, x in zip(offsets, clean, strict=True))
+    voices: dict[str, np.ndarray] = {}
+    for track, offset, x in zip(manifest.tracks, offsets, clean, strict=True):
+        voice = voices.setdefault(track.user_id, np.zeros(length, np.float32))
+        voice[round(offset * RATE) : round(offset * RATE) + x.size] += x
+    rng = np.random.default_rng(5)
+    raw = json.loads((sample_dir / "manifest.json").read_text())
+    for entry, track, offset, x in zip(raw["tracks"], manifest.tracks, offsets, clean, strict=True):
+        others = sum(v for user, v in voices.items() if user != track.user_id)
+        heard = voices[track.user_id] + 0.1 * np.roll(others, int(0.01 * RATE))
+        first = round(offset * RATE)
+        mine = heard[first : first + x.size] + rng.normal(0, 1e-3, x.size).astype(np.float32)
+        write_webm(folder / entry["path"], np.repeat(mine, 3).astype(np.float32))
+        entry.pop("sha256"), entry.pop("size")
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def leaky_transcript(leaky_meeting):
+    return transcribe_tracks(leaky_meeting / "manifest.json", progress=False)
+
+
+def test_leaked_voices_put_no_words_on_the_listener(leaky_transcript):
+    assert [u for u in leaky_transcript.utterances if u.speaker == "user-dana"] == []
+
+
+def test_every_turn_stays_with_its_speaker_and_only_there(leaky_transcript, sample_truth):
+    for turn in sample_truth:
+        expected = set(words_of(turn["words"]))
+        near = [
+            u
+            for u in leaky_transcript.utterances
+            if u.start < turn["end_time"] and u.end > turn["start_time"] - 0.5
+        ]
+        mine = {w for u in near if u.speaker == turn["speaker"] for w in words_of(u.text)}
+        assert len(expected & mine) >= 0.8 * len(expected), turn
+        for u in near:
+            if u.speaker != turn["speaker"]:  # a real overlap, not a copy of this turn
+                assert len(expected & set(words_of(u.text))) < 0.5 * len(expected), (turn, u)
+
+
+def test_real_overlap_stays_on_both_speakers(leaky_transcript):
+    marked = {u.speaker for u in leaky_transcript.utterances if u.overlaps}
+    assert marked == {"user-chen", "user-bruno"}
+
+
+def test_every_dropped_stretch_is_recorded_with_whose_voice_it_was(leaky_transcript, sample_truth):
+    dropped = leaky_transcript.provenance.dropped
+    assert dropped, "leakage was found and taken out"
+    for d in dropped:
+        talking = {
+            t["speaker"]
+            for t in sample_truth
+            if t["start_time"] < d.end and t["end_time"] > d.start
+        }
+        assert d.attributed_to in talking and d.attributed_to != d.user_id
+        assert d.reason.startswith("leakage")
+    assert {d.user_id for d in dropped} >= {"user-dana"}
+
+
+def test_without_attribution_the_listener_gets_others_words(leaky_meeting):
+    options = PipelineOptions(attribution=AttributionOptions(enabled=False))
+    transcript = transcribe_tracks(leaky_meeting / "manifest.json", options=options, progress=False)
+    assert [u for u in transcript.utterances if u.speaker == "user-dana"]
+
+
+def _activity(levels: list[float], voiced: list[bool]) -> VoiceActivity:
+    return VoiceActivity(
+        frame_s=0.03,
+        voiced=np.array(voiced),
+        level_db=np.array(levels),
+        duration=0.03 * len(levels),
+    )
+
+
+def test_couplings_are_measured_per_pair_so_microphone_gain_does_not_matter():
+    rng = np.random.default_rng(0)
+    speech = -20 + 3 * rng.standard_normal(400)
+    a_talks = np.arange(400) < 200  # A talks first, then B
+    quiet = np.full(400, -90.0)
+    # A's microphone is 10 dB hotter than B's; each hears the other 25 dB down.
+    a_level = np.where(a_talks, speech + 10, speech - 25 - 10 + 10)
+    b_level = np.where(a_talks, speech + 10 - 25, speech)
+    listener = np.where(a_talks, speech + 10 - 25, speech - 25)
+    owned, leaks = attribute(
+        [
+            _activity(list(a_level), [True] * 400),
+            _activity(list(b_level), [True] * 400),
+            _activity(list(listener), [True] * 400),
+            _activity(list(quiet), [False] * 400),
+        ],
+        [0.0, 0.0, 0.0, 0.0],
+        ["a", "b", "listener", "nobody"],
+    )
+    assert owned[0].voiced[:200].all() and not owned[0].voiced[200:].any()
+    assert owned[1].voiced[200:].all() and not owned[1].voiced[:200].any()
+    assert not owned[2].voiced.any()
+    # The listener heard A, then B; where one hands over, a frame may go either way.
+    assert [s.owner for s in leaks[2]] == [0, 1]
+    assert [s.start for s in leaks[2]] == pytest.approx([0.0, 6.0], abs=0.031)
+
+
+def test_two_people_talking_at_once_both_keep_their_speech():
+    both = np.full(300, -20.0)
+    alone = np.arange(300) < 100  # A alone, B alone, then both at once
+    a_level = np.where(alone, -20.0, np.where(np.arange(300) < 200, -45.0, -20.0))
+    b_level = np.where(alone, -45.0, both)
+    owned, _ = attribute(
+        [_activity(list(a_level), [True] * 300), _activity(list(b_level), [True] * 300)],
+        [0.0, 0.0],
+        ["a", "b"],
+        AttributionOptions(min_frames=20),
+    )
+    assert owned[0].voiced[200:].all() and owned[1].voiced[200:].all()
+    assert not owned[0].voiced[100:200].any() and not owned[1].voiced[:100].any()
