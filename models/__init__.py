@@ -4,6 +4,7 @@ from ._time import UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
+from .recording_files import time_from_file_name
 from .speech import LeakedSpan, SpeechRegion, VoiceActivity
 from .transcript import (
     TRANSCRIPT_SCHEMA,
@@ -45,4 +46,5 @@ __all__ = [
     "atomic_write_text",
     "format_utc",
     "sha256_file",
+    "time_from_file_name",
 ]

@@ -4,10 +4,18 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import describe
 from ._time import UtcDatetime
+from .recording_files import time_from_file_name
 
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
 
@@ -26,9 +34,22 @@ class Track(BaseModel):
     display_name: str | None = None
     peer_id: str | None = None
     path: str = Field(min_length=1, description="relative to the manifest's folder")
-    started_time: UtcDatetime
+    started_time: UtcDatetime = Field(
+        description="when the file begins; if absent, the time in a RealtimeKit file name"
+    )
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     size: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _time_from_name(cls, data: object) -> object:
+        # A manifest written by hand for files fetched from RealtimeKit need not repeat the
+        # time the file name already carries; a time given explicitly always wins.
+        if isinstance(data, dict) and data.get("started_time") is None and data.get("path"):
+            named = time_from_file_name(str(data["path"]))
+            if named is not None:
+                return {**data, "started_time": named}
+        return data
 
     @field_validator("path")
     @classmethod

@@ -104,3 +104,19 @@ def test_checksums_are_accepted_in_either_case():
 def test_a_transcript_path_that_is_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TranscriptError, match="cannot read"):
         Transcript.load(tmp_path)
+
+
+def test_a_track_without_started_time_takes_the_time_in_its_realtimekit_file_name():
+    name = "tracks/default_user-1_peer-9_peer_audio_1795168803637.webm"
+    manifest = Manifest.parse(_with_track(started_time=None, path=name))
+    assert manifest.tracks[0].started_time == datetime(2026, 11, 20, 10, 0, 3, 637000, tzinfo=UTC)
+    explicit = Manifest.parse(_with_track(path=name))  # a time given explicitly wins
+    assert explicit.tracks[0].started_time == datetime(2026, 11, 20, 10, 0, 3, 250000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "name", ["tracks/a.webm", "tracks/default_user_peer_audio_12345.webm", "tracks/x_abc.webm"]
+)
+def test_a_file_name_without_a_time_still_needs_started_time(name):
+    with pytest.raises(ManifestError, match=r"tracks\[0\]\.started_time: Field required"):
+        Manifest.parse(_with_track(started_time=None, path=name))
