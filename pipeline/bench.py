@@ -166,6 +166,7 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
                 "decode (sum over tracks)": round(stats.decode_s, 3),
                 "vad (sum over tracks)": round(stats.vad_s, 3),
                 "decode + vad (wall, parallel)": round(stats.analyse_s, 3),
+                "attribute (across tracks)": round(stats.attribute_s, 3),
                 "transcribe (model)": round(stats.transcribe_s, 3),
                 "merge": round(stats.merge_s, 3),
                 "export": round(export_s, 3),
