@@ -43,9 +43,13 @@ class VoiceActivity(BaseModel):
     voiced: np.ndarray = Field(description="bool per frame")
     level_db: np.ndarray = Field(description="dBFS RMS per frame")
     duration: float = Field(ge=0, description="of the track, s")
+    blocked: np.ndarray | None = Field(
+        default=None, description="bool per frame: someone else's voice; regions stop at it"
+    )
 
-    def with_voiced(self, voiced: np.ndarray) -> "VoiceActivity":
-        return self.model_copy(update={"voiced": voiced})
+    def owned(self, own: np.ndarray, blocked: np.ndarray) -> "VoiceActivity":
+        """Only ``own`` frames voiced, and ``blocked`` frames walled off."""
+        return self.model_copy(update={"voiced": own, "blocked": blocked})
 
 
 class LeakedSpan(BaseModel):

@@ -1,11 +1,27 @@
-"""trackscribe's public Python API: what a notebook or a script needs, and nothing more."""
+"""trackscribe's public Python API: what a notebook or a script needs, and nothing more.
 
-from models import Manifest, ManifestError, Transcript, TranscriptError
+Names are loaded on first use, so that a decode worker process, which imports a small part of
+this package, does not load the speech model's libraries.
+"""
 
-from .core import NoUsableTrackError, PipelineOptions, transcribe_tracks
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-load_manifest = Manifest.load
-load_transcript = Transcript.load
+if TYPE_CHECKING:
+    from models import Manifest, ManifestError, Transcript, TranscriptError
+
+    from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
+
+_WHERE = {
+    "Manifest": "models",
+    "ManifestError": "models",
+    "Transcript": "models",
+    "TranscriptError": "models",
+    "NoUsableTrackError": "pipeline.core",
+    "PipelineOptions": "pipeline.core",
+    "run_meeting": "pipeline.core",
+    "transcribe_tracks": "pipeline.core",
+}
 
 __all__ = [
     "Manifest",
@@ -16,5 +32,16 @@ __all__ = [
     "TranscriptError",
     "load_manifest",
     "load_transcript",
+    "run_meeting",
     "transcribe_tracks",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_manifest":
+        return import_module("models").Manifest.load
+    if name == "load_transcript":
+        return import_module("models").Transcript.load
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

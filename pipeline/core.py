@@ -12,7 +12,8 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -34,10 +35,12 @@ from models import (
     VoiceActivity,
 )
 from stages.attribute import AttributionOptions, attribute
-from stages.decode import DecodeError, decode
+from stages.decode import DecodeError
 from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber
-from stages.vad import VadOptions, speech_regions, voice_activity
+from stages.vad import VadOptions, speech_regions
+
+from ._analysis import analyse_track, ready
 
 __all__ = [
     "MeetingRun",
@@ -160,17 +163,14 @@ def run_meeting(
     stats = RunStats()
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
 
-    with (
-        tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch,
-        _analysis_pool(len(work), workers) as pool,
-    ):
-        # The worker processes start while the model loads here; decoding waits for both, so
-        # that it has the cores to itself (and a model that cannot load stops everything).
-        with _timer(stats, "model_load_s"):
-            transcriber = Transcriber(options.transcribe)
-        with _timer(stats, "analyse_s"):
-            jobs = _submit(pool, manifest, work, Path(scratch), options.vad)
-            _collect(manifest, work, jobs, Path(scratch), options.vad, stats, progress)
+    with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
+        with _analysis_pool(len(work), workers) as pool:
+            # The workers start while the model loads here; decoding waits for both, so that
+            # it has the cores to itself (and a model that cannot load stops everything).
+            with _timer(stats, "model_load_s"):
+                transcriber = Transcriber(options.transcribe)
+            with _timer(stats, "analyse_s"):
+                _analyse(pool, manifest, work, Path(scratch), options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
             dropped = _attribute(manifest, work, options)
 
@@ -219,17 +219,6 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
         setattr(stats, field_name, getattr(stats, field_name) + time.perf_counter() - start)
 
 
-def _analyse_track(
-    source: Path, pcm_path: Path, sha256: str | None, size: int | None, vad: VadOptions
-) -> tuple[PcmAudio, VoiceActivity, float, float]:
-    """Decode one track and find its voice activity (runs in a worker process)."""
-    start = time.perf_counter()
-    audio = decode(source, pcm_path, expected_sha256=sha256, expected_size=size)
-    decoded = time.perf_counter()
-    activity = voice_activity(audio, vad)
-    return audio, activity, decoded - start, time.perf_counter() - decoded
-
-
 def _attribute(
     manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
 ) -> list[DroppedSpeech]:
@@ -247,66 +236,129 @@ def _attribute(
             continue
         item.regions = speech_regions(activity, options.vad)
         track = manifest.tracks[item.index]
+        sent = [(r.start, r.end) for r in item.regions]
+        # Recorded is what the model was spared: leaked speech outside every region sent.
         dropped += [
             DroppedSpeech(
                 path=track.path,
                 user_id=track.user_id,
-                start=round(offsets[item.index] + span.start, 3),
-                end=round(offsets[item.index] + span.end, 3),
+                start=round(offsets[item.index] + start, 3),
+                end=round(offsets[item.index] + end, 3),
                 reason=f"leakage: {-span.margin_db:.1f} dB short of own speech",
                 attributed_to=manifest.tracks[span.owner].user_id,
             )
             for span in spans
+            for start, end in _outside(span.start, span.end, sent)
         ]
     return dropped
 
 
+def _outside(
+    start: float, end: float, covered: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The parts of [start, end) that no interval of ``covered`` (sorted) overlaps."""
+    parts, cursor = [], start
+    for a, b in covered:
+        if b <= cursor or a >= end:
+            continue
+        if a > cursor:
+            parts.append((cursor, a))
+        cursor = max(cursor, b)
+    if cursor < end:
+        parts.append((cursor, end))
+    return [(a, b) for a, b in parts if b - a > 1e-3]
+
+
 @contextmanager
 def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for decoding, or None when one would do.
+    """Worker processes for decoding, or None when one would do or none can be had.
 
     Processes, because PyAV holds the GIL while it decodes. They come from a fork server that
-    has imported only the stages they run: forking this process could copy the model's
-    threads' locks (a notebook's second run, say) into a child.
+    has imported only what they run (forking this process could copy the model's threads'
+    locks into a child). Like all of multiprocessing, this needs a script that calls
+    trackscribe to guard its top level with ``if __name__ == "__main__":``.
     """
-    count = min(tracks, workers or os.cpu_count() or 1)
+    count = min(tracks, workers or len(os.sched_getaffinity(0)))
     if count <= 1:
         yield None
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["stages.decode", "stages.vad"])
-    pool = ProcessPoolExecutor(count, mp_context=context)
-    for _ in range(count):
-        pool.submit(_ready)  # start the workers now, while the caller does other things
     try:
+        context = multiprocessing.get_context("forkserver")
+    except ValueError:  # a platform without a fork server: decode here instead
+        yield None
+        return
+    context.set_forkserver_preload(["pipeline._analysis"])
+    pool = ProcessPoolExecutor(count, mp_context=context)
+    try:
+        for _ in range(count):
+            pool.submit(ready)  # start the workers now, while the caller does other things
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ready() -> None:
-    """Nothing: the first job a worker runs, to get it started."""
-
-
-def _submit(
+def _analyse(
     pool: ProcessPoolExecutor | None,
     manifest: Manifest,
     work: list[_TrackWork],
     scratch: Path,
     vad: VadOptions,
-) -> dict[Future, _TrackWork]:
-    if pool is None:
-        return {}
-    # Largest files first, so that the workers finish at about the same time.
-    ordered = sorted(work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index])))
-    return {
-        pool.submit(_analyse_track, *_job(manifest, item, scratch), vad): item for item in ordered
-    }
+    stats: RunStats,
+    progress: bool,
+) -> None:
+    """Decode every track and find its voice activity, in the workers when there are any.
 
+    A track the workers could not finish because the pool broke (a worker killed, a script
+    without a main guard) is done here instead; one that fails on its own merits fails.
+    """
 
-def _job(manifest: Manifest, item: _TrackWork, scratch: Path) -> tuple:
-    track = manifest.tracks[item.index]
-    return manifest.track_path(track), scratch / f"{item.index}.pcm", track.sha256, track.size
+    def job(item: _TrackWork) -> tuple:
+        track = manifest.tracks[item.index]
+        return (
+            manifest.track_path(track),
+            scratch / f"{item.index}.pcm",
+            track.sha256,
+            track.size,
+            vad,
+        )
+
+    def record(item: _TrackWork, outcome: tuple) -> None:
+        item.audio, item.activity, decode_s, vad_s = outcome
+        stats.decode_s += decode_s
+        stats.vad_s += vad_s
+
+    leftover = list(work)
+    with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
+        if pool is not None:
+            # Largest files first, so that the workers finish at about the same time.
+            ordered = sorted(
+                work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index]))
+            )
+            try:
+                futures = {pool.submit(analyse_track, *job(item)): item for item in ordered}
+            except (BrokenProcessPool, RuntimeError, OSError):
+                futures = {}
+            leftover = []
+            for future in as_completed(futures):
+                item = futures[future]
+                try:
+                    record(item, future.result())
+                except BrokenProcessPool:
+                    leftover.append(item)
+                    continue
+                except Exception as exc:  # one bad track must not cost the others
+                    _fail(item, manifest.tracks[item.index].path, exc)
+                bar.update()
+            if not futures:
+                leftover = list(work)
+            if leftover:
+                log.warning("decode workers unavailable; decoding %d track(s) here", len(leftover))
+        for item in leftover:
+            try:
+                record(item, analyse_track(*job(item)))
+            except Exception as exc:  # one bad track must not cost the others
+                _fail(item, manifest.tracks[item.index].path, exc)
+            bar.update()
 
 
 def _size(path: Path) -> int:
@@ -314,34 +366,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _collect(
-    manifest: Manifest,
-    work: list[_TrackWork],
-    jobs: dict[Future, _TrackWork],
-    scratch: Path,
-    vad: VadOptions,
-    stats: RunStats,
-    progress: bool,
-) -> None:
-    """Results of the workers (or, without workers, the work done here), as they finish."""
-    with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
-        if jobs:
-            outcomes = ((jobs[f], f.result) for f in as_completed(jobs))
-        else:
-            outcomes = (
-                (item, lambda item=item: _analyse_track(*_job(manifest, item, scratch), vad))
-                for item in work
-            )
-        for item, result in outcomes:
-            try:
-                item.audio, item.activity, decode_s, vad_s = result()
-                stats.decode_s += decode_s
-                stats.vad_s += vad_s
-            except Exception as exc:  # one bad track must not cost the others
-                _fail(item, manifest.tracks[item.index].path, exc)
-            bar.update()
 
 
 def _transcribe(

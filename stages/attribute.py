@@ -6,12 +6,15 @@ must be taken out before the model sees it.
 
 How loudly participant B leaks into A's microphone is measured, not assumed: when B speaks
 and A does not, A's level sits at B's level plus a fixed coupling (A's gain, distance, echo
-cancellation). That coupling is a low percentile of ``level_A - level_B`` over B's speech, low
-because the frames where A also talks only ever raise it. A frame of A is then A's own speech
-only if it is clearly louder (``margin_db``) than what the other tracks' leakage explains.
-Comparing each pair of tracks through its own coupling makes microphone gain differences
-irrelevant, and genuine overlap stays on both speakers: a talking participant is tens of dB
-above their leak into the other's microphone.
+cancellation). That coupling is the median of ``level_A - level_B`` over the frames where B
+clearly dominates the meeting (so A is not talking, and B's frame is B's own voice). A frame
+of A is then A's own speech only if it is clearly louder (``margin_db``) than what the other
+tracks' leakage explains.
+Comparing each pair of tracks through its own coupling absorbs microphone gain differences,
+and genuine overlap stays on both speakers: a talking participant is tens of dB above their
+leak into the other's microphone. The limit: a coupling stronger than ``-dominance_db`` (a
+hot listener microphone right beside a quiet talker's) cannot be measured, and is not
+corrected.
 """
 
 from collections.abc import Sequence
@@ -43,11 +46,14 @@ class AttributionOptions(BaseModel):
     max_coupling_db: float = Field(
         -6.0, description="a measured coupling stronger than this is not leakage, and ignored"
     )
-    report_bridge: float = Field(
-        0.8, ge=0, description="leaked stretches closer than this (s) are reported as one"
+    min_wall: float = Field(
+        0.5,
+        ge=0,
+        description="leaked stretches this long (s) are walls regions never cross; shorter "
+        "ones, often a dip inside the track's own speech during overlap, are only unvoiced",
     )
-    report_min: float = Field(
-        0.25, ge=0, description="shorter leaked stretches are too short to have been speech"
+    report_bridge: float = Field(
+        0.3, ge=0, description="one voice's leaked stretches closer than this (s): one record"
     )
 
 
@@ -70,6 +76,7 @@ def attribute(
     if not options.enabled or len(present) < 2:
         return list(activities), leaks
     frame_s = activities[present[0]].frame_s
+    walls = round(options.min_wall / frame_s)
     starts = {i: round(offsets[i] / frame_s) for i in present}
     total = max(starts[i] + len(activities[i].voiced) for i in present)
     level = np.full((len(activities), total), _ABSENT)
@@ -85,7 +92,8 @@ def attribute(
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
         span = slice(starts[i], starts[i] + len(activities[i].voiced))
-        result[i] = activities[i].with_voiced(own[i, span])
+        leaked = voiced[i, span] & ~own[i, span]
+        result[i] = activities[i].owned(own[i, span].copy(), _long_runs(leaked, walls))
         leaks[i] = _spans(
             voiced[i, span] & ~own[i, span],
             strongest[i, span],
@@ -125,6 +133,16 @@ def _own_frames(
         own[a] = voiced[a] & (margin[a] >= options.margin_db)
         strongest[a] = np.asarray(others)[np.argmax(leaked, axis=0)]
     return own, margin, strongest
+
+
+def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """``mask`` with its runs shorter than ``length`` frames cleared."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    out = np.zeros_like(mask)
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+        if b - a >= length:
+            out[a:b] = True
+    return out
 
 
 def _spread(level: np.ndarray, frames: int) -> np.ndarray:
@@ -179,11 +197,7 @@ def _spans(
     frame_s: float,
     options: AttributionOptions,
 ) -> list[LeakedSpan]:
-    """Leaked frames as the stretches of each owner's speech they would have made.
-
-    Smoothed like speech regions (short pauses bridged, blips left out), so the record lists
-    what would have reached the model, not every flicker of a frame.
-    """
+    """Leaked frames as stretches of each owner's voice; every leaked frame is in one."""
     bridge = round(options.report_bridge / frame_s)
     spans = []
     for who in np.unique(owner[frames]):
@@ -196,8 +210,6 @@ def _spans(
             else:
                 joined.append([a, b])
         for a, b in joined:
-            if (b - a) * frame_s < options.report_min:
-                continue
             spans.append(
                 LeakedSpan(
                     start=round(a * frame_s, 3),

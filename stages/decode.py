@@ -190,7 +190,9 @@ class _AlignedWriter:
                 self.first_time = time
             ahead = round(time * rate) - self.position
             if ahead > _GAP_TOLERANCE * rate:
-                self._append(np.zeros(ahead, np.float32))
+                # In blocks: a long mute must not become one huge array.
+                for size in [rate] * (ahead // rate) + [ahead % rate]:
+                    self._append(np.zeros(size, np.float32))
                 if not leading:  # a late start is not a gap in the recording
                     self._gap += ahead
             elif ahead < -_GAP_TOLERANCE * rate:

@@ -68,9 +68,10 @@ class TranscribeOptions(BaseModel):
     lead_in: float = Field(
         0.4,
         ge=0,
-        description="a segment starts this long before its first word (never before the "
-        "track's previous speech region ends): Whisper's first-word times run late, and a turn "
-        "begins with its breath (the same 400 ms faster-whisper pads its own VAD regions with)",
+        description="a segment starts this long before the voiced onset of its speech (never "
+        "before the track's previous region ends, never after its first word): labelled turns "
+        "begin with a breath before the first phoneme (the same 400 ms faster-whisper pads "
+        "its own VAD regions with)",
     )
     # Guards. A segment is dropped when it loops, or when the model says it is not speech.
     compression_ratio_threshold: float = Field(
@@ -178,9 +179,8 @@ class Transcriber:
     def __init__(self, options: TranscribeOptions | None = None) -> None:
         self.options = options or TranscribeOptions()
         o = self.options
-        threads = o.cpu_threads or max(1, (os.cpu_count() or 1) // o.parallel)
+        threads = o.cpu_threads or max(1, len(os.sched_getaffinity(0)) // o.parallel)
         self._model = _load_model(o.model, o.device, o.compute_type, threads, o.parallel)
-        self._batched = BatchedInferencePipeline(self._model)
 
     def transcribe(self, audio: PcmAudio, regions: Sequence[SpeechRegion]) -> list[Segment]:
         """Segments for ``regions`` of ``audio``, in track time, each inside one region."""
@@ -223,8 +223,9 @@ class Transcriber:
         samples = [w.read(tracks[w.track][0]) for w in batch]
         done = []
         for window, audio, decoded in zip(batch, samples, self._decode_batch(samples), strict=True):
-            if self._unreliable(decoded):
-                # Batched decoding has no temperature fallback; the one-window path has.
+            if self._unreliable(decoded) or _pieces_unheard(window, decoded):
+                # Batched decoding has no temperature fallback, and in one pass without
+                # timestamps it may stop at a junction between pieces; the careful path neither.
                 decoded = self._decode_one(audio)
             done.append((window, self._segments(window, decoded, tracks[window.track][0])))
         return done
@@ -236,7 +237,8 @@ class Transcriber:
         for chunk in samples:
             clips.append({"start": offset, "end": offset + chunk.size / SAMPLE_RATE})
             offset += chunk.size / SAMPLE_RATE
-        raw_segments, _ = self._batched.transcribe(
+        # A pipeline object per call: it keeps per-call state, and batches run in parallel.
+        raw_segments, _ = BatchedInferencePipeline(self._model).transcribe(
             np.concatenate(samples),
             language=o.language,
             beam_size=o.beam_size,
@@ -247,7 +249,8 @@ class Transcriber:
         )
         found: list[_Decoded | None] = [None] * len(samples)
         for raw in raw_segments:
-            k = max(i for i, clip in enumerate(clips) if clip["start"] <= raw.start + 0.01)
+            # seek marks the clip a segment came from (its start is moved to its first word).
+            k = min(range(len(clips)), key=lambda i: abs(clips[i]["start"] * 100 - raw.seek))
             if (
                 raw.no_speech_prob > o.no_speech_threshold
                 and raw.avg_logprob < o.log_prob_threshold
@@ -305,8 +308,9 @@ class Transcriber:
         o = self.options
         out = []
         for piece, words in _words_by_piece(window, decoded.words):
+            start = max(piece.floor, _anchor(piece, words[0]) - o.lead_in)
             segment = Segment(
-                start=round(max(piece.floor, _anchor(piece, words[0]) - o.lead_in), 3),
+                start=round(min(start, words[0].start), 3),
                 end=words[-1].end,
                 text=" ".join(w.word for w in words),
                 words=words,
@@ -318,6 +322,17 @@ class Transcriber:
                 continue
             out.append(segment)
         return out
+
+
+_MIN_HEARD = 0.5
+"""A piece at least this long (s) that got no word at all means the decoder stopped early."""
+
+
+def _pieces_unheard(window: _Window, decoded: _Decoded | None) -> bool:
+    if decoded is None or len(window.pieces) < 2:
+        return False
+    heard = {id(window.piece_at((w.start + w.end) / 2)) for w in decoded.words}
+    return any(p.duration >= _MIN_HEARD and id(p) not in heard for p in window.pieces[1:])
 
 
 _ONSET_REACH = 1.0

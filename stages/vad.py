@@ -59,13 +59,18 @@ def speech_regions(
     options = options or VadOptions()
     frame_s = activity.frame_s
     voiced, level_db = activity.voiced, activity.level_db
-    runs = _bridge(_runs(voiced), round(options.min_silence / frame_s))
+    n = len(voiced)
+    # Frames of someone else's voice are walls: no pause is bridged and no padding reaches
+    # across them, so none of it is sent to the model inside this track's regions.
+    blocked = activity.blocked if activity.blocked is not None else np.zeros(n, bool)
+    runs = _bridge(_runs(voiced), round(options.min_silence / frame_s), blocked)
     runs = [(a, b) for a, b in runs if (b - a) * frame_s >= options.min_speech]
 
     regions: list[SpeechRegion] = []
     pad = round(options.padding / frame_s)
-    n = len(voiced)
-    for a, b in _bridge([(max(0, a - pad), min(n, b + pad)) for a, b in runs], 0):
+    walls = np.flatnonzero(blocked)
+    padded = [_pad(a, b, pad, n, walls) for a, b in runs]
+    for a, b in _bridge(padded, 0, blocked):
         for lo, hi in _split(a, b, level_db, round(options.max_region / frame_s)):
             end = min(hi * frame_s, activity.duration)
             if end > lo * frame_s:
@@ -110,15 +115,28 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts, ends, strict=True))
 
 
-def _bridge(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
-    """Join runs separated by at most ``max_gap`` frames (0: join only touching or overlapping)."""
+def _bridge(
+    runs: list[tuple[int, int]], max_gap: int, blocked: np.ndarray
+) -> list[tuple[int, int]]:
+    """Join runs separated by at most ``max_gap`` frames, none of them blocked (0: join only
+    touching or overlapping runs)."""
     joined: list[tuple[int, int]] = []
     for a, b in runs:
-        if joined and a - joined[-1][1] <= max_gap:
+        gap = slice(joined[-1][1], a) if joined else slice(0, 0)
+        if joined and a - joined[-1][1] <= max_gap and not blocked[gap].any():
             joined[-1] = (joined[-1][0], max(b, joined[-1][1]))
         else:
             joined.append((a, b))
     return joined
+
+
+def _pad(a: int, b: int, pad: int, n: int, walls: np.ndarray) -> tuple[int, int]:
+    """[a, b) widened by ``pad`` frames each side, stopping short of blocked frames."""
+    before = walls[(walls < a) & (walls >= a - pad)]
+    after = walls[(walls >= b) & (walls < b + pad)]
+    start = before.max() + 1 if before.size else max(0, a - pad)
+    end = after.min() if after.size else min(n, b + pad)
+    return start, end
 
 
 def _split(a: int, b: int, level_db: np.ndarray, max_len: int) -> list[tuple[int, int]]:

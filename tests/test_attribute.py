@@ -146,3 +146,29 @@ def test_two_people_talking_at_once_both_keep_their_speech():
     )
     assert owned[0].voiced[200:].all() and owned[1].voiced[200:].all()
     assert not owned[0].voiced[100:200].any() and not owned[1].voiced[:100].any()
+
+
+def test_a_leaked_interjection_between_the_owners_sentences_is_not_sent_with_them():
+    from stages.vad import VadOptions, speech_regions
+
+    frames = np.arange(200)  # 6 s at 30 ms
+    a_talks = (frames < 100) | (frames >= 120)  # A: 0-3 s and 3.6-6 s
+    b_talks = (frames >= 100) & (frames < 120)  # B answers in between, 0.6 s
+    rng = np.random.default_rng(1)
+    a_level = np.where(a_talks, -20.0, -45.0) + rng.normal(0, 1, 200)
+    b_level = np.where(b_talks, -20.0, -45.0) + rng.normal(0, 1, 200)
+    # Enough of B alone elsewhere to measure how B leaks into A.
+    b_alone = np.full(100, -20.0) + rng.normal(0, 1, 100)
+    a_quiet = b_alone - 25
+    owned, _ = attribute(
+        [
+            _activity([*a_level, *a_quiet], [*(a_talks | b_talks), *([True] * 100)]),
+            _activity([*b_level, *b_alone], [*b_talks, *([True] * 100)]),
+        ],
+        [0.0, 0.0],
+        ["a", "b"],
+        AttributionOptions(min_frames=20),
+    )
+    regions = speech_regions(owned[0], VadOptions())
+    assert regions, "A's own speech is kept"
+    assert not any(r.start < 3.5 and r.end > 3.1 for r in regions), regions

@@ -56,6 +56,7 @@ def test_bad_input_exits_2_with_the_reason(meeting_copy, tmp_path):
     manifest = meeting_copy / "manifest.json"
     raw = json.loads(manifest.read_text())
     del raw["tracks"][0]["started_time"]
+    raw["tracks"][0]["path"] = "tracks/alice.webm"  # a name with no time in it either
     manifest.write_text(json.dumps(raw))
     result = trackscribe("transcribe", str(manifest), "-o", str(tmp_path / "out"))
     assert result.returncode == 2

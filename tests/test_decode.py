@@ -104,6 +104,18 @@ def test_memory_does_not_grow_with_track_length(tmp_path):
     assert long < 200 * SAMPLE_RATE * 2 / 4
 
 
+def test_a_long_timestamp_gap_does_not_cost_memory(tmp_path):
+    path = write_webm(
+        tmp_path / "muted.webm", np.concatenate([tone(1.0), tone(1.0)]), gaps={1.0: 600.0}
+    )  # a ten-minute mute
+    tracemalloc.start()
+    audio = decode(path, tmp_path / "muted.pcm")
+    _, top = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert audio.duration == pytest.approx(602.0, abs=0.05)
+    assert top < 20_000_000  # ten minutes at 48 kHz in float32 alone would be 115 MB
+
+
 def test_timestamps_that_fall_behind_the_audio_keep_it_on_container_time(tmp_path):
     # Frames of 20 ms stamped 19 ms apart: a click every 10 s of samples sits at 9.5 s steps
     # of container time, and the decoded track must put it there.
