@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bad_input(str(exc))
     except ValidationError as exc:
         return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("meeteval", "whisper_normalizer", "matplotlib"):
+            return _bad_input(f"{exc.name} is needed here: pip install 'trackscribe[eval]'")
+        raise
     except KeyboardInterrupt:
         print("trackscribe: interrupted", file=sys.stderr)
         return 130
@@ -159,7 +163,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--beam-size", type=int, default=TranscribeOptions().beam_size)
     parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for the model (0: automatic)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per model worker (two workers run at once; 0: the cores shared)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -266,6 +273,11 @@ def _run_bench(args: argparse.Namespace) -> int:
     truth = args.truth
     if truth is None and (args.manifest.parent / "truth.json").is_file():
         truth = args.manifest.parent / "truth.json"
+    if truth is not None:
+        try:
+            load_turns(truth)
+        except (OSError, ValueError) as exc:
+            return _bad_input(f"bad truth: {exc}")
     options = _options(args)
     results = bench(
         args.manifest,

@@ -1,10 +1,11 @@
 """Decode one participant file (WebM/Opus or anything FFmpeg reads) to 16 kHz mono PCM on disk.
 
-Streaming: packets are decoded, resampled and written one at a time, so memory does not depend
-on the length of the track. Track time is container time: if the first packet is stamped 2.5 s,
-the output starts with 2.5 s of silence, and a jump in packet timestamps (a network drop, a
-mute that stopped the encoder) becomes silence of the same length. Merging tracks on one clock
-relies on this.
+Streaming: packets are decoded one at a time and the aligned audio is resampled and written in
+blocks of about a second, so memory does not depend on the length of the track.
+
+Track time is container time: if the first packet is stamped 2.5 s, the output starts with
+2.5 s of silence, and a jump in packet timestamps (a network drop, a mute that stopped the
+encoder) becomes silence of the same length. Merging tracks on one clock relies on this.
 """
 
 import logging
