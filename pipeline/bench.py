@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from models import SAMPLE_RATE, Manifest
 
 from .core import PipelineOptions, run_meeting
-from .evaluate import Evaluation, Turn, evaluate, load_turns
+from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
 __all__ = ["APPROACHES", "Approach", "bench"]
 
@@ -106,25 +106,9 @@ def _add_ratios(results: dict[str, Approach]) -> None:
 
 def _orcwer(hyp: list[Turn], truth: list[Turn]) -> float:
     import meeteval
-    from whisper_normalizer.english import EnglishTextNormalizer
 
-    normalise = EnglishTextNormalizer()
-
-    def seglst(turns: list[Turn]) -> "meeteval.io.SegLST":
-        return meeteval.io.SegLST(
-            [
-                {
-                    "session_id": "m",
-                    "speaker": t.speaker,
-                    "start_time": t.start,
-                    "end_time": t.end,
-                    "words": normalise(t.text),
-                }
-                for t in turns
-            ]
-        )
-
-    return round(100 * meeteval.wer.orcwer(seglst(truth), seglst(hyp))["m"].error_rate, 2)
+    result = meeteval.wer.orcwer(normalised_seglst(truth), normalised_seglst(hyp))["meeting"]
+    return round(100 * result.error_rate, 2)
 
 
 # Everything below runs in the approach's own process.

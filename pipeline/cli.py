@@ -171,25 +171,22 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _approaches(value: str) -> list[str]:
+def _choices(value: str, known: Sequence[str], what: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in APPROACHES]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        known = ", ".join(APPROACHES)
         raise argparse.ArgumentTypeError(
-            f"unknown approach {', '.join(unknown) or '(none)'}; choose from {known}"
+            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
         )
     return names
+
+
+def _approaches(value: str) -> list[str]:
+    return _choices(value, APPROACHES, "approach")
 
 
 def _formats(value: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}"
-        )
-    return names
+    return _choices(value, list(FORMATS), "format")
 
 
 def _options(args: argparse.Namespace) -> PipelineOptions:

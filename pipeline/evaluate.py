@@ -11,15 +11,20 @@ have no transcript at all, and how many words were put on participants who never
 import json
 import logging
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from models import Transcript
 
-__all__ = ["Evaluation", "Turn", "evaluate", "load_turns"]
+if TYPE_CHECKING:
+    import meeteval
+
+__all__ = ["Evaluation", "Turn", "evaluate", "load_turns", "normalised_seglst"]
 
 TCPWER_COLLAR = 5.0
 """Seconds a word may be off and still count for tcpWER (as in the CHiME-8 DASR scoring)."""
@@ -59,47 +64,64 @@ class Evaluation(BaseModel):
 def load_turns(path: Path | str) -> list[Turn]:
     """Turns from a trackscribe transcript, a SegLST file (JSON list) or a NIST STM file."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".stm":
-        return _from_stm(path)
+        from meeteval.io import STM
+
+        return _turns(STM.load(path).to_seglst(), path)
     try:
-        raw = json.loads(text)
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: neither JSON (transcript, SegLST) nor STM: {exc}") from None
-    if isinstance(raw, dict) and raw.get("schema", "").startswith("trackscribe.transcript/"):
-        transcript = Transcript.model_validate(raw)
+    if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
+        transcript = Transcript.load(path)  # names the file and the field when it is invalid
         return [
             Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
             for u in transcript.utterances
         ]
     if isinstance(raw, list):
-        try:
-            return [
-                Turn(
-                    speaker=str(s["speaker"]),
-                    start=float(s["start_time"]),
-                    end=float(s["end_time"]),
-                    text=str(s["words"]),
-                )
-                for s in raw
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: not SegLST: an entry lacks {exc}") from None
+        return _turns(raw, path)
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
 
 
-def _from_stm(path: Path) -> list[Turn]:
-    from meeteval.io import STM
+def _turns(entries: Iterable[dict], path: Path) -> list[Turn]:
+    try:
+        return [
+            Turn(
+                speaker=str(s["speaker"]),
+                start=float(s["start_time"]),
+                end=float(s["end_time"]),
+                text=str(s["words"]),
+            )
+            for s in entries
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not SegLST: an entry lacks {exc}") from None
 
-    return [
-        Turn(
-            speaker=str(s["speaker"]),
-            start=float(s["start_time"]),
-            end=float(s["end_time"]),
-            text=str(s["words"]),
-        )
-        for s in STM.load(path).to_seglst()
-    ]
+
+def normalised_seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
+    """Turns as one meeting's SegLST for meeteval, words through Whisper's English normaliser."""
+    import meeteval
+
+    normalise = _normaliser()
+    return meeteval.io.SegLST(
+        [
+            {
+                "session_id": "meeting",
+                "speaker": t.speaker,
+                "start_time": t.start,
+                "end_time": t.end,
+                "words": normalise(t.text),
+            }
+            for t in turns
+        ]
+    )
+
+
+@cache
+def _normaliser() -> Callable[[str], str]:
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
 
 
 def evaluate(
@@ -111,25 +133,9 @@ def evaluate(
     transcript knows them); words on any speaker without truth count as ``silent_track_words``.
     """
     import meeteval
-    from whisper_normalizer.english import EnglishTextNormalizer
 
-    normalise = EnglishTextNormalizer()
-
-    def seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
-        return meeteval.io.SegLST(
-            [
-                {
-                    "session_id": "meeting",
-                    "speaker": t.speaker,
-                    "start_time": t.start,
-                    "end_time": t.end,
-                    "words": normalise(t.text),
-                }
-                for t in turns
-            ]
-        )
-
-    ref, hyp = seglst(truth), seglst(hypothesis)
+    normalise = _normaliser()
+    ref, hyp = normalised_seglst(truth), normalised_seglst(hypothesis)
     cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
     with _quiet("preprocess"):  # the logger meeteval.wer.preprocess uses
         # meeteval warns when *utterances* are longer than the collar, taking them for words;
