@@ -8,6 +8,7 @@ from .recording_files import time_from_file_name
 from .speech import LeakedSpan, SpeechRegion, VoiceActivity
 from .transcript import (
     TRANSCRIPT_SCHEMA,
+    ClockEstimate,
     DroppedSpeech,
     InputFile,
     Provenance,
@@ -24,6 +25,7 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "TRANSCRIPT_SCHEMA",
+    "ClockEstimate",
     "DroppedSpeech",
     "InputFile",
     "LeakedSpan",

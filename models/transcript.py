@@ -94,6 +94,17 @@ class DroppedSpeech(BaseModel):
     attributed_to: str | None = Field(default=None, description="whose voice it was judged")
 
 
+class ClockEstimate(BaseModel):
+    """How far off a track's start time was measured to be, from the leakage between tracks."""
+
+    path: str
+    user_id: str
+    correction_s: float = Field(description="added to the track's start on the meeting clock")
+    pairs: int = Field(description="other tracks it was measured against")
+    correlation: float = Field(description="how well leaked copies matched (0-1)")
+    applied: bool
+
+
 class Provenance(BaseModel):
     software: str
     model: str
@@ -101,6 +112,7 @@ class Provenance(BaseModel):
     inputs: list[InputFile] = Field(default_factory=list)
     failures: list[TrackFailure] = Field(default_factory=list)
     dropped: list[DroppedSpeech] = Field(default_factory=list)
+    clock: list[ClockEstimate] = Field(default_factory=list)
 
 
 class TranscriptError(ValueError):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from models import (
+    ClockEstimate,
     DroppedSpeech,
     InputFile,
     Manifest,
@@ -34,7 +35,7 @@ from models import (
     Transcript,
     VoiceActivity,
 )
-from stages.attribute import AttributionOptions, attribute
+from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError
 from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber
@@ -172,7 +173,8 @@ def run_meeting(
             with _timer(stats, "analyse_s"):
                 _analyse(pool, manifest, work, Path(scratch), options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
-            dropped = _attribute(manifest, work, options)
+            offsets, clock = _clock(manifest, work, options)
+            dropped = _attribute(manifest, work, options, offsets)
 
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
@@ -185,7 +187,6 @@ def run_meeting(
             f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
         )
     decoded = [w for w in work if w.audio is not None]
-    offsets = track_offsets(manifest)
     stats.audio_s = sum(w.audio.duration for w in decoded)
     stats.meeting_s = max(offsets[w.index] + w.audio.duration for w in decoded)
     provenance = Provenance(
@@ -194,6 +195,7 @@ def run_meeting(
         parameters=options.model_dump(mode="json"),
         inputs=[_input_file(manifest, w) for w in decoded],
         dropped=dropped,
+        clock=clock,
         failures=[
             TrackFailure(
                 path=manifest.tracks[w.index].path,
@@ -206,7 +208,7 @@ def run_meeting(
     )
     segments = {w.index: w.segments for w in work if w.failure is None}
     with _timer(stats, "merge_s"):
-        transcript = merge(manifest, segments, provenance, options.merge)
+        transcript = merge(manifest, segments, provenance, options.merge, offsets)
     return MeetingRun(transcript=transcript, stats=stats)
 
 
@@ -219,11 +221,45 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
         setattr(stats, field_name, getattr(stats, field_name) + time.perf_counter() - start)
 
 
-def _attribute(
+def _clock(
     manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
+) -> tuple[list[float], list[ClockEstimate]]:
+    """Each track's place on the meeting clock: its start time, corrected where the leakage
+    between tracks clearly shows it is off by a frame or more."""
+    offsets = track_offsets(manifest)
+    estimates = estimate_clock(
+        [w.activity for w in work],
+        offsets,
+        [t.user_id for t in manifest.tracks],
+        options.attribution,
+    )
+    frame_s = options.vad.frame_ms / 1000
+    records = []
+    for item, estimate in zip(work, estimates, strict=True):
+        if estimate is None:
+            continue
+        correction, pairs, correlation = estimate
+        applied = abs(correction) >= 2 * frame_s - 1e-9
+        if applied:
+            offsets[item.index] += correction
+        track = manifest.tracks[item.index]
+        records.append(
+            ClockEstimate(
+                path=track.path,
+                user_id=track.user_id,
+                correction_s=correction,
+                pairs=pairs,
+                correlation=correlation,
+                applied=applied,
+            )
+        )
+    return offsets, records
+
+
+def _attribute(
+    manifest: Manifest, work: list[_TrackWork], options: PipelineOptions, offsets: list[float]
 ) -> list[DroppedSpeech]:
     """Take leaked speech out of every track, then cut what is left into regions."""
-    offsets = track_offsets(manifest)
     owned, leaks = attribute(
         [w.activity for w in work],
         offsets,

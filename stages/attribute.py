@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models import LeakedSpan, VoiceActivity
 
-__all__ = ["AttributionOptions", "attribute"]
+__all__ = ["AttributionOptions", "attribute", "estimate_clock"]
 
 _ABSENT = np.nan
 
@@ -52,6 +52,12 @@ class AttributionOptions(BaseModel):
         description="leaked stretches this long (s) are walls regions never cross; shorter "
         "ones, often a dip inside the track's own speech during overlap, are only unvoiced",
     )
+    max_clock_error: float = Field(
+        2.0, ge=0, description="track start errors searched for, each way (s); 0: trust starts"
+    )
+    min_clock_correlation: float = Field(
+        0.8, description="a leaked copy must match its source at least this well (0-1)"
+    )
     report_bridge: float = Field(
         0.3, ge=0, description="one voice's leaked stretches closer than this (s): one record"
     )
@@ -77,14 +83,7 @@ def attribute(
         return list(activities), leaks
     frame_s = activities[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
-    starts = {i: round(offsets[i] / frame_s) for i in present}
-    total = max(starts[i] + len(activities[i].voiced) for i in present)
-    level = np.full((len(activities), total), _ABSENT)
-    voiced = np.zeros((len(activities), total), bool)
-    for i in present:
-        a = activities[i]
-        level[i, starts[i] : starts[i] + len(a.voiced)] = a.level_db
-        voiced[i, starts[i] : starts[i] + len(a.voiced)] = a.voiced
+    level, voiced, starts = _meeting_frames(activities, offsets, present, frame_s)
 
     coupling = _couplings(level, voiced, present, owners, options)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, options)
@@ -102,6 +101,128 @@ def attribute(
             options,
         )
     return result, leaks
+
+
+def estimate_clock(
+    activities: Sequence[VoiceActivity | None],
+    offsets: Sequence[float],
+    owners: Sequence[str],
+    options: AttributionOptions | None = None,
+) -> list[tuple[float, int, float] | None]:
+    """How far off each track's start is, measured from the leakage between tracks.
+
+    A leaked voice is a copy of its source: where B dominates, A's level follows B's. The lag
+    at which it follows best is the error between the two tracks' start times. Lags measured
+    clearly (correlation at least ``min_clock_correlation``, and clearly better than at lag
+    zero) are solved together for one correction per track, the median track kept fixed.
+    Returns per track ``(correction_s, pairs, correlation)``, or None where nothing was
+    measured (no leakage: a clean meeting gives no clock reference, nor needs one).
+    """
+    options = options or AttributionOptions()
+    present = [i for i, a in enumerate(activities) if a is not None]
+    estimates: list[tuple[float, int, float] | None] = [None] * len(activities)
+    if len(present) < 2 or options.max_clock_error <= 0:
+        return estimates
+    frame_s = activities[present[0]].frame_s
+    level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s)
+    reach = round(options.max_clock_error / frame_s)
+    filled = np.where(np.isnan(level), -np.inf, level)
+    pairs: list[tuple[int, int, float, float]] = []  # (a, b, lag of a behind b in s, corr)
+    for b in present:
+        rivals = [x for x in present if owners[x] != owners[b]]
+        if not rivals:
+            continue
+        with np.errstate(invalid="ignore"):
+            dominant = voiced[b] & (
+                filled[b] - np.max(filled[rivals], axis=0) >= options.dominance_db
+            )
+        frames = np.flatnonzero(dominant)
+        for a in rivals:
+            found = _best_lag(level[a], level[b], frames, reach, options.min_frames)
+            if found is None:
+                continue
+            lag, corr, at_zero = found
+            if corr >= options.min_clock_correlation and (lag == 0 or corr - at_zero >= 0.2):
+                pairs.append((a, b, lag * frame_s, corr))
+    if not pairs:
+        return estimates
+    # Least squares for corrections c: c[a] - c[b] = -lag(a, b), weighted by correlation;
+    # then once more without the pairs that disagree with the rest (a false peak).
+    index = {t: k for k, t in enumerate(present)}
+    solution = _solve(pairs, index)
+    agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
+    if agreeing and len(agreeing) < len(pairs):
+        pairs = agreeing
+        solution = _solve(pairs, index)
+    solution -= np.median(solution)
+    for t in present:
+        mine = [p for p in pairs if t in (p[0], p[1])]
+        if mine:
+            correction = round(float(solution[index[t]]) / frame_s) * frame_s
+            estimates[t] = (
+                round(correction, 3),
+                len(mine),
+                round(float(np.mean([p[3] for p in mine])), 2),
+            )
+    return estimates
+
+
+def _solve(pairs: list[tuple[int, int, float, float]], index: dict[int, int]) -> np.ndarray:
+    rows = np.zeros((len(pairs), len(index)))
+    target = np.zeros(len(pairs))
+    weight = np.array([p[3] for p in pairs])
+    for r, (a, b, lag, _) in enumerate(pairs):
+        rows[r, index[a]], rows[r, index[b]], target[r] = 1.0, -1.0, -lag
+    solution, *_ = np.linalg.lstsq(rows * weight[:, None], target * weight, rcond=None)
+    return solution
+
+
+def _residual(
+    pair: tuple[int, int, float, float], solution: np.ndarray, index: dict[int, int]
+) -> float:
+    a, b, lag, _ = pair
+    return float(solution[index[a]] - solution[index[b]] + lag)
+
+
+def _best_lag(
+    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, reach: int, min_frames: int
+) -> tuple[int, float, float] | None:
+    """The lag (frames) at which ``receiver`` follows ``source`` best over ``frames``."""
+    best: tuple[int, float] | None = None
+    at_zero = np.nan
+    for lag in range(-reach, reach + 1):
+        shifted = frames + lag
+        keep = (shifted >= 0) & (shifted < receiver.size)
+        x, y = receiver[shifted[keep]], source[frames[keep]]
+        good = ~np.isnan(x) & ~np.isnan(y)
+        if good.sum() < min_frames or np.std(x[good]) == 0 or np.std(y[good]) == 0:
+            continue
+        corr = float(np.corrcoef(x[good], y[good])[0, 1])
+        if lag == 0:
+            at_zero = corr
+        if best is None or corr > best[1]:
+            best = (lag, corr)
+    if best is None:
+        return None
+    return best[0], best[1], (at_zero if not np.isnan(at_zero) else -1.0)
+
+
+def _meeting_frames(
+    activities: Sequence[VoiceActivity | None],
+    offsets: Sequence[float],
+    present: Sequence[int],
+    frame_s: float,
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN)."""
+    starts = {i: round(offsets[i] / frame_s) for i in present}
+    total = max(starts[i] + len(activities[i].voiced) for i in present)
+    level = np.full((len(activities), total), _ABSENT)
+    voiced = np.zeros((len(activities), total), bool)
+    for i in present:
+        a = activities[i]
+        level[i, starts[i] : starts[i] + len(a.voiced)] = a.level_db
+        voiced[i, starts[i] : starts[i] + len(a.voiced)] = a.voiced
+    return level, voiced, starts
 
 
 def _own_frames(

@@ -46,11 +46,16 @@ def merge(
     segments: Mapping[int, Sequence[Segment]],
     provenance: Provenance,
     options: MergeOptions | None = None,
+    offsets: Sequence[float] | None = None,
 ) -> Transcript:
-    """One transcript from the segments of each track (keyed by index in ``manifest.tracks``)."""
+    """One transcript from the segments of each track (keyed by index in ``manifest.tracks``).
+
+    ``offsets`` places each track on the meeting clock (seconds from the origin); by default
+    each track's ``started_time``.
+    """
     options = options or MergeOptions()
     origin = _origin(manifest)
-    offsets = track_offsets(manifest)
+    offsets = list(offsets) if offsets is not None else track_offsets(manifest)
     timeline = sorted(
         (
             (manifest.tracks[index].user_id, _shift(segment, offsets[index]))

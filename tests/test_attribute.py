@@ -172,3 +172,23 @@ def test_a_leaked_interjection_between_the_owners_sentences_is_not_sent_with_the
     regions = speech_regions(owned[0], VadOptions())
     assert regions, "A's own speech is kept"
     assert not any(r.start < 3.5 and r.end > 3.1 for r in regions), regions
+
+
+def test_a_wrong_start_time_is_measured_from_the_leakage_and_corrected(leaky_meeting, tmp_path):
+    shifted = tmp_path / "shifted"
+    shutil.copytree(leaky_meeting, shifted)
+    raw = json.loads((shifted / "manifest.json").read_text())
+    chen = next(t for t in raw["tracks"] if t["user_id"] == "user-chen")
+    chen["started_time"] = "2026-11-20T10:00:22.200Z"  # really 21.700: half a second off
+    (shifted / "manifest.json").write_text(json.dumps(raw))
+
+    transcript = transcribe_tracks(shifted / "manifest.json", progress=False)
+    (estimate,) = [c for c in transcript.provenance.clock if c.user_id == "user-chen"]
+    assert estimate.applied and estimate.correction_s == pytest.approx(-0.5, abs=0.031)
+    assert all(not c.applied for c in transcript.provenance.clock if c.user_id != "user-chen")
+    chen_starts = [u.start for u in transcript.utterances if u.speaker == "user-chen"]
+    assert min(abs(s - 22.0) for s in chen_starts) < 0.2  # where the sample's truth has him
+
+
+def test_a_clean_meeting_gives_no_clock_estimate(sample_transcript):
+    assert sample_transcript.provenance.clock == []
