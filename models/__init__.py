@@ -5,7 +5,7 @@ from .audio import SAMPLE_RATE, PcmAudio
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
 from .recording_files import time_from_file_name
-from .speech import LeakedSpan, SpeechRegion, VoiceActivity
+from .speech import LeakedSpan, SpeechRegion, VoiceActivity, bridge_runs, frame_runs
 from .transcript import (
     TRANSCRIPT_SCHEMA,
     ClockEstimate,
@@ -46,7 +46,9 @@ __all__ = [
     "Word",
     "atomic_write_bytes",
     "atomic_write_text",
+    "bridge_runs",
     "format_utc",
+    "frame_runs",
     "sha256_file",
     "time_from_file_name",
 ]

@@ -65,3 +65,25 @@ class LeakedSpan(BaseModel):
     end: float
     owner: int
     margin_db: float
+
+
+def frame_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open frame ranges where ``mask`` is true."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
+    return list(zip(starts, ends, strict=True))
+
+
+def bridge_runs(
+    runs: list[tuple[int, int]], max_gap: int, blocked: np.ndarray | None = None
+) -> list[tuple[int, int]]:
+    """Join runs (in order) separated by at most ``max_gap`` frames, none of them ``blocked``
+    (0: join only touching or overlapping runs)."""
+    joined: list[tuple[int, int]] = []
+    for a, b in runs:
+        gap_blocked = blocked is not None and joined and blocked[joined[-1][1] : a].any()
+        if joined and a - joined[-1][1] <= max_gap and not gap_blocked:
+            joined[-1] = (joined[-1][0], max(b, joined[-1][1]))
+        else:
+            joined.append((a, b))
+    return joined

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import LeakedSpan, VoiceActivity
+from models import LeakedSpan, VoiceActivity, bridge_runs, frame_runs
 
 __all__ = ["AttributionOptions", "attribute", "estimate_clock"]
 
@@ -42,9 +42,6 @@ class AttributionOptions(BaseModel):
     min_frames: int = Field(30, ge=1, description="fewer frames: no coupling is measured")
     delay_frames: int = Field(
         1, ge=0, description="leaked audio may lag or lead its source by this many frames"
-    )
-    max_coupling_db: float = Field(
-        -6.0, description="a measured coupling stronger than this is not leakage, and ignored"
     )
     min_wall: float = Field(
         0.5,
@@ -126,16 +123,10 @@ def estimate_clock(
     frame_s = activities[present[0]].frame_s
     level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s)
     reach = round(options.max_clock_error / frame_s)
-    filled = np.where(np.isnan(level), -np.inf, level)
+    filled = _filled(level)
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, lag of a behind b in s, corr)
     for b in present:
-        rivals = [x for x in present if owners[x] != owners[b]]
-        if not rivals:
-            continue
-        with np.errstate(invalid="ignore"):
-            dominant = voiced[b] & (
-                filled[b] - np.max(filled[rivals], axis=0) >= options.dominance_db
-            )
+        rivals, dominant = _dominant(b, filled, voiced, present, owners, options.dominance_db)
         frames = np.flatnonzero(dominant)
         for a in rivals:
             found = _best_lag(level[a], level[b], frames, reach, options.min_frames)
@@ -258,9 +249,8 @@ def _own_frames(
 
 def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
     """``mask`` with its runs shorter than ``length`` frames cleared."""
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
     out = np.zeros_like(mask)
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+    for a, b in frame_runs(mask):
         if b - a >= length:
             out[a:b] = True
     return out
@@ -268,7 +258,7 @@ def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
 
 def _spread(level: np.ndarray, frames: int) -> np.ndarray:
     """Each frame's level raised to the loudest within ``frames`` either side (absent: -inf)."""
-    spread = np.where(np.isnan(level), -np.inf, level)
+    spread = _filled(level)
     out = spread.copy()
     for shift in range(1, frames + 1):
         out[shift:] = np.maximum(out[shift:], spread[:-shift])
@@ -288,27 +278,40 @@ def _couplings(
     Measured where B clearly dominates the meeting (``dominance_db`` above every other
     track): there B is talking, its voice is all the others hear of it, and nobody talks
     over it. A track that only ever carries others' voices (a silent listener) never
-    dominates, so it is never taken for a source. -inf where it cannot be measured, or where
-    it comes out implausibly strong (a leaked voice is an attenuated copy of the source).
+    dominates, so it is never taken for a source. -inf where it cannot be measured.
     """
     n = level.shape[0]
     coupling = np.full((n, n), -np.inf)
-    filled = np.where(np.isnan(level), -np.inf, level)
+    filled = _filled(level)
     for b in present:
-        rivals = [x for x in present if owners[x] != owners[b]]
-        if not rivals:
-            continue
-        loudest_rival = np.max(filled[rivals], axis=0)
-        with np.errstate(invalid="ignore"):  # both absent: -inf - -inf, never a source
-            source = voiced[b] & (filled[b] - loudest_rival >= options.dominance_db)
+        rivals, source = _dominant(b, filled, voiced, present, owners, options.dominance_db)
         for a in rivals:
             frames = source & ~np.isnan(level[a])
-            if frames.sum() < options.min_frames:
-                continue
-            measured = float(np.median(level[a][frames] - level[b][frames]))
-            if measured <= options.max_coupling_db:
-                coupling[a, b] = measured
+            if frames.sum() >= options.min_frames:
+                coupling[a, b] = float(np.median(level[a][frames] - level[b][frames]))
     return coupling
+
+
+def _dominant(
+    b: int,
+    filled: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    dominance_db: float,
+) -> tuple[list[int], np.ndarray]:
+    """B's rivals (other people's tracks), and the frames where B is above all of them by
+    ``dominance_db``: there B talks alone, and what the others hear of B is leakage."""
+    rivals = [x for x in present if owners[x] != owners[b]]
+    if not rivals:
+        return rivals, np.zeros(filled.shape[1], bool)
+    with np.errstate(invalid="ignore"):  # both absent: -inf - -inf, never dominant
+        return rivals, voiced[b] & (filled[b] - np.max(filled[rivals], axis=0) >= dominance_db)
+
+
+def _filled(level: np.ndarray) -> np.ndarray:
+    """Levels with absent frames (NaN) as -inf, for maxima and comparisons."""
+    return np.where(np.isnan(level), -np.inf, level)
 
 
 def _spans(
@@ -323,14 +326,7 @@ def _spans(
     spans = []
     for who in np.unique(owner[frames]):
         mine = frames & (owner == who)
-        edges = np.diff(np.concatenate(([0], mine.astype(np.int8), [0])))
-        joined: list[list[int]] = []
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-            if joined and a - joined[-1][1] <= bridge:
-                joined[-1][1] = b
-            else:
-                joined.append([a, b])
-        for a, b in joined:
+        for a, b in bridge_runs(frame_runs(mine), bridge):
             spans.append(
                 LeakedSpan(
                     start=round(a * frame_s, 3),

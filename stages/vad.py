@@ -13,7 +13,7 @@ import numpy as np
 import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import SAMPLE_RATE, PcmAudio, SpeechRegion, VoiceActivity
+from models import SAMPLE_RATE, PcmAudio, SpeechRegion, VoiceActivity, bridge_runs, frame_runs
 
 __all__ = ["VadOptions", "detect_speech", "speech_regions", "voice_activity"]
 
@@ -63,14 +63,14 @@ def speech_regions(
     # Frames of someone else's voice are walls: no pause is bridged and no padding reaches
     # across them, so none of it is sent to the model inside this track's regions.
     blocked = activity.blocked if activity.blocked is not None else np.zeros(n, bool)
-    runs = _bridge(_runs(voiced), round(options.min_silence / frame_s), blocked)
+    runs = bridge_runs(frame_runs(voiced), round(options.min_silence / frame_s), blocked)
     runs = [(a, b) for a, b in runs if (b - a) * frame_s >= options.min_speech]
 
     regions: list[SpeechRegion] = []
     pad = round(options.padding / frame_s)
     walls = np.flatnonzero(blocked)
     padded = [_pad(a, b, pad, n, walls) for a, b in runs]
-    for a, b in _bridge(padded, 0, blocked):
+    for a, b in bridge_runs(padded, 0, blocked):
         for lo, hi in _split(a, b, level_db, round(options.max_region / frame_s)):
             end = min(hi * frame_s, activity.duration)
             if end > lo * frame_s:
@@ -106,28 +106,6 @@ def _classify_frames(audio: PcmAudio, options: VadOptions) -> tuple[np.ndarray, 
     if not voiced:
         return np.zeros(0, bool), np.zeros(0)
     return np.concatenate(voiced), np.concatenate(levels)
-
-
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open index ranges where ``flags`` is true."""
-    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
-    return list(zip(starts, ends, strict=True))
-
-
-def _bridge(
-    runs: list[tuple[int, int]], max_gap: int, blocked: np.ndarray
-) -> list[tuple[int, int]]:
-    """Join runs separated by at most ``max_gap`` frames, none of them blocked (0: join only
-    touching or overlapping runs)."""
-    joined: list[tuple[int, int]] = []
-    for a, b in runs:
-        gap = slice(joined[-1][1], a) if joined else slice(0, 0)
-        if joined and a - joined[-1][1] <= max_gap and not blocked[gap].any():
-            joined[-1] = (joined[-1][0], max(b, joined[-1][1]))
-        else:
-            joined.append((a, b))
-    return joined
 
 
 def _pad(a: int, b: int, pad: int, n: int, walls: np.ndarray) -> tuple[int, int]:
