@@ -179,7 +179,7 @@ def run_meeting(
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
         with _timer(stats, "transcribe_s"):
-            _transcribe(manifest, todo, transcriber, progress)
+            _transcribe(manifest, todo, transcriber, stats.speech_s, progress)
 
     if all(w.failure is not None for w in work):
         lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
@@ -405,9 +405,12 @@ def _size(path: Path) -> int:
 
 
 def _transcribe(
-    manifest: Manifest, todo: list[_TrackWork], transcriber: Transcriber, progress: bool
+    manifest: Manifest,
+    todo: list[_TrackWork],
+    transcriber: Transcriber,
+    speech: float,
+    progress: bool,
 ) -> None:
-    speech = sum(r.duration for w in todo for r in w.regions)
     with tqdm(
         total=round(speech, 1), desc="transcribe", unit="s", disable=not progress or not todo
     ) as bar:

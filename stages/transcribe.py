@@ -227,7 +227,8 @@ class Transcriber:
                 # Batched decoding has no temperature fallback, and in one pass without
                 # timestamps it may stop at a junction between pieces; the careful path neither.
                 decoded = self._decode_one(audio)
-            done.append((window, self._segments(window, decoded, tracks[window.track][0])))
+            source = tracks[window.track][0].source.name
+            done.append((window, self._segments(window, decoded, audio, source)))
         return done
 
     def _decode_batch(self, samples: Sequence[np.ndarray]) -> list[_Decoded | None]:
@@ -301,8 +302,9 @@ class Transcriber:
         )
 
     def _segments(
-        self, window: _Window, decoded: _Decoded | None, audio: PcmAudio
+        self, window: _Window, decoded: _Decoded | None, samples: np.ndarray, source: str
     ) -> list[Segment]:
+        """Segments of one decoded window, in track time; ``samples`` is the window's audio."""
         if decoded is None:
             return []
         o = self.options
@@ -317,8 +319,10 @@ class Transcriber:
                 avg_logprob=decoded.avg_logprob,
                 no_speech_prob=decoded.no_speech_prob,
             )
-            if _level_db(audio, words[0].start, segment.end) < o.min_segment_level_db:
-                log.info("%s: dropped text on near-silence %r", audio.source.name, segment.text)
+            first = piece.window_start + words[0].start - piece.track_start
+            last = piece.window_start + segment.end - piece.track_start
+            if _level_db(samples, first, last) < o.min_segment_level_db:
+                log.info("%s: dropped text on near-silence %r", source, segment.text)
                 continue
             out.append(segment)
         return out
@@ -428,9 +432,10 @@ def _compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def _level_db(audio: PcmAudio, start: float, end: float) -> float:
-    samples = audio.read(start, end)
-    if samples.size == 0:
+def _level_db(samples: np.ndarray, start: float, end: float) -> float:
+    """RMS level (dBFS) of ``samples`` between two times (s) into them."""
+    part = samples[max(0, round(start * SAMPLE_RATE)) : round(end * SAMPLE_RATE)]
+    if part.size == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64))))
     return 20 * np.log10(max(rms, 1e-6))
