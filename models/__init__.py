@@ -3,8 +3,18 @@
 from ._time import UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
+from .http import RetryPolicy, redact_urls
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
-from .recording_files import time_from_file_name
+from .recording import (
+    FINAL_STATUSES,
+    DownloadLayer,
+    Recording,
+    RecordingFile,
+    RecordingStatus,
+    SignedUrl,
+    WebhookEvent,
+)
+from .recording_files import TrackFileName, parse_file_name, safe_file_name, time_from_file_name
 from .speech import LeakedSpan, SpeechRegion, VoiceActivity, bridge_runs, frame_runs
 from .transcript import (
     TRANSCRIPT_SCHEMA,
@@ -22,10 +32,12 @@ from .transcript import (
 )
 
 __all__ = [
+    "FINAL_STATUSES",
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "TRANSCRIPT_SCHEMA",
     "ClockEstimate",
+    "DownloadLayer",
     "DroppedSpeech",
     "InputFile",
     "LeakedSpan",
@@ -33,22 +45,32 @@ __all__ = [
     "ManifestError",
     "PcmAudio",
     "Provenance",
+    "Recording",
+    "RecordingFile",
+    "RecordingStatus",
+    "RetryPolicy",
     "Segment",
+    "SignedUrl",
     "Speaker",
     "SpeechRegion",
     "Track",
     "TrackFailure",
+    "TrackFileName",
     "Transcript",
     "TranscriptError",
     "UtcDatetime",
     "Utterance",
     "VoiceActivity",
+    "WebhookEvent",
     "Word",
     "atomic_write_bytes",
     "atomic_write_text",
     "bridge_runs",
     "format_utc",
     "frame_runs",
+    "parse_file_name",
+    "redact_urls",
+    "safe_file_name",
     "sha256_file",
     "time_from_file_name",
 ]

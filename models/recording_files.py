@@ -1,17 +1,32 @@
-"""What a RealtimeKit track-recording file name says about the file.
+"""What a RealtimeKit track-recording file name says about the file, and how to store it safely.
 
 Names follow ``{file_name_prefix}_{user_id}_{peer_id}_{stream_kind}_{media_kind}_{date_time}``
 plus an extension, ``date_time`` in Unix milliseconds: when the file was begun, the only
-per-file time the API gives. User ids may themselves contain underscores, so the name is read
-from its right end.
+per-file time the API gives. Prefixes and user ids may themselves contain underscores, so the
+name is read from its right end, and the prefix/user boundary needs the prefix or the user ids.
 """
 
+import re
+import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
-__all__ = ["time_from_file_name"]
+__all__ = ["TrackFileName", "parse_file_name", "safe_file_name", "time_from_file_name"]
 
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 200
+
+
+class TrackFileName(NamedTuple):
+    prefix: str
+    user_id: str
+    peer_id: str
+    stream_kind: str
+    media_kind: str
+    date_time: datetime
 
 
 def time_from_file_name(name: str) -> datetime | None:
@@ -22,3 +37,49 @@ def time_from_file_name(name: str) -> datetime | None:
         return None
     when = datetime.fromtimestamp(int(last) / 1000, tz=UTC)
     return when if when >= _EARLIEST else None
+
+
+def parse_file_name(
+    name: str, *, prefix: str | None = None, user_ids: Iterable[str] = ()
+) -> TrackFileName | None:
+    """Split a track file name into its parts, or None if it is not one.
+
+    With ``prefix`` (the layer's ``file_name_prefix``) or the ``user_ids`` asked for, names
+    whose prefix or user id hold underscores split right; without either, the prefix is taken
+    to end at the first underscore.
+    """
+    when = time_from_file_name(name)
+    if when is None:
+        return None
+    stem = PurePosixPath(name).name.split(".", 1)[0]
+    parts = stem.rsplit("_", 4)
+    if len(parts) != 5:
+        return None
+    head, peer_id, stream_kind, media_kind, _ = parts
+    if prefix is not None and head.startswith(prefix + "_"):
+        return TrackFileName(
+            prefix, head[len(prefix) + 1 :], peer_id, stream_kind, media_kind, when
+        )
+    for user_id in sorted(user_ids, key=len, reverse=True):
+        if head.endswith("_" + user_id):
+            return TrackFileName(
+                head[: -len(user_id) - 1], user_id, peer_id, stream_kind, media_kind, when
+            )
+    if "_" not in head:
+        return None
+    found_prefix, user_id = head.split("_", 1)
+    return TrackFileName(found_prefix, user_id, peer_id, stream_kind, media_kind, when)
+
+
+def safe_file_name(name: str) -> str:
+    """A name from an API made safe to use as one file name in a folder of ours.
+
+    Keeps only the last path component, replaces anything outside ``[A-Za-z0-9._-]`` and
+    refuses names that are empty or only dots: ``../../etc/passwd`` becomes ``passwd``,
+    ``a/b\\c d.webm`` becomes ``c_d.webm``.
+    """
+    base = re.split(r"[/\\]", unicodedata.normalize("NFKC", name))[-1]
+    cleaned = _UNSAFE.sub("_", base).lstrip(".")[:_MAX_NAME]
+    if not cleaned.strip("._-"):
+        raise ValueError(f"file name {name!r} has nothing usable as a file name")
+    return cleaned

@@ -1,0 +1,71 @@
+"""What the API client and the downloader agree on: when to retry, and what never to show.
+
+Both talk HTTP to Cloudflare (the API, then pre-signed storage URLs) and must behave the same
+way under rate limits and outages, so the policy is one object both take.
+"""
+
+import random
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["RetryPolicy", "redact_urls"]
+
+_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL's query string and any bearer token replaced by ``REDACTED``.
+
+    A pre-signed URL's query string is a credential (anyone holding it can download the
+    file until it expires), so it must not reach a log line or an error message.
+    """
+    return _BEARER.sub(r"\1REDACTED", _QUERY.sub(r"\1?REDACTED", text))
+
+
+class RetryPolicy(BaseModel):
+    """Which answers are worth another try, and how long to wait before it.
+
+    The API documents 408, 409, 429 and 5xx as transient; any other 4xx is the request's own
+    fault and repeating it only burns the rate limit. Waits grow exponentially with jitter (so
+    many batch workers do not retry in step), and a server's ``retry-after`` always wins.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    attempts: int = Field(default=6, ge=1, description="tries in all, the first included")
+    backoff: float = Field(default=0.5, ge=0, description="first wait, seconds; doubles")
+    max_delay: float = Field(default=30.0, ge=0, description="longest wait, seconds")
+    retry_statuses: frozenset[int] = frozenset({408, 409, 429})
+
+    def should_retry(self, status: int) -> bool:
+        return status in self.retry_statuses or 500 <= status <= 599
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based)."""
+        asked = _parse_retry_after(retry_after)
+        if asked is not None:
+            return min(asked, self.max_delay)
+        base = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
+        return base * random.uniform(0.75, 1.0)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """``retry-after`` is either seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

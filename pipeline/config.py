@@ -1,0 +1,127 @@
+"""Where the RealtimeKit account settings come from: flags, then environment, then a file.
+
+The config file is TOML (``--config FILE``, else ``$TRACKSCRIBE_CONFIG``, else
+``$XDG_CONFIG_HOME/trackscribe/config.toml``, by default ``~/.config/…``, when it exists)::
+
+    [realtimekit]
+    account_id = "…"
+    app_id = "…"
+    api_token = "…"                # better kept in CLOUDFLARE_API_TOKEN
+    base_url = "https://api.cloudflare.com/client/v4"
+    webhook_public_key = "/path/to/realtimekit-webhooks.pem"
+"""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from stages.record import DEFAULT_BASE_URL, RealtimeKitClient
+
+__all__ = ["ENVIRONMENT", "ApiSettings", "ConfigError"]
+
+ENVIRONMENT = {
+    "api_token": "CLOUDFLARE_API_TOKEN",
+    "account_id": "CLOUDFLARE_ACCOUNT_ID",
+    "app_id": "REALTIMEKIT_APP_ID",
+    "base_url": "REALTIMEKIT_BASE_URL",
+    "webhook_public_key": "REALTIMEKIT_WEBHOOK_PUBLIC_KEY",
+}
+_FLAGS = {
+    "api_token": "--api-token",
+    "account_id": "--account-id",
+    "app_id": "--app-id",
+    "base_url": "--base-url",
+    "webhook_public_key": "--public-key",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or unreadable; the message says where it can be given."""
+
+
+class ApiSettings(BaseModel):
+    """The account, app and credentials to call RealtimeKit with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str = DEFAULT_BASE_URL
+    api_token: SecretStr | None = None
+    account_id: str | None = None
+    app_id: str | None = None
+    webhook_public_key: str | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        flags: Mapping[str, str | None] | None = None,
+        *,
+        config_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "ApiSettings":
+        """Each setting from the first of: a flag, the environment, the config file."""
+        environ = os.environ if environ is None else environ
+        from_file = _read_config(config_file, environ)
+        values: dict[str, str] = {}
+        for key, variable in ENVIRONMENT.items():
+            value = (flags or {}).get(key) or environ.get(variable) or from_file.get(key)
+            if value:
+                values[key] = str(value)
+        return cls.model_validate(values)
+
+    def client(self) -> RealtimeKitClient:
+        """A client for these settings; says which settings are missing and how to give them."""
+        missing = [
+            f"{key} ({_FLAGS[key]} or ${ENVIRONMENT[key]})"
+            for key in ("account_id", "app_id", "api_token")
+            if not getattr(self, key)
+        ]
+        if missing:
+            raise ConfigError("RealtimeKit settings missing: " + ", ".join(missing))
+        assert self.api_token and self.account_id and self.app_id
+        return RealtimeKitClient(
+            account_id=self.account_id,
+            app_id=self.app_id,
+            token=self.api_token.get_secret_value(),
+            base_url=self.base_url,
+        )
+
+    def public_key_pem(self) -> bytes:
+        """The webhook public key: PEM text given directly, or the path of a PEM file."""
+        value = self.webhook_public_key
+        if not value:
+            raise ConfigError(
+                "no webhook public key: give --public-key FILE or "
+                f"${ENVIRONMENT['webhook_public_key']} (from RealtimeKit's webhooks.json)"
+            )
+        if value.lstrip().startswith("-----BEGIN"):
+            return value.encode()
+        try:
+            return Path(value).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"webhook public key {value}: {exc.strerror or exc}") from None
+
+
+def _read_config(path: Path | None, environ: Mapping[str, str]) -> dict[str, object]:
+    explicit = path or (
+        Path(environ["TRACKSCRIBE_CONFIG"]) if environ.get("TRACKSCRIBE_CONFIG") else None
+    )
+    config_home = environ.get("XDG_CONFIG_HOME") or Path(environ.get("HOME", "~")) / ".config"
+    candidate = explicit or Path(config_home).expanduser() / "trackscribe" / "config.toml"
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"{candidate}: no such config file")
+        return {}
+    try:
+        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{candidate}: cannot read config: {exc}") from None
+    section = data.get("realtimekit", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{candidate}: [realtimekit] must be a table")
+    unknown = sorted(set(section) - set(ENVIRONMENT))
+    if unknown:
+        raise ConfigError(f"{candidate}: unknown setting(s) in [realtimekit]: {', '.join(unknown)}")
+    return section

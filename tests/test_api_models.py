@@ -1,0 +1,156 @@
+"""The RealtimeKit objects and the rules shared by the API client and the downloader."""
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from models import (
+    Recording,
+    RetryPolicy,
+    WebhookEvent,
+    parse_file_name,
+    redact_urls,
+    safe_file_name,
+)
+from pipeline.config import ApiSettings, ConfigError
+
+NAME = "default_user-123_peer-456_peer_audio_1760000000000.webm"
+
+
+def test_download_url_as_documented_layers_lists_every_file():
+    recording = Recording.model_validate(
+        {
+            "id": "r1",
+            "status": "UPLOADED",
+            "download_url": [
+                {
+                    "layer_name": "default",
+                    "download_urls": {
+                        NAME: {"download_url": "https://s/a?sig=1"},
+                        "default_u2_p2_peer_audio_1760000001000.webm": {
+                            "download_url": "https://s/b?sig=2"
+                        },
+                    },
+                }
+            ],
+        }
+    )
+    assert [(f.layer, f.name, f.url) for f in recording.files()] == [
+        ("default", NAME, "https://s/a?sig=1"),
+        ("default", "default_u2_p2_peer_audio_1760000001000.webm", "https://s/b?sig=2"),
+    ]
+
+
+def test_download_url_as_sdk_string_is_one_file_named_by_output_file_name_or_url():
+    named = Recording.model_validate(
+        {
+            "id": "r",
+            "status": "UPLOADED",
+            "download_url": "https://s/x.webm?s=1",
+            "output_file_name": NAME,
+        }
+    )
+    assert [f.name for f in named.files()] == [NAME]
+    unnamed = Recording.model_validate(
+        {"id": "r", "status": "UPLOADED", "download_url": f"https://s/rec/{NAME}?s=1"}
+    )
+    assert [f.name for f in unnamed.files()] == [NAME]
+    assert Recording.model_validate({"id": "r", "status": "RECORDING"}).files() == []
+
+
+def test_webhook_body_in_camel_case_reads_as_a_recording():
+    event = WebhookEvent.model_validate(
+        {
+            "event": "recording.statusUpdate",
+            "recording": {
+                "recordingId": "r9",
+                "status": "UPLOADED",
+                "downloadUrlExpiry": "2026-11-20T10:00:00.000Z",
+                "meetingId": "m1",
+                "newFieldTheApiAddedLater": 1,
+            },
+        }
+    )
+    assert event.recording is not None
+    assert event.recording.id == "r9"
+    assert event.recording.meeting_id == "m1"
+    assert event.recording.download_url_expiry == datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def test_file_name_parts_are_read_from_the_right_end():
+    parsed = parse_file_name(NAME)
+    assert parsed is not None
+    assert (parsed.prefix, parsed.user_id, parsed.peer_id) == ("default", "user-123", "peer-456")
+    assert parsed.date_time == datetime.fromtimestamp(1_760_000_000, UTC)
+    odd = "my_prefix_user_with_underscores_peer-1_peer_audio_1760000000000.webm"
+    assert parse_file_name(odd, prefix="my_prefix").user_id == "user_with_underscores"
+    assert parse_file_name(odd, user_ids=["with_underscores"]).user_id == "with_underscores"
+    assert parse_file_name("notes.txt") is None
+
+
+@pytest.mark.parametrize(
+    ("given", "safe"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("a/b\\c d.webm", "c_d.webm"),
+        (".hidden.webm", "hidden.webm"),
+        ("名前.webm", "_.webm"),
+        (NAME, NAME),
+    ],
+)
+def test_file_names_from_the_api_are_made_safe(given, safe):
+    assert safe_file_name(given) == safe
+
+
+@pytest.mark.parametrize("given", ["", "..", "/", "...", "a/.."])
+def test_a_file_name_with_nothing_usable_is_refused(given):
+    with pytest.raises(ValueError, match="file name"):
+        safe_file_name(given)
+
+
+def test_query_strings_and_bearer_tokens_are_redacted():
+    text = (
+        "GET https://s.example/f.webm?X-Amz-Signature=abc&X-Amz-Credential=k failed; "
+        "Authorization: Bearer tok.en-123"
+    )
+    redacted = redact_urls(text)
+    assert "abc" not in redacted and "tok.en-123" not in redacted
+    assert "https://s.example/f.webm?REDACTED" in redacted
+
+
+def test_retry_policy_retries_only_transient_answers_and_honours_retry_after():
+    policy = RetryPolicy(backoff=1.0, max_delay=10.0)
+    assert [
+        s for s in (400, 401, 403, 404, 408, 409, 422, 429, 500, 503) if policy.should_retry(s)
+    ] == [408, 409, 429, 500, 503]
+    assert policy.delay(1, "3") == 3.0
+    assert policy.delay(1, "120") == 10.0  # capped
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
+    assert 3.0 < policy.delay(1, later) <= 5.0
+    assert 0.75 <= policy.delay(1) <= 1.0 and 3.0 <= policy.delay(3) <= 4.0
+
+
+def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[realtimekit]\naccount_id = "file-acct"\napp_id = "file-app"\napi_token = "file-tok"\n'
+    )
+    environ = {"CLOUDFLARE_ACCOUNT_ID": "env-acct", "CLOUDFLARE_API_TOKEN": "env-tok"}
+    settings = ApiSettings.resolve({"account_id": "flag-acct"}, config_file=config, environ=environ)
+    assert settings.account_id == "flag-acct"
+    assert settings.api_token.get_secret_value() == "env-tok"
+    assert settings.app_id == "file-app"
+    assert "env-tok" not in repr(settings)
+
+
+def test_missing_settings_are_named_with_where_to_give_them(tmp_path):
+    settings = ApiSettings.resolve({}, environ={"HOME": str(tmp_path)})
+    with pytest.raises(
+        ConfigError, match=r"account_id \(--account-id or \$CLOUDFLARE_ACCOUNT_ID\)"
+    ):
+        settings.client()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[realtimekit]\naccount = "x"\n')
+    with pytest.raises(ConfigError, match=r"unknown setting.*account"):
+        ApiSettings.resolve({}, config_file=bad, environ={})
