@@ -1,0 +1,318 @@
+"""Start and follow RealtimeKit track recordings: the REST client, on httpx.
+
+One client per account and app. Every call goes through :meth:`RealtimeKitClient._call`,
+which retries what the API documents as transient (408, 409, 429, 5xx, and connections that
+never reached the server) and turns both of the API's error envelopes into one
+:class:`RealtimeKitError`. The API token travels only in the ``Authorization`` header; no log
+line or error message carries it.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from models import Recording, RetryPolicy, redact_urls
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "RealtimeKitClient",
+    "RealtimeKitError",
+    "RecordingFailedError",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+
+
+class RealtimeKitError(Exception):
+    """The API refused a call, or could not be reached. ``status`` is 0 when no answer came."""
+
+    def __init__(self, status: int, code: int | str | None, message: str, *, call: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = redact_urls(message)
+        self.call = call
+        code_part = f", code {code}" if code is not None and code != status else ""
+        super().__init__(f"RealtimeKit {call}: HTTP {status}{code_part}: {self.message}")
+
+
+class RecordingFailedError(RealtimeKitError):
+    """The recording ended ``ERRORED`` (or never reached ``UPLOADED`` in time)."""
+
+
+class RealtimeKitClient:
+    """The recording endpoints of one RealtimeKit app.
+
+    ``retry`` sets how hard to try; ``sleep`` is how to wait (tests make it instant).
+    """
+
+    def __init__(
+        self,
+        *,
+        account_id: str,
+        app_id: str,
+        token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for name, value in (("account_id", account_id), ("app_id", app_id), ("token", token)):
+            if not value:
+                raise ValueError(f"RealtimeKit client needs a non-empty {name}")
+        root = f"{base_url.rstrip('/')}/accounts/{account_id}/realtime/kit/{app_id}"
+        self._http = httpx.Client(
+            base_url=root,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+        )
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def __enter__(self) -> "RealtimeKitClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the endpoints ---------------------------------------------------------------------
+
+    def start_track_recording(
+        self,
+        meeting_id: str,
+        *,
+        user_ids: Sequence[str] | None = None,
+        layers: Mapping[str, Mapping[str, Any]] | None = None,
+        max_seconds: float | None = None,
+    ) -> Recording:
+        """Start recording each chosen participant (all of them without ``user_ids``) to a file.
+
+        The older API form answered with an empty body; then the recording is looked up as
+        the meeting's active one.
+        """
+        body: dict[str, Any] = {"meeting_id": meeting_id}
+        if user_ids is not None:
+            body["user_ids"] = list(user_ids)
+        if layers is not None:
+            body["layers"] = {name: dict(layer) for name, layer in layers.items()}
+        if max_seconds is not None:
+            body["max_seconds"] = max_seconds
+        data = self._call("POST", "/recordings/track", json=body)
+        if isinstance(data, Mapping) and isinstance(data.get("recording"), Mapping):
+            return self._recording(data["recording"], "start track recording")
+        if isinstance(data, Mapping) and "id" in data:
+            return self._recording(data, "start track recording")
+        active = self.active_recording(meeting_id)
+        if active is None:
+            raise RealtimeKitError(
+                0,
+                None,
+                "the API accepted the request but reports no active recording",
+                call="start track recording",
+            )
+        return active
+
+    def get_recording(self, recording_id: str) -> Recording:
+        data = self._call("GET", f"/recordings/{_segment(recording_id)}")
+        return self._recording(data, "get recording")
+
+    def active_recording(self, meeting_id: str) -> Recording | None:
+        """The meeting's recording in progress, or None (the API answers 404 for none)."""
+        try:
+            data = self._call("GET", f"/recordings/active-recording/{_segment(meeting_id)}")
+        except RealtimeKitError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._recording(data, "active recording")
+
+    def list_recordings(
+        self,
+        *,
+        meeting_id: str | None = None,
+        status: Sequence[str] | None = None,
+        start_time: datetime | str | None = None,
+        end_time: datetime | str | None = None,
+        expired: bool | None = None,
+        search: str | None = None,
+        sort_order: str | None = None,
+        per_page: int = 50,
+    ) -> Iterator[Recording]:
+        """Every recording that matches, walking all pages (fetched as they are consumed)."""
+        params: list[tuple[str, str]] = [("sort_by", "invokedTime")]
+        for key, value in (
+            ("meeting_id", meeting_id),
+            ("start_time", start_time),
+            ("end_time", end_time),
+            ("search", search),
+            ("sort_order", sort_order),
+        ):
+            if value is not None:
+                params.append((key, value.isoformat() if isinstance(value, datetime) else value))
+        if expired is not None:
+            params.append(("expired", "true" if expired else "false"))
+        params += [("status", s) for s in status or ()]
+        page, seen = 1, 0
+        while True:
+            query = [*params, ("page_no", str(page)), ("per_page", str(per_page))]
+            data, paging = self._call("GET", "/recordings", params=query, with_paging=True)
+            items = data if isinstance(data, list) else []
+            for item in items:
+                yield self._recording(item, "list recordings")
+            seen += len(items)
+            total = paging.get("total_count") if isinstance(paging, Mapping) else None
+            if not items or (isinstance(total, int) and seen >= total):
+                return
+            if total is None and len(items) < per_page:
+                return
+            page += 1
+
+    def pause(self, recording_id: str) -> Recording:
+        return self._action(recording_id, "pause")
+
+    def resume(self, recording_id: str) -> Recording:
+        return self._action(recording_id, "resume")
+
+    def stop(self, recording_id: str) -> Recording:
+        return self._action(recording_id, "stop")
+
+    def wait_until_uploaded(
+        self,
+        recording_id: str,
+        *,
+        timeout: float = 86_400.0,
+        poll: float = 1.0,
+        max_poll: float = 30.0,
+        on_status: Callable[[Recording], None] | None = None,
+    ) -> Recording:
+        """Poll until the files are ``UPLOADED``; ``ERRORED`` or the deadline raise.
+
+        Polling starts at ``poll`` seconds and backs off to ``max_poll``: a meeting can last
+        hours, and polling it every second would spend the account's rate limit for nothing.
+        ``on_status`` hears every change of status.
+        """
+        deadline = time.monotonic() + timeout
+        interval, last = poll, None
+        while True:
+            recording = self.get_recording(recording_id)
+            if recording.status != last:
+                last = recording.status
+                log.info("recording %s is %s", recording_id, recording.status)
+                if on_status is not None:
+                    on_status(recording)
+            if recording.status == "UPLOADED":
+                return recording
+            if recording.status == "ERRORED":
+                reason = recording.stop_reason.reason if recording.stop_reason else None
+                raise RecordingFailedError(
+                    0,
+                    None,
+                    f"recording {recording_id} ended ERRORED ({reason or 'no reason given'})",
+                    call="wait for upload",
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RecordingFailedError(
+                    0,
+                    None,
+                    f"recording {recording_id} still {recording.status} after {timeout:g} s",
+                    call="wait for upload",
+                )
+            self._sleep(min(interval, left))
+            interval = min(interval * 1.5, max_poll)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _action(self, recording_id: str, action: str) -> Recording:
+        data = self._call("PUT", f"/recordings/{_segment(recording_id)}", json={"action": action})
+        return self._recording(data, f"{action} recording")
+
+    def _recording(self, data: object, call: str) -> Recording:
+        try:
+            return Recording.model_validate(data)
+        except ValidationError as exc:
+            raise RealtimeKitError(
+                0, None, f"unexpected recording in the answer: {exc.errors()[0]['msg']}", call=call
+            ) from None
+
+    def _call(self, method: str, path: str, *, with_paging: bool = False, **kwargs: Any) -> Any:
+        """One API call with retries; returns the envelope's ``data`` (and ``paging``)."""
+        call = f"{method} {path}"
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                # A request that never connected is safe to repeat; one that may have reached
+                # the server is repeated only when repeating it changes nothing (not POST).
+                safe = isinstance(exc, httpx.ConnectError) or method != "POST"
+                if not safe or attempt == self._retry.attempts:
+                    raise RealtimeKitError(0, None, _transport_reason(exc), call=call) from None
+                wait = self._retry.delay(attempt)
+                log.warning("%s: %s; retrying in %.1f s", call, _transport_reason(exc), wait)
+                self._sleep(wait)
+                continue
+            if response.is_success:
+                payload = _json(response)
+                data = payload.get("data", payload.get("result")) if payload else None
+                return (data, payload.get("paging")) if with_paging else data
+            error = _error(response, call)
+            if (
+                not self._retry.should_retry(response.status_code)
+                or attempt == self._retry.attempts
+            ):
+                raise error
+            wait = self._retry.delay(attempt, response.headers.get("retry-after"))
+            log.warning("%s: HTTP %d; retrying in %.1f s", call, response.status_code, wait)
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: ids come from users and must not add path components."""
+    if not value:
+        raise ValueError("an id must not be empty")
+    return quote(value, safe="")
+
+
+def _json(response: httpx.Response) -> dict[str, Any] | None:
+    if not response.content:
+        return None
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _error(response: httpx.Response, call: str) -> RealtimeKitError:
+    """Either envelope, or whatever else came back, as one error."""
+    payload = _json(response) or {}
+    code: int | str | None = None
+    message = ""
+    if isinstance(payload.get("error"), Mapping):  # RealtimeKit's own
+        code = payload["error"].get("code")
+        message = str(payload["error"].get("message") or "")
+    elif isinstance(payload.get("errors"), list) and payload["errors"]:  # Cloudflare's gateway
+        first = payload["errors"][0]
+        if isinstance(first, Mapping):
+            code = first.get("code")
+            message = "; ".join(
+                str(e.get("message", "")) for e in payload["errors"] if isinstance(e, Mapping)
+            )
+    if not message:
+        message = response.reason_phrase or "no reason given"
+    return RealtimeKitError(response.status_code, code, message, call=call)
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
