@@ -3,7 +3,7 @@
 from ._time import UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
-from .http import RetryPolicy, redact_urls
+from .http import RetryPolicy, protect_http_logs, redact_urls
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
 from .recording import (
     FINAL_STATUSES,
@@ -69,6 +69,7 @@ __all__ = [
     "format_utc",
     "frame_runs",
     "parse_file_name",
+    "protect_http_logs",
     "redact_urls",
     "safe_file_name",
     "sha256_file",

@@ -4,6 +4,7 @@ Both talk HTTP to Cloudflare (the API, then pre-signed storage URLs) and must be
 way under rate limits and outages, so the policy is one object both take.
 """
 
+import logging
 import random
 import re
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RetryPolicy", "redact_urls"]
+__all__ = ["RetryPolicy", "protect_http_logs", "redact_urls"]
 
 _QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
@@ -24,6 +25,31 @@ def redact_urls(text: str) -> str:
     file until it expires), so it must not reach a log line or an error message.
     """
     return _BEARER.sub(r"\1REDACTED", _QUERY.sub(r"\1?REDACTED", text))
+
+
+class _RedactSecrets(logging.Filter):
+    """Rewrites a log record so it carries no URL query string or bearer token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_urls(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_FILTER = _RedactSecrets()
+
+
+def protect_http_logs() -> None:
+    """Keep pre-signed URLs out of httpx's own request log (it logs every URL in full at INFO).
+
+    Idempotent; called by every module of ours that makes HTTP requests.
+    """
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
 
 
 class RetryPolicy(BaseModel):

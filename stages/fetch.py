@@ -30,6 +30,7 @@ from models import (
     TrackFailure,
     atomic_write_text,
     parse_file_name,
+    protect_http_logs,
     redact_urls,
     safe_file_name,
     sha256_file,
@@ -38,6 +39,7 @@ from models import (
 __all__ = ["FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
 
 log = logging.getLogger(__name__)
+protect_http_logs()
 
 TRACKS_FOLDER = "tracks"
 _CHUNK = 1 << 16

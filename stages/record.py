@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from models import Recording, RetryPolicy, redact_urls
+from models import Recording, RetryPolicy, protect_http_logs, redact_urls
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+protect_http_logs()
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 
@@ -40,7 +41,8 @@ class RealtimeKitError(Exception):
         self.message = redact_urls(message)
         self.call = call
         code_part = f", code {code}" if code is not None and code != status else ""
-        super().__init__(f"RealtimeKit {call}: HTTP {status}{code_part}: {self.message}")
+        http = f"HTTP {status}{code_part}: " if status else ""
+        super().__init__(f"RealtimeKit {call}: {http}{self.message}")
 
 
 class RecordingFailedError(RealtimeKitError):

@@ -1,0 +1,277 @@
+"""The RealtimeKit client and the fetch stage, over real HTTP on loopback against the emulator.
+
+Every fault the emulator can inject must end in the same files, byte for byte, as the
+meeting's originals, with nothing partial or doubled left behind, and no secret in any log
+line or error message.
+"""
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from models import DownloadLayer, Manifest, Recording, RetryPolicy, SignedUrl
+from pipeline import remote
+from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
+from stages.fetch import FetchOptions, fetch_recording
+from stages.record import RealtimeKitClient, RealtimeKitError, RecordingFailedError
+
+TOKEN = "test-token-s3cr3t-value"
+FAST = {"start_delay": 0.05, "record_seconds": 0.2, "upload_seconds": 0.05}
+QUICK_RETRY = RetryPolicy(backoff=0.01, max_delay=2.0)
+QUIET = FetchOptions(progress=False, retry=QUICK_RETRY)
+
+
+@pytest.fixture
+def emulator(sample_dir: Path):
+    with Emulator(sample_dir, EmulatorOptions(token=TOKEN, **FAST)) as emu:
+        yield emu
+
+
+def client_for(emu: Emulator, token: str = TOKEN) -> RealtimeKitClient:
+    return RealtimeKitClient(
+        account_id="acct", app_id="app", token=token, base_url=emu.base_url, retry=QUICK_RETRY
+    )
+
+
+def originals(sample_manifest: Manifest, users: set[str] | None = None) -> dict[str, bytes]:
+    """The meeting's files by user id + start, as they should arrive."""
+    return {
+        f"{t.user_id}@{t.started_time.isoformat()}": sample_manifest.track_path(t).read_bytes()
+        for t in sample_manifest.tracks
+        if users is None or t.user_id in users
+    }
+
+
+def fetched(manifest: Manifest) -> dict[str, bytes]:
+    return {
+        f"{t.user_id}@{t.started_time.isoformat()}": manifest.track_path(t).read_bytes()
+        for t in manifest.tracks
+    }
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.startswith(".") or "part" in p.name)
+
+
+def record_and_fetch(emu: Emulator, out: Path, users: list[str] | None = None):
+    with client_for(emu) as client:
+        recording = remote.record(client, emu.meeting_id, users or (), poll=0.05)
+        return remote.fetch(client, recording, out, user_ids=users or (), options=QUIET)
+
+
+def test_recording_chosen_users_fetches_exactly_their_files_byte_for_byte(
+    emulator, sample_manifest, tmp_path
+):
+    result = record_and_fetch(emulator, tmp_path / "rec", ["user-alice", "user-bruno"])
+
+    assert result.failures == []
+    manifest = Manifest.load(tmp_path / "rec" / "manifest.json")
+    assert {t.user_id for t in manifest.tracks} == {"user-alice", "user-bruno"}
+    assert fetched(manifest) == originals(sample_manifest, {"user-alice", "user-bruno"})
+    # the start of each file comes from its API file name, and matches the truth
+    by_path = {Path(t.path).name: t for t in sample_manifest.tracks}
+    for track in manifest.tracks:
+        assert track.started_time == by_path[Path(track.path).name].started_time
+        assert track.sha256 == by_path[Path(track.path).name].sha256
+    assert leftovers(tmp_path / "rec") == []
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_fault_ends_in_identical_files_and_no_secret_in_logs(
+    fault, sample_dir, sample_manifest, tmp_path, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    options = EmulatorOptions(token=TOKEN, faults={fault: 2}, **FAST)
+    with Emulator(sample_dir, options) as emu:
+        result = record_and_fetch(emu, tmp_path / "rec")
+
+    assert result.failures == []
+    assert fetched(result.manifest) == originals(sample_manifest)
+    assert leftovers(tmp_path / "rec") == []
+    assert len(list((tmp_path / "rec" / "tracks").iterdir())) == len(sample_manifest.tracks)
+    assert_no_secrets(caplog.text)
+
+
+def test_all_faults_at_once(sample_dir, sample_manifest, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    options = EmulatorOptions(token=TOKEN, faults=dict.fromkeys(FAULTS, 2), **FAST)
+    with Emulator(sample_dir, options) as emu:
+        result = record_and_fetch(emu, tmp_path / "rec")
+    assert fetched(result.manifest) == originals(sample_manifest)
+    assert leftovers(tmp_path / "rec") == []
+    assert_no_secrets(caplog.text)
+
+
+def assert_no_secrets(text: str) -> None:
+    assert TOKEN not in text
+    assert "X-Amz-Signature=" not in text and "X-Amz-Expires=" not in text
+
+
+def test_a_rerun_skips_complete_files_and_resumes_a_partial_one(
+    emulator, sample_manifest, tmp_path
+):
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    assert first.skipped == 0
+    # simulate an interrupted earlier download of one file: half of it in its .part
+    victim = out / first.manifest.tracks[0].path
+    data = victim.read_bytes()
+    victim.unlink()
+    victim.with_name(f".{victim.name}.part").write_bytes(data[: len(data) // 2])
+
+    with client_for(emulator) as client:
+        again = remote.fetch(client, first.manifest.recording_id, out, options=QUIET)
+
+    assert again.skipped == len(sample_manifest.tracks) - 1
+    assert victim.read_bytes() == data
+    assert fetched(again.manifest) == originals(sample_manifest)
+    assert leftovers(out) == []
+
+
+def test_a_changed_local_copy_is_fetched_again(emulator, sample_manifest, tmp_path):
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    victim = out / first.manifest.tracks[0].path
+    original = victim.read_bytes()
+    victim.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # same size, wrong bytes
+
+    with client_for(emulator) as client:
+        again = remote.fetch(client, first.manifest.recording_id, out, options=QUIET)
+
+    assert victim.read_bytes() == original
+    assert again.skipped == len(sample_manifest.tracks) - 1
+
+
+def test_file_names_from_the_api_never_leave_the_output_folder(emulator, tmp_path):
+    good = record_and_fetch(emulator, tmp_path / "first")
+    real = Recording.model_validate(
+        client_for(emulator).get_recording(good.manifest.recording_id).model_dump()
+    )
+    first = real.files()[0]
+    hostile = real.model_copy(
+        update={
+            "download_url": [
+                DownloadLayer(
+                    layer_name="default",
+                    download_urls={f"../../../{first.name}": SignedUrl(download_url=first.url)},
+                )
+            ]
+        }
+    )
+    out = tmp_path / "deep" / "rec"
+    result = fetch_recording(hostile, out, refresh=lambda: real, options=QUIET)
+    assert result.failures == []
+    assert (out / "tracks" / first.name).is_file()
+    assert not (tmp_path / first.name).exists()
+
+
+def test_api_errors_carry_status_code_and_message_and_are_not_retried(emulator):
+    with pytest.raises(RealtimeKitError) as unauthorised:
+        client_for(emulator, token="wrong").get_recording("x")
+    assert unauthorised.value.status == 401
+    assert "Authentication error" in unauthorised.value.message  # gateway envelope
+
+    with client_for(emulator) as client, pytest.raises(RealtimeKitError) as missing:
+        client.start_track_recording("no-such-meeting")
+    assert missing.value.status == 404  # RealtimeKit's own envelope
+    assert missing.value.code == 404 and missing.value.message
+
+
+def test_rate_limits_are_waited_out_as_the_server_asks(sample_dir):
+    waits: list[float] = []
+    options = EmulatorOptions(token=TOKEN, faults={"rate_limit": 2, "server_error": 1}, **FAST)
+    with Emulator(sample_dir, options) as emu:
+        client = RealtimeKitClient(
+            account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url, sleep=waits.append
+        )
+        recording = client.start_track_recording(emu.meeting_id)
+    assert recording.status in {"INVOKED", "RECORDING"}
+    assert waits[:2] == [1.0, 1.0]  # retry-after: 1, twice
+    assert len(waits) == 3
+
+
+def test_pause_resume_stop_and_the_active_recording(emulator):
+    with client_for(emulator) as client:
+        started = client.start_track_recording(emulator.meeting_id, user_ids=["user-alice"])
+        assert client.active_recording(emulator.meeting_id).id == started.id
+        while client.get_recording(started.id).status == "INVOKED":
+            pass
+        assert client.pause(started.id).status == "PAUSED"
+        assert client.resume(started.id).status == "RECORDING"
+        stopped = client.stop(started.id)
+        assert stopped.status in {"UPLOADING", "UPLOADED"}
+        assert stopped.stop_reason is not None and stopped.stop_reason.reason == "API_CALL"
+        done = client.wait_until_uploaded(started.id, poll=0.05)
+        assert [f.name.split("_")[1] for f in done.files()] == ["user-alice"]
+        assert client.active_recording(emulator.meeting_id) is None
+
+
+def test_listing_walks_every_page_with_filters(emulator):
+    with client_for(emulator) as client:
+        ids = []
+        for _ in range(3):
+            recording = client.start_track_recording(emulator.meeting_id)
+            while client.get_recording(recording.id).status == "INVOKED":
+                pass
+            client.wait_until_uploaded(recording.id, poll=0.05)
+            ids.append(recording.id)
+        listed = list(client.list_recordings(meeting_id=emulator.meeting_id, per_page=1))
+        assert sorted(r.id for r in listed) == sorted(ids)
+        uploaded = list(client.list_recordings(status=["UPLOADED", "ERRORED"], per_page=2))
+        assert len(uploaded) == 3
+        assert list(client.list_recordings(status=["RECORDING"])) == []
+
+
+def test_the_older_api_shapes_are_read_too(sample_dir, sample_manifest, tmp_path):
+    options = EmulatorOptions(token=TOKEN, shape="string", empty_start_body=True, **FAST)
+    with Emulator(sample_dir, options) as emu:
+        result = record_and_fetch(emu, tmp_path / "rec", ["user-alice"])
+    assert fetched(result.manifest) == originals(sample_manifest, {"user-alice"})
+
+
+class _Errored(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {
+                "success": True,
+                "data": {
+                    "id": "r1",
+                    "status": "ERRORED",
+                    "stop_reason": {"reason": "INTERNAL_ERROR"},
+                },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_recording_that_ends_errored_raises_with_the_api_reason():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Errored)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RealtimeKitClient(
+            account_id="a",
+            app_id="b",
+            token=TOKEN,
+            base_url=f"http://127.0.0.1:{server.server_port}",
+        )
+        with pytest.raises(RecordingFailedError, match=r"ERRORED.*INTERNAL_ERROR"):
+            client.wait_until_uploaded("r1", poll=0.01)
+    finally:
+        server.shutdown()
+
+
+def test_waiting_gives_up_at_the_deadline(emulator):
+    with client_for(emulator) as client:
+        recording = client.start_track_recording(emulator.meeting_id)
+        with pytest.raises(RecordingFailedError, match="still"):
+            client.wait_until_uploaded(recording.id, timeout=0.05, poll=0.01)
