@@ -14,16 +14,27 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from models import Manifest, ManifestError, Transcript, TranscriptError
-from stages.export import FORMATS, export, to_txt
+from stages.fetch import FetchError
+from stages.record import RealtimeKitError
 from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
 
+from ._cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    OutputError,
+    add_model_options,
+    choices,
+    output_folder,
+    pipeline_options,
+    report,
+    write_outputs,
+)
+from ._remote_cli import add_remote_commands
 from .bench import APPROACHES, Approach, bench
-from .core import NoUsableTrackError, PipelineOptions, software_version, transcribe_tracks
-from .demo import sample_meeting
+from .config import ConfigError
+from .core import NoUsableTrackError, software_version, transcribe_tracks
 from .evaluate import Evaluation, evaluate, load_turns
 from .plot import plot_timeline
-
-EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except ManifestError as exc:
         return _bad_input(f"bad manifest: {exc}")
-    except (ModelError, NoUsableTrackError, _OutputError) as exc:
+    except (ModelError, NoUsableTrackError, OutputError, ConfigError) as exc:
+        return _bad_input(str(exc))
+    except (RealtimeKitError, FetchError) as exc:
         return _bad_input(str(exc))
     except ValidationError as exc:
         return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
@@ -54,22 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-class _OutputError(OSError):
-    """The output folder cannot be made or written."""
-
-
 def _bad_input(message: str) -> int:
     print(f"trackscribe: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
-
-
-def _output_folder(out: Path) -> Path:
-    """Make sure results can be written before any work is spent on them."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
-    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,18 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("manifest", type=Path, help="path of manifest.json")
     transcribe.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    _add_model_options(transcribe)
+    add_model_options(transcribe)
     transcribe.set_defaults(run=_run_transcribe)
-
-    demo = commands.add_parser(
-        "demo",
-        help="transcribe the bundled sample meeting and print the transcript",
-        description="Run the whole pipeline on the sample meeting that ships with trackscribe "
-        "(no network, no credentials) and print the merged transcript.",
-    )
-    demo.add_argument("-o", "--out", type=Path, help="also write the outputs to this folder")
-    _add_model_options(demo)
-    demo.set_defaults(run=_run_demo)
 
     evaluate = commands.add_parser(
         "eval",
@@ -145,79 +135,22 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the pipeline's timeline")
     bench.set_defaults(run=_run_bench, threads=0)
+
+    add_remote_commands(commands)
     return parser
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=BUNDLED_MODEL,
-        help=f"Whisper model: {BUNDLED_MODEL} (default, offline), a faster-whisper model name "
-        "such as small.en (downloaded on first use), or a CTranslate2 model folder",
-    )
-    parser.add_argument(
-        "--formats",
-        type=_formats,
-        default=list(FORMATS),
-        help=f"comma-separated output formats (default: all of {','.join(FORMATS)})",
-    )
-    parser.add_argument("--beam-size", type=int, default=TranscribeOptions().beam_size)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads per model worker (two workers run at once; 0: the cores shared)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def _choices(value: str, known: Sequence[str], what: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
-        )
-    return names
-
-
 def _approaches(value: str) -> list[str]:
-    return _choices(value, APPROACHES, "approach")
-
-
-def _formats(value: str) -> list[str]:
-    return _choices(value, list(FORMATS), "format")
-
-
-def _options(args: argparse.Namespace) -> PipelineOptions:
-    return PipelineOptions(
-        transcribe=TranscribeOptions(
-            model=args.model, beam_size=args.beam_size, cpu_threads=args.threads
-        )
-    )
+    return choices(value, APPROACHES, "approach")
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
-    options = _options(args)
+    options = pipeline_options(args)
     manifest = Manifest.load(args.manifest)
-    out = _output_folder(args.out)
+    out = output_folder(args.out)
     transcript = transcribe_tracks(manifest, options=options, progress=not args.no_progress)
-    _write(transcript, out, args.formats)
-    return _report(transcript)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    options = _options(args)
-    out = _output_folder(args.out) if args.out is not None else None
-    meeting = sample_meeting()
-    print(f"Sample meeting: {meeting / 'manifest.json'}\n", file=sys.stderr)
-    transcript = transcribe_tracks(
-        meeting / "manifest.json", options=options, progress=not args.no_progress
-    )
-    if out is not None:
-        _write(transcript, out, args.formats)
-    print(to_txt(transcript), end="")
-    return _report(transcript)
+    write_outputs(transcript, out, args.formats)
+    return report(transcript)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -275,7 +208,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             load_turns(truth)
         except (OSError, ValueError) as exc:
             return _bad_input(f"bad truth: {exc}")
-    options = _options(args)
+    options = pipeline_options(args)
     results = bench(
         args.manifest,
         truth_path=truth,
@@ -338,17 +271,3 @@ def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
     if truth is None:
         lines.append("(no truth: accuracy not measured; pass --truth)")
     return "\n".join(lines)
-
-
-def _write(transcript: Transcript, out: Path, formats: list[str]) -> None:
-    for path in export(transcript, out, formats).values():
-        print(f"wrote {path}", file=sys.stderr)
-
-
-def _report(transcript: Transcript) -> int:
-    if not transcript.partial:
-        return EXIT_OK
-    print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
-    for line in transcript.problems():
-        print(f"  {line}", file=sys.stderr)
-    return EXIT_PARTIAL

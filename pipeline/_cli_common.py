@@ -1,0 +1,92 @@
+"""What every command of the command line shares: model options, writing outputs, exit status."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from models import Transcript
+from stages.export import FORMATS, export
+from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
+
+from .core import PipelineOptions
+
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class OutputError(OSError):
+    """The output folder cannot be made or written."""
+
+
+def say(line: str) -> None:
+    """One line of what the command is doing, on stderr (stdout is for results)."""
+    print(f"trackscribe: {line}", file=sys.stderr)
+
+
+def output_folder(out: Path) -> Path:
+    """Make sure results can be written before any work is spent on them."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
+    return out
+
+
+def choices(value: str, known: Sequence[str], what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
+        )
+    return names
+
+
+def _formats(value: str) -> list[str]:
+    return choices(value, list(FORMATS), "format")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=BUNDLED_MODEL,
+        help=f"Whisper model: {BUNDLED_MODEL} (default, offline), a faster-whisper model name "
+        "such as small.en (downloaded on first use), or a CTranslate2 model folder",
+    )
+    parser.add_argument(
+        "--formats",
+        type=_formats,
+        default=list(FORMATS),
+        help=f"comma-separated output formats (default: all of {','.join(FORMATS)})",
+    )
+    parser.add_argument("--beam-size", type=int, default=TranscribeOptions().beam_size)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per model worker (two workers run at once; 0: the cores shared)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(
+        transcribe=TranscribeOptions(
+            model=args.model, beam_size=args.beam_size, cpu_threads=args.threads
+        )
+    )
+
+
+def write_outputs(transcript: Transcript, out: Path, formats: list[str]) -> None:
+    for path in export(transcript, output_folder(out), formats).values():
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def report(transcript: Transcript) -> int:
+    """The exit status for a transcript; losses are listed on stderr."""
+    if not transcript.partial:
+        return EXIT_OK
+    print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
+    for line in transcript.problems():
+        print(f"  {line}", file=sys.stderr)
+    return EXIT_PARTIAL

@@ -1,0 +1,361 @@
+"""The commands that talk to RealtimeKit (or its emulator): run, fetch, emulator, webhook, demo.
+
+Kept apart from ``cli`` so each file stays about one thing; ``cli.main`` still owns printing
+errors and choosing exit statuses.
+"""
+
+import argparse
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from models import Manifest, Recording
+from stages.export import to_txt
+from stages.fetch import FetchOptions
+
+from . import remote
+from ._cli_common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_model_options,
+    output_folder,
+    pipeline_options,
+    report,
+    say,
+    write_outputs,
+)
+from .config import ApiSettings
+from .core import transcribe_tracks
+from .demo import sample_meeting
+from .emulator import FAULTS, Emulator, EmulatorOptions
+
+__all__ = ["add_remote_commands"]
+
+
+def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    run = commands.add_parser(
+        "run",
+        help="record chosen participants of a live meeting, then transcribe",
+        description="Start RealtimeKit track recording for the chosen users (all without "
+        "--user-id), wait until the files are uploaded, fetch them into OUT/recording, "
+        "transcribe, and write the transcript to OUT.",
+    )
+    run.add_argument("--meeting-id", required=True)
+    run.add_argument(
+        "--user-id", action="append", default=[], metavar="U", help="a user to record; repeat"
+    )
+    run.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    run.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="S",
+        help="stop the recording after S seconds (default: when the meeting ends)",
+    )
+    run.add_argument(
+        "--timeout", type=float, default=86_400.0, metavar="S", help="give up waiting after S s"
+    )
+    _add_names(run)
+    _add_api_options(run)
+    add_model_options(run)
+    run.set_defaults(run=_run_command)
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="fetch an uploaded recording's files into a manifest folder",
+        description="Download every file of a RealtimeKit track recording (resuming, "
+        "verifying size and checksum, renewing expired URLs) and write DIR/manifest.json.",
+    )
+    fetch.add_argument("--recording-id", required=True)
+    fetch.add_argument("-o", "--out", type=Path, required=True, metavar="DIR")
+    fetch.add_argument(
+        "--user-id", action="append", default=[], metavar="U", help="only this user; repeat"
+    )
+    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_names(fetch)
+    _add_api_options(fetch)
+    fetch.set_defaults(run=_fetch_command)
+
+    emulator = commands.add_parser(
+        "emulator",
+        help="serve a meeting folder as a local RealtimeKit recording API",
+        description="A real HTTP server on loopback with RealtimeKit's recording endpoints, "
+        "backed by a meeting folder (manifest.json and its tracks): the recording lifecycle, "
+        "pre-signed URLs that expire, Range requests, signed webhooks and fault switches.",
+    )
+    emulator.add_argument("--meeting", type=Path, required=True, metavar="DIR")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8787)
+    emulator.add_argument("--token", help="bearer token to accept (default: $CLOUDFLARE_API_TOKEN)")
+    emulator.add_argument(
+        "--start-delay", type=float, default=EmulatorOptions.model_fields["start_delay"].default
+    )
+    emulator.add_argument(
+        "--record-seconds",
+        type=float,
+        default=EmulatorOptions.model_fields["record_seconds"].default,
+        help="how long the meeting goes on after recording starts",
+    )
+    emulator.add_argument(
+        "--upload-seconds",
+        type=float,
+        default=EmulatorOptions.model_fields["upload_seconds"].default,
+    )
+    emulator.add_argument(
+        "--url-ttl",
+        type=float,
+        default=EmulatorOptions.model_fields["url_ttl"].default,
+        help="seconds a pre-signed URL lives",
+    )
+    emulator.add_argument(
+        "--shape", choices=["layers", "string"], default="layers", help="download_url shape"
+    )
+    emulator.add_argument(
+        "--empty-start-body",
+        action="store_true",
+        help="answer POST /recordings/track with an empty body (older API)",
+    )
+    emulator.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=_fault,
+        metavar="NAME[=N]",
+        help=f"inject a fault N times (default 1); NAME one of {', '.join(FAULTS)}",
+    )
+    emulator.add_argument(
+        "--webhook-url", help="deliver signed recording.statusUpdate webhooks here"
+    )
+    emulator.add_argument(
+        "--webhook-key", type=Path, help="PEM RSA private key to sign webhooks (default: a new one)"
+    )
+    emulator.add_argument(
+        "--public-key-out", type=Path, help="write the webhook public key (PEM) here"
+    )
+    emulator.set_defaults(run=_emulator_command)
+
+    webhook = commands.add_parser(
+        "webhook",
+        help="receive recording webhooks; fetch and transcribe each uploaded recording",
+        description="Listen for RealtimeKit recording.statusUpdate webhooks, verify their "
+        "rtk-signature, ignore repeated deliveries (rtk-uuid), and fetch and transcribe each "
+        "recording that reaches UPLOADED into OUT/RECORDING_ID.",
+    )
+    webhook.add_argument("--host", default="127.0.0.1")
+    webhook.add_argument("--port", type=int, required=True)
+    webhook.add_argument("-o", "--out", type=Path, required=True)
+    _add_api_options(webhook)
+    webhook.add_argument(
+        "--public-key", metavar="PEM", help="RealtimeKit's webhook public key (file or PEM text)"
+    )
+    add_model_options(webhook)
+    webhook.set_defaults(run=_webhook_command)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the sample meeting, end to end through the local emulator",
+        description="Start the RealtimeKit emulator on the sample meeting that ships with "
+        "trackscribe, then do exactly what a real run does: start track recording, wait for "
+        "the upload, fetch, transcribe; print each step and the merged transcript. No "
+        "network, no credentials.",
+    )
+    demo.add_argument("-o", "--out", type=Path, help="keep the outputs in this folder")
+    add_model_options(demo)
+    demo.set_defaults(run=_demo_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    out = output_folder(args.out)
+    with _settings(args).client() as client:
+        transcript = remote.run(
+            client,
+            args.meeting_id,
+            out,
+            args.user_id,
+            options=pipeline_options(args),
+            fetch_options=FetchOptions(progress=not args.no_progress),
+            display_names=dict(args.name),
+            stop_after=args.stop_after,
+            timeout=args.timeout,
+            progress=not args.no_progress,
+            on_step=say,
+        )
+    write_outputs(transcript, out, args.formats)
+    return report(transcript)
+
+
+def _add_api_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "RealtimeKit account",
+        "Each setting is taken from the flag, else the environment variable, else the config "
+        "file ([realtimekit] in --config, $TRACKSCRIBE_CONFIG or "
+        "~/.config/trackscribe/config.toml).",
+    )
+    group.add_argument("--base-url", help="API base (default https://api.cloudflare.com/client/v4)")
+    group.add_argument("--account-id", help="default $CLOUDFLARE_ACCOUNT_ID")
+    group.add_argument("--app-id", help="default $REALTIMEKIT_APP_ID")
+    group.add_argument(
+        "--api-token",
+        help="default $CLOUDFLARE_API_TOKEN (prefer the variable: flags show in process lists)",
+    )
+    group.add_argument("--config", type=Path, help="TOML config file")
+
+
+def _add_names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        type=_name,
+        metavar="USER=NAME",
+        help="display name of a user in the transcript; repeat",
+    )
+
+
+def _name(value: str) -> tuple[str, str]:
+    user, sep, name = value.partition("=")
+    if not sep or not user or not name:
+        raise argparse.ArgumentTypeError(f"expected USER=NAME, got {value!r}")
+    return user, name
+
+
+def _fault(value: str) -> tuple[str, int]:
+    name, _, count = value.partition("=")
+    name = name.replace("-", "_")
+    if name not in FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
+    try:
+        return name, int(count or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fault count must be a whole number: {value!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> ApiSettings:
+    return ApiSettings.resolve(
+        {
+            "base_url": args.base_url,
+            "account_id": args.account_id,
+            "app_id": args.app_id,
+            "api_token": args.api_token,
+            "webhook_public_key": getattr(args, "public_key", None),
+        },
+        config_file=args.config,
+    )
+
+
+def _fetch_command(args: argparse.Namespace) -> int:
+    with _settings(args).client() as client:
+        result = remote.fetch(
+            client,
+            args.recording_id,
+            args.out,
+            user_ids=args.user_id,
+            display_names=dict(args.name),
+            options=FetchOptions(progress=not args.no_progress),
+        )
+    if result.manifest is not None:
+        print(
+            f"wrote {args.out / 'manifest.json'} ({len(result.manifest.tracks)} tracks, "
+            f"{result.skipped} already complete)",
+            file=sys.stderr,
+        )
+    if result.failures:
+        print("trackscribe: partial result; these files were not fetched:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {failure.reason}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _emulator_command(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("CLOUDFLARE_API_TOKEN")
+    if not token:
+        raise ValueError("the emulator needs a token: --token T or $CLOUDFLARE_API_TOKEN")
+    options = EmulatorOptions(
+        token=token,
+        start_delay=args.start_delay,
+        record_seconds=args.record_seconds,
+        upload_seconds=args.upload_seconds,
+        url_ttl=args.url_ttl,
+        shape=args.shape,
+        empty_start_body=args.empty_start_body,
+        faults=dict(args.fault),
+        webhook_url=args.webhook_url,
+        webhook_key=args.webhook_key,
+    )
+    emulator = Emulator(args.meeting, options, host=args.host, port=args.port)
+    if args.public_key_out:
+        args.public_key_out.write_text(emulator.public_key_pem)
+    print(
+        f"RealtimeKit emulator for meeting {emulator.meeting_id} at {emulator.base_url} "
+        "(any account and app id; Ctrl-C stops)",
+        file=sys.stderr,
+    )
+    emulator.serve_forever()
+    return EXIT_OK
+
+
+def _webhook_command(args: argparse.Namespace) -> int:
+    from .webhook import WebhookReceiver
+
+    settings = _settings(args)
+    client = settings.client()
+
+    def on_uploaded(recording: Recording) -> None:
+        out = args.out / recording.id
+        say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
+        result = remote.fetch(client, recording.id, out / remote.RECORDING_FOLDER)
+        if result.manifest is None:
+            say(f"recording {recording.id}: nothing could be fetched")
+            return
+        transcript = transcribe_tracks(
+            result.manifest, options=pipeline_options(args), progress=False
+        )
+        transcript.provenance.failures.extend(result.failures)
+        write_outputs(transcript, out, args.formats)
+        status = report(transcript)
+        say(f"recording {recording.id}: done (exit status {status})")
+
+    receiver = WebhookReceiver(
+        settings.public_key_pem(), on_uploaded, host=args.host, port=args.port
+    )
+    say(f"listening for RealtimeKit webhooks at {receiver.url} (Ctrl-C stops)")
+    try:
+        receiver.serve_forever()
+    finally:
+        client.close()
+    return EXIT_OK
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    meeting = sample_meeting()
+    names = {t.user_id: t.label for t in Manifest.load(meeting / "manifest.json").tracks}
+    token = secrets.token_urlsafe(24)
+    options = EmulatorOptions(token=token, start_delay=0.3, record_seconds=1.0, upload_seconds=0.3)
+    with tempfile.TemporaryDirectory(prefix="trackscribe-demo-") as scratch:
+        out = args.out or Path(scratch)
+        with Emulator(meeting, options) as emulator:
+            say(f"emulator serving the sample meeting at {emulator.base_url}")
+            settings = ApiSettings(
+                base_url=emulator.base_url,
+                account_id="demo-account",
+                app_id="demo-app",
+                api_token=token,
+            )
+            with settings.client() as client:
+                transcript = remote.run(
+                    client,
+                    emulator.meeting_id,
+                    out,
+                    options=pipeline_options(args),
+                    fetch_options=FetchOptions(progress=not args.no_progress),
+                    display_names=names,
+                    poll=0.2,
+                    progress=not args.no_progress,
+                    on_step=say,
+                )
+        if args.out is not None:
+            write_outputs(transcript, args.out, args.formats)
+        print(to_txt(transcript), end="")
+    return report(transcript)

@@ -1,0 +1,185 @@
+"""Receive RealtimeKit's ``recording.statusUpdate`` webhooks and act on finished uploads.
+
+Every delivery is checked before anything is believed: ``rtk-signature`` must be a valid
+RSA-SHA256 (PKCS#1 v1.5) signature of the raw body under RealtimeKit's public key. Deliveries
+are retried by the sender, so each ``rtk-uuid`` is acted on once, and each recording is
+handled once however many deliveries announce it. Work runs on one background thread: the
+sender gets its 2xx at once and does not time out while a meeting is transcribed.
+"""
+
+import base64
+import binascii
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pydantic import ValidationError
+
+from models import Recording, WebhookEvent
+
+__all__ = ["WebhookReceiver", "verify_signature"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BODY = 1 << 20
+_SEEN_LIMIT = 100_000
+
+
+def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
+    """True when ``signature`` (base64) is RealtimeKit's signature of exactly ``body``."""
+    key = load_pem_public_key(public_key_pem)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the webhook public key is not an RSA key")
+    try:
+        key.verify(
+            base64.b64decode(signature, validate=True), body, padding.PKCS1v15(), hashes.SHA256()
+        )
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+class WebhookReceiver:
+    """An HTTP endpoint for webhooks; ``on_uploaded`` runs once per recording that is uploaded.
+
+    ``on_uploaded`` runs on the receiver's worker thread; an exception in it is logged and the
+    recording may be announced again (a later delivery is then acted on).
+    """
+
+    def __init__(
+        self,
+        public_key_pem: bytes,
+        on_uploaded: Callable[[Recording], None],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        load_pem_public_key(public_key_pem)  # refuse a bad key now, not at the first delivery
+        self._key = public_key_pem
+        self._on_uploaded = on_uploaded
+        self._lock = threading.Lock()
+        self._seen_deliveries: set[str] = set()
+        self._handled: set[str] = set()
+        self._work: queue.Queue[Recording | None] = queue.Queue()
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._threads: list[threading.Thread] = []
+        self.handled = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "WebhookReceiver":
+        for target in (self._server.serve_forever, self._worker):
+            thread = threading.Thread(target=target, daemon=True, name="webhook")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def serve_forever(self) -> None:
+        worker = threading.Thread(target=self._worker, daemon=True, name="webhook-worker")
+        worker.start()
+        self._threads.append(worker)
+        try:
+            self._server.serve_forever()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._work.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=60)
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_idle(self) -> None:
+        """Block until every accepted recording has been handled (tests and scripts)."""
+        self._work.join()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _accept(self, body: bytes, signature: str | None, delivery: str | None) -> tuple[int, str]:
+        """Judge one delivery: the HTTP status to answer and why."""
+        if not signature or not verify_signature(self._key, body, signature):
+            return 401, "bad or missing rtk-signature"
+        try:
+            event = WebhookEvent.model_validate(json.loads(body))
+        except (ValueError, ValidationError):
+            return 400, "body is not a webhook event"
+        with self._lock:
+            if delivery:
+                if delivery in self._seen_deliveries:
+                    return 200, "duplicate delivery, ignored"
+                if len(self._seen_deliveries) > _SEEN_LIMIT:
+                    self._seen_deliveries.clear()
+                self._seen_deliveries.add(delivery)
+            recording = event.recording
+            if event.event != "recording.statusUpdate" or recording is None:
+                return 200, f"event {event.event} ignored"
+            log.info("webhook: recording %s is %s", recording.id, recording.status)
+            if recording.status != "UPLOADED":
+                return 200, "noted"
+            if recording.id in self._handled:
+                return 200, "recording already handled"
+            self._handled.add(recording.id)
+        self._work.put(recording)
+        return 202, "accepted"
+
+    def _worker(self) -> None:
+        while True:
+            recording = self._work.get()
+            try:
+                if recording is None:
+                    return
+                self._on_uploaded(recording)
+                self.handled += 1
+            except Exception:
+                log.exception("webhook: handling recording %s failed", recording.id)
+                with self._lock:
+                    self._handled.discard(recording.id)
+            finally:
+                self._work.task_done()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length > _MAX_BODY:
+                    self._answer(413, "body too large")
+                    return
+                body = self.rfile.read(length)
+                status, reason = receiver._accept(
+                    body, self.headers.get("rtk-signature"), self.headers.get("rtk-uuid")
+                )
+                self._answer(status, reason)
+
+            def _answer(self, status: int, reason: str) -> None:
+                payload = json.dumps({"status": reason}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("webhook: %s", format % args)
+
+        return Handler

@@ -1,0 +1,297 @@
+"""`trackscribe emulator`, `run`, `fetch`, `webhook` and `demo` as users run them: separate
+processes talking real HTTP over loopback."""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from models import Manifest, Recording, Transcript
+from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
+from pipeline.webhook import WebhookReceiver
+from stages.record import RealtimeKitClient
+
+from .conftest import words_of
+
+TOKEN = "cli-token-do-not-log-me"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def wait_listening(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listening on {port}")
+
+
+@pytest.fixture
+def emulator_process(sample_dir) -> Iterator[tuple[str, list[str]]]:
+    """`trackscribe emulator` in its own process with every fault switched on."""
+    port = free_port()
+    faults = [arg for name in FAULTS for arg in ("--fault", f"{name}=2")]
+    args = [
+        "--meeting",
+        str(sample_dir),
+        "--port",
+        str(port),
+        "--token",
+        TOKEN,
+        "--start-delay",
+        "0.1",
+        "--record-seconds",
+        "0.5",
+        "--upload-seconds",
+        "0.1",
+        *faults,
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "emulator", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_listening(port, process)
+        yield f"http://127.0.0.1:{port}/client/v4", ["--account-id", "acct", "--app-id", "app"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_run_with_a_subset_of_users_gives_exactly_their_words(
+    emulator_process, sample_manifest, sample_truth, tmp_path
+):
+    base_url, account = emulator_process
+    result = cli(
+        "run",
+        "--meeting-id",
+        sample_manifest.meeting_id,
+        "--user-id",
+        "user-alice",
+        "--user-id",
+        "user-chen",
+        "-o",
+        str(tmp_path),
+        "--base-url",
+        base_url,
+        *account,
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    transcript = Transcript.load(tmp_path / "transcript.json")
+    assert {s.user_id for s in transcript.speakers} == {"user-alice", "user-chen"}
+    said = {u.speaker for u in transcript.utterances}
+    assert said == {"user-alice", "user-chen"}
+    for user in ("user-alice", "user-chen"):
+        truth = [w for t in sample_truth if t["speaker"] == user for w in words_of(t["words"])]
+        heard = [w for u in transcript.utterances if u.speaker == user for w in words_of(u.text)]
+        assert len(set(truth) & set(heard)) >= 0.8 * len(set(truth))
+    # every file as the meeting's original, though every fault fired twice on the way
+    fetched = Manifest.load(tmp_path / "recording" / "manifest.json")
+    for track in fetched.tracks:
+        original = next(
+            t for t in sample_manifest.tracks if Path(t.path).name == Path(track.path).name
+        )
+        assert (
+            fetched.track_path(track).read_bytes()
+            == sample_manifest.track_path(original).read_bytes()
+        )
+    assert TOKEN not in result.stderr and "X-Amz-Signature" not in result.stderr
+
+
+def test_fetch_an_existing_recording_then_rerun_skips_it(
+    emulator_process, sample_manifest, tmp_path
+):
+    base_url, account = emulator_process
+    client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=base_url)
+    recording = client.start_track_recording(sample_manifest.meeting_id)
+    client.wait_until_uploaded(recording.id, poll=0.1)
+
+    first = cli(
+        "-v",
+        "fetch",
+        "--recording-id",
+        recording.id,
+        "-o",
+        str(tmp_path),
+        "--base-url",
+        base_url,
+        *account,
+        "--no-progress",
+    )
+    again = cli(
+        "fetch",
+        "--recording-id",
+        recording.id,
+        "-o",
+        str(tmp_path),
+        "--base-url",
+        base_url,
+        *account,
+        "--no-progress",
+    )
+
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr
+    assert f"{len(sample_manifest.tracks)} already complete" in again.stderr
+    assert TOKEN not in first.stderr + again.stderr
+    assert "X-Amz-Signature" not in first.stderr + again.stderr
+
+
+def test_missing_credentials_are_named(sample_manifest, tmp_path):
+    env_free = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--meeting-id", "m", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE", "REALTIMEKIT"))}
+        | {"HOME": str(tmp_path)},
+    )
+    assert env_free.returncode == 2
+    assert "account_id (--account-id or $CLOUDFLARE_ACCOUNT_ID)" in env_free.stderr
+
+
+def test_demo_goes_through_the_emulator_step_by_step(sample_truth):
+    result = cli("demo", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    steps = result.stderr
+    for step in (
+        "emulator serving",
+        "started track recording",
+        "UPLOADED",
+        "fetched 5 file(s)",
+        "transcribing",
+    ):
+        assert step in steps
+    assert len(result.stdout.splitlines()) == len(sample_truth)
+
+
+def _sign(key: rsa.RSAPrivateKey, body: bytes) -> str:
+    return base64.b64encode(key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def test_webhook_receiver_verifies_signatures_and_acts_once_per_recording():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    handled: list[Recording] = []
+    with WebhookReceiver(public, handled.append) as receiver:
+        body = json.dumps(
+            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
+        ).encode()
+        delivery = str(uuid.uuid4())
+
+        def post(data: bytes, signature: str, rtk_uuid: str) -> httpx.Response:
+            return httpx.post(
+                receiver.url,
+                content=data,
+                headers={"rtk-signature": signature, "rtk-uuid": rtk_uuid},
+            )
+
+        assert post(body, _sign(key, body + b" "), delivery).status_code == 401  # not this body
+        assert post(body, "not base64!", delivery).status_code == 401
+        assert post(body, _sign(key, body), delivery).status_code == 202
+        assert post(body, _sign(key, body), delivery).json()["status"].startswith("duplicate")
+        assert post(body, _sign(key, body), str(uuid.uuid4())).status_code == 200  # same recording
+        receiver.wait_idle()
+    assert [r.id for r in handled] == ["r1"]
+
+
+def test_webhook_command_fetches_and_transcribes_what_the_emulator_announces(
+    sample_dir, sample_manifest, tmp_path
+):
+    port = free_port()
+    key_file = tmp_path / "webhook-key.pem"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    options = EmulatorOptions(
+        token=TOKEN,
+        start_delay=0.1,
+        record_seconds=0.3,
+        upload_seconds=0.1,
+        webhook_url=f"http://127.0.0.1:{port}/",
+        webhook_key=key_file,
+    )
+    with Emulator(sample_dir, options) as emu:
+        public = tmp_path / "public.pem"
+        public.write_text(emu.public_key_pem)
+        out = tmp_path / "out"
+        receiver = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "webhook",
+                "--port",
+                str(port),
+                "-o",
+                str(out),
+                "--public-key",
+                str(public),
+                "--base-url",
+                emu.base_url,
+                "--account-id",
+                "a",
+                "--app-id",
+                "b",
+                "--no-progress",
+            ],
+            env={**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_listening(port, receiver)
+            client = RealtimeKitClient(
+                account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url
+            )
+            recording = client.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+            transcript_path = out / recording.id / "transcript.json"
+            deadline = time.monotonic() + 240
+            while not transcript_path.exists() and time.monotonic() < deadline:
+                assert receiver.poll() is None
+                time.sleep(0.2)
+        finally:
+            receiver.terminate()
+            stderr = receiver.communicate(timeout=30)[1]
+    transcript = Transcript.load(transcript_path)
+    assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
+    assert TOKEN not in stderr and "X-Amz-Signature" not in stderr
