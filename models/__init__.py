@@ -6,7 +6,6 @@ from .files import atomic_write_bytes, atomic_write_text, sha256_file
 from .http import RetryPolicy, protect_http_logs, redact_urls
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
 from .recording import (
-    FINAL_STATUSES,
     DownloadLayer,
     Recording,
     RecordingFile,
@@ -32,7 +31,6 @@ from .transcript import (
 )
 
 __all__ = [
-    "FINAL_STATUSES",
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "TRANSCRIPT_SCHEMA",

@@ -57,14 +57,18 @@ class RetryPolicy(BaseModel):
 
     The API documents 408, 409, 429 and 5xx as transient; any other 4xx is the request's own
     fault and repeating it only burns the rate limit. Waits grow exponentially with jitter (so
-    many batch workers do not retry in step), and a server's ``retry-after`` always wins.
+    many batch workers do not retry in step), and a server's ``retry-after`` is honoured (up
+    to ``max_retry_after``: beyond that, giving up and re-running later is better).
     """
 
     model_config = ConfigDict(frozen=True)
 
     attempts: int = Field(default=6, ge=1, description="tries in all, the first included")
     backoff: float = Field(default=0.5, ge=0, description="first wait, seconds; doubles")
-    max_delay: float = Field(default=30.0, ge=0, description="longest wait, seconds")
+    max_delay: float = Field(default=30.0, ge=0, description="longest own backoff, seconds")
+    max_retry_after: float = Field(
+        default=900.0, ge=0, description="longest wait a server's retry-after may ask for"
+    )
     retry_statuses: frozenset[int] = frozenset({408, 409, 429})
 
     def should_retry(self, status: int) -> bool:
@@ -74,7 +78,7 @@ class RetryPolicy(BaseModel):
         """Seconds to wait after failed try number ``attempt`` (1-based)."""
         asked = _parse_retry_after(retry_after)
         if asked is not None:
-            return min(asked, self.max_delay)
+            return min(asked, self.max_retry_after)
         base = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
         return base * random.uniform(0.75, 1.0)
 

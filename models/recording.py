@@ -13,10 +13,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ._time import UtcDatetime
-from .recording_files import safe_file_name
 
 __all__ = [
-    "FINAL_STATUSES",
     "DownloadLayer",
     "Recording",
     "RecordingFile",
@@ -26,7 +24,7 @@ __all__ = [
 ]
 
 RecordingStatus = Literal["INVOKED", "RECORDING", "PAUSED", "UPLOADING", "UPLOADED", "ERRORED"]
-FINAL_STATUSES: frozenset[str] = frozenset({"UPLOADED", "ERRORED"})
+"""The statuses documented today; ``Recording.status`` stays a plain string for new ones."""
 
 
 class _ApiModel(BaseModel):
@@ -55,6 +53,11 @@ class RecordingFile(BaseModel):
     name: str = Field(description="the file name as the API gives it; sanitise before use")
     url: str
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """Names are unique only within a layer."""
+        return (self.layer, self.name)
+
 
 class Reason(_ApiModel):
     reason: str | None = None
@@ -65,7 +68,7 @@ class Recording(_ApiModel):
     """A recording. Times are UTC; ``download_url`` is set once the files are ``UPLOADED``."""
 
     id: str = Field(validation_alias=AliasChoices("id", "recordingId", "recording_id"))
-    status: str = Field(description="one of RecordingStatus; kept open for statuses added later")
+    status: str = Field(description="a RecordingStatus; kept open for statuses added later")
     meeting_id: str | None = None
     session_id: str | None = None
     invoked_time: UtcDatetime | None = None
@@ -79,10 +82,6 @@ class Recording(_ApiModel):
     audio_download_url: str | None = None
     start_reason: Reason | None = None
     stop_reason: Reason | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINAL_STATUSES
 
     def files(self) -> list[RecordingFile]:
         """Every file of the recording with its pre-signed URL, in either documented shape.
@@ -104,7 +103,7 @@ class Recording(_ApiModel):
 
 def _name_in_url(url: str) -> str:
     path = unquote(urlsplit(url).path)
-    return safe_file_name(path.rsplit("/", 1)[-1] or "recording.webm")
+    return path.rsplit("/", 1)[-1] or "recording.webm"
 
 
 class WebhookEvent(_ApiModel):

@@ -1,7 +1,7 @@
 """What a RealtimeKit track-recording file name says about the file, and how to store it safely.
 
 Names follow ``{file_name_prefix}_{user_id}_{peer_id}_{stream_kind}_{media_kind}_{date_time}``
-plus an extension, ``date_time`` in Unix milliseconds: when the file was begun, the only
+plus an extension, ``date_time`` in Unix milliseconds: when the file was generated, the only
 per-file time the API gives. Prefixes and user ids may themselves contain underscores, so the
 name is read from its right end, and the prefix/user boundary needs the prefix or the user ids.
 """
@@ -31,12 +31,18 @@ class TrackFileName(NamedTuple):
 
 def time_from_file_name(name: str) -> datetime | None:
     """The ``date_time`` of a track file name, or None if the name does not carry one."""
-    stem = PurePosixPath(name).name.split(".", 1)[0]
+    stem = _stem(name)
     last = stem.rsplit("_", 1)[-1]
     if "_" not in stem or not last.isdigit() or len(last) != 13:
         return None
     when = datetime.fromtimestamp(int(last) / 1000, tz=UTC)
     return when if when >= _EARLIEST else None
+
+
+def _stem(name: str) -> str:
+    """The name without its folder and its one extension (user ids may hold dots)."""
+    base = PurePosixPath(name).name
+    return base.rsplit(".", 1)[0] if "." in base else base
 
 
 def parse_file_name(
@@ -51,8 +57,7 @@ def parse_file_name(
     when = time_from_file_name(name)
     if when is None:
         return None
-    stem = PurePosixPath(name).name.split(".", 1)[0]
-    parts = stem.rsplit("_", 4)
+    parts = _stem(name).rsplit("_", 4)
     if len(parts) != 5:
         return None
     head, peer_id, stream_kind, media_kind, _ = parts

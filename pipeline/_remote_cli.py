@@ -26,7 +26,7 @@ from ._cli_common import (
     say,
     write_outputs,
 )
-from .config import ApiSettings
+from .config import ApiSettings, ConfigError
 from .core import transcribe_tracks
 from .demo import sample_meeting
 from .emulator import FAULTS, Emulator, EmulatorOptions
@@ -68,6 +68,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "verifying size and checksum, renewing expired URLs) and write DIR/manifest.json.",
     )
     fetch.add_argument("--recording-id", required=True)
+    fetch.add_argument("--meeting-id", help="the meeting, for the manifest (default: unknown)")
     fetch.add_argument("-o", "--out", type=Path, required=True, metavar="DIR")
     fetch.add_argument(
         "--user-id", action="append", default=[], metavar="U", help="only this user; repeat"
@@ -250,6 +251,7 @@ def _fetch_command(args: argparse.Namespace) -> int:
             client,
             args.recording_id,
             args.out,
+            meeting_id=args.meeting_id,
             user_ids=args.user_id,
             display_names=dict(args.name),
             options=FetchOptions(progress=not args.no_progress),
@@ -271,7 +273,7 @@ def _fetch_command(args: argparse.Namespace) -> int:
 def _emulator_command(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("CLOUDFLARE_API_TOKEN")
     if not token:
-        raise ValueError("the emulator needs a token: --token T or $CLOUDFLARE_API_TOKEN")
+        raise ConfigError("the emulator needs a token: --token T or $CLOUDFLARE_API_TOKEN")
     options = EmulatorOptions(
         token=token,
         start_delay=args.start_delay,
@@ -305,7 +307,13 @@ def _webhook_command(args: argparse.Namespace) -> int:
     def on_uploaded(recording: Recording) -> None:
         out = args.out / recording.id
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
-        result = remote.fetch(client, recording.id, out / remote.RECORDING_FOLDER)
+        result = remote.fetch(
+            client,
+            recording.id,
+            out / remote.RECORDING_FOLDER,
+            meeting_id=recording.meeting_id,
+            options=FetchOptions(progress=not args.no_progress),
+        )
         if result.manifest is None:
             say(f"recording {recording.id}: nothing could be fetched")
             return

@@ -509,7 +509,6 @@ class Emulator:
         data: dict[str, Any] = {
             "id": recording.id,
             "status": recording.status,
-            "meeting_id": self._meeting_id,
             "session_id": self._session_id,
             "invoked_time": self._time(recording.invoked_at),
             "started_time": self._time(recording.started_at),
@@ -623,7 +622,7 @@ class Emulator:
                 "stoppedTime": data["stopped_time"],
                 "fileSize": data["file_size"],
                 "outputFileName": data["output_file_name"],
-                "meetingId": data["meeting_id"],
+                "meetingId": self._meeting_id,
                 "recordingDuration": data["recording_duration"],
                 "invokedTime": data["invoked_time"],
             },

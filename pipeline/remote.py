@@ -62,11 +62,16 @@ def fetch(
     recording: Recording | str,
     out_dir: Path,
     *,
+    meeting_id: str | None = None,
     user_ids: Sequence[str] = (),
     display_names: Mapping[str, str] | None = None,
     options: FetchOptions | None = None,
 ) -> FetchResult:
-    """Fetch an uploaded recording's files into the manifest folder ``out_dir``."""
+    """Fetch an uploaded recording's files into the manifest folder ``out_dir``.
+
+    ``meeting_id`` names the meeting in the manifest; the API's recording object does not
+    carry it (without it, the recording id stands in).
+    """
     if isinstance(recording, str):
         recording = client.get_recording(recording)
     if recording.status != "UPLOADED":
@@ -76,6 +81,7 @@ def fetch(
         recording,
         out_dir,
         refresh=lambda: client.get_recording(recording_id),
+        meeting_id=meeting_id,
         user_ids=user_ids,
         display_names=display_names,
         options=options,
@@ -115,6 +121,7 @@ def run(
         client,
         recording,
         folder,
+        meeting_id=meeting_id,
         user_ids=user_ids,
         display_names=display_names,
         options=fetch_options,

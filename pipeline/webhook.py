@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
-from models import Recording, WebhookEvent
+from models import Recording, WebhookEvent, safe_file_name
 
 __all__ = ["WebhookReceiver", "verify_signature"]
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _MAX_BODY = 1 << 20
 _SEEN_LIMIT = 100_000
+_TRIES = 3
 
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
@@ -132,6 +134,8 @@ class WebhookReceiver:
             recording = event.recording
             if event.event != "recording.statusUpdate" or recording is None:
                 return 200, f"event {event.event} ignored"
+            if _unsafe_id(recording.id):
+                return 400, "recording id is not usable as a folder name"
             log.info("webhook: recording %s is %s", recording.id, recording.status)
             if recording.status != "UPLOADED":
                 return 200, "noted"
@@ -142,26 +146,57 @@ class WebhookReceiver:
         return 202, "accepted"
 
     def _worker(self) -> None:
+        """Handles accepted recordings one by one; a failure is retried, then logged, and never
+        stops the worker (the sender already has its 2xx and will not redeliver)."""
         while True:
             recording = self._work.get()
             try:
                 if recording is None:
                     return
-                self._on_uploaded(recording)
-                self.handled += 1
-            except Exception:
-                log.exception("webhook: handling recording %s failed", recording.id)
-                with self._lock:
-                    self._handled.discard(recording.id)
+                self._handle(recording)
             finally:
                 self._work.task_done()
+
+    def _handle(self, recording: Recording) -> None:
+        for attempt in range(1, _TRIES + 1):
+            try:
+                self._on_uploaded(recording)
+                self.handled += 1
+                return
+            except BaseException as exc:  # nothing may kill the worker
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                log.error(
+                    "webhook: handling recording %s failed (try %d of %d): %s",
+                    recording.id,
+                    attempt,
+                    _TRIES,
+                    exc,
+                )
+                log.debug("webhook: traceback", exc_info=exc)
+                if attempt < _TRIES:
+                    time.sleep(2.0 * attempt)
+        with self._lock:
+            self._handled.discard(recording.id)  # a later announcement is acted on again
+        log.error(
+            "webhook: gave up on recording %s; run `trackscribe fetch --recording-id %s` by "
+            "hand, or it is handled when announced again",
+            recording.id,
+            recording.id,
+        )
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 30  # a sender that stalls mid-body must not hold a thread forever
+
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
+                raw = self.headers.get("content-length") or ""
+                if not raw.isdigit():
+                    self._answer(411, "a Content-Length is required")
+                    return
+                length = int(raw)
                 if length > _MAX_BODY:
                     self._answer(413, "body too large")
                     return
@@ -183,3 +218,11 @@ class WebhookReceiver:
                 log.debug("webhook: %s", format % args)
 
         return Handler
+
+
+def _unsafe_id(recording_id: str) -> bool:
+    """Recording ids become folder names; one that sanitising would change is refused."""
+    try:
+        return safe_file_name(recording_id) != recording_id
+    except ValueError:
+        return True

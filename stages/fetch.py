@@ -11,9 +11,8 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 protect_http_logs()
 
 TRACKS_FOLDER = "tracks"
-_CHUNK = 1 << 16
 
 
 class FetchError(Exception):
@@ -66,14 +64,6 @@ class FetchResult(BaseModel):
     skipped: int = Field(default=0, description="files already complete from an earlier run")
 
 
-class _UrlExpiredError(Exception):
-    pass
-
-
-class _CorruptError(Exception):
-    pass
-
-
 def fetch_recording(
     recording: Recording,
     out_dir: Path,
@@ -87,7 +77,8 @@ def fetch_recording(
     """Fetch ``recording``'s files into ``out_dir/tracks`` and write ``out_dir/manifest.json``.
 
     ``refresh`` gets the recording again (fresh pre-signed URLs) when one has expired.
-    With ``user_ids``, only those participants' files are fetched (an API that recorded more
+    ``meeting_id`` goes into the manifest (the recording object does not carry it). With
+    ``user_ids``, only those participants' files are fetched (an API that recorded more
     than was asked must not add speakers); they also split file names whose user ids contain
     underscores. ``display_names`` (user id -> name) go into the manifest. A file that cannot
     be fetched is listed in ``failures`` after all others finished; the manifest lists the
@@ -107,32 +98,70 @@ def fetch_recording(
     (out_dir / TRACKS_FOLDER).mkdir(parents=True, exist_ok=True)
     targets = _local_names(files)
     urls = _Urls(recording, refresh)
+    cancel = threading.Event()
     bar = tqdm(
         total=0, unit="B", unit_scale=True, desc="fetch", disable=not options.progress, leave=False
     )
-    with httpx.Client(timeout=options.timeout, follow_redirects=True) as http:
-        downloader = _Downloader(http, urls, options, bar)
-        with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-            outcomes = list(
-                pool.map(
-                    lambda f: _attempt(downloader, f, out_dir / TRACKS_FOLDER / targets[f.name]),
-                    files,
-                )
-            )
+    outcomes: dict[tuple[str, str], tuple[int, str, bool] | str] = {}
+    with httpx.Client(
+        timeout=options.timeout,
+        follow_redirects=True,
+        headers={"Accept-Encoding": "identity"},  # sizes and checksums are of the stored bytes
+    ) as http:
+        downloader = _Downloader(http, urls, options, bar, cancel)
+        pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="fetch")
+        futures = {
+            pool.submit(
+                _attempt, downloader, file, out_dir / TRACKS_FOLDER, targets[file.key]
+            ): file
+            for file in files
+        }
+        try:
+            for future in as_completed(futures):
+                outcomes[futures[future].key] = future.result()
+        except BaseException:
+            # Ctrl-C or a bug: stop the downloads in flight (their .part files stay, to resume).
+            cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
     bar.close()
+    return _result(
+        recording, files, targets, outcomes, out_dir, meeting_id, user_ids, display_names or {}
+    )
+
+
+def _result(
+    recording: Recording,
+    files: Sequence[RecordingFile],
+    targets: Mapping[tuple[str, str], str | None],
+    outcomes: Mapping[tuple[str, str], tuple[int, str, bool] | str],
+    out_dir: Path,
+    meeting_id: str | None,
+    user_ids: Sequence[str],
+    display_names: Mapping[str, str],
+) -> FetchResult:
+    """The manifest of the files that arrived, and the failures, in the recording's order."""
     tracks: list[Track] = []
     failures: list[TrackFailure] = []
     skipped = 0
-    for file, outcome in zip(files, outcomes, strict=True):
-        local = f"{TRACKS_FOLDER}/{targets[file.name]}"
+    for file in files:
+        local = f"{TRACKS_FOLDER}/{targets[file.key] or file.name}"
         parsed = parse_file_name(file.name, user_ids=user_ids)
-        user_id = parsed.user_id if parsed else Path(targets[file.name]).stem
+        user_id = parsed.user_id if parsed else file.name
+        outcome = outcomes[file.key]
         if isinstance(outcome, str):
             failures.append(TrackFailure(path=local, user_id=user_id, reason=outcome))
             continue
         size, digest, was_there = outcome
         skipped += was_there
-        started = parsed.date_time if parsed else recording.started_time or recording.invoked_time
+        started = parsed.date_time if parsed else recording.started_time
+        if parsed is None:
+            log.warning(
+                "%s: not named as RealtimeKit names track files; user id taken from the whole "
+                "name and start time from the recording's",
+                file.name,
+            )
         if started is None:
             failures.append(
                 TrackFailure(path=local, user_id=user_id, reason="no start time in its name")
@@ -141,7 +170,7 @@ def fetch_recording(
         tracks.append(
             Track(
                 user_id=user_id,
-                display_name=(display_names or {}).get(user_id),
+                display_name=display_names.get(user_id),
                 peer_id=parsed.peer_id if parsed else None,
                 path=local,
                 started_time=started,
@@ -162,17 +191,26 @@ def fetch_recording(
     return FetchResult(manifest=manifest, failures=failures, skipped=skipped)
 
 
-def _attempt(downloader: "_Downloader", file: RecordingFile, path: Path) -> tuple | str:
-    """A fetched file's (size, sha256, already there), or why it failed."""
+def _attempt(
+    downloader: "_Downloader", file: RecordingFile, folder: Path, local: str | None
+) -> tuple[int, str, bool] | str:
+    """A fetched file's (size, sha256, already there), or why it failed: whatever goes wrong
+    with one file is that file's failure, and the others go on."""
     try:
-        return downloader.fetch(file, path)
+        if local is None:
+            raise FetchError(f"{file.name!r}: the name has nothing usable as a file name")
+        return downloader.fetch(file, folder / local)
     except FetchError as exc:
-        log.error("%s", exc)
-        return str(exc)
+        reason = str(exc)
     except OSError as exc:
-        reason = f"{file.name}: cannot write {path}: {exc.strerror or exc}"
-        log.error("%s", reason)
-        return reason
+        reason = f"{file.name}: cannot write {folder / (local or '')}: {exc.strerror or exc}"
+    except _Cancelled:
+        return f"{file.name}: cancelled"
+    except Exception as exc:  # the API refusing to renew URLs, or anything unforeseen
+        reason = f"{file.name}: {_describe(exc)}"
+    reason = redact_urls(reason)
+    log.error("%s", reason)
+    return reason
 
 
 def _of_users(files: Sequence[RecordingFile], user_ids: Sequence[str]) -> list[RecordingFile]:
@@ -186,19 +224,28 @@ def _of_users(files: Sequence[RecordingFile], user_ids: Sequence[str]) -> list[R
     return wanted
 
 
-def _local_names(files: Sequence[RecordingFile]) -> dict[str, str]:
-    """A safe, distinct local file name for every API file name."""
+def _local_names(files: Sequence[RecordingFile]) -> dict[tuple[str, str], str | None]:
+    """A safe, distinct local file name for every file (None: no usable name at all).
+
+    The same name can appear in two layers; the second gets its layer's name in front.
+    """
     taken: set[str] = set()
-    names: dict[str, str] = {}
+    names: dict[tuple[str, str], str | None] = {}
     for file in files:
-        base = safe_file_name(file.name)
-        stem, dot, ext = base.partition(".")
+        try:
+            base = safe_file_name(file.name)
+        except ValueError:
+            names[file.key] = None
+            continue
         name, n = base, 1
+        if name in taken:
+            name = safe_file_name(f"{file.layer}-{base}")
         while name in taken:
             n += 1
+            stem, dot, ext = base.rpartition(".") if "." in base else (base, "", "")
             name = f"{stem}-{n}{dot}{ext}"
         taken.add(name)
-        names[file.name] = name
+        names[file.key] = name
     return names
 
 
@@ -212,16 +259,16 @@ class _Urls:
         self._set(recording)
 
     def _set(self, recording: Recording) -> None:
-        self._urls = {f.name: f.url for f in recording.files()}
+        self._urls = {f.key: f.url for f in recording.files()}
         self._expiry = recording.download_url_expiry
 
-    def get(self, name: str) -> tuple[str, int]:
+    def get(self, file: RecordingFile) -> tuple[str, int]:
         with self._lock:
             if self._expiry is not None and self._expiry <= datetime.now(UTC):
                 self._renew_locked()
-            if name not in self._urls:
-                raise FetchError(f"{name}: the recording no longer lists this file")
-            return self._urls[name], self._generation
+            if file.key not in self._urls:
+                raise FetchError(f"{file.name}: the recording no longer lists this file")
+            return self._urls[file.key], self._generation
 
     def renew(self, seen_generation: int) -> None:
         """Get fresh URLs, unless another worker already did since ``seen_generation``."""
@@ -230,32 +277,44 @@ class _Urls:
                 self._renew_locked()
 
     def _renew_locked(self) -> None:
-        log.info("pre-signed URLs expired; asking the API for fresh ones")
+        log.info("pre-signed URLs expired or refused; asking the API for fresh ones")
         self._set(self._refresh())
         self._generation += 1
 
 
 class _Downloader:
-    def __init__(self, http: httpx.Client, urls: _Urls, options: FetchOptions, bar: tqdm) -> None:
+    """Fetches one file at a time (several run in parallel), resuming and verifying."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        urls: _Urls,
+        options: FetchOptions,
+        bar: tqdm,
+        cancel: threading.Event,
+    ) -> None:
         self._http = http
         self._urls = urls
         self._retry = options.retry
         self._progress = _Progress(bar)
+        self._cancel = cancel
 
     def fetch(self, file: RecordingFile, path: Path) -> tuple[int, str, bool]:
         part = path.with_name(f".{path.name}.part")
-        label = f"{file.name}"
         if path.exists():
-            total, etag = self._probe(file, label)
+            total, etag = self._probe(file)
             if path.stat().st_size == total and _matches(path, etag):
-                log.info("%s: already complete, skipped", label)
+                log.info("%s: already complete, skipped", file.name)
+                self._progress.set(file.key, total, total)
                 return total, sha256_file(path), True
-            log.warning("%s: the local copy differs from the recording; fetching again", label)
+            log.warning("%s: the local copy differs from the recording; fetching again", file.name)
             path.unlink()
-        reason, retry_after = "", None
-        for attempt in range(1, self._retry.attempts + 1):
+        failed, renewals, reason = 0, 0, ""
+        while True:
+            retry_after = None
+            have = part.stat().st_size if part.exists() else 0
             try:
-                total, etag = self._download(file, part, label)
+                total, etag = self._download(file, part)
                 if part.stat().st_size != total:
                     raise _CorruptError(f"got {part.stat().st_size} bytes of {total}")
                 if not _matches(part, etag):
@@ -264,82 +323,102 @@ class _Downloader:
                 return total, sha256_file(path), False
             except _CorruptError as exc:
                 part.unlink(missing_ok=True)
-                reason = f"{label}: {exc}"
-            except _UrlExpiredError as exc:
-                reason = f"{label}: {exc}"
-                continue  # fresh URLs are in place: go again at once
+                reason = str(exc)
+            except _UrlRefusedError as exc:
+                renewals += 1
+                if renewals <= self._retry.attempts:
+                    continue  # fresh URLs are in place: go again at once
+                reason = str(exc)
             except _RetryableStatusError as exc:
-                reason, retry_after = f"{label}: {exc}", exc.retry_after
+                reason, retry_after = str(exc), exc.retry_after
             except httpx.TransportError as exc:
-                reason = f"{label}: {_describe(exc)}"
-            if attempt == self._retry.attempts:
-                break
-            wait = self._retry.delay(attempt, retry_after)
-            log.warning("%s; retrying in %.1f s", redact_urls(reason), wait)
-            time.sleep(wait)
-            retry_after = None
-        raise FetchError(redact_urls(f"{reason} (gave up after {self._retry.attempts} tries)"))
+                reason = _describe(exc)
+            # A try that brought bytes before breaking is progress, not a failure: a flaky
+            # connection must not stop a long download that keeps advancing.
+            advanced = part.exists() and part.stat().st_size > have
+            failed = 0 if advanced else failed + 1
+            if failed >= self._retry.attempts:
+                raise FetchError(
+                    redact_urls(f"{file.name}: {reason} (gave up after {failed} tries in a row)")
+                )
+            wait = self._retry.delay(max(failed, 1), retry_after)
+            log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
+            if self._cancel.wait(wait):
+                raise _Cancelled
 
-    def _download(self, file: RecordingFile, part: Path, label: str) -> tuple[int, str | None]:
+    def _download(self, file: RecordingFile, part: Path) -> tuple[int, str | None]:
         """Append the rest of the file to ``part``; return the full size and the ETag."""
-        url, generation = self._urls.get(file.name)
+        url, generation = self._urls.get(file)
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         with self._http.stream("GET", url, headers=headers) as response:
             status = response.status_code
             if status == 416 and have:
-                part.unlink()  # the .part is longer than the file: start over
-                raise _CorruptError("partial download longer than the file")
-            self._check(response, generation, label)
+                # Nothing after what we have: the .part is already whole (its size is checked
+                # against the total the answer gives), or longer than the file (start over).
+                total = _total_from_range(response.headers.get("content-range"))
+                if total != have:
+                    part.unlink()
+                    raise _CorruptError(f"partial download of {have} bytes, file has {total}")
+                self._progress.set(file.key, total, have)
+                return total, None
+            self._check(response, generation)
             if status == 206:
-                total = _total_from_range(response.headers.get("content-range"), have)
+                total = _total_from_range(response.headers.get("content-range"))
                 mode = "ab"
             else:  # 200: the whole file, whatever was asked
-                total = int(response.headers.get("content-length", -1))
+                total = _content_length(response)
                 have, mode = 0, "wb"
-            self._progress.start(file.name, total, have)
+            self._progress.set(file.key, total, have)
             with part.open(mode) as out:
-                for chunk in response.iter_bytes(_CHUNK):
+                for chunk in response.iter_raw():  # as received: a cut keeps what came
+                    if self._cancel.is_set():
+                        raise _Cancelled
                     out.write(chunk)
-                    self._progress.advance(len(chunk))
+                    have += len(chunk)
+                    self._progress.set(file.key, total, have)
                 out.flush()
                 os.fsync(out.fileno())
-            if total < 0:
-                total = part.stat().st_size
-            return total, response.headers.get("etag")
+            return (total if total >= 0 else part.stat().st_size), response.headers.get("etag")
 
-    def _probe(self, file: RecordingFile, label: str) -> tuple[int, str | None]:
+    def _probe(self, file: RecordingFile) -> tuple[int, str | None]:
         """Size and ETag of the remote file, from a one-byte ranged GET (pre-signed URLs are
         signed for GET only, so HEAD would be refused)."""
-        for attempt in range(1, self._retry.attempts + 1):
-            url, generation = self._urls.get(file.name)
+        failed, reason = 0, ""
+        while failed < self._retry.attempts:
+            url, generation = self._urls.get(file)
+            retry_after = None
             try:
-                response = self._http.get(url, headers={"Range": "bytes=0-0"})
-                self._check(response, generation, label)
-            except _UrlExpiredError:
-                continue
-            except (httpx.TransportError, _RetryableStatusError) as exc:
-                if attempt == self._retry.attempts:
-                    raise FetchError(redact_urls(f"{label}: {_describe(exc)}")) from None
-                time.sleep(self._retry.delay(attempt))
-                continue
-            if response.status_code == 206:
-                return _total_from_range(
-                    response.headers.get("content-range"), 0
-                ), response.headers.get("etag")
-            return len(response.content), response.headers.get("etag")
-        raise FetchError(f"{label}: could not learn the file's size")
+                with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
+                    self._check(response, generation)
+                    if response.status_code == 206:
+                        total = _total_from_range(response.headers.get("content-range"))
+                    else:
+                        total = _content_length(response)  # body left unread
+                    return total, response.headers.get("etag")
+            except _UrlRefusedError as exc:
+                reason = str(exc)
+            except _RetryableStatusError as exc:
+                reason, retry_after = str(exc), exc.retry_after
+            except (httpx.TransportError, _CorruptError) as exc:
+                reason = _describe(exc)
+            failed += 1
+            if self._cancel.wait(self._retry.delay(failed, retry_after)):
+                raise _Cancelled
+        raise FetchError(redact_urls(f"{file.name}: could not check the stored size: {reason}"))
 
-    def _check(self, response: httpx.Response, generation: int, label: str) -> None:
+    def _check(self, response: httpx.Response, generation: int) -> None:
         status = response.status_code
         if status in (200, 206):
             return
         if status == 403:
             self._urls.renew(generation)
-            raise _UrlExpiredError("pre-signed URL refused (expired); got fresh URLs")
+            raise _UrlRefusedError(
+                f"storage refused the pre-signed URL (HTTP 403{_code(response)})"
+            )
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
-        raise FetchError(f"{label}: storage answered HTTP {status}")
+        raise FetchError(f"storage answered HTTP {status}{_code(response)}")
 
 
 class _Progress:
@@ -348,18 +427,28 @@ class _Progress:
     def __init__(self, bar: tqdm) -> None:
         self._bar = bar
         self._lock = threading.Lock()
-        self._sizes: dict[str, int] = {}
+        self._totals: dict[tuple[str, str], int] = {}
+        self._done: dict[tuple[str, str], int] = {}
 
-    def start(self, name: str, total: int, have: int) -> None:
+    def set(self, key: tuple[str, str], total: int, done: int) -> None:
         with self._lock:
-            if name not in self._sizes and total > 0:
-                self._sizes[name] = total
-                self._bar.total = sum(self._sizes.values())
-            self._bar.n = 0  # recount: a restarted file's earlier bytes no longer count
-            self._bar.update(have)
+            if total > 0 and self._totals.get(key) != total:
+                self._totals[key] = total
+                self._bar.total = sum(self._totals.values())
+            self._done[key] = done
+            self._bar.update(sum(self._done.values()) - self._bar.n)
 
-    def advance(self, size: int) -> None:
-        self._bar.update(size)
+
+class _UrlRefusedError(Exception):
+    pass
+
+
+class _CorruptError(Exception):
+    pass
+
+
+class _Cancelled(Exception):
+    pass
 
 
 class _RetryableStatusError(Exception):
@@ -368,13 +457,31 @@ class _RetryableStatusError(Exception):
         self.retry_after = retry_after
 
 
-def _total_from_range(content_range: str | None, have: int) -> int:
-    """``bytes 100-199/2000`` -> 2000."""
+def _total_from_range(content_range: str | None) -> int:
+    """``bytes 100-199/2000`` (or ``bytes */2000``) -> 2000."""
     if content_range and "/" in content_range:
         total = content_range.rsplit("/", 1)[1].strip()
         if total.isdigit():
             return int(total)
     raise _CorruptError(f"ranged answer without a usable Content-Range ({content_range!r})")
+
+
+def _content_length(response: httpx.Response) -> int:
+    """The declared length, or -1 when there is none (then only the ETag can check the file)."""
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else -1
+
+
+def _code(response: httpx.Response) -> str:
+    """S3-style storage errors say why in an XML ``<Code>``; worth naming in the error."""
+    if response.is_stream_consumed or not response.headers.get("content-type", "").endswith("xml"):
+        return ""
+    try:
+        body = response.read()[:2048].decode("utf-8", "replace")
+    except httpx.HTTPError:
+        return ""
+    start, end = body.find("<Code>"), body.find("</Code>")
+    return f", {body[start + 6 : end]}" if 0 <= start < end else ""
 
 
 def _matches(path: Path, etag: str | None) -> bool:
@@ -383,7 +490,7 @@ def _matches(path: Path, etag: str | None) -> bool:
     S3 and R2 send the MD5 as the ETag for files uploaded in one part; multipart ETags
     (``"…-3"``) are not content hashes and are not checked.
     """
-    tag = (etag or "").strip().strip('"').removeprefix("W/").strip('"').lower()
+    tag = (etag or "").strip().removeprefix("W/").strip('"').lower()
     if len(tag) != 32 or any(c not in "0123456789abcdef" for c in tag):
         return True
     with path.open("rb") as f:

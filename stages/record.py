@@ -99,14 +99,16 @@ class RealtimeKitClient:
     ) -> Recording:
         """Start recording each chosen participant (all of them without ``user_ids``) to a file.
 
-        The older API form answered with an empty body; then the recording is looked up as
-        the meeting's active one.
+        ``layers`` defaults to one layer named ``default`` with the default prefix: the older
+        API form requires it, and the newer one reads it the same as no layers. The older
+        form answered with an empty body; then the recording is looked up as the meeting's
+        active one.
         """
         body: dict[str, Any] = {"meeting_id": meeting_id}
         if user_ids is not None:
             body["user_ids"] = list(user_ids)
-        if layers is not None:
-            body["layers"] = {name: dict(layer) for name, layer in layers.items()}
+        layers = layers if layers is not None else {"default": {}}
+        body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
             body["max_seconds"] = max_seconds
         data = self._call("POST", "/recordings/track", json=body)
@@ -164,19 +166,17 @@ class RealtimeKitClient:
         if expired is not None:
             params.append(("expired", "true" if expired else "false"))
         params += [("status", s) for s in status or ()]
-        page, seen = 1, 0
+        page, seen = 1, set[str]()
         while True:
             query = [*params, ("page_no", str(page)), ("per_page", str(per_page))]
             data, paging = self._call("GET", "/recordings", params=query, with_paging=True)
-            items = data if isinstance(data, list) else []
-            for item in items:
-                yield self._recording(item, "list recordings")
-            seen += len(items)
+            items = [self._recording(i, "list recordings") for i in data or ()]
+            new = [r for r in items if r.id not in seen]
+            yield from new
+            seen.update(r.id for r in new)
             total = paging.get("total_count") if isinstance(paging, Mapping) else None
-            if not items or (isinstance(total, int) and seen >= total):
-                return
-            if total is None and len(items) < per_page:
-                return
+            if not new or len(items) < per_page or (isinstance(total, int) and len(seen) >= total):
+                return  # the last page, or a server that ignores paging (no endless loop)
             page += 1
 
     def pause(self, recording_id: str) -> Recording:
@@ -186,7 +186,17 @@ class RealtimeKitClient:
         return self._action(recording_id, "resume")
 
     def stop(self, recording_id: str) -> Recording:
-        return self._action(recording_id, "stop")
+        """Stop recording. A recording that already stopped (the meeting ended, 409) is simply
+        returned as it is now."""
+        try:
+            return self._action(recording_id, "stop", retry_conflict=False)
+        except RealtimeKitError as exc:
+            if exc.status != 409:
+                raise
+            current = self.get_recording(recording_id)
+            if current.status in ("RECORDING", "PAUSED", "INVOKED"):
+                raise
+            return current
 
     def wait_until_uploaded(
         self,
@@ -206,7 +216,17 @@ class RealtimeKitClient:
         deadline = time.monotonic() + timeout
         interval, last = poll, None
         while True:
-            recording = self.get_recording(recording_id)
+            try:
+                recording = self.get_recording(recording_id)
+            except RealtimeKitError as exc:
+                # A wait can last hours: an outage longer than one call's retries is waited
+                # out until the deadline; an answer that will not change (404, 401) is not.
+                transient = exc.status == 0 or self._retry.should_retry(exc.status)
+                if not transient or time.monotonic() >= deadline:
+                    raise
+                log.warning("%s; still waiting", exc)
+                self._sleep(min(max_poll, max(0.0, deadline - time.monotonic())))
+                continue
             if recording.status != last:
                 last = recording.status
                 log.info("recording %s is %s", recording_id, recording.status)
@@ -235,19 +255,34 @@ class RealtimeKitClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _action(self, recording_id: str, action: str) -> Recording:
-        data = self._call("PUT", f"/recordings/{_segment(recording_id)}", json={"action": action})
+    def _action(self, recording_id: str, action: str, *, retry_conflict: bool = True) -> Recording:
+        data = self._call(
+            "PUT",
+            f"/recordings/{_segment(recording_id)}",
+            json={"action": action},
+            retry_conflict=retry_conflict,
+        )
         return self._recording(data, f"{action} recording")
 
     def _recording(self, data: object, call: str) -> Recording:
         try:
             return Recording.model_validate(data)
         except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "recording"
             raise RealtimeKitError(
-                0, None, f"unexpected recording in the answer: {exc.errors()[0]['msg']}", call=call
+                0, None, f"unexpected recording in the answer: {where}: {first['msg']}", call=call
             ) from None
 
-    def _call(self, method: str, path: str, *, with_paging: bool = False, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        with_paging: bool = False,
+        retry_conflict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         """One API call with retries; returns the envelope's ``data`` (and ``paging``)."""
         call = f"{method} {path}"
         for attempt in range(1, self._retry.attempts + 1):
@@ -256,7 +291,9 @@ class RealtimeKitClient:
             except httpx.TransportError as exc:
                 # A request that never connected is safe to repeat; one that may have reached
                 # the server is repeated only when repeating it changes nothing (not POST).
-                safe = isinstance(exc, httpx.ConnectError) or method != "POST"
+                safe = (
+                    isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) or method != "POST"
+                )
                 if not safe or attempt == self._retry.attempts:
                     raise RealtimeKitError(0, None, _transport_reason(exc), call=call) from None
                 wait = self._retry.delay(attempt)
@@ -268,10 +305,10 @@ class RealtimeKitClient:
                 data = payload.get("data", payload.get("result")) if payload else None
                 return (data, payload.get("paging")) if with_paging else data
             error = _error(response, call)
-            if (
-                not self._retry.should_retry(response.status_code)
-                or attempt == self._retry.attempts
-            ):
+            retry = self._retry.should_retry(response.status_code) and (
+                retry_conflict or response.status_code != 409
+            )
+            if not retry or attempt == self._retry.attempts:
                 raise error
             wait = self._retry.delay(attempt, response.headers.get("retry-after"))
             log.warning("%s: HTTP %d; retrying in %.1f s", call, response.status_code, wait)
@@ -281,8 +318,8 @@ class RealtimeKitClient:
 
 def _segment(value: str) -> str:
     """An id as one path segment: ids come from users and must not add path components."""
-    if not value:
-        raise ValueError("an id must not be empty")
+    if value in ("", ".", ".."):
+        raise ValueError(f"not a usable id: {value!r}")
     return quote(value, safe="")
 
 

@@ -120,12 +120,13 @@ def test_query_strings_and_bearer_tokens_are_redacted():
 
 
 def test_retry_policy_retries_only_transient_answers_and_honours_retry_after():
-    policy = RetryPolicy(backoff=1.0, max_delay=10.0)
+    policy = RetryPolicy(backoff=1.0, max_delay=10.0, max_retry_after=100.0)
     assert [
         s for s in (400, 401, 403, 404, 408, 409, 422, 429, 500, 503) if policy.should_retry(s)
     ] == [408, 409, 429, 500, 503]
     assert policy.delay(1, "3") == 3.0
-    assert policy.delay(1, "120") == 10.0  # capped
+    assert policy.delay(1, "60") == 60.0  # honoured beyond the own backoff's cap
+    assert policy.delay(1, "1200") == 100.0
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
     assert 3.0 < policy.delay(1, later) <= 5.0
     assert 0.75 <= policy.delay(1) <= 1.0 and 3.0 <= policy.delay(3) <= 4.0

@@ -165,7 +165,7 @@ def test_a_track_recording_moves_from_invoked_to_uploaded_on_the_clock(api: Api,
         "caller": {"name": "API", "type": "ORGANIZATION"},
     }
     assert done["storage_config"] is None and done["audio_download_url"] is None
-    assert done["meeting_id"] == manifest.meeting_id and done["session_id"]
+    assert "meeting_id" not in done and done["session_id"]  # the documented object has none
     assert isinstance(done["recording_duration"], int)
     for key in ("invoked_time", "started_time", "stopped_time", "download_url_expiry"):
         assert ISO_MS_Z.match(done[key]), key
@@ -179,7 +179,7 @@ def test_a_track_recording_moves_from_invoked_to_uploaded_on_the_clock(api: Api,
 
 def test_the_recording_object_reads_as_the_projects_recording_model(uploaded):
     recording = Recording.model_validate(uploaded)
-    assert recording.finished and recording.status == "UPLOADED"
+    assert recording.status == "UPLOADED"
     assert len(recording.files()) == 5
 
 

@@ -275,3 +275,76 @@ def test_waiting_gives_up_at_the_deadline(emulator):
         recording = client.start_track_recording(emulator.meeting_id)
         with pytest.raises(RecordingFailedError, match="still"):
             client.wait_until_uploaded(recording.id, timeout=0.05, poll=0.01)
+
+
+def test_a_connection_that_keeps_breaking_but_advancing_still_completes(
+    sample_dir, sample_manifest, tmp_path
+):
+    # more cuts than tries: each cut try still brings half of what was left
+    options = EmulatorOptions(token=TOKEN, faults={"cut": 40}, **FAST)
+    with Emulator(sample_dir, options) as emu:
+        result = record_and_fetch(emu, tmp_path / "rec")
+    assert result.failures == []
+    assert fetched(result.manifest) == originals(sample_manifest)
+
+
+def test_a_file_that_cannot_be_fetched_is_named_and_costs_nothing_else(
+    sample_dir, sample_manifest, tmp_path, caplog
+):
+    with Emulator(sample_dir, EmulatorOptions(token=TOKEN, **FAST)) as emu:
+        with client_for(emu) as client:
+            recording = remote.record(client, emu.meeting_id, poll=0.05)
+        broken = recording.files()[0]
+        # one URL that the storage will always refuse, and an API that cannot renew it
+        hostile = recording.model_copy(
+            update={
+                "download_url": [
+                    DownloadLayer(
+                        download_urls={
+                            f.name: SignedUrl(download_url=f.url + ("x" if f == broken else ""))
+                            for f in recording.files()
+                        }
+                    )
+                ]
+            }
+        )
+
+        def refresh() -> Recording:
+            raise RealtimeKitError(503, 503, "temporarily unavailable", call="GET /recordings/x")
+
+        result = fetch_recording(hostile, tmp_path / "rec", refresh=refresh, options=QUIET)
+
+    assert [f.path for f in result.failures] == [f"tracks/{broken.name}"]
+    assert broken.name in result.failures[0].reason and "503" in result.failures[0].reason
+    assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
+    assert leftovers(tmp_path / "rec") == []
+    assert_no_secrets(caplog.text + result.failures[0].reason)
+
+
+def test_the_same_file_name_in_two_layers_gives_two_files(emulator, tmp_path):
+    good = record_and_fetch(emulator, tmp_path / "first", ["user-alice"])
+    real = client_for(emulator).get_recording(good.manifest.recording_id)
+    first = real.files()[0]
+    two_layers = real.model_copy(
+        update={
+            "download_url": [
+                DownloadLayer(
+                    layer_name=layer, download_urls={first.name: SignedUrl(download_url=first.url)}
+                )
+                for layer in ("default", "hd")
+            ]
+        }
+    )
+    result = fetch_recording(two_layers, tmp_path / "rec", refresh=lambda: real, options=QUIET)
+    assert result.failures == []
+    assert sorted(Path(t.path).name for t in result.manifest.tracks) == [
+        first.name,
+        f"hd-{first.name}",
+    ]
+
+
+def test_stopping_a_recording_that_already_ended_is_not_an_error(emulator):
+    with client_for(emulator) as client:
+        recording = client.start_track_recording(emulator.meeting_id)
+        client.wait_until_uploaded(recording.id, poll=0.05)
+        assert client.stop(recording.id).status == "UPLOADED"

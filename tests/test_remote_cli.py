@@ -295,3 +295,30 @@ def test_webhook_command_fetches_and_transcribes_what_the_emulator_announces(
     transcript = Transcript.load(transcript_path)
     assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
     assert TOKEN not in stderr and "X-Amz-Signature" not in stderr
+
+
+def test_webhook_receiver_refuses_abuse_before_reading_a_body():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    handled: list[Recording] = []
+    with WebhookReceiver(public, handled.append) as receiver:
+        host, port = receiver.url.removeprefix("http://").rstrip("/").split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.0 411")
+        body = json.dumps(
+            {
+                "event": "recording.statusUpdate",
+                "recording": {"id": "../../etc", "status": "UPLOADED"},
+            }
+        ).encode()
+        sent = httpx.post(
+            receiver.url,
+            content=body,
+            headers={"rtk-signature": _sign(key, body), "rtk-uuid": "u1"},
+        )
+        assert sent.status_code == 400
+        receiver.wait_idle()
+    assert handled == []
