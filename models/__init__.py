@@ -2,6 +2,7 @@
 
 from ._time import UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
+from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
 from .http import RetryPolicy, protect_http_logs, redact_urls
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
@@ -34,13 +35,17 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "TRANSCRIPT_SCHEMA",
+    "BatchSummary",
     "ClockEstimate",
     "DownloadLayer",
     "DroppedSpeech",
     "InputFile",
+    "Job",
+    "JobsError",
     "LeakedSpan",
     "Manifest",
     "ManifestError",
+    "MeetingResult",
     "PcmAudio",
     "Provenance",
     "Recording",
@@ -66,6 +71,7 @@ __all__ = [
     "bridge_runs",
     "format_utc",
     "frame_runs",
+    "load_jobs",
     "parse_file_name",
     "protect_http_logs",
     "redact_urls",

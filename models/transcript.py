@@ -1,5 +1,6 @@
 """The transcript (``trackscribe.transcript/1``): who said what, and when, on one clock."""
 
+import html
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -7,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import describe
-from ._time import UtcDatetime
+from ._time import UtcDatetime, format_utc
 from .files import atomic_write_text
 
 TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
@@ -154,6 +155,57 @@ class Transcript(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
 
+    def to_dataframe(self):  # noqa: ANN201 - pandas is optional
+        """One row per utterance: speaker, name, start/end (s and UTC), text, overlaps.
+
+        Needs pandas (``pip install 'trackscribe[pandas]'``).
+        """
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {
+                    "speaker": u.speaker,
+                    "name": self.speaker_name(u.speaker),
+                    "start": u.start,
+                    "end": u.end,
+                    "start_time": u.start_time,
+                    "end_time": u.end_time,
+                    "text": u.text,
+                    "words": len(u.words),
+                    "overlaps": ", ".join(u.overlaps),
+                }
+                for u in self.utterances
+            ],
+            columns=[
+                "speaker",
+                "name",
+                "start",
+                "end",
+                "start_time",
+                "end_time",
+                "text",
+                "words",
+                "overlaps",
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows a transcript: who said what, when, and what was lost."""
+        rows = "".join(
+            f"<tr><td>{_clock(u.start)}</td><td>{html.escape(self.speaker_name(u.speaker))}"
+            f"</td><td>{html.escape(u.text)}</td></tr>"
+            for u in self.utterances
+        )
+        lost = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems())
+        return (
+            f"<p><b>Meeting {html.escape(self.meeting_id)}</b>: {len(self.speakers)} speakers, "
+            f"{len(self.utterances)} utterances, from {format_utc(self.origin)}</p>"
+            + (f"<p>Lost input:</p><ul>{lost}</ul>" if lost else "")
+            + "<table><thead><tr><th>time</th><th>speaker</th><th>text</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+
     def save(self, path: Path | str) -> Path:
         """Write ``transcript.json`` atomically (never half-written)."""
         path = Path(path)
@@ -173,3 +225,8 @@ class Transcript(BaseModel):
             raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
             raise TranscriptError(f"{path}: {describe(exc)}") from None
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"

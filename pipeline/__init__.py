@@ -8,11 +8,16 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models import Manifest, ManifestError, Transcript, TranscriptError
+    from models import BatchSummary, Job, Manifest, ManifestError, Transcript, TranscriptError
 
+    from .batch import run_batch
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
 
 _WHERE = {
+    "BatchSummary": "models",
+    "Job": "models",
+    "load_jobs": "models",
+    "run_batch": "pipeline.batch",
     "Manifest": "models",
     "ManifestError": "models",
     "Transcript": "models",
@@ -24,14 +29,18 @@ _WHERE = {
 }
 
 __all__ = [
+    "BatchSummary",
+    "Job",
     "Manifest",
     "ManifestError",
     "NoUsableTrackError",
     "PipelineOptions",
     "Transcript",
     "TranscriptError",
+    "load_jobs",
     "load_manifest",
     "load_transcript",
+    "run_batch",
     "run_meeting",
     "transcribe_tracks",
 ]

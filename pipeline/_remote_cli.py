@@ -31,7 +31,7 @@ from .core import transcribe_tracks
 from .demo import sample_meeting
 from .emulator import FAULTS, Emulator, EmulatorOptions
 
-__all__ = ["add_remote_commands"]
+__all__ = ["add_api_options", "add_remote_commands", "settings_from"]
 
 
 def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -57,7 +57,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "--timeout", type=float, default=86_400.0, metavar="S", help="give up waiting after S s"
     )
     _add_names(run)
-    _add_api_options(run)
+    add_api_options(run)
     add_model_options(run)
     run.set_defaults(run=_run_command)
 
@@ -75,7 +75,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     )
     fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_names(fetch)
-    _add_api_options(fetch)
+    add_api_options(fetch)
     fetch.set_defaults(run=_fetch_command)
 
     emulator = commands.add_parser(
@@ -146,7 +146,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     webhook.add_argument("--host", default="127.0.0.1")
     webhook.add_argument("--port", type=int, required=True)
     webhook.add_argument("-o", "--out", type=Path, required=True)
-    _add_api_options(webhook)
+    add_api_options(webhook)
     webhook.add_argument(
         "--public-key", metavar="PEM", help="RealtimeKit's webhook public key (file or PEM text)"
     )
@@ -168,7 +168,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 def _run_command(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
-    with _settings(args).client() as client:
+    with settings_from(args).client() as client:
         transcript = remote.run(
             client,
             args.meeting_id,
@@ -186,7 +186,7 @@ def _run_command(args: argparse.Namespace) -> int:
     return report(transcript)
 
 
-def _add_api_options(parser: argparse.ArgumentParser) -> None:
+def add_api_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "RealtimeKit account",
         "Each setting is taken from the flag, else the environment variable, else the config "
@@ -232,7 +232,7 @@ def _fault(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"fault count must be a whole number: {value!r}") from None
 
 
-def _settings(args: argparse.Namespace) -> ApiSettings:
+def settings_from(args: argparse.Namespace) -> ApiSettings:
     return ApiSettings.resolve(
         {
             "base_url": args.base_url,
@@ -246,7 +246,7 @@ def _settings(args: argparse.Namespace) -> ApiSettings:
 
 
 def _fetch_command(args: argparse.Namespace) -> int:
-    with _settings(args).client() as client:
+    with settings_from(args).client() as client:
         result = remote.fetch(
             client,
             args.recording_id,
@@ -301,7 +301,7 @@ def _emulator_command(args: argparse.Namespace) -> int:
 def _webhook_command(args: argparse.Namespace) -> int:
     from .webhook import WebhookReceiver
 
-    settings = _settings(args)
+    settings = settings_from(args)
     client = settings.client()
 
     def on_uploaded(recording: Recording) -> None:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from models import Manifest, ManifestError, Transcript, TranscriptError
+from models import JobsError, Manifest, ManifestError, Transcript, TranscriptError
 from stages.fetch import FetchError
 from stages.record import RealtimeKitError
 from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
 
+from ._batch_cli import add_batch_command
 from ._cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except ManifestError as exc:
         return _bad_input(f"bad manifest: {exc}")
+    except JobsError as exc:
+        return _bad_input(f"bad jobs file: {exc}")
     except (ModelError, NoUsableTrackError, OutputError, ConfigError) as exc:
         return _bad_input(str(exc))
     except (RealtimeKitError, FetchError) as exc:
@@ -61,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if exc.name in ("meeteval", "whisper_normalizer", "matplotlib"):
             return _bad_input(f"{exc.name} is needed here: pip install 'trackscribe[eval]'")
+        if exc.name == "distributed":
+            return _bad_input("running on Dask needs: pip install 'trackscribe[dask]'")
         raise
     except KeyboardInterrupt:
         print("trackscribe: interrupted", file=sys.stderr)
@@ -137,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_run_bench, threads=0)
 
     add_remote_commands(commands)
+    add_batch_command(commands)
     return parser
 
 

@@ -34,14 +34,16 @@ from models import (
     TrackFailure,
     Transcript,
     VoiceActivity,
+    sha256_file,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
-from stages.decode import DecodeError
+from stages.decode import DecodeError, decode
 from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
+from .checkpoint import Checkpoints, work_key
 
 __all__ = [
     "MeetingRun",
@@ -82,6 +84,7 @@ class NoUsableTrackError(ValueError):
 @dataclass
 class _TrackWork:
     index: int
+    file_key: str | None = None  # SHA-256 of the track's file, when it can be read
     audio: PcmAudio | None = None
     activity: VoiceActivity | None = None
     regions: list[SpeechRegion] = field(default_factory=list)
@@ -152,11 +155,16 @@ def run_meeting(
     progress: bool = True,
     workdir: Path | None = None,
     workers: int | None = None,
+    transcriber: Transcriber | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> MeetingRun:
     """:func:`transcribe_tracks`, also telling where the time went.
 
     ``workers`` processes decode and search tracks for speech in parallel (default: one per
-    CPU core, at most one per track).
+    CPU core, at most one per track; 1: all in this process). ``transcriber`` is a model
+    already loaded with ``options.transcribe`` (a batch worker keeps one for many meetings).
+    With ``checkpoints``, each track's decoded audio, voice activity and segments are kept
+    as they are finished and taken from there when their inputs and settings are unchanged.
     """
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
@@ -165,13 +173,14 @@ def run_meeting(
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
 
     with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
+        store = _Store(checkpoints, Path(scratch), options)
         with _analysis_pool(len(work), workers) as pool:
             # The workers start while the model loads here; decoding waits for both, so that
             # it has the cores to itself (and a model that cannot load stops everything).
             with _timer(stats, "model_load_s"):
-                transcriber = Transcriber(options.transcribe)
+                transcriber = transcriber or Transcriber(options.transcribe)
             with _timer(stats, "analyse_s"):
-                _analyse(pool, manifest, work, Path(scratch), options.vad, stats, progress)
+                _analyse(pool, manifest, work, store, options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
             offsets, clock = _clock(manifest, work, options)
             dropped = _attribute(manifest, work, options, offsets)
@@ -179,7 +188,7 @@ def run_meeting(
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
         with _timer(stats, "transcribe_s"):
-            _transcribe(manifest, todo, transcriber, stats.speech_s, progress)
+            _transcribe(manifest, todo, transcriber, store, stats.speech_s, progress)
 
     if all(w.failure is not None for w in work):
         lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
@@ -337,7 +346,7 @@ def _analyse(
     pool: ProcessPoolExecutor | None,
     manifest: Manifest,
     work: list[_TrackWork],
-    scratch: Path,
+    store: "_Store",
     vad: VadOptions,
     stats: RunStats,
     progress: bool,
@@ -346,23 +355,28 @@ def _analyse(
 
     A track the workers could not finish because the pool broke (a worker killed, a script
     without a main guard) is done here instead; one that fails on its own merits fails.
+    Tracks already analysed with these settings (checkpoints) are taken as they are.
     """
 
     def job(item: _TrackWork) -> tuple:
         track = manifest.tracks[item.index]
         return (
             manifest.track_path(track),
-            scratch / f"{item.index}.pcm",
+            store.pcm_path(item),
             track.sha256,
             track.size,
             vad,
         )
 
     def record(item: _TrackWork, outcome: tuple) -> None:
-        item.audio, item.activity, decode_s, vad_s = outcome
+        audio, activity, decode_s, vad_s = outcome
+        item.audio, item.activity = store.analysed(item, audio, activity)
         stats.decode_s += decode_s
         stats.vad_s += vad_s
 
+    for item in work:
+        store.identify(item, manifest.track_path(manifest.tracks[item.index]))
+    work = [item for item in work if not store.restore_analysis(item)]
     leftover = list(work)
     with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
         if pool is not None:
@@ -408,27 +422,45 @@ def _transcribe(
     manifest: Manifest,
     todo: list[_TrackWork],
     transcriber: Transcriber,
+    store: "_Store",
     speech: float,
     progress: bool,
 ) -> None:
+    todo = [item for item in todo if not store.restore_segments(item)]
+    for item in todo:  # decoded audio dropped after an earlier run: decode again
+        try:
+            store.ensure_pcm(item, manifest.track_path(manifest.tracks[item.index]))
+        except Exception as exc:
+            _fail(item, manifest.tracks[item.index].path, exc)
+    todo = [item for item in todo if item.failure is None]
+
+    def done(position: int, segments: list[Segment]) -> None:
+        todo[position].segments = segments
+        store.transcribed(todo[position])
+
     with tqdm(
-        total=round(speech, 1), desc="transcribe", unit="s", disable=not progress or not todo
+        total=round(sum(r.duration for w in todo for r in w.regions), 1),
+        desc="transcribe",
+        unit="s",
+        disable=not progress or not todo,
     ) as bar:
         try:
-            results = transcriber.transcribe_tracks(
-                [(w.audio, w.regions) for w in todo], on_progress=lambda s: bar.update(round(s, 1))
+            transcriber.transcribe_tracks(
+                [(w.audio, w.regions) for w in todo],
+                on_progress=lambda s: bar.update(round(s, 1)),
+                on_track_done=done,
             )
         except Exception:
-            # The tracks were transcribed together; find the one that fails, alone.
+            # Find the track that fails, alone; the others' results are the same either way.
             log.warning("transcribing the tracks together failed; retrying one by one")
             for item in todo:
+                if store.restore_segments(item):
+                    continue
                 try:
                     item.segments = transcriber.transcribe(item.audio, item.regions)
+                    store.transcribed(item)
                 except Exception as exc:  # one bad track must not cost the others
                     _fail(item, manifest.tracks[item.index].path, exc)
-            return
-    for item, segments in zip(todo, results, strict=True):
-        item.segments = segments
 
 
 def _fail(item: _TrackWork, path: str, exc: Exception) -> None:
@@ -454,3 +486,87 @@ def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
         dropped_seconds=round(audio.dropped_seconds, 3),
         problem=audio.problem,
     )
+
+
+class _Store:
+    """Where a run keeps each track's work: checkpoints when it has them, else scratch space.
+
+    Keys: decoding depends on the file's bytes only; voice activity also on the VAD settings;
+    segments on the file, the regions sent and the settings that change the model's output
+    (not how many threads or batches run at once: a track's result does not depend on them).
+    """
+
+    def __init__(self, checkpoints: Checkpoints | None, scratch: Path, options: PipelineOptions):
+        self._checkpoints = checkpoints
+        self._scratch = scratch
+        self._vad = options.vad
+        self._transcribe = options.transcribe.model_dump(
+            mode="json", exclude={"parallel", "cpu_threads"}
+        )
+
+    def identify(self, item: _TrackWork, source: Path) -> None:
+        if self._checkpoints is None:
+            return
+        try:
+            item.file_key = sha256_file(source)
+        except OSError:
+            item.file_key = None  # decoding will say what is wrong with it
+
+    def pcm_path(self, item: _TrackWork) -> Path:
+        if self._checkpoints is None or item.file_key is None:
+            return self._scratch / f"{item.index}.pcm"
+        return self._checkpoints.pcm_path(item.file_key)
+
+    def _vad_key(self, item: _TrackWork) -> str:
+        return work_key("vad", item.file_key, self._vad)
+
+    def restore_analysis(self, item: _TrackWork) -> bool:
+        if self._checkpoints is None or item.file_key is None:
+            return False
+        audio = self._checkpoints.decoded(item.file_key)
+        activity = self._checkpoints.activity(self._vad_key(item))
+        if audio is None or activity is None:
+            return False
+        item.audio, item.activity = audio, activity
+        return True
+
+    def analysed(
+        self, item: _TrackWork, audio: PcmAudio, activity: VoiceActivity
+    ) -> tuple[PcmAudio, VoiceActivity]:
+        if self._checkpoints is None or item.file_key is None:
+            return audio, activity
+        if audio.source_sha256 != item.file_key:  # the file changed while being read
+            return audio, activity
+        audio = self._checkpoints.save_decoded(item.file_key, audio)
+        self._checkpoints.save_activity(self._vad_key(item), activity)
+        self._checkpoints.journal("analysed", path=str(audio.source), key=item.file_key)
+        return audio, activity
+
+    def ensure_pcm(self, item: _TrackWork, source: Path) -> None:
+        assert item.audio is not None
+        if item.audio.pcm_path.exists():
+            return
+        audio = decode(source, self.pcm_path(item), expected_sha256=item.audio.source_sha256)
+        if self._checkpoints is not None and item.file_key is not None:
+            audio = self._checkpoints.save_decoded(item.file_key, audio)
+        item.audio = audio
+
+    def _segments_key(self, item: _TrackWork) -> str:
+        return work_key("transcribe", item.file_key, item.regions, self._transcribe)
+
+    def restore_segments(self, item: _TrackWork) -> bool:
+        if self._checkpoints is None or item.file_key is None:
+            return False
+        segments = self._checkpoints.segments(self._segments_key(item))
+        if segments is None:
+            return False
+        item.segments = segments
+        return True
+
+    def transcribed(self, item: _TrackWork) -> None:
+        if self._checkpoints is None or item.file_key is None:
+            return
+        key = self._segments_key(item)
+        self._checkpoints.save_segments(key, item.segments)
+        assert item.audio is not None
+        self._checkpoints.journal("transcribed", path=str(item.audio.source), key=key)

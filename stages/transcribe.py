@@ -25,6 +25,7 @@ from functools import cache
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from pydantic import BaseModel, ConfigDict, Field
+from threadpoolctl import threadpool_limits
 
 from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 
@@ -190,32 +191,57 @@ class Transcriber:
         self,
         tracks: Sequence[tuple[PcmAudio, Sequence[SpeechRegion]]],
         on_progress: Callable[[float], None] | None = None,
+        on_track_done: Callable[[int, list[Segment]], None] | None = None,
     ) -> list[list[Segment]]:
         """Segments for each ``(audio, regions)`` pair, in order.
 
-        Windows of all tracks go to the model together: batched decoding of whole windows is
-        about twice as fast as one window after another. Windows are dealt round-robin into
-        batches of at most ``batch_size``, ``parallel`` batches run at once, and a batch's
+        Batched decoding of whole windows is about twice as fast as one window after another.
+        Each track's windows are dealt round-robin into batches of at most ``batch_size``;
+        batches never mix tracks, so a track's result depends on that track alone (decoded
+        with other tracks or by itself, after a crash, it comes out the same: results can be
+        kept per track). ``parallel`` batches run at once, the longest first, and a batch's
         audio is read only when it starts, so memory holds ``parallel`` batches at most.
-        ``on_progress`` is called with the seconds of speech each window held, as it is done.
+        ``on_progress`` is called with the seconds of speech each window held, as it is done;
+        ``on_track_done`` with a track's index and segments as soon as all of it is done.
         """
         o = self.options
-        windows = [
-            window
-            for index, (audio, regions) in enumerate(tracks)
-            for window in _pack(index, audio, regions, o.max_window)
-        ]
-        count = max(o.parallel, math.ceil(len(windows) / o.batch_size)) if windows else 0
-        batches = [b for b in (windows[i::count] for i in range(count)) if b]
+        batches: list[list[_Window]] = []
+        pending = [0] * len(tracks)
+        for index, (audio, regions) in enumerate(tracks):
+            windows = list(_pack(index, audio, regions, o.max_window))
+            count = math.ceil(len(windows) / o.batch_size)
+            batches += [windows[i::count] for i in range(count)]
+            pending[index] = count
+        batches.sort(key=lambda b: -sum(w.duration for w in b))
         results: list[list[Segment]] = [[] for _ in tracks]
-        with ThreadPoolExecutor(o.parallel, thread_name_prefix="transcribe") as pool:
+
+        def finish(index: int) -> None:
+            results[index].sort(key=lambda s: s.start)
+            if on_track_done is not None:
+                on_track_done(index, results[index])
+
+        for index, count in enumerate(pending):
+            if count == 0:
+                finish(index)  # nothing to send: done at once
+        # Whisper's features are computed with numpy's BLAS (and CTranslate2 uses OpenMP);
+        # their thread count changes the last digits of the results, and it differs between
+        # machines and environments (Dask's workers run one thread). One thread each, here
+        # only, makes the same meeting come out the same anywhere, at no measured cost.
+        with (
+            threadpool_limits(limits=1),
+            ThreadPoolExecutor(o.parallel, thread_name_prefix="transcribe") as pool,
+        ):
             futures = [pool.submit(self._run_batch, batch, tracks) for batch in batches]
             for future in as_completed(futures):
-                for window, segments in future.result():
+                done = future.result()
+                for window, segments in done:
                     results[window.track].extend(segments)
                     if on_progress is not None:
                         on_progress(window.duration)
-        return [sorted(r, key=lambda s: s.start) for r in results]
+                pending[done[0][0].track] -= 1
+                if pending[done[0][0].track] == 0:
+                    finish(done[0][0].track)
+        return results
 
     def _run_batch(
         self, batch: list[_Window], tracks: Sequence[tuple[PcmAudio, Sequence[SpeechRegion]]]

@@ -1,0 +1,185 @@
+"""A batch: the meetings to transcribe (JOBS), and how each one went (the summary).
+
+JOBS is JSON Lines or CSV, one meeting per line, each one of:
+
+- ``{"manifest": "meetings/a/manifest.json"}``: local files;
+- ``{"recording_id": "…"}``: an uploaded RealtimeKit recording, fetched first;
+- ``{"meeting_id": "…", "user_ids": ["alice", "bob"]}``: record those users (all when
+  ``user_ids`` is absent or empty), then fetch and transcribe.
+
+An optional ``id`` names the meeting's output folder (default: derived from the line), and an
+optional ``names`` maps user ids to display names. In CSV, ``user_ids`` is separated by ``;``.
+Relative manifest paths are relative to the JOBS file.
+"""
+
+import csv
+import hashlib
+import html
+import io
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ._errors import describe
+from .files import atomic_write_text
+from .recording_files import safe_file_name
+
+__all__ = ["BatchSummary", "Job", "JobsError", "MeetingResult", "load_jobs"]
+
+MeetingStatus = Literal["done", "partial", "failed"]
+
+
+class JobsError(ValueError):
+    """A JOBS file that cannot be used; the message names the file, the line and the field."""
+
+
+class Job(BaseModel):
+    """One meeting of a batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = Field(default=None, min_length=1)
+    manifest: Path | None = None
+    recording_id: str | None = Field(default=None, min_length=1)
+    meeting_id: str | None = Field(default=None, min_length=1)
+    user_ids: tuple[str, ...] = ()
+    names: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Job":
+        given = [k for k in ("manifest", "recording_id", "meeting_id") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of manifest, recording_id, meeting_id"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.user_ids and not self.meeting_id:
+            raise ValueError("user_ids only go with meeting_id")
+        return self
+
+    @property
+    def folder_name(self) -> str:
+        """The meeting's folder under the batch's output: ``id``, or made from the source."""
+        if self.id:
+            return safe_file_name(self.id)
+        if self.manifest is not None:
+            base = self.manifest.parent.name or "meeting"
+            digest = hashlib.sha256(str(self.manifest).encode()).hexdigest()[:8]
+            return safe_file_name(f"{base}-{digest}")
+        if self.recording_id:
+            return safe_file_name(f"recording-{self.recording_id}")
+        users = "-".join(self.user_ids)
+        digest = hashlib.sha256(users.encode()).hexdigest()[:8]
+        return safe_file_name(f"meeting-{self.meeting_id}" + (f"-{digest}" if users else ""))
+
+
+def load_jobs(path: Path) -> list[Job]:
+    """Read JOBS (``.csv``: CSV with a header; anything else: JSON Lines)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JobsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
+    jobs: list[Job] = []
+    for line, row in rows:
+        try:
+            job = Job.model_validate(row)
+        except ValidationError as exc:
+            raise JobsError(f"{path}, line {line}: {describe(exc)}") from None
+        if job.manifest is not None and not job.manifest.is_absolute():
+            job = job.model_copy(update={"manifest": path.parent / job.manifest})
+        jobs.append(job)
+    if not jobs:
+        raise JobsError(f"{path}: no jobs in it")
+    seen: dict[str, int] = {}
+    for number, job in enumerate(jobs, 1):
+        if job.folder_name in seen:
+            raise JobsError(
+                f"{path}: jobs {seen[job.folder_name]} and {number} would share the output "
+                f"folder {job.folder_name!r}; give them different ids"
+            )
+        seen[job.folder_name] = number
+    return jobs
+
+
+def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise JobsError(f"{path}, line {number}: not valid JSON: {exc.msg}") from None
+    return rows
+
+
+def _csv_rows(text: str) -> list[tuple[int, object]]:
+    rows = []
+    for number, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
+        cleaned: dict[str, object] = {k.strip(): v.strip() for k, v in row.items() if k and v}
+        if "user_ids" in cleaned:
+            cleaned["user_ids"] = [u.strip() for u in str(cleaned["user_ids"]).split(";") if u]
+        if cleaned:
+            rows.append((number, cleaned))
+    return rows
+
+
+class MeetingResult(BaseModel):
+    """How one meeting of a batch went."""
+
+    job: str = Field(description="the meeting's folder name")
+    status: MeetingStatus
+    folder: str
+    duration_s: float | None = Field(default=None, description="meeting length")
+    wall_s: float | None = Field(default=None, description="time spent on it in this run")
+    realtime_factor: float | None = Field(default=None, description="meeting s per wall s")
+    reused: bool = Field(default=False, description="already done by an earlier run")
+    reason: str | None = Field(default=None, description="why it failed, or what was lost")
+
+
+class BatchSummary(BaseModel):
+    """Every meeting's result, in the order of JOBS; saved as ``OUT/summary.json``."""
+
+    meetings: list[MeetingResult]
+
+    @property
+    def failed(self) -> list[MeetingResult]:
+        return [m for m in self.meetings if m.status == "failed"]
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "BatchSummary":
+        return cls.model_validate_json(Path(path).read_bytes())
+
+    def to_dataframe(self):  # noqa: ANN201 - pandas is optional
+        """The summary as a pandas DataFrame (``pip install 'trackscribe[pandas]'``)."""
+        import pandas as pd
+
+        return pd.DataFrame([m.model_dump() for m in self.meetings])
+
+    def _repr_html_(self) -> str:
+        head = "".join(
+            f"<th>{h}</th>" for h in ("meeting", "status", "length", "x real time", "reason")
+        )
+        rows = "".join(
+            "<tr>"
+            f"<td>{html.escape(m.job)}</td><td>{m.status}{' (earlier run)' if m.reused else ''}"
+            f"</td><td>{_minutes(m.duration_s)}</td><td>{_number(m.realtime_factor)}</td>"
+            f"<td>{html.escape(m.reason or '')}</td></tr>"
+            for m in self.meetings
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "" if seconds is None else f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"

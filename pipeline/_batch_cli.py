@@ -1,0 +1,94 @@
+"""``trackscribe batch``: many meetings, resumable, on local processes or a Dask cluster."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from models import BatchSummary, load_jobs
+
+from ._cli_common import EXIT_OK, EXIT_PARTIAL, add_model_options, pipeline_options
+from ._remote_cli import add_api_options, settings_from
+from .batch import SUMMARY, run_batch
+
+__all__ = ["add_batch_command"]
+
+
+def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="transcribe many meetings, resumably",
+        description="Transcribe every meeting listed in JOBS (JSON Lines or CSV, one meeting per "
+        'line: {"manifest": PATH}, {"recording_id": R} or {"meeting_id": M, "user_ids": [...]}, '
+        'optionally with "id" for the folder name) into OUT/<meeting>. Work is checkpointed '
+        "per meeting, per stage and per track: a re-run (after a crash, a kill, or a changed "
+        "setting) redoes only what is missing or stale. Writes OUT/summary.json; exit status 1 "
+        "when a meeting failed or lost input.",
+    )
+    batch.add_argument("jobs", type=Path, help="JOBS file (.jsonl or .csv)")
+    batch.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    batch.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="meetings at once, each in its own process with its own model (default 1)",
+    )
+    batch.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run on this Dask cluster instead (OUT must be on a file system all workers share)",
+    )
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="redo only the meetings that failed or lost input in the last run",
+    )
+    add_api_options(batch)
+    add_model_options(batch)
+    batch.set_defaults(run=_batch_command)
+
+
+def _batch_command(args: argparse.Namespace) -> int:
+    jobs = load_jobs(args.jobs)
+    needs_api = any(j.manifest is None for j in jobs)
+    summary = run_batch(
+        jobs,
+        args.out,
+        options=pipeline_options(args),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        api=settings_from(args) if needs_api else None,
+        formats=args.formats,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
+    print(_table(summary))
+    print(f"wrote {args.out / SUMMARY}", file=sys.stderr)
+    lost = [m for m in summary.meetings if m.status != "done"]
+    if not lost:
+        return EXIT_OK
+    print(
+        "trackscribe: these meetings failed or lost input (re-run, or --retry-failed):",
+        file=sys.stderr,
+    )
+    for meeting in lost:
+        print(f"  {meeting.job}: {meeting.status}: {meeting.reason}", file=sys.stderr)
+    return EXIT_PARTIAL
+
+
+def _table(summary: BatchSummary) -> str:
+    rows = [("meeting", "status", "length s", "wall s", "x real time", "reason")]
+    for m in summary.meetings:
+        rows.append(
+            (
+                m.job,
+                m.status + (" (earlier run)" if m.reused else ""),
+                "" if m.duration_s is None else f"{m.duration_s:.1f}",
+                "" if m.wall_s is None else f"{m.wall_s:.1f}",
+                "" if m.realtime_factor is None else f"{m.realtime_factor:.1f}",
+                (m.reason or "")[:80],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
