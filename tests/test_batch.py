@@ -1,0 +1,265 @@
+"""Batch runs: every meeting in its own folder, resumable after anything, the same everywhere."""
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from models import BatchSummary, JobsError, Transcript, load_jobs
+from pipeline import PipelineOptions, run_batch
+from pipeline.config import ApiSettings
+from pipeline.emulator import Emulator, EmulatorOptions
+from stages.merge import MergeOptions
+from stages.transcribe import TranscribeOptions
+
+
+@pytest.fixture(scope="module")
+def meetings(tmp_path_factory, sample_dir) -> Path:
+    """A JOBS file of three meetings: the sample, two of its participants alone, and the
+    sample again under another name."""
+    root = tmp_path_factory.mktemp("meetings")
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    pair = root / "pair"
+    (pair / "tracks").mkdir(parents=True)
+    manifest["tracks"] = [
+        t for t in manifest["tracks"] if t["user_id"] in ("user-alice", "user-chen")
+    ]
+    for track in manifest["tracks"]:
+        shutil.copy(sample_dir / track["path"], pair / track["path"])
+    (pair / "manifest.json").write_text(json.dumps(manifest))
+    jobs = root / "jobs.jsonl"
+    jobs.write_text(
+        "\n".join(
+            json.dumps(job)
+            for job in (
+                {"id": "sample", "manifest": str(sample_dir / "manifest.json")},
+                {"id": "pair", "manifest": "pair/manifest.json"},
+                {"id": "again", "manifest": str(sample_dir / "manifest.json")},
+            )
+        )
+        + "\n"
+    )
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def reference(meetings, tmp_path_factory) -> Path:
+    """The batch run once, uninterrupted, one meeting after another."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = run_batch(meetings, out, progress=False)
+    assert [m.status for m in summary.meetings] == ["done", "done", "done"]
+    return out
+
+
+def transcripts(out: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in sorted(out.glob("*/transcript.json"))}
+
+
+def journal(out: Path, event: str) -> Counter:
+    counts: Counter = Counter()
+    for path in out.glob("*/.work/journal.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+
+            if entry["event"] == event:
+                counts[(path.parent.parent.name, entry["key"])] += 1
+    return counts
+
+
+def test_each_meeting_gets_its_folder_and_the_summary_says_how_it_went(reference):
+    summary = BatchSummary.load(reference / "summary.json")
+    assert [m.job for m in summary.meetings] == ["sample", "pair", "again"]
+    for meeting in summary.meetings:
+        assert meeting.duration_s == pytest.approx(50.8, abs=1)
+        assert meeting.realtime_factor and meeting.realtime_factor > 1
+        assert (reference / meeting.job / "transcript.vtt").exists()
+    pair = Transcript.load(reference / "pair" / "transcript.json")
+    assert {s.user_id for s in pair.speakers} == {"user-alice", "user-chen"}
+    assert transcripts(reference)["sample"] == transcripts(reference)["again"]
+
+
+def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(meetings, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, out, progress=False)
+    again = run_batch(jobs, out, progress=False)
+    assert again.meetings[0].reused
+
+    merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
+    changed = run_batch(jobs, out, options=merged, progress=False)
+    assert not changed.meetings[0].reused
+    assert all(n == 1 for n in journal(out, "transcribed").values())  # merge only: no model
+    assert all(n == 1 for n in journal(out, "analysed").values())
+
+    beam = PipelineOptions(transcribe=TranscribeOptions(beam_size=1))
+    run_batch(jobs, out, options=beam, progress=False)
+    assert len(journal(out, "transcribed")) == 4  # each track twice, once per beam size
+    assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
+
+
+def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_track(
+    meetings, reference, tmp_path
+):
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "batch",
+        str(meetings),
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
+    rng = random.Random(7)
+    for _ in range(4):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 7.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert final.returncode == 0, final.stderr
+    assert transcripts(out) == transcripts(reference)
+    assert journal(out, "transcribed") and all(n == 1 for n in journal(out, "transcribed").values())
+    leftovers = [p for p in out.rglob("*") if ".work" not in p.parts and p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    run_batch(meetings, tmp_path / "workers", workers=2, progress=False)
+    assert transcripts(tmp_path / "workers") == transcripts(reference)
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        summary = run_batch(
+            meetings, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False
+        )
+    assert [m.status for m in summary.meetings] == ["done", "done", "done"]
+    assert transcripts(tmp_path / "dask") == transcripts(reference)
+
+
+def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
+    meetings, sample_dir, tmp_path
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    jobs = tmp_path / "jobs.csv"
+    pair = meetings.parent / "pair" / "manifest.json"
+    jobs.write_text(f"id,manifest\nfine,{pair}\nbad,broken/manifest.json\n")
+    out = tmp_path / "out"
+
+    first = subprocess.run(
+        [sys.executable, "-m", "pipeline", "batch", str(jobs), "-o", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode == 1
+    assert "bad: failed:" in first.stderr and "no such manifest file" in first.stderr
+    summary = BatchSummary.load(out / "summary.json")
+    assert [(m.job, m.status) for m in summary.meetings] == [("fine", "done"), ("bad", "failed")]
+
+    shutil.copytree(meetings.parent / "pair", broken, dirs_exist_ok=True)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "batch",
+            str(jobs),
+            "-o",
+            str(out),
+            "--no-progress",
+            "--retry-failed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    summary = BatchSummary.load(out / "summary.json")
+    assert [(m.job, m.status) for m in summary.meetings] == [("fine", "done"), ("bad", "done")]
+    assert all(n == 1 for n in journal(out, "transcribed").values())
+
+
+def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
+    sample_dir, tmp_path
+):
+    token = "batch-token"
+    options = EmulatorOptions(
+        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, options) as emu:
+        jobs.write_text(
+            json.dumps(
+                {
+                    "id": "live",
+                    "meeting_id": emu.meeting_id,
+                    "user_ids": ["user-bruno"],
+                    "names": {"user-bruno": "Bruno"},
+                }
+            )
+            + "\n"
+        )
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        first = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        (tmp_path / "out" / "live" / "done.json").unlink()  # as if killed before the end
+        second = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        with api.client() as client:
+            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+    assert first.meetings[0].status == second.meetings[0].status == "done"
+    assert len(recordings) == 1
+    transcript = Transcript.load(tmp_path / "out" / "live" / "transcript.json")
+    assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
+    assert transcript.speaker_name("user-bruno") == "Bruno"
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "message"),
+    [
+        ('{"manifest": "a.json", "recording_id": "r"}\n', ".jsonl", "line 1: .*exactly one of"),
+        ('{"recording_id": "r", "user_ids": ["u"]}\n', ".jsonl", "line 1: .*user_ids only"),
+        ("{nope\n", ".jsonl", "line 1: not valid JSON"),
+        ("id,manifest\nx,a.json\nx,b.json\n", ".csv", "share the output folder 'x'"),
+        ("", ".jsonl", "no jobs"),
+    ],
+)
+def test_bad_jobs_files_are_refused_naming_the_line(tmp_path, text, suffix, message):
+    path = tmp_path / f"jobs{suffix}"
+    path.write_text(text)
+    with pytest.raises(JobsError, match=message):
+        load_jobs(path)
+
+
+def test_csv_jobs_with_user_ids(tmp_path):
+    path = tmp_path / "jobs.csv"
+    path.write_text("meeting_id,user_ids\nm-1,alice;bob\nm-2,\n")
+    jobs = load_jobs(path)
+    assert [(j.meeting_id, j.user_ids) for j in jobs] == [("m-1", ("alice", "bob")), ("m-2", ())]
+
+
+def test_a_transcript_shows_itself_in_a_notebook(reference):
+    transcript = Transcript.load(reference / "sample" / "transcript.json")
+    frame = transcript.to_dataframe()
+    assert list(frame["name"][:2]) == ["Alice", "Bruno"]
+    assert frame["start"].is_monotonic_increasing
+    html = transcript._repr_html_()
+    assert "<table>" in html and "Alice" in html and "9 utterances" in html
+    summary = BatchSummary.load(reference / "summary.json")
+    assert list(summary.to_dataframe()["status"]) == ["done"] * 3
+    assert "<table>" in summary._repr_html_()
