@@ -79,7 +79,7 @@ def load_jobs(path: Path) -> list[Job]:
     """Read JOBS (``.csv``: CSV with a header; anything else: JSON Lines)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a BOM
     except OSError as exc:
         raise JobsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
@@ -89,8 +89,12 @@ def load_jobs(path: Path) -> list[Job]:
             job = Job.model_validate(row)
         except ValidationError as exc:
             raise JobsError(f"{path}, line {line}: {describe(exc)}") from None
-        if job.manifest is not None and not job.manifest.is_absolute():
-            job = job.model_copy(update={"manifest": path.parent / job.manifest})
+        if job.manifest is not None:
+            # The folder is named from the path as written, the file found from the JOBS
+            # file's folder: neither depends on where the batch is started from.
+            job = job.model_copy(
+                update={"id": job.folder_name, "manifest": (path.parent / job.manifest).resolve()}
+            )
         jobs.append(job)
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")
@@ -122,7 +126,8 @@ def _csv_rows(text: str) -> list[tuple[int, object]]:
     for number, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
         cleaned: dict[str, object] = {k.strip(): v.strip() for k, v in row.items() if k and v}
         if "user_ids" in cleaned:
-            cleaned["user_ids"] = [u.strip() for u in str(cleaned["user_ids"]).split(";") if u]
+            users = str(cleaned["user_ids"]).split(";")
+            cleaned["user_ids"] = [u.strip() for u in users if u.strip()]
         if cleaned:
             rows.append((number, cleaned))
     return rows
@@ -178,7 +183,7 @@ class BatchSummary(BaseModel):
 
 
 def _minutes(seconds: float | None) -> str:
-    return "" if seconds is None else f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+    return "" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def _number(value: float | None) -> str:

@@ -8,14 +8,21 @@ or a ``kill -9`` therefore redoes only what was in flight, and a re-run with a c
 setting only what that setting changes. ``OUT/summary.json`` is rewritten after every meeting.
 """
 
+import ctypes
+import fcntl
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 from tqdm.auto import tqdm
@@ -49,7 +56,7 @@ _STARTED = "recording.json"
 
 class _Done(BaseModel):
     key: str
-    status: str
+    status: Literal["done", "partial"]
     duration_s: float
     reason: str | None = None
 
@@ -93,9 +100,12 @@ def run_batch(
         ordered = [results[j.folder_name] for j in jobs if j.folder_name in results]
         BatchSummary(meetings=ordered).save(out / SUMMARY)
 
-    run = _on_dask if scheduler else _on_processes
+    work = _Work(
+        out=out.resolve(), options=options, api=api, formats=tuple(formats), retry=retry_failed
+    )
+    runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
     with tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar:
-        for result in run(todo, out, options, api, formats, workers, scheduler):
+        for result in runs:
             record(result)
             bar.update()
             log.info("%s: %s", result.job, result.status)
@@ -109,40 +119,25 @@ def process_meeting(
     api: ApiSettings | None = None,
     formats: Sequence[str] = tuple(FORMATS),
     decode_workers: int | None = 1,
+    retry_partial: bool = False,
 ) -> MeetingResult:
     """Do one meeting in ``folder``, taking whatever an earlier run finished. Never raises:
-    whatever goes wrong is the meeting's failure, with its reason."""
+    whatever goes wrong is the meeting's failure, with its reason.
+
+    One process at a time works in a folder (a lock): a worker of a killed run that is still
+    finishing a meeting is waited for, never raced, so no track is transcribed twice.
+    ``retry_partial`` redoes a meeting that was finished with input lost.
+    """
     started = time.perf_counter()
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        manifest = _reusable_manifest(job, folder) or _inputs(job, folder, api)
-        key = _meeting_key(job, manifest, options, formats)
-        done = _read_done(folder)
-        if done is not None and done.key == key:
-            return _result(job, folder, done, reused=True)
-        checkpoints = Checkpoints(folder / ".work")
-        run = run_meeting(
-            manifest,
-            options=options,
-            progress=False,
-            workers=decode_workers,
-            transcriber=_model(options.transcribe),
-            checkpoints=checkpoints,
-        )
-        export(run.transcript, folder, formats)
-        transcript = run.transcript
-        done = _Done(
-            key=key,
-            status="partial" if transcript.partial else "done",
-            duration_s=round(run.stats.meeting_s, 3),
-            reason="; ".join(transcript.problems()) or None,
-        )
-        atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
-        checkpoints.drop_pcm()
-        return _result(job, folder, done, wall_s=time.perf_counter() - started)
+        with _exclusive(folder):
+            return _process(
+                job, folder, options, api, formats, decode_workers, retry_partial, started
+            )
     except Exception as exc:
-        reason = str(exc) if str(exc) else type(exc).__name__
+        reason = " ".join((str(exc) or type(exc).__name__).split())
         log.error("%s: failed: %s", job.folder_name, reason)
         return MeetingResult(
             job=job.folder_name,
@@ -151,6 +146,58 @@ def process_meeting(
             wall_s=round(time.perf_counter() - started, 3),
             reason=reason,
         )
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    (folder / ".work").mkdir(exist_ok=True)
+    with (folder / ".work" / "lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another process is working on this meeting; waiting", folder)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _process(
+    job: Job,
+    folder: Path,
+    options: PipelineOptions,
+    api: ApiSettings | None,
+    formats: Sequence[str],
+    decode_workers: int | None,
+    retry_partial: bool,
+    started: float,
+) -> MeetingResult:
+    manifest = _named(job, _reusable_manifest(job, folder) or _inputs(job, folder, api))
+    key = _meeting_key(manifest, options, formats)
+    done = _read_done(folder)
+    if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
+        return _result(job, folder, done, reused=True)
+    checkpoints = Checkpoints(folder / ".work")
+    run = run_meeting(
+        manifest,
+        options=options,
+        progress=False,
+        workers=decode_workers,
+        transcriber=_model(options.transcribe),
+        checkpoints=checkpoints,
+    )
+    export(run.transcript, folder, formats)
+    transcript = run.transcript
+    done = _Done(
+        key=key,
+        status="partial" if transcript.partial else "done",
+        duration_s=round(run.stats.meeting_s, 3),
+        reason=" ".join("; ".join(transcript.problems()).split()) or None,
+    )
+    atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
+    checkpoints.drop_pcm()
+    return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
 def _result(
@@ -199,7 +246,6 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> Manifest:
             target,
             meeting_id=job.meeting_id,
             user_ids=job.user_ids,
-            display_names=job.names,
         )
     if result.failures:
         reasons = "; ".join(f.reason for f in result.failures)
@@ -220,24 +266,29 @@ def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient
     return recording.id
 
 
-def _meeting_key(
-    job: Job, manifest: Manifest, options: PipelineOptions, formats: Sequence[str]
-) -> str:
-    """Everything a meeting's outputs depend on: each file's bytes, its place in the manifest,
-    and every setting (but not how many threads did the work)."""
+def _named(job: Job, manifest: Manifest) -> Manifest:
+    """The manifest with the job's display names applied (they win over the manifest's)."""
+    if not job.names:
+        return manifest
     tracks = [
-        (t.model_dump(mode="json", exclude={"sha256", "size"}), _file_hash(manifest, t))
+        t.model_copy(update={"display_name": job.names.get(t.user_id, t.display_name)})
         for t in manifest.tracks
     ]
-    settings = options.model_dump(mode="json", exclude={"transcribe": {"parallel", "cpu_threads"}})
+    named = manifest.model_copy(update={"tracks": tracks})
+    named.root = manifest.root
+    return named
+
+
+def _meeting_key(manifest: Manifest, options: PipelineOptions, formats: Sequence[str]) -> str:
+    """Everything a meeting's outputs depend on: the manifest (names, times, the checksums it
+    expects), each file's bytes, every setting but how many threads did the work, the output
+    formats and the software."""
+    tracks = [(t.model_dump(mode="json"), _file_hash(manifest, t)) for t in manifest.tracks]
+    settings = options.model_dump(
+        mode="json", exclude={"transcribe": set(TranscribeOptions.RUNTIME_FIELDS)}
+    )
     return work_key(
-        "meeting",
-        manifest.meeting_id,
-        tracks,
-        settings,
-        sorted(formats),
-        software_version(),
-        job.names,
+        "meeting", manifest.meeting_id, tracks, settings, sorted(formats), software_version()
     )
 
 
@@ -261,40 +312,66 @@ def _model(options: TranscribeOptions) -> Transcriber:
         return _MODELS[key]
 
 
-def _on_processes(
-    jobs: Sequence[Job],
-    out: Path,
-    options: PipelineOptions,
-    api: ApiSettings | None,
-    formats: Sequence[str],
-    workers: int,
-    _scheduler: str | None,
-) -> Iterator[MeetingResult]:
+@dataclass(frozen=True)
+class _Work:
+    """What every meeting of a run is done with; picklable, for worker processes and Dask."""
+
+    out: Path
+    options: PipelineOptions
+    api: ApiSettings | None
+    formats: tuple[str, ...]
+    retry: bool
+
+    def __call__(self, job: Job, decode_workers: int | None = 1) -> MeetingResult:
+        return process_meeting(
+            job,
+            self.out / job.folder_name,
+            self.options,
+            self.api,
+            self.formats,
+            decode_workers,
+            retry_partial=self.retry,
+        )
+
+
+def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[MeetingResult]:
     """Here, one meeting after another (tracks decoded in parallel), or in ``workers``
-    processes, one meeting each at a time (tracks decoded in that process)."""
+    processes, one meeting each at a time (tracks decoded in that process). Meetings lost
+    with a worker that died (killed, out of memory) get one more try in a new pool."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield process_meeting(job, out / job.folder_name, options, api, formats, None)
+            yield work(job, None)
         return
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        futures: dict[Future[MeetingResult], Job] = {
-            pool.submit(process_meeting, job, out / job.folder_name, options, api, formats, 1): job
-            for job in jobs
-        }
-        for future in as_completed(futures):
-            yield _outcome(future, futures[future], out)
+    for last_try in (False, True):
+        lost: list[Job] = []
+        with ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=context, initializer=_die_with_parent
+        ) as pool:
+            futures: dict[Future[MeetingResult], Job] = {
+                pool.submit(work, job): job for job in jobs
+            }
+            for future in as_completed(futures):
+                if isinstance(future.exception(), BrokenProcessPool) and not last_try:
+                    lost.append(futures[future])
+                    continue
+                yield _outcome(future, futures[future], work.out)
+        if not lost:
+            return
+        log.warning("a worker process died; %d meeting(s) get another try", len(lost))
+        jobs = lost
 
 
-def _on_dask(
-    jobs: Sequence[Job],
-    out: Path,
-    options: PipelineOptions,
-    api: ApiSettings | None,
-    formats: Sequence[str],
-    _workers: int,
-    scheduler: str | None,
-) -> Iterator[MeetingResult]:
+def _die_with_parent() -> None:
+    """A worker of a batch killed with -9 stops too, rather than finish meetings unseen."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
+    except (OSError, AttributeError):
+        pass
+
+
+def _on_dask(jobs: Sequence[Job], work: _Work, scheduler: str) -> Iterator[MeetingResult]:
     """The same work as tasks on a Dask cluster; every worker must see ``out`` at the same
     path (a shared file system), as the outputs are written where the work is done."""
     try:
@@ -305,23 +382,20 @@ def _on_dask(
             "running on Dask needs the distributed package: pip install 'trackscribe[dask]'",
             name="distributed",
         ) from None
-    with Client(scheduler) as client:
+    try:
+        client = Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    with client:
         futures = {
+            # One process's decode is all a Dask worker may run: its processes are daemons.
             client.submit(
-                process_meeting,
-                job,
-                (out / job.folder_name).resolve(),
-                options,
-                api,
-                formats,
-                1,  # Dask's worker processes may not start processes of their own
-                key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}",
-                pure=False,
+                work, job, 1, key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}", pure=False
             ): job
             for job in jobs
         }
         for future in dask_completed(futures):
-            yield _outcome(future, futures[future], out)
+            yield _outcome(future, futures[future], work.out)
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:

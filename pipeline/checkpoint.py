@@ -11,12 +11,16 @@ decoded track and what decoding found), ``vad/KEY.npz`` (voice activity), ``tran
 """
 
 import hashlib
+import io
 import json
+import logging
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, TypeAdapter
@@ -26,6 +30,9 @@ from models import PcmAudio, Segment, VoiceActivity, atomic_write_bytes, atomic_
 __all__ = ["Checkpoints", "work_key"]
 
 _SEGMENTS = TypeAdapter(list[Segment])
+_T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
 
 
 def work_key(*parts: object) -> str:
@@ -52,13 +59,17 @@ class Checkpoints:
     # -- decoded audio ---------------------------------------------------------------------
 
     def pcm_path(self, key: str) -> Path:
-        """Where a decoder should write the PCM for ``key`` (renamed into place on save)."""
-        path = self.folder / "decode" / f"{key}.pcm.part"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        """A fresh temporary name for a decoder to write the PCM for ``key`` into (two tracks
+        may have the same bytes, so the same key); :meth:`save_decoded` renames it."""
+        folder = self.folder / "decode"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".pcm.part", dir=folder)
+        os.close(fd)
+        return Path(name)
 
     def save_decoded(self, key: str, audio: PcmAudio) -> PcmAudio:
         final = self.folder / "decode" / f"{key}.pcm"
+        _fsync(audio.pcm_path)
         os.replace(audio.pcm_path, final)
         audio = audio.model_copy(update={"pcm_path": final})
         atomic_write_text(final.with_suffix(".json"), audio.model_dump_json())
@@ -67,9 +78,11 @@ class Checkpoints:
     def decoded(self, key: str) -> PcmAudio | None:
         """The decoded track's description; its PCM may be gone (see :meth:`drop_pcm`)."""
         meta = self.folder / "decode" / f"{key}.json"
-        if not meta.exists():
-            return None
-        return PcmAudio.model_validate_json(meta.read_bytes())
+        audio = self._read(meta, lambda data: PcmAudio.model_validate_json(data))
+        pcm = audio.pcm_path if audio is not None else None
+        if pcm is not None and pcm.exists() and pcm.stat().st_size != audio.num_samples * 2:
+            pcm.unlink()  # cut short (a crash before the rename was synced): decoded again
+        return audio
 
     def drop_pcm(self) -> None:
         """Remove the decoded audio (large; cheap to make again), keep the rest."""
@@ -81,8 +94,8 @@ class Checkpoints:
     def save_activity(self, key: str, activity: VoiceActivity) -> None:
         path = self.folder / "vad" / f"{key}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        with tmp.open("wb") as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz.part", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
             np.savez(
                 f,
                 voiced=activity.voiced,
@@ -90,19 +103,21 @@ class Checkpoints:
                 frame_s=activity.frame_s,
                 duration=activity.duration,
             )
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def activity(self, key: str) -> VoiceActivity | None:
-        path = self.folder / "vad" / f"{key}.npz"
-        if not path.exists():
-            return None
-        with np.load(path) as data:
-            return VoiceActivity(
-                frame_s=float(data["frame_s"]),
-                voiced=data["voiced"],
-                level_db=data["level_db"],
-                duration=float(data["duration"]),
-            )
+        def load(data: bytes) -> VoiceActivity:
+            with np.load(io.BytesIO(data)) as arrays:
+                return VoiceActivity(
+                    frame_s=float(arrays["frame_s"]),
+                    voiced=arrays["voiced"],
+                    level_db=arrays["level_db"],
+                    duration=float(arrays["duration"]),
+                )
+
+        return self._read(self.folder / "vad" / f"{key}.npz", load)
 
     # -- transcription ---------------------------------------------------------------------
 
@@ -112,10 +127,20 @@ class Checkpoints:
         )
 
     def segments(self, key: str) -> list[Segment] | None:
-        path = self.folder / "transcribe" / f"{key}.json"
-        if not path.exists():
+        return self._read(self.folder / "transcribe" / f"{key}.json", _SEGMENTS.validate_json)
+
+    @staticmethod
+    def _read(path: Path, parse: Callable[[bytes], _T]) -> _T | None:
+        """An entry, or None when there is none or it cannot be read: a damaged entry (a disk
+        that lost the last writes) is work to do again, never a reason to fail."""
+        try:
+            return parse(path.read_bytes())
+        except FileNotFoundError:
             return None
-        return _SEGMENTS.validate_json(path.read_bytes())
+        except Exception as exc:
+            log.warning("%s: unreadable checkpoint, redoing that work (%s)", path, exc)
+            path.unlink(missing_ok=True)
+            return None
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -133,3 +158,8 @@ class Checkpoints:
             f.write(line.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())

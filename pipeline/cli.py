@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bad_input(f"bad jobs file: {exc}")
     except (ModelError, NoUsableTrackError, OutputError, ConfigError) as exc:
         return _bad_input(str(exc))
-    except (RealtimeKitError, FetchError) as exc:
+    except (RealtimeKitError, FetchError, ConnectionError) as exc:
         return _bad_input(str(exc))
     except ValidationError as exc:
         return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")

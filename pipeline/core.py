@@ -31,6 +31,7 @@ from models import (
     Provenance,
     Segment,
     SpeechRegion,
+    Track,
     TrackFailure,
     Transcript,
     VoiceActivity,
@@ -39,7 +40,7 @@ from models import (
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError, decode
 from stages.merge import MergeOptions, merge, track_offsets
-from stages.transcribe import TranscribeOptions, Transcriber
+from stages.transcribe import TranscribeOptions, Transcriber, model_identity
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
@@ -188,7 +189,7 @@ def run_meeting(
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
         with _timer(stats, "transcribe_s"):
-            _transcribe(manifest, todo, transcriber, store, stats.speech_s, progress)
+            _transcribe(manifest, todo, transcriber, store, progress)
 
     if all(w.failure is not None for w in work):
         lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
@@ -375,7 +376,8 @@ def _analyse(
         stats.vad_s += vad_s
 
     for item in work:
-        store.identify(item, manifest.track_path(manifest.tracks[item.index]))
+        track = manifest.tracks[item.index]
+        store.identify(item, track, manifest.track_path(track))
     work = [item for item in work if not store.restore_analysis(item)]
     leftover = list(work)
     with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
@@ -423,7 +425,6 @@ def _transcribe(
     todo: list[_TrackWork],
     transcriber: Transcriber,
     store: "_Store",
-    speech: float,
     progress: bool,
 ) -> None:
     todo = [item for item in todo if not store.restore_segments(item)]
@@ -499,31 +500,44 @@ class _Store:
     def __init__(self, checkpoints: Checkpoints | None, scratch: Path, options: PipelineOptions):
         self._checkpoints = checkpoints
         self._scratch = scratch
+        self._software = software_version()
         self._vad = options.vad
-        self._transcribe = options.transcribe.model_dump(
-            mode="json", exclude={"parallel", "cpu_threads"}
+        self._transcribe = (
+            options.transcribe.model_dump(mode="json", exclude=TranscribeOptions.RUNTIME_FIELDS),
+            model_identity(options.transcribe.model) if checkpoints is not None else None,
         )
 
-    def identify(self, item: _TrackWork, source: Path) -> None:
+    def identify(self, item: _TrackWork, track: Track, source: Path) -> None:
+        """Hash the file; a file that is not what the manifest says gets no key, so nothing
+        is taken from checkpoints and decoding reports the mismatch."""
         if self._checkpoints is None:
             return
         try:
             item.file_key = sha256_file(source)
+            size = source.stat().st_size
         except OSError:
             item.file_key = None  # decoding will say what is wrong with it
+            return
+        if (track.sha256 and track.sha256 != item.file_key) or (
+            track.size is not None and track.size != size
+        ):
+            item.file_key = None
 
     def pcm_path(self, item: _TrackWork) -> Path:
         if self._checkpoints is None or item.file_key is None:
             return self._scratch / f"{item.index}.pcm"
-        return self._checkpoints.pcm_path(item.file_key)
+        return self._checkpoints.pcm_path(self._decode_key(item))
+
+    def _decode_key(self, item: _TrackWork) -> str:
+        return work_key("decode", item.file_key, self._software)
 
     def _vad_key(self, item: _TrackWork) -> str:
-        return work_key("vad", item.file_key, self._vad)
+        return work_key("vad", item.file_key, self._software, self._vad)
 
     def restore_analysis(self, item: _TrackWork) -> bool:
         if self._checkpoints is None or item.file_key is None:
             return False
-        audio = self._checkpoints.decoded(item.file_key)
+        audio = self._checkpoints.decoded(self._decode_key(item))
         activity = self._checkpoints.activity(self._vad_key(item))
         if audio is None or activity is None:
             return False
@@ -536,23 +550,26 @@ class _Store:
         if self._checkpoints is None or item.file_key is None:
             return audio, activity
         if audio.source_sha256 != item.file_key:  # the file changed while being read
+            item.file_key = None  # keep nothing of it
             return audio, activity
-        audio = self._checkpoints.save_decoded(item.file_key, audio)
+        audio = self._checkpoints.save_decoded(self._decode_key(item), audio)
         self._checkpoints.save_activity(self._vad_key(item), activity)
         self._checkpoints.journal("analysed", path=str(audio.source), key=item.file_key)
         return audio, activity
 
     def ensure_pcm(self, item: _TrackWork, source: Path) -> None:
+        """Decode again a track whose decoded audio an earlier run already removed."""
         assert item.audio is not None
         if item.audio.pcm_path.exists():
             return
         audio = decode(source, self.pcm_path(item), expected_sha256=item.audio.source_sha256)
         if self._checkpoints is not None and item.file_key is not None:
-            audio = self._checkpoints.save_decoded(item.file_key, audio)
+            audio = self._checkpoints.save_decoded(self._decode_key(item), audio)
+            self._checkpoints.journal("decoded again", path=str(source), key=item.file_key)
         item.audio = audio
 
     def _segments_key(self, item: _TrackWork) -> str:
-        return work_key("transcribe", item.file_key, item.regions, self._transcribe)
+        return work_key("transcribe", item.file_key, self._software, item.regions, self._transcribe)
 
     def restore_segments(self, item: _TrackWork) -> bool:
         if self._checkpoints is None or item.file_key is None:

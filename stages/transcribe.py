@@ -16,11 +16,15 @@ dropped; so is text over near-silence.
 import logging
 import math
 import os
+import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -29,7 +33,14 @@ from threadpoolctl import threadpool_limits
 
 from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 
-__all__ = ["BUNDLED_MODEL", "ModelError", "TranscribeOptions", "Transcriber", "resolve_model"]
+__all__ = [
+    "BUNDLED_MODEL",
+    "ModelError",
+    "TranscribeOptions",
+    "Transcriber",
+    "model_identity",
+    "resolve_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,10 @@ class TranscribeOptions(BaseModel):
     """Model choice, decoding settings and the guards against Whisper's known failures."""
 
     model_config = ConfigDict(frozen=True)
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"parallel", "cpu_threads"})
+    """How the work is spread over threads: never changes a result (batches hold one track's
+    windows, whatever runs beside them), so left out of what results are keyed by."""
 
     model: str = Field(
         BUNDLED_MODEL,
@@ -87,6 +102,18 @@ class TranscribeOptions(BaseModel):
     min_segment_level_db: float = Field(
         -50.0, description="segments whose audio is quieter than this (dBFS) are dropped"
     )
+
+
+def model_identity(name: str) -> str:
+    """What model ``name`` is, well enough to tell when it changed: its resolved location
+    and the size and time of its weights (a model folder replaced in place is a new model)."""
+    where = resolve_model(name)
+    weights = Path(where) / "model.bin"
+    try:
+        stat = weights.stat()
+    except OSError:
+        return where  # a hub name: the name is all there is to go on
+    return f"{where}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def resolve_model(name: str) -> str:
@@ -174,6 +201,36 @@ class _Decoded:
     no_speech_prob: float
 
 
+_math_lock = threading.Lock()
+_math_users = 0
+_math_limits: threadpool_limits | None = None
+
+
+@contextmanager
+def _one_thread_math() -> Iterator[None]:
+    """BLAS and OpenMP on one thread while any transcription runs in this process.
+
+    Whisper's features are computed with numpy's BLAS, and CTranslate2 uses OpenMP; their
+    thread counts change the last digits of the results, and they differ between machines
+    and environments (Dask's workers run one thread). One thread makes the same meeting
+    come out the same anywhere, at no measured cost. The limits are process-wide, so they
+    are set by the first transcription to start and restored by the last to finish.
+    """
+    global _math_users, _math_limits
+    with _math_lock:
+        if _math_users == 0:
+            _math_limits = threadpool_limits(limits=1)
+        _math_users += 1
+    try:
+        yield
+    finally:
+        with _math_lock:
+            _math_users -= 1
+            if _math_users == 0 and _math_limits is not None:
+                _math_limits.restore_original_limits()
+                _math_limits = None
+
+
 class Transcriber:
     """Holds the loaded model; transcribes the speech regions of one track or of many."""
 
@@ -199,8 +256,9 @@ class Transcriber:
         Each track's windows are dealt round-robin into batches of at most ``batch_size``;
         batches never mix tracks, so a track's result depends on that track alone (decoded
         with other tracks or by itself, after a crash, it comes out the same: results can be
-        kept per track). ``parallel`` batches run at once, the longest first, and a batch's
-        audio is read only when it starts, so memory holds ``parallel`` batches at most.
+        kept per track). ``parallel`` batches run at once, track after track (so tracks are
+        finished one by one, not all at the end), and a batch's audio is read only when it
+        starts, so memory holds ``parallel`` batches at most.
         ``on_progress`` is called with the seconds of speech each window held, as it is done;
         ``on_track_done`` with a track's index and segments as soon as all of it is done.
         """
@@ -212,7 +270,6 @@ class Transcriber:
             count = math.ceil(len(windows) / o.batch_size)
             batches += [windows[i::count] for i in range(count)]
             pending[index] = count
-        batches.sort(key=lambda b: -sum(w.duration for w in b))
         results: list[list[Segment]] = [[] for _ in tracks]
 
         def finish(index: int) -> None:
@@ -223,12 +280,8 @@ class Transcriber:
         for index, count in enumerate(pending):
             if count == 0:
                 finish(index)  # nothing to send: done at once
-        # Whisper's features are computed with numpy's BLAS (and CTranslate2 uses OpenMP);
-        # their thread count changes the last digits of the results, and it differs between
-        # machines and environments (Dask's workers run one thread). One thread each, here
-        # only, makes the same meeting come out the same anywhere, at no measured cost.
         with (
-            threadpool_limits(limits=1),
+            _one_thread_math(),
             ThreadPoolExecutor(o.parallel, thread_name_prefix="transcribe") as pool,
         ):
             futures = [pool.submit(self._run_batch, batch, tracks) for batch in batches]

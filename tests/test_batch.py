@@ -108,8 +108,9 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(meeti
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_track(
-    meetings, reference, tmp_path
+    meetings, reference, tmp_path, workers
 ):
     out = tmp_path / "out"
     command = [
@@ -121,8 +122,10 @@ def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_
         "-o",
         str(out),
         "--no-progress",
+        "--workers",
+        str(workers),
     ]
-    rng = random.Random(7)
+    rng = random.Random(7 + workers)
     for _ in range(4):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(2.0, 7.0))
@@ -263,3 +266,34 @@ def test_a_transcript_shows_itself_in_a_notebook(reference):
     summary = BatchSummary.load(reference / "summary.json")
     assert list(summary.to_dataframe()["status"]) == ["done"] * 3
     assert "<table>" in summary._repr_html_()
+
+
+def test_a_changed_file_or_a_damaged_checkpoint_is_redone_not_trusted(meetings, tmp_path):
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    manifest = tmp_path / "pair" / "manifest.json"
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    jobs = [jobs[0].model_copy(update={"manifest": manifest})]
+    out = tmp_path / "out"
+    run_batch(jobs, out, progress=False)
+
+    for segments in (out / "pair" / ".work" / "transcribe").glob("*.json"):
+        segments.write_text('[{"start": 1')  # as a lost write would leave it
+    (out / "pair" / "done.json").unlink()
+    again = run_batch(jobs, out, progress=False)
+    assert again.meetings[0].status == "done"
+    assert len(journal(out, "transcribed")) == 2  # redone under the same keys
+    assert sum(journal(out, "transcribed").values()) == 4
+
+    chen = next((tmp_path / "pair" / "tracks").glob("*chen*"))
+    alice = next((tmp_path / "pair" / "tracks").glob("*alice*"))
+    shutil.copy(alice, chen)  # Chen's file now holds other bytes than the manifest says
+    data = json.loads(manifest.read_text())
+    for track in data["tracks"]:
+        track.pop("sha256", None)
+        track.pop("size", None)
+    manifest.write_text(json.dumps(data))
+    changed = run_batch(jobs, out, progress=False)
+    assert not changed.meetings[0].reused
+    transcript = Transcript.load(out / "pair" / "transcript.json")
+    chen_words = " ".join(u.text for u in transcript.utterances if u.speaker == "user-chen")
+    assert "morning" in chen_words.lower()  # Alice's words, now in Chen's file
