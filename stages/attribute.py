@@ -178,24 +178,31 @@ def _residual(
 def _best_lag(
     receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, reach: int, min_frames: int
 ) -> tuple[int, float, float] | None:
-    """The lag (frames) at which ``receiver`` follows ``source`` best over ``frames``."""
-    best: tuple[int, float] | None = None
-    at_zero = np.nan
-    for lag in range(-reach, reach + 1):
-        shifted = frames + lag
-        keep = (shifted >= 0) & (shifted < receiver.size)
-        x, y = receiver[shifted[keep]], source[frames[keep]]
-        good = ~np.isnan(x) & ~np.isnan(y)
-        if good.sum() < min_frames or np.std(x[good]) == 0 or np.std(y[good]) == 0:
-            continue
-        corr = float(np.corrcoef(x[good], y[good])[0, 1])
-        if lag == 0:
-            at_zero = corr
-        if best is None or corr > best[1]:
-            best = (lag, corr)
-    if best is None:
+    """The lag (frames) at which ``receiver`` follows ``source`` best over ``frames``.
+
+    Pearson's correlation at every lag at once (one row per lag), over the frames where both
+    have a level; lags with fewer than ``min_frames`` such frames, or a constant side, are
+    out. Returns the best lag, its correlation and the correlation at lag zero (-1 if none).
+    """
+    lags = np.arange(-reach, reach + 1)
+    shifted = frames[None, :] + lags[:, None]
+    inside = (shifted >= 0) & (shifted < receiver.size)
+    x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
+    y = np.broadcast_to(source[frames], x.shape)
+    good = ~np.isnan(x) & ~np.isnan(y)
+    count = good.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dx = np.where(good, x - np.where(good, x, 0).sum(axis=1, keepdims=True) / count[:, None], 0)
+        dy = np.where(good, y - np.where(good, y, 0).sum(axis=1, keepdims=True) / count[:, None], 0)
+    sxx, syy, sxy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1), (dx * dy).sum(axis=1)
+    valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
+    if not valid.any():
         return None
-    return best[0], best[1], (at_zero if not np.isnan(at_zero) else -1.0)
+    corr = np.full(lags.size, -np.inf)
+    corr[valid] = sxy[valid] / np.sqrt(sxx[valid] * syy[valid])
+    best = int(np.argmax(corr))  # the first of equals, as a scan from -reach would keep
+    zero = reach
+    return int(lags[best]), float(corr[best]), float(corr[zero]) if valid[zero] else -1.0
 
 
 def _meeting_frames(
