@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -342,6 +342,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
         for job in jobs:
             yield work(job, None)
         return
+    work = replace(work, options=_share_cores(work.options, min(workers, len(jobs))))
     context = multiprocessing.get_context("forkserver")
     for last_try in (False, True):
         lost: list[Job] = []
@@ -360,6 +361,23 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
             return
         log.warning("a worker process died; %d meeting(s) get another try", len(lost))
         jobs = lost
+
+
+def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
+    """Each worker's model gets its share of the cores, so that N workers do not run N times
+    the threads there are cores for. Transcripts do not depend on it (a track's batches are
+    its own, whatever runs beside them)."""
+    cores = len(os.sched_getaffinity(0))
+    transcribe = options.transcribe
+    parallel = max(1, min(transcribe.parallel, cores // workers))
+    threads = transcribe.cpu_threads or max(1, cores // (workers * parallel))
+    return options.model_copy(
+        update={
+            "transcribe": transcribe.model_copy(
+                update={"parallel": parallel, "cpu_threads": threads}
+            )
+        }
+    )
 
 
 def _die_with_parent() -> None:

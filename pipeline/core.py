@@ -202,7 +202,11 @@ def run_meeting(
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
-        parameters=options.model_dump(mode="json"),
+        # How the work was spread over threads never changes a transcript: not recorded, so
+        # the same meeting gives the same file on one core, many workers or a cluster.
+        parameters=options.model_dump(
+            mode="json", exclude={"transcribe": set(TranscribeOptions.RUNTIME_FIELDS)}
+        ),
         inputs=[_input_file(manifest, w) for w in decoded],
         dropped=dropped,
         clock=clock,

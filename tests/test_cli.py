@@ -98,6 +98,17 @@ def test_demo_prints_the_meeting_in_time_order(sample_truth):
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["transcribe", "--help"], ["demo", "--help"]):
+    commands = [
+        "transcribe",
+        "demo",
+        "eval",
+        "bench",
+        "run",
+        "fetch",
+        "emulator",
+        "webhook",
+        "batch",
+    ]
+    for args in (["--help"], *([c, "--help"] for c in commands)):
         result = trackscribe(*args)
         assert result.returncode == 0 and "usage: trackscribe" in result.stdout
