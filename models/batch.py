@@ -66,7 +66,7 @@ class Job(BaseModel):
             return safe_file_name(self.id)
         if self.manifest is not None:
             base = self.manifest.parent.name or "meeting"
-            digest = hashlib.sha256(str(self.manifest).encode()).hexdigest()[:8]
+            digest = hashlib.sha256(str(self.manifest.resolve()).encode()).hexdigest()[:8]
             return safe_file_name(f"{base}-{digest}")
         if self.recording_id:
             return safe_file_name(f"recording-{self.recording_id}")
@@ -90,11 +90,12 @@ def load_jobs(path: Path) -> list[Job]:
         except ValidationError as exc:
             raise JobsError(f"{path}, line {line}: {describe(exc)}") from None
         if job.manifest is not None:
-            # The folder is named from the path as written, the file found from the JOBS
-            # file's folder: neither depends on where the batch is started from.
-            job = job.model_copy(
-                update={"id": job.folder_name, "manifest": (path.parent / job.manifest).resolve()}
-            )
+            # Found from the JOBS file's folder, wherever the batch is started from.
+            job = job.model_copy(update={"manifest": (path.parent / job.manifest).resolve()})
+        try:
+            job.folder_name  # noqa: B018 - an id with nothing usable in it is refused here
+        except ValueError as exc:
+            raise JobsError(f"{path}, line {line}: id: {exc}") from None
         jobs.append(job)
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")

@@ -40,7 +40,8 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     batch.add_argument(
         "--retry-failed",
         action="store_true",
-        help="redo only the meetings that failed or lost input in the last run",
+        help="do only the meetings that failed or lost input in the last run (a plain re-run "
+        "also redoes failed ones, but keeps a meeting done with input lost)",
     )
     add_api_options(batch)
     add_model_options(batch)

@@ -38,12 +38,12 @@ from models import (
     sha256_file,
 )
 from stages.export import FORMATS, export
-from stages.transcribe import TranscribeOptions, Transcriber
+from stages.transcribe import TranscribeOptions, Transcriber, model_identity
 
 from . import remote
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
-from .core import PipelineOptions, run_meeting, software_version
+from .core import PipelineOptions, run_meeting, runtime_versions
 
 __all__ = ["process_meeting", "run_batch"]
 
@@ -76,11 +76,12 @@ def run_batch(
     """Transcribe every meeting of ``jobs`` (a list or a JOBS file) into ``out/<meeting>``.
 
     ``workers`` local processes each take one meeting at a time with a model of their own;
-    ``scheduler`` (``tcp://host:port``) runs the same work on a Dask cluster instead. With
-    ``retry_failed``, only meetings that failed or lost input in the last run are redone
-    (a plain re-run also redoes them, and skips everything done). ``api`` is needed for
-    jobs that fetch or record from RealtimeKit. Returns the summary also saved as
-    ``out/summary.json``.
+    ``scheduler`` (``tcp://host:port``) runs the same work on a Dask cluster instead. A plain
+    re-run redoes what failed and skips what is done (also a meeting done with input lost,
+    whose inputs have not changed); with ``retry_failed``, only the meetings that failed or
+    lost input in the last run are done, those with lost input again from their checkpoints.
+    ``api`` is needed for jobs that fetch or record from RealtimeKit. Returns the summary
+    also saved as ``out/summary.json``.
     """
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
@@ -101,7 +102,11 @@ def run_batch(
         BatchSummary(meetings=ordered).save(out / SUMMARY)
 
     work = _Work(
-        out=out.resolve(), options=options, api=api, formats=tuple(formats), retry=retry_failed
+        out=out.resolve(),
+        options=options,
+        api=api,
+        formats=tuple(formats),
+        retry_partial=retry_failed,
     )
     runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
     with tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar:
@@ -284,11 +289,14 @@ def _meeting_key(manifest: Manifest, options: PipelineOptions, formats: Sequence
     expects), each file's bytes, every setting but how many threads did the work, the output
     formats and the software."""
     tracks = [(t.model_dump(mode="json"), _file_hash(manifest, t)) for t in manifest.tracks]
-    settings = options.model_dump(
-        mode="json", exclude={"transcribe": set(TranscribeOptions.RUNTIME_FIELDS)}
-    )
     return work_key(
-        "meeting", manifest.meeting_id, tracks, settings, sorted(formats), software_version()
+        "meeting",
+        manifest.meeting_id,
+        tracks,
+        options.result_settings(),
+        model_identity(options.transcribe.model),
+        sorted(formats),
+        runtime_versions(),
     )
 
 
@@ -320,7 +328,7 @@ class _Work:
     options: PipelineOptions
     api: ApiSettings | None
     formats: tuple[str, ...]
-    retry: bool
+    retry_partial: bool
 
     def __call__(self, job: Job, decode_workers: int | None = 1) -> MeetingResult:
         return process_meeting(
@@ -330,7 +338,7 @@ class _Work:
             self.api,
             self.formats,
             decode_workers,
-            retry_partial=self.retry,
+            retry_partial=self.retry_partial,
         )
 
 

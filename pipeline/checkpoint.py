@@ -43,6 +43,8 @@ def work_key(*parts: object) -> str:
             return value.model_dump(mode="json")
         if isinstance(value, list | tuple):
             return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
         return value
 
     text = json.dumps([plain(p) for p in parts], sort_keys=True, separators=(",", ":"))

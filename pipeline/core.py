@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
@@ -59,7 +60,7 @@ log = logging.getLogger("trackscribe")
 
 
 class PipelineOptions(BaseModel):
-    """Every setting that can change a transcript, recorded whole in its provenance."""
+    """Every setting of a run; those that can change a transcript go into its provenance."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -67,6 +68,13 @@ class PipelineOptions(BaseModel):
     attribution: AttributionOptions = Field(default_factory=AttributionOptions)
     transcribe: TranscribeOptions = Field(default_factory=TranscribeOptions)
     merge: MergeOptions = Field(default_factory=MergeOptions)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings as JSON, without those that only spread the work over threads (they
+        never change a transcript): what provenance records and results are keyed by."""
+        return self.model_dump(
+            mode="json", exclude={"transcribe": set(TranscribeOptions.RUNTIME_FIELDS)}
+        )
 
     @model_validator(mode="after")
     def _regions_fit_windows(self) -> "PipelineOptions":
@@ -91,6 +99,19 @@ class _TrackWork:
     regions: list[SpeechRegion] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     failure: str | None = None
+
+
+def runtime_versions() -> str:
+    """trackscribe and the libraries whose versions can change a result (decoder, VAD, model
+    runtime): what checkpoints are keyed by, so an upgrade redoes the work it may change."""
+    names = ("trackscribe", "av", "webrtcvad-wheels", "faster-whisper", "ctranslate2", "numpy")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} ?")
+    return ", ".join(found)
 
 
 def software_version() -> str:
@@ -202,11 +223,7 @@ def run_meeting(
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
-        # How the work was spread over threads never changes a transcript: not recorded, so
-        # the same meeting gives the same file on one core, many workers or a cluster.
-        parameters=options.model_dump(
-            mode="json", exclude={"transcribe": set(TranscribeOptions.RUNTIME_FIELDS)}
-        ),
+        parameters=options.result_settings(),
         inputs=[_input_file(manifest, w) for w in decoded],
         dropped=dropped,
         clock=clock,
@@ -504,10 +521,10 @@ class _Store:
     def __init__(self, checkpoints: Checkpoints | None, scratch: Path, options: PipelineOptions):
         self._checkpoints = checkpoints
         self._scratch = scratch
-        self._software = software_version()
+        self._software = runtime_versions() if checkpoints is not None else ""
         self._vad = options.vad
         self._transcribe = (
-            options.transcribe.model_dump(mode="json", exclude=TranscribeOptions.RUNTIME_FIELDS),
+            options.result_settings()["transcribe"],
             model_identity(options.transcribe.model) if checkpoints is not None else None,
         )
 

@@ -17,6 +17,7 @@ hot listener microphone right beside a quiet talker's) cannot be measured, and i
 corrected.
 """
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -180,29 +181,32 @@ def _best_lag(
 ) -> tuple[int, float, float] | None:
     """The lag (frames) at which ``receiver`` follows ``source`` best over ``frames``.
 
-    Pearson's correlation at every lag at once (one row per lag), over the frames where both
-    have a level; lags with fewer than ``min_frames`` such frames, or a constant side, are
-    out. Returns the best lag, its correlation and the correlation at lag zero (-1 if none).
+    Pearson's correlation at each lag, over the frames where both have a level; lags with
+    fewer than ``min_frames`` such frames, or a constant side, are out. Returns the best lag
+    (the first of equals), its correlation and the correlation at lag zero (-1 if none).
+    One lag at a time keeps memory to one row of frames, however long the meeting.
     """
-    lags = np.arange(-reach, reach + 1)
-    shifted = frames[None, :] + lags[:, None]
-    inside = (shifted >= 0) & (shifted < receiver.size)
-    x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
-    y = np.broadcast_to(source[frames], x.shape)
-    good = ~np.isnan(x) & ~np.isnan(y)
-    count = good.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dx = np.where(good, x - np.where(good, x, 0).sum(axis=1, keepdims=True) / count[:, None], 0)
-        dy = np.where(good, y - np.where(good, y, 0).sum(axis=1, keepdims=True) / count[:, None], 0)
-    sxx, syy, sxy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1), (dx * dy).sum(axis=1)
-    valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
-    if not valid.any():
+    best: tuple[int, float] | None = None
+    at_zero = -1.0
+    for lag in range(-reach, reach + 1):
+        shifted = frames + lag
+        keep = (shifted >= 0) & (shifted < receiver.size)
+        x, y = receiver[shifted[keep]], source[frames[keep]]
+        good = ~(np.isnan(x) | np.isnan(y))
+        if np.count_nonzero(good) < min_frames:
+            continue
+        dx, dy = x[good] - x[good].mean(), y[good] - y[good].mean()
+        sxx, syy = float(dx @ dx), float(dy @ dy)
+        if sxx == 0 or syy == 0:
+            continue
+        corr = min(1.0, max(-1.0, float(dx @ dy) / math.sqrt(sxx * syy)))
+        if lag == 0:
+            at_zero = corr
+        if best is None or corr > best[1]:
+            best = (lag, corr)
+    if best is None:
         return None
-    corr = np.full(lags.size, -np.inf)
-    corr[valid] = sxy[valid] / np.sqrt(sxx[valid] * syy[valid])
-    best = int(np.argmax(corr))  # the first of equals, as a scan from -reach would keep
-    zero = reach
-    return int(lags[best]), float(corr[best]), float(corr[zero]) if valid[zero] else -1.0
+    return best[0], best[1], at_zero
 
 
 def _meeting_frames(

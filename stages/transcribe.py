@@ -58,8 +58,10 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"parallel", "cpu_threads"})
-    """How the work is spread over threads: never changes a result (batches hold one track's
-    windows, whatever runs beside them), so left out of what results are keyed by."""
+    """How the work is spread over threads. Batches hold one track's windows whatever runs
+    beside them, so ``parallel`` cannot change a result; one and two CTranslate2 threads gave
+    byte-identical transcripts here (more were not tried). Left out of what results are keyed
+    by and of the provenance, so that any number of workers gives the same files."""
 
     model: str = Field(
         BUNDLED_MODEL,
@@ -208,18 +210,18 @@ _math_limits: threadpool_limits | None = None
 
 @contextmanager
 def _one_thread_math() -> Iterator[None]:
-    """BLAS and OpenMP on one thread while any transcription runs in this process.
+    """numpy's BLAS on one thread while any transcription runs in this process.
 
-    Whisper's features are computed with numpy's BLAS, and CTranslate2 uses OpenMP; their
-    thread counts change the last digits of the results, and they differ between machines
-    and environments (Dask's workers run one thread). One thread makes the same meeting
-    come out the same anywhere, at no measured cost. The limits are process-wide, so they
-    are set by the first transcription to start and restored by the last to finish.
+    Whisper's features are computed with numpy's BLAS, whose thread count changes the last
+    digits of the results and differs between machines and environments (Dask's workers run
+    one thread): one thread makes the same meeting come out the same anywhere, at no
+    measured cost. The BLAS limit is process-wide, so it is set by the first transcription
+    to start and restored by the last to finish.
     """
     global _math_users, _math_limits
     with _math_lock:
         if _math_users == 0:
-            _math_limits = threadpool_limits(limits=1)
+            _math_limits = threadpool_limits(limits=1, user_api="blas")
         _math_users += 1
     try:
         yield
