@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from models import (
     BatchSummary,
     Job,
+    JobsError,
     Manifest,
     MeetingResult,
     Track,
@@ -91,7 +92,13 @@ def run_batch(
     results: dict[str, MeetingResult] = {}
     todo = list(jobs)
     if retry_failed and (out / SUMMARY).exists():
-        previous = {m.job: m for m in BatchSummary.load(out / SUMMARY).meetings}
+        try:
+            previous = {m.job: m for m in BatchSummary.load(out / SUMMARY).meetings}
+        except ValueError as exc:
+            raise JobsError(
+                f"{out / SUMMARY}: cannot tell what failed last time ({exc}); "
+                "run without --retry-failed (finished meetings are skipped anyway)"
+            ) from None
         keep = {n for n, m in previous.items() if m.status == "done"}
         results = {n: m for n, m in previous.items() if n in keep}
         todo = [j for j in jobs if j.folder_name not in keep]
@@ -108,6 +115,8 @@ def run_batch(
         formats=tuple(formats),
         retry_partial=retry_failed,
     )
+    if scheduler and workers > 1:
+        log.warning("--workers is ignored with --scheduler: the cluster's workers do the work")
     runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
     with tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar:
         for result in runs:
@@ -181,7 +190,13 @@ def _process(
     manifest = _named(job, _reusable_manifest(job, folder) or _inputs(job, folder, api))
     key = _meeting_key(manifest, options, formats)
     done = _read_done(folder)
-    if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
+    outputs_there = all((folder / FORMATS[f][0]).exists() for f in formats)
+    if (
+        done is not None
+        and done.key == key
+        and outputs_there  # someone may have deleted them: made again from the checkpoints
+        and not (retry_partial and done.status == "partial")
+    ):
         return _result(job, folder, done, reused=True)
     checkpoints = Checkpoints(folder / ".work")
     run = run_meeting(

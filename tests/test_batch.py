@@ -95,6 +95,9 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(meeti
     run_batch(jobs, out, progress=False)
     again = run_batch(jobs, out, progress=False)
     assert again.meetings[0].reused
+    (out / "pair" / "transcript.vtt").unlink()  # an output deleted by hand is made again
+    remade = run_batch(jobs, out, progress=False)
+    assert not remade.meetings[0].reused and (out / "pair" / "transcript.vtt").exists()
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
     changed = run_batch(jobs, out, options=merged, progress=False)
