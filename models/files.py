@@ -1,5 +1,6 @@
 """Writing result files so that a reader never sees half of one."""
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -44,6 +45,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    with Path(path).open("rb") as f:
+    """Hex SHA-256 of a file, read in chunks.
+
+    Read once per process however often it is asked for (a batch's meeting key, the
+    checkpoint keys and the decoder's check all ask): remembered by the file's identity
+    and size and modification time, so a changed file is read again.
+    """
+    stat = Path(path).stat()
+    return _sha256(Path(path).resolve(), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: Path, _inode: int, _size: int, _mtime_ns: int) -> str:
+    with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

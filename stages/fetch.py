@@ -32,7 +32,6 @@ from models import (
     protect_http_logs,
     redact_urls,
     safe_file_name,
-    sha256_file,
 )
 
 __all__ = ["FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
@@ -303,10 +302,11 @@ class _Downloader:
         part = path.with_name(f".{path.name}.part")
         if path.exists():
             total, etag = self._probe(file)
-            if path.stat().st_size == total and _matches(path, etag):
+            md5, sha256 = _digests(path)
+            if path.stat().st_size == total and _matches(md5, etag):
                 log.info("%s: already complete, skipped", file.name)
                 self._progress.set(file.key, total, total)
-                return total, sha256_file(path), True
+                return total, sha256, True
             log.warning("%s: the local copy differs from the recording; fetching again", file.name)
             path.unlink()
         failed, renewals, reason = 0, 0, ""
@@ -317,10 +317,11 @@ class _Downloader:
                 total, etag = self._download(file, part)
                 if part.stat().st_size != total:
                     raise _CorruptError(f"got {part.stat().st_size} bytes of {total}")
-                if not _matches(part, etag):
+                md5, sha256 = _digests(part)
+                if not _matches(md5, etag):
                     raise _CorruptError("content does not match the storage's checksum (ETag)")
                 os.replace(part, path)
-                return total, sha256_file(path), False
+                return total, sha256, False
             except _CorruptError as exc:
                 part.unlink(missing_ok=True)
                 reason = str(exc)
@@ -484,8 +485,8 @@ def _code(response: httpx.Response) -> str:
     return f", {body[start + 6 : end]}" if 0 <= start < end else ""
 
 
-def _matches(path: Path, etag: str | None) -> bool:
-    """True unless the storage's ETag is an MD5 of the content and this file's differs.
+def _matches(md5: str, etag: str | None) -> bool:
+    """True unless the storage's ETag is an MD5 of the content and ``md5`` differs.
 
     S3 and R2 send the MD5 as the ETag for files uploaded in one part; multipart ETags
     (``"…-3"``) are not content hashes and are not checked.
@@ -493,8 +494,17 @@ def _matches(path: Path, etag: str | None) -> bool:
     tag = (etag or "").strip().removeprefix("W/").strip('"').lower()
     if len(tag) != 32 or any(c not in "0123456789abcdef" for c in tag):
         return True
+    return md5 == tag
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """MD5 (to check against the ETag) and SHA-256 (for the manifest), in one read."""
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest() == tag
+        while chunk := f.read(1 << 20):
+            md5.update(chunk)
+            sha256.update(chunk)
+    return md5.hexdigest(), sha256.hexdigest()
 
 
 def _describe(exc: Exception) -> str:
