@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -39,7 +38,7 @@ from models import (
     sha256_file,
 )
 from stages.export import FORMATS, export
-from stages.transcribe import TranscribeOptions, Transcriber, model_identity
+from stages.transcribe import Transcriber, model_identity
 
 from . import remote
 from .checkpoint import Checkpoints, work_key
@@ -204,7 +203,7 @@ def _process(
         options=options,
         progress=False,
         workers=decode_workers,
-        transcriber=_model(options.transcribe),
+        transcriber=Transcriber(options.transcribe),  # the loaded model is cached: one per process
         checkpoints=checkpoints,
     )
     export(run.transcript, folder, formats)
@@ -320,19 +319,6 @@ def _file_hash(manifest: Manifest, track: Track) -> str | None:
         return sha256_file(manifest.track_path(track))
     except OSError:
         return None
-
-
-_MODELS: dict[str, Transcriber] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _model(options: TranscribeOptions) -> Transcriber:
-    """One model per worker process, loaded by its first meeting and kept for the rest."""
-    key = options.model_dump_json()
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = Transcriber(options)
-        return _MODELS[key]
 
 
 @dataclass(frozen=True)
