@@ -23,6 +23,12 @@ class MergeOptions(BaseModel):
     join_gap: float = Field(
         1.0, ge=0, description="a speaker's segments closer than this (s) form one utterance"
     )
+    sentence_gap: float = Field(
+        0.6,
+        ge=0,
+        description="after a sentence ends, a pause this long (s) already starts a new "
+        "utterance: a segment starts with its lead-in, so this is about a second of silence",
+    )
     min_overlap: float = Field(
         0.3,
         ge=0,
@@ -66,7 +72,7 @@ def merge(
     )
 
     utterances: list[Utterance] = []
-    for user, group in _turns(timeline, options.join_gap):
+    for user, group in _turns(timeline, options):
         start, end = group[0].start, max(s.end for s in group)
         utterances.append(
             Utterance(
@@ -107,13 +113,14 @@ def _shift(segment: Segment, offset: float) -> Segment:
 
 
 def _turns(
-    timeline: Sequence[tuple[str, Segment]], join_gap: float
+    timeline: Sequence[tuple[str, Segment]], options: MergeOptions
 ) -> list[tuple[str, list[Segment]]]:
     """Group segments (sorted by start) into turns.
 
     A speaker's segment joins their previous turn when the pause between them is at most
-    ``join_gap`` and nobody else spoke into that pause; an interjection wholly inside the
-    turn's speech does not split it (it is an overlap, and is marked as one).
+    ``join_gap`` (``sentence_gap`` if the turn so far ends a sentence) and nobody else
+    spoke into that pause; an interjection wholly inside the turn's speech does not split it
+    (it is an overlap, and is marked as one).
     """
     turns: list[tuple[str, list[Segment]]] = []
     last: dict[str, tuple[int, int, float]] = {}  # user -> (turn index, position, turn end)
@@ -124,13 +131,23 @@ def _turns(
                 other != user and theirs.end > end
                 for other, theirs in timeline[since + 1 : position]
             )
-            if segment.start - end <= join_gap and not spoken_into_pause:
+            turn = turns[index][1]
+            longest = options.sentence_gap if _ends_sentence(turn[-1]) else options.join_gap
+            if segment.start - end <= longest and not spoken_into_pause:
                 turns[index][1].append(segment)
                 last[user] = (index, position, max(end, segment.end))
                 continue
         turns.append((user, [segment]))
         last[user] = (len(turns) - 1, position, segment.end)
     return turns
+
+
+_SENTENCE_ENDS = tuple(".?!。？！…")
+
+
+def _ends_sentence(segment: Segment) -> bool:
+    text = segment.text.rstrip().rstrip("\"')”’")
+    return text.endswith(_SENTENCE_ENDS)
 
 
 def _mark_overlaps(utterances: list[Utterance], min_overlap: float) -> None:

@@ -91,6 +91,13 @@ class TranscribeOptions(BaseModel):
         "begin with a breath before the first phoneme (the same 400 ms faster-whisper pads "
         "its own VAD regions with)",
     )
+    split_pause: float = Field(
+        1.0,
+        gt=0,
+        description="a region's words are split into segments at pauses this long (s): a pause "
+        "the voice-activity regions did not show, because another voice or noise filled it; "
+        "whether the parts are one utterance is merge's decision",
+    )
     # Guards. A segment is dropped when it loops, or when the model says it is not speech.
     compression_ratio_threshold: float = Field(
         2.4, description="higher gzip ratio means repeated text (a loop): dropped"
@@ -390,23 +397,54 @@ class Transcriber:
             return []
         o = self.options
         out = []
-        for piece, words in _words_by_piece(window, decoded.words):
-            start = max(piece.floor, _anchor(piece, words[0]) - o.lead_in)
-            segment = Segment(
-                start=round(min(start, words[0].start), 3),
-                end=words[-1].end,
-                text=" ".join(w.word for w in words),
-                words=words,
-                avg_logprob=decoded.avg_logprob,
-                no_speech_prob=decoded.no_speech_prob,
-            )
-            first = piece.window_start + words[0].start - piece.track_start
-            last = piece.window_start + segment.end - piece.track_start
-            if _level_db(samples, first, last) < o.min_segment_level_db:
-                log.info("%s: dropped text on near-silence %r", source, segment.text)
-                continue
-            out.append(segment)
+        for piece, piece_words in _words_by_piece(window, decoded.words):
+            phrases = _phrases(piece_words, o.split_pause)
+            for n, words in enumerate(phrases):
+                if n == 0:
+                    start = max(piece.floor, _anchor(piece, words[0]) - o.lead_in)
+                else:  # no voiced onset of its own: the lead-in before its first word
+                    start = max(phrases[n - 1][-1].end, words[0].start - o.lead_in)
+                segment = self._segment(start, words, decoded, piece, samples, source)
+                if segment is not None:
+                    out.append(segment)
         return out
+
+    def _segment(
+        self,
+        start: float,
+        words: list[Word],
+        decoded: _Decoded,
+        piece: _Piece,
+        samples: np.ndarray,
+        source: str,
+    ) -> Segment | None:
+        """One segment, or None when its audio is near-silence (text the audio does not hold)."""
+        o = self.options
+        segment = Segment(
+            start=round(min(start, words[0].start), 3),
+            end=words[-1].end,
+            text=" ".join(w.word for w in words),
+            words=words,
+            avg_logprob=decoded.avg_logprob,
+            no_speech_prob=decoded.no_speech_prob,
+        )
+        first = piece.window_start + words[0].start - piece.track_start
+        last = piece.window_start + segment.end - piece.track_start
+        if _level_db(samples, first, last) < o.min_segment_level_db:
+            log.info("%s: dropped text on near-silence %r", source, segment.text)
+            return None
+        return segment
+
+
+def _phrases(words: Sequence[Word], pause: float) -> list[list[Word]]:
+    """``words`` split wherever one ends at least ``pause`` seconds before the next begins."""
+    phrases: list[list[Word]] = []
+    for w in words:
+        if phrases and w.start - phrases[-1][-1].end < pause:
+            phrases[-1].append(w)
+        else:
+            phrases.append([w])
+    return phrases
 
 
 _MIN_HEARD = 0.5

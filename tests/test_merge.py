@@ -130,3 +130,18 @@ def test_an_interjection_inside_a_turn_is_an_overlap_not_a_split():
     transcript = merge(MANIFEST, segments, PROVENANCE, MergeOptions(join_gap=1.0))
     got = [(u.speaker, u.text, u.overlaps) for u in transcript.utterances]
     assert got == [("ann", "a b c d e f g h i", ["cy"]), ("cy", "mm hmm", ["ann"])]
+
+
+def test_a_pause_after_a_full_stop_starts_a_new_utterance_a_pause_after_a_comma_does_not():
+    segments = {
+        1: [
+            seg(0.0, 2.0, "we shipped it,"),
+            seg(2.8, 4.0, "on friday."),
+            seg(4.8, 6.0, "next question"),
+        ]
+    }
+    transcript = merge(MANIFEST, segments, PROVENANCE)
+    assert [u.text for u in transcript.utterances] == [
+        "we shipped it, on friday.",
+        "next question",
+    ]

@@ -112,3 +112,20 @@ def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match=r"cannot load model '.*nowhere'"):
         Transcriber(TranscribeOptions(model=str(tmp_path / "nowhere")))
+
+
+def test_a_pause_inside_one_region_splits_the_region_into_segments(
+    sample_speech, transcriber, tmp_path
+):
+    # Another voice leaking into the pause can keep one region open across it; the words
+    # still show the pause, and each side becomes its own segment, starting before its words.
+    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice at 1.0-5.09 s
+    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]  # and at 12.0-15.6 s
+    samples = np.concatenate([silence(1), first_turn, silence(2), second_turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "pause.webm", samples), tmp_path / "pause.pcm")
+    whole = SpeechRegion(start=0.8, end=audio.duration - 0.8, onset=1.0)
+    first, second = transcriber.transcribe(audio, [whole])
+    assert words_of(first.text)[:2] == ["good", "morning"]
+    assert words_of(second.text)[:2] == ["great", "news"]
+    lead_in = TranscribeOptions().lead_in
+    assert first.end < second.start == pytest.approx(second.words[0].start - lead_in, abs=1e-3)
