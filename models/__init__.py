@@ -1,6 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
-from ._time import UtcDatetime, format_utc
+from ._time import UtcDatetime, format_utc, meeting_time
 from .audio import SAMPLE_RATE, PcmAudio
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
@@ -72,6 +72,7 @@ __all__ = [
     "format_utc",
     "frame_runs",
     "load_jobs",
+    "meeting_time",
     "parse_file_name",
     "protect_http_logs",
     "redact_urls",

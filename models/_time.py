@@ -27,3 +27,9 @@ UtcDatetime = Annotated[
     PlainSerializer(format_utc, return_type=str, when_used="json"),
 ]
 """A timezone-aware datetime, normalised to UTC and written with millisecond precision."""
+
+
+def meeting_time(track_time: float, offset: float, drift_ppm: float = 0.0) -> float:
+    """Where ``track_time`` (seconds into a track) falls on the meeting clock: the track's
+    start ``offset`` plus its own time, taken back from a clock that ran ``drift_ppm`` fast."""
+    return offset + track_time / (1 + drift_ppm * 1e-6)

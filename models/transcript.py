@@ -104,6 +104,14 @@ class ClockEstimate(BaseModel):
     pairs: int = Field(description="other tracks it was measured against")
     correlation: float = Field(description="how well leaked copies matched (0-1)")
     applied: bool
+    drift_ppm: float | None = Field(
+        None,
+        description="how fast the track's clock ran against the others' (parts per million; "
+        "positive: fast); None: not measured",
+    )
+    drift_applied: bool = Field(
+        False, description="track times were divided by 1 + drift on the meeting clock"
+    )
 
 
 class Provenance(BaseModel):

@@ -36,6 +36,7 @@ from models import (
     TrackFailure,
     Transcript,
     VoiceActivity,
+    meeting_time,
     sha256_file,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
@@ -204,8 +205,8 @@ def run_meeting(
             with _timer(stats, "analyse_s"):
                 _analyse(pool, manifest, work, store, options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
-            offsets, clock = _clock(manifest, work, options)
-            dropped = _attribute(manifest, work, options, offsets)
+            offsets, drifts, clock = _clock(manifest, work, options)
+            dropped = _attribute(manifest, work, options, offsets, drifts)
 
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
@@ -219,7 +220,9 @@ def run_meeting(
         )
     decoded = [w for w in work if w.audio is not None]
     stats.audio_s = sum(w.audio.duration for w in decoded)
-    stats.meeting_s = max(offsets[w.index] + w.audio.duration for w in decoded)
+    stats.meeting_s = max(
+        meeting_time(w.audio.duration, offsets[w.index], drifts[w.index]) for w in decoded
+    )
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
@@ -239,7 +242,7 @@ def run_meeting(
     )
     segments = {w.index: w.segments for w in work if w.failure is None}
     with _timer(stats, "merge_s"):
-        transcript = merge(manifest, segments, provenance, options.merge, offsets)
+        transcript = merge(manifest, segments, provenance, options.merge, offsets, drifts)
     return MeetingRun(transcript=transcript, stats=stats)
 
 
@@ -254,10 +257,12 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
 
 def _clock(
     manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
-) -> tuple[list[float], list[ClockEstimate]]:
-    """Each track's place on the meeting clock: its start time, corrected where the leakage
-    between tracks clearly shows it is off by a frame or more."""
+) -> tuple[list[float], list[float], list[ClockEstimate]]:
+    """Each track's place and rate on the meeting clock: its start time, corrected where the
+    leakage between tracks clearly shows it is off by a frame or more, and its clock's drift
+    where that moves it by ``min_drift`` frames or more over its length."""
     offsets = track_offsets(manifest)
+    drifts = [0.0] * len(offsets)
     estimates = estimate_clock(
         [w.activity for w in work],
         offsets,
@@ -269,26 +274,33 @@ def _clock(
     for item, estimate in zip(work, estimates, strict=True):
         if estimate is None:
             continue
-        correction, pairs, correlation = estimate
-        applied = abs(correction) >= 2 * frame_s - 1e-9
+        applied = abs(estimate.correction_s) >= 2 * frame_s - 1e-9
         if applied:
-            offsets[item.index] += correction
+            offsets[item.index] += estimate.correction_s
+        if estimate.drift_clear and estimate.drift_ppm is not None:
+            drifts[item.index] = estimate.drift_ppm
         track = manifest.tracks[item.index]
         records.append(
             ClockEstimate(
                 path=track.path,
                 user_id=track.user_id,
-                correction_s=correction,
-                pairs=pairs,
-                correlation=correlation,
+                correction_s=estimate.correction_s,
+                pairs=estimate.pairs,
+                correlation=estimate.correlation,
                 applied=applied,
+                drift_ppm=estimate.drift_ppm,
+                drift_applied=estimate.drift_clear,
             )
         )
-    return offsets, records
+    return offsets, drifts, records
 
 
 def _attribute(
-    manifest: Manifest, work: list[_TrackWork], options: PipelineOptions, offsets: list[float]
+    manifest: Manifest,
+    work: list[_TrackWork],
+    options: PipelineOptions,
+    offsets: list[float],
+    drifts: list[float],
 ) -> list[DroppedSpeech]:
     """Take leaked speech out of every track, then cut what is left into regions."""
     owned, leaks = attribute(
@@ -296,6 +308,7 @@ def _attribute(
         offsets,
         [t.user_id for t in manifest.tracks],
         options.attribution,
+        drifts,
     )
     dropped = []
     for item, activity, spans in zip(work, owned, leaks, strict=True):
@@ -309,8 +322,8 @@ def _attribute(
             DroppedSpeech(
                 path=track.path,
                 user_id=track.user_id,
-                start=round(offsets[item.index] + start, 3),
-                end=round(offsets[item.index] + end, 3),
+                start=round(meeting_time(start, offsets[item.index], drifts[item.index]), 3),
+                end=round(meeting_time(end, offsets[item.index], drifts[item.index]), 3),
                 reason=f"leakage: {-span.margin_db:.1f} dB short of own speech",
                 attributed_to=manifest.tracks[span.owner].user_id,
             )

@@ -19,13 +19,14 @@ corrected.
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import LeakedSpan, VoiceActivity, bridge_runs, frame_runs
 
-__all__ = ["AttributionOptions", "attribute", "estimate_clock"]
+__all__ = ["AttributionOptions", "TrackClock", "attribute", "estimate_clock"]
 
 _ABSENT = np.nan
 
@@ -56,9 +57,36 @@ class AttributionOptions(BaseModel):
     min_clock_correlation: float = Field(
         0.8, description="a leaked copy must match its source at least this well (0-1)"
     )
+    drift_block: float = Field(
+        60.0, gt=0, description="drift: the lag between two tracks is measured per block (s)"
+    )
+    min_drift: float = Field(
+        2.0,
+        ge=0,
+        description="drift is corrected only when it moves a track by at least this many "
+        "frames over its length",
+    )
     report_bridge: float = Field(
         0.3, ge=0, description="one voice's leaked stretches closer than this (s): one record"
     )
+
+
+class TrackClock(NamedTuple):
+    """What the leakage between tracks says of one track's clock."""
+
+    correction_s: float
+    """Seconds to add to the track's start; 0 when not measured."""
+    drift_ppm: float | None
+    """How fast the track's clock ran against the others' (parts per million, positive:
+    fast, so its audio is stretched: track time / (1 + drift) is meeting time); None when
+    not measured."""
+    pairs: int
+    """Other tracks it was measured against."""
+    correlation: float
+    """How well leaked copies matched their sources (0-1)."""
+    drift_clear: bool = False
+    """The drift moves the track by ``min_drift`` frames or more over its length: it is to be
+    corrected (the start was measured with it corrected)."""
 
 
 def attribute(
@@ -66,13 +94,15 @@ def attribute(
     offsets: Sequence[float],
     owners: Sequence[str],
     options: AttributionOptions | None = None,
+    drifts: Sequence[float] | None = None,
 ) -> tuple[list[VoiceActivity | None], list[list[LeakedSpan]]]:
     """Keep in each track only the speech that is its own.
 
     ``activities`` and ``offsets`` (seconds from the meeting's origin) are per track, ``None``
     for a track that could not be read; ``owners`` says whose each track is (a user who
-    rejoined has several, and they never leak into each other). Returns the activities with
-    leaked frames no longer voiced, and per track the leaked spans taken out.
+    rejoined has several, and they never leak into each other); ``drifts`` (ppm, see
+    :class:`TrackClock`) corrects clocks that ran fast or slow. Returns the activities with
+    leaked frames no longer voiced, and per track the leaked spans taken out (in track time).
     """
     options = options or AttributionOptions()
     present = [i for i, a in enumerate(activities) if a is not None]
@@ -81,18 +111,20 @@ def attribute(
         return list(activities), leaks
     frame_s = activities[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
-    level, voiced, starts = _meeting_frames(activities, offsets, present, frame_s)
+    level, voiced, where = _meeting_frames(activities, offsets, present, frame_s, drifts)
 
     coupling = _couplings(level, voiced, present, owners, options)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, options)
 
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
-        span = slice(starts[i], starts[i] + len(activities[i].voiced))
-        leaked = voiced[i, span] & ~own[i, span]
-        result[i] = activities[i].owned(own[i, span].copy(), _long_runs(leaked, walls))
+        span = where[i]  # each of the track's frames on the meeting's grid
+        leaked = activities[i].voiced & ~own[i, span]
+        result[i] = activities[i].owned(
+            activities[i].voiced & own[i, span], _long_runs(leaked, walls)
+        )
         leaks[i] = _spans(
-            voiced[i, span] & ~own[i, span],
+            leaked,
             strongest[i, span],
             margin[i, span] - options.margin_db,
             frame_s,
@@ -106,38 +138,55 @@ def estimate_clock(
     offsets: Sequence[float],
     owners: Sequence[str],
     options: AttributionOptions | None = None,
-) -> list[tuple[float, int, float] | None]:
-    """How far off each track's start is, measured from the leakage between tracks.
+) -> list[TrackClock | None]:
+    """How far off each track's start is, and how fast its clock ran, from the leakage.
 
     A leaked voice is a copy of its source: where B dominates, A's level follows B's. The lag
-    at which it follows best is the error between the two tracks' start times. Lags measured
+    at which it follows best is the error between the two tracks' clocks. Lags measured
     clearly (correlation at least ``min_clock_correlation``, and clearly better than at lag
-    zero) are solved together for one correction per track, the median track kept fixed.
-    Returns per track ``(correction_s, pairs, correlation)``, or None where nothing was
-    measured (no leakage: a clean meeting gives no clock reference, nor needs one).
+    zero) are solved together for one value per track, the median track kept fixed: first
+    the drift, from how the lag changes from block to block of the meeting; then, with the
+    drift taken out, the start. Returns per track a :class:`TrackClock`, or None where
+    nothing was measured (no leakage: a clean meeting gives no clock reference, nor needs one).
     """
     options = options or AttributionOptions()
     present = [i for i, a in enumerate(activities) if a is not None]
-    estimates: list[tuple[float, int, float] | None] = [None] * len(activities)
+    estimates: list[TrackClock | None] = [None] * len(activities)
     if len(present) < 2 or options.max_clock_error <= 0:
         return estimates
     frame_s = activities[present[0]].frame_s
     level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s)
+    drifts = _drifts(level, voiced, present, owners, options, frame_s)
+    lengths = {i: len(activities[i].voiced) for i in present}
+    applied = [
+        d if d is not None and abs(d) * 1e-6 * lengths[i] >= options.min_drift else 0.0
+        for i, d in enumerate(drifts)
+    ]
+    if any(applied):
+        level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s, applied)
     reach = round(options.max_clock_error / frame_s)
     filled = _filled(level)
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, lag of a behind b in s, corr)
+    lags = np.arange(-reach, reach + 1)
     for b in present:
         rivals, dominant = _dominant(b, filled, voiced, present, owners, options.dominance_db)
         frames = np.flatnonzero(dominant)
         for a in rivals:
-            found = _best_lag(level[a], level[b], frames, reach, options.min_frames)
-            if found is None:
+            corr = _lag_correlations(level[a], level[b], frames, lags, options.min_frames)
+            if np.all(np.isnan(corr)):
                 continue
-            lag, corr, at_zero = found
-            if corr >= options.min_clock_correlation and (lag == 0 or corr - at_zero >= 0.2):
-                pairs.append((a, b, lag * frame_s, corr))
+            best = int(np.nanargmax(corr))
+            at_zero = corr[reach] if not np.isnan(corr[reach]) else -1.0
+            lag = int(lags[best])
+            if corr[best] >= options.min_clock_correlation and (
+                lag == 0 or corr[best] - at_zero >= 0.2
+            ):
+                pairs.append((a, b, lag * frame_s, float(corr[best])))
     if not pairs:
-        return estimates
+        return [
+            TrackClock(0.0, drifts[i], 0, 0.0, bool(applied[i])) if drifts[i] is not None else None
+            for i in range(len(activities))
+        ]
     # Least squares for corrections c: c[a] - c[b] = -lag(a, b), weighted by correlation;
     # then once more without the pairs that disagree with the rest (a false peak).
     index = {t: k for k, t in enumerate(present)}
@@ -151,12 +200,105 @@ def estimate_clock(
         mine = [p for p in pairs if t in (p[0], p[1])]
         if mine:
             correction = round(float(solution[index[t]]) / frame_s) * frame_s
-            estimates[t] = (
+            estimates[t] = TrackClock(
                 round(correction, 3),
+                drifts[t],
                 len(mine),
                 round(float(np.mean([p[3] for p in mine])), 2),
+                bool(applied[t]),
             )
+        elif drifts[t] is not None:
+            estimates[t] = TrackClock(0.0, drifts[t], 0, 0.0, bool(applied[t]))
     return estimates
+
+
+def _drifts(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+    frame_s: float,
+) -> list[float | None]:
+    """Each track's clock rate against the others (ppm), or None where it cannot be told.
+
+    For each pair with clear leakage, the lag is found block by block (``drift_block``
+    seconds of the source talking alone each); a straight line through the lags over time
+    gives the pair's drift, and the pairs are solved together like the starts. A pair needs
+    three blocks that each match clearly, spread over at least half the meeting.
+    """
+    block = max(1, round(options.drift_block / frame_s))
+    # The first block's lag is looked for around the pair's overall lag, as far as a clock
+    # 1000 ppm off (far worse than any sound card's) would take it in half the meeting; each
+    # next block's around the last one found.
+    wide, near = 3 + round(5e-4 * level.shape[1]), 4
+    search = round(options.max_clock_error / frame_s)
+    whole = np.arange(-search, search + 1)
+    filled = _filled(level)
+    pairs: list[tuple[int, int, float, float]] = []  # (a, b, slope in frames per frame, weight)
+    for b in present:
+        rivals, dominant = _dominant(b, filled, voiced, present, owners, options.dominance_db)
+        frames = np.flatnonzero(dominant)
+        if frames.size == 0 or frames[-1] - frames[0] < level.shape[1] / 2:
+            continue
+        for a in rivals:
+            # A drifting copy matches less well overall than block by block: no bar here.
+            corr = _lag_correlations(level[a], level[b], frames, whole, options.min_frames)
+            if np.all(np.isnan(corr)):
+                continue
+            guess = int(whole[int(np.nanargmax(corr))])
+            points: list[tuple[float, float]] = []
+            for k in np.unique(frames // block):
+                chosen = frames[frames // block == k]
+                reach = near if points else wide
+                lags = np.arange(guess - reach, guess + reach + 1)
+                c = _lag_correlations(level[a], level[b], chosen, lags, options.min_frames)
+                if np.all(np.isnan(c)):
+                    continue
+                best = int(np.nanargmax(c))
+                if c[best] < options.min_clock_correlation or best in (0, len(lags) - 1):
+                    continue
+                guess = int(lags[best])
+                points.append((float(chosen.mean()), guess + _vertex(c[best - 1 : best + 2])))
+            line = _line(points, level.shape[1] / 2)
+            if line is not None:
+                pairs.append((a, b, *line))
+    drifts: list[float | None] = [None] * level.shape[0]
+    if not pairs:
+        return drifts
+    index = {t: k for k, t in enumerate(present)}
+    # d[a] - d[b] = slope(a, b): A's copy of B falls further behind when A's clock is fast.
+    solution = _solve([(a, b, -slope, w) for a, b, slope, w in pairs], index)
+    solution -= np.median(solution)
+    for t in present:
+        if any(t in (p[0], p[1]) for p in pairs):
+            drifts[t] = round(float(solution[index[t]]) * 1e6, 1)
+    return drifts
+
+
+def _line(points: list[tuple[float, float]], min_span: float) -> tuple[float, float] | None:
+    """The slope of a straight line through ``(time, lag)`` points, and a weight for it; None
+    unless three or more points spanning ``min_span`` frames lie on it within a frame (one
+    point off it, a false peak, is left out)."""
+    for _ in range(2):
+        if len(points) < 3 or points[-1][0] - points[0][0] < min_span:
+            return None
+        t, lag = np.array(points).T
+        slope, intercept = np.polyfit(t, lag, 1)
+        residual = np.abs(lag - (slope * t + intercept))
+        if residual.max() <= 1.0:
+            return float(slope), 1.0 / (0.1 + float(residual.std()))
+        points = [p for p, r in zip(points, residual, strict=True) if r < residual.max()]
+    return None
+
+
+def _vertex(three: np.ndarray) -> float:
+    """Where a parabola through three equally spaced values peaks, from -0.5 to 0.5."""
+    y0, y1, y2 = (float(v) for v in three)
+    if any(math.isnan(v) for v in (y0, y1, y2)):
+        return 0.0
+    curve = y0 - 2 * y1 + y2
+    return 0.0 if curve >= 0 else max(-0.5, min(0.5, 0.5 * (y0 - y2) / curve))
 
 
 def _solve(pairs: list[tuple[int, int, float, float]], index: dict[int, int]) -> np.ndarray:
@@ -176,37 +318,37 @@ def _residual(
     return float(solution[index[a]] - solution[index[b]] + lag)
 
 
-def _best_lag(
-    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, reach: int, min_frames: int
-) -> tuple[int, float, float] | None:
-    """The lag (frames) at which ``receiver`` follows ``source`` best over ``frames``.
+def _lag_correlations(
+    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, lags: np.ndarray, min_frames: int
+) -> np.ndarray:
+    """How well ``receiver`` follows ``source`` over ``frames`` at each of ``lags`` (frames).
 
-    Pearson's correlation at each lag, over the frames where both have a level; lags with
-    fewer than ``min_frames`` such frames, or a constant side, are out. Returns the best lag
-    (the first of equals), its correlation and the correlation at lag zero (-1 if none).
-    One lag at a time keeps memory to one row of frames, however long the meeting.
+    Pearson's correlation per lag, over the frames where both have a level; NaN for a lag
+    with fewer than ``min_frames`` such frames, or a constant side. Lags are taken
+    ``_LAG_CHUNK`` at a time, which keeps memory to that many rows of frames however long
+    the meeting.
     """
-    best: tuple[int, float] | None = None
-    at_zero = -1.0
-    for lag in range(-reach, reach + 1):
-        shifted = frames + lag
-        keep = (shifted >= 0) & (shifted < receiver.size)
-        x, y = receiver[shifted[keep]], source[frames[keep]]
-        good = ~(np.isnan(x) | np.isnan(y))
-        if np.count_nonzero(good) < min_frames:
-            continue
-        dx, dy = x[good] - x[good].mean(), y[good] - y[good].mean()
-        sxx, syy = float(dx @ dx), float(dy @ dy)
-        if sxx == 0 or syy == 0:
-            continue
-        corr = min(1.0, max(-1.0, float(dx @ dy) / math.sqrt(sxx * syy)))
-        if lag == 0:
-            at_zero = corr
-        if best is None or corr > best[1]:
-            best = (lag, corr)
-    if best is None:
-        return None
-    return best[0], best[1], at_zero
+    out = np.full(len(lags), np.nan)
+    y = source[frames]
+    for first in range(0, len(lags), _LAG_CHUNK):
+        chunk = np.asarray(lags[first : first + _LAG_CHUNK])
+        shifted = frames[None, :] + chunk[:, None]
+        inside = (shifted >= 0) & (shifted < receiver.size)
+        x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
+        good = ~(np.isnan(x) | np.isnan(y)[None, :])
+        count = good.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = np.where(good, x - (np.where(good, x, 0).sum(axis=1) / count)[:, None], 0)
+            yy = np.where(good, y[None, :], 0)
+            dy = np.where(good, yy - (yy.sum(axis=1) / count)[:, None], 0)
+            sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+            corr = np.clip((dx * dy).sum(axis=1) / np.sqrt(sxx * syy), -1.0, 1.0)
+        valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
+        out[first : first + len(chunk)] = np.where(valid, corr, np.nan)
+    return out
+
+
+_LAG_CHUNK = 16
 
 
 def _meeting_frames(
@@ -214,17 +356,25 @@ def _meeting_frames(
     offsets: Sequence[float],
     present: Sequence[int],
     frame_s: float,
-) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN)."""
-    starts = {i: round(offsets[i] / frame_s) for i in present}
-    total = max(starts[i] + len(activities[i].voiced) for i in present)
+    drifts: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN), and
+    for each track the meeting frame of each of its frames."""
+    where = {}
+    for i in present:
+        rate = 1 + (drifts[i] if drifts is not None else 0.0) * 1e-6
+        track = np.arange(len(activities[i].voiced))
+        where[i] = round(offsets[i] / frame_s) + np.round(track / rate).astype(np.int64)
+    first = min((int(where[i][0]) for i in present if where[i].size), default=0)
+    if first < 0:  # a start corrected to before the origin: the grid begins there instead
+        where = {i: w - first for i, w in where.items()}
+    total = max((int(where[i][-1]) + 1 for i in present if where[i].size), default=0)
     level = np.full((len(activities), total), _ABSENT)
     voiced = np.zeros((len(activities), total), bool)
     for i in present:
-        a = activities[i]
-        level[i, starts[i] : starts[i] + len(a.voiced)] = a.level_db
-        voiced[i, starts[i] : starts[i] + len(a.voiced)] = a.voiced
-    return level, voiced, starts
+        level[i, where[i]] = activities[i].level_db
+        voiced[i, where[i]] = activities[i].voiced
+    return level, voiced, where
 
 
 def _own_frames(

@@ -12,7 +12,16 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import Manifest, Provenance, Segment, Speaker, Transcript, Utterance, Word
+from models import (
+    Manifest,
+    Provenance,
+    Segment,
+    Speaker,
+    Transcript,
+    Utterance,
+    Word,
+    meeting_time,
+)
 
 __all__ = ["MergeOptions", "merge", "track_offsets"]
 
@@ -53,18 +62,20 @@ def merge(
     provenance: Provenance,
     options: MergeOptions | None = None,
     offsets: Sequence[float] | None = None,
+    drifts: Sequence[float] | None = None,
 ) -> Transcript:
     """One transcript from the segments of each track (keyed by index in ``manifest.tracks``).
 
     ``offsets`` places each track on the meeting clock (seconds from the origin); by default
-    each track's ``started_time``.
+    each track's ``started_time``. ``drifts`` (ppm) undoes track clocks that ran fast or slow.
     """
     options = options or MergeOptions()
     origin = _origin(manifest)
     offsets = list(offsets) if offsets is not None else track_offsets(manifest)
+    drifts = list(drifts) if drifts is not None else [0.0] * len(offsets)
     timeline = sorted(
         (
-            (manifest.tracks[index].user_id, _shift(segment, offsets[index]))
+            (manifest.tracks[index].user_id, _shift(segment, offsets[index], drifts[index]))
             for index, track_segments in segments.items()
             for segment in track_segments
         ),
@@ -96,9 +107,9 @@ def merge(
     )
 
 
-def _shift(segment: Segment, offset: float) -> Segment:
+def _shift(segment: Segment, offset: float, drift_ppm: float) -> Segment:
     def at(t: float) -> float:
-        return round(t + offset, 3)
+        return round(meeting_time(t, offset, drift_ppm), 3)
 
     return segment.model_copy(
         update={

@@ -8,7 +8,7 @@ import pytest
 
 from models import Manifest, VoiceActivity
 from pipeline import PipelineOptions, transcribe_tracks
-from stages.attribute import AttributionOptions, attribute
+from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import decode
 from stages.merge import track_offsets
 
@@ -192,3 +192,42 @@ def test_a_wrong_start_time_is_measured_from_the_leakage_and_corrected(leaky_mee
 
 def test_a_clean_meeting_gives_no_clock_estimate(sample_transcript):
     assert sample_transcript.provenance.clock == []
+
+
+def _talking_meeting(seconds: float, drift_ppm: dict[int, float]) -> list[VoiceActivity]:
+    """Three people taking turns, each heard by the others' microphones 30 dB down, as
+    frame levels; track ``i`` recorded by a clock ``drift_ppm[i]`` fast (so stretched)."""
+    rng = np.random.default_rng(7)
+    frames = round(seconds / 0.03)
+    own = np.full((3, frames), -80.0)
+    k = 0
+    while k < frames:  # turns of 2-6 s, a short pause between
+        length = int(rng.integers(60, 200))
+        who = int(rng.integers(3))
+        own[who, k : k + length] = -20 + 6 * rng.standard_normal(min(length, frames - k))
+        k += length + int(rng.integers(5, 30))
+    power = 10 ** (own / 10)
+    heard = 10 * np.log10(power + 10**-3 * (power.sum(axis=0) - power))
+    tracks = []
+    for i in range(3):
+        rate = 1 + drift_ppm.get(i, 0.0) * 1e-6
+        meeting = np.round(np.arange(round(frames * rate)) / rate).astype(int).clip(0, frames - 1)
+        levels = heard[i, meeting]
+        tracks.append(_activity(list(levels), list(levels > -45)))
+    return tracks
+
+
+def test_a_clock_that_runs_fast_is_measured_from_the_leakage():
+    # 400 ppm over ten minutes moves the track by a quarter of a second by the end.
+    tracks = _talking_meeting(600, {1: 400.0})
+    owners = ["a", "b", "c"]
+    estimates = estimate_clock(tracks, [0.0, 0.0, 0.0], owners)
+    assert estimates[1].drift_ppm == pytest.approx(400, abs=25) and estimates[1].drift_clear
+    for other in (0, 2):
+        assert abs(estimates[other].drift_ppm) < 25 and not estimates[other].drift_clear
+    assert all(e.correction_s == 0 for e in estimates)
+
+
+def test_clocks_that_agree_show_no_drift():
+    estimates = estimate_clock(_talking_meeting(600, {}), [0.0, 0.0, 0.0], ["a", "b", "c"])
+    assert all(abs(e.drift_ppm) < 25 and not e.drift_clear for e in estimates)
