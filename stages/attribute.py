@@ -156,14 +156,15 @@ def estimate_clock(
         return estimates
     frame_s = activities[present[0]].frame_s
     level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s)
-    drifts = _drifts(level, voiced, present, owners, options, frame_s)
+    drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
     lengths = {i: len(activities[i].voiced) for i in present}
     applied = [
         d if d is not None and abs(d) * 1e-6 * lengths[i] >= options.min_drift else 0.0
         for i, d in enumerate(drifts)
     ]
-    if any(applied):
+    if any(applied):  # the lags change with the grid: none of the curves can be reused
         level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s, applied)
+        curves = {}
     reach = round(options.max_clock_error / frame_s)
     filled = _filled(level)
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, lag of a behind b in s, corr)
@@ -172,7 +173,9 @@ def estimate_clock(
         rivals, dominant = _dominant(b, filled, voiced, present, owners, options.dominance_db)
         frames = np.flatnonzero(dominant)
         for a in rivals:
-            corr = _lag_correlations(level[a], level[b], frames, lags, options.min_frames)
+            corr = curves.get((a, b))
+            if corr is None:
+                corr = _lag_correlations(level[a], level[b], frames, lags, options.min_frames)
             if np.all(np.isnan(corr)):
                 continue
             best = int(np.nanargmax(corr))
@@ -219,8 +222,9 @@ def _drifts(
     owners: Sequence[str],
     options: AttributionOptions,
     frame_s: float,
-) -> list[float | None]:
-    """Each track's clock rate against the others (ppm), or None where it cannot be told.
+) -> tuple[list[float | None], dict[tuple[int, int], np.ndarray]]:
+    """Each track's clock rate against the others (ppm), or None where it cannot be told;
+    and the correlation curves over all lags it computed on the way, per (receiver, source).
 
     For each pair with clear leakage, the lag is found block by block (``drift_block``
     seconds of the source talking alone each); a straight line through the lags over time
@@ -236,6 +240,7 @@ def _drifts(
     whole = np.arange(-search, search + 1)
     filled = _filled(level)
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, slope in frames per frame, weight)
+    curves: dict[tuple[int, int], np.ndarray] = {}
     for b in present:
         rivals, dominant = _dominant(b, filled, voiced, present, owners, options.dominance_db)
         frames = np.flatnonzero(dominant)
@@ -244,6 +249,7 @@ def _drifts(
         for a in rivals:
             # A drifting copy matches less well overall than block by block: no bar here.
             corr = _lag_correlations(level[a], level[b], frames, whole, options.min_frames)
+            curves[(a, b)] = corr
             if np.all(np.isnan(corr)):
                 continue
             guess = int(whole[int(np.nanargmax(corr))])
@@ -265,7 +271,7 @@ def _drifts(
                 pairs.append((a, b, *line))
     drifts: list[float | None] = [None] * level.shape[0]
     if not pairs:
-        return drifts
+        return drifts, curves
     index = {t: k for k, t in enumerate(present)}
     # d[a] - d[b] = slope(a, b): A's copy of B falls further behind when A's clock is fast.
     solution = _solve([(a, b, -slope, w) for a, b, slope, w in pairs], index)
@@ -273,7 +279,7 @@ def _drifts(
     for t in present:
         if any(t in (p[0], p[1]) for p in pairs):
             drifts[t] = round(float(solution[index[t]]) * 1e6, 1)
-    return drifts
+    return drifts, curves
 
 
 def _line(points: list[tuple[float, float]], min_span: float) -> tuple[float, float] | None:
