@@ -143,7 +143,9 @@ def _turns(
                 for other, theirs in timeline[since + 1 : position]
             )
             turn = turns[index][1]
-            longest = options.sentence_gap if _ends_sentence(turn[-1]) else options.join_gap
+            longest = options.join_gap
+            if _ends_sentence(turn[-1]):
+                longest = min(longest, options.sentence_gap)
             if segment.start - end <= longest and not spoken_into_pause:
                 turns[index][1].append(segment)
                 last[user] = (index, position, max(end, segment.end))
