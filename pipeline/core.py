@@ -258,9 +258,8 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
 def _clock(
     manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
 ) -> tuple[list[float], list[float], list[ClockEstimate]]:
-    """Each track's place and rate on the meeting clock: its start time, corrected where the
-    leakage between tracks clearly shows it is off by a frame or more, and its clock's drift
-    where that moves it by ``min_drift`` frames or more over its length."""
+    """Each track's place and rate on the meeting clock: its start time and its clock's
+    drift, each corrected where the leakage between tracks shows it clearly."""
     offsets = track_offsets(manifest)
     drifts = [0.0] * len(offsets)
     estimates = estimate_clock(
@@ -269,13 +268,11 @@ def _clock(
         [t.user_id for t in manifest.tracks],
         options.attribution,
     )
-    frame_s = options.vad.frame_ms / 1000
     records = []
     for item, estimate in zip(work, estimates, strict=True):
         if estimate is None:
             continue
-        applied = abs(estimate.correction_s) >= 2 * frame_s - 1e-9
-        if applied:
+        if estimate.start_clear:
             offsets[item.index] += estimate.correction_s
         if estimate.drift_clear and estimate.drift_ppm is not None:
             drifts[item.index] = estimate.drift_ppm
@@ -287,7 +284,7 @@ def _clock(
                 correction_s=estimate.correction_s,
                 pairs=estimate.pairs,
                 correlation=estimate.correlation,
-                applied=applied,
+                applied=estimate.start_clear,
                 drift_ppm=estimate.drift_ppm,
                 drift_applied=estimate.drift_clear,
             )

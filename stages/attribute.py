@@ -84,7 +84,9 @@ class TrackClock(NamedTuple):
     """Other tracks it was measured against."""
     correlation: float
     """How well leaked copies matched their sources (0-1)."""
-    drift_clear: bool = False
+    start_clear: bool
+    """The start is off by two frames or more: it is to be corrected."""
+    drift_clear: bool
     """The drift moves the track by ``min_drift`` frames or more over its length: it is to be
     corrected (the start was measured with it corrected)."""
 
@@ -157,13 +159,14 @@ def estimate_clock(
     frame_s = activities[present[0]].frame_s
     level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s)
     drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
-    lengths = {i: len(activities[i].voiced) for i in present}
-    applied = [
-        d if d is not None and abs(d) * 1e-6 * lengths[i] >= options.min_drift else 0.0
+    corrected = [
+        d
+        if d is not None and abs(d) * 1e-6 * len(activities[i].voiced) >= options.min_drift
+        else 0.0
         for i, d in enumerate(drifts)
     ]
-    if any(applied):  # the lags change with the grid: none of the curves can be reused
-        level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s, applied)
+    if any(corrected):  # the lags change with the grid: none of the curves can be reused
+        level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s, corrected)
         curves = {}
     reach = round(options.max_clock_error / frame_s)
     filled = _filled(level)
@@ -185,33 +188,30 @@ def estimate_clock(
                 lag == 0 or corr[best] - at_zero >= 0.2
             ):
                 pairs.append((a, b, lag * frame_s, float(corr[best])))
-    if not pairs:
-        return [
-            TrackClock(0.0, drifts[i], 0, 0.0, bool(applied[i])) if drifts[i] is not None else None
-            for i in range(len(activities))
-        ]
-    # Least squares for corrections c: c[a] - c[b] = -lag(a, b), weighted by correlation;
-    # then once more without the pairs that disagree with the rest (a false peak).
     index = {t: k for k, t in enumerate(present)}
-    solution = _solve(pairs, index)
-    agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
-    if agreeing and len(agreeing) < len(pairs):
-        pairs = agreeing
+    solution = np.zeros(len(present))
+    if pairs:
+        # Least squares for corrections c: c[a] - c[b] = -lag(a, b), weighted by correlation;
+        # then once more without the pairs that disagree with the rest (a false peak).
         solution = _solve(pairs, index)
-    solution -= np.median(solution)
+        agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
+        if agreeing and len(agreeing) < len(pairs):
+            pairs = agreeing
+            solution = _solve(pairs, index)
+        solution -= np.median(solution)
     for t in present:
         mine = [p for p in pairs if t in (p[0], p[1])]
-        if mine:
-            correction = round(float(solution[index[t]]) / frame_s) * frame_s
-            estimates[t] = TrackClock(
-                round(correction, 3),
-                drifts[t],
-                len(mine),
-                round(float(np.mean([p[3] for p in mine])), 2),
-                bool(applied[t]),
-            )
-        elif drifts[t] is not None:
-            estimates[t] = TrackClock(0.0, drifts[t], 0, 0.0, bool(applied[t]))
+        if not mine and drifts[t] is None:
+            continue
+        correction = round(float(solution[index[t]]) / frame_s) * frame_s if mine else 0.0
+        estimates[t] = TrackClock(
+            correction_s=round(correction, 3),
+            drift_ppm=drifts[t],
+            pairs=len(mine),
+            correlation=round(float(np.mean([p[3] for p in mine])), 2) if mine else 0.0,
+            start_clear=abs(correction) >= 2 * frame_s - 1e-9,
+            drift_clear=bool(corrected[t]),
+        )
     return estimates
 
 
