@@ -293,9 +293,7 @@ def _named(job: Job, manifest: Manifest) -> Manifest:
         t.model_copy(update={"display_name": job.names.get(t.user_id, t.display_name)})
         for t in manifest.tracks
     ]
-    named = manifest.model_copy(update={"tracks": tracks})
-    named.root = manifest.root
-    return named
+    return manifest.model_copy(update={"tracks": tracks})
 
 
 def _meeting_key(manifest: Manifest, options: PipelineOptions, formats: Sequence[str]) -> str:

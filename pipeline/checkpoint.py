@@ -94,20 +94,15 @@ class Checkpoints:
     # -- voice activity --------------------------------------------------------------------
 
     def save_activity(self, key: str, activity: VoiceActivity) -> None:
-        path = self.folder / "vad" / f"{key}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz.part", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                voiced=activity.voiced,
-                level_db=activity.level_db,
-                frame_s=activity.frame_s,
-                duration=activity.duration,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        data = io.BytesIO()
+        np.savez(
+            data,
+            voiced=activity.voiced,
+            level_db=activity.level_db,
+            frame_s=activity.frame_s,
+            duration=activity.duration,
+        )
+        atomic_write_bytes(self.folder / "vad" / f"{key}.npz", data.getvalue())
 
     def activity(self, key: str) -> VoiceActivity | None:
         def load(data: bytes) -> VoiceActivity:

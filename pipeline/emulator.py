@@ -65,14 +65,14 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models import Manifest, ManifestError, format_utc
+from models import Manifest, ManifestError, RecordingStatus, format_utc
 
 __all__ = ["FAULTS", "Emulator", "EmulatorOptions"]
 
@@ -81,7 +81,7 @@ _log = logging.getLogger(__name__)
 FAULTS = ("rate_limit", "server_error", "cut", "expired_url", "corrupt")
 """Faults a client must survive; each fires a set number of times, then stops."""
 
-_STATUSES = ("INVOKED", "RECORDING", "PAUSED", "UPLOADING", "UPLOADED", "ERRORED")
+_STATUSES = get_args(RecordingStatus)
 _FINAL = frozenset({"UPLOADED", "ERRORED"})
 _API = re.compile(r"^/client/v4/accounts/[^/]+/realtime/kit/[^/]+/recordings(?:/(?P<rest>.*))?$")
 _FILES = re.compile(r"^/files/(?P<recording>[^/]+)/(?P<name>[^/]+)$")

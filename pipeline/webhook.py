@@ -36,9 +36,17 @@ _TRIES = 3
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
     """True when ``signature`` (base64) is RealtimeKit's signature of exactly ``body``."""
+    return _verify(_rsa_key(public_key_pem), body, signature)
+
+
+def _rsa_key(public_key_pem: bytes) -> rsa.RSAPublicKey:
     key = load_pem_public_key(public_key_pem)
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("the webhook public key is not an RSA key")
+    return key
+
+
+def _verify(key: rsa.RSAPublicKey, body: bytes, signature: str) -> bool:
     try:
         key.verify(
             base64.b64decode(signature, validate=True), body, padding.PKCS1v15(), hashes.SHA256()
@@ -63,8 +71,7 @@ class WebhookReceiver:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        load_pem_public_key(public_key_pem)  # refuse a bad key now, not at the first delivery
-        self._key = public_key_pem
+        self._key = _rsa_key(public_key_pem)  # a bad key is refused now, not at a delivery
         self._on_uploaded = on_uploaded
         self._lock = threading.Lock()
         self._seen_deliveries: set[str] = set()
@@ -73,7 +80,6 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._threads: list[threading.Thread] = []
-        self.handled = 0
 
     @property
     def url(self) -> str:
@@ -118,7 +124,7 @@ class WebhookReceiver:
 
     def _accept(self, body: bytes, signature: str | None, delivery: str | None) -> tuple[int, str]:
         """Judge one delivery: the HTTP status to answer and why."""
-        if not signature or not verify_signature(self._key, body, signature):
+        if not signature or not _verify(self._key, body, signature):
             return 401, "bad or missing rtk-signature"
         try:
             event = WebhookEvent.model_validate(json.loads(body))
@@ -161,7 +167,6 @@ class WebhookReceiver:
         for attempt in range(1, _TRIES + 1):
             try:
                 self._on_uploaded(recording)
-                self.handled += 1
                 return
             except BaseException as exc:  # nothing may kill the worker
                 if isinstance(exc, KeyboardInterrupt):
