@@ -84,6 +84,7 @@ def load_jobs(path: Path) -> list[Job]:
         raise JobsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
     jobs: list[Job] = []
+    seen: dict[str, int] = {}  # folder name -> line
     for line, row in rows:
         try:
             job = Job.model_validate(row)
@@ -93,20 +94,18 @@ def load_jobs(path: Path) -> list[Job]:
             # Found from the JOBS file's folder, wherever the batch is started from.
             job = job.model_copy(update={"manifest": (path.parent / job.manifest).resolve()})
         try:
-            job.folder_name  # noqa: B018 - an id with nothing usable in it is refused here
+            folder = job.folder_name  # an id with nothing usable in it is refused here
         except ValueError as exc:
             raise JobsError(f"{path}, line {line}: id: {exc}") from None
         jobs.append(job)
+        if folder in seen:
+            raise JobsError(
+                f"{path}: jobs {seen[folder]} and {len(jobs)} would share the output "
+                f"folder {folder!r}; give them different ids"
+            )
+        seen[folder] = len(jobs)
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")
-    seen: dict[str, int] = {}
-    for number, job in enumerate(jobs, 1):
-        if job.folder_name in seen:
-            raise JobsError(
-                f"{path}: jobs {seen[job.folder_name]} and {number} would share the output "
-                f"folder {job.folder_name!r}; give them different ids"
-            )
-        seen[job.folder_name] = number
     return jobs
 
 

@@ -10,11 +10,22 @@ from stages.vad import VadOptions, voice_activity
 
 
 def analyse_track(
-    source: Path, pcm_path: Path, sha256: str | None, size: int | None, vad: VadOptions
+    source: Path,
+    pcm_path: Path,
+    sha256: str | None,
+    size: int | None,
+    verified_sha256: str | None,
+    vad: VadOptions,
 ) -> tuple[PcmAudio, VoiceActivity, float, float]:
     """Decode one track and find its voice activity; also the seconds each took."""
     start = time.perf_counter()
-    audio = decode(source, pcm_path, expected_sha256=sha256, expected_size=size)
+    audio = decode(
+        source,
+        pcm_path,
+        expected_sha256=sha256,
+        expected_size=size,
+        verified_sha256=verified_sha256,
+    )
     decoded = time.perf_counter()
     activity = voice_activity(audio, vad)
     return audio, activity, decoded - start, time.perf_counter() - decoded

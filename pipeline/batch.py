@@ -89,6 +89,7 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     options = options or PipelineOptions()
     results: dict[str, MeetingResult] = {}
+    order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
     todo = list(jobs)
     if retry_failed and (out / SUMMARY).exists():
         try:
@@ -104,8 +105,7 @@ def run_batch(
 
     def record(result: MeetingResult) -> None:
         results[result.job] = result
-        ordered = [results[j.folder_name] for j in jobs if j.folder_name in results]
-        BatchSummary(meetings=ordered).save(out / SUMMARY)
+        BatchSummary(meetings=[results[n] for n in order if n in results]).save(out / SUMMARY)
 
     work = _Work(
         out=out.resolve(),
@@ -122,7 +122,7 @@ def run_batch(
             record(result)
             bar.update()
             log.info("%s: %s", result.job, result.status)
-    return BatchSummary(meetings=[results[j.folder_name] for j in jobs if j.folder_name in results])
+    return BatchSummary(meetings=[results[n] for n in order if n in results])
 
 
 def process_meeting(

@@ -37,10 +37,9 @@ from models import (
     Transcript,
     VoiceActivity,
     meeting_time,
-    sha256_file,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
-from stages.decode import DecodeError, decode
+from stages.decode import DecodeError, check_file, decode
 from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber, model_identity
 from stages.vad import VadOptions, speech_regions
@@ -397,6 +396,7 @@ def _analyse(
             store.pcm_path(item),
             track.sha256,
             track.size,
+            item.file_key,  # hashed and checked here already: the worker need not read it again
             vad,
         )
 
@@ -466,9 +466,12 @@ def _transcribe(
             _fail(item, manifest.tracks[item.index].path, exc)
     todo = [item for item in todo if item.failure is None]
 
+    finished: set[int] = set()
+
     def done(position: int, segments: list[Segment]) -> None:
         todo[position].segments = segments
         store.transcribed(todo[position])
+        finished.add(position)
 
     with tqdm(
         total=round(sum(r.duration for w in todo for r in w.regions), 1),
@@ -485,8 +488,8 @@ def _transcribe(
         except Exception:
             # Find the track that fails, alone; the others' results are the same either way.
             log.warning("transcribing the tracks together failed; retrying one by one")
-            for item in todo:
-                if store.restore_segments(item):
+            for position, item in enumerate(todo):
+                if position in finished:
                     continue
                 try:
                     item.segments = transcriber.transcribe(item.audio, item.regions)
@@ -544,15 +547,9 @@ class _Store:
         if self._checkpoints is None:
             return
         try:
-            item.file_key = sha256_file(source)
-            size = source.stat().st_size
-        except OSError:
+            _, item.file_key = check_file(source, track.sha256, track.size)
+        except (DecodeError, OSError):
             item.file_key = None  # decoding will say what is wrong with it
-            return
-        if (track.sha256 and track.sha256 != item.file_key) or (
-            track.size is not None and track.size != size
-        ):
-            item.file_key = None
 
     def pcm_path(self, item: _TrackWork) -> Path:
         if self._checkpoints is None or item.file_key is None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from models import SAMPLE_RATE, PcmAudio, sha256_file
 
-__all__ = ["DecodeError", "decode"]
+__all__ = ["DecodeError", "check_file", "decode"]
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,19 @@ def decode(
     *,
     expected_sha256: str | None = None,
     expected_size: int | None = None,
+    verified_sha256: str | None = None,
 ) -> PcmAudio:
     """Decode ``source`` into ``pcm_path`` (raw int16, 16 kHz mono) and describe the result.
 
     ``expected_sha256``/``expected_size`` (from the manifest) are checked before any decoding,
     so a file that changed since it was listed is refused rather than silently transcribed.
+    ``verified_sha256`` is the digest :func:`check_file` just gave the caller (in another
+    process, say): the file is then not read twice.
     A file that breaks off part-way (truncated upload, corrupt packet) decodes up to the
     break; the returned :class:`PcmAudio` says where in ``problem``.
     """
     source = Path(source)
-    size, digest = _check_file(source, expected_sha256, expected_size)
+    size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
     try:
         container = av.open(str(source), mode="r")
     except av.error.FFmpegError as exc:
@@ -80,14 +83,18 @@ def decode(
     )
 
 
-def _check_file(source: Path, sha256: str | None, size: int | None) -> tuple[int, str]:
+def check_file(
+    source: Path, sha256: str | None, size: int | None, verified_sha256: str | None = None
+) -> tuple[int, str]:
+    """The file's size and SHA-256, checked against the manifest's; :class:`DecodeError`
+    when it is missing or does not match."""
     try:
         actual_size = source.stat().st_size
     except FileNotFoundError:
         raise DecodeError(f"{source}: file not found") from None
     if size is not None and actual_size != size:
         raise DecodeError(f"{source}: size is {actual_size} bytes, the manifest says {size}")
-    digest = sha256_file(source)
+    digest = verified_sha256 or sha256_file(source)
     if sha256 is not None and digest != sha256.lower():
         raise DecodeError(f"{source}: SHA-256 is {digest}, the manifest says {sha256}")
     return actual_size, digest
