@@ -27,7 +27,7 @@ from ._cli_common import (
     write_outputs,
 )
 from .config import ApiSettings, ConfigError
-from .core import transcribe_tracks
+from .core import NoUsableTrackError
 from .demo import sample_meeting
 from .emulator import FAULTS, Emulator, EmulatorOptions
 
@@ -307,20 +307,19 @@ def _webhook_command(args: argparse.Namespace) -> int:
     def on_uploaded(recording: Recording) -> None:
         out = args.out / recording.id
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
-        result = remote.fetch(
-            client,
-            recording.id,
-            out / remote.RECORDING_FOLDER,
-            meeting_id=recording.meeting_id,
-            options=FetchOptions(progress=not args.no_progress),
-        )
-        if result.manifest is None:
-            say(f"recording {recording.id}: nothing could be fetched")
+        try:
+            transcript = remote.transcribe_recording(
+                client,
+                recording.id,
+                out,
+                meeting_id=recording.meeting_id,
+                options=pipeline_options(args),
+                fetch_options=FetchOptions(progress=not args.no_progress),
+                progress=False,
+            )
+        except NoUsableTrackError as exc:
+            say(str(exc))
             return
-        transcript = transcribe_tracks(
-            result.manifest, options=pipeline_options(args), progress=False
-        )
-        transcript.provenance.failures.extend(result.failures)
         write_outputs(transcript, out, args.formats)
         status = report(transcript)
         say(f"recording {recording.id}: done (exit status {status})")

@@ -55,9 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bad_input(f"bad manifest: {exc}")
     except JobsError as exc:
         return _bad_input(f"bad jobs file: {exc}")
-    except (ModelError, NoUsableTrackError, OutputError, ConfigError) as exc:
-        return _bad_input(str(exc))
-    except (RealtimeKitError, FetchError, ConnectionError) as exc:
+    except (
+        ModelError,
+        NoUsableTrackError,
+        OutputError,
+        ConfigError,
+        RealtimeKitError,
+        FetchError,
+        ConnectionError,
+    ) as exc:
         return _bad_input(str(exc))
     except ValidationError as exc:
         return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
@@ -209,9 +215,10 @@ def _run_bench(args: argparse.Namespace) -> int:
     truth = args.truth
     if truth is None and (args.manifest.parent / "truth.json").is_file():
         truth = args.manifest.parent / "truth.json"
+    truth_turns = None
     if truth is not None:
         try:
-            load_turns(truth)
+            truth_turns = load_turns(truth)
         except (OSError, ValueError) as exc:
             return _bad_input(f"bad truth: {exc}")
     options = pipeline_options(args)
@@ -226,10 +233,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         print(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
         print(_bench_table(results, truth))
-    if args.plot and truth is not None and "pipeline" in results:
+    if args.plot and truth_turns is not None and "pipeline" in results:
         plot_timeline(
             results["pipeline"].turns,
-            load_turns(truth),
+            truth_turns,
             args.plot,
             speakers=[t.user_id for t in manifest.tracks],
             title="pipeline vs truth",

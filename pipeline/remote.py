@@ -16,7 +16,7 @@ from stages.record import RealtimeKitClient
 
 from .core import NoUsableTrackError, PipelineOptions, transcribe_tracks
 
-__all__ = ["RECORDING_FOLDER", "fetch", "record", "run"]
+__all__ = ["RECORDING_FOLDER", "fetch", "record", "run", "transcribe_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,6 @@ def run(
     """Record, fetch and transcribe. Files that could not be fetched are listed as failures
     in the transcript's provenance (a partial result), like tracks that could not be decoded.
     """
-    say = on_step or (lambda _line: None)
     recording = record(
         client,
         meeting_id,
@@ -116,6 +115,37 @@ def run(
         poll=poll,
         on_step=on_step,
     )
+    return transcribe_recording(
+        client,
+        recording,
+        out,
+        meeting_id=meeting_id,
+        user_ids=user_ids,
+        display_names=display_names,
+        options=options,
+        fetch_options=fetch_options,
+        progress=progress,
+        on_step=on_step,
+    )
+
+
+def transcribe_recording(
+    client: RealtimeKitClient,
+    recording: Recording | str,
+    out: Path,
+    *,
+    meeting_id: str | None = None,
+    user_ids: Sequence[str] = (),
+    display_names: Mapping[str, str] | None = None,
+    options: PipelineOptions | None = None,
+    fetch_options: FetchOptions | None = None,
+    progress: bool = True,
+    on_step: Step | None = None,
+) -> Transcript:
+    """Fetch an uploaded recording into ``out/recording`` and transcribe it. Files that could
+    not be fetched are listed as failures in the transcript's provenance; when none could be,
+    :class:`NoUsableTrackError`."""
+    say = on_step or (lambda _line: None)
     folder = Path(out) / RECORDING_FOLDER
     result = fetch(
         client,
@@ -126,15 +156,15 @@ def run(
         display_names=display_names,
         options=fetch_options,
     )
+    recording_id = recording if isinstance(recording, str) else recording.id
     if result.manifest is None:
         reasons = "; ".join(f.reason for f in result.failures)
-        raise NoUsableTrackError(f"recording {recording.id}: no file could be fetched: {reasons}")
+        raise NoUsableTrackError(f"recording {recording_id}: no file could be fetched: {reasons}")
     say(
         f"fetched {len(result.manifest.tracks)} file(s) into {folder}"
         + (f", {len(result.failures)} failed" if result.failures else "")
     )
     say("transcribing")
     transcript = transcribe_tracks(result.manifest, options=options, progress=progress)
-    if result.failures:
-        transcript.provenance.failures.extend(result.failures)
+    transcript.provenance.failures.extend(result.failures)
     return transcript
