@@ -138,29 +138,9 @@ def test_fetch_an_existing_recording_then_rerun_skips_it(
     recording = client.start_track_recording(sample_manifest.meeting_id)
     client.wait_until_uploaded(recording.id, poll=0.1)
 
-    first = cli(
-        "-v",
-        "fetch",
-        "--recording-id",
-        recording.id,
-        "-o",
-        str(tmp_path),
-        "--base-url",
-        base_url,
-        *account,
-        "--no-progress",
-    )
-    again = cli(
-        "fetch",
-        "--recording-id",
-        recording.id,
-        "-o",
-        str(tmp_path),
-        "--base-url",
-        base_url,
-        *account,
-        "--no-progress",
-    )
+    fetch = ["fetch", "--recording-id", recording.id, "-o", str(tmp_path), "--base-url", base_url]
+    first = cli("-v", *fetch, *account, "--no-progress")
+    again = cli(*fetch, *account, "--no-progress")
 
     assert first.returncode == 0, first.stderr
     assert again.returncode == 0, again.stderr
