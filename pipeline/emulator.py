@@ -257,9 +257,18 @@ class Emulator:
         # Reads move recordings on too; the ticker is what makes webhooks arrive unasked.
         while not self._stopping.wait(_TICK):
             with self._lock:
-                now = time.monotonic()
-                for recording in self._recordings.values():
-                    self._advance(recording, now)
+                self._advance_all()
+
+    def _advance_all(self) -> float:
+        """Move every recording on to where the clock says it is (lock held); returns now."""
+        now = time.monotonic()
+        for recording in self._recordings.values():
+            self._advance(recording, now)
+        return now
+
+    def _current(self) -> "_Recording | None":
+        """The recording still in progress, after :meth:`_advance_all` (lock held)."""
+        return next((r for r in self._recordings.values() if r.status not in _FINAL), None)
 
     def _handle(
         self,
@@ -340,11 +349,10 @@ class Emulator:
         chosen = [t for t in self._tracks if users is None or t.user_id in users]
         files = {_file_name(prefix, track): track for track in chosen}
         with self._lock:
-            now = time.monotonic()
-            for other in self._recordings.values():
-                self._advance(other, now)
-                if other.status not in _FINAL:
-                    raise _ApiError(409, f"recording {other.id} is already active for {meeting_id}")
+            now = self._advance_all()
+            other = self._current()
+            if other is not None:
+                raise _ApiError(409, f"recording {other.id} is already active for {meeting_id}")
             recording = _Recording(
                 id=str(uuid.uuid4()),
                 layer=layer,
@@ -404,21 +412,20 @@ class Emulator:
         if meeting_id != self._meeting_id:
             raise _ApiError(404, f"meeting {meeting_id} not found")
         with self._lock:
-            now = time.monotonic()
-            for recording in self._recordings.values():
-                self._advance(recording, now)
-                if recording.status not in _FINAL:
-                    data = self._render(recording, issue=True)
-                    return _json_reply(200, {"success": True, "data": data})
+            self._advance_all()
+            recording = self._current()
+            if recording is not None:
+                data = self._render(recording, issue=True)
+                return _json_reply(200, {"success": True, "data": data})
         raise _ApiError(404, f"no active recording for meeting {meeting_id}")
 
     def _list(self, query: dict[str, list[str]]) -> "_Reply":
         wanted = _ListQuery.parse(query)
         with self._lock:
-            now, wall_now = time.monotonic(), time.time()
+            self._advance_all()
+            wall_now = time.time()
             chosen = []
             for recording in self._recordings.values():
-                self._advance(recording, now)
                 invoked = self._wall(recording.invoked_at)
                 if wanted.accepts(recording, self._meeting_id, invoked, wall_now):
                     chosen.append(recording)
