@@ -26,7 +26,7 @@ from ._cli_common import (
     say,
     write_outputs,
 )
-from .config import ApiSettings, ConfigError
+from .config import ENVIRONMENT, ApiSettings, ConfigError
 from .core import NoUsableTrackError
 from .demo import sample_meeting
 from .emulator import FAULTS, Emulator, EmulatorOptions
@@ -271,9 +271,10 @@ def _fetch_command(args: argparse.Namespace) -> int:
 
 
 def _emulator_command(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.get("CLOUDFLARE_API_TOKEN")
+    variable = ENVIRONMENT["api_token"]
+    token = args.token or os.environ.get(variable)
     if not token:
-        raise ConfigError("the emulator needs a token: --token T or $CLOUDFLARE_API_TOKEN")
+        raise ConfigError(f"the emulator needs a token: --token T or ${variable}")
     options = EmulatorOptions(
         token=token,
         start_delay=args.start_delay,

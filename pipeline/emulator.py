@@ -447,9 +447,11 @@ class Emulator:
     def _limit(self, max_seconds: object) -> tuple[float, str]:
         if max_seconds is None:
             return self._options.record_seconds, "ALL_PEERS_LEFT"
-        if isinstance(max_seconds, bool) or not isinstance(max_seconds, int | float):
-            raise _ApiError(400, "max_seconds must be a positive number")
-        if not max_seconds > 0:
+        if (
+            isinstance(max_seconds, bool)
+            or not isinstance(max_seconds, int | float)
+            or not max_seconds > 0
+        ):
             raise _ApiError(400, "max_seconds must be a positive number")
         if max_seconds < self._options.record_seconds:
             return float(max_seconds), "API_CALL"
