@@ -417,11 +417,11 @@ def _analyse(
             ordered = sorted(
                 work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index]))
             )
+            leftover = []
             try:
                 futures = {pool.submit(analyse_track, *job(item)): item for item in ordered}
             except (BrokenProcessPool, RuntimeError, OSError):
-                futures = {}
-            leftover = []
+                futures, leftover = {}, list(work)
             for future in as_completed(futures):
                 item = futures[future]
                 try:
@@ -432,8 +432,6 @@ def _analyse(
                 except Exception as exc:  # one bad track must not cost the others
                     _fail(item, manifest.tracks[item.index].path, exc)
                 bar.update()
-            if not futures:
-                leftover = list(work)
             if leftover:
                 log.warning("decode workers unavailable; decoding %d track(s) here", len(leftover))
         for item in leftover:
@@ -551,10 +549,14 @@ class _Store:
         except (DecodeError, OSError):
             item.file_key = None  # decoding will say what is wrong with it
 
+    def _kept(self, item: _TrackWork) -> Checkpoints | None:
+        """The checkpoints, if this track's work may be kept there (its file is known)."""
+        return None if item.file_key is None else self._checkpoints
+
     def pcm_path(self, item: _TrackWork) -> Path:
-        if self._checkpoints is None or item.file_key is None:
+        if (kept := self._kept(item)) is None:
             return self._scratch / f"{item.index}.pcm"
-        return self._checkpoints.pcm_path(self._decode_key(item))
+        return kept.pcm_path(self._decode_key(item))
 
     def _decode_key(self, item: _TrackWork) -> str:
         return work_key("decode", item.file_key, self._software)
@@ -563,10 +565,10 @@ class _Store:
         return work_key("vad", item.file_key, self._software, self._vad)
 
     def restore_analysis(self, item: _TrackWork) -> bool:
-        if self._checkpoints is None or item.file_key is None:
+        if (kept := self._kept(item)) is None:
             return False
-        audio = self._checkpoints.decoded(self._decode_key(item))
-        activity = self._checkpoints.activity(self._vad_key(item))
+        audio = kept.decoded(self._decode_key(item))
+        activity = kept.activity(self._vad_key(item))
         if audio is None or activity is None:
             return False
         item.audio, item.activity = audio, activity
@@ -575,14 +577,14 @@ class _Store:
     def analysed(
         self, item: _TrackWork, audio: PcmAudio, activity: VoiceActivity
     ) -> tuple[PcmAudio, VoiceActivity]:
-        if self._checkpoints is None or item.file_key is None:
+        if (kept := self._kept(item)) is None:
             return audio, activity
         if audio.source_sha256 != item.file_key:  # the file changed while being read
             item.file_key = None  # keep nothing of it
             return audio, activity
-        audio = self._checkpoints.save_decoded(self._decode_key(item), audio)
-        self._checkpoints.save_activity(self._vad_key(item), activity)
-        self._checkpoints.journal("analysed", path=str(audio.source), key=item.file_key)
+        audio = kept.save_decoded(self._decode_key(item), audio)
+        kept.save_activity(self._vad_key(item), activity)
+        kept.journal("analysed", path=str(audio.source), key=item.file_key)
         return audio, activity
 
     def ensure_pcm(self, item: _TrackWork, source: Path) -> None:
@@ -591,27 +593,27 @@ class _Store:
         if item.audio.pcm_path.exists():
             return
         audio = decode(source, self.pcm_path(item), expected_sha256=item.audio.source_sha256)
-        if self._checkpoints is not None and item.file_key is not None:
-            audio = self._checkpoints.save_decoded(self._decode_key(item), audio)
-            self._checkpoints.journal("decoded again", path=str(source), key=item.file_key)
+        if (kept := self._kept(item)) is not None:
+            audio = kept.save_decoded(self._decode_key(item), audio)
+            kept.journal("decoded again", path=str(source), key=item.file_key)
         item.audio = audio
 
     def _segments_key(self, item: _TrackWork) -> str:
         return work_key("transcribe", item.file_key, self._software, item.regions, self._transcribe)
 
     def restore_segments(self, item: _TrackWork) -> bool:
-        if self._checkpoints is None or item.file_key is None:
+        if (kept := self._kept(item)) is None:
             return False
-        segments = self._checkpoints.segments(self._segments_key(item))
+        segments = kept.segments(self._segments_key(item))
         if segments is None:
             return False
         item.segments = segments
         return True
 
     def transcribed(self, item: _TrackWork) -> None:
-        if self._checkpoints is None or item.file_key is None:
+        if (kept := self._kept(item)) is None:
             return
         key = self._segments_key(item)
-        self._checkpoints.save_segments(key, item.segments)
+        kept.save_segments(key, item.segments)
         assert item.audio is not None
-        self._checkpoints.journal("transcribed", path=str(item.audio.source), key=key)
+        kept.journal("transcribed", path=str(item.audio.source), key=key)
