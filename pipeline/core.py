@@ -39,7 +39,7 @@ from models import (
     meeting_time,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
-from stages.decode import DecodeError, check_file, decode
+from stages.decode import DecodeError, check_file, decode, decoder_version
 from stages.merge import MergeOptions, merge, track_offsets
 from stages.transcribe import TranscribeOptions, Transcriber, model_identity
 from stages.vad import VadOptions, speech_regions
@@ -105,7 +105,7 @@ def runtime_versions() -> str:
     """trackscribe and the libraries whose versions can change a result (decoder, VAD, model
     runtime): what checkpoints are keyed by, so an upgrade redoes the work it may change."""
     names = ("trackscribe", "av", "webrtcvad-wheels", "faster-whisper", "ctranslate2", "numpy")
-    found = []
+    found = [decoder_version()]
     for name in names:
         try:
             found.append(f"{name} {version(name)}")

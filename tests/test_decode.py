@@ -5,10 +5,20 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import stages.decode
 from models import SAMPLE_RATE
-from stages.decode import DecodeError, decode
+from stages.decode import DecodeError, decode, decoder_version
 
 from .conftest import tone, write_webm
+
+
+@pytest.fixture(params=["libopus", "ffmpeg"], autouse=True)
+def opus_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every behaviour below holds whichever decodes Opus: libopus at 16 kHz (the default) or
+    FFmpeg at 48 kHz (where no libopus can be found)."""
+    if request.param == "ffmpeg":
+        monkeypatch.setattr(stages.decode, "_libopus", lambda: None)
+    return request.param
 
 
 def _onset(x: np.ndarray, db: float = -30.0) -> float:
@@ -130,3 +140,23 @@ def test_timestamps_that_fall_behind_the_audio_keep_it_on_container_time(tmp_pat
     assert onsets == pytest.approx([0.0, 9.5, 19.0, 28.5, 38.0], abs=0.03)
     assert audio.dropped_seconds == pytest.approx(2.5, abs=0.05)
     assert audio.problem is None
+
+
+@pytest.mark.parametrize("opus_decoder", ["libopus"], indirect=True)
+def test_libopus_and_ffmpeg_put_the_same_sound_in_the_same_place(
+    sample_manifest, tmp_path, monkeypatch, opus_decoder
+):
+    assert decoder_version().startswith("libopus")  # PyAV's wheels bundle it
+    path = sample_manifest.track_path(sample_manifest.tracks[0])
+    fast = decode(path, tmp_path / "libopus.pcm")
+    monkeypatch.setattr(stages.decode, "_libopus", lambda: None)
+    reference = decode(path, tmp_path / "ffmpeg.pcm")
+    assert fast.num_samples == reference.num_samples
+    assert fast.first_packet_time == pytest.approx(reference.first_packet_time, abs=1e-3)
+    a, b = fast.read(), reference.read()
+    middle = slice(SAMPLE_RATE, a.size - SAMPLE_RATE)
+    lags = range(-3, 4)
+    best = max(lags, key=lambda lag: float(np.dot(a[middle], np.roll(b, lag)[middle])))
+    assert best == 0  # not a sample apart
+    difference = np.linalg.norm(a - b) / np.linalg.norm(b)
+    assert 20 * np.log10(difference) < -30  # rounding, and FFmpeg's resampling filter
