@@ -8,9 +8,9 @@ mode), which is about twice as fast as its one-window-at-a-time path.
 
 Guards against Whisper's known failures: a window the model judges to be non-speech gives no
 text; a window whose text loops or that the model is very unsure of is decoded again on the
-careful path (temperature fallback), and text that still loops is dropped; a word whose time
-falls outside every region it was packed from is text the audio does not hold, and is
-dropped; so is text over near-silence.
+careful path (one window at a time, with timestamps), and text that still loops is dropped;
+a word whose time falls outside every region it was packed from is text the audio does not
+hold, and is dropped; so is text over near-silence.
 """
 
 import logging
@@ -97,6 +97,14 @@ class TranscribeOptions(BaseModel):
         description="a region's words are split into segments at pauses this long (s): a pause "
         "the voice-activity regions did not show, because another voice or noise filled it; "
         "whether the parts are one utterance is merge's decision",
+    )
+    temperatures: tuple[float, ...] = Field(
+        (0.0,),
+        description="a window the batched pass found unsure is decoded again, one window "
+        "at a time, at these temperatures in turn until its text neither loops nor is "
+        "unsure. Beyond 0 is Whisper's sampling fallback: CTranslate2 samples with "
+        "generators that cannot be seeded per call, so a window that reaches it may be "
+        "transcribed differently on every run; the default keeps reruns identical",
     )
     # Guards. A segment is dropped when it loops, or when the model says it is not speech.
     compression_ratio_threshold: float = Field(
@@ -312,8 +320,8 @@ class Transcriber:
         done = []
         for window, audio, decoded in zip(batch, samples, self._decode_batch(samples), strict=True):
             if self._unreliable(decoded) or _pieces_unheard(window, decoded):
-                # Batched decoding has no temperature fallback, and in one pass without
-                # timestamps it may stop at a junction between pieces; the careful path neither.
+                # In one pass without timestamps, batched decoding may loop, or stop at a
+                # junction between pieces; the careful path, 30-s segment by segment, does not.
                 decoded = self._decode_one(audio)
             source = tracks[window.track][0].source.name
             done.append((window, self._segments(window, decoded, audio, source)))
@@ -354,8 +362,8 @@ class Transcriber:
         return found
 
     def _decode_one(self, samples: np.ndarray) -> _Decoded | None:
-        """The sequential path, with faster-whisper's temperature fallback and its own
-        skipping of windows it judges to be non-speech."""
+        """The sequential path, with faster-whisper's own skipping of windows it judges to be
+        non-speech (and its temperature fallback, if ``temperatures`` asks for one)."""
         o = self.options
         raw_segments, _ = self._model.transcribe(
             samples,
@@ -364,6 +372,7 @@ class Transcriber:
             word_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,
+            temperature=list(o.temperatures),
             compression_ratio_threshold=o.compression_ratio_threshold,
             log_prob_threshold=o.log_prob_threshold,
             no_speech_threshold=o.no_speech_threshold,

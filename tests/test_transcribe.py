@@ -129,3 +129,18 @@ def test_a_pause_inside_one_region_splits_the_region_into_segments(
     assert words_of(second.text)[:2] == ["great", "news"]
     lead_in = TranscribeOptions().lead_in
     assert first.end < second.start == pytest.approx(second.words[0].start - lead_in, abs=1e-3)
+
+
+def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_run(
+    sample_speech, transcriber, tmp_path
+):
+    # Said five times over, a sentence reads to Whisper's loop guard like a model stuck in a
+    # loop: the window goes to the careful path. That path must not sample (sampling cannot
+    # be seeded per call, so a rerun would differ), and must keep every repetition.
+    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
+    samples = np.concatenate([silence(1), *[np.concatenate([turn, silence(0.3)])] * 5])
+    audio = decode(write_webm(tmp_path / "again.webm", samples), tmp_path / "again.pcm")
+    regions = detect_speech(audio)
+    runs = [transcriber.transcribe(audio, regions) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert words_of(" ".join(s.text for s in runs[0])).count("planning") == 5
