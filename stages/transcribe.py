@@ -9,8 +9,9 @@ mode), which is about twice as fast as its one-window-at-a-time path.
 Guards against Whisper's known failures: a window the model judges to be non-speech gives no
 text; a window whose text loops or that the model is very unsure of is decoded again on the
 careful path (one window at a time, with timestamps), and text that still loops is dropped;
-a word whose time falls outside every region it was packed from is text the audio does not
-hold, and is dropped; so is text over near-silence.
+a short utterance opening a window that got no word is decoded again on its own; a word
+whose time falls outside every region it was packed from is text the audio does not hold,
+and is dropped; so is text over near-silence.
 """
 
 import logging
@@ -100,6 +101,7 @@ class TranscribeOptions(BaseModel):
     )
     temperatures: tuple[float, ...] = Field(
         (0.0,),
+        min_length=1,
         description="a window the batched pass found unsure is decoded again, one window "
         "at a time, at these temperatures in turn until its text neither loops nor is "
         "unsure. Beyond 0 is Whisper's sampling fallback: CTranslate2 samples with "
