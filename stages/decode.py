@@ -192,7 +192,7 @@ def _opus_chunks(
 
 def _plain_opus(stream: av.AudioStream) -> bool:
     """Opus in one stream of one or two channels (not a multistream surround layout)."""
-    if stream.codec_context.name != "opus":
+    if stream.codec_context.name not in ("opus", "libopus"):  # FFmpeg's own, or its wrapper
         return False
     head = stream.codec_context.extradata or b""
     return len(head) < 19 or head[18] == 0  # OpusHead's channel mapping family
