@@ -6,18 +6,20 @@ about a second, so memory does not depend on the length of the track.
 Opus is decoded by libopus straight to 16 kHz mono, the rate and layout the later stages use.
 FFmpeg's decoders (and so PyAV's) always give Opus at 48 kHz: decoding that, mixing it down
 and resampling it costs a third more than libopus's own 16 kHz output, and decoding is most of
-what a run does outside the model. The libopus used is the one FFmpeg itself links (PyAV's
-wheels bundle it), else the system's; without one, or for other codecs, FFmpeg decodes.
+what a run does outside the model. The libopus used is the one PyAV's wheels bundle for their
+FFmpeg, else the system's; without one, or for other codecs, FFmpeg decodes.
 
 Track time is container time: if the first packet is stamped 2.5 s, the output starts with
 2.5 s of silence, and a jump in packet timestamps (a network drop, a mute that stopped the
 encoder) becomes silence of the same length. Merging tracks on one clock relies on this.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -44,6 +46,7 @@ _OPUS_RATE = 48_000
 """Opus counts pre-skip and end trimming in 48 kHz samples, whatever rate it decodes to."""
 
 _OPUS_MAX_PACKET_S = 0.120
+"""The longest audio one Opus packet can hold."""
 
 
 class DecodeError(ValueError):
@@ -134,8 +137,9 @@ def _decode_stream(
         _opus_chunks(container, stream, library) if library else _ffmpeg_chunks(container, stream)
     )
     try:
-        for samples, time, rate in chunks:
-            writer.write(samples, time, rate)
+        with contextlib.closing(chunks):  # whatever stops the loop, the decoder is let go
+            for samples, time, rate in chunks:
+                writer.write(samples, time, rate)
     except (av.error.FFmpegError, _OpusError) as exc:
         return f"decoding stopped at {writer.duration:.2f} s: {_reason(exc)}"
     if writer.first_time is None:
@@ -160,34 +164,47 @@ def _ffmpeg_chunks(
 def _opus_chunks(
     container: av.container.InputContainer, stream: av.AudioStream, library: ctypes.CDLL
 ) -> Iterator[_Chunk]:
-    """Each packet decoded by libopus at 16 kHz mono, trimmed as the container says.
+    """Each packet decoded by libopus at 16 kHz mono, trimmed as FFmpeg's decoders trim it.
 
-    The encoder's pre-skip (and any end padding) arrives as each packet's ``skip_samples``, in
-    48 kHz samples, exactly as FFmpeg's decoders receive it; skipping can run on over several
-    packets. The packet's timestamp is that of its first sample before trimming.
+    The encoder's delay to skip is the OpusHead's pre-skip, unless a packet's ``skip_samples``
+    says otherwise (both in 48 kHz samples); skipping can run on over several packets, and a
+    packet's end padding comes the same way. A packet's timestamp is that of its first sample
+    before trimming, and moves with what is trimmed, rounded to the stream's tick as FFmpeg
+    rounds it (so a WebM track starts at 0, not half a millisecond before).
     """
     time_base = float(stream.time_base) if stream.time_base else 0.0
-    ratio = SAMPLE_RATE / _OPUS_RATE
     gain = _opus_gain(stream)
+    pending = _opus_pre_skip(stream)  # 48 kHz samples still to skip at the start
     with _OpusDecoder(library) as decoder:
-        pending = 0  # 16 kHz samples still to skip at the start
         for packet in container.demux(stream):
             if not packet.size:
                 continue  # the demuxer's end-of-stream marker
             start, end = _skip_samples(packet)
-            pending += round(start * ratio)
+            if start:
+                pending = start
             samples = decoder.decode(packet)
-            head = min(pending, samples.size)
-            pending -= head
-            kept = samples[head : samples.size - round(end * ratio)]
-            if gain != 1.0:
-                kept *= gain
-            time = (
-                packet.pts * time_base + head / SAMPLE_RATE
-                if packet.pts is not None and time_base
-                else None
-            )
+            head = min(_at_16k(pending), samples.size)
+            pending = max(0, pending - head * _OPUS_RATE // SAMPLE_RATE)
+            tail = _at_16k(end)
+            kept = samples[head : samples.size - tail if tail <= samples.size - head else None]
+            if not kept.size:
+                continue  # all of it encoder delay: no audio, and no time to stamp
+            kept = kept * np.float32(gain) if gain != 1.0 else kept.copy()
+            time = None
+            if packet.pts is not None and time_base:
+                shift = math.floor(head / SAMPLE_RATE / time_base + 0.5)
+                time = (packet.pts + shift) * time_base
             yield kept, time, SAMPLE_RATE
+
+
+def _at_16k(samples_48k: int) -> int:
+    return round(samples_48k * SAMPLE_RATE / _OPUS_RATE)
+
+
+def _opus_pre_skip(stream: av.AudioStream) -> int:
+    """The OpusHead's pre-skip (48 kHz samples): the encoder's delay, for FFmpeg too."""
+    head = stream.codec_context.extradata or b""
+    return int.from_bytes(head[10:12], "little") if len(head) >= 12 else 0
 
 
 def _plain_opus(stream: av.AudioStream) -> bool:
@@ -229,7 +246,7 @@ class _OpusDecoder:
         self._state = library.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
         if error.value != 0 or not self._state:
             raise _OpusError(self._message(error.value))
-        self._max = round(_OPUS_MAX_PACKET_S * SAMPLE_RATE)
+        self._out = np.empty(round(_OPUS_MAX_PACKET_S * SAMPLE_RATE), np.float32)
 
     def __enter__(self) -> "_OpusDecoder":
         return self
@@ -238,13 +255,13 @@ class _OpusDecoder:
         self._lib.opus_decoder_destroy(self._state)
 
     def decode(self, packet: av.Packet) -> np.ndarray:
-        out = np.empty(self._max, np.float32)
+        """The packet's audio, in a buffer the next call overwrites: copy what is kept."""
         count = self._lib.opus_decode_float(
-            self._state, packet.buffer_ptr, packet.size, out.ctypes.data, self._max, 0
+            self._state, packet.buffer_ptr, packet.size, self._out.ctypes.data, self._out.size, 0
         )
         if count < 0:
             raise _OpusError(self._message(count))
-        return out[:count]
+        return self._out[:count]
 
     def _message(self, code: int) -> str:
         return f"libopus: {self._lib.opus_strerror(code).decode()}"
@@ -252,7 +269,7 @@ class _OpusDecoder:
 
 @functools.cache
 def _libopus() -> ctypes.CDLL | None:
-    """libopus as FFmpeg in this install has it, or None."""
+    """The libopus bundled with PyAV (the one its FFmpeg uses), else the system's, or None."""
     package = Path(av.__file__).parent
     bundled = sorted(package.parent.glob("av.libs/libopus*")) + sorted(
         package.glob(".dylibs/libopus*")

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -99,12 +99,12 @@ class TranscribeOptions(BaseModel):
         "the voice-activity regions did not show, because another voice or noise filled it; "
         "whether the parts are one utterance is merge's decision",
     )
-    temperatures: tuple[float, ...] = Field(
+    temperatures: tuple[Annotated[float, Field(ge=0)], ...] = Field(
         (0.0,),
         min_length=1,
-        description="a window the batched pass found unsure is decoded again, one window "
-        "at a time, at these temperatures in turn until its text neither loops nor is "
-        "unsure. Beyond 0 is Whisper's sampling fallback: CTranslate2 samples with "
+        description="a window the batched pass found unsure (or that lost a piece) is decoded "
+        "again, one window at a time, at these temperatures in turn until its text neither "
+        "loops nor is unsure. Beyond 0 is Whisper's sampling fallback: CTranslate2 samples with "
         "generators that cannot be seeded per call, so a window that reaches it may be "
         "transcribed differently on every run; the default keeps reruns identical",
     )
@@ -376,8 +376,9 @@ class Transcriber:
         if alone is None or self._unreliable(alone):
             return decoded
         words = [w for w in alone.words if (w.start + w.end) / 2 <= opening.duration]
-        if not words:
-            return decoded
+        said = [_bare(w.word) for w in words]
+        if not words or [_bare(w.word) for w in decoded.words[: len(said)]] == said:
+            return decoded  # the window's own pass heard them, only timed them late
         return _Decoded(
             text=" ".join(w.word for w in words) + decoded.text,
             words=words + decoded.words,
@@ -495,7 +496,13 @@ def _opening_unheard(window: _Window, decoded: _Decoded | None) -> bool:
     """The window's first piece, long enough to hold words, got none while later ones did."""
     if decoded is None or len(window.pieces) < 2 or window.pieces[0].duration < _MIN_HEARD:
         return False
-    return all((w.start + w.end) / 2 > window.pieces[0].duration for w in decoded.words)
+    spoken = [w for w in decoded.words if _bare(w.word)]
+    return bool(spoken) and all((w.start + w.end) / 2 > window.pieces[0].duration for w in spoken)
+
+
+def _bare(word: str) -> str:
+    """A word's letters and digits, lower case: how two decodings of it are compared."""
+    return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
 _ONSET_REACH = 1.0
@@ -567,7 +574,7 @@ def _words_by_piece(window: _Window, words: Sequence[Word]) -> list[tuple[_Piece
     """
     groups: list[tuple[_Piece, list[Word]]] = []
     for w in words:
-        if not any(ch.isalnum() for ch in w.word):
+        if not _bare(w.word):
             continue
         piece = window.piece_at((w.start + w.end) / 2)
         if piece is None:

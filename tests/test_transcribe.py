@@ -132,7 +132,7 @@ def test_a_pause_inside_one_region_splits_the_region_into_segments(
 
 
 def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_run(
-    sample_speech, transcriber, tmp_path
+    sample_speech, transcriber, tmp_path, monkeypatch
 ):
     # Said five times over, a sentence reads to Whisper's loop guard like a model stuck in a
     # loop: the window goes to the careful path. That path must not sample (sampling cannot
@@ -141,7 +141,11 @@ def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_r
     samples = np.concatenate([silence(1), *[np.concatenate([turn, silence(0.3)])] * 5])
     audio = decode(write_webm(tmp_path / "again.webm", samples), tmp_path / "again.pcm")
     regions = detect_speech(audio)
+    careful = []
+    real = transcriber._decode_one
+    monkeypatch.setattr(transcriber, "_decode_one", lambda x: careful.append(x) or real(x))
     runs = [transcriber.transcribe(audio, regions) for _ in range(2)]
+    assert len(careful) == 2  # the careful path was taken, once per run
     assert runs[0] == runs[1]
     assert words_of(" ".join(s.text for s in runs[0])).count("planning") == 5
 
@@ -152,9 +156,10 @@ def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
     # Whisper sometimes goes straight past a short utterance that opens a packed window (seen
     # on dev-meeting: "answered he", then the sentence). Here the model's pass over the whole
     # window is made to lose the opening's words; they must come back, at their own time.
-    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
-    samples = np.concatenate([silence(2), turn, silence(30), turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "twice.webm", samples), tmp_path / "twice.pcm")
+    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # "Good morning ..."
+    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]  # "Great news ..."
+    samples = np.concatenate([silence(2), first_turn, silence(30), second_turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "two.webm", samples), tmp_path / "two.pcm")
     regions = detect_speech(audio)
     opening = regions[0].end - regions[0].start
     real = transcriber._decode_batch
@@ -167,6 +172,7 @@ def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
         return found
 
     monkeypatch.setattr(transcriber, "_decode_batch", passing_over_the_opening)
+    monkeypatch.setattr(transcriber, "_decode_one", lambda x: pytest.fail("careful path"))
     segments = transcriber.transcribe(audio, regions)
     first = [w for s in segments for w in s.words if w.start < regions[0].end]
     assert words_of(" ".join(w.word for w in first))[:2] == ["good", "morning"]
