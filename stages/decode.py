@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import av
 import av.error
@@ -132,9 +132,12 @@ def _decode_stream(
     container: av.container.InputContainer, stream: av.AudioStream, writer: "_AlignedWriter"
 ) -> str | None:
     """Feed all the stream's audio to ``writer``; return why decoding stopped early, or None."""
-    library = _libopus() if _plain_opus(stream) else None
+    head = _OpusHead.of(stream)
+    library = _libopus() if head is not None and head.mapping_family == 0 else None
     chunks = (
-        _opus_chunks(container, stream, library) if library else _ffmpeg_chunks(container, stream)
+        _opus_chunks(container, stream, library, head)
+        if library and head
+        else _ffmpeg_chunks(container, stream)
     )
     try:
         with contextlib.closing(chunks):  # whatever stops the loop, the decoder is let go
@@ -162,7 +165,10 @@ def _ffmpeg_chunks(
 
 
 def _opus_chunks(
-    container: av.container.InputContainer, stream: av.AudioStream, library: ctypes.CDLL
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    library: ctypes.CDLL,
+    head: "_OpusHead",
 ) -> Iterator[_Chunk]:
     """Each packet decoded by libopus at 16 kHz mono, trimmed as FFmpeg's decoders trim it.
 
@@ -173,8 +179,7 @@ def _opus_chunks(
     rounds it (so a WebM track starts at 0, not half a millisecond before).
     """
     time_base = float(stream.time_base) if stream.time_base else 0.0
-    gain = _opus_gain(stream)
-    pending = _opus_pre_skip(stream)  # 48 kHz samples still to skip at the start
+    pending = head.pre_skip  # 48 kHz samples still to skip at the start
     with _OpusDecoder(library) as decoder:
         for packet in container.demux(stream):
             if not packet.size:
@@ -183,16 +188,18 @@ def _opus_chunks(
             if start:
                 pending = start
             samples = decoder.decode(packet)
-            head = min(_at_16k(pending), samples.size)
-            pending = max(0, pending - head * _OPUS_RATE // SAMPLE_RATE)
+            skipped = min(_at_16k(pending), samples.size)
+            pending = max(0, pending - skipped * _OPUS_RATE // SAMPLE_RATE)
             tail = _at_16k(end)
-            kept = samples[head : samples.size - tail if tail <= samples.size - head else None]
+            kept = samples[
+                skipped : samples.size - tail if tail <= samples.size - skipped else None
+            ]
             if not kept.size:
                 continue  # all of it encoder delay: no audio, and no time to stamp
-            kept = kept * np.float32(gain) if gain != 1.0 else kept.copy()
+            kept = kept * np.float32(head.gain) if head.gain != 1.0 else kept.copy()
             time = None
             if packet.pts is not None and time_base:
-                shift = math.floor(head / SAMPLE_RATE / time_base + 0.5)
+                shift = math.floor(skipped / SAMPLE_RATE / time_base + 0.5)
                 time = (packet.pts + shift) * time_base
             yield kept, time, SAMPLE_RATE
 
@@ -201,27 +208,30 @@ def _at_16k(samples_48k: int) -> int:
     return round(samples_48k * SAMPLE_RATE / _OPUS_RATE)
 
 
-def _opus_pre_skip(stream: av.AudioStream) -> int:
-    """The OpusHead's pre-skip (48 kHz samples): the encoder's delay, for FFmpeg too."""
-    head = stream.codec_context.extradata or b""
-    return int.from_bytes(head[10:12], "little") if len(head) >= 12 else 0
+class _OpusHead(NamedTuple):
+    """What an Opus stream's header (its OpusHead, the codec's extradata) says."""
 
+    pre_skip: int
+    """The encoder's delay, in 48 kHz samples: skipped at the start, by FFmpeg too."""
+    gain: float
+    """Output gain as a factor (the header has it in Q7.8 dB; almost always none)."""
+    mapping_family: int
+    """0: one stream of one or two channels; others are multistream surround layouts."""
 
-def _plain_opus(stream: av.AudioStream) -> bool:
-    """Opus in one stream of one or two channels (not a multistream surround layout)."""
-    if stream.codec_context.name not in ("opus", "libopus"):  # FFmpeg's own, or its wrapper
-        return False
-    head = stream.codec_context.extradata or b""
-    return len(head) < 19 or head[18] == 0  # OpusHead's channel mapping family
-
-
-def _opus_gain(stream: av.AudioStream) -> float:
-    """The output gain the OpusHead asks for (Q7.8 dB; almost always none)."""
-    head = stream.codec_context.extradata or b""
-    if len(head) < 18:
-        return 1.0
-    db = int.from_bytes(head[16:18], "little", signed=True) / 256
-    return float(10 ** (db / 20))
+    @classmethod
+    def of(cls, stream: av.AudioStream) -> "_OpusHead | None":
+        """The stream's header; None for a stream that is not Opus."""
+        if stream.codec_context.name not in ("opus", "libopus"):  # FFmpeg's own, or its wrapper
+            return None
+        data = stream.codec_context.extradata or b""
+        if len(data) < 19:  # no OpusHead: mono or stereo, nothing to skip, no gain
+            return cls(pre_skip=0, gain=1.0, mapping_family=0)
+        db = int.from_bytes(data[16:18], "little", signed=True) / 256
+        return cls(
+            pre_skip=int.from_bytes(data[10:12], "little"),
+            gain=float(10 ** (db / 20)),
+            mapping_family=data[18],
+        )
 
 
 def _skip_samples(packet: av.Packet) -> tuple[int, int]:
