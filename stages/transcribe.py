@@ -203,6 +203,10 @@ class _Window:
             [audio.read(p.track_start, p.track_start + p.duration) for p in self.pieces]
         )
 
+    def piece_of(self, word: Word) -> _Piece | None:
+        """The piece a word (in window time) belongs to: the one holding its middle."""
+        return self.piece_at((word.start + word.end) / 2)
+
     def piece_at(self, t: float) -> _Piece | None:
         for piece in self.pieces:
             if piece.window_start <= t <= piece.window_start + piece.duration:
@@ -326,7 +330,7 @@ class Transcriber:
                 # junction between pieces; the careful path, 30-s segment by segment, does not.
                 decoded = self._decode_one(audio)
             elif _opening_unheard(window, decoded):
-                decoded = self._with_opening(decoded, window.pieces[0], audio)
+                decoded = self._with_opening(decoded, window, audio)
             source = tracks[window.track][0].source.name
             done.append((window, self._segments(window, decoded, audio, source)))
         return done
@@ -365,17 +369,18 @@ class Transcriber:
             )
         return found
 
-    def _with_opening(self, decoded: _Decoded, opening: _Piece, samples: np.ndarray) -> _Decoded:
+    def _with_opening(self, decoded: _Decoded, window: _Window, samples: np.ndarray) -> _Decoded:
         """``decoded`` with the words of the window's first piece, decoded on its own.
 
         Whisper may pass over a short utterance that opens a window and go straight to the
         next; heard alone, it is heard. (The careful path would hear it too, but hears the
         rest of a packed window worse than the batched pass did: measured.)
         """
+        opening = window.pieces[0]
         alone = self._decode_batch([samples[: round(opening.duration * SAMPLE_RATE)]])[0]
         if alone is None or self._unreliable(alone):
             return decoded
-        words = [w for w in alone.words if (w.start + w.end) / 2 <= opening.duration]
+        words = [w for w in alone.words if window.piece_of(w) is opening]
         said = [_bare(w.word) for w in words]
         if not words or [_bare(w.word) for w in decoded.words[: len(said)]] == said:
             return decoded  # the window's own pass heard them, only timed them late
@@ -488,7 +493,7 @@ _MIN_HEARD = 0.5
 def _pieces_unheard(window: _Window, decoded: _Decoded | None) -> bool:
     if decoded is None or len(window.pieces) < 2:
         return False
-    heard = {id(window.piece_at((w.start + w.end) / 2)) for w in decoded.words}
+    heard = {id(window.piece_of(w)) for w in decoded.words}
     return any(p.duration >= _MIN_HEARD and id(p) not in heard for p in window.pieces[1:])
 
 
@@ -497,7 +502,7 @@ def _opening_unheard(window: _Window, decoded: _Decoded | None) -> bool:
     if decoded is None or len(window.pieces) < 2 or window.pieces[0].duration < _MIN_HEARD:
         return False
     spoken = [w for w in decoded.words if _bare(w.word)]
-    return bool(spoken) and all((w.start + w.end) / 2 > window.pieces[0].duration for w in spoken)
+    return bool(spoken) and all(window.piece_of(w) is not window.pieces[0] for w in spoken)
 
 
 def _bare(word: str) -> str:
@@ -576,7 +581,7 @@ def _words_by_piece(window: _Window, words: Sequence[Word]) -> list[tuple[_Piece
     for w in words:
         if not _bare(w.word):
             continue
-        piece = window.piece_at((w.start + w.end) / 2)
+        piece = window.piece_of(w)
         if piece is None:
             log.debug("dropped word %r outside every region", w.word)
             continue
