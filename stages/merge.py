@@ -30,10 +30,13 @@ class MergeOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     join_gap: float = Field(
-        1.0, ge=0, description="a speaker's segments closer than this (s) form one utterance"
+        0.95,
+        ge=0,
+        description="a speaker's segments closer than this (s) form one utterance: a segment "
+        "starts with its lead-in, so this is about 1.4 s of silence",
     )
     sentence_gap: float = Field(
-        0.6,
+        0.55,
         ge=0,
         description="after a sentence ends, a pause this long (s) already starts a new "
         "utterance: a segment starts with its lead-in, so this is about a second of silence",

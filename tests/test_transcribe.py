@@ -177,4 +177,5 @@ def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
     first = [w for s in segments for w in s.words if w.start < regions[0].end]
     assert words_of(" ".join(w.word for w in first))[:2] == ["good", "morning"]
     assert all(regions[0].start <= w.start <= w.end <= regions[0].end for w in first)
-    assert segments[0].start == pytest.approx(regions[0].onset - 0.4, abs=0.05)
+    lead_in = transcriber.options.lead_in
+    assert segments[0].start == pytest.approx(regions[0].onset - lead_in, abs=0.05)
