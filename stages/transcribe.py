@@ -206,11 +206,9 @@ class _Window:
 
     def piece_of(self, word: Word) -> _Piece | None:
         """The piece a word (in window time) belongs to: the one holding its middle."""
-        return self.piece_at((word.start + word.end) / 2)
-
-    def piece_at(self, t: float) -> _Piece | None:
+        middle = (word.start + word.end) / 2
         for piece in self.pieces:
-            if piece.window_start <= t <= piece.window_start + piece.duration:
+            if piece.window_start <= middle <= piece.window_start + piece.duration:
                 return piece
         return None
 
