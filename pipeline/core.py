@@ -104,8 +104,8 @@ class _TrackWork:
 def runtime_versions() -> str:
     """trackscribe and the libraries whose versions can change a result (decoder, VAD, model
     runtime): what checkpoints are keyed by, so an upgrade redoes the work it may change."""
-    names = ("trackscribe", "av", "webrtcvad-wheels", "faster-whisper", "ctranslate2", "numpy")
-    found = [decoder_version()]
+    names = ("av", "webrtcvad-wheels", "faster-whisper", "ctranslate2", "numpy")
+    found = [decoder_version(), software_version()]
     for name in names:
         try:
             found.append(f"{name} {version(name)}")
@@ -578,9 +578,6 @@ class _Store:
         self, item: _TrackWork, audio: PcmAudio, activity: VoiceActivity
     ) -> tuple[PcmAudio, VoiceActivity]:
         if (kept := self._kept(item)) is None:
-            return audio, activity
-        if audio.source_sha256 != item.file_key:  # the file changed while being read
-            item.file_key = None  # keep nothing of it
             return audio, activity
         audio = kept.save_decoded(self._decode_key(item), audio)
         kept.save_activity(self._vad_key(item), activity)
