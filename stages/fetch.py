@@ -302,8 +302,7 @@ class _Downloader:
         part = path.with_name(f".{path.name}.part")
         if path.exists():
             total, etag = self._probe(file)
-            md5, sha256 = _digests(path)
-            if path.stat().st_size == total and _matches(md5, etag):
+            if (sha256 := _matching_copy(path, total, etag)) is not None:
                 log.info("%s: already complete, skipped", file.name)
                 self._progress.set(file.key, total, total)
                 return total, sha256, True
@@ -495,6 +494,15 @@ def _matches(md5: str, etag: str | None) -> bool:
     if len(tag) != 32 or any(c not in "0123456789abcdef" for c in tag):
         return True
     return md5 == tag
+
+
+def _matching_copy(path: Path, total: int, etag: str | None) -> str | None:
+    """The SHA-256 of a local file that matches the recording's size and ETag, else None.
+    The size is compared first: a file of the wrong size is not worth reading through."""
+    if path.stat().st_size != total:
+        return None
+    md5, sha256 = _digests(path)
+    return sha256 if _matches(md5, etag) else None
 
 
 def _digests(path: Path) -> tuple[str, str]:
