@@ -14,13 +14,11 @@ Track time is container time: if the first packet is stamped 2.5 s, the output s
 encoder) becomes silence of the same length. Merging tracks on one clock relies on this.
 """
 
-import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -134,15 +132,12 @@ def _decode_stream(
     """Feed all the stream's audio to ``writer``; return why decoding stopped early, or None."""
     head = _OpusHead.of(stream)
     library = _libopus() if head is not None and head.mapping_family == 0 else None
-    chunks = (
-        _opus_chunks(container, stream, library, head)
-        if library and head
-        else _ffmpeg_chunks(container, stream)
-    )
     try:
-        with contextlib.closing(chunks):  # whatever stops the loop, the decoder is let go
-            for samples, time, rate in chunks:
-                writer.write(samples, time, rate)
+        if library and head:
+            _decode_opus(container, stream, library, head, writer)
+        else:
+            for frame in container.decode(stream):
+                writer.write(_mono(frame), _frame_time(frame, stream), frame.sample_rate)
     except (av.error.FFmpegError, _OpusError) as exc:
         return f"decoding stopped at {writer.duration:.2f} s: {_reason(exc)}"
     if writer.first_time is None:
@@ -150,26 +145,20 @@ def _decode_stream(
     return None
 
 
-_Chunk = tuple[np.ndarray, float | None, int]
-"""Mono float32 samples, the container time of the first (None: unstamped), their rate."""
+def _frame_time(frame: av.AudioFrame, stream: av.AudioStream) -> float | None:
+    # frame.time builds a Fraction for every 20-ms frame; a float product is enough.
+    if frame.pts is None or not stream.time_base:
+        return None
+    return frame.pts * float(stream.time_base)
 
 
-def _ffmpeg_chunks(
-    container: av.container.InputContainer, stream: av.AudioStream
-) -> Iterator[_Chunk]:
-    # frame.time builds a Fraction for every 20-ms frame; one float per stream is enough.
-    time_base = float(stream.time_base) if stream.time_base else 0.0
-    for frame in container.decode(stream):
-        time = frame.pts * time_base if frame.pts is not None and time_base else None
-        yield _mono(frame), time, frame.sample_rate
-
-
-def _opus_chunks(
+def _decode_opus(
     container: av.container.InputContainer,
     stream: av.AudioStream,
     library: ctypes.CDLL,
     head: "_OpusHead",
-) -> Iterator[_Chunk]:
+    writer: "_AlignedWriter",
+) -> None:
     """Each packet decoded by libopus at 16 kHz mono, trimmed as FFmpeg's decoders trim it.
 
     The encoder's delay to skip is the OpusHead's pre-skip, unless a packet's ``skip_samples``
@@ -177,9 +166,13 @@ def _opus_chunks(
     packet's end padding comes the same way. A packet's timestamp is that of its first sample
     before trimming, and moves with what is trimmed, rounded to the stream's tick as FFmpeg
     rounds it (so a WebM track starts at 0, not half a millisecond before).
+
+    Packets are decoded straight into the writer's block: at 50 packets a second, copying and
+    slicing each one cost 40 % on top of libopus itself (in place: under 10 %).
     """
     time_base = float(stream.time_base) if stream.time_base else 0.0
     pending = head.pre_skip  # 48 kHz samples still to skip at the start
+    writer.gain = head.gain
     with _OpusDecoder(library) as decoder:
         for packet in container.demux(stream):
             if not packet.size:
@@ -187,21 +180,18 @@ def _opus_chunks(
             start, end = _skip_samples(packet)
             if start:
                 pending = start
-            samples = decoder.decode(packet)
-            skipped = min(_at_16k(pending), samples.size)
+            count = decoder.decode_into(packet, *writer.free_space(SAMPLE_RATE))
+            skipped = min(_at_16k(pending), count) if pending else 0
             pending = max(0, pending - skipped * _OPUS_RATE // SAMPLE_RATE)
-            tail = _at_16k(end)
-            kept = samples[
-                skipped : samples.size - tail if tail <= samples.size - skipped else None
-            ]
-            if not kept.size:
+            tail = _at_16k(end) if end else 0
+            stop = count - tail if tail <= count - skipped else count
+            if stop <= skipped:
                 continue  # all of it encoder delay: no audio, and no time to stamp
-            kept = kept * np.float32(head.gain) if head.gain != 1.0 else kept.copy()
             time = None
             if packet.pts is not None and time_base:
-                shift = math.floor(skipped / SAMPLE_RATE / time_base + 0.5)
+                shift = math.floor(skipped / SAMPLE_RATE / time_base + 0.5) if skipped else 0
                 time = (packet.pts + shift) * time_base
-            yield kept, time, SAMPLE_RATE
+            writer.commit(skipped, stop, time)
 
 
 def _at_16k(samples_48k: int) -> int:
@@ -256,7 +246,6 @@ class _OpusDecoder:
         self._state = library.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
         if error.value != 0 or not self._state:
             raise _OpusError(self._message(error.value))
-        self._out = np.empty(round(_OPUS_MAX_PACKET_S * SAMPLE_RATE), np.float32)
 
     def __enter__(self) -> "_OpusDecoder":
         return self
@@ -264,14 +253,15 @@ class _OpusDecoder:
     def __exit__(self, *_: object) -> None:
         self._lib.opus_decoder_destroy(self._state)
 
-    def decode(self, packet: av.Packet) -> np.ndarray:
-        """The packet's audio, in a buffer the next call overwrites: copy what is kept."""
+    def decode_into(self, packet: av.Packet, address: int, room: int) -> int:
+        """Decode the packet's audio to float32 memory at ``address`` with space for ``room``
+        samples; return how many it holds."""
         count = self._lib.opus_decode_float(
-            self._state, packet.buffer_ptr, packet.size, self._out.ctypes.data, self._out.size, 0
+            self._state, packet.buffer_ptr, packet.size, address, room, 0
         )
         if count < 0:
             raise _OpusError(self._message(count))
-        return self._out[:count]
+        return count
 
     def _message(self, code: int) -> str:
         return f"libopus: {self._lib.opus_strerror(code).decode()}"
@@ -358,17 +348,24 @@ class _AlignedWriter:
     Alignment happens at the source rate: where timestamps jump ahead of the audio so far,
     silence fills the gap; where they fall behind it (overlapping packets, a sender clock
     running slow), the audio that would overlap is dropped. The aligned stream is one
-    continuous signal, resampled in blocks of about a second, so sample ``i`` of the output
-    is at container time ``i / SAMPLE_RATE`` and the resampler runs 50 times less often than
-    there are packets.
+    continuous signal, gathered in a block of about a second and resampled and written a block
+    at a time, so sample ``i`` of the output is at container time ``i / SAMPLE_RATE`` and the
+    resampler runs 50 times less often than there are packets.
+
+    Audio comes in two ways: :meth:`write` copies samples in, and a decoder that can decode
+    into memory it is given (libopus) decodes straight into :meth:`free_space` and then calls
+    :meth:`commit`, which copies nothing unless the audio has to be moved to be aligned.
     """
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self._resampler: av.AudioResampler | None = None  # none needed for 16 kHz input
-        self._pending: list[np.ndarray] = []
-        self._pending_len = 0
+        self._block = np.empty(0, np.float32)  # at the source rate; sized by the first audio
+        self._address = 0  # of the block, for decoders that write to memory
+        self._fill = 0  # samples in the block not yet written
         self._rate = 0
+        self.gain = 1.0
+        """Applied as the block is written (an Opus header's output gain)."""
         self.position = 0  # source-rate samples laid down so far
         self.samples_out = 0
         self.first_time: float | None = None
@@ -387,22 +384,36 @@ class _AlignedWriter:
     def dropped_seconds(self) -> float:
         return self._dropped / self._rate if self._rate else 0.0
 
+    def free_space(self, rate: int) -> tuple[int, int]:
+        """Where the next audio at ``rate`` goes: the address of the free part of the block
+        and how many samples fit (at least the longest Opus packet)."""
+        if self._rate != rate:
+            self._use_rate(rate)
+        return self._address + 4 * self._fill, self._block.size - self._fill
+
+    def commit(self, start: int, stop: int, time: float | None) -> None:
+        """Take samples ``start:stop`` of the free space, just decoded there, as audio from
+        container time ``time``."""
+        if start == 0 and self.first_time is not None:
+            ahead = round(time * self._rate) - self.position if time is not None else 0
+            if abs(ahead) <= _GAP_TOLERANCE * self._rate:  # in place: nearly every packet
+                self._fill += stop
+                self.position += stop
+                if self._fill >= self._rate:
+                    self._flush()
+                return
+        at = self._fill
+        self.write(self._block[at + start : at + stop].copy(), time, self._rate)
+
     def write(self, samples: np.ndarray, time: float | None, rate: int) -> None:
-        if not self._rate:
-            self._rate = rate
-            if rate != SAMPLE_RATE:
-                self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        elif rate != self._rate:
-            raise av.error.InvalidDataError(0, f"sample rate changed from {self._rate} to {rate}")
+        self._use_rate(rate)
         if time is not None:
             leading = self.first_time is None
             if leading:
                 self.first_time = time
             ahead = round(time * rate) - self.position
             if ahead > _GAP_TOLERANCE * rate:
-                # In blocks: a long mute must not become one huge array.
-                for size in [rate] * (ahead // rate) + [ahead % rate]:
-                    self._append(np.zeros(size, np.float32))
+                self._append(None, ahead)  # in blocks: a long mute is not one huge array
                 if not leading:  # a late start is not a gap in the recording
                     self._gap += ahead
             elif ahead < -_GAP_TOLERANCE * rate:
@@ -410,24 +421,43 @@ class _AlignedWriter:
                 samples = samples[drop:]
                 if not leading:  # audio stamped before zero is encoder delay, not loss
                     self._dropped += drop
-        self._append(samples)
+        self._append(samples, samples.size)
 
-    def _append(self, samples: np.ndarray) -> None:
-        self._pending.append(samples)
-        self._pending_len += samples.size
-        self.position += samples.size
-        if self._pending_len >= self._rate:
-            self._flush()
+    def _use_rate(self, rate: int) -> None:
+        if self._rate == rate:
+            return
+        if self._rate:
+            raise av.error.InvalidDataError(0, f"sample rate changed from {self._rate} to {rate}")
+        self._rate = rate
+        self._block = np.empty(rate + math.ceil(_OPUS_MAX_PACKET_S * rate), np.float32)
+        self._address = self._block.ctypes.data
+        if rate != SAMPLE_RATE:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+    def _append(self, samples: np.ndarray | None, count: int) -> None:
+        """Add ``samples``, or ``count`` samples of silence if None."""
+        self.position += count
+        done = 0
+        while done < count:
+            n = min(count - done, self._block.size - self._fill)
+            into = self._block[self._fill : self._fill + n]
+            into[:] = 0 if samples is None else samples[done : done + n]
+            self._fill += n
+            done += n
+            if self._fill >= self._rate:
+                self._flush()
 
     def _flush(self) -> None:
-        if not self._pending_len:
+        if not self._fill:
             return
-        block = np.concatenate(self._pending).reshape(1, -1)
-        self._pending, self._pending_len = [], 0
+        block = self._block[: self._fill]
+        if self.gain != 1.0:
+            block = block * np.float32(self.gain)
+        self._fill = 0
         if self._resampler is None:
             self._write(np.clip(np.rint(block * 32768), -32768, 32767).astype("<i2"))
             return
-        frame = av.AudioFrame.from_ndarray(block, format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
         frame.sample_rate = self._rate
         self._emit(self._resampler.resample(frame))
 
