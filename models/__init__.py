@@ -4,7 +4,7 @@ from ._time import UtcDatetime, format_utc, meeting_time
 from .audio import SAMPLE_RATE, PcmAudio
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
-from .http import RetryPolicy, protect_http_logs, redact_urls
+from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
 from .recording import (
     DownloadLayer,
@@ -69,6 +69,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "bridge_runs",
+    "describe_error",
     "format_utc",
     "frame_runs",
     "load_jobs",

@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RetryPolicy", "protect_http_logs", "redact_urls"]
+__all__ = ["RetryPolicy", "describe_error", "protect_http_logs", "redact_urls"]
 
 _QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
@@ -25,6 +25,13 @@ def redact_urls(text: str) -> str:
     file until it expires), so it must not reach a log line or an error message.
     """
     return _BEARER.sub(r"\1REDACTED", _QUERY.sub(r"\1?REDACTED", text))
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as a reason in a message: its type (a bare ``ReadTimeout`` says nothing
+    otherwise) and its text, with no secret in it (httpx puts the URL in some of its errors)."""
+    text = str(exc)
+    return redact_urls(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 class _RedactSecrets(logging.Filter):

@@ -28,6 +28,7 @@ from models import (
     Track,
     TrackFailure,
     atomic_write_text,
+    describe_error,
     parse_file_name,
     protect_http_logs,
     redact_urls,
@@ -206,7 +207,7 @@ def _attempt(
     except _Cancelled:
         return f"{file.name}: cancelled"
     except Exception as exc:  # the API refusing to renew URLs, or anything unforeseen
-        reason = f"{file.name}: {_describe(exc)}"
+        reason = f"{file.name}: {describe_error(exc)}"
     reason = redact_urls(reason)
     log.error("%s", reason)
     return reason
@@ -332,7 +333,7 @@ class _Downloader:
             except _RetryableStatusError as exc:
                 reason, retry_after = str(exc), exc.retry_after
             except httpx.TransportError as exc:
-                reason = _describe(exc)
+                reason = describe_error(exc)
             # A try that brought bytes before breaking is progress, not a failure: a flaky
             # connection must not stop a long download that keeps advancing.
             advanced = part.exists() and part.stat().st_size > have
@@ -401,7 +402,7 @@ class _Downloader:
             except _RetryableStatusError as exc:
                 reason, retry_after = str(exc), exc.retry_after
             except (httpx.TransportError, _CorruptError) as exc:
-                reason = _describe(exc)
+                reason = describe_error(exc)
             failed += 1
             if self._cancel.wait(self._retry.delay(failed, retry_after)):
                 raise _Cancelled
@@ -513,8 +514,3 @@ def _digests(path: Path) -> tuple[str, str]:
             md5.update(chunk)
             sha256.update(chunk)
     return md5.hexdigest(), sha256.hexdigest()
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    return redact_urls(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from models import Recording, RetryPolicy, protect_http_logs, redact_urls
+from models import Recording, RetryPolicy, describe_error, protect_http_logs, redact_urls
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -295,9 +295,9 @@ class RealtimeKitClient:
                     isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) or method != "POST"
                 )
                 if not safe or attempt == self._retry.attempts:
-                    raise RealtimeKitError(0, None, _transport_reason(exc), call=call) from None
+                    raise RealtimeKitError(0, None, describe_error(exc), call=call) from None
                 wait = self._retry.delay(attempt)
-                log.warning("%s: %s; retrying in %.1f s", call, _transport_reason(exc), wait)
+                log.warning("%s: %s; retrying in %.1f s", call, describe_error(exc), wait)
                 self._sleep(wait)
                 continue
             if response.is_success:
@@ -351,7 +351,3 @@ def _error(response: httpx.Response, call: str) -> RealtimeKitError:
     if not message:
         message = response.reason_phrase or "no reason given"
     return RealtimeKitError(response.status_code, code, message, call=call)
-
-
-def _transport_reason(exc: httpx.TransportError) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
