@@ -308,27 +308,28 @@ class Emulator:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
     def _route(self, method: str, rest: str, query: dict[str, list[str]], body: bytes) -> "_Reply":
+        """The endpoint for ``rest`` (the path after ``recordings``) and ``method``."""
         parts = rest.split("/") if rest else []
+        handlers: dict[str, Callable[[], _Reply]]
         match parts:
             case []:
-                allowed = "GET"
+                handlers = {"GET": lambda: self._list(query)}
             case ["track"]:
-                allowed = "POST"
+                handlers = {"POST": lambda: self._start_recording(body)}
             case ["active-recording", meeting_id] if meeting_id:
-                allowed = "GET"
+                handlers = {"GET": lambda: self._active(meeting_id)}
             case [recording_id] if recording_id:
-                allowed = "GET, PUT"
+                handlers = {
+                    "GET": lambda: self._get(recording_id),
+                    "PUT": lambda: self._act(recording_id, body),
+                }
             case _:
                 raise _ApiError(404, f"no such endpoint: recordings/{rest}")
-        if method not in allowed.split(", "):
+        handler = handlers.get(method)
+        if handler is None:
+            allowed = ", ".join(handlers)
             raise _ApiError(405, f"{method} is not allowed here (allowed: {allowed})")
-        if parts == ["track"]:
-            return self._start_recording(body)
-        if not parts:
-            return self._list(query)
-        if len(parts) == 2:
-            return self._active(parts[1])
-        return self._get(parts[0]) if method == "GET" else self._act(parts[0], body)
+        return handler()
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -988,7 +989,9 @@ def _s3_error(
 
 
 def _scrub(text: str) -> str:
-    """Log text with query strings removed: pre-signed URLs must not reach the logs."""
+    """Log text with query strings removed: pre-signed URLs must not reach the logs. The
+    server's messages hold request lines (a path, no scheme or host), which
+    :func:`models.redact_urls` does not look for."""
     return _QUERY_IN_TEXT.sub("?...", text)
 
 

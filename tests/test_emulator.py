@@ -508,6 +508,23 @@ def test_unknown_recordings_and_paths_are_404_in_realtimekit_envelope(api: Api, 
     assert response.json() == {"success": False, "error": {"code": 404, "message": ANY_TEXT}}
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", RECORDINGS, "GET"),
+        ("GET", RECORDINGS + "/track", "POST"),
+        ("POST", RECORDINGS + "/00000000-0000-4000-8000-000000000000", "GET, PUT"),
+    ],
+)
+def test_a_method_an_endpoint_does_not_take_is_405_naming_those_it_does(
+    api: Api, method, path, allowed
+):
+    response = api.http.request(method, api.emulator.base_url + path)
+
+    assert response.status_code == 405
+    assert response.json()["error"]["message"].endswith(f"(allowed: {allowed})")
+
+
 def test_a_manifest_with_a_missing_track_file_is_refused(meeting_copy: Path):
     next((meeting_copy / "tracks").iterdir()).unlink()
 
