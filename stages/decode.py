@@ -136,20 +136,16 @@ def _decode_stream(
         if library and head:
             _decode_opus(container, stream, library, head, writer)
         else:
+            # frame.time builds a Fraction for every 20-ms frame; one float is enough.
+            time_base = float(stream.time_base) if stream.time_base else 0.0
             for frame in container.decode(stream):
-                writer.write(_mono(frame), _frame_time(frame, stream), frame.sample_rate)
+                time = frame.pts * time_base if frame.pts is not None and time_base else None
+                writer.write(_mono(frame), time, frame.sample_rate)
     except (av.error.FFmpegError, _OpusError) as exc:
         return f"decoding stopped at {writer.duration:.2f} s: {_reason(exc)}"
     if writer.first_time is None:
         return "the audio stream holds no decodable frames"
     return None
-
-
-def _frame_time(frame: av.AudioFrame, stream: av.AudioStream) -> float | None:
-    # frame.time builds a Fraction for every 20-ms frame; a float product is enough.
-    if frame.pts is None or not stream.time_base:
-        return None
-    return frame.pts * float(stream.time_base)
 
 
 def _decode_opus(
@@ -389,7 +385,7 @@ class _AlignedWriter:
         and how many samples fit (at least the longest Opus packet)."""
         if self._rate != rate:
             self._use_rate(rate)
-        return self._address + 4 * self._fill, self._block.size - self._fill
+        return self._address + self._block.itemsize * self._fill, self._block.size - self._fill
 
     def commit(self, start: int, stop: int, time: float | None) -> None:
         """Take samples ``start:stop`` of the free space, just decoded there, as audio from
@@ -402,6 +398,7 @@ class _AlignedWriter:
                 if self._fill >= self._rate:
                     self._flush()
                 return
+        # Copied out: aligning may write silence where these samples now lie.
         at = self._fill
         self.write(self._block[at + start : at + stop].copy(), time, self._rate)
 
@@ -452,7 +449,7 @@ class _AlignedWriter:
             return
         block = self._block[: self._fill]
         if self.gain != 1.0:
-            block = block * np.float32(self.gain)
+            np.multiply(block, np.float32(self.gain), out=block)
         self._fill = 0
         if self._resampler is None:
             self._write(np.clip(np.rint(block * 32768), -32768, 32767).astype("<i2"))

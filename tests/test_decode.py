@@ -70,6 +70,17 @@ def test_stereo_is_downmixed_to_mono(tmp_path):
     assert 20 * np.log10(level) == pytest.approx(-15.0, abs=1.0)  # -12 dB peak sine: -15 dB RMS
 
 
+def test_the_output_gain_in_the_opus_header_is_applied(tmp_path):
+    path = write_webm(tmp_path / "gain.webm", tone(2.0))
+    data = bytearray(path.read_bytes())
+    head = data.index(b"OpusHead")
+    data[head + 16 : head + 18] = round(6.0206 * 256).to_bytes(2, "little", signed=True)
+    path.write_bytes(bytes(data))  # +6 dB: twice the amplitude
+    audio = decode(path, tmp_path / "gain.pcm")
+    level = np.sqrt(np.mean(audio.read(0.5, 1.5) ** 2))
+    assert 20 * np.log10(level) == pytest.approx(-15.0 + 6.0, abs=1.0)
+
+
 def test_a_truncated_file_decodes_as_far_as_it_can_and_says_where_it_broke(tmp_path):
     whole = write_webm(tmp_path / "whole.webm", tone(10.0))
     cut = tmp_path / "cut.webm"
