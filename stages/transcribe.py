@@ -324,12 +324,13 @@ class Transcriber:
         samples = [w.read(tracks[w.track][0]) for w in batch]
         done = []
         for window, audio, decoded in zip(batch, samples, self._decode_batch(samples), strict=True):
-            if self._unreliable(decoded) or _pieces_unheard(window, decoded):
+            careful = self._unreliable(decoded) or _pieces_unheard(window, decoded)
+            if careful:
                 # In one pass without timestamps, batched decoding may loop, or stop at a
                 # junction between pieces; the careful path, 30-s segment by segment, does not.
                 decoded = self._decode_one(audio)
-            elif _opening_unheard(window, decoded):
-                decoded = self._with_opening(decoded, window, audio)
+            if short := _short_heard(window, decoded, opening=not careful):
+                decoded = self._with_pieces_alone(decoded, window, audio, short)
             source = tracks[window.track][0].source.name
             done.append((window, self._segments(window, decoded, audio, source)))
         return done
@@ -368,24 +369,45 @@ class Transcriber:
             )
         return found
 
-    def _with_opening(self, decoded: _Decoded, window: _Window, samples: np.ndarray) -> _Decoded:
-        """``decoded`` with the words of the window's first piece, decoded on its own.
+    def _with_pieces_alone(
+        self, decoded: _Decoded, window: _Window, samples: np.ndarray, pieces: list[_Piece]
+    ) -> _Decoded:
+        """``decoded`` with the words of ``pieces`` taken from decoding each on its own, where
+        that hears clearly more of it.
 
-        Whisper may pass over a short utterance that opens a window and go straight to the
-        next; heard alone, it is heard. (The careful path would hear it too, but hears the
-        rest of a packed window worse than the batched pass did: measured.)
+        In a packed window the model hears every piece in the context of the others, and may
+        pass over some of one: a short utterance that opens the window, or a sentence the
+        window holds twice (said again later), which it writes once, half on each. Heard
+        alone, each is heard whole. (The careful path would hear an opening too, but hears
+        the rest of a packed window worse than the batched pass did: measured.)
         """
-        opening = window.pieces[0]
-        alone = self._decode_batch([samples[: round(opening.duration * SAMPLE_RATE)]])[0]
-        if alone is None or self._unreliable(alone):
+        alone = self._decode_batch(
+            [samples[_at(p.window_start) : _at(p.window_start + p.duration)] for p in pieces]
+        )
+        words = list(decoded.words)
+        for piece, heard in zip(pieces, alone, strict=True):
+            if heard is None or self._unreliable(heard):
+                continue
+            shift = piece.window_start
+            own = [
+                w.model_copy(update={"start": w.start + shift, "end": w.end + shift})
+                for w in heard.words
+            ]
+            own = [w for w in own if window.piece_of(w) is piece]
+            had = [w for w in words if window.piece_of(w) is piece]
+            if _spoken(own) < _spoken(had) + (1 if not had else _MORE_WORDS):
+                continue
+            said = [_bare(w.word) for w in own]
+            later = [_bare(w.word) for w in words if w.start >= shift][: len(said)]
+            if not had and later == said:
+                continue  # the window heard them, only timed them into the next piece
+            words = [w for w in words if window.piece_of(w) is not piece] + own
+            words.sort(key=lambda w: w.start)
+        if words == decoded.words:
             return decoded
-        words = [w for w in alone.words if window.piece_of(w) is opening]
-        said = [_bare(w.word) for w in words]
-        if not words or [_bare(w.word) for w in decoded.words[: len(said)]] == said:
-            return decoded  # the window's own pass heard them, only timed them late
         return _Decoded(
-            text=" ".join(w.word for w in words) + decoded.text,
-            words=words + decoded.words,
+            text=" ".join(w.word for w in words),
+            words=words,
             avg_logprob=decoded.avg_logprob,
             no_speech_prob=decoded.no_speech_prob,
         )
@@ -496,12 +518,47 @@ def _pieces_unheard(window: _Window, decoded: _Decoded | None) -> bool:
     return any(p.duration >= _MIN_HEARD and id(p) not in heard for p in window.pieces[1:])
 
 
-def _opening_unheard(window: _Window, decoded: _Decoded | None) -> bool:
-    """The window's first piece, long enough to hold words, got none while later ones did."""
-    if decoded is None or len(window.pieces) < 2 or window.pieces[0].duration < _MIN_HEARD:
-        return False
+_SPARSE_PIECE = 2.0
+"""Pieces this long (s) or longer are checked for words the window's decoding passed over."""
+_SPARSE_RATE = 1.2
+"""Fewer words a second than this in such a piece: some were passed over (speech has 2-3)."""
+_SPARSE_EDGE = 1.25
+"""This long (s) from such a piece's start to its first word, or from its last word to its
+end: passed over. (A pause inside a piece is speech's own; at its edges, the piece's padding
+is a few tenths.)"""
+_MORE_WORDS = 3
+"""Words a piece decoded alone must add to replace what the window gave it."""
+
+
+def _short_heard(window: _Window, decoded: _Decoded | None, *, opening: bool) -> list[_Piece]:
+    """The pieces the window's decoding seems to have heard only in part.
+
+    With ``opening``: also the window's first piece when it got no word while later ones did.
+    """
+    if decoded is None or len(window.pieces) < 2:
+        return []
     spoken = [w for w in decoded.words if _bare(w.word)]
-    return bool(spoken) and all(window.piece_of(w) is not window.pieces[0] for w in spoken)
+    if not spoken:
+        return []
+    short = []
+    for index, piece in enumerate(window.pieces):
+        own = [w for w in spoken if window.piece_of(w) is piece]
+        if index == 0 and opening and not own and piece.duration >= _MIN_HEARD:
+            short.append(piece)
+        elif own and piece.duration >= _SPARSE_PIECE:
+            lead = own[0].start - piece.window_start
+            trail = piece.window_start + piece.duration - own[-1].end
+            if len(own) < _SPARSE_RATE * piece.duration or max(lead, trail) >= _SPARSE_EDGE:
+                short.append(piece)
+    return short
+
+
+def _spoken(words: Sequence[Word]) -> int:
+    return sum(1 for w in words if _bare(w.word))
+
+
+def _at(seconds: float) -> int:
+    return round(seconds * SAMPLE_RATE)
 
 
 def _bare(word: str) -> str:

@@ -179,3 +179,55 @@ def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
     assert all(regions[0].start <= w.start <= w.end <= regions[0].end for w in first)
     lead_in = transcriber.options.lead_in
     assert segments[0].start == pytest.approx(regions[0].onset - lead_in, abs=0.05)
+
+
+def test_a_sentence_a_window_holds_twice_is_heard_whole_both_times(
+    sample_speech, transcriber, tmp_path, monkeypatch
+):
+    # Seen on a LibriSpeech-built meeting: a talker said one sentence twice within a packed
+    # window, and Whisper wrote it once, its first half on the first copy and its second half
+    # on the second. Here the window's pass is made to do that; each copy must come back
+    # whole, each at its own time.
+    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # "Good morning ..."
+    samples = np.concatenate([silence(2), turn, silence(30), turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "twice.webm", samples), tmp_path / "twice.pcm")
+    regions = detect_speech(audio)
+    assert len(regions) == 2
+    boundary = regions[0].duration  # where the second copy starts in the packed window
+    real = transcriber._decode_batch
+
+    def writing_it_once(clips):
+        found = real(clips)
+        if clips[0].size / 16_000 > boundary + 1:  # the whole window, not a copy alone
+            for d in filter(None, found):
+                first = [w for w in d.words if (w.start + w.end) / 2 < boundary]
+                second = [w for w in d.words if (w.start + w.end) / 2 >= boundary]
+                d.words[:] = first[: len(first) // 2] + second[len(second) // 2 :]
+        return found
+
+    monkeypatch.setattr(transcriber, "_decode_batch", writing_it_once)
+    monkeypatch.setattr(transcriber, "_decode_one", lambda x: pytest.fail("careful path"))
+    segments = transcriber.transcribe(audio, regions)
+    heard = [
+        [w.word for s in segments for w in s.words if region.start <= w.start < region.end]
+        for region in regions
+    ]
+    whole = [w.word for w in real([audio.read(regions[0].start, regions[0].end)])[0].words]
+    assert heard == [whole, whole] and len(whole) > 5
+
+
+def test_a_window_heard_whole_is_not_decoded_again(
+    sample_speech, transcriber, tmp_path, monkeypatch
+):
+    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]
+    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]
+    samples = np.concatenate([silence(2), first_turn, silence(30), second_turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "two.webm", samples), tmp_path / "two.pcm")
+    regions = detect_speech(audio)
+    calls = []
+    real = transcriber._decode_batch
+    monkeypatch.setattr(
+        transcriber, "_decode_batch", lambda clips: calls.append(clips) or real(clips)
+    )
+    segments = transcriber.transcribe(audio, regions)
+    assert len(calls) == 1 and len(segments) == 2
