@@ -9,7 +9,8 @@ mode), which is about twice as fast as its one-window-at-a-time path.
 Guards against Whisper's known failures: a window the model judges to be non-speech gives no
 text; a window whose text loops or that the model is very unsure of is decoded again on the
 careful path (one window at a time, with timestamps), and text that still loops is dropped;
-a short utterance opening a window that got no word is decoded again on its own; a word
+a region the window heard only in part (a short utterance opening it that got no word, a
+sentence said twice that it wrote once, half on each copy) is decoded again on its own; a word
 whose time falls outside every region it was packed from is text the audio does not hold,
 and is dropped; so is text over near-silence.
 """
