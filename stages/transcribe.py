@@ -207,7 +207,7 @@ class _Window:
 
     def piece_of(self, word: Word) -> _Piece | None:
         """The piece a word (in window time) belongs to: the one holding its middle."""
-        middle = (word.start + word.end) / 2
+        middle = _middle(word)
         for piece in self.pieces:
             if piece.window_start <= middle <= piece.window_start + piece.duration:
                 return piece
@@ -330,8 +330,9 @@ class Transcriber:
                 # In one pass without timestamps, batched decoding may loop, or stop at a
                 # junction between pieces; the careful path, 30-s segment by segment, does not.
                 decoded = self._decode_one(audio)
-            if short := _short_heard(window, decoded, opening=not careful):
-                decoded = self._with_pieces_alone(decoded, window, audio, short)
+            # After either path: the careful one too writes a sentence said twice only once.
+            if partial := _heard_in_part(window, decoded, opening=not careful):
+                decoded = self._with_pieces_alone(decoded, window, audio, partial)
             source = tracks[window.track][0].source.name
             done.append((window, self._segments(window, decoded, audio, source)))
         return done
@@ -385,7 +386,7 @@ class Transcriber:
         alone = self._decode_batch(
             [samples[_at(p.window_start) : _at(p.window_start + p.duration)] for p in pieces]
         )
-        words = list(decoded.words)
+        replaced: dict[int, list[Word]] = {}  # by the piece's place in the window
         for piece, heard in zip(pieces, alone, strict=True):
             if heard is None or self._unreliable(heard):
                 continue
@@ -395,17 +396,26 @@ class Transcriber:
                 for w in heard.words
             ]
             own = [w for w in own if window.piece_of(w) is piece]
-            had = [w for w in words if window.piece_of(w) is piece]
-            if _spoken(own) < _spoken(had) + (1 if not had else _MORE_WORDS):
+            had = _spoken([w for w in decoded.words if window.piece_of(w) is piece])
+            if _spoken(own) < had + (_MORE_WORDS if had else 1):  # none: any word is more
                 continue
             said = [_bare(w.word) for w in own]
-            later = [_bare(w.word) for w in words if w.start >= shift][: len(said)]
-            if not had and later == said:
+            later = [_bare(w.word) for w in decoded.words if _middle(w) >= shift]
+            if not had and [b for b in later if b][: len(said)] == said:
                 continue  # the window heard them, only timed them into the next piece
-            words = [w for w in words if window.piece_of(w) is not piece] + own
-            words.sort(key=lambda w: w.start)
-        if words == decoded.words:
+            replaced[window.pieces.index(piece)] = own
+        if not replaced:
             return decoded
+        words = [w for w in decoded.words if window.piece_of(w) is None]
+        for index, piece in enumerate(window.pieces):
+            if index in replaced:
+                words += replaced[index]
+                continue
+            kept = [w for w in decoded.words if window.piece_of(w) is piece]
+            if index - 1 in replaced:  # what the window timed a piece late is there already
+                kept = kept[_carried(replaced[index - 1], kept) :]
+            words += kept
+        words.sort(key=_middle)  # the order piece_of sorts words into pieces by
         return _Decoded(
             text=" ".join(w.word for w in words),
             words=words,
@@ -531,7 +541,7 @@ _MORE_WORDS = 3
 """Words a piece decoded alone must add to replace what the window gave it."""
 
 
-def _short_heard(window: _Window, decoded: _Decoded | None, *, opening: bool) -> list[_Piece]:
+def _heard_in_part(window: _Window, decoded: _Decoded | None, *, opening: bool) -> list[_Piece]:
     """The pieces the window's decoding seems to have heard only in part.
 
     With ``opening``: also the window's first piece when it got no word while later ones did.
@@ -541,17 +551,32 @@ def _short_heard(window: _Window, decoded: _Decoded | None, *, opening: bool) ->
     spoken = [w for w in decoded.words if _bare(w.word)]
     if not spoken:
         return []
-    short = []
+    partial = []
     for index, piece in enumerate(window.pieces):
         own = [w for w in spoken if window.piece_of(w) is piece]
         if index == 0 and opening and not own and piece.duration >= _MIN_HEARD:
-            short.append(piece)
+            partial.append(piece)
         elif own and piece.duration >= _SPARSE_PIECE:
             lead = own[0].start - piece.window_start
             trail = piece.window_start + piece.duration - own[-1].end
             if len(own) < _SPARSE_RATE * piece.duration or max(lead, trail) >= _SPARSE_EDGE:
-                short.append(piece)
-    return short
+                partial.append(piece)
+    return partial
+
+
+def _carried(alone: Sequence[Word], following: Sequence[Word]) -> int:
+    """How many words opening ``following`` (the next piece, as the window heard it) are the
+    last words of ``alone`` (a piece decoded on its own): words the window timed a piece late.
+    Two at least, so that one common word is not taken for it."""
+    tail, head = [_bare(w.word) for w in alone], [_bare(w.word) for w in following]
+    for count in range(min(len(tail), len(head)), 1, -1):
+        if tail[-count:] == head[:count]:
+            return count
+    return 0
+
+
+def _middle(word: Word) -> float:
+    return (word.start + word.end) / 2
 
 
 def _spoken(words: Sequence[Word]) -> int:
