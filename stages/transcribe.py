@@ -399,9 +399,9 @@ class Transcriber:
             had = _spoken([w for w in decoded.words if window.piece_of(w) is piece])
             if _spoken(own) < had + (_MORE_WORDS if had else 1):  # none: any word is more
                 continue
-            said = [_bare(w.word) for w in own]
-            later = [_bare(w.word) for w in decoded.words if _middle(w) >= shift]
-            if not had and [b for b in later if b][: len(said)] == said:
+            said = [b for w in own if (b := _bare(w.word))]
+            later = [b for w in decoded.words if _middle(w) >= shift and (b := _bare(w.word))]
+            if not had and later[: len(said)] == said:
                 continue  # the window heard them, only timed them into the next piece
             replaced[window.pieces.index(piece)] = own
         if not replaced:
