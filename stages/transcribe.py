@@ -384,9 +384,9 @@ class Transcriber:
         the rest of a packed window worse than the batched pass did: measured.)
         """
         alone = self._decode_batch(
-            [samples[_at(p.window_start) : _at(p.window_start + p.duration)] for p in pieces]
+            [_clip(samples, p.window_start, p.window_start + p.duration) for p in pieces]
         )
-        replaced: dict[int, list[Word]] = {}  # by the piece's place in the window
+        replaced: dict[_Piece, list[Word]] = {}
         for piece, heard in zip(pieces, alone, strict=True):
             if heard is None or self._unreliable(heard):
                 continue
@@ -403,17 +403,17 @@ class Transcriber:
             later = [b for w in decoded.words if _middle(w) >= shift and (b := _bare(w.word))]
             if not had and later[: len(said)] == said:
                 continue  # the window heard them, only timed them into the next piece
-            replaced[window.pieces.index(piece)] = own
+            replaced[piece] = own
         if not replaced:
             return decoded
         words = [w for w in decoded.words if window.piece_of(w) is None]
-        for index, piece in enumerate(window.pieces):
-            if index in replaced:
-                words += replaced[index]
+        for previous, piece in zip((None, *window.pieces[:-1]), window.pieces, strict=True):
+            if piece in replaced:
+                words += replaced[piece]
                 continue
             kept = [w for w in decoded.words if window.piece_of(w) is piece]
-            if index - 1 in replaced:  # what the window timed a piece late is there already
-                kept = kept[_carried(replaced[index - 1], kept) :]
+            if previous in replaced:  # what the window timed a piece late is there already
+                kept = kept[_carried(replaced[previous], kept) :]
             words += kept
         words.sort(key=_middle)  # the order piece_of sorts words into pieces by
         return _Decoded(
@@ -583,8 +583,9 @@ def _spoken(words: Sequence[Word]) -> int:
     return sum(1 for w in words if _bare(w.word))
 
 
-def _at(seconds: float) -> int:
-    return round(seconds * SAMPLE_RATE)
+def _clip(samples: np.ndarray, start: float, end: float) -> np.ndarray:
+    """``samples`` between two times (s) into them."""
+    return samples[max(0, round(start * SAMPLE_RATE)) : round(end * SAMPLE_RATE)]
 
 
 def _bare(word: str) -> str:
@@ -687,7 +688,7 @@ def _compression_ratio(text: str) -> float:
 
 def _level_db(samples: np.ndarray, start: float, end: float) -> float:
     """RMS level (dBFS) of ``samples`` between two times (s) into them."""
-    part = samples[max(0, round(start * SAMPLE_RATE)) : round(end * SAMPLE_RATE)]
+    part = _clip(samples, start, end)
     if part.size == 0:
         return -120.0
     rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64))))
