@@ -383,8 +383,7 @@ class _AlignedWriter:
     def free_space(self, rate: int) -> tuple[int, int]:
         """Where the next audio at ``rate`` goes: the address of the free part of the block
         and how many samples fit (at least the longest Opus packet)."""
-        if self._rate != rate:
-            self._use_rate(rate)
+        self._use_rate(rate)
         return self._address + self._block.itemsize * self._fill, self._block.size - self._fill
 
     def commit(self, start: int, stop: int, time: float | None) -> None:
