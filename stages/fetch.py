@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from models import (
     Manifest,
+    ManifestError,
     Recording,
     RecordingFile,
     RetryPolicy,
@@ -97,6 +98,7 @@ def fetch_recording(
     out_dir = Path(out_dir)
     (out_dir / TRACKS_FOLDER).mkdir(parents=True, exist_ok=True)
     targets = _local_names(files)
+    verified = _verified_earlier(out_dir / "manifest.json")
     urls = _Urls(recording, refresh)
     cancel = threading.Event()
     bar = tqdm(
@@ -112,7 +114,7 @@ def fetch_recording(
         pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="fetch")
         futures = {
             pool.submit(
-                _attempt, downloader, file, out_dir / TRACKS_FOLDER, targets[file.key]
+                _attempt, downloader, file, out_dir / TRACKS_FOLDER, targets[file.key], verified
             ): file
             for file in files
         }
@@ -192,14 +194,18 @@ def _result(
 
 
 def _attempt(
-    downloader: "_Downloader", file: RecordingFile, folder: Path, local: str | None
+    downloader: "_Downloader",
+    file: RecordingFile,
+    folder: Path,
+    local: str | None,
+    verified: Mapping[str, str],
 ) -> tuple[int, str, bool] | str:
     """A fetched file's (size, sha256, already there), or why it failed: whatever goes wrong
     with one file is that file's failure, and the others go on."""
     try:
         if local is None:
             raise FetchError(f"{file.name!r}: the name has nothing usable as a file name")
-        return downloader.fetch(file, folder / local)
+        return downloader.fetch(file, folder / local, verified.get(local))
     except FetchError as exc:
         reason = str(exc)
     except OSError as exc:
@@ -211,6 +217,23 @@ def _attempt(
     reason = redact_urls(reason)
     log.error("%s", reason)
     return reason
+
+
+def _verified_earlier(manifest_path: Path) -> dict[str, str]:
+    """Local file name -> SHA-256 of the tracks an earlier run fetched and checked, from its
+    manifest; empty when there is none (or it cannot be read: then nothing is taken as known)."""
+    if not manifest_path.exists():
+        return {}
+    try:
+        earlier = Manifest.load(manifest_path)
+    except ManifestError as exc:
+        log.warning("%s; files already here are kept only if storage confirms them", exc)
+        return {}
+    return {
+        PurePosixPath(t.path).name: t.sha256.lower()
+        for t in earlier.tracks
+        if t.sha256 is not None and PurePosixPath(t.path).parent == PurePosixPath(TRACKS_FOLDER)
+    }
 
 
 def _of_users(files: Sequence[RecordingFile], user_ids: Sequence[str]) -> list[RecordingFile]:
@@ -299,10 +322,25 @@ class _Downloader:
         self._progress = _Progress(bar)
         self._cancel = cancel
 
-    def fetch(self, file: RecordingFile, path: Path) -> tuple[int, str, bool]:
+    def fetch(
+        self, file: RecordingFile, path: Path, verified_sha256: str | None = None
+    ) -> tuple[int, str, bool]:
+        """Fetch ``file`` to ``path``; a complete copy already there is kept when storage
+        confirms it, or, if storage cannot be asked, when it is the copy an earlier run
+        verified (``verified_sha256``): a re-run must not lose a track it already has."""
         part = path.with_name(f".{path.name}.part")
         if path.exists():
-            total, etag = self._probe(file)
+            try:
+                total, etag = self._probe(file)
+            except FetchError as exc:
+                if verified_sha256 is None or _digests(path)[1] != verified_sha256:
+                    raise
+                log.warning(
+                    "%s; kept the local copy, which an earlier run verified", redact_urls(str(exc))
+                )
+                size = path.stat().st_size
+                self._progress.set(file.key, size, size)
+                return size, verified_sha256, True
             if (sha256 := _matching_copy(path, total, etag)) is not None:
                 log.info("%s: already complete, skipped", file.name)
                 self._progress.set(file.key, total, total)
@@ -363,7 +401,7 @@ class _Downloader:
                     raise _CorruptError(f"partial download of {have} bytes, file has {total}")
                 self._progress.set(file.key, total, have)
                 return total, None
-            self._check(response, generation)
+            self._check(response, generation, file)
             if status == 206:
                 total = _total_from_range(response.headers.get("content-range"))
                 mode = "ab"
@@ -391,7 +429,7 @@ class _Downloader:
             retry_after = None
             try:
                 with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
-                    self._check(response, generation)
+                    self._check(response, generation, file)
                     if response.status_code == 206:
                         total = _total_from_range(response.headers.get("content-range"))
                     else:
@@ -408,7 +446,7 @@ class _Downloader:
                 raise _Cancelled
         raise FetchError(redact_urls(f"{file.name}: could not check the stored size: {reason}"))
 
-    def _check(self, response: httpx.Response, generation: int) -> None:
+    def _check(self, response: httpx.Response, generation: int, file: RecordingFile) -> None:
         status = response.status_code
         if status in (200, 206):
             return
@@ -419,7 +457,7 @@ class _Downloader:
             )
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
-        raise FetchError(f"storage answered HTTP {status}{_code(response)}")
+        raise FetchError(f"{file.name}: storage answered HTTP {status}{_code(response)}")
 
 
 class _Progress:

@@ -146,6 +146,48 @@ def test_a_changed_local_copy_is_fetched_again(emulator, sample_manifest, tmp_pa
     assert again.skipped == len(sample_manifest.tracks) - 1
 
 
+def with_unreachable_file(recording: Recording, name: str) -> Recording:
+    """``recording`` as the API gives it, but storage answers 404 for file ``name``."""
+    layers = [
+        DownloadLayer(
+            layer_name=f.layer,
+            download_urls={
+                f.name: SignedUrl(
+                    download_url=f.url.replace("/files/", "/gone/") if f.name == name else f.url
+                )
+            },
+        )
+        for f in recording.files()
+    ]
+    return recording.model_copy(update={"download_url": layers})
+
+
+def test_a_rerun_keeps_a_verified_copy_that_storage_cannot_confirm(
+    emulator, sample_manifest, tmp_path, caplog
+):
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    real = client_for(emulator).get_recording(first.manifest.recording_id)
+    victim = real.files()[0].name
+    unreachable = with_unreachable_file(real, victim)
+
+    again = fetch_recording(unreachable, out, refresh=lambda: unreachable, options=QUIET)
+
+    # the copy the first run verified stays in the manifest, with a warning saying why
+    assert again.failures == []
+    assert Manifest.load(out / "manifest.json") == again.manifest
+    assert fetched(again.manifest) == originals(sample_manifest)
+    assert f"{victim}: storage answered HTTP 404" in caplog.text
+    assert "kept the local copy, which an earlier run verified" in caplog.text
+
+    # a copy changed since then is not vouched for: it is that file's failure
+    (out / "tracks" / victim).write_bytes(b"changed")
+    changed = fetch_recording(unreachable, out, refresh=lambda: unreachable, options=QUIET)
+    assert [Path(f.path).name for f in changed.failures] == [victim]
+    assert "HTTP 404" in changed.failures[0].reason
+    assert len(changed.manifest.tracks) == len(sample_manifest.tracks) - 1
+
+
 def test_file_names_from_the_api_never_leave_the_output_folder(emulator, tmp_path):
     good = record_and_fetch(emulator, tmp_path / "first")
     real = Recording.model_validate(
