@@ -5,13 +5,21 @@ errors and choosing exit statuses.
 """
 
 import argparse
+import json
 import os
 import secrets
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
-from models import Manifest, Recording
+from models import (
+    Manifest,
+    Recording,
+    atomic_write_text,
+    describe_error,
+    format_utc,
+)
 from stages.export import to_txt
 from stages.fetch import FetchOptions
 
@@ -308,6 +316,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
     def on_uploaded(recording: Recording) -> None:
         out = args.out / recording.id
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
+        (out / FAILED_FILE).unlink(missing_ok=True)  # an earlier failure is being retried
         try:
             transcript = remote.transcribe_recording(
                 client,
@@ -318,15 +327,19 @@ def _webhook_command(args: argparse.Namespace) -> int:
                 fetch_options=FetchOptions(progress=not args.no_progress),
                 progress=False,
             )
-        except NoUsableTrackError as exc:
+        except NoUsableTrackError as exc:  # retrying cannot help
             say(str(exc))
+            on_failed(recording, exc)
             return
         write_outputs(transcript, out, args.formats)
         status = report(transcript)
         say(f"recording {recording.id}: done (exit status {status})")
 
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        _record_failure(args.out / recording.id, recording, error)
+
     receiver = WebhookReceiver(
-        settings.public_key_pem(), on_uploaded, host=args.host, port=args.port
+        settings.public_key_pem(), on_uploaded, on_failed=on_failed, host=args.host, port=args.port
     )
     say(f"listening for RealtimeKit webhooks at {receiver.url} (Ctrl-C stops)")
     try:
@@ -334,6 +347,26 @@ def _webhook_command(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return EXIT_OK
+
+
+FAILED_FILE = "failed.json"
+
+
+def _record_failure(out: Path, recording: Recording, error: BaseException) -> None:
+    """Leave ``out/failed.json`` saying why a recording could not be handled: a webhook
+    server runs unattended, and a sweep over the output folders must find what needs a hand."""
+    fetched = out / remote.RECORDING_FOLDER
+    record = {
+        "recording_id": recording.id,
+        "meeting_id": recording.meeting_id,
+        "failed_at": format_utc(datetime.now(UTC)),
+        "error": describe_error(error),
+        "by_hand": f"trackscribe fetch --recording-id {recording.id} -o {fetched} && "
+        f"trackscribe transcribe {fetched / 'manifest.json'} -o {out}",
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / FAILED_FILE, json.dumps(record, indent=2) + "\n")
+    say(f"recording {recording.id}: failed; wrote {out / FAILED_FILE}")
 
 
 def _demo_command(args: argparse.Namespace) -> int:

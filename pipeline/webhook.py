@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
-from models import Recording, WebhookEvent, safe_file_name
+from models import Recording, WebhookEvent, describe_error, safe_file_name
 
 __all__ = ["WebhookReceiver", "verify_signature"]
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 _MAX_BODY = 1 << 20
 _SEEN_LIMIT = 100_000
-_TRIES = 3
 
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
@@ -59,8 +58,11 @@ def _verify(key: rsa.RSAPublicKey, body: bytes, signature: str) -> bool:
 class WebhookReceiver:
     """An HTTP endpoint for webhooks; ``on_uploaded`` runs once per recording that is uploaded.
 
-    ``on_uploaded`` runs on the receiver's worker thread; an exception in it is logged and the
-    recording may be announced again (a later delivery is then acted on).
+    ``on_uploaded`` runs on the receiver's worker thread. When it raises, it is tried again
+    (``tries`` in all, ``retry_wait`` seconds times the try number apart); when every try
+    failed, ``on_failed`` gets the recording and the last error, so the failure can be kept
+    somewhere more lasting than a log (the sender already has its 2xx and will not
+    redeliver), and a later announcement of the recording is acted on again.
     """
 
     def __init__(
@@ -68,11 +70,17 @@ class WebhookReceiver:
         public_key_pem: bytes,
         on_uploaded: Callable[[Recording], None],
         *,
+        on_failed: Callable[[Recording, BaseException], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        tries: int = 3,
+        retry_wait: float = 2.0,
     ) -> None:
         self._key = _rsa_key(public_key_pem)  # a bad key is refused now, not at a delivery
         self._on_uploaded = on_uploaded
+        self._on_failed = on_failed
+        self._tries = max(1, tries)
+        self._retry_wait = retry_wait
         self._lock = threading.Lock()
         self._seen_deliveries: set[str] = set()
         self._handled: set[str] = set()
@@ -164,23 +172,25 @@ class WebhookReceiver:
                 self._work.task_done()
 
     def _handle(self, recording: Recording) -> None:
-        for attempt in range(1, _TRIES + 1):
+        error: BaseException | None = None
+        for attempt in range(1, self._tries + 1):
             try:
                 self._on_uploaded(recording)
                 return
             except BaseException as exc:  # nothing may kill the worker
                 if isinstance(exc, KeyboardInterrupt):
                     raise
+                error = exc
                 log.error(
                     "webhook: handling recording %s failed (try %d of %d): %s",
                     recording.id,
                     attempt,
-                    _TRIES,
-                    exc,
+                    self._tries,
+                    describe_error(exc),
                 )
                 log.debug("webhook: traceback", exc_info=exc)
-                if attempt < _TRIES:
-                    time.sleep(2.0 * attempt)
+                if attempt < self._tries:
+                    time.sleep(self._retry_wait * attempt)
         with self._lock:
             self._handled.discard(recording.id)  # a later announcement is acted on again
         log.error(
@@ -189,6 +199,11 @@ class WebhookReceiver:
             recording.id,
             recording.id,
         )
+        if self._on_failed is not None and error is not None:
+            try:
+                self._on_failed(recording, error)
+            except Exception as exc:
+                log.error("webhook: recording the failure of %s failed: %s", recording.id, exc)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self

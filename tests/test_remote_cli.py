@@ -209,9 +209,10 @@ def test_webhook_receiver_verifies_signatures_and_acts_once_per_recording():
     assert [r.id for r in handled] == ["r1"]
 
 
-def test_webhook_command_fetches_and_transcribes_what_the_emulator_announces(
-    sample_dir, sample_manifest, tmp_path
-):
+@pytest.fixture
+def webhook_sender(sample_dir, tmp_path) -> Iterator[tuple[Emulator, int, Path]]:
+    """An emulator that signs and delivers its webhooks to a free port: (it, port, its public
+    key file)."""
     port = free_port()
     key_file = tmp_path / "webhook-key.pem"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -233,48 +234,118 @@ def test_webhook_command_fetches_and_transcribes_what_the_emulator_announces(
     with Emulator(sample_dir, options) as emu:
         public = tmp_path / "public.pem"
         public.write_text(emu.public_key_pem)
-        out = tmp_path / "out"
-        receiver = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "webhook",
-                "--port",
-                str(port),
-                "-o",
-                str(out),
-                "--public-key",
-                str(public),
-                "--base-url",
-                emu.base_url,
-                "--account-id",
-                "a",
-                "--app-id",
-                "b",
-                "--no-progress",
-            ],
-            env={**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_listening(port, receiver)
-            client = RealtimeKitClient(
-                account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url
-            )
-            recording = client.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
-            transcript_path = out / recording.id / "transcript.json"
-            deadline = time.monotonic() + 240
-            while not transcript_path.exists() and time.monotonic() < deadline:
-                assert receiver.poll() is None
-                time.sleep(0.2)
-        finally:
-            receiver.terminate()
-            stderr = receiver.communicate(timeout=30)[1]
+        yield emu, port, public
+
+
+def run_webhook_command(
+    sender: tuple[Emulator, int, Path], out: Path, wanted: Path, *, token: str = TOKEN
+) -> str:
+    """Run `trackscribe webhook` until the emulator has recorded user-bruno and ``wanted``
+    exists under ``out/RECORDING_ID``; its stderr."""
+    emu, port, public = sender
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "webhook",
+            "--port",
+            str(port),
+            "-o",
+            str(out),
+            "--public-key",
+            str(public),
+            "--base-url",
+            emu.base_url,
+            "--account-id",
+            "a",
+            "--app-id",
+            "b",
+            "--no-progress",
+        ],
+        env={**os.environ, "CLOUDFLARE_API_TOKEN": token},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_listening(port, receiver)
+        client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url)
+        recording = client.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        path = out / recording.id / wanted
+        deadline = time.monotonic() + 240
+        while not path.exists() and time.monotonic() < deadline:
+            assert receiver.poll() is None
+            time.sleep(0.2)
+        assert path.exists(), f"no {path}"
+    finally:
+        receiver.terminate()
+        stderr = receiver.communicate(timeout=30)[1]
+    return stderr
+
+
+def test_webhook_command_fetches_and_transcribes_what_the_emulator_announces(
+    webhook_sender, tmp_path
+):
+    out = tmp_path / "out"
+    stderr = run_webhook_command(webhook_sender, out, Path("transcript.json"))
+
+    (transcript_path,) = out.glob("*/transcript.json")
     transcript = Transcript.load(transcript_path)
     assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
+    assert not (transcript_path.parent / "failed.json").exists()
     assert TOKEN not in stderr and "X-Amz-Signature" not in stderr
+
+
+def test_webhook_command_leaves_failed_json_for_a_recording_it_could_not_handle(
+    webhook_sender, tmp_path
+):
+    out = tmp_path / "out"
+    stderr = run_webhook_command(
+        webhook_sender, out, Path("failed.json"), token="a-token-the-api-refuses"
+    )
+
+    (failed_path,) = out.glob("*/failed.json")
+    failed = json.loads(failed_path.read_text())
+    assert failed["recording_id"] == failed_path.parent.name
+    assert "401" in failed["error"]
+    assert f"--recording-id {failed['recording_id']}" in failed["by_hand"]
+    assert not (failed_path.parent / "transcript.json").exists()
+    assert "gave up on recording" in stderr and "a-token-the-api-refuses" not in stderr
+
+
+def test_the_receiver_reports_a_recording_it_gave_up_on_and_acts_on_it_when_announced_again():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    tries: list[str] = []
+    failed: list[tuple[str, str]] = []
+
+    def always_fails(recording: Recording) -> None:
+        tries.append(recording.id)
+        raise RuntimeError(f"storage down (try {len(tries)})")
+
+    def announce(receiver: WebhookReceiver) -> int:
+        body = json.dumps(
+            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
+        ).encode()
+        headers = {"rtk-signature": _sign(key, body), "rtk-uuid": str(uuid.uuid4())}
+        return httpx.post(receiver.url, content=body, headers=headers).status_code
+
+    with WebhookReceiver(
+        public,
+        always_fails,
+        on_failed=lambda r, e: failed.append((r.id, str(e))),
+        tries=2,
+        retry_wait=0.0,
+    ) as receiver:
+        assert announce(receiver) == 202
+        receiver.wait_idle()
+        assert tries == ["r1", "r1"]
+        assert failed == [("r1", "storage down (try 2)")]
+        assert announce(receiver) == 202  # given up on, so acted on again
+        receiver.wait_idle()
+    assert len(tries) == 4 and len(failed) == 2
 
 
 def test_webhook_receiver_refuses_abuse_before_reading_a_body():
