@@ -82,7 +82,7 @@ def load_jobs(path: Path) -> list[Job]:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a BOM
     except OSError as exc:
         raise JobsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    rows = _csv_rows(text) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
+    rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
     jobs: list[Job] = []
     seen: dict[str, int] = {}  # folder name -> line
     for line, row in rows:
@@ -121,9 +121,15 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
     return rows
 
 
-def _csv_rows(text: str) -> list[tuple[int, object]]:
+def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
     rows = []
     for number, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
+        extra = [v for v in row.pop(None, []) if v.strip()]  # cells past the header's columns
+        if extra:
+            raise JobsError(
+                f"{path}, line {number}: {len(extra)} more cell(s) than the header has columns "
+                f"({', '.join(map(repr, extra))}); a value with a comma needs quotes"
+            )
         cleaned: dict[str, object] = {k.strip(): v.strip() for k, v in row.items() if k and v}
         if "user_ids" in cleaned:
             users = str(cleaned["user_ids"]).split(";")

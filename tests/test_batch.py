@@ -242,6 +242,8 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
         ('{"recording_id": "r", "user_ids": ["u"]}\n', ".jsonl", "line 1: .*user_ids only"),
         ("{nope\n", ".jsonl", "line 1: not valid JSON"),
         ("id,manifest\nx,a.json\nx,b.json\n", ".csv", "share the output folder 'x'"),
+        ("id,meeting_id,user_ids\nx,m,alice,bob\n", ".csv", "line 2: 1 more cell.*'bob'"),
+        ("id,manifest,language\nx,a.json,en\n", ".csv", "line 2: language: Extra inputs"),
         ("", ".jsonl", "no jobs"),
     ],
 )
