@@ -1,8 +1,9 @@
 """UTC timestamps as the contracts write them: ISO 8601, millisecond precision, ``Z``."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import numpy as np
 from pydantic import AfterValidator, PlainSerializer
 
 
@@ -29,7 +30,11 @@ UtcDatetime = Annotated[
 """A timezone-aware datetime, normalised to UTC and written with millisecond precision."""
 
 
-def meeting_time(track_time: float, offset: float, drift_ppm: float = 0.0) -> float:
+_Seconds = TypeVar("_Seconds", float, np.ndarray)
+
+
+def meeting_time(track_time: _Seconds, offset: float, drift_ppm: float = 0.0) -> _Seconds:
     """Where ``track_time`` (seconds into a track) falls on the meeting clock: the track's
-    start ``offset`` plus its own time, taken back from a clock that ran ``drift_ppm`` fast."""
+    start ``offset`` plus its own time, taken back from a clock that ran ``drift_ppm`` fast.
+    ``track_time`` may be an array of times."""
     return offset + track_time / (1 + drift_ppm * 1e-6)

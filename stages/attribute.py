@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import LeakedSpan, VoiceActivity, bridge_runs, frame_runs
+from models import LeakedSpan, VoiceActivity, bridge_runs, frame_runs, meeting_time
 
 __all__ = ["AttributionOptions", "TrackClock", "attribute", "estimate_clock"]
 
@@ -368,9 +368,14 @@ def _meeting_frames(
     for each track the meeting frame of each of its frames."""
     where = {}
     for i in present:
-        rate = 1 + (drifts[i] if drifts is not None else 0.0) * 1e-6
-        track = np.arange(len(activities[i].voiced))
-        where[i] = round(offsets[i] / frame_s) + np.round(track / rate).astype(np.int64)
+        # The start is rounded apart from the rest, so a track's frames stay one grid step
+        # apart whatever fraction of a frame its start falls on.
+        since_start = meeting_time(
+            np.arange(len(activities[i].voiced)) * frame_s,
+            0.0,
+            drifts[i] if drifts is not None else 0.0,
+        )
+        where[i] = round(offsets[i] / frame_s) + np.round(since_start / frame_s).astype(np.int64)
     first = min((int(where[i][0]) for i in present if where[i].size), default=0)
     if first < 0:  # a start corrected to before the origin: the grid begins there instead
         where = {i: w - first for i, w in where.items()}
