@@ -17,6 +17,11 @@ class SpeechRegion(BaseModel):
     level_db: float | None = Field(
         default=None, description="speech level (dBFS, RMS over voiced frames)"
     )
+    pauses: tuple[tuple[float, float], ...] | None = Field(
+        default=None,
+        description="stretches inside the region where the voice stopped (s, track time), "
+        "as the voice-activity detector heard them; None: not known",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "SpeechRegion":

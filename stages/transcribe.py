@@ -184,6 +184,7 @@ class _Piece:
     duration: float
     floor: float  # end of the track's previous region: no segment may start before it
     onset: float  # first voiced moment of the region, track time
+    pauses: tuple[tuple[float, float], ...] | None = None  # where the voice stopped, track time
 
     def to_track(self, t: float) -> float:
         return self.track_start + min(max(t - self.window_start, 0.0), self.duration)
@@ -469,7 +470,7 @@ class Transcriber:
         o = self.options
         out = []
         for piece, piece_words in _words_by_piece(window, decoded.words):
-            phrases = _phrases(piece_words, o.split_pause)
+            phrases = _phrases(piece, piece_words, o.split_pause)
             for n, words in enumerate(phrases):
                 if n == 0:
                     start = max(piece.floor, _anchor(piece, words[0]) - o.lead_in)
@@ -507,15 +508,30 @@ class Transcriber:
         return segment
 
 
-def _phrases(words: Sequence[Word], pause: float) -> list[list[Word]]:
-    """``words`` split wherever one ends at least ``pause`` seconds before the next begins."""
+def _phrases(piece: _Piece, words: Sequence[Word], pause: float) -> list[list[Word]]:
+    """A piece's ``words`` (track time) split wherever one ends at least ``pause`` seconds
+    before the next begins and the voice-activity detector, when it was asked, heard the
+    voice stop there too: Whisper's word times alone put gaps of a second into speech that
+    runs on, mostly before a sentence's first word, and such a false pause would cut one
+    utterance in two."""
     phrases: list[list[Word]] = []
     for w in words:
-        if phrases and w.start - phrases[-1][-1].end < pause:
+        if phrases and (
+            w.start - phrases[-1][-1].end < pause or not _voice_stopped(piece, phrases[-1][-1], w)
+        ):
             phrases[-1].append(w)
         else:
             phrases.append([w])
     return phrases
+
+
+def _voice_stopped(piece: _Piece, before: Word, after: Word) -> bool:
+    """Whether the voice-activity detector heard a pause from word ``before`` to word
+    ``after`` (track time; yes when it was not asked). Their own spans count: Whisper often
+    stretches the word before a pause over part of it."""
+    if piece.pauses is None:
+        return True
+    return any(a < after.end and b > before.start for a, b in piece.pauses)
 
 
 _MIN_HEARD = 0.5
@@ -644,6 +660,7 @@ def _pack(
                 duration=duration,
                 floor=previous_end,
                 onset=region.onset if region.onset is not None else region.start,
+                pauses=region.pauses,
             )
         )
         offset += duration

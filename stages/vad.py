@@ -7,6 +7,7 @@ little audio is kept either side (``padding``) so first and last syllables are n
 Regions longer than Whisper's 30-s window are split at their quietest moment, not blindly.
 """
 
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -34,6 +35,12 @@ class VadOptions(BaseModel):
     padding: float = Field(0.2, ge=0, description="audio kept before and after each region")
     min_speech: float = Field(0.25, ge=0, description="shorter bursts are dropped")
     min_silence: float = Field(0.8, ge=0, description="shorter pauses stay inside a region")
+    min_pause: float = Field(
+        0.3,
+        gt=0,
+        description="a stretch without voice this long inside a region is a pause the model's "
+        "word times may show (shorter: a breath or a hard consonant)",
+    )
     max_region: float = Field(30.0, gt=1, le=30, description="longer regions are split")
 
 
@@ -76,8 +83,11 @@ def speech_regions(
             if end > lo * frame_s:
                 level = _speech_level(level_db, voiced, lo, hi)
                 onset = min((lo + int(np.argmax(voiced[lo:hi]))) * frame_s, end)
+                pauses = _pauses(voiced, lo, hi, round(options.min_pause / frame_s), frame_s)
                 regions.append(
-                    SpeechRegion(start=lo * frame_s, end=end, onset=onset, level_db=level)
+                    SpeechRegion(
+                        start=lo * frame_s, end=end, onset=onset, level_db=level, pauses=pauses
+                    )
                 )
     return regions
 
@@ -132,6 +142,18 @@ def _split(a: int, b: int, level_db: np.ndarray, max_len: int) -> list[tuple[int
     smooth = np.convolve(level_db[a:b], np.ones(7) / 7, mode="same")  # ~0.2 s at 30 ms
     cut = lo + int(np.argmin(smooth[lo - a : hi - a]))
     return [(a, cut), *_split(cut, b, level_db, max_len)]
+
+
+def _pauses(
+    voiced: np.ndarray, a: int, b: int, min_frames: int, frame_s: float
+) -> tuple[tuple[float, float], ...]:
+    """The runs of at least ``min_frames`` unvoiced frames between voiced ones in [a, b)."""
+    spoken = frame_runs(voiced[a:b])
+    return tuple(
+        ((a + end) * frame_s, (a + start) * frame_s)
+        for (_, end), (start, _) in pairwise(spoken)
+        if start - end >= min_frames
+    )
 
 
 def _speech_level(level_db: np.ndarray, voiced: np.ndarray, a: int, b: int) -> float | None:

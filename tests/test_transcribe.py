@@ -131,6 +131,26 @@ def test_a_pause_inside_one_region_splits_the_region_into_segments(
     assert first.end < second.start == pytest.approx(second.words[0].start - lead_in, abs=1e-3)
 
 
+def test_a_pause_only_the_words_show_does_not_split_a_region_the_voice_ran_on_through(
+    sample_speech, transcriber, tmp_path
+):
+    # Whisper's word times can put a second's gap where the voice did not stop (before a
+    # sentence's first word, mostly); a split needs the voice-activity detector to agree.
+    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]
+    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]
+    samples = np.concatenate([silence(1), first_turn, silence(2), second_turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "pause.webm", samples), tmp_path / "pause.pcm")
+    span = {"start": 0.8, "end": audio.duration - 0.8, "onset": 1.0}
+
+    (ran_on,) = transcriber.transcribe(audio, [SpeechRegion(**span, pauses=())])
+    assert words_of(ran_on.text)[:2] == ["good", "morning"] and "great" in words_of(ran_on.text)
+
+    heard = SpeechRegion(**span, pauses=((5.3, 7.6),))  # the silence, as the detector marks it
+    first, second = transcriber.transcribe(audio, [heard])
+    assert words_of(second.text)[:2] == ["great", "news"]
+    assert first.words + second.words == ran_on.words
+
+
 def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_run(
     sample_speech, transcriber, tmp_path, monkeypatch
 ):

@@ -63,6 +63,23 @@ def test_long_speech_is_split_at_quiet_moments_into_regions_of_at_most_30_s(deco
             assert 20 * np.log10(np.sqrt(np.mean(cut**2)) + 1e-9) < -40, f"cut at {left.end} s"
 
 
+def test_a_region_names_the_pauses_inside_it_and_not_the_breaths(sample_speech, tmp_path):
+    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice at 1.0-5.09 s
+    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]  # and at 7.7-11.3 s
+    samples = np.concatenate([silence(1), first_turn, silence(2), second_turn, silence(1)])
+    audio = decode(write_webm(tmp_path / "pause.webm", samples), tmp_path / "pause.pcm")
+    options = VadOptions(min_silence=5.0)  # one region across the two seconds of silence
+
+    (region,) = detect_speech(audio, options)
+
+    assert region.pauses is not None
+    assert all(b - a >= options.min_pause - 1e-9 for a, b in region.pauses)
+    assert all(region.onset < a < b < region.end for a, b in region.pauses)
+    longest = max(region.pauses, key=lambda p: p[1] - p[0])
+    assert 5.0 < longest[0] < 5.6 and 7.4 < longest[1] < 7.9
+    assert len(region.pauses) <= 4  # within a turn: only real pauses, never every breath
+
+
 def test_regions_carry_the_speech_level(decoded):
     (first, *_) = detect_speech(decoded[0])
     assert first.level_db is not None and -30 < first.level_db < -5
