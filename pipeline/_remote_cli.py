@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -327,10 +328,9 @@ def _webhook_command(args: argparse.Namespace) -> int:
                 fetch_options=FetchOptions(progress=not args.no_progress),
                 progress=False,
             )
-        except NoUsableTrackError as exc:  # retrying cannot help
+        except NoUsableTrackError as exc:  # tried again by the receiver, then failed.json
             say(str(exc))
-            on_failed(recording, exc)
-            return
+            raise
         write_outputs(transcript, out, args.formats)
         status = report(transcript)
         say(f"recording {recording.id}: done (exit status {status})")
@@ -361,8 +361,12 @@ def _record_failure(out: Path, recording: Recording, error: BaseException) -> No
         "meeting_id": recording.meeting_id,
         "failed_at": format_utc(datetime.now(UTC)),
         "error": describe_error(error),
-        "by_hand": f"trackscribe fetch --recording-id {recording.id} -o {fetched} && "
-        f"trackscribe transcribe {fetched / 'manifest.json'} -o {out}",
+        "by_hand": shlex.join(
+            ["trackscribe", "fetch", "--recording-id", recording.id, "-o", str(fetched)]
+            + (["--meeting-id", recording.meeting_id] if recording.meeting_id else [])
+        )
+        + " && "
+        + shlex.join(["trackscribe", "transcribe", str(fetched / "manifest.json"), "-o", str(out)]),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FAILED_FILE, json.dumps(record, indent=2) + "\n")

@@ -80,7 +80,7 @@ class WebhookReceiver:
         self._on_uploaded = on_uploaded
         self._on_failed = on_failed
         self._tries = max(1, tries)
-        self._retry_wait = retry_wait
+        self._retry_wait = max(0.0, retry_wait)
         self._lock = threading.Lock()
         self._seen_deliveries: set[str] = set()
         self._handled: set[str] = set()

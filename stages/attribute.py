@@ -368,8 +368,8 @@ def _meeting_frames(
     for each track the meeting frame of each of its frames."""
     where = {}
     for i in present:
-        # The start is rounded apart from the rest, so a track's frames stay one grid step
-        # apart whatever fraction of a frame its start falls on.
+        # The start is rounded apart from the rest, so that without drift a track's frames
+        # stay one grid step apart whatever fraction of a frame its start falls on.
         since_start = meeting_time(
             np.arange(len(activities[i].voiced)) * frame_s,
             0.0,

@@ -98,7 +98,7 @@ def fetch_recording(
     out_dir = Path(out_dir)
     (out_dir / TRACKS_FOLDER).mkdir(parents=True, exist_ok=True)
     targets = _local_names(files)
-    verified = _verified_earlier(out_dir / "manifest.json")
+    verified = _verified_earlier(out_dir / "manifest.json", recording.id)
     urls = _Urls(recording, refresh)
     cancel = threading.Event()
     bar = tqdm(
@@ -219,15 +219,18 @@ def _attempt(
     return reason
 
 
-def _verified_earlier(manifest_path: Path) -> dict[str, str]:
-    """Local file name -> SHA-256 of the tracks an earlier run fetched and checked, from its
-    manifest; empty when there is none (or it cannot be read: then nothing is taken as known)."""
+def _verified_earlier(manifest_path: Path, recording_id: str) -> dict[str, str]:
+    """Local file name -> SHA-256 of the tracks an earlier run fetched and checked for this
+    recording, from its manifest; empty when there is none (or it cannot be read, or is of
+    another recording: then nothing is taken as known)."""
     if not manifest_path.exists():
         return {}
     try:
         earlier = Manifest.load(manifest_path)
     except ManifestError as exc:
         log.warning("%s; files already here are kept only if storage confirms them", exc)
+        return {}
+    if earlier.recording_id != recording_id:
         return {}
     return {
         PurePosixPath(t.path).name: t.sha256.lower()
@@ -332,11 +335,14 @@ class _Downloader:
         if path.exists():
             try:
                 total, etag = self._probe(file)
-            except FetchError as exc:
+            except Exception as exc:  # storage, or the API renewing expired URLs, cannot answer
                 if verified_sha256 is None or _digests(path)[1] != verified_sha256:
                     raise
+                reason = str(exc) if isinstance(exc, FetchError) else describe_error(exc)
                 log.warning(
-                    "%s; kept the local copy, which an earlier run verified", redact_urls(str(exc))
+                    "%s: %s; kept the local copy, which an earlier run verified",
+                    file.name,
+                    redact_urls(reason.removeprefix(f"{file.name}: ")),
                 )
                 size = path.stat().st_size
                 self._progress.set(file.key, size, size)

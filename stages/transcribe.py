@@ -97,9 +97,10 @@ class TranscribeOptions(BaseModel):
     split_pause: float = Field(
         1.0,
         gt=0,
-        description="a region's words are split into segments at pauses this long (s): a pause "
-        "the voice-activity regions did not show, because another voice or noise filled it; "
-        "whether the parts are one utterance is merge's decision",
+        description="a region's words are split into segments at pauses this long (s) where "
+        "the voice-activity detector heard the voice stop too (a pause shorter than "
+        "min_silence stays inside one region); whether the parts are one utterance is "
+        "merge's decision",
     )
     temperatures: tuple[Annotated[float, Field(ge=0)], ...] = Field(
         (0.0,),
