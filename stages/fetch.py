@@ -206,17 +206,20 @@ def _attempt(
         if local is None:
             raise FetchError(f"{file.name!r}: the name has nothing usable as a file name")
         return downloader.fetch(file, folder / local, verified.get(local))
-    except FetchError as exc:
-        reason = str(exc)
     except OSError as exc:
         reason = f"{file.name}: cannot write {folder / (local or '')}: {exc.strerror or exc}"
     except _Cancelled:
         return f"{file.name}: cancelled"
     except Exception as exc:  # the API refusing to renew URLs, or anything unforeseen
-        reason = f"{file.name}: {describe_error(exc)}"
+        reason = _reason(file, exc)
     reason = redact_urls(reason)
     log.error("%s", reason)
     return reason
+
+
+def _reason(file: RecordingFile, exc: Exception) -> str:
+    """Why ``file`` could not be fetched or checked, naming it (a FetchError already does)."""
+    return str(exc) if isinstance(exc, FetchError) else f"{file.name}: {describe_error(exc)}"
 
 
 def _verified_earlier(manifest_path: Path, recording_id: str) -> dict[str, str]:
@@ -233,7 +236,7 @@ def _verified_earlier(manifest_path: Path, recording_id: str) -> dict[str, str]:
     if earlier.recording_id != recording_id:
         return {}
     return {
-        PurePosixPath(t.path).name: t.sha256.lower()
+        PurePosixPath(t.path).name: t.sha256
         for t in earlier.tracks
         if t.sha256 is not None and PurePosixPath(t.path).parent == PurePosixPath(TRACKS_FOLDER)
     }
@@ -338,11 +341,9 @@ class _Downloader:
             except Exception as exc:  # storage, or the API renewing expired URLs, cannot answer
                 if verified_sha256 is None or _digests(path)[1] != verified_sha256:
                     raise
-                reason = str(exc) if isinstance(exc, FetchError) else describe_error(exc)
                 log.warning(
-                    "%s: %s; kept the local copy, which an earlier run verified",
-                    file.name,
-                    redact_urls(reason.removeprefix(f"{file.name}: ")),
+                    "%s; kept the local copy, which an earlier run verified",
+                    redact_urls(_reason(file, exc)),
                 )
                 size = path.stat().st_size
                 self._progress.set(file.key, size, size)
