@@ -15,7 +15,6 @@ Relative manifest paths are relative to the JOBS file.
 import csv
 import hashlib
 import html
-import io
 import json
 from pathlib import Path
 from typing import Literal
@@ -122,12 +121,21 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
 
 
 def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
-    rows = []
-    for number, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
+    """Rows with the line each begins on: a quoted cell may hold line breaks, and blank lines
+    are skipped, so the row count is not the line number."""
+    lines = text.splitlines(keepends=True)
+    reader = csv.DictReader(lines)
+    _ = reader.fieldnames  # reads the header
+    rows, ended = [], reader.line_num
+    for row in reader:
+        first = ended + 1
+        while first < reader.line_num and not lines[first - 1].strip():
+            first += 1  # blank lines before the row
+        ended = reader.line_num
         extra = [v for v in row.pop(None, []) if v.strip()]  # cells past the header's columns
         if extra:
             raise JobsError(
-                f"{path}, line {number}: {len(extra)} more cell(s) than the header has columns "
+                f"{path}, line {first}: {len(extra)} more cell(s) than the header has columns "
                 f"({', '.join(map(repr, extra))}); a value with a comma needs quotes"
             )
         cleaned: dict[str, object] = {k.strip(): v.strip() for k, v in row.items() if k and v}
@@ -135,7 +143,7 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
             users = str(cleaned["user_ids"]).split(";")
             cleaned["user_ids"] = [u.strip() for u in users if u.strip()]
         if cleaned:
-            rows.append((number, cleaned))
+            rows.append((first, cleaned))
     return rows
 
 

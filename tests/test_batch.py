@@ -244,6 +244,8 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
         ("id,manifest\nx,a.json\nx,b.json\n", ".csv", "share the output folder 'x'"),
         ("id,meeting_id,user_ids\nx,m,alice,bob\n", ".csv", "line 2: 1 more cell.*'bob'"),
         ("id,manifest,language\nx,a.json,en\n", ".csv", "line 2: language: Extra inputs"),
+        # the line the row begins on, past blank lines and a quoted cell with a line break
+        ('id,manifest\n\n"a\nb",a.json\n\nx,b.json,c\n', ".csv", "line 6: 1 more cell"),
         ("", ".jsonl", "no jobs"),
     ],
 )
