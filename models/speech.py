@@ -29,6 +29,14 @@ class SpeechRegion(BaseModel):
             raise ValueError(f"region ends ({self.end}) before it starts ({self.start})")
         if self.onset is not None and not self.start <= self.onset <= self.end:
             raise ValueError(f"onset {self.onset} is outside the region {self.start}-{self.end}")
+        last = self.start
+        for a, b in self.pauses or ():
+            if not last <= a < b <= self.end:
+                raise ValueError(
+                    f"pause {a}-{b} is not inside the region {self.start}-{self.end}, "
+                    "after the one before it"
+                )
+            last = b
         return self
 
     @property

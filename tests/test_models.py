@@ -4,8 +4,16 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
-from models import Manifest, ManifestError, Transcript, TranscriptError, format_utc
+from models import (
+    Manifest,
+    ManifestError,
+    SpeechRegion,
+    Transcript,
+    TranscriptError,
+    format_utc,
+)
 
 VALID = {
     "schema": "trackscribe.manifest/1",
@@ -120,3 +128,14 @@ def test_a_track_without_started_time_takes_the_time_in_its_realtimekit_file_nam
 def test_a_file_name_without_a_time_still_needs_started_time(name):
     with pytest.raises(ManifestError, match=r"tracks\[0\]\.started_time: Field required"):
         Manifest.parse(_with_track(started_time=None, path=name))
+
+
+@pytest.mark.parametrize(
+    "pauses",
+    [((0.5, 0.9),), ((2.0, 3.5),), ((1.6, 1.4),), ((1.2, 1.6), (1.4, 1.8))],
+    ids=["before the region", "past its end", "backwards", "overlapping"],
+)
+def test_a_speech_region_refuses_pauses_outside_it_or_out_of_order(pauses):
+    with pytest.raises(ValidationError, match="pause"):
+        SpeechRegion(start=1.0, end=3.0, pauses=pauses)
+    assert SpeechRegion(start=1.0, end=3.0, pauses=((1.2, 1.6), (2.0, 2.5))).pauses
