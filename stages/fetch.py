@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,7 @@ from models import (
 __all__ = ["FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 protect_http_logs()
 
 TRACKS_FOLDER = "tracks"
@@ -354,35 +356,37 @@ class _Downloader:
                 return total, sha256, True
             log.warning("%s: the local copy differs from the recording; fetching again", file.name)
             path.unlink()
-        failed, renewals, reason = 0, 0, ""
+        return self._retrying(
+            file, lambda: self._fetch_whole(file, part, path), lambda: _size_of(part)
+        )
+
+    def _retrying(
+        self, file: RecordingFile, attempt: Callable[[], _T], done: Callable[[], int] = lambda: 0
+    ) -> _T:
+        """``attempt()`` until it succeeds or the retry policy says stop.
+
+        A refused URL has been renewed (:meth:`_check`), so it is tried again at once; a
+        status worth retrying, a broken connection or a corrupt copy after a wait. A try that
+        advanced ``done`` (bytes kept) before breaking is progress, not a failure: a flaky
+        connection must not stop a long download that keeps advancing.
+        """
+        failed, renewals = 0, 0
         while True:
-            retry_after = None
-            have = part.stat().st_size if part.exists() else 0
+            retry_after, before = None, done()
             try:
-                total, etag = self._download(file, part)
-                if part.stat().st_size != total:
-                    raise _CorruptError(f"got {part.stat().st_size} bytes of {total}")
-                md5, sha256 = _digests(part)
-                if not _matches(md5, etag):
-                    raise _CorruptError("content does not match the storage's checksum (ETag)")
-                os.replace(part, path)
-                return total, sha256, False
-            except _CorruptError as exc:
-                part.unlink(missing_ok=True)
-                reason = str(exc)
+                return attempt()
             except _UrlRefusedError as exc:
                 renewals += 1
                 if renewals <= self._retry.attempts:
-                    continue  # fresh URLs are in place: go again at once
+                    continue
                 reason = str(exc)
             except _RetryableStatusError as exc:
                 reason, retry_after = str(exc), exc.retry_after
+            except _CorruptError as exc:
+                reason = str(exc)
             except httpx.TransportError as exc:
                 reason = describe_error(exc)
-            # A try that brought bytes before breaking is progress, not a failure: a flaky
-            # connection must not stop a long download that keeps advancing.
-            advanced = part.exists() and part.stat().st_size > have
-            failed = 0 if advanced else failed + 1
+            failed = 0 if done() > before else failed + 1
             if failed >= self._retry.attempts:
                 raise FetchError(
                     redact_urls(f"{file.name}: {reason} (gave up after {failed} tries in a row)")
@@ -391,6 +395,21 @@ class _Downloader:
             log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
             if self._cancel.wait(wait):
                 raise _Cancelled
+
+    def _fetch_whole(self, file: RecordingFile, part: Path, path: Path) -> tuple[int, str, bool]:
+        """One try: the rest of the file into ``part``, checked, then renamed to ``path``."""
+        try:
+            total, etag = self._download(file, part)
+            if part.stat().st_size != total:
+                raise _CorruptError(f"got {part.stat().st_size} bytes of {total}")
+            md5, sha256 = _digests(part)
+            if not _matches(md5, etag):
+                raise _CorruptError("content does not match the storage's checksum (ETag)")
+        except _CorruptError:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, path)
+        return total, sha256, False
 
     def _download(self, file: RecordingFile, part: Path) -> tuple[int, str | None]:
         """Append the rest of the file to ``part``; return the full size and the ETag."""
@@ -430,28 +449,17 @@ class _Downloader:
     def _probe(self, file: RecordingFile) -> tuple[int, str | None]:
         """Size and ETag of the remote file, from a one-byte ranged GET (pre-signed URLs are
         signed for GET only, so HEAD would be refused)."""
-        failed, reason = 0, ""
-        while failed < self._retry.attempts:
-            url, generation = self._urls.get(file)
-            retry_after = None
-            try:
-                with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
-                    self._check(response, generation, file)
-                    if response.status_code == 206:
-                        total = _total_from_range(response.headers.get("content-range"))
-                    else:
-                        total = _content_length(response)  # body left unread
-                    return total, response.headers.get("etag")
-            except _UrlRefusedError as exc:
-                reason = str(exc)
-            except _RetryableStatusError as exc:
-                reason, retry_after = str(exc), exc.retry_after
-            except (httpx.TransportError, _CorruptError) as exc:
-                reason = describe_error(exc)
-            failed += 1
-            if self._cancel.wait(self._retry.delay(failed, retry_after)):
-                raise _Cancelled
-        raise FetchError(redact_urls(f"{file.name}: could not check the stored size: {reason}"))
+        return self._retrying(file, lambda: self._probe_once(file))
+
+    def _probe_once(self, file: RecordingFile) -> tuple[int, str | None]:
+        url, generation = self._urls.get(file)
+        with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
+            self._check(response, generation, file)
+            if response.status_code == 206:
+                total = _total_from_range(response.headers.get("content-range"))
+            else:
+                total = _content_length(response)  # body left unread
+            return total, response.headers.get("etag")
 
     def _check(self, response: httpx.Response, generation: int, file: RecordingFile) -> None:
         status = response.status_code
@@ -483,6 +491,10 @@ class _Progress:
                 self._bar.total = sum(self._totals.values())
             self._done[key] = done
             self._bar.update(sum(self._done.values()) - self._bar.n)
+
+
+def _size_of(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 class _UrlRefusedError(Exception):

@@ -132,6 +132,23 @@ def test_a_rerun_skips_complete_files_and_resumes_a_partial_one(
     assert leftovers(out) == []
 
 
+def test_a_rerun_confirms_complete_files_through_expired_urls_and_a_busy_api(
+    emulator, sample_manifest, tmp_path, caplog
+):
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    emulator.inject("expired_url")  # the check of each local copy is refused at first
+    emulator.inject("server_error")  # and renewing the URLs is answered 503 once
+
+    with client_for(emulator) as client:
+        again = remote.fetch(client, first.manifest.recording_id, out, options=QUIET)
+
+    assert again.failures == []
+    assert again.skipped == len(sample_manifest.tracks)
+    assert fetched(again.manifest) == originals(sample_manifest)
+    assert_no_secrets(caplog.text)
+
+
 def test_a_changed_local_copy_is_fetched_again(emulator, sample_manifest, tmp_path):
     out = tmp_path / "rec"
     first = record_and_fetch(emulator, out)
