@@ -1,6 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
-from ._time import UtcDatetime, format_utc, meeting_time
+from ._time import TrackTiming, UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_text, sha256_file
@@ -59,6 +59,7 @@ __all__ = [
     "Track",
     "TrackFailure",
     "TrackFileName",
+    "TrackTiming",
     "Transcript",
     "TranscriptError",
     "UtcDatetime",
@@ -73,7 +74,6 @@ __all__ = [
     "format_utc",
     "frame_runs",
     "load_jobs",
-    "meeting_time",
     "parse_file_name",
     "protect_http_logs",
     "redact_urls",

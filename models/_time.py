@@ -1,7 +1,7 @@
 """UTC timestamps as the contracts write them: ISO 8601, millisecond precision, ``Z``."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, NamedTuple, TypeVar
 
 import numpy as np
 from pydantic import AfterValidator, PlainSerializer
@@ -33,8 +33,17 @@ UtcDatetime = Annotated[
 _Seconds = TypeVar("_Seconds", float, np.ndarray)
 
 
-def meeting_time(track_time: _Seconds, offset: float, drift_ppm: float = 0.0) -> _Seconds:
-    """Where ``track_time`` (seconds into a track) falls on the meeting clock: the track's
-    start ``offset`` plus its own time, taken back from a clock that ran ``drift_ppm`` fast.
-    ``track_time`` may be an array of times."""
-    return offset + track_time / (1 + drift_ppm * 1e-6)
+class TrackTiming(NamedTuple):
+    """Where a track lies on the meeting clock: when it started, and how fast its own clock
+    ran. Every conversion from a track's time to the meeting's goes through it."""
+
+    offset: float
+    """Seconds from the meeting's origin to the track's start."""
+    drift_ppm: float = 0.0
+    """How fast the track's clock ran against the meeting's (parts per million; positive:
+    fast, so its audio is stretched)."""
+
+    def meeting_time(self, track_time: _Seconds) -> _Seconds:
+        """Where ``track_time`` (seconds into the track, or an array of them) falls on the
+        meeting clock: the start plus the track's own time, taken back from its clock."""
+        return self.offset + track_time / (1 + self.drift_ppm * 1e-6)

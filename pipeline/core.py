@@ -34,9 +34,9 @@ from models import (
     SpeechRegion,
     Track,
     TrackFailure,
+    TrackTiming,
     Transcript,
     VoiceActivity,
-    meeting_time,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
@@ -204,8 +204,8 @@ def run_meeting(
             with _timer(stats, "analyse_s"):
                 _analyse(pool, manifest, work, store, options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
-            offsets, drifts, clock = _clock(manifest, work, options)
-            dropped = _attribute(manifest, work, options, offsets, drifts)
+            timings, clock = _clock(manifest, work, options)
+            dropped = _attribute(manifest, work, options, timings)
 
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
@@ -219,9 +219,7 @@ def run_meeting(
         )
     decoded = [w for w in work if w.audio is not None]
     stats.audio_s = sum(w.audio.duration for w in decoded)
-    stats.meeting_s = max(
-        meeting_time(w.audio.duration, offsets[w.index], drifts[w.index]) for w in decoded
-    )
+    stats.meeting_s = max(timings[w.index].meeting_time(w.audio.duration) for w in decoded)
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
@@ -241,7 +239,7 @@ def run_meeting(
     )
     segments = {w.index: w.segments for w in work if w.failure is None}
     with _timer(stats, "merge_s"):
-        transcript = merge(manifest, segments, provenance, options.merge, offsets, drifts)
+        transcript = merge(manifest, segments, provenance, options.merge, timings)
     return MeetingRun(transcript=transcript, stats=stats)
 
 
@@ -256,25 +254,27 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
 
 def _clock(
     manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
-) -> tuple[list[float], list[float], list[ClockEstimate]]:
+) -> tuple[list[TrackTiming], list[ClockEstimate]]:
     """Each track's place and rate on the meeting clock: its start time and its clock's
     drift, each corrected where the leakage between tracks shows it clearly."""
     offsets = track_offsets(manifest)
-    drifts = [0.0] * len(offsets)
     estimates = estimate_clock(
         [w.activity for w in work],
         offsets,
         [t.user_id for t in manifest.tracks],
         options.attribution,
     )
+    timings = [TrackTiming(offset) for offset in offsets]
     records = []
     for item, estimate in zip(work, estimates, strict=True):
         if estimate is None:
             continue
+        offset, drift_ppm = timings[item.index]
         if estimate.start_clear:
-            offsets[item.index] += estimate.correction_s
+            offset += estimate.correction_s
         if estimate.drift_clear and estimate.drift_ppm is not None:
-            drifts[item.index] = estimate.drift_ppm
+            drift_ppm = estimate.drift_ppm
+        timings[item.index] = TrackTiming(offset, drift_ppm)
         track = manifest.tracks[item.index]
         records.append(
             ClockEstimate(
@@ -288,23 +288,21 @@ def _clock(
                 drift_applied=estimate.drift_clear,
             )
         )
-    return offsets, drifts, records
+    return timings, records
 
 
 def _attribute(
     manifest: Manifest,
     work: list[_TrackWork],
     options: PipelineOptions,
-    offsets: list[float],
-    drifts: list[float],
+    timings: list[TrackTiming],
 ) -> list[DroppedSpeech]:
     """Take leaked speech out of every track, then cut what is left into regions."""
     owned, leaks = attribute(
         [w.activity for w in work],
-        offsets,
+        timings,
         [t.user_id for t in manifest.tracks],
         options.attribution,
-        drifts,
     )
     dropped = []
     for item, activity, spans in zip(work, owned, leaks, strict=True):
@@ -313,13 +311,14 @@ def _attribute(
         item.regions = speech_regions(activity, options.vad)
         track = manifest.tracks[item.index]
         sent = [(r.start, r.end) for r in item.regions]
+        timing = timings[item.index]
         # Recorded is what the model was spared: leaked speech outside every region sent.
         dropped += [
             DroppedSpeech(
                 path=track.path,
                 user_id=track.user_id,
-                start=round(meeting_time(start, offsets[item.index], drifts[item.index]), 3),
-                end=round(meeting_time(end, offsets[item.index], drifts[item.index]), 3),
+                start=round(timing.meeting_time(start), 3),
+                end=round(timing.meeting_time(end), 3),
                 reason=f"leakage: {-span.margin_db:.1f} dB short of own speech",
                 attributed_to=manifest.tracks[span.owner].user_id,
             )

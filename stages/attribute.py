@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import LeakedSpan, VoiceActivity, bridge_runs, frame_runs, meeting_time
+from models import LeakedSpan, TrackTiming, VoiceActivity, bridge_runs, frame_runs
 
 __all__ = ["AttributionOptions", "TrackClock", "attribute", "estimate_clock"]
 
@@ -93,18 +93,17 @@ class TrackClock(NamedTuple):
 
 def attribute(
     activities: Sequence[VoiceActivity | None],
-    offsets: Sequence[float],
+    timings: Sequence[TrackTiming],
     owners: Sequence[str],
     options: AttributionOptions | None = None,
-    drifts: Sequence[float] | None = None,
 ) -> tuple[list[VoiceActivity | None], list[list[LeakedSpan]]]:
     """Keep in each track only the speech that is its own.
 
-    ``activities`` and ``offsets`` (seconds from the meeting's origin) are per track, ``None``
-    for a track that could not be read; ``owners`` says whose each track is (a user who
-    rejoined has several, and they never leak into each other); ``drifts`` (ppm, see
-    :class:`TrackClock`) corrects clocks that ran fast or slow. Returns the activities with
-    leaked frames no longer voiced, and per track the leaked spans taken out (in track time).
+    ``activities`` and ``timings`` (where each lies on the meeting clock) are per track,
+    ``None`` for a track that could not be read; ``owners`` says whose each track is (a user
+    who rejoined has several, and they never leak into each other). Returns the activities
+    with leaked frames no longer voiced, and per track the leaked spans taken out (in track
+    time).
     """
     options = options or AttributionOptions()
     present = [i for i, a in enumerate(activities) if a is not None]
@@ -113,7 +112,7 @@ def attribute(
         return list(activities), leaks
     frame_s = activities[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
-    level, voiced, where = _meeting_frames(activities, offsets, present, frame_s, drifts)
+    level, voiced, where = _meeting_frames(activities, timings, present, frame_s)
 
     coupling = _couplings(level, voiced, present, owners, options)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, options)
@@ -157,7 +156,8 @@ def estimate_clock(
     if len(present) < 2 or options.max_clock_error <= 0:
         return estimates
     frame_s = activities[present[0]].frame_s
-    level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s)
+    timings = [TrackTiming(offset) for offset in offsets]
+    level, voiced, _ = _meeting_frames(activities, timings, present, frame_s)
     drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
     corrected = [
         d
@@ -166,7 +166,8 @@ def estimate_clock(
         for i, d in enumerate(drifts)
     ]
     if any(corrected):  # the lags change with the grid: none of the curves can be reused
-        level, voiced, _ = _meeting_frames(activities, offsets, present, frame_s, corrected)
+        timings = [TrackTiming(o, d) for o, d in zip(offsets, corrected, strict=True)]
+        level, voiced, _ = _meeting_frames(activities, timings, present, frame_s)
         curves = {}
     reach = round(options.max_clock_error / frame_s)
     filled = _filled(level)
@@ -359,10 +360,9 @@ _LAG_CHUNK = 16
 
 def _meeting_frames(
     activities: Sequence[VoiceActivity | None],
-    offsets: Sequence[float],
+    timings: Sequence[TrackTiming],
     present: Sequence[int],
     frame_s: float,
-    drifts: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
     """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN), and
     for each track the meeting frame of each of its frames."""
@@ -370,12 +370,11 @@ def _meeting_frames(
     for i in present:
         # The start is rounded apart from the rest, so that without drift a track's frames
         # stay one grid step apart whatever fraction of a frame its start falls on.
-        since_start = meeting_time(
-            np.arange(len(activities[i].voiced)) * frame_s,
-            0.0,
-            drifts[i] if drifts is not None else 0.0,
+        own_clock = TrackTiming(0.0, timings[i].drift_ppm)
+        since_start = own_clock.meeting_time(np.arange(len(activities[i].voiced)) * frame_s)
+        where[i] = round(timings[i].offset / frame_s) + np.round(since_start / frame_s).astype(
+            np.int64
         )
-        where[i] = round(offsets[i] / frame_s) + np.round(since_start / frame_s).astype(np.int64)
     first = min((int(where[i][0]) for i in present if where[i].size), default=0)
     if first < 0:  # a start corrected to before the origin: the grid begins there instead
         where = {i: w - first for i, w in where.items()}

@@ -17,10 +17,10 @@ from models import (
     Provenance,
     Segment,
     Speaker,
+    TrackTiming,
     Transcript,
     Utterance,
     Word,
-    meeting_time,
 )
 
 __all__ = ["MergeOptions", "merge", "track_offsets"]
@@ -64,21 +64,20 @@ def merge(
     segments: Mapping[int, Sequence[Segment]],
     provenance: Provenance,
     options: MergeOptions | None = None,
-    offsets: Sequence[float] | None = None,
-    drifts: Sequence[float] | None = None,
+    timings: Sequence[TrackTiming] | None = None,
 ) -> Transcript:
     """One transcript from the segments of each track (keyed by index in ``manifest.tracks``).
 
-    ``offsets`` places each track on the meeting clock (seconds from the origin); by default
-    each track's ``started_time``. ``drifts`` (ppm) undoes track clocks that ran fast or slow.
+    ``timings`` places each track on the meeting clock; by default at its ``started_time``,
+    its clock taken as right.
     """
     options = options or MergeOptions()
     origin = _origin(manifest)
-    offsets = list(offsets) if offsets is not None else track_offsets(manifest)
-    drifts = list(drifts) if drifts is not None else [0.0] * len(offsets)
+    if timings is None:
+        timings = [TrackTiming(offset) for offset in track_offsets(manifest)]
     timeline = sorted(
         (
-            (manifest.tracks[index].user_id, _shift(segment, offsets[index], drifts[index]))
+            (manifest.tracks[index].user_id, _shift(segment, timings[index]))
             for index, track_segments in segments.items()
             for segment in track_segments
         ),
@@ -110,9 +109,9 @@ def merge(
     )
 
 
-def _shift(segment: Segment, offset: float, drift_ppm: float) -> Segment:
+def _shift(segment: Segment, timing: TrackTiming) -> Segment:
     def at(t: float) -> float:
-        return round(meeting_time(t, offset, drift_ppm), 3)
+        return round(timing.meeting_time(t), 3)
 
     return segment.model_copy(
         update={

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from models import Manifest, VoiceActivity
+from models import Manifest, TrackTiming, VoiceActivity
 from pipeline import PipelineOptions, transcribe_tracks
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import decode
@@ -122,7 +122,7 @@ def test_couplings_are_measured_per_pair_so_microphone_gain_does_not_matter():
             _activity(list(listener), [True] * 400),
             _activity(list(quiet), [False] * 400),
         ],
-        [0.0, 0.0, 0.0, 0.0],
+        [TrackTiming(0.0)] * 4,
         ["a", "b", "listener", "nobody"],
     )
     assert owned[0].voiced[:200].all() and not owned[0].voiced[200:].any()
@@ -140,7 +140,7 @@ def test_two_people_talking_at_once_both_keep_their_speech():
     b_level = np.where(alone, -45.0, both)
     owned, _ = attribute(
         [_activity(list(a_level), [True] * 300), _activity(list(b_level), [True] * 300)],
-        [0.0, 0.0],
+        [TrackTiming(0.0)] * 2,
         ["a", "b"],
         AttributionOptions(min_frames=20),
     )
@@ -165,7 +165,7 @@ def test_a_leaked_interjection_between_the_owners_sentences_is_not_sent_with_the
             _activity([*a_level, *a_quiet], [*(a_talks | b_talks), *([True] * 100)]),
             _activity([*b_level, *b_alone], [*b_talks, *([True] * 100)]),
         ],
-        [0.0, 0.0],
+        [TrackTiming(0.0)] * 2,
         ["a", "b"],
         AttributionOptions(min_frames=20),
     )

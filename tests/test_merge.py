@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models import Manifest, Provenance, Segment, Word
+from models import Manifest, Provenance, Segment, TrackTiming, Word
 from stages.merge import MergeOptions, merge, track_offsets
 
 MANIFEST = Manifest.parse(
@@ -150,7 +150,9 @@ def test_a_pause_after_a_full_stop_starts_a_new_utterance_a_pause_after_a_comma_
 def test_a_track_whose_clock_ran_fast_is_taken_back_to_the_meeting_clock():
     # 500 ppm fast: 600 s of the track's time are 599.7 s of the meeting's.
     segments = {1: [seg(600.0, 601.0, "late words")]}
-    transcript = merge(MANIFEST, segments, PROVENANCE, drifts=[0.0, 500.0, 0.0, 0.0])
+    timings = [TrackTiming(offset) for offset in track_offsets(MANIFEST)]
+    timings[1] = TrackTiming(0.0, drift_ppm=500.0)
+    transcript = merge(MANIFEST, segments, PROVENANCE, timings=timings)
     (utterance,) = transcript.utterances
     assert utterance.start == pytest.approx(600 / 1.0005, abs=1e-3)
     assert utterance.words[-1].end == pytest.approx(601 / 1.0005, abs=1e-3)
