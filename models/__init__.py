@@ -3,7 +3,7 @@
 from ._time import TrackTiming, UtcDatetime, format_utc
 from .audio import SAMPLE_RATE, PcmAudio
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
-from .files import atomic_write_bytes, atomic_write_text, sha256_file
+from .files import atomic_write_bytes, atomic_write_files, atomic_write_text, sha256_file
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
 from .recording import (
@@ -68,6 +68,7 @@ __all__ = [
     "WebhookEvent",
     "Word",
     "atomic_write_bytes",
+    "atomic_write_files",
     "atomic_write_text",
     "bridge_runs",
     "describe_error",

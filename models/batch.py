@@ -81,6 +81,8 @@ def load_jobs(path: Path) -> list[Job]:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a BOM
     except OSError as exc:
         raise JobsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise JobsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
     jobs: list[Job] = []
     seen: dict[str, int] = {}  # folder name -> line

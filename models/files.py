@@ -1,9 +1,11 @@
 """Writing result files so that a reader never sees half of one."""
 
+import errno
 import functools
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -23,7 +25,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     A crash or a full disk leaves either the old file or the new one, never a truncated one.
     """
-    path = Path(path)
+    atomic_write_files({Path(path): data})
+
+
+def atomic_write_files(files: Mapping[Path, bytes]) -> None:
+    """Write several files so that they are replaced together: all are written to temporary
+    names first, and renamed only once every one is whole. A full disk or a folder in the way
+    leaves every file as it was (a set of outputs is never half old, half new)."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
+            staged.append((_staged(path, data), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _staged(path: Path, data: bytes) -> Path:
+    """``data`` in a temporary file beside ``path``, on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -33,10 +57,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

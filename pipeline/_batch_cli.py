@@ -6,7 +6,13 @@ from pathlib import Path
 
 from models import BatchSummary, load_jobs
 
-from ._cli_common import EXIT_OK, EXIT_PARTIAL, add_model_options, pipeline_options
+from ._cli_common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_model_options,
+    output_folder,
+    pipeline_options,
+)
 from ._remote_cli import add_api_options, settings_from
 from .batch import SUMMARY, run_batch
 
@@ -50,6 +56,7 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
 
 def _batch_command(args: argparse.Namespace) -> int:
     jobs = load_jobs(args.jobs)
+    output_folder(args.out)
     needs_api = any(j.manifest is None for j in jobs)
     summary = run_batch(
         jobs,

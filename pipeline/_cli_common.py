@@ -11,7 +11,7 @@ from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
 from .core import PipelineOptions
 
-EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 class OutputError(OSError):
@@ -25,6 +25,8 @@ def say(line: str) -> None:
 
 def output_folder(out: Path) -> Path:
     """Make sure results can be written before any work is spent on them."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot use {out} as the output folder: it is a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -255,6 +255,7 @@ def settings_from(args: argparse.Namespace) -> ApiSettings:
 
 
 def _fetch_command(args: argparse.Namespace) -> int:
+    output_folder(args.out)
     with settings_from(args).client() as client:
         result = remote.fetch(
             client,
@@ -374,6 +375,8 @@ def _record_failure(out: Path, recording: Recording, error: BaseException) -> No
 
 
 def _demo_command(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        output_folder(args.out)
     meeting = sample_meeting()
     names = {t.user_id: t.label for t in Manifest.load(meeting / "manifest.json").tracks}
     token = secrets.token_urlsafe(24)

@@ -1,12 +1,14 @@
 """``trackscribe``: the command line. The only place that prints or chooses an exit status.
 
 Exit status: 0 success; 1 partial (some input was lost; the rest is written and the losses
-listed); 2 bad usage or bad input.
+listed); 2 bad usage or bad input (including a file or folder that cannot be read or written);
+3 an error of trackscribe itself (a bug: -vv shows where).
 """
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
 from ._batch_cli import add_batch_command
 from ._cli_common import (
     EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
     EXIT_OK,
     OutputError,
     add_model_options,
@@ -55,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bad_input(f"bad manifest: {exc}")
     except JobsError as exc:
         return _bad_input(f"bad jobs file: {exc}")
+    except BrokenPipeError:
+        # Whoever read our output stopped (`| head`): nothing more to say, and nowhere to say it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _EXIT_BROKEN_PIPE
     except (
         ModelError,
         NoUsableTrackError,
@@ -65,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConnectionError,
     ) as exc:
         return _bad_input(str(exc))
+    except OSError as exc:  # a file or folder of the user's that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _bad_input(f"{where}{exc.strerror or exc}")
     except ValidationError as exc:
         return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
     except ModuleNotFoundError as exc:
@@ -76,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trackscribe: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: one line, not a traceback, and not "partial"
+        logging.getLogger("trackscribe").debug("internal error", exc_info=exc)
+        print(
+            f"trackscribe: internal error: {type(exc).__name__}: {exc} (-vv shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _bad_input(message: str) -> int:
@@ -89,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Speaker-attributed, time-aligned transcripts from RealtimeKit track "
         "recordings (one audio file per participant).",
         epilog="Exit status: 0 success, 1 partial (some tracks failed; the rest written and "
-        "the failures listed), 2 bad usage or bad input.",
+        "the failures listed), 2 bad usage or bad input, 3 an error of trackscribe itself.",
     )
     parser.add_argument("--version", action="version", version=software_version())
     parser.add_argument(
@@ -150,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     add_remote_commands(commands)
     add_batch_command(commands)
     return parser
+
+
+_EXIT_BROKEN_PIPE = 141  # what a filter killed by SIGPIPE exits with
 
 
 def _approaches(value: str) -> list[str]:

@@ -3,14 +3,15 @@
 ``json`` is the contract (``trackscribe.transcript/1``); ``vtt`` (WebVTT with voice tags) and
 ``srt`` are subtitles, cut into readable cues at word boundaries; ``txt`` is for reading;
 ``seglst`` is meeteval's segment list, for scoring. Every file is written to a temporary name
-and renamed, so an interrupted export never leaves half a file.
+and renamed, all of them together: an interrupted export leaves no half file, and one that
+fails (a full disk, a folder in the way) leaves the files as they were.
 """
 
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from models import Transcript, Utterance, Word, atomic_write_text
+from models import Transcript, Utterance, Word, atomic_write_files
 
 __all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt"]
 
@@ -82,13 +83,12 @@ def export(transcript: Transcript, out_dir: Path, formats: Iterable[str]) -> dic
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
-    # Render everything before writing anything: a renderer that fails leaves the folder as it was.
-    rendered = {name: FORMATS[name][1](transcript) for name in formats}
-    written = {}
-    for name, text in rendered.items():
-        path = Path(out_dir) / FORMATS[name][0]
-        atomic_write_text(path, text)
-        written[name] = path
+    # Render everything before writing anything, and replace the files together: a renderer
+    # or a write that fails leaves the folder as it was, never half this run's files.
+    written = {name: Path(out_dir) / FORMATS[name][0] for name in formats}
+    atomic_write_files(
+        {written[name]: FORMATS[name][1](transcript).encode("utf-8") for name in formats}
+    )
     return written
 
 

@@ -64,6 +64,36 @@ def test_bad_input_exits_2_with_the_reason(meeting_copy, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_output_that_cannot_be_written_exits_2_naming_it(sample_dir, tmp_path):
+    (tmp_path / "transcript.srt").mkdir()
+    result = trackscribe(
+        "transcribe", str(sample_dir / "manifest.json"), "-o", str(tmp_path), "--no-progress"
+    )
+    assert result.returncode == 2
+    assert "transcript.srt: a folder is in the way" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["transcript.srt"]  # nothing else written
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"manifest": str(sample_dir / "manifest.json")}) + "\n")
+    for command in (["batch", str(jobs)], ["fetch", "--recording-id", "r"], ["demo"]):
+        result = trackscribe(*command, "-o", str(blocked))
+        assert result.returncode == 2, command
+        assert f"{blocked} as the output folder: it is a file" in result.stderr
+
+
+def test_an_error_of_trackscribe_itself_exits_3_in_one_line(monkeypatch, tmp_path, capsys):
+    from pipeline import cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_run_eval", broken)
+    assert cli.main(["eval", str(tmp_path / "t.json"), str(tmp_path / "u.json")]) == 3
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args",
     [

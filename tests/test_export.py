@@ -133,6 +133,20 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
     assert sorted(p.name for p in out.iterdir()) == ["transcript.txt"]
 
 
+def test_a_folder_in_the_way_of_one_format_leaves_every_file_as_it_was(transcript, tmp_path):
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "txt"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "transcript.srt").mkdir()  # someone's folder where the subtitles would go
+    transcript.utterances = transcript.utterances[:1]
+
+    with pytest.raises(IsADirectoryError, match=r"transcript\.srt"):
+        export(transcript, out, ["json", "srt", "txt"])
+
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before  # not a newer json beside an older txt
+
+
 def test_written_files_have_ordinary_permissions(transcript, tmp_path):
     import os
 
