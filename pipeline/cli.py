@@ -192,7 +192,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _bad_input(str(exc))
     speakers = _participants(args.transcript)
-    result = evaluate(hypothesis, truth, participants=speakers)
+    try:
+        result = evaluate(hypothesis, truth, participants=speakers)
+    except ValueError as exc:
+        return _bad_input(f"{args.truth}: {exc}")
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
 from models import Transcript
 
@@ -67,7 +67,12 @@ def load_turns(path: Path | str) -> list[Turn]:
     if path.suffix.lower() == ".stm":
         from meeteval.io import STM
 
-        return _turns(STM.load(path).to_seglst(), path)
+        try:
+            entries = STM.load(path).to_seglst()
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"{path}: not STM: {exc}") from None
+        # STM marks stretches to leave out of scoring with this pseudo-transcript.
+        return _turns([e for e in entries if str(e["words"]).strip().lower() != _STM_IGNORE], path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -83,19 +88,42 @@ def load_turns(path: Path | str) -> list[Turn]:
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
 
 
+_STM_IGNORE = "ignore_time_segment_in_scoring"
+
+
+class _Entry(BaseModel):
+    """One SegLST entry, as scoring needs it (other keys, such as a word list, are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str | int | None = None
+    speaker: StrictStr | int
+    start_time: float
+    end_time: float
+    words: StrictStr
+
+
+_ENTRIES = TypeAdapter(list[_Entry])
+
+
 def _turns(entries: Iterable[dict], path: Path) -> list[Turn]:
+    """Turns of one meeting; a bad entry is named by its place in the file and its field."""
     try:
-        return [
-            Turn(
-                speaker=str(s["speaker"]),
-                start=float(s["start_time"]),
-                end=float(s["end_time"]),
-                text=str(s["words"]),
-            )
-            for s in entries
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not SegLST: an entry lacks {exc}") from None
+        parsed = _ENTRIES.validate_python(list(entries))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        raise ValueError(f"{path}: not SegLST: entry {where}: {error['msg']}") from None
+    sessions = sorted({str(e.session_id) for e in parsed if e.session_id is not None})
+    if len(sessions) > 1:
+        raise ValueError(
+            f"{path}: holds {len(sessions)} meetings ({', '.join(sessions[:3])}"
+            f"{', ...' if len(sessions) > 3 else ''}); score one meeting at a time"
+        )
+    return [
+        Turn(speaker=str(e.speaker), start=e.start_time, end=e.end_time, text=e.words)
+        for e in parsed
+    ]
 
 
 def normalised_seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
@@ -135,6 +163,11 @@ def evaluate(
     import meeteval
 
     normalise = _normaliser()
+    if not any(normalise(t.text).split() for t in truth):
+        raise ValueError("the truth has no words to score against")
+    if not hypothesis:  # nothing transcribed: every true word is missed, which meeteval
+        # scores only if the hypothesis has some entry, so it gets one without words
+        hypothesis = [Turn(speaker=truth[0].speaker, start=0.0, end=0.0, text="")]
     ref, hyp = normalised_seglst(truth), normalised_seglst(hypothesis)
     cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
     with _quiet("preprocess"):  # the logger meeteval.wer.preprocess uses
@@ -147,7 +180,8 @@ def evaluate(
     silent_words = sum(
         len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent - true_speakers
     )
-    errors, missed = _start_errors(hypothesis, truth)
+    spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
+    errors, missed = _start_errors(hypothesis, spoken)
     return Evaluation(
         cpwer=round(100 * cp.error_rate, 2),
         tcpwer=round(100 * tcp.error_rate, 2),
@@ -158,7 +192,7 @@ def evaluate(
         start_err_median=round(statistics.median(errors), 3) if errors else None,
         start_err_p95=round(_percentile(errors, 95), 3) if errors else None,
         missed_utterances=missed,
-        utterances=len(truth),
+        utterances=len(spoken),
     )
 
 
@@ -183,6 +217,8 @@ def _per_speaker(ref: object, hyp: object) -> list[SpeakerScore]:
         words_ref = " ".join(s["words"] for s in sorted(ref_by[speaker], key=_start))
         words_hyp = " ".join(s["words"] for s in sorted(hyp_by.get(speaker, []), key=_start))
         rate = meeteval.wer.siso_word_error_rate(words_ref, words_hyp)
+        if rate.length == 0:
+            continue  # a speaker with only empty truth lines has no rate
         scores.append(
             SpeakerScore(speaker=speaker, wer=round(100 * rate.error_rate, 2), words=rate.length)
         )

@@ -99,6 +99,55 @@ def test_truth_in_stm_reads_the_same_as_seglst(tmp_path, sample_dir):
     ]
 
 
+def test_stm_lines_marked_for_no_scoring_and_lines_without_words_are_not_utterances(
+    tmp_path, sample_dir
+):
+    truth = load_turns(sample_dir / "truth.json")
+    stm = tmp_path / "truth.stm"
+    stm.write_text(
+        ";; made by hand\n"
+        + "".join(f"meeting 1 {t.speaker} {t.start} {t.end} {t.text}\n" for t in truth)
+        + "meeting 1 inter_segment_gap 0.0 2.0 IGNORE_TIME_SEGMENT_IN_SCORING\n"
+        + "meeting 1 user-dana 60.0 61.0\n"
+    )
+    result = evaluate(truth, load_turns(stm))
+    assert result.cpwer == 0.0 and result.missed_utterances == 0
+    assert result.utterances == len(truth)
+    assert "inter_segment_gap" not in {s.speaker for s in result.per_speaker}
+
+
+def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sample_dir):
+    truth = load_turns(sample_dir / "truth.json")
+    nothing = evaluate([], truth)
+    assert nothing.cpwer == 100.0 and nothing.missed_utterances == len(truth)
+    with pytest.raises(ValueError, match="no words to score"):
+        evaluate(truth, [])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"words": None}, r"entry \[1\]\.words"),
+        ({"start_time": "soon"}, r"entry \[1\]\.start_time"),
+        ({"session_id": "another-meeting"}, "holds 2 meetings"),
+    ],
+)
+def test_a_bad_seglst_entry_is_named_by_its_place_and_field(tmp_path, sample_dir, change, message):
+    entries = json.loads((sample_dir / "truth.json").read_text())
+    entries[1].update(change)
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=message):
+        load_turns(path)
+
+
+def test_a_broken_stm_line_names_the_file(tmp_path):
+    path = tmp_path / "truth.stm"
+    path.write_text("meeting 1 alice 0.0\n")
+    with pytest.raises(ValueError, match=r"truth\.stm: not STM"):
+        load_turns(path)
+
+
 def test_a_file_that_is_not_a_transcript_is_named(tmp_path):
     path = tmp_path / "notes.json"
     path.write_text('{"hello": 1}')
