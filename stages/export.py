@@ -23,8 +23,9 @@ def to_vtt(transcript: Transcript) -> str:
     """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``)."""
     blocks = ["WEBVTT"]
     for start, end, speaker, text in _cues(transcript):
-        name = _vtt_escape(transcript.speaker_name(speaker))
-        blocks.append(f"{_clock(start, '.')} --> {_clock(end, '.')}\n<v {name}>{_vtt_escape(text)}")
+        name = _vtt_escape(_one_line(transcript.speaker_name(speaker)))
+        line = _vtt_escape(_one_line(text))
+        blocks.append(f"{_clock(start, '.')} --> {_clock(end, '.')}\n<v {name}>{line}")
     return "\n\n".join(blocks) + "\n"
 
 
@@ -32,15 +33,16 @@ def to_srt(transcript: Transcript) -> str:
     """SubRip; SRT has no speaker field, so the name leads the text."""
     blocks = []
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
-        name = transcript.speaker_name(speaker)
-        blocks.append(f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{name}: {text}")
+        name, line = _one_line(transcript.speaker_name(speaker)), _one_line(text)
+        blocks.append(f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{name}: {line}")
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
 def to_txt(transcript: Transcript) -> str:
     """One line per utterance: ``[00:01:02] Alice: …``."""
     lines = [
-        f"[{_clock(u.start, None)}] {transcript.speaker_name(u.speaker)}: {u.text}"
+        f"[{_clock(u.start, None)}] {_one_line(transcript.speaker_name(u.speaker))}: "
+        f"{_one_line(u.text)}"
         for u in transcript.utterances
     ]
     return "\n".join(lines) + ("\n" if lines else "")
@@ -133,6 +135,12 @@ def _clock(seconds: float, millis_sep: str | None) -> str:
     secs, ms = divmod(rest, 1000)
     text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
     return text if millis_sep is None else f"{text}{millis_sep}{ms:03d}"
+
+
+def _one_line(text: str) -> str:
+    """Names and words on one line: a line break in either (a display name typed with one)
+    would end a cue early, or start what a player reads as the next cue."""
+    return " ".join(text.split())
 
 
 def _vtt_escape(text: str) -> str:

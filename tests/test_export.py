@@ -58,6 +58,16 @@ def test_plain_text_is_one_line_per_utterance(transcript):
     assert to_txt(transcript) == "[00:00:01] Alice: Hello <team> & all.\n[00:01:02] u-b: Hi.\n"
 
 
+def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
+    transcript.speakers[0] = Speaker(user_id="u-a", display_name="Ann\n\nBee")
+    transcript.utterances[1] = utt("u-b", 62.0, 64.0, "Hi.\n\n3\n00:00:00,000 --> 00:09:00,000")
+    srt = to_srt(transcript)
+    assert srt.count("\n\n") == 1 and "Ann Bee: Hello" in srt  # two cues
+    assert srt.endswith("\nu-b: Hi. 3 00:00:00,000 --> 00:09:00,000\n")
+    assert to_vtt(transcript).count("\n\n") == 2  # header and two cues, nothing more
+    assert len(to_txt(transcript).splitlines()) == 2
+
+
 def test_seglst_is_what_meeteval_reads(transcript):
     assert json.loads(to_seglst(transcript)) == [
         {
