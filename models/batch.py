@@ -15,6 +15,7 @@ Relative manifest paths are relative to the JOBS file.
 import csv
 import hashlib
 import html
+import io
 import json
 from pathlib import Path
 from typing import Literal
@@ -125,7 +126,7 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
 def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
     """Rows with the line each begins on: a quoted cell may hold line breaks, and blank lines
     are skipped, so the row count is not the line number."""
-    lines = text.splitlines(keepends=True)
+    lines = io.StringIO(text).readlines()  # at line feeds only, as csv reads them
     reader = csv.DictReader(lines)
     _ = reader.fieldnames  # reads the header
     rows, ended = [], reader.line_num

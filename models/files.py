@@ -29,9 +29,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_files(files: Mapping[Path, bytes]) -> None:
-    """Write several files so that they are replaced together: all are written to temporary
-    names first, and renamed only once every one is whole. A full disk or a folder in the way
-    leaves every file as it was (a set of outputs is never half old, half new)."""
+    """Write several files, all to temporary names first, renaming them only once every one is
+    whole: a full disk or a folder in the way leaves every file as it was, and only a crash
+    during the renames themselves (a moment) could leave some old and some new."""
     staged: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():

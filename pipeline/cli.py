@@ -6,6 +6,7 @@ listed); 2 bad usage or bad input (including a file or folder that cannot be rea
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -60,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bad_input(f"bad jobs file: {exc}")
     except BrokenPipeError:
         # Whoever read our output stopped (`| head`): nothing more to say, and nowhere to say it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):  # stdout may be a caller's own stream
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return _EXIT_BROKEN_PIPE
     except (
         ModelError,
@@ -82,17 +84,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bad_input(f"{exc.name} is needed here: pip install 'trackscribe[eval]'")
         if exc.name == "distributed":
             return _bad_input("running on Dask needs: pip install 'trackscribe[dask]'")
-        raise
+        return _internal_error(exc)
     except KeyboardInterrupt:
         print("trackscribe: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line, not a traceback, and not "partial"
-        logging.getLogger("trackscribe").debug("internal error", exc_info=exc)
-        print(
-            f"trackscribe: internal error: {type(exc).__name__}: {exc} (-vv shows where)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> int:
+    logging.getLogger("trackscribe").debug("internal error", exc_info=exc)
+    print(
+        f"trackscribe: internal error: {type(exc).__name__}: {exc} (-vv shows where)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 def _bad_input(message: str) -> int:
@@ -195,7 +201,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate(hypothesis, truth, participants=speakers)
     except ValueError as exc:
-        return _bad_input(f"{args.truth}: {exc}")
+        return _bad_input(str(exc))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

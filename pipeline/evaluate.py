@@ -175,12 +175,12 @@ def evaluate(
         # with utterance-level truth that is expected, not a units mistake.
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
-    true_speakers = {t.speaker for t in truth}
+    spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
+    true_speakers = {t.speaker for t in spoken}
     silent = {t.speaker for t in hypothesis} | set(participants)
     silent_words = sum(
         len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent - true_speakers
     )
-    spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
     errors, missed = _start_errors(hypothesis, spoken)
     return Evaluation(
         cpwer=round(100 * cp.error_rate, 2),

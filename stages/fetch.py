@@ -340,6 +340,8 @@ class _Downloader:
         if path.exists():
             try:
                 total, etag = self._probe(file)
+            except _Cancelled:
+                raise
             except Exception as exc:  # storage, or the API renewing expired URLs, cannot answer
                 if verified_sha256 is None or _digests(path)[1] != verified_sha256:
                     raise

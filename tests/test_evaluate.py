@@ -114,6 +114,9 @@ def test_stm_lines_marked_for_no_scoring_and_lines_without_words_are_not_utteran
     assert result.cpwer == 0.0 and result.missed_utterances == 0
     assert result.utterances == len(truth)
     assert "inter_segment_gap" not in {s.speaker for s in result.per_speaker}
+    # Dana's only truth line has no words: words put on Dana are words on a silent participant
+    leaked = Turn(speaker="user-dana", start=60.0, end=61.0, text="words from elsewhere")
+    assert evaluate([*truth, leaked], load_turns(stm)).silent_track_words == 3
 
 
 def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sample_dir):
