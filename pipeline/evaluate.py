@@ -163,7 +163,8 @@ def evaluate(
     import meeteval
 
     normalise = _normaliser()
-    if not any(normalise(t.text).split() for t in truth):
+    spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
+    if not spoken:
         raise ValueError("the truth has no words to score against")
     if not hypothesis:  # nothing transcribed: every true word is missed, which meeteval
         # scores only if the hypothesis has some entry, so it gets one without words
@@ -175,7 +176,6 @@ def evaluate(
         # with utterance-level truth that is expected, not a units mistake.
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
-    spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
     true_speakers = {t.speaker for t in spoken}
     silent = {t.speaker for t in hypothesis} | set(participants)
     silent_words = sum(
