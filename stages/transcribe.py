@@ -215,6 +215,15 @@ class _Window:
                 return piece
         return None
 
+    def by_piece(self, words: Sequence[Word]) -> dict["_Piece | None", list[Word]]:
+        """``words`` (window time) grouped by :meth:`piece_of`, in their order; every piece
+        has its list, and None holds the words in no piece."""
+        groups: dict[_Piece | None, list[Word]] = {piece: [] for piece in self.pieces}
+        groups[None] = []
+        for word in words:
+            groups[self.piece_of(word)].append(word)
+        return groups
+
 
 @dataclass(frozen=True)
 class _Decoded:
@@ -388,6 +397,7 @@ class Transcriber:
         alone = self._decode_batch(
             [_clip(samples, p.window_start, p.window_start + p.duration) for p in pieces]
         )
+        mine = window.by_piece(decoded.words)
         replaced: dict[_Piece, list[Word]] = {}
         for piece, heard in zip(pieces, alone, strict=True):
             if heard is None or self._unreliable(heard):
@@ -398,7 +408,7 @@ class Transcriber:
                 for w in heard.words
             ]
             own = [w for w in own if window.piece_of(w) is piece]
-            had = _spoken([w for w in decoded.words if window.piece_of(w) is piece])
+            had = _spoken(mine[piece])
             if _spoken(own) < had + (_MORE_WORDS if had else 1):  # none: any word is more
                 continue
             said = [b for w in own if (b := _bare(w.word))]
@@ -408,12 +418,12 @@ class Transcriber:
             replaced[piece] = own
         if not replaced:
             return decoded
-        words = [w for w in decoded.words if window.piece_of(w) is None]
+        words = list(mine[None])
         for previous, piece in zip((None, *window.pieces[:-1]), window.pieces, strict=True):
             if piece in replaced:
                 words += replaced[piece]
                 continue
-            kept = [w for w in decoded.words if window.piece_of(w) is piece]
+            kept = mine[piece]
             if previous in replaced:  # what the window timed a piece late is there already
                 kept = kept[_carried(replaced[previous], kept) :]
             words += kept
@@ -568,9 +578,9 @@ def _heard_in_part(window: _Window, decoded: _Decoded | None, *, opening: bool) 
     spoken = [w for w in decoded.words if _bare(w.word)]
     if not spoken:
         return []
-    partial = []
+    partial, by_piece = [], window.by_piece(spoken)
     for index, piece in enumerate(window.pieces):
-        own = [w for w in spoken if window.piece_of(w) is piece]
+        own = by_piece[piece]
         if index == 0 and opening and not own and piece.duration >= _MIN_HEARD:
             partial.append(piece)
         elif own and piece.duration >= _SPARSE_PIECE:
