@@ -43,7 +43,10 @@ class AttributionOptions(BaseModel):
     )
     min_frames: int = Field(30, ge=1, description="fewer frames: no coupling is measured")
     delay_frames: int = Field(
-        1, ge=0, description="leaked audio may lag or lead its source by this many frames"
+        1,
+        ge=0,
+        description="leaked audio may lag or lead its source by up to this many frames' time "
+        "(measured in time, wherever each track's frames fall on the meeting's grid)",
     )
     min_wall: float = Field(
         0.5,
@@ -113,9 +116,10 @@ def attribute(
     frame_s = activities[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
     level, voiced, where = _meeting_frames(activities, timings, present, frame_s)
+    misplaced = {i: _misplacement(activities[i], timings[i], where[i]) for i in present}
 
     coupling = _couplings(level, voiced, present, owners, options)
-    own, margin, strongest = _own_frames(level, voiced, coupling, present, options)
+    own, margin, strongest = _own_frames(level, voiced, coupling, present, misplaced, options)
 
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
@@ -387,11 +391,29 @@ def _meeting_frames(
     return level, voiced, where
 
 
+def _misplacement(
+    activity: VoiceActivity, timing: TrackTiming, where: np.ndarray
+) -> tuple[float, float]:
+    """How far (in frames) a track's frames lie from the grid frames they were put on: the
+    least and the most. A track's start falls anywhere within a frame, so up to half a frame
+    either way; one number for a clock without drift, a range for one that drifts."""
+    if not where.size:
+        return 0.0, 0.0
+    frame_s = activity.frame_s
+    since_start = TrackTiming(0.0, timing.drift_ppm).meeting_time(np.arange(where.size) * frame_s)
+    # ``where`` counts from the grid's first frame, which may lie before the origin.
+    origin = int(where[0]) - round(timing.offset / frame_s)
+    off = (timing.offset + since_start) / frame_s - (where - origin)
+    off = np.round(off, 6)  # not the last bits of k * frame_s / frame_s, which is not k
+    return float(off.min()), float(off.max())
+
+
 def _own_frames(
     level: np.ndarray,
     voiced: np.ndarray,
     coupling: np.ndarray,
     present: Sequence[int],
+    misplaced: dict[int, tuple[float, float]],
     options: AttributionOptions,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per track and frame: own speech or not, margin over the leakage explained (dB), and
@@ -405,9 +427,13 @@ def _own_frames(
             continue
         # The level each frame of A would have from the others' leakage alone, as power. A
         # leaked voice arrives a little late (acoustics, network), often in the next frame:
-        # each source frame stands for itself and its neighbours.
+        # each frame of A stands for the loudest source frame whose sound it can hold.
         leaked = np.stack(
-            [_spread(level[b], options.delay_frames) + coupling[a, b] for b in others]
+            [
+                _reach(level[b], _shifts(misplaced[b], misplaced[a], options.delay_frames))
+                + coupling[a, b]
+                for b in others
+            ]
         )
         power = np.sum(np.power(10.0, leaked / 10), axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -427,13 +453,33 @@ def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def _spread(level: np.ndarray, frames: int) -> np.ndarray:
-    """Each frame's level raised to the loudest within ``frames`` either side (absent: -inf)."""
-    spread = _filled(level)
-    out = spread.copy()
-    for shift in range(1, frames + 1):
-        out[shift:] = np.maximum(out[shift:], spread[:-shift])
-        out[:-shift] = np.maximum(out[:-shift], spread[shift:])
+def _shifts(source: tuple[float, float], track: tuple[float, float], delay: int) -> range:
+    """Grid steps from a frame of a track to the frames of a source whose sound it can hold.
+
+    A source frame's sound reaches the track's frames it overlaps in time, moved by up to
+    ``delay`` frames either way. Counted in grid steps, that depends on how far each track's
+    frames lie from the grid (:func:`_misplacement`): a listener's frames put 0.4 frame
+    late on the grid and a leak 20 ms late can hold a source frame two steps back, which a
+    fixed allowance of one step would take for the listener's own voice.
+    """
+    reach = 1 + delay  # frames apart, in time, that still overlap once moved by the delay
+    low = math.floor(-reach - (source[1] - track[0])) + 1
+    high = math.ceil(reach - (source[0] - track[1])) - 1
+    return range(low, high + 1)
+
+
+def _reach(level: np.ndarray, shifts: range) -> np.ndarray:
+    """Each frame's level raised to the loudest of the frames ``shifts`` away (absent: -inf)."""
+    filled = _filled(level)
+    out = np.full(filled.shape, -np.inf)
+    n = filled.size
+    for shift in shifts:
+        if abs(shift) >= n:
+            continue
+        if shift >= 0:
+            np.maximum(out[: n - shift], filled[shift:], out=out[: n - shift])
+        else:
+            np.maximum(out[-shift:], filled[: n + shift], out=out[-shift:])
     return out
 
 

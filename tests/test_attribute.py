@@ -148,6 +148,43 @@ def test_two_people_talking_at_once_both_keep_their_speech():
     assert not owned[0].voiced[100:200].any() and not owned[1].voiced[:100].any()
 
 
+def _framed(power_per_ms: np.ndarray, start_ms: int) -> np.ndarray:
+    """30-ms frame levels (dB) of a millisecond power envelope, the first frame at ``start_ms``."""
+    power = power_per_ms[start_ms:]
+    frames = power.size // 30
+    return 10 * np.log10(power[: frames * 30].reshape(frames, 30).mean(axis=1))
+
+
+@pytest.mark.parametrize("start_ms", range(0, 30, 3))
+def test_a_leak_20_ms_late_is_explained_wherever_the_listeners_frames_fall(start_ms):
+    # One minute of syllables with hard edges, heard by a listener 20 dB down and 20 ms late.
+    # The listener's recording starts start_ms into a frame of the talker's: put on the
+    # meeting's grid, its frames can be half a frame off, and the tail of a leaked syllable
+    # then sits two grid frames after the talker's last loud frame.
+    rng = np.random.default_rng(3)
+    talker = np.full(60_000, 1e-8)
+    t = 200
+    while t < talker.size - 2000:
+        length = int(rng.integers(80, 250))
+        talker[t : t + length] = 10 ** ((-20 + 4 * rng.standard_normal()) / 10)
+        t += length + int(rng.integers(40, 300))
+    listener = np.full(talker.size, 1e-8)
+    listener[20:] += 0.01 * talker[:-20]
+    talker_levels, listener_levels = _framed(talker, 0), _framed(listener, start_ms)
+
+    owned, leaks = attribute(
+        [
+            _activity(list(talker_levels), list(talker_levels > -55)),
+            _activity(list(listener_levels), list(listener_levels > -55)),
+        ],
+        [TrackTiming(0.0), TrackTiming(start_ms / 1000)],
+        ["talker", "listener"],
+    )
+    assert not owned[1].voiced.any(), np.flatnonzero(owned[1].voiced) * 0.03 + start_ms / 1000
+    assert owned[0].voiced.sum() == (talker_levels > -55).sum()
+    assert {span.owner for span in leaks[1]} == {0}
+
+
 def test_a_leaked_interjection_between_the_owners_sentences_is_not_sent_with_them():
     from stages.vad import VadOptions, speech_regions
 
