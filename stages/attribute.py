@@ -30,6 +30,12 @@ __all__ = ["AttributionOptions", "TrackClock", "attribute", "estimate_clock"]
 
 _ABSENT = np.nan
 
+_EARLY = 0.5
+"""Frames' time a leak may seem to come before its source. No sound does, but a start time a
+few milliseconds off moves it so. Allowing more lets a second talker's onset, just after,
+explain away the first one's last syllable as its leak. The clock check corrects start errors
+from two frames up; a smaller one that makes leaks seem more than this early is not allowed for."""
+
 
 class AttributionOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -45,8 +51,8 @@ class AttributionOptions(BaseModel):
     delay_frames: int = Field(
         1,
         ge=0,
-        description="leaked audio may lag or lead its source by up to this many frames' time "
-        "(measured in time, wherever each track's frames fall on the meeting's grid)",
+        description="leaked audio may arrive up to this many frames' time after its source "
+        "(in time, wherever each track's frames fall on the meeting's grid)",
     )
     min_wall: float = Field(
         0.5,
@@ -115,11 +121,10 @@ def attribute(
         return list(activities), leaks
     frame_s = activities[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
-    level, voiced, where = _meeting_frames(activities, timings, present, frame_s)
-    misplaced = {i: _misplacement(activities[i], timings[i], where[i]) for i in present}
+    level, voiced, where, offgrid = _meeting_frames(activities, timings, present, frame_s)
 
     coupling = _couplings(level, voiced, present, owners, options)
-    own, margin, strongest = _own_frames(level, voiced, coupling, present, misplaced, options)
+    own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
 
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
@@ -161,7 +166,7 @@ def estimate_clock(
         return estimates
     frame_s = activities[present[0]].frame_s
     timings = [TrackTiming(offset) for offset in offsets]
-    level, voiced, _ = _meeting_frames(activities, timings, present, frame_s)
+    level, voiced, _, _ = _meeting_frames(activities, timings, present, frame_s)
     drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
     corrected = [
         d
@@ -171,7 +176,7 @@ def estimate_clock(
     ]
     if any(corrected):  # the lags change with the grid: none of the curves can be reused
         timings = [TrackTiming(o, d) for o, d in zip(offsets, corrected, strict=True)]
-        level, voiced, _ = _meeting_frames(activities, timings, present, frame_s)
+        level, voiced, _, _ = _meeting_frames(activities, timings, present, frame_s)
         curves = {}
     reach = round(options.max_clock_error / frame_s)
     filled = _filled(level)
@@ -367,10 +372,16 @@ def _meeting_frames(
     timings: Sequence[TrackTiming],
     present: Sequence[int],
     frame_s: float,
-) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
-    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN), and
-    for each track the meeting frame of each of its frames."""
-    where = {}
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray]:
+    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN); for
+    each track the meeting frame of each of its frames; and how far each frame really lies
+    from the grid frame it was put on, in frames (absent: NaN).
+
+    A track's start falls anywhere within a frame, so its frames lie up to half a frame
+    from the grid (a drifting clock's up to a whole frame): comparing two tracks frame by frame
+    needs to know by how much.
+    """
+    where, offgrid = {}, {}
     for i in present:
         # The start is rounded apart from the rest, so that without drift a track's frames
         # stay one grid step apart whatever fraction of a frame its start falls on.
@@ -379,33 +390,20 @@ def _meeting_frames(
         where[i] = round(timings[i].offset / frame_s) + np.round(since_start / frame_s).astype(
             np.int64
         )
+        # To the microsecond: k * frame_s / frame_s is not quite k.
+        offgrid[i] = np.round((timings[i].offset + since_start) / frame_s - where[i], 6)
     first = min((int(where[i][0]) for i in present if where[i].size), default=0)
     if first < 0:  # a start corrected to before the origin: the grid begins there instead
         where = {i: w - first for i, w in where.items()}
     total = max((int(where[i][-1]) + 1 for i in present if where[i].size), default=0)
     level = np.full((len(activities), total), _ABSENT)
     voiced = np.zeros((len(activities), total), bool)
+    placed = np.full((len(activities), total), np.nan)
     for i in present:
         level[i, where[i]] = activities[i].level_db
         voiced[i, where[i]] = activities[i].voiced
-    return level, voiced, where
-
-
-def _misplacement(
-    activity: VoiceActivity, timing: TrackTiming, where: np.ndarray
-) -> tuple[float, float]:
-    """How far (in frames) a track's frames lie from the grid frames they were put on: the
-    least and the most. A track's start falls anywhere within a frame, so up to half a frame
-    either way; one number for a clock without drift, a range for one that drifts."""
-    if not where.size:
-        return 0.0, 0.0
-    frame_s = activity.frame_s
-    since_start = TrackTiming(0.0, timing.drift_ppm).meeting_time(np.arange(where.size) * frame_s)
-    # ``where`` counts from the grid's first frame, which may lie before the origin.
-    origin = int(where[0]) - round(timing.offset / frame_s)
-    off = (timing.offset + since_start) / frame_s - (where - origin)
-    off = np.round(off, 6)  # not the last bits of k * frame_s / frame_s, which is not k
-    return float(off.min()), float(off.max())
+        placed[i, where[i]] = offgrid[i]
+    return level, voiced, where, placed
 
 
 def _own_frames(
@@ -413,7 +411,7 @@ def _own_frames(
     voiced: np.ndarray,
     coupling: np.ndarray,
     present: Sequence[int],
-    misplaced: dict[int, tuple[float, float]],
+    offgrid: np.ndarray,
     options: AttributionOptions,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per track and frame: own speech or not, margin over the leakage explained (dB), and
@@ -430,8 +428,7 @@ def _own_frames(
         # each frame of A stands for the loudest source frame whose sound it can hold.
         leaked = np.stack(
             [
-                _reach(level[b], _shifts(misplaced[b], misplaced[a], options.delay_frames))
-                + coupling[a, b]
+                _reach(level[b], offgrid[b], offgrid[a], options.delay_frames) + coupling[a, b]
                 for b in others
             ]
         )
@@ -453,33 +450,32 @@ def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def _shifts(source: tuple[float, float], track: tuple[float, float], delay: int) -> range:
-    """Grid steps from a frame of a track to the frames of a source whose sound it can hold.
+def _reach(
+    level: np.ndarray, source_offgrid: np.ndarray, track_offgrid: np.ndarray, delay: int
+) -> np.ndarray:
+    """Per frame of a track, the loudest frame of a source whose sound it can hold (absent:
+    -inf).
 
-    A source frame's sound reaches the track's frames it overlaps in time, moved by up to
-    ``delay`` frames either way. Counted in grid steps, that depends on how far each track's
-    frames lie from the grid (:func:`_misplacement`): a listener's frames put 0.4 frame
-    late on the grid and a leak 20 ms late can hold a source frame two steps back, which a
-    fixed allowance of one step would take for the listener's own voice.
+    A source frame's sound reaches the frames of the track it overlaps in time once moved up
+    to ``delay`` frames later, or :data:`_EARLY` earlier. Frames are compared where they
+    really are, not where the grid put them: a listener's frame put 0.4 frame late and a leak
+    20 ms late can hold a source frame two grid steps back, which a fixed allowance of one
+    step would take for the listener's own voice.
     """
-    reach = 1 + delay  # frames apart, in time, that still overlap once moved by the delay
-    low = math.floor(-reach - (source[1] - track[0])) + 1
-    high = math.ceil(reach - (source[0] - track[1])) - 1
-    return range(low, high + 1)
-
-
-def _reach(level: np.ndarray, shifts: range) -> np.ndarray:
-    """Each frame's level raised to the loudest of the frames ``shifts`` away (absent: -inf)."""
     filled = _filled(level)
     out = np.full(filled.shape, -np.inf)
     n = filled.size
-    for shift in shifts:
+    widest = math.ceil(1 + max(delay, _EARLY)) + 2  # each frame is at most one off the grid
+    for shift in range(-widest, widest + 1):
         if abs(shift) >= n:
             continue
-        if shift >= 0:
-            np.maximum(out[: n - shift], filled[shift:], out=out[: n - shift])
-        else:
-            np.maximum(out[-shift:], filled[: n + shift], out=out[-shift:])
+        source = slice(max(shift, 0), n + min(shift, 0))
+        track = slice(max(-shift, 0), n - max(shift, 0))
+        # How far, in frames, the source frame starts after the track's frame.
+        apart = shift + source_offgrid[source] - track_offgrid[track]
+        with np.errstate(invalid="ignore"):  # either absent (NaN): holds nothing
+            holds = (apart > -1 - delay) & (apart < 1 + _EARLY)
+        out[track] = np.where(holds, np.maximum(out[track], filled[source]), out[track])
     return out
 
 
