@@ -51,8 +51,8 @@ class AttributionOptions(BaseModel):
     delay_frames: int = Field(
         1,
         ge=0,
-        description="leaked audio may arrive up to this many frames' time after its source "
-        "(in time, wherever each track's frames fall on the meeting's grid)",
+        description="leaked audio may arrive up to this many frames' time after its source, "
+        "or half a frame before it (in time, wherever each track's frames fall on the grid)",
     )
     min_wall: float = Field(
         0.5,
@@ -390,7 +390,7 @@ def _meeting_frames(
         where[i] = round(timings[i].offset / frame_s) + np.round(since_start / frame_s).astype(
             np.int64
         )
-        # To the microsecond: k * frame_s / frame_s is not quite k.
+        # To a millionth of a frame: k * frame_s / frame_s is not quite k.
         offgrid[i] = np.round((timings[i].offset + since_start) / frame_s - where[i], 6)
     first = min((int(where[i][0]) for i in present if where[i].size), default=0)
     if first < 0:  # a start corrected to before the origin: the grid begins there instead

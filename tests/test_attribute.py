@@ -186,9 +186,11 @@ def test_a_leak_20_ms_late_is_explained_wherever_the_listeners_frames_fall(start
 
 
 def test_a_second_talker_starting_just_after_leaves_the_first_ones_last_syllable():
-    # A talks until 2.97 s, the last syllable quiet; B starts loud 60 ms later. B's recording
-    # starts 18 ms into a frame, so the grid puts B's frames 0.4 frame late: B's onset is
-    # then two grid steps after A's last syllable, but no leak arrives 30 ms before its source.
+    # A's last syllable, a quiet one, is at 2.94-2.97 s; B starts loud at 3.00 s. B's
+    # recording starts 18 ms into a frame (its levels are A's frames moved by one: the same
+    # places), so the grid puts B's frames 0.4 frame late and B's onset two grid steps after
+    # A's last syllable. It could explain that syllable away as its leak only if a leak could
+    # seem more than 18 ms early.
     frames = np.arange(300)
     a_own = np.where(frames < 98, -20.0, np.where(frames == 98, -26.0, -90.0))
     b_own = np.where(frames >= 100, -10.0, -90.0)
