@@ -416,7 +416,7 @@ class _Downloader:
     def _download(self, file: RecordingFile, part: Path) -> tuple[int, str | None]:
         """Append the rest of the file to ``part``; return the full size and the ETag."""
         url, generation = self._urls.get(file)
-        have = part.stat().st_size if part.exists() else 0
+        have = _size_of(part)
         headers = {"Range": f"bytes={have}-"} if have else {}
         with self._http.stream("GET", url, headers=headers) as response:
             status = response.status_code
