@@ -170,6 +170,26 @@ def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_r
     assert words_of(" ".join(s.text for s in runs[0])).count("planning") == 5
 
 
+def test_a_sentence_said_again_in_turns_of_its_own_is_not_taken_for_a_loop(
+    sample_speech, transcriber, tmp_path, monkeypatch
+):
+    # The same sentence in four turns packs into one window whose text compresses like a
+    # loop (ratio about 3). Each copy is a piece of its own, so that is the talker repeating
+    # themselves: the window's one pass is kept, not decoded again at two or three times the
+    # cost, and every copy is heard at its own time.
+    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
+    samples = np.concatenate([silence(1), *[np.concatenate([turn, silence(3)])] * 4])
+    audio = decode(write_webm(tmp_path / "turns.webm", samples), tmp_path / "turns.pcm")
+    regions = detect_speech(audio)
+    assert len(regions) == 4
+    monkeypatch.setattr(transcriber, "_decode_one", lambda x: pytest.fail("careful path"))
+    segments = transcriber.transcribe(audio, regions)
+    for region in regions:
+        heard = [w.word for s in segments for w in s.words if region.start <= w.start < region.end]
+        words = words_of(" ".join(heard))
+        assert words[:2] == ["good", "morning"] and words[-2:] == ["planning", "call"]
+
+
 def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
     sample_speech, transcriber, tmp_path, monkeypatch
 ):
