@@ -8,7 +8,8 @@ mode), which is about twice as fast as its one-window-at-a-time path.
 
 Guards against Whisper's known failures: a window the model judges to be non-speech gives no
 text; a window whose text loops or that the model is very unsure of is decoded again on the
-careful path (one window at a time, with timestamps), and text that still loops is dropped;
+careful path (one window at a time, with timestamps), and text that still loops is dropped
+(a sentence said again in a turn of its own is not a loop);
 a region the window heard only in part (a short utterance opening it that got no word, a
 sentence said twice that it wrote once, half on each copy) is decoded again on its own; a word
 whose time falls outside every region it was packed from is text the audio does not hold,
@@ -468,8 +469,9 @@ class Transcriber:
     def _unreliable(self, decoded: _Decoded | None, window: _Window | None = None) -> bool:
         """A looping or very unsure batched result, worth a second, careful try.
 
-        Looping is judged on the text of ``window`` without the pieces that say again what
-        an earlier piece said (see :func:`_unrepeated_text`).
+        Given the ``window`` the result is for, looping is judged on its text without the
+        pieces that say again what an earlier piece said (see :func:`_unrepeated_text`);
+        without it (a piece decoded alone), on the whole text.
         """
         o = self.options
         if decoded is None:
@@ -601,33 +603,38 @@ def _heard_in_part(window: _Window, decoded: _Decoded | None, *, opening: bool) 
 
 _SAID_AGAIN = 0.8
 """Word-sequence similarity (difflib's ratio) at which a piece says again what one before it
-in the window said."""
+in the window said..."""
+_SAID_AS_LONG = 0.25
+"""...and how much longer or shorter (a share of the longer) it may be: said again, a
+sentence takes about as long. Text a loop spreads over later audio need not."""
 
 
 def _unrepeated_text(window: _Window, decoded: _Decoded) -> str:
-    """The window's text, less each piece whose words repeat an earlier piece's.
+    """The window's text, less each piece that says again what an earlier piece said.
 
-    A window packs one participant's speech, so a sentence they say twice is in it twice, and
-    its text compresses like a model stuck in a loop. Judged on the whole text, a window of a
-    meeting in which people repeat themselves is decoded a second time, at two or three times
-    the cost, for nothing (measured: 5 of B7's 20 windows). A loop that repeats inside one
-    piece, or runs on past the last, is still caught; one spread over several pieces, each
-    saying the same, would not be.
+    A window packs one participant's speech, so a sentence they say in two turns is in it
+    twice, and its text compresses like a model stuck in a loop. Judged on the whole text, a
+    window of a meeting in which people repeat themselves is decoded a second time, at two or
+    three times the cost, for nothing (measured: 5 of B7's 20 windows). A loop that repeats
+    inside one piece, runs on past the last, or spreads over pieces of different lengths is
+    still caught; one that gives pieces of about one length the same words would not be.
     """
     by_piece = window.by_piece(decoded.words)
-    kept, earlier = list(by_piece[None]), []
+    earlier: list[tuple[float, list[str]]] = []
+    dropped: set[_Piece] = set()
     for piece in window.pieces:
         said = [b for w in by_piece[piece] if (b := _bare(w.word))]
         if said and any(
-            SequenceMatcher(None, said, before, autojunk=False).ratio() >= _SAID_AGAIN
-            for before in earlier
+            abs(piece.duration - length) <= _SAID_AS_LONG * max(piece.duration, length)
+            and SequenceMatcher(None, said, before, autojunk=False).ratio() >= _SAID_AGAIN
+            for length, before in earlier
         ):
-            continue
-        earlier.append(said)
-        kept += by_piece[piece]
-    if len(kept) == len(decoded.words):
+            dropped.add(piece)
+        else:
+            earlier.append((piece.duration, said))
+    if not dropped:
         return decoded.text
-    return " ".join(w.word for w in kept)
+    return " ".join(w.word for w in decoded.words if window.piece_of(w) not in dropped)
 
 
 def _carried(alone: Sequence[Word], following: Sequence[Word]) -> int:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import SpeechRegion
+from models import SpeechRegion, Word
 from stages.decode import decode
 from stages.merge import track_offsets
 from stages.transcribe import (
@@ -13,6 +13,10 @@ from stages.transcribe import (
     ModelError,
     TranscribeOptions,
     Transcriber,
+    _compression_ratio,
+    _Decoded,
+    _Piece,
+    _Window,
     resolve_model,
 )
 from stages.vad import detect_speech
@@ -161,6 +165,7 @@ def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_r
     samples = np.concatenate([silence(1), *[np.concatenate([turn, silence(0.3)])] * 5])
     audio = decode(write_webm(tmp_path / "again.webm", samples), tmp_path / "again.pcm")
     regions = detect_speech(audio)
+    assert len(regions) == 1  # said over and over in one turn
     careful = []
     real = transcriber._decode_one
     monkeypatch.setattr(transcriber, "_decode_one", lambda x: careful.append(x) or real(x))
@@ -182,12 +187,48 @@ def test_a_sentence_said_again_in_turns_of_its_own_is_not_taken_for_a_loop(
     audio = decode(write_webm(tmp_path / "turns.webm", samples), tmp_path / "turns.pcm")
     regions = detect_speech(audio)
     assert len(regions) == 4
+    passes = []
+    real = transcriber._decode_batch
+    monkeypatch.setattr(
+        transcriber, "_decode_batch", lambda clips: passes.append(real(clips)) or passes[-1]
+    )
     monkeypatch.setattr(transcriber, "_decode_one", lambda x: pytest.fail("careful path"))
     segments = transcriber.transcribe(audio, regions)
+    (window,) = passes[0]  # one window holds all four turns ...
+    loop_guard = transcriber.options.compression_ratio_threshold
+    assert _compression_ratio(window.text) > loop_guard  # ... and its whole text reads as a loop
     for region in regions:
         heard = [w.word for s in segments for w in s.words if region.start <= w.start < region.end]
         words = words_of(" ".join(heard))
         assert words[:2] == ["good", "morning"] and words[-2:] == ["planning", "call"]
+
+
+def _window_saying(sentence: str, durations: list[float]) -> tuple[_Window, _Decoded]:
+    """A packed window of pieces this long, each given ``sentence``, its words spread evenly."""
+    pieces, words, start = [], [], 0.0
+    for duration in durations:
+        pieces.append(_Piece(start, 100 + start, duration, floor=0.0, onset=100 + start))
+        said = sentence.split()
+        step = duration / len(said)
+        words += [
+            Word(word=w, start=start + i * step, end=start + (i + 1) * step, probability=0.9)
+            for i, w in enumerate(said)
+        ]
+        start += duration
+    text = " ".join(w.word for w in words)
+    return _Window(0, tuple(pieces)), _Decoded(text, words, avg_logprob=-0.2, no_speech_prob=0.0)
+
+
+def test_a_loop_spread_over_turns_of_different_lengths_is_still_a_loop(transcriber):
+    # The loop guard forgives a sentence said again in a turn of its own, which takes about as
+    # long as the first time. A model stuck on one sentence over audio of other lengths is
+    # still sent to the careful path; the same words over turns of one length are not.
+    sentence = "and so we went on to the next item on the list of things"
+    looping = _window_saying(sentence, [3.0, 6.0, 1.5, 9.0])
+    said_again = _window_saying(sentence, [3.0, 3.2, 2.9, 3.1])
+    assert transcriber._unreliable(looping[1], looping[0])
+    assert not transcriber._unreliable(said_again[1], said_again[0])
+    assert transcriber._unreliable(said_again[1])  # the whole text alone reads as a loop
 
 
 def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
