@@ -194,9 +194,9 @@ def test_a_sentence_said_again_in_turns_of_its_own_is_not_taken_for_a_loop(
     )
     monkeypatch.setattr(transcriber, "_decode_one", lambda x: pytest.fail("careful path"))
     segments = transcriber.transcribe(audio, regions)
-    (window,) = passes[0]  # one window holds all four turns ...
+    (heard,) = passes[0]  # one window holds all four turns ...
     loop_guard = transcriber.options.compression_ratio_threshold
-    assert _compression_ratio(window.text) > loop_guard  # ... and its whole text reads as a loop
+    assert _compression_ratio(heard.text) > loop_guard  # ... and its whole text reads as a loop
     for region in regions:
         heard = [w.word for s in segments for w in s.words if region.start <= w.start < region.end]
         words = words_of(" ".join(heard))
