@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import SpeechRegion, Word
+from models import PcmAudio, SpeechRegion, Word
 from stages.decode import decode
 from stages.merge import track_offsets
 from stages.transcribe import (
@@ -27,6 +27,24 @@ from .conftest import silence, words_of, write_webm
 @pytest.fixture(scope="module")
 def transcriber():
     return Transcriber()
+
+
+@pytest.fixture
+def good_morning(sample_speech):
+    """Alice's first turn, 1.0-5.09 s: "Good morning everyone, thanks for joining the weekly
+    planning call." (48 kHz)"""
+    return sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]
+
+
+@pytest.fixture
+def great_news(sample_speech):
+    """Alice again, 12.0-15.6 s: "Great news ..." (48 kHz)"""
+    return sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]
+
+
+def _track(tmp_path: Path, name: str, samples: np.ndarray) -> PcmAudio:
+    """``samples`` (48 kHz) as a real WebM/Opus track, decoded."""
+    return decode(write_webm(tmp_path / f"{name}.webm", samples), tmp_path / f"{name}.pcm")
 
 
 def test_the_default_model_is_the_bundled_one_and_needs_no_download():
@@ -82,7 +100,7 @@ def test_word_times_follow_the_audio_when_it_starts_later(sample_speech, transcr
 def test_noise_sent_to_the_model_yields_no_text(transcriber, tmp_path, level_db):
     rng = np.random.default_rng(3)
     noise = (10 ** (level_db / 20) * rng.standard_normal(10 * 48_000)).astype(np.float32)
-    audio = decode(write_webm(tmp_path / "noise.webm", noise), tmp_path / "noise.pcm")
+    audio = _track(tmp_path, "noise", noise)
     assert transcriber.transcribe(audio, [SpeechRegion(start=1.0, end=9.0)]) == []
 
 
@@ -95,11 +113,10 @@ def test_no_regions_means_no_model_call(transcriber, tmp_path, monkeypatch):
 
 
 def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(
-    sample_speech, transcriber, tmp_path
+    good_morning, transcriber, tmp_path
 ):
-    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
-    samples = np.concatenate([silence(2), turn, silence(30), turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "twice.webm", samples), tmp_path / "twice.pcm")
+    samples = np.concatenate([silence(2), good_morning, silence(30), good_morning, silence(1)])
+    audio = _track(tmp_path, "twice", samples)
     regions = detect_speech(audio)
     assert len(regions) == 2 and sum(r.duration for r in regions) < 30  # one window
     segments = transcriber.transcribe(audio, regions)
@@ -110,7 +127,7 @@ def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(
     assert all(regions[1].start <= w.start <= w.end <= regions[1].end for w in second)
     # Whisper's own word timing varies with context by a few tenths; the map adds nothing.
     shifts = sorted(b.start - a.start for a, b in zip(first, second, strict=True))
-    assert shifts[len(shifts) // 2] == pytest.approx(30 + turn.size / 48_000, abs=0.25)
+    assert shifts[len(shifts) // 2] == pytest.approx(30 + good_morning.size / 48_000, abs=0.25)
 
 
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
@@ -119,14 +136,12 @@ def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
 
 
 def test_a_pause_inside_one_region_splits_the_region_into_segments(
-    sample_speech, transcriber, tmp_path
+    good_morning, great_news, transcriber, tmp_path
 ):
     # Another voice leaking into the pause can keep one region open across it; the words
     # still show the pause, and each side becomes its own segment, starting before its words.
-    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice at 1.0-5.09 s
-    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]  # and at 12.0-15.6 s
-    samples = np.concatenate([silence(1), first_turn, silence(2), second_turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "pause.webm", samples), tmp_path / "pause.pcm")
+    samples = np.concatenate([silence(1), good_morning, silence(2), great_news, silence(1)])
+    audio = _track(tmp_path, "pause", samples)
     whole = SpeechRegion(start=0.8, end=audio.duration - 0.8, onset=1.0)
     first, second = transcriber.transcribe(audio, [whole])
     assert words_of(first.text)[:2] == ["good", "morning"]
@@ -136,14 +151,12 @@ def test_a_pause_inside_one_region_splits_the_region_into_segments(
 
 
 def test_a_pause_only_the_words_show_does_not_split_a_region_the_voice_ran_on_through(
-    sample_speech, transcriber, tmp_path
+    good_morning, great_news, transcriber, tmp_path
 ):
     # Whisper's word times can put a second's gap where the voice did not stop (before a
     # sentence's first word, mostly); a split needs the voice-activity detector to agree.
-    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]
-    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]
-    samples = np.concatenate([silence(1), first_turn, silence(2), second_turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "pause.webm", samples), tmp_path / "pause.pcm")
+    samples = np.concatenate([silence(1), good_morning, silence(2), great_news, silence(1)])
+    audio = _track(tmp_path, "pause", samples)
     span = {"start": 0.8, "end": audio.duration - 0.8, "onset": 1.0}
 
     (ran_on,) = transcriber.transcribe(audio, [SpeechRegion(**span, pauses=())])
@@ -156,14 +169,13 @@ def test_a_pause_only_the_words_show_does_not_split_a_region_the_voice_ran_on_th
 
 
 def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_run(
-    sample_speech, transcriber, tmp_path, monkeypatch
+    good_morning, transcriber, tmp_path, monkeypatch
 ):
     # Said five times over, a sentence reads to Whisper's loop guard like a model stuck in a
     # loop: the window goes to the careful path. That path must not sample (sampling cannot
     # be seeded per call, so a rerun would differ), and must keep every repetition.
-    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
-    samples = np.concatenate([silence(1), *[np.concatenate([turn, silence(0.3)])] * 5])
-    audio = decode(write_webm(tmp_path / "again.webm", samples), tmp_path / "again.pcm")
+    samples = np.concatenate([silence(1), *[np.concatenate([good_morning, silence(0.3)])] * 5])
+    audio = _track(tmp_path, "again", samples)
     regions = detect_speech(audio)
     assert len(regions) == 1  # said over and over in one turn
     careful = []
@@ -176,15 +188,14 @@ def test_speech_that_repeats_itself_is_transcribed_whole_and_the_same_on_every_r
 
 
 def test_a_sentence_said_again_in_turns_of_its_own_is_not_taken_for_a_loop(
-    sample_speech, transcriber, tmp_path, monkeypatch
+    good_morning, transcriber, tmp_path, monkeypatch
 ):
     # The same sentence in four turns packs into one window whose text compresses like a
     # loop (ratio about 3). Each copy is a piece of its own, so that is the talker repeating
     # themselves: the window's one pass is kept, not decoded again at two or three times the
     # cost, and every copy is heard at its own time.
-    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice's first turn
-    samples = np.concatenate([silence(1), *[np.concatenate([turn, silence(3)])] * 4])
-    audio = decode(write_webm(tmp_path / "turns.webm", samples), tmp_path / "turns.pcm")
+    samples = np.concatenate([silence(1), *[np.concatenate([good_morning, silence(3)])] * 4])
+    audio = _track(tmp_path, "turns", samples)
     regions = detect_speech(audio)
     assert len(regions) == 4
     passes = []
@@ -232,15 +243,13 @@ def test_a_loop_spread_over_turns_of_different_lengths_is_still_a_loop(transcrib
 
 
 def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
-    sample_speech, transcriber, tmp_path, monkeypatch
+    good_morning, great_news, transcriber, tmp_path, monkeypatch
 ):
     # Whisper sometimes goes straight past a short utterance that opens a packed window (seen
     # on dev-meeting: "answered he", then the sentence). Here the model's pass over the whole
     # window is made to lose the opening's words; they must come back, at their own time.
-    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # "Good morning ..."
-    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]  # "Great news ..."
-    samples = np.concatenate([silence(2), first_turn, silence(30), second_turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "two.webm", samples), tmp_path / "two.pcm")
+    samples = np.concatenate([silence(2), good_morning, silence(30), great_news, silence(1)])
+    audio = _track(tmp_path, "two", samples)
     regions = detect_speech(audio)
     opening = regions[0].end - regions[0].start
     real = transcriber._decode_batch
@@ -263,15 +272,14 @@ def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
 
 
 def test_a_sentence_a_window_holds_twice_is_heard_whole_both_times(
-    sample_speech, transcriber, tmp_path, monkeypatch
+    good_morning, transcriber, tmp_path, monkeypatch
 ):
     # Seen on a LibriSpeech-built meeting: a talker said one sentence twice within a packed
     # window, and Whisper wrote it once, its first half on the first copy and its second half
     # on the second. Here the window's pass is made to do that; each copy must come back
     # whole, each at its own time.
-    turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # "Good morning ..."
-    samples = np.concatenate([silence(2), turn, silence(30), turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "twice.webm", samples), tmp_path / "twice.pcm")
+    samples = np.concatenate([silence(2), good_morning, silence(30), good_morning, silence(1)])
+    audio = _track(tmp_path, "twice", samples)
     regions = detect_speech(audio)
     assert len(regions) == 2
     boundary = regions[0].duration  # where the second copy starts in the packed window
@@ -298,12 +306,10 @@ def test_a_sentence_a_window_holds_twice_is_heard_whole_both_times(
 
 
 def test_a_window_heard_whole_is_not_decoded_again(
-    sample_speech, transcriber, tmp_path, monkeypatch
+    good_morning, great_news, transcriber, tmp_path, monkeypatch
 ):
-    first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]
-    second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]
-    samples = np.concatenate([silence(2), first_turn, silence(30), second_turn, silence(1)])
-    audio = decode(write_webm(tmp_path / "two.webm", samples), tmp_path / "two.pcm")
+    samples = np.concatenate([silence(2), good_morning, silence(30), great_news, silence(1)])
+    audio = _track(tmp_path, "two", samples)
     regions = detect_speech(audio)
     calls = []
     real = transcriber._decode_batch
