@@ -560,10 +560,11 @@ _MIN_HEARD = 0.5
 
 
 def _pieces_unheard(window: _Window, decoded: _Decoded | None) -> bool:
+    """Whether a later piece of the window, long enough to hold a word, got none."""
     if decoded is None or len(window.pieces) < 2:
         return False
-    heard = {id(window.piece_of(w)) for w in decoded.words}
-    return any(p.duration >= _MIN_HEARD and id(p) not in heard for p in window.pieces[1:])
+    heard = window.by_piece(decoded.words)
+    return any(p.duration >= _MIN_HEARD and not heard[p] for p in window.pieces[1:])
 
 
 _SPARSE_PIECE = 2.0
