@@ -498,8 +498,9 @@ def _transcribe(
 def _fail(item: _TrackWork, path: str, exc: Exception) -> None:
     # Our own errors already say what and where; anything else is named by its type, and its
     # traceback is kept for -vv.
-    item.failure = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
-    log.error("%s: %s", path, item.failure)
+    named = isinstance(exc, DecodeError)
+    item.failure = str(exc) if named else f"{type(exc).__name__}: {exc}"
+    log.error("%s", item.failure if named else f"{path}: {item.failure}")
     log.debug("%s failed", path, exc_info=exc)
 
 
