@@ -38,7 +38,7 @@ from models import (
     sha256_file,
 )
 from stages.export import FORMATS, export
-from stages.transcribe import Transcriber, model_identity
+from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
 from .checkpoint import Checkpoints, work_key
@@ -374,7 +374,7 @@ def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
     """Each worker's model gets its share of the cores, so that N workers do not run N times
     the threads there are cores for. Transcripts do not depend on it (a track's batches are
     its own, whatever runs beside them)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     transcribe = options.transcribe
     parallel = max(1, min(transcribe.parallel, cores // workers))
     threads = transcribe.cpu_threads or max(1, cores // (workers * parallel))

@@ -8,7 +8,6 @@ reason and costs nothing else: the other tracks still make the transcript.
 
 import logging
 import multiprocessing
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from models import (
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
 from stages.merge import MergeOptions, merge, track_offsets
-from stages.transcribe import TranscribeOptions, Transcriber, model_identity
+from stages.transcribe import TranscribeOptions, Transcriber, model_identity, usable_cores
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
@@ -353,7 +352,7 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
     locks into a child). Like all of multiprocessing, this needs a script that calls
     trackscribe to guard its top level with ``if __name__ == "__main__":``.
     """
-    count = min(tracks, workers or len(os.sched_getaffinity(0)))
+    count = min(tracks, workers or usable_cores())
     if count <= 1:
         yield None
         return

@@ -44,6 +44,7 @@ __all__ = [
     "Transcriber",
     "model_identity",
     "resolve_model",
+    "usable_cores",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,15 @@ class TranscribeOptions(BaseModel):
     min_segment_level_db: float = Field(
         -50.0, description="segments whose audio is quieter than this (dBFS) are dropped"
     )
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the platform has one (a
+    container or ``taskset`` limits it, and ``os.cpu_count`` would not see that), else every
+    core (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def model_identity(name: str) -> str:
@@ -273,7 +283,7 @@ class Transcriber:
     def __init__(self, options: TranscribeOptions | None = None) -> None:
         self.options = options or TranscribeOptions()
         o = self.options
-        threads = o.cpu_threads or max(1, len(os.sched_getaffinity(0)) // o.parallel)
+        threads = o.cpu_threads or max(1, usable_cores() // o.parallel)
         self._model = _load_model(o.model, o.device, o.compute_type, threads, o.parallel)
 
     def transcribe(self, audio: PcmAudio, regions: Sequence[SpeechRegion]) -> list[Segment]:

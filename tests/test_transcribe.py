@@ -1,5 +1,6 @@
 """Transcription: only speech reaches the model, and every word comes back on the track clock."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from stages.transcribe import (
     _Piece,
     _Window,
     resolve_model,
+    usable_cores,
 )
 from stages.vad import detect_speech
 
@@ -318,3 +320,9 @@ def test_a_window_heard_whole_is_not_decoded_again(
     )
     segments = transcriber.transcribe(audio, regions)
     assert len(calls) == 1 and len(segments) == 2
+
+
+def test_the_cores_are_counted_where_the_platform_has_no_cpu_affinity(monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # as on macOS
+    assert usable_cores() == (os.cpu_count() or 1)
+    Transcriber()  # sizes its model threads by the cores: it loads, instead of AttributeError
