@@ -198,6 +198,7 @@ def _process(
     ):
         return _result(job, folder, done, reused=True)
     checkpoints = Checkpoints(folder / ".work")
+    checkpoints.drop_partial()  # this process holds the meeting's lock
     run = run_meeting(
         manifest,
         options=options,

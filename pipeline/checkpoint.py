@@ -86,6 +86,12 @@ class Checkpoints:
             pcm.unlink()  # cut short (a crash before the rename was synced): decoded again
         return audio
 
+    def drop_partial(self) -> None:
+        """Remove decoded audio that a killed run or worker left half-written. Only while no
+        other process works on the meeting: its decoders write under these names."""
+        for part in (self.folder / "decode").glob(".*.pcm.part"):
+            part.unlink(missing_ok=True)
+
     def drop_pcm(self) -> None:
         """Remove the decoded audio (large; cheap to make again), keep the rest."""
         for pcm in (self.folder / "decode").glob("*.pcm*"):

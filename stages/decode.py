@@ -77,23 +77,26 @@ def decode(
     A file that breaks off part-way (truncated upload, corrupt packet) decodes up to the
     break; the returned :class:`PcmAudio` says where in ``problem``.
     """
-    source = Path(source)
-    size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
+    source, pcm_path = Path(source), Path(pcm_path)
     try:
-        container = av.open(str(source), mode="r")
-    except av.error.FFmpegError as exc:
-        raise DecodeError(f"{source}: not a readable audio file ({_reason(exc)})") from None
-    with container:
-        if not container.streams.audio:
-            raise DecodeError(f"{source}: contains no audio stream")
-        with Path(pcm_path).open("wb") as out:
-            writer = _AlignedWriter(out)
-            problem = _decode_stream(container, container.streams.audio[0], writer)
-            writer.close()
-        problem = problem or _missing_tail(container, writer.duration)
-    if writer.first_time is None and problem is not None:
-        pcm_path.unlink(missing_ok=True)
-        raise DecodeError(f"{source}: no audio could be decoded ({problem})")
+        size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
+        try:
+            container = av.open(str(source), mode="r")
+        except av.error.FFmpegError as exc:
+            raise DecodeError(f"{source}: not a readable audio file ({_reason(exc)})") from None
+        with container:
+            if not container.streams.audio:
+                raise DecodeError(f"{source}: contains no audio stream")
+            with pcm_path.open("wb") as out:
+                writer = _AlignedWriter(out)
+                problem = _decode_stream(container, container.streams.audio[0], writer)
+                writer.close()
+            problem = problem or _missing_tail(container, writer.duration)
+        if writer.first_time is None and problem is not None:
+            raise DecodeError(f"{source}: no audio could be decoded ({problem})")
+    except BaseException:
+        pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
+        raise
     if problem:
         log.warning("%s: %s", source, problem)
     return PcmAudio(

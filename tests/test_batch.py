@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from models import BatchSummary, JobsError, Transcript, load_jobs
+from models import BatchSummary, JobsError, PcmAudio, Transcript, load_jobs
 from pipeline import PipelineOptions, run_batch
+from pipeline.checkpoint import Checkpoints
 from pipeline.config import ApiSettings
 from pipeline.emulator import Emulator, EmulatorOptions
 from stages.merge import MergeOptions
@@ -273,6 +274,25 @@ def test_a_transcript_shows_itself_in_a_notebook(reference):
     summary = BatchSummary.load(reference / "summary.json")
     assert list(summary.to_dataframe()["status"]) == ["done"] * 3
     assert "<table>" in summary._repr_html_()
+
+
+def test_audio_a_killed_decoder_left_half_written_is_removed_and_finished_audio_kept(tmp_path):
+    store = Checkpoints(tmp_path / ".work")
+    half = store.pcm_path("k1")  # a decoder killed while writing leaves this
+    whole = store.pcm_path("k2")
+    whole.write_bytes(b"\0\0" * 16_000)
+    audio = PcmAudio(
+        source=Path("a.webm"),
+        source_sha256="0" * 64,
+        source_size=1,
+        pcm_path=whole,
+        num_samples=16_000,
+        first_packet_time=0.0,
+    )
+    finished = store.save_decoded("k2", audio)
+    store.drop_partial()
+    assert not half.exists()
+    assert finished.pcm_path.exists() and store.decoded("k2") is not None
 
 
 def test_a_changed_file_or_a_damaged_checkpoint_is_redone_not_trusted(meetings, tmp_path):

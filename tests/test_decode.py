@@ -109,6 +109,20 @@ def test_a_missing_file_or_a_wrong_checksum_is_refused_before_decoding(sample_ma
         decode(path, tmp_path / "x.pcm", expected_size=1)
 
 
+def test_a_refused_or_unreadable_file_leaves_nothing_where_its_audio_was_to_go(
+    sample_manifest, tmp_path
+):
+    pcm = tmp_path / "x.pcm"
+    notes = tmp_path / "notes.webm"
+    notes.write_text("these are meeting notes, not audio\n" * 50)
+    track = sample_manifest.tracks[0]
+    for source, size in [(sample_manifest.track_path(track), 1), (notes, None)]:
+        pcm.write_bytes(b"")  # as a checkpoint store hands it out: made empty, to be filled
+        with pytest.raises(DecodeError):
+            decode(source, pcm, expected_size=size)
+        assert not pcm.exists()
+
+
 def test_memory_does_not_grow_with_track_length(tmp_path):
     rng = np.random.default_rng(0)
 
