@@ -40,7 +40,13 @@ from models import (
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
 from stages.merge import MergeOptions, merge, track_offsets
-from stages.transcribe import TranscribeOptions, Transcriber, model_identity, usable_cores
+from stages.transcribe import (
+    TracksFailed,
+    TranscribeOptions,
+    Transcriber,
+    model_identity,
+    usable_cores,
+)
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
@@ -481,6 +487,9 @@ def _transcribe(
                 on_progress=lambda s: bar.update(round(s, 1)),
                 on_track_done=done,
             )
+        except TracksFailed as failed:  # the others are done and kept
+            for position, exc in failed.failures.items():
+                _fail(todo[position], manifest.tracks[todo[position].index].path, exc)
         except Exception:
             # Find the track that fails, alone; the others' results are the same either way.
             log.warning("transcribing the tracks together failed; retrying one by one")

@@ -40,6 +40,7 @@ from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 __all__ = [
     "BUNDLED_MODEL",
     "ModelError",
+    "TracksFailed",
     "TranscribeOptions",
     "Transcriber",
     "model_identity",
@@ -55,6 +56,18 @@ BUNDLED_MODEL = "bundled:tiny.en"
 
 class ModelError(ValueError):
     """The chosen model cannot be loaded; the message names it and says why."""
+
+
+class TracksFailed(Exception):
+    """Some tracks could not be transcribed; every other track was, and was reported done.
+
+    Batches never mix tracks, so a failure is one track's own: ``failures`` maps each failed
+    track's index to what went wrong.
+    """
+
+    def __init__(self, failures: dict[int, Exception]) -> None:
+        super().__init__("; ".join(f"track {i}: {error}" for i, error in failures.items()))
+        self.failures = failures
 
 
 class TranscribeOptions(BaseModel):
@@ -288,7 +301,10 @@ class Transcriber:
 
     def transcribe(self, audio: PcmAudio, regions: Sequence[SpeechRegion]) -> list[Segment]:
         """Segments for ``regions`` of ``audio``, in track time, each inside one region."""
-        return self.transcribe_tracks([(audio, regions)])[0]
+        try:
+            return self.transcribe_tracks([(audio, regions)])[0]
+        except TracksFailed as failed:
+            raise failed.failures[0] from None
 
     def transcribe_tracks(
         self,
@@ -307,6 +323,8 @@ class Transcriber:
         starts, so memory holds ``parallel`` batches at most.
         ``on_progress`` is called with the seconds of speech each window held, as it is done;
         ``on_track_done`` with a track's index and segments as soon as all of it is done.
+        A track that fails costs the others nothing: they are finished and reported, and
+        :class:`TracksFailed` then says which failed and why.
         """
         o = self.options
         batches: list[list[_Window]] = []
@@ -323,6 +341,13 @@ class Transcriber:
             if on_track_done is not None:
                 on_track_done(index, results[index])
 
+        failures: dict[int, Exception] = {}
+
+        def run(batch: list[_Window]) -> list[tuple[_Window, list[Segment]]]:
+            if batch[0].track in failures:
+                return []  # its track has failed already: the rest of it is of no use
+            return self._run_batch(batch, tracks)
+
         for index, count in enumerate(pending):
             if count == 0:
                 finish(index)  # nothing to send: done at once
@@ -330,16 +355,24 @@ class Transcriber:
             _one_thread_math(),
             ThreadPoolExecutor(o.parallel, thread_name_prefix="transcribe") as pool,
         ):
-            futures = [pool.submit(self._run_batch, batch, tracks) for batch in batches]
+            futures = {pool.submit(run, batch): batch[0].track for batch in batches}
             for future in as_completed(futures):
-                done = future.result()
+                track = futures[future]
+                try:
+                    done = future.result()
+                except Exception as exc:
+                    failures.setdefault(track, exc)
+                if track in failures:
+                    continue
                 for window, segments in done:
-                    results[window.track].extend(segments)
+                    results[track].extend(segments)
                     if on_progress is not None:
                         on_progress(window.duration)
-                pending[done[0][0].track] -= 1
-                if pending[done[0][0].track] == 0:
-                    finish(done[0][0].track)
+                pending[track] -= 1
+                if pending[track] == 0:
+                    finish(track)
+        if failures:
+            raise TracksFailed(failures)
         return results
 
     def _run_batch(

@@ -7,6 +7,7 @@ import pytest
 
 from models import ManifestError
 from pipeline import transcribe_tracks
+from stages.transcribe import Transcriber
 
 from .conftest import silence, words_of, write_webm
 
@@ -152,3 +153,24 @@ def test_an_invalid_manifest_is_an_error_naming_the_field(meeting_copy):
     path = _rewrite(meeting_copy, lambda raw: raw["tracks"][2].pop("user_id"))
     with pytest.raises(ManifestError, match=r"tracks\[2\]\.user_id: Field required"):
         transcribe_tracks(path, progress=False)
+
+
+def test_a_track_the_model_fails_on_is_listed_and_the_others_are_transcribed_once(
+    meeting_copy, monkeypatch
+):
+    batches = []
+    run_batch = Transcriber._run_batch
+
+    def failing_on_chen(self, batch, tracks):
+        source = tracks[batch[0].track][0].source.name
+        batches.append((source, tuple(p.track_start for w in batch for p in w.pieces)))
+        if "user-chen" in source:
+            raise MemoryError("out of memory")  # what a model can raise on one track's batch
+        return run_batch(self, batch, tracks)
+
+    monkeypatch.setattr(Transcriber, "_run_batch", failing_on_chen)
+    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=False)
+    (failure,) = transcript.provenance.failures
+    assert failure.user_id == "user-chen" and "MemoryError: out of memory" in failure.reason
+    assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
+    assert len(batches) == len(set(batches))  # no track's batch decoded twice

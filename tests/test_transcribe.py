@@ -12,6 +12,7 @@ from stages.merge import track_offsets
 from stages.transcribe import (
     BUNDLED_MODEL,
     ModelError,
+    TracksFailed,
     TranscribeOptions,
     Transcriber,
     _compression_ratio,
@@ -326,3 +327,22 @@ def test_the_cores_are_counted_where_the_platform_has_no_cpu_affinity(monkeypatc
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # as on macOS
     assert usable_cores() == (os.cpu_count() or 1)
     Transcriber()  # sizes its model threads by the cores: it loads, instead of AttributeError
+
+
+def test_a_track_that_fails_costs_the_others_nothing(good_morning, transcriber, tmp_path):
+    first = _track(tmp_path, "first", np.concatenate([silence(1), good_morning, silence(1)]))
+    lost = _track(tmp_path, "lost", np.concatenate([silence(1), good_morning, silence(1)]))
+    regions = detect_speech(first)
+    lost.pcm_path.unlink()  # its decoded audio is gone by the time the model wants it
+    finished = {}
+    with pytest.raises(TracksFailed) as failed:
+        transcriber.transcribe_tracks(
+            [(lost, regions), (first, regions)],
+            on_track_done=lambda index, segments: finished.update({index: segments}),
+        )
+    assert list(failed.value.failures) == [0]
+    assert isinstance(failed.value.failures[0], FileNotFoundError)
+    assert list(finished) == [1]
+    assert words_of(" ".join(s.text for s in finished[1]))[:2] == ["good", "morning"]
+    with pytest.raises(FileNotFoundError):  # one track alone: its own error
+        transcriber.transcribe(lost, regions)
