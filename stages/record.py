@@ -103,6 +103,11 @@ class RealtimeKitClient:
         API form requires it, and the newer one reads it the same as no layers. The older
         form answered with an empty body; then the recording is looked up as the meeting's
         active one.
+
+        Starting is not repeated blindly: an error answer (5xx, 408, 409) does not prove that
+        nothing started, and a second start would record the meeting twice. Before each
+        retry the meeting's active recording is looked up, and one that was not there before
+        the first try is taken as this start's.
         """
         body: dict[str, Any] = {"meeting_id": meeting_id}
         if user_ids is not None:
@@ -111,7 +116,16 @@ class RealtimeKitClient:
         body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
             body["max_seconds"] = max_seconds
-        data = self._call("POST", "/recordings/track", json=body)
+        before = self.active_recording(meeting_id)
+        known = before.id if before is not None else None
+
+        def started() -> Recording | None:
+            active = self.active_recording(meeting_id)
+            return active if active is not None and active.id != known else None
+
+        data = self._call("POST", "/recordings/track", json=body, settled=started)
+        if isinstance(data, Recording):
+            return data
         if isinstance(data, Mapping) and isinstance(data.get("recording"), Mapping):
             return self._recording(data["recording"], "start track recording")
         if isinstance(data, Mapping) and "id" in data:
@@ -281,9 +295,15 @@ class RealtimeKitClient:
         *,
         with_paging: bool = False,
         retry_conflict: bool = True,
+        settled: Callable[[], object | None] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """One API call with retries; returns the envelope's ``data`` (and ``paging``)."""
+        """One API call with retries; returns the envelope's ``data`` (and ``paging``).
+
+        ``settled``, for a call that must not take effect twice, is asked before the call is
+        repeated after an answer that may have come after it took effect (5xx, 408, 409):
+        what it returns other than None is taken as the call's outcome, and nothing repeated.
+        """
         call = f"{method} {path}"
         for attempt in range(1, self._retry.attempts + 1):
             try:
@@ -313,6 +333,11 @@ class RealtimeKitClient:
             wait = self._retry.delay(attempt, response.headers.get("retry-after"))
             log.warning("%s: HTTP %d; retrying in %.1f s", call, response.status_code, wait)
             self._sleep(wait)
+            if settled is not None and response.status_code != 429:  # 429: turned away unread
+                outcome = settled()
+                if outcome is not None:
+                    log.warning("%s: it took effect after all; not repeated", call)
+                    return outcome
         raise AssertionError("unreachable")
 
 

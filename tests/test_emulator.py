@@ -537,7 +537,14 @@ def test_unknown_faults_are_refused(api: Api):
         EmulatorOptions(token=TOKEN, faults={"meteor": 1})
     with pytest.raises(ValueError, match="meteor"):
         api.emulator.inject("meteor")
-    assert set(FAULTS) == {"rate_limit", "server_error", "cut", "expired_url", "corrupt"}
+    assert set(FAULTS) == {
+        "rate_limit",
+        "server_error",
+        "lost_reply",
+        "cut",
+        "expired_url",
+        "corrupt",
+    }
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -571,6 +578,16 @@ def test_the_server_error_fault_answers_503_n_times_also_when_injected_later(api
 
     assert [r.status_code for r in answers] == [503, 503, 200]
     assert answers[0].json() == {"success": False, "error": {"code": 503, "message": ANY_TEXT}}
+
+
+def test_the_lost_reply_fault_does_what_was_asked_and_answers_502(api: Api):
+    api.emulator.inject("lost_reply")
+    assert api.http.get("").status_code == 200  # reads are answered as ever
+    lost = api.http.post("/track", json={"meeting_id": api.emulator.meeting_id})
+    assert lost.status_code == 502
+    (recording,) = api.http.get("").json()["data"]  # started all the same
+    again = api.http.post("/track", json={"meeting_id": api.emulator.meeting_id})
+    assert again.status_code == 409 and recording["id"] in again.json()["error"]["message"]
 
 
 def test_the_cut_fault_drops_the_connection_after_half_the_body_n_times(make_api, sample_dir, web):

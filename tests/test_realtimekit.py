@@ -253,6 +253,16 @@ def test_rate_limits_are_waited_out_as_the_server_asks(sample_dir):
     assert len(waits) == 3
 
 
+def test_a_start_whose_answer_is_lost_is_not_repeated(emulator):
+    emulator.inject("lost_reply")  # the recording starts, and the client is answered 502
+    with client_for(emulator) as client:
+        recording = client.start_track_recording(emulator.meeting_id)
+        assert [r.id for r in client.list_recordings(meeting_id=emulator.meeting_id)] == [
+            recording.id
+        ]
+        assert client.active_recording(emulator.meeting_id).id == recording.id
+
+
 def test_pause_resume_stop_and_the_active_recording(emulator):
     with client_for(emulator) as client:
         started = client.start_track_recording(emulator.meeting_id, user_ids=["user-alice"])
