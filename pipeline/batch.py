@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -85,6 +86,11 @@ def run_batch(
     """
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
+    folders = Counter(j.folder_name for j in jobs)
+    if shared := sorted(name for name, count in folders.items() if count > 1):
+        raise JobsError(
+            f"jobs would share the output folder {shared[0]!r}; give them different ids"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = options or PipelineOptions()

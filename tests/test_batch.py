@@ -257,6 +257,16 @@ def test_bad_jobs_files_are_refused_naming_the_line(tmp_path, text, suffix, mess
         load_jobs(path)
 
 
+def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
+    path = tmp_path / "jobs.csv"
+    path.write_text("id,manifest\nx,a.json\ny,b.json\n")
+    first, second = load_jobs(path)
+    twin = second.model_copy(update={"id": "x"})
+    with pytest.raises(JobsError, match="share the output folder 'x'"):
+        run_batch([first, twin], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything is done
+
+
 def test_csv_jobs_with_user_ids(tmp_path):
     path = tmp_path / "jobs.csv"
     path.write_text("meeting_id,user_ids\nm-1,alice;bob\nm-2,\n")
