@@ -64,8 +64,8 @@ class RetryPolicy(BaseModel):
 
     The API documents 408, 409, 429 and 5xx as transient; any other 4xx is the request's own
     fault and repeating it only burns the rate limit. Waits grow exponentially with jitter (so
-    many batch workers do not retry in step), and a server's ``retry-after`` is honoured (up
-    to ``max_retry_after``: beyond that, giving up and re-running later is better).
+    many batch workers do not retry in step), and a server's ``retry-after`` is honoured, up
+    to ``max_retry_after``: when a server asks for longer, that is waited and then tried again.
     """
 
     model_config = ConfigDict(frozen=True)

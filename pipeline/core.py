@@ -537,7 +537,9 @@ class _Store:
     (not how many threads or batches run at once: a track's result does not depend on them).
     """
 
-    def __init__(self, checkpoints: Checkpoints | None, scratch: Path, options: PipelineOptions):
+    def __init__(
+        self, checkpoints: Checkpoints | None, scratch: Path, options: PipelineOptions
+    ) -> None:
         self._checkpoints = checkpoints
         self._scratch = scratch
         self._software = runtime_versions() if checkpoints is not None else ""

@@ -127,11 +127,18 @@ class TranscribeOptions(BaseModel):
         "generators that cannot be seeded per call, so a window that reaches it may be "
         "transcribed differently on every run; the default keeps reruns identical",
     )
-    # Guards. A segment is dropped when it loops, or when the model says it is not speech.
+    # Guards. A window whose text loops or is unsure is decoded again with care; what still
+    # loops is dropped, and so is what the model says is not speech.
     compression_ratio_threshold: float = Field(
-        2.4, description="higher gzip ratio means repeated text (a loop): dropped"
+        2.4,
+        description="higher gzip ratio means repeated text (a loop): the window is decoded "
+        "again with care, and segments that still loop are dropped",
     )
-    log_prob_threshold: float = Field(-1.0, description="with no_speech_threshold: see there")
+    log_prob_threshold: float = Field(
+        -1.0,
+        description="a window less sure than this (average log probability) is decoded again "
+        "with care; see also no_speech_threshold",
+    )
     no_speech_threshold: float = Field(
         0.6,
         description="segments above this no-speech probability whose average log "
