@@ -1,7 +1,7 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
 from ._time import TrackTiming, UtcDatetime, format_utc
-from .audio import SAMPLE_RATE, PcmAudio
+from .audio import SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_files, atomic_write_text, sha256_file
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
@@ -34,6 +34,7 @@ from .transcript import (
 __all__ = [
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
+    "SILENCE_DB",
     "TRANSCRIPT_SCHEMA",
     "BatchSummary",
     "ClockEstimate",
@@ -74,6 +75,7 @@ __all__ = [
     "describe_error",
     "format_utc",
     "frame_runs",
+    "level_db",
     "load_jobs",
     "parse_file_name",
     "protect_http_logs",

@@ -17,6 +17,18 @@ SAMPLE_RATE = 16_000
 
 _BYTES_PER_SAMPLE = 2
 
+SILENCE_DB = -120.0
+"""The level given to digital silence: below anything 16-bit audio holds (-117 dBFS for one
+least-significant bit in a 30-ms frame)."""
+
+
+def level_db(
+    samples: np.ndarray, *, axis: int | None = None, full_scale: float = 1.0
+) -> np.ndarray:
+    """RMS level in dBFS (of ``full_scale``), along ``axis``; :data:`SILENCE_DB` at the least."""
+    rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=axis)) / full_scale
+    return 20 * np.log10(np.maximum(rms, 10 ** (SILENCE_DB / 20)))
+
 
 class PcmAudio(BaseModel):
     """A decoded track. ``problem`` is set when the file broke off before its end."""

@@ -35,7 +35,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from pydantic import BaseModel, ConfigDict, Field
 from threadpoolctl import threadpool_limits
 
-from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
+from models import SAMPLE_RATE, SILENCE_DB, PcmAudio, Segment, SpeechRegion, Word, level_db
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -814,7 +814,4 @@ def _compression_ratio(text: str) -> float:
 def _level_db(samples: np.ndarray, start: float, end: float) -> float:
     """RMS level (dBFS) of ``samples`` between two times (s) into them."""
     part = _clip(samples, start, end)
-    if part.size == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64))))
-    return 20 * np.log10(max(rms, 1e-6))
+    return float(level_db(part)) if part.size else SILENCE_DB

@@ -14,12 +14,19 @@ import numpy as np
 import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import SAMPLE_RATE, PcmAudio, SpeechRegion, VoiceActivity, bridge_runs, frame_runs
+from models import (
+    SAMPLE_RATE,
+    PcmAudio,
+    SpeechRegion,
+    VoiceActivity,
+    bridge_runs,
+    frame_runs,
+    level_db,
+)
 
 __all__ = ["VadOptions", "detect_speech", "speech_regions", "voice_activity"]
 
 _FULL_SCALE = 32768.0
-_SILENCE_DB = -120.0
 
 
 class VadOptions(BaseModel):
@@ -104,8 +111,7 @@ def _classify_frames(audio: PcmAudio, options: VadOptions) -> tuple[np.ndarray, 
         if usable == 0:
             break  # a final partial frame: webrtcvad cannot take it
         frames = block[:usable].reshape(-1, frame_len)
-        rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1)) / _FULL_SCALE
-        db = np.where(rms > 0, 20 * np.log10(np.maximum(rms, 1e-12)), _SILENCE_DB)
+        db = level_db(frames, axis=1, full_scale=_FULL_SCALE)
         loud = db >= options.min_level_db
         # Only frames loud enough to matter are sent to webrtcvad: quiet ones cannot be speech.
         flags = np.zeros(len(frames), bool)
