@@ -18,8 +18,9 @@ SAMPLE_RATE = 16_000
 _BYTES_PER_SAMPLE = 2
 
 SILENCE_DB = -120.0
-"""The level given to digital silence: below anything 16-bit audio holds (-117 dBFS for one
-least-significant bit in a 30-ms frame)."""
+"""The lowest level given: digital silence, and anything quieter. A 30-ms frame of 16-bit
+audio holds nothing quieter but silence (one least-significant bit: -117 dBFS); a longer
+stretch can, and is given this level all the same."""
 
 
 def level_db(

@@ -86,7 +86,7 @@ def run_batch(
     """
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
-    folders = Counter(j.folder_name for j in jobs)
+    folders = Counter(j.folder_name.casefold() for j in jobs)  # one folder on macOS: a and A
     if shared := sorted(name for name, count in folders.items() if count > 1):
         raise JobsError(
             f"jobs would share the output folder {shared[0]!r}; give them different ids"

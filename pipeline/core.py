@@ -393,11 +393,14 @@ def _analyse(
     Tracks already analysed with these settings (checkpoints) are taken as they are.
     """
 
+    given: dict[int, Path] = {}  # where each track's decoded audio was to go
+
     def job(item: _TrackWork) -> tuple:
         track = manifest.tracks[item.index]
+        given[item.index] = store.pcm_path(item)
         return (
             manifest.track_path(track),
-            store.pcm_path(item),
+            given[item.index],
             track.sha256,
             track.size,
             item.file_key,  # hashed and checked here already: the worker need not read it again
@@ -409,6 +412,11 @@ def _analyse(
         item.audio, item.activity = store.analysed(item, audio, activity)
         stats.decode_s += decode_s
         stats.vad_s += vad_s
+
+    def fail(item: _TrackWork, exc: Exception) -> None:
+        _fail(item, manifest.tracks[item.index].path, exc)
+        if (path := given.get(item.index)) is not None:
+            path.unlink(missing_ok=True)  # a refused file leaves it there, as it was made
 
     for item in work:
         track = manifest.tracks[item.index]
@@ -434,7 +442,7 @@ def _analyse(
                     leftover.append(item)
                     continue
                 except Exception as exc:  # one bad track must not cost the others
-                    _fail(item, manifest.tracks[item.index].path, exc)
+                    fail(item, exc)
                 bar.update()
             if leftover:
                 log.warning("decode workers unavailable; decoding %d track(s) here", len(leftover))
@@ -442,7 +450,7 @@ def _analyse(
             try:
                 record(item, analyse_track(*job(item)))
             except Exception as exc:  # one bad track must not cost the others
-                _fail(item, manifest.tracks[item.index].path, exc)
+                fail(item, exc)
             bar.update()
 
 

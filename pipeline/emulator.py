@@ -35,8 +35,8 @@ arming is a count that one occurrence uses up, and no fault ever changes a file 
 - ``rate_limit``: an authorised API request is answered 429 (gateway envelope, code 971,
   ``retry-after: 1``). ``server_error``: an authorised API request is answered 503
   (RealtimeKit envelope). Rate limits are checked first; a 401 uses up neither.
-  ``lost_reply``: a request that changes something (POST, PUT) takes effect, and is answered
-  502 all the same, as when a gateway loses the service's answer.
+  ``lost_reply``: a start (POST) takes effect, and is answered 502 all the same, as when a
+  gateway loses the service's answer.
 - ``cut``: a file download sends its headers (full Content-Length) and half its body, then
   the connection is closed. ``corrupt``: a download sends the right length and headers with
   one byte in every 64 KiB inverted. Both count only downloads actually served (not 403/416)
@@ -303,7 +303,7 @@ class Emulator:
             reply = self._route(method, match["rest"] or "", query, body)
         except _ApiError as exc:
             return _rtk_error(exc.status, exc.message)
-        if method != "GET" and reply.status < 300 and self._fire("lost_reply"):
+        if method == "POST" and reply.status < 300 and self._fire("lost_reply"):
             return _rtk_error(502, "Bad gateway")  # done, but the client cannot know it
         return reply
 

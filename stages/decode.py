@@ -75,28 +75,30 @@ def decode(
     ``verified_sha256`` is the digest :func:`check_file` just gave the caller (in another
     process, say): the file is then not read twice.
     A file that breaks off part-way (truncated upload, corrupt packet) decodes up to the
-    break; the returned :class:`PcmAudio` says where in ``problem``.
+    break; the returned :class:`PcmAudio` says where in ``problem``. A decoding that fails
+    once it has begun writing ``pcm_path`` removes it; a file refused before that leaves
+    ``pcm_path`` as it was.
     """
     source, pcm_path = Path(source), Path(pcm_path)
+    size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
     try:
-        size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
+        container = av.open(str(source), mode="r")
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"{source}: not a readable audio file ({_reason(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise DecodeError(f"{source}: contains no audio stream")
         try:
-            container = av.open(str(source), mode="r")
-        except av.error.FFmpegError as exc:
-            raise DecodeError(f"{source}: not a readable audio file ({_reason(exc)})") from None
-        with container:
-            if not container.streams.audio:
-                raise DecodeError(f"{source}: contains no audio stream")
             with pcm_path.open("wb") as out:
                 writer = _AlignedWriter(out)
                 problem = _decode_stream(container, container.streams.audio[0], writer)
                 writer.close()
             problem = problem or _missing_tail(container, writer.duration)
-        if writer.first_time is None and problem is not None:
-            raise DecodeError(f"{source}: no audio could be decoded ({problem})")
-    except BaseException:
-        pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
-        raise
+            if writer.first_time is None and problem is not None:
+                raise DecodeError(f"{source}: no audio could be decoded ({problem})")
+        except BaseException:
+            pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
+            raise
     if problem:
         log.warning("%s: %s", source, problem)
     return PcmAudio(

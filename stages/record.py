@@ -104,10 +104,13 @@ class RealtimeKitClient:
         form answered with an empty body; then the recording is looked up as the meeting's
         active one.
 
-        Starting is not repeated blindly: an error answer (5xx, 408, 409) does not prove that
-        nothing started, and a second start would record the meeting twice. Before each
-        retry the meeting's active recording is looked up, and one that was not there before
-        the first try is taken as this start's.
+        Starting is not repeated blindly: an error answer (5xx, 408) does not prove that
+        nothing started, and a second start would record the meeting twice. After such an
+        answer the meeting's active recording is looked up (one more GET against the rate
+        limit, like the one before the first try), and one that was not there before the
+        first try is taken as this start's. A 409 is looked into only after such an answer:
+        as the first answer it says someone else's recording is in the way, which is not ours
+        to take.
         """
         body: dict[str, Any] = {"meeting_id": meeting_id}
         if user_ids is not None:
@@ -116,12 +119,20 @@ class RealtimeKitClient:
         body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
             body["max_seconds"] = max_seconds
-        before = self.active_recording(meeting_id)
-        known = before.id if before is not None else None
+        try:
+            before = self.active_recording(meeting_id)
+        except RealtimeKitError as exc:  # cannot tell what is new: retried as before
+            log.warning("start track recording: no look at the active recording (%s)", exc)
+            started = None
+        else:
+            known = before.id if before is not None else None
 
-        def started() -> Recording | None:
-            active = self.active_recording(meeting_id)
-            return active if active is not None and active.id != known else None
+            def started() -> Recording | None:
+                try:
+                    active = self.active_recording(meeting_id)
+                except RealtimeKitError:
+                    return None  # unknown: tried again, as without the look
+                return active if active is not None and active.id != known else None
 
         data = self._call("POST", "/recordings/track", json=body, settled=started)
         if isinstance(data, Recording):
@@ -300,11 +311,13 @@ class RealtimeKitClient:
     ) -> Any:
         """One API call with retries; returns the envelope's ``data`` (and ``paging``).
 
-        ``settled``, for a call that must not take effect twice, is asked before the call is
-        repeated after an answer that may have come after it took effect (5xx, 408, 409):
-        what it returns other than None is taken as the call's outcome, and nothing repeated.
+        ``settled``, for a call that must not take effect twice, is asked after an answer that
+        may have come after it took effect (5xx, 408; then also 409, which a second try gets
+        when the first took effect), before the call is repeated or given up: what it returns
+        other than None is taken as the call's outcome.
         """
         call = f"{method} {path}"
+        unclear = False  # an answer so far may have come after the call took effect
         for attempt in range(1, self._retry.attempts + 1):
             try:
                 response = self._http.request(method, path, **kwargs)
@@ -324,20 +337,20 @@ class RealtimeKitClient:
                 payload = _json(response)
                 data = payload.get("data", payload.get("result")) if payload else None
                 return (data, payload.get("paging")) if with_paging else data
+            status = response.status_code
             error = _error(response, call)
-            retry = self._retry.should_retry(response.status_code) and (
-                retry_conflict or response.status_code != 409
-            )
+            unclear = unclear or status == 408 or status >= 500
+            if settled is not None and (status in (408, 409) or status >= 500) and unclear:
+                outcome = settled()
+                if outcome is not None:
+                    log.warning("%s: HTTP %d, but it took effect; not repeated", call, status)
+                    return outcome
+            retry = self._retry.should_retry(status) and (retry_conflict or status != 409)
             if not retry or attempt == self._retry.attempts:
                 raise error
             wait = self._retry.delay(attempt, response.headers.get("retry-after"))
-            log.warning("%s: HTTP %d; retrying in %.1f s", call, response.status_code, wait)
+            log.warning("%s: HTTP %d; retrying in %.1f s", call, status, wait)
             self._sleep(wait)
-            if settled is not None and response.status_code != 429:  # 429: turned away unread
-                outcome = settled()
-                if outcome is not None:
-                    log.warning("%s: it took effect after all; not repeated", call)
-                    return outcome
         raise AssertionError("unreachable")
 
 

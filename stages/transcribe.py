@@ -62,12 +62,14 @@ class TracksFailed(Exception):
     """Some tracks could not be transcribed; every other track was, and was reported done.
 
     Batches never mix tracks, so a failure is one track's own: ``failures`` maps each failed
-    track's index to what went wrong.
+    track's index to what went wrong, and ``results`` holds every track's segments as
+    :meth:`Transcriber.transcribe_tracks` would return them (a failed track's: empty).
     """
 
-    def __init__(self, failures: dict[int, Exception]) -> None:
+    def __init__(self, failures: dict[int, Exception], results: list[list[Segment]]) -> None:
         super().__init__("; ".join(f"track {i}: {error}" for i, error in failures.items()))
         self.failures = failures
+        self.results = results
 
 
 class TranscribeOptions(BaseModel):
@@ -330,8 +332,9 @@ class Transcriber:
         starts, so memory holds ``parallel`` batches at most.
         ``on_progress`` is called with the seconds of speech each window held, as it is done;
         ``on_track_done`` with a track's index and segments as soon as all of it is done.
-        A track that fails costs the others nothing: they are finished and reported, and
-        :class:`TracksFailed` then says which failed and why.
+        A track that fails costs the others nothing: they are finished and reported, its
+        batches not yet started are skipped, and :class:`TracksFailed` then says which failed
+        and why.
         """
         o = self.options
         batches: list[list[_Window]] = []
@@ -343,12 +346,15 @@ class Transcriber:
             pending[index] = count
         results: list[list[Segment]] = [[] for _ in tracks]
 
+        failures: dict[int, Exception] = {}
+
         def finish(index: int) -> None:
             results[index].sort(key=lambda s: s.start)
             if on_track_done is not None:
-                on_track_done(index, results[index])
-
-        failures: dict[int, Exception] = {}
+                try:
+                    on_track_done(index, results[index])
+                except Exception as exc:  # keeping it failed (a full disk): that track's loss
+                    failures[index] = exc
 
         def run(batch: list[_Window]) -> list[tuple[_Window, list[Segment]]]:
             if batch[0].track in failures:
@@ -379,7 +385,9 @@ class Transcriber:
                 if pending[track] == 0:
                     finish(track)
         if failures:
-            raise TracksFailed(failures)
+            for index in failures:
+                results[index] = []
+            raise TracksFailed(failures, results)
         return results
 
     def _run_batch(

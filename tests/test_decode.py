@@ -2,6 +2,7 @@
 
 import tracemalloc
 
+import av
 import numpy as np
 import pytest
 
@@ -109,18 +110,23 @@ def test_a_missing_file_or_a_wrong_checksum_is_refused_before_decoding(sample_ma
         decode(path, tmp_path / "x.pcm", expected_size=1)
 
 
-def test_a_refused_or_unreadable_file_leaves_nothing_where_its_audio_was_to_go(
+def test_a_decoding_that_fails_midway_leaves_nothing_and_a_refused_file_touches_nothing(
     sample_manifest, tmp_path
 ):
     pcm = tmp_path / "x.pcm"
-    notes = tmp_path / "notes.webm"
-    notes.write_text("these are meeting notes, not audio\n" * 50)
-    track = sample_manifest.tracks[0]
-    for source, size in [(sample_manifest.track_path(track), 1), (notes, None)]:
-        pcm.write_bytes(b"")  # as a checkpoint store hands it out: made empty, to be filled
-        with pytest.raises(DecodeError):
-            decode(source, pcm, expected_size=size)
-        assert not pcm.exists()
+    pcm.write_bytes(b"kept")
+    source = sample_manifest.track_path(sample_manifest.tracks[0])
+    with pytest.raises(DecodeError, match="size is"):
+        decode(source, pcm, expected_size=1)
+    assert pcm.read_bytes() == b"kept"  # refused before decoding began: not the decoder's
+
+    with av.open(str(source)) as container:
+        first_packet = next(container.demux(container.streams.audio[0])).pos
+    header_only = tmp_path / "header.webm"  # an audio stream, and not one packet of it
+    header_only.write_bytes(source.read_bytes()[:first_packet])
+    with pytest.raises(DecodeError, match="no audio could be decoded"):
+        decode(header_only, pcm)
+    assert not pcm.exists()
 
 
 def test_memory_does_not_grow_with_track_length(tmp_path):

@@ -263,6 +263,29 @@ def test_a_start_whose_answer_is_lost_is_not_repeated(emulator):
         assert client.active_recording(emulator.meeting_id).id == recording.id
 
 
+def test_a_start_whose_answer_is_lost_on_its_last_try_is_still_found(emulator):
+    emulator.inject("lost_reply")
+    client = RealtimeKitClient(
+        account_id="a",
+        app_id="b",
+        token=TOKEN,
+        base_url=emulator.base_url,
+        retry=RetryPolicy(attempts=1),
+    )
+    with client:
+        recording = client.start_track_recording(emulator.meeting_id)
+        assert client.active_recording(emulator.meeting_id).id == recording.id
+
+
+def test_a_start_turned_away_by_someone_elses_recording_does_not_take_it(sample_dir):
+    options = EmulatorOptions(token=TOKEN, record_seconds=60, start_delay=0.05)
+    with Emulator(sample_dir, options) as emu, client_for(emu) as client:
+        theirs = client.start_track_recording(emu.meeting_id, user_ids=["user-alice"])
+        with pytest.raises(RealtimeKitError) as refused:
+            client.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        assert refused.value.status == 409 and theirs.id in refused.value.message
+
+
 def test_pause_resume_stop_and_the_active_recording(emulator):
     with client_for(emulator) as client:
         started = client.start_track_recording(emulator.meeting_id, user_ids=["user-alice"])

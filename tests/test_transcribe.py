@@ -344,5 +344,6 @@ def test_a_track_that_fails_costs_the_others_nothing(good_morning, transcriber, 
     assert isinstance(failed.value.failures[0], FileNotFoundError)
     assert list(finished) == [1]
     assert words_of(" ".join(s.text for s in finished[1]))[:2] == ["good", "morning"]
+    assert failed.value.results == [[], finished[1]]  # also for a caller without the callback
     with pytest.raises(FileNotFoundError):  # one track alone: its own error
         transcriber.transcribe(lost, regions)
