@@ -693,7 +693,8 @@ def _unrepeated_text(window: _Window, decoded: _Decoded) -> str:
             earlier.append((piece.duration, said))
     if not dropped:
         return decoded.text
-    return " ".join(w.word for w in decoded.words if window.piece_of(w) not in dropped)
+    left_out = {id(w) for piece in dropped for w in by_piece[piece]}
+    return " ".join(w.word for w in decoded.words if id(w) not in left_out)
 
 
 def _carried(alone: Sequence[Word], following: Sequence[Word]) -> int:
