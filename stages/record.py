@@ -7,6 +7,7 @@ never reached the server) and turns both of the API's error envelopes into one
 line or error message carries it.
 """
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -119,22 +120,15 @@ class RealtimeKitClient:
         body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
             body["max_seconds"] = max_seconds
+        settled = None
         try:
             before = self.active_recording(meeting_id)
         except RealtimeKitError as exc:  # cannot tell what is new: retried as before
             log.warning("start track recording: no look at the active recording (%s)", exc)
-            started = None
         else:
             known = before.id if before is not None else None
-
-            def started() -> Recording | None:
-                try:
-                    active = self.active_recording(meeting_id)
-                except RealtimeKitError:
-                    return None  # unknown: tried again, as without the look
-                return active if active is not None and active.id != known else None
-
-        data = self._call("POST", "/recordings/track", json=body, settled=started)
+            settled = functools.partial(self._started_since, meeting_id, known)
+        data = self._call("POST", "/recordings/track", json=body, settled=settled)
         if isinstance(data, Recording):
             return data
         if isinstance(data, Mapping) and isinstance(data.get("recording"), Mapping):
@@ -150,6 +144,15 @@ class RealtimeKitClient:
                 call="start track recording",
             )
         return active
+
+    def _started_since(self, meeting_id: str, known: str | None) -> Recording | None:
+        """The meeting's active recording if it is not ``known`` (the one active before a
+        start); None when there is none, or none can be looked up (then nothing is known)."""
+        try:
+            active = self.active_recording(meeting_id)
+        except RealtimeKitError:
+            return None
+        return active if active is not None and active.id != known else None
 
     def get_recording(self, recording_id: str) -> Recording:
         data = self._call("GET", f"/recordings/{_segment(recording_id)}")
