@@ -1,7 +1,7 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
 from ._time import TrackTiming, UtcDatetime, format_utc
-from .audio import SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
+from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_files, atomic_write_text, sha256_file
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
@@ -32,6 +32,7 @@ from .transcript import (
 )
 
 __all__ = [
+    "FULL_SCALE",
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "SILENCE_DB",

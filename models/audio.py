@@ -17,6 +17,9 @@ SAMPLE_RATE = 16_000
 
 _BYTES_PER_SAMPLE = 2
 
+FULL_SCALE = 32768.0
+"""The stored 16-bit samples' full scale: a sample of 1.0 is stored as this."""
+
 SILENCE_DB = -120.0
 """The lowest level given: digital silence, and anything quieter. A 30-ms frame of 16-bit
 audio holds nothing quieter but silence (one least-significant bit: -117 dBFS); a longer
@@ -63,7 +66,7 @@ class PcmAudio(BaseModel):
         with self.pcm_path.open("rb") as f:
             f.seek(first * _BYTES_PER_SAMPLE)
             raw = np.fromfile(f, dtype="<i2", count=last - first)
-        return raw.astype(np.float32) / 32768.0
+        return raw.astype(np.float32) / FULL_SCALE
 
     def blocks(self, block_samples: int) -> Iterator[np.ndarray]:
         """The whole track as int16 blocks of ``block_samples`` (the last may be shorter)."""

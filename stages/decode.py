@@ -26,7 +26,7 @@ import av
 import av.error
 import numpy as np
 
-from models import SAMPLE_RATE, PcmAudio, sha256_file
+from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, sha256_file
 
 __all__ = ["DecodeError", "check_file", "decode", "decoder_version"]
 
@@ -456,7 +456,7 @@ class _AlignedWriter:
             np.multiply(block, np.float32(self.gain), out=block)
         self._fill = 0
         if self._resampler is None:
-            self._write(np.clip(np.rint(block * 32768), -32768, 32767).astype("<i2"))
+            self._write(np.clip(np.rint(block * FULL_SCALE), -32768, 32767).astype("<i2"))
             return
         frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
         frame.sample_rate = self._rate

@@ -15,6 +15,7 @@ import webrtcvad
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import (
+    FULL_SCALE,
     SAMPLE_RATE,
     PcmAudio,
     SpeechRegion,
@@ -25,8 +26,6 @@ from models import (
 )
 
 __all__ = ["VadOptions", "detect_speech", "speech_regions", "voice_activity"]
-
-_FULL_SCALE = 32768.0
 
 
 class VadOptions(BaseModel):
@@ -111,7 +110,7 @@ def _classify_frames(audio: PcmAudio, options: VadOptions) -> tuple[np.ndarray, 
         if usable == 0:
             break  # a final partial frame: webrtcvad cannot take it
         frames = block[:usable].reshape(-1, frame_len)
-        db = level_db(frames, axis=1, full_scale=_FULL_SCALE)
+        db = level_db(frames, axis=1, full_scale=FULL_SCALE)
         loud = db >= options.min_level_db
         # Only frames loud enough to matter are sent to webrtcvad: quiet ones cannot be speech.
         flags = np.zeros(len(frames), bool)
