@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from models import VoiceActivity
 from stages.decode import decode
 from stages.merge import track_offsets
-from stages.vad import VadOptions, detect_speech
+from stages.vad import VadOptions, detect_speech, speech_regions
 
 from .conftest import silence, write_webm
 
@@ -92,3 +93,25 @@ def test_options_are_validated():
         VadOptions(aggressiveness=4)
     with pytest.raises(ValidationError):
         VadOptions(max_region=45)
+
+
+def test_hours_of_unbroken_speech_are_split_like_a_minute_of_it():
+    """A hot microphone or music can read as speech for a whole meeting; cutting it into
+    regions must neither run out of stack nor depend on what lies far from each cut."""
+    frame_s = 0.03
+    frames = round(6 * 3600 / frame_s)
+    level = -20 + 3 * np.random.default_rng(7).standard_normal(frames)
+    six_hours = VoiceActivity(
+        frame_s=frame_s, voiced=np.ones(frames, bool), level_db=level, duration=frames * frame_s
+    )
+    minute = round(60 / frame_s)
+    one_minute = six_hours.model_copy(
+        update={"voiced": six_hours.voiced[:minute], "level_db": level[:minute], "duration": 60}
+    )
+
+    regions = speech_regions(six_hours)
+
+    assert regions[0].start == 0 and regions[-1].end == pytest.approx(6 * 3600)
+    assert all(a.end == b.start for a, b in itertools.pairwise(regions))
+    assert max(r.duration for r in regions) <= 30
+    assert speech_regions(one_minute)[0] == regions[0]
