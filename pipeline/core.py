@@ -489,11 +489,17 @@ def _transcribe(
         unit="s",
         disable=not progress or not todo,
     ) as bar:
+        spoken = 0.0
+
+        def advance(seconds: float) -> None:
+            # Shown to a tenth of a second, counted exactly: rounding each step would drift.
+            nonlocal spoken
+            spoken += seconds
+            bar.update(round(spoken, 1) - bar.n)
+
         try:
             transcriber.transcribe_tracks(
-                [(w.audio, w.regions) for w in todo],
-                on_progress=lambda s: bar.update(round(s, 1)),
-                on_track_done=done,
+                [(w.audio, w.regions) for w in todo], on_progress=advance, on_track_done=done
             )
         except TracksFailed as failed:  # the others are done and kept
             for position, exc in failed.failures.items():
@@ -509,6 +515,10 @@ def _transcribe(
                     store.transcribed(item)
                 except Exception as exc:  # one bad track must not cost the others
                     _fail(item, manifest.tracks[item.index].path, exc)
+        failed = sum(item.failure is not None for item in todo)
+        if failed:  # what a failed track had left was not transcribed, but the work is over
+            bar.total = bar.n
+            bar.set_postfix_str(f"{failed} track{'s' * (failed > 1)} failed")
 
 
 def _fail(item: _TrackWork, path: str, exc: Exception) -> None:

@@ -156,7 +156,7 @@ def test_an_invalid_manifest_is_an_error_naming_the_field(meeting_copy):
 
 
 def test_a_track_the_model_fails_on_is_listed_and_the_others_are_transcribed_once(
-    meeting_copy, monkeypatch
+    meeting_copy, monkeypatch, capsys
 ):
     batches = []
     run_batch = Transcriber._run_batch
@@ -169,8 +169,11 @@ def test_a_track_the_model_fails_on_is_listed_and_the_others_are_transcribed_onc
         return run_batch(self, batch, tracks)
 
     monkeypatch.setattr(Transcriber, "_run_batch", failing_on_chen)
-    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=False)
+    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=True)
     (failure,) = transcript.provenance.failures
     assert failure.user_id == "user-chen" and "MemoryError: out of memory" in failure.reason
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
     assert len(batches) == len(set(batches))  # no track's batch decoded twice
+    # The progress bar ends full (the run is over) and says that a track failed.
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert last.startswith("transcribe: 100%") and "1 track failed" in last
