@@ -10,6 +10,7 @@ setting only what that setting changes. ``OUT/summary.json`` is rewritten after 
 
 import ctypes
 import fcntl
+import json
 import logging
 import multiprocessing
 import os
@@ -282,13 +283,27 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> Manifest:
 
 def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient") -> str:
     """The recording this job started; started now if no earlier run did. Remembered at once,
-    so a crash while waiting never makes a second recording of the same meeting."""
+    so a crash while waiting never makes a second recording of the same meeting. A recording
+    remembered for another meeting (the job was pointed elsewhere since) is not this job's."""
+    assert job.meeting_id is not None
     marker = folder / _STARTED
     if marker.exists():
-        return marker.read_text(encoding="utf-8").strip()
-    assert job.meeting_id is not None
+        text = marker.read_text(encoding="utf-8").strip()
+        try:
+            started = json.loads(text)
+        except json.JSONDecodeError:  # written by a version that kept the bare id
+            return text
+        if started.get("meeting_id") == job.meeting_id:
+            return started["recording_id"]
+        log.warning(
+            "%s: the recording started earlier was of meeting %s; starting one of %s",
+            job.folder_name,
+            started.get("meeting_id"),
+            job.meeting_id,
+        )
     recording = client.start_track_recording(job.meeting_id, user_ids=list(job.user_ids) or None)
-    atomic_write_text(marker, recording.id)
+    marker_text = json.dumps({"recording_id": recording.id, "meeting_id": job.meeting_id})
+    atomic_write_text(marker, marker_text + "\n")
     return recording.id
 
 

@@ -236,6 +236,29 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
     assert transcript.speaker_name("user-bruno") == "Bruno"
 
 
+def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_path):
+    token = "batch-token"
+    options = EmulatorOptions(
+        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
+    )
+    folder = tmp_path / "out" / "live"
+    folder.mkdir(parents=True)
+    # An earlier run of this job, when it named another meeting, started a recording of it.
+    (folder / "recording.json").write_text(
+        json.dumps({"recording_id": "rec-of-another", "meeting_id": "another-meeting"})
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, options) as emu:
+        jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        summary = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        with api.client() as client:
+            (recording,) = client.list_recordings(meeting_id=emu.meeting_id)
+    assert summary.meetings[0].status == "done"
+    remembered = json.loads((folder / "recording.json").read_text())
+    assert remembered == {"recording_id": recording.id, "meeting_id": emu.meeting_id}
+
+
 @pytest.mark.parametrize(
     ("text", "suffix", "message"),
     [
