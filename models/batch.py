@@ -20,7 +20,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import describe
 from .files import atomic_write_text
@@ -46,6 +53,12 @@ class Job(BaseModel):
     meeting_id: str | None = Field(default=None, min_length=1)
     user_ids: tuple[str, ...] = ()
     names: dict[str, str] = Field(default_factory=dict)
+    """user id -> display name; a blank name is left out (the manifest's, or the id, shows)."""
+
+    @field_validator("names")
+    @classmethod
+    def _visible_names(cls, names: dict[str, str]) -> dict[str, str]:
+        return {user: name.strip() for user, name in names.items() if name.strip()}
 
     @model_validator(mode="after")
     def _one_source(self) -> "Job":

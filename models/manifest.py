@@ -2,9 +2,10 @@
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +21,15 @@ from .recording_files import time_from_file_name
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
 
 
+def _visible_or_none(name: str | None) -> str | None:
+    return (name or "").strip() or None
+
+
+DisplayName = Annotated[str | None, AfterValidator(_visible_or_none)]
+"""A name shown to people, without surrounding blanks; a blank one is no name, so that the
+user id is shown instead of an empty voice tag or label."""
+
+
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file and the field."""
 
@@ -31,7 +41,7 @@ class Track(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     user_id: str = Field(min_length=1)
-    display_name: str | None = None
+    display_name: DisplayName = None
     peer_id: str | None = None
     path: str = Field(min_length=1, description="relative to the manifest's folder")
     started_time: UtcDatetime = Field(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ._errors import describe
 from ._time import UtcDatetime, format_utc
 from .files import atomic_write_text
+from .manifest import DisplayName
 
 TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
 
@@ -40,7 +41,7 @@ class Segment(BaseModel):
 
 class Speaker(BaseModel):
     user_id: str
-    display_name: str | None = None
+    display_name: DisplayName = None
 
 
 class Utterance(BaseModel):

@@ -95,12 +95,15 @@ def export(transcript: Transcript, out_dir: Path, formats: Iterable[str]) -> dic
 
 
 def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
-    """Utterances cut into subtitle-sized cues at word boundaries, in time order."""
-    cues = [
-        (start, end, u.speaker, text)
-        for u in transcript.utterances
-        for start, end, text in _split_utterance(u)
-    ]
+    """Utterances cut into subtitle-sized cues at word boundaries, in time order. Each cue
+    ends at least a millisecond after it starts (WebVTT requires it), and one without text
+    is left out: there is nothing to show."""
+    cues = []
+    for u in transcript.utterances:
+        for start, end, text in _split_utterance(u):
+            if text.strip():
+                start = max(0.0, round(start, 3))
+                cues.append((start, max(round(end, 3), start + 0.001), u.speaker, text))
     # A long utterance's later cues can start after other speakers' turns; players and the
     # WebVTT rules want cues in start order.
     return sorted(cues, key=lambda cue: (cue[0], cue[1]))
@@ -123,7 +126,7 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     for i, words in enumerate(pieces):
         start = u.start if i == 0 else words[0].start
         end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
-        out.append((start, max(end, start + 0.001), " ".join(w.word for w in words)))
+        out.append((start, end, " ".join(w.word for w in words)))
     return out
 
 

@@ -164,3 +164,20 @@ def test_written_files_have_ordinary_permissions(transcript, tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert written["json"].stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_blank_display_name_shows_the_user_id_instead(transcript):
+    blank = transcript.model_copy(
+        update={"speakers": [Speaker(user_id="u-a", display_name="  "), Speaker(user_id="u-b")]}
+    )
+    assert "<v u-a>Hello" in to_vtt(blank)
+    assert "u-a: Hello" in to_srt(blank)
+
+
+def test_every_cue_ends_after_it_starts_and_none_is_empty(transcript):
+    instant = utt("u-b", 70.0, 70.0, "Oh.")
+    silent = instant.model_copy(update={"start": 80.0, "end": 81.0, "text": " ", "words": []})
+    odd = transcript.model_copy(update={"utterances": [*transcript.utterances, instant, silent]})
+    assert "00:01:10.000 --> 00:01:10.001\n<v u-b>Oh." in to_vtt(odd)
+    assert "00:01:10,000 --> 00:01:10,001\nu-b: Oh." in to_srt(odd)
+    assert "00:01:20" not in to_vtt(odd) + to_srt(odd)
