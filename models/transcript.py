@@ -118,6 +118,12 @@ class ClockEstimate(BaseModel):
 class Provenance(BaseModel):
     software: str
     model: str
+    model_files: dict[str, str] = Field(
+        default_factory=dict, description="file name -> SHA-256 of the model's files"
+    )
+    runtime: str | None = Field(
+        default=None, description="the decoder and the libraries whose versions can change results"
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[InputFile] = Field(default_factory=list)
     failures: list[TrackFailure] = Field(default_factory=list)

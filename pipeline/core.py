@@ -228,6 +228,8 @@ def run_meeting(
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
+        model_files=transcriber.model_files,
+        runtime=runtime_versions(),
         parameters=options.result_settings(),
         inputs=[_input_file(manifest, w) for w in decoded],
         dropped=dropped,

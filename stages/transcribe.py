@@ -31,11 +31,20 @@ from pathlib import Path
 from typing import Annotated, ClassVar
 
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel, download_model
 from pydantic import BaseModel, ConfigDict, Field
 from threadpoolctl import threadpool_limits
 
-from models import SAMPLE_RATE, SILENCE_DB, PcmAudio, Segment, SpeechRegion, Word, level_db
+from models import (
+    SAMPLE_RATE,
+    SILENCE_DB,
+    PcmAudio,
+    Segment,
+    SpeechRegion,
+    Word,
+    level_db,
+    sha256_file,
+)
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -170,6 +179,27 @@ def model_identity(name: str) -> str:
     except OSError:
         return where  # a hub name: the name is all there is to go on
     return f"{where}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def model_files(name: str) -> dict[str, str]:
+    """SHA-256 of every file of the model ``name`` loads (a local CTranslate2 folder, or the
+    one faster-whisper downloaded it to): named in each transcript's provenance, so that the
+    weights that produced it can be proven afterwards, not just their name. Empty when the
+    folder cannot be found."""
+    where = Path(resolve_model(name))
+    if not where.is_dir():
+        try:
+            where = Path(download_model(name, local_files_only=True))
+        except Exception:  # not a hub model that is here: there is nothing to hash
+            return {}
+    files = sorted(p for p in where.iterdir() if p.is_file())
+    return dict(_hashes(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)))
+
+
+@cache
+def _hashes(files: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, str], ...]:
+    # Keyed by size and time too: a folder replaced in place is hashed again.
+    return tuple((Path(path).name, sha256_file(Path(path))) for path, _, _ in files)
 
 
 def resolve_model(name: str) -> str:
@@ -307,6 +337,8 @@ class Transcriber:
         o = self.options
         threads = o.cpu_threads or max(1, usable_cores() // o.parallel)
         self._model = _load_model(o.model, o.device, o.compute_type, threads, o.parallel)
+        self.model_files = model_files(o.model)
+        """File name -> SHA-256 of the loaded model's files."""
 
     def transcribe(self, audio: PcmAudio, regions: Sequence[SpeechRegion]) -> list[Segment]:
         """Segments for ``regions`` of ``audio``, in track time, each inside one region."""

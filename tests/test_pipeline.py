@@ -1,13 +1,15 @@
 """The whole pipeline on real media: who said what and when, and what bad input costs."""
 
+import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from models import ManifestError
 from pipeline import transcribe_tracks
-from stages.transcribe import Transcriber
+from stages.transcribe import BUNDLED_MODEL, Transcriber, resolve_model
 
 from .conftest import silence, words_of, write_webm
 
@@ -67,6 +69,11 @@ def test_provenance_records_model_settings_and_the_exact_inputs(sample_transcrip
         (t.path, t.sha256) for t in sample_manifest.tracks
     ]
     assert p.failures == [] and not sample_transcript.partial
+    # The weights that ran, by digest, and the versions of what decoded and transcribed.
+    weights = Path(resolve_model(BUNDLED_MODEL)) / "model.bin"
+    assert p.model_files["model.bin"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert {"config.json", "tokenizer.json", "vocabulary.txt"} <= p.model_files.keys()
+    assert "libopus" in p.runtime and "faster-whisper" in p.runtime
 
 
 def _rewrite(meeting, change):
