@@ -1,6 +1,7 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,10 +16,13 @@ from pydantic import (
 )
 
 from ._errors import describe
-from ._time import UtcDatetime
+from ._time import UtcDatetime, format_utc
 from .recording_files import time_from_file_name
 
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
+
+_MAX_START_SPREAD = timedelta(days=1)
+"""How far apart a meeting's track starts may be (a recording runs for hours, not days)."""
 
 
 def _visible_or_none(name: str | None) -> str | None:
@@ -69,6 +73,8 @@ class Track(BaseModel):
         parts = Path(value).parts
         if Path(value).is_absolute() or ".." in parts:
             raise ValueError("must be a relative path inside the manifest's folder")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ValueError(f"{value!r} holds a control character")
         return value
 
     @field_validator("sha256")
@@ -92,6 +98,26 @@ class Manifest(BaseModel):
     recording_id: str | None = None
     tracks: list[Track] = Field(min_length=1)
     root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("tracks")
+    @classmethod
+    def _one_meeting(cls, tracks: list[Track]) -> list[Track]:
+        # A file listed twice would have every word it holds said twice; a start time off by
+        # months (a device clock reset) would put the meeting on a timeline months long.
+        listed: dict[tuple[str, ...], int] = {}
+        for i, track in enumerate(tracks):
+            first = listed.setdefault(Path(track.path).parts, i)
+            if first != i:
+                raise ValueError(f"tracks[{i}] is the same file as tracks[{first}]: {track.path}")
+        earliest = min(t.started_time for t in tracks)
+        for i, track in enumerate(tracks):
+            if track.started_time - earliest > _MAX_START_SPREAD:
+                raise ValueError(
+                    f"tracks[{i}].started_time {format_utc(track.started_time)} is more than "
+                    f"a day after the earliest track's start ({format_utc(earliest)}): one "
+                    "meeting's tracks start within a day of each other"
+                )
+        return tracks
 
     def track_path(self, track: Track) -> Path:
         """Where a track's file is on this machine."""

@@ -459,7 +459,7 @@ def _analyse(
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
-    except OSError:
+    except (OSError, ValueError):  # the track's own decoding says what is wrong with it
         return 0
 
 

@@ -38,6 +38,11 @@ def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path):
     assert track.display_name is None and track.sha256 is None
 
 
+def _twice(**changes: object) -> dict:
+    """The valid manifest with a second track: the first one, changed."""
+    return {**VALID, "tracks": [VALID["tracks"][0], {**VALID["tracks"][0], **changes}]}
+
+
 @pytest.mark.parametrize(
     ("raw", "named"),
     [
@@ -49,6 +54,9 @@ def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path):
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
         (_with_track(sha256="not-hex"), "tracks[0].sha256"),
         (_with_track(size=-1), "tracks[0].size"),
+        (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: Value error, 'tracks/a"),
+        (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
+        (_twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"), "tracks[0].start"),
         ({**VALID, "schema": "trackscribe.manifest/2"}, "schema: Input should be"),
         ({**VALID, "tracks": []}, "tracks: List should have at least 1 item"),
         ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: Field required"),
