@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["RetryPolicy", "describe_error", "protect_http_logs", "redact_urls"]
 
 _QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"<>,;]+")
 
 
 def redact_urls(text: str) -> str:
@@ -51,12 +51,27 @@ _FILTER = _RedactSecrets()
 def protect_http_logs() -> None:
     """Keep pre-signed URLs out of httpx's own request log (it logs every URL in full at INFO).
 
-    Idempotent; called by every module of ours that makes HTTP requests.
+    Idempotent; called by every module of ours that makes HTTP requests. A logger's filter
+    does not see what its children log, so each of httpcore's own loggers (its debug log
+    shows request headers, the token among them) gets it too.
     """
-    for name in ("httpx", "httpcore"):
+    known = [name for name in logging.root.manager.loggerDict if name.split(".")[0] in _HTTP]
+    for name in {*_HTTP, *_HTTPCORE_LOGGERS, *known}:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+_HTTP = ("httpx", "httpcore")
+_HTTPCORE_LOGGERS = (
+    "httpcore.connection",
+    "httpcore.connection_pool",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+"""Created when their modules are imported, which may be after this runs."""
 
 
 class RetryPolicy(BaseModel):

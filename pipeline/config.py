@@ -81,10 +81,18 @@ class ApiSettings(BaseModel):
         if missing:
             raise ConfigError("RealtimeKit settings missing: " + ", ".join(missing))
         assert self.api_token and self.account_id and self.app_id
+        # Read from a file with Windows line ends, a token keeps its "\r"; sent as it is, it
+        # would be refused by httpx, in an error and a debug log that show it whole.
+        token = self.api_token.get_secret_value().strip()
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            raise ConfigError(
+                "api_token: holds a space, a control or a non-ASCII character, which no "
+                "RealtimeKit token has (a line break or a character copied along with it?)"
+            )
         return RealtimeKitClient(
             account_id=self.account_id,
             app_id=self.app_id,
-            token=self.api_token.get_secret_value(),
+            token=token,
             base_url=self.base_url,
         )
 

@@ -1,5 +1,6 @@
 """The RealtimeKit objects and the rules shared by the API client and the downloader."""
 
+import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -14,6 +15,8 @@ from models import (
     safe_file_name,
 )
 from pipeline.config import ApiSettings, ConfigError
+from pipeline.emulator import Emulator, EmulatorOptions
+from stages.record import RealtimeKitClient
 
 NAME = "default_user-123_peer-456_peer_audio_1760000000000.webm"
 
@@ -117,6 +120,36 @@ def test_query_strings_and_bearer_tokens_are_redacted():
     redacted = redact_urls(text)
     assert "abc" not in redacted and "tok.en-123" not in redacted
     assert "https://s.example/f.webm?REDACTED" in redacted
+
+
+def test_a_token_http_refuses_is_not_shown_even_in_httpcores_debug_log(sample_dir, caplog):
+    caplog.set_level(logging.DEBUG)
+    with Emulator(sample_dir, EmulatorOptions(token="SeCrEt123")) as emu:
+        client = RealtimeKitClient(
+            account_id="a",
+            app_id="b",
+            token="SeCrEt123\r\nX",  # two lines of a file, taken as one
+            base_url=emu.base_url,
+            retry=RetryPolicy(attempts=1),
+        )
+        with client, pytest.raises(Exception) as refused:
+            list(client.list_recordings(meeting_id=emu.meeting_id))
+    assert any(r.name.startswith("httpcore.") for r in caplog.records)
+    assert "SeCrEt123" not in caplog.text and "SeCrEt123" not in str(refused.value)
+
+
+@pytest.mark.parametrize("token", ["SeCrEt 123", "SeCrEt\r123", "SeCrEt\u00e9"])
+def test_a_token_no_api_could_take_is_refused_before_any_request(token):
+    settings = ApiSettings(account_id="a", app_id="b", api_token=token)
+    with pytest.raises(ConfigError, match="api_token") as refused:
+        settings.client()
+    assert "SeCrEt" not in str(refused.value)
+
+
+def test_a_token_keeps_no_line_end_it_was_read_with():
+    settings = ApiSettings(account_id="a", app_id="b", api_token="SeCrEt123\r\n")
+    with settings.client() as client:
+        assert client._http.headers["authorization"] == "Bearer SeCrEt123"
 
 
 def test_retry_policy_retries_only_transient_answers_and_honours_retry_after():
