@@ -22,6 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,7 @@ from stages.export import FORMATS, export
 from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
+from ._worker import WorkerLogs, start_worker
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
 from .core import PipelineOptions, run_meeting, runtime_versions
@@ -375,9 +377,15 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
     context = multiprocessing.get_context("forkserver")
     for last_try in (False, True):
         lost: list[Job] = []
-        with ProcessPoolExecutor(
-            min(workers, len(jobs)), mp_context=context, initializer=_die_with_parent
-        ) as pool:
+        with (
+            WorkerLogs(context) as logs,
+            ProcessPoolExecutor(
+                min(workers, len(jobs)),
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=logs.initargs,
+            ) as pool,
+        ):
             futures: dict[Future[MeetingResult], Job] = {
                 pool.submit(work, job): job for job in jobs
             }
@@ -409,8 +417,10 @@ def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
     )
 
 
-def _die_with_parent() -> None:
-    """A worker of a batch killed with -9 stops too, rather than finish meetings unseen."""
+def _start_worker(logs: "Queue", level: int) -> None:
+    """A worker of a batch logs through the batch's logging, and stops when the batch is
+    killed with -9 rather than finish meetings unseen. Ctrl-C stops it as it does the batch."""
+    start_worker(logs, level, ignore_interrupt=False)
     try:
         libc = ctypes.CDLL(None)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only

@@ -50,6 +50,7 @@ from stages.transcribe import (
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
+from ._worker import WorkerLogs, start_worker
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -369,14 +370,17 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
     except ValueError:  # a platform without a fork server: decode here instead
         yield None
         return
-    context.set_forkserver_preload(["pipeline._analysis"])
-    pool = ProcessPoolExecutor(count, mp_context=context)
-    try:
-        for _ in range(count):
-            pool.submit(ready)  # start the workers now, while the caller does other things
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    context.set_forkserver_preload(["pipeline._analysis", "pipeline._worker"])
+    with WorkerLogs(context) as logs:
+        pool = ProcessPoolExecutor(
+            count, mp_context=context, initializer=start_worker, initargs=logs.initargs
+        )
+        try:
+            for _ in range(count):
+                pool.submit(ready)  # start the workers now, while the caller does other things
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _analyse(

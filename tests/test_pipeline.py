@@ -118,7 +118,9 @@ def test_a_changed_file_is_refused_by_its_checksum(meeting_copy):
     assert "user-alice" not in {u.speaker for u in transcript.utterances}
 
 
-def test_a_truncated_track_keeps_what_it_holds_and_says_where_it_broke(meeting_copy, sample_truth):
+def test_a_truncated_track_keeps_what_it_holds_and_says_where_it_broke(
+    meeting_copy, sample_truth, caplog
+):
     alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
     data = alice.read_bytes()
     alice.write_bytes(data[: len(data) // 2])
@@ -128,6 +130,10 @@ def test_a_truncated_track_keeps_what_it_holds_and_says_where_it_broke(meeting_c
 
     transcript = transcribe_tracks(_rewrite(meeting_copy, forget_checksum), progress=False)
     assert transcript.partial and transcript.provenance.failures == []
+    # Said in this process's log, though a decode worker found it.
+    (warning,) = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert warning.name == "stages.decode" and warning.levelname == "WARNING"
+    assert alice.name in warning.getMessage()
     (broken,) = [i for i in transcript.provenance.inputs if i.problem]
     assert broken.user_id == "user-alice" and "truncated" in broken.problem
     assert 20 < broken.decoded_seconds < 30
