@@ -19,6 +19,7 @@ import ctypes.util
 import functools
 import logging
 import math
+import stat
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -120,15 +121,26 @@ def check_file(
     """The file's size and SHA-256, checked against the manifest's; :class:`DecodeError`
     when it is missing or does not match."""
     try:
-        actual_size = source.stat().st_size
+        info = source.stat()
     except FileNotFoundError:
         raise DecodeError(f"{source}: file not found") from None
+    if not stat.S_ISREG(info.st_mode):  # a folder, or a pipe that reading would wait on
+        raise DecodeError(f"{source}: not a file but a {_kind(info.st_mode)}")
+    actual_size = info.st_size
     if size is not None and actual_size != size:
         raise DecodeError(f"{source}: size is {actual_size} bytes, the manifest says {size}")
     digest = verified_sha256 or sha256_file(source)
     if sha256 is not None and digest != sha256.lower():
         raise DecodeError(f"{source}: SHA-256 is {digest}, the manifest says {sha256}")
     return actual_size, digest
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "pipe"
+    return "device or socket"
 
 
 def _decode_stream(

@@ -1,5 +1,6 @@
 """Decoding: container time is track time, memory does not grow, bad files say what is wrong."""
 
+import os
 import tracemalloc
 
 import av
@@ -108,6 +109,12 @@ def test_a_missing_file_or_a_wrong_checksum_is_refused_before_decoding(sample_ma
         decode(path, tmp_path / "x.pcm", expected_sha256="0" * 64)
     with pytest.raises(DecodeError, match=r"size is .* the manifest says 1"):
         decode(path, tmp_path / "x.pcm", expected_size=1)
+    (tmp_path / "folder.webm").mkdir()
+    with pytest.raises(DecodeError, match=r"folder\.webm: not a file but a folder"):
+        decode(tmp_path / "folder.webm", tmp_path / "x.pcm", expected_size=144685)
+    os.mkfifo(tmp_path / "pipe.webm")  # reading it would wait for a writer forever
+    with pytest.raises(DecodeError, match=r"pipe\.webm: not a file but a pipe"):
+        decode(tmp_path / "pipe.webm", tmp_path / "x.pcm")
 
 
 def test_a_decoding_that_fails_midway_leaves_nothing_and_a_refused_file_touches_nothing(
