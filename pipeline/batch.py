@@ -37,6 +37,7 @@ from models import (
     MeetingResult,
     Track,
     atomic_write_text,
+    describe_error,
     load_jobs,
     sha256_file,
 )
@@ -159,7 +160,8 @@ def process_meeting(
                 job, folder, options, api, formats, decode_workers, retry_partial, started
             )
     except Exception as exc:
-        reason = " ".join((str(exc) or type(exc).__name__).split())
+        # Named by type (a bare KeyError's text is just a key) and with no secret in it.
+        reason = " ".join(describe_error(exc).split())
         log.error("%s: failed: %s", job.folder_name, reason)
         return MeetingResult(
             job=job.folder_name,
