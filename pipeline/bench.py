@@ -12,6 +12,10 @@ second).
   no speakers, so it is scored with ORC WER.
 - ``oracle`` (needs the truth): each true utterance cut from its own track and transcribed
   alone: the practical limit of the model.
+
+Lost input is never hidden behind a figure: the pipeline's lost tracks are carried into its
+result (``lost``), and an alternative that cannot run on the input is recorded as ``failed``
+with the reason, so the other approaches' figures are kept.
 """
 
 import multiprocessing
@@ -20,6 +24,7 @@ import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +36,29 @@ from models import SAMPLE_RATE, Manifest
 from .core import PipelineOptions, run_meeting
 from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
-__all__ = ["APPROACHES", "Approach", "bench"]
+__all__ = ["APPROACHES", "Approach", "ApproachFailed", "bench"]
 
 APPROACHES = ("pipeline", "full", "silero", "mix", "oracle")
 
 
-class Approach(BaseModel):
-    """The figures of one approach. Ratios are this approach's figure over the pipeline's."""
+class ApproachFailed(Exception):
+    """An approach could not run on this input (a track it cannot read); the message says why."""
 
-    wall_s: float = Field(description="wall time without the model load")
-    model_load_s: float
-    realtime_factor: float = Field(description="meeting seconds per wall second")
-    peak_rss_mb: float
+
+class Approach(BaseModel):
+    """The figures of one approach. Ratios are this approach's figure over the pipeline's.
+
+    A failed approach has no figures (None), only ``failed``: a zero would read as a result.
+    """
+
+    wall_s: float | None = Field(None, description="wall time without the model load")
+    model_load_s: float | None = None
+    realtime_factor: float | None = Field(None, description="meeting seconds per wall second")
+    peak_rss_mb: float | None = None
+    failed: str | None = Field(None, description="why the approach gave no result")
+    lost: list[str] = Field(
+        default_factory=list, description="inputs lost in whole or in part, one line each"
+    )
     cpwer: float | None = Field(None, description="percent; None for mix")
     orcwer: float | None = Field(None, description="percent; for mix")
     evaluation: Evaluation | None = None
@@ -59,7 +75,12 @@ def bench(
     approaches: tuple[str, ...] = APPROACHES,
     on_start: Any = None,
 ) -> dict[str, Approach]:
-    """Run each approach (``oracle`` only with a truth) and score it against the truth."""
+    """Run each approach and score it against the truth (``oracle`` needs one).
+
+    An approach that cannot run on the input is recorded as failed; the others still run.
+    """
+    if "oracle" in approaches and truth_path is None:
+        raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()
     manifest = Manifest.load(manifest_path)
     truth = load_turns(truth_path) if truth_path else None
@@ -68,15 +89,20 @@ def bench(
     results: dict[str, Approach] = {}
     meeting_s = None
     for name in approaches:
-        if name == "oracle" and truth is None:
-            continue
         if on_start is not None:
             on_start(name)
         # A fresh process per approach (not a daemon: the pipeline starts workers of its own).
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            raw = pool.submit(
-                _run, name, str(manifest_path), str(truth_path or ""), options
-            ).result()
+        try:
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                raw = pool.submit(
+                    _run, name, str(manifest_path), str(truth_path or ""), options
+                ).result()
+        except ApproachFailed as exc:
+            results[name] = Approach(failed=str(exc))
+            continue
+        except BrokenProcessPool:
+            results[name] = Approach(failed="its process died (out of memory?)")
+            continue
         hyp = [Turn(**t) for t in raw.pop("turns")]
         meeting_s = meeting_s or raw["details"].get("meeting_s")
         result = Approach(**raw, realtime_factor=0.0, turns=hyp)
@@ -89,7 +115,8 @@ def bench(
         results[name] = result
     meeting_s = meeting_s or 0.0
     for result in results.values():
-        result.realtime_factor = round(meeting_s / result.wall_s, 2) if result.wall_s else 0.0
+        if result.failed is None:
+            result.realtime_factor = round(meeting_s / result.wall_s, 2) if result.wall_s else 0.0
     _add_ratios(results)
     return results
 
@@ -137,6 +164,7 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
     return {
         "wall_s": round(wall, 3),
         "model_load_s": round(stats.model_load_s, 3),
+        "lost": run.transcript.problems(),
         "turns": [
             {"speaker": u.speaker, "start": u.start, "end": u.end, "text": u.text}
             for u in run.transcript.utterances
@@ -174,7 +202,7 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
 
 
 def _alternative(name: str, manifest: Manifest, truth_path: str, options: PipelineOptions) -> dict:
-    from faster_whisper import WhisperModel, decode_audio
+    from faster_whisper import WhisperModel
 
     from stages.merge import track_offsets
     from stages.transcribe import resolve_model
@@ -188,10 +216,7 @@ def _alternative(name: str, manifest: Manifest, truth_path: str, options: Pipeli
     turns: list[dict] = []
 
     started = time.perf_counter()
-    audio = [
-        decode_audio(str(manifest.track_path(t)), sampling_rate=SAMPLE_RATE)
-        for t in manifest.tracks
-    ]
+    audio = [_decode(manifest.track_path(t)) for t in manifest.tracks]
     if name in ("full", "silero"):
         for track, offset, samples in zip(manifest.tracks, offsets, audio, strict=True):
             segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)
@@ -245,3 +270,14 @@ def _alternative(name: str, manifest: Manifest, truth_path: str, options: Pipeli
         "turns": turns,
         "details": {"meeting_s": round(meeting_s, 3)},
     }
+
+
+def _decode(path: Path) -> np.ndarray:
+    """A track's samples; a track that cannot be read fails this approach (not the bench)."""
+    import av
+    from faster_whisper import decode_audio
+
+    try:
+        return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+    except (OSError, av.FFmpegError) as exc:
+        raise ApproachFailed(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -26,6 +26,7 @@ from ._cli_common import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
+    EXIT_PARTIAL,
     OutputError,
     add_model_options,
     choices,
@@ -244,6 +245,14 @@ def _run_bench(args: argparse.Namespace) -> int:
     truth = args.truth
     if truth is None and (args.manifest.parent / "truth.json").is_file():
         truth = args.manifest.parent / "truth.json"
+    # Asked-for work that cannot be done is refused up front, not left out of the report.
+    if truth is None and ("oracle" in args.approaches or args.plot):
+        asked = "the oracle approach" if "oracle" in args.approaches else "--plot"
+        return _bad_input(
+            f"{asked} needs the truth: pass --truth (or put truth.json beside the manifest)"
+        )
+    if args.plot and "pipeline" not in args.approaches:
+        return _bad_input("--plot draws the pipeline's timeline: add pipeline to --approaches")
     truth_turns = None
     if truth is not None:
         try:
@@ -262,7 +271,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         print(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
         print(_bench_table(results, truth))
-    if args.plot and truth_turns is not None and "pipeline" in results:
+    if args.plot and results["pipeline"].failed is None:
         plot_timeline(
             results["pipeline"].turns,
             truth_turns,
@@ -271,7 +280,22 @@ def _run_bench(args: argparse.Namespace) -> int:
             title="pipeline vs truth",
         )
         print(f"wrote {args.plot}", file=sys.stderr)
-    return EXIT_OK
+    return _bench_status(results)
+
+
+def _bench_status(results: dict[str, Approach]) -> int:
+    """Partial when any approach lost input or failed: its figures are not the whole meeting."""
+    losses = [
+        f"{name}: {line}"
+        for name, r in results.items()
+        for line in ([f"failed: {r.failed}"] if r.failed else r.lost)
+    ]
+    if not losses:
+        return EXIT_OK
+    print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
+    for line in losses:
+        print(f"  {line}", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
@@ -283,15 +307,23 @@ def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
         f"{'cpWER %':>8s} {'wall/pipeline':>13s}"
     ]
     for name, r in results.items():
+        if r.failed is not None:
+            lines.append(f"{name:9s} failed: {r.failed}")
+            continue
         accuracy = r.cpwer if r.cpwer is not None else r.orcwer
         mark = " (ORC)" if r.orcwer is not None else ""
+        mark += " (input lost)" if r.lost else ""
         lines.append(
-            f"{name:9s} {r.wall_s:8.2f} {r.model_load_s:7.2f} {r.realtime_factor:7.1f} "
-            f"{r.peak_rss_mb:8.0f} {num(accuracy, '8.2f')} {num(r.ratios.get('wall_s'), '13.2f')}"
-            f"{mark}"
+            f"{name:9s} {num(r.wall_s, '8.2f')} {num(r.model_load_s, '7.2f')} "
+            f"{num(r.realtime_factor, '7.1f')} {num(r.peak_rss_mb, '8.0f')} "
+            f"{num(accuracy, '8.2f')} {num(r.ratios.get('wall_s'), '13.2f')}{mark}"
         )
+    for name, r in results.items():
+        if r.lost:
+            lines += ["", f"{name} lost input (its figures count it as not transcribed):"]
+            lines += [f"  {line}" for line in r.lost]
     pipeline = results.get("pipeline")
-    if pipeline is not None:
+    if pipeline is not None and pipeline.failed is None:
         d = pipeline.details
         lines += [
             "",

@@ -10,6 +10,7 @@ have no transcript at all, and how many words were put on participants who never
 
 import json
 import logging
+import math
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,23 +63,25 @@ class Evaluation(BaseModel):
 
 
 def load_turns(path: Path | str) -> list[Turn]:
-    """Turns from a trackscribe transcript, a SegLST file (JSON list) or a NIST STM file."""
-    path = Path(path)
-    if path.suffix.lower() == ".stm":
-        from meeteval.io import STM
+    """Turns from a trackscribe transcript, a SegLST file (JSON list) or a NIST STM file.
 
-        try:
-            entries = STM.load(path).to_seglst()
-        except (ValueError, TypeError, IndexError) as exc:
-            raise ValueError(f"{path}: not STM: {exc}") from None
+    Every entry is checked here, where its file and place are known: meeteval's own complaints
+    about a bad time name neither, and a NaN time is scored as a meaningless figure.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    if path.suffix.lower() == ".stm":
+        entries, lines = _stm_entries(text, path)
         # STM marks stretches to leave out of scoring with this pseudo-transcript.
-        return _turns([e for e in entries if str(e["words"]).strip().lower() != _STM_IGNORE], path)
+        return _turns(entries, path, where=lambda i: f"line {lines[i]}", skip=_STM_IGNORE)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: neither JSON (transcript, SegLST) nor STM: {exc}") from None
     if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
         transcript = Transcript.load(path)  # names the file and the field when it is invalid
+        for i, u in enumerate(transcript.utterances):
+            _check_times(path, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
         return [
             Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
             for u in transcript.utterances
@@ -86,6 +89,44 @@ def load_turns(path: Path | str) -> list[Turn]:
     if isinstance(raw, list):
         return _turns(raw, path)
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 are bad input, named with the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
+    """SegLST entries of an STM text and the line number of each, to name a bad line by."""
+    from meeteval.io import STM
+    from meeteval.io.stm import STMLine
+
+    lines, parsed = [], []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.strip().startswith(";"):  # as meeteval skips them
+            continue
+        try:
+            parsed.append(STMLine.parse(line))
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"{path}: not STM: line {number}: {exc}") from None
+        lines.append(number)
+    return list(STM(parsed).to_seglst()), lines
+
+
+def _check_times(
+    path: Path, where: str, start: float, end: float, *, names: tuple[str, str]
+) -> None:
+    """Finite times, the end not before the start: what scoring needs of every entry."""
+    for name, value in zip(names, (start, end), strict=True):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: {where}: {name} {value} is not a finite time")
+    if end < start:
+        raise ValueError(f"{path}: {where}: {names[1]} {end} is before {names[0]} {start}")
 
 
 _STM_IGNORE = "ignore_time_segment_in_scoring"
@@ -106,14 +147,28 @@ class _Entry(BaseModel):
 _ENTRIES = TypeAdapter(list[_Entry])
 
 
-def _turns(entries: Iterable[dict], path: Path) -> list[Turn]:
-    """Turns of one meeting; a bad entry is named by its place in the file and its field."""
+def _turns(
+    entries: Iterable[dict],
+    path: Path,
+    *,
+    where: Callable[[int], str] = lambda i: f"entry [{i}]",
+    skip: str | None = None,
+) -> list[Turn]:
+    """Turns of one meeting; a bad entry is named by its place in the file and its field.
+
+    Entries whose words are ``skip`` are checked like the others but are not turns.
+    """
     try:
         parsed = _ENTRIES.validate_python(list(entries))
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        raise ValueError(f"{path}: not SegLST: entry {where}: {error['msg']}") from None
+        index, *fields = error["loc"]
+        place = where(index) if isinstance(index, int) else f".{index}"
+        place += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields)
+        raise ValueError(f"{path}: not SegLST: {place}: {error['msg']}") from None
+    for i, e in enumerate(parsed):
+        _check_times(path, where(i), e.start_time, e.end_time, names=("start_time", "end_time"))
+    parsed = [e for e in parsed if skip is None or e.words.strip().lower() != skip]
     sessions = sorted({str(e.session_id) for e in parsed if e.session_id is not None})
     if len(sessions) > 1:
         raise ValueError(

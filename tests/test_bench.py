@@ -4,6 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from pipeline.bench import Approach
+from pipeline.cli import _bench_status, _bench_table, main
+
 
 def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
     result = subprocess.run(
@@ -34,3 +39,57 @@ def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
     stages = pipeline["details"]["stages_s"]
     assert stages["transcribe (model)"] > 0 and stages["decode (sum over tracks)"] > 0
     assert 0 < pipeline["details"]["speech_share"] < 0.6  # only speech reached the model
+
+
+def test_bench_lists_a_lost_track_and_a_failed_approach_and_exits_partial(meeting_copy):
+    lost = next((meeting_copy / "tracks").glob("*user-chen*"))
+    lost.unlink()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "bench",
+            str(meeting_copy / "manifest.json"),
+            "--approaches",
+            "pipeline,full",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    pipeline, full = report["pipeline"], report["full"]
+    assert len(pipeline["lost"]) == 1 and lost.name in pipeline["lost"][0]
+    assert "file not found" in pipeline["lost"][0]
+    assert pipeline["failed"] is None and pipeline["cpwer"] is not None  # its figures are kept
+    assert lost.name in full["failed"] and full["wall_s"] is None and full["cpwer"] is None
+    assert f"pipeline: {lost}" in result.stderr and "full: failed:" in result.stderr
+
+
+def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
+    results = {"full": Approach(failed="tracks/chen.webm: No such file or directory")}
+    assert "full      failed: tracks/chen.webm: No such file or directory" in _bench_table(
+        results, None
+    )
+    assert _bench_status(results) == 1
+    assert "full: failed: tracks/chen.webm" in capsys.readouterr().err
+    assert _bench_status({"mix": Approach(wall_s=1, lost=["tracks/chen.webm: cut off"])}) == 1
+    assert _bench_status({"mix": Approach(wall_s=1)}) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--approaches", "oracle"], "the oracle approach needs the truth"),
+        (["--approaches", "pipeline", "--plot", "timeline.png"], "--plot needs the truth"),
+    ],
+)
+def test_bench_refuses_work_that_needs_a_truth_it_does_not_have(
+    meeting_copy, capsys, args, message
+):
+    (meeting_copy / "truth.json").unlink()
+    assert main(["bench", str(meeting_copy / "manifest.json"), *args]) == 2
+    assert message in capsys.readouterr().err

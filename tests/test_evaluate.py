@@ -8,6 +8,7 @@ import sys
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from pipeline.cli import main
 from pipeline.evaluate import Turn, evaluate, load_turns
 
 
@@ -191,3 +192,56 @@ def test_eval_command_prints_the_promised_json_and_draws_a_timeline(
         assert key in figures
     assert figures["silent_track_words"] == 0 and figures["missed_utterances"] == 0
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir, capsys):
+    for name in ("truth.json", "truth.stm"):
+        path = tmp_path / name
+        path.write_bytes(b"meeting 1 alice 0.0 1.0 caf\xe9\n")
+        with pytest.raises(ValueError, match=rf"{name}: not UTF-8 text"):
+            load_turns(path)
+    assert main(["eval", str(sample_dir / "truth.json"), str(tmp_path / "truth.json")]) == 2
+    assert "truth.json: not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"end_time": 1.0}, r"entry \[1\]: end_time 1\.0 is before start_time"),
+        ({"start_time": float("nan")}, r"entry \[1\]: start_time nan is not a finite time"),
+        ({"end_time": float("inf")}, r"entry \[1\]: end_time inf is not a finite time"),
+    ],
+)
+def test_an_entry_with_impossible_times_is_named_by_file_place_and_field(
+    tmp_path, sample_dir, change, message
+):
+    entries = json.loads((sample_dir / "truth.json").read_text())
+    entries[1].update(change)
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(entries))  # NaN and Infinity as Python's json writes them
+    with pytest.raises(ValueError, match=rf"truth\.json: {message}"):
+        load_turns(path)
+
+
+def test_an_stm_line_with_its_end_before_its_start_is_named_by_line(tmp_path):
+    path = tmp_path / "truth.stm"
+    path.write_text(";; made by hand\nmeeting 1 alice 0.0 1.0 hello\nmeeting 1 bob 3.0 2.0 hi\n")
+    with pytest.raises(ValueError, match=r"truth\.stm: line 3: end_time 2\.0 is before"):
+        load_turns(path)
+
+
+def test_a_transcript_utterance_with_its_end_before_its_start_is_named(sample_transcript, tmp_path):
+    broken = sample_transcript.model_copy(deep=True)
+    broken.utterances[2].end = broken.utterances[2].start - 1
+    path = broken.save(tmp_path / "transcript.json")
+    with pytest.raises(ValueError, match=r"transcript\.json: utterances\[2\]: end .* is before"):
+        load_turns(path)
+
+
+def test_eval_refuses_a_truth_with_a_nan_time_as_bad_input(tmp_path, sample_dir, capsys):
+    entries = json.loads((sample_dir / "truth.json").read_text())
+    entries[3]["end_time"] = float("nan")
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(entries))
+    assert main(["eval", str(sample_dir / "truth.json"), str(path)]) == 2
+    assert "truth.json: entry [3]: end_time nan is not a finite time" in capsys.readouterr().err
