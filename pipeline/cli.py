@@ -16,7 +16,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from models import JobsError, Manifest, ManifestError, Transcript, TranscriptError
+from models import (
+    JobsError,
+    Manifest,
+    ManifestError,
+    Transcript,
+    TranscriptError,
+    describe_error,
+)
 from stages.fetch import FetchError
 from stages.record import RealtimeKitError
 from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
@@ -96,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _internal_error(exc: Exception) -> int:
     logging.getLogger("trackscribe").debug("internal error", exc_info=exc)
     print(
-        f"trackscribe: internal error: {type(exc).__name__}: {exc} (-vv shows where)",
+        f"trackscribe: internal error: {describe_error(exc)} (-vv shows where)",
         file=sys.stderr,
     )
     return EXIT_INTERNAL

@@ -87,11 +87,13 @@ def test_an_error_of_trackscribe_itself_exits_3_in_one_line(monkeypatch, tmp_pat
     from pipeline import cli
 
     def broken(args):
-        raise RuntimeError("a bug")
+        raise RuntimeError("a bug near https://bucket.example/t.webm?X-Amz-Signature=s3cr3t")
 
     monkeypatch.setattr(cli, "_run_eval", broken)
     assert cli.main(["eval", str(tmp_path / "t.json"), str(tmp_path / "u.json")]) == 3
-    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: a bug near https://bucket.example/t.webm?REDACTED" in err
+    assert "s3cr3t" not in err
 
 
 @pytest.mark.parametrize(
