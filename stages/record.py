@@ -113,6 +113,7 @@ class RealtimeKitClient:
         as the first answer it says someone else's recording is in the way, which is not ours
         to take.
         """
+        _segment(meeting_id, "meeting id", "start track recording")  # before any call
         body: dict[str, Any] = {"meeting_id": meeting_id}
         if user_ids is not None:
             body["user_ids"] = list(user_ids)
@@ -155,13 +156,16 @@ class RealtimeKitClient:
         return active if active is not None and active.id != known else None
 
     def get_recording(self, recording_id: str) -> Recording:
-        data = self._call("GET", f"/recordings/{_segment(recording_id)}")
+        data = self._call(
+            "GET", f"/recordings/{_segment(recording_id, 'recording id', 'get recording')}"
+        )
         return self._recording(data, "get recording")
 
     def active_recording(self, meeting_id: str) -> Recording | None:
         """The meeting's recording in progress, or None (the API answers 404 for none)."""
         try:
-            data = self._call("GET", f"/recordings/active-recording/{_segment(meeting_id)}")
+            segment = _segment(meeting_id, "meeting id", "active recording")
+            data = self._call("GET", f"/recordings/active-recording/{segment}")
         except RealtimeKitError as exc:
             if exc.status == 404:
                 return None
@@ -286,7 +290,7 @@ class RealtimeKitClient:
     def _action(self, recording_id: str, action: str, *, retry_conflict: bool = True) -> Recording:
         data = self._call(
             "PUT",
-            f"/recordings/{_segment(recording_id)}",
+            f"/recordings/{_segment(recording_id, 'recording id', f'{action} recording')}",
             json={"action": action},
             retry_conflict=retry_conflict,
         )
@@ -324,6 +328,9 @@ class RealtimeKitClient:
         for attempt in range(1, self._retry.attempts + 1):
             try:
                 response = self._http.request(method, path, **kwargs)
+            except _UNSENDABLE as exc:
+                # Repeating a request that cannot be sent only repeats the error (for seconds).
+                raise RealtimeKitError(0, None, _unsendable(exc), call=call) from None
             except httpx.TransportError as exc:
                 # A request that never connected is safe to repeat; one that may have reached
                 # the server is repeated only when repeating it changes nothing (not POST).
@@ -357,11 +364,33 @@ class RealtimeKitClient:
         raise AssertionError("unreachable")
 
 
-def _segment(value: str) -> str:
-    """An id as one path segment: ids come from users and must not add path components."""
+def _segment(value: str, what: str, call: str) -> str:
+    """An id as one path segment: ids come from users and must not add path components.
+
+    One that cannot be a segment is the user's mistake, so it is a :class:`RealtimeKitError`
+    naming the id (the command line answers it as bad input), raised before any request.
+    """
     if value in ("", ".", ".."):
-        raise ValueError(f"not a usable id: {value!r}")
+        raise RealtimeKitError(0, None, f"{value!r} is not a usable {what}", call=call)
     return quote(value, safe="")
+
+
+_UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+"""Transport errors raised before anything is sent: no retry can succeed."""
+
+
+def _unsendable(exc: Exception) -> str:
+    """Why a request could not be sent, without the exception's text: for a header that is
+    not valid HTTP, that text quotes the header, which may be the Authorization one."""
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return (
+            f"{describe_error(exc)} (the base URL must be http:// or https://: check "
+            "--base-url, $REALTIMEKIT_BASE_URL or the config file)"
+        )
+    return (
+        "the request is not valid HTTP (LocalProtocolError): a setting sent in a header, such "
+        "as the API token, holds a character a header cannot carry (a line break?)"
+    )
 
 
 def _json(response: httpx.Response) -> dict[str, Any] | None:

@@ -440,3 +440,29 @@ def test_stopping_a_recording_that_already_ended_is_not_an_error(emulator):
         recording = client.start_track_recording(emulator.meeting_id)
         client.wait_until_uploaded(recording.id, poll=0.05)
         assert client.stop(recording.id).status == "UPLOADED"
+
+
+@pytest.mark.parametrize(
+    ("base", "token", "reason"),
+    [
+        ("ftp://127.0.0.1/client/v4", TOKEN, "http:// or https://"),
+        (None, "tok\nsecret-tail", "not valid HTTP"),  # a line break pasted with the token
+    ],
+    ids=["unsupported-protocol", "illegal-header"],
+)
+def test_a_request_that_cannot_be_sent_fails_at_once_without_the_token(
+    emulator, caplog, base, token, reason
+):
+    waits: list[float] = []
+    client = RealtimeKitClient(
+        account_id="a",
+        app_id="b",
+        token=token,
+        base_url=base or emulator.base_url,
+        sleep=waits.append,
+    )
+    with client, caplog.at_level(logging.DEBUG), pytest.raises(RealtimeKitError) as failed:
+        client.get_recording("r")
+    assert waits == []  # no retry: none could succeed
+    assert reason in str(failed.value)
+    assert "secret-tail" not in str(failed.value) + caplog.text
