@@ -6,6 +6,7 @@ errors and choosing exit statuses.
 
 import argparse
 import json
+import math
 import os
 import secrets
 import shlex
@@ -21,8 +22,9 @@ from models import (
     describe_error,
     format_utc,
 )
-from stages.export import to_txt
+from stages.export import FORMATS, to_txt
 from stages.fetch import FetchOptions
+from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
 
 from . import remote
 from ._cli_common import (
@@ -58,12 +60,16 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     run.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     run.add_argument(
         "--stop-after",
-        type=float,
+        type=_non_negative_seconds,
         metavar="S",
         help="stop the recording after S seconds (default: when the meeting ends)",
     )
     run.add_argument(
-        "--timeout", type=float, default=86_400.0, metavar="S", help="give up waiting after S s"
+        "--timeout",
+        type=_positive_seconds,
+        default=86_400.0,
+        metavar="S",
+        help="give up waiting after S s",
     )
     _add_names(run)
     add_api_options(run)
@@ -96,7 +102,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     )
     emulator.add_argument("--meeting", type=Path, required=True, metavar="DIR")
     emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8787)
+    emulator.add_argument("--port", type=_port, default=8787, help="0: any free port")
     emulator.add_argument("--token", help="bearer token to accept (default: $CLOUDFLARE_API_TOKEN)")
     emulator.add_argument(
         "--start-delay", type=float, default=EmulatorOptions.model_fields["start_delay"].default
@@ -153,7 +159,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "recording that reaches UPLOADED into OUT/RECORDING_ID.",
     )
     webhook.add_argument("--host", default="127.0.0.1")
-    webhook.add_argument("--port", type=int, required=True)
+    webhook.add_argument("--port", type=_port, required=True, help="0: any free port")
     webhook.add_argument("-o", "--out", type=Path, required=True)
     add_api_options(webhook)
     webhook.add_argument(
@@ -177,22 +183,93 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 def _run_command(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
+    started: list[Recording] = []
     with settings_from(args).client() as client:
-        transcript = remote.run(
-            client,
-            args.meeting_id,
-            out,
-            args.user_id,
-            options=pipeline_options(args),
-            fetch_options=FetchOptions(progress=not args.no_progress),
-            display_names=dict(args.name),
-            stop_after=args.stop_after,
-            timeout=args.timeout,
-            progress=not args.no_progress,
-            on_step=say,
-        )
+        try:
+            transcript = remote.run(
+                client,
+                args.meeting_id,
+                out,
+                args.user_id,
+                options=pipeline_options(args),
+                fetch_options=FetchOptions(progress=not args.no_progress),
+                display_names=dict(args.name),
+                stop_after=args.stop_after,
+                timeout=args.timeout,
+                progress=not args.no_progress,
+                on_step=say,
+                on_started=started.append,
+            )
+        except KeyboardInterrupt:
+            # Ctrl-C stops this process, not the recording: it goes on until the meeting ends,
+            # and a second `run` meets it as a 409. Say which one it is and how to finish it.
+            if started:
+                _say_how_to_finish(args, started[0], out)
+            raise
     write_outputs(transcript, out, args.formats)
     return report(transcript)
+
+
+def _say_how_to_finish(args: argparse.Namespace, recording: Recording, out: Path) -> None:
+    fetch_flags = [arg for user in args.user_id for arg in ("--user-id", user)]
+    fetch_flags += [arg for user, name in args.name for arg in ("--name", f"{user}={name}")]
+    say(
+        f"recording {recording.id} of meeting {args.meeting_id} is still going (it ends with "
+        "the meeting); once it is UPLOADED, finish it with:\n  "
+        + _by_hand(
+            recording.id,
+            out,
+            args.meeting_id,
+            fetch_flags=fetch_flags + _api_flags(args),
+            transcribe_flags=_model_flags(args),
+        )
+    )
+
+
+def _api_flags(args: argparse.Namespace) -> list[str]:
+    """The account flags this command was given, to repeat; never the token (a secret)."""
+    given = [
+        ("--base-url", args.base_url),
+        ("--account-id", args.account_id),
+        ("--app-id", args.app_id),
+        ("--config", args.config),
+    ]
+    return [arg for flag, value in given if value is not None for arg in (flag, str(value))]
+
+
+def _model_flags(args: argparse.Namespace) -> list[str]:
+    """The model and output flags this command was given that differ from the defaults."""
+    flags: list[str] = []
+    if args.model != BUNDLED_MODEL:
+        flags += ["--model", args.model]
+    if args.beam_size != TranscribeOptions().beam_size:
+        flags += ["--beam-size", str(args.beam_size)]
+    if args.threads:
+        flags += ["--threads", str(args.threads)]
+    if args.formats != list(FORMATS):
+        flags += ["--formats", ",".join(args.formats)]
+    return flags
+
+
+def _by_hand(
+    recording_id: str,
+    out: Path,
+    meeting_id: str | None,
+    *,
+    fetch_flags: list[str] | None = None,
+    transcribe_flags: list[str] | None = None,
+) -> str:
+    """The shell commands that fetch an uploaded recording into ``out/recording`` and
+    transcribe it into ``out``: what a `run` or a webhook would have done."""
+    fetched = out / remote.RECORDING_FOLDER
+    fetch = ["trackscribe", "fetch", "--recording-id", recording_id, "-o", str(fetched)]
+    fetch += ["--meeting-id", meeting_id] if meeting_id else []
+    transcribe = ["trackscribe", "transcribe", str(fetched / "manifest.json"), "-o", str(out)]
+    return (
+        shlex.join(fetch + (fetch_flags or []))
+        + " && "
+        + shlex.join(transcribe + (transcribe_flags or []))
+    )
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +305,38 @@ def _name(value: str) -> tuple[str, str]:
     if not sep or not user or not name:
         raise argparse.ArgumentTypeError(f"expected USER=NAME, got {value!r}")
     return user, name
+
+
+def _seconds(value: str, *, zero: bool) -> float:
+    """A number of seconds, checked when the command line is read: a bad one found later
+    would be found after a recording had started, and leave it running."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        wanted = "0 or more" if zero else "more than 0"
+        raise argparse.ArgumentTypeError(f"must be {wanted} seconds, not {value}")
+    return seconds
+
+
+def _non_negative_seconds(value: str) -> float:
+    return _seconds(value, zero=True)
+
+
+def _positive_seconds(value: str) -> float:
+    return _seconds(value, zero=False)
+
+
+def _port(value: str) -> int:
+    """A TCP port (0: any free one); the socket layer's own refusal is an OverflowError."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
 
 
 def _fault(value: str) -> tuple[str, int]:
@@ -312,8 +421,13 @@ def _emulator_command(args: argparse.Namespace) -> int:
 def _webhook_command(args: argparse.Namespace) -> int:
     from .webhook import WebhookReceiver
 
+    # Everything that would make every recording fail is checked before listening: the key,
+    # the output folder, the settings and the model.
     settings = settings_from(args)
+    public_key = _webhook_public_key(settings)
+    output_folder(args.out)
     client = settings.client()
+    transcriber = Transcriber(pipeline_options(args).transcribe)
 
     def on_uploaded(recording: Recording) -> None:
         out = args.out / recording.id
@@ -328,6 +442,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
                 options=pipeline_options(args),
                 fetch_options=FetchOptions(progress=not args.no_progress),
                 progress=False,
+                transcriber=transcriber,
             )
         except NoUsableTrackError as exc:  # tried again by the receiver, then failed.json
             say(str(exc))
@@ -340,7 +455,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
         _record_failure(args.out / recording.id, recording, error)
 
     receiver = WebhookReceiver(
-        settings.public_key_pem(), on_uploaded, on_failed=on_failed, host=args.host, port=args.port
+        public_key, on_uploaded, on_failed=on_failed, host=args.host, port=args.port
     )
     say(f"listening for RealtimeKit webhooks at {receiver.url} (Ctrl-C stops)")
     try:
@@ -353,21 +468,30 @@ def _webhook_command(args: argparse.Namespace) -> int:
 FAILED_FILE = "failed.json"
 
 
+def _webhook_public_key(settings: ApiSettings) -> bytes:
+    """The webhook public key, refused now (naming where it came from) if it is not one: the
+    receiver would otherwise refuse it as an error of trackscribe's own."""
+    from .webhook import load_public_key
+
+    pem = settings.public_key_pem()
+    try:
+        load_public_key(pem)
+    except ValueError as exc:
+        value = settings.webhook_public_key or ""
+        source = "given as text" if value.lstrip().startswith("-----BEGIN") else value
+        raise ConfigError(f"webhook public key {source}: {exc}") from None
+    return pem
+
+
 def _record_failure(out: Path, recording: Recording, error: BaseException) -> None:
     """Leave ``out/failed.json`` saying why a recording could not be handled: a webhook
     server runs unattended, and a sweep over the output folders must find what needs a hand."""
-    fetched = out / remote.RECORDING_FOLDER
     record = {
         "recording_id": recording.id,
         "meeting_id": recording.meeting_id,
         "failed_at": format_utc(datetime.now(UTC)),
         "error": describe_error(error),
-        "by_hand": shlex.join(
-            ["trackscribe", "fetch", "--recording-id", recording.id, "-o", str(fetched)]
-            + (["--meeting-id", recording.meeting_id] if recording.meeting_id else [])
-        )
-        + " && "
-        + shlex.join(["trackscribe", "transcribe", str(fetched / "manifest.json"), "-o", str(out)]),
+        "by_hand": _by_hand(recording.id, out, recording.meeting_id),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FAILED_FILE, json.dumps(record, indent=2) + "\n")

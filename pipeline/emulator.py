@@ -937,12 +937,26 @@ def _flip(chunk: bytes) -> bytes:
 
 
 def _load_key(path: Path) -> rsa.RSAPrivateKey:
+    """The RSA private key in the PEM file ``path``. A file that is not one is the user's
+    mistake: a :class:`ConfigError` (a ValueError) naming the file and why, which the command
+    line answers as bad input, not as an error of its own."""
+    # Imported here: only a given key file needs them.
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    from .config import ConfigError
+
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ValueError(f"webhook_key {path}: not a readable PEM private key: {exc}") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"webhook key {path}: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"webhook key {path}: not an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)"
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"webhook_key {path}: must be an RSA private key")
+        raise ConfigError(f"webhook key {path}: not an RSA private key")
     return key
 
 

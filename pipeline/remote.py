@@ -6,6 +6,7 @@ manifest folder ``trackscribe transcribe`` can read again), the transcript to ``
 """
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 from models import Recording, Transcript
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
 from stages.record import RealtimeKitClient
+from stages.transcribe import Transcriber
 
-from .core import NoUsableTrackError, PipelineOptions, transcribe_tracks
+from .core import NoUsableTrackError, PipelineOptions, run_meeting
 
 __all__ = ["RECORDING_FOLDER", "fetch", "record", "run", "transcribe_recording"]
 
@@ -24,6 +26,10 @@ RECORDING_FOLDER = "recording"
 
 Step = Callable[[str], None]
 """Hears one line per step taken (the CLI prints them)."""
+
+Started = Callable[[Recording], None]
+"""Hears the recording as soon as it has started: from then on, stopping this process does
+not stop the recording (the CLI says how to finish it by hand)."""
 
 
 def record(
@@ -35,13 +41,20 @@ def record(
     timeout: float = 86_400.0,
     poll: float = 1.0,
     on_step: Step | None = None,
+    on_started: Started | None = None,
 ) -> Recording:
     """Start track recording for ``user_ids`` (everyone when empty) and wait for the upload.
 
     The recording ends when the meeting does (or after ``stop_after`` seconds, when given).
+    Both times are checked before anything starts: a recording started only to fail on a
+    bad number keeps running, and blocks the next start with a 409.
     """
+    _check_seconds("stop_after", stop_after, zero=True)
+    _check_seconds("timeout", timeout, zero=False)
     say = on_step or (lambda _line: None)
     recording = client.start_track_recording(meeting_id, user_ids=list(user_ids) or None)
+    if on_started is not None:
+        on_started(recording)
     who = ", ".join(user_ids) if user_ids else "every participant"
     say(f"started track recording {recording.id} of meeting {meeting_id} for {who}")
     if stop_after is not None:
@@ -55,6 +68,14 @@ def record(
         on_status=lambda r: say(f"recording {r.id}: {r.status}"),
     )
     return recording
+
+
+def _check_seconds(name: str, value: float | None, *, zero: bool) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        wanted = "a non-negative" if zero else "a positive"
+        raise ValueError(f"{name} must be {wanted} number of seconds, not {value!r}")
 
 
 def fetch(
@@ -102,10 +123,17 @@ def run(
     poll: float = 1.0,
     progress: bool = True,
     on_step: Step | None = None,
+    on_started: Started | None = None,
+    transcriber: Transcriber | None = None,
 ) -> Transcript:
     """Record, fetch and transcribe. Files that could not be fetched are listed as failures
     in the transcript's provenance (a partial result), like tracks that could not be decoded.
+
+    The model is loaded (``transcriber``, else ``options.transcribe``) before the recording
+    starts: a model that cannot load must cost no recording, no wait and no download.
     """
+    if transcriber is None:
+        transcriber = Transcriber((options or PipelineOptions()).transcribe)
     recording = record(
         client,
         meeting_id,
@@ -114,6 +142,7 @@ def run(
         timeout=timeout,
         poll=poll,
         on_step=on_step,
+        on_started=on_started,
     )
     return transcribe_recording(
         client,
@@ -126,6 +155,7 @@ def run(
         fetch_options=fetch_options,
         progress=progress,
         on_step=on_step,
+        transcriber=transcriber,
     )
 
 
@@ -141,10 +171,12 @@ def transcribe_recording(
     fetch_options: FetchOptions | None = None,
     progress: bool = True,
     on_step: Step | None = None,
+    transcriber: Transcriber | None = None,
 ) -> Transcript:
     """Fetch an uploaded recording into ``out/recording`` and transcribe it. Files that could
     not be fetched are listed as failures in the transcript's provenance; when none could be,
-    :class:`NoUsableTrackError`."""
+    :class:`NoUsableTrackError`. ``transcriber`` is a model already loaded with
+    ``options.transcribe`` (loaded here when None)."""
     say = on_step or (lambda _line: None)
     folder = Path(out) / RECORDING_FOLDER
     result = fetch(
@@ -165,6 +197,8 @@ def transcribe_recording(
         + (f", {len(result.failures)} failed" if result.failures else "")
     )
     say("transcribing")
-    transcript = transcribe_tracks(result.manifest, options=options, progress=progress)
+    transcript = run_meeting(
+        result.manifest, options=options, progress=progress, transcriber=transcriber
+    ).transcript
     transcript.provenance.failures.extend(result.failures)
     return transcript

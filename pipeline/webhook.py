@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from models import Recording, WebhookEvent, describe_error, safe_file_name
 
-__all__ = ["WebhookReceiver", "verify_signature"]
+__all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,18 @@ _SEEN_LIMIT = 100_000
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
     """True when ``signature`` (base64) is RealtimeKit's signature of exactly ``body``."""
-    return _verify(_rsa_key(public_key_pem), body, signature)
+    return _verify(load_public_key(public_key_pem), body, signature)
 
 
-def _rsa_key(public_key_pem: bytes) -> rsa.RSAPublicKey:
-    key = load_pem_public_key(public_key_pem)
+def load_public_key(public_key_pem: bytes) -> rsa.RSAPublicKey:
+    """The RSA public key in ``public_key_pem``; else a ValueError saying in a few words why
+    not (cryptography's own text points at its FAQ, which tells a user less)."""
+    try:
+        key = load_pem_public_key(public_key_pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("the webhook public key is not an RSA key")
+        raise ValueError(f"not an RSA public key ({type(key).__name__.lstrip('_')})")
     return key
 
 
@@ -76,7 +81,7 @@ class WebhookReceiver:
         tries: int = 3,
         retry_wait: float = 2.0,
     ) -> None:
-        self._key = _rsa_key(public_key_pem)  # a bad key is refused now, not at a delivery
+        self._key = load_public_key(public_key_pem)  # a bad key is refused now, not at a delivery
         self._on_uploaded = on_uploaded
         self._on_failed = on_failed
         self._tries = max(1, tries)

@@ -4,6 +4,8 @@ processes talking real HTTP over loopback."""
 import base64
 import json
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -373,3 +375,204 @@ def test_webhook_receiver_refuses_abuse_before_reading_a_body():
         assert sent.status_code == 400
         receiver.wait_idle()
     assert handled == []
+
+
+@pytest.fixture
+def emulator(sample_dir) -> Iterator[Emulator]:
+    """An emulator in this process, so that a test can ask it what was started."""
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=3.0, upload_seconds=0.1)
+    with Emulator(sample_dir, options) as emu:
+        yield emu
+
+
+def api_flags(emu: Emulator) -> list[str]:
+    return ["--base-url", emu.base_url, "--account-id", "a", "--app-id", "b", "--no-progress"]
+
+
+def recordings_of(emu: Emulator) -> list[Recording]:
+    client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url)
+    with client:
+        return list(client.list_recordings(meeting_id=emu.meeting_id))
+
+
+def public_key_file(folder: Path) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "public.pem"
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (["--stop-after", "-1"], "--stop-after: must be 0 or more seconds"),
+        (["--timeout", "-1"], "--timeout: must be more than 0 seconds"),
+        (["--model", "smal.en"], "cannot load model 'smal.en'"),
+    ],
+    ids=["negative-stop-after", "negative-timeout", "unloadable-model"],
+)
+def test_run_refuses_a_bad_option_or_model_before_starting_a_recording(
+    emulator, tmp_path, option, said
+):
+    result = cli(
+        "run",
+        "--meeting-id",
+        emulator.meeting_id,
+        "-o",
+        str(tmp_path),
+        *option,
+        *api_flags(emulator),
+    )
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr
+    assert recordings_of(emulator) == []  # nothing left running, nothing to block a re-run
+
+
+def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emulator, tmp_path):
+    out = tmp_path / "my out"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "--meeting-id",
+            emulator.meeting_id,
+            "--user-id",
+            "user-bruno",
+            "--name",
+            "user-bruno=Bruno B",
+            "-o",
+            str(out),
+            "--formats",
+            "json",
+            *api_flags(emulator),
+        ],
+        env={**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stderr is not None
+        while "started track recording" not in (line := run.stderr.readline()):
+            assert line, "run ended before starting a recording"
+        run.send_signal(signal.SIGINT)
+        stderr = run.communicate(timeout=60)[1]
+    finally:
+        run.kill()
+    (recording,) = recordings_of(emulator)
+    assert run.returncode == 130, stderr
+    assert f"recording {recording.id} of meeting {emulator.meeting_id} is still going" in stderr
+    command = stderr.split("finish it with:\n", 1)[1].splitlines()[0].strip()
+
+    client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emulator.base_url)
+    with client:
+        client.wait_until_uploaded(recording.id, poll=0.1)
+    for step in command.split(" && "):
+        program, *args = shlex.split(step)
+        assert program == "trackscribe"
+        done = cli(*args)
+        assert done.returncode == 0, done.stderr
+    transcript = Transcript.load(out / "transcript.json")
+    assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
+    assert [s.display_name for s in transcript.speakers] == ["Bruno B"]
+    assert TOKEN not in stderr
+
+
+@pytest.mark.parametrize("command", ["webhook", "emulator"])
+def test_a_key_file_that_is_not_a_pem_key_is_named_as_bad_input(sample_dir, tmp_path, command):
+    bad = tmp_path / "key.pem"
+    bad.write_text("not a key\n")
+    args = {
+        "webhook": [
+            "webhook",
+            "--port",
+            "0",
+            "-o",
+            str(tmp_path / "out"),
+            "--public-key",
+            str(bad),
+            "--account-id",
+            "a",
+            "--app-id",
+            "b",
+        ],
+        "emulator": [
+            "emulator",
+            "--meeting",
+            str(sample_dir),
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--webhook-key",
+            str(bad),
+        ],
+    }[command]
+    result = cli(*args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"key {bad}: not " in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_webhook_refuses_an_output_folder_that_is_a_file_before_listening(tmp_path):
+    taken = tmp_path / "out"
+    taken.write_text("a file, not a folder\n")
+    public = public_key_file(tmp_path)
+    result = cli(
+        "webhook",
+        "--port",
+        str(free_port()),
+        "-o",
+        str(taken),
+        "--public-key",
+        str(public),
+        "--account-id",
+        "a",
+        "--app-id",
+        "b",
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot use {taken} as the output folder" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["webhook", "emulator"])
+def test_a_port_out_of_range_is_bad_usage(sample_dir, tmp_path, command):
+    args = {
+        "webhook": ["webhook", "-o", str(tmp_path), "--account-id", "a", "--app-id", "b"],
+        "emulator": ["emulator", "--meeting", str(sample_dir), "--token", TOKEN],
+    }[command]
+    result = cli(*args, "--port", "99999", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--port: a port is 0 to 65535, not 99999" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["fetch", "--recording-id", ".."], ["run", "--meeting-id", ".."]],
+    ids=["fetch", "run"],
+)
+def test_an_id_that_cannot_be_a_path_segment_is_bad_input_before_any_call(tmp_path, args):
+    nobody = f"http://127.0.0.1:{free_port()}/client/v4"  # a call would fail only after retries
+    started = time.monotonic()
+    result = cli(
+        *args,
+        "-o",
+        str(tmp_path),
+        "--base-url",
+        nobody,
+        "--account-id",
+        "a",
+        "--app-id",
+        "b",
+        "--no-progress",
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "'..' is not a usable" in result.stderr
+    assert time.monotonic() - started < 30
