@@ -70,7 +70,9 @@ class RealtimeKitClient:
         for name, value in (("account_id", account_id), ("app_id", app_id), ("token", token)):
             if not value:
                 raise ValueError(f"RealtimeKit client needs a non-empty {name}")
-        root = f"{base_url.rstrip('/')}/accounts/{account_id}/realtime/kit/{app_id}"
+        # Ids are path segments: one with "?" or "/" in it must not change the request.
+        account, app = quote(account_id, safe=""), quote(app_id, safe="")
+        root = f"{base_url.rstrip('/')}/accounts/{account}/realtime/kit/{app}"
         self._http = httpx.Client(
             base_url=root,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},

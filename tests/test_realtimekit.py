@@ -466,3 +466,12 @@ def test_a_request_that_cannot_be_sent_fails_at_once_without_the_token(
     assert waits == []  # no retry: none could succeed
     assert reason in str(failed.value)
     assert "secret-tail" not in str(failed.value) + caplog.text
+
+
+def test_account_and_app_ids_stay_path_segments_whatever_they_hold(emulator):
+    client = RealtimeKitClient(
+        account_id="acct?x=1", app_id="app/../other", token=TOKEN, base_url=emulator.base_url
+    )
+    with client:  # unquoted, "?" made the rest a query string and ".." climbed a level
+        recording = client.start_track_recording(emulator.meeting_id)
+        assert client.get_recording(recording.id).id == recording.id
