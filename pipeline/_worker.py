@@ -1,35 +1,49 @@
-"""What worker processes log reaches this process's logging, as if logged here.
+"""What ties worker processes to this one: what they log is handled here, and they stop when
+this process stops, however it stops.
 
-A worker started by a fork server has no logging set up: its warnings (a truncated file, a
-track refused) went to its stderr unformatted, ignored ``-v``, and never reached a log file
-or a notebook's handlers. Workers instead put their records on a queue, and a thread here
-hands each one to the logger of the same name, with its filters, levels and handlers.
+Workers come from a fork server, and neither holds by itself:
+- A worker has no logging set up: its warnings (a truncated file, a track refused) went to
+  its stderr unformatted, ignored ``-v``, and never reached a log file or a notebook's
+  handlers. Workers put their records on a queue instead, and a thread here hands each one
+  to the logger of the same name, with its filters, levels and handlers.
+- A process killed (``kill -9``, an out-of-memory kill, a scheduler's timeout) never shuts its
+  pool down, and its workers waited for work forever, the fork server with them: a few
+  hundred MB each, for every run killed. Each worker holds the reading end of a pipe whose
+  only writing end is this process's; when this process is gone, however it went, the pipe
+  reads as closed and the worker exits. (The kernel's parent-death signal does not do it: a
+  worker's parent is the fork server, which outlives us.)
 """
 
+import contextlib
 import logging
 import logging.handlers
+import os
 import signal
+import threading
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from types import TracebackType
 
-__all__ = ["WorkerLogs", "start_worker"]
+__all__ = ["WorkerLink", "start_worker"]
 
 
-class WorkerLogs:
-    """The queue workers log into, and the thread that hands their records on; a context
-    manager. ``initargs`` are what :func:`start_worker` takes in each worker."""
+class WorkerLink:
+    """A context manager for the life of a pool; ``initargs`` are what :func:`start_worker`
+    takes in each worker."""
 
     def __init__(self, context: BaseContext) -> None:
         self._queue: Queue = context.Queue()
         self._listener = logging.handlers.QueueListener(self._queue, _HandOn())
+        self._lifeline, self._alive = context.Pipe(duplex=False)
 
     @property
-    def initargs(self) -> tuple[Queue, int]:
+    def initargs(self) -> tuple[Queue, int, Connection]:
         # The level our own loggers log at: a worker need not send what would be dropped.
-        return self._queue, logging.getLogger("stages").getEffectiveLevel()
+        level = logging.getLogger("stages").getEffectiveLevel()
+        return self._queue, level, self._lifeline
 
-    def __enter__(self) -> "WorkerLogs":
+    def __enter__(self) -> "WorkerLink":
         self._listener.start()
         return self
 
@@ -39,13 +53,19 @@ class WorkerLogs:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        # The pool is shut down by now: its workers have stopped, or are to stop now.
+        self._alive.close()
+        self._lifeline.close()
         self._listener.stop()  # hands on what is still queued first
         self._queue.close()
 
 
-def start_worker(queue: Queue, level: int, ignore_interrupt: bool = True) -> None:
-    """Run first in each worker: its log records go to ``queue``; Ctrl-C is left to the
-    parent, which stops the pool (otherwise every worker prints a traceback)."""
+def start_worker(
+    queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool = True
+) -> None:
+    """Run first in each worker: its log records go to ``queue``, and it exits when
+    ``lifeline`` closes. With ``ignore_interrupt``, Ctrl-C is left to the parent, which stops
+    the pool (otherwise every worker prints a traceback)."""
     if ignore_interrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
@@ -53,6 +73,13 @@ def start_worker(queue: Queue, level: int, ignore_interrupt: bool = True) -> Non
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
     root.setLevel(level)
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
+
+
+def _exit_with_parent(lifeline: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()  # nothing is ever sent: this returns when the pipe closes
+    os._exit(1)  # no cleanup to wait for: whoever wanted the work is gone
 
 
 class _HandOn(logging.Handler):

@@ -8,13 +8,11 @@ or a ``kill -9`` therefore redoes only what was in flight, and a re-run with a c
 setting only what that setting changes. ``OUT/summary.json`` is rewritten after every meeting.
 """
 
-import ctypes
 import fcntl
 import json
 import logging
 import multiprocessing
 import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -22,6 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Literal
@@ -45,7 +44,7 @@ from stages.export import FORMATS, export
 from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
-from ._worker import WorkerLogs, start_worker
+from ._worker import WorkerLink, start_worker
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
 from .core import PipelineOptions, run_meeting, runtime_versions
@@ -380,12 +379,12 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
     for last_try in (False, True):
         lost: list[Job] = []
         with (
-            WorkerLogs(context) as logs,
+            WorkerLink(context) as link,
             ProcessPoolExecutor(
                 min(workers, len(jobs)),
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=logs.initargs,
+                initargs=link.initargs,
             ) as pool,
         ):
             futures: dict[Future[MeetingResult], Job] = {
@@ -419,15 +418,11 @@ def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
     )
 
 
-def _start_worker(logs: "Queue", level: int) -> None:
-    """A worker of a batch logs through the batch's logging, and stops when the batch is
-    killed with -9 rather than finish meetings unseen. Ctrl-C stops it as it does the batch."""
-    start_worker(logs, level, ignore_interrupt=False)
-    try:
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
-    except (OSError, AttributeError):
-        pass
+def _start_worker(logs: "Queue", level: int, lifeline: "Connection") -> None:
+    """A worker of a batch logs through the batch's logging and stops when the batch is
+    killed, even with -9, rather than finish meetings unseen. Ctrl-C stops it as it does the
+    batch."""
+    start_worker(logs, level, lifeline, ignore_interrupt=False)
 
 
 def _on_dask(jobs: Sequence[Job], work: _Work, scheduler: str) -> Iterator[MeetingResult]:

@@ -50,7 +50,7 @@ from stages.transcribe import (
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
-from ._worker import WorkerLogs, start_worker
+from ._worker import WorkerLink, start_worker
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -371,9 +371,9 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
         yield None
         return
     context.set_forkserver_preload(["pipeline._analysis", "pipeline._worker"])
-    with WorkerLogs(context) as logs:
+    with WorkerLink(context) as link:
         pool = ProcessPoolExecutor(
-            count, mp_context=context, initializer=start_worker, initargs=logs.initargs
+            count, mp_context=context, initializer=start_worker, initargs=link.initargs
         )
         try:
             for _ in range(count):

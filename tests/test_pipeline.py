@@ -3,6 +3,9 @@
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,41 @@ def test_a_track_the_model_fails_on_is_listed_and_the_others_are_transcribed_onc
     # The progress bar ends full (the run is over) and says that a track failed.
     last = capsys.readouterr().err.split("\r")[-1]
     assert last.startswith("transcribe: 100%") and "1 track failed" in last
+
+
+_KILLED_PARENT = """
+import os, time
+from pipeline.core import _analysis_pool
+
+def pid_after(seconds):
+    time.sleep(seconds)  # long enough for the other job to go to the other worker
+    return os.getpid()
+
+if __name__ == "__main__":
+    with _analysis_pool(tracks=2, workers=2) as pool:
+        jobs = [pool.submit(pid_after, 0.5) for _ in range(2)]
+        print(*{job.result() for job in jobs}, flush=True)
+        time.sleep(600)  # killed here, pool and all
+"""
+
+
+def test_decode_workers_stop_when_the_run_that_started_them_is_killed(tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_PARENT)
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in run.stdout.readline().split()]
+    assert workers and run.pid not in workers
+    run.kill()  # SIGKILL: no cleanup of its own runs
+    run.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"  # a zombie is gone but not reaped
+    except FileNotFoundError:
+        return False
