@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from models import SAMPLE_RATE, Manifest
 
+from ._worker import WorkerLink, start_worker
 from .core import PipelineOptions, run_meeting
 from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
@@ -91,9 +92,18 @@ def bench(
     for name in approaches:
         if on_start is not None:
             on_start(name)
-        # A fresh process per approach (not a daemon: the pipeline starts workers of its own).
+        # A fresh process per approach (not a daemon: the pipeline starts workers of its own),
+        # logging here and stopping with this one; Ctrl-C stops it too.
         try:
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
+            with (
+                WorkerLink(context) as link,
+                ProcessPoolExecutor(
+                    1,
+                    mp_context=context,
+                    initializer=start_worker,
+                    initargs=(*link.initargs, False),
+                ) as pool,
+            ):
                 raw = pool.submit(
                     _run, name, str(manifest_path), str(truth_path or ""), options
                 ).result()
