@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def run_meeting(
             with _timer(stats, "analyse_s"):
                 _analyse(pool, manifest, work, store, options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
-            timings, clock = _clock(manifest, work, options)
+            timings, clock, origin = _clock(manifest, work, options)
             dropped = _attribute(manifest, work, options, timings)
 
         todo = [w for w in work if w.audio is not None and w.regions]
@@ -247,7 +248,7 @@ def run_meeting(
     )
     segments = {w.index: w.segments for w in work if w.failure is None}
     with _timer(stats, "merge_s"):
-        transcript = merge(manifest, segments, provenance, options.merge, timings)
+        transcript = merge(manifest, segments, provenance, options.merge, timings, origin)
     return MeetingRun(transcript=transcript, stats=stats)
 
 
@@ -262,9 +263,12 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
 
 def _clock(
     manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
-) -> tuple[list[TrackTiming], list[ClockEstimate]]:
+) -> tuple[list[TrackTiming], list[ClockEstimate], datetime]:
     """Each track's place and rate on the meeting clock: its start time and its clock's
-    drift, each corrected where the leakage between tracks shows it clearly."""
+    drift, each corrected where the leakage between tracks shows it clearly; and the clock's
+    origin, the earliest track start. A start measured before the stated earliest one moves
+    the origin back with it, so that no time is negative; everything after this (leakage
+    records, the transcript, its length) counts from that origin."""
     offsets = track_offsets(manifest)
     estimates = estimate_clock(
         [w.activity for w in work],
@@ -296,7 +300,10 @@ def _clock(
                 drift_applied=estimate.drift_clear,
             )
         )
-    return timings, records
+    earliest = min(0.0, *(timing.offset for timing in timings))
+    timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
+    origin = min(t.started_time for t in manifest.tracks) + timedelta(seconds=earliest)
+    return timings, records, origin
 
 
 def _attribute(

@@ -65,19 +65,17 @@ def merge(
     provenance: Provenance,
     options: MergeOptions | None = None,
     timings: Sequence[TrackTiming] | None = None,
+    origin: datetime | None = None,
 ) -> Transcript:
     """One transcript from the segments of each track (keyed by index in ``manifest.tracks``).
 
-    ``timings`` places each track on the meeting clock; by default at its ``started_time``,
-    its clock taken as right. The origin is the earliest track start as corrected: a start
-    measured earlier than stated moves it back, so that no time is negative.
+    ``timings`` places each track on the meeting clock, counted from ``origin``; by default
+    each track at its ``started_time``, its clock taken as right, from the earliest of them.
     """
     options = options or MergeOptions()
+    origin = origin or _origin(manifest)
     if timings is None:
         timings = [TrackTiming(offset) for offset in track_offsets(manifest)]
-    earliest = min(timing.offset for timing in timings)
-    origin = _origin(manifest) + timedelta(seconds=earliest)
-    timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
     timeline = sorted(
         (
             (manifest.tracks[index].user_id, _shift(segment, timings[index]))

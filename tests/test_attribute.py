@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -248,6 +249,26 @@ def test_a_wrong_start_time_is_measured_from_the_leakage_and_corrected(leaky_mee
     assert all(not c.applied for c in transcript.provenance.clock if c.user_id != "user-chen")
     chen_starts = [u.start for u in transcript.utterances if u.speaker == "user-chen"]
     assert min(abs(s - 22.0) for s in chen_starts) < 0.2  # where the sample's truth has him
+
+
+def test_a_first_start_measured_earlier_than_stated_moves_the_origin_back(leaky_meeting, tmp_path):
+    shifted = tmp_path / "shifted"
+    shutil.copytree(leaky_meeting, shifted)
+    raw = json.loads((shifted / "manifest.json").read_text())
+    alice = next(t for t in raw["tracks"] if t["user_id"] == "user-alice")
+    alice["started_time"] = "2026-11-20T10:00:00.500Z"  # really 10:00:00.000, the first
+    (shifted / "manifest.json").write_text(json.dumps(raw))
+
+    transcript = transcribe_tracks(shifted / "manifest.json", progress=False)
+    (estimate,) = [c for c in transcript.provenance.clock if c.user_id == "user-alice"]
+    assert estimate.applied and estimate.correction_s == pytest.approx(-0.5, abs=0.031)
+    # Bruno's stated 10:00:00.350 is no longer the first start: Alice's measured one is.
+    assert abs((transcript.origin - datetime(2026, 11, 20, 10, tzinfo=UTC)).total_seconds()) < 0.04
+    assert min(u.start for u in transcript.utterances) >= 0
+    assert all(d.start >= 0 for d in transcript.provenance.dropped)
+    first = transcript.utterances[0]  # the sample's truth has her start at 1.0 s
+    assert first.speaker == "user-alice" and abs(first.start - 1.0) < 0.5
+    assert first.start_time == transcript.origin + timedelta(seconds=first.start)
 
 
 def test_a_clean_meeting_gives_no_clock_estimate(sample_transcript):

@@ -156,20 +156,3 @@ def test_a_track_whose_clock_ran_fast_is_taken_back_to_the_meeting_clock():
     (utterance,) = transcript.utterances
     assert utterance.start == pytest.approx(600 / 1.0005, abs=1e-3)
     assert utterance.words[-1].end == pytest.approx(601 / 1.0005, abs=1e-3)
-
-
-def test_a_start_corrected_to_before_the_stated_origin_moves_the_origin_back():
-    # Ann, the first to join, was measured to have started 0.2 s before her stated start.
-    timings = [TrackTiming(2.5), TrackTiming(-0.2), TrackTiming(30.0), TrackTiming(1.0)]
-    transcript = merge(
-        MANIFEST,
-        {1: [seg(0.1, 1.0, "first words")], 3: [seg(0.0, 1.0, "hello")]},
-        PROVENANCE,
-        timings=timings,
-    )
-    assert transcript.origin == datetime(2026, 11, 20, 9, 59, 59, 800_000, tzinfo=UTC)
-    ann, cy = transcript.utterances
-    assert (ann.start, cy.start) == (pytest.approx(0.1), pytest.approx(1.2))
-    assert ann.start_time == datetime(2026, 11, 20, 9, 59, 59, 900_000, tzinfo=UTC)
-    assert cy.start_time == datetime(2026, 11, 20, 10, 0, 1, tzinfo=UTC)
-    assert min(w.start for u in transcript.utterances for w in u.words) >= 0
