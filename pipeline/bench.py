@@ -73,13 +73,16 @@ def bench(
     *,
     truth_path: Path | None = None,
     options: PipelineOptions | None = None,
-    approaches: tuple[str, ...] = APPROACHES,
+    approaches: tuple[str, ...] | None = None,
     on_start: Any = None,
 ) -> dict[str, Approach]:
     """Run each approach and score it against the truth (``oracle`` needs one).
 
+    ``approaches`` defaults to every one the inputs allow (``oracle`` only with a truth).
     An approach that cannot run on the input is recorded as failed; the others still run.
     """
+    if approaches is None:
+        approaches = tuple(a for a in APPROACHES if a != "oracle" or truth_path is not None)
     if "oracle" in approaches and truth_path is None:
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()

@@ -93,3 +93,18 @@ def test_bench_refuses_work_that_needs_a_truth_it_does_not_have(
     (meeting_copy / "truth.json").unlink()
     assert main(["bench", str(meeting_copy / "manifest.json"), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_without_a_truth_runs_every_approach_but_the_oracle(meeting_copy, monkeypatch):
+    import pipeline.cli
+
+    asked: list[tuple[str, ...]] = []
+
+    def record(manifest, *, approaches, **_):
+        asked.append(approaches)
+        return {name: Approach(wall_s=1.0) for name in approaches if name != "pipeline"}
+
+    monkeypatch.setattr(pipeline.cli, "bench", record)
+    (meeting_copy / "truth.json").unlink()
+    assert main(["bench", str(meeting_copy / "manifest.json")]) == 0
+    assert asked == [("pipeline", "full", "silero", "mix")]
