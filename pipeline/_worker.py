@@ -34,7 +34,9 @@ class WorkerLink:
 
     def __init__(self, context: BaseContext) -> None:
         self._queue: Queue = context.Queue()
-        self._listener = logging.handlers.QueueListener(self._queue, _HandOn())
+        self._listener = threading.Thread(
+            target=self._hand_on, name="trackscribe-worker-logs", daemon=True
+        )
         self._lifeline, self._alive = context.Pipe(duplex=False)
 
     @property
@@ -56,8 +58,30 @@ class WorkerLink:
         # The pool is shut down by now: its workers have stopped, or are to stop now.
         self._alive.close()
         self._lifeline.close()
-        self._listener.stop()  # hands on what is still queued first
+        # What is still queued is handed on first. A worker killed while writing to the
+        # queue can leave its lock taken for good: then this waits a little, not forever.
+        self._queue.put(None)
+        self._listener.join(timeout=_LAST_RECORDS_WAIT)
+        self._queue.cancel_join_thread()
         self._queue.close()
+
+    def _hand_on(self) -> None:
+        """Each record, to the logger of its name, until the end (or a queue a killed worker
+        left broken)."""
+        while True:
+            try:
+                record = self._queue.get()
+            except Exception:  # half a record from a worker killed mid-write
+                return
+            if record is None:
+                return
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+
+
+_LAST_RECORDS_WAIT = 5.0
+"""Seconds the end of a pool waits for its workers' last log records."""
 
 
 def start_worker(
@@ -80,10 +104,3 @@ def _exit_with_parent(lifeline: Connection) -> None:
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()  # nothing is ever sent: this returns when the pipe closes
     os._exit(1)  # no cleanup to wait for: whoever wanted the work is gone
-
-
-class _HandOn(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
