@@ -23,6 +23,7 @@ from models import (
     Transcript,
     TranscriptError,
     describe_error,
+    redact_urls,
 )
 from stages.fetch import FetchError
 from stages.record import RealtimeKitError
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.WARNING,
         format="trackscribe: %(levelname)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_Redacting(handler.formatter))
     try:
         return args.run(args)
     except ManifestError as exc:
@@ -98,6 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug of ours: one line, not a traceback, and not "partial"
         return _internal_error(exc)
+
+
+class _Redacting(logging.Formatter):
+    """Lines as ``formatter`` writes them, tracebacks (-vv) included, with no pre-signed URL's
+    query string or bearer token in them: an exception's text can hold either."""
+
+    def __init__(self, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self._formatter = formatter or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(self._formatter.format(record))
 
 
 def _internal_error(exc: Exception) -> int:

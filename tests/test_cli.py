@@ -96,6 +96,22 @@ def test_an_error_of_trackscribe_itself_exits_3_in_one_line(monkeypatch, tmp_pat
     assert "s3cr3t" not in err
 
 
+def test_a_traceback_shown_with_vv_holds_no_secret(tmp_path):
+    # An error whose text holds a pre-signed URL, shown with its traceback at -vv.
+    script = (
+        "import sys\n"
+        "from pipeline import cli\n"
+        "def broken(args):\n"
+        "    raise RuntimeError('GET https://bucket.example/t.webm?X-Amz-Signature=s3cr3t')\n"
+        "cli._run_eval = broken\n"
+        "sys.exit(cli.main(['-vv', 'eval', 'a.json', 'b.json']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr and "RuntimeError" in result.stderr
+    assert "s3cr3t" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
