@@ -4,6 +4,7 @@ import errno
 import functools
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,8 +76,10 @@ def sha256_file(path: Path) -> str:
     checkpoint keys and the decoder's check all ask): remembered by the file's identity
     and size and modification time, so a changed file is read again.
     """
-    stat = Path(path).stat()
-    return _sha256(Path(path).resolve(), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    info = Path(path).stat()
+    if not stat.S_ISREG(info.st_mode):  # a pipe would be waited on forever, a folder fails
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return _sha256(Path(path).resolve(), info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,6 +1,7 @@
 """Batch runs: every meeting in its own folder, resumable after anything, the same everywhere."""
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models import BatchSummary, JobsError, PcmAudio, Transcript, load_jobs
+from models import BatchSummary, Job, JobsError, PcmAudio, Transcript, load_jobs
 from pipeline import PipelineOptions, run_batch
 from pipeline.checkpoint import Checkpoints
 from pipeline.config import ApiSettings
@@ -357,3 +358,16 @@ def test_a_changed_file_or_a_damaged_checkpoint_is_redone_not_trusted(meetings, 
     transcript = Transcript.load(out / "pair" / "transcript.json")
     chen_words = " ".join(u.text for u in transcript.utterances if u.speaker == "user-chen")
     assert "morning" in chen_words.lower()  # Alice's words, now in Chen's file
+
+
+def test_a_track_that_is_a_pipe_is_a_lost_track_not_a_batch_that_waits(meeting_copy, tmp_path):
+    chen = next((meeting_copy / "tracks").glob("*user-chen*"))
+    chen.unlink()
+    os.mkfifo(chen)  # reading it would wait for a writer that never comes
+    summary = run_batch([Job(manifest=meeting_copy / "manifest.json")], tmp_path, progress=False)
+    (meeting,) = summary.meetings
+    assert meeting.status == "partial"
+    assert (
+        "not a file but a pipe"
+        in Transcript.load(Path(meeting.folder) / "transcript.json").problems()[0]
+    )
