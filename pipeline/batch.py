@@ -258,7 +258,13 @@ def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
     fetched = folder / remote.RECORDING_FOLDER / "manifest.json"
     if job.manifest is not None or not fetched.exists() or not (folder / _DONE).exists():
         return None
-    return Manifest.load(fetched)
+    manifest = Manifest.load(fetched)
+    # A job since pointed at another meeting or recording is not done by what is there.
+    if job.meeting_id not in (None, manifest.meeting_id):
+        return None
+    if job.recording_id not in (None, manifest.recording_id):
+        return None
+    return manifest
 
 
 def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> Manifest:
@@ -294,7 +300,9 @@ def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient
         text = marker.read_text(encoding="utf-8").strip()
         try:
             started = json.loads(text)
-        except json.JSONDecodeError:  # written by a version that kept the bare id
+        except json.JSONDecodeError:
+            started = None
+        if not isinstance(started, dict):  # written by a version that kept the bare id
             return text
         if started.get("meeting_id") == job.meeting_id:
             return started["recording_id"]

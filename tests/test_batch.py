@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models import BatchSummary, Job, JobsError, PcmAudio, Transcript, load_jobs
+from models import BatchSummary, Job, JobsError, Manifest, PcmAudio, Transcript, load_jobs
 from pipeline import PipelineOptions, run_batch
 from pipeline.checkpoint import Checkpoints
 from pipeline.config import ApiSettings
@@ -235,6 +235,28 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
     transcript = Transcript.load(tmp_path / "out" / "live" / "transcript.json")
     assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
     assert transcript.speaker_name("user-bruno") == "Bruno"
+
+
+def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):
+    token = "batch-token"
+    options = EmulatorOptions(
+        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, options) as emu:
+        jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        # As if the folder's finished meeting were another one: the job names this meeting.
+        fetched = tmp_path / "out" / "live" / "recording" / "manifest.json"
+        for kept in (fetched, tmp_path / "out" / "live" / "recording.json"):
+            kept.write_text(kept.read_text().replace(emu.meeting_id, "another-meeting"))
+        again = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        with api.client() as client:
+            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+    assert again.meetings[0].status == "done"
+    assert len(recordings) == 2  # this meeting recorded, not the other one's files kept
+    assert Manifest.load(fetched).meeting_id == emu.meeting_id
 
 
 def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_path):
