@@ -56,7 +56,7 @@ class WorkerLink:
         traceback: TracebackType | None,
     ) -> None:
         # The pool is shut down by now: its workers have stopped, or are to stop now.
-        self._alive.close()
+        self.cut()
         self._lifeline.close()
         # What is still queued is handed on first. A worker killed while writing to the
         # queue can leave its lock taken for good: then this waits a little, not forever.
@@ -64,6 +64,10 @@ class WorkerLink:
         self._listener.join(timeout=_LAST_RECORDS_WAIT)
         self._queue.cancel_join_thread()
         self._queue.close()
+
+    def cut(self) -> None:
+        """Make every worker exit now, whatever it is doing: no one wants its work."""
+        self._alive.close()
 
     def _hand_on(self) -> None:
         """Each record, to the logger of its name, until the end (or a queue a killed worker

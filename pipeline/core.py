@@ -386,6 +386,9 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
             for _ in range(count):
                 pool.submit(ready)  # start the workers now, while the caller does other things
             yield pool
+        except BaseException:  # Ctrl-C, say: tracks still being decoded are not waited for
+            link.cut()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
