@@ -84,6 +84,8 @@ class ApiSettings(BaseModel):
         # Read from a file with Windows line ends, a token keeps its "\r"; sent as it is, it
         # would be refused by httpx, in an error and a debug log that show it whole.
         token = self.api_token.get_secret_value().strip()
+        if not token:
+            raise ConfigError("api_token: given, but blank")
         if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
             raise ConfigError(
                 "api_token: holds a space, a control or a non-ASCII character, which no "

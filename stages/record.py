@@ -70,8 +70,9 @@ class RealtimeKitClient:
         for name, value in (("account_id", account_id), ("app_id", app_id), ("token", token)):
             if not value:
                 raise ValueError(f"RealtimeKit client needs a non-empty {name}")
-        # Ids are path segments: one with "?" or "/" in it must not change the request.
-        account, app = quote(account_id, safe=""), quote(app_id, safe="")
+        # Ids are path segments: one with "?" or "/" in it, or "..", must not change the request.
+        account = _segment(account_id, "account id", "RealtimeKit client")
+        app = _segment(app_id, "app id", "RealtimeKit client")
         root = f"{base_url.rstrip('/')}/accounts/{account}/realtime/kit/{app}"
         self._http = httpx.Client(
             base_url=root,

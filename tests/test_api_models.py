@@ -16,7 +16,7 @@ from models import (
 )
 from pipeline.config import ApiSettings, ConfigError
 from pipeline.emulator import Emulator, EmulatorOptions
-from stages.record import RealtimeKitClient
+from stages.record import RealtimeKitClient, RealtimeKitError
 
 NAME = "default_user-123_peer-456_peer_audio_1760000000000.webm"
 
@@ -138,12 +138,18 @@ def test_a_token_http_refuses_is_not_shown_even_in_httpcores_debug_log(sample_di
     assert "SeCrEt123" not in caplog.text and "SeCrEt123" not in str(refused.value)
 
 
-@pytest.mark.parametrize("token", ["SeCrEt 123", "SeCrEt\r123", "SeCrEt\u00e9"])
+@pytest.mark.parametrize("token", ["SeCrEt 123", "SeCrEt\r123", "SeCrEt\u00e9", " \r\n"])
 def test_a_token_no_api_could_take_is_refused_before_any_request(token):
     settings = ApiSettings(account_id="a", app_id="b", api_token=token)
     with pytest.raises(ConfigError, match="api_token") as refused:
         settings.client()
     assert "SeCrEt" not in str(refused.value)
+
+
+@pytest.mark.parametrize("ids", [("..", "app"), ("acct", ".")])
+def test_an_account_or_app_id_that_would_move_up_the_path_is_refused(ids):
+    with pytest.raises(RealtimeKitError, match="is not a usable"):
+        RealtimeKitClient(account_id=ids[0], app_id=ids[1], token="t")
 
 
 def test_a_token_keeps_no_line_end_it_was_read_with():
