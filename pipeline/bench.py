@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from models import SAMPLE_RATE, Manifest
 
 from ._worker import WorkerLink, start_worker
-from .core import PipelineOptions, run_meeting
+from .core import NoUsableTrackError, PipelineOptions, run_meeting
 from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
 __all__ = ["APPROACHES", "Approach", "ApproachFailed", "bench"]
@@ -110,7 +110,7 @@ def bench(
                 raw = pool.submit(
                     _run, name, str(manifest_path), str(truth_path or ""), options
                 ).result()
-        except ApproachFailed as exc:
+        except (ApproachFailed, NoUsableTrackError) as exc:
             results[name] = Approach(failed=str(exc))
             continue
         except BrokenProcessPool:
@@ -287,10 +287,10 @@ def _alternative(name: str, manifest: Manifest, truth_path: str, options: Pipeli
 
 def _decode(path: Path) -> np.ndarray:
     """A track's samples; a track that cannot be read fails this approach (not the bench)."""
-    import av
     from faster_whisper import decode_audio
 
     try:
         return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-    except (OSError, av.FFmpegError) as exc:
-        raise ApproachFailed(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except Exception as exc:  # not a readable audio file, in whichever way
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ApproachFailed(f"{path}: {reason}") from None
