@@ -192,14 +192,8 @@ def model_files(name: str) -> dict[str, str]:
             where = Path(download_model(name, local_files_only=True))
         except Exception:  # not a hub model that is here: there is nothing to hash
             return {}
-    files = sorted(p for p in where.iterdir() if p.is_file())
-    return dict(_hashes(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)))
-
-
-@cache
-def _hashes(files: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, str], ...]:
-    # Keyed by size and time too: a folder replaced in place is hashed again.
-    return tuple((Path(path).name, sha256_file(Path(path))) for path, _, _ in files)
+    # sha256_file reads each file once per process, again only when it changed.
+    return {p.name: sha256_file(p) for p in sorted(where.iterdir()) if p.is_file()}
 
 
 def resolve_model(name: str) -> str:
