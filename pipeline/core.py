@@ -40,7 +40,7 @@ from models import (
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
-from stages.merge import MergeOptions, merge, track_offsets
+from stages.merge import MergeOptions, meeting_origin, merge, track_offsets
 from stages.transcribe import (
     TracksFailed,
     TranscribeOptions,
@@ -302,7 +302,7 @@ def _clock(
         )
     earliest = min(0.0, *(timing.offset for timing in timings))
     timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
-    origin = min(t.started_time for t in manifest.tracks) + timedelta(seconds=earliest)
+    origin = meeting_origin(manifest) + timedelta(seconds=earliest)
     return timings, records, origin
 
 

@@ -23,7 +23,7 @@ from models import (
     Word,
 )
 
-__all__ = ["MergeOptions", "merge", "track_offsets"]
+__all__ = ["MergeOptions", "meeting_origin", "merge", "track_offsets"]
 
 
 class MergeOptions(BaseModel):
@@ -51,11 +51,12 @@ class MergeOptions(BaseModel):
 
 def track_offsets(manifest: Manifest) -> list[float]:
     """Seconds from the meeting's origin to the start of each track, in manifest order."""
-    origin = _origin(manifest)
+    origin = meeting_origin(manifest)
     return [(t.started_time - origin).total_seconds() for t in manifest.tracks]
 
 
-def _origin(manifest: Manifest) -> datetime:
+def meeting_origin(manifest: Manifest) -> datetime:
+    """The meeting clock's time zero as the manifest states it: the earliest track start."""
     return min(t.started_time for t in manifest.tracks)
 
 
@@ -73,7 +74,7 @@ def merge(
     each track at its ``started_time``, its clock taken as right, from the earliest of them.
     """
     options = options or MergeOptions()
-    origin = origin or _origin(manifest)
+    origin = origin or meeting_origin(manifest)
     if timings is None:
         timings = [TrackTiming(offset) for offset in track_offsets(manifest)]
     timeline = sorted(
