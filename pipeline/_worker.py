@@ -30,20 +30,22 @@ __all__ = ["WorkerLink", "start_worker"]
 
 class WorkerLink:
     """A context manager for the life of a pool; ``initargs`` are what :func:`start_worker`
-    takes in each worker."""
+    takes in each worker. With ``ignore_interrupt``, Ctrl-C is left to this process, which
+    stops the pool; without, it stops each worker as it stops this process."""
 
-    def __init__(self, context: BaseContext) -> None:
+    def __init__(self, context: BaseContext, *, ignore_interrupt: bool = True) -> None:
         self._queue: Queue = context.Queue()
         self._listener = threading.Thread(
             target=self._hand_on, name="trackscribe-worker-logs", daemon=True
         )
         self._lifeline, self._alive = context.Pipe(duplex=False)
+        self._ignore_interrupt = ignore_interrupt
 
     @property
-    def initargs(self) -> tuple[Queue, int, Connection]:
+    def initargs(self) -> tuple[Queue, int, Connection, bool]:
         # The level our own loggers log at: a worker need not send what would be dropped.
         level = logging.getLogger("stages").getEffectiveLevel()
-        return self._queue, level, self._lifeline
+        return self._queue, level, self._lifeline, self._ignore_interrupt
 
     def __enter__(self) -> "WorkerLink":
         self._listener.start()
@@ -88,9 +90,7 @@ _LAST_RECORDS_WAIT = 5.0
 """Seconds the end of a pool waits for its workers' last log records."""
 
 
-def start_worker(
-    queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool = True
-) -> None:
+def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
     """Run first in each worker: its log records go to ``queue``, and it exits when
     ``lifeline`` closes. With ``ignore_interrupt``, Ctrl-C is left to the parent, which stops
     the pool (otherwise every worker prints a traceback)."""

@@ -20,8 +20,6 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
-from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Literal
 
@@ -386,12 +384,14 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
     context = multiprocessing.get_context("forkserver")
     for last_try in (False, True):
         lost: list[Job] = []
+        # Workers log through the batch's logging and stop when it is killed, even with -9,
+        # rather than finish meetings unseen; Ctrl-C stops them as it does the batch.
         with (
-            WorkerLink(context) as link,
+            WorkerLink(context, ignore_interrupt=False) as link,
             ProcessPoolExecutor(
                 min(workers, len(jobs)),
                 mp_context=context,
-                initializer=_start_worker,
+                initializer=start_worker,
                 initargs=link.initargs,
             ) as pool,
         ):
@@ -424,13 +424,6 @@ def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
             )
         }
     )
-
-
-def _start_worker(logs: "Queue", level: int, lifeline: "Connection") -> None:
-    """A worker of a batch logs through the batch's logging and stops when the batch is
-    killed, even with -9, rather than finish meetings unseen. Ctrl-C stops it as it does the
-    batch."""
-    start_worker(logs, level, lifeline, ignore_interrupt=False)
 
 
 def _on_dask(jobs: Sequence[Job], work: _Work, scheduler: str) -> Iterator[MeetingResult]:

@@ -99,12 +99,9 @@ def bench(
         # logging here and stopping with this one; Ctrl-C stops it too.
         try:
             with (
-                WorkerLink(context) as link,
+                WorkerLink(context, ignore_interrupt=False) as link,
                 ProcessPoolExecutor(
-                    1,
-                    mp_context=context,
-                    initializer=start_worker,
-                    initargs=(*link.initargs, False),
+                    1, mp_context=context, initializer=start_worker, initargs=link.initargs
                 ) as pool,
             ):
                 raw = pool.submit(
