@@ -6,7 +6,6 @@ errors and choosing exit statuses.
 
 import argparse
 import json
-import math
 import os
 import secrets
 import shlex
@@ -314,9 +313,8 @@ def _seconds(value: str, *, zero: bool) -> float:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
-        wanted = "0 or more" if zero else "more than 0"
-        raise argparse.ArgumentTypeError(f"must be {wanted} seconds, not {value}")
+    if problem := remote.seconds_problem(seconds, zero=zero):
+        raise argparse.ArgumentTypeError(problem)
     return seconds
 
 

@@ -70,12 +70,17 @@ def record(
     return recording
 
 
+def seconds_problem(value: float, *, zero: bool) -> str | None:
+    """What is wrong with ``value`` as a number of seconds to wait (``zero``: 0 will do), or
+    None. The command line asks it when it reads its options, :func:`record` again."""
+    if math.isfinite(value) and (value > 0 or (zero and value == 0)):
+        return None
+    return f"must be {'0 or more' if zero else 'more than 0'} seconds, not {value:g}"
+
+
 def _check_seconds(name: str, value: float | None, *, zero: bool) -> None:
-    if value is None:
-        return
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        wanted = "a non-negative" if zero else "a positive"
-        raise ValueError(f"{name} must be {wanted} number of seconds, not {value!r}")
+    if value is not None and (problem := seconds_problem(value, zero=zero)):
+        raise ValueError(f"{name} {problem}")
 
 
 def fetch(
