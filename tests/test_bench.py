@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,22 +11,16 @@ from pipeline.bench import Approach
 from pipeline.cli import _bench_status, _bench_table, main
 
 
-def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "bench",
-            str(sample_dir / "manifest.json"),
-            "--approaches",
-            "pipeline,mix,oracle",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+def _bench_json(manifest: Path, approaches: str) -> subprocess.CompletedProcess:
+    """`trackscribe bench MANIFEST --approaches APPROACHES --json`, as a user runs it."""
+    command = ["bench", str(manifest), "--approaches", approaches, "--json"]
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *command], capture_output=True, text=True, timeout=600
     )
+
+
+def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
+    result = _bench_json(sample_dir / "manifest.json", "pipeline,mix,oracle")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert sorted(report) == ["mix", "oracle", "pipeline"]
@@ -44,21 +39,7 @@ def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
 def test_bench_lists_a_lost_track_and_a_failed_approach_and_exits_partial(meeting_copy):
     lost = next((meeting_copy / "tracks").glob("*user-chen*"))
     lost.unlink()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "bench",
-            str(meeting_copy / "manifest.json"),
-            "--approaches",
-            "pipeline,full",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _bench_json(meeting_copy / "manifest.json", "pipeline,full")
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     pipeline, full = report["pipeline"], report["full"]
