@@ -4,16 +4,21 @@
 ``srt`` are subtitles, cut into readable cues at word boundaries; ``txt`` is for reading;
 ``seglst`` is meeteval's segment list, for scoring. Every file is written to a temporary name
 and renamed, all of them together: an interrupted export leaves no half file, and one that
-fails (a full disk, a folder in the way) leaves the files as they were.
+fails (a full disk, a folder in the way) leaves the files as they were. Once the new files are
+in place, an earlier export's files in formats not written this time are removed: beside the
+new transcript they would show a reviewer a different one.
 """
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from models import Transcript, Utterance, Word, atomic_write_files
 
 __all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt"]
+
+log = logging.getLogger(__name__)
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
@@ -91,7 +96,25 @@ def export(transcript: Transcript, out_dir: Path, formats: Iterable[str]) -> dic
     atomic_write_files(
         {written[name]: FORMATS[name][1](transcript).encode("utf-8") for name in formats}
     )
+    _remove_stale(Path(out_dir), [name for name in FORMATS if name not in written])
     return written
+
+
+def _remove_stale(out_dir: Path, formats: list[str]) -> None:
+    """Remove an earlier export's files in ``formats``. One that cannot be removed is named in
+    a warning: the new files are whole, and failing the run for an old file would lose them."""
+    for name in formats:
+        path = out_dir / FORMATS[name][0]
+        if not path.is_file():
+            continue  # never written here, or not ours (a folder of the same name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("%s is from an earlier run and could not be removed: %s", path, exc)
+        else:
+            log.info("removed %s, written by an earlier run", path)
 
 
 def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:

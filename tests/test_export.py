@@ -181,3 +181,46 @@ def test_every_cue_ends_after_it_starts_and_none_is_empty(transcript):
     assert "00:01:10.000 --> 00:01:10.001\n<v u-b>Oh." in to_vtt(odd)
     assert "00:01:10,000 --> 00:01:10,001\nu-b: Oh." in to_srt(odd)
     assert "00:01:20" not in to_vtt(odd) + to_srt(odd)
+
+
+def test_formats_an_earlier_run_wrote_are_removed_so_none_shows_another_transcript(
+    transcript, tmp_path, caplog
+):
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt", "txt"])
+    (out / "notes.txt").write_text("the reviewer's own file")
+    transcript.utterances = transcript.utterances[:1]
+
+    with caplog.at_level("INFO", logger="stages.export"):
+        export(transcript, out, ["json", "vtt"])
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.txt",
+        "transcript.json",
+        "transcript.vtt",
+    ]
+    assert Transcript.load(out / "transcript.json") == transcript
+    assert "transcript.srt" in caplog.text and "earlier run" in caplog.text
+
+
+def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
+    transcript, tmp_path, caplog, monkeypatch
+):
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt"])
+    transcript.utterances = transcript.utterances[:1]
+    unlink = Path.unlink
+
+    def refuse_srt(self, missing_ok=False):
+        if self.name == "transcript.srt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse_srt)
+    with caplog.at_level("WARNING", logger="stages.export"):
+        export(transcript, out, ["json"])
+
+    assert Transcript.load(out / "transcript.json") == transcript
+    assert "transcript.srt is from an earlier run and could not be removed" in caplog.text
