@@ -160,3 +160,20 @@ def test_every_command_has_help():
     for args in (["--help"], *([c, "--help"] for c in commands)):
         result = trackscribe(*args)
         assert result.returncode == 0 and "usage: trackscribe" in result.stdout
+
+
+def test_ctrl_c_while_the_libraries_load_ends_quietly_with_130():
+    # Ctrl-C lands during the first second, while the model's libraries are imported.
+    script = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'faster_whisper':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import runpy\n"
+        "runpy.run_module('pipeline', run_name='__main__')\n"  # python -m pipeline
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr == "trackscribe: interrupted\n"
