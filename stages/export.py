@@ -11,6 +11,7 @@ new transcript they would show a reviewer a different one.
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -35,10 +36,12 @@ def to_vtt(transcript: Transcript) -> str:
 
 
 def to_srt(transcript: Transcript) -> str:
-    """SubRip; SRT has no speaker field, so the name leads the text."""
+    """SubRip; SRT has no speaker field, so the name leads the text. SRT has no escaping, and
+    players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`."""
     blocks = []
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
-        name, line = _one_line(transcript.speaker_name(speaker)), _one_line(text)
+        name = _srt_inert(_one_line(transcript.speaker_name(speaker)))
+        line = _srt_inert(_one_line(text))
         blocks.append(f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{name}: {line}")
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
@@ -167,6 +170,17 @@ def _one_line(text: str) -> str:
     """Names and words on one line: a line break in either (a display name typed with one)
     would end a cue early, or start what a player reads as the next cue."""
     return " ".join(text.split())
+
+
+_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{(?=\\)|-(?=->)")
+
+
+def _srt_inert(text: str) -> str:
+    """Text that SRT players show as it is. They take ``<font color=...>``, ``<i>`` and
+    ``{\\an8}`` as styling (a display name could hide or move what is said) and a ``-->`` as
+    part of a timing line; a zero-width space after the ``<``, ``{`` or first ``-`` leaves
+    each one plain text and looks the same."""
+    return _SRT_MARKUP.sub(lambda m: m.group(0) + "\u200b", text)
 
 
 def _vtt_escape(text: str) -> str:

@@ -49,8 +49,20 @@ def test_webvtt_has_voice_tags_and_escapes_markup(transcript):
 
 def test_srt_numbers_cues_and_names_the_speaker(transcript):
     assert to_srt(transcript) == (
-        "1\n00:00:01,250 --> 00:00:03,500\nAlice: Hello <team> & all.\n\n"
+        "1\n00:00:01,250 --> 00:00:03,500\nAlice: Hello <\u200bteam> & all.\n\n"
         "2\n00:01:02,000 --> 00:01:04,000\nu-b: Hi.\n"
+    )
+
+
+def test_srt_shows_markup_in_a_name_or_the_words_as_text_not_styling(transcript):
+    transcript.speakers[0] = Speaker(user_id="u-a", display_name='<font color="#000">CFO</font>')
+    transcript.utterances[1] = utt("u-b", 62.0, 64.0, r"{\an8}<i>moved</i> a --> b, 2 < 3")
+    srt = to_srt(transcript)
+    for markup in ("<font", "</font", "<i>", "</i>", "{\\", "-->  b", "a --> b"):
+        assert markup not in srt
+    assert srt.replace("\u200b", "") == (
+        '1\n00:00:01,250 --> 00:00:03,500\n<font color="#000">CFO</font>: Hello <team> & all.\n\n'
+        "2\n00:01:02,000 --> 00:01:04,000\nu-b: {\\an8}<i>moved</i> a --> b, 2 < 3\n"
     )
 
 
@@ -63,7 +75,7 @@ def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
     transcript.utterances[1] = utt("u-b", 62.0, 64.0, "Hi.\n\n3\n00:00:00,000 --> 00:09:00,000")
     srt = to_srt(transcript)
     assert srt.count("\n\n") == 1 and "Ann Bee: Hello" in srt  # two cues
-    assert srt.endswith("\nu-b: Hi. 3 00:00:00,000 --> 00:09:00,000\n")
+    assert srt.endswith("\nu-b: Hi. 3 00:00:00,000 -\u200b-> 00:09:00,000\n")
     assert to_vtt(transcript).count("\n\n") == 2  # header and two cues, nothing more
     assert len(to_txt(transcript).splitlines()) == 2
 
