@@ -430,7 +430,7 @@ def _analyse(
         stats.vad_s += vad_s
 
     def fail(item: _TrackWork, exc: Exception) -> None:
-        _fail(item, manifest.tracks[item.index].path, exc)
+        _fail(manifest, item, exc)
         if (path := given.get(item.index)) is not None:
             path.unlink(missing_ok=True)  # a refused file leaves it there, as it was made
 
@@ -489,7 +489,7 @@ def _transcribe(
         try:
             store.ensure_pcm(item, manifest.track_path(manifest.tracks[item.index]))
         except Exception as exc:
-            _fail(item, manifest.tracks[item.index].path, exc)
+            _fail(manifest, item, exc)
     todo = [item for item in todo if item.failure is None]
 
     finished: set[int] = set()
@@ -519,7 +519,7 @@ def _transcribe(
             )
         except TracksFailed as failed:  # the others are done and kept
             for position, exc in failed.failures.items():
-                _fail(todo[position], manifest.tracks[todo[position].index].path, exc)
+                _fail(manifest, todo[position], exc)
         except Exception:
             # Find the track that fails, alone; the others' results are the same either way.
             log.warning("transcribing the tracks together failed; retrying one by one")
@@ -530,16 +530,17 @@ def _transcribe(
                     item.segments = transcriber.transcribe(item.audio, item.regions)
                     store.transcribed(item)
                 except Exception as exc:  # one bad track must not cost the others
-                    _fail(item, manifest.tracks[item.index].path, exc)
+                    _fail(manifest, item, exc)
         failed = sum(item.failure is not None for item in todo)
         if failed:  # what a failed track had left was not transcribed, but the work is over
             bar.total = bar.n
             bar.set_postfix_str(f"{failed} track{'s' * (failed > 1)} failed")
 
 
-def _fail(item: _TrackWork, path: str, exc: Exception) -> None:
+def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
     # Our own errors already say what and where; anything else is named by its type, and its
     # traceback is kept for -vv.
+    path = manifest.tracks[item.index].path
     named = isinstance(exc, DecodeError)
     item.failure = str(exc) if named else f"{type(exc).__name__}: {exc}"
     log.error("%s", item.failure if named else f"{path}: {item.failure}")
