@@ -43,9 +43,7 @@ class WorkerLink:
 
     @property
     def initargs(self) -> tuple[Queue, int, Connection, bool]:
-        # The level our own loggers log at: a worker need not send what would be dropped.
-        level = logging.getLogger("stages").getEffectiveLevel()
-        return self._queue, level, self._lifeline, self._ignore_interrupt
+        return self._queue, _lowest_level(), self._lifeline, self._ignore_interrupt
 
     def __enter__(self) -> "WorkerLink":
         self._listener.start()
@@ -84,6 +82,18 @@ class WorkerLink:
             logger = logging.getLogger(record.name)
             if logger.isEnabledFor(record.levelno):
                 logger.handle(record)
+
+
+def _lowest_level() -> int:
+    """The lowest level any of our loggers logs at here: a worker need not send what every
+    one of them would drop, and must send what one set lower (``stages.decode`` at DEBUG,
+    say) would keep."""
+    manager = logging.Logger.manager
+    names = ["stages", "pipeline", *(n for n in manager.loggerDict if n.startswith(_OURS))]
+    return min(logging.getLogger(name).getEffectiveLevel() for name in names)
+
+
+_OURS = ("stages.", "pipeline.")
 
 
 _LAST_RECORDS_WAIT = 5.0

@@ -231,3 +231,19 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[-1][0] != "Z"  # a zombie is gone but not reaped
     except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return False
+
+
+def test_workers_send_what_any_of_our_loggers_would_keep(monkeypatch):
+    import logging
+    import multiprocessing
+
+    from pipeline._worker import WorkerLink
+
+    monkeypatch.setattr(logging.getLogger("stages"), "level", logging.WARNING)
+    monkeypatch.setattr(logging.getLogger("pipeline"), "level", logging.WARNING)
+    monkeypatch.setattr(logging.getLogger("stages.decode"), "level", logging.NOTSET)
+    link = WorkerLink(multiprocessing.get_context("spawn"))
+    assert link.initargs[1] == logging.WARNING  # nothing below that would be kept
+
+    monkeypatch.setattr(logging.getLogger("stages.decode"), "level", logging.DEBUG)
+    assert link.initargs[1] == logging.DEBUG  # a decode worker's debug lines are wanted
