@@ -347,3 +347,28 @@ def test_a_track_that_fails_costs_the_others_nothing(good_morning, transcriber, 
     assert failed.value.results == [[], finished[1]]  # also for a caller without the callback
     with pytest.raises(FileNotFoundError):  # one track alone: its own error
         transcriber.transcribe(lost, regions)
+
+
+def test_the_costliest_batches_go_to_the_model_first(transcriber, tmp_path, monkeypatch):
+    # A host who talks most may be the last track: were their batch started last, one worker
+    # would run it alone while the other has nothing left to do.
+    audio = decode(write_webm(tmp_path / "long.webm", silence(100)), tmp_path / "long.pcm")
+
+    def talk(seconds: float) -> list[SpeechRegion]:
+        return [SpeechRegion(start=0.0, end=seconds)]
+
+    started = []
+
+    def record(batch, tracks):
+        started.append(batch[0].track)
+        return []
+
+    monkeypatch.setattr(transcriber, "_run_batch", record)
+    monkeypatch.setattr(
+        transcriber, "options", transcriber.options.model_copy(update={"parallel": 1})
+    )
+    # Windows hold 30 s at most: 5 s, 25 s, 12 s in one window; 90 s in three.
+    tracks = [(audio, talk(5.0)), (audio, talk(25.0)), (audio, talk(12.0))]
+    tracks.append((audio, [SpeechRegion(start=30.0 * i, end=30.0 * (i + 1)) for i in range(3)]))
+    transcriber.transcribe_tracks(tracks)
+    assert started == [3, 1, 2, 0]
