@@ -353,9 +353,9 @@ class Transcriber:
         Each track's windows are dealt round-robin into batches of at most ``batch_size``;
         batches never mix tracks, so a track's result depends on that track alone (decoded
         with other tracks or by itself, after a crash, it comes out the same: results can be
-        kept per track). ``parallel`` batches run at once, the costliest first (a track is
-        finished, and reported, as soon as its last batch is), and a batch's audio is read only
-        when it starts, so memory holds ``parallel`` batches at most.
+        kept per track). ``parallel`` batches run at once, track after track, the costliest
+        track first (so tracks are finished one by one, not all at the end), and a batch's audio
+        is read only when it starts, so memory holds ``parallel`` batches at most.
         ``on_progress`` is called with the seconds of speech each window held, as it is done;
         ``on_track_done`` with a track's index and segments as soon as all of it is done.
         A track that fails costs the others nothing: they are finished and reported, its
@@ -363,16 +363,19 @@ class Transcriber:
         and why.
         """
         o = self.options
-        batches: list[list[_Window]] = []
+        by_track: list[list[list[_Window]]] = []
         pending = [0] * len(tracks)
         for index, (audio, regions) in enumerate(tracks):
             windows = list(_pack(index, audio, regions, o.max_window))
             count = math.ceil(len(windows) / o.batch_size)
-            batches += [windows[i::count] for i in range(count)]
+            by_track.append([windows[i::count] for i in range(count)])
             pending[index] = count
-        # Largest first, so that no worker is left with a long batch to run alone at the end
-        # while the others have nothing to do (a host who talks most may be the last track).
-        batches.sort(key=_batch_cost, reverse=True)
+        # The costliest track first, so that no worker is left running a long one alone at
+        # the end while the others have nothing to do (a host who talks most may be the last
+        # track); a track's batches stay together, so tracks are still finished (and kept)
+        # one by one, not all at the end.
+        by_track.sort(key=lambda track: sum(map(_cost, track)), reverse=True)
+        batches = [batch for track_batches in by_track for batch in track_batches]
         results: list[list[Segment]] = [[] for _ in tracks]
 
         failures: dict[int, Exception] = {}
@@ -779,11 +782,11 @@ def _word(raw: object, shift: float) -> Word:
     )
 
 
-def _batch_cost(batch: Sequence[_Window]) -> float:
-    """About what a batch costs the model, in encoder passes, to order batches by: a window
+def _cost(windows: Sequence[_Window]) -> float:
+    """About what ``windows`` cost the model, in encoder passes, to order tracks by: a window
     costs one whatever it holds, and decoding costs about one more per 20 s of speech (tiny.en
     on one thread: 1.4 s for a window of 10 s, 2.2 s for one of 27 s)."""
-    return len(batch) + sum(window.duration for window in batch) / 20
+    return len(windows) + sum(window.duration for window in windows) / 20
 
 
 def _pack(

@@ -349,13 +349,16 @@ def test_a_track_that_fails_costs_the_others_nothing(good_morning, transcriber, 
         transcriber.transcribe(lost, regions)
 
 
-def test_the_costliest_batches_go_to_the_model_first(transcriber, tmp_path, monkeypatch):
-    # A host who talks most may be the last track: were their batch started last, one worker
-    # would run it alone while the other has nothing left to do.
-    audio = decode(write_webm(tmp_path / "long.webm", silence(100)), tmp_path / "long.pcm")
+def test_the_costliest_track_goes_to_the_model_first_and_its_batches_stay_together(
+    transcriber, tmp_path, monkeypatch
+):
+    # A host who talks most may be the last track: were their batches started last, one
+    # worker would run them alone while the other has nothing left to do. A window costs its
+    # encoder pass whatever it holds, so three short windows cost more than one long one.
+    audio = decode(write_webm(tmp_path / "long.webm", silence(40)), tmp_path / "long.pcm")
 
-    def talk(seconds: float) -> list[SpeechRegion]:
-        return [SpeechRegion(start=0.0, end=seconds)]
+    def talk(*spans: tuple[float, float]) -> list[SpeechRegion]:
+        return [SpeechRegion(start=start, end=end) for start, end in spans]
 
     started = []
 
@@ -364,11 +367,14 @@ def test_the_costliest_batches_go_to_the_model_first(transcriber, tmp_path, monk
         return []
 
     monkeypatch.setattr(transcriber, "_run_batch", record)
+    one_at_a_time = {"parallel": 1, "batch_size": 1, "max_window": 5.0}
     monkeypatch.setattr(
-        transcriber, "options", transcriber.options.model_copy(update={"parallel": 1})
+        transcriber, "options", transcriber.options.model_copy(update=one_at_a_time)
     )
-    # Windows hold 30 s at most: 5 s, 25 s, 12 s in one window; 90 s in three.
-    tracks = [(audio, talk(5.0)), (audio, talk(25.0)), (audio, talk(12.0))]
-    tracks.append((audio, [SpeechRegion(start=30.0 * i, end=30.0 * (i + 1)) for i in range(3)]))
+    tracks = [
+        (audio, talk((0.0, 30.0))),  # one window of 30 s
+        (audio, talk((0.0, 5.0), (10.0, 15.0), (20.0, 25.0))),  # three of 5 s, a batch each
+        (audio, talk((0.0, 5.0))),  # one of 5 s
+    ]
     transcriber.transcribe_tracks(tracks)
-    assert started == [3, 1, 2, 0]
+    assert started == [1, 1, 1, 0, 2]
