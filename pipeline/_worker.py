@@ -88,8 +88,8 @@ def _lowest_level() -> int:
     """The lowest level any of our loggers logs at here: a worker need not send what every
     one of them would drop, and must send what one set lower (``stages.decode`` at DEBUG,
     say) would keep."""
-    manager = logging.Logger.manager
-    names = ["stages", "pipeline", *(n for n in manager.loggerDict if n.startswith(_OURS))]
+    known = list(logging.Logger.manager.loggerDict)  # at once: other threads add loggers
+    names = ["stages", "pipeline", *(name for name in known if name.startswith(_OURS))]
     return min(logging.getLogger(name).getEffectiveLevel() for name in names)
 
 

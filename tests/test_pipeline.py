@@ -233,17 +233,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_workers_send_what_any_of_our_loggers_would_keep(monkeypatch):
+def test_workers_send_what_any_of_our_loggers_would_keep(caplog):
     import logging
-    import multiprocessing
 
-    from pipeline._worker import WorkerLink
+    from pipeline._worker import _lowest_level
 
-    monkeypatch.setattr(logging.getLogger("stages"), "level", logging.WARNING)
-    monkeypatch.setattr(logging.getLogger("pipeline"), "level", logging.WARNING)
-    monkeypatch.setattr(logging.getLogger("stages.decode"), "level", logging.NOTSET)
-    link = WorkerLink(multiprocessing.get_context("spawn"))
-    assert link.initargs[1] == logging.WARNING  # nothing below that would be kept
+    caplog.set_level(logging.WARNING, logger="stages")  # each restored after the test
+    caplog.set_level(logging.WARNING, logger="pipeline")
+    caplog.set_level(logging.NOTSET, logger="stages.decode")
+    assert _lowest_level() == logging.WARNING  # nothing below that would be kept
 
-    monkeypatch.setattr(logging.getLogger("stages.decode"), "level", logging.DEBUG)
-    assert link.initargs[1] == logging.DEBUG  # a decode worker's debug lines are wanted
+    caplog.set_level(logging.DEBUG, logger="stages.decode")
+    assert _lowest_level() == logging.DEBUG  # a decode worker's debug lines are wanted
