@@ -172,14 +172,15 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{(?=\\)|-(?=->)")
+_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{|-(?=->)")
 
 
 def _srt_inert(text: str) -> str:
-    """Text that SRT players show as it is. They take ``<font color=...>``, ``<i>`` and
-    ``{\\an8}`` as styling (a display name could hide or move what is said) and a ``-->`` as
-    part of a timing line; a zero-width space after the ``<``, ``{`` or first ``-`` leaves
-    each one plain text and looks the same."""
+    """Text that SRT players show as it is. They take ``<font color=...>``, ``<i>``,
+    ``{\\an8}`` and ``{y:i}`` as styling (a display name could hide or move what is said) and
+    a ``-->`` as part of a timing line; a zero-width space after each ``<`` of a tag, each
+    ``{`` and the first ``-`` of an arrow leaves them plain text, and in most players looks
+    the same."""
     return _SRT_MARKUP.sub(lambda m: m.group(0) + "\u200b", text)
 
 
