@@ -80,7 +80,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 
 
 def write_outputs(transcript: Transcript, out: Path, formats: list[str]) -> None:
-    for path in export(transcript, output_folder(out), formats).values():
+    for path in export(transcript, output_folder(out), formats, replace=True).values():
         print(f"wrote {path}", file=sys.stderr)
 
 

@@ -215,7 +215,7 @@ def _process(
         transcriber=Transcriber(options.transcribe),  # the loaded model is cached: one per process
         checkpoints=checkpoints,
     )
-    export(run.transcript, folder, formats)
+    export(run.transcript, folder, formats, replace=True)
     transcript = run.transcript
     done = _Done(
         key=key,

@@ -4,14 +4,17 @@
 ``srt`` are subtitles, cut into readable cues at word boundaries; ``txt`` is for reading;
 ``seglst`` is meeteval's segment list, for scoring. Every file is written to a temporary name
 and renamed, all of them together: an interrupted export leaves no half file, and one that
-fails (a full disk, a folder in the way) leaves the files as they were. Once the new files are
-in place, an earlier export's files in formats not written this time are removed: beside the
-new transcript they would show a reviewer a different one.
+fails (a full disk, a folder in the way) leaves the files as they were. A hidden record in the
+folder names the files trackscribe wrote there, so that an export that owns the folder (the
+command line's ``-o``) can remove an earlier run's files in formats not written this time,
+which beside the new transcript would show a reviewer a different one, and nothing else.
 """
 
 import json
 import logging
 import re
+import stat
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -87,37 +90,74 @@ FORMATS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
 """Format name -> (file name, renderer)."""
 
 
-def export(transcript: Transcript, out_dir: Path, formats: Iterable[str]) -> dict[str, Path]:
-    """Write each format into ``out_dir``; returns the path written per format."""
+def export(
+    transcript: Transcript, out_dir: Path, formats: Iterable[str], *, replace: bool = False
+) -> dict[str, Path]:
+    """Write each format into ``out_dir``; returns the path written per format.
+
+    With ``replace`` the folder holds this transcript alone: files that an earlier export
+    wrote there in other formats are removed once the new ones are in place. Only files the
+    folder's record names, and that have not changed since they were written, are removed;
+    a file of the same name that someone else made or edited is left alone.
+    """
+    began = time.time()
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
+    if not formats:
+        raise ValueError(f"no format to write; known: {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    written = {name: out_dir / FORMATS[name][0] for name in formats}
+    earlier, recorded_at = _record(out_dir)
+    ours = {path.name for path in written.values()}
+    if not replace:  # adding formats: what is there stays, and stays ours
+        ours |= {name for name in earlier if (out_dir / name).is_file()}
     # Render everything before writing anything, and replace the files together: a renderer
     # or a write that fails leaves the folder as it was, never half this run's files.
-    written = {name: Path(out_dir) / FORMATS[name][0] for name in formats}
-    atomic_write_files(
-        {written[name]: FORMATS[name][1](transcript).encode("utf-8") for name in formats}
-    )
-    _remove_stale(Path(out_dir), [name for name in FORMATS if name not in written])
+    files = {written[name]: FORMATS[name][1](transcript).encode("utf-8") for name in formats}
+    files[out_dir / _RECORD] = "".join(f"{name}\n" for name in sorted(ours)).encode("utf-8")
+    atomic_write_files(files)
+    if replace:
+        _remove_stale(out_dir, sorted(earlier - ours), not_after=min(recorded_at, began))
     return written
 
 
-def _remove_stale(out_dir: Path, formats: list[str]) -> None:
-    """Remove an earlier export's files in ``formats``. One that cannot be removed is named in
-    a warning: the new files are whole, and failing the run for an old file would lose them."""
-    for name in formats:
-        path = out_dir / FORMATS[name][0]
-        if not path.is_file():
-            continue  # never written here, or not ours (a folder of the same name)
+_RECORD = ".trackscribe-exports"
+"""The names of the files trackscribe's exports wrote in a folder, one per line."""
+
+_OUR_NAMES = frozenset(name for name, _ in FORMATS.values())
+
+
+def _record(out_dir: Path) -> tuple[set[str], float]:
+    """The file names a folder's record lists (only names of our formats: the record is a
+    file anyone can edit), and when it was written; nothing for a folder without one."""
+    path = out_dir / _RECORD
+    try:
+        names = set(path.read_text(encoding="utf-8").splitlines()) & _OUR_NAMES
+        return names, path.stat().st_mtime
+    except (OSError, UnicodeDecodeError):
+        return set(), 0.0
+
+
+def _remove_stale(out_dir: Path, names: list[str], not_after: float) -> None:
+    """Remove the files ``names`` that were last changed at ``not_after`` or before: one
+    changed later was edited since, or written by a run beside this one. One that cannot be
+    removed is named in a warning: the new files are whole, and failing the run for an old
+    file would lose them."""
+    for name in names:
+        path = out_dir / name
         try:
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime > not_after:
+                continue
             path.unlink()
         except FileNotFoundError:
             continue
         except OSError as exc:
             log.warning("%s is from an earlier run and could not be removed: %s", path, exc)
         else:
-            log.info("removed %s, written by an earlier run", path)
+            log.warning("removed %s: an earlier run wrote it, and this one did not", path)
 
 
 def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:

@@ -20,6 +20,7 @@ def test_transcribe_writes_every_format_and_exits_0(sample_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
+        ".trackscribe-exports",
         "transcript.json",
         "transcript.seglst.json",
         "transcript.srt",
@@ -47,6 +48,7 @@ def test_a_lost_track_exits_1_and_names_it(meeting_copy, tmp_path):
     assert result.returncode == 1
     assert "partial result" in result.stderr and lost.name in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".trackscribe-exports",
         "transcript.json",
         "transcript.txt",
     ]

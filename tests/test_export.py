@@ -109,14 +109,16 @@ def test_long_utterances_become_several_readable_cues(transcript):
     assert all(len(line) <= 84 for line in lines)
 
 
-def test_export_writes_each_format_whole_and_nothing_else(transcript, tmp_path):
+def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_path):
     written = export(transcript, tmp_path / "out", FORMATS)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        p.name for p in written.values()
-    )
+    names = sorted(p.name for p in written.values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".trackscribe-exports", *names]
+    assert (tmp_path / "out" / ".trackscribe-exports").read_text().split() == names
     assert Transcript.load(written["json"]) == transcript
     with pytest.raises(ValueError, match="unknown format"):
         export(transcript, tmp_path, ["docx"])
+    with pytest.raises(ValueError, match="no format"):
+        export(transcript, tmp_path, [])
 
 
 def test_cues_of_a_long_utterance_and_an_overlapping_reply_are_in_time_order(transcript):
@@ -152,7 +154,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(
     with pytest.raises(OSError, match="No space left"):
         export(transcript, out, ["txt"])
     assert (out / "transcript.txt").read_text() == before
-    assert sorted(p.name for p in out.iterdir()) == ["transcript.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".trackscribe-exports", "transcript.txt"]
 
 
 def test_a_folder_in_the_way_of_one_format_leaves_every_file_as_it_was(transcript, tmp_path):
@@ -195,24 +197,54 @@ def test_every_cue_ends_after_it_starts_and_none_is_empty(transcript):
     assert "00:01:20" not in to_vtt(odd) + to_srt(odd)
 
 
-def test_formats_an_earlier_run_wrote_are_removed_so_none_shows_another_transcript(
-    transcript, tmp_path, caplog
-):
+def test_replacing_removes_what_an_earlier_run_wrote_in_other_formats(transcript, tmp_path, caplog):
     out = tmp_path / "out"
-    export(transcript, out, ["json", "srt", "txt"])
+    export(transcript, out, ["json", "srt", "txt"], replace=True)
     (out / "notes.txt").write_text("the reviewer's own file")
     transcript.utterances = transcript.utterances[:1]
 
-    with caplog.at_level("INFO", logger="stages.export"):
-        export(transcript, out, ["json", "vtt"])
+    with caplog.at_level("WARNING", logger="stages.export"):
+        export(transcript, out, ["json", "vtt"], replace=True)
 
     assert sorted(p.name for p in out.iterdir()) == [
+        ".trackscribe-exports",
         "notes.txt",
         "transcript.json",
         "transcript.vtt",
     ]
     assert Transcript.load(out / "transcript.json") == transcript
-    assert "transcript.srt" in caplog.text and "earlier run" in caplog.text
+    assert "removed" in caplog.text and "transcript.srt: an earlier run wrote it" in caplog.text
+
+
+def test_replacing_leaves_alone_a_file_of_our_name_that_trackscribe_did_not_write(
+    transcript, tmp_path
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "transcript.txt").write_text("minutes typed by hand")
+    export(transcript, out, ["json"], replace=True)
+    assert (out / "transcript.txt").read_text() == "minutes typed by hand"
+
+
+def test_replacing_leaves_alone_a_file_edited_since_it_was_written(transcript, tmp_path):
+    import os
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt"], replace=True)
+    record = (out / ".trackscribe-exports").stat().st_mtime
+    (out / "transcript.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nAlice: corrected\n")
+    os.utime(out / "transcript.srt", (record + 5, record + 5))  # edited after that export
+    export(transcript, out, ["json"], replace=True)
+    assert "corrected" in (out / "transcript.srt").read_text()
+
+
+def test_exporting_more_formats_keeps_the_earlier_ones_unless_told_to_replace(transcript, tmp_path):
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt"])
+    export(transcript, out, ["vtt"])  # a notebook adding subtitles
+    assert {p.name for p in out.iterdir()} >= {"transcript.json", "transcript.srt"}
+    export(transcript, out, ["vtt"], replace=True)
+    assert sorted(p.name for p in out.iterdir()) == [".trackscribe-exports", "transcript.vtt"]
 
 
 def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
@@ -221,7 +253,7 @@ def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
     from pathlib import Path
 
     out = tmp_path / "out"
-    export(transcript, out, ["json", "srt"])
+    export(transcript, out, ["json", "srt"], replace=True)
     transcript.utterances = transcript.utterances[:1]
     unlink = Path.unlink
 
@@ -232,7 +264,7 @@ def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
 
     monkeypatch.setattr(Path, "unlink", refuse_srt)
     with caplog.at_level("WARNING", logger="stages.export"):
-        export(transcript, out, ["json"])
+        export(transcript, out, ["json"], replace=True)
 
     assert Transcript.load(out / "transcript.json") == transcript
     assert "transcript.srt is from an earlier run and could not be removed" in caplog.text
