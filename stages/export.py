@@ -5,16 +5,18 @@
 ``seglst`` is meeteval's segment list, for scoring. Every file is written to a temporary name
 and renamed, all of them together: an interrupted export leaves no half file, and one that
 fails (a full disk, a folder in the way) leaves the files as they were. A hidden record in the
-folder names the files trackscribe wrote there, so that an export that owns the folder (the
-command line's ``-o``) can remove an earlier run's files in formats not written this time,
-which beside the new transcript would show a reviewer a different one, and nothing else.
+folder names the files trackscribe wrote there with their SHA-256, so that an export that owns
+the folder (the command line's ``-o``, a batch's meeting folder) can remove an earlier run's
+files in formats not written this time, which beside the new transcript would show a
+reviewer a different one, without touching a file that is not, byte for byte, what
+trackscribe wrote.
 """
 
+import hashlib
 import json
 import logging
 import re
 import stat
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -95,12 +97,12 @@ def export(
 ) -> dict[str, Path]:
     """Write each format into ``out_dir``; returns the path written per format.
 
-    With ``replace`` the folder holds this transcript alone: files that an earlier export
-    wrote there in other formats are removed once the new ones are in place. Only files the
-    folder's record names, and that have not changed since they were written, are removed;
-    a file of the same name that someone else made or edited is left alone.
+    The formats asked for are always written over. With ``replace`` the folder holds this
+    transcript alone: files of other formats that an earlier export wrote there are then
+    removed, each only if its bytes are still those the folder's record says trackscribe
+    wrote (a file someone made, copied in or edited is kept, with a warning). Without it,
+    nothing is removed, and the record goes on naming what earlier exports wrote.
     """
-    began = time.time()
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -109,55 +111,87 @@ def export(
         raise ValueError(f"no format to write; known: {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
     written = {name: out_dir / FORMATS[name][0] for name in formats}
-    earlier, recorded_at = _record(out_dir)
-    ours = {path.name for path in written.values()}
-    if not replace:  # adding formats: what is there stays, and stays ours
-        ours |= {name for name in earlier if (out_dir / name).is_file()}
     # Render everything before writing anything, and replace the files together: a renderer
     # or a write that fails leaves the folder as it was, never half this run's files.
     files = {written[name]: FORMATS[name][1](transcript).encode("utf-8") for name in formats}
-    files[out_dir / _RECORD] = "".join(f"{name}\n" for name in sorted(ours)).encode("utf-8")
+    record_path = out_dir / _RECORD
+    earlier = _read_record(record_path)
+    ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+    stale = {name: digest for name, digest in earlier.items() if name not in ours}
+    if not replace:
+        ours |= stale  # as they were written: still ours only while their bytes are the same
+    recordable = _recordable(record_path)
+    if recordable:
+        files[record_path] = _record_bytes(ours)
     atomic_write_files(files)
-    if replace:
-        _remove_stale(out_dir, sorted(earlier - ours), not_after=min(recorded_at, began))
+    left = _remove_stale(out_dir, stale) if replace and recordable else {}
+    if left:  # named again, for the next run to remove
+        atomic_write_files({record_path: _record_bytes(ours | left)})
     return written
 
 
 _RECORD = ".trackscribe-exports"
-"""The names of the files trackscribe's exports wrote in a folder, one per line."""
+"""Which files trackscribe's exports wrote in a folder, and their SHA-256: one
+``<sha256>  <name>`` line each, as ``sha256sum`` writes them."""
 
 _OUR_NAMES = frozenset(name for name, _ in FORMATS.values())
 
 
-def _record(out_dir: Path) -> tuple[set[str], float]:
-    """The file names a folder's record lists (only names of our formats: the record is a
-    file anyone can edit), and when it was written; nothing for a folder without one."""
-    path = out_dir / _RECORD
+def _read_record(path: Path) -> dict[str, str]:
+    """File name -> SHA-256 from a folder's record; only names of our formats count (the
+    record is a file anyone can edit). Nothing for a folder without one."""
     try:
-        names = set(path.read_text(encoding="utf-8").splitlines()) & _OUR_NAMES
-        return names, path.stat().st_mtime
-    except (OSError, UnicodeDecodeError):
-        return set(), 0.0
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("%s cannot be read (%s): earlier runs' files here are left alone", path, exc)
+        return {}
+    record = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if name in _OUR_NAMES and re.fullmatch(r"[0-9a-f]{64}", digest):
+            record[name] = digest
+    return record
 
 
-def _remove_stale(out_dir: Path, names: list[str], not_after: float) -> None:
-    """Remove the files ``names`` that were last changed at ``not_after`` or before: one
-    changed later was edited since, or written by a run beside this one. One that cannot be
-    removed is named in a warning: the new files are whole, and failing the run for an old
-    file would lose them."""
-    for name in names:
+def _recordable(path: Path) -> bool:
+    try:
+        if stat.S_ISREG(path.lstat().st_mode):
+            return True
+    except FileNotFoundError:
+        return True
+    log.warning("%s is not a file: which files trackscribe writes here is not recorded", path)
+    return False
+
+
+def _record_bytes(record: dict[str, str]) -> bytes:
+    return "".join(f"{record[name]}  {name}\n" for name in sorted(record)).encode("utf-8")
+
+
+def _remove_stale(out_dir: Path, stale: dict[str, str]) -> dict[str, str]:
+    """Remove each of ``stale`` (name -> the SHA-256 trackscribe wrote) that is still a
+    regular file with those bytes; return those that could not be removed. One that cannot
+    be is named in a warning: the new files are whole, and failing the run for an old file
+    would lose them."""
+    left = {}
+    for name, digest in stale.items():
         path = out_dir / name
         try:
-            info = path.lstat()
-            if not stat.S_ISREG(info.st_mode) or info.st_mtime > not_after:
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue  # a link or a folder in its place: not what trackscribe wrote
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                log.warning("kept %s: it has changed since an earlier run wrote it", path)
                 continue
             path.unlink()
         except FileNotFoundError:
             continue
         except OSError as exc:
             log.warning("%s is from an earlier run and could not be removed: %s", path, exc)
+            left[name] = digest
         else:
             log.warning("removed %s: an earlier run wrote it, and this one did not", path)
+    return left
 
 
 def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:

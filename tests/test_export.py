@@ -1,5 +1,6 @@
 """Exports: subtitles with speakers, readable text, and meeteval's SegLST."""
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -113,7 +114,9 @@ def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_pa
     written = export(transcript, tmp_path / "out", FORMATS)
     names = sorted(p.name for p in written.values())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".trackscribe-exports", *names]
-    assert (tmp_path / "out" / ".trackscribe-exports").read_text().split() == names
+    record = (tmp_path / "out" / ".trackscribe-exports").read_text().splitlines()
+    assert [line.split("  ")[1] for line in record] == names  # as sha256sum -c reads it
+    assert record[0].split("  ")[0] == hashlib.sha256(written["json"].read_bytes()).hexdigest()
     assert Transcript.load(written["json"]) == transcript
     with pytest.raises(ValueError, match="unknown format"):
         export(transcript, tmp_path, ["docx"])
@@ -226,16 +229,31 @@ def test_replacing_leaves_alone_a_file_of_our_name_that_trackscribe_did_not_writ
     assert (out / "transcript.txt").read_text() == "minutes typed by hand"
 
 
-def test_replacing_leaves_alone_a_file_edited_since_it_was_written(transcript, tmp_path):
-    import os
-
+def test_replacing_keeps_a_file_changed_since_trackscribe_wrote_it_and_says_so(
+    transcript, tmp_path, caplog
+):
     out = tmp_path / "out"
-    export(transcript, out, ["json", "srt"], replace=True)
-    record = (out / ".trackscribe-exports").stat().st_mtime
+    export(transcript, out, ["json", "srt", "txt"], replace=True)
     (out / "transcript.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nAlice: corrected\n")
-    os.utime(out / "transcript.srt", (record + 5, record + 5))  # edited after that export
-    export(transcript, out, ["json"], replace=True)
+    export(transcript, out, ["vtt"])  # a notebook adding subtitles in between
+    (out / "transcript.txt").write_bytes((out / "transcript.txt").read_bytes())  # copied back
+    with caplog.at_level("WARNING", logger="stages.export"):
+        export(transcript, out, ["json"], replace=True)
     assert "corrected" in (out / "transcript.srt").read_text()
+    assert "kept" in caplog.text and "transcript.srt: it has changed" in caplog.text
+    assert not (out / "transcript.txt").exists()  # the same bytes: still what trackscribe wrote
+    assert not (out / "transcript.vtt").exists()
+
+
+def test_replacing_never_touches_what_a_record_names_beyond_our_formats(transcript, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    notes = out / "notes.txt"
+    notes.write_text("the reviewer's own file")
+    digest = hashlib.sha256(notes.read_bytes()).hexdigest()
+    (out / ".trackscribe-exports").write_text(f"{digest}  notes.txt\n{digest}  ../notes.txt\n")
+    export(transcript, out, ["json"], replace=True)
+    assert notes.read_text() == "the reviewer's own file"
 
 
 def test_exporting_more_formats_keeps_the_earlier_ones_unless_told_to_replace(transcript, tmp_path):
@@ -268,3 +286,19 @@ def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
 
     assert Transcript.load(out / "transcript.json") == transcript
     assert "transcript.srt is from an earlier run and could not be removed" in caplog.text
+    # Still named in the record, so the next run removes it.
+    assert "transcript.srt" in (out / ".trackscribe-exports").read_text()
+    monkeypatch.undo()
+    export(transcript, out, ["json"], replace=True)
+    assert not (out / "transcript.srt").exists()
+
+
+def test_a_folder_where_the_record_goes_costs_only_the_record(transcript, tmp_path, caplog):
+    out = tmp_path / "out"
+    (out / ".trackscribe-exports").mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="stages.export"):
+        export(transcript, out, ["json", "srt"], replace=True)
+        export(transcript, out, ["json"], replace=True)
+    assert Transcript.load(out / "transcript.json") == transcript
+    assert (out / "transcript.srt").exists()  # nothing recorded, so nothing removed
+    assert "is not a file" in caplog.text
