@@ -100,8 +100,9 @@ def export(
     The formats asked for are always written over. With ``replace`` the folder holds this
     transcript alone: files of other formats that an earlier export wrote there are then
     removed, each only if its bytes are still those the folder's record says trackscribe
-    wrote (a file someone made, copied in or edited is kept, with a warning). Without it,
-    nothing is removed, and the record goes on naming what earlier exports wrote.
+    wrote: one changed since is kept, with a warning, and one trackscribe did not write is
+    never touched. Without it, nothing is removed, and the record goes on naming what earlier
+    exports wrote.
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
