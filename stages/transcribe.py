@@ -363,19 +363,20 @@ class Transcriber:
         and why.
         """
         o = self.options
-        by_track: list[list[list[_Window]]] = []
+        packed = [
+            _pack(i, audio, regions, o.max_window) for i, (audio, regions) in enumerate(tracks)
+        ]
+        batches: list[list[_Window]] = []
         pending = [0] * len(tracks)
-        for index, (audio, regions) in enumerate(tracks):
-            windows = list(_pack(index, audio, regions, o.max_window))
-            count = math.ceil(len(windows) / o.batch_size)
-            by_track.append([windows[i::count] for i in range(count)])
-            pending[index] = count
         # The costliest track first, so that no worker is left running a long one alone at
         # the end while the others have nothing to do (a host who talks most may be the last
         # track); a track's batches stay together, so tracks are still finished (and kept)
         # one by one, not all at the end.
-        by_track.sort(key=lambda track: sum(map(_cost, track)), reverse=True)
-        batches = [batch for track_batches in by_track for batch in track_batches]
+        for index in sorted(range(len(tracks)), key=lambda i: _cost(packed[i]), reverse=True):
+            windows = packed[index]
+            count = math.ceil(len(windows) / o.batch_size)
+            batches += [windows[i::count] for i in range(count)]
+            pending[index] = count
         results: list[list[Segment]] = [[] for _ in tracks]
 
         failures: dict[int, Exception] = {}
