@@ -37,6 +37,7 @@ from models import (
     TrackTiming,
     Transcript,
     VoiceActivity,
+    describe_error,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
@@ -542,7 +543,7 @@ def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
     # traceback is kept for -vv.
     path = manifest.tracks[item.index].path
     named = isinstance(exc, DecodeError)
-    item.failure = str(exc) if named else f"{type(exc).__name__}: {exc}"
+    item.failure = str(exc) if named else describe_error(exc)
     log.error("%s", item.failure if named else f"{path}: {item.failure}")
     log.debug("%s failed", path, exc_info=exc)
 
