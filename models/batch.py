@@ -31,6 +31,7 @@ from pydantic import (
 
 from ._errors import describe
 from .files import atomic_write_text
+from .manifest import DisplayName
 from .recording_files import safe_file_name
 
 __all__ = ["BatchSummary", "Job", "JobsError", "MeetingResult", "load_jobs"]
@@ -52,13 +53,13 @@ class Job(BaseModel):
     recording_id: str | None = Field(default=None, min_length=1)
     meeting_id: str | None = Field(default=None, min_length=1)
     user_ids: tuple[str, ...] = ()
-    names: dict[str, str] = Field(default_factory=dict)
+    names: dict[str, DisplayName] = Field(default_factory=dict)
     """user id -> display name; a blank name is left out (the manifest's, or the id, shows)."""
 
     @field_validator("names")
     @classmethod
-    def _visible_names(cls, names: dict[str, str]) -> dict[str, str]:
-        return {user: name.strip() for user, name in names.items() if name.strip()}
+    def _visible_names(cls, names: dict[str, str | None]) -> dict[str, str]:
+        return {user: name for user, name in names.items() if name is not None}
 
     @model_validator(mode="after")
     def _one_source(self) -> "Job":
