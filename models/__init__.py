@@ -5,7 +5,13 @@ from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import atomic_write_bytes, atomic_write_files, atomic_write_text, sha256_file
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
-from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError, Track
+from .manifest import (
+    MANIFEST_SCHEMA,
+    Manifest,
+    ManifestError,
+    Track,
+    outlying_starts,
+)
 from .recording import (
     DownloadLayer,
     Recording,
@@ -78,6 +84,7 @@ __all__ = [
     "frame_runs",
     "level_db",
     "load_jobs",
+    "outlying_starts",
     "parse_file_name",
     "protect_http_logs",
     "redact_urls",

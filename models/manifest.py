@@ -1,7 +1,8 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
 import json
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,7 +23,19 @@ from .recording_files import time_from_file_name
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
 
 _MAX_START_SPREAD = timedelta(days=1)
-"""How far apart a meeting's track starts may be (a recording runs for hours, not days)."""
+"""How far a track's start may lie from the others' (a recording runs for hours, not days)."""
+
+
+def outlying_starts(starts: Sequence[datetime]) -> tuple[datetime, list[int]]:
+    """The middle one of ``starts`` and the indexes of those more than
+    a day (``_MAX_START_SPREAD``) from it: one file's clock off by months (a device clock reset, a
+    bad name) would put a meeting on a timeline months long.
+
+    The middle start (the earlier of the two middle ones) is the reference, not the earliest,
+    so that one start years too early is the one named, not every other track.
+    """
+    middle = sorted(starts)[(len(starts) - 1) // 2]
+    return middle, [i for i, start in enumerate(starts) if abs(start - middle) > _MAX_START_SPREAD]
 
 
 def _visible_or_none(name: str | None) -> str | None:
@@ -102,21 +115,20 @@ class Manifest(BaseModel):
     @field_validator("tracks")
     @classmethod
     def _one_meeting(cls, tracks: list[Track]) -> list[Track]:
-        # A file listed twice would have every word it holds said twice; a start time off by
-        # months (a device clock reset) would put the meeting on a timeline months long.
+        # A file listed twice would have every word it holds said twice.
         listed: dict[tuple[str, ...], int] = {}
         for i, track in enumerate(tracks):
             first = listed.setdefault(Path(track.path).parts, i)
             if first != i:
                 raise ValueError(f"tracks[{i}] is the same file as tracks[{first}]: {track.path}")
-        earliest = min(t.started_time for t in tracks)
-        for i, track in enumerate(tracks):
-            if track.started_time - earliest > _MAX_START_SPREAD:
-                raise ValueError(
-                    f"tracks[{i}].started_time {format_utc(track.started_time)} is more than "
-                    f"a day after the earliest track's start ({format_utc(earliest)}): one "
-                    "meeting's tracks start within a day of each other"
-                )
+        middle, far = outlying_starts([t.started_time for t in tracks])
+        if far:
+            i = far[0]
+            raise ValueError(
+                f"tracks[{i}].started_time {format_utc(tracks[i].started_time)} is more than a "
+                f"day from the other tracks' starts ({format_utc(middle)}): one meeting's "
+                "tracks start within a day of each other"
+            )
         return tracks
 
     def track_path(self, track: Track) -> Path:

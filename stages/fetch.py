@@ -29,8 +29,11 @@ from models import (
     RetryPolicy,
     Track,
     TrackFailure,
+    TrackFileName,
     atomic_write_text,
     describe_error,
+    format_utc,
+    outlying_starts,
     parse_file_name,
     protect_http_logs,
     redact_urls,
@@ -149,9 +152,11 @@ def _result(
     tracks: list[Track] = []
     failures: list[TrackFailure] = []
     skipped = 0
+    names = {file.key: parse_file_name(file.name, user_ids=user_ids) for file in files}
+    unplaced = _unplaced(recording, files, names)
     for file in files:
         local = f"{TRACKS_FOLDER}/{targets[file.key] or file.name}"
-        parsed = parse_file_name(file.name, user_ids=user_ids)
+        parsed = names[file.key]
         user_id = parsed.user_id if parsed else file.name
         outcome = outcomes[file.key]
         if isinstance(outcome, str):
@@ -159,17 +164,16 @@ def _result(
             continue
         size, digest, was_there = outcome
         skipped += was_there
-        started = parsed.date_time if parsed else recording.started_time
         if parsed is None:
             log.warning(
                 "%s: not named as RealtimeKit names track files; user id taken from the whole "
                 "name and start time from the recording's",
                 file.name,
             )
-        if started is None:
-            failures.append(
-                TrackFailure(path=local, user_id=user_id, reason="no start time in its name")
-            )
+        started = parsed.date_time if parsed else recording.started_time
+        if started is None or file.key in unplaced:
+            reason = unplaced.get(file.key, "no start time in its name")
+            failures.append(TrackFailure(path=local, user_id=user_id, reason=reason))
             continue
         tracks.append(
             Track(
@@ -193,6 +197,37 @@ def _result(
         )
         atomic_write_text(out_dir / "manifest.json", manifest.to_json())
     return FetchResult(manifest=manifest, failures=failures, skipped=skipped)
+
+
+def _unplaced(
+    recording: Recording,
+    files: Sequence[RecordingFile],
+    names: Mapping[tuple[str, str], TrackFileName | None],
+) -> dict[tuple[str, str], str]:
+    """Files whose start is more than a day from the other files' starts, and why.
+
+    Such a file is kept on disk (the pre-signed link to it will not last) but left out of the
+    manifest, so that one bad name costs that file and not the meeting. The other files' starts
+    are those of every file of the recording, arrived or not, so the verdict does not depend on
+    which downloads failed.
+    """
+    starts = []
+    for file in files:
+        parsed = names[file.key]
+        start = parsed.date_time if parsed else recording.started_time
+        if start is not None:
+            starts.append((file.key, start))
+    if not starts:
+        return {}
+    middle, far = outlying_starts([start for _, start in starts])
+    return {
+        starts[i][0]: (
+            f"it starts at {format_utc(starts[i][1])}, more than a day from the other "
+            f"files' starts ({format_utc(middle)}); downloaded, but left out of the "
+            "manifest"
+        )
+        for i in far
+    }
 
 
 def _attempt(

@@ -38,6 +38,19 @@ def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path):
     assert track.display_name is None and track.sha256 is None
 
 
+def _thrice_one_in_1970() -> dict:
+    """Three tracks, the last of them stamped at the epoch: that one is named, not the others."""
+    first = VALID["tracks"][0]
+    return {
+        **VALID,
+        "tracks": [
+            first,
+            {**first, "path": "tracks/b.webm"},
+            {**first, "path": "tracks/c.webm", "started_time": "1970-01-01T00:00:00Z"},
+        ],
+    }
+
+
 def _twice(**changes: object) -> dict:
     """The valid manifest with a second track: the first one, changed."""
     return {**VALID, "tracks": [VALID["tracks"][0], {**VALID["tracks"][0], **changes}]}
@@ -57,6 +70,7 @@ def _twice(**changes: object) -> dict:
         (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: Value error, 'tracks/a"),
         (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
         (_twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"), "tracks[0].start"),
+        (_thrice_one_in_1970(), "tracks[2].started_time 1970-01-01"),
         ({**VALID, "schema": "trackscribe.manifest/2"}, "schema: Input should be"),
         ({**VALID, "tracks": []}, "tracks: List should have at least 1 item"),
         ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: Field required"),

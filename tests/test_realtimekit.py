@@ -475,3 +475,33 @@ def test_account_and_app_ids_stay_path_segments_whatever_they_hold(emulator):
     with client:  # unquoted, "?" made the rest a query string and ".." climbed a level
         recording = client.start_track_recording(emulator.meeting_id)
         assert client.get_recording(recording.id).id == recording.id
+
+
+def test_a_file_whose_name_puts_it_weeks_away_is_named_and_costs_only_that_file(
+    emulator, sample_manifest, tmp_path
+):
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    first = recording.files()[0]
+    stem, millis = first.name.removesuffix(".webm").rsplit("_", 1)
+    weeks_later = f"{stem}_{int(millis) + 40 * 86_400_000}.webm"  # a device clock gone wrong
+    renamed = recording.model_copy(
+        update={
+            "download_url": [
+                DownloadLayer(
+                    download_urls={
+                        (weeks_later if f == first else f.name): SignedUrl(download_url=f.url)
+                        for f in recording.files()
+                    }
+                )
+            ]
+        }
+    )
+
+    result = fetch_recording(renamed, tmp_path / "rec", refresh=lambda: renamed, options=QUIET)
+
+    assert [f.path for f in result.failures] == [f"tracks/{weeks_later}"]
+    assert "more than a day from the other files' starts" in result.failures[0].reason
+    assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
+    assert weeks_later not in {Path(t.path).name for t in result.manifest.tracks}
+    assert (tmp_path / "rec/tracks" / weeks_later).is_file()  # kept: its link will not last
