@@ -380,7 +380,10 @@ def _fetch_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if result.failures:
-        print("trackscribe: partial result; these files were not fetched:", file=sys.stderr)
+        print(
+            "trackscribe: partial result; these files were not fetched or cannot be used:",
+            file=sys.stderr,
+        )
         for failure in result.failures:
             print(f"  {failure.reason}", file=sys.stderr)
         return EXIT_PARTIAL

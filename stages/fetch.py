@@ -172,7 +172,7 @@ def _result(
             )
         started = parsed.date_time if parsed else recording.started_time
         if started is None or file.key in unplaced:
-            reason = unplaced.get(file.key, "no start time in its name")
+            reason = unplaced.get(file.key, f"{file.name}: no start time in its name")
             failures.append(TrackFailure(path=local, user_id=user_id, reason=reason))
             continue
         tracks.append(
@@ -211,23 +211,22 @@ def _unplaced(
     are those of every file of the recording, arrived or not, so the verdict does not depend on
     which downloads failed.
     """
-    starts = []
+    timed: list[tuple[RecordingFile, datetime]] = []
     for file in files:
         parsed = names[file.key]
         start = parsed.date_time if parsed else recording.started_time
         if start is not None:
-            starts.append((file.key, start))
-    if not starts:
+            timed.append((file, start))
+    if not timed:
         return {}
-    middle, far = outlying_starts([start for _, start in starts])
-    return {
-        starts[i][0]: (
-            f"it starts at {format_utc(starts[i][1])}, more than a day from the other "
-            f"files' starts ({format_utc(middle)}); downloaded, but left out of the "
-            "manifest"
+    middle, far = outlying_starts([start for _, start in timed])
+    reasons = {}
+    for file, start in (timed[i] for i in far):
+        reasons[file.key] = (
+            f"{file.name}: it starts at {format_utc(start)}, more than a day from the other "
+            f"files' starts ({format_utc(middle)}); downloaded, but left out of the manifest"
         )
-        for i in far
-    }
+    return reasons
 
 
 def _attempt(

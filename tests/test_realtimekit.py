@@ -501,6 +501,7 @@ def test_a_file_whose_name_puts_it_weeks_away_is_named_and_costs_only_that_file(
     result = fetch_recording(renamed, tmp_path / "rec", refresh=lambda: renamed, options=QUIET)
 
     assert [f.path for f in result.failures] == [f"tracks/{weeks_later}"]
+    assert result.failures[0].reason.startswith(f"{weeks_later}: it starts at 2026-12-30T")
     assert "more than a day from the other files' starts" in result.failures[0].reason
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
     assert weeks_later not in {Path(t.path).name for t in result.manifest.tracks}
