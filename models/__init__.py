@@ -3,7 +3,14 @@
 from ._time import TrackTiming, UtcDatetime, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
-from .files import atomic_write_bytes, atomic_write_files, atomic_write_text, sha256_file
+from .files import (
+    WriteError,
+    atomic_write_bytes,
+    atomic_write_files,
+    atomic_write_text,
+    sha256_file,
+    write_error,
+)
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
 from .manifest import (
     MANIFEST_SCHEMA,
@@ -75,6 +82,7 @@ __all__ = [
     "VoiceActivity",
     "WebhookEvent",
     "Word",
+    "WriteError",
     "atomic_write_bytes",
     "atomic_write_files",
     "atomic_write_text",
@@ -91,4 +99,5 @@ __all__ = [
     "safe_file_name",
     "sha256_file",
     "time_from_file_name",
+    "write_error",
 ]

@@ -21,6 +21,26 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+class WriteError(OSError):
+    """A file of ours (a result, decoded audio, a checkpoint) could not be written: the
+    machine's problem (a full disk, no permission, a folder in the way), not the input's.
+
+    It is kept apart from a track that cannot be read so that a full disk fails the meeting,
+    to be run again, instead of being recorded as that track's fault. Names the file.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """``exc``, met while writing ``path``, as a :class:`WriteError` naming it."""
+    if isinstance(exc, WriteError):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return WriteError(exc.errno or 0, f"cannot write: {reason}", str(path))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -37,10 +57,13 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
     try:
         for path, data in files.items():
             if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
+                raise WriteError(errno.EISDIR, "a folder is in the way", str(path))
             staged.append((_staged(path, data), path))
         for tmp, path in staged:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise write_error(path, exc) from exc
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -49,8 +72,11 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
 
 def _staged(path: Path, data: bytes) -> Path:
     """``data`` in a temporary file beside ``path``, on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     try:
         # mkstemp makes the file private (0600); results are ordinary files for their readers.
         os.fchmod(fd, 0o666 & ~_UMASK)
@@ -58,8 +84,10 @@ def _staged(path: Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
     return Path(tmp)
 

@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, TypeAdapter
 
-from models import PcmAudio, Segment, VoiceActivity, atomic_write_bytes, atomic_write_text
+from models import (
+    PcmAudio,
+    Segment,
+    VoiceActivity,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_error,
+)
 
 __all__ = ["Checkpoints", "work_key"]
 
@@ -64,15 +71,21 @@ class Checkpoints:
         """A fresh temporary name for a decoder to write the PCM for ``key`` into (two tracks
         may have the same bytes, so the same key); :meth:`save_decoded` renames it."""
         folder = self.folder / "decode"
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".pcm.part", dir=folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".pcm.part", dir=folder)
+        except OSError as exc:
+            raise write_error(folder, exc) from exc
         os.close(fd)
         return Path(name)
 
     def save_decoded(self, key: str, audio: PcmAudio) -> PcmAudio:
         final = self.folder / "decode" / f"{key}.pcm"
-        _fsync(audio.pcm_path)
-        os.replace(audio.pcm_path, final)
+        try:
+            _fsync(audio.pcm_path)
+            os.replace(audio.pcm_path, final)
+        except OSError as exc:
+            raise write_error(final, exc) from exc
         audio = audio.model_copy(update={"pcm_path": final})
         atomic_write_text(final.with_suffix(".json"), audio.model_dump_json())
         return audio
@@ -151,16 +164,19 @@ class Checkpoints:
         """Append one line saying what was done (a crash can cut only the last line)."""
         line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}) + "\n"
         path = self.folder / "journal.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._journal_lock, path.open("a+b") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell():  # a line cut by a crash is ended, not continued
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    line = "\n" + line
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._journal_lock, path.open("a+b") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():  # a line cut by a crash is ended, not continued
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        line = "\n" + line
+                f.write(line.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise write_error(path, exc) from exc
 
 
 def _fsync(path: Path) -> None:

@@ -37,6 +37,7 @@ from models import (
     TrackTiming,
     Transcript,
     VoiceActivity,
+    WriteError,
     describe_error,
 )
 from stages.attribute import AttributionOptions, attribute, estimate_clock
@@ -521,6 +522,8 @@ def _transcribe(
         except TracksFailed as failed:  # the others are done and kept
             for position, exc in failed.failures.items():
                 _fail(manifest, todo[position], exc)
+        except WriteError:
+            raise
         except Exception:
             # Find the track that fails, alone; the others' results are the same either way.
             log.warning("transcribing the tracks together failed; retrying one by one")
@@ -539,6 +542,8 @@ def _transcribe(
 
 
 def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
+    if isinstance(exc, WriteError):
+        raise exc  # a full disk is not the track's fault: the meeting stops, to be run again
     # Our own errors already say what and where; anything else is named by its type, and its
     # traceback is kept for -vv.
     path = manifest.tracks[item.index].path

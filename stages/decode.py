@@ -27,7 +27,7 @@ import av
 import av.error
 import numpy as np
 
-from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, sha256_file
+from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, sha256_file, write_error
 
 __all__ = ["DecodeError", "check_file", "decode", "decoder_version"]
 
@@ -78,7 +78,8 @@ def decode(
     A file that breaks off part-way (truncated upload, corrupt packet) decodes up to the
     break; the returned :class:`PcmAudio` says where in ``problem``. A decoding that fails
     once it has begun writing ``pcm_path`` removes it; a file refused before that leaves
-    ``pcm_path`` as it was.
+    ``pcm_path`` as it was. ``pcm_path`` that cannot be written (a full disk) raises
+    :class:`models.WriteError`, not :class:`DecodeError`: the file is not at fault.
     """
     source, pcm_path = Path(source), Path(pcm_path)
     size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
@@ -97,8 +98,12 @@ def decode(
             problem = problem or _missing_tail(container, writer.duration)
             if writer.first_time is None and problem is not None:
                 raise DecodeError(f"{source}: no audio could be decoded ({problem})")
-        except BaseException:
+        except BaseException as exc:
             pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
+            if isinstance(exc, OSError) and not isinstance(exc, av.error.FFmpegError):
+                # Reading the file is FFmpeg's (its errors end decoding with a problem);
+                # an OSError here comes from writing ours: a full disk is not the track's fault.
+                raise write_error(pcm_path, exc) from exc
             raise
     if problem:
         log.warning("%s: %s", source, problem)

@@ -1,6 +1,9 @@
 """The command line as users run it: outputs, messages and exit status."""
 
 import json
+import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -52,6 +55,29 @@ def test_a_lost_track_exits_1_and_names_it(meeting_copy, tmp_path):
         "transcript.json",
         "transcript.txt",
     ]
+
+
+def _files_of_at_most(size: int) -> None:
+    """In the child: files can grow to ``size`` bytes, past that writing fails (EFBIG), as a
+    full disk would make it fail (ENOSPC), and as root too."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error to handle, not a signal that kills
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def test_a_disk_that_fills_up_stops_the_meeting_naming_the_file_not_a_track(sample_dir, tmp_path):
+    manifest, out = str(sample_dir / "manifest.json"), str(tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "transcribe", manifest, "-o", out, "--no-progress"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: _files_of_at_most(200_000),  # a decoded track is megabytes
+    )
+    assert result.returncode == 2, result.stderr
+    assert ".pcm" in result.stderr and "cannot write: File too large" in result.stderr
+    assert "partial" not in result.stderr and "Traceback" not in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_bad_input_exits_2_with_the_reason(meeting_copy, tmp_path):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models import Provenance, Speaker, Transcript, Utterance, Word
+from models import Provenance, Speaker, Transcript, Utterance, Word, WriteError
 from stages.export import FORMATS, export, to_seglst, to_srt, to_txt, to_vtt
 
 ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -167,7 +167,7 @@ def test_a_folder_in_the_way_of_one_format_leaves_every_file_as_it_was(transcrip
     (out / "transcript.srt").mkdir()  # someone's folder where the subtitles would go
     transcript.utterances = transcript.utterances[:1]
 
-    with pytest.raises(IsADirectoryError, match=r"transcript\.srt"):
+    with pytest.raises(WriteError, match=r"transcript\.srt: a folder is in the way"):
         export(transcript, out, ["json", "srt", "txt"])
 
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
