@@ -2,7 +2,7 @@
 
 from ._time import TrackTiming, UtcDatetime, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
-from .batch import BatchSummary, Job, JobsError, MeetingResult, load_jobs
+from .batch import BATCH_SUMMARY, BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import (
     WriteError,
     atomic_write_bytes,
@@ -45,6 +45,7 @@ from .transcript import (
 )
 
 __all__ = [
+    "BATCH_SUMMARY",
     "FULL_SCALE",
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",

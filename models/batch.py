@@ -31,8 +31,11 @@ from pydantic import (
 
 from ._errors import describe
 from .files import atomic_write_text
-from .manifest import DisplayName
+from .manifest import DisplayName, OptionalText
 from .recording_files import safe_file_name
+
+BATCH_SUMMARY = "summary.json"
+"""The summary's name in a batch's output folder, beside one folder per meeting."""
 
 __all__ = ["BatchSummary", "Job", "JobsError", "MeetingResult", "load_jobs"]
 
@@ -48,10 +51,10 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str | None = Field(default=None, min_length=1)
+    id: OptionalText = Field(default=None, min_length=1)
     manifest: Path | None = None
-    recording_id: str | None = Field(default=None, min_length=1)
-    meeting_id: str | None = Field(default=None, min_length=1)
+    recording_id: OptionalText = Field(default=None, min_length=1)
+    meeting_id: OptionalText = Field(default=None, min_length=1)
     user_ids: tuple[str, ...] = ()
     names: dict[str, DisplayName] = Field(default_factory=dict)
     """user id -> display name; a blank name is left out (the manifest's, or the id, shows)."""
@@ -77,7 +80,10 @@ class Job(BaseModel):
     def folder_name(self) -> str:
         """The meeting's folder under the batch's output: ``id``, or made from the source."""
         if self.id:
-            return safe_file_name(self.id)
+            name = safe_file_name(self.id)
+            if name.casefold() == BATCH_SUMMARY.casefold():
+                raise ValueError(f"{self.id!r} is the name of the batch's own summary file")
+            return name
         if self.manifest is not None:
             base = self.manifest.parent.name or "meeting"
             digest = hashlib.sha256(str(self.manifest.resolve()).encode()).hexdigest()[:8]
@@ -178,7 +184,8 @@ class MeetingResult(BaseModel):
 
 
 class BatchSummary(BaseModel):
-    """Every meeting's result, in the order of JOBS; saved as ``OUT/summary.json``."""
+    """Every meeting's result, in the order of JOBS; saved as ``OUT/summary.json``
+    (:data:`BATCH_SUMMARY`)."""
 
     meetings: list[MeetingResult]
 

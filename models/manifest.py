@@ -38,11 +38,28 @@ def outlying_starts(starts: Sequence[datetime]) -> tuple[datetime, list[int]]:
     return middle, [i for i, start in enumerate(starts) if abs(start - middle) > _MAX_START_SPREAD]
 
 
+def _unicode(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON's "\udcff" escape gives one; no result file could be written with it.
+            raise ValueError(
+                "holds a lone surrogate (U+D800 to U+DFFF), which is not text"
+            ) from None
+    return value
+
+
+OptionalText = Annotated[str | None, AfterValidator(_unicode)]
+"""Optional text that can be written out. (Plain ``str`` fields refuse a lone surrogate
+already; a ``str | None`` one does not.)"""
+
+
 def _visible_or_none(name: str | None) -> str | None:
     return (name or "").strip() or None
 
 
-DisplayName = Annotated[str | None, AfterValidator(_visible_or_none)]
+DisplayName = Annotated[str | None, AfterValidator(_unicode), AfterValidator(_visible_or_none)]
 """A name shown to people, without surrounding blanks; a blank one is no name, so that the
 user id is shown instead of an empty voice tag or label."""
 
@@ -59,7 +76,7 @@ class Track(BaseModel):
 
     user_id: str = Field(min_length=1)
     display_name: DisplayName = None
-    peer_id: str | None = None
+    peer_id: OptionalText = None
     path: str = Field(min_length=1, description="relative to the manifest's folder")
     started_time: UtcDatetime = Field(
         description="when the file begins; if absent, the time in a RealtimeKit file name"
@@ -108,7 +125,7 @@ class Manifest(BaseModel):
 
     schema_: Literal["trackscribe.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     meeting_id: str = Field(min_length=1)
-    recording_id: str | None = None
+    recording_id: OptionalText = None
     tracks: list[Track] = Field(min_length=1)
     root: Path = Field(default=Path("."), exclude=True)
 

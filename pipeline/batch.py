@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from models import (
+    BATCH_SUMMARY,
     BatchSummary,
     Job,
     JobsError,
@@ -51,7 +52,7 @@ __all__ = ["process_meeting", "run_batch"]
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "summary.json"
+SUMMARY = BATCH_SUMMARY
 _DONE = "done.json"
 _STARTED = "recording.json"
 

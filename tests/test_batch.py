@@ -298,6 +298,14 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
         # the line the row begins on, past blank lines and a quoted cell with a line break
         ('id,manifest\n\n"a\nb",a.json\n\nx,b.json,c\n', ".csv", "line 6: 1 more cell"),
         ("", ".jsonl", "no jobs"),
+        # the batch's own summary file must not be made a meeting's folder
+        ('{"id": "Summary.json", "manifest": "a.json"}\n', ".jsonl", "line 1: id: .*summary file"),
+        # a JSON escape that is not text: no result could be written with it
+        (
+            '{"manifest": "a.json", "names": {"u": "A\\udcff"}}\n',
+            ".jsonl",
+            "line 1: names.u: .*surr",
+        ),
     ],
 )
 def test_bad_jobs_files_are_refused_naming_the_line(tmp_path, text, suffix, message):

@@ -67,6 +67,11 @@ def _twice(**changes: object) -> dict:
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
         (_with_track(sha256="not-hex"), "tracks[0].sha256"),
         (_with_track(size=-1), "tracks[0].size"),
+        (
+            _with_track(display_name="Al\udcffce"),
+            "tracks[0].display_name: Value error, holds a lone",
+        ),
+        (_with_track(peer_id="p\udcff"), "tracks[0].peer_id: Value error, holds a lone surrogate"),
         (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: Value error, 'tracks/a"),
         (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
         (_twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"), "tracks[0].start"),
