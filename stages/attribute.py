@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import LeakedSpan, TrackTiming, VoiceActivity, bridge_runs, frame_runs
@@ -154,7 +155,7 @@ def estimate_clock(
     A leaked voice is a copy of its source: where B dominates, A's level follows B's. The lag
     at which it follows best is the error between the two tracks' clocks. Lags measured
     clearly (correlation at least ``min_clock_correlation``, and clearly better than at lag
-    zero) are solved together for one value per track, the median track kept fixed: first
+    zero) are solved together for one value per track, the middle track kept fixed: first
     the drift, from how the lag changes from block to block of the meeting; then, with the
     drift taken out, the start. Returns per track a :class:`TrackClock`, or None where
     nothing was measured (no leakage: a clean meeting gives no clock reference, nor needs one).
@@ -183,7 +184,9 @@ def estimate_clock(
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, lag of a behind b in s, corr)
     lags = np.arange(-reach, reach + 1)
     for b in present:
-        rivals, dominant = _dominant(b, filled, voiced, present, owners, options.dominance_db)
+        rivals, dominant = _dominant(
+            b, filled, voiced, present, owners, options.dominance_db, spread=reach
+        )
         frames = np.flatnonzero(dominant)
         for a in rivals:
             corr = curves.get((a, b))
@@ -208,7 +211,7 @@ def estimate_clock(
         if agreeing and len(agreeing) < len(pairs):
             pairs = agreeing
             solution = _solve(pairs, index)
-        solution -= np.median(solution)
+        solution = _anchored(solution, pairs, index)
     for t in present:
         mine = [p for p in pairs if t in (p[0], p[1])]
         if not mine and drifts[t] is None:
@@ -256,9 +259,16 @@ def _drifts(
         frames = np.flatnonzero(dominant)
         if frames.size == 0 or frames[-1] - frames[0] < level.shape[1] / 2:
             continue
+        # The overall lag (which the start estimate reuses) from frames far from the rivals'
+        # voices, whatever the clocks; each block's, near that lag, from all of B's.
+        _, apart = _dominant(
+            b, filled, voiced, present, owners, options.dominance_db, spread=search
+        )
         for a in rivals:
             # A drifting copy matches less well overall than block by block: no bar here.
-            corr = _lag_correlations(level[a], level[b], frames, whole, options.min_frames)
+            corr = _lag_correlations(
+                level[a], level[b], np.flatnonzero(apart), whole, options.min_frames
+            )
             curves[(a, b)] = corr
             if np.all(np.isnan(corr)):
                 continue
@@ -284,8 +294,9 @@ def _drifts(
         return drifts, curves
     index = {t: k for k, t in enumerate(present)}
     # d[a] - d[b] = slope(a, b): A's copy of B falls further behind when A's clock is fast.
-    solution = _solve([(a, b, -slope, w) for a, b, slope, w in pairs], index)
-    solution -= np.median(solution)
+    solution = _anchored(
+        _solve([(a, b, -slope, w) for a, b, slope, w in pairs], index), pairs, index
+    )
     for t in present:
         if any(t in (p[0], p[1]) for p in pairs):
             drifts[t] = round(float(solution[index[t]]) * 1e6, 1)
@@ -325,6 +336,34 @@ def _solve(pairs: list[tuple[int, int, float, float]], index: dict[int, int]) ->
         rows[r, index[a]], rows[r, index[b]], target[r] = 1.0, -1.0, -lag
     solution, *_ = np.linalg.lstsq(rows * weight[:, None], target * weight, rcond=None)
     return solution
+
+
+def _anchored(
+    solution: np.ndarray, pairs: list[tuple[int, int, float, float]], index: dict[int, int]
+) -> np.ndarray:
+    """``solution`` with, in each group of tracks the pairs link, the middle track kept as
+    stated (of two middle ones, the lower): lags and drifts say only how the tracks' clocks
+    stand against each other, and the stated clocks are right for most tracks.
+
+    The middle one is a track, not the average of two: in a group of two, one track takes
+    the whole correction, rather than each taking half (a right track moved, and halves
+    rounded to the frame grid apart).
+    """
+    group = list(range(len(solution)))
+
+    def root(k: int) -> int:
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    for a, b, _, _ in pairs:
+        group[root(index[a])] = root(index[b])
+    out = solution.copy()
+    for r in {root(k) for k in range(len(solution))}:
+        members = [k for k in range(len(solution)) if root(k) == r]
+        values = np.sort(solution[members])
+        out[members] -= values[(len(values) - 1) // 2]
+    return out
 
 
 def _residual(
@@ -512,14 +551,25 @@ def _dominant(
     present: Sequence[int],
     owners: Sequence[str],
     dominance_db: float,
+    spread: int = 0,
 ) -> tuple[list[int], np.ndarray]:
     """B's rivals (other people's tracks), and the frames where B is above all of them by
-    ``dominance_db``: there B talks alone, and what the others hear of B is leakage."""
+    ``dominance_db``: there B talks alone, and what the others hear of B is leakage.
+
+    With ``spread``, B must be above the rivals' loudest within that many frames either side.
+    Clocks are measured with it: where a rival's clock is off, its own voice sits beside B's
+    copy of that voice, and B's copy would look like B talking alone. With three or more
+    tracks, a third copy rules such frames out; in a meeting of two, nothing else does.
+    """
     rivals = [x for x in present if owners[x] != owners[b]]
     if not rivals:
         return rivals, np.zeros(filled.shape[1], bool)
+    loudest = np.max(filled[rivals], axis=0)
+    if spread > 0:
+        padded = np.pad(loudest, spread, constant_values=-np.inf)
+        loudest = sliding_window_view(padded, 2 * spread + 1).max(axis=-1)
     with np.errstate(invalid="ignore"):  # both absent: -inf - -inf, never dominant
-        return rivals, voiced[b] & (filled[b] - np.max(filled[rivals], axis=0) >= dominance_db)
+        return rivals, voiced[b] & (filled[b] - loudest >= dominance_db)
 
 
 def _filled(level: np.ndarray) -> np.ndarray:

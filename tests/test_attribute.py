@@ -312,3 +312,31 @@ def test_a_clock_that_runs_fast_is_measured_from_the_leakage():
 def test_clocks_that_agree_show_no_drift():
     estimates = estimate_clock(_talking_meeting(600, {}), [0.0, 0.0, 0.0], ["a", "b", "c"])
     assert all(abs(e.drift_ppm) < 25 and not e.drift_clear for e in estimates)
+
+
+def _two_talking(seconds: float, late_frames: int) -> list[VoiceActivity]:
+    """Two people taking turns, each heard by the other's microphone 30 dB down, as frame
+    levels; the second track really began ``late_frames`` after the start it states."""
+    rng = np.random.default_rng(11)
+    frames = round(seconds / 0.03)
+    own = np.full((2, frames), -80.0)
+    k, who = 0, 0
+    while k < frames:  # turns of 2-6 s, a short pause between
+        length = int(rng.integers(60, 200))
+        own[who, k : k + length] = -20 + 6 * rng.standard_normal(min(length, frames - k))
+        k += length + int(rng.integers(5, 30))
+        who = 1 - who
+    power = 10 ** (own / 10)
+    heard = 10 * np.log10(power + 10**-3 * power[::-1])
+    first, second = heard[0], heard[1, late_frames:]
+    return [_activity(list(x), list(x > -45)) for x in (first, second)]
+
+
+@pytest.mark.parametrize("late_frames", [2, 3, 5, 10])
+def test_in_a_meeting_of_two_a_late_track_takes_the_whole_correction(late_frames):
+    # With two tracks nothing else shows which one is off; one is kept as stated, and the
+    # other gets the whole lag, on the frame grid (not each half of it, rounded apart).
+    estimates = estimate_clock(_two_talking(300, late_frames), [0.0, 0.0], ["a", "b"])
+    corrections = sorted(e.correction_s for e in estimates)
+    assert corrections[0] == 0 and corrections[1] == pytest.approx(late_frames * 0.03)
+    assert [e.start_clear for e in estimates].count(True) == 1
