@@ -530,17 +530,27 @@ def _couplings(
     Measured where B clearly dominates the meeting (``dominance_db`` above every other
     track): there B is talking, its voice is all the others hear of it, and nobody talks
     over it. A track that only ever carries others' voices (a silent listener) never
-    dominates, so it is never taken for a source. -inf where it cannot be measured.
+    dominates, so it is never taken for a source. A source track with too little of that (a
+    rejoin holding one short reply) takes what its owner's best-measured other track gives:
+    the same voice, most often through the same device and room. -inf where nothing is known.
     """
     n = level.shape[0]
     coupling = np.full((n, n), -np.inf)
+    measured = np.zeros((n, n), int)
     filled = _filled(level)
     for b in present:
         rivals, source = _dominant(b, filled, voiced, present, owners, options.dominance_db)
         for a in rivals:
             frames = source & ~np.isnan(level[a])
-            if frames.sum() >= options.min_frames:
+            measured[a, b] = frames.sum()
+            if measured[a, b] >= options.min_frames:
                 coupling[a, b] = float(np.median(level[a][frames] - level[b][frames]))
+    for b in present:
+        siblings = [x for x in present if x != b and owners[x] == owners[b]]
+        for a in present:
+            known = [x for x in siblings if np.isfinite(coupling[a, x])]
+            if np.isneginf(coupling[a, b]) and known:
+                coupling[a, b] = coupling[a, max(known, key=lambda x: measured[a, x])]
     return coupling
 
 

@@ -134,6 +134,28 @@ def test_couplings_are_measured_per_pair_so_microphone_gain_does_not_matter():
     assert [s.start for s in leaks[2]] == pytest.approx([0.0, 6.0], abs=0.031)
 
 
+def test_a_short_reply_after_a_rejoin_is_taken_out_of_the_listeners_track_too():
+    # Ann talks for a minute, rejoins, and answers once (0.6 s): too little for her new file's
+    # coupling into Bob's microphone to be measured, so her first file's is used.
+    rng = np.random.default_rng(0)
+    ann, bob = np.full(3000, -80.0), np.full(3000, -80.0)
+    ann[100:2000] = -20 + 3 * rng.standard_normal(1900)
+    bob[2100:2200] = -20 + 3 * rng.standard_normal(100)  # Bob's own words, for contrast
+    ann[2400:2420] = -20 + 3 * rng.standard_normal(20)
+    heard_by_bob = 10 * np.log10(10 ** (bob / 10) + 10 ** ((ann - 25) / 10))
+    heard_by_ann = 10 * np.log10(10 ** (ann / 10) + 10 ** ((bob - 25) / 10))
+    tracks = [heard_by_ann[:2050], heard_by_ann[2333:], heard_by_bob]
+    owned, leaks = attribute(
+        [_activity(list(x), list(x > -45)) for x in tracks],
+        [TrackTiming(0.0), TrackTiming(2333 * 0.03), TrackTiming(0.0)],
+        ["ann", "ann", "bob"],
+    )
+    assert not owned[2].voiced[2400:2420].any()  # her reply, as Bob's microphone heard it
+    assert owned[2].voiced[2100:2200].all()
+    assert owned[1].voiced[2400 - 2333 : 2420 - 2333].all()
+    assert [s.owner for s in leaks[2]][-1] == 1
+
+
 def test_two_people_talking_at_once_both_keep_their_speech():
     both = np.full(300, -20.0)
     alone = np.arange(300) < 100  # A alone, B alone, then both at once
