@@ -39,7 +39,7 @@ from models import (
     load_jobs,
     sha256_file,
 )
-from stages.export import FORMATS, export
+from stages.export import FORMATS, export, withdraw
 from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
@@ -206,6 +206,12 @@ def _process(
         and not (retry_partial and done.status == "partial")
     ):
         return _result(job, folder, done, reused=True)
+    if done is not None and done.key != key:
+        # Made from other inputs or settings: whatever happens now, it no longer stands for
+        # this meeting (a run that fails must not leave it looking current).
+        log.warning("%s: removing the earlier transcript; its inputs or settings changed", folder)
+        (folder / _DONE).unlink(missing_ok=True)
+        withdraw(folder)
     checkpoints = Checkpoints(folder / ".work")
     checkpoints.drop_partial()  # this process holds the meeting's lock
     run = run_meeting(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from models import Transcript, Utterance, Word, atomic_write_files
 
-__all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt"]
+__all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,22 @@ def export(
     if left:  # named again, for the next run to remove
         atomic_write_files({record_path: _record_bytes(ours | left)})
     return written
+
+
+def withdraw(out_dir: Path) -> None:
+    """Remove the files earlier exports wrote in ``out_dir``, each only if its bytes are still
+    those recorded (as :func:`export` with ``replace`` does): for a folder whose transcript
+    no longer stands for its inputs. The record names what could not be removed, if any."""
+    out_dir = Path(out_dir)
+    record_path = out_dir / _RECORD
+    earlier = _read_record(record_path)
+    if not earlier or not _recordable(record_path):
+        return
+    left = _remove_stale(out_dir, earlier)
+    if left:
+        atomic_write_files({record_path: _record_bytes(left)})
+    else:
+        record_path.unlink(missing_ok=True)
 
 
 _RECORD = ".trackscribe-exports"

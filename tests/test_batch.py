@@ -405,3 +405,26 @@ def test_a_track_that_is_a_pipe_is_a_lost_track_not_a_batch_that_waits(meeting_c
         "not a file but a pipe"
         in Transcript.load(Path(meeting.folder) / "transcript.json").problems()[0]
     )
+
+
+def test_a_meeting_whose_inputs_changed_and_now_fail_keeps_no_transcript_of_the_old_ones(
+    meetings, tmp_path
+):
+    meeting = tmp_path / "meeting"
+    shutil.copytree(meetings.parent / "pair", meeting)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "m", "manifest": str(meeting / "manifest.json")}) + "\n")
+    out = tmp_path / "out"
+    assert run_batch(jobs, out, progress=False).meetings[0].status == "done"
+    (out / "m" / "notes.txt").write_text("a reviewer's own file")
+
+    for track in (meeting / "tracks").iterdir():  # new recordings, every one of them unusable
+        track.write_bytes(b"not audio")
+    raw = json.loads((meeting / "manifest.json").read_text())
+    for entry in raw["tracks"]:
+        entry.pop("sha256", None), entry.pop("size", None)
+    (meeting / "manifest.json").write_text(json.dumps(raw))
+
+    again = run_batch(jobs, out, progress=False)
+    assert again.meetings[0].status == "failed"
+    assert sorted(p.name for p in (out / "m").iterdir() if p.name != ".work") == ["notes.txt"]
