@@ -29,7 +29,6 @@ from models import (
     RetryPolicy,
     Track,
     TrackFailure,
-    TrackFileName,
     atomic_write_text,
     describe_error,
     format_utc,
@@ -153,7 +152,10 @@ def _result(
     failures: list[TrackFailure] = []
     skipped = 0
     names = {file.key: parse_file_name(file.name, user_ids=user_ids) for file in files}
-    unplaced = _unplaced(recording, files, names)
+    starts = {
+        key: parsed.date_time if parsed else recording.started_time for key, parsed in names.items()
+    }
+    unplaced = _unplaced(files, starts)
     for file in files:
         local = f"{TRACKS_FOLDER}/{targets[file.key] or file.name}"
         parsed = names[file.key]
@@ -170,7 +172,7 @@ def _result(
                 "name and start time from the recording's",
                 file.name,
             )
-        started = parsed.date_time if parsed else recording.started_time
+        started = starts[file.key]
         if started is None or file.key in unplaced:
             reason = unplaced.get(file.key, f"{file.name}: no start time in its name")
             failures.append(TrackFailure(path=local, user_id=user_id, reason=reason))
@@ -200,9 +202,7 @@ def _result(
 
 
 def _unplaced(
-    recording: Recording,
-    files: Sequence[RecordingFile],
-    names: Mapping[tuple[str, str], TrackFileName | None],
+    files: Sequence[RecordingFile], starts: Mapping[tuple[str, str], datetime | None]
 ) -> dict[tuple[str, str], str]:
     """Files whose start is more than a day from the other files' starts, and why.
 
@@ -211,12 +211,7 @@ def _unplaced(
     are those of every file of the recording, arrived or not, so the verdict does not depend on
     which downloads failed.
     """
-    timed: list[tuple[RecordingFile, datetime]] = []
-    for file in files:
-        parsed = names[file.key]
-        start = parsed.date_time if parsed else recording.started_time
-        if start is not None:
-            timed.append((file, start))
+    timed = [(file, start) for file in files if (start := starts[file.key]) is not None]
     if not timed:
         return {}
     middle, far = outlying_starts([start for _, start in timed])
