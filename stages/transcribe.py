@@ -222,6 +222,9 @@ def _load_model(
         workers,
         cpu_threads,
     )
+    if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
+        # A path, not a hub name: say so, rather than the hub's "Repo id must be ..."
+        raise ModelError(f"cannot load model {model!r}: no such folder")
     try:
         return WhisperModel(
             resolve_model(model),

@@ -134,7 +134,7 @@ def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(
 
 
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelError, match=r"cannot load model '.*nowhere'"):
+    with pytest.raises(ModelError, match=r"cannot load model '.*nowhere': no such folder"):
         Transcriber(TranscribeOptions(model=str(tmp_path / "nowhere")))
 
 
