@@ -10,6 +10,7 @@ from .files import (
     atomic_write_text,
     sha256_file,
     write_error,
+    writing,
 )
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
 from .manifest import (
@@ -101,4 +102,5 @@ __all__ = [
     "sha256_file",
     "time_from_file_name",
     "write_error",
+    "writing",
 ]

@@ -6,7 +6,8 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -35,10 +36,19 @@ class WriteError(OSError):
 
 def write_error(path: Path, exc: OSError) -> WriteError:
     """``exc``, met while writing ``path``, as a :class:`WriteError` naming it."""
-    if isinstance(exc, WriteError):
-        return exc
     reason = exc.strerror or str(exc) or type(exc).__name__
     return WriteError(exc.errno or 0, f"cannot write: {reason}", str(path))
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Any OSError within, raised as a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise write_error(path, exc) from exc
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,10 +70,8 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
                 raise WriteError(errno.EISDIR, "a folder is in the way", str(path))
             staged.append((_staged(path, data), path))
         for tmp, path in staged:
-            try:
+            with writing(path):
                 os.replace(tmp, path)
-            except OSError as exc:
-                raise write_error(path, exc) from exc
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -72,23 +80,19 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
 
 def _staged(path: Path, data: bytes) -> Path:
     """``data`` in a temporary file beside ``path``, on disk."""
-    try:
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    try:
-        # mkstemp makes the file private (0600); results are ordinary files for their readers.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from exc
-        raise
+        try:
+            # mkstemp makes the file private (0600); results are ordinary files for readers.
+            os.fchmod(fd, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return Path(tmp)
 
 

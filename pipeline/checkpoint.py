@@ -31,7 +31,7 @@ from models import (
     VoiceActivity,
     atomic_write_bytes,
     atomic_write_text,
-    write_error,
+    writing,
 )
 
 __all__ = ["Checkpoints", "work_key"]
@@ -71,21 +71,17 @@ class Checkpoints:
         """A fresh temporary name for a decoder to write the PCM for ``key`` into (two tracks
         may have the same bytes, so the same key); :meth:`save_decoded` renames it."""
         folder = self.folder / "decode"
-        try:
+        with writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".pcm.part", dir=folder)
-        except OSError as exc:
-            raise write_error(folder, exc) from exc
         os.close(fd)
         return Path(name)
 
     def save_decoded(self, key: str, audio: PcmAudio) -> PcmAudio:
         final = self.folder / "decode" / f"{key}.pcm"
-        try:
+        with writing(final):
             _fsync(audio.pcm_path)
             os.replace(audio.pcm_path, final)
-        except OSError as exc:
-            raise write_error(final, exc) from exc
         audio = audio.model_copy(update={"pcm_path": final})
         atomic_write_text(final.with_suffix(".json"), audio.model_dump_json())
         return audio
@@ -164,7 +160,7 @@ class Checkpoints:
         """Append one line saying what was done (a crash can cut only the last line)."""
         line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}) + "\n"
         path = self.folder / "journal.jsonl"
-        try:
+        with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._journal_lock, path.open("a+b") as f:
                 f.seek(0, os.SEEK_END)
@@ -175,8 +171,6 @@ class Checkpoints:
                 f.write(line.encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:
-            raise write_error(path, exc) from exc
 
 
 def _fsync(path: Path) -> None:
