@@ -27,8 +27,8 @@ _MAX_START_SPREAD = timedelta(days=1)
 
 
 def outlying_starts(starts: Sequence[datetime]) -> tuple[datetime, list[int]]:
-    """The middle one of ``starts`` and the indexes of those more than
-    a day (``_MAX_START_SPREAD``) from it: one file's clock off by months (a device clock reset, a
+    """The middle one of ``starts`` and the indexes of those more than a day
+    (``_MAX_START_SPREAD``) from it: one file's clock off by months (a device clock reset, a
     bad name) would put a meeting on a timeline months long.
 
     The middle start (the earlier of the two middle ones) is the reference, not the earliest,
