@@ -192,13 +192,14 @@ def estimate_clock(
             corr = curves.get((a, b))
             if corr is None:
                 corr = _lag_correlations(level[a], level[b], frames, lags, options.min_frames)
-            if np.all(np.isnan(corr)):
+            # Unmeasured at the stated lag, the two overlap only where one track's edge
+            # meets the other's speech, and a few frames there can fit any lag by chance.
+            if np.isnan(corr[reach]):
                 continue
             best = int(np.nanargmax(corr))
-            at_zero = corr[reach] if not np.isnan(corr[reach]) else -1.0
             lag = int(lags[best])
             if corr[best] >= options.min_clock_correlation and (
-                lag == 0 or corr[best] - at_zero >= 0.2
+                lag == 0 or corr[best] - corr[reach] >= 0.2
             ):
                 pairs.append((a, b, lag * frame_s, float(corr[best])))
     index = {t: k for k, t in enumerate(present)}
