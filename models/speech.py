@@ -66,10 +66,14 @@ class VoiceActivity(BaseModel):
 
 
 class LeakedSpan(BaseModel):
-    """Speech found on a track that is another participant's voice leaking into its microphone.
+    """Speech found on a track that is not to be transcribed there: another participant's
+    voice leaking into its microphone, or the same user's voice that another of their tracks
+    also holds (one person on two devices at once).
 
-    Times are the track's own. ``owner`` indexes the track whose voice it is; ``margin_db`` is
-    how far the span stayed below what counts as the track's own speech (negative: below).
+    Times are the track's own. ``owner`` indexes the track whose voice it is (for a duplicate,
+    the track that keeps it); ``margin_db`` is how far the span stayed below what counts as
+    the track's own speech (for a duplicate: its level against the kept track's; negative:
+    below).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -78,6 +82,7 @@ class LeakedSpan(BaseModel):
     end: float
     owner: int
     margin_db: float
+    duplicate: bool = False
 
 
 def frame_runs(mask: np.ndarray) -> list[tuple[int, int]]:

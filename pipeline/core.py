@@ -336,7 +336,11 @@ def _attribute(
                 user_id=track.user_id,
                 start=round(timing.meeting_time(start), 3),
                 end=round(timing.meeting_time(end), 3),
-                reason=f"leakage: {-span.margin_db:.1f} dB short of own speech",
+                reason=(
+                    f"duplicate: the same voice is kept on {manifest.tracks[span.owner].path}"
+                    if span.duplicate
+                    else f"leakage: {-span.margin_db:.1f} dB short of own speech"
+                ),
                 attributed_to=manifest.tracks[span.owner].user_id,
             )
             for span in spans

@@ -19,6 +19,7 @@ corrected.
 
 import math
 from collections.abc import Sequence
+from itertools import combinations
 from typing import NamedTuple
 
 import numpy as np
@@ -111,8 +112,9 @@ def attribute(
 
     ``activities`` and ``timings`` (where each lies on the meeting clock) are per track,
     ``None`` for a track that could not be read; ``owners`` says whose each track is (a user
-    who rejoined has several, and they never leak into each other). Returns the activities
-    with leaked frames no longer voiced, and per track the leaked spans taken out (in track
+    who rejoined, or joined from two devices, has several; their voice is never leakage on
+    each other, but what two of them both hold is kept on one). Returns the activities with
+    leaked frames no longer voiced, and per track the leaked spans taken out (in track
     time).
     """
     options = options or AttributionOptions()
@@ -126,20 +128,26 @@ def attribute(
 
     coupling = _couplings(level, voiced, present, owners, options)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
+    own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
 
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
         span = where[i]  # each of the track's frames on the meeting's grid
         leaked = activities[i].voiced & ~own[i, span]
+        twice = kept_on[i, span] >= 0
         result[i] = activities[i].owned(
             activities[i].voiced & own[i, span], _long_runs(leaked, walls)
         )
-        leaks[i] = _spans(
-            leaked,
-            strongest[i, span],
-            margin[i, span] - options.margin_db,
-            frame_s,
-            options,
+        leaks[i] = sorted(
+            _spans(
+                leaked & ~twice,
+                strongest[i, span],
+                margin[i, span] - options.margin_db,
+                frame_s,
+                options,
+            )
+            + _spans(twice, kept_on[i, span], below[i, span], frame_s, options, duplicate=True),
+            key=lambda leak: leak.start,
         )
     return result, leaks
 
@@ -481,6 +489,54 @@ def _own_frames(
     return own, margin, strongest
 
 
+def _heard_twice(
+    level: np.ndarray,
+    own: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+    frame_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``own`` with speech that two tracks of one user both hold kept on one of them only;
+    per track and frame, the track that kept it (-1: none); and there, the track's level
+    against the keeper's (dB).
+
+    One person on two devices at once (a laptop and a phone in the same call) is heard on
+    both, and the words would be transcribed twice. Two tracks of a user whose levels follow
+    each other over their common speech, at some lag within the clock search (the same voice
+    twice), are one voice: each stretch of it stays on the track that heard more of it.
+    Tracks that never overlap (a rejoin) are left alone, and so are two people sharing one
+    user id, whose speech does not match.
+    """
+    own = own.copy()
+    kept_on = np.full(own.shape, -1)
+    below = np.full(own.shape, np.nan)
+    search = round(options.max_clock_error / frame_s)
+    lags = np.arange(-search, search + 1)
+    for a, b in combinations(present, 2):
+        if owners[a] != owners[b]:
+            continue
+        speech = ~np.isnan(level[a]) & ~np.isnan(level[b]) & (own[a] | own[b])
+        corr = _lag_correlations(
+            level[a], level[b], np.flatnonzero(speech), lags, options.min_frames
+        )
+        if np.all(np.isnan(corr)) or np.nanmax(corr) < options.min_clock_correlation:
+            continue
+        # A stretch is one utterance on both, wherever the clocks put each copy.
+        reach = abs(int(lags[int(np.nanargmax(corr))])) + round(options.min_wall / frame_s)
+        for start, end in bridge_runs(frame_runs(speech), reach):
+            heard = {t: int(own[t, start:end].sum()) for t in (a, b)}
+            if min(heard.values()) == 0:
+                continue
+            keep = a if heard[a] >= heard[b] else b
+            drop = b if keep == a else a
+            frames = np.arange(start, end)[own[drop, start:end]]
+            kept_on[drop, frames] = keep
+            below[drop, frames] = level[drop, frames] - level[keep, frames]
+            own[drop, frames] = False
+    return own, kept_on, below
+
+
 def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
     """``mask`` with its runs shorter than ``length`` frames cleared."""
     out = np.zeros_like(mask)
@@ -594,6 +650,7 @@ def _spans(
     margin: np.ndarray,
     frame_s: float,
     options: AttributionOptions,
+    duplicate: bool = False,
 ) -> list[LeakedSpan]:
     """Leaked frames as stretches of each owner's voice; every leaked frame is in one."""
     bridge = round(options.report_bridge / frame_s)
@@ -607,6 +664,7 @@ def _spans(
                     end=round(b * frame_s, 3),
                     owner=int(who),
                     margin_db=round(float(np.median(margin[a:b][mine[a:b]])), 1),
+                    duplicate=duplicate,
                 )
             )
     return sorted(spans, key=lambda span: span.start)

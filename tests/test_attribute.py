@@ -378,3 +378,89 @@ def test_a_lag_seen_only_where_a_track_begins_as_another_ends_is_no_clock_error(
         ["a", "b"],
     )
     assert estimates == [None, None]
+
+
+def _voices(frames: int, seed: int) -> np.ndarray:
+    """One person's frame levels: sentences of 1-4 s and pauses, -80 dB between."""
+    rng = np.random.default_rng(seed)
+    out = np.full(frames, -80.0)
+    k = int(rng.integers(10, 60))
+    while k < frames:
+        length = int(rng.integers(30, 130))
+        out[k : k + length] = -20 + 5 * rng.standard_normal(min(length, frames - k))
+        k += length + int(rng.integers(30, 150))
+    return out
+
+
+def _mix(*levels: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(sum(10 ** (x / 10) for x in levels))
+
+
+def test_one_persons_voice_on_two_devices_is_kept_on_one_of_them():
+    # Ann is in the call from her laptop and her phone at once: the phone hears her 8 dB
+    # down and two frames later, over its own noise. Bob, elsewhere, leaks into both 30 dB
+    # down. Each of Ann's sentences must reach the model once, not once per device.
+    ann, bob = _voices(2000, 1), _voices(2000, 2)
+    noise = np.random.default_rng(3).normal(-70, 1, 2000)
+    laptop = _mix(ann, bob - 30)
+    phone = _mix(np.concatenate([np.full(2, -80.0), ann[:-2]]) - 8, bob - 30, noise)
+    heard_by_bob = _mix(bob, ann - 30)
+    owned, leaks = attribute(
+        [_activity(list(x), list(x > -45)) for x in (laptop, phone, heard_by_bob)],
+        [TrackTiming(0.0)] * 3,
+        ["ann", "ann", "bob"],
+    )
+    on_laptop, on_phone = owned[0].voiced, np.concatenate([owned[1].voiced[2:], [False] * 2])
+    assert not (on_laptop & on_phone).any()
+    assert (on_laptop | on_phone)[ann > -45].mean() > 0.99  # nothing of hers is lost
+    assert owned[2].voiced[bob > -45].mean() > 0.99 and not owned[2].voiced[bob <= -45].any()
+    copies = [span for track in leaks[:2] for span in track if span.duplicate]
+    assert copies and {span.owner for span in leaks[1] if span.duplicate} <= {0}
+    assert {span.owner for span in leaks[0] if span.duplicate} <= {1}
+
+
+def test_two_people_sharing_one_user_id_both_keep_their_speech():
+    # Two people joined under one user id from two rooms; they talk over each other at
+    # times, and neither hears the other. Their speech does not match: both keep all of it.
+    first, second = _voices(2000, 4), _voices(2000, 5)
+    owned, leaks = attribute(
+        [_activity(list(x), list(x > -45)) for x in (first, second)],
+        [TrackTiming(0.0)] * 2,
+        ["shared", "shared"],
+    )
+    assert ((first > -45) & (second > -45)).sum() > 50  # they do overlap
+    assert (owned[0].voiced == (first > -45)).all() and (owned[1].voiced == (second > -45)).all()
+    assert leaks == [[], []]
+
+
+def test_a_user_on_two_devices_at_once_is_transcribed_once(leaky_meeting, tmp_path, sample_truth):
+    # Alice also joined from her phone: the same voice 6 dB down over other noise, with its
+    # own peer id. Real WebM/Opus through the whole pipeline.
+    meeting = tmp_path / "two-devices"
+    shutil.copytree(leaky_meeting, meeting)
+    raw = json.loads((meeting / "manifest.json").read_text())
+    laptop = next(t for t in raw["tracks"] if t["user_id"] == "user-alice")
+    phone = {**laptop, "peer_id": "peer-alicephone1", "path": "tracks/alice-phone.webm"}
+    heard = decode(meeting / laptop["path"], tmp_path / "laptop.pcm").read()
+    noise = np.random.default_rng(9).normal(0, 2e-3, heard.size).astype(np.float32)
+    write_webm(meeting / phone["path"], np.repeat(0.5 * heard + noise, 3))
+    raw["tracks"].append(phone)
+    (meeting / "manifest.json").write_text(json.dumps(raw))
+
+    transcript = transcribe_tracks(meeting / "manifest.json", progress=False)
+    alice = [u for u in transcript.utterances if u.speaker == "user-alice"]
+    turns = [t for t in sample_truth if t["speaker"] == "user-alice"]
+    for turn in turns:
+        expected = set(words_of(turn["words"]))
+        said = [u for u in alice if len(expected & set(words_of(u.text))) >= 0.5 * len(expected)]
+        assert len(said) == 1, (turn, said)
+    # Said once: as many words as she said, not twice as many in the same utterances.
+    said_words = sum(len(words_of(u.text)) for u in alice)
+    true_words = sum(len(words_of(t["words"])) for t in turns)
+    assert 0.8 * true_words <= said_words <= 1.2 * true_words, [u.text for u in alice]
+    copies = [d for d in transcript.provenance.dropped if d.reason.startswith("duplicate")]
+    assert copies and all(d.user_id == d.attributed_to == "user-alice" for d in copies)
+    assert {d.path for d in copies} | {c.reason.split(" kept on ")[1] for c in copies} == {
+        laptop["path"],
+        phone["path"],
+    }
