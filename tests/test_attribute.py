@@ -364,17 +364,18 @@ def test_in_a_meeting_of_two_a_late_track_takes_the_whole_correction(late_frames
     assert [e.start_clear for e in estimates].count(True) == 1
 
 
-def test_a_lag_seen_only_where_a_track_begins_as_another_ends_is_no_clock_error():
-    # A talks for 30 s and stops; B's recording begins just then, and its first two seconds
-    # carry a sound that happens to follow A's last two. At the stated starts the tracks
-    # share no speech to compare; the chance fit 60 frames away is no evidence.
+@pytest.mark.parametrize("early", [0, 45])
+def test_a_lag_seen_only_where_a_track_begins_as_another_ends_is_no_clock_error(early):
+    # A talks for 30 s and stops; B's recording begins ``early`` frames before that, and its
+    # first seconds carry a sound that happens to follow A's last ones, 60 frames later. Only
+    # at lags that reach B's edge do the two share those frames: a chance fit, no evidence.
     rng = np.random.default_rng(2)
     a = np.where(np.arange(1200) < 990, -20 + 4 * rng.standard_normal(1200), -80.0)
-    b = np.full(600, -80.0) + rng.normal(0, 0.5, 600)
-    b[:60] = a[930:990] - 30
+    b = np.full(600 + early, -80.0) + rng.normal(0, 0.5, 600 + early)
+    b[: early + 60] = a[930 - early : 990] - 30
     estimates = estimate_clock(
         [_activity(list(a), list(a > -45)), _activity(list(b), list(b > -55))],
-        [0.0, 990 * 0.03],
+        [0.0, (990 - early) * 0.03],
         ["a", "b"],
     )
     assert estimates == [None, None]
