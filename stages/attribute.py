@@ -518,42 +518,140 @@ def _heard_twice(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``own`` with speech that two tracks of one user both hold kept on one of them only;
     per track and frame, the track that kept it (-1: none); and there, the track's level
-    against the keeper's (dB).
+    against the keeper's copy (dB).
 
     One person on two devices at once (a laptop and a phone in the same call) is heard on
-    both, and the words would be transcribed twice. Two tracks of a user whose levels follow
-    each other over their common speech, at some lag within the clock search (the same voice
-    twice), are one voice: each stretch of it stays on the track that heard more of it.
-    Tracks that never overlap (a rejoin) are left alone, and so are two people sharing one
-    user id, whose speech does not match.
+    both, and the words would be transcribed twice. Where two tracks of a user are
+    :func:`_one_voice`, each stretch of speech goes to the track that heard more of it (a
+    rejoin's new file, then, over the old file's cut-off end), and the other track loses only
+    the frames the keeper holds too: what only it heard (the keeper muted, a dropout) stays.
     """
     own = own.copy()
     kept_on = np.full(own.shape, -1)
     below = np.full(own.shape, np.nan)
-    search = round(options.max_clock_error / frame_s)
-    lags = np.arange(-search, search + 1)
+    walls = round(options.min_wall / frame_s)
     for a, b in combinations(present, 2):
         if owners[a] != owners[b]:
             continue
-        speech = ~np.isnan(level[a]) & ~np.isnan(level[b]) & (own[a] | own[b])
-        corr = _lag_correlations(
-            level[a], level[b], np.flatnonzero(speech), lags, options.min_frames
-        )
-        if np.all(np.isnan(corr)) or np.nanmax(corr) < options.min_clock_correlation:
+        lag = _one_voice(level, own, a, b, options, frame_s)
+        if lag is None:
             continue
-        # A stretch is one utterance on both, wherever the clocks put each copy.
-        reach = abs(int(lags[int(np.nanargmax(corr))])) + round(options.min_wall / frame_s)
-        for start, end in bridge_runs(frame_runs(speech), reach):
+        held, gap = _held(level, own, a, b, lag, options.margin_db)
+        reach = int(np.abs(lag).max()) + walls
+        for start, end in bridge_runs(frame_runs(own[a] | own[b]), reach):
             heard = {t: int(own[t, start:end].sum()) for t in (a, b)}
-            if min(heard.values()) == 0:
-                continue
             keep = a if heard[a] >= heard[b] else b
             drop = b if keep == a else a
-            frames = np.arange(start, end)[own[drop, start:end]]
+            frames = start + np.flatnonzero(held[drop][start:end])
             kept_on[drop, frames] = keep
-            below[drop, frames] = level[drop, frames] - level[keep, frames]
+            below[drop, frames] = gap[drop][frames]
             own[drop, frames] = False
     return own, kept_on, below
+
+
+def _one_voice(
+    level: np.ndarray,
+    own: np.ndarray,
+    a: int,
+    b: int,
+    options: AttributionOptions,
+    frame_s: float,
+) -> np.ndarray | None:
+    """Per meeting frame, the lag (frames) at which B's copy of A's voice lies, when the two
+    tracks carry one voice; None when they do not.
+
+    One voice on two devices is voiced at the same moments. Block by block (``drift_block``),
+    the lag within the clock search at which the two tracks' voiced frames overlap most, as a
+    share of the frames either is voiced on, is found; a block matches where that share is a
+    half or more. Over the matching blocks' common frames (``min_frames`` at least), the
+    levels must follow each other (correlation ``min_clock_correlation``) at a steady
+    difference (its middle half within ``margin_db``). Two people who share a user id
+    overlap only when they talk at once, at levels that do not follow each other; a muted
+    stretch or a dropout lowers the share only in its block. Other blocks take the lag of
+    the nearest matching block, which follows a drifting clock.
+    """
+    frames = level.shape[1]
+    search = round(options.max_clock_error / frame_s)
+    block = max(1, round(options.drift_block / frame_s))
+    starts = np.arange(0, frames, block)
+    here_a, here_b = ~np.isnan(level[a]), ~np.isnan(level[b])
+    lags = np.array(sorted(range(-search, search + 1), key=abs))  # ties: the smallest lag
+    overlap = np.zeros((lags.size, starts.size))
+    either = np.zeros((lags.size, starts.size))
+    for k, shift in enumerate(lags):
+        voiced_b, here = _shifted(own[b], shift), here_a & _shifted(here_b, shift)
+        overlap[k] = np.add.reduceat(own[a] & voiced_b & here, starts)
+        either[k] = np.add.reduceat((own[a] | voiced_b) & here, starts)
+    share = np.where(either > 0, overlap / np.maximum(either, 1), 0.0)
+    # Speech cut by a track's edge matches at many lags, each over fewer frames than the
+    # last: of equal shares (to a thousandth), the one over the most frames wins.
+    best = np.argmax(np.round(share * 1000) * (block + 1) + overlap, axis=0)
+    column = np.arange(starts.size)
+    matched = np.flatnonzero(
+        (either[best, column] >= options.min_frames) & (share[best, column] >= 0.5)
+    )
+    if overlap[best[matched], matched].sum() < options.min_frames:
+        return None
+    nearest = matched[np.abs(column[:, None] - matched[None, :]).argmin(axis=1)]
+    lag = np.repeat(lags[best[nearest]], block)[:frames]
+    mine, copy = _pairs(level, own, a, b, lag, np.isin(np.arange(frames) // block, matched))
+    if mine.size < options.min_frames or np.std(mine) == 0 or np.std(copy) == 0:
+        return None
+    low, high = np.percentile(mine - copy, [25, 75])
+    if high - low > options.margin_db:
+        return None
+    return lag if np.corrcoef(mine, copy)[0, 1] >= options.min_clock_correlation else None
+
+
+def _shifted(values: np.ndarray, shift: int) -> np.ndarray:
+    """``values[f + shift]`` at each frame ``f``; False past either end."""
+    out = np.zeros_like(values)
+    if shift >= 0:
+        out[: values.size - shift] = values[shift:]
+    else:
+        out[-shift:] = values[: values.size + shift]
+    return out
+
+
+def _pairs(
+    level: np.ndarray,
+    own: np.ndarray,
+    a: int,
+    b: int,
+    lag: np.ndarray,
+    where: np.ndarray | bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A's levels and B's copy's (at ``lag``), over the frames both are voiced on (of A's
+    frames, those ``where`` says)."""
+    f = np.arange(level.shape[1])
+    g = np.clip(f + lag, 0, level.shape[1] - 1)
+    both = own[a] & own[b][g] & (f + lag >= 0) & (f + lag < level.shape[1]) & where
+    return level[a][both], level[b][g[both]]
+
+
+def _held(
+    level: np.ndarray, own: np.ndarray, a: int, b: int, lag: np.ndarray, tolerance_db: float
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """For A and for B, the own frames the other track holds too (voiced within a frame of
+    where ``lag`` puts the copy, at the pair's usual level difference within
+    ``tolerance_db``), and there, the frame's level against the copy's."""
+    n = level.shape[1]
+    mine, copy = _pairs(level, own, a, b, lag)
+    usual = float(np.median(mine - copy))
+    held = {a: np.zeros(n, bool), b: np.zeros(n, bool)}
+    gap = {a: np.full(n, np.nan), b: np.full(n, np.nan)}
+    f = np.arange(n)
+    for step in (-1, 0, 1):
+        g = f + lag + step
+        inside = (g >= 0) & (g < n)
+        fa, gb = f[inside], g[inside]
+        difference = level[a][fa] - level[b][gb]
+        same = own[a][fa] & own[b][gb] & (np.abs(difference - usual) <= tolerance_db)
+        held[a][fa[same]] = True
+        held[b][gb[same]] = True
+        gap[a][fa[same]] = difference[same]
+        gap[b][gb[same]] = -difference[same]
+    return held, gap
 
 
 def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:

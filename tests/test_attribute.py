@@ -465,3 +465,53 @@ def test_a_user_on_two_devices_at_once_is_transcribed_once(leaky_meeting, tmp_pa
         laptop["path"],
         phone["path"],
     }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_two_people_on_one_user_id_whose_files_overlap_briefly_keep_their_speech(seed):
+    # A team account: one person leaves as the other arrives, both talking in the 1.2 s the
+    # files share. So little in common cannot show one voice, and nothing is dropped.
+    first, second = _voices(2000, 100 + seed), _voices(2000, 200 + seed)
+    owned, leaks = attribute(
+        [_activity(list(x), list(x > -45)) for x in (first, second)],
+        [TrackTiming(0.0), TrackTiming(1960 * 0.03)],
+        ["team", "team"],
+    )
+    assert (owned[0].voiced == (first > -45)).all() and (owned[1].voiced == (second > -45)).all()
+    assert leaks == [[], []]
+
+
+def test_a_phone_muted_for_a_while_still_has_its_copies_dropped_elsewhere():
+    # Ann's phone is muted for a fifth of the meeting: there only the laptop hears her, and
+    # everywhere else each of her sentences still reaches the model once.
+    ann = _voices(6000, 7)
+    noise = np.random.default_rng(8).normal(-70, 1, 6000)
+    laptop = _mix(ann, noise)
+    phone = _mix(
+        np.where((np.arange(6000) >= 2000) & (np.arange(6000) < 3200), -90, ann - 6), noise
+    )
+    owned, _ = attribute(
+        [_activity(list(x), list(x > -45)) for x in (laptop, phone)],
+        [TrackTiming(0.0)] * 2,
+        ["ann", "ann"],
+    )
+    assert not (owned[0].voiced & owned[1].voiced).any()
+    assert (owned[0].voiced | owned[1].voiced)[ann > -45].mean() > 0.99
+
+
+def test_a_sentence_across_a_rejoin_goes_whole_to_the_new_file():
+    # The old file runs 3 s past the new one's start and ends mid-sentence; the new file
+    # holds all of it. Split at the old file's end, its last word would be cut in two.
+    rng = np.random.default_rng(1)
+    ann = _voices(4000, 1)
+    ann[2800:3400] = -80
+    ann[2900:3100] = -20 + 5 * rng.standard_normal(200)
+    old = _mix(ann[:3000], rng.normal(-70, 1, 3000))
+    new = _mix(ann[2900:], rng.normal(-70, 1, 1100))
+    owned, leaks = attribute(
+        [_activity(list(x), list(x > -45)) for x in (old, new)],
+        [TrackTiming(0.0), TrackTiming(2900 * 0.03)],
+        ["ann", "ann"],
+    )
+    assert not owned[0].voiced[2900:].any() and owned[1].voiced[:200].all()
+    assert [(s.owner, s.duplicate) for s in leaks[0]] == [(1, True)]
