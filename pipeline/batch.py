@@ -40,6 +40,7 @@ from models import (
     sha256_file,
 )
 from stages.export import FORMATS, export, withdraw
+from stages.fetch import FetchOptions
 from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
@@ -287,6 +288,9 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> Manifest:
             target,
             meeting_id=job.meeting_id,
             user_ids=job.user_ids,
+            # The batch shows one bar, of meetings: bars of files, from meetings run side by
+            # side, would tangle with it.
+            options=FetchOptions(progress=False),
         )
     if result.failures:
         reasons = "; ".join(f.reason for f in result.failures)

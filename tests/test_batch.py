@@ -209,7 +209,7 @@ def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
 
 
 def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
-    sample_dir, tmp_path
+    sample_dir, tmp_path, capsys
 ):
     token = "batch-token"
     options = EmulatorOptions(
@@ -239,6 +239,7 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
     transcript = Transcript.load(tmp_path / "out" / "live" / "transcript.json")
     assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
     assert transcript.speaker_name("user-bruno") == "Bruno"
+    assert "fetch" not in capsys.readouterr().err  # no progress asked for, none shown
 
 
 def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):
