@@ -37,9 +37,15 @@ from ._worker import WorkerLink, start_worker
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
 from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
-__all__ = ["APPROACHES", "Approach", "ApproachFailed", "bench"]
+__all__ = ["APPROACHES", "Approach", "ApproachFailed", "available_approaches", "bench"]
 
 APPROACHES = ("pipeline", "full", "silero", "mix", "oracle")
+
+
+def available_approaches(with_truth: bool) -> tuple[str, ...]:
+    """Every approach the inputs allow: ``oracle`` cuts the true utterances, so it needs a
+    truth."""
+    return tuple(a for a in APPROACHES if a != "oracle" or with_truth)
 
 
 class ApproachFailed(Exception):
@@ -82,7 +88,7 @@ def bench(
     An approach that cannot run on the input is recorded as failed; the others still run.
     """
     if approaches is None:
-        approaches = tuple(a for a in APPROACHES if a != "oracle" or truth_path is not None)
+        approaches = available_approaches(truth_path is not None)
     if "oracle" in approaches and truth_path is None:
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()

@@ -44,7 +44,7 @@ from ._cli_common import (
     write_outputs,
 )
 from ._remote_cli import add_remote_commands
-from .bench import APPROACHES, Approach, bench
+from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
 from .evaluate import Evaluation, evaluate, load_turns
@@ -269,7 +269,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         truth = args.manifest.parent / "truth.json"
     # Asked-for work that cannot be done is refused up front, not left out of the report.
     if args.approaches is None:  # every approach the inputs allow
-        args.approaches = [a for a in APPROACHES if a != "oracle" or truth is not None]
+        args.approaches = list(available_approaches(truth is not None))
     if truth is None and ("oracle" in args.approaches or args.plot):
         asked = "the oracle approach" if "oracle" in args.approaches else "--plot"
         return _bad_input(
