@@ -83,6 +83,12 @@ class Recording(_ApiModel):
     start_reason: Reason | None = None
     stop_reason: Reason | None = None
 
+    @property
+    def lists_every_file(self) -> bool:
+        """False when ``download_url`` is one string: that names one file, and a track
+        recording has one per participant peer, so any others cannot be known from it."""
+        return not isinstance(self.download_url, str)
+
     def files(self) -> list[RecordingFile]:
         """Every file of the recording with its pre-signed URL, in either documented shape.
 

@@ -29,6 +29,7 @@ from models import (
     RetryPolicy,
     Track,
     TrackFailure,
+    TrackFileName,
     atomic_write_text,
     describe_error,
     format_utc,
@@ -98,7 +99,10 @@ def fetch_recording(
     if user_ids:
         files = _of_users(files, user_ids)
         if not files:
-            raise FetchError(f"recording {recording.id} has no file of {', '.join(user_ids)}")
+            listed = "" if recording.lists_every_file else f"; {_one_url(recording)}"
+            raise FetchError(
+                f"recording {recording.id} has no file of {', '.join(user_ids)}{listed}"
+            )
     out_dir = Path(out_dir)
     (out_dir / TRACKS_FOLDER).mkdir(parents=True, exist_ok=True)
     targets = _local_names(files)
@@ -188,6 +192,7 @@ def _result(
                 size=size,
             )
         )
+    failures += _unlisted(recording, files, names, outcomes, user_ids)
     manifest = None
     if tracks:
         tracks.sort(key=lambda t: (t.started_time, t.user_id, t.path))
@@ -199,6 +204,56 @@ def _result(
         )
         atomic_write_text(out_dir / "manifest.json", manifest.to_json())
     return FetchResult(manifest=manifest, failures=failures, skipped=skipped)
+
+
+def _unlisted(
+    recording: Recording,
+    files: Sequence[RecordingFile],
+    names: Mapping[tuple[str, str], TrackFileName | None],
+    outcomes: Mapping[tuple[str, str], tuple[int, str, bool] | str],
+    user_ids: Sequence[str],
+) -> list[TrackFailure]:
+    """What is missing for want of being listed: users asked for who have no file, and, when
+    ``download_url`` is one URL, the bytes the recording holds beyond that one file.
+
+    A user without a file in a full listing most likely never joined while it recorded (a
+    warning). Behind a single URL their file may well exist, unseen: a failure, so that the
+    result says partial. The recording's ``file_size`` is compared only then: what it counts
+    for track recordings is not documented, so it can confirm a loss but not rule one out.
+    """
+    present = {parsed.user_id for parsed in names.values() if parsed is not None}
+    absent = [user_id for user_id in user_ids if user_id not in present]
+    if recording.lists_every_file:
+        for user_id in absent:
+            log.warning(
+                "recording %s lists no file of %s (did they join while it recorded?)",
+                recording.id,
+                user_id,
+            )
+        return []
+    failures = [
+        TrackFailure(path="", user_id=user_id, reason=f"{_one_url(recording)}, not {user_id}'s")
+        for user_id in absent
+    ]
+    sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, str)]
+    declared = int(recording.file_size or 0)
+    if not user_ids and len(sizes) == len(files) and declared > sum(sizes):
+        reason = (
+            f"{_one_url(recording)}, of {sum(sizes):,} bytes, but the recording holds "
+            f"{declared:,} bytes by its file_size: the other files cannot be listed"
+        )
+        failures.append(TrackFailure(path="", user_id="", reason=reason))
+    elif not failures:
+        log.warning(
+            "%s; if other participants were recorded, their files cannot be listed from it",
+            _one_url(recording),
+        )
+    return failures
+
+
+def _one_url(recording: Recording) -> str:
+    name = recording.files()[0].name
+    return f"recording {recording.id} gives download_url as a single URL, of one file ({name})"
 
 
 def _unplaced(

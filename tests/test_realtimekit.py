@@ -325,6 +325,39 @@ def test_the_older_api_shapes_are_read_too(sample_dir, sample_manifest, tmp_path
     assert fetched(result.manifest) == originals(sample_manifest, {"user-alice"})
 
 
+def test_a_single_download_url_that_hides_other_files_makes_the_fetch_partial(
+    sample_dir, sample_manifest, tmp_path
+):
+    options = EmulatorOptions(token=TOKEN, shape="string", **FAST)
+    with Emulator(sample_dir, options) as emu:
+        everyone = record_and_fetch(emu, tmp_path / "all")
+        [track] = everyone.manifest.tracks
+        asked = record_and_fetch(emu, tmp_path / "two", [track.user_id, "user-bruno"])
+
+    # the one file listed arrives whole; the recording's file_size shows what is missing
+    assert fetched(everyone.manifest) == originals(sample_manifest, {track.user_id})
+    [hidden] = everyone.failures
+    total = sum(t.size for t in sample_manifest.tracks)
+    assert "a single URL" in hidden.reason
+    assert f"{total:,} bytes by its file_size" in hidden.reason
+    # a user asked for whose file cannot be listed is named
+    assert [t.user_id for t in asked.manifest.tracks] == [track.user_id]
+    [unseen] = asked.failures
+    assert unseen.user_id == "user-bruno" and "a single URL" in unseen.reason
+
+
+def test_a_user_asked_for_who_has_no_file_in_a_full_listing_is_a_warning(
+    emulator, tmp_path, caplog
+):
+    with client_for(emulator) as client, caplog.at_level(logging.WARNING):
+        recording = remote.record(client, emulator.meeting_id, ["user-alice"], poll=0.05)
+        asked = ["user-alice", "user-nobody"]  # say, someone who never joined
+        result = remote.fetch(client, recording, tmp_path / "rec", user_ids=asked, options=QUIET)
+    assert result.failures == []
+    assert [t.user_id for t in result.manifest.tracks] == ["user-alice"]
+    assert "lists no file of user-nobody" in caplog.text
+
+
 class _Errored(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = json.dumps(
