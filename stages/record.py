@@ -81,6 +81,9 @@ class RealtimeKitClient:
         )
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        url = self._http.base_url
+        self._server = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        """Where calls go, to name in errors when it cannot be reached (no path: no ids)."""
 
     def __enter__(self) -> "RealtimeKitClient":
         return self
@@ -341,7 +344,9 @@ class RealtimeKitClient:
                     isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) or method != "POST"
                 )
                 if not safe or attempt == self._retry.attempts:
-                    raise RealtimeKitError(0, None, describe_error(exc), call=call) from None
+                    tries = f", {attempt} attempts" if attempt > 1 else ""
+                    reason = f"{describe_error(exc)} ({self._server}{tries})"
+                    raise RealtimeKitError(0, None, reason, call=call) from None
                 wait = self._retry.delay(attempt)
                 log.warning("%s: %s; retrying in %.1f s", call, describe_error(exc), wait)
                 self._sleep(wait)

@@ -7,6 +7,7 @@ line or error message.
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -377,6 +378,26 @@ class _Errored(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def test_a_server_that_refuses_connections_is_tried_again_then_named():
+    with socket.socket() as closed:  # a port nothing listens on once this is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    waits: list[float] = []
+    client = RealtimeKitClient(
+        account_id="a",
+        app_id="b",
+        token=TOKEN,
+        base_url=f"http://127.0.0.1:{port}/client/v4",
+        retry=RetryPolicy(attempts=3, backoff=0.01),
+        sleep=waits.append,
+    )
+    with client, pytest.raises(RealtimeKitError) as caught:
+        client.get_recording("r1")
+    assert len(waits) == 2  # a refused connection never reached the server: safe to repeat
+    assert f"(http://127.0.0.1:{port}, 3 attempts)" in str(caught.value)
+    assert caught.value.status == 0
 
 
 def test_a_recording_that_ends_errored_raises_with_the_api_reason():
