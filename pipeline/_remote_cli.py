@@ -82,7 +82,11 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "verifying size and checksum, renewing expired URLs) and write DIR/manifest.json.",
     )
     fetch.add_argument("--recording-id", required=True)
-    fetch.add_argument("--meeting-id", help="the meeting, for the manifest (default: unknown)")
+    fetch.add_argument(
+        "--meeting-id",
+        help="the meeting, for the manifest (default: the one the API names for the recording, "
+        "else the recording id)",
+    )
     fetch.add_argument("-o", "--out", type=Path, required=True, metavar="DIR")
     fetch.add_argument(
         "--user-id", action="append", default=[], metavar="U", help="only this user; repeat"

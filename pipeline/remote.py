@@ -95,8 +95,8 @@ def fetch(
 ) -> FetchResult:
     """Fetch an uploaded recording's files into the manifest folder ``out_dir``.
 
-    ``meeting_id`` names the meeting in the manifest; the API's recording object does not
-    carry it (without it, the recording id stands in).
+    ``meeting_id`` names the meeting in the manifest; without it, the one the recording
+    object names, which the API does not always send (then the recording id stands in).
     """
     if isinstance(recording, str):
         recording = client.get_recording(recording)
