@@ -19,13 +19,14 @@ import logging
 import logging.handlers
 import os
 import signal
+import sys
 import threading
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from types import TracebackType
 
-__all__ = ["WorkerLink", "start_worker"]
+__all__ = ["WorkerLink", "guard_hint", "start_worker"]
 
 
 class WorkerLink:
@@ -118,3 +119,20 @@ def _exit_with_parent(lifeline: Connection) -> None:
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()  # nothing is ever sent: this returns when the pipe closes
     os._exit(1)  # no cleanup to wait for: whoever wanted the work is gone
+
+
+def guard_hint() -> str:
+    """What to tell a script whose workers were lost: a worker first runs the top level of
+    the script that started it, so a script that calls trackscribe there, unguarded, breaks
+    every pool. Empty in a notebook, under ``python -c`` and for the command line."""
+    main = sys.modules.get("__main__")
+    if main is None or not getattr(main, "__file__", None):
+        return ""
+    from ._entry import main as command_line  # what `trackscribe` and `python -m pipeline` run
+
+    if getattr(main, "main", None) is command_line:
+        return ""
+    return (
+        "; a script that calls trackscribe at its top level must put that call under "
+        '`if __name__ == "__main__":` (each worker process runs the top level again)'
+    )

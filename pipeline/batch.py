@@ -44,7 +44,7 @@ from stages.fetch import FetchOptions
 from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
-from ._worker import WorkerLink, start_worker
+from ._worker import WorkerLink, guard_hint, start_worker
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
 from .core import PipelineOptions, run_meeting, runtime_versions
@@ -473,5 +473,6 @@ def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingRes
             job=job.folder_name,
             status="failed",
             folder=str(out / job.folder_name),
-            reason=f"the worker doing it was lost: {type(exc).__name__}: {exc}",
+            reason=f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
+            + (guard_hint() if isinstance(exc, BrokenProcessPool) else ""),
         )

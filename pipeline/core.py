@@ -53,7 +53,7 @@ from stages.transcribe import (
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
-from ._worker import WorkerLink, start_worker
+from ._worker import WorkerLink, guard_hint, start_worker
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -467,7 +467,11 @@ def _analyse(
                     fail(item, exc)
                 bar.update()
             if leftover:
-                log.warning("decode workers unavailable; decoding %d track(s) here", len(leftover))
+                log.warning(
+                    "decode workers unavailable; decoding %d track(s) here%s",
+                    len(leftover),
+                    guard_hint(),
+                )
         for item in leftover:
             try:
                 record(item, analyse_track(*job(item)))

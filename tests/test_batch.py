@@ -164,6 +164,24 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, ref
     assert transcripts(tmp_path / "dask") == transcripts(reference)
 
 
+def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pipeline import run_batch\n"
+        f"summary = run_batch({str(meetings)!r}, {str(tmp_path / 'out')!r}, workers=2,"
+        " progress=False)\n"
+        "print('\\n'.join(m.status + ': ' + (m.reason or '') for m in summary.meetings))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3
+    for line in lines:  # every worker re-ran the script and broke: the summary says why
+        assert line.startswith("failed: the worker doing it was lost: BrokenProcessPool")
+        assert 'under `if __name__ == "__main__":`' in line
+
+
 def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
     meetings, sample_dir, tmp_path
 ):
