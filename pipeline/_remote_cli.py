@@ -23,6 +23,7 @@ from models import (
 )
 from stages.export import FORMATS, to_txt
 from stages.fetch import FetchOptions
+from stages.record import UploadTimeoutError
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
 
 from . import remote
@@ -203,9 +204,10 @@ def _run_command(args: argparse.Namespace) -> int:
                 on_step=say,
                 on_started=started.append,
             )
-        except KeyboardInterrupt:
-            # Ctrl-C stops this process, not the recording: it goes on until the meeting ends,
-            # and a second `run` meets it as a 409. Say which one it is and how to finish it.
+        except (KeyboardInterrupt, UploadTimeoutError):
+            # Ctrl-C or --timeout stop this process, not the recording: it goes on until the
+            # meeting ends, and a second `run` meets it as a 409. Say which one it is and how
+            # to finish it.
             if started:
                 _say_how_to_finish(args, started[0], out)
             raise

@@ -25,6 +25,7 @@ __all__ = [
     "RealtimeKitClient",
     "RealtimeKitError",
     "RecordingFailedError",
+    "UploadTimeoutError",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ class RealtimeKitError(Exception):
 
 class RecordingFailedError(RealtimeKitError):
     """The recording ended ``ERRORED`` (or never reached ``UPLOADED`` in time)."""
+
+
+class UploadTimeoutError(RecordingFailedError):
+    """The wait for ``UPLOADED`` gave up; the recording itself may well be going on."""
+
+    def __init__(self, recording: Recording, timeout: float) -> None:
+        self.recording = recording
+        message = f"recording {recording.id} still {recording.status} after {timeout:g} s"
+        super().__init__(0, None, message, call="wait for upload")
 
 
 class RealtimeKitClient:
@@ -127,7 +137,7 @@ class RealtimeKitClient:
         body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
             body["max_seconds"] = max_seconds
-        settled = None
+        settled, before = None, None
         try:
             before = self.active_recording(meeting_id)
         except RealtimeKitError as exc:  # cannot tell what is new: retried as before
@@ -135,7 +145,26 @@ class RealtimeKitClient:
         else:
             known = before.id if before is not None else None
             settled = functools.partial(self._started_since, meeting_id, known)
-        data = self._call("POST", "/recordings/track", json=body, settled=settled)
+        try:
+            # A 409 while another recording was already going is that recording in the way,
+            # not a passing conflict: trying again only waits for the same answer.
+            data = self._call(
+                "POST",
+                "/recordings/track",
+                json=body,
+                settled=settled,
+                retry_conflict=before is None,
+            )
+        except RealtimeKitError as exc:
+            if exc.status != 409 or before is None:
+                raise
+            raise RealtimeKitError(
+                exc.status,
+                exc.code,
+                f"{exc.message}; meeting {meeting_id} already has recording {before.id} "
+                f"({before.status}): stop it, or wait for it to end, before starting another",
+                call=exc.call,
+            ) from None
         if isinstance(data, Recording):
             return data
         if isinstance(data, Mapping) and isinstance(data.get("recording"), Mapping):
@@ -282,12 +311,7 @@ class RealtimeKitClient:
                 )
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RecordingFailedError(
-                    0,
-                    None,
-                    f"recording {recording_id} still {recording.status} after {timeout:g} s",
-                    call="wait for upload",
-                )
+                raise UploadTimeoutError(recording, timeout)
             self._sleep(min(interval, left))
             interval = min(interval * 1.5, max_poll)
 

@@ -477,6 +477,42 @@ def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emula
     assert TOKEN not in stderr
 
 
+def test_a_run_that_times_out_says_how_to_finish_and_the_next_run_names_what_is_in_its_way(
+    emulator, tmp_path
+):
+    first = cli(
+        "run",
+        "--meeting-id",
+        emulator.meeting_id,
+        "-o",
+        str(tmp_path / "first"),
+        "--timeout",
+        "0.5",
+        *api_flags(emulator),
+    )
+    (recording,) = recordings_of(emulator)
+    assert first.returncode == 2, first.stderr
+    assert f"recording {recording.id} still RECORDING after 0.5 s" in first.stderr
+    assert f"recording {recording.id} of meeting {emulator.meeting_id} is still going" in (
+        first.stderr
+    )
+    assert f"trackscribe fetch --recording-id {recording.id}" in first.stderr
+
+    second = cli(
+        "run",
+        "--meeting-id",
+        emulator.meeting_id,
+        "-o",
+        str(tmp_path / "second"),
+        *api_flags(emulator),
+    )
+    assert second.returncode == 2, second.stderr
+    assert "HTTP 409" in second.stderr
+    assert f"already has recording {recording.id} (RECORDING)" in second.stderr
+    assert "retrying" not in second.stderr  # the answer would not change
+    assert [r.id for r in recordings_of(emulator)] == [recording.id]
+
+
 @pytest.mark.parametrize("command", ["webhook", "emulator"])
 def test_a_key_file_that_is_not_a_pem_key_is_named_as_bad_input(sample_dir, tmp_path, command):
     bad = tmp_path / "key.pem"
