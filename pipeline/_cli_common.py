@@ -5,7 +5,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models import Transcript
+from models import Transcript, file_in_the_way
 from stages.export import FORMATS, export
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
@@ -27,11 +27,23 @@ def output_folder(out: Path) -> Path:
     """Make sure results can be written before any work is spent on them."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"cannot use {out} as the output folder: it is a file")
+    if file := file_in_the_way(out):
+        raise OutputError(f"cannot use {out} as the output folder: {file} is a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
     return out
+
+
+def output_file(path: Path) -> Path:
+    """Refuse a file to write that is sure to fail, before any work is spent on it (its
+    folder is made when it is written, as output folders are)."""
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    if file := file_in_the_way(path):
+        raise OutputError(f"cannot write {path}: {file} is a file, not a folder")
+    return path
 
 
 def choices(value: str, known: Sequence[str], what: str) -> list[str]:

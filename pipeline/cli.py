@@ -38,6 +38,7 @@ from ._cli_common import (
     OutputError,
     add_model_options,
     choices,
+    output_file,
     output_folder,
     pipeline_options,
     report,
@@ -215,6 +216,8 @@ def _run_transcribe(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    if args.plot:
+        output_file(args.plot)
     try:
         hypothesis = load_turns(args.transcript)
         truth = load_turns(args.truth)
@@ -277,6 +280,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         )
     if args.plot and "pipeline" not in args.approaches:
         return _bad_input("--plot draws the pipeline's timeline: add pipeline to --approaches")
+    if args.plot:
+        output_file(args.plot)
     truth_turns = None
     if truth is not None:
         try:

@@ -176,7 +176,7 @@ def _recordable(path: Path) -> bool:
     try:
         if stat.S_ISREG(path.lstat().st_mode):
             return True
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no record yet (or no folder: said below)
         return True
     log.warning("%s is not a file: which files trackscribe writes here is not recorded", path)
     return False

@@ -111,6 +111,27 @@ def test_an_output_that_cannot_be_written_exits_2_naming_it(sample_dir, tmp_path
         assert f"{blocked} as the output folder: it is a file" in result.stderr
 
 
+def test_a_file_in_the_way_of_an_output_is_named_before_any_work(sample_dir, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    manifest, truth = str(sample_dir / "manifest.json"), str(sample_dir / "truth.json")
+    image = blocked / "timeline.png"
+    for command, message in (
+        (
+            ["transcribe", manifest, "-o", str(blocked / "out")],
+            f"cannot use {blocked / 'out'} as the output folder: {blocked} is a file",
+        ),
+        (["eval", truth, truth, "--plot", str(image)], f"cannot write {image}: {blocked} is a"),
+        (["bench", manifest, "--plot", str(image)], f"cannot write {image}: {blocked} is a file"),
+        (["eval", truth, truth, "--plot", str(tmp_path)], f"cannot write {tmp_path}: it is a"),
+    ):
+        result = trackscribe(*command)
+        assert result.returncode == 2, command
+        assert message in result.stderr, command
+        assert "bench: running" not in result.stderr  # refused before anything ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_an_error_of_trackscribe_itself_exits_3_in_one_line(monkeypatch, tmp_path, capsys):
     from pipeline import cli
 

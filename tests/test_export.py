@@ -174,6 +174,14 @@ def test_a_folder_in_the_way_of_one_format_leaves_every_file_as_it_was(transcrip
     assert after == before  # not a newer json beside an older txt
 
 
+def test_a_file_where_a_folder_should_be_is_named_not_called_file_exists(transcript, tmp_path):
+    blocked = tmp_path / "notes"
+    blocked.write_text("mine")
+    with pytest.raises(WriteError, match=rf"cannot write: {blocked} is a file, not a folder"):
+        export(transcript, blocked / "out", ["json"])
+    assert blocked.read_text() == "mine"
+
+
 def test_written_files_have_ordinary_permissions(transcript, tmp_path):
     import os
 
