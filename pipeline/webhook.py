@@ -90,7 +90,10 @@ class WebhookReceiver:
         self._seen_deliveries: set[str] = set()
         self._handled: set[str] = set()
         self._work: queue.Queue[Recording | None] = queue.Queue()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler())
+        except OSError as exc:  # in use, not ours to use, no such address: say which
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self._server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 

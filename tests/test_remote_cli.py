@@ -582,6 +582,23 @@ def test_a_port_out_of_range_is_bad_usage(sample_dir, tmp_path, command):
     assert "--port: a port is 0 to 65535, not 99999" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["webhook", "emulator"])
+def test_a_port_in_use_is_named(sample_dir, tmp_path, command):
+    args = {
+        "webhook": ["webhook", "-o", str(tmp_path / "out"), "--account-id", "a", "--app-id", "b"],
+        "emulator": ["emulator", "--meeting", str(sample_dir), "--token", TOKEN],
+    }[command]
+    if command == "webhook":
+        args += ["--public-key", str(public_key_file(tmp_path))]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(*args, "--host", "127.0.0.1", "--port", str(port), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [["fetch", "--recording-id", ".."], ["run", "--meeting-id", ".."]],
