@@ -333,26 +333,30 @@ def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
 
     lines = [
         f"{'approach':9s} {'wall s':>8s} {'load s':>7s} {'x real':>7s} {'peak MB':>8s} "
-        f"{'cpWER %':>8s} {'wall/pipeline':>13s}"
+        f"{'cpWER %':>8s}    ratio to the pipeline: {'wall':>5s} {'x real':>6s} {'peak':>5s} "
+        f"{'WER':>5s}"
     ]
     for name, r in results.items():
         if r.failed is not None:
             lines.append(f"{name:9s} failed: {r.failed}")
             continue
         accuracy = r.cpwer if r.cpwer is not None else r.orcwer
-        mark = " (ORC)" if r.orcwer is not None else ""
+        mark = " (ORC WER: no speakers)" if r.orcwer is not None else ""
         mark += " (input lost)" if r.lost else ""
+        ratio = r.ratios.get
         lines.append(
             f"{name:9s} {num(r.wall_s, '8.2f')} {num(r.model_load_s, '7.2f')} "
             f"{num(r.realtime_factor, '7.1f')} {num(r.peak_rss_mb, '8.0f')} "
-            f"{num(accuracy, '8.2f')} {num(r.ratios.get('wall_s'), '13.2f')}{mark}"
+            f"{num(accuracy, '8.2f')} {'':26s}{num(ratio('wall_s'), '5.2f')} "
+            f"{num(ratio('realtime_factor'), '6.2f')} {num(ratio('peak_rss_mb'), '5.2f')} "
+            f"{num(ratio('cpwer'), '5.2f')}{mark}"
         )
     for name, r in results.items():
         if r.lost:
             lines += ["", f"{name} lost input (its figures count it as not transcribed):"]
             lines += [f"  {line}" for line in r.lost]
     pipeline = results.get("pipeline")
-    if pipeline is not None and pipeline.failed is None:
+    if pipeline is not None and pipeline.failed is None and pipeline.details:
         d = pipeline.details
         lines += [
             "",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import Approach
+from pipeline.bench import Approach, _add_ratios
 from pipeline.cli import _bench_status, _bench_table, main
 
 
@@ -59,6 +59,20 @@ def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
     assert "full: failed: tracks/chen.webm" in capsys.readouterr().err
     assert _bench_status({"mix": Approach(wall_s=1, lost=["tracks/chen.webm: cut off"])}) == 1
     assert _bench_status({"mix": Approach(wall_s=1)}) == 0
+
+
+def test_the_bench_table_gives_every_figure_as_a_ratio_to_the_pipeline_too():
+    pipeline = Approach(wall_s=10.0, realtime_factor=20.0, peak_rss_mb=500.0, cpwer=10.0)
+    full = Approach(wall_s=45.0, realtime_factor=4.44, peak_rss_mb=400.0, cpwer=150.0)
+    mix = Approach(wall_s=20.0, realtime_factor=10.0, peak_rss_mb=450.0, orcwer=30.0)
+    results = {"pipeline": pipeline, "full": full, "mix": mix}
+    _add_ratios(results)
+    rows = {line.split()[0]: line.split() for line in _bench_table(results, None).splitlines()[1:4]}
+    assert rows["pipeline"][-4:] == ["1.00", "1.00", "1.00", "1.00"]
+    assert rows["full"][-4:] == ["4.50", "0.22", "0.80", "15.00"]
+    # ORC WER ignores who spoke: no ratio to a cpWER
+    assert rows["mix"][5:10] == ["30.00", "2.00", "0.50", "0.90", "-"]
+    assert "(ORC WER: no speakers)" in " ".join(rows["mix"])
 
 
 @pytest.mark.parametrize(
