@@ -208,13 +208,14 @@ class BatchSummary(BaseModel):
 
     def _repr_html_(self) -> str:
         head = "".join(
-            f"<th>{h}</th>" for h in ("meeting", "status", "length", "x real time", "reason")
+            f"<th>{h}</th>"
+            for h in ("meeting", "status", "length", "wall s", "x real time", "reason")
         )
         rows = "".join(
             "<tr>"
             f"<td>{html.escape(m.job)}</td><td>{m.status}{' (earlier run)' if m.reused else ''}"
-            f"</td><td>{_minutes(m.duration_s)}</td><td>{_number(m.realtime_factor)}</td>"
-            f"<td>{html.escape(m.reason or '')}</td></tr>"
+            f"</td><td>{_minutes(m.duration_s)}</td><td>{_number(m.wall_s)}</td>"
+            f"<td>{_number(m.realtime_factor)}</td><td>{html.escape(m.reason or '')}</td></tr>"
             for m in self.meetings
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

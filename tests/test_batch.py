@@ -360,7 +360,10 @@ def test_a_transcript_shows_itself_in_a_notebook(reference):
     assert "<table>" in html and "Alice" in html and "9 utterances" in html
     summary = BatchSummary.load(reference / "summary.json")
     assert list(summary.to_dataframe()["status"]) == ["done"] * 3
-    assert "<table>" in summary._repr_html_()
+    table = summary._repr_html_()
+    assert "<th>wall s</th><th>x real time</th>" in table
+    first = summary.meetings[0]
+    assert f"<td>{first.wall_s:.1f}</td><td>{first.realtime_factor:.1f}</td>" in table
 
 
 def test_audio_a_killed_decoder_left_half_written_is_removed_and_finished_audio_kept(tmp_path):
