@@ -385,12 +385,12 @@ def _fetch_command(args: argparse.Namespace) -> int:
             f"{result.skipped} already complete)",
             file=sys.stderr,
         )
-    if result.failures:
+    if result.lost:
         print(
             "trackscribe: partial result; these files were not fetched or cannot be used:",
             file=sys.stderr,
         )
-        for failure in result.failures:
+        for failure in result.lost:
             print(f"  {failure.reason}", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK

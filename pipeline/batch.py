@@ -34,6 +34,7 @@ from models import (
     Manifest,
     MeetingResult,
     Track,
+    TrackFailure,
     atomic_write_text,
     describe_error,
     load_jobs,
@@ -196,7 +197,9 @@ def _process(
     retry_partial: bool,
     started: float,
 ) -> MeetingResult:
-    manifest = _named(job, _reusable_manifest(job, folder) or _inputs(job, folder, api))
+    earlier = _reusable_manifest(job, folder)
+    manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
+    manifest = _named(job, manifest)
     key = _meeting_key(manifest, options, formats)
     done = _read_done(folder)
     outputs_there = all((folder / FORMATS[f][0]).exists() for f in formats)
@@ -207,6 +210,12 @@ def _process(
         and not (retry_partial and done.status == "partial")
     ):
         return _result(job, folder, done, reused=True)
+    if earlier is not None and done is not None and done.status == "partial":
+        # To be done again: what its fetch could not get is not in the manifest, and only
+        # fetching again (which skips the files already here) says what it was.
+        manifest, missing = _inputs(job, folder, api)
+        manifest = _named(job, manifest)
+        key = _meeting_key(manifest, options, formats)
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
@@ -223,8 +232,9 @@ def _process(
         transcriber=Transcriber(options.transcribe),  # the loaded model is cached: one per process
         checkpoints=checkpoints,
     )
-    export(run.transcript, folder, formats, replace=True)
     transcript = run.transcript
+    transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
+    export(transcript, folder, formats, replace=True)
     done = _Done(
         key=key,
         status="partial" if transcript.partial else "done",
@@ -273,9 +283,11 @@ def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
     return manifest
 
 
-def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> Manifest:
+def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, list[TrackFailure]]:
+    """The job's manifest, and what its recording holds that no fetch can get (one download
+    URL, a file whose start cannot be placed): the meeting is then done in part."""
     if job.manifest is not None:
-        return Manifest.load(job.manifest)
+        return Manifest.load(job.manifest), []
     if api is None:
         raise ValueError("this job needs RealtimeKit settings (account, app, token)")
     target = folder / remote.RECORDING_FOLDER
@@ -295,8 +307,10 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> Manifest:
     if result.failures:
         reasons = "; ".join(f.reason for f in result.failures)
         raise RuntimeError(f"not every file could be fetched (a re-run resumes): {reasons}")
-    assert result.manifest is not None
-    return result.manifest
+    if result.manifest is None:  # nothing arrived that can be used
+        reasons = "; ".join(f.reason for f in result.missing)
+        raise RuntimeError(f"no file of the recording can be used: {reasons}")
+    return result.manifest, result.missing
 
 
 def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient") -> str:

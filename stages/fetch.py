@@ -63,11 +63,23 @@ class FetchOptions(BaseModel):
 
 
 class FetchResult(BaseModel):
-    """The manifest of what arrived, and what did not (``failures``), so the rest can go on."""
+    """The manifest of what arrived, and what did not, so the rest can go on."""
 
     manifest: Manifest | None
-    failures: list[TrackFailure] = Field(default_factory=list)
+    failures: list[TrackFailure] = Field(
+        default_factory=list, description="files not fetched this time: a re-run resumes them"
+    )
+    missing: list[TrackFailure] = Field(
+        default_factory=list,
+        description="what no re-run will get: files the recording does not list (one download "
+        "URL), or whose start cannot be placed",
+    )
     skipped: int = Field(default=0, description="files already complete from an earlier run")
+
+    @property
+    def lost(self) -> list[TrackFailure]:
+        """Everything the manifest lacks, for a transcript's provenance."""
+        return [*self.failures, *self.missing]
 
 
 def fetch_recording(
@@ -83,12 +95,13 @@ def fetch_recording(
     """Fetch ``recording``'s files into ``out_dir/tracks`` and write ``out_dir/manifest.json``.
 
     ``refresh`` gets the recording again (fresh pre-signed URLs) when one has expired.
-    ``meeting_id`` goes into the manifest (the recording object does not carry it). With
+    ``meeting_id`` goes into the manifest (else the recording's, else its id). With
     ``user_ids``, only those participants' files are fetched (an API that recorded more
     than was asked must not add speakers); they also split file names whose user ids contain
     underscores. ``display_names`` (user id -> name) go into the manifest. A file that cannot
     be fetched is listed in ``failures`` after all others finished; the manifest lists the
-    rest, so they can be transcribed and a re-run fetches only what is missing.
+    rest, so they can be transcribed and a re-run fetches only what is missing. What no
+    re-run can get is in ``missing``.
     """
     options = options or FetchOptions()
     files = recording.files()
@@ -154,6 +167,7 @@ def _result(
     """The manifest of the files that arrived, and the failures, in the recording's order."""
     tracks: list[Track] = []
     failures: list[TrackFailure] = []
+    missing: list[TrackFailure] = []
     skipped = 0
     names = {file.key: parse_file_name(file.name, user_ids=user_ids) for file in files}
     starts = {
@@ -179,7 +193,7 @@ def _result(
         started = starts[file.key]
         if started is None or file.key in unplaced:
             reason = unplaced.get(file.key, f"{file.name}: no start time in its name")
-            failures.append(TrackFailure(path=local, user_id=user_id, reason=reason))
+            missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
             continue
         tracks.append(
             Track(
@@ -192,7 +206,7 @@ def _result(
                 size=size,
             )
         )
-    failures += _unlisted(recording, files, names, outcomes, user_ids)
+    missing += _unlisted(recording, files, names, outcomes, user_ids)
     manifest = None
     if tracks:
         tracks.sort(key=lambda t: (t.started_time, t.user_id, t.path))
@@ -203,7 +217,7 @@ def _result(
             root=out_dir,
         )
         atomic_write_text(out_dir / "manifest.json", manifest.to_json())
-    return FetchResult(manifest=manifest, failures=failures, skipped=skipped)
+    return FetchResult(manifest=manifest, failures=failures, missing=missing, skipped=skipped)
 
 
 def _unlisted(
@@ -244,9 +258,13 @@ def _unlisted(
         )
         failures.append(TrackFailure(path="", user_id="", reason=reason))
     elif not failures:
+        others = (
+            f"other files of {', '.join(user_ids)}" if user_ids else "other participants' files"
+        )
         log.warning(
-            "%s; if other participants were recorded, their files cannot be listed from it",
+            "%s; %s, if any (a rejoin makes one), cannot be listed from it",
             _one_url(recording),
+            others,
         )
     return failures
 

@@ -260,6 +260,28 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
     assert "fetch" not in capsys.readouterr().err  # no progress asked for, none shown
 
 
+def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lacks(
+    sample_dir, tmp_path
+):
+    token = "batch-token"
+    options = EmulatorOptions(
+        token=token, shape="string", start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, options) as emu:
+        jobs.write_text(json.dumps({"id": "one-url", "meeting_id": emu.meeting_id}) + "\n")
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        first = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        again = run_batch(jobs, tmp_path / "out", api=api, progress=False, retry_failed=True)
+    for summary in (first, again):  # a retry cannot get more, and still says so
+        [meeting] = summary.meetings
+        assert meeting.status == "partial", meeting.reason
+        assert "a single URL" in meeting.reason and "cannot be listed" in meeting.reason
+    transcript = Transcript.load(tmp_path / "out" / "one-url" / "transcript.json")
+    assert transcript.partial
+    assert len({u.speaker for u in transcript.utterances}) == 1  # the one file it could fetch
+
+
 def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):
     token = "batch-token"
     options = EmulatorOptions(
