@@ -38,12 +38,13 @@ def write_error(path: Path, exc: OSError) -> WriteError:
     """``exc``, met while writing ``path``, as a :class:`WriteError` naming it."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     if exc.errno in (errno.EEXIST, errno.ENOTDIR) and (file := file_in_the_way(path)):
-        reason = f"{file} is a file, not a folder"  # what "File exists" means here
+        reason = f"{file} is not a folder"  # what "File exists" means here
     return WriteError(exc.errno or 0, f"cannot write: {reason}", str(path))
 
 
 def file_in_the_way(path: Path) -> Path | None:
-    """The nearest folder above ``path`` that exists as something other than a folder."""
+    """The nearest folder above ``path`` that is something else: a file, or a link to
+    nothing."""
     for parent in Path(path).parents:
         if parent.exists():
             return None if parent.is_dir() else parent

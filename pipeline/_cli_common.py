@@ -28,7 +28,7 @@ def output_folder(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputError(f"cannot use {out} as the output folder: it is a file")
     if file := file_in_the_way(out):
-        raise OutputError(f"cannot use {out} as the output folder: {file} is a file")
+        raise OutputError(f"cannot use {out} as the output folder: {file} is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -42,7 +42,7 @@ def output_file(path: Path) -> Path:
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
     if file := file_in_the_way(path):
-        raise OutputError(f"cannot write {path}: {file} is a file, not a folder")
+        raise OutputError(f"cannot write {path}: {file} is not a folder")
     return path
 
 

@@ -204,23 +204,27 @@ def _run_command(args: argparse.Namespace) -> int:
                 on_step=say,
                 on_started=started.append,
             )
-        except (KeyboardInterrupt, UploadTimeoutError):
+        except (KeyboardInterrupt, UploadTimeoutError) as exc:
             # Ctrl-C or --timeout stop this process, not the recording: it goes on until the
             # meeting ends, and a second `run` meets it as a 409. Say which one it is and how
             # to finish it.
             if started:
-                _say_how_to_finish(args, started[0], out)
+                status = getattr(exc, "last_status", None) or started[0].status
+                _say_how_to_finish(args, started[0], out, status)
             raise
     write_outputs(transcript, out, args.formats)
     return report(transcript)
 
 
-def _say_how_to_finish(args: argparse.Namespace, recording: Recording, out: Path) -> None:
+def _say_how_to_finish(
+    args: argparse.Namespace, recording: Recording, out: Path, status: str
+) -> None:
     fetch_flags = [arg for user in args.user_id for arg in ("--user-id", user)]
     fetch_flags += [arg for user, name in args.name for arg in ("--name", f"{user}={name}")]
+    state = "is uploading" if status == "UPLOADING" else "is still going (it ends with the meeting)"
     say(
-        f"recording {recording.id} of meeting {args.meeting_id} is still going (it ends with "
-        "the meeting); once it is UPLOADED, finish it with:\n  "
+        f"recording {recording.id} of meeting {args.meeting_id} {state}; once it is UPLOADED, "
+        "finish it with:\n  "
         + _by_hand(
             recording.id,
             out,

@@ -133,6 +133,6 @@ def guard_hint() -> str:
     if getattr(main, "main", None) is command_line:
         return ""
     return (
-        "; a script that calls trackscribe at its top level must put that call under "
+        "; if the script calls trackscribe at its top level, put that call under "
         '`if __name__ == "__main__":` (each worker process runs the top level again)'
     )

@@ -329,12 +329,12 @@ def _bench_status(results: dict[str, Approach]) -> int:
 
 def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
     def num(value: float | None, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
+        return format(value, fmt) if value is not None else "-".rjust(int(fmt.split(".")[0]))
 
     lines = [
         f"{'approach':9s} {'wall s':>8s} {'load s':>7s} {'x real':>7s} {'peak MB':>8s} "
         f"{'cpWER %':>8s}    ratio to the pipeline: {'wall':>5s} {'x real':>6s} {'peak':>5s} "
-        f"{'WER':>5s}"
+        f"{'cpWER':>5s}"
     ]
     for name, r in results.items():
         if r.failed is not None:

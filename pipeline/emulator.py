@@ -173,7 +173,8 @@ class Emulator:
         try:
             self._server = _Server((host, port), self)
         except OSError as exc:  # in use, not ours to use, no such address: say which
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            where = _url_host(host)
+            raise OSError(exc.errno, f"cannot listen on {where}:{port}: {exc.strerror}") from None
         bound_host, bound_port = self._server.server_address[:2]
         self._origin = f"http://{_url_host(str(bound_host))}:{bound_port}"
 

@@ -93,7 +93,8 @@ class WebhookReceiver:
         try:
             self._server = ThreadingHTTPServer((host, port), self._handler())
         except OSError as exc:  # in use, not ours to use, no such address: say which
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            where = f"[{host}]" if ":" in host else host
+            raise OSError(exc.errno, f"cannot listen on {where}:{port}: {exc.strerror}") from None
         self._server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 

@@ -159,7 +159,7 @@ def _read_record(path: Path) -> dict[str, str]:
     record is a file anyone can edit). Nothing for a folder without one."""
     try:
         text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none yet (no folder: writing says so)
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         log.warning("%s cannot be read (%s): earlier runs' files here are left alone", path, exc)

@@ -52,11 +52,16 @@ class RecordingFailedError(RealtimeKitError):
 
 
 class UploadTimeoutError(RecordingFailedError):
-    """The wait for ``UPLOADED`` gave up; the recording itself may well be going on."""
+    """The wait for ``UPLOADED`` gave up; the recording itself may well be going on.
+    ``last_status`` is what the API last said (None: it never answered)."""
 
-    def __init__(self, recording: Recording, timeout: float) -> None:
-        self.recording = recording
-        message = f"recording {recording.id} still {recording.status} after {timeout:g} s"
+    def __init__(
+        self, recording_id: str, last_status: str | None, timeout: float, why: str = ""
+    ) -> None:
+        self.recording_id = recording_id
+        self.last_status = last_status
+        state = f"still {last_status}" if last_status else "no status known"
+        message = f"recording {recording_id} {state} after {timeout:g} s{why}"
         super().__init__(0, None, message, call="wait for upload")
 
 
@@ -92,7 +97,7 @@ class RealtimeKitClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         url = self._http.base_url
-        self._server = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        self._server = f"{url.scheme}://{url.netloc.decode('ascii')}"
         """Where calls go, to name in errors when it cannot be reached (no path: no ids)."""
 
     def __enter__(self) -> "RealtimeKitClient":
@@ -289,8 +294,10 @@ class RealtimeKitClient:
                 # A wait can last hours: an outage longer than one call's retries is waited
                 # out until the deadline; an answer that will not change (404, 401) is not.
                 transient = exc.status == 0 or self._retry.should_retry(exc.status)
-                if not transient or time.monotonic() >= deadline:
+                if not transient:
                     raise
+                if time.monotonic() >= deadline:
+                    raise UploadTimeoutError(recording_id, last, timeout, f" ({exc})") from None
                 log.warning("%s; still waiting", exc)
                 self._sleep(min(max_poll, max(0.0, deadline - time.monotonic())))
                 continue
@@ -311,7 +318,7 @@ class RealtimeKitClient:
                 )
             left = deadline - time.monotonic()
             if left <= 0:
-                raise UploadTimeoutError(recording, timeout)
+                raise UploadTimeoutError(recording_id, recording.status, timeout)
             self._sleep(min(interval, left))
             interval = min(interval * 1.5, max_poll)
 

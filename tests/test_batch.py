@@ -179,7 +179,22 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
     assert len(lines) == 3
     for line in lines:  # every worker re-ran the script and broke: the summary says why
         assert line.startswith("failed: the worker doing it was lost: BrokenProcessPool")
-        assert 'under `if __name__ == "__main__":`' in line
+        assert 'put that call under `if __name__ == "__main__":`' in line
+
+
+def test_the_main_guard_hint_is_for_scripts_only(monkeypatch):
+    import types
+
+    from pipeline._entry import main as command_line
+    from pipeline._worker import guard_hint
+
+    def running(**names) -> str:
+        monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(**names))
+        return guard_hint()
+
+    assert running() == ""  # a notebook, python -c
+    assert running(__file__="/usr/bin/trackscribe", main=command_line) == ""  # the command
+    assert "__main__" in running(__file__="/home/me/transcribe_all.py")
 
 
 def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(

@@ -119,10 +119,13 @@ def test_a_file_in_the_way_of_an_output_is_named_before_any_work(sample_dir, tmp
     for command, message in (
         (
             ["transcribe", manifest, "-o", str(blocked / "out")],
-            f"cannot use {blocked / 'out'} as the output folder: {blocked} is a file",
+            f"cannot use {blocked / 'out'} as the output folder: {blocked} is not a folder",
         ),
-        (["eval", truth, truth, "--plot", str(image)], f"cannot write {image}: {blocked} is a"),
-        (["bench", manifest, "--plot", str(image)], f"cannot write {image}: {blocked} is a file"),
+        (["eval", truth, truth, "--plot", str(image)], f"cannot write {image}: {blocked} is not a"),
+        (
+            ["bench", manifest, "--plot", str(image)],
+            f"cannot write {image}: {blocked} is not a folder",
+        ),
         (["eval", truth, truth, "--plot", str(tmp_path)], f"cannot write {tmp_path}: it is a"),
     ):
         result = trackscribe(*command)

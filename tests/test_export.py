@@ -174,12 +174,15 @@ def test_a_folder_in_the_way_of_one_format_leaves_every_file_as_it_was(transcrip
     assert after == before  # not a newer json beside an older txt
 
 
-def test_a_file_where_a_folder_should_be_is_named_not_called_file_exists(transcript, tmp_path):
+def test_a_file_where_a_folder_should_be_is_named_not_called_file_exists(
+    transcript, tmp_path, caplog
+):
     blocked = tmp_path / "notes"
     blocked.write_text("mine")
-    with pytest.raises(WriteError, match=rf"cannot write: {blocked} is a file, not a folder"):
+    with pytest.raises(WriteError, match=rf"cannot write: {blocked} is not a folder"):
         export(transcript, blocked / "out", ["json"])
     assert blocked.read_text() == "mine"
+    assert caplog.text == ""  # the error says it all: no warning about a record beforehand
 
 
 def test_written_files_have_ordinary_permissions(transcript, tmp_path):

@@ -18,7 +18,12 @@ from models import DownloadLayer, Manifest, Recording, RetryPolicy, SignedUrl
 from pipeline import remote
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from stages.fetch import FetchOptions, fetch_recording
-from stages.record import RealtimeKitClient, RealtimeKitError, RecordingFailedError
+from stages.record import (
+    RealtimeKitClient,
+    RealtimeKitError,
+    RecordingFailedError,
+    UploadTimeoutError,
+)
 
 TOKEN = "test-token-s3cr3t-value"
 FAST = {"start_delay": 0.05, "record_seconds": 0.2, "upload_seconds": 0.05}
@@ -393,11 +398,14 @@ def test_a_server_that_refuses_connections_is_tried_again_then_named():
         retry=RetryPolicy(attempts=3, backoff=0.01),
         sleep=waits.append,
     )
-    with client, pytest.raises(RealtimeKitError) as caught:
+    with pytest.raises(RealtimeKitError) as caught:
         client.get_recording("r1")
     assert len(waits) == 2  # a refused connection never reached the server: safe to repeat
     assert f"(http://127.0.0.1:{port}, 3 attempts)" in str(caught.value)
     assert caught.value.status == 0
+    # waiting for an upload outlasts an outage until its deadline, then says what it knows
+    with client, pytest.raises(UploadTimeoutError, match=r"r1 no status known after 0\.2 s"):
+        client.wait_until_uploaded("r1", timeout=0.2)
 
 
 def test_a_recording_that_ends_errored_raises_with_the_api_reason():
