@@ -259,13 +259,11 @@ def _unlisted(
         failures.append(TrackFailure(path="", user_id="", reason=reason))
     elif not failures:
         others = (
-            f"other files of {', '.join(user_ids)}" if user_ids else "other participants' files"
+            f"other files of {', '.join(user_ids)} (a rejoin makes one)"
+            if user_ids
+            else "other participants' files"
         )
-        log.warning(
-            "%s; %s, if any (a rejoin makes one), cannot be listed from it",
-            _one_url(recording),
-            others,
-        )
+        log.warning("%s; %s, if any, cannot be listed from it", _one_url(recording), others)
     return failures
 
 
