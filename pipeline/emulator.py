@@ -76,6 +76,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import Manifest, ManifestError, RecordingStatus, format_utc
 
+from ._listen import listen, url_host
+
 __all__ = ["FAULTS", "Emulator", "EmulatorOptions"]
 
 _log = logging.getLogger(__name__)
@@ -170,13 +172,9 @@ class Emulator:
             if options.webhook_url
             else None
         )
-        try:
-            self._server = _Server((host, port), self)
-        except OSError as exc:  # in use, not ours to use, no such address: say which
-            where = _url_host(host)
-            raise OSError(exc.errno, f"cannot listen on {where}:{port}: {exc.strerror}") from None
+        self._server = listen(host, port, lambda address: _Server(address, self))
         bound_host, bound_port = self._server.server_address[:2]
-        self._origin = f"http://{_url_host(str(bound_host))}:{bound_port}"
+        self._origin = f"http://{url_host(str(bound_host))}:{bound_port}"
 
     @property
     def base_url(self) -> str:
@@ -969,10 +967,6 @@ def _check_fault(name: str, count: int) -> None:
         raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
     if count < 0:
         raise ValueError(f"fault {name}: count must be 0 or more")
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 # -- replies ---------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from pydantic import ValidationError
 
 from models import Recording, WebhookEvent, describe_error, safe_file_name
 
+from ._listen import listen
+
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
 log = logging.getLogger(__name__)
@@ -90,11 +92,8 @@ class WebhookReceiver:
         self._seen_deliveries: set[str] = set()
         self._handled: set[str] = set()
         self._work: queue.Queue[Recording | None] = queue.Queue()
-        try:
-            self._server = ThreadingHTTPServer((host, port), self._handler())
-        except OSError as exc:  # in use, not ours to use, no such address: say which
-            where = f"[{host}]" if ":" in host else host
-            raise OSError(exc.errno, f"cannot listen on {where}:{port}: {exc.strerror}") from None
+        handler = self._handler()
+        self._server = listen(host, port, lambda address: ThreadingHTTPServer(address, handler))
         self._server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
