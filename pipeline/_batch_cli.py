@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models import BatchSummary, load_jobs
+from models import BATCH_SUMMARY, BatchSummary, load_jobs
 
 from ._cli_common import (
     EXIT_OK,
@@ -14,7 +14,7 @@ from ._cli_common import (
     pipeline_options,
 )
 from ._remote_cli import add_api_options, settings_from
-from .batch import SUMMARY, run_batch
+from .batch import run_batch
 
 __all__ = ["add_batch_command"]
 
@@ -70,7 +70,7 @@ def _batch_command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(_table(summary))
-    print(f"wrote {args.out / SUMMARY}", file=sys.stderr)
+    print(f"wrote {args.out / BATCH_SUMMARY}", file=sys.stderr)
     lost = [m for m in summary.meetings if m.status != "done"]
     if not lost:
         return EXIT_OK

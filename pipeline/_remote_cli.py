@@ -209,7 +209,8 @@ def _run_command(args: argparse.Namespace) -> int:
             # meeting ends, and a second `run` meets it as a 409. Say which one it is and how
             # to finish it.
             if started:
-                status = getattr(exc, "last_status", None) or started[0].status
+                known = exc.last_status if isinstance(exc, UploadTimeoutError) else None
+                status = known or started[0].status
                 _say_how_to_finish(args, started[0], out, status)
             raise
     write_outputs(transcript, out, args.formats)

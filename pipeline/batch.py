@@ -54,7 +54,6 @@ __all__ = ["process_meeting", "run_batch"]
 
 log = logging.getLogger(__name__)
 
-SUMMARY = BATCH_SUMMARY
 _DONE = "done.json"
 _STARTED = "recording.json"
 
@@ -101,12 +100,12 @@ def run_batch(
     results: dict[str, MeetingResult] = {}
     order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
     todo = list(jobs)
-    if retry_failed and (out / SUMMARY).exists():
+    if retry_failed and (out / BATCH_SUMMARY).exists():
         try:
-            previous = {m.job: m for m in BatchSummary.load(out / SUMMARY).meetings}
+            previous = {m.job: m for m in BatchSummary.load(out / BATCH_SUMMARY).meetings}
         except ValueError as exc:
             raise JobsError(
-                f"{out / SUMMARY}: cannot tell what failed last time ({exc}); "
+                f"{out / BATCH_SUMMARY}: cannot tell what failed last time ({exc}); "
                 "run without --retry-failed (finished meetings are skipped anyway)"
             ) from None
         keep = {n for n, m in previous.items() if m.status == "done"}
@@ -115,7 +114,7 @@ def run_batch(
 
     def record(result: MeetingResult) -> None:
         results[result.job] = result
-        BatchSummary(meetings=[results[n] for n in order if n in results]).save(out / SUMMARY)
+        BatchSummary(meetings=[results[n] for n in order if n in results]).save(out / BATCH_SUMMARY)
 
     work = _Work(
         out=out.resolve(),

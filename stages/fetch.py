@@ -245,7 +245,7 @@ def _unlisted(
                 user_id,
             )
         return []
-    failures = [
+    missing = [
         TrackFailure(path="", user_id=user_id, reason=f"{_one_url(recording)}, not {user_id}'s")
         for user_id in absent
     ]
@@ -256,15 +256,15 @@ def _unlisted(
             f"{_one_url(recording)}, of {sum(sizes):,} bytes, but the recording holds "
             f"{declared:,} bytes by its file_size: the other files cannot be listed"
         )
-        failures.append(TrackFailure(path="", user_id="", reason=reason))
-    elif not failures:
+        missing.append(TrackFailure(path="", user_id="", reason=reason))
+    elif not missing:
         others = (
             f"other files of {', '.join(user_ids)} (a rejoin makes one)"
             if user_ids
             else "other participants' files"
         )
         log.warning("%s; %s, if any, cannot be listed from it", _one_url(recording), others)
-    return failures
+    return missing
 
 
 def _one_url(recording: Recording) -> str:
