@@ -109,6 +109,18 @@ def _staged(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
+def remove_unfinished_writes(folder: Path) -> None:
+    """Remove the temporary files that writers killed mid-write (``kill -9``, a power cut)
+    left in ``folder``: the atomic writes here and the checkpoints' decoded audio name them
+    ``.NAME.XXXX[.pcm].part``, and nothing ever reads them.
+
+    Only for a folder no other process is writing into now (one whose lock is held): a
+    writer's temporary file removed before its rename would fail that write.
+    """
+    for part in Path(folder).glob(".*.part"):
+        part.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))

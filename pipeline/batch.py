@@ -8,6 +8,7 @@ or a ``kill -9`` therefore redoes only what was in flight, and a re-run with a c
 setting only what that setting changes. ``OUT/summary.json`` is rewritten after every meeting.
 """
 
+import errno
 import fcntl
 import json
 import logging
@@ -38,6 +39,7 @@ from models import (
     atomic_write_text,
     describe_error,
     load_jobs,
+    remove_unfinished_writes,
     sha256_file,
 )
 from stages.export import FORMATS, export, withdraw
@@ -96,42 +98,48 @@ def run_batch(
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    options = options or PipelineOptions()
-    results: dict[str, MeetingResult] = {}
-    order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
-    todo = list(jobs)
-    if retry_failed and (out / BATCH_SUMMARY).exists():
-        try:
-            previous = {m.job: m for m in BatchSummary.load(out / BATCH_SUMMARY).meetings}
-        except ValueError as exc:
-            raise JobsError(
-                f"{out / BATCH_SUMMARY}: cannot tell what failed last time ({exc}); "
-                "run without --retry-failed (finished meetings are skipped anyway)"
-            ) from None
-        keep = {n for n, m in previous.items() if m.status == "done"}
-        results = {n: m for n, m in previous.items() if n in keep}
-        todo = [j for j in jobs if j.folder_name not in keep]
+    # One batch at a time writes the summary: a second one would overwrite it with only its
+    # own meetings. Holding the lock also makes a killed run's half-written summary nobody's.
+    with _exclusive(out, busy="another batch is writing its results here; let it end first"):
+        remove_unfinished_writes(out)
+        options = options or PipelineOptions()
+        results: dict[str, MeetingResult] = {}
+        order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
+        todo = list(jobs)
+        if retry_failed and (out / BATCH_SUMMARY).exists():
+            try:
+                previous = {m.job: m for m in BatchSummary.load(out / BATCH_SUMMARY).meetings}
+            except ValueError as exc:
+                raise JobsError(
+                    f"{out / BATCH_SUMMARY}: cannot tell what failed last time ({exc}); "
+                    "run without --retry-failed (finished meetings are skipped anyway)"
+                ) from None
+            keep = {n for n, m in previous.items() if m.status == "done"}
+            results = {n: m for n, m in previous.items() if n in keep}
+            todo = [j for j in jobs if j.folder_name not in keep]
 
-    def record(result: MeetingResult) -> None:
-        results[result.job] = result
-        BatchSummary(meetings=[results[n] for n in order if n in results]).save(out / BATCH_SUMMARY)
+        def record(result: MeetingResult) -> None:
+            results[result.job] = result
+            BatchSummary(meetings=[results[n] for n in order if n in results]).save(
+                out / BATCH_SUMMARY
+            )
 
-    work = _Work(
-        out=out.resolve(),
-        options=options,
-        api=api,
-        formats=tuple(formats),
-        retry_partial=retry_failed,
-    )
-    if scheduler and workers > 1:
-        log.warning("--workers is ignored with --scheduler: the cluster's workers do the work")
-    runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
-    with tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar:
-        for result in runs:
-            record(result)
-            bar.update()
-            log.info("%s: %s", result.job, result.status)
-    return BatchSummary(meetings=[results[n] for n in order if n in results])
+        work = _Work(
+            out=out.resolve(),
+            options=options,
+            api=api,
+            formats=tuple(formats),
+            retry_partial=retry_failed,
+        )
+        if scheduler and workers > 1:
+            log.warning("--workers is ignored with --scheduler: the cluster's workers do the work")
+        runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
+        with tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar:
+            for result in runs:
+                record(result)
+                bar.update()
+                log.info("%s: %s", result.job, result.status)
+        return BatchSummary(meetings=[results[n] for n in order if n in results])
 
 
 def process_meeting(
@@ -172,12 +180,16 @@ def process_meeting(
 
 
 @contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
+def _exclusive(folder: Path, *, busy: str | None = None) -> Iterator[None]:
+    """Hold ``folder``'s lock (a file, as a directory cannot be locked over NFS): wait for
+    whoever holds it, or, given ``busy``, refuse at once with that reason."""
     (folder / ".work").mkdir(exist_ok=True)
     with (folder / ".work" / "lock").open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if busy is not None:
+                raise OSError(errno.EBUSY, busy, str(folder)) from None
             log.warning("%s: another process is working on this meeting; waiting", folder)
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -196,6 +208,13 @@ def _process(
     retry_partial: bool,
     started: float,
 ) -> MeetingResult:
+    # This process holds the meeting's lock, so what a killed run left half-written (an
+    # output, a checkpoint) is nobody's: removed, whether the meeting is done again or not.
+    # A half-downloaded track is not among them; it is resumed.
+    for written in (folder, folder / remote.RECORDING_FOLDER):
+        remove_unfinished_writes(written)
+    checkpoints = Checkpoints(folder / ".work")
+    checkpoints.drop_partial()
     earlier = _reusable_manifest(job, folder)
     manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     manifest = _named(job, manifest)
@@ -221,8 +240,6 @@ def _process(
         log.warning("%s: removing the earlier transcript; its inputs or settings changed", folder)
         (folder / _DONE).unlink(missing_ok=True)
         withdraw(folder)
-    checkpoints = Checkpoints(folder / ".work")
-    checkpoints.drop_partial()  # this process holds the meeting's lock
     run = run_meeting(
         manifest,
         options=options,

@@ -31,6 +31,7 @@ from models import (
     VoiceActivity,
     atomic_write_bytes,
     atomic_write_text,
+    remove_unfinished_writes,
     writing,
 )
 
@@ -96,10 +97,10 @@ class Checkpoints:
         return audio
 
     def drop_partial(self) -> None:
-        """Remove decoded audio that a killed run or worker left half-written. Only while no
-        other process works on the meeting: its decoders write under these names."""
-        for part in (self.folder / "decode").glob(".*.pcm.part"):
-            part.unlink(missing_ok=True)
+        """Remove what a killed run or worker left half-written (decoded audio, entries).
+        Only while no other process works on the meeting: its writers use these names."""
+        for folder in (self.folder, *(self.folder / s for s in ("decode", "vad", "transcribe"))):
+            remove_unfinished_writes(folder)
 
     def drop_pcm(self) -> None:
         """Remove the decoded audio (large; cheap to make again), keep the rest."""

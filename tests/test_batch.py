@@ -1,5 +1,6 @@
 """Batch runs: every meeting in its own folder, resumable after anything, the same everywhere."""
 
+import fcntl
 import json
 import os
 import random
@@ -111,6 +112,49 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(meeti
     run_batch(jobs, out, options=beam, progress=False)
     assert len(journal(out, "transcribed")) == 4  # each track twice, once per beam size
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
+
+
+def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_meeting(
+    meetings, tmp_path
+):
+    out = tmp_path / "out"
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, out, progress=False)
+    folder = out / "pair"
+    # What `kill -9` during the writes leaves: temporary names, never renamed into place.
+    half = [
+        out / ".summary.json.k1ll3d.part",
+        folder / ".transcript.json.k1ll3d0.part",
+        folder / "recording" / ".manifest.json.k1ll3d1.part",
+        folder / ".work" / "transcribe" / ".0123abcd.json.k1ll3d2.part",
+        folder / ".work" / "decode" / ".0123abcd.k1ll3d3.pcm.part",
+    ]
+    download = folder / "recording" / "tracks" / ".alice.webm.part"  # resumed, so kept
+    for path in [*half, download]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+
+    again = run_batch(jobs, out, progress=False)
+
+    assert again.meetings[0].reused
+    assert [p for p in half if p.exists()] == []
+    assert download.exists()
+
+
+def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(meetings, tmp_path):
+    out = tmp_path / "out"
+    (out / ".work").mkdir(parents=True)
+    with (out / ".work" / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a running batch holds it
+        second = subprocess.run(
+            [sys.executable, "-m", "pipeline", "batch", str(meetings), "-o", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert second.returncode == 2
+    assert f"{out}: another batch is writing its results here" in second.stderr
+    assert not (out / "summary.json").exists()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
