@@ -12,6 +12,7 @@ from ._cli_common import (
     add_model_options,
     output_folder,
     pipeline_options,
+    show_progress,
 )
 from ._remote_cli import add_api_options, settings_from
 from .batch import run_batch
@@ -67,7 +68,7 @@ def _batch_command(args: argparse.Namespace) -> int:
         api=settings_from(args) if needs_api else None,
         formats=args.formats,
         retry_failed=args.retry_failed,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     print(_table(summary))
     print(f"wrote {args.out / BATCH_SUMMARY}", file=sys.stderr)

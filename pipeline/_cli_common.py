@@ -80,7 +80,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="CPU threads per model worker (two workers run at once; 0: the cores shared)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_option(parser)
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress bars (they are shown only when stderr is a terminal)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Bars on a terminal only: in the log file of an unattended run every redraw would be
+    another stretch of carriage returns."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:

@@ -31,10 +31,12 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_PARTIAL,
     add_model_options,
+    add_progress_option,
     output_folder,
     pipeline_options,
     report,
     say,
+    show_progress,
     write_outputs,
 )
 from .config import ENVIRONMENT, ApiSettings, ConfigError
@@ -92,7 +94,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     fetch.add_argument(
         "--user-id", action="append", default=[], metavar="U", help="only this user; repeat"
     )
-    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_option(fetch)
     _add_names(fetch)
     add_api_options(fetch)
     fetch.set_defaults(run=_fetch_command)
@@ -196,11 +198,11 @@ def _run_command(args: argparse.Namespace) -> int:
                 out,
                 args.user_id,
                 options=pipeline_options(args),
-                fetch_options=FetchOptions(progress=not args.no_progress),
+                fetch_options=FetchOptions(progress=show_progress(args)),
                 display_names=dict(args.name),
                 stop_after=args.stop_after,
                 timeout=args.timeout,
-                progress=not args.no_progress,
+                progress=show_progress(args),
                 on_step=say,
                 on_started=started.append,
             )
@@ -382,7 +384,7 @@ def _fetch_command(args: argparse.Namespace) -> int:
             meeting_id=args.meeting_id,
             user_ids=args.user_id,
             display_names=dict(args.name),
-            options=FetchOptions(progress=not args.no_progress),
+            options=FetchOptions(progress=show_progress(args)),
         )
     if result.manifest is not None:
         print(
@@ -452,7 +454,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
                 out,
                 meeting_id=recording.meeting_id,
                 options=pipeline_options(args),
-                fetch_options=FetchOptions(progress=not args.no_progress),
+                fetch_options=FetchOptions(progress=show_progress(args)),
                 progress=False,
                 transcriber=transcriber,
             )
@@ -533,10 +535,10 @@ def _demo_command(args: argparse.Namespace) -> int:
                     emulator.meeting_id,
                     out,
                     options=pipeline_options(args),
-                    fetch_options=FetchOptions(progress=not args.no_progress),
+                    fetch_options=FetchOptions(progress=show_progress(args)),
                     display_names=names,
                     poll=0.2,
-                    progress=not args.no_progress,
+                    progress=show_progress(args),
                     on_step=say,
                 )
         if args.out is not None:

@@ -42,6 +42,7 @@ from ._cli_common import (
     output_folder,
     pipeline_options,
     report,
+    show_progress,
     write_outputs,
 )
 from ._remote_cli import add_remote_commands
@@ -210,7 +211,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     options = pipeline_options(args)
     manifest = Manifest.load(args.manifest)
     out = output_folder(args.out)
-    transcript = transcribe_tracks(manifest, options=options, progress=not args.no_progress)
+    transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
     write_outputs(transcript, out, args.formats)
     return report(transcript)
 

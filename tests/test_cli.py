@@ -197,6 +197,14 @@ def test_demo_prints_the_meeting_in_time_order(sample_truth):
     assert lines == sorted(lines)
 
 
+def test_progress_bars_stay_out_of_a_log_file(sample_dir, tmp_path):
+    # stderr is a pipe here, as it is for an unattended run writing to a log
+    result = trackscribe("transcribe", str(sample_dir / "manifest.json"), "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "%|" not in result.stderr  # no bar (text mode has turned any \r into \n)
+    assert f"wrote {tmp_path / 'transcript.json'}" in result.stderr  # what it did is still said
+
+
 def test_every_command_has_help():
     commands = [
         "transcribe",
