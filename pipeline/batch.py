@@ -115,7 +115,9 @@ def run_batch(
                     "run without --retry-failed (finished meetings are skipped anyway)"
                 ) from None
             keep = {n for n, m in previous.items() if m.status == "done"}
-            results = {n: m for n, m in previous.items() if n in keep}
+            # Shown as a plain re-run shows a meeting it skips: done earlier, not timed now.
+            earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
+            results = {n: m.model_copy(update=earlier) for n, m in previous.items() if n in keep}
             todo = [j for j in jobs if j.folder_name not in keep]
 
         def record(result: MeetingResult) -> None:
@@ -237,9 +239,13 @@ def _process(
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
-        log.warning("%s: removing the earlier transcript; its inputs or settings changed", folder)
         (folder / _DONE).unlink(missing_ok=True)
-        withdraw(folder)
+        removed = ", ".join(path.name for path in withdraw(folder))
+        log.warning(
+            "%s: its inputs or settings changed, so it is done again%s",
+            folder,
+            f"; removed the earlier {removed}" if removed else "",
+        )
     run = run_meeting(
         manifest,
         options=options,

@@ -125,26 +125,32 @@ def export(
     if recordable:
         files[record_path] = _record_bytes(ours)
     atomic_write_files(files)
-    left = _remove_stale(out_dir, stale) if replace and recordable else {}
+    left = {}
+    if replace and recordable:
+        removed, left = _remove_stale(out_dir, stale)
+        for path in removed:
+            log.warning("removed %s: an earlier run wrote it, and this one did not", path)
     if left:  # named again, for the next run to remove
         atomic_write_files({record_path: _record_bytes(ours | left)})
     return written
 
 
-def withdraw(out_dir: Path) -> None:
+def withdraw(out_dir: Path) -> list[Path]:
     """Remove the files earlier exports wrote in ``out_dir``, each only if its bytes are still
     those recorded (as :func:`export` with ``replace`` does): for a folder whose transcript
-    no longer stands for its inputs. The record names what could not be removed, if any."""
+    no longer stands for its inputs. Returns the files removed, for the caller to say why;
+    the record names what could not be removed, if any."""
     out_dir = Path(out_dir)
     record_path = out_dir / _RECORD
     earlier = _read_record(record_path)
     if not earlier or not _recordable(record_path):
-        return
-    left = _remove_stale(out_dir, earlier)
+        return []
+    removed, left = _remove_stale(out_dir, earlier)
     if left:
         atomic_write_files({record_path: _record_bytes(left)})
     else:
         record_path.unlink(missing_ok=True)
+    return removed
 
 
 _RECORD = ".trackscribe-exports"
@@ -186,11 +192,12 @@ def _record_bytes(record: dict[str, str]) -> bytes:
     return "".join(f"{record[name]}  {name}\n" for name in sorted(record)).encode("utf-8")
 
 
-def _remove_stale(out_dir: Path, stale: dict[str, str]) -> dict[str, str]:
+def _remove_stale(out_dir: Path, stale: dict[str, str]) -> tuple[list[Path], dict[str, str]]:
     """Remove each of ``stale`` (name -> the SHA-256 trackscribe wrote) that is still a
-    regular file with those bytes; return those that could not be removed. One that cannot
-    be is named in a warning: the new files are whole, and failing the run for an old file
-    would lose them."""
+    regular file with those bytes; return those removed and those that could not be. One that
+    cannot be is named in a warning: the new files are whole, and failing the run for an old
+    file would lose them."""
+    removed: list[Path] = []
     left = {}
     for name, digest in stale.items():
         path = out_dir / name
@@ -207,8 +214,8 @@ def _remove_stale(out_dir: Path, stale: dict[str, str]) -> dict[str, str]:
             log.warning("%s is from an earlier run and could not be removed: %s", path, exc)
             left[name] = digest
         else:
-            log.warning("removed %s: an earlier run wrote it, and this one did not", path)
-    return left
+            removed.append(path)
+    return removed, left
 
 
 def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:

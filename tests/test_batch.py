@@ -91,7 +91,9 @@ def test_each_meeting_gets_its_folder_and_the_summary_says_how_it_went(reference
     assert transcripts(reference)["sample"] == transcripts(reference)["again"]
 
 
-def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(meetings, tmp_path):
+def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
+    meetings, tmp_path, caplog
+):
     out = tmp_path / "out"
     shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
     jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
@@ -103,8 +105,13 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(meeti
     assert not remade.meetings[0].reused and (out / "pair" / "transcript.vtt").exists()
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
+    caplog.clear()
     changed = run_batch(jobs, out, options=merged, progress=False)
     assert not changed.meetings[0].reused
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1  # one line for the whole meeting, not one per file
+    assert "inputs or settings changed, so it is done again; removed the earlier" in said[0]
+    assert "transcript.json" in said[0] and "transcript.vtt" in said[0]
     assert all(n == 1 for n in journal(out, "transcribed").values())  # merge only: no model
     assert all(n == 1 for n in journal(out, "analysed").values())
 
@@ -283,6 +290,11 @@ def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
     summary = BatchSummary.load(out / "summary.json")
     assert [(m.job, m.status) for m in summary.meetings] == [("fine", "done"), ("bad", "done")]
     assert all(n == 1 for n in journal(out, "transcribed").values())
+    fine, bad = summary.meetings
+    # "fine" was not run again: it reads as an earlier run's, with no timing of this run's
+    assert fine.reused and fine.wall_s is None and fine.realtime_factor is None
+    assert not bad.reused and bad.wall_s
+    assert "fine     done (earlier run)" in again.stdout
 
 
 def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
