@@ -29,7 +29,8 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         'optionally with "id" for the folder name) into OUT/<meeting>. Work is checkpointed '
         "per meeting, per stage and per track: a re-run (after a crash, a kill, or a changed "
         "setting) redoes only what is missing or stale. Writes OUT/summary.json; exit status 1 "
-        "when a meeting failed or lost input.",
+        "when a meeting failed or lost input. One batch at a time writes into OUT: a second "
+        "one is refused while the first runs.",
     )
     batch.add_argument("jobs", type=Path, help="JOBS file (.jsonl or .csv)")
     batch.add_argument("-o", "--out", type=Path, required=True, help="output folder")

@@ -73,7 +73,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=list(FORMATS),
         help=f"comma-separated output formats (default: all of {','.join(FORMATS)})",
     )
-    parser.add_argument("--beam-size", type=int, default=TranscribeOptions().beam_size)
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        default=TranscribeOptions().beam_size,
+        help=f"Whisper's beam width (default {TranscribeOptions().beam_size}; 1: greedy, faster)",
+    )
     parser.add_argument(
         "--threads",
         type=int,

@@ -107,7 +107,9 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "pre-signed URLs that expire, Range requests, signed webhooks and fault switches.",
     )
     emulator.add_argument("--meeting", type=Path, required=True, metavar="DIR")
-    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     emulator.add_argument("--port", type=_port, default=8787, help="0: any free port")
     emulator.add_argument("--token", help="bearer token to accept (default: $CLOUDFLARE_API_TOKEN)")
     emulator.add_argument(
@@ -164,12 +166,25 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "rtk-signature, ignore repeated deliveries (rtk-uuid), and fetch and transcribe each "
         "recording that reaches UPLOADED into OUT/RECORDING_ID.",
     )
-    webhook.add_argument("--host", default="127.0.0.1")
+    webhook.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     webhook.add_argument("--port", type=_port, required=True, help="0: any free port")
-    webhook.add_argument("-o", "--out", type=Path, required=True)
+    webhook.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: one folder per recording, failed.json in it when one cannot be done",
+    )
     add_api_options(webhook)
     webhook.add_argument(
-        "--public-key", metavar="PEM", help="RealtimeKit's webhook public key (file or PEM text)"
+        "--public-key",
+        metavar="PEM",
+        help="RealtimeKit's webhook public key, a file or PEM text (required: default "
+        f"${ENVIRONMENT['webhook_public_key']}); deliveries not signed with it are refused",
     )
     add_model_options(webhook)
     webhook.set_defaults(run=_webhook_command)
@@ -509,7 +524,7 @@ def _record_failure(out: Path, recording: Recording, error: BaseException) -> No
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FAILED_FILE, json.dumps(record, indent=2) + "\n")
-    say(f"recording {recording.id}: failed; wrote {out / FAILED_FILE}")
+    say(f"recording {recording.id}: wrote {out / FAILED_FILE}; by hand: {record['by_hand']}")
 
 
 def _demo_command(args: argparse.Namespace) -> int:

@@ -201,11 +201,18 @@ class WebhookReceiver:
                     time.sleep(self._retry_wait * attempt)
         with self._lock:
             self._handled.discard(recording.id)  # a later announcement is acted on again
+        by_hand = (
+            ""  # on_failed says how (the command line writes the commands into failed.json)
+            if self._on_failed is not None
+            else f"; by hand: `trackscribe fetch --recording-id {recording.id}`"
+        )
         log.error(
-            "webhook: gave up on recording %s; run `trackscribe fetch --recording-id %s` by "
-            "hand, or it is handled when announced again",
+            "webhook: gave up on recording %s after %d tries, the last failing with: %s; "
+            "a later announcement of it is acted on%s",
             recording.id,
-            recording.id,
+            self._tries,
+            describe_error(error) if error is not None else "?",
+            by_hand,
         )
         if self._on_failed is not None and error is not None:
             try:
