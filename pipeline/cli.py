@@ -66,6 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Redacting(handler.formatter))
+    out = getattr(args, "out", None)
+    new_folder = out if isinstance(out, Path) and not os.path.lexists(out) else None
+    status = _run(args)
+    if new_folder is not None and status != EXIT_OK:
+        # Made up front, to fail before any work if it cannot be: not left behind empty
+        # when the command then failed before writing anything into it.
+        with contextlib.suppress(OSError):
+            new_folder.rmdir()
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status, whatever it raised turned into its message."""
     try:
         return args.run(args)
     except ManifestError as exc:

@@ -151,6 +151,28 @@ def test_fetch_an_existing_recording_then_rerun_skips_it(
     assert "X-Amz-Signature" not in first.stderr + again.stderr
 
 
+def test_a_fetch_that_fails_leaves_no_empty_output_folder_but_keeps_an_existing_one(
+    emulator_process, tmp_path
+):
+    base_url, account = emulator_process
+    for out in (tmp_path / "new" / "folder", tmp_path):
+        result = cli(
+            "fetch",
+            "--recording-id",
+            "no-such-recording",
+            "-o",
+            str(out),
+            "--base-url",
+            base_url,
+            *account,
+            "--no-progress",
+        )
+        assert result.returncode == 2, result.stderr
+        assert "404" in result.stderr
+    assert not (tmp_path / "new" / "folder").exists()
+    assert tmp_path.is_dir()  # the user's own folder, even empty, is theirs
+
+
 def test_missing_credentials_are_named(sample_manifest, tmp_path):
     env_free = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "--meeting-id", "m", "-o", str(tmp_path)],
