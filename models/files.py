@@ -109,16 +109,19 @@ def _staged(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-def remove_unfinished_writes(folder: Path) -> None:
-    """Remove the temporary files that writers killed mid-write (``kill -9``, a power cut)
-    left in ``folder``: the atomic writes here and the checkpoints' decoded audio name them
-    ``.NAME.XXXX[.pcm].part``, and nothing ever reads them.
+def remove_unfinished_writes(folder: Path, name: str = "*") -> None:
+    """Remove the temporary files that writers of ``name`` (every file, by default) killed
+    mid-write (``kill -9``, a power cut) left in ``folder``: the atomic writes here and the
+    checkpoints' decoded audio name them ``.NAME.XXXXXXXX[.pcm].part``, and nothing reads them.
 
-    Only for a folder no other process is writing into now (one whose lock is held): a
-    writer's temporary file removed before its rename would fail that write.
+    Only for a folder no other process is writing ``name`` into now (one whose lock is held):
+    a writer's temporary file removed before its rename would fail that write. A download's
+    ``.NAME.part``, resumed by a later fetch, does not have that shape and is kept.
     """
-    for part in Path(folder).glob(".*.part"):
-        part.unlink(missing_ok=True)
+    for pattern in (f".{name}.????????.part", f".{name}.????????.pcm.part"):
+        for part in Path(folder).glob(pattern):
+            if part.is_file() and not part.is_symlink():
+                part.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -60,6 +60,11 @@ def _formats(value: str) -> list[str]:
     return choices(value, list(FORMATS), "format")
 
 
+BEAM_SIZE_HELP = (
+    f"Whisper's beam width (default {TranscribeOptions().beam_size}; 1: greedy, faster)"
+)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -77,7 +82,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--beam-size",
         type=int,
         default=TranscribeOptions().beam_size,
-        help=f"Whisper's beam width (default {TranscribeOptions().beam_size}; 1: greedy, faster)",
+        help=BEAM_SIZE_HELP,
     )
     parser.add_argument(
         "--threads",
@@ -89,6 +94,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``, read by :func:`show_progress`."""
     parser.add_argument(
         "--no-progress",
         action="store_true",

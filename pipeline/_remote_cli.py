@@ -522,9 +522,11 @@ def _record_failure(out: Path, recording: Recording, error: BaseException) -> No
         "error": describe_error(error),
         "by_hand": _by_hand(recording.id, out, recording.meeting_id),
     }
+    # Said first: the disk that could not take the transcript may not take failed.json.
+    say(f"recording {recording.id}: failed; by hand: {record['by_hand']}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FAILED_FILE, json.dumps(record, indent=2) + "\n")
-    say(f"recording {recording.id}: wrote {out / FAILED_FILE}; by hand: {record['by_hand']}")
+    say(f"recording {recording.id}: wrote {out / FAILED_FILE}")
 
 
 def _demo_command(args: argparse.Namespace) -> int:

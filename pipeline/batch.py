@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -87,7 +87,8 @@ def run_batch(
     whose inputs have not changed); with ``retry_failed``, only the meetings that failed or
     lost input in the last run are done, those with lost input again from their checkpoints.
     ``api`` is needed for jobs that fetch or record from RealtimeKit. Returns the summary
-    also saved as ``out/summary.json``.
+    also saved as ``out/summary.json``. One batch at a time writes into ``out``: while another
+    runs there, this one raises :class:`OSError` (``errno.EBUSY``) before doing anything.
     """
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
@@ -101,7 +102,7 @@ def run_batch(
     # One batch at a time writes the summary: a second one would overwrite it with only its
     # own meetings. Holding the lock also makes a killed run's half-written summary nobody's.
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
-        remove_unfinished_writes(out)
+        remove_unfinished_writes(out, BATCH_SUMMARY)  # the rest of OUT may be the user's
         options = options or PipelineOptions()
         results: dict[str, MeetingResult] = {}
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
@@ -136,7 +137,12 @@ def run_batch(
         if scheduler and workers > 1:
             log.warning("--workers is ignored with --scheduler: the cluster's workers do the work")
         runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
-        with tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar:
+        # Closed here if anything fails (the summary cannot be written, say), so that its
+        # workers stop within the lock rather than go on unseen after it is released.
+        with (
+            closing(runs),
+            tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar,
+        ):
             for result in runs:
                 record(result)
                 bar.update()
@@ -445,11 +451,15 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
             futures: dict[Future[MeetingResult], Job] = {
                 pool.submit(work, job): job for job in jobs
             }
-            for future in as_completed(futures):
-                if isinstance(future.exception(), BrokenProcessPool) and not last_try:
-                    lost.append(futures[future])
-                    continue
-                yield _outcome(future, futures[future], work.out)
+            try:
+                for future in as_completed(futures):
+                    if isinstance(future.exception(), BrokenProcessPool) and not last_try:
+                        lost.append(futures[future])
+                        continue
+                    yield _outcome(future, futures[future], work.out)
+            except GeneratorExit:  # the batch stopped early: no meeting not yet begun is begun
+                pool.shutdown(cancel_futures=True)
+                raise
         if not lost:
             return
         log.warning("a worker process died; %d meeting(s) get another try", len(lost))

@@ -99,8 +99,8 @@ class Checkpoints:
     def drop_partial(self) -> None:
         """Remove what a killed run or worker left half-written (decoded audio, entries).
         Only while no other process works on the meeting: its writers use these names."""
-        for folder in (self.folder, *(self.folder / s for s in ("decode", "vad", "transcribe"))):
-            remove_unfinished_writes(folder)
+        for stage in ("decode", "vad", "transcribe"):
+            remove_unfinished_writes(self.folder / stage)
 
     def drop_pcm(self) -> None:
         """Remove the decoded audio (large; cheap to make again), keep the rest."""

@@ -31,6 +31,7 @@ from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
 
 from ._batch_cli import add_batch_command
 from ._cli_common import (
+    BEAM_SIZE_HELP,
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
@@ -203,7 +204,9 @@ def _parser() -> argparse.ArgumentParser:
         "with a truth)",
     )
     bench.add_argument("--model", default=BUNDLED_MODEL, help="as for transcribe")
-    bench.add_argument("--beam-size", type=int, default=TranscribeOptions().beam_size)
+    bench.add_argument(
+        "--beam-size", type=int, default=TranscribeOptions().beam_size, help=BEAM_SIZE_HELP
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the pipeline's timeline")
     bench.set_defaults(run=_run_bench, threads=0)

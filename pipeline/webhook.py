@@ -204,7 +204,8 @@ class WebhookReceiver:
         by_hand = (
             ""  # on_failed says how (the command line writes the commands into failed.json)
             if self._on_failed is not None
-            else f"; by hand: `trackscribe fetch --recording-id {recording.id}`"
+            else f"; by hand: `trackscribe fetch --recording-id {recording.id} -o DIR`, then "
+            "`trackscribe transcribe DIR/manifest.json -o OUT`"
         )
         log.error(
             "webhook: gave up on recording %s after %d tries, the last failing with: %s; "

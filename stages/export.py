@@ -125,7 +125,7 @@ def export(
     if recordable:
         files[record_path] = _record_bytes(ours)
     atomic_write_files(files)
-    left = {}
+    left: dict[str, str] = {}
     if replace and recordable:
         removed, left = _remove_stale(out_dir, stale)
         for path in removed:

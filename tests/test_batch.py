@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -121,6 +122,15 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
 
 
+def unfinished(folder: Path, prefix: str, suffix: str = ".part") -> Path:
+    """A temporary file named as trackscribe's writers name theirs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.write(fd, b"half")
+    os.close(fd)
+    return Path(name)
+
+
 def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_meeting(
     meetings, tmp_path
 ):
@@ -128,16 +138,18 @@ def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_mee
     jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
     run_batch(jobs, out, progress=False)
     folder = out / "pair"
-    # What `kill -9` during the writes leaves: temporary names, never renamed into place.
+    # What `kill -9` during the writes leaves: temporary files, never renamed into place.
     half = [
-        out / ".summary.json.k1ll3d.part",
-        folder / ".transcript.json.k1ll3d0.part",
-        folder / "recording" / ".manifest.json.k1ll3d1.part",
-        folder / ".work" / "transcribe" / ".0123abcd.json.k1ll3d2.part",
-        folder / ".work" / "decode" / ".0123abcd.k1ll3d3.pcm.part",
+        unfinished(out, ".summary.json."),
+        unfinished(folder, ".transcript.json."),
+        unfinished(folder / "recording", ".manifest.json."),
+        unfinished(folder / ".work" / "vad", ".0123abcd.npz."),
+        unfinished(folder / ".work" / "transcribe", ".0123abcd.json."),
+        unfinished(folder / ".work" / "decode", ".0123abcd.", ".pcm.part"),
     ]
     download = folder / "recording" / "tracks" / ".alice.webm.part"  # resumed, so kept
-    for path in [*half, download]:
+    theirs = out / ".notes.txt.12345678.part"  # OUT may hold the user's own files
+    for path in (download, theirs):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
 
@@ -145,7 +157,7 @@ def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_mee
 
     assert again.meetings[0].reused
     assert [p for p in half if p.exists()] == []
-    assert download.exists()
+    assert download.exists() and theirs.exists()
 
 
 def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(meetings, tmp_path):

@@ -155,7 +155,9 @@ def test_a_fetch_that_fails_leaves_no_empty_output_folder_but_keeps_an_existing_
     emulator_process, tmp_path
 ):
     base_url, account = emulator_process
-    for out in (tmp_path / "new" / "folder", tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for out in (tmp_path / "new" / "folder", mine):
         result = cli(
             "fetch",
             "--recording-id",
@@ -170,7 +172,7 @@ def test_a_fetch_that_fails_leaves_no_empty_output_folder_but_keeps_an_existing_
         assert result.returncode == 2, result.stderr
         assert "404" in result.stderr
     assert not (tmp_path / "new" / "folder").exists()
-    assert tmp_path.is_dir()  # the user's own folder, even empty, is theirs
+    assert mine.is_dir()  # the user's own folder, even empty, is theirs
 
 
 def test_missing_credentials_are_named(sample_manifest, tmp_path):
