@@ -104,22 +104,9 @@ def run_batch(
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
         remove_unfinished_writes(out, BATCH_SUMMARY)  # the rest of OUT may be the user's
         options = options or PipelineOptions()
-        results: dict[str, MeetingResult] = {}
+        results = _done_last_time(out) if retry_failed else {}
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
-        todo = list(jobs)
-        if retry_failed and (out / BATCH_SUMMARY).exists():
-            try:
-                previous = {m.job: m for m in BatchSummary.load(out / BATCH_SUMMARY).meetings}
-            except ValueError as exc:
-                raise JobsError(
-                    f"{out / BATCH_SUMMARY}: cannot tell what failed last time ({exc}); "
-                    "run without --retry-failed (finished meetings are skipped anyway)"
-                ) from None
-            keep = {n for n, m in previous.items() if m.status == "done"}
-            # Shown as a plain re-run shows a meeting it skips: done earlier, not timed now.
-            earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
-            results = {n: m.model_copy(update=earlier) for n, m in previous.items() if n in keep}
-            todo = [j for j in jobs if j.folder_name not in keep]
+        todo = [j for j in jobs if j.folder_name not in results]
 
         def record(result: MeetingResult) -> None:
             results[result.job] = result
@@ -148,6 +135,22 @@ def run_batch(
                 bar.update()
                 log.info("%s: %s", result.job, result.status)
         return BatchSummary(meetings=[results[n] for n in order if n in results])
+
+
+def _done_last_time(out: Path) -> dict[str, MeetingResult]:
+    """The meetings the last run's summary says were done, for ``--retry-failed`` to skip;
+    shown as a plain re-run shows a meeting it skips: done earlier, not timed now."""
+    if not (out / BATCH_SUMMARY).exists():
+        return {}
+    try:
+        previous = BatchSummary.load(out / BATCH_SUMMARY).meetings
+    except ValueError as exc:
+        raise JobsError(
+            f"{out / BATCH_SUMMARY}: cannot tell what failed last time ({exc}); "
+            "run without --retry-failed (finished meetings are skipped anyway)"
+        ) from None
+    earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
+    return {m.job: m.model_copy(update=earlier) for m in previous if m.status == "done"}
 
 
 def process_meeting(
