@@ -11,6 +11,7 @@ from .files import (
     file_in_the_way,
     remove_unfinished_writes,
     sha256_file,
+    temporary_file_for,
     write_error,
     writing,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "remove_unfinished_writes",
     "safe_file_name",
     "sha256_file",
+    "temporary_file_for",
     "time_from_file_name",
     "write_error",
     "writing",

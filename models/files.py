@@ -95,7 +95,7 @@ def _staged(path: Path, data: bytes) -> Path:
     """``data`` in a temporary file beside ``path``, on disk."""
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, tmp = temporary_file_for(path)
         try:
             # mkstemp makes the file private (0600); results are ordinary files for readers.
             os.fchmod(fd, 0o666 & ~_UMASK)
@@ -109,19 +109,24 @@ def _staged(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
+def temporary_file_for(path: Path) -> tuple[int, Path]:
+    """A new private file (descriptor and name) beside ``path``, to be renamed to it once
+    whole: ``.NAME.XXXXXXXX.part``, the shape :func:`remove_unfinished_writes` looks for."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    return fd, Path(tmp)
+
+
 def remove_unfinished_writes(folder: Path, name: str = "*") -> None:
-    """Remove the temporary files that writers of ``name`` (every file, by default) killed
-    mid-write (``kill -9``, a power cut) left in ``folder``: the atomic writes here and the
-    checkpoints' decoded audio name them ``.NAME.XXXXXXXX[.pcm].part``, and nothing reads them.
+    """Remove the temporary files (:func:`temporary_file_for`) that writers of ``name``
+    (every file, by default) killed mid-write (``kill -9``, a power cut) left in ``folder``.
 
     Only for a folder no other process is writing ``name`` into now (one whose lock is held):
     a writer's temporary file removed before its rename would fail that write. A download's
     ``.NAME.part``, resumed by a later fetch, does not have that shape and is kept.
     """
-    for pattern in (f".{name}.????????.part", f".{name}.????????.pcm.part"):
-        for part in Path(folder).glob(pattern):
-            if part.is_file() and not part.is_symlink():
-                part.unlink(missing_ok=True)
+    for part in Path(folder).glob(f".{name}.????????.part"):
+        if part.is_file() and not part.is_symlink():
+            part.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from models import (
     atomic_write_bytes,
     atomic_write_text,
     remove_unfinished_writes,
+    temporary_file_for,
     writing,
 )
 
@@ -74,9 +74,9 @@ class Checkpoints:
         folder = self.folder / "decode"
         with writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".pcm.part", dir=folder)
+            fd, name = temporary_file_for(folder / f"{key}.pcm")
         os.close(fd)
-        return Path(name)
+        return name
 
     def save_decoded(self, key: str, audio: PcmAudio) -> PcmAudio:
         final = self.folder / "decode" / f"{key}.pcm"

@@ -8,14 +8,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from models import BatchSummary, Job, JobsError, Manifest, PcmAudio, Transcript, load_jobs
+from models import (
+    BatchSummary,
+    Job,
+    JobsError,
+    Manifest,
+    PcmAudio,
+    Transcript,
+    load_jobs,
+    temporary_file_for,
+)
 from pipeline import PipelineOptions, run_batch
 from pipeline.checkpoint import Checkpoints
 from pipeline.config import ApiSettings
@@ -122,13 +130,13 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
 
 
-def unfinished(folder: Path, prefix: str, suffix: str = ".part") -> Path:
-    """A temporary file named as trackscribe's writers name theirs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+def unfinished(path: Path) -> Path:
+    """The temporary file a writer of ``path`` killed mid-write leaves."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = temporary_file_for(path)
     os.write(fd, b"half")
     os.close(fd)
-    return Path(name)
+    return name
 
 
 def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_meeting(
@@ -140,12 +148,12 @@ def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_mee
     folder = out / "pair"
     # What `kill -9` during the writes leaves: temporary files, never renamed into place.
     half = [
-        unfinished(out, ".summary.json."),
-        unfinished(folder, ".transcript.json."),
-        unfinished(folder / "recording", ".manifest.json."),
-        unfinished(folder / ".work" / "vad", ".0123abcd.npz."),
-        unfinished(folder / ".work" / "transcribe", ".0123abcd.json."),
-        unfinished(folder / ".work" / "decode", ".0123abcd.", ".pcm.part"),
+        unfinished(out / "summary.json"),
+        unfinished(folder / "transcript.json"),
+        unfinished(folder / "recording" / "manifest.json"),
+        unfinished(folder / ".work" / "vad" / "0123abcd.npz"),
+        unfinished(folder / ".work" / "transcribe" / "0123abcd.json"),
+        unfinished(folder / ".work" / "decode" / "0123abcd.pcm"),
     ]
     download = folder / "recording" / "tracks" / ".alice.webm.part"  # resumed, so kept
     theirs = out / ".notes.txt.12345678.part"  # OUT may hold the user's own files
