@@ -23,7 +23,7 @@ from models import (
 )
 from stages.export import FORMATS, to_txt
 from stages.fetch import FetchOptions
-from stages.record import UploadTimeoutError
+from stages.record import DEFAULT_WAIT, RecordingFailedError, UploadTimeoutError
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
 
 from . import remote
@@ -69,9 +69,10 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     run.add_argument(
         "--timeout",
         type=_positive_seconds,
-        default=86_400.0,
+        default=DEFAULT_WAIT,
         metavar="S",
-        help="give up waiting after S s",
+        help="give up waiting for the upload after S s (default: %(default)g, a day and an "
+        "hour: the longest recording and its upload)",
     )
     _add_names(run)
     add_api_options(run)
@@ -230,16 +231,30 @@ def _run_command(args: argparse.Namespace) -> int:
                 status = known or started[0].status
                 _say_how_to_finish(args, started[0], out, status)
             raise
+        except RecordingFailedError:
+            raise  # it ended ERRORED: there is nothing left to finish
+        except Exception:
+            # Anything else after the start (the API unreachable while waiting, a fetch that
+            # failed) leaves a recording that can still be fetched and transcribed by hand.
+            if started:
+                _say_how_to_finish(args, started[0], out, None)
+            raise
     write_outputs(transcript, out, args.formats)
     return report(transcript)
 
 
 def _say_how_to_finish(
-    args: argparse.Namespace, recording: Recording, out: Path, status: str
+    args: argparse.Namespace, recording: Recording, out: Path, status: str | None
 ) -> None:
+    """``status``: the recording's last known one (None: not known, it may be over)."""
     fetch_flags = [arg for user in args.user_id for arg in ("--user-id", user)]
     fetch_flags += [arg for user, name in args.name for arg in ("--name", f"{user}={name}")]
-    state = "is uploading" if status == "UPLOADING" else "is still going (it ends with the meeting)"
+    if status is None:
+        state = "was started, and may still be going (it ends with the meeting)"
+    elif status == "UPLOADING":
+        state = "is uploading"
+    else:
+        state = "is still going (it ends with the meeting)"
     say(
         f"recording {recording.id} of meeting {args.meeting_id} {state}; once it is UPLOADED, "
         "finish it with:\n  "

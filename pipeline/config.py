@@ -91,12 +91,15 @@ class ApiSettings(BaseModel):
                 "api_token: holds a space, a control or a non-ASCII character, which no "
                 "RealtimeKit token has (a line break or a character copied along with it?)"
             )
-        return RealtimeKitClient(
-            account_id=self.account_id,
-            app_id=self.app_id,
-            token=token,
-            base_url=self.base_url,
-        )
+        try:
+            return RealtimeKitClient(
+                account_id=self.account_id,
+                app_id=self.app_id,
+                token=token,
+                base_url=self.base_url,
+            )
+        except ValueError as exc:  # a base URL that cannot be one
+            raise ConfigError(str(exc)) from None
 
     def public_key_pem(self) -> bytes:
         """The webhook public key: PEM text given directly, or the path of a PEM file."""

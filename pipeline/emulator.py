@@ -35,8 +35,10 @@ arming is a count that one occurrence uses up, and no fault ever changes a file 
 - ``rate_limit``: an authorised API request is answered 429 (gateway envelope, code 971,
   ``retry-after: 1``). ``server_error``: an authorised API request is answered 503
   (RealtimeKit envelope). Rate limits are checked first; a 401 uses up neither.
-  ``lost_reply``: a start (POST) takes effect, and is answered 502 all the same, as when a
-  gateway loses the service's answer.
+  ``lost_reply``: a start (POST) or an action (PUT) takes effect, and is answered 502 all the
+  same, as when a gateway loses the service's answer. ``slow_reply``: one takes effect, and its
+  answer is held back ``EmulatorOptions.slow_reply_seconds``: a client that waits less gives
+  up on a call that took effect.
 - ``cut``: a file download sends its headers (full Content-Length) and half its body, then
   the connection is closed. ``corrupt``: a download sends the right length and headers with
   one byte in every 64 KiB inverted. Both count only downloads actually served (not 403/416)
@@ -82,7 +84,15 @@ __all__ = ["FAULTS", "Emulator", "EmulatorOptions"]
 
 _log = logging.getLogger(__name__)
 
-FAULTS = ("rate_limit", "server_error", "lost_reply", "cut", "expired_url", "corrupt")
+FAULTS = (
+    "rate_limit",
+    "server_error",
+    "lost_reply",
+    "slow_reply",
+    "cut",
+    "expired_url",
+    "corrupt",
+)
 """Faults a client must survive; each fires a set number of times, then stops."""
 
 _STATUSES = get_args(RecordingStatus)
@@ -121,6 +131,9 @@ class EmulatorOptions(BaseModel):
         default=False, description="older API form: POST /recordings/track answers no body"
     )
     faults: dict[str, int] = Field(default_factory=dict, description="fault name -> count")
+    slow_reply_seconds: float = Field(
+        default=2.0, ge=0, description="how long fault slow_reply holds an answer back"
+    )
     webhook_url: str | None = None
     webhook_key: Path | None = Field(
         default=None, description="PEM RSA private key signing webhooks; generated when None"
@@ -199,6 +212,12 @@ class Emulator:
         _check_fault(name, count)
         with self._fault_lock:
             self._faults[name] += count
+
+    def disarm(self, name: str) -> None:
+        """Stop a fault, however many occurrences it had left."""
+        _check_fault(name, 0)
+        with self._fault_lock:
+            self._faults[name] = 0
 
     def start(self) -> "Emulator":
         """Answer requests from a background thread; returns self."""
@@ -305,8 +324,11 @@ class Emulator:
             reply = self._route(method, match["rest"] or "", query, body)
         except _ApiError as exc:
             return _rtk_error(exc.status, exc.message)
-        if method == "POST" and reply.status < 300 and self._fire("lost_reply"):
-            return _rtk_error(502, "Bad gateway")  # done, but the client cannot know it
+        if method in ("POST", "PUT") and reply.status < 300:
+            if self._fire("lost_reply"):
+                return _rtk_error(502, "Bad gateway")  # done, but the client cannot know it
+            if self._fire("slow_reply"):  # done; a client that waits less gives up on it
+                time.sleep(self._options.slow_reply_seconds)
         return reply
 
     def _authorised(self, authorization: str | None) -> bool:
@@ -316,7 +338,8 @@ class Emulator:
 
     def _route(self, method: str, rest: str, query: dict[str, list[str]], body: bytes) -> "_Reply":
         """The endpoint for ``rest`` (the path after ``recordings``) and ``method``."""
-        parts = rest.split("/") if rest else []
+        # Ids are percent-encoded path segments, as clients quote them.
+        parts = [unquote(part) for part in rest.split("/")] if rest else []
         handlers: dict[str, Callable[[], _Reply]]
         match parts:
             case []:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from models import Recording, Transcript
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
-from stages.record import RealtimeKitClient
+from stages.record import DEFAULT_WAIT, RealtimeKitClient
 from stages.transcribe import Transcriber
 
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
@@ -38,7 +38,7 @@ def record(
     user_ids: Sequence[str] = (),
     *,
     stop_after: float | None = None,
-    timeout: float = 86_400.0,
+    timeout: float = DEFAULT_WAIT,
     poll: float = 1.0,
     on_step: Step | None = None,
     on_started: Started | None = None,
@@ -124,7 +124,7 @@ def run(
     fetch_options: FetchOptions | None = None,
     display_names: Mapping[str, str] | None = None,
     stop_after: float | None = None,
-    timeout: float = 86_400.0,
+    timeout: float = DEFAULT_WAIT,
     poll: float = 1.0,
     progress: bool = True,
     on_step: Step | None = None,

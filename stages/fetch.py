@@ -358,7 +358,8 @@ def _of_users(files: Sequence[RecordingFile], user_ids: Sequence[str]) -> list[R
 def _local_names(files: Sequence[RecordingFile]) -> dict[tuple[str, str], str | None]:
     """A safe, distinct local file name for every file (None: no usable name at all).
 
-    The same name can appear in two layers; the second gets its layer's name in front.
+    The same name can appear in two layers; the second gets its layer's name in front. Names
+    that differ only in case are the same file on macOS and Windows, so they count as taken.
     """
     taken: set[str] = set()
     names: dict[tuple[str, str], str | None] = {}
@@ -369,13 +370,13 @@ def _local_names(files: Sequence[RecordingFile]) -> dict[tuple[str, str], str | 
             names[file.key] = None
             continue
         name, n = base, 1
-        if name in taken:
+        if name.casefold() in taken:
             name = safe_file_name(f"{file.layer}-{base}")
-        while name in taken:
+        while name.casefold() in taken:
             n += 1
             stem, dot, ext = base.rpartition(".") if "." in base else (base, "", "")
             name = f"{stem}-{n}{dot}{ext}"
-        taken.add(name)
+        taken.add(name.casefold())
         names[file.key] = name
     return names
 
@@ -520,7 +521,8 @@ class _Downloader:
         headers = {"Range": f"bytes={have}-"} if have else {}
         with self._http.stream("GET", url, headers=headers) as response:
             status = response.status_code
-            if status == 416 and have:
+            whole = status == 416 and have > 0
+            if whole:
                 # Nothing after what we have: the .part is already whole (its size is checked
                 # against the total the answer gives), or longer than the file (start over).
                 total = _total_from_range(response.headers.get("content-range"))
@@ -528,25 +530,49 @@ class _Downloader:
                     part.unlink()
                     raise _CorruptError(f"partial download of {have} bytes, file has {total}")
                 self._progress.set(file.key, total, have)
-                return total, None
-            self._check(response, generation, file)
-            if status == 206:
-                total = _total_from_range(response.headers.get("content-range"))
-                mode = "ab"
-            else:  # 200: the whole file, whatever was asked
-                total = _content_length(response)
-                have, mode = 0, "wb"
-            self._progress.set(file.key, total, have)
-            with part.open(mode) as out:
-                for chunk in response.iter_raw():  # as received: a cut keeps what came
-                    if self._cancel.is_set():
-                        raise _Cancelled
-                    out.write(chunk)
-                    have += len(chunk)
-                    self._progress.set(file.key, total, have)
-                out.flush()
-                os.fsync(out.fileno())
-            return (total if total >= 0 else part.stat().st_size), response.headers.get("etag")
+            else:
+                total = self._receive(response, generation, file, part, have)
+                etag = response.headers.get("etag")
+        if whole:
+            # A run killed after the last byte left it: it is checked like any download, so
+            # the ETag that the refusal did not carry is asked for.
+            return total, self._probe_once(file)[1]
+        if total < 0:
+            # No length came (a server that closes the connection to end the body): a body
+            # cut short would look whole, so the length is asked for on its own.
+            total = self._probe_once(file)[0]
+            if total < 0 and _md5_in(etag) is None:
+                raise FetchError(
+                    f"{file.name}: storage sent neither the file's length nor an MD5 ETag, "
+                    "so a download cut short could not be told from a whole one"
+                )
+            if total < 0:
+                total = part.stat().st_size  # the ETag checks it
+        return total, etag
+
+    def _receive(
+        self, response: httpx.Response, generation: int, file: RecordingFile, part: Path, have: int
+    ) -> int:
+        """Write the answer's body to ``part`` (appended to the ``have`` bytes there for a
+        206); return the file's full size as the answer gives it, or -1 when it does not."""
+        self._check(response, generation, file)
+        if response.status_code == 206:
+            total = _total_from_range(response.headers.get("content-range"))
+            mode = "ab"
+        else:  # 200: the whole file, whatever was asked
+            total = _content_length(response)
+            have, mode = 0, "wb"
+        self._progress.set(file.key, total, have)
+        with part.open(mode) as out:
+            for chunk in response.iter_raw():  # as received: a cut keeps what came
+                if self._cancel.is_set():
+                    raise _Cancelled
+                out.write(chunk)
+                have += len(chunk)
+                self._progress.set(file.key, total, have)
+            out.flush()
+            os.fsync(out.fileno())
+        return total
 
     def _probe(self, file: RecordingFile) -> tuple[int, str | None]:
         """Size and ETag of the remote file, from a one-byte ranged GET (pre-signed URLs are
@@ -645,15 +671,21 @@ def _code(response: httpx.Response) -> str:
 
 
 def _matches(md5: str, etag: str | None) -> bool:
-    """True unless the storage's ETag is an MD5 of the content and ``md5`` differs.
+    """True unless the storage's ETag is an MD5 of the content and ``md5`` differs."""
+    tag = _md5_in(etag)
+    return tag is None or md5 == tag
+
+
+def _md5_in(etag: str | None) -> str | None:
+    """The content's MD5 when the ETag is one, else None.
 
     S3 and R2 send the MD5 as the ETag for files uploaded in one part; multipart ETags
-    (``"…-3"``) are not content hashes and are not checked.
+    (``"…-3"``) are not content hashes and cannot check anything.
     """
     tag = (etag or "").strip().removeprefix("W/").strip('"').lower()
     if len(tag) != 32 or any(c not in "0123456789abcdef" for c in tag):
-        return True
-    return md5 == tag
+        return None
+    return tag
 
 
 def _matching_copy(path: Path, total: int, etag: str | None) -> str | None:

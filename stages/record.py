@@ -22,6 +22,7 @@ from models import Recording, RetryPolicy, describe_error, protect_http_logs, re
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_WAIT",
     "RealtimeKitClient",
     "RealtimeKitError",
     "RecordingFailedError",
@@ -32,6 +33,13 @@ log = logging.getLogger(__name__)
 protect_http_logs()
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+
+DEFAULT_WAIT = 90_000.0
+"""Seconds to wait for ``UPLOADED`` by default: the longest recording (``max_seconds``
+defaults to 86,400) and an hour more for its upload."""
+
+MAX_USER_IDS = 100
+"""The most participants one track recording may name (the API refuses more)."""
 
 
 class RealtimeKitError(Exception):
@@ -85,6 +93,7 @@ class RealtimeKitClient:
         for name, value in (("account_id", account_id), ("app_id", app_id), ("token", token)):
             if not value:
                 raise ValueError(f"RealtimeKit client needs a non-empty {name}")
+        _check_base_url(base_url)
         # Ids are path segments: one with "?" or "/" in it, or "..", must not change the request.
         account = _segment(account_id, "account id", "RealtimeKit client")
         app = _segment(app_id, "app id", "RealtimeKit client")
@@ -138,6 +147,14 @@ class RealtimeKitClient:
         body: dict[str, Any] = {"meeting_id": meeting_id}
         if user_ids is not None:
             body["user_ids"] = list(user_ids)
+            if len(body["user_ids"]) > MAX_USER_IDS:
+                raise RealtimeKitError(
+                    0,
+                    None,
+                    f"{len(body['user_ids'])} user ids; one track recording takes at most "
+                    f"{MAX_USER_IDS}",
+                    call="start track recording",
+                )
         layers = layers if layers is not None else {"default": {}}
         body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
@@ -242,39 +259,43 @@ class RealtimeKitClient:
         while True:
             query = [*params, ("page_no", str(page)), ("per_page", str(per_page))]
             data, paging = self._call("GET", "/recordings", params=query, with_paging=True)
-            items = [self._recording(i, "list recordings") for i in data or ()]
+            if not isinstance(data, list):
+                raise RealtimeKitError(
+                    0, None, "the answer holds no list of recordings", call="list recordings"
+                )
+            items = [self._recording(i, "list recordings") for i in data]
             new = [r for r in items if r.id not in seen]
             yield from new
             seen.update(r.id for r in new)
             total = paging.get("total_count") if isinstance(paging, Mapping) else None
-            if not new or len(items) < per_page or (isinstance(total, int) and len(seen) >= total):
+            if isinstance(total, int) and not isinstance(total, bool):
+                # A server may send fewer than asked on every page (its own cap): the count
+                # says when the list is done, not a short page.
+                last = len(seen) >= total
+            else:
+                last = len(items) < per_page
+            if not new or last:
                 return  # the last page, or a server that ignores paging (no endless loop)
             page += 1
 
     def pause(self, recording_id: str) -> Recording:
-        return self._action(recording_id, "pause")
+        """Pause recording. One already paused is returned as it is."""
+        return self._action(recording_id, "pause", done=lambda status: status == "PAUSED")
 
     def resume(self, recording_id: str) -> Recording:
-        return self._action(recording_id, "resume")
+        """Resume a paused recording. One already recording is returned as it is."""
+        return self._action(recording_id, "resume", done=lambda status: status == "RECORDING")
 
     def stop(self, recording_id: str) -> Recording:
-        """Stop recording. A recording that already stopped (the meeting ended, 409) is simply
-        returned as it is now."""
-        try:
-            return self._action(recording_id, "stop", retry_conflict=False)
-        except RealtimeKitError as exc:
-            if exc.status != 409:
-                raise
-            current = self.get_recording(recording_id)
-            if current.status in ("RECORDING", "PAUSED", "INVOKED"):
-                raise
-            return current
+        """Stop recording. A recording that already stopped (the meeting ended) is returned as
+        it is now."""
+        return self._action(recording_id, "stop", done=lambda status: status not in _NOT_STOPPED)
 
     def wait_until_uploaded(
         self,
         recording_id: str,
         *,
-        timeout: float = 86_400.0,
+        timeout: float = DEFAULT_WAIT,
         poll: float = 1.0,
         max_poll: float = 30.0,
         on_status: Callable[[Recording], None] | None = None,
@@ -324,12 +345,28 @@ class RealtimeKitClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _action(self, recording_id: str, action: str, *, retry_conflict: bool = True) -> Recording:
+    def _action(self, recording_id: str, action: str, *, done: Callable[[str], bool]) -> Recording:
+        """Ask for ``action``. After a 409 or an answer that may have come after the action
+        took effect (5xx, 408), the recording is looked at, and taken as the answer when
+        ``done`` says it is already where the action leads: an action whose answer was lost
+        is refused with 409 when repeated, and one asked twice is no error. Other 409s (a
+        recording still starting) are waited out as the API documents.
+        """
+        segment = _segment(recording_id, "recording id", f"{action} recording")
+
+        def already() -> Recording | None:
+            try:
+                current = self.get_recording(recording_id)
+            except RealtimeKitError:
+                return None
+            return current if done(current.status) else None
+
         data = self._call(
             "PUT",
-            f"/recordings/{_segment(recording_id, 'recording id', f'{action} recording')}",
+            f"/recordings/{segment}",
             json={"action": action},
-            retry_conflict=retry_conflict,
+            settled=already,
+            conflict_settles=True,
         )
         return self._recording(data, f"{action} recording")
 
@@ -351,14 +388,16 @@ class RealtimeKitClient:
         with_paging: bool = False,
         retry_conflict: bool = True,
         settled: Callable[[], object | None] | None = None,
+        conflict_settles: bool = False,
         **kwargs: Any,
     ) -> Any:
         """One API call with retries; returns the envelope's ``data`` (and ``paging``).
 
         ``settled``, for a call that must not take effect twice, is asked after an answer that
-        may have come after it took effect (5xx, 408; then also 409, which a second try gets
-        when the first took effect), before the call is repeated or given up: what it returns
-        other than None is taken as the call's outcome.
+        may have come after it took effect (5xx, 408, a timeout; then also 409, which a second
+        try gets when the first took effect), before the call is repeated or given up: what it
+        returns other than None is taken as the call's outcome. With ``conflict_settles`` it
+        is asked after any 409 (one that may say the effect is already there).
         """
         call = f"{method} {path}"
         unclear = False  # an answer so far may have come after the call took effect
@@ -370,10 +409,17 @@ class RealtimeKitClient:
                 raise RealtimeKitError(0, None, _unsendable(exc), call=call) from None
             except httpx.TransportError as exc:
                 # A request that never connected is safe to repeat; one that may have reached
-                # the server is repeated only when repeating it changes nothing (not POST).
-                safe = (
-                    isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) or method != "POST"
-                )
+                # the server (the answer timed out, the connection broke) is repeated only
+                # when repeating it changes nothing (not POST), or when ``settled`` finds
+                # that it did not take effect.
+                reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if reached and settled is not None:
+                    unclear = True
+                    outcome = settled()
+                    if outcome is not None:
+                        log.warning("%s: %s, but it took effect", call, describe_error(exc))
+                        return outcome
+                safe = not reached or method != "POST" or settled is not None
                 if not safe or attempt == self._retry.attempts:
                     tries = f", {attempt} attempts" if attempt > 1 else ""
                     reason = f"{describe_error(exc)} ({self._server}{tries})"
@@ -385,11 +431,14 @@ class RealtimeKitClient:
             if response.is_success:
                 payload = _json(response)
                 data = payload.get("data", payload.get("result")) if payload else None
-                return (data, payload.get("paging")) if with_paging else data
+                if not with_paging:
+                    return data
+                return data, payload.get("paging") if payload else None
             status = response.status_code
             error = _error(response, call)
             unclear = unclear or status == 408 or status >= 500
-            if settled is not None and (status in (408, 409) or status >= 500) and unclear:
+            asked = unclear or (conflict_settles and status == 409)
+            if settled is not None and (status in (408, 409) or status >= 500) and asked:
                 outcome = settled()
                 if outcome is not None:
                     log.warning("%s: HTTP %d, but it took effect; not repeated", call, status)
@@ -412,6 +461,23 @@ def _segment(value: str, what: str, call: str) -> str:
     if value in ("", ".", ".."):
         raise RealtimeKitError(0, None, f"{value!r} is not a usable {what}", call=call)
     return quote(value, safe="")
+
+
+_NOT_STOPPED = ("INVOKED", "RECORDING", "PAUSED")
+
+
+def _check_base_url(base_url: str) -> None:
+    """A base URL is a scheme, a host and a path: a query or fragment would swallow the
+    paths appended to it, and credentials in it would be repeated wherever it is named."""
+    try:
+        parts = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"the RealtimeKit base URL is not a URL ({exc})") from None
+    if parts.query or parts.fragment or parts.userinfo:
+        raise ValueError(
+            "the RealtimeKit base URL must not hold a query, a fragment or a user name and "
+            "password (check --base-url, $REALTIMEKIT_BASE_URL or the config file)"
+        )
 
 
 _UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)

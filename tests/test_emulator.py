@@ -541,6 +541,7 @@ def test_unknown_faults_are_refused(api: Api):
         "rate_limit",
         "server_error",
         "lost_reply",
+        "slow_reply",
         "cut",
         "expired_url",
         "corrupt",

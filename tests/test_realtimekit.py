@@ -11,6 +11,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -497,6 +498,28 @@ def test_the_same_file_name_in_two_layers_gives_two_files(emulator, tmp_path):
     ]
 
 
+def test_two_file_names_that_differ_only_in_case_give_two_files(emulator, tmp_path):
+    good = record_and_fetch(emulator, tmp_path / "first", ["user-alice"])
+    real = client_for(emulator).get_recording(good.manifest.recording_id)
+    first = real.files()[0]
+    shouted = first.name.replace("peer_audio", "PEER_AUDIO")  # one file on macOS and Windows
+    both = real.model_copy(
+        update={
+            "download_url": [
+                DownloadLayer(
+                    download_urls={
+                        name: SignedUrl(download_url=first.url) for name in (first.name, shouted)
+                    }
+                )
+            ]
+        }
+    )
+    result = fetch_recording(both, tmp_path / "rec", refresh=lambda: real, options=QUIET)
+    assert result.failures == []
+    names = sorted(p.name.casefold() for p in (tmp_path / "rec" / "tracks").iterdir())
+    assert len(names) == len(set(names)) == 2
+
+
 def test_stopping_a_recording_that_already_ended_is_not_an_error(emulator):
     with client_for(emulator) as client:
         recording = client.start_track_recording(emulator.meeting_id)
@@ -569,3 +592,175 @@ def test_a_file_whose_name_puts_it_weeks_away_is_named_and_costs_only_that_file(
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
     assert weeks_later not in {Path(t.path).name for t in result.manifest.tracks}
     assert (tmp_path / "rec/tracks" / weeks_later).is_file()  # kept: its link will not last
+
+
+def test_a_leftover_part_as_long_as_the_file_is_checked_before_it_is_kept(
+    emulator, sample_manifest, tmp_path
+):
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    victim = out / first.manifest.tracks[0].path
+    size = victim.stat().st_size
+    victim.unlink()
+    # a run killed after the last byte came, on a disk that then lost what it had not written
+    victim.with_name(f".{victim.name}.part").write_bytes(bytes(size))
+
+    with client_for(emulator) as client:
+        again = remote.fetch(client, first.manifest.recording_id, out, options=QUIET)
+
+    assert again.failures == []
+    assert fetched(again.manifest) == originals(sample_manifest)
+    assert leftovers(out) == []
+
+
+class _LengthlessStorage(BaseHTTPRequestHandler):
+    """Storage that ends a body by closing the connection (HTTP/1.0, no Content-Length), cuts
+    every download in half, and sends a multipart ETag, which checks nothing. With
+    ``ranges``, it answers a ranged request with the file's length, as S3 does."""
+
+    protocol_version = "HTTP/1.0"
+    body = bytes(range(256)) * 64
+    ranges = True
+
+    def do_GET(self) -> None:
+        if self.ranges and self.headers.get("Range") == "bytes=0-0":
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-0/{len(self.body)}")
+            self.send_header("Content-Length", "1")
+            self.send_header("ETag", '"0123-2"')
+            self.end_headers()
+            self.wfile.write(self.body[:1])
+            return
+        self.send_response(200)
+        self.send_header("ETag", '"0123-2"')
+        self.end_headers()
+        self.wfile.write(self.body[: len(self.body) // 2])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("ranges", "reason"),
+    [
+        (True, "got 8192 bytes of 16384"),
+        (False, "storage sent neither the file's length nor an MD5 ETag"),
+    ],
+    ids=["length-asked-for", "length-not-to-be-had"],
+)
+def test_a_download_cut_short_is_not_taken_as_whole_when_no_length_came_with_it(
+    tmp_path, ranges, reason
+):
+    handler = type("Storage", (_LengthlessStorage,), {"ranges": ranges})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = "default_user-alice_peer-1_peer_audio_1760000000000.webm"
+    url = f"http://127.0.0.1:{server.server_port}/{name}?X-Amz-Signature=s"
+    recording = Recording(
+        id="r1",
+        status="UPLOADED",
+        download_url=[DownloadLayer(download_urls={name: SignedUrl(download_url=url)})],
+    )
+    try:
+        retry = FetchOptions(progress=False, retry=RetryPolicy(attempts=2, backoff=0.01))
+        result = fetch_recording(
+            recording, tmp_path / "rec", refresh=lambda: recording, options=retry
+        )
+    finally:
+        server.shutdown()
+    assert result.manifest is None
+    (failure,) = result.failures
+    assert failure.path == f"tracks/{name}" and reason in failure.reason
+    assert not (tmp_path / "rec" / "tracks" / name).exists()
+
+
+def test_a_start_whose_answer_times_out_is_found_and_not_repeated(sample_dir):
+    options = EmulatorOptions(token=TOKEN, faults={"slow_reply": 1}, slow_reply_seconds=1.0)
+    with Emulator(sample_dir, options) as emu:
+        client = RealtimeKitClient(
+            account_id="a",
+            app_id="b",
+            token=TOKEN,
+            base_url=emu.base_url,
+            timeout=0.3,  # less than the answer takes: it started, and the client cannot know
+            retry=QUICK_RETRY,
+        )
+        with client:
+            recording = client.start_track_recording(emu.meeting_id)
+            listed = list(client.list_recordings(meeting_id=emu.meeting_id))
+            assert [r.id for r in listed] == [recording.id]
+            assert client.active_recording(emu.meeting_id).id == recording.id
+
+
+def test_a_pause_or_resume_whose_answer_is_lost_is_not_an_error(sample_dir):
+    options = EmulatorOptions(token=TOKEN, start_delay=0.2, record_seconds=60)
+    with Emulator(sample_dir, options) as emu, client_for(emu) as client:
+        started = client.start_track_recording(emu.meeting_id)
+        # INVOKED: nothing to pause yet (409), which passes as the recording starts
+        assert client.pause(started.id).status == "PAUSED"
+        assert client.resume(started.id).status == "RECORDING"
+        emu.inject("lost_reply")  # paused, answered 502; the repeat is refused with 409
+        assert client.pause(started.id).status == "PAUSED"
+        assert client.pause(started.id).status == "PAUSED"  # asked twice: it is paused
+        emu.inject("lost_reply")
+        assert client.resume(started.id).status == "RECORDING"
+        assert client.stop(started.id).status in {"UPLOADING", "UPLOADED"}
+
+
+class _Listing(BaseHTTPRequestHandler):
+    """A listing of five recordings that sends at most two a page, whatever was asked, or
+    (``broken``) a page of HTML with status 200."""
+
+    broken = False
+
+    def do_GET(self) -> None:
+        page = int(parse_qs(urlsplit(self.path).query)["page_no"][0])
+        data = [{"id": f"r{i}", "status": "UPLOADED"} for i in range(5)][2 * page - 2 : 2 * page]
+        body = json.dumps({"success": True, "data": data, "paging": {"total_count": 5}})
+        if self.broken:
+            body = "<html>maintenance</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["capped-pages", "html"])
+def test_listing_follows_the_count_not_the_page_size_and_refuses_an_answer_without_a_list(
+    broken,
+):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("L", (_Listing,), {"broken": broken}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = RealtimeKitClient(
+        account_id="a", app_id="b", token=TOKEN, base_url=f"http://127.0.0.1:{server.server_port}"
+    )
+    try:
+        with client:
+            if broken:
+                with pytest.raises(RealtimeKitError, match="no list of recordings"):
+                    list(client.list_recordings(per_page=10))
+            else:
+                listed = [r.id for r in client.list_recordings(per_page=10)]
+                assert listed == ["r0", "r1", "r2", "r3", "r4"]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "base", ["https://api.example/v4?x=1", "https://api.example/v4#frag", "https://u:pw@h/v4"]
+)
+def test_a_base_url_with_a_query_fragment_or_credentials_is_refused(base):
+    with pytest.raises(ValueError, match="base URL must not hold"):
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=base)
+
+
+def test_more_user_ids_than_the_api_takes_are_refused_before_any_call(emulator):
+    with client_for(emulator) as client:
+        with pytest.raises(RealtimeKitError, match=r"101 user ids; .* at most 100"):
+            client.start_track_recording(
+                emulator.meeting_id, user_ids=[f"u{i}" for i in range(101)]
+            )
+        assert list(client.list_recordings(meeting_id=emulator.meeting_id)) == []

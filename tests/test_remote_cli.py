@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -541,6 +543,36 @@ def test_a_run_that_times_out_says_how_to_finish_and_the_next_run_names_what_is_
     assert [r.id for r in recordings_of(emulator)] == [recording.id]
 
 
+def test_a_run_whose_files_cannot_be_fetched_says_how_to_finish_by_hand(sample_dir, tmp_path):
+    options = EmulatorOptions(token=TOKEN, start_delay=0.05, record_seconds=0.3, upload_seconds=0)
+    with Emulator(sample_dir, options) as emulator:
+        emulator.inject("corrupt", 1000)  # every download, every try
+        out = tmp_path / "out"
+        result = cli(
+            "run",
+            "--meeting-id",
+            emulator.meeting_id,
+            "--user-id",
+            "user-alice",
+            "-o",
+            str(out),
+            *api_flags(emulator),
+        )
+        (recording,) = recordings_of(emulator)
+        emulator.disarm("corrupt")  # storage mended
+        command = result.stderr.split("finish it with:\n", 1)[-1].splitlines()[0].strip()
+        by_hand = [cli(*shlex.split(step)[1:]) for step in command.split(" && ")]
+    assert result.returncode == 2, result.stderr
+    assert "no file could be fetched" in result.stderr
+    assert f"recording {recording.id} of meeting {emulator.meeting_id} was started" in (
+        result.stderr
+    )
+    assert [shlex.split(step)[0] for step in command.split(" && ")] == ["trackscribe"] * 2
+    assert [done.returncode for done in by_hand] == [0, 0], by_hand[-1].stderr
+    transcript = Transcript.load(out / "transcript.json")
+    assert {u.speaker for u in transcript.utterances} == {"user-alice"}
+
+
 @pytest.mark.parametrize("command", ["webhook", "emulator"])
 def test_a_key_file_that_is_not_a_pem_key_is_named_as_bad_input(sample_dir, tmp_path, command):
     bad = tmp_path / "key.pem"
@@ -651,3 +683,73 @@ def test_an_id_that_cannot_be_a_path_segment_is_bad_input_before_any_call(tmp_pa
     assert result.returncode == 2, result.stderr
     assert "'..' is not a usable" in result.stderr
     assert time.monotonic() - started < 30
+
+
+class _OddlyNamedRecording(BaseHTTPRequestHandler):
+    """An API and its storage in one: recording r1 has one file, whose name from the API holds
+    a line break and a terminal code."""
+
+    name = "x\ntrackscribe: WARNING: all files verified\x1b[2K.webm"
+    body = b""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/file"):
+            self._send(self.body, "application/octet-stream")
+            return
+        url = f"http://127.0.0.1:{self.server.server_port}/file?sig=s"
+        recording = {
+            "id": "r1",
+            "status": "UPLOADED",
+            "download_url": [
+                {"layer_name": "default", "download_urls": {self.name: {"download_url": url}}}
+            ],
+            "started_time": "2026-11-20T10:00:00Z",
+        }
+        self._send(json.dumps({"success": True, "data": recording}).encode(), "application/json")
+
+    def _send(self, body: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_file_name_from_the_api_cannot_forge_a_log_line(sample_manifest, tmp_path):
+    track = sample_manifest.tracks[0]
+    handler = type(
+        "Api", (_OddlyNamedRecording,), {"body": sample_manifest.track_path(track).read_bytes()}
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/client/v4"
+        result = cli(
+            "fetch",
+            "--recording-id",
+            "r1",
+            "-o",
+            str(tmp_path / "rec"),
+            "--base-url",
+            base,
+            "--account-id",
+            "a",
+            "--app-id",
+            "b",
+            "--no-progress",
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert not any(line.startswith("trackscribe: WARNING: all files") for line in lines)
+    assert "\x1b" not in result.stderr
+    # said on one line, escaped, so a reader still sees what the name was
+    assert "x\\ntrackscribe: WARNING: all files verified\\x1b[2K.webm: not named as" in (
+        result.stderr
+    )
+    (fetched,) = (tmp_path / "rec" / "tracks").iterdir()
+    assert fetched.name == "x_trackscribe_WARNING_all_files_verified_2K.webm"
