@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["RetryPolicy", "describe_error", "protect_http_logs", "redact_urls"]
 
-_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
+_QUERY = re.compile(r"(?i)(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"<>,;]+")
 
 

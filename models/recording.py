@@ -33,8 +33,11 @@ class _ApiModel(BaseModel):
     )
 
 
+_SIGNED = "a pre-signed URL: its query string is a credential, so it is kept out of repr()"
+
+
 class SignedUrl(_ApiModel):
-    download_url: str
+    download_url: str = Field(repr=False, description=_SIGNED)
 
 
 class DownloadLayer(_ApiModel):
@@ -51,7 +54,7 @@ class RecordingFile(BaseModel):
 
     layer: str
     name: str = Field(description="the file name as the API gives it; sanitise before use")
-    url: str
+    url: str = Field(repr=False, description=_SIGNED)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -77,9 +80,9 @@ class Recording(_ApiModel):
     recording_duration: float | None = None
     output_file_name: str | None = None
     file_size: float | None = None
-    download_url: str | list[DownloadLayer] | None = None
+    download_url: str | list[DownloadLayer] | None = Field(None, repr=False, description=_SIGNED)
     download_url_expiry: UtcDatetime | None = None
-    audio_download_url: str | None = None
+    audio_download_url: str | None = Field(None, repr=False, description=_SIGNED)
     start_reason: Reason | None = None
     stop_reason: Reason | None = None
 

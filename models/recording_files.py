@@ -18,6 +18,10 @@ __all__ = ["TrackFileName", "parse_file_name", "safe_file_name", "time_from_file
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 200
+_KEPT_END = 100
+"""Of a name cut to ``_MAX_NAME``, the end kept (a track's start and type are at its end)."""
+_RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\.|$)")
+"""Device names Windows will not open as files, whatever their extension."""
 
 
 class TrackFileName(NamedTuple):
@@ -81,10 +85,16 @@ def safe_file_name(name: str) -> str:
 
     Keeps only the last path component, replaces anything outside ``[A-Za-z0-9._-]`` and
     refuses names that are empty or only dots: ``../../etc/passwd`` becomes ``passwd``,
-    ``a/b\\c d.webm`` becomes ``c_d.webm``.
+    ``a/b\\c d.webm`` becomes ``c_d.webm``. Leading and trailing dots go (hidden files;
+    Windows drops trailing ones), a Windows device name (``CON``, ``nul.webm``) gets ``_`` in
+    front, and a name too long for most file systems loses its middle, not its end.
     """
     base = re.split(r"[/\\]", unicodedata.normalize("NFKC", name))[-1]
-    cleaned = _UNSAFE.sub("_", base).lstrip(".")[:_MAX_NAME]
+    cleaned = _UNSAFE.sub("_", base).strip(".")
     if not cleaned.strip("._-"):
         raise ValueError(f"file name {name!r} has nothing usable as a file name")
+    if len(cleaned) > _MAX_NAME:
+        cleaned = f"{cleaned[: _MAX_NAME - _KEPT_END - 1]}-{cleaned[-_KEPT_END:]}"
+    if _RESERVED.match(cleaned):
+        cleaned = f"_{cleaned}"
     return cleaned

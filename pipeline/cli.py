@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,14 +122,32 @@ def _run(args: argparse.Namespace) -> int:
 
 class _Redacting(logging.Formatter):
     """Lines as ``formatter`` writes them, tracebacks (-vv) included, with no pre-signed URL's
-    query string or bearer token in them: an exception's text can hold either."""
+    query string or bearer token in them: an exception's text can hold either.
+
+    A message is also kept to one line with no terminal controls in it: it can quote names
+    the API or a file gave (a file name with a line break, or an escape sequence, would
+    otherwise write a line of its own into the log).
+    """
 
     def __init__(self, formatter: logging.Formatter | None) -> None:
         super().__init__()
         self._formatter = formatter or logging.Formatter()
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if _CONTROL.search(message):
+            record = logging.makeLogRecord(
+                {**record.__dict__, "msg": _CONTROL.sub(_escaped, message), "args": None}
+            )
         return redact_urls(self._formatter.format(record))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""Control characters but the tab."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
 
 
 def _internal_error(exc: Exception) -> int:

@@ -98,7 +98,16 @@ def test_file_name_parts_are_read_from_the_right_end():
         ("../../etc/passwd", "passwd"),
         ("a/b\\c d.webm", "c_d.webm"),
         (".hidden.webm", "hidden.webm"),
+        ("trailing.webm.", "trailing.webm"),  # Windows would drop the dot, and miss the file
         ("名前.webm", "_.webm"),
+        ("CON", "_CON"),  # device names Windows will not open as files
+        ("nul.webm", "_nul.webm"),
+        ("Com1.webm", "_Com1.webm"),
+        ("console.webm", "console.webm"),
+        (  # too long for most file systems: the middle goes, the start time at the end stays
+            "a" * 300 + "_peer_audio_1760000000000.webm",
+            "a" * 99 + "-" + "a" * 70 + "_peer_audio_1760000000000.webm",
+        ),
         (NAME, NAME),
     ],
 )
@@ -120,6 +129,25 @@ def test_query_strings_and_bearer_tokens_are_redacted():
     redacted = redact_urls(text)
     assert "abc" not in redacted and "tok.en-123" not in redacted
     assert "https://s.example/f.webm?REDACTED" in redacted
+    assert redact_urls("HTTPS://S.example/f.webm?sig=abc") == "HTTPS://S.example/f.webm?REDACTED"
+
+
+def test_pre_signed_urls_are_not_shown_by_repr():
+    signed = "https://s.example/f.webm?X-Amz-Signature=abc"
+    recording = Recording.model_validate(
+        {
+            "id": "r1",
+            "status": "UPLOADED",
+            "download_url": [
+                {"layer_name": "default", "download_urls": {NAME: {"download_url": signed}}}
+            ],
+            "audio_download_url": signed,
+        }
+    )
+    shown = repr(recording) + repr(recording.files()) + str(recording)
+    assert "X-Amz-Signature" not in shown
+    assert NAME in repr(recording.files()) and "r1" in repr(recording)
+    assert recording.files()[0].url == signed  # still there to be used
 
 
 def test_a_token_http_refuses_is_not_shown_even_in_httpcores_debug_log(sample_dir, caplog):
@@ -190,6 +218,11 @@ def test_missing_settings_are_named_with_where_to_give_them(tmp_path):
         ConfigError, match=r"account_id \(--account-id or \$CLOUDFLARE_ACCOUNT_ID\)"
     ):
         settings.client()
+    with_query = ApiSettings(
+        base_url="https://api.example/v4?x=1", account_id="a", app_id="b", api_token="t"
+    )
+    with pytest.raises(ConfigError, match="base URL must not hold a query"):
+        with_query.client()
     bad = tmp_path / "bad.toml"
     bad.write_text('[realtimekit]\naccount = "x"\n')
     with pytest.raises(ConfigError, match=r"unknown setting.*account"):
