@@ -71,16 +71,17 @@ class LeakedSpan(BaseModel):
     also holds (one person on two devices at once).
 
     Times are the track's own. ``owner`` indexes the track whose voice it is (for a duplicate,
-    the track that keeps it); ``margin_db`` is how far the span stayed below what counts as
-    the track's own speech (for a duplicate: its level against the kept track's; negative:
-    below).
+    the track that keeps it; None: the voice of someone with no track, heard on several);
+    ``margin_db`` is how far the span stayed below what counts as the track's own speech (for
+    a duplicate: its level against the kept track's; for a voice with no track: its level
+    against the track's own voice, NaN where that is not known; negative: below).
     """
 
     model_config = ConfigDict(frozen=True)
 
     start: float
     end: float
-    owner: int
+    owner: int | None
     margin_db: float
     duplicate: bool = False
 

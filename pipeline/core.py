@@ -7,6 +7,7 @@ reason and costs nothing else: the other tracks still make the transcript.
 """
 
 import logging
+import math
 import multiprocessing
 import tempfile
 import time
@@ -27,6 +28,7 @@ from models import (
     ClockEstimate,
     DroppedSpeech,
     InputFile,
+    LeakedSpan,
     Manifest,
     PcmAudio,
     Provenance,
@@ -336,17 +338,22 @@ def _attribute(
                 user_id=track.user_id,
                 start=round(timing.meeting_time(start), 3),
                 end=round(timing.meeting_time(end), 3),
-                reason=(
-                    f"duplicate: the same voice is kept on {manifest.tracks[span.owner].path}"
-                    if span.duplicate
-                    else f"leakage: {-span.margin_db:.1f} dB short of own speech"
-                ),
-                attributed_to=manifest.tracks[span.owner].user_id,
+                reason=_dropped_because(manifest, span),
+                attributed_to=None if span.owner is None else manifest.tracks[span.owner].user_id,
             )
             for span in spans
             for start, end in _outside(span.start, span.end, sent)
         ]
     return dropped
+
+
+def _dropped_because(manifest: Manifest, span: LeakedSpan) -> str:
+    if span.owner is None:
+        below = "" if math.isnan(span.margin_db) else f", {-span.margin_db:.1f} dB below its own"
+        return f"leakage: a voice heard on other tracks too, and no track's own{below}"
+    if span.duplicate:
+        return f"duplicate: the same voice is kept on {manifest.tracks[span.owner].path}"
+    return f"leakage: {-span.margin_db:.1f} dB short of own speech"
 
 
 def _outside(

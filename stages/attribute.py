@@ -12,9 +12,11 @@ of A is then A's own speech only if it is clearly louder (``margin_db``) than wh
 tracks' leakage explains.
 Comparing each pair of tracks through its own coupling absorbs microphone gain differences,
 and genuine overlap stays on both speakers: a talking participant is tens of dB above their
-leak into the other's microphone. The limit: a coupling stronger than ``-dominance_db`` (a
-hot listener microphone right beside a quiet talker's) cannot be measured, and is not
-corrected.
+leak into the other's microphone. Someone with no track of their own (recorded for some users
+only, or their file lost) leaks into several microphones at once, where no coupling explains
+them; their copies are found by following each other on two tracks (:func:`_untracked`).
+The limit: a coupling stronger than ``-dominance_db`` (a hot listener microphone right beside
+a quiet talker's) cannot be measured, and is not corrected.
 """
 
 import math
@@ -80,6 +82,15 @@ class AttributionOptions(BaseModel):
     report_bridge: float = Field(
         0.3, ge=0, description="one voice's leaked stretches closer than this (s): one record"
     )
+    untracked_db: float = Field(
+        6.0,
+        gt=0,
+        description="speech heard on two tracks at once, this far below one's own voice and "
+        "louder on the other than its leakage explains, is the voice of someone with no track",
+    )
+    untracked_window: float = Field(
+        1.0, gt=0, description="how long a stretch two tracks' levels are compared over (s)"
+    )
 
 
 class TrackClock(NamedTuple):
@@ -128,6 +139,7 @@ def attribute(
 
     coupling = _couplings(level, voiced, present, owners, options)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
+    own, source, under = _untracked(level, voiced, own, coupling, present, owners, options, frame_s)
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
 
     result: list[VoiceActivity | None] = list(activities)
@@ -135,17 +147,19 @@ def attribute(
         span = where[i]  # each of the track's frames on the meeting's grid
         leaked = activities[i].voiced & ~own[i, span]
         twice = kept_on[i, span] >= 0
+        other = source[i, span] != _NOT_OTHER
         result[i] = activities[i].owned(
             activities[i].voiced & own[i, span], _long_runs(leaked, walls)
         )
         leaks[i] = sorted(
             _spans(
-                leaked & ~twice,
+                leaked & ~twice & ~other,
                 strongest[i, span],
                 margin[i, span] - options.margin_db,
                 frame_s,
                 options,
             )
+            + _spans(other, source[i, span], under[i, span], frame_s, options)
             + _spans(twice, kept_on[i, span], below[i, span], frame_s, options, duplicate=True),
             key=lambda leak: leak.start,
         )
@@ -508,6 +522,146 @@ def _own_frames(
     return own, margin, strongest
 
 
+_NOT_OTHER = -2
+"""In :func:`_untracked`'s sources: the frame is not another voice found there."""
+_NO_TRACK = -1
+"""In :func:`_untracked`'s sources: the voice of someone with no track."""
+
+
+def _untracked(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    own: np.ndarray,
+    coupling: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+    frame_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``own`` without the voices of people who have no track (recorded only for some users,
+    or a track lost), which the couplings cannot explain, as no track is theirs.
+
+    Such a voice leaks into several microphones at once, so two tracks carry copies of it
+    whose levels follow each other, and on a track whose owner's voice is known (where the
+    owner talks alone) it lies well below that voice (``untracked_db``), while the other
+    track holds it louder than the first track's own leakage would explain (its own quiet
+    speech would be explained). A track whose owner's voice is not known (a listener) loses
+    what follows such a copy elsewhere unless it is clearly the louder (``dominance_db``):
+    then it is the source. Two people talking at once do not follow each other.
+
+    Returns ``own`` and per frame the track whose voice it really is (:data:`_NO_TRACK`, or a
+    track whose owner was talking at full voice; :data:`_NOT_OTHER` elsewhere), and the
+    frame's level against its track's own voice (NaN where not known).
+    """
+    source = np.full(level.shape, _NOT_OTHER)
+    under = np.full(level.shape, np.nan)
+    voice = {t: _own_voice(t, level, voiced, present, owners, options) for t in present}
+    half = max(1, round(options.untracked_window / frame_s / 2))
+    pairs = [(a, b) for a, b in combinations(present, 2) if owners[a] != owners[b]]
+    together = {pair: _follow(level, voiced, *pair, half, options) for pair in pairs}
+    floor = -options.untracked_db
+    least = round(options.min_wall / frame_s)  # a voice's copies follow each other for long
+    other = own.copy()
+    for first, second in pairs:
+        for a, b in ((first, second), (second, first)):
+            if voice[a] is None:
+                continue
+            with np.errstate(invalid="ignore"):
+                quiet = level[a] - voice[a] <= floor
+                # Unknown how A's voice reaches B (a microphone beside A's), B's copy may
+                # be A's own quiet speech: nothing is taken from A then.
+                unexplained = np.isfinite(coupling[b, a]) & (
+                    level[b] >= level[a] + coupling[b, a] + options.margin_db
+                )
+            alike = own[a] & quiet & unexplained
+            found = _sustained(alike & together[first, second], least, alike)
+            source[a] = np.where(found & (source[a] == _NOT_OTHER), _NO_TRACK, source[a])
+            if voice[b] is not None:  # B's owner at full voice: the voice is B's
+                with np.errstate(invalid="ignore"):
+                    talking = level[b] - voice[b] > floor
+                source[a] = np.where(found & talking, b, source[a])
+            under[a] = np.where(found, level[a] - voice[a], under[a])
+            other[a] &= ~found
+    for a in (t for t in present if voice[t] is None):
+        for b in (t for t in present if owners[t] != owners[a] and voice[t] is not None):
+            pair = (a, b) if (a, b) in together else (b, a)
+            with np.errstate(invalid="ignore"):
+                alike = own[a] & (level[a] - level[b] < options.dominance_db)
+            found = _sustained(alike & together[pair] & (source[b] != _NOT_OTHER), least, alike)
+            source[a] = np.where(found & (source[a] == _NOT_OTHER), source[b], source[a])
+            other[a] &= ~found
+    return other, source, under
+
+
+def _sustained(mask: np.ndarray, least: int, alike: np.ndarray) -> np.ndarray:
+    """The frames of ``alike`` (which holds ``mask``) within the stretches of ``mask``, gaps
+    of up to ``least`` frames bridged, that hold ``least`` frames or more: a voice's words,
+    not a moment two sounds happen to rise and fall together; with the frames among them
+    that the voice detector heard on one track only."""
+    out = np.zeros_like(mask)
+    for start, end in bridge_runs(frame_runs(mask), least):
+        if mask[start:end].sum() >= least:
+            out[start:end] = alike[start:end]
+    return out
+
+
+def _own_voice(
+    t: int,
+    level: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+) -> float | None:
+    """The usual level of the track's owner talking alone (dB), None when they never do
+    for ``min_frames``."""
+    _, alone = _dominant(t, _filled(level), voiced, present, owners, options.dominance_db)
+    if alone.sum() < options.min_frames:
+        return None
+    return float(np.median(level[t][alone]))
+
+
+def _follow(
+    level: np.ndarray, voiced: np.ndarray, a: int, b: int, half: int, options: AttributionOptions
+) -> np.ndarray:
+    """Per frame: both tracks voiced, and their levels following each other (correlation
+    ``min_clock_correlation`` or more) over the ``half`` frames either side, pauses
+    included (the pauses of one voice fall in both copies at once): one sound on both."""
+    both = ~np.isnan(level[a]) & ~np.isnan(level[b])
+    x = np.where(both, _envelope(level[a]), 0.0)
+    y = np.where(both, _envelope(level[b]), 0.0)
+    kernel = np.ones(2 * half + 1)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.convolve(values, kernel, mode="same")
+
+    n = total(both.astype(float))
+    sx, sy = total(x), total(y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = total(x * y) - sx * sy / n
+        vx, vy = total(x * x) - sx * sx / n, total(y * y) - sy * sy / n
+        corr = cov / np.sqrt(vx * vy)
+    usable = (n >= min(options.min_frames, half)) & (vx > 1e-6) & (vy > 1e-6)
+    return voiced[a] & voiced[b] & usable & (corr >= options.min_clock_correlation)
+
+
+def _envelope(levels: np.ndarray) -> np.ndarray:
+    """Levels averaged (as power) with each neighbour frame, floored at :data:`_FLOOR_DB`.
+
+    Two tracks' frames fall up to a frame apart in time, and a copy arrives a little late:
+    frame by frame, the levels of one voice's two copies follow each other only loosely,
+    their smoothed envelopes closely.
+    """
+    power = np.power(10.0, np.clip(np.nan_to_num(levels, nan=_FLOOR_DB), _FLOOR_DB, None) / 10)
+    smooth = np.convolve(power, np.ones(3) / 3, mode="same")
+    return 10 * np.log10(smooth)
+
+
+_FLOOR_DB = -90.0
+"""Levels below this (digital silence, a noise floor far down) count as this when levels are
+compared: how far below it a silence lies says nothing of a voice."""
+
+
 def _heard_twice(
     level: np.ndarray,
     own: np.ndarray,
@@ -779,7 +933,7 @@ def _spans(
                 LeakedSpan(
                     start=round(a * frame_s, 3),
                     end=round(b * frame_s, 3),
-                    owner=int(who),
+                    owner=None if who == _NO_TRACK else int(who),
                     margin_db=round(float(np.median(margin[a:b][mine[a:b]])), 1),
                     duplicate=duplicate,
                 )

@@ -98,6 +98,44 @@ def test_without_attribution_the_listener_gets_others_words(leaky_meeting):
     assert [u for u in transcript.utterances if u.speaker == "user-dana"]
 
 
+@pytest.mark.parametrize("absent", ["user-alice", "user-bruno"])
+def test_the_voice_of_someone_with_no_track_is_put_on_nobody(
+    leaky_meeting, sample_truth, tmp_path, absent
+):
+    # Recorded for some users only: the others' voices still leak into every microphone,
+    # and no track of theirs explains them.
+    raw = json.loads((leaky_meeting / "manifest.json").read_text())
+    raw["tracks"] = [t for t in raw["tracks"] if t["user_id"] != absent]
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    (tmp_path / "tracks").symlink_to(leaky_meeting / "tracks")
+
+    transcript = transcribe_tracks(tmp_path / "manifest.json", progress=False)
+
+    theirs = [t for t in sample_truth if t["speaker"] == absent]
+    for turn in theirs:
+        expected = set(words_of(turn["words"]))
+        for u in transcript.utterances:
+            if u.start < turn["end_time"] and u.end > turn["start_time"]:
+                assert len(expected & set(words_of(u.text))) < 0.3 * len(expected), (turn, u)
+    no_track = [d for d in transcript.provenance.dropped if d.attributed_to is None]
+    assert no_track, "recorded as taken out, as no one's"
+    for d in no_track:
+        assert "no track's own" in d.reason
+        assert any(t["start_time"] - 0.5 < d.end and d.start < t["end_time"] + 0.5 for t in theirs)
+    # everyone recorded keeps their own words
+    for turn in (t for t in sample_truth if t["speaker"] != absent):
+        expected = set(words_of(turn["words"]))
+        mine = {
+            w
+            for u in transcript.utterances
+            if u.speaker == turn["speaker"]
+            and u.start < turn["end_time"] + 0.5
+            and u.end > turn["start_time"] - 0.5
+            for w in words_of(u.text)
+        }
+        assert len(expected & mine) >= 0.8 * len(expected), turn
+
+
 def _activity(levels: list[float], voiced: list[bool]) -> VoiceActivity:
     return VoiceActivity(
         frame_s=0.03,
