@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["RetryPolicy", "describe_error", "protect_http_logs", "redact_urls"]
 
 _QUERY = re.compile(r"(?i)(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
+_PATH_QUERY = re.compile(r"(?<![^\s\"'(<])(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
+"""A path with a query and no scheme or host, as an HTTP request line holds it."""
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"<>,;]+")
 
 
@@ -22,9 +24,12 @@ def redact_urls(text: str) -> str:
     """``text`` with every URL's query string and any bearer token replaced by ``REDACTED``.
 
     A pre-signed URL's query string is a credential (anyone holding it can download the
-    file until it expires), so it must not reach a log line or an error message.
+    file until it expires), and a webhook's may hold a shared secret, so neither must reach a
+    log line or an error message. Paths with a query (``POST /hook?token=… HTTP/1.1``, as
+    servers log requests) are redacted too.
     """
-    return _BEARER.sub(r"\1REDACTED", _QUERY.sub(r"\1?REDACTED", text))
+    text = _PATH_QUERY.sub(r"\1?REDACTED", _QUERY.sub(r"\1?REDACTED", text))
+    return _BEARER.sub(r"\1REDACTED", text)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def output_folder(out: Path) -> Path:
         raise OutputError(f"cannot use {out} as the output folder: {file} is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # a read-only disk, a folder not ours
+            pass
     except OSError as exc:
         raise OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
     return out

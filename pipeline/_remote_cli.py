@@ -452,7 +452,8 @@ def _emulator_command(args: argparse.Namespace) -> int:
     )
     emulator = Emulator(args.meeting, options, host=args.host, port=args.port)
     if args.public_key_out:
-        args.public_key_out.write_text(emulator.public_key_pem)
+        # Another process (a webhook receiver) reads it: it must never see half a key.
+        atomic_write_text(args.public_key_out, emulator.public_key_pem)
     print(
         f"RealtimeKit emulator for meeting {emulator.meeting_id} at {emulator.base_url} "
         "(any account and app id; Ctrl-C stops)",

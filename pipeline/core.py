@@ -202,6 +202,8 @@ def run_meeting(
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     options = options or PipelineOptions()
+    if transcriber is not None:
+        _check_loaded_as(transcriber, options.transcribe)
     stats = RunStats()
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
 
@@ -254,6 +256,21 @@ def run_meeting(
     with _timer(stats, "merge_s"):
         transcript = merge(manifest, segments, provenance, options.merge, timings, origin)
     return MeetingRun(transcript=transcript, stats=stats)
+
+
+def _check_loaded_as(transcriber: Transcriber, wanted: TranscribeOptions) -> None:
+    """A model loaded elsewhere must be the one the options name: provenance and checkpoints
+    are written from the options, and must say what really made the words."""
+    runtime = set(TranscribeOptions.RUNTIME_FIELDS)
+    loaded = transcriber.options.model_dump(exclude=runtime)
+    asked = wanted.model_dump(exclude=runtime)
+    if loaded != asked:
+        differing = ", ".join(
+            f"{key} {loaded[key]!r} (asked: {asked[key]!r})"
+            for key in loaded
+            if loaded[key] != asked[key]
+        )
+        raise ValueError(f"the transcriber given was loaded with other settings: {differing}")
 
 
 @contextmanager

@@ -76,7 +76,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models import Manifest, ManifestError, RecordingStatus, format_utc
+from models import Manifest, ManifestError, RecordingStatus, format_utc, redact_urls
 
 from ._listen import listen, url_host
 
@@ -100,7 +100,6 @@ _FINAL = frozenset({"UPLOADED", "ERRORED"})
 _API = re.compile(r"^/client/v4/accounts/[^/]+/realtime/kit/[^/]+/recordings(?:/(?P<rest>.*))?$")
 _FILES = re.compile(r"^/files/(?P<recording>[^/]+)/(?P<name>[^/]+)$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"]*")
 _CALLER = {"name": "API", "type": "ORGANIZATION"}
 _START_REASON = {"reason": "API_CALL", "caller": _CALLER}
 _MAX_USER_IDS = 100
@@ -1028,13 +1027,6 @@ def _s3_error(
     return _Reply(status, body.encode(), "application/xml", headers)
 
 
-def _scrub(text: str) -> str:
-    """Log text with query strings removed: pre-signed URLs must not reach the logs. The
-    server's messages hold request lines (a path, no scheme or host), which
-    :func:`models.redact_urls` does not look for."""
-    return _QUERY_IN_TEXT.sub("?...", text)
-
-
 # -- HTTP plumbing ---------------------------------------------------------------------------
 
 
@@ -1155,7 +1147,7 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("%s %s -> %s", command or "-", urlsplit(path).path or "-", code)
 
     def log_message(self, format: str, *args: Any) -> None:
-        _log.debug("http: %s", _scrub(format % args))
+        _log.debug("http: %s", redact_urls(format % args))
 
 
 class _Webhooks:

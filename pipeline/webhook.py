@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
-from models import Recording, WebhookEvent, describe_error, safe_file_name
+from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
 
 from ._listen import listen
 
@@ -251,7 +251,8 @@ class WebhookReceiver:
                 self.wfile.write(payload)
 
             def log_message(self, format: str, *args: object) -> None:
-                log.debug("webhook: %s", format % args)
+                # The request line's query may hold a secret of the webhook's URL.
+                log.debug("webhook: %s", redact_urls(format % args))
 
         return Handler
 

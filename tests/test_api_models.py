@@ -130,6 +130,9 @@ def test_query_strings_and_bearer_tokens_are_redacted():
     assert "abc" not in redacted and "tok.en-123" not in redacted
     assert "https://s.example/f.webm?REDACTED" in redacted
     assert redact_urls("HTTPS://S.example/f.webm?sig=abc") == "HTTPS://S.example/f.webm?REDACTED"
+    # a request line as a server logs it: a webhook URL's query may hold its secret
+    logged = redact_urls('"POST /hook?token=s3cret HTTP/1.1" 200 -')
+    assert logged == '"POST /hook?REDACTED HTTP/1.1" 200 -'
 
 
 def test_pre_signed_urls_are_not_shown_by_repr():

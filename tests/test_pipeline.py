@@ -12,7 +12,8 @@ import pytest
 
 from models import ManifestError
 from pipeline import transcribe_tracks
-from stages.transcribe import BUNDLED_MODEL, Transcriber, resolve_model
+from pipeline.core import run_meeting
+from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
 
 from .conftest import silence, words_of, write_webm
 
@@ -245,3 +246,13 @@ def test_workers_send_what_any_of_our_loggers_would_keep(caplog):
 
     caplog.set_level(logging.DEBUG, logger="stages.decode")
     assert _lowest_level() == logging.DEBUG  # a decode worker's debug lines are wanted
+
+
+def test_a_model_loaded_with_other_settings_than_the_options_is_refused(sample_manifest):
+    # provenance and checkpoints are written from the options: they must name what ran
+    loaded = Transcriber(TranscribeOptions(beam_size=1))
+    with pytest.raises(ValueError, match=r"beam_size 1 \(asked: 5\)"):
+        run_meeting(sample_manifest, transcriber=loaded, progress=False)
+    threads_apart = Transcriber(TranscribeOptions(cpu_threads=1))  # runtime only: any will do
+    run = run_meeting(sample_manifest, transcriber=threads_apart, progress=False)
+    assert run.transcript.provenance.parameters["transcribe"]["beam_size"] == 5
