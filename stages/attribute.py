@@ -555,10 +555,12 @@ def _untracked(
     """
     source = np.full(level.shape, _NOT_OTHER)
     under = np.full(level.shape, np.nan)
-    voice = {t: _own_voice(t, level, voiced, present, owners, options) for t in present}
+    filled = _filled(level)
+    voice = {t: _own_voice(t, filled, voiced, present, owners, options) for t in present}
+    envelope = {t: _envelope(level[t]) for t in present}
     half = max(1, round(options.untracked_window / frame_s / 2))
     pairs = [(a, b) for a, b in combinations(present, 2) if owners[a] != owners[b]]
-    together = {pair: _follow(level, voiced, *pair, half, options) for pair in pairs}
+    together = {pair: _follow(level, voiced, envelope, *pair, half, options) for pair in pairs}
     floor = -options.untracked_db
     least = round(options.min_wall / frame_s)  # a voice's copies follow each other for long
     other = own.copy()
@@ -607,33 +609,43 @@ def _sustained(mask: np.ndarray, least: int, alike: np.ndarray) -> np.ndarray:
 
 def _own_voice(
     t: int,
-    level: np.ndarray,
+    filled: np.ndarray,
     voiced: np.ndarray,
     present: Sequence[int],
     owners: Sequence[str],
     options: AttributionOptions,
 ) -> float | None:
     """The usual level of the track's owner talking alone (dB), None when they never do
-    for ``min_frames``."""
-    _, alone = _dominant(t, _filled(level), voiced, present, owners, options.dominance_db)
+    for ``min_frames``. ``filled``: the levels as :func:`_filled` gives them."""
+    _, alone = _dominant(t, filled, voiced, present, owners, options.dominance_db)
     if alone.sum() < options.min_frames:
         return None
-    return float(np.median(level[t][alone]))
+    return float(np.median(filled[t][alone]))
 
 
 def _follow(
-    level: np.ndarray, voiced: np.ndarray, a: int, b: int, half: int, options: AttributionOptions
+    level: np.ndarray,
+    voiced: np.ndarray,
+    envelope: dict[int, np.ndarray],
+    a: int,
+    b: int,
+    half: int,
+    options: AttributionOptions,
 ) -> np.ndarray:
-    """Per frame: both tracks voiced, and their levels following each other (correlation
-    ``min_clock_correlation`` or more) over the ``half`` frames either side, pauses
-    included (the pauses of one voice fall in both copies at once): one sound on both."""
+    """Per frame: both tracks voiced, and their levels (``envelope``, per track) following
+    each other (correlation ``min_clock_correlation`` or more) over the ``half`` frames
+    either side, pauses included (the pauses of one voice fall in both copies at once): one
+    sound on both."""
+    voiced_both = voiced[a] & voiced[b]
+    if not voiced_both.any():  # a clean meeting's tracks, most pairs
+        return voiced_both
     both = ~np.isnan(level[a]) & ~np.isnan(level[b])
-    x = np.where(both, _envelope(level[a]), 0.0)
-    y = np.where(both, _envelope(level[b]), 0.0)
-    kernel = np.ones(2 * half + 1)
+    x = np.where(both, envelope[a], 0.0)
+    y = np.where(both, envelope[b], 0.0)
 
-    def total(values: np.ndarray) -> np.ndarray:
-        return np.convolve(values, kernel, mode="same")
+    def total(values: np.ndarray) -> np.ndarray:  # over the window around each frame
+        running = np.concatenate(([0.0], np.cumsum(np.pad(values, half))))
+        return running[2 * half + 1 :] - running[: -2 * half - 1]
 
     n = total(both.astype(float))
     sx, sy = total(x), total(y)
@@ -642,7 +654,7 @@ def _follow(
         vx, vy = total(x * x) - sx * sx / n, total(y * y) - sy * sy / n
         corr = cov / np.sqrt(vx * vy)
     usable = (n >= min(options.min_frames, half)) & (vx > 1e-6) & (vy > 1e-6)
-    return voiced[a] & voiced[b] & usable & (corr >= options.min_clock_correlation)
+    return voiced_both & usable & (corr >= options.min_clock_correlation)
 
 
 def _envelope(levels: np.ndarray) -> np.ndarray:

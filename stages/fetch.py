@@ -541,14 +541,14 @@ class _Downloader:
             # No length came (a server that closes the connection to end the body): a body
             # cut short would look whole, so the length is asked for on its own.
             total = self._probe_once(file)[0]
-            if total < 0 and _md5_in(etag) is None:
-                raise FetchError(
-                    f"{file.name}: storage sent neither the file's length nor an MD5 ETag, "
-                    "so a download cut short could not be told from a whole one"
-                )
-            if total < 0:
-                total = part.stat().st_size  # the ETag checks it
-        return total, etag
+        if total >= 0:
+            return total, etag
+        if _md5_in(etag) is None:
+            raise FetchError(
+                f"{file.name}: storage sent neither the file's length nor an MD5 ETag, "
+                "so a download cut short could not be told from a whole one"
+            )
+        return part.stat().st_size, etag  # the ETag checks it
 
     def _receive(
         self, response: httpx.Response, generation: int, file: RecordingFile, part: Path, have: int
