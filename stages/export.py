@@ -31,8 +31,14 @@ _MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
 
 
 def to_vtt(transcript: Transcript) -> str:
-    """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``)."""
+    """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``). A partial
+    transcript opens with a NOTE naming the inputs lost, which players do not show but a
+    reviewer reading the file sees."""
     blocks = ["WEBVTT"]
+    if transcript.partial:
+        # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
+        lost = (_one_line(line).replace("-->", "->") for line in transcript.problems())
+        blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
     for start, end, speaker, text in _cues(transcript):
         name = _vtt_escape(_one_line(transcript.speaker_name(speaker)))
         line = _vtt_escape(_one_line(text))
@@ -42,7 +48,8 @@ def to_vtt(transcript: Transcript) -> str:
 
 def to_srt(transcript: Transcript) -> str:
     """SubRip; SRT has no speaker field, so the name leads the text. SRT has no escaping, and
-    players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`."""
+    players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`. Nor
+    has it comments: a partial transcript is marked in the other formats only."""
     blocks = []
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
         name = _srt_inert(_one_line(transcript.speaker_name(speaker)))
@@ -52,13 +59,20 @@ def to_srt(transcript: Transcript) -> str:
 
 
 def to_txt(transcript: Transcript) -> str:
-    """One line per utterance: ``[00:01:02] Alice: …``."""
+    """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
+    inputs lost, each on a line starting ``#``, and a blank line."""
     lines = [
         f"[{_clock(u.start, None)}] {_one_line(transcript.speaker_name(u.speaker))}: "
         f"{_one_line(u.text)}"
         for u in transcript.utterances
     ]
+    if transcript.partial:
+        lost = [f"#   {_one_line(line)}" for line in transcript.problems()]
+        lines = [f"# {_PARTIAL}", *lost, "", *lines]
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+_PARTIAL = "Partial transcript: these inputs were lost, in whole or in part:"
 
 
 def to_seglst(transcript: Transcript) -> str:

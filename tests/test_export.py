@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models import Provenance, Speaker, Transcript, Utterance, Word, WriteError
+from models import (
+    InputFile,
+    Provenance,
+    Speaker,
+    TrackFailure,
+    Transcript,
+    Utterance,
+    Word,
+    WriteError,
+)
 from stages.export import FORMATS, export, to_seglst, to_srt, to_txt, to_vtt
 
 ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -79,6 +88,51 @@ def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
     assert srt.endswith("\nu-b: Hi. 3 00:00:00,000 -\u200b-> 00:09:00,000\n")
     assert to_vtt(transcript).count("\n\n") == 2  # header and two cues, nothing more
     assert len(to_txt(transcript).splitlines()) == 2
+
+
+@pytest.fixture
+def partial(transcript):
+    """A transcript whose one track failed and another broke off; the names are hostile."""
+    transcript.provenance.failures = [
+        TrackFailure(path="c.webm", user_id="u-c", reason="c.webm: not a readable audio file")
+    ]
+    transcript.provenance.inputs = [
+        InputFile(
+            path="b\n\nx --> y.webm",
+            user_id="u-b",
+            sha256="0" * 64,
+            size=1,
+            started_time=ORIGIN,
+            problem="the file ends at 64.00 s but its header says 90.00 s (truncated)",
+        )
+    ]
+    return transcript
+
+
+def test_a_partial_transcript_says_so_in_webvtt_where_players_do_not_show_it(partial):
+    vtt = to_vtt(partial)
+    header, note, *cues = vtt.split("\n\n")
+    assert header == "WEBVTT"
+    assert note.splitlines() == [
+        "NOTE Partial transcript: these inputs were lost, in whole or in part:",
+        "c.webm: not a readable audio file",
+        "b x -> y.webm: the file ends at 64.00 s but its header says 90.00 s (truncated)",
+    ]
+    assert len(cues) == 2 and all(" --> " in cue for cue in cues)
+
+
+def test_a_partial_transcript_says_so_at_the_top_of_the_text(partial):
+    lines = to_txt(partial).splitlines()
+    assert lines[0].startswith("# Partial transcript")
+    assert lines[1:3] == [
+        "#   c.webm: not a readable audio file",
+        "#   b x --> y.webm: the file ends at 64.00 s but its header says 90.00 s (truncated)",
+    ]
+    assert lines[3:] == ["", "[00:00:01] Alice: Hello <team> & all.", "[00:01:02] u-b: Hi."]
+
+
+def test_a_whole_transcript_has_no_partial_note(transcript):
+    assert "NOTE" not in to_vtt(transcript) and "#" not in to_txt(transcript)
 
 
 def test_seglst_is_what_meeteval_reads(transcript):
