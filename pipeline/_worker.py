@@ -21,12 +21,13 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
-from types import TracebackType
+from types import FrameType, TracebackType
 
-__all__ = ["WorkerLink", "guard_hint", "start_worker"]
+__all__ = ["WorkerLink", "guard_hint", "interruptible", "interrupts_held", "start_worker"]
 
 
 class WorkerLink:
@@ -101,11 +102,69 @@ _LAST_RECORDS_WAIT = 5.0
 """Seconds the end of a pool waits for its workers' last log records."""
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back while worker processes start, and raised after.
+
+    A Ctrl-C reaches every process of the terminal's group. The fork server is a new Python
+    process that imports for a good part of a second before it ignores Ctrl-C, and each worker
+    takes it until :func:`start_worker` runs: either printed a traceback of its own, and this
+    process, stopped half-way through starting a worker, left it to fail reading what it was
+    sent. A process inherits the signal mask of the thread that starts it, so processes
+    started in here start with Ctrl-C blocked, until :func:`start_worker` decides; and this
+    process's own Ctrl-C (which Python raises in its main thread, whichever thread the signal
+    reached) waits until they are started.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # no fork server there either
+        yield
+        return
+    caught: list[FrameType | None] = []
+    handler = signal.getsignal(signal.SIGINT)
+    swap = threading.current_thread() is threading.main_thread() and handler is not None
+    if swap:
+        signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if swap:
+            signal.signal(signal.SIGINT, handler)
+            if caught and callable(handler):
+                handler(signal.SIGINT, caught[0])  # Python's own raises KeyboardInterrupt
+            elif caught and handler == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C let through for the length of a job, in a worker that otherwise holds it back
+    (see :func:`start_worker`; anywhere else this changes nothing): the job stops, its
+    clean-up runs, and its caller is told. One held back since the worker started is raised
+    as the job begins."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
     """Run first in each worker: its log records go to ``queue``, and it exits when
     ``lifeline`` closes. With ``ignore_interrupt``, Ctrl-C is left to the parent, which stops
-    the pool (otherwise every worker prints a traceback)."""
-    if ignore_interrupt:
+    the pool (otherwise every worker prints a traceback). Without, it stops the jobs that run
+    :func:`interruptible`, and is held back while none does: an idle worker has nothing to
+    stop, and printed a traceback."""
+    if hasattr(signal, "pthread_sigmask"):
+        if ignore_interrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: one held back is dropped
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # interrupts_held
+        else:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    elif ignore_interrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -47,7 +47,7 @@ from stages.fetch import FetchOptions
 from stages.transcribe import Transcriber, model_identity, usable_cores
 
 from . import remote
-from ._worker import WorkerLink, guard_hint, start_worker
+from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held, start_worker
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
 from .core import PipelineOptions, run_meeting, runtime_versions
@@ -417,15 +417,16 @@ class _Work:
     retry_partial: bool
 
     def __call__(self, job: Job, decode_workers: int | None = 1) -> MeetingResult:
-        return process_meeting(
-            job,
-            self.out / job.folder_name,
-            self.options,
-            self.api,
-            self.formats,
-            decode_workers,
-            retry_partial=self.retry_partial,
-        )
+        with interruptible():  # Ctrl-C stops a worker's meeting, not its waiting for one
+            return process_meeting(
+                job,
+                self.out / job.folder_name,
+                self.options,
+                self.api,
+                self.formats,
+                decode_workers,
+                retry_partial=self.retry_partial,
+            )
 
 
 def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[MeetingResult]:
@@ -451,9 +452,10 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                 initargs=link.initargs,
             ) as pool,
         ):
-            futures: dict[Future[MeetingResult], Job] = {
-                pool.submit(work, job): job for job in jobs
-            }
+            with interrupts_held():
+                futures: dict[Future[MeetingResult], Job] = {
+                    pool.submit(work, job): job for job in jobs
+                }
             try:
                 for future in as_completed(futures):
                     if isinstance(future.exception(), BrokenProcessPool) and not last_try:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from models import SAMPLE_RATE, Manifest
 
-from ._worker import WorkerLink, start_worker
+from ._worker import WorkerLink, interruptible, interrupts_held, start_worker
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
 from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
@@ -110,9 +110,11 @@ def bench(
                     1, mp_context=context, initializer=start_worker, initargs=link.initargs
                 ) as pool,
             ):
-                raw = pool.submit(
-                    _run, name, str(manifest_path), str(truth_path or ""), options
-                ).result()
+                with interrupts_held():
+                    running = pool.submit(
+                        _run, name, str(manifest_path), str(truth_path or ""), options
+                    )
+                raw = running.result()
         except (ApproachFailed, NoUsableTrackError) as exc:
             results[name] = Approach(failed=str(exc))
             continue
@@ -159,10 +161,11 @@ def _orcwer(hyp: list[Turn], truth: list[Turn]) -> float:
 
 def _run(name: str, manifest_path: str, truth_path: str, options: PipelineOptions) -> dict:
     manifest = Manifest.load(manifest_path)
-    if name == "pipeline":
-        out = _pipeline(manifest, options)
-    else:
-        out = _alternative(name, manifest, truth_path, options)
+    with interruptible():
+        if name == "pipeline":
+            out = _pipeline(manifest, options)
+        else:
+            out = _alternative(name, manifest, truth_path, options)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 

@@ -55,7 +55,7 @@ from stages.transcribe import (
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
-from ._worker import WorkerLink, guard_hint, start_worker
+from ._worker import WorkerLink, guard_hint, interrupts_held, start_worker
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -413,8 +413,9 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
             count, mp_context=context, initializer=start_worker, initargs=link.initargs
         )
         try:
-            for _ in range(count):
-                pool.submit(ready)  # start the workers now, while the caller does other things
+            with interrupts_held():
+                for _ in range(count):
+                    pool.submit(ready)  # start the workers now, while the caller does more
             yield pool
         except BaseException:  # Ctrl-C, say: tracks still being decoded are not waited for
             link.cut()

@@ -234,6 +234,78 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _interrupt_state(report, name: str) -> None:
+    """In a child: whether Ctrl-C is blocked, and whether it is ignored."""
+    import signal
+
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    report.send((name, blocked, signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
+
+
+def test_a_ctrl_c_while_workers_start_waits_until_they_are_started_and_never_reaches_them():
+    # A Ctrl-C reaches every process of the terminal's group: a fork server or worker still
+    # starting printed a traceback, and this process, stopped while starting one, broke it.
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline._worker import WorkerLink, interrupts_held, start_worker
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    with (
+        WorkerLink(context) as link,
+        ProcessPoolExecutor(
+            1, mp_context=context, initializer=start_worker, initargs=link.initargs
+        ) as pool,
+    ):
+        with pytest.raises(KeyboardInterrupt), interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # were it not held, it would have been raised by now
+            child = context.Process(target=_interrupt_state, args=(send, "process"))
+            child.start()
+            pool.submit(_interrupt_state, send, "worker").result(timeout=60)
+            started = True
+        assert started  # the Ctrl-C came only after everything in the block had run
+        child.join()
+        states = {
+            name: (blocked, ignored) for name, blocked, ignored in (receive.recv(), receive.recv())
+        }
+        assert states["process"] == (True, False)  # started with Ctrl-C blocked
+        assert states["worker"] == (False, True)  # once started: unblocked, and ignored
+
+
+def _blocked_outside_and_inside_a_job() -> tuple[bool, bool]:
+    import signal
+
+    from pipeline._worker import interruptible
+
+    def blocked() -> bool:
+        return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    with interruptible():
+        inside = blocked()
+    return blocked(), inside
+
+
+def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
+    # an idle batch worker has nothing to stop: it printed a traceback and nothing else
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline._worker import WorkerLink, start_worker
+
+    context = multiprocessing.get_context("spawn")
+    with (
+        WorkerLink(context, ignore_interrupt=False) as link,
+        ProcessPoolExecutor(
+            1, mp_context=context, initializer=start_worker, initargs=link.initargs
+        ) as pool,
+    ):
+        assert pool.submit(_blocked_outside_and_inside_a_job).result(timeout=60) == (True, False)
+
+
 def test_workers_send_what_any_of_our_loggers_would_keep(caplog):
     import logging
 
