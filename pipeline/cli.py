@@ -260,10 +260,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _bad_input(str(exc))
     speakers = _participants(args.transcript)
+    if not speakers and _participants(args.truth):
+        # Scored the other way round, every figure but cpWER would be wrong, and none would
+        # look it: the start errors and silent words are measured from the truth's side.
+        return _bad_input(
+            f"{args.truth} is a trackscribe transcript and {args.transcript} is not: swapped? "
+            "(trackscribe eval TRANSCRIPT TRUTH)"
+        )
     try:
         result = evaluate(hypothesis, truth, participants=speakers)
     except ValueError as exc:
         return _bad_input(str(exc))
+    for warning in result.warnings:
+        print(f"trackscribe: warning: {warning}", file=sys.stderr)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

@@ -60,6 +60,9 @@ class Evaluation(BaseModel):
     start_err_p95: float | None
     missed_utterances: int
     utterances: int = Field(description="utterances in the truth")
+    warnings: list[str] = Field(
+        default_factory=list, description="signs that the two files are not of one meeting"
+    )
 
 
 def load_turns(path: Path | str) -> list[Turn]:
@@ -237,6 +240,15 @@ def evaluate(
         len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent - true_speakers
     )
     errors, missed = _start_errors(hypothesis, spoken)
+    warnings = []
+    if participants and not true_speakers & set(participants):
+        # cpWER pairs speakers by their words whatever their names, so it still gives a
+        # figure; but every word counts as put on someone silent. (Only for a transcript
+        # that names its participants: another tool's labels need not be anyone's name.)
+        warnings.append(
+            f"no speaker of the truth ({_listed(true_speakers)}) is a participant of the "
+            f"transcript ({_listed(participants)}): are they of the same meeting?"
+        )
     return Evaluation(
         cpwer=round(100 * cp.error_rate, 2),
         tcpwer=round(100 * tcp.error_rate, 2),
@@ -248,7 +260,13 @@ def evaluate(
         start_err_p95=round(_percentile(errors, 95), 3) if errors else None,
         missed_utterances=missed,
         utterances=len(spoken),
+        warnings=warnings,
     )
+
+
+def _listed(names: Iterable[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 @contextmanager

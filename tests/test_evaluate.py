@@ -235,3 +235,54 @@ def test_eval_refuses_a_truth_with_a_nan_time_as_bad_input(tmp_path, sample_dir,
     path.write_text(json.dumps(entries))
     assert main(["eval", str(sample_dir / "truth.json"), str(path)]) == 2
     assert "truth.json: entry [3]: end_time nan is not a finite time" in capsys.readouterr().err
+
+
+def test_a_transcript_and_truth_given_the_wrong_way_round_are_refused(
+    sample_transcript, sample_dir, tmp_path, capsys
+):
+    # scored that way, the start errors and silent words would be measured from the wrong side
+    transcript = sample_transcript.save(tmp_path / "transcript.json")
+    assert main(["eval", str(sample_dir / "truth.json"), str(transcript)]) == 2
+    assert "transcript.json is a trackscribe transcript and" in capsys.readouterr().err
+
+
+def test_a_truth_naming_none_of_the_transcripts_participants_is_warned_of(
+    sample_transcript, tmp_path, capsys
+):
+    transcript = sample_transcript.save(tmp_path / "transcript.json")
+    other = tmp_path / "truth.json"
+    other.write_text(
+        json.dumps(
+            [
+                {
+                    "session_id": "another meeting",
+                    "speaker": "Alice",
+                    "start_time": 1.0,
+                    "end_time": 3.0,
+                    "words": "good morning everyone",
+                }
+            ]
+        )
+    )
+    assert main(["eval", str(transcript), str(other), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "no speaker of the truth (Alice) is a participant of the transcript" in err
+    assert json.loads(out)["warnings"] == [err.removeprefix("trackscribe: warning: ").strip()]
+    # the truth of this meeting: no warning
+    truth = tmp_path / "own.json"
+    truth.write_text(
+        json.dumps(
+            [
+                {"speaker": u.speaker, "start_time": u.start, "end_time": u.end, "words": u.text}
+                for u in sample_transcript.utterances
+            ]
+        )
+    )
+    assert main(["eval", str(transcript), str(truth), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+def test_another_tools_speaker_labels_are_not_taken_for_another_meeting(sample_dir):
+    truth = load_turns(sample_dir / "truth.json")
+    diarised = [t.model_copy(update={"speaker": f"spk{i % 3}"}) for i, t in enumerate(truth)]
+    assert evaluate(diarised, truth).warnings == []
