@@ -33,24 +33,27 @@ from models import (
     Job,
     JobsError,
     Manifest,
+    ManifestError,
     MeetingResult,
     Track,
     TrackFailure,
     atomic_write_text,
     describe_error,
     load_jobs,
+    redact_urls,
     remove_unfinished_writes,
     sha256_file,
 )
 from stages.export import FORMATS, export, withdraw
-from stages.fetch import FetchOptions
-from stages.transcribe import Transcriber, model_identity, usable_cores
+from stages.fetch import FetchError, FetchOptions
+from stages.record import RealtimeKitError
+from stages.transcribe import ModelError, Transcriber, model_identity, usable_cores
 
 from . import remote
 from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held, start_worker
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
-from .core import PipelineOptions, run_meeting, runtime_versions
+from .core import NoUsableTrackError, PipelineOptions, run_meeting, runtime_versions
 
 __all__ = ["process_meeting", "run_batch"]
 
@@ -178,8 +181,10 @@ def process_meeting(
                 job, folder, options, api, formats, decode_workers, retry_partial, started
             )
     except Exception as exc:
-        # Named by type (a bare KeyError's text is just a key) and with no secret in it.
-        reason = " ".join(describe_error(exc).split())
+        # Ours say what and where; anything else is named by its type (a bare KeyError's
+        # text is just a key). Neither with a secret in it.
+        explained = isinstance(exc, _EXPLAINED) and str(exc)
+        reason = _one_line(redact_urls(str(exc)) if explained else describe_error(exc))
         log.error("%s: failed: %s", job.folder_name, reason)
         return MeetingResult(
             job=job.folder_name,
@@ -188,6 +193,19 @@ def process_meeting(
             wall_s=round(time.perf_counter() - started, 3),
             reason=reason,
         )
+
+
+def _one_line(text: str) -> str:
+    """A message of several lines (one per track, say) as one, its lines apart by "; "."""
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    joined = lines[0] if lines else ""
+    for line in lines[1:]:
+        joined += (" " if joined.endswith(":") else "; ") + line
+    return joined
+
+
+_EXPLAINED = (NoUsableTrackError, ManifestError, FetchError, RealtimeKitError, ModelError)
+"""Errors whose message names the file or field and the reason, as the command line shows it."""
 
 
 @contextmanager

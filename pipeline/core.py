@@ -226,7 +226,7 @@ def run_meeting(
             _transcribe(manifest, todo, transcriber, store, progress)
 
     if all(w.failure is not None for w in work):
-        lines = "\n".join(f"  {manifest.tracks[w.index].path}: {w.failure}" for w in work)
+        lines = "\n".join(f"  {_naming(manifest.tracks[w.index].path, w.failure)}" for w in work)
         raise NoUsableTrackError(
             f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
         )
@@ -572,6 +572,11 @@ def _transcribe(
         if failed:  # what a failed track had left was not transcribed, but the work is over
             bar.total = bar.n
             bar.set_postfix_str(f"{failed} track{'s' * (failed > 1)} failed")
+
+
+def _naming(path: str, reason: str | None) -> str:
+    """``reason``, led by the track's path unless it already names the file."""
+    return f"{reason}" if reason and Path(path).name in reason else f"{path}: {reason}"
 
 
 def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:

@@ -563,3 +563,9 @@ def test_a_meeting_whose_inputs_changed_and_now_fail_keeps_no_transcript_of_the_
     again = run_batch(jobs, out, progress=False)
     assert again.meetings[0].status == "failed"
     assert sorted(p.name for p in (out / "m").iterdir() if p.name != ".work") == ["notes.txt"]
+    # one line, each track named once, "; " between them: not a type name and a path twice
+    reason = again.meetings[0].reason
+    assert reason.startswith("no track of meeting ") and "\n" not in reason
+    for track in (meeting / "tracks").iterdir():
+        assert reason.count(track.name) == 1
+    assert reason.count("; ") == len(raw["tracks"]) - 1
