@@ -118,6 +118,9 @@ class ClockEstimate(BaseModel):
 class Provenance(BaseModel):
     software: str
     model: str
+    recording_id: str | None = Field(
+        default=None, description="the RealtimeKit recording the tracks came from, if known"
+    )
     model_files: dict[str, str] = Field(
         default_factory=dict, description="file name -> SHA-256 of the model's files"
     )

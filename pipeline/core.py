@@ -236,6 +236,7 @@ def run_meeting(
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
+        recording_id=manifest.recording_id,
         model_files=transcriber.model_files,
         runtime=runtime_versions(),
         parameters=options.result_settings(),

@@ -68,6 +68,7 @@ def test_utterances_are_in_time_order_and_real_overlaps_are_marked(sample_transc
 def test_provenance_records_model_settings_and_the_exact_inputs(sample_transcript, sample_manifest):
     p = sample_transcript.provenance
     assert p.model == "bundled:tiny.en" and p.software.startswith("trackscribe")
+    assert p.recording_id == sample_manifest.recording_id is not None  # which recording
     assert p.parameters["vad"]["aggressiveness"] == 2
     assert [(i.path, i.sha256) for i in p.inputs] == [
         (t.path, t.sha256) for t in sample_manifest.tracks
