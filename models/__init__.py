@@ -1,6 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
-from ._time import TrackTiming, UtcDatetime, format_utc
+from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import BATCH_SUMMARY, BatchSummary, Job, JobsError, MeetingResult, load_jobs
 from .files import (
@@ -94,6 +94,7 @@ __all__ = [
     "bridge_runs",
     "describe_error",
     "file_in_the_way",
+    "format_clock",
     "format_utc",
     "frame_runs",
     "level_db",

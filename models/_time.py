@@ -22,6 +22,18 @@ def format_utc(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def format_clock(seconds: float, millis_sep: str | None = None) -> str:
+    """``01:02:03.456`` on a meeting's clock: ``millis_sep`` '.' (WebVTT) or ',' (SRT), or
+    None for whole seconds. Rounded to the millisecond first, so that every place that shows
+    a time (subtitles, text, a notebook) shows the same second for it."""
+    total_ms = max(0, round(seconds * 1000))
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, ms = divmod(rest, 1000)
+    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return text if millis_sep is None else f"{text}{millis_sep}{ms:03d}"
+
+
 UtcDatetime = Annotated[
     datetime,
     AfterValidator(_as_utc),

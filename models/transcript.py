@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import describe
-from ._time import UtcDatetime, format_utc
+from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text
 from .manifest import DisplayName
 
@@ -211,7 +211,7 @@ class Transcript(BaseModel):
     def _repr_html_(self) -> str:
         """How a notebook shows a transcript: who said what, when, and what was lost."""
         rows = "".join(
-            f"<tr><td>{_clock(u.start)}</td><td>{html.escape(self.speaker_name(u.speaker))}"
+            f"<tr><td>{format_clock(u.start)}</td><td>{html.escape(self.speaker_name(u.speaker))}"
             f"</td><td>{html.escape(u.text)}</td></tr>"
             for u in self.utterances
         )
@@ -243,8 +243,3 @@ class Transcript(BaseModel):
             raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
             raise TranscriptError(f"{path}: {describe(exc)}") from None
-
-
-def _clock(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from models import Transcript, Utterance, Word, atomic_write_files
+from models import Transcript, Utterance, Word, atomic_write_files, format_clock
 
 __all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
 
@@ -42,7 +42,7 @@ def to_vtt(transcript: Transcript) -> str:
     for start, end, speaker, text in _cues(transcript):
         name = _vtt_escape(_one_line(transcript.speaker_name(speaker)))
         line = _vtt_escape(_one_line(text))
-        blocks.append(f"{_clock(start, '.')} --> {_clock(end, '.')}\n<v {name}>{line}")
+        blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
     return "\n\n".join(blocks) + "\n"
 
 
@@ -54,7 +54,9 @@ def to_srt(transcript: Transcript) -> str:
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
         name = _srt_inert(_one_line(transcript.speaker_name(speaker)))
         line = _srt_inert(_one_line(text))
-        blocks.append(f"{number}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{name}: {line}")
+        blocks.append(
+            f"{number}\n{format_clock(start, ',')} --> {format_clock(end, ',')}\n{name}: {line}"
+        )
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
@@ -62,7 +64,7 @@ def to_txt(transcript: Transcript) -> str:
     """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
     inputs lost, each on a line starting ``#``, and a blank line."""
     lines = [
-        f"[{_clock(u.start, None)}] {_one_line(transcript.speaker_name(u.speaker))}: "
+        f"[{format_clock(u.start)}] {_one_line(transcript.speaker_name(u.speaker))}: "
         f"{_one_line(u.text)}"
         for u in transcript.utterances
     ]
@@ -266,16 +268,6 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
         end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
         out.append((start, end, " ".join(w.word for w in words)))
     return out
-
-
-def _clock(seconds: float, millis_sep: str | None) -> str:
-    """``01:02:03.456`` (``millis_sep`` '.' for WebVTT, ',' for SRT, None for whole seconds)."""
-    total_ms = max(0, round(seconds * 1000))
-    hours, rest = divmod(total_ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, ms = divmod(rest, 1000)
-    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return text if millis_sep is None else f"{text}{millis_sep}{ms:03d}"
 
 
 def _one_line(text: str) -> str:

@@ -367,3 +367,10 @@ def test_a_folder_where_the_record_goes_costs_only_the_record(transcript, tmp_pa
     assert Transcript.load(out / "transcript.json") == transcript
     assert (out / "transcript.srt").exists()  # nothing recorded, so nothing removed
     assert "is not a file" in caplog.text
+
+
+def test_a_time_shows_the_same_second_in_the_text_and_in_a_notebook(transcript):
+    transcript.utterances[1] = utt("u-b", 62.9996, 64.0, "Hi.")  # 01:03.000 to the millisecond
+    assert "[00:01:03] u-b: Hi." in to_txt(transcript)
+    assert "<td>00:01:03</td>" in transcript._repr_html_()
+    assert "00:01:03.000 --> " in to_vtt(transcript)
