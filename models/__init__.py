@@ -17,6 +17,7 @@ from .files import (
 )
 from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
 from .manifest import (
+    MANIFEST_FILE,
     MANIFEST_SCHEMA,
     Manifest,
     ManifestError,
@@ -51,6 +52,7 @@ from .transcript import (
 __all__ = [
     "BATCH_SUMMARY",
     "FULL_SCALE",
+    "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
     "SAMPLE_RATE",
     "SILENCE_DB",

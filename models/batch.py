@@ -37,7 +37,7 @@ from .recording_files import safe_file_name
 BATCH_SUMMARY = "summary.json"
 """The summary's name in a batch's output folder, beside one folder per meeting."""
 
-__all__ = ["BatchSummary", "Job", "JobsError", "MeetingResult", "load_jobs"]
+__all__ = ["BATCH_SUMMARY", "BatchSummary", "Job", "JobsError", "MeetingResult", "load_jobs"]
 
 MeetingStatus = Literal["done", "partial", "failed"]
 

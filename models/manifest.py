@@ -22,6 +22,9 @@ from .recording_files import time_from_file_name
 
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
 
+MANIFEST_FILE = "manifest.json"
+"""What a meeting's manifest is called in its folder (fetch writes it there)."""
+
 _MAX_START_SPREAD = timedelta(days=1)
 """How far a track's start may lie from the others' (a recording runs for hours, not days)."""
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from models import (
+    MANIFEST_FILE,
     Manifest,
     Recording,
     atomic_write_text,
@@ -306,7 +307,7 @@ def _by_hand(
     fetched = out / remote.RECORDING_FOLDER
     fetch = ["trackscribe", "fetch", "--recording-id", recording_id, "-o", str(fetched)]
     fetch += ["--meeting-id", meeting_id] if meeting_id else []
-    transcribe = ["trackscribe", "transcribe", str(fetched / "manifest.json"), "-o", str(out)]
+    transcribe = ["trackscribe", "transcribe", str(fetched / MANIFEST_FILE), "-o", str(out)]
     return (
         shlex.join(fetch + (fetch_flags or []))
         + " && "
@@ -549,7 +550,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_folder(args.out)
     meeting = sample_meeting()
-    names = {t.user_id: t.label for t in Manifest.load(meeting / "manifest.json").tracks}
+    names = {t.user_id: t.label for t in Manifest.load(meeting / MANIFEST_FILE).tracks}
     token = secrets.token_urlsafe(24)
     options = EmulatorOptions(token=token, start_delay=0.3, record_seconds=1.0, upload_seconds=0.3)
     with tempfile.TemporaryDirectory(prefix="trackscribe-demo-") as scratch:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from models import (
     BATCH_SUMMARY,
+    MANIFEST_FILE,
     BatchSummary,
     Job,
     JobsError,
@@ -320,7 +321,7 @@ def _read_done(folder: Path) -> _Done | None:
 def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
     """For a job that fetches, the manifest an earlier run fetched, if it has one: a meeting
     already done must not cost a call to the API."""
-    fetched = folder / remote.RECORDING_FOLDER / "manifest.json"
+    fetched = folder / remote.RECORDING_FOLDER / MANIFEST_FILE
     if job.manifest is not None or not fetched.exists() or not (folder / _DONE).exists():
         return None
     manifest = Manifest.load(fetched)

@@ -64,6 +64,8 @@ __all__ = [
     "PipelineOptions",
     "RunStats",
     "run_meeting",
+    "runtime_versions",
+    "software_version",
     "transcribe_tracks",
 ]
 

@@ -76,7 +76,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models import Manifest, ManifestError, RecordingStatus, format_utc, redact_urls
+from models import MANIFEST_FILE, Manifest, ManifestError, RecordingStatus, format_utc, redact_urls
 
 from ._listen import listen, url_host
 
@@ -157,7 +157,7 @@ class Emulator:
     def __init__(
         self, meeting_dir: Path, options: EmulatorOptions, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        manifest_path = Path(meeting_dir) / "manifest.json"
+        manifest_path = Path(meeting_dir) / MANIFEST_FILE
         manifest = Manifest.load(manifest_path)
         self._options = options
         self._meeting_id = manifest.meeting_id

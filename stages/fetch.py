@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from models import (
+    MANIFEST_FILE,
     Manifest,
     ManifestError,
     Recording,
@@ -119,7 +120,7 @@ def fetch_recording(
     out_dir = Path(out_dir)
     (out_dir / TRACKS_FOLDER).mkdir(parents=True, exist_ok=True)
     targets = _local_names(files)
-    verified = _verified_earlier(out_dir / "manifest.json", recording.id)
+    verified = _verified_earlier(out_dir / MANIFEST_FILE, recording.id)
     urls = _Urls(recording, refresh)
     cancel = threading.Event()
     bar = tqdm(
@@ -216,7 +217,7 @@ def _result(
             tracks=tracks,
             root=out_dir,
         )
-        atomic_write_text(out_dir / "manifest.json", manifest.to_json())
+        atomic_write_text(out_dir / MANIFEST_FILE, manifest.to_json())
     return FetchResult(manifest=manifest, failures=failures, missing=missing, skipped=skipped)
 
 
