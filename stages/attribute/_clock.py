@@ -1,0 +1,272 @@
+"""Each track's start and clock rate, measured from the leakage between tracks: a leaked
+copy lies where its source's clock puts it, so the lag between the two tells how far apart
+the clocks are, and how that lag changes over the meeting tells their drift."""
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from models import TrackTiming, VoiceActivity
+
+from ._frames import dominant_frames, filled_levels, frames_within, lag_correlations, meeting_frames
+from ._options import AttributionOptions
+
+
+class TrackClock(NamedTuple):
+    """What the leakage between tracks says of one track's clock."""
+
+    correction_s: float
+    """Seconds to add to the track's start; 0 when not measured."""
+    drift_ppm: float | None
+    """How fast the track's clock ran against the others' (parts per million, positive:
+    fast, so its audio is stretched: track time / (1 + drift) is meeting time); None when
+    not measured."""
+    pairs: int
+    """Other tracks it was measured against."""
+    correlation: float
+    """How well leaked copies matched their sources (0-1)."""
+    start_clear: bool
+    """The start is off by two frames or more: it is to be corrected."""
+    drift_clear: bool
+    """The drift moves the track by ``min_drift`` frames or more over its length: it is to be
+    corrected (the start was measured with it corrected)."""
+
+
+def estimate_clock(
+    activities: Sequence[VoiceActivity | None],
+    offsets: Sequence[float],
+    owners: Sequence[str],
+    options: AttributionOptions | None = None,
+) -> list[TrackClock | None]:
+    """How far off each track's start is, and how fast its clock ran, from the leakage.
+
+    A leaked voice is a copy of its source: where B dominates, A's level follows B's. The lag
+    at which it follows best is the error between the two tracks' clocks. Lags measured
+    clearly (correlation at least ``min_clock_correlation``, and clearly better than at lag
+    zero) are solved together for one value per track, the middle track kept fixed: first
+    the drift, from how the lag changes from block to block of the meeting; then, with the
+    drift taken out, the start. Returns per track a :class:`TrackClock`, or None where
+    nothing was measured (no leakage: a clean meeting gives no clock reference, nor needs one).
+    """
+    options = options or AttributionOptions()
+    present = [i for i, a in enumerate(activities) if a is not None]
+    estimates: list[TrackClock | None] = [None] * len(activities)
+    if len(present) < 2 or options.max_clock_error <= 0:
+        return estimates
+    frame_s = activities[present[0]].frame_s
+    timings = [TrackTiming(offset) for offset in offsets]
+    level, voiced, _, _ = meeting_frames(activities, timings, present, frame_s)
+    drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
+    corrected = [
+        d
+        if d is not None and abs(d) * 1e-6 * len(activities[i].voiced) >= options.min_drift
+        else 0.0
+        for i, d in enumerate(drifts)
+    ]
+    if any(corrected):  # the lags change with the grid: none of the curves can be reused
+        timings = [TrackTiming(o, d) for o, d in zip(offsets, corrected, strict=True)]
+        level, voiced, _, _ = meeting_frames(activities, timings, present, frame_s)
+        curves = {}
+    reach = round(options.max_clock_error / frame_s)
+    filled = filled_levels(level)
+    pairs: list[tuple[int, int, float, float]] = []  # (a, b, lag of a behind b in s, corr)
+    lags = np.arange(-reach, reach + 1)
+    for b in present:
+        rivals, dominant = dominant_frames(
+            b, filled, voiced, present, owners, options.dominance_db, spread=reach
+        )
+        frames = np.flatnonzero(dominant)
+        for a in rivals:
+            corr = curves.get((a, b))
+            if corr is None:
+                corr = lag_correlations(
+                    level[a],
+                    level[b],
+                    frames_within(level[a], frames, reach),
+                    lags,
+                    options.min_frames,
+                )
+            if np.all(np.isnan(corr)):
+                continue
+            best = int(np.nanargmax(corr))
+            lag = int(lags[best])
+            if corr[best] >= options.min_clock_correlation and (
+                lag == 0 or corr[best] - corr[reach] >= 0.2
+            ):
+                pairs.append((a, b, lag * frame_s, float(corr[best])))
+    index = {t: k for k, t in enumerate(present)}
+    solution = np.zeros(len(present))
+    if pairs:
+        # Least squares for corrections c: c[a] - c[b] = -lag(a, b), weighted by correlation;
+        # then once more without the pairs that disagree with the rest (a false peak).
+        solution = _solve(pairs, index)
+        agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
+        if agreeing and len(agreeing) < len(pairs):
+            pairs = agreeing
+            solution = _solve(pairs, index)
+        solution = _anchored(solution, pairs, index)
+    for t in present:
+        mine = [p for p in pairs if t in (p[0], p[1])]
+        if not mine and drifts[t] is None:
+            continue
+        correction = round(float(solution[index[t]]) / frame_s) * frame_s if mine else 0.0
+        estimates[t] = TrackClock(
+            correction_s=round(correction, 3),
+            drift_ppm=drifts[t],
+            pairs=len(mine),
+            correlation=round(float(np.mean([p[3] for p in mine])), 2) if mine else 0.0,
+            start_clear=abs(correction) >= 2 * frame_s - 1e-9,
+            drift_clear=bool(corrected[t]),
+        )
+    return estimates
+
+
+def _drifts(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+    frame_s: float,
+) -> tuple[list[float | None], dict[tuple[int, int], np.ndarray]]:
+    """Each track's clock rate against the others (ppm), or None where it cannot be told;
+    and the correlation curves over all lags it computed on the way, per (receiver, source).
+
+    For each pair with clear leakage, the lag is found block by block (``drift_block``
+    seconds of the source talking alone each); a straight line through the lags over time
+    gives the pair's drift, and the pairs are solved together like the starts. A pair needs
+    three blocks that each match clearly, spread over at least half the meeting.
+    """
+    block = max(1, round(options.drift_block / frame_s))
+    # The first block's lag is looked for around the pair's overall lag, as far as a clock
+    # 1000 ppm off (far worse than any sound card's) would take it in half the meeting; each
+    # next block's around the last one found.
+    wide, near = 3 + round(5e-4 * level.shape[1]), 4
+    search = round(options.max_clock_error / frame_s)
+    whole = np.arange(-search, search + 1)
+    filled = filled_levels(level)
+    pairs: list[tuple[int, int, float, float]] = []  # (a, b, slope in frames per frame, weight)
+    curves: dict[tuple[int, int], np.ndarray] = {}
+    for b in present:
+        rivals, dominant = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
+        frames = np.flatnonzero(dominant)
+        if frames.size == 0 or frames[-1] - frames[0] < level.shape[1] / 2:
+            continue
+        # The overall lag (which the start estimate reuses) from frames far from the rivals'
+        # voices, whatever the clocks; each block's, near that lag, from all of B's.
+        _, apart = dominant_frames(
+            b, filled, voiced, present, owners, options.dominance_db, spread=search
+        )
+        for a in rivals:
+            # A drifting copy matches less well overall than block by block: no bar here.
+            corr = lag_correlations(
+                level[a],
+                level[b],
+                frames_within(level[a], np.flatnonzero(apart), search),
+                whole,
+                options.min_frames,
+            )
+            curves[(a, b)] = corr
+            if np.all(np.isnan(corr)):
+                continue
+            guess = int(whole[int(np.nanargmax(corr))])
+            points: list[tuple[float, float]] = []
+            for k in np.unique(frames // block):
+                chosen = frames[frames // block == k]
+                reach = near if points else wide
+                lags = np.arange(guess - reach, guess + reach + 1)
+                c = lag_correlations(level[a], level[b], chosen, lags, options.min_frames)
+                if np.all(np.isnan(c)):
+                    continue
+                best = int(np.nanargmax(c))
+                if c[best] < options.min_clock_correlation or best in (0, len(lags) - 1):
+                    continue
+                guess = int(lags[best])
+                points.append((float(chosen.mean()), guess + _vertex(c[best - 1 : best + 2])))
+            line = _line(points, level.shape[1] / 2)
+            if line is not None:
+                pairs.append((a, b, *line))
+    drifts: list[float | None] = [None] * level.shape[0]
+    if not pairs:
+        return drifts, curves
+    index = {t: k for k, t in enumerate(present)}
+    # d[a] - d[b] = slope(a, b): A's copy of B falls further behind when A's clock is fast.
+    solution = _anchored(
+        _solve([(a, b, -slope, w) for a, b, slope, w in pairs], index), pairs, index
+    )
+    for t in present:
+        if any(t in (p[0], p[1]) for p in pairs):
+            drifts[t] = round(float(solution[index[t]]) * 1e6, 1)
+    return drifts, curves
+
+
+def _line(points: list[tuple[float, float]], min_span: float) -> tuple[float, float] | None:
+    """The slope of a straight line through ``(time, lag)`` points, and a weight for it; None
+    unless three or more points spanning ``min_span`` frames lie on it within a frame (one
+    point off it, a false peak, is left out)."""
+    for _ in range(2):
+        if len(points) < 3 or points[-1][0] - points[0][0] < min_span:
+            return None
+        t, lag = np.array(points).T
+        slope, intercept = np.polyfit(t, lag, 1)
+        residual = np.abs(lag - (slope * t + intercept))
+        if residual.max() <= 1.0:
+            return float(slope), 1.0 / (0.1 + float(residual.std()))
+        points = [p for p, r in zip(points, residual, strict=True) if r < residual.max()]
+    return None
+
+
+def _vertex(three: np.ndarray) -> float:
+    """Where a parabola through three equally spaced values peaks, from -0.5 to 0.5."""
+    y0, y1, y2 = (float(v) for v in three)
+    if any(math.isnan(v) for v in (y0, y1, y2)):
+        return 0.0
+    curve = y0 - 2 * y1 + y2
+    return 0.0 if curve >= 0 else max(-0.5, min(0.5, 0.5 * (y0 - y2) / curve))
+
+
+def _solve(pairs: list[tuple[int, int, float, float]], index: dict[int, int]) -> np.ndarray:
+    rows = np.zeros((len(pairs), len(index)))
+    target = np.zeros(len(pairs))
+    weight = np.array([p[3] for p in pairs])
+    for r, (a, b, lag, _) in enumerate(pairs):
+        rows[r, index[a]], rows[r, index[b]], target[r] = 1.0, -1.0, -lag
+    solution, *_ = np.linalg.lstsq(rows * weight[:, None], target * weight, rcond=None)
+    return solution
+
+
+def _anchored(
+    solution: np.ndarray, pairs: list[tuple[int, int, float, float]], index: dict[int, int]
+) -> np.ndarray:
+    """``solution`` with, in each group of tracks the pairs link, the middle track kept as
+    stated (of two middle ones, the lower): lags and drifts say only how the tracks' clocks
+    stand against each other, and the stated clocks are right for most tracks.
+
+    The middle one is a track, not the average of two: in a group of two, one track takes
+    the whole correction, rather than each taking half (a right track moved, and halves
+    rounded to the frame grid apart).
+    """
+    group = list(range(len(solution)))
+
+    def root(k: int) -> int:
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    for a, b, _, _ in pairs:
+        group[root(index[a])] = root(index[b])
+    out = solution.copy()
+    for r in {root(k) for k in range(len(solution))}:
+        members = [k for k in range(len(solution)) if root(k) == r]
+        values = np.sort(solution[members])
+        out[members] -= values[(len(values) - 1) // 2]
+    return out
+
+
+def _residual(
+    pair: tuple[int, int, float, float], solution: np.ndarray, index: dict[int, int]
+) -> float:
+    a, b, lag, _ = pair
+    return float(solution[index[a]] - solution[index[b]] + lag)

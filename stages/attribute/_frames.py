@@ -1,0 +1,137 @@
+"""Every track's levels on the meeting's frame grid, and what the other modules read off
+them: who dominates a frame, and how well one track follows another at a lag."""
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from models import TrackTiming, VoiceActivity
+
+_ABSENT = np.nan
+
+
+def lag_correlations(
+    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, lags: np.ndarray, min_frames: int
+) -> np.ndarray:
+    """How well ``receiver`` follows ``source`` over ``frames`` at each of ``lags`` (frames).
+
+    Pearson's correlation per lag, over the frames where both have a level; NaN for a lag
+    with fewer than ``min_frames`` such frames, or a constant side. Lags are taken
+    ``_LAG_CHUNK`` at a time, which keeps memory to that many rows of frames however long
+    the meeting.
+    """
+    out = np.full(len(lags), np.nan)
+    y = source[frames]
+    for first in range(0, len(lags), _LAG_CHUNK):
+        chunk = np.asarray(lags[first : first + _LAG_CHUNK])
+        shifted = frames[None, :] + chunk[:, None]
+        inside = (shifted >= 0) & (shifted < receiver.size)
+        x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
+        good = ~(np.isnan(x) | np.isnan(y)[None, :])
+        count = good.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = np.where(good, x - (np.where(good, x, 0).sum(axis=1) / count)[:, None], 0)
+            yy = np.where(good, y[None, :], 0)
+            dy = np.where(good, yy - (yy.sum(axis=1) / count)[:, None], 0)
+            sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+            corr = np.clip((dx * dy).sum(axis=1) / np.sqrt(sxx * syy), -1.0, 1.0)
+        valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
+        out[first : first + len(chunk)] = np.where(valid, corr, np.nan)
+    return out
+
+
+_LAG_CHUNK = 16
+
+
+def frames_within(receiver: np.ndarray, frames: np.ndarray, reach: int) -> np.ndarray:
+    """Those of ``frames`` at which the receiver has a level at every lag within ``reach``.
+
+    A correlation curve over lags is then taken over the same frames at every lag. Otherwise
+    a lag that reaches past the receiver's edge compares only the few frames there, and those
+    can fit by chance: a sound that happened to follow another track's last seconds once
+    passed for a clock error of 1.8 s.
+    """
+    absent = np.concatenate(([0], np.cumsum(np.isnan(receiver))))
+    lo = np.clip(frames - reach, 0, receiver.size)
+    hi = np.clip(frames + reach + 1, 0, receiver.size)
+    inside = (frames - reach >= 0) & (frames + reach < receiver.size)
+    return frames[inside & (absent[hi] == absent[lo])]
+
+
+def meeting_frames(
+    activities: Sequence[VoiceActivity | None],
+    timings: Sequence[TrackTiming],
+    present: Sequence[int],
+    frame_s: float,
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray]:
+    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN); for
+    each track the meeting frame of each of its frames; and how far each frame really lies
+    from the grid frame it was put on, in frames (absent: NaN).
+
+    A track's start falls anywhere within a frame, so its frames lie up to half a frame
+    from the grid (a drifting clock's up to a whole frame): comparing two tracks frame by frame
+    needs to know by how much.
+    """
+    where, offgrid = {}, {}
+    for i in present:
+        # The start is rounded apart from the rest, so that without drift a track's frames
+        # stay one grid step apart whatever fraction of a frame its start falls on.
+        own_clock = TrackTiming(0.0, timings[i].drift_ppm)
+        since_start = own_clock.meeting_time(np.arange(len(activities[i].voiced)) * frame_s)
+        where[i] = round(timings[i].offset / frame_s) + np.round(since_start / frame_s).astype(
+            np.int64
+        )
+        # To a millionth of a frame: k * frame_s / frame_s is not quite k.
+        offgrid[i] = np.round((timings[i].offset + since_start) / frame_s - where[i], 6)
+    first = min((int(where[i][0]) for i in present if where[i].size), default=0)
+    if first < 0:  # a start corrected to before the origin: the grid begins there instead
+        where = {i: w - first for i, w in where.items()}
+    total = max((int(where[i][-1]) + 1 for i in present if where[i].size), default=0)
+    level = np.full((len(activities), total), _ABSENT)
+    voiced = np.zeros((len(activities), total), bool)
+    placed = np.full((len(activities), total), np.nan)
+    for i in present:
+        level[i, where[i]] = activities[i].level_db
+        voiced[i, where[i]] = activities[i].voiced
+        placed[i, where[i]] = offgrid[i]
+    return level, voiced, where, placed
+
+
+NOT_OTHER = -2
+"""In :func:`untracked_voices`'s sources: the frame is not another voice found there."""
+NO_TRACK = -1
+"""In :func:`untracked_voices`'s sources: the voice of someone with no track."""
+
+
+def dominant_frames(
+    b: int,
+    filled: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    dominance_db: float,
+    spread: int = 0,
+) -> tuple[list[int], np.ndarray]:
+    """B's rivals (other people's tracks), and the frames where B is above all of them by
+    ``dominance_db``: there B talks alone, and what the others hear of B is leakage.
+
+    With ``spread``, B must be above the rivals' loudest within that many frames either side.
+    Clocks are measured with it: where a rival's clock is off, its own voice sits beside B's
+    copy of that voice, and B's copy would look like B talking alone. With three or more
+    tracks, a third copy rules such frames out; in a meeting of two, nothing else does.
+    """
+    rivals = [x for x in present if owners[x] != owners[b]]
+    if not rivals:
+        return rivals, np.zeros(filled.shape[1], bool)
+    loudest = np.max(filled[rivals], axis=0)
+    if spread > 0:
+        padded = np.pad(loudest, spread, constant_values=-np.inf)
+        loudest = sliding_window_view(padded, 2 * spread + 1).max(axis=-1)
+    with np.errstate(invalid="ignore"):  # both absent: -inf - -inf, never dominant
+        return rivals, voiced[b] & (filled[b] - loudest >= dominance_db)
+
+
+def filled_levels(level: np.ndarray) -> np.ndarray:
+    """Levels with absent frames (NaN) as -inf, for maxima and comparisons."""
+    return np.where(np.isnan(level), -np.inf, level)

@@ -1,0 +1,356 @@
+"""Whose voice each voiced frame of each track is: the track's owner's, or another's leaked
+in. Leaked frames are taken out and recorded; real overlap stays on both speakers."""
+
+import math
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+
+from models import LeakedSpan, TrackTiming, VoiceActivity, bridge_runs, frame_runs
+
+from ._frames import NO_TRACK, NOT_OTHER, dominant_frames, filled_levels, meeting_frames
+from ._options import AttributionOptions
+from ._untracked import untracked_voices
+
+_EARLY = 0.5
+"""Frames' time a leak may seem to come before its source. No sound does, but a start time a
+few milliseconds off moves it so. Allowing more lets a second talker's onset, just after,
+explain away the first one's last syllable as its leak. The clock check corrects start errors
+from two frames up; a smaller one that makes leaks seem more than this early is not allowed for."""
+
+
+def attribute(
+    activities: Sequence[VoiceActivity | None],
+    timings: Sequence[TrackTiming],
+    owners: Sequence[str],
+    options: AttributionOptions | None = None,
+) -> tuple[list[VoiceActivity | None], list[list[LeakedSpan]]]:
+    """Keep in each track only the speech that is its own.
+
+    ``activities`` and ``timings`` (where each lies on the meeting clock) are per track,
+    ``None`` for a track that could not be read; ``owners`` says whose each track is (a user
+    who rejoined, or joined from two devices, has several; their voice is never leakage on
+    each other, but what two of them both hold is kept on one). Returns the activities with
+    leaked frames no longer voiced, and per track the leaked spans taken out (in track
+    time).
+    """
+    options = options or AttributionOptions()
+    present = [i for i, a in enumerate(activities) if a is not None]
+    leaks: list[list[LeakedSpan]] = [[] for _ in activities]
+    if not options.enabled or len(present) < 2:
+        return list(activities), leaks
+    frame_s = activities[present[0]].frame_s
+    walls = round(options.min_wall / frame_s)
+    level, voiced, where, offgrid = meeting_frames(activities, timings, present, frame_s)
+
+    coupling = _couplings(level, voiced, present, owners, options)
+    own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
+    own, source, under = untracked_voices(
+        level, voiced, own, coupling, present, owners, options, frame_s
+    )
+    own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
+
+    result: list[VoiceActivity | None] = list(activities)
+    for i in present:
+        span = where[i]  # each of the track's frames on the meeting's grid
+        leaked = activities[i].voiced & ~own[i, span]
+        twice = kept_on[i, span] >= 0
+        other = source[i, span] != NOT_OTHER
+        result[i] = activities[i].owned(
+            activities[i].voiced & own[i, span], _long_runs(leaked, walls)
+        )
+        leaks[i] = sorted(
+            _spans(
+                leaked & ~twice & ~other,
+                strongest[i, span],
+                margin[i, span] - options.margin_db,
+                frame_s,
+                options,
+            )
+            + _spans(other, source[i, span], under[i, span], frame_s, options)
+            + _spans(twice, kept_on[i, span], below[i, span], frame_s, options, duplicate=True),
+            key=lambda leak: leak.start,
+        )
+    return result, leaks
+
+
+def _own_frames(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    coupling: np.ndarray,
+    present: Sequence[int],
+    offgrid: np.ndarray,
+    options: AttributionOptions,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per track and frame: own speech or not, margin over the leakage explained (dB), and
+    the track whose leakage is strongest there."""
+    own = voiced.copy()
+    margin = np.full(level.shape, np.inf)
+    strongest = np.zeros(level.shape, int)
+    for a in present:
+        others = [b for b in present if np.isfinite(coupling[a, b])]
+        if not others:
+            continue
+        # The level each frame of A would have from the others' leakage alone, as power. A
+        # leaked voice arrives a little late (acoustics, network), often in the next frame:
+        # each frame of A stands for the loudest source frame whose sound it can hold.
+        leaked = np.stack(
+            [
+                _reach(level[b], offgrid[b], offgrid[a], options.delay_frames) + coupling[a, b]
+                for b in others
+            ]
+        )
+        power = np.sum(np.power(10.0, leaked / 10), axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            margin[a] = level[a] - 10 * np.log10(power)
+        margin[a] = np.where(np.isnan(margin[a]), np.inf, margin[a])
+        own[a] = voiced[a] & (margin[a] >= options.margin_db)
+        strongest[a] = np.asarray(others)[np.argmax(leaked, axis=0)]
+    return own, margin, strongest
+
+
+def _heard_twice(
+    level: np.ndarray,
+    own: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+    frame_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``own`` with speech that two tracks of one user both hold kept on one of them only;
+    per track and frame, the track that kept it (-1: none); and there, the track's level
+    against the keeper's copy (dB).
+
+    One person on two devices at once (a laptop and a phone in the same call) is heard on
+    both, and the words would be transcribed twice. Where two tracks of a user are
+    :func:`_one_voice`, each stretch of speech goes to the track that heard more of it (a
+    rejoin's new file, then, over the old file's cut-off end), and the other track loses only
+    the frames the keeper holds too: what only it heard (the keeper muted, a dropout) stays.
+    """
+    own = own.copy()
+    kept_on = np.full(own.shape, -1)
+    below = np.full(own.shape, np.nan)
+    walls = round(options.min_wall / frame_s)
+    for a, b in combinations(present, 2):
+        if owners[a] != owners[b]:
+            continue
+        lag = _one_voice(level, own, a, b, options, frame_s)
+        if lag is None:
+            continue
+        held, gap = _held(level, own, a, b, lag, options.margin_db)
+        reach = int(np.abs(lag).max()) + walls
+        for start, end in bridge_runs(frame_runs(own[a] | own[b]), reach):
+            heard = {t: int(own[t, start:end].sum()) for t in (a, b)}
+            keep = a if heard[a] >= heard[b] else b
+            drop = b if keep == a else a
+            frames = start + np.flatnonzero(held[drop][start:end])
+            kept_on[drop, frames] = keep
+            below[drop, frames] = gap[drop][frames]
+            own[drop, frames] = False
+    return own, kept_on, below
+
+
+def _one_voice(
+    level: np.ndarray,
+    own: np.ndarray,
+    a: int,
+    b: int,
+    options: AttributionOptions,
+    frame_s: float,
+) -> np.ndarray | None:
+    """Per meeting frame, the lag (frames) at which B's copy of A's voice lies, when the two
+    tracks carry one voice; None when they do not.
+
+    One voice on two devices is voiced at the same moments. Block by block (``drift_block``),
+    the lag within the clock search at which the two tracks' voiced frames overlap most, as a
+    share of the frames either is voiced on, is found; a block matches where that share is a
+    half or more. Over the matching blocks' common frames (``min_frames`` at least), the
+    levels must follow each other (correlation ``min_clock_correlation``) at a steady
+    difference (its middle half within ``margin_db``). Two people who share a user id
+    overlap only when they talk at once, at levels that do not follow each other; a muted
+    stretch or a dropout lowers the share only in its block. Other blocks take the lag of
+    the nearest matching block, which follows a drifting clock.
+    """
+    frames = level.shape[1]
+    search = round(options.max_clock_error / frame_s)
+    block = max(1, round(options.drift_block / frame_s))
+    starts = np.arange(0, frames, block)
+    here_a, here_b = ~np.isnan(level[a]), ~np.isnan(level[b])
+    lags = np.array(sorted(range(-search, search + 1), key=abs))  # ties: the smallest lag
+    overlap = np.zeros((lags.size, starts.size))
+    either = np.zeros((lags.size, starts.size))
+    for k, shift in enumerate(lags):
+        voiced_b, here = _shifted(own[b], shift), here_a & _shifted(here_b, shift)
+        overlap[k] = np.add.reduceat(own[a] & voiced_b & here, starts)
+        either[k] = np.add.reduceat((own[a] | voiced_b) & here, starts)
+    share = np.where(either > 0, overlap / np.maximum(either, 1), 0.0)
+    # Speech cut by a track's edge matches at many lags, each over fewer frames than the
+    # last: of equal shares (to a thousandth), the one over the most frames wins.
+    best = np.argmax(np.round(share * 1000) * (block + 1) + overlap, axis=0)
+    column = np.arange(starts.size)
+    matched = np.flatnonzero(
+        (either[best, column] >= options.min_frames) & (share[best, column] >= 0.5)
+    )
+    if overlap[best[matched], matched].sum() < options.min_frames:
+        return None
+    nearest = matched[np.abs(column[:, None] - matched[None, :]).argmin(axis=1)]
+    lag = np.repeat(lags[best[nearest]], block)[:frames]
+    mine, copy = _pairs(level, own, a, b, lag, np.isin(np.arange(frames) // block, matched))
+    if mine.size < options.min_frames or np.std(mine) == 0 or np.std(copy) == 0:
+        return None
+    low, high = np.percentile(mine - copy, [25, 75])
+    if high - low > options.margin_db:
+        return None
+    return lag if np.corrcoef(mine, copy)[0, 1] >= options.min_clock_correlation else None
+
+
+def _shifted(values: np.ndarray, shift: int) -> np.ndarray:
+    """``values[f + shift]`` at each frame ``f``; False past either end."""
+    out = np.zeros_like(values)
+    if shift >= 0:
+        out[: values.size - shift] = values[shift:]
+    else:
+        out[-shift:] = values[: values.size + shift]
+    return out
+
+
+def _pairs(
+    level: np.ndarray,
+    own: np.ndarray,
+    a: int,
+    b: int,
+    lag: np.ndarray,
+    where: np.ndarray | bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A's levels and B's copy's (at ``lag``), over the frames both are voiced on (of A's
+    frames, those ``where`` says)."""
+    f = np.arange(level.shape[1])
+    g = np.clip(f + lag, 0, level.shape[1] - 1)
+    both = own[a] & own[b][g] & (f + lag >= 0) & (f + lag < level.shape[1]) & where
+    return level[a][both], level[b][g[both]]
+
+
+def _held(
+    level: np.ndarray, own: np.ndarray, a: int, b: int, lag: np.ndarray, tolerance_db: float
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """For A and for B, the own frames the other track holds too (voiced within a frame of
+    where ``lag`` puts the copy, at the pair's usual level difference within
+    ``tolerance_db``), and there, the frame's level against the copy's."""
+    n = level.shape[1]
+    mine, copy = _pairs(level, own, a, b, lag)
+    usual = float(np.median(mine - copy))
+    held = {a: np.zeros(n, bool), b: np.zeros(n, bool)}
+    gap = {a: np.full(n, np.nan), b: np.full(n, np.nan)}
+    f = np.arange(n)
+    for step in (-1, 0, 1):
+        g = f + lag + step
+        inside = (g >= 0) & (g < n)
+        fa, gb = f[inside], g[inside]
+        difference = level[a][fa] - level[b][gb]
+        same = own[a][fa] & own[b][gb] & (np.abs(difference - usual) <= tolerance_db)
+        held[a][fa[same]] = True
+        held[b][gb[same]] = True
+        gap[a][fa[same]] = difference[same]
+        gap[b][gb[same]] = -difference[same]
+    return held, gap
+
+
+def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """``mask`` with its runs shorter than ``length`` frames cleared."""
+    out = np.zeros_like(mask)
+    for a, b in frame_runs(mask):
+        if b - a >= length:
+            out[a:b] = True
+    return out
+
+
+def _reach(
+    level: np.ndarray, source_offgrid: np.ndarray, track_offgrid: np.ndarray, delay: int
+) -> np.ndarray:
+    """Per frame of a track, the loudest frame of a source whose sound it can hold (absent:
+    -inf).
+
+    A source frame's sound reaches the frames of the track it overlaps in time once moved up
+    to ``delay`` frames later, or :data:`_EARLY` earlier. Frames are compared where they
+    really are, not where the grid put them: a listener's frame put 0.4 frame late and a leak
+    20 ms late can hold a source frame two grid steps back, which a fixed allowance of one
+    step would take for the listener's own voice.
+    """
+    filled = filled_levels(level)
+    out = np.full(filled.shape, -np.inf)
+    n = filled.size
+    widest = math.ceil(1 + max(delay, _EARLY)) + 2  # each frame is at most one off the grid
+    for shift in range(-widest, widest + 1):
+        if abs(shift) >= n:
+            continue
+        source = slice(max(shift, 0), n + min(shift, 0))
+        track = slice(max(-shift, 0), n - max(shift, 0))
+        # How far, in frames, the source frame starts after the track's frame.
+        apart = shift + source_offgrid[source] - track_offgrid[track]
+        with np.errstate(invalid="ignore"):  # either absent (NaN): holds nothing
+            holds = (apart > -1 - delay) & (apart < 1 + _EARLY)
+        out[track] = np.where(holds, np.maximum(out[track], filled[source]), out[track])
+    return out
+
+
+def _couplings(
+    level: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+) -> np.ndarray:
+    """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone.
+
+    Measured where B clearly dominates the meeting (``dominance_db`` above every other
+    track): there B is talking, its voice is all the others hear of it, and nobody talks
+    over it. A track that only ever carries others' voices (a silent listener) never
+    dominates, so it is never taken for a source. A source track with too little of that (a
+    rejoin holding one short reply) takes what its owner's best-measured other track gives:
+    the same voice, most often through the same device and room. -inf where nothing is known.
+    """
+    n = level.shape[0]
+    coupling = np.full((n, n), -np.inf)
+    measured = np.zeros((n, n), int)
+    filled = filled_levels(level)
+    for b in present:
+        rivals, source = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
+        for a in rivals:
+            frames = source & ~np.isnan(level[a])
+            measured[a, b] = frames.sum()
+            if measured[a, b] >= options.min_frames:
+                coupling[a, b] = float(np.median(level[a][frames] - level[b][frames]))
+    for b in present:
+        siblings = [x for x in present if x != b and owners[x] == owners[b]]
+        for a in present:
+            known = [x for x in siblings if np.isfinite(coupling[a, x])]
+            if np.isneginf(coupling[a, b]) and known:
+                coupling[a, b] = coupling[a, max(known, key=lambda x: measured[a, x])]
+    return coupling
+
+
+def _spans(
+    frames: np.ndarray,
+    owner: np.ndarray,
+    margin: np.ndarray,
+    frame_s: float,
+    options: AttributionOptions,
+    duplicate: bool = False,
+) -> list[LeakedSpan]:
+    """Leaked frames as stretches of each owner's voice; every leaked frame is in one."""
+    bridge = round(options.report_bridge / frame_s)
+    spans = []
+    for who in np.unique(owner[frames]):
+        mine = frames & (owner == who)
+        for a, b in bridge_runs(frame_runs(mine), bridge):
+            spans.append(
+                LeakedSpan(
+                    start=round(a * frame_s, 3),
+                    end=round(b * frame_s, 3),
+                    owner=None if who == NO_TRACK else int(who),
+                    margin_db=round(float(np.median(margin[a:b][mine[a:b]])), 1),
+                    duplicate=duplicate,
+                )
+            )
+    return sorted(spans, key=lambda span: span.start)
