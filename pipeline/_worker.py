@@ -113,14 +113,19 @@ def interrupts_held() -> Iterator[None]:
     sent. A process inherits the signal mask of the thread that starts it, so processes
     started in here start with Ctrl-C blocked, until :func:`start_worker` decides; and this
     process's own Ctrl-C (which Python raises in its main thread, whichever thread the signal
-    reached) waits until they are started.
+    reached) waits until they are started. (The fork server keeps the mask it started with:
+    other processes it forks later start with Ctrl-C blocked too.)
     """
     if not hasattr(signal, "pthread_sigmask"):  # no fork server there either
         yield
         return
     caught: list[FrameType | None] = []
     handler = signal.getsignal(signal.SIGINT)
-    swap = threading.current_thread() is threading.main_thread() and handler is not None
+    # Ignored, it stays ignored, and is inherited so (a handler of ours would not be).
+    swap = threading.current_thread() is threading.main_thread() and handler not in (
+        None,
+        signal.SIG_IGN,
+    )
     if swap:
         signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -136,20 +141,39 @@ def interrupts_held() -> Iterator[None]:
                 signal.raise_signal(signal.SIGINT)
 
 
+_held_back: list[int] = []
+"""In a worker that Ctrl-C stops: a Ctrl-C that came while no job ran."""
+
+
+def _hold_back(signum: int, _frame: FrameType | None) -> None:
+    _held_back.append(signum)
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Ctrl-C let through for the length of a job, in a worker that otherwise holds it back
     (see :func:`start_worker`; anywhere else this changes nothing): the job stops, its
-    clean-up runs, and its caller is told. One held back since the worker started is raised
-    as the job begins."""
-    if not hasattr(signal, "pthread_sigmask"):
+    clean-up runs, and its caller is told. A Ctrl-C once received, during a job or while none
+    ran, stops every job the worker begins after it: the parent got it too, and wants no more
+    work done."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not _hold_back
+    ):
         yield
         return
-    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if _held_back:
+            raise KeyboardInterrupt
         yield
+    except KeyboardInterrupt:
+        # Every job this worker begins from now on stops at once too: one the pool had
+        # already handed it when the parent stopped would otherwise run to its end.
+        _held_back.append(signal.SIGINT)
+        raise
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, _hold_back)
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -157,15 +181,14 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
     ``lifeline`` closes. With ``ignore_interrupt``, Ctrl-C is left to the parent, which stops
     the pool (otherwise every worker prints a traceback). Without, it stops the jobs that run
     :func:`interruptible`, and is held back while none does: an idle worker has nothing to
-    stop, and printed a traceback."""
+    stop, and printed a traceback. A worker whose Ctrl-C was ignored when it started (a
+    command run in the background) keeps ignoring it."""
+    if ignore_interrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: one held back is dropped
+    elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _hold_back)
     if hasattr(signal, "pthread_sigmask"):
-        if ignore_interrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: one held back is dropped
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # interrupts_held
-        else:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    elif ignore_interrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see interrupts_held
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

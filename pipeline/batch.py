@@ -471,17 +471,20 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                 initargs=link.initargs,
             ) as pool,
         ):
-            with interrupts_held():
-                futures: dict[Future[MeetingResult], Job] = {
-                    pool.submit(work, job): job for job in jobs
-                }
             try:
+                with interrupts_held():
+                    futures: dict[Future[MeetingResult], Job] = {
+                        pool.submit(work, job): job for job in jobs
+                    }
                 for future in as_completed(futures):
                     if isinstance(future.exception(), BrokenProcessPool) and not last_try:
                         lost.append(futures[future])
                         continue
                     yield _outcome(future, futures[future], work.out)
-            except GeneratorExit:  # the batch stopped early: no meeting not yet begun is begun
+            except BaseException:
+                # Stopped early (Ctrl-C, or the caller stopped asking): no meeting not yet
+                # begun is begun. Those running stop on their own Ctrl-C, or finish, and
+                # are waited for: a worker cut off would leave its scratch files behind.
                 pool.shutdown(cancel_futures=True)
                 raise
         if not lost:

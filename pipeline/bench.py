@@ -110,11 +110,15 @@ def bench(
                     1, mp_context=context, initializer=start_worker, initargs=link.initargs
                 ) as pool,
             ):
-                with interrupts_held():
-                    running = pool.submit(
-                        _run, name, str(manifest_path), str(truth_path or ""), options
-                    )
-                raw = running.result()
+                try:
+                    with interrupts_held():
+                        running = pool.submit(
+                            _run, name, str(manifest_path), str(truth_path or ""), options
+                        )
+                    raw = running.result()
+                except BaseException:  # Ctrl-C: the approach stops on its own, or is not begun
+                    pool.shutdown(cancel_futures=True)
+                    raise
         except (ApproachFailed, NoUsableTrackError) as exc:
             results[name] = Approach(failed=str(exc))
             continue

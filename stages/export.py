@@ -37,7 +37,7 @@ def to_vtt(transcript: Transcript) -> str:
     blocks = ["WEBVTT"]
     if transcript.partial:
         # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
-        lost = (_one_line(line).replace("-->", "->") for line in transcript.problems())
+        lost = (re.sub(r"-+>", "->", _one_line(line)) for line in transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
     for start, end, speaker, text in _cues(transcript):
         name = _vtt_escape(_one_line(transcript.speaker_name(speaker)))

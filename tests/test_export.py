@@ -98,7 +98,7 @@ def partial(transcript):
     ]
     transcript.provenance.inputs = [
         InputFile(
-            path="b\n\nx --> y.webm",
+            path="b\n\nx ---> y.webm",
             user_id="u-b",
             sha256="0" * 64,
             size=1,
@@ -126,7 +126,7 @@ def test_a_partial_transcript_says_so_at_the_top_of_the_text(partial):
     assert lines[0].startswith("# Partial transcript")
     assert lines[1:3] == [
         "#   c.webm: not a readable audio file",
-        "#   b x --> y.webm: the file ends at 64.00 s but its header says 90.00 s (truncated)",
+        "#   b x ---> y.webm: the file ends at 64.00 s but its header says 90.00 s (truncated)",
     ]
     assert lines[3:] == ["", "[00:00:01] Alice: Hello <team> & all.", "[00:01:02] u-b: Hi."]
 
