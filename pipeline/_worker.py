@@ -142,7 +142,8 @@ def interrupts_held() -> Iterator[None]:
 
 
 _held_back: list[int] = []
-"""In a worker that Ctrl-C stops: a Ctrl-C that came while no job ran."""
+"""In a worker that Ctrl-C stops: a Ctrl-C it got, while no job ran or during one; every
+job it begins after that stops at once."""
 
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
