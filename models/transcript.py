@@ -81,6 +81,10 @@ class TrackFailure(BaseModel):
     user_id: str
     reason: str
 
+    def describe(self) -> str:
+        """The reason, led by the file unless it names the file already."""
+        return self.reason if Path(self.path).name in self.reason else f"{self.path}: {self.reason}"
+
 
 class DroppedSpeech(BaseModel):
     """Speech found on a track and kept from the model, so a reviewer can check the call.
@@ -157,10 +161,7 @@ class Transcript(BaseModel):
 
     def problems(self) -> list[str]:
         """One line per input that was lost in whole or in part, naming the file and why."""
-        lines = [
-            f.reason if Path(f.path).name in f.reason else f"{f.path}: {f.reason}"
-            for f in self.provenance.failures
-        ]
+        lines = [f.describe() for f in self.provenance.failures]
         lines += [f"{i.path}: {i.problem}" for i in self.provenance.inputs if i.problem]
         return lines
 

@@ -227,8 +227,17 @@ def run_meeting(
         with _timer(stats, "transcribe_s"):
             _transcribe(manifest, todo, transcriber, store, progress)
 
-    if all(w.failure is not None for w in work):
-        lines = "\n".join(f"  {_naming(manifest.tracks[w.index].path, w.failure)}" for w in work)
+    failures = [
+        TrackFailure(
+            path=manifest.tracks[w.index].path,
+            user_id=manifest.tracks[w.index].user_id,
+            reason=w.failure,
+        )
+        for w in work
+        if w.failure is not None
+    ]
+    if len(failures) == len(work):
+        lines = "\n".join(f"  {failure.describe()}" for failure in failures)
         raise NoUsableTrackError(
             f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
         )
@@ -245,15 +254,7 @@ def run_meeting(
         inputs=[_input_file(manifest, w) for w in decoded],
         dropped=dropped,
         clock=clock,
-        failures=[
-            TrackFailure(
-                path=manifest.tracks[w.index].path,
-                user_id=manifest.tracks[w.index].user_id,
-                reason=w.failure,
-            )
-            for w in work
-            if w.failure is not None
-        ],
+        failures=failures,
     )
     segments = {w.index: w.segments for w in work if w.failure is None}
     with _timer(stats, "merge_s"):
@@ -575,11 +576,6 @@ def _transcribe(
         if failed:  # what a failed track had left was not transcribed, but the work is over
             bar.total = bar.n
             bar.set_postfix_str(f"{failed} track{'s' * (failed > 1)} failed")
-
-
-def _naming(path: str, reason: str | None) -> str:
-    """``reason``, led by the track's path unless it already names the file."""
-    return f"{reason}" if reason and Path(path).name in reason else f"{path}: {reason}"
 
 
 def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
