@@ -21,8 +21,6 @@ from models import (
     JobsError,
     Manifest,
     ManifestError,
-    Transcript,
-    TranscriptError,
     describe_error,
     redact_urls,
 )
@@ -51,7 +49,7 @@ from ._remote_cli import add_remote_commands
 from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
-from .evaluate import Evaluation, evaluate, load_turns
+from .evaluate import Evaluation, evaluate, load_turns, read_turns
 from .plot import plot_timeline
 
 
@@ -255,12 +253,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         output_file(args.plot)
     try:
-        hypothesis = load_turns(args.transcript)
-        truth = load_turns(args.truth)
+        hypothesis, participants = read_turns(args.transcript)
+        truth, truth_participants = read_turns(args.truth)
     except (OSError, ValueError) as exc:
         return _bad_input(str(exc))
-    speakers = _participants(args.transcript)
-    if not speakers and _participants(args.truth):
+    speakers = participants or []  # SegLST: only the speakers it has
+    if not speakers and truth_participants:
         # Scored the other way round, every figure but cpWER would be wrong, and none would
         # look it: the start errors and silent words are measured from the truth's side.
         return _bad_input(
@@ -282,14 +280,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         plot_timeline(hypothesis, truth, args.plot, speakers=speakers, title=title)
         print(f"wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
-
-
-def _participants(path: Path) -> list[str]:
-    """Everyone a trackscribe transcript knows of, including those who never spoke."""
-    try:
-        return [s.user_id for s in Transcript.load(path).speakers]
-    except TranscriptError:
-        return []  # SegLST: only the speakers it has
 
 
 def _evaluation_table(e: Evaluation) -> str:

@@ -25,7 +25,7 @@ from models import Transcript
 if TYPE_CHECKING:
     import meeteval
 
-__all__ = ["Evaluation", "Turn", "evaluate", "load_turns", "normalised_seglst"]
+__all__ = ["Evaluation", "Turn", "evaluate", "load_turns", "normalised_seglst", "read_turns"]
 
 TCPWER_COLLAR = 5.0
 """Seconds a word may be off and still count for tcpWER (as in the CHiME-8 DASR scoring)."""
@@ -71,12 +71,18 @@ def load_turns(path: Path | str) -> list[Turn]:
     Every entry is checked here, where its file and place are known: meeteval's own complaints
     about a bad time name neither, and a NaN time is scored as a meaningless figure.
     """
+    return read_turns(path)[0]
+
+
+def read_turns(path: Path | str) -> tuple[list[Turn], list[str] | None]:
+    """:func:`load_turns`, and for a trackscribe transcript everyone it knows of, including
+    those who never spoke (None for SegLST and STM, which have only the speakers they have)."""
     path = Path(path)
     text = _read_text(path)
     if path.suffix.lower() == ".stm":
         entries, lines = _stm_entries(text, path)
         # STM marks stretches to leave out of scoring with this pseudo-transcript.
-        return _turns(entries, path, where=lambda i: f"line {lines[i]}", skip=_STM_IGNORE)
+        return _turns(entries, path, where=lambda i: f"line {lines[i]}", skip=_STM_IGNORE), None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -85,12 +91,13 @@ def load_turns(path: Path | str) -> list[Turn]:
         transcript = Transcript.load(path)  # names the file and the field when it is invalid
         for i, u in enumerate(transcript.utterances):
             _check_times(path, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
-        return [
+        turns = [
             Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
             for u in transcript.utterances
         ]
+        return turns, [s.user_id for s in transcript.speakers]
     if isinstance(raw, list):
-        return _turns(raw, path)
+        return _turns(raw, path), None
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
 
 
