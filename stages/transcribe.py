@@ -863,7 +863,17 @@ def _compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+_LEVEL_SPAN = 0.2
+"""Seconds a segment's level is measured over at the least: Whisper gives some words no
+length at all (start == end, mostly the first word after a pause), and a one-word segment of
+such a word is still a word said over audio that holds it."""
+
+
 def _level_db(samples: np.ndarray, start: float, end: float) -> float:
-    """RMS level (dBFS) of ``samples`` between two times (s) into them."""
+    """RMS level (dBFS) of ``samples`` between two times (s) into them, over ``_LEVEL_SPAN``
+    around their middle when they are closer than that."""
+    if end - start < _LEVEL_SPAN:
+        middle = (start + end) / 2
+        start, end = middle - _LEVEL_SPAN / 2, middle + _LEVEL_SPAN / 2
     part = _clip(samples, start, end)
     return float(level_db(part)) if part.size else SILENCE_DB

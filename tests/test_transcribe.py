@@ -107,6 +107,28 @@ def test_noise_sent_to_the_model_yields_no_text(transcriber, tmp_path, level_db)
     assert transcriber.transcribe(audio, [SpeechRegion(start=1.0, end=9.0)]) == []
 
 
+def test_a_one_word_segment_whose_word_has_no_length_is_kept_over_speech(
+    good_morning, transcriber, tmp_path, monkeypatch
+):
+    # Whisper's alignment gives some words no length (start == end), mostly the first word
+    # after a pause. Alone in a segment, such a word spans no audio; the guard against text
+    # over near-silence must still hear the speech around it.
+    audio = _track(tmp_path, "one", np.concatenate([silence(1), good_morning, silence(1)]))
+    regions = detect_speech(audio)
+    real = transcriber._decode_batch
+
+    def one_word_without_length(clips):
+        found = real(clips)
+        for d in filter(None, found):
+            said = d.words[1]  # "morning", well inside the speech
+            d.words[:] = [Word(word="Morning.", start=said.start, end=said.start, probability=1)]
+        return found
+
+    monkeypatch.setattr(transcriber, "_decode_batch", one_word_without_length)
+    (segment,) = transcriber.transcribe(audio, regions)
+    assert segment.text == "Morning." and segment.words[0].start == segment.words[0].end
+
+
 def test_no_regions_means_no_model_call(transcriber, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(transcriber._model, "transcribe", lambda *a, **k: calls.append(a))
