@@ -470,9 +470,12 @@ class Transcriber:
                 and raw.avg_logprob < o.log_prob_threshold
             ):
                 continue  # what Whisper itself does with a window it judges silent
+            # Word times count from the clip's start rounded down to a feature frame (seek),
+            # not from its exact start.
+            shift = -raw.seek / self._model.frames_per_second
             found[k] = _Decoded(
                 text=raw.text,
-                words=[_word(w, -clips[k]["start"]) for w in raw.words or []],
+                words=[_word(w, shift) for w in raw.words or []],
                 avg_logprob=raw.avg_logprob,
                 no_speech_prob=raw.no_speech_prob,
             )

@@ -155,6 +155,20 @@ def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(
     assert shifts[len(shifts) // 2] == pytest.approx(30 + good_morning.size / 48_000, abs=0.25)
 
 
+def test_a_window_gets_the_same_word_times_wherever_it_sits_in_its_batch(
+    good_morning, transcriber, tmp_path
+):
+    # faster-whisper times a batched window's words from its start rounded down to 10 ms;
+    # taken from the exact start, a window after one of 2.345 s would come out 5 ms early.
+    audio = _track(tmp_path, "twice", np.concatenate([silence(0.5), good_morning]))
+    clip = audio.read(0.0, 2.345)
+    first, second = transcriber._decode_batch([clip, clip])
+    timed = [
+        [(w.word, round(w.start, 3), round(w.end, 3)) for w in d.words] for d in (first, second)
+    ]
+    assert timed[0] and timed[1] == timed[0]
+
+
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match=r"cannot load model '.*nowhere': no such folder"):
         Transcriber(TranscribeOptions(model=str(tmp_path / "nowhere")))
