@@ -41,6 +41,12 @@ _TRUNCATION_TOLERANCE = 0.5
 """Seconds of declared audio that may be missing before a file counts as truncated."""
 
 
+_JUMP_BACK = 0.5
+"""Seconds by which one packet's timestamp may fall behind the audio before it before the
+file counts as damaged: a sender clock running slow falls behind milliseconds at a time, a
+muxer that restarted its clock mid-file by whole seconds."""
+
+
 _OPUS_RATE = 48_000
 """Opus counts pre-skip and end trimming in 48 kHz samples, whatever rate it decodes to."""
 
@@ -90,12 +96,18 @@ def decode(
     with container:
         if not container.streams.audio:
             raise DecodeError(f"{source}: contains no audio stream")
+        if container.streams.audio[0].codec_context is None:
+            raise DecodeError(f"{source}: its audio is in a format FFmpeg has no decoder for")
         try:
             with pcm_path.open("wb") as out:
                 writer = _AlignedWriter(out)
                 problem = _decode_stream(container, container.streams.audio[0], writer)
                 writer.close()
-            problem = problem or _missing_tail(container, writer.duration)
+            problem = (
+                problem
+                or _jumped_back(writer)
+                or _missing_tail(container, writer.duration + writer.dropped_seconds)
+            )
             if writer.first_time is None and problem is not None:
                 raise DecodeError(f"{source}: no audio could be decoded ({problem})")
         except BaseException as exc:
@@ -338,10 +350,24 @@ def _mono(frame: av.AudioFrame) -> np.ndarray:
         x = frame.to_ndarray()
         if not frame.format.is_planar:
             x = x.reshape(-1, len(frame.layout.channels)).T
-        if np.issubdtype(x.dtype, np.integer):
+        if np.issubdtype(x.dtype, np.unsignedinteger):  # 8-bit PCM: silence is 128
+            middle = np.iinfo(x.dtype).max // 2 + 1
+            x = (x.astype(np.float32) - middle) / middle
+        elif np.issubdtype(x.dtype, np.integer):
             x = x.astype(np.float32) / np.iinfo(x.dtype).max
         planes = list(x.astype(np.float32, copy=False))
     return planes[0] if len(planes) == 1 else np.mean(planes, axis=0, dtype=np.float32)
+
+
+def _jumped_back(writer: "_AlignedWriter") -> str | None:
+    """Timestamps that go back by seconds (a muxer that restarted its clock mid-file) stamp
+    audio over audio already laid down; it is dropped to keep the clock, and that is loss."""
+    if writer.largest_jump_back <= _JUMP_BACK:
+        return None
+    return (
+        f"its timestamps went back by up to {writer.largest_jump_back:.2f} s; "
+        f"{writer.dropped_seconds:.2f} s of audio stamped over audio before it was dropped"
+    )
 
 
 def _missing_tail(container: av.container.InputContainer, decoded: float) -> str | None:
@@ -389,6 +415,7 @@ class _AlignedWriter:
         self.first_time: float | None = None
         self._gap = 0
         self._dropped = 0
+        self._jump_back = 0
 
     @property
     def duration(self) -> float:
@@ -401,6 +428,11 @@ class _AlignedWriter:
     @property
     def dropped_seconds(self) -> float:
         return self._dropped / self._rate if self._rate else 0.0
+
+    @property
+    def largest_jump_back(self) -> float:
+        """Seconds: the most one timestamp fell behind the audio laid down before it."""
+        return self._jump_back / self._rate if self._rate else 0.0
 
     def free_space(self, rate: int) -> tuple[int, int]:
         """Where the next audio at ``rate`` goes: the address of the free part of the block
@@ -439,6 +471,7 @@ class _AlignedWriter:
                 samples = samples[drop:]
                 if not leading:  # audio stamped before zero is encoder delay, not loss
                     self._dropped += drop
+                    self._jump_back = max(self._jump_back, -ahead)
         self._append(samples, samples.size)
 
     def _use_rate(self, rate: int) -> None:

@@ -1,7 +1,9 @@
 """Decoding: container time is track time, memory does not grow, bad files say what is wrong."""
 
 import os
+import struct
 import tracemalloc
+import wave
 
 import av
 import numpy as np
@@ -180,6 +182,65 @@ def test_timestamps_that_fall_behind_the_audio_keep_it_on_container_time(tmp_pat
     assert onsets == pytest.approx([0.0, 9.5, 19.0, 28.5, 38.0], abs=0.03)
     assert audio.dropped_seconds == pytest.approx(2.5, abs=0.05)
     assert audio.problem is None
+
+
+def _restart_clock_at_second_cluster(path):
+    """Set the WebM's second cluster's timecode to 0, as a muxer that restarted its clock
+    mid-file would write it."""
+    data = bytearray(path.read_bytes())
+    cluster = b"\x1f\x43\xb6\x75"
+    second = data.index(cluster, data.index(cluster) + 4)
+    size_length = 9 - data[second + 4].bit_length()  # an EBML size: leading zeros + 1 bytes
+    timecode = second + 4 + size_length
+    assert data[timecode] == 0xE7  # the cluster's first child, its Timecode
+    length = data[timecode + 1] & 0x7F
+    data[timecode + 2 : timecode + 2 + length] = bytes(length)
+    path.write_bytes(bytes(data))
+
+
+def test_timestamps_that_jump_back_by_seconds_are_reported_with_the_audio_they_cost(tmp_path):
+    # Half the file stamped over the first half: dropped to keep the clock, which is loss to
+    # report, not a file cut short (its header declares the length it has).
+    path = write_webm(tmp_path / "restart.webm", tone(12.0))
+    _restart_clock_at_second_cluster(path)
+    audio = decode(path, tmp_path / "restart.pcm")
+    assert audio.dropped_seconds > 1
+    assert audio.problem is not None and "timestamps went back" in audio.problem
+    assert f"{audio.dropped_seconds:.2f} s of audio" in audio.problem
+    assert "truncated" not in audio.problem
+
+
+def _wav(path, samples, *, sample_width=2, format_tag=None):
+    """A 16-kHz mono WAV of ``samples`` (floats), in PCM of ``sample_width`` bytes (1: the
+    unsigned 8-bit kind), or with its format tag replaced by ``format_tag``."""
+    if sample_width == 1:
+        data = np.clip(np.rint(samples * 127 + 128), 0, 255).astype(np.uint8)
+    else:
+        data = np.clip(np.rint(samples * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(sample_width)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(data.tobytes())
+    if format_tag is not None:
+        raw = bytearray(path.read_bytes())
+        raw[20:22] = struct.pack("<H", format_tag)  # the fmt chunk's format tag
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def test_unsigned_8_bit_audio_is_centred_on_zero(tmp_path):
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    path = _wav(tmp_path / "u8.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sample_width=1)
+    x = decode(path, tmp_path / "u8.pcm").read()
+    assert abs(float(np.mean(x))) < 0.01
+    assert float(np.max(np.abs(x))) == pytest.approx(0.3, abs=0.02)
+
+
+def test_audio_ffmpeg_has_no_decoder_for_is_an_error_naming_the_file(tmp_path):
+    path = _wav(tmp_path / "odd.wav", np.zeros(SAMPLE_RATE), format_tag=0x1234)
+    with pytest.raises(DecodeError, match=r"odd\.wav: its audio is in a format FFmpeg has no"):
+        decode(path, tmp_path / "odd.pcm")
 
 
 @pytest.mark.parametrize("opus_decoder", ["libopus"], indirect=True)
