@@ -38,6 +38,7 @@ from models import (
     MeetingResult,
     Track,
     TrackFailure,
+    WriteError,
     atomic_write_text,
     describe_error,
     load_jobs,
@@ -112,11 +113,20 @@ def run_batch(
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
 
+        unsaved: list[WriteError] = []
+
         def record(result: MeetingResult) -> None:
             results[result.job] = result
-            BatchSummary(meetings=[results[n] for n in order if n in results]).save(
-                out / BATCH_SUMMARY
-            )
+            unsaved.clear()
+            try:
+                BatchSummary(meetings=[results[n] for n in order if n in results]).save(
+                    out / BATCH_SUMMARY
+                )
+            except WriteError as exc:
+                # A full disk, say: the meetings still to come may fit once it has room (each
+                # gives back its decoded audio, done or not), and the next result tries again.
+                log.error("%s; the meetings go on", exc)
+                unsaved.append(exc)
 
         work = _Work(
             out=out.resolve(),
@@ -138,6 +148,8 @@ def run_batch(
                 record(result)
                 bar.update()
                 log.info("%s: %s", result.job, result.status)
+        if unsaved:  # every meeting has been done; the summary of them all is what is lost
+            raise unsaved[0]
         return BatchSummary(meetings=[results[n] for n in order if n in results])
 
 
@@ -274,14 +286,19 @@ def _process(
             folder,
             f"; removed the earlier {removed}" if removed else "",
         )
-    run = run_meeting(
-        manifest,
-        options=options,
-        progress=False,
-        workers=decode_workers,
-        transcriber=Transcriber(options.transcribe),  # the loaded model is cached: one per process
-        checkpoints=checkpoints,
-    )
+    try:
+        run = run_meeting(
+            manifest,
+            options=options,
+            progress=False,
+            workers=decode_workers,
+            transcriber=Transcriber(options.transcribe),  # the model is cached: one per process
+            checkpoints=checkpoints,
+        )
+    finally:
+        # Large and cheap to make again: never left behind, least of all by a meeting that
+        # failed for want of disk space, where it would fail every meeting after it too.
+        checkpoints.drop_pcm()
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     export(transcript, folder, formats, replace=True)
@@ -292,7 +309,6 @@ def _process(
         reason=" ".join("; ".join(transcript.problems()).split()) or None,
     )
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
-    checkpoints.drop_pcm()
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
@@ -334,8 +350,10 @@ def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
 
 
 def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, list[TrackFailure]]:
-    """The job's manifest, and what its recording holds that no fetch can get (one download
-    URL, a file whose start cannot be placed): the meeting is then done in part."""
+    """The job's manifest, and what its recording holds that this fetch did not get: a file
+    whose download failed (``--retry-failed`` fetches it again), or what no fetch can get (one
+    download URL, a file whose start cannot be placed). The meeting is then done in part: a
+    file that never arrives must not keep the others from their transcript."""
     if job.manifest is not None:
         return Manifest.load(job.manifest), []
     if api is None:
@@ -354,13 +372,16 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, 
             # side, would tangle with it.
             options=FetchOptions(progress=False),
         )
-    if result.failures:
-        reasons = "; ".join(f.reason for f in result.failures)
-        raise RuntimeError(f"not every file could be fetched (a re-run resumes): {reasons}")
     if result.manifest is None:  # nothing arrived that can be used
-        reasons = "; ".join(f.reason for f in result.missing)
-        raise RuntimeError(f"no file of the recording can be used: {reasons}")
-    return result.manifest, result.missing
+        reasons = "; ".join(f.reason for f in result.lost)
+        raise NoUsableTrackError(f"no file of the recording can be used: {reasons}")
+    failed = [
+        failure.model_copy(
+            update={"reason": f"{failure.reason} (not fetched: --retry-failed tries again)"}
+        )
+        for failure in result.failures
+    ]
+    return result.manifest, [*failed, *result.missing]
 
 
 def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient") -> str:

@@ -1,6 +1,8 @@
 """Batch runs: every meeting in its own folder, resumable after anything, the same everywhere."""
 
+import errno
 import fcntl
+import functools
 import json
 import os
 import random
@@ -20,7 +22,9 @@ from models import (
     JobsError,
     Manifest,
     PcmAudio,
+    RetryPolicy,
     Transcript,
+    WriteError,
     load_jobs,
     temporary_file_for,
 )
@@ -28,6 +32,7 @@ from pipeline import PipelineOptions, run_batch
 from pipeline.checkpoint import Checkpoints
 from pipeline.config import ApiSettings
 from pipeline.emulator import Emulator, EmulatorOptions
+from stages.fetch import FetchOptions
 from stages.merge import MergeOptions
 from stages.transcribe import TranscribeOptions
 
@@ -166,6 +171,30 @@ def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_mee
     assert again.meetings[0].reused
     assert [p for p in half if p.exists()] == []
     assert download.exists() and theirs.exists()
+
+
+def test_a_summary_that_cannot_be_written_stops_no_meeting(meetings, reference, tmp_path):
+    # A full disk, say, when the first result is recorded: the meetings after it still run
+    # (they may fit once it has room), and the summary's loss is the run's error at the end.
+    out = tmp_path / "out"
+    (out / "summary.json").mkdir(parents=True)  # in the way of every write of it
+    with pytest.raises(WriteError, match=r"summary\.json"):
+        run_batch(meetings, out, progress=False)
+    assert transcripts(out) == transcripts(reference)
+
+
+def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, monkeypatch):
+    # Decoded audio is large and cheap to make again. Kept by a meeting that failed for want
+    # of disk space, it would fail every meeting after it for the same want.
+    def disk_full(*args, **kwargs):
+        raise WriteError(errno.ENOSPC, "No space left on device", "segments")
+
+    monkeypatch.setattr("pipeline.core._transcribe", disk_full)
+    summary = run_batch(meetings, tmp_path / "out", progress=False)
+    assert {m.status for m in summary.meetings} == {"failed"}
+    assert "No space left on device" in summary.meetings[0].reason
+    assert list((tmp_path / "out").glob("*/.work/decode/*.pcm*")) == []
+    assert list((tmp_path / "out").glob("*/.work/decode/*"))  # only the audio was given back
 
 
 def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(meetings, tmp_path):
@@ -371,6 +400,40 @@ def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lack
     transcript = Transcript.load(tmp_path / "out" / "one-url" / "transcript.json")
     assert transcript.partial
     assert len({u.speaker for u in transcript.utterances}) == 1  # the one file it could fetch
+
+
+def test_a_file_that_cannot_be_fetched_costs_the_meeting_only_that_file(
+    sample_dir, tmp_path, monkeypatch
+):
+    # A file gone from storage (here: moved away while the service runs) must not keep the
+    # files that did arrive from their transcript; --retry-failed fetches it and completes it.
+    quick = functools.partial(FetchOptions, retry=RetryPolicy(attempts=2, backoff=0))
+    monkeypatch.setattr("pipeline.batch.FetchOptions", quick)
+    meeting = shutil.copytree(sample_dir, tmp_path / "meeting")
+    manifest = Manifest.load(meeting / "manifest.json")
+    lost = meeting / manifest.tracks[0].path
+    token = "batch-token"
+    options = EmulatorOptions(token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0)
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(meeting, options) as emu:
+        jobs.write_text(json.dumps({"id": "gone", "meeting_id": emu.meeting_id}) + "\n")
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        lost.rename(tmp_path / "away.webm")
+        first = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        partial = Transcript.load(tmp_path / "out" / "gone" / "transcript.json")
+        (tmp_path / "away.webm").rename(lost)
+        again = run_batch(jobs, tmp_path / "out", api=api, progress=False, retry_failed=True)
+    [meeting_then] = first.meetings
+    assert meeting_then.status == "partial"
+    assert manifest.tracks[0].user_id in meeting_then.reason
+    assert "--retry-failed" in meeting_then.reason
+    [meeting_now] = again.meetings
+    assert meeting_now.status == "done", meeting_now.reason
+    complete = Transcript.load(tmp_path / "out" / "gone" / "transcript.json")
+    assert partial.partial and not complete.partial
+    speakers = {u.speaker for u in complete.utterances}
+    assert manifest.tracks[0].user_id in speakers
+    assert {u.speaker for u in partial.utterances} == speakers - {manifest.tracks[0].user_id}
 
 
 def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):
