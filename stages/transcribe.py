@@ -455,6 +455,9 @@ class Transcriber:
         raw_segments, _ = BatchedInferencePipeline(self._model).transcribe(
             np.concatenate(samples),
             language=o.language,
+            # Without it, a language left to detect is detected once, on the batch's first
+            # window, and every window of the batch is decoded in that one.
+            multilingual=o.language is None and self._model.model.is_multilingual,
             beam_size=o.beam_size,
             word_timestamps=True,
             without_timestamps=True,
