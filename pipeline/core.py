@@ -11,7 +11,7 @@ import math
 import multiprocessing
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
@@ -70,6 +70,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("trackscribe")
+
+_T = TypeVar("_T")
 
 
 class PipelineOptions(BaseModel):
@@ -211,13 +213,13 @@ def run_meeting(
 
     with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
         store = _Store(checkpoints, Path(scratch), options)
-        with _analysis_pool(len(work), workers) as pool:
+        with _analysis_pool(len(work), workers) as decoders:
             # The workers start while the model loads here; decoding waits for both, so that
             # it has the cores to itself (and a model that cannot load stops everything).
             with _timer(stats, "model_load_s"):
                 transcriber = transcriber or Transcriber(options.transcribe)
             with _timer(stats, "analyse_s"):
-                _analyse(pool, manifest, work, store, options.vad, stats, progress)
+                _analyse(decoders, manifest, work, store, options.vad, stats, progress)
         with _timer(stats, "attribute_s"):
             timings, clock, origin = _clock(manifest, work, options)
             dropped = _attribute(manifest, work, options, timings)
@@ -393,8 +395,26 @@ def _outside(
     return [(a, b) for a, b in parts if b - a > 1e-3]
 
 
+@dataclass
+class _Workers:
+    """The decode workers, and how to start one more for a job of its own."""
+
+    pool: ProcessPoolExecutor
+    context: multiprocessing.context.BaseContext
+    initargs: tuple
+
+    def alone(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a process of its own: if something in it kills the process (a
+        decoder that crashes on a damaged file, the kernel's out-of-memory killer), only this
+        call fails, with :class:`BrokenProcessPool`."""
+        with ProcessPoolExecutor(
+            1, mp_context=self.context, initializer=start_worker, initargs=self.initargs
+        ) as one:
+            return one.submit(fn, *args).result()
+
+
 @contextmanager
-def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExecutor | None]:
+def _analysis_pool(tracks: int, workers: int | None) -> Iterator[_Workers | None]:
     """Worker processes for decoding, or None when one would do or none can be had.
 
     Processes, because PyAV holds the GIL while it decodes. They come from a fork server that
@@ -420,7 +440,7 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
             with interrupts_held():
                 for _ in range(count):
                     pool.submit(ready)  # start the workers now, while the caller does more
-            yield pool
+            yield _Workers(pool, context, link.initargs)
         except BaseException:  # Ctrl-C, say: tracks still being decoded are not waited for
             link.cut()
             raise
@@ -429,7 +449,7 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[ProcessPoolExec
 
 
 def _analyse(
-    pool: ProcessPoolExecutor | None,
+    workers: _Workers | None,
     manifest: Manifest,
     work: list[_TrackWork],
     store: "_Store",
@@ -439,9 +459,12 @@ def _analyse(
 ) -> None:
     """Decode every track and find its voice activity, in the workers when there are any.
 
-    A track the workers could not finish because the pool broke (a worker killed, a script
-    without a main guard) is done here instead; one that fails on its own merits fails.
-    Tracks already analysed with these settings (checkpoints) are taken as they are.
+    A track the workers could not finish because the pool broke is done again in a process
+    of its own, so that a file that kills its decoder (a crash, the out-of-memory killer)
+    fails alone, naming itself, and the tracks that were decoded beside it do not; where
+    workers cannot start at all (a script without a main guard), it is done here. One that
+    fails on its own merits fails. Tracks already analysed with these settings (checkpoints)
+    are taken as they are.
     """
 
     given: dict[int, Path] = {}  # where each track's decoded audio was to go
@@ -475,14 +498,14 @@ def _analyse(
     work = [item for item in work if not store.restore_analysis(item)]
     leftover = list(work)
     with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
-        if pool is not None:
+        if workers is not None:
             # Largest files first, so that the workers finish at about the same time.
             ordered = sorted(
                 work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index]))
             )
             leftover = []
             try:
-                futures = {pool.submit(analyse_track, *job(item)): item for item in ordered}
+                futures = {workers.pool.submit(analyse_track, *job(item)): item for item in ordered}
             except (BrokenProcessPool, RuntimeError, OSError):
                 futures, leftover = {}, list(work)
             for future in as_completed(futures):
@@ -495,15 +518,34 @@ def _analyse(
                 except Exception as exc:  # one bad track must not cost the others
                     fail(item, exc)
                 bar.update()
-            if leftover:
+            if leftover and guard_hint():  # no worker will ever start
                 log.warning(
                     "decode workers unavailable; decoding %d track(s) here%s",
                     len(leftover),
                     guard_hint(),
                 )
+                workers = None
+            elif leftover:
+                log.warning(
+                    "a decode worker died; decoding the %d track(s) it left, each in a "
+                    "process of its own",
+                    len(leftover),
+                )
         for item in leftover:
             try:
-                record(item, analyse_track(*job(item)))
+                args = job(item)
+                record(
+                    item, workers.alone(analyse_track, *args) if workers else analyse_track(*args)
+                )
+            except BrokenProcessPool:
+                path = manifest.track_path(manifest.tracks[item.index])
+                fail(
+                    item,
+                    DecodeError(
+                        f"{path}: the process decoding it died (the decoder "
+                        "crashed on it, or it ran out of memory)"
+                    ),
+                )
             except Exception as exc:  # one bad track must not cost the others
                 fail(item, exc)
             bar.update()

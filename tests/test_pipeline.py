@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models import ManifestError
+from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
 from pipeline.core import run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
@@ -99,6 +99,55 @@ def test_a_missing_track_costs_only_that_track(meeting_copy):
     assert failure.user_id == "user-chen" and failure.path == f"tracks/{chen.name}"
     assert "file not found" in failure.reason and chen.name in failure.reason
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
+
+
+_CRASHING_DECODER = """
+import os, signal
+import av
+_open = av.open
+def _open_or_crash(file, *args, **kwargs):
+    if "CRASH" in str(file):  # what a decoder that crashes on a damaged file does
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _open(file, *args, **kwargs)
+av.open = _open_or_crash
+"""
+
+
+def test_a_file_that_kills_its_decoder_costs_only_that_track(meeting_copy, tmp_path):
+    # Every process of the run, the workers' too, gets a decoder that crashes on one file.
+    # The worker it kills takes down the tracks decoded beside it; they are done again, each
+    # in a process of its own, and only the file that kills its decoder is lost.
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(_CRASHING_DECODER)
+    alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
+    crashing = alice.with_name(f"CRASH_{alice.name}")
+    alice.rename(crashing)
+    _rewrite(meeting_copy, lambda raw: raw["tracks"][0].update(path=f"tracks/{crashing.name}"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "inject"), *sys.path])}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "transcribe",
+            str(meeting_copy / "manifest.json"),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--formats",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1, run.stderr  # partial
+    assert "the process decoding it died" in run.stderr
+    transcript = Transcript.load(tmp_path / "out" / "transcript.json")
+    (failure,) = transcript.provenance.failures
+    assert failure.path == f"tracks/{crashing.name}" and "died" in failure.reason
+    assert {u.speaker for u in transcript.utterances} == {"user-bruno", "user-chen"}
 
 
 def test_a_file_that_is_not_audio_is_reported_and_the_rest_transcribed(meeting_copy):
