@@ -256,8 +256,8 @@ def pid_after(seconds):
     return os.getpid()
 
 if __name__ == "__main__":
-    with _analysis_pool(tracks=2, workers=2) as pool:
-        jobs = [pool.submit(pid_after, 0.5) for _ in range(2)]
+    with _analysis_pool(tracks=2, workers=2) as workers:
+        jobs = [workers.pool.submit(pid_after, 0.5) for _ in range(2)]
         print(*{job.result() for job in jobs}, flush=True)
         time.sleep(600)  # killed here, pool and all
 """
