@@ -50,7 +50,7 @@ from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
 from .evaluate import Evaluation, evaluate, load_turns, read_turns
-from .plot import plot_timeline
+from .plot import image_format, plot_timeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,7 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("transcript", type=Path, help="transcript.json or a SegLST file")
     evaluate.add_argument("truth", type=Path, help="truth as SegLST (.json) or STM (.stm)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--plot", type=Path, metavar="FILE.png", help="draw a timeline")
+    evaluate.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="draw a timeline (PNG, or PDF or SVG as the name says)",
+    )
     evaluate.set_defaults(run=_run_eval)
 
     bench = commands.add_parser(
@@ -225,7 +230,12 @@ def _parser() -> argparse.ArgumentParser:
         "--beam-size", type=int, default=TranscribeOptions().beam_size, help=BEAM_SIZE_HELP
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the pipeline's timeline")
+    bench.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="draw the pipeline's timeline (PNG, PDF or SVG by name)",
+    )
     bench.set_defaults(run=_run_bench, threads=0)
 
     add_remote_commands(commands)
@@ -249,9 +259,18 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     return report(transcript)
 
 
+def _plot_file(path: Path) -> None:
+    """Refuse a timeline that cannot be written before any work is spent on it."""
+    output_file(path)
+    try:
+        image_format(path)
+    except ValueError as exc:
+        raise OutputError(str(exc)) from None
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
-        output_file(args.plot)
+        _plot_file(args.plot)
     try:
         hypothesis, participants = read_turns(args.transcript)
         truth, truth_participants = read_turns(args.truth)
@@ -316,7 +335,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.plot and "pipeline" not in args.approaches:
         return _bad_input("--plot draws the pipeline's timeline: add pipeline to --approaches")
     if args.plot:
-        output_file(args.plot)
+        _plot_file(args.plot)
     truth_turns = None
     if truth is not None:
         try:

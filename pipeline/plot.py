@@ -12,7 +12,19 @@ from models import atomic_write_bytes
 
 from .evaluate import Turn
 
-__all__ = ["plot_timeline"]
+__all__ = ["image_format", "plot_timeline"]
+
+
+def image_format(path: Path) -> str:
+    """The image format ``path``'s suffix names (PNG without one); ValueError naming the file
+    when matplotlib cannot write it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    kind = Path(path).suffix.lstrip(".").lower() or "png"
+    writable = FigureCanvasAgg.get_supported_filetypes()
+    if kind not in writable:
+        raise ValueError(f"{path}: cannot draw a .{kind} file; use one of .{', .'.join(writable)}")
+    return kind
 
 
 def plot_timeline(
@@ -23,12 +35,15 @@ def plot_timeline(
     speakers: Sequence[str] = (),
     title: str = "",
 ) -> Path:
-    """Write the timeline as a PNG to ``path``."""
+    """Write the timeline to ``path``, in the format its suffix names (``.png``, ``.pdf``,
+    ``.svg``, …; PNG without one); a suffix matplotlib cannot write is a ValueError."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    kind = image_format(path)
 
     true_speakers = {t.speaker for t in truth}
     rows = list(
@@ -70,7 +85,7 @@ def plot_timeline(
         ax.set_title(title, fontsize="medium")
     fig.tight_layout()
     image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=110)
+    fig.savefig(image, format=kind, dpi=110)
     plt.close(fig)
     atomic_write_bytes(Path(path), image.getvalue())
     return Path(path)

@@ -127,6 +127,10 @@ def test_a_file_in_the_way_of_an_output_is_named_before_any_work(sample_dir, tmp
             f"cannot write {image}: {blocked} is not a folder",
         ),
         (["eval", truth, truth, "--plot", str(tmp_path)], f"cannot write {tmp_path}: it is a"),
+        (
+            ["bench", manifest, "--plot", str(tmp_path / "timeline.docx")],
+            "timeline.docx: cannot draw a .docx file; use one of",
+        ),
     ):
         result = trackscribe(*command)
         assert result.returncode == 2, command

@@ -10,6 +10,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from pipeline.cli import main
 from pipeline.evaluate import Turn, evaluate, load_turns
+from pipeline.plot import plot_timeline
 
 
 def independent_cpwer(hypothesis: list[Turn], truth: list[Turn]) -> float:
@@ -201,6 +202,17 @@ def test_eval_command_prints_the_promised_json_and_draws_a_timeline(
         assert key in figures
     assert figures["silent_track_words"] == 0 and figures["missed_utterances"] == 0
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_timeline_is_drawn_in_the_format_its_file_name_asks_for(sample_dir, tmp_path):
+    truth = load_turns(sample_dir / "truth.json")
+    plot_timeline(truth, truth, tmp_path / "timeline.pdf")
+    plot_timeline(truth, truth, tmp_path / "timeline.svg")
+    assert (tmp_path / "timeline.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in (tmp_path / "timeline.svg").read_bytes()[:1000]
+    with pytest.raises(ValueError, match=r"timeline\.docx: cannot draw a \.docx file"):
+        plot_timeline(truth, truth, tmp_path / "timeline.docx")
+    assert not (tmp_path / "timeline.docx").exists()
 
 
 def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir, capsys):
