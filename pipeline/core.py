@@ -625,11 +625,14 @@ def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
         raise exc  # a full disk is not the track's fault: the meeting stops, to be run again
     # Our own errors already say what and where; anything else is named by its type, and its
     # traceback is kept for -vv.
-    path = manifest.tracks[item.index].path
+    track = manifest.tracks[item.index]
     named = isinstance(exc, DecodeError)
-    item.failure = str(exc) if named else describe_error(exc)
-    log.error("%s", item.failure if named else f"{path}: {item.failure}")
-    log.debug("%s failed", path, exc_info=exc)
+    reason = str(exc) if named else describe_error(exc)
+    log.error("%s", reason if named else f"{track.path}: {reason}")
+    log.debug("%s failed", track.path, exc_info=exc)
+    # Named as the manifest names it, not by the path it was opened by (relative to where
+    # the run was started): the same inputs give the same transcript from anywhere.
+    item.failure = reason.replace(str(manifest.track_path(track)), track.path)
 
 
 def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
