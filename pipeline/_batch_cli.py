@@ -59,14 +59,16 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
 def _batch_command(args: argparse.Namespace) -> int:
     jobs = load_jobs(args.jobs)
     output_folder(args.out)
-    needs_api = any(j.manifest is None for j in jobs)
+    api = settings_from(args) if any(j.manifest is None for j in jobs) else None
+    if api is not None:
+        api.check()  # missing settings are the command's mistake, not every meeting's failure
     summary = run_batch(
         jobs,
         args.out,
         options=pipeline_options(args),
         workers=args.workers,
         scheduler=args.scheduler,
-        api=settings_from(args) if needs_api else None,
+        api=api,
         formats=args.formats,
         retry_failed=args.retry_failed,
         progress=show_progress(args),

@@ -73,24 +73,8 @@ class ApiSettings(BaseModel):
 
     def client(self) -> RealtimeKitClient:
         """A client for these settings; says which settings are missing and how to give them."""
-        missing = [
-            f"{key} ({_FLAGS[key]} or ${ENVIRONMENT[key]})"
-            for key in ("account_id", "app_id", "api_token")
-            if not getattr(self, key)
-        ]
-        if missing:
-            raise ConfigError("RealtimeKit settings missing: " + ", ".join(missing))
-        assert self.api_token and self.account_id and self.app_id
-        # Read from a file with Windows line ends, a token keeps its "\r"; sent as it is, it
-        # would be refused by httpx, in an error and a debug log that show it whole.
-        token = self.api_token.get_secret_value().strip()
-        if not token:
-            raise ConfigError("api_token: given, but blank")
-        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-            raise ConfigError(
-                "api_token: holds a space, a control or a non-ASCII character, which no "
-                "RealtimeKit token has (a line break or a character copied along with it?)"
-            )
+        token = self._token()
+        assert self.account_id and self.app_id
         try:
             return RealtimeKitClient(
                 account_id=self.account_id,
@@ -101,13 +85,39 @@ class ApiSettings(BaseModel):
         except ValueError as exc:  # a base URL that cannot be one
             raise ConfigError(str(exc)) from None
 
+    def check(self) -> None:
+        """Raise the :class:`ConfigError` :meth:`client` would, before any work is begun."""
+        self._token()
+
+    def _token(self) -> str:
+        missing = [
+            f"{key} ({_FLAGS[key]}, ${ENVIRONMENT[key]} or {key} in the config file)"
+            for key in ("account_id", "app_id", "api_token")
+            if not getattr(self, key)
+        ]
+        if missing:
+            raise ConfigError("RealtimeKit settings missing: " + ", ".join(missing))
+        assert self.api_token
+        # Read from a file with Windows line ends, a token keeps its "\r"; sent as it is, it
+        # would be refused by httpx, in an error and a debug log that show it whole.
+        token = self.api_token.get_secret_value().strip()
+        if not token:
+            raise ConfigError("api_token: given, but blank")
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            raise ConfigError(
+                "api_token: holds a space, a control or a non-ASCII character, which no "
+                "RealtimeKit token has (a line break or a character copied along with it?)"
+            )
+        return token
+
     def public_key_pem(self) -> bytes:
         """The webhook public key: PEM text given directly, or the path of a PEM file."""
         value = self.webhook_public_key
         if not value:
             raise ConfigError(
-                "no webhook public key: give --public-key FILE or "
-                f"${ENVIRONMENT['webhook_public_key']} (from RealtimeKit's webhooks.json)"
+                "no webhook public key: give --public-key FILE, "
+                f"${ENVIRONMENT['webhook_public_key']} or webhook_public_key in the config file "
+                "(from RealtimeKit's webhooks.json)"
             )
         if value.lstrip().startswith("-----BEGIN"):
             return value.encode()

@@ -217,10 +217,11 @@ def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
 
 def test_missing_settings_are_named_with_where_to_give_them(tmp_path):
     settings = ApiSettings.resolve({}, environ={"HOME": str(tmp_path)})
-    with pytest.raises(
-        ConfigError, match=r"account_id \(--account-id or \$CLOUDFLARE_ACCOUNT_ID\)"
-    ):
+    where = r"account_id \(--account-id, \$CLOUDFLARE_ACCOUNT_ID or account_id in the config"
+    with pytest.raises(ConfigError, match=where):
         settings.client()
+    with pytest.raises(ConfigError, match=where):
+        settings.check()  # the same, before any work
     with_query = ApiSettings(
         base_url="https://api.example/v4?x=1", account_id="a", app_id="b", api_token="t"
     )

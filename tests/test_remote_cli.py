@@ -177,17 +177,26 @@ def test_a_fetch_that_fails_leaves_no_empty_output_folder_but_keeps_an_existing_
     assert mine.is_dir()  # the user's own folder, even empty, is theirs
 
 
-def test_missing_credentials_are_named(sample_manifest, tmp_path):
-    env_free = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "--meeting-id", "m", "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE", "REALTIMEKIT"))}
-        | {"HOME": str(tmp_path)},
-    )
-    assert env_free.returncode == 2
-    assert "account_id (--account-id or $CLOUDFLARE_ACCOUNT_ID)" in env_free.stderr
+def test_missing_credentials_are_named_before_any_work(sample_manifest, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"recording_id": "r1"}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE", "REALTIMEKIT"))}
+    for command in (
+        ["run", "--meeting-id", "m", "-o", str(tmp_path / "run")],
+        ["batch", str(jobs), "-o", str(tmp_path / "batch")],  # not one failure per meeting
+    ):
+        env_free = subprocess.run(
+            [sys.executable, "-m", "pipeline", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env | {"HOME": str(tmp_path)},
+        )
+        assert env_free.returncode == 2, command
+        assert "account_id (--account-id, $CLOUDFLARE_ACCOUNT_ID or account_id in" in (
+            env_free.stderr
+        )
+        assert not (tmp_path / command[-1]).exists()
 
 
 def test_demo_goes_through_the_emulator_step_by_step(sample_truth):
