@@ -47,7 +47,7 @@ def test_bench_lists_a_lost_track_and_a_failed_approach_and_exits_partial(meetin
     assert "file not found" in pipeline["lost"][0]
     assert pipeline["failed"] is None and pipeline["cpwer"] is not None  # its figures are kept
     assert lost.name in full["failed"] and full["wall_s"] is None and full["cpwer"] is None
-    assert f"pipeline: {lost}" in result.stderr and "full: failed:" in result.stderr
+    assert f"pipeline: tracks/{lost.name}" in result.stderr and "full: failed:" in result.stderr
 
 
 def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
