@@ -48,6 +48,13 @@ class VadOptions(BaseModel):
         "word times may show (shorter: a breath or a hard consonant)",
     )
     max_region: float = Field(30.0, gt=1, le=30, description="longer regions are split")
+    onset_below_db: float = Field(
+        20.0,
+        ge=0,
+        description="a region's voice begins at its first voiced frame no more than this far "
+        "below the region's speech level; quieter voiced frames before it are background "
+        "webrtcvad took for voice (a weak first consonant may be missed: tens of ms)",
+    )
 
 
 def detect_speech(audio: PcmAudio, options: VadOptions | None = None) -> list[SpeechRegion]:
@@ -88,7 +95,8 @@ def speech_regions(
             end = min(hi * frame_s, activity.duration)
             if end > lo * frame_s:
                 level = _speech_level(level_db, voiced, lo, hi)
-                onset = min((lo + int(np.argmax(voiced[lo:hi]))) * frame_s, end)
+                first = _onset(voiced, level_db, lo, hi, level, options.onset_below_db)
+                onset = min(first * frame_s, end)
                 pauses = _pauses(voiced, lo, hi, round(options.min_pause / frame_s), frame_s)
                 regions.append(
                     SpeechRegion(
@@ -121,6 +129,24 @@ def _classify_frames(audio: PcmAudio, options: VadOptions) -> tuple[np.ndarray, 
     if not voiced:
         return np.zeros(0, bool), np.zeros(0)
     return np.concatenate(voiced), np.concatenate(levels)
+
+
+def _onset(
+    voiced: np.ndarray, level_db: np.ndarray, a: int, b: int, level: float | None, below: float
+) -> int:
+    """The frame of [a, b) where the voice begins.
+
+    webrtcvad adapts to what it has heard: on a track that carries other voices' leakage it
+    may call a steady background voice, where on a quiet track it would not. Frames far below
+    the region's speech level are not where its speech begins, whatever webrtcvad says, so the
+    same speech gets the same onset whatever leaks in around it.
+    """
+    span = voiced[a:b]
+    if level is not None:
+        loud = span & (level_db[a:b] >= level - below)
+        if loud.any():
+            return a + int(np.argmax(loud))
+    return a + int(np.argmax(span))
 
 
 def _pad(a: int, b: int, pad: int, n: int, walls: np.ndarray) -> tuple[int, int]:

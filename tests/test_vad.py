@@ -86,6 +86,27 @@ def test_regions_carry_the_speech_level(decoded):
     assert first.level_db is not None and -30 < first.level_db < -5
 
 
+def test_a_region_starts_its_speech_where_the_voice_does_not_on_background_before_it():
+    # On a track that carries other voices' leakage, webrtcvad can call the steady background
+    # before a talker's voice (here 28 dB under it) voice too, where on a quiet track it would
+    # not. The speech, and so the start its transcript gets, begins with the voice.
+    frame_s = 0.03
+    level = np.concatenate([np.full(33, -80.0), np.full(17, -48.0), np.full(67, -20.0)])
+    voiced = level > -60
+
+    def regions(level_db: np.ndarray) -> list:
+        activity = VoiceActivity(
+            frame_s=frame_s, voiced=voiced, level_db=level_db, duration=level.size * frame_s
+        )
+        return speech_regions(activity)
+
+    (after_background,) = regions(level)
+    assert after_background.onset == pytest.approx(50 * frame_s)
+    assert after_background.start < 33 * frame_s  # the audio sent still holds all of it
+    (quiet,) = regions(np.where(voiced, -48.0, -80.0))  # a quiet talker, nothing before
+    assert quiet.onset == pytest.approx(33 * frame_s)
+
+
 def test_options_are_validated():
     with pytest.raises(ValidationError, match="frame_ms"):
         VadOptions(frame_ms=25)
