@@ -61,7 +61,10 @@ def untracked_voices(
                     level[b] >= level[a] + coupling[b, a] + options.margin_db
                 )
             alike = own[a] & quiet & unexplained
-            found = _sustained(alike & together[first, second], least, alike)
+            # Within a stretch where the copies follow each other, a frame of A far below its
+            # owner's voice is that voice's too, though B's copy dipped there (noise, the
+            # codec): left as A's own, a few such frames would open a region over the rest.
+            found = _sustained(alike & together[first, second], least, own[a] & quiet)
             source[a] = np.where(found & (source[a] == NOT_OTHER), NO_TRACK, source[a])
             if voice[b] is not None:  # B's owner at full voice: the voice is B's
                 with np.errstate(invalid="ignore"):
