@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -77,10 +79,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping us, ``kill``), taken the way Ctrl-C is, so that
+    the same clean-up runs: workers stopped, scratch audio removed, no half-written output."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM as :class:`_Terminated` while the command runs (main thread only; a caller
+    that runs :func:`main` elsewhere keeps its own handling)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(args: argparse.Namespace) -> int:
     """The command's exit status, whatever it raised turned into its message."""
     try:
-        return args.run(args)
+        with _terminable():
+            return args.run(args)
+    except _Terminated:
+        print("trackscribe: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except ManifestError as exc:
         return _bad_input(f"bad manifest: {exc}")
     except JobsError as exc:

@@ -6,6 +6,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -241,3 +242,25 @@ def test_ctrl_c_while_the_libraries_load_ends_quietly_with_130():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 130
     assert result.stderr == "trackscribe: interrupted\n"
+
+
+def test_a_run_stopped_by_sigterm_cleans_up_as_after_ctrl_c(sample_dir, tmp_path):
+    # A service manager's stop, or `kill`: the decoded audio in the scratch folder, the
+    # workers and the new output folder go, as they do after Ctrl-C; the exit status says so.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    manifest, out = str(sample_dir / "manifest.json"), str(tmp_path / "out")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "transcribe", manifest, "-o", out, "--no-progress"],
+        env=os.environ | {"TMPDIR": str(scratch)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(scratch.glob("trackscribe-*/*")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until it has begun to write decoded audio
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, stderr
+    assert "trackscribe: terminated" in stderr and "Traceback" not in stderr
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "out").exists()
