@@ -498,7 +498,13 @@ def _webhook_command(args: argparse.Namespace) -> int:
         say(f"recording {recording.id}: done (exit status {status})")
 
     def on_failed(recording: Recording, error: BaseException) -> None:
-        _record_failure(args.out / recording.id, recording, error)
+        _record_failure(
+            args.out / recording.id,
+            recording,
+            error,
+            fetch_flags=_api_flags(args),
+            transcribe_flags=_model_flags(args),
+        )
 
     receiver = WebhookReceiver(
         public_key, on_uploaded, on_failed=on_failed, host=args.host, port=args.port
@@ -529,15 +535,31 @@ def _webhook_public_key(settings: ApiSettings) -> bytes:
     return pem
 
 
-def _record_failure(out: Path, recording: Recording, error: BaseException) -> None:
+def _record_failure(
+    out: Path,
+    recording: Recording,
+    error: BaseException,
+    *,
+    fetch_flags: list[str],
+    transcribe_flags: list[str],
+) -> None:
     """Leave ``out/failed.json`` saying why a recording could not be handled: a webhook
-    server runs unattended, and a sweep over the output folders must find what needs a hand."""
+    server runs unattended, and a sweep over the output folders must find what needs a hand.
+    Its commands repeat the account and model flags the server was given (never the token):
+    without them, they would ask another API, or transcribe with other settings."""
+    by_hand = _by_hand(
+        recording.id,
+        out,
+        recording.meeting_id,
+        fetch_flags=fetch_flags,
+        transcribe_flags=transcribe_flags,
+    )
     record = {
         "recording_id": recording.id,
         "meeting_id": recording.meeting_id,
         "failed_at": format_utc(datetime.now(UTC)),
         "error": describe_error(error),
-        "by_hand": _by_hand(recording.id, out, recording.meeting_id),
+        "by_hand": by_hand,
     }
     # Said first: the disk that could not take the transcript may not take failed.json.
     say(f"recording {recording.id}: failed; by hand: {record['by_hand']}")

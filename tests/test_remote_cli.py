@@ -340,6 +340,9 @@ def test_webhook_command_leaves_failed_json_for_a_recording_it_could_not_handle(
     assert failed["recording_id"] == failed_path.parent.name
     assert "401" in failed["error"]
     assert f"--recording-id {failed['recording_id']}" in failed["by_hand"]
+    # the server's account flags, so the commands ask the same API (the token is not there)
+    assert f"--base-url {webhook_sender[0].base_url}" in failed["by_hand"]
+    assert "--account-id a --app-id b" in failed["by_hand"]
     assert not (failed_path.parent / "transcript.json").exists()
     assert "a-token-the-api-refuses" not in stderr
     # The log says what failed.json says: why, and the commands that do it by hand.
