@@ -406,21 +406,16 @@ class _Workers:
     def alone(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in a process of its own: if something in it kills the process (a
         decoder that crashes on a damaged file, the kernel's out-of-memory killer), only this
-        call fails, with :class:`BrokenProcessPool`. :class:`_NoProcess` when no process can
-        be started (the call was not made)."""
+        call fails, with :class:`BrokenProcessPool`. Where no process can be started, here."""
         with ProcessPoolExecutor(
             1, mp_context=self.context, initializer=start_worker, initargs=self.initargs
         ) as one:
             try:
                 with interrupts_held():  # the process starts here
                     future = one.submit(fn, *args)
-            except (RuntimeError, OSError) as exc:
-                raise _NoProcess from exc
+            except (RuntimeError, OSError):
+                return fn(*args)
             return future.result()
-
-
-class _NoProcess(Exception):
-    """No worker process could be started."""
 
 
 @contextmanager
@@ -518,12 +513,6 @@ def _analyse(
                 futures = {workers.pool.submit(analyse_track, *job(item)): item for item in ordered}
             except (BrokenProcessPool, RuntimeError, OSError):
                 futures, leftover = {}, list(work)
-                log.warning(
-                    "decode workers unavailable; decoding %d track(s) here%s",
-                    len(work),
-                    guard_hint(),
-                )
-                workers = None  # none could be started: done here, as without workers
             for future in as_completed(futures):
                 item = futures[future]
                 try:
@@ -534,14 +523,14 @@ def _analyse(
                 except Exception as exc:  # one bad track must not cost the others
                     fail(item, exc)
                 bar.update()
-            if leftover and workers is not None and guard_hint():  # none will ever start
+            if leftover and (not futures or guard_hint()):  # none started, or none ever will
                 log.warning(
                     "decode workers unavailable; decoding %d track(s) here%s",
                     len(leftover),
                     guard_hint(),
                 )
                 workers = None
-            elif leftover and workers is not None:
+            elif leftover:
                 log.warning(
                     "a decode worker died; decoding the %d track(s) it left, each in a "
                     "process of its own",
@@ -550,13 +539,9 @@ def _analyse(
         for item in leftover:
             try:
                 args = job(item)
-                outcome = None
-                if workers is not None:
-                    try:
-                        outcome = workers.alone(analyse_track, *args)
-                    except _NoProcess:
-                        workers = None  # none can be had now: the rest are done here
-                record(item, outcome if outcome is not None else analyse_track(*args))
+                record(
+                    item, workers.alone(analyse_track, *args) if workers else analyse_track(*args)
+                )
             except BrokenProcessPool:
                 path = manifest.track_path(manifest.tracks[item.index])
                 fail(
