@@ -113,20 +113,21 @@ def run_batch(
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
 
-        unsaved: list[WriteError] = []
+        unsaved: WriteError | None = None  # why the summary of the results so far is not saved
 
         def record(result: MeetingResult) -> None:
+            nonlocal unsaved
             results[result.job] = result
-            unsaved.clear()
             try:
                 BatchSummary(meetings=[results[n] for n in order if n in results]).save(
                     out / BATCH_SUMMARY
                 )
+                unsaved = None
             except WriteError as exc:
                 # A full disk, say: the meetings still to come may fit once it has room (each
                 # gives back its decoded audio, done or not), and the next result tries again.
                 log.error("%s; the meetings go on", exc)
-                unsaved.append(exc)
+                unsaved = exc
 
         work = _Work(
             out=out.resolve(),
@@ -148,8 +149,8 @@ def run_batch(
                 record(result)
                 bar.update()
                 log.info("%s: %s", result.job, result.status)
-        if unsaved:  # every meeting has been done; the summary of them all is what is lost
-            raise unsaved[0]
+        if unsaved is not None:  # every meeting has been tried; their summary is what is lost
+            raise unsaved
         return BatchSummary(meetings=[results[n] for n in order if n in results])
 
 
