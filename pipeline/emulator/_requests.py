@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 from models import RecordingStatus
+from stages.record import MAX_USER_IDS
 
 from ._state import Recording
 
 _STATUSES = get_args(RecordingStatus)
-_MAX_USER_IDS = 100
 
 
 class ApiError(Exception):
@@ -126,8 +126,8 @@ def read_user_ids(raw: object) -> frozenset[str] | None:
         raise ApiError(400, "user_ids must be a list of user id strings")
     if not raw:
         raise ApiError(400, "user_ids must name at least one user (omit it for everyone)")
-    if len(raw) > _MAX_USER_IDS:
-        raise ApiError(400, f"user_ids may name at most {_MAX_USER_IDS} users")
+    if len(raw) > MAX_USER_IDS:
+        raise ApiError(400, f"user_ids may name at most {MAX_USER_IDS} users")
     return frozenset(raw)
 
 
