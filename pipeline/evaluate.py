@@ -182,8 +182,8 @@ def _turns(
     sessions = sorted({str(e.session_id) for e in parsed if e.session_id is not None})
     if len(sessions) > 1:
         raise ValueError(
-            f"{path}: holds {len(sessions)} meetings ({', '.join(sessions[:3])}"
-            f"{', ...' if len(sessions) > 3 else ''}); score one meeting at a time"
+            f"{path}: holds {len(sessions)} meetings ({_listed(sessions)}); "
+            "score one meeting at a time"
         )
     return [
         Turn(speaker=str(e.speaker), start=e.start_time, end=e.end_time, text=e.words)
