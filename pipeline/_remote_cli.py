@@ -498,13 +498,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
         say(f"recording {recording.id}: done (exit status {status})")
 
     def on_failed(recording: Recording, error: BaseException) -> None:
-        _record_failure(
-            args.out / recording.id,
-            recording,
-            error,
-            fetch_flags=_api_flags(args),
-            transcribe_flags=_model_flags(args),
-        )
+        _record_failure(args, recording, error)
 
     receiver = WebhookReceiver(
         public_key, on_uploaded, on_failed=on_failed, host=args.host, port=args.port
@@ -535,24 +529,18 @@ def _webhook_public_key(settings: ApiSettings) -> bytes:
     return pem
 
 
-def _record_failure(
-    out: Path,
-    recording: Recording,
-    error: BaseException,
-    *,
-    fetch_flags: list[str],
-    transcribe_flags: list[str],
-) -> None:
-    """Leave ``out/failed.json`` saying why a recording could not be handled: a webhook
-    server runs unattended, and a sweep over the output folders must find what needs a hand.
-    Its commands repeat the account and model flags the server was given (never the token):
-    without them, they would ask another API, or transcribe with other settings."""
+def _record_failure(args: argparse.Namespace, recording: Recording, error: BaseException) -> None:
+    """Leave ``OUT/<recording>/failed.json`` saying why a recording could not be handled: a
+    webhook server runs unattended, and a sweep over the output folders must find what needs
+    a hand. Its commands repeat the account and model flags the server was given (never the
+    token): without them, they would ask another API, or transcribe with other settings."""
+    out = args.out / recording.id
     by_hand = _by_hand(
         recording.id,
         out,
         recording.meeting_id,
-        fetch_flags=fetch_flags,
-        transcribe_flags=transcribe_flags,
+        fetch_flags=_api_flags(args),
+        transcribe_flags=_model_flags(args),
     )
     record = {
         "recording_id": recording.id,
