@@ -55,7 +55,13 @@ from . import remote
 from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held, start_worker
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
-from .core import NoUsableTrackError, PipelineOptions, run_meeting, runtime_versions
+from .core import (
+    NoUsableTrackError,
+    PipelineOptions,
+    bars_wanted,
+    run_meeting,
+    runtime_versions,
+)
 
 __all__ = ["process_meeting", "run_batch"]
 
@@ -82,7 +88,7 @@ def run_batch(
     api: ApiSettings | None = None,
     formats: Sequence[str] = tuple(FORMATS),
     retry_failed: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> BatchSummary:
     """Transcribe every meeting of ``jobs`` (a list or a JOBS file) into ``out/<meeting>``.
 
@@ -143,7 +149,9 @@ def run_batch(
         # workers stop within the lock rather than go on unseen after it is released.
         with (
             closing(runs),
-            tqdm(total=len(todo), desc="meetings", unit="meeting", disable=not progress) as bar,
+            tqdm(
+                total=len(todo), desc="meetings", unit="meeting", disable=not bars_wanted(progress)
+            ) as bar,
         ):
             for result in runs:
                 record(result)

@@ -9,6 +9,7 @@ reason and costs nothing else: the other tracks still make the transcript.
 import logging
 import math
 import multiprocessing
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -170,14 +171,16 @@ def transcribe_tracks(
     manifest: Manifest | Path | str,
     *,
     options: PipelineOptions | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     workdir: Path | None = None,
 ) -> Transcript:
     """Transcribe a meeting's tracks into one speaker-attributed transcript.
 
     ``manifest`` is a :class:`Manifest` or the path of a ``manifest.json``. ``workdir`` is where
     decoded audio is kept while the meeting is processed (about 115 MB per hour of track;
-    default: the system's temporary folder); it is removed afterwards. Tracks that cannot
+    default: the system's temporary folder); it is removed afterwards. ``progress`` draws
+    progress bars; by default (None) only where someone watches (see :func:`bars_wanted`).
+    Tracks that cannot
     be used are listed in ``transcript.provenance.failures`` (see ``Transcript.partial``);
     a manifest that cannot be read raises :class:`models.ManifestError`, and a meeting none
     of whose tracks can be used raises :class:`NoUsableTrackError`.
@@ -185,11 +188,24 @@ def transcribe_tracks(
     return run_meeting(manifest, options=options, progress=progress, workdir=workdir).transcript
 
 
+def bars_wanted(progress: bool | None) -> bool:
+    """Whether to draw progress bars: as asked, or when not asked (None), where someone
+    watches: a terminal, or a Jupyter kernel (whose output is no terminal but shows bars).
+    A script run unattended, its stderr in a log file, gets no redraws in its log."""
+    if progress is not None:
+        return progress
+    try:
+        terminal = sys.stderr is not None and sys.stderr.isatty()
+    except ValueError:  # stderr closed
+        terminal = False
+    return terminal or "ipykernel" in sys.modules
+
+
 def run_meeting(
     manifest: Manifest | Path | str,
     *,
     options: PipelineOptions | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     workdir: Path | None = None,
     workers: int | None = None,
     transcriber: Transcriber | None = None,
@@ -208,6 +224,7 @@ def run_meeting(
     options = options or PipelineOptions()
     if transcriber is not None:
         _check_loaded_as(transcriber, options.transcribe)
+    progress = bars_wanted(progress)
     stats = RunStats()
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
 

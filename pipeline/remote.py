@@ -16,7 +16,7 @@ from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
 from stages.record import DEFAULT_WAIT, RealtimeKitClient
 from stages.transcribe import Transcriber
 
-from .core import NoUsableTrackError, PipelineOptions, run_meeting
+from .core import NoUsableTrackError, PipelineOptions, bars_wanted, run_meeting
 
 __all__ = ["RECORDING_FOLDER", "fetch", "record", "run", "transcribe_recording"]
 
@@ -97,6 +97,7 @@ def fetch(
 
     ``meeting_id`` names the meeting in the manifest; without it, the one the recording
     object names, which the API does not always send (then the recording id stands in).
+    Without ``options``, the fetch draws a progress bar where someone watches.
     """
     if isinstance(recording, str):
         recording = client.get_recording(recording)
@@ -110,7 +111,7 @@ def fetch(
         meeting_id=meeting_id,
         user_ids=user_ids,
         display_names=display_names,
-        options=options,
+        options=options or FetchOptions(progress=bars_wanted(None)),
     )
 
 
@@ -126,7 +127,7 @@ def run(
     stop_after: float | None = None,
     timeout: float = DEFAULT_WAIT,
     poll: float = 1.0,
-    progress: bool = True,
+    progress: bool | None = None,
     on_step: Step | None = None,
     on_started: Started | None = None,
     transcriber: Transcriber | None = None,
@@ -174,15 +175,17 @@ def transcribe_recording(
     display_names: Mapping[str, str] | None = None,
     options: PipelineOptions | None = None,
     fetch_options: FetchOptions | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     on_step: Step | None = None,
     transcriber: Transcriber | None = None,
 ) -> Transcript:
     """Fetch an uploaded recording into ``out/recording`` and transcribe it. Files that could
     not be fetched are listed as failures in the transcript's provenance; when none could be,
     :class:`NoUsableTrackError`. ``transcriber`` is a model already loaded with
-    ``options.transcribe`` (loaded here when None)."""
+    ``options.transcribe`` (loaded here when None). ``progress`` draws the fetch's and the
+    run's progress bars (default: where someone watches, see :func:`bars_wanted`)."""
     say = on_step or (lambda _line: None)
+    progress = bars_wanted(progress)
     folder = Path(out) / RECORDING_FOLDER
     result = fetch(
         client,
@@ -191,7 +194,7 @@ def transcribe_recording(
         meeting_id=meeting_id,
         user_ids=user_ids,
         display_names=display_names,
-        options=fetch_options,
+        options=fetch_options or FetchOptions(progress=progress),
     )
     recording_id = recording if isinstance(recording, str) else recording.id
     if result.manifest is None:

@@ -1,19 +1,21 @@
 """The whole pipeline on real media: who said what and when, and what bad input costs."""
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 
 from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
-from pipeline.core import run_meeting
+from pipeline.core import bars_wanted, run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
 
 from .conftest import silence, words_of, write_webm
@@ -90,10 +92,11 @@ def _rewrite(meeting, change):
     return path
 
 
-def test_a_missing_track_costs_only_that_track(meeting_copy):
+def test_a_missing_track_costs_only_that_track(meeting_copy, capsys):
     chen = next((meeting_copy / "tracks").glob("default_user-chen_*"))
     chen.unlink()
-    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=False)
+    transcript = transcribe_tracks(meeting_copy / "manifest.json")
+    assert capsys.readouterr().err == ""  # no bars redrawn into a log nobody watches
     assert transcript.partial
     (failure,) = transcript.provenance.failures
     assert failure.user_id == "user-chen" and failure.path == f"tracks/{chen.name}"
@@ -393,3 +396,28 @@ def test_a_model_loaded_with_other_settings_than_the_options_is_refused(sample_m
     threads_apart = Transcriber(TranscribeOptions(cpu_threads=1))  # runtime only: any will do
     run = run_meeting(sample_manifest, transcriber=threads_apart, progress=False)
     assert run.transcript.provenance.parameters["transcribe"]["beam_size"] == 5
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kernel", "asked", "drawn"),
+    [
+        (_Terminal(), False, None, True),  # someone watches a terminal
+        (io.StringIO(), False, None, False),  # a log file: nobody watches the redraws
+        (io.StringIO(), True, None, True),  # a notebook: no terminal, but it shows bars
+        (None, False, None, False),  # pythonw, a service: no stderr at all
+        (io.StringIO(), False, True, True),  # asked for, drawn anyway
+        (_Terminal(), True, False, False),  # asked not to, never drawn
+    ],
+)
+def test_progress_bars_are_drawn_where_someone_watches(monkeypatch, stderr, kernel, asked, drawn):
+    monkeypatch.setattr(sys, "stderr", stderr)
+    if kernel:
+        monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert bars_wanted(asked) is drawn
