@@ -76,6 +76,7 @@ class _Done(BaseModel):
     status: Literal["done", "partial"]
     duration_s: float
     reason: str | None = None
+    formats: list[str] = []  # exported last; another choice is written from the transcript
 
 
 def run_batch(
@@ -269,22 +270,27 @@ def _process(
     earlier = _reusable_manifest(job, folder)
     manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     manifest = _named(job, manifest)
-    key = _meeting_key(manifest, options, formats)
+    key = _meeting_key(manifest, options)
     done = _read_done(folder)
-    outputs_there = all((folder / FORMATS[f][0]).exists() for f in formats)
-    if (
-        done is not None
-        and done.key == key
-        and outputs_there  # someone may have deleted them: made again from the checkpoints
-        and not (retry_partial and done.status == "partial")
-    ):
-        return _result(job, folder, done, reused=True)
+    if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
+        outputs_there = all((folder / FORMATS[f][0]).exists() for f in formats)
+        if outputs_there and done.formats == sorted(formats):
+            return _result(job, folder, done, reused=True)
+        # Other formats asked for, or an output deleted by hand: the transcript is current,
+        # so only the exports are written again (and a missing kept transcript, from the
+        # checkpoints below).
+        if (kept := checkpoints.transcript()) is not None:
+            export(kept, folder, formats, replace=True)
+            done = done.model_copy(update={"formats": sorted(formats)})
+            atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
+            log.info("%s: wrote %s from its transcript", folder, ", ".join(formats))
+            return _result(job, folder, done, reused=True)
     if earlier is not None and done is not None and done.status == "partial":
         # To be done again: what its fetch could not get is not in the manifest, and only
         # fetching again (which skips the files already here) says what it was.
         manifest, missing = _inputs(job, folder, api)
         manifest = _named(job, manifest)
-        key = _meeting_key(manifest, options, formats)
+        key = _meeting_key(manifest, options)
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
@@ -311,11 +317,13 @@ def _process(
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     export(transcript, folder, formats, replace=True)
+    checkpoints.save_transcript(transcript)
     done = _Done(
         key=key,
         status="partial" if transcript.partial else "done",
         duration_s=round(run.stats.meeting_s, 3),
         reason=" ".join("; ".join(transcript.problems()).split()) or None,
+        formats=sorted(formats),
     )
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
@@ -432,10 +440,10 @@ def _named(job: Job, manifest: Manifest) -> Manifest:
     return manifest.model_copy(update={"tracks": tracks})
 
 
-def _meeting_key(manifest: Manifest, options: PipelineOptions, formats: Sequence[str]) -> str:
-    """Everything a meeting's outputs depend on: the manifest (names, times, the checksums it
-    expects), each file's bytes, every setting but how many threads did the work, the output
-    formats and the software."""
+def _meeting_key(manifest: Manifest, options: PipelineOptions) -> str:
+    """Everything a meeting's transcript depends on: the manifest (names, times, the checksums
+    it expects), each file's bytes, every setting but how many threads did the work, and the
+    software. Not the output formats: they are written from the transcript."""
     tracks = [(t.model_dump(mode="json"), _file_hash(manifest, t)) for t in manifest.tracks]
     return work_key(
         "meeting",
@@ -443,7 +451,6 @@ def _meeting_key(manifest: Manifest, options: PipelineOptions, formats: Sequence
         tracks,
         options.result_settings(),
         model_identity(options.transcribe.model),
-        sorted(formats),
         runtime_versions(),
     )
 

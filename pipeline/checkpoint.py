@@ -7,7 +7,8 @@ small description last, so an entry either exists whole or not at all.
 
 Layout under the meeting's ``.work`` folder: ``decode/KEY.pcm`` + ``decode/KEY.json`` (the
 decoded track and what decoding found), ``vad/KEY.npz`` (voice activity), ``transcribe/KEY.json``
-(a track's segments), and ``journal.jsonl`` (one line per piece of work done, for audit).
+(a track's segments), ``transcript.json`` (the meeting's transcript, whatever formats were
+exported from it) and ``journal.jsonl`` (one line per piece of work done, for audit).
 """
 
 import hashlib
@@ -27,6 +28,7 @@ from pydantic import BaseModel, TypeAdapter
 from models import (
     PcmAudio,
     Segment,
+    Transcript,
     VoiceActivity,
     atomic_write_bytes,
     atomic_write_text,
@@ -38,6 +40,7 @@ from models import (
 __all__ = ["Checkpoints", "work_key"]
 
 _SEGMENTS = TypeAdapter(list[Segment])
+_TRANSCRIPT = "transcript.json"
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,7 @@ class Checkpoints:
         Only while no other process works on the meeting: its writers use these names."""
         for stage in ("decode", "vad", "transcribe"):
             remove_unfinished_writes(self.folder / stage)
+        remove_unfinished_writes(self.folder, _TRANSCRIPT)
 
     def drop_pcm(self) -> None:
         """Remove the decoded audio (large; cheap to make again), keep the rest."""
@@ -141,6 +145,16 @@ class Checkpoints:
 
     def segments(self, key: str) -> list[Segment] | None:
         return self._read(self.folder / "transcribe" / f"{key}.json", _SEGMENTS.validate_json)
+
+    # -- the meeting's transcript ----------------------------------------------------------
+
+    def save_transcript(self, transcript: Transcript) -> None:
+        """Keep the transcript itself, so that other output formats can be written from it
+        later without the audio or the model (the exported ones may not include JSON)."""
+        transcript.save(self.folder / _TRANSCRIPT)
+
+    def transcript(self) -> Transcript | None:
+        return self._read(self.folder / _TRANSCRIPT, Transcript.model_validate_json)
 
     @staticmethod
     def _read(path: Path, parse: Callable[[bytes], _T]) -> _T | None:

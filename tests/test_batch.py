@@ -114,9 +114,24 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     run_batch(jobs, out, progress=False)
     again = run_batch(jobs, out, progress=False)
     assert again.meetings[0].reused
-    (out / "pair" / "transcript.vtt").unlink()  # an output deleted by hand is made again
+    vtt = (out / "pair" / "transcript.vtt").read_bytes()
+    (out / "pair" / "transcript.vtt").unlink()  # an output deleted by hand is made again,
     remade = run_batch(jobs, out, progress=False)
-    assert not remade.meetings[0].reused and (out / "pair" / "transcript.vtt").exists()
+    assert (out / "pair" / "transcript.vtt").read_bytes() == vtt
+    assert remade.meetings[0].reused  # from the transcript kept: no audio, no model
+
+    # Other formats are written from it too; those no longer asked for are taken away.
+    run_batch(jobs, out, formats=["json", "txt"], progress=False)
+    assert sorted(p.name for p in (out / "pair").glob("transcript.*")) == [
+        "transcript.json",
+        "transcript.txt",
+    ]
+    run_batch(jobs, out, formats=["srt"], progress=False)
+    assert [p.name for p in (out / "pair").glob("transcript.*")] == ["transcript.srt"]
+    back = run_batch(jobs, out, progress=False)
+    assert back.meetings[0].reused and (out / "pair" / "transcript.vtt").read_bytes() == vtt
+    for work in ("analysed", "transcribed"):  # nothing redone: once each, in the first run
+        assert set(journal(out, work).values()) == {1}
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
     caplog.clear()
