@@ -10,6 +10,7 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_PARTIAL,
     add_model_options,
+    count_at_least,
     output_folder,
     pipeline_options,
     show_progress,
@@ -36,7 +37,7 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     batch.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     batch.add_argument(
         "--workers",
-        type=int,
+        type=count_at_least(1),
         default=1,
         help="meetings at once, each in its own process with its own model (default 1)",
     )

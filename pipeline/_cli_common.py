@@ -3,7 +3,7 @@
 import argparse
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from models import Transcript, file_in_the_way
@@ -59,6 +59,22 @@ def choices(value: str, known: Sequence[str], what: str) -> list[str]:
     return names
 
 
+def count_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least ``minimum``: refused as the command
+    line is read, with the flag's name, rather than by a model field named otherwise."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {number}")
+        return number
+
+    return parse
+
+
 def _formats(value: str) -> list[str]:
     return choices(value, list(FORMATS), "format")
 
@@ -83,13 +99,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--beam-size",
-        type=int,
+        type=count_at_least(1),
         default=TranscribeOptions().beam_size,
         help=BEAM_SIZE_HELP,
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=count_at_least(0),
         default=0,
         help="CPU threads per model worker (two workers run at once; 0: the cores shared)",
     )

@@ -115,22 +115,24 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     emulator.add_argument("--port", type=_port, default=8787, help="0: any free port")
     emulator.add_argument("--token", help="bearer token to accept (default: $CLOUDFLARE_API_TOKEN)")
     emulator.add_argument(
-        "--start-delay", type=float, default=EmulatorOptions.model_fields["start_delay"].default
+        "--start-delay",
+        type=_non_negative_seconds,
+        default=EmulatorOptions.model_fields["start_delay"].default,
     )
     emulator.add_argument(
         "--record-seconds",
-        type=float,
+        type=_non_negative_seconds,
         default=EmulatorOptions.model_fields["record_seconds"].default,
         help="how long the meeting goes on after recording starts",
     )
     emulator.add_argument(
         "--upload-seconds",
-        type=float,
+        type=_non_negative_seconds,
         default=EmulatorOptions.model_fields["upload_seconds"].default,
     )
     emulator.add_argument(
         "--url-ttl",
-        type=float,
+        type=_positive_seconds,
         default=EmulatorOptions.model_fields["url_ttl"].default,
         help="seconds a pre-signed URL lives",
     )
@@ -387,9 +389,12 @@ def _fault(value: str) -> tuple[str, int]:
     if name not in FAULTS:
         raise argparse.ArgumentTypeError(f"unknown fault {name!r}; choose from {', '.join(FAULTS)}")
     try:
-        return name, int(count or 1)
+        times = int(count or 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"fault count must be a whole number: {value!r}") from None
+    if times < 0:
+        raise argparse.ArgumentTypeError(f"fault count must be 0 or more: {value!r}")
+    return name, times
 
 
 def settings_from(args: argparse.Namespace) -> ApiSettings:

@@ -40,6 +40,7 @@ from ._cli_common import (
     OutputError,
     add_model_options,
     choices,
+    count_at_least,
     output_file,
     output_folder,
     pipeline_options,
@@ -256,7 +257,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--model", default=BUNDLED_MODEL, help="as for transcribe")
     bench.add_argument(
-        "--beam-size", type=int, default=TranscribeOptions().beam_size, help=BEAM_SIZE_HELP
+        "--beam-size",
+        type=count_at_least(1),
+        default=TranscribeOptions().beam_size,
+        help=BEAM_SIZE_HELP,
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(

@@ -182,6 +182,21 @@ def test_bad_usage_exits_2(args):
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["batch", "jobs.jsonl", "-o", "out", "--workers", "0"], "--workers: must be 1 or more"),
+        (["transcribe", "m.json", "-o", "x", "--threads", "two"], "--threads: not a whole number"),
+        (["bench", "m.json", "--beam-size", "0"], "--beam-size: must be 1 or more, not 0"),
+        (["emulator", "--meeting", ".", "--fault", "cut=-1"], "--fault: fault count must be 0"),
+        (["emulator", "--meeting", ".", "--url-ttl", "0"], "--url-ttl: must be more than 0"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_naming_its_flag(args, said):
+    result = trackscribe(*args)
+    assert result.returncode == 2 and said in result.stderr
+
+
 def test_demo_prints_the_meeting_in_time_order(sample_truth):
     result = trackscribe("demo", "--no-progress")
     assert result.returncode == 0, result.stderr

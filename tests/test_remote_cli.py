@@ -448,8 +448,10 @@ def public_key_file(folder: Path) -> Path:
         (["--stop-after", "-1"], "--stop-after: must be 0 or more seconds"),
         (["--timeout", "-1"], "--timeout: must be more than 0 seconds"),
         (["--model", "smal.en"], "cannot load model 'smal.en'"),
+        (["--threads", "-1"], "argument --threads: must be 0 or more, not -1"),
+        (["--beam-size", "0"], "argument --beam-size: must be 1 or more, not 0"),
     ],
-    ids=["negative-stop-after", "negative-timeout", "unloadable-model"],
+    ids=["negative-stop-after", "negative-timeout", "unloadable-model", "threads", "beam"],
 )
 def test_run_refuses_a_bad_option_or_model_before_starting_a_recording(
     emulator, tmp_path, option, said
