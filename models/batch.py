@@ -165,9 +165,25 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
         if "user_ids" in cleaned:
             users = str(cleaned["user_ids"]).split(";")
             cleaned["user_ids"] = [u.strip() for u in users if u.strip()]
+        if "names" in cleaned:
+            cleaned["names"] = _csv_names(str(cleaned["names"]), f"{path}, line {first}")
         if cleaned:
             rows.append((first, cleaned))
     return rows
+
+
+def _csv_names(cell: str, where: str) -> dict[str, str]:
+    """A CSV cell of display names, ``alice=Alice Smith;bob=Bob``: a cell holds no mapping."""
+    names = {}
+    for pair in filter(str.strip, cell.split(";")):
+        user_id, equals, name = pair.partition("=")
+        if not equals or not user_id.strip() or not name.strip():
+            raise JobsError(
+                f"{where}: names: {pair.strip()!r} is not USER_ID=NAME "
+                "(pairs separated by ';', as in alice=Alice Smith;bob=Bob)"
+            )
+        names[user_id.strip()] = name.strip()
+    return names
 
 
 class MeetingResult(BaseModel):

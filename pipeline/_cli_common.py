@@ -79,6 +79,12 @@ def _formats(value: str) -> list[str]:
     return choices(value, list(FORMATS), "format")
 
 
+THREADS_HELP = (
+    "CPU threads for each of the model's two workers, which transcribe two tracks at once "
+    "(default 0: the machine's cores split between them, and, in a batch, between the meetings "
+    "run at once)"
+)
+
 BEAM_SIZE_HELP = (
     f"Whisper's beam width (default {TranscribeOptions().beam_size}; 1: greedy, faster)"
 )
@@ -107,7 +113,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=count_at_least(0),
         default=0,
-        help="CPU threads per model worker (two workers run at once; 0: the cores shared)",
+        help=THREADS_HELP,
     )
     add_progress_option(parser)
 

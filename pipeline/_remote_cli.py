@@ -56,7 +56,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "--user-id), wait until the files are uploaded, fetch them into OUT/recording, "
         "transcribe, and write the transcript to OUT.",
     )
-    run.add_argument("--meeting-id", required=True)
+    run.add_argument("--meeting-id", required=True, help="the live meeting to record")
     run.add_argument(
         "--user-id", action="append", default=[], metavar="U", help="a user to record; repeat"
     )
@@ -86,13 +86,20 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         description="Download every file of a RealtimeKit track recording (resuming, "
         "verifying size and checksum, renewing expired URLs) and write DIR/manifest.json.",
     )
-    fetch.add_argument("--recording-id", required=True)
+    fetch.add_argument("--recording-id", required=True, help="an UPLOADED track recording")
     fetch.add_argument(
         "--meeting-id",
         help="the meeting, for the manifest (default: the one the API names for the recording, "
         "else the recording id)",
     )
-    fetch.add_argument("-o", "--out", type=Path, required=True, metavar="DIR")
+    fetch.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="manifest folder to write (DIR/manifest.json, DIR/tracks/); files there are resumed",
+    )
     fetch.add_argument(
         "--user-id", action="append", default=[], metavar="U", help="only this user; repeat"
     )
@@ -108,36 +115,53 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "backed by a meeting folder (manifest.json and its tracks): the recording lifecycle, "
         "pre-signed URLs that expire, Range requests, signed webhooks and fault switches.",
     )
-    emulator.add_argument("--meeting", type=Path, required=True, metavar="DIR")
+    emulator.add_argument(
+        "--meeting",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="meeting folder to serve (manifest.json and its tracks)",
+    )
     emulator.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    emulator.add_argument("--port", type=_port, default=8787, help="0: any free port")
+    emulator.add_argument(
+        "--port", type=_port, default=8787, help="port (default %(default)s; 0: any free one)"
+    )
     emulator.add_argument("--token", help="bearer token to accept (default: $CLOUDFLARE_API_TOKEN)")
     emulator.add_argument(
         "--start-delay",
         type=_non_negative_seconds,
+        metavar="S",
         default=EmulatorOptions.model_fields["start_delay"].default,
+        help="seconds from the start call to RECORDING (default %(default)g)",
     )
     emulator.add_argument(
         "--record-seconds",
         type=_non_negative_seconds,
+        metavar="S",
         default=EmulatorOptions.model_fields["record_seconds"].default,
-        help="how long the meeting goes on after recording starts",
+        help="seconds the meeting goes on after recording starts (default %(default)g)",
     )
     emulator.add_argument(
         "--upload-seconds",
         type=_non_negative_seconds,
+        metavar="S",
         default=EmulatorOptions.model_fields["upload_seconds"].default,
+        help="seconds from UPLOADING to UPLOADED (default %(default)g)",
     )
     emulator.add_argument(
         "--url-ttl",
         type=_positive_seconds,
+        metavar="S",
         default=EmulatorOptions.model_fields["url_ttl"].default,
-        help="seconds a pre-signed URL lives",
+        help="seconds a pre-signed URL lives (default %(default)g)",
     )
     emulator.add_argument(
-        "--shape", choices=["layers", "string"], default="layers", help="download_url shape"
+        "--shape",
+        choices=["layers", "string"],
+        default="layers",
+        help="download_url as a map of file names to URLs (default) or as one URL",
     )
     emulator.add_argument(
         "--empty-start-body",
@@ -156,7 +180,9 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "--webhook-url", help="deliver signed recording.statusUpdate webhooks here"
     )
     emulator.add_argument(
-        "--webhook-key", type=Path, help="PEM RSA private key to sign webhooks (default: a new one)"
+        "--webhook-key",
+        type=Path,
+        help="file of the PEM RSA private key to sign webhooks with (default: a new key)",
     )
     emulator.add_argument(
         "--public-key-out", type=Path, help="write the webhook public key (PEM) here"
@@ -187,8 +213,9 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     webhook.add_argument(
         "--public-key",
         metavar="PEM",
-        help="RealtimeKit's webhook public key, a file or PEM text (required: default "
-        f"${ENVIRONMENT['webhook_public_key']}); deliveries not signed with it are refused",
+        help="RealtimeKit's webhook public key, a file or PEM text; required unless "
+        f"${ENVIRONMENT['webhook_public_key']} or webhook_public_key in the config file gives "
+        "it. Deliveries not signed with it are refused",
     )
     add_model_options(webhook)
     webhook.set_defaults(run=_webhook_command)
@@ -201,7 +228,12 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "the upload, fetch, transcribe; print each step and the merged transcript. No "
         "network, no credentials.",
     )
-    demo.add_argument("-o", "--out", type=Path, help="keep the outputs in this folder")
+    demo.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="keep the outputs (in --formats) in this folder; without it, nothing is written",
+    )
     add_model_options(demo)
     demo.set_defaults(run=_demo_command)
 
@@ -322,9 +354,12 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         "RealtimeKit account",
         "Each setting is taken from the flag, else the environment variable, else the config "
         "file ([realtimekit] in --config, $TRACKSCRIBE_CONFIG or "
-        "~/.config/trackscribe/config.toml).",
+        "$XDG_CONFIG_HOME/trackscribe/config.toml, by default ~/.config/...).",
     )
-    group.add_argument("--base-url", help="API base (default https://api.cloudflare.com/client/v4)")
+    group.add_argument(
+        "--base-url",
+        help="API base (default $REALTIMEKIT_BASE_URL, else https://api.cloudflare.com/client/v4)",
+    )
     group.add_argument("--account-id", help="default $CLOUDFLARE_ACCOUNT_ID")
     group.add_argument("--app-id", help="default $REALTIMEKIT_APP_ID")
     group.add_argument(
@@ -341,7 +376,7 @@ def _add_names(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=_name,
         metavar="USER=NAME",
-        help="display name of a user in the transcript; repeat",
+        help="display name of a user (in the manifest and so in the transcript); repeat",
     )
 
 

@@ -232,7 +232,12 @@ def _alternative(name: str, manifest: Manifest, truth_path: str, options: Pipeli
 
     o = options.transcribe
     started = time.perf_counter()
-    model = WhisperModel(resolve_model(o.model), device=o.device, compute_type=o.compute_type)
+    model = WhisperModel(
+        resolve_model(o.model),
+        device=o.device,
+        compute_type=o.compute_type,
+        cpu_threads=o.cpu_threads,  # 0, the default: CTranslate2 picks, as a user's would
+    )
     load = time.perf_counter() - started
     settings = {"language": o.language, "beam_size": o.beam_size}
     offsets = track_offsets(manifest)

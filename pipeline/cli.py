@@ -37,6 +37,7 @@ from ._cli_common import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_PARTIAL,
+    THREADS_HELP,
     OutputError,
     add_model_options,
     choices,
@@ -197,8 +198,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="trackscribe",
         description="Speaker-attributed, time-aligned transcripts from RealtimeKit track "
         "recordings (one audio file per participant).",
-        epilog="Exit status: 0 success, 1 partial (some tracks failed; the rest written and "
-        "the failures listed), 2 bad usage or bad input, 3 an error of trackscribe itself.",
+        epilog="Exit status: 0 success; 1 partial (some tracks, files or meetings failed; the "
+        "rest written and the failures listed; for bench, an approach failed); 2 bad usage or "
+        "input, or a service that refused or could not be reached; 3 an error of trackscribe "
+        "itself; 130 interrupted; 143 terminated.",
     )
     parser.add_argument("--version", action="version", version=software_version())
     parser.add_argument(
@@ -231,8 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--plot",
         type=Path,
-        metavar="FILE.png",
-        help="draw a timeline (PNG, or PDF or SVG as the name says)",
+        metavar="FILE",
+        help="draw a timeline, truth above transcript, one row per speaker (PNG, PDF or SVG, "
+        "as the name ends)",
     )
     evaluate.set_defaults(run=_run_eval)
 
@@ -255,21 +259,26 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(APPROACHES)} (default: all; oracle only "
         "with a truth)",
     )
-    bench.add_argument("--model", default=BUNDLED_MODEL, help="as for transcribe")
+    bench.add_argument(
+        "--model",
+        default=BUNDLED_MODEL,
+        help=f"Whisper model for every approach (default {BUNDLED_MODEL}; as for transcribe)",
+    )
     bench.add_argument(
         "--beam-size",
         type=count_at_least(1),
         default=TranscribeOptions().beam_size,
         help=BEAM_SIZE_HELP,
     )
+    bench.add_argument("--threads", type=count_at_least(0), default=0, help=THREADS_HELP)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(
         "--plot",
         type=Path,
-        metavar="FILE.png",
-        help="draw the pipeline's timeline (PNG, PDF or SVG by name)",
+        metavar="FILE",
+        help="draw the pipeline's timeline against the truth (PNG, PDF or SVG, as the name ends)",
     )
-    bench.set_defaults(run=_run_bench, threads=0)
+    bench.set_defaults(run=_run_bench)
 
     add_remote_commands(commands)
     add_batch_command(commands)

@@ -505,6 +505,11 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
         ("id,manifest\nx,a.json\nx,b.json\n", ".csv", "share the output folder 'x'"),
         ("id,meeting_id,user_ids\nx,m,alice,bob\n", ".csv", "line 2: 1 more cell.*'bob'"),
         ("id,manifest,language\nx,a.json,en\n", ".csv", "line 2: language: Extra inputs"),
+        (
+            "id,manifest,names\nx,a.json,alice\n",
+            ".csv",
+            "line 2: names: 'alice' is not USER_ID=NAME",
+        ),
         # the line the row begins on, past blank lines and a quoted cell with a line break
         ('id,manifest\n\n"a\nb",a.json\n\nx,b.json,c\n', ".csv", "line 6: 1 more cell"),
         ("", ".jsonl", "no jobs"),
@@ -535,11 +540,14 @@ def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything is done
 
 
-def test_csv_jobs_with_user_ids(tmp_path):
+def test_csv_jobs_with_user_ids_and_names(tmp_path):
     path = tmp_path / "jobs.csv"
-    path.write_text("meeting_id,user_ids\nm-1,alice;bob\nm-2,\n")
+    path.write_text(
+        "meeting_id,user_ids,names\nm-1,alice;bob,alice=Alice Smith; bob = Bob\nm-2,,\n"
+    )
     jobs = load_jobs(path)
     assert [(j.meeting_id, j.user_ids) for j in jobs] == [("m-1", ("alice", "bob")), ("m-2", ())]
+    assert jobs[0].names == {"alice": "Alice Smith", "bob": "Bob"} and not jobs[1].names
 
 
 def test_a_transcript_shows_itself_in_a_notebook(reference):
