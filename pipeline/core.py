@@ -332,6 +332,16 @@ def _clock(
             drift_ppm = estimate.drift_ppm
         timings[item.index] = TrackTiming(offset, drift_ppm)
         track = manifest.tracks[item.index]
+        log.debug(
+            "%s: start %+.3f s (%s), drift %s ppm (%s), from %d pair(s), correlation %.2f",
+            track.path,
+            estimate.correction_s,
+            "applied" if estimate.start_clear else "not applied",
+            "?" if estimate.drift_ppm is None else f"{estimate.drift_ppm:+.0f}",
+            "applied" if estimate.drift_clear else "not applied",
+            estimate.pairs,
+            estimate.correlation,
+        )
         records.append(
             ClockEstimate(
                 path=track.path,
@@ -369,6 +379,14 @@ def _attribute(
             continue
         item.regions = speech_regions(activity, options.vad)
         track = manifest.tracks[item.index]
+        log.debug(
+            "%s: %d region(s), %.1f s of its own speech; %d leaked span(s), %.1f s, held back",
+            track.path,
+            len(item.regions),
+            sum(r.duration for r in item.regions),
+            len(spans),
+            sum(span.end - span.start for span in spans),
+        )
         sent = [(r.start, r.end) for r in item.regions]
         timing = timings[item.index]
         # Recorded is what the model was spared: leaked speech outside every region sent.
@@ -506,6 +524,13 @@ def _analyse(
     def record(item: _TrackWork, outcome: tuple) -> None:
         audio, activity, decode_s, vad_s = outcome
         item.audio, item.activity = store.analysed(item, audio, activity)
+        log.debug(
+            "%s: %.1f s decoded in %.2f s, %.1f s voiced",
+            manifest.tracks[item.index].path,
+            audio.duration,
+            decode_s,
+            activity.frame_s * int(activity.voiced.sum()),
+        )
         stats.decode_s += decode_s
         stats.vad_s += vad_s
 
@@ -600,6 +625,12 @@ def _transcribe(
     def done(position: int, segments: list[Segment]) -> None:
         todo[position].segments = segments
         store.transcribed(todo[position])
+        log.debug(
+            "%s: %d segment(s), %d word(s)",
+            manifest.tracks[todo[position].index].path,
+            len(segments),
+            sum(len(s.text.split()) for s in segments),
+        )
         finished.add(position)
 
     with tqdm(

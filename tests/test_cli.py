@@ -37,6 +37,22 @@ def test_transcribe_writes_every_format_and_exits_0(sample_dir, tmp_path):
     assert "<v Chen>" in (tmp_path / "transcript.vtt").read_text()
 
 
+def test_verbose_says_what_each_stage_made_of_each_track(sample_dir, tmp_path):
+    manifest = str(sample_dir / "manifest.json")
+    info = trackscribe("-v", "transcribe", manifest, "-o", str(tmp_path / "v"), "--no-progress")
+    assert "loading model" in info.stderr
+    assert "VAD filter" not in info.stderr  # faster-whisper's, about a VAD it is not given
+    debug = trackscribe("-vv", "transcribe", manifest, "-o", str(tmp_path / "vv"))
+    tracks = [t["path"] for t in json.loads((sample_dir / "manifest.json").read_text())["tracks"]]
+    for said in ("s decoded in", "region(s)"):
+        assert sorted(
+            line.split(": ")[2] for line in debug.stderr.splitlines() if said in line
+        ) == (sorted(tracks))
+    transcribed = [line for line in debug.stderr.splitlines() if "segment(s)" in line]
+    assert len(transcribed) == 4  # dana never speaks: nothing of hers reaches the model
+    assert "user-dana" not in " ".join(transcribed)
+
+
 def test_a_lost_track_exits_1_and_names_it(meeting_copy, tmp_path):
     lost = next((meeting_copy / "tracks").glob("default_user-chen_*"))
     lost.unlink()
