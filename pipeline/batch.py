@@ -488,13 +488,16 @@ class _Work:
 def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[MeetingResult]:
     """Here, one meeting after another (tracks decoded in parallel), or in ``workers``
     processes, one meeting each at a time (tracks decoded in that process). Meetings lost
-    with a worker that died (killed, out of memory) get one more try in a new pool."""
+    with a worker that died (a decoder that crashed on a damaged file, the out-of-memory
+    killer) get one more try in a new pool, decoding each track in a process apart, so that
+    a file that kills its decoder costs only its own track, not the meetings beside it."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield work(job, None)
         return
     work = replace(work, options=_share_cores(work.options, min(workers, len(jobs))))
     context = multiprocessing.get_context("forkserver")
+    decode_workers: int | None = 1  # in the worker itself: no process started per meeting
     for last_try in (False, True):
         lost: list[Job] = []
         # Workers log through the batch's logging and stop when it is killed, even with -9,
@@ -511,7 +514,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
             try:
                 with interrupts_held():
                     futures: dict[Future[MeetingResult], Job] = {
-                        pool.submit(work, job): job for job in jobs
+                        pool.submit(work, job, decode_workers): job for job in jobs
                     }
                 for future in as_completed(futures):
                     if isinstance(future.exception(), BrokenProcessPool) and not last_try:
@@ -526,8 +529,12 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                 raise
         if not lost:
             return
-        log.warning("a worker process died; %d meeting(s) get another try", len(lost))
-        jobs = lost
+        log.warning(
+            "a worker process died; %d meeting(s) get another try, each track decoded in a "
+            "process apart",
+            len(lost),
+        )
+        jobs, decode_workers = lost, None
 
 
 def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:

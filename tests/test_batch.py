@@ -279,6 +279,62 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, ref
     assert transcripts(tmp_path / "dask") == transcripts(reference)
 
 
+_CRASHING_DECODER = """
+import os, signal
+import av
+_open = av.open
+def _open_or_crash(file, *args, **kwargs):
+    if "CRASH" in str(file):  # what a decoder that crashes on a damaged file does
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _open(file, *args, **kwargs)
+av.open = _open_or_crash
+"""
+
+
+def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_it(
+    meetings, sample_dir, tmp_path
+):
+    crashing = tmp_path / "crashing"
+    shutil.copytree(sample_dir, crashing)
+    raw = json.loads((crashing / "manifest.json").read_text())
+    alice = raw["tracks"][0]["path"]
+    renamed = alice.replace("tracks/", "tracks/CRASH_")
+    (crashing / alice).rename(crashing / renamed)
+    raw["tracks"][0]["path"] = renamed
+    (crashing / "manifest.json").write_text(json.dumps(raw))
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        meetings.read_text().replace(
+            "pair/manifest.json", str(meetings.parent / "pair" / "manifest.json")
+        )
+        + json.dumps({"id": "crashing", "manifest": str(crashing / "manifest.json")})
+        + "\n"
+    )
+    # Every process of the run gets a decoder that crashes on the one file.
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(_CRASHING_DECODER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "inject"), *sys.path])}
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline", "batch", str(jobs), "-o", str(out), "--workers=2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 1, run.stderr  # a meeting lost input
+    summary = {m.job: m for m in BatchSummary.load(out / "summary.json").meetings}
+    assert {job: m.status for job, m in summary.items()} == {
+        "sample": "done",
+        "pair": "done",
+        "again": "done",
+        "crashing": "partial",
+    }
+    assert renamed in summary["crashing"].reason and "died" in summary["crashing"].reason
+    transcript = Transcript.load(out / "crashing" / "transcript.json")
+    assert {u.speaker for u in transcript.utterances} == {"user-bruno", "user-chen"}
+
+
 def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
