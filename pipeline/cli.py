@@ -320,7 +320,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     try:
         hypothesis, participants = read_turns(args.transcript)
         truth, truth_participants = read_turns(args.truth)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         return _bad_input(str(exc))
     speakers = participants or []  # SegLST: only the speakers it has
     if not speakers and truth_participants:

@@ -89,6 +89,8 @@ def decode(
     """
     source, pcm_path = Path(source), Path(pcm_path)
     size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
+    if size == 0:
+        raise DecodeError(f"{source}: empty file (0 bytes; an upload or copy that failed?)")
     try:
         container = av.open(str(source), mode="r")
     except av.error.FFmpegError as exc:

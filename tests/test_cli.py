@@ -109,6 +109,15 @@ def test_bad_input_exits_2_with_the_reason(meeting_copy, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_eval_of_a_file_that_is_not_there_names_it_in_plain_words(tmp_path):
+    result = trackscribe("eval", str(tmp_path / "transcript.json"), str(tmp_path))
+    assert result.returncode == 2
+    assert f"trackscribe: {tmp_path / 'transcript.json'}: No such file or directory" in (
+        result.stderr
+    )
+    assert "Errno" not in result.stderr
+
+
 def test_an_output_that_cannot_be_written_exits_2_naming_it(sample_dir, tmp_path):
     (tmp_path / "transcript.srt").mkdir()
     result = trackscribe(

@@ -102,6 +102,13 @@ def test_a_file_that_is_not_audio_is_an_error_naming_the_file(tmp_path):
         decode(path, tmp_path / "x.pcm")
 
 
+def test_an_empty_file_is_named_as_empty_not_as_unreadable(tmp_path):
+    path = tmp_path / "default_user-a_peer-b_peer_audio_1760000000000.webm"
+    path.touch()  # what an upload that failed can leave
+    with pytest.raises(DecodeError, match=r"peer_audio_1760000000000\.webm: empty file \(0 bytes"):
+        decode(path, tmp_path / "x.pcm")
+
+
 def test_a_missing_file_or_a_wrong_checksum_is_refused_before_decoding(sample_manifest, tmp_path):
     with pytest.raises(DecodeError, match=r"absent\.webm: file not found"):
         decode(tmp_path / "absent.webm", tmp_path / "x.pcm")
