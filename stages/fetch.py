@@ -346,13 +346,19 @@ def _verified_earlier(manifest_path: Path, recording_id: str) -> dict[str, str]:
 
 
 def _of_users(files: Sequence[RecordingFile], user_ids: Sequence[str]) -> list[RecordingFile]:
-    wanted = []
+    """The files of ``user_ids``. Leaving out the others is what was asked (one line says
+    how many); a name that does not say whose it is is warned of, file by file."""
+    wanted, others = [], 0
     for file in files:
         parsed = parse_file_name(file.name, user_ids=user_ids)
-        if parsed is not None and parsed.user_id in user_ids:
+        if parsed is None:
+            log.warning("%s: its name does not say whose file it is; not fetched", file.name)
+        elif parsed.user_id in user_ids:
             wanted.append(file)
         else:
-            log.warning("%s: not a file of the users asked for; not fetched", file.name)
+            others += 1
+    if others:
+        log.info("%d file(s) of users not asked for; not fetched", others)
     return wanted
 
 
