@@ -15,13 +15,11 @@ from stages.transcribe import (
     TracksFailed,
     TranscribeOptions,
     Transcriber,
-    _compression_ratio,
-    _Decoded,
-    _Piece,
-    _Window,
     resolve_model,
     usable_cores,
 )
+from stages.transcribe._windows import Decoded, Piece, Window
+from stages.transcribe._words import compression_ratio
 from stages.vad import detect_speech
 
 from .conftest import silence, words_of, write_webm
@@ -246,18 +244,18 @@ def test_a_sentence_said_again_in_turns_of_its_own_is_not_taken_for_a_loop(
     segments = transcriber.transcribe(audio, regions)
     (heard,) = passes[0]  # one window holds all four turns ...
     loop_guard = transcriber.options.compression_ratio_threshold
-    assert _compression_ratio(heard.text) > loop_guard  # ... and its whole text reads as a loop
+    assert compression_ratio(heard.text) > loop_guard  # ... and its whole text reads as a loop
     for region in regions:
         heard = [w.word for s in segments for w in s.words if region.start <= w.start < region.end]
         words = words_of(" ".join(heard))
         assert words[:2] == ["good", "morning"] and words[-2:] == ["planning", "call"]
 
 
-def _window_saying(sentence: str, durations: list[float]) -> tuple[_Window, _Decoded]:
+def _window_saying(sentence: str, durations: list[float]) -> tuple[Window, Decoded]:
     """A packed window of pieces this long, each given ``sentence``, its words spread evenly."""
     pieces, words, start = [], [], 0.0
     for duration in durations:
-        pieces.append(_Piece(start, 100 + start, duration, floor=0.0, onset=100 + start))
+        pieces.append(Piece(start, 100 + start, duration, floor=0.0, onset=100 + start))
         said = sentence.split()
         step = duration / len(said)
         words += [
@@ -266,7 +264,7 @@ def _window_saying(sentence: str, durations: list[float]) -> tuple[_Window, _Dec
         ]
         start += duration
     text = " ".join(w.word for w in words)
-    return _Window(0, tuple(pieces)), _Decoded(text, words, avg_logprob=-0.2, no_speech_prob=0.0)
+    return Window(0, tuple(pieces)), Decoded(text, words, avg_logprob=-0.2, no_speech_prob=0.0)
 
 
 def test_a_loop_spread_over_turns_of_different_lengths_is_still_a_loop(transcriber):

