@@ -187,13 +187,15 @@ def process_meeting(
     formats: Sequence[str] = tuple(FORMATS),
     decode_workers: int | None = 1,
     retry_partial: bool = False,
+    decode_apart: bool = False,
 ) -> MeetingResult:
     """Do one meeting in ``folder``, taking whatever an earlier run finished. Never raises:
     whatever goes wrong is the meeting's failure, with its reason.
 
     One process at a time works in a folder (a lock): a worker of a killed run that is still
     finishing a meeting is waited for, never raced, so no track is transcribed twice.
-    ``retry_partial`` redoes a meeting that was finished with input lost.
+    ``retry_partial`` redoes a meeting that was finished with input lost. ``decode_workers``
+    and ``decode_apart`` are :func:`run_meeting`'s ``workers`` and ``decode_apart``.
     """
     started = time.perf_counter()
     folder = Path(folder).resolve()
@@ -201,7 +203,15 @@ def process_meeting(
         folder.mkdir(parents=True, exist_ok=True)
         with _exclusive(folder):
             return _process(
-                job, folder, options, api, formats, decode_workers, retry_partial, started
+                job,
+                folder,
+                options,
+                api,
+                formats,
+                decode_workers,
+                decode_apart,
+                retry_partial,
+                started,
             )
     except Exception as exc:
         # Ours say what and where; anything else is named by its type (a bare KeyError's
@@ -257,6 +267,7 @@ def _process(
     api: ApiSettings | None,
     formats: Sequence[str],
     decode_workers: int | None,
+    decode_apart: bool,
     retry_partial: bool,
     started: float,
 ) -> MeetingResult:
@@ -307,6 +318,7 @@ def _process(
             options=options,
             progress=False,
             workers=decode_workers,
+            decode_apart=decode_apart,
             transcriber=Transcriber(options.transcribe),  # the model is cached: one per process
             checkpoints=checkpoints,
         )
@@ -472,7 +484,9 @@ class _Work:
     formats: tuple[str, ...]
     retry_partial: bool
 
-    def __call__(self, job: Job, decode_workers: int | None = 1) -> MeetingResult:
+    def __call__(
+        self, job: Job, decode_workers: int | None = 1, decode_apart: bool = False
+    ) -> MeetingResult:
         with interruptible():  # Ctrl-C stops a worker's meeting, not its waiting for one
             return process_meeting(
                 job,
@@ -482,6 +496,7 @@ class _Work:
                 self.formats,
                 decode_workers,
                 retry_partial=self.retry_partial,
+                decode_apart=decode_apart,
             )
 
 
@@ -497,7 +512,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
         return
     work = replace(work, options=_share_cores(work.options, min(workers, len(jobs))))
     context = multiprocessing.get_context("forkserver")
-    decode_workers: int | None = 1  # in the worker itself: no process started per meeting
+    apart = False  # first, tracks are decoded in the worker itself: no process per track
     for last_try in (False, True):
         lost: list[Job] = []
         # Workers log through the batch's logging and stop when it is killed, even with -9,
@@ -514,7 +529,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
             try:
                 with interrupts_held():
                     futures: dict[Future[MeetingResult], Job] = {
-                        pool.submit(work, job, decode_workers): job for job in jobs
+                        pool.submit(work, job, 1, apart): job for job in jobs
                     }
                 for future in as_completed(futures):
                     if isinstance(future.exception(), BrokenProcessPool) and not last_try:
@@ -534,7 +549,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
             "process apart",
             len(lost),
         )
-        jobs, decode_workers = lost, None
+        jobs, apart = lost, True
 
 
 def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:

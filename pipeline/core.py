@@ -208,13 +208,17 @@ def run_meeting(
     progress: bool | None = None,
     workdir: Path | None = None,
     workers: int | None = None,
+    decode_apart: bool = False,
     transcriber: Transcriber | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> MeetingRun:
     """:func:`transcribe_tracks`, also telling where the time went.
 
     ``workers`` processes decode and search tracks for speech in parallel (default: one per
-    CPU core, at most one per track; 1: all in this process). ``transcriber`` is a model
+    CPU core, at most one per track; 1: all in this process). With ``decode_apart``, each
+    track is decoded in a process of its own, one after another instead: slower, but a file
+    that kills its decoder then costs only its own track even in a meeting of one track, or
+    in a process that must not die (a batch worker with other work). ``transcriber`` is a model
     already loaded with ``options.transcribe`` (a batch worker keeps one for many meetings).
     With ``checkpoints``, each track's decoded audio, voice activity and segments are kept
     as they are finished and taken from there when their inputs and settings are unchanged.
@@ -230,7 +234,7 @@ def run_meeting(
 
     with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
         store = _Store(checkpoints, Path(scratch), options)
-        with _analysis_pool(len(work), workers) as decoders:
+        with _analysis_pool(len(work), workers, apart=decode_apart) as decoders:
             # The workers start while the model loads here; decoding waits for both, so that
             # it has the cores to itself (and a model that cannot load stops everything).
             with _timer(stats, "model_load_s"):
@@ -434,7 +438,7 @@ def _outside(
 class _Workers:
     """The decode workers, and how to start one more for a job of its own."""
 
-    pool: ProcessPoolExecutor
+    pool: ProcessPoolExecutor | None  # None: every job is started alone
     context: multiprocessing.context.BaseContext
     initargs: tuple
 
@@ -454,8 +458,11 @@ class _Workers:
 
 
 @contextmanager
-def _analysis_pool(tracks: int, workers: int | None) -> Iterator[_Workers | None]:
-    """Worker processes for decoding, or None when one would do or none can be had.
+def _analysis_pool(
+    tracks: int, workers: int | None, *, apart: bool = False
+) -> Iterator[_Workers | None]:
+    """Worker processes for decoding, or None when one would do or none can be had; with
+    ``apart``, no shared pool, but what starts a process for each job.
 
     Processes, because PyAV holds the GIL while it decodes. They come from a fork server that
     has imported only what they run (forking this process could copy the model's threads'
@@ -463,7 +470,7 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[_Workers | None
     trackscribe to guard its top level with ``if __name__ == "__main__":``.
     """
     count = min(tracks, workers or usable_cores())
-    if count <= 1:
+    if count <= 1 and not apart:
         yield None
         return
     try:
@@ -473,6 +480,13 @@ def _analysis_pool(tracks: int, workers: int | None) -> Iterator[_Workers | None
         return
     context.set_forkserver_preload(["pipeline._analysis", "pipeline._worker"])
     with WorkerLink(context) as link:
+        if apart:
+            try:
+                yield _Workers(None, context, link.initargs)
+            except BaseException:
+                link.cut()
+                raise
+            return
         pool = ProcessPoolExecutor(
             count, mp_context=context, initializer=start_worker, initargs=link.initargs
         )
@@ -545,7 +559,7 @@ def _analyse(
     work = [item for item in work if not store.restore_analysis(item)]
     leftover = list(work)
     with tqdm(total=len(work), desc="decode + VAD", unit="track", disable=not progress) as bar:
-        if workers is not None:
+        if workers is not None and workers.pool is not None:
             # Largest files first, so that the workers finish at about the same time.
             ordered = sorted(
                 work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index]))

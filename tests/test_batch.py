@@ -302,13 +302,18 @@ def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_i
     (crashing / alice).rename(crashing / renamed)
     raw["tracks"][0]["path"] = renamed
     (crashing / "manifest.json").write_text(json.dumps(raw))
+    alone = tmp_path / "alone"  # a meeting of that one file: no process to spare it
+    shutil.copytree(crashing, alone)
+    (alone / "manifest.json").write_text(json.dumps({**raw, "tracks": raw["tracks"][:1]}))
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(
         meetings.read_text().replace(
             "pair/manifest.json", str(meetings.parent / "pair" / "manifest.json")
         )
-        + json.dumps({"id": "crashing", "manifest": str(crashing / "manifest.json")})
-        + "\n"
+        + "".join(
+            json.dumps({"id": m.name, "manifest": str(m / "manifest.json")}) + "\n"
+            for m in (crashing, alone)
+        )
     )
     # Every process of the run gets a decoder that crashes on the one file.
     (tmp_path / "inject").mkdir()
@@ -329,8 +334,12 @@ def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_i
         "pair": "done",
         "again": "done",
         "crashing": "partial",
+        "alone": "failed",
     }
-    assert renamed in summary["crashing"].reason and "died" in summary["crashing"].reason
+    for job in ("crashing", "alone"):  # each names the file and what became of it
+        assert (
+            renamed in summary[job].reason and "the process decoding it died" in summary[job].reason
+        )
     transcript = Transcript.load(out / "crashing" / "transcript.json")
     assert {u.speaker for u in transcript.utterances} == {"user-bruno", "user-chen"}
 
