@@ -8,7 +8,8 @@ JOBS is JSON Lines or CSV, one meeting per line, each one of:
   ``user_ids`` is absent or empty), then fetch and transcribe.
 
 An optional ``id`` names the meeting's output folder (default: derived from the line), and an
-optional ``names`` maps user ids to display names. In CSV, ``user_ids`` is separated by ``;``.
+optional ``names`` maps user ids to display names. In CSV, ``user_ids`` is separated by ``;``
+and ``names`` is ``alice=Alice Smith;bob=Bob`` (so a name there cannot hold a ``;``).
 Relative manifest paths are relative to the JOBS file.
 """
 

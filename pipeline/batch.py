@@ -38,6 +38,7 @@ from models import (
     MeetingResult,
     Track,
     TrackFailure,
+    Transcript,
     WriteError,
     atomic_write_text,
     describe_error,
@@ -282,19 +283,22 @@ def _process(
     manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
+    wanted = sorted(set(formats))
     done = _read_done(folder)
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
-        outputs_there = all((folder / FORMATS[f][0]).exists() for f in formats)
-        if outputs_there and done.formats == sorted(formats):
+        outputs_there = all((folder / FORMATS[f][0]).exists() for f in wanted)
+        if outputs_there and done.formats == wanted:
             return _result(job, folder, done, reused=True)
         # Other formats asked for, or an output deleted by hand: the transcript is current,
         # so only the exports are written again (and a missing kept transcript, from the
-        # checkpoints below).
+        # checkpoints below). It is the last one made: a run that makes another removes it
+        # first, and keeps the new one before exporting it.
         if (kept := checkpoints.transcript()) is not None:
-            export(kept, folder, formats, replace=True)
-            done = done.model_copy(update={"formats": sorted(formats)})
+            export(kept, folder, wanted, replace=True)
+            done = _done(key, kept, done.duration_s, wanted)
             atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
-            log.info("%s: wrote %s from its transcript", folder, ", ".join(formats))
+            checkpoints.journal("exported", key=key, formats=wanted)
+            log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
             return _result(job, folder, done, reused=True)
     if earlier is not None and done is not None and done.status == "partial":
         # To be done again: what its fetch could not get is not in the manifest, and only
@@ -312,6 +316,7 @@ def _process(
             folder,
             f"; removed the earlier {removed}" if removed else "",
         )
+    checkpoints.drop_transcript()  # about to be made anew, whatever happens to this run
     try:
         run = run_meeting(
             manifest,
@@ -328,17 +333,21 @@ def _process(
         checkpoints.drop_pcm()
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
-    export(transcript, folder, formats, replace=True)
     checkpoints.save_transcript(transcript)
-    done = _Done(
-        key=key,
-        status="partial" if transcript.partial else "done",
-        duration_s=round(run.stats.meeting_s, 3),
-        reason=" ".join("; ".join(transcript.problems()).split()) or None,
-        formats=sorted(formats),
-    )
+    export(transcript, folder, wanted, replace=True)
+    done = _done(key, transcript, round(run.stats.meeting_s, 3), wanted)
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
+
+
+def _done(key: str, transcript: Transcript, duration_s: float, formats: list[str]) -> _Done:
+    return _Done(
+        key=key,
+        status="partial" if transcript.partial else "done",
+        duration_s=duration_s,
+        reason=" ".join("; ".join(transcript.problems()).split()) or None,
+        formats=formats,
+    )
 
 
 def _result(

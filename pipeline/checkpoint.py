@@ -154,7 +154,13 @@ class Checkpoints:
         transcript.save(self.folder / _TRANSCRIPT)
 
     def transcript(self) -> Transcript | None:
+        """The transcript kept last, if any (a damaged one: None, and removed)."""
         return self._read(self.folder / _TRANSCRIPT, Transcript.model_validate_json)
+
+    def drop_transcript(self) -> None:
+        """Forget the kept transcript: a run that may make another must not leave the old
+        one to be taken for it if it stops half-way."""
+        (self.folder / _TRANSCRIPT).unlink(missing_ok=True)
 
     @staticmethod
     def _read(path: Path, parse: Callable[[bytes], _T]) -> _T | None:

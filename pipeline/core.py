@@ -180,8 +180,8 @@ def transcribe_tracks(
     decoded audio is kept while the meeting is processed (about 115 MB per hour of track;
     default: the system's temporary folder); it is removed afterwards. ``progress`` draws
     progress bars; by default (None) only where someone watches (see :func:`bars_wanted`).
-    Tracks that cannot
-    be used are listed in ``transcript.provenance.failures`` (see ``Transcript.partial``);
+    Tracks that cannot be used are listed in ``transcript.provenance.failures`` (see
+    ``Transcript.partial``);
     a manifest that cannot be read raises :class:`models.ManifestError`, and a meeting none
     of whose tracks can be used raises :class:`NoUsableTrackError`.
     """

@@ -97,7 +97,7 @@ def fetch(
 
     ``meeting_id`` names the meeting in the manifest; without it, the one the recording
     object names, which the API does not always send (then the recording id stands in).
-    Without ``options``, the fetch draws a progress bar where someone watches.
+    Unless ``options`` say otherwise, the fetch draws a progress bar where someone watches.
     """
     if isinstance(recording, str):
         recording = client.get_recording(recording)
@@ -111,7 +111,7 @@ def fetch(
         meeting_id=meeting_id,
         user_ids=user_ids,
         display_names=display_names,
-        options=options or FetchOptions(progress=bars_wanted(None)),
+        options=_with_bars(options, None),
     )
 
 
@@ -194,7 +194,7 @@ def transcribe_recording(
         meeting_id=meeting_id,
         user_ids=user_ids,
         display_names=display_names,
-        options=fetch_options or FetchOptions(progress=progress),
+        options=_with_bars(fetch_options, progress),
     )
     recording_id = recording if isinstance(recording, str) else recording.id
     if result.manifest is None:
@@ -211,3 +211,12 @@ def transcribe_recording(
     ).transcript
     transcript.provenance.failures.extend(result.lost)
     return transcript
+
+
+def _with_bars(options: FetchOptions | None, progress: bool | None) -> FetchOptions:
+    """``options`` with its progress bar decided: as they say, else as ``progress`` says,
+    else where someone watches (see :func:`bars_wanted`)."""
+    options = options or FetchOptions()
+    if options.progress is not None:
+        return options
+    return options.model_copy(update={"progress": bars_wanted(progress)})

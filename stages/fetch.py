@@ -60,7 +60,11 @@ class FetchOptions(BaseModel):
     concurrency: int = Field(default=4, ge=1, description="files downloaded at once")
     timeout: float = Field(default=60.0, gt=0, description="seconds without data before giving up")
     retry: RetryPolicy = RetryPolicy()
-    progress: bool = True
+    progress: bool | None = Field(
+        default=None,
+        description="draw a progress bar; None: the caller decides (here, none is drawn; "
+        "trackscribe's pipeline draws one where someone watches)",
+    )
 
 
 class FetchResult(BaseModel):

@@ -132,6 +132,7 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert back.meetings[0].reused and (out / "pair" / "transcript.vtt").read_bytes() == vtt
     for work in ("analysed", "transcribed"):  # nothing redone: once each, in the first run
         assert set(journal(out, work).values()) == {1}
+    assert sum(journal(out, "exported").values()) == 4  # each written from the kept transcript
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
     caplog.clear()

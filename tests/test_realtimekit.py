@@ -104,6 +104,16 @@ def test_fetching_some_users_of_a_recording_of_everyone_says_so_once_not_per_fil
     assert not [r for r in fetch_lines if r.levelno >= logging.WARNING]
 
 
+def test_a_fetch_draws_no_progress_bar_into_a_log_unless_asked(emulator, tmp_path, capsys):
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, (), poll=0.05)
+        capsys.readouterr()
+        remote.fetch(client, recording, tmp_path / "quiet", options=FetchOptions(concurrency=2))
+        assert capsys.readouterr().err == ""  # stderr is no terminal here: nobody watches
+        remote.fetch(client, recording, tmp_path / "asked", options=FetchOptions(progress=True))
+        assert "fetch" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_every_fault_ends_in_identical_files_and_no_secret_in_logs(
     fault, sample_dir, sample_manifest, tmp_path, caplog
