@@ -79,13 +79,13 @@ def _formats(value: str) -> list[str]:
     return choices(value, list(FORMATS), "format")
 
 
-THREADS_HELP = (
+_THREADS_HELP = (
     "CPU threads for each of the model's two workers, which transcribe two tracks at once "
     "(default 0: the machine's cores split between them, and, in a batch, between the meetings "
     "run at once)"
 )
 
-BEAM_SIZE_HELP = (
+_BEAM_SIZE_HELP = (
     f"Whisper's beam width (default {TranscribeOptions().beam_size}; 1: greedy, faster)"
 )
 
@@ -103,19 +103,24 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=list(FORMATS),
         help=f"comma-separated output formats (default: all of {','.join(FORMATS)})",
     )
+    add_decoding_options(parser)
+    add_progress_option(parser)
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """``--beam-size`` and ``--threads``, read by :func:`pipeline_options`."""
     parser.add_argument(
         "--beam-size",
         type=count_at_least(1),
         default=TranscribeOptions().beam_size,
-        help=BEAM_SIZE_HELP,
+        help=_BEAM_SIZE_HELP,
     )
     parser.add_argument(
         "--threads",
         type=count_at_least(0),
         default=0,
-        help=THREADS_HELP,
+        help=_THREADS_HELP,
     )
-    add_progress_option(parser)
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:

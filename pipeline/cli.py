@@ -28,20 +28,18 @@ from models import (
 )
 from stages.fetch import FetchError
 from stages.record import RealtimeKitError
-from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions
+from stages.transcribe import BUNDLED_MODEL, ModelError
 
 from ._batch_cli import add_batch_command
 from ._cli_common import (
-    BEAM_SIZE_HELP,
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_PARTIAL,
-    THREADS_HELP,
     OutputError,
+    add_decoding_options,
     add_model_options,
     choices,
-    count_at_least,
     output_file,
     output_folder,
     pipeline_options,
@@ -268,13 +266,7 @@ def _parser() -> argparse.ArgumentParser:
         default=BUNDLED_MODEL,
         help=f"Whisper model for every approach (default {BUNDLED_MODEL}; as for transcribe)",
     )
-    bench.add_argument(
-        "--beam-size",
-        type=count_at_least(1),
-        default=TranscribeOptions().beam_size,
-        help=BEAM_SIZE_HELP,
-    )
-    bench.add_argument("--threads", type=count_at_least(0), default=0, help=THREADS_HELP)
+    add_decoding_options(bench)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(
         "--plot",
