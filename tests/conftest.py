@@ -5,8 +5,10 @@ WebM/Opus file with the packet timestamps a test needs (offsets, gaps, stereo, t
 """
 
 import json
+import os
 import re
 import shutil
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -114,3 +116,25 @@ def meeting_copy(sample_dir: Path, tmp_path: Path) -> Path:
     target = tmp_path / "meeting"
     shutil.copytree(sample_dir, target)
     return target
+
+
+_CRASHING_DECODER = """
+import os, signal
+import av
+_open = av.open
+def _open_or_crash(file, *args, **kwargs):
+    if "CRASH" in str(file):  # what a decoder that crashes on a damaged file does
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _open(file, *args, **kwargs)
+av.open = _open_or_crash
+"""
+
+
+@pytest.fixture
+def crashing_decoder_env(tmp_path) -> dict[str, str]:
+    """An environment in which every Python process (a run's workers too) gets a decoder
+    that crashes on any file whose path holds ``CRASH``."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_CRASHING_DECODER)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(inject), *sys.path])}

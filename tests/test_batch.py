@@ -280,20 +280,8 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, ref
     assert transcripts(tmp_path / "dask") == transcripts(reference)
 
 
-_CRASHING_DECODER = """
-import os, signal
-import av
-_open = av.open
-def _open_or_crash(file, *args, **kwargs):
-    if "CRASH" in str(file):  # what a decoder that crashes on a damaged file does
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return _open(file, *args, **kwargs)
-av.open = _open_or_crash
-"""
-
-
 def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_it(
-    meetings, sample_dir, tmp_path
+    meetings, sample_dir, tmp_path, crashing_decoder_env
 ):
     crashing = tmp_path / "crashing"
     shutil.copytree(sample_dir, crashing)
@@ -316,14 +304,10 @@ def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_i
             for m in (crashing, alone)
         )
     )
-    # Every process of the run gets a decoder that crashes on the one file.
-    (tmp_path / "inject").mkdir()
-    (tmp_path / "inject" / "sitecustomize.py").write_text(_CRASHING_DECODER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "inject"), *sys.path])}
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "pipeline", "batch", str(jobs), "-o", str(out), "--workers=2"],
-        env=env,
+        env=crashing_decoder_env,
         capture_output=True,
         text=True,
         timeout=600,

@@ -104,29 +104,16 @@ def test_a_missing_track_costs_only_that_track(meeting_copy, capsys):
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
 
 
-_CRASHING_DECODER = """
-import os, signal
-import av
-_open = av.open
-def _open_or_crash(file, *args, **kwargs):
-    if "CRASH" in str(file):  # what a decoder that crashes on a damaged file does
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return _open(file, *args, **kwargs)
-av.open = _open_or_crash
-"""
-
-
-def test_a_file_that_kills_its_decoder_costs_only_that_track(meeting_copy, tmp_path):
+def test_a_file_that_kills_its_decoder_costs_only_that_track(
+    meeting_copy, tmp_path, crashing_decoder_env
+):
     # Every process of the run, the workers' too, gets a decoder that crashes on one file.
     # The worker it kills takes down the tracks decoded beside it; they are done again, each
     # in a process of its own, and only the file that kills its decoder is lost.
-    (tmp_path / "inject").mkdir()
-    (tmp_path / "inject" / "sitecustomize.py").write_text(_CRASHING_DECODER)
     alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
     crashing = alice.with_name(f"CRASH_{alice.name}")
     alice.rename(crashing)
     _rewrite(meeting_copy, lambda raw: raw["tracks"][0].update(path=f"tracks/{crashing.name}"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "inject"), *sys.path])}
     run = subprocess.run(
         [
             sys.executable,
@@ -140,7 +127,7 @@ def test_a_file_that_kills_its_decoder_costs_only_that_track(meeting_copy, tmp_p
             "--formats",
             "json",
         ],
-        env=env,
+        env=crashing_decoder_env,
         capture_output=True,
         text=True,
         timeout=300,
