@@ -10,7 +10,6 @@ import os
 import secrets
 import shlex
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from ._cli_common import (
     show_progress,
     write_outputs,
 )
+from ._scratch import scratch_folder
 from .config import ENVIRONMENT, ApiSettings, ConfigError
 from .core import NoUsableTrackError
 from .demo import sample_meeting
@@ -603,8 +603,8 @@ def _demo_command(args: argparse.Namespace) -> int:
     names = {t.user_id: t.label for t in Manifest.load(meeting / MANIFEST_FILE).tracks}
     token = secrets.token_urlsafe(24)
     options = EmulatorOptions(token=token, start_delay=0.3, record_seconds=1.0, upload_seconds=0.3)
-    with tempfile.TemporaryDirectory(prefix="trackscribe-demo-") as scratch:
-        out = args.out or Path(scratch)
+    with scratch_folder("demo-") as scratch:
+        out = args.out or scratch
         with Emulator(meeting, options) as emulator:
             say(f"emulator serving the sample meeting at {emulator.base_url}")
             settings = ApiSettings(

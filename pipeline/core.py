@@ -10,7 +10,6 @@ import logging
 import math
 import multiprocessing
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -56,6 +55,7 @@ from stages.transcribe import (
 from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
+from ._scratch import scratch_folder
 from ._worker import WorkerLink, guard_hint, interrupts_held, start_worker
 from .checkpoint import Checkpoints, work_key
 
@@ -232,8 +232,8 @@ def run_meeting(
     stats = RunStats()
     work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
 
-    with tempfile.TemporaryDirectory(prefix="trackscribe-", dir=workdir) as scratch:
-        store = _Store(checkpoints, Path(scratch), options)
+    with scratch_folder(parent=workdir) as scratch:
+        store = _Store(checkpoints, scratch, options)
         with _analysis_pool(len(work), workers, apart=decode_apart) as decoders:
             # The workers start while the model loads here; decoding waits for both, so that
             # it has the cores to itself (and a model that cannot load stops everything).

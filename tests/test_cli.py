@@ -297,10 +297,47 @@ def test_a_run_stopped_by_sigterm_cleans_up_as_after_ctrl_c(sample_dir, tmp_path
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not list(scratch.glob("trackscribe-*/*")) and time.monotonic() < deadline:
+    while not list(scratch.glob("trackscribe-*/*.pcm")) and time.monotonic() < deadline:
         time.sleep(0.02)  # until it has begun to write decoded audio
     run.send_signal(signal.SIGTERM)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 128 + signal.SIGTERM, stderr
     assert "trackscribe: terminated" in stderr and "Traceback" not in stderr
     assert list(scratch.iterdir()) == [] and not (tmp_path / "out").exists()
+
+
+def test_decoded_audio_a_killed_run_left_behind_is_removed_by_the_next_run(sample_dir, tmp_path):
+    # kill -9, the out-of-memory killer, a scheduler's time limit: the run cannot clean up.
+    # What it left must not pile up in the temporary folder, run after run.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "-v",
+        "transcribe",
+        str(sample_dir / "manifest.json"),
+    ]
+    environment = os.environ | {"TMPDIR": str(scratch)}
+    killed = subprocess.Popen(
+        [*command, "-o", str(tmp_path / "killed"), "--no-progress"], env=environment
+    )
+    deadline = time.monotonic() + 60
+    while not list(scratch.glob("trackscribe-*/*.pcm")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until it has begun to write decoded audio
+    killed.kill()
+    killed.wait()
+    left = list(scratch.glob("trackscribe-*"))
+    assert len(left) == 1 and list(left[0].glob("*.pcm"))
+
+    result = subprocess.run(
+        [*command, "-o", str(tmp_path / "out"), "--no-progress"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(scratch.glob("trackscribe-*")) == []
+    assert f"removed {left[0]}, left behind by a run that was killed" in result.stderr

@@ -15,6 +15,7 @@ import pytest
 
 from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
+from pipeline._scratch import scratch_folder
 from pipeline.core import bars_wanted, run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
 
@@ -235,6 +236,38 @@ def test_a_track_the_model_fails_on_is_listed_and_the_others_are_transcribed_onc
     # The progress bar ends full (the run is over) and says that a track failed.
     last = capsys.readouterr().err.split("\r")[-1]
     assert last.startswith("transcribe: 100%") and "1 track failed" in last
+
+
+_SCRATCH_OWNER = """
+import sys, time
+from pathlib import Path
+from pipeline._scratch import scratch_folder
+
+with scratch_folder(parent=Path(sys.argv[1])) as folder:
+    (folder / "0.pcm").write_bytes(bytes(1000))
+    print(folder, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_run_removes_the_scratch_folders_of_killed_runs_and_of_no_other(tmp_path):
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _SCRATCH_OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    theirs = Path(owner.stdout.readline().strip())
+    unknown = tmp_path / "trackscribe-by-an-older-version"  # nothing says whether it is in use
+    unknown.mkdir()
+
+    with scratch_folder(parent=tmp_path) as mine:  # while the other run is alive
+        assert mine.is_dir() and (theirs / "0.pcm").exists()
+    assert not mine.exists()
+
+    owner.kill()  # as kill -9 or the out-of-memory killer would: no cleanup of its own
+    owner.wait()
+    assert (theirs / "0.pcm").exists()
+    with scratch_folder(parent=tmp_path):
+        assert not theirs.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [unknown.name]
 
 
 _KILLED_PARENT = """

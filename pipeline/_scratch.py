@@ -1,0 +1,65 @@
+"""Scratch folders that a killed run does not leave behind for good.
+
+A run keeps each track's decoded audio in a scratch folder (about 115 MB per hour of track)
+and removes it when it ends, however it ends, except when it is killed outright: ``kill -9``,
+the out-of-memory killer, a job scheduler's time limit. Folders left that way would pile up in
+the temporary folder run after run. So each folder holds a lock for as long as its run lives
+(the system lets go of it when the process dies, whatever kills it), and every run first
+removes the folders whose lock nobody holds any more.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "trackscribe-"
+_OWNER = ".owner"  # locked while the run that made the folder lives
+
+
+@contextmanager
+def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Path]:
+    """A new, private folder under ``parent`` (default: the system's temporary folder),
+    removed when the block ends. Folders of runs that were killed are removed first."""
+    parent = Path(parent if parent is not None else tempfile.gettempdir())
+    _remove_abandoned(parent)
+    with tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{kind}", dir=parent) as made:
+        folder = Path(made)
+        # Locked under another name, then named: a folder whose owner file exists is always
+        # locked until its run ends, so another run never takes one being set up for dead.
+        claiming = folder / f"{_OWNER}.new"
+        with claiming.open("w") as owner:
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            claiming.rename(folder / _OWNER)
+            yield folder
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Remove ``parent``'s scratch folders whose run has died. One that cannot be looked
+    into or removed (another user's, say) is left as it is: it is not this run's business."""
+    try:
+        candidates = [p for p in parent.glob(f"{_PREFIX}*") if p.is_dir()]
+    except OSError:
+        return
+    for folder in candidates:
+        try:
+            owner_fd = os.open(folder / _OWNER, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # none (made by an older version, or being made) or not ours
+            continue
+        try:
+            try:
+                fcntl.flock(owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its run is alive
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s, left behind by a run that was killed", folder)
+        finally:
+            os.close(owner_fd)
