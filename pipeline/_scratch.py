@@ -33,13 +33,24 @@ def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Pa
     _remove_abandoned(parent)
     with tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{kind}", dir=parent) as made:
         folder = Path(made)
-        # Locked under another name, then named: a folder whose owner file exists is always
-        # locked until its run ends, so another run never takes one being set up for dead.
-        claiming = folder / f"{_OWNER}.new"
-        with claiming.open("w") as owner:
-            fcntl.flock(owner, fcntl.LOCK_EX)
-            claiming.rename(folder / _OWNER)
+        with _owned(folder):
             yield folder
+
+
+@contextmanager
+def _owned(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s owner lock while the block runs."""
+    # Locked under another name, then named: a folder whose owner file exists is always
+    # locked until its run ends, so another run never takes one being set up for dead.
+    claiming = folder / f"{_OWNER}.new"
+    with claiming.open("w") as owner:
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody holds it
+        except OSError:  # a file system without locks: the folder is never taken for dead
+            log.debug("%s: cannot be locked; it stays if this run is killed", folder)
+        else:
+            claiming.rename(folder / _OWNER)
+        yield
 
 
 def _remove_abandoned(parent: Path) -> None:
