@@ -58,17 +58,14 @@ from .plot import image_format, plot_timeline
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    verbosity = args.verbose + args.verbose_after
     logging.basicConfig(
-        level=logging.DEBUG
-        if args.verbose > 1
-        else logging.INFO
-        if args.verbose
-        else logging.WARNING,
+        level=logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING,
         format="trackscribe: %(levelname)s: %(message)s",
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Redacting(handler.formatter))
-    if args.verbose < 2:
+    if verbosity < 2:
         # Its lines per window ("VAD filter removed 00:00.000 of audio") are about its own
         # VAD, which trackscribe does not use: noise beside ours, and misleading.
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
@@ -278,6 +275,16 @@ def _parser() -> argparse.ArgumentParser:
 
     add_remote_commands(commands)
     add_batch_command(commands)
+    for command in commands.choices.values():
+        # Also where many put it: at the end (`trackscribe transcribe M -o OUT -v`).
+        command.add_argument(
+            "-v",
+            "--verbose",
+            dest="verbose_after",
+            action="count",
+            default=0,
+            help="more log output (-vv: debug); also before the command",
+        )
     return parser
 
 

@@ -42,7 +42,8 @@ def test_verbose_says_what_each_stage_made_of_each_track(sample_dir, tmp_path):
     info = trackscribe("-v", "transcribe", manifest, "-o", str(tmp_path / "v"), "--no-progress")
     assert "loading model" in info.stderr
     assert "VAD filter" not in info.stderr  # faster-whisper's, about a VAD it is not given
-    debug = trackscribe("-vv", "transcribe", manifest, "-o", str(tmp_path / "vv"))
+    # -v counts wherever it is put: before the command, after it, or both.
+    debug = trackscribe("-v", "transcribe", manifest, "-o", str(tmp_path / "vv"), "-v")
     tracks = [t["path"] for t in json.loads((sample_dir / "manifest.json").read_text())["tracks"]]
     for said in ("s decoded in", "region(s)"):
         assert sorted(
