@@ -18,7 +18,7 @@ from stages.transcribe import (
     resolve_model,
     usable_cores,
 )
-from stages.transcribe._windows import Decoded, Piece, Window
+from stages.transcribe._windows import Decoded, Piece, Window, words_by_piece
 from stages.transcribe._words import compression_ratio
 from stages.vad import detect_speech
 
@@ -265,6 +265,46 @@ def _window_saying(sentence: str, durations: list[float]) -> tuple[Window, Decod
         start += duration
     text = " ".join(w.word for w in words)
     return Window(0, tuple(pieces)), Decoded(text, words, avg_logprob=-0.2, no_speech_prob=0.0)
+
+
+def _said(word: str, start: float, end: float) -> Word:
+    return Word(word=word, start=start, end=end, probability=0.9)
+
+
+def test_words_timed_across_a_seam_before_the_next_voice_end_the_sentence_they_finish():
+    # Seen on an unseen meeting: a turn cut where a louder voice's leak took over, at "make
+    # themselves at"; in the packed window Whisper finished the sentence after the cut and
+    # timed "home." in the next region's lead-in, 20 s later on the track, before that
+    # region's voice began. It belongs to the sentence before, not to the next utterance.
+    cut = Piece(0.0, 1.11, 2.61, floor=0.0, onset=1.32)
+    later = Piece(2.61, 24.6, 4.92, floor=3.72, onset=24.81)
+    window = Window(0, (cut, later))
+    words = [
+        _said("make", 2.0, 2.3),
+        _said("themselves", 2.3, 2.5),
+        _said("at", 2.5, 2.61),
+        _said("home.", 2.61, 2.83),  # ends 0.02 s into the voice of the later piece
+        _said("When", 2.93, 3.03),
+        _said("are", 3.03, 3.13),
+    ]
+    groups = words_by_piece(window, words)
+    assert [(piece, [w.word for w in ws]) for piece, ws in groups] == [
+        (cut, ["make", "themselves", "at", "home."]),
+        (later, ["When", "are"]),
+    ]
+    home = groups[0][1][-1]
+    assert home.start == home.end == pytest.approx(cut.track_start + cut.duration)
+
+
+def test_a_short_first_word_pulled_before_the_voice_stays_where_it_was_said():
+    # Whisper pulls a region's first word to its padded start, before the voice: a word that
+    # reaches into the voice for as long as a word takes is the region's own.
+    before = Piece(0.0, 1.0, 2.0, floor=0.0, onset=1.2)
+    later = Piece(2.0, 30.0, 3.0, floor=3.0, onset=30.2)
+    window = Window(0, (before, later))
+    words = [_said("so.", 1.5, 1.9), _said("I", 2.0, 2.3), _said("agree.", 2.3, 2.8)]
+    groups = words_by_piece(window, words)
+    assert [[w.word for w in ws] for _, ws in groups] == [["so."], ["I", "agree."]]
 
 
 def test_a_loop_spread_over_turns_of_different_lengths_is_still_a_loop(transcriber):

@@ -128,12 +128,21 @@ def pack(
     return windows
 
 
+_VOICED_WORD = 0.08
+"""Seconds of voice a word needs at the least; no word is said in less."""
+
+
 def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, list[Word]]]:
     """Words mapped from window time to track time and grouped by the region they fall in.
 
     A word is placed by its midpoint; a word whose midpoint is in no region (past the end of
     the audio, which Whisper sometimes invents) is dropped, and so is a "word" without a letter
     or digit (on noise Whisper writes lone full stops).
+
+    Words that open a later piece but end before its voice has lasted a word are the piece
+    before's, timed late across the seam, and end it: a sentence cut off where someone else's
+    voice took over, which Whisper finishes after the cut ("make themselves at | home."). Left
+    where their time put them, they would open an utterance said much later.
     """
     groups: list[tuple[Piece, list[Word]]] = []
     for w in words:
@@ -143,6 +152,14 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
         if piece is None:
             log.debug("dropped word %r outside every region", w.word)
             continue
+        before = _piece_before(window, piece)
+        if (
+            before is not None
+            and groups
+            and groups[-1][0] is before
+            and piece.to_track(w.end) < piece.onset + _VOICED_WORD
+        ):
+            piece = before  # its time is clamped to that piece's end
         mapped = w.model_copy(
             update={
                 "start": round(piece.to_track(w.start), 3),
@@ -154,3 +171,8 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
         else:
             groups.append((piece, [mapped]))
     return groups
+
+
+def _piece_before(window: Window, piece: Piece) -> Piece | None:
+    at = window.pieces.index(piece)
+    return window.pieces[at - 1] if at else None
