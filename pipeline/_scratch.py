@@ -14,10 +14,12 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +33,49 @@ def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Pa
     removed when the block ends. Folders of runs that were killed are removed first."""
     parent = Path(parent if parent is not None else tempfile.gettempdir())
     _remove_abandoned(parent)
-    with tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{kind}", dir=parent) as made:
-        folder = Path(made)
-        with _owned(folder):
-            yield folder
+    folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{kind}", dir=parent))
+    try:
+        owner = _claim(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    try:
+        yield folder
+    finally:
+        # Removed while still locked, so that no run starting now takes it for abandoned.
+        shutil.rmtree(folder, ignore_errors=True)
+        owner.close()
 
 
-@contextmanager
-def _owned(folder: Path) -> Iterator[None]:
-    """Hold ``folder``'s owner lock while the block runs."""
+def _claim(folder: Path) -> IO[str]:
+    """The open owner file of ``folder``, locked for as long as it stays open."""
     # Locked under another name, then named: a folder whose owner file exists is always
     # locked until its run ends, so another run never takes one being set up for dead.
     claiming = folder / f"{_OWNER}.new"
-    with claiming.open("w") as owner:
-        try:
-            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody holds it
-        except OSError:  # a file system without locks: the folder is never taken for dead
-            log.debug("%s: cannot be locked; it stays if this run is killed", folder)
-        else:
-            claiming.rename(folder / _OWNER)
-        yield
+    owner = claiming.open("w")
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody holds it
+    except OSError:  # a file system without locks: the folder is never taken for dead
+        log.debug("%s: cannot be locked; it stays if this run is killed", folder)
+    else:
+        claiming.rename(folder / _OWNER)
+    return owner
 
 
 def _remove_abandoned(parent: Path) -> None:
-    """Remove ``parent``'s scratch folders whose run has died. One that cannot be looked
-    into or removed (another user's, say) is left as it is: it is not this run's business."""
+    """Remove ``parent``'s scratch folders whose run has died. Only this user's own folders
+    are looked at (not a link, not another user's): the others are not this run's business."""
     try:
-        candidates = [p for p in parent.glob(f"{_PREFIX}*") if p.is_dir()]
+        candidates = list(parent.glob(f"{_PREFIX}*"))
     except OSError:
         return
     for folder in candidates:
         try:
-            owner_fd = os.open(folder / _OWNER, os.O_RDONLY | os.O_NOFOLLOW)
+            found = folder.lstat()
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+                continue
+            # Opened for writing: NFS locks only a file open for writing.
+            owner_fd = os.open(folder / _OWNER, os.O_RDWR | os.O_NOFOLLOW)
         except OSError:  # none (made by an older version, or being made) or not ours
             continue
         try:

@@ -254,20 +254,30 @@ def test_a_run_removes_the_scratch_folders_of_killed_runs_and_of_no_other(tmp_pa
     owner = subprocess.Popen(
         [sys.executable, "-c", _SCRATCH_OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
-    theirs = Path(owner.stdout.readline().strip())
-    unknown = tmp_path / "trackscribe-by-an-older-version"  # nothing says whether it is in use
-    unknown.mkdir()
+    try:
+        theirs = Path(owner.stdout.readline().strip())
+        assert theirs.name.startswith("trackscribe-")
+        unknown = tmp_path / "trackscribe-by-an-older-version"  # nothing says if it is in use
+        unknown.mkdir()
 
-    with scratch_folder(parent=tmp_path) as mine:  # while the other run is alive
-        assert mine.is_dir() and (theirs / "0.pcm").exists()
-    assert not mine.exists()
-
-    owner.kill()  # as kill -9 or the out-of-memory killer would: no cleanup of its own
-    owner.wait()
+        with scratch_folder(parent=tmp_path) as mine:  # while the other run is alive
+            assert mine.is_dir() and (theirs / "0.pcm").exists()
+        assert not mine.exists()
+    finally:
+        owner.kill()  # as kill -9 or the out-of-memory killer would: no cleanup of its own
+        owner.wait()
     assert (theirs / "0.pcm").exists()
+    elsewhere = tmp_path / "elsewhere"  # a link by that name leads out of the folder: not ours
+    shutil.copytree(theirs, elsewhere)
+    (tmp_path / "trackscribe-link").symlink_to(elsewhere)
     with scratch_folder(parent=tmp_path):
         assert not theirs.exists()
-    assert [p.name for p in tmp_path.iterdir()] == [unknown.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "elsewhere",
+        "trackscribe-by-an-older-version",
+        "trackscribe-link",
+    ]
+    assert (elsewhere / "0.pcm").exists()
 
 
 _KILLED_PARENT = """

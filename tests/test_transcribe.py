@@ -298,13 +298,20 @@ def test_words_timed_across_a_seam_before_the_next_voice_end_the_sentence_they_f
 
 def test_a_short_first_word_pulled_before_the_voice_stays_where_it_was_said():
     # Whisper pulls a region's first word to its padded start, before the voice: a word that
-    # reaches into the voice for as long as a word takes is the region's own.
+    # reaches into the voice for as long as a word takes is the region's own, and so is any
+    # word after a finished sentence, even one the model timed all before the voice.
     before = Piece(0.0, 1.0, 2.0, floor=0.0, onset=1.2)
     later = Piece(2.0, 30.0, 3.0, floor=3.0, onset=30.2)
     window = Window(0, (before, later))
-    words = [_said("so.", 1.5, 1.9), _said("I", 2.0, 2.3), _said("agree.", 2.3, 2.8)]
-    groups = words_by_piece(window, words)
-    assert [[w.word for w in ws] for _, ws in groups] == [["so."], ["I", "agree."]]
+    unfinished = [_said("and", 1.5, 1.9), _said("I", 2.0, 2.3), _said("agree.", 2.3, 2.8)]
+    groups = words_by_piece(window, unfinished)
+    assert [[w.word for w in ws] for _, ws in groups] == [["and"], ["I", "agree."]]
+    reply = [_said("so.", 1.5, 1.9), _said("Yes.", 2.0, 2.22)]  # ends 0.02 s into the voice
+    groups = words_by_piece(window, reply)
+    assert [(piece, [w.word for w in ws]) for piece, ws in groups] == [
+        (before, ["so."]),
+        (later, ["Yes."]),
+    ]
 
 
 def test_a_loop_spread_over_turns_of_different_lengths_is_still_a_loop(transcriber):

@@ -139,10 +139,12 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
     the audio, which Whisper sometimes invents) is dropped, and so is a "word" without a letter
     or digit (on noise Whisper writes lone full stops).
 
-    Words that open a later piece but end before its voice has lasted a word are the piece
-    before's, timed late across the seam, and end it: a sentence cut off where someone else's
-    voice took over, which Whisper finishes after the cut ("make themselves at | home."). Left
-    where their time put them, they would open an utterance said much later.
+    Words that open a later piece but end before its voice has lasted a word, after a piece
+    whose sentence is unfinished, are that piece's, timed late across the seam, and end it: a
+    sentence cut off where someone else's voice took over, which Whisper finishes after the
+    cut ("make themselves at | home."). Left where their time put them, they would open an
+    utterance said much later. After a finished sentence, such a word (a short "Yes." pulled
+    to the region's padded start) stays where it was said.
     """
     groups: list[tuple[Piece, list[Word]]] = []
     for w in words:
@@ -157,6 +159,7 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
             before is not None
             and groups
             and groups[-1][0] is before
+            and not _ends_sentence(groups[-1][1][-1].word)
             and piece.to_track(w.end) < piece.onset + _VOICED_WORD
         ):
             piece = before  # its time is clamped to that piece's end
@@ -176,3 +179,7 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
 def _piece_before(window: Window, piece: Piece) -> Piece | None:
     at = window.pieces.index(piece)
     return window.pieces[at - 1] if at else None
+
+
+def _ends_sentence(word: str) -> bool:
+    return word.rstrip("\"')»”’ ").endswith((".", "?", "!"))
