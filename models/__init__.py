@@ -47,6 +47,7 @@ from .transcript import (
     TranscriptError,
     Utterance,
     Word,
+    ends_sentence,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "atomic_write_text",
     "bridge_runs",
     "describe_error",
+    "ends_sentence",
     "file_in_the_way",
     "format_clock",
     "format_utc",

@@ -39,6 +39,15 @@ class Segment(BaseModel):
     no_speech_prob: float | None = None
 
 
+_SENTENCE_ENDS = tuple(".?!。？！…")
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether recognised text ends a sentence (a closing quote or bracket after the mark
+    counts): what tells a pause between sentences from a sentence cut off."""
+    return text.rstrip().rstrip("\"')”’").endswith(_SENTENCE_ENDS)
+
+
 class Speaker(BaseModel):
     user_id: str
     display_name: DisplayName = None

@@ -21,6 +21,7 @@ from models import (
     Transcript,
     Utterance,
     Word,
+    ends_sentence,
 )
 
 __all__ = ["MergeOptions", "meeting_origin", "merge", "track_offsets"]
@@ -148,7 +149,7 @@ def _turns(
             )
             turn = turns[index][1]
             longest = options.join_gap
-            if _ends_sentence(turn[-1]):
+            if ends_sentence(turn[-1].text):
                 longest = min(longest, options.sentence_gap)
             if segment.start - end <= longest and not spoken_into_pause:
                 turns[index][1].append(segment)
@@ -157,14 +158,6 @@ def _turns(
         turns.append((user, [segment]))
         last[user] = (len(turns) - 1, position, segment.end)
     return turns
-
-
-_SENTENCE_ENDS = tuple(".?!。？！…")
-
-
-def _ends_sentence(segment: Segment) -> bool:
-    text = segment.text.rstrip().rstrip("\"')”’")
-    return text.endswith(_SENTENCE_ENDS)
 
 
 def _mark_overlaps(utterances: list[Utterance], min_overlap: float) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models import SAMPLE_RATE, PcmAudio, SpeechRegion, Word
+from models import SAMPLE_RATE, PcmAudio, SpeechRegion, Word, ends_sentence
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +154,14 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
         if piece is None:
             log.debug("dropped word %r outside every region", w.word)
             continue
-        before = _piece_before(window, piece)
         if (
-            before is not None
-            and groups
-            and groups[-1][0] is before
-            and not _ends_sentence(groups[-1][1][-1].word)
+            groups
+            and groups[-1][0] is not piece  # the word opens its piece ...
+            and groups[-1][0] is _piece_before(window, piece)  # ... right after a piece ...
+            and not ends_sentence(groups[-1][1][-1].word)  # ... whose sentence is unfinished
             and piece.to_track(w.end) < piece.onset + _VOICED_WORD
         ):
-            piece = before  # its time is clamped to that piece's end
+            piece = groups[-1][0]  # its time is clamped to that piece's end
         mapped = w.model_copy(
             update={
                 "start": round(piece.to_track(w.start), 3),
@@ -179,7 +178,3 @@ def words_by_piece(window: Window, words: Sequence[Word]) -> list[tuple[Piece, l
 def _piece_before(window: Window, piece: Piece) -> Piece | None:
     at = window.pieces.index(piece)
     return window.pieces[at - 1] if at else None
-
-
-def _ends_sentence(word: str) -> bool:
-    return word.rstrip("\"')»”’ ").endswith((".", "?", "!"))
