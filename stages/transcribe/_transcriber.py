@@ -183,19 +183,18 @@ class Transcriber:
         )
         found: list[Decoded | None] = [None] * len(samples)
         for raw in raw_segments:
-            # seek marks the clip a segment came from (its start is moved to its first word).
-            k = min(range(len(clips)), key=lambda i: abs(clips[i]["start"] * 100 - raw.seek))
+            # seek marks the clip a segment came from (its start is moved to its first word);
+            # its word times count from there: the clip's start rounded down to a feature frame.
+            at = raw.seek / self._model.frames_per_second
+            k = min(range(len(clips)), key=lambda i: abs(clips[i]["start"] - at))
             if (
                 raw.no_speech_prob > o.no_speech_threshold
                 and raw.avg_logprob < o.log_prob_threshold
             ):
                 continue  # what Whisper itself does with a window it judges silent
-            # Word times count from the clip's start rounded down to a feature frame (seek),
-            # not from its exact start.
-            shift = -raw.seek / self._model.frames_per_second
             found[k] = Decoded(
                 text=raw.text,
-                words=[_word(w, shift) for w in raw.words or []],
+                words=[_word(w, -at) for w in raw.words or []],
                 avg_logprob=raw.avg_logprob,
                 no_speech_prob=raw.no_speech_prob,
             )
