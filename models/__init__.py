@@ -25,6 +25,7 @@ from .manifest import (
     outlying_starts,
 )
 from .recording import (
+    MAX_USER_IDS,
     DownloadLayer,
     Recording,
     RecordingFile,
@@ -55,6 +56,7 @@ __all__ = [
     "FULL_SCALE",
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
+    "MAX_USER_IDS",
     "SAMPLE_RATE",
     "SILENCE_DB",
     "TRANSCRIPT_SCHEMA",

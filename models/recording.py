@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from ._time import UtcDatetime
 
 __all__ = [
+    "MAX_USER_IDS",
     "DownloadLayer",
     "Recording",
     "RecordingFile",
@@ -25,6 +26,9 @@ __all__ = [
 
 RecordingStatus = Literal["INVOKED", "RECORDING", "PAUSED", "UPLOADING", "UPLOADED", "ERRORED"]
 """The statuses documented today; ``Recording.status`` stays a plain string for new ones."""
+
+MAX_USER_IDS = 100
+"""The most participants one track recording may name (the API refuses more)."""
 
 
 class _ApiModel(BaseModel):

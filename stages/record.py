@@ -18,7 +18,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from models import Recording, RetryPolicy, describe_error, protect_http_logs, redact_urls
+from models import (
+    MAX_USER_IDS,
+    Recording,
+    RetryPolicy,
+    describe_error,
+    protect_http_logs,
+    redact_urls,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -37,9 +44,6 @@ DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_WAIT = 90_000.0
 """Seconds to wait for ``UPLOADED`` by default: the longest recording (``max_seconds``
 defaults to 86,400) and an hour more for its upload."""
-
-MAX_USER_IDS = 100
-"""The most participants one track recording may name (the API refuses more)."""
 
 
 class RealtimeKitError(Exception):

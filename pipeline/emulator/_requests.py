@@ -5,8 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
-from models import RecordingStatus
-from stages.record import MAX_USER_IDS
+from models import MAX_USER_IDS, RecordingStatus
 
 from ._state import Recording
 
