@@ -10,7 +10,7 @@ from models import Transcript, file_in_the_way
 from stages.export import FORMATS, export
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
-from .core import PipelineOptions
+from .core import PipelineOptions, bars_wanted
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -133,9 +133,9 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Bars on a terminal only: in the log file of an unattended run every redraw would be
-    another stretch of carriage returns."""
-    return not args.no_progress and sys.stderr.isatty()
+    """Bars where someone watches (:func:`bars_wanted`), unless ``--no-progress``: in the
+    log file of an unattended run every redraw would be another stretch of carriage returns."""
+    return not args.no_progress and bars_wanted(None)
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
