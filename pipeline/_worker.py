@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
@@ -31,11 +32,12 @@ __all__ = ["WorkerLink", "guard_hint", "interruptible", "interrupts_held", "star
 
 
 class WorkerLink:
-    """A context manager for the life of a pool; ``initargs`` are what :func:`start_worker`
-    takes in each worker. With ``ignore_interrupt``, Ctrl-C is left to this process, which
-    stops the pool; without, it stops each worker as it stops this process."""
+    """A context manager for the life of the pools it makes (:meth:`pool`). With
+    ``ignore_interrupt``, Ctrl-C is left to this process, which stops the pool; without, it
+    stops each worker as it stops this process."""
 
     def __init__(self, context: BaseContext, *, ignore_interrupt: bool = True) -> None:
+        self._context = context
         self._queue: Queue = context.Queue()
         self._listener = threading.Thread(
             target=self._hand_on, name="trackscribe-worker-logs", daemon=True
@@ -43,9 +45,15 @@ class WorkerLink:
         self._lifeline, self._alive = context.Pipe(duplex=False)
         self._ignore_interrupt = ignore_interrupt
 
-    @property
-    def initargs(self) -> tuple[Queue, int, Connection, bool]:
-        return self._queue, _lowest_level(), self._lifeline, self._ignore_interrupt
+    def pool(self, workers: int) -> ProcessPoolExecutor:
+        """A pool of ``workers`` processes, each tied to this one (see :func:`start_worker`);
+        shut down before this link is left."""
+        return ProcessPoolExecutor(
+            workers,
+            mp_context=self._context,
+            initializer=start_worker,
+            initargs=(self._queue, _lowest_level(), self._lifeline, self._ignore_interrupt),
+        )
 
     def __enter__(self) -> "WorkerLink":
         self._listener.start()

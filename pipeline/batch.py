@@ -17,7 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
@@ -53,7 +53,7 @@ from stages.record import RealtimeKitError
 from stages.transcribe import ModelError, Transcriber, model_identity, usable_cores
 
 from . import remote
-from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held, start_worker
+from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
 from .core import (
@@ -528,12 +528,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
         # rather than finish meetings unseen; Ctrl-C stops them as it does the batch.
         with (
             WorkerLink(context, ignore_interrupt=False) as link,
-            ProcessPoolExecutor(
-                min(workers, len(jobs)),
-                mp_context=context,
-                initializer=start_worker,
-                initargs=link.initargs,
-            ) as pool,
+            link.pool(min(workers, len(jobs))) as pool,
         ):
             try:
                 with interrupts_held():

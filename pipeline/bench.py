@@ -23,7 +23,6 @@ import platform
 import resource
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from models import SAMPLE_RATE, Manifest
 
-from ._worker import WorkerLink, interruptible, interrupts_held, start_worker
+from ._worker import WorkerLink, interruptible, interrupts_held
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
 from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
 
@@ -104,12 +103,7 @@ def bench(
         # A fresh process per approach (not a daemon: the pipeline starts workers of its own),
         # logging here and stopping with this one; Ctrl-C stops it too.
         try:
-            with (
-                WorkerLink(context, ignore_interrupt=False) as link,
-                ProcessPoolExecutor(
-                    1, mp_context=context, initializer=start_worker, initargs=link.initargs
-                ) as pool,
-            ):
+            with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
                 try:
                     with interrupts_held():
                         running = pool.submit(

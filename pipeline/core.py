@@ -56,7 +56,7 @@ from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
 from ._scratch import scratch_folder
-from ._worker import WorkerLink, guard_hint, interrupts_held, start_worker
+from ._worker import WorkerLink, guard_hint, interrupts_held
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -439,16 +439,13 @@ class _Workers:
     """The decode workers, and how to start one more for a job of its own."""
 
     pool: ProcessPoolExecutor | None  # None: every job is started alone
-    context: multiprocessing.context.BaseContext
-    initargs: tuple
+    link: WorkerLink
 
     def alone(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in a process of its own: if something in it kills the process (a
         decoder that crashes on a damaged file, the kernel's out-of-memory killer), only this
         call fails, with :class:`BrokenProcessPool`. Where no process can be started, here."""
-        with ProcessPoolExecutor(
-            1, mp_context=self.context, initializer=start_worker, initargs=self.initargs
-        ) as one:
+        with self.link.pool(1) as one:
             try:
                 with interrupts_held():  # the process starts here
                     future = one.submit(fn, *args)
@@ -480,26 +477,19 @@ def _analysis_pool(
         return
     context.set_forkserver_preload(["pipeline._analysis", "pipeline._worker"])
     with WorkerLink(context) as link:
-        if apart:
-            try:
-                yield _Workers(None, context, link.initargs)
-            except BaseException:
-                link.cut()
-                raise
-            return
-        pool = ProcessPoolExecutor(
-            count, mp_context=context, initializer=start_worker, initargs=link.initargs
-        )
+        pool = None if apart else link.pool(count)
         try:
-            with interrupts_held():
-                for _ in range(count):
-                    pool.submit(ready)  # start the workers now, while the caller does more
-            yield _Workers(pool, context, link.initargs)
+            if pool is not None:
+                with interrupts_held():
+                    for _ in range(count):
+                        pool.submit(ready)  # start the workers now, while the caller does more
+            yield _Workers(pool, link)
         except BaseException:  # Ctrl-C, say: tracks still being decoded are not waited for
             link.cut()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _analyse(

@@ -3,8 +3,11 @@
 import hashlib
 import io
 import json
+import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ import pytest
 from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
 from pipeline._scratch import scratch_folder
+from pipeline._worker import WorkerLink, _lowest_level, interruptible, interrupts_held
 from pipeline.core import bars_wanted, run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
 
@@ -320,8 +324,6 @@ def _alive(pid: int) -> bool:
 
 def _interrupt_state(report, name: str) -> None:
     """In a child: whether Ctrl-C is blocked, and whether it is ignored."""
-    import signal
-
     blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     report.send((name, blocked, signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
 
@@ -329,21 +331,9 @@ def _interrupt_state(report, name: str) -> None:
 def test_a_ctrl_c_while_workers_start_waits_until_they_are_started_and_never_reaches_them():
     # A Ctrl-C reaches every process of the terminal's group: a fork server or worker still
     # starting printed a traceback, and this process, stopped while starting one, broke it.
-    import multiprocessing
-    import os
-    import signal
-    from concurrent.futures import ProcessPoolExecutor
-
-    from pipeline._worker import WorkerLink, interrupts_held, start_worker
-
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    with (
-        WorkerLink(context) as link,
-        ProcessPoolExecutor(
-            1, mp_context=context, initializer=start_worker, initargs=link.initargs
-        ) as pool,
-    ):
+    with WorkerLink(context) as link, link.pool(1) as pool:
         with pytest.raises(KeyboardInterrupt), interrupts_held():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)  # were it not held, it would have been raised by now
@@ -361,10 +351,6 @@ def test_a_ctrl_c_while_workers_start_waits_until_they_are_started_and_never_rea
 
 
 def _ctrl_c_outside_and_inside_a_job() -> list[str]:
-    import os
-    import signal
-
-    from pipeline._worker import interruptible
 
     os.kill(os.getpid(), signal.SIGINT)  # while no job runs: held back, no traceback
     time.sleep(0.1)
@@ -384,18 +370,9 @@ def _ctrl_c_outside_and_inside_a_job() -> list[str]:
 
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
     # an idle batch worker has nothing to stop: it printed a traceback and broke the pool
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from pipeline._worker import WorkerLink, start_worker
 
     context = multiprocessing.get_context("spawn")
-    with (
-        WorkerLink(context, ignore_interrupt=False) as link,
-        ProcessPoolExecutor(
-            1, mp_context=context, initializer=start_worker, initargs=link.initargs
-        ) as pool,
-    ):
+    with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
         # the first job stops at once for the Ctrl-C held back; the second on its own
         assert pool.submit(_ctrl_c_outside_and_inside_a_job).result(timeout=60) == [
             "stopped",
@@ -405,9 +382,6 @@ def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
 
 
 def test_workers_send_what_any_of_our_loggers_would_keep(caplog):
-    import logging
-
-    from pipeline._worker import _lowest_level
 
     caplog.set_level(logging.WARNING, logger="stages")  # each restored after the test
     caplog.set_level(logging.WARNING, logger="pipeline")
