@@ -130,6 +130,19 @@ av.open = _open_or_crash
 """
 
 
+def crash_first_track(meeting: Path) -> str:
+    """Rename ``meeting``'s first track to a name the crashing decoder (see
+    :func:`crashing_decoder_env`) crashes on, in its manifest too; its new manifest path."""
+    manifest = meeting / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    path = raw["tracks"][0]["path"]
+    renamed = str(Path(path).with_name(f"CRASH_{Path(path).name}"))
+    (meeting / path).rename(meeting / renamed)
+    raw["tracks"][0]["path"] = renamed
+    manifest.write_text(json.dumps(raw))
+    return renamed
+
+
 @pytest.fixture
 def crashing_decoder_env(tmp_path) -> dict[str, str]:
     """An environment in which every Python process (a run's workers too) gets a decoder

@@ -36,6 +36,8 @@ from stages.fetch import FetchOptions
 from stages.merge import MergeOptions
 from stages.transcribe import TranscribeOptions
 
+from .conftest import crash_first_track
+
 
 @pytest.fixture(scope="module")
 def meetings(tmp_path_factory, sample_dir) -> Path:
@@ -285,12 +287,8 @@ def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_i
 ):
     crashing = tmp_path / "crashing"
     shutil.copytree(sample_dir, crashing)
+    renamed = crash_first_track(crashing)
     raw = json.loads((crashing / "manifest.json").read_text())
-    alice = raw["tracks"][0]["path"]
-    renamed = alice.replace("tracks/", "tracks/CRASH_")
-    (crashing / alice).rename(crashing / renamed)
-    raw["tracks"][0]["path"] = renamed
-    (crashing / "manifest.json").write_text(json.dumps(raw))
     alone = tmp_path / "alone"  # a meeting of that one file: no process to spare it
     shutil.copytree(crashing, alone)
     (alone / "manifest.json").write_text(json.dumps({**raw, "tracks": raw["tracks"][:1]}))
@@ -468,19 +466,17 @@ def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lack
 
 
 def test_a_file_that_cannot_be_fetched_costs_the_meeting_only_that_file(
-    sample_dir, tmp_path, monkeypatch
+    meeting_copy, sample_manifest, tmp_path, monkeypatch
 ):
     # A file gone from storage (here: moved away while the service runs) must not keep the
     # files that did arrive from their transcript; --retry-failed fetches it and completes it.
     quick = functools.partial(FetchOptions, retry=RetryPolicy(attempts=2, backoff=0))
     monkeypatch.setattr("pipeline.batch.FetchOptions", quick)
-    meeting = shutil.copytree(sample_dir, tmp_path / "meeting")
-    manifest = Manifest.load(meeting / "manifest.json")
-    lost = meeting / manifest.tracks[0].path
+    lost = meeting_copy / sample_manifest.tracks[0].path
     token = "batch-token"
     options = EmulatorOptions(token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0)
     jobs = tmp_path / "jobs.jsonl"
-    with Emulator(meeting, options) as emu:
+    with Emulator(meeting_copy, options) as emu:
         jobs.write_text(json.dumps({"id": "gone", "meeting_id": emu.meeting_id}) + "\n")
         api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
         lost.rename(tmp_path / "away.webm")
@@ -490,15 +486,15 @@ def test_a_file_that_cannot_be_fetched_costs_the_meeting_only_that_file(
         again = run_batch(jobs, tmp_path / "out", api=api, progress=False, retry_failed=True)
     [meeting_then] = first.meetings
     assert meeting_then.status == "partial"
-    assert manifest.tracks[0].user_id in meeting_then.reason
+    assert sample_manifest.tracks[0].user_id in meeting_then.reason
     assert "--retry-failed" in meeting_then.reason
     [meeting_now] = again.meetings
     assert meeting_now.status == "done", meeting_now.reason
     complete = Transcript.load(tmp_path / "out" / "gone" / "transcript.json")
     assert partial.partial and not complete.partial
     speakers = {u.speaker for u in complete.utterances}
-    assert manifest.tracks[0].user_id in speakers
-    assert {u.speaker for u in partial.utterances} == speakers - {manifest.tracks[0].user_id}
+    assert sample_manifest.tracks[0].user_id in speakers
+    assert {u.speaker for u in partial.utterances} == speakers - {sample_manifest.tracks[0].user_id}
 
 
 def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +18,17 @@ def trackscribe(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_transcribe_writes_every_format_and_exits_0(sample_dir, tmp_path):
-    result = trackscribe(
-        "transcribe", str(sample_dir / "manifest.json"), "-o", str(tmp_path), "--no-progress"
-    )
+@pytest.fixture(scope="module")
+def logged_run(sample_dir, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The sample transcribed as an unattended run does it: stderr a pipe (a log file), -v."""
+    out = tmp_path_factory.mktemp("logged") / "out"
+    return trackscribe("-v", "transcribe", str(sample_dir / "manifest.json"), "-o", str(out)), out
+
+
+def test_transcribe_writes_every_format_and_exits_0(logged_run):
+    result, out = logged_run
     assert result.returncode == 0, result.stderr
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in out.iterdir())
     assert names == [
         ".trackscribe-exports",
         "transcript.json",
@@ -31,20 +37,22 @@ def test_transcribe_writes_every_format_and_exits_0(sample_dir, tmp_path):
         "transcript.txt",
         "transcript.vtt",
     ]
-    assert json.loads((tmp_path / "transcript.json").read_text())["schema"] == (
+    assert json.loads((out / "transcript.json").read_text())["schema"] == (
         "trackscribe.transcript/1"
     )
-    assert "<v Chen>" in (tmp_path / "transcript.vtt").read_text()
+    assert "<v Chen>" in (out / "transcript.vtt").read_text()
 
 
-def test_verbose_says_what_each_stage_made_of_each_track(sample_dir, tmp_path):
-    manifest = str(sample_dir / "manifest.json")
-    info = trackscribe("-v", "transcribe", manifest, "-o", str(tmp_path / "v"), "--no-progress")
+def test_verbose_says_what_each_stage_made_of_each_track(
+    logged_run, sample_dir, sample_manifest, tmp_path
+):
+    info, _ = logged_run
     assert "loading model" in info.stderr
     assert "VAD filter" not in info.stderr  # faster-whisper's, about a VAD it is not given
+    manifest = str(sample_dir / "manifest.json")
     # -v counts wherever it is put: before the command, after it, or both.
     debug = trackscribe("-v", "transcribe", manifest, "-o", str(tmp_path / "vv"), "-v")
-    tracks = [t["path"] for t in json.loads((sample_dir / "manifest.json").read_text())["tracks"]]
+    tracks = [t.path for t in sample_manifest.tracks]
     for said in ("s decoded in", "region(s)"):
         assert sorted(
             line.split(": ")[2] for line in debug.stderr.splitlines() if said in line
@@ -243,12 +251,11 @@ def test_demo_prints_the_meeting_in_time_order(sample_truth):
     assert lines == sorted(lines)
 
 
-def test_progress_bars_stay_out_of_a_log_file(sample_dir, tmp_path):
-    # stderr is a pipe here, as it is for an unattended run writing to a log
-    result = trackscribe("transcribe", str(sample_dir / "manifest.json"), "-o", str(tmp_path))
+def test_progress_bars_stay_out_of_a_log_file(logged_run):
+    result, out = logged_run  # stderr is a pipe there, as it is for a run writing to a log
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stderr  # no bar (text mode has turned any \r into \n)
-    assert f"wrote {tmp_path / 'transcript.json'}" in result.stderr  # what it did is still said
+    assert f"wrote {out / 'transcript.json'}" in result.stderr  # what it did is still said
 
 
 def test_every_command_has_help():
@@ -285,6 +292,13 @@ def test_ctrl_c_while_the_libraries_load_ends_quietly_with_130():
     assert result.stderr == "trackscribe: interrupted\n"
 
 
+def _until_decoding_starts(scratch: Path) -> None:
+    """Wait until a run using ``scratch`` as its temporary folder writes decoded audio."""
+    deadline = time.monotonic() + 60
+    while not list(scratch.glob("trackscribe-*/*.pcm")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_a_run_stopped_by_sigterm_cleans_up_as_after_ctrl_c(sample_dir, tmp_path):
     # A service manager's stop, or `kill`: the decoded audio in the scratch folder, the
     # workers and the new output folder go, as they do after Ctrl-C; the exit status says so.
@@ -297,9 +311,7 @@ def test_a_run_stopped_by_sigterm_cleans_up_as_after_ctrl_c(sample_dir, tmp_path
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not list(scratch.glob("trackscribe-*/*.pcm")) and time.monotonic() < deadline:
-        time.sleep(0.02)  # until it has begun to write decoded audio
+    _until_decoding_starts(scratch)
     run.send_signal(signal.SIGTERM)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 128 + signal.SIGTERM, stderr
@@ -324,9 +336,7 @@ def test_decoded_audio_a_killed_run_left_behind_is_removed_by_the_next_run(sampl
     killed = subprocess.Popen(
         [*command, "-o", str(tmp_path / "killed"), "--no-progress"], env=environment
     )
-    deadline = time.monotonic() + 60
-    while not list(scratch.glob("trackscribe-*/*.pcm")) and time.monotonic() < deadline:
-        time.sleep(0.02)  # until it has begun to write decoded audio
+    _until_decoding_starts(scratch)
     killed.kill()
     killed.wait()
     left = list(scratch.glob("trackscribe-*"))

@@ -23,7 +23,7 @@ from pipeline._worker import WorkerLink, _lowest_level, interruptible, interrupt
 from pipeline.core import bars_wanted, run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
 
-from .conftest import silence, words_of, write_webm
+from .conftest import crash_first_track, silence, words_of, write_webm
 
 
 def _found(transcript, turn: dict) -> float:
@@ -115,10 +115,7 @@ def test_a_file_that_kills_its_decoder_costs_only_that_track(
     # Every process of the run, the workers' too, gets a decoder that crashes on one file.
     # The worker it kills takes down the tracks decoded beside it; they are done again, each
     # in a process of its own, and only the file that kills its decoder is lost.
-    alice = next((meeting_copy / "tracks").glob("default_user-alice_*"))
-    crashing = alice.with_name(f"CRASH_{alice.name}")
-    alice.rename(crashing)
-    _rewrite(meeting_copy, lambda raw: raw["tracks"][0].update(path=f"tracks/{crashing.name}"))
+    crashing = Path(crash_first_track(meeting_copy))
     run = subprocess.run(
         [
             sys.executable,

@@ -251,6 +251,10 @@ def test_a_sentence_said_again_in_turns_of_its_own_is_not_taken_for_a_loop(
         assert words[:2] == ["good", "morning"] and words[-2:] == ["planning", "call"]
 
 
+def _said(word: str, start: float, end: float) -> Word:
+    return Word(word=word, start=start, end=end, probability=0.9)
+
+
 def _window_saying(sentence: str, durations: list[float]) -> tuple[Window, Decoded]:
     """A packed window of pieces this long, each given ``sentence``, its words spread evenly."""
     pieces, words, start = [], [], 0.0
@@ -258,17 +262,10 @@ def _window_saying(sentence: str, durations: list[float]) -> tuple[Window, Decod
         pieces.append(Piece(start, 100 + start, duration, floor=0.0, onset=100 + start))
         said = sentence.split()
         step = duration / len(said)
-        words += [
-            Word(word=w, start=start + i * step, end=start + (i + 1) * step, probability=0.9)
-            for i, w in enumerate(said)
-        ]
+        words += [_said(w, start + i * step, start + (i + 1) * step) for i, w in enumerate(said)]
         start += duration
     text = " ".join(w.word for w in words)
     return Window(0, tuple(pieces)), Decoded(text, words, avg_logprob=-0.2, no_speech_prob=0.0)
-
-
-def _said(word: str, start: float, end: float) -> Word:
-    return Word(word=word, start=start, end=end, probability=0.9)
 
 
 def test_words_timed_across_a_seam_before_the_next_voice_end_the_sentence_they_finish():
