@@ -1,5 +1,5 @@
 """Every track's levels on the meeting's frame grid, and what the other modules read off
-them: who dominates a frame, and how well one track follows another at a lag."""
+them: who dominates a frame, and each track's levels with its gaps filled."""
 
 from collections.abc import Sequence
 
@@ -9,54 +9,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from models import TrackTiming, VoiceActivity
 
 _ABSENT = np.nan
-
-
-def lag_correlations(
-    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, lags: np.ndarray, min_frames: int
-) -> np.ndarray:
-    """How well ``receiver`` follows ``source`` over ``frames`` at each of ``lags`` (frames).
-
-    Pearson's correlation per lag, over the frames where both have a level; NaN for a lag
-    with fewer than ``min_frames`` such frames, or a constant side. Lags are taken
-    ``_LAG_CHUNK`` at a time, which keeps memory to that many rows of frames however long
-    the meeting.
-    """
-    out = np.full(len(lags), np.nan)
-    y = source[frames]
-    for first in range(0, len(lags), _LAG_CHUNK):
-        chunk = np.asarray(lags[first : first + _LAG_CHUNK])
-        shifted = frames[None, :] + chunk[:, None]
-        inside = (shifted >= 0) & (shifted < receiver.size)
-        x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
-        good = ~(np.isnan(x) | np.isnan(y)[None, :])
-        count = good.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dx = np.where(good, x - (np.where(good, x, 0).sum(axis=1) / count)[:, None], 0)
-            yy = np.where(good, y[None, :], 0)
-            dy = np.where(good, yy - (yy.sum(axis=1) / count)[:, None], 0)
-            sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
-            corr = np.clip((dx * dy).sum(axis=1) / np.sqrt(sxx * syy), -1.0, 1.0)
-        valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
-        out[first : first + len(chunk)] = np.where(valid, corr, np.nan)
-    return out
-
-
-_LAG_CHUNK = 16
-
-
-def frames_within(receiver: np.ndarray, frames: np.ndarray, reach: int) -> np.ndarray:
-    """Those of ``frames`` at which the receiver has a level at every lag within ``reach``.
-
-    A correlation curve over lags is then taken over the same frames at every lag. Otherwise
-    a lag that reaches past the receiver's edge compares only the few frames there, and those
-    can fit by chance: a sound that happened to follow another track's last seconds once
-    passed for a clock error of 1.8 s.
-    """
-    absent = np.concatenate(([0], np.cumsum(np.isnan(receiver))))
-    lo = np.clip(frames - reach, 0, receiver.size)
-    hi = np.clip(frames + reach + 1, 0, receiver.size)
-    inside = (frames - reach >= 0) & (frames + reach < receiver.size)
-    return frames[inside & (absent[hi] == absent[lo])]
 
 
 def meeting_frames(
@@ -96,12 +48,6 @@ def meeting_frames(
         voiced[i, where[i]] = activities[i].voiced
         placed[i, where[i]] = offgrid[i]
     return level, voiced, where, placed
-
-
-NOT_OTHER = -2
-"""In :func:`untracked_voices`'s sources: the frame is not another voice found there."""
-NO_TRACK = -1
-"""In :func:`untracked_voices`'s sources: the voice of someone with no track."""
 
 
 def dominant_frames(

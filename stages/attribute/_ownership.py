@@ -9,9 +9,9 @@ import numpy as np
 
 from models import LeakedSpan, TrackTiming, VoiceActivity, bridge_runs, frame_runs
 
-from ._frames import NO_TRACK, NOT_OTHER, dominant_frames, filled_levels, meeting_frames
+from ._frames import dominant_frames, filled_levels, meeting_frames
 from ._options import AttributionOptions
-from ._untracked import untracked_voices
+from ._untracked import NO_TRACK, NOT_OTHER, untracked_voices
 
 _EARLY = 0.5
 """Frames' time a leak may seem to come before its source. No sound does, but a start time a

@@ -9,8 +9,13 @@ import numpy as np
 
 from models import bridge_runs, frame_runs
 
-from ._frames import NO_TRACK, NOT_OTHER, dominant_frames, filled_levels
+from ._frames import dominant_frames, filled_levels
 from ._options import AttributionOptions
+
+NOT_OTHER = -2
+"""In :func:`untracked_voices`'s sources: the frame is not another voice found there."""
+NO_TRACK = -1
+"""In :func:`untracked_voices`'s sources: the voice of someone with no track."""
 
 
 def untracked_voices(
