@@ -50,7 +50,13 @@ from models import (
 from stages.export import FORMATS, export, withdraw
 from stages.fetch import FetchError, FetchOptions
 from stages.record import RealtimeKitError
-from stages.transcribe import ModelError, Transcriber, model_identity, usable_cores
+from stages.transcribe import (
+    ModelError,
+    Transcriber,
+    check_model,
+    model_identity,
+    usable_cores,
+)
 
 from . import remote
 from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held
@@ -117,6 +123,8 @@ def run_batch(
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
         remove_unfinished_writes(out, BATCH_SUMMARY)  # the rest of OUT may be the user's
         options = options or PipelineOptions()
+        if scheduler is None:  # a cluster's workers may see folders this machine does not
+            check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
@@ -306,6 +314,9 @@ def _process(
         manifest, missing = _inputs(job, folder, api)
         manifest = _named(job, manifest)
         key = _meeting_key(manifest, options)
+    # Loaded before anything is withdrawn: a model that cannot be loaded fails the meeting,
+    # and must not take its earlier transcript with it.
+    transcriber = Transcriber(options.transcribe)  # the model is cached: one per process
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
@@ -324,7 +335,7 @@ def _process(
             progress=False,
             workers=decode_workers,
             decode_apart=decode_apart,
-            transcriber=Transcriber(options.transcribe),  # the model is cached: one per process
+            transcriber=transcriber,
             checkpoints=checkpoints,
         )
     finally:
@@ -462,14 +473,14 @@ def _named(job: Job, manifest: Manifest) -> Manifest:
 
 
 def _meeting_key(manifest: Manifest, options: PipelineOptions) -> str:
-    """Everything a meeting's transcript depends on: the manifest (names, times, the checksums
-    it expects), each file's bytes, every setting but how many threads did the work, and the
-    software. Not the output formats: they are written from the transcript."""
-    tracks = [(t.model_dump(mode="json"), _file_hash(manifest, t)) for t in manifest.tracks]
+    """Everything a meeting's transcript depends on: the whole manifest (ids, names, times, the
+    checksums it expects: the provenance repeats them), each file's bytes, every setting but
+    how many threads did the work, and the software. Not the output formats: they are
+    written from the transcript."""
     return work_key(
         "meeting",
-        manifest.meeting_id,
-        tracks,
+        manifest.model_dump(mode="json"),
+        [_file_hash(manifest, t) for t in manifest.tracks],
         options.result_settings(),
         model_identity(options.transcribe.model),
         runtime_versions(),

@@ -34,7 +34,7 @@ from pipeline.config import ApiSettings
 from pipeline.emulator import Emulator, EmulatorOptions
 from stages.fetch import FetchOptions
 from stages.merge import MergeOptions
-from stages.transcribe import TranscribeOptions
+from stages.transcribe import ModelError, TranscribeOptions
 
 from .conftest import crash_first_track
 
@@ -151,6 +151,46 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     run_batch(jobs, out, options=beam, progress=False)
     assert len(journal(out, "transcribed")) == 4  # each track twice, once per beam size
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
+
+
+def test_a_model_that_cannot_be_loaded_keeps_every_finished_transcript(meetings, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, out, progress=False)
+    before = sorted(p.name for p in (out / "pair").iterdir())
+
+    # A mistyped path stops the batch before any meeting, with one error.
+    mistyped = PipelineOptions(transcribe=TranscribeOptions(model=str(tmp_path / "no-model")))
+    with pytest.raises(ModelError, match="no such folder"):
+        run_batch(jobs, out, options=mistyped, progress=False)
+    # A folder that holds no model fails each meeting, and takes nothing of it away.
+    (tmp_path / "empty").mkdir()
+    empty = PipelineOptions(transcribe=TranscribeOptions(model=str(tmp_path / "empty")))
+    summary = run_batch(jobs, out, options=empty, progress=False)
+    assert summary.meetings[0].status == "failed"
+    assert summary.meetings[0].reason.startswith("cannot load model")
+    assert sorted(p.name for p in (out / "pair").iterdir()) == before
+    assert run_batch(jobs, out, progress=False).meetings[0].reused  # still current
+
+
+def test_a_manifest_given_another_recording_id_is_not_answered_with_the_old_provenance(
+    meetings, tmp_path
+):
+    out = tmp_path / "out"
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    manifest = tmp_path / "pair" / "manifest.json"
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "pair", "manifest": str(manifest)}) + "\n")
+    run_batch(jobs, out, progress=False)
+    raw = json.loads(manifest.read_text())
+    raw["recording_id"] = "rec-corrected"
+    manifest.write_text(json.dumps(raw))
+    again = run_batch(jobs, out, progress=False)
+    assert not again.meetings[0].reused
+    transcript = Transcript.load(out / "pair" / "transcript.json")
+    assert transcript.provenance.recording_id == "rec-corrected"
+    assert set(journal(out, "transcribed").values()) == {1}  # the tracks' work is kept
 
 
 def unfinished(path: Path) -> Path:

@@ -67,6 +67,14 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def check_model(model: str) -> None:
+    """Raise :class:`ModelError` when ``model`` is a path to no folder: a mistyped path is
+    caught before a batch starts, not once per meeting (and rather than the hub's "Repo id
+    must be ..."). Hub names are not looked up: that may need the network."""
+    if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
+        raise ModelError(f"cannot load model {model!r}: no such folder")
+
+
 @cache
 def load_model(
     model: str, device: str, compute_type: str, cpu_threads: int, workers: int
@@ -80,9 +88,7 @@ def load_model(
         workers,
         cpu_threads,
     )
-    if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
-        # A path, not a hub name: say so, rather than the hub's "Repo id must be ..."
-        raise ModelError(f"cannot load model {model!r}: no such folder")
+    check_model(model)
     try:
         return WhisperModel(
             resolve_model(model),
