@@ -13,6 +13,7 @@ from ._cli_common import (
     count_at_least,
     output_folder,
     pipeline_options,
+    printable,
     show_progress,
 )
 from ._remote_cli import add_api_options, settings_from
@@ -84,7 +85,8 @@ def _batch_command(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for meeting in lost:
-        print(f"  {meeting.job}: {meeting.status}: {meeting.reason}", file=sys.stderr)
+        reason = printable(meeting.reason or "")
+        print(f"  {meeting.job}: {meeting.status}: {reason}", file=sys.stderr)
     return EXIT_PARTIAL
 
 

@@ -1,6 +1,7 @@
 """What every command of the command line shares: model options, writing outputs, exit status."""
 
 import argparse
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,9 +20,25 @@ class OutputError(OSError):
     """The output folder cannot be made or written."""
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""Control characters but the tab."""
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` with its control characters written out (``\\x1b``), so that a name an API
+    or a file gave cannot move the terminal's cursor or write a line of its own; with
+    ``lines``, the line breaks of a message made of several lines are kept."""
+    return (_CONTROL_BUT_NEWLINE if lines else _CONTROL).sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
 def say(line: str) -> None:
     """One line of what the command is doing, on stderr (stdout is for results)."""
-    print(f"trackscribe: {line}", file=sys.stderr)
+    print(f"trackscribe: {printable(line)}", file=sys.stderr)
 
 
 def output_folder(out: Path) -> Path:
@@ -157,5 +174,5 @@ def report(transcript: Transcript) -> int:
         return EXIT_OK
     print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
     for line in transcript.problems():
-        print(f"  {line}", file=sys.stderr)
+        print(f"  {printable(line)}", file=sys.stderr)
     return EXIT_PARTIAL

@@ -28,12 +28,14 @@ from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
 
 from . import remote
 from ._cli_common import (
+    EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PARTIAL,
     add_model_options,
     add_progress_option,
     output_folder,
     pipeline_options,
+    printable,
     report,
     say,
     show_progress,
@@ -465,12 +467,15 @@ def _fetch_command(args: argparse.Namespace) -> int:
         )
     if result.lost:
         print(
-            "trackscribe: partial result; these files were not fetched or cannot be used:",
+            "trackscribe: partial result; these files were not fetched or cannot be used:"
+            if result.manifest is not None
+            else "trackscribe: no file could be fetched, and no manifest was written:",
             file=sys.stderr,
         )
         for failure in result.lost:
-            print(f"  {failure.reason}", file=sys.stderr)
-        return EXIT_PARTIAL
+            print(f"  {printable(failure.reason)}", file=sys.stderr)
+        # Nothing at all is not "some tracks failed, the rest written": as `run` says it.
+        return EXIT_PARTIAL if result.manifest is not None else EXIT_BAD_INPUT
     return EXIT_OK
 
 

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -43,6 +42,7 @@ from ._cli_common import (
     output_file,
     output_folder,
     pipeline_options,
+    printable,
     report,
     show_progress,
     write_outputs,
@@ -163,19 +163,9 @@ class _Redacting(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if _CONTROL.search(message):
-            record = logging.makeLogRecord(
-                {**record.__dict__, "msg": _CONTROL.sub(_escaped, message), "args": None}
-            )
+        if (safe := printable(message)) != message:
+            record = logging.makeLogRecord({**record.__dict__, "msg": safe, "args": None})
         return redact_urls(self._formatter.format(record))
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""Control characters but the tab."""
-
-
-def _escaped(match: re.Match[str]) -> str:
-    return repr(match.group())[1:-1]
 
 
 def _internal_error(exc: Exception) -> int:
@@ -188,7 +178,7 @@ def _internal_error(exc: Exception) -> int:
 
 
 def _bad_input(message: str) -> int:
-    print(f"trackscribe: {message}", file=sys.stderr)
+    print(f"trackscribe: {printable(message, lines=True)}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 

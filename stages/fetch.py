@@ -7,6 +7,7 @@ expired pre-signed URL is replaced by asking the API for the recording again; a 
 files that are already complete. Names from the API are sanitised before they touch the disk.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -222,7 +223,26 @@ def _result(
             root=out_dir,
         )
         atomic_write_text(out_dir / MANIFEST_FILE, manifest.to_json())
+    else:
+        _withdraw_other_manifest(out_dir / MANIFEST_FILE, recording.id)
     return FetchResult(manifest=manifest, failures=failures, missing=missing, skipped=skipped)
+
+
+def _withdraw_other_manifest(path: Path, recording_id: str) -> None:
+    """Remove a manifest of another recording (or an unreadable one): with nothing fetched,
+    it would still be there to be transcribed as if it were this recording's. One of this
+    recording, from an earlier run, still lists files that run fetched and checked."""
+    if not path.exists():
+        return
+    with contextlib.suppress(ManifestError):
+        if Manifest.load(path).recording_id == recording_id:
+            return
+    path.unlink(missing_ok=True)
+    log.warning(
+        "%s: removed; it lists no file of recording %s, of which none could be fetched",
+        path,
+        recording_id,
+    )
 
 
 def _unlisted(

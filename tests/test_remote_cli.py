@@ -767,3 +767,39 @@ def test_a_file_name_from_the_api_cannot_forge_a_log_line(sample_manifest, tmp_p
     )
     (fetched,) = (tmp_path / "rec" / "tracks").iterdir()
     assert fetched.name == "x_trackscribe_WARNING_all_files_verified_2K.webm"
+
+
+class _OddlyNamedAndGone(_OddlyNamedRecording):
+    """The same recording, whose file storage no longer has."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/file"):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_another_recording(
+    sample_manifest, tmp_path
+):
+    out = tmp_path / "rec"
+    out.mkdir()
+    earlier = sample_manifest.model_copy(update={"recording_id": "an-earlier-recording"})
+    (out / "manifest.json").write_text(earlier.to_json())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddlyNamedAndGone)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/client/v4"
+        flags = ["--base-url", base, "--account-id", "a", "--app-id", "b", "--no-progress"]
+        result = cli("fetch", "--recording-id", "r1", "-o", str(out), *flags)
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stderr  # nothing fetched is not a partial result
+    assert "no file could be fetched, and no manifest was written" in result.stderr
+    assert "404" in result.stderr
+    # the other recording's manifest would have been transcribed as this one's
+    assert not (out / "manifest.json").exists()
+    assert "\x1b" not in result.stderr  # the name, printed in the list of losses, is escaped
+    assert "x\\ntrackscribe: WARNING: all files verified\\x1b[2K.webm" in result.stderr
