@@ -33,6 +33,7 @@ __all__ = [
     "RealtimeKitClient",
     "RealtimeKitError",
     "RecordingFailedError",
+    "UnexpectedAnswerError",
     "UploadTimeoutError",
 ]
 
@@ -57,6 +58,11 @@ class RealtimeKitError(Exception):
         code_part = f", code {code}" if code is not None and code != status else ""
         http = f"HTTP {status}{code_part}: " if status else ""
         super().__init__(f"RealtimeKit {call}: {http}{self.message}")
+
+
+class UnexpectedAnswerError(RealtimeKitError):
+    """The API answered, but not with what was asked for (a proxy's page, a changed schema):
+    asking again gets the same answer, so it is not waited out."""
 
 
 class RecordingFailedError(RealtimeKitError):
@@ -318,7 +324,9 @@ class RealtimeKitClient:
             except RealtimeKitError as exc:
                 # A wait can last hours: an outage longer than one call's retries is waited
                 # out until the deadline; an answer that will not change (404, 401) is not.
-                transient = exc.status == 0 or self._retry.should_retry(exc.status)
+                transient = not isinstance(exc, UnexpectedAnswerError) and (
+                    exc.status == 0 or self._retry.should_retry(exc.status)
+                )
                 if not transient:
                     raise
                 if time.monotonic() >= deadline:
@@ -380,7 +388,7 @@ class RealtimeKitClient:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "recording"
-            raise RealtimeKitError(
+            raise UnexpectedAnswerError(
                 0, None, f"unexpected recording in the answer: {where}: {first['msg']}", call=call
             ) from None
 
@@ -447,6 +455,16 @@ class RealtimeKitClient:
                 if outcome is not None:
                     log.warning("%s: HTTP %d, but it took effect; not repeated", call, status)
                     return outcome
+            if unclear and method == "POST" and settled is None:
+                # As for a broken connection: nothing can tell whether it took effect, so it
+                # is not repeated (a second recording, or a 409 that hides the first).
+                raise RealtimeKitError(
+                    status,
+                    error.code,
+                    f"{error.message}; it may have taken effect all the same, so it was not "
+                    "repeated",
+                    call=call,
+                )
             retry = self._retry.should_retry(status) and (retry_conflict or status != 409)
             if not retry or attempt == self._retry.attempts:
                 raise error

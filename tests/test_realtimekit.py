@@ -23,6 +23,7 @@ from stages.record import (
     RealtimeKitClient,
     RealtimeKitError,
     RecordingFailedError,
+    UnexpectedAnswerError,
     UploadTimeoutError,
 )
 
@@ -450,6 +451,79 @@ def test_a_recording_that_ends_errored_raises_with_the_api_reason():
             client.wait_until_uploaded("r1", poll=0.01)
     finally:
         server.shutdown()
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """An API whose answers a test writes: ``answers(method, path, count)`` gives the status
+    and body of the ``count``-th request (from 1) of that method."""
+
+    seen: list[str]
+
+    def answers(self, method: str, path: str, count: int) -> tuple[int, dict]:
+        raise NotImplementedError
+
+    def _answer(self) -> None:
+        self.seen.append(self.command)
+        status, body = self.answers(self.command, self.path, self.seen.count(self.command))
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _scripted_client(answers, seen: list[str]) -> tuple[RealtimeKitClient, ThreadingHTTPServer]:
+    handler = type("Api", (_Scripted,), {"answers": staticmethod(answers), "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = RealtimeKitClient(
+        account_id="a",
+        app_id="b",
+        token=TOKEN,
+        base_url=f"http://127.0.0.1:{server.server_port}/client/v4",
+        retry=RetryPolicy(attempts=4, backoff=0.01),
+        sleep=lambda _: None,
+    )
+    return client, server
+
+
+def test_a_start_whose_answer_was_lost_is_not_repeated_when_nothing_can_tell_if_it_started():
+    def answers(method: str, path: str, count: int) -> tuple[int, dict]:
+        if method == "GET":  # the active recording cannot be looked at
+            return 503, {"success": False, "error": {"code": 503, "message": "busy"}}
+        if count == 1:  # the start took effect; the gateway lost its answer
+            return 504, {"success": False, "errors": [{"code": 504, "message": "timeout"}]}
+        return 409, {"success": False, "error": {"code": 409, "message": "already recording"}}
+
+    seen: list[str] = []
+    client, server = _scripted_client(answers, seen)
+    try:
+        with client, pytest.raises(RealtimeKitError) as caught:
+            client.start_track_recording("m1")
+    finally:
+        server.shutdown()
+    assert seen.count("POST") == 1  # not a second recording, nor a 409 that hides the first
+    assert caught.value.status == 504
+    assert "may have taken effect all the same" in str(caught.value)
+
+
+def test_an_answer_that_is_not_a_recording_is_not_waited_on_until_the_deadline():
+    def answers(method: str, path: str, count: int) -> tuple[int, dict]:
+        return 200, {"success": True, "data": {"recording_id_typo": "r1"}}
+
+    seen: list[str] = []
+    client, server = _scripted_client(answers, seen)
+    try:
+        with client, pytest.raises(UnexpectedAnswerError, match=r"unexpected recording.*id"):
+            client.wait_until_uploaded("r1", timeout=5, poll=0.01)
+    finally:
+        server.shutdown()
+    assert seen == ["GET"]  # asking again gets the same answer
 
 
 def test_waiting_gives_up_at_the_deadline(emulator):
