@@ -12,7 +12,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -215,7 +215,9 @@ def run_meeting(
     """:func:`transcribe_tracks`, also telling where the time went.
 
     ``workers`` processes decode and search tracks for speech in parallel (default: one per
-    CPU core, at most one per track; 1: all in this process). With ``decode_apart``, each
+    CPU core, at most one per track, and one at least even on one core, so that a file that
+    kills its decoder costs its track, not this process; 1: all in this process, for a caller
+    that is itself a process apart). With ``decode_apart``, each
     track is decoded in a process of its own, one after another instead: slower, but a file
     that kills its decoder then costs only its own track even in a meeting of one track, or
     in a process that must not die (a batch worker with other work). ``transcriber`` is a model
@@ -458,18 +460,18 @@ class _Workers:
 def _analysis_pool(
     tracks: int, workers: int | None, *, apart: bool = False
 ) -> Iterator[_Workers | None]:
-    """Worker processes for decoding, or None when one would do or none can be had; with
-    ``apart``, no shared pool, but what starts a process for each job.
+    """Worker processes for decoding, or None when asked to decode here (``workers`` 1) or
+    none can be had; with ``apart``, no shared pool, but what starts a process for each job.
 
     Processes, because PyAV holds the GIL while it decodes. They come from a fork server that
     has imported only what they run (forking this process could copy the model's threads'
     locks into a child). Like all of multiprocessing, this needs a script that calls
     trackscribe to guard its top level with ``if __name__ == "__main__":``.
     """
-    count = min(tracks, workers or usable_cores())
-    if count <= 1 and not apart:
+    if workers == 1 and not apart:  # asked for: the caller is a process that may die
         yield None
         return
+    count = max(1, min(tracks, workers or usable_cores()))
     try:
         context = multiprocessing.get_context("forkserver")
     except ValueError:  # a platform without a fork server: decode here instead
@@ -554,11 +556,16 @@ def _analyse(
             ordered = sorted(
                 work, key=lambda w: -_size(manifest.track_path(manifest.tracks[w.index]))
             )
-            leftover = []
+            futures: dict[Future, _TrackWork] = {}
             try:
-                futures = {workers.pool.submit(analyse_track, *job(item)): item for item in ordered}
+                for item in ordered:
+                    futures[workers.pool.submit(analyse_track, *job(item))] = item
             except (BrokenProcessPool, RuntimeError, OSError):
-                futures, leftover = {}, list(work)
+                # None sent: the workers could not start. Some sent: one of them already broke
+                # the pool (a file that crashed its decoder at once); the rest are left over.
+                pass
+            sent = {item.index for item in futures.values()}
+            leftover = [item for item in ordered if item.index not in sent]
             for future in as_completed(futures):
                 item = futures[future]
                 try:

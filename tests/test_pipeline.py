@@ -109,12 +109,14 @@ def test_a_missing_track_costs_only_that_track(meeting_copy, capsys):
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
 
 
+@pytest.mark.parametrize("cores", [None, 1], ids=["all cores", "one core"])
 def test_a_file_that_kills_its_decoder_costs_only_that_track(
-    meeting_copy, tmp_path, crashing_decoder_env
+    meeting_copy, tmp_path, crashing_decoder_env, cores
 ):
     # Every process of the run, the workers' too, gets a decoder that crashes on one file.
     # The worker it kills takes down the tracks decoded beside it; they are done again, each
-    # in a process of its own, and only the file that kills its decoder is lost.
+    # in a process of its own, and only the file that kills its decoder is lost. On one core
+    # (a container's limit) there is one worker, but one all the same.
     crashing = Path(crash_first_track(meeting_copy))
     run = subprocess.run(
         [
@@ -133,6 +135,9 @@ def test_a_file_that_kills_its_decoder_costs_only_that_track(
         capture_output=True,
         text=True,
         timeout=300,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+        if cores == 1
+        else None,
     )
     assert run.returncode == 1, run.stderr  # partial
     assert "the process decoding it died" in run.stderr
