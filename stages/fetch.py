@@ -2,7 +2,9 @@
 
 Files stream to ``tracks/.NAME.part`` and are renamed into place only once their size (and,
 where the storage sends one, their MD5 ``ETag``) check out, so a file under its final name is
-always whole. An interrupted download resumes from its ``.part`` with an HTTP ``Range``; an
+always whole. An interrupted download resumes from its ``.part`` with an HTTP ``Range`` and
+``If-Range`` (the ETag its bytes came with, kept beside it), so that bytes of a file that has
+since changed are never completed with another file's; an
 expired pre-signed URL is replaced by asking the API for the recording again; a re-run skips
 files that are already complete. Names from the API are sanitised before they touch the disk.
 """
@@ -540,16 +542,23 @@ class _Downloader:
             if not _matches(md5, etag):
                 raise _CorruptError("content does not match the storage's checksum (ETag)")
         except _CorruptError:
-            part.unlink(missing_ok=True)
+            _drop_part(part)
             raise
         os.replace(part, path)
+        _validator(part).unlink(missing_ok=True)
         return total, sha256, False
 
     def _download(self, file: RecordingFile, part: Path) -> tuple[int, str | None]:
         """Append the rest of the file to ``part``; return the full size and the ETag."""
         url, generation = self._urls.get(file)
         have = _size_of(part)
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        began_as = _read_validator(part) if have else None
+        if have and began_as is None:
+            # Bytes of no known version of the file (the storage sent no ETag, or they are
+            # from an older trackscribe): completing them could make a file never uploaded.
+            _drop_part(part)
+            have = 0
+        headers = {"Range": f"bytes={have}-", "If-Range": began_as} if began_as else {}
         with self._http.stream("GET", url, headers=headers) as response:
             status = response.status_code
             whole = status == 416 and have > 0
@@ -558,16 +567,19 @@ class _Downloader:
                 # against the total the answer gives), or longer than the file (start over).
                 total = _total_from_range(response.headers.get("content-range"))
                 if total != have:
-                    part.unlink()
+                    _drop_part(part)
                     raise _CorruptError(f"partial download of {have} bytes, file has {total}")
                 self._progress.set(file.key, total, have)
             else:
-                total = self._receive(response, generation, file, part, have)
+                total = self._receive(response, generation, file, part, have, began_as)
                 etag = response.headers.get("etag")
         if whole:
             # A run killed after the last byte left it: it is checked like any download, so
             # the ETag that the refusal did not carry is asked for.
-            return total, self._probe_once(file)[1]
+            etag = self._probe_once(file)[1]
+            if etag != began_as:
+                raise _CorruptError("the file changed since its partial download began")
+            return total, etag
         if total < 0:
             # No length came (a server that closes the connection to end the body): a body
             # cut short would look whole, so the length is asked for on its own.
@@ -582,17 +594,30 @@ class _Downloader:
         return part.stat().st_size, etag  # the ETag checks it
 
     def _receive(
-        self, response: httpx.Response, generation: int, file: RecordingFile, part: Path, have: int
+        self,
+        response: httpx.Response,
+        generation: int,
+        file: RecordingFile,
+        part: Path,
+        have: int,
+        began_as: str | None,
     ) -> int:
-        """Write the answer's body to ``part`` (appended to the ``have`` bytes there for a
-        206); return the file's full size as the answer gives it, or -1 when it does not."""
+        """Write the answer's body to ``part`` (appended to the ``have`` bytes there, of the
+        version ``began_as`` names, for a 206); return the file's full size as the answer gives
+        it, or -1 when it does not."""
         self._check(response, generation, file)
+        etag = response.headers.get("etag")
         if response.status_code == 206:
+            if etag != began_as:  # a storage that does not honour If-Range
+                raise _CorruptError("the file changed since its partial download began")
             total = _total_from_range(response.headers.get("content-range"))
             mode = "ab"
-        else:  # 200: the whole file, whatever was asked
+        else:  # 200: the whole file, whatever was asked (a changed file, under If-Range)
             total = _content_length(response)
             have, mode = 0, "wb"
+            _drop_part(part)
+            if etag and not etag.startswith("W/"):  # only a strong ETag can resume it
+                atomic_write_text(_validator(part), etag)
         self._progress.set(file.key, total, have)
         with part.open(mode) as out:
             for chunk in response.iter_raw():  # as received: a cut keeps what came
@@ -632,6 +657,23 @@ class _Downloader:
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
         raise FetchError(f"{file.name}: storage answered HTTP {status}{_code(response)}")
+
+
+def _validator(part: Path) -> Path:
+    """Where the ETag of the version a ``.part``'s bytes are of is kept."""
+    return part.with_name(f"{part.name}.etag")
+
+
+def _read_validator(part: Path) -> str | None:
+    try:
+        return _validator(part).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validator(part).unlink(missing_ok=True)
 
 
 class _Progress:

@@ -775,6 +775,78 @@ def test_a_download_cut_short_is_not_taken_as_whole_when_no_length_came_with_it(
     assert not (tmp_path / "rec" / "tracks" / name).exists()
 
 
+class _ReplacedFile(BaseHTTPRequestHandler):
+    """Storage holding a second version of a file (multipart ETag: no MD5 to check it by).
+    It answers ranges; with ``if_range``, as RFC 9110 asks, a range whose ``If-Range`` names
+    another version gets the whole file instead, and without, the range all the same."""
+
+    body = bytes(range(256)) * 40
+    etag = '"v2-2"'
+    if_range = True
+    ranges_asked: list[tuple[str | None, str | None]]
+
+    def do_GET(self) -> None:
+        asked, validator = self.headers.get("Range"), self.headers.get("If-Range")
+        self.ranges_asked.append((asked, validator))
+        start = int(asked.removeprefix("bytes=").split("-")[0]) if asked else 0
+        if asked and self.if_range and validator not in (None, self.etag):
+            start = 0
+        if start:
+            self.send_response(206)
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}"
+            )
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.send_header("ETag", self.etag)
+        self.end_headers()
+        self.wfile.write(self.body[start:])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("if_range", "etag_kept"),
+    [(True, True), (False, True), (True, False)],
+    ids=["storage-honours-if-range", "storage-ignores-if-range", "no-etag-kept"],
+)
+def test_a_partial_download_of_a_file_since_replaced_is_not_completed_with_the_new_one(
+    tmp_path, if_range, etag_kept
+):
+    asked: list = []
+    handler = type("Storage", (_ReplacedFile,), {"if_range": if_range, "ranges_asked": asked})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = "default_user-alice_peer-1_peer_audio_1760000000000.webm"
+    url = f"http://127.0.0.1:{server.server_port}/{name}?X-Amz-Signature=s"
+    recording = Recording(
+        id="r1",
+        status="UPLOADED",
+        download_url=[DownloadLayer(download_urls={name: SignedUrl(download_url=url)})],
+    )
+    tracks = tmp_path / "rec" / "tracks"
+    tracks.mkdir(parents=True)
+    # An earlier run was stopped 600 bytes into the first version of the file.
+    (tracks / f".{name}.part").write_bytes(b"\xff" * 600)
+    if etag_kept:
+        (tracks / f".{name}.part.etag").write_text('"v1-2"')
+    try:
+        result = fetch_recording(
+            recording, tmp_path / "rec", refresh=lambda: recording, options=QUIET
+        )
+    finally:
+        server.shutdown()
+    assert not result.failures
+    assert (tracks / name).read_bytes() == _ReplacedFile.body  # the new version, whole
+    assert sorted(p.name for p in tracks.iterdir()) == [name]  # no .part, no ETag left
+    if etag_kept:
+        assert asked[0] == ("bytes=600-", '"v1-2"')  # resumed only if still that version
+    else:
+        assert asked[0] == (None, None)  # bytes of no known version are not resumed
+
+
 def test_a_start_whose_answer_times_out_is_found_and_not_repeated(sample_dir):
     options = EmulatorOptions(token=TOKEN, faults={"slow_reply": 1}, slow_reply_seconds=1.0)
     with Emulator(sample_dir, options) as emu:
