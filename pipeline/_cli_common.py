@@ -37,8 +37,9 @@ def _escaped(match: re.Match[str]) -> str:
 
 
 def say(line: str) -> None:
-    """One line of what the command is doing, on stderr (stdout is for results)."""
-    print(f"trackscribe: {printable(line)}", file=sys.stderr)
+    """What the command is doing, on stderr (stdout is for results); a hint may take several
+    lines (a command to finish by hand), a name in it may not."""
+    print(f"trackscribe: {printable(line, lines=True)}", file=sys.stderr)
 
 
 def output_folder(out: Path) -> Path:
