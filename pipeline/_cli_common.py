@@ -37,8 +37,9 @@ def _escaped(match: re.Match[str]) -> str:
 
 
 def say(line: str) -> None:
-    """What the command is doing, on stderr (stdout is for results); a hint may take several
-    lines (a command to finish by hand), a name in it may not."""
+    """What the command is doing, on stderr (stdout is for results). A hint may take several
+    lines (the commands that finish a run by hand), so line breaks are kept; other control
+    characters are written out."""
     print(f"trackscribe: {printable(line, lines=True)}", file=sys.stderr)
 
 
