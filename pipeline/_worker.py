@@ -28,7 +28,19 @@ from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from types import FrameType, TracebackType
 
-__all__ = ["WorkerLink", "guard_hint", "interruptible", "interrupts_held", "start_worker"]
+__all__ = [
+    "Terminated",
+    "WorkerLink",
+    "guard_hint",
+    "interruptible",
+    "interrupts_held",
+    "start_worker",
+]
+
+
+class Terminated(KeyboardInterrupt):
+    """A stop that reached this process only (SIGTERM, as the command line raises it): taken
+    the way Ctrl-C is, but the worker processes did not get it, so they are made to exit."""
 
 
 class WorkerLink:

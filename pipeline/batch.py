@@ -59,7 +59,13 @@ from stages.transcribe import (
 )
 
 from . import remote
-from ._worker import WorkerLink, guard_hint, interruptible, interrupts_held
+from ._worker import (
+    Terminated,
+    WorkerLink,
+    guard_hint,
+    interruptible,
+    interrupts_held,
+)
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
 from .core import (
@@ -551,10 +557,14 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                         lost.append(futures[future])
                         continue
                     yield _outcome(future, futures[future], work.out)
-            except BaseException:
-                # Stopped early (Ctrl-C, or the caller stopped asking): no meeting not yet
-                # begun is begun. Those running stop on their own Ctrl-C, or finish, and
-                # are waited for: a worker cut off would leave its scratch files behind.
+            except BaseException as stop:
+                # Stopped early: no meeting not yet begun is begun. After Ctrl-C (which the
+                # workers get too) those running stop on their own, and after the caller
+                # stopped asking they finish; both are waited for. A stop that reached only
+                # this process (SIGTERM from a service manager) is not followed by the
+                # workers: they are made to exit, and a re-run removes what they left.
+                if isinstance(stop, Terminated):
+                    link.cut()
                 pool.shutdown(cancel_futures=True)
                 raise
         if not lost:

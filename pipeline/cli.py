@@ -48,6 +48,7 @@ from ._cli_common import (
     write_outputs,
 )
 from ._remote_cli import add_remote_commands
+from ._worker import Terminated
 from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-class _Terminated(KeyboardInterrupt):
+class _Terminated(Terminated):
     """SIGTERM (a service manager stopping us, ``kill``), taken the way Ctrl-C is, so that
     the same clean-up runs: workers stopped, scratch audio removed, no half-written output."""
 

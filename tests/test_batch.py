@@ -255,6 +255,25 @@ def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, m
     assert list((tmp_path / "out").glob("*/.work/decode/*"))  # only the audio was given back
 
 
+def test_sigterm_stops_the_meetings_running_in_workers_not_only_the_batch(meetings, tmp_path):
+    # A service manager's stop reaches the batch's own process only; its workers must not go
+    # on to finish their meetings unseen while the manager waits, then kills.
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline", "batch", str(meetings), "-o", str(out)]
+    run = subprocess.Popen(
+        [*command, "--workers", "2", "--no-progress"], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/.work/**/*.pcm")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the workers are decoding
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, stderr
+    assert not list(out.glob("*/done.json"))  # none went on to the end
+    again = run_batch(meetings, out, progress=False)  # and a re-run does them
+    assert [m.status for m in again.meetings] == ["done", "done", "done"]
+
+
 def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(meetings, tmp_path):
     out = tmp_path / "out"
     (out / ".work").mkdir(parents=True)
