@@ -8,8 +8,9 @@ line or error message.
 import json
 import logging
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,6 +27,8 @@ from stages.record import (
     UnexpectedAnswerError,
     UploadTimeoutError,
 )
+
+from .conftest import serving
 
 TOKEN = "test-token-s3cr3t-value"
 FAST = {"start_delay": 0.05, "record_seconds": 0.2, "upload_seconds": 0.05}
@@ -438,19 +441,10 @@ def test_a_server_that_refuses_connections_is_tried_again_then_named():
 
 
 def test_a_recording_that_ends_errored_raises_with_the_api_reason():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Errored)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = RealtimeKitClient(
-            account_id="a",
-            app_id="b",
-            token=TOKEN,
-            base_url=f"http://127.0.0.1:{server.server_port}",
-        )
+    with serving(_Errored) as root:
+        client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=root)
         with pytest.raises(RecordingFailedError, match=r"ERRORED.*INTERNAL_ERROR"):
             client.wait_until_uploaded("r1", poll=0.01)
-    finally:
-        server.shutdown()
 
 
 class _Scripted(BaseHTTPRequestHandler):
@@ -477,19 +471,21 @@ class _Scripted(BaseHTTPRequestHandler):
         pass
 
 
-def _scripted_client(answers, seen: list[str]) -> tuple[RealtimeKitClient, ThreadingHTTPServer]:
+@contextmanager
+def _scripted_client(answers, seen: list[str]) -> Iterator[RealtimeKitClient]:
     handler = type("Api", (_Scripted,), {"answers": staticmethod(answers), "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = RealtimeKitClient(
-        account_id="a",
-        app_id="b",
-        token=TOKEN,
-        base_url=f"http://127.0.0.1:{server.server_port}/client/v4",
-        retry=RetryPolicy(attempts=4, backoff=0.01),
-        sleep=lambda _: None,
-    )
-    return client, server
+    with (
+        serving(handler) as root,
+        RealtimeKitClient(
+            account_id="a",
+            app_id="b",
+            token=TOKEN,
+            base_url=f"{root}/client/v4",
+            retry=RetryPolicy(attempts=4, backoff=0.01),
+            sleep=lambda _: None,
+        ) as client,
+    ):
+        yield client
 
 
 def test_a_start_whose_answer_was_lost_is_not_repeated_when_nothing_can_tell_if_it_started():
@@ -501,12 +497,8 @@ def test_a_start_whose_answer_was_lost_is_not_repeated_when_nothing_can_tell_if_
         return 409, {"success": False, "error": {"code": 409, "message": "already recording"}}
 
     seen: list[str] = []
-    client, server = _scripted_client(answers, seen)
-    try:
-        with client, pytest.raises(RealtimeKitError) as caught:
-            client.start_track_recording("m1")
-    finally:
-        server.shutdown()
+    with _scripted_client(answers, seen) as client, pytest.raises(RealtimeKitError) as caught:
+        client.start_track_recording("m1")
     assert seen.count("POST") == 1  # not a second recording, nor a 409 that hides the first
     assert caught.value.status == 504
     assert "may have taken effect all the same" in str(caught.value)
@@ -517,12 +509,11 @@ def test_an_answer_that_is_not_a_recording_is_not_waited_on_until_the_deadline()
         return 200, {"success": True, "data": {"recording_id_typo": "r1"}}
 
     seen: list[str] = []
-    client, server = _scripted_client(answers, seen)
-    try:
-        with client, pytest.raises(UnexpectedAnswerError, match=r"unexpected recording.*id"):
-            client.wait_until_uploaded("r1", timeout=5, poll=0.01)
-    finally:
-        server.shutdown()
+    with (
+        _scripted_client(answers, seen) as client,
+        pytest.raises(UnexpectedAnswerError, match=r"unexpected recording.*id"),
+    ):
+        client.wait_until_uploaded("r1", timeout=5, poll=0.01)
     assert seen == ["GET"]  # asking again gets the same answer
 
 
@@ -741,6 +732,20 @@ class _LengthlessStorage(BaseHTTPRequestHandler):
         pass
 
 
+_ONE_FILE = "default_user-alice_peer-1_peer_audio_1760000000000.webm"
+
+
+def _one_file_recording(storage: str) -> Recording:
+    """An uploaded recording of one file, :data:`_ONE_FILE`, kept by the storage at
+    ``storage``."""
+    url = f"{storage}/{_ONE_FILE}?X-Amz-Signature=s"
+    return Recording(
+        id="r1",
+        status="UPLOADED",
+        download_url=[DownloadLayer(download_urls={_ONE_FILE: SignedUrl(download_url=url)})],
+    )
+
+
 @pytest.mark.parametrize(
     ("ranges", "reason"),
     [
@@ -753,22 +758,13 @@ def test_a_download_cut_short_is_not_taken_as_whole_when_no_length_came_with_it(
     tmp_path, ranges, reason
 ):
     handler = type("Storage", (_LengthlessStorage,), {"ranges": ranges})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    name = "default_user-alice_peer-1_peer_audio_1760000000000.webm"
-    url = f"http://127.0.0.1:{server.server_port}/{name}?X-Amz-Signature=s"
-    recording = Recording(
-        id="r1",
-        status="UPLOADED",
-        download_url=[DownloadLayer(download_urls={name: SignedUrl(download_url=url)})],
-    )
-    try:
+    with serving(handler) as root:
+        recording = _one_file_recording(root)
         retry = FetchOptions(progress=False, retry=RetryPolicy(attempts=2, backoff=0.01))
         result = fetch_recording(
             recording, tmp_path / "rec", refresh=lambda: recording, options=retry
         )
-    finally:
-        server.shutdown()
+    name = _ONE_FILE
     assert result.manifest is None
     (failure,) = result.failures
     assert failure.path == f"tracks/{name}" and reason in failure.reason
@@ -817,27 +813,18 @@ def test_a_partial_download_of_a_file_since_replaced_is_not_completed_with_the_n
 ):
     asked: list = []
     handler = type("Storage", (_ReplacedFile,), {"if_range": if_range, "ranges_asked": asked})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    name = "default_user-alice_peer-1_peer_audio_1760000000000.webm"
-    url = f"http://127.0.0.1:{server.server_port}/{name}?X-Amz-Signature=s"
-    recording = Recording(
-        id="r1",
-        status="UPLOADED",
-        download_url=[DownloadLayer(download_urls={name: SignedUrl(download_url=url)})],
-    )
     tracks = tmp_path / "rec" / "tracks"
     tracks.mkdir(parents=True)
+    name = _ONE_FILE
     # An earlier run was stopped 600 bytes into the first version of the file.
     (tracks / f".{name}.part").write_bytes(b"\xff" * 600)
     if etag_kept:
         (tracks / f".{name}.part.etag").write_text('"v1-2"')
-    try:
+    with serving(handler) as root:
+        recording = _one_file_recording(root)
         result = fetch_recording(
             recording, tmp_path / "rec", refresh=lambda: recording, options=QUIET
         )
-    finally:
-        server.shutdown()
     assert not result.failures
     assert (tracks / name).read_bytes() == _ReplacedFile.body  # the new version, whole
     assert sorted(p.name for p in tracks.iterdir()) == [name]  # no .part, no ETag left
@@ -905,12 +892,8 @@ class _Listing(BaseHTTPRequestHandler):
 def test_listing_follows_the_count_not_the_page_size_and_refuses_an_answer_without_a_list(
     broken,
 ):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("L", (_Listing,), {"broken": broken}))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = RealtimeKitClient(
-        account_id="a", app_id="b", token=TOKEN, base_url=f"http://127.0.0.1:{server.server_port}"
-    )
-    try:
+    with serving(type("L", (_Listing,), {"broken": broken})) as root:
+        client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=root)
         with client:
             if broken:
                 with pytest.raises(RealtimeKitError, match="no list of recordings"):
@@ -918,8 +901,6 @@ def test_listing_follows_the_count_not_the_page_size_and_refuses_an_answer_witho
             else:
                 listed = [r.id for r in client.list_recordings(per_page=10)]
                 assert listed == ["r0", "r1", "r2", "r3", "r4"]
-    finally:
-        server.shutdown()
 
 
 @pytest.mark.parametrize(

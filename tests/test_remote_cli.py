@@ -9,11 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import WebhookReceiver
 from stages.record import RealtimeKitClient
 
-from .conftest import words_of
+from .conftest import serving, words_of
 
 TOKEN = "cli-token-do-not-log-me"
 
@@ -737,10 +736,8 @@ def test_a_file_name_from_the_api_cannot_forge_a_log_line(sample_manifest, tmp_p
     handler = type(
         "Api", (_OddlyNamedRecording,), {"body": sample_manifest.track_path(track).read_bytes()}
     )
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}/client/v4"
+    with serving(handler) as root:
+        base = f"{root}/client/v4"
         result = cli(
             "fetch",
             "--recording-id",
@@ -755,8 +752,6 @@ def test_a_file_name_from_the_api_cannot_forge_a_log_line(sample_manifest, tmp_p
             "b",
             "--no-progress",
         )
-    finally:
-        server.shutdown()
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert not any(line.startswith("trackscribe: WARNING: all files") for line in lines)
@@ -788,14 +783,9 @@ def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_ano
     out.mkdir()
     earlier = sample_manifest.model_copy(update={"recording_id": "an-earlier-recording"})
     (out / "manifest.json").write_text(earlier.to_json())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddlyNamedAndGone)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}/client/v4"
-        flags = ["--base-url", base, "--account-id", "a", "--app-id", "b", "--no-progress"]
-        result = cli("fetch", "--recording-id", "r1", "-o", str(out), *flags)
-    finally:
-        server.shutdown()
+    with serving(_OddlyNamedAndGone) as root:
+        flags = ["--base-url", f"{root}/client/v4", "--account-id", "a", "--app-id", "b"]
+        result = cli("fetch", "--recording-id", "r1", "-o", str(out), *flags, "--no-progress")
     assert result.returncode == 2, result.stderr  # nothing fetched is not a partial result
     assert "no file could be fetched, and no manifest was written" in result.stderr
     assert "404" in result.stderr
