@@ -413,6 +413,9 @@ class RealtimeKitClient:
         """
         call = f"{method} {path}"
         unclear = False  # an answer so far may have come after the call took effect
+        # A POST that may have reached the server, with nothing to tell whether it took
+        # effect, is not repeated: whatever the sign of that (a broken connection, a 5xx).
+        blind = method == "POST" and settled is None
         for attempt in range(1, self._retry.attempts + 1):
             try:
                 response = self._http.request(method, path, **kwargs)
@@ -431,8 +434,7 @@ class RealtimeKitClient:
                     if outcome is not None:
                         log.warning("%s: %s, but it took effect", call, describe_error(exc))
                         return outcome
-                safe = not reached or method != "POST" or settled is not None
-                if not safe or attempt == self._retry.attempts:
+                if (reached and blind) or attempt == self._retry.attempts:
                     tries = f", {attempt} attempts" if attempt > 1 else ""
                     reason = f"{describe_error(exc)} ({self._server}{tries})"
                     raise RealtimeKitError(0, None, reason, call=call) from None
@@ -455,9 +457,7 @@ class RealtimeKitClient:
                 if outcome is not None:
                     log.warning("%s: HTTP %d, but it took effect; not repeated", call, status)
                     return outcome
-            if unclear and method == "POST" and settled is None:
-                # As for a broken connection: nothing can tell whether it took effect, so it
-                # is not repeated (a second recording, or a 409 that hides the first).
+            if unclear and blind:  # a second recording, or a 409 that hides the first
                 raise RealtimeKitError(
                     status,
                     error.code,
