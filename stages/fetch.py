@@ -9,7 +9,6 @@ expired pre-signed URL is replaced by asking the API for the recording again; a 
 files that are already complete. Names from the API are sanitised before they touch the disk.
 """
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -127,7 +126,8 @@ def fetch_recording(
     out_dir = Path(out_dir)
     (out_dir / TRACKS_FOLDER).mkdir(parents=True, exist_ok=True)
     targets = _local_names(files)
-    verified = _verified_earlier(out_dir / MANIFEST_FILE, recording.id)
+    earlier = _earlier_manifest(out_dir / MANIFEST_FILE, recording.id)
+    verified = _verified_tracks(earlier)
     urls = _Urls(recording, refresh)
     cancel = threading.Event()
     bar = tqdm(
@@ -157,9 +157,20 @@ def fetch_recording(
             raise
         pool.shutdown()
     bar.close()
-    return _result(
+    result = _result(
         recording, files, targets, outcomes, out_dir, meeting_id, user_ids, display_names or {}
     )
+    if result.manifest is None and earlier is None and (out_dir / MANIFEST_FILE).exists():
+        # Another recording's (or unreadable): with nothing fetched, it would still be there
+        # to be transcribed as if it were this one's. This recording's own, from an earlier
+        # run, still lists the files that run fetched and checked.
+        (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+        log.warning(
+            "%s: removed; it lists no file of recording %s, of which none could be fetched",
+            out_dir / MANIFEST_FILE,
+            recording.id,
+        )
+    return result
 
 
 def _result(
@@ -225,26 +236,7 @@ def _result(
             root=out_dir,
         )
         atomic_write_text(out_dir / MANIFEST_FILE, manifest.to_json())
-    else:
-        _withdraw_other_manifest(out_dir / MANIFEST_FILE, recording.id)
     return FetchResult(manifest=manifest, failures=failures, missing=missing, skipped=skipped)
-
-
-def _withdraw_other_manifest(path: Path, recording_id: str) -> None:
-    """Remove a manifest of another recording (or an unreadable one): with nothing fetched,
-    it would still be there to be transcribed as if it were this recording's. One of this
-    recording, from an earlier run, still lists files that run fetched and checked."""
-    if not path.exists():
-        return
-    with contextlib.suppress(ManifestError):
-        if Manifest.load(path).recording_id == recording_id:
-            return
-    path.unlink(missing_ok=True)
-    log.warning(
-        "%s: removed; it lists no file of recording %s, of which none could be fetched",
-        path,
-        recording_id,
-    )
 
 
 def _unlisted(
@@ -351,18 +343,23 @@ def _reason(file: RecordingFile, exc: Exception) -> str:
     return str(exc) if isinstance(exc, FetchError) else f"{file.name}: {describe_error(exc)}"
 
 
-def _verified_earlier(manifest_path: Path, recording_id: str) -> dict[str, str]:
-    """Local file name -> SHA-256 of the tracks an earlier run fetched and checked for this
-    recording, from its manifest; empty when there is none (or it cannot be read, or is of
-    another recording: then nothing is taken as known)."""
+def _earlier_manifest(manifest_path: Path, recording_id: str) -> Manifest | None:
+    """The manifest an earlier run wrote for this recording; None when there is none (or it
+    cannot be read, or is of another recording)."""
     if not manifest_path.exists():
-        return {}
+        return None
     try:
         earlier = Manifest.load(manifest_path)
     except ManifestError as exc:
         log.warning("%s; files already here are kept only if storage confirms them", exc)
-        return {}
-    if earlier.recording_id != recording_id:
+        return None
+    return earlier if earlier.recording_id == recording_id else None
+
+
+def _verified_tracks(earlier: Manifest | None) -> dict[str, str]:
+    """Local file name -> SHA-256 of the tracks an earlier run fetched and checked; empty
+    without its manifest: then nothing is taken as known."""
+    if earlier is None:
         return {}
     return {
         PurePosixPath(t.path).name: t.sha256
