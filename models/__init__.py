@@ -2,7 +2,15 @@
 
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
-from .batch import BATCH_SUMMARY, BatchSummary, Job, JobsError, MeetingResult, load_jobs
+from .batch import (
+    BATCH_SUMMARY,
+    BatchSummary,
+    Job,
+    JobsError,
+    MeetingResult,
+    SummaryError,
+    load_jobs,
+)
 from .files import (
     WriteError,
     atomic_write_bytes,
@@ -81,6 +89,7 @@ __all__ = [
     "SignedUrl",
     "Speaker",
     "SpeechRegion",
+    "SummaryError",
     "Track",
     "TrackFailure",
     "TrackFileName",

@@ -38,13 +38,25 @@ from .recording_files import safe_file_name
 BATCH_SUMMARY = "summary.json"
 """The summary's name in a batch's output folder, beside one folder per meeting."""
 
-__all__ = ["BATCH_SUMMARY", "BatchSummary", "Job", "JobsError", "MeetingResult", "load_jobs"]
+__all__ = [
+    "BATCH_SUMMARY",
+    "BatchSummary",
+    "Job",
+    "JobsError",
+    "MeetingResult",
+    "SummaryError",
+    "load_jobs",
+]
 
 MeetingStatus = Literal["done", "partial", "failed"]
 
 
 class JobsError(ValueError):
     """A JOBS file that cannot be used; the message names the file, the line and the field."""
+
+
+class SummaryError(ValueError):
+    """A batch summary that cannot be read back; the message names the file and the field."""
 
 
 class Job(BaseModel):
@@ -215,7 +227,12 @@ class BatchSummary(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> "BatchSummary":
-        return cls.model_validate_json(Path(path).read_bytes())
+        """Read a saved summary; :class:`SummaryError` if it is not one (damaged, or another
+        file of that name), :class:`OSError` if it cannot be read."""
+        try:
+            return cls.model_validate_json(Path(path).read_bytes())
+        except ValidationError as exc:
+            raise SummaryError(f"{path}: not a batch summary: {describe(exc)}") from None
 
     def to_dataframe(self):  # noqa: ANN201 - pandas is optional
         """The summary as a pandas DataFrame (``pip install 'trackscribe[pandas]'``)."""

@@ -90,9 +90,16 @@ def _batch_command(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL
 
 
+_REASON_WIDTH = 80
+"""The table shows this much of a reason; the whole of it follows the table, on stderr."""
+
+
 def _table(summary: BatchSummary) -> str:
     rows = [("meeting", "status", "length s", "wall s", "x real time", "reason")]
     for m in summary.meetings:
+        reason = printable(m.reason or "")
+        if len(reason) > _REASON_WIDTH:
+            reason = reason[: _REASON_WIDTH - 1] + "…"
         rows.append(
             (
                 m.job,
@@ -100,7 +107,7 @@ def _table(summary: BatchSummary) -> str:
                 "" if m.duration_s is None else f"{m.duration_s:.1f}",
                 "" if m.wall_s is None else f"{m.wall_s:.1f}",
                 "" if m.realtime_factor is None else f"{m.realtime_factor:.1f}",
-                (m.reason or "")[:80],
+                reason,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -36,6 +36,7 @@ from models import (
     Manifest,
     ManifestError,
     MeetingResult,
+    SummaryError,
     Track,
     TrackFailure,
     Transcript,
@@ -185,10 +186,10 @@ def _done_last_time(out: Path) -> dict[str, MeetingResult]:
         return {}
     try:
         previous = BatchSummary.load(out / BATCH_SUMMARY).meetings
-    except ValueError as exc:
-        raise JobsError(
-            f"{out / BATCH_SUMMARY}: cannot tell what failed last time ({exc}); "
-            "run without --retry-failed (finished meetings are skipped anyway)"
+    except SummaryError as exc:
+        raise SummaryError(
+            f"{exc}; so it cannot tell what failed last time: run without --retry-failed "
+            "(finished meetings are skipped anyway)"
         ) from None
     earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
     return {m.job: m.model_copy(update=earlier) for m in previous if m.status == "done"}

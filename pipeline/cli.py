@@ -22,6 +22,7 @@ from models import (
     JobsError,
     Manifest,
     ManifestError,
+    SummaryError,
     describe_error,
     redact_urls,
 )
@@ -116,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         return _bad_input(f"bad manifest: {exc}")
     except JobsError as exc:
         return _bad_input(f"bad jobs file: {exc}")
+    except SummaryError as exc:
+        return _bad_input(str(exc))
     except BrokenPipeError:
         # Whoever read our output stopped (`| head`): nothing more to say, and nowhere to say it.
         with contextlib.suppress(OSError, ValueError):  # stdout may be a caller's own stream

@@ -21,6 +21,7 @@ from models import (
     Job,
     JobsError,
     Manifest,
+    MeetingResult,
     PcmAudio,
     RetryPolicy,
     Transcript,
@@ -29,7 +30,9 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, run_batch
+from pipeline._batch_cli import _table
 from pipeline.checkpoint import Checkpoints
+from pipeline.cli import main
 from pipeline.config import ApiSettings
 from pipeline.emulator import Emulator, EmulatorOptions
 from stages.fetch import FetchOptions
@@ -466,6 +469,44 @@ def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
     assert fine.reused and fine.wall_s is None and fine.realtime_factor is None
     assert not bad.reused and bad.wall_s
     assert "fine     done (earlier run)" in again.stdout
+
+
+def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
+    meetings, tmp_path, capsys
+):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"id,manifest\nfine,{meetings.parent / 'pair' / 'manifest.json'}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    damaged = '{"meetings": [{"job": "fine"}]}'
+    (out / "summary.json").write_text(damaged)
+
+    status = main(["batch", str(jobs), "-o", str(out), "--retry-failed", "--no-progress"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "summary.json: not a batch summary: meetings[0].status: Field required" in err
+    assert "without --retry-failed" in err and "jobs file" not in err
+    assert not (out / "fine").exists()  # no meeting was begun
+    assert (out / "summary.json").read_text() == damaged
+
+
+def test_the_batch_table_keeps_one_line_per_meeting_whatever_the_reason_holds():
+    long_reason = "tracks/b.webm: not WebM\x1b[2J\nsecond line " + "x" * 100
+    summary = BatchSummary(
+        meetings=[
+            MeetingResult(job="a", status="done", folder="a"),
+            MeetingResult(job="b", status="failed", folder="b", reason=long_reason),
+        ]
+    )
+
+    lines = _table(summary).splitlines()
+
+    assert len(lines) == 3
+    row = lines[2]
+    assert row.startswith("b ") and "\\x1b[2J\\nsecond line" in row
+    assert "\x1b" not in row and row.endswith("x…")  # cut, and seen to be cut
+    assert len(row[row.index("tracks/b.webm") :]) == 80
 
 
 def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
