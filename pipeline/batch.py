@@ -112,7 +112,8 @@ def run_batch(
     re-run redoes what failed and skips what is done (also a meeting done with input lost,
     whose inputs have not changed); with ``retry_failed``, only the meetings that failed or
     lost input in the last run are done, those with lost input again from their checkpoints.
-    ``api`` is needed for jobs that fetch or record from RealtimeKit. Returns the summary
+    ``api`` is needed for jobs that fetch or record from RealtimeKit; every meeting to be
+    recorded has its recording started first, as those meetings are under way. Returns the summary
     also saved as ``out/summary.json``. One batch at a time writes into ``out``: while another
     runs there, this one raises :class:`OSError` (``errno.EBUSY``) before doing anything.
     """
@@ -135,6 +136,8 @@ def run_batch(
         results = _done_last_time(out) if retry_failed else {}
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
+        if api is not None:
+            _start_recordings([j for j in todo if j.meeting_id], out, api)
 
         unsaved: WriteError | None = None  # why the summary of the results so far is not saved
 
@@ -230,10 +233,7 @@ def process_meeting(
                 started,
             )
     except Exception as exc:
-        # Ours say what and where; anything else is named by its type (a bare KeyError's
-        # text is just a key). Neither with a secret in it.
-        explained = isinstance(exc, _EXPLAINED) and str(exc)
-        reason = _one_line(redact_urls(str(exc)) if explained else describe_error(exc))
+        reason = _reason(exc)
         log.error("%s: failed: %s", job.folder_name, reason)
         return MeetingResult(
             job=job.folder_name,
@@ -242,6 +242,13 @@ def process_meeting(
             wall_s=round(time.perf_counter() - started, 3),
             reason=reason,
         )
+
+
+def _reason(exc: Exception) -> str:
+    """Why a meeting failed, on one line. Ours say what and where; anything else is named by
+    its type (a bare KeyError's text is just a key). Neither with a secret in it."""
+    explained = isinstance(exc, _EXPLAINED) and str(exc)
+    return _one_line(redact_urls(str(exc)) if explained else describe_error(exc))
 
 
 def _one_line(text: str) -> str:
@@ -438,6 +445,25 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, 
         for failure in result.failures
     ]
     return result.manifest, [*failed, *result.missing]
+
+
+def _start_recordings(jobs: Sequence[Job], out: Path, api: ApiSettings) -> None:
+    """Start the recording of every meeting to be recorded, before any meeting is done.
+
+    Those meetings are under way now: a recording that waited for its turn, behind meetings
+    being recorded, uploaded and transcribed, would miss what was said meanwhile. A start that
+    fails here is only early: the meeting's turn starts it again, or fails with the reason.
+    """
+    with api.client() as client:
+        for job in jobs:
+            folder = out / job.folder_name
+            try:
+                folder.mkdir(exist_ok=True)
+                # Busy: a worker of a killed run is on it, and has started it.
+                with _exclusive(folder, busy="another process is working on this meeting"):
+                    _started_recording(job, folder, client)
+            except Exception as exc:  # the meeting's own turn tells, if it fails again
+                log.warning("%s: recording not started yet: %s", job.folder_name, _reason(exc))
 
 
 def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient") -> str:

@@ -543,6 +543,34 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
     assert "fetch" not in capsys.readouterr().err  # no progress asked for, none shown
 
 
+def test_a_meeting_to_record_is_recorded_from_the_start_of_the_batch_not_from_its_turn(
+    meetings, sample_dir, tmp_path
+):
+    token = "batch-token"
+    options = EmulatorOptions(
+        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    out = tmp_path / "out"
+    with Emulator(sample_dir, options) as emu:
+        jobs.write_text(
+            json.dumps(
+                {"id": "earlier", "manifest": str(meetings.parent / "pair" / "manifest.json")}
+            )
+            + "\n"
+            + json.dumps({"id": "live", "meeting_id": emu.meeting_id})
+            + "\n"
+        )
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        summary = run_batch(jobs, out, api=api, progress=False)
+        with api.client() as client:
+            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+    assert [m.status for m in summary.meetings] == ["done", "done"]
+    assert len(recordings) == 1  # started once: its turn took the recording already going
+    started = (out / "live" / "recording.json").stat().st_mtime
+    assert started < (out / "earlier" / "transcript.json").stat().st_mtime
+
+
 def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lacks(
     sample_dir, tmp_path
 ):
