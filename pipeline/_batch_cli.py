@@ -45,7 +45,8 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     batch.add_argument(
         "--scheduler",
         metavar="tcp://HOST:PORT",
-        help="run on this Dask cluster instead (OUT must be on a file system all workers share)",
+        help="run on this Dask cluster instead (OUT must be on a file system that all workers and "
+        "this machine share, at the same path)",
     )
     batch.add_argument(
         "--retry-failed",

@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 from tqdm.auto import tqdm
@@ -36,6 +36,7 @@ from models import (
     Manifest,
     ManifestError,
     MeetingResult,
+    RetryPolicy,
     SummaryError,
     Track,
     TrackFailure,
@@ -78,6 +79,9 @@ from .core import (
 )
 
 __all__ = ["process_meeting", "run_batch"]
+
+if TYPE_CHECKING:
+    import distributed
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +140,6 @@ def run_batch(
         results = _done_last_time(out) if retry_failed else {}
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
-        if api is not None:
-            _start_recordings([j for j in todo if j.meeting_id], out, api)
 
         unsaved: WriteError | None = None  # why the summary of the results so far is not saved
 
@@ -164,15 +166,20 @@ def run_batch(
         )
         if scheduler and workers > 1:
             log.warning("--workers is ignored with --scheduler: the cluster's workers do the work")
-        runs = _on_dask(todo, work, scheduler) if scheduler else _on_processes(todo, work, workers)
         # Closed here if anything fails (the summary cannot be written, say), so that its
         # workers stop within the lock rather than go on unseen after it is released.
         with (
-            closing(runs),
+            _dask_client(scheduler) if scheduler else nullcontext() as cluster,
+            closing(
+                _on_dask(todo, work, cluster) if scheduler else _on_processes(todo, work, workers)
+            ) as runs,
             tqdm(
                 total=len(todo), desc="meetings", unit="meeting", disable=not bars_wanted(progress)
             ) as bar,
         ):
+            # Once the work can be run (a cluster that cannot be reached stops it first).
+            if api is not None:
+                _start_recordings([j for j in todo if j.meeting_id], out, api)
             for result in runs:
                 record(result)
                 bar.update()
@@ -451,10 +458,19 @@ def _start_recordings(jobs: Sequence[Job], out: Path, api: ApiSettings) -> None:
     """Start the recording of every meeting to be recorded, before any meeting is done.
 
     Those meetings are under way now: a recording that waited for its turn, behind meetings
-    being recorded, uploaded and transcribed, would miss what was said meanwhile. A start that
-    fails here is only early: the meeting's turn starts it again, or fails with the reason.
+    being recorded, uploaded and transcribed, would miss what was said meanwhile. Each start
+    is tried once, so that an API out of reach holds nothing up for long; one that fails here
+    is only early: the meeting's turn tries again, as hard as ever, or fails with the reason.
     """
-    with api.client() as client:
+    if not jobs:
+        return
+    log.info("starting the recordings of %d meeting(s)", len(jobs))
+    try:
+        client = api.client(retry=RetryPolicy(attempts=1))
+    except Exception as exc:  # settings missing: each meeting's turn says so
+        log.warning("recordings not started yet: %s", _reason(exc))
+        return
+    with client:
         for job in jobs:
             folder = out / job.folder_name
             try:
@@ -621,31 +637,38 @@ def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
     )
 
 
-def _on_dask(jobs: Sequence[Job], work: _Work, scheduler: str) -> Iterator[MeetingResult]:
-    """The same work as tasks on a Dask cluster; every worker must see ``out`` at the same
-    path (a shared file system), as the outputs are written where the work is done."""
+def _dask_client(scheduler: str) -> "distributed.Client":
+    """A client of the Dask cluster at ``scheduler``, connected: one out of reach stops the
+    batch before anything is begun."""
     try:
         from distributed import Client
-        from distributed import as_completed as dask_completed
     except ModuleNotFoundError:
         raise ModuleNotFoundError(
             "running on Dask needs the distributed package: pip install 'trackscribe[dask]'",
             name="distributed",
         ) from None
     try:
-        client = Client(scheduler, timeout=30)
+        return Client(scheduler, timeout=30)
     except OSError as exc:
         raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    with client:
-        futures = {
-            # One process's decode is all a Dask worker may run: its processes are daemons.
-            client.submit(
-                work, job, 1, key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}", pure=False
-            ): job
-            for job in jobs
-        }
-        for future in dask_completed(futures):
-            yield _outcome(future, futures[future], work.out)
+
+
+def _on_dask(
+    jobs: Sequence[Job], work: _Work, client: "distributed.Client"
+) -> Iterator[MeetingResult]:
+    """The same work as tasks on a Dask cluster; every worker must see ``out`` at the same
+    path (a shared file system), as the outputs are written where the work is done."""
+    from distributed import as_completed as dask_completed
+
+    futures = {
+        # One process's decode is all a Dask worker may run: its processes are daemons.
+        client.submit(
+            work, job, 1, key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}", pure=False
+        ): job
+        for job in jobs
+    }
+    for future in dask_completed(futures):
+        yield _outcome(future, futures[future], work.out)
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from models import RetryPolicy
 from stages.record import DEFAULT_BASE_URL, RealtimeKitClient
 
 __all__ = ["ENVIRONMENT", "ApiSettings", "ConfigError"]
@@ -71,8 +72,9 @@ class ApiSettings(BaseModel):
                 values[key] = str(value)
         return cls.model_validate(values)
 
-    def client(self) -> RealtimeKitClient:
-        """A client for these settings; says which settings are missing and how to give them."""
+    def client(self, *, retry: RetryPolicy | None = None) -> RealtimeKitClient:
+        """A client for these settings (trying as hard as ``retry`` says, by default as the
+        client does); says which settings are missing and how to give them."""
         token = self._token()
         assert self.account_id and self.app_id
         try:
@@ -81,6 +83,7 @@ class ApiSettings(BaseModel):
                 app_id=self.app_id,
                 token=token,
                 base_url=self.base_url,
+                retry=retry,
             )
         except ValueError as exc:  # a base URL that cannot be one
             raise ConfigError(str(exc)) from None

@@ -567,8 +567,46 @@ def test_a_meeting_to_record_is_recorded_from_the_start_of_the_batch_not_from_it
             recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
     assert [m.status for m in summary.meetings] == ["done", "done"]
     assert len(recordings) == 1  # started once: its turn took the recording already going
-    started = (out / "live" / "recording.json").stat().st_mtime
-    assert started < (out / "earlier" / "transcript.json").stat().st_mtime
+    started = (out / "live" / "recording.json").stat().st_mtime_ns
+    assert started < (out / "earlier" / "transcript.json").stat().st_mtime_ns
+
+
+def test_a_recording_that_cannot_start_early_is_started_in_its_turn(sample_dir, tmp_path, caplog):
+    token = "batch-token"
+    options = EmulatorOptions(
+        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, options) as emu:
+        jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
+        emu.inject("rate_limit", 2)  # the early look at the active recording, and the start
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        summary = run_batch(jobs, tmp_path / "out", api=api, progress=False)
+        with api.client() as client:
+            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+    assert "live: recording not started yet: RealtimeKit POST /recordings/track: HTTP 429" in (
+        caplog.text
+    )
+    assert summary.meetings[0].status == "done", summary.meetings[0].reason
+    assert len(recordings) == 1
+
+
+def test_a_batch_whose_cluster_cannot_be_reached_starts_no_recording(
+    sample_dir, tmp_path, monkeypatch
+):
+    def out_of_reach(scheduler, **_):
+        raise OSError(f"Timed out trying to connect to {scheduler} after 30 s")
+
+    monkeypatch.setattr("distributed.Client", out_of_reach)
+    token = "batch-token"
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, EmulatorOptions(token=token)) as emu:
+        jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
+        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        with pytest.raises(ConnectionError):
+            run_batch(jobs, tmp_path / "out", api=api, scheduler="tcp://nowhere:8786")
+        with api.client() as client:
+            assert list(client.list_recordings(meeting_id=emu.meeting_id)) == []
 
 
 def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lacks(
