@@ -390,24 +390,33 @@ def _local_names(files: Sequence[RecordingFile]) -> dict[tuple[str, str], str | 
 
     The same name can appear in two layers; the second gets its layer's name in front. Names
     that differ only in case are the same file on macOS and Windows, so they count as taken.
+    Which file is "the second" never depends on the order the API listed them in: a fetch
+    again must give each file the name it had, or it would take one for another. A name
+    already safe keeps it; then layers and names go in alphabetical order.
     """
-    taken: set[str] = set()
-    names: dict[tuple[str, str], str | None] = {}
+    bases: dict[tuple[str, str], str | None] = {}
     for file in files:
         try:
-            base = safe_file_name(file.name)
+            bases[file.key] = safe_file_name(file.name)
         except ValueError:
-            names[file.key] = None
+            bases[file.key] = None
+    taken: set[str] = set()
+    names: dict[tuple[str, str], str | None] = {}
+    for (layer, original), base in sorted(
+        bases.items(), key=lambda item: (item[1] != item[0][1], item[0])
+    ):
+        if base is None:
+            names[layer, original] = None
             continue
         name, n = base, 1
         if name.casefold() in taken:
-            name = safe_file_name(f"{file.layer}-{base}")
+            name = safe_file_name(f"{layer}-{base}")
         while name.casefold() in taken:
             n += 1
             stem, dot, ext = base.rpartition(".") if "." in base else (base, "", "")
             name = f"{stem}-{n}{dot}{ext}"
         taken.add(name.casefold())
-        names[file.key] = name
+        names[layer, original] = name
     return names
 
 

@@ -612,6 +612,24 @@ def test_two_file_names_that_differ_only_in_case_give_two_files(emulator, tmp_pa
     assert len(names) == len(set(names)) == 2
 
 
+def test_local_names_do_not_depend_on_the_order_the_api_lists_files_in(emulator, tmp_path):
+    # Two names that are one once made safe: which file gets the plain name must not change
+    # between fetches, or a re-fetch would take one participant's file for the other's.
+    good = record_and_fetch(emulator, tmp_path / "first", ["user-alice", "user-bruno"])
+    real = client_for(emulator).get_recording(good.manifest.recording_id)
+    alice, bruno = sorted(real.files(), key=lambda f: f.name)[:2]
+    spaced = alice.name.replace("peer_audio", "peer audio")
+    listed = [(alice.name, alice.url), (spaced, bruno.url)]
+
+    def contents(order: list[tuple[str, str]], folder: Path) -> dict[str, bytes]:
+        urls = {name: SignedUrl(download_url=url) for name, url in order}
+        one = real.model_copy(update={"download_url": [DownloadLayer(download_urls=urls)]})
+        fetch_recording(one, folder, refresh=lambda: real, options=QUIET)
+        return {p.name: p.read_bytes() for p in (folder / "tracks").iterdir()}
+
+    assert contents(listed, tmp_path / "a") == contents(listed[::-1], tmp_path / "b")
+
+
 def test_stopping_a_recording_that_already_ended_is_not_an_error(emulator):
     with client_for(emulator) as client:
         recording = client.start_track_recording(emulator.meeting_id)
