@@ -509,13 +509,28 @@ def test_the_batch_table_keeps_one_line_per_meeting_whatever_the_reason_holds():
     assert len(row[row.index("tracks/b.webm") :]) == 80
 
 
+_TOKEN = "batch-token"
+
+
+def _quick_meeting(**changes: object) -> EmulatorOptions:
+    """A meeting whose recording starts, ends and is uploaded within a second."""
+    quick = {"start_delay": 0.05, "record_seconds": 0.2, "upload_seconds": 0.05}
+    return EmulatorOptions(token=_TOKEN, **quick | changes)
+
+
+def _api(emu: Emulator) -> ApiSettings:
+    return ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=_TOKEN)
+
+
+def _recordings(api: ApiSettings, emu: Emulator) -> list:
+    with api.client() as client:
+        return list(client.list_recordings(meeting_id=emu.meeting_id))
+
+
 def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
     sample_dir, tmp_path, capsys
 ):
-    token = "batch-token"
-    options = EmulatorOptions(
-        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
-    )
+    options = _quick_meeting()
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, options) as emu:
         jobs.write_text(
@@ -529,12 +544,11 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
             )
             + "\n"
         )
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         first = run_batch(jobs, tmp_path / "out", api=api, progress=False)
         (tmp_path / "out" / "live" / "done.json").unlink()  # as if killed before the end
         second = run_batch(jobs, tmp_path / "out", api=api, progress=False)
-        with api.client() as client:
-            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+        recordings = _recordings(api, emu)
     assert first.meetings[0].status == second.meetings[0].status == "done"
     assert len(recordings) == 1
     transcript = Transcript.load(tmp_path / "out" / "live" / "transcript.json")
@@ -546,10 +560,7 @@ def test_jobs_that_record_a_meeting_start_one_recording_however_often_they_run(
 def test_a_meeting_to_record_is_recorded_from_the_start_of_the_batch_not_from_its_turn(
     meetings, sample_dir, tmp_path
 ):
-    token = "batch-token"
-    options = EmulatorOptions(
-        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
-    )
+    options = _quick_meeting()
     jobs = tmp_path / "jobs.jsonl"
     out = tmp_path / "out"
     with Emulator(sample_dir, options) as emu:
@@ -561,10 +572,9 @@ def test_a_meeting_to_record_is_recorded_from_the_start_of_the_batch_not_from_it
             + json.dumps({"id": "live", "meeting_id": emu.meeting_id})
             + "\n"
         )
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         summary = run_batch(jobs, out, api=api, progress=False)
-        with api.client() as client:
-            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+        recordings = _recordings(api, emu)
     assert [m.status for m in summary.meetings] == ["done", "done"]
     assert len(recordings) == 1  # started once: its turn took the recording already going
     started = (out / "live" / "recording.json").stat().st_mtime_ns
@@ -572,18 +582,14 @@ def test_a_meeting_to_record_is_recorded_from_the_start_of_the_batch_not_from_it
 
 
 def test_a_recording_that_cannot_start_early_is_started_in_its_turn(sample_dir, tmp_path, caplog):
-    token = "batch-token"
-    options = EmulatorOptions(
-        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
-    )
+    options = _quick_meeting()
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, options) as emu:
         jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
         emu.inject("rate_limit", 2)  # the early look at the active recording, and the start
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         summary = run_batch(jobs, tmp_path / "out", api=api, progress=False)
-        with api.client() as client:
-            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+        recordings = _recordings(api, emu)
     assert "live: recording not started yet: RealtimeKit POST /recordings/track: HTTP 429" in (
         caplog.text
     )
@@ -598,28 +604,23 @@ def test_a_batch_whose_cluster_cannot_be_reached_starts_no_recording(
         raise OSError(f"Timed out trying to connect to {scheduler} after 30 s")
 
     monkeypatch.setattr("distributed.Client", out_of_reach)
-    token = "batch-token"
     jobs = tmp_path / "jobs.jsonl"
-    with Emulator(sample_dir, EmulatorOptions(token=token)) as emu:
+    with Emulator(sample_dir, EmulatorOptions(token=_TOKEN)) as emu:
         jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         with pytest.raises(ConnectionError):
             run_batch(jobs, tmp_path / "out", api=api, scheduler="tcp://nowhere:8786")
-        with api.client() as client:
-            assert list(client.list_recordings(meeting_id=emu.meeting_id)) == []
+        assert _recordings(api, emu) == []
 
 
 def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lacks(
     sample_dir, tmp_path
 ):
-    token = "batch-token"
-    options = EmulatorOptions(
-        token=token, shape="string", start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
-    )
+    options = _quick_meeting(shape="string")
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, options) as emu:
         jobs.write_text(json.dumps({"id": "one-url", "meeting_id": emu.meeting_id}) + "\n")
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         first = run_batch(jobs, tmp_path / "out", api=api, progress=False)
         again = run_batch(jobs, tmp_path / "out", api=api, progress=False, retry_failed=True)
     for summary in (first, again):  # a retry cannot get more, and still says so
@@ -639,12 +640,11 @@ def test_a_file_that_cannot_be_fetched_costs_the_meeting_only_that_file(
     quick = functools.partial(FetchOptions, retry=RetryPolicy(attempts=2, backoff=0))
     monkeypatch.setattr("pipeline.batch.FetchOptions", quick)
     lost = meeting_copy / sample_manifest.tracks[0].path
-    token = "batch-token"
-    options = EmulatorOptions(token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0)
+    options = _quick_meeting(upload_seconds=0)
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(meeting_copy, options) as emu:
         jobs.write_text(json.dumps({"id": "gone", "meeting_id": emu.meeting_id}) + "\n")
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         lost.rename(tmp_path / "away.webm")
         first = run_batch(jobs, tmp_path / "out", api=api, progress=False)
         partial = Transcript.load(tmp_path / "out" / "gone" / "transcript.json")
@@ -664,32 +664,25 @@ def test_a_file_that_cannot_be_fetched_costs_the_meeting_only_that_file(
 
 
 def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):
-    token = "batch-token"
-    options = EmulatorOptions(
-        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
-    )
+    options = _quick_meeting()
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, options) as emu:
         jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         run_batch(jobs, tmp_path / "out", api=api, progress=False)
         # As if the folder's finished meeting were another one: the job names this meeting.
         fetched = tmp_path / "out" / "live" / "recording" / "manifest.json"
         for kept in (fetched, tmp_path / "out" / "live" / "recording.json"):
             kept.write_text(kept.read_text().replace(emu.meeting_id, "another-meeting"))
         again = run_batch(jobs, tmp_path / "out", api=api, progress=False)
-        with api.client() as client:
-            recordings = list(client.list_recordings(meeting_id=emu.meeting_id))
+        recordings = _recordings(api, emu)
     assert again.meetings[0].status == "done"
     assert len(recordings) == 2  # this meeting recorded, not the other one's files kept
     assert Manifest.load(fetched).meeting_id == emu.meeting_id
 
 
 def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_path):
-    token = "batch-token"
-    options = EmulatorOptions(
-        token=token, start_delay=0.05, record_seconds=0.2, upload_seconds=0.05
-    )
+    options = _quick_meeting()
     folder = tmp_path / "out" / "live"
     folder.mkdir(parents=True)
     # An earlier run of this job, when it named another meeting, started a recording of it.
@@ -699,7 +692,7 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, options) as emu:
         jobs.write_text(json.dumps({"id": "live", "meeting_id": emu.meeting_id}) + "\n")
-        api = ApiSettings(base_url=emu.base_url, account_id="a", app_id="b", api_token=token)
+        api = _api(emu)
         summary = run_batch(jobs, tmp_path / "out", api=api, progress=False)
         with api.client() as client:
             (recording,) = client.list_recordings(meeting_id=emu.meeting_id)
