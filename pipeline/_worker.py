@@ -28,6 +28,8 @@ from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from types import FrameType, TracebackType
 
+from tqdm import tqdm
+
 __all__ = [
     "Terminated",
     "WorkerLink",
@@ -215,6 +217,10 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
     root.setLevel(level)
+    # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
+    # multiprocessing lock, and the named semaphore behind it, left when the worker is made
+    # to exit (below), drew a warning about leaked semaphores when the run ended.
+    tqdm.set_lock(threading.RLock())
     threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
 
 
