@@ -103,7 +103,11 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         help="manifest folder to write (DIR/manifest.json, DIR/tracks/); files there are resumed",
     )
     fetch.add_argument(
-        "--user-id", action="append", default=[], metavar="U", help="only this user; repeat"
+        "--user-id",
+        action="append",
+        default=[],
+        metavar="U",
+        help="only this user; repeat (needed to read file names whose prefix or user id has _)",
     )
     add_progress_option(fetch)
     _add_names(fetch)
