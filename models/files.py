@@ -1,9 +1,11 @@
 """Writing result files so that a reader never sees half of one."""
 
+import contextlib
 import errno
 import functools
 import hashlib
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -74,21 +76,64 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_files(files: Mapping[Path, bytes]) -> None:
     """Write several files, all to temporary names first, renaming them only once every one is
-    whole: a full disk or a folder in the way leaves every file as it was, and only a crash
-    during the renames themselves (a moment) could leave some old and some new."""
+    whole: a full disk or a folder in the way leaves every file as it was. A rename that fails
+    (a file made immutable, or one another program holds open on Windows) puts back the files
+    already renamed, so that a folder never holds some files of this write and some of the
+    last; only a crash during the renames themselves (a moment) could leave it so."""
     staged: list[tuple[Path, Path]] = []
+    renamed: list[tuple[Path, bool, Path | None]] = []  # each file, whether it was there, its old
     try:
         for path, data in files.items():
             if path.is_dir():
                 raise WriteError(errno.EISDIR, "a folder is in the way", str(path))
             staged.append((_staged(path, data), path))
         for tmp, path in staged:
-            with writing(path):
-                os.replace(tmp, path)
+            existed = os.path.lexists(path)
+            # The last file's old version is never needed: nothing after it can fail.
+            old = _kept_aside(path) if existed and path != staged[-1][1] else None
+            try:
+                with writing(path):
+                    os.replace(tmp, path)
+            except BaseException:
+                if old is not None:
+                    old.unlink(missing_ok=True)
+                raise
+            renamed.append((path, existed, old))
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        _put_back(renamed)
         raise
+    for _, _, old in renamed:
+        if old is not None:
+            old.unlink(missing_ok=True)
+
+
+def _kept_aside(path: Path) -> Path | None:
+    """A second name for the file at ``path`` (a hard link beside it, in the shape of a
+    temporary file, which a crash leaves for :func:`remove_unfinished_writes`), so that it
+    can be put back; None where the folder's file system cannot link it."""
+    for _ in range(100):
+        aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            os.link(path, aside, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        return aside
+    return None
+
+
+def _put_back(renamed: list[tuple[Path, bool, Path | None]]) -> None:
+    """Undo the renames of a write that failed part-way, as far as can be: a file new with it
+    goes, an old one kept aside comes back (one that could not be kept stays new)."""
+    for path, existed, old in reversed(renamed):
+        with contextlib.suppress(OSError):
+            if old is not None:
+                os.replace(old, path)
+            elif not existed:
+                path.unlink()
 
 
 def _staged(path: Path, data: bytes) -> Path:

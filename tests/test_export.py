@@ -228,6 +228,31 @@ def test_a_folder_in_the_way_of_one_format_leaves_every_file_as_it_was(transcrip
     assert after == before  # not a newer json beside an older txt
 
 
+def test_a_file_that_refuses_its_rename_puts_back_the_ones_already_renamed(
+    transcript, tmp_path, monkeypatch
+):
+    # as an immutable file, or a subtitle file another program holds open on Windows, refuses
+    import os
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "vtt", "txt"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    transcript.utterances = transcript.utterances[:1]
+    rename = os.replace
+
+    def refuse_the_subtitles(src, dst):
+        if os.path.basename(dst) == "transcript.vtt":
+            raise PermissionError(1, "Operation not permitted")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_the_subtitles)
+    with pytest.raises(WriteError, match=r"transcript\.vtt: cannot write: Operation not permitted"):
+        export(transcript, out, ["json", "srt", "vtt", "txt"])
+
+    # The json went first and was put back; the srt, new with this export, is gone again.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_file_where_a_folder_should_be_is_named_not_called_file_exists(
     transcript, tmp_path, caplog
 ):
