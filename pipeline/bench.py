@@ -34,7 +34,16 @@ from models import SAMPLE_RATE, Manifest
 
 from ._worker import WorkerLink, interruptible, interrupts_held
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
-from .evaluate import Evaluation, Turn, evaluate, load_turns, normalised_seglst
+from .evaluate import (
+    Evaluation,
+    Turn,
+    check_speaker_counts,
+    evaluate,
+    load_turns,
+    normalised_seglst,
+    read_turns,
+    without_spans,
+)
 
 __all__ = ["APPROACHES", "Approach", "ApproachFailed", "available_approaches", "bench"]
 
@@ -92,8 +101,10 @@ def bench(
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()
     manifest = Manifest.load(manifest_path)
-    truth = load_turns(truth_path) if truth_path else None
+    truth, _, excluded = read_turns(truth_path) if truth_path else (None, None, [])
     participants = list(dict.fromkeys(t.user_id for t in manifest.tracks))
+    if truth is not None:  # refused now, not after every approach has run
+        check_speaker_counts(len({t.speaker for t in truth}), len(participants))
     context = multiprocessing.get_context("spawn")
     results: dict[str, Approach] = {}
     meeting_s = None
@@ -124,9 +135,11 @@ def bench(
         result = Approach(**raw, realtime_factor=0.0, turns=hyp)
         if truth is not None:
             if name == "mix":
-                result.orcwer = _orcwer(hyp, truth)
+                result.orcwer = _orcwer(without_spans(hyp, excluded), truth)
             else:
-                result.evaluation = evaluate(hyp, truth, participants=participants)
+                result.evaluation = evaluate(
+                    hyp, truth, participants=participants, excluded=excluded
+                )
                 result.cpwer = result.evaluation.cpwer
         results[name] = result
     meeting_s = meeting_s or 0.0

@@ -53,7 +53,7 @@ from ._worker import Terminated
 from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
-from .evaluate import Evaluation, evaluate, load_turns, read_turns
+from .evaluate import Evaluation, check_speaker_counts, evaluate, load_turns, read_turns
 from .plot import image_format, plot_timeline
 
 
@@ -311,8 +311,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         _plot_file(args.plot)
     try:
-        hypothesis, participants = read_turns(args.transcript)
-        truth, truth_participants = read_turns(args.truth)
+        hypothesis, participants, _ = read_turns(args.transcript)
+        truth, truth_participants, excluded = read_turns(args.truth)
     except ValueError as exc:
         return _bad_input(str(exc))
     speakers = participants or []  # SegLST: only the speakers it has
@@ -324,9 +324,9 @@ def _run_eval(args: argparse.Namespace) -> int:
             "(trackscribe eval TRANSCRIPT TRUTH)"
         )
     try:
-        result = evaluate(hypothesis, truth, participants=speakers)
+        result = evaluate(hypothesis, truth, participants=speakers, excluded=excluded)
     except ValueError as exc:
-        return _bad_input(str(exc))
+        return _bad_input(f"{args.transcript} against {args.truth}: {exc}")
     for warning in result.warnings:
         print(f"trackscribe: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -381,6 +381,11 @@ def _run_bench(args: argparse.Namespace) -> int:
             truth_turns = load_turns(truth)
         except (OSError, ValueError) as exc:
             return _bad_input(f"bad truth: {exc}")
+        try:
+            participants = {t.user_id for t in manifest.tracks}
+            check_speaker_counts(len({t.speaker for t in truth_turns}), len(participants))
+        except ValueError as exc:
+            return _bad_input(f"{args.manifest} against {truth}: {exc}")
     options = pipeline_options(args)
     results = bench(
         args.manifest,

@@ -8,15 +8,17 @@ each true utterance's start is from where the transcript starts it, which true u
 have no transcript at all, and how many words were put on participants who never spoke.
 """
 
+import dataclasses
 import json
 import logging
 import math
+import re
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
@@ -25,10 +27,25 @@ from models import Transcript
 if TYPE_CHECKING:
     import meeteval
 
-__all__ = ["Evaluation", "Turn", "evaluate", "load_turns", "normalised_seglst", "read_turns"]
+__all__ = [
+    "MAX_SPEAKERS",
+    "Evaluation",
+    "Turn",
+    "TurnFile",
+    "check_speaker_counts",
+    "evaluate",
+    "load_turns",
+    "normalised_seglst",
+    "read_turns",
+    "without_spans",
+]
 
 TCPWER_COLLAR = 5.0
 """Seconds a word may be off and still count for tcpWER (as in the CHiME-8 DASR scoring)."""
+
+MAX_SPEAKERS = 20
+"""The most speakers meeteval's cpWER takes on either side; it refuses more, as a likely
+mistake in the input."""
 
 
 class Turn(BaseModel):
@@ -65,24 +82,43 @@ class Evaluation(BaseModel):
     )
 
 
+class TurnFile(NamedTuple):
+    """What a file of turns holds."""
+
+    turns: list[Turn]
+    participants: list[str] | None
+    """Everyone a trackscribe transcript knows of, including those who never spoke; None for
+    SegLST and STM, which have only the speakers they have."""
+    excluded: list[tuple[float, float]]
+    """Stretches left out of scoring (STM's ``ignore_time_segment_in_scoring``)."""
+
+
 def load_turns(path: Path | str) -> list[Turn]:
     """Turns from a trackscribe transcript, a SegLST file (JSON list) or a NIST STM file.
 
     Every entry is checked here, where its file and place are known: meeteval's own complaints
     about a bad time name neither, and a NaN time is scored as a meaningless figure.
     """
-    return read_turns(path)[0]
+    return read_turns(path).turns
 
 
-def read_turns(path: Path | str) -> tuple[list[Turn], list[str] | None]:
-    """:func:`load_turns`, and for a trackscribe transcript everyone it knows of, including
-    those who never spoke (None for SegLST and STM, which have only the speakers they have)."""
+def read_turns(path: Path | str) -> TurnFile:
+    """:func:`load_turns`, with the participants a transcript names and the stretches an STM
+    file leaves out of scoring."""
     path = Path(path)
     text = _read_text(path)
     if path.suffix.lower() == ".stm":
         entries, lines = _stm_entries(text, path)
-        # STM marks stretches to leave out of scoring with this pseudo-transcript.
-        return _turns(entries, path, where=lambda i: f"line {lines[i]}", skip=_STM_IGNORE), None
+        every = _turns(entries, path, where=lambda i: f"line {lines[i]}")
+        # STM marks stretches to leave out of scoring with a pseudo-transcript, and names the
+        # stretches between utterances with a pseudo-speaker (TED-LIUM, NIST's own files).
+        excluded = [(t.start, t.end) for t in every if t.text.strip().lower() == _STM_IGNORE]
+        turns = [
+            t
+            for t in every
+            if t.text.strip().lower() != _STM_IGNORE and t.speaker.lower() != _STM_GAP
+        ]
+        return TurnFile(turns, None, excluded)
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -95,16 +131,17 @@ def read_turns(path: Path | str) -> tuple[list[Turn], list[str] | None]:
             Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
             for u in transcript.utterances
         ]
-        return turns, [s.user_id for s in transcript.speakers]
+        return TurnFile(turns, [s.user_id for s in transcript.speakers], [])
     if isinstance(raw, list):
-        return _turns(raw, path), None
+        return TurnFile(_turns(raw, path), None, [])
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
 
 
 def _read_text(path: Path) -> str:
-    """The file's text; bytes that are not UTF-8 are bad input, named with the file."""
+    """The file's text; bytes that are not UTF-8 are bad input, named with the file. A byte
+    order mark, which editors on Windows write, is not part of it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
@@ -121,9 +158,12 @@ def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
         if not line.strip() or line.strip().startswith(";"):  # as meeteval skips them
             continue
         try:
-            parsed.append(STMLine.parse(line))
+            entry = STMLine.parse(line)
         except (ValueError, TypeError, IndexError) as exc:
             raise ValueError(f"{path}: not STM: line {number}: {exc}") from None
+        # An optional label such as <o,f0,male> may come before the words; meeteval keeps it
+        # as words, which would then be scored.
+        parsed.append(dataclasses.replace(entry, transcript=_STM_LABEL.sub("", entry.transcript)))
         lines.append(number)
     return list(STM(parsed).to_seglst()), lines
 
@@ -140,6 +180,8 @@ def _check_times(
 
 
 _STM_IGNORE = "ignore_time_segment_in_scoring"
+_STM_GAP = "inter_segment_gap"
+_STM_LABEL = re.compile(r"^\s*<[^<>\s]*>(\s+|$)")
 
 
 class _Entry(BaseModel):
@@ -162,12 +204,8 @@ def _turns(
     path: Path,
     *,
     where: Callable[[int], str] = lambda i: f"entry [{i}]",
-    skip: str | None = None,
 ) -> list[Turn]:
-    """Turns of one meeting; a bad entry is named by its place in the file and its field.
-
-    Entries whose words are ``skip`` are checked like the others but are not turns.
-    """
+    """Turns of one meeting; a bad entry is named by its place in the file and its field."""
     try:
         parsed = _ENTRIES.validate_python(list(entries))
     except ValidationError as exc:
@@ -178,7 +216,6 @@ def _turns(
         raise ValueError(f"{path}: not SegLST: {place}: {error['msg']}") from None
     for i, e in enumerate(parsed):
         _check_times(path, where(i), e.start_time, e.end_time, names=("start_time", "end_time"))
-    parsed = [e for e in parsed if skip is None or e.words.strip().lower() != skip]
     sessions = sorted({str(e.session_id) for e in parsed if e.session_id is not None})
     if len(sessions) > 1:
         raise ValueError(
@@ -218,12 +255,18 @@ def _normaliser() -> Callable[[str], str]:
 
 
 def evaluate(
-    hypothesis: Sequence[Turn], truth: Sequence[Turn], *, participants: Sequence[str] = ()
+    hypothesis: Sequence[Turn],
+    truth: Sequence[Turn],
+    *,
+    participants: Sequence[str] = (),
+    excluded: Sequence[tuple[float, float]] = (),
 ) -> Evaluation:
     """Score ``hypothesis`` against ``truth``.
 
     ``participants`` lists every speaker of the meeting, including those who never spoke (a
     transcript knows them); words on any speaker without truth count as ``silent_track_words``.
+    ``excluded`` are stretches the truth leaves out of scoring: the hypothesis's words there
+    are left out too (:func:`without_spans`), as NIST's scoring does.
     """
     import meeteval
 
@@ -231,6 +274,8 @@ def evaluate(
     spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
     if not spoken:
         raise ValueError("the truth has no words to score against")
+    hypothesis = without_spans(hypothesis, excluded)
+    check_speaker_counts(len({t.speaker for t in truth}), len({t.speaker for t in hypothesis}))
     if not hypothesis:  # nothing transcribed: every true word is missed, which meeteval
         # scores only if the hypothesis has some entry, so it gets one without words
         hypothesis = [Turn(speaker=truth[0].speaker, start=0.0, end=0.0, text="")]
@@ -247,7 +292,7 @@ def evaluate(
         len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent - true_speakers
     )
     errors, missed = _start_errors(hypothesis, spoken)
-    warnings = []
+    warnings = _units_warning(hypothesis, spoken)
     if participants and not true_speakers & set(participants):
         # cpWER pairs speakers by their words whatever their names, so it still gives a
         # figure; but every word counts as put on someone silent. (Only for a transcript
@@ -269,6 +314,52 @@ def evaluate(
         utterances=len(spoken),
         warnings=warnings,
     )
+
+
+def without_spans(turns: Sequence[Turn], spans: Sequence[tuple[float, float]]) -> list[Turn]:
+    """``turns`` without their words inside ``spans``. A turn's words are taken as spread
+    evenly over it (as meeteval times the words of a segment), each placed at its middle."""
+    if not spans:
+        return list(turns)
+    kept = []
+    for turn in turns:
+        words = turn.text.split()
+        step = (turn.end - turn.start) / max(len(words), 1)
+        left = [
+            word
+            for i, word in enumerate(words)
+            if not any(a <= turn.start + (i + 0.5) * step <= b for a, b in spans)
+        ]
+        if len(left) == len(words):
+            kept.append(turn)
+        elif left:
+            kept.append(turn.model_copy(update={"text": " ".join(left)}))
+    return kept
+
+
+def check_speaker_counts(truth: int, hypothesis: int) -> None:
+    """Refuse, as bad input, what meeteval's cpWER would refuse deep inside."""
+    if max(truth, hypothesis) > MAX_SPEAKERS:
+        raise ValueError(
+            f"cpWER is scored with meeteval, which takes at most {MAX_SPEAKERS} speakers on "
+            f"either side; the truth has {truth} and the transcript {hypothesis}"
+        )
+
+
+def _units_warning(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> list[str]:
+    """A warning when the two sides' times are of different sizes: one in milliseconds, most
+    likely, which would be scored as if every word were said at another time."""
+    ends = max((t.end for t in hypothesis), default=0.0), max(t.end for t in truth)
+    if min(ends) > 0 and max(ends) / min(ends) > _UNITS_RATIO:
+        return [
+            f"the truth runs to {ends[1]:g} s and the transcript to {ends[0]:g} s: are both "
+            "in seconds?"
+        ]
+    return []
+
+
+_UNITS_RATIO = 20.0
+"""How many times longer one side may run than the other before its units are in doubt."""
 
 
 def _listed(names: Iterable[str]) -> str:
@@ -311,7 +402,8 @@ def _start(segment: dict) -> float:
 
 def _start_errors(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> tuple[list[float], int]:
     """For each true utterance, |start - start| of the same speaker's utterance that overlaps
-    it most; a true utterance no utterance of its speaker overlaps is missed."""
+    it most; a true utterance no utterance of its speaker overlaps is missed. A true
+    utterance of no length (a label put on a moment) is met by an utterance that holds it."""
     errors, missed = [], 0
     for turn in truth:
         best, best_overlap = None, 0.0
@@ -319,7 +411,9 @@ def _start_errors(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> tuple[li
             if candidate.speaker != turn.speaker:
                 continue
             overlap = min(candidate.end, turn.end) - max(candidate.start, turn.start)
-            if overlap > best_overlap:
+            if overlap > best_overlap or (
+                best is None and overlap == 0.0 and turn.start == turn.end
+            ):
                 best, best_overlap = candidate, overlap
         if best is None:
             missed += 1

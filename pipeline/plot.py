@@ -49,21 +49,18 @@ def plot_timeline(
     rows = list(
         dict.fromkeys([*speakers, *(t.speaker for t in truth), *(t.speaker for t in hypothesis)])
     )
-    end = max([t.end for t in [*truth, *hypothesis]] or [1.0])
+    end = max([1.0, *(t.end for t in [*truth, *hypothesis])])
     fig, ax = plt.subplots(figsize=(max(8.0, min(end / 8, 24.0)), 0.9 * len(rows) + 1.2))
+
+    def bars(turns: Sequence[Turn], speaker: str) -> list[tuple[float, float]]:
+        # An utterance of no length (a label put on a moment) is drawn as a thin line.
+        return [(t.start, max(t.end - t.start, end / 1000)) for t in turns if t.speaker == speaker]
+
     for row, speaker in enumerate(rows):
         y = len(rows) - 1 - row
-        ax.broken_barh(
-            [(t.start, t.end - t.start) for t in truth if t.speaker == speaker],
-            (y + 0.05, 0.4),
-            facecolors="0.6",
-        )
+        ax.broken_barh(bars(truth, speaker), (y + 0.05, 0.4), facecolors="0.6")
         colour = "tab:blue" if speaker in true_speakers or not truth else "tab:red"
-        ax.broken_barh(
-            [(t.start, t.end - t.start) for t in hypothesis if t.speaker == speaker],
-            (y - 0.45, 0.4),
-            facecolors=colour,
-        )
+        ax.broken_barh(bars(hypothesis, speaker), (y - 0.45, 0.4), facecolors=colour)
     ax.set_yticks(range(len(rows)), list(reversed(rows)))
     ax.set_xlim(0, end * 1.01)
     ax.set_ylim(-0.6, len(rows) - 0.4)

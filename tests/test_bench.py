@@ -90,6 +90,20 @@ def test_bench_refuses_work_that_needs_a_truth_it_does_not_have(
     assert message in capsys.readouterr().err
 
 
+def test_bench_refuses_a_truth_of_more_speakers_than_it_can_score_before_running_anything(
+    meeting_copy, capsys
+):
+    crowd = [
+        {"session_id": "m", "speaker": f"s{i}", "start_time": i, "end_time": i + 1, "words": "hi"}
+        for i in range(21)
+    ]
+    (meeting_copy / "truth.json").write_text(json.dumps(crowd))
+    assert main(["bench", str(meeting_copy / "manifest.json"), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "at most 20 speakers on either side; the truth has 21" in err
+    assert "bench: running" not in err and out == ""
+
+
 def test_bench_without_a_truth_runs_every_approach_but_the_oracle(meeting_copy, monkeypatch):
     import pipeline.cli
 

@@ -9,7 +9,7 @@ import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from pipeline.cli import main
-from pipeline.evaluate import Turn, evaluate, load_turns
+from pipeline.evaluate import Turn, evaluate, load_turns, read_turns, without_spans
 from pipeline.plot import plot_timeline
 
 
@@ -121,6 +121,83 @@ def test_stm_lines_marked_for_no_scoring_and_lines_without_words_are_not_utteran
     assert evaluate([*truth, leaked], load_turns(stm)).silent_track_words == 3
 
 
+def test_stm_labels_are_not_words_and_a_stretch_left_out_of_scoring_leaves_out_the_transcript_too(
+    tmp_path,
+):
+    # TED-LIUM and NIST write an optional <label> before the words, and mark what is not to
+    # be scored with a pseudo-transcript, often under the pseudo-speaker inter_segment_gap.
+    stm = tmp_path / "truth.stm"
+    stm.write_text(
+        "meeting 1 a 0.0 4.0 <o,f0,female> good morning everyone\n"
+        "meeting 1 inter_segment_gap 4.0 10.0 <o,,unknown> ignore_time_segment_in_scoring\n"
+        "meeting 1 b 10.0 12.0 <o,f0,male> thank you\n"
+    )
+    truth, participants, excluded = read_turns(stm)
+    assert [(t.speaker, t.text) for t in truth] == [
+        ("a", "good morning everyone"),
+        ("b", "thank you"),
+    ]
+    assert participants is None and excluded == [(4.0, 10.0)]
+
+    hypothesis = [
+        Turn(speaker="a", start=0.0, end=4.0, text="Good morning, everyone."),
+        Turn(speaker="b", start=5.0, end=8.0, text="music playing in the break"),  # not scored
+        Turn(speaker="b", start=10.0, end=12.0, text="Thank you."),
+    ]
+    result = evaluate(hypothesis, truth, excluded=excluded)
+    assert (result.cpwer, result.errors, result.reference_words) == (0.0, 0, 5)
+    assert evaluate(hypothesis, truth).errors == 5  # scored, the break's words are insertions
+
+
+def test_only_the_words_inside_a_stretch_left_out_are_left_out():
+    turn = Turn(speaker="a", start=0.0, end=4.0, text="one two three four")
+    assert without_spans([turn], [(2.0, 9.0)]) == [turn.model_copy(update={"text": "one two"})]
+    assert without_spans([turn], [(0.0, 4.0)]) == []
+    assert without_spans([turn], []) == [turn]
+
+
+def test_a_byte_order_mark_is_read_as_nothing(tmp_path):
+    # Notepad and other editors on Windows begin UTF-8 files with one.
+    stm = tmp_path / "truth.stm"
+    stm.write_text(";; made on Windows\nmeeting 1 a 0.0 2.0 hello there\n", encoding="utf-8-sig")
+    seglst = tmp_path / "truth.json"
+    entry = {"session_id": "m", "speaker": "a", "start_time": 0, "end_time": 2, "words": "hi"}
+    seglst.write_text(json.dumps([entry]), encoding="utf-8-sig")
+    assert [t.text for t in load_turns(stm)] == ["hello there"]
+    assert [t.text for t in load_turns(seglst)] == ["hi"]
+
+
+def test_a_true_utterance_of_no_length_is_met_by_a_transcript_utterance_that_holds_it():
+    truth = [
+        Turn(speaker="a", start=5.0, end=5.0, text="yes"),
+        Turn(speaker="a", start=9, end=10, text="no"),
+    ]
+    hypothesis = [Turn(speaker="a", start=4.0, end=6.0, text="yes")]
+    result = evaluate(hypothesis, truth)
+    assert result.missed_utterances == 1  # "no" only
+    assert result.start_err_median == pytest.approx(1.0)
+
+
+def test_more_speakers_than_meeteval_scores_is_refused_in_plain_words():
+    truth = [Turn(speaker=f"s{i}", start=i, end=i + 0.5, text="hello") for i in range(21)]
+    with pytest.raises(ValueError, match="at most 20 speakers on either side; the truth has 21"):
+        evaluate(truth, truth)
+    assert evaluate(truth[:20], truth[:20]).cpwer == 0.0
+
+
+def test_times_of_another_unit_on_one_side_are_warned_of():
+    truth = [Turn(speaker="a", start=1000, end=4000, text="hello there")]  # milliseconds
+    hypothesis = [Turn(speaker="a", start=1.0, end=4.0, text="hello there")]
+    (warning,) = evaluate(hypothesis, truth).warnings
+    assert "the truth runs to 4000 s and the transcript to 4 s: are both in seconds?" in warning
+    assert (
+        evaluate(
+            hypothesis, [t.model_copy(update={"start": 1.0, "end": 4.0}) for t in truth]
+        ).warnings
+        == []
+    )
+
+
 def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sample_dir):
     truth = load_turns(sample_dir / "truth.json")
     nothing = evaluate([], truth)
@@ -167,6 +244,26 @@ def test_a_file_that_is_not_a_transcript_is_named(tmp_path):
     path.write_text('{"hello": 1}')
     with pytest.raises(ValueError, match=r"notes\.json: not a trackscribe transcript"):
         load_turns(path)
+
+
+def test_eval_of_more_speakers_than_meeteval_scores_is_bad_input_not_an_internal_error(
+    tmp_path, capsys
+):
+    crowd = [
+        {"session_id": "m", "speaker": f"s{i}", "start_time": i, "end_time": i + 1, "words": "hi"}
+        for i in range(21)
+    ]
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(crowd))
+    assert main(["eval", str(truth), str(truth)]) == 2
+    assert "at most 20 speakers on either side" in capsys.readouterr().err
+
+
+def test_a_timeline_of_utterances_with_no_length_draws_them_without_a_warning(tmp_path, recwarn):
+    moment = [Turn(speaker="a", start=0.0, end=0.0, text="yes")]
+    plot_timeline(moment, moment, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0
+    assert not [w for w in recwarn if "xlim" in str(w.message)]
 
 
 def test_eval_command_prints_the_promised_json_and_draws_a_timeline(
