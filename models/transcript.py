@@ -2,6 +2,7 @@
 
 import html
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,10 +176,16 @@ class Transcript(BaseModel):
         return lines
 
     def speaker_name(self, user_id: str) -> str:
-        for speaker in self.speakers:
-            if speaker.user_id == user_id:
-                return speaker.display_name or user_id
-        return user_id
+        """The name people read for a speaker: the display name, else the user id. Where two
+        speakers would read the same (two Alices; "José" typed two ways), each display name
+        has the user id after it, so that no export puts one person's words on the other."""
+        names = {s.user_id: s.display_name or s.user_id for s in self.speakers}
+        name = names.get(user_id, user_id)
+        key = _name_key(name)
+        shared = sum(_name_key(other) == key for other in names.values()) > 1
+        if shared and name != user_id:
+            return f"{name} ({user_id})"
+        return name
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
@@ -253,3 +260,8 @@ class Transcript(BaseModel):
             raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
             raise TranscriptError(f"{path}: {describe(exc)}") from None
+
+
+def _name_key(name: str) -> str:
+    """What two names are compared by: as they look, not as they are encoded."""
+    return unicodedata.normalize("NFKC", name).casefold()

@@ -272,8 +272,13 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
 
 def _one_line(text: str) -> str:
     """Names and words on one line: a line break in either (a display name typed with one)
-    would end a cue early, or start what a player reads as the next cue."""
-    return " ".join(text.split())
+    would end a cue early, or start what a player reads as the next cue. Control characters
+    go too, and the bidirectional overrides and isolates that would show the words after a
+    name in another order than they were said."""
+    return " ".join(_UNSHOWN.sub("", text).split())
+
+
+_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 _SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{|-(?=->)")

@@ -90,6 +90,31 @@ def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
     assert len(to_txt(transcript).splitlines()) == 2
 
 
+def test_two_speakers_who_would_read_the_same_are_told_apart_by_their_user_ids(transcript):
+    # Two people of one name; or "José" typed two ways, which look the same.
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name="ALICE")
+    assert to_txt(transcript) == (
+        "[00:00:01] Alice (u-a): Hello <team> & all.\n[00:01:02] ALICE (u-b): Hi.\n"
+    )
+    assert "<v Alice (u-a)>" in to_vtt(transcript) and "\nALICE (u-b): Hi." in to_srt(transcript)
+    transcript.speakers = [
+        Speaker(user_id="u-a", display_name="Jos\u00e9"),
+        Speaker(user_id="u-b", display_name="Jose\u0301"),
+    ]
+    text = to_txt(transcript)
+    assert "Jos\u00e9 (u-a)" in text and "Jose\u0301 (u-b)" in text
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name="Bob")
+    assert "] Jos\u00e9: " in to_txt(transcript)  # one of a name: nothing added
+
+
+def test_a_name_cannot_reorder_or_hide_what_follows_it(transcript):
+    # A right-to-left override shows the words after the name backwards; escapes move cursors.
+    transcript.speakers[0] = Speaker(user_id="u-a", display_name="Bruno\u202e\x1b[2J\x00")
+    for text in (to_txt(transcript), to_vtt(transcript), to_srt(transcript)):
+        assert "Bruno[2J" in text
+        assert not any(c in text for c in "\u202e\x1b\x00")
+
+
 @pytest.fixture
 def partial(transcript):
     """A transcript whose one track failed and another broke off; the names are hostile."""
