@@ -250,7 +250,10 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
 
 
 def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
-    if not u.words or (u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS):
+    """A long utterance cut at word boundaries; one whose text is not its words (edited since,
+    a redaction, say) stays whole: the text is what it says."""
+    short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
+    if short or u.text.split() != [w.word for w in u.words]:
         return [(u.start, u.end, u.text)]
     pieces: list[list[Word]] = [[]]
     for word in u.words:

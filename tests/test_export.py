@@ -189,6 +189,14 @@ def test_long_utterances_become_several_readable_cues(transcript):
     assert all(len(line) <= 84 for line in lines)
 
 
+def test_a_long_utterance_whose_text_was_edited_shows_the_text_not_the_old_words(transcript):
+    # A reviewer redacts the text and exports again: the subtitles must not bring it back.
+    said = utt("u-a", 0.0, 20.0, " ".join(f"word{i}" for i in range(40)))
+    transcript.utterances = [said.model_copy(update={"text": "[REDACTED]"})]
+    for text in (to_vtt(transcript), to_srt(transcript)):
+        assert "[REDACTED]" in text and "word" not in text
+
+
 def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_path):
     written = export(transcript, tmp_path / "out", FORMATS)
     names = sorted(p.name for p in written.values())
