@@ -7,13 +7,12 @@ manifest folder ``trackscribe transcribe`` can read again), the transcript to ``
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from models import Recording, Transcript
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
-from stages.record import DEFAULT_WAIT, RealtimeKitClient
+from stages.record import DEFAULT_WAIT, RealtimeKitClient, UploadTimeoutError
 from stages.transcribe import Transcriber
 
 from .core import NoUsableTrackError, PipelineOptions, bars_wanted, run_meeting
@@ -58,9 +57,18 @@ def record(
     who = ", ".join(user_ids) if user_ids else "every participant"
     say(f"started track recording {recording.id} of meeting {meeting_id} for {who}")
     if stop_after is not None:
-        time.sleep(stop_after)
-        client.stop(recording.id)
-        say(f"stopped recording {recording.id} after {stop_after:g} s")
+        # Watched meanwhile: a meeting that ends first, or a recording that fails, is not
+        # waited out, nor stopped when it has already stopped.
+        try:
+            return client.wait_until_uploaded(
+                recording.id,
+                timeout=stop_after,
+                poll=poll,
+                on_status=lambda r: say(f"recording {r.id}: {r.status}"),
+            )
+        except UploadTimeoutError:
+            client.stop(recording.id)
+            say(f"stopped recording {recording.id} after {stop_after:g} s")
     recording = client.wait_until_uploaded(
         recording.id,
         timeout=timeout,

@@ -223,9 +223,11 @@ class RealtimeKitClient:
         return active if active is not None and active.id != known else None
 
     def get_recording(self, recording_id: str) -> Recording:
-        data = self._call(
-            "GET", f"/recordings/{_segment(recording_id, 'recording id', 'get recording')}"
-        )
+        return self._get_recording(recording_id)
+
+    def _get_recording(self, recording_id: str, *, deadline: float | None = None) -> Recording:
+        segment = _segment(recording_id, "recording id", "get recording")
+        data = self._call("GET", f"/recordings/{segment}", deadline=deadline)
         return self._recording(data, "get recording")
 
     def active_recording(self, meeting_id: str) -> Recording | None:
@@ -320,7 +322,8 @@ class RealtimeKitClient:
         interval, last = poll, None
         while True:
             try:
-                recording = self.get_recording(recording_id)
+                # Retries inside the call (a server asking for 15 minutes) end at the deadline.
+                recording = self._get_recording(recording_id, deadline=deadline)
             except RealtimeKitError as exc:
                 # A wait can last hours: an outage longer than one call's retries is waited
                 # out until the deadline; an answer that will not change (404, 401) is not.
@@ -401,9 +404,13 @@ class RealtimeKitClient:
         retry_conflict: bool = True,
         settled: Callable[[], object | None] | None = None,
         conflict_settles: bool = False,
+        deadline: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """One API call with retries; returns the envelope's ``data`` (and ``paging``).
+
+        With ``deadline`` (``time.monotonic()``), no wait before a retry goes past it, and
+        none is begun after it: the last error is raised instead.
 
         ``settled``, for a call that must not take effect twice, is asked after an answer that
         may have come after it took effect (5xx, 408, a timeout; then also 409, which a second
@@ -434,11 +441,11 @@ class RealtimeKitClient:
                     if outcome is not None:
                         log.warning("%s: %s, but it took effect", call, describe_error(exc))
                         return outcome
-                if (reached and blind) or attempt == self._retry.attempts:
+                wait = _until(deadline, self._retry.delay(attempt))
+                if (reached and blind) or attempt == self._retry.attempts or wait is None:
                     tries = f", {attempt} attempts" if attempt > 1 else ""
                     reason = f"{describe_error(exc)} ({self._server}{tries})"
                     raise RealtimeKitError(0, None, reason, call=call) from None
-                wait = self._retry.delay(attempt)
                 log.warning("%s: %s; retrying in %.1f s", call, describe_error(exc), wait)
                 self._sleep(wait)
                 continue
@@ -466,12 +473,20 @@ class RealtimeKitClient:
                     call=call,
                 )
             retry = self._retry.should_retry(status) and (retry_conflict or status != 409)
-            if not retry or attempt == self._retry.attempts:
+            wait = _until(deadline, self._retry.delay(attempt, response.headers.get("retry-after")))
+            if not retry or attempt == self._retry.attempts or wait is None:
                 raise error
-            wait = self._retry.delay(attempt, response.headers.get("retry-after"))
             log.warning("%s: HTTP %d; retrying in %.1f s", call, status, wait)
             self._sleep(wait)
         raise AssertionError("unreachable")
+
+
+def _until(deadline: float | None, wait: float) -> float | None:
+    """``wait``, cut to end at ``deadline``; None when the deadline has passed."""
+    if deadline is None:
+        return wait
+    left = deadline - time.monotonic()
+    return min(wait, left) if left > 0 else None
 
 
 def _segment(value: str, what: str, call: str) -> str:

@@ -8,6 +8,7 @@ line or error message.
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -522,6 +523,47 @@ def test_waiting_gives_up_at_the_deadline(emulator):
         recording = client.start_track_recording(emulator.meeting_id)
         with pytest.raises(RecordingFailedError, match="still"):
             client.wait_until_uploaded(recording.id, timeout=0.05, poll=0.01)
+
+
+def test_a_server_asking_for_a_longer_wait_than_is_left_is_not_waited_on_past_the_deadline(
+    sample_dir,
+):
+    # retry-after runs past the deadline: waiting it out ran a 60-s wait for over an hour
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(min(seconds, 0.02))
+
+    options = EmulatorOptions(token=TOKEN, faults={"rate_limit": 1000}, **FAST)
+    with Emulator(sample_dir, options) as emu:
+        client = RealtimeKitClient(
+            account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url, sleep=sleep
+        )
+        with pytest.raises(UploadTimeoutError, match=r"after 0\.3 s"):
+            client.wait_until_uploaded("r1", timeout=0.3, poll=0.01)
+    assert waits and max(waits) <= 0.3  # the server's retry-after is 1 s
+
+
+def test_a_recording_to_stop_later_that_ends_first_is_neither_waited_out_nor_stopped(sample_dir):
+    steps: list[str] = []
+    with Emulator(sample_dir, EmulatorOptions(token=TOKEN, **FAST)) as emu, client_for(emu) as c:
+        began = time.monotonic()
+        recording = remote.record(c, emu.meeting_id, stop_after=20, poll=0.05, on_step=steps.append)
+    assert time.monotonic() - began < 10  # the meeting ended after 0.2 s
+    assert recording.status == "UPLOADED" and recording.stop_reason.reason == "ALL_PEERS_LEFT"
+    assert not [step for step in steps if step.startswith("stopped")]
+
+
+def test_a_recording_to_stop_later_is_stopped_when_its_time_comes(sample_dir):
+    steps: list[str] = []
+    options = EmulatorOptions(token=TOKEN, start_delay=0.05, record_seconds=60, upload_seconds=0.05)
+    with Emulator(sample_dir, options) as emu, client_for(emu) as c:
+        recording = remote.record(
+            c, emu.meeting_id, stop_after=0.3, poll=0.05, on_step=steps.append
+        )
+    assert recording.status == "UPLOADED" and recording.stop_reason.reason == "API_CALL"
+    assert f"stopped recording {recording.id} after 0.3 s" in steps
 
 
 def test_a_connection_that_keeps_breaking_but_advancing_still_completes(
