@@ -1,9 +1,12 @@
 """Opening the local HTTP servers trackscribe runs (the emulator, the webhook receiver)."""
 
+import socket
+import socketserver
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from typing import TypeVar
 
-__all__ = ["listen", "url_host"]
+__all__ = ["LocalServer", "listen", "url_host"]
 
 _Server = TypeVar("_Server")
 
@@ -21,3 +24,25 @@ def listen(host: str, port: int, serve: Callable[[tuple[str, int]], _Server]) ->
     except OSError as exc:
         where = f"{url_host(host)}:{port}"
         raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from None
+
+
+class LocalServer(ThreadingHTTPServer):
+    """An HTTP server on an IPv4 or an IPv6 address (the standard one takes IPv4 only), which
+    starts at once offline."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host up in DNS (getfqdn), which can stall offline.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{url_host(str(host))}:{port}"

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
 
-from ._listen import listen
+from ._listen import LocalServer, listen
 
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
@@ -93,14 +93,12 @@ class WebhookReceiver:
         self._handled: set[str] = set()
         self._work: queue.Queue[Recording | None] = queue.Queue()
         handler = self._handler()
-        self._server = listen(host, port, lambda address: ThreadingHTTPServer(address, handler))
-        self._server.daemon_threads = True
+        self._server = listen(host, port, lambda address: LocalServer(address, handler))
         self._threads: list[threading.Thread] = []
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"{self._server.url}/"
 
     def start(self) -> "WebhookReceiver":
         for target in (self._server.serve_forever, self._worker):

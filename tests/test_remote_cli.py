@@ -245,6 +245,23 @@ def test_webhook_receiver_verifies_signatures_and_acts_once_per_recording():
     assert [r.id for r in handled] == ["r1"]
 
 
+def test_webhook_receiver_listens_on_an_ipv6_address_too():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    handled: list[Recording] = []
+    with WebhookReceiver(public, handled.append, host="::1") as receiver:
+        assert receiver.url.startswith("http://[::1]:")
+        body = json.dumps(
+            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
+        ).encode()
+        headers = {"rtk-signature": _sign(key, body), "rtk-uuid": str(uuid.uuid4())}
+        assert httpx.post(receiver.url, content=body, headers=headers).status_code == 202
+        receiver.wait_idle()
+    assert [r.id for r in handled] == ["r1"]
+
+
 @pytest.fixture
 def webhook_sender(sample_dir, tmp_path) -> Iterator[tuple[Emulator, int, Path]]:
     """An emulator that signs and delivers its webhooks to a free port: (it, port, its public

@@ -7,16 +7,15 @@ download faults (``cut``, ``corrupt``) as it streams.
 
 import logging
 import re
-import socket
-import socketserver
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from models import redact_urls
 
+from .._listen import LocalServer
 from ._replies import Reply, rtk_error
 from ._state import TrackFile
 
@@ -73,10 +72,8 @@ def _flip(chunk: bytes) -> bytes:
     return bytes(data)
 
 
-class Server(ThreadingHTTPServer):
+class Server(LocalServer):
     """Hands API calls to ``answer`` and pre-signed file URLs to ``download``."""
-
-    daemon_threads = True
 
     def __init__(
         self,
@@ -85,16 +82,9 @@ class Server(ThreadingHTTPServer):
         answer: Callable[[str, str, dict[str, list[str]], str | None, bytes], Reply],
         download: Callable[[str, dict[str, list[str]], str | None], "Download | Reply"],
     ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.answer = answer
         self.download = download
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host up in DNS (getfqdn), which can stall offline.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
 
 class _Handler(BaseHTTPRequestHandler):

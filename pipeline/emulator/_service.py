@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import MANIFEST_FILE, Manifest, format_utc
 
-from .._listen import listen, url_host
+from .._listen import listen
 from ._http import Download, RangeNotSatisfiable, Server, byte_range
 from ._replies import Reply, gateway_error, json_reply, rtk_error, s3_error
 from ._requests import ApiError, ListQuery, read_json_object, read_layer, read_user_ids
@@ -124,8 +124,7 @@ class Emulator:
             port,
             lambda address: Server(address, answer=self._handle, download=self._download),
         )
-        bound_host, bound_port = self._server.server_address[:2]
-        self._origin = f"http://{url_host(str(bound_host))}:{bound_port}"
+        self._origin = self._server.url
 
     @property
     def base_url(self) -> str:
