@@ -208,12 +208,12 @@ def test_stop_before_the_recording_started_ends_it_errored(make_api):
 
 
 def test_pause_stops_the_recording_clock_and_resume_restarts_it(make_api):
-    api = make_api(start_delay=0, record_seconds=0.4)
-    recording_id = api.start()["id"]
+    api = make_api(start_delay=0, record_seconds=30)
+    recording_id = api.start(max_seconds=0.4)["id"]
     api.wait(recording_id, "RECORDING")
 
     assert api.act(recording_id, "pause").json()["data"]["status"] == "PAUSED"
-    time.sleep(0.5)  # longer than record_seconds: paused time must not count
+    time.sleep(0.5)  # longer than max_seconds: paused time must not count
     assert api.get(recording_id)["status"] == "PAUSED"
     assert api.act(recording_id, "resume").json()["data"]["status"] == "RECORDING"
 
@@ -221,6 +221,19 @@ def test_pause_stops_the_recording_clock_and_resume_restarts_it(make_api):
     span = parse_time(done["stopped_time"]) - parse_time(done["started_time"])
     assert span.total_seconds() >= 0.4 + 0.5 - 0.01
     assert done["recording_duration"] == 0  # 0.4 s recorded, in whole seconds
+
+
+def test_a_meeting_that_ends_while_its_recording_is_paused_ends_the_recording(make_api):
+    api = make_api(start_delay=0, record_seconds=0.4)
+    recording_id = api.start()["id"]
+    api.wait(recording_id, "RECORDING")
+    assert api.act(recording_id, "pause").json()["data"]["status"] == "PAUSED"
+
+    done = api.wait(recording_id, "UPLOADED")  # the session does not wait for a resume
+
+    span = parse_time(done["stopped_time"]) - parse_time(done["started_time"])
+    assert abs(span.total_seconds() - 0.4) < 0.01
+    assert done["stop_reason"]["reason"] == "ALL_PEERS_LEFT"
 
 
 @pytest.mark.parametrize("action", ["pause", "resume"])

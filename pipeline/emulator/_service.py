@@ -59,7 +59,10 @@ class EmulatorOptions(BaseModel):
     token: str = Field(min_length=1, repr=False, description="the bearer token to require")
     start_delay: float = Field(default=0.5, ge=0, description="INVOKED -> RECORDING, seconds")
     record_seconds: float = Field(
-        default=1.0, ge=0, description="RECORDING -> UPLOADING (the session ends), not paused"
+        default=1.0,
+        ge=0,
+        description="the session ends (RECORDING or PAUSED -> UPLOADING) this long after the "
+        "recording started, paused or not",
     )
     upload_seconds: float = Field(default=0.5, ge=0, description="UPLOADING -> UPLOADED")
     url_ttl: float = Field(default=3600.0, gt=0, description="life of a pre-signed URL, seconds")
@@ -432,13 +435,19 @@ class Emulator:
         options = self._options
         while True:
             status, since = recording.status, recording.since
+            # The session ends record_seconds after the recording started, paused or not.
+            session_end = (recording.started_at or math.inf) + options.record_seconds
             if status == "INVOKED" and now >= since + options.start_delay:
                 recording.started_at = since + options.start_delay
                 self._enter(recording, "RECORDING", recording.started_at)
-            elif status == "RECORDING" and now >= since + recording.limit - recording.recorded:
-                at = since + recording.limit - recording.recorded
-                recording.recorded = recording.limit
-                self._stop(recording, at, recording.limit_reason, "UPLOADING")
+            elif status == "RECORDING" and now >= min(_full(recording), session_end):
+                at, reason = min(
+                    (_full(recording), recording.limit_reason), (session_end, "ALL_PEERS_LEFT")
+                )
+                recording.recorded += at - since
+                self._stop(recording, at, reason, "UPLOADING")
+            elif status == "PAUSED" and now >= session_end:
+                self._stop(recording, session_end, "ALL_PEERS_LEFT", "UPLOADING")
             elif status == "UPLOADING" and now >= since + options.upload_seconds:
                 self._enter(recording, "UPLOADED", since + options.upload_seconds)
             else:
@@ -611,3 +620,9 @@ def _check_fault(name: str, count: int) -> None:
         raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
     if count < 0:
         raise ValueError(f"fault {name}: count must be 0 or more")
+
+
+def _full(recording: Recording) -> float:
+    """When a recording going on now will have recorded its limit (``max_seconds``, or the
+    whole session)."""
+    return recording.since + recording.limit - recording.recorded
