@@ -365,7 +365,8 @@ class RealtimeKitClient:
         took effect (5xx, 408), the recording is looked at, and taken as the answer when
         ``done`` says it is already where the action leads: an action whose answer was lost
         is refused with 409 when repeated, and one asked twice is no error. Other 409s (a
-        recording still starting) are waited out as the API documents.
+        recording still starting) are waited out as the API documents, but not one that has
+        stopped for good: no wait changes that.
         """
         segment = _segment(recording_id, "recording id", f"{action} recording")
 
@@ -374,7 +375,17 @@ class RealtimeKitClient:
                 current = self.get_recording(recording_id)
             except RealtimeKitError:
                 return None
-            return current if done(current.status) else None
+            if done(current.status):
+                return current
+            if current.status not in _NOT_STOPPED:
+                raise RealtimeKitError(
+                    409,
+                    None,
+                    f"recording {recording_id} is {current.status}: it has stopped, and cannot "
+                    f"be {action}d",
+                    call=f"{action} recording",
+                )
+            return None
 
         data = self._call(
             "PUT",

@@ -912,6 +912,21 @@ def test_a_start_whose_answer_times_out_is_found_and_not_repeated(sample_dir):
             assert client.active_recording(emu.meeting_id).id == recording.id
 
 
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_pausing_or_resuming_a_recording_that_has_stopped_fails_at_once(emulator, action):
+    waits: list[float] = []
+    client = RealtimeKitClient(
+        account_id="a", app_id="b", token=TOKEN, base_url=emulator.base_url, sleep=waits.append
+    )
+    with client:
+        recording = client.start_track_recording(emulator.meeting_id)
+        client.wait_until_uploaded(recording.id, poll=0.05)
+        waits.clear()
+        with pytest.raises(RealtimeKitError, match=r"is UPLOADED: it has stopped, and cannot"):
+            getattr(client, action)(recording.id)
+    assert waits == []  # no 409 waited out: nothing will change it
+
+
 def test_a_pause_or_resume_whose_answer_is_lost_is_not_an_error(sample_dir):
     options = EmulatorOptions(token=TOKEN, start_delay=0.2, record_seconds=60)
     with Emulator(sample_dir, options) as emu, client_for(emu) as client:
