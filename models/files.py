@@ -77,11 +77,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_files(files: Mapping[Path, bytes]) -> None:
     """Write several files, all to temporary names first, renaming them only once every one is
     whole: a full disk or a folder in the way leaves every file as it was. A rename that fails
-    (a file made immutable, or one another program holds open on Windows) puts back the files
-    already renamed, so that a folder never holds some files of this write and some of the
-    last; only a crash during the renames themselves (a moment) could leave it so."""
+    (a file made immutable, or one another program holds open on Windows) or is interrupted
+    puts back the files already renamed, where the file system could keep their old versions
+    aside (a hard link; most can), so that a folder does not hold some files of this write
+    and some of the last; only a crash during the renames themselves could leave it so."""
     staged: list[tuple[Path, Path]] = []
     renamed: list[tuple[Path, bool, Path | None]] = []  # each file, whether it was there, its old
+    whole = False
     try:
         for path, data in files.items():
             if path.is_dir():
@@ -95,18 +97,25 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
                 with writing(path):
                     os.replace(tmp, path)
             except BaseException:
-                if old is not None:
+                if not os.path.lexists(tmp):  # renamed, then interrupted (Ctrl-C)
+                    renamed.append((path, existed, old))
+                    whole = len(renamed) == len(staged)  # then only the interrupt is left
+                elif old is not None:
                     old.unlink(missing_ok=True)
                 raise
             renamed.append((path, existed, old))
+        whole = True
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-        _put_back(renamed)
+        if not whole:
+            _put_back(renamed)
         raise
-    for _, _, old in renamed:
-        if old is not None:
-            old.unlink(missing_ok=True)
+    finally:
+        if whole:
+            for _, _, old in renamed:
+                if old is not None:
+                    old.unlink(missing_ok=True)
 
 
 def _kept_aside(path: Path) -> Path | None:

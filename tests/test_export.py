@@ -286,6 +286,42 @@ def test_a_file_that_refuses_its_rename_puts_back_the_ones_already_renamed(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.parametrize(
+    ("interrupted", "left"), [("transcript.vtt", "old"), (".trackscribe-exports", "new")]
+)
+def test_a_ctrl_c_just_after_a_rename_leaves_one_export_whole(
+    transcript, tmp_path, monkeypatch, interrupted, left
+):
+    # Python acts on Ctrl-C between two steps: here, after the rename, before its next line.
+    import os
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "vtt", "txt"])
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    transcript.utterances = transcript.utterances[:1]
+    new = {
+        name: FORMATS[kind][1](transcript).encode()
+        for kind, (name, _) in FORMATS.items()
+        if kind in ("json", "vtt", "txt")
+    }
+    rename, pressed = os.replace, []
+
+    def rename_then_interrupt(src, dst):
+        rename(src, dst)
+        if os.path.basename(dst) == interrupted and not pressed:
+            pressed.append(dst)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export(transcript, out, ["json", "vtt", "txt"])
+
+    files = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    expected = {n: d for n, d in old.items() if not n.startswith(".")} if left == "old" else new
+    assert files == expected
+    assert [p.name for p in out.iterdir() if p.name.endswith(".part")] == []
+
+
 def test_a_file_where_a_folder_should_be_is_named_not_called_file_exists(
     transcript, tmp_path, caplog
 ):
