@@ -8,6 +8,7 @@ each true utterance's start is from where the transcript starts it, which true u
 have no transcript at all, and how many words were put on participants who never spoke.
 """
 
+import codecs
 import dataclasses
 import json
 import logging
@@ -140,11 +141,14 @@ def read_turns(path: Path | str) -> TurnFile:
 def _read_text(path: Path) -> str:
     """The file's text; bytes that are not UTF-8 are bad input, named with the file. A byte
     order mark, which editors on Windows write, is not part of it."""
+    data = path.read_bytes()
+    mark = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return data[mark:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        where = mark + exc.start  # in the file, as an editor counts
         raise ValueError(
-            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {where})"
         ) from None
 
 
@@ -337,20 +341,27 @@ def without_spans(turns: Sequence[Turn], spans: Sequence[tuple[float, float]]) -
     return kept
 
 
-def check_speaker_counts(truth: int, hypothesis: int) -> None:
-    """Refuse, as bad input, what meeteval's cpWER would refuse deep inside."""
-    if max(truth, hypothesis) > MAX_SPEAKERS:
+def check_speaker_counts(truth: int, transcript: int = 0) -> None:
+    """Refuse, as bad input, what meeteval's cpWER would refuse deep inside: more than
+    :data:`MAX_SPEAKERS` speakers with turns on either side."""
+    over = [
+        f"the {side} has {count}"
+        for side, count in (("truth", truth), ("transcript", transcript))
+        if count > MAX_SPEAKERS
+    ]
+    if over:
         raise ValueError(
             f"cpWER is scored with meeteval, which takes at most {MAX_SPEAKERS} speakers on "
-            f"either side; the truth has {truth} and the transcript {hypothesis}"
+            f"either side: {' and '.join(over)}"
         )
 
 
 def _units_warning(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> list[str]:
-    """A warning when the two sides' times are of different sizes: one in milliseconds, most
-    likely, which would be scored as if every word were said at another time."""
+    """A warning when one side's times are about a thousand times the other's: milliseconds
+    on one side, most likely, which would be scored as if every word were said at another
+    time. (A transcript that stops early, or a truth of the first minutes only, is not.)"""
     ends = max((t.end for t in hypothesis), default=0.0), max(t.end for t in truth)
-    if min(ends) > 0 and max(ends) / min(ends) > _UNITS_RATIO:
+    if min(ends) > 0 and _UNITS_RATIOS[0] < max(ends) / min(ends) < _UNITS_RATIOS[1]:
         return [
             f"the truth runs to {ends[1]:g} s and the transcript to {ends[0]:g} s: are both "
             "in seconds?"
@@ -358,8 +369,9 @@ def _units_warning(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> list[st
     return []
 
 
-_UNITS_RATIO = 20.0
-"""How many times longer one side may run than the other before its units are in doubt."""
+_UNITS_RATIOS = (250.0, 4000.0)
+"""How many times longer one side runs than the other when it is in milliseconds and the
+other in seconds, with room for either to stop early."""
 
 
 def _listed(names: Iterable[str]) -> str:

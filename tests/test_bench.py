@@ -100,7 +100,7 @@ def test_bench_refuses_a_truth_of_more_speakers_than_it_can_score_before_running
     (meeting_copy / "truth.json").write_text(json.dumps(crowd))
     assert main(["bench", str(meeting_copy / "manifest.json"), "--json"]) == 2
     out, err = capsys.readouterr()
-    assert "at most 20 speakers on either side; the truth has 21" in err
+    assert "at most 20 speakers on either side: the truth has 21" in err
     assert "bench: running" not in err and out == ""
 
 

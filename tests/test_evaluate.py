@@ -165,6 +165,10 @@ def test_a_byte_order_mark_is_read_as_nothing(tmp_path):
     seglst.write_text(json.dumps([entry]), encoding="utf-8-sig")
     assert [t.text for t in load_turns(stm)] == ["hello there"]
     assert [t.text for t in load_turns(seglst)] == ["hi"]
+    broken = tmp_path / "broken.stm"
+    broken.write_bytes(b"\xef\xbb\xbfab\xffcd")
+    with pytest.raises(ValueError, match=r"byte 0xff at offset 5\)"):  # as an editor counts
+        load_turns(broken)
 
 
 def test_a_true_utterance_of_no_length_is_met_by_a_transcript_utterance_that_holds_it():
@@ -180,7 +184,7 @@ def test_a_true_utterance_of_no_length_is_met_by_a_transcript_utterance_that_hol
 
 def test_more_speakers_than_meeteval_scores_is_refused_in_plain_words():
     truth = [Turn(speaker=f"s{i}", start=i, end=i + 0.5, text="hello") for i in range(21)]
-    with pytest.raises(ValueError, match="at most 20 speakers on either side; the truth has 21"):
+    with pytest.raises(ValueError, match="at most 20 speakers on either side: the truth has 21"):
         evaluate(truth, truth)
     assert evaluate(truth[:20], truth[:20]).cpwer == 0.0
 
@@ -190,12 +194,13 @@ def test_times_of_another_unit_on_one_side_are_warned_of():
     hypothesis = [Turn(speaker="a", start=1.0, end=4.0, text="hello there")]
     (warning,) = evaluate(hypothesis, truth).warnings
     assert "the truth runs to 4000 s and the transcript to 4 s: are both in seconds?" in warning
-    assert (
-        evaluate(
-            hypothesis, [t.model_copy(update={"start": 1.0, "end": 4.0}) for t in truth]
-        ).warnings
-        == []
-    )
+
+    in_seconds = [Turn(speaker="a", start=1.0, end=4.0, text="hello there")]
+    assert evaluate(hypothesis, in_seconds).warnings == []
+    # An hour of truth, and a transcript that stopped after 90 s (tracks lost): no unit mix-up.
+    hour = [*in_seconds, Turn(speaker="a", start=3500, end=3570, text="goodbye")]
+    stopped = [Turn(speaker="a", start=1.0, end=90.0, text="hello there")]
+    assert evaluate(stopped, hour).warnings == []
 
 
 def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sample_dir):
