@@ -57,6 +57,7 @@ from .transcript import (
     Utterance,
     Word,
     ends_sentence,
+    one_line,
 )
 
 __all__ = [
@@ -114,6 +115,7 @@ __all__ = [
     "frame_runs",
     "level_db",
     "load_jobs",
+    "one_line",
     "outlying_starts",
     "parse_file_name",
     "protect_http_logs",

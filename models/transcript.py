@@ -2,6 +2,7 @@
 
 import html
 import json
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Literal
@@ -179,7 +180,7 @@ class Transcript(BaseModel):
         """The name people read for a speaker: the display name, else the user id. Where two
         speakers would read the same (two Alices; "José" typed two ways), each display name
         has the user id after it, so that no export puts one person's words on the other."""
-        names = {s.user_id: s.display_name or s.user_id for s in self.speakers}
+        names = {s.user_id: _shown_name(s) for s in self.speakers}
         name = names.get(user_id, user_id)
         key = _name_key(name)
         shared = sum(_name_key(other) == key for other in names.values()) > 1
@@ -262,6 +263,22 @@ class Transcript(BaseModel):
             raise TranscriptError(f"{path}: {describe(exc)}") from None
 
 
+def one_line(text: str) -> str:
+    """Text as the exports show it, on one line: a line break (a display name typed with one)
+    would end a subtitle cue early, or start what a player reads as the next cue. Control
+    characters go too, and the bidirectional overrides and isolates that would show the
+    words after a name in another order than they were said."""
+    return " ".join(_UNSHOWN.sub("", text).split())
+
+
+_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown_name(speaker: Speaker) -> str:
+    """The display name, unless nothing of it would show: then the user id."""
+    return speaker.display_name if one_line(speaker.display_name or "") else speaker.user_id
+
+
 def _name_key(name: str) -> str:
     """What two names are compared by: as they look, not as they are encoded."""
-    return unicodedata.normalize("NFKC", name).casefold()
+    return one_line(unicodedata.normalize("NFKC", name)).casefold()

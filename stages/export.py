@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from models import Transcript, Utterance, Word, atomic_write_files, format_clock
+from models import Transcript, Utterance, Word, atomic_write_files, format_clock, one_line
 
 __all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
 
@@ -37,11 +37,11 @@ def to_vtt(transcript: Transcript) -> str:
     blocks = ["WEBVTT"]
     if transcript.partial:
         # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
-        lost = (re.sub(r"-+>", "->", _one_line(line)) for line in transcript.problems())
+        lost = (re.sub(r"-+>", "->", one_line(line)) for line in transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
     for start, end, speaker, text in _cues(transcript):
-        name = _vtt_escape(_one_line(transcript.speaker_name(speaker)))
-        line = _vtt_escape(_one_line(text))
+        name = _vtt_escape(one_line(transcript.speaker_name(speaker)))
+        line = _vtt_escape(one_line(text))
         blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
     return "\n\n".join(blocks) + "\n"
 
@@ -52,8 +52,8 @@ def to_srt(transcript: Transcript) -> str:
     has it comments: a partial transcript is marked in the other formats only."""
     blocks = []
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
-        name = _srt_inert(_one_line(transcript.speaker_name(speaker)))
-        line = _srt_inert(_one_line(text))
+        name = _srt_inert(one_line(transcript.speaker_name(speaker)))
+        line = _srt_inert(one_line(text))
         blocks.append(
             f"{number}\n{format_clock(start, ',')} --> {format_clock(end, ',')}\n{name}: {line}"
         )
@@ -64,12 +64,12 @@ def to_txt(transcript: Transcript) -> str:
     """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
     inputs lost, each on a line starting ``#``, and a blank line."""
     lines = [
-        f"[{format_clock(u.start)}] {_one_line(transcript.speaker_name(u.speaker))}: "
-        f"{_one_line(u.text)}"
+        f"[{format_clock(u.start)}] {one_line(transcript.speaker_name(u.speaker))}: "
+        f"{one_line(u.text)}"
         for u in transcript.utterances
     ]
     if transcript.partial:
-        lost = [f"#   {_one_line(line)}" for line in transcript.problems()]
+        lost = [f"#   {one_line(line)}" for line in transcript.problems()]
         lines = [f"# {_PARTIAL}", *lost, "", *lines]
     return "\n".join(lines) + ("\n" if lines else "")
 
@@ -271,17 +271,6 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
         end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
         out.append((start, end, " ".join(w.word for w in words)))
     return out
-
-
-def _one_line(text: str) -> str:
-    """Names and words on one line: a line break in either (a display name typed with one)
-    would end a cue early, or start what a player reads as the next cue. Control characters
-    go too, and the bidirectional overrides and isolates that would show the words after a
-    name in another order than they were said."""
-    return " ".join(_UNSHOWN.sub("", text).split())
-
-
-_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 _SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{|-(?=->)")

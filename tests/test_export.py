@@ -107,6 +107,19 @@ def test_two_speakers_who_would_read_the_same_are_told_apart_by_their_user_ids(t
     assert "] Jos\u00e9: " in to_txt(transcript)  # one of a name: nothing added
 
 
+def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(transcript):
+    transcript.speakers = [
+        Speaker(user_id="u-a", display_name="Alice  Smith"),
+        Speaker(user_id="u-b", display_name="Alice Smith\u202e"),
+    ]
+    assert to_txt(transcript) == (
+        "[00:00:01] Alice Smith (u-a): Hello <team> & all.\n[00:01:02] Alice Smith (u-b): Hi.\n"
+    )
+    # A name of nothing that shows is no name: the user id stands in.
+    transcript.speakers = [Speaker(user_id="u-a", display_name="\u202e"), Speaker(user_id="u-b")]
+    assert to_txt(transcript).startswith("[00:00:01] u-a: Hello")
+
+
 def test_a_name_cannot_reorder_or_hide_what_follows_it(transcript):
     # A right-to-left override shows the words after the name backwards; escapes move cursors.
     transcript.speakers[0] = Speaker(user_id="u-a", display_name="Bruno\u202e\x1b[2J\x00")
