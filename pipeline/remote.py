@@ -7,12 +7,19 @@ manifest folder ``trackscribe transcribe`` can read again), the transcript to ``
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from models import Recording, Transcript
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
-from stages.record import DEFAULT_WAIT, RealtimeKitClient, UploadTimeoutError
+from stages.record import (
+    DEFAULT_WAIT,
+    RealtimeKitClient,
+    RealtimeKitError,
+    RecordingFailedError,
+    UploadTimeoutError,
+)
 from stages.transcribe import Transcriber
 
 from .core import NoUsableTrackError, PipelineOptions, bars_wanted, run_meeting
@@ -59,6 +66,7 @@ def record(
     if stop_after is not None:
         # Watched meanwhile: a meeting that ends first, or a recording that fails, is not
         # waited out, nor stopped when it has already stopped.
+        stop_at = time.monotonic() + stop_after
         try:
             return client.wait_until_uploaded(
                 recording.id,
@@ -67,8 +75,16 @@ def record(
                 on_status=lambda r: say(f"recording {r.id}: {r.status}"),
             )
         except UploadTimeoutError:
-            client.stop(recording.id)
-            say(f"stopped recording {recording.id} after {stop_after:g} s")
+            pass  # still going: stopped now, as asked
+        except RecordingFailedError:
+            raise  # ended ERRORED
+        except RealtimeKitError as exc:  # cannot be watched: stopped when asked all the same
+            log.warning(
+                "%s; recording %s is stopped at the time asked all the same", exc, recording.id
+            )
+            time.sleep(max(0.0, stop_at - time.monotonic()))
+        client.stop(recording.id)
+        say(f"stopped recording {recording.id} after {stop_after:g} s")
     recording = client.wait_until_uploaded(
         recording.id,
         timeout=timeout,

@@ -377,7 +377,7 @@ class RealtimeKitClient:
                 return None
             if done(current.status):
                 return current
-            if current.status not in _NOT_STOPPED:
+            if current.status in _STOPPED:
                 raise RealtimeKitError(
                     409,
                     None,
@@ -512,6 +512,8 @@ def _segment(value: str, what: str, call: str) -> str:
 
 
 _NOT_STOPPED = ("INVOKED", "RECORDING", "PAUSED")
+_STOPPED = ("UPLOADING", "UPLOADED", "ERRORED")
+"""Known to have stopped for good (a status added later is neither, until it is known)."""
 
 
 def _check_base_url(base_url: str) -> None:

@@ -466,7 +466,7 @@ class _Scripted(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = _answer
+    do_GET = do_POST = do_PUT = _answer
 
     def log_message(self, *args: object) -> None:
         pass
@@ -503,6 +503,23 @@ def test_a_start_whose_answer_was_lost_is_not_repeated_when_nothing_can_tell_if_
     assert seen.count("POST") == 1  # not a second recording, nor a 409 that hides the first
     assert caught.value.status == 504
     assert "may have taken effect all the same" in str(caught.value)
+
+
+def test_a_recording_that_cannot_be_watched_is_still_stopped_when_asked():
+    recording = {"id": "r1", "status": "RECORDING"}
+
+    def answers(method: str, path: str, count: int) -> tuple[int, dict]:
+        if method == "POST":
+            return 201, {"success": True, "data": {"recording": recording}}
+        if method == "GET":  # this token may start and stop, but not look
+            return 403, {"success": False, "error": {"code": 403, "message": "forbidden"}}
+        return 200, {"success": True, "data": recording | {"status": "UPLOADING"}}
+
+    seen: list[str] = []
+    with _scripted_client(answers, seen) as client, pytest.raises(RealtimeKitError) as caught:
+        remote.record(client, "m1", stop_after=0.2, poll=0.01)
+    assert "PUT" in seen  # stopped at the time asked, not left recording for a day
+    assert caught.value.status == 403  # and then the wait for the upload says why it failed
 
 
 def test_an_answer_that_is_not_a_recording_is_not_waited_on_until_the_deadline():
