@@ -83,7 +83,6 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
     and some of the last; only a crash during the renames themselves could leave it so."""
     staged: list[tuple[Path, Path]] = []
     renamed: list[tuple[Path, bool, Path | None]] = []  # each file, whether it was there, its old
-    whole = False
     try:
         for path, data in files.items():
             if path.is_dir():
@@ -97,22 +96,20 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
                 with writing(path):
                     os.replace(tmp, path)
             except BaseException:
-                if not os.path.lexists(tmp):  # renamed, then interrupted (Ctrl-C)
-                    renamed.append((path, existed, old))
-                    whole = len(renamed) == len(staged)  # then only the interrupt is left
+                if not os.path.lexists(tmp):  # renamed, then interrupted (Ctrl-C): if it was
+                    renamed.append((path, existed, old))  # the last, the write is whole
                 elif old is not None:
                     old.unlink(missing_ok=True)
                 raise
             renamed.append((path, existed, old))
-        whole = True
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-        if not whole:
+        if len(renamed) < len(staged):
             _put_back(renamed)
         raise
     finally:
-        if whole:
+        if len(renamed) == len(staged):
             for _, _, old in renamed:
                 if old is not None:
                     old.unlink(missing_ok=True)

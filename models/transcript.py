@@ -4,6 +4,7 @@ import html
 import json
 import re
 import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,16 +178,22 @@ class Transcript(BaseModel):
         return lines
 
     def speaker_name(self, user_id: str) -> str:
-        """The name people read for a speaker: the display name, else the user id. Where two
+        """The name people read for a speaker (see :meth:`speaker_names`); the user id for
+        one the transcript does not list."""
+        return self.speaker_names().get(user_id, user_id)
+
+    def speaker_names(self) -> dict[str, str]:
+        """User id -> the name people read: the display name, else the user id. Where two
         speakers would read the same (two Alices; "José" typed two ways), each display name
         has the user id after it, so that no export puts one person's words on the other."""
         names = {s.user_id: _shown_name(s) for s in self.speakers}
-        name = names.get(user_id, user_id)
-        key = _name_key(name)
-        shared = sum(_name_key(other) == key for other in names.values()) > 1
-        if shared and name != user_id:
-            return f"{name} ({user_id})"
-        return name
+        readings = Counter(_name_key(name) for name in names.values())
+        return {
+            user_id: f"{name} ({user_id})"
+            if readings[_name_key(name)] > 1 and name != user_id
+            else name
+            for user_id, name in names.items()
+        }
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
@@ -198,11 +205,12 @@ class Transcript(BaseModel):
         """
         import pandas as pd
 
+        names = self.speaker_names()
         return pd.DataFrame(
             [
                 {
                     "speaker": u.speaker,
-                    "name": self.speaker_name(u.speaker),
+                    "name": names.get(u.speaker, u.speaker),
                     "start": u.start,
                     "end": u.end,
                     "start_time": u.start_time,
@@ -228,8 +236,10 @@ class Transcript(BaseModel):
 
     def _repr_html_(self) -> str:
         """How a notebook shows a transcript: who said what, when, and what was lost."""
+        names = self.speaker_names()
         rows = "".join(
-            f"<tr><td>{format_clock(u.start)}</td><td>{html.escape(self.speaker_name(u.speaker))}"
+            f"<tr><td>{format_clock(u.start)}</td>"
+            f"<td>{html.escape(names.get(u.speaker, u.speaker))}"
             f"</td><td>{html.escape(u.text)}</td></tr>"
             for u in self.utterances
         )

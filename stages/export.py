@@ -39,8 +39,9 @@ def to_vtt(transcript: Transcript) -> str:
         # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
         lost = (re.sub(r"-+>", "->", one_line(line)) for line in transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
+    names = transcript.speaker_names()
     for start, end, speaker, text in _cues(transcript):
-        name = _vtt_escape(one_line(transcript.speaker_name(speaker)))
+        name = _vtt_escape(one_line(names.get(speaker, speaker)))
         line = _vtt_escape(one_line(text))
         blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
     return "\n\n".join(blocks) + "\n"
@@ -51,8 +52,9 @@ def to_srt(transcript: Transcript) -> str:
     players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`. Nor
     has it comments: a partial transcript is marked in the other formats only."""
     blocks = []
+    names = transcript.speaker_names()
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
-        name = _srt_inert(one_line(transcript.speaker_name(speaker)))
+        name = _srt_inert(one_line(names.get(speaker, speaker)))
         line = _srt_inert(one_line(text))
         blocks.append(
             f"{number}\n{format_clock(start, ',')} --> {format_clock(end, ',')}\n{name}: {line}"
@@ -63,9 +65,9 @@ def to_srt(transcript: Transcript) -> str:
 def to_txt(transcript: Transcript) -> str:
     """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
     inputs lost, each on a line starting ``#``, and a blank line."""
+    names = transcript.speaker_names()
     lines = [
-        f"[{format_clock(u.start)}] {one_line(transcript.speaker_name(u.speaker))}: "
-        f"{one_line(u.text)}"
+        f"[{format_clock(u.start)}] {one_line(names.get(u.speaker, u.speaker))}: {one_line(u.text)}"
         for u in transcript.utterances
     ]
     if transcript.partial:
