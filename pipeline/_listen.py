@@ -6,7 +6,7 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
 
-__all__ = ["LocalServer", "listen", "url_host"]
+__all__ = ["LocalServer", "listen"]
 
 _Server = TypeVar("_Server")
 

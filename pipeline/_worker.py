@@ -36,13 +36,14 @@ __all__ = [
     "guard_hint",
     "interruptible",
     "interrupts_held",
-    "start_worker",
 ]
 
 
 class Terminated(KeyboardInterrupt):
-    """A stop that reached this process only (SIGTERM, as the command line raises it): taken
-    the way Ctrl-C is, but the worker processes did not get it, so they are made to exit."""
+    """A stop that reached this process only (SIGTERM from a service manager or ``kill``, as
+    the command line raises it): taken the way Ctrl-C is, so that the same clean-up runs
+    (workers stopped, scratch audio removed, no half-written output); but the worker
+    processes did not get it, so they are made to exit."""
 
 
 class WorkerLink:

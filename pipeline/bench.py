@@ -37,6 +37,7 @@ from .core import NoUsableTrackError, PipelineOptions, run_meeting
 from .evaluate import (
     Evaluation,
     Turn,
+    TurnFile,
     check_speaker_counts,
     evaluate,
     load_turns,
@@ -86,6 +87,7 @@ def bench(
     manifest_path: Path,
     *,
     truth_path: Path | None = None,
+    truth_file: TurnFile | None = None,
     options: PipelineOptions | None = None,
     approaches: tuple[str, ...] | None = None,
     on_start: Any = None,
@@ -94,6 +96,7 @@ def bench(
 
     ``approaches`` defaults to every one the inputs allow (``oracle`` only with a truth).
     An approach that cannot run on the input is recorded as failed; the others still run.
+    ``truth_file`` is ``truth_path`` already read and checked by the caller, if it has been.
     """
     if approaches is None:
         approaches = available_approaches(truth_path is not None)
@@ -101,10 +104,11 @@ def bench(
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()
     manifest = Manifest.load(manifest_path)
-    truth, _, excluded = read_turns(truth_path) if truth_path else (None, None, [])
+    if truth_file is None and truth_path is not None:
+        truth_file = read_turns(truth_path)
+        check_speaker_counts(len({t.speaker for t in truth_file.turns}))  # now, not at the end
+    truth, excluded = (truth_file.turns, truth_file.excluded) if truth_file else (None, [])
     participants = list(dict.fromkeys(t.user_id for t in manifest.tracks))
-    if truth is not None:  # refused now, not after every approach has run
-        check_speaker_counts(len({t.speaker for t in truth}))
     context = multiprocessing.get_context("spawn")
     results: dict[str, Approach] = {}
     meeting_s = None

@@ -53,7 +53,7 @@ from ._worker import Terminated
 from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
-from .evaluate import Evaluation, check_speaker_counts, evaluate, load_turns, read_turns
+from .evaluate import Evaluation, check_speaker_counts, evaluate, read_turns
 from .plot import image_format, plot_timeline
 
 
@@ -82,18 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-class _Terminated(Terminated):
-    """SIGTERM (a service manager stopping us, ``kill``), taken the way Ctrl-C is, so that
-    the same clean-up runs: workers stopped, scratch audio removed, no half-written output."""
-
-
 def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise Terminated
 
 
 @contextlib.contextmanager
 def _terminable() -> Iterator[None]:
-    """SIGTERM as :class:`_Terminated` while the command runs (main thread only; a caller
+    """SIGTERM as :class:`Terminated` while the command runs (main thread only; a caller
     that runs :func:`main` elsewhere keeps its own handling)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -110,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with _terminable():
             return args.run(args)
-    except _Terminated:
+    except Terminated:
         print("trackscribe: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except ManifestError as exc:
@@ -375,20 +370,21 @@ def _run_bench(args: argparse.Namespace) -> int:
         return _bad_input("--plot draws the pipeline's timeline: add pipeline to --approaches")
     if args.plot:
         _plot_file(args.plot)
-    truth_turns = None
+    truth_file = None
     if truth is not None:
         try:
-            truth_turns = load_turns(truth)
+            truth_file = read_turns(truth)
         except (OSError, ValueError) as exc:
             return _bad_input(f"bad truth: {exc}")
         try:
-            check_speaker_counts(len({t.speaker for t in truth_turns}))
+            check_speaker_counts(len({t.speaker for t in truth_file.turns}))
         except ValueError as exc:
             return _bad_input(f"{truth}: {exc}")
     options = pipeline_options(args)
     results = bench(
         args.manifest,
         truth_path=truth,
+        truth_file=truth_file,
         options=options,
         approaches=tuple(args.approaches),
         on_start=lambda name: print(f"bench: running {name} ...", file=sys.stderr),
@@ -400,7 +396,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.plot and results["pipeline"].failed is None:
         plot_timeline(
             results["pipeline"].turns,
-            truth_turns,
+            truth_file.turns,
             args.plot,
             speakers=[t.user_id for t in manifest.tracks],
             title="pipeline vs truth",

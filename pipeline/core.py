@@ -564,8 +564,7 @@ def _analyse(
                 # None sent: the workers could not start. Some sent: one of them already broke
                 # the pool (a file that crashed its decoder at once); the rest are left over.
                 pass
-            sent = {item.index for item in futures.values()}
-            leftover = [item for item in ordered if item.index not in sent]
+            leftover = ordered[len(futures) :]  # sent in this order, each that was sent
             for future in as_completed(futures):
                 item = futures[future]
                 try:

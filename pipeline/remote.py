@@ -63,6 +63,10 @@ def record(
         on_started(recording)
     who = ", ".join(user_ids) if user_ids else "every participant"
     say(f"started track recording {recording.id} of meeting {meeting_id} for {who}")
+
+    def heard(r: Recording) -> None:
+        say(f"recording {r.id}: {r.status}")
+
     if stop_after is not None:
         # Watched meanwhile: a meeting that ends first, or a recording that fails, is not
         # waited out, nor stopped when it has already stopped.
@@ -72,7 +76,7 @@ def record(
                 recording.id,
                 timeout=stop_after,
                 poll=poll,
-                on_status=lambda r: say(f"recording {r.id}: {r.status}"),
+                on_status=heard,
             )
         except UploadTimeoutError:
             pass  # still going: stopped now, as asked
@@ -85,13 +89,7 @@ def record(
             time.sleep(max(0.0, stop_at - time.monotonic()))
         client.stop(recording.id)
         say(f"stopped recording {recording.id} after {stop_after:g} s")
-    recording = client.wait_until_uploaded(
-        recording.id,
-        timeout=timeout,
-        poll=poll,
-        on_status=lambda r: say(f"recording {r.id}: {r.status}"),
-    )
-    return recording
+    return client.wait_until_uploaded(recording.id, timeout=timeout, poll=poll, on_status=heard)
 
 
 def seconds_problem(value: float, *, zero: bool) -> str | None:
