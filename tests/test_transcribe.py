@@ -459,3 +459,29 @@ def test_the_costliest_track_goes_to_the_model_first_and_its_batches_stay_togeth
     ]
     transcriber.transcribe_tracks(tracks)
     assert started == [1, 1, 1, 0, 2]
+
+
+def test_an_interrupt_stops_transcription_without_running_the_batches_still_queued(
+    transcriber, tmp_path, monkeypatch
+):
+    # Ctrl-C in a notebook or a terminal: waiting for every queued batch of an hour-long
+    # meeting would look like a hang of minutes. Only what is already on the model finishes.
+    audio = decode(write_webm(tmp_path / "long.webm", silence(40)), tmp_path / "long.pcm")
+    started = []
+
+    def record(batch, tracks):
+        started.append(batch[0].track)
+        return [(window, []) for window in batch]
+
+    def press_ctrl_c(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transcriber, "_run_batch", record)
+    one_at_a_time = {"parallel": 1, "batch_size": 1, "max_window": 5.0}
+    monkeypatch.setattr(
+        transcriber, "options", transcriber.options.model_copy(update=one_at_a_time)
+    )
+    regions = [SpeechRegion(start=10.0 * k, end=10.0 * k + 5.0) for k in range(4)]
+    with pytest.raises(KeyboardInterrupt):
+        transcriber.transcribe_tracks([(audio, regions)] * 3, on_progress=press_ctrl_c)
+    assert len(started) <= 2  # the batch whose progress was being told, and the one after

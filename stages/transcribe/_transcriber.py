@@ -2,6 +2,7 @@
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -109,9 +110,11 @@ class Transcriber:
                 except Exception as exc:  # keeping it failed (a full disk): that track's loss
                     failures[index] = exc
 
+        stopping = threading.Event()
+
         def run(batch: list[Window]) -> list[tuple[Window, list[Segment]]]:
-            if batch[0].track in failures:
-                return []  # its track has failed already: the rest of it is of no use
+            if stopping.is_set() or batch[0].track in failures:
+                return []  # stopped, or its track has failed already: of no use any more
             return self._run_batch(batch, tracks)
 
         for index, count in enumerate(pending):
@@ -122,21 +125,28 @@ class Transcriber:
             ThreadPoolExecutor(o.parallel, thread_name_prefix="transcribe") as pool,
         ):
             futures = {pool.submit(run, batch): batch[0].track for batch in batches}
-            for future in as_completed(futures):
-                track = futures[future]
-                try:
-                    done = future.result()
-                except Exception as exc:
-                    failures.setdefault(track, exc)
-                if track in failures:
-                    continue
-                for window, segments in done:
-                    results[track].extend(segments)
-                    if on_progress is not None:
-                        on_progress(window.duration)
-                pending[track] -= 1
-                if pending[track] == 0:
-                    finish(track)
+            try:
+                for future in as_completed(futures):
+                    track = futures[future]
+                    try:
+                        done = future.result()
+                    except Exception as exc:
+                        failures.setdefault(track, exc)
+                    if track in failures:
+                        continue
+                    for window, segments in done:
+                        results[track].extend(segments)
+                        if on_progress is not None:
+                            on_progress(window.duration)
+                    pending[track] -= 1
+                    if pending[track] == 0:
+                        finish(track)
+            except BaseException:
+                # Ctrl-C (or a callback that failed): only the batches already on the model
+                # are waited for, not every one still queued, which on a long meeting is minutes.
+                stopping.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         if failures:
             for index in failures:
                 results[index] = []
