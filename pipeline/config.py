@@ -46,7 +46,7 @@ class ConfigError(ValueError):
 class ApiSettings(BaseModel):
     """The account, app and credentials to call RealtimeKit with."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str = DEFAULT_BASE_URL
     api_token: SecretStr | None = None

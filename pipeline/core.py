@@ -11,7 +11,7 @@ import math
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -78,7 +78,7 @@ _T = TypeVar("_T")
 class PipelineOptions(BaseModel):
     """Every setting of a run; those that can change a transcript go into its provenance."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     vad: VadOptions = Field(default_factory=VadOptions)
     attribution: AttributionOptions = Field(default_factory=AttributionOptions)
@@ -170,13 +170,14 @@ class MeetingRun:
 def transcribe_tracks(
     manifest: Manifest | Path | str,
     *,
-    options: PipelineOptions | None = None,
+    options: PipelineOptions | Mapping[str, Any] | None = None,
     progress: bool | None = None,
-    workdir: Path | None = None,
+    workdir: Path | str | None = None,
 ) -> Transcript:
     """Transcribe a meeting's tracks into one speaker-attributed transcript.
 
-    ``manifest`` is a :class:`Manifest` or the path of a ``manifest.json``. ``workdir`` is where
+    ``manifest`` is a :class:`Manifest` or the path of a ``manifest.json``; ``options`` a
+    :class:`PipelineOptions` or a dict of the same shape. ``workdir`` is where
     decoded audio is kept while the meeting is processed (about 115 MB per hour of track;
     default: the system's temporary folder); it is removed afterwards. ``progress`` draws
     progress bars; by default (None) only where someone watches (see :func:`bars_wanted`).
@@ -204,9 +205,9 @@ def bars_wanted(progress: bool | None) -> bool:
 def run_meeting(
     manifest: Manifest | Path | str,
     *,
-    options: PipelineOptions | None = None,
+    options: PipelineOptions | Mapping[str, Any] | None = None,
     progress: bool | None = None,
-    workdir: Path | None = None,
+    workdir: Path | str | None = None,
     workers: int | None = None,
     decode_apart: bool = False,
     transcriber: Transcriber | None = None,
@@ -227,7 +228,7 @@ def run_meeting(
     """
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
-    options = options or PipelineOptions()
+    options = _checked_arguments(options, progress, workdir)
     if transcriber is not None:
         _check_loaded_as(transcriber, options.transcribe)
     progress = bars_wanted(progress)
@@ -285,6 +286,25 @@ def run_meeting(
     with _timer(stats, "merge_s"):
         transcript = merge(manifest, segments, provenance, options.merge, timings, origin)
     return MeetingRun(transcript=transcript, stats=stats)
+
+
+def _checked_arguments(
+    options: PipelineOptions | Mapping[str, Any] | None,
+    progress: bool | None,
+    workdir: Path | str | None,
+) -> PipelineOptions:
+    """The options to run with, after refusing arguments that would be misread later: in a
+    notebook, ``progress="no"`` would draw bars, and a missing ``workdir`` would fail under a
+    folder name made up here instead of the one given."""
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, not {progress!r}")
+    if workdir is not None and not Path(workdir).is_dir():
+        raise NotADirectoryError(f"workdir {workdir}: no such folder")
+    if options is None:
+        return PipelineOptions()
+    if isinstance(options, PipelineOptions):
+        return options
+    return PipelineOptions.model_validate(options)  # a dict, as in a notebook
 
 
 def _check_loaded_as(transcriber: Transcriber, wanted: TranscribeOptions) -> None:

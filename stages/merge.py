@@ -28,7 +28,7 @@ __all__ = ["MergeOptions", "meeting_origin", "merge", "track_offsets"]
 
 
 class MergeOptions(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     join_gap: float = Field(
         0.95,

@@ -31,7 +31,7 @@ __all__ = ["VadOptions", "detect_speech", "speech_regions", "voice_activity"]
 class VadOptions(BaseModel):
     """How speech is told apart from everything else. Times in seconds."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode: 3 rejects most")
     frame_ms: Literal[10, 20, 30] = Field(30, description="webrtcvad frame length, ms")

@@ -20,6 +20,7 @@ from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
 from pipeline._scratch import scratch_folder
 from pipeline._worker import WorkerLink, _lowest_level, interruptible, interrupts_held
+from pipeline.config import ApiSettings
 from pipeline.core import bars_wanted, run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
 
@@ -402,6 +403,43 @@ def test_a_model_loaded_with_other_settings_than_the_options_is_refused(sample_m
     threads_apart = Transcriber(TranscribeOptions(cpu_threads=1))  # runtime only: any will do
     run = run_meeting(sample_manifest, transcriber=threads_apart, progress=False)
     assert run.transcript.provenance.parameters["transcribe"]["beam_size"] == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "misspelt"),
+    [
+        ({"transcribe": {"beamsize": 1}}, "beamsize"),
+        ({"vadd": {"aggressiveness": 3}}, "vadd"),
+        ({"vad": {"aggressivenes": 3}}, "aggressivenes"),
+    ],
+)
+def test_a_misspelt_setting_is_refused_by_name_instead_of_running_with_the_default(
+    sample_manifest, options, misspelt
+):
+    # In a notebook, a setting that is quietly ignored is an experiment that measured nothing.
+    with pytest.raises(ValueError, match=misspelt):
+        transcribe_tracks(sample_manifest, options=options, progress=False)
+    with pytest.raises(ValueError, match="api_tokn"):
+        ApiSettings(api_tokn="secret")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"progress": "no"}, "progress must be True, False or None, not 'no'"),
+        ({"workdir": "/nonexistent/scratch"}, "workdir /nonexistent/scratch: no such folder"),
+    ],
+)
+def test_arguments_that_would_be_misread_are_refused_before_any_work(
+    sample_manifest, arguments, message, monkeypatch
+):
+    monkeypatch.setattr(Transcriber, "__init__", _no_model_needed)
+    with pytest.raises((TypeError, OSError), match=message):
+        transcribe_tracks(sample_manifest, **arguments)
+
+
+def _no_model_needed(self, *args, **kwargs):
+    raise AssertionError("the arguments were not checked first")
 
 
 class _Terminal(io.StringIO):

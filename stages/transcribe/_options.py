@@ -15,7 +15,7 @@ class ModelError(ValueError):
 class TranscribeOptions(BaseModel):
     """Model choice, decoding settings and the guards against Whisper's known failures."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"parallel", "cpu_threads"})
     """How the work is spread over threads. Batches hold one track's windows whatever runs
