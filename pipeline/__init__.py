@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models import BatchSummary, Job, Manifest, ManifestError, Transcript, TranscriptError
+    from stages.export import export
 
     from .batch import run_batch
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
 
 _WHERE = {
     "BatchSummary": "models",
+    "export": "stages.export",
     "Job": "models",
     "load_jobs": "models",
     "run_batch": "pipeline.batch",
@@ -37,6 +39,7 @@ __all__ = [
     "PipelineOptions",
     "Transcript",
     "TranscriptError",
+    "export",
     "load_jobs",
     "load_manifest",
     "load_transcript",

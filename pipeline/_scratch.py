@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 _PREFIX = "trackscribe-"
 _OWNER = ".owner"  # locked while the run that made the folder lives

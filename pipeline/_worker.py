@@ -111,14 +111,11 @@ class WorkerLink:
 
 def _lowest_level() -> int:
     """The lowest level any of our loggers logs at here: a worker need not send what every
-    one of them would drop, and must send what one set lower (``stages.decode`` at DEBUG,
-    say) would keep."""
+    one of them would drop, and must send what one set lower (``trackscribe.stages.decode``
+    at DEBUG, say) would keep."""
     known = list(logging.Logger.manager.loggerDict)  # at once: other threads add loggers
-    names = ["stages", "pipeline", *(name for name in known if name.startswith(_OURS))]
+    names = ["trackscribe", *(name for name in known if name.startswith("trackscribe."))]
     return min(logging.getLogger(name).getEffectiveLevel() for name in names)
-
-
-_OURS = ("stages.", "pipeline.")
 
 
 _LAST_RECORDS_WAIT = 5.0

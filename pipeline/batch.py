@@ -83,7 +83,7 @@ __all__ = ["process_meeting", "run_batch"]
 if TYPE_CHECKING:
     import distributed
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 _DONE = "done.json"
 _STARTED = "recording.json"

@@ -43,7 +43,7 @@ _SEGMENTS = TypeAdapter(list[Segment])
 _TRANSCRIPT = "transcript.json"
 _T = TypeVar("_T")
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 
 def work_key(*parts: object) -> str:

@@ -70,7 +70,7 @@ __all__ = [
     "transcribe_tracks",
 ]
 
-log = logging.getLogger("trackscribe")
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 _T = TypeVar("_T")
 

@@ -26,7 +26,7 @@ from .core import NoUsableTrackError, PipelineOptions, bars_wanted, run_meeting
 
 __all__ = ["RECORDING_FOLDER", "fetch", "record", "run", "transcribe_recording"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 RECORDING_FOLDER = "recording"
 

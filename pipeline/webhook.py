@@ -29,7 +29,7 @@ from ._listen import LocalServer, listen
 
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 _MAX_BODY = 1 << 20
 _SEEN_LIMIT = 100_000

@@ -31,7 +31,7 @@ from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, sha256_file, write_error
 
 __all__ = ["DecodeError", "check_file", "decode", "decoder_version"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 _GAP_TOLERANCE = 0.010
 """WebM stamps packets in whole milliseconds; jumps smaller than this are rounding, not gaps."""

@@ -24,7 +24,7 @@ from models import Transcript, Utterance, Word, atomic_write_files, format_clock
 
 __all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
@@ -111,9 +111,14 @@ FORMATS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
 
 
 def export(
-    transcript: Transcript, out_dir: Path, formats: Iterable[str], *, replace: bool = False
+    transcript: Transcript,
+    out_dir: Path | str,
+    formats: Iterable[str] | str = tuple(FORMATS),
+    *,
+    replace: bool = False,
 ) -> dict[str, Path]:
-    """Write each format into ``out_dir``; returns the path written per format.
+    """Write each format into ``out_dir`` (one name, or several; default all of them);
+    returns the path written per format.
 
     The formats asked for are always written over. With ``replace`` the folder holds this
     transcript alone: files of other formats that an earlier export wrote there are then
@@ -122,7 +127,7 @@ def export(
     never touched. Without it, nothing is removed, and the record goes on naming what earlier
     exports wrote.
     """
-    formats = list(dict.fromkeys(formats))
+    formats = [formats] if isinstance(formats, str) else list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")

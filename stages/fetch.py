@@ -45,7 +45,7 @@ from models import (
 
 __all__ = ["FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 _T = TypeVar("_T")
 protect_http_logs()
 

@@ -37,7 +37,7 @@ __all__ = [
     "UploadTimeoutError",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 protect_http_logs()
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"

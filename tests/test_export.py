@@ -224,6 +224,15 @@ def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_pa
         export(transcript, tmp_path, [])
 
 
+def test_a_notebook_exports_from_the_public_api_with_one_format_named_or_all_of_them(
+    transcript, tmp_path
+):
+    from pipeline import export as public_export
+
+    assert list(public_export(transcript, str(tmp_path / "one"), "vtt")) == ["vtt"]
+    assert set(public_export(transcript, tmp_path / "all")) == set(FORMATS)
+
+
 def test_cues_of_a_long_utterance_and_an_overlapping_reply_are_in_time_order(transcript):
     long_text = " ".join(f"word{i}" for i in range(40))
     transcript.utterances = [utt("u-a", 0.0, 20.0, long_text), utt("u-b", 5.0, 6.0, "Right.")]
@@ -378,7 +387,7 @@ def test_replacing_removes_what_an_earlier_run_wrote_in_other_formats(transcript
     (out / "notes.txt").write_text("the reviewer's own file")
     transcript.utterances = transcript.utterances[:1]
 
-    with caplog.at_level("WARNING", logger="stages.export"):
+    with caplog.at_level("WARNING", logger="trackscribe.stages.export"):
         export(transcript, out, ["json", "vtt"], replace=True)
 
     assert sorted(p.name for p in out.iterdir()) == [
@@ -409,7 +418,7 @@ def test_replacing_keeps_a_file_changed_since_trackscribe_wrote_it_and_says_so(
     (out / "transcript.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nAlice: corrected\n")
     export(transcript, out, ["vtt"])  # a notebook adding subtitles in between
     (out / "transcript.txt").write_bytes((out / "transcript.txt").read_bytes())  # copied back
-    with caplog.at_level("WARNING", logger="stages.export"):
+    with caplog.at_level("WARNING", logger="trackscribe.stages.export"):
         export(transcript, out, ["json"], replace=True)
     assert "corrected" in (out / "transcript.srt").read_text()
     assert "kept" in caplog.text and "transcript.srt: it has changed" in caplog.text
@@ -453,7 +462,7 @@ def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
         return unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(Path, "unlink", refuse_srt)
-    with caplog.at_level("WARNING", logger="stages.export"):
+    with caplog.at_level("WARNING", logger="trackscribe.stages.export"):
         export(transcript, out, ["json"], replace=True)
 
     assert Transcript.load(out / "transcript.json") == transcript
@@ -468,7 +477,7 @@ def test_an_old_file_that_cannot_be_removed_is_named_and_the_new_ones_are_kept(
 def test_a_folder_where_the_record_goes_costs_only_the_record(transcript, tmp_path, caplog):
     out = tmp_path / "out"
     (out / ".trackscribe-exports").mkdir(parents=True)
-    with caplog.at_level("WARNING", logger="stages.export"):
+    with caplog.at_level("WARNING", logger="trackscribe.stages.export"):
         export(transcript, out, ["json", "srt"], replace=True)
         export(transcript, out, ["json"], replace=True)
     assert Transcript.load(out / "transcript.json") == transcript

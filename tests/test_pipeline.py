@@ -185,7 +185,7 @@ def test_a_truncated_track_keeps_what_it_holds_and_says_where_it_broke(
     assert transcript.partial and transcript.provenance.failures == []
     # Said in this process's log, though a decode worker found it.
     (warning,) = [r for r in caplog.records if "truncated" in r.getMessage()]
-    assert warning.name == "stages.decode" and warning.levelname == "WARNING"
+    assert warning.name == "trackscribe.stages.decode" and warning.levelname == "WARNING"
     assert alice.name in warning.getMessage()
     (broken,) = [i for i in transcript.provenance.inputs if i.problem]
     assert broken.user_id == "user-alice" and "truncated" in broken.problem
@@ -386,12 +386,11 @@ def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
 
 def test_workers_send_what_any_of_our_loggers_would_keep(caplog):
 
-    caplog.set_level(logging.WARNING, logger="stages")  # each restored after the test
-    caplog.set_level(logging.WARNING, logger="pipeline")
-    caplog.set_level(logging.NOTSET, logger="stages.decode")
+    caplog.set_level(logging.WARNING, logger="trackscribe")  # each restored after the test
+    caplog.set_level(logging.NOTSET, logger="trackscribe.stages.decode")
     assert _lowest_level() == logging.WARNING  # nothing below that would be kept
 
-    caplog.set_level(logging.DEBUG, logger="stages.decode")
+    caplog.set_level(logging.DEBUG, logger="trackscribe.stages.decode")
     assert _lowest_level() == logging.DEBUG  # a decode worker's debug lines are wanted
 
 

@@ -97,13 +97,13 @@ def test_fetching_some_users_of_a_recording_of_everyone_says_so_once_not_per_fil
 ):
     with client_for(emulator) as client:
         recording = remote.record(client, emulator.meeting_id, (), poll=0.05)
-        caplog.set_level(logging.INFO, logger="stages.fetch")
+        caplog.set_level(logging.INFO, logger="trackscribe.stages.fetch")
         result = remote.fetch(
             client, recording, tmp_path / "alice", user_ids=["user-alice"], options=QUIET
         )
     assert {t.user_id for t in result.manifest.tracks} == {"user-alice"}
     others = sum(t.user_id != "user-alice" for t in sample_manifest.tracks)
-    fetch_lines = [r for r in caplog.records if r.name == "stages.fetch"]
+    fetch_lines = [r for r in caplog.records if r.name == "trackscribe.stages.fetch"]
     assert [r.levelname for r in fetch_lines if "not asked for" in r.getMessage()] == ["INFO"]
     assert f"{others} file(s) of users not asked for" in caplog.text
     assert not [r for r in fetch_lines if r.levelno >= logging.WARNING]

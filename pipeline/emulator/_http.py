@@ -19,7 +19,7 @@ from .._listen import LocalServer
 from ._replies import Reply, rtk_error
 from ._state import TrackFile
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(f"trackscribe.{__name__}")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MAX_BODY = 1 << 20

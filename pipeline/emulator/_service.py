@@ -28,7 +28,7 @@ from ._requests import ApiError, ListQuery, read_json_object, read_layer, read_u
 from ._state import Recording, file_name, track_files
 from ._webhooks import Signer, Webhooks
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(f"trackscribe.{__name__}")
 
 FAULTS = (
     "rate_limit",

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(f"trackscribe.{__name__}")
 
 _TRIES = 5
 _BACKOFF = 0.2

@@ -15,7 +15,7 @@ from models import sha256_file
 
 from ._options import BUNDLED_MODEL, ModelError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 
 def usable_cores() -> int:

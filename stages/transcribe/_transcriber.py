@@ -27,7 +27,7 @@ from ._words import (
     unrepeated_text,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 
 class TracksFailed(Exception):

@@ -8,7 +8,7 @@ import numpy as np
 
 from models import SAMPLE_RATE, PcmAudio, SpeechRegion, Word, ends_sentence
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 
 @dataclass(frozen=True)
