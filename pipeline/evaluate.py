@@ -128,11 +128,7 @@ def read_turns(path: Path | str) -> TurnFile:
         transcript = Transcript.load(path)  # names the file and the field when it is invalid
         for i, u in enumerate(transcript.utterances):
             _check_times(path, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
-        turns = [
-            Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
-            for u in transcript.utterances
-        ]
-        return TurnFile(turns, [s.user_id for s in transcript.speakers], [])
+        return _of_transcript(transcript)
     if isinstance(raw, list):
         return TurnFile(_turns(raw, path), None, [])
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
@@ -203,6 +199,14 @@ class _Entry(BaseModel):
 _ENTRIES = TypeAdapter(list[_Entry])
 
 
+def _of_transcript(transcript: Transcript) -> TurnFile:
+    turns = [
+        Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
+        for u in transcript.utterances
+    ]
+    return TurnFile(turns, [s.user_id for s in transcript.speakers], [])
+
+
 def _turns(
     entries: Iterable[dict],
     path: Path,
@@ -259,20 +263,31 @@ def _normaliser() -> Callable[[str], str]:
 
 
 def evaluate(
-    hypothesis: Sequence[Turn],
-    truth: Sequence[Turn],
+    hypothesis: Transcript | TurnFile | Sequence[Turn],
+    truth: TurnFile | Sequence[Turn],
     *,
     participants: Sequence[str] = (),
     excluded: Sequence[tuple[float, float]] = (),
 ) -> Evaluation:
     """Score ``hypothesis`` against ``truth``.
 
+    Either may be what :func:`read_turns` gave, and the hypothesis a :class:`Transcript`.
     ``participants`` lists every speaker of the meeting, including those who never spoke (a
-    transcript knows them); words on any speaker without truth count as ``silent_track_words``.
-    ``excluded`` are stretches the truth leaves out of scoring: the hypothesis's words there
-    are left out too (:func:`without_spans`), as NIST's scoring does.
+    transcript knows them, and gives them when none are); words on any speaker without truth
+    count as ``silent_track_words``. ``excluded`` are stretches the truth leaves out of
+    scoring (an STM file's, when none are given): the hypothesis's words there are left out
+    too (:func:`without_spans`), as NIST's scoring does.
     """
     import meeteval
+
+    if isinstance(hypothesis, Transcript):
+        hypothesis = _of_transcript(hypothesis)
+    if isinstance(hypothesis, TurnFile):
+        participants = participants or hypothesis.participants or ()
+        hypothesis = hypothesis.turns
+    if isinstance(truth, TurnFile):
+        excluded = excluded or truth.excluded
+        truth = truth.turns
 
     normalise = _normaliser()
     spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words

@@ -69,6 +69,17 @@ def test_cpwer_agrees_with_an_independent_implementation(sample_transcript, samp
     )
 
 
+def test_a_notebook_scores_a_transcript_object_as_eval_scores_its_file(
+    sample_transcript, sample_dir, tmp_path
+):
+    sample_transcript.save(tmp_path / "transcript.json")
+    from_files = read_turns(tmp_path / "transcript.json")
+    truth = read_turns(sample_dir / "truth.json")
+    expected = evaluate(from_files.turns, truth.turns, participants=from_files.participants)
+    assert evaluate(sample_transcript, truth) == expected
+    assert evaluate(from_files, truth) == expected
+
+
 def test_the_truth_scored_against_itself_is_perfect(sample_dir):
     truth = load_turns(sample_dir / "truth.json")
     result = evaluate(truth, truth)
