@@ -174,7 +174,10 @@ def report(transcript: Transcript) -> int:
     """The exit status for a transcript; losses are listed on stderr."""
     if not transcript.partial:
         return EXIT_OK
-    print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
+    print(
+        "trackscribe: partial result; these inputs were lost, in whole or in part, or are damaged:",
+        file=sys.stderr,
+    )
     for line in transcript.problems():
         print(f"  {printable(line)}", file=sys.stderr)
     return EXIT_PARTIAL

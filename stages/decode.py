@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -46,6 +47,20 @@ _JUMP_BACK = 0.5
 file counts as damaged: a sender clock running slow falls behind milliseconds at a time, a
 muxer that restarted its clock mid-file by whole seconds."""
 
+
+_SUSPECT_JUMP = 2.0
+"""Seconds: a jump ahead longer than this is held back until the packets after it show
+whether the recording really paused (they go on from the new time) or one cluster of the
+file was stamped wrong (they go on from the old time, as a flipped bit in a cluster's
+timecode leaves it)."""
+
+_HELD_AT_MOST = 33.0
+"""Seconds of audio held back after a jump at most: a WebM cluster spans at most 32.767 s
+(its blocks' times are 16-bit millisecond offsets from the cluster's)."""
+
+_LONGEST_RECORDING = 86_400.0
+"""Seconds: RealtimeKit stops a recording after ``max_seconds``, 24 h unless asked; a
+timestamp past that is damage, and laying silence up to it would fill the disk."""
 
 _OPUS_RATE = 48_000
 """Opus counts pre-skip and end trimming in 48 kHz samples, whatever rate it decodes to."""
@@ -108,6 +123,7 @@ def decode(
             problem = (
                 problem
                 or _jumped_back(writer)
+                or _restamped(writer)
                 or _missing_tail(container, writer.duration + writer.dropped_seconds)
             )
             if writer.first_time is None and problem is not None:
@@ -168,6 +184,7 @@ def _decode_stream(
     """Feed all the stream's audio to ``writer``; return why decoding stopped early, or None."""
     head = _OpusHead.of(stream)
     library = _libopus() if head is not None and head.mapping_family == 0 else None
+    stopped = None
     try:
         if library and head:
             _decode_opus(container, stream, library, head, writer)
@@ -178,7 +195,13 @@ def _decode_stream(
                 time = frame.pts * time_base if frame.pts is not None and time_base else None
                 writer.write(_mono(frame), time, frame.sample_rate)
     except (av.error.FFmpegError, _OpusError) as exc:
-        return f"decoding stopped at {writer.duration:.2f} s: {_reason(exc)}"
+        stopped = exc
+    try:
+        writer.release_held()  # the file ended (or broke off) after a jump ahead
+    except av.error.FFmpegError as exc:
+        stopped = stopped or exc
+    if stopped is not None:
+        return f"decoding stopped at {writer.duration:.2f} s: {_reason(stopped)}"
     if writer.first_time is None:
         return "the audio stream holds no decodable frames"
     return None
@@ -372,6 +395,19 @@ def _jumped_back(writer: "_AlignedWriter") -> str | None:
     )
 
 
+def _restamped(writer: "_AlignedWriter") -> str | None:
+    """Audio stamped far ahead of what comes before and after it (a damaged cluster) was
+    kept in sequence: nothing is lost, but the file is damaged, and a reviewer should know."""
+    if not writer.restamped:
+        return None
+    where, seconds, jump = writer.restamped[0]
+    more = f" (and {len(writer.restamped) - 1} more)" if len(writer.restamped) > 1 else ""
+    return (
+        f"damaged timestamps: {seconds:.2f} s of audio at {where:.2f} s was stamped "
+        f"{jump:.0f} s ahead of the audio around it{more}, and was kept in sequence"
+    )
+
+
 def _missing_tail(container: av.container.InputContainer, decoded: float) -> str | None:
     """A file cut short (an interrupted upload) often decodes without any error: FFmpeg just
     stops at the end of the bytes. The duration its header declares gives it away."""
@@ -385,6 +421,16 @@ def _missing_tail(container: av.container.InputContainer, decoded: float) -> str
 
 def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+@dataclass
+class _Held:
+    """Audio held back after a long jump ahead, until it is clear what the jump was."""
+
+    start: int  # the position (source-rate samples) where the jump began
+    jump: int  # how far ahead the timestamps jumped, in samples
+    audio: list[np.ndarray]
+    count: int  # samples held
 
 
 class _AlignedWriter:
@@ -418,6 +464,10 @@ class _AlignedWriter:
         self._gap = 0
         self._dropped = 0
         self._jump_back = 0
+        self._held: _Held | None = None
+        self.restamped: list[tuple[float, float, float]] = []
+        """(where, seconds of audio, how far its timestamps had jumped) for each stretch that
+        was stamped far ahead of the audio around it and was put back in sequence."""
 
     @property
     def duration(self) -> float:
@@ -445,7 +495,7 @@ class _AlignedWriter:
     def commit(self, start: int, stop: int, time: float | None) -> None:
         """Take samples ``start:stop`` of the free space, just decoded there, as audio from
         container time ``time``."""
-        if start == 0 and self.first_time is not None:
+        if start == 0 and self.first_time is not None and self._held is None:
             ahead = round(time * self._rate) - self.position if time is not None else 0
             if abs(ahead) <= _GAP_TOLERANCE * self._rate:  # in place: nearly every packet
                 self._fill += stop
@@ -459,12 +509,18 @@ class _AlignedWriter:
 
     def write(self, samples: np.ndarray, time: float | None, rate: int) -> None:
         self._use_rate(rate)
+        if self._held is not None and self._held_back(samples, time):
+            return
         if time is not None:
             leading = self.first_time is None
             if leading:
                 self.first_time = time
             ahead = round(time * rate) - self.position
+            if ahead > _SUSPECT_JUMP * rate and not leading:
+                self._held = _Held(self.position, ahead, [samples], samples.size)
+                return
             if ahead > _GAP_TOLERANCE * rate:
+                self._check_length(time)
                 self._append(None, ahead)  # in blocks: a long mute is not one huge array
                 if not leading:  # a late start is not a gap in the recording
                     self._gap += ahead
@@ -475,6 +531,51 @@ class _AlignedWriter:
                     self._dropped += drop
                     self._jump_back = max(self._jump_back, -ahead)
         self._append(samples, samples.size)
+
+    def _held_back(self, samples: np.ndarray, time: float | None) -> bool:
+        """Whether this audio joins what is held back after a long jump ahead. Audio stamped
+        as going on from before the jump puts the held audio back in sequence there; audio
+        that is neither, or more than a cluster's worth, shows that the jump was real."""
+        held = self._held
+        assert held is not None
+        if time is not None:
+            at = round(time * self._rate)
+            tolerance = _GAP_TOLERANCE * self._rate
+            if abs(at - (held.start + held.count)) <= tolerance:  # the old timeline again
+                self._held = None
+                where = held.start / self._rate
+                self.restamped.append((where, held.count / self._rate, held.jump / self._rate))
+                for audio in held.audio:
+                    self._append(audio, audio.size)
+                return False
+            if abs(at - (held.start + held.jump + held.count)) > tolerance:
+                self.release_held()
+                return False
+        if held.count + samples.size > _HELD_AT_MOST * self._rate:
+            self.release_held()
+            return False
+        held.audio.append(samples)
+        held.count += samples.size
+        return True
+
+    def release_held(self) -> None:
+        """Lay down what is held back as it was stamped: the recording paused."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        self._check_length((held.start + held.jump) / self._rate)
+        self._append(None, held.jump)
+        self._gap += held.jump
+        for audio in held.audio:
+            self._append(audio, audio.size)
+
+    def _check_length(self, time: float) -> None:
+        if time > _LONGEST_RECORDING:
+            raise av.error.InvalidDataError(
+                0,
+                f"a timestamp jumps to {time / 3600:.2f} h, past the longest recording "
+                f"RealtimeKit makes ({_LONGEST_RECORDING / 3600:.0f} h): damaged timestamps",
+            )
 
     def _use_rate(self, rate: int) -> None:
         if self._rate == rate:

@@ -76,7 +76,7 @@ def to_txt(transcript: Transcript) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-_PARTIAL = "Partial transcript: these inputs were lost, in whole or in part:"
+_PARTIAL = "Partial transcript: these inputs were lost, in whole or in part, or are damaged:"
 
 
 def to_seglst(transcript: Transcript) -> str:

@@ -13,7 +13,7 @@ import stages.decode
 from models import SAMPLE_RATE
 from stages.decode import DecodeError, decode, decoder_version
 
-from .conftest import tone, write_webm
+from .conftest import silence, tone, write_webm
 
 
 @pytest.fixture(params=["libopus", "ffmpeg"], autouse=True)
@@ -203,6 +203,59 @@ def _restart_clock_at_second_cluster(path):
     length = data[timecode + 1] & 0x7F
     data[timecode + 2 : timecode + 2 + length] = bytes(length)
     path.write_bytes(bytes(data))
+
+
+def _cluster_timecodes(data: bytes) -> list[int]:
+    """Where each WebM cluster's Timecode value starts (after its element ID and size)."""
+    cluster, places = b"\x1f\x43\xb6\x75", []
+    at = data.find(cluster)
+    while at >= 0:
+        size_length = 9 - data[at + 4].bit_length()
+        timecode = at + 4 + size_length
+        assert data[timecode] == 0xE7
+        places.append(timecode + 2)
+        at = data.find(cluster, at + 4)
+    return places
+
+
+def test_a_cluster_stamped_far_ahead_by_a_flipped_bit_is_put_back_in_sequence(tmp_path):
+    # One bit of one cluster's timecode: that cluster (5 s) reads as 32.8 s later, and the
+    # next ones as on time again. Taken at its word, the file would get 32.8 s of silence
+    # and lose everything after that cluster as stamped over it.
+    samples = np.concatenate([tone(6.0), silence(2.0), tone(8.0)])
+    path = write_webm(tmp_path / "flipped.webm", samples)
+    data = bytearray(path.read_bytes())
+    second = _cluster_timecodes(data)[1]
+    data[second] |= 0x80  # 4,981 ms becomes 37,749 ms
+    path.write_bytes(bytes(data))
+    audio = decode(path, tmp_path / "flipped.pcm")
+    assert audio.duration == pytest.approx(16.0, abs=0.05)
+    assert audio.gap_seconds == 0 and audio.dropped_seconds == 0
+    assert _onset(audio.read(7.5)) + 7.5 == pytest.approx(8.0, abs=0.03)  # where it was said
+    assert audio.problem is not None and "damaged timestamps" in audio.problem
+    assert "stamped 33 s ahead" in audio.problem
+
+
+def test_a_pause_longer_than_a_cluster_is_still_a_pause(tmp_path):
+    # Held back after the jump until the audio after it shows it was real: more than a
+    # cluster's worth of audio going on from the new time is enough.
+    path = write_webm(tmp_path / "paused.webm", tone(40.0), gaps={1.0: 10.0})
+    audio = decode(path, tmp_path / "paused.pcm")
+    assert audio.gap_seconds == pytest.approx(10.0, abs=0.02)
+    assert audio.duration == pytest.approx(50.0, abs=0.05)
+    assert np.max(np.abs(audio.read(1.2, 10.8))) < 1e-3
+    assert audio.problem is None
+
+
+def test_a_timestamp_past_the_longest_recording_stops_decoding_instead_of_filling_the_disk(
+    tmp_path,
+):
+    # A day of silence would be 2.8 GB of scratch audio and gigabytes of memory later on.
+    path = write_webm(tmp_path / "day.webm", tone(6.0), gaps={2.0: 25 * 3600.0})
+    audio = decode(path, tmp_path / "day.pcm")
+    assert audio.duration == pytest.approx(2.0, abs=0.05)
+    assert audio.problem is not None
+    assert "a timestamp jumps to 25.00 h, past the longest recording" in audio.problem
 
 
 def test_timestamps_that_jump_back_by_seconds_are_reported_with_the_audio_they_cost(tmp_path):

@@ -152,7 +152,7 @@ def test_a_partial_transcript_says_so_in_webvtt_where_players_do_not_show_it(par
     header, note, *cues = vtt.split("\n\n")
     assert header == "WEBVTT"
     assert note.splitlines() == [
-        "NOTE Partial transcript: these inputs were lost, in whole or in part:",
+        "NOTE Partial transcript: these inputs were lost, in whole or in part, or are damaged:",
         "c.webm: not a readable audio file",
         "b x -> y.webm: the file ends at 64.00 s but its header says 90.00 s (truncated)",
     ]
