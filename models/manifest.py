@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -85,7 +86,7 @@ class Track(BaseModel):
         description="when the file begins; if absent, the time in a RealtimeKit file name"
     )
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    size: int | None = Field(default=None, ge=0)
+    size: StrictInt | None = Field(default=None, ge=0)  # not true, 1.0 or "434552"
 
     @model_validator(mode="before")
     @classmethod
@@ -160,7 +161,8 @@ class Manifest(BaseModel):
         """Read and validate ``manifest.json``; errors name the file and the offending field."""
         path = Path(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
+            raw = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such manifest file") from None
         except (OSError, UnicodeDecodeError) as exc:

@@ -262,7 +262,7 @@ class Transcript(BaseModel):
     def load(cls, path: Path | str) -> "Transcript":
         path = Path(path)
         try:
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8-sig")))
         except FileNotFoundError:
             raise TranscriptError(f"{path}: no such transcript file") from None
         except (OSError, UnicodeDecodeError) as exc:

@@ -29,8 +29,9 @@ def _with_track(**changes: object) -> dict:
     return {**VALID, "tracks": [{k: v for k, v in track.items() if v is not None}]}
 
 
-def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps(VALID))
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])  # as Notepad or PowerShell 5 save it
+def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path, bom):
+    (tmp_path / "manifest.json").write_bytes(bom + json.dumps(VALID).encode())
     manifest = Manifest.load(tmp_path / "manifest.json")
     track = manifest.tracks[0]
     assert manifest.track_path(track) == tmp_path / "tracks/a.webm"
@@ -67,6 +68,8 @@ def _twice(**changes: object) -> dict:
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
         (_with_track(sha256="not-hex"), "tracks[0].sha256"),
         (_with_track(size=-1), "tracks[0].size"),
+        (_with_track(size=True), "tracks[0].size: Input should be a valid integer"),
+        (_with_track(size="434552"), "tracks[0].size: Input should be a valid integer"),
         (
             _with_track(display_name="Al\udcffce"),
             "tracks[0].display_name: Value error, holds a lone",
