@@ -244,6 +244,7 @@ def run_meeting(
                 transcriber = transcriber or Transcriber(options.transcribe)
             with _timer(stats, "analyse_s"):
                 _analyse(decoders, manifest, work, store, options.vad, stats, progress)
+        _refuse_copies(manifest, work)
         with _timer(stats, "attribute_s"):
             timings, clock, origin = _clock(manifest, work, options)
             dropped = _attribute(manifest, work, options, timings)
@@ -626,6 +627,30 @@ def _analyse(
             except Exception as exc:  # one bad track must not cost the others
                 fail(item, exc)
             bar.update()
+
+
+def _refuse_copies(manifest: Manifest, work: list[_TrackWork]) -> None:
+    """Fail a track whose file holds the same bytes as an earlier one of another user: one
+    recording listed for two people would give every word in it to both, and which of them
+    spoke cannot be told. (The manifest refuses one path listed twice; this is a copy.)"""
+    first: dict[str, _TrackWork] = {}
+    for item in work:
+        if item.audio is None:
+            continue
+        earlier = first.setdefault(item.audio.source_sha256, item)
+        mine, theirs = manifest.tracks[item.index], manifest.tracks[earlier.index]
+        if earlier is item or mine.user_id == theirs.user_id:
+            continue  # one user's copies are one voice, which attribution takes once
+        _fail(
+            manifest,
+            item,
+            DecodeError(
+                f"{manifest.track_path(mine)}: the same bytes as {theirs.path} "
+                f"({theirs.user_id}): one recording listed for two people; left out, so "
+                "that its words are not given to both"
+            ),
+        )
+        item.audio = item.activity = None
 
 
 def _size(path: Path) -> int:

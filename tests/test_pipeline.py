@@ -110,6 +110,23 @@ def test_a_missing_track_costs_only_that_track(meeting_copy, capsys):
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
 
 
+def test_one_recording_listed_for_two_people_is_not_given_to_both(meeting_copy):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    alice = raw["tracks"][0]
+    copy = f"tracks/copy-of-{Path(alice['path']).name}"
+    shutil.copy(meeting_copy / alice["path"], meeting_copy / copy)
+    raw["tracks"].append({**alice, "user_id": "user-eve", "display_name": "Eve", "path": copy})
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+
+    transcript = transcribe_tracks(meeting_copy / "manifest.json", progress=False)
+
+    (failure,) = transcript.provenance.failures
+    assert failure.user_id == "user-eve" and failure.path == copy
+    assert failure.reason.startswith(f"{copy}: the same bytes as {alice['path']} (user-alice)")
+    assert "user-eve" not in {u.speaker for u in transcript.utterances}
+    assert "user-alice" in {u.speaker for u in transcript.utterances}
+
+
 @pytest.mark.parametrize("cores", [None, 1], ids=["all cores", "one core"])
 def test_a_file_that_kills_its_decoder_costs_only_that_track(
     meeting_copy, tmp_path, crashing_decoder_env, cores
