@@ -14,18 +14,21 @@ Track time is container time: if the first packet is stamped 2.5 s, the output s
 encoder) becomes silence of the same length. Merging tracks on one clock relies on this.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import math
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import av
 import av.error
+import av.logging
 import numpy as np
 
 from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, sha256_file, write_error
@@ -116,7 +119,7 @@ def decode(
         if container.streams.audio[0].codec_context is None:
             raise DecodeError(f"{source}: its audio is in a format FFmpeg has no decoder for")
         try:
-            with pcm_path.open("wb") as out:
+            with pcm_path.open("wb") as out, _ffmpeg_errors() as errors:
                 writer = _AlignedWriter(out)
                 problem = _decode_stream(container, container.streams.audio[0], writer)
                 writer.close()
@@ -125,6 +128,7 @@ def decode(
                 or _jumped_back(writer)
                 or _restamped(writer)
                 or _missing_tail(container, writer.duration + writer.dropped_seconds)
+                or _skipped_damage(errors, writer)
             )
             if writer.first_time is None and problem is not None:
                 raise DecodeError(f"{source}: no audio could be decoded ({problem})")
@@ -395,6 +399,37 @@ def _jumped_back(writer: "_AlignedWriter") -> str | None:
     )
 
 
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages while in the block. Damage its demuxer steps over (a broken
+    element, a live-written file that ends mid-cluster) is told only there: decoding goes
+    on as if nothing were wrong, with seconds of audio gone. Its log is off unless asked for
+    (PyAV's default), so it is turned on for errors meanwhile; it is quiet on sound files."""
+    level, skip_repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)  # the same damage in the next file is news too
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip_repeated)
+
+
+def _skipped_damage(errors: list[tuple[int, str, str]], writer: "_AlignedWriter") -> str | None:
+    said = [message.strip() for level, _, message in errors if level <= av.logging.ERROR]
+    if not said:
+        return None
+    more = f" (and {len(said) - 1} more)" if len(said) > 1 else ""
+    lost = f"; {writer.duration:.2f} s decoded, and audio may be missing"
+    if writer.gaps:  # where the damage most likely is
+        where, seconds = max(writer.gaps, key=lambda gap: gap[1])
+        skips = f"skips {len(writer.gaps)} times, the longest" if len(writer.gaps) > 1 else "skips"
+        lost += f": the audio {skips} {seconds:.2f} s at {where:.2f} s"
+    return f"the file is damaged (FFmpeg: {said[0]}{more}){lost}"
+
+
 def _restamped(writer: "_AlignedWriter") -> str | None:
     """Audio stamped far ahead of what comes before and after it (a damaged cluster) was
     kept in sequence: nothing is lost, but the file is damaged, and a reviewer should know."""
@@ -465,6 +500,8 @@ class _AlignedWriter:
         self._dropped = 0
         self._jump_back = 0
         self._held: _Held | None = None
+        self.gaps: list[tuple[float, float]] = []
+        """(where, seconds) of each jump ahead in the timestamps, filled with silence."""
         self.restamped: list[tuple[float, float, float]] = []
         """(where, seconds of audio, how far its timestamps had jumped) for each stretch that
         was stamped far ahead of the audio around it and was put back in sequence."""
@@ -521,9 +558,10 @@ class _AlignedWriter:
                 return
             if ahead > _GAP_TOLERANCE * rate:
                 self._check_length(time)
-                self._append(None, ahead)  # in blocks: a long mute is not one huge array
                 if not leading:  # a late start is not a gap in the recording
                     self._gap += ahead
+                    self.gaps.append((self.position / rate, ahead / rate))
+                self._append(None, ahead)  # in blocks: a long mute is not one huge array
             elif ahead < -_GAP_TOLERANCE * rate:
                 drop = min(-ahead, samples.size)
                 samples = samples[drop:]
@@ -564,8 +602,9 @@ class _AlignedWriter:
         if held is None:
             return
         self._check_length((held.start + held.jump) / self._rate)
-        self._append(None, held.jump)
         self._gap += held.jump
+        self.gaps.append((held.start / self._rate, held.jump / self._rate))
+        self._append(None, held.jump)
         for audio in held.audio:
             self._append(audio, audio.size)
 

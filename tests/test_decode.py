@@ -236,6 +236,30 @@ def test_a_cluster_stamped_far_ahead_by_a_flipped_bit_is_put_back_in_sequence(tm
     assert "stamped 33 s ahead" in audio.problem
 
 
+def test_a_live_written_file_cut_short_is_reported_though_it_decodes_without_error(tmp_path):
+    # Written live (no duration in its header, as a recorder streaming to storage writes it)
+    # and cut mid-cluster: FFmpeg only logs "File ended prematurely" and stops, and nothing
+    # else shows that the end of the recording is gone.
+    whole = write_webm(tmp_path / "whole.webm", tone(16.0))
+    live = tmp_path / "live.webm"
+    with av.open(str(whole)) as source, av.open(str(live), "w", "webm", {"live": "1"}) as out:
+        stream = out.add_stream_from_template(source.streams.audio[0])
+        for packet in source.demux(source.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    assert decode(live, tmp_path / "live.pcm").problem is None
+    data = live.read_bytes()
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    audio = decode(cut, tmp_path / "cut.pcm")
+    assert 5 < audio.duration < 14
+    assert audio.problem == (
+        f"the file is damaged (FFmpeg: File ended prematurely); {audio.duration:.2f} s "
+        "decoded, and audio may be missing"
+    )
+
+
 def test_a_pause_longer_than_a_cluster_is_still_a_pause(tmp_path):
     # Held back after the jump until the audio after it shows it was real: more than a
     # cluster's worth of audio going on from the new time is enough.
