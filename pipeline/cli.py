@@ -53,7 +53,13 @@ from ._worker import Terminated
 from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
-from .evaluate import Evaluation, check_speaker_counts, evaluate, read_turns
+from .evaluate import (
+    Evaluation,
+    check_scoring_libraries,
+    check_speaker_counts,
+    evaluate,
+    read_turns,
+)
 from .plot import image_format, plot_timeline
 
 
@@ -372,6 +378,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         _plot_file(args.plot)
     truth_file = None
     if truth is not None:
+        check_scoring_libraries()  # not after the runs: they take minutes
         try:
             truth_file = read_turns(truth)
         except (OSError, ValueError) as exc:

@@ -256,6 +256,13 @@ def normalised_seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
 
 
 @cache
+def check_scoring_libraries() -> None:
+    """ModuleNotFoundError now, naming the package, if scoring cannot be done: for a caller
+    about to spend minutes on work it would then score (bench)."""
+    import meeteval  # noqa: F401
+    import whisper_normalizer.english  # noqa: F401
+
+
 def _normaliser() -> Callable[[str], str]:
     from whisper_normalizer.english import EnglishTextNormalizer
 

@@ -90,6 +90,16 @@ def test_bench_refuses_work_that_needs_a_truth_it_does_not_have(
     assert message in capsys.readouterr().err
 
 
+def test_bench_without_the_scoring_extra_says_so_before_running_anything(
+    sample_dir, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "meeteval", None)  # as after a plain `pip install .`
+    assert main(["bench", str(sample_dir / "manifest.json"), "--approaches", "pipeline"]) == 2
+    out, err = capsys.readouterr()
+    assert "meeteval is needed here: pip install 'trackscribe[eval]'" in err
+    assert "bench: running" not in err and out == ""
+
+
 def test_bench_refuses_a_truth_of_more_speakers_than_it_can_score_before_running_anything(
     meeting_copy, capsys
 ):
