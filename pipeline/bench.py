@@ -42,6 +42,7 @@ from .evaluate import (
     evaluate,
     load_turns,
     normalised_seglst,
+    quiet_meeteval,
     read_turns,
     without_spans,
 )
@@ -167,7 +168,8 @@ def _add_ratios(results: dict[str, Approach]) -> None:
 def _orcwer(hyp: list[Turn], truth: list[Turn]) -> float:
     import meeteval
 
-    result = meeteval.wer.orcwer(normalised_seglst(truth), normalised_seglst(hyp))["meeting"]
+    with quiet_meeteval():
+        result = meeteval.wer.orcwer(normalised_seglst(truth), normalised_seglst(hyp))["meeting"]
     return round(100 * result.error_rate, 2)
 
 

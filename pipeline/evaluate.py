@@ -16,7 +16,7 @@ import math
 import re
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -306,10 +306,8 @@ def evaluate(
         # scores only if the hypothesis has some entry, so it gets one without words
         hypothesis = [Turn(speaker=truth[0].speaker, start=0.0, end=0.0, text="")]
     ref, hyp = normalised_seglst(truth), normalised_seglst(hypothesis)
-    cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
-    with _quiet("preprocess"):  # the logger meeteval.wer.preprocess uses
-        # meeteval warns when *utterances* are longer than the collar, taking them for words;
-        # with utterance-level truth that is expected, not a units mistake.
+    with quiet_meeteval():
+        cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
     true_speakers = {t.speaker for t in spoken}
@@ -401,15 +399,26 @@ def _listed(names: Iterable[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def quiet_meeteval() -> AbstractContextManager[None]:
+    """meeteval's warnings that are noise here (its loggers are "preprocess" and
+    "error_rate"). It warns when *utterances* are longer than the collar, taking them for
+    words: with utterance-level truth that is expected, not a units mistake. And it warns of
+    a speaker's utterances that overlap ("Self-overlap detected ... 0.00 %"), as segments of
+    a whole track may by hundredths of a second, naming neither whose nor anything to do."""
+    return _quiet("preprocess", "error_rate")
+
+
 @contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _quiet(*logger_names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in logger_names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _per_speaker(ref: object, hyp: object) -> list[SpeakerScore]:
