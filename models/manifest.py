@@ -158,8 +158,11 @@ class Manifest(BaseModel):
 
     @classmethod
     def load(cls, path: Path | str) -> "Manifest":
-        """Read and validate ``manifest.json``; errors name the file and the offending field."""
+        """Read and validate ``manifest.json`` (or the one in the folder ``path``, as fetch
+        writes it); errors name the file and the offending field."""
         path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST_FILE
         try:
             # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
             raw = json.loads(path.read_text(encoding="utf-8-sig"))

@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Transcribe every track of a manifest (trackscribe.manifest/1) into one "
         "speaker-attributed transcript and write it in the chosen formats.",
     )
-    transcribe.add_argument("manifest", type=Path, help="path of manifest.json")
+    transcribe.add_argument("manifest", type=Path, help="manifest.json, or the folder holding it")
     transcribe.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     add_model_options(transcribe)
     transcribe.set_defaults(run=_run_transcribe)
@@ -243,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
         "wall time, real-time factor, peak memory and accuracy, and each as a ratio to the "
         "pipeline.",
     )
-    bench.add_argument("manifest", type=Path, help="path of manifest.json")
+    bench.add_argument("manifest", type=Path, help="manifest.json, or the folder holding it")
     bench.add_argument(
         "--truth", type=Path, help="truth (SegLST or STM); default: truth.json beside the manifest"
     )
@@ -362,8 +362,9 @@ def _evaluation_table(e: Evaluation) -> str:
 def _run_bench(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.manifest)
     truth = args.truth
-    if truth is None and (args.manifest.parent / "truth.json").is_file():
-        truth = args.manifest.parent / "truth.json"
+    beside = (args.manifest if args.manifest.is_dir() else args.manifest.parent) / "truth.json"
+    if truth is None and beside.is_file():
+        truth = beside
     # Asked-for work that cannot be done is refused up front, not left out of the report.
     if args.approaches is None:  # every approach the inputs allow
         args.approaches = list(available_approaches(truth is not None))

@@ -35,6 +35,7 @@ def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path, bom)
     manifest = Manifest.load(tmp_path / "manifest.json")
     track = manifest.tracks[0]
     assert manifest.track_path(track) == tmp_path / "tracks/a.webm"
+    assert Manifest.load(tmp_path) == manifest  # the folder fetch wrote it in
     assert track.started_time == datetime(2026, 11, 20, 10, 0, 3, 250000, tzinfo=UTC)
     assert track.display_name is None and track.sha256 is None
 
