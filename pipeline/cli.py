@@ -65,7 +65,9 @@ from .plot import image_format, plot_timeline
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the command's usage, not the top level's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     verbosity = args.verbose + args.verbose_after
     logging.basicConfig(
         level=logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING,
@@ -195,7 +197,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success; 1 partial (some tracks, files or meetings failed; the "
         "rest written and the failures listed; for bench, an approach failed); 2 bad usage or "
         "input, or a service that refused or could not be reached; 3 an error of trackscribe "
-        "itself; 130 interrupted; 143 terminated.",
+        "itself; 130 interrupted; 141 the output stopped being read (a pipe closed early, as by "
+        "head); 143 terminated.",
     )
     parser.add_argument("--version", action="version", version=software_version())
     parser.add_argument(
@@ -280,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
             default=0,
             help="more log output (-vv: debug); also before the command",
         )
+        command.set_defaults(command_parser=command)
     return parser
 
 

@@ -216,6 +216,13 @@ def test_bad_usage_exits_2(args):
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
+def test_a_misspelt_option_is_refused_with_the_usage_of_its_command():
+    result = trackscribe("eval", "t.json", "truth.json", "--jsn")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: trackscribe eval ")
+    assert "trackscribe eval: error: unrecognized arguments: --jsn" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
