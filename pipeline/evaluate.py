@@ -255,7 +255,6 @@ def normalised_seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
     )
 
 
-@cache
 def check_scoring_libraries() -> None:
     """ModuleNotFoundError now, naming the package, if scoring cannot be done: for a caller
     about to spend minutes on work it would then score (bench)."""
@@ -263,6 +262,7 @@ def check_scoring_libraries() -> None:
     import whisper_normalizer.english  # noqa: F401
 
 
+@cache
 def _normaliser() -> Callable[[str], str]:
     from whisper_normalizer.english import EnglishTextNormalizer
 

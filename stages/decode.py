@@ -201,7 +201,8 @@ def _decode_stream(
     except (av.error.FFmpegError, _OpusError) as exc:
         stopped = exc
     try:
-        writer.release_held()  # the file ended (or broke off) after a jump ahead
+        declared = container.duration / av.time_base if container.duration else None
+        writer.finish(declared)  # the file ended (or broke off) after a jump ahead
     except av.error.FFmpegError as exc:
         stopped = stopped or exc
     if stopped is not None:
@@ -549,6 +550,7 @@ class _AlignedWriter:
         if self._held is not None and self._held_back(samples, time):
             return
         if time is not None:
+            self._check_length(time)
             leading = self.first_time is None
             if leading:
                 self.first_time = time
@@ -557,7 +559,6 @@ class _AlignedWriter:
                 self._held = _Held(self.position, ahead, [samples], samples.size)
                 return
             if ahead > _GAP_TOLERANCE * rate:
-                self._check_length(time)
                 if not leading:  # a late start is not a gap in the recording
                     self._gap += ahead
                     self.gaps.append((self.position / rate, ahead / rate))
@@ -572,31 +573,54 @@ class _AlignedWriter:
 
     def _held_back(self, samples: np.ndarray, time: float | None) -> bool:
         """Whether this audio joins what is held back after a long jump ahead. Audio stamped
-        as going on from before the jump puts the held audio back in sequence there; audio
-        that is neither, or more than a cluster's worth, shows that the jump was real."""
+        as going on from before the jump (perhaps after a short gap) puts the held audio back
+        in sequence there; audio that goes on from neither, or more than a cluster's worth,
+        shows that the jump was real. A short gap inside the held stretch (a packet lost in
+        the damaged cluster too) is kept in it as silence."""
         held = self._held
         assert held is not None
         if time is not None:
             at = round(time * self._rate)
-            tolerance = _GAP_TOLERANCE * self._rate
-            if abs(at - (held.start + held.count)) <= tolerance:  # the old timeline again
-                self._held = None
-                where = held.start / self._rate
-                self.restamped.append((where, held.count / self._rate, held.jump / self._rate))
-                for audio in held.audio:
-                    self._append(audio, audio.size)
+            tolerance, short = _GAP_TOLERANCE * self._rate, _SUSPECT_JUMP * self._rate
+            if -tolerance <= at - (held.start + held.count) <= short:  # the old timeline again
+                self._put_back()
                 return False
-            if abs(at - (held.start + held.jump + held.count)) > tolerance:
-                self.release_held()
+            ahead = at - (held.start + held.jump + held.count)
+            if not -tolerance <= ahead <= short:
+                self._release_held()
                 return False
+            if ahead > tolerance:
+                held.audio.append(np.zeros(ahead, np.float32))
+                held.count += ahead
+                self._gap += ahead
         if held.count + samples.size > _HELD_AT_MOST * self._rate:
-            self.release_held()
+            self._release_held()
             return False
         held.audio.append(samples)
         held.count += samples.size
         return True
 
-    def release_held(self) -> None:
+    def finish(self, declared_end: float | None) -> None:
+        """The file has ended (or broken off). Audio still held back after a jump ends the
+        recording where its header says (``declared_end``, seconds) only if laid in sequence:
+        then its last cluster was stamped wrong. Otherwise the recording paused."""
+        held = self._held
+        if held is not None and declared_end is not None:
+            in_sequence = (held.start + held.count) / self._rate
+            if abs(in_sequence - declared_end) <= _TRUNCATION_TOLERANCE:
+                self._put_back()
+                return
+        self._release_held()
+
+    def _put_back(self) -> None:
+        held, self._held = self._held, None
+        assert held is not None
+        where = held.start / self._rate
+        self.restamped.append((where, held.count / self._rate, held.jump / self._rate))
+        for audio in held.audio:
+            self._append(audio, audio.size)
+
+    def _release_held(self) -> None:
         """Lay down what is held back as it was stamped: the recording paused."""
         held, self._held = self._held, None
         if held is None:

@@ -218,20 +218,32 @@ def _cluster_timecodes(data: bytes) -> list[int]:
     return places
 
 
-def test_a_cluster_stamped_far_ahead_by_a_flipped_bit_is_put_back_in_sequence(tmp_path):
-    # One bit of one cluster's timecode: that cluster (5 s) reads as 32.8 s later, and the
-    # next ones as on time again. Taken at its word, the file would get 32.8 s of silence
-    # and lose everything after that cluster as stamped over it.
+@pytest.mark.parametrize(
+    ("cluster", "gaps", "length"),
+    [
+        (1, {}, 16.0),  # the next clusters are on time again
+        (-1, {}, 16.0),  # the last: the header's duration says where the file ends
+        (1, {7.0: 0.1}, 16.1),  # a packet lost inside the damaged cluster too
+    ],
+    ids=["a middle cluster", "the last cluster", "with a gap inside"],
+)
+def test_a_cluster_stamped_far_ahead_by_a_flipped_bit_is_put_back_in_sequence(
+    tmp_path, cluster, gaps, length
+):
+    # One bit of one cluster's timecode: that cluster (5 s) reads as 32.8 s later. Taken at
+    # its word, the file would get 32.8 s of silence, and lose everything after that cluster
+    # as stamped over it (or, for the last cluster, put its words 33 s late).
     samples = np.concatenate([tone(6.0), silence(2.0), tone(8.0)])
-    path = write_webm(tmp_path / "flipped.webm", samples)
+    path = write_webm(tmp_path / "flipped.webm", samples, gaps=gaps)
     data = bytearray(path.read_bytes())
-    second = _cluster_timecodes(data)[1]
-    data[second] |= 0x80  # 4,981 ms becomes 37,749 ms
+    data[_cluster_timecodes(data)[cluster]] |= 0x80  # 4,981 ms becomes 37,749 ms
     path.write_bytes(bytes(data))
     audio = decode(path, tmp_path / "flipped.pcm")
-    assert audio.duration == pytest.approx(16.0, abs=0.05)
-    assert audio.gap_seconds == 0 and audio.dropped_seconds == 0
-    assert _onset(audio.read(7.5)) + 7.5 == pytest.approx(8.0, abs=0.03)  # where it was said
+    assert audio.duration == pytest.approx(length, abs=0.05)
+    assert audio.gap_seconds == pytest.approx(length - 16.0, abs=0.01)
+    assert audio.dropped_seconds == 0
+    onset = 8.0 + sum(gaps.values())
+    assert _onset(audio.read(onset - 0.5)) + onset - 0.5 == pytest.approx(onset, abs=0.03)
     assert audio.problem is not None and "damaged timestamps" in audio.problem
     assert "stamped 33 s ahead" in audio.problem
 
@@ -280,6 +292,8 @@ def test_a_timestamp_past_the_longest_recording_stops_decoding_instead_of_fillin
     assert audio.duration == pytest.approx(2.0, abs=0.05)
     assert audio.problem is not None
     assert "a timestamp jumps to 25.00 h, past the longest recording" in audio.problem
+    with pytest.raises(DecodeError, match=r"no audio could be decoded .* jumps to 25\.00 h"):
+        decode(write_webm(tmp_path / "late.webm", tone(1.0), start=25 * 3600.0), tmp_path / "l")
 
 
 def test_timestamps_that_jump_back_by_seconds_are_reported_with_the_audio_they_cost(tmp_path):
