@@ -21,6 +21,7 @@ import functools
 import logging
 import math
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,18 +405,54 @@ def _jumped_back(writer: "_AlignedWriter") -> str | None:
 def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
     """FFmpeg's error messages while in the block. Damage its demuxer steps over (a broken
     element, a live-written file that ends mid-cluster) is told only there: decoding goes
-    on as if nothing were wrong, with seconds of audio gone. Its log is off unless asked for
-    (PyAV's default), so it is turned on for errors meanwhile; it is quiet on sound files."""
-    level, skip_repeated = av.logging.get_level(), av.logging.get_skip_repeated()
-    if level is None or level < av.logging.ERROR:
-        av.logging.set_level(av.logging.ERROR)
-    av.logging.set_skip_repeated(False)  # the same damage in the next file is news too
+    on as if nothing were wrong, with seconds of audio gone. It is quiet on sound files.
+    What the caller's own FFmpeg log level would have shown is passed on to it afterwards."""
+    wanted = _FFMPEG_LOG.enter()
     try:
         with av.logging.Capture(local=True) as logs:
             yield logs
     finally:
-        av.logging.set_level(level)
-        av.logging.set_skip_repeated(skip_repeated)
+        _FFMPEG_LOG.leave()
+        for level, name, message in logs:
+            if wanted is not None and level <= wanted:
+                logging.getLogger(f"libav.{name}").log(
+                    av.logging.adapt_level(level), message.strip()
+                )
+
+
+class _SharedLogLevel:
+    """FFmpeg's log level and PyAV's skipping of repeated messages are the process's, not
+    a thread's: decodings in several threads turn errors on and put the caller's settings
+    back once, when the last of them ends. Errors are turned on for the capture (PyAV has
+    FFmpeg's log off by default), and repeats are not skipped: the same damage in the next
+    file is news too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: tuple[int | None, bool] = (None, True)
+
+    def enter(self) -> int | None:
+        """The caller's own level (None: off)."""
+        with self._lock:
+            if self._users == 0:
+                self._saved = (av.logging.get_level(), av.logging.get_skip_repeated())
+                level = self._saved[0]
+                if level is None or level < av.logging.ERROR:
+                    av.logging.set_level(av.logging.ERROR)
+                av.logging.set_skip_repeated(False)
+            self._users += 1
+            return self._saved[0]
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                av.logging.set_level(self._saved[0])
+                av.logging.set_skip_repeated(self._saved[1])
+
+
+_FFMPEG_LOG = _SharedLogLevel()
 
 
 def _skipped_damage(errors: list[tuple[int, str, str]], writer: "_AlignedWriter") -> str | None:

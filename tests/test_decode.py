@@ -4,6 +4,8 @@ import os
 import struct
 import tracemalloc
 import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import av
 import numpy as np
@@ -248,10 +250,8 @@ def test_a_cluster_stamped_far_ahead_by_a_flipped_bit_is_put_back_in_sequence(
     assert "stamped 33 s ahead" in audio.problem
 
 
-def test_a_live_written_file_cut_short_is_reported_though_it_decodes_without_error(tmp_path):
-    # Written live (no duration in its header, as a recorder streaming to storage writes it)
-    # and cut mid-cluster: FFmpeg only logs "File ended prematurely" and stops, and nothing
-    # else shows that the end of the recording is gone.
+def _live_written_and_cut(tmp_path: Path) -> tuple[Path, Path]:
+    """A 16-s WebM written live (no duration in its header), and a copy cut at 60 %."""
     whole = write_webm(tmp_path / "whole.webm", tone(16.0))
     live = tmp_path / "live.webm"
     with av.open(str(whole)) as source, av.open(str(live), "w", "webm", {"live": "1"}) as out:
@@ -260,16 +260,43 @@ def test_a_live_written_file_cut_short_is_reported_though_it_decodes_without_err
             if packet.dts is not None:
                 packet.stream = stream
                 out.mux(packet)
-    assert decode(live, tmp_path / "live.pcm").problem is None
     data = live.read_bytes()
     cut = tmp_path / "cut.webm"
     cut.write_bytes(data[: len(data) * 6 // 10])
+    return live, cut
+
+
+def test_a_live_written_file_cut_short_is_reported_though_it_decodes_without_error(tmp_path):
+    # Written live (no duration in its header, as a recorder streaming to storage writes it)
+    # and cut mid-cluster: FFmpeg only logs "File ended prematurely" and stops, and nothing
+    # else shows that the end of the recording is gone.
+    live, cut = _live_written_and_cut(tmp_path)
+    assert decode(live, tmp_path / "live.pcm").problem is None
     audio = decode(cut, tmp_path / "cut.pcm")
     assert 5 < audio.duration < 14
     assert audio.problem == (
         f"the file is damaged (FFmpeg: File ended prematurely); {audio.duration:.2f} s "
         "decoded, and audio may be missing"
     )
+
+
+def test_ffmpeg_log_settings_of_the_caller_are_kept_and_its_messages_still_reach_it(
+    tmp_path, caplog
+):
+    # Errors are captured while decoding; a caller who asked for FFmpeg's warnings still
+    # gets them, and its settings are as it left them, also with decodings in threads.
+    _, cut = _live_written_and_cut(tmp_path)
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda i: decode(cut, tmp_path / f"{i}.pcm"), range(4)))
+        assert all("File ended prematurely" in audio.problem for audio in done)
+        assert av.logging.get_level() == av.logging.WARNING
+        assert av.logging.get_skip_repeated()
+    finally:
+        av.logging.set_level(None)
+    said = [r for r in caplog.records if r.name == "libav.matroska,webm"]
+    assert [r.getMessage() for r in said] == ["File ended prematurely"] * 4
 
 
 def test_a_pause_longer_than_a_cluster_is_still_a_pause(tmp_path):
