@@ -10,6 +10,7 @@ have no transcript at all, and how many words were put on participants who never
 
 import codecs
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -257,9 +258,11 @@ def normalised_seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
 
 def check_scoring_libraries() -> None:
     """ModuleNotFoundError now, naming the package, if scoring cannot be done: for a caller
-    about to spend minutes on work it would then score (bench)."""
-    import meeteval  # noqa: F401
-    import whisper_normalizer.english  # noqa: F401
+    about to spend minutes on work it would then score (bench). Found, not imported: the
+    approaches bench then starts should not inherit what importing them sets up."""
+    for name in ("meeteval", "whisper_normalizer"):
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
 @cache
