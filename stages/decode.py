@@ -201,11 +201,8 @@ def _decode_stream(
                 writer.write(_mono(frame), time, frame.sample_rate)
     except (av.error.FFmpegError, _OpusError) as exc:
         stopped = exc
-    try:
-        declared = container.duration / av.time_base if container.duration else None
-        writer.finish(declared)  # the file ended (or broke off) after a jump ahead
-    except av.error.FFmpegError as exc:
-        stopped = stopped or exc
+    # Audio may still be held back after a jump ahead when the file ends (or breaks off).
+    writer.finish(container.duration / av.time_base if container.duration else None)
     if stopped is not None:
         return f"decoding stopped at {writer.duration:.2f} s: {_reason(stopped)}"
     if writer.first_time is None:
@@ -661,8 +658,7 @@ class _AlignedWriter:
         """Lay down what is held back as it was stamped: the recording paused."""
         held, self._held = self._held, None
         if held is None:
-            return
-        self._check_length((held.start + held.jump) / self._rate)
+            return  # its length was checked when the jump came
         self._gap += held.jump
         self.gaps.append((held.start / self._rate, held.jump / self._rate))
         self._append(None, held.jump)
