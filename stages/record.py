@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 import httpx
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from models import (
     MAX_USER_IDS,
     Recording,
+    RecordingStatus,
     RetryPolicy,
     describe_error,
     protect_http_logs,
@@ -48,10 +49,21 @@ defaults to 86,400) and an hour more for its upload."""
 
 
 class RealtimeKitError(Exception):
-    """The API refused a call, or could not be reached. ``status`` is 0 when no answer came."""
+    """The API refused a call, or could not be reached. ``status`` is 0 when no answer came;
+    ``transient`` when that was the network's doing (not a request that cannot be sent), so
+    that a long wait may outlast it."""
 
-    def __init__(self, status: int, code: int | str | None, message: str, *, call: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: int | str | None,
+        message: str,
+        *,
+        call: str,
+        transient: bool = False,
+    ) -> None:
         self.status = status
+        self.transient = transient
         self.code = code
         self.message = redact_urls(message)
         self.call = call
@@ -327,10 +339,7 @@ class RealtimeKitClient:
             except RealtimeKitError as exc:
                 # A wait can last hours: an outage longer than one call's retries is waited
                 # out until the deadline; an answer that will not change (404, 401) is not.
-                transient = not isinstance(exc, UnexpectedAnswerError) and (
-                    exc.status == 0 or self._retry.should_retry(exc.status)
-                )
-                if not transient:
+                if not (exc.transient or self._retry.should_retry(exc.status)):
                     raise
                 if time.monotonic() >= deadline:
                     raise UploadTimeoutError(recording_id, last, timeout, f" ({exc})") from None
@@ -456,7 +465,7 @@ class RealtimeKitClient:
                 if (reached and blind) or attempt == self._retry.attempts or wait is None:
                     tries = f", {attempt} attempts" if attempt > 1 else ""
                     reason = f"{describe_error(exc)} ({self._server}{tries})"
-                    raise RealtimeKitError(0, None, reason, call=call) from None
+                    raise RealtimeKitError(0, None, reason, call=call, transient=True) from None
                 log.warning("%s: %s; retrying in %.1f s", call, describe_error(exc), wait)
                 self._sleep(wait)
                 continue
@@ -512,7 +521,7 @@ def _segment(value: str, what: str, call: str) -> str:
 
 
 _NOT_STOPPED = ("INVOKED", "RECORDING", "PAUSED")
-_STOPPED = ("UPLOADING", "UPLOADED", "ERRORED")
+_STOPPED = tuple(s for s in get_args(RecordingStatus) if s not in _NOT_STOPPED)
 """Known to have stopped for good (a status added later is neither, until it is known)."""
 
 

@@ -535,6 +535,17 @@ def test_an_answer_that_is_not_a_recording_is_not_waited_on_until_the_deadline()
     assert seen == ["GET"]  # asking again gets the same answer
 
 
+def test_a_recording_id_that_cannot_be_sent_is_not_waited_on_until_the_deadline():
+    seen: list[str] = []
+    with (
+        _scripted_client(lambda method, path, count: (200, {}), seen) as client,
+        pytest.raises(RealtimeKitError, match=r"'\.\.' is not a usable") as caught,
+    ):
+        client.wait_until_uploaded("..", timeout=5, poll=0.01)
+    assert not isinstance(caught.value, UploadTimeoutError)  # said at once, not in 5 s
+    assert seen == []  # refused before any request
+
+
 def test_waiting_gives_up_at_the_deadline(emulator):
     with client_for(emulator) as client:
         recording = client.start_track_recording(emulator.meeting_id)
