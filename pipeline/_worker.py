@@ -90,6 +90,15 @@ class WorkerLink:
         self._queue.cancel_join_thread()
         self._queue.close()
 
+    def stop(self, pool: ProcessPoolExecutor, reason: BaseException) -> None:
+        """Stop ``pool`` early, for ``reason``: no job not yet begun is begun. After Ctrl-C,
+        which the workers get too, those running stop on their own and are waited for; a
+        stop that reached only this process (:class:`Terminated`) is not followed by them,
+        so they are made to exit."""
+        if isinstance(reason, Terminated):
+            self.cut()
+        pool.shutdown(cancel_futures=True)
+
     def cut(self) -> None:
         """Make every worker exit now, whatever it is doing: no one wants its work."""
         self._alive.close()

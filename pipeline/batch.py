@@ -62,7 +62,6 @@ from stages.transcribe import (
 
 from . import remote
 from ._worker import (
-    Terminated,
     WorkerLink,
     guard_hint,
     interruptible,
@@ -601,14 +600,9 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                         continue
                     yield _outcome(future, futures[future], work.out)
             except BaseException as stop:
-                # Stopped early: no meeting not yet begun is begun. After Ctrl-C (which the
-                # workers get too) those running stop on their own, and after the caller
-                # stopped asking they finish; both are waited for. A stop that reached only
-                # this process (SIGTERM from a service manager) is not followed by the
-                # workers: they are made to exit, and a re-run removes what they left.
-                if isinstance(stop, Terminated):
-                    link.cut()
-                pool.shutdown(cancel_futures=True)
+                # Stopped early (Ctrl-C, SIGTERM, or the caller stopped asking): a re-run
+                # removes what workers made to exit left.
+                link.stop(pool, stop)
                 raise
         if not lost:
             return

@@ -126,8 +126,8 @@ def bench(
                             _run, name, str(manifest_path), str(truth_path or ""), options
                         )
                     raw = running.result()
-                except BaseException:  # Ctrl-C: the approach stops on its own, or is not begun
-                    pool.shutdown(cancel_futures=True)
+                except BaseException as stop:  # Ctrl-C or SIGTERM: the approach stops
+                    link.stop(pool, stop)
                     raise
         except (ApproachFailed, NoUsableTrackError) as exc:
             results[name] = Approach(failed=str(exc))

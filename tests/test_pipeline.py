@@ -19,7 +19,13 @@ import pytest
 from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
 from pipeline._scratch import scratch_folder
-from pipeline._worker import WorkerLink, _lowest_level, interruptible, interrupts_held
+from pipeline._worker import (
+    Terminated,
+    WorkerLink,
+    _lowest_level,
+    interruptible,
+    interrupts_held,
+)
 from pipeline.config import ApiSettings
 from pipeline.core import bars_wanted, run_meeting
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
@@ -386,6 +392,17 @@ def _ctrl_c_outside_and_inside_a_job() -> list[str]:
     os.kill(os.getpid(), signal.SIGINT)  # idle again
     time.sleep(0.1)
     return outcomes
+
+
+def test_a_stop_that_reached_only_this_process_makes_the_workers_exit():
+    # SIGTERM from a service manager reaches the parent alone (as Terminated): waiting for
+    # a worker's job to finish, as after Ctrl-C, could take minutes (a bench approach).
+    context = multiprocessing.get_context("spawn")
+    with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
+        pool.submit(os.getpid).result(timeout=60)  # started
+        running = pool.submit(time.sleep, 600)
+        link.stop(pool, Terminated())
+    assert running.done()  # not left running for ten minutes
 
 
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
