@@ -40,7 +40,6 @@ from .evaluate import (
     TurnFile,
     check_speaker_counts,
     evaluate,
-    load_turns,
     normalised_seglst,
     quiet_meeteval,
     read_turns,
@@ -87,8 +86,7 @@ class Approach(BaseModel):
 def bench(
     manifest_path: Path,
     *,
-    truth_path: Path | None = None,
-    truth_file: TurnFile | None = None,
+    truth: Path | TurnFile | None = None,
     options: PipelineOptions | None = None,
     approaches: tuple[str, ...] | None = None,
     on_start: Any = None,
@@ -97,18 +95,19 @@ def bench(
 
     ``approaches`` defaults to every one the inputs allow (``oracle`` only with a truth).
     An approach that cannot run on the input is recorded as failed; the others still run.
-    ``truth_file`` is ``truth_path`` already read and checked by the caller, if it has been.
+    ``truth`` is a file of turns, or what :func:`read_turns` made of one (and the caller
+    checked with :func:`check_speaker_counts`).
     """
     if approaches is None:
-        approaches = available_approaches(truth_path is not None)
-    if "oracle" in approaches and truth_path is None:
+        approaches = available_approaches(truth is not None)
+    if "oracle" in approaches and truth is None:
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()
     manifest = Manifest.load(manifest_path)
-    if truth_file is None and truth_path is not None:
-        truth_file = read_turns(truth_path)
-        check_speaker_counts(len({t.speaker for t in truth_file.turns}))  # now, not at the end
-    truth, excluded = (truth_file.turns, truth_file.excluded) if truth_file else (None, [])
+    if isinstance(truth, Path):
+        truth = read_turns(truth)
+        check_speaker_counts(truth.turns)  # now, not after the runs
+    turns, excluded = (truth.turns, truth.excluded) if truth else ([], [])
     participants = list(dict.fromkeys(t.user_id for t in manifest.tracks))
     context = multiprocessing.get_context("spawn")
     results: dict[str, Approach] = {}
@@ -122,9 +121,7 @@ def bench(
             with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
                 try:
                     with interrupts_held():
-                        running = pool.submit(
-                            _run, name, str(manifest_path), str(truth_path or ""), options
-                        )
+                        running = pool.submit(_run, name, str(manifest_path), turns, options)
                     raw = running.result()
                 except BaseException as stop:  # Ctrl-C or SIGTERM: the approach stops
                     link.stop(pool, stop)
@@ -140,10 +137,10 @@ def bench(
         result = Approach(**raw, realtime_factor=0.0, turns=hyp)
         if truth is not None:
             if name == "mix":
-                result.orcwer = _orcwer(without_spans(hyp, excluded), truth)
+                result.orcwer = _orcwer(without_spans(hyp, excluded), turns)
             else:
                 result.evaluation = evaluate(
-                    hyp, truth, participants=participants, excluded=excluded
+                    hyp, turns, participants=participants, excluded=excluded
                 )
                 result.cpwer = result.evaluation.cpwer
         results[name] = result
@@ -176,13 +173,13 @@ def _orcwer(hyp: list[Turn], truth: list[Turn]) -> float:
 # Everything below runs in the approach's own process.
 
 
-def _run(name: str, manifest_path: str, truth_path: str, options: PipelineOptions) -> dict:
+def _run(name: str, manifest_path: str, truth: list[Turn], options: PipelineOptions) -> dict:
     manifest = Manifest.load(manifest_path)
     with interruptible():
         if name == "pipeline":
             out = _pipeline(manifest, options)
         else:
-            out = _alternative(name, manifest, truth_path, options)
+            out = _alternative(name, manifest, truth, options)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -237,7 +234,9 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
     }
 
 
-def _alternative(name: str, manifest: Manifest, truth_path: str, options: PipelineOptions) -> dict:
+def _alternative(
+    name: str, manifest: Manifest, truth: list[Turn], options: PipelineOptions
+) -> dict:
     from faster_whisper import WhisperModel
 
     from stages.merge import track_offsets
@@ -282,7 +281,7 @@ def _alternative(name: str, manifest: Manifest, truth_path: str, options: Pipeli
             {"speaker": "mix", "start": s.start, "end": s.end, "text": s.text} for s in segments
         ]
     elif name == "oracle":
-        for turn in load_turns(truth_path):
+        for turn in truth:
             for track, offset, samples in zip(manifest.tracks, offsets, audio, strict=True):
                 first, last = turn.start - offset, turn.end - offset
                 if (

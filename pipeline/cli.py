@@ -366,7 +366,7 @@ def _evaluation_table(e: Evaluation) -> str:
 def _run_bench(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.manifest)
     truth = args.truth
-    beside = (args.manifest if args.manifest.is_dir() else args.manifest.parent) / "truth.json"
+    beside = manifest.root / "truth.json"
     if truth is None and beside.is_file():
         truth = beside
     # Asked-for work that cannot be done is refused up front, not left out of the report.
@@ -389,14 +389,13 @@ def _run_bench(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             return _bad_input(f"bad truth: {exc}")
         try:
-            check_speaker_counts(len({t.speaker for t in truth_file.turns}))
+            check_speaker_counts(truth_file.turns)
         except ValueError as exc:
             return _bad_input(f"{truth}: {exc}")
     options = pipeline_options(args)
     results = bench(
         args.manifest,
-        truth_path=truth,
-        truth_file=truth_file,
+        truth=truth_file,
         options=options,
         approaches=tuple(args.approaches),
         on_start=lambda name: print(f"bench: running {name} ...", file=sys.stderr),

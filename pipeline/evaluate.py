@@ -304,7 +304,7 @@ def evaluate(
     if not spoken:
         raise ValueError("the truth has no words to score against")
     hypothesis = without_spans(hypothesis, excluded)
-    check_speaker_counts(len({t.speaker for t in truth}), len({t.speaker for t in hypothesis}))
+    check_speaker_counts(truth, hypothesis)
     if not hypothesis:  # nothing transcribed: every true word is missed, which meeteval
         # scores only if the hypothesis has some entry, so it gets one without words
         hypothesis = [Turn(speaker=truth[0].speaker, start=0.0, end=0.0, text="")]
@@ -364,13 +364,14 @@ def without_spans(turns: Sequence[Turn], spans: Sequence[tuple[float, float]]) -
     return kept
 
 
-def check_speaker_counts(truth: int, transcript: int = 0) -> None:
+def check_speaker_counts(truth: Sequence[Turn], transcript: Sequence[Turn] = ()) -> None:
     """Refuse, as bad input, what meeteval's cpWER would refuse deep inside: more than
     :data:`MAX_SPEAKERS` speakers with turns on either side."""
+    counts = (("truth", truth), ("transcript", transcript))
     over = [
         f"the {side} has {count}"
-        for side, count in (("truth", truth), ("transcript", transcript))
-        if count > MAX_SPEAKERS
+        for side, turns in counts
+        if (count := len({t.speaker for t in turns})) > MAX_SPEAKERS
     ]
     if over:
         raise ValueError(
