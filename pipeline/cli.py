@@ -316,20 +316,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         _plot_file(args.plot)
     try:
-        hypothesis, participants, _ = read_turns(args.transcript)
-        truth, truth_participants, excluded = read_turns(args.truth)
+        hypothesis, truth = read_turns(args.transcript), read_turns(args.truth)
     except ValueError as exc:
         return _bad_input(str(exc))
-    speakers = participants or []  # SegLST: only the speakers it has
-    if not speakers and truth_participants:
+    speakers = hypothesis.participants or []  # SegLST: only the speakers it has
+    if not speakers and truth.participants:
         # Scored the other way round, every figure but cpWER would be wrong, and none would
         # look it: the start errors and silent words are measured from the truth's side.
         return _bad_input(
             f"{args.truth} is a trackscribe transcript and {args.transcript} is not: swapped? "
             "(trackscribe eval TRANSCRIPT TRUTH)"
         )
-    try:
-        result = evaluate(hypothesis, truth, participants=speakers, excluded=excluded)
+    try:  # the transcript's participants, the truth's stretches left out of scoring
+        result = evaluate(hypothesis, truth)
     except ValueError as exc:
         return _bad_input(f"{args.transcript} against {args.truth}: {exc}")
     for warning in result.warnings:
@@ -340,7 +339,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(_evaluation_table(result))
     if args.plot:
         title = f"cpWER {result.cpwer:.1f} %, start error median {result.start_err_median} s"
-        plot_timeline(hypothesis, truth, args.plot, speakers=speakers, title=title)
+        plot_timeline(hypothesis.turns, truth.turns, args.plot, speakers=speakers, title=title)
         print(f"wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
 
