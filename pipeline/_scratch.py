@@ -32,6 +32,8 @@ def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Pa
     """A new, private folder under ``parent`` (default: the system's temporary folder),
     removed when the block ends. Folders of runs that were killed are removed first."""
     parent = Path(parent if parent is not None else tempfile.gettempdir())
+    if not parent.is_dir():  # else mkdtemp names a folder made up here, not the one given
+        raise NotADirectoryError(f"workdir {parent}: no such folder")
     _remove_abandoned(parent)
     folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{kind}", dir=parent))
     try:

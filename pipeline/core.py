@@ -192,7 +192,10 @@ def transcribe_tracks(
 def bars_wanted(progress: bool | None) -> bool:
     """Whether to draw progress bars: as asked, or when not asked (None), where someone
     watches: a terminal, or a Jupyter kernel (whose output is no terminal but shows bars).
-    A script run unattended, its stderr in a log file, gets no redraws in its log."""
+    A script run unattended, its stderr in a log file, gets no redraws in its log.
+    Anything else is refused: in a notebook, ``progress="no"`` would draw bars."""
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, not {progress!r}")
     if progress is not None:
         return progress
     try:
@@ -228,7 +231,7 @@ def run_meeting(
     """
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
-    options = _checked_arguments(options, progress, workdir)
+    options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook
     if transcriber is not None:
         _check_loaded_as(transcriber, options.transcribe)
     progress = bars_wanted(progress)
@@ -287,25 +290,6 @@ def run_meeting(
     with _timer(stats, "merge_s"):
         transcript = merge(manifest, segments, provenance, options.merge, timings, origin)
     return MeetingRun(transcript=transcript, stats=stats)
-
-
-def _checked_arguments(
-    options: PipelineOptions | Mapping[str, Any] | None,
-    progress: bool | None,
-    workdir: Path | str | None,
-) -> PipelineOptions:
-    """The options to run with, after refusing arguments that would be misread later: in a
-    notebook, ``progress="no"`` would draw bars, and a missing ``workdir`` would fail under a
-    folder name made up here instead of the one given."""
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be True, False or None, not {progress!r}")
-    if workdir is not None and not Path(workdir).is_dir():
-        raise NotADirectoryError(f"workdir {workdir}: no such folder")
-    if options is None:
-        return PipelineOptions()
-    if isinstance(options, PipelineOptions):
-        return options
-    return PipelineOptions.model_validate(options)  # a dict, as in a notebook
 
 
 def _check_loaded_as(transcriber: Transcriber, wanted: TranscribeOptions) -> None:
