@@ -306,7 +306,7 @@ class Emulator:
             raise ApiError(400, "meeting_id is required and must be a string")
         users = read_user_ids(payload.get("user_ids"))
         layer, prefix = read_layer(payload.get("layers"))
-        limit, limit_reason = self._limit(payload.get("max_seconds"))
+        limit = _max_seconds(payload.get("max_seconds"))
         if meeting_id != self._meeting_id:
             raise ApiError(404, f"meeting {meeting_id} not found")
         known = {track.user_id for track in self._tracks}
@@ -325,7 +325,6 @@ class Emulator:
                 layer=layer,
                 files=files,
                 limit=limit,
-                limit_reason=limit_reason,
                 invoked_at=now,
                 since=now,
             )
@@ -411,19 +410,6 @@ class Emulator:
             raise ApiError(404, f"recording {recording_id} not found")
         return recording
 
-    def _limit(self, max_seconds: object) -> tuple[float, str]:
-        if max_seconds is None:
-            return self._options.record_seconds, "ALL_PEERS_LEFT"
-        if (
-            isinstance(max_seconds, bool)
-            or not isinstance(max_seconds, int | float)
-            or not max_seconds > 0
-        ):
-            raise ApiError(400, "max_seconds must be a positive number")
-        if max_seconds < self._options.record_seconds:
-            return float(max_seconds), "API_CALL"
-        return self._options.record_seconds, "ALL_PEERS_LEFT"
-
     # -- the clock ---------------------------------------------------------------------------
 
     def _advance(self, recording: Recording, now: float) -> None:
@@ -440,10 +426,9 @@ class Emulator:
             if status == "INVOKED" and now >= since + options.start_delay:
                 recording.started_at = since + options.start_delay
                 self._enter(recording, "RECORDING", recording.started_at)
-            elif status == "RECORDING" and now >= min(_full(recording), session_end):
-                at, reason = min(
-                    (_full(recording), recording.limit_reason), (session_end, "ALL_PEERS_LEFT")
-                )
+            elif status == "RECORDING" and now >= min(full := _full(recording), session_end):
+                at = min(full, session_end)
+                reason = "API_CALL" if full < session_end else "ALL_PEERS_LEFT"
                 recording.recorded += at - since
                 self._stop(recording, at, reason, "UPLOADING")
             elif status == "PAUSED" and now >= session_end:
@@ -622,7 +607,15 @@ def _check_fault(name: str, count: int) -> None:
         raise ValueError(f"fault {name}: count must be 0 or more")
 
 
+def _max_seconds(value: object) -> float:
+    """The recorded time a recording stops at (``max_seconds``; none: the session's end)."""
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ApiError(400, "max_seconds must be a positive number")
+    return float(value)
+
+
 def _full(recording: Recording) -> float:
-    """When a recording going on now will have recorded its limit (``max_seconds``, or the
-    whole session)."""
+    """When a recording going on now will have recorded its ``max_seconds``."""
     return recording.since + recording.limit - recording.recorded

@@ -29,7 +29,7 @@ class Recording:
     layer: str
     files: dict[str, TrackFile]
     limit: float
-    limit_reason: str
+    """Recorded seconds it stops at (``max_seconds``; inf: none, the session's end)."""
     invoked_at: float
     since: float
     status: str = "INVOKED"
