@@ -120,7 +120,8 @@ def _kept_aside(path: Path) -> Path | None:
     temporary file, which a crash leaves for :func:`remove_unfinished_writes`), so that it
     can be put back; None where the folder's file system cannot link it."""
     for _ in range(100):
-        aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        prefix, suffix = _temporary_affixes(path.name)
+        aside = path.with_name(f"{prefix}{secrets.token_hex(4)}{suffix}")
         try:
             os.link(path, aside, follow_symlinks=False)
         except FileExistsError:
@@ -163,8 +164,15 @@ def _staged(path: Path, data: bytes) -> Path:
 def temporary_file_for(path: Path) -> tuple[int, Path]:
     """A new private file (descriptor and name) beside ``path``, to be renamed to it once
     whole: ``.NAME.XXXXXXXX.part``, the shape :func:`remove_unfinished_writes` looks for."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    prefix, suffix = _temporary_affixes(path.name)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     return fd, Path(tmp)
+
+
+def _temporary_affixes(name: str) -> tuple[str, str]:
+    """What a temporary file for ``name`` begins and ends with, around 8 random characters
+    (as ``mkstemp`` makes them): the shape :func:`remove_unfinished_writes` looks for."""
+    return f".{name}.", ".part"
 
 
 def remove_unfinished_writes(folder: Path, name: str = "*") -> None:
@@ -175,7 +183,8 @@ def remove_unfinished_writes(folder: Path, name: str = "*") -> None:
     a writer's temporary file removed before its rename would fail that write. A download's
     ``.NAME.part``, resumed by a later fetch, does not have that shape and is kept.
     """
-    for part in Path(folder).glob(f".{name}.????????.part"):
+    prefix, suffix = _temporary_affixes(name)
+    for part in Path(folder).glob(f"{prefix}????????{suffix}"):
         if part.is_file() and not part.is_symlink():
             part.unlink(missing_ok=True)
 
