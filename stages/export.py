@@ -39,9 +39,9 @@ def to_vtt(transcript: Transcript) -> str:
         # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
         lost = (re.sub(r"-+>", "->", one_line(line)) for line in transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
-    names = transcript.speaker_names()
+    name_of = _line_names(transcript)
     for start, end, speaker, text in _cues(transcript):
-        name = _vtt_escape(one_line(names.get(speaker, speaker)))
+        name = _vtt_escape(name_of(speaker))
         line = _vtt_escape(one_line(text))
         blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
     return "\n\n".join(blocks) + "\n"
@@ -52,9 +52,9 @@ def to_srt(transcript: Transcript) -> str:
     players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`. Nor
     has it comments: a partial transcript is marked in the other formats only."""
     blocks = []
-    names = transcript.speaker_names()
+    name_of = _line_names(transcript)
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
-        name = _srt_inert(one_line(names.get(speaker, speaker)))
+        name = _srt_inert(name_of(speaker))
         line = _srt_inert(one_line(text))
         blocks.append(
             f"{number}\n{format_clock(start, ',')} --> {format_clock(end, ',')}\n{name}: {line}"
@@ -65,9 +65,9 @@ def to_srt(transcript: Transcript) -> str:
 def to_txt(transcript: Transcript) -> str:
     """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
     inputs lost, each on a line starting ``#``, and a blank line."""
-    names = transcript.speaker_names()
+    name_of = _line_names(transcript)
     lines = [
-        f"[{format_clock(u.start)}] {one_line(names.get(u.speaker, u.speaker))}: {one_line(u.text)}"
+        f"[{format_clock(u.start)}] {name_of(u.speaker)}: {one_line(u.text)}"
         for u in transcript.utterances
     ]
     if transcript.partial:
@@ -77,6 +77,12 @@ def to_txt(transcript: Transcript) -> str:
 
 
 _PARTIAL = "Partial transcript: these inputs were lost, in whole or in part, or are damaged:"
+
+
+def _line_names(transcript: Transcript) -> Callable[[str], str]:
+    """Each speaker's name as one line of text, worked out once per export, not per cue."""
+    names = {uid: one_line(name) for uid, name in transcript.speaker_names().items()}
+    return lambda uid: names[uid] if uid in names else one_line(uid)
 
 
 def to_seglst(transcript: Transcript) -> str:
