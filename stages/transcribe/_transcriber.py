@@ -2,7 +2,6 @@
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -110,11 +109,9 @@ class Transcriber:
                 except Exception as exc:  # keeping it failed (a full disk): that track's loss
                     failures[index] = exc
 
-        stopping = threading.Event()
-
         def run(batch: list[Window]) -> list[tuple[Window, list[Segment]]]:
-            if stopping.is_set() or batch[0].track in failures:
-                return []  # stopped, or its track has failed already: of no use any more
+            if batch[0].track in failures:
+                return []  # its track has failed already: the rest of it is of no use
             return self._run_batch(batch, tracks)
 
         for index, count in enumerate(pending):
@@ -144,7 +141,6 @@ class Transcriber:
             except BaseException:
                 # Ctrl-C (or a callback that failed): only the batches already on the model
                 # are waited for, not every one still queued, which on a long meeting is minutes.
-                stopping.set()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
         if failures:
