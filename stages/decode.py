@@ -202,7 +202,7 @@ def _decode_stream(
     except (av.error.FFmpegError, _OpusError) as exc:
         stopped = exc
     # Audio may still be held back after a jump ahead when the file ends (or breaks off).
-    writer.finish(container.duration / av.time_base if container.duration else None)
+    writer.finish(_declared_seconds(container))
     if stopped is not None:
         return f"decoding stopped at {writer.duration:.2f} s: {_reason(stopped)}"
     if writer.first_time is None:
@@ -481,12 +481,17 @@ def _restamped(writer: "_AlignedWriter") -> str | None:
 def _missing_tail(container: av.container.InputContainer, decoded: float) -> str | None:
     """A file cut short (an interrupted upload) often decodes without any error: FFmpeg just
     stops at the end of the bytes. The duration its header declares gives it away."""
-    if container.duration is None:
+    declared = _declared_seconds(container)
+    if declared is None:
         return None  # live-muxed files may not declare one
-    declared = container.duration / av.time_base
     if declared - decoded > _TRUNCATION_TOLERANCE:
         return f"the file ends at {decoded:.2f} s but its header says {declared:.2f} s (truncated)"
     return None
+
+
+def _declared_seconds(container: av.container.InputContainer) -> float | None:
+    """How long the file's header says it is (None: it does not say)."""
+    return None if container.duration is None else container.duration / av.time_base
 
 
 def _reason(exc: Exception) -> str:
