@@ -187,10 +187,11 @@ class Transcript(BaseModel):
         speakers would read the same (two Alices; "José" typed two ways), each display name
         has the user id after it, so that no export puts one person's words on the other."""
         names = {s.user_id: _shown_name(s) for s in self.speakers}
-        readings = Counter(_name_key(name) for name in names.values())
+        keys = {user_id: _name_key(name) for user_id, name in names.items()}
+        readings = Counter(keys.values())
         return {
             user_id: f"{name} ({user_id})"
-            if readings[_name_key(name)] > 1 and name != user_id
+            if readings[keys[user_id]] > 1 and name != user_id
             else name
             for user_id, name in names.items()
         }
