@@ -114,12 +114,12 @@ def read_turns(path: Path | str) -> TurnFile:
         every = _turns(entries, path, where=lambda i: f"line {lines[i]}")
         # STM marks stretches to leave out of scoring with a pseudo-transcript, and names the
         # stretches between utterances with a pseudo-speaker (TED-LIUM, NIST's own files).
-        excluded = [(t.start, t.end) for t in every if t.text.strip().lower() == _STM_IGNORE]
-        turns = [
-            t
-            for t in every
-            if t.text.strip().lower() != _STM_IGNORE and t.speaker.lower() != _STM_GAP
-        ]
+        turns, excluded = [], []
+        for t in every:
+            if t.text.strip().lower() == _STM_IGNORE:
+                excluded.append((t.start, t.end))
+            elif t.speaker.lower() != _STM_GAP:
+                turns.append(t)
         return TurnFile(turns, None, excluded)
     try:
         raw = json.loads(text)
