@@ -11,6 +11,12 @@ def _as_utc(value: datetime) -> datetime:
     # A naive time in a manifest is ambiguous; refusing it is safer than guessing a zone.
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (for example a trailing 'Z')")
+    try:
+        # Checked here, where the field can be named: at the ends of the calendar, taking
+        # the zone away or rounding to the millisecond leaves the range datetime can hold.
+        format_utc(value)
+    except OverflowError:
+        raise ValueError("timestamp is outside the years 1 to 9999 in UTC") from None
     return value.astimezone(UTC)
 
 
@@ -19,7 +25,8 @@ def format_utc(value: datetime) -> str:
     value = value.astimezone(UTC)
     millis = (value.microsecond + 500) // 1000  # half up, not half to even
     value = value.replace(microsecond=0) + timedelta(milliseconds=millis)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # strftime's %Y gives year 1 as "1", not the four digits ISO 8601 asks for.
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
 
 
 def format_clock(seconds: float, millis_sep: str | None = None) -> str:

@@ -65,6 +65,8 @@ def _twice(**changes: object) -> dict:
         (_with_track(user_id=None), "tracks[0].user_id: Field required"),
         (_with_track(started_time="yesterday"), "tracks[0].started_time"),
         (_with_track(started_time="2026-11-20T10:00:03"), "needs a time zone"),
+        (_with_track(started_time="0001-01-01T00:00:00+01:00"), "started_time: Value error, t"),
+        (_with_track(started_time="9999-12-31T23:59:59.9999Z"), "outside the years 1 to 9999"),
         (_with_track(path="../../etc/passwd"), "tracks[0].path"),
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
         (_with_track(sha256="not-hex"), "tracks[0].sha256"),
@@ -106,6 +108,7 @@ def test_times_are_written_in_utc_with_millisecond_precision():
     assert format_utc(datetime(2026, 11, 20, 10, 0, 3, 249600, tzinfo=UTC)) == (
         "2026-11-20T10:00:03.250Z"
     )
+    assert format_utc(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
     manifest = Manifest.parse(_with_track(started_time="2026-11-20T11:00:03.25+01:00"))
     assert json.loads(manifest.to_json())["tracks"][0]["started_time"] == (
         "2026-11-20T10:00:03.250Z"
