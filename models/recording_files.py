@@ -37,7 +37,7 @@ def time_from_file_name(name: str) -> datetime | None:
     """The ``date_time`` of a track file name, or None if the name does not carry one."""
     stem = _stem(name)
     last = stem.rsplit("_", 1)[-1]
-    if "_" not in stem or not last.isdigit() or len(last) != 13:
+    if "_" not in stem or not (last.isascii() and last.isdigit()) or len(last) != 13:
         return None
     when = datetime.fromtimestamp(int(last) / 1000, tz=UTC)
     return when if when >= _EARLIEST else None

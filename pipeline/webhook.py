@@ -227,7 +227,7 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 raw = self.headers.get("content-length") or ""
-                if not raw.isdigit():
+                if not (raw.isascii() and raw.isdigit()):
                     self._answer(411, "a Content-Length is required")
                     return
                 length = int(raw)

@@ -726,7 +726,7 @@ def _total_from_range(content_range: str | None) -> int:
     """``bytes 100-199/2000`` (or ``bytes */2000``) -> 2000."""
     if content_range and "/" in content_range:
         total = content_range.rsplit("/", 1)[1].strip()
-        if total.isdigit():
+        if total.isascii() and total.isdigit():
             return int(total)
     raise _CorruptError(f"ranged answer without a usable Content-Range ({content_range!r})")
 
@@ -734,7 +734,7 @@ def _total_from_range(content_range: str | None) -> int:
 def _content_length(response: httpx.Response) -> int:
     """The declared length, or -1 when there is none (then only the ETag can check the file)."""
     value = response.headers.get("content-length", "")
-    return int(value) if value.isdigit() else -1
+    return int(value) if value.isascii() and value.isdigit() else -1
 
 
 def _code(response: httpx.Response) -> str:

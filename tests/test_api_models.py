@@ -93,6 +93,14 @@ def test_file_name_parts_are_read_from_the_right_end():
 
 
 @pytest.mark.parametrize(
+    "stamp", ["176000000000\u00b2", "\u0661\u0667\u0666\u0660" + "0" * 9], ids=["²", "Arabic-Indic"]
+)
+def test_a_date_time_in_other_than_ascii_digits_is_no_date_time(stamp):
+    # Python calls both digits; the API writes Unix milliseconds in ASCII.
+    assert parse_file_name(f"default_user-123_peer-456_peer_audio_{stamp}.webm") is None
+
+
+@pytest.mark.parametrize(
     ("given", "safe"),
     [
         ("../../etc/passwd", "passwd"),

@@ -91,7 +91,7 @@ def _positive(query: dict[str, list[str]], name: str, default: int) -> int:
     value = _last(query, name)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise ApiError(400, f"{name} must be a positive integer")
     return int(value)
 

@@ -526,7 +526,7 @@ class Emulator:
         recording_id, name = unquote(match["recording"]), unquote(match["name"])
         expires = (query.get("X-Amz-Expires") or [""])[-1]
         signature = (query.get("X-Amz-Signature") or [""])[-1]
-        if not expires.isdigit() or not signature:
+        if not (expires.isascii() and expires.isdigit()) or not signature:
             return s3_error(403, "AccessDenied", "Query-string authentication is required.")
         expected = self._signature(f"/files/{recording_id}/{name}", int(expires))
         if not hmac.compare_digest(expected, signature):
