@@ -42,8 +42,7 @@ __all__ = [
 class Terminated(KeyboardInterrupt):
     """A stop that reached this process only (SIGTERM from a service manager or ``kill``, as
     the command line raises it): taken the way Ctrl-C is, so that the same clean-up runs
-    (workers stopped, scratch audio removed, no half-written output); but the worker
-    processes did not get it, so they are made to exit."""
+    (workers stopped, scratch audio removed, no half-written output)."""
 
 
 class WorkerLink:
@@ -90,17 +89,20 @@ class WorkerLink:
         self._queue.cancel_join_thread()
         self._queue.close()
 
-    def stop(self, pool: ProcessPoolExecutor, reason: BaseException) -> None:
-        """Stop ``pool`` early, for ``reason``: no job not yet begun is begun. After Ctrl-C,
-        which the workers get too, those running stop on their own and are waited for; a
-        stop that reached only this process (:class:`Terminated`) is not followed by them,
-        so they are made to exit."""
-        if isinstance(reason, Terminated):
-            self.cut()
+    def stop(self, pool: ProcessPoolExecutor) -> None:
+        """Stop ``pool`` early: no job not yet begun is begun, and the running ones stop.
+
+        Whether the stop reached the workers too is not known here. Ctrl-C at a terminal
+        does; SIGTERM, ``kill -INT`` and a notebook's interrupt reach this process alone, and
+        the workers went on with their meetings, and began those the pool had queued. So
+        every worker is told (:meth:`cut`); a second Ctrl-C does a job no harm."""
+        self.cut()
         pool.shutdown(cancel_futures=True)
 
     def cut(self) -> None:
-        """Make every worker exit now, whatever it is doing: no one wants its work."""
+        """Make every worker exit now: no one wants its work. A job that Ctrl-C stops
+        (:func:`interruptible`) is stopped that way first, so that it cleans up (its scratch
+        audio, its temporary outputs); anything else ends where it is."""
         self._alive.close()
 
     def _hand_on(self) -> None:
@@ -174,9 +176,26 @@ _held_back: list[int] = []
 """In a worker that Ctrl-C stops: a Ctrl-C it got, while no job ran or during one; every
 job it begins after that stops at once."""
 
+_idle = threading.Event()
+"""Clear while a job that Ctrl-C stops runs: a worker told to exit stops it first."""
+_idle.set()
+
+_CLEAN_UP_WAIT = 30.0
+"""Seconds a worker told to exit gives its job to clean up (the model's batches in flight
+finish first)."""
+
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
     _held_back.append(signum)
+
+
+def _stop_job(signum: int, _frame: FrameType | None) -> None:
+    """Ctrl-C during a job: the first stops it; later ones (the terminal's and the parent's
+    both, or a key pressed twice) are only noted, so as not to break off its clean-up."""
+    first = not _held_back
+    _held_back.append(signum)
+    if first:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -192,7 +211,8 @@ def interruptible() -> Iterator[None]:
     ):
         yield
         return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _stop_job)
+    _idle.clear()
     try:
         if _held_back:
             raise KeyboardInterrupt
@@ -204,6 +224,7 @@ def interruptible() -> Iterator[None]:
         raise
     finally:
         signal.signal(signal.SIGINT, _hold_back)
+        _idle.set()
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -234,7 +255,12 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
 def _exit_with_parent(lifeline: Connection) -> None:
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()  # nothing is ever sent: this returns when the pipe closes
-    os._exit(1)  # no cleanup to wait for: whoever wanted the work is gone
+    if not _idle.is_set():  # a job that Ctrl-C stops: stopped so, it leaves nothing behind
+        main = threading.main_thread().ident
+        assert main is not None  # the main thread has started: it started this one
+        signal.pthread_kill(main, signal.SIGINT)
+        _idle.wait(_CLEAN_UP_WAIT)
+    os._exit(1)  # whoever wanted the work is gone
 
 
 def guard_hint() -> str:

@@ -599,10 +599,10 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                         lost.append(futures[future])
                         continue
                     yield _outcome(future, futures[future], work.out)
-            except BaseException as stop:
-                # Stopped early (Ctrl-C, SIGTERM, or the caller stopped asking): a re-run
-                # removes what workers made to exit left.
-                link.stop(pool, stop)
+            except BaseException:
+                # Stopped early (Ctrl-C, SIGTERM, or the caller stopped asking): the meetings
+                # running stop too, and what they finished stays for a re-run.
+                link.stop(pool)
                 raise
         if not lost:
             return

@@ -123,8 +123,8 @@ def bench(
                     with interrupts_held():
                         running = pool.submit(_run, name, str(manifest_path), turns, options)
                     raw = running.result()
-                except BaseException as stop:  # Ctrl-C or SIGTERM: the approach stops
-                    link.stop(pool, stop)
+                except BaseException:  # Ctrl-C or SIGTERM: the approach stops
+                    link.stop(pool)
                     raise
         except (ApproachFailed, NoUsableTrackError) as exc:
             results[name] = Approach(failed=str(exc))

@@ -259,22 +259,31 @@ def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, m
     assert list((tmp_path / "out").glob("*/.work/decode/*"))  # only the audio was given back
 
 
-def test_sigterm_stops_the_meetings_running_in_workers_not_only_the_batch(meetings, tmp_path):
-    # A service manager's stop reaches the batch's own process only; its workers must not go
-    # on to finish their meetings unseen while the manager waits, then kills.
-    out = tmp_path / "out"
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "kill -INT"])
+def test_a_stop_sent_to_the_batch_alone_stops_the_meetings_running_in_workers(
+    meetings, tmp_path, stop
+):
+    # A service manager's stop, `kill -INT` and a notebook's interrupt reach the batch's own
+    # process only; its workers must not go on to finish their meetings, and begin others,
+    # unseen while the manager waits, then kills; nor leave their scratch folders.
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
     command = [sys.executable, "-m", "pipeline", "batch", str(meetings), "-o", str(out)]
     run = subprocess.Popen(
-        [*command, "--workers", "2", "--no-progress"], stderr=subprocess.PIPE, text=True
+        [*command, "--workers", "2", "--no-progress"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     deadline = time.monotonic() + 120
     while not list(out.glob("*/.work/**/*.pcm")) and time.monotonic() < deadline:
         time.sleep(0.02)  # the workers are decoding
-    run.send_signal(signal.SIGTERM)
+    run.send_signal(stop)
     _, stderr = run.communicate(timeout=60)
-    assert run.returncode == 128 + signal.SIGTERM, stderr
+    assert run.returncode == 128 + stop, stderr
     assert "leaked semaphore" not in stderr  # the workers made to exit left nothing behind
     assert not list(out.glob("*/done.json"))  # none went on to the end
+    assert not list(scratch.glob("trackscribe-*"))  # each removed its scratch audio
     again = run_batch(meetings, out, progress=False)  # and a re-run does them
     assert [m.status for m in again.meetings] == ["done", "done", "done"]
 

@@ -20,7 +20,6 @@ from models import ManifestError, Transcript
 from pipeline import transcribe_tracks
 from pipeline._scratch import scratch_folder
 from pipeline._worker import (
-    Terminated,
     WorkerLink,
     _lowest_level,
     interruptible,
@@ -394,15 +393,54 @@ def _ctrl_c_outside_and_inside_a_job() -> list[str]:
     return outcomes
 
 
-def test_a_stop_that_reached_only_this_process_makes_the_workers_exit():
-    # SIGTERM from a service manager reaches the parent alone (as Terminated): waiting for
-    # a worker's job to finish, as after Ctrl-C, could take minutes (a bench approach).
+def _job_that_cleans_up(marker: Path, cleaned: Path) -> None:
+    with interruptible():
+        marker.write_text("scratch audio")
+        try:
+            time.sleep(600)
+        finally:
+            time.sleep(0.5)  # a clean-up that takes a while: a second Ctrl-C must not cut it
+            marker.unlink()
+            cleaned.touch()
+
+
+def test_a_stop_that_reached_only_this_process_stops_the_workers_jobs_and_lets_them_clean_up(
+    tmp_path,
+):
+    # SIGTERM from a service manager, `kill -INT` and a notebook's interrupt reach the parent
+    # alone: its workers went on with their meetings (minutes, in a bench approach), or were
+    # made to exit with their scratch audio left behind.
     context = multiprocessing.get_context("spawn")
+    marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
     with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
-        pool.submit(os.getpid).result(timeout=60)  # started
-        running = pool.submit(time.sleep, 600)
-        link.stop(pool, Terminated())
-    assert running.done()  # not left running for ten minutes
+        running = pool.submit(_job_that_cleans_up, marker, cleaned)
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+        link.stop(pool)
+    assert time.monotonic() - started < 30  # not left running for ten minutes
+    assert running.done()
+    assert not marker.exists() and cleaned.exists()  # its clean-up ran, whole
+
+
+def test_a_second_ctrl_c_does_not_break_off_a_jobs_clean_up(tmp_path):
+    # At a terminal, Ctrl-C reaches the workers and the parent, which then tells them too.
+    context = multiprocessing.get_context("spawn")
+    marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
+    with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
+        worker = pool.submit(os.getpid).result(timeout=60)
+        running = pool.submit(_job_that_cleans_up, marker, cleaned)
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(worker, signal.SIGINT)
+        time.sleep(0.1)  # in its clean-up now
+        os.kill(worker, signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            running.result(timeout=60)
+        assert not marker.exists() and cleaned.exists()
+        assert pool.submit(os.getpid).result(timeout=60) == worker  # and it lives on
 
 
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
