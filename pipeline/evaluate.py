@@ -200,6 +200,21 @@ class _Entry(BaseModel):
 _ENTRIES = TypeAdapter(list[_Entry])
 
 
+def _check_turns(role: str, turns: object) -> None:
+    """A path or a file's text where turns belong is named as such, not failed on deep
+    inside the scoring (``'str' object has no attribute 'text'``)."""
+    if isinstance(turns, str | Path):
+        raise TypeError(
+            f"{role} is a path or text ({str(turns)[:60]!r}): read the file first, with "
+            "read_turns() (or load_transcript() for a transcript)"
+        )
+    if not isinstance(turns, Sequence) or not all(isinstance(t, Turn) for t in turns):
+        raise TypeError(
+            f"{role} must be what read_turns() gives, a sequence of Turn, or (the hypothesis "
+            f"only) a Transcript; not {type(turns).__name__}"
+        )
+
+
 def _of_transcript(transcript: Transcript) -> TurnFile:
     turns = [
         Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
@@ -290,6 +305,8 @@ def evaluate(
     """
     import meeteval
 
+    if isinstance(truth, Transcript):
+        raise TypeError("truth is a Transcript: give the transcript first, then the truth")
     if isinstance(hypothesis, Transcript):
         hypothesis = _of_transcript(hypothesis)
     if isinstance(hypothesis, TurnFile):
@@ -298,6 +315,8 @@ def evaluate(
     if isinstance(truth, TurnFile):
         excluded = excluded or truth.excluded
         truth = truth.turns
+    _check_turns("hypothesis", hypothesis)
+    _check_turns("truth", truth)
 
     normalise = _normaliser()
     spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words

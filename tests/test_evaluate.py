@@ -5,6 +5,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -79,6 +80,24 @@ def test_a_notebook_scores_a_transcript_object_as_eval_scores_its_file(
     expected = evaluate(from_files.turns, truth.turns, participants=from_files.participants)
     assert evaluate(sample_transcript, truth) == expected
     assert evaluate(from_files, truth) == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (lambda transcript, truth: (truth, transcript), "truth is a Transcript: give the t"),
+        (lambda transcript, truth: ("transcript.json", truth), "hypothesis is a path or text"),
+        (lambda transcript, truth: (transcript, Path("truth.json")), "truth is a path or text"),
+        (lambda transcript, truth: (transcript, {"turns": []}), "truth must be what read_turns"),
+    ],
+    ids=["the wrong way round", "a path", "a Path", "a dict"],
+)
+def test_a_notebook_giving_evaluate_the_wrong_things_is_told_what_it_takes(
+    sample_transcript, sample_dir, arguments, message
+):
+    hypothesis, truth = arguments(sample_transcript, read_turns(sample_dir / "truth.json"))
+    with pytest.raises(TypeError, match=message):
+        evaluate(hypothesis, truth)
 
 
 def test_scoring_a_speaker_whose_utterances_touch_warns_of_nothing(caplog):
