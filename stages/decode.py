@@ -133,6 +133,12 @@ def decode(
             )
             if writer.first_time is None and problem is not None:
                 raise DecodeError(f"{source}: no audio could be decoded ({problem})")
+            if len(container.streams.audio) > 1:  # a track holds one participant's voice
+                ignored = (
+                    f"holds {len(container.streams.audio)} audio streams; only the first was "
+                    "transcribed"
+                )
+                problem = f"{problem}; {ignored}" if problem else ignored
         except BaseException as exc:
             pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
             if isinstance(exc, OSError) and not isinstance(exc, av.error.FFmpegError):

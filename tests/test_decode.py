@@ -36,6 +36,21 @@ def _onset(x: np.ndarray, db: float = -30.0) -> float:
     return loud[0] * 160 / SAMPLE_RATE
 
 
+def test_a_file_of_more_than_one_audio_stream_says_that_only_the_first_was_used(tmp_path):
+    # A track recording holds one voice; a file of two, made elsewhere, must not lose the
+    # second one's words in silence.
+    path = tmp_path / "two.webm"
+    with av.open(str(path), mode="w", format="webm") as container:
+        streams = [container.add_stream("libopus", rate=48_000, layout="mono") for _ in "ab"]
+        for stream, samples in zip(streams, (silence(1.0), tone(1.0)), strict=True):
+            frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48_000, 0
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+    audio = decode(path, tmp_path / "two.pcm")
+    assert audio.problem == "holds 2 audio streams; only the first was transcribed"
+
+
 def test_a_sample_track_decodes_to_16k_mono_of_the_right_length(sample_manifest, tmp_path):
     track = sample_manifest.tracks[0]
     audio = decode(sample_manifest.track_path(track), tmp_path / "a.pcm")
