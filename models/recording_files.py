@@ -77,6 +77,8 @@ def parse_file_name(
     if "_" not in head:
         return None
     found_prefix, user_id = head.split("_", 1)
+    if not user_id:  # "prefix__peer…": no user to put the file on
+        return None
     return TrackFileName(found_prefix, user_id, peer_id, stream_kind, media_kind, when)
 
 

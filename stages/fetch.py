@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from models import (
@@ -214,8 +214,8 @@ def _result(
             reason = unplaced.get(file.key, f"{file.name}: no start time in its name")
             missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
             continue
-        tracks.append(
-            Track(
+        try:
+            track = Track(
                 user_id=user_id,
                 display_name=display_names.get(user_id),
                 peer_id=parsed.peer_id if parsed else None,
@@ -224,7 +224,14 @@ def _result(
                 sha256=digest,
                 size=size,
             )
-        )
+        except ValidationError as exc:  # one odd name costs its file, not the manifest
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            reason = f"{file.name}: left out of the manifest: its {where}: {first['msg']}"
+            log.error("%s", reason)
+            missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
+            continue
+        tracks.append(track)
     missing += _unlisted(recording, files, names, outcomes, user_ids)
     manifest = None
     if tracks:

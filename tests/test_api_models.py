@@ -90,6 +90,7 @@ def test_file_name_parts_are_read_from_the_right_end():
     assert parse_file_name(odd, prefix="my_prefix").user_id == "user_with_underscores"
     assert parse_file_name(odd, user_ids=["with_underscores"]).user_id == "with_underscores"
     assert parse_file_name("notes.txt") is None
+    assert parse_file_name("default__peer-1_peer_audio_1760000000000.webm") is None  # no user
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from models import DownloadLayer, Manifest, Recording, RetryPolicy, SignedUrl
+from models import DownloadLayer, Manifest, Recording, RetryPolicy, SignedUrl, safe_file_name
 from pipeline import remote
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from stages.fetch import FetchOptions, fetch_recording
@@ -740,6 +740,34 @@ def test_account_and_app_ids_stay_path_segments_whatever_they_hold(emulator):
     with client:  # unquoted, "?" made the rest a query string and ".." climbed a level
         recording = client.start_track_recording(emulator.meeting_id)
         assert client.get_recording(recording.id).id == recording.id
+
+
+def test_a_file_whose_name_cannot_be_written_in_a_manifest_costs_only_that_file(
+    emulator, sample_manifest, tmp_path
+):
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    first = recording.files()[0]
+    head, _, *rest = first.name.rsplit("_", 4)
+    odd = "_".join([head, "peer-\udcff", *rest])  # JSON's "\udcff": not text
+    renamed = recording.model_copy(
+        update={
+            "download_url": [
+                DownloadLayer(
+                    download_urls={
+                        (odd if f == first else f.name): SignedUrl(download_url=f.url)
+                        for f in recording.files()
+                    }
+                )
+            ]
+        }
+    )
+
+    result = fetch_recording(renamed, tmp_path / "rec", refresh=lambda: renamed, options=QUIET)
+
+    assert [f.path for f in result.missing] == [f"tracks/{safe_file_name(odd)}"]
+    assert result.missing[0].reason.startswith(f"{odd}: left out of the manifest: its peer_id")
+    assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
 
 
 def test_a_file_whose_name_puts_it_weeks_away_is_named_and_costs_only_that_file(
