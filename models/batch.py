@@ -151,8 +151,9 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
             continue
         try:
             rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise JobsError(f"{path}, line {number}: not valid JSON: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
+            raise JobsError(f"{path}, line {number}: not valid JSON: {reason}") from None
     return rows
 
 

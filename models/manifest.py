@@ -170,7 +170,7 @@ class Manifest(BaseModel):
             raise ManifestError(f"{path}: no such manifest file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from None
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
             raise ManifestError(f"{path}: not valid JSON: {exc}") from None
         return cls.parse(raw, source=str(path), root=path.parent)
 

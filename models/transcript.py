@@ -268,10 +268,10 @@ class Transcript(BaseModel):
             raise TranscriptError(f"{path}: no such transcript file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise TranscriptError(f"{path}: cannot read: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
         except ValidationError as exc:
             raise TranscriptError(f"{path}: {describe(exc)}") from None
+        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+            raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
 
 
 def one_line(text: str) -> str:

@@ -491,7 +491,7 @@ def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient
         text = marker.read_text(encoding="utf-8").strip()
         try:
             started = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             started = None
         if not isinstance(started, dict):  # written by a version that kept the bare id
             return text

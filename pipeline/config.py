@@ -142,7 +142,7 @@ def _read_config(path: Path | None, environ: Mapping[str, str]) -> dict[str, obj
         return {}
     try:
         data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not TOML, too deep
         raise ConfigError(f"{candidate}: cannot read config: {exc}") from None
     section = data.get("realtimekit", {})
     if not isinstance(section, dict):

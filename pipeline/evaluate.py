@@ -123,7 +123,7 @@ def read_turns(path: Path | str) -> TurnFile:
         return TurnFile(turns, None, excluded)
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"{path}: neither JSON (transcript, SegLST) nor STM: {exc}") from None
     if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
         transcript = Transcript.load(path)  # names the file and the field when it is invalid

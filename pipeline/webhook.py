@@ -142,7 +142,7 @@ class WebhookReceiver:
             return 401, "bad or missing rtk-signature"
         try:
             event = WebhookEvent.model_validate(json.loads(body))
-        except (ValueError, ValidationError):
+        except (ValueError, RecursionError, ValidationError):
             return 400, "body is not a webhook event"
         with self._lock:
             if delivery:
@@ -230,7 +230,7 @@ class WebhookReceiver:
                 if not (raw.isascii() and raw.isdigit()):
                     self._answer(411, "a Content-Length is required")
                     return
-                length = int(raw)
+                length = int(raw) if len(raw) <= 18 else _MAX_BODY + 1  # int() stops at 4300 digits
                 if length > _MAX_BODY:
                     self._answer(413, "body too large")
                     return

@@ -562,7 +562,7 @@ def _json(response: httpx.Response) -> dict[str, Any] | None:
         return None
     try:
         payload = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
 

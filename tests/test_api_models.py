@@ -240,3 +240,6 @@ def test_missing_settings_are_named_with_where_to_give_them(tmp_path):
     bad.write_text('[realtimekit]\naccount = "x"\n')
     with pytest.raises(ConfigError, match=r"unknown setting.*account"):
         ApiSettings.resolve({}, config_file=bad, environ={})
+    bad.write_text("x = " + "[" * 100_000)  # TOML's parser gives up with a RecursionError
+    with pytest.raises(ConfigError, match=r"bad\.toml: cannot read config"):
+        ApiSettings.resolve({}, config_file=bad, environ={})

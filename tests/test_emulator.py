@@ -727,6 +727,7 @@ def test_the_list_filters_by_whether_the_last_urls_issued_expired(three):
         {"page_no": 0},
         {"per_page": "many"},
         {"per_page": "\u00b2"},  # a digit to str.isdigit, not to int()
+        {"per_page": "9" * 5000},  # more digits than int() reads
         {"status": "DONE"},
         {"sort_order": "UP"},
         {"sort_by": "size"},

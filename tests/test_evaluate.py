@@ -371,6 +371,12 @@ def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir
     assert "truth.json: not UTF-8 text" in capsys.readouterr().err
 
 
+def test_a_truth_file_nested_too_deep_for_python_is_bad_input(tmp_path, sample_dir, capsys):
+    (tmp_path / "truth.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["eval", str(sample_dir / "truth.json"), str(tmp_path / "truth.json")]) == 2
+    assert "truth.json: neither JSON (transcript, SegLST) nor STM" in capsys.readouterr().err
+
+
 def test_an_stm_line_with_its_end_before_its_start_is_named_by_line(tmp_path):
     path = tmp_path / "truth.stm"
     path.write_text(";; made by hand\nmeeting 1 alice 0.0 1.0 hello\nmeeting 1 bob 3.0 2.0 hi\n")

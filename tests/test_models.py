@@ -7,12 +7,14 @@ import pytest
 from pydantic import ValidationError
 
 from models import (
+    JobsError,
     Manifest,
     ManifestError,
     SpeechRegion,
     Transcript,
     TranscriptError,
     format_utc,
+    load_jobs,
 )
 
 VALID = {
@@ -94,6 +96,24 @@ def test_a_bad_manifest_is_rejected_naming_the_field(tmp_path, raw, named):
         Manifest.load(path)
     assert str(path) in str(err.value)
     assert named in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"meeting_id": "m", "size": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000],
+    ids=["a number too long for Python", "nested too deep"],
+)
+@pytest.mark.parametrize(
+    ("load", "error"),
+    [(Manifest.load, ManifestError), (Transcript.load, TranscriptError), (load_jobs, JobsError)],
+    ids=["manifest", "transcript", "jobs"],
+)
+def test_json_that_python_cannot_hold_is_named_as_bad_input(tmp_path, text, load, error):
+    # json.loads raises a bare ValueError or RecursionError for these, not JSONDecodeError
+    path = tmp_path / "file.json"
+    path.write_text(text)
+    with pytest.raises(error, match=rf"{path}.*not valid JSON"):
+        load(path)
 
 
 def test_unreadable_manifests_name_the_file(tmp_path):

@@ -413,6 +413,11 @@ def test_webhook_receiver_refuses_abuse_before_reading_a_body():
         with socket.create_connection((host, int(port))) as raw:
             raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
             assert raw.recv(100).startswith(b"HTTP/1.0 411")
+        with socket.create_connection((host, int(port))) as raw:  # more digits than int() reads
+            raw.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+            )
+            assert raw.recv(100).startswith(b"HTTP/1.0 413")
         with socket.create_connection((host, int(port))) as raw:  # "²" in Latin-1
             raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\xb2\r\n\r\n")
             assert raw.recv(100).startswith(b"HTTP/1.0 411")

@@ -21,7 +21,7 @@ from ._state import TrackFile
 
 _log = logging.getLogger(f"trackscribe.{__name__}")
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # longer: past any file
 _MAX_BODY = 1 << 20
 _CHUNK = 64 * 1024
 

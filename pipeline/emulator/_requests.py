@@ -91,7 +91,7 @@ def _positive(query: dict[str, list[str]], name: str, default: int) -> int:
     value = _last(query, name)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) < 1:
         raise ApiError(400, f"{name} must be a positive integer")
     return int(value)
 
@@ -110,7 +110,7 @@ def _when(query: dict[str, list[str]], name: str) -> datetime | None:
 def read_json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body) if body else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number too long, too deep
         raise ApiError(400, "request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object")

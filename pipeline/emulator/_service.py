@@ -526,7 +526,7 @@ class Emulator:
         recording_id, name = unquote(match["recording"]), unquote(match["name"])
         expires = (query.get("X-Amz-Expires") or [""])[-1]
         signature = (query.get("X-Amz-Signature") or [""])[-1]
-        if not (expires.isascii() and expires.isdigit()) or not signature:
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 18) or not signature:
             return s3_error(403, "AccessDenied", "Query-string authentication is required.")
         expected = self._signature(f"/files/{recording_id}/{name}", int(expires))
         if not hmac.compare_digest(expected, signature):
@@ -613,7 +613,10 @@ def _max_seconds(value: object) -> float:
         return math.inf
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ApiError(400, "max_seconds must be a positive number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past any float: as good as no limit, but surely a slip
+        raise ApiError(400, "max_seconds is too large") from None
 
 
 def _full(recording: Recording) -> float:
