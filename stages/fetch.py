@@ -11,6 +11,7 @@ files that are already complete. Names from the API are sanitised before they to
 
 import hashlib
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -276,7 +277,8 @@ def _unlisted(
         for user_id in absent
     ]
     sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, str)]
-    declared = int(recording.file_size or 0)
+    # An answer's NaN or infinity (JSON allows neither, Python's reader both) says nothing.
+    declared = int(recording.file_size or 0) if math.isfinite(recording.file_size or 0) else 0
     if not user_ids and len(sizes) == len(files) and declared > sum(sizes):
         reason = (
             f"{_one_url(recording)}, of {sum(sizes):,} bytes, but the recording holds "

@@ -364,6 +364,18 @@ def test_the_older_api_shapes_are_read_too(sample_dir, sample_manifest, tmp_path
     assert fetched(result.manifest) == originals(sample_manifest, {"user-alice"})
 
 
+@pytest.mark.parametrize("size", [float("inf"), float("nan")])
+def test_a_file_size_that_is_no_number_is_taken_as_unknown(sample_dir, tmp_path, size):
+    # Python's JSON reader takes 1e400 as infinity, and NaN as NaN
+    options = EmulatorOptions(token=TOKEN, shape="string", **FAST)
+    with Emulator(sample_dir, options) as emu, client_for(emu) as client:
+        recording = remote.record(client, emu.meeting_id, poll=0.05)
+        odd = recording.model_copy(update={"file_size": size})
+        result = remote.fetch(client, odd, tmp_path / "rec", options=QUIET)
+    assert result.failures == [] and result.missing == []
+    assert len(result.manifest.tracks) == 1
+
+
 def test_a_single_download_url_that_hides_other_files_makes_the_fetch_partial(
     sample_dir, sample_manifest, tmp_path
 ):
