@@ -535,6 +535,12 @@ class _Downloader:
                 reason, retry_after = str(exc), exc.retry_after
             except _CorruptError as exc:
                 reason = str(exc)
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                # Refused before anything was sent (a file:// URL, a header not HTTP's): no
+                # try can do better.
+                raise FetchError(
+                    redact_urls(f"{file.name}: its URL cannot be fetched: {describe_error(exc)}")
+                ) from None
             except httpx.TransportError as exc:
                 reason = describe_error(exc)
             failed = 0 if done() > before else failed + 1

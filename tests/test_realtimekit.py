@@ -754,6 +754,35 @@ def test_account_and_app_ids_stay_path_segments_whatever_they_hold(emulator):
         assert client.get_recording(recording.id).id == recording.id
 
 
+def test_a_download_url_that_cannot_be_sent_fails_its_file_at_once(emulator, tmp_path):
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    first = recording.files()[0]
+    odd = recording.model_copy(
+        update={
+            "download_url": [
+                DownloadLayer(
+                    download_urls={
+                        f.name: SignedUrl(
+                            download_url="file:///etc/passwd?X-Amz-Signature=secret"
+                            if f == first
+                            else f.url
+                        )
+                        for f in recording.files()
+                    }
+                )
+            ]
+        }
+    )
+
+    result = fetch_recording(odd, tmp_path / "rec", refresh=lambda: odd, options=QUIET)
+
+    [failure] = result.failures
+    assert failure.reason.startswith(f"{first.name}: its URL cannot be fetched")
+    assert "gave up after" not in failure.reason  # not tried again and again
+    assert "secret" not in failure.reason
+
+
 def test_a_file_whose_name_cannot_be_written_in_a_manifest_costs_only_that_file(
     emulator, sample_manifest, tmp_path
 ):
