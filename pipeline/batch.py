@@ -120,6 +120,8 @@ def run_batch(
     also saved as ``out/summary.json``. One batch at a time writes into ``out``: while another
     runs there, this one raises :class:`OSError` (``errno.EBUSY``) before doing anything.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number, 1 or more, not {workers!r}")
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
     folders = Counter(j.folder_name.casefold() for j in jobs)  # one folder on macOS: a and A

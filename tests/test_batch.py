@@ -746,6 +746,16 @@ def test_bad_jobs_files_are_refused_naming_the_line(tmp_path, text, suffix, mess
         load_jobs(path)
 
 
+@pytest.mark.parametrize("workers", [0, -3, 1.5, True])
+def test_a_number_of_workers_that_is_not_one_or_more_is_refused(meetings, tmp_path, workers):
+    # the command line refuses `--workers 0`; a notebook got one worker for it
+    with pytest.raises(
+        ValueError, match=f"workers must be a whole number, 1 or more, not {workers}"
+    ):
+        run_batch(meetings, tmp_path / "out", workers=workers, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
     path = tmp_path / "jobs.csv"
     path.write_text("id,manifest\nx,a.json\ny,b.json\n")

@@ -238,6 +238,19 @@ def test_a_number_out_of_range_is_refused_naming_its_flag(args, said):
     assert result.returncode == 2 and said in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [("--beam-size", "beam_size: Input should be less"), ("--threads", "cpu_threads: Input")],
+)
+def test_a_number_too_large_for_the_model_is_refused_before_it_runs(
+    sample_dir, tmp_path, flag, said
+):
+    # 100000 made CTranslate2 exhaust memory (beams) or OpenMP crash the process (threads)
+    result = trackscribe("transcribe", str(sample_dir), "-o", str(tmp_path), flag, "100000")
+    assert result.returncode == 2 and said in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_demo_prints_the_meeting_in_time_order(sample_truth):
     result = trackscribe("demo", "--no-progress")
     assert result.returncode == 0, result.stderr

@@ -30,19 +30,25 @@ class TranscribeOptions(BaseModel):
     )
     device: str = "cpu"
     compute_type: str = "int8"
+    # The upper bounds are far past any use; past them CTranslate2 and OpenMP crash the
+    # process or exhaust memory, rather than fail.
     cpu_threads: int = Field(
-        0, ge=0, description="threads per parallel batch; 0: the CPU cores shared among them"
+        0,
+        ge=0,
+        le=1024,
+        description="threads per parallel batch; 0: the CPU cores shared among them",
     )
     parallel: int = Field(
         2,
         ge=1,
+        le=256,
         description="batches decoded at once, each by its own model worker: on 2 cores two "
         "one-thread workers beat one two-thread worker by about a quarter (measured)",
     )
     language: str | None = Field("en", description="None: detect per window")
-    beam_size: int = Field(5, ge=1)
+    beam_size: int = Field(5, ge=1, le=100)
     max_window: float = Field(30.0, gt=0, le=30, description="seconds of speech packed per window")
-    batch_size: int = Field(8, ge=1, description="windows decoded together")
+    batch_size: int = Field(8, ge=1, le=1024, description="windows decoded together")
     lead_in: float = Field(
         0.45,
         ge=0,
