@@ -87,13 +87,20 @@ def _last(query: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number, if it is one of ASCII digits that fits in 64 bits: Python
+    calls "²" a digit and ``int()`` refuses it, and over 4300 digits ``int()`` gives up."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _positive(query: dict[str, list[str]], name: str, default: int) -> int:
     value = _last(query, name)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) < 1:
+    number = whole_number(value)
+    if number is None or number < 1:
         raise ApiError(400, f"{name} must be a positive integer")
-    return int(value)
+    return number
 
 
 def _when(query: dict[str, list[str]], name: str) -> datetime | None:

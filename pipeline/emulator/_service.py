@@ -24,7 +24,14 @@ from models import MANIFEST_FILE, Manifest, format_utc
 from .._listen import listen
 from ._http import Download, RangeNotSatisfiable, Server, byte_range
 from ._replies import Reply, gateway_error, json_reply, rtk_error, s3_error
-from ._requests import ApiError, ListQuery, read_json_object, read_layer, read_user_ids
+from ._requests import (
+    ApiError,
+    ListQuery,
+    read_json_object,
+    read_layer,
+    read_user_ids,
+    whole_number,
+)
 from ._state import Recording, file_name, track_files
 from ._webhooks import Signer, Webhooks
 
@@ -524,14 +531,14 @@ class Emulator:
         if match is None:
             return s3_error(404, "NoSuchKey", "The specified key does not exist.")
         recording_id, name = unquote(match["recording"]), unquote(match["name"])
-        expires = (query.get("X-Amz-Expires") or [""])[-1]
+        expires = whole_number((query.get("X-Amz-Expires") or [""])[-1])
         signature = (query.get("X-Amz-Signature") or [""])[-1]
-        if not (expires.isascii() and expires.isdigit() and len(expires) <= 18) or not signature:
+        if expires is None or not signature:
             return s3_error(403, "AccessDenied", "Query-string authentication is required.")
-        expected = self._signature(f"/files/{recording_id}/{name}", int(expires))
+        expected = self._signature(f"/files/{recording_id}/{name}", expires)
         if not hmac.compare_digest(expected, signature):
             return s3_error(403, "SignatureDoesNotMatch", "The request signature does not match.")
-        if int(expires) <= time.time():
+        if expires <= time.time():
             return s3_error(403, "AccessDenied", "Request has expired")
         with self._lock:
             recording = self._recordings.get(recording_id)
