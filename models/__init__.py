@@ -1,5 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
+from ._errors import describe
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
@@ -107,6 +108,7 @@ __all__ = [
     "atomic_write_files",
     "atomic_write_text",
     "bridge_runs",
+    "describe",
     "describe_error",
     "ends_sentence",
     "file_in_the_way",

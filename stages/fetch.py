@@ -35,6 +35,7 @@ from models import (
     TrackFailure,
     TrackFileName,
     atomic_write_text,
+    describe,
     describe_error,
     format_utc,
     outlying_starts,
@@ -226,9 +227,7 @@ def _result(
                 size=size,
             )
         except ValidationError as exc:  # one odd name costs its file, not the manifest
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            reason = f"{file.name}: left out of the manifest: its {where}: {first['msg']}"
+            reason = f"{file.name}: left out of the manifest: its {describe(exc)}"
             log.error("%s", reason)
             missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
             continue
@@ -278,7 +277,8 @@ def _unlisted(
     ]
     sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, str)]
     # An answer's NaN or infinity (JSON allows neither, Python's reader both) says nothing.
-    declared = int(recording.file_size or 0) if math.isfinite(recording.file_size or 0) else 0
+    size = recording.file_size or 0
+    declared = int(size) if math.isfinite(size) else 0
     if not user_ids and len(sizes) == len(files) and declared > sum(sizes):
         reason = (
             f"{_one_url(recording)}, of {sum(sizes):,} bytes, but the recording holds "
