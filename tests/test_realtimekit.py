@@ -69,6 +69,16 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.startswith(".") or "part" in p.name)
 
 
+def first_file_changed(
+    recording: Recording, name: str | None = None, url: str | None = None
+) -> Recording:
+    """``recording`` with its first file listed under another name, or at another URL."""
+    first, *others = recording.files()
+    urls = {(name or first.name): SignedUrl(download_url=url or first.url)}
+    urls |= {f.name: SignedUrl(download_url=f.url) for f in others}
+    return recording.model_copy(update={"download_url": [DownloadLayer(download_urls=urls)]})
+
+
 def record_and_fetch(emu: Emulator, out: Path, users: list[str] | None = None):
     with client_for(emu) as client:
         recording = remote.record(client, emu.meeting_id, users or (), poll=0.05)
@@ -758,22 +768,7 @@ def test_a_download_url_that_cannot_be_sent_fails_its_file_at_once(emulator, tmp
     with client_for(emulator) as client:
         recording = remote.record(client, emulator.meeting_id, poll=0.05)
     first = recording.files()[0]
-    odd = recording.model_copy(
-        update={
-            "download_url": [
-                DownloadLayer(
-                    download_urls={
-                        f.name: SignedUrl(
-                            download_url="file:///etc/passwd?X-Amz-Signature=secret"
-                            if f == first
-                            else f.url
-                        )
-                        for f in recording.files()
-                    }
-                )
-            ]
-        }
-    )
+    odd = first_file_changed(recording, url="file:///etc/passwd?X-Amz-Signature=secret")
 
     result = fetch_recording(odd, tmp_path / "rec", refresh=lambda: odd, options=QUIET)
 
@@ -791,18 +786,7 @@ def test_a_file_whose_name_cannot_be_written_in_a_manifest_costs_only_that_file(
     first = recording.files()[0]
     head, _, *rest = first.name.rsplit("_", 4)
     odd = "_".join([head, "peer-\udcff", *rest])  # JSON's "\udcff": not text
-    renamed = recording.model_copy(
-        update={
-            "download_url": [
-                DownloadLayer(
-                    download_urls={
-                        (odd if f == first else f.name): SignedUrl(download_url=f.url)
-                        for f in recording.files()
-                    }
-                )
-            ]
-        }
-    )
+    renamed = first_file_changed(recording, name=odd)
 
     result = fetch_recording(renamed, tmp_path / "rec", refresh=lambda: renamed, options=QUIET)
 
@@ -819,18 +803,7 @@ def test_a_file_whose_name_puts_it_weeks_away_is_named_and_costs_only_that_file(
     first = recording.files()[0]
     stem, millis = first.name.removesuffix(".webm").rsplit("_", 1)
     weeks_later = f"{stem}_{int(millis) + 40 * 86_400_000}.webm"  # a device clock gone wrong
-    renamed = recording.model_copy(
-        update={
-            "download_url": [
-                DownloadLayer(
-                    download_urls={
-                        (weeks_later if f == first else f.name): SignedUrl(download_url=f.url)
-                        for f in recording.files()
-                    }
-                )
-            ]
-        }
-    )
+    renamed = first_file_changed(recording, name=weeks_later)
 
     result = fetch_recording(renamed, tmp_path / "rec", refresh=lambda: renamed, options=QUIET)
 
