@@ -24,7 +24,7 @@ from .files import (
     write_error,
     writing,
 )
-from .http import RetryPolicy, describe_error, protect_http_logs, redact_urls
+from .http import UNSENDABLE, RetryPolicy, describe_error, protect_http_logs, redact_urls
 from .manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
@@ -70,6 +70,7 @@ __all__ = [
     "SAMPLE_RATE",
     "SILENCE_DB",
     "TRANSCRIPT_SCHEMA",
+    "UNSENDABLE",
     "BatchSummary",
     "ClockEstimate",
     "DownloadLayer",

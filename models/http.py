@@ -10,9 +10,14 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RetryPolicy", "describe_error", "protect_http_logs", "redact_urls"]
+__all__ = ["UNSENDABLE", "RetryPolicy", "describe_error", "protect_http_logs", "redact_urls"]
+
+UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+"""Transport errors raised before anything is sent (a URL that is not http(s), a header that
+is not HTTP's): no retry can succeed."""
 
 _QUERY = re.compile(r"(?i)(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 _PATH_QUERY = re.compile(r"(?<![^\s\"'(<])(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")

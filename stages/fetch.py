@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from models import (
     MANIFEST_FILE,
+    UNSENDABLE,
     Manifest,
     ManifestError,
     Recording,
@@ -535,9 +536,7 @@ class _Downloader:
                 reason, retry_after = str(exc), exc.retry_after
             except _CorruptError as exc:
                 reason = str(exc)
-            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-                # Refused before anything was sent (a file:// URL, a header not HTTP's): no
-                # try can do better.
+            except UNSENDABLE as exc:  # a file:// URL, say: no try can do better
                 raise FetchError(
                     redact_urls(f"{file.name}: its URL cannot be fetched: {describe_error(exc)}")
                 ) from None

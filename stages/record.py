@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from models import (
     MAX_USER_IDS,
+    UNSENDABLE,
     Recording,
     RecordingStatus,
     RetryPolicy,
@@ -446,7 +447,7 @@ class RealtimeKitClient:
         for attempt in range(1, self._retry.attempts + 1):
             try:
                 response = self._http.request(method, path, **kwargs)
-            except _UNSENDABLE as exc:
+            except UNSENDABLE as exc:
                 # Repeating a request that cannot be sent only repeats the error (for seconds).
                 raise RealtimeKitError(0, None, _unsendable(exc), call=call) from None
             except httpx.TransportError as exc:
@@ -537,10 +538,6 @@ def _check_base_url(base_url: str) -> None:
             "the RealtimeKit base URL must not hold a query, a fragment or a user name and "
             "password (check --base-url, $REALTIMEKIT_BASE_URL or the config file)"
         )
-
-
-_UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
-"""Transport errors raised before anything is sent: no retry can succeed."""
 
 
 def _unsendable(exc: Exception) -> str:
