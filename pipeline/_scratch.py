@@ -10,9 +10,11 @@ removes the folders whose lock nobody holds any more.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -32,21 +34,40 @@ def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Pa
     """A new, private folder under ``parent`` (default: the system's temporary folder),
     removed when the block ends. Folders of runs that were killed are removed first."""
     parent = Path(parent if parent is not None else tempfile.gettempdir())
-    if not parent.is_dir():  # else mkdtemp names a folder made up here, not the one given
+    if not parent.is_dir():  # else the error would name a folder made up here
         raise NotADirectoryError(f"workdir {parent}: no such folder")
     _remove_abandoned(parent)
-    folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{kind}", dir=parent))
+    folder: Path | None = None
+    owner: IO[str] | None = None
     try:
+        folder = _new_folder(parent, kind)
         owner = _claim(folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    try:
         yield folder
     finally:
         # Removed while still locked, so that no run starting now takes it for abandoned.
-        shutil.rmtree(folder, ignore_errors=True)
-        owner.close()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        if owner is not None:
+            owner.close()
+
+
+def _new_folder(parent: Path, kind: str) -> Path:
+    """A new folder of ours in ``parent``, private to this user. As ``tempfile.mkdtemp``, but
+    a Ctrl-C (or a worker's stop) that comes while it is made leaves none: one with no owner
+    file yet is never taken for abandoned, and would stay for good."""
+    while True:
+        folder = parent / f"{_PREFIX}{kind}{secrets.token_hex(4)}"
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except OSError:  # not made
+            raise
+        except BaseException:  # an interrupt, perhaps just after it was made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+            raise
+        return folder
 
 
 def _claim(folder: Path) -> IO[str]:

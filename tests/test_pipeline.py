@@ -309,6 +309,20 @@ def test_a_run_removes_the_scratch_folders_of_killed_runs_and_of_no_other(tmp_pa
     assert (elsewhere / "0.pcm").exists()
 
 
+def test_a_stop_that_comes_as_the_scratch_folder_is_made_leaves_no_folder(tmp_path, monkeypatch):
+    # A folder with no owner file yet is never taken for abandoned: left, it stays for good.
+    make = os.mkdir
+
+    def made_then_stopped(path: object, mode: int = 0o777, **kwargs: object) -> None:
+        make(path, mode, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C, or a batch worker told to stop
+
+    monkeypatch.setattr(os, "mkdir", made_then_stopped)
+    with pytest.raises(KeyboardInterrupt), scratch_folder(parent=tmp_path):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
 _KILLED_PARENT = """
 import os, time
 from pipeline.core import _analysis_pool
