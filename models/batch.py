@@ -48,7 +48,9 @@ __all__ = [
     "load_jobs",
 ]
 
-MeetingStatus = Literal["done", "partial", "failed"]
+MeetingStatus = Literal["done", "partial", "failed", "pending"]
+"""``pending``: not finished by the run that wrote the summary (yet, or at all: a run that was
+stopped or killed leaves its unfinished meetings so, rather than unlisted)."""
 
 
 class JobsError(ValueError):
@@ -222,6 +224,12 @@ class BatchSummary(BaseModel):
     @property
     def failed(self) -> list[MeetingResult]:
         return [m for m in self.meetings if m.status == "failed"]
+
+    @property
+    def pending(self) -> list[MeetingResult]:
+        """Meetings the run that wrote this summary did not finish: it was stopped, or is still
+        going."""
+        return [m for m in self.meetings if m.status == "pending"]
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=2) + "\n")

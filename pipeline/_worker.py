@@ -86,8 +86,13 @@ class WorkerLink:
         # queue can leave its lock taken for good: then this waits a little, not forever.
         self._queue.put(None)
         self._listener.join(timeout=_LAST_RECORDS_WAIT)
-        self._queue.cancel_join_thread()
         self._queue.close()
+        if self._listener.is_alive():  # a killed worker holds the lock: the feeder waits on
+            self._queue.cancel_join_thread()
+        else:
+            # Its feeder thread ends now, not as the interpreter exits: the lock it holds
+            # last, freed then, told the resource tracker only half ("leaked semaphore").
+            self._queue.join_thread()
 
     def stop(self, pool: ProcessPoolExecutor) -> None:
         """Stop ``pool`` early: no job not yet begun is begun, and the running ones stop.
@@ -176,6 +181,9 @@ _held_back: list[int] = []
 """In a worker that Ctrl-C stops: a Ctrl-C it got, while no job ran or during one; every
 job it begins after that stops at once."""
 
+_terminating: list[int] = []
+"""In a worker that Ctrl-C stops: a SIGTERM it got; it exits once its job has cleaned up."""
+
 _idle = threading.Event()
 """Clear while a job that Ctrl-C stops runs: a worker told to exit stops it first."""
 _idle.set()
@@ -196,6 +204,20 @@ def _stop_job(signum: int, _frame: FrameType | None) -> None:
     _held_back.append(signum)
     if first:
         raise KeyboardInterrupt
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a worker that Ctrl-C stops: it exits, as SIGTERM has it, but a job under
+    way is first stopped as Ctrl-C stops it, so that it cleans up (its scratch folder, its
+    half-written files) rather than leave them. Its pool sends SIGTERM to every worker as
+    soon as one exits unasked, and each does when the run stops (:meth:`WorkerLink.cut`),
+    the first to be idle at once; so may a service manager. The worker still dies, so that
+    its pool takes the job for lost with it (a batch tries such a meeting again), not for
+    one stopped on purpose."""
+    _terminating.append(signum)
+    if _idle.is_set():
+        os._exit(128 + signum)
+    _stop_job(signum, frame)
 
 
 @contextlib.contextmanager
@@ -225,6 +247,8 @@ def interruptible() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, _hold_back)
         _idle.set()
+        if _terminating:
+            os._exit(128 + _terminating[0])
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -238,6 +262,7 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: one held back is dropped
     elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _hold_back)
+        signal.signal(signal.SIGTERM, _terminated)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see interrupts_held
     root = logging.getLogger()

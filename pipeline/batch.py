@@ -141,16 +141,23 @@ def run_batch(
         results = _done_last_time(out) if retry_failed else {}
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
+        # Until its result comes, a meeting is listed as pending: a summary left by a run that
+        # was stopped or killed must not read as a smaller batch that all went well.
+        results |= {
+            j.folder_name: MeetingResult(
+                job=j.folder_name, status="pending", folder=str(out.resolve() / j.folder_name)
+            )
+            for j in todo
+        }
 
         unsaved: WriteError | None = None  # why the summary of the results so far is not saved
 
-        def record(result: MeetingResult) -> None:
+        def record(result: MeetingResult | None = None) -> None:
             nonlocal unsaved
-            results[result.job] = result
+            if result is not None:
+                results[result.job] = result
             try:
-                BatchSummary(meetings=[results[n] for n in order if n in results]).save(
-                    out / BATCH_SUMMARY
-                )
+                BatchSummary(meetings=[results[n] for n in order]).save(out / BATCH_SUMMARY)
                 unsaved = None
             except WriteError as exc:
                 # A full disk, say: the meetings still to come may fit once it has room (each
@@ -179,6 +186,7 @@ def run_batch(
             ) as bar,
         ):
             # Once the work can be run (a cluster that cannot be reached stops it first).
+            record()
             if api is not None:
                 _start_recordings([j for j in todo if j.meeting_id], out, api)
             for result in runs:
@@ -187,7 +195,7 @@ def run_batch(
                 log.info("%s: %s", result.job, result.status)
         if unsaved is not None:  # every meeting has been tried; their summary is what is lost
             raise unsaved
-        return BatchSummary(meetings=[results[n] for n in order if n in results])
+        return BatchSummary(meetings=[results[n] for n in order])
 
 
 def _done_last_time(out: Path) -> dict[str, MeetingResult]:

@@ -259,13 +259,23 @@ def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, m
     assert list((tmp_path / "out").glob("*/.work/decode/*"))  # only the audio was given back
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "kill -INT"])
+@pytest.mark.parametrize(
+    ("stop", "moment"),
+    [
+        (signal.SIGTERM, "*/.work/**/*.pcm"),
+        (signal.SIGINT, "*/.work/**/*.pcm"),
+        (signal.SIGINT, "*/done.json"),
+    ],
+    ids=["SIGTERM while decoding", "kill -INT while decoding", "kill -INT after a meeting"],
+)
 def test_a_stop_sent_to_the_batch_alone_stops_the_meetings_running_in_workers(
-    meetings, tmp_path, stop
+    meetings, tmp_path, stop, moment
 ):
     # A service manager's stop, `kill -INT` and a notebook's interrupt reach the batch's own
     # process only; its workers must not go on to finish their meetings, and begin others,
-    # unseen while the manager waits, then kills; nor leave their scratch folders.
+    # unseen while the manager waits, then kills; nor leave their scratch folders, also when
+    # one worker is between meetings, or done cleaning up first: its pool then ends the
+    # others (SIGTERM) while they clean up.
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     command = [sys.executable, "-m", "pipeline", "batch", str(meetings), "-o", str(out)]
@@ -276,14 +286,21 @@ def test_a_stop_sent_to_the_batch_alone_stops_the_meetings_running_in_workers(
         env={**os.environ, "TMPDIR": str(scratch)},
     )
     deadline = time.monotonic() + 120
-    while not list(out.glob("*/.work/**/*.pcm")) and time.monotonic() < deadline:
-        time.sleep(0.02)  # the workers are decoding
+    while not list(out.glob(moment)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    finished = {p.parent.name for p in out.glob("*/done.json")}
+    assert run.poll() is None and len(finished) < 3  # the stop comes with meetings to do
     run.send_signal(stop)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 128 + stop, stderr
     assert "leaked semaphore" not in stderr  # the workers made to exit left nothing behind
-    assert not list(out.glob("*/done.json"))  # none went on to the end
-    assert not list(scratch.glob("trackscribe-*"))  # each removed its scratch audio
+    assert {p.parent.name for p in out.glob("*/done.json")} == finished  # none went on
+    assert not list(scratch.glob("trackscribe-*"))  # each removed its scratch folder
+    left = BatchSummary.load(out / "summary.json")  # says the batch did not finish, not less
+    assert [m.job for m in left.meetings] == ["sample", "pair", "again"]
+    # (A meeting finished as the stop came may be pending still: its result never came back.)
+    assert {m.job for m in left.pending} >= {"sample", "pair", "again"} - finished
+    assert {m.job for m in left.meetings if m.status == "done"} <= finished
     again = run_batch(meetings, out, progress=False)  # and a re-run does them
     assert [m.status for m in again.meetings] == ["done", "done", "done"]
 
