@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models import (
     JobsError,
@@ -81,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     out = getattr(args, "out", None)
     new_folder = out if isinstance(out, Path) and not os.path.lexists(out) else None
-    status = _run(args)
+    with logging_redirect_tqdm():  # a line logged while a bar is drawn goes above the bar
+        status = _run(args)
     if new_folder is not None and status != EXIT_OK:
         # Made up front, to fail before any work if it cannot be: not left behind empty
         # when the command then failed before writing anything into it.
