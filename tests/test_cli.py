@@ -1,11 +1,17 @@
 """The command line as users run it: outputs, messages and exit status."""
 
+import contextlib
+import fcntl
 import json
 import os
+import pty
+import re
 import resource
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -276,6 +282,28 @@ def test_progress_bars_stay_out_of_a_log_file(logged_run):
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stderr  # no bar (text mode has turned any \r into \n)
     assert f"wrote {out / 'transcript.json'}" in result.stderr  # what it did is still said
+
+
+def test_on_a_terminal_a_line_logged_while_a_bar_is_drawn_starts_a_line_of_its_own(
+    meeting_copy, tmp_path
+):
+    next((meeting_copy / "tracks").glob("default_user-chen_*")).unlink()  # logged when found
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"manifest": str(meeting_copy / "manifest.json")}) + "\n")
+    ours, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    command = [sys.executable, "-m", "pipeline", "batch", str(jobs), "-o", str(tmp_path / "o")]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    screen = b""
+    with contextlib.suppress(OSError):  # EIO once the run has closed the terminal
+        while chunk := os.read(ours, 65536):
+            screen += chunk
+    os.close(ours)
+    assert run.wait(timeout=300) == 1
+    assert b"%|" in screen  # bars were drawn
+    logged = re.findall(rb"(.)trackscribe: (?:WARNING|ERROR)", screen, flags=re.DOTALL)
+    assert logged and set(logged) <= {b"\r", b"\n"}  # not written onto a bar's end
 
 
 def test_every_command_has_help():
