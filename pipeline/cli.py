@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
-from tqdm.contrib.logging import logging_redirect_tqdm
+from tqdm import tqdm
 
 from models import (
     JobsError,
@@ -70,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # said with the command's usage, not the top level's
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     verbosity = args.verbose + args.verbose_after
-    logging.basicConfig(
+    logging.basicConfig(  # unless the caller has set logging up already
         level=logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING,
         format="trackscribe: %(levelname)s: %(message)s",
+        handlers=[_AboveBars()],
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Redacting(handler.formatter))
@@ -82,8 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     out = getattr(args, "out", None)
     new_folder = out if isinstance(out, Path) and not os.path.lexists(out) else None
-    with logging_redirect_tqdm():  # a line logged while a bar is drawn goes above the bar
-        status = _run(args)
+    status = _run(args)
     if new_folder is not None and status != EXIT_OK:
         # Made up front, to fail before any work if it cannot be: not left behind empty
         # when the command then failed before writing anything into it.
@@ -155,6 +155,21 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:  # a bug of ours: one line, not a traceback, and not "partial"
         return _internal_error(exc)
+
+
+class _AboveBars(logging.StreamHandler):
+    """stderr, each line written above the progress bars being drawn (tqdm clears them and
+    draws them again below it), not onto the end of the last one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:  # stderr closed (2>&-): tqdm would write to stdout instead
+            return
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 class _Redacting(logging.Formatter):

@@ -209,6 +209,28 @@ def test_a_traceback_shown_with_vv_holds_no_secret(tmp_path):
     assert "s3cr3t" not in result.stderr
 
 
+def test_main_called_where_logging_is_set_up_keeps_to_it_and_to_no_secret(tmp_path):
+    # A script that logs to a file of its own: main() adds no console output of its own, and
+    # what reaches the script's handlers is redacted too.
+    log = tmp_path / "script.log"
+    script = (
+        "import logging, sys\n"
+        f"logging.basicConfig(filename={str(log)!r}, level=logging.INFO)\n"
+        "from pipeline import cli\n"
+        "def fetching(args):\n"
+        "    logging.getLogger('trackscribe.stages.fetch').warning(\n"
+        "        'retrying https://bucket.example/t.webm?X-Amz-Signature=s3cr3t')\n"
+        "    return 0\n"
+        "cli._run_eval = fetching\n"
+        "sys.exit(cli.main(['eval', 'a.json', 'b.json']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "retrying https://bucket.example/t.webm" in log.read_text()
+    assert "s3cr3t" not in log.read_text()
+
+
 @pytest.mark.parametrize(
     "args",
     [
