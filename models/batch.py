@@ -49,8 +49,10 @@ __all__ = [
 ]
 
 MeetingStatus = Literal["done", "partial", "failed", "pending"]
-"""``pending``: not finished by the run that wrote the summary (yet, or at all: a run that was
-stopped or killed leaves its unfinished meetings so, rather than unlisted)."""
+"""``pending``: not finished by the run that wrote the summary, as far as it knows (yet, or at
+all: a run that was stopped or killed leaves its unfinished meetings so, rather than unlisted;
+one that finished just as the run stopped may be pending too, its result never having come
+back). A re-run, or ``--retry-failed``, does them."""
 
 
 class JobsError(ValueError):

@@ -51,8 +51,8 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     batch.add_argument(
         "--retry-failed",
         action="store_true",
-        help="do only the meetings that failed or lost input in the last run (a plain re-run "
-        "also redoes failed ones, but keeps a meeting done with input lost)",
+        help="do only the meetings that failed, lost input or were left pending in the last "
+        "run (a plain re-run also redoes failed ones, but keeps a meeting done with input lost)",
     )
     add_api_options(batch)
     add_model_options(batch)

@@ -57,6 +57,7 @@ class WorkerLink:
             target=self._hand_on, name="trackscribe-worker-logs", daemon=True
         )
         self._lifeline, self._alive = context.Pipe(duplex=False)
+        self._ended = threading.Event()  # the listener took the last record (the None)
         self._ignore_interrupt = ignore_interrupt
 
     def pool(self, workers: int) -> ProcessPoolExecutor:
@@ -87,8 +88,8 @@ class WorkerLink:
         self._queue.put(None)
         self._listener.join(timeout=_LAST_RECORDS_WAIT)
         self._queue.close()
-        if self._listener.is_alive():  # a killed worker holds the lock: the feeder waits on
-            self._queue.cancel_join_thread()
+        if not self._ended.is_set():  # the None never came through: the feeder may wait on
+            self._queue.cancel_join_thread()  # a lock a killed worker holds, or a full pipe
         else:
             # Its feeder thread ends now, not as the interpreter exits: the lock it holds
             # last, freed then, told the resource tracker only half ("leaked semaphore").
@@ -119,6 +120,7 @@ class WorkerLink:
             except Exception:  # half a record from a worker killed mid-write
                 return
             if record is None:
+                self._ended.set()
                 return
             logger = logging.getLogger(record.name)
             if logger.isEnabledFor(record.levelno):
@@ -209,11 +211,11 @@ def _stop_job(signum: int, _frame: FrameType | None) -> None:
 def _terminated(signum: int, frame: FrameType | None) -> None:
     """SIGTERM in a worker that Ctrl-C stops: it exits, as SIGTERM has it, but a job under
     way is first stopped as Ctrl-C stops it, so that it cleans up (its scratch folder, its
-    half-written files) rather than leave them. Its pool sends SIGTERM to every worker as
-    soon as one exits unasked, and each does when the run stops (:meth:`WorkerLink.cut`),
-    the first to be idle at once; so may a service manager. The worker still dies, so that
-    its pool takes the job for lost with it (a batch tries such a meeting again), not for
-    one stopped on purpose."""
+    half-written files) rather than leave them. SIGTERM comes from the pool itself when the
+    run stops: every worker is told to exit then (:meth:`WorkerLink.cut`), and as soon as
+    one has (an idle one does at once), the pool sends SIGTERM to the others. A service
+    manager may send it too. The worker still dies, so that its pool takes the job for lost
+    with it (a batch tries such a meeting again), not for one stopped on purpose."""
     _terminating.append(signum)
     if _idle.is_set():
         os._exit(128 + signum)
@@ -224,7 +226,8 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 def interruptible() -> Iterator[None]:
     """Ctrl-C let through for the length of a job, in a worker that otherwise holds it back
     (see :func:`start_worker`; anywhere else this changes nothing): the job stops, its
-    clean-up runs, and its caller is told. A Ctrl-C once received, during a job or while none
+    clean-up runs, and its caller is told (after a SIGTERM, the worker exits instead: see
+    :func:`_terminated`). A Ctrl-C once received, during a job or while none
     ran, stops every job the worker begins after it: the parent got it too, and wants no more
     work done."""
     if (
@@ -233,9 +236,9 @@ def interruptible() -> Iterator[None]:
     ):
         yield
         return
-    signal.signal(signal.SIGINT, _stop_job)
-    _idle.clear()
     try:
+        signal.signal(signal.SIGINT, _stop_job)
+        _idle.clear()
         if _held_back:
             raise KeyboardInterrupt
         yield
@@ -245,10 +248,16 @@ def interruptible() -> Iterator[None]:
         _held_back.append(signal.SIGINT)
         raise
     finally:
-        signal.signal(signal.SIGINT, _hold_back)
-        _idle.set()
-        if _terminating:
-            os._exit(128 + _terminating[0])
+        # Each step also when a stop breaks off the one before: a worker left busy would
+        # take every later SIGTERM as noted only, and its pool wait for it for ever.
+        try:
+            signal.signal(signal.SIGINT, _hold_back)
+        finally:
+            try:
+                _idle.set()
+            finally:
+                if _terminating:
+                    os._exit(128 + _terminating[0])
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:

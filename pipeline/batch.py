@@ -5,7 +5,8 @@ Each meeting gets its own folder under the batch's output and is done by
 checkpoints (``.work``), does what is missing, writes the outputs atomically and marks the
 meeting done with the key of its inputs and settings (``done.json``). A re-run after a crash
 or a ``kill -9`` therefore redoes only what was in flight, and a re-run with a changed
-setting only what that setting changes. ``OUT/summary.json`` is rewritten after every meeting.
+setting only what that setting changes. ``OUT/summary.json`` is written when the batch starts,
+with every meeting still to do as pending, and again after every meeting.
 """
 
 import errno

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import types
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -455,6 +456,28 @@ def test_a_second_ctrl_c_does_not_break_off_a_jobs_clean_up(tmp_path):
             running.result(timeout=60)
         assert not marker.exists() and cleaned.exists()
         assert pool.submit(os.getpid).result(timeout=60) == worker  # and it lives on
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["SIGTERM", "SIGTERM during a Ctrl-C"])
+def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path, second):
+    # A process pool sends SIGTERM to every worker as soon as one exits unasked, as each does
+    # when the run stops: they died mid-clean-up, leaving scratch folders. Still a worker
+    # lost (a batch does its meeting again), not a meeting interrupted, which stops a batch.
+    context = multiprocessing.get_context("spawn")
+    marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
+    with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
+        worker = pool.submit(os.getpid).result(timeout=60)
+        running = pool.submit(_job_that_cleans_up, marker, cleaned)
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if second:
+            os.kill(worker, signal.SIGINT)
+            time.sleep(0.1)  # in its clean-up now
+        os.kill(worker, signal.SIGTERM)
+        with pytest.raises(BrokenProcessPool):
+            running.result(timeout=60)
+    assert not marker.exists() and cleaned.exists()  # its clean-up ran, whole
 
 
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
