@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import types
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -419,6 +420,15 @@ def _job_that_cleans_up(marker: Path, cleaned: Path) -> None:
             cleaned.touch()
 
 
+def _cleaning_up_job(pool: ProcessPoolExecutor, marker: Path, cleaned: Path) -> Future:
+    """:func:`_job_that_cleans_up` started in ``pool``, once it is under way."""
+    running = pool.submit(_job_that_cleans_up, marker, cleaned)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return running
+
+
 def test_a_stop_that_reached_only_this_process_stops_the_workers_jobs_and_lets_them_clean_up(
     tmp_path,
 ):
@@ -428,10 +438,7 @@ def test_a_stop_that_reached_only_this_process_stops_the_workers_jobs_and_lets_t
     context = multiprocessing.get_context("spawn")
     marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
     with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
-        running = pool.submit(_job_that_cleans_up, marker, cleaned)
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        running = _cleaning_up_job(pool, marker, cleaned)
         started = time.monotonic()
         link.stop(pool)
     assert time.monotonic() - started < 30  # not left running for ten minutes
@@ -445,10 +452,7 @@ def test_a_second_ctrl_c_does_not_break_off_a_jobs_clean_up(tmp_path):
     marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
     with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
         worker = pool.submit(os.getpid).result(timeout=60)
-        running = pool.submit(_job_that_cleans_up, marker, cleaned)
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        running = _cleaning_up_job(pool, marker, cleaned)
         os.kill(worker, signal.SIGINT)
         time.sleep(0.1)  # in its clean-up now
         os.kill(worker, signal.SIGINT)
@@ -467,10 +471,7 @@ def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path,
     marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
     with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
         worker = pool.submit(os.getpid).result(timeout=60)
-        running = pool.submit(_job_that_cleans_up, marker, cleaned)
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        running = _cleaning_up_job(pool, marker, cleaned)
         if second:
             os.kill(worker, signal.SIGINT)
             time.sleep(0.1)  # in its clean-up now
