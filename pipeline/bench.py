@@ -252,13 +252,17 @@ def _alternative(
     )
     load = time.perf_counter() - started
     settings = {"language": o.language, "beam_size": o.beam_size}
-    offsets = track_offsets(manifest)
+    unplaced = manifest.unplaced_tracks()  # left out, as the pipeline leaves them out
+    kept = [i for i in range(len(manifest.tracks)) if i not in unplaced]
+    every_offset = track_offsets(manifest)
+    tracks = [manifest.tracks[i] for i in kept]
+    offsets = [every_offset[i] for i in kept]
     turns: list[dict] = []
 
     started = time.perf_counter()
-    audio = [_decode(manifest.track_path(t)) for t in manifest.tracks]
+    audio = [_decode(manifest.track_path(t)) for t in tracks]
     if name in ("full", "silero"):
-        for track, offset, samples in zip(manifest.tracks, offsets, audio, strict=True):
+        for track, offset, samples in zip(tracks, offsets, audio, strict=True):
             segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)
             turns += [
                 {
@@ -282,7 +286,7 @@ def _alternative(
         ]
     elif name == "oracle":
         for turn in truth:
-            for track, offset, samples in zip(manifest.tracks, offsets, audio, strict=True):
+            for track, offset, samples in zip(tracks, offsets, audio, strict=True):
                 first, last = turn.start - offset, turn.end - offset
                 if (
                     track.user_id == turn.speaker
@@ -307,6 +311,7 @@ def _alternative(
     return {
         "wall_s": round(wall, 3),
         "model_load_s": round(load, 3),
+        "lost": list(unplaced.values()),
         "turns": turns,
         "details": {"meeting_s": round(meeting_s, 3)},
     }

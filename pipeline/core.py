@@ -236,17 +236,21 @@ def run_meeting(
         _check_loaded_as(transcriber, options.transcribe)
     progress = bars_wanted(progress)
     stats = RunStats()
-    work = [_TrackWork(index=i) for i in range(len(manifest.tracks))]
+    unplaced = manifest.unplaced_tracks()
+    work = [_TrackWork(index=i, failure=unplaced.get(i)) for i in range(len(manifest.tracks))]
+    for reason in unplaced.values():
+        log.error("%s", reason)
+    placed = [item for item in work if item.failure is None]
 
     with scratch_folder(parent=workdir) as scratch:
         store = _Store(checkpoints, scratch, options)
-        with _analysis_pool(len(work), workers, apart=decode_apart) as decoders:
+        with _analysis_pool(len(placed), workers, apart=decode_apart) as decoders:
             # The workers start while the model loads here; decoding waits for both, so that
             # it has the cores to itself (and a model that cannot load stops everything).
             with _timer(stats, "model_load_s"):
                 transcriber = transcriber or Transcriber(options.transcribe)
             with _timer(stats, "analyse_s"):
-                _analyse(decoders, manifest, work, store, options.vad, stats, progress)
+                _analyse(decoders, manifest, placed, store, options.vad, stats, progress)
         _refuse_copies(manifest, work)
         with _timer(stats, "attribute_s"):
             timings, clock, origin = _clock(manifest, work, options)
@@ -365,7 +369,8 @@ def _clock(
                 drift_applied=estimate.drift_clear,
             )
         )
-    earliest = min(0.0, *(timing.offset for timing in timings))
+    unplaced = manifest.unplaced_tracks()  # on no clock: they must not move its origin
+    earliest = min(0.0, *(timing.offset for i, timing in enumerate(timings) if i not in unplaced))
     timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
     origin = meeting_origin(manifest) + timedelta(seconds=earliest)
     return timings, records, origin

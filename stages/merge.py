@@ -57,8 +57,10 @@ def track_offsets(manifest: Manifest) -> list[float]:
 
 
 def meeting_origin(manifest: Manifest) -> datetime:
-    """The meeting clock's time zero as the manifest states it: the earliest track start."""
-    return min(t.started_time for t in manifest.tracks)
+    """The meeting clock's time zero as the manifest states it: the earliest track start,
+    of the tracks that are placed on it (see :meth:`Manifest.unplaced_tracks`)."""
+    unplaced = manifest.unplaced_tracks()
+    return min(t.started_time for i, t in enumerate(manifest.tracks) if i not in unplaced)
 
 
 def merge(

@@ -50,6 +50,25 @@ def test_bench_lists_a_lost_track_and_a_failed_approach_and_exits_partial(meetin
     assert f"pipeline: tracks/{lost.name}" in result.stderr and "full: failed:" in result.stderr
 
 
+def test_every_approach_leaves_out_a_track_whose_start_is_days_off(meeting_copy):
+    manifest = meeting_copy / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    raw["tracks"][0]["started_time"] = "2026-11-17T10:00:00.000Z"  # Alice's clock gone wrong
+    manifest.write_text(json.dumps(raw))
+    result = _bench_json(manifest, "pipeline,mix")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    for entry in report.values():
+        (line,) = entry["lost"]
+        assert line.startswith(f"{raw['tracks'][0]['path']}: tracks[0].started_time 2026-11-17")
+        assert entry["failed"] is None
+    # Mixed on the other tracks' clock: a minute of meeting, not three days of silence.
+    assert 50 < report["mix"]["details"]["meeting_s"] < 70
+    assert report["mix"]["realtime_factor"] == pytest.approx(
+        report["pipeline"]["details"]["meeting_s"] / report["mix"]["wall_s"], rel=0.01
+    )
+
+
 def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
     results = {"full": Approach(failed="tracks/chen.webm: No such file or directory")}
     assert "full      failed: tracks/chen.webm: No such file or directory" in _bench_table(

@@ -42,19 +42,6 @@ def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path, bom)
     assert track.display_name is None and track.sha256 is None
 
 
-def _thrice_one_in_1970() -> dict:
-    """Three tracks, the last of them stamped at the epoch: that one is named, not the others."""
-    first = VALID["tracks"][0]
-    return {
-        **VALID,
-        "tracks": [
-            first,
-            {**first, "path": "tracks/b.webm"},
-            {**first, "path": "tracks/c.webm", "started_time": "1970-01-01T00:00:00Z"},
-        ],
-    }
-
-
 def _twice(**changes: object) -> dict:
     """The valid manifest with a second track: the first one, changed."""
     return {**VALID, "tracks": [VALID["tracks"][0], {**VALID["tracks"][0], **changes}]}
@@ -82,8 +69,11 @@ def _twice(**changes: object) -> dict:
         (_with_track(peer_id="p\udcff"), "tracks[0].peer_id: Value error, holds a lone surrogate"),
         (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: Value error, 'tracks/a"),
         (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
-        (_twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"), "tracks[0].start"),
-        (_thrice_one_in_1970(), "tracks[2].started_time 1970-01-01"),
+        (
+            _twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"),
+            "tracks[0].started_time 2026-11-20T10:00:03.250Z is more than a day from the other "
+            "tracks' starts (2025-11-20T10:00:00.000Z), and as many tracks lie on each side",
+        ),
         ({**VALID, "schema": "trackscribe.manifest/2"}, "schema: Input should be"),
         ({**VALID, "tracks": []}, "tracks: List should have at least 1 item"),
         ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: Field required"),
@@ -174,6 +164,27 @@ def test_a_track_without_started_time_takes_the_time_in_its_realtimekit_file_nam
     assert manifest.tracks[0].started_time == datetime(2026, 11, 20, 10, 0, 3, 637000, tzinfo=UTC)
     explicit = Manifest.parse(_with_track(path=name))  # a time given explicitly wins
     assert explicit.tracks[0].started_time == datetime(2026, 11, 20, 10, 0, 3, 250000, tzinfo=UTC)
+
+
+def test_a_track_that_starts_days_from_the_others_is_named_and_the_rest_load():
+    def track(user: str, start: str) -> dict:
+        return {"user_id": user, "path": f"tracks/{user}.webm", "started_time": start}
+
+    raw = {
+        **VALID,
+        "tracks": [
+            track("u1", "2026-11-20T10:00:00.000Z"),
+            track("u2", "2025-11-20T10:00:05.000Z"),  # a device clock a year behind
+            track("u3", "2026-11-20T10:00:09.000Z"),
+        ],
+    }
+    manifest = Manifest.parse(raw)  # one bad start costs that track, not the manifest
+    assert manifest.unplaced_tracks() == {
+        1: "tracks/u2.webm: tracks[1].started_time 2025-11-20T10:00:05.000Z is more than a day "
+        "from the other tracks' starts (2026-11-20T10:00:00.000Z); left out of the meeting"
+    }
+    raw["tracks"][1]["started_time"] = "2026-11-21T09:00:05.000Z"  # under a day: a long meeting
+    assert Manifest.parse(raw).unplaced_tracks() == {}
 
 
 @pytest.mark.parametrize(

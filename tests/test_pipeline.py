@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from models import ManifestError, Transcript
+from models import ManifestError, Transcript, format_utc
 from pipeline import transcribe_tracks
 from pipeline._scratch import scratch_folder
 from pipeline._worker import (
@@ -115,6 +115,26 @@ def test_a_missing_track_costs_only_that_track(meeting_copy, capsys):
     assert failure.user_id == "user-chen" and failure.path == f"tracks/{chen.name}"
     assert failure.reason == f"tracks/{chen.name}: file not found"  # wherever it was run from
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
+
+
+def test_a_track_whose_start_is_days_off_costs_only_that_track(meeting_copy, sample_transcript):
+    def clock_gone_wrong(raw):  # Alice's, the first track: it set the meeting's origin
+        raw["tracks"][0]["started_time"] = "2026-11-17T10:00:00.000Z"
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, clock_gone_wrong), progress=False)
+    (failure,) = transcript.provenance.failures
+    assert failure.user_id == "user-alice"
+    assert failure.reason.startswith(
+        f"{failure.path}: tracks[0].started_time 2026-11-17T10:00:00.000Z is more than a day "
+    )
+    assert transcript.partial
+    assert format_utc(transcript.origin) == "2026-11-20T10:00:00.350Z"  # Bruno's start now
+    others = [u for u in sample_transcript.utterances if u.speaker != "user-alice"]
+    assert [(u.speaker, u.text) for u in transcript.utterances] == [
+        (u.speaker, u.text) for u in others
+    ]
+    for mine, theirs in zip(transcript.utterances, others, strict=True):
+        assert abs((mine.start_time - theirs.start_time).total_seconds()) < 0.05
 
 
 def test_one_recording_listed_for_two_people_is_not_given_to_both(meeting_copy):
