@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from types import FrameType, TracebackType
+from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -194,6 +195,12 @@ _CLEAN_UP_WAIT = 30.0
 """Seconds a worker told to exit gives its job to clean up (the model's batches in flight
 finish first)."""
 
+_log_queue: list[Queue] = []
+"""In a worker: the queue its log records go to (see :func:`start_worker`)."""
+
+_LOG_SEND_WAIT = 2.0
+"""Seconds a worker that exits on a stop gives its last log records to leave."""
+
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
     _held_back.append(signum)
@@ -218,7 +225,7 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     with it (a batch tries such a meeting again), not for one stopped on purpose."""
     _terminating.append(signum)
     if _idle.is_set():
-        os._exit(128 + signum)
+        _exit_with_logs_sent(128 + signum)
     _stop_job(signum, frame)
 
 
@@ -257,7 +264,25 @@ def interruptible() -> Iterator[None]:
                 _idle.set()
             finally:
                 if _terminating:
-                    os._exit(128 + _terminating[0])
+                    _exit_with_logs_sent(128 + _terminating[0])
+
+
+def _exit_with_logs_sent(code: int) -> NoReturn:
+    """Exit now, as SIGTERM has it, but with what the worker logged sent first: the records
+    of its job's clean-up (a scratch folder it could not remove, say) were lost with it, as
+    ``os._exit`` drops what the queue's feeder thread has not sent yet. They are sent from a
+    thread of its own, for a moment at most: the signal may have come while this thread
+    held the queue's lock."""
+    if _log_queue:
+        sender = threading.Thread(target=_send_logs, args=(_log_queue[0],), daemon=True)
+        sender.start()
+        sender.join(_LOG_SEND_WAIT)
+    os._exit(code)
+
+
+def _send_logs(queue: Queue) -> None:
+    queue.close()
+    queue.join_thread()
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -278,6 +303,7 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
+    _log_queue.append(queue)
     root.setLevel(level)
     # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
     # multiprocessing lock, and the named semaphore behind it, left when the worker is made

@@ -438,6 +438,7 @@ def _job_that_cleans_up(marker: Path, cleaned: Path) -> None:
             time.sleep(0.5)  # a clean-up that takes a while: a second Ctrl-C must not cut it
             marker.unlink()
             cleaned.touch()
+            logging.getLogger("trackscribe.tests").warning("cleaned up %s", marker.name)
 
 
 def _cleaning_up_job(pool: ProcessPoolExecutor, marker: Path, cleaned: Path) -> Future:
@@ -483,10 +484,11 @@ def test_a_second_ctrl_c_does_not_break_off_a_jobs_clean_up(tmp_path):
 
 
 @pytest.mark.parametrize("second", [False, True], ids=["SIGTERM", "SIGTERM during a Ctrl-C"])
-def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path, second):
+def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path, caplog, second):
     # A process pool sends SIGTERM to every worker as soon as one exits unasked, as each does
     # when the run stops: they died mid-clean-up, leaving scratch folders. Still a worker
     # lost (a batch does its meeting again), not a meeting interrupted, which stops a batch.
+    caplog.set_level(logging.WARNING, logger="trackscribe")
     context = multiprocessing.get_context("spawn")
     marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
     with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
@@ -499,6 +501,7 @@ def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path,
         with pytest.raises(BrokenProcessPool):
             running.result(timeout=60)
     assert not marker.exists() and cleaned.exists()  # its clean-up ran, whole
+    assert "cleaned up scratch" in caplog.messages  # and what it logged was not lost
 
 
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
