@@ -17,6 +17,7 @@ Workers come from a fork server, and neither holds by itself:
 import contextlib
 import logging
 import logging.handlers
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -27,7 +28,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
 from types import FrameType, TracebackType
-from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -201,6 +201,12 @@ _log_queue: list[Queue] = []
 _LOG_SEND_WAIT = 2.0
 """Seconds a worker that exits on a stop gives its last log records to leave."""
 
+_exit_lock = threading.RLock()
+"""Taken, and never given back, by whatever ends the worker (see :func:`_claim_exit`)."""
+
+_exiting: list[bool] = []
+"""In a worker: set once one of the ways it ends has begun."""
+
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
     _held_back.append(signum)
@@ -226,6 +232,7 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     _terminating.append(signum)
     if _idle.is_set():
         _exit_with_logs_sent(128 + signum)
+        return  # it came while this thread was ending the worker already: that goes on
     _stop_job(signum, frame)
 
 
@@ -267,12 +274,35 @@ def interruptible() -> Iterator[None]:
                     _exit_with_logs_sent(128 + _terminating[0])
 
 
-def _exit_with_logs_sent(code: int) -> NoReturn:
-    """Exit now, as SIGTERM has it, but with what the worker logged sent first: the records
-    of its job's clean-up (a scratch folder it could not remove, say) were lost with it, as
-    ``os._exit`` drops what the queue's feeder thread has not sent yet. They are sent from a
-    thread of its own, for a moment at most: the signal may have come while this thread
-    held the queue's lock."""
+def _claim_exit() -> bool:
+    """Whether the caller is the one to end this worker.
+
+    A worker ends one of three ways: SIGTERM (:func:`_terminated`), its parent gone or
+    done with it (:func:`_exit_with_parent`), or its main thread returning when the pool
+    shuts down. A stop sets off two or all three at once. Only one may send the last log
+    records: another that ended the process meanwhile cut the sending off half-way, with
+    the queue's lock (shared with the parent) taken, and the parent then waited for it in
+    vain. So the first takes a lock for good; one in another thread waits there until the
+    process is gone, and a signal handler that came during the main thread's own ending is
+    told so (False) and returns to it.
+    """
+    _exit_lock.acquire()
+    if _exiting:
+        _exit_lock.release()
+        return False
+    _exiting.append(True)
+    return True
+
+
+def _exit_with_logs_sent(code: int) -> None:
+    """Exit now, but with what the worker logged sent first: the records of its job's
+    clean-up (a scratch folder it could not remove, say) were lost with it, as ``os._exit``
+    drops what the queue's feeder thread has not sent yet. They are sent from a thread of
+    its own, for a moment at most: a signal may have come while this thread held the
+    queue's lock, and a parent that is gone reads no more. Returns only to a signal handler
+    that came while this thread was ending the worker (see :func:`_claim_exit`)."""
+    if not _claim_exit():
+        return
     if _log_queue:
         sender = threading.Thread(target=_send_logs, args=(_log_queue[0],), daemon=True)
         sender.start()
@@ -283,6 +313,12 @@ def _exit_with_logs_sent(code: int) -> NoReturn:
 def _send_logs(queue: Queue) -> None:
     queue.close()
     queue.join_thread()
+
+
+def _ending_normally() -> None:
+    """The worker's main thread returns: it ends the worker, and multiprocessing then sends
+    what is left on the queue."""
+    _claim_exit()
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -304,6 +340,8 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
     _log_queue.append(queue)
+    # Run as the main thread returns, before the queue's own finalizer sends what is left.
+    multiprocessing.util.Finalize(None, _ending_normally, exitpriority=10)
     root.setLevel(level)
     # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
     # multiprocessing lock, and the named semaphore behind it, left when the worker is made
@@ -320,7 +358,7 @@ def _exit_with_parent(lifeline: Connection) -> None:
         assert main is not None  # the main thread has started: it started this one
         signal.pthread_kill(main, signal.SIGINT)
         _idle.wait(_CLEAN_UP_WAIT)
-    os._exit(1)  # whoever wanted the work is gone
+    _exit_with_logs_sent(1)  # whoever wanted the work is gone
 
 
 def guard_hint() -> str:

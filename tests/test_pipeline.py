@@ -429,7 +429,7 @@ def _ctrl_c_outside_and_inside_a_job() -> list[str]:
     return outcomes
 
 
-def _job_that_cleans_up(marker: Path, cleaned: Path) -> None:
+def _job_that_cleans_up(marker: Path, cleaned: Path, records: int) -> None:
     with interruptible():
         marker.write_text("scratch audio")
         try:
@@ -438,33 +438,43 @@ def _job_that_cleans_up(marker: Path, cleaned: Path) -> None:
             time.sleep(0.5)  # a clean-up that takes a while: a second Ctrl-C must not cut it
             marker.unlink()
             cleaned.touch()
-            logging.getLogger("trackscribe.tests").warning("cleaned up %s", marker.name)
+            for _ in range(records):
+                logging.getLogger("trackscribe.tests").warning("cleaned up %s", marker.name)
 
 
-def _cleaning_up_job(pool: ProcessPoolExecutor, marker: Path, cleaned: Path) -> Future:
-    """:func:`_job_that_cleans_up` started in ``pool``, once it is under way."""
-    running = pool.submit(_job_that_cleans_up, marker, cleaned)
+def _cleaning_up_job(
+    pool: ProcessPoolExecutor, marker: Path, cleaned: Path, records: int = 1
+) -> Future:
+    """:func:`_job_that_cleans_up` started in ``pool``, once it is under way; it logs
+    ``records`` lines as it cleans up."""
+    running = pool.submit(_job_that_cleans_up, marker, cleaned, records)
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     return running
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_stop_that_reached_only_this_process_stops_the_workers_jobs_and_lets_them_clean_up(
-    tmp_path,
+    tmp_path, caplog, workers
 ):
     # SIGTERM from a service manager, `kill -INT` and a notebook's interrupt reach the parent
     # alone: its workers went on with their meetings (minutes, in a bench approach), or were
     # made to exit with their scratch audio left behind.
+    caplog.set_level(logging.WARNING, logger="trackscribe")
     context = multiprocessing.get_context("spawn")
     marker, cleaned = tmp_path / "scratch", tmp_path / "cleaned"
-    with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
-        running = _cleaning_up_job(pool, marker, cleaned)
+    with WorkerLink(context, ignore_interrupt=False) as link, link.pool(workers) as pool:
+        list(pool.map(time.sleep, [0.2] * workers))  # every worker started
+        running = _cleaning_up_job(pool, marker, cleaned, records=2000)
         started = time.monotonic()
         link.stop(pool)
     assert time.monotonic() - started < 30  # not left running for ten minutes
     assert running.done()
     assert not marker.exists() and cleaned.exists()  # its clean-up ran, whole
+    # What it logged meanwhile reached this process, all of it: the worker is ended in one
+    # way only, after its records were sent (two at once cut the sending off).
+    assert caplog.messages.count("cleaned up scratch") == 2000
 
 
 def test_a_second_ctrl_c_does_not_break_off_a_jobs_clean_up(tmp_path):
