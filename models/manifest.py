@@ -122,6 +122,14 @@ class Track(BaseModel):
         return self.display_name or self.user_id
 
 
+def _start_of(track: Track, index: int) -> str:
+    """Where a track's start came from, and what it is, for a message."""
+    start = format_utc(track.started_time)
+    if time_from_file_name(track.path) == track.started_time:  # given or not: the name has it
+        return f"tracks[{index}]'s start {start}, the time in its file name,"
+    return f"tracks[{index}].started_time {start}"
+
+
 class Manifest(BaseModel):
     """A meeting's tracks. ``root`` is the folder track paths are relative to (not serialised)."""
 
@@ -146,10 +154,10 @@ class Manifest(BaseModel):
         if 2 * len(far) >= len(tracks):  # two tracks a year apart: either clock may be wrong
             i = far[0]
             raise ValueError(
-                f"tracks[{i}].started_time {format_utc(tracks[i].started_time)} is more than a "
-                f"day from the other tracks' starts ({format_utc(middle)}), and as many tracks "
-                "lie on each side, so which are wrong cannot be told: one meeting's tracks "
-                "start within a day of each other"
+                f"{_start_of(tracks[i], i)} is more than a day from the middle track's "
+                f"({format_utc(middle)}), and no fewer tracks start that far from it than near "
+                "it, so which starts are wrong cannot be told: one meeting's tracks start "
+                "within a day of each other"
             )
         return tracks
 
@@ -158,15 +166,16 @@ class Manifest(BaseModel):
 
         Such a start is a clock gone wrong, not a meeting: placing the track would stretch
         the meeting over months. It is left out, and only it, as fetch leaves out a file whose
-        name is as far off; the meeting's clock is set by the other tracks. (They are the most:
-        a manifest whose tracks lie as many on each side is refused when it is read.)
+        name puts it as far off; the meeting's clock is set by the other tracks. (They are the
+        most: a manifest with no fewer tracks far from the middle start than near it is
+        refused when it is read, where fetch, which must write one, leaves out the later of
+        two files.)
         """
         middle, far = outlying_starts([t.started_time for t in self.tracks])
         return {
             i: (
-                f"{self.tracks[i].path}: tracks[{i}].started_time "
-                f"{format_utc(self.tracks[i].started_time)} is more than a day from the other "
-                f"tracks' starts ({format_utc(middle)}); left out of the meeting"
+                f"{self.tracks[i].path}: {_start_of(self.tracks[i], i)} is more than a day "
+                f"from the middle track's ({format_utc(middle)}); left out of the meeting"
             )
             for i in far
         }

@@ -159,7 +159,9 @@ class Transcript(BaseModel):
 
     schema_: Literal["trackscribe.transcript/1"] = Field(default=TRANSCRIPT_SCHEMA, alias="schema")
     meeting_id: str
-    origin: UtcDatetime = Field(description="the earliest track start; time zero")
+    origin: UtcDatetime = Field(
+        description="time zero: the earliest track start (of the tracks placed on one clock)"
+    )
     speakers: list[Speaker]
     utterances: list[Utterance]
     provenance: Provenance

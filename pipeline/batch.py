@@ -535,11 +535,13 @@ def _meeting_key(manifest: Manifest, options: PipelineOptions) -> str:
     """Everything a meeting's transcript depends on: the whole manifest (ids, names, times, the
     checksums it expects: the provenance repeats them), each file's bytes, every setting but
     how many threads did the work, and the software. Not the output formats: they are
-    written from the transcript."""
+    written from the transcript. Nor the bytes of a track left out for its start (the
+    manifest's times say which): the run never reads them."""
+    unplaced = manifest.unplaced_tracks()
     return work_key(
         "meeting",
         manifest.model_dump(mode="json"),
-        [_file_hash(manifest, t) for t in manifest.tracks],
+        [None if i in unplaced else _file_hash(manifest, t) for i, t in enumerate(manifest.tracks)],
         options.result_settings(),
         model_identity(options.transcribe.model),
         runtime_versions(),

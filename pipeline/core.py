@@ -325,9 +325,10 @@ def _clock(
 ) -> tuple[list[TrackTiming], list[ClockEstimate], datetime]:
     """Each track's place and rate on the meeting clock: its start time and its clock's
     drift, each corrected where the leakage between tracks shows it clearly; and the clock's
-    origin, the earliest track start. A start measured before the stated earliest one moves
-    the origin back with it, so that no time is negative; everything after this (leakage
-    records, the transcript, its length) counts from that origin."""
+    origin, the earliest start of the tracks placed on it. A start measured before the
+    stated earliest one moves the origin back with it, so that no time is negative;
+    everything after this (leakage records, the transcript, its length) counts from that
+    origin."""
     offsets = track_offsets(manifest)
     estimates = estimate_clock(
         [w.activity for w in work],

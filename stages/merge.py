@@ -1,10 +1,11 @@
 """Put every track's segments on one meeting clock and turn them into speaker turns.
 
 Each file's time zero is its ``started_time``; the meeting's time zero (the origin) is the
-earliest of them. A user who left and rejoined has several files, and they are one speaker.
-Segments of a speaker that follow each other closely are one utterance, unless someone else
-began speaking in between; utterances that overlap in time with another speaker's are marked
-with who was talking meanwhile.
+earliest of them, leaving out a track whose start is days from the others'. A user who left
+and rejoined has several files, and they are one speaker. Segments of a speaker that follow
+each other closely are one utterance, unless someone else began speaking in between;
+utterances that overlap in time with another speaker's are marked with who was talking
+meanwhile.
 """
 
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,7 @@ def merge(
     """One transcript from the segments of each track (keyed by index in ``manifest.tracks``).
 
     ``timings`` places each track on the meeting clock, counted from ``origin``; by default
-    each track at its ``started_time``, its clock taken as right, from the earliest of them.
+    each track at its ``started_time``, its clock taken as right, from :func:`meeting_origin`.
     """
     options = options or MergeOptions()
     origin = origin or meeting_origin(manifest)

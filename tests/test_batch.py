@@ -157,6 +157,21 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
 
 
+def test_a_track_left_out_for_its_start_is_not_read_and_its_bytes_redo_nothing(
+    meeting_copy, tmp_path
+):
+    manifest = meeting_copy / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    raw["tracks"][0]["started_time"] = "2026-11-17T10:00:00.000Z"  # Alice's clock gone wrong
+    manifest.write_text(json.dumps(raw))
+    jobs, out = [Job(id="m", manifest=manifest)], tmp_path / "out"
+    first = run_batch(jobs, out, progress=False)
+    assert first.meetings[0].status == "partial"
+    (meeting_copy / raw["tracks"][0]["path"]).write_bytes(b"not even audio")
+    again = run_batch(jobs, out, progress=False)
+    assert again.meetings[0].reused  # the run never reads that file: nothing to do again
+
+
 def test_a_model_that_cannot_be_loaded_keeps_every_finished_transcript(meetings, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(meetings.parent / "pair", tmp_path / "pair")

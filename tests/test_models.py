@@ -47,6 +47,20 @@ def _twice(**changes: object) -> dict:
     return {**VALID, "tracks": [VALID["tracks"][0], {**VALID["tracks"][0], **changes}]}
 
 
+def _four_two_of_them_years_on() -> dict:
+    """Two tracks a year and two years after the other two: which are wrong cannot be told."""
+    first = VALID["tracks"][0]
+    later = ("2027-11-20T10:00:03.250Z", "2028-11-20T10:00:03.250Z")
+    return {
+        **VALID,
+        "tracks": [
+            first,
+            {**first, "path": "tracks/b.webm"},
+            *({**first, "path": f"tracks/{t[:4]}.webm", "started_time": t} for t in later),
+        ],
+    }
+
+
 @pytest.mark.parametrize(
     ("raw", "named"),
     [
@@ -71,9 +85,10 @@ def _twice(**changes: object) -> dict:
         (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
         (
             _twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"),
-            "tracks[0].started_time 2026-11-20T10:00:03.250Z is more than a day from the other "
-            "tracks' starts (2025-11-20T10:00:00.000Z), and as many tracks lie on each side",
+            "tracks[0].started_time 2026-11-20T10:00:03.250Z is more than a day from the middle "
+            "track's (2025-11-20T10:00:00.000Z), and no fewer tracks start that far from it",
         ),
+        (_four_two_of_them_years_on(), "tracks[2].started_time 2027-11-20T10:00:03.250Z is more"),
         ({**VALID, "schema": "trackscribe.manifest/2"}, "schema: Input should be"),
         ({**VALID, "tracks": []}, "tracks: List should have at least 1 item"),
         ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: Field required"),
@@ -181,9 +196,19 @@ def test_a_track_that_starts_days_from_the_others_is_named_and_the_rest_load():
     manifest = Manifest.parse(raw)  # one bad start costs that track, not the manifest
     assert manifest.unplaced_tracks() == {
         1: "tracks/u2.webm: tracks[1].started_time 2025-11-20T10:00:05.000Z is more than a day "
-        "from the other tracks' starts (2026-11-20T10:00:00.000Z); left out of the meeting"
+        "from the middle track's (2026-11-20T10:00:00.000Z); left out of the meeting"
     }
-    raw["tracks"][1]["started_time"] = "2026-11-21T09:00:05.000Z"  # under a day: a long meeting
+    # A start taken from the file name is named as that: the manifest has no started_time.
+    raw["tracks"][1] = {"user_id": "u2", "path": "tracks/x_peer_audio_1763632805000.webm"}
+    assert (
+        Manifest.parse(raw)
+        .unplaced_tracks()[1]
+        .startswith(
+            "tracks/x_peer_audio_1763632805000.webm: tracks[1]'s start 2025-11-20T10:00:05.000Z, "
+            "the time in its file name, is more than a day from the middle track's"
+        )
+    )
+    raw["tracks"][1] = track("u2", "2026-11-21T09:00:05.000Z")  # under a day: a long meeting
     assert Manifest.parse(raw).unplaced_tracks() == {}
 
 
