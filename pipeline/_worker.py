@@ -202,10 +202,14 @@ _LOG_SEND_WAIT = 2.0
 """Seconds a worker that exits on a stop gives its last log records to leave."""
 
 _exit_lock = threading.RLock()
-"""Taken, and never given back, by whatever ends the worker (see :func:`_claim_exit`)."""
+"""Taken, and not given back, by whatever ends the worker (see :func:`_claim_exit`)."""
 
-_exiting: list[bool] = []
-"""In a worker: set once one of the ways it ends has begun."""
+_exiting: list[str] = []
+"""In a worker: how its ending began, once it has ("sending" or "normally")."""
+
+_EXIT_WAIT = _LOG_SEND_WAIT + 1.0
+"""Seconds one way of ending a worker waits for another already under way before it ends
+the worker itself: the other may be stuck (a full pipe, a thread a job left running)."""
 
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
@@ -274,24 +278,33 @@ def interruptible() -> Iterator[None]:
                     _exit_with_logs_sent(128 + _terminating[0])
 
 
-def _claim_exit() -> bool:
+def _claim_exit(how: str, code: int) -> bool:
     """Whether the caller is the one to end this worker.
 
-    A worker ends one of three ways: SIGTERM (:func:`_terminated`), its parent gone or
-    done with it (:func:`_exit_with_parent`), or its main thread returning when the pool
-    shuts down. A stop sets off two or all three at once. Only one may send the last log
-    records: another that ended the process meanwhile cut the sending off half-way, with
-    the queue's lock (shared with the parent) taken, and the parent then waited for it in
-    vain. So the first takes a lock for good; one in another thread waits there until the
-    process is gone, and a signal handler that came during the main thread's own ending is
-    told so (False) and returns to it.
+    A worker ends one of three ways: SIGTERM (:func:`_terminated`), its parent gone or done
+    with it (:func:`_exit_with_parent`), or its main thread returning when the pool shuts
+    down. A stop sets off two or all three at once. Only one may send the last log records:
+    another that ended the process meanwhile cut the sending off half-way, with the queue's
+    lock (shared with the parent) taken, and the parent then waited for it in vain. So the
+    first takes a lock and keeps it. One in another thread waits for the process to end, but
+    for :data:`_EXIT_WAIT` at most, then ends it itself. A signal handler that came during the
+    main thread's own ending is told so (False), and returns to it; if that ending is the
+    normal one, which has no time limit, the worker ends after :data:`_EXIT_WAIT` anyway.
     """
-    _exit_lock.acquire()
-    if _exiting:
-        _exit_lock.release()
-        return False
-    _exiting.append(True)
-    return True
+    if not _exit_lock.acquire(timeout=_EXIT_WAIT):
+        os._exit(code)  # the ending under way is stuck
+    if not _exiting:
+        _exiting.append(how)
+        return True
+    _exit_lock.release()  # taken twice by this thread: it keeps it once
+    if _exiting[0] == "normally":
+        ender = threading.Timer(_EXIT_WAIT, os._exit, args=(code,))
+        ender.daemon = True
+        try:
+            ender.start()
+        except RuntimeError:  # the interpreter is past starting threads
+            os._exit(code)
+    return False
 
 
 def _exit_with_logs_sent(code: int) -> None:
@@ -301,8 +314,11 @@ def _exit_with_logs_sent(code: int) -> None:
     its own, for a moment at most: a signal may have come while this thread held the
     queue's lock, and a parent that is gone reads no more. Returns only to a signal handler
     that came while this thread was ending the worker (see :func:`_claim_exit`)."""
-    if not _claim_exit():
+    if not _claim_exit("sending", code):
         return
+    # A record logged meanwhile (a job still running) finds the queue closed: not an error
+    # to print, as the record is lost either way.
+    logging.raiseExceptions = False
     if _log_queue:
         sender = threading.Thread(target=_send_logs, args=(_log_queue[0],), daemon=True)
         sender.start()
@@ -318,7 +334,7 @@ def _send_logs(queue: Queue) -> None:
 def _ending_normally() -> None:
     """The worker's main thread returns: it ends the worker, and multiprocessing then sends
     what is left on the queue."""
-    _claim_exit()
+    _claim_exit("normally", 0)
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:

@@ -347,25 +347,32 @@ def test_a_stop_that_comes_as_the_scratch_folder_is_made_leaves_no_folder(tmp_pa
 
 
 _KILLED_PARENT = """
-import os, time
+import os, sys, threading, time
 from pipeline.core import _analysis_pool
 
 def pid_after(seconds):
     time.sleep(seconds)  # long enough for the other job to go to the other worker
+    if sys.argv[1] == "ending":  # a thread the job left keeps the worker from ending
+        threading.Thread(target=time.sleep, args=(600,)).start()
     return os.getpid()
 
 if __name__ == "__main__":
     with _analysis_pool(tracks=2, workers=2) as workers:
         jobs = [workers.pool.submit(pid_after, 0.5) for _ in range(2)]
-        print(*{job.result() for job in jobs}, flush=True)
+        pids = {job.result() for job in jobs}
+        if sys.argv[1] == "ending":
+            workers.pool.shutdown(wait=False)
+            time.sleep(1)  # the workers are ending now
+        print(*pids, flush=True)
         time.sleep(600)  # killed here, pool and all
 """
 
 
-def test_decode_workers_stop_when_the_run_that_started_them_is_killed(tmp_path):
+@pytest.mark.parametrize("when", ["idle", "ending"], ids=["idle", "ending but stuck"])
+def test_decode_workers_stop_when_the_run_that_started_them_is_killed(tmp_path, when):
     script = tmp_path / "killed.py"
     script.write_text(_KILLED_PARENT)
-    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    run = subprocess.Popen([sys.executable, str(script), when], stdout=subprocess.PIPE, text=True)
     workers = [int(pid) for pid in run.stdout.readline().split()]
     assert workers and run.pid not in workers
     run.kill()  # SIGKILL: no cleanup of its own runs
