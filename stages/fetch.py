@@ -304,7 +304,7 @@ def _one_url(recording: Recording) -> str:
 def _unplaced(
     files: Sequence[RecordingFile], starts: Mapping[tuple[str, str], datetime | None]
 ) -> dict[tuple[str, str], str]:
-    """Files whose start is more than a day from the other files' starts, and why.
+    """Files whose start is more than a day from the middle file's start, and why.
 
     Such a file is kept on disk (the pre-signed link to it will not last) but left out of the
     manifest, so that one bad name costs that file and not the meeting. The other files' starts
@@ -318,8 +318,8 @@ def _unplaced(
     reasons = {}
     for file, start in (timed[i] for i in far):
         reasons[file.key] = (
-            f"{file.name}: it starts at {format_utc(start)}, more than a day from the other "
-            f"files' starts ({format_utc(middle)}); downloaded, but left out of the manifest"
+            f"{file.name}: it starts at {format_utc(start)}, more than a day from the middle "
+            f"file's ({format_utc(middle)}); downloaded, but left out of the manifest"
         )
     return reasons
 
