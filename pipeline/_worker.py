@@ -208,8 +208,21 @@ _exiting: list[str] = []
 """In a worker: how its ending began, once it has ("sending" or "normally")."""
 
 _EXIT_WAIT = _LOG_SEND_WAIT + 1.0
-"""Seconds one way of ending a worker waits for another already under way before it ends
-the worker itself: the other may be stuck (a full pipe, a thread a job left running)."""
+"""Seconds one way of ending a worker waits for another's sending before it ends the worker
+itself (that one has :data:`_LOG_SEND_WAIT`)."""
+
+_logs_sent = threading.Event()
+"""In a worker: set once its normal ending has sent what its queue held."""
+
+_ENDING_SEND_WAIT = 10.0
+"""Seconds a stop that comes as a worker ends normally gives it to send its last records:
+that ending takes as long as they take, and a parent that is gone reads none."""
+
+_end_asked: list[int] = []
+"""In a worker: the exit status a signal asked for while its main thread was ending
+normally (see :func:`_end_when_asked`)."""
+
+_end_asked_event = threading.Event()
 
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
@@ -286,25 +299,43 @@ def _claim_exit(how: str, code: int) -> bool:
     down. A stop sets off two or all three at once. Only one may send the last log records:
     another that ended the process meanwhile cut the sending off half-way, with the queue's
     lock (shared with the parent) taken, and the parent then waited for it in vain. So the
-    first takes a lock and keeps it. One in another thread waits for the process to end, but
-    for :data:`_EXIT_WAIT` at most, then ends it itself. A signal handler that came during the
-    main thread's own ending is told so (False), and returns to it; if that ending is the
-    normal one, which has no time limit, the worker ends after :data:`_EXIT_WAIT` anyway.
+    first takes a lock and keeps it. A later one waits for the worker to end, for as long as
+    the first one's sending may take, then ends it itself: the first may be stuck after its
+    sending (in a thread a job left running). A signal handler that came while the main
+    thread was itself ending the worker is told so (False), and returns to it.
     """
+    if _exiting and _exiting[0] == "normally":
+        _end_after_normal_send(code)
+        return False
     if not _exit_lock.acquire(timeout=_EXIT_WAIT):
-        os._exit(code)  # the ending under way is stuck
+        if _exiting and _exiting[0] == "normally":  # it began meanwhile
+            _end_after_normal_send(code)
+            return False
+        os._exit(code)  # the sending under way is stuck
     if not _exiting:
         _exiting.append(how)
         return True
-    _exit_lock.release()  # taken twice by this thread: it keeps it once
-    if _exiting[0] == "normally":
-        ender = threading.Timer(_EXIT_WAIT, os._exit, args=(code,))
-        ender.daemon = True
-        try:
-            ender.start()
-        except RuntimeError:  # the interpreter is past starting threads
-            os._exit(code)
+    _exit_lock.release()  # taken twice by this thread, which is sending already
     return False
+
+
+def _end_after_normal_send(code: int) -> None:
+    """End the worker once its normal ending has sent its records (or has had
+    :data:`_ENDING_SEND_WAIT` for it). In a signal handler, which must return to that
+    ending, a thread started with the worker does the waiting; a thread started here could
+    wait for ever on a lock the interrupted thread holds."""
+    if threading.current_thread() is threading.main_thread():
+        if not _end_asked:  # a second signal, even one inside set(), finds it asked
+            _end_asked.append(code)
+            _end_asked_event.set()
+        return
+    _logs_sent.wait(_ENDING_SEND_WAIT)
+    os._exit(code)
+
+
+def _end_when_asked() -> None:
+    _end_asked_event.wait()
+    _end_after_normal_send(_end_asked[0])
 
 
 def _exit_with_logs_sent(code: int) -> None:
@@ -356,8 +387,11 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
     _log_queue.append(queue)
-    # Run as the main thread returns, before the queue's own finalizer sends what is left.
+    # Run as the main thread returns: before the queue's own finalizer sends what is left
+    # (its priority is -5), and after.
     multiprocessing.util.Finalize(None, _ending_normally, exitpriority=10)
+    multiprocessing.util.Finalize(None, _logs_sent.set, exitpriority=-10)
+    threading.Thread(target=_end_when_asked, daemon=True).start()
     root.setLevel(level)
     # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
     # multiprocessing lock, and the named semaphore behind it, left when the worker is made

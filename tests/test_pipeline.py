@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -520,6 +521,39 @@ def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path,
             running.result(timeout=60)
     assert not marker.exists() and cleaned.exists()  # its clean-up ran, whole
     assert "cleaned up scratch" in caplog.messages  # and what it logged was not lost
+
+
+def _log_records(count: int) -> int:
+    for _ in range(count):
+        logging.getLogger("trackscribe.tests").warning("one of many")
+    return os.getpid()
+
+
+def test_a_sigterm_as_a_worker_ends_lets_it_send_what_it_logged(caplog):
+    # A worker sends its last records as it ends, for as long as that takes. A stop then
+    # (a batch's SIGTERM as its pool shuts down) ended it half-way through after 3 s, the
+    # queue's lock taken: the rest was lost, and the parent waited 5 s for it in vain.
+    class Slow(logging.Handler):
+        """A log the parent writes slowly (a network share): the sending takes seconds."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.0005)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    slow = Slow()
+    logging.getLogger("trackscribe.tests").addHandler(slow)
+    try:
+        context = multiprocessing.get_context("spawn")
+        with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
+            worker = pool.submit(_log_records, 8000).result(timeout=60)
+            shutting_down = threading.Thread(target=pool.shutdown)  # waits for the worker
+            shutting_down.start()
+            time.sleep(0.3)  # it is sending now
+            os.kill(worker, signal.SIGTERM)
+            shutting_down.join()
+    finally:
+        logging.getLogger("trackscribe.tests").removeHandler(slow)
+    assert caplog.messages.count("one of many") == 8000
 
 
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
