@@ -22,12 +22,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.queues import Queue
+from queue import SimpleQueue
 from types import FrameType, TracebackType
+from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -199,30 +202,82 @@ _log_queue: list[Queue] = []
 """In a worker: the queue its log records go to (see :func:`start_worker`)."""
 
 _LOG_SEND_WAIT = 2.0
-"""Seconds a worker that exits on a stop gives its last log records to leave."""
+"""Seconds a worker's last log records may go without being read before it exits anyway: a
+parent that is gone reads none, and a worker killed mid-write holds the queue's lock for good."""
 
-_exit_lock = threading.RLock()
-"""Taken, and not given back, by whatever ends the worker (see :func:`_claim_exit`)."""
+_exit_codes: "SimpleQueue[int]" = SimpleQueue()
+"""The exit statuses asked for, of which :func:`_ender` takes the first (``put`` is safe
+anywhere, in a signal handler too)."""
 
-_exiting: list[str] = []
-"""In a worker: how its ending began, once it has ("sending" or "normally")."""
+_sending = threading.Lock()
+"""Taken by the one ending that sends the last records: the normal one, or :func:`_ender`'s.
+Two at once cut the sending off half-way, with the queue's lock (the parent's too) taken."""
 
-_EXIT_WAIT = _LOG_SEND_WAIT + 1.0
-"""Seconds one way of ending a worker waits for another's sending before it ends the worker
-itself (that one has :data:`_LOG_SEND_WAIT`)."""
+_ending_normally_now = threading.Event()
+"""Set once the main thread's normal ending has begun."""
 
-_logs_sent = threading.Event()
-"""In a worker: set once its normal ending has sent what its queue held."""
+_logs_gone = threading.Event()
+"""Set once the last records have been sent."""
 
-_ENDING_SEND_WAIT = 10.0
-"""Seconds a stop that comes as a worker ends normally gives it to send its last records:
-that ending takes as long as they take, and a parent that is gone reads none."""
 
-_end_asked: list[int] = []
-"""In a worker: the exit status a signal asked for while its main thread was ending
-normally (see :func:`_end_when_asked`)."""
+def _park() -> NoReturn:
+    """Wait for :func:`_ender` to end the worker: the main thread must begin no other job."""
+    while True:
+        time.sleep(3600)
 
-_end_asked_event = threading.Event()
+
+def _exit_asked(code: int) -> None:
+    """End the worker with status ``code`` (see :func:`_ender`). A worker ends when it gets
+    SIGTERM, when its parent is gone or done with it, or when its pool shuts down, and a
+    stop sets off two or all three at once: only one thread acts on it. The main thread
+    waits here for it to, unless it is ending normally: a signal handler returns to that."""
+    _exit_codes.put(code)
+    if threading.current_thread() is threading.main_thread() and not _ending_normally_now.is_set():
+        _park()
+
+
+def _ender() -> None:
+    """The one place a worker is ended from: at the first status asked for, once the last log
+    records have been sent, or have stopped being read.
+
+    ``os._exit`` drops what the queue's feeder thread has not sent yet, and the records of a
+    job's clean-up (a scratch folder it could not remove, say) were lost with it. They are
+    sent from a thread of its own: the main thread may hold the queue's lock, interrupted.
+    """
+    code = _exit_codes.get()
+    logging.raiseExceptions = False  # a record logged after the queue closed is lost anyway
+    records = _log_queue[0]
+    if _sending.acquire(blocking=False):  # else the normal ending is sending them
+        threading.Thread(target=_send_logs, args=(records,), daemon=True).start()
+    unread = _unread(records)
+    while not _logs_gone.wait(_LOG_SEND_WAIT):
+        before, unread = unread, _unread(records)
+        if unread is None or before is None or unread >= before:
+            break  # not read for a while: the parent is gone, or the queue's lock is held
+    os._exit(code)
+
+
+def _unread(records: Queue) -> int | None:
+    """Records on the queue that the parent has not read yet; None where that is not known
+    (macOS)."""
+    try:
+        return records.qsize()
+    except NotImplementedError:
+        return None
+
+
+def _send_logs(records: Queue) -> None:
+    records.close()
+    records.join_thread()
+    _logs_gone.set()
+
+
+def _ending_normally() -> None:
+    """As the main thread returns: multiprocessing sends the last records next, unless a stop
+    is sending them already (then that one ends the worker)."""
+    _ending_normally_now.set()  # first: a SIGTERM from now on returns to this ending
+    if not _sending.acquire(blocking=False):
+        _park()
 
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
@@ -248,8 +303,8 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     with it (a batch tries such a meeting again), not for one stopped on purpose."""
     _terminating.append(signum)
     if _idle.is_set():
-        _exit_with_logs_sent(128 + signum)
-        return  # it came while this thread was ending the worker already: that goes on
+        _exit_asked(128 + signum)
+        return  # it came during the normal ending, which goes on
     _stop_job(signum, frame)
 
 
@@ -288,84 +343,7 @@ def interruptible() -> Iterator[None]:
                 _idle.set()
             finally:
                 if _terminating:
-                    _exit_with_logs_sent(128 + _terminating[0])
-
-
-def _claim_exit(how: str, code: int) -> bool:
-    """Whether the caller is the one to end this worker.
-
-    A worker ends one of three ways: SIGTERM (:func:`_terminated`), its parent gone or done
-    with it (:func:`_exit_with_parent`), or its main thread returning when the pool shuts
-    down. A stop sets off two or all three at once. Only one may send the last log records:
-    another that ended the process meanwhile cut the sending off half-way, with the queue's
-    lock (shared with the parent) taken, and the parent then waited for it in vain. So the
-    first takes a lock and keeps it. A later one waits for the worker to end, for as long as
-    the first one's sending may take, then ends it itself: the first may be stuck after its
-    sending (in a thread a job left running). A signal handler that came while the main
-    thread was itself ending the worker is told so (False), and returns to it.
-    """
-    if _exiting and _exiting[0] == "normally":
-        _end_after_normal_send(code)
-        return False
-    if not _exit_lock.acquire(timeout=_EXIT_WAIT):
-        if _exiting and _exiting[0] == "normally":  # it began meanwhile
-            _end_after_normal_send(code)
-            return False
-        os._exit(code)  # the sending under way is stuck
-    if not _exiting:
-        _exiting.append(how)
-        return True
-    _exit_lock.release()  # taken twice by this thread, which is sending already
-    return False
-
-
-def _end_after_normal_send(code: int) -> None:
-    """End the worker once its normal ending has sent its records (or has had
-    :data:`_ENDING_SEND_WAIT` for it). In a signal handler, which must return to that
-    ending, a thread started with the worker does the waiting; a thread started here could
-    wait for ever on a lock the interrupted thread holds."""
-    if threading.current_thread() is threading.main_thread():
-        if not _end_asked:  # a second signal, even one inside set(), finds it asked
-            _end_asked.append(code)
-            _end_asked_event.set()
-        return
-    _logs_sent.wait(_ENDING_SEND_WAIT)
-    os._exit(code)
-
-
-def _end_when_asked() -> None:
-    _end_asked_event.wait()
-    _end_after_normal_send(_end_asked[0])
-
-
-def _exit_with_logs_sent(code: int) -> None:
-    """Exit now, but with what the worker logged sent first: the records of its job's
-    clean-up (a scratch folder it could not remove, say) were lost with it, as ``os._exit``
-    drops what the queue's feeder thread has not sent yet. They are sent from a thread of
-    its own, for a moment at most: a signal may have come while this thread held the
-    queue's lock, and a parent that is gone reads no more. Returns only to a signal handler
-    that came while this thread was ending the worker (see :func:`_claim_exit`)."""
-    if not _claim_exit("sending", code):
-        return
-    # A record logged meanwhile (a job still running) finds the queue closed: not an error
-    # to print, as the record is lost either way.
-    logging.raiseExceptions = False
-    if _log_queue:
-        sender = threading.Thread(target=_send_logs, args=(_log_queue[0],), daemon=True)
-        sender.start()
-        sender.join(_LOG_SEND_WAIT)
-    os._exit(code)
-
-
-def _send_logs(queue: Queue) -> None:
-    queue.close()
-    queue.join_thread()
-
-
-def _ending_normally() -> None:
-    """The worker's main thread returns: it ends the worker, and multiprocessing then sends
-    what is left on the queue."""
-    _claim_exit("normally", 0)
+                    _exit_asked(128 + _terminating[0])
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -387,11 +365,11 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
     _log_queue.append(queue)
-    # Run as the main thread returns: before the queue's own finalizer sends what is left
-    # (its priority is -5), and after.
-    multiprocessing.util.Finalize(None, _ending_normally, exitpriority=10)
-    multiprocessing.util.Finalize(None, _logs_sent.set, exitpriority=-10)
-    threading.Thread(target=_end_when_asked, daemon=True).start()
+    # Run as the main thread returns: before the queue's own finalizers close it (priority
+    # 10) and send what is left (-5), and after.
+    multiprocessing.util.Finalize(None, _ending_normally, exitpriority=100)
+    multiprocessing.util.Finalize(None, _logs_gone.set, exitpriority=-10)
+    threading.Thread(target=_ender, daemon=True).start()
     root.setLevel(level)
     # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
     # multiprocessing lock, and the named semaphore behind it, left when the worker is made
@@ -408,7 +386,7 @@ def _exit_with_parent(lifeline: Connection) -> None:
         assert main is not None  # the main thread has started: it started this one
         signal.pthread_kill(main, signal.SIGINT)
         _idle.wait(_CLEAN_UP_WAIT)
-    _exit_with_logs_sent(1)  # whoever wanted the work is gone
+    _exit_asked(1)  # whoever wanted the work is gone
 
 
 def guard_hint() -> str:
