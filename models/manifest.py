@@ -143,7 +143,7 @@ class Manifest(BaseModel):
 
     @field_validator("tracks")
     @classmethod
-    def _each_file_once(cls, tracks: list[Track]) -> list[Track]:
+    def _one_meeting(cls, tracks: list[Track]) -> list[Track]:
         # A file listed twice would have every word it holds said twice.
         listed: dict[tuple[str, ...], int] = {}
         for i, track in enumerate(tracks):
@@ -162,7 +162,7 @@ class Manifest(BaseModel):
         return tracks
 
     def unplaced_tracks(self) -> dict[int, str]:
-        """Tracks (by index) whose start is more than a day from the others', each with why.
+        """Tracks (by index) whose start is more than a day from the middle track's, each with why.
 
         Such a start is a clock gone wrong, not a meeting: placing the track would stretch
         the meeting over months. It is left out, and only it, as fetch leaves out a file whose
