@@ -219,6 +219,9 @@ _ending_normally_now = threading.Event()
 _logs_gone = threading.Event()
 """Set once the last records have been sent."""
 
+_send_now = threading.Event()
+"""Set by :func:`_ender` for :func:`_sender` to send the last records."""
+
 
 def _park() -> NoReturn:
     """Wait for :func:`_ender` to end the worker: the main thread must begin no other job."""
@@ -246,27 +249,32 @@ def _ender() -> None:
     """
     code = _exit_codes.get()
     logging.raiseExceptions = False  # a record logged after the queue closed is lost anyway
-    records = _log_queue[0]
     if _sending.acquire(blocking=False):  # else the normal ending is sending them
-        threading.Thread(target=_send_logs, args=(records,), daemon=True).start()
-    unread = _unread(records)
+        _send_now.set()
+    unsent = _unsent()
     while not _logs_gone.wait(_LOG_SEND_WAIT):
-        before, unread = unread, _unread(records)
-        if unread is None or before is None or unread >= before:
-            break  # not read for a while: the parent is gone, or the queue's lock is held
+        before, unsent = unsent, _unsent()
+        if unsent is None or before is None or unsent >= before:
+            break  # none sent for a while: the parent is gone, or the queue's lock is held
     os._exit(code)
 
 
-def _unread(records: Queue) -> int | None:
-    """Records on the queue that the parent has not read yet; None where that is not known
-    (macOS)."""
-    try:
-        return records.qsize()
-    except NotImplementedError:
-        return None
+def _unsent() -> int | None:
+    """How many of this worker's records are still to be sent; None if that cannot be told.
+
+    Only the queue's own buffer knows (``qsize`` counts every process's records, and another
+    worker that logs faster than the parent reads would hide this one's progress), and it has
+    no public name.
+    """
+    buffer = getattr(_log_queue[0], "_buffer", None)
+    return len(buffer) if buffer is not None else None
 
 
-def _send_logs(records: Queue) -> None:
+def _sender() -> None:
+    """Send the last records when :func:`_ender` asks. Started with the worker: ending it must
+    start no thread, as a signal can come while the main thread holds the lock that takes."""
+    _send_now.wait()
+    records = _log_queue[0]
     records.close()
     records.join_thread()
     _logs_gone.set()
@@ -294,13 +302,14 @@ def _stop_job(signum: int, _frame: FrameType | None) -> None:
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM in a worker that Ctrl-C stops: it exits, as SIGTERM has it, but a job under
-    way is first stopped as Ctrl-C stops it, so that it cleans up (its scratch folder, its
-    half-written files) rather than leave them. SIGTERM comes from the pool itself when the
-    run stops: every worker is told to exit then (:meth:`WorkerLink.cut`), and as soon as
-    one has (an idle one does at once), the pool sends SIGTERM to the others. A service
-    manager may send it too. The worker still dies, so that its pool takes the job for lost
-    with it (a batch tries such a meeting again), not for one stopped on purpose."""
+    """SIGTERM in a worker: it exits, as SIGTERM has it, once its log records are sent; a job
+    under way that Ctrl-C stops (:func:`interruptible`) is first stopped that way, so that it
+    cleans up (its scratch folder, its half-written files) rather than leave them. SIGTERM
+    comes from the pool itself when the run stops: every worker is told to exit then
+    (:meth:`WorkerLink.cut`), and as soon as one has (an idle one does at once), the pool
+    sends SIGTERM to the others. A service manager may send it too. The worker still dies,
+    so that its pool takes the job for lost with it (a batch tries such a meeting again),
+    not for one stopped on purpose."""
     _terminating.append(signum)
     if _idle.is_set():
         _exit_asked(128 + signum)
@@ -353,23 +362,27 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
     :func:`interruptible`, and is held back while none does: an idle worker has nothing to
     stop, and printed a traceback. A worker whose Ctrl-C was ignored when it started (a
     command run in the background) keeps ignoring it."""
+    # First what ends the worker: a SIGTERM from here on asks it to.
+    _log_queue.append(queue)
+    threading.Thread(target=_ender, daemon=True).start()
+    threading.Thread(target=_sender, daemon=True).start()
     if ignore_interrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: one held back is dropped
     elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _hold_back)
-        signal.signal(signal.SIGTERM, _terminated)
+    # Every worker, as the pool sends SIGTERM to the others once one has exited: killed
+    # then, they were cut off sending their records, and the parent waited 5 s for them.
+    signal.signal(signal.SIGTERM, _terminated)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # see interrupts_held
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
-    _log_queue.append(queue)
     # Run as the main thread returns: before the queue's own finalizers close it (priority
     # 10) and send what is left (-5), and after.
     multiprocessing.util.Finalize(None, _ending_normally, exitpriority=100)
     multiprocessing.util.Finalize(None, _logs_gone.set, exitpriority=-10)
-    threading.Thread(target=_ender, daemon=True).start()
     root.setLevel(level)
     # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
     # multiprocessing lock, and the named semaphore behind it, left when the worker is made

@@ -559,6 +559,34 @@ def test_a_worker_sent_sigterm_sends_what_it_logged_first(caplog, when):
     assert caplog.messages.count("one of many") == 8000
 
 
+def _log_then_wait(count: int) -> None:
+    _log_records(count)
+    time.sleep(600)  # decoding a long track, say
+
+
+def test_decode_workers_that_a_stop_ends_send_what_they_logged_first(caplog):
+    # Decode workers leave Ctrl-C to the run. When it stops, the first to exit makes the pool
+    # send SIGTERM to the others, which died of it mid-way through sending their records.
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.001)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    slow = Slow()
+    logging.getLogger("trackscribe.tests").addHandler(slow)
+    try:
+        context = multiprocessing.get_context("spawn")
+        with WorkerLink(context) as link, link.pool(2) as pool:
+            list(pool.map(time.sleep, [0.2, 0.2]))  # both started
+            for _ in range(2):
+                pool.submit(_log_then_wait, 1500)
+            time.sleep(1)  # both have logged, and wait
+            link.stop(pool)
+    finally:
+        logging.getLogger("trackscribe.tests").removeHandler(slow)
+    assert caplog.messages.count("one of many") == 3000
+
+
 def test_a_worker_that_ctrl_c_stops_takes_it_only_while_it_runs_a_job():
     # an idle batch worker has nothing to stop: it printed a traceback and broke the pool
 
