@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -523,6 +525,23 @@ def test_a_worker_sent_sigterm_lets_its_job_clean_up_then_dies_as_lost(tmp_path,
     assert "cleaned up scratch" in caplog.messages  # and what it logged was not lost
 
 
+@contextmanager
+def _parent_logs_slowly(seconds_per_record: float) -> Iterator[None]:
+    """This process writes our tests' records slowly (a log on a network share, say), so that
+    a worker's last ones take seconds to send."""
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(seconds_per_record)
+
+    slow = Slow()
+    logging.getLogger("trackscribe.tests").addHandler(slow)
+    try:
+        yield
+    finally:
+        logging.getLogger("trackscribe.tests").removeHandler(slow)
+
+
 def _log_records(count: int) -> int:
     for _ in range(count):
         logging.getLogger("trackscribe.tests").warning("one of many")
@@ -534,28 +553,21 @@ def test_a_worker_sent_sigterm_sends_what_it_logged_first(caplog, when):
     # A worker sends its last records as it ends, for as long as that takes. SIGTERM (from
     # the pool, as a batch stops) ended it half-way through, after 2 or 3 s, the queue's
     # lock taken: the rest was lost, and the parent waited 5 s for it in vain.
-    class Slow(logging.Handler):
-        """A log the parent writes slowly (a network share): the sending takes seconds."""
-
-        def emit(self, record: logging.LogRecord) -> None:
-            time.sleep(0.0005)
-
     caplog.set_level(logging.WARNING, logger="trackscribe")
-    slow = Slow()
-    logging.getLogger("trackscribe.tests").addHandler(slow)
-    try:
-        context = multiprocessing.get_context("spawn")
-        with WorkerLink(context, ignore_interrupt=False) as link, link.pool(1) as pool:
-            worker = pool.submit(_log_records, 8000).result(timeout=60)
-            shutting_down = threading.Thread(target=pool.shutdown)  # waits for the worker
-            if when == "ending":
-                shutting_down.start()
-                time.sleep(0.3)  # it is ending now, sending
-            os.kill(worker, signal.SIGTERM)
-            if when == "ending":
-                shutting_down.join()
-    finally:
-        logging.getLogger("trackscribe.tests").removeHandler(slow)
+    context = multiprocessing.get_context("spawn")
+    with (
+        _parent_logs_slowly(0.0005),
+        WorkerLink(context, ignore_interrupt=False) as link,
+        link.pool(1) as pool,
+    ):
+        worker = pool.submit(_log_records, 8000).result(timeout=60)
+        shutting_down = threading.Thread(target=pool.shutdown)  # waits for the worker
+        if when == "ending":
+            shutting_down.start()
+            time.sleep(0.3)  # it is ending now, sending
+        os.kill(worker, signal.SIGTERM)
+        if when == "ending":
+            shutting_down.join()
     assert caplog.messages.count("one of many") == 8000
 
 
@@ -567,23 +579,14 @@ def _log_then_wait(count: int) -> None:
 def test_decode_workers_that_a_stop_ends_send_what_they_logged_first(caplog):
     # Decode workers leave Ctrl-C to the run. When it stops, the first to exit makes the pool
     # send SIGTERM to the others, which died of it mid-way through sending their records.
-    class Slow(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            time.sleep(0.001)
-
     caplog.set_level(logging.WARNING, logger="trackscribe")
-    slow = Slow()
-    logging.getLogger("trackscribe.tests").addHandler(slow)
-    try:
-        context = multiprocessing.get_context("spawn")
-        with WorkerLink(context) as link, link.pool(2) as pool:
-            list(pool.map(time.sleep, [0.2, 0.2]))  # both started
-            for _ in range(2):
-                pool.submit(_log_then_wait, 1500)
-            time.sleep(1)  # both have logged, and wait
-            link.stop(pool)
-    finally:
-        logging.getLogger("trackscribe.tests").removeHandler(slow)
+    context = multiprocessing.get_context("spawn")
+    with _parent_logs_slowly(0.001), WorkerLink(context) as link, link.pool(2) as pool:
+        list(pool.map(time.sleep, [0.2, 0.2]))  # both started
+        for _ in range(2):
+            pool.submit(_log_then_wait, 1500)
+        time.sleep(1)  # both have logged, and wait
+        link.stop(pool)
     assert caplog.messages.count("one of many") == 3000
 
 
