@@ -11,7 +11,7 @@ import math
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -253,7 +253,7 @@ def run_meeting(
                 _analyse(decoders, manifest, placed, store, options.vad, stats, progress)
         _refuse_copies(manifest, work)
         with _timer(stats, "attribute_s"):
-            timings, clock, origin = _clock(manifest, work, options)
+            timings, clock, origin = _clock(manifest, work, options, unplaced.keys())
             dropped = _attribute(manifest, work, options, timings)
 
         todo = [w for w in work if w.audio is not None and w.regions]
@@ -321,14 +321,17 @@ def _timer(stats: RunStats, field_name: str) -> Iterator[None]:
 
 
 def _clock(
-    manifest: Manifest, work: list[_TrackWork], options: PipelineOptions
+    manifest: Manifest,
+    work: list[_TrackWork],
+    options: PipelineOptions,
+    unplaced: Collection[int],
 ) -> tuple[list[TrackTiming], list[ClockEstimate], datetime]:
     """Each track's place and rate on the meeting clock: its start time and its clock's
     drift, each corrected where the leakage between tracks shows it clearly; and the clock's
-    origin, the earliest start of the tracks placed on it. A start measured before the
-    stated earliest one moves the origin back with it, so that no time is negative;
-    everything after this (leakage records, the transcript, its length) counts from that
-    origin."""
+    origin, the earliest start of the tracks placed on it (not ``unplaced``). A start
+    measured before the stated earliest one moves the origin back with it, so that no time
+    is negative; everything after this (leakage records, the transcript, its length) counts
+    from that origin."""
     offsets = track_offsets(manifest)
     estimates = estimate_clock(
         [w.activity for w in work],
@@ -370,7 +373,6 @@ def _clock(
                 drift_applied=estimate.drift_clear,
             )
         )
-    unplaced = manifest.unplaced_tracks()  # on no clock: they must not move its origin
     earliest = min(0.0, *(timing.offset for i, timing in enumerate(timings) if i not in unplaced))
     timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
     origin = meeting_origin(manifest) + timedelta(seconds=earliest)
