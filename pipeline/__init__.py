@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from .batch import run_batch
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
+    from .verify import verify
 
 _WHERE = {
     "BatchSummary": "models",
@@ -28,6 +29,7 @@ _WHERE = {
     "PipelineOptions": "pipeline.core",
     "run_meeting": "pipeline.core",
     "transcribe_tracks": "pipeline.core",
+    "verify": "pipeline.verify",
 }
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "run_batch",
     "run_meeting",
     "transcribe_tracks",
+    "verify",
 ]
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from models import (
     Manifest,
     ManifestError,
     SummaryError,
+    TranscriptError,
     describe_error,
     redact_urls,
 )
@@ -62,6 +64,7 @@ from .evaluate import (
     read_turns,
 )
 from .plot import image_format, plot_timeline
+from .verify import Verification, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,7 +215,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Speaker-attributed, time-aligned transcripts from RealtimeKit track "
         "recordings (one audio file per participant).",
         epilog="Exit status: 0 success; 1 partial (some tracks, files or meetings failed; the "
-        "rest written and the failures listed; for bench, an approach failed); 2 bad usage or "
+        "rest written and the failures listed; for bench, an approach failed; for verify, "
+        "something differs or is missing); 2 bad usage or "
         "input, or a service that refused or could not be reached; 3 an error of trackscribe "
         "itself; 130 interrupted; 141 the output stopped being read (a pipe closed early, as by "
         "head); 143 terminated.",
@@ -287,6 +291,28 @@ def _parser() -> argparse.ArgumentParser:
         help="draw the pipeline's timeline against the truth (PNG, PDF or SVG, as the name ends)",
     )
     bench.set_defaults(run=_run_bench)
+
+    checking = commands.add_parser(
+        "verify",
+        help="check a transcript against its exports, inputs and model",
+        description="Check, without transcribing anything, that the exports beside a "
+        "transcript are what it renders to and still the bytes trackscribe wrote; with "
+        "--manifest, that every input is there with the bytes that were transcribed, on the "
+        "same participant, and that every track is in the transcript or named in it as a "
+        "failure; and that the model's files are those that made it, where the model is on "
+        "this machine. Exit status 0: nothing differs or is missing; 1: something does.",
+    )
+    checking.add_argument("transcript", type=Path, help="transcript.json, or the folder holding it")
+    checking.add_argument(
+        "--manifest", type=Path, help="the tracks' manifest.json, or its folder: check the inputs"
+    )
+    checking.add_argument(
+        "--model",
+        help="where the model is on this machine, if not where the transcript says (a "
+        "CTranslate2 folder or a model name)",
+    )
+    checking.add_argument("--json", action="store_true", help="print one JSON object")
+    checking.set_defaults(run=_run_verify)
 
     add_remote_commands(commands)
     add_batch_command(commands)
@@ -430,6 +456,30 @@ def _run_bench(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.plot}", file=sys.stderr)
     return _bench_status(results)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    manifest = Manifest.load(args.manifest) if args.manifest is not None else None
+    try:
+        result = verify(args.transcript, manifest, model=args.model)
+    except TranscriptError as exc:
+        return _bad_input(str(exc))
+    print(result.model_dump_json(indent=2) if args.json else _verification_table(result))
+    return EXIT_OK if result.ok else EXIT_PARTIAL
+
+
+def _verification_table(result: Verification) -> str:
+    width = max(len(check.subject) for check in result.checks)
+    lines = [
+        f"{check.status.upper() if check.status in ('differs', 'missing') else check.status:9s} "
+        f"{printable(check.subject):{width}s}  {printable(check.detail)}"
+        for check in result.checks
+    ]
+    counts = Counter(check.status for check in result.checks)
+    statuses = ("ok", "differs", "missing", "unchecked")
+    summary = ", ".join(f"{counts[status]} {status}" for status in statuses if counts[status])
+    lines.append(f"{'verified' if result.ok else 'NOT verified'}: {summary}")
+    return "\n".join(lines)
 
 
 def _bench_status(results: dict[str, Approach]) -> int:

@@ -9,7 +9,8 @@ folder names the files trackscribe wrote there with their SHA-256, so that an ex
 the folder (the command line's ``-o``, a batch's meeting folder) can remove an earlier run's
 files in formats not written this time, which beside the new transcript would show a
 reviewer a different one, without touching a file that is not, byte for byte, what
-trackscribe wrote.
+trackscribe wrote; and so that a reviewer can check later that each file is still what was
+written (:func:`recorded`).
 """
 
 import hashlib
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from models import Transcript, Utterance, Word, atomic_write_files, format_clock, one_line
 
-__all__ = ["FORMATS", "export", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
+__all__ = ["FORMATS", "export", "recorded", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
@@ -180,6 +181,13 @@ def withdraw(out_dir: Path) -> list[Path]:
     else:
         record_path.unlink(missing_ok=True)
     return removed
+
+
+def recorded(out_dir: Path) -> dict[str, str]:
+    """File name -> SHA-256 of each file that trackscribe's exports wrote in ``out_dir``, as
+    the folder's record says: what a reviewer checks the files against later. Nothing for a
+    folder without a record (or one that cannot be read, which is logged)."""
+    return _read_record(Path(out_dir) / _RECORD)
 
 
 _RECORD = ".trackscribe-exports"

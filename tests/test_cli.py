@@ -339,6 +339,7 @@ def test_every_command_has_help():
         "emulator",
         "webhook",
         "batch",
+        "verify",
     ]
     for args in (["--help"], *([c, "--help"] for c in commands)):
         result = trackscribe(*args)

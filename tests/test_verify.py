@@ -1,0 +1,206 @@
+"""`verify`: a reviewer checks a transcript, afterwards, against its exports, inputs and model."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from models import Manifest, TrackFailure, Transcript, TranscriptError
+from pipeline import cli
+from pipeline.verify import Verification, verify
+from stages.export import export
+
+
+@pytest.fixture
+def out(sample_transcript: Transcript, tmp_path: Path) -> Path:
+    """The sample's transcript exported in every format, as `transcribe -o` leaves it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    export(sample_transcript, folder)
+    return folder
+
+
+def status(result: Verification) -> dict[str, str]:
+    return {check.subject: check.status for check in result.checks}
+
+
+def detail(result: Verification, subject: str) -> str:
+    return next(check.detail for check in result.checks if check.subject == subject)
+
+
+def test_a_transcript_as_written_verifies_with_its_exports_inputs_and_model(out, sample_manifest):
+    result = verify(out, sample_manifest)
+    assert result.ok
+    assert status(result) == {
+        "transcript.json": "ok",
+        "transcript.vtt": "ok",
+        "transcript.srt": "ok",
+        "transcript.txt": "ok",
+        "transcript.seglst.json": "ok",
+        **{track.path: "ok" for track in sample_manifest.tracks},
+        "model": "ok",
+    }
+    assert "each as when it transcribed" in detail(result, "model")
+
+
+def test_without_a_manifest_the_inputs_are_said_to_be_unchecked_and_do_not_fail_it(out):
+    result = verify(out / "transcript.json")
+    assert result.ok
+    assert status(result)["inputs"] == "unchecked"
+
+
+def test_a_subtitle_edited_after_export_is_named_with_its_first_changed_line(out):
+    vtt = out / "transcript.vtt"
+    lines = vtt.read_text().splitlines(keepends=True)
+    changed = next(i for i, line in enumerate(lines) if line.startswith("<v Alice>"))
+    lines[changed] = lines[changed].replace("<v Alice>", "<v Chen>")
+    vtt.write_text("".join(lines))
+    result = verify(out)
+    assert not result.ok
+    assert status(result)["transcript.vtt"] == "differs"
+    assert detail(result, "transcript.vtt") == (
+        f"not what transcript.json renders to (from line {changed + 1}); "
+        "changed since trackscribe wrote it"
+    )
+    assert status(result)["transcript.json"] == status(result)["transcript.srt"] == "ok"
+
+
+def test_a_transcript_edited_after_export_is_caught_and_no_longer_matches_its_exports(out):
+    raw = json.loads((out / "transcript.json").read_text())
+    raw["utterances"][0]["text"] = "Something nobody said."
+    (out / "transcript.json").write_text(json.dumps(raw, indent=2))
+    result = verify(out)
+    assert status(result)["transcript.json"] == "differs"
+    assert detail(result, "transcript.json") == "changed since trackscribe wrote it"
+    for name in ("transcript.vtt", "transcript.srt", "transcript.txt", "transcript.seglst.json"):
+        assert status(result)[name] == "differs"
+        assert detail(result, name).endswith("; as trackscribe wrote it")
+
+
+def test_subtitles_left_from_an_earlier_run_are_caught(sample_transcript, out):
+    """An export of some formats keeps the others (no `replace`): those are an earlier
+    transcript's, and must not pass for this one's."""
+    later = sample_transcript.model_copy(deep=True)
+    later.utterances[0].text = "A later run heard this."
+    export(later, out, "json")
+    result = verify(out)
+    assert status(result)["transcript.json"] == "ok"
+    assert status(result)["transcript.vtt"] == "differs"
+    assert detail(result, "transcript.vtt").endswith("; as trackscribe wrote it")
+
+
+def test_an_export_trackscribe_wrote_that_is_gone_is_missing(out):
+    (out / "transcript.srt").unlink()
+    result = verify(out)
+    assert status(result)["transcript.srt"] == "missing"
+    assert not result.ok
+
+
+def test_a_transcript_saved_without_exporting_has_nothing_to_check_its_bytes_against(
+    sample_transcript, tmp_path
+):
+    result = verify(sample_transcript.save(tmp_path / "transcript.json"))
+    assert result.ok
+    assert status(result)["transcript.json"] == "unchecked"
+    assert "transcript.vtt" not in status(result)
+
+
+def test_an_input_changed_or_gone_since_it_was_transcribed_is_named(out, meeting_copy):
+    manifest = Manifest.load(meeting_copy)
+    changed, gone = manifest.tracks[0], manifest.tracks[1]
+    with manifest.track_path(changed).open("ab") as file:
+        file.write(b"\0")
+    manifest.track_path(gone).unlink()
+    result = verify(out, manifest)
+    assert status(result)[changed.path] == "differs"
+    assert "not the bytes transcribed" in detail(result, changed.path)
+    assert status(result)[gone.path] == "missing"
+    assert "No such file" in detail(result, gone.path)
+    assert [s for s in status(result).values() if s != "ok"] == ["differs", "missing"]
+
+
+def test_an_input_the_manifest_puts_on_another_participant_differs(out, meeting_copy):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    first = raw["tracks"][0]
+    owner = first["user_id"]
+    first["user_id"] = "user-mallory"
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    result = verify(out, Manifest.load(meeting_copy))
+    assert status(result)[first["path"]] == "differs"
+    assert detail(result, first["path"]) == (
+        f"the manifest puts it on user-mallory, the transcript on {owner}"
+    )
+
+
+def test_every_track_of_the_manifest_must_be_in_the_transcript_or_said_to_have_failed(
+    sample_transcript, meeting_copy, tmp_path
+):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    extra = {**raw["tracks"][0], "path": "tracks/extra.webm"}
+    shutil.copy(meeting_copy / raw["tracks"][0]["path"], meeting_copy / extra["path"])
+    raw["tracks"].append(extra)
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    failed = sample_transcript.model_copy(deep=True)
+    lost = failed.provenance.inputs.pop(1)
+    reason = "cannot decode: not an Opus stream"
+    failed.provenance.failures.append(
+        TrackFailure(path=lost.path, user_id=lost.user_id, reason=reason)
+    )
+    result = verify(failed.save(tmp_path / "transcript.json"), Manifest.load(meeting_copy))
+    assert status(result)[lost.path] == "ok"
+    assert detail(result, lost.path) == f"not transcribed, and the transcript says why: {reason}"
+    assert status(result)["tracks/extra.webm"] == "missing"
+    assert detail(result, "tracks/extra.webm") == (
+        "in the manifest, but the transcript neither used it nor says why not"
+    )
+
+
+def test_a_manifest_of_another_meeting_differs(out, meeting_copy):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    raw["meeting_id"] = "another-meeting"
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    result = verify(out, Manifest.load(meeting_copy))
+    assert status(result)["meeting"] == "differs"
+
+
+def test_model_files_not_those_that_transcribed_differ(sample_transcript, tmp_path):
+    other = sample_transcript.model_copy(deep=True)
+    name = sorted(other.provenance.model_files)[0]
+    other.provenance.model_files[name] = "0" * 64
+    result = verify(other.save(tmp_path / "transcript.json"))
+    assert status(result)["model"] == "differs"
+    assert detail(result, "model") == f"bundled:tiny.en: {name} not as when it transcribed"
+
+
+def test_a_model_that_is_not_on_this_machine_is_unchecked(sample_transcript, tmp_path):
+    saved = sample_transcript.save(tmp_path / "transcript.json")
+    result = verify(saved, model=str(tmp_path / "no-model-here"))
+    assert result.ok
+    assert status(result)["model"] == "unchecked"
+
+
+def test_a_file_that_is_not_a_transcript_is_refused_naming_it(tmp_path):
+    (tmp_path / "transcript.json").write_text('{"schema": "something else"}')
+    with pytest.raises(TranscriptError, match=r"transcript\.json"):
+        verify(tmp_path)
+
+
+def test_the_command_exits_0_when_all_is_as_written_and_1_naming_what_is_not(
+    out, sample_dir, sample_manifest, capsys
+):
+    assert cli.main(["verify", str(out), "--manifest", str(sample_dir)]) == 0
+    checked = 5 + len(sample_manifest.tracks) + 1  # the exports, the inputs, the model
+    assert capsys.readouterr().out.splitlines()[-1] == f"verified: {checked} ok"
+    (out / "transcript.txt").write_text("nothing to see here\n")
+    assert cli.main(["verify", str(out), "--json"]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert found["ok"] is False
+    txt = next(check for check in found["checks"] if check["subject"] == "transcript.txt")
+    assert txt["status"] == "differs"
+
+
+def test_the_command_refuses_a_transcript_that_is_not_there_with_exit_2(tmp_path, capsys):
+    assert cli.main(["verify", str(tmp_path / "nothing.json")]) == 2
+    said = capsys.readouterr().err
+    assert f"{tmp_path / 'nothing.json'}: no such transcript file" in said
