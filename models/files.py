@@ -198,16 +198,19 @@ def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks.
 
     Read once per process however often it is asked for (a batch's meeting key, the
-    checkpoint keys and the decoder's check all ask): remembered by the file's identity
-    and size and modification time, so a changed file is read again.
+    checkpoint keys and the decoder's check all ask): remembered by the file's identity,
+    size, modification time and change time, so a changed file is read again. (The change
+    time is the one no one can set back: a file rewritten in place and given its old
+    modification time again is still read again.)
     """
     info = Path(path).stat()
     if not stat.S_ISREG(info.st_mode):  # a pipe would be waited on forever, a folder fails
         raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return _sha256(Path(path).resolve(), info.st_ino, info.st_size, info.st_mtime_ns)
+    changed = (info.st_mtime_ns, info.st_ctime_ns)
+    return _sha256(Path(path).resolve(), info.st_ino, info.st_size, changed)
 
 
 @functools.lru_cache(maxsize=4096)
-def _sha256(path: Path, _inode: int, _size: int, _mtime_ns: int) -> str:
+def _sha256(path: Path, _inode: int, _size: int, _changed: tuple[int, int]) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from .batch import run_batch
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
-    from .verify import verify
+    from .verification import Verification, verify
 
 _WHERE = {
     "BatchSummary": "models",
@@ -29,7 +29,8 @@ _WHERE = {
     "PipelineOptions": "pipeline.core",
     "run_meeting": "pipeline.core",
     "transcribe_tracks": "pipeline.core",
-    "verify": "pipeline.verify",
+    "Verification": "pipeline.verification",
+    "verify": "pipeline.verification",
 }
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "PipelineOptions",
     "Transcript",
     "TranscriptError",
+    "Verification",
     "export",
     "load_jobs",
     "load_manifest",

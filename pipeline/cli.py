@@ -64,7 +64,7 @@ from .evaluate import (
     read_turns,
 )
 from .plot import image_format, plot_timeline
-from .verify import Verification, verify
+from .verification import Verification, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -469,16 +469,22 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _verification_table(result: Verification) -> str:
-    width = max(len(check.subject) for check in result.checks)
+    subjects = [printable(check.subject) for check in result.checks]
+    width = max(map(len, subjects))
     lines = [
         f"{check.status.upper() if check.status in ('differs', 'missing') else check.status:9s} "
-        f"{printable(check.subject):{width}s}  {printable(check.detail)}"
-        for check in result.checks
+        f"{subject:{width}s}  {printable(check.detail)}"
+        for subject, check in zip(subjects, result.checks, strict=True)
     ]
     counts = Counter(check.status for check in result.checks)
-    statuses = ("ok", "differs", "missing", "unchecked")
+    statuses = ("ok", "lost", "differs", "missing", "unchecked")
     summary = ", ".join(f"{counts[status]} {status}" for status in statuses if counts[status])
-    lines.append(f"{'verified' if result.ok else 'NOT verified'}: {summary}")
+    if not result.ok:
+        lines.append(f"NOT verified: {summary}")
+    elif counts["unchecked"]:
+        lines.append(f"nothing differs, but not everything could be checked: {summary}")
+    else:
+        lines.append(f"verified: {summary}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ trackscribe wrote; and so that a reviewer can check later that each file is stil
 written (:func:`recorded`).
 """
 
+import errno
 import hashlib
 import json
 import logging
@@ -183,11 +184,21 @@ def withdraw(out_dir: Path) -> list[Path]:
     return removed
 
 
-def recorded(out_dir: Path) -> dict[str, str]:
+def recorded(out_dir: Path) -> dict[str, str] | None:
     """File name -> SHA-256 of each file that trackscribe's exports wrote in ``out_dir``, as
-    the folder's record says: what a reviewer checks the files against later. Nothing for a
-    folder without a record (or one that cannot be read, which is logged)."""
-    return _read_record(Path(out_dir) / _RECORD)
+    the folder's record says: what a reviewer checks the files against later. None for a
+    folder with no record. A record that is there and cannot be read (or is not a plain
+    file) raises :class:`OSError`: to a reviewer, that is not the same as no record."""
+    path = Path(out_dir) / _RECORD
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        text = path.read_bytes().decode("utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except UnicodeDecodeError as exc:
+        raise OSError(errno.EILSEQ, f"not UTF-8 text ({exc.reason})", str(path)) from None
+    return _parse_record(text)
 
 
 _RECORD = ".trackscribe-exports"
@@ -198,8 +209,7 @@ _OUR_NAMES = frozenset(name for name, _ in FORMATS.values())
 
 
 def _read_record(path: Path) -> dict[str, str]:
-    """File name -> SHA-256 from a folder's record; only names of our formats count (the
-    record is a file anyone can edit). Nothing for a folder without one."""
+    """File name -> SHA-256 from a folder's record. Nothing for a folder without one."""
     try:
         text = path.read_bytes().decode("utf-8")
     except (FileNotFoundError, NotADirectoryError):  # none yet (no folder: writing says so)
@@ -207,6 +217,11 @@ def _read_record(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         log.warning("%s cannot be read (%s): earlier runs' files here are left alone", path, exc)
         return {}
+    return _parse_record(text)
+
+
+def _parse_record(text: str) -> dict[str, str]:
+    """Only names of our formats count: the record is a file anyone can edit."""
     record = {}
     for line in text.splitlines():
         digest, _, name = line.partition("  ")

@@ -1,6 +1,8 @@
 """The contracts: manifest/1 in, transcript/1 out, and errors that name the field."""
 
+import hashlib
 import json
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +17,7 @@ from models import (
     TranscriptError,
     format_utc,
     load_jobs,
+    sha256_file,
 )
 
 VALID = {
@@ -229,3 +232,16 @@ def test_a_speech_region_refuses_pauses_outside_it_or_out_of_order(pauses):
     with pytest.raises(ValidationError, match="pause"):
         SpeechRegion(start=1.0, end=3.0, pauses=pauses)
     assert SpeechRegion(start=1.0, end=3.0, pauses=((1.2, 1.6), (2.0, 2.5))).pauses
+
+
+def test_a_file_rewritten_in_place_with_its_old_times_is_hashed_again(tmp_path):
+    """What a reviewer checks must be the bytes on disk now, however the file was changed:
+    same size, and its modification time set back as it was."""
+    file = tmp_path / "track.webm"
+    file.write_bytes(b"a" * 1000)
+    before = sha256_file(file)
+    times = file.stat()
+    file.write_bytes(b"b" * 1000)
+    os.utime(file, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert sha256_file(file) != before
+    assert sha256_file(file) == hashlib.sha256(b"b" * 1000).hexdigest()

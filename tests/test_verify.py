@@ -8,8 +8,9 @@ import pytest
 
 from models import Manifest, TrackFailure, Transcript, TranscriptError
 from pipeline import cli
-from pipeline.verify import Verification, verify
-from stages.export import export
+from pipeline.verification import Verification, verify
+from stages.export import FORMATS, export
+from stages.transcribe import BUNDLED_MODEL, model_folder
 
 
 @pytest.fixture
@@ -90,6 +91,58 @@ def test_subtitles_left_from_an_earlier_run_are_caught(sample_transcript, out):
     assert detail(result, "transcript.vtt").endswith("; as trackscribe wrote it")
 
 
+def test_exports_rendered_again_from_another_transcript_do_not_pass_for_it(sample_transcript, out):
+    """A transcript put beside the exports under another name, and the exports rendered
+    again from it: each still differs from what trackscribe wrote."""
+    forged = sample_transcript.model_copy(deep=True)
+    forged.utterances[0].text = "Something nobody said."
+    for file_name, render in FORMATS.values():
+        if file_name != "transcript.json":
+            (out / file_name).write_text(render(forged))
+    result = verify(forged.save(out / "forged.json"))
+    assert not result.ok
+    assert status(result)["forged.json"] == "unchecked"
+    for name in ("transcript.vtt", "transcript.srt", "transcript.txt", "transcript.seglst.json"):
+        assert status(result)[name] == "differs"
+        assert detail(result, name) == (
+            "what forged.json renders to; changed since trackscribe wrote it"
+        )
+
+
+def test_a_record_that_cannot_be_read_is_not_taken_for_no_record(out):
+    (out / ".trackscribe-exports").unlink()
+    (out / ".trackscribe-exports").mkdir()
+    result = verify(out)
+    assert not result.ok
+    assert status(result)["transcript.json"] == "missing"
+    assert detail(result, "transcript.json").startswith(
+        "the record of what trackscribe wrote here cannot be read"
+    )
+
+
+def test_an_export_replaced_by_a_link_or_a_folder_differs(out, tmp_path):
+    elsewhere = tmp_path / "elsewhere.srt"
+    elsewhere.write_bytes((out / "transcript.srt").read_bytes())
+    (out / "transcript.srt").unlink()
+    (out / "transcript.srt").symlink_to(elsewhere)
+    (out / "transcript.txt").unlink()
+    (out / "transcript.txt").mkdir()
+    result = verify(out)
+    assert status(result)["transcript.srt"] == "differs"
+    assert detail(result, "transcript.srt") == "a link, not the file trackscribe wrote"
+    assert status(result)["transcript.txt"] == "differs"
+    assert detail(result, "transcript.txt") == "a folder in place of the file trackscribe writes"
+
+
+def test_line_endings_changed_are_named_from_the_first_line(out):
+    vtt = out / "transcript.vtt"
+    vtt.write_bytes(vtt.read_bytes().replace(b"\n", b"\r\n"))
+    result = verify(out)
+    assert detail(result, "transcript.vtt").startswith(
+        "not what transcript.json renders to (from line 1)"
+    )
+
+
 def test_an_export_trackscribe_wrote_that_is_gone_is_missing(out):
     (out / "transcript.srt").unlink()
     result = verify(out)
@@ -120,6 +173,29 @@ def test_an_input_changed_or_gone_since_it_was_transcribed_is_named(out, meeting
     assert [s for s in status(result).values() if s != "ok"] == ["differs", "missing"]
 
 
+def test_a_manifest_that_would_make_another_transcript_differs(out, meeting_copy):
+    """A track started elsewhere on the clock, or whose stated SHA-256 is another's, would be
+    transcribed differently or refused: the manifest is not the one this was made from."""
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    moved, misstated = raw["tracks"][0], raw["tracks"][1]
+    moved["started_time"] = "2026-11-20T10:00:12.000Z"
+    misstated["sha256"] = "0" * 64
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    result = verify(out, meeting_copy)
+    assert status(result)[moved["path"]] == "differs"
+    assert "the manifest starts it at 2026-11-20T10:00:12+00:00" in detail(result, moved["path"])
+    assert status(result)[misstated["path"]] == "differs"
+    assert detail(result, misstated["path"]) == "not the size and SHA-256 the manifest gives"
+
+
+def test_a_track_path_written_another_way_is_the_same_track(out, meeting_copy):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    for track in raw["tracks"]:
+        track["path"] = "./" + track["path"]
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    assert verify(out, meeting_copy).ok
+
+
 def test_an_input_the_manifest_puts_on_another_participant_differs(out, meeting_copy):
     raw = json.loads((meeting_copy / "manifest.json").read_text())
     first = raw["tracks"][0]
@@ -148,12 +224,29 @@ def test_every_track_of_the_manifest_must_be_in_the_transcript_or_said_to_have_f
         TrackFailure(path=lost.path, user_id=lost.user_id, reason=reason)
     )
     result = verify(failed.save(tmp_path / "transcript.json"), Manifest.load(meeting_copy))
-    assert status(result)[lost.path] == "ok"
+    assert status(result)[lost.path] == "lost"
     assert detail(result, lost.path) == f"not transcribed, and the transcript says why: {reason}"
+    assert result.ok is False  # for the extra track, not for the one it says it lost
     assert status(result)["tracks/extra.webm"] == "missing"
     assert detail(result, "tracks/extra.webm") == (
         "in the manifest, but the transcript neither used it nor says why not"
     )
+
+
+def test_without_a_manifest_what_the_transcript_says_it_lost_is_still_listed(
+    sample_transcript, tmp_path
+):
+    partial = sample_transcript.model_copy(deep=True)
+    lost = partial.provenance.inputs.pop(0)
+    partial.provenance.failures.append(
+        TrackFailure(path=lost.path, user_id=lost.user_id, reason="cannot decode")
+    )
+    partial.provenance.inputs[0].problem = "broke off at 12.3 s"
+    result = verify(partial.save(tmp_path / "transcript.json"))
+    assert result.ok  # nothing differs: it says what it lost
+    assert status(result)[lost.path] == "lost"
+    assert status(result)[partial.provenance.inputs[0].path] == "lost"
+    assert detail(result, partial.provenance.inputs[0].path) == "broke off at 12.3 s"
 
 
 def test_a_manifest_of_another_meeting_differs(out, meeting_copy):
@@ -170,14 +263,44 @@ def test_model_files_not_those_that_transcribed_differ(sample_transcript, tmp_pa
     other.provenance.model_files[name] = "0" * 64
     result = verify(other.save(tmp_path / "transcript.json"))
     assert status(result)["model"] == "differs"
-    assert detail(result, "model") == f"bundled:tiny.en: {name} not as when it transcribed"
+    assert detail(result, "model") == f"bundled:tiny.en: {name} is not as when it transcribed"
 
 
 def test_a_model_that_is_not_on_this_machine_is_unchecked(sample_transcript, tmp_path):
     saved = sample_transcript.save(tmp_path / "transcript.json")
     result = verify(saved, model=str(tmp_path / "no-model-here"))
-    assert result.ok
     assert status(result)["model"] == "unchecked"
+
+
+def test_a_model_folder_the_transcript_names_is_looked_for_only_where_the_reviewer_says(
+    sample_transcript, tmp_path, monkeypatch
+):
+    """A folder named in a transcript is a folder of the machine that made it (relative to
+    where it ran): here, only ``--model`` says where that model is."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(model_folder(BUNDLED_MODEL))
+    made_here = sample_transcript.model_copy(deep=True)
+    made_here.provenance.model = "models/tiny"
+    saved = made_here.save(tmp_path / "transcript.json")
+    monkeypatch.chdir(tmp_path)
+    unfound = verify(saved)
+    assert status(unfound)["model"] == "unchecked"
+    assert detail(unfound, "model").endswith("give --model to say where it is")
+    found = verify(saved, model=str(tmp_path / "models" / "tiny"))
+    assert status(found)["model"] == "ok"
+
+
+def test_a_model_folder_with_a_file_the_transcript_does_not_name_differs(
+    sample_transcript, tmp_path
+):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file in model_folder(BUNDLED_MODEL).iterdir():
+        (folder / file.name).symlink_to(file)
+    (folder / "added.json").write_text("{}")  # a new file: not written through a link
+    result = verify(sample_transcript.save(tmp_path / "transcript.json"), model=str(folder))
+    assert status(result)["model"] == "differs"
+    assert "added.json not among the files it transcribed with" in detail(result, "model")
 
 
 def test_a_file_that_is_not_a_transcript_is_refused_naming_it(tmp_path):
@@ -186,18 +309,52 @@ def test_a_file_that_is_not_a_transcript_is_refused_naming_it(tmp_path):
         verify(tmp_path)
 
 
+def test_a_folder_of_exports_without_its_transcript_is_refused_saying_why(
+    sample_transcript, tmp_path
+):
+    export(sample_transcript, tmp_path, ["vtt", "txt"])
+    with pytest.raises(TranscriptError, match=r"has exports but no transcript\.json"):
+        verify(tmp_path)
+
+
+def test_a_batch_output_folder_is_refused_pointing_at_its_meetings(sample_transcript, tmp_path):
+    export(sample_transcript, tmp_path / "meeting-1")
+    with pytest.raises(TranscriptError, match="its folders do: verify each of those"):
+        verify(tmp_path)
+
+
+def test_the_public_api_gives_the_function(out):
+    import pipeline
+    import pipeline.verification
+
+    assert pipeline.verify(out).ok
+
+
 def test_the_command_exits_0_when_all_is_as_written_and_1_naming_what_is_not(
     out, sample_dir, sample_manifest, capsys
 ):
     assert cli.main(["verify", str(out), "--manifest", str(sample_dir)]) == 0
     checked = 5 + len(sample_manifest.tracks) + 1  # the exports, the inputs, the model
-    assert capsys.readouterr().out.splitlines()[-1] == f"verified: {checked} ok"
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1] == f"verified: {checked} ok"
+    assert table[0].split() == ["ok", "transcript.json", "as", "trackscribe", "wrote", "it"]
+    assert cli.main(["verify", str(out)]) == 0  # no manifest: its inputs are not checked
+    last = capsys.readouterr().out.splitlines()[-1]
+    exports_and_model = checked - len(sample_manifest.tracks)
+    assert last == (
+        f"nothing differs, but not everything could be checked: {exports_and_model} ok, 1 unchecked"
+    )
     (out / "transcript.txt").write_text("nothing to see here\n")
     assert cli.main(["verify", str(out), "--json"]) == 1
     found = json.loads(capsys.readouterr().out)
     assert found["ok"] is False
     txt = next(check for check in found["checks"] if check["subject"] == "transcript.txt")
     assert txt["status"] == "differs"
+
+
+def test_the_command_refuses_a_manifest_that_is_not_there_with_exit_2(out, tmp_path, capsys):
+    assert cli.main(["verify", str(out), "--manifest", str(tmp_path / "nothing.json")]) == 2
+    assert f"{tmp_path / 'nothing.json'}: no such manifest file" in capsys.readouterr().err
 
 
 def test_the_command_refuses_a_transcript_that_is_not_there_with_exit_2(tmp_path, capsys):

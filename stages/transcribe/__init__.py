@@ -16,7 +16,13 @@ whose time falls outside every region it was packed from is text the audio does 
 and is dropped; so is text over near-silence.
 """
 
-from ._model import check_model, model_files, model_identity, resolve_model, usable_cores
+from ._model import (
+    check_model,
+    model_folder,
+    model_identity,
+    resolve_model,
+    usable_cores,
+)
 from ._options import BUNDLED_MODEL, ModelError, TranscribeOptions
 from ._transcriber import TracksFailed, Transcriber
 
@@ -27,7 +33,7 @@ __all__ = [
     "TranscribeOptions",
     "Transcriber",
     "check_model",
-    "model_files",
+    "model_folder",
     "model_identity",
     "resolve_model",
     "usable_cores",

@@ -44,14 +44,30 @@ def model_files(name: str) -> dict[str, str]:
     one faster-whisper downloaded it to): named in each transcript's provenance, so that the
     weights that produced it can be proven afterwards, not just their name. Empty when the
     folder cannot be found."""
-    where = Path(resolve_model(name))
-    if not where.is_dir():
-        try:
-            where = Path(download_model(name, local_files_only=True))
-        except Exception:  # not a hub model that is here: there is nothing to hash
-            return {}
+    where = model_folder(name)
+    if where is None:
+        return {}
     # sha256_file reads each file once per process, again only when it changed.
     return {p.name: sha256_file(p) for p in sorted(where.iterdir()) if p.is_file()}
+
+
+def model_folder(name: str, *, folders: bool = True) -> Path | None:
+    """The folder the model ``name`` loads from on this machine, found without the network:
+    the bundled model's, a CTranslate2 folder, or where faster-whisper downloaded a hub model
+    before. None when it is not here.
+
+    ``folders=False`` never takes ``name`` for a folder of this machine, for a name written
+    elsewhere (a transcript's): a folder there, or one relative to where it ran, is not this
+    machine's folder of that name.
+    """
+    if name == BUNDLED_MODEL or folders:
+        where = Path(resolve_model(name))
+        if where.is_dir():
+            return where
+    try:
+        return Path(download_model(name, local_files_only=True))
+    except Exception:  # not a hub model that is here
+        return None
 
 
 def resolve_model(name: str) -> str:
