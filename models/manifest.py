@@ -1,6 +1,7 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
 import json
+import stat
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -192,6 +193,8 @@ class Manifest(BaseModel):
         if path.is_dir():
             path = path / MANIFEST_FILE
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a pipe would be waited on for good
+                raise ManifestError(f"{path}: not a regular file")
             # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
             raw = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:

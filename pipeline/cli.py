@@ -298,9 +298,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Check, without transcribing anything, that the exports beside a "
         "transcript are what it renders to and still the bytes trackscribe wrote; with "
         "--manifest, that every input is there with the bytes that were transcribed, on the "
-        "same participant, and that every track is in the transcript or named in it as a "
-        "failure; and that the model's files are those that made it, where the model is on "
-        "this machine. Exit status 0: nothing differs or is missing; 1: something does.",
+        "same participant and start, and that every track is in the transcript or named in "
+        "it as lost; and that the model's files are those that made it. Each line says ok, "
+        "lost (what the transcript itself says it lost), DIFFERS, MISSING or unchecked. Exit "
+        "status 0: nothing differs or is missing; 1: something does.",
     )
     checking.add_argument("transcript", type=Path, help="transcript.json, or the folder holding it")
     checking.add_argument(
@@ -308,8 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     checking.add_argument(
         "--model",
-        help="where the model is on this machine, if not where the transcript says (a "
-        "CTranslate2 folder or a model name)",
+        help="the model's folder on this machine (default: the bundled model or the hub "
+        "model the transcript names, if downloaded here; a folder it names is not looked "
+        "for, as it was the folder of the machine that made it)",
     )
     checking.add_argument("--json", action="store_true", help="print one JSON object")
     checking.set_defaults(run=_run_verify)
@@ -464,7 +466,10 @@ def _run_verify(args: argparse.Namespace) -> int:
         result = verify(args.transcript, manifest, model=args.model)
     except TranscriptError as exc:
         return _bad_input(str(exc))
-    print(result.model_dump_json(indent=2) if args.json else _verification_table(result))
+    if args.json:  # ASCII: a name the transcript holds may not be valid UTF-8 on its own
+        print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=True))
+    else:
+        print(_verification_table(result))
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
 

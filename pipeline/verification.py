@@ -19,9 +19,8 @@ catches files changed or left behind, not someone who rewrites both.
 """
 
 import stat
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -34,8 +33,8 @@ from models import (
     TranscriptError,
     sha256_file,
 )
-from stages.export import FORMATS, recorded
-from stages.transcribe import BUNDLED_MODEL, model_folder
+from stages.export import FORMATS, RECORD_FILE, recorded
+from stages.transcribe import ModelError, model_folder
 
 from .core import software_version
 
@@ -73,17 +72,26 @@ def verify(
     model: str | None = None,
 ) -> Verification:
     """Check ``transcript`` (``transcript.json``, or the folder holding it) and the exports
-    beside it; with ``manifest`` (or the path of one), its inputs; and the model's files, in
-    the folder ``model`` (default: the model the transcript names, if it is the bundled one or
-    a hub model downloaded here). Raises :class:`TranscriptError` for a transcript that cannot
-    be read, and :class:`ManifestError` for such a manifest."""
+    beside it; with ``manifest`` (or the path of one), its inputs; and the model's files: in
+    the folder ``model``, else in the bundled model or the hub model the transcript names, if
+    it was downloaded here.
+
+    Raises :class:`TranscriptError` for a transcript that cannot be read,
+    :class:`ManifestError` for such a manifest and :class:`ModelError` for a ``model`` that
+    is no model here: what the caller asked to be checked against must be there.
+    """
     path = _transcript_file(Path(transcript))
     made = Transcript.load(path)
     if manifest is not None and not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
+    folder = None
+    if model is not None:
+        folder = model_folder(model) if model.strip() else None
+        if folder is None:
+            raise ModelError(f"model {model!r}: no such model folder, nor a model downloaded here")
     checks = _exports(made, path)
-    checks += _inputs(made, manifest)
-    checks.append(_model(made, model))
+    checks += _inputs(made, manifest) if manifest is not None else _unchecked_inputs(made)
+    checks.append(_model(made, model, folder))
     return Verification(transcript=str(path), checks=checks)
 
 
@@ -97,14 +105,15 @@ def _transcript_file(path: Path) -> Path:
     except FileNotFoundError:
         raise TranscriptError(f"{path}: no such transcript file") from None
     except OSError as exc:
-        raise TranscriptError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise TranscriptError(f"{path}: cannot read: {_why(exc)}") from None
     if not stat.S_ISREG(mode):  # a pipe would be waited on for good
         raise TranscriptError(f"{path}: not a regular file")
     return path
 
 
 def _no_transcript_in(folder: Path) -> str:
-    if any(folder.glob(f"*/{_TRANSCRIPT}")):
+    # Hidden folders are our own (a batch's .work): not transcripts to send a reviewer to.
+    if any(not found.parent.name.startswith(".") for found in folder.glob(f"*/{_TRANSCRIPT}")):
         return f"{folder} has no {_TRANSCRIPT}, but its folders do: verify each of those"
     try:
         exported = recorded(folder)
@@ -118,80 +127,92 @@ def _no_transcript_in(folder: Path) -> str:
     return f"{folder}: no {_TRANSCRIPT} in it"
 
 
+class _Record(NamedTuple):
+    """What the folder's record says trackscribe wrote (file name -> SHA-256), and what to
+    say of a file it does not name."""
+
+    digests: dict[str, str]
+    unrecorded: str
+
+
 def _exports(made: Transcript, path: Path) -> list[Check]:
+    checks = []
     try:
-        record = recorded(path.parent)
+        found = recorded(path.parent)
     except OSError as exc:
-        reason = f"the record of what trackscribe wrote here cannot be read: {_why(exc)}"
-        record = None
-        checks = [Check(subject=path.name, status="missing", detail=reason)]
+        detail = f"cannot be read: {_why(exc)}"
+        checks.append(Check(subject=RECORD_FILE, status="missing", detail=detail))
+        record = _Record({}, "the record of what trackscribe wrote here cannot be read")
     else:
-        checks = [_as_written(path, record)]
-    other_version = made.provenance.software != software_version()
+        record = _Record(found or {}, "no record of trackscribe writing it here")
+    # The transcript given is checked against the one trackscribe wrote here, whatever its
+    # name: exports rendered again from another file must not pass for that one's.
+    checks.append(_as_written(path, record, _TRANSCRIPT))
+    # Exports of another version may be rendered otherwise: a reviewer should know.
+    versions = ""
+    if made.provenance.software != software_version():
+        versions = f"; {made.provenance.software} made it, {software_version()} renders it"
     for name, (file_name, render) in FORMATS.items():
         export = path.parent / file_name
         if name == "json" or export == path:
             continue
-        checks += _export(export, made, render, record, path.name, other_version)
+        check = _export(export, render(made), record, path.name, versions)
+        if check is not None:
+            checks.append(check)
     return checks
 
 
 def _export(
-    export: Path,
-    made: Transcript,
-    render: Callable[[Transcript], str],
-    record: dict[str, str] | None,
-    source: str,
-    other_version: bool,
-) -> list[Check]:
+    export: Path, rendered: str, record: _Record, source: str, versions: str
+) -> Check | None:
+    """``export`` against ``rendered``, what the transcript ``source`` renders to, and
+    against the record; None when it is not there and was never written."""
     name = export.name
     try:
         mode = export.lstat().st_mode
-    except FileNotFoundError:
-        if record is not None and name in record:
-            detail = "trackscribe wrote it here, and it is gone"
-            return [Check(subject=name, status="missing", detail=detail)]
-        return []
-    except OSError as exc:
-        return [Check(subject=name, status="missing", detail=f"cannot be read: {_why(exc)}")]
-    if not stat.S_ISREG(mode):
-        return [Check(subject=name, status="differs", detail=_not_a_file(export, mode))]
-    try:
+        if not stat.S_ISREG(mode):
+            return Check(subject=name, status="differs", detail=_not_a_file(mode))
         found = export.read_bytes()
+    except FileNotFoundError:
+        if name in record.digests:
+            detail = "trackscribe wrote it here, and it is gone"
+            return Check(subject=name, status="missing", detail=detail)
+        return None
     except OSError as exc:
-        return [Check(subject=name, status="missing", detail=f"cannot be read: {_why(exc)}")]
-    written = _as_written(export, record)
-    line = _first_difference(found, render(made).encode("utf-8"))
+        return Check(subject=name, status="missing", detail=f"cannot be read: {_why(exc)}")
+    written = _as_written(export, record, name)
+    line = _first_difference(found, rendered.encode("utf-8"))
     if line is None:
-        detail = f"what {source} renders to; {written.detail}"
         status = "differs" if written.status == "differs" else "ok"
-        return [Check(subject=name, status=status, detail=detail)]
-    detail = f"not what {source} renders to (from line {line}); {written.detail}"
-    if other_version:
-        detail += f"; {made.provenance.software} made it, {software_version()} renders it"
-    return [Check(subject=name, status="differs", detail=detail)]
+        return Check(
+            subject=name, status=status, detail=f"what {source} renders to; {written.detail}"
+        )
+    detail = f"not what {source} renders to (from line {line}); {written.detail}{versions}"
+    return Check(subject=name, status="differs", detail=detail)
 
 
-def _as_written(path: Path, record: dict[str, str] | None) -> Check:
-    """Whether ``path`` still has the bytes the folder's record says trackscribe wrote."""
-    if record is None or path.name not in record:
-        detail = "no record of trackscribe writing it here"
-        return Check(subject=path.name, status="unchecked", detail=detail)
+def _as_written(path: Path, record: _Record, name: str) -> Check:
+    """Whether ``path`` has the bytes the record says trackscribe wrote as ``name``."""
+    if name not in record.digests:
+        return Check(subject=path.name, status="unchecked", detail=record.unrecorded)
+    as_what = "" if path.name == name else f" as {name}"
     try:
         mode = path.lstat().st_mode
         if not stat.S_ISREG(mode):
-            return Check(subject=path.name, status="differs", detail=_not_a_file(path, mode))
+            return Check(subject=path.name, status="differs", detail=_not_a_file(mode))
         digest = sha256_file(path)
     except OSError as exc:
         detail = f"cannot be read: {_why(exc)}"
         return Check(subject=path.name, status="missing", detail=detail)
-    if digest != record[path.name]:
-        detail = "changed since trackscribe wrote it"
+    if digest != record.digests[name]:
+        detail = f"not what trackscribe wrote here{as_what}"
+        if not as_what:
+            detail = "changed since trackscribe wrote it"
         return Check(subject=path.name, status="differs", detail=detail)
-    return Check(subject=path.name, status="ok", detail="as trackscribe wrote it")
+    return Check(subject=path.name, status="ok", detail=f"as trackscribe wrote it{as_what}")
 
 
-def _not_a_file(path: Path, mode: int) -> str:
+def _not_a_file(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a link, not the file trackscribe wrote"
     if stat.S_ISDIR(mode):
@@ -210,20 +231,23 @@ def _first_difference(found: bytes, expected: bytes) -> int | None:
     return min(len(ours), len(theirs)) + 1
 
 
-def _inputs(made: Transcript, manifest: Manifest | None) -> list[Check]:
-    failures = made.provenance.failures
-    if manifest is None:
-        checks = [Check(subject="inputs", status="unchecked", detail="no manifest given")]
-        checks += [
-            Check(subject=used.path, status="lost", detail=used.problem)
-            for used in made.provenance.inputs
-            if used.problem
-        ]
-        checks += [Check(subject=f.path, status="lost", detail=_reason(f)) for f in failures]
-        return checks
+def _unchecked_inputs(made: Transcript) -> list[Check]:
+    """With no manifest, the inputs cannot be checked, but what the transcript says it lost
+    is still listed."""
+    checks = [Check(subject="inputs", status="unchecked", detail="no manifest given")]
+    checks += [
+        Check(subject=used.path, status="lost", detail=used.problem)
+        for used in made.provenance.inputs
+        if used.problem
+    ]
+    checks += [_failed(failure, None) for failure in made.provenance.failures]
+    return checks
+
+
+def _inputs(made: Transcript, manifest: Manifest) -> list[Check]:
     checks = _meeting(made, manifest)
     listed = {_key(track.path): track for track in manifest.tracks}
-    accounted = set()
+    accounted: set[tuple[str, ...]] = set()
     for used in made.provenance.inputs:
         accounted.add(_key(used.path))
         track = listed.get(_key(used.path))
@@ -232,20 +256,9 @@ def _inputs(made: Transcript, manifest: Manifest | None) -> list[Check]:
             checks.append(Check(subject=used.path, status="missing", detail=detail))
         else:
             checks.append(_input(used, track, manifest.track_path(track)))
-    for failure in failures:
+    for failure in made.provenance.failures:
         accounted.add(_key(failure.path))
-        track = listed.get(_key(failure.path))
-        if track is None:
-            detail = (
-                f"the transcript says it failed ({failure.reason}); the manifest does not list it"
-            )
-            checks.append(Check(subject=failure.path, status="missing", detail=detail))
-        elif track.user_id != failure.user_id:
-            detail = f"the manifest puts it on {track.user_id}, the transcript on {failure.user_id}"
-            checks.append(Check(subject=failure.path, status="differs", detail=detail))
-        else:
-            detail = f"not transcribed, and the transcript says why: {_reason(failure)}"
-            checks.append(Check(subject=failure.path, status="lost", detail=detail))
+        checks.append(_failed(failure, listed.get(_key(failure.path))))
     for key, track in listed.items():
         if key not in accounted:
             detail = "in the manifest, but the transcript neither used it nor says why not"
@@ -253,9 +266,16 @@ def _inputs(made: Transcript, manifest: Manifest | None) -> list[Check]:
     return checks
 
 
-def _reason(failure: TrackFailure) -> str:
-    """Why a track failed, without its path (the line's subject), which most reasons lead with."""
-    return failure.reason.removeprefix(f"{failure.path}: ")
+def _failed(failure: TrackFailure, track: Track | None) -> Check:
+    """A track the transcript says it lost. Its file is not checked: the transcript has no
+    size or SHA-256 of it. A failure before the manifest was written (a file the recording
+    named that could not be fetched) is in no manifest."""
+    subject = failure.path or failure.user_id
+    reason = failure.reason.removeprefix(f"{failure.path}: ")  # the subject already says it
+    if track is not None and track.user_id != failure.user_id:
+        detail = f"the manifest puts it on {track.user_id}, the transcript on {failure.user_id}"
+        return Check(subject=subject, status="differs", detail=detail)
+    return Check(subject=subject, status="lost", detail=f"not transcribed: {reason}")
 
 
 def _key(path: str) -> tuple[str, ...]:
@@ -267,9 +287,11 @@ def _meeting(made: Transcript, manifest: Manifest) -> list[Check]:
     said = []
     if manifest.meeting_id != made.meeting_id:
         said.append(f"meeting {manifest.meeting_id} in the manifest, {made.meeting_id} here")
-    recording = made.provenance.recording_id
-    if None not in (manifest.recording_id, recording) and manifest.recording_id != recording:
-        said.append(f"recording {manifest.recording_id} in the manifest, {recording} here")
+    if manifest.recording_id != made.provenance.recording_id:
+        said.append(
+            f"recording {manifest.recording_id} in the manifest, "
+            f"{made.provenance.recording_id} here"
+        )
     if said:
         return [Check(subject="meeting", status="differs", detail="; ".join(said))]
     return []
@@ -287,9 +309,7 @@ def _input(used: InputFile, track: Track, file: Path) -> Check:
             f"not the bytes transcribed: {size} bytes, SHA-256 {digest[:12]}…, where "
             f"{used.size} bytes, SHA-256 {used.sha256[:12]}… were"
         )
-    if (track.size, track.sha256) != (None, None) and (
-        track.size not in (None, size) or track.sha256 not in (None, digest)
-    ):
+    if track.size not in (None, size) or track.sha256 not in (None, digest):
         said.append("not the size and SHA-256 the manifest gives")
     if track.user_id != used.user_id:
         said.append(f"the manifest puts it on {track.user_id}, the transcript on {used.user_id}")
@@ -306,37 +326,41 @@ def _input(used: InputFile, track: Track, file: Path) -> Check:
     return Check(subject=used.path, status="ok", detail=detail)
 
 
-def _model(made: Transcript, given: str | None) -> Check:
+def _model(made: Transcript, given: str | None, folder: Path | None) -> Check:
     named = made.provenance.model_files
-    name = given or made.provenance.model
+    name = given if given is not None else made.provenance.model
     if not named:
         detail = f"the transcript names no files of {made.provenance.model}"
         return Check(subject="model", status="unchecked", detail=detail)
-    folder = model_folder(name, folders=given is not None)
     if folder is None:
-        detail = f"{name} is not on this machine"
-        if given is None and name != BUNDLED_MODEL:
-            detail += " as a downloaded model: give --model to say where it is"
+        # A folder the transcript names was one of the machine that made it (relative to
+        # where it ran, perhaps): only the bundled model or the hub's cache are looked in.
+        folder = model_folder(name, folders=False)
+    if folder is None:
+        detail = f"{name} is not on this machine as a downloaded model: give --model"
         return Check(subject="model", status="unchecked", detail=detail)
-    said = []
+    changed, gone = [], []
     for file_name, digest in sorted(named.items()):
-        if file_name in ("", ".", "..") or Path(file_name).name != file_name:
-            said.append(f"{file_name!r} is not the name of a file in a model's folder")
+        if file_name in ("", ".", "..") or "\0" in file_name or Path(file_name).name != file_name:
+            changed.append(f"{file_name!r} is not the name of a file in a model's folder")
             continue
         try:
             if sha256_file(folder / file_name) != digest:
-                said.append(f"{file_name} is not as when it transcribed")
+                changed.append(f"{file_name} is not as when it transcribed")
+        except FileNotFoundError:
+            gone.append(f"{file_name} is not there")
         except OSError as exc:
-            said.append(f"{file_name}: {_why(exc)}")
+            changed.append(f"{file_name}: {_why(exc)}")
     try:
         extra = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in named)
     except OSError as exc:
-        said.append(f"{folder} cannot be listed: {_why(exc)}")
+        changed.append(f"{folder} cannot be listed: {_why(exc)}")
         extra = []
     if extra:
-        said.append(f"{', '.join(extra)} not among the files it transcribed with")
-    if said:
-        return Check(subject="model", status="differs", detail=f"{name}: {'; '.join(said)}")
+        changed.append(f"{', '.join(extra)} not among the files it transcribed with")
+    if changed or gone:
+        status = "differs" if changed else "missing"
+        return Check(subject="model", status=status, detail=f"{name}: {'; '.join(changed + gone)}")
     detail = f"{name}: {len(named)} files, each as when it transcribed"
     return Check(subject="model", status="ok", detail=detail)
 

@@ -24,7 +24,17 @@ from pathlib import Path
 
 from models import Transcript, Utterance, Word, atomic_write_files, format_clock, one_line
 
-__all__ = ["FORMATS", "export", "recorded", "to_seglst", "to_srt", "to_txt", "to_vtt", "withdraw"]
+__all__ = [
+    "FORMATS",
+    "RECORD_FILE",
+    "export",
+    "recorded",
+    "to_seglst",
+    "to_srt",
+    "to_txt",
+    "to_vtt",
+    "withdraw",
+]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
@@ -146,7 +156,7 @@ def export(
     # Render everything before writing anything, and replace the files together: a renderer
     # or a write that fails leaves the folder as it was, never half this run's files.
     files = {written[name]: FORMATS[name][1](transcript).encode("utf-8") for name in formats}
-    record_path = out_dir / _RECORD
+    record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
     ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     stale = {name: digest for name, digest in earlier.items() if name not in ours}
@@ -172,7 +182,7 @@ def withdraw(out_dir: Path) -> list[Path]:
     no longer stands for its inputs. Returns the files removed, for the caller to say why;
     the record names what could not be removed, if any."""
     out_dir = Path(out_dir)
-    record_path = out_dir / _RECORD
+    record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
     if not earlier or not _recordable(record_path):
         return []
@@ -189,7 +199,7 @@ def recorded(out_dir: Path) -> dict[str, str] | None:
     the folder's record says: what a reviewer checks the files against later. None for a
     folder with no record. A record that is there and cannot be read (or is not a plain
     file) raises :class:`OSError`: to a reviewer, that is not the same as no record."""
-    path = Path(out_dir) / _RECORD
+    path = Path(out_dir) / RECORD_FILE
     try:
         if not stat.S_ISREG(path.lstat().st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
@@ -201,7 +211,7 @@ def recorded(out_dir: Path) -> dict[str, str] | None:
     return _parse_record(text)
 
 
-_RECORD = ".trackscribe-exports"
+RECORD_FILE = ".trackscribe-exports"
 """Which files trackscribe's exports wrote in a folder, and their SHA-256: one
 ``<sha256>  <name>`` line each, as ``sha256sum`` writes them."""
 

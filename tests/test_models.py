@@ -245,3 +245,9 @@ def test_a_file_rewritten_in_place_with_its_old_times_is_hashed_again(tmp_path):
     os.utime(file, ns=(times.st_atime_ns, times.st_mtime_ns))
     assert sha256_file(file) != before
     assert sha256_file(file) == hashlib.sha256(b"b" * 1000).hexdigest()
+
+
+def test_a_manifest_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "manifest.json")
+    with pytest.raises(ManifestError, match="not a regular file"):
+        Manifest.load(tmp_path)

@@ -10,7 +10,7 @@ from models import Manifest, TrackFailure, Transcript, TranscriptError
 from pipeline import cli
 from pipeline.verification import Verification, verify
 from stages.export import FORMATS, export
-from stages.transcribe import BUNDLED_MODEL, model_folder
+from stages.transcribe import BUNDLED_MODEL, ModelError, model_folder
 
 
 @pytest.fixture
@@ -101,7 +101,8 @@ def test_exports_rendered_again_from_another_transcript_do_not_pass_for_it(sampl
             (out / file_name).write_text(render(forged))
     result = verify(forged.save(out / "forged.json"))
     assert not result.ok
-    assert status(result)["forged.json"] == "unchecked"
+    assert status(result)["forged.json"] == "differs"
+    assert detail(result, "forged.json") == "not what trackscribe wrote here as transcript.json"
     for name in ("transcript.vtt", "transcript.srt", "transcript.txt", "transcript.seglst.json"):
         assert status(result)[name] == "differs"
         assert detail(result, name) == (
@@ -114,8 +115,9 @@ def test_a_record_that_cannot_be_read_is_not_taken_for_no_record(out):
     (out / ".trackscribe-exports").mkdir()
     result = verify(out)
     assert not result.ok
-    assert status(result)["transcript.json"] == "missing"
-    assert detail(result, "transcript.json").startswith(
+    assert status(result)[".trackscribe-exports"] == "missing"
+    assert status(result)["transcript.json"] == "unchecked"
+    assert detail(result, "transcript.json") == (
         "the record of what trackscribe wrote here cannot be read"
     )
 
@@ -225,7 +227,7 @@ def test_every_track_of_the_manifest_must_be_in_the_transcript_or_said_to_have_f
     )
     result = verify(failed.save(tmp_path / "transcript.json"), Manifest.load(meeting_copy))
     assert status(result)[lost.path] == "lost"
-    assert detail(result, lost.path) == f"not transcribed, and the transcript says why: {reason}"
+    assert detail(result, lost.path) == f"not transcribed: {reason}"
     assert result.ok is False  # for the extra track, not for the one it says it lost
     assert status(result)["tracks/extra.webm"] == "missing"
     assert detail(result, "tracks/extra.webm") == (
@@ -249,6 +251,54 @@ def test_without_a_manifest_what_the_transcript_says_it_lost_is_still_listed(
     assert detail(result, partial.provenance.inputs[0].path) == "broke off at 12.3 s"
 
 
+def test_a_file_the_recording_named_that_was_never_fetched_is_lost_not_missing(
+    sample_transcript, sample_dir, tmp_path
+):
+    """`run` and batch's fetch jobs name such a file by its participant: it is in no manifest."""
+    fetched = sample_transcript.model_copy(deep=True)
+    reason = "user-erin's file could not be fetched: 403 Forbidden"
+    fetched.provenance.failures.append(TrackFailure(path="", user_id="user-erin", reason=reason))
+    result = verify(fetched.save(tmp_path / "transcript.json"), sample_dir)
+    assert result.ok
+    assert status(result)["user-erin"] == "lost"
+    assert detail(result, "user-erin") == f"not transcribed: {reason}"
+
+
+def test_an_input_the_manifest_does_not_list_is_missing(out, meeting_copy):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    dropped = raw["tracks"].pop()
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    result = verify(out, meeting_copy)
+    assert status(result)[dropped["path"]] == "missing"
+    assert detail(result, dropped["path"]) == (
+        "the transcript was made from it; the manifest does not list it"
+    )
+
+
+def test_a_failed_track_the_manifest_puts_on_another_participant_differs(
+    sample_transcript, sample_dir, tmp_path
+):
+    failed = sample_transcript.model_copy(deep=True)
+    lost = failed.provenance.inputs.pop(0)
+    failed.provenance.failures.append(
+        TrackFailure(path=lost.path, user_id="user-mallory", reason="cannot decode")
+    )
+    result = verify(failed.save(tmp_path / "transcript.json"), sample_dir)
+    assert status(result)[lost.path] == "differs"
+    assert detail(result, lost.path) == (
+        f"the manifest puts it on {lost.user_id}, the transcript on user-mallory"
+    )
+
+
+def test_a_manifest_of_another_recording_or_of_none_differs(out, meeting_copy):
+    raw = json.loads((meeting_copy / "manifest.json").read_text())
+    recording = raw.pop("recording_id")
+    (meeting_copy / "manifest.json").write_text(json.dumps(raw))
+    result = verify(out, meeting_copy)
+    assert status(result)["meeting"] == "differs"
+    assert detail(result, "meeting") == f"recording None in the manifest, {recording} here"
+
+
 def test_a_manifest_of_another_meeting_differs(out, meeting_copy):
     raw = json.loads((meeting_copy / "manifest.json").read_text())
     raw["meeting_id"] = "another-meeting"
@@ -266,10 +316,22 @@ def test_model_files_not_those_that_transcribed_differ(sample_transcript, tmp_pa
     assert detail(result, "model") == f"bundled:tiny.en: {name} is not as when it transcribed"
 
 
-def test_a_model_that_is_not_on_this_machine_is_unchecked(sample_transcript, tmp_path):
+def test_a_model_the_reviewer_names_that_is_not_here_is_refused(sample_transcript, tmp_path):
     saved = sample_transcript.save(tmp_path / "transcript.json")
-    result = verify(saved, model=str(tmp_path / "no-model-here"))
-    assert status(result)["model"] == "unchecked"
+    for nowhere in (str(tmp_path / "no-model-here"), ""):
+        with pytest.raises(ModelError, match="no such model folder"):
+            verify(saved, model=nowhere)
+
+
+def test_a_model_file_gone_from_the_folder_is_missing(sample_transcript, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file in model_folder(BUNDLED_MODEL).iterdir():
+        if file.name != "vocabulary.txt":
+            (folder / file.name).symlink_to(file)
+    result = verify(sample_transcript.save(tmp_path / "transcript.json"), model=str(folder))
+    assert status(result)["model"] == "missing"
+    assert detail(result, "model") == f"{folder}: vocabulary.txt is not there"
 
 
 def test_a_model_folder_the_transcript_names_is_looked_for_only_where_the_reviewer_says(
@@ -285,7 +347,9 @@ def test_a_model_folder_the_transcript_names_is_looked_for_only_where_the_review
     monkeypatch.chdir(tmp_path)
     unfound = verify(saved)
     assert status(unfound)["model"] == "unchecked"
-    assert detail(unfound, "model").endswith("give --model to say where it is")
+    assert detail(unfound, "model") == (
+        "models/tiny is not on this machine as a downloaded model: give --model"
+    )
     found = verify(saved, model=str(tmp_path / "models" / "tiny"))
     assert status(found)["model"] == "ok"
 
@@ -321,6 +385,17 @@ def test_a_batch_output_folder_is_refused_pointing_at_its_meetings(sample_transc
     export(sample_transcript, tmp_path / "meeting-1")
     with pytest.raises(TranscriptError, match="its folders do: verify each of those"):
         verify(tmp_path)
+
+
+def test_a_batch_meeting_folder_exported_without_json_is_not_sent_to_its_work_folder(
+    sample_transcript, tmp_path
+):
+    meeting = tmp_path / "meeting-1"
+    export(sample_transcript, meeting, ["vtt"])
+    (meeting / ".work").mkdir()
+    sample_transcript.save(meeting / ".work" / "transcript.json")  # batch's own copy
+    with pytest.raises(TranscriptError, match=r"has exports but no transcript\.json"):
+        verify(meeting)
 
 
 def test_the_public_api_gives_the_function(out):
