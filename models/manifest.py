@@ -1,5 +1,6 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
+import errno
 import json
 import stat
 from collections.abc import Sequence
@@ -194,7 +195,7 @@ class Manifest(BaseModel):
             path = path / MANIFEST_FILE
         try:
             if not stat.S_ISREG(path.stat().st_mode):  # a pipe would be waited on for good
-                raise ManifestError(f"{path}: not a regular file")
+                raise OSError(errno.EINVAL, "not a regular file")
             # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
             raw = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:

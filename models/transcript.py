@@ -1,8 +1,10 @@
 """The transcript (``trackscribe.transcript/1``): who said what, and when, on one clock."""
 
+import errno
 import html
 import json
 import re
+import stat
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -265,6 +267,8 @@ class Transcript(BaseModel):
     def load(cls, path: Path | str) -> "Transcript":
         path = Path(path)
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a pipe would be waited on for good
+                raise OSError(errno.EINVAL, "not a regular file")
             return cls.model_validate(json.loads(path.read_text(encoding="utf-8-sig")))
         except FileNotFoundError:
             raise TranscriptError(f"{path}: no such transcript file") from None

@@ -123,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + signal.SIGTERM
     except ManifestError as exc:
         return _bad_input(f"bad manifest: {exc}")
+    except TranscriptError as exc:
+        return _bad_input(str(exc))
     except JobsError as exc:
         return _bad_input(f"bad jobs file: {exc}")
     except SummaryError as exc:
@@ -462,10 +464,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _run_verify(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.manifest) if args.manifest is not None else None
-    try:
-        result = verify(args.transcript, manifest, model=args.model)
-    except TranscriptError as exc:
-        return _bad_input(str(exc))
+    result = verify(args.transcript, manifest, model=args.model)
     if args.json:  # ASCII: a name the transcript holds may not be valid UTF-8 on its own
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=True))
     else:

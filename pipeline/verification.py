@@ -18,6 +18,7 @@ is not here) is said as such. The record is a file in the folder, as the transcr
 catches files changed or left behind, not someone who rewrites both.
 """
 
+import hashlib
 import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -96,19 +97,11 @@ def verify(
 
 
 def _transcript_file(path: Path) -> Path:
-    if path.is_dir():
-        if not (path / _TRANSCRIPT).exists():
-            raise TranscriptError(_no_transcript_in(path))
-        path = path / _TRANSCRIPT
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise TranscriptError(f"{path}: no such transcript file") from None
-    except OSError as exc:
-        raise TranscriptError(f"{path}: cannot read: {_why(exc)}") from None
-    if not stat.S_ISREG(mode):  # a pipe would be waited on for good
-        raise TranscriptError(f"{path}: not a regular file")
-    return path
+    if not path.is_dir():
+        return path
+    if not (path / _TRANSCRIPT).exists():
+        raise TranscriptError(_no_transcript_in(path))
+    return path / _TRANSCRIPT
 
 
 def _no_transcript_in(folder: Path) -> str:
@@ -180,7 +173,7 @@ def _export(
         return None
     except OSError as exc:
         return Check(subject=name, status="missing", detail=f"cannot be read: {_why(exc)}")
-    written = _as_written(export, record, name)
+    written = _against_record(name, hashlib.sha256(found).hexdigest(), record, name)
     line = _first_difference(found, rendered.encode("utf-8"))
     if line is None:
         status = "differs" if written.status == "differs" else "ok"
@@ -195,7 +188,6 @@ def _as_written(path: Path, record: _Record, name: str) -> Check:
     """Whether ``path`` has the bytes the record says trackscribe wrote as ``name``."""
     if name not in record.digests:
         return Check(subject=path.name, status="unchecked", detail=record.unrecorded)
-    as_what = "" if path.name == name else f" as {name}"
     try:
         mode = path.lstat().st_mode
         if not stat.S_ISREG(mode):
@@ -204,12 +196,21 @@ def _as_written(path: Path, record: _Record, name: str) -> Check:
     except OSError as exc:
         detail = f"cannot be read: {_why(exc)}"
         return Check(subject=path.name, status="missing", detail=detail)
+    return _against_record(path.name, digest, record, name)
+
+
+def _against_record(subject: str, digest: str, record: _Record, name: str) -> Check:
+    """Whether ``digest`` (of ``subject``) is what the record says trackscribe wrote as
+    ``name``."""
+    if name not in record.digests:
+        return Check(subject=subject, status="unchecked", detail=record.unrecorded)
+    as_what = "" if subject == name else f" as {name}"
     if digest != record.digests[name]:
         detail = f"not what trackscribe wrote here{as_what}"
         if not as_what:
             detail = "changed since trackscribe wrote it"
-        return Check(subject=path.name, status="differs", detail=detail)
-    return Check(subject=path.name, status="ok", detail=f"as trackscribe wrote it{as_what}")
+        return Check(subject=subject, status="differs", detail=detail)
+    return Check(subject=subject, status="ok", detail=f"as trackscribe wrote it{as_what}")
 
 
 def _not_a_file(mode: int) -> str:

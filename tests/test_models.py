@@ -251,3 +251,9 @@ def test_a_manifest_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "manifest.json")
     with pytest.raises(ManifestError, match="not a regular file"):
         Manifest.load(tmp_path)
+
+
+def test_a_transcript_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "transcript.json")
+    with pytest.raises(TranscriptError, match="not a regular file"):
+        Transcript.load(tmp_path / "transcript.json")
