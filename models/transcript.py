@@ -269,15 +269,25 @@ class Transcript(BaseModel):
         try:
             if not stat.S_ISREG(path.stat().st_mode):  # a pipe would be waited on for good
                 raise OSError(errno.EINVAL, "not a regular file")
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8-sig")))
+            data = path.read_bytes()
         except FileNotFoundError:
             raise TranscriptError(f"{path}: no such transcript file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise TranscriptError(f"{path}: cannot read: {exc}") from None
+        return cls.from_json(data, str(path))
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> "Transcript":
+        """The transcript in ``data``, the bytes of a ``transcript.json`` read from ``source``
+        (which errors name)."""
+        try:
+            return cls.model_validate(json.loads(data.decode("utf-8-sig")))
+        except UnicodeDecodeError as exc:
+            raise TranscriptError(f"{source}: cannot read: {exc}") from None
         except ValidationError as exc:
-            raise TranscriptError(f"{path}: {describe(exc)}") from None
+            raise TranscriptError(f"{source}: {describe(exc)}") from None
         except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
-            raise TranscriptError(f"{path}: not valid JSON: {exc}") from None
+            raise TranscriptError(f"{source}: not valid JSON: {exc}") from None
 
 
 def one_line(text: str) -> str:
