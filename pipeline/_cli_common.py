@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from models import Transcript, file_in_the_way
-from stages.export import FORMATS, export
+from stages.export import DEFAULT_FORMATS, FORMATS, export
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
 from .core import PipelineOptions, bars_wanted
@@ -119,8 +119,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--formats",
         type=_formats,
-        default=list(FORMATS),
-        help=f"comma-separated output formats (default: all of {','.join(FORMATS)})",
+        default=list(DEFAULT_FORMATS),
+        help=f"comma-separated output formats (default: {','.join(DEFAULT_FORMATS)}; also "
+        "bundle: all of them in one zip with the provenance and SHA256SUMS, for a reviewer)",
     )
     add_decoding_options(parser)
     add_progress_option(parser)

@@ -21,7 +21,7 @@ from models import (
     describe_error,
     format_utc,
 )
-from stages.export import FORMATS, to_txt
+from stages.export import DEFAULT_FORMATS, to_txt
 from stages.fetch import FetchOptions
 from stages.record import DEFAULT_WAIT, RecordingFailedError, UploadTimeoutError
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
@@ -329,7 +329,7 @@ def _model_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--beam-size", str(args.beam_size)]
     if args.threads:
         flags += ["--threads", str(args.threads)]
-    if args.formats != list(FORMATS):
+    if args.formats != list(DEFAULT_FORMATS):
         flags += ["--formats", ",".join(args.formats)]
     return flags
 

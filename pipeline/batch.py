@@ -50,7 +50,7 @@ from models import (
     remove_unfinished_writes,
     sha256_file,
 )
-from stages.export import FORMATS, export, withdraw
+from stages.export import DEFAULT_FORMATS, FORMATS, export, withdraw
 from stages.fetch import FetchError, FetchOptions
 from stages.record import RealtimeKitError
 from stages.transcribe import (
@@ -105,7 +105,7 @@ def run_batch(
     workers: int = 1,
     scheduler: str | None = None,
     api: ApiSettings | None = None,
-    formats: Sequence[str] = tuple(FORMATS),
+    formats: Sequence[str] = DEFAULT_FORMATS,
     retry_failed: bool = False,
     progress: bool | None = None,
 ) -> BatchSummary:
@@ -220,7 +220,7 @@ def process_meeting(
     folder: Path,
     options: PipelineOptions,
     api: ApiSettings | None = None,
-    formats: Sequence[str] = tuple(FORMATS),
+    formats: Sequence[str] = DEFAULT_FORMATS,
     decode_workers: int | None = 1,
     retry_partial: bool = False,
     decode_apart: bool = False,

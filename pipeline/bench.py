@@ -185,13 +185,13 @@ def _run(name: str, manifest_path: str, truth: list[Turn], options: PipelineOpti
 
 
 def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
-    from stages.export import FORMATS, export
+    from stages.export import export
 
     run = run_meeting(manifest, options=options, progress=False)
     stats = run.stats
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        export(run.transcript, Path(out), FORMATS)
+        export(run.transcript, Path(out))
         export_s = time.perf_counter() - started
     wall = stats.wall_s + export_s
     return {

@@ -296,16 +296,21 @@ def _parser() -> argparse.ArgumentParser:
 
     checking = commands.add_parser(
         "verify",
-        help="check a transcript against its exports, inputs and model",
+        help="check a transcript or a compliance bundle against its exports, inputs and model",
         description="Check, without transcribing anything, that the exports beside a "
-        "transcript are what it renders to and still the bytes trackscribe wrote; with "
+        "transcript (or in a compliance bundle) are what it renders to and still the bytes "
+        "trackscribe wrote; with "
         "--manifest, that every input is there with the bytes that were transcribed, on the "
         "same participant and start, and that every track is in the transcript or named in "
         "it as lost; and that the model's files are those that made it. Each line says ok, "
         "lost (what the transcript itself says it lost), DIFFERS, MISSING or unchecked. Exit "
         "status 0: nothing differs or is missing; 1: something does.",
     )
-    checking.add_argument("transcript", type=Path, help="transcript.json, or the folder holding it")
+    checking.add_argument(
+        "transcript",
+        type=Path,
+        help="transcript.json, a compliance bundle (transcript.bundle.zip), or their folder",
+    )
     checking.add_argument(
         "--manifest", type=Path, help="the tracks' manifest.json, or its folder: check the inputs"
     )

@@ -5,8 +5,9 @@ and the folder an export wrote records the SHA-256 of each file it wrote there. 
 reads all of that back, and transcribes nothing:
 
 - each file the export wrote still has the bytes it wrote, and each export beside the
-  transcript (subtitles, text, SegLST) is what the transcript renders to, so that no copy a
-  reviewer reads says what the others do not;
+  transcript (subtitles, text, SegLST, each member of a compliance bundle) is what the
+  transcript renders to, so that no copy a reviewer reads says what the others do not; a
+  bundle sent on its own is checked against the transcript it holds;
 - given the tracks' manifest, each input is there with the bytes that were transcribed, on
   the same participant and start, and every track of the manifest is in the transcript, as an
   input or as a failure with its reason: none was left out unsaid;
@@ -18,6 +19,7 @@ is not here) is said as such. The record is a file in the folder, as the transcr
 catches files changed or left behind, not someone who rewrites both.
 """
 
+import errno
 import hashlib
 import stat
 from pathlib import Path
@@ -34,7 +36,17 @@ from models import (
     TranscriptError,
     sha256_file,
 )
-from stages.export import FORMATS, RECORD_FILE, recorded
+from stages.export import (
+    FORMATS,
+    MAX_BUNDLE_BYTES,
+    RECORD_FILE,
+    Bundle,
+    BundleError,
+    bundle_members,
+    read_bundle,
+    recorded,
+    render,
+)
 from stages.transcribe import ModelError, model_folder
 
 from .core import software_version
@@ -47,6 +59,7 @@ Status = Literal["ok", "lost", "differs", "missing", "unchecked"]
 nothing here to check against."""
 
 _TRANSCRIPT = FORMATS["json"][0]
+_BUNDLE = FORMATS["bundle"][0]
 
 
 class Check(BaseModel):
@@ -73,16 +86,23 @@ def verify(
     model: str | None = None,
 ) -> Verification:
     """Check ``transcript`` (``transcript.json``, or the folder holding it) and the exports
-    beside it; with ``manifest`` (or the path of one), its inputs; and the model's files: in
-    the folder ``model``, else in the bundled model or the hub model the transcript names, if
-    it was downloaded here.
+    beside it, or a compliance bundle (``transcript.bundle.zip``, or a folder holding one
+    and no ``transcript.json``), what it holds and the exports beside it; with ``manifest``
+    (or the path of one), its inputs; and the model's files: in the folder ``model``, else
+    in the bundled model or the hub model the transcript names, if it was downloaded here.
 
     Raises :class:`TranscriptError` for a transcript that cannot be read,
     :class:`ManifestError` for such a manifest and :class:`ModelError` for a ``model`` that
     is no model here: what the caller asked to be checked against must be there.
     """
     path = _transcript_file(Path(transcript))
-    made = Transcript.load(path)
+    if _is_zip(path):
+        data, bundle = _open_bundle(path)
+        made = Transcript.from_json(bundle.members[_TRANSCRIPT], f"{path}:{_TRANSCRIPT}")
+        checks = _exports(made, path, (data, bundle))
+    else:
+        made = Transcript.load(path)
+        checks = _exports(made, path)
     if manifest is not None and not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     folder = None
@@ -90,7 +110,6 @@ def verify(
         folder = model_folder(model) if model.strip() else None
         if folder is None:
             raise ModelError(f"model {model!r}: no such model folder, nor a model downloaded here")
-    checks = _exports(made, path)
     checks += _inputs(made, manifest) if manifest is not None else _unchecked_inputs(made)
     checks.append(_model(made, model, folder))
     return Verification(transcript=str(path), checks=checks)
@@ -99,9 +118,25 @@ def verify(
 def _transcript_file(path: Path) -> Path:
     if not path.is_dir():
         return path
-    if not (path / _TRANSCRIPT).exists():
-        raise TranscriptError(_no_transcript_in(path))
-    return path / _TRANSCRIPT
+    if (path / _TRANSCRIPT).exists():
+        return path / _TRANSCRIPT
+    if (path / _BUNDLE).exists():  # written as a bundle alone
+        return path / _BUNDLE
+    raise TranscriptError(_no_transcript_in(path))
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` is to be read as a bundle: named as a zip, or, whatever its name,
+    starting as one does, which a transcript's JSON never does."""
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False  # loading it says why not
+        with path.open("rb") as file:
+            return file.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    except OSError:
+        return False
 
 
 def _no_transcript_in(folder: Path) -> str:
@@ -128,44 +163,84 @@ class _Record(NamedTuple):
     unrecorded: str
 
 
-def _exports(made: Transcript, path: Path) -> list[Check]:
-    checks = []
-    try:
-        found = recorded(path.parent)
-    except OSError as exc:
-        detail = f"cannot be read: {_why(exc)}"
-        checks.append(Check(subject=RECORD_FILE, status="missing", detail=detail))
-        record = _Record({}, "the record of what trackscribe wrote here cannot be read")
+def _exports(
+    made: Transcript, path: Path, given_bundle: tuple[bytes, Bundle] | None = None
+) -> list[Check]:
+    """The file given (a transcript, or the bundle ``given_bundle`` read from ``path``) and
+    each export beside it, against the folder's record and against what the transcript
+    renders to."""
+    checks, record = _folder_record(path.parent)
+    versions = _versions(made)
+    if given_bundle is None:
+        # The transcript given is checked against the one trackscribe wrote here, whatever
+        # its name: exports rendered again from another file must not pass for that one's.
+        checks.append(_as_written(path, record, _TRANSCRIPT))
+        source = path.name
     else:
-        record = _Record(found or {}, "no record of trackscribe writing it here")
-    # The transcript given is checked against the one trackscribe wrote here, whatever its
-    # name: exports rendered again from another file must not pass for that one's.
-    checks.append(_as_written(path, record, _TRANSCRIPT))
-    # Exports of another version may be rendered otherwise: a reviewer should know.
-    versions = ""
-    if made.provenance.software != software_version():
-        versions = f"; {made.provenance.software} made it, {software_version()} renders it"
-    for name, (file_name, render) in FORMATS.items():
+        data, bundle = given_bundle
+        checks += _bundle(path.name, data, bundle, made, record, _BUNDLE, _TRANSCRIPT, versions)
+        source = f"{path.name}:{_TRANSCRIPT}"
+    for name, (file_name, _) in FORMATS.items():
         export = path.parent / file_name
-        if name == "json" or export == path:
+        if export == path or (name == "json" and given_bundle is None):
             continue
-        check = _export(export, render(made), record, path.name, versions)
-        if check is not None:
-            checks.append(check)
+        found = _read_export(export, record)
+        if not isinstance(found, bytes):
+            checks += [found] if found is not None else []
+        elif name == "bundle":
+            checks += _bundle_beside(export.name, found, made, record, source, versions)
+        else:
+            rendered = render(made, name)
+            checks.append(_export(export.name, found, rendered, record, source, versions))
     return checks
 
 
-def _export(
-    export: Path, rendered: str, record: _Record, source: str, versions: str
-) -> Check | None:
-    """``export`` against ``rendered``, what the transcript ``source`` renders to, and
-    against the record; None when it is not there and was never written."""
-    name = export.name
+def _folder_record(folder: Path) -> tuple[list[Check], _Record]:
+    """The record of what trackscribe wrote in ``folder``, and a line if it cannot be read."""
     try:
-        mode = export.lstat().st_mode
-        if not stat.S_ISREG(mode):
-            return Check(subject=name, status="differs", detail=_not_a_file(mode))
-        found = export.read_bytes()
+        found = recorded(folder)
+    except OSError as exc:
+        detail = f"cannot be read: {_why(exc)}"
+        unreadable = [Check(subject=RECORD_FILE, status="missing", detail=detail)]
+        return unreadable, _Record({}, "the record of what trackscribe wrote here cannot be read")
+    return [], _Record(found or {}, "no record of trackscribe writing it here")
+
+
+def _open_bundle(path: Path) -> tuple[bytes, Bundle]:
+    """The bytes of the bundle at ``path`` and what it holds; a bundle that cannot be read,
+    or holds no transcript, is no transcript to check: :class:`TranscriptError`."""
+    try:
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):  # a pipe would be waited on for good
+            raise OSError(errno.EINVAL, "not a regular file")
+        if found.st_size > MAX_BUNDLE_BYTES:
+            raise TranscriptError(f"{path}: more than 1 GiB: not a trackscribe bundle")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TranscriptError(f"{path}: no such bundle file") from None
+    except OSError as exc:
+        raise TranscriptError(f"{path}: cannot read: {exc}") from None
+    try:
+        bundle = read_bundle(data, str(path))
+    except BundleError as exc:
+        raise TranscriptError(str(exc)) from None
+    if _TRANSCRIPT not in bundle.members:
+        raise TranscriptError(f"{path}: holds no {_TRANSCRIPT}: not a trackscribe bundle")
+    return data, bundle
+
+
+def _read_export(path: Path, record: _Record) -> bytes | Check | None:
+    """The bytes of the export at ``path``; else what to say of it, or None when it is not
+    there and trackscribe never wrote it."""
+    name = path.name
+    try:
+        found = path.lstat()
+        if not stat.S_ISREG(found.st_mode):
+            return Check(subject=name, status="differs", detail=_not_a_file(found.st_mode))
+        if found.st_size > MAX_BUNDLE_BYTES:
+            detail = "more than 1 GiB: not what trackscribe writes"
+            return Check(subject=name, status="differs", detail=detail)
+        return path.read_bytes()
     except FileNotFoundError:
         if name in record.digests:
             detail = "trackscribe wrote it here, and it is gone"
@@ -173,8 +248,86 @@ def _export(
         return None
     except OSError as exc:
         return Check(subject=name, status="missing", detail=f"cannot be read: {_why(exc)}")
+
+
+def _bundle_beside(
+    name: str, data: bytes, made: Transcript, record: _Record, source: str, versions: str
+) -> list[Check]:
+    """The bundle ``name`` beside the transcript ``source`` (``made``)."""
+    try:
+        bundle = read_bundle(data, name)
+    except BundleError as exc:
+        written = _against_record(name, hashlib.sha256(data).hexdigest(), record, name)
+        return [written, Check(subject=name, status="differs", detail=str(exc))]
+    return _bundle(name, data, bundle, made, record, name, source, versions)
+
+
+def _bundle(
+    name: str,
+    data: bytes,
+    bundle: Bundle,
+    made: Transcript,
+    record: _Record,
+    recorded_as: str,
+    source: str,
+    versions: str,
+) -> list[Check]:
+    """The bundle ``name``: its bytes against what the record says trackscribe wrote as
+    ``recorded_as``, and each member against what ``source`` (``made``) renders to, member
+    by member (a zip's bytes depend on the zlib that packed it; what it holds does not).
+
+    A bundle sent on its own has no record beside it, and one made again, whole, from an
+    altered transcript is consistent in itself: its bytes are then said to be unchecked.
+    What a zip can hold outside its members (a comment that ``unzip`` shows whoever
+    unpacks it, bytes before or after) differs unless it is what trackscribe writes."""
+    written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
+    if bundle.outside:
+        detail = f"holds, outside its members, {'; '.join(bundle.outside)}; {written.detail}"
+        written = Check(subject=name, status="differs", detail=detail)
+    return [written, *_members(name, bundle.members, made, source, versions)]
+
+
+def _members(
+    bundle: str, members: dict[str, bytes], made: Transcript, source: str, versions: str
+) -> list[Check]:
+    """Each member of ``bundle`` against what ``source`` (``made``) renders to; a member that
+    trackscribe does not put in a bundle differs: the bundle says more than it made."""
+    checks = []
+    expected = bundle_members(made)
+    for name, rendered in expected.items():
+        subject = f"{bundle}:{name}"
+        if name not in members:
+            detail = "not in the bundle, where trackscribe puts it"
+            checks.append(Check(subject=subject, status="missing", detail=detail))
+            continue
+        line = _first_difference(members[name], rendered)
+        if line is None:
+            detail = f"what {source} renders to"
+            checks.append(Check(subject=subject, status="ok", detail=detail))
+        else:
+            detail = f"not what {source} renders to (from line {line}){versions}"
+            checks.append(Check(subject=subject, status="differs", detail=detail))
+    for name in members:
+        if name not in expected:
+            detail = "not among what trackscribe puts in a bundle"
+            checks.append(Check(subject=f"{bundle}:{name}", status="differs", detail=detail))
+    return checks
+
+
+def _versions(made: Transcript) -> str:
+    """Exports of another version may be rendered otherwise: a reviewer should know."""
+    if made.provenance.software == software_version():
+        return ""
+    return f"; {made.provenance.software} made it, {software_version()} renders it"
+
+
+def _export(
+    name: str, found: bytes, rendered: bytes, record: _Record, source: str, versions: str
+) -> Check:
+    """The export ``name`` (``found``, its bytes) against ``rendered``, what the transcript
+    ``source`` renders to, and against the record."""
     written = _against_record(name, hashlib.sha256(found).hexdigest(), record, name)
-    line = _first_difference(found, rendered.encode("utf-8"))
+    line = _first_difference(found, rendered)
     if line is None:
         status = "differs" if written.status == "differs" else "ok"
         return Check(

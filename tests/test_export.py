@@ -1,12 +1,17 @@
 """Exports: subtitles with speakers, readable text, and meeteval's SegLST."""
 
 import hashlib
+import io
 import json
+import subprocess
+import zipfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from models import (
+    ClockEstimate,
+    DroppedSpeech,
     InputFile,
     Provenance,
     Speaker,
@@ -16,7 +21,18 @@ from models import (
     Word,
     WriteError,
 )
-from stages.export import FORMATS, export, to_seglst, to_srt, to_txt, to_vtt
+from stages.export import (
+    FORMATS,
+    BundleError,
+    export,
+    read_bundle,
+    render,
+    to_bundle,
+    to_seglst,
+    to_srt,
+    to_txt,
+    to_vtt,
+)
 
 ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -216,7 +232,8 @@ def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".trackscribe-exports", *names]
     record = (tmp_path / "out" / ".trackscribe-exports").read_text().splitlines()
     assert [line.split("  ")[1] for line in record] == names  # as sha256sum -c reads it
-    assert record[0].split("  ")[0] == hashlib.sha256(written["json"].read_bytes()).hexdigest()
+    for digest, name in (line.split("  ") for line in record):
+        assert digest == hashlib.sha256((tmp_path / "out" / name).read_bytes()).hexdigest()
     assert Transcript.load(written["json"]) == transcript
     with pytest.raises(ValueError, match="unknown format"):
         export(transcript, tmp_path, ["docx"])
@@ -230,7 +247,7 @@ def test_a_notebook_exports_from_the_public_api_with_one_format_named_or_all_of_
     from pipeline import export as public_export
 
     assert list(public_export(transcript, str(tmp_path / "one"), "vtt")) == ["vtt"]
-    assert set(public_export(transcript, tmp_path / "all")) == set(FORMATS)
+    assert set(public_export(transcript, tmp_path / "all")) == set(FORMATS) - {"bundle"}
 
 
 def test_cues_of_a_long_utterance_and_an_overlapping_reply_are_in_time_order(transcript):
@@ -490,3 +507,178 @@ def test_a_time_shows_the_same_second_in_the_text_and_in_a_notebook(transcript):
     assert "[00:01:03] u-b: Hi." in to_txt(transcript)
     assert "<td>00:01:03</td>" in transcript._repr_html_()
     assert "00:01:03.000 --> " in to_vtt(transcript)
+
+
+BUNDLED = [
+    "transcript.json",
+    "transcript.vtt",
+    "transcript.srt",
+    "transcript.txt",
+    "transcript.seglst.json",
+    "provenance.txt",
+    "SHA256SUMS",
+]
+
+
+def test_a_bundle_holds_every_format_and_sums_that_sha256sum_checks(partial, tmp_path):
+    """What a reviewer is sent: one zip, checkable where trackscribe is not installed."""
+    path = export(partial, tmp_path / "out", "bundle")["bundle"]
+    assert path.name == "transcript.bundle.zip"
+    with zipfile.ZipFile(path) as bundle:
+        assert bundle.namelist() == BUNDLED
+        for name in ("json", "vtt", "srt", "txt", "seglst"):
+            assert bundle.read(FORMATS[name][0]) == render(partial, name)
+        bundle.extractall(tmp_path / "unpacked")
+    checked = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"],
+        cwd=tmp_path / "unpacked",
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count(": OK") == len(BUNDLED) - 1
+    (tmp_path / "unpacked" / "transcript.txt").write_text("[00:00:01] Alice: I never said that.\n")
+    checked = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path / "unpacked", capture_output=True, text=True
+    )
+    assert checked.returncode == 1
+    assert "transcript.txt: FAILED" in checked.stdout
+
+
+def test_the_same_transcript_makes_the_same_bundle_dated_at_the_meeting(transcript):
+    assert to_bundle(transcript) == to_bundle(transcript.model_copy(deep=True))
+    with zipfile.ZipFile(io.BytesIO(to_bundle(transcript))) as bundle:
+        assert {member.date_time for member in bundle.infolist()} == {(2026, 11, 20, 10, 0, 0)}
+        assert bundle.comment.startswith(b"trackscribe.bundle/1")
+    changed = transcript.model_copy(deep=True)
+    changed.utterances[0].text = "Hello."
+    assert to_bundle(changed) != to_bundle(transcript)
+
+
+def test_the_bundle_is_not_written_unless_asked_for(transcript, tmp_path):
+    assert "bundle" not in export(transcript, tmp_path)
+    assert not (tmp_path / "transcript.bundle.zip").exists()
+
+
+@pytest.fixture
+def report(partial) -> list[str]:
+    """The provenance a reviewer reads in the bundle of a partial transcript."""
+    partial.provenance.dropped = [
+        DroppedSpeech(
+            path="a.webm", user_id="u-a", start=12.3, end=13.1, reason="leaked", attributed_to="u-b"
+        )
+    ]
+    partial.provenance.clock = [
+        ClockEstimate(
+            path="a.webm",
+            user_id="u-a",
+            correction_s=-0.042,
+            pairs=3,
+            correlation=0.91,
+            applied=True,
+            drift_ppm=12.5,
+        )
+    ]
+    partial.provenance.parameters = {"vad": {"padding": 0.2}, "beam_size": 5}
+    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
+        return bundle.read("provenance.txt").decode("utf-8").splitlines()
+
+
+def test_the_provenance_report_opens_with_what_was_lost(report):
+    assert report[3] == "PARTIAL: 2 inputs lost, in whole or in part:"
+    assert report[4] == "  c.webm: not a readable audio file"
+    assert report[5].startswith("  b x ---> y.webm: the file ends at 64.00 s")
+
+
+def test_the_provenance_report_names_each_input_by_its_bytes_and_start(report):
+    at = report.index("  b x ---> y.webm")
+    assert report[at + 1 : at + 5] == [
+        "    speaker   u-b",
+        "    bytes     1",
+        f"    SHA-256   {'0' * 64}",
+        "    starts    2026-11-20T10:00:00.000Z (+0.000 s)",
+    ]
+    assert report[at + 5].startswith("    PROBLEM   the file ends at 64.00 s")
+    assert "  c.webm (u-c): c.webm: not a readable audio file" in report
+
+
+def test_the_provenance_report_says_what_speech_was_kept_from_the_model_and_why(report):
+    assert "  00:00:12.300-00:00:13.100  a.webm (u-a): leaked; judged u-b's voice" in report
+    assert (
+        "  a.webm (u-a): -0.042 s from 3 other tracks (correlation 0.91), applied; "
+        "drift +12.5 ppm, not applied"
+    ) in report
+    assert "  beam_size = 5" in report
+    assert "  vad.padding = 0.2" in report
+
+
+def test_no_name_or_reason_can_forge_a_line_of_the_report(partial):
+    partial.provenance.failures[0].reason = "fine\nspeech kept from the model (0)"
+    partial.speakers[0].user_id = "u-a\n  u-z  Mallory: 9 utterances"
+    partial.speakers[1].display_name = "Bob: 1 utterances\n\ntracks lost (0)\u202e"
+    partial.provenance.parameters = {"language": "en\u2028clock estimates (0)"}
+    text = to_bundle(partial)
+    with zipfile.ZipFile(io.BytesIO(text)) as bundle:
+        lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
+    assert lines.count("speech kept from the model (0)") == 1
+    assert lines.count("clock estimates (0)") == 1
+    assert lines.count("tracks lost (1)") == 1
+    assert not any(line.startswith(("  u-z", "tracks lost (0)")) for line in lines)
+    assert not any("\u202e" in line for line in lines)
+
+
+def test_reading_a_bundle_refuses_what_is_not_one_naming_it(transcript):
+    with pytest.raises(BundleError, match=r"^b\.zip: not a readable zip"):
+        read_bundle(b"PK\x03\x04 not really", "b.zip")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as twice, pytest.warns(UserWarning, match="Duplicate"):
+        twice.writestr("transcript.txt", "one")
+        twice.writestr("transcript.txt", "the other")
+    with pytest.raises(BundleError, match=r"^b\.zip: holds transcript\.txt more than once"):
+        read_bundle(buffer.getvalue(), "b.zip")
+    bzip2 = io.BytesIO()
+    with zipfile.ZipFile(bzip2, "w", zipfile.ZIP_BZIP2) as other:
+        other.writestr("transcript.json", "{}")
+    with pytest.raises(BundleError, match=r"transcript\.json is encrypted or compressed in a way"):
+        read_bundle(bzip2.getvalue(), "b.zip")
+    assert list(read_bundle(to_bundle(transcript), "b.zip").members) == BUNDLED
+
+
+def test_reading_a_damaged_bundle_says_so_naming_it_whatever_the_damage(transcript):
+    whole = to_bundle(transcript)
+    for at in range(0, len(whole), 7):  # every seventh byte flipped in turn
+        damaged = whole[:at] + bytes([whole[at] ^ 0xFF]) + whole[at + 1 :]
+        try:
+            read_bundle(damaged, "b.zip")
+        except BundleError as exc:
+            assert str(exc).startswith("b.zip: ")
+
+
+def test_what_a_zip_holds_outside_its_members_is_found(transcript):
+    """``unzip`` shows a zip's comment to whoever unpacks it: one trackscribe did not write
+    could tell a reviewer anything."""
+    whole = to_bundle(transcript)
+    assert read_bundle(whole, "b.zip").outside == []
+    end = whole.rindex(b"PK\x05\x06")
+    said = b"VERIFIED OK by trackscribe"
+    forged = whole[: end + 20] + len(said).to_bytes(2, "little") + said
+    assert read_bundle(forged, "b.zip").outside == [
+        f"a zip comment trackscribe does not write ({said!r})"
+    ]
+    assert read_bundle(b"#!/bin/sh\n" + whole, "b.zip").outside == ["10 bytes before the zip"]
+    assert read_bundle(whole + b"trailing", "b.zip").outside == ["8 bytes after the zip"]
+
+
+def test_reading_a_bundle_refuses_one_that_is_or_would_unpack_to_more_than_1_gib(monkeypatch):
+    import stages.export._bundle as bundle_module
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr("transcript.json", b"\0" * 4096)
+    packed = buffer.getvalue()
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", 4095)
+    with pytest.raises(BundleError, match="would unpack to more than"):
+        read_bundle(packed, "bomb.zip")
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", len(packed) - 1)
+    with pytest.raises(BundleError, match=r"^bomb\.zip: more than"):
+        read_bundle(packed, "bomb.zip")

@@ -2,14 +2,15 @@
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from models import Manifest, TrackFailure, Transcript, TranscriptError
 from pipeline import cli
-from pipeline.verification import Verification, verify
-from stages.export import FORMATS, export
+from pipeline.verification import Check, Verification, verify
+from stages.export import DEFAULT_FORMATS, FORMATS, export, render
 from stages.transcribe import BUNDLED_MODEL, ModelError, model_folder
 
 
@@ -96,9 +97,9 @@ def test_exports_rendered_again_from_another_transcript_do_not_pass_for_it(sampl
     again from it: each still differs from what trackscribe wrote."""
     forged = sample_transcript.model_copy(deep=True)
     forged.utterances[0].text = "Something nobody said."
-    for file_name, render in FORMATS.values():
-        if file_name != "transcript.json":
-            (out / file_name).write_text(render(forged))
+    for name in DEFAULT_FORMATS:
+        if name != "json":
+            (out / FORMATS[name][0]).write_bytes(render(forged, name))
     result = verify(forged.save(out / "forged.json"))
     assert not result.ok
     assert status(result)["forged.json"] == "differs"
@@ -436,3 +437,204 @@ def test_the_command_refuses_a_transcript_that_is_not_there_with_exit_2(tmp_path
     assert cli.main(["verify", str(tmp_path / "nothing.json")]) == 2
     said = capsys.readouterr().err
     assert f"{tmp_path / 'nothing.json'}: no such transcript file" in said
+
+
+# The compliance bundle: one zip a reviewer is sent, checked on its own or in its folder.
+
+MEMBERS = [
+    "transcript.json",
+    "transcript.vtt",
+    "transcript.srt",
+    "transcript.txt",
+    "transcript.seglst.json",
+    "provenance.txt",
+    "SHA256SUMS",
+]
+
+
+@pytest.fixture
+def bundle(sample_transcript: Transcript, tmp_path: Path) -> Path:
+    """The sample's transcript exported as a bundle alone, as `--formats bundle` leaves it."""
+    return export(sample_transcript, tmp_path / "sent", "bundle")["bundle"]
+
+
+def rezip(path: Path, members: dict[str, bytes]) -> None:
+    """The bundle at ``path`` packed again with ``members``, as someone altering it would."""
+    with zipfile.ZipFile(path, "w") as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
+
+
+def read_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as bundle:
+        return {name: bundle.read(name) for name in bundle.namelist()}
+
+
+def test_a_bundle_verifies_on_its_own_with_its_inputs_and_model(bundle, sample_manifest):
+    result = verify(bundle, sample_manifest)
+    assert result.ok
+    assert status(result) == {
+        "transcript.bundle.zip": "ok",
+        **{f"transcript.bundle.zip:{name}": "ok" for name in MEMBERS},
+        **{track.path: "ok" for track in sample_manifest.tracks},
+        "model": "ok",
+    }
+    assert detail(result, "transcript.bundle.zip:provenance.txt") == (
+        "what transcript.json renders to"
+    )
+    bundled = 1 + len(MEMBERS)
+    assert (
+        verify(bundle.parent).checks
+        == [  # the folder it was written to, no manifest
+            *result.checks[:bundled],
+            Check(subject="inputs", status="unchecked", detail="no manifest given"),
+            result.checks[-1],
+        ]
+    )
+
+
+def test_a_bundle_sent_away_from_its_record_says_its_own_bytes_are_unchecked(bundle, tmp_path):
+    """Sent on its own, a bundle made again from an altered transcript would pass member by
+    member: a reviewer is told that its bytes were checked against nothing."""
+    sent = shutil.copy(bundle, tmp_path / "meeting-42.zip")
+    result = verify(sent)
+    assert result.ok
+    assert status(result)["meeting-42.zip"] == "unchecked"
+    assert detail(result, "meeting-42.zip") == "no record of trackscribe writing it here"
+    assert status(result)["meeting-42.zip:transcript.vtt"] == "ok"
+
+
+def test_a_member_edited_in_the_bundle_is_named_with_its_first_changed_line(bundle):
+    members = read_members(bundle)
+    lines = members["transcript.txt"].decode().splitlines(keepends=True)
+    changed = next(i for i, line in enumerate(lines) if "] Alice: " in line)
+    lines[changed] = lines[changed].replace("] Alice: ", "] Chen: ")
+    members["transcript.txt"] = "".join(lines).encode()
+    rezip(bundle, members)
+    result = verify(bundle)
+    assert not result.ok
+    assert status(result)["transcript.bundle.zip"] == "differs"
+    assert detail(result, "transcript.bundle.zip") == "changed since trackscribe wrote it"
+    assert detail(result, "transcript.bundle.zip:transcript.txt") == (
+        f"not what transcript.json renders to (from line {changed + 1})"
+    )
+    assert status(result)["transcript.bundle.zip:SHA256SUMS"] == "ok"
+
+
+def test_a_bundle_made_again_from_an_altered_transcript_differs_from_what_was_written(
+    sample_transcript, bundle
+):
+    forged = sample_transcript.model_copy(deep=True)
+    forged.utterances[0].text = "Something nobody said."
+    bundle.write_bytes(render(forged, "bundle"))
+    result = verify(bundle)
+    assert not result.ok
+    assert status(result)["transcript.bundle.zip"] == "differs"
+    assert all(
+        outcome == "ok" for subject, outcome in status(result).items() if ":" in subject
+    )  # consistent in itself: the record is what tells
+
+
+def test_a_member_missing_or_added_is_said(bundle):
+    members = read_members(bundle)
+    del members["provenance.txt"]
+    members["notes.txt"] = b"approved by nobody\n"
+    rezip(bundle, members)
+    result = verify(bundle)
+    assert status(result)["transcript.bundle.zip:provenance.txt"] == "missing"
+    assert status(result)["transcript.bundle.zip:notes.txt"] == "differs"
+    assert detail(result, "transcript.bundle.zip:notes.txt") == (
+        "not among what trackscribe puts in a bundle"
+    )
+
+
+def test_a_bundle_beside_a_later_transcript_is_caught(sample_transcript, tmp_path):
+    """A bundle left from an earlier run must not pass for the transcript beside it."""
+    export(sample_transcript, tmp_path, ["json", "bundle"])
+    later = sample_transcript.model_copy(deep=True)
+    later.utterances[0].text = "A later run heard this."
+    export(later, tmp_path, "json")
+    result = verify(tmp_path)
+    assert status(result)["transcript.json"] == "ok"
+    assert status(result)["transcript.bundle.zip"] == "ok"  # as written, but of another run
+    assert status(result)["transcript.bundle.zip:transcript.json"] == "differs"
+    assert status(result)["transcript.bundle.zip:transcript.vtt"] == "differs"
+
+
+def test_a_zip_that_is_not_a_bundle_is_refused_naming_it(tmp_path):
+    broken = tmp_path / "sent.zip"
+    broken.write_bytes(b"PK\x03\x04 and then nothing")
+    with pytest.raises(TranscriptError, match=r"sent\.zip: not a readable zip"):
+        verify(broken)
+    rezip(broken, {"minutes.txt": b"hello\n"})
+    with pytest.raises(TranscriptError, match=r"sent\.zip: holds no transcript\.json"):
+        verify(broken)
+    rezip(broken, {"transcript.json": b'{"schema": "other"}'})
+    with pytest.raises(TranscriptError, match=r"sent\.zip:transcript\.json: "):
+        verify(broken)
+
+
+def test_a_bundle_under_any_name_is_read_as_one(bundle, tmp_path):
+    renamed = shutil.copy(bundle, tmp_path / "evidence.bin")
+    assert status(verify(renamed))["evidence.bin:provenance.txt"] == "ok"
+
+
+def test_the_command_verifies_a_bundle_and_exits_1_when_a_member_differs(
+    bundle, sample_dir, sample_manifest, capsys
+):
+    assert cli.main(["verify", str(bundle), "--manifest", str(sample_dir)]) == 0
+    checked = 1 + len(MEMBERS) + len(sample_manifest.tracks) + 1
+    assert capsys.readouterr().out.splitlines()[-1] == f"verified: {checked} ok"
+    members = read_members(bundle)
+    members["transcript.srt"] += b"\n99\n00:09:00,000 --> 00:09:01,000\nAlice: Yes.\n"
+    rezip(bundle, members)
+    assert cli.main(["verify", str(bundle), "--json"]) == 1
+    found = {
+        check["subject"]: check["status"] for check in json.loads(capsys.readouterr().out)["checks"]
+    }
+    assert found["transcript.bundle.zip:transcript.srt"] == "differs"
+
+
+def test_a_folder_written_as_a_bundle_and_subtitles_checks_both(sample_transcript, tmp_path):
+    """`--formats vtt,bundle` leaves no transcript.json: the subtitles beside the bundle are
+    checked against the transcript in it, and one trackscribe wrote that is gone is said."""
+    export(sample_transcript, tmp_path, ["json", "vtt", "bundle"])
+    (tmp_path / "transcript.json").unlink()
+    vtt = tmp_path / "transcript.vtt"
+    vtt.write_text(vtt.read_text().replace("<v Alice>", "<v Chen>", 1))
+    result = verify(tmp_path)
+    assert not result.ok
+    assert status(result)["transcript.bundle.zip"] == "ok"
+    assert status(result)["transcript.json"] == "missing"
+    assert status(result)["transcript.vtt"] == "differs"
+    assert detail(result, "transcript.vtt").startswith(
+        "not what transcript.bundle.zip:transcript.json renders to (from line"
+    )
+
+
+def test_a_comment_added_to_a_bundle_differs_even_where_nothing_else_is_checked(bundle, tmp_path):
+    data = bundle.read_bytes()
+    end = data.rindex(b"PK\x05\x06")
+    said = b"VERIFIED OK by trackscribe verify"
+    sent = tmp_path / "sent.zip"
+    sent.write_bytes(data[: end + 20] + len(said).to_bytes(2, "little") + said)
+    result = verify(sent)
+    assert not result.ok
+    assert status(result)["sent.zip"] == "differs"
+    assert detail(result, "sent.zip") == (
+        f"holds, outside its members, a zip comment trackscribe does not write ({said!r}); "
+        "no record of trackscribe writing it here"
+    )
+
+
+def test_a_damaged_bundle_beside_its_transcript_differs_and_the_rest_is_still_checked(
+    sample_transcript, tmp_path
+):
+    export(sample_transcript, tmp_path, ["json", "txt", "bundle"])
+    (tmp_path / "transcript.bundle.zip").write_bytes(b"PK\x03\x04 broken")
+    result = verify(tmp_path)
+    assert [c.status for c in result.checks if c.subject == "transcript.bundle.zip"] == [
+        "differs",
+        "differs",
+    ]
+    assert status(result)["transcript.txt"] == "ok"

@@ -1,0 +1,156 @@
+"""The transcript as people and tools read it: subtitles, plain text, meeteval's SegLST.
+
+Subtitles are cut into readable cues at word boundaries. Every renderer shows a speaker by
+the name people read (two who would read the same keep their user ids apart), on one line,
+with nothing a player would take as markup.
+"""
+
+import json
+import re
+from collections.abc import Callable
+
+from models import Transcript, Utterance, Word, format_clock, one_line
+
+_MAX_CUE_SECONDS = 7.0
+_MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
+
+
+def to_vtt(transcript: Transcript) -> str:
+    """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``). A partial
+    transcript opens with a NOTE naming the inputs lost, which players do not show but a
+    reviewer reading the file sees."""
+    blocks = ["WEBVTT"]
+    if transcript.partial:
+        # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
+        lost = (re.sub(r"-+>", "->", one_line(line)) for line in transcript.problems())
+        blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
+    name_of = _line_names(transcript)
+    for start, end, speaker, text in _cues(transcript):
+        name = _vtt_escape(name_of(speaker))
+        line = _vtt_escape(one_line(text))
+        blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def to_srt(transcript: Transcript) -> str:
+    """SubRip; SRT has no speaker field, so the name leads the text. SRT has no escaping, and
+    players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`. Nor
+    has it comments: a partial transcript is marked in the other formats only."""
+    blocks = []
+    name_of = _line_names(transcript)
+    for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
+        name = _srt_inert(name_of(speaker))
+        line = _srt_inert(one_line(text))
+        blocks.append(
+            f"{number}\n{format_clock(start, ',')} --> {format_clock(end, ',')}\n{name}: {line}"
+        )
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def to_txt(transcript: Transcript) -> str:
+    """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
+    inputs lost, each on a line starting ``#``, and a blank line."""
+    name_of = _line_names(transcript)
+    lines = [
+        f"[{format_clock(u.start)}] {name_of(u.speaker)}: {one_line(u.text)}"
+        for u in transcript.utterances
+    ]
+    if transcript.partial:
+        lost = [f"#   {one_line(line)}" for line in transcript.problems()]
+        lines = [f"# {_PARTIAL}", *lost, "", *lines]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+_PARTIAL = "Partial transcript: these inputs were lost, in whole or in part, or are damaged:"
+
+
+def _line_names(transcript: Transcript) -> Callable[[str], str]:
+    """Each speaker's name as one line of text, worked out once per export, not per cue."""
+    names = {uid: one_line(name) for uid, name in transcript.speaker_names().items()}
+    return lambda uid: names[uid] if uid in names else one_line(uid)
+
+
+def to_seglst(transcript: Transcript) -> str:
+    """meeteval's SegLST: one entry per utterance, speaker by ``user_id``, seconds from origin."""
+    return (
+        json.dumps(
+            [
+                {
+                    "session_id": transcript.meeting_id,
+                    "speaker": u.speaker,
+                    "start_time": u.start,
+                    "end_time": u.end,
+                    "words": u.text,
+                }
+                for u in transcript.utterances
+            ],
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+TEXT_FORMATS: dict[str, tuple[str, Callable[[Transcript], str]]] = {
+    "json": ("transcript.json", Transcript.to_json),
+    "vtt": ("transcript.vtt", to_vtt),
+    "srt": ("transcript.srt", to_srt),
+    "txt": ("transcript.txt", to_txt),
+    "seglst": ("transcript.seglst.json", to_seglst),
+}
+"""Format name -> (file name, renderer), for each format that is one text file."""
+
+
+def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
+    """Utterances cut into subtitle-sized cues at word boundaries, in time order. Each cue
+    ends at least a millisecond after it starts (WebVTT requires it), and one without text
+    is left out: there is nothing to show."""
+    cues = []
+    for u in transcript.utterances:
+        for start, end, text in _split_utterance(u):
+            if text.strip():
+                start = max(0.0, round(start, 3))
+                cues.append((start, max(round(end, 3), start + 0.001), u.speaker, text))
+    # A long utterance's later cues can start after other speakers' turns; players and the
+    # WebVTT rules want cues in start order.
+    return sorted(cues, key=lambda cue: (cue[0], cue[1]))
+
+
+def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
+    """A long utterance cut at word boundaries; one whose text is not its words (edited since,
+    a redaction, say) stays whole: the text is what it says."""
+    short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
+    if short or u.text.split() != [w.word for w in u.words]:
+        return [(u.start, u.end, u.text)]
+    pieces: list[list[Word]] = [[]]
+    for word in u.words:
+        current = pieces[-1]
+        text = " ".join(w.word for w in [*current, word])
+        if current and (
+            word.end - current[0].start > _MAX_CUE_SECONDS or len(text) > _MAX_CUE_CHARS
+        ):
+            pieces.append([word])
+        else:
+            current.append(word)
+    out = []
+    for i, words in enumerate(pieces):
+        start = u.start if i == 0 else words[0].start
+        end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
+        out.append((start, end, " ".join(w.word for w in words)))
+    return out
+
+
+_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{|-(?=->)")
+
+
+def _srt_inert(text: str) -> str:
+    """Text that SRT players show as it is. They take ``<font color=...>``, ``<i>``,
+    ``{\\an8}`` and ``{y:i}`` as styling (a display name could hide or move what is said) and
+    a ``-->`` as part of a timing line; a zero-width space after each ``<`` of a tag, each
+    ``{`` and the first ``-`` of an arrow leaves them plain text, and in most players looks
+    the same."""
+    return _SRT_MARKUP.sub(lambda m: m.group(0) + "\u200b", text)
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
