@@ -21,6 +21,7 @@ catches files changed or left behind, not someone who rewrites both.
 
 import errno
 import hashlib
+import os
 import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -38,11 +39,11 @@ from models import (
 )
 from stages.export import (
     FORMATS,
-    MAX_BUNDLE_BYTES,
+    MAX_EXPORT_BYTES,
     RECORD_FILE,
-    Bundle,
     BundleError,
     bundle_members,
+    packed_as_written,
     read_bundle,
     recorded,
     render,
@@ -97,9 +98,9 @@ def verify(
     """
     path = _transcript_file(Path(transcript))
     if _is_zip(path):
-        data, bundle = _open_bundle(path)
-        made = Transcript.from_json(bundle.members[_TRANSCRIPT], f"{path}:{_TRANSCRIPT}")
-        checks = _exports(made, path, (data, bundle))
+        data, members = _open_bundle(path)
+        made = Transcript.from_json(members[_TRANSCRIPT], f"{path}:{_TRANSCRIPT}")
+        checks = _exports(made, path, (data, members))
     else:
         made = Transcript.load(path)
         checks = _exports(made, path)
@@ -163,23 +164,42 @@ class _Record(NamedTuple):
     unrecorded: str
 
 
+class _Source(NamedTuple):
+    """The transcript that exports are checked against, and how the lines name it."""
+
+    made: Transcript
+    name: str
+    """``transcript.json``, or ``bundle.zip:transcript.json`` for the one in a bundle."""
+
+    def against(self, found: bytes, rendered: bytes) -> tuple[bool, str]:
+        """Whether ``found`` is ``rendered``, what this transcript renders to, and what to
+        say of it."""
+        line = _first_difference(found, rendered)
+        if line is None:
+            return True, f"what {self.name} renders to"
+        detail = f"not what {self.name} renders to (from line {line})"
+        if self.made.provenance.software != software_version():
+            # Exports of another version may be rendered otherwise: a reviewer should know.
+            detail += f"; {self.made.provenance.software} made it, {software_version()} renders it"
+        return False, detail
+
+
 def _exports(
-    made: Transcript, path: Path, given_bundle: tuple[bytes, Bundle] | None = None
+    made: Transcript, path: Path, given_bundle: tuple[bytes, dict[str, bytes]] | None = None
 ) -> list[Check]:
     """The file given (a transcript, or the bundle ``given_bundle`` read from ``path``) and
     each export beside it, against the folder's record and against what the transcript
     renders to."""
     checks, record = _folder_record(path.parent)
-    versions = _versions(made)
     if given_bundle is None:
         # The transcript given is checked against the one trackscribe wrote here, whatever
         # its name: exports rendered again from another file must not pass for that one's.
         checks.append(_as_written(path, record, _TRANSCRIPT))
-        source = path.name
+        source = _Source(made, path.name)
     else:
-        data, bundle = given_bundle
-        checks += _bundle(path.name, data, bundle, made, record, _BUNDLE, _TRANSCRIPT, versions)
-        source = f"{path.name}:{_TRANSCRIPT}"
+        data, members = given_bundle
+        source = _Source(made, f"{path.name}:{_TRANSCRIPT}")
+        checks += _bundle(path.name, data, members, source, record, _BUNDLE)
     for name, (file_name, _) in FORMATS.items():
         export = path.parent / file_name
         if export == path or (name == "json" and given_bundle is None):
@@ -188,10 +208,9 @@ def _exports(
         if not isinstance(found, bytes):
             checks += [found] if found is not None else []
         elif name == "bundle":
-            checks += _bundle_beside(export.name, found, made, record, source, versions)
+            checks += _bundle_beside(export.name, found, source, record)
         else:
-            rendered = render(made, name)
-            checks.append(_export(export.name, found, rendered, record, source, versions))
+            checks.append(_export(export.name, found, render(made, name), source, record))
     return checks
 
 
@@ -206,27 +225,33 @@ def _folder_record(folder: Path) -> tuple[list[Check], _Record]:
     return [], _Record(found or {}, "no record of trackscribe writing it here")
 
 
-def _open_bundle(path: Path) -> tuple[bytes, Bundle]:
-    """The bytes of the bundle at ``path`` and what it holds; a bundle that cannot be read,
-    or holds no transcript, is no transcript to check: :class:`TranscriptError`."""
+def _read_capped(path: Path, found: os.stat_result) -> bytes:
+    """The bytes of ``path`` (``found``: its status), a regular file of no more than
+    :data:`MAX_EXPORT_BYTES`: no export is that large, and a file put in place of one must
+    not take the machine's memory."""
+    if not stat.S_ISREG(found.st_mode):  # a pipe would be waited on for good
+        raise OSError(errno.EINVAL, "not a regular file")
+    if found.st_size > MAX_EXPORT_BYTES:
+        raise OSError(errno.EFBIG, f"more than {MAX_EXPORT_BYTES >> 30} GiB, as no export is")
+    return path.read_bytes()
+
+
+def _open_bundle(path: Path) -> tuple[bytes, dict[str, bytes]]:
+    """The bytes of the bundle at ``path`` and its members; a bundle that cannot be read, or
+    holds no transcript, is no transcript to check: :class:`TranscriptError`."""
     try:
-        found = path.stat()
-        if not stat.S_ISREG(found.st_mode):  # a pipe would be waited on for good
-            raise OSError(errno.EINVAL, "not a regular file")
-        if found.st_size > MAX_BUNDLE_BYTES:
-            raise TranscriptError(f"{path}: more than 1 GiB: not a trackscribe bundle")
-        data = path.read_bytes()
+        data = _read_capped(path, path.stat())
     except FileNotFoundError:
         raise TranscriptError(f"{path}: no such bundle file") from None
     except OSError as exc:
-        raise TranscriptError(f"{path}: cannot read: {exc}") from None
+        raise TranscriptError(f"{path}: cannot read: {_why(exc)}") from None
     try:
-        bundle = read_bundle(data, str(path))
+        members = read_bundle(data, str(path))
     except BundleError as exc:
         raise TranscriptError(str(exc)) from None
-    if _TRANSCRIPT not in bundle.members:
+    if _TRANSCRIPT not in members:
         raise TranscriptError(f"{path}: holds no {_TRANSCRIPT}: not a trackscribe bundle")
-    return data, bundle
+    return data, members
 
 
 def _read_export(path: Path, record: _Record) -> bytes | Check | None:
@@ -237,76 +262,66 @@ def _read_export(path: Path, record: _Record) -> bytes | Check | None:
         found = path.lstat()
         if not stat.S_ISREG(found.st_mode):
             return Check(subject=name, status="differs", detail=_not_a_file(found.st_mode))
-        if found.st_size > MAX_BUNDLE_BYTES:
-            detail = "more than 1 GiB: not what trackscribe writes"
-            return Check(subject=name, status="differs", detail=detail)
-        return path.read_bytes()
+        return _read_capped(path, found)
     except FileNotFoundError:
         if name in record.digests:
             detail = "trackscribe wrote it here, and it is gone"
             return Check(subject=name, status="missing", detail=detail)
         return None
     except OSError as exc:
-        return Check(subject=name, status="missing", detail=f"cannot be read: {_why(exc)}")
+        status: Status = "differs" if exc.errno == errno.EFBIG else "missing"
+        return Check(subject=name, status=status, detail=f"cannot be read: {_why(exc)}")
 
 
-def _bundle_beside(
-    name: str, data: bytes, made: Transcript, record: _Record, source: str, versions: str
-) -> list[Check]:
-    """The bundle ``name`` beside the transcript ``source`` (``made``)."""
+def _bundle_beside(name: str, data: bytes, source: _Source, record: _Record) -> list[Check]:
+    """The bundle ``name`` beside the transcript ``source``."""
     try:
-        bundle = read_bundle(data, name)
+        members = read_bundle(data, name)
     except BundleError as exc:
         written = _against_record(name, hashlib.sha256(data).hexdigest(), record, name)
         return [written, Check(subject=name, status="differs", detail=str(exc))]
-    return _bundle(name, data, bundle, made, record, name, source, versions)
+    return _bundle(name, data, members, source, record, name)
 
 
 def _bundle(
     name: str,
     data: bytes,
-    bundle: Bundle,
-    made: Transcript,
+    members: dict[str, bytes],
+    source: _Source,
     record: _Record,
     recorded_as: str,
-    source: str,
-    versions: str,
 ) -> list[Check]:
     """The bundle ``name``: its bytes against what the record says trackscribe wrote as
-    ``recorded_as``, and each member against what ``source`` (``made``) renders to, member
-    by member (a zip's bytes depend on the zlib that packed it; what it holds does not).
+    ``recorded_as``, and against the zip trackscribe writes holding its members; and each
+    member against what ``source`` renders to.
 
     A bundle sent on its own has no record beside it, and one made again, whole, from an
     altered transcript is consistent in itself: its bytes are then said to be unchecked.
-    What a zip can hold outside its members (a comment that ``unzip`` shows whoever
-    unpacks it, bytes before or after) differs unless it is what trackscribe writes."""
+    But one not laid out as trackscribe lays it out differs, whatever its members: zip
+    tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
-    if bundle.outside:
-        detail = f"holds, outside its members, {'; '.join(bundle.outside)}; {written.detail}"
+    if not packed_as_written(data, members, source.made.origin):
+        detail = (
+            "not laid out byte for byte as trackscribe writes a bundle of what it holds: a zip "
+            f"tool could show other than what is checked here; {written.detail}"
+        )
         written = Check(subject=name, status="differs", detail=detail)
-    return [written, *_members(name, bundle.members, made, source, versions)]
+    return [written, *_members(name, members, source)]
 
 
-def _members(
-    bundle: str, members: dict[str, bytes], made: Transcript, source: str, versions: str
-) -> list[Check]:
-    """Each member of ``bundle`` against what ``source`` (``made``) renders to; a member that
+def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Check]:
+    """Each member of ``bundle`` against what ``source`` renders to; a member that
     trackscribe does not put in a bundle differs: the bundle says more than it made."""
     checks = []
-    expected = bundle_members(made)
+    expected = bundle_members(source.made)
     for name, rendered in expected.items():
         subject = f"{bundle}:{name}"
         if name not in members:
             detail = "not in the bundle, where trackscribe puts it"
             checks.append(Check(subject=subject, status="missing", detail=detail))
             continue
-        line = _first_difference(members[name], rendered)
-        if line is None:
-            detail = f"what {source} renders to"
-            checks.append(Check(subject=subject, status="ok", detail=detail))
-        else:
-            detail = f"not what {source} renders to (from line {line}){versions}"
-            checks.append(Check(subject=subject, status="differs", detail=detail))
+        same, detail = source.against(members[name], rendered)
+        checks.append(Check(subject=subject, status="ok" if same else "differs", detail=detail))
     for name in members:
         if name not in expected:
             detail = "not among what trackscribe puts in a bundle"
@@ -314,27 +329,13 @@ def _members(
     return checks
 
 
-def _versions(made: Transcript) -> str:
-    """Exports of another version may be rendered otherwise: a reviewer should know."""
-    if made.provenance.software == software_version():
-        return ""
-    return f"; {made.provenance.software} made it, {software_version()} renders it"
-
-
-def _export(
-    name: str, found: bytes, rendered: bytes, record: _Record, source: str, versions: str
-) -> Check:
-    """The export ``name`` (``found``, its bytes) against ``rendered``, what the transcript
-    ``source`` renders to, and against the record."""
+def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _Record) -> Check:
+    """The export ``name`` (``found``, its bytes) against ``rendered``, what ``source``
+    renders to, and against the record."""
     written = _against_record(name, hashlib.sha256(found).hexdigest(), record, name)
-    line = _first_difference(found, rendered)
-    if line is None:
-        status = "differs" if written.status == "differs" else "ok"
-        return Check(
-            subject=name, status=status, detail=f"what {source} renders to; {written.detail}"
-        )
-    detail = f"not what {source} renders to (from line {line}); {written.detail}{versions}"
-    return Check(subject=name, status="differs", detail=detail)
+    same, detail = source.against(found, rendered)
+    status: Status = "ok" if same and written.status != "differs" else "differs"
+    return Check(subject=name, status=status, detail=f"{detail}; {written.detail}")
 
 
 def _as_written(path: Path, record: _Record, name: str) -> Check:

@@ -25,6 +25,7 @@ from stages.export import (
     FORMATS,
     BundleError,
     export,
+    packed_as_written,
     read_bundle,
     render,
     to_bundle,
@@ -639,9 +640,9 @@ def test_reading_a_bundle_refuses_what_is_not_one_naming_it(transcript):
     bzip2 = io.BytesIO()
     with zipfile.ZipFile(bzip2, "w", zipfile.ZIP_BZIP2) as other:
         other.writestr("transcript.json", "{}")
-    with pytest.raises(BundleError, match=r"transcript\.json is encrypted or compressed in a way"):
+    with pytest.raises(BundleError, match=r"transcript\.json is encrypted, or compressed other"):
         read_bundle(bzip2.getvalue(), "b.zip")
-    assert list(read_bundle(to_bundle(transcript), "b.zip").members) == BUNDLED
+    assert list(read_bundle(to_bundle(transcript), "b.zip")) == BUNDLED
 
 
 def test_reading_a_damaged_bundle_says_so_naming_it_whatever_the_damage(transcript):
@@ -654,19 +655,46 @@ def test_reading_a_damaged_bundle_says_so_naming_it_whatever_the_damage(transcri
             assert str(exc).startswith("b.zip: ")
 
 
-def test_what_a_zip_holds_outside_its_members_is_found(transcript):
-    """``unzip`` shows a zip's comment to whoever unpacks it: one trackscribe did not write
-    could tell a reviewer anything."""
+def test_only_a_zip_laid_out_as_trackscribe_writes_it_passes_for_its_members(transcript):
+    """Zip tools differ in which records they believe, and show comments, extra fields and
+    bytes that Python's reading skips: only the zip trackscribe lays out shows them all the
+    members that were checked."""
     whole = to_bundle(transcript)
-    assert read_bundle(whole, "b.zip").outside == []
+    members = read_bundle(whole, "b.zip")
+    assert packed_as_written(whole, members, transcript.origin)
     end = whole.rindex(b"PK\x05\x06")
     said = b"VERIFIED OK by trackscribe"
-    forged = whole[: end + 20] + len(said).to_bytes(2, "little") + said
-    assert read_bundle(forged, "b.zip").outside == [
-        f"a zip comment trackscribe does not write ({said!r})"
-    ]
-    assert read_bundle(b"#!/bin/sh\n" + whole, "b.zip").outside == ["10 bytes before the zip"]
-    assert read_bundle(whole + b"trailing", "b.zip").outside == ["8 bytes after the zip"]
+    commented = whole[: end + 20] + len(said).to_bytes(2, "little") + said
+    assert read_bundle(commented, "b.zip") == members
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as noted:
+        for name, data in members.items():
+            member = zipfile.ZipInfo(name, date_time=(2026, 11, 20, 10, 0, 0))
+            member.create_system, member.external_attr = 3, 0o100644 << 16
+            member.comment = b"APPROVED by legal" if name == "transcript.txt" else b""
+            noted.writestr(member, data)
+        noted.comment = whole[end + 22 :]
+    for altered in (
+        commented,
+        b"#!/bin/sh\n" + whole,
+        whole + b"trailing",
+        buffer.getvalue(),
+    ):
+        assert read_bundle(altered, "b.zip") == members
+        assert not packed_as_written(altered, members, transcript.origin)
+    assert not packed_as_written(whole, members, transcript.origin + timedelta(days=1))
+
+
+def test_a_bundle_is_the_same_bytes_wherever_it_is_made(transcript):
+    """Stored, not compressed: no zlib version changes a byte, so a bundle checked on another
+    machine is the one written. Its SHA-256 is pinned: a change to what a bundle holds or how
+    it is laid out (ours, or Python's) shows here first."""
+    data = to_bundle(transcript)
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        assert {m.compress_type for m in bundle.infolist()} == {zipfile.ZIP_STORED}
+    assert hashlib.sha256(data).hexdigest() == (
+        "5c0f5d3356afda03f719abbb860b2f30c4815bc31f337f6548028f74b374c2e1"
+    )
 
 
 def test_reading_a_bundle_refuses_one_that_is_or_would_unpack_to_more_than_1_gib(monkeypatch):
@@ -676,9 +704,9 @@ def test_reading_a_bundle_refuses_one_that_is_or_would_unpack_to_more_than_1_gib
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bomb:
         bomb.writestr("transcript.json", b"\0" * 4096)
     packed = buffer.getvalue()
-    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", 4095)
+    monkeypatch.setattr(bundle_module, "MAX_EXPORT_BYTES", 4095)
     with pytest.raises(BundleError, match="would unpack to more than"):
         read_bundle(packed, "bomb.zip")
-    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", len(packed) - 1)
+    monkeypatch.setattr(bundle_module, "MAX_EXPORT_BYTES", len(packed) - 1)
     with pytest.raises(BundleError, match=r"^bomb\.zip: more than"):
         read_bundle(packed, "bomb.zip")

@@ -25,10 +25,10 @@ from pathlib import Path
 from models import Transcript, atomic_write_files
 
 from ._bundle import (
-    MAX_BUNDLE_BYTES,
-    Bundle,
+    MAX_EXPORT_BYTES,
     BundleError,
     bundle_members,
+    packed_as_written,
     read_bundle,
     sha256sums,
     to_bundle,
@@ -38,12 +38,12 @@ from ._text import TEXT_FORMATS, to_seglst, to_srt, to_txt, to_vtt
 __all__ = [
     "DEFAULT_FORMATS",
     "FORMATS",
-    "MAX_BUNDLE_BYTES",
+    "MAX_EXPORT_BYTES",
     "RECORD_FILE",
-    "Bundle",
     "BundleError",
     "bundle_members",
     "export",
+    "packed_as_written",
     "read_bundle",
     "recorded",
     "render",

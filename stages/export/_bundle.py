@@ -3,8 +3,10 @@
 A zip of the transcript in every text format, its provenance as a reviewer reads it
 (``provenance.txt``) and ``SHA256SUMS``, which ``sha256sum -c SHA256SUMS`` checks on a
 machine without trackscribe. It is made from the transcript alone, the same way every time
-(members in one order, each dated at the meeting's start, no extra fields), so that what a
-bundle holds can be checked against what the transcript in it renders to. The audio is not
+(members in one order, each dated at the meeting's start, stored rather than compressed, so
+that no zlib version changes a byte): a bundle can then be checked not only member by member
+against what the transcript in it renders to, but byte for byte against the zip trackscribe
+writes for those members, which is what shows every zip tool what was checked. The audio is not
 in it: the transcript names each input's size and SHA-256, which is what proves a copy kept
 elsewhere is the one transcribed.
 """
@@ -16,8 +18,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC
-from typing import NamedTuple
+from datetime import UTC, datetime
 
 from models import Transcript
 
@@ -29,20 +30,10 @@ SUMS_FILE = "SHA256SUMS"
 REPORT_FILE = "provenance.txt"
 
 _COMMENT = f"{BUNDLE_SCHEMA}: check with sha256sum -c {SUMS_FILE}".encode()
-MAX_BUNDLE_BYTES = 1 << 30
-"""The most a bundle may be, packed or unpacked: far above a day of meetings' text, and a cap
-on what a zip bomb sent as a bundle can take."""
-_PACKED_BY_US = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-
-
-class Bundle(NamedTuple):
-    """What a bundle holds."""
-
-    members: dict[str, bytes]
-    """Member name -> bytes."""
-    outside: list[str]
-    """What the zip holds outside its members that trackscribe does not write there: a
-    comment (which ``unzip`` shows whoever unpacks it), bytes before or after the zip."""
+MAX_EXPORT_BYTES = 1 << 30
+"""The most an export, or a bundle unpacked, may be: far above a day of meetings' text, and a
+cap on what a file sent as one can take to read."""
+_READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # a bundle packed again by a zip tool
 
 
 class BundleError(ValueError):
@@ -69,31 +60,34 @@ def sha256sums(digests: Iterable[tuple[str, str]]) -> bytes:
 
 
 def to_bundle(transcript: Transcript) -> bytes:
-    """The bundle's bytes (a zip). The same transcript gives the same bytes, with one zlib."""
-    buffer = io.BytesIO()
-    dated = _zip_time(transcript)
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        for name, data in bundle_members(transcript).items():
-            member = zipfile.ZipInfo(name, date_time=dated)
-            member.compress_type = zipfile.ZIP_DEFLATED
-            member.create_system = 3  # Unix, wherever it is made: the same bytes everywhere
-            member.external_attr = 0o100644 << 16  # a plain file, readable by all
-            bundle.writestr(member, data, compresslevel=6)
-        bundle.comment = _COMMENT
-    return buffer.getvalue()
+    """The bundle's bytes (a zip): the same transcript always gives the same bytes."""
+    return _pack(bundle_members(transcript), transcript.origin)
 
 
-def read_bundle(data: bytes, source: str) -> Bundle:
-    """What the bundle ``data`` (read from ``source``, which errors name) holds. Nothing is
-    written to disk, so no member name can point anywhere.
+def packed_as_written(data: bytes, members: dict[str, bytes], origin: datetime) -> bool:
+    """Whether ``data`` is, byte for byte, the zip trackscribe writes holding ``members``
+    for a meeting that started at ``origin``.
+
+    Zip tools differ in which of a zip's records they believe (the central directory or
+    the local headers, a zip64 end record or the plain one), and a zip can carry comments,
+    extra fields and entries that only some tools show. Checking the members as Python
+    reads them says nothing of what another tool shows; a zip laid out exactly as
+    trackscribe lays it out shows every tool the same members."""
+    return data == _pack(members, origin)
+
+
+def read_bundle(data: bytes, source: str) -> dict[str, bytes]:
+    """Member name -> bytes of the bundle ``data`` (read from ``source``, which errors
+    name), as Python's zipfile reads it. Nothing is written to disk, so no member name can
+    point anywhere.
 
     Raises :class:`BundleError` for what is not a whole zip, holds one name twice (which of
-    the two a tool shows is its own choice), is packed in a way trackscribe does not pack
-    (encrypted, or compressed otherwise than by deflate), or is, or would unpack to, more
-    than :data:`MAX_BUNDLE_BYTES`.
+    the two a tool shows is its own choice), is encrypted or compressed otherwise than by
+    deflate, or is, or would unpack to, more than :data:`MAX_EXPORT_BYTES`.
     """
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{source}: more than {MAX_BUNDLE_BYTES >> 30} GiB: not a bundle")
+    limit = f"more than {MAX_EXPORT_BYTES >> 30} GiB"
+    if len(data) > MAX_EXPORT_BYTES:
+        raise BundleError(f"{source}: {limit}: not a bundle")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as bundle:
             members = bundle.infolist()
@@ -102,17 +96,14 @@ def read_bundle(data: bytes, source: str) -> Bundle:
             if twice:
                 raise BundleError(f"{source}: holds {', '.join(twice)} more than once")
             for member in members:
-                if member.flag_bits & 0x1 or member.compress_type not in _PACKED_BY_US:
+                if member.flag_bits & 0x1 or member.compress_type not in _READABLE:
                     raise BundleError(
-                        f"{source}: {member.filename} is encrypted or compressed in a way "
-                        "trackscribe does not write"
+                        f"{source}: {member.filename} is encrypted, or compressed otherwise "
+                        "than by deflate"
                     )
-            if sum(member.file_size for member in members) > MAX_BUNDLE_BYTES:
-                raise BundleError(
-                    f"{source}: would unpack to more than {MAX_BUNDLE_BYTES >> 30} GiB"
-                )
-            read = {member.filename: bundle.read(member) for member in members}
-            return Bundle(read, _outside(data, bundle, members))
+            if sum(member.file_size for member in members) > MAX_EXPORT_BYTES:
+                raise BundleError(f"{source}: would unpack to {limit}")
+            return {member.filename: bundle.read(member) for member in members}
     except BundleError:
         raise
     # Damage shows as any of these, from the zip's own records or from zlib.
@@ -129,23 +120,22 @@ def read_bundle(data: bytes, source: str) -> Bundle:
         raise BundleError(f"{source}: not a readable zip: {exc}") from None
 
 
-def _outside(data: bytes, bundle: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> list[str]:
-    found = []
-    if bundle.comment not in (b"", _COMMENT):  # none at all shows nothing
-        found.append(f"a zip comment trackscribe does not write ({bundle.comment[:80]!r})")
-    first = min((member.header_offset for member in members), default=bundle.start_dir)
-    if first > 0:
-        found.append(f"{first} bytes before the zip")
-    end = data.rfind(b"PK\x05\x06")  # the zip's end record, then its comment
-    after = len(data) - (end + 22 + len(bundle.comment)) if end >= 0 else 0
-    if after > 0:
-        found.append(f"{after} bytes after the zip")
-    return found
+def _pack(members: dict[str, bytes], origin: datetime) -> bytes:
+    buffer = io.BytesIO()
+    dated = _zip_time(origin)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:
+        for name, data in members.items():
+            member = zipfile.ZipInfo(name, date_time=dated)
+            member.create_system = 3  # Unix, wherever it is made: the same bytes everywhere
+            member.external_attr = 0o100644 << 16  # a plain file, readable by all
+            bundle.writestr(member, data)
+        bundle.comment = _COMMENT
+    return buffer.getvalue()
 
 
-def _zip_time(transcript: Transcript) -> tuple[int, int, int, int, int, int]:
+def _zip_time(origin: datetime) -> tuple[int, int, int, int, int, int]:
     """The meeting's start in UTC, as a zip dates a member (years 1980 to 2107 only)."""
-    start = transcript.origin.astimezone(UTC)
+    start = origin.astimezone(UTC)
     if start.year < 1980:
         return (1980, 1, 1, 0, 0, 0)
     if start.year > 2107:
