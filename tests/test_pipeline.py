@@ -444,6 +444,7 @@ def _job_that_cleans_up(marker: Path, cleaned: Path, records: int) -> None:
     with interruptible():
         marker.write_text("scratch audio")
         try:
+            _under_way(marker).touch()  # a signal from now on finds the clean-up armed
             time.sleep(600)
         finally:
             time.sleep(0.5)  # a clean-up that takes a while: a second Ctrl-C must not cut it
@@ -460,9 +461,15 @@ def _cleaning_up_job(
     ``records`` lines as it cleans up."""
     running = pool.submit(_job_that_cleans_up, marker, cleaned, records)
     deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
+    # Not the marker itself: it exists as soon as it is opened, before the job is in its
+    # `try`, and a signal then would find no clean-up to run.
+    while not _under_way(marker).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     return running
+
+
+def _under_way(marker: Path) -> Path:
+    return marker.with_name(f"{marker.name}.under-way")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
