@@ -194,6 +194,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of ``path``, which must be a regular file (a pipe would be waited on for
+    good, a device read without end) of at most ``max_bytes``; else :class:`OSError`."""
+    info = Path(path).stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")  # the caller names the file
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise OSError(errno.EFBIG, f"more than {max_bytes:,} bytes")
+    return Path(path).read_bytes()
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks.
 

@@ -1,8 +1,6 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
-import errno
 import json
-import stat
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ from pydantic import (
 
 from ._errors import describe
 from ._time import UtcDatetime, format_utc
+from .files import read_regular_file
 from .recording_files import time_from_file_name
 
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
@@ -194,10 +193,8 @@ class Manifest(BaseModel):
         if path.is_dir():
             path = path / MANIFEST_FILE
         try:
-            if not stat.S_ISREG(path.stat().st_mode):  # a pipe would be waited on for good
-                raise OSError(errno.EINVAL, "not a regular file")
             # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
-            raw = json.loads(path.read_text(encoding="utf-8-sig"))
+            raw = json.loads(read_regular_file(path).decode("utf-8-sig"))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such manifest file") from None
         except (OSError, UnicodeDecodeError) as exc:

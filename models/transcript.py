@@ -1,10 +1,8 @@
 """The transcript (``trackscribe.transcript/1``): who said what, and when, on one clock."""
 
-import errno
 import html
 import json
 import re
-import stat
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -14,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import describe
 from ._time import UtcDatetime, format_clock, format_utc
-from .files import atomic_write_text
+from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName
 
 TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
@@ -267,9 +265,7 @@ class Transcript(BaseModel):
     def load(cls, path: Path | str) -> "Transcript":
         path = Path(path)
         try:
-            if not stat.S_ISREG(path.stat().st_mode):  # a pipe would be waited on for good
-                raise OSError(errno.EINVAL, "not a regular file")
-            data = path.read_bytes()
+            data = read_regular_file(path)
         except FileNotFoundError:
             raise TranscriptError(f"{path}: no such transcript file") from None
         except OSError as exc:
