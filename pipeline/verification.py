@@ -21,7 +21,6 @@ catches files changed or left behind, not someone who rewrites both.
 
 import errno
 import hashlib
-import os
 import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -35,6 +34,7 @@ from models import (
     TrackFailure,
     Transcript,
     TranscriptError,
+    read_regular_file,
     sha256_file,
 )
 from stages.export import (
@@ -46,7 +46,6 @@ from stages.export import (
     packed_as_written,
     read_bundle,
     recorded,
-    render,
 )
 from stages.transcribe import ModelError, model_folder
 
@@ -97,13 +96,14 @@ def verify(
     is no model here: what the caller asked to be checked against must be there.
     """
     path = _transcript_file(Path(transcript))
-    if _is_zip(path):
-        data, members = _open_bundle(path)
+    data = _read_given(path)
+    if path.suffix.lower() == ".zip" or data.startswith(_ZIP_STARTS):
+        members = _members_of(data, path)
         made = Transcript.from_json(members[_TRANSCRIPT], f"{path}:{_TRANSCRIPT}")
-        checks = _exports(made, path, (data, members))
+        checks = _exports(made, path, data, members)
     else:
-        made = Transcript.load(path)
-        checks = _exports(made, path)
+        made = Transcript.from_json(data, str(path))
+        checks = _exports(made, path, data)
     if manifest is not None and not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     folder = None
@@ -126,18 +126,31 @@ def _transcript_file(path: Path) -> Path:
     raise TranscriptError(_no_transcript_in(path))
 
 
-def _is_zip(path: Path) -> bool:
-    """Whether ``path`` is to be read as a bundle: named as a zip, or, whatever its name,
-    starting as one does, which a transcript's JSON never does."""
-    if path.suffix.lower() == ".zip":
-        return True
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+"""How a zip starts, whatever its name (a transcript's JSON never does): read as a bundle."""
+
+
+def _read_given(path: Path) -> bytes:
+    """The bytes of the transcript or bundle given, read once for every check of it."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            return False  # loading it says why not
-        with path.open("rb") as file:
-            return file.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-    except OSError:
-        return False
+        return read_regular_file(path, MAX_EXPORT_BYTES)
+    except FileNotFoundError:
+        kind = "bundle" if path.suffix.lower() == ".zip" else "transcript"
+        raise TranscriptError(f"{path}: no such {kind} file") from None
+    except OSError as exc:
+        raise TranscriptError(f"{path}: cannot read: {exc}") from None
+
+
+def _members_of(data: bytes, path: Path) -> dict[str, bytes]:
+    """The members of the bundle ``data`` read from ``path``; a bundle that cannot be read,
+    or holds no transcript, is no transcript to check: :class:`TranscriptError`."""
+    try:
+        members = read_bundle(data, str(path))
+    except BundleError as exc:
+        raise TranscriptError(str(exc)) from None
+    if _TRANSCRIPT not in members:
+        raise TranscriptError(f"{path}: holds no {_TRANSCRIPT}: not a trackscribe bundle")
+    return members
 
 
 def _no_transcript_in(folder: Path) -> str:
@@ -165,11 +178,15 @@ class _Record(NamedTuple):
 
 
 class _Source(NamedTuple):
-    """The transcript that exports are checked against, and how the lines name it."""
+    """The transcript that exports are checked against, how the lines name it, and what it
+    renders to."""
 
     made: Transcript
     name: str
     """``transcript.json``, or ``bundle.zip:transcript.json`` for the one in a bundle."""
+    rendered: dict[str, bytes]
+    """File name -> bytes of each text format, and of the rest of a bundle: rendered once,
+    for the exports beside it and a bundle's members alike."""
 
     def against(self, found: bytes, rendered: bytes) -> tuple[bool, str]:
         """Whether ``found`` is ``rendered``, what this transcript renders to, and what to
@@ -185,24 +202,24 @@ class _Source(NamedTuple):
 
 
 def _exports(
-    made: Transcript, path: Path, given_bundle: tuple[bytes, dict[str, bytes]] | None = None
+    made: Transcript, path: Path, data: bytes, members: dict[str, bytes] | None = None
 ) -> list[Check]:
-    """The file given (a transcript, or the bundle ``given_bundle`` read from ``path``) and
-    each export beside it, against the folder's record and against what the transcript
-    renders to."""
+    """The file given (``data``, read from ``path``: a transcript, or a bundle holding
+    ``members``) and each export beside it, against the folder's record and against what
+    the transcript renders to."""
     checks, record = _folder_record(path.parent)
-    if given_bundle is None:
+    rendered = bundle_members(made)
+    if members is None:
         # The transcript given is checked against the one trackscribe wrote here, whatever
         # its name: exports rendered again from another file must not pass for that one's.
-        checks.append(_as_written(path, record, _TRANSCRIPT))
-        source = _Source(made, path.name)
+        checks.append(_as_written(path, hashlib.sha256(data).hexdigest(), record, _TRANSCRIPT))
+        source = _Source(made, path.name, rendered)
     else:
-        data, members = given_bundle
-        source = _Source(made, f"{path.name}:{_TRANSCRIPT}")
+        source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered)
         checks += _bundle(path.name, data, members, source, record, _BUNDLE)
     for name, (file_name, _) in FORMATS.items():
         export = path.parent / file_name
-        if export == path or (name == "json" and given_bundle is None):
+        if export == path or (name == "json" and members is None):
             continue
         found = _read_export(export, record)
         if not isinstance(found, bytes):
@@ -210,7 +227,7 @@ def _exports(
         elif name == "bundle":
             checks += _bundle_beside(export.name, found, source, record)
         else:
-            checks.append(_export(export.name, found, render(made, name), source, record))
+            checks.append(_export(export.name, found, source.rendered[file_name], source, record))
     return checks
 
 
@@ -225,35 +242,6 @@ def _folder_record(folder: Path) -> tuple[list[Check], _Record]:
     return [], _Record(found or {}, "no record of trackscribe writing it here")
 
 
-def _read_capped(path: Path, found: os.stat_result) -> bytes:
-    """The bytes of ``path`` (``found``: its status), a regular file of no more than
-    :data:`MAX_EXPORT_BYTES`: no export is that large, and a file put in place of one must
-    not take the machine's memory."""
-    if not stat.S_ISREG(found.st_mode):  # a pipe would be waited on for good
-        raise OSError(errno.EINVAL, "not a regular file")
-    if found.st_size > MAX_EXPORT_BYTES:
-        raise OSError(errno.EFBIG, f"more than {MAX_EXPORT_BYTES >> 30} GiB, as no export is")
-    return path.read_bytes()
-
-
-def _open_bundle(path: Path) -> tuple[bytes, dict[str, bytes]]:
-    """The bytes of the bundle at ``path`` and its members; a bundle that cannot be read, or
-    holds no transcript, is no transcript to check: :class:`TranscriptError`."""
-    try:
-        data = _read_capped(path, path.stat())
-    except FileNotFoundError:
-        raise TranscriptError(f"{path}: no such bundle file") from None
-    except OSError as exc:
-        raise TranscriptError(f"{path}: cannot read: {_why(exc)}") from None
-    try:
-        members = read_bundle(data, str(path))
-    except BundleError as exc:
-        raise TranscriptError(str(exc)) from None
-    if _TRANSCRIPT not in members:
-        raise TranscriptError(f"{path}: holds no {_TRANSCRIPT}: not a trackscribe bundle")
-    return data, members
-
-
 def _read_export(path: Path, record: _Record) -> bytes | Check | None:
     """The bytes of the export at ``path``; else what to say of it, or None when it is not
     there and trackscribe never wrote it."""
@@ -262,7 +250,7 @@ def _read_export(path: Path, record: _Record) -> bytes | Check | None:
         found = path.lstat()
         if not stat.S_ISREG(found.st_mode):
             return Check(subject=name, status="differs", detail=_not_a_file(found.st_mode))
-        return _read_capped(path, found)
+        return read_regular_file(path, MAX_EXPORT_BYTES)
     except FileNotFoundError:
         if name in record.digests:
             detail = "trackscribe wrote it here, and it is gone"
@@ -313,7 +301,7 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
     """Each member of ``bundle`` against what ``source`` renders to; a member that
     trackscribe does not put in a bundle differs: the bundle says more than it made."""
     checks = []
-    expected = bundle_members(source.made)
+    expected = source.rendered
     for name, rendered in expected.items():
         subject = f"{bundle}:{name}"
         if name not in members:
@@ -338,18 +326,18 @@ def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _
     return Check(subject=name, status=status, detail=f"{detail}; {written.detail}")
 
 
-def _as_written(path: Path, record: _Record, name: str) -> Check:
-    """Whether ``path`` has the bytes the record says trackscribe wrote as ``name``."""
+def _as_written(path: Path, digest: str, record: _Record, name: str) -> Check:
+    """Whether ``path``, whose bytes have the SHA-256 ``digest``, is what the record says
+    trackscribe wrote as ``name``: a link to such a file is not."""
     if name not in record.digests:
         return Check(subject=path.name, status="unchecked", detail=record.unrecorded)
     try:
         mode = path.lstat().st_mode
-        if not stat.S_ISREG(mode):
-            return Check(subject=path.name, status="differs", detail=_not_a_file(mode))
-        digest = sha256_file(path)
     except OSError as exc:
         detail = f"cannot be read: {_why(exc)}"
         return Check(subject=path.name, status="missing", detail=detail)
+    if not stat.S_ISREG(mode):
+        return Check(subject=path.name, status="differs", detail=_not_a_file(mode))
     return _against_record(path.name, digest, record, name)
 
 
