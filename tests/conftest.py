@@ -92,6 +92,18 @@ def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
+BUNDLE_MEMBERS = [
+    "transcript.json",
+    "transcript.vtt",
+    "transcript.srt",
+    "transcript.txt",
+    "transcript.seglst.json",
+    "provenance.txt",
+    "SHA256SUMS",
+]
+"""What a compliance bundle holds, in its order: the contract a reviewer's tools rely on."""
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     return sample_meeting()

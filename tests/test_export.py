@@ -35,6 +35,8 @@ from stages.export import (
     to_vtt,
 )
 
+from .conftest import BUNDLE_MEMBERS
+
 ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
 
@@ -510,23 +512,12 @@ def test_a_time_shows_the_same_second_in_the_text_and_in_a_notebook(transcript):
     assert "00:01:03.000 --> " in to_vtt(transcript)
 
 
-BUNDLED = [
-    "transcript.json",
-    "transcript.vtt",
-    "transcript.srt",
-    "transcript.txt",
-    "transcript.seglst.json",
-    "provenance.txt",
-    "SHA256SUMS",
-]
-
-
 def test_a_bundle_holds_every_format_and_sums_that_sha256sum_checks(partial, tmp_path):
     """What a reviewer is sent: one zip, checkable where trackscribe is not installed."""
     path = export(partial, tmp_path / "out", "bundle")["bundle"]
     assert path.name == "transcript.bundle.zip"
     with zipfile.ZipFile(path) as bundle:
-        assert bundle.namelist() == BUNDLED
+        assert bundle.namelist() == BUNDLE_MEMBERS
         for name in ("json", "vtt", "srt", "txt", "seglst"):
             assert bundle.read(FORMATS[name][0]) == render(partial, name)
         bundle.extractall(tmp_path / "unpacked")
@@ -537,7 +528,7 @@ def test_a_bundle_holds_every_format_and_sums_that_sha256sum_checks(partial, tmp
         text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.count(": OK") == len(BUNDLED) - 1
+    assert checked.stdout.count(": OK") == len(BUNDLE_MEMBERS) - 1
     (tmp_path / "unpacked" / "transcript.txt").write_text("[00:00:01] Alice: I never said that.\n")
     checked = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path / "unpacked", capture_output=True, text=True
@@ -642,7 +633,7 @@ def test_reading_a_bundle_refuses_what_is_not_one_naming_it(transcript):
         other.writestr("transcript.json", "{}")
     with pytest.raises(BundleError, match=r"transcript\.json is encrypted, or compressed other"):
         read_bundle(bzip2.getvalue(), "b.zip")
-    assert list(read_bundle(to_bundle(transcript), "b.zip")) == BUNDLED
+    assert list(read_bundle(to_bundle(transcript), "b.zip")) == BUNDLE_MEMBERS
 
 
 def test_reading_a_damaged_bundle_says_so_naming_it_whatever_the_damage(transcript):

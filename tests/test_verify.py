@@ -13,6 +13,8 @@ from pipeline.verification import Check, Verification, verify
 from stages.export import DEFAULT_FORMATS, FORMATS, export, render
 from stages.transcribe import BUNDLED_MODEL, ModelError, model_folder
 
+from .conftest import BUNDLE_MEMBERS
+
 
 @pytest.fixture
 def out(sample_transcript: Transcript, tmp_path: Path) -> Path:
@@ -441,16 +443,6 @@ def test_the_command_refuses_a_transcript_that_is_not_there_with_exit_2(tmp_path
 
 # The compliance bundle: one zip a reviewer is sent, checked on its own or in its folder.
 
-MEMBERS = [
-    "transcript.json",
-    "transcript.vtt",
-    "transcript.srt",
-    "transcript.txt",
-    "transcript.seglst.json",
-    "provenance.txt",
-    "SHA256SUMS",
-]
-
 
 @pytest.fixture
 def bundle(sample_transcript: Transcript, tmp_path: Path) -> Path:
@@ -475,14 +467,14 @@ def test_a_bundle_verifies_on_its_own_with_its_inputs_and_model(bundle, sample_m
     assert result.ok
     assert status(result) == {
         "transcript.bundle.zip": "ok",
-        **{f"transcript.bundle.zip:{name}": "ok" for name in MEMBERS},
+        **{f"transcript.bundle.zip:{name}": "ok" for name in BUNDLE_MEMBERS},
         **{track.path: "ok" for track in sample_manifest.tracks},
         "model": "ok",
     }
     assert detail(result, "transcript.bundle.zip:provenance.txt") == (
         "what transcript.bundle.zip:transcript.json renders to"
     )
-    bundled = 1 + len(MEMBERS)
+    bundled = 1 + len(BUNDLE_MEMBERS)
     assert (
         verify(bundle.parent).checks
         == [  # the folder it was written to, no manifest
@@ -583,7 +575,7 @@ def test_the_command_verifies_a_bundle_and_exits_1_when_a_member_differs(
     bundle, sample_dir, sample_manifest, capsys
 ):
     assert cli.main(["verify", str(bundle), "--manifest", str(sample_dir)]) == 0
-    checked = 1 + len(MEMBERS) + len(sample_manifest.tracks) + 1
+    checked = 1 + len(BUNDLE_MEMBERS) + len(sample_manifest.tracks) + 1
     assert capsys.readouterr().out.splitlines()[-1] == f"verified: {checked} ok"
     members = read_members(bundle)
     members["transcript.srt"] += b"\n99\n00:09:00,000 --> 00:09:01,000\nAlice: Yes.\n"
