@@ -3,7 +3,8 @@
 ``json`` is the contract (``trackscribe.transcript/1``); ``vtt`` (WebVTT with voice tags) and
 ``srt`` are subtitles, cut into readable cues at word boundaries; ``txt`` is for reading;
 ``seglst`` is meeteval's segment list, for scoring; ``bundle`` is all of them in one zip with
-the provenance as a reviewer reads it and their SHA-256, to send and keep. Every file is
+the provenance as a reviewer reads it and their SHA-256, to send and keep, signed when a
+signer is given. Every file is
 written to a temporary name and renamed, all of them together: an interrupted export leaves no
 half file, and one that fails (a full disk, a folder in the way) leaves the files as they were.
 A hidden record in the folder names the files trackscribe wrote there with their SHA-256, so
@@ -26,7 +27,10 @@ from models import Transcript, atomic_write_files
 
 from ._bundle import (
     MAX_EXPORT_BYTES,
+    SIGNATURE_FILE,
+    SUMS_FILE,
     BundleError,
+    Signer,
     bundle_members,
     packed_as_written,
     read_bundle,
@@ -40,7 +44,10 @@ __all__ = [
     "FORMATS",
     "MAX_EXPORT_BYTES",
     "RECORD_FILE",
+    "SIGNATURE_FILE",
+    "SUMS_FILE",
     "BundleError",
+    "Signer",
     "bundle_members",
     "export",
     "packed_as_written",
@@ -68,8 +75,11 @@ DEFAULT_FORMATS: tuple[str, ...] = tuple(TEXT_FORMATS)
 same again."""
 
 
-def render(transcript: Transcript, name: str) -> bytes:
-    """The bytes the format ``name`` writes for ``transcript``: what its file holds."""
+def render(transcript: Transcript, name: str, *, signer: Signer | None = None) -> bytes:
+    """The bytes the format ``name`` writes for ``transcript``: what its file holds (a
+    bundle signed by ``signer``, if one is given)."""
+    if name == "bundle":
+        return to_bundle(transcript, signer)
     rendered = FORMATS[name][1](transcript)
     return rendered.encode("utf-8") if isinstance(rendered, str) else rendered
 
@@ -80,9 +90,10 @@ def export(
     formats: Iterable[str] | str = DEFAULT_FORMATS,
     *,
     replace: bool = False,
+    signer: Signer | None = None,
 ) -> dict[str, Path]:
     """Write each format into ``out_dir`` (one name, or several; default
-    :data:`DEFAULT_FORMATS`);
+    :data:`DEFAULT_FORMATS`), the bundle signed by ``signer`` if one is given;
     returns the path written per format.
 
     The formats asked for are always written over. With ``replace`` the folder holds this
@@ -102,7 +113,7 @@ def export(
     written = {name: out_dir / FORMATS[name][0] for name in formats}
     # Render everything before writing anything, and replace the files together: a renderer
     # or a write that fails leaves the folder as it was, never half this run's files.
-    files = {written[name]: render(transcript, name) for name in formats}
+    files = {written[name]: render(transcript, name, signer=signer) for name in formats}
     record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
     ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}

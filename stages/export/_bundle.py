@@ -2,7 +2,10 @@
 
 A zip of the transcript in every text format, its provenance as a reviewer reads it
 (``provenance.txt``) and ``SHA256SUMS``, which ``sha256sum -c SHA256SUMS`` checks on a
-machine without trackscribe. It is made from the transcript alone, the same way every time
+machine without trackscribe; signed, also ``SHA256SUMS.sig``, an Ed25519 signature of
+``SHA256SUMS`` (``openssl pkeyutl -verify -rawin`` checks it): the sums alone find damage, and
+only a signature tells a bundle made by the key's holder from one made again, whole, from an
+altered transcript. It is made from the transcript alone, the same way every time
 (members in one order, each dated at the meeting's start, stored rather than compressed, so
 that no zlib version changes a byte): a bundle can then be checked not only member by member
 against what the transcript in it renders to, but byte for byte against the zip trackscribe
@@ -17,7 +20,7 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from models import Transcript
@@ -28,6 +31,11 @@ from ._text import TEXT_FORMATS
 BUNDLE_SCHEMA = "trackscribe.bundle/1"
 SUMS_FILE = "SHA256SUMS"
 REPORT_FILE = "provenance.txt"
+SIGNATURE_FILE = "SHA256SUMS.sig"
+
+Signer = Callable[[bytes], bytes]
+"""What signs a bundle: the signature of the bytes given (Ed25519's is deterministic, so that
+the same transcript and key still give the same bundle)."""
 
 _COMMENT = f"{BUNDLE_SCHEMA}: check with sha256sum -c {SUMS_FILE}".encode()
 MAX_EXPORT_BYTES = 1 << 30
@@ -40,9 +48,9 @@ class BundleError(ValueError):
     """A file that cannot be read as a bundle; the message names it and says why."""
 
 
-def bundle_members(transcript: Transcript) -> dict[str, bytes]:
+def bundle_members(transcript: Transcript, signer: Signer | None = None) -> dict[str, bytes]:
     """Member name -> bytes, in the bundle's order: every text format, the provenance report,
-    and ``SHA256SUMS`` of all of them."""
+    ``SHA256SUMS`` of all of them and, with ``signer``, its signature of ``SHA256SUMS``."""
     members = {
         file_name: render(transcript).encode("utf-8") for file_name, render in TEXT_FORMATS.values()
     }
@@ -50,6 +58,8 @@ def bundle_members(transcript: Transcript) -> dict[str, bytes]:
     members[SUMS_FILE] = sha256sums(
         (name, hashlib.sha256(data).hexdigest()) for name, data in members.items()
     )
+    if signer is not None:
+        members[SIGNATURE_FILE] = signer(members[SUMS_FILE])
     return members
 
 
@@ -59,9 +69,9 @@ def sha256sums(digests: Iterable[tuple[str, str]]) -> bytes:
     return "".join(f"{digest}  {name}\n" for name, digest in digests).encode("utf-8")
 
 
-def to_bundle(transcript: Transcript) -> bytes:
-    """The bundle's bytes (a zip): the same transcript always gives the same bytes."""
-    return _pack(bundle_members(transcript), transcript.origin)
+def to_bundle(transcript: Transcript, signer: Signer | None = None) -> bytes:
+    """The bundle's bytes (a zip): the same transcript (and key) always gives the same bytes."""
+    return _pack(bundle_members(transcript, signer), transcript.origin)
 
 
 def packed_as_written(data: bytes, members: dict[str, bytes], origin: datetime) -> bool:
