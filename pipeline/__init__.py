@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from .batch import run_batch
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
+    from .signing import PublicKey, SigningKey, SigningKeyError
     from .verification import Verification, verify
 
 _WHERE = {
@@ -29,6 +30,9 @@ _WHERE = {
     "PipelineOptions": "pipeline.core",
     "run_meeting": "pipeline.core",
     "transcribe_tracks": "pipeline.core",
+    "PublicKey": "pipeline.signing",
+    "SigningKey": "pipeline.signing",
+    "SigningKeyError": "pipeline.signing",
     "Verification": "pipeline.verification",
     "verify": "pipeline.verification",
 }
@@ -40,6 +44,9 @@ __all__ = [
     "ManifestError",
     "NoUsableTrackError",
     "PipelineOptions",
+    "PublicKey",
+    "SigningKey",
+    "SigningKeyError",
     "Transcript",
     "TranscriptError",
     "Verification",

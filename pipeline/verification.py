@@ -7,7 +7,8 @@ reads all of that back, and transcribes nothing:
 - each file the export wrote still has the bytes it wrote, and each export beside the
   transcript (subtitles, text, SegLST, each member of a compliance bundle) is what the
   transcript renders to, so that no copy a reviewer reads says what the others do not; a
-  bundle sent on its own is checked against the transcript it holds;
+  bundle sent on its own is checked against the transcript it holds and, given the public
+  key it must be signed with, against its signature;
 - given the tracks' manifest, each input is there with the bytes that were transcribed, on
   the same participant and start, and every track of the manifest is in the transcript, as an
   input or as a failure with its reason: none was left out unsaid;
@@ -16,7 +17,7 @@ reads all of that back, and transcribes nothing:
 What the transcript itself says was lost (a track that failed, a file that broke off) is
 listed, as it is no discrepancy. What cannot be checked (no record, no manifest, a model that
 is not here) is said as such. The record is a file in the folder, as the transcript is: it
-catches files changed or left behind, not someone who rewrites both.
+catches files changed or left behind, not someone who rewrites both; a signature does.
 """
 
 import errno
@@ -41,6 +42,8 @@ from stages.export import (
     FORMATS,
     MAX_EXPORT_BYTES,
     RECORD_FILE,
+    SIGNATURE_FILE,
+    SUMS_FILE,
     BundleError,
     bundle_members,
     packed_as_written,
@@ -50,6 +53,7 @@ from stages.export import (
 from stages.transcribe import ModelError, model_folder
 
 from .core import software_version
+from .signing import PublicKey
 
 __all__ = ["Check", "Verification", "verify"]
 
@@ -84,26 +88,31 @@ def verify(
     manifest: Manifest | Path | str | None = None,
     *,
     model: str | None = None,
+    public_key: PublicKey | Path | str | None = None,
 ) -> Verification:
     """Check ``transcript`` (``transcript.json``, or the folder holding it) and the exports
     beside it, or a compliance bundle (``transcript.bundle.zip``, or a folder holding one
     and no ``transcript.json``), what it holds and the exports beside it; with ``manifest``
     (or the path of one), its inputs; and the model's files: in the folder ``model``, else
     in the bundled model or the hub model the transcript names, if it was downloaded here.
+    With ``public_key`` (or the path of one), the bundle must be signed with that key.
 
     Raises :class:`TranscriptError` for a transcript that cannot be read,
-    :class:`ManifestError` for such a manifest and :class:`ModelError` for a ``model`` that
-    is no model here: what the caller asked to be checked against must be there.
+    :class:`ManifestError` for such a manifest, :class:`ModelError` for a ``model`` that
+    is no model here and :class:`SigningKeyError` for a key that cannot be read: what the
+    caller asked to be checked against must be there.
     """
+    if public_key is not None and not isinstance(public_key, PublicKey):
+        public_key = PublicKey(public_key)
     path = _transcript_file(Path(transcript))
     data = _read_given(path)
     if path.suffix.lower() == ".zip" or data.startswith(_ZIP_STARTS):
         members = _members_of(data, path)
         made = Transcript.from_json(members[_TRANSCRIPT], f"{path}:{_TRANSCRIPT}")
-        checks = _exports(made, path, data, members)
+        checks = _exports(made, path, data, public_key, members)
     else:
         made = Transcript.from_json(data, str(path))
-        checks = _exports(made, path, data)
+        checks = _exports(made, path, data, public_key)
     if manifest is not None and not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     folder = None
@@ -178,8 +187,8 @@ class _Record(NamedTuple):
 
 
 class _Source(NamedTuple):
-    """The transcript that exports are checked against, how the lines name it, and what it
-    renders to."""
+    """The transcript that exports are checked against, how the lines name it, what it
+    renders to, and the key a bundle's signature is checked against."""
 
     made: Transcript
     name: str
@@ -187,6 +196,7 @@ class _Source(NamedTuple):
     rendered: dict[str, bytes]
     """File name -> bytes of each text format, and of the rest of a bundle: rendered once,
     for the exports beside it and a bundle's members alike."""
+    key: PublicKey | None
 
     def against(self, found: bytes, rendered: bytes) -> tuple[bool, str]:
         """Whether ``found`` is ``rendered``, what this transcript renders to, and what to
@@ -202,20 +212,24 @@ class _Source(NamedTuple):
 
 
 def _exports(
-    made: Transcript, path: Path, data: bytes, members: dict[str, bytes] | None = None
+    made: Transcript,
+    path: Path,
+    data: bytes,
+    key: PublicKey | None,
+    members: dict[str, bytes] | None = None,
 ) -> list[Check]:
     """The file given (``data``, read from ``path``: a transcript, or a bundle holding
     ``members``) and each export beside it, against the folder's record and against what
-    the transcript renders to."""
+    the transcript renders to; a bundle's signature against ``key``."""
     checks, record = _folder_record(path.parent)
     rendered = bundle_members(made)
     if members is None:
         # The transcript given is checked against the one trackscribe wrote here, whatever
         # its name: exports rendered again from another file must not pass for that one's.
         checks.append(_as_written(path, hashlib.sha256(data).hexdigest(), record, _TRANSCRIPT))
-        source = _Source(made, path.name, rendered)
+        source = _Source(made, path.name, rendered, key)
     else:
-        source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered)
+        source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered, key)
         checks += _bundle(path.name, data, members, source, record, _BUNDLE)
     for name, (file_name, _) in FORMATS.items():
         export = path.parent / file_name
@@ -228,6 +242,10 @@ def _exports(
             checks += _bundle_beside(export.name, found, source, record)
         else:
             checks.append(_export(export.name, found, source.rendered[file_name], source, record))
+    if key is not None and members is None and all(check.subject != _BUNDLE for check in checks):
+        # Asked to check a signature, and there was no bundle to check: not a pass.
+        detail = "no compliance bundle here, so no signature to check against the key given"
+        checks.append(Check(subject=_BUNDLE, status="missing", detail=detail))
     return checks
 
 
@@ -284,17 +302,41 @@ def _bundle(
     member against what ``source`` renders to.
 
     A bundle sent on its own has no record beside it, and one made again, whole, from an
-    altered transcript is consistent in itself: its bytes are then said to be unchecked.
+    altered transcript is consistent in itself: its bytes are then said to be unchecked,
+    unless it is signed with the key given, which vouches for them as a record would.
     But one not laid out as trackscribe lays it out differs, whatever its members: zip
     tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
+    signature = _signature(name, members, source.key)
+    if written.status == "unchecked" and signature is not None and signature.status == "ok":
+        detail = f"{written.detail}, but signed with the key given"
+        written = Check(subject=name, status="ok", detail=detail)
     if not packed_as_written(data, members, source.made.origin):
         detail = (
             "not laid out byte for byte as trackscribe writes a bundle of what it holds: a zip "
             f"tool could show other than what is checked here; {written.detail}"
         )
         written = Check(subject=name, status="differs", detail=detail)
-    return [written, *_members(name, members, source)]
+    return [written, *_members(name, members, source), *([signature] if signature else [])]
+
+
+def _signature(bundle: str, members: dict[str, bytes], key: PublicKey | None) -> Check | None:
+    """Whether ``bundle`` is signed with ``key``: None for a bundle not signed, where no key
+    was given to check it against."""
+    subject = f"{bundle}:{SIGNATURE_FILE}"
+    signature = members.get(SIGNATURE_FILE)
+    if signature is None:
+        if key is None:
+            return None
+        return Check(subject=subject, status="missing", detail="the bundle is not signed")
+    if key is None:
+        detail = "signed, but no public key was given to check whose key signed it"
+        return Check(subject=subject, status="unchecked", detail=detail)
+    if not key.signed(members.get(SUMS_FILE, b""), signature):
+        detail = f"not a signature of its SHA256SUMS with the key {key.fingerprint} ({key.path})"
+        return Check(subject=subject, status="differs", detail=detail)
+    detail = f"its SHA256SUMS signed with the key {key.fingerprint} ({key.path})"
+    return Check(subject=subject, status="ok", detail=detail)
 
 
 def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Check]:
@@ -311,7 +353,7 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
         same, detail = source.against(members[name], rendered)
         checks.append(Check(subject=subject, status="ok" if same else "differs", detail=detail))
     for name in members:
-        if name not in expected:
+        if name not in expected and name != SIGNATURE_FILE:  # the signature: checked apart
             detail = "not among what trackscribe puts in a bundle"
             checks.append(Check(subject=f"{bundle}:{name}", status="differs", detail=detail))
     return checks
