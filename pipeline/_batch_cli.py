@@ -15,6 +15,7 @@ from ._cli_common import (
     pipeline_options,
     printable,
     show_progress,
+    signing_key,
 )
 from ._remote_cli import add_api_options, settings_from
 from .batch import run_batch
@@ -60,6 +61,7 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _batch_command(args: argparse.Namespace) -> int:
+    key = signing_key(args)
     jobs = load_jobs(args.jobs)
     output_folder(args.out)
     api = settings_from(args) if any(j.manifest is None for j in jobs) else None
@@ -73,6 +75,7 @@ def _batch_command(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         api=api,
         formats=args.formats,
+        signing_key=key,
         retry_failed=args.retry_failed,
         progress=show_progress(args),
     )

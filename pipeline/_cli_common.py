@@ -12,6 +12,7 @@ from stages.export import DEFAULT_FORMATS, FORMATS, export
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
 from .core import PipelineOptions, bars_wanted
+from .signing import SigningKey
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -123,6 +124,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated output formats (default: {','.join(DEFAULT_FORMATS)}; also "
         "bundle: all of them in one zip with the provenance and SHA256SUMS, for a reviewer)",
     )
+    parser.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="KEY",
+        help="sign the bundle with this Ed25519 private key (PEM or OpenSSH; make one with "
+        "openssl genpkey -algorithm ed25519 -out KEY): a reviewer then checks it with the "
+        "public key",
+    )
     add_decoding_options(parser)
     add_progress_option(parser)
 
@@ -166,8 +175,22 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     )
 
 
-def write_outputs(transcript: Transcript, out: Path, formats: list[str]) -> None:
-    for path in export(transcript, output_folder(out), formats, replace=True).values():
+def signing_key(args: argparse.Namespace) -> SigningKey | None:
+    """The key ``--sign-key`` names, read before any work is spent (a key that cannot be
+    used is :class:`SigningKeyError`); None without it."""
+    if getattr(args, "sign_key", None) is None:
+        return None
+    if "bundle" not in args.formats:
+        args.command_parser.error("--sign-key signs the compliance bundle: add bundle to --formats")
+    return SigningKey(args.sign_key)
+
+
+def write_outputs(
+    transcript: Transcript, out: Path, formats: list[str], key: SigningKey | None
+) -> None:
+    signer = key.sign if key is not None else None
+    written = export(transcript, output_folder(out), formats, replace=True, signer=signer)
+    for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
 
 

@@ -39,6 +39,7 @@ from ._cli_common import (
     report,
     say,
     show_progress,
+    signing_key,
     write_outputs,
 )
 from ._scratch import scratch_folder
@@ -245,6 +246,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    key = signing_key(args)
     out = output_folder(args.out)
     started: list[Recording] = []
     with settings_from(args).client() as client:
@@ -280,7 +282,7 @@ def _run_command(args: argparse.Namespace) -> int:
             if started:
                 _say_how_to_finish(args, started[0], out, None)
             raise
-    write_outputs(transcript, out, args.formats)
+    write_outputs(transcript, out, args.formats, key)
     return report(transcript)
 
 
@@ -331,6 +333,8 @@ def _model_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--threads", str(args.threads)]
     if args.formats != list(DEFAULT_FORMATS):
         flags += ["--formats", ",".join(args.formats)]
+    if args.sign_key is not None:
+        flags += ["--sign-key", str(args.sign_key)]
     return flags
 
 
@@ -520,6 +524,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
     # the output folder, the settings and the model.
     settings = settings_from(args)
     public_key = _webhook_public_key(settings)
+    key = signing_key(args)
     output_folder(args.out)
     client = settings.client()
     transcriber = Transcriber(pipeline_options(args).transcribe)
@@ -542,7 +547,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
         except NoUsableTrackError as exc:  # tried again by the receiver, then failed.json
             say(str(exc))
             raise
-        write_outputs(transcript, out, args.formats)
+        write_outputs(transcript, out, args.formats, key)
         status = report(transcript)
         say(f"recording {recording.id}: done (exit status {status})")
 
@@ -606,6 +611,7 @@ def _record_failure(args: argparse.Namespace, recording: Recording, error: BaseE
 
 
 def _demo_command(args: argparse.Namespace) -> int:
+    key = signing_key(args)
     if args.out is not None:
         output_folder(args.out)
     meeting = sample_meeting()
@@ -635,6 +641,6 @@ def _demo_command(args: argparse.Namespace) -> int:
                     on_step=say,
                 )
         if args.out is not None:
-            write_outputs(transcript, args.out, args.formats)
+            write_outputs(transcript, args.out, args.formats, key)
         print(to_txt(transcript), end="")
     return report(transcript)

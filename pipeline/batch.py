@@ -77,6 +77,7 @@ from .core import (
     run_meeting,
     runtime_versions,
 )
+from .signing import SigningKey
 
 __all__ = ["process_meeting", "run_batch"]
 
@@ -95,6 +96,7 @@ class _Done(BaseModel):
     duration_s: float
     reason: str | None = None
     formats: list[str] = []  # exported last; another choice is written from the transcript
+    signed_by: str | None = None  # the bundle's key: another is written from the transcript
 
 
 def run_batch(
@@ -106,6 +108,7 @@ def run_batch(
     scheduler: str | None = None,
     api: ApiSettings | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
+    signing_key: SigningKey | None = None,
     retry_failed: bool = False,
     progress: bool | None = None,
 ) -> BatchSummary:
@@ -116,13 +119,17 @@ def run_batch(
     re-run redoes what failed and skips what is done (also a meeting done with input lost,
     whose inputs have not changed); with ``retry_failed``, only the meetings that failed or
     lost input in the last run are done, those with lost input again from their checkpoints.
-    ``api`` is needed for jobs that fetch or record from RealtimeKit; every meeting to be
-    recorded has its recording started first, as those meetings are under way. Returns the summary
-    also saved as ``out/summary.json``. One batch at a time writes into ``out``: while another
-    runs there, this one raises :class:`OSError` (``errno.EBUSY``) before doing anything.
+    With ``signing_key``, each meeting's bundle (``formats`` must hold it) is signed with it;
+    the workers read the key from its path themselves. ``api`` is needed for jobs that fetch
+    or record from RealtimeKit; every meeting to be recorded has its recording started first,
+    as those meetings are under way. Returns the summary also saved as ``out/summary.json``.
+    One batch at a time writes into ``out``: while another runs there, this one raises
+    :class:`OSError` (``errno.EBUSY``) before doing anything.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number, 1 or more, not {workers!r}")
+    if signing_key is not None and "bundle" not in formats:
+        raise ValueError("a signing key signs the compliance bundle: add bundle to formats")
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
     folders = Counter(j.folder_name.casefold() for j in jobs)  # one folder on macOS: a and A
@@ -171,6 +178,7 @@ def run_batch(
             options=options,
             api=api,
             formats=tuple(formats),
+            signing_key=signing_key,
             retry_partial=retry_failed,
         )
         if scheduler and workers > 1:
@@ -224,6 +232,7 @@ def process_meeting(
     decode_workers: int | None = 1,
     retry_partial: bool = False,
     decode_apart: bool = False,
+    signing_key: SigningKey | None = None,
 ) -> MeetingResult:
     """Do one meeting in ``folder``, taking whatever an earlier run finished. Never raises:
     whatever goes wrong is the meeting's failure, with its reason.
@@ -231,7 +240,8 @@ def process_meeting(
     One process at a time works in a folder (a lock): a worker of a killed run that is still
     finishing a meeting is waited for, never raced, so no track is transcribed twice.
     ``retry_partial`` redoes a meeting that was finished with input lost. ``decode_workers``
-    and ``decode_apart`` are :func:`run_meeting`'s ``workers`` and ``decode_apart``.
+    and ``decode_apart`` are :func:`run_meeting`'s ``workers`` and ``decode_apart``; the
+    bundle is signed with ``signing_key``, if one is given.
     """
     started = time.perf_counter()
     folder = Path(folder).resolve()
@@ -248,6 +258,7 @@ def process_meeting(
                 decode_apart,
                 retry_partial,
                 started,
+                signing_key,
             )
     except Exception as exc:
         reason = _reason(exc)
@@ -310,6 +321,7 @@ def _process(
     decode_apart: bool,
     retry_partial: bool,
     started: float,
+    signing_key: SigningKey | None,
 ) -> MeetingResult:
     # This process holds the meeting's lock, so what a killed run left half-written (an
     # output, a checkpoint) is nobody's: removed, whether the meeting is done again or not.
@@ -323,18 +335,20 @@ def _process(
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
     wanted = sorted(set(formats))
+    signer = signing_key.sign if signing_key is not None and "bundle" in wanted else None
+    signed_by = signing_key.fingerprint if signer is not None else None
     done = _read_done(folder)
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
         outputs_there = all((folder / FORMATS[f][0]).exists() for f in wanted)
-        if outputs_there and done.formats == wanted:
+        if outputs_there and done.formats == wanted and done.signed_by == signed_by:
             return _result(job, folder, done, reused=True)
-        # Other formats asked for, or an output deleted by hand: the transcript is current,
-        # so only the exports are written again (and a missing kept transcript, from the
-        # checkpoints below). It is the last one made: a run that makes another removes it
+        # Other formats or another key asked for, or an output deleted by hand: the transcript
+        # is current, so only the exports are written again (and a missing kept transcript,
+        # from the checkpoints below). It is the last one made: a run that makes another removes it
         # first, and keeps the new one before exporting it.
         if (kept := checkpoints.transcript()) is not None:
-            export(kept, folder, wanted, replace=True)
-            done = _done(key, kept, done.duration_s, wanted)
+            export(kept, folder, wanted, replace=True, signer=signer)
+            done = _done(key, kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
             checkpoints.journal("exported", key=key, formats=wanted)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
@@ -376,19 +390,26 @@ def _process(
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     checkpoints.save_transcript(transcript)
-    export(transcript, folder, wanted, replace=True)
-    done = _done(key, transcript, round(run.stats.meeting_s, 3), wanted)
+    export(transcript, folder, wanted, replace=True, signer=signer)
+    done = _done(key, transcript, round(run.stats.meeting_s, 3), wanted, signed_by)
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
-def _done(key: str, transcript: Transcript, duration_s: float, formats: list[str]) -> _Done:
+def _done(
+    key: str,
+    transcript: Transcript,
+    duration_s: float,
+    formats: list[str],
+    signed_by: str | None,
+) -> _Done:
     return _Done(
         key=key,
         status="partial" if transcript.partial else "done",
         duration_s=duration_s,
         reason=" ".join("; ".join(transcript.problems()).split()) or None,
         formats=formats,
+        signed_by=signed_by,
     )
 
 
@@ -563,6 +584,7 @@ class _Work:
     options: PipelineOptions
     api: ApiSettings | None
     formats: tuple[str, ...]
+    signing_key: SigningKey | None
     retry_partial: bool
 
     def __call__(
@@ -578,6 +600,7 @@ class _Work:
                 decode_workers,
                 retry_partial=self.retry_partial,
                 decode_apart=decode_apart,
+                signing_key=self.signing_key,
             )
 
 

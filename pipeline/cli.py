@@ -49,6 +49,7 @@ from ._cli_common import (
     printable,
     report,
     show_progress,
+    signing_key,
     write_outputs,
 )
 from ._remote_cli import add_remote_commands
@@ -64,6 +65,7 @@ from .evaluate import (
     read_turns,
 )
 from .plot import image_format, plot_timeline
+from .signing import SigningKeyError
 from .verification import Verification, verify
 
 
@@ -142,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         RealtimeKitError,
         FetchError,
         ConnectionError,
+        SigningKeyError,
     ) as exc:
         return _bad_input(str(exc))
     except OSError as exc:  # a file or folder of the user's that cannot be read or written
@@ -302,7 +305,8 @@ def _parser() -> argparse.ArgumentParser:
         "trackscribe wrote; with "
         "--manifest, that every input is there with the bytes that were transcribed, on the "
         "same participant and start, and that every track is in the transcript or named in "
-        "it as lost; and that the model's files are those that made it. Each line says ok, "
+        "it as lost; that the model's files are those that made it; and with --public-key, "
+        "that the bundle is signed with that key. Each line says ok, "
         "lost (what the transcript itself says it lost), DIFFERS, MISSING or unchecked. Exit "
         "status 0: nothing differs or is missing; 1: something does.",
     )
@@ -319,6 +323,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the model's folder on this machine (default: the bundled model or the hub "
         "model the transcript names, if downloaded here; a folder it names is not looked "
         "for, as it was the folder of the machine that made it)",
+    )
+    checking.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="KEY",
+        help="the Ed25519 public key (PEM or OpenSSH) the bundle must be signed with",
     )
     checking.add_argument("--json", action="store_true", help="print one JSON object")
     checking.set_defaults(run=_run_verify)
@@ -348,10 +358,11 @@ def _approaches(value: str) -> list[str]:
 
 def _run_transcribe(args: argparse.Namespace) -> int:
     options = pipeline_options(args)
+    key = signing_key(args)
     manifest = Manifest.load(args.manifest)
     out = output_folder(args.out)
     transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
-    write_outputs(transcript, out, args.formats)
+    write_outputs(transcript, out, args.formats, key)
     return report(transcript)
 
 
@@ -469,7 +480,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _run_verify(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.manifest) if args.manifest is not None else None
-    result = verify(args.transcript, manifest, model=args.model)
+    result = verify(args.transcript, manifest, model=args.model, public_key=args.public_key)
     if args.json:  # ASCII: a name the transcript holds may not be valid UTF-8 on its own
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=True))
     else:
