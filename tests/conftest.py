@@ -19,6 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from models import Manifest, PcmAudio
 from pipeline import Transcript, transcribe_tracks
@@ -179,3 +181,25 @@ def crashing_decoder_env(tmp_path) -> dict[str, str]:
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(_CRASHING_DECODER)
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(inject), *sys.path])}
+
+
+def write_key(folder: Path, name: str) -> tuple[Path, Path]:
+    """A new Ed25519 key pair as ``openssl genpkey`` writes it: ``name.pem`` (this account
+    alone may read it) and ``name.pub.pem``."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = folder / f"{name}.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public = folder / f"{name}.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public

@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from models import Manifest, Recording, Transcript
+from pipeline import verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import WebhookReceiver
 from stages.record import RealtimeKitClient
 
-from .conftest import serving, words_of
+from .conftest import serving, words_of, write_key
 
 TOKEN = "cli-token-do-not-log-me"
 
@@ -496,6 +497,7 @@ def test_run_refuses_a_bad_option_or_model_before_starting_a_recording(
 
 def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emulator, tmp_path):
     out = tmp_path / "my out"
+    key, public_key = write_key(tmp_path, "signer")
     run = subprocess.Popen(
         [
             sys.executable,
@@ -511,7 +513,9 @@ def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emula
             "-o",
             str(out),
             "--formats",
-            "json",
+            "json,bundle",
+            "--sign-key",
+            str(key),
             *api_flags(emulator),
         ],
         env={**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN},
@@ -542,6 +546,7 @@ def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emula
     transcript = Transcript.load(out / "transcript.json")
     assert {u.speaker for u in transcript.utterances} == {"user-bruno"}
     assert [s.display_name for s in transcript.speakers] == ["Bruno B"]
+    assert verify(out, public_key=public_key).ok  # signed as the interrupted run would have
     assert TOKEN not in stderr
 
 

@@ -1,0 +1,365 @@
+"""Signed compliance bundles: a reviewer can tell a bundle its signer made from any other."""
+
+import hashlib
+import io
+import json
+import logging
+import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from models import Transcript, load_jobs
+from pipeline import PublicKey, SigningKey, SigningKeyError, run_batch, verify
+from stages.export import SIGNATURE_FILE, export, render, to_bundle
+
+from .conftest import BUNDLE_MEMBERS, write_key
+
+SIGNED_MEMBERS = [*BUNDLE_MEMBERS, SIGNATURE_FILE]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    return write_key(tmp_path, "signer")
+
+
+@pytest.fixture
+def signed(sample_transcript: Transcript, keys, tmp_path: Path) -> Path:
+    """The sample's bundle, signed, as `--formats bundle --sign-key` leaves it."""
+    return export(sample_transcript, tmp_path / "sent", "bundle", signer=SigningKey(keys[0]).sign)[
+        "bundle"
+    ]
+
+
+def status(result) -> dict[str, str]:
+    return {check.subject: check.status for check in result.checks}
+
+
+def detail(result, subject: str) -> str:
+    return next(check.detail for check in result.checks if check.subject == subject)
+
+
+def read_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as bundle:
+        return {name: bundle.read(name) for name in bundle.namelist()}
+
+
+# The bundle a key signs.
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl here to check with")
+def test_a_signed_bundle_holds_a_signature_of_its_sums_that_openssl_checks(signed, keys, tmp_path):
+    """Checkable where trackscribe is not installed: the signature, then the sums."""
+    with zipfile.ZipFile(signed) as bundle:
+        assert bundle.namelist() == SIGNED_MEMBERS
+        bundle.extractall(tmp_path / "unpacked")
+    unpacked = tmp_path / "unpacked"
+    openssl = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(keys[1]), "-rawin"]
+    openssl += ["-in", "SHA256SUMS", "-sigfile", "SHA256SUMS.sig"]
+    checked = subprocess.run(openssl, cwd=unpacked, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Signature Verified Successfully" in checked.stdout
+    summed = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=unpacked, capture_output=True)
+    assert summed.returncode == 0
+
+    sums = (unpacked / "SHA256SUMS").read_text()  # a member altered, and its sum with it
+    (unpacked / "SHA256SUMS").write_text(sums.replace(sums[:64], "0" * 64, 1))
+    checked = subprocess.run(openssl, cwd=unpacked, capture_output=True, text=True)
+    assert checked.returncode == 1
+    assert "Signature Verification Failure" in checked.stdout
+
+
+def test_the_signature_is_ed25519_of_the_sums_and_the_same_key_makes_the_same_bytes(
+    sample_transcript, keys, tmp_path
+):
+    key = SigningKey(keys[0])
+    bundle = to_bundle(sample_transcript, key.sign)
+    assert bundle == to_bundle(sample_transcript.model_copy(deep=True), SigningKey(keys[0]).sign)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as opened:
+        sums, signature = opened.read("SHA256SUMS"), opened.read(SIGNATURE_FILE)
+    assert len(signature) == 64
+    assert PublicKey(keys[1]).signed(sums, signature)
+    assert (
+        sums == read_members(export(sample_transcript, tmp_path, "bundle")["bundle"])["SHA256SUMS"]
+    )  # the same sums as unsigned: the signature is added, nothing else changes
+    other = SigningKey(write_key(tmp_path, "other")[0])
+    assert to_bundle(sample_transcript, other.sign) != bundle
+
+
+def test_a_key_is_named_by_the_fingerprint_openssl_and_sha256sum_give(keys):
+    der = serialization.load_pem_public_key(keys[1].read_bytes()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    expected = f"sha256:{hashlib.sha256(der).hexdigest()}"
+    assert SigningKey(keys[0]).fingerprint == PublicKey(keys[1]).fingerprint == expected
+
+
+def test_openssh_keys_sign_and_check_as_pem_keys_do(sample_transcript, tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = tmp_path / "id_ed25519", tmp_path / "id_ed25519.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b" reviewer@example\n"
+    )
+    bundle = export(sample_transcript, tmp_path / "out", "bundle", signer=SigningKey(private).sign)
+    assert verify(bundle["bundle"], public_key=public).ok
+    assert SigningKey(private).fingerprint == PublicKey(public).fingerprint
+
+
+# Keys that cannot be used: refused before any work, naming the file, never showing the key.
+
+
+def other_keys(folder: Path) -> dict[str, Path]:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    files = {
+        "rsa": rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        "encrypted": ed_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        ),
+        "public": ed_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "garbage": b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        (folder / name).chmod(0o600)
+    return {name: folder / name for name in files}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("rsa", "not an Ed25519 key"),
+        ("encrypted", "the key is encrypted"),
+        ("public", "not a private key in PEM or OpenSSH form"),
+        ("garbage", "not a private key in PEM or OpenSSH form"),
+        ("absent", "no such key file"),
+        ("folder", "cannot read the key file: not a regular file"),
+    ],
+)
+def test_a_key_that_cannot_sign_is_refused_naming_the_file_and_why(tmp_path, name, why):
+    files = other_keys(tmp_path)
+    (tmp_path / "folder").mkdir()
+    path = files.get(name, tmp_path / name)
+    with pytest.raises(SigningKeyError) as refused:
+        SigningKey(path)
+    assert str(refused.value).startswith(f"{path}: {why}")
+    assert "bm90IGEga2V5" not in str(refused.value)
+
+
+def test_a_public_key_must_be_one_and_not_the_private_key(keys, tmp_path):
+    with pytest.raises(SigningKeyError, match="a private key; give its public key"):
+        PublicKey(keys[0])
+    (tmp_path / "notes.txt").write_text("approved\n")
+    with pytest.raises(SigningKeyError, match=r"notes\.txt: not a public key"):
+        PublicKey(tmp_path / "notes.txt")
+
+
+def test_a_key_readable_by_other_accounts_is_warned_about(keys, caplog):
+    keys[0].chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        SigningKey(keys[0])
+    assert f"{keys[0]}: the signing key can be read by other accounts here" in caplog.text
+
+
+def test_a_key_travels_to_worker_processes_as_its_path_never_its_bytes(keys, tmp_path):
+    key = SigningKey(keys[0])
+    pickled = pickle.dumps(key)
+    secret = serialization.load_pem_private_key(keys[0].read_bytes(), None).private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    assert secret not in pickled and keys[0].read_bytes() not in pickled
+    assert pickle.loads(pickled).sign(b"sums") == key.sign(b"sums")
+    shutil.copy(write_key(tmp_path, "other")[0], keys[0])  # another key there by then
+    with pytest.raises(SigningKeyError, match="holds another key"):
+        pickle.loads(pickled)
+
+
+# A reviewer checks a bundle against the signer's public key.
+
+
+def test_a_signed_bundle_sent_alone_verifies_against_the_signers_key(signed, keys, tmp_path):
+    sent = shutil.copy(signed, tmp_path / "meeting-42.zip")
+    result = verify(sent, public_key=keys[1])
+    assert result.ok
+    assert status(result)["meeting-42.zip"] == "ok"  # no record here, but the signature
+    assert detail(result, "meeting-42.zip") == (
+        "no record of trackscribe writing it here, but signed with the key given"
+    )
+    fingerprint = PublicKey(keys[1]).fingerprint
+    assert detail(result, f"meeting-42.zip:{SIGNATURE_FILE}") == (
+        f"its SHA256SUMS signed with the key {fingerprint} ({keys[1]})"
+    )
+    assert [s for s in status(result).values() if s != "ok"] == ["unchecked"]  # the inputs
+
+
+def test_a_bundle_made_again_from_an_altered_transcript_and_signed_with_another_key_differs(
+    sample_transcript, signed, keys, tmp_path
+):
+    """What the sums alone cannot catch: consistent in itself, laid out as trackscribe lays
+    it out, and signed, but not by the key the reviewer holds."""
+    forged = sample_transcript.model_copy(deep=True)
+    forged.utterances[0].text = "I approve the merger."
+    forger = SigningKey(write_key(tmp_path, "forger")[0])
+    sent = tmp_path / "meeting-42.zip"
+    sent.write_bytes(render(forged, "bundle", signer=forger.sign))
+    result = verify(sent, public_key=keys[1])
+    assert not result.ok
+    assert status(result)[f"meeting-42.zip:{SIGNATURE_FILE}"] == "differs"
+    assert status(result)["meeting-42.zip"] == "unchecked"  # no record, and no good signature
+    assert all(
+        outcome == "ok"
+        for subject, outcome in status(result).items()
+        if ":" in subject and not subject.endswith(SIGNATURE_FILE)
+    )
+
+
+def test_a_signature_taken_off_is_missing_when_the_reviewer_holds_a_key(
+    sample_transcript, signed, keys
+):
+    signed.write_bytes(render(sample_transcript, "bundle"))  # as written, but unsigned
+    result = verify(signed, public_key=keys[1])
+    assert not result.ok
+    assert status(result)[f"transcript.bundle.zip:{SIGNATURE_FILE}"] == "missing"
+    assert detail(result, f"transcript.bundle.zip:{SIGNATURE_FILE}") == "the bundle is not signed"
+
+
+def test_a_signed_bundle_checked_without_a_key_says_whose_signature_is_unchecked(signed, tmp_path):
+    sent = shutil.copy(signed, tmp_path / "meeting-42.zip")
+    result = verify(sent)
+    assert result.ok
+    assert status(result)[f"meeting-42.zip:{SIGNATURE_FILE}"] == "unchecked"
+    assert status(result)["meeting-42.zip"] == "unchecked"
+
+
+def test_asking_for_a_signature_where_there_is_no_bundle_is_missing(
+    sample_transcript, keys, tmp_path
+):
+    export(sample_transcript, tmp_path, ["json", "vtt"])
+    result = verify(tmp_path, public_key=keys[1])
+    assert not result.ok
+    assert status(result)["transcript.bundle.zip"] == "missing"
+
+
+def test_a_signed_bundle_beside_its_transcript_checks_both(sample_transcript, keys, tmp_path):
+    export(sample_transcript, tmp_path, ["json", "bundle"], signer=SigningKey(keys[0]).sign)
+    result = verify(tmp_path, public_key=keys[1])
+    assert result.ok
+    assert status(result)["transcript.json"] == "ok"
+    assert status(result)["transcript.bundle.zip"] == "ok"
+    assert status(result)[f"transcript.bundle.zip:{SIGNATURE_FILE}"] == "ok"
+
+
+# The command line and batch runs.
+
+
+def trackscribe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_commands_sign_with_sign_key_and_verify_with_public_key(sample_dir, keys, tmp_path):
+    out = tmp_path / "out"
+    made = trackscribe(
+        "transcribe", str(sample_dir), "-o", str(out), "--formats", "json,bundle",
+        "--sign-key", str(keys[0]), "--no-progress",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    sent = shutil.copy(out / "transcript.bundle.zip", tmp_path / "meeting-42.zip")
+    checked = trackscribe(
+        "verify", str(sent), "--public-key", str(keys[1]), "--manifest", str(sample_dir)
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.splitlines()[-1] == f"verified: {len(SIGNED_MEMBERS) + 1 + 5 + 1} ok"
+    other = write_key(tmp_path, "other")[1]
+    refused = trackscribe("verify", str(sent), "--public-key", str(other))
+    assert refused.returncode == 1
+    assert f"DIFFERS   meeting-42.zip:{SIGNATURE_FILE}" in refused.stdout
+    private = trackscribe("verify", str(sent), "--public-key", str(keys[0]))
+    assert private.returncode == 2
+    assert f"{keys[0]}: a private key; give its public key" in private.stderr
+
+
+def test_a_key_that_cannot_be_used_stops_the_command_before_any_work(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / "key.pem").write_text("not a key\n")
+    result = trackscribe(
+        "transcribe", str(sample_dir), "-o", str(out), "--formats", "bundle",
+        "--sign-key", str(tmp_path / "key.pem"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"{tmp_path / 'key.pem'}: not a private key in PEM or OpenSSH form" in result.stderr
+    assert not out.exists()
+    no_bundle = trackscribe(
+        "transcribe", str(sample_dir), "-o", str(out), "--sign-key", str(tmp_path / "key.pem")
+    )
+    assert no_bundle.returncode == 2
+    assert "--sign-key signs the compliance bundle: add bundle to --formats" in no_bundle.stderr
+
+
+def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_exports(
+    meetings_done: Path, keys, tmp_path
+):
+    """Signed in the worker processes, which read the key themselves; a later run with
+    another key writes the bundles again from the transcripts kept, with no model."""
+    jobs = load_jobs(meetings_done / "jobs.jsonl")
+    out = meetings_done / "out"
+    first = run_batch(
+        jobs,
+        out,
+        workers=2,
+        formats=["json", "bundle"],
+        signing_key=SigningKey(keys[0]),
+        progress=False,
+    )
+    assert all(m.status == "done" and m.reused for m in first.meetings)
+    for meeting in first.meetings:
+        assert verify(out / meeting.job, public_key=keys[1]).ok
+    other = write_key(tmp_path, "other")
+    again = run_batch(
+        jobs, out, formats=["json", "bundle"], signing_key=SigningKey(other[0]), progress=False
+    )
+    assert all(m.reused for m in again.meetings)
+    assert verify(out / "a", public_key=other[1]).ok
+    assert not verify(out / "a", public_key=keys[1]).ok
+    with pytest.raises(ValueError, match="add bundle to formats"):
+        run_batch(jobs, out, formats=["json"], signing_key=SigningKey(other[0]))
+
+
+@pytest.fixture
+def meetings_done(tmp_path: Path, sample_dir: Path) -> Path:
+    """Two meetings (the sample, twice) a batch has done, with their transcripts kept."""
+    root = tmp_path / "meetings"
+    root.mkdir()
+    jobs = root / "jobs.jsonl"
+    manifest = sample_dir / "manifest.json"
+    jobs.write_text(
+        "".join(json.dumps({"id": name, "manifest": str(manifest)}) + "\n" for name in ("a", "b"))
+    )
+    run_batch(load_jobs(jobs), root / "out", progress=False)
+    return root
