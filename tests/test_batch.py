@@ -30,7 +30,7 @@ from models import (
     load_jobs,
     temporary_file_for,
 )
-from pipeline import PipelineOptions, run_batch
+from pipeline import PipelineOptions, SigningKey, run_batch, verify
 from pipeline._batch_cli import _table
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
@@ -40,7 +40,7 @@ from stages.fetch import FetchOptions
 from stages.merge import MergeOptions
 from stages.transcribe import ModelError, TranscribeOptions
 
-from .conftest import crash_first_track
+from .conftest import crash_first_track, write_key
 
 
 @pytest.fixture(scope="module")
@@ -383,8 +383,20 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, ref
         summary = run_batch(
             meetings, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False
         )
+        # The cluster's workers read a signing key from its path, as they see OUT.
+        key, public_key = write_key(tmp_path, "signer")
+        signed = run_batch(
+            meetings,
+            tmp_path / "dask",
+            scheduler=cluster.scheduler_address,
+            formats=["json", "bundle"],
+            signing_key=SigningKey(key),
+            progress=False,
+        )
     assert [m.status for m in summary.meetings] == ["done", "done", "done"]
     assert transcripts(tmp_path / "dask") == transcripts(reference)
+    assert all(m.reused for m in signed.meetings)
+    assert all(verify(tmp_path / "dask" / m.job, public_key=public_key).ok for m in signed.meetings)
 
 
 def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_it(
