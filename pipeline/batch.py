@@ -77,7 +77,7 @@ from .core import (
     run_meeting,
     runtime_versions,
 )
-from .signing import SigningKey
+from .signing import SigningKey, SigningKeyError
 
 __all__ = ["process_meeting", "run_batch"]
 
@@ -288,7 +288,14 @@ def _one_line(text: str) -> str:
     return joined
 
 
-_EXPLAINED = (NoUsableTrackError, ManifestError, FetchError, RealtimeKitError, ModelError)
+_EXPLAINED = (
+    NoUsableTrackError,
+    ManifestError,
+    FetchError,
+    RealtimeKitError,
+    ModelError,
+    SigningKeyError,
+)
 """Errors whose message names the file or field and the reason, as the command line shows it."""
 
 
@@ -335,9 +342,18 @@ def _process(
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
     wanted = sorted(set(formats))
-    signer = signing_key.sign if signing_key is not None and "bundle" in wanted else None
-    signed_by = signing_key.fingerprint if signer is not None else None
+    signer, signed_by = None, None
+    if signing_key is not None and "bundle" in wanted:
+        signing_key.check()  # a worker reads it here: one gone or changed fails this meeting
+        signer, signed_by = signing_key.sign, signing_key.fingerprint
     done = _read_done(folder)
+    if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
+        log.warning(
+            "%s: its bundle was signed with the key %s; it is written again %s",
+            folder,
+            done.signed_by,
+            f"signed with {signed_by}" if signed_by else "unsigned (no signing key given)",
+        )
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
         outputs_there = all((folder / FORMATS[f][0]).exists() for f in wanted)
         if outputs_there and done.formats == wanted and done.signed_by == signed_by:
@@ -350,7 +366,7 @@ def _process(
             export(kept, folder, wanted, replace=True, signer=signer)
             done = _done(key, kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
-            checkpoints.journal("exported", key=key, formats=wanted)
+            checkpoints.journal("exported", key=key, formats=wanted, signed_by=signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
             return _result(job, folder, done, reused=True)
     if earlier is not None and done is not None and done.status == "partial":

@@ -14,6 +14,7 @@ OpenSSH (``ssh-keygen -t ed25519``) files; a key is named by its fingerprint, th
 its public key as DER (``openssl pkey -pubin -in KEY.pub.pem -outform DER | sha256sum``).
 """
 
+import functools
 import hashlib
 import logging
 import stat
@@ -37,6 +38,7 @@ __all__ = ["PublicKey", "SigningKey", "SigningKeyError"]
 log = logging.getLogger(f"trackscribe.{__name__}")
 
 _MAX_KEY_BYTES = 64 * 1024  # a key file is a few hundred bytes; this is no key file
+_NOT_ED25519 = "not an Ed25519 key, the only kind trackscribe signs with"
 
 
 class SigningKeyError(ValueError):
@@ -48,26 +50,34 @@ class SigningKey:
 
     Pickled as its path and fingerprint, never its bytes: a batch's worker processes (or a
     Dask cluster's, which must see the same path, as they see the output folder) read it
-    themselves, and refuse a file that holds another key by then.
+    themselves, when a meeting first needs it (:meth:`check`), so that a key file gone or
+    holding another key by then fails those meetings, naming it, and not the workers.
     """
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        data = _read_key_file(self.path)
-        if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
-            log.warning(
-                "%s: the signing key can be read by other accounts here (chmod 600 it)", self.path
-            )
-        key = _private_key(data, self.path)
-        self._key = key
-        self.fingerprint = _fingerprint(key.public_key())
+        self.path = Path(path).absolute()  # the same file wherever a worker's folder is
+        self.fingerprint = _read_private_key(self.path)[1]
+
+    def check(self) -> None:
+        """Read the key, if this process has not yet: :class:`SigningKeyError` if it cannot
+        be used, or is no longer the key this one was made from."""
+        self._private_key()
 
     def sign(self, data: bytes) -> bytes:
         """The Ed25519 signature of ``data`` (64 bytes)."""
-        return self._key.sign(data)
+        return self._private_key().sign(data)
+
+    def _private_key(self) -> Ed25519PrivateKey:
+        key, fingerprint = _read_private_key(self.path)
+        if fingerprint != self.fingerprint:
+            raise SigningKeyError(
+                f"{self.path}: holds another key ({fingerprint}) than when the run began "
+                f"({self.fingerprint})"
+            )
+        return key
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return _same_key, (str(self.path), self.fingerprint)
+        return _unread, (str(self.path), self.fingerprint)
 
     def __repr__(self) -> str:
         return f"SigningKey({str(self.path)!r}, fingerprint={self.fingerprint!r})"
@@ -100,13 +110,33 @@ def _fingerprint(key: Ed25519PublicKey) -> str:
     return f"sha256:{hashlib.sha256(der).hexdigest()}"
 
 
-def _same_key(path: str, expected: str) -> SigningKey:
-    key = SigningKey(path)
-    if key.fingerprint != expected:
-        raise SigningKeyError(
-            f"{path}: holds another key ({key.fingerprint}) than when the run began ({expected})"
-        )
+def _unread(path: str, fingerprint: str) -> SigningKey:
+    """A key that a worker process has been sent, read only when it is first used."""
+    key = object.__new__(SigningKey)
+    key.path, key.fingerprint = Path(path), fingerprint
     return key
+
+
+def _read_private_key(path: Path) -> tuple[Ed25519PrivateKey, str]:
+    """The key in ``path`` and its fingerprint, read once per process for each version of the
+    file (a file written again is read again)."""
+    try:
+        info = path.stat()
+        version = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    except OSError:
+        version = None  # reading it says why
+    return _parsed_private_key(path, version)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_private_key(
+    path: Path, _version: tuple[int, int, int, int] | None
+) -> tuple[Ed25519PrivateKey, str]:
+    data = _read_key_file(path)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        log.warning("%s: the signing key can be read by other accounts here (chmod 600 it)", path)
+    key = _private_key(data, path)
+    return key, _fingerprint(key.public_key())
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -133,7 +163,7 @@ def _private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
             "-algorithm ed25519 -out KEY.pem)"
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"{path}: not an Ed25519 key, the only kind trackscribe signs with")
+        raise SigningKeyError(f"{path}: {_NOT_ED25519}")
     return key
 
 
@@ -151,5 +181,5 @@ def _public_key(data: bytes, path: Path) -> Ed25519PublicKey:
     except (ValueError, UnsupportedAlgorithm):
         raise SigningKeyError(f"{path}: not a public key in PEM or OpenSSH form") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise SigningKeyError(f"{path}: not an Ed25519 key, the only kind trackscribe signs with")
+        raise SigningKeyError(f"{path}: {_NOT_ED25519}")
     return key

@@ -62,6 +62,7 @@ Status = Literal["ok", "lost", "differs", "missing", "unchecked"]
 ``missing``: what is not as the transcript or the record says; ``unchecked``: what there is
 nothing here to check against."""
 
+_SIGNATURE_BYTES = 64
 _TRANSCRIPT = FORMATS["json"][0]
 _BUNDLE = FORMATS["bundle"][0]
 
@@ -307,9 +308,13 @@ def _bundle(
     But one not laid out as trackscribe lays it out differs, whatever its members: zip
     tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
+    held = _members(name, members, source)
     signature = _signature(name, members, source.key)
-    if written.status == "unchecked" and signature is not None and signature.status == "ok":
-        detail = f"{written.detail}, but signed with the key given"
+    if signature is not None:
+        held.append(signature)
+    vouched = signature is not None and all(check.status == "ok" for check in held)
+    if written.status == "unchecked" and vouched:
+        detail = f"{written.detail}, but signed with the key given, as is all it holds"
         written = Check(subject=name, status="ok", detail=detail)
     if not packed_as_written(data, members, source.made.origin):
         detail = (
@@ -317,7 +322,7 @@ def _bundle(
             f"tool could show other than what is checked here; {written.detail}"
         )
         written = Check(subject=name, status="differs", detail=detail)
-    return [written, *_members(name, members, source), *([signature] if signature else [])]
+    return [written, *held]
 
 
 def _signature(bundle: str, members: dict[str, bytes], key: PublicKey | None) -> Check | None:
@@ -329,6 +334,9 @@ def _signature(bundle: str, members: dict[str, bytes], key: PublicKey | None) ->
         if key is None:
             return None
         return Check(subject=subject, status="missing", detail="the bundle is not signed")
+    if len(signature) != _SIGNATURE_BYTES:
+        detail = f"not an Ed25519 signature ({_SIGNATURE_BYTES} bytes), but {len(signature)} bytes"
+        return Check(subject=subject, status="differs", detail=detail)
     if key is None:
         detail = "signed, but no public key was given to check whose key signed it"
         return Check(subject=subject, status="unchecked", detail=detail)

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from models import Transcript, load_jobs
 from pipeline import PublicKey, SigningKey, SigningKeyError, run_batch, verify
-from stages.export import SIGNATURE_FILE, export, render, to_bundle
+from stages.export import SIGNATURE_FILE, bundle_members, export, render, to_bundle
+from stages.export._bundle import _pack  # laid out as trackscribe lays a bundle out
 
 from .conftest import BUNDLE_MEMBERS, write_key
 
@@ -195,8 +196,16 @@ def test_a_key_travels_to_worker_processes_as_its_path_never_its_bytes(keys, tmp
     assert secret not in pickled and keys[0].read_bytes() not in pickled
     assert pickle.loads(pickled).sign(b"sums") == key.sign(b"sums")
     shutil.copy(write_key(tmp_path, "other")[0], keys[0])  # another key there by then
+    sent = pickle.loads(pickled)  # read when used, in the meeting's work, not on arrival
     with pytest.raises(SigningKeyError, match="holds another key"):
-        pickle.loads(pickled)
+        sent.check()
+
+
+def test_a_relative_key_path_names_the_same_file_from_any_folder(keys, monkeypatch):
+    monkeypatch.chdir(keys[0].parent)
+    key = SigningKey(keys[0].name)
+    monkeypatch.chdir("/")
+    assert pickle.loads(pickle.dumps(key)).sign(b"sums") == key.sign(b"sums")
 
 
 # A reviewer checks a bundle against the signer's public key.
@@ -208,7 +217,8 @@ def test_a_signed_bundle_sent_alone_verifies_against_the_signers_key(signed, key
     assert result.ok
     assert status(result)["meeting-42.zip"] == "ok"  # no record here, but the signature
     assert detail(result, "meeting-42.zip") == (
-        "no record of trackscribe writing it here, but signed with the key given"
+        "no record of trackscribe writing it here, but signed with the key given, as is all "
+        "it holds"
     )
     fingerprint = PublicKey(keys[1]).fingerprint
     assert detail(result, f"meeting-42.zip:{SIGNATURE_FILE}") == (
@@ -235,6 +245,37 @@ def test_a_bundle_made_again_from_an_altered_transcript_and_signed_with_another_
         outcome == "ok"
         for subject, outcome in status(result).items()
         if ":" in subject and not subject.endswith(SIGNATURE_FILE)
+    )
+
+
+def test_a_signed_sums_beside_members_they_do_not_sum_vouch_for_nothing(
+    sample_transcript, signed, keys
+):
+    """The genuine sums and signature, laid out as trackscribe lays a bundle out, around an
+    altered transcript: the signature is good, the bundle is not."""
+    genuine = read_members(signed)
+    forged = sample_transcript.model_copy(deep=True)
+    forged.utterances[0].text = "I approve the merger."
+    members = bundle_members(forged) | {
+        name: genuine[name] for name in ("SHA256SUMS", SIGNATURE_FILE)
+    }
+    signed.write_bytes(_pack(members, forged.origin))
+    (signed.parent / ".trackscribe-exports").unlink()  # sent on its own
+    result = verify(signed, public_key=keys[1])
+    assert not result.ok
+    assert status(result)[f"transcript.bundle.zip:{SIGNATURE_FILE}"] == "ok"
+    assert status(result)["transcript.bundle.zip:SHA256SUMS"] == "differs"
+    assert status(result)["transcript.bundle.zip"] == "unchecked"  # not vouched for
+
+
+def test_a_signature_that_is_no_signature_differs_even_with_no_key_to_check_it(signed):
+    members = read_members(signed)
+    members[SIGNATURE_FILE] = b"APPROVED by legal\n"
+    signed.write_bytes(_pack(members, Transcript.from_json(members["transcript.json"], "t").origin))
+    result = verify(signed)
+    assert not result.ok
+    assert detail(result, f"transcript.bundle.zip:{SIGNATURE_FILE}") == (
+        "not an Ed25519 signature (64 bytes), but 18 bytes"
     )
 
 
@@ -349,6 +390,21 @@ def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_export
     assert not verify(out / "a", public_key=keys[1]).ok
     with pytest.raises(ValueError, match="add bundle to formats"):
         run_batch(jobs, out, formats=["json"], signing_key=SigningKey(other[0]))
+
+
+def test_a_key_changed_while_a_batch_runs_fails_its_meetings_naming_it_not_the_workers(
+    meetings_done: Path, keys, tmp_path
+):
+    jobs = load_jobs(meetings_done / "jobs.jsonl")
+    key = SigningKey(keys[0])
+    shutil.copy(write_key(tmp_path, "other")[0], keys[0])  # replaced after the run began
+    summary = run_batch(
+        jobs, meetings_done / "out", workers=2, formats=["bundle"], signing_key=key, progress=False
+    )
+    assert [m.status for m in summary.meetings] == ["failed", "failed"]
+    for meeting in summary.meetings:
+        assert meeting.reason is not None
+        assert meeting.reason.startswith(f"{keys[0]}: holds another key")
 
 
 @pytest.fixture

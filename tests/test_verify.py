@@ -620,6 +620,22 @@ def test_a_comment_added_to_a_bundle_differs_even_where_nothing_else_is_checked(
     assert status(result)["sent.zip:transcript.txt"] == "ok"  # as Python reads it
 
 
+def test_a_bundle_with_its_members_in_another_order_is_another_file_and_differs(bundle, tmp_path):
+    """It shows the same, but a SHA-256 kept of the bundle sent would not match it."""
+    members = read_members(bundle)
+    sent = tmp_path / "sent.zip"
+    with zipfile.ZipFile(sent, "w") as reordered:  # dated and stored as trackscribe does
+        for name in reversed(members):
+            member = zipfile.ZipInfo(name, date_time=(2026, 11, 20, 10, 0, 0))
+            member.create_system, member.external_attr = 3, 0o100644 << 16
+            reordered.writestr(member, members[name])
+        reordered.comment = zipfile.ZipFile(bundle).comment
+    assert read_members(sent) == members
+    result = verify(sent)
+    assert status(result)["sent.zip"] == "differs"
+    assert detail(result, "sent.zip").startswith("not laid out byte for byte as trackscribe")
+
+
 def test_a_damaged_bundle_beside_its_transcript_differs_and_the_rest_is_still_checked(
     sample_transcript, tmp_path
 ):

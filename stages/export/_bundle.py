@@ -37,6 +37,14 @@ Signer = Callable[[bytes], bytes]
 """What signs a bundle: the signature of the bytes given (Ed25519's is deterministic, so that
 the same transcript and key still give the same bundle)."""
 
+_ORDER = [
+    *(file_name for file_name, _ in TEXT_FORMATS.values()),
+    REPORT_FILE,
+    SUMS_FILE,
+    SIGNATURE_FILE,
+]
+"""The members a bundle can hold, in the order it holds them (what :func:`bundle_members`
+gives)."""
 _COMMENT = f"{BUNDLE_SCHEMA}: check with sha256sum -c {SUMS_FILE}".encode()
 MAX_EXPORT_BYTES = 1 << 30
 """The most an export, or a bundle unpacked, may be: far above a day of meetings' text, and a
@@ -76,14 +84,17 @@ def to_bundle(transcript: Transcript, signer: Signer | None = None) -> bytes:
 
 def packed_as_written(data: bytes, members: dict[str, bytes], origin: datetime) -> bool:
     """Whether ``data`` is, byte for byte, the zip trackscribe writes holding ``members``
-    for a meeting that started at ``origin``.
+    (in the bundle's order, whatever theirs) for a meeting that started at ``origin``.
 
     Zip tools differ in which of a zip's records they believe (the central directory or
     the local headers, a zip64 end record or the plain one), and a zip can carry comments,
     extra fields and entries that only some tools show. Checking the members as Python
     reads them says nothing of what another tool shows; a zip laid out exactly as
-    trackscribe lays it out shows every tool the same members."""
-    return data == _pack(members, origin)
+    trackscribe lays it out shows every tool the same members. Reordered, a bundle shows
+    the same, but is another file than the one written: a hash kept of it would not match."""
+    order = {name: rank for rank, name in enumerate(_ORDER)}
+    ordered = sorted(members.items(), key=lambda member: order.get(member[0], len(order)))
+    return data == _pack(dict(ordered), origin)
 
 
 def read_bundle(data: bytes, source: str) -> dict[str, bytes]:
