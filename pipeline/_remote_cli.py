@@ -611,6 +611,8 @@ def _record_failure(args: argparse.Namespace, recording: Recording, error: BaseE
 
 
 def _demo_command(args: argparse.Namespace) -> int:
+    if args.sign_key is not None and args.out is None:
+        args.command_parser.error("--sign-key signs the bundle the demo keeps: add -o FOLDER")
     key = signing_key(args)
     if args.out is not None:
         output_folder(args.out)

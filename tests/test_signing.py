@@ -346,7 +346,7 @@ def test_the_commands_sign_with_sign_key_and_verify_with_public_key(sample_dir, 
     assert f"{keys[0]}: a private key; give its public key" in private.stderr
 
 
-def test_a_key_that_cannot_be_used_stops_the_command_before_any_work(sample_dir, tmp_path):
+def test_a_key_that_cannot_be_used_stops_the_command_before_any_work(sample_dir, keys, tmp_path):
     out = tmp_path / "out"
     (tmp_path / "key.pem").write_text("not a key\n")
     result = trackscribe(
@@ -361,6 +361,11 @@ def test_a_key_that_cannot_be_used_stops_the_command_before_any_work(sample_dir,
     )
     assert no_bundle.returncode == 2
     assert "--sign-key signs the compliance bundle: add bundle to --formats" in no_bundle.stderr
+    demo_keeps_nothing = trackscribe(
+        "demo", "--formats", "bundle", "--sign-key", str(keys[0]), "--no-progress"
+    )
+    assert demo_keeps_nothing.returncode == 2
+    assert "--sign-key signs the bundle the demo keeps: add -o FOLDER" in demo_keeps_nothing.stderr
 
 
 def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_exports(
