@@ -583,6 +583,15 @@ def _log_then_wait(count: int) -> None:
     time.sleep(600)  # decoding a long track, say
 
 
+def _wait_for_records_from(caplog, workers: int) -> None:
+    """Until records have come from ``workers`` processes (a loaded machine takes seconds to
+    import a test module in a new one)."""
+    deadline = time.monotonic() + 60
+    while len({record.process for record in caplog.records}) < workers:
+        assert time.monotonic() < deadline, "the workers never logged"
+        time.sleep(0.05)
+
+
 def test_decode_workers_that_a_stop_ends_send_what_they_logged_first(caplog):
     # Decode workers leave Ctrl-C to the run. When it stops, the first to exit makes the pool
     # send SIGTERM to the others, which died of it mid-way through sending their records.
@@ -592,7 +601,7 @@ def test_decode_workers_that_a_stop_ends_send_what_they_logged_first(caplog):
         list(pool.map(time.sleep, [0.2, 0.2]))  # both started
         for _ in range(2):
             pool.submit(_log_then_wait, 1500)
-        time.sleep(1)  # both have logged, and wait
+        _wait_for_records_from(caplog, workers=2)  # both have logged, and wait
         link.stop(pool)
     assert caplog.messages.count("one of many") == 3000
 
