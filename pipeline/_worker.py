@@ -198,94 +198,102 @@ _CLEAN_UP_WAIT = 30.0
 """Seconds a worker told to exit gives its job to clean up (the model's batches in flight
 finish first)."""
 
-_log_queue: list[Queue] = []
-"""In a worker: the queue its log records go to (see :func:`start_worker`)."""
+
+class _Ending:
+    """How a worker ends: at the first of the ways it is asked to, once its last log
+    records have been sent, or have stopped being read.
+
+    A worker ends when it gets SIGTERM, when its parent is gone or done with it, or when its
+    pool shuts down, and a stop sets off two or all three at once: every one of them only
+    asks (:meth:`ask`, a put on a :class:`SimpleQueue`, safe anywhere, in a signal handler
+    too), and one thread, started with the worker, acts on the first request. ``os._exit``
+    drops what the queue's feeder thread has not sent yet, and the records of a job's
+    clean-up (a scratch folder it could not remove, say) were lost with it; so they are sent
+    first, from a thread of their own (the main thread may hold the queue's lock,
+    interrupted), unless the main thread's normal ending is sending them already. Nothing
+    here starts a thread once the worker runs: a signal can come while the main thread holds
+    the lock that takes.
+    """
+
+    def __init__(self) -> None:
+        self._codes: SimpleQueue[int] = SimpleQueue()
+        self._records: Queue | None = None
+        # Taken by the one ending that sends the last records, the normal one or the asked
+        # one: two at once cut the sending off half-way, with the queue's lock (the parent's
+        # too) taken.
+        self._sending = threading.Lock()
+        self._normal_begun = threading.Event()
+        self._send_now = threading.Event()
+        self._sent = threading.Event()
+
+    def start(self, records: Queue) -> None:
+        """Ready to end the worker whose log records go to ``records``."""
+        self._records = records
+        threading.Thread(target=self._act, daemon=True).start()
+        threading.Thread(target=self._send, daemon=True).start()
+
+    def ask(self, code: int) -> None:
+        """End the worker with status ``code``. The main thread waits here for it to, unless
+        it is ending normally: a signal handler returns to that."""
+        self._codes.put(code)
+        if (
+            threading.current_thread() is threading.main_thread()
+            and not self._normal_begun.is_set()
+        ):
+            _park()
+
+    def begin_normally(self) -> None:
+        """As the main thread returns: multiprocessing sends the last records next, unless an
+        ending asked for is sending them already (then that one ends the worker)."""
+        self._normal_begun.set()  # first: a SIGTERM from now on returns to this ending
+        if not self._sending.acquire(blocking=False):
+            _park()
+
+    def records_sent(self) -> None:
+        """The last records are sent (run by multiprocessing's finalizers, after the queue's)."""
+        self._sent.set()
+
+    def _act(self) -> None:
+        code = self._codes.get()
+        logging.raiseExceptions = False  # a record logged after the queue closed is lost anyway
+        if self._sending.acquire(blocking=False):  # else the normal ending is sending them
+            self._send_now.set()
+        unsent = self._unsent()
+        while not self._sent.wait(_LOG_SEND_WAIT):
+            before, unsent = unsent, self._unsent()
+            if unsent is None or before is None or unsent >= before:
+                break  # none sent for a while: the parent is gone, or the queue's lock is held
+        os._exit(code)
+
+    def _send(self) -> None:
+        self._send_now.wait()
+        assert self._records is not None  # started with them
+        self._records.close()
+        self._records.join_thread()
+        self._sent.set()
+
+    def _unsent(self) -> int | None:
+        """How many of this worker's records are still to be sent; None if that cannot be
+        told. Only the queue's own buffer knows (``qsize`` counts every process's records, and
+        another worker that logs faster than the parent reads would hide this one's
+        progress), and it has no public name."""
+        buffer = getattr(self._records, "_buffer", None)
+        return len(buffer) if buffer is not None else None
+
 
 _LOG_SEND_WAIT = 2.0
 """Seconds a worker's last log records may go without being read before it exits anyway: a
 parent that is gone reads none, and a worker killed mid-write holds the queue's lock for good."""
 
-_exit_codes: "SimpleQueue[int]" = SimpleQueue()
-"""The exit statuses asked for, of which :func:`_ender` takes the first (``put`` is safe
-anywhere, in a signal handler too)."""
-
-_sending = threading.Lock()
-"""Taken by the one ending that sends the last records: the normal one, or :func:`_ender`'s.
-Two at once cut the sending off half-way, with the queue's lock (the parent's too) taken."""
-
-_ending_normally_now = threading.Event()
-"""Set once the main thread's normal ending has begun."""
-
-_logs_gone = threading.Event()
-"""Set once the last records have been sent."""
-
-_send_now = threading.Event()
-"""Set by :func:`_ender` for :func:`_sender` to send the last records."""
+_ending = _Ending()
+"""In a worker: how it ends (see :func:`start_worker`)."""
 
 
 def _park() -> NoReturn:
-    """Wait for :func:`_ender` to end the worker: the main thread must begin no other job."""
+    """Wait for the worker to be ended (:class:`_Ending`): the main thread must begin no other
+    job."""
     while True:
         time.sleep(3600)
-
-
-def _exit_asked(code: int) -> None:
-    """End the worker with status ``code`` (see :func:`_ender`). A worker ends when it gets
-    SIGTERM, when its parent is gone or done with it, or when its pool shuts down, and a
-    stop sets off two or all three at once: only one thread acts on it. The main thread
-    waits here for it to, unless it is ending normally: a signal handler returns to that."""
-    _exit_codes.put(code)
-    if threading.current_thread() is threading.main_thread() and not _ending_normally_now.is_set():
-        _park()
-
-
-def _ender() -> None:
-    """The one place a worker is ended from: at the first status asked for, once the last log
-    records have been sent, or have stopped being read.
-
-    ``os._exit`` drops what the queue's feeder thread has not sent yet, and the records of a
-    job's clean-up (a scratch folder it could not remove, say) were lost with it. They are
-    sent from a thread of its own: the main thread may hold the queue's lock, interrupted.
-    """
-    code = _exit_codes.get()
-    logging.raiseExceptions = False  # a record logged after the queue closed is lost anyway
-    if _sending.acquire(blocking=False):  # else the normal ending is sending them
-        _send_now.set()
-    unsent = _unsent()
-    while not _logs_gone.wait(_LOG_SEND_WAIT):
-        before, unsent = unsent, _unsent()
-        if unsent is None or before is None or unsent >= before:
-            break  # none sent for a while: the parent is gone, or the queue's lock is held
-    os._exit(code)
-
-
-def _unsent() -> int | None:
-    """How many of this worker's records are still to be sent; None if that cannot be told.
-
-    Only the queue's own buffer knows (``qsize`` counts every process's records, and another
-    worker that logs faster than the parent reads would hide this one's progress), and it has
-    no public name.
-    """
-    buffer = getattr(_log_queue[0], "_buffer", None)
-    return len(buffer) if buffer is not None else None
-
-
-def _sender() -> None:
-    """Send the last records when :func:`_ender` asks. Started with the worker: ending it must
-    start no thread, as a signal can come while the main thread holds the lock that takes."""
-    _send_now.wait()
-    records = _log_queue[0]
-    records.close()
-    records.join_thread()
-    _logs_gone.set()
-
-
-def _ending_normally() -> None:
-    """As the main thread returns: multiprocessing sends the last records next, unless a stop
-    is sending them already (then that one ends the worker)."""
-    _ending_normally_now.set()  # first: a SIGTERM from now on returns to this ending
-    if not _sending.acquire(blocking=False):
-        _park()
 
 
 def _hold_back(signum: int, _frame: FrameType | None) -> None:
@@ -312,7 +320,7 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     not for one stopped on purpose."""
     _terminating.append(signum)
     if _idle.is_set():
-        _exit_asked(128 + signum)
+        _ending.ask(128 + signum)
         return  # it came during the normal ending, which goes on
     _stop_job(signum, frame)
 
@@ -352,7 +360,7 @@ def interruptible() -> Iterator[None]:
                 _idle.set()
             finally:
                 if _terminating:
-                    _exit_asked(128 + _terminating[0])
+                    _ending.ask(128 + _terminating[0])
 
 
 def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrupt: bool) -> None:
@@ -362,10 +370,7 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
     :func:`interruptible`, and is held back while none does: an idle worker has nothing to
     stop, and printed a traceback. A worker whose Ctrl-C was ignored when it started (a
     command run in the background) keeps ignoring it."""
-    # First what ends the worker: a SIGTERM from here on asks it to.
-    _log_queue.append(queue)
-    threading.Thread(target=_ender, daemon=True).start()
-    threading.Thread(target=_sender, daemon=True).start()
+    _ending.start(queue)  # first: a SIGTERM from here on asks it to end
     if ignore_interrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: one held back is dropped
     elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
@@ -381,8 +386,8 @@ def start_worker(queue: Queue, level: int, lifeline: Connection, ignore_interrup
     root.addHandler(logging.handlers.QueueHandler(queue))
     # Run as the main thread returns: before the queue's own finalizers close it (priority
     # 10) and send what is left (-5), and after.
-    multiprocessing.util.Finalize(None, _ending_normally, exitpriority=100)
-    multiprocessing.util.Finalize(None, _logs_gone.set, exitpriority=-10)
+    multiprocessing.util.Finalize(None, _ending.begin_normally, exitpriority=100)
+    multiprocessing.util.Finalize(None, _ending.records_sent, exitpriority=-10)
     root.setLevel(level)
     # A worker's bars are its own, so a thread lock will do. tqdm's default also makes a
     # multiprocessing lock, and the named semaphore behind it, left when the worker is made
@@ -399,7 +404,7 @@ def _exit_with_parent(lifeline: Connection) -> None:
         assert main is not None  # the main thread has started: it started this one
         signal.pthread_kill(main, signal.SIGINT)
         _idle.wait(_CLEAN_UP_WAIT)
-    _exit_asked(1)  # whoever wanted the work is gone
+    _ending.ask(1)  # whoever wanted the work is gone
 
 
 def guard_hint() -> str:
