@@ -147,6 +147,7 @@ def run_batch(
         if scheduler is None:  # a cluster's workers may see folders this machine does not
             check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
+        _warn_of_outputs_kept(out, results, formats, signing_key)
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
         # Until its result comes, a meeting is listed as pending: a summary left by a run that
@@ -221,6 +222,35 @@ def _done_last_time(out: Path) -> dict[str, MeetingResult]:
         ) from None
     earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
     return {m.job: m.model_copy(update=earlier) for m in previous if m.status == "done"}
+
+
+def _warn_of_outputs_kept(
+    out: Path,
+    kept: dict[str, MeetingResult],
+    formats: Sequence[str],
+    signing_key: SigningKey | None,
+) -> None:
+    """Say which meetings ``--retry-failed`` leaves as written in other formats, or with a
+    bundle signed otherwise, than this run asks for: it does not touch them, and a reviewer
+    handed the folder would find other outputs, or another signature, than the command
+    suggests."""
+    wanted = sorted(set(formats))
+    fingerprint = signing_key.fingerprint if signing_key is not None else None
+    differ = []
+    for name in kept:
+        done = _read_done(out / name)
+        if done is None:
+            continue
+        if done.formats != wanted or ("bundle" in wanted and done.signed_by != fingerprint):
+            differ.append(name)
+    if differ:
+        log.warning(
+            "--retry-failed leaves %d meeting(s) done last time as they were written, in other "
+            "formats or signed otherwise than asked now: %s; run without --retry-failed to "
+            "write them again from their transcripts",
+            len(differ),
+            ", ".join(differ),
+        )
 
 
 def process_meeting(

@@ -369,7 +369,7 @@ def test_a_key_that_cannot_be_used_stops_the_command_before_any_work(sample_dir,
 
 
 def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_exports(
-    meetings_done: Path, keys, tmp_path
+    meetings_done: Path, keys, tmp_path, caplog
 ):
     """Signed in the worker processes, which read the key themselves; a later run with
     another key writes the bundles again from the transcripts kept, with no model."""
@@ -387,6 +387,18 @@ def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_export
     for meeting in first.meetings:
         assert verify(out / meeting.job, public_key=keys[1]).ok
     other = write_key(tmp_path, "other")
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    kept = run_batch(
+        jobs,
+        out,
+        formats=["json", "bundle"],
+        signing_key=SigningKey(other[0]),
+        retry_failed=True,  # only what failed: the signed bundles stay, and it says so
+        progress=False,
+    )
+    assert all(m.reused for m in kept.meetings)
+    assert verify(out / "a", public_key=keys[1]).ok
+    assert f"--retry-failed leaves {len(jobs)} meeting(s) done last time" in caplog.text
     again = run_batch(
         jobs, out, formats=["json", "bundle"], signing_key=SigningKey(other[0]), progress=False
     )
