@@ -14,9 +14,9 @@ OpenSSH (``ssh-keygen -t ed25519``) files; a key is named by its fingerprint, th
 its public key as DER (``openssl pkey -pubin -in KEY.pub.pem -outform DER | sha256sum``).
 """
 
-import functools
 import hashlib
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -33,10 +33,12 @@ from cryptography.hazmat.primitives.serialization import (
 
 from models import read_regular_file
 
-__all__ = ["PublicKey", "SigningKey", "SigningKeyError"]
+__all__ = ["SIGNATURE_BYTES", "PublicKey", "SigningKey", "SigningKeyError"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
+SIGNATURE_BYTES = 64
+"""The length of every Ed25519 signature: anything else is none, whoever's key is asked."""
 _MAX_KEY_BYTES = 64 * 1024  # a key file is a few hundred bytes; this is no key file
 _NOT_ED25519 = "not an Ed25519 key, the only kind trackscribe signs with"
 
@@ -48,6 +50,8 @@ class SigningKeyError(ValueError):
 class SigningKey:
     """An Ed25519 private key, read from ``path``, that signs bundles.
 
+    Read once, here, and kept: a run signs with the key it began with, whatever becomes of
+    the file meanwhile (a transcript of an hour's meeting is not lost to a key file moved).
     Pickled as its path and fingerprint, never its bytes: a batch's worker processes (or a
     Dask cluster's, which must see the same path, as they see the output folder) read it
     themselves, when a meeting first needs it (:meth:`check`), so that a key file gone or
@@ -56,11 +60,16 @@ class SigningKey:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).absolute()  # the same file wherever a worker's folder is
-        self.fingerprint = _read_private_key(self.path)[1]
+        self._key: Ed25519PrivateKey | None = _read_private_key(self.path)
+        self.fingerprint = _fingerprint(self._key.public_key())
+        if stat.S_IMODE(self.path.stat().st_mode) & 0o077:
+            log.warning(
+                "%s: the signing key can be read by other accounts here (chmod 600 it)", self.path
+            )
 
     def check(self) -> None:
-        """Read the key, if this process has not yet: :class:`SigningKeyError` if it cannot
-        be used, or is no longer the key this one was made from."""
+        """Read the key, if this copy has not yet: :class:`SigningKeyError` if it cannot be
+        used, or is no longer the key this one was made from."""
         self._private_key()
 
     def sign(self, data: bytes) -> bytes:
@@ -68,13 +77,16 @@ class SigningKey:
         return self._private_key().sign(data)
 
     def _private_key(self) -> Ed25519PrivateKey:
-        key, fingerprint = _read_private_key(self.path)
-        if fingerprint != self.fingerprint:
-            raise SigningKeyError(
-                f"{self.path}: holds another key ({fingerprint}) than when the run began "
-                f"({self.fingerprint})"
-            )
-        return key
+        if self._key is None:
+            key = _read_private_key(self.path)
+            found = _fingerprint(key.public_key())
+            if found != self.fingerprint:
+                raise SigningKeyError(
+                    f"{self.path}: holds another key ({found}) than when the run began "
+                    f"({self.fingerprint})"
+                )
+            self._key = key
+        return self._key
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return _unread, (str(self.path), self.fingerprint)
@@ -113,42 +125,31 @@ def _fingerprint(key: Ed25519PublicKey) -> str:
 def _unread(path: str, fingerprint: str) -> SigningKey:
     """A key that a worker process has been sent, read only when it is first used."""
     key = object.__new__(SigningKey)
-    key.path, key.fingerprint = Path(path), fingerprint
+    key.path, key.fingerprint, key._key = Path(path), fingerprint, None
     return key
 
 
-def _read_private_key(path: Path) -> tuple[Ed25519PrivateKey, str]:
-    """The key in ``path`` and its fingerprint, read once per process for each version of the
-    file (a file written again is read again)."""
-    try:
-        info = path.stat()
-        version = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    except OSError:
-        version = None  # reading it says why
-    return _parsed_private_key(path, version)
-
-
-@functools.lru_cache(maxsize=16)
-def _parsed_private_key(
-    path: Path, _version: tuple[int, int, int, int] | None
-) -> tuple[Ed25519PrivateKey, str]:
-    data = _read_key_file(path)
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        log.warning("%s: the signing key can be read by other accounts here (chmod 600 it)", path)
-    key = _private_key(data, path)
-    return key, _fingerprint(key.public_key())
+def _read_private_key(path: Path) -> Ed25519PrivateKey:
+    return _private_key(_read_key_file(path), path)
 
 
 def _read_key_file(path: Path) -> bytes:
     try:
         return read_regular_file(path, _MAX_KEY_BYTES)
     except FileNotFoundError:
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise SigningKeyError(f"{path}: a link to {target}, which is not there") from None
         raise SigningKeyError(f"{path}: no such key file") from None
     except OSError as exc:
         raise SigningKeyError(f"{path}: cannot read the key file: {exc.strerror}") from None
 
 
 def _private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
+    if b"PUBLIC KEY" in data or data.lstrip().startswith(b"ssh-"):
+        raise SigningKeyError(
+            f"{path}: a public key; signing needs the private key it was made from"
+        )
     loader = load_ssh_private_key if b"OPENSSH PRIVATE KEY" in data else load_pem_private_key
     try:
         key = loader(data, password=None)
@@ -173,6 +174,10 @@ def _public_key(data: bytes, path: Path) -> Ed25519PublicKey:
             f"{path}: a private key; give its public key (openssl pkey -in KEY.pem -pubout), "
             "which is all checking needs and all a reviewer should hold"
         )
+    if data.count(b"-----BEGIN") > 1 or len(_ssh_lines(data)) > 1:
+        raise SigningKeyError(
+            f"{path}: holds more than one key; give the one key a bundle must be signed with"
+        )
     try:
         if data.lstrip().startswith(b"-----"):
             key = load_pem_public_key(data)
@@ -183,3 +188,8 @@ def _public_key(data: bytes, path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise SigningKeyError(f"{path}: {_NOT_ED25519}")
     return key
+
+
+def _ssh_lines(data: bytes) -> list[bytes]:
+    """The keys of an OpenSSH public key file (``authorized_keys`` form): one a line."""
+    return [line for line in data.splitlines() if line.strip().startswith(b"ssh-")]

@@ -53,7 +53,7 @@ from stages.export import (
 from stages.transcribe import ModelError, model_folder
 
 from .core import software_version
-from .signing import PublicKey
+from .signing import SIGNATURE_BYTES, PublicKey
 
 __all__ = ["Check", "Verification", "verify"]
 
@@ -62,7 +62,6 @@ Status = Literal["ok", "lost", "differs", "missing", "unchecked"]
 ``missing``: what is not as the transcript or the record says; ``unchecked``: what there is
 nothing here to check against."""
 
-_SIGNATURE_BYTES = 64
 _TRANSCRIPT = FORMATS["json"][0]
 _BUNDLE = FORMATS["bundle"][0]
 
@@ -198,6 +197,10 @@ class _Source(NamedTuple):
     """File name -> bytes of each text format, and of the rest of a bundle: rendered once,
     for the exports beside it and a bundle's members alike."""
     key: PublicKey | None
+    given: bytes | None = None
+    """The bytes of the transcript given, when it is a file of its own: a bundle beside it must
+    hold these, not only what they parse to (extra fields and a key given twice parse alike,
+    yet other JSON readers show them otherwise)."""
 
     def against(self, found: bytes, rendered: bytes) -> tuple[bool, str]:
         """Whether ``found`` is ``rendered``, what this transcript renders to, and what to
@@ -228,7 +231,7 @@ def _exports(
         # The transcript given is checked against the one trackscribe wrote here, whatever
         # its name: exports rendered again from another file must not pass for that one's.
         checks.append(_as_written(path, hashlib.sha256(data).hexdigest(), record, _TRANSCRIPT))
-        source = _Source(made, path.name, rendered, key)
+        source = _Source(made, path.name, rendered, key, given=data)
     else:
         source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered, key)
         checks += _bundle(path.name, data, members, source, record, _BUNDLE)
@@ -334,8 +337,8 @@ def _signature(bundle: str, members: dict[str, bytes], key: PublicKey | None) ->
         if key is None:
             return None
         return Check(subject=subject, status="missing", detail="the bundle is not signed")
-    if len(signature) != _SIGNATURE_BYTES:
-        detail = f"not an Ed25519 signature ({_SIGNATURE_BYTES} bytes), but {len(signature)} bytes"
+    if len(signature) != SIGNATURE_BYTES:
+        detail = f"not an Ed25519 signature ({SIGNATURE_BYTES} bytes), but {len(signature)} bytes"
         return Check(subject=subject, status="differs", detail=detail)
     if key is None:
         detail = "signed, but no public key was given to check whose key signed it"
@@ -358,13 +361,23 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
             detail = "not in the bundle, where trackscribe puts it"
             checks.append(Check(subject=subject, status="missing", detail=detail))
             continue
-        same, detail = source.against(members[name], rendered)
+        if name == _TRANSCRIPT and source.given is not None:
+            same, detail = _same_bytes(members[name], source.given, source.name)
+        else:
+            same, detail = source.against(members[name], rendered)
         checks.append(Check(subject=subject, status="ok" if same else "differs", detail=detail))
     for name in members:
         if name not in expected and name != SIGNATURE_FILE:  # the signature: checked apart
             detail = "not among what trackscribe puts in a bundle"
             checks.append(Check(subject=f"{bundle}:{name}", status="differs", detail=detail))
     return checks
+
+
+def _same_bytes(found: bytes, given: bytes, name: str) -> tuple[bool, str]:
+    line = _first_difference(found, given)
+    if line is None:
+        return True, f"{name}, byte for byte"
+    return False, f"not {name}, byte for byte (from line {line})"
 
 
 def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _Record) -> Check:

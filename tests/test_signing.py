@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from models import Transcript, load_jobs
 from pipeline import PublicKey, SigningKey, SigningKeyError, run_batch, verify
-from stages.export import SIGNATURE_FILE, bundle_members, export, render, to_bundle
+from stages.export import RECORD_FILE, SIGNATURE_FILE, bundle_members, export, render, to_bundle
 from stages.export._bundle import _pack  # laid out as trackscribe lays a bundle out
 
 from .conftest import BUNDLE_MEMBERS, write_key
@@ -144,11 +144,15 @@ def other_keys(folder: Path) -> dict[str, Path]:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
         "garbage": b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        "ssh.pub": ed_key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ),
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)
         (folder / name).chmod(0o600)
-    return {name: folder / name for name in files}
+    (folder / "link").symlink_to(folder / "moved.pem")
+    return {name: folder / name for name in [*files, "link"]}
 
 
 @pytest.mark.parametrize(
@@ -156,20 +160,53 @@ def other_keys(folder: Path) -> dict[str, Path]:
     [
         ("rsa", "not an Ed25519 key"),
         ("encrypted", "the key is encrypted"),
-        ("public", "not a private key in PEM or OpenSSH form"),
+        ("public", "a public key; signing needs the private key it was made from"),
+        ("ssh.pub", "a public key; signing needs the private key it was made from"),
         ("garbage", "not a private key in PEM or OpenSSH form"),
         ("absent", "no such key file"),
         ("folder", "cannot read the key file: not a regular file"),
+        ("link", "a link to {folder}/moved.pem, which is not there"),
     ],
 )
-def test_a_key_that_cannot_sign_is_refused_naming_the_file_and_why(tmp_path, name, why):
+def test_a_key_that_cannot_sign_is_refused_naming_the_file_and_why(tmp_path, caplog, name, why):
     files = other_keys(tmp_path)
     (tmp_path / "folder").mkdir()
     path = files.get(name, tmp_path / name)
+    if path.is_file():
+        path.chmod(0o644)  # not worth a warning: it is no key to sign with
     with pytest.raises(SigningKeyError) as refused:
         SigningKey(path)
-    assert str(refused.value).startswith(f"{path}: {why}")
+    assert str(refused.value).startswith(f"{path}: {why.format(folder=tmp_path)}")
     assert "bm90IGEga2V5" not in str(refused.value)
+    assert "can be read by other accounts" not in caplog.text
+
+
+def test_a_public_key_file_holding_several_keys_is_refused(keys, tmp_path):
+    other = write_key(tmp_path, "other")[1]
+    pem = tmp_path / "both.pub.pem"
+    pem.write_bytes(keys[1].read_bytes() + other.read_bytes())
+    ssh = tmp_path / "authorized_keys"
+    ssh.write_text(
+        "".join(
+            PublicKey(path)
+            ._key.public_bytes(  # the same keys, in OpenSSH's form
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            .decode()
+            + "\n"
+            for path in (keys[1], other)
+        )
+    )
+    for path in (pem, ssh):
+        with pytest.raises(SigningKeyError, match="holds more than one key"):
+            PublicKey(path)
+
+
+def test_a_run_signs_with_the_key_it_began_with_whatever_becomes_of_the_file(keys, tmp_path):
+    key = SigningKey(keys[0])
+    signature = key.sign(b"sums")
+    keys[0].unlink()  # moved away while an hour's meeting is transcribed
+    assert key.sign(b"sums") == signature
 
 
 def test_a_public_key_must_be_one_and_not_the_private_key(keys, tmp_path):
@@ -183,8 +220,11 @@ def test_a_public_key_must_be_one_and_not_the_private_key(keys, tmp_path):
 def test_a_key_readable_by_other_accounts_is_warned_about(keys, caplog):
     keys[0].chmod(0o644)
     with caplog.at_level(logging.WARNING):
-        SigningKey(keys[0])
+        key = SigningKey(keys[0])
     assert f"{keys[0]}: the signing key can be read by other accounts here" in caplog.text
+    caplog.clear()
+    pickle.loads(pickle.dumps(key)).check()  # a worker's copy: once, by the command, is enough
+    assert "can be read by other accounts" not in caplog.text
 
 
 def test_a_key_travels_to_worker_processes_as_its_path_never_its_bytes(keys, tmp_path):
@@ -313,6 +353,34 @@ def test_a_signed_bundle_beside_its_transcript_checks_both(sample_transcript, ke
     assert status(result)["transcript.json"] == "ok"
     assert status(result)["transcript.bundle.zip"] == "ok"
     assert status(result)[f"transcript.bundle.zip:{SIGNATURE_FILE}"] == "ok"
+
+
+@pytest.mark.parametrize("forgery", ["a field added", "utterances given twice, the forged first"])
+def test_a_transcript_beside_a_signed_bundle_must_be_its_bytes_not_only_its_content(
+    sample_transcript, keys, tmp_path, forgery
+):
+    """The folder's record is a file anyone can rewrite; the signed bundle is not. A
+    transcript rewritten so that it parses to the signed content (Python keeps the last of a
+    key given twice; other JSON readers show the first) is not what was signed."""
+    export(sample_transcript, tmp_path, ["json", "bundle"], signer=SigningKey(keys[0]).sign)
+    written = (tmp_path / "transcript.json").read_text()
+    if forgery == "a field added":
+        forged = written.replace("{", '{"reviewer_note": "approved the transfer", ', 1)
+    else:
+        forged = written.replace("{", '{"utterances": [], ', 1)
+    assert Transcript.from_json(forged.encode(), "forged") == sample_transcript
+    (tmp_path / "transcript.json").write_text(forged)
+    record = (tmp_path / RECORD_FILE).read_text().splitlines()
+    digest = hashlib.sha256(forged.encode()).hexdigest()
+    rewritten = [f"{digest}  transcript.json" if line.endswith(" transcript.json") else line
+                 for line in record]  # fmt: skip
+    (tmp_path / RECORD_FILE).write_text("\n".join(rewritten) + "\n")
+    result = verify(tmp_path, public_key=keys[1])
+    assert status(result)["transcript.json"] == "ok"  # as the record, rewritten, says
+    assert not result.ok
+    member = next(c for c in result.checks if c.subject == "transcript.bundle.zip:transcript.json")
+    assert member.status == "differs"
+    assert member.detail == "not transcript.json, byte for byte (from line 1)"
 
 
 # The command line and batch runs.
