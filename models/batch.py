@@ -215,6 +215,9 @@ class MeetingResult(BaseModel):
     realtime_factor: float | None = Field(default=None, description="meeting s per wall s")
     reused: bool = Field(default=False, description="already done by an earlier run")
     reason: str | None = Field(default=None, description="why it failed, or what was lost")
+    signed_by: str | None = Field(
+        default=None, description="the fingerprint of the key its bundle is signed with"
+    )
 
 
 class BatchSummary(BaseModel):

@@ -99,6 +99,9 @@ class _Done(BaseModel):
     signed_by: str | None = None  # the bundle's key: another is written from the transcript
 
 
+_NO_BUNDLE_TO_SIGN = "a signing key signs the compliance bundle: add bundle to formats"
+
+
 def run_batch(
     jobs: Sequence[Job] | Path | str,
     out: Path | str,
@@ -129,7 +132,7 @@ def run_batch(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number, 1 or more, not {workers!r}")
     if signing_key is not None and "bundle" not in formats:
-        raise ValueError("a signing key signs the compliance bundle: add bundle to formats")
+        raise ValueError(_NO_BUNDLE_TO_SIGN)
     if isinstance(jobs, str | Path):
         jobs = load_jobs(Path(jobs))
     folders = Counter(j.folder_name.casefold() for j in jobs)  # one folder on macOS: a and A
@@ -264,8 +267,9 @@ def process_meeting(
     decode_apart: bool = False,
     signing_key: SigningKey | None = None,
 ) -> MeetingResult:
-    """Do one meeting in ``folder``, taking whatever an earlier run finished. Never raises:
-    whatever goes wrong is the meeting's failure, with its reason.
+    """Do one meeting in ``folder``, taking whatever an earlier run finished. Whatever goes
+    wrong with the meeting is its failure, with its reason; only arguments that cannot go
+    together (a ``signing_key`` with no bundle in ``formats``) raise :class:`ValueError`.
 
     One process at a time works in a folder (a lock): a worker of a killed run that is still
     finishing a meeting is waited for, never raced, so no track is transcribed twice.
@@ -273,6 +277,8 @@ def process_meeting(
     and ``decode_apart`` are :func:`run_meeting`'s ``workers`` and ``decode_apart``; the
     bundle is signed with ``signing_key``, if one is given.
     """
+    if signing_key is not None and "bundle" not in formats:
+        raise ValueError(_NO_BUNDLE_TO_SIGN)
     started = time.perf_counter()
     folder = Path(folder).resolve()
     try:
@@ -378,12 +384,22 @@ def _process(
         signer, signed_by = signing_key.sign, signing_key.fingerprint
     done = _read_done(folder)
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
-        log.warning(
-            "%s: its bundle was signed with the key %s; it is written again %s",
-            folder,
-            done.signed_by,
-            f"signed with {signed_by}" if signed_by else "unsigned (no signing key given)",
-        )
+        bundle = folder / FORMATS["bundle"][0]
+        if signed_by is None and bundle.exists():
+            # A scheduled re-run that lost its --sign-key must not turn a signed archive into
+            # an unsigned one, and say all went well.
+            raise SigningKeyError(
+                f"{bundle}: signed with the key {done.signed_by}; written again with no "
+                "signing key, it would no longer be signed: give the key (--sign-key), or "
+                "remove the bundle to have it written unsigned"
+            )
+        if signed_by is not None:
+            log.warning(
+                "%s: its bundle was signed with the key %s; it is written again signed with %s",
+                folder,
+                done.signed_by,
+                signed_by,
+            )
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
         outputs_there = all((folder / FORMATS[f][0]).exists() for f in wanted)
         if outputs_there and done.formats == wanted and done.signed_by == signed_by:
@@ -471,6 +487,7 @@ def _result(
         realtime_factor=round(done.duration_s / wall_s, 2) if wall_s else None,
         reused=reused,
         reason=done.reason,
+        signed_by=done.signed_by,
     )
 
 

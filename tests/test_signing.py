@@ -473,6 +473,20 @@ def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_export
     assert all(m.reused for m in again.meetings)
     assert verify(out / "a", public_key=other[1]).ok
     assert not verify(out / "a", public_key=keys[1]).ok
+    assert {m.signed_by for m in again.meetings} == {SigningKey(other[0]).fingerprint}
+    # A re-run that lost its key must not make the signed bundles unsigned and call it done.
+    unsigned = run_batch(jobs, out, formats=["json", "bundle"], progress=False)
+    assert {m.status for m in unsigned.meetings} == {"failed"}
+    bundle = out / "a" / "transcript.bundle.zip"
+    assert unsigned.meetings[0].reason == (
+        f"{bundle}: signed with the key {SigningKey(other[0]).fingerprint}; written again with "
+        "no signing key, it would no longer be signed: give the key (--sign-key), or remove "
+        "the bundle to have it written unsigned"
+    )
+    assert verify(out / "a", public_key=other[1]).ok
+    bundle.unlink()  # as it says: unsigned on purpose
+    assert run_batch(jobs[:1], out, formats=["json", "bundle"], progress=False).meetings[0].reused
+    assert verify(out / "a").ok and not verify(out / "a", public_key=other[1]).ok
     with pytest.raises(ValueError, match="add bundle to formats"):
         run_batch(jobs, out, formats=["json"], signing_key=SigningKey(other[0]))
 
