@@ -316,15 +316,15 @@ def _bundle(
     if signature is not None:
         held.append(signature)
     vouched = signature is not None and all(check.status == "ok" for check in held)
-    if written.status == "unchecked" and vouched:
-        detail = f"{written.detail}, but signed with the key given, as is all it holds"
-        written = Check(subject=name, status="ok", detail=detail)
     if not packed_as_written(data, members, source.made.origin):
         detail = (
             "not laid out byte for byte as trackscribe writes a bundle of what it holds: a zip "
             f"tool could show other than what is checked here; {written.detail}"
         )
         written = Check(subject=name, status="differs", detail=detail)
+    elif written.status == "unchecked" and vouched:
+        detail = f"{written.detail}, but signed with the key given, as is all it holds"
+        written = Check(subject=name, status="ok", detail=detail)
     return [written, *held]
 
 

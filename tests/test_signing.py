@@ -319,6 +319,20 @@ def test_a_signature_that_is_no_signature_differs_even_with_no_key_to_check_it(s
     )
 
 
+def test_a_signed_bundle_laid_out_otherwise_differs_and_is_not_said_to_be_vouched_for(
+    signed, keys, tmp_path
+):
+    data = signed.read_bytes()
+    sent = tmp_path / "sent.zip"
+    sent.write_bytes(b"junk" + data)  # zip tools still read it; trackscribe never wrote it
+    result = verify(sent, public_key=keys[1])
+    assert not result.ok
+    assert status(result)[f"sent.zip:{SIGNATURE_FILE}"] == "ok"  # its members are as signed
+    [bundle] = [check for check in result.checks if check.subject == "sent.zip"]
+    assert bundle.status == "differs"
+    assert "signed" not in bundle.detail
+
+
 def test_a_signature_taken_off_is_missing_when_the_reviewer_holds_a_key(
     sample_transcript, signed, keys
 ):
