@@ -17,6 +17,7 @@ its public key as DER (``openssl pkey -pubin -in KEY.pub.pem -outform DER | sha2
 import hashlib
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -146,10 +147,6 @@ def _read_key_file(path: Path) -> bytes:
 
 
 def _private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
-    if b"PUBLIC KEY" in data or data.lstrip().startswith(b"ssh-"):
-        raise SigningKeyError(
-            f"{path}: a public key; signing needs the private key it was made from"
-        )
     loader = load_ssh_private_key if b"OPENSSH PRIVATE KEY" in data else load_pem_private_key
     try:
         key = loader(data, password=None)
@@ -159,6 +156,12 @@ def _private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
             "unencrypted key that only this account can read"
         ) from None
     except (ValueError, UnsupportedAlgorithm):
+        if b"PRIVATE KEY" not in data and (
+            b"PUBLIC KEY" in data or data.lstrip().startswith(b"ssh-")
+        ):
+            raise SigningKeyError(
+                f"{path}: a public key; signing needs the private key it was made from"
+            ) from None
         raise SigningKeyError(
             f"{path}: not a private key in PEM or OpenSSH form (make one with: openssl genpkey "
             "-algorithm ed25519 -out KEY.pem)"
@@ -174,12 +177,12 @@ def _public_key(data: bytes, path: Path) -> Ed25519PublicKey:
             f"{path}: a private key; give its public key (openssl pkey -in KEY.pem -pubout), "
             "which is all checking needs and all a reviewer should hold"
         )
-    if data.count(b"-----BEGIN") > 1 or len(_ssh_lines(data)) > 1:
+    if _keys_in(data) > 1:
         raise SigningKeyError(
             f"{path}: holds more than one key; give the one key a bundle must be signed with"
         )
     try:
-        if data.lstrip().startswith(b"-----"):
+        if b"-----BEGIN" in data:
             key = load_pem_public_key(data)
         else:
             key = load_ssh_public_key(data.strip())
@@ -190,6 +193,14 @@ def _public_key(data: bytes, path: Path) -> Ed25519PublicKey:
     return key
 
 
-def _ssh_lines(data: bytes) -> list[bytes]:
-    """The keys of an OpenSSH public key file (``authorized_keys`` form): one a line."""
-    return [line for line in data.splitlines() if line.strip().startswith(b"ssh-")]
+def _keys_in(data: bytes) -> int:
+    """How many keys a public key file holds: its PEM blocks, and its lines of OpenSSH's form
+    (an ``authorized_keys`` file's, whatever their options). Text around a PEM block is
+    allowed; a key in OpenSSH's form beside it is another key."""
+    blocks = data.count(b"-----BEGIN")
+    outside = re.sub(rb"-----BEGIN.*?-----END[^\n]*", b"", data, flags=re.DOTALL)
+    lines = [line.strip() for line in outside.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(b"#")]
+    if blocks:
+        lines = [line for line in lines if b" AAAA" in line or line.startswith(b"AAAA")]
+    return blocks + len(lines)

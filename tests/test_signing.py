@@ -197,9 +197,28 @@ def test_a_public_key_file_holding_several_keys_is_refused(keys, tmp_path):
             for path in (keys[1], other)
         )
     )
-    for path in (pem, ssh):
+    one_ssh = ssh.read_text().splitlines()[0]
+    with_options = tmp_path / "with-options"
+    with_options.write_text(f"{one_ssh}\nrestrict {ssh.read_text().splitlines()[1]}\n")
+    pem_and_ssh = tmp_path / "pem-and-ssh"
+    pem_and_ssh.write_text(f"{keys[1].read_text()}{one_ssh}\n")
+    for path in (pem, ssh, with_options, pem_and_ssh):
         with pytest.raises(SigningKeyError, match="holds more than one key"):
             PublicKey(path)
+    explained = tmp_path / "explained.pub.pem"  # text around a PEM block is allowed
+    explained.write_text(f"The signing key of the records office\n{keys[1].read_text()}")
+    assert PublicKey(explained).fingerprint == PublicKey(keys[1]).fingerprint
+
+
+def test_a_private_key_file_that_also_holds_its_public_key_signs(keys, tmp_path):
+    both = tmp_path / "both.pem"
+    both.write_text(
+        "# the records office's signing key, and its PUBLIC KEY below\n"
+        + keys[0].read_text()
+        + keys[1].read_text()
+    )
+    both.chmod(0o600)
+    assert SigningKey(both).fingerprint == PublicKey(keys[1]).fingerprint
 
 
 def test_a_run_signs_with_the_key_it_began_with_whatever_becomes_of_the_file(keys, tmp_path):
