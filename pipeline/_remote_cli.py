@@ -47,6 +47,7 @@ from .config import ENVIRONMENT, ApiSettings, ConfigError
 from .core import NoUsableTrackError
 from .demo import sample_meeting
 from .emulator import FAULTS, Emulator, EmulatorOptions
+from .signing import keep_signed
 
 __all__ = ["add_api_options", "add_remote_commands", "settings_from"]
 
@@ -248,6 +249,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 def _run_command(args: argparse.Namespace) -> int:
     key = signing_key(args)
     out = output_folder(args.out)
+    keep_signed(out, key)
     started: list[Recording] = []
     with settings_from(args).client() as client:
         try:
@@ -531,6 +533,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
 
     def on_uploaded(recording: Recording) -> None:
         out = args.out / recording.id
+        keep_signed(out, key)  # failed.json says so, before anything is fetched
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
         (out / FAILED_FILE).unlink(missing_ok=True)  # an earlier failure is being retried
         try:
@@ -615,7 +618,7 @@ def _demo_command(args: argparse.Namespace) -> int:
         args.command_parser.error("--sign-key signs the bundle the demo keeps: add -o FOLDER")
     key = signing_key(args)
     if args.out is not None:
-        output_folder(args.out)
+        keep_signed(output_folder(args.out), key)
     meeting = sample_meeting()
     names = {t.user_id: t.label for t in Manifest.load(meeting / MANIFEST_FILE).tracks}
     token = secrets.token_urlsafe(24)

@@ -77,7 +77,7 @@ from .core import (
     run_meeting,
     runtime_versions,
 )
-from .signing import SigningKey, SigningKeyError
+from .signing import SigningKey, SigningKeyError, keep_signed
 
 __all__ = ["process_meeting", "run_batch"]
 
@@ -150,9 +150,14 @@ def run_batch(
         if scheduler is None:  # a cluster's workers may see folders this machine does not
             check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
-        _warn_of_outputs_kept(out, results, formats, signing_key)
+        _warn_of_outputs_kept(
+            out, [j.folder_name for j in jobs if j.folder_name in results], formats, signing_key
+        )
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
+        for job in todo:  # one clear error before any work, not a failure per meeting
+            done = _read_done(out / job.folder_name)
+            keep_signed(out / job.folder_name, signing_key, done.signed_by if done else None)
         # Until its result comes, a meeting is listed as pending: a summary left by a run that
         # was stopped or killed must not read as a smaller batch that all went well.
         results |= {
@@ -224,14 +229,22 @@ def _done_last_time(out: Path) -> dict[str, MeetingResult]:
             "(finished meetings are skipped anyway)"
         ) from None
     earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
-    return {m.job: m.model_copy(update=earlier) for m in previous if m.status == "done"}
+    return {
+        m.job: m.model_copy(update=earlier | {"signed_by": _signed_by(Path(m.folder))})
+        for m in previous
+        if m.status == "done"
+    }
+
+
+def _signed_by(folder: Path) -> str | None:
+    """Whose key the meeting's bundle is signed with, as its folder says (a summary written
+    by an earlier version does not)."""
+    done = _read_done(folder)
+    return done.signed_by if done is not None else None
 
 
 def _warn_of_outputs_kept(
-    out: Path,
-    kept: dict[str, MeetingResult],
-    formats: Sequence[str],
-    signing_key: SigningKey | None,
+    out: Path, kept: list[str], formats: Sequence[str], signing_key: SigningKey | None
 ) -> None:
     """Say which meetings ``--retry-failed`` leaves as written in other formats, or with a
     bundle signed otherwise, than this run asks for: it does not touch them, and a reviewer
@@ -239,12 +252,14 @@ def _warn_of_outputs_kept(
     suggests."""
     wanted = sorted(set(formats))
     fingerprint = signing_key.fingerprint if signing_key is not None else None
-    differ = []
+    differ, signed = [], []
     for name in kept:
         done = _read_done(out / name)
         if done is None:
             continue
-        if done.formats != wanted or ("bundle" in wanted and done.signed_by != fingerprint):
+        if fingerprint is None and done.signed_by and "bundle" in wanted:
+            signed.append(name)  # written again only with a key: no re-run without one helps
+        elif done.formats != wanted or ("bundle" in wanted and done.signed_by != fingerprint):
             differ.append(name)
     if differ:
         log.warning(
@@ -253,6 +268,13 @@ def _warn_of_outputs_kept(
             "write them again from their transcripts",
             len(differ),
             ", ".join(differ),
+        )
+    if signed:
+        log.warning(
+            "--retry-failed leaves %d meeting(s) done last time with their bundles signed, "
+            "where this run has no signing key: %s",
+            len(signed),
+            ", ".join(signed),
         )
 
 
@@ -371,35 +393,27 @@ def _process(
     # A half-downloaded track is not among them; it is resumed.
     for written in (folder, folder / remote.RECORDING_FOLDER):
         remove_unfinished_writes(written)
+    # What would stop the meeting, before its inputs cost a download.
+    done = _read_done(folder)
+    keep_signed(folder, signing_key, done.signed_by if done is not None else None)
+    wanted = sorted(set(formats))
+    signer, signed_by = None, None
+    if signing_key is not None and "bundle" in wanted:
+        signing_key.check()  # a worker reads it here: one gone or changed fails this meeting
+        signer, signed_by = signing_key.sign, signing_key.fingerprint
     checkpoints = Checkpoints(folder / ".work")
     checkpoints.drop_partial()
     earlier = _reusable_manifest(job, folder)
     manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
-    wanted = sorted(set(formats))
-    signer, signed_by = None, None
-    if signing_key is not None and "bundle" in wanted:
-        signing_key.check()  # a worker reads it here: one gone or changed fails this meeting
-        signer, signed_by = signing_key.sign, signing_key.fingerprint
-    done = _read_done(folder)
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
-        bundle = folder / FORMATS["bundle"][0]
-        if signed_by is None and bundle.exists():
-            # A scheduled re-run that lost its --sign-key must not turn a signed archive into
-            # an unsigned one, and say all went well.
-            raise SigningKeyError(
-                f"{bundle}: signed with the key {done.signed_by}; written again with no "
-                "signing key, it would no longer be signed: give the key (--sign-key), or "
-                "remove the bundle to have it written unsigned"
-            )
-        if signed_by is not None:
-            log.warning(
-                "%s: its bundle was signed with the key %s; it is written again signed with %s",
-                folder,
-                done.signed_by,
-                signed_by,
-            )
+        log.warning(
+            "%s: its bundle was signed with the key %s; it is written again %s",
+            folder,
+            done.signed_by,
+            f"signed with {signed_by}" if signed_by else "unsigned (the signed one was removed)",
+        )
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
         outputs_there = all((folder / FORMATS[f][0]).exists() for f in wanted)
         if outputs_there and done.formats == wanted and done.signed_by == signed_by:

@@ -65,7 +65,7 @@ from .evaluate import (
     read_turns,
 )
 from .plot import image_format, plot_timeline
-from .signing import SigningKeyError
+from .signing import SigningKeyError, keep_signed
 from .verification import Verification, verify
 
 
@@ -361,6 +361,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     key = signing_key(args)
     manifest = Manifest.load(args.manifest)
     out = output_folder(args.out)
+    keep_signed(out, key)
     transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
     write_outputs(transcript, out, args.formats, key)
     return report(transcript)

@@ -33,8 +33,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from models import read_regular_file
+from stages.export import FORMATS, holds_signature
 
-__all__ = ["SIGNATURE_BYTES", "PublicKey", "SigningKey", "SigningKeyError"]
+__all__ = ["SIGNATURE_BYTES", "PublicKey", "SigningKey", "SigningKeyError", "keep_signed"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
@@ -114,6 +115,21 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey({str(self.path)!r}, fingerprint={self.fingerprint!r})"
+
+
+def keep_signed(folder: Path, key: SigningKey | None, signed_by: str | None = None) -> None:
+    """Refuse (:class:`SigningKeyError`), before any work, a run with no ``key`` that would
+    write over or remove the signed bundle in ``folder`` (signed by the key ``signed_by``,
+    where that is known): a re-run that lost its key must not turn a signed record into an
+    unsigned one and report success. Removing the bundle first is how to do without."""
+    bundle = folder / FORMATS["bundle"][0]
+    if key is not None or not holds_signature(bundle):
+        return
+    whose = f" with the key {signed_by}" if signed_by else ""
+    raise SigningKeyError(
+        f"{bundle}: signed{whose}; with no signing key it would be written again unsigned, "
+        "or removed: give the key (--sign-key), or remove the bundle first to do without"
+    )
 
 
 def _fingerprint(key: Ed25519PublicKey) -> str:

@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from models import Transcript, load_jobs
-from pipeline import PublicKey, SigningKey, SigningKeyError, run_batch, verify
+from pipeline import (
+    PipelineOptions,
+    PublicKey,
+    SigningKey,
+    SigningKeyError,
+    run_batch,
+    verify,
+)
+from pipeline.batch import process_meeting
 from stages.export import RECORD_FILE, SIGNATURE_FILE, bundle_members, export, render, to_bundle
 from stages.export._bundle import _pack  # laid out as trackscribe lays a bundle out
 
@@ -445,6 +453,17 @@ def test_the_commands_sign_with_sign_key_and_verify_with_public_key(sample_dir, 
     private = trackscribe("verify", str(sent), "--public-key", str(keys[0]))
     assert private.returncode == 2
     assert f"{keys[0]}: a private key; give its public key" in private.stderr
+    # Written again into that folder without the key: refused before any work, in any format.
+    for formats in ("json,bundle", "json"):
+        unsigned = trackscribe(
+            "transcribe", str(sample_dir), "-o", str(out), "--formats", formats, "--no-progress"
+        )
+        assert unsigned.returncode == 2
+        assert f"{out / 'transcript.bundle.zip'}: signed; with no signing key" in unsigned.stderr
+        assert "wrote" not in unsigned.stderr
+    kept = trackscribe("demo", "-o", str(out), "--formats", "bundle", "--no-progress")
+    assert kept.returncode == 2 and "emulator serving" not in kept.stdout
+    assert verify(out, public_key=keys[1]).ok
 
 
 def test_a_key_that_cannot_be_used_stops_the_command_before_any_work(sample_dir, keys, tmp_path):
@@ -507,18 +526,28 @@ def test_a_batch_signs_each_bundle_in_its_workers_and_another_key_only_re_export
     assert verify(out / "a", public_key=other[1]).ok
     assert not verify(out / "a", public_key=keys[1]).ok
     assert {m.signed_by for m in again.meetings} == {SigningKey(other[0]).fingerprint}
-    # A re-run that lost its key must not make the signed bundles unsigned and call it done.
-    unsigned = run_batch(jobs, out, formats=["json", "bundle"], progress=False)
-    assert {m.status for m in unsigned.meetings} == {"failed"}
+    fingerprint = SigningKey(other[0]).fingerprint
+    caplog.clear()
+    run_batch(jobs, out, formats=["json", "bundle"], retry_failed=True, progress=False)
+    assert "with their bundles signed, where this run has no signing key: a, b" in caplog.text
+    # A re-run that lost its key must neither write the signed bundles again unsigned nor
+    # remove them (fewer formats) and call that done: refused before any work.
     bundle = out / "a" / "transcript.bundle.zip"
-    assert unsigned.meetings[0].reason == (
-        f"{bundle}: signed with the key {SigningKey(other[0]).fingerprint}; written again with "
-        "no signing key, it would no longer be signed: give the key (--sign-key), or remove "
-        "the bundle to have it written unsigned"
+    refusal = (
+        f"{bundle}: signed with the key {fingerprint}; with no signing key it would be written "
+        "again unsigned, or removed: give the key (--sign-key), or remove the bundle first to "
+        "do without"
     )
+    for formats in (["json", "bundle"], ["json"]):
+        with pytest.raises(SigningKeyError) as refused:
+            run_batch(jobs, out, formats=formats, progress=False)
+        assert str(refused.value) == refusal
     assert verify(out / "a", public_key=other[1]).ok
+    alone = process_meeting(jobs[0], out / "a", PipelineOptions(), formats=["json", "bundle"])
+    assert (alone.status, alone.reason) == ("failed", refusal)
     bundle.unlink()  # as it says: unsigned on purpose
     assert run_batch(jobs[:1], out, formats=["json", "bundle"], progress=False).meetings[0].reused
+    assert "written again unsigned (the signed one was removed)" in caplog.text
     assert verify(out / "a").ok and not verify(out / "a", public_key=other[1]).ok
     with pytest.raises(ValueError, match="add bundle to formats"):
         run_batch(jobs, out, formats=["json"], signing_key=SigningKey(other[0]))

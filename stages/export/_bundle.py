@@ -16,12 +16,14 @@ elsewhere is the one transcribed.
 
 import hashlib
 import io
+import stat
 import struct
 import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from models import Transcript
 
@@ -95,6 +97,18 @@ def packed_as_written(data: bytes, members: dict[str, bytes], origin: datetime) 
     order = {name: rank for rank, name in enumerate(_ORDER)}
     ordered = sorted(members.items(), key=lambda member: order.get(member[0], len(order)))
     return data == _pack(dict(ordered), origin)
+
+
+def holds_signature(path: Path) -> bool:
+    """Whether the file at ``path`` is a bundle that holds a signature; False where there is
+    no such file, or it is no zip (nothing a run would need to keep signed)."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        with zipfile.ZipFile(path) as bundle:
+            return SIGNATURE_FILE in bundle.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def read_bundle(data: bytes, source: str) -> dict[str, bytes]:
