@@ -156,8 +156,7 @@ def run_batch(
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
         for job in todo:  # one clear error before any work, not a failure per meeting
-            done = _read_done(out / job.folder_name)
-            keep_signed(out / job.folder_name, signing_key, done.signed_by if done else None)
+            keep_signed(out / job.folder_name, signing_key, _signed_by(out / job.folder_name))
         # Until its result comes, a meeting is listed as pending: a summary left by a run that
         # was stopped or killed must not read as a smaller batch that all went well.
         results |= {
@@ -398,7 +397,7 @@ def _process(
     keep_signed(folder, signing_key, done.signed_by if done is not None else None)
     wanted = sorted(set(formats))
     signer, signed_by = None, None
-    if signing_key is not None and "bundle" in wanted:
+    if signing_key is not None:  # process_meeting saw to it that the bundle is wanted
         signing_key.check()  # a worker reads it here: one gone or changed fails this meeting
         signer, signed_by = signing_key.sign, signing_key.fingerprint
     checkpoints = Checkpoints(folder / ".work")

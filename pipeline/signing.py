@@ -72,13 +72,13 @@ class SigningKey:
     def check(self) -> None:
         """Read the key, if this copy has not yet: :class:`SigningKeyError` if it cannot be
         used, or is no longer the key this one was made from."""
-        self._private_key()
+        self._loaded()
 
     def sign(self, data: bytes) -> bytes:
         """The Ed25519 signature of ``data`` (64 bytes)."""
-        return self._private_key().sign(data)
+        return self._loaded().sign(data)
 
-    def _private_key(self) -> Ed25519PrivateKey:
+    def _loaded(self) -> Ed25519PrivateKey:
         if self._key is None:
             key = _read_private_key(self.path)
             found = _fingerprint(key.public_key())

@@ -45,8 +45,9 @@ _ORDER = [
     SUMS_FILE,
     SIGNATURE_FILE,
 ]
-"""The members a bundle can hold, in the order it holds them (what :func:`bundle_members`
-gives)."""
+_RANK = {name: rank for rank, name in enumerate(_ORDER)}
+"""Each member a bundle can hold -> its place in the bundle (the order
+:func:`bundle_members` gives them in)."""
 _COMMENT = f"{BUNDLE_SCHEMA}: check with sha256sum -c {SUMS_FILE}".encode()
 MAX_EXPORT_BYTES = 1 << 30
 """The most an export, or a bundle unpacked, may be: far above a day of meetings' text, and a
@@ -94,8 +95,7 @@ def packed_as_written(data: bytes, members: dict[str, bytes], origin: datetime) 
     reads them says nothing of what another tool shows; a zip laid out exactly as
     trackscribe lays it out shows every tool the same members. Reordered, a bundle shows
     the same, but is another file than the one written: a hash kept of it would not match."""
-    order = {name: rank for rank, name in enumerate(_ORDER)}
-    ordered = sorted(members.items(), key=lambda member: order.get(member[0], len(order)))
+    ordered = sorted(members.items(), key=lambda member: _RANK.get(member[0], len(_RANK)))
     return data == _pack(dict(ordered), origin)
 
 
