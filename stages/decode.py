@@ -331,16 +331,21 @@ class _OpusDecoder:
         return f"libopus: {self._lib.opus_strerror(code).decode()}"
 
 
+def _libopus_files() -> Iterator[str]:
+    """Where libopus may be, PyAV's first. The system's is looked for only once no bundled
+    one has loaded: where ldconfig does not know libopus, ``find_library`` runs the C
+    compiler, and a run stopped meanwhile left its output file in the temporary folder."""
+    package = Path(av.__file__).parent
+    yield from map(str, sorted(package.parent.glob("av.libs/libopus*")))
+    yield from map(str, sorted(package.glob(".dylibs/libopus*")))
+    if system := ctypes.util.find_library("opus"):
+        yield system
+
+
 @functools.cache
 def _libopus() -> ctypes.CDLL | None:
     """The libopus bundled with PyAV (the one its FFmpeg uses), else the system's, or None."""
-    package = Path(av.__file__).parent
-    bundled = sorted(package.parent.glob("av.libs/libopus*")) + sorted(
-        package.glob(".dylibs/libopus*")
-    )
-    for name in [*map(str, bundled), ctypes.util.find_library("opus")]:
-        if not name:
-            continue
+    for name in _libopus_files():
         try:
             library = ctypes.CDLL(name)
         except OSError:

@@ -400,3 +400,18 @@ def test_libopus_and_ffmpeg_put_the_same_sound_in_the_same_place(
     assert best == 0  # not a sample apart
     difference = np.linalg.norm(a - b) / np.linalg.norm(b)
     assert 20 * np.log10(difference) < -30  # rounding, and FFmpeg's resampling filter
+
+
+@pytest.mark.parametrize("opus_decoder", ["libopus"], indirect=True)
+def test_the_system_is_not_searched_for_libopus_while_pyavs_own_loads(monkeypatch, opus_decoder):
+    # ctypes.util.find_library runs the C compiler where ldconfig does not know libopus, and a
+    # run stopped meanwhile left the compiler's output file in the temporary folder.
+    def searched(name: str) -> str | None:
+        raise AssertionError(f"searched the system for {name}")
+
+    monkeypatch.setattr(stages.decode.ctypes.util, "find_library", searched)
+    stages.decode._libopus.cache_clear()
+    try:
+        assert stages.decode._libopus() is not None
+    finally:
+        stages.decode._libopus.cache_clear()
