@@ -1,6 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
-from ._errors import describe
+from ._errors import describe, import_optional
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
@@ -117,6 +117,7 @@ __all__ = [
     "format_clock",
     "format_utc",
     "frame_runs",
+    "import_optional",
     "level_db",
     "load_jobs",
     "one_line",

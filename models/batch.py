@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import describe
+from ._errors import describe, import_optional
 from .files import atomic_write_text
 from .manifest import DisplayName, OptionalText
 from .recording_files import safe_file_name
@@ -250,8 +250,7 @@ class BatchSummary(BaseModel):
 
     def to_dataframe(self):  # noqa: ANN201 - pandas is optional
         """The summary as a pandas DataFrame (``pip install 'trackscribe[pandas]'``)."""
-        import pandas as pd
-
+        pd = import_optional("pandas", "pandas")
         return pd.DataFrame([m.model_dump() for m in self.meetings])
 
     def _repr_html_(self) -> str:

@@ -197,7 +197,12 @@ class Manifest(BaseModel):
             raw = json.loads(read_regular_file(path).decode("utf-8-sig"))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such manifest file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise ManifestError(
+                f"{path}: not a manifest: binary data, not JSON text (an audio file? give "
+                "the manifest.json that lists the tracks, or the folder holding it)"
+            ) from None
+        except OSError as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from None
         except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
             raise ManifestError(f"{path}: not valid JSON: {exc}") from None

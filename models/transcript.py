@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._errors import describe
+from ._errors import describe, import_optional
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName
@@ -206,8 +206,7 @@ class Transcript(BaseModel):
 
         Needs pandas (``pip install 'trackscribe[pandas]'``).
         """
-        import pandas as pd
-
+        pd = import_optional("pandas", "pandas")
         names = self.speaker_names()
         return pd.DataFrame(
             [

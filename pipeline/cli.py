@@ -290,6 +290,11 @@ def _parser() -> argparse.ArgumentParser:
     add_decoding_options(bench)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="do not say on stderr which approach is running",
+    )
+    bench.add_argument(
         "--plot",
         type=Path,
         metavar="FILE",
@@ -461,7 +466,9 @@ def _run_bench(args: argparse.Namespace) -> int:
         truth=truth_file,
         options=options,
         approaches=tuple(args.approaches),
-        on_start=lambda name: print(f"bench: running {name} ...", file=sys.stderr),
+        on_start=None
+        if args.no_progress
+        else lambda name: print(f"bench: running {name} ...", file=sys.stderr),
     )
     if args.json:
         print(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))

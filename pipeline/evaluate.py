@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
-from models import Transcript
+from models import Transcript, import_optional
 
 if TYPE_CHECKING:
     import meeteval
@@ -151,6 +151,7 @@ def _read_text(path: Path) -> str:
 
 def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
     """SegLST entries of an STM text and the line number of each, to name a bad line by."""
+    import_optional("meeteval", "eval")
     from meeteval.io import STM
     from meeteval.io.stm import STMLine
 
@@ -277,7 +278,7 @@ def check_scoring_libraries() -> None:
     approaches bench then starts should not inherit what importing them sets up."""
     for name in ("meeteval", "whisper_normalizer"):
         if importlib.util.find_spec(name) is None:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            import_optional(name, "eval")  # raises, saying how to install it
 
 
 @cache
@@ -303,6 +304,7 @@ def evaluate(
     scoring (an STM file's, when none are given): the hypothesis's words there are left out
     too (:func:`without_spans`), as NIST's scoring does.
     """
+    check_scoring_libraries()
     import meeteval
 
     if isinstance(truth, Transcript):

@@ -8,7 +8,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from models import atomic_write_bytes
+from models import atomic_write_bytes, import_optional
 
 from .evaluate import Turn
 
@@ -18,6 +18,7 @@ __all__ = ["image_format", "plot_timeline"]
 def image_format(path: Path) -> str:
     """The image format ``path``'s suffix names (PNG without one); ValueError naming the file
     when matplotlib cannot write it."""
+    import_optional("matplotlib", "eval")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     kind = Path(path).suffix.lstrip(".").lower() or "png"
@@ -37,8 +38,7 @@ def plot_timeline(
 ) -> Path:
     """Write the timeline to ``path``, in the format its suffix names (``.png``, ``.pdf``,
     ``.svg``, …; PNG without one); a suffix matplotlib cannot write is a ValueError."""
-    import matplotlib
-
+    matplotlib = import_optional("matplotlib", "eval")
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch

@@ -835,6 +835,16 @@ def test_a_transcript_shows_itself_in_a_notebook(reference):
     assert f"<td>{first.wall_s:.1f}</td><td>{first.realtime_factor:.1f}</td>" in table
 
 
+def test_a_notebook_without_pandas_is_told_how_to_install_it(reference, monkeypatch):
+    transcript = Transcript.load(reference / "sample" / "transcript.json")
+    summary = BatchSummary.load(reference / "summary.json")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    for shown in (transcript, summary):
+        with pytest.raises(ModuleNotFoundError, match=r"pip install 'trackscribe\[pandas\]'"):
+            shown.to_dataframe()
+        assert "<table>" in shown._repr_html_()  # the notebook's own view needs no pandas
+
+
 def test_audio_a_killed_decoder_left_half_written_is_removed_and_finished_audio_kept(tmp_path):
     store = Checkpoints(tmp_path / ".work")
     half = store.pcm_path("k1")  # a decoder killed while writing leaves this

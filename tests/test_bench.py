@@ -146,3 +146,22 @@ def test_bench_without_a_truth_runs_every_approach_but_the_oracle(meeting_copy, 
     (meeting_copy / "truth.json").unlink()
     assert main(["bench", str(meeting_copy / "manifest.json")]) == 0
     assert asked == [("pipeline", "full", "silero", "mix")]
+
+
+@pytest.mark.parametrize(("flags", "said"), [([], True), (["--no-progress"], False)])
+def test_bench_says_which_approach_runs_unless_asked_not_to(
+    meeting_copy, monkeypatch, capsys, flags, said
+):
+    # --no-progress, as every long command takes it: scripts pass it to all of them
+    import pipeline.cli
+
+    def run_each(manifest, *, approaches, on_start, **_):
+        for name in approaches:
+            if on_start is not None:
+                on_start(name)
+        return {name: Approach(wall_s=1.0) for name in approaches}
+
+    monkeypatch.setattr(pipeline.cli, "bench", run_each)
+    args = ["bench", str(meeting_copy / "manifest.json"), "--approaches", "pipeline", *flags]
+    assert main(args) == 0
+    assert ("bench: running pipeline ..." in capsys.readouterr().err) is said

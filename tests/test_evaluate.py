@@ -100,6 +100,21 @@ def test_a_notebook_giving_evaluate_the_wrong_things_is_told_what_it_takes(
         evaluate(hypothesis, truth)
 
 
+@pytest.mark.parametrize("missing", ["meeteval", "whisper_normalizer", "matplotlib"])
+def test_a_notebook_without_the_eval_extra_is_told_how_to_install_it(
+    sample_transcript, sample_dir, tmp_path, monkeypatch, missing
+):
+    # the CLI says so too; a notebook has only the exception to go by
+    truth = read_turns(sample_dir / "truth.json")
+    monkeypatch.setitem(sys.modules, missing, None)  # as after a plain `pip install .`
+    hint = rf"{missing} is needed here: pip install 'trackscribe\[eval\]'"
+    with pytest.raises(ModuleNotFoundError, match=hint):
+        if missing == "matplotlib":
+            plot_timeline(truth.turns, truth.turns, tmp_path / "timeline.png")
+        else:
+            evaluate(sample_transcript, truth)
+
+
 def test_scoring_a_speaker_whose_utterances_touch_warns_of_nothing(caplog):
     # Segments of a whole track may overlap by hundredths of a second: meeteval's
     # "Self-overlap detected" then names neither whose nor anything a user could do.

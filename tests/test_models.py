@@ -132,6 +132,13 @@ def test_unreadable_manifests_name_the_file(tmp_path):
         Manifest.load(tmp_path / "broken.json")
 
 
+def test_an_audio_file_given_as_the_manifest_is_named_as_such(sample_manifest):
+    # the most natural first mistake: pointing the command at a track, not at its manifest
+    track = sample_manifest.track_path(sample_manifest.tracks[0])
+    with pytest.raises(ManifestError, match=rf"{track.name}: not a manifest: binary data.*audio"):
+        Manifest.load(track)
+
+
 def test_times_are_written_in_utc_with_millisecond_precision():
     assert format_utc(datetime(2026, 11, 20, 10, 0, 3, 249600, tzinfo=UTC)) == (
         "2026-11-20T10:00:03.250Z"

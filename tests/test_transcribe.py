@@ -172,6 +172,12 @@ def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
         Transcriber(TranscribeOptions(model=str(tmp_path / "nowhere")))
 
 
+def test_a_bundled_model_that_is_not_bundled_names_the_one_that_is():
+    # not faster-whisper's list of hub names, which has small.en in it and confuses
+    with pytest.raises(ModelError, match=r"only bundled model is 'bundled:tiny.en'.*'small.en'"):
+        Transcriber(TranscribeOptions(model="bundled:small.en"))
+
+
 def test_a_pause_inside_one_region_splits_the_region_into_segments(
     good_morning, great_news, transcriber, tmp_path
 ):

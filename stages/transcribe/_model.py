@@ -84,11 +84,19 @@ def resolve_model(name: str) -> str:
 
 
 def check_model(model: str) -> None:
-    """Raise :class:`ModelError` when ``model`` is a path to no folder: a mistyped path is
-    caught before a batch starts, not once per meeting (and rather than the hub's "Repo id
-    must be ..."). Hub names are not looked up: that may need the network."""
+    """Raise :class:`ModelError` when ``model`` is a path to no folder, or a bundled model
+    that is not bundled: a mistyped name is caught before a batch starts, not once per
+    meeting (and rather than the hub's "Repo id must be ..." or faster-whisper's list of hub
+    names). Hub names are not looked up: that may need the network."""
     if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
         raise ModelError(f"cannot load model {model!r}: no such folder")
+    bundled, _, name = model.partition(":")
+    if bundled == BUNDLED_MODEL.partition(":")[0] and model != BUNDLED_MODEL:
+        raise ModelError(
+            f"cannot load model {model!r}: the only bundled model is {BUNDLED_MODEL!r}; "
+            f"{name!r}, without 'bundled:', is faster-whisper's, downloaded once from the "
+            "Hugging Face hub"
+        )
 
 
 @cache
