@@ -278,7 +278,9 @@ class Transcript(BaseModel):
         try:
             return cls.model_validate(json.loads(data.decode("utf-8-sig")))
         except UnicodeDecodeError as exc:
-            raise TranscriptError(f"{source}: cannot read: {exc}") from None
+            raise TranscriptError(
+                f"{source}: not a transcript: binary data, not JSON text (byte {exc.start})"
+            ) from None
         except ValidationError as exc:
             raise TranscriptError(f"{source}: {describe(exc)}") from None
         except (ValueError, RecursionError) as exc:  # also a number too long, or too deep

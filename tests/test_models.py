@@ -178,6 +178,12 @@ def test_checksums_are_accepted_in_either_case():
     assert manifest.tracks[0].sha256 == "ab" * 32
 
 
+def test_an_audio_file_given_as_a_transcript_is_named_as_binary(sample_manifest):
+    track = sample_manifest.track_path(sample_manifest.tracks[0])
+    with pytest.raises(TranscriptError, match=rf"{track.name}: not a transcript: binary data"):
+        Transcript.load(track)
+
+
 def test_a_transcript_path_that_is_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TranscriptError, match="cannot read"):
         Transcript.load(tmp_path)
