@@ -12,6 +12,7 @@ from pipeline import transcribe_tracks
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import decode
 from stages.merge import track_offsets
+from stages.vad import speech_regions, voice_activity
 
 from .conftest import words_of, write_webm
 
@@ -506,6 +507,39 @@ def test_a_user_on_two_devices_at_once_is_transcribed_once(leaky_meeting, tmp_pa
         laptop["path"],
         phone["path"],
     }
+
+
+@pytest.mark.parametrize("late", [0.5, 1.007, 2.021])
+def test_a_second_device_that_joined_a_fraction_of_a_frame_later_sends_nothing_twice(
+    leaky_meeting, tmp_path, late
+):
+    # Alice's phone joined ``late`` seconds after her laptop, not on the 30-ms frame grid:
+    # at her words' edges, where the level changes fastest, its frames and the laptop's
+    # differ by more than their usual gap. Those few frames must not make regions of their
+    # own, nor be bridged into one across the copy around them. Real WebM/Opus files.
+    manifest = Manifest.load(leaky_meeting / "manifest.json")
+    laptop = next(i for i, t in enumerate(manifest.tracks) if t.user_id == "user-alice")
+    heard = decode(manifest.track_path(manifest.tracks[laptop]), tmp_path / "laptop.pcm").read()
+    noise = np.random.default_rng(9).normal(0, 2e-3, heard.size).astype(np.float32)
+    phone = 0.5 * heard[round(late * RATE) :] + noise[round(late * RATE) :]
+    write_webm(tmp_path / "phone.webm", np.repeat(phone, 3).astype(np.float32))
+    activities = [
+        voice_activity(decode(manifest.track_path(t), tmp_path / f"{i}.pcm"))
+        for i, t in enumerate(manifest.tracks)
+    ] + [voice_activity(decode(tmp_path / "phone.webm", tmp_path / "phone.pcm"))]
+    offsets = track_offsets(manifest)
+    timings = [TrackTiming(o) for o in offsets] + [TrackTiming(offsets[laptop] + late)]
+    owners = [t.user_id for t in manifest.tracks] + ["user-alice"]
+
+    owned, leaks = attribute(activities, timings, owners)
+
+    def regions(i: int) -> list[tuple[float, float]]:
+        at = timings[i].meeting_time
+        return [(at(r.start), at(r.end)) for r in speech_regions(owned[i])]
+
+    on_laptop, on_phone = regions(laptop), regions(len(owners) - 1)
+    assert on_laptop and any(span.duplicate for span in leaks[-1])
+    assert not [(a, b) for a, b in on_phone for c, d in on_laptop if a < d and c < b]
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -58,7 +58,7 @@ def attribute(
         twice = kept_on[i, span] >= 0
         other = source[i, span] != NOT_OTHER
         result[i] = activities[i].owned(
-            activities[i].voiced & own[i, span], _long_runs(leaked, walls)
+            activities[i].voiced & own[i, span], _long_runs(leaked, walls) | twice
         )
         leaks[i] = sorted(
             _spans(
@@ -253,6 +253,15 @@ def _held(
         held[b][gb[same]] = True
         gap[a][fa[same]] = difference[same]
         gap[b][gb[same]] = -difference[same]
+    for t in (a, b):
+        # A copy starts a fraction of a frame later: at a word's edges, where the level
+        # changes fastest, its frames hold parts of the voice the other's do not, and miss the
+        # test above. Each held stretch takes the own frames either side of it too.
+        edges = own[t] & ~held[t] & (_shifted(held[t], 1) | _shifted(held[t], -1))
+        gap[t][edges] = np.where(_shifted(held[t], 1), _shifted(gap[t], 1), _shifted(gap[t], -1))[
+            edges
+        ]
+        held[t] |= edges
     return held, gap
 
 
