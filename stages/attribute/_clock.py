@@ -51,7 +51,8 @@ def estimate_clock(
     nothing was measured (no leakage: a clean meeting gives no clock reference, nor needs one).
     """
     options = options or AttributionOptions()
-    present = [i for i, a in enumerate(activities) if a is not None]
+    # A track shorter than one frame has nothing to compare; it is passed on as it is.
+    present = [i for i, a in enumerate(activities) if a is not None and a.voiced.size]
     estimates: list[TrackClock | None] = [None] * len(activities)
     if len(present) < 2 or options.max_clock_error <= 0:
         return estimates

@@ -36,7 +36,8 @@ def attribute(
     time).
     """
     options = options or AttributionOptions()
-    present = [i for i, a in enumerate(activities) if a is not None]
+    # A track shorter than one frame has nothing to compare; it is passed on as it is.
+    present = [i for i, a in enumerate(activities) if a is not None and a.voiced.size]
     leaks: list[list[LeakedSpan]] = [[] for _ in activities]
     if not options.enabled or len(present) < 2:
         return list(activities), leaks
@@ -50,6 +51,7 @@ def attribute(
         level, voiced, own, coupling, present, owners, options, frame_s
     )
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
+    strongest = _voice_carried(strongest, own, source)
 
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
@@ -108,6 +110,16 @@ def _own_frames(
         own[a] = voiced[a] & (margin[a] >= options.margin_db)
         strongest[a] = np.asarray(others)[np.argmax(leaked, axis=0)]
     return own, margin, strongest
+
+
+def _voice_carried(strongest: np.ndarray, own: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Per track and frame, whose voice the strongest leakage is: the strongest track's
+    owner's, unless what that track carries there is itself another's voice (someone with no
+    track, say), which is then the one the record must name."""
+    frames = np.arange(strongest.shape[1])
+    relayed = source[strongest, frames]
+    carried = ~own[strongest, frames] & (relayed != NOT_OTHER)
+    return np.where(carried, relayed, strongest)
 
 
 def _heard_twice(

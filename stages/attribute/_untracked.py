@@ -83,7 +83,8 @@ def untracked_voices(
             with np.errstate(invalid="ignore"):
                 alike = own[a] & (level[a] - level[b] < options.dominance_db)
             found = _sustained(alike & together[pair] & (source[b] != NOT_OTHER), least, alike)
-            source[a] = np.where(found & (source[a] == NOT_OTHER), source[b], source[a])
+            whose = _nearest_known(source[b], found)
+            source[a] = np.where(found & (source[a] == NOT_OTHER), whose, source[a])
             other[a] &= ~found
     return other, source, under
 
@@ -97,6 +98,24 @@ def _sustained(mask: np.ndarray, least: int, alike: np.ndarray) -> np.ndarray:
     for start, end in bridge_runs(frame_runs(mask), least):
         if mask[start:end].sum() >= least:
             out[start:end] = alike[start:end]
+    return out
+
+
+def _nearest_known(source: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """``source`` with each ``found`` frame where it is :data:`NOT_OTHER` given the source
+    of the nearest found frame where it is known: a stretch of one voice's copies is that
+    voice throughout, also where the other copy dipped, and the record must say whose."""
+    known = np.flatnonzero(found & (source != NOT_OTHER))
+    unknown = np.flatnonzero(found & (source == NOT_OTHER))
+    if not known.size or not unknown.size:
+        return source
+    after = np.clip(np.searchsorted(known, unknown), 0, known.size - 1)
+    before = np.clip(after - 1, 0, known.size - 1)
+    closer = np.where(
+        np.abs(known[before] - unknown) <= np.abs(known[after] - unknown), before, after
+    )
+    out = source.copy()
+    out[unknown] = source[known[closer]]
     return out
 
 
