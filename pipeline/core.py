@@ -6,6 +6,7 @@ tracks whose voice a region is needs exactly that). A track that fails is record
 reason and costs nothing else: the other tracks still make the transcript.
 """
 
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -17,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,10 +133,26 @@ def runtime_versions() -> str:
 
 
 def software_version() -> str:
+    """trackscribe's version and a digest of its code: the version number alone does not
+    change from one commit to the next, and a checkout or wheel of other code must neither
+    take this one's checkpoints nor pass for it in a transcript's provenance."""
     try:
-        return f"trackscribe {version('trackscribe')}"
+        number = version("trackscribe")
     except PackageNotFoundError:
-        return "trackscribe (not installed)"
+        number = "(not installed)"
+    return f"trackscribe {number} (code {_code_digest()})"
+
+
+@cache
+def _code_digest() -> str:
+    """SHA-256 (first 12 hex digits) of every module of the three packages, by path."""
+    digest = hashlib.sha256()
+    for name in ("models", "stages", "pipeline"):
+        root = Path(sys.modules[name].__file__).parent  # all three are imported by now
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class RunStats(BaseModel):

@@ -157,6 +157,26 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
 
 
+def test_other_code_of_the_same_version_number_redoes_the_work(meetings, tmp_path, monkeypatch):
+    # A checkout of another commit says "0.1.0" too: what the code made must not be taken
+    # for this code's, neither from the checkpoints nor as the finished meeting.
+    import pipeline.core
+
+    out = tmp_path / "out"
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    first = run_batch(jobs, out, progress=False)
+    made_by = Transcript.load(out / "pair" / "transcript.json").provenance.software
+    assert made_by == pipeline.core.software_version() and "(code " in made_by
+
+    monkeypatch.setattr(pipeline.core, "_code_digest", lambda: "0" * 12)
+    again = run_batch(jobs, out, progress=False)
+    assert first.meetings[0].status == again.meetings[0].status == "done"
+    assert not again.meetings[0].reused
+    assert set(journal(out, "analysed").values()) == {2}  # each track again, audio and all
+    remade = Transcript.load(out / "pair" / "transcript.json").provenance.software
+    assert remade.endswith("(code 000000000000)")
+
+
 def test_a_track_left_out_for_its_start_is_not_read_and_its_bytes_redo_nothing(
     meeting_copy, tmp_path
 ):
