@@ -14,7 +14,7 @@ def analyse_track(
     pcm_path: Path,
     sha256: str | None,
     size: int | None,
-    verified_sha256: str | None,
+    known_sha256: str | None,
     vad: VadOptions,
 ) -> tuple[PcmAudio, VoiceActivity, float, float]:
     """Decode one track and find its voice activity; also the seconds each took."""
@@ -24,7 +24,7 @@ def analyse_track(
         pcm_path,
         expected_sha256=sha256,
         expected_size=size,
-        verified_sha256=verified_sha256,
+        known_sha256=known_sha256,
     )
     decoded = time.perf_counter()
     activity = voice_activity(audio, vad)

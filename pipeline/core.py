@@ -554,7 +554,7 @@ def _analyse(
             given[item.index],
             track.sha256,
             track.size,
-            item.file_key,  # hashed and checked here already: the worker need not read it again
+            item.file_key,  # what the work is kept under: the file must still have it
             vad,
         )
 

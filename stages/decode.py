@@ -92,14 +92,16 @@ def decode(
     *,
     expected_sha256: str | None = None,
     expected_size: int | None = None,
-    verified_sha256: str | None = None,
+    known_sha256: str | None = None,
 ) -> PcmAudio:
     """Decode ``source`` into ``pcm_path`` (raw int16, 16 kHz mono) and describe the result.
 
     ``expected_sha256``/``expected_size`` (from the manifest) are checked before any decoding,
     so a file that changed since it was listed is refused rather than silently transcribed.
-    ``verified_sha256`` is the digest :func:`check_file` just gave the caller (in another
-    process, say): the file is then not read twice.
+    ``known_sha256`` is the digest the caller took earlier (in another process, say) and
+    keyed this work by: a file that no longer has it, or that changes while it is decoded
+    (a copy or download still under way), is refused, so that audio of other bytes is never
+    kept under that key.
     A file that breaks off part-way (truncated upload, corrupt packet) decodes up to the
     break; the returned :class:`PcmAudio` says where in ``problem``. A decoding that fails
     once it has begun writing ``pcm_path`` removes it; a file refused before that leaves
@@ -107,7 +109,10 @@ def decode(
     :class:`models.WriteError`, not :class:`DecodeError`: the file is not at fault.
     """
     source, pcm_path = Path(source), Path(pcm_path)
-    size, digest = check_file(source, expected_sha256, expected_size, verified_sha256)
+    before = _state(source)
+    size, digest = check_file(source, expected_sha256, expected_size)
+    if known_sha256 is not None and digest != known_sha256:
+        raise DecodeError(f"{source}: changed since it was first read (SHA-256 is now {digest})")
     if size == 0:
         raise DecodeError(f"{source}: empty file (0 bytes; an upload or copy that failed?)")
     try:
@@ -139,6 +144,8 @@ def decode(
                     "transcribed"
                 )
                 problem = f"{problem}; {ignored}" if problem else ignored
+            if _state(source) != before:
+                raise DecodeError(f"{source}: changed while it was being decoded")
         except BaseException as exc:
             pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
             if isinstance(exc, OSError) and not isinstance(exc, av.error.FFmpegError):
@@ -161,9 +168,7 @@ def decode(
     )
 
 
-def check_file(
-    source: Path, sha256: str | None, size: int | None, verified_sha256: str | None = None
-) -> tuple[int, str]:
+def check_file(source: Path, sha256: str | None, size: int | None) -> tuple[int, str]:
     """The file's size and SHA-256, checked against the manifest's; :class:`DecodeError`
     when it is missing or does not match."""
     try:
@@ -175,10 +180,19 @@ def check_file(
     actual_size = info.st_size
     if size is not None and actual_size != size:
         raise DecodeError(f"{source}: size is {actual_size} bytes, the manifest says {size}")
-    digest = verified_sha256 or sha256_file(source)
+    digest = sha256_file(source)
     if sha256 is not None and digest != sha256.lower():
         raise DecodeError(f"{source}: SHA-256 is {digest}, the manifest says {sha256}")
     return actual_size, digest
+
+
+def _state(source: Path) -> tuple[int, int, int, int] | None:
+    """What changes whenever a file's bytes do (its change time cannot be set back)."""
+    try:
+        info = source.stat()
+    except OSError:
+        return None  # check_file says what is wrong
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _kind(mode: int) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import stages.decode
-from models import SAMPLE_RATE
+from models import SAMPLE_RATE, sha256_file
 from stages.decode import DecodeError, decode, decoder_version
 
 from .conftest import silence, tone, write_webm
@@ -160,6 +160,33 @@ def test_a_decoding_that_fails_midway_leaves_nothing_and_a_refused_file_touches_
     with pytest.raises(DecodeError, match="no audio could be decoded"):
         decode(header_only, pcm)
     assert not pcm.exists()
+
+
+def test_a_file_that_changes_after_it_was_hashed_or_while_it_decodes_is_refused(
+    tmp_path, monkeypatch
+):
+    # Work is kept under the digest taken when the meeting began: audio of other bytes
+    # (a sync tool or a download rewriting the file) must never be kept under it.
+    source = tmp_path / "t.webm"
+    write_webm(source, tone(1.0))
+    digest = sha256_file(source)
+    write_webm(source, tone(2.0))  # replaced between the hashing and the decoding
+    with pytest.raises(DecodeError, match=r"t\.webm: changed since it was first read"):
+        decode(source, tmp_path / "x.pcm", known_sha256=digest)
+    assert not (tmp_path / "x.pcm").exists()
+
+    decode_stream = stages.decode._decode_stream
+
+    def rewritten_midway(container, stream, writer):
+        problem = decode_stream(container, stream, writer)
+        with source.open("ab") as f:  # still being written by someone else
+            f.write(b"\0")
+        return problem
+
+    monkeypatch.setattr(stages.decode, "_decode_stream", rewritten_midway)
+    with pytest.raises(DecodeError, match=r"t\.webm: changed while it was being decoded"):
+        decode(source, tmp_path / "x.pcm", known_sha256=sha256_file(source))
+    assert not (tmp_path / "x.pcm").exists()
 
 
 def test_memory_does_not_grow_with_track_length(tmp_path):
