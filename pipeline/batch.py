@@ -228,11 +228,12 @@ def _done_last_time(out: Path) -> dict[str, MeetingResult]:
             "(finished meetings are skipped anyway)"
         ) from None
     earlier = {"reused": True, "wall_s": None, "realtime_factor": None}
-    return {
-        m.job: m.model_copy(update=earlier | {"signed_by": _signed_by(Path(m.folder))})
-        for m in previous
-        if m.status == "done"
-    }
+    skipped = {}
+    for m in previous:
+        # A folder removed or emptied since is not done, whatever the summary says.
+        if m.status == "done" and (finished := _read_done(out / m.job)) is not None:
+            skipped[m.job] = m.model_copy(update=earlier | {"signed_by": finished.signed_by})
+    return skipped
 
 
 def _signed_by(folder: Path) -> str | None:

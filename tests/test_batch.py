@@ -546,6 +546,17 @@ def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
     assert "fine     done (earlier run)" in again.stdout
 
 
+def test_retry_failed_redoes_a_done_meeting_whose_folder_was_removed_since(meetings, tmp_path):
+    # The summary says done; the folder says otherwise, and the folder is what is delivered.
+    out = tmp_path / "out"
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, out, progress=False)
+    shutil.rmtree(out / "pair")
+    again = run_batch(jobs, out, retry_failed=True, progress=False)
+    assert again.meetings[0].status == "done" and not again.meetings[0].reused
+    assert (out / "pair" / "transcript.json").exists()
+
+
 def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
     meetings, tmp_path, capsys
 ):
