@@ -15,6 +15,7 @@ from stages.transcribe import (
     TracksFailed,
     TranscribeOptions,
     Transcriber,
+    model_identity,
     resolve_model,
     usable_cores,
 )
@@ -170,6 +171,27 @@ def test_a_window_gets_the_same_word_times_wherever_it_sits_in_its_batch(
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match=r"cannot load model '.*nowhere': no such folder"):
         Transcriber(TranscribeOptions(model=str(tmp_path / "nowhere")))
+
+
+def test_a_model_folder_whose_tokenizer_changed_in_place_is_another_model(tmp_path):
+    # Checkpoints are keyed by it: words decoded with other token ids must not be reused,
+    # though the weights, and the file's size, are the same.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in Path(resolve_model(BUNDLED_MODEL)).iterdir():
+        (folder / path.name).symlink_to(path)  # the weights as they are, not copied
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.unlink()
+    tokenizer.write_bytes(Path(resolve_model(BUNDLED_MODEL), "tokenizer.json").read_bytes())
+    before = model_identity(str(folder))
+    assert model_identity(str(folder)) == before  # the same files: the same model
+    text = bytearray(tokenizer.read_bytes())
+    at = next(i for i in range(1000, len(text)) if text[i] != text[i + 1])
+    text[at], text[at + 1] = text[at + 1], text[at]  # two token ids swapped, say
+    written = tokenizer.stat().st_mtime_ns
+    tokenizer.write_bytes(bytes(text))
+    os.utime(tokenizer, ns=(written, written + 10**9))  # a second later, on any file system
+    assert model_identity(str(folder)) != before
 
 
 def test_a_bundled_model_that_is_not_bundled_names_the_one_that_is():

@@ -1,5 +1,6 @@
 """Finding, identifying and loading the model, and keeping its arithmetic reproducible."""
 
+import hashlib
 import logging
 import os
 import threading
@@ -28,15 +29,19 @@ def usable_cores() -> int:
 
 
 def model_identity(name: str) -> str:
-    """What model ``name`` is, well enough to tell when it changed: its resolved location
-    and the size and time of its weights (a model folder replaced in place is a new model)."""
-    where = resolve_model(name)
-    weights = Path(where) / "model.bin"
-    try:
-        stat = weights.stat()
-    except OSError:
-        return where  # a hub name: the name is all there is to go on
-    return f"{where}:{stat.st_size}:{stat.st_mtime_ns}"
+    """What model ``name`` is, well enough to tell when it changed: its folder here and the
+    size and time of every file in it (weights, vocabulary, tokenizer, settings: a model
+    folder changed in place is a new model)."""
+    where = model_folder(name)
+    if where is None:
+        return resolve_model(name)  # a hub model not downloaded yet: the name is all there is
+    stamps = []
+    for path in sorted(where.iterdir()):
+        if path.is_file():
+            info = path.stat()
+            stamps.append(f"{path.name}:{info.st_size}:{info.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
+    return f"{where}:{digest}"
 
 
 def model_files(name: str) -> dict[str, str]:
