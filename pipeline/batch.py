@@ -404,7 +404,14 @@ def _process(
     checkpoints = Checkpoints(folder / ".work")
     checkpoints.drop_partial()
     earlier = _reusable_manifest(job, folder)
-    manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
+    try:
+        manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
+    except ManifestError:
+        if done is not None and job.manifest is not None:
+            # The manifest changed since (it is what cannot be read): what was made from
+            # the old one no longer stands for this meeting.
+            _no_longer_current(folder, "its manifest can no longer be read")
+        raise
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
@@ -441,13 +448,7 @@ def _process(
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
-        (folder / _DONE).unlink(missing_ok=True)
-        removed = ", ".join(path.name for path in withdraw(folder))
-        log.warning(
-            "%s: its inputs or settings changed, so it is done again%s",
-            folder,
-            f"; removed the earlier {removed}" if removed else "",
-        )
+        _no_longer_current(folder, "its inputs or settings changed, so it is done again")
     checkpoints.drop_transcript()  # about to be made anew, whatever happens to this run
     try:
         run = run_meeting(
@@ -470,6 +471,13 @@ def _process(
     done = _done(key, transcript, round(run.stats.meeting_s, 3), wanted, signed_by)
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
+
+
+def _no_longer_current(folder: Path, why: str) -> None:
+    """Take away the mark and the exports of what was made for this meeting before."""
+    (folder / _DONE).unlink(missing_ok=True)
+    removed = ", ".join(path.name for path in withdraw(folder))
+    log.warning("%s: %s%s", folder, why, f"; removed the earlier {removed}" if removed else "")
 
 
 def _done(

@@ -177,6 +177,31 @@ def test_other_code_of_the_same_version_number_redoes_the_work(meetings, tmp_pat
     assert remade.endswith("(code 000000000000)")
 
 
+def test_a_manifest_that_can_no_longer_be_read_leaves_no_transcript_looking_current(
+    meetings, tmp_path, caplog
+):
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    manifest = tmp_path / "pair" / "manifest.json"
+    jobs, out = [Job(id="pair", manifest=manifest)], tmp_path / "out"
+    run_batch(jobs, out, progress=False)
+    good = manifest.read_text()
+    raw = json.loads(good)
+    raw["tracks"][0]["sha_256"] = "x"  # edited since, and wrongly
+    manifest.write_text(json.dumps(raw))
+
+    failed = run_batch(jobs, out, progress=False)
+    assert failed.meetings[0].status == "failed" and "sha_256" in failed.meetings[0].reason
+    assert not list((out / "pair").glob("transcript.*"))
+    assert not (out / "pair" / "done.json").exists()
+    assert any(
+        "can no longer be read; removed the earlier" in r.getMessage() for r in caplog.records
+    )
+
+    manifest.write_text(good)  # put right: made again, from the audio kept
+    again = run_batch(jobs, out, progress=False)
+    assert again.meetings[0].status == "done" and (out / "pair" / "transcript.vtt").exists()
+
+
 def test_a_track_left_out_for_its_start_is_not_read_and_its_bytes_redo_nothing(
     meeting_copy, tmp_path
 ):
