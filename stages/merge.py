@@ -83,7 +83,7 @@ def merge(
         timings = [TrackTiming(offset) for offset in track_offsets(manifest)]
     timeline = sorted(
         (
-            (manifest.tracks[index].user_id, _shift(segment, timings[index]))
+            (manifest.tracks[index].user_id, _shift(segment, timings[index]), index)
             for index, track_segments in segments.items()
             for segment in track_segments
         ),
@@ -132,34 +132,39 @@ def _shift(segment: Segment, timing: TrackTiming) -> Segment:
 
 
 def _turns(
-    timeline: Sequence[tuple[str, Segment]], options: MergeOptions
+    timeline: Sequence[tuple[str, Segment, int]], options: MergeOptions
 ) -> list[tuple[str, list[Segment]]]:
     """Group segments (sorted by start) into turns.
 
     A speaker's segment joins their previous turn when the pause between them is at most
     ``join_gap`` (``sentence_gap`` if the turn so far ends a sentence) and nobody else
     spoke into that pause; an interjection wholly inside the turn's speech does not split it
-    (it is an overlap, and is marked as one).
+    (it is an overlap, and is marked as one). A segment of another of the speaker's tracks
+    that begins before the turn ends (two people on one user id, or a copy two devices both
+    kept) is an utterance of its own: joined, its words would come out of order.
     """
     turns: list[tuple[str, list[Segment]]] = []
-    last: dict[str, tuple[int, int, float]] = {}  # user -> (turn index, position, turn end)
-    for position, (user, segment) in enumerate(timeline):
+    # user -> (turn index, position, turn end, track of its last segment)
+    last: dict[str, tuple[int, int, float, int]] = {}
+    for position, (user, segment, track) in enumerate(timeline):
         if user in last:
-            index, since, end = last[user]
+            index, since, end, their_track = last[user]
             spoken_into_pause = any(
                 other != user and theirs.end > end
-                for other, theirs in timeline[since + 1 : position]
+                for other, theirs, _ in timeline[since + 1 : position]
             )
+            first_word = segment.words[0].start if segment.words else segment.start
+            at_once = track != their_track and first_word < end
             turn = turns[index][1]
             longest = options.join_gap
             if ends_sentence(turn[-1].text):
                 longest = min(longest, options.sentence_gap)
-            if segment.start - end <= longest and not spoken_into_pause:
+            if segment.start - end <= longest and not spoken_into_pause and not at_once:
                 turns[index][1].append(segment)
-                last[user] = (index, position, max(end, segment.end))
+                last[user] = (index, position, max(end, segment.end), track)
                 continue
         turns.append((user, [segment]))
-        last[user] = (len(turns) - 1, position, segment.end)
+        last[user] = (len(turns) - 1, position, segment.end, track)
     return turns
 
 

@@ -147,6 +147,25 @@ def test_a_pause_after_a_full_stop_starts_a_new_utterance_a_pause_after_a_comma_
     ]
 
 
+def test_two_files_of_one_user_that_speak_at_once_are_two_utterances_in_order():
+    # Bob's first file (from 2.5 s) still runs when his second (from 30 s) says something
+    # else: two people on one user id, say. Joined, the words would go 35.5 s, then 30.6 s.
+    t = merge(
+        MANIFEST,
+        {
+            0: [seg(28.0, 34.0, "one two three four five six")],
+            2: [seg(0.6, 1.4, "hello again")],
+            1: [seg(34.0, 38.0, "ann talks over bob")],
+        },
+        PROVENANCE,
+    )
+    bobs = [u for u in t.utterances if u.speaker == "bob"]
+    assert [u.text for u in bobs] == ["one two three four five six", "hello again"]
+    for u in t.utterances:
+        assert [w.start for w in u.words] == sorted(w.start for w in u.words)
+    assert bobs[0].overlaps == ["ann"]  # ann talks over his long sentence's end
+
+
 def test_a_track_whose_clock_ran_fast_is_taken_back_to_the_meeting_clock():
     # 500 ppm fast: 600 s of the track's time are 599.7 s of the meeting's.
     segments = {1: [seg(600.0, 601.0, "late words")]}
