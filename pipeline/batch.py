@@ -49,6 +49,7 @@ from models import (
     redact_urls,
     remove_unfinished_writes,
     sha256_file,
+    writing,
 )
 from stages.export import DEFAULT_FORMATS, FORMATS, export, withdraw
 from stages.fetch import FetchError, FetchOptions
@@ -361,8 +362,11 @@ _EXPLAINED = (
 def _exclusive(folder: Path, *, busy: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock (a file, as a directory cannot be locked over NFS): wait for
     whoever holds it, or, given ``busy``, refuse at once with that reason."""
-    (folder / ".work").mkdir(exist_ok=True)
-    with (folder / ".work" / "lock").open("a") as lock:
+    path = folder / ".work" / "lock"
+    with writing(path):  # ".work" made a file by hand: named as such, not as "File exists"
+        path.parent.mkdir(exist_ok=True)
+        opened = path.open("a")
+    with opened as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -202,6 +202,16 @@ def test_a_manifest_that_can_no_longer_be_read_leaves_no_transcript_looking_curr
     assert again.meetings[0].status == "done" and (out / "pair" / "transcript.vtt").exists()
 
 
+def test_a_work_folder_made_a_file_by_hand_is_named_as_not_a_folder(meetings, tmp_path):
+    out = tmp_path / "out"
+    (out / "pair").mkdir(parents=True)
+    (out / "pair" / ".work").write_text("")
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    result = run_batch(jobs, out, progress=False).meetings[0]
+    assert result.status == "failed"
+    assert f"{out / 'pair' / '.work'} is not a folder" in result.reason
+
+
 def test_a_track_left_out_for_its_start_is_not_read_and_its_bytes_redo_nothing(
     meeting_copy, tmp_path
 ):
