@@ -205,23 +205,31 @@ def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
     return Path(path).read_bytes()
 
 
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """What changes whenever a file's bytes do: its identity (inode), size, modification
+    time and change time. (The change time is the one no one can set back: a file rewritten
+    in place and given its old modification time again still shows it.)"""
+    return _state(Path(path).stat())
+
+
+def _state(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks.
 
     Read once per process however often it is asked for (a batch's meeting key, the
-    checkpoint keys and the decoder's check all ask): remembered by the file's identity,
-    size, modification time and change time, so a changed file is read again. (The change
-    time is the one no one can set back: a file rewritten in place and given its old
-    modification time again is still read again.)
+    checkpoint keys and the decoder's check all ask): remembered by :func:`file_state`, so
+    a changed file is read again.
     """
     info = Path(path).stat()
     if not stat.S_ISREG(info.st_mode):  # a pipe would be waited on forever, a folder fails
         raise OSError(errno.EINVAL, "not a regular file", str(path))
-    changed = (info.st_mtime_ns, info.st_ctime_ns)
-    return _sha256(Path(path).resolve(), info.st_ino, info.st_size, changed)
+    return _sha256(Path(path).resolve(), _state(info))
 
 
 @functools.lru_cache(maxsize=4096)
-def _sha256(path: Path, _inode: int, _size: int, _changed: tuple[int, int]) -> str:
+def _sha256(path: Path, _state: tuple[int, int, int, int]) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

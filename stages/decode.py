@@ -32,7 +32,7 @@ import av.error
 import av.logging
 import numpy as np
 
-from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, sha256_file, write_error
+from models import FULL_SCALE, SAMPLE_RATE, PcmAudio, file_state, sha256_file, write_error
 
 __all__ = ["DecodeError", "check_file", "decode", "decoder_version"]
 
@@ -109,7 +109,7 @@ def decode(
     :class:`models.WriteError`, not :class:`DecodeError`: the file is not at fault.
     """
     source, pcm_path = Path(source), Path(pcm_path)
-    before = _state(source)
+    before = file_state(source) if source.exists() else None  # check_file says what is wrong
     size, digest = check_file(source, expected_sha256, expected_size)
     if known_sha256 is not None and digest != known_sha256:
         raise DecodeError(f"{source}: changed since it was first read (SHA-256 is now {digest})")
@@ -144,7 +144,7 @@ def decode(
                     "transcribed"
                 )
                 problem = f"{problem}; {ignored}" if problem else ignored
-            if _state(source) != before:
+            if file_state(source) != before:
                 raise DecodeError(f"{source}: changed while it was being decoded")
         except BaseException as exc:
             pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
@@ -184,15 +184,6 @@ def check_file(source: Path, sha256: str | None, size: int | None) -> tuple[int,
     if sha256 is not None and digest != sha256.lower():
         raise DecodeError(f"{source}: SHA-256 is {digest}, the manifest says {sha256}")
     return actual_size, digest
-
-
-def _state(source: Path) -> tuple[int, int, int, int] | None:
-    """What changes whenever a file's bytes do (its change time cannot be set back)."""
-    try:
-        info = source.stat()
-    except OSError:
-        return None  # check_file says what is wrong
-    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _kind(mode: int) -> str:
