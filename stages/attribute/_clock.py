@@ -10,7 +10,7 @@ import numpy as np
 
 from models import TrackTiming, VoiceActivity
 
-from ._frames import dominant_frames, filled_levels, meeting_frames
+from ._frames import comparable_tracks, dominant_frames, filled_levels, meeting_frames
 from ._options import AttributionOptions
 
 
@@ -51,8 +51,7 @@ def estimate_clock(
     nothing was measured (no leakage: a clean meeting gives no clock reference, nor needs one).
     """
     options = options or AttributionOptions()
-    # A track shorter than one frame has nothing to compare; it is passed on as it is.
-    present = [i for i, a in enumerate(activities) if a is not None and a.voiced.size]
+    present = comparable_tracks(activities)
     estimates: list[TrackClock | None] = [None] * len(activities)
     if len(present) < 2 or options.max_clock_error <= 0:
         return estimates

@@ -11,6 +11,12 @@ from models import TrackTiming, VoiceActivity
 _ABSENT = np.nan
 
 
+def comparable_tracks(activities: Sequence[VoiceActivity | None]) -> list[int]:
+    """The tracks that can be compared with others: read, and at least one frame long (one
+    shorter has nothing to compare, and is passed on as it is)."""
+    return [i for i, a in enumerate(activities) if a is not None and a.voiced.size]
+
+
 def meeting_frames(
     activities: Sequence[VoiceActivity | None],
     timings: Sequence[TrackTiming],

@@ -9,7 +9,7 @@ import numpy as np
 
 from models import LeakedSpan, TrackTiming, VoiceActivity, bridge_runs, frame_runs
 
-from ._frames import dominant_frames, filled_levels, meeting_frames
+from ._frames import comparable_tracks, dominant_frames, filled_levels, meeting_frames
 from ._options import AttributionOptions
 from ._untracked import NO_TRACK, NOT_OTHER, untracked_voices
 
@@ -36,8 +36,7 @@ def attribute(
     time).
     """
     options = options or AttributionOptions()
-    # A track shorter than one frame has nothing to compare; it is passed on as it is.
-    present = [i for i, a in enumerate(activities) if a is not None and a.voiced.size]
+    present = comparable_tracks(activities)
     leaks: list[list[LeakedSpan]] = [[] for _ in activities]
     if not options.enabled or len(present) < 2:
         return list(activities), leaks
