@@ -336,6 +336,54 @@ def test_a_wrong_start_time_is_measured_from_the_leakage_and_corrected(leaky_mee
     assert min(abs(s - 22.0) for s in chen_starts) < 0.2  # where the sample's truth has him
 
 
+@pytest.fixture(scope="module")
+def leaky_activities(leaky_meeting, tmp_path_factory):
+    manifest = Manifest.load(leaky_meeting / "manifest.json")
+    folder = tmp_path_factory.mktemp("leaky_pcm")
+    activities = [
+        voice_activity(decode(manifest.track_path(t), folder / f"{i}.pcm"))
+        for i, t in enumerate(manifest.tracks)
+    ]
+    return manifest, activities
+
+
+def _estimates_with_one_start_off(leaky_activities, user: str, off_s: float) -> list:
+    manifest, activities = leaky_activities
+    offsets = [
+        o + (off_s if t.user_id == user else 0.0)
+        for o, t in zip(track_offsets(manifest), manifest.tracks, strict=True)
+    ]
+    offsets = [o - min(offsets) for o in offsets]
+    owners = [t.user_id for t in manifest.tracks]
+    return list(zip(owners, estimate_clock(activities, offsets, owners), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("user", "off_s"), [("user-alice", -1.9), ("user-alice", 1.2), ("user-chen", 1.9)]
+)
+def test_a_start_off_by_up_to_the_search_is_corrected_and_no_other(leaky_activities, user, off_s):
+    moved = {
+        owner: e.correction_s
+        for owner, e in _estimates_with_one_start_off(leaky_activities, user, off_s)
+        if e is not None and e.start_clear
+    }
+    assert list(moved) == [user] and moved[user] == pytest.approx(-off_s, abs=0.031)
+
+
+@pytest.mark.parametrize(
+    ("user", "off_s"),
+    [("user-alice", s) for s in (-3.2, -2.5, 8.1, 9.5, 10.9, 11.6, 14.4)]
+    + [("user-chen", -13.7), ("user-chen", -12.3)],
+)
+def test_a_start_further_off_than_searched_is_left_as_stated_not_moved_by_a_chance_match(
+    leaky_activities, user, off_s
+):
+    # The true lag lies beyond the 2 s searched; what the search finds instead is a chance
+    # match of a few dozen frames (each of these once moved a track by 0.75-2 s).
+    estimates = _estimates_with_one_start_off(leaky_activities, user, off_s)
+    assert [(owner, e.correction_s) for owner, e in estimates if e and e.start_clear] == []
+
+
 def test_a_first_start_measured_earlier_than_stated_moves_the_origin_back(leaky_meeting, tmp_path):
     shifted = tmp_path / "shifted"
     shutil.copytree(leaky_meeting, shifted)
