@@ -70,8 +70,9 @@ class LeakedSpan(BaseModel):
     voice leaking into its microphone, or the same user's voice that another of their tracks
     also holds (one person on two devices at once).
 
-    Times are the track's own. ``owner`` indexes the track whose voice it is (for a duplicate,
-    the track that keeps it; None: the voice of someone with no track, heard on several);
+    Times are the track's own. ``owner`` indexes the track whose voice it is (of one user's
+    several tracks, the one that carried most of the span; for a duplicate, the track that
+    keeps it; None: the voice of someone with no track, heard on several);
     ``margin_db`` is how far the span stayed below what counts as the track's own speech (for
     a duplicate: its level against the kept track's; for a voice with no track: its level
     against the track's own voice, NaN where that is not known; negative: below).

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -578,27 +579,33 @@ def test_a_user_on_two_devices_at_once_is_transcribed_once(leaky_meeting, tmp_pa
     }
 
 
-@pytest.mark.parametrize("late", [0.5, 1.007, 2.021])
-def test_a_second_device_that_joined_a_fraction_of_a_frame_later_sends_nothing_twice(
-    leaky_meeting, tmp_path, late
-):
-    # Alice's phone joined ``late`` seconds after her laptop, not on the 30-ms frame grid:
-    # at her words' edges, where the level changes fastest, its frames and the laptop's
-    # differ by more than their usual gap. Those few frames must not make regions of their
-    # own, nor be bridged into one across the copy around them. Real WebM/Opus files.
-    manifest = Manifest.load(leaky_meeting / "manifest.json")
+def _alice_also_on_her_phone(
+    leaky_activities, tmp_path, late: float
+) -> tuple[int, list[VoiceActivity], list[TrackTiming], list[str]]:
+    """The leaky meeting's activities with Alice's phone added last: her laptop's sound 6 dB
+    down over other noise, joined ``late`` seconds after the laptop. Real WebM/Opus."""
+    manifest, activities = leaky_activities
     laptop = next(i for i, t in enumerate(manifest.tracks) if t.user_id == "user-alice")
     heard = decode(manifest.track_path(manifest.tracks[laptop]), tmp_path / "laptop.pcm").read()
     noise = np.random.default_rng(9).normal(0, 2e-3, heard.size).astype(np.float32)
     phone = 0.5 * heard[round(late * RATE) :] + noise[round(late * RATE) :]
     write_webm(tmp_path / "phone.webm", np.repeat(phone, 3).astype(np.float32))
-    activities = [
-        voice_activity(decode(manifest.track_path(t), tmp_path / f"{i}.pcm"))
-        for i, t in enumerate(manifest.tracks)
-    ] + [voice_activity(decode(tmp_path / "phone.webm", tmp_path / "phone.pcm"))]
+    activities = [*activities, voice_activity(decode(tmp_path / "phone.webm", tmp_path / "p.pcm"))]
     offsets = track_offsets(manifest)
     timings = [TrackTiming(o) for o in offsets] + [TrackTiming(offsets[laptop] + late)]
     owners = [t.user_id for t in manifest.tracks] + ["user-alice"]
+    return laptop, activities, timings, owners
+
+
+@pytest.mark.parametrize("late", [0.5, 1.007, 2.021])
+def test_a_second_device_that_joined_a_fraction_of_a_frame_later_sends_nothing_twice(
+    leaky_activities, tmp_path, late
+):
+    # Alice's phone joined ``late`` seconds after her laptop, not on the 30-ms frame grid:
+    # at her words' edges, where the level changes fastest, its frames and the laptop's
+    # differ by more than their usual gap. Those few frames must not make regions of their
+    # own, nor be bridged into one across the copy around them.
+    laptop, activities, timings, owners = _alice_also_on_her_phone(leaky_activities, tmp_path, late)
 
     owned, leaks = attribute(activities, timings, owners)
 
@@ -609,6 +616,26 @@ def test_a_second_device_that_joined_a_fraction_of_a_frame_later_sends_nothing_t
     on_laptop, on_phone = regions(laptop), regions(len(owners) - 1)
     assert on_laptop and any(span.duplicate for span in leaks[-1])
     assert not [(a, b) for a, b in on_phone for c, d in on_laptop if a < d and c < b]
+
+
+@pytest.mark.parametrize("late", [0.0, 2.021])
+def test_a_voice_heard_from_two_devices_is_one_record_where_it_leaks(
+    leaky_activities, tmp_path, late
+):
+    # Bruno's microphone hears Alice, and so, equally, does each of her two tracks: frame by
+    # frame either can be the louder source. A stretch of her voice is still one record.
+    _, activities, timings, owners = _alice_also_on_her_phone(leaky_activities, tmp_path, late)
+
+    _, leaks = attribute(activities, timings, owners)
+
+    for track, spans in enumerate(leaks):
+        voices = [(owners[x.owner], x) for x in spans if x.owner is not None and not x.duplicate]
+        assert any(who == "user-alice" for who, _ in voices) or owners[track] == "user-alice"
+        assert not [
+            (x.start, x.end, y.start, y.end)
+            for (who, x), (whom, y) in combinations(voices, 2)
+            if who == whom and x.start < y.end and y.start < x.end
+        ]
 
 
 @pytest.mark.parametrize("seed", range(5))

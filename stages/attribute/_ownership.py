@@ -51,6 +51,8 @@ def attribute(
     )
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
     strongest = _voice_carried(strongest, own, source)
+    first_of: dict[str, int] = {}
+    voice = np.array([first_of.setdefault(owner, i) for i, owner in enumerate(owners)])
 
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
@@ -68,8 +70,9 @@ def attribute(
                 margin[i, span] - options.margin_db,
                 frame_s,
                 options,
+                voice,
             )
-            + _spans(other, source[i, span], under[i, span], frame_s, options)
+            + _spans(other, source[i, span], under[i, span], frame_s, options, voice)
             + _spans(twice, kept_on[i, span], below[i, span], frame_s, options, duplicate=True),
             key=lambda leak: leak.start,
         )
@@ -356,19 +359,28 @@ def _spans(
     margin: np.ndarray,
     frame_s: float,
     options: AttributionOptions,
+    voice: np.ndarray | None = None,
     duplicate: bool = False,
 ) -> list[LeakedSpan]:
-    """Leaked frames as stretches of each owner's voice; every leaked frame is in one."""
+    """Leaked frames as stretches of each owner's voice; every leaked frame is in one.
+
+    With ``voice`` (per track, the first track of its user), one user's tracks are one
+    voice: a user on two devices is heard from both, frame by frame from whichever is louder
+    there, and a stretch of their voice is one record, not two that overlap. It names the
+    track that carried most of it.
+    """
     bridge = round(options.report_bridge / frame_s)
+    whose = owner if voice is None else np.where(owner >= 0, voice[np.maximum(owner, 0)], owner)
     spans = []
-    for who in np.unique(owner[frames]):
-        mine = frames & (owner == who)
+    for who in np.unique(whose[frames]):
+        mine = frames & (whose == who)
         for a, b in bridge_runs(frame_runs(mine), bridge):
+            carriers, counts = np.unique(owner[a:b][mine[a:b]], return_counts=True)
             spans.append(
                 LeakedSpan(
                     start=round(a * frame_s, 3),
                     end=round(b * frame_s, 3),
-                    owner=None if who == NO_TRACK else int(who),
+                    owner=None if who == NO_TRACK else int(carriers[np.argmax(counts)]),
                     margin_db=round(float(np.median(margin[a:b][mine[a:b]])), 1),
                     duplicate=duplicate,
                 )
