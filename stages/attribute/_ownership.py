@@ -88,10 +88,10 @@ def _own_frames(
     options: AttributionOptions,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per track and frame: own speech or not, margin over the leakage explained (dB), and
-    the track whose leakage is strongest there."""
+    the track whose leakage is strongest there (the track itself where none is measured)."""
     own = voiced.copy()
     margin = np.full(level.shape, np.inf)
-    strongest = np.zeros(level.shape, int)
+    strongest = np.repeat(np.arange(level.shape[0])[:, None], level.shape[1], axis=1)
     for a in present:
         others = [b for b in present if np.isfinite(coupling[a, b])]
         if not others:
@@ -115,13 +115,27 @@ def _own_frames(
 
 
 def _voice_carried(strongest: np.ndarray, own: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Per track and frame, whose voice the strongest leakage is: the strongest track's
-    owner's, unless what that track carries there is itself another's voice (someone with no
-    track, say), which is then the one the record must name."""
+    """Per track and frame, whose voice the strongest leakage is.
+
+    The strongest track's owner's where that track speaks; where it only carries something
+    itself, what it carries: another's voice found on it (someone with no track, say), or
+    else, as its own strongest leakage, whose voice that is, and so on along the chain. A
+    frame at the edge of a voice with no track can be found on one track and not yet on the
+    next, and the record must still name the voice, not the track that relayed it. Where
+    the chain reaches no voice, the strongest track is named.
+    """
     frames = np.arange(strongest.shape[1])
-    relayed = source[strongest, frames]
-    carried = ~own[strongest, frames] & (relayed != NOT_OTHER)
-    return np.where(carried, relayed, strongest)
+    voice, at = strongest.copy(), strongest.copy()
+    unsettled = np.ones(strongest.shape, bool)
+    for _ in range(strongest.shape[0]):  # a chain longer than the tracks goes round
+        speaks, relayed = own[at, frames], source[at, frames]
+        found = unsettled & (speaks | (relayed != NOT_OTHER))
+        voice[found] = np.where(speaks, at, relayed)[found]
+        unsettled &= ~found
+        if not unsettled.any():
+            break
+        at = strongest[at, frames]
+    return voice
 
 
 def _heard_twice(
