@@ -6,10 +6,19 @@ names to pre-signed URLs (the track-recording guide); fields in snake_case (REST
 (webhooks). Fields the API adds later are kept, not refused: a new field must not stop a batch.
 """
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic.alias_generators import to_camel
 
 from ._time import UtcDatetime
@@ -40,15 +49,43 @@ class _ApiModel(BaseModel):
 _SIGNED = "a pre-signed URL: its query string is a credential, so it is kept out of repr()"
 
 
+def _none_if_unreadable(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+def _unwrapped(value: Any) -> Any:
+    """A file's entry as the guide shows it, ``{"download_url": URL}``, or the URL alone."""
+    return {"download_url": value} if isinstance(value, str) else value
+
+
+_OrNone = WrapValidator(_none_if_unreadable)
+"""One entry of a listing that cannot be read becomes None: it costs its own file, not the
+whole recording (and with it every other file, or a webhook's announcement)."""
+
+
 class SignedUrl(_ApiModel):
     download_url: str = Field(repr=False, description=_SIGNED)
 
 
 class DownloadLayer(_ApiModel):
-    """One layer of a track recording: its files, each with a pre-signed URL."""
+    """One layer of a track recording: its files, each with a pre-signed URL (None: listed,
+    but with no URL that can be read)."""
 
     layer_name: str = "default"
-    download_urls: dict[str, SignedUrl] = Field(default_factory=dict)
+    download_urls: dict[str, Annotated[SignedUrl | None, _OrNone, BeforeValidator(_unwrapped)]] = (
+        Field(default_factory=dict)
+    )
+
+
+_Layers = list[Annotated[DownloadLayer | None, _OrNone]]
+"""``download_url`` as the track-recording guide has it; None: a layer that cannot be read."""
+
+
+def _one_layer_as_list(value: Any) -> Any:
+    return [value] if isinstance(value, dict) else value
 
 
 class RecordingFile(BaseModel):
@@ -58,7 +95,9 @@ class RecordingFile(BaseModel):
 
     layer: str
     name: str = Field(description="the file name as the API gives it; sanitise before use")
-    url: str = Field(repr=False, description=_SIGNED)
+    url: str | None = Field(
+        repr=False, description=f"{_SIGNED}; None: the recording lists it with no URL"
+    )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -84,9 +123,13 @@ class Recording(_ApiModel):
     recording_duration: float | None = None
     output_file_name: str | None = None
     file_size: float | None = None
-    download_url: str | list[DownloadLayer] | None = Field(None, repr=False, description=_SIGNED)
+    download_url: Annotated[str | _Layers | None, BeforeValidator(_one_layer_as_list)] = Field(
+        None, repr=False, description=_SIGNED
+    )
     download_url_expiry: UtcDatetime | None = None
-    audio_download_url: str | None = Field(None, repr=False, description=_SIGNED)
+    audio_download_url: Annotated[str | _Layers | None, BeforeValidator(_one_layer_as_list)] = (
+        Field(None, repr=False, description=f"{_SIGNED}; not used here")
+    )
     start_reason: Reason | None = None
     stop_reason: Reason | None = None
 
@@ -108,10 +151,21 @@ class Recording(_ApiModel):
             name = self.output_file_name or _name_in_url(self.download_url)
             return [RecordingFile(layer="default", name=name, url=self.download_url)]
         return [
-            RecordingFile(layer=layer.layer_name, name=name, url=signed.download_url)
+            RecordingFile(
+                layer=layer.layer_name,
+                name=name,
+                url=None if signed is None else signed.download_url,
+            )
             for layer in self.download_url
+            if layer is not None
             for name, signed in layer.download_urls.items()
         ]
+
+    @property
+    def unreadable_layers(self) -> int:
+        """Layers of ``download_url`` that cannot be read: whatever files they hold cannot be
+        listed, let alone fetched."""
+        return 0 if isinstance(self.download_url, str | None) else self.download_url.count(None)
 
 
 def _name_in_url(url: str) -> str:

@@ -114,8 +114,8 @@ def fetch_recording(
     re-run can get is in ``missing``.
     """
     options = options or FetchOptions()
-    files = recording.files()
-    if not files:
+    files = _once_each(recording.files())
+    if not files and not recording.unreadable_layers:
         raise FetchError(
             f"recording {recording.id} has no files to download (status {recording.status})"
         )
@@ -234,6 +234,14 @@ def _result(
             continue
         tracks.append(track)
     missing += _unlisted(recording, files, names, outcomes, user_ids)
+    if unreadable := recording.unreadable_layers:  # the API may answer a re-run better
+        entries = "an entry" if unreadable == 1 else f"{unreadable} entries"
+        reason = (
+            f"recording {recording.id}: {entries} of its download_url cannot be read; "
+            f"whatever files {'it lists' if unreadable == 1 else 'they list'} cannot be fetched"
+        )
+        log.error("%s", reason)
+        failures.append(TrackFailure(path="", user_id="", reason=reason))
     manifest = None
     if tracks:
         tracks.sort(key=lambda t: (t.started_time, t.user_id, t.path))
@@ -245,6 +253,16 @@ def _result(
         )
         atomic_write_text(out_dir / MANIFEST_FILE, manifest.to_json())
     return FetchResult(manifest=manifest, failures=failures, missing=missing, skipped=skipped)
+
+
+def _once_each(files: Sequence[RecordingFile]) -> list[RecordingFile]:
+    """``files`` with each listed once: a file listed twice would be downloaded twice at
+    once into one place, and put in the manifest twice."""
+    first: dict[tuple[str, str], RecordingFile] = {}
+    for file in files:
+        if first.setdefault(file.key, file) is not file:
+            log.warning("%s: listed twice in the recording; fetched once", file.name)
+    return list(first.values())
 
 
 def _unlisted(
@@ -449,7 +467,10 @@ class _Urls:
                 self._renew_locked()
             if file.key not in self._urls:
                 raise FetchError(f"{file.name}: the recording no longer lists this file")
-            return self._urls[file.key], self._generation
+            url = self._urls[file.key]
+            if url is None:
+                raise FetchError(f"{file.name}: the recording lists it with no download URL")
+            return url, self._generation
 
     def renew(self, seen_generation: int) -> None:
         """Get fresh URLs, unless another worker already did since ``seen_generation``."""

@@ -660,6 +660,48 @@ def test_a_file_that_cannot_be_fetched_is_named_and_costs_nothing_else(
     assert_no_secrets(caplog.text + result.failures[0].reason)
 
 
+def test_a_listing_entry_that_cannot_be_read_costs_only_its_own_file(
+    emulator, sample_manifest, tmp_path
+):
+    # As the API might send it: one file listed with a null URL, and a layer that is null.
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    answer = recording.model_dump(mode="json", by_alias=True)
+    layer = answer["downloadUrl"][0]
+    no_url = next(iter(layer["downloadUrls"]))
+    layer["downloadUrls"][no_url] = {"downloadUrl": None}
+    answer["downloadUrl"].append(None)
+    damaged = Recording.model_validate(answer)
+
+    result = fetch_recording(damaged, tmp_path / "rec", refresh=lambda: damaged, options=QUIET)
+
+    assert [(f.path, f.reason) for f in result.failures] == [
+        (f"tracks/{no_url}", f"{no_url}: the recording lists it with no download URL"),
+        (
+            "",
+            f"recording {recording.id}: an entry of its download_url cannot be read; "
+            "whatever files it lists cannot be fetched",
+        ),
+    ]
+    assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
+
+
+def test_a_file_listed_twice_is_fetched_once(emulator, sample_manifest, tmp_path, caplog):
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    answer = recording.model_dump(mode="json", by_alias=True)
+    answer["downloadUrl"] *= 2  # the same layer, with the same files, twice
+
+    twice = Recording.model_validate(answer)
+    result = fetch_recording(twice, tmp_path / "rec", refresh=lambda: twice, options=QUIET)
+
+    assert result.failures == []
+    assert fetched(result.manifest) == originals(sample_manifest)
+    assert caplog.text.count("listed twice in the recording; fetched once") == len(
+        sample_manifest.tracks
+    )
+
+
 def test_the_same_file_name_in_two_layers_gives_two_files(emulator, tmp_path):
     good = record_and_fetch(emulator, tmp_path / "first", ["user-alice"])
     real = client_for(emulator).get_recording(good.manifest.recording_id)

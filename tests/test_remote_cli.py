@@ -246,6 +246,34 @@ def test_webhook_receiver_verifies_signatures_and_acts_once_per_recording():
     assert [r.id for r in handled] == ["r1"]
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {
+            "downloadUrl": [
+                {"layerName": "default", "downloadUrls": {"a.webm": {"downloadUrl": None}}}
+            ]
+        },
+        {"startedTime": "2026-11-20T10:00:00"},  # no time zone
+        {"downloadUrl": 42},
+    ],
+)
+def test_an_uploaded_recording_is_acted_on_though_fields_it_does_not_need_are_odd(odd):
+    # RealtimeKit redelivers only after a 5xx: a 400 here would lose the announcement.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    handled: list[Recording] = []
+    with WebhookReceiver(public, handled.append) as receiver:
+        recording = {"id": "r1", "status": "UPLOADED", "meetingId": "m1", **odd}
+        body = json.dumps({"event": "recording.statusUpdate", "recording": recording}).encode()
+        answer = httpx.post(receiver.url, content=body, headers={"rtk-signature": _sign(key, body)})
+        receiver.wait_idle()
+    assert answer.status_code == 202
+    assert [(r.id, r.meeting_id) for r in handled] == [("r1", "m1")]
+
+
 def test_webhook_receiver_listens_on_an_ipv6_address_too():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = key.public_key().public_bytes(
