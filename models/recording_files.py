@@ -88,8 +88,9 @@ def safe_file_name(name: str) -> str:
     Keeps only the last path component, replaces anything outside ``[A-Za-z0-9._-]`` and
     refuses names that are empty or only dots: ``../../etc/passwd`` becomes ``passwd``,
     ``a/b\\c d.webm`` becomes ``c_d.webm``. Leading and trailing dots go (hidden files;
-    Windows drops trailing ones), a Windows device name (``CON``, ``nul.webm``) gets ``_`` in
-    front, and a name too long for most file systems loses its middle, not its end.
+    Windows drops trailing ones), a Windows device name (``CON``, ``nul.webm``) or a name
+    that a shell glob would pass as an option (``-rf``) gets ``_`` in front, and a name too
+    long for most file systems loses its middle, not its end.
     """
     base = re.split(r"[/\\]", unicodedata.normalize("NFKC", name))[-1]
     cleaned = _UNSAFE.sub("_", base).strip(".")
@@ -97,6 +98,6 @@ def safe_file_name(name: str) -> str:
         raise ValueError(f"file name {name!r} has nothing usable as a file name")
     if len(cleaned) > _MAX_NAME:
         cleaned = f"{cleaned[: _MAX_NAME - _KEPT_END - 1]}-{cleaned[-_KEPT_END:]}"
-    if _RESERVED.match(cleaned):
+    if _RESERVED.match(cleaned) or cleaned.startswith("-"):
         cleaned = f"_{cleaned}"
     return cleaned

@@ -113,6 +113,8 @@ def test_a_date_time_in_other_than_ascii_digits_is_no_date_time(stamp):
         ("nul.webm", "_nul.webm"),
         ("Com1.webm", "_Com1.webm"),
         ("console.webm", "console.webm"),
+        ("-rf", "_-rf"),  # `rm *` in the folder would take it for an option
+        ("--output=x.webm", "_--output_x.webm"),
         (  # too long for most file systems: the middle goes, the start time at the end stays
             "a" * 300 + "_peer_audio_1760000000000.webm",
             "a" * 99 + "-" + "a" * 70 + "_peer_audio_1760000000000.webm",
