@@ -35,7 +35,8 @@ def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Pa
     removed when the block ends. Folders of runs that were killed are removed first."""
     parent = Path(parent if parent is not None else tempfile.gettempdir())
     if not parent.is_dir():  # else the error would name a folder made up here
-        raise NotADirectoryError(f"workdir {parent}: no such folder")
+        problem = "is not a folder" if parent.exists() else "no such folder"
+        raise NotADirectoryError(f"workdir {parent}: {problem}")
     _remove_abandoned(parent)
     folder: Path | None = None
     owner: IO[str] | None = None

@@ -17,15 +17,15 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tqdm.auto import tqdm
 
 from models import (
@@ -44,6 +44,7 @@ from models import (
     Transcript,
     WriteError,
     atomic_write_text,
+    describe,
     describe_error,
     load_jobs,
     redact_urls,
@@ -51,7 +52,7 @@ from models import (
     sha256_file,
     writing,
 )
-from stages.export import DEFAULT_FORMATS, FORMATS, export, withdraw
+from stages.export import DEFAULT_FORMATS, FORMATS, export, formats_to_write, withdraw
 from stages.fetch import FetchError, FetchOptions
 from stages.record import RealtimeKitError
 from stages.transcribe import (
@@ -104,19 +105,20 @@ _NO_BUNDLE_TO_SIGN = "a signing key signs the compliance bundle: add bundle to f
 
 
 def run_batch(
-    jobs: Sequence[Job] | Path | str,
+    jobs: Sequence[Job | Mapping[str, Any]] | Path | str,
     out: Path | str,
     *,
-    options: PipelineOptions | None = None,
+    options: PipelineOptions | Mapping[str, Any] | None = None,
     workers: int = 1,
     scheduler: str | None = None,
     api: ApiSettings | None = None,
-    formats: Sequence[str] = DEFAULT_FORMATS,
+    formats: Sequence[str] | str = DEFAULT_FORMATS,
     signing_key: SigningKey | None = None,
     retry_failed: bool = False,
     progress: bool | None = None,
 ) -> BatchSummary:
-    """Transcribe every meeting of ``jobs`` (a list or a JOBS file) into ``out/<meeting>``.
+    """Transcribe every meeting of ``jobs`` (a JOBS file, or a list of jobs or of dicts of
+    the same fields) into ``out/<meeting>``, in ``formats`` (one name or several).
 
     ``workers`` local processes each take one meeting at a time with a model of their own;
     ``scheduler`` (``tcp://host:port``) runs the same work on a Dask cluster instead. A plain
@@ -132,10 +134,11 @@ def run_batch(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number, 1 or more, not {workers!r}")
+    formats = formats_to_write(formats)  # one clear error before any work, not one per meeting
     if signing_key is not None and "bundle" not in formats:
         raise ValueError(_NO_BUNDLE_TO_SIGN)
-    if isinstance(jobs, str | Path):
-        jobs = load_jobs(Path(jobs))
+    options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook
+    jobs = load_jobs(Path(jobs)) if isinstance(jobs, str | Path) else _as_jobs(jobs)
     folders = Counter(j.folder_name.casefold() for j in jobs)  # one folder on macOS: a and A
     if shared := sorted(name for name, count in folders.items() if count > 1):
         raise JobsError(
@@ -147,7 +150,6 @@ def run_batch(
     # own meetings. Holding the lock also makes a killed run's half-written summary nobody's.
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
         remove_unfinished_writes(out, BATCH_SUMMARY)  # the rest of OUT may be the user's
-        options = options or PipelineOptions()
         if scheduler is None:  # a cluster's workers may see folders this machine does not
             check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
@@ -214,6 +216,23 @@ def run_batch(
         if unsaved is not None:  # every meeting has been tried; their summary is what is lost
             raise unsaved
         return BatchSummary(meetings=[results[n] for n in order])
+
+
+def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
+    """The jobs, each given as a :class:`Job` or as a dict of a JOBS line's fields."""
+    if isinstance(jobs, Mapping) or not isinstance(jobs, Sequence):
+        raise TypeError(
+            f"jobs must be a JOBS file's path or a list of jobs, not {type(jobs).__name__}"
+        )
+    checked = []
+    for number, job in enumerate(jobs, 1):
+        try:
+            checked.append(job if isinstance(job, Job) else Job.model_validate(job))
+        except ValidationError as exc:
+            raise JobsError(f"job {number}: {describe(exc)}") from None
+    if not checked:
+        raise JobsError("no jobs given")
+    return checked
 
 
 def _done_last_time(out: Path) -> dict[str, MeetingResult]:

@@ -247,6 +247,11 @@ def run_meeting(
     With ``checkpoints``, each track's decoded audio, voice activity and segments are kept
     as they are finished and taken from there when their inputs and settings are unchanged.
     """
+    if not isinstance(manifest, Manifest | Path | str):
+        raise TypeError(
+            f"manifest must be a Manifest, or the path of a manifest.json or of its folder, "
+            f"not {type(manifest).__name__}"
+        )
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook

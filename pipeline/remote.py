@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from models import Recording, Transcript
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
@@ -143,7 +144,7 @@ def run(
     out: Path,
     user_ids: Sequence[str] = (),
     *,
-    options: PipelineOptions | None = None,
+    options: PipelineOptions | Mapping[str, Any] | None = None,
     fetch_options: FetchOptions | None = None,
     display_names: Mapping[str, str] | None = None,
     stop_after: float | None = None,
@@ -160,8 +161,9 @@ def run(
     The model is loaded (``transcriber``, else ``options.transcribe``) before the recording
     starts: a model that cannot load must cost no recording, no wait and no download.
     """
+    options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook
     if transcriber is None:
-        transcriber = Transcriber((options or PipelineOptions()).transcribe)
+        transcriber = Transcriber(options.transcribe)
     recording = record(
         client,
         meeting_id,
@@ -195,7 +197,7 @@ def transcribe_recording(
     meeting_id: str | None = None,
     user_ids: Sequence[str] = (),
     display_names: Mapping[str, str] | None = None,
-    options: PipelineOptions | None = None,
+    options: PipelineOptions | Mapping[str, Any] | None = None,
     fetch_options: FetchOptions | None = None,
     progress: bool | None = None,
     on_step: Step | None = None,
@@ -207,6 +209,7 @@ def transcribe_recording(
     ``options.transcribe`` (loaded here when None). ``progress`` draws the fetch's and the
     run's progress bars (default: where someone watches, see :func:`bars_wanted`)."""
     say = on_step or (lambda _line: None)
+    options = PipelineOptions.model_validate(options or {})  # refused before any download
     progress = bars_wanted(progress)
     folder = Path(out) / RECORDING_FOLDER
     result = fetch(

@@ -248,6 +248,43 @@ def test_a_model_that_cannot_be_loaded_keeps_every_finished_transcript(meetings,
     assert run_batch(jobs, out, progress=False).meetings[0].reused  # still current
 
 
+def test_a_notebook_may_give_jobs_and_options_as_dicts_and_one_format_by_its_name(
+    meetings, tmp_path
+):
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    job = {"id": "pair", "manifest": str(tmp_path / "pair" / "manifest.json")}
+
+    summary = run_batch(
+        [job], tmp_path / "out", options={"merge": {"join_gap": 0.5}}, formats="txt", progress=False
+    )
+
+    assert [m.status for m in summary.meetings] == ["done"]
+    assert (tmp_path / "out" / "pair" / "transcript.txt").exists()
+    assert not (tmp_path / "out" / "pair" / "transcript.vtt").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "refused"),
+    [
+        ({"formats": "docx"}, r"unknown format\(s\) docx; known: json"),
+        ({"formats": ["json", "docx"]}, r"unknown format\(s\) docx"),
+        ({"options": {"merge": {"join_gap_s": 1}}}, "join_gap_s"),
+        ({"jobs": [{"id": "x"}]}, "job 1: .*give exactly one of manifest"),
+        ({"jobs": {"id": "x"}}, "a list of jobs, not dict"),
+    ],
+)
+def test_a_batch_that_cannot_work_as_asked_is_refused_before_any_meeting(
+    meetings, tmp_path, given, refused
+):
+    # Found only after transcribing every meeting, each would have failed in turn.
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    jobs = [{"id": "pair", "manifest": str(tmp_path / "pair" / "manifest.json")}]
+    arguments = {"jobs": jobs, "out": tmp_path / "out", "progress": False} | given
+    with pytest.raises((ValueError, TypeError), match=refused):
+        run_batch(**arguments)
+    assert not (tmp_path / "out" / "pair").exists()
+
+
 def test_a_manifest_given_another_recording_id_is_not_answered_with_the_old_provenance(
     meetings, tmp_path
 ):

@@ -251,6 +251,14 @@ def test_a_notebook_exports_from_the_public_api_with_one_format_named_or_all_of_
 
     assert list(public_export(transcript, str(tmp_path / "one"), "vtt")) == ["vtt"]
     assert set(public_export(transcript, tmp_path / "all")) == set(FORMATS) - {"bundle"}
+    # or from the transcript's file, as a notebook that did not keep the object has it
+    saved = tmp_path / "all" / "transcript.json"
+    assert (
+        public_export(str(saved), tmp_path / "again", "txt")["txt"].read_text()
+        == (tmp_path / "all" / "transcript.txt").read_text()
+    )
+    with pytest.raises(TypeError, match="transcript must be a Transcript, or the path of a"):
+        public_export(42, tmp_path / "none", "txt")
 
 
 def test_cues_of_a_long_utterance_and_an_overlapping_reply_are_in_time_order(transcript):

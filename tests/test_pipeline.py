@@ -662,6 +662,8 @@ def test_a_misspelt_setting_is_refused_by_name_instead_of_running_with_the_defau
     [
         ({"progress": "no"}, "progress must be True, False or None, not 'no'"),
         ({"workdir": "/nonexistent/scratch"}, "workdir /nonexistent/scratch: no such folder"),
+        ({"workdir": __file__}, f"workdir {__file__}: is not a folder"),
+        ({"manifest": 42}, "manifest must be a Manifest, or the path of a manifest.json or "),
     ],
 )
 def test_arguments_that_would_be_misread_are_refused_before_any_work(
@@ -669,7 +671,7 @@ def test_arguments_that_would_be_misread_are_refused_before_any_work(
 ):
     monkeypatch.setattr(Transcriber, "__init__", _no_model_needed)
     with pytest.raises((TypeError, OSError), match=message):
-        transcribe_tracks(sample_manifest, **arguments)
+        transcribe_tracks(**({"manifest": sample_manifest} | arguments))
 
 
 def _no_model_needed(self, *args, **kwargs):

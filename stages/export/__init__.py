@@ -51,6 +51,7 @@ __all__ = [
     "Signer",
     "bundle_members",
     "export",
+    "formats_to_write",
     "holds_signature",
     "packed_as_written",
     "read_bundle",
@@ -86,17 +87,40 @@ def render(transcript: Transcript, name: str, *, signer: Signer | None = None) -
     return rendered.encode("utf-8") if isinstance(rendered, str) else rendered
 
 
+def formats_to_write(formats: Iterable[str] | str) -> list[str]:
+    """``formats`` (one name, or several) as a list of known names, each once; raises
+    :class:`ValueError` naming any unknown one, before anything is done."""
+    formats = [formats] if isinstance(formats, str) else list(dict.fromkeys(formats))
+    unknown = [f for f in formats if not isinstance(f, str) or f not in FORMATS]
+    if unknown:
+        named = ", ".join(map(str, unknown))
+        raise ValueError(f"unknown format(s) {named}; known: {', '.join(FORMATS)}")
+    if not formats:
+        raise ValueError(f"no format to write; known: {', '.join(FORMATS)}")
+    return formats
+
+
+def _transcript_at(path: object) -> Transcript:
+    """The transcript saved at ``path``: a notebook may well pass the file's name."""
+    if not isinstance(path, Path | str):
+        raise TypeError(
+            f"transcript must be a Transcript, or the path of a transcript.json, "
+            f"not {type(path).__name__}"
+        )
+    return Transcript.load(path)
+
+
 def export(
-    transcript: Transcript,
+    transcript: Transcript | Path | str,
     out_dir: Path | str,
     formats: Iterable[str] | str = DEFAULT_FORMATS,
     *,
     replace: bool = False,
     signer: Signer | None = None,
 ) -> dict[str, Path]:
-    """Write each format into ``out_dir`` (one name, or several; default
-    :data:`DEFAULT_FORMATS`), the bundle signed by ``signer`` if one is given;
-    returns the path written per format.
+    """Write ``transcript`` (or the one saved at that path) in each format into ``out_dir``
+    (one name, or several; default :data:`DEFAULT_FORMATS`), the bundle signed by ``signer``
+    if one is given; returns the path written per format.
 
     The formats asked for are always written over. With ``replace`` the folder holds this
     transcript alone: files of other formats that an earlier export wrote there are then
@@ -105,12 +129,9 @@ def export(
     never touched. Without it, nothing is removed, and the record goes on naming what earlier
     exports wrote.
     """
-    formats = [formats] if isinstance(formats, str) else list(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
-    if not formats:
-        raise ValueError(f"no format to write; known: {', '.join(FORMATS)}")
+    if not isinstance(transcript, Transcript):
+        transcript = _transcript_at(transcript)
+    formats = formats_to_write(formats)
     out_dir = Path(out_dir)
     written = {name: out_dir / FORMATS[name][0] for name in formats}
     # Render everything before writing anything, and replace the files together: a renderer
