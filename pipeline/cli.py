@@ -82,10 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Redacting(handler.formatter))
-    if verbosity < 2:
-        # Its lines per window ("VAD filter removed 00:00.000 of audio") are about its own
-        # VAD, which trackscribe does not use: noise beside ours, and misleading.
-        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     out = getattr(args, "out", None)
     new_folder = out if isinstance(out, Path) and not os.path.lexists(out) else None
     status = _run(args)

@@ -1,5 +1,6 @@
 """Transcription: only speech reaches the model, and every word comes back on the track clock."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -84,6 +85,19 @@ def test_a_track_is_transcribed_with_words_on_its_own_clock(
         )
         # A segment starts a little before its speech, never before the previous region ends.
         assert region.onset - 0.45 - 1e-3 <= segment.start <= segment.words[0].start  # ms
+
+
+def test_a_log_at_info_gets_no_lines_of_faster_whispers_own(
+    sample_manifest, tmp_path, caplog, monkeypatch
+):
+    # Two per window about its own VAD, which trackscribe does not use; at DEBUG they show.
+    monkeypatch.setattr(logging.getLogger("faster_whisper"), "level", logging.NOTSET)
+    caplog.set_level(logging.INFO)
+    audio = decode(sample_manifest.track_path(sample_manifest.tracks[0]), tmp_path / "a.pcm")
+
+    Transcriber().transcribe(audio, detect_speech(audio))
+
+    assert [r.name for r in caplog.records if not r.name.startswith("trackscribe")] == []
 
 
 def test_word_times_follow_the_audio_when_it_starts_later(sample_speech, transcriber, tmp_path):

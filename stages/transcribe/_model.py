@@ -130,6 +130,18 @@ def load_model(
         raise ModelError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
 
 
+def quiet_faster_whisper() -> None:
+    """Keep faster-whisper's INFO lines out of the caller's log unless logging is at DEBUG.
+
+    It logs two per window ("Processing audio with duration …", "VAD filter removed …"),
+    about its own VAD, which trackscribe does not use: noise beside trackscribe's lines, and
+    misleading. A level the caller set on its logger is left as it is.
+    """
+    own = logging.getLogger("faster_whisper")
+    if own.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        own.setLevel(logging.WARNING)
+
+
 _math_lock = threading.Lock()
 _math_users = 0
 _math_limits: threadpool_limits | None = None

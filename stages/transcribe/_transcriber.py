@@ -10,7 +10,7 @@ from faster_whisper import BatchedInferencePipeline
 
 from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 
-from ._model import load_model, model_files, one_thread_math, usable_cores
+from ._model import load_model, model_files, one_thread_math, quiet_faster_whisper, usable_cores
 from ._options import TranscribeOptions
 from ._windows import Decoded, Piece, Window, bare, clip, cost, midpoint, pack, words_by_piece
 from ._words import (
@@ -50,6 +50,7 @@ class Transcriber:
         self.options = options or TranscribeOptions()
         o = self.options
         threads = o.cpu_threads or max(1, usable_cores() // o.parallel)
+        quiet_faster_whisper()
         self._model = load_model(o.model, o.device, o.compute_type, threads, o.parallel)
         self.model_files = model_files(o.model)
         """File name -> SHA-256 of the loaded model's files."""
