@@ -199,6 +199,7 @@ class Transcript(BaseModel):
         }
 
     def to_json(self) -> str:
+        """The contract's JSON (``trackscribe.transcript/1``), as ``transcript.json`` holds it."""
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
 
     def to_dataframe(self):  # noqa: ANN201 - pandas is optional
@@ -262,6 +263,8 @@ class Transcript(BaseModel):
 
     @classmethod
     def load(cls, path: Path | str) -> "Transcript":
+        """Read and validate a saved ``transcript.json``; errors (:class:`TranscriptError`)
+        name the file and the offending field."""
         path = Path(path)
         try:
             data = read_regular_file(path)

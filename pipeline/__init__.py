@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models import BatchSummary, Job, Manifest, ManifestError, Transcript, TranscriptError
     from stages.export import export
+    from stages.transcribe import ModelError
 
     from .batch import run_batch
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
@@ -24,6 +25,7 @@ _WHERE = {
     "run_batch": "pipeline.batch",
     "Manifest": "models",
     "ManifestError": "models",
+    "ModelError": "stages.transcribe",
     "Transcript": "models",
     "TranscriptError": "models",
     "NoUsableTrackError": "pipeline.core",
@@ -42,6 +44,7 @@ __all__ = [
     "Job",
     "Manifest",
     "ManifestError",
+    "ModelError",
     "NoUsableTrackError",
     "PipelineOptions",
     "PublicKey",
@@ -69,3 +72,7 @@ def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # what a notebook's tab completion offers
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -66,7 +65,7 @@ from .evaluate import (
 )
 from .plot import image_format, plot_timeline
 from .signing import SigningKeyError, keep_signed
-from .verification import Verification, verify
+from .verification import verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,28 +487,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.json:  # ASCII: a name the transcript holds may not be valid UTF-8 on its own
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=True))
     else:
-        print(_verification_table(result))
+        print(result)
     return EXIT_OK if result.ok else EXIT_PARTIAL
-
-
-def _verification_table(result: Verification) -> str:
-    subjects = [printable(check.subject) for check in result.checks]
-    width = max(map(len, subjects))
-    lines = [
-        f"{check.status.upper() if check.status in ('differs', 'missing') else check.status:9s} "
-        f"{subject:{width}s}  {printable(check.detail)}"
-        for subject, check in zip(subjects, result.checks, strict=True)
-    ]
-    counts = Counter(check.status for check in result.checks)
-    statuses = ("ok", "lost", "differs", "missing", "unchecked")
-    summary = ", ".join(f"{counts[status]} {status}" for status in statuses if counts[status])
-    if not result.ok:
-        lines.append(f"NOT verified: {summary}")
-    elif counts["unchecked"]:
-        lines.append(f"nothing differs, but not everything could be checked: {summary}")
-    else:
-        lines.append(f"verified: {summary}")
-    return "\n".join(lines)
 
 
 def _bench_status(results: dict[str, Approach]) -> int:

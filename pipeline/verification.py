@@ -23,8 +23,9 @@ catches files changed or left behind, not someone who rewrites both; a signature
 import errno
 import hashlib
 import stat
+from collections import Counter
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -52,6 +53,7 @@ from stages.export import (
 )
 from stages.transcribe import ModelError, model_folder
 
+from ._cli_common import printable
 from .core import software_version
 from .signing import SIGNATURE_BYTES, PublicKey
 
@@ -73,6 +75,9 @@ class Check(BaseModel):
 
 
 class Verification(BaseModel):
+    """What :func:`verify` found: one :class:`Check` per file, the meeting, the inputs and
+    the model; printed (or shown in a notebook), the table ``trackscribe verify`` prints."""
+
     transcript: str
     checks: list[Check]
 
@@ -81,6 +86,29 @@ class Verification(BaseModel):
     def ok(self) -> bool:
         """Nothing differs and nothing is missing."""
         return not any(check.status in ("differs", "missing") for check in self.checks)
+
+    def __str__(self) -> str:
+        subjects = [printable(check.subject) for check in self.checks]
+        width = max(map(len, subjects), default=0)
+        alarming = ("differs", "missing")
+        lines = [
+            f"{check.status.upper() if check.status in alarming else check.status:9s} "
+            f"{subject:{width}s}  {printable(check.detail)}"
+            for subject, check in zip(subjects, self.checks, strict=True)
+        ]
+        counts = Counter(check.status for check in self.checks)
+        statuses = ("ok", "lost", "differs", "missing", "unchecked")
+        summary = ", ".join(f"{counts[status]} {status}" for status in statuses if counts[status])
+        if not self.ok:
+            lines.append(f"NOT verified: {summary}")
+        elif counts["unchecked"]:
+            lines.append(f"nothing differs, but not everything could be checked: {summary}")
+        else:
+            lines.append(f"verified: {summary}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's display
+        printer.text(str(self))
 
 
 def verify(

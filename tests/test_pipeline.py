@@ -674,6 +674,14 @@ def test_arguments_that_would_be_misread_are_refused_before_any_work(
         transcribe_tracks(**({"manifest": sample_manifest} | arguments))
 
 
+def test_a_notebook_is_offered_the_public_names_and_only_those():
+    import pipeline
+
+    public = [name for name in dir(pipeline) if not name.startswith("_")]
+    assert public == sorted(pipeline.__all__)
+    assert all(getattr(pipeline, name) is not None for name in public)
+
+
 def _no_model_needed(self, *args, **kwargs):
     raise AssertionError("the arguments were not checked first")
 

@@ -46,6 +46,10 @@ def test_a_transcript_as_written_verifies_with_its_exports_inputs_and_model(out,
         "model": "ok",
     }
     assert "each as when it transcribed" in detail(result, "model")
+    # printed, or shown in a notebook, it is the table the command prints
+    table = str(result).splitlines()
+    assert table[0].split() == ["ok", "transcript.json", *detail(result, "transcript.json").split()]
+    assert table[-1] == f"verified: {len(result.checks)} ok"
 
 
 def test_without_a_manifest_the_inputs_are_said_to_be_unchecked_and_do_not_fail_it(out):
