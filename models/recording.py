@@ -88,6 +88,10 @@ def _one_layer_as_list(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
+_Listing = Annotated[str | _Layers | None, BeforeValidator(_one_layer_as_list)]
+"""A download URL field in either documented shape (a lone layer taken as a list of one)."""
+
+
 class RecordingFile(BaseModel):
     """One downloadable file of a recording."""
 
@@ -123,13 +127,9 @@ class Recording(_ApiModel):
     recording_duration: float | None = None
     output_file_name: str | None = None
     file_size: float | None = None
-    download_url: Annotated[str | _Layers | None, BeforeValidator(_one_layer_as_list)] = Field(
-        None, repr=False, description=_SIGNED
-    )
+    download_url: _Listing = Field(None, repr=False, description=_SIGNED)
     download_url_expiry: UtcDatetime | None = None
-    audio_download_url: Annotated[str | _Layers | None, BeforeValidator(_one_layer_as_list)] = (
-        Field(None, repr=False, description=f"{_SIGNED}; not used here")
-    )
+    audio_download_url: _Listing = Field(None, repr=False, description=f"{_SIGNED}; not used here")
     start_reason: Reason | None = None
     stop_reason: Reason | None = None
 
