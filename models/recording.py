@@ -109,6 +109,12 @@ class RecordingFile(BaseModel):
         return (self.layer, self.name)
 
 
+_Time = Annotated[UtcDatetime | None, _OrNone]
+"""A time of the API's. One that cannot be read (no zone, so no way to know which instant it
+names) becomes None rather than a guess: each file's start is in its name, so only what
+depends on this time is lost, not the recording."""
+
+
 class Reason(_ApiModel):
     reason: str | None = None
     caller: dict[str, object] | None = None
@@ -121,14 +127,14 @@ class Recording(_ApiModel):
     status: str = Field(description="a RecordingStatus; kept open for statuses added later")
     meeting_id: str | None = None
     session_id: str | None = None
-    invoked_time: UtcDatetime | None = None
-    started_time: UtcDatetime | None = None
-    stopped_time: UtcDatetime | None = None
+    invoked_time: _Time = None
+    started_time: _Time = None
+    stopped_time: _Time = None
     recording_duration: float | None = None
     output_file_name: str | None = None
     file_size: float | None = None
     download_url: _Listing = Field(None, repr=False, description=_SIGNED)
-    download_url_expiry: UtcDatetime | None = None
+    download_url_expiry: _Time = None
     audio_download_url: _Listing = Field(None, repr=False, description=f"{_SIGNED}; not used here")
     start_reason: Reason | None = None
     stop_reason: Reason | None = None

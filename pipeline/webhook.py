@@ -45,9 +45,10 @@ _ACTED_ON = ("id", "recordingId", "recording_id", "status", "meetingId", "meetin
 
 
 def _event(body: object) -> WebhookEvent:
-    """The delivery's event. A recording whose other fields cannot be read (a time with no
-    zone, a listing of a shape not seen before) is still announced by its id and status: a
-    400 would lose the announcement for good, as the sender redelivers only after a 5xx."""
+    """The delivery's event. A recording whose other fields cannot be read (a listing of a
+    shape not seen before, a size that is not a number) is still announced by its id and
+    status: a 400 would lose the announcement for good, as the sender redelivers only after
+    a 5xx."""
     try:
         return WebhookEvent.model_validate(body)
     except ValidationError:

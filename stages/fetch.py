@@ -214,7 +214,11 @@ def _result(
             )
         started = starts[file.key]
         if started is None or file.key in unplaced:
-            reason = unplaced.get(file.key, f"{file.name}: no start time in its name")
+            reason = unplaced.get(
+                file.key,
+                f"{file.name}: no start time in its name, and the recording's started_time "
+                "is missing or cannot be read",
+            )
             missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
             continue
         try:

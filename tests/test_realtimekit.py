@@ -686,6 +686,33 @@ def test_a_listing_entry_that_cannot_be_read_costs_only_its_own_file(
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
 
 
+def test_times_with_no_zone_cost_only_what_needs_them(emulator, sample_manifest, tmp_path):
+    # A time with no zone names no instant. Each file's start is in its name, so the
+    # recording is still fetched whole; only a file that needs the recording's start fails.
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    answer = recording.model_dump(mode="json", by_alias=True)
+    for field in ("invokedTime", "startedTime", "stoppedTime", "downloadUrlExpiry"):
+        answer[field] = "2026-11-20T10:00:00"
+    urls = answer["downloadUrl"][0]["downloadUrls"]
+    renamed = next(iter(urls))
+    urls["odd.webm"] = urls.pop(renamed)
+    naive = Recording.model_validate(answer)
+    assert (naive.started_time, naive.download_url_expiry) == (None, None)
+
+    result = fetch_recording(naive, tmp_path / "rec", refresh=lambda: naive, options=QUIET)
+
+    assert result.failures == []
+    assert [(f.path, f.reason) for f in result.missing] == [
+        (
+            "tracks/odd.webm",
+            "odd.webm: no start time in its name, and the recording's started_time is missing "
+            "or cannot be read",
+        )
+    ]
+    assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
+
+
 def test_a_file_listed_twice_is_fetched_once(emulator, sample_manifest, tmp_path, caplog):
     with client_for(emulator) as client:
         recording = remote.record(client, emulator.meeting_id, poll=0.05)
