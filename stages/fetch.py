@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -131,8 +131,8 @@ def fetch_recording(
     targets = _local_names(files)
     earlier = _earlier_manifest(out_dir / MANIFEST_FILE, recording.id)
     verified = _verified_tracks(earlier)
-    urls = _Urls(recording, refresh)
     cancel = threading.Event()
+    urls = _Urls(recording, refresh, cancel)
     bar = tqdm(
         total=0, unit="B", unit_scale=True, desc="fetch", disable=not options.progress, leave=False
     )
@@ -455,8 +455,11 @@ def _local_names(files: Sequence[RecordingFile]) -> dict[tuple[str, str], str | 
 class _Urls:
     """The current pre-signed URL of each file, renewed once for all workers when they expire."""
 
-    def __init__(self, recording: Recording, refresh: Callable[[], Recording]) -> None:
+    def __init__(
+        self, recording: Recording, refresh: Callable[[], Recording], cancel: threading.Event
+    ) -> None:
         self._refresh = refresh
+        self._cancel = cancel
         self._lock = threading.Lock()
         self._generation = 0
         self._set(recording)
@@ -484,8 +487,36 @@ class _Urls:
 
     def _renew_locked(self) -> None:
         log.info("pre-signed URLs expired or refused; asking the API for fresh ones")
-        self._set(self._refresh())
+        self._set(_unless_cancelled(self._refresh, self._cancel))
         self._generation += 1
+
+
+def _unless_cancelled(call: Callable[[], _T], cancel: threading.Event) -> _T:
+    """``call()``, given up on (and left to finish alone) once ``cancel`` is set.
+
+    Renewing URLs goes through the API client, whose own retries may wait as long as a
+    server's retry-after asks (minutes): a Ctrl-C must not wait for that, and a worker thread
+    cannot be interrupted, so the call runs in a daemon thread of its own.
+    """
+    outcome: list[tuple[bool, Any]] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the waiting worker, which raises it
+            outcome.append((False, exc))
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="fetch-renew", daemon=True).start()
+    while not finished.wait(0.1):
+        if cancel.is_set():
+            raise _Cancelled
+    succeeded, value = outcome[0]
+    if succeeded:
+        return value
+    raise value
 
 
 class _Downloader:

@@ -7,7 +7,9 @@ line or error message.
 
 import json
 import logging
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -711,6 +713,35 @@ def test_times_with_no_zone_cost_only_what_needs_them(emulator, sample_manifest,
         )
     ]
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
+
+
+def test_ctrl_c_stops_a_fetch_whose_url_renewal_is_told_to_wait(emulator, tmp_path):
+    # The API may ask the client to wait minutes (retry-after) while a worker renews expired
+    # URLs; a Ctrl-C must not sit that wait out. The emulator asks for 1 s: stretched here.
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    emulator.inject("expired_url")
+    waiting = RealtimeKitClient(
+        account_id="acct",
+        app_id="app",
+        token=TOKEN,
+        base_url=emulator.base_url,
+        sleep=lambda _: time.sleep(30),
+    )
+    with waiting:
+        expired = waiting.get_recording(recording.id)
+        emulator.inject("rate_limit")
+        ctrl_c = (threading.main_thread().ident, signal.SIGINT)
+        threading.Timer(0.5, signal.pthread_kill, ctrl_c).start()
+        began = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            fetch_recording(
+                expired,
+                tmp_path / "rec",
+                refresh=lambda: waiting.get_recording(recording.id),
+                options=QUIET,
+            )
+    assert time.monotonic() - began < 3
 
 
 def test_a_file_listed_twice_is_fetched_once(emulator, sample_manifest, tmp_path, caplog):
