@@ -85,13 +85,16 @@ def test_srt_numbers_cues_and_names_the_speaker(transcript):
 
 def test_srt_shows_markup_in_a_name_or_the_words_as_text_not_styling(transcript):
     transcript.speakers[0] = Speaker(user_id="u-a", display_name='<font color="#000">CFO</font>')
-    transcript.utterances[1] = utt("u-b", 62.0, 64.0, r"{\an8}<i>moved</i> a --> b, {y:i}2 < 3")
+    said = r"{\an8}<i>moved</i> a --> b, {y:i}2 < 3 a\Nb"
+    transcript.utterances[1] = utt("u-b", 62.0, 64.0, said)
     srt = to_srt(transcript)
-    for markup in ("<font", "</font", "<i>", "</i>", "{\\", "{y:", "a --> b"):
+    for markup in ("<font", "</font", "<i>", "</i>", "{", "}", "\\N", "a --> b"):
         assert markup not in srt
+    # libass (mpv, VLC, ffmpeg) reads any {...} as an override or a comment, whatever is in it.
     assert srt.replace("\u200b", "") == (
         '1\n00:00:01,250 --> 00:00:03,500\n<font color="#000">CFO</font>: Hello <team> & all.\n\n'
-        "2\n00:01:02,000 --> 00:01:04,000\nu-b: {\\an8}<i>moved</i> a --> b, {y:i}2 < 3\n"
+        "2\n00:01:02,000 --> 00:01:04,000\n"
+        "u-b: \u2774\\an8\u2775<i>moved</i> a --> b, \u2774y:i\u27752 < 3 a\\Nb\n"
     )
 
 

@@ -140,16 +140,18 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     return out
 
 
-_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\{|-(?=->)")
+_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\\(?=[Nnh])|-(?=->)")
+_SRT_BRACES = str.maketrans("{}", "\u2774\u2775")  # ❴❵: in common fonts, as full-width ones are not
 
 
 def _srt_inert(text: str) -> str:
-    """Text that SRT players show as it is. They take ``<font color=...>``, ``<i>``,
-    ``{\\an8}`` and ``{y:i}`` as styling (a display name could hide or move what is said) and
-    a ``-->`` as part of a timing line; a zero-width space after each ``<`` of a tag, each
-    ``{`` and the first ``-`` of an arrow leaves them plain text, and in most players looks
-    the same."""
-    return _SRT_MARKUP.sub(lambda m: m.group(0) + "\u200b", text)
+    """Text that SRT players show as it is. They take ``<font color=...>`` and ``<i>`` as
+    styling, a ``-->`` as part of a timing line, and those built on libass (mpv, VLC,
+    ffmpeg) ``\\N`` as a line break and anything in braces as an ASS override or a comment:
+    ``{\\alpha&HFF&}`` in a display name would hide what is said. A zero-width space after
+    each ``<`` of a tag, the backslash of an escape and the first ``-`` of an arrow leaves them
+    plain text; braces, which libass reads whatever follows, become ornamental ones (❴❵)."""
+    return _SRT_MARKUP.sub(lambda m: m.group(0) + "\u200b", text).translate(_SRT_BRACES)
 
 
 def _vtt_escape(text: str) -> str:
