@@ -12,19 +12,22 @@ def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (for example a trailing 'Z')")
     try:
-        # Checked here, where the field can be named: at the ends of the calendar, taking
-        # the zone away or rounding to the millisecond leaves the range datetime can hold.
-        format_utc(value)
-    except OverflowError:
+        # Kept as it is written: a time held to the microsecond would place a track (and
+        # render a report) other than the same time read back from the file does.
+        return _to_millisecond(value)
+    except OverflowError:  # named here, with its field: at the ends of the calendar
         raise ValueError("timestamp is outside the years 1 to 9999 in UTC") from None
-    return value.astimezone(UTC)
+
+
+def _to_millisecond(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    millis = (value.microsecond + 500) // 1000  # half up, not half to even
+    return value.replace(microsecond=0) + timedelta(milliseconds=millis)
 
 
 def format_utc(value: datetime) -> str:
     """``2026-11-20T10:00:03.250Z``: the one spelling every output uses."""
-    value = value.astimezone(UTC)
-    millis = (value.microsecond + 500) // 1000  # half up, not half to even
-    value = value.replace(microsecond=0) + timedelta(milliseconds=millis)
+    value = _to_millisecond(value)
     # strftime's %Y gives year 1 as "1", not the four digits ISO 8601 asks for.
     return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
 

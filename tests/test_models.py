@@ -150,6 +150,14 @@ def test_times_are_written_in_utc_with_millisecond_precision():
     )
 
 
+def test_a_time_finer_than_a_millisecond_is_read_as_the_millisecond_it_is_written_as():
+    # Held finer in memory, it would place a track (and render a report) other than the
+    # same time read back from the file does: a fresh transcript would fail its own verify.
+    manifest = Manifest.parse(_with_track(started_time="2026-11-20T10:00:00.350600Z"))
+    assert manifest.tracks[0].started_time == datetime(2026, 11, 20, 10, 0, 0, 351000, tzinfo=UTC)
+    assert Manifest.parse(json.loads(manifest.to_json())) == manifest
+
+
 def test_a_transcript_survives_a_round_trip_through_its_file(sample_transcript, tmp_path):
     path = sample_transcript.save(tmp_path / "transcript.json")
     raw = json.loads(path.read_text())
