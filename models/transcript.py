@@ -187,16 +187,23 @@ class Transcript(BaseModel):
     def speaker_names(self) -> dict[str, str]:
         """User id -> the name people read: the display name, else the user id. Where two
         speakers would read the same (two Alices; "José" typed two ways), each display name
-        has the user id after it, so that no export puts one person's words on the other."""
+        has the user id after it, so that no export puts one person's words on the other.
+        That is checked again until no two read the same: a name chosen to read as another's
+        label ("Alice (u1)") gets its own user id too."""
         names = {s.user_id: _shown_name(s) for s in self.speakers}
-        keys = {user_id: _name_key(name) for user_id, name in names.items()}
-        readings = Counter(keys.values())
-        return {
-            user_id: f"{name} ({user_id})"
-            if readings[keys[user_id]] > 1 and name != user_id
-            else name
-            for user_id, name in names.items()
-        }
+        labels = dict(names)
+        while True:  # each round gives at least one more speaker its user id, so it ends
+            readings = Counter(_name_key(label) for label in labels.values())
+            clashing = [
+                user_id
+                for user_id, label in labels.items()
+                if readings[_name_key(label)] > 1
+                and label not in (user_id, names[user_id] + f" ({user_id})")
+            ]
+            if not clashing:
+                return labels
+            for user_id in clashing:
+                labels[user_id] = f"{names[user_id]} ({user_id})"
 
     def to_json(self) -> str:
         """The contract's JSON (``trackscribe.transcript/1``), as ``transcript.json`` holds it."""

@@ -129,6 +129,23 @@ def test_two_speakers_who_would_read_the_same_are_told_apart_by_their_user_ids(t
     assert "] Jos\u00e9: " in to_txt(transcript)  # one of a name: nothing added
 
 
+def test_a_name_chosen_to_read_as_another_speakers_label_is_told_apart_too(transcript):
+    # Display names are the participants' own: one may pick what another's label became.
+    transcript.speakers = [
+        Speaker(user_id="u-a", display_name="Alice"),
+        Speaker(user_id="u-b", display_name="Alice (u-a)"),
+        Speaker(user_id="u-c", display_name="Alice"),
+    ]
+    assert transcript.speaker_names() == {
+        "u-a": "Alice (u-a)",
+        "u-b": "Alice (u-a) (u-b)",
+        "u-c": "Alice (u-c)",
+    }
+    assert to_txt(transcript) == (
+        "[00:00:01] Alice (u-a): Hello <team> & all.\n[00:01:02] Alice (u-a) (u-b): Hi.\n"
+    )
+
+
 def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(transcript):
     transcript.speakers = [
         Speaker(user_id="u-a", display_name="Alice  Smith"),
