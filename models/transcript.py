@@ -18,7 +18,13 @@ from .manifest import DisplayName
 TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
 
 
-class Word(BaseModel):
+class _Finite(BaseModel):
+    # Python's json reads NaN and Infinity; a time that is one is refused where it is read,
+    # with its field named, rather than failing somewhere in an export or a report.
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class Word(_Finite):
     """One recognised word. Times are seconds on whichever clock its container uses."""
 
     model_config = ConfigDict(frozen=True)
@@ -29,7 +35,7 @@ class Word(BaseModel):
     probability: float = Field(ge=0, le=1)
 
 
-class Segment(BaseModel):
+class Segment(_Finite):
     """What the model said about one speech region, in seconds of *track* time."""
 
     model_config = ConfigDict(frozen=True)
@@ -51,12 +57,12 @@ def ends_sentence(text: str) -> bool:
     return text.rstrip().rstrip("\"')”’").endswith(_SENTENCE_ENDS)
 
 
-class Speaker(BaseModel):
+class Speaker(_Finite):
     user_id: str
     display_name: DisplayName = None
 
 
-class Utterance(BaseModel):
+class Utterance(_Finite):
     """A turn of one speaker. ``start``/``end`` are seconds from the transcript's origin."""
 
     speaker: str = Field(description="user_id")
@@ -69,7 +75,7 @@ class Utterance(BaseModel):
     overlaps: list[str] = Field(default_factory=list, description="speakers talking meanwhile")
 
 
-class InputFile(BaseModel):
+class InputFile(_Finite):
     """A file the transcript was made from, so a reviewer can prove which bytes were used."""
 
     path: str
@@ -86,7 +92,7 @@ class InputFile(BaseModel):
     problem: str | None = Field(default=None, description="e.g. where a truncated file broke off")
 
 
-class TrackFailure(BaseModel):
+class TrackFailure(_Finite):
     """A track that contributed nothing, and why."""
 
     path: str
@@ -98,7 +104,7 @@ class TrackFailure(BaseModel):
         return self.reason if Path(self.path).name in self.reason else f"{self.path}: {self.reason}"
 
 
-class DroppedSpeech(BaseModel):
+class DroppedSpeech(_Finite):
     """Speech found on a track and kept from the model, so a reviewer can check the call.
 
     Times are seconds from the transcript's origin.
@@ -112,7 +118,7 @@ class DroppedSpeech(BaseModel):
     attributed_to: str | None = Field(default=None, description="whose voice it was judged")
 
 
-class ClockEstimate(BaseModel):
+class ClockEstimate(_Finite):
     """How far off a track's start time was measured to be, from the leakage between tracks."""
 
     path: str
@@ -131,7 +137,7 @@ class ClockEstimate(BaseModel):
     )
 
 
-class Provenance(BaseModel):
+class Provenance(_Finite):
     software: str
     model: str
     recording_id: str | None = Field(
@@ -154,7 +160,7 @@ class TranscriptError(ValueError):
     """A transcript file that cannot be read; the message names the file and the field."""
 
 
-class Transcript(BaseModel):
+class Transcript(_Finite):
     """The merged result of one meeting."""
 
     schema_: Literal["trackscribe.transcript/1"] = Field(default=TRANSCRIPT_SCHEMA, alias="schema")

@@ -174,6 +174,18 @@ def test_a_bad_transcript_file_names_the_field(tmp_path):
         Transcript.load(path)
 
 
+def test_a_time_that_is_not_a_number_is_refused_where_the_transcript_is_read(
+    sample_transcript, tmp_path
+):
+    # Python's json reads NaN and Infinity; later, they would break an export or a report.
+    path = sample_transcript.save(tmp_path / "t.json")
+    raw = json.loads(path.read_text())
+    raw["utterances"][0]["end"] = float("inf")
+    path.write_text(json.dumps(raw))
+    with pytest.raises(TranscriptError, match=r"t\.json: utterances\[0\]\.end: .*finite number"):
+        Transcript.load(path)
+
+
 def test_a_misspelled_field_is_refused_rather_than_ignored():
     with pytest.raises(
         ManifestError, match=r"tracks\[0\]\.sha_256: Extra inputs are not permitted"
