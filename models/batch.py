@@ -251,7 +251,8 @@ class BatchSummary(BaseModel):
     def to_dataframe(self):  # noqa: ANN201 - pandas is optional
         """The summary as a pandas DataFrame (``pip install 'trackscribe[pandas]'``)."""
         pd = import_optional("pandas", "pandas")
-        return pd.DataFrame([m.model_dump() for m in self.meetings])
+        rows = [m.model_dump() for m in self.meetings]
+        return pd.DataFrame(rows, columns=list(MeetingResult.model_fields))  # also with none
 
     def _repr_html_(self) -> str:
         head = "".join(

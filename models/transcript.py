@@ -156,6 +156,21 @@ class Provenance(_Finite):
     clock: list[ClockEstimate] = Field(default_factory=list)
 
 
+_COLUMN_TYPES = {
+    "speaker": "str",
+    "name": "str",
+    "start": "float64",
+    "end": "float64",
+    "start_time": "datetime64[us, UTC]",
+    "end_time": "datetime64[us, UTC]",
+    "text": "str",
+    "words": "int64",
+    "overlaps": "str",
+}
+"""Set, not inferred: a meeting with no speech would get columns of objects, which break
+``.dt`` and, concatenated with other meetings, their times."""
+
+
 class TranscriptError(ValueError):
     """A transcript file that cannot be read; the message names the file and the field."""
 
@@ -248,7 +263,7 @@ class Transcript(_Finite):
                 "words",
                 "overlaps",
             ],
-        )
+        ).astype(_COLUMN_TYPES)
 
     def _repr_html_(self) -> str:
         """How a notebook shows a transcript: who said what, when, and what was lost."""

@@ -420,6 +420,18 @@ def test_a_blank_display_name_shows_the_user_id_instead(transcript):
     assert "u-a: Hello" in to_srt(blank)
 
 
+def test_a_meeting_with_no_speech_says_so_rather_than_leaving_empty_files(transcript):
+    # An empty file reads as a write that failed; SRT has no comments, so it alone is empty.
+    silent = transcript.model_copy(update={"utterances": []})
+    assert to_txt(silent) == "# No speech was transcribed.\n"
+    assert to_vtt(silent) == "WEBVTT\n\nNOTE No speech was transcribed.\n"
+    assert to_srt(silent) == ""
+    # Typed as a meeting with speech is, so that .dt and concatenation with others work.
+    empty, full = silent.to_dataframe(), transcript.to_dataframe()
+    assert empty.empty and empty.dtypes.equals(full.dtypes)
+    assert str(empty["start_time"].dtype) == "datetime64[us, UTC]"
+
+
 def test_every_cue_ends_after_it_starts_and_none_is_empty(transcript):
     instant = utt("u-b", 70.0, 70.0, "Oh.")
     silent = instant.model_copy(update={"start": 80.0, "end": 81.0, "text": " ", "words": []})

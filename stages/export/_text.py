@@ -18,14 +18,17 @@ _MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
 def to_vtt(transcript: Transcript) -> str:
     """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``). A partial
     transcript opens with a NOTE naming the inputs lost, which players do not show but a
-    reviewer reading the file sees."""
+    reviewer reading the file sees; one with no speech has a NOTE saying so."""
     blocks = ["WEBVTT"]
     if transcript.partial:
         # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
         lost = (re.sub(r"-+>", "->", one_line(line)) for line in transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
     name_of = _line_names(transcript)
-    for start, end, speaker, text in _cues(transcript):
+    cues = _cues(transcript)
+    if not cues:
+        blocks.append(f"NOTE {_NO_SPEECH}")
+    for start, end, speaker, text in cues:
         name = _vtt_escape(name_of(speaker))
         line = _vtt_escape(one_line(text))
         blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
@@ -35,7 +38,8 @@ def to_vtt(transcript: Transcript) -> str:
 def to_srt(transcript: Transcript) -> str:
     """SubRip; SRT has no speaker field, so the name leads the text. SRT has no escaping, and
     players read HTML-like tags and ``{\\...}`` overrides in it: see :func:`_srt_inert`. Nor
-    has it comments: a partial transcript is marked in the other formats only."""
+    has it comments: a partial transcript, or one with no speech (an empty file), is marked
+    in the other formats only."""
     blocks = []
     name_of = _line_names(transcript)
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
@@ -49,18 +53,20 @@ def to_srt(transcript: Transcript) -> str:
 
 def to_txt(transcript: Transcript) -> str:
     """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
-    inputs lost, each on a line starting ``#``, and a blank line."""
+    inputs lost, each on a line starting ``#``, and a blank line. One with no speech says so,
+    on a line starting ``#``: an empty file would read as a write that failed."""
     name_of = _line_names(transcript)
     lines = [
         f"[{format_clock(u.start)}] {name_of(u.speaker)}: {one_line(u.text)}"
         for u in transcript.utterances
-    ]
+    ] or [f"# {_NO_SPEECH}"]
     if transcript.partial:
         lost = [f"#   {one_line(line)}" for line in transcript.problems()]
         lines = [f"# {_PARTIAL}", *lost, "", *lines]
-    return "\n".join(lines) + ("\n" if lines else "")
+    return "\n".join(lines) + "\n"
 
 
+_NO_SPEECH = "No speech was transcribed."
 _PARTIAL = "Partial transcript: these inputs were lost, in whole or in part, or are damaged:"
 
 
