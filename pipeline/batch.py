@@ -431,12 +431,27 @@ def _process(
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     except ManifestError:
         if done is not None and job.manifest is not None:
+            if not _manifest_file(job.manifest).exists():
+                # Gone is not changed: moved away, or on a share not mounted this time.
+                return _kept(job, folder, done, f"its manifest {job.manifest} is not there")
             # The manifest changed since (it is what cannot be read): what was made from
             # the old one no longer stands for this meeting.
             _no_longer_current(folder, "its manifest can no longer be read")
         raise
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
+    if done is not None and done.key != key:
+        gone = [t.path for t in manifest.tracks if not manifest.track_path(t).exists()]
+        # A track deleted after it was transcribed (a retention policy) is not a new input:
+        # taken to be the bytes that were transcribed (or else the manifest's checksum), the
+        # meeting is as it was done.
+        if gone:
+            kept = checkpoints.transcript()
+            known = {t.path: t.sha256 for t in manifest.tracks} | (
+                {i.path: i.sha256 for i in kept.provenance.inputs} if kept else {}
+            )
+            if _meeting_key(manifest, options, absent=known) == done.key:
+                return _kept(job, folder, done, f"{', '.join(gone)}: no longer there")
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
         log.warning(
             "%s: its bundle was signed with the key %s; it is written again %s",
@@ -494,6 +509,19 @@ def _process(
     done = _done(key, transcript, round(run.stats.meeting_s, 3), wanted, signed_by)
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
+
+
+def _manifest_file(path: Path) -> Path:
+    return path / MANIFEST_FILE if path.is_dir() else path
+
+
+def _kept(job: Job, folder: Path, done: _Done, why: str) -> MeetingResult:
+    """The meeting as an earlier run did it, though an input it was made from is gone: a
+    re-run that cannot read it must not take away, or redo worse, what was made of it."""
+    note = f"{why}; what was made from it earlier is kept"
+    log.warning("%s: %s", folder, note)
+    result = _result(job, folder, done, reused=True)
+    return result.model_copy(update={"reason": "; ".join(filter(None, [result.reason, note]))})
 
 
 def _no_longer_current(folder: Path, why: str) -> None:
@@ -660,26 +688,38 @@ def _named(job: Job, manifest: Manifest) -> Manifest:
     return manifest.model_copy(update={"tracks": tracks})
 
 
-def _meeting_key(manifest: Manifest, options: PipelineOptions) -> str:
+def _meeting_key(
+    manifest: Manifest,
+    options: PipelineOptions,
+    *,
+    absent: Mapping[str, str | None] | None = None,
+) -> str:
     """Everything a meeting's transcript depends on: the whole manifest (ids, names, times, the
     checksums it expects: the provenance repeats them), each file's bytes, every setting but
     how many threads did the work, and the software. Not the output formats: they are
     written from the transcript. Nor the bytes of a track left out for its start (the
-    manifest's times say which): the run never reads them."""
+    manifest's times say which): the run never reads them. ``absent``: track path -> the
+    SHA-256 a file that is not there counts as."""
     unplaced = manifest.unplaced_tracks()
+    hashes = [
+        None if i in unplaced else _file_hash(manifest, t, absent or {})
+        for i, t in enumerate(manifest.tracks)
+    ]
     return work_key(
         "meeting",
         manifest.model_dump(mode="json"),
-        [None if i in unplaced else _file_hash(manifest, t) for i, t in enumerate(manifest.tracks)],
+        hashes,
         options.result_settings(),
         model_identity(options.transcribe.model),
         runtime_versions(),
     )
 
 
-def _file_hash(manifest: Manifest, track: Track) -> str | None:
+def _file_hash(manifest: Manifest, track: Track, absent: Mapping[str, str | None]) -> str | None:
     try:
         return sha256_file(manifest.track_path(track))
+    except FileNotFoundError:
+        return absent.get(track.path)
     except OSError:
         return None
 

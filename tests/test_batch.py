@@ -202,6 +202,33 @@ def test_a_manifest_that_can_no_longer_be_read_leaves_no_transcript_looking_curr
     assert again.meetings[0].status == "done" and (out / "pair" / "transcript.vtt").exists()
 
 
+def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(meetings, tmp_path):
+    # A retention policy pruned a track, or the share is not mounted: gone is not changed,
+    # and an unattended re-run must not withdraw the transcript, or redo it without them.
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    manifest = tmp_path / "pair" / "manifest.json"
+    jobs, out = [Job(id="pair", manifest=manifest)], tmp_path / "out"
+    run_batch(jobs, out, progress=False)
+    made = transcripts(out)
+    track = tmp_path / "pair" / json.loads(manifest.read_text())["tracks"][0]["path"]
+    audio = track.read_bytes()
+
+    track.unlink()
+    pruned = run_batch(jobs, out, progress=False).meetings[0]
+    (tmp_path / "pair").rename(tmp_path / "unmounted")
+    unmounted = run_batch(jobs, out, progress=False).meetings[0]
+
+    for result, gone in ((pruned, track.name), (unmounted, "manifest")):
+        assert (result.status, result.reused) == ("done", True)
+        assert gone in result.reason and "earlier is kept" in result.reason
+    assert transcripts(out) == made and len(list((out / "pair").glob("transcript.*"))) == 5
+    # Back, but changed: that is new input, and the meeting is done again.
+    (tmp_path / "unmounted").rename(tmp_path / "pair")
+    track.write_bytes(audio[: len(audio) // 2])
+    redone = run_batch(jobs, out, progress=False).meetings[0]
+    assert (redone.status, redone.reused) == ("partial", False)
+
+
 def test_a_work_folder_made_a_file_by_hand_is_named_as_not_a_folder(meetings, tmp_path):
     out = tmp_path / "out"
     (out / "pair").mkdir(parents=True)
