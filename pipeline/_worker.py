@@ -226,6 +226,11 @@ class _Ending:
         self._send_now = threading.Event()
         self._sent = threading.Event()
 
+    @property
+    def started(self) -> bool:
+        """Whether this process is a worker (:func:`start_worker` ran in it)."""
+        return self._records is not None
+
     def start(self, records: Queue) -> None:
         """Ready to end the worker whose log records go to ``records``."""
         self._records = records
@@ -333,14 +338,20 @@ def interruptible() -> Iterator[None]:
     :func:`_terminated`). A Ctrl-C once received, during a job or while none
     ran, stops every job the worker begins after it: the parent got it too, and wants no more
     work done."""
+    held = signal.getsignal(signal.SIGINT)
     if (
         threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not _hold_back
+        or not _ending.started
+        or held not in (_hold_back, signal.SIG_IGN)
     ):
         yield
         return
+    # Run in the background (Ctrl-C ignored from the start), a Ctrl-C at the terminal is
+    # still not this worker's; a SIGTERM, or its parent gone, still stops the job first.
+    ignored = held is signal.SIG_IGN
     try:
-        signal.signal(signal.SIGINT, _stop_job)
+        if not ignored:
+            signal.signal(signal.SIGINT, _stop_job)
         _idle.clear()
         if _held_back:
             raise KeyboardInterrupt
@@ -354,7 +365,7 @@ def interruptible() -> Iterator[None]:
         # Each step also when a stop breaks off the one before: a worker left busy would
         # take every later SIGTERM as noted only, and its pool wait for it for ever.
         try:
-            signal.signal(signal.SIGINT, _hold_back)
+            signal.signal(signal.SIGINT, held)
         finally:
             try:
                 _idle.set()
@@ -402,7 +413,8 @@ def _exit_with_parent(lifeline: Connection) -> None:
     if not _idle.is_set():  # a job that Ctrl-C stops: stopped so, it leaves nothing behind
         main = threading.main_thread().ident
         assert main is not None  # the main thread has started: it started this one
-        signal.pthread_kill(main, signal.SIGINT)
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # run in the background
+        signal.pthread_kill(main, signal.SIGTERM if ignored else signal.SIGINT)
         _idle.wait(_CLEAN_UP_WAIT)
     _ending.ask(1)  # whoever wanted the work is gone
 

@@ -393,23 +393,33 @@ def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, m
     assert list((tmp_path / "out").glob("*/.work/decode/*"))  # only the audio was given back
 
 
+def _in_the_background() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `trackscribe batch … &` in a script
+
+
 @pytest.mark.parametrize(
-    ("stop", "moment"),
+    ("stop", "moment", "started"),
     [
-        (signal.SIGTERM, "*/.work/**/*.pcm"),
-        (signal.SIGINT, "*/.work/**/*.pcm"),
-        (signal.SIGINT, "*/done.json"),
+        (signal.SIGTERM, "*/.work/**/*.pcm", None),
+        (signal.SIGTERM, "*/.work/**/*.pcm", _in_the_background),
+        (signal.SIGINT, "*/.work/**/*.pcm", None),
+        (signal.SIGINT, "*/done.json", None),
     ],
-    ids=["SIGTERM while decoding", "kill -INT while decoding", "kill -INT after a meeting"],
+    ids=[
+        "SIGTERM while decoding",
+        "SIGTERM while decoding, run in the background",
+        "kill -INT while decoding",
+        "kill -INT after a meeting",
+    ],
 )
 def test_a_stop_sent_to_the_batch_alone_stops_the_meetings_running_in_workers(
-    meetings, tmp_path, stop, moment
+    meetings, tmp_path, stop, moment, started
 ):
     # A service manager's stop, `kill -INT` and a notebook's interrupt reach the batch's own
     # process only; its workers must not go on to finish their meetings, and begin others,
-    # unseen while the manager waits, then kills; nor leave their scratch folders, also when
-    # one worker is between meetings, or done cleaning up first: its pool then ends the
-    # others (SIGTERM) while they clean up.
+    # unseen while the manager waits, then kills; nor leave their scratch folders or decoded
+    # audio, also when one worker is between meetings, or done cleaning up first: its pool
+    # then ends the others (SIGTERM) while they clean up; nor when Ctrl-C is ignored.
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     command = [sys.executable, "-m", "pipeline", "batch", str(meetings), "-o", str(out)]
@@ -418,6 +428,7 @@ def test_a_stop_sent_to_the_batch_alone_stops_the_meetings_running_in_workers(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "TMPDIR": str(scratch)},
+        preexec_fn=started,
     )
     deadline = time.monotonic() + 120
     while not list(out.glob(moment)) and time.monotonic() < deadline:
@@ -430,6 +441,7 @@ def test_a_stop_sent_to_the_batch_alone_stops_the_meetings_running_in_workers(
     assert "leaked semaphore" not in stderr  # the workers made to exit left nothing behind
     assert {p.parent.name for p in out.glob("*/done.json")} == finished  # none went on
     assert not list(scratch.glob("trackscribe-*"))  # each removed its scratch folder
+    assert not list(out.glob("*/.work/**/*.pcm*"))  # and its decoded audio
     left = BatchSummary.load(out / "summary.json")  # says the batch did not finish, not less
     assert [m.job for m in left.meetings] == ["sample", "pair", "again"]
     # (A meeting finished as the stop came may be pending still: its result never came back.)
