@@ -41,8 +41,13 @@ MAX_USER_IDS = 100
 
 
 class _ApiModel(BaseModel):
+    # A number where text is documented (a session id, say) is read as its digits.
     model_config = ConfigDict(
-        extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="allow",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        coerce_numbers_to_str=True,
     )
 
 
@@ -113,6 +118,10 @@ _Time = Annotated[UtcDatetime | None, _OrNone]
 """A time of the API's. One that cannot be read (no zone, so no way to know which instant it
 names) becomes None rather than a guess: each file's start is in its name, so only what
 depends on this time is lost, not the recording."""
+_Text = Annotated[str | None, _OrNone]
+_Number = Annotated[float | None, _OrNone]
+"""Fields that say something about a recording but are not needed to find or fetch it: one
+that cannot be read becomes None, and the recording (its id, status and files) still is."""
 
 
 class Reason(_ApiModel):
@@ -125,19 +134,19 @@ class Recording(_ApiModel):
 
     id: str = Field(validation_alias=AliasChoices("id", "recordingId", "recording_id"))
     status: str = Field(description="a RecordingStatus; kept open for statuses added later")
-    meeting_id: str | None = None
-    session_id: str | None = None
+    meeting_id: _Text = None
+    session_id: _Text = None
     invoked_time: _Time = None
     started_time: _Time = None
     stopped_time: _Time = None
-    recording_duration: float | None = None
-    output_file_name: str | None = None
-    file_size: float | None = None
+    recording_duration: _Number = None
+    output_file_name: _Text = None
+    file_size: _Number = None
     download_url: _Listing = Field(None, repr=False, description=_SIGNED)
     download_url_expiry: _Time = None
     audio_download_url: _Listing = Field(None, repr=False, description=f"{_SIGNED}; not used here")
-    start_reason: Reason | None = None
-    stop_reason: Reason | None = None
+    start_reason: Annotated[Reason | None, _OrNone] = None
+    stop_reason: Annotated[Reason | None, _OrNone] = None
 
     @property
     def lists_every_file(self) -> bool:

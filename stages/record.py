@@ -212,10 +212,13 @@ class RealtimeKitClient:
             ) from None
         if isinstance(data, Recording):
             return data
-        if isinstance(data, Mapping) and isinstance(data.get("recording"), Mapping):
-            return self._recording(data["recording"], "start track recording")
-        if isinstance(data, Mapping) and "id" in data:
-            return self._recording(data, "start track recording")
+        answer = data.get("recording", data) if isinstance(data, Mapping) else None
+        if isinstance(answer, Mapping) and "id" in answer:
+            try:
+                return self._recording(answer, "start track recording")
+            except UnexpectedAnswerError as exc:
+                # It started all the same: lost here, it would record on, unknown to anyone.
+                log.warning("%s; looked up as the meeting's active recording instead", exc)
         active = self.active_recording(meeting_id)
         if active is None:
             raise RealtimeKitError(

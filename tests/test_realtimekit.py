@@ -513,6 +513,33 @@ def _scripted_client(answers, seen: list[str]) -> Iterator[RealtimeKitClient]:
         yield client
 
 
+@pytest.mark.parametrize(
+    ("odd", "expected"),
+    [
+        ({"session_id": 12345, "file_size": "big"}, ("INVOKED", "12345")),  # read, as it can be
+        ({"status": None}, ("RECORDING", None)),  # not read at all: looked up instead
+    ],
+)
+def test_a_start_whose_answer_cannot_be_read_in_full_still_gives_the_recording_it_started(
+    odd, expected
+):
+    # The POST took effect; losing the recording's id here would leave it recording on,
+    # unknown to anyone.
+    def answers(method: str, path: str, count: int) -> tuple[int, dict]:
+        if method == "GET" and "POST" not in seen:  # no recording before the start
+            return 404, {"success": False, "error": {"code": 404, "message": "none"}}
+        if method == "GET":
+            return 200, {"success": True, "data": {"id": "rec-1", "status": "RECORDING"}}
+        recording = {"id": "rec-1", "status": "INVOKED", **odd}
+        return 201, {"success": True, "data": {"recording": recording}}
+
+    seen: list[str] = []
+    with _scripted_client(answers, seen) as client:
+        recording = client.start_track_recording("m1")
+    assert (recording.id, recording.status, recording.session_id) == ("rec-1", *expected)
+    assert seen.count("POST") == 1
+
+
 def test_a_start_whose_answer_was_lost_is_not_repeated_when_nothing_can_tell_if_it_started():
     def answers(method: str, path: str, count: int) -> tuple[int, dict]:
         if method == "GET":  # the active recording cannot be looked at
