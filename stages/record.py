@@ -233,7 +233,7 @@ class RealtimeKitClient:
         """The meeting's active recording if it is not ``known`` (the one active before a
         start); None when there is none, or none can be looked up (then nothing is known)."""
         try:
-            active = self.active_recording(meeting_id)
+            active = self._active_recording(meeting_id, once=True)
         except RealtimeKitError:
             return None
         return active if active is not None and active.id != known else None
@@ -241,16 +241,21 @@ class RealtimeKitClient:
     def get_recording(self, recording_id: str) -> Recording:
         return self._get_recording(recording_id)
 
-    def _get_recording(self, recording_id: str, *, deadline: float | None = None) -> Recording:
+    def _get_recording(
+        self, recording_id: str, *, deadline: float | None = None, once: bool = False
+    ) -> Recording:
         segment = _segment(recording_id, "recording id", "get recording")
-        data = self._call("GET", f"/recordings/{segment}", deadline=deadline)
+        data = self._call("GET", f"/recordings/{segment}", deadline=deadline, once=once)
         return self._recording(data, "get recording")
 
     def active_recording(self, meeting_id: str) -> Recording | None:
         """The meeting's recording in progress, or None (the API answers 404 for none)."""
+        return self._active_recording(meeting_id)
+
+    def _active_recording(self, meeting_id: str, *, once: bool = False) -> Recording | None:
         try:
             segment = _segment(meeting_id, "meeting id", "active recording")
-            data = self._call("GET", f"/recordings/active-recording/{segment}")
+            data = self._call("GET", f"/recordings/active-recording/{segment}", once=once)
         except RealtimeKitError as exc:
             if exc.status == 404:
                 return None
@@ -385,7 +390,7 @@ class RealtimeKitClient:
 
         def already() -> Recording | None:
             try:
-                current = self.get_recording(recording_id)
+                current = self._get_recording(recording_id, once=True)
             except RealtimeKitError:
                 return None
             if done(current.status):
@@ -429,6 +434,7 @@ class RealtimeKitClient:
         settled: Callable[[], object | None] | None = None,
         conflict_settles: bool = False,
         deadline: float | None = None,
+        once: bool = False,
         **kwargs: Any,
     ) -> Any:
         """One API call with retries; returns the envelope's ``data`` (and ``paging``).
@@ -440,14 +446,17 @@ class RealtimeKitClient:
         may have come after it took effect (5xx, 408, a timeout; then also 409, which a second
         try gets when the first took effect), before the call is repeated or given up: what it
         returns other than None is taken as the call's outcome. With ``conflict_settles`` it
-        is asked after any 409 (one that may say the effect is already there).
+        is asked after any 409 (one that may say the effect is already there). Its own call
+        is made ``once``: retried inside each retry, a long outage would cost the rate limit
+        some seven times the requests, and the wait before giving up as much.
         """
         call = f"{method} {path}"
         unclear = False  # an answer so far may have come after the call took effect
         # A POST that may have reached the server, with nothing to tell whether it took
         # effect, is not repeated: whatever the sign of that (a broken connection, a 5xx).
         blind = method == "POST" and settled is None
-        for attempt in range(1, self._retry.attempts + 1):
+        attempts = 1 if once else self._retry.attempts
+        for attempt in range(1, attempts + 1):
             try:
                 response = self._http.request(method, path, **kwargs)
             except UNSENDABLE as exc:
@@ -466,7 +475,7 @@ class RealtimeKitClient:
                         log.warning("%s: %s, but it took effect", call, describe_error(exc))
                         return outcome
                 wait = _until(deadline, self._retry.delay(attempt))
-                if (reached and blind) or attempt == self._retry.attempts or wait is None:
+                if (reached and blind) or attempt == attempts or wait is None:
                     tries = f", {attempt} attempts" if attempt > 1 else ""
                     reason = f"{describe_error(exc)} ({self._server}{tries})"
                     raise RealtimeKitError(0, None, reason, call=call, transient=True) from None
@@ -498,7 +507,7 @@ class RealtimeKitClient:
                 )
             retry = self._retry.should_retry(status) and (retry_conflict or status != 409)
             wait = _until(deadline, self._retry.delay(attempt, response.headers.get("retry-after")))
-            if not retry or attempt == self._retry.attempts or wait is None:
+            if not retry or attempt == attempts or wait is None:
                 raise error
             log.warning("%s: HTTP %d; retrying in %.1f s", call, status, wait)
             self._sleep(wait)

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -538,6 +539,23 @@ def test_a_start_whose_answer_cannot_be_read_in_full_still_gives_the_recording_i
         recording = client.start_track_recording("m1")
     assert (recording.id, recording.status, recording.session_id) == ("rec-1", *expected)
     assert seen.count("POST") == 1
+
+
+def test_an_outage_costs_each_try_one_look_at_whether_it_took_effect_not_a_retry_cycle():
+    # Under a long outage, the rate limit and the time to give up must not grow sevenfold.
+    def answers(method: str, path: str, count: int) -> tuple[int, dict]:
+        if method == "GET" and "active-recording" in path and count == 1:
+            return 404, {"success": False, "error": {"code": 404, "message": "none"}}
+        return 503, {"success": False, "error": {"code": 503, "message": "down"}}
+
+    for call, expected in (
+        (lambda client: client.stop("r1"), {"PUT": 4, "GET": 4}),
+        (lambda client: client.start_track_recording("m1"), {"POST": 4, "GET": 1 + 4}),
+    ):
+        seen: list[str] = []
+        with _scripted_client(answers, seen) as client, pytest.raises(RealtimeKitError):
+            call(client)
+        assert Counter(seen) == expected
 
 
 def test_a_start_whose_answer_was_lost_is_not_repeated_when_nothing_can_tell_if_it_started():
