@@ -273,7 +273,7 @@ def _run_command(args: argparse.Namespace) -> int:
             # to finish it.
             if started:
                 known = exc.last_status if isinstance(exc, UploadTimeoutError) else None
-                status = known or started[0].status
+                status = known or started[-1].status
                 _say_how_to_finish(args, started[0], out, status)
             raise
         except RecordingFailedError:
@@ -298,11 +298,14 @@ def _say_how_to_finish(
         state = "was started, and may still be going (it ends with the meeting)"
     elif status == "UPLOADING":
         state = "is uploading"
+    elif status == "UPLOADED":
+        state = "is uploaded"
     else:
         state = "is still going (it ends with the meeting)"
+    when = "" if status == "UPLOADED" else "once it is UPLOADED, "
     say(
-        f"recording {recording.id} of meeting {args.meeting_id} {state}; once it is UPLOADED, "
-        "finish it with:\n  "
+        f"recording {recording.id} of meeting {args.meeting_id} {state}; {when}finish it with:"
+        "\n  "
         + _by_hand(
             recording.id,
             out,

@@ -35,8 +35,9 @@ Step = Callable[[str], None]
 """Hears one line per step taken (the CLI prints them)."""
 
 Started = Callable[[Recording], None]
-"""Hears the recording as soon as it has started: from then on, stopping this process does
-not stop the recording (the CLI says how to finish it by hand)."""
+"""Hears the recording as soon as it has started, then again at each status it is seen in:
+from the start on, stopping this process does not stop the recording (the CLI says how to
+finish it by hand, by its last status)."""
 
 
 def record(
@@ -67,6 +68,8 @@ def record(
 
     def heard(r: Recording) -> None:
         say(f"recording {r.id}: {r.status}")
+        if on_started is not None:
+            on_started(r)
 
     if stop_after is not None:
         # Watched meanwhile: a meeting that ends first, or a recording that fails, is not

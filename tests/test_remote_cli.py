@@ -523,7 +523,14 @@ def test_run_refuses_a_bad_option_or_model_before_starting_a_recording(
     assert recordings_of(emulator) == []  # nothing left running, nothing to block a re-run
 
 
-def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emulator, tmp_path):
+@pytest.mark.parametrize(
+    ("moment", "state"),
+    [("started track recording", "is still going"), ("transcribing", "is uploaded; finish")],
+    ids=["while recording", "after the upload"],
+)
+def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(
+    emulator, tmp_path, moment, state
+):
     out = tmp_path / "my out"
     key, public_key = write_key(tmp_path, "signer")
     run = subprocess.Popen(
@@ -552,15 +559,15 @@ def test_interrupting_run_names_the_running_recording_and_how_to_finish_it(emula
     )
     try:
         assert run.stderr is not None
-        while "started track recording" not in (line := run.stderr.readline()):
-            assert line, "run ended before starting a recording"
+        while moment not in (line := run.stderr.readline()):
+            assert line, f"run ended before {moment!r}"
         run.send_signal(signal.SIGINT)
         stderr = run.communicate(timeout=60)[1]
     finally:
         run.kill()
     (recording,) = recordings_of(emulator)
     assert run.returncode == 130, stderr
-    assert f"recording {recording.id} of meeting {emulator.meeting_id} is still going" in stderr
+    assert f"recording {recording.id} of meeting {emulator.meeting_id} {state}" in stderr
     command = stderr.split("finish it with:\n", 1)[1].splitlines()[0].strip()
 
     client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emulator.base_url)
