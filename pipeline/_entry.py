@@ -7,6 +7,12 @@ from importlib import import_module
 
 
 def main() -> int:
+    # A terminal or a log whose encoding lacks a character we print (a name, an ellipsis)
+    # must not turn finished work into an error: such characters are written escaped.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # None: a caller's own stream
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         cli = import_module("pipeline.cli")
     except KeyboardInterrupt:

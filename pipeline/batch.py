@@ -829,6 +829,10 @@ def _dask_client(scheduler: str) -> "distributed.Client":
         return Client(scheduler, timeout=30)
     except OSError as exc:
         raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # an address mistyped: "tcp://", "host:port"
+        raise ConnectionError(
+            f"{scheduler!r} is not a Dask scheduler's address (tcp://HOST:PORT): {exc}"
+        ) from None
 
 
 def _on_dask(

@@ -810,6 +810,29 @@ def test_a_batch_whose_cluster_cannot_be_reached_starts_no_recording(
         assert _recordings(api, emu) == []
 
 
+@pytest.mark.parametrize("address", ["tcp://", "scheduler:port"])
+def test_a_mistyped_scheduler_address_is_named_as_such(tmp_path, address):
+    jobs = [Job(id="m", manifest=tmp_path / "manifest.json")]
+    with pytest.raises(ConnectionError, match=rf"'{address}' is not a Dask scheduler's address"):
+        run_batch(jobs, tmp_path / "out", scheduler=address, progress=False)
+
+
+def test_a_terminal_that_cannot_show_a_character_costs_the_batch_nothing(tmp_path):
+    # The table shortens a long reason with "…"; on an ASCII-only stdout, a finished batch
+    # must still exit as it went (here: its one meeting failed), not as an error of ours.
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "m", "manifest": str(tmp_path / ("x" * 90))}) + "\n")
+    command = [sys.executable, "-m", "pipeline", "batch", str(jobs), "-o", str(tmp_path / "o")]
+    done = subprocess.run(
+        [*command, "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "\\u2026" in done.stdout  # the ellipsis, written escaped
+
+
 def test_a_recording_with_one_download_url_is_done_in_part_and_says_what_it_lacks(
     sample_dir, tmp_path
 ):
