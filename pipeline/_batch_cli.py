@@ -7,6 +7,7 @@ from pathlib import Path
 from models import BATCH_SUMMARY, BatchSummary, load_jobs
 
 from ._cli_common import (
+    EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PARTIAL,
     add_model_options,
@@ -91,6 +92,10 @@ def _batch_command(args: argparse.Namespace) -> int:
     for meeting in lost:
         reason = printable(meeting.reason or "")
         print(f"  {meeting.job}: {meeting.status}: {reason}", file=sys.stderr)
+    # Nothing made at all is told apart from a batch that nearly worked: an alert or a
+    # scheduler acts on the first, and need not on the second.
+    if all(m.status == "failed" for m in summary.meetings):
+        return EXIT_BAD_INPUT
     return EXIT_PARTIAL
 
 
