@@ -99,6 +99,9 @@ class _Done(BaseModel):
     reason: str | None = None
     formats: list[str] = []  # exported last; another choice is written from the transcript
     signed_by: str | None = None  # the bundle's key: another is written from the transcript
+    # The job and settings as asked (not the inputs' bytes, which take reading): how
+    # --retry-failed, which reads no input, tells a meeting done otherwise than asked now.
+    asked: str | None = None
 
 
 _NO_BUNDLE_TO_SIGN = "a signing key signs the compliance bundle: add bundle to formats"
@@ -154,7 +157,7 @@ def run_batch(
             check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
         _warn_of_outputs_kept(
-            out, [j.folder_name for j in jobs if j.folder_name in results], formats, signing_key
+            out, [j for j in jobs if j.folder_name in results], options, formats, signing_key
         )
         order = [j.folder_name for j in jobs]  # the summary lists meetings as JOBS does
         todo = [j for j in jobs if j.folder_name not in results]
@@ -264,23 +267,38 @@ def _signed_by(folder: Path) -> str | None:
 
 
 def _warn_of_outputs_kept(
-    out: Path, kept: list[str], formats: Sequence[str], signing_key: SigningKey | None
+    out: Path,
+    kept: list[Job],
+    options: PipelineOptions,
+    formats: Sequence[str],
+    signing_key: SigningKey | None,
 ) -> None:
-    """Say which meetings ``--retry-failed`` leaves as written in other formats, or with a
-    bundle signed otherwise, than this run asks for: it does not touch them, and a reviewer
-    handed the folder would find other outputs, or another signature, than the command
-    suggests."""
+    """Say which meetings ``--retry-failed`` leaves as done for another job or with other
+    settings, or written in other formats, or with a bundle signed otherwise, than this run
+    asks for: it does not touch them, and a reviewer handed the folder would find another
+    transcript, other outputs or another signature than the command suggests."""
     wanted = sorted(set(formats))
     fingerprint = signing_key.fingerprint if signing_key is not None else None
-    differ, signed = [], []
-    for name in kept:
+    otherwise, differ, signed = [], [], []
+    for job in kept:
+        name = job.folder_name
         done = _read_done(out / name)
         if done is None:
             continue
+        if done.asked is not None and done.asked != _asked(job, options):
+            otherwise.append(name)
         if fingerprint is None and done.signed_by and "bundle" in wanted:
             signed.append(name)  # written again only with a key: no re-run without one helps
         elif done.formats != wanted or ("bundle" in wanted and done.signed_by != fingerprint):
             differ.append(name)
+    if otherwise:
+        log.warning(
+            "--retry-failed leaves %d meeting(s) done last time for another job or with other "
+            "settings than asked now, as they were: %s; run without --retry-failed to do them "
+            "as asked",
+            len(otherwise),
+            ", ".join(otherwise),
+        )
     if differ:
         log.warning(
             "--retry-failed leaves %d meeting(s) done last time as they were written, in other "
@@ -469,7 +487,7 @@ def _process(
         # first, and keeps the new one before exporting it.
         if (kept := checkpoints.transcript()) is not None:
             export(kept, folder, wanted, replace=True, signer=signer)
-            done = _done(key, kept, done.duration_s, wanted, signed_by)
+            done = _done(key, _asked(job, options), kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
             checkpoints.journal("exported", key=key, formats=wanted, signed_by=signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
@@ -506,7 +524,8 @@ def _process(
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     checkpoints.save_transcript(transcript)
     export(transcript, folder, wanted, replace=True, signer=signer)
-    done = _done(key, transcript, round(run.stats.meeting_s, 3), wanted, signed_by)
+    meeting_s = round(run.stats.meeting_s, 3)
+    done = _done(key, _asked(job, options), transcript, meeting_s, wanted, signed_by)
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
@@ -531,8 +550,13 @@ def _no_longer_current(folder: Path, why: str) -> None:
     log.warning("%s: %s%s", folder, why, f"; removed the earlier {removed}" if removed else "")
 
 
+def _asked(job: Job, options: PipelineOptions) -> str:
+    return work_key("asked", job.model_dump(mode="json"), options.result_settings())
+
+
 def _done(
     key: str,
+    asked: str,
     transcript: Transcript,
     duration_s: float,
     formats: list[str],
@@ -540,6 +564,7 @@ def _done(
 ) -> _Done:
     return _Done(
         key=key,
+        asked=asked,
         status="partial" if transcript.partial else "done",
         duration_s=duration_s,
         reason=" ".join("; ".join(transcript.problems()).split()) or None,

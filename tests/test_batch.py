@@ -668,6 +668,25 @@ def test_retry_failed_redoes_a_done_meeting_whose_folder_was_removed_since(meeti
     assert (out / "pair" / "transcript.json").exists()
 
 
+def test_retry_failed_says_which_meetings_it_leaves_done_otherwise_than_asked_now(
+    meetings, tmp_path, caplog
+):
+    # It reads no input, so it does not redo them; but it must not let them pass for done
+    # as asked: another beam size, or the job pointed at another manifest.
+    out = tmp_path / "out"
+    jobs = [j for j in load_jobs(meetings) if j.id in ("pair", "sample")]
+    run_batch(jobs, out, progress=False)
+    other = {"transcribe": {"beam_size": 1}}
+    run_batch(jobs, out, options=other, retry_failed=True, progress=False)
+    moved = [jobs[0], jobs[1].model_copy(update={"manifest": jobs[0].manifest})]
+    run_batch(moved, out, retry_failed=True, progress=False)
+    warned = [m for r in caplog.records if "another job or with other" in (m := r.getMessage())]
+    assert [w.split(" as they were: ")[1].split(";")[0] for w in warned] == [
+        "sample, pair",
+        "pair",
+    ]
+
+
 def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
     meetings, tmp_path, capsys
 ):
