@@ -97,7 +97,7 @@ class Job(BaseModel):
     def folder_name(self) -> str:
         """The meeting's folder under the batch's output: ``id``, or made from the source."""
         if self.id:
-            name = safe_file_name(self.id)
+            name = safe_file_name(self.id, keep_letters=True)
             if name.casefold() == BATCH_SUMMARY.casefold():
                 raise ValueError(f"{self.id!r} is the name of the batch's own summary file")
             return name

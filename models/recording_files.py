@@ -17,6 +17,7 @@ __all__ = ["TrackFileName", "parse_file_name", "safe_file_name", "time_from_file
 
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_BUT_LETTERS = re.compile(r"[^\w.-]+")  # \w: letters and digits of every script
 _MAX_NAME = 200
 _KEPT_END = 100
 """Of a name cut to ``_MAX_NAME``, the end kept (a track's start and type are at its end)."""
@@ -82,7 +83,7 @@ def parse_file_name(
     return TrackFileName(found_prefix, user_id, peer_id, stream_kind, media_kind, when)
 
 
-def safe_file_name(name: str) -> str:
+def safe_file_name(name: str, *, keep_letters: bool = False) -> str:
     """A name from an API made safe to use as one file name in a folder of ours.
 
     Keeps only the last path component, replaces anything outside ``[A-Za-z0-9._-]`` and
@@ -90,14 +91,24 @@ def safe_file_name(name: str) -> str:
     ``a/b\\c d.webm`` becomes ``c_d.webm``. Leading and trailing dots go (hidden files;
     Windows drops trailing ones), a Windows device name (``CON``, ``nul.webm``) or a name
     that a shell glob would pass as an option (``-rf``) gets ``_`` in front, and a name too
-    long for most file systems loses its middle, not its end.
+    long for most file systems loses its middle, not its end. ``keep_letters`` also keeps
+    the letters and digits of other scripts (``会議-A``), for a name a person chose: made
+    all ``_``, two different ones would read the same.
     """
     base = re.split(r"[/\\]", unicodedata.normalize("NFKC", name))[-1]
-    cleaned = _UNSAFE.sub("_", base).strip(".")
+    cleaned = (_UNSAFE_BUT_LETTERS if keep_letters else _UNSAFE).sub("_", base).strip(".")
     if not cleaned.strip("._-"):
         raise ValueError(f"file name {name!r} has nothing usable as a file name")
-    if len(cleaned) > _MAX_NAME:
-        cleaned = f"{cleaned[: _MAX_NAME - _KEPT_END - 1]}-{cleaned[-_KEPT_END:]}"
+    if len(cleaned.encode()) > _MAX_NAME:  # file systems count bytes: 3 a CJK letter
+        cleaned = f"{_first_bytes(cleaned, _MAX_NAME - _KEPT_END - 1)}-{_last_bytes(cleaned)}"
     if _RESERVED.match(cleaned) or cleaned.startswith("-"):
         cleaned = f"_{cleaned}"
     return cleaned
+
+
+def _first_bytes(text: str, limit: int) -> str:
+    return text.encode()[:limit].decode(errors="ignore")  # a letter cut in two is dropped
+
+
+def _last_bytes(text: str) -> str:
+    return text.encode()[-_KEPT_END:].decode(errors="ignore")

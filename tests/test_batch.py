@@ -995,6 +995,15 @@ def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything is done
 
 
+def test_ids_in_other_scripts_keep_their_letters_in_their_folders_names():
+    # Made all "_", two different meetings' ids would read the same, and one alone nothing.
+    ids = ["会議-A", "打合-A", "会議", "réunion du lundi", "../../etc"]
+    folders = [Job(id=i, manifest=Path("m.json")).folder_name for i in ids]
+    assert folders == ["会議-A", "打合-A", "会議", "réunion_du_lundi", "etc"]
+    long = Job(id="会" * 100, manifest=Path("m.json")).folder_name
+    assert len(long.encode()) <= 200 and long.startswith("会") and long.endswith("会")
+
+
 def test_csv_jobs_with_user_ids_and_names(tmp_path):
     path = tmp_path / "jobs.csv"
     path.write_text(
