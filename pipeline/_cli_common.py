@@ -117,6 +117,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"Whisper model: {BUNDLED_MODEL} (default, offline), a faster-whisper model name "
         "such as small.en (downloaded on first use), or a CTranslate2 model folder",
     )
+    add_output_options(parser)
+    add_decoding_options(parser)
+    add_progress_option(parser)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--formats`` and ``--sign-key``, read by :func:`write_outputs` and :func:`signing_key`."""
     parser.add_argument(
         "--formats",
         type=_formats,
@@ -132,8 +139,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "openssl genpkey -algorithm ed25519 -out KEY): a reviewer then checks it with the "
         "public key",
     )
-    add_decoding_options(parser)
-    add_progress_option(parser)
 
 
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:

@@ -24,10 +24,12 @@ from models import (
     Manifest,
     ManifestError,
     SummaryError,
+    Transcript,
     TranscriptError,
     describe_error,
     redact_urls,
 )
+from stages.export import FORMATS
 from stages.fetch import FetchError
 from stages.record import RealtimeKitError
 from stages.transcribe import BUNDLED_MODEL, ModelError
@@ -41,6 +43,7 @@ from ._cli_common import (
     OutputError,
     add_decoding_options,
     add_model_options,
+    add_output_options,
     choices,
     output_file,
     output_folder,
@@ -238,6 +241,24 @@ def _parser() -> argparse.ArgumentParser:
     add_model_options(transcribe)
     transcribe.set_defaults(run=_run_transcribe)
 
+    exporting = commands.add_parser(
+        "export",
+        help="write a saved transcript in the chosen formats, or as a signed bundle",
+        description="Write a transcript (trackscribe.transcript/1) in the chosen formats, "
+        "as transcribe writes them, byte for byte, from the transcript alone: no audio, no "
+        "model. For a reviewer who holds a transcript.json and needs a compliance bundle, "
+        "signed or not, or other formats. Written into the transcript's own folder, the "
+        "transcript is written again too (the same content), and not removed.",
+    )
+    exporting.add_argument(
+        "transcript", type=Path, help="transcript.json, or the folder holding it"
+    )
+    exporting.add_argument(
+        "-o", "--out", type=Path, help="output folder (default: the transcript's folder)"
+    )
+    add_output_options(exporting)
+    exporting.set_defaults(run=_run_export)
+
     evaluate = commands.add_parser(
         "eval",
         help="score a transcript against labelled truth",
@@ -365,6 +386,30 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
     write_outputs(transcript, out, args.formats, key)
     return report(transcript)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    key = signing_key(args)
+    source = args.transcript
+    if source.is_dir():
+        source = source / FORMATS["json"][0]
+    transcript = Transcript.load(source)
+    out = output_folder(args.out if args.out is not None else source.parent)
+    keep_signed(out, key)
+    formats = args.formats
+    if "json" not in formats and _same_file(out / FORMATS["json"][0], source):
+        # Written as the other formats are, not removed as an earlier run's file would be:
+        # the folder's transcript is the one its exports are checked against.
+        formats = ["json", *formats]
+    write_outputs(transcript, out, formats, key)
+    return EXIT_OK
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _plot_file(path: Path) -> None:

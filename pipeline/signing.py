@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from models import read_regular_file
-from stages.export import FORMATS, holds_signature
+from stages.export import SigningKeyError, keep_signed  # the exports' own checks too
 
 __all__ = ["SIGNATURE_BYTES", "PublicKey", "SigningKey", "SigningKeyError", "keep_signed"]
 
@@ -43,10 +43,6 @@ SIGNATURE_BYTES = 64
 """The length of every Ed25519 signature: anything else is none, whoever's key is asked."""
 _MAX_KEY_BYTES = 64 * 1024  # a key file is a few hundred bytes; this is no key file
 _NOT_ED25519 = "not an Ed25519 key, the only kind trackscribe signs with"
-
-
-class SigningKeyError(ValueError):
-    """A key file that cannot be used; the message names it and says why (never its bytes)."""
 
 
 class SigningKey:
@@ -115,21 +111,6 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey({str(self.path)!r}, fingerprint={self.fingerprint!r})"
-
-
-def keep_signed(folder: Path, key: SigningKey | None, signed_by: str | None = None) -> None:
-    """Refuse (:class:`SigningKeyError`), before any work, a run with no ``key`` that would
-    write over or remove the signed bundle in ``folder`` (signed by the key ``signed_by``,
-    where that is known): a re-run that lost its key must not turn a signed record into an
-    unsigned one and report success. Removing the bundle first is how to do without."""
-    bundle = folder / FORMATS["bundle"][0]
-    if key is not None or not holds_signature(bundle):
-        return
-    whose = f" with the key {signed_by}" if signed_by else ""
-    raise SigningKeyError(
-        f"{bundle}: signed{whose}; with no signing key it would be written again unsigned, "
-        "or removed: give the key (--sign-key), or remove the bundle first to do without"
-    )
 
 
 def _fingerprint(key: Ed25519PublicKey) -> str:

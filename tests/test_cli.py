@@ -7,15 +7,19 @@ import os
 import pty
 import re
 import resource
+import shutil
 import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from .conftest import write_key
 
 
 def trackscribe(*args: str) -> subprocess.CompletedProcess:
@@ -47,6 +51,122 @@ def test_transcribe_writes_every_format_and_exits_0(logged_run):
         "trackscribe.transcript/1"
     )
     assert "<v Chen>" in (out / "transcript.vtt").read_text()
+
+
+# export: what a reviewer holding only a transcript.json can make of it.
+
+TEXT_FILES = [
+    "transcript.json",
+    "transcript.seglst.json",
+    "transcript.srt",
+    "transcript.txt",
+    "transcript.vtt",
+]
+
+
+def held_alone(logged_run, folder: Path) -> Path:
+    """The transcript ``transcribe`` wrote, copied alone into ``folder``: no audio, no model
+    run, no exports beside it."""
+    folder.mkdir()
+    return Path(shutil.copy(logged_run[1] / "transcript.json", folder))
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_export_writes_every_format_from_the_transcript_alone_as_transcribe_wrote_them(
+    logged_run, tmp_path
+):
+    held = held_alone(logged_run, tmp_path / "held")
+    out = tmp_path / "exported"
+    result = trackscribe("export", str(held), "-o", str(out), "--formats", "txt,vtt,json")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"wrote {out / name}" for name in ("transcript.txt", "transcript.vtt", "transcript.json")
+    ]
+
+    everything = "json,vtt,srt,txt,seglst,bundle"
+    result = trackscribe("export", str(held), "-o", str(out), "--formats", everything)
+    assert result.returncode == 0, result.stderr
+    transcribed = logged_run[1]
+    for name in TEXT_FILES:
+        assert (out / name).read_bytes() == (transcribed / name).read_bytes(), name
+    with zipfile.ZipFile(out / "transcript.bundle.zip") as bundle:
+        for name in TEXT_FILES:
+            assert bundle.read(name) == (transcribed / name).read_bytes(), name
+    assert trackscribe("verify", str(out)).returncode == 0
+
+
+def test_export_into_the_transcripts_own_folder_keeps_the_transcript_as_it_was(
+    logged_run, tmp_path
+):
+    held = held_alone(logged_run, tmp_path / "held")
+    source = held.read_bytes()
+    result = trackscribe("export", str(held.parent))  # the folder; it is also the default -o
+    assert result.returncode == 0, result.stderr
+    assert sorted(contents(held.parent)) == [".trackscribe-exports", *TEXT_FILES]
+    assert held.read_bytes() == source
+    # Other formats only: the transcript is not removed as an earlier run's export would be.
+    result = trackscribe("export", str(held), "--formats", "vtt")
+    assert result.returncode == 0, result.stderr
+    assert sorted(contents(held.parent)) == [
+        ".trackscribe-exports",
+        "transcript.json",
+        "transcript.vtt",
+    ]
+    assert held.read_bytes() == source
+    assert trackscribe("verify", str(held.parent)).returncode == 0
+
+
+def test_export_signs_a_bundle_with_sign_key_that_verify_then_passes(logged_run, tmp_path):
+    private, public = write_key(tmp_path, "signer")
+    held = held_alone(logged_run, tmp_path / "held")
+    result = trackscribe(
+        "export", str(held), "--formats", "json,bundle", "--sign-key", str(private)
+    )
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(held.parent / "transcript.bundle.zip") as bundle:
+        assert "SHA256SUMS.sig" in bundle.namelist()
+    checked = trackscribe("verify", str(held.parent), "--public-key", str(public))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "signed with" in checked.stdout
+
+
+def test_export_without_the_key_refuses_to_replace_a_signed_bundle_and_leaves_it_all(
+    logged_run, tmp_path
+):
+    private, _ = write_key(tmp_path, "signer")
+    held = held_alone(logged_run, tmp_path / "held")
+    signed = trackscribe(
+        "export", str(held), "--formats", "json,bundle", "--sign-key", str(private)
+    )
+    assert signed.returncode == 0, signed.stderr
+    before = contents(held.parent)
+    bundle = held.parent / "transcript.bundle.zip"
+    for formats in ("json,bundle", "vtt"):  # written over, or removed as another format's
+        result = trackscribe("export", str(held), "--formats", formats)
+        assert result.returncode == 2, formats
+        assert result.stderr == (
+            f"trackscribe: {bundle}: signed; with no signing key it would be written again "
+            "unsigned, or removed: give the key (--sign-key), or remove the bundle first to do "
+            "without\n"
+        )
+        assert contents(held.parent) == before
+
+
+def test_export_of_a_transcript_that_is_not_there_exits_2_naming_it(tmp_path):
+    out = tmp_path / "out"
+    for given, named in (
+        (tmp_path / "gone.json", tmp_path / "gone.json"),
+        (tmp_path, tmp_path / "transcript.json"),  # a folder that holds none
+    ):
+        result = trackscribe("export", str(given), "-o", str(out))
+        assert result.returncode == 2
+        assert result.stderr == f"trackscribe: {named}: no such transcript file\n"
+        assert result.stdout == ""
+        assert not out.exists()
 
 
 def test_verbose_says_what_each_stage_made_of_each_track(
@@ -340,6 +460,7 @@ def test_every_command_has_help():
         "webhook",
         "batch",
         "verify",
+        "export",
     ]
     for args in (["--help"], *([c, "--help"] for c in commands)):
         result = trackscribe(*args)

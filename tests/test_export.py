@@ -24,6 +24,7 @@ from models import (
 from stages.export import (
     FORMATS,
     BundleError,
+    SigningKeyError,
     export,
     packed_as_written,
     read_bundle,
@@ -35,7 +36,7 @@ from stages.export import (
     to_vtt,
 )
 
-from .conftest import BUNDLE_MEMBERS
+from .conftest import BUNDLE_MEMBERS, write_key
 
 ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -590,6 +591,51 @@ def test_the_same_transcript_makes_the_same_bundle_dated_at_the_meeting(transcri
 def test_the_bundle_is_not_written_unless_asked_for(transcript, tmp_path):
     assert "bundle" not in export(transcript, tmp_path)
     assert not (tmp_path / "transcript.bundle.zip").exists()
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("formats", "replace"),
+    [
+        (["json", "bundle"], False),  # the bundle written over, unsigned
+        (["json", "bundle"], True),
+        (["json"], True),  # the bundle removed, as an earlier run's file in another format
+    ],
+)
+def test_an_export_with_no_signer_refuses_to_lose_a_signed_bundle_and_writes_nothing(
+    transcript, tmp_path, formats, replace
+):
+    from pipeline.signing import SigningKey  # the key; stages import no pipeline
+
+    out = tmp_path / "out"
+    signer = SigningKey(write_key(tmp_path, "signer")[0]).sign
+    export(transcript, out, ["json", "vtt", "bundle"], replace=True, signer=signer)
+    before = _files(out)
+    transcript.utterances = transcript.utterances[:1]  # a re-export of another transcript
+
+    with pytest.raises(SigningKeyError) as refused:
+        export(transcript, out, formats, replace=replace)
+
+    bundle = out / "transcript.bundle.zip"
+    assert str(refused.value) == (
+        f"{bundle}: signed; with no signing key it would be written again unsigned, or "
+        "removed: give the key (--sign-key), or remove the bundle first to do without"
+    )
+    assert _files(out) == before  # nothing written: not the JSON either
+    export(transcript, out, ["txt"])  # beside it, replacing nothing: no key needed
+    with zipfile.ZipFile(bundle) as kept:
+        assert "SHA256SUMS.sig" in kept.namelist()
+
+
+def test_an_export_with_no_signer_may_replace_an_unsigned_bundle(transcript, tmp_path):
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "bundle"])
+    export(transcript, out, ["json", "bundle"], replace=True)
+    export(transcript, out, ["json"], replace=True)
+    assert not (out / "transcript.bundle.zip").exists()
 
 
 @pytest.fixture

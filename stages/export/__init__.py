@@ -13,6 +13,9 @@ remove an earlier run's files in formats not written this time, which beside the
 would show a reviewer a different one, without touching a file that is not, byte for byte, what
 trackscribe wrote; and so that a reviewer can check later that each file is still what was
 written (:func:`recorded`).
+
+A signed bundle is never written over, nor removed, by an export given no signer
+(:func:`keep_signed`): that would turn a signed record into an unsigned one.
 """
 
 import errno
@@ -49,10 +52,12 @@ __all__ = [
     "SUMS_FILE",
     "BundleError",
     "Signer",
+    "SigningKeyError",
     "bundle_members",
     "export",
     "formats_to_write",
     "holds_signature",
+    "keep_signed",
     "packed_as_written",
     "read_bundle",
     "recorded",
@@ -76,6 +81,27 @@ FORMATS: dict[str, tuple[str, Callable[[Transcript], str | bytes]]] = {
 DEFAULT_FORMATS: tuple[str, ...] = tuple(TEXT_FORMATS)
 """What is written when no format is named: every format but the bundle, which holds the
 same again."""
+
+
+class SigningKeyError(ValueError):
+    """A signing key that cannot be used, or a signed bundle that would be lost for want of
+    one; the message names the file and says why (never a key's bytes)."""
+
+
+def keep_signed(folder: Path | str, key: object | None, signed_by: str | None = None) -> None:
+    """Refuse (:class:`SigningKeyError`), before any work, a run with no ``key`` (a key or a
+    :data:`Signer`: only whether there is one counts here) that would write over or remove
+    the signed bundle in ``folder`` (signed by the key ``signed_by``, where that is known):
+    a re-run that lost its key must not turn a signed record into an unsigned one and report
+    success. Removing the bundle first is how to do without."""
+    bundle = Path(folder) / FORMATS["bundle"][0]
+    if key is not None or not holds_signature(bundle):
+        return
+    whose = f" with the key {signed_by}" if signed_by else ""
+    raise SigningKeyError(
+        f"{bundle}: signed{whose}; with no signing key it would be written again unsigned, "
+        "or removed: give the key (--sign-key), or remove the bundle first to do without"
+    )
 
 
 def render(transcript: Transcript, name: str, *, signer: Signer | None = None) -> bytes:
@@ -128,17 +154,22 @@ def export(
     wrote: one changed since is kept, with a warning, and one trackscribe did not write is
     never touched. Without it, nothing is removed, and the record goes on naming what earlier
     exports wrote.
+
+    With no ``signer``, an export that would write over or remove a signed bundle in
+    ``out_dir`` raises :class:`SigningKeyError` (:func:`keep_signed`) and writes nothing.
     """
     if not isinstance(transcript, Transcript):
         transcript = _transcript_at(transcript)
     formats = formats_to_write(formats)
     out_dir = Path(out_dir)
+    record_path = out_dir / RECORD_FILE
+    earlier = _read_record(record_path)
+    if signer is None and _bundle_at_stake(out_dir, formats, earlier, replace=replace):
+        keep_signed(out_dir, signer)
     written = {name: out_dir / FORMATS[name][0] for name in formats}
     # Render everything before writing anything, and replace the files together: a renderer
     # or a write that fails leaves the folder as it was, never half this run's files.
     files = {written[name]: render(transcript, name, signer=signer) for name in formats}
-    record_path = out_dir / RECORD_FILE
-    earlier = _read_record(record_path)
     ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     stale = {name: digest for name, digest in earlier.items() if name not in ours}
     if not replace:
@@ -155,6 +186,23 @@ def export(
     if left:  # named again, for the next run to remove
         atomic_write_files({record_path: _record_bytes(ours | left)})
     return written
+
+
+def _bundle_at_stake(
+    out_dir: Path, formats: list[str], earlier: dict[str, str], *, replace: bool
+) -> bool:
+    """Whether exporting ``formats`` into ``out_dir`` would write over the bundle there or,
+    with ``replace``, remove it (as :func:`_remove_stale` does: only one still byte for byte
+    what the record ``earlier`` says trackscribe wrote)."""
+    if "bundle" in formats:
+        return True
+    name = FORMATS["bundle"][0]
+    if not replace or name not in earlier:
+        return False
+    try:
+        return hashlib.sha256((out_dir / name).read_bytes()).hexdigest() == earlier[name]
+    except OSError:
+        return False
 
 
 def withdraw(out_dir: Path) -> list[Path]:
