@@ -326,7 +326,9 @@ def one_line(text: str) -> str:
     return " ".join(_UNSHOWN.sub("", text).split())
 
 
-_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Not the controls that ``str.split`` takes as spaces (``\x1c``-``\x1f``, ``\x85``): gone,
+they would join the words either side into one."""
 
 
 def _shown_name(speaker: Speaker) -> str:

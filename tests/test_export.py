@@ -113,6 +113,11 @@ def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
     assert len(to_txt(transcript).splitlines()) == 2
 
 
+def test_a_control_character_that_separates_words_leaves_them_apart(transcript):
+    transcript.utterances[1] = utt("u-b", 62.0, 64.0, "para\x85nel\x1fvote\x07d")
+    assert to_txt(transcript).endswith("] u-b: para nel voted\n")
+
+
 def test_two_speakers_who_would_read_the_same_are_told_apart_by_their_user_ids(transcript):
     # Two people of one name; or "José" typed two ways, which look the same.
     transcript.speakers[1] = Speaker(user_id="u-b", display_name="ALICE")
