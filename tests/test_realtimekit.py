@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -46,9 +47,13 @@ def emulator(sample_dir: Path):
         yield emu
 
 
-def client_for(emu: Emulator, token: str = TOKEN) -> RealtimeKitClient:
+def client_for(emu: Emulator, token: str = TOKEN, **options: Any) -> RealtimeKitClient:
     return RealtimeKitClient(
-        account_id="acct", app_id="app", token=token, base_url=emu.base_url, retry=QUICK_RETRY
+        account_id="acct",
+        app_id="app",
+        token=token,
+        base_url=emu.base_url,
+        **({"retry": QUICK_RETRY} | options),
     )
 
 
@@ -766,14 +771,7 @@ def test_ctrl_c_stops_a_fetch_whose_url_renewal_is_told_to_wait(emulator, tmp_pa
     with client_for(emulator) as client:
         recording = remote.record(client, emulator.meeting_id, poll=0.05)
     emulator.inject("expired_url")
-    waiting = RealtimeKitClient(
-        account_id="acct",
-        app_id="app",
-        token=TOKEN,
-        base_url=emulator.base_url,
-        sleep=lambda _: time.sleep(30),
-    )
-    with waiting:
+    with client_for(emulator, sleep=lambda _: time.sleep(30)) as waiting:
         expired = waiting.get_recording(recording.id)
         emulator.inject("rate_limit")
         ctrl_c = (threading.main_thread().ident, signal.SIGINT)
