@@ -449,8 +449,10 @@ def _process(
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     except ManifestError:
         if done is not None and job.manifest is not None:
-            if not _manifest_file(job.manifest).exists():
-                # Gone is not changed: moved away, or on a share not mounted this time.
+            gone = not _manifest_file(job.manifest).exists()
+            if gone and done.asked in (None, _asked(job, options)):
+                # Gone is not changed: moved away, or on a share not mounted this time (and
+                # the job still asks for what was done, not for a manifest elsewhere).
                 return _kept(job, folder, done, f"its manifest {job.manifest} is not there")
             # The manifest changed since (it is what cannot be read): what was made from
             # the old one no longer stands for this meeting.

@@ -222,6 +222,10 @@ def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(meeting
         assert (result.status, result.reused) == ("done", True)
         assert gone in result.reason and "earlier is kept" in result.reason
     assert transcripts(out) == made and len(list((out / "pair").glob("transcript.*"))) == 5
+    # A job pointed since at a manifest that is not there asks for something else.
+    elsewhere = [Job(id="pair", manifest=tmp_path / "typo" / "manifest.json")]
+    assert run_batch(elsewhere, out, progress=False).meetings[0].status == "failed"
+    assert not (out / "pair" / "transcript.json").exists()
     # Back, but changed: that is new input, and the meeting is done again.
     (tmp_path / "unmounted").rename(tmp_path / "pair")
     track.write_bytes(audio[: len(audio) // 2])
