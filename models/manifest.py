@@ -185,13 +185,18 @@ class Manifest(BaseModel):
         """Where a track's file is on this machine."""
         return self.root / track.path
 
+    @staticmethod
+    def file_at(path: Path | str) -> Path:
+        """The manifest file ``path`` names: itself, or the one in the folder ``path`` (as
+        fetch writes it)."""
+        path = Path(path)
+        return path / MANIFEST_FILE if path.is_dir() else path
+
     @classmethod
     def load(cls, path: Path | str) -> "Manifest":
         """Read and validate ``manifest.json`` (or the one in the folder ``path``, as fetch
         writes it); errors name the file and the offending field."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / MANIFEST_FILE
+        path = cls.file_at(path)
         try:
             # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
             raw = json.loads(read_regular_file(path).decode("utf-8-sig"))

@@ -449,7 +449,7 @@ def _process(
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     except ManifestError:
         if done is not None and job.manifest is not None:
-            gone = not _manifest_file(job.manifest).exists()
+            gone = not Manifest.file_at(job.manifest).exists()
             if gone and done.asked in (None, _asked(job, options)):
                 # Gone is not changed: moved away, or on a share not mounted this time (and
                 # the job still asks for what was done, not for a manifest elsewhere).
@@ -530,10 +530,6 @@ def _process(
     done = _done(key, _asked(job, options), transcript, meeting_s, wanted, signed_by)
     atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
-
-
-def _manifest_file(path: Path) -> Path:
-    return path / MANIFEST_FILE if path.is_dir() else path
 
 
 def _kept(job: Job, folder: Path, done: _Done, why: str) -> MeetingResult:
