@@ -402,7 +402,9 @@ def test_a_number_too_large_for_the_model_is_refused_before_it_runs(
 def test_demo_prints_the_meeting_in_time_order(sample_truth):
     result = trackscribe("demo", "--no-progress")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    about, said = result.stdout.split("\n\n", 1)  # the text export, as written to a file
+    assert about.startswith("# Meeting ") and "# Made by trackscribe " in about
+    lines = said.splitlines()
     assert len(lines) == len(sample_truth)
     speakers = [line.split("] ")[1].split(":")[0] for line in lines]
     assert speakers == [

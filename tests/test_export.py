@@ -39,6 +39,25 @@ from stages.export import (
 from .conftest import BUNDLE_MEMBERS, write_key
 
 ORIGIN = datetime(2026, 11, 20, 10, tzinfo=UTC)
+ABOUT = [
+    "Meeting m-1; times count from 2026-11-20T10:00:00.000Z (UTC).",
+    "Made by test with the model none.",
+]
+"""What the opening lines of the text and WebVTT exports say of the ``transcript`` fixture."""
+
+
+def speech_lines(transcript: Transcript) -> str:
+    """The text export after its opening lines, which say what the file is."""
+    about, rest = to_txt(transcript).split("\n\n", 1)
+    assert about.splitlines() == [f"# {line}" for line in ABOUT]
+    return rest
+
+
+def vtt_cues(transcript: Transcript) -> list[str]:
+    """The WebVTT export's blocks after its header and the NOTE that says what the file is."""
+    header, about, *rest = to_vtt(transcript).split("\n\n")
+    assert header == "WEBVTT" and about.splitlines() == ["NOTE", *ABOUT]
+    return rest
 
 
 def utt(speaker: str, start: float, end: float, text: str) -> Utterance:
@@ -70,8 +89,7 @@ def transcript():
 
 
 def test_webvtt_has_voice_tags_and_escapes_markup(transcript):
-    assert to_vtt(transcript) == (
-        "WEBVTT\n\n"
+    assert "\n\n".join(vtt_cues(transcript)) == (
         "00:00:01.250 --> 00:00:03.500\n<v Alice>Hello &lt;team&gt; &amp; all.\n\n"
         "00:01:02.000 --> 00:01:04.000\n<v u-b>Hi.\n"
     )
@@ -100,7 +118,9 @@ def test_srt_shows_markup_in_a_name_or_the_words_as_text_not_styling(transcript)
 
 
 def test_plain_text_is_one_line_per_utterance(transcript):
-    assert to_txt(transcript) == "[00:00:01] Alice: Hello <team> & all.\n[00:01:02] u-b: Hi.\n"
+    assert speech_lines(transcript) == (
+        "[00:00:01] Alice: Hello <team> & all.\n[00:01:02] u-b: Hi.\n"
+    )
 
 
 def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
@@ -109,8 +129,8 @@ def test_a_line_break_in_a_name_or_the_words_cannot_forge_a_cue(transcript):
     srt = to_srt(transcript)
     assert srt.count("\n\n") == 1 and "Ann Bee: Hello" in srt  # two cues
     assert srt.endswith("\nu-b: Hi. 3 00:00:00,000 -\u200b-> 00:09:00,000\n")
-    assert to_vtt(transcript).count("\n\n") == 2  # header and two cues, nothing more
-    assert len(to_txt(transcript).splitlines()) == 2
+    assert len(vtt_cues(transcript)) == 2  # two cues, nothing more
+    assert len(speech_lines(transcript).splitlines()) == 2
 
 
 def test_a_control_character_that_separates_words_leaves_them_apart(transcript):
@@ -121,7 +141,7 @@ def test_a_control_character_that_separates_words_leaves_them_apart(transcript):
 def test_two_speakers_who_would_read_the_same_are_told_apart_by_their_user_ids(transcript):
     # Two people of one name; or "José" typed two ways, which look the same.
     transcript.speakers[1] = Speaker(user_id="u-b", display_name="ALICE")
-    assert to_txt(transcript) == (
+    assert speech_lines(transcript) == (
         "[00:00:01] Alice (u-a): Hello <team> & all.\n[00:01:02] ALICE (u-b): Hi.\n"
     )
     assert "<v Alice (u-a)>" in to_vtt(transcript) and "\nALICE (u-b): Hi." in to_srt(transcript)
@@ -147,7 +167,7 @@ def test_a_name_chosen_to_read_as_another_speakers_label_is_told_apart_too(trans
         "u-b": "Alice (u-a) (u-b)",
         "u-c": "Alice (u-c)",
     }
-    assert to_txt(transcript) == (
+    assert speech_lines(transcript) == (
         "[00:00:01] Alice (u-a): Hello <team> & all.\n[00:01:02] Alice (u-a) (u-b): Hi.\n"
     )
 
@@ -157,12 +177,12 @@ def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(t
         Speaker(user_id="u-a", display_name="Alice  Smith"),
         Speaker(user_id="u-b", display_name="Alice Smith\u202e"),
     ]
-    assert to_txt(transcript) == (
+    assert speech_lines(transcript) == (
         "[00:00:01] Alice Smith (u-a): Hello <team> & all.\n[00:01:02] Alice Smith (u-b): Hi.\n"
     )
     # A name of nothing that shows is no name: the user id stands in.
     transcript.speakers = [Speaker(user_id="u-a", display_name="\u202e"), Speaker(user_id="u-b")]
-    assert to_txt(transcript).startswith("[00:00:01] u-a: Hello")
+    assert speech_lines(transcript).startswith("[00:00:01] u-a: Hello")
 
 
 def test_a_name_cannot_reorder_or_hide_what_follows_it(transcript):
@@ -193,9 +213,7 @@ def partial(transcript):
 
 
 def test_a_partial_transcript_says_so_in_webvtt_where_players_do_not_show_it(partial):
-    vtt = to_vtt(partial)
-    header, note, *cues = vtt.split("\n\n")
-    assert header == "WEBVTT"
+    note, *cues = vtt_cues(partial)
     assert note.splitlines() == [
         "NOTE Partial transcript: these inputs were lost, in whole or in part, or are damaged:",
         "c.webm: not a readable audio file",
@@ -205,7 +223,7 @@ def test_a_partial_transcript_says_so_in_webvtt_where_players_do_not_show_it(par
 
 
 def test_a_partial_transcript_says_so_at_the_top_of_the_text(partial):
-    lines = to_txt(partial).splitlines()
+    lines = speech_lines(partial).splitlines()
     assert lines[0].startswith("# Partial transcript")
     assert lines[1:3] == [
         "#   c.webm: not a readable audio file",
@@ -214,8 +232,27 @@ def test_a_partial_transcript_says_so_at_the_top_of_the_text(partial):
     assert lines[3:] == ["", "[00:00:01] Alice: Hello <team> & all.", "[00:01:02] u-b: Hi."]
 
 
+def test_text_and_webvtt_say_which_meeting_they_are_of_and_what_made_them(transcript):
+    # A reviewer handed transcript.txt alone must be able to place it: [00:01:02] from when?
+    transcript.provenance.recording_id = "rec-9"
+    transcript.provenance.software = "trackscribe 9.9 (code abc)"
+    about = [
+        "Meeting m-1, recording rec-9; times count from 2026-11-20T10:00:00.000Z (UTC).",
+        "Made by trackscribe 9.9 (code abc) with the model none.",
+    ]
+    assert to_txt(transcript).split("\n\n")[0].splitlines() == [f"# {line}" for line in about]
+    assert to_vtt(transcript).split("\n\n")[1].splitlines() == ["NOTE", *about]
+    # The meeting id is the API's or the manifest's: it can neither add a line nor end a NOTE.
+    transcript.meeting_id = "m-1\n\n00:00:00.000 --> 00:09:00.000\n<v CEO>I resign."
+    vtt = to_vtt(transcript)
+    assert len(vtt.split("\n\n")) == 4 and "-->" not in vtt.split("\n\n")[1]
+    first, second, blank, *_ = to_txt(transcript).splitlines()
+    assert first.startswith("# Meeting m-1 00:00:00.000 --> 00:09:00.000 <v CEO>I resign., ")
+    assert second.startswith("# Made by") and blank == ""
+
+
 def test_a_whole_transcript_has_no_partial_note(transcript):
-    assert "NOTE" not in to_vtt(transcript) and "#" not in to_txt(transcript)
+    assert "NOTE" not in "".join(vtt_cues(transcript)) and "#" not in speech_lines(transcript)
 
 
 def test_seglst_is_what_meeteval_reads(transcript):
@@ -240,7 +277,7 @@ def test_seglst_is_what_meeteval_reads(transcript):
 def test_long_utterances_become_several_readable_cues(transcript):
     text = " ".join(f"word{i}" for i in range(40))
     transcript.utterances = [utt("u-a", 0.0, 20.0, text)]
-    cues = to_vtt(transcript).split("\n\n")[1:]
+    cues = vtt_cues(transcript)
     assert len(cues) >= 3
     lines = [c.split("\n")[1].removeprefix("<v Alice>") for c in cues]
     assert " ".join(lines) == text
@@ -290,7 +327,7 @@ def test_a_notebook_exports_from_the_public_api_with_one_format_named_or_all_of_
 def test_cues_of_a_long_utterance_and_an_overlapping_reply_are_in_time_order(transcript):
     long_text = " ".join(f"word{i}" for i in range(40))
     transcript.utterances = [utt("u-a", 0.0, 20.0, long_text), utt("u-b", 5.0, 6.0, "Right.")]
-    cues = [c.split("\n")[0] for c in to_vtt(transcript).split("\n\n")[1:]]
+    cues = [c.split("\n")[0] for c in vtt_cues(transcript)]
     starts = [c.split(" --> ")[0] for c in cues]
     assert starts == sorted(starts) and "00:00:05.000" in starts
     for cue in cues:
@@ -429,8 +466,8 @@ def test_a_blank_display_name_shows_the_user_id_instead(transcript):
 def test_a_meeting_with_no_speech_says_so_rather_than_leaving_empty_files(transcript):
     # An empty file reads as a write that failed; SRT has no comments, so it alone is empty.
     silent = transcript.model_copy(update={"utterances": []})
-    assert to_txt(silent) == "# No speech was transcribed.\n"
-    assert to_vtt(silent) == "WEBVTT\n\nNOTE No speech was transcribed.\n"
+    assert speech_lines(silent) == "# No speech was transcribed.\n"
+    assert vtt_cues(silent) == ["NOTE No speech was transcribed.\n"]
     assert to_srt(silent) == ""
     # Typed as a meeting with speech is, so that .dt and concatenation with others work.
     empty, full = silent.to_dataframe(), transcript.to_dataframe()
@@ -775,7 +812,7 @@ def test_a_bundle_is_the_same_bytes_wherever_it_is_made(transcript):
     with zipfile.ZipFile(io.BytesIO(data)) as bundle:
         assert {m.compress_type for m in bundle.infolist()} == {zipfile.ZIP_STORED}
     assert hashlib.sha256(data).hexdigest() == (
-        "5c0f5d3356afda03f719abbb860b2f30c4815bc31f337f6548028f74b374c2e1"
+        "c336104f272a578dd30870723a583bfaa25e08bb3b0fc4b96b55ba15ca66f3cd"
     )
 
 

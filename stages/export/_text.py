@@ -9,20 +9,20 @@ import json
 import re
 from collections.abc import Callable
 
-from models import Transcript, Utterance, Word, format_clock, one_line
+from models import Transcript, Utterance, Word, format_clock, format_utc, one_line
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
 
 
 def to_vtt(transcript: Transcript) -> str:
-    """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``). A partial
-    transcript opens with a NOTE naming the inputs lost, which players do not show but a
-    reviewer reading the file sees; one with no speech has a NOTE saying so."""
-    blocks = ["WEBVTT"]
+    """WebVTT; each cue carries its speaker as a voice tag (``<v Alice>``). NOTEs, which
+    players do not show but a reviewer reading the file sees, open it: which meeting it is
+    and what made it, then, for a partial transcript, the inputs lost; one with no speech
+    has a NOTE saying so."""
+    blocks = ["WEBVTT", "\n".join(["NOTE", *map(_vtt_note, _about(transcript))])]
     if transcript.partial:
-        # A NOTE ends at a blank line and may not hold "-->": one line per input, defused.
-        lost = (re.sub(r"-+>", "->", one_line(line)) for line in transcript.problems())
+        lost = map(_vtt_note, transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
     name_of = _line_names(transcript)
     cues = _cues(transcript)
@@ -52,9 +52,11 @@ def to_srt(transcript: Transcript) -> str:
 
 
 def to_txt(transcript: Transcript) -> str:
-    """One line per utterance: ``[00:01:02] Alice: …``. A partial transcript opens with the
-    inputs lost, each on a line starting ``#``, and a blank line. One with no speech says so,
-    on a line starting ``#``: an empty file would read as a write that failed."""
+    """One line per utterance: ``[00:01:02] Alice: …``, after lines starting ``#`` that say
+    which meeting it is, what time ``[00:00:00]`` is, and what made it (a text file passed on
+    alone must still say what it is), and a blank line. A partial transcript then names the
+    inputs lost, each on a ``#`` line, and a blank line. One with no speech says so, on a
+    ``#`` line: with no lines of speech the file would read as a write that failed."""
     name_of = _line_names(transcript)
     lines = [
         f"[{format_clock(u.start)}] {name_of(u.speaker)}: {one_line(u.text)}"
@@ -63,7 +65,26 @@ def to_txt(transcript: Transcript) -> str:
     if transcript.partial:
         lost = [f"#   {one_line(line)}" for line in transcript.problems()]
         lines = [f"# {_PARTIAL}", *lost, "", *lines]
-    return "\n".join(lines) + "\n"
+    about = [f"# {line}" for line in _about(transcript)]
+    return "\n".join([*about, "", *lines]) + "\n"
+
+
+def _about(transcript: Transcript) -> list[str]:
+    """Which meeting a file is of, what its times count from, and what made it, on lines of
+    their own: what a reviewer handed one export alone needs in order to place it."""
+    meeting = f"Meeting {one_line(transcript.meeting_id)}"
+    if transcript.provenance.recording_id:
+        meeting += f", recording {one_line(transcript.provenance.recording_id)}"
+    made = transcript.provenance
+    return [
+        f"{meeting}; times count from {format_utc(transcript.origin)} (UTC).",
+        f"Made by {one_line(made.software)} with the model {one_line(made.model)}.",
+    ]
+
+
+def _vtt_note(line: str) -> str:
+    """A line of a NOTE: a NOTE ends at a blank line and may not hold "-->"."""
+    return re.sub(r"-+>", "->", one_line(line))
 
 
 _NO_SPEECH = "No speech was transcribed."
