@@ -488,9 +488,15 @@ def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_
         "--workers",
         str(workers),
     ]
+    # A process killed with SIGKILL cannot remove multiprocessing's own temporary folder
+    # (pymp-*, the forkserver's socket): kept here, not left in the machine's /tmp.
+    (tmp_path / "tmp").mkdir()
+    killed_env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
     rng = random.Random(7 + workers)
     for _ in range(4):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=killed_env
+        )
         time.sleep(rng.uniform(2.0, 7.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
