@@ -60,10 +60,17 @@ def output_folder(out: Path) -> Path:
 
 
 def output_file(path: Path) -> Path:
-    """Refuse a file to write that is sure to fail, before any work is spent on it (its
-    folder is made when it is written, as output folders are)."""
+    """The file to write for ``path``: a file to write that is sure to fail is refused before
+    any work is spent on it (its folder is made when it is written, as output folders are).
+    A link is written through, to the file it names: a file written under a temporary name
+    and renamed would take the link's place, and leave what it names as it was. A device
+    or a pipe is refused: that rename would put a file in its place."""
+    if path.is_symlink():
+        path = path.resolve()
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"cannot write {path}: it is not a regular file (a device or a pipe?)")
     if file := file_in_the_way(path):
         raise OutputError(f"cannot write {path}: {file} is not a folder")
     return path

@@ -38,7 +38,7 @@ from .evaluate import (
     Evaluation,
     Turn,
     TurnFile,
-    check_speaker_counts,
+    check_truth,
     evaluate,
     normalised_seglst,
     quiet_meeteval,
@@ -77,6 +77,7 @@ class Approach(BaseModel):
     )
     cpwer: float | None = Field(None, description="percent; None for mix")
     orcwer: float | None = Field(None, description="percent; for mix")
+    unscored: str | None = Field(None, description="why it ran but could not be scored")
     evaluation: Evaluation | None = None
     ratios: dict[str, float | None] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
@@ -96,7 +97,8 @@ def bench(
     ``approaches`` defaults to every one the inputs allow (``oracle`` only with a truth).
     An approach that cannot run on the input is recorded as failed; the others still run.
     ``truth`` is a file of turns, or what :func:`read_turns` made of one (and the caller
-    checked with :func:`check_speaker_counts`).
+    checked with :func:`check_truth`). An approach whose result cannot be scored (words put
+    on more speakers than cpWER takes) keeps its other figures, with ``unscored`` saying why.
     """
     if approaches is None:
         approaches = available_approaches(truth is not None)
@@ -106,9 +108,15 @@ def bench(
     manifest = Manifest.load(manifest_path)
     if isinstance(truth, Path):
         truth = read_turns(truth)
-        check_speaker_counts(truth.turns)  # now, not after the runs
-    turns, excluded = (truth.turns, truth.excluded) if truth else ([], [])
-    participants = list(dict.fromkeys(t.user_id for t in manifest.tracks))
+        check_truth(truth.turns)  # now, not after the runs
+    turns = truth.turns if truth else []
+    meeting = TurnFile(
+        [],
+        [t.user_id for t in manifest.tracks],
+        [],
+        names=_names(manifest),
+        meeting=manifest.meeting_id,
+    )
     context = multiprocessing.get_context("spawn")
     results: dict[str, Approach] = {}
     meeting_s = None
@@ -136,13 +144,7 @@ def bench(
         meeting_s = meeting_s or raw["details"].get("meeting_s")
         result = Approach(**raw, realtime_factor=0.0, turns=hyp)
         if truth is not None:
-            if name == "mix":
-                result.orcwer = _orcwer(without_spans(hyp, excluded), turns)
-            else:
-                result.evaluation = evaluate(
-                    hyp, turns, participants=participants, excluded=excluded
-                )
-                result.cpwer = result.evaluation.cpwer
+            _score(result, truth, meeting._replace(turns=hyp), by_orcwer=name == "mix")
         results[name] = result
     meeting_s = meeting_s or 0.0
     for result in results.values():
@@ -162,9 +164,34 @@ def _add_ratios(results: dict[str, Approach]) -> None:
             result.ratios[key] = round(mine / theirs, 2) if mine is not None and theirs else None
 
 
+def _score(result: Approach, truth: TurnFile, made: TurnFile, *, by_orcwer: bool) -> None:
+    """``result``'s accuracy, what it ``made`` against the truth; ORC WER for an approach
+    without speakers. What cannot be scored (words put on more speakers than cpWER takes)
+    is said in ``unscored``: its speed still counts."""
+    try:
+        if by_orcwer:
+            result.orcwer = _orcwer(without_spans(made.turns, truth.excluded), truth.turns)
+        else:
+            result.evaluation = evaluate(made, truth)
+            result.cpwer = result.evaluation.cpwer
+    except ValueError as exc:
+        result.unscored = str(exc)
+
+
+def _names(manifest: Manifest) -> dict[str, str]:
+    """User id -> display name, for a truth labelled by names: those two people share are
+    left out (their words could not be told apart by the name)."""
+    labels = {t.user_id: t.label for t in manifest.tracks}
+    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {uid: label for uid, label in labels.items() if label not in shared}
+
+
 def _orcwer(hyp: list[Turn], truth: list[Turn]) -> float:
     import meeteval
 
+    if not hyp:  # nothing transcribed: every true word is missed, which meeteval scores
+        # only if the hypothesis has some entry
+        hyp = [Turn(speaker="mix", start=0.0, end=0.0, text="")]
     with quiet_meeteval():
         result = meeteval.wer.orcwer(normalised_seglst(truth), normalised_seglst(hyp))["meeting"]
     return round(100 * result.error_rate, 2)
@@ -285,11 +312,12 @@ def _alternative(
             {"speaker": "mix", "start": s.start, "end": s.end, "text": s.text} for s in segments
         ]
     elif name == "oracle":
+        owner = _owners(manifest, truth)
         for turn in truth:
             for track, offset, samples in zip(tracks, offsets, audio, strict=True):
                 first, last = turn.start - offset, turn.end - offset
                 if (
-                    track.user_id == turn.speaker
+                    track.user_id == owner.get(turn.speaker)
                     and first >= -0.05
                     and last * SAMPLE_RATE <= samples.size + 800
                 ):
@@ -315,6 +343,25 @@ def _alternative(
         "turns": turns,
         "details": {"meeting_s": round(meeting_s, 3)},
     }
+
+
+def _owners(manifest: Manifest, truth: list[Turn]) -> dict[str, str]:
+    """True speaker -> the user id whose track holds their voice: the true speakers named by
+    user id, else by display name. One the manifest has not by either fails the approach: its
+    utterances cannot be cut, and a figure without them would not be the practical limit."""
+    speakers = {t.speaker for t in truth}
+    user_ids = {t.user_id for t in manifest.tracks}
+    if speakers <= user_ids:
+        return {s: s for s in speakers}
+    by_name = {name: uid for uid, name in _names(manifest).items()}
+    if speakers <= set(by_name):
+        return {s: by_name[s] for s in speakers}
+    unknown = sorted(speakers - user_ids - set(by_name))
+    raise ApproachFailed(
+        f"no track is the truth's speaker {', '.join(unknown[:3])}"
+        + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        + ", by user id or display name: the true utterances cannot be cut from their tracks"
+    )
 
 
 def _decode(path: Path) -> np.ndarray:

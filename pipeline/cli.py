@@ -62,7 +62,7 @@ from .core import NoUsableTrackError, software_version, transcribe_tracks
 from .evaluate import (
     Evaluation,
     check_scoring_libraries,
-    check_speaker_counts,
+    check_truth,
     evaluate,
     read_turns,
 )
@@ -412,18 +412,19 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _plot_file(path: Path) -> None:
-    """Refuse a timeline that cannot be written before any work is spent on it."""
-    output_file(path)
+def _plot_file(path: Path) -> Path:
+    """The timeline's file (see :func:`output_file`); one that cannot be written is refused
+    before any work is spent on it."""
     try:
         image_format(path)
     except ValueError as exc:
         raise OutputError(str(exc)) from None
+    return output_file(path)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
-        _plot_file(args.plot)
+        args.plot = _plot_file(args.plot)
     try:
         hypothesis, truth = read_turns(args.transcript), read_turns(args.truth)
     except ValueError as exc:
@@ -447,27 +448,34 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         print(_evaluation_table(result))
     if args.plot:
-        title = f"cpWER {result.cpwer:.1f} %, start error median {result.start_err_median} s"
+        title = (
+            f"cpWER {result.cpwer:.1f} %, start error median {_seconds(result.start_err_median)}"
+        )
         plot_timeline(hypothesis.turns, truth.turns, args.plot, speakers=speakers, title=title)
         print(f"wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
 
 
-def _evaluation_table(e: Evaluation) -> str:
-    def seconds(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f} s"
+def _seconds(value: float | None) -> str:
+    """A figure in seconds, or "-" for none (no utterance was found to measure it on)."""
+    return "-" if value is None else f"{value:.3f} s"
 
+
+def _evaluation_table(e: Evaluation) -> str:
     lines = [
         f"cpWER                  {e.cpwer:6.2f} %   ({e.errors} errors, {e.reference_words} words)",
         f"tcpWER (collar {e.tcpwer_collar:g} s)   {e.tcpwer:6.2f} %",
         f"words on silent people {e.silent_track_words:6d}",
-        f"start error median     {seconds(e.start_err_median)}",
-        f"start error p95        {seconds(e.start_err_p95)}",
+        f"start error median     {_seconds(e.start_err_median)}",
+        f"start error p95        {_seconds(e.start_err_p95)}",
         f"missed utterances      {e.missed_utterances:6d} of {e.utterances}",
         "",
         "speaker                       WER     words",
     ]
     lines += [f"{s.speaker:28s} {s.wer:6.2f} %  {s.words:5d}" for s in e.per_speaker]
+    if e.speakers_paired_by_words:
+        pairs = ", ".join(f"{h} as {r}" for h, r in e.speakers_paired_by_words.items())
+        lines += ["", f"speakers paired by their words (as cpWER pairs them): {pairs}"]
     return "\n".join(lines)
 
 
@@ -488,16 +496,18 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.plot and "pipeline" not in args.approaches:
         return _bad_input("--plot draws the pipeline's timeline: add pipeline to --approaches")
     if args.plot:
-        _plot_file(args.plot)
+        args.plot = _plot_file(args.plot)
     truth_file = None
     if truth is not None:
         check_scoring_libraries()  # not after the runs: they take minutes
         try:
             truth_file = read_turns(truth)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            return _bad_input(f"{truth}: cannot read the truth: {exc.strerror or exc}")
+        except ValueError as exc:
             return _bad_input(f"bad truth: {exc}")
         try:
-            check_speaker_counts(truth_file.turns)
+            check_truth(truth_file.turns)
         except ValueError as exc:
             return _bad_input(f"{truth}: {exc}")
     options = pipeline_options(args)
@@ -579,6 +589,10 @@ def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
         if r.lost:
             lines += ["", f"{name} lost input (its figures count it as not transcribed):"]
             lines += [f"  {line}" for line in r.lost]
+        if r.unscored:
+            lines += ["", f"{name} was not scored: {r.unscored}"]
+        if r.evaluation is not None:
+            lines += [f"{name}: warning: {warning}" for warning in r.evaluation.warnings]
     pipeline = results.get("pipeline")
     if pipeline is not None and pipeline.failed is None and pipeline.details:
         d = pipeline.details
@@ -595,7 +609,8 @@ def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
         if pipeline.evaluation is not None:
             e = pipeline.evaluation
             lines.append(
-                f"  start error median {e.start_err_median} s, p95 {e.start_err_p95} s; "
+                f"  start error median {_seconds(e.start_err_median)}, p95 "
+                f"{_seconds(e.start_err_p95)}; "
                 f"missed {e.missed_utterances}/{e.utterances}; words on silent people "
                 f"{e.silent_track_words}"
             )

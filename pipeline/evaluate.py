@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from pathlib import Path
@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_SPEAKERS",
     "Evaluation",
+    "Span",
     "Turn",
     "TurnFile",
     "check_speaker_counts",
+    "check_truth",
     "evaluate",
     "load_turns",
     "normalised_seglst",
@@ -79,9 +81,28 @@ class Evaluation(BaseModel):
     start_err_p95: float | None
     missed_utterances: int
     utterances: int = Field(description="utterances in the truth")
-    warnings: list[str] = Field(
-        default_factory=list, description="signs that the two files are not of one meeting"
+    speakers_paired_by_words: dict[str, str] = Field(
+        default_factory=dict,
+        description="transcript speaker -> true speaker, as cpWER paired them, when the "
+        "truth's speakers are not all the transcript's by name; the figures per speaker "
+        "follow it",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the figures are not to be taken without: files of two meetings, "
+        "speakers not found by name, input the transcript lost, times in other units",
+    )
+
+
+class Span(NamedTuple):
+    """A stretch the truth leaves out of scoring (STM's ``ignore_time_segment_in_scoring``)."""
+
+    start: float
+    end: float
+    speakers: frozenset[str] | None = None
+    """The true speakers whose words it leaves out: those of its STM channel, when the file
+    has several (one per microphone, each with the gaps between its speaker's turns); None
+    for everyone's."""
 
 
 class TurnFile(NamedTuple):
@@ -91,8 +112,15 @@ class TurnFile(NamedTuple):
     participants: list[str] | None
     """Everyone a trackscribe transcript knows of, including those who never spoke; None for
     SegLST and STM, which have only the speakers they have."""
-    excluded: list[tuple[float, float]]
-    """Stretches left out of scoring (STM's ``ignore_time_segment_in_scoring``)."""
+    excluded: list[Span]
+    """Stretches left out of scoring."""
+    names: Mapping[str, str] | None = None
+    """A transcript's user id -> the name people read, for a truth labelled by names."""
+    meeting: str | None = None
+    """The meeting it is of, where the file says: a transcript's ``meeting_id``, SegLST's
+    ``session_id``."""
+    lost: tuple[str, ...] = ()
+    """A transcript's inputs lost, one line each: words of them are missing for that reason."""
 
 
 def load_turns(path: Path | str) -> list[Turn]:
@@ -110,29 +138,59 @@ def read_turns(path: Path | str) -> TurnFile:
     path = Path(path)
     text = _read_text(path)
     if path.suffix.lower() == ".stm":
-        entries, lines = _stm_entries(text, path)
-        every = _turns(entries, path, where=lambda i: f"line {lines[i]}")
-        # STM marks stretches to leave out of scoring with a pseudo-transcript, and names the
-        # stretches between utterances with a pseudo-speaker (TED-LIUM, NIST's own files).
-        turns, excluded = [], []
-        for t in every:
-            if t.text.strip().lower() == _STM_IGNORE:
-                excluded.append((t.start, t.end))
-            elif t.speaker.lower() != _STM_GAP:
-                turns.append(t)
-        return TurnFile(turns, None, excluded)
+        return _read_stm(text, path)
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ValueError(f"{path}: neither JSON (transcript, SegLST) nor STM: {exc}") from None
+        if text.lstrip()[:1] in ("[", "{"):
+            raise ValueError(f"{path}: not JSON (transcript, SegLST): {exc}") from None
+        try:  # STM named otherwise (.txt, no suffix)
+            return _read_stm(text, path)
+        except ValueError as stm:
+            raise ValueError(
+                f"{path}: neither JSON (transcript, SegLST): {exc}; nor STM: "
+                f"{str(stm).removeprefix(f'{path}: not STM: ')}"
+            ) from None
     if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
         transcript = Transcript.load(path)  # names the file and the field when it is invalid
         for i, u in enumerate(transcript.utterances):
             _check_times(path, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
         return _of_transcript(transcript)
     if isinstance(raw, list):
-        return TurnFile(_turns(raw, path), None, [])
+        turns, meeting = _turns(raw, path)
+        return TurnFile(turns, None, [], meeting=meeting)
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
+
+
+def _read_stm(text: str, path: Path) -> TurnFile:
+    """STM marks stretches to leave out of scoring with a pseudo-transcript, and names the
+    stretches between utterances with a pseudo-speaker (TED-LIUM, NIST's own files). A file
+    with several channels (one per microphone) marks them per channel, and a stretch left
+    out on one is left out of the words of that channel's speakers only, as NIST's scoring
+    (channel by channel) does; others may be speaking then."""
+    entries, lines = _stm_entries(text, path)
+    every, _ = _turns(entries, path, where=lambda i: f"line {lines[i]}")
+    channels = [str(e.get("channel", "")) for e in entries]
+    spoken = [
+        (t, channel)
+        for t, channel in zip(every, channels, strict=True)
+        if t.text.strip().lower() != _STM_IGNORE and t.speaker.lower() != _STM_GAP
+    ]
+    on_channel: dict[str, set[str]] = {}
+    for t, channel in spoken:
+        on_channel.setdefault(channel, set()).add(t.speaker)
+    excluded = [
+        Span(
+            t.start,
+            t.end,
+            frozenset(on_channel[channel])
+            if len(set(channels)) > 1 and on_channel.get(channel)
+            else None,
+        )
+        for t, channel in zip(every, channels, strict=True)
+        if t.text.strip().lower() == _STM_IGNORE
+    ]
+    return TurnFile([t for t, _ in spoken], None, excluded)
 
 
 def _read_text(path: Path) -> str:
@@ -221,7 +279,14 @@ def _of_transcript(transcript: Transcript) -> TurnFile:
         Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
         for u in transcript.utterances
     ]
-    return TurnFile(turns, [s.user_id for s in transcript.speakers], [])
+    return TurnFile(
+        turns,
+        [s.user_id for s in transcript.speakers],
+        [],
+        names=transcript.speaker_names(),
+        meeting=transcript.meeting_id,
+        lost=tuple(transcript.problems()),
+    )
 
 
 def _turns(
@@ -229,8 +294,9 @@ def _turns(
     path: Path,
     *,
     where: Callable[[int], str] = lambda i: f"entry [{i}]",
-) -> list[Turn]:
-    """Turns of one meeting; a bad entry is named by its place in the file and its field."""
+) -> tuple[list[Turn], str | None]:
+    """Turns of one meeting, and which meeting, if the entries say; a bad entry is named by
+    its place in the file and its field."""
     try:
         parsed = _ENTRIES.validate_python(list(entries))
     except ValidationError as exc:
@@ -247,10 +313,11 @@ def _turns(
             f"{path}: holds {len(sessions)} meetings ({_listed(sessions)}); "
             "score one meeting at a time"
         )
-    return [
+    turns = [
         Turn(speaker=str(e.speaker), start=e.start_time, end=e.end_time, text=e.words)
         for e in parsed
     ]
+    return turns, sessions[0] if sessions else None
 
 
 def normalised_seglst(turns: Sequence[Turn]) -> "meeteval.io.SegLST":
@@ -293,7 +360,7 @@ def evaluate(
     truth: TurnFile | Sequence[Turn],
     *,
     participants: Sequence[str] = (),
-    excluded: Sequence[tuple[float, float]] = (),
+    excluded: Sequence[Span | tuple[float, float]] = (),
 ) -> Evaluation:
     """Score ``hypothesis`` against ``truth``.
 
@@ -303,52 +370,63 @@ def evaluate(
     count as ``silent_track_words``. ``excluded`` are stretches the truth leaves out of
     scoring (an STM file's, when none are given): the hypothesis's words there are left out
     too (:func:`without_spans`), as NIST's scoring does.
+
+    Speakers are matched by name: the transcript's user ids, else (a truth labelled by display
+    names) the names it shows. A truth whose speakers are not all found so (another tool's
+    labels, ``spk0``) is matched as cpWER matches it, by the words, and a warning says how;
+    every figure per speaker then follows that pairing.
     """
     check_scoring_libraries()
     import meeteval
 
     if isinstance(truth, Transcript):
         raise TypeError("truth is a Transcript: give the transcript first, then the truth")
+    names: Mapping[str, str] = {}
+    warnings: list[str] = []
     if isinstance(hypothesis, Transcript):
         hypothesis = _of_transcript(hypothesis)
     if isinstance(hypothesis, TurnFile):
         participants = participants or hypothesis.participants or ()
-        hypothesis = hypothesis.turns
+        names = hypothesis.names or {}
+        warnings += [f"the transcript lost input, missed here: {line}" for line in hypothesis.lost]
+        hypothesis, meeting = hypothesis.turns, hypothesis.meeting
+        if isinstance(truth, TurnFile) and None is not meeting != truth.meeting is not None:
+            warnings.append(
+                f"the transcript is of meeting {meeting} and the truth of {truth.meeting}"
+            )
     if isinstance(truth, TurnFile):
         excluded = excluded or truth.excluded
         truth = truth.turns
     _check_turns("hypothesis", hypothesis)
     _check_turns("truth", truth)
+    spans = [Span(*span) for span in excluded]
 
+    spoken = check_truth(truth)
     normalise = _normaliser()
-    spoken = [t for t in truth if normalise(t.text).split()]  # not a line without words
-    if not spoken:
-        raise ValueError("the truth has no words to score against")
-    hypothesis = without_spans(hypothesis, excluded)
+    true_speakers = {t.speaker for t in spoken}
+    hypothesis = without_spans(hypothesis, [s for s in spans if s.speakers is None])
     check_speaker_counts(truth, hypothesis)
+    labels = list(dict.fromkeys([*participants, *(t.speaker for t in hypothesis)]))
+    ref = normalised_seglst(truth)
+    pairs = _paired_by_name(labels, true_speakers, names)
+    by_words = pairs is None
+    if pairs is None:
+        pairs = _paired_by_words(ref, hypothesis)
+        if names:  # a trackscribe transcript: its speakers are the meeting's participants
+            warnings.append(_pairing_warning(true_speakers, labels, pairs))
+    hypothesis = without_spans(_relabelled(hypothesis, pairs), spans)
+    silent = {_relabel(label, pairs) for label in labels} - true_speakers
     if not hypothesis:  # nothing transcribed: every true word is missed, which meeteval
         # scores only if the hypothesis has some entry, so it gets one without words
         hypothesis = [Turn(speaker=truth[0].speaker, start=0.0, end=0.0, text="")]
-    ref, hyp = normalised_seglst(truth), normalised_seglst(hypothesis)
+    hyp = normalised_seglst(hypothesis)
     with quiet_meeteval():
         cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
-    true_speakers = {t.speaker for t in spoken}
-    silent = {t.speaker for t in hypothesis} | set(participants)
-    silent_words = sum(
-        len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent - true_speakers
-    )
+    silent_words = sum(len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent)
     errors, missed = _start_errors(hypothesis, spoken)
-    warnings = _units_warning(hypothesis, spoken)
-    if participants and not true_speakers & set(participants):
-        # cpWER pairs speakers by their words whatever their names, so it still gives a
-        # figure; but every word counts as put on someone silent. (Only for a transcript
-        # that names its participants: another tool's labels need not be anyone's name.)
-        warnings.append(
-            f"no speaker of the truth ({_listed(true_speakers)}) is a participant of the "
-            f"transcript ({_listed(participants)}): are they of the same meeting?"
-        )
+    warnings += _units_warning(hypothesis, spoken)
     return Evaluation(
         cpwer=round(100 * cp.error_rate, 2),
         tcpwer=round(100 * tcp.error_rate, 2),
@@ -360,23 +438,94 @@ def evaluate(
         start_err_p95=round(_percentile(errors, 95), 3) if errors else None,
         missed_utterances=missed,
         utterances=len(spoken),
+        speakers_paired_by_words=pairs if by_words else {},
         warnings=warnings,
     )
 
 
-def without_spans(turns: Sequence[Turn], spans: Sequence[tuple[float, float]]) -> list[Turn]:
-    """``turns`` without their words inside ``spans``. A turn's words are taken as spread
-    evenly over it (as meeteval times the words of a segment), each placed at its middle."""
+def check_truth(truth: Sequence[Turn]) -> list[Turn]:
+    """The true utterances that have words (not a line without any), refusing, as bad input,
+    a truth with none or with more speakers than can be scored: for a caller about to spend
+    minutes on work it would then score (bench), before that work."""
+    normalise = _normaliser()
+    spoken = [t for t in truth if normalise(t.text).split()]
+    if not spoken:
+        raise ValueError("the truth has no words to score against")
+    check_speaker_counts(truth)
+    return spoken
+
+
+def _paired_by_name(
+    labels: Sequence[str], true_speakers: set[str], names: Mapping[str, str]
+) -> dict[str, str] | None:
+    """Transcript speaker -> true speaker, when every true speaker is found by name: a user
+    id, else the name the transcript shows for one. None when they are not."""
+    if true_speakers <= set(labels):
+        return {label: label for label in labels if label in true_speakers}
+    by_name = {uid: name for uid, name in names.items() if name in true_speakers}
+    if true_speakers <= set(by_name.values()):
+        return by_name
+    return None
+
+
+def _paired_by_words(ref: "meeteval.io.SegLST", hypothesis: Sequence[Turn]) -> dict[str, str]:
+    """Transcript speaker -> true speaker, as cpWER pairs them: the pairing with the fewest
+    errors over all words."""
+    import meeteval
+
+    if not hypothesis:
+        return {}
+    with quiet_meeteval():
+        cp = meeteval.wer.cpwer(ref, normalised_seglst(hypothesis))["meeting"]
+    return {h: r for r, h in cp.assignment if r is not None and h is not None}
+
+
+def _pairing_warning(true_speakers: set[str], labels: Sequence[str], pairs: dict[str, str]) -> str:
+    """Said of a transcript, whose speakers are the meeting's participants by user id and
+    display name: a truth that names others is most likely of another meeting."""
+    unpaired = sorted(true_speakers - set(pairs.values()))
+    return (
+        f"the truth's speakers ({_listed(true_speakers)}) are not all participants of the "
+        f"transcript ({_listed(labels) or 'none'}), by user id or display name: are they of "
+        f"the same meeting? Each figure per speaker takes the transcript's speakers as "
+        f"cpWER pairs them, by their words: {_pairs_said(pairs)}"
+        + (f"; {_listed(unpaired)} with none" if unpaired else "")
+    )
+
+
+def _pairs_said(pairs: Mapping[str, str]) -> str:
+    return _listed((f"{h} as {r}" for h, r in pairs.items()), 20) or "none"
+
+
+def _relabel(label: str, pairs: dict[str, str]) -> str:
+    """A transcript speaker under the true speaker's name it is paired with; one paired with
+    none keeps its own, unless that is a true speaker's (another's words would be scored
+    as theirs)."""
+    if label in pairs:
+        return pairs[label]
+    return f"{label} (unpaired)" if label in pairs.values() else label
+
+
+def _relabelled(turns: Sequence[Turn], pairs: dict[str, str]) -> list[Turn]:
+    return [t.model_copy(update={"speaker": _relabel(t.speaker, pairs)}) for t in turns]
+
+
+def without_spans(turns: Sequence[Turn], spans: Sequence[Span | tuple[float, float]]) -> list[Turn]:
+    """``turns`` without their words inside ``spans`` (a span of some speakers only, their
+    turns only). A turn's words are taken as spread evenly over it (as meeteval times the
+    words of a segment), each placed at its middle."""
     if not spans:
         return list(turns)
+    every = [Span(*span) for span in spans]
     kept = []
     for turn in turns:
+        mine = [s for s in every if s.speakers is None or turn.speaker in s.speakers]
         words = turn.text.split()
         step = (turn.end - turn.start) / max(len(words), 1)
         left = [
             word
             for i, word in enumerate(words)
-            if not any(a <= turn.start + (i + 0.5) * step <= b for a, b in spans)
+            if not any(s.start <= turn.start + (i + 0.5) * step <= s.end for s in mine)
         ]
         if len(left) == len(words):
             kept.append(turn)
@@ -414,14 +563,15 @@ def _units_warning(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> list[st
     return []
 
 
-_UNITS_RATIOS = (250.0, 4000.0)
+_UNITS_RATIOS = (500.0, 2000.0)
 """How many times longer one side runs than the other when it is in milliseconds and the
-other in seconds, with room for either to stop early."""
+other in seconds, with room for either to stop early by half: a transcript of the first
+second of a five-minute truth is not a units mistake."""
 
 
-def _listed(names: Iterable[str]) -> str:
+def _listed(names: Iterable[str], most: int = 3) -> str:
     names = sorted(names)
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def quiet_meeteval() -> AbstractContextManager[None]:
@@ -469,24 +619,26 @@ def _start(segment: dict) -> float:
 
 
 def _start_errors(hypothesis: Sequence[Turn], truth: Sequence[Turn]) -> tuple[list[float], int]:
-    """For each true utterance, |start - start| of the same speaker's utterance that overlaps
-    it most; a true utterance no utterance of its speaker overlaps is missed. A true
-    utterance of no length (a label put on a moment) is met by an utterance that holds it."""
+    """For each true utterance, how far from its start the nearest start is of the same
+    speaker's utterances that overlap it; a true utterance none of its speaker's overlaps is
+    missed. Nearest, not the one that overlaps most: a turn the transcript splits at a pause
+    was still started on time. A true utterance of no length (a label put on a moment) is
+    met by an utterance that holds it."""
     errors, missed = [], 0
     for turn in truth:
-        best, best_overlap = None, 0.0
-        for candidate in hypothesis:
-            if candidate.speaker != turn.speaker:
-                continue
-            overlap = min(candidate.end, turn.end) - max(candidate.start, turn.start)
-            if overlap > best_overlap or (
-                best is None and overlap == 0.0 and turn.start == turn.end
-            ):
-                best, best_overlap = candidate, overlap
-        if best is None:
-            missed += 1
+        starts = [
+            candidate.start
+            for candidate in hypothesis
+            if candidate.speaker == turn.speaker
+            and (
+                min(candidate.end, turn.end) > max(candidate.start, turn.start)
+                or (turn.start == turn.end and candidate.start <= turn.start <= candidate.end)
+            )
+        ]
+        if starts:
+            errors.append(min(abs(start - turn.start) for start in starts))
         else:
-            errors.append(abs(best.start - turn.start))
+            missed += 1
     return errors, missed
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import Approach, _add_ratios
+from models import Manifest
+from pipeline.bench import Approach, ApproachFailed, _add_ratios, _owners, _score
 from pipeline.cli import _bench_status, _bench_table, main
+from pipeline.evaluate import Turn, TurnFile
 
 
 def _bench_json(manifest: Path, approaches: str) -> subprocess.CompletedProcess:
@@ -131,6 +133,53 @@ def test_bench_refuses_a_truth_of_more_speakers_than_it_can_score_before_running
     out, err = capsys.readouterr()
     assert "at most 20 speakers on either side: the truth has 21" in err
     assert "bench: running" not in err and out == ""
+
+
+@pytest.mark.parametrize(
+    "truth",
+    ["[]", '[{"speaker": "a", "start_time": 0, "end_time": 1, "words": ""}]'],
+)
+def test_bench_refuses_a_truth_without_words_before_running_anything(meeting_copy, capsys, truth):
+    (meeting_copy / "truth.json").write_text(truth)
+    assert main(["bench", str(meeting_copy / "manifest.json"), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "truth.json: the truth has no words to score against" in err
+    assert "bench: running" not in err and out == ""
+
+
+def test_an_approach_that_cannot_be_scored_keeps_its_other_figures():
+    truth = TurnFile([Turn(speaker="a", start=0.0, end=1.0, text="hello there")], None, [])
+    # faster-whisper on full tracks puts leaked words on every track: more than cpWER takes
+    crowd = [Turn(speaker=f"u{i}", start=0.0, end=1.0, text="hello") for i in range(21)]
+    full = Approach(wall_s=2.0)
+    _score(full, truth, TurnFile(crowd, None, []), by_orcwer=False)
+    assert full.wall_s == 2.0 and full.cpwer is None and full.evaluation is None
+    assert "takes at most 20 speakers on either side: the transcript has 21" in full.unscored
+    table = _bench_table({"full": full}, Path("truth.json"))
+    assert "full was not scored: cpWER is scored with meeteval" in table
+    # the mix heard nothing: every true word missed, not an internal error
+    mix = Approach(wall_s=1.0)
+    _score(mix, truth, TurnFile([], None, []), by_orcwer=True)
+    assert mix.orcwer == 100.0 and mix.unscored is None
+
+
+def test_the_oracle_finds_each_true_speakers_track_by_user_id_or_display_name(sample_dir):
+    manifest = Manifest.load(sample_dir / "manifest.json")
+
+    def said_by(*speakers: str) -> list[Turn]:
+        return [Turn(speaker=s, start=0.0, end=1.0, text="hi") for s in speakers]
+
+    assert _owners(manifest, said_by("user-alice", "user-chen")) == {
+        "user-alice": "user-alice",
+        "user-chen": "user-chen",
+    }
+    assert _owners(manifest, said_by("Alice", "Chen")) == {
+        "Alice": "user-alice",
+        "Chen": "user-chen",
+    }
+    # A speaker of no track: no utterance of theirs could be cut, so no practical limit.
+    with pytest.raises(ApproachFailed, match="no track is the truth's speaker spk0, by user id"):
+        _owners(manifest, said_by("Alice", "spk0"))
 
 
 def test_bench_without_a_truth_runs_every_approach_but_the_oracle(meeting_copy, monkeypatch):

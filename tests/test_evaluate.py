@@ -3,6 +3,7 @@
 import itertools
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -191,12 +192,13 @@ def test_stm_labels_are_not_words_and_a_stretch_left_out_of_scoring_leaves_out_t
         "meeting 1 inter_segment_gap 4.0 10.0 <o,,unknown> ignore_time_segment_in_scoring\n"
         "meeting 1 b 10.0 12.0 <o,f0,male> thank you\n"
     )
-    truth, participants, excluded = read_turns(stm)
+    read = read_turns(stm)
+    truth, participants, excluded = read.turns, read.participants, read.excluded
     assert [(t.speaker, t.text) for t in truth] == [
         ("a", "good morning everyone"),
         ("b", "thank you"),
     ]
-    assert participants is None and excluded == [(4.0, 10.0)]
+    assert participants is None and excluded == [(4.0, 10.0, None)]  # one channel: everyone's
 
     hypothesis = [
         Turn(speaker="a", start=0.0, end=4.0, text="Good morning, everyone."),
@@ -206,6 +208,57 @@ def test_stm_labels_are_not_words_and_a_stretch_left_out_of_scoring_leaves_out_t
     result = evaluate(hypothesis, truth, excluded=excluded)
     assert (result.cpwer, result.errors, result.reference_words) == (0.0, 0, 5)
     assert evaluate(hypothesis, truth).errors == 5  # scored, the break's words are insertions
+
+
+def test_an_stm_of_one_channel_per_speaker_leaves_a_gap_out_of_that_speakers_words_only(
+    tmp_path,
+):
+    # One microphone per speaker, each with the gaps between its own speaker's turns marked:
+    # while a is silent, b speaks, and b's words there are scored.
+    stm = tmp_path / "truth.stm"
+    stm.write_text(
+        "meeting A a 0.0 4.0 good morning everyone\n"
+        "meeting A inter_segment_gap 4.0 10.0 ignore_time_segment_in_scoring\n"
+        "meeting B b 0.0 4.0 ignore_time_segment_in_scoring\n"
+        "meeting B b 4.0 10.0 thank you all for coming today\n"
+    )
+    truth = read_turns(stm)
+    assert truth.excluded == [(4.0, 10.0, {"a"}), (0.0, 4.0, {"b"})]
+    hypothesis = [
+        Turn(speaker="a", start=0.0, end=4.0, text="Good morning, everyone."),
+        Turn(speaker="a", start=6.0, end=8.0, text="a cough"),  # not scored: a's gap
+        Turn(speaker="b", start=4.0, end=10.0, text="Thank you all for coming today."),
+    ]
+    result = evaluate(hypothesis, truth)
+    assert (result.cpwer, result.reference_words, result.missed_utterances) == (0.0, 9, 0)
+
+
+def test_an_stm_file_is_read_whatever_its_name(tmp_path):
+    (tmp_path / "truth.txt").write_text("meeting 1 a 0.0 4.0 good morning everyone\n")
+    assert [t.text for t in read_turns(tmp_path / "truth.txt").turns] == ["good morning everyone"]
+    (tmp_path / "notes.txt").write_text("minutes of the meeting\n")
+    with pytest.raises(ValueError, match=r"notes\.txt: neither JSON .*; nor STM: line 1"):
+        read_turns(tmp_path / "notes.txt")
+
+
+def test_a_turn_the_transcript_splits_at_a_pause_was_started_on_time():
+    truth = [Turn(speaker="a", start=0.0, end=10.0, text="one two three four five six")]
+    split = [
+        Turn(speaker="a", start=0.1, end=4.0, text="one two three"),
+        Turn(speaker="a", start=4.2, end=10.0, text="four five six"),  # overlaps it the most
+    ]
+    assert evaluate(split, truth).start_err_median == 0.1
+
+
+def test_a_transcript_that_stops_early_is_not_taken_for_one_in_milliseconds():
+    truth = [
+        Turn(speaker="a", start=0.1, end=1.0, text="hello everyone"),
+        Turn(speaker="b", start=290.0, end=300.0, text="thanks all and goodbye"),
+    ]
+    early = [Turn(speaker="a", start=0.1, end=0.9, text="hello everyone")]
+    assert evaluate(early, truth).warnings == []
+    in_ms = [t.model_copy(update={"start": t.start * 1000, "end": t.end * 1000}) for t in truth]
+    assert "are both in seconds?" in evaluate(in_ms, truth).warnings[0]
 
 
 def test_only_the_words_inside_a_stretch_left_out_are_left_out():
@@ -376,6 +429,23 @@ def test_the_timeline_is_drawn_in_the_format_its_file_name_asks_for(sample_dir, 
     assert not (tmp_path / "timeline.docx").exists()
 
 
+def test_a_timeline_is_written_through_a_link_and_never_in_place_of_a_pipe(
+    tmp_path, sample_dir, capsys
+):
+    truth = str(sample_dir / "truth.json")
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    assert main(["eval", truth, truth, "--plot", str(pipe)]) == 2
+    assert "pipe.png: it is not a regular file" in capsys.readouterr().err
+    assert pipe.is_fifo()  # not a PNG in its place
+    (tmp_path / "shared").mkdir()
+    link = tmp_path / "timeline.png"
+    link.symlink_to(tmp_path / "shared" / "timeline.png")
+    assert main(["eval", truth, truth, "--plot", str(link)]) == 0
+    assert link.is_symlink()  # still the link, and the file it names is the timeline
+    assert (tmp_path / "shared" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir, capsys):
     for name in ("truth.json", "truth.stm"):
         path = tmp_path / name
@@ -389,7 +459,7 @@ def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir
 def test_a_truth_file_nested_too_deep_for_python_is_bad_input(tmp_path, sample_dir, capsys):
     (tmp_path / "truth.json").write_text("[" * 100_000 + "]" * 100_000)
     assert main(["eval", str(sample_dir / "truth.json"), str(tmp_path / "truth.json")]) == 2
-    assert "truth.json: neither JSON (transcript, SegLST) nor STM" in capsys.readouterr().err
+    assert "truth.json: not JSON (transcript, SegLST): maximum recursion" in capsys.readouterr().err
 
 
 def test_an_stm_line_with_its_end_before_its_start_is_named_by_line(tmp_path):
@@ -434,8 +504,7 @@ def test_a_truth_naming_none_of_the_transcripts_participants_is_warned_of(
         json.dumps(
             [
                 {
-                    "session_id": "another meeting",
-                    "speaker": "Alice",
+                    "speaker": "Zoe",  # no user id or display name of this meeting
                     "start_time": 1.0,
                     "end_time": 3.0,
                     "words": "good morning everyone",
@@ -445,7 +514,8 @@ def test_a_truth_naming_none_of_the_transcripts_participants_is_warned_of(
     )
     assert main(["eval", str(transcript), str(other), "--json"]) == 0
     out, err = capsys.readouterr()
-    assert "no speaker of the truth (Alice) is a participant of the transcript" in err
+    assert "the truth's speakers (Zoe) are not all participants of the transcript" in err
+    assert "are they of the same meeting?" in err and "user-alice as Zoe" in err
     assert json.loads(out)["warnings"] == [err.removeprefix("trackscribe: warning: ").strip()]
     # the truth of this meeting: no warning
     truth = tmp_path / "own.json"
@@ -461,7 +531,45 @@ def test_a_truth_naming_none_of_the_transcripts_participants_is_warned_of(
     assert json.loads(capsys.readouterr().out)["warnings"] == []
 
 
-def test_another_tools_speaker_labels_are_not_taken_for_another_meeting(sample_dir):
+def test_another_tools_speaker_labels_are_scored_as_cpwer_pairs_them(sample_dir):
+    # A diarisation's spk0, spk1: cpWER pairs them by their words, and so must every figure
+    # per speaker, or a perfect transcript reads as every word missed and put on no one.
     truth = load_turns(sample_dir / "truth.json")
-    diarised = [t.model_copy(update={"speaker": f"spk{i % 3}"}) for i, t in enumerate(truth)]
-    assert evaluate(diarised, truth).warnings == []
+    label = {"user-alice": "spk1", "user-bruno": "spk0", "user-chen": "spk2"}
+    diarised = [t.model_copy(update={"speaker": label[t.speaker]}) for t in truth]
+    result = evaluate(diarised, truth)
+    assert result.cpwer == 0 and result.warnings == []  # not taken for another meeting
+    assert result.speakers_paired_by_words == {v: k for k, v in label.items()}
+    assert all(s.wer == 0 for s in result.per_speaker) and len(result.per_speaker) == 3
+    assert result.silent_track_words == 0 and result.missed_utterances == 0
+    assert result.start_err_median == result.start_err_p95 == 0
+
+
+def test_a_truth_labelled_by_display_names_is_matched_to_the_transcripts_user_ids(
+    sample_transcript, sample_dir
+):
+    truth = load_turns(sample_dir / "truth.json")
+    by_id = evaluate(sample_transcript, truth)
+    shown = sample_transcript.speaker_names()
+    named = [t.model_copy(update={"speaker": shown[t.speaker]}) for t in truth]
+    assert set(shown.values()) == {"Alice", "Bruno", "Chen", "Dana"}
+    by_name = evaluate(sample_transcript, named)
+    assert by_name.warnings == [] and by_name.speakers_paired_by_words == {}
+    assert by_name.model_dump(exclude={"per_speaker"}) == by_id.model_dump(exclude={"per_speaker"})
+    assert [s.wer for s in by_name.per_speaker] == [s.wer for s in by_id.per_speaker]
+
+
+def test_a_truth_of_another_meeting_or_a_transcript_that_lost_input_is_warned_of(
+    sample_transcript, sample_dir, tmp_path
+):
+    transcript = read_turns(sample_transcript.save(tmp_path / "transcript.json"))
+    truth = read_turns(sample_dir / "truth.json")
+    assert evaluate(transcript, truth).warnings == []
+    other = truth._replace(meeting="m-other")
+    assert evaluate(transcript, other).warnings == [
+        f"the transcript is of meeting {sample_transcript.meeting_id} and the truth of m-other"
+    ]
+    lost = transcript._replace(lost=("bruno.webm: not a readable audio file",))
+    assert evaluate(lost, truth).warnings == [
+        "the transcript lost input, missed here: bruno.webm: not a readable audio file"
+    ]
