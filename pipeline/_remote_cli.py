@@ -17,6 +17,8 @@ from models import (
     MANIFEST_FILE,
     Manifest,
     Recording,
+    Transcript,
+    TranscriptError,
     atomic_write_text,
     describe_error,
     format_utc,
@@ -536,6 +538,13 @@ def _webhook_command(args: argparse.Namespace) -> int:
 
     def on_uploaded(recording: Recording) -> None:
         out = args.out / recording.id
+        if _transcribed(out, recording.id):
+            # An announcement delivered again after a restart: the work is not paid twice.
+            say(
+                f"recording {recording.id}: {out / 'transcript.json'} is there already; "
+                "remove it to transcribe the recording again"
+            )
+            return
         keep_signed(out, key)  # failed.json says so, before anything is fetched
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
         (out / FAILED_FILE).unlink(missing_ok=True)  # an earlier failure is being retried
@@ -572,6 +581,15 @@ def _webhook_command(args: argparse.Namespace) -> int:
 
 
 FAILED_FILE = "failed.json"
+
+
+def _transcribed(out: Path, recording_id: str) -> bool:
+    """Whether ``out`` holds a transcript of this recording already."""
+    try:
+        made = Transcript.load(out / "transcript.json")
+    except (OSError, TranscriptError):
+        return False
+    return made.provenance.recording_id == recording_id
 
 
 def _webhook_public_key(settings: ApiSettings) -> bytes:

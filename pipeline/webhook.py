@@ -4,14 +4,20 @@ Every delivery is checked before anything is believed: ``rtk-signature`` must be
 RSA-SHA256 (PKCS#1 v1.5) signature of the raw body under RealtimeKit's public key. Deliveries
 are retried by the sender, so each ``rtk-uuid`` is acted on once, and each recording is
 handled once however many deliveries announce it. Work runs on one background thread: the
-sender gets its 2xx at once and does not time out while a meeting is transcribed.
+sender gets its 2xx at once and does not time out while a meeting is transcribed. The sender
+redelivers only after a 5xx, so nothing answered 2xx may be lost without a word: a recording
+given up on (it failed every try, the receiver stopped before it was done, or RealtimeKit
+says its recording failed) goes to ``on_failed``, and each refused delivery is logged.
 """
 
 import base64
 import binascii
+import contextlib
+import hashlib
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +39,20 @@ log = logging.getLogger(f"trackscribe.{__name__}")
 
 _MAX_BODY = 1 << 20
 _SEEN_LIMIT = 100_000
+_REQUEST_SECONDS = 60.0
+"""The most a sender may take over one request, headers and body: one that trickles a byte
+at a time must not hold a thread for as long as each read may take (30 s) times its bytes."""
+_MAX_CONNECTIONS = 64
+"""Requests handled at once; more are answered 503 (the sender redelivers after a 5xx)."""
+_REFUSALS_LOGGED_EVERY = 60.0
+
+
+class ReceiverStopped(Exception):
+    """The receiver stopped with a recording it had accepted not handled."""
+
+
+class RecordingErrored(Exception):
+    """RealtimeKit announced the recording as failed on its side: no files will come."""
 
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
@@ -117,40 +137,81 @@ class WebhookReceiver:
         self._tries = max(1, tries)
         self._retry_wait = max(0.0, retry_wait)
         self._lock = threading.Lock()
-        self._seen_deliveries: set[str] = set()
+        self._seen_deliveries: set[bytes] = set()
         self._handled: set[str] = set()
         self._work: queue.Queue[Recording | None] = queue.Queue()
+        self._current: Recording | None = None
+        self._refusals = 0
+        self._refusals_logged_at = -_REFUSALS_LOGGED_EVERY
+        self._connections = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         handler = self._handler()
         self._server = listen(host, port, lambda address: LocalServer(address, handler))
-        self._threads: list[threading.Thread] = []
+        self._worker_thread: threading.Thread | None = None
+        self._serving = False
+        self._closed = False
 
     @property
     def url(self) -> str:
         return f"{self._server.url}/"
 
     def start(self) -> "WebhookReceiver":
-        for target in (self._server.serve_forever, self._worker):
-            thread = threading.Thread(target=target, daemon=True, name="webhook")
-            thread.start()
-            self._threads.append(thread)
+        self._start_worker()
+        self._serving = True
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="webhook")
+        thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        worker = threading.Thread(target=self._worker, daemon=True, name="webhook-worker")
-        worker.start()
-        self._threads.append(worker)
+    def serve_forever(self, *, grace: float = 60.0) -> None:
+        """Serve until interrupted (Ctrl-C, or an exception a signal handler raises), then
+        :meth:`close` with ``grace``."""
+        self._start_worker()
+        self._serving = True
         try:
             self._server.serve_forever()
         finally:
-            self.close()
+            self.close(grace=grace)
 
-    def close(self) -> None:
-        self._server.shutdown()
+    def _start_worker(self) -> None:
+        self._worker_thread = threading.Thread(
+            target=self._worker, daemon=True, name="webhook-worker"
+        )
+        self._worker_thread.start()
+
+    def close(self, *, grace: float = 60.0) -> None:
+        """Stop taking deliveries. A recording accepted but not yet begun is given up on at
+        once, and the one being handled after ``grace`` seconds (or at a second Ctrl-C),
+        each to ``on_failed`` and the log: its sender has had its 2xx and will not
+        redeliver."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._serving:  # shutdown() waits for a serve_forever that never ran
+            self._server.shutdown()
         self._server.server_close()
-        self._work.put(None)
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=60)
+        with self._lock:
+            waiting = []
+            while not self._work.empty():
+                waiting.append(self._work.get_nowait())
+                self._work.task_done()
+            self._work.put(None)  # the worker ends after the recording it is handling
+        for recording in filter(None, waiting):
+            self._give_up(recording, ReceiverStopped("the receiver stopped before handling it"))
+        worker = self._worker_thread
+        if worker is None or worker is threading.current_thread():
+            return
+        try:
+            if worker.is_alive() and self._current is not None:
+                log.warning(
+                    "webhook: stopping; waiting up to %g s for recording %s to be done "
+                    "(a second Ctrl-C leaves it)",
+                    grace,
+                    self._current.id,
+                )
+            worker.join(timeout=grace)
+        finally:
+            left = self._current if worker.is_alive() else None
+            if left is not None:
+                self._give_up(left, ReceiverStopped("the receiver stopped while handling it"))
 
     def __enter__(self) -> "WebhookReceiver":
         return self.start()
@@ -165,7 +226,15 @@ class WebhookReceiver:
     # -- internals ---------------------------------------------------------------------------
 
     def _accept(self, body: bytes, signature: str | None, delivery: str | None) -> tuple[int, str]:
-        """Judge one delivery: the HTTP status to answer and why."""
+        """Judge one delivery: the HTTP status to answer and why. A refusal is logged: the
+        sender does not redeliver after a 4xx, so a wrong public key would otherwise lose
+        every recording without a word."""
+        status, reason = self._judge(body, signature, delivery)
+        if status >= 400:
+            self._refused(status, reason)
+        return status, reason
+
+    def _judge(self, body: bytes, signature: str | None, delivery: str | None) -> tuple[int, str]:
         if not signature or not _verify(self._key, body, signature):
             return 401, "bad or missing rtk-signature"
         try:
@@ -173,25 +242,50 @@ class WebhookReceiver:
         except (ValueError, RecursionError, ValidationError):
             return 400, "body is not a webhook event"
         with self._lock:
+            if self._closed:
+                return 503, "stopping; deliver again later"
             if delivery:
-                if delivery in self._seen_deliveries:
+                # Kept as a digest: the header is the sender's to make as long as it likes.
+                seen = hashlib.sha256(delivery.encode(errors="surrogateescape")).digest()
+                if seen in self._seen_deliveries:
                     return 200, "duplicate delivery, ignored"
                 if len(self._seen_deliveries) > _SEEN_LIMIT:
                     self._seen_deliveries.clear()
-                self._seen_deliveries.add(delivery)
+                self._seen_deliveries.add(seen)
             recording = event.recording
             if event.event != "recording.statusUpdate" or recording is None:
                 return 200, f"event {event.event} ignored"
             if _unsafe_id(recording.id):
                 return 400, "recording id is not usable as a folder name"
+            recording = _with_meeting(recording, event.meeting)
             log.info("webhook: recording %s is %s", recording.id, recording.status)
+            if recording.status == "ERRORED":
+                self._work.put(recording)  # to on_failed, in turn with the rest
+                return 200, "noted: the recording failed"
             if recording.status != "UPLOADED":
                 return 200, "noted"
             if recording.id in self._handled:
                 return 200, "recording already handled"
             self._handled.add(recording.id)
-        self._work.put(recording)
+            self._work.put(recording)
         return 202, "accepted"
+
+    def _refused(self, status: int, reason: str) -> None:
+        """A refused delivery, logged; at most once a minute, with how many since: a sender
+        that is refused once is refused again at every delivery."""
+        now = time.monotonic()
+        with self._lock:
+            self._refusals += 1
+            if now - self._refusals_logged_at < _REFUSALS_LOGGED_EVERY:
+                return
+            count, self._refusals, self._refusals_logged_at = self._refusals, 0, now
+        log.warning(
+            "webhook: refused %s (%d %s); the sender does not deliver these again%s",
+            "a delivery" if count == 1 else f"{count} deliveries in the last minute, the last",
+            status,
+            reason,
+            ": is the public key RealtimeKit's for this app?" if status == 401 else "",
+        )
 
     def _worker(self) -> None:
         """Handles accepted recordings one by one; a failure is retried, then logged, and never
@@ -201,8 +295,13 @@ class WebhookReceiver:
             try:
                 if recording is None:
                     return
-                self._handle(recording)
+                self._current = recording
+                if recording.status == "ERRORED":
+                    self._give_up(recording, RecordingErrored(_ERRORED))
+                else:
+                    self._handle(recording)
             finally:
+                self._current = None
                 self._work.task_done()
 
     def _handle(self, recording: Recording) -> None:
@@ -225,23 +324,29 @@ class WebhookReceiver:
                 log.debug("webhook: traceback", exc_info=exc)
                 if attempt < self._tries:
                     time.sleep(self._retry_wait * attempt)
+        if error is not None:
+            self._give_up(recording, error)
+
+    def _give_up(self, recording: Recording, error: BaseException) -> None:
+        """Say that ``recording`` was not handled, and why, in the log and to ``on_failed``;
+        a later announcement of it is acted on again."""
         with self._lock:
-            self._handled.discard(recording.id)  # a later announcement is acted on again
+            self._handled.discard(recording.id)
         by_hand = (
             ""  # on_failed says how (the command line writes the commands into failed.json)
             if self._on_failed is not None
             else f"; by hand: `trackscribe fetch --recording-id {recording.id} -o DIR`, then "
             "`trackscribe transcribe DIR/manifest.json -o OUT`"
         )
-        log.error(
-            "webhook: gave up on recording %s after %d tries, the last failing with: %s; "
-            "a later announcement of it is acted on%s",
-            recording.id,
-            self._tries,
-            describe_error(error) if error is not None else "?",
-            by_hand,
-        )
-        if self._on_failed is not None and error is not None:
+        if isinstance(error, ReceiverStopped | RecordingErrored):
+            said = f"recording {recording.id} was not handled: {error}"
+        else:
+            said = (
+                f"gave up on recording {recording.id} after {self._tries} tries, the last "
+                f"failing with: {describe_error(error)}; a later announcement of it is acted on"
+            )
+        log.error("webhook: %s%s", said, by_hand)
+        if self._on_failed is not None:
             try:
                 self._on_failed(recording, error)
             except Exception as exc:
@@ -252,6 +357,26 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = 30  # a sender that stalls mid-body must not hold a thread forever
+
+            def handle(self) -> None:
+                if not receiver._connections.acquire(blocking=False):
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.sendall(_BUSY)
+                    return
+                # The whole request in _REQUEST_SECONDS, however slowly it trickles in.
+                cut = threading.Timer(_REQUEST_SECONDS, self._cut)
+                cut.daemon = True
+                cut.start()
+                try:
+                    super().handle()
+                finally:
+                    cut.cancel()
+                    receiver._connections.release()
+
+            def _cut(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
             def do_POST(self) -> None:
                 raw = self.headers.get("content-length") or ""
@@ -281,6 +406,24 @@ class WebhookReceiver:
                 log.debug("webhook: %s", redact_urls(format % args))
 
         return Handler
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 31\r\nConnection: close\r\n\r\n{"status": "busy; retry later"}'
+)
+
+
+_ERRORED = "RealtimeKit announced the recording as ERRORED: it has no files to transcribe"
+
+
+def _with_meeting(recording: Recording, meeting: dict[str, object] | None) -> Recording:
+    """``recording``, with the meeting's id from the body's ``meeting`` when the recording
+    does not name it: the transcript is of that meeting, not of the recording's id."""
+    meeting_id = (meeting or {}).get("id")
+    if recording.meeting_id is None and isinstance(meeting_id, str) and meeting_id:
+        return recording.model_copy(update={"meeting_id": meeting_id})
+    return recording
 
 
 def _unsafe_id(recording_id: str) -> bool:

@@ -3,12 +3,14 @@ processes talking real HTTP over loopback."""
 
 import base64
 import json
+import logging
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -464,6 +466,127 @@ def test_webhook_receiver_refuses_abuse_before_reading_a_body():
         assert sent.status_code == 400
         receiver.wait_idle()
     assert handled == []
+
+
+def _webhook_key() -> tuple[rsa.RSAPrivateKey, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key, public
+
+
+def _announce(
+    receiver: WebhookReceiver, key: rsa.RSAPrivateKey, recording: dict, **body: object
+) -> httpx.Response:
+    """A signed ``recording.statusUpdate`` delivery, as RealtimeKit sends it."""
+    data = json.dumps({"event": "recording.statusUpdate", "recording": recording, **body}).encode()
+    headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
+    return httpx.post(receiver.url, content=data, headers=headers)
+
+
+def test_a_receiver_stopped_with_recordings_accepted_gives_each_up_in_a_word():
+    # Each was answered 2xx, so RealtimeKit will not deliver it again: none may vanish.
+    key, public = _webhook_key()
+    begun, release = threading.Event(), threading.Event()
+    failed: list[tuple[str, str]] = []
+
+    def slow(recording: Recording) -> None:
+        begun.set()
+        release.wait(30)
+
+    receiver = WebhookReceiver(public, slow, on_failed=lambda r, e: failed.append((r.id, str(e))))
+    receiver.start()
+    try:
+        for rid in ("r1", "r2", "r3"):
+            assert _announce(receiver, key, {"id": rid, "status": "UPLOADED"}).status_code == 202
+        assert begun.wait(10)
+        receiver.close(grace=0.2)
+    finally:
+        release.set()
+    assert failed == [
+        ("r2", "the receiver stopped before handling it"),
+        ("r3", "the receiver stopped before handling it"),
+        ("r1", "the receiver stopped while handling it"),
+    ]
+
+
+def test_a_receiver_never_started_closes_at_once():
+    _, public = _webhook_key()
+    closing = threading.Thread(target=WebhookReceiver(public, print).close, daemon=True)
+    closing.start()
+    closing.join(10)
+    assert not closing.is_alive()
+
+
+def test_refused_deliveries_are_logged_at_most_once_a_minute(caplog):
+    # RealtimeKit does not redeliver after a 4xx: a wrong public key must not lose every
+    # recording without a word.
+    key, _ = _webhook_key()
+    _, other_public = _webhook_key()
+    with (
+        WebhookReceiver(other_public, print) as receiver,
+        caplog.at_level(logging.WARNING, logger="trackscribe"),
+    ):
+        for _ in range(3):
+            assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 401
+    (said,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "refused a delivery (401 bad or missing rtk-signature)" in said
+    assert "is the public key RealtimeKit's for this app?" in said
+
+
+def test_a_recording_announced_as_errored_goes_to_on_failed_and_one_of_a_meeting_keeps_it():
+    key, public = _webhook_key()
+    handled: list[Recording] = []
+    failed: list[tuple[str, str]] = []
+    with WebhookReceiver(
+        public, handled.append, on_failed=lambda r, e: failed.append((r.id, str(e)))
+    ) as receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
+        # The meeting's id in the body's "meeting", not the recording's "meetingId"
+        meeting = {"id": "m-9", "title": "weekly"}
+        announced = _announce(receiver, key, {"id": "r2", "status": "UPLOADED"}, meeting=meeting)
+        assert announced.status_code == 202
+        receiver.wait_idle()
+    assert failed == [
+        ("r1", "RealtimeKit announced the recording as ERRORED: it has no files to transcribe")
+    ]
+    assert [(r.id, r.meeting_id) for r in handled] == [("r2", "m-9")]
+
+
+def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
+    monkeypatch,
+):
+    import pipeline.webhook
+
+    monkeypatch.setattr(pipeline.webhook, "_REQUEST_SECONDS", 1.0)
+    monkeypatch.setattr(pipeline.webhook, "_MAX_CONNECTIONS", 1)
+    key, public = _webhook_key()
+    with WebhookReceiver(public, print) as receiver:
+        host, port = receiver.url.removeprefix("http://").rstrip("/").split(":")
+        with socket.create_connection((host, int(port))) as slow:
+            slow.sendall(b"POST / HTTP/1.1\r\n")  # and a byte now and then, for ever
+            time.sleep(0.3)
+            busy = _announce(receiver, key, {"id": "r1", "status": "UPLOADED"})
+            assert busy.status_code == 503  # a 5xx: RealtimeKit delivers it again later
+            slow.settimeout(20)
+            assert slow.recv(100) == b""  # cut off, its thread free
+        time.sleep(0.2)
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+
+
+def test_a_recording_transcribed_already_is_not_transcribed_again_when_announced_again(
+    sample_transcript, tmp_path
+):
+    # RealtimeKit, or someone replaying a captured delivery, announces it after a restart.
+    from pipeline._remote_cli import _transcribed
+
+    out = tmp_path / "r1"
+    assert not _transcribed(out, "r1")
+    made = sample_transcript.model_copy(deep=True)
+    made.provenance.recording_id = "r1"
+    made.save(out / "transcript.json")
+    assert _transcribed(out, "r1") and not _transcribed(out, "r2")
 
 
 @pytest.fixture
