@@ -46,6 +46,11 @@ class Segment(_Finite):
     words: list[Word]
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    dropped: str | None = Field(
+        default=None,
+        description="why the transcript leaves this text out (the audio under it is too "
+        "quiet to hold it), for its provenance to say",
+    )
 
 
 _SENTENCE_ENDS = tuple(".?!。？！…")
@@ -105,7 +110,8 @@ class TrackFailure(_Finite):
 
 
 class DroppedSpeech(_Finite):
-    """Speech found on a track and kept from the model, so a reviewer can check the call.
+    """Speech found on a track and kept from the model (leakage, a duplicate), or whose text
+    the transcript leaves out (near-silence), so a reviewer can check the call.
 
     Times are seconds from the transcript's origin.
     """

@@ -309,7 +309,9 @@ def run_meeting(
         runtime=runtime_versions(),
         parameters=options.result_settings(),
         inputs=[_input_file(manifest, w) for w in decoded],
-        dropped=dropped,
+        dropped=sorted(
+            dropped + _dropped_text(manifest, work, timings), key=lambda d: (d.start, d.path)
+        ),
         clock=clock,
         failures=failures,
     )
@@ -445,6 +447,31 @@ def _attribute(
             for start, end in _outside(span.start, span.end, sent)
         ]
     return dropped
+
+
+def _dropped_text(
+    manifest: Manifest, work: list[_TrackWork], timings: list[TrackTiming]
+) -> list[DroppedSpeech]:
+    """What the model said over audio too quiet to hold it, left out of the transcript: most
+    likely its own invention, but it may be real speech that quiet, which a reviewer must be
+    able to find."""
+    return [
+        DroppedSpeech(
+            path=manifest.tracks[item.index].path,
+            user_id=manifest.tracks[item.index].user_id,
+            start=round(timings[item.index].meeting_time(segment.start), 3),
+            end=round(timings[item.index].meeting_time(segment.end), 3),
+            reason=f"near-silence ({segment.dropped}): the model heard {_quoted(segment.text)}",
+        )
+        for item in work
+        if item.failure is None
+        for segment in item.segments
+        if segment.dropped is not None
+    ]
+
+
+def _quoted(text: str, most: int = 80) -> str:
+    return repr(text if len(text) <= most else text[: most - 1] + "…")
 
 
 def _dropped_because(manifest: Manifest, span: LeakedSpan) -> str:
@@ -719,7 +746,10 @@ def _transcribe(
 
         try:
             transcriber.transcribe_tracks(
-                [(w.audio, w.regions) for w in todo], on_progress=advance, on_track_done=done
+                [(w.audio, w.regions) for w in todo],
+                on_progress=advance,
+                on_track_done=done,
+                with_dropped=True,
             )
         except TracksFailed as failed:  # the others are done and kept
             for position, exc in failed.failures.items():
@@ -733,7 +763,9 @@ def _transcribe(
                 if position in finished:
                     continue
                 try:
-                    item.segments = transcriber.transcribe(item.audio, item.regions)
+                    item.segments = transcriber.transcribe(
+                        item.audio, item.regions, with_dropped=True
+                    )
                     store.transcribed(item)
                 except Exception as exc:  # one bad track must not cost the others
                     _fail(manifest, item, exc)

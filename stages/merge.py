@@ -86,6 +86,7 @@ def merge(
             (manifest.tracks[index].user_id, _shift(segment, timings[index]), index)
             for index, track_segments in segments.items()
             for segment in track_segments
+            if segment.dropped is None  # left out; the provenance says so
         ),
         key=lambda item: item[1].start,
     )

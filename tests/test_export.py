@@ -733,14 +733,16 @@ def test_the_provenance_report_says_what_speech_was_kept_from_the_model_and_why(
 
 
 def test_no_name_or_reason_can_forge_a_line_of_the_report(partial):
-    partial.provenance.failures[0].reason = "fine\nspeech kept from the model (0)"
+    partial.provenance.failures[
+        0
+    ].reason = "fine\nspeech kept from the model, or its text left out (0)"
     partial.speakers[0].user_id = "u-a\n  u-z  Mallory: 9 utterances"
     partial.speakers[1].display_name = "Bob: 1 utterances\n\ntracks lost (0)\u202e"
     partial.provenance.parameters = {"language": "en\u2028clock estimates (0)"}
     text = to_bundle(partial)
     with zipfile.ZipFile(io.BytesIO(text)) as bundle:
         lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
-    assert lines.count("speech kept from the model (0)") == 1
+    assert lines.count("speech kept from the model, or its text left out (0)") == 1
     assert lines.count("clock estimates (0)") == 1
     assert lines.count("tracks lost (1)") == 1
     assert not any(line.startswith(("  u-z", "tracks lost (0)")) for line in lines)

@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models import ManifestError, Transcript, format_utc
@@ -243,6 +244,32 @@ def test_a_truncated_track_keeps_what_it_holds_and_says_where_it_broke(
     assert all(
         u.start < broken.decoded_seconds for u in transcript.utterances if u.speaker == "user-alice"
     )
+
+
+def test_speech_too_quiet_for_the_transcript_is_listed_in_its_provenance(
+    meeting_copy, sample_speech
+):
+    # A reviewer must be able to find what was heard and left out, not only leakage.
+    speech = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]
+    level = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2))
+    quiet = np.concatenate([silence(2), speech * 10 ** ((-53 - level) / 20), silence(2)])
+    write_webm(meeting_copy / "tracks" / "far.webm", quiet.astype(np.float32))
+
+    def add_track(raw):
+        raw["tracks"].append(
+            {
+                "user_id": "user-eve",
+                "path": "tracks/far.webm",
+                "started_time": "2026-11-20T10:01:00.000Z",
+            }
+        )
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, add_track), progress=False)
+    assert not [u for u in transcript.utterances if u.speaker == "user-eve"]
+    (left_out,) = [d for d in transcript.provenance.dropped if d.user_id == "user-eve"]
+    assert left_out.path == "tracks/far.webm" and 61 < left_out.start < left_out.end < 68
+    assert left_out.reason.startswith("near-silence (audio at -5")
+    assert "morning" in left_out.reason and left_out.attributed_to is None
 
 
 def test_a_silent_track_adds_a_speaker_and_no_words(meeting_copy):

@@ -112,6 +112,27 @@ def test_word_times_follow_the_audio_when_it_starts_later(sample_speech, transcr
     assert all(b - a == pytest.approx(3.0, abs=0.06) for a, b in zip(*starts, strict=True))
 
 
+def quieter(samples: np.ndarray, level_db: float) -> np.ndarray:
+    """``samples`` scaled to ``level_db`` dBFS (RMS)."""
+    now = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
+    return (samples * 10 ** ((level_db - now) / 20)).astype(np.float32)
+
+
+def test_text_over_audio_too_quiet_to_hold_it_is_left_out_and_said_why(
+    good_morning, transcriber, tmp_path
+):
+    # Mostly the model's own invention over near-silence; here real speech, that quiet.
+    audio = _track(tmp_path, "quiet", quieter(good_morning, -53))
+    regions = detect_speech(audio)
+    assert regions  # heard as speech ...
+    assert transcriber.transcribe(audio, regions) == []  # ... left out of the text ...
+    left_out = transcriber.transcribe(audio, regions, with_dropped=True)
+    assert "morning" in words_of(" ".join(s.text for s in left_out))  # ... and accounted for
+    assert all(s.dropped.endswith("dBFS, under -50") for s in left_out)
+    louder = _track(tmp_path, "louder", quieter(good_morning, -45))
+    assert all(s.dropped is None for s in transcriber.transcribe(louder, detect_speech(louder)))
+
+
 @pytest.mark.parametrize("level_db", [-50, -35, -25])
 def test_noise_sent_to_the_model_yields_no_text(transcriber, tmp_path, level_db):
     rng = np.random.default_rng(3)

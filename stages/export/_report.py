@@ -72,7 +72,7 @@ def to_report(transcript: Transcript) -> str:
         f"{one_line(failure.reason)}"
         for failure in p.failures
     ]
-    lines += ["", f"speech kept from the model ({len(p.dropped)})"]
+    lines += ["", f"speech kept from the model, or its text left out ({len(p.dropped)})"]
     for kept in p.dropped:
         owner = f"; judged {one_line(kept.attributed_to)}'s voice" if kept.attributed_to else ""
         lines.append(

@@ -55,10 +55,13 @@ class Transcriber:
         self.model_files = model_files(o.model)
         """File name -> SHA-256 of the loaded model's files."""
 
-    def transcribe(self, audio: PcmAudio, regions: Sequence[SpeechRegion]) -> list[Segment]:
-        """Segments for ``regions`` of ``audio``, in track time, each inside one region."""
+    def transcribe(
+        self, audio: PcmAudio, regions: Sequence[SpeechRegion], *, with_dropped: bool = False
+    ) -> list[Segment]:
+        """Segments for ``regions`` of ``audio``, in track time, each inside one region; with
+        ``with_dropped``, also those left out (``Segment.dropped`` says why)."""
         try:
-            return self.transcribe_tracks([(audio, regions)])[0]
+            return self.transcribe_tracks([(audio, regions)], with_dropped=with_dropped)[0]
         except TracksFailed as failed:
             raise failed.failures[0] from None
 
@@ -67,8 +70,12 @@ class Transcriber:
         tracks: Sequence[tuple[PcmAudio, Sequence[SpeechRegion]]],
         on_progress: Callable[[float], None] | None = None,
         on_track_done: Callable[[int, list[Segment]], None] | None = None,
+        *,
+        with_dropped: bool = False,
     ) -> list[list[Segment]]:
-        """Segments for each ``(audio, regions)`` pair, in order.
+        """Segments for each ``(audio, regions)`` pair, in order; with ``with_dropped``, also
+        the text left out as the model's own (over near-silence), marked ``dropped``, so that
+        a transcript can account for it.
 
         Batched decoding of whole windows is about twice as fast as one window after another.
         Each track's windows are dealt round-robin into batches of at most ``batch_size``;
@@ -104,6 +111,8 @@ class Transcriber:
 
         def finish(index: int) -> None:
             results[index].sort(key=lambda s: s.start)
+            if not with_dropped:
+                results[index] = [s for s in results[index] if s.dropped is None]
             if on_track_done is not None:
                 try:
                     on_track_done(index, results[index])
@@ -320,9 +329,7 @@ class Transcriber:
                     start = max(piece.floor, anchor(piece, words[0]) - o.lead_in)
                 else:  # no voiced onset of its own: the lead-in before its first word
                     start = max(phrases[n - 1][-1].end, words[0].start - o.lead_in)
-                segment = self._segment(start, words, decoded, piece, samples, source)
-                if segment is not None:
-                    out.append(segment)
+                out.append(self._segment(start, words, decoded, piece, samples, source))
         return out
 
     def _segment(
@@ -333,8 +340,9 @@ class Transcriber:
         piece: Piece,
         samples: np.ndarray,
         source: str,
-    ) -> Segment | None:
-        """One segment, or None when its audio is near-silence (text the audio does not hold)."""
+    ) -> Segment:
+        """One segment; marked ``dropped`` when its audio is near-silence: text the audio does
+        not hold, most likely, though speech quieter than that is lost with it."""
         o = self.options
         segment = Segment(
             start=round(min(start, words[0].start), 3),
@@ -346,9 +354,11 @@ class Transcriber:
         )
         first = piece.window_start + words[0].start - piece.track_start
         last = piece.window_start + segment.end - piece.track_start
-        if span_level_db(samples, first, last) < o.min_segment_level_db:
+        level = span_level_db(samples, first, last)
+        if level < o.min_segment_level_db:
             log.info("%s: dropped text on near-silence %r", source, segment.text)
-            return None
+            reason = f"audio at {level:.0f} dBFS, under {o.min_segment_level_db:g}"
+            return segment.model_copy(update={"dropped": reason})
         return segment
 
 
