@@ -212,8 +212,10 @@ def _decode_stream(
                 writer.write(_mono(frame), time, frame.sample_rate)
     except (av.error.FFmpegError, _OpusError) as exc:
         stopped = exc
-    # Audio may still be held back after a jump ahead when the file ends (or breaks off).
-    writer.finish(_declared_seconds(container))
+    try:  # audio may still be held back after a jump ahead when the file ends (or breaks off)
+        writer.finish(_declared_seconds(container))
+    except av.error.InvalidDataError as exc:  # held past the longest recording: left out
+        stopped = stopped or exc
     if stopped is not None:
         return f"decoding stopped at {writer.duration:.2f} s: {_reason(stopped)}"
     if writer.first_time is None:
@@ -605,14 +607,16 @@ class _AlignedWriter:
         if self._held is not None and self._held_back(samples, time):
             return
         if time is not None:
-            self._check_length(time)
             leading = self.first_time is None
-            if leading:
-                self.first_time = time
             ahead = round(time * rate) - self.position
             if ahead > _SUSPECT_JUMP * rate and not leading:
+                # Past the longest recording too: one damaged cluster's timecode can say
+                # anything, and the packets after it may still go on from the old time.
                 self._held = _Held(self.position, ahead, [samples], samples.size)
                 return
+            self._check_length(time)
+            if leading:
+                self.first_time = time
             if ahead > _GAP_TOLERANCE * rate:
                 if not leading:  # a late start is not a gap in the recording
                     self._gap += ahead
@@ -679,7 +683,8 @@ class _AlignedWriter:
         """Lay down what is held back as it was stamped: the recording paused."""
         held, self._held = self._held, None
         if held is None:
-            return  # its length was checked when the jump came
+            return
+        self._check_length((held.start + held.jump + held.count) / self._rate)
         self._gap += held.jump
         self.gaps.append((held.start / self._rate, held.jump / self._rate))
         self._append(None, held.jump)

@@ -341,6 +341,40 @@ def test_ffmpeg_log_settings_of_the_caller_are_kept_and_its_messages_still_reach
     assert [r.getMessage() for r in said] == ["File ended prematurely"] * 4
 
 
+def _element_size(data: bytes, at: int) -> tuple[int, int]:
+    """An EBML element's size at ``at``: (value, bytes it takes)."""
+    length = 9 - data[at].bit_length()
+    return int.from_bytes(data[at : at + length], "big") & ((1 << (7 * length)) - 1), length
+
+
+def _restamped(data: bytes, cluster: int, ms: int) -> bytes:
+    """``data`` with one cluster's Timecode rewritten as ``ms``, in eight bytes (so any time
+    fits), the Cluster's and the Segment's sizes grown to match."""
+    out = bytearray(data)
+    at = _cluster_timecodes(data)[cluster] - 2  # the Timecode element's ID
+    old = 2 + data[at + 1] - 0x80  # ID, a one-byte size, the value
+    out[at : at + old] = b"\xe7\x88" + ms.to_bytes(8, "big")
+    grow = 10 - old
+    for element in (b"\x1f\x43\xb6\x75", b"\x18\x53\x80\x67"):  # its Cluster, the Segment
+        start = data.rfind(element, 0, at) if element[0] == 0x1F else data.find(element)
+        size, length = _element_size(data, start + 4)
+        if size != (1 << (7 * length)) - 1:  # not "unknown"
+            out[start + 4 : start + 4 + length] = ((1 << (7 * length)) | size + grow).to_bytes(
+                length, "big"
+            )
+    return bytes(out)
+
+
+def test_a_cluster_stamped_past_the_longest_recording_is_put_back_in_sequence_too(tmp_path):
+    # Damage can say any time; the clusters after it, on time again, show what it was.
+    path = write_webm(tmp_path / "whole.webm", np.concatenate([tone(6.0), tone(10.0)]))
+    damaged = tmp_path / "damaged.webm"
+    damaged.write_bytes(_restamped(path.read_bytes(), 1, 30 * 3_600_000 + 4981))
+    audio = decode(damaged, tmp_path / "damaged.pcm")
+    assert audio.duration == pytest.approx(16.0, abs=0.05)  # nothing after it lost
+    assert "stamped 108000 s ahead" in audio.problem and "kept in sequence" in audio.problem
+
+
 def test_a_pause_longer_than_a_cluster_is_still_a_pause(tmp_path):
     # Held back after the jump until the audio after it shows it was real: more than a
     # cluster's worth of audio going on from the new time is enough.
