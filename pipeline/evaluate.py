@@ -390,10 +390,9 @@ def evaluate(
         names = hypothesis.names or {}
         warnings += [f"the transcript lost input, missed here: {line}" for line in hypothesis.lost]
         hypothesis, meeting = hypothesis.turns, hypothesis.meeting
-        if isinstance(truth, TurnFile) and None is not meeting != truth.meeting is not None:
-            warnings.append(
-                f"the transcript is of meeting {meeting} and the truth of {truth.meeting}"
-            )
+        of_truth = truth.meeting if isinstance(truth, TurnFile) else None
+        if meeting and of_truth and meeting != of_truth:
+            warnings.append(f"the transcript is of meeting {meeting} and the truth of {of_truth}")
     if isinstance(truth, TurnFile):
         excluded = excluded or truth.excluded
         truth = truth.turns
