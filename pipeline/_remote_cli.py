@@ -510,15 +510,20 @@ def _emulator_command(args: argparse.Namespace) -> int:
         webhook_key=args.webhook_key,
     )
     emulator = Emulator(args.meeting, options, host=args.host, port=args.port)
-    if args.public_key_out:
-        # Another process (a webhook receiver) reads it: it must never see half a key.
-        atomic_write_text(args.public_key_out, emulator.public_key_pem)
-    print(
-        f"RealtimeKit emulator for meeting {emulator.meeting_id} at {emulator.base_url} "
-        "(any account and app id; Ctrl-C stops)",
-        file=sys.stderr,
-    )
-    emulator.serve_forever()
+    # Ctrl-C and SIGTERM (raised here as Terminated) are how this command ends: closing on
+    # the way out is what gives the webhooks still queued their last try.
+    try:
+        if args.public_key_out:
+            # Another process (a webhook receiver) reads it: it must never see half a key.
+            atomic_write_text(args.public_key_out, emulator.public_key_pem)
+        print(
+            f"RealtimeKit emulator for meeting {emulator.meeting_id} at {emulator.base_url} "
+            "(any account and app id; Ctrl-C stops)",
+            file=sys.stderr,
+        )
+        emulator.serve_forever()
+    finally:
+        emulator.close()
     return EXIT_OK
 
 
