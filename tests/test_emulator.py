@@ -7,8 +7,10 @@ meeting, with timings short enough that a whole recording takes a fraction of a 
 import base64
 import contextlib
 import hashlib
+import json
 import math
 import re
+import socket
 import ssl
 import threading
 import time
@@ -494,6 +496,45 @@ def test_a_bad_start_request_is_refused_naming_what_is_wrong(api: Api, body, sta
     error = response.json()
     assert error["success"] is False and error["error"]["code"] == status
     assert named in error["error"]["message"]
+
+
+def raw_request(emulator: Emulator, request: str) -> tuple[int, bytes]:
+    """Send ``request`` as written (a client library would refuse to) and read the answer:
+    its status and body. The request's own ``Host`` is added."""
+    url = httpx.URL(emulator.base_url)
+    head, _, rest = request.partition("\r\n")
+    with socket.create_connection((url.host, url.port), timeout=5) as s:
+        s.sendall(f"{head}\r\nHost: {url.host}:{url.port}\r\n{rest}".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+            header, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *([0-9]+)", header)
+            if length and len(body) >= int(length[1]):
+                break
+    return int(header.split()[1]), body
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", "+5", "1_0", "5, 5"])
+def test_a_content_length_that_is_not_a_whole_number_is_refused_400(api: Api, length):
+    status, body = raw_request(
+        api.emulator,
+        f"POST /client/v4{RECORDINGS}/track HTTP/1.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {length}\r\n\r\n",
+    )
+
+    assert status == 400
+    assert json.loads(body) == {"success": False, "error": {"code": 400, "message": ANY_TEXT}}
+
+
+def test_a_body_over_one_mib_is_refused_413(api: Api):
+    status, body = raw_request(
+        api.emulator,
+        f"POST /client/v4{RECORDINGS}/track HTTP/1.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {(1 << 20) + 1}\r\n\r\n",
+    )
+
+    assert status == 413 and json.loads(body)["error"]["code"] == 413
 
 
 def test_an_unknown_action_is_refused_naming_the_field(api: Api):

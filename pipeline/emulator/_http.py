@@ -133,11 +133,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._reply(rtk_error(411, "a Content-Length is required"))
             return None
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= _MAX_BODY:
+        text = (self.headers.get("Content-Length") or "0").strip()
+        # Only ASCII digits (RFC 9110): int() would also take "+5", "1_0" and " 5".
+        if not (text.isascii() and text.isdigit()):
+            self.close_connection = True  # where this body ends cannot be known
+            self._reply(rtk_error(400, "Content-Length must be a whole number of bytes"))
+            return None
+        digits = text.lstrip("0") or "0"  # int() refuses over 4300 digits: count them first
+        length = int(digits) if len(digits) <= len(str(_MAX_BODY)) else _MAX_BODY + 1
+        if length > _MAX_BODY:
             self.close_connection = True
             self._reply(rtk_error(413, f"request body must be 0 to {_MAX_BODY} bytes"))
             return None
