@@ -412,6 +412,40 @@ def test_a_tampered_or_unsigned_url_is_refused_403_in_s3_xml(uploaded, tamper, c
     assert f"<Code>{code}</Code>" in response.text
 
 
+def test_head_on_a_download_url_answers_the_headers_of_get_without_the_body(
+    make_api, sample_dir, web
+):
+    api = make_api(faults={"corrupt": 1}, **INSTANT)
+    name, url = next(iter(urls(api.wait(api.start()["id"], "UPLOADED")).items()))
+    original = (sample_dir / "tracks" / name).read_bytes()
+
+    head = web.head(url)
+    ranged_head = web.head(url, headers={"Range": "bytes=0-9"})
+    refused = web.head(url[:-1] + ("0" if url[-1] != "0" else "1"))
+    got = web.get(url)  # on the same connection: no stray body was left on it
+
+    assert head.status_code == 200 and head.content == b""
+    for header in ("content-length", "content-type", "accept-ranges", "etag"):
+        assert head.headers[header] == got.headers[header]
+    assert ranged_head.status_code == 206 and ranged_head.headers["content-length"] == "10"
+    assert refused.status_code == 403 and refused.content == b""
+    # HEAD sent no file, so it used up no download fault: the GET after it is the one hit.
+    assert len(got.content) == len(original) and got.content != original
+    assert web.get(url).content == original
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_on_a_download_url_are_refused_405_in_s3_xml(uploaded, web, method):
+    url = next(iter(urls(uploaded).values()))
+
+    response = web.request(method, url)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/xml"
+    assert "<Code>MethodNotAllowed</Code>" in response.text
+
+
 def test_the_expired_url_fault_issues_urls_already_expired(make_api, web):
     api = make_api(faults={"expired_url": 1}, **INSTANT)
     recording_id = api.start()["id"]
@@ -565,9 +599,13 @@ def test_unknown_recordings_and_paths_are_404_in_realtimekit_envelope(api: Api, 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("DELETE", RECORDINGS, "GET"),
+        ("DELETE", RECORDINGS, "GET, POST"),
         ("GET", RECORDINGS + "/track", "POST"),
         ("POST", RECORDINGS + "/00000000-0000-4000-8000-000000000000", "GET, PUT"),
+        ("PATCH", RECORDINGS + "/00000000-0000-4000-8000-000000000000", "GET, PUT"),
+        ("OPTIONS", RECORDINGS, "GET, POST"),
+        ("OPTIONS", RECORDINGS + "/track", "POST"),
+        ("PROPFIND", RECORDINGS + "/active-recording/m", "GET"),  # no method http.server knows
     ],
 )
 def test_a_method_an_endpoint_does_not_take_is_405_naming_those_it_does(
@@ -576,7 +614,39 @@ def test_a_method_an_endpoint_does_not_take_is_405_naming_those_it_does(
     response = api.http.request(method, api.emulator.base_url + path)
 
     assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json() == {"success": False, "error": {"code": 405, "message": ANY_TEXT}}
     assert response.json()["error"]["message"].endswith(f"(allowed: {allowed})")
+
+
+def test_head_on_an_endpoint_is_405_with_the_envelope_s_headers_and_no_body(api: Api):
+    envelope = api.http.request("OPTIONS", "")
+
+    head = api.http.head("")
+    after = api.http.get("")  # on the same connection: no stray body was left on it
+
+    assert head.status_code == 405 and head.content == b""
+    assert head.headers["allow"] == "GET, POST"
+    assert head.headers["content-type"] == "application/json"
+    assert head.headers["content-length"] == str(len(envelope.content.replace(b"OPTIONS", b"HEAD")))
+    assert after.status_code == 200 and after.json()["success"] is True
+
+
+def test_post_recordings_a_composite_recording_is_501_not_emulated(api: Api):
+    response = api.http.post("", json={"meeting_id": api.emulator.meeting_id})
+
+    assert response.status_code == 501
+    assert response.json() == {"success": False, "error": {"code": 501, "message": ANY_TEXT}}
+    assert "composite" in response.json()["error"]["message"]
+    assert api.list()["data"] == []  # nothing was started
+
+
+def test_the_public_key_document_takes_get_only(api: Api, web):
+    origin = api.emulator.base_url.removesuffix("/client/v4")
+
+    response = web.post(f"{origin}/.well-known/webhooks.json")
+
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
 
 
 def test_a_manifest_with_a_missing_track_file_is_refused(meeting_copy: Path):

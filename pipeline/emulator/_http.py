@@ -80,7 +80,7 @@ class Server(LocalServer):
         address: tuple[str, int],
         *,
         answer: Callable[[str, str, dict[str, list[str]], str | None, bytes], Reply],
-        download: Callable[[str, dict[str, list[str]], str | None], "Download | Reply"],
+        download: Callable[[str, str, dict[str, list[str]], str | None], "Download | Reply"],
     ) -> None:
         self.answer = answer
         self.download = download
@@ -95,20 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
     # response waits for the client's delayed ACK (~40 ms).
     disable_nagle_algorithm = True
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """``do_<METHOD>`` for every method, known or not: http.server answers a method it
+        finds no ``do_`` for with its own 501 HTML page, where the API answers every method in
+        its envelope (405 naming the methods allowed) and the store answers in S3's XML."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def _serve(self) -> None:
         server: Server = self.server  # type: ignore[assignment]
@@ -117,8 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         query = parse_qs(split.query, keep_blank_values=True)
-        if split.path.startswith("/files/") and self.command == "GET":
-            result = server.download(split.path, query, self.headers.get("Range"))
+        if split.path.startswith("/files/"):
+            result = server.download(self.command, split.path, query, self.headers.get("Range"))
             if isinstance(result, Download):
                 self._stream(result, split.path)
             else:
@@ -155,7 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if self.command != "HEAD":  # a body after HEAD's headers would be the next answer's
+            self.wfile.write(reply.body)
 
     def _stream(self, download: Download, path: str) -> None:
         """Send a file or a range of it in chunks, applying the faults chosen for this one."""
@@ -169,6 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
         if download.partial:
             self.send_header("Content-Range", f"bytes {download.start}-{download.end}/{track.size}")
         self.end_headers()
+        if self.command == "HEAD":
+            return
         budget = length // 2 if download.cut else length
         sent = 0
         try:

@@ -13,12 +13,16 @@ _STATUSES = get_args(RecordingStatus)
 
 
 class ApiError(Exception):
-    """A request the API refuses: its HTTP status and the message the client sees."""
+    """A request the API refuses: its HTTP status, the message the client sees, and any
+    header the status calls for (``Allow`` on a 405)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 @dataclass(frozen=True)

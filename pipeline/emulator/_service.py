@@ -245,7 +245,9 @@ class Emulator:
         body: bytes,
     ) -> Reply:
         """Answer one API request (everything but file downloads)."""
-        if path == "/.well-known/webhooks.json" and method == "GET":
+        if path == "/.well-known/webhooks.json":
+            if method != "GET":
+                return rtk_error(405, f"{method} is not allowed here", (("Allow", "GET"),))
             return json_reply(200, {"data": {"publicKey": self.public_key_pem}})
         if path != "/client/v4" and not path.startswith("/client/v4/"):
             return rtk_error(404, "not found")
@@ -266,7 +268,7 @@ class Emulator:
         try:
             reply = self._route(method, match["rest"] or "", query, body)
         except ApiError as exc:
-            return rtk_error(exc.status, exc.message)
+            return rtk_error(exc.status, exc.message, exc.headers)
         if method in ("POST", "PUT") and reply.status < 300:
             if self._fire("lost_reply"):
                 return rtk_error(502, "Bad gateway")  # done, but the client cannot know it
@@ -286,7 +288,7 @@ class Emulator:
         handlers: dict[str, Callable[[], Reply]]
         match parts:
             case []:
-                handlers = {"GET": lambda: self._list(query)}
+                handlers = {"GET": lambda: self._list(query), "POST": _composite}
             case ["track"]:
                 handlers = {"POST": lambda: self._start_recording(body)}
             case ["active-recording", meeting_id] if meeting_id:
@@ -301,7 +303,9 @@ class Emulator:
         handler = handlers.get(method)
         if handler is None:
             allowed = ", ".join(handlers)
-            raise ApiError(405, f"{method} is not allowed here (allowed: {allowed})")
+            raise ApiError(
+                405, f"{method} is not allowed here (allowed: {allowed})", (("Allow", allowed),)
+            )
         return handler()
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -524,9 +528,20 @@ class Emulator:
     # -- downloads ---------------------------------------------------------------------------
 
     def _download(
-        self, path: str, query: dict[str, list[str]], range_header: str | None
+        self, method: str, path: str, query: dict[str, list[str]], range_header: str | None
     ) -> Download | Reply:
-        """Check a pre-signed download and decide what to send (faults included)."""
+        """Check a pre-signed download and decide what to send (faults included).
+
+        ``HEAD`` is answered as ``GET`` would be, without the body; it uses up no fault,
+        since no file is sent.
+        """
+        if method not in ("GET", "HEAD"):
+            return s3_error(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+                headers=(("Allow", "GET, HEAD"),),
+            )
         match = _FILES.match(path)
         if match is None:
             return s3_error(404, "NoSuchKey", "The specified key does not exist.")
@@ -555,13 +570,14 @@ class Emulator:
                 headers=(("Content-Range", f"bytes */{track.size}"),),
             )
         start, end = span if span is not None else (0, track.size - 1)
+        sent = method == "GET"
         return Download(
             track=track,
             start=start,
             end=end,
             partial=span is not None,
-            cut=self._fire("cut"),
-            corrupt=self._fire("corrupt"),
+            cut=sent and self._fire("cut"),
+            corrupt=sent and self._fire("corrupt"),
         )
 
     # -- faults, webhooks --------------------------------------------------------------------
@@ -605,6 +621,16 @@ class Emulator:
             },
         }
         self._webhooks.put(json.dumps(event, separators=(",", ":")).encode())
+
+
+def _composite() -> Reply:
+    """``POST /recordings`` starts a composite recording: a real endpoint (so it is named in
+    ``Allow``), but one file of the whole meeting is not what this emulator is for."""
+    raise ApiError(
+        501,
+        "this emulator does not emulate composite recordings (POST /recordings); "
+        "start a track recording with POST /recordings/track",
+    )
 
 
 def _check_fault(name: str, count: int) -> None:
