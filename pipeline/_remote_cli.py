@@ -131,7 +131,10 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         help="meeting folder to serve (manifest.json and its tracks)",
     )
     emulator.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface: download "
+        "URLs then name the host each client reached the emulator by)",
     )
     emulator.add_argument(
         "--port", type=_port, default=8787, help="port (default %(default)s; 0: any free one)"

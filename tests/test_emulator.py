@@ -460,6 +460,57 @@ def test_the_expired_url_fault_issues_urls_already_expired(make_api, web):
     assert web.get(next(iter(urls(fresh).values()))).status_code == 200
 
 
+def test_download_urls_name_the_host_the_client_used(instant_api: Api, uploaded, web):
+    port = httpx.URL(instant_api.emulator.base_url).port
+    by_name = {"Host": f"emulator.example:{port}"}
+    recording_id = uploaded["id"]
+
+    got = instant_api.http.get(f"/{recording_id}", headers=by_name).json()["data"]
+    listed = instant_api.http.get("", headers=by_name).json()["data"]
+    ipv6 = instant_api.http.get(f"/{recording_id}", headers={"Host": "[fd00::5]:8787"})
+
+    for url in [*urls(got).values(), *urls(listed[0]).values()]:
+        assert url.startswith(f"http://emulator.example:{port}/files/{recording_id}/")
+    ipv6_urls = urls(ipv6.json()["data"]).values()
+    assert all(url.startswith("http://[fd00::5]:8787/files/") for url in ipv6_urls)
+    # The signature does not cover the host: the same URL works at the address bound.
+    first = httpx.URL(next(iter(urls(got).values())))
+    assert web.get(str(first.copy_with(host="127.0.0.1"))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example/path?", "user@evil.example", "a b", "evil.example:99999999", "ex_ample"]
+)
+def test_a_host_header_unfit_for_a_url_gives_urls_at_the_address_bound(
+    instant_api: Api, uploaded, host
+):
+    origin = instant_api.emulator.base_url.removesuffix("/client/v4")
+
+    got = instant_api.http.get(f"/{uploaded['id']}", headers={"Host": host}).json()["data"]
+
+    assert all(url.startswith(f"{origin}/files/") for url in urls(got).values())
+
+
+@pytest.mark.parametrize(("wildcard", "loopback"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
+def test_bound_to_every_interface_the_emulator_names_a_usable_address(
+    sample_dir, web, wildcard, loopback
+):
+    try:
+        emulator = Emulator(sample_dir, EmulatorOptions(token=TOKEN, **INSTANT), host=wildcard)
+    except OSError as exc:
+        pytest.skip(f"cannot listen on {wildcard}: {exc}")
+    with emulator:
+        port = httpx.URL(emulator.base_url).port
+        assert emulator.base_url == f"http://{loopback}:{port}/client/v4"
+        api = Api(emulator)
+        done = api.wait(api.start()["id"], "UPLOADED")
+        api.http.close()
+
+        for url in urls(done).values():
+            assert url.startswith(f"http://{loopback}:{port}/files/")
+            assert web.get(url).status_code == 200
+
+
 def test_string_shape_carries_the_first_file_only(make_api, sample_dir, web):
     api = make_api(shape="string", **INSTANT)
 

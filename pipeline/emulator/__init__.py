@@ -24,6 +24,10 @@ behaviour):
 - ``stop`` before the recording started ends it ``ERRORED``: nothing was recorded.
 - ``download_url`` in shape ``"string"`` carries only the first file (as the generated SDKs
   type it): a client that needs every file must use shape ``"layers"``.
+- Download URLs name the host (and port) the client's request named in its ``Host`` header,
+  so that a client on another machine can follow them; without a usable one, the address
+  bound (its loopback address for a wildcard bind, as in :attr:`Emulator.base_url`). Webhooks
+  have no request to follow: theirs name that address. The signature does not cover the host.
 - Download URLs are signed afresh on every read. ``X-Amz-Expires`` holds the expiry as Unix
   seconds (not S3's duration), which is what the signature covers. List filter ``expired``
   asks whether the URLs issued last for a recording are past their expiry.

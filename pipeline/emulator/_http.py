@@ -73,13 +73,15 @@ def _flip(chunk: bytes) -> bytes:
 
 
 class Server(LocalServer):
-    """Hands API calls to ``answer`` and pre-signed file URLs to ``download``."""
+    """Hands API calls to ``answer(method, path, query, authorization, body, host)`` and
+    pre-signed file URLs to ``download(method, path, query, range)``; the header values are
+    None when the request had none."""
 
     def __init__(
         self,
         address: tuple[str, int],
         *,
-        answer: Callable[[str, str, dict[str, list[str]], str | None, bytes], Reply],
+        answer: Callable[[str, str, dict[str, list[str]], str | None, bytes, str | None], Reply],
         download: Callable[[str, str, dict[str, list[str]], str | None], "Download | Reply"],
     ) -> None:
         self.answer = answer
@@ -117,8 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._reply(result)
             return
-        authorization = self.headers.get("Authorization")
-        self._reply(server.answer(self.command, split.path, query, authorization, body))
+        authorization, host = self.headers.get("Authorization"), self.headers.get("Host")
+        self._reply(server.answer(self.command, split.path, query, authorization, body, host))
 
     def _read_body(self) -> bytes | None:
         """The request body, read whole so a kept-alive connection stays in step."""
