@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import socket
 import ssl
 import threading
@@ -869,6 +870,21 @@ def test_the_list_filters_by_meeting_search_and_invoked_time(three):
     assert listed(api, search=meeting[:8]) == [c, b, a]
     assert listed(api, start_time=invoked_b) == [c, b]
     assert listed(api, end_time=invoked_b) == [b, a]
+
+
+def test_the_list_search_also_matches_the_meeting_title_ignoring_case(sample_dir, tmp_path):
+    # The API reference: "You can search using the meeting ID or title". The emulator's
+    # meeting is titled with its folder's name, as its webhooks say.
+    folder = tmp_path / "Weekly Design Review"
+    shutil.copytree(sample_dir, folder)
+    with Emulator(folder, EmulatorOptions(token=TOKEN, **FAST)) as emulator:
+        api = Api(emulator)
+        recording_id = api.start()["id"]
+
+        assert listed(api, search="design REVIEW") == [recording_id]
+        assert listed(api, search="Weekly Design Review") == [recording_id]
+        assert listed(api, search="retrospective") == []
+        api.http.close()
 
 
 def test_the_list_filters_by_whether_the_last_urls_issued_expired(three):

@@ -35,6 +35,9 @@ behaviour):
   emulated. Any method an endpoint does not take (HEAD and OPTIONS too) is answered 405 in
   that envelope, with ``Allow``; a HEAD answer carries the headers only, as HTTP requires.
   Pre-signed URLs take GET and HEAD (headers only); others are answered 405 in S3's XML.
+- List filter ``search`` matches part of the meeting's id or title (the API reference's
+  meaning; the title is the meeting folder's name, as webhooks give it) or of a recording's
+  id, ignoring case.
 - ``paging.end_offset`` is the offset of the last item returned (``start_offset - 1`` for an
   empty page); the list is sorted by ``invoked_time``, newest first unless ``sort_order=ASC``.
 

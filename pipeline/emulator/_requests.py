@@ -66,8 +66,14 @@ class ListQuery:
             search=_last(query, "search"),
         )
 
-    def accepts(self, recording: Recording, meeting_id: str, invoked: datetime, now: float) -> bool:
-        """Whether a recording passes every filter; ``now`` (Unix seconds) judges ``expired``."""
+    def accepts(
+        self, recording: Recording, meeting_id: str, title: str, invoked: datetime, now: float
+    ) -> bool:
+        """Whether a recording passes every filter; ``now`` (Unix seconds) judges ``expired``.
+
+        ``search`` matches, ignoring case, part of the meeting's id or ``title`` (what the API
+        reference says it searches), or of the recording's id (the emulator's addition).
+        """
         if self.expired is not None:
             last = recording.last_expiry
             if self.expired != (last is not None and last <= now):
@@ -82,7 +88,7 @@ class ListQuery:
             return False
         if self.search:
             needle = self.search.lower()
-            return needle in meeting_id.lower() or needle in recording.id.lower()
+            return any(needle in text.lower() for text in (meeting_id, title, recording.id))
         return True
 
 

@@ -426,7 +426,7 @@ class Emulator:
             chosen = []
             for recording in self._recordings.values():
                 invoked = self._wall(recording.invoked_at)
-                if wanted.accepts(recording, self._meeting_id, invoked, wall_now):
+                if wanted.accepts(recording, self._meeting_id, self._title, invoked, wall_now):
                     chosen.append(recording)
             chosen.sort(key=lambda r: r.invoked_at, reverse=wanted.descending)
             first = (wanted.page_no - 1) * wanted.per_page
