@@ -1,5 +1,6 @@
 """Opening the local HTTP servers trackscribe runs (the emulator, the webhook receiver)."""
 
+import ipaddress
 import socket
 import socketserver
 from collections.abc import Callable
@@ -14,6 +15,19 @@ _Server = TypeVar("_Server")
 def url_host(host: str) -> str:
     """``host`` as it goes before ``:port`` in a URL: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
+
+
+def local_host(host: str) -> str:
+    """The address a client on this machine reaches a server bound to ``host`` at. A wildcard
+    (``0.0.0.0``, ``::``: every interface) is where a server listens, not an address to
+    connect to (and from another machine it names nothing): its loopback address stands in."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name, not an address
+        return host
+    if not address.is_unspecified:
+        return host
+    return "::1" if address.version == 6 else "127.0.0.1"
 
 
 def listen(host: str, port: int, serve: Callable[[tuple[str, int]], _Server]) -> _Server:

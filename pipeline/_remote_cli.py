@@ -133,7 +133,10 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         help="meeting folder to serve (manifest.json and its tracks)",
     )
     emulator.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface: download "
+        "URLs then name the host each client reached the emulator by)",
     )
     emulator.add_argument(
         "--port", type=_port, default=8787, help="port (default %(default)s; 0: any free one)"
@@ -512,15 +515,20 @@ def _emulator_command(args: argparse.Namespace) -> int:
         webhook_key=args.webhook_key,
     )
     emulator = Emulator(args.meeting, options, host=args.host, port=args.port)
-    if args.public_key_out:
-        # Another process (a webhook receiver) reads it: it must never see half a key.
-        atomic_write_text(args.public_key_out, emulator.public_key_pem)
-    print(
-        f"RealtimeKit emulator for meeting {emulator.meeting_id} at {emulator.base_url} "
-        "(any account and app id; Ctrl-C stops)",
-        file=sys.stderr,
-    )
-    emulator.serve_forever()
+    # Ctrl-C and SIGTERM (raised here as Terminated) are how this command ends: closing on
+    # the way out is what gives the webhooks still queued their last try.
+    try:
+        if args.public_key_out:
+            # Another process (a webhook receiver) reads it: it must never see half a key.
+            atomic_write_text(args.public_key_out, emulator.public_key_pem)
+        print(
+            f"RealtimeKit emulator for meeting {emulator.meeting_id} at {emulator.base_url} "
+            "(any account and app id; Ctrl-C stops)",
+            file=sys.stderr,
+        )
+        emulator.serve_forever()
+    finally:
+        emulator.close()
     return EXIT_OK
 
 

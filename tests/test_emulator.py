@@ -7,8 +7,11 @@ meeting, with timings short enough that a whole recording takes a fraction of a 
 import base64
 import contextlib
 import hashlib
+import json
 import math
 import re
+import shutil
+import socket
 import ssl
 import threading
 import time
@@ -410,6 +413,40 @@ def test_a_tampered_or_unsigned_url_is_refused_403_in_s3_xml(uploaded, tamper, c
     assert f"<Code>{code}</Code>" in response.text
 
 
+def test_head_on_a_download_url_answers_the_headers_of_get_without_the_body(
+    make_api, sample_dir, web
+):
+    api = make_api(faults={"corrupt": 1}, **INSTANT)
+    name, url = next(iter(urls(api.wait(api.start()["id"], "UPLOADED")).items()))
+    original = (sample_dir / "tracks" / name).read_bytes()
+
+    head = web.head(url)
+    ranged_head = web.head(url, headers={"Range": "bytes=0-9"})
+    refused = web.head(url[:-1] + ("0" if url[-1] != "0" else "1"))
+    got = web.get(url)  # on the same connection: no stray body was left on it
+
+    assert head.status_code == 200 and head.content == b""
+    for header in ("content-length", "content-type", "accept-ranges", "etag"):
+        assert head.headers[header] == got.headers[header]
+    assert ranged_head.status_code == 206 and ranged_head.headers["content-length"] == "10"
+    assert refused.status_code == 403 and refused.content == b""
+    # HEAD sent no file, so it used up no download fault: the GET after it is the one hit.
+    assert len(got.content) == len(original) and got.content != original
+    assert web.get(url).content == original
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_on_a_download_url_are_refused_405_in_s3_xml(uploaded, web, method):
+    url = next(iter(urls(uploaded).values()))
+
+    response = web.request(method, url)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/xml"
+    assert "<Code>MethodNotAllowed</Code>" in response.text
+
+
 def test_the_expired_url_fault_issues_urls_already_expired(make_api, web):
     api = make_api(faults={"expired_url": 1}, **INSTANT)
     recording_id = api.start()["id"]
@@ -422,6 +459,57 @@ def test_the_expired_url_fault_issues_urls_already_expired(make_api, web):
     fresh = api.get(recording_id)  # the fault has fired once: URLs work again
     assert parse_time(fresh["download_url_expiry"]) > datetime.now(UTC)
     assert web.get(next(iter(urls(fresh).values()))).status_code == 200
+
+
+def test_download_urls_name_the_host_the_client_used(instant_api: Api, uploaded, web):
+    port = httpx.URL(instant_api.emulator.base_url).port
+    by_name = {"Host": f"emulator.example:{port}"}
+    recording_id = uploaded["id"]
+
+    got = instant_api.http.get(f"/{recording_id}", headers=by_name).json()["data"]
+    listed = instant_api.http.get("", headers=by_name).json()["data"]
+    ipv6 = instant_api.http.get(f"/{recording_id}", headers={"Host": "[fd00::5]:8787"})
+
+    for url in [*urls(got).values(), *urls(listed[0]).values()]:
+        assert url.startswith(f"http://emulator.example:{port}/files/{recording_id}/")
+    ipv6_urls = urls(ipv6.json()["data"]).values()
+    assert all(url.startswith("http://[fd00::5]:8787/files/") for url in ipv6_urls)
+    # The signature does not cover the host: the same URL works at the address bound.
+    first = httpx.URL(next(iter(urls(got).values())))
+    assert web.get(str(first.copy_with(host="127.0.0.1"))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example/path?", "user@evil.example", "a b", "evil.example:99999999", "ex_ample"]
+)
+def test_a_host_header_unfit_for_a_url_gives_urls_at_the_address_bound(
+    instant_api: Api, uploaded, host
+):
+    origin = instant_api.emulator.base_url.removesuffix("/client/v4")
+
+    got = instant_api.http.get(f"/{uploaded['id']}", headers={"Host": host}).json()["data"]
+
+    assert all(url.startswith(f"{origin}/files/") for url in urls(got).values())
+
+
+@pytest.mark.parametrize(("wildcard", "loopback"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
+def test_bound_to_every_interface_the_emulator_names_a_usable_address(
+    sample_dir, web, wildcard, loopback
+):
+    try:
+        emulator = Emulator(sample_dir, EmulatorOptions(token=TOKEN, **INSTANT), host=wildcard)
+    except OSError as exc:
+        pytest.skip(f"cannot listen on {wildcard}: {exc}")
+    with emulator:
+        port = httpx.URL(emulator.base_url).port
+        assert emulator.base_url == f"http://{loopback}:{port}/client/v4"
+        api = Api(emulator)
+        done = api.wait(api.start()["id"], "UPLOADED")
+        api.http.close()
+
+        for url in urls(done).values():
+            assert url.startswith(f"http://{loopback}:{port}/files/")
+            assert web.get(url).status_code == 200
 
 
 def test_string_shape_carries_the_first_file_only(make_api, sample_dir, web):
@@ -496,6 +584,45 @@ def test_a_bad_start_request_is_refused_naming_what_is_wrong(api: Api, body, sta
     assert named in error["error"]["message"]
 
 
+def raw_request(emulator: Emulator, request: str) -> tuple[int, bytes]:
+    """Send ``request`` as written (a client library would refuse to) and read the answer:
+    its status and body. The request's own ``Host`` is added."""
+    url = httpx.URL(emulator.base_url)
+    head, _, rest = request.partition("\r\n")
+    with socket.create_connection((url.host, url.port), timeout=5) as s:
+        s.sendall(f"{head}\r\nHost: {url.host}:{url.port}\r\n{rest}".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+            header, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *([0-9]+)", header)
+            if length and len(body) >= int(length[1]):
+                break
+    return int(header.split()[1]), body
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", "+5", "1_0", "5, 5"])
+def test_a_content_length_that_is_not_a_whole_number_is_refused_400(api: Api, length):
+    status, body = raw_request(
+        api.emulator,
+        f"POST /client/v4{RECORDINGS}/track HTTP/1.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {length}\r\n\r\n",
+    )
+
+    assert status == 400
+    assert json.loads(body) == {"success": False, "error": {"code": 400, "message": ANY_TEXT}}
+
+
+def test_a_body_over_one_mib_is_refused_413(api: Api):
+    status, body = raw_request(
+        api.emulator,
+        f"POST /client/v4{RECORDINGS}/track HTTP/1.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {(1 << 20) + 1}\r\n\r\n",
+    )
+
+    assert status == 413 and json.loads(body)["error"]["code"] == 413
+
+
 def test_an_unknown_action_is_refused_naming_the_field(api: Api):
     recording_id = api.start()["id"]
 
@@ -524,9 +651,13 @@ def test_unknown_recordings_and_paths_are_404_in_realtimekit_envelope(api: Api, 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("DELETE", RECORDINGS, "GET"),
+        ("DELETE", RECORDINGS, "GET, POST"),
         ("GET", RECORDINGS + "/track", "POST"),
         ("POST", RECORDINGS + "/00000000-0000-4000-8000-000000000000", "GET, PUT"),
+        ("PATCH", RECORDINGS + "/00000000-0000-4000-8000-000000000000", "GET, PUT"),
+        ("OPTIONS", RECORDINGS, "GET, POST"),
+        ("OPTIONS", RECORDINGS + "/track", "POST"),
+        ("PROPFIND", RECORDINGS + "/active-recording/m", "GET"),  # no method http.server knows
     ],
 )
 def test_a_method_an_endpoint_does_not_take_is_405_naming_those_it_does(
@@ -535,7 +666,39 @@ def test_a_method_an_endpoint_does_not_take_is_405_naming_those_it_does(
     response = api.http.request(method, api.emulator.base_url + path)
 
     assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json() == {"success": False, "error": {"code": 405, "message": ANY_TEXT}}
     assert response.json()["error"]["message"].endswith(f"(allowed: {allowed})")
+
+
+def test_head_on_an_endpoint_is_405_with_the_envelope_s_headers_and_no_body(api: Api):
+    envelope = api.http.request("OPTIONS", "")
+
+    head = api.http.head("")
+    after = api.http.get("")  # on the same connection: no stray body was left on it
+
+    assert head.status_code == 405 and head.content == b""
+    assert head.headers["allow"] == "GET, POST"
+    assert head.headers["content-type"] == "application/json"
+    assert head.headers["content-length"] == str(len(envelope.content.replace(b"OPTIONS", b"HEAD")))
+    assert after.status_code == 200 and after.json()["success"] is True
+
+
+def test_post_recordings_a_composite_recording_is_501_not_emulated(api: Api):
+    response = api.http.post("", json={"meeting_id": api.emulator.meeting_id})
+
+    assert response.status_code == 501
+    assert response.json() == {"success": False, "error": {"code": 501, "message": ANY_TEXT}}
+    assert "composite" in response.json()["error"]["message"]
+    assert api.list()["data"] == []  # nothing was started
+
+
+def test_the_public_key_document_takes_get_only(api: Api, web):
+    origin = api.emulator.base_url.removesuffix("/client/v4")
+
+    response = web.post(f"{origin}/.well-known/webhooks.json")
+
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
 
 
 def test_a_manifest_with_a_missing_track_file_is_refused(meeting_copy: Path):
@@ -707,6 +870,21 @@ def test_the_list_filters_by_meeting_search_and_invoked_time(three):
     assert listed(api, search=meeting[:8]) == [c, b, a]
     assert listed(api, start_time=invoked_b) == [c, b]
     assert listed(api, end_time=invoked_b) == [b, a]
+
+
+def test_the_list_search_also_matches_the_meeting_title_ignoring_case(sample_dir, tmp_path):
+    # The API reference: "You can search using the meeting ID or title". The emulator's
+    # meeting is titled with its folder's name, as its webhooks say.
+    folder = tmp_path / "Weekly Design Review"
+    shutil.copytree(sample_dir, folder)
+    with Emulator(folder, EmulatorOptions(token=TOKEN, **FAST)) as emulator:
+        api = Api(emulator)
+        recording_id = api.start()["id"]
+
+        assert listed(api, search="design REVIEW") == [recording_id]
+        assert listed(api, search="Weekly Design Review") == [recording_id]
+        assert listed(api, search="retrospective") == []
+        api.http.close()
 
 
 def test_the_list_filters_by_whether_the_last_urls_issued_expired(three):

@@ -216,6 +216,56 @@ def test_demo_goes_through_the_emulator_step_by_step(sample_truth):
     assert len(result.stdout.splitlines()) == len(sample_truth)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stopped_emulator_command_still_sends_the_webhooks_it_had_queued(sample_dir, stop):
+    """close() gives pending webhooks one last try: a stopped command must get to call it."""
+    statuses: list[str] = []
+
+    class SlowReceiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(0.3)  # the later deliveries are still queued when the stop comes
+            statuses.append(body["recording"]["status"])
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format, *args):
+            pass
+
+    port = free_port()
+    with serving(SlowReceiver) as hooks:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pipeline", "emulator", "--meeting", str(sample_dir)),
+                *("--port", str(port), "--token", TOKEN, "--webhook-url", f"{hooks}/"),
+                *("--start-delay", "0", "--record-seconds", "0.1", "--upload-seconds", "0.1"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_listening(port, process)
+            client = RealtimeKitClient(
+                account_id="a",
+                app_id="b",
+                token=TOKEN,
+                base_url=f"http://127.0.0.1:{port}/client/v4",
+            )
+            meeting_id = Manifest.load(sample_dir / "manifest.json").meeting_id
+            recording = client.start_track_recording(meeting_id)
+            while client.get_recording(recording.id).status != "UPLOADED":
+                time.sleep(0.02)  # every status change is queued by now
+            process.send_signal(stop)
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+            process.communicate(timeout=30)
+
+    assert process.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[stop]
+    assert statuses == ["INVOKED", "RECORDING", "UPLOADING", "UPLOADED"]
+
+
 def _sign(key: rsa.RSAPrivateKey, body: bytes) -> str:
     return base64.b64encode(key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()
 

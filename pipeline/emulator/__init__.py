@@ -24,9 +24,20 @@ behaviour):
 - ``stop`` before the recording started ends it ``ERRORED``: nothing was recorded.
 - ``download_url`` in shape ``"string"`` carries only the first file (as the generated SDKs
   type it): a client that needs every file must use shape ``"layers"``.
+- Download URLs name the host (and port) the client's request named in its ``Host`` header,
+  so that a client on another machine can follow them; without a usable one, the address
+  bound (its loopback address for a wildcard bind, as in :attr:`Emulator.base_url`). Webhooks
+  have no request to follow: theirs name that address. The signature does not cover the host.
 - Download URLs are signed afresh on every read. ``X-Amz-Expires`` holds the expiry as Unix
   seconds (not S3's duration), which is what the signature covers. List filter ``expired``
   asks whether the URLs issued last for a recording are past their expiry.
+- ``POST /recordings`` (composite recording) is answered 501 in RealtimeKit's envelope: not
+  emulated. Any method an endpoint does not take (HEAD and OPTIONS too) is answered 405 in
+  that envelope, with ``Allow``; a HEAD answer carries the headers only, as HTTP requires.
+  Pre-signed URLs take GET and HEAD (headers only); others are answered 405 in S3's XML.
+- List filter ``search`` matches part of the meeting's id or title (the API reference's
+  meaning; the title is the meeting folder's name, as webhooks give it) or of a recording's
+  id, ignoring case.
 - ``paging.end_offset`` is the offset of the last item returned (``start_offset - 1`` for an
   empty page); the list is sorted by ``invoked_time``, newest first unless ``sort_order=ASC``.
 
@@ -42,8 +53,8 @@ arming is a count that one occurrence uses up, and no fault ever changes a file 
   up on a call that took effect.
 - ``cut``: a file download sends its headers (full Content-Length) and half its body, then
   the connection is closed. ``corrupt``: a download sends the right length and headers with
-  one byte in every 64 KiB inverted. Both count only downloads actually served (not 403/416)
-  and may hit the same download.
+  one byte in every 64 KiB inverted. Both count only downloads actually served (not 403/416,
+  not HEAD) and may hit the same download.
 - ``expired_url``: a recording rendered with download URLs for a client (GET one, list
   entries) gets URLs that expired a minute ago. Webhooks never use it up.
 """

@@ -73,14 +73,16 @@ def _flip(chunk: bytes) -> bytes:
 
 
 class Server(LocalServer):
-    """Hands API calls to ``answer`` and pre-signed file URLs to ``download``."""
+    """Hands API calls to ``answer(method, path, query, authorization, body, host)`` and
+    pre-signed file URLs to ``download(method, path, query, range)``; the header values are
+    None when the request had none."""
 
     def __init__(
         self,
         address: tuple[str, int],
         *,
-        answer: Callable[[str, str, dict[str, list[str]], str | None, bytes], Reply],
-        download: Callable[[str, dict[str, list[str]], str | None], "Download | Reply"],
+        answer: Callable[[str, str, dict[str, list[str]], str | None, bytes, str | None], Reply],
+        download: Callable[[str, str, dict[str, list[str]], str | None], "Download | Reply"],
     ) -> None:
         self.answer = answer
         self.download = download
@@ -95,20 +97,13 @@ class _Handler(BaseHTTPRequestHandler):
     # response waits for the client's delayed ACK (~40 ms).
     disable_nagle_algorithm = True
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """``do_<METHOD>`` for every method, known or not: http.server answers a method it
+        finds no ``do_`` for with its own 501 HTML page, where the API answers every method in
+        its envelope (405 naming the methods allowed) and the store answers in S3's XML."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def _serve(self) -> None:
         server: Server = self.server  # type: ignore[assignment]
@@ -117,15 +112,15 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         query = parse_qs(split.query, keep_blank_values=True)
-        if split.path.startswith("/files/") and self.command == "GET":
-            result = server.download(split.path, query, self.headers.get("Range"))
+        if split.path.startswith("/files/"):
+            result = server.download(self.command, split.path, query, self.headers.get("Range"))
             if isinstance(result, Download):
                 self._stream(result, split.path)
             else:
                 self._reply(result)
             return
-        authorization = self.headers.get("Authorization")
-        self._reply(server.answer(self.command, split.path, query, authorization, body))
+        authorization, host = self.headers.get("Authorization"), self.headers.get("Host")
+        self._reply(server.answer(self.command, split.path, query, authorization, body, host))
 
     def _read_body(self) -> bytes | None:
         """The request body, read whole so a kept-alive connection stays in step."""
@@ -133,11 +128,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._reply(rtk_error(411, "a Content-Length is required"))
             return None
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= _MAX_BODY:
+        text = (self.headers.get("Content-Length") or "0").strip()
+        # Only ASCII digits (RFC 9110): int() would also take "+5", "1_0" and " 5".
+        if not (text.isascii() and text.isdigit()):
+            self.close_connection = True  # where this body ends cannot be known
+            self._reply(rtk_error(400, "Content-Length must be a whole number of bytes"))
+            return None
+        digits = text.lstrip("0") or "0"  # int() refuses over 4300 digits: count them first
+        length = int(digits) if len(digits) <= len(str(_MAX_BODY)) else _MAX_BODY + 1
+        if length > _MAX_BODY:
             self.close_connection = True
             self._reply(rtk_error(413, f"request body must be 0 to {_MAX_BODY} bytes"))
             return None
@@ -151,7 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if self.command != "HEAD":  # a body after HEAD's headers would be the next answer's
+            self.wfile.write(reply.body)
 
     def _stream(self, download: Download, path: str) -> None:
         """Send a file or a range of it in chunks, applying the faults chosen for this one."""
@@ -165,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
         if download.partial:
             self.send_header("Content-Range", f"bytes {download.start}-{download.end}/{track.size}")
         self.end_headers()
+        if self.command == "HEAD":
+            return
         budget = length // 2 if download.cut else length
         sent = 0
         try:

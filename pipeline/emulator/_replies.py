@@ -21,9 +21,10 @@ def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...
     return Reply(status, json.dumps(payload, separators=(",", ":")).encode(), headers=headers)
 
 
-def rtk_error(status: int, message: str) -> Reply:
+def rtk_error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """An error in RealtimeKit's own envelope."""
-    return json_reply(status, {"success": False, "error": {"code": status, "message": message}})
+    payload = {"success": False, "error": {"code": status, "message": message}}
+    return json_reply(status, payload, headers)
 
 
 def gateway_error(

@@ -13,12 +13,16 @@ _STATUSES = get_args(RecordingStatus)
 
 
 class ApiError(Exception):
-    """A request the API refuses: its HTTP status and the message the client sees."""
+    """A request the API refuses: its HTTP status, the message the client sees, and any
+    header the status calls for (``Allow`` on a 405)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,14 @@ class ListQuery:
             search=_last(query, "search"),
         )
 
-    def accepts(self, recording: Recording, meeting_id: str, invoked: datetime, now: float) -> bool:
-        """Whether a recording passes every filter; ``now`` (Unix seconds) judges ``expired``."""
+    def accepts(
+        self, recording: Recording, meeting_id: str, title: str, invoked: datetime, now: float
+    ) -> bool:
+        """Whether a recording passes every filter; ``now`` (Unix seconds) judges ``expired``.
+
+        ``search`` matches, ignoring case, part of the meeting's id or ``title`` (what the API
+        reference says it searches), or of the recording's id (the emulator's addition).
+        """
         if self.expired is not None:
             last = recording.last_expiry
             if self.expired != (last is not None and last <= now):
@@ -78,7 +88,7 @@ class ListQuery:
             return False
         if self.search:
             needle = self.search.lower()
-            return needle in meeting_id.lower() or needle in recording.id.lower()
+            return any(needle in text.lower() for text in (meeting_id, title, recording.id))
         return True
 
 

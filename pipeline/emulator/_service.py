@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import MANIFEST_FILE, Manifest, format_utc
 
-from .._listen import listen
+from .._listen import listen, local_host, url_host
 from ._http import Download, RangeNotSatisfiable, Server, byte_range
 from ._replies import Reply, gateway_error, json_reply, rtk_error, s3_error
 from ._requests import (
@@ -51,6 +51,9 @@ FAULTS = (
 _FINAL = frozenset({"UPLOADED", "ERRORED"})
 _API = re.compile(r"^/client/v4/accounts/[^/]+/realtime/kit/[^/]+/recordings(?:/(?P<rest>.*))?$")
 _FILES = re.compile(r"^/files/(?P<recording>[^/]+)/(?P<name>[^/]+)$")
+# A Host header fit to put in a URL: a name or IPv4 address, or an IPv6 one in brackets, and
+# an optional port. Anything else (a path, a user, spaces) is not used.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _CALLER = {"name": "API", "type": "ORGANIZATION"}
 _START_REASON = {"reason": "API_CALL", "caller": _CALLER}
 _TICK = 0.02
@@ -134,11 +137,17 @@ class Emulator:
             port,
             lambda address: Server(address, answer=self._handle, download=self._download),
         )
-        self._origin = self._server.url
+        host, port = self._server.server_address[:2]
+        self._origin = f"http://{url_host(local_host(str(host)))}:{port}"
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT/client/v4``: what a client uses instead of Cloudflare's."""
+        """``http://127.0.0.1:PORT/client/v4``: what a client uses instead of Cloudflare's.
+
+        Bound to every interface (``0.0.0.0``, ``::``), it names the loopback address: a
+        client elsewhere uses this machine's own name or address instead, and the download
+        URLs it is given name whatever it used (its ``Host`` header).
+        """
         return f"{self._origin}/client/v4"
 
     @property
@@ -243,9 +252,13 @@ class Emulator:
         query: dict[str, list[str]],
         authorization: str | None,
         body: bytes,
+        host: str | None,
     ) -> Reply:
-        """Answer one API request (everything but file downloads)."""
-        if path == "/.well-known/webhooks.json" and method == "GET":
+        """Answer one API request (everything but file downloads); ``host`` is the request's
+        ``Host`` header, which the download URLs it hands out are to name."""
+        if path == "/.well-known/webhooks.json":
+            if method != "GET":
+                return rtk_error(405, f"{method} is not allowed here", (("Allow", "GET"),))
             return json_reply(200, {"data": {"publicKey": self.public_key_pem}})
         if path != "/client/v4" and not path.startswith("/client/v4/"):
             return rtk_error(404, "not found")
@@ -264,9 +277,9 @@ class Emulator:
         if match is None:
             return rtk_error(404, f"no such endpoint: {method} {path}")
         try:
-            reply = self._route(method, match["rest"] or "", query, body)
+            reply = self._route(method, match["rest"] or "", query, body, self._origin_for(host))
         except ApiError as exc:
-            return rtk_error(exc.status, exc.message)
+            return rtk_error(exc.status, exc.message, exc.headers)
         if method in ("POST", "PUT") and reply.status < 300:
             if self._fire("lost_reply"):
                 return rtk_error(502, "Bad gateway")  # done, but the client cannot know it
@@ -279,29 +292,42 @@ class Emulator:
         expected = self._options.token.encode()
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
-    def _route(self, method: str, rest: str, query: dict[str, list[str]], body: bytes) -> Reply:
-        """The endpoint for ``rest`` (the path after ``recordings``) and ``method``."""
+    def _origin_for(self, host: str | None) -> str:
+        """Where the client that sent ``Host: host`` reached this server: download URLs must
+        name that, not the address bound (``0.0.0.0`` names no machine to a client elsewhere).
+        A Host that is missing or not a plain ``host[:port]`` gives the bound origin."""
+        if host is None or _HOST.fullmatch(host) is None:
+            return self._origin
+        return f"http://{host}"
+
+    def _route(
+        self, method: str, rest: str, query: dict[str, list[str]], body: bytes, origin: str
+    ) -> Reply:
+        """The endpoint for ``rest`` (the path after ``recordings``) and ``method``; download
+        URLs name ``origin``."""
         # Ids are percent-encoded path segments, as clients quote them.
         parts = [unquote(part) for part in rest.split("/")] if rest else []
         handlers: dict[str, Callable[[], Reply]]
         match parts:
             case []:
-                handlers = {"GET": lambda: self._list(query)}
+                handlers = {"GET": lambda: self._list(query, origin), "POST": _composite}
             case ["track"]:
                 handlers = {"POST": lambda: self._start_recording(body)}
             case ["active-recording", meeting_id] if meeting_id:
-                handlers = {"GET": lambda: self._active(meeting_id)}
+                handlers = {"GET": lambda: self._active(meeting_id, origin)}
             case [recording_id] if recording_id:
                 handlers = {
-                    "GET": lambda: self._get(recording_id),
-                    "PUT": lambda: self._act(recording_id, body),
+                    "GET": lambda: self._get(recording_id, origin),
+                    "PUT": lambda: self._act(recording_id, body, origin),
                 }
             case _:
                 raise ApiError(404, f"no such endpoint: recordings/{rest}")
         handler = handlers.get(method)
         if handler is None:
             allowed = ", ".join(handlers)
-            raise ApiError(405, f"{method} is not allowed here (allowed: {allowed})")
+            raise ApiError(
+                405, f"{method} is not allowed here (allowed: {allowed})", (("Allow", allowed),)
+            )
         return handler()
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -343,14 +369,14 @@ class Emulator:
             return Reply(201, b"")
         return json_reply(201, {"success": True, "data": {"recording": data}})
 
-    def _get(self, recording_id: str) -> Reply:
+    def _get(self, recording_id: str, origin: str) -> Reply:
         with self._lock:
             recording = self._find(recording_id)
             self._advance(recording, time.monotonic())
-            data = self._render(recording, issue=True, detail=True)
+            data = self._render(recording, issue=True, origin=origin, detail=True)
         return json_reply(200, {"success": True, "data": data})
 
-    def _act(self, recording_id: str, body: bytes) -> Reply:
+    def _act(self, recording_id: str, body: bytes, origin: str) -> Reply:
         action = read_json_object(body).get("action")
         if action not in ("stop", "pause", "resume"):
             raise ApiError(400, "action must be one of stop, pause, resume")
@@ -377,22 +403,22 @@ class Emulator:
                 if status != "PAUSED":
                     raise ApiError(409, f"cannot resume a recording that is {status}")
                 self._enter(recording, "RECORDING", now)
-            data = self._render(recording, issue=True, detail=True)
+            data = self._render(recording, issue=True, origin=origin, detail=True)
         _log.info("recording %s: %s -> %s", recording_id, action, data["status"])
         return json_reply(200, {"success": True, "data": data})
 
-    def _active(self, meeting_id: str) -> Reply:
+    def _active(self, meeting_id: str, origin: str) -> Reply:
         if meeting_id != self._meeting_id:
             raise ApiError(404, f"meeting {meeting_id} not found")
         with self._lock:
             self._advance_all()
             recording = self._current()
             if recording is not None:
-                data = self._render(recording, issue=True)
+                data = self._render(recording, issue=True, origin=origin)
                 return json_reply(200, {"success": True, "data": data})
         raise ApiError(404, f"no active recording for meeting {meeting_id}")
 
-    def _list(self, query: dict[str, list[str]]) -> Reply:
+    def _list(self, query: dict[str, list[str]], origin: str) -> Reply:
         wanted = ListQuery.parse(query)
         with self._lock:
             self._advance_all()
@@ -400,12 +426,12 @@ class Emulator:
             chosen = []
             for recording in self._recordings.values():
                 invoked = self._wall(recording.invoked_at)
-                if wanted.accepts(recording, self._meeting_id, invoked, wall_now):
+                if wanted.accepts(recording, self._meeting_id, self._title, invoked, wall_now):
                     chosen.append(recording)
             chosen.sort(key=lambda r: r.invoked_at, reverse=wanted.descending)
             first = (wanted.page_no - 1) * wanted.per_page
             page = chosen[first : first + wanted.per_page]
-            data = [self._render(recording, issue=True) for recording in page]
+            data = [self._render(recording, issue=True, origin=origin) for recording in page]
         paging = {"start_offset": first, "end_offset": first + len(page) - 1}
         return json_reply(
             200, {"success": True, "data": data, "paging": paging | {"total_count": len(chosen)}}
@@ -466,8 +492,17 @@ class Emulator:
 
     # -- rendering, signing ------------------------------------------------------------------
 
-    def _render(self, recording: Recording, *, issue: bool, detail: bool = False) -> dict[str, Any]:
-        """The recording as the REST API shows it; ``issue`` marks URLs handed to a client."""
+    def _render(
+        self,
+        recording: Recording,
+        *,
+        issue: bool,
+        origin: str | None = None,
+        detail: bool = False,
+    ) -> dict[str, Any]:
+        """The recording as the REST API shows it; ``issue`` marks URLs handed to a client,
+        ``origin`` is where they point (default: the bound origin, as webhooks have no
+        request to follow)."""
         uploaded = recording.status == "UPLOADED"
         download_url: object = None
         expiry_text = None
@@ -475,7 +510,7 @@ class Emulator:
             expiry = self._expiry(issue)
             if issue:
                 recording.last_expiry = expiry
-            download_url = self._download_url(recording, expiry)
+            download_url = self._download_url(recording, expiry, origin or self._origin)
             expiry_text = format_utc(datetime.fromtimestamp(expiry, UTC))
         stopped = recording.stopped_at is not None
         data: dict[str, Any] = {
@@ -505,17 +540,19 @@ class Emulator:
             return int(time.time()) - _EXPIRED_BY
         return math.ceil(time.time() + self._options.url_ttl)
 
-    def _download_url(self, recording: Recording, expiry: int) -> object:
-        urls = {name: self._signed_url(recording.id, name, expiry) for name in recording.files}
+    def _download_url(self, recording: Recording, expiry: int, origin: str) -> object:
+        urls = {
+            name: self._signed_url(origin, recording.id, name, expiry) for name in recording.files
+        }
         if self._options.shape == "string":
             return next(iter(urls.values()), None)
         layer_urls = {name: {"download_url": url} for name, url in urls.items()}
         return [{"layer_name": recording.layer, "download_urls": layer_urls}]
 
-    def _signed_url(self, recording_id: str, name: str, expiry: int) -> str:
+    def _signed_url(self, origin: str, recording_id: str, name: str, expiry: int) -> str:
         signature = self._signature(f"/files/{recording_id}/{name}", expiry)
         path = f"/files/{quote(recording_id, safe='')}/{quote(name, safe='')}"
-        return f"{self._origin}{path}?X-Amz-Expires={expiry}&X-Amz-Signature={signature}"
+        return f"{origin}{path}?X-Amz-Expires={expiry}&X-Amz-Signature={signature}"
 
     def _signature(self, path: str, expiry: int) -> str:
         message = f"{path}\n{expiry}".encode()
@@ -524,9 +561,20 @@ class Emulator:
     # -- downloads ---------------------------------------------------------------------------
 
     def _download(
-        self, path: str, query: dict[str, list[str]], range_header: str | None
+        self, method: str, path: str, query: dict[str, list[str]], range_header: str | None
     ) -> Download | Reply:
-        """Check a pre-signed download and decide what to send (faults included)."""
+        """Check a pre-signed download and decide what to send (faults included).
+
+        ``HEAD`` is answered as ``GET`` would be, without the body; it uses up no fault,
+        since no file is sent.
+        """
+        if method not in ("GET", "HEAD"):
+            return s3_error(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+                headers=(("Allow", "GET, HEAD"),),
+            )
         match = _FILES.match(path)
         if match is None:
             return s3_error(404, "NoSuchKey", "The specified key does not exist.")
@@ -555,13 +603,14 @@ class Emulator:
                 headers=(("Content-Range", f"bytes */{track.size}"),),
             )
         start, end = span if span is not None else (0, track.size - 1)
+        sent = method == "GET"
         return Download(
             track=track,
             start=start,
             end=end,
             partial=span is not None,
-            cut=self._fire("cut"),
-            corrupt=self._fire("corrupt"),
+            cut=sent and self._fire("cut"),
+            corrupt=sent and self._fire("corrupt"),
         )
 
     # -- faults, webhooks --------------------------------------------------------------------
@@ -605,6 +654,16 @@ class Emulator:
             },
         }
         self._webhooks.put(json.dumps(event, separators=(",", ":")).encode())
+
+
+def _composite() -> Reply:
+    """``POST /recordings`` starts a composite recording: a real endpoint (so it is named in
+    ``Allow``), but one file of the whole meeting is not what this emulator is for."""
+    raise ApiError(
+        501,
+        "this emulator does not emulate composite recordings (POST /recordings); "
+        "start a track recording with POST /recordings/track",
+    )
 
 
 def _check_fault(name: str, count: int) -> None:
