@@ -1,8 +1,10 @@
 """Opening the local HTTP servers trackscribe runs (the emulator, the webhook receiver)."""
 
 import ipaddress
+import logging
 import socket
 import socketserver
+import sys
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
@@ -10,6 +12,8 @@ from typing import TypeVar
 __all__ = ["LocalServer", "listen"]
 
 _Server = TypeVar("_Server")
+
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 
 def url_host(host: str) -> str:
@@ -49,6 +53,16 @@ class LocalServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """A request that failed, logged rather than printed to stderr with a traceback (as
+        socketserver does): a client that hangs up mid-request is routine for a server on a
+        network, and a library does not print."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.debug("%s hung up: %s", client_address[0], error)
+        else:
+            log.error("a request from %s failed: %r", client_address[0], error, exc_info=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host up in DNS (getfqdn), which can stall offline.

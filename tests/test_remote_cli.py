@@ -2,6 +2,7 @@
 processes talking real HTTP over loopback."""
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -213,7 +214,9 @@ def test_demo_goes_through_the_emulator_step_by_step(sample_truth):
         "transcribing",
     ):
         assert step in steps
-    assert len(result.stdout.splitlines()) == len(sample_truth)
+    about, said = result.stdout.split("\n\n", 1)  # the text export: what it is, then who said what
+    assert about.startswith("# Meeting ")
+    assert len(said.splitlines()) == len(sample_truth)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
@@ -559,6 +562,32 @@ def test_a_receiver_stopped_with_recordings_accepted_gives_each_up_in_a_word():
         ("r3", "the receiver stopped before handling it"),
         ("r1", "the receiver stopped while handling it"),
     ]
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
+def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
+    # socketserver prints a traceback to stderr for each; a client hanging up is routine.
+    from pipeline._listen import LocalServer
+
+    class Failing(BaseHTTPRequestHandler):
+        def handle(self) -> None:
+            raise error
+
+    server = LocalServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="trackscribe"):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(server.url)
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().err == ""
+    (said,) = [r for r in caplog.records if r.name == "trackscribe.pipeline._listen"]
+    assert said.levelno == (logging.DEBUG if isinstance(error, ConnectionError) else logging.ERROR)
+    assert str(error) in said.getMessage()
 
 
 def test_a_receiver_never_started_closes_at_once():
