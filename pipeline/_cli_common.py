@@ -66,7 +66,10 @@ def output_file(path: Path) -> Path:
     and renamed would take the link's place, and leave what it names as it was. A device
     or a pipe is refused: that rename would put a file in its place."""
     if path.is_symlink():
-        path = path.resolve()
+        try:
+            path = path.resolve(strict=False)
+        except (RuntimeError, OSError) as exc:  # a loop of links (RuntimeError on 3.11)
+            raise OutputError(f"cannot write {path}: {exc}") from None
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder")
     if path.exists() and not path.is_file():

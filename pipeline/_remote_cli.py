@@ -23,7 +23,7 @@ from models import (
     describe_error,
     format_utc,
 )
-from stages.export import DEFAULT_FORMATS, to_txt
+from stages.export import DEFAULT_FORMATS, FORMATS, BundleError, read_bundle, to_txt
 from stages.fetch import FetchOptions
 from stages.record import DEFAULT_WAIT, RecordingFailedError, UploadTimeoutError
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
@@ -571,6 +571,8 @@ def _webhook_command(args: argparse.Namespace) -> int:
             say(str(exc))
             raise
         write_outputs(transcript, out, args.formats, key)
+        # Given up on by a stop that came while this ran, and done after all.
+        (out / FAILED_FILE).unlink(missing_ok=True)
         status = report(transcript)
         say(f"recording {recording.id}: done (exit status {status})")
 
@@ -592,11 +594,18 @@ FAILED_FILE = "failed.json"
 
 
 def _transcribed(out: Path, recording_id: str) -> bool:
-    """Whether ``out`` holds a transcript of this recording already."""
+    """Whether ``out`` holds a transcript of this recording already: its ``transcript.json``,
+    or the one in its bundle (``--formats`` may have asked for the bundle alone). Formats
+    without the provenance (TXT, WebVTT) cannot say, and are made again."""
     try:
         made = Transcript.load(out / "transcript.json")
     except (OSError, TranscriptError):
-        return False
+        try:
+            bundle = out / FORMATS["bundle"][0]
+            members = read_bundle(bundle.read_bytes(), str(bundle))
+            made = Transcript.from_json(members["transcript.json"], str(bundle))
+        except (OSError, BundleError, KeyError, TranscriptError):
+            return False
     return made.provenance.recording_id == recording_id
 
 

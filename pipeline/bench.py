@@ -356,11 +356,10 @@ def _owners(manifest: Manifest, truth: list[Turn]) -> dict[str, str]:
     by_name = {name: uid for uid, name in _names(manifest).items()}
     if speakers <= set(by_name):
         return {s: by_name[s] for s in speakers}
-    unknown = sorted(speakers - user_ids - set(by_name))
+    unknown = ", ".join(sorted(speakers - user_ids - set(by_name)))  # 20 at most: checked
     raise ApproachFailed(
-        f"no track is the truth's speaker {', '.join(unknown[:3])}"
-        + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-        + ", by user id or display name: the true utterances cannot be cut from their tracks"
+        f"no track is the truth's speaker {unknown}, by user id or display name: the true "
+        "utterances cannot be cut from their tracks"
     )
 
 

@@ -471,6 +471,7 @@ def _dropped_text(
 
 
 def _quoted(text: str, most: int = 80) -> str:
+    """``text`` quoted for a reason, cut to ``most`` characters: a reason is one line."""
     return repr(text if len(text) <= most else text[: most - 1] + "…")
 
 

@@ -179,14 +179,10 @@ def _read_stm(text: str, path: Path) -> TurnFile:
     on_channel: dict[str, set[str]] = {}
     for t, channel in spoken:
         on_channel.setdefault(channel, set()).add(t.speaker)
+    several = len(set(channels)) > 1
     excluded = [
-        Span(
-            t.start,
-            t.end,
-            frozenset(on_channel[channel])
-            if len(set(channels)) > 1 and on_channel.get(channel)
-            else None,
-        )
+        # A channel of no one's turns: the line's own speaker (inter_segment_gap: no one's).
+        Span(t.start, t.end, frozenset(on_channel.get(channel) or {t.speaker}) if several else None)
         for t, channel in zip(every, channels, strict=True)
         if t.text.strip().lower() == _STM_IGNORE
     ]
@@ -403,15 +399,17 @@ def evaluate(
     spoken = check_truth(truth)
     normalise = _normaliser()
     true_speakers = {t.speaker for t in spoken}
-    hypothesis = without_spans(hypothesis, [s for s in spans if s.speakers is None])
-    check_speaker_counts(truth, hypothesis)
-    labels = list(dict.fromkeys([*participants, *(t.speaker for t in hypothesis)]))
+    # Speakers are paired on what everyone's spans leave; each span is then applied once,
+    # to the words as said (cut twice, a shortened turn's words would be spread again).
+    scored = without_spans(hypothesis, [s for s in spans if s.speakers is None])
+    check_speaker_counts(truth, scored)
+    labels = list(dict.fromkeys([*participants, *(t.speaker for t in scored)]))
     ref = normalised_seglst(truth)
     pairs = _paired_by_name(labels, true_speakers, names)
     by_words = pairs is None
     if pairs is None:
-        pairs = _paired_by_words(ref, hypothesis)
-        if names:  # a trackscribe transcript: its speakers are the meeting's participants
+        pairs = _paired_by_words(ref, scored)
+        if names or participants:  # a transcript's: its speakers are the meeting's people
             warnings.append(_pairing_warning(true_speakers, labels, pairs))
     hypothesis = without_spans(_relabelled(hypothesis, pairs), spans)
     silent = {_relabel(label, pairs) for label in labels} - true_speakers
@@ -493,6 +491,7 @@ def _pairing_warning(true_speakers: set[str], labels: Sequence[str], pairs: dict
 
 
 def _pairs_said(pairs: Mapping[str, str]) -> str:
+    """``spk0 as Alice, spk1 as Bob`` for a warning."""
     return _listed((f"{h} as {r}" for h, r in pairs.items()), 20) or "none"
 
 
@@ -506,6 +505,7 @@ def _relabel(label: str, pairs: dict[str, str]) -> str:
 
 
 def _relabelled(turns: Sequence[Turn], pairs: dict[str, str]) -> list[Turn]:
+    """``turns`` under the true speakers' names they are paired with (see :func:`_relabel`)."""
     return [t.model_copy(update={"speaker": _relabel(t.speaker, pairs)}) for t in turns]
 
 

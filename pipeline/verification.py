@@ -237,10 +237,25 @@ class _Source(NamedTuple):
         if line is None:
             return True, f"what {self.name} renders to"
         detail = f"not what {self.name} renders to (from line {line})"
-        if self.made.provenance.software != software_version():
+        if self.other_version:
             # Exports of another version may be rendered otherwise: a reviewer should know.
             detail += f"; {self.made.provenance.software} made it, {software_version()} renders it"
         return False, detail
+
+    @property
+    def other_version(self) -> bool:
+        """Whether another version of trackscribe made the transcript."""
+        return self.made.provenance.software != software_version()
+
+    def rendered_otherwise(self, same: bool, written: str | None) -> Status:
+        """The status of an export that is (``same``) or is not what this transcript renders
+        to, where ``written`` says whether it is what was recorded as written ("ok"). One
+        another version made, which this version renders otherwise (a header added, say), can
+        be checked against that record only: unchecked, not differing, when it is what the
+        record says."""
+        if same:
+            return "ok"
+        return "unchecked" if self.other_version and written == "ok" else "differs"
 
 
 def _exports(
@@ -383,6 +398,7 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
     trackscribe does not put in a bundle differs: the bundle says more than it made."""
     checks = []
     expected = source.rendered
+    listed = _listed_digests(members.get(SUMS_FILE, b""))
     for name, rendered in expected.items():
         subject = f"{bundle}:{name}"
         if name not in members:
@@ -391,9 +407,22 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
             continue
         if name == _TRANSCRIPT and source.given is not None:
             same, detail = _same_bytes(members[name], source.given, source.name)
+            status: Status = "ok" if same else "differs"
         else:
             same, detail = source.against(members[name], rendered)
-        checks.append(Check(subject=subject, status="ok" if same else "differs", detail=detail))
+            if name == SUMS_FILE:  # the record itself: whole if every member is as it lists
+                whole = all(_digest(members.get(n, b"")) == d for n, d in listed.items())
+                status = source.rendered_otherwise(same, "ok" if whole and listed else None)
+            else:
+                written = "ok" if _digest(members[name]) == listed.get(name) else None
+                status = source.rendered_otherwise(same, written)
+            if status == "unchecked":
+                detail += (
+                    "; every member is as it lists"
+                    if name == SUMS_FILE
+                    else "; as the bundle's SHA256SUMS lists it"
+                )
+        checks.append(Check(subject=subject, status=status, detail=detail))
     for name in members:
         if name not in expected and name != SIGNATURE_FILE:  # the signature: checked apart
             detail = "not among what trackscribe puts in a bundle"
@@ -411,10 +440,26 @@ def _same_bytes(found: bytes, given: bytes, name: str) -> tuple[bool, str]:
 def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _Record) -> Check:
     """The export ``name`` (``found``, its bytes) against ``rendered``, what ``source``
     renders to, and against the record."""
-    written = _against_record(name, hashlib.sha256(found).hexdigest(), record, name)
+    written = _against_record(name, _digest(found), record, name)
     same, detail = source.against(found, rendered)
-    status: Status = "ok" if same and written.status != "differs" else "differs"
+    status = source.rendered_otherwise(same, written.status)
+    if written.status == "differs":
+        status = "differs"
     return Check(subject=name, status=status, detail=f"{detail}; {written.detail}")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _listed_digests(sums: bytes) -> dict[str, str]:
+    """Member name -> SHA-256 as a bundle's SHA256SUMS lists them (as ``sha256sum`` writes)."""
+    listed = {}
+    for line in sums.decode("utf-8", "replace").splitlines():
+        digest, _, name = line.partition("  ")
+        if name:
+            listed[name] = digest
+    return listed
 
 
 def _as_written(path: Path, digest: str, record: _Record, name: str) -> Check:

@@ -74,15 +74,17 @@ def _event(body: object) -> WebhookEvent:
     except ValidationError:
         if not isinstance(body, dict) or not isinstance(recording := body.get("recording"), dict):
             raise
+        meeting = body.get("meeting")
         event = WebhookEvent.model_validate(
             {
                 "event": body.get("event"),
                 "recording": {k: v for k, v in recording.items() if k in _ACTED_ON},
+                "meeting": meeting if isinstance(meeting, dict) else None,
             }
         )
         log.warning(
-            "webhook: recording %s: fields other than its id and status cannot be read; "
-            "acting on those",
+            "webhook: recording %s: fields other than its id and status (or the meeting's) "
+            "cannot be read; acting on those",
             event.recording.id if event.recording else "?",
         )
         return event
@@ -141,6 +143,8 @@ class WebhookReceiver:
         self._handled: set[str] = set()
         self._work: queue.Queue[Recording | None] = queue.Queue()
         self._current: Recording | None = None
+        self._abandoned: str | None = None
+        """The recording :meth:`close` gave up on while the worker still had it in hand."""
         self._refusals = 0
         self._refusals_logged_at = -_REFUSALS_LOGGED_EVERY
         self._connections = threading.BoundedSemaphore(_MAX_CONNECTIONS)
@@ -188,30 +192,38 @@ class WebhookReceiver:
         if self._serving:  # shutdown() waits for a serve_forever that never ran
             self._server.shutdown()
         self._server.server_close()
+        waiting = []
         with self._lock:
-            waiting = []
-            while not self._work.empty():
-                waiting.append(self._work.get_nowait())
+            while True:  # the worker may take one meanwhile: it takes without the lock
+                try:
+                    recording = self._work.get_nowait()
+                except queue.Empty:
+                    break
                 self._work.task_done()
+                if recording is not None:
+                    waiting.append(recording)
             self._work.put(None)  # the worker ends after the recording it is handling
-        for recording in filter(None, waiting):
-            self._give_up(recording, ReceiverStopped("the receiver stopped before handling it"))
+        for recording in waiting:
+            self._give_up(recording, _not_handled(recording, "before handling it"))
         worker = self._worker_thread
         if worker is None or worker is threading.current_thread():
             return
         try:
-            if worker.is_alive() and self._current is not None:
+            current = self._current
+            if worker.is_alive() and current is not None:
                 log.warning(
                     "webhook: stopping; waiting up to %g s for recording %s to be done "
                     "(a second Ctrl-C leaves it)",
                     grace,
-                    self._current.id,
+                    current.id,
                 )
             worker.join(timeout=grace)
         finally:
-            left = self._current if worker.is_alive() else None
+            with self._lock:
+                left = self._current if worker.is_alive() else None
+                self._abandoned = left.id if left is not None else None
             if left is not None:
-                self._give_up(left, ReceiverStopped("the receiver stopped while handling it"))
+                self._give_up(left, _not_handled(left, "while handling it"))
 
     def __enter__(self) -> "WebhookReceiver":
         return self.start()
@@ -230,7 +242,7 @@ class WebhookReceiver:
         sender does not redeliver after a 4xx, so a wrong public key would otherwise lose
         every recording without a word."""
         status, reason = self._judge(body, signature, delivery)
-        if status >= 400:
+        if 400 <= status < 500:
             self._refused(status, reason)
         return status, reason
 
@@ -309,6 +321,12 @@ class WebhookReceiver:
         for attempt in range(1, self._tries + 1):
             try:
                 self._on_uploaded(recording)
+                if self._was_abandoned(recording):
+                    log.warning(
+                        "webhook: recording %s was done after all, after it was reported as "
+                        "not handled",
+                        recording.id,
+                    )
                 return
             except BaseException as exc:  # nothing may kill the worker
                 if isinstance(exc, KeyboardInterrupt):
@@ -324,8 +342,13 @@ class WebhookReceiver:
                 log.debug("webhook: traceback", exc_info=exc)
                 if attempt < self._tries:
                     time.sleep(self._retry_wait * attempt)
-        if error is not None:
+        if error is not None and not self._was_abandoned(recording):
             self._give_up(recording, error)
+
+    def _was_abandoned(self, recording: Recording) -> bool:
+        """Whether :meth:`close` has reported ``recording`` as not handled already."""
+        with self._lock:
+            return self._abandoned == recording.id
 
     def _give_up(self, recording: Recording, error: BaseException) -> None:
         """Say that ``recording`` was not handled, and why, in the log and to ``on_failed``;
@@ -364,14 +387,16 @@ class WebhookReceiver:
                     with contextlib.suppress(OSError):
                         self.connection.sendall(_BUSY)
                     return
-                # The whole request in _REQUEST_SECONDS, however slowly it trickles in.
-                cut = threading.Timer(_REQUEST_SECONDS, self._cut)
-                cut.daemon = True
-                cut.start()
                 try:
-                    super().handle()
+                    # The whole request in _REQUEST_SECONDS, however slowly it trickles in.
+                    cut = threading.Timer(_REQUEST_SECONDS, self._cut)
+                    cut.daemon = True
+                    cut.start()
+                    try:
+                        super().handle()
+                    finally:
+                        cut.cancel()
                 finally:
-                    cut.cancel()
                     receiver._connections.release()
 
             def _cut(self) -> None:
@@ -381,25 +406,34 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 raw = self.headers.get("content-length") or ""
                 if not (raw.isascii() and raw.isdigit()):
-                    self._answer(411, "a Content-Length is required")
+                    self._refuse(411, "a Content-Length is required")
                     return
                 length = int(raw) if len(raw) <= 18 else _MAX_BODY + 1  # int() stops at 4300 digits
                 if length > _MAX_BODY:
-                    self._answer(413, "body too large")
+                    self._refuse(413, "body too large")
                     return
                 body = self.rfile.read(length)
+                if len(body) < length:  # the sender hung up, or was cut off: nothing to judge
+                    log.debug("webhook: a request ended %d bytes short", length - len(body))
+                    self.close_connection = True
+                    return
                 status, reason = receiver._accept(
                     body, self.headers.get("rtk-signature"), self.headers.get("rtk-uuid")
                 )
                 self._answer(status, reason)
 
+            def _refuse(self, status: int, reason: str) -> None:
+                receiver._refused(status, reason)
+                self._answer(status, reason)
+
             def _answer(self, status: int, reason: str) -> None:
                 payload = json.dumps({"status": reason}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                with contextlib.suppress(OSError):  # the sender has gone: nothing to tell
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
 
             def log_message(self, format: str, *args: object) -> None:
                 # The request line's query may hold a secret of the webhook's URL.
@@ -415,6 +449,14 @@ _BUSY = (
 
 
 _ERRORED = "RealtimeKit announced the recording as ERRORED: it has no files to transcribe"
+
+
+def _not_handled(recording: Recording, when: str) -> Exception:
+    """Why a recording the receiver stopped with was not handled: RealtimeKit's failure, for
+    one it announced as ERRORED (no command by hand would help), else the stop."""
+    if recording.status == "ERRORED":
+        return RecordingErrored(_ERRORED)
+    return ReceiverStopped(f"the receiver stopped {when}")
 
 
 def _with_meeting(recording: Recording, meeting: dict[str, object] | None) -> Recording:

@@ -233,6 +233,26 @@ def test_an_stm_of_one_channel_per_speaker_leaves_a_gap_out_of_that_speakers_wor
     assert (result.cpwer, result.reference_words, result.missed_utterances) == (0.0, 9, 0)
 
 
+def test_a_channel_of_no_ones_turns_leaves_out_its_own_speaker_only(tmp_path):
+    stm = tmp_path / "truth.stm"
+    stm.write_text(
+        "meeting A alice 0.0 10.0 good morning everyone\n"
+        "meeting B bob 0.0 10.0 ignore_time_segment_in_scoring\n"
+    )
+    truth = read_turns(stm)
+    assert truth.excluded == [(0.0, 10.0, {"bob"})]
+    said = [Turn(speaker="alice", start=0.0, end=10.0, text="Good morning, everyone.")]
+    assert evaluate(said, truth).cpwer == 0.0
+
+
+def test_a_turn_across_a_stretch_left_out_loses_only_its_words_in_it():
+    # Each stretch is applied once: cut again, a shortened turn's words would be spread
+    # over all of it once more, and words said outside it lost.
+    said = [Turn(speaker="a", start=0.0, end=10.0, text="one two three four five six seven eight")]
+    truth = [Turn(speaker="a", start=5.0, end=10.0, text="five six seven eight")]
+    assert evaluate(said, truth, excluded=[(0.0, 5.0)]).cpwer == 0.0
+
+
 def test_an_stm_file_is_read_whatever_its_name(tmp_path):
     (tmp_path / "truth.txt").write_text("meeting 1 a 0.0 4.0 good morning everyone\n")
     assert [t.text for t in read_turns(tmp_path / "truth.txt").turns] == ["good morning everyone"]

@@ -27,6 +27,7 @@ from models import Manifest, Recording, Transcript
 from pipeline import verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import WebhookReceiver
+from stages.export import export
 from stages.record import RealtimeKitClient
 
 from .conftest import serving, words_of, write_key
@@ -547,19 +548,25 @@ def test_a_receiver_stopped_with_recordings_accepted_gives_each_up_in_a_word():
     def slow(recording: Recording) -> None:
         begun.set()
         release.wait(30)
+        raise RuntimeError("storage down")  # after it was given up on: not reported twice
 
-    receiver = WebhookReceiver(public, slow, on_failed=lambda r, e: failed.append((r.id, str(e))))
+    receiver = WebhookReceiver(
+        public, slow, on_failed=lambda r, e: failed.append((r.id, str(e))), tries=1
+    )
     receiver.start()
     try:
         for rid in ("r1", "r2", "r3"):
             assert _announce(receiver, key, {"id": rid, "status": "UPLOADED"}).status_code == 202
+        assert _announce(receiver, key, {"id": "r4", "status": "ERRORED"}).status_code == 200
         assert begun.wait(10)
         receiver.close(grace=0.2)
     finally:
         release.set()
+    receiver._worker_thread.join(10)
     assert failed == [
         ("r2", "the receiver stopped before handling it"),
         ("r3", "the receiver stopped before handling it"),
+        ("r4", "RealtimeKit announced the recording as ERRORED: it has no files to transcribe"),
         ("r1", "the receiver stopped while handling it"),
     ]
 
@@ -644,28 +651,60 @@ def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_
     with WebhookReceiver(public, print) as receiver:
         host, port = receiver.url.removeprefix("http://").rstrip("/").split(":")
         with socket.create_connection((host, int(port))) as slow:
-            slow.sendall(b"POST / HTTP/1.1\r\n")  # and a byte now and then, for ever
+            slow.sendall(b"POST / HTTP/1.1\r\n")
             time.sleep(0.3)
             busy = _announce(receiver, key, {"id": "r1", "status": "UPLOADED"})
             assert busy.status_code == 503  # a 5xx: RealtimeKit delivers it again later
-            slow.settimeout(20)
-            assert slow.recv(100) == b""  # cut off, its thread free
+            # A header byte every 0.1 s: each read is quick, the request never ends.
+            started = time.monotonic()
+            with pytest.raises(OSError):  # cut off, its thread free
+                while time.monotonic() - started < 10:
+                    slow.sendall(b"X")
+                    time.sleep(0.1)
+            assert time.monotonic() - started < 5
         time.sleep(0.2)
         assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
 
 
-def test_a_recording_transcribed_already_is_not_transcribed_again_when_announced_again(
+def test_a_folder_with_the_recordings_transcript_or_bundle_counts_as_transcribed_already(
     sample_transcript, tmp_path
 ):
-    # RealtimeKit, or someone replaying a captured delivery, announces it after a restart.
+    # What the webhook command asks before it transcribes a recording announced again (after
+    # a restart, or a captured delivery replayed).
     from pipeline._remote_cli import _transcribed
 
-    out = tmp_path / "r1"
-    assert not _transcribed(out, "r1")
     made = sample_transcript.model_copy(deep=True)
     made.provenance.recording_id = "r1"
-    made.save(out / "transcript.json")
-    assert _transcribed(out, "r1") and not _transcribed(out, "r2")
+    for formats in (["json"], ["bundle"]):
+        out = tmp_path / formats[0]
+        assert not _transcribed(out, "r1")
+        export(made, out, formats)
+        assert _transcribed(out, "r1") and not _transcribed(out, "r2")
+    export(made, tmp_path / "text", ["txt", "vtt"])  # no provenance to say which recording
+    assert not _transcribed(tmp_path / "text", "r1")
+
+
+def test_refused_deliveries_of_no_length_or_too_long_are_logged_and_one_cut_short_is_not_judged(
+    caplog,
+):
+    _, public = _webhook_key()
+    with (
+        WebhookReceiver(public, print) as receiver,
+        caplog.at_level(logging.DEBUG, logger="trackscribe"),
+    ):
+        host, port = receiver.url.removeprefix("http://").rstrip("/").split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999\r\n\r\n{")
+            raw.shutdown(socket.SHUT_WR)  # the sender hangs up mid-body
+            raw.recv(100)
+        time.sleep(0.2)
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert said == []  # not taken for a bad signature
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.0 411")
+    (refused,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "(411 a Content-Length is required)" in refused
 
 
 @pytest.fixture

@@ -531,6 +531,40 @@ def test_a_bundle_made_again_from_an_altered_transcript_differs_from_what_was_wr
     )  # consistent in itself: the record is what tells
 
 
+def test_exports_another_version_rendered_otherwise_are_unchecked_while_as_written(
+    sample_transcript, tmp_path, monkeypatch
+):
+    # An archived bundle of an older trackscribe, whose text export had no header, say, must
+    # not read as tampered with: it is checked against what was recorded as written instead.
+    from stages.export import _text
+
+    older = sample_transcript.model_copy(deep=True)
+    older.provenance.software = "trackscribe 0.0.9 (code 000000000000)"
+    as_it_was = ("transcript.txt", lambda t: "[00:00:01] Alice: as an older version wrote it\n")
+    monkeypatch.setitem(_text.TEXT_FORMATS, "txt", as_it_was)
+    monkeypatch.setitem(FORMATS, "txt", as_it_was)
+    out = tmp_path / "out"
+    export(older, out, ["json", "txt", "bundle"])
+    monkeypatch.undo()
+
+    result = verify(out)
+    assert result.ok and status(result)["transcript.txt"] == "unchecked"
+    assert "trackscribe 0.0.9 (code 000000000000) made it" in detail(result, "transcript.txt")
+    for member in ("transcript.txt", "provenance.txt", "SHA256SUMS"):
+        assert status(result)[f"transcript.bundle.zip:{member}"] in ("ok", "unchecked")
+    assert status(result)["transcript.bundle.zip:transcript.txt"] == "unchecked"
+    # What was changed since it was written still differs.
+    (out / "transcript.txt").write_text("[00:00:01] Chen: I never said that.\n")
+    assert status(verify(out))["transcript.txt"] == "differs"
+    members = read_members(out / "transcript.bundle.zip")
+    members["transcript.txt"] = b"[00:00:01] Chen: I never said that.\n"
+    rezip(out / "transcript.bundle.zip", members)
+    assert (
+        status(verify(out / "transcript.bundle.zip"))["transcript.bundle.zip:transcript.txt"]
+        == "differs"
+    )
+
+
 def test_a_member_missing_or_added_is_said(bundle):
     members = read_members(bundle)
     del members["provenance.txt"]
