@@ -76,6 +76,12 @@ def output_file(path: Path) -> Path:
         raise OutputError(f"cannot write {path}: it is not a regular file (a device or a pipe?)")
     if file := file_in_the_way(path):
         raise OutputError(f"cannot write {path}: {file} is not a folder")
+    folder = next(p for p in path.absolute().parents if p.exists())  # made when written
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # a read-only disk, a folder not ours
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {folder}: {exc.strerror}") from None
     return path
 
 

@@ -2,11 +2,18 @@
 libraries (most of a second), and a Ctrl-C while they load must end the command as one during
 a run does, not with a traceback of Python's imports."""
 
+import os
 import sys
 from importlib import import_module
 
 
 def main() -> int:
+    # Started with a stream closed (`2>&-`, a daemon's stdout), Python has None for it, and
+    # print(file=None) writes to stdout: warnings would land in the JSON a script parses.
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     # A terminal or a log whose encoding lacks a character we print (a name, an ellipsis)
     # must not turn finished work into an error: such characters are written escaped.
     for stream in (sys.stdout, sys.stderr):

@@ -7,6 +7,7 @@ listed); 2 bad usage or bad input (including a file or folder that cannot be rea
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -223,12 +224,20 @@ def _parser() -> argparse.ArgumentParser:
         "input, or a service that refused or could not be reached; 3 an error of trackscribe "
         "itself; 130 interrupted; 141 the output stopped being read (a pipe closed early, as by "
         "head); 143 terminated.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=software_version())
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
     )
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    # No abbreviated flags (--form for --formats): a script that used one would break, or do
+    # something else, the day a flag of the same start is added.
+    commands = parser.add_subparsers(
+        title="commands",
+        required=True,
+        metavar="COMMAND",
+        parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False),
+    )
 
     transcribe = commands.add_parser(
         "transcribe",

@@ -11,7 +11,9 @@ The config file is TOML (``--config FILE``, else ``$TRACKSCRIBE_CONFIG``, else
     webhook_public_key = "/path/to/realtimekit-webhooks.pem"
 """
 
+import logging
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from models import RetryPolicy
 from stages.record import DEFAULT_BASE_URL, RealtimeKitClient
+
+log = logging.getLogger(f"trackscribe.{__name__}")
 
 __all__ = ["ENVIRONMENT", "ApiSettings", "ConfigError"]
 
@@ -144,10 +148,28 @@ def _read_config(path: Path | None, environ: Mapping[str, str]) -> dict[str, obj
         data = tomllib.loads(candidate.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not TOML, too deep
         raise ConfigError(f"{candidate}: cannot read config: {exc}") from None
+    # Settings outside [realtimekit] (a misspelt section, keys above it) are refused, not
+    # ignored: the settings would then be said to be missing, though they are in the file.
+    others = sorted(set(data) - {"realtimekit"})
+    if others:
+        raise ConfigError(
+            f"{candidate}: unknown table(s) or setting(s) {', '.join(others)}: trackscribe's "
+            "settings go in [realtimekit]"
+        )
     section = data.get("realtimekit", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{candidate}: [realtimekit] must be a table")
     unknown = sorted(set(section) - set(ENVIRONMENT))
     if unknown:
         raise ConfigError(f"{candidate}: unknown setting(s) in [realtimekit]: {', '.join(unknown)}")
+    not_text = sorted(key for key, value in section.items() if not isinstance(value, str))
+    if not_text:
+        raise ConfigError(
+            f"{candidate}: [realtimekit] {', '.join(not_text)}: must be text, in quotes"
+        )
+    if section.get("api_token") and stat.S_IMODE(candidate.stat().st_mode) & 0o077:
+        log.warning(
+            "%s holds the API token and can be read by other accounts here (chmod 600 it)",
+            candidate,
+        )
     return section

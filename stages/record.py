@@ -8,6 +8,7 @@ line or error message carries it.
 """
 
 import functools
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -550,6 +551,24 @@ def _check_base_url(base_url: str) -> None:
             "the RealtimeKit base URL must not hold a query, a fragment or a user name and "
             "password (check --base-url, $REALTIMEKIT_BASE_URL or the config file)"
         )
+    if parts.scheme == "http" and not _on_this_machine(parts.host):
+        log.warning(
+            "the RealtimeKit base URL %s is http://, not https://: the API token is sent "
+            "unencrypted to %s (check --base-url, $REALTIMEKIT_BASE_URL or the config file)",
+            base_url,
+            parts.host,
+        )
+
+
+def _on_this_machine(host: str) -> bool:
+    """Whether ``host`` is this machine (an emulator, a proxy here): plain HTTP to it does
+    not cross a network."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return False
 
 
 def _unsendable(exc: Exception) -> str:

@@ -1,6 +1,7 @@
 """The RealtimeKit objects and the rules shared by the API client and the downloader."""
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -224,6 +225,36 @@ def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
     assert settings.api_token.get_secret_value() == "env-tok"
     assert settings.app_id == "file-app"
     assert "env-tok" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('[realtimkit]\naccount_id = "a"\n', "unknown table(s) or setting(s) realtimkit"),
+        ('account_id = "a"\n[realtimekit]\napp_id = "b"\n', "setting(s) account_id: trackscr"),
+        ("[realtimekit]\naccount_id = 123\napp_id = true\n", "account_id, app_id: must be text"),
+    ],
+    ids=["a misspelt section", "a setting above the section", "numbers for ids"],
+)
+def test_a_config_file_whose_settings_would_not_be_read_as_meant_is_refused(tmp_path, text, said):
+    # Ignored, they would be said to be missing though they are in the file; a number would
+    # be sent as the text Python spells it (app "True").
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{config}: ") + ".*" + re.escape(said)):
+        ApiSettings.resolve({}, config_file=config, environ={})
+
+
+def test_a_token_in_a_config_file_others_can_read_is_warned_of(tmp_path, caplog):
+    config = tmp_path / "config.toml"
+    config.write_text('[realtimekit]\napi_token = "tok"\n')
+    config.chmod(0o644)
+    ApiSettings.resolve({}, config_file=config, environ={})
+    assert "can be read by other accounts here (chmod 600 it)" in caplog.text
+    caplog.clear()
+    config.chmod(0o600)
+    ApiSettings.resolve({}, config_file=config, environ={})
+    assert caplog.text == ""
 
 
 def test_missing_settings_are_named_with_where_to_give_them(tmp_path):

@@ -399,6 +399,25 @@ def test_a_number_too_large_for_the_model_is_refused_before_it_runs(
     assert not list(tmp_path.iterdir())
 
 
+def test_an_abbreviated_flag_is_refused_not_taken_for_the_flag_it_begins(sample_dir, tmp_path):
+    # A script's --form would become another flag's the day one of the same start is added.
+    result = trackscribe(
+        "transcribe", str(sample_dir), "-o", str(tmp_path / "out"), "--form", "json"
+    )
+    assert result.returncode == 2 and "unrecognized arguments: --form" in result.stderr
+
+
+def test_with_stderr_closed_messages_do_not_land_in_the_output_a_script_reads(sample_dir):
+    truth = str(sample_dir / "truth.json")
+    result = subprocess.run(  # `trackscribe eval … --json 2>&-`
+        ["sh", "-c", f'exec "{sys.executable}" -m pipeline eval "{truth}" /nope --json 2>&-'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+
+
 def test_demo_prints_the_meeting_in_time_order(sample_truth):
     result = trackscribe("demo", "--no-progress")
     assert result.returncode == 0, result.stderr

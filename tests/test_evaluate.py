@@ -466,6 +466,22 @@ def test_a_timeline_is_written_through_a_link_and_never_in_place_of_a_pipe(
     assert (tmp_path / "shared" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_timeline_that_cannot_be_written_is_refused_before_anything_is_scored(
+    tmp_path, sample_dir, capsys, monkeypatch
+):
+    import pipeline._cli_common
+
+    def read_only(*args, **kwargs):  # a read-only disk (this test may run as root)
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(pipeline._cli_common.tempfile, "TemporaryFile", read_only)
+    truth = str(sample_dir / "truth.json")
+    assert main(["eval", truth, truth, "--plot", str(tmp_path / "new" / "t.png")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no figures printed, then a failure
+    assert f"cannot write {tmp_path / 'new' / 't.png'}: {tmp_path}: Read-only file system" in err
+
+
 def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir, capsys):
     for name in ("truth.json", "truth.stm"):
         path = tmp_path / name

@@ -297,6 +297,24 @@ def test_api_errors_carry_status_code_and_message_and_are_not_retried(emulator):
     assert missing.value.code == 404 and missing.value.message
 
 
+@pytest.mark.parametrize(
+    ("base_url", "warned"),
+    [
+        ("http://api.example.internal/client/v4", True),  # a typo of https, or a proxy
+        ("http://192.0.2.7:8080/client/v4", True),
+        ("https://api.example.internal/client/v4", False),
+        ("http://127.0.0.1:8787/client/v4", False),  # the emulator, here
+        ("http://[::1]:8787/client/v4", False),
+        ("http://localhost:8787/client/v4", False),
+    ],
+)
+def test_a_token_to_be_sent_unencrypted_across_a_network_is_warned_of(caplog, base_url, warned):
+    RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=base_url).close()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(said) is warned
+    assert all("the API token is sent unencrypted" in line and TOKEN not in line for line in said)
+
+
 def test_rate_limits_are_waited_out_as_the_server_asks(sample_dir):
     waits: list[float] = []
     options = EmulatorOptions(token=TOKEN, faults={"rate_limit": 2, "server_error": 1}, **FAST)
