@@ -814,7 +814,7 @@ def test_a_bundle_is_the_same_bytes_wherever_it_is_made(transcript):
     with zipfile.ZipFile(io.BytesIO(data)) as bundle:
         assert {m.compress_type for m in bundle.infolist()} == {zipfile.ZIP_STORED}
     assert hashlib.sha256(data).hexdigest() == (
-        "c336104f272a578dd30870723a583bfaa25e08bb3b0fc4b96b55ba15ca66f3cd"
+        "78ac4bf546c5c1e92b36dd18ea9b43475334ad54729a74c23f0db6f44cef6662"
     )
 
 
