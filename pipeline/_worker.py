@@ -107,6 +107,7 @@ class WorkerLink:
         the workers went on with their meetings, and began those the pool had queued. So
         every worker is told (:meth:`cut`); a second Ctrl-C does a job no harm."""
         self.cut()
+        _unjam(pool)
         pool.shutdown(cancel_futures=True)
 
     def cut(self) -> None:
@@ -138,6 +139,25 @@ def _lowest_level() -> int:
     known = list(logging.Logger.manager.loggerDict)  # at once: other threads add loggers
     names = ["trackscribe", *(name for name in known if name.startswith("trackscribe."))]
     return min(logging.getLogger(name).getEffectiveLevel() for name in names)
+
+
+def _unjam(pool: ProcessPoolExecutor) -> None:
+    """After :meth:`WorkerLink.cut`, once the workers have exited: close this process's end
+    of ``pool``'s result pipe for writing. A worker cut off while it wrote a result leaves
+    half a message there, and the pool's reader waits for the rest for ever: this process
+    holds a writing end too, so no end of file comes, and the pool's shutdown, then Python's
+    exit, would hang. Its end closed, the reader gets one, and takes the pool as broken,
+    which a pool being stopped is. The pool has no public way to do this; where its
+    internals are not as here, this does nothing."""
+    processes = getattr(pool, "_processes", None)
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if not isinstance(processes, dict) or writer is None:
+        return
+    deadline = time.monotonic() + _CLEAN_UP_WAIT + _LOG_SEND_WAIT + 1.0  # what cut allows
+    for process in list(processes.values()):
+        process.join(max(0.0, deadline - time.monotonic()))
+    with contextlib.suppress(OSError):
+        writer.close()
 
 
 _LAST_RECORDS_WAIT = 5.0

@@ -551,7 +551,10 @@ def _analysis_pool(
                         pool.submit(ready)  # start the workers now, while the caller does more
             yield _Workers(pool, link)
         except BaseException:  # Ctrl-C, say: tracks still being decoded are not waited for
-            link.cut()
+            if pool is not None:
+                link.stop(pool)
+            else:
+                link.cut()
             raise
         finally:
             if pool is not None:

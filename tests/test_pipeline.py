@@ -449,6 +449,39 @@ def test_a_ctrl_c_while_workers_start_waits_until_they_are_started_and_never_rea
         assert states["worker"] == (False, True)  # once started: unblocked, and ignored
 
 
+_HALF_A_RESULT = """
+import multiprocessing, os, struct
+from pipeline._analysis import ready
+from pipeline._worker import WorkerLink
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("forkserver")
+    with WorkerLink(context) as link, link.pool(1) as pool:
+        pool.submit(ready).result()
+        # What a worker cut off in the middle of writing its result leaves: a length, and
+        # less than that of the message.
+        os.write(pool._result_queue._writer.fileno(), struct.pack("!i", 1000) + b"x")
+        link.stop(pool)
+    print("stopped")
+"""
+
+
+def test_a_pool_stopped_with_half_a_result_in_its_pipe_does_not_hang(tmp_path):
+    # A stop (SIGTERM) that cut a worker off while it wrote its result hung the command for
+    # good: the pool's reader waited for the rest of the message.
+    script = tmp_path / "half_a_result.py"
+    script.write_text(_HALF_A_RESULT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert done.returncode == 0 and done.stdout == "stopped\n", done.stderr
+
+
 def _ctrl_c_outside_and_inside_a_job() -> list[str]:
 
     os.kill(os.getpid(), signal.SIGINT)  # while no job runs: held back, no traceback
