@@ -86,14 +86,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_Redacting(handler.formatter))
     out = getattr(args, "out", None)
-    new_folder = out if isinstance(out, Path) and not os.path.lexists(out) else None
+    new_folders = _not_yet_there(out) if isinstance(out, Path) else []
     status = _run(args)
-    if new_folder is not None and status != EXIT_OK:
+    if status != EXIT_OK:
         # Made up front, to fail before any work if it cannot be: not left behind empty
-        # when the command then failed before writing anything into it.
+        # when the command then failed before writing anything into it (the deepest first;
+        # one that is not empty stops the rest).
         with contextlib.suppress(OSError):
-            new_folder.rmdir()
+            for folder in new_folders:
+                folder.rmdir()
     return status
+
+
+def _not_yet_there(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist yet, the deepest first."""
+    missing = []
+    for folder in (out, *out.parents):
+        if os.path.lexists(folder):
+            break
+        missing.append(folder)
+    return missing
 
 
 def _terminate(signum: int, frame: object) -> None:

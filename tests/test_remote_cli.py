@@ -177,7 +177,7 @@ def test_a_fetch_that_fails_leaves_no_empty_output_folder_but_keeps_an_existing_
         )
         assert result.returncode == 2, result.stderr
         assert "404" in result.stderr
-    assert not (tmp_path / "new" / "folder").exists()
+    assert not (tmp_path / "new").exists()  # nor the folders made above it
     assert mine.is_dir()  # the user's own folder, even empty, is theirs
 
 
