@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
 
-__all__ = ["LocalServer", "listen"]
+__all__ = ["LocalServer", "declared_length", "listen"]
 
 _Server = TypeVar("_Server")
 
@@ -19,6 +19,17 @@ log = logging.getLogger(f"trackscribe.{__name__}")
 def url_host(host: str) -> str:
     """``host`` as it goes before ``:port`` in a URL: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
+
+
+def declared_length(value: str | None, most: int) -> int | None:
+    """A ``Content-Length`` as a number of bytes, ``most + 1`` for any more than ``most``
+    (``int`` refuses more than 4300 digits, so they are counted first); None for one that is
+    not ASCII digits alone (RFC 9110: ``int`` would also take "+5", "1_0" and "²")."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(most)) else most + 1
 
 
 def local_host(host: str) -> str:

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
 
-from ._listen import LocalServer, listen
+from ._listen import LocalServer, declared_length, listen
 
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
@@ -404,11 +404,10 @@ class WebhookReceiver:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
             def do_POST(self) -> None:
-                raw = self.headers.get("content-length") or ""
-                if not (raw.isascii() and raw.isdigit()):
+                length = declared_length(self.headers.get("content-length"), _MAX_BODY)
+                if length is None:
                     self._refuse(411, "a Content-Length is required")
                     return
-                length = int(raw) if len(raw) <= 18 else _MAX_BODY + 1  # int() stops at 4300 digits
                 if length > _MAX_BODY:
                     self._refuse(413, "body too large")
                     return

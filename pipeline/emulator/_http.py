@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from models import redact_urls
 
-from .._listen import LocalServer
+from .._listen import LocalServer, declared_length
 from ._replies import Reply, rtk_error
 from ._state import TrackFile
 
@@ -128,14 +128,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._reply(rtk_error(411, "a Content-Length is required"))
             return None
-        text = (self.headers.get("Content-Length") or "0").strip()
-        # Only ASCII digits (RFC 9110): int() would also take "+5", "1_0" and " 5".
-        if not (text.isascii() and text.isdigit()):
+        length = declared_length(self.headers.get("Content-Length") or "0", _MAX_BODY)
+        if length is None:
             self.close_connection = True  # where this body ends cannot be known
             self._reply(rtk_error(400, "Content-Length must be a whole number of bytes"))
             return None
-        digits = text.lstrip("0") or "0"  # int() refuses over 4300 digits: count them first
-        length = int(digits) if len(digits) <= len(str(_MAX_BODY)) else _MAX_BODY + 1
         if length > _MAX_BODY:
             self.close_connection = True
             self._reply(rtk_error(413, f"request body must be 0 to {_MAX_BODY} bytes"))
