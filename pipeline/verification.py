@@ -49,6 +49,7 @@ from stages.export import (
     bundle_members,
     packed_as_written,
     read_bundle,
+    read_sha256sums,
     recorded,
 )
 from stages.transcribe import ModelError, model_folder
@@ -398,7 +399,7 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
     trackscribe does not put in a bundle differs: the bundle says more than it made."""
     checks = []
     expected = source.rendered
-    listed = _listed_digests(members.get(SUMS_FILE, b""))
+    listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
     for name, rendered in expected.items():
         subject = f"{bundle}:{name}"
         if name not in members:
@@ -450,16 +451,6 @@ def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _listed_digests(sums: bytes) -> dict[str, str]:
-    """Member name -> SHA-256 as a bundle's SHA256SUMS lists them (as ``sha256sum`` writes)."""
-    listed = {}
-    for line in sums.decode("utf-8", "replace").splitlines():
-        digest, _, name = line.partition("  ")
-        if name:
-            listed[name] = digest
-    return listed
 
 
 def _as_written(path: Path, digest: str, record: _Record, name: str) -> Check:

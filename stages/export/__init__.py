@@ -21,7 +21,6 @@ A signed bundle is never written over, nor removed, by an export given no signer
 import errno
 import hashlib
 import logging
-import re
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,6 +37,7 @@ from ._bundle import (
     holds_signature,
     packed_as_written,
     read_bundle,
+    read_sha256sums,
     sha256sums,
     to_bundle,
 )
@@ -60,6 +60,7 @@ __all__ = [
     "keep_signed",
     "packed_as_written",
     "read_bundle",
+    "read_sha256sums",
     "recorded",
     "render",
     "to_bundle",
@@ -261,12 +262,7 @@ def _read_record(path: Path) -> dict[str, str]:
 
 def _parse_record(text: str) -> dict[str, str]:
     """Only names of our formats count: the record is a file anyone can edit."""
-    record = {}
-    for line in text.splitlines():
-        digest, _, name = line.partition("  ")
-        if name in _OUR_NAMES and re.fullmatch(r"[0-9a-f]{64}", digest):
-            record[name] = digest
-    return record
+    return read_sha256sums(text, _OUR_NAMES)
 
 
 def _recordable(path: Path) -> bool:

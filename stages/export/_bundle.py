@@ -16,12 +16,13 @@ elsewhere is the one transcribed.
 
 import hashlib
 import io
+import re
 import stat
 import struct
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +79,17 @@ def sha256sums(digests: Iterable[tuple[str, str]]) -> bytes:
     """``<sha256>  <name>`` lines, as ``sha256sum`` writes them and ``sha256sum -c`` reads
     them, for (name, SHA-256) pairs in the order given."""
     return "".join(f"{digest}  {name}\n" for name, digest in digests).encode("utf-8")
+
+
+def read_sha256sums(text: str, names: Collection[str]) -> dict[str, str]:
+    """Name -> SHA-256 of the lines :func:`sha256sums` writes. Only lines of ``names`` with a
+    SHA-256 that is one count: such a file is anyone's to edit."""
+    listed = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if name in names and re.fullmatch(r"[0-9a-f]{64}", digest):
+            listed[name] = digest
+    return listed
 
 
 def to_bundle(transcript: Transcript, signer: Signer | None = None) -> bytes:
