@@ -41,6 +41,7 @@ from .evaluate import (
     check_truth,
     evaluate,
     normalised_seglst,
+    paired_by_name,
     quiet_meeteval,
     read_turns,
     without_spans,
@@ -350,13 +351,12 @@ def _owners(manifest: Manifest, truth: list[Turn]) -> dict[str, str]:
     user id, else by display name. One the manifest has not by either fails the approach: its
     utterances cannot be cut, and a figure without them would not be the practical limit."""
     speakers = {t.speaker for t in truth}
-    user_ids = {t.user_id for t in manifest.tracks}
-    if speakers <= user_ids:
-        return {s: s for s in speakers}
-    by_name = {name: uid for uid, name in _names(manifest).items()}
-    if speakers <= set(by_name):
-        return {s: by_name[s] for s in speakers}
-    unknown = ", ".join(sorted(speakers - user_ids - set(by_name)))  # 20 at most: checked
+    user_ids = [t.user_id for t in manifest.tracks]
+    names = _names(manifest)
+    pairs = paired_by_name(user_ids, speakers, names)  # as the scoring finds them
+    if pairs is not None:
+        return {speaker: uid for uid, speaker in pairs.items()}
+    unknown = ", ".join(sorted(speakers - set(user_ids) - set(names.values())))  # 20 at most
     raise ApproachFailed(
         f"no track is the truth's speaker {unknown}, by user id or display name: the true "
         "utterances cannot be cut from their tracks"

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "load_turns",
     "normalised_seglst",
+    "paired_by_name",
     "read_turns",
     "without_spans",
 ]
@@ -405,7 +406,7 @@ def evaluate(
     check_speaker_counts(truth, scored)
     labels = list(dict.fromkeys([*participants, *(t.speaker for t in scored)]))
     ref = normalised_seglst(truth)
-    pairs = _paired_by_name(labels, true_speakers, names)
+    pairs = paired_by_name(labels, true_speakers, names)
     by_words = pairs is None
     if pairs is None:
         pairs = _paired_by_words(ref, scored)
@@ -452,7 +453,7 @@ def check_truth(truth: Sequence[Turn]) -> list[Turn]:
     return spoken
 
 
-def _paired_by_name(
+def paired_by_name(
     labels: Sequence[str], true_speakers: set[str], names: Mapping[str, str]
 ) -> dict[str, str] | None:
     """Transcript speaker -> true speaker, when every true speaker is found by name: a user
