@@ -52,11 +52,16 @@ def output_folder(out: Path) -> Path:
         raise OutputError(f"cannot use {out} as the output folder: {file} is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # a read-only disk, a folder not ours
-            pass
+        _try_writing_in(out)
     except OSError as exc:
         raise OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
     return out
+
+
+def _try_writing_in(folder: Path) -> None:
+    """OSError if no file can be written in ``folder``: a read-only disk, a folder not ours."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def output_file(path: Path) -> Path:
@@ -78,8 +83,7 @@ def output_file(path: Path) -> Path:
         raise OutputError(f"cannot write {path}: {file} is not a folder")
     folder = next(p for p in path.absolute().parents if p.exists())  # made when written
     try:
-        with tempfile.TemporaryFile(dir=folder):  # a read-only disk, a folder not ours
-            pass
+        _try_writing_in(folder)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {folder}: {exc.strerror}") from None
     return path
