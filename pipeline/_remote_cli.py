@@ -22,8 +22,16 @@ from models import (
     atomic_write_text,
     describe_error,
     format_utc,
+    read_regular_file,
 )
-from stages.export import DEFAULT_FORMATS, FORMATS, BundleError, read_bundle, to_txt
+from stages.export import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    MAX_EXPORT_BYTES,
+    BundleError,
+    read_bundle,
+    to_txt,
+)
 from stages.fetch import FetchOptions
 from stages.record import DEFAULT_WAIT, RecordingFailedError, UploadTimeoutError
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
@@ -602,7 +610,7 @@ def _transcribed(out: Path, recording_id: str) -> bool:
     except (OSError, TranscriptError):
         try:
             bundle = out / FORMATS["bundle"][0]
-            members = read_bundle(bundle.read_bytes(), str(bundle))
+            members = read_bundle(read_regular_file(bundle, MAX_EXPORT_BYTES), str(bundle))
             made = Transcript.from_json(members["transcript.json"], str(bundle))
         except (OSError, BundleError, KeyError, TranscriptError):
             return False
