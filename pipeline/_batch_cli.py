@@ -12,6 +12,7 @@ from ._cli_common import (
     EXIT_PARTIAL,
     add_model_options,
     count_at_least,
+    emit,
     output_folder,
     pipeline_options,
     printable,
@@ -80,7 +81,7 @@ def _batch_command(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         progress=show_progress(args),
     )
-    print(_table(summary))
+    emit(_table(summary))
     print(f"wrote {args.out / BATCH_SUMMARY}", file=sys.stderr)
     lost = [m for m in summary.meetings if m.status != "done"]
     if not lost:

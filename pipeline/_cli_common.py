@@ -44,6 +44,20 @@ def say(line: str) -> None:
     print(f"trackscribe: {printable(line, lines=True)}", file=sys.stderr)
 
 
+def emit(text: str, *, end: str = "\n") -> None:
+    """A command's result, on stdout. Flushed here, so that a full disk or a broken device
+    is told as the result's loss (exit 2, "standard output") rather than as an error with no
+    name, or not at all when Python flushes at exit."""
+    try:
+        sys.stdout.write(text + end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader stopped (`| head`): the command's own quiet ending
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OutputError(f"cannot write the result to standard output: {reason}") from None
+
+
 def output_folder(out: Path) -> Path:
     """Make sure results can be written before any work is spent on them."""
     if out.exists() and not out.is_dir():

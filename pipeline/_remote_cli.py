@@ -43,6 +43,7 @@ from ._cli_common import (
     EXIT_PARTIAL,
     add_model_options,
     add_progress_option,
+    emit,
     output_folder,
     pipeline_options,
     printable,
@@ -693,5 +694,5 @@ def _demo_command(args: argparse.Namespace) -> int:
                 )
         if args.out is not None:
             write_outputs(transcript, args.out, args.formats, key)
-        print(to_txt(transcript), end="")
+        emit(to_txt(transcript), end="")
     return report(transcript)

@@ -46,6 +46,7 @@ from ._cli_common import (
     add_model_options,
     add_output_options,
     choices,
+    emit,
     output_file,
     output_folder,
     pipeline_options,
@@ -465,9 +466,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"trackscribe: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(result.model_dump_json(indent=2))
+        emit(result.model_dump_json(indent=2))
     else:
-        print(_evaluation_table(result))
+        emit(_evaluation_table(result))
     if args.plot:
         title = (
             f"cpWER {result.cpwer:.1f} %, start error median {_seconds(result.start_err_median)}"
@@ -542,9 +543,9 @@ def _run_bench(args: argparse.Namespace) -> int:
         else lambda name: print(f"bench: running {name} ...", file=sys.stderr),
     )
     if args.json:
-        print(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
+        emit(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
-        print(_bench_table(results, truth))
+        emit(_bench_table(results, truth))
     if args.plot and results["pipeline"].failed is None:
         plot_timeline(
             results["pipeline"].turns,
@@ -561,9 +562,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.manifest) if args.manifest is not None else None
     result = verify(args.transcript, manifest, model=args.model, public_key=args.public_key)
     if args.json:  # ASCII: a name the transcript holds may not be valid UTF-8 on its own
-        print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=True))
+        emit(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=True))
     else:
-        print(result)
+        emit(str(result))
     return EXIT_OK if result.ok else EXIT_PARTIAL
 
 

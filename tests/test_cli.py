@@ -418,6 +418,36 @@ def test_with_stderr_closed_messages_do_not_land_in_the_output_a_script_reads(sa
     assert result.returncode == 2 and result.stdout == ""
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_result_that_cannot_be_written_to_stdout_exits_2_saying_so(sample_dir):
+    truth = str(sample_dir / "truth.json")
+    result = subprocess.run(  # `trackscribe eval … --json >/dev/full`: a full disk
+        [
+            "sh",
+            "-c",
+            f'exec "{sys.executable}" -m pipeline eval "{truth}" "{truth}" --json >/dev/full',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "trackscribe: cannot write the result to standard output: No space left on device"
+    ]
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(sample_dir):
+    truth = str(sample_dir / "truth.json")
+    result = subprocess.run(  # `trackscribe eval … --json | head -c 1`
+        ["sh", "-c", f'"{sys.executable}" -m pipeline eval "{truth}" "{truth}" --json | head -c 1'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout == "{" and result.stderr == ""
+
+
 def test_demo_prints_the_meeting_in_time_order(sample_truth):
     result = trackscribe("demo", "--no-progress")
     assert result.returncode == 0, result.stderr
