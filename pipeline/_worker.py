@@ -166,7 +166,7 @@ _LAST_RECORDS_WAIT = 5.0
 
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Ctrl-C held back while worker processes start, and raised after.
+    """Ctrl-C and SIGTERM held back while worker processes start, and raised after.
 
     A Ctrl-C reaches every process of the terminal's group. The fork server is a new Python
     process that imports for a good part of a second before it ignores Ctrl-C, and each worker
@@ -177,30 +177,39 @@ def interrupts_held() -> Iterator[None]:
     process's own Ctrl-C (which Python raises in its main thread, whichever thread the signal
     reached) waits until they are started. (The fork server keeps the mask it started with:
     other processes it forks later start with Ctrl-C blocked too.)
+
+    A SIGTERM to this process alone (``kill``, the command line's :class:`Terminated`) waits
+    too: raised half-way through a start, it ended the run before the pool knew of the new
+    worker, so nothing waited for it, and the worker, still reading what it was sent, found
+    the pool's semaphores removed and printed the fork server's traceback. It is not blocked
+    in the mask: a worker must still die of one sent to the whole group.
     """
     if not hasattr(signal, "pthread_sigmask"):  # no fork server there either
         yield
         return
-    caught: list[FrameType | None] = []
-    handler = signal.getsignal(signal.SIGINT)
-    # Ignored, it stays ignored, and is inherited so (a handler of ours would not be).
-    swap = threading.current_thread() is threading.main_thread() and handler not in (
-        None,
-        signal.SIG_IGN,
-    )
-    if swap:
-        signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+    caught: list[tuple[int, FrameType | None]] = []
+    main = threading.current_thread() is threading.main_thread()
+    # Ignored, a signal stays ignored, and Ctrl-C is inherited so (a handler of ours is not).
+    swapped = {
+        number: handler
+        for number in (signal.SIGINT, signal.SIGTERM)
+        if main and (handler := signal.getsignal(number)) not in (None, signal.SIG_IGN)
+    }
+    for number in swapped:
+        signal.signal(number, lambda number, frame: caught.append((number, frame)))
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if swap:
-            signal.signal(signal.SIGINT, handler)
-            if caught and callable(handler):
-                handler(signal.SIGINT, caught[0])  # Python's own raises KeyboardInterrupt
-            elif caught and handler == signal.SIG_DFL:
-                signal.raise_signal(signal.SIGINT)
+        for number, handler in swapped.items():
+            signal.signal(number, handler)
+        for number, frame in caught[:1]:  # the first stop is the one raised
+            handler = swapped[number]
+            if callable(handler):
+                handler(number, frame)  # Python's own Ctrl-C raises KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
 
 
 _held_back: list[int] = []

@@ -449,6 +449,27 @@ def test_a_ctrl_c_while_workers_start_waits_until_they_are_started_and_never_rea
         assert states["worker"] == (False, True)  # once started: unblocked, and ignored
 
 
+def test_a_sigterm_while_workers_start_waits_until_they_are_started():
+    # Raised half-way through a start, the run ended before the pool knew of the worker, and
+    # the worker, still reading what it was sent, printed the fork server's traceback.
+    class Stopped(Exception):
+        pass
+
+    def stop(number, frame):
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped), interrupts_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # were it not held, it would have been raised by now
+            finished = True
+        assert finished
+        assert signal.getsignal(signal.SIGTERM) is stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 _HALF_A_RESULT = """
 import multiprocessing, os, struct
 from pipeline._analysis import ready
