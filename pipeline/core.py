@@ -481,6 +481,8 @@ def _dropped_because(manifest: Manifest, span: LeakedSpan) -> str:
         return f"leakage: a voice heard on other tracks too, and no track's own{below}"
     if span.duplicate:
         return f"duplicate: the same voice is kept on {manifest.tracks[span.owner].path}"
+    if math.isnan(span.margin_db):  # a track whose owner never talks alone: no own level
+        return "leakage: it follows the voice's copy on another track, and is not clearly louder"
     return f"leakage: {-span.margin_db:.1f} dB short of own speech"
 
 

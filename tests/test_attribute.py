@@ -25,9 +25,14 @@ RATE = 16_000
 def leaky_meeting(sample_dir, tmp_path_factory):
     """The sample meeting as it sounds without headphones: every microphone also hears the
     others, 20 dB down and 10 ms late, over a little room noise. Real WebM/Opus files."""
+    return _leaky_copy(sample_dir, tmp_path_factory.mktemp("leaky"))
+
+
+def _leaky_copy(sample_dir, folder, gain_db: dict[str, float] | None = None):
+    """The sample meeting in one room, written to ``folder``; with ``gain_db``, those users'
+    microphones that much louder or quieter (what they hear of the others too)."""
     manifest = Manifest.load(sample_dir / "manifest.json")
     offsets = track_offsets(manifest)
-    folder = tmp_path_factory.mktemp("leaky")
     shutil.copy(sample_dir / "truth.json", folder / "truth.json")
     (folder / "tracks").mkdir()
     clean = [
@@ -44,6 +49,7 @@ def leaky_meeting(sample_dir, tmp_path_factory):
     for entry, track, offset, x in zip(raw["tracks"], manifest.tracks, offsets, clean, strict=True):
         others = sum(v for user, v in voices.items() if user != track.user_id)
         heard = voices[track.user_id] + 0.1 * np.roll(others, int(0.01 * RATE))
+        heard = heard * 10 ** ((gain_db or {}).get(track.user_id, 0.0) / 20)
         first = round(offset * RATE)
         mine = heard[first : first + x.size] + rng.normal(0, 1e-3, x.size).astype(np.float32)
         write_webm(folder / entry["path"], np.repeat(mine, 3).astype(np.float32))
@@ -93,6 +99,53 @@ def test_every_dropped_stretch_is_recorded_with_whose_voice_it_was(leaky_transcr
         assert d.attributed_to in talking and d.attributed_to != d.user_id
         assert d.reason.startswith("leakage")
     assert {d.user_id for d in dropped} >= {"user-dana"}
+
+
+def test_a_quiet_microphone_keeps_its_owners_words_and_the_others_lose_their_copies(
+    sample_dir, sample_truth, tmp_path
+):
+    # Alice's microphone has 14 dB less gain: her own voice on it is only 6 dB above the
+    # copies the others' microphones, in the same room, hear of it. Her voice was measured
+    # nowhere: her words were taken out of her track as someone else's, and stayed on theirs.
+    meeting = _leaky_copy(sample_dir, tmp_path, {"user-alice": -14.0})
+    transcript = transcribe_tracks(meeting / "manifest.json", progress=False)
+    for turn in sample_truth:
+        expected = set(words_of(turn["words"]))
+        near = [
+            u
+            for u in transcript.utterances
+            if u.start < turn["end_time"] and u.end > turn["start_time"] - 0.5
+        ]
+        mine = {w for u in near if u.speaker == turn["speaker"] for w in words_of(u.text)}
+        assert len(expected & mine) >= 0.8 * len(expected), turn
+        for u in near:
+            if u.speaker != turn["speaker"]:
+                assert len(expected & set(words_of(u.text))) < 0.5 * len(expected), (turn, u)
+    assert [u for u in transcript.utterances if u.speaker == "user-dana"] == []
+    assert all("nan" not in d.reason for d in transcript.provenance.dropped)
+
+
+def test_a_track_that_never_talks_alone_for_a_syllable_is_no_ones_voice():
+    # A hot listener microphone holds every copy 5 dB under the talker's own: where two
+    # copies add up, it is the loudest track for a frame at a time. Taken for a voice, its
+    # leakage would have explained the talkers' own words away.
+    rng = np.random.default_rng(1)
+    a, b = np.full(900, -80.0), np.full(900, -80.0)
+    a[:400] = -20 + 3 * rng.standard_normal(400)
+    b[450:850] = -20 + 3 * rng.standard_normal(400)
+    b[300:400] = -20 + 3 * rng.standard_normal(100)  # both talk: the copies add up
+    listener = _mix(a - 5, b - 5) + np.where(np.arange(900) % 7 == 0, 9.0, 0.0)
+    owned, _ = attribute(
+        [
+            _activity(list(_mix(a, b - 25)), list(a > -45)),
+            _activity(list(_mix(b, a - 25)), list(b > -45)),
+            _activity(list(listener), list(listener > -45)),
+        ],
+        [TrackTiming(0.0)] * 3,
+        ["a", "b", "listener"],
+    )
+    assert owned[0].voiced[:400].all() and owned[1].voiced[450:850].all()
+    assert owned[1].voiced[300:400].all()  # both talking: kept on both
 
 
 def test_without_attribution_the_listener_gets_others_words(leaky_meeting, sample_truth):

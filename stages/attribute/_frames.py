@@ -6,7 +6,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from models import TrackTiming, VoiceActivity
+from models import TrackTiming, VoiceActivity, frame_runs
+
+from ._options import AttributionOptions
 
 _ABSENT = np.nan
 
@@ -82,6 +84,42 @@ def dominant_frames(
         loudest = sliding_window_view(padded, 2 * spread + 1).max(axis=-1)
     with np.errstate(invalid="ignore"):  # both absent: -inf - -inf, never dominant
         return rivals, voiced[b] & (filled[b] - loudest >= dominance_db)
+
+
+def talking_alone(
+    b: int,
+    filled: np.ndarray,
+    voiced: np.ndarray,
+    present: Sequence[int],
+    owners: Sequence[str],
+    options: AttributionOptions,
+    frame_s: float,
+) -> tuple[list[int], np.ndarray]:
+    """:func:`dominant_frames` at ``dominance_db``; for a track that is never that far above
+    the others for ``min_frames`` frames, its stretches of a syllable or more at
+    ``quiet_dominance_db``.
+
+    A quiet microphone in a room (10 dB of gain less is common) holds its owner's voice
+    less than ``dominance_db`` above the others' copies of it. Unmeasured, that voice is
+    explained by no coupling: its copies stayed on the others' tracks as their own, and its
+    own track, which seemed to carry a voice without a track, lost it. A listener's track,
+    even a hot one, is the loudest only for a frame or two at a time, where the copies it
+    holds add up or arrive a little apart; a voice talking alone is, for its syllables.
+    """
+    rivals, alone = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
+    if alone.sum() >= options.min_frames:
+        return rivals, alone
+    rivals, alone = dominant_frames(b, filled, voiced, present, owners, options.quiet_dominance_db)
+    syllable = max(2, round(_SYLLABLE / frame_s))
+    sustained = np.zeros_like(alone)
+    for start, end in frame_runs(alone):
+        if end - start >= syllable:
+            sustained[start:end] = True
+    return rivals, sustained
+
+
+_SYLLABLE = 0.09
+"""Seconds a voice talking alone stays the loudest track at the least."""
 
 
 def filled_levels(level: np.ndarray) -> np.ndarray:

@@ -13,6 +13,13 @@ class AttributionOptions(BaseModel):
     dominance_db: float = Field(
         10.0, gt=0, description="B's coupling is measured where B is this much above all others"
     )
+    quiet_dominance_db: float = Field(
+        4.0,
+        gt=0,
+        description="a track never dominance_db above all others for min_frames frames (a "
+        "quiet microphone in a room whose others hear its owner almost as loud) is measured "
+        "where it is this much above them instead",
+    )
     min_frames: int = Field(30, ge=1, description="fewer frames: no coupling is measured")
     delay_frames: int = Field(
         1,

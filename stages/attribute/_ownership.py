@@ -9,7 +9,7 @@ import numpy as np
 
 from models import LeakedSpan, TrackTiming, VoiceActivity, bridge_runs, frame_runs
 
-from ._frames import comparable_tracks, dominant_frames, filled_levels, meeting_frames
+from ._frames import comparable_tracks, filled_levels, meeting_frames, talking_alone
 from ._options import AttributionOptions
 from ._untracked import NO_TRACK, NOT_OTHER, untracked_voices
 
@@ -44,7 +44,7 @@ def attribute(
     walls = round(options.min_wall / frame_s)
     level, voiced, where, offgrid = meeting_frames(activities, timings, present, frame_s)
 
-    coupling = _couplings(level, voiced, present, owners, options)
+    coupling = _couplings(level, voiced, present, owners, options, frame_s)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
     own, source, under = untracked_voices(
         level, voiced, own, coupling, present, owners, options, frame_s
@@ -337,6 +337,7 @@ def _couplings(
     present: Sequence[int],
     owners: Sequence[str],
     options: AttributionOptions,
+    frame_s: float,
 ) -> np.ndarray:
     """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone.
 
@@ -352,7 +353,7 @@ def _couplings(
     measured = np.zeros((n, n), int)
     filled = filled_levels(level)
     for b in present:
-        rivals, source = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
+        rivals, source = talking_alone(b, filled, voiced, present, owners, options, frame_s)
         for a in rivals:
             frames = source & ~np.isnan(level[a])
             measured[a, b] = frames.sum()

@@ -9,7 +9,7 @@ import numpy as np
 
 from models import bridge_runs, frame_runs
 
-from ._frames import dominant_frames, filled_levels
+from ._frames import filled_levels, talking_alone
 from ._options import AttributionOptions
 
 NOT_OTHER = -2
@@ -46,7 +46,7 @@ def untracked_voices(
     source = np.full(level.shape, NOT_OTHER)
     under = np.full(level.shape, np.nan)
     filled = filled_levels(level)
-    voice = {t: _own_voice(t, filled, voiced, present, owners, options) for t in present}
+    voice = {t: _own_voice(t, filled, voiced, present, owners, options, frame_s) for t in present}
     envelope = {t: _envelope(level[t]) for t in present}
     half = max(1, round(options.untracked_window / frame_s / 2))
     pairs = [(a, b) for a, b in combinations(present, 2) if owners[a] != owners[b]]
@@ -126,10 +126,11 @@ def _own_voice(
     present: Sequence[int],
     owners: Sequence[str],
     options: AttributionOptions,
+    frame_s: float,
 ) -> float | None:
     """The usual level of the track's owner talking alone (dB), None when they never do
     for ``min_frames``. ``filled``: the levels as :func:`filled_levels` gives them."""
-    _, alone = dominant_frames(t, filled, voiced, present, owners, options.dominance_db)
+    _, alone = talking_alone(t, filled, voiced, present, owners, options, frame_s)
     if alone.sum() < options.min_frames:
         return None
     return float(np.median(filled[t][alone]))
