@@ -150,8 +150,10 @@ def _turns(
     for position, (user, segment, track) in enumerate(timeline):
         if user in last:
             index, since, end, their_track = last[user]
+            # Begun as the speaker resumes is not into the pause: ties in the order of
+            # starts fall as the tracks came, and must decide nothing.
             spoken_into_pause = any(
-                other != user and theirs.end > end
+                other != user and theirs.end > end and theirs.start < segment.start
                 for other, theirs, _ in timeline[since + 1 : position]
             )
             first_word = segment.words[0].start if segment.words else segment.start

@@ -122,6 +122,16 @@ def test_a_reply_in_the_pause_splits_the_turn_and_keeps_the_dialogue_in_order():
     ]
 
 
+def test_a_reply_that_starts_as_the_speaker_resumes_did_not_speak_into_the_pause():
+    ann = [seg(0.0, 2.0, "so the plan"), seg(2.5, 3.5, "is this")]
+    cy = [seg(1.5, 2.5, "yes")]  # cy's track starts 1 s in: 2.5-3.5, as Ann resumes
+    # The order the tracks come in decides nothing.
+    for segments in ({1: ann, 3: cy}, {3: cy, 1: ann}):
+        transcript = merge(MANIFEST, segments, PROVENANCE, MergeOptions(join_gap=1.0))
+        got = [(u.speaker, u.text) for u in transcript.utterances]
+        assert got == [("ann", "so the plan is this"), ("cy", "yes")]
+
+
 def test_an_interjection_inside_a_turn_is_an_overlap_not_a_split():
     segments = {
         1: [seg(0.0, 5.0, "a b c d e f"), seg(5.5, 8.0, "g h i")],
