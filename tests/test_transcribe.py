@@ -2,10 +2,13 @@
 
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from models import PcmAudio, SpeechRegion, Word
 from stages.decode import decode
@@ -20,6 +23,7 @@ from stages.transcribe import (
     resolve_model,
     usable_cores,
 )
+from stages.transcribe._model import one_thread_math, one_thread_math_here
 from stages.transcribe._windows import Decoded, Piece, Window, words_by_piece
 from stages.transcribe._words import compression_ratio
 from stages.vad import detect_speech
@@ -548,3 +552,29 @@ def test_an_interrupt_stops_transcription_without_running_the_batches_still_queu
     with pytest.raises(KeyboardInterrupt):
         transcriber.transcribe_tracks([(audio, regions)] * 3, on_progress=press_ctrl_c)
     assert len(started) <= 2  # the batch whose progress was being told, and the one after
+
+
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_a_transcription_begun_in_any_thread_computes_on_one_blas_thread_and_restores_it():
+    # After one begun in the main thread, one begun in another thread (a notebook's executor)
+    # was left on two BLAS threads, and its words came out otherwise.
+    before = _blas_threads()
+    with one_thread_math():  # a transcription in this thread first
+        pass
+    seen: list[list[int]] = []
+
+    def transcription() -> None:
+        with (
+            one_thread_math(),
+            ThreadPoolExecutor(1, initializer=one_thread_math_here) as computing,
+        ):
+            seen.append(computing.submit(_blas_threads).result())
+
+    elsewhere = threading.Thread(target=transcription)
+    elsewhere.start()
+    elsewhere.join()
+    assert seen == [[1] * len(before)]
+    assert _blas_threads() == before

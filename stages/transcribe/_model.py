@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+import threadpoolctl
 from faster_whisper import WhisperModel, download_model
 from threadpoolctl import threadpool_limits
 
@@ -147,6 +148,30 @@ _math_users = 0
 _math_limits: threadpool_limits | None = None
 
 
+def one_thread_math_here() -> None:
+    """numpy's BLAS on one thread in the thread that calls this (a transcription thread, as
+    it starts), within :func:`one_thread_math`: a BLAS threaded with OpenMP takes its limit
+    per thread, and the one set where the transcription began would not reach this one."""
+    threadpool_limits(limits=1, user_api="blas")
+    _release_blas_control()
+
+
+def _release_blas_control() -> None:
+    """Let any thread set the process-wide BLAS limit next.
+
+    threadpoolctl (3.8 on) lets only the first thread that set it set it again while that
+    thread lives, and ignores the others without a word. The main thread lives for ever:
+    after one transcription begun there, one begun in another thread (a notebook's executor,
+    a web server's worker) left BLAS on two threads, and its words came out otherwise; and
+    the last transcription to end, in another thread than the first, could not restore it.
+    """
+    clear = getattr(
+        getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None
+    )
+    if clear is not None:
+        clear(force=True)
+
+
 @contextmanager
 def one_thread_math() -> Iterator[None]:
     """numpy's BLAS on one thread while any transcription runs in this process.
@@ -161,6 +186,7 @@ def one_thread_math() -> Iterator[None]:
     with _math_lock:
         if _math_users == 0:
             _math_limits = threadpool_limits(limits=1, user_api="blas")
+            _release_blas_control()
         _math_users += 1
     try:
         yield
@@ -169,4 +195,5 @@ def one_thread_math() -> Iterator[None]:
             _math_users -= 1
             if _math_users == 0 and _math_limits is not None:
                 _math_limits.restore_original_limits()
+                _release_blas_control()
                 _math_limits = None

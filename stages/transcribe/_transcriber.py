@@ -10,7 +10,14 @@ from faster_whisper import BatchedInferencePipeline
 
 from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 
-from ._model import load_model, model_files, one_thread_math, quiet_faster_whisper, usable_cores
+from ._model import (
+    load_model,
+    model_files,
+    one_thread_math,
+    one_thread_math_here,
+    quiet_faster_whisper,
+    usable_cores,
+)
 from ._options import TranscribeOptions
 from ._windows import Decoded, Piece, Window, bare, clip, cost, midpoint, pack, words_by_piece
 from ._words import (
@@ -129,7 +136,9 @@ class Transcriber:
                 finish(index)  # nothing to send: done at once
         with (
             one_thread_math(),
-            ThreadPoolExecutor(o.parallel, thread_name_prefix="transcribe") as pool,
+            ThreadPoolExecutor(
+                o.parallel, thread_name_prefix="transcribe", initializer=one_thread_math_here
+            ) as pool,
         ):
             futures = {pool.submit(run, batch): batch[0].track for batch in batches}
             try:
