@@ -3,6 +3,7 @@
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -538,6 +539,7 @@ def test_an_interrupt_stops_transcription_without_running_the_batches_still_queu
 
     def record(batch, tracks):
         started.append(batch[0].track)
+        time.sleep(0.02)  # as the model does, for far longer: the GIL is let go meanwhile
         return [(window, []) for window in batch]
 
     def press_ctrl_c(seconds: float) -> None:

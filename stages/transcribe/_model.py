@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import threadpoolctl
 from faster_whisper import WhisperModel, download_model
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from models import sha256_file
 
@@ -145,14 +146,21 @@ def quiet_faster_whisper() -> None:
 
 _math_lock = threading.Lock()
 _math_users = 0
-_math_limits: threadpool_limits | None = None
+_math_limits: Any = None  # threadpoolctl's limiter, restored by the last transcription
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded (numpy's, loaded long before any transcription), found once:
+    finding them scans every library of the process, a millisecond each time."""
+    return ThreadpoolController().select(user_api="blas")
 
 
 def one_thread_math_here() -> None:
     """numpy's BLAS on one thread in the thread that calls this (a transcription thread, as
     it starts), within :func:`one_thread_math`: a BLAS threaded with OpenMP takes its limit
     per thread, and the one set where the transcription began would not reach this one."""
-    threadpool_limits(limits=1, user_api="blas")
+    _blas().limit(limits=1)
     _release_blas_control()
 
 
@@ -185,7 +193,7 @@ def one_thread_math() -> Iterator[None]:
     global _math_users, _math_limits
     with _math_lock:
         if _math_users == 0:
-            _math_limits = threadpool_limits(limits=1, user_api="blas")
+            _math_limits = _blas().limit(limits=1)
             _release_blas_control()
         _math_users += 1
     try:
