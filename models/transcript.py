@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,6 +14,9 @@ from ._errors import describe, import_optional
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName
+
+if TYPE_CHECKING:
+    import pandas  # optional: the ``pandas`` extra
 
 TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
 
@@ -236,7 +239,7 @@ class Transcript(_Finite):
         """The contract's JSON (``trackscribe.transcript/1``), as ``transcript.json`` holds it."""
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
 
-    def to_dataframe(self):  # noqa: ANN201 - pandas is optional
+    def to_dataframe(self) -> "pandas.DataFrame":
         """One row per utterance: speaker, name, start/end (s and UTC), text, overlaps.
 
         Needs pandas (``pip install 'trackscribe[pandas]'``).

@@ -8,7 +8,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models import BatchSummary, Job, Manifest, ManifestError, Transcript, TranscriptError
+    from models import (
+        BatchSummary,
+        Job,
+        Manifest,
+        ManifestError,
+        Transcript,
+        TranscriptError,
+        load_jobs,
+    )
     from stages.export import export
     from stages.transcribe import ModelError
 
@@ -16,6 +24,9 @@ if TYPE_CHECKING:
     from .core import NoUsableTrackError, PipelineOptions, run_meeting, transcribe_tracks
     from .signing import PublicKey, SigningKey, SigningKeyError
     from .verification import Verification, verify
+
+    load_manifest = Manifest.load
+    load_transcript = Transcript.load
 
 _WHERE = {
     "BatchSummary": "models",
@@ -64,14 +75,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "load_manifest":
-        return import_module("models").Manifest.load
-    if name == "load_transcript":
-        return import_module("models").Transcript.load
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+if not TYPE_CHECKING:  # seen by a type checker, it would let any misspelt name through
+
+    def __getattr__(name: str) -> Any:
+        if name == "load_manifest":
+            return import_module("models").Manifest.load
+        if name == "load_transcript":
+            return import_module("models").Transcript.load
+        if name in _WHERE:
+            return getattr(import_module(_WHERE[name]), name)
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:  # what a notebook's tab completion offers
