@@ -112,7 +112,7 @@ class Job(BaseModel):
         return safe_file_name(f"meeting-{self.meeting_id}" + (f"-{digest}" if users else ""))
 
 
-def load_jobs(path: Path) -> list[Job]:
+def load_jobs(path: Path | str) -> list[Job]:
     """Read JOBS (``.csv``: CSV with a header; anything else: JSON Lines)."""
     path = Path(path)
     try:

@@ -11,10 +11,12 @@ if TYPE_CHECKING:
     from models import (
         BatchSummary,
         Job,
+        JobsError,
         Manifest,
         ManifestError,
         Transcript,
         TranscriptError,
+        WriteError,
         load_jobs,
     )
     from stages.export import export
@@ -32,6 +34,8 @@ _WHERE = {
     "BatchSummary": "models",
     "export": "stages.export",
     "Job": "models",
+    "JobsError": "models",
+    "WriteError": "models",
     "load_jobs": "models",
     "run_batch": "pipeline.batch",
     "Manifest": "models",
@@ -53,6 +57,7 @@ _WHERE = {
 __all__ = [
     "BatchSummary",
     "Job",
+    "JobsError",
     "Manifest",
     "ManifestError",
     "ModelError",
@@ -64,6 +69,7 @@ __all__ = [
     "Transcript",
     "TranscriptError",
     "Verification",
+    "WriteError",
     "export",
     "load_jobs",
     "load_manifest",
