@@ -24,7 +24,9 @@ TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
 class _Finite(BaseModel):
     # Python's json reads NaN and Infinity; a time that is one is refused where it is read,
     # with its field named, rather than failing somewhere in an export or a report.
-    model_config = ConfigDict(allow_inf_nan=False)
+    # A notebook that changes a transcript in place gets the same checks as one read: a time
+    # set to text or NaN is refused there, not written out to fail when read back.
+    model_config = ConfigDict(allow_inf_nan=False, validate_assignment=True)
 
 
 class Word(_Finite):

@@ -290,3 +290,13 @@ def test_a_transcript_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "transcript.json")
     with pytest.raises(TranscriptError, match="not a regular file"):
         Transcript.load(tmp_path / "transcript.json")
+
+
+def test_a_transcript_changed_in_place_is_checked_as_one_read_is(sample_transcript):
+    # Set to text or NaN, a time was taken, written out, and failed only when read back.
+    utterance = sample_transcript.model_copy(deep=True).utterances[0]
+    for bad in ("soon", float("nan")):
+        with pytest.raises(ValidationError, match="start"):
+            utterance.start = bad
+    utterance.start = 1.5
+    assert utterance.start == 1.5
