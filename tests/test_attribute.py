@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
 
@@ -739,3 +740,31 @@ def test_a_sentence_across_a_rejoin_goes_whole_to_the_new_file():
     )
     assert not owned[0].voiced[2900:].any() and owned[1].voiced[:200].all()
     assert [(s.owner, s.duplicate) for s in leaks[0]] == [(1, True)]
+
+
+def test_a_track_placed_a_day_away_costs_no_memory_for_the_time_between():
+    # Every per-frame array spanned the whole day: 12 tracks of 10 minutes, one 23 h off,
+    # took 3.3 GB and a minute. What the near tracks keep must not change either.
+    near = [_voices(20_000, seed) for seed in range(3)]
+    heard = [_mix(near[k], *(near[j] - 25 for j in range(3) if j != k)) for k in range(3)]
+    tracks = [_activity(list(x), list(x > -45)) for x in heard]
+    owners = ["a", "b", "c", "far"]
+
+    def run(far_start: float) -> tuple[list, int]:
+        tracemalloc.start()
+        try:
+            owned, _ = attribute(
+                [*tracks, _activity(list(heard[0]), list(heard[0] > -45))],
+                [TrackTiming(0.0)] * 3 + [TrackTiming(far_start)],
+                owners,
+            )
+            return owned, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    alone, _ = attribute(tracks, [TrackTiming(0.0)] * 3, owners[:3])
+    owned, peak = run(23 * 3600.0)
+    _, peak_beside = run(20_000 * 0.03 + 300.0)  # the same tracks, the far one 5 minutes on
+    assert [o.voiced.tolist() for o in owned[:3]] == [o.voiced.tolist() for o in alone]
+    assert owned[3].voiced.tolist() == tracks[0].voiced.tolist()  # alone there: all its own
+    assert peak < 1.5 * peak_beside

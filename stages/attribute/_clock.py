@@ -58,7 +58,9 @@ def estimate_clock(
         return estimates
     frame_s = activities[present[0]].frame_s
     timings = [TrackTiming(offset) for offset in offsets]
-    level, voiced, _, _ = meeting_frames(activities, timings, present, frame_s)
+    level, voiced, _, _ = meeting_frames(
+        activities, timings, present, frame_s, options.max_clock_error
+    )
     drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
     corrected = [
         d
@@ -68,7 +70,9 @@ def estimate_clock(
     ]
     if any(corrected):  # the lags change with the grid: none of the curves can be reused
         timings = [TrackTiming(o, d) for o, d in zip(offsets, corrected, strict=True)]
-        level, voiced, _, _ = meeting_frames(activities, timings, present, frame_s)
+        level, voiced, _, _ = meeting_frames(
+            activities, timings, present, frame_s, options.max_clock_error
+        )
         curves = {}
     reach = round(options.max_clock_error / frame_s)
     filled = filled_levels(level)

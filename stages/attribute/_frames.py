@@ -24,6 +24,7 @@ def meeting_frames(
     timings: Sequence[TrackTiming],
     present: Sequence[int],
     frame_s: float,
+    max_clock_error: float,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray]:
     """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN); for
     each track the meeting frame of each of its frames; and how far each frame really lies
@@ -32,6 +33,9 @@ def meeting_frames(
     A track's start falls anywhere within a frame, so its frames lie up to half a frame
     from the grid (a drifting clock's up to a whole frame): comparing two tracks frame by frame
     needs to know by how much.
+
+    Where no track is present for long, the grid leaves most of that time out
+    (:func:`_closed_up`); ``max_clock_error`` (s) is how far apart frames are compared.
     """
     where, offgrid = {}, {}
     for i in present:
@@ -47,6 +51,7 @@ def meeting_frames(
     first = min((int(where[i][0]) for i in present if where[i].size), default=0)
     if first < 0:  # a start corrected to before the origin: the grid begins there instead
         where = {i: w - first for i, w in where.items()}
+    where = _closed_up(where, round(max(_KEPT_S, 4 * max_clock_error) / frame_s))
     total = max((int(where[i][-1]) + 1 for i in present if where[i].size), default=0)
     level = np.full((len(activities), total), _ABSENT)
     voiced = np.zeros((len(activities), total), bool)
@@ -56,6 +61,36 @@ def meeting_frames(
         voiced[i, where[i]] = activities[i].voiced
         placed[i, where[i]] = offgrid[i]
     return level, voiced, where, placed
+
+
+def _closed_up(where: dict[int, np.ndarray], keep: int) -> dict[int, np.ndarray]:
+    """``where`` with each stretch of the grid that no track covers cut to ``keep`` frames
+    either side of the tracks around it.
+
+    A manifest may place one file hours, up to a day, from the others (a device's clock gone
+    wrong): every per-frame array would span all of it, a few hundred MB per track, for
+    frames where nothing is present. No comparison reaches that far: clock lags, couplings
+    and windows look seconds away, and ``keep`` is well beyond them, so nothing compared
+    changes. A track is never cut: it lies within what is kept.
+    """
+    spans = sorted((int(w[0]), int(w[-1]) + 1, i) for i, w in where.items() if w.size)
+    if not spans:
+        return where
+    shift = {spans[0][2]: 0}
+    removed, covered = 0, spans[0][1]
+    for start, end, i in spans[1:]:
+        if start - covered > 2 * keep:
+            removed += start - covered - 2 * keep
+        shift[i] = removed
+        covered = max(covered, end)
+    if not removed:
+        return where
+    return {i: w - shift.get(i, 0) for i, w in where.items()}
+
+
+_KEPT_S = 120.0
+"""Seconds of grid kept either side of the tracks where none is present (see
+:func:`_closed_up`): more than the widest lag any comparison searches."""
 
 
 def dominant_frames(

@@ -42,7 +42,9 @@ def attribute(
         return list(activities), leaks
     frame_s = activities[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
-    level, voiced, where, offgrid = meeting_frames(activities, timings, present, frame_s)
+    level, voiced, where, offgrid = meeting_frames(
+        activities, timings, present, frame_s, options.max_clock_error
+    )
 
     coupling = _couplings(level, voiced, present, owners, options, frame_s)
     own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
