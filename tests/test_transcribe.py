@@ -25,7 +25,7 @@ from stages.transcribe import (
     usable_cores,
 )
 from stages.transcribe._model import one_thread_math, one_thread_math_here
-from stages.transcribe._windows import Decoded, Piece, Window, words_by_piece
+from stages.transcribe._windows import Decoded, Piece, Window, pack, words_by_piece
 from stages.transcribe._words import compression_ratio
 from stages.vad import detect_speech
 
@@ -516,13 +516,13 @@ def test_the_costliest_track_goes_to_the_model_first_and_its_batches_stay_togeth
         return []
 
     monkeypatch.setattr(transcriber, "_run_batch", record)
-    one_at_a_time = {"parallel": 1, "batch_size": 1, "max_window": 5.0}
+    one_at_a_time = {"parallel": 1, "batch_size": 1, "max_window": 10.0}
     monkeypatch.setattr(
         transcriber, "options", transcriber.options.model_copy(update=one_at_a_time)
     )
     tracks = [
-        (audio, talk((0.0, 30.0))),  # one window of 30 s
-        (audio, talk((0.0, 5.0), (10.0, 15.0), (20.0, 25.0))),  # three of 5 s, a batch each
+        (audio, talk((0.0, 10.0))),  # one window of 10 s
+        (audio, talk((0.0, 8.0), (10.0, 18.0), (20.0, 28.0))),  # three of 8 s, a batch each
         (audio, talk((0.0, 5.0))),  # one of 5 s
     ]
     transcriber.transcribe_tracks(tracks)
@@ -580,3 +580,16 @@ def test_a_transcription_begun_in_any_thread_computes_on_one_blas_thread_and_res
     elsewhere.join()
     assert seen == [[1] * len(before)]
     assert _blas_threads() == before
+
+
+def test_a_region_longer_than_the_window_is_sent_whole_in_windows_the_model_hears(tmp_path, caplog):
+    # Whisper hears 30 s: the rest of a 67-s region a caller gave was lost without a word.
+    audio = decode(write_webm(tmp_path / "long.webm", silence(70)), tmp_path / "long.pcm")
+    region = SpeechRegion(start=1.0, end=68.0, onset=1.5)
+    with caplog.at_level(logging.WARNING, logger="trackscribe"):
+        windows = pack(0, audio, [region], max_window=30.0)
+    assert [w.duration for w in windows] == pytest.approx([30.0, 30.0, 7.0])
+    pieces = [p for w in windows for p in w.pieces]
+    assert [p.track_start for p in pieces] == pytest.approx([1.0, 31.0, 61.0])
+    assert pieces[0].onset == 1.5
+    assert "longer than the model's window" in caplog.text

@@ -108,25 +108,48 @@ def pack(
         duration = (min(audio.num_samples, round(region.end * SAMPLE_RATE)) - first) / SAMPLE_RATE
         if duration <= 0:
             continue
-        if pieces and offset + duration > max_window:
-            windows.append(Window(track=track, pieces=tuple(pieces)))
-            pieces, offset = [], 0.0
-        pieces.append(
-            Piece(
-                window_start=offset,
-                track_start=first / SAMPLE_RATE,
-                duration=duration,
-                floor=previous_end,
-                onset=region.onset if region.onset is not None else region.start,
-                pauses=region.pauses,
+        whole = duration <= max_window + _SAMPLE_SLACK
+        if not whole:
+            # Whisper hears 30 s at most: the rest of a longer window was lost without a word
+            # (a caller's own regions; the pipeline's are split at pauses before this).
+            log.warning(
+                "a speech region of %.1f s at %.2f s is longer than the model's window (%g s): "
+                "cut every %g s, where a word may be split (cut regions at pauses instead)",
+                duration,
+                first / SAMPLE_RATE,
+                max_window,
+                max_window,
             )
-        )
-        offset += duration
+        onset = region.onset if region.onset is not None else region.start
+        done = 0.0
+        while done < duration - 1e-9:
+            part = duration if whole else min(max_window, duration - done)
+            start = first / SAMPLE_RATE + done
+            if pieces and offset + part > max_window:
+                windows.append(Window(track=track, pieces=tuple(pieces)))
+                pieces, offset = [], 0.0
+            pieces.append(
+                Piece(
+                    window_start=offset,
+                    track_start=start,
+                    duration=part,
+                    floor=previous_end,
+                    onset=min(onset, start + part) if done == 0 else start,
+                    pauses=region.pauses,
+                )
+            )
+            offset += part
+            done += part
         previous_end = region.end
     if pieces:
         windows.append(Window(track=track, pieces=tuple(pieces)))
     return windows
 
+
+_SAMPLE_SLACK = 1e-3
+"""Seconds a region may run over the window and still be sent whole: a region cut to the
+window's length (the voice detector's ``max_region``) can gain a sample where its ends are
+rounded to samples."""
 
 _VOICED_WORD = 0.08
 """Seconds of voice a word needs at the least; no word is said in less."""
