@@ -2,15 +2,19 @@
 
 import logging
 import os
+import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+import stages.transcribe._model as transcribe_model
 from models import PcmAudio, SpeechRegion, Word
 from stages.decode import decode
 from stages.merge import track_offsets
@@ -20,11 +24,13 @@ from stages.transcribe import (
     TracksFailed,
     TranscribeOptions,
     Transcriber,
+    check_model,
+    model_folder,
     model_identity,
     resolve_model,
     usable_cores,
 )
-from stages.transcribe._model import one_thread_math, one_thread_math_here
+from stages.transcribe._model import load_model, one_thread_math, one_thread_math_here
 from stages.transcribe._windows import Decoded, Piece, Window, pack, words_by_piece
 from stages.transcribe._words import compression_ratio
 from stages.vad import detect_speech
@@ -232,6 +238,51 @@ def test_a_model_folder_whose_tokenizer_changed_in_place_is_another_model(tmp_pa
     tokenizer.write_bytes(bytes(text))
     os.utime(tokenizer, ns=(written, written + 10**9))  # a second later, on any file system
     assert model_identity(str(folder)) != before
+
+
+@pytest.mark.parametrize("left_out", ["tokenizer.json", "config.json"])
+def test_a_model_folder_without_a_file_it_needs_is_named_before_any_work(tmp_path, left_out):
+    # Without its tokenizer, faster-whisper fetched one from the hub (offline: half a minute
+    # of retries, then "check your connection"); without its settings, every track failed.
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    for path in Path(resolve_model(BUNDLED_MODEL)).iterdir():
+        if path.name != left_out:
+            (folder / path.name).symlink_to(path)
+    with pytest.raises(
+        ModelError, match=f"not a whole CTranslate2 Whisper model: no {re.escape(left_out)}"
+    ):
+        check_model(str(folder))
+
+
+def test_a_model_folder_named_without_dot_slash_is_a_folder_not_a_hub_name(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine").symlink_to(resolve_model(BUNDLED_MODEL))
+    monkeypatch.chdir(tmp_path)
+    assert model_folder("models/mine") == Path("models/mine")
+    load_model.cache_clear()
+    try:
+        assert load_model("models/mine", "cpu", "int8", 1, 1) is not None
+    finally:
+        load_model.cache_clear()
+
+
+def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch):
+    # A network that takes connections and never answers (a proxy, a firewall) hung the
+    # run for ever: the hub's library waits without a time limit.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    host, port = listener.getsockname()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://{host}:{port}")
+    monkeypatch.setattr(transcribe_model, "_HUB_TIMEOUT", 0.5)
+    load_model.cache_clear()
+    try:
+        with pytest.raises(ModelError, match=r"did not answer within 0\.5 s"):
+            load_model("trackscribe-tests/never-downloaded", "cpu", "int8", 1, 1)
+    finally:
+        load_model.cache_clear()
+        listener.close()
 
 
 def test_a_bundled_model_that_is_not_bundled_names_the_one_that_is():

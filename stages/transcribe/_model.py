@@ -10,8 +10,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import faster_whisper.utils as faster_whisper_utils
 import threadpoolctl
 from faster_whisper import WhisperModel, download_model
+from huggingface_hub import HfApi
 from threadpoolctl import ThreadpoolController
 
 from models import sha256_file
@@ -68,7 +70,7 @@ def model_folder(name: str, *, folders: bool = True) -> Path | None:
     machine's folder of that name.
     """
     if name == BUNDLED_MODEL or folders:
-        where = Path(resolve_model(name))
+        where = Path(resolve_model(name)).expanduser()
         if where.is_dir():
             return where
     try:
@@ -91,11 +93,15 @@ def resolve_model(name: str) -> str:
 
 
 def check_model(model: str) -> None:
-    """Raise :class:`ModelError` when ``model`` is a path to no folder, or a bundled model
-    that is not bundled: a mistyped name is caught before a batch starts, not once per
-    meeting (and rather than the hub's "Repo id must be ..." or faster-whisper's list of hub
-    names). Hub names are not looked up: that may need the network."""
-    if (Path(model).is_absolute() or model.startswith(".")) and not Path(model).is_dir():
+    """Raise :class:`ModelError` when ``model`` is a path to no folder, a folder that is not
+    a whole model, or a bundled model that is not bundled: a mistyped name is caught before
+    a batch starts, not once per meeting (and rather than the hub's "Repo id must be ..." or
+    faster-whisper's list of hub names). Hub names are not looked up: that may need the
+    network."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        _check_folder(model, path)
+    elif path.is_absolute() or model.startswith((".", "~")):
         raise ModelError(f"cannot load model {model!r}: no such folder")
     bundled, _, name = model.partition(":")
     if bundled == BUNDLED_MODEL.partition(":")[0] and model != BUNDLED_MODEL:
@@ -121,15 +127,74 @@ def load_model(
     )
     check_model(model)
     try:
+        # A folder here (the bundled model's, a path, a hub model downloaded before) is
+        # loaded without the network: faster-whisper asks the hub about a name every time.
+        folder = model_folder(model) or _downloaded(model)
+        _check_folder(model, folder)
         return WhisperModel(
-            resolve_model(model),
+            str(folder),
             device=device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
             num_workers=workers,
         )
+    except ModelError:
+        raise
     except Exception as exc:  # faster-whisper, CTranslate2 and huggingface_hub each have their own
         raise ModelError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_folder(model: str, folder: Path) -> None:
+    """A CTranslate2 Whisper model folder holds its weights, settings, tokenizer and
+    vocabulary. Without the settings every track failed later with a JSON error; without the
+    tokenizer (which CTranslate2's converter leaves out unless told to copy it) faster-whisper
+    fetched one from the hub, or retried for half a minute offline, naming none of this."""
+    missing = [name for name in _MODEL_FILES if not (folder / name).is_file()]
+    if not any(folder.glob("vocabulary.*")):
+        missing.append("vocabulary.txt (or .json)")
+    if missing:
+        hint = (
+            " (ct2-transformers-converter copies it with --copy_files tokenizer.json)"
+            if "tokenizer.json" in missing
+            else ""
+        )
+        raise ModelError(
+            f"cannot load model {model!r}: {folder} is not a whole CTranslate2 Whisper model: "
+            f"no {', '.join(missing)}{hint}"
+        )
+
+
+_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+
+
+def _downloaded(model: str) -> Path:
+    """The hub model ``model``, downloaded. The hub is asked first, with a time limit: its
+    library waits for an answer without one, and a network that takes connections but never
+    answers (a proxy, a firewall) hung the run for ever."""
+    repo = getattr(faster_whisper_utils, "_MODELS", {}).get(model, model)
+    if "/" in repo:  # otherwise faster-whisper refuses the name at once, listing its own
+        try:
+            HfApi().model_info(repo, timeout=_HUB_TIMEOUT)
+        except Exception as exc:
+            if not _timed_out(exc):
+                raise  # not found, refused, offline: said as the hub says it
+            raise ModelError(
+                f"cannot load model {model!r}: the Hugging Face hub did not answer within "
+                f"{_HUB_TIMEOUT:g} s, and the model is not downloaded here"
+            ) from None
+    return Path(download_model(model))
+
+
+def _timed_out(exc: Exception) -> bool:
+    """Whether ``exc`` is a time limit reached, whichever HTTP library the hub's uses (httpx,
+    its fork httpx2, requests): they share no class but the names."""
+    return isinstance(exc, TimeoutError) or any(
+        kind.__name__ in ("TimeoutException", "Timeout") for kind in type(exc).__mro__
+    )
+
+
+_HUB_TIMEOUT = 20.0
+"""Seconds the hub is given to answer before a model is downloaded."""
 
 
 def quiet_faster_whisper() -> None:
