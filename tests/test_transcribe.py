@@ -644,3 +644,15 @@ def test_a_region_longer_than_the_window_is_sent_whole_in_windows_the_model_hear
     assert [p.track_start for p in pieces] == pytest.approx([1.0, 31.0, 61.0])
     assert pieces[0].onset == 1.5
     assert "longer than the model's window" in caplog.text
+
+
+def test_far_more_model_threads_than_cores_is_warned_of(caplog):
+    # 1,024 threads on 2 cores ran 44 times slower, and said nothing.
+    threads = 4 * usable_cores()
+    with caplog.at_level(logging.WARNING, logger="trackscribe"):
+        Transcriber(TranscribeOptions(cpu_threads=threads, parallel=1))
+    assert f"{threads} model threads" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trackscribe"):
+        Transcriber(TranscribeOptions())
+    assert "model threads" not in caplog.text

@@ -56,7 +56,19 @@ class Transcriber:
     def __init__(self, options: TranscribeOptions | None = None) -> None:
         self.options = options or TranscribeOptions()
         o = self.options
-        threads = o.cpu_threads or max(1, usable_cores() // o.parallel)
+        cores = usable_cores()
+        threads = o.cpu_threads or max(1, cores // o.parallel)
+        if threads * o.parallel > 2 * cores:
+            # Nothing fails: it only runs many times slower (1,024 threads on 2 cores: 44x).
+            log.warning(
+                "%d model threads (%d x %d) on %d cores: many times slower than %d; "
+                "cpu_threads 0 shares the cores out",
+                threads * o.parallel,
+                o.parallel,
+                threads,
+                cores,
+                cores,
+            )
         quiet_faster_whisper()
         self._model = load_model(o.model, o.device, o.compute_type, threads, o.parallel)
         self.model_files = model_files(o.model)
