@@ -16,11 +16,13 @@ leak into the other's microphone. Someone with no track of their own (recorded f
 only, or their file lost) leaks into several microphones at once, where no coupling explains
 them; their copies are found by following each other on two tracks
 (:func:`_untracked.untracked_voices`).
-A talker whose own track is never ``dominance_db`` above the others (a quiet microphone in a
-room, whose owner the others' microphones hear almost as loud) is measured where it is
-``quiet_dominance_db`` above them for a syllable or more. The limit: a voice whose own track
-holds it less than that above its copies elsewhere (or a hot listener microphone right
-beside a talker) cannot be measured, and is not corrected.
+Microphones differ in gain by 10 dB and more. A talker whose own track is rarely
+``dominance_db`` above the others (a quiet microphone in a room, whose owner the others'
+microphones hear almost as loud) is measured where it is ``quiet_dominance_db`` above them
+for a syllable or more; a copy a hot microphone holds almost as loud as its source is
+measured where the source is clear of the other tracks, not of that one. The limit: a voice
+whose own track holds it less than ``quiet_dominance_db`` above a copy elsewhere cannot be
+told from that copy, and is not corrected.
 
 The step is split by job: ``_frames`` puts every track on the meeting's frame grid and holds
 what the others share (levels, who dominates, lag correlations); ``_clock`` measures each

@@ -101,9 +101,11 @@ def dominant_frames(
     owners: Sequence[str],
     dominance_db: float,
     spread: int = 0,
+    excluding: Sequence[int] = (),
 ) -> tuple[list[int], np.ndarray]:
     """B's rivals (other people's tracks), and the frames where B is above all of them by
-    ``dominance_db``: there B talks alone, and what the others hear of B is leakage.
+    ``dominance_db``: there B talks alone, and what the others hear of B is leakage. Rivals
+    in ``excluding`` are still returned, but not compared.
 
     With ``spread``, B must be above the rivals' loudest within that many frames either side.
     Clocks are measured with it: where a rival's clock is off, its own voice sits beside B's
@@ -111,9 +113,10 @@ def dominant_frames(
     tracks, a third copy rules such frames out; in a meeting of two, nothing else does.
     """
     rivals = [x for x in present if owners[x] != owners[b]]
-    if not rivals:
+    compared = [x for x in rivals if x not in excluding]
+    if not compared:
         return rivals, np.zeros(filled.shape[1], bool)
-    loudest = np.max(filled[rivals], axis=0)
+    loudest = np.max(filled[compared], axis=0)
     if spread > 0:
         padded = np.pad(loudest, spread, constant_values=-np.inf)
         loudest = sliding_window_view(padded, 2 * spread + 1).max(axis=-1)
@@ -129,10 +132,12 @@ def talking_alone(
     owners: Sequence[str],
     options: AttributionOptions,
     frame_s: float,
+    excluding: Sequence[int] = (),
 ) -> tuple[list[int], np.ndarray]:
-    """:func:`dominant_frames` at ``dominance_db``; for a track that is never that far above
-    the others for ``min_frames`` frames, its stretches of a syllable or more at
-    ``quiet_dominance_db``.
+    """:func:`dominant_frames` at ``dominance_db``; for a track that is that far above the
+    others in fewer than ``min_frames`` frames, or in few beside those where it is
+    ``quiet_dominance_db`` above them (:data:`_TAIL`), its stretches of a syllable or more
+    at ``quiet_dominance_db``. ``excluding``: rivals not compared.
 
     A quiet microphone in a room (10 dB of gain less is common) holds its owner's voice
     less than ``dominance_db`` above the others' copies of it. Unmeasured, that voice is
@@ -141,17 +146,34 @@ def talking_alone(
     even a hot one, is the loudest only for a frame or two at a time, where the copies it
     holds add up or arrive a little apart; a voice talking alone is, for its syllables.
     """
-    rivals, alone = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
-    if alone.sum() >= options.min_frames:
-        return rivals, alone
-    rivals, alone = dominant_frames(b, filled, voiced, present, owners, options.quiet_dominance_db)
-    syllable = max(2, round(_SYLLABLE / frame_s))
-    sustained = np.zeros_like(alone)
-    for start, end in frame_runs(alone):
-        if end - start >= syllable:
-            sustained[start:end] = True
-    return rivals, sustained
+    rivals, clear = dominant_frames(
+        b, filled, voiced, present, owners, options.dominance_db, excluding=excluding
+    )
+    _, alone = dominant_frames(
+        b, filled, voiced, present, owners, options.quiet_dominance_db, excluding=excluding
+    )
+    sustained = syllables(alone, frame_s)
+    if clear.sum() >= max(options.min_frames, _TAIL * sustained.sum()):
+        return rivals, clear
+    return rivals, sustained if sustained.sum() >= options.min_frames else clear
 
+
+def syllables(frames: np.ndarray, frame_s: float) -> np.ndarray:
+    """``frames`` without its runs shorter than a syllable: a voice talking alone is the
+    loudest for its syllables, a track that only holds copies for a frame or two at a time."""
+    least = max(2, round(_SYLLABLE / frame_s))
+    out = np.zeros_like(frames)
+    for start, end in frame_runs(frames):
+        if end - start >= least:
+            out[start:end] = True
+    return out
+
+
+_TAIL = 0.25
+"""A track clear of the others by ``dominance_db`` in fewer frames than this share of those
+where it talks alone at ``quiet_dominance_db`` is measured there instead: its clear frames are
+the moments the others' copies happened to dip, and couplings measured on them alone came
+out 8-12 dB too weak."""
 
 _SYLLABLE = 0.09
 """Seconds a voice talking alone stays the loudest track at the least."""
