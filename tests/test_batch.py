@@ -38,7 +38,7 @@ from pipeline.config import ApiSettings
 from pipeline.emulator import Emulator, EmulatorOptions
 from stages.fetch import FetchOptions
 from stages.merge import MergeOptions
-from stages.transcribe import ModelError, TranscribeOptions
+from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions, resolve_model
 
 from .conftest import crash_first_track, write_key
 
@@ -269,10 +269,19 @@ def test_a_model_that_cannot_be_loaded_keeps_every_finished_transcript(meetings,
     mistyped = PipelineOptions(transcribe=TranscribeOptions(model=str(tmp_path / "no-model")))
     with pytest.raises(ModelError, match="no such folder"):
         run_batch(jobs, out, options=mistyped, progress=False)
-    # A folder that holds no model fails each meeting, and takes nothing of it away.
+    # So does a folder that is not a whole model.
     (tmp_path / "empty").mkdir()
     empty = PipelineOptions(transcribe=TranscribeOptions(model=str(tmp_path / "empty")))
-    summary = run_batch(jobs, out, options=empty, progress=False)
+    with pytest.raises(ModelError, match="not a whole CTranslate2 Whisper model"):
+        run_batch(jobs, out, options=empty, progress=False)
+    # A model whose weights are damaged fails each meeting, and takes nothing of it away.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (damaged / name).symlink_to(Path(resolve_model(BUNDLED_MODEL)) / name)
+    (damaged / "model.bin").write_bytes(b"not weights")
+    broken = PipelineOptions(transcribe=TranscribeOptions(model=str(damaged)))
+    summary = run_batch(jobs, out, options=broken, progress=False)
     assert summary.meetings[0].status == "failed"
     assert summary.meetings[0].reason.startswith("cannot load model")
     assert sorted(p.name for p in (out / "pair").iterdir()) == before
