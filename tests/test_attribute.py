@@ -781,7 +781,10 @@ def test_a_track_placed_a_day_away_costs_no_memory_for_the_time_between():
     ids=["quiet talkers", "hot listener"],
 )
 @pytest.mark.parametrize("seed", [0, 1])
-def test_microphones_of_unequal_gain_in_one_room_leave_the_listener_nothing(gains, bleed, seed):
+@pytest.mark.parametrize("late", [0, 600], ids=["listener there", "listener joins late"])
+def test_microphones_of_unequal_gain_in_one_room_leave_the_listener_nothing(
+    gains, bleed, seed, late
+):
     # Gains (dB) of each microphone, the listener's last; each hears the others' voices
     # ``bleed`` dB down before its own gain. A talker a little above the listener's copy was
     # measured only where that copy dipped, and 7-11 % of the listener's frames were kept.
@@ -793,9 +796,10 @@ def test_microphones_of_unequal_gain_in_one_room_leave_the_listener_nothing(gain
         gain + _mix(own, *(x + bleed + rng.normal(0, 2, frames) for x in voices if x is not own))
         for own, gain in zip(voices, gains, strict=True)
     ]
+    heard[-1] = heard[-1][late:]
     owned, _ = attribute(
         [_activity(list(x), list(x > -45)) for x in heard],
-        [TrackTiming(0.0)] * len(gains),
+        [TrackTiming(0.0)] * (len(gains) - 1) + [TrackTiming(late * 0.03)],
         [f"user-{k}" for k in range(len(gains))],
     )
     assert owned[-1].voiced.sum() <= 0.01 * frames

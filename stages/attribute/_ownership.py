@@ -390,6 +390,7 @@ def _couplings(
             _, free = talking_alone(
                 b, filled, voiced, present, owners, options, frame_s, excluding=(a,)
             )
+            free &= ~np.isnan(level[a])
             with np.errstate(invalid="ignore"):
                 free &= filled[b] - filled[a] >= options.quiet_dominance_db  # B's voice, not A's
             if free.sum() < options.min_frames:
