@@ -363,7 +363,9 @@ def _couplings(
     over it. A track that only ever carries others' voices (a silent listener) never
     dominates, so it is never taken for a source. A source track with too little of that (a
     rejoin holding one short reply) takes what its owner's best-measured other track gives:
-    the same voice, most often through the same device and room. -inf where nothing is known.
+    the same voice, most often through the same device and room. A microphone that holds B
+    almost as loud as B's own (a hot one) is measured where B is clear of the third tracks
+    and a little above it. -inf where nothing is known.
     """
     n = level.shape[0]
     coupling = np.full((n, n), -np.inf)
@@ -395,9 +397,9 @@ def _couplings(
                 free &= filled[b] - filled[a] >= options.quiet_dominance_db  # B's voice, not A's
             if free.sum() < options.min_frames:
                 continue
-            whole = float(np.median(level[a][free] - level[b][free]))
-            if whole > max(coupling[a, b], -options.dominance_db - _NEAR_DB):
-                coupling[a, b] = whole
+            again = float(np.median(level[a][free] - level[b][free]))
+            if again > max(coupling[a, b], -options.dominance_db - _NEAR_DB):
+                coupling[a, b] = again
                 measured[a, b] = free.sum()
     for b in present:
         siblings = [x for x in present if x != b and owners[x] == owners[b]]
