@@ -113,9 +113,10 @@ def choices(value: str, known: Sequence[str], what: str) -> list[str]:
     return names
 
 
-def count_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for a whole number of at least ``minimum``: refused as the command
-    line is read, with the flag's name, rather than by a model field named otherwise."""
+def count_at_least(minimum: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least ``minimum`` (and at most ``most``):
+    refused as the command line is read, with the flag's name, rather than by a model field
+    named otherwise."""
 
     def parse(value: str) -> int:
         try:
@@ -124,9 +125,17 @@ def count_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
         if number < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {number}")
+        if most is not None and number > most:
+            raise argparse.ArgumentTypeError(f"must be {most} or less, not {number}")
         return number
 
     return parse
+
+
+def _most(field: str) -> int | None:
+    """The largest value :class:`TranscribeOptions` takes for ``field``, if it has one."""
+    limits = TranscribeOptions.model_fields[field].metadata
+    return next((int(limit.le) for limit in limits if getattr(limit, "le", None) is not None), None)
 
 
 def _formats(value: str) -> list[str]:
@@ -179,13 +188,13 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     """``--beam-size`` and ``--threads``, read by :func:`pipeline_options`."""
     parser.add_argument(
         "--beam-size",
-        type=count_at_least(1),
+        type=count_at_least(1, _most("beam_size")),
         default=TranscribeOptions().beam_size,
         help=_BEAM_SIZE_HELP,
     )
     parser.add_argument(
         "--threads",
-        type=count_at_least(0),
+        type=count_at_least(0, _most("cpu_threads")),
         default=0,
         help=_THREADS_HELP,
     )

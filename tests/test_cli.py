@@ -388,7 +388,10 @@ def test_a_number_out_of_range_is_refused_naming_its_flag(args, said):
 
 @pytest.mark.parametrize(
     ("flag", "said"),
-    [("--beam-size", "beam_size: Input should be less"), ("--threads", "cpu_threads: Input")],
+    [
+        ("--beam-size", "argument --beam-size: must be 100 or less, not 100000"),
+        ("--threads", "argument --threads: must be 1024 or less, not 100000"),
+    ],
 )
 def test_a_number_too_large_for_the_model_is_refused_before_it_runs(
     sample_dir, tmp_path, flag, said
