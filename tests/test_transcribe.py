@@ -285,6 +285,12 @@ def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch)
         listener.close()
 
 
+def test_another_language_asked_of_an_english_only_model_is_refused():
+    # It was decoded in English, and the provenance named the language asked for.
+    with pytest.raises(ModelError, match="knows English only: language 'fr'"):
+        Transcriber(TranscribeOptions(language="fr"))
+
+
 def test_a_bundled_model_that_is_not_bundled_names_the_one_that_is():
     # not faster-whisper's list of hub names, which has small.en in it and confuses
     with pytest.raises(ModelError, match=r"only bundled model is 'bundled:tiny.en'.*'small.en'"):

@@ -18,7 +18,7 @@ from ._model import (
     quiet_faster_whisper,
     usable_cores,
 )
-from ._options import TranscribeOptions
+from ._options import ModelError, TranscribeOptions
 from ._windows import Decoded, Piece, Window, bare, clip, cost, midpoint, pack, words_by_piece
 from ._words import (
     MORE_WORDS,
@@ -71,6 +71,13 @@ class Transcriber:
             )
         quiet_faster_whisper()
         self._model = load_model(o.model, o.device, o.compute_type, threads, o.parallel)
+        if o.language not in (None, "en") and not self._model.model.is_multilingual:
+            # faster-whisper would decode in English, warn once per batch, and the provenance
+            # would name the language asked for.
+            raise ModelError(
+                f"model {o.model!r} knows English only: language {o.language!r} needs a "
+                "multilingual model (such as small, not small.en)"
+            )
         self.model_files = model_files(o.model)
         """File name -> SHA-256 of the loaded model's files."""
 
