@@ -11,6 +11,10 @@ def describe(exc: ValidationError) -> str:
     """``tracks[0].started_time: Field required; …`` for every problem, in order."""
     lines = []
     for error in exc.errors():
+        if not error["loc"] and error["type"] == "value_error":
+            # A check across fields (a model's own validator) names where in its message.
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
         lines.append(f"{where.lstrip('.') or '(top level)'}: {error['msg']}")
     return "; ".join(lines)

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import describe, import_optional
 from ._time import UtcDatetime, format_clock, format_utc
@@ -199,6 +199,22 @@ class Transcript(_Finite):
     provenance: Provenance
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Transcript":
+        # A transcript edited by hand, or by a notebook, is read by reviewers and exports
+        # that take these for granted.
+        known = {speaker.user_id for speaker in self.speakers}
+        for i, utterance in enumerate(self.utterances):
+            if utterance.end < utterance.start:
+                raise ValueError(
+                    f"utterances[{i}]: end {utterance.end} is before start {utterance.start}"
+                )
+            if utterance.speaker not in known:
+                raise ValueError(
+                    f"utterances[{i}].speaker: {utterance.speaker!r} is not one of the speakers"
+                )
+        return self
 
     @property
     def partial(self) -> bool:

@@ -300,3 +300,21 @@ def test_a_transcript_changed_in_place_is_checked_as_one_read_is(sample_transcri
             utterance.start = bad
     utterance.start = 1.5
     assert utterance.start == 1.5
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"end": 0.0, "start": 1.0}, r"json: utterances\[0\]: end 0.0 is before start 1.0$"),
+        ({"speaker": "nobody"}, r"json: utterances\[0\].speaker: 'nobody' is not one of the"),
+    ],
+)
+def test_a_transcript_whose_utterances_contradict_it_is_refused_naming_the_utterance(
+    sample_transcript, tmp_path, change, said
+):
+    raw = json.loads(sample_transcript.to_json())
+    raw["utterances"][0].update(change)
+    path = tmp_path / "transcript.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(TranscriptError, match=said):
+        Transcript.load(path)
