@@ -161,10 +161,14 @@ def talking_alone(
 def syllables(frames: np.ndarray, frame_s: float) -> np.ndarray:
     """``frames`` without its runs shorter than a syllable: a voice talking alone is the
     loudest for its syllables, a track that only holds copies for a frame or two at a time."""
-    least = max(2, round(_SYLLABLE / frame_s))
-    out = np.zeros_like(frames)
-    for start, end in frame_runs(frames):
-        if end - start >= least:
+    return long_runs(frames, max(2, round(_SYLLABLE / frame_s)))
+
+
+def long_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """``mask`` with its runs shorter than ``length`` frames cleared."""
+    out = np.zeros_like(mask)
+    for start, end in frame_runs(mask):
+        if end - start >= length:
             out[start:end] = True
     return out
 

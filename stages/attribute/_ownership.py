@@ -13,6 +13,7 @@ from ._frames import (
     comparable_tracks,
     dominant_frames,
     filled_levels,
+    long_runs,
     meeting_frames,
     syllables,
     talking_alone,
@@ -70,7 +71,7 @@ def attribute(
         twice = kept_on[i, span] >= 0
         other = source[i, span] != NOT_OTHER
         result[i] = activities[i].owned(
-            activities[i].voiced & own[i, span], _long_runs(leaked, walls) | twice
+            activities[i].voiced & own[i, span], long_runs(leaked, walls) | twice
         )
         leaks[i] = sorted(
             _spans(
@@ -300,15 +301,6 @@ def _held(
         ]
         held[t] |= edges
     return held, gap
-
-
-def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
-    """``mask`` with its runs shorter than ``length`` frames cleared."""
-    out = np.zeros_like(mask)
-    for a, b in frame_runs(mask):
-        if b - a >= length:
-            out[a:b] = True
-    return out
 
 
 def _reach(
