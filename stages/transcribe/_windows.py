@@ -1,6 +1,7 @@
 """Regions of a track packed end to end into model windows, and the way back to track time."""
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,8 +109,8 @@ def pack(
         duration = (min(audio.num_samples, round(region.end * SAMPLE_RATE)) - first) / SAMPLE_RATE
         if duration <= 0:
             continue
-        whole = duration <= max_window + _SAMPLE_SLACK
-        if not whole:
+        parts = _parts(duration, max_window)
+        if len(parts) > 1:
             # Whisper hears 30 s at most: the rest of a longer window was lost without a word
             # (a caller's own regions; the pipeline's are split at pauses before this).
             log.warning(
@@ -121,10 +122,8 @@ def pack(
                 max_window,
             )
         onset = region.onset if region.onset is not None else region.start
-        done = 0.0
-        while done < duration - 1e-9:
-            part = duration if whole else min(max_window, duration - done)
-            start = first / SAMPLE_RATE + done
+        for into, part in parts:
+            start = first / SAMPLE_RATE + into
             if pieces and offset + part > max_window:
                 windows.append(Window(track=track, pieces=tuple(pieces)))
                 pieces, offset = [], 0.0
@@ -134,16 +133,24 @@ def pack(
                     track_start=start,
                     duration=part,
                     floor=previous_end,
-                    onset=min(onset, start + part) if done == 0 else start,
+                    onset=min(onset, start + part) if into == 0 else start,
                     pauses=region.pauses,
                 )
             )
             offset += part
-            done += part
         previous_end = region.end
     if pieces:
         windows.append(Window(track=track, pieces=tuple(pieces)))
     return windows
+
+
+def _parts(duration: float, max_window: float) -> list[tuple[float, float]]:
+    """Where in a region of ``duration`` seconds each piece it is sent in starts, and how
+    long it is: the whole region, or cuts of ``max_window`` when it is longer."""
+    if duration <= max_window + _SAMPLE_SLACK:
+        return [(0.0, duration)]
+    starts = [k * max_window for k in range(math.ceil(duration / max_window))]
+    return [(into, min(max_window, duration - into)) for into in starts]
 
 
 _SAMPLE_SLACK = 1e-3
