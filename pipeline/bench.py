@@ -302,15 +302,21 @@ def _alternative(
                 for s in segments
             ]
     elif name == "mix":
-        placed = list(zip(offsets, audio, strict=True))
-        length = max(round(offset * SAMPLE_RATE) + samples.size for offset, samples in placed)
+        spans = [(off, a.size / SAMPLE_RATE) for off, a in zip(offsets, audio, strict=True)]
+        starts, shifts = _laid_out(spans)
+        length = max(first + samples.size for first, samples in zip(starts, audio, strict=True))
         mixed = np.zeros(length, np.float32)
-        for offset, samples in placed:
-            first = round(offset * SAMPLE_RATE)
+        for first, samples in zip(starts, audio, strict=True):
             mixed[first : first + samples.size] += samples
         segments, _ = model.transcribe(mixed, vad_filter=True, **settings)
         turns = [
-            {"speaker": "mix", "start": s.start, "end": s.end, "text": s.text} for s in segments
+            {
+                "speaker": "mix",
+                "start": _in_meeting(s.start, shifts),
+                "end": _in_meeting(s.end, shifts),
+                "text": s.text,
+            }
+            for s in segments
         ]
     elif name == "oracle":
         owner = _owners(manifest, truth)
@@ -344,6 +350,39 @@ def _alternative(
         "turns": turns,
         "details": {"meeting_s": round(meeting_s, 3)},
     }
+
+
+_MIX_GAP_S = 2.0
+"""Seconds of silence the mix keeps between tracks that lie further apart than that."""
+
+
+def _laid_out(spans: list[tuple[float, float]]) -> tuple[list[int], list[tuple[float, float]]]:
+    """Where each track (its start and duration in seconds) begins in the mix, in samples, and
+    the shifts that take the mix's time back to the meeting's: ``(from, seconds)`` pairs, the
+    mix's time from ``from`` on being ``seconds`` earlier than the meeting's.
+
+    A track may be placed up to a day from the others (a device's clock gone wrong, but not far
+    enough to be left out): laid out as it is, the mix would be gigabytes of silence. Stretches
+    no track covers are cut to :data:`_MIX_GAP_S`, which changes nothing the model hears.
+    """
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    starts = [0] * len(spans)
+    shifts: list[tuple[float, float]] = []
+    removed, covered = 0.0, None
+    for i in order:
+        start, duration = spans[i]
+        if covered is not None and start - covered > _MIX_GAP_S:
+            removed += start - covered - _MIX_GAP_S
+            shifts.append((start - removed, removed))
+        starts[i] = round((start - removed) * SAMPLE_RATE)
+        covered = max(covered if covered is not None else start, start + duration)
+    return starts, shifts
+
+
+def _in_meeting(mix_s: float, shifts: list[tuple[float, float]]) -> float:
+    """The meeting time of ``mix_s`` seconds into the mix laid out by :func:`_laid_out`."""
+    removed = max((seconds for since, seconds in shifts if mix_s >= since), default=0.0)
+    return mix_s + removed
 
 
 def _owners(manifest: Manifest, truth: list[Turn]) -> dict[str, str]:

@@ -7,9 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from models import Manifest
-from pipeline.bench import Approach, ApproachFailed, _add_ratios, _owners, _score
+from models import SAMPLE_RATE, Manifest
+from pipeline.bench import (
+    Approach,
+    ApproachFailed,
+    _add_ratios,
+    _alternative,
+    _in_meeting,
+    _laid_out,
+    _owners,
+    _score,
+)
 from pipeline.cli import _bench_status, _bench_table, main
+from pipeline.core import PipelineOptions
 from pipeline.evaluate import Turn, TurnFile
 
 
@@ -69,6 +79,47 @@ def test_every_approach_leaves_out_a_track_whose_start_is_days_off(meeting_copy)
     assert report["mix"]["realtime_factor"] == pytest.approx(
         report["pipeline"]["details"]["meeting_s"] / report["mix"]["wall_s"], rel=0.01
     )
+
+
+def test_the_mix_cuts_the_silence_between_tracks_hours_apart_and_keeps_their_times(
+    meeting_copy,
+):
+    """A track placed 20 hours after the others (a clock gone wrong, but within a day): laid
+    out as it is, the mix would be 4.6 GB of silence."""
+    import tracemalloc
+
+    manifest_path = meeting_copy / "manifest.json"
+    raw = json.loads(manifest_path.read_text())
+    chen = next(t for t in raw["tracks"] if t["user_id"] == "user-chen")
+    chen["started_time"] = "2026-11-21T06:00:21.700Z"  # 72,000 s later than it was
+    manifest_path.write_text(json.dumps(raw))
+    manifest = Manifest.load(manifest_path)
+    assert not manifest.unplaced_tracks()  # placed: a mix must lay it out
+
+    tracemalloc.start()
+    try:
+        result = _alternative("mix", manifest, [], PipelineOptions())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200e6
+    # Whisper starts a segment where the one before it ended, so the ends say where it heard
+    for turn in result["turns"]:
+        chen_said = "train" in turn["text"] or "search page" in turn["text"]
+        assert (72_022 < turn["end"] < 72_065) if chen_said else (turn["end"] < 50), turn
+    assert sum("train" in t["text"] or "search page" in t["text"] for t in result["turns"]) == 2
+    assert 72_040 < result["details"]["meeting_s"] < 72_070
+
+
+def test_the_mix_lays_out_tracks_with_long_silences_cut_to_two_seconds():
+    # (start, duration) in seconds: two overlapping tracks, then one an hour on
+    starts, shifts = _laid_out([(3600.0, 10.0), (0.0, 5.0), (4.0, 6.0)])
+    assert starts == [12 * SAMPLE_RATE, 0, 4 * SAMPLE_RATE]  # 10 s covered, then 2 s of gap
+    assert shifts == [(12.0, 3588.0)]
+    assert _in_meeting(4.5, shifts) == 4.5
+    assert _in_meeting(13.0, shifts) == 3601.0
+    # silences no longer than the gap are kept as they are
+    assert _laid_out([(0.0, 5.0), (6.5, 1.0)]) == ([0, round(6.5 * SAMPLE_RATE)], [])
 
 
 def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
