@@ -93,6 +93,10 @@ def speech_regions(
     for a, b in bridge_runs(padded, 0, blocked):
         for lo, hi in _split(a, b, level_db, round(options.max_region / frame_s)):
             end = min(hi * frame_s, activity.duration)
+            if hi == n and activity.duration - lo * frame_s <= options.max_region:
+                # Speech up to the last whole frame goes on to the end: the few ms after it
+                # were too short for webrtcvad to take, not silence.
+                end = activity.duration
             if end > lo * frame_s:
                 level = _speech_level(level_db, voiced, lo, hi)
                 first = _onset(voiced, level_db, lo, hi, level, options.onset_below_db)

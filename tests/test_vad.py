@@ -107,6 +107,22 @@ def test_a_region_starts_its_speech_where_the_voice_does_not_on_background_befor
     assert quiet.onset == pytest.approx(33 * frame_s)
 
 
+def test_speech_running_to_the_end_of_a_track_keeps_its_last_milliseconds():
+    # webrtcvad takes whole frames only: the last 20 ms of this track were never classified.
+    frame_s = 0.03
+    voiced = np.concatenate([np.zeros(50, bool), np.ones(50, bool)])
+    activity = VoiceActivity(
+        frame_s=frame_s, voiced=voiced, level_db=np.where(voiced, -20.0, -80.0), duration=3.02
+    )
+    (region,) = speech_regions(activity)
+    assert region.end == 3.02
+    # unless taking them would make a region longer than the model's window
+    long = activity.model_copy(
+        update={"voiced": np.ones(1000, bool), "level_db": np.full(1000, -20.0), "duration": 30.02}
+    )
+    assert max(r.duration for r in speech_regions(long)) <= 30
+
+
 def test_options_are_validated():
     with pytest.raises(ValidationError, match="frame_ms"):
         VadOptions(frame_ms=25)
