@@ -17,9 +17,11 @@ reads all of that back, and transcribes nothing:
 What the transcript itself says was lost (a track that failed, a file that broke off) is
 listed, as it is no discrepancy. What cannot be checked (no record, no manifest, a model that
 is not here) is said as such. The record is a file in the folder, as the transcript is: it
-catches files changed or left behind, not someone who rewrites both; a signature does.
+catches files changed or left behind, not someone who rewrites both; a signature does,
+for the bundle and for the exports beside it, which must be what it holds.
 """
 
+import contextlib
 import errno
 import hashlib
 import stat
@@ -279,17 +281,28 @@ def _exports(
     else:
         source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered, key)
         checks += _bundle(path.name, data, members, source, record, _BUNDLE)
-    for name, (file_name, _) in FORMATS.items():
-        export = path.parent / file_name
-        if export == path or (name == "json" and members is None):
-            continue
-        found = _read_export(export, record)
+    beside = {
+        name: _read_export(path.parent / file_name, record)
+        for name, (file_name, _) in FORMATS.items()
+        if path.parent / file_name != path and (name != "json" or members is not None)
+    }
+    signed = _signed_members(members, key)
+    bundle = beside.get("bundle")
+    if isinstance(bundle, bytes):
+        with contextlib.suppress(BundleError):  # said below, where the bundle is checked
+            signed = _signed_members(read_bundle(bundle, _BUNDLE), key)
+    for name, found in beside.items():
+        file_name = FORMATS[name][0]
         if not isinstance(found, bytes):
             checks += [found] if found is not None else []
         elif name == "bundle":
-            checks += _bundle_beside(export.name, found, source, record)
+            checks += _bundle_beside(file_name, found, source, record)
         else:
-            checks.append(_export(export.name, found, source.rendered[file_name], source, record))
+            checks.append(
+                _export(file_name, found, source.rendered[file_name], source, record)
+                if file_name not in signed
+                else _export_signed(file_name, found, signed[file_name], source, record)
+            )
     if key is not None and members is None and all(check.subject != _BUNDLE for check in checks):
         # Asked to check a signature, and there was no bundle to check: not a pass.
         detail = "no compliance bundle here, so no signature to check against the key given"
@@ -447,6 +460,36 @@ def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _
     if written.status == "differs":
         status = "differs"
     return Check(subject=name, status=status, detail=f"{detail}; {written.detail}")
+
+
+def _signed_members(members: dict[str, bytes] | None, key: PublicKey | None) -> dict[str, bytes]:
+    """The members of a bundle that its signature, checked with ``key``, vouches for: those
+    its signed SHA256SUMS lists as they are. None without a key, or a signature of it."""
+    if members is None or key is None:
+        return {}
+    sums, signature = members.get(SUMS_FILE, b""), members.get(SIGNATURE_FILE)
+    if signature is None or len(signature) != SIGNATURE_BYTES or not key.signed(sums, signature):
+        return {}
+    listed = read_sha256sums(sums.decode("utf-8", "replace"), members)
+    return {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
+
+
+def _export_signed(
+    name: str, found: bytes, signed: bytes, source: _Source, record: _Record
+) -> Check:
+    """The export ``name`` beside a bundle signed with the key given, which holds ``signed``
+    under the same name: the signature vouches for those bytes as no record in the folder
+    can (anyone can rewrite a record). So an export that another version rendered otherwise is
+    checked against them, not left unchecked."""
+    check = _export(name, found, source.rendered[name], source, record)
+    if check.status != "unchecked":
+        return check
+    if found == signed:
+        detail = f"{check.detail}; what the bundle signed with the key given holds"
+        return Check(subject=name, status="ok", detail=detail)
+    line = _first_difference(found, signed)
+    detail = f"not what the bundle signed with the key given holds (from line {line})"
+    return Check(subject=name, status="differs", detail=f"{detail}; {check.detail}")
 
 
 def _digest(data: bytes) -> str:

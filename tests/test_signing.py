@@ -424,6 +424,36 @@ def test_a_transcript_beside_a_signed_bundle_must_be_its_bytes_not_only_its_cont
     assert member.detail == "not transcript.json, byte for byte (from line 1)"
 
 
+@pytest.mark.parametrize("made_by", ["this version", "another version"])
+def test_subtitles_beside_a_signed_bundle_are_checked_against_it_not_only_the_record(
+    sample_transcript, keys, tmp_path, made_by
+):
+    """Exports another version made may be rendered otherwise by this one, so they are
+    checked against the record of what was written, which anyone can rewrite. The signed
+    bundle holds the same files, and its signature cannot be rewritten."""
+    made = sample_transcript.model_copy(deep=True)
+    if made_by == "another version":
+        made.provenance.software = "trackscribe 0.0.9 (code 000000000000)"
+    export(made, tmp_path, ["json", "srt", "bundle"], signer=SigningKey(keys[0]).sign)
+    assert status(verify(tmp_path, public_key=keys[1]))["transcript.srt"] == "ok"
+
+    srt = tmp_path / "transcript.srt"
+    forged = srt.read_text().replace("billing migration", "payroll deletion")
+    srt.write_text(forged)
+    record = (tmp_path / RECORD_FILE).read_text().splitlines()
+    digest = hashlib.sha256(forged.encode()).hexdigest()
+    rewritten = [f"{digest}  transcript.srt" if line.endswith(" transcript.srt") else line
+                 for line in record]  # fmt: skip
+    (tmp_path / RECORD_FILE).write_text("\n".join(rewritten) + "\n")
+
+    result = verify(tmp_path, public_key=keys[1])
+    assert not result.ok and status(result)["transcript.srt"] == "differs"
+    if made_by == "another version":
+        assert detail(result, "transcript.srt").startswith(
+            "not what the bundle signed with the key given holds (from line 7)"
+        )
+
+
 # The command line and batch runs.
 
 
