@@ -407,7 +407,8 @@ def _decode(path: Path) -> np.ndarray:
     from faster_whisper import decode_audio
 
     try:
-        return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+        with path.open("rb") as file:  # not its name, which FFmpeg could take for a URL
+            return decode_audio(file, sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # not a readable audio file, in whichever way
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise ApproachFailed(f"{path}: {reason}") from None

@@ -1,4 +1,5 @@
-"""Decode one participant file (WebM/Opus or anything FFmpeg reads) to 16 kHz mono PCM on disk.
+"""Decode one participant file (WebM/Opus, or audio in another common container) to 16 kHz
+mono PCM on disk.
 
 Streaming: packets are decoded one at a time and the aligned audio is written in blocks of
 about a second, so memory does not depend on the length of the track.
@@ -115,10 +116,7 @@ def decode(
         raise DecodeError(f"{source}: changed since it was first read (SHA-256 is now {digest})")
     if size == 0:
         raise DecodeError(f"{source}: empty file (0 bytes; an upload or copy that failed?)")
-    try:
-        container = av.open(str(source), mode="r")
-    except av.error.FFmpegError as exc:
-        raise DecodeError(f"{source}: not a readable audio file ({_reason(exc)})") from None
+    container = _open(source)
     with container:
         if not container.streams.audio:
             raise DecodeError(f"{source}: contains no audio stream")
@@ -510,6 +508,33 @@ def _missing_tail(container: av.container.InputContainer, decoded: float) -> str
 def _declared_seconds(container: av.container.InputContainer) -> float | None:
     """How long the file's header says it is (None: it does not say)."""
     return None if container.duration is None else container.duration / av.time_base
+
+
+_CONTAINERS = "matroska,webm,ogg,wav,w64,mp3,flac,mov,mp4,m4a,aac,aiff,caf,mpegts"
+"""The containers FFmpeg may read a track as. Not any it knows: a text file named ``.webm``
+that is an FFmpeg playlist (``ffconcat``, HLS) would have it read other files, and the audio
+transcribed would not be the bytes whose SHA-256 the transcript gives."""
+
+
+def _open(source: Path) -> av.container.InputContainer:
+    """``source`` opened for demuxing, as a file and nothing else: a name FFmpeg would read
+    as a URL (``concat:a|b``, ``subfile,,…:a``, both legal file names) is opened as the file of
+    that name."""
+    with _ffmpeg_errors() as said:
+        try:
+            return av.open(
+                f"file:{source.absolute()}",
+                mode="r",
+                container_options={"format_whitelist": _CONTAINERS},
+            )
+        except av.error.FFmpegError as exc:
+            failure = exc
+    if any("not on whitelist" in message for _, _, message in said):
+        raise DecodeError(
+            f"{source}: not a file of an audio format trackscribe reads (WebM, Ogg, WAV, MP3, "
+            "FLAC, MP4/M4A, AAC, AIFF, CAF, MPEG-TS)"
+        )
+    raise DecodeError(f"{source}: not a readable audio file ({_reason(failure)})")
 
 
 def _reason(exc: Exception) -> str:

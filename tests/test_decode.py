@@ -119,6 +119,24 @@ def test_a_file_that_is_not_audio_is_an_error_naming_the_file(tmp_path):
         decode(path, tmp_path / "x.pcm")
 
 
+def test_a_playlist_named_as_a_track_is_refused_not_followed_to_other_files(tmp_path):
+    # FFmpeg reads a text file as a playlist of other files: the audio transcribed would not
+    # be the bytes the transcript's SHA-256 names.
+    write_webm(tmp_path / "other.webm", tone(5.0))
+    playlist = tmp_path / "default_user-a_peer-b_peer_audio_1760000000000.webm"
+    playlist.write_text("ffconcat version 1.0\nfile other.webm\n")
+    with pytest.raises(DecodeError, match=r"_1760000000000\.webm: not a file of an audio format"):
+        decode(playlist, tmp_path / "x.pcm")
+
+
+@pytest.mark.parametrize("name", ["concat:a.webm|a.webm", "file:a.webm", "subfile,,end,1,,:a.webm"])
+def test_a_track_named_like_an_ffmpeg_url_is_the_file_of_that_name(tmp_path, monkeypatch, name):
+    write_webm(tmp_path / "a.webm", tone(1.0))
+    write_webm(tmp_path / name, tone(3.0))
+    monkeypatch.chdir(tmp_path)  # a manifest's relative paths, from the meeting's folder
+    assert decode(Path(name), tmp_path / "x.pcm").duration == pytest.approx(3.0, abs=0.05)
+
+
 def test_an_empty_file_is_named_as_empty_not_as_unreadable(tmp_path):
     path = tmp_path / "default_user-a_peer-b_peer_audio_1760000000000.webm"
     path.touch()  # what an upload that failed can leave
