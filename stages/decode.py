@@ -53,6 +53,19 @@ file counts as damaged: a sender clock running slow falls behind milliseconds at
 muxer that restarted its clock mid-file by whole seconds."""
 
 
+_SLIPPED = 0.1
+"""Seconds: a jump back this long drops a syllable's worth of audio; a slow sender clock
+slips a few milliseconds at a time. More than :data:`_JUMP_BACK` dropped in such jumps,
+however many, is loss as one long jump is."""
+
+_BEFORE_START_NOTED = 0.1
+"""Seconds of audio before the track's start worth a warning: more than an encoder's
+delay."""
+
+_LATE_FIRST_AUDIO = 60.0
+"""Seconds: a file whose first audio is stamped later than this is worth a warning. A
+recording's file begins with its audio; its late start is said by its start time."""
+
 _SUSPECT_JUMP = 2.0
 """Seconds: a jump ahead longer than this is held back until the packets after it show
 whether the recording really paused (they go on from the new time) or one cluster of the
@@ -131,7 +144,9 @@ def decode(
                 problem
                 or _jumped_back(writer)
                 or _restamped(writer)
-                or _missing_tail(container, writer.duration + writer.dropped_seconds)
+                or _missing_tail(
+                    container, writer.duration + writer.dropped_seconds + writer.before_start
+                )
                 or _skipped_damage(errors, writer)
             )
             if writer.first_time is None and problem is not None:
@@ -145,7 +160,10 @@ def decode(
             if file_state(source) != before:
                 raise DecodeError(f"{source}: changed while it was being decoded")
         except BaseException as exc:
-            pcm_path.unlink(missing_ok=True)  # what a failed decoding wrote is of use to no one
+            # What a failed decoding wrote is of use to no one; that it cannot be removed
+            # must not hide why decoding failed.
+            with contextlib.suppress(OSError):
+                pcm_path.unlink(missing_ok=True)
             if isinstance(exc, OSError) and not isinstance(exc, av.error.FFmpegError):
                 # Reading the file is FFmpeg's (its errors end decoding with a problem);
                 # an OSError here comes from writing ours: a full disk is not the track's fault.
@@ -153,6 +171,18 @@ def decode(
             raise
     if problem:
         log.warning("%s: %s", source, problem)
+    if (writer.first_time or 0.0) > _LATE_FIRST_AUDIO:
+        log.warning(
+            "%s: its first audio is stamped %.1f s into the file; silence was laid before it",
+            source,
+            writer.first_time,
+        )
+    if writer.before_start > _BEFORE_START_NOTED:
+        log.warning(
+            "%s: %.2f s of audio stamped before the track's start (time 0 of the file) left out",
+            source,
+            writer.before_start,
+        )
     return PcmAudio(
         source=source,
         source_sha256=digest,
@@ -406,8 +436,8 @@ def _mono(frame: av.AudioFrame) -> np.ndarray:
 def _jumped_back(writer: "_AlignedWriter") -> str | None:
     """Timestamps that go back by seconds (a muxer that restarted its clock mid-file) stamp
     audio over audio already laid down; it is dropped to keep the clock, and that is loss."""
-    if writer.largest_jump_back <= _JUMP_BACK:
-        return None
+    if writer.largest_jump_back <= _JUMP_BACK and writer.dropped_in_chunks <= _JUMP_BACK:
+        return None  # a slow sender clock's slips, or one short overlap
     return (
         f"its timestamps went back by up to {writer.largest_jump_back:.2f} s; "
         f"{writer.dropped_seconds:.2f} s of audio stamped over audio before it was dropped"
@@ -581,6 +611,8 @@ class _AlignedWriter:
         self.first_time: float | None = None
         self._gap = 0
         self._dropped = 0
+        self._dropped_in_chunks = 0  # in jumps back of _SLIPPED or more
+        self._before_start = 0
         self._jump_back = 0
         self._held: _Held | None = None
         self.gaps: list[tuple[float, float]] = []
@@ -600,6 +632,17 @@ class _AlignedWriter:
     @property
     def dropped_seconds(self) -> float:
         return self._dropped / self._rate if self._rate else 0.0
+
+    @property
+    def dropped_in_chunks(self) -> float:
+        """Seconds of the audio dropped in jumps back of :data:`_SLIPPED` or more."""
+        return self._dropped_in_chunks / self._rate if self._rate else 0.0
+
+    @property
+    def before_start(self) -> float:
+        """Seconds of audio stamped before container time zero, left out: an encoder's delay,
+        or a recording that began before the time its track says it started."""
+        return self._before_start / self._rate if self._rate else 0.0
 
     @property
     def largest_jump_back(self) -> float:
@@ -650,9 +693,13 @@ class _AlignedWriter:
             elif ahead < -_GAP_TOLERANCE * rate:
                 drop = min(-ahead, samples.size)
                 samples = samples[drop:]
-                if not leading:  # audio stamped before zero is encoder delay, not loss
+                if self.position == 0 and time < 0:  # before the track's start: not loss
+                    self._before_start += drop
+                else:
                     self._dropped += drop
                     self._jump_back = max(self._jump_back, -ahead)
+                    if -ahead >= _SLIPPED * rate:
+                        self._dropped_in_chunks += drop
         self._append(samples, samples.size)
 
     def _held_back(self, samples: np.ndarray, time: float | None) -> bool:

@@ -1,5 +1,7 @@
 """Decoding: container time is track time, memory does not grow, bad files say what is wrong."""
 
+import fractions
+import logging
 import os
 import struct
 import tracemalloc
@@ -69,6 +71,28 @@ def test_audio_starts_at_the_first_packets_timestamp(tmp_path):
     assert _onset(x) == pytest.approx(2.5, abs=0.02)
     assert np.max(np.abs(x[: int(2.4 * SAMPLE_RATE)])) == 0
     assert audio.duration == pytest.approx(3.5, abs=0.03)
+
+
+def test_audio_first_stamped_minutes_into_a_file_is_placed_there_with_a_warning(tmp_path, caplog):
+    path = write_webm(tmp_path / "minutes.webm", tone(1.0), start=90.0)
+    with caplog.at_level(logging.WARNING, "trackscribe"):
+        audio = decode(path, tmp_path / "minutes.pcm")
+    assert audio.problem is None and audio.duration == pytest.approx(91.0, abs=0.03)
+    assert "minutes.webm: its first audio is stamped 90.0 s into the file" in caplog.text
+
+
+def test_a_failed_decoding_says_why_even_when_what_it_wrote_cannot_be_removed(
+    tmp_path, monkeypatch
+):
+    path = write_webm(tmp_path / "a.webm", tone(1.0))
+
+    def cannot_remove(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", cannot_remove)
+    monkeypatch.setattr(stages.decode, "_decode_stream", lambda *_: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        decode(path, tmp_path / "a.pcm")
 
 
 def test_a_gap_in_packet_timestamps_becomes_silence_of_the_same_length(tmp_path):
@@ -251,6 +275,47 @@ def test_timestamps_that_fall_behind_the_audio_keep_it_on_container_time(tmp_pat
     assert onsets == pytest.approx([0.0, 9.5, 19.0, 28.5, 38.0], abs=0.03)
     assert audio.dropped_seconds == pytest.approx(2.5, abs=0.05)
     assert audio.problem is None
+
+
+def test_short_jumps_back_that_add_up_to_seconds_of_lost_audio_are_a_problem(tmp_path):
+    # Each cluster (about 5 s) stamped 0.3 s earlier than the one before it: no one jump is
+    # long, but every one stamps 0.3 s of speech over audio already laid down.
+    data = write_webm(tmp_path / "whole.webm", tone(30.0)).read_bytes()
+    for k in range(1, len(_cluster_timecodes(data))):
+        at = _cluster_timecodes(data)[k]
+        ms = int.from_bytes(data[at : at + (data[at - 1] & 0x7F)], "big")
+        data = _restamped(data, k, ms - 300 * k)
+    (tmp_path / "slipping.webm").write_bytes(data)
+    audio = decode(tmp_path / "slipping.webm", tmp_path / "s.pcm")
+    lost = audio.dropped_seconds
+    assert 1.2 < lost < 0.3 * len(_cluster_timecodes(data))  # the last cluster is short
+    assert audio.problem == (
+        f"its timestamps went back by up to 0.30 s; {lost:.2f} s of audio stamped over audio "
+        "before it was dropped"
+    )
+
+
+def test_audio_stamped_before_the_tracks_start_is_left_out_and_said_not_lost(tmp_path, caplog):
+    # An Ogg file whose first second is stamped before time 0 (a 300 Hz tone), then 880 Hz.
+    path = tmp_path / "early.ogg"
+    samples = np.concatenate([tone(1.0, freq=300), tone(1.0, freq=880)])
+    with av.open(str(path), "w", "ogg", options={"avoid_negative_ts": "disabled"}) as container:
+        stream = container.add_stream("libopus", rate=48_000, layout="mono")
+        for at in range(0, samples.size, 960):
+            frame = av.AudioFrame.from_ndarray(samples[None, at : at + 960], "flt", "mono")
+            frame.sample_rate, frame.pts = 48_000, at - 48_000
+            frame.time_base = fractions.Fraction(1, 48_000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with caplog.at_level(logging.WARNING, "trackscribe"):
+        audio = decode(path, tmp_path / "early.pcm")
+    assert audio.problem is None and audio.dropped_seconds == 0  # nothing of the track lost
+    assert audio.duration == pytest.approx(1.0, abs=0.02)
+    spectrum = np.abs(np.fft.rfft(audio.read()[1600:8000]))
+    assert np.argmax(spectrum) * SAMPLE_RATE / 6400 == pytest.approx(880, abs=5)
+    assert "early.ogg: 0.99 s of audio stamped before the track's start" in caplog.text
 
 
 def _restart_clock_at_second_cluster(path):
