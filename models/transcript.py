@@ -182,6 +182,10 @@ _COLUMN_TYPES = {
 ``.dt`` and, concatenated with other meetings, their times."""
 
 
+_MILLISECOND = 0.0011
+"""Seconds: times are written to the millisecond; a little more, for floating point."""
+
+
 class TranscriptError(ValueError):
     """A transcript file that cannot be read; the message names the file and the field."""
 
@@ -203,18 +207,54 @@ class Transcript(_Finite):
     @model_validator(mode="after")
     def _consistent(self) -> "Transcript":
         # A transcript edited by hand, or by a notebook, is read by reviewers and exports
-        # that take these for granted.
-        known = {speaker.user_id for speaker in self.speakers}
+        # that take these for granted: every time on one clock from the origin, in order,
+        # and every speaker named once.
+        known: set[str] = set()
+        for i, speaker in enumerate(self.speakers):
+            if speaker.user_id in known:
+                raise ValueError(f"speakers[{i}].user_id: {speaker.user_id!r} is listed twice")
+            known.add(speaker.user_id)
+        previous = None
         for i, utterance in enumerate(self.utterances):
+            where = f"utterances[{i}]"
+            if utterance.start < -_MILLISECOND:
+                raise ValueError(f"{where}.start: {utterance.start} is before the origin (time 0)")
             if utterance.end < utterance.start:
+                raise ValueError(f"{where}: end {utterance.end} is before start {utterance.start}")
+            if previous is not None and utterance.start < previous.start:
                 raise ValueError(
-                    f"utterances[{i}]: end {utterance.end} is before start {utterance.start}"
+                    f"{where}: starts at {utterance.start}, before utterances[{i - 1}] "
+                    f"({previous.start}): utterances are in order of start"
                 )
+            for field, seconds in (("start", utterance.start), ("end", utterance.end)):
+                stated = getattr(utterance, f"{field}_time")
+                if abs((stated - self.origin).total_seconds() - seconds) > _MILLISECOND:
+                    raise ValueError(
+                        f"{where}.{field}_time: {format_utc(stated)} is not the origin "
+                        f"({format_utc(self.origin)}) plus its {field} ({seconds} s)"
+                    )
             if utterance.speaker not in known:
                 raise ValueError(
-                    f"utterances[{i}].speaker: {utterance.speaker!r} is not one of the speakers"
+                    f"{where}.speaker: {utterance.speaker!r} is not one of the speakers"
                 )
+            for other in utterance.overlaps:
+                if other not in known:
+                    raise ValueError(f"{where}.overlaps: {other!r} is not one of the speakers")
+            previous = utterance
         return self
+
+    def check(self) -> None:
+        """Raise :class:`TranscriptError` if the transcript, as it now is, would not load.
+
+        Setting a field is checked as it is made; changing a list in place (appending an
+        utterance) is not, so saving and exporting check again: nothing is written that
+        could not be read back."""
+        try:
+            type(self).model_validate(self.model_dump(by_alias=True))
+        except ValidationError as exc:
+            raise TranscriptError(
+                f"transcript of meeting {self.meeting_id}: {describe(exc)}"
+            ) from None
 
     @property
     def partial(self) -> bool:
@@ -311,7 +351,9 @@ class Transcript(_Finite):
         )
 
     def save(self, path: Path | str) -> Path:
-        """Write ``transcript.json`` atomically (never half-written)."""
+        """Write ``transcript.json`` atomically (never half-written), once it is checked
+        (:meth:`check`)."""
+        self.check()
         path = Path(path)
         atomic_write_text(path, self.to_json())
         return path

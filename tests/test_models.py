@@ -318,3 +318,68 @@ def test_a_transcript_whose_utterances_contradict_it_is_refused_naming_the_utter
     path.write_text(json.dumps(raw))
     with pytest.raises(TranscriptError, match=said):
         Transcript.load(path)
+
+
+def _swapped_first_two(raw: dict) -> None:
+    raw["utterances"][:2] = raw["utterances"][1::-1]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            lambda raw: raw["speakers"].append({**raw["speakers"][0], "display_name": "Mallory"}),
+            r"json: speakers\[4\].user_id: 'user-alice' is listed twice$",
+        ),
+        (
+            _swapped_first_two,
+            r"json: utterances\[1\]: starts at 0\.54, before utterances\[0\] \(5\.75\): "
+            "utterances are in order of start$",
+        ),
+        (
+            lambda raw: raw["utterances"][2].update(start_time="2030-01-01T00:00:00.000Z"),
+            r"json: utterances\[2\].start_time: 2030-01-01T00:00:00.000Z is not the origin "
+            r"\(2026-11-20T10:00:00.000Z\) plus its start \(\d",
+        ),
+        (
+            lambda raw: raw.update(origin="2026-11-20T13:00:00.000Z"),  # times say 10:00
+            r"json: utterances\[0\].start_time: 2026-11-20T10:00:00.540Z is not the origin "
+            r"\(2026-11-20T13:00:00.000Z\)",
+        ),
+        (
+            lambda raw: raw["utterances"][0].update(start=-50.0),
+            r"json: utterances\[0\].start: -50.0 is before the origin \(time 0\)$",
+        ),
+        (
+            lambda raw: raw["utterances"][0].update(overlaps=["ghost-user"]),
+            r"json: utterances\[0\].overlaps: 'ghost-user' is not one of the speakers$",
+        ),
+    ],
+    ids=["a speaker twice", "out of order", "a time off the clock", "origin moved", "before 0",
+         "an unknown overlap"],
+)  # fmt: skip
+def test_a_transcript_that_cannot_be_true_is_refused_naming_where(
+    sample_transcript, tmp_path, change, said
+):
+    raw = json.loads(sample_transcript.to_json())
+    change(raw)
+    path = tmp_path / "transcript.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(TranscriptError, match=said):
+        Transcript.load(path)
+
+
+def test_a_transcript_changed_in_place_so_that_it_would_not_load_is_not_written(
+    sample_transcript, tmp_path
+):
+    from stages.export import export
+
+    changed = sample_transcript.model_copy(deep=True)
+    late = changed.utterances[-1]
+    changed.utterances.append(late.model_copy(update={"speaker": "ghost"}))  # not checked here
+    said = r"meeting .*: utterances\[9\].speaker: 'ghost' is not one of the speakers"
+    with pytest.raises(TranscriptError, match=said):
+        changed.save(tmp_path / "transcript.json")
+    with pytest.raises(TranscriptError, match=said):
+        export(changed, tmp_path / "out")
+    assert not (tmp_path / "transcript.json").exists() and not (tmp_path / "out").exists()

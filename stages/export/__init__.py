@@ -158,8 +158,12 @@ def export(
 
     With no ``signer``, an export that would write over or remove a signed bundle in
     ``out_dir`` raises :class:`SigningKeyError` (:func:`keep_signed`) and writes nothing.
+    A transcript that would not load again (:meth:`Transcript.check`) raises
+    :class:`TranscriptError` and writes nothing.
     """
-    if not isinstance(transcript, Transcript):
+    if isinstance(transcript, Transcript):
+        transcript.check()  # changed in place in a notebook, say: written, it must read back
+    else:
         transcript = _transcript_at(transcript)
     formats = formats_to_write(formats)
     out_dir = Path(out_dir)
