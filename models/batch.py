@@ -123,7 +123,8 @@ def load_jobs(path: Path | str) -> list[Job]:
         raise JobsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
     jobs: list[Job] = []
-    seen: dict[str, int] = {}  # folder name -> line
+    seen: dict[str, int] = {}  # folder name -> job number
+    recorded: dict[str, int] = {}  # meeting id -> job number
     for line, row in rows:
         try:
             job = Job.model_validate(row)
@@ -143,6 +144,14 @@ def load_jobs(path: Path | str) -> list[Job]:
                 f"folder {folder!r}; give them different ids"
             )
         seen[folder] = len(jobs)
+        if job.meeting_id is not None:
+            if job.meeting_id in recorded:
+                raise JobsError(
+                    f"{path}: jobs {recorded[job.meeting_id]} and {len(jobs)} would both record "
+                    f"meeting {job.meeting_id}, which has one recording at a time; give it "
+                    "one job (with every user id to record)"
+                )
+            recorded[job.meeting_id] = len(jobs)
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")
     return jobs

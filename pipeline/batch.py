@@ -16,9 +16,9 @@ import logging
 import multiprocessing
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -52,7 +52,14 @@ from models import (
     sha256_file,
     writing,
 )
-from stages.export import DEFAULT_FORMATS, FORMATS, export, formats_to_write, withdraw
+from stages.export import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    export,
+    formats_to_write,
+    recorded,
+    withdraw,
+)
 from stages.fetch import FetchError, FetchOptions
 from stages.record import RealtimeKitError
 from stages.transcribe import (
@@ -480,13 +487,13 @@ def _process(
             f"signed with {signed_by}" if signed_by else "unsigned (the signed one was removed)",
         )
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
-        outputs_there = all((folder / FORMATS[f][0]).exists() for f in wanted)
-        if outputs_there and done.formats == wanted and done.signed_by == signed_by:
+        intact = _as_written(folder, wanted)
+        if intact and done.formats == wanted and done.signed_by == signed_by:
             return _result(job, folder, done, reused=True)
-        # Other formats or another key asked for, or an output deleted by hand: the transcript
-        # is current, so only the exports are written again (and a missing kept transcript,
-        # from the checkpoints below). It is the last one made: a run that makes another removes it
-        # first, and keeps the new one before exporting it.
+        # Other formats or another key asked for, or an output deleted, damaged or edited by
+        # hand: the transcript is current, so only the exports are written again (and a
+        # missing kept transcript, from the checkpoints below). It is the last one made: a
+        # run that makes another removes it first, and keeps the new one before exporting it.
         if (kept := checkpoints.transcript()) is not None:
             export(kept, folder, wanted, replace=True, signer=signer)
             done = _done(key, _asked(job, options), kept, done.duration_s, wanted, signed_by)
@@ -777,48 +784,86 @@ class _Work:
 
 def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[MeetingResult]:
     """Here, one meeting after another (tracks decoded in parallel), or in ``workers``
-    processes, one meeting each at a time (tracks decoded in that process). Meetings lost
-    with a worker that died (a decoder that crashed on a damaged file, the out-of-memory
-    killer) get one more try in a new pool, decoding each track in a process apart, so that
-    a file that kills its decoder costs only its own track, not the meetings beside it."""
+    processes, one meeting each at a time (tracks decoded in that process).
+
+    Each worker is a pool of its own, given one meeting at a time, so that a worker that
+    dies (a decoder that crashed on a damaged file, the out-of-memory killer) is known to
+    have been doing that meeting and no other: the meetings beside it, and those not begun,
+    go on. The lost meeting gets one more try in a new worker, decoding each track in a
+    process apart, so that a file that kills its decoder costs only its own track; lost
+    again, it fails."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield work(job, None)
         return
-    work = replace(work, options=_share_cores(work.options, min(workers, len(jobs))))
+    slots = min(workers, len(jobs))
+    work = replace(work, options=_share_cores(work.options, slots))
     context = multiprocessing.get_context("forkserver")
-    apart = False  # first, tracks are decoded in the worker itself: no process per track
-    for last_try in (False, True):
-        lost: list[Job] = []
-        # Workers log through the batch's logging and stop when it is killed, even with -9,
-        # rather than finish meetings unseen; Ctrl-C stops them as it does the batch.
-        with (
-            WorkerLink(context, ignore_interrupt=False) as link,
-            link.pool(min(workers, len(jobs))) as pool,
-        ):
-            try:
+    waiting = deque((job, False) for job in jobs)  # (job, tracks decoded apart)
+    # Workers log through the batch's logging and stop when it is killed, even with -9,
+    # rather than finish meetings unseen; Ctrl-C stops them as it does the batch.
+    with WorkerLink(context, ignore_interrupt=False) as link:
+        pools = [link.pool(1) for _ in range(slots)]
+        running: dict[Future[MeetingResult], tuple[int, Job, bool]] = {}
+
+        def give(slot: int) -> None:
+            if waiting:
+                job, apart = waiting.popleft()
                 with interrupts_held():
-                    futures: dict[Future[MeetingResult], Job] = {
-                        pool.submit(work, job, 1, apart): job for job in jobs
-                    }
-                for future in as_completed(futures):
-                    if isinstance(future.exception(), BrokenProcessPool) and not last_try:
-                        lost.append(futures[future])
-                        continue
-                    yield _outcome(future, futures[future], work.out)
-            except BaseException:
-                # Stopped early (Ctrl-C, SIGTERM, or the caller stopped asking): the meetings
-                # running stop too, and what they finished stays for a re-run.
+                    running[pools[slot].submit(work, job, 1, apart)] = (slot, job, apart)
+
+        try:
+            for slot in range(slots):
+                give(slot)
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    slot, job, apart = running.pop(future)
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        pools[slot].shutdown(wait=True)
+                        pools[slot] = link.pool(1)
+                        if not apart:
+                            log.warning(
+                                "%s: the worker doing it died; it gets another try, each track "
+                                "decoded in a process apart",
+                                job.folder_name,
+                            )
+                            waiting.appendleft((job, True))
+                            give(slot)
+                            continue
+                    yield _outcome(future, job, work.out)
+                    give(slot)
+        except BaseException:
+            # Stopped early (Ctrl-C, SIGTERM, or the caller stopped asking): the meetings
+            # running stop too, and what they finished stays for a re-run.
+            for pool in pools:
                 link.stop(pool)
-                raise
-        if not lost:
-            return
-        log.warning(
-            "a worker process died; %d meeting(s) get another try, each track decoded in a "
-            "process apart",
-            len(lost),
-        )
-        jobs, apart = lost, True
+            raise
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True)
+
+
+def _as_written(folder: Path, formats: Sequence[str]) -> bool:
+    """Whether each of ``formats`` is in ``folder`` with the bytes its record says were
+    written there. One changed since (a file cut short by a full disk, an edit) is said, and
+    is then written again from the transcript: a finished meeting's outputs are what it
+    renders to, as ``verify`` checks."""
+    try:
+        written = recorded(folder) or {}
+    except OSError:
+        return False
+    intact = True
+    for name in (FORMATS[f][0] for f in formats):
+        try:
+            same = sha256_file(folder / name) == written.get(name)
+        except OSError:  # not there: written again, nothing to say
+            intact = False
+            continue
+        if not same:
+            log.warning("%s: changed since it was written; written again", folder / name)
+            intact = False
+    return intact
 
 
 def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:

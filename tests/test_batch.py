@@ -4,6 +4,7 @@ import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import random
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -32,6 +34,7 @@ from models import (
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
 from pipeline._batch_cli import _table
+from pipeline.batch import _on_processes, _Work
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
 from pipeline.config import ApiSettings
@@ -118,6 +121,7 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
     jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
     run_batch(jobs, out, progress=False)
+    pair_transcript = Transcript.load(out / "pair" / "transcript.json")
     again = run_batch(jobs, out, progress=False)
     assert again.meetings[0].reused
     vtt = (out / "pair" / "transcript.vtt").read_bytes()
@@ -125,6 +129,14 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     remade = run_batch(jobs, out, progress=False)
     assert (out / "pair" / "transcript.vtt").read_bytes() == vtt
     assert remade.meetings[0].reused  # from the transcript kept: no audio, no model
+    # So is one damaged (cut short by a full disk) or edited since, which is said.
+    (out / "pair" / "transcript.vtt").write_bytes(vtt[:100])
+    (out / "pair" / "transcript.json").write_text("edited by hand\n")
+    mended = run_batch(jobs, out, progress=False)
+    assert mended.meetings[0].reused and (out / "pair" / "transcript.vtt").read_bytes() == vtt
+    assert Transcript.load(out / "pair" / "transcript.json") == pair_transcript
+    for name in ("transcript.vtt", "transcript.json"):
+        assert f"{name}: changed since it was written; written again" in caplog.text
 
     # Other formats are written from it too; those no longer asked for are taken away.
     run_batch(jobs, out, formats=["json", "txt"], progress=False)
@@ -138,7 +150,7 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert back.meetings[0].reused and (out / "pair" / "transcript.vtt").read_bytes() == vtt
     for work in ("analysed", "transcribed"):  # nothing redone: once each, in the first run
         assert set(journal(out, work).values()) == {1}
-    assert sum(journal(out, "exported").values()) == 4  # each written from the kept transcript
+    assert sum(journal(out, "exported").values()) == 5  # each written from the kept transcript
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
     caplog.clear()
@@ -594,6 +606,36 @@ def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_i
     assert {u.speaker for u in transcript.utterances} == {"user-bruno", "user-chen"}
 
 
+@dataclass(frozen=True)
+class _DyingWork(_Work):
+    """Kills the worker doing a meeting whose id starts "dies", on every try, as a meeting
+    the out-of-memory killer takes each time would; finishes any other at once."""
+
+    def __call__(self, job, decode_workers=1, decode_apart=False):
+        if job.folder_name.startswith("dies"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.2)
+        return MeetingResult(job=job.folder_name, status="done", folder=job.folder_name)
+
+
+def test_workers_that_die_cost_only_the_meetings_they_were_doing(tmp_path, caplog):
+    # Before, a second death failed every meeting not yet done, begun or not.
+    names = ["a", "dies-1", "b", "c", "dies-2", "d", "e", "f", "g"]
+    jobs = [Job(id=name, manifest=Path(f"{name}/manifest.json")) for name in names]
+    work = _DyingWork(tmp_path, PipelineOptions(), None, ("json",), None, False)
+    with caplog.at_level(logging.WARNING, "trackscribe"):
+        results = {r.job: r for r in _on_processes(jobs, work, 2)}
+    assert sorted(results) == sorted(names)
+    for name, result in results.items():
+        if name.startswith("dies"):
+            assert result.status == "failed"
+            assert result.reason.startswith("the worker doing it was lost: BrokenProcessPool")
+        else:
+            assert result.status == "done", result
+    for name in ("dies-1", "dies-2"):  # each had one more try, in a worker of its own
+        assert f"{name}: the worker doing it died; it gets another try" in caplog.text
+
+
 def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
@@ -967,6 +1009,13 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
         ('{"recording_id": "r", "user_ids": ["u"]}\n', ".jsonl", "line 1: .*user_ids only"),
         ("{nope\n", ".jsonl", "line 1: not valid JSON"),
         ("id,manifest\nx,a.json\nx,b.json\n", ".csv", "share the output folder 'x'"),
+        # one live meeting has one recording at a time: a second job's would fail, or miss
+        # what was said before it began
+        (
+            '{"meeting_id": "m"}\n{"id": "again", "meeting_id": "m", "user_ids": ["u"]}\n',
+            ".jsonl",
+            "jobs 1 and 2 would both record meeting m, which has one recording at a time",
+        ),
         ("id,meeting_id,user_ids\nx,m,alice,bob\n", ".csv", "line 2: 1 more cell.*'bob'"),
         ("id,manifest,language\nx,a.json,en\n", ".csv", "line 2: language: Extra inputs"),
         (
