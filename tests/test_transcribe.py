@@ -1,9 +1,12 @@
 """Transcription: only speech reaches the model, and every word comes back on the track clock."""
 
+import json
 import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -637,6 +640,41 @@ def test_a_transcription_begun_in_any_thread_computes_on_one_blas_thread_and_res
     elsewhere.join()
     assert seen == [[1] * len(before)]
     assert _blas_threads() == before
+
+
+def test_a_blas_library_loaded_after_a_transcription_is_held_to_one_thread_by_the_next():
+    # scipy's BLAS, loaded by a notebook between two meetings, was left on its threads: the
+    # libraries were found once, at the first transcription.
+    script = """
+import json, threading
+from concurrent.futures import ThreadPoolExecutor
+from threadpoolctl import threadpool_info
+from stages.transcribe._model import one_thread_math, one_thread_math_here
+def threads():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+with one_thread_math():
+    pass
+import scipy.linalg
+seen = []
+def transcription():
+    with one_thread_math(), ThreadPoolExecutor(1, initializer=one_thread_math_here) as pool:
+        seen.append(pool.submit(threads).result())
+elsewhere = threading.Thread(target=transcription)
+elsewhere.start()
+elsewhere.join()
+print(json.dumps({"during": seen[0], "after": threads()}))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "2"},
+    )
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    assert len(found["during"]) == 2 and found["during"] == [1, 1]
+    assert found["after"] == [2, 2]
 
 
 def test_a_region_longer_than_the_window_is_sent_whole_in_windows_the_model_hears(tmp_path, caplog):

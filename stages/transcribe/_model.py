@@ -212,13 +212,15 @@ def quiet_faster_whisper() -> None:
 _math_lock = threading.Lock()
 _math_users = 0
 _math_limits: Any = None  # threadpoolctl's limiter, restored by the last transcription
+_math_blas: ThreadpoolController | None = None  # found as the first transcription began
 
 
-@cache
 def _blas() -> ThreadpoolController:
-    """The BLAS libraries loaded (numpy's, loaded long before any transcription), found once:
-    finding them scans every library of the process, a millisecond each time."""
-    return ThreadpoolController().select(user_api="blas")
+    """The BLAS libraries loaded, as the transcriptions running found them: found again as
+    the first of them begins (a library loaded since, scipy's, say, is then found too), not
+    in each computing thread: finding them scans every library of the process, a millisecond
+    each time."""
+    return _math_blas if _math_blas is not None else ThreadpoolController().select(user_api="blas")
 
 
 def one_thread_math_here() -> None:
@@ -255,10 +257,11 @@ def one_thread_math() -> Iterator[None]:
     measured cost. The BLAS limit is process-wide, so it is set by the first transcription
     to start and restored by the last to finish.
     """
-    global _math_users, _math_limits
+    global _math_users, _math_limits, _math_blas
     with _math_lock:
         if _math_users == 0:
-            _math_limits = _blas().limit(limits=1)
+            _math_blas = ThreadpoolController().select(user_api="blas")
+            _math_limits = _math_blas.limit(limits=1)
             _release_blas_control()
         _math_users += 1
     try:
@@ -269,4 +272,4 @@ def one_thread_math() -> Iterator[None]:
             if _math_users == 0 and _math_limits is not None:
                 _math_limits.restore_original_limits()
                 _release_blas_control()
-                _math_limits = None
+                _math_limits = _math_blas = None
