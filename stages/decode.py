@@ -60,7 +60,7 @@ however many, is loss as one long jump is."""
 
 _BEFORE_START_NOTED = 0.1
 """Seconds of audio before the track's start worth a warning: more than an encoder's
-delay."""
+delay. More than :data:`_JUMP_BACK` of it is a problem: the transcript lacks it."""
 
 _LATE_FIRST_AUDIO = 60.0
 """Seconds: a file whose first audio is stamped later than this is worth a warning. A
@@ -143,6 +143,7 @@ def decode(
             problem = (
                 problem
                 or _jumped_back(writer)
+                or _before_start(writer)
                 or _restamped(writer)
                 or _missing_tail(
                     container, writer.duration + writer.dropped_seconds + writer.before_start
@@ -177,12 +178,8 @@ def decode(
             source,
             writer.first_time,
         )
-    if writer.before_start > _BEFORE_START_NOTED:
-        log.warning(
-            "%s: %.2f s of audio stamped before the track's start (time 0 of the file) left out",
-            source,
-            writer.before_start,
-        )
+    if _BEFORE_START_NOTED < writer.before_start <= _JUMP_BACK:  # more is a problem
+        log.warning("%s: %s", source, _left_before_start(writer))
     return PcmAudio(
         source=source,
         source_sha256=digest,
@@ -444,6 +441,19 @@ def _jumped_back(writer: "_AlignedWriter") -> str | None:
     )
 
 
+def _before_start(writer: "_AlignedWriter") -> str | None:
+    """Audio stamped before the track's start cannot be placed on its clock, and is left
+    out: more than an encoder's delay of it is audio the transcript does not hold."""
+    return _left_before_start(writer) if writer.before_start > _JUMP_BACK else None
+
+
+def _left_before_start(writer: "_AlignedWriter") -> str:
+    return (
+        f"{writer.before_start:.2f} s of audio stamped before the track's start (time 0 of "
+        "the file) was left out"
+    )
+
+
 @contextlib.contextmanager
 def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
     """FFmpeg's error messages while in the block. Damage its demuxer steps over (a broken
@@ -540,7 +550,9 @@ def _declared_seconds(container: av.container.InputContainer) -> float | None:
     return None if container.duration is None else container.duration / av.time_base
 
 
-_CONTAINERS = "matroska,webm,ogg,wav,w64,mp3,flac,mov,mp4,m4a,aac,aiff,caf,mpegts"
+_CONTAINERS = (
+    "matroska,webm,ogg,wav,w64,mp3,flac,mov,mp4,m4a,aac,aiff,caf,mpegts,asf,amr,ac3,eac3,wv,au"
+)
 """The containers FFmpeg may read a track as. Not any it knows: a text file named ``.webm``
 that is an FFmpeg playlist (``ffconcat``, HLS) would have it read other files, and the audio
 transcribed would not be the bytes whose SHA-256 the transcript gives."""
@@ -562,7 +574,7 @@ def _open(source: Path) -> av.container.InputContainer:
     if any("not on whitelist" in message for _, _, message in said):
         raise DecodeError(
             f"{source}: not a file of an audio format trackscribe reads (WebM, Ogg, WAV, MP3, "
-            "FLAC, MP4/M4A, AAC, AIFF, CAF, MPEG-TS)"
+            "FLAC, MP4/M4A, AAC, AIFF, CAF, MPEG-TS, WMA, AMR, AC-3, WavPack, AU)"
         )
     raise DecodeError(f"{source}: not a readable audio file ({_reason(failure)})")
 
