@@ -454,6 +454,30 @@ def test_subtitles_beside_a_signed_bundle_are_checked_against_it_not_only_the_re
         )
 
 
+def test_exports_another_version_rendered_otherwise_pass_beside_their_signed_bundle_alone(
+    sample_transcript, keys, tmp_path, monkeypatch
+):
+    """Copied without the folder's record (``cp *``), an export that another version rendered
+    otherwise has nothing but the signed bundle to be checked against: what it holds, it is."""
+    from stages.export import FORMATS, _text
+
+    older = sample_transcript.model_copy(deep=True)
+    older.provenance.software = "trackscribe 0.0.9 (code 000000000000)"
+    as_it_was = ("transcript.txt", lambda t: "[00:00:01] Alice: as an older version wrote it\n")
+    monkeypatch.setitem(_text.TEXT_FORMATS, "txt", as_it_was)
+    monkeypatch.setitem(FORMATS, "txt", as_it_was)
+    export(older, tmp_path, ["json", "txt", "bundle"], signer=SigningKey(keys[0]).sign)
+    monkeypatch.undo()
+    (tmp_path / RECORD_FILE).unlink()
+
+    assert status(verify(tmp_path))["transcript.txt"] == "differs"  # nothing vouches for it
+    signed = verify(tmp_path, public_key=keys[1])
+    assert status(signed)["transcript.txt"] == "ok"
+    assert "what the bundle signed with the key given holds" in detail(signed, "transcript.txt")
+    (tmp_path / "transcript.txt").write_text("[00:00:01] Chen: I never said that.\n")
+    assert status(verify(tmp_path, public_key=keys[1]))["transcript.txt"] == "differs"
+
+
 # The command line and batch runs.
 
 
