@@ -138,12 +138,12 @@ def load_jobs(path: Path | str) -> list[Job]:
         except ValueError as exc:
             raise JobsError(f"{path}, line {line}: id: {exc}") from None
         jobs.append(job)
-        if folder in seen:
+        if folder.casefold() in seen:  # one folder on macOS and Windows: a and A
             raise JobsError(
-                f"{path}: jobs {seen[folder]} and {len(jobs)} would share the output "
+                f"{path}: jobs {seen[folder.casefold()]} and {len(jobs)} would share the output "
                 f"folder {folder!r}; give them different ids"
             )
-        seen[folder] = len(jobs)
+        seen[folder.casefold()] = len(jobs)
         if job.meeting_id is not None:
             if job.meeting_id in recorded:
                 raise JobsError(

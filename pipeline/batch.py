@@ -154,6 +154,12 @@ def run_batch(
         raise JobsError(
             f"jobs would share the output folder {shared[0]!r}; give them different ids"
         )
+    meetings = Counter(j.meeting_id for j in jobs if j.meeting_id is not None)
+    if twice := sorted(meeting for meeting, count in meetings.items() if count > 1):
+        raise JobsError(
+            f"jobs would both record meeting {twice[0]}, which has one recording at a time; "
+            "give it one job (with every user id to record)"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # One batch at a time writes the summary: a second one would overwrite it with only its
@@ -217,6 +223,8 @@ def run_batch(
         ):
             # Once the work can be run (a cluster that cannot be reached stops it first).
             record()
+            if unsaved is not None:  # before any work: a folder in its place, say
+                raise unsaved
             if api is not None:
                 _start_recordings([j for j in todo if j.meeting_id], out, api)
             for result in runs:
@@ -806,11 +814,21 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
         pools = [link.pool(1) for _ in range(slots)]
         running: dict[Future[MeetingResult], tuple[int, Job, bool]] = {}
 
+        def renew(slot: int) -> None:
+            pools[slot].shutdown(wait=True)
+            pools[slot] = link.pool(1)
+
         def give(slot: int) -> None:
-            if waiting:
-                job, apart = waiting.popleft()
-                with interrupts_held():
-                    running[pools[slot].submit(work, job, 1, apart)] = (slot, job, apart)
+            if not waiting:
+                return
+            job, apart = waiting.popleft()
+            with interrupts_held():
+                try:
+                    future = pools[slot].submit(work, job, 1, apart)
+                except BrokenProcessPool:  # its worker died between meetings: not this one's
+                    renew(slot)
+                    future = pools[slot].submit(work, job, 1, apart)
+            running[future] = (slot, job, apart)
 
         try:
             for slot in range(slots):
@@ -820,8 +838,7 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                 for future in finished:
                     slot, job, apart = running.pop(future)
                     if isinstance(future.exception(), BrokenProcessPool):
-                        pools[slot].shutdown(wait=True)
-                        pools[slot] = link.pool(1)
+                        renew(slot)
                         if not apart:
                             log.warning(
                                 "%s: the worker doing it died; it gets another try, each track "
@@ -846,13 +863,15 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
 
 def _as_written(folder: Path, formats: Sequence[str]) -> bool:
     """Whether each of ``formats`` is in ``folder`` with the bytes its record says were
-    written there. One changed since (a file cut short by a full disk, an edit) is said, and
-    is then written again from the transcript: a finished meeting's outputs are what it
-    renders to, as ``verify`` checks."""
+    written there (with no record, whether it is there). One changed since (a file cut short
+    by a full disk, an edit) is said, and is then written again from the transcript: a
+    finished meeting's outputs are what it renders to, as ``verify`` checks."""
     try:
-        written = recorded(folder) or {}
+        written = recorded(folder)
     except OSError:
-        return False
+        written = None
+    if written is None:  # no record to check them against (it could not be written)
+        return all((folder / FORMATS[f][0]).exists() for f in formats)
     intact = True
     for name in (FORMATS[f][0] for f in formats):
         try:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -394,14 +395,32 @@ def test_what_a_killed_run_left_half_written_is_removed_even_from_a_finished_mee
     assert download.exists() and theirs.exists()
 
 
-def test_a_summary_that_cannot_be_written_stops_no_meeting(meetings, reference, tmp_path):
+def test_a_summary_that_cannot_be_written_stops_no_meeting(
+    meetings, reference, tmp_path, monkeypatch
+):
     # A full disk, say, when the first result is recorded: the meetings after it still run
     # (they may fit once it has room), and the summary's loss is the run's error at the end.
+    out = tmp_path / "out"
+    save, saves = BatchSummary.save, []
+
+    def full_after_the_first(summary, path):
+        saves.append(path)
+        if len(saves) > 1:
+            raise WriteError(errno.ENOSPC, "No space left on device", str(path))
+        return save(summary, path)
+
+    monkeypatch.setattr(BatchSummary, "save", full_after_the_first)
+    with pytest.raises(WriteError, match=r"summary\.json"):
+        run_batch(meetings, out, progress=False)
+    assert transcripts(out) == transcripts(reference)
+
+
+def test_a_summary_that_cannot_be_written_at_all_stops_the_run_before_any_work(meetings, tmp_path):
     out = tmp_path / "out"
     (out / "summary.json").mkdir(parents=True)  # in the way of every write of it
     with pytest.raises(WriteError, match=r"summary\.json"):
         run_batch(meetings, out, progress=False)
-    assert transcripts(out) == transcripts(reference)
+    assert [p.name for p in out.iterdir() if p.name != ".work"] == ["summary.json"]  # none begun
 
 
 def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, monkeypatch):
@@ -634,6 +653,29 @@ def test_workers_that_die_cost_only_the_meetings_they_were_doing(tmp_path, caplo
             assert result.status == "done", result
     for name in ("dies-1", "dies-2"):  # each had one more try, in a worker of its own
         assert f"{name}: the worker doing it died; it gets another try" in caplog.text
+
+
+@dataclass(frozen=True)
+class _DyingBetweenWork(_Work):
+    """Finishes every meeting, but the worker that finished "then-dies" is killed soon after,
+    while it waits for its next meeting."""
+
+    def __call__(self, job, decode_workers=1, decode_apart=False):
+        if job.folder_name == "then-dies":
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        return MeetingResult(job=job.folder_name, status="done", folder=job.folder_name)
+
+
+def test_a_worker_that_dies_between_meetings_costs_none(tmp_path):
+    names = ["then-dies", "a", "b", "c"]
+    jobs = [Job(id=name, manifest=Path(f"{name}/manifest.json")) for name in names]
+    work = _DyingBetweenWork(tmp_path, PipelineOptions(), None, ("json",), None, False)
+    results = []
+    for result in _on_processes(jobs, work, 2):
+        results.append(result)
+        time.sleep(1)  # writing the summary, say: meanwhile, the worker dies
+    assert sorted(r.job for r in results) == sorted(names)
+    assert {r.status for r in results} == {"done"}
 
 
 def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
@@ -1009,6 +1051,7 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
         ('{"recording_id": "r", "user_ids": ["u"]}\n', ".jsonl", "line 1: .*user_ids only"),
         ("{nope\n", ".jsonl", "line 1: not valid JSON"),
         ("id,manifest\nx,a.json\nx,b.json\n", ".csv", "share the output folder 'x'"),
+        ("id,manifest\nx,a.json\nX,b.json\n", ".csv", "jobs 1 and 2 would share the output"),
         # one live meeting has one recording at a time: a second job's would fail, or miss
         # what was said before it began
         (
