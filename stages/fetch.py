@@ -575,12 +575,14 @@ class _Downloader:
 
         A refused URL has been renewed (:meth:`_check`), so it is tried again at once; a
         status worth retrying, a broken connection or a corrupt copy after a wait. A try that
-        advanced ``done`` (bytes kept) before breaking is progress, not a failure: a flaky
-        connection must not stop a long download that keeps advancing.
+        took ``done`` (bytes kept) further than any try before it is progress, not a failure:
+        a flaky connection must not stop a long download that keeps advancing. Bytes got
+        again after a corrupt copy was dropped are not: a copy that never checks out would
+        otherwise be fetched for ever.
         """
-        failed, renewals = 0, 0
+        failed, renewals, furthest = 0, 0, done()
         while True:
-            retry_after, before = None, done()
+            retry_after = None
             try:
                 return attempt()
             except _UrlRefusedError as exc:
@@ -598,7 +600,9 @@ class _Downloader:
                 ) from None
             except httpx.TransportError as exc:
                 reason = describe_error(exc)
-            failed = 0 if done() > before else failed + 1
+            reached = done()
+            failed = 0 if reached > furthest else failed + 1
+            furthest = max(furthest, reached)
             if failed >= self._retry.attempts:
                 raise FetchError(
                     redact_urls(f"{file.name}: {reason} (gave up after {failed} tries in a row)")
@@ -686,7 +690,12 @@ class _Downloader:
         if response.status_code == 206:
             if etag != began_as:  # a storage that does not honour If-Range
                 raise _CorruptError("the file changed since its partial download began")
-            total = _total_from_range(response.headers.get("content-range"))
+            content_range = response.headers.get("content-range")
+            if _start_from_range(content_range) != have:  # other bytes than those asked for
+                raise _CorruptError(
+                    f"asked for the bytes from {have} on, the storage sent {content_range!r}"
+                )
+            total = _total_from_range(content_range)
             mode = "ab"
         else:  # 200: the whole file, whatever was asked (a changed file, under If-Range)
             total = _content_length(response)
@@ -799,6 +808,13 @@ def _total_from_range(content_range: str | None) -> int:
         if total.isascii() and total.isdigit():
             return int(total)
     raise _CorruptError(f"ranged answer without a usable Content-Range ({content_range!r})")
+
+
+def _start_from_range(content_range: str | None) -> int | None:
+    """``bytes 100-199/2000`` -> 100; None when it says no start."""
+    unit, _, rest = (content_range or "").strip().partition(" ")
+    first = rest.split("-", 1)[0].strip()
+    return int(first) if unit == "bytes" and first.isascii() and first.isdigit() else None
 
 
 def _content_length(response: httpx.Response) -> int:

@@ -1125,6 +1125,65 @@ def test_a_partial_download_of_a_file_since_replaced_is_not_completed_with_the_n
         assert asked[0] == (None, None)  # bytes of no known version are not resumed
 
 
+class _CutThenRanged(BaseHTTPRequestHandler):
+    """Storage on a flaky link: the whole file's answer breaks off after 600 bytes, every
+    range is answered whole. With ``etag`` an MD5 that is not the file's, no copy checks out;
+    with ``from_zero``, a range is answered with the file's first bytes, said so in its
+    Content-Range, but not those asked for."""
+
+    body = bytes(range(256)) * 40
+    etag = '"v1-2"'
+    from_zero = False
+    asked: list[str | None]
+
+    def do_GET(self) -> None:
+        asked = self.headers.get("Range")
+        self.asked.append(asked)
+        start = int(asked.removeprefix("bytes=").split("-")[0]) if asked else 0
+        sent = 0 if self.from_zero else start
+        self.send_response(206 if asked else 200)
+        if asked:
+            end = sent + len(self.body) - start - 1
+            self.send_header("Content-Range", f"bytes {sent}-{end}/{len(self.body)}")
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.send_header("ETag", self.etag)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(self.body[sent : sent + len(self.body) - start][: None if asked else 600])
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("storage", "said"),
+    [
+        ({"etag": f'"{"0" * 32}"'}, "does not match the storage's checksum (ETag)"),
+        ({"from_zero": True}, "asked for the bytes from 600 on, the storage sent 'bytes 0-"),
+    ],
+    ids=["never-checks-out", "range-from-elsewhere"],
+)
+def test_a_file_whose_every_copy_is_bad_fails_after_its_tries_and_is_never_kept(
+    tmp_path, caplog, storage, said
+):
+    # Getting the same first bytes again after a bad copy was dropped was taken as progress:
+    # the file was fetched for ever. A range from elsewhere was appended, and kept as good.
+    asked: list = []
+    handler = type("Storage", (_CutThenRanged,), {**storage, "asked": asked})
+    with serving(handler) as root:
+        recording = _one_file_recording(root)
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=2, backoff=0.01))
+        result = fetch_recording(
+            recording, tmp_path / "rec", refresh=lambda: recording, options=options
+        )
+    (failure,) = result.failures
+    assert "gave up after 2 tries in a row" in failure.reason
+    assert said in caplog.text  # why each copy was dropped
+    assert len(asked) <= 4
+    assert not (tmp_path / "rec" / "tracks" / _ONE_FILE).exists()  # (a .part to resume is)
+
+
 def test_a_start_whose_answer_times_out_is_found_and_not_repeated(sample_dir):
     options = EmulatorOptions(token=TOKEN, faults={"slow_reply": 1}, slow_reply_seconds=1.0)
     with Emulator(sample_dir, options) as emu:
