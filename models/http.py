@@ -116,14 +116,13 @@ class RetryPolicy(BaseModel):
 
 
 def _parse_retry_after(value: str | None) -> float | None:
-    """``retry-after`` is either seconds or an HTTP date (RFC 9110)."""
+    """``retry-after`` is either whole seconds or an HTTP date (RFC 9110); anything else
+    (``nan``, ``-1``) is no answer, and the own backoff is waited instead of nothing."""
     if not value:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if value.isascii() and value.isdigit():
+        return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

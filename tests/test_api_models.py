@@ -212,6 +212,8 @@ def test_retry_policy_retries_only_transient_answers_and_honours_retry_after():
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
     assert 3.0 < policy.delay(1, later) <= 5.0
     assert 0.75 <= policy.delay(1) <= 1.0 and 3.0 <= policy.delay(3) <= 4.0
+    for unusable in ("nan", "-1", "1.5e3", "soon"):  # no answer: the own backoff, not nothing
+        assert 0.75 <= policy.delay(1, unusable) <= 1.0
 
 
 def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
