@@ -463,3 +463,18 @@ def guard_hint() -> str:
         "; if the script calls trackscribe at its top level, put that call under "
         '`if __name__ == "__main__":` (each worker process runs the top level again)'
     )
+
+
+def refuse_in_rerun_script(what: str) -> None:
+    """Raise RuntimeError when ``what`` is called by the top level of a script that a worker
+    process is running again (as it starts, to find the script's functions): unguarded,
+    the call would start a second run inside each worker, whose errors (a batch's output
+    folder is busy: the first run holds it) would hide what is wrong."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            raise RuntimeError(
+                f"{what} was called by the top level of a script that a worker process runs "
+                'again as it starts: put that call under `if __name__ == "__main__":`'
+            )
+        frame = frame.f_back

@@ -76,6 +76,7 @@ from ._worker import (
     guard_hint,
     interruptible,
     interrupts_held,
+    refuse_in_rerun_script,
 )
 from .checkpoint import Checkpoints, work_key
 from .config import ApiSettings
@@ -142,6 +143,7 @@ def run_batch(
     One batch at a time writes into ``out``: while another runs there, this one raises
     :class:`OSError` (``errno.EBUSY``) before doing anything.
     """
+    refuse_in_rerun_script("run_batch")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number, 1 or more, not {workers!r}")
     formats = formats_to_write(formats)  # one clear error before any work, not one per meeting

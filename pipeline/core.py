@@ -58,7 +58,7 @@ from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
 from ._scratch import scratch_folder
-from ._worker import WorkerLink, guard_hint, interrupts_held
+from ._worker import WorkerLink, guard_hint, interrupts_held, refuse_in_rerun_script
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -204,6 +204,7 @@ def transcribe_tracks(
     a manifest that cannot be read raises :class:`models.ManifestError`, and a meeting none
     of whose tracks can be used raises :class:`NoUsableTrackError`.
     """
+    refuse_in_rerun_script("transcribe_tracks")
     return run_meeting(manifest, options=options, progress=progress, workdir=workdir).transcript
 
 

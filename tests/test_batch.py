@@ -694,6 +694,9 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
     for line in lines:  # every worker re-ran the script and broke: the summary says why
         assert line.startswith("failed: the worker doing it was lost: BrokenProcessPool")
         assert 'put that call under `if __name__ == "__main__":`' in line
+    # and so does each worker, not by trying a second batch in the same output folder
+    assert "run_batch was called by the top level of a script that a worker" in run.stderr
+    assert "another batch is writing" not in run.stderr
 
 
 def test_the_main_guard_hint_is_for_scripts_only(monkeypatch):
