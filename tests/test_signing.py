@@ -396,6 +396,16 @@ def test_a_signed_bundle_beside_its_transcript_checks_both(sample_transcript, ke
     assert status(result)[f"transcript.bundle.zip:{SIGNATURE_FILE}"] == "ok"
 
 
+def _forge(folder: Path, name: str, text: str) -> None:
+    """Write ``text`` as the export ``name`` in ``folder`` and the folder's record to match,
+    as anyone who can write there can."""
+    (folder / name).write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    record = (folder / RECORD_FILE).read_text().splitlines()
+    rewritten = [f"{digest}  {name}" if line.endswith(f" {name}") else line for line in record]
+    (folder / RECORD_FILE).write_text("\n".join(rewritten) + "\n")
+
+
 @pytest.mark.parametrize("forgery", ["a field added", "utterances given twice, the forged first"])
 def test_a_transcript_beside_a_signed_bundle_must_be_its_bytes_not_only_its_content(
     sample_transcript, keys, tmp_path, forgery
@@ -410,12 +420,7 @@ def test_a_transcript_beside_a_signed_bundle_must_be_its_bytes_not_only_its_cont
     else:
         forged = written.replace("{", '{"utterances": [], ', 1)
     assert Transcript.from_json(forged.encode(), "forged") == sample_transcript
-    (tmp_path / "transcript.json").write_text(forged)
-    record = (tmp_path / RECORD_FILE).read_text().splitlines()
-    digest = hashlib.sha256(forged.encode()).hexdigest()
-    rewritten = [f"{digest}  transcript.json" if line.endswith(" transcript.json") else line
-                 for line in record]  # fmt: skip
-    (tmp_path / RECORD_FILE).write_text("\n".join(rewritten) + "\n")
+    _forge(tmp_path, "transcript.json", forged)
     result = verify(tmp_path, public_key=keys[1])
     assert status(result)["transcript.json"] == "ok"  # as the record, rewritten, says
     assert not result.ok
@@ -437,14 +442,8 @@ def test_subtitles_beside_a_signed_bundle_are_checked_against_it_not_only_the_re
     export(made, tmp_path, ["json", "srt", "bundle"], signer=SigningKey(keys[0]).sign)
     assert status(verify(tmp_path, public_key=keys[1]))["transcript.srt"] == "ok"
 
-    srt = tmp_path / "transcript.srt"
-    forged = srt.read_text().replace("billing migration", "payroll deletion")
-    srt.write_text(forged)
-    record = (tmp_path / RECORD_FILE).read_text().splitlines()
-    digest = hashlib.sha256(forged.encode()).hexdigest()
-    rewritten = [f"{digest}  transcript.srt" if line.endswith(" transcript.srt") else line
-                 for line in record]  # fmt: skip
-    (tmp_path / RECORD_FILE).write_text("\n".join(rewritten) + "\n")
+    srt = (tmp_path / "transcript.srt").read_text()
+    _forge(tmp_path, "transcript.srt", srt.replace("billing migration", "payroll deletion"))
 
     result = verify(tmp_path, public_key=keys[1])
     assert not result.ok and status(result)["transcript.srt"] == "differs"
