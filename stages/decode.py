@@ -705,7 +705,7 @@ class _AlignedWriter:
             elif ahead < -_GAP_TOLERANCE * rate:
                 drop = min(-ahead, samples.size)
                 samples = samples[drop:]
-                if self.position == 0 and time < 0:  # before the track's start: not loss
+                if self.position == 0 and time < 0:  # before the track's start: counted apart
                     self._before_start += drop
                 else:
                     self._dropped += drop
