@@ -605,7 +605,7 @@ class _Downloader:
             furthest = max(furthest, reached)
             if failed >= self._retry.attempts:
                 raise FetchError(
-                    redact_urls(f"{file.name}: {reason} (gave up after {failed} tries in a row)")
+                    redact_urls(f"{file.name}: {reason} (gave up after {_tries(failed)} in a row)")
                 )
             wait = self._retry.delay(max(failed, 1), retry_after)
             log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
@@ -795,9 +795,16 @@ class _Cancelled(Exception):
     pass
 
 
+def _tries(count: int) -> str:
+    return "1 try" if count == 1 else f"{count} tries"
+
+
 class _RetryableStatusError(Exception):
     def __init__(self, status: int, retry_after: str | None) -> None:
-        super().__init__(f"storage answered HTTP {status}")
+        # What the storage asked is said: a wait longer than the policy allows is cut short,
+        # and a reader of the failure should know the storage wanted more.
+        asked = f" (Retry-After: {retry_after.strip()[:40]!r})" if retry_after else ""
+        super().__init__(f"storage answered HTTP {status}{asked}")
         self.retry_after = retry_after
 
 

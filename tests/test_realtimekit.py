@@ -1184,6 +1184,33 @@ def test_a_file_whose_every_copy_is_bad_fails_after_its_tries_and_is_never_kept(
     assert not (tmp_path / "rec" / "tracks" / _ONE_FILE).exists()  # (a .part to resume is)
 
 
+class _RateLimited(BaseHTTPRequestHandler):
+    """Storage that answers every request 429, asking for ten hours' wait."""
+
+    def do_GET(self) -> None:
+        self.send_response(429)
+        self.send_header("Retry-After", "36000")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failure_says_how_long_the_storage_asked_to_wait(tmp_path):
+    # Waits are cut to the policy's longest; the failure says the storage wanted more.
+    with serving(_RateLimited) as root:
+        recording = _one_file_recording(root)
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=1))
+        result = fetch_recording(
+            recording, tmp_path / "rec", refresh=lambda: recording, options=options
+        )
+    (failure,) = result.failures
+    assert "storage answered HTTP 429 (Retry-After: '36000') (gave up after 1 try" in (
+        failure.reason
+    )
+
+
 def test_a_start_whose_answer_times_out_is_found_and_not_repeated(sample_dir):
     options = EmulatorOptions(token=TOKEN, faults={"slow_reply": 1}, slow_reply_seconds=1.0)
     with Emulator(sample_dir, options) as emu:
