@@ -307,7 +307,38 @@ def _exports(
         # Asked to check a signature, and there was no bundle to check: not a pass.
         detail = "no compliance bundle here, so no signature to check against the key given"
         checks.append(Check(subject=_BUNDLE, status="missing", detail=detail))
+    if record.digests:  # a folder trackscribe wrote its exports into
+        checks += _others_beside(path)
     return checks
+
+
+_EXPORT_LIKE = (".json", ".vtt", ".srt", ".txt", ".zip", ".stm")
+_NOT_EXPORTS = frozenset({"done.json", "recording.json", "summary.json", "manifest.json"})
+"""A batch meeting's own files, and a meeting's manifest when exported beside it."""
+
+
+def _others_beside(path: Path) -> list[Check]:
+    """Files beside the exports that look like one (``transcript.final.srt``) but are not
+    what trackscribe writes: a reviewer handed one must not take it as verified with the
+    rest. Each is said to be unchecked."""
+    ours = {name for name, _ in FORMATS.values()}
+    try:
+        found = sorted(path.parent.iterdir())
+    except OSError:
+        return []
+    return [
+        Check(
+            subject=other.name,
+            status="unchecked",
+            detail="not a file trackscribe writes here: nothing says what it should hold",
+        )
+        for other in found
+        if other.name not in ours | _NOT_EXPORTS
+        and other != path
+        and not other.name.startswith(".")
+        and other.suffix.lower() in _EXPORT_LIKE
+        and other.is_file()
+    ]
 
 
 def _folder_record(folder: Path) -> tuple[list[Check], _Record]:

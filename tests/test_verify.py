@@ -152,6 +152,20 @@ def test_line_endings_changed_are_named_from_the_first_line(out):
     )
 
 
+def test_a_file_beside_the_exports_that_trackscribe_did_not_write_is_not_passed_as_checked(out):
+    # A reviewer handed transcript.final.srt must not read "verified" as covering it.
+    (out / "transcript.final.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nforged\n")
+    (out / "notes.txt").write_text("approved\n")
+    (out / "photo.png").write_bytes(b"\x89PNG")  # not like an export: not listed
+    result = verify(out)
+    assert result.ok  # nothing differs: these are no copies of the transcript
+    assert status(result)["transcript.final.srt"] == "unchecked"
+    assert status(result)["notes.txt"] == "unchecked"
+    assert "photo.png" not in status(result)
+    assert "not a file trackscribe writes here" in detail(result, "notes.txt")
+    assert str(result).splitlines()[-1].startswith("nothing differs, but not everything")
+
+
 def test_an_export_trackscribe_wrote_that_is_gone_is_missing(out):
     (out / "transcript.srt").unlink()
     result = verify(out)
