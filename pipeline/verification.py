@@ -495,7 +495,8 @@ def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _
 
 def _signed_members(members: dict[str, bytes] | None, key: PublicKey | None) -> dict[str, bytes]:
     """The members of a bundle that its signature, checked with ``key``, vouches for: those
-    its signed SHA256SUMS lists as they are. None without a key, or a signature of it."""
+    its signed SHA256SUMS lists as they are; none without a key, or without a signature made
+    with it."""
     if members is None or key is None:
         return {}
     sums, signature = members.get(SUMS_FILE, b""), members.get(SIGNATURE_FILE)
