@@ -298,11 +298,9 @@ def _exports(
         elif name == "bundle":
             checks += _bundle_beside(file_name, found, source, record)
         else:
-            checks.append(
-                _export(file_name, found, source.rendered[file_name], source, record)
-                if file_name not in signed
-                else _export_signed(file_name, found, signed[file_name], source, record)
-            )
+            expected = source.rendered[file_name]
+            signed_as = signed.get(file_name)
+            checks.append(_export(file_name, found, expected, source, record, signed_as))
     if key is not None and members is None and all(check.subject != _BUNDLE for check in checks):
         # Asked to check a signature, and there was no bundle to check: not a pass.
         detail = "no compliance bundle here, so no signature to check against the key given"
@@ -482,15 +480,36 @@ def _same_bytes(found: bytes, given: bytes, name: str) -> tuple[bool, str]:
     return False, f"not {name}, byte for byte (from line {line})"
 
 
-def _export(name: str, found: bytes, rendered: bytes, source: _Source, record: _Record) -> Check:
+def _export(
+    name: str,
+    found: bytes,
+    rendered: bytes,
+    source: _Source,
+    record: _Record,
+    signed: bytes | None = None,
+) -> Check:
     """The export ``name`` (``found``, its bytes) against ``rendered``, what ``source``
-    renders to, and against the record."""
+    renders to, and against the record.
+
+    ``signed``: what a bundle signed with the key given holds under the same name. The
+    signature vouches for those bytes as no record in the folder can (anyone can rewrite a
+    record, or copy the exports without it), so an export that is not what the transcript
+    renders to here (another version rendered it) is checked against them, unless the record
+    says it was changed since it was written."""
     written = _against_record(name, _digest(found), record, name)
     same, detail = source.against(found, rendered)
-    status = source.rendered_otherwise(same, written.status)
+    detail = f"{detail}; {written.detail}"
     if written.status == "differs":
-        status = "differs"
-    return Check(subject=name, status=status, detail=f"{detail}; {written.detail}")
+        return Check(subject=name, status="differs", detail=detail)
+    status = source.rendered_otherwise(same, written.status)
+    if status == "ok" or signed is None:
+        return Check(subject=name, status=status, detail=detail)
+    if found == signed:
+        detail = f"{detail}; what the bundle signed with the key given holds"
+        return Check(subject=name, status="ok", detail=detail)
+    line = _first_difference(found, signed)
+    detail = f"not what the bundle signed with the key given holds (from line {line}); {detail}"
+    return Check(subject=name, status="differs", detail=detail)
 
 
 def _signed_members(members: dict[str, bytes] | None, key: PublicKey | None) -> dict[str, bytes]:
@@ -504,26 +523,6 @@ def _signed_members(members: dict[str, bytes] | None, key: PublicKey | None) -> 
         return {}
     listed = read_sha256sums(sums.decode("utf-8", "replace"), members)
     return {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
-
-
-def _export_signed(
-    name: str, found: bytes, signed: bytes, source: _Source, record: _Record
-) -> Check:
-    """The export ``name`` beside a bundle signed with the key given, which holds ``signed``
-    under the same name: the signature vouches for those bytes as no record in the folder
-    can (anyone can rewrite a record, or copy the exports without it). So an export that is
-    not what the transcript renders to here (another version rendered it) is checked against
-    them, unless the record says it was changed since it was written."""
-    check = _export(name, found, source.rendered[name], source, record)
-    written = _against_record(name, _digest(found), record, name)
-    if check.status == "ok" or written.status == "differs":
-        return check
-    if found == signed:
-        detail = f"{check.detail}; what the bundle signed with the key given holds"
-        return Check(subject=name, status="ok", detail=detail)
-    line = _first_difference(found, signed)
-    detail = f"not what the bundle signed with the key given holds (from line {line})"
-    return Check(subject=name, status="differs", detail=f"{detail}; {check.detail}")
 
 
 def _digest(data: bytes) -> str:
