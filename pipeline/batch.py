@@ -839,18 +839,18 @@ def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[Me
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     slot, job, apart = running.pop(future)
-                    if isinstance(future.exception(), BrokenProcessPool):
+                    lost = isinstance(future.exception(), BrokenProcessPool)
+                    if lost:
                         renew(slot)
-                        if not apart:
-                            log.warning(
-                                "%s: the worker doing it died; it gets another try, each track "
-                                "decoded in a process apart",
-                                job.folder_name,
-                            )
-                            waiting.appendleft((job, True))
-                            give(slot)
-                            continue
-                    yield _outcome(future, job, work.out)
+                    if lost and not apart:
+                        log.warning(
+                            "%s: the worker doing it died; it gets another try, each track "
+                            "decoded in a process apart",
+                            job.folder_name,
+                        )
+                        waiting.appendleft((job, True))
+                    else:
+                        yield _outcome(future, job, work.out)
                     give(slot)
         except BaseException:
             # Stopped early (Ctrl-C, SIGTERM, or the caller stopped asking): the meetings
