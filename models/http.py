@@ -90,7 +90,9 @@ class RetryPolicy(BaseModel):
     The API documents 408, 409, 429 and 5xx as transient; any other 4xx is the request's own
     fault and repeating it only burns the rate limit. Waits grow exponentially with jitter (so
     many batch workers do not retry in step), and a server's ``retry-after`` is honoured, up
-    to ``max_retry_after``: when a server asks for longer, that is waited and then tried again.
+    to ``max_retry_after``. A server that asks for longer is not waited for at all: a try
+    before the time it named would be refused again, and a batch must not stall for an hour
+    on one call; the caller gives up at once and says what was asked.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -106,11 +108,16 @@ class RetryPolicy(BaseModel):
     def should_retry(self, status: int) -> bool:
         return status in self.retry_statuses or 500 <= status <= 599
 
-    def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to wait after failed try number ``attempt`` (1-based)."""
+    def delay(
+        self, attempt: int, retry_after: str | None = None, *, longest: float | None = None
+    ) -> float | None:
+        """Seconds to wait after failed try number ``attempt`` (1-based); None when the
+        server's ``retry-after`` asks for more than ``longest`` (``max_retry_after`` unless
+        the caller has a deadline of its own, which then bounds the wait instead)."""
         asked = _parse_retry_after(retry_after)
         if asked is not None:
-            return min(asked, self.max_retry_after)
+            limit = self.max_retry_after if longest is None else longest
+            return asked if asked <= limit else None
         base = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
         return base * random.uniform(0.75, 1.0)
 

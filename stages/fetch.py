@@ -608,6 +608,13 @@ class _Downloader:
                     redact_urls(f"{file.name}: {reason} (gave up after {_tries(failed)} in a row)")
                 )
             wait = self._retry.delay(max(failed, 1), retry_after)
+            if wait is None:
+                raise FetchError(
+                    redact_urls(
+                        f"{file.name}: {reason}: a longer wait than the "
+                        f"{self._retry.max_retry_after:g} s a retry may wait, so not retried"
+                    )
+                )
             log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
             if self._cancel.wait(wait):
                 raise _Cancelled
@@ -801,8 +808,8 @@ def _tries(count: int) -> str:
 
 class _RetryableStatusError(Exception):
     def __init__(self, status: int, retry_after: str | None) -> None:
-        # What the storage asked is said: a wait longer than the policy allows is cut short,
-        # and a reader of the failure should know the storage wanted more.
+        # What the storage asked is said: a reader of the failure should know how long the
+        # storage wanted, above all when that was too long to wait.
         asked = f" (Retry-After: {retry_after.strip()[:40]!r})" if retry_after else ""
         super().__init__(f"storage answered HTTP {status}{asked}")
         self.retry_after = retry_after

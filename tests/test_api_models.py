@@ -208,7 +208,9 @@ def test_retry_policy_retries_only_transient_answers_and_honours_retry_after():
     ] == [408, 409, 429, 500, 503]
     assert policy.delay(1, "3") == 3.0
     assert policy.delay(1, "60") == 60.0  # honoured beyond the own backoff's cap
-    assert policy.delay(1, "1200") == 100.0
+    assert policy.delay(1, "100") == 100.0
+    assert policy.delay(1, "1200") is None  # more than may be waited: not retried at all
+    assert policy.delay(1, "1200", longest=3600.0) == 1200.0  # a caller's own deadline
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
     assert 3.0 < policy.delay(1, later) <= 5.0
     assert 0.75 <= policy.delay(1) <= 1.0 and 3.0 <= policy.delay(3) <= 4.0

@@ -1198,7 +1198,6 @@ class _RateLimited(BaseHTTPRequestHandler):
 
 
 def test_a_failure_says_how_long_the_storage_asked_to_wait(tmp_path):
-    # Waits are cut to the policy's longest; the failure says the storage wanted more.
     with serving(_RateLimited) as root:
         recording = _one_file_recording(root)
         options = FetchOptions(progress=False, retry=RetryPolicy(attempts=1))
@@ -1208,6 +1207,58 @@ def test_a_failure_says_how_long_the_storage_asked_to_wait(tmp_path):
     (failure,) = result.failures
     assert "storage answered HTTP 429 (Retry-After: '36000') (gave up after 1 try" in (
         failure.reason
+    )
+
+
+def test_a_storage_asking_for_a_longer_wait_than_a_retry_may_wait_is_not_waited_for(tmp_path):
+    # Waiting the longest a retry may (15 min) and trying again before the storage's time
+    # only stalled a batch for an hour and more, five refused tries in a row.
+    started = time.monotonic()
+    with serving(_RateLimited) as root:
+        recording = _one_file_recording(root)
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=5))
+        result = fetch_recording(
+            recording, tmp_path / "rec", refresh=lambda: recording, options=options
+        )
+    assert time.monotonic() - started < 10
+    (failure,) = result.failures
+    assert failure.reason.endswith(
+        "storage answered HTTP 429 (Retry-After: '36000'): a longer wait than the 900 s a "
+        "retry may wait, so not retried"
+    )
+
+
+class _LongRateLimit(BaseHTTPRequestHandler):
+    """An API that answers every request 429, asking for an hour's wait."""
+
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        body = json.dumps({"success": False, "error": {"code": 429, "message": "slow down"}})
+        self.send_response(429)
+        self.send_header("Retry-After", "3600")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_api_asking_for_a_longer_wait_than_a_retry_may_wait_fails_at_once():
+    waits: list[float] = []
+    handler = type("Handler", (_LongRateLimit,), {"seen": []})
+    with serving(handler) as root:
+        client = RealtimeKitClient(
+            account_id="a", app_id="b", token=TOKEN, base_url=root, sleep=waits.append
+        )
+        with client, pytest.raises(RealtimeKitError) as caught:
+            client.get_recording("r1")
+    assert waits == [] and len(handler.seen) == 1
+    assert caught.value.status == 429
+    assert "slow down (Retry-After: '3600'): a longer wait than the 900 s a retry may wait" in (
+        str(caught.value)
     )
 
 
