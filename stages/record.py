@@ -460,7 +460,7 @@ class RealtimeKitClient:
         attempts = 1 if once else self._retry.attempts
         for attempt in range(1, attempts + 1):
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._read(method, path, call, **kwargs)
             except UNSENDABLE as exc:
                 # Repeating a request that cannot be sent only repeats the error (for seconds).
                 raise RealtimeKitError(0, None, _unsendable(exc), call=call) from None
@@ -530,6 +530,40 @@ class RealtimeKitClient:
             log.warning("%s: HTTP %d; retrying in %.1f s", call, status, wait)
             self._sleep(wait)
         raise AssertionError("unreachable")
+
+    def _read(self, method: str, path: str, call: str, **kwargs: Any) -> httpx.Response:
+        """The whole answer, read only up to :data:`_MAX_REPLY`: a proxy or a broken server
+        answering with a file, or without end, must cost an error, not the memory of a
+        batch worker."""
+        with self._http.stream(method, path, **kwargs) as streamed:
+            body = bytearray()
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                if len(body) > _MAX_REPLY:
+                    raise RealtimeKitError(
+                        streamed.status_code,
+                        None,
+                        f"the answer is longer than {_MAX_REPLY // 2**20} MiB, which no API "
+                        "answer is; it was not read further",
+                        call=call,
+                    )
+        # The body is decoded already: the headers that described its encoding go.
+        headers = [
+            (name, value)
+            for name, value in streamed.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            streamed.status_code,
+            headers=headers,
+            content=bytes(body),
+            request=streamed.request,
+            extensions={k: v for k, v in streamed.extensions.items() if k == "reason_phrase"},
+        )
+
+
+_MAX_REPLY = 16 * 2**20
+"""The longest API answer read, bytes: a page of recordings is tens of kilobytes."""
 
 
 def _until(deadline: float | None, wait: float) -> float | None:

@@ -489,6 +489,34 @@ def test_a_server_that_refuses_connections_is_tried_again_then_named():
         client.wait_until_uploaded("r1", timeout=0.2)
 
 
+class _Endless(BaseHTTPRequestHandler):
+    """An API (a proxy, say) that answers with a body that does not end."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(2**40))
+        self.end_headers()
+        block = b" " * 2**16
+        try:
+            while True:
+                self.wfile.write(block)
+        except OSError:  # the client stopped reading
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_answer_longer_than_any_api_answer_is_an_error_not_read_to_its_end():
+    with serving(_Endless) as root:
+        client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=root)
+        with client, pytest.raises(RealtimeKitError) as caught:
+            client.get_recording("r1")
+    assert "the answer is longer than 16 MiB, which no API answer is" in str(caught.value)
+    assert "GET" in str(caught.value) and caught.value.status == 200
+
+
 def test_a_recording_that_ends_errored_raises_with_the_api_reason():
     with serving(_Errored) as root:
         client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=root)
