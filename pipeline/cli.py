@@ -67,6 +67,8 @@ from .evaluate import (
     check_truth,
     evaluate,
     read_turns,
+    relabel,
+    relabelled,
 )
 from .plot import image_format, plot_timeline
 from .signing import SigningKeyError, keep_signed
@@ -473,7 +475,14 @@ def _run_eval(args: argparse.Namespace) -> int:
         title = (
             f"cpWER {result.cpwer:.1f} %, start error median {_seconds(result.start_err_median)}"
         )
-        plot_timeline(hypothesis.turns, truth.turns, args.plot, speakers=speakers, title=title)
+        pairs = result.speaker_pairs  # the transcript drawn as it was scored
+        plot_timeline(
+            relabelled(hypothesis.turns, pairs),
+            truth.turns,
+            args.plot,
+            speakers=[relabel(speaker, pairs) for speaker in speakers],
+            title=title,
+        )
         print(f"wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
 
@@ -546,12 +555,14 @@ def _run_bench(args: argparse.Namespace) -> int:
         emit(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
         emit(_bench_table(results, truth))
-    if args.plot and results["pipeline"].failed is None:
+    made = results["pipeline"]
+    if args.plot and made.failed is None:
+        pairs = made.evaluation.speaker_pairs if made.evaluation is not None else {}
         plot_timeline(
-            results["pipeline"].turns,
+            relabelled(made.turns, pairs),
             truth_file.turns,
             args.plot,
-            speakers=[t.user_id for t in manifest.tracks],
+            speakers=[relabel(t.user_id, pairs) for t in manifest.tracks],
             title="pipeline vs truth",
         )
         print(f"wrote {args.plot}", file=sys.stderr)

@@ -9,7 +9,6 @@ have no transcript at all, and how many words were put on participants who never
 """
 
 import codecs
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -22,7 +21,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from models import Transcript, import_optional
 
@@ -42,6 +50,8 @@ __all__ = [
     "normalised_seglst",
     "paired_by_name",
     "read_turns",
+    "relabel",
+    "relabelled",
     "without_spans",
 ]
 
@@ -88,6 +98,11 @@ class Evaluation(BaseModel):
         "truth's speakers are not all the transcript's by name; the figures per speaker "
         "follow it",
     )
+    speaker_pairs: dict[str, str] = Field(
+        default_factory=dict,
+        description="transcript speaker -> the true speaker it was scored as (by name, or as "
+        "cpWER paired them); one paired with none is not listed",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="what the figures are not to be taken without: files of two meetings, "
@@ -122,6 +137,8 @@ class TurnFile(NamedTuple):
     ``session_id``."""
     lost: tuple[str, ...] = ()
     """A transcript's inputs lost, one line each: words of them are missing for that reason."""
+    warnings: tuple[str, ...] = ()
+    """What the figures scored against this file are not to be taken without."""
 
 
 def load_turns(path: Path | str) -> list[Turn]:
@@ -150,7 +167,7 @@ def read_turns(path: Path | str) -> TurnFile:
         except ValueError as stm:
             raise ValueError(
                 f"{path}: neither JSON (transcript, SegLST): {exc}; nor STM: "
-                f"{str(stm).removeprefix(f'{path}: not STM: ')}"
+                f"{str(stm).removeprefix(f'{path}: ').removeprefix('not STM: ')}"
             ) from None
     if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
         transcript = Transcript.load(path)  # names the file and the field when it is invalid
@@ -187,7 +204,27 @@ def _read_stm(text: str, path: Path) -> TurnFile:
         for t, channel in zip(every, channels, strict=True)
         if t.text.strip().lower() == _STM_IGNORE
     ]
-    return TurnFile([t for t, _ in spoken], None, excluded)
+    return TurnFile([t for t, _ in spoken], None, excluded, warnings=_sclite_marks(entries, lines))
+
+
+def _sclite_marks(entries: Sequence[dict], lines: Sequence[int]) -> tuple[str, ...]:
+    """A warning for words STM marks for sclite as optional, ``(uh)``, or as alternatives,
+    ``{ yeah / yes }``: meeteval has no such marks, so they are scored as plain words (an
+    optional word left out, or one alternative said, is an error), as any scorer that
+    reads the words as they stand would score them."""
+    marked = [
+        line
+        for entry, line in zip(entries, lines, strict=True)
+        if _STM_OPTIONAL.search(entry["words"]) or _STM_ALTERNATIVES.search(entry["words"])
+    ]
+    if not marked:
+        return ()
+    more = f" and {len(marked) - 1} more" if len(marked) > 1 else ""
+    return (
+        f"the truth marks words as optional, (word), or as alternatives, {{ a / b }} (line "
+        f"{marked[0]}{more}): they are scored as plain words, so the figures can be higher "
+        "than sclite's",
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -205,24 +242,49 @@ def _read_text(path: Path) -> str:
 
 
 def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
-    """SegLST entries of an STM text and the line number of each, to name a bad line by."""
-    import_optional("meeteval", "eval")
-    from meeteval.io import STM
-    from meeteval.io.stm import STMLine
+    """SegLST entries of an STM text and the line number of each, to name a bad line by.
 
-    lines, parsed = [], []
+    Read here, not with meeteval's reader: that one reads a channel as a number when the
+    begin time is whole (so a line of channel ``A`` beginning at ``0`` is refused, and ``01``
+    is channel 1 on one line and ``01`` on the next), and its errors do not say what is wrong.
+    """
+    lines, entries = [], []
     for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip() or line.strip().startswith(";"):  # as meeteval skips them
+        if not line.strip() or line.strip().startswith(";"):  # comments, as NIST writes them
             continue
-        try:
-            entry = STMLine.parse(line)
-        except (ValueError, TypeError, IndexError) as exc:
-            raise ValueError(f"{path}: not STM: line {number}: {exc}") from None
-        # An optional label such as <o,f0,male> may come before the words; meeteval keeps it
-        # as words, which would then be scored.
-        parsed.append(dataclasses.replace(entry, transcript=_STM_LABEL.sub("", entry.transcript)))
+        fields = line.split(maxsplit=5)
+        if len(fields) < 5:
+            raise ValueError(
+                f"{path}: not STM: line {number}: {len(fields)} fields where STM has at "
+                "least 5 (file, channel, speaker, begin time, end time, then the words)"
+            )
+        if fields[0] == "SPEAKER" and "<NA>" in line.split():
+            raise ValueError(
+                f"{path}: not STM: line {number} is RTTM (who spoke when, without words), "
+                "which cannot be scored for words"
+            )
+        times = []
+        for name, value in (("begin time", fields[3]), ("end time", fields[4])):
+            try:
+                times.append(float(value))
+            except ValueError:
+                raise ValueError(
+                    f"{path}: not STM: line {number}: {name} {value[:40]!r} is not a number"
+                ) from None
+        words = fields[5] if len(fields) > 5 else ""
+        entries.append(
+            {
+                "session_id": fields[0],
+                "channel": fields[1],
+                "speaker": fields[2],
+                "start_time": times[0],
+                "end_time": times[1],
+                # An optional label such as <o,f0,male> may come before the words: not words.
+                "words": _STM_LABEL.sub("", words),
+            }
+        )
         lines.append(number)
-    return list(STM(parsed).to_seglst()), lines
+    return entries, lines
 
 
 def _check_times(
@@ -239,6 +301,8 @@ def _check_times(
 _STM_IGNORE = "ignore_time_segment_in_scoring"
 _STM_GAP = "inter_segment_gap"
 _STM_LABEL = re.compile(r"^\s*<[^<>\s]*>(\s+|$)")
+_STM_OPTIONAL = re.compile(r"(^|\s)\([^()\s]+\)(\s|$)")
+_STM_ALTERNATIVES = re.compile(r"\{[^{}]*/[^{}]*\}")
 
 
 class _Entry(BaseModel):
@@ -247,13 +311,21 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     session_id: str | int | None = None
-    speaker: StrictStr | int
-    start_time: float
-    end_time: float
+    speaker: StrictStr | StrictInt
+    start_time: StrictFloat | StrictInt  # not text or true/false, read as a number
+    end_time: StrictFloat | StrictInt
     words: StrictStr
 
 
 _ENTRIES = TypeAdapter(list[_Entry])
+_KINDS = {
+    "session_id": "text or a whole number",
+    "speaker": "text or a whole number",
+    "start_time": "a number",
+    "end_time": "a number",
+    "words": "text",
+}
+"""What each field of an entry must be, for the message that says it is not."""
 
 
 def _check_turns(role: str, turns: object) -> None:
@@ -300,8 +372,15 @@ def _turns(
         error = exc.errors()[0]
         index, *fields = error["loc"]
         place = where(index) if isinstance(index, int) else f".{index}"
-        place += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields)
-        raise ValueError(f"{path}: not SegLST: {place}: {error['msg']}") from None
+        if fields and fields[0] in _KINDS and error["type"] != "missing":
+            # One message for the field, not pydantic's one for a member of its union.
+            given = json.dumps(error["input"])
+            given = given if len(given) <= 40 else f"{given[:37]}..."
+            reason = f"{fields[0]} must be {_KINDS[fields[0]]}, not {given}"
+        else:
+            place += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields)
+            reason = error["msg"]
+        raise ValueError(f"{path}: not SegLST: {place}: {reason}") from None
     for i, e in enumerate(parsed):
         _check_times(path, where(i), e.start_time, e.end_time, names=("start_time", "end_time"))
     sessions = sorted({str(e.session_id) for e in parsed if e.session_id is not None})
@@ -392,6 +471,7 @@ def evaluate(
             warnings.append(f"the transcript is of meeting {meeting} and the truth of {of_truth}")
     if isinstance(truth, TurnFile):
         excluded = excluded or truth.excluded
+        warnings += truth.warnings
         truth = truth.turns
     _check_turns("hypothesis", hypothesis)
     _check_turns("truth", truth)
@@ -412,8 +492,8 @@ def evaluate(
         pairs = _paired_by_words(ref, scored)
         if names or participants:  # a transcript's: its speakers are the meeting's people
             warnings.append(_pairing_warning(true_speakers, labels, pairs))
-    hypothesis = without_spans(_relabelled(hypothesis, pairs), spans)
-    silent = {_relabel(label, pairs) for label in labels} - true_speakers
+    hypothesis = without_spans(relabelled(hypothesis, pairs), spans)
+    silent = {relabel(label, pairs) for label in labels} - true_speakers
     if not hypothesis:  # nothing transcribed: every true word is missed, which meeteval
         # scores only if the hypothesis has some entry, so it gets one without words
         hypothesis = [Turn(speaker=truth[0].speaker, start=0.0, end=0.0, text="")]
@@ -437,6 +517,7 @@ def evaluate(
         missed_utterances=missed,
         utterances=len(spoken),
         speakers_paired_by_words=pairs if by_words else {},
+        speaker_pairs=pairs,
         warnings=warnings,
     )
 
@@ -496,7 +577,7 @@ def _pairs_said(pairs: Mapping[str, str]) -> str:
     return _listed((f"{h} as {r}" for h, r in pairs.items()), 20) or "none"
 
 
-def _relabel(label: str, pairs: dict[str, str]) -> str:
+def relabel(label: str, pairs: Mapping[str, str]) -> str:
     """A transcript speaker under the true speaker's name it is paired with; one paired with
     none keeps its own, unless that is a true speaker's (another's words would be scored
     as theirs)."""
@@ -505,9 +586,11 @@ def _relabel(label: str, pairs: dict[str, str]) -> str:
     return f"{label} (unpaired)" if label in pairs.values() else label
 
 
-def _relabelled(turns: Sequence[Turn], pairs: dict[str, str]) -> list[Turn]:
-    """``turns`` under the true speakers' names they are paired with (see :func:`_relabel`)."""
-    return [t.model_copy(update={"speaker": _relabel(t.speaker, pairs)}) for t in turns]
+def relabelled(turns: Sequence[Turn], pairs: Mapping[str, str]) -> list[Turn]:
+    """``turns`` under the true speakers' names they are paired with (see :func:`relabel`):
+    with :attr:`Evaluation.speaker_pairs`, the transcript as it was scored, to draw it beside
+    the truth."""
+    return [t.model_copy(update={"speaker": relabel(t.speaker, pairs)}) for t in turns]
 
 
 def without_spans(turns: Sequence[Turn], spans: Sequence[Span | tuple[float, float]]) -> list[Turn]:

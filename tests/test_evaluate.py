@@ -12,7 +12,14 @@ import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from pipeline.cli import main
-from pipeline.evaluate import Turn, evaluate, load_turns, read_turns, without_spans
+from pipeline.evaluate import (
+    Turn,
+    evaluate,
+    load_turns,
+    read_turns,
+    relabelled,
+    without_spans,
+)
 from pipeline.plot import plot_timeline
 
 
@@ -346,8 +353,12 @@ def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sam
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"words": None}, r"entry \[1\]\.words"),
-        ({"start_time": "soon"}, r"entry \[1\]\.start_time"),
+        ({"words": None}, r"entry \[1\]: words must be text, not null"),
+        ({"start_time": "soon"}, r"entry \[1\]: start_time must be a number, not \"soon\""),
+        # read as a number, "2.5" or false would be scored as a time no one wrote
+        ({"end_time": "2.5"}, r"entry \[1\]: end_time must be a number, not \"2\.5\""),
+        ({"start_time": False}, r"entry \[1\]: start_time must be a number, not false"),
+        ({"speaker": True}, r"entry \[1\]: speaker must be text or a whole number, not true"),
         ({"session_id": "another-meeting"}, "holds 2 meetings"),
         ({"end_time": 1.0}, r"truth\.json: entry \[1\]: end_time 1\.0 is before start_time"),
         (
@@ -369,11 +380,60 @@ def test_a_bad_seglst_entry_is_named_by_its_place_and_field(tmp_path, sample_dir
         load_turns(path)
 
 
-def test_a_broken_stm_line_names_the_file(tmp_path):
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("meeting 1 alice 0.0", r"line 1: 4 fields where STM has at least 5"),
+        ("meeting 1 alice zero 2.0 hello", r"line 1: begin time 'zero' is not a number"),
+        ("meeting 1 alice 0.0 2.0s hello", r"line 1: end time '2\.0s' is not a number"),
+        (
+            "SPEAKER meeting 1 1.015 10.445 <NA> <NA> alice <NA> <NA>",
+            r"line 1 is RTTM \(who spoke when, without words\)",
+        ),
+    ],
+)
+def test_a_broken_stm_line_names_the_file_the_line_and_what_is_wrong(tmp_path, line, message):
     path = tmp_path / "truth.stm"
-    path.write_text("meeting 1 alice 0.0\n")
-    with pytest.raises(ValueError, match=r"truth\.stm: not STM"):
+    path.write_text(f"{line}\n")
+    with pytest.raises(ValueError, match=rf"truth\.stm: not STM: {message}"):
         load_turns(path)
+
+
+def test_an_stm_channel_is_any_token_as_nist_writes_it(tmp_path):
+    # Read as a number whenever the begin time was whole, channel A beginning at 0 was
+    # refused, and channel 01 was two channels: 1 on one line, 01 on the next.
+    path = tmp_path / "truth.stm"
+    path.write_text(
+        "meeting A alice 0 4 hello there my friend\n"
+        "meeting 01 bob 4 6 good morning\n"
+        "meeting 01 bob 6.5 8 ignore_time_segment_in_scoring\n"
+        "meeting 01 bob 8.0 9.0 see you\n"
+    )
+    truth = read_turns(path)
+    assert [(t.speaker, t.start, t.text) for t in truth.turns] == [
+        ("alice", 0.0, "hello there my friend"),
+        ("bob", 4.0, "good morning"),
+        ("bob", 8.0, "see you"),
+    ]
+    # two channels, A and 01: the stretch left out is left out of bob's words only
+    assert [(s.start, s.end, s.speakers) for s in truth.excluded] == [(6.5, 8.0, {"bob"})]
+
+
+def test_words_stm_marks_for_sclite_as_optional_or_alternatives_are_warned_of(tmp_path):
+    path = tmp_path / "truth.stm"
+    path.write_text(
+        "meeting 1 bob 10.0 14.0 { yeah / yes } (and) we agree\n"
+        "meeting 1 bob 15.0 16.0 (uh) fine\n"
+        "meeting 1 bob 17.0 18.0 plain words\n"
+    )
+    said = [Turn(speaker="bob", start=10.0, end=14.0, text="yeah and we agree")]
+    result = evaluate(said, read_turns(path))
+    assert result.warnings == [
+        "the truth marks words as optional, (word), or as alternatives, { a / b } (line 1 and "
+        "1 more): they are scored as plain words, so the figures can be higher than sclite's"
+    ]
+    path.write_text("meeting 1 bob 17.0 18.0 plain words (said twice)\n")
+    assert read_turns(path).warnings == ()
 
 
 def test_a_file_that_is_not_a_transcript_is_named(tmp_path):
@@ -592,8 +652,17 @@ def test_a_truth_labelled_by_display_names_is_matched_to_the_transcripts_user_id
     assert set(shown.values()) == {"Alice", "Bruno", "Chen", "Dana"}
     by_name = evaluate(sample_transcript, named)
     assert by_name.warnings == [] and by_name.speakers_paired_by_words == {}
-    assert by_name.model_dump(exclude={"per_speaker"}) == by_id.model_dump(exclude={"per_speaker"})
+    same = {"per_speaker", "speaker_pairs"}
+    assert by_name.model_dump(exclude=same) == by_id.model_dump(exclude=same)
     assert [s.wer for s in by_name.per_speaker] == [s.wer for s in by_id.per_speaker]
+    # the transcript as scored, which --plot draws beside the truth: on the truth's rows
+    assert by_name.speaker_pairs == {uid: shown[uid] for uid in by_id.speaker_pairs}
+    said = [
+        Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
+        for u in sample_transcript.utterances
+    ]
+    as_scored = relabelled(said, by_name.speaker_pairs)
+    assert {t.speaker for t in as_scored} <= {t.speaker for t in named}
 
 
 def test_a_truth_of_another_meeting_or_a_transcript_that_lost_input_is_warned_of(
