@@ -234,7 +234,7 @@ def signing_key(args: argparse.Namespace) -> SigningKey | None:
 
 
 def write_outputs(
-    transcript: Transcript, out: Path, formats: list[str], key: SigningKey | None
+    transcript: Transcript | Path, out: Path, formats: list[str], key: SigningKey | None
 ) -> None:
     signer = key.sign if key is not None else None
     written = export(transcript, output_folder(out), formats, replace=True, signer=signer)

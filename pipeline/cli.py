@@ -406,7 +406,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     key = signing_key(args)
     manifest = Manifest.load(args.manifest)
     out = output_folder(args.out)
-    keep_signed(out, key)
+    keep_signed(out, key, formats=args.formats)
     transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
     write_outputs(transcript, out, args.formats, key)
     return report(transcript)
@@ -417,23 +417,10 @@ def _run_export(args: argparse.Namespace) -> int:
     source = args.transcript
     if source.is_dir():
         source = source / FORMATS["json"][0]
-    transcript = Transcript.load(source)
+    Transcript.load(source)  # a transcript that cannot be read is said before the folder
     out = output_folder(args.out if args.out is not None else source.parent)
-    keep_signed(out, key)
-    formats = args.formats
-    if "json" not in formats and _same_file(out / FORMATS["json"][0], source):
-        # Written as the other formats are, not removed as an earlier run's file would be:
-        # the folder's transcript is the one its exports are checked against.
-        formats = ["json", *formats]
-    write_outputs(transcript, out, formats, key)
+    write_outputs(source, out, args.formats, key)  # refused there if a signed bundle is at stake
     return EXIT_OK
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
 
 
 def _plot_file(path: Path) -> Path:

@@ -120,6 +120,28 @@ def test_export_into_the_transcripts_own_folder_keeps_the_transcript_as_it_was(
     assert trackscribe("verify", str(held.parent)).returncode == 0
 
 
+def test_export_into_its_own_folder_refuses_to_lose_fields_it_does_not_know(logged_run, tmp_path):
+    # Written again from what this version reads, a reviewer's note (or a later version's
+    # field) in the compliance record was gone, and the export said nothing.
+    held = held_alone(logged_run, tmp_path / "held")
+    noted = json.loads(held.read_text())
+    noted["reviewed_by"] = "compliance team"
+    noted["utterances"][0]["confidence"] = 0.9
+    held.write_text(json.dumps(noted, indent=2))
+    source = held.read_bytes()
+    result = trackscribe("export", str(held), "--formats", "vtt")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"trackscribe: {held}: holds fields this version of trackscribe does not know "
+        "(utterances[0].confidence, reviewed_by); written again, they would be lost: export "
+        "into another folder\n"
+    )
+    assert held.read_bytes() == source and sorted(contents(held.parent)) == ["transcript.json"]
+    other = tmp_path / "review"
+    assert trackscribe("export", str(held), "-o", str(other)).returncode == 0
+    assert held.read_bytes() == source
+
+
 def test_export_signs_a_bundle_with_sign_key_that_verify_then_passes(logged_run, tmp_path):
     private, public = write_key(tmp_path, "signer")
     held = held_alone(logged_run, tmp_path / "held")
@@ -154,6 +176,41 @@ def test_export_without_the_key_refuses_to_replace_a_signed_bundle_and_leaves_it
             "without\n"
         )
         assert contents(held.parent) == before
+
+
+def test_a_signed_bundle_received_and_kept_beside_exports_is_left_alone_without_the_key(
+    logged_run, tmp_path
+):
+    # The export neither writes over nor removes a bundle it did not write: refusing, and
+    # advising to delete it, was wrong (the notebook's export already went ahead).
+    private, _ = write_key(tmp_path, "signer")
+    held = held_alone(logged_run, tmp_path / "held")
+    signed = trackscribe(
+        "export",
+        str(held),
+        "-o",
+        str(tmp_path / "sent"),
+        "--formats",
+        "bundle",
+        "--sign-key",
+        str(private),
+    )
+    assert signed.returncode == 0, signed.stderr
+    review = tmp_path / "review"
+    review.mkdir()
+    received = (tmp_path / "sent" / "transcript.bundle.zip").read_bytes()
+    (review / "transcript.bundle.zip").write_bytes(received)
+    result = trackscribe("export", str(held), "-o", str(review), "--formats", "vtt")
+    assert result.returncode == 0, result.stderr
+    assert (review / "transcript.bundle.zip").read_bytes() == received
+    assert sorted(contents(review)) == [
+        ".trackscribe-exports",
+        "transcript.bundle.zip",
+        "transcript.vtt",
+    ]
+    # asked to write the bundle over, it still refuses
+    result = trackscribe("export", str(held), "-o", str(review), "--formats", "bundle")
+    assert result.returncode == 2 and "signed; with no signing key" in result.stderr
 
 
 def test_export_of_a_transcript_that_is_not_there_exits_2_naming_it(tmp_path):

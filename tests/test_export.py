@@ -28,6 +28,7 @@ from stages.export import (
     export,
     packed_as_written,
     read_bundle,
+    recorded,
     render,
     to_bundle,
     to_seglst,
@@ -831,3 +832,18 @@ def test_reading_a_bundle_refuses_one_that_is_or_would_unpack_to_more_than_1_gib
     monkeypatch.setattr(bundle_module, "MAX_EXPORT_BYTES", len(packed) - 1)
     with pytest.raises(BundleError, match=r"^bomb\.zip: more than"):
         read_bundle(packed, "bomb.zip")
+
+
+def test_a_transcript_exported_by_path_into_its_own_folder_stays_and_stays_recorded(
+    transcript, tmp_path
+):
+    # Owning the folder (replace), the export took the transcript it was reading for an
+    # earlier run's file in a format not asked for, and removed it.
+    folder = tmp_path / "meeting"
+    export(transcript, folder, "json", replace=True)
+    source = folder / "transcript.json"
+    before = source.read_bytes()
+    written = export(source, folder, "vtt", replace=True)
+    assert sorted(written) == ["json", "vtt"]
+    assert source.read_bytes() == before
+    assert sorted(recorded(folder)) == ["transcript.json", "transcript.vtt"]

@@ -20,12 +20,13 @@ A signed bundle is never written over, nor removed, by an export given no signer
 
 import errno
 import hashlib
+import json
 import logging
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from models import Transcript, atomic_write_files
+from models import Transcript, TranscriptError, atomic_write_files
 
 from ._bundle import (
     MAX_EXPORT_BYTES,
@@ -89,14 +90,30 @@ class SigningKeyError(ValueError):
     one; the message names the file and says why (never a key's bytes)."""
 
 
-def keep_signed(folder: Path | str, key: object | None, signed_by: str | None = None) -> None:
+def keep_signed(
+    folder: Path | str,
+    key: object | None,
+    signed_by: str | None = None,
+    *,
+    formats: Iterable[str] | None = None,
+) -> None:
     """Refuse (:class:`SigningKeyError`), before any work, a run with no ``key`` (a key or a
     :data:`Signer`: only whether there is one counts here) that would write over or remove
     the signed bundle in ``folder`` (signed by the key ``signed_by``, where that is known):
     a re-run that lost its key must not turn a signed record into an unsigned one and report
-    success. Removing the bundle first is how to do without."""
-    bundle = Path(folder) / FORMATS["bundle"][0]
+    success. Removing the bundle first is how to do without.
+
+    With the ``formats`` an export that owns the folder (``replace``) will write, a bundle it
+    would leave alone (not asked for, and not one the folder's record says an earlier export
+    wrote: a reviewer's copy of one received) is no reason to refuse; without them, any
+    signed bundle there is."""
+    folder = Path(folder)
+    bundle = folder / FORMATS["bundle"][0]
     if key is not None or not holds_signature(bundle):
+        return
+    if formats is not None and not _bundle_at_stake(
+        folder, formats_to_write(formats), _read_record(folder / RECORD_FILE), replace=True
+    ):
         return
     whose = f" with the key {signed_by}" if signed_by else ""
     raise SigningKeyError(
@@ -159,14 +176,24 @@ def export(
     With no ``signer``, an export that would write over or remove a signed bundle in
     ``out_dir`` raises :class:`SigningKeyError` (:func:`keep_signed`) and writes nothing.
     A transcript that would not load again (:meth:`Transcript.check`) raises
-    :class:`TranscriptError` and writes nothing.
+    :class:`TranscriptError` and writes nothing. A ``transcript.json`` exported into its own
+    folder is written again with the formats asked for (it is what the others are checked
+    against), unless it holds fields this version does not know (a reviewer's note, a later
+    version's field), which would be lost: that raises :class:`TranscriptError`.
     """
+    formats = formats_to_write(formats)
+    out_dir = Path(out_dir)
     if isinstance(transcript, Transcript):
         transcript.check()  # changed in place in a notebook, say: written, it must read back
     else:
-        transcript = _transcript_at(transcript)
-    formats = formats_to_write(formats)
-    out_dir = Path(out_dir)
+        source = transcript
+        transcript = _transcript_at(source)
+        if _same_file(out_dir / FORMATS["json"][0], Path(source)):
+            # The folder's transcript is the one its exports are checked against: written
+            # (so recorded) as the others are, never removed as an earlier run's file, and
+            # never with less than it holds.
+            formats = list(dict.fromkeys(["json", *formats]))
+            _refuse_losing_fields(Path(source), render(transcript, "json"))
     record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
     if signer is None and _bundle_at_stake(out_dir, formats, earlier, replace=replace):
@@ -191,6 +218,47 @@ def export(
     if left:  # named again, for the next run to remove
         atomic_write_files({record_path: _record_bytes(ours | left)})
     return written
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _refuse_losing_fields(source: Path, again: bytes) -> None:
+    """:class:`TranscriptError` naming the first fields of ``source`` that ``again``, the
+    transcript read from it as this version writes it, no longer holds."""
+    lost = _fields_lost(json.loads(source.read_bytes()), json.loads(again))
+    if lost:
+        more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
+        raise TranscriptError(
+            f"{source}: holds fields this version of trackscribe does not know "
+            f"({', '.join(lost[:3])}{more}); written again, they would be lost: export "
+            "into another folder"
+        )
+
+
+def _fields_lost(before: object, after: object, where: str = "") -> list[str]:
+    """Paths of the keys ``before`` has and ``after`` does not, objects and lists walked."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            lost
+            for key, value in before.items()
+            for lost in (
+                [f"{where}.{key}".lstrip(".")]
+                if key not in after
+                else _fields_lost(value, after[key], f"{where}.{key}")
+            )
+        ]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            lost
+            for i, (item, again) in enumerate(zip(before, after, strict=True))
+            for lost in _fields_lost(item, again, f"{where}[{i}]")
+        ]
+    return []
 
 
 def _bundle_at_stake(
