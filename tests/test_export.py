@@ -847,3 +847,29 @@ def test_a_transcript_exported_by_path_into_its_own_folder_stays_and_stays_recor
     assert sorted(written) == ["json", "vtt"]
     assert source.read_bytes() == before
     assert sorted(recorded(folder)) == ["transcript.json", "transcript.vtt"]
+
+
+def test_a_run_stopped_while_removing_an_earlier_runs_formats_leaves_them_for_the_next(
+    transcript, tmp_path, monkeypatch
+):
+    # The record was written without them before they were removed: stopped in between,
+    # the file stayed, named nowhere, and no later run removed it.
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "vtt", "srt"], replace=True)
+    unlink = Path.unlink
+
+    def stopped_at_the_srt(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name == "transcript.srt":
+            raise KeyboardInterrupt
+        unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", stopped_at_the_srt)
+    with pytest.raises(KeyboardInterrupt):
+        export(transcript, out, ["json"], replace=True)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert "transcript.srt" in recorded(out)
+    export(transcript, out, ["json"], replace=True)
+    assert sorted(p.name for p in out.iterdir()) == [".trackscribe-exports", "transcript.json"]
+    assert sorted(recorded(out)) == ["transcript.json"]

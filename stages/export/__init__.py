@@ -204,18 +204,16 @@ def export(
     files = {written[name]: render(transcript, name, signer=signer) for name in formats}
     ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     stale = {name: digest for name, digest in earlier.items() if name not in ours}
-    if not replace:
-        ours |= stale  # as they were written: still ours only while their bytes are the same
     recordable = _recordable(record_path)
     if recordable:
-        files[record_path] = _record_bytes(ours)
+        # Still ours only while their bytes are the same; and named until they are removed:
+        # a run stopped in between must leave the next one a record of them to remove.
+        files[record_path] = _record_bytes(ours | stale)
     atomic_write_files(files)
-    left: dict[str, str] = {}
-    if replace and recordable:
+    if replace and recordable and stale:
         removed, left = _remove_stale(out_dir, stale)
         for path in removed:
             log.warning("removed %s: an earlier run wrote it, and this one did not", path)
-    if left:  # named again, for the next run to remove
         atomic_write_files({record_path: _record_bytes(ours | left)})
     return written
 
