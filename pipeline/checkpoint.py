@@ -165,11 +165,18 @@ class Checkpoints:
     @staticmethod
     def _read(path: Path, parse: Callable[[bytes], _T]) -> _T | None:
         """An entry, or None when there is none or it cannot be read: a damaged entry (a disk
-        that lost the last writes) is work to do again, never a reason to fail."""
+        that lost the last writes) is work to do again, never a reason to fail. Only a
+        damaged one is removed: one that could not be read this time (too many open files, a
+        network disk gone for a moment) may be read by the next run."""
         try:
-            return parse(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            log.warning("%s: checkpoint not readable now, redoing that work (%s)", path, exc)
+            return None
+        try:
+            return parse(data)
         except Exception as exc:
             log.warning("%s: unreadable checkpoint, redoing that work (%s)", path, exc)
             path.unlink(missing_ok=True)

@@ -1172,6 +1172,25 @@ def test_audio_a_killed_decoder_left_half_written_is_removed_and_finished_audio_
     assert finished.pcm_path.exists() and store.decoded("k2") is not None
 
 
+def test_a_checkpoint_that_cannot_be_read_for_a_moment_is_kept_one_damaged_is_removed(
+    reference, tmp_path, monkeypatch
+):
+    store = Checkpoints(tmp_path / ".work")
+    store.save_transcript(Transcript.load(reference / "sample" / "transcript.json"))
+    kept = tmp_path / ".work" / "transcript.json"
+    read_bytes = Path.read_bytes
+
+    def too_many_open_files(self: Path) -> bytes:
+        raise OSError(errno.EMFILE, "Too many open files", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", too_many_open_files)
+    assert store.transcript() is None  # redone now,
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert kept.exists() and store.transcript() is not None  # and there for the next run
+    kept.write_text('{"schema": "trackscribe.tr')  # as a lost write would leave it
+    assert store.transcript() is None and not kept.exists()
+
+
 def test_a_changed_file_or_a_damaged_checkpoint_is_redone_not_trusted(meetings, tmp_path):
     shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
     manifest = tmp_path / "pair" / "manifest.json"
