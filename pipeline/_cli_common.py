@@ -103,6 +103,14 @@ def output_file(path: Path) -> Path:
     return path
 
 
+def a_path(value: str) -> Path:
+    """A path given on the command line. An empty one is refused: it would be the current
+    folder, which an unset variable in a script (``-o "$OUT"``) never means."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
+    return Path(value)
+
+
 def choices(value: str, known: Sequence[str], what: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in known]
@@ -176,7 +184,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sign-key",
-        type=Path,
+        type=a_path,
         metavar="KEY",
         help="sign the bundle with this Ed25519 private key (PEM or OpenSSH; make one with "
         "openssl genpkey -algorithm ed25519 -out KEY): a reviewer then checks it with the "

@@ -42,6 +42,7 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_PARTIAL,
     OutputError,
+    a_path,
     add_decoding_options,
     add_model_options,
     add_output_options,
@@ -165,7 +166,9 @@ def _run(args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         return _bad_input(f"{where}{exc.strerror or exc}")
     except ValidationError as exc:
-        return _bad_input(f"bad option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}")
+        first = exc.errors()[0]  # one of two options that do not go together has no field
+        field = f"{first['loc'][-1]}: " if first["loc"] else ""
+        return _bad_input(f"bad option: {field}{first['msg']}")
     except ModuleNotFoundError as exc:
         if exc.name in ("meeteval", "whisper_normalizer", "matplotlib"):
             return _bad_input(f"{exc.name} is needed here: pip install 'trackscribe[eval]'")
@@ -260,8 +263,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Transcribe every track of a manifest (trackscribe.manifest/1) into one "
         "speaker-attributed transcript and write it in the chosen formats.",
     )
-    transcribe.add_argument("manifest", type=Path, help="manifest.json, or the folder holding it")
-    transcribe.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    transcribe.add_argument("manifest", type=a_path, help="manifest.json, or the folder holding it")
+    transcribe.add_argument("-o", "--out", type=a_path, required=True, help="output folder")
     add_model_options(transcribe)
     transcribe.set_defaults(run=_run_transcribe)
 
@@ -275,10 +278,10 @@ def _parser() -> argparse.ArgumentParser:
         "transcript is written again too (the same content), and not removed.",
     )
     exporting.add_argument(
-        "transcript", type=Path, help="transcript.json, or the folder holding it"
+        "transcript", type=a_path, help="transcript.json, or the folder holding it"
     )
     exporting.add_argument(
-        "-o", "--out", type=Path, help="output folder (default: the transcript's folder)"
+        "-o", "--out", type=a_path, help="output folder (default: the transcript's folder)"
     )
     add_output_options(exporting)
     exporting.set_defaults(run=_run_export)
@@ -291,12 +294,12 @@ def _parser() -> argparse.ArgumentParser:
         "no truth, utterance start error and missed utterances. Both sides are normalised "
         "with Whisper's English text normaliser.",
     )
-    evaluate.add_argument("transcript", type=Path, help="transcript.json or a SegLST file")
-    evaluate.add_argument("truth", type=Path, help="truth as SegLST (.json) or STM (.stm)")
+    evaluate.add_argument("transcript", type=a_path, help="transcript.json or a SegLST file")
+    evaluate.add_argument("truth", type=a_path, help="truth as SegLST (.json) or STM (.stm)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument(
         "--plot",
-        type=Path,
+        type=a_path,
         metavar="FILE",
         help="draw a timeline, truth above transcript, one row per speaker (PNG, PDF or SVG, "
         "as the name ends)",
@@ -312,9 +315,11 @@ def _parser() -> argparse.ArgumentParser:
         "wall time, real-time factor, peak memory and accuracy, and each as a ratio to the "
         "pipeline.",
     )
-    bench.add_argument("manifest", type=Path, help="manifest.json, or the folder holding it")
+    bench.add_argument("manifest", type=a_path, help="manifest.json, or the folder holding it")
     bench.add_argument(
-        "--truth", type=Path, help="truth (SegLST or STM); default: truth.json beside the manifest"
+        "--truth",
+        type=a_path,
+        help="truth (SegLST or STM); default: truth.json beside the manifest",
     )
     bench.add_argument(
         "--approaches",
@@ -336,7 +341,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--plot",
-        type=Path,
+        type=a_path,
         metavar="FILE",
         help="draw the pipeline's timeline against the truth (PNG, PDF or SVG, as the name ends)",
     )
@@ -357,11 +362,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     checking.add_argument(
         "transcript",
-        type=Path,
+        type=a_path,
         help="transcript.json, a compliance bundle (transcript.bundle.zip), or their folder",
     )
     checking.add_argument(
-        "--manifest", type=Path, help="the tracks' manifest.json, or its folder: check the inputs"
+        "--manifest", type=a_path, help="the tracks' manifest.json, or its folder: check the inputs"
     )
     checking.add_argument(
         "--model",
@@ -371,7 +376,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     checking.add_argument(
         "--public-key",
-        type=Path,
+        type=a_path,
         metavar="KEY",
         help="the Ed25519 public key (PEM or OpenSSH) the bundle must be signed with",
     )

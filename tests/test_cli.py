@@ -22,9 +22,13 @@ import pytest
 from .conftest import write_key
 
 
-def trackscribe(*args: str) -> subprocess.CompletedProcess:
+def trackscribe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -459,6 +463,16 @@ def test_a_number_too_large_for_the_model_is_refused_before_it_runs(
     assert not list(tmp_path.iterdir())
 
 
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(sample_dir, tmp_path):
+    # -o "$OUT" with OUT unset wrote into the folder the script ran in (removing there what
+    # an earlier export had recorded); an empty manifest path read ./manifest.json.
+    for args in (["transcribe", str(sample_dir), "-o", ""], ["export", "", "-o", "x"]):
+        result = trackscribe(*args, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "an empty path (an unset variable?)" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_abbreviated_flag_is_refused_not_taken_for_the_flag_it_begins(sample_dir, tmp_path):
     # A script's --form would become another flag's the day one of the same start is added.
     result = trackscribe(
@@ -655,3 +669,20 @@ def test_decoded_audio_a_killed_run_left_behind_is_removed_by_the_next_run(sampl
     assert result.returncode == 0, result.stderr
     assert list(scratch.glob("trackscribe-*")) == []
     assert f"removed {left[0]}, left behind by a run that was killed" in result.stderr
+
+
+def test_options_that_do_not_go_together_are_a_bad_option_not_a_crash(capsys):
+    # Such an error names no one field, and reading its field raised inside the handler.
+    import argparse
+
+    from pipeline import cli
+    from pipeline.core import PipelineOptions
+
+    def run(args: argparse.Namespace) -> int:
+        longer_than_a_window = {"vad": {"max_region": 25}, "transcribe": {"max_window": 20}}
+        PipelineOptions.model_validate(longer_than_a_window)
+        return 0
+
+    assert cli._run(argparse.Namespace(run=run)) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("trackscribe: bad option: ") and "max_region" in said
