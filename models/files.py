@@ -8,6 +8,7 @@ import os
 import secrets
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,18 +176,24 @@ def _temporary_affixes(name: str) -> tuple[str, str]:
     return f".{name}.", ".part"
 
 
-def remove_unfinished_writes(folder: Path, name: str = "*") -> None:
+def remove_unfinished_writes(folder: Path, name: str = "*", *, older_than: float = 0.0) -> None:
     """Remove the temporary files (:func:`temporary_file_for`) that writers of ``name``
     (every file, by default) killed mid-write (``kill -9``, a power cut) left in ``folder``.
 
-    Only for a folder no other process is writing ``name`` into now (one whose lock is held):
-    a writer's temporary file removed before its rename would fail that write. A download's
-    ``.NAME.part``, resumed by a later fetch, does not have that shape and is kept.
+    Without ``older_than``, only for a folder no other process is writing ``name`` into now
+    (one whose lock is held): a writer's temporary file removed before its rename would fail
+    that write. With it, only those made (or, for an old file kept aside, linked: its change
+    time) more than that many seconds ago, which no writer still running has: a writer's
+    temporary file lives for the moment it takes to write it. A download's ``.NAME.part``,
+    resumed by a later fetch, does not have that shape and is kept.
     """
     prefix, suffix = _temporary_affixes(name)
+    now = time.time()
     for part in Path(folder).glob(f"{prefix}????????{suffix}"):
-        if part.is_file() and not part.is_symlink():
-            part.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            info = part.lstat()
+            if stat.S_ISREG(info.st_mode) and now - info.st_ctime >= older_than:
+                part.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -58,8 +58,9 @@ def emit(text: str, *, end: str = "\n") -> None:
         raise OutputError(f"cannot write the result to standard output: {reason}") from None
 
 
-def output_folder(out: Path) -> Path:
-    """Make sure results can be written before any work is spent on them."""
+def output_folder(out: Path, formats: Sequence[str] = ()) -> Path:
+    """Make sure results (the files of ``formats``) can be written before any work is spent
+    on them."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"cannot use {out} as the output folder: it is a file")
     if file := file_in_the_way(out):
@@ -69,6 +70,9 @@ def output_folder(out: Path) -> Path:
         _try_writing_in(out)
     except OSError as exc:
         raise OutputError(f"cannot use {out} as the output folder: {exc.strerror}") from None
+    for name in formats:
+        if (out / FORMATS[name][0]).is_dir():
+            raise OutputError(f"{out / FORMATS[name][0]}: a folder is in the way")
     return out
 
 

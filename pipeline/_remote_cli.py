@@ -263,7 +263,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 def _run_command(args: argparse.Namespace) -> int:
     key = signing_key(args)
-    out = output_folder(args.out)
+    out = output_folder(args.out, args.formats)
     keep_signed(out, key, formats=args.formats)
     started: list[Recording] = []
     with settings_from(args).client() as client:

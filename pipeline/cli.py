@@ -410,7 +410,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     options = pipeline_options(args)
     key = signing_key(args)
     manifest = Manifest.load(args.manifest)
-    out = output_folder(args.out)
+    out = output_folder(args.out, args.formats)
     keep_signed(out, key, formats=args.formats)
     transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
     write_outputs(transcript, out, args.formats, key)

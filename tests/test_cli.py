@@ -463,6 +463,19 @@ def test_a_number_too_large_for_the_model_is_refused_before_it_runs(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_folder_where_an_output_goes_is_found_before_any_work(sample_dir, tmp_path):
+    # Found when writing, it cost the whole transcription first (minutes for a meeting).
+    meeting = tmp_path / "meeting"
+    shutil.copytree(sample_dir, meeting)
+    for track in (meeting / "tracks").iterdir():
+        track.unlink()  # any work at all would fail on these first
+    out = tmp_path / "out"
+    (out / "transcript.vtt").mkdir(parents=True)
+    result = trackscribe("transcribe", str(meeting), "-o", str(out))
+    assert result.returncode == 2
+    assert result.stderr == f"trackscribe: {out / 'transcript.vtt'}: a folder is in the way\n"
+
+
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(sample_dir, tmp_path):
     # -o "$OUT" with OUT unset wrote into the folder the script ran in (removing there what
     # an earlier export had recorded); an empty manifest path read ./manifest.json.

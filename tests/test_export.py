@@ -873,3 +873,24 @@ def test_a_run_stopped_while_removing_an_earlier_runs_formats_leaves_them_for_th
     export(transcript, out, ["json"], replace=True)
     assert sorted(p.name for p in out.iterdir()) == [".trackscribe-exports", "transcript.json"]
     assert sorted(recorded(out)) == ["transcript.json"]
+
+
+def test_hidden_copies_a_killed_export_left_are_removed_by_the_next_once_abandoned(
+    transcript, tmp_path, monkeypatch
+):
+    # A run killed while writing leaves .NAME.XXXXXXXX.part files: copies of old exports in
+    # a folder handed to reviewers, which only a batch removed.
+    import time
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "vtt"], replace=True)
+    left = [out / ".transcript.vtt.k1ll3d00.part", out / ".transcript.json.k1ll3d01.part"]
+    theirs = out / ".notes.txt.abcdefgh.part"  # not a file of trackscribe's
+    for path in [*left, theirs]:
+        path.write_text("an old copy")
+    export(transcript, out, ["json", "vtt"], replace=True)
+    assert all(path.exists() for path in left)  # made a moment ago: maybe another's writing
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    export(transcript, out, ["json", "vtt"], replace=True)
+    assert not any(path.exists() for path in left) and theirs.exists()

@@ -26,7 +26,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from models import Transcript, TranscriptError, atomic_write_files
+from models import Transcript, TranscriptError, atomic_write_files, remove_unfinished_writes
 
 from ._bundle import (
     MAX_EXPORT_BYTES,
@@ -215,7 +215,14 @@ def export(
         for path in removed:
             log.warning("removed %s: an earlier run wrote it, and this one did not", path)
         atomic_write_files({record_path: _record_bytes(ours | left)})
+    for path in files:  # hidden copies of exports, old or half-written, beside the new ones
+        remove_unfinished_writes(out_dir, path.name, older_than=_ABANDONED)
     return written
+
+
+_ABANDONED = 600.0
+"""Seconds after which a temporary file of an export is one a killed run left: a run that
+is writing takes a moment, not minutes, from making it to renaming it."""
 
 
 def _same_file(a: Path, b: Path) -> bool:
