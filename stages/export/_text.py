@@ -12,7 +12,7 @@ from collections.abc import Callable
 from models import Transcript, Utterance, Word, format_clock, format_utc, one_line
 
 _MAX_CUE_SECONDS = 7.0
-_MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters
+_MAX_CUE_CHARS = 84  # what two subtitle lines of 42 characters hold; players wrap the text
 
 
 def to_vtt(transcript: Transcript) -> str:
