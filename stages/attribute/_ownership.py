@@ -244,8 +244,11 @@ def _one_voice(
 
 
 def _shifted(values: np.ndarray, shift: int) -> np.ndarray:
-    """``values[f + shift]`` at each frame ``f``; False past either end."""
+    """``values[f + shift]`` at each frame ``f``; False past either end (all of them for a
+    shift longer than ``values``: a meeting shorter than the clock error allowed)."""
     out = np.zeros_like(values)
+    if abs(shift) >= values.size:
+        return out
     if shift >= 0:
         out[: values.size - shift] = values[shift:]
     else:
