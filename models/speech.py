@@ -76,6 +76,9 @@ class LeakedSpan(BaseModel):
     ``margin_db`` is how far the span stayed below what counts as the track's own speech (for
     a duplicate: its level against the kept track's; for a voice with no track: its level
     against the track's own voice, NaN where that is not known; negative: below).
+    ``noise``: too near the track's noise floor to be its own speech, though no leakage
+    measured explains it (``owner`` None): the noise left where another's voice fades out,
+    which a voice detector may still call speech.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -85,6 +88,7 @@ class LeakedSpan(BaseModel):
     owner: int | None
     margin_db: float
     duplicate: bool = False
+    noise: bool = False
 
 
 def frame_runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -477,6 +477,8 @@ def _quoted(text: str, most: int = 80) -> str:
 
 
 def _dropped_because(manifest: Manifest, span: LeakedSpan) -> str:
+    if span.noise:
+        return f"noise: near the track's noise floor, {-span.margin_db:.1f} dB short of own speech"
     if span.owner is None:
         below = "" if math.isnan(span.margin_db) else f", {-span.margin_db:.1f} dB below its own"
         return f"leakage: a voice heard on other tracks too, and no track's own{below}"

@@ -191,7 +191,11 @@ def test_the_voice_of_someone_with_no_track_is_put_on_nobody(
         for u in transcript.utterances:
             if u.start < turn["end_time"] and u.end > turn["start_time"]:
                 assert len(expected & set(words_of(u.text))) < 0.3 * len(expected), (turn, u)
-    no_track = [d for d in transcript.provenance.dropped if d.attributed_to is None]
+    no_track = [
+        d
+        for d in transcript.provenance.dropped
+        if d.attributed_to is None and not d.reason.startswith("noise: ")
+    ]
     assert no_track, "recorded as taken out, as no one's"
     for d in no_track:
         assert "no track's own" in d.reason
@@ -566,6 +570,30 @@ def _voices(frames: int, seed: int) -> np.ndarray:
 
 def _mix(*levels: np.ndarray) -> np.ndarray:
     return 10 * np.log10(sum(10 ** (x / 10) for x in levels))
+
+
+def test_the_noise_of_a_noisy_microphone_is_no_ones_speech_and_is_recorded_as_noise():
+    # Microphones with noise at -50 dB, which the voice detector calls speech half the time
+    # (as webrtcvad does such noise): where Ann's words faded out on Bob's track, the noise
+    # left was taken for Bob's voice (more than the leakage explained) and sent to the
+    # model, which heard Ann's words in it.
+    rng = np.random.default_rng(5)
+    ann = _voices(3000, 5)
+    ends = np.flatnonzero((ann[:-1] > -40) & (ann[1:] <= -40))
+    for k, fade in enumerate((-30.0, -38.0, -46.0, -54.0), 1):  # words fade, they do not stop
+        ann[np.minimum(ends + k, ann.size - 1)] = fade
+    laptop = _mix(ann, rng.normal(-50, 0.7, ann.size))
+    heard_by_bob = _mix(ann - 25, rng.normal(-50, 0.7, ann.size))
+    owned, leaks = attribute(
+        [_activity(list(x), list(x > -50)) for x in (laptop, heard_by_bob)],
+        [TrackTiming(0.0)] * 2,
+        ["ann", "bob"],
+    )
+    assert not owned[1].voiced.any()
+    assert owned[0].voiced[ann > -25].mean() > 0.99  # Ann's words stay hers
+    noise = [span for span in leaks[1] if span.noise]
+    assert noise and all(span.owner is None for span in noise)
+    assert any(span.owner == 0 and not span.noise for span in leaks[1])  # her words, as hers
 
 
 def test_one_persons_voice_on_two_devices_is_kept_on_one_of_them():

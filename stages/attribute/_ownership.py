@@ -55,12 +55,19 @@ def attribute(
     )
 
     coupling = _couplings(level, voiced, present, owners, options, frame_s)
-    own, margin, strongest = _own_frames(level, voiced, coupling, present, offgrid, options)
+    own, margin, strongest, over_noise = _own_frames(
+        level, voiced, coupling, present, offgrid, options
+    )
     own, source, under = untracked_voices(
         level, voiced, own, coupling, present, owners, options, frame_s
     )
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
     strongest = _voice_carried(strongest, own, source)
+    # Last, so that what is found above (whose voice a leak is) is as without it: where a
+    # leaked word fades out below a track's noise, what is left is noise that webrtcvad may
+    # still call voiced, and no leakage measured explains it; it is not the owner's voice.
+    noisy = own & (over_noise < options.margin_db)
+    own &= ~noisy
     first_of: dict[str, int] = {}
     voice = np.array([first_of.setdefault(owner, i) for i, owner in enumerate(owners)])
 
@@ -70,18 +77,21 @@ def attribute(
         leaked = activities[i].voiced & ~own[i, span]
         twice = kept_on[i, span] >= 0
         other = source[i, span] != NOT_OTHER
+        noise = noisy[i, span]
         result[i] = activities[i].owned(
             activities[i].voiced & own[i, span], long_runs(leaked, walls) | twice
         )
+        short = np.where(noise, over_noise[i, span], margin[i, span]) - options.margin_db
         leaks[i] = sorted(
             _spans(
-                leaked & ~twice & ~other,
+                leaked & ~twice & ~other & ~noise,
                 strongest[i, span],
-                margin[i, span] - options.margin_db,
+                short,
                 frame_s,
                 options,
                 voice,
             )
+            + _spans(noise, np.full(span.size, NO_TRACK), short, frame_s, options, noise=True)
             + _spans(other, source[i, span], under[i, span], frame_s, options, voice)
             + _spans(twice, kept_on[i, span], below[i, span], frame_s, options, duplicate=True),
             key=lambda leak: leak.start,
@@ -96,11 +106,13 @@ def _own_frames(
     present: Sequence[int],
     offgrid: np.ndarray,
     options: AttributionOptions,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per track and frame: own speech or not, margin over the leakage explained (dB), and
-    the track whose leakage is strongest there (the track itself where none is measured)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per track and frame: own speech or not, margin over the leakage explained (dB), the
+    track whose leakage is strongest there (the track itself where none is measured), and
+    the margin over that leakage and the track's noise together."""
     own = voiced.copy()
     margin = np.full(level.shape, np.inf)
+    over_noise = np.full(level.shape, np.inf)
     strongest = np.repeat(np.arange(level.shape[0])[:, None], level.shape[1], axis=1)
     for a in present:
         others = [b for b in present if np.isfinite(coupling[a, b])]
@@ -116,12 +128,24 @@ def _own_frames(
             ]
         )
         power = np.sum(np.power(10.0, leaked / 10), axis=0)
+        noise = np.power(10.0, _noise_floor(level[a], voiced[a]) / 10)
         with np.errstate(divide="ignore", invalid="ignore"):
             margin[a] = level[a] - 10 * np.log10(power)
+            over_noise[a] = level[a] - 10 * np.log10(power + noise)
         margin[a] = np.where(np.isnan(margin[a]), np.inf, margin[a])
+        over_noise[a] = np.where(np.isnan(over_noise[a]), np.inf, over_noise[a])
         own[a] = voiced[a] & (margin[a] >= options.margin_db)
         strongest[a] = np.asarray(others)[np.argmax(leaked, axis=0)]
-    return own, margin, strongest
+    return own, margin, strongest, over_noise
+
+
+def _noise_floor(level: np.ndarray, voiced: np.ndarray) -> float:
+    """A track's own noise, dB: its median level where the voice detector hears nothing
+    (-inf for a track that is voiced throughout, or digitally silent). Not a low percentile
+    of all its frames: a track with no pause is never at its noise, and that would be the
+    leakage, explained already."""
+    quiet = level[~voiced & ~np.isnan(level)]
+    return float(np.median(quiet)) if quiet.size else -np.inf
 
 
 def _voice_carried(strongest: np.ndarray, own: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -413,6 +437,7 @@ def _spans(
     options: AttributionOptions,
     voice: np.ndarray | None = None,
     duplicate: bool = False,
+    noise: bool = False,
 ) -> list[LeakedSpan]:
     """Leaked frames as stretches of each owner's voice; every leaked frame is in one.
 
@@ -435,6 +460,7 @@ def _spans(
                     owner=None if who == NO_TRACK else int(carriers[np.argmax(counts)]),
                     margin_db=round(float(np.median(margin[a:b][mine[a:b]])), 1),
                     duplicate=duplicate,
+                    noise=noise,
                 )
             )
     return sorted(spans, key=lambda span: span.start)
