@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from ._errors import describe
+from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
 from .recording_files import time_from_file_name
@@ -61,12 +62,13 @@ already; a ``str | None`` one does not.)"""
 
 
 def _visible_or_none(name: str | None) -> str | None:
-    return (name or "").strip() or None
+    return None if name is None or shows_nothing(name) else name.strip()
 
 
 DisplayName = Annotated[str | None, AfterValidator(_unicode), AfterValidator(_visible_or_none)]
-"""A name shown to people, without surrounding blanks; a blank one is no name, so that the
-user id is shown instead of an empty voice tag or label."""
+"""A name shown to people, without surrounding blanks; one of which nothing shows (blank, or
+only a zero-width space) is no name, so that the user id is shown instead of an empty voice
+tag or label."""
 
 
 class ManifestError(ValueError):

@@ -139,6 +139,13 @@ def test_an_audio_file_given_as_the_manifest_is_named_as_such(sample_manifest):
         Manifest.load(track)
 
 
+def test_a_display_name_of_nothing_that_shows_is_no_name(tmp_path):
+    # Only a zero-width space and a word joiner: a label of it would name no one.
+    (tmp_path / "manifest.json").write_text(json.dumps(_with_track(display_name="\u200b\u2060 ")))
+    track = Manifest.load(tmp_path).tracks[0]
+    assert track.display_name is None and track.label == "u1"
+
+
 def test_times_are_written_in_utc_with_millisecond_precision():
     assert format_utc(datetime(2026, 11, 20, 10, 0, 3, 249600, tzinfo=UTC)) == (
         "2026-11-20T10:00:03.250Z"
