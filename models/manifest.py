@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,6 +30,13 @@ MANIFEST_FILE = "manifest.json"
 
 _MAX_START_SPREAD = timedelta(days=1)
 """How far a track's start may lie from the others' (a recording runs for hours, not days)."""
+
+_LATEST_START = datetime(9999, 12, 1, tzinfo=UTC)
+"""The latest a track may start: a month before the last time Python can hold. A meeting's
+times run on past a track's start, by the length of its audio (decoding stops at a day, the
+longest RealtimeKit recording) and by clock corrections of seconds; a start later than this
+would have them fall past year 9999 and fail the run at its very end, after the whole
+transcription. A month is many times what they need, and no real clock reads December 9999."""
 
 
 def outlying_starts(starts: Sequence[datetime]) -> tuple[datetime, list[int]]:
@@ -101,6 +108,19 @@ class Track(BaseModel):
             if named is not None:
                 return {**data, "started_time": named}
         return data
+
+    @field_validator("started_time")
+    @classmethod
+    def _not_at_the_end_of_time(cls, value: datetime) -> datetime:
+        # Refused even where the track would be left out as far from the others: then no
+        # use of any start (placing, reporting, a later feature) need guard against it.
+        if value >= _LATEST_START:
+            raise ValueError(
+                f"{format_utc(value)} is too late: the meeting's times after it would pass the "
+                f"end of year 9999, where times end (a start must be before "
+                f"{format_utc(_LATEST_START)}; a clock gone wrong?)"
+            )
+        return value
 
     @field_validator("path")
     @classmethod

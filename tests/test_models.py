@@ -73,6 +73,10 @@ def _four_two_of_them_years_on() -> dict:
         (_with_track(started_time="2026-11-20T10:00:03"), "needs a time zone"),
         (_with_track(started_time="0001-01-01T00:00:00+01:00"), "started_time: Value error, t"),
         (_with_track(started_time="9999-12-31T23:59:59.9999Z"), "outside the years 1 to 9999"),
+        (
+            _with_track(started_time="9999-12-01T00:00:00Z"),
+            "tracks[0].started_time: Value error, 9999-12-01T00:00:00.000Z is too late",
+        ),
         (_with_track(path="../../etc/passwd"), "tracks[0].path"),
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
         (_with_track(sha256="not-hex"), "tracks[0].sha256"),
