@@ -1,6 +1,5 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import (
 )
 
 from ._errors import describe
+from ._json import JsonTextError, loads
 from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
@@ -221,7 +221,7 @@ class Manifest(BaseModel):
         path = cls.file_at(path)
         try:
             # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
-            raw = json.loads(read_regular_file(path).decode("utf-8-sig"))
+            raw = loads(read_regular_file(path).decode("utf-8-sig"))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such manifest file") from None
         except UnicodeDecodeError:
@@ -231,6 +231,8 @@ class Manifest(BaseModel):
             ) from None
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from None
+        except JsonTextError as exc:
+            raise ManifestError(f"{path}: {exc}") from None
         except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
             raise ManifestError(f"{path}: not valid JSON: {exc}") from None
         return cls.parse(raw, source=str(path), root=path.parent)

@@ -128,6 +128,55 @@ def test_json_that_python_cannot_hold_is_named_as_bad_input(tmp_path, text, load
         load(path)
 
 
+_CHECKED = json.dumps(_with_track(sha256="ab" * 32))
+"""A manifest whose one track is given a checksum (its last field)."""
+
+
+@pytest.mark.parametrize(
+    ("load", "error", "name", "text", "named"),
+    [
+        (
+            Manifest.load,
+            ManifestError,
+            "manifest.json",
+            _CHECKED.removesuffix("}]}") + ', "sha256": null}]}',  # the checksum, turned off
+            "tracks[0].sha256: given more than once in the same object",
+        ),
+        (
+            Transcript.load,
+            TranscriptError,
+            "transcript.json",
+            '{"schema": "trackscribe.transcript/1", "meeting_id": "a", "meeting_id": "b"}',
+            "meeting_id: given more than once in the same object",
+        ),
+        (
+            load_jobs,
+            JobsError,
+            "jobs.jsonl",
+            '{"manifest": "a/manifest.json"}\n{"id": "b", "id": "c", "recording_id": "r"}\n',
+            "line 2: id: given more than once in the same object",
+        ),
+        (
+            load_jobs,
+            JobsError,
+            "jobs.csv",
+            "manifest,id,id\na/manifest.json,b,c\n",
+            "line 1: the column 'id' is given more than once",
+        ),
+    ],
+    ids=["manifest", "transcript", "jobs", "jobs in CSV"],
+)
+def test_a_field_given_twice_is_refused_rather_than_the_last_one_taken(
+    tmp_path, load, error, name, text, named
+):
+    # Python's json and csv keep the last: a later "sha256": null turned the check off.
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(error) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}") and named in str(err.value)
+
+
 def test_unreadable_manifests_name_the_file(tmp_path):
     with pytest.raises(ManifestError, match="no such manifest file"):
         Manifest.load(tmp_path / "absent.json")
