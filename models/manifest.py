@@ -109,6 +109,15 @@ class Track(BaseModel):
                 return {**data, "started_time": named}
         return data
 
+    @field_validator("user_id")
+    @classmethod
+    def _shows_something(cls, value: str) -> str:
+        # It is the speaker's label where no display name is given: a blank one labels the
+        # words with nothing.
+        if shows_nothing(value):
+            raise ValueError(f"{value!r} holds nothing that shows; a user id names the speaker")
+        return value
+
     @field_validator("started_time")
     @classmethod
     def _not_at_the_end_of_time(cls, value: datetime) -> datetime:

@@ -69,6 +69,8 @@ def _four_two_of_them_years_on() -> dict:
     [
         (_with_track(started_time=None), "tracks[0].started_time: Field required"),
         (_with_track(user_id=None), "tracks[0].user_id: Field required"),
+        (_with_track(user_id="   "), "tracks[0].user_id: Value error, '   ' holds nothing that"),
+        (_with_track(user_id="\u200b"), "tracks[0].user_id: Value error, '\\u200b' holds nothing"),
         (_with_track(started_time="yesterday"), "tracks[0].started_time"),
         (_with_track(started_time="2026-11-20T10:00:03"), "needs a time zone"),
         (_with_track(started_time="0001-01-01T00:00:00+01:00"), "started_time: Value error, t"),
