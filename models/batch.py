@@ -167,7 +167,7 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
             rows.append((number, loads(line)))
         except JsonTextError as exc:
             raise JobsError(f"{path}, line {number}: {exc}") from None
-        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+        except (ValueError, RecursionError) as exc:  # also nested too deep
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
             raise JobsError(f"{path}, line {number}: not valid JSON: {reason}") from None
     return rows

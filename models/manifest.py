@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from ._errors import describe
-from ._json import JsonTextError, loads
+from ._json import JsonTextError, NotText, decode_text, loads
 from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
@@ -229,11 +229,10 @@ class Manifest(BaseModel):
         writes it); errors name the file and the offending field."""
         path = cls.file_at(path)
         try:
-            # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
-            raw = loads(read_regular_file(path).decode("utf-8-sig"))
+            raw = loads(decode_text(read_regular_file(path)))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such manifest file") from None
-        except UnicodeDecodeError:
+        except NotText:
             raise ManifestError(
                 f"{path}: not a manifest: binary data, not JSON text (an audio file? give "
                 "the manifest.json that lists the tracks, or the folder holding it)"
@@ -242,7 +241,7 @@ class Manifest(BaseModel):
             raise ManifestError(f"{path}: cannot read: {exc}") from None
         except JsonTextError as exc:
             raise ManifestError(f"{path}: {exc}") from None
-        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+        except (ValueError, RecursionError) as exc:  # also nested too deep
             raise ManifestError(f"{path}: not valid JSON: {exc}") from None
         return cls.parse(raw, source=str(path), root=path.parent)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import describe, import_optional
-from ._json import JsonTextError, loads
+from ._json import JsonTextError, NotText, decode_text, loads
 from ._text import name_key, shows_nothing
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
@@ -375,16 +375,14 @@ class Transcript(_Finite):
         """The transcript in ``data``, the bytes of a ``transcript.json`` read from ``source``
         (which errors name)."""
         try:
-            return cls.model_validate(loads(data.decode("utf-8-sig")))
-        except UnicodeDecodeError as exc:
-            raise TranscriptError(
-                f"{source}: not a transcript: binary data, not JSON text (byte {exc.start})"
-            ) from None
+            return cls.model_validate(loads(decode_text(data)))
+        except NotText as exc:
+            raise TranscriptError(f"{source}: not a transcript: {exc}") from None
         except ValidationError as exc:
             raise TranscriptError(f"{source}: {describe(exc)}") from None
         except JsonTextError as exc:
             raise TranscriptError(f"{source}: {exc}") from None
-        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+        except (ValueError, RecursionError) as exc:  # also nested too deep
             raise TranscriptError(f"{source}: not valid JSON: {exc}") from None
 
 

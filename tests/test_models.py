@@ -112,22 +112,53 @@ def test_a_bad_manifest_is_rejected_naming_the_field(tmp_path, raw, named):
     assert named in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "text",
-    ['{"meeting_id": "m", "size": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000],
-    ids=["a number too long for Python", "nested too deep"],
-)
-@pytest.mark.parametrize(
+_LOADERS = pytest.mark.parametrize(
     ("load", "error"),
     [(Manifest.load, ManifestError), (Transcript.load, TranscriptError), (load_jobs, JobsError)],
     ids=["manifest", "transcript", "jobs"],
 )
-def test_json_that_python_cannot_hold_is_named_as_bad_input(tmp_path, text, load, error):
-    # json.loads raises a bare ValueError or RecursionError for these, not JSONDecodeError
+
+
+@_LOADERS
+def test_json_nested_too_deep_for_python_is_named_as_bad_input(tmp_path, load, error):
+    # json.loads raises a bare RecursionError for it, not JSONDecodeError
     path = tmp_path / "file.json"
-    path.write_text(text)
+    path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(error, match=rf"{path}.*not valid JSON"):
         load(path)
+
+
+@_LOADERS
+def test_a_number_too_long_for_python_is_named_with_its_field(tmp_path, load, error):
+    # Python's own message tells the user to call sys.set_int_max_str_digits(): no use to one
+    # at a command line, and it does not say where the number is.
+    path = tmp_path / "file.json"
+    path.write_text('{"meeting_id": "m", "tracks": [{"size": ' + "9" * 5000 + "}]}")
+    with pytest.raises(error) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{path}{', line 1' if load is load_jobs else ''}: tracks[0].size: holds a number of "
+        "5000 digits, too long to be one"
+    )
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize(
+    ("load", "error"),
+    [(Manifest.load, ManifestError), (Transcript.load, TranscriptError)],
+    ids=["manifest", "transcript"],
+)
+def test_a_file_saved_in_another_encoding_names_the_byte_and_where_it_is(
+    tmp_path, load, error, bom
+):
+    # One "é" saved as Latin-1 is a byte UTF-8 does not allow: text in the wrong encoding, to be
+    # saved again as UTF-8, not binary data (an audio file given by mistake).
+    data = bom + json.dumps(_with_track(display_name="Zoé"), ensure_ascii=False).encode("latin-1")
+    path = tmp_path / "file.json"
+    path.write_bytes(data)
+    with pytest.raises(error) as err:
+        load(path)
+    assert str(err.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset {data.index(0xE9)})"
 
 
 _CHECKED = json.dumps(_with_track(sha256="ab" * 32))
