@@ -1,6 +1,7 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
 from ._errors import describe, import_optional
+from ._text import one_line
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
@@ -60,7 +61,6 @@ from .transcript import (
     Utterance,
     Word,
     ends_sentence,
-    one_line,
 )
 
 __all__ = [

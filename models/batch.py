@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from ._errors import describe, import_optional
+from ._json import JsonTextError, loads
 from .files import atomic_write_text
 from .manifest import DisplayName, OptionalText
 from .recording_files import safe_file_name
@@ -163,8 +164,10 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            rows.append((number, json.loads(line)))
-        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+            rows.append((number, loads(line)))
+        except JsonTextError as exc:
+            raise JobsError(f"{path}, line {number}: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # also nested too deep
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc
             raise JobsError(f"{path}, line {number}: not valid JSON: {reason}") from None
     return rows
@@ -175,7 +178,13 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
     are skipped, so the row count is not the line number."""
     lines = io.StringIO(text).readlines()  # at line feeds only, as csv reads them
     reader = csv.DictReader(lines)
-    _ = reader.fieldnames  # reads the header
+    header = [name.strip() for name in reader.fieldnames or ()]  # reads the header
+    twice = next((name for i, name in enumerate(header) if name and name in header[:i]), None)
+    if twice is not None:  # csv keeps the last of the two, as json did a repeated key
+        raise JobsError(
+            f"{path}, line {reader.line_num}: the column {twice!r} is given more than once; "
+            "only one can count, and which was meant cannot be told"
+        )
     rows, ended = [], reader.line_num
     for row in reader:
         first = ended + 1

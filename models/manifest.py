@@ -1,8 +1,7 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
-import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +17,8 @@ from pydantic import (
 )
 
 from ._errors import describe
+from ._json import JsonTextError, NotText, decode_text, loads
+from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
 from .recording_files import time_from_file_name
@@ -29,6 +30,13 @@ MANIFEST_FILE = "manifest.json"
 
 _MAX_START_SPREAD = timedelta(days=1)
 """How far a track's start may lie from the others' (a recording runs for hours, not days)."""
+
+_LATEST_START = datetime(9999, 12, 1, tzinfo=UTC)
+"""The latest a track may start: a month before the last time Python can hold. A meeting's
+times run on past a track's start, by the length of its audio (decoding stops at a day, the
+longest RealtimeKit recording) and by clock corrections of seconds; a start later than this
+would have them fall past year 9999 and fail the run at its very end, after the whole
+transcription. A month is many times what they need, and no real clock reads December 9999."""
 
 
 def outlying_starts(starts: Sequence[datetime]) -> tuple[datetime, list[int]]:
@@ -61,12 +69,13 @@ already; a ``str | None`` one does not.)"""
 
 
 def _visible_or_none(name: str | None) -> str | None:
-    return (name or "").strip() or None
+    return None if name is None or shows_nothing(name) else name.strip()
 
 
 DisplayName = Annotated[str | None, AfterValidator(_unicode), AfterValidator(_visible_or_none)]
-"""A name shown to people, without surrounding blanks; a blank one is no name, so that the
-user id is shown instead of an empty voice tag or label."""
+"""A name shown to people, without surrounding blanks; one of which nothing shows (blank, or
+only a zero-width space) is no name, so that the user id is shown instead of an empty voice
+tag or label."""
 
 
 class ManifestError(ValueError):
@@ -99,6 +108,28 @@ class Track(BaseModel):
             if named is not None:
                 return {**data, "started_time": named}
         return data
+
+    @field_validator("user_id")
+    @classmethod
+    def _shows_something(cls, value: str) -> str:
+        # It is the speaker's label where no display name is given: a blank one labels the
+        # words with nothing.
+        if shows_nothing(value):
+            raise ValueError(f"{value!r} holds nothing that shows; a user id names the speaker")
+        return value
+
+    @field_validator("started_time")
+    @classmethod
+    def _not_at_the_end_of_time(cls, value: datetime) -> datetime:
+        # Refused even where the track would be left out as far from the others: then no
+        # use of any start (placing, reporting, a later feature) need guard against it.
+        if value >= _LATEST_START:
+            raise ValueError(
+                f"{format_utc(value)} is too late: the meeting's times after it would pass the "
+                f"end of year 9999, where times end (a start must be before "
+                f"{format_utc(_LATEST_START)}; a clock gone wrong?)"
+            )
+        return value
 
     @field_validator("path")
     @classmethod
@@ -198,18 +229,19 @@ class Manifest(BaseModel):
         writes it); errors name the file and the offending field."""
         path = cls.file_at(path)
         try:
-            # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark.
-            raw = json.loads(read_regular_file(path).decode("utf-8-sig"))
+            raw = loads(decode_text(read_regular_file(path)))
         except FileNotFoundError:
             raise ManifestError(f"{path}: no such manifest file") from None
-        except UnicodeDecodeError:
+        except NotText:
             raise ManifestError(
                 f"{path}: not a manifest: binary data, not JSON text (an audio file? give "
                 "the manifest.json that lists the tracks, or the folder holding it)"
             ) from None
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read: {exc}") from None
-        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+        except JsonTextError as exc:
+            raise ManifestError(f"{path}: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # also nested too deep
             raise ManifestError(f"{path}: not valid JSON: {exc}") from None
         return cls.parse(raw, source=str(path), root=path.parent)
 

@@ -1,9 +1,6 @@
 """The transcript (``trackscribe.transcript/1``): who said what, and when, on one clock."""
 
 import html
-import json
-import re
-import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import describe, import_optional
+from ._json import JsonTextError, NotText, decode_text, loads
+from ._text import name_key, shows_nothing
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName
@@ -281,11 +280,11 @@ class Transcript(_Finite):
         names = {s.user_id: _shown_name(s) for s in self.speakers}
         labels = dict(names)
         while True:  # each round gives at least one more speaker its user id, so it ends
-            readings = Counter(_name_key(label) for label in labels.values())
+            readings = Counter(name_key(label) for label in labels.values())
             clashing = [
                 user_id
                 for user_id, label in labels.items()
-                if readings[_name_key(label)] > 1
+                if readings[name_key(label)] > 1
                 and label not in (user_id, names[user_id] + f" ({user_id})")
             ]
             if not clashing:
@@ -376,35 +375,18 @@ class Transcript(_Finite):
         """The transcript in ``data``, the bytes of a ``transcript.json`` read from ``source``
         (which errors name)."""
         try:
-            return cls.model_validate(json.loads(data.decode("utf-8-sig")))
-        except UnicodeDecodeError as exc:
-            raise TranscriptError(
-                f"{source}: not a transcript: binary data, not JSON text (byte {exc.start})"
-            ) from None
+            return cls.model_validate(loads(decode_text(data)))
+        except NotText as exc:
+            raise TranscriptError(f"{source}: not a transcript: {exc}") from None
         except ValidationError as exc:
             raise TranscriptError(f"{source}: {describe(exc)}") from None
-        except (ValueError, RecursionError) as exc:  # also a number too long, or too deep
+        except JsonTextError as exc:
+            raise TranscriptError(f"{source}: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # also nested too deep
             raise TranscriptError(f"{source}: not valid JSON: {exc}") from None
-
-
-def one_line(text: str) -> str:
-    """Text as the exports show it, on one line: a line break (a display name typed with one)
-    would end a subtitle cue early, or start what a player reads as the next cue. Control
-    characters go too, and the bidirectional overrides and isolates that would show the
-    words after a name in another order than they were said."""
-    return " ".join(_UNSHOWN.sub("", text).split())
-
-
-_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
-"""Not the controls that ``str.split`` takes as spaces (``\x1c``-``\x1f``, ``\x85``): gone,
-they would join the words either side into one."""
 
 
 def _shown_name(speaker: Speaker) -> str:
     """The display name, unless nothing of it would show: then the user id."""
-    return speaker.display_name if one_line(speaker.display_name or "") else speaker.user_id
-
-
-def _name_key(name: str) -> str:
-    """What two names are compared by: as they look, not as they are encoded."""
-    return one_line(unicodedata.normalize("NFKC", name)).casefold()
+    name = speaker.display_name
+    return speaker.user_id if name is None or shows_nothing(name) else name

@@ -145,7 +145,9 @@ def _read_config(path: Path | None, environ: Mapping[str, str]) -> dict[str, obj
             raise ConfigError(f"{candidate}: no such config file")
         return {}
     try:
-        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark, which TOML
+        # would take for the first character of a statement.
+        data = tomllib.loads(candidate.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not TOML, too deep
         raise ConfigError(f"{candidate}: cannot read config: {exc}") from None
     # Settings outside [realtimekit] (a misspelt section, keys above it) are refused, not

@@ -231,6 +231,13 @@ def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
     assert "env-tok" not in repr(settings)
 
 
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    # As Notepad and PowerShell 5 save it; manifests and jobs files are read so too.
+    config = tmp_path / "config.toml"
+    config.write_bytes(b"\xef\xbb\xbf" + b'[realtimekit]\naccount_id = "acct"\n')
+    assert ApiSettings.resolve({}, config_file=config, environ={}).account_id == "acct"
+
+
 @pytest.mark.parametrize(
     ("text", "said"),
     [

@@ -186,6 +186,23 @@ def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(t
     assert speech_lines(transcript).startswith("[00:00:01] u-a: Hello")
 
 
+@pytest.mark.parametrize(
+    "unseen",
+    ["\u200b", "\u00ad", "\u2060", "\ufeff", "\u200e", "\u034f"],
+    ids=["zero-width space", "soft hyphen", "word joiner", "BOM", "LRM", "grapheme joiner"],
+)
+def test_names_that_differ_only_by_a_character_that_is_not_drawn_are_told_apart(transcript, unseen):
+    # Exports keep such characters (some matter to how a script is written), so "Alice" and
+    # "Al\u200bice" both read Alice: each is shown with its user id, as two Alices are.
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=f"Al{unseen}ice")
+    assert speech_lines(transcript) == (
+        f"[00:00:01] Alice (u-a): Hello <team> & all.\n[00:01:02] Al{unseen}ice (u-b): Hi.\n"
+    )
+    # A name of nothing but such characters is no name: the user id stands in.
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=unseen * 2)
+    assert vtt_cues(transcript)[1] == "00:01:02.000 --> 00:01:04.000\n<v u-b>Hi.\n"
+
+
 def test_a_name_cannot_reorder_or_hide_what_follows_it(transcript):
     # A right-to-left override shows the words after the name backwards; escapes move cursors.
     transcript.speakers[0] = Speaker(user_id="u-a", display_name="Bruno\u202e\x1b[2J\x00")

@@ -69,10 +69,16 @@ def _four_two_of_them_years_on() -> dict:
     [
         (_with_track(started_time=None), "tracks[0].started_time: Field required"),
         (_with_track(user_id=None), "tracks[0].user_id: Field required"),
+        (_with_track(user_id="   "), "tracks[0].user_id: Value error, '   ' holds nothing that"),
+        (_with_track(user_id="\u200b"), "tracks[0].user_id: Value error, '\\u200b' holds nothing"),
         (_with_track(started_time="yesterday"), "tracks[0].started_time"),
         (_with_track(started_time="2026-11-20T10:00:03"), "needs a time zone"),
         (_with_track(started_time="0001-01-01T00:00:00+01:00"), "started_time: Value error, t"),
         (_with_track(started_time="9999-12-31T23:59:59.9999Z"), "outside the years 1 to 9999"),
+        (
+            _with_track(started_time="9999-12-01T00:00:00Z"),
+            "tracks[0].started_time: Value error, 9999-12-01T00:00:00.000Z is too late",
+        ),
         (_with_track(path="../../etc/passwd"), "tracks[0].path"),
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
         (_with_track(sha256="not-hex"), "tracks[0].sha256"),
@@ -106,22 +112,102 @@ def test_a_bad_manifest_is_rejected_naming_the_field(tmp_path, raw, named):
     assert named in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "text",
-    ['{"meeting_id": "m", "size": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000],
-    ids=["a number too long for Python", "nested too deep"],
-)
-@pytest.mark.parametrize(
+_LOADERS = pytest.mark.parametrize(
     ("load", "error"),
     [(Manifest.load, ManifestError), (Transcript.load, TranscriptError), (load_jobs, JobsError)],
     ids=["manifest", "transcript", "jobs"],
 )
-def test_json_that_python_cannot_hold_is_named_as_bad_input(tmp_path, text, load, error):
-    # json.loads raises a bare ValueError or RecursionError for these, not JSONDecodeError
+
+
+@_LOADERS
+def test_json_nested_too_deep_for_python_is_named_as_bad_input(tmp_path, load, error):
+    # json.loads raises a bare RecursionError for it, not JSONDecodeError
     path = tmp_path / "file.json"
-    path.write_text(text)
+    path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(error, match=rf"{path}.*not valid JSON"):
         load(path)
+
+
+@_LOADERS
+def test_a_number_too_long_for_python_is_named_with_its_field(tmp_path, load, error):
+    # Python's own message tells the user to call sys.set_int_max_str_digits(): no use to one
+    # at a command line, and it does not say where the number is.
+    path = tmp_path / "file.json"
+    path.write_text('{"meeting_id": "m", "tracks": [{"size": ' + "9" * 5000 + "}]}")
+    with pytest.raises(error) as err:
+        load(path)
+    assert str(err.value) == (
+        f"{path}{', line 1' if load is load_jobs else ''}: tracks[0].size: holds a number of "
+        "5000 digits, too long to be one"
+    )
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize(
+    ("load", "error"),
+    [(Manifest.load, ManifestError), (Transcript.load, TranscriptError)],
+    ids=["manifest", "transcript"],
+)
+def test_a_file_saved_in_another_encoding_names_the_byte_and_where_it_is(
+    tmp_path, load, error, bom
+):
+    # One "é" saved as Latin-1 is a byte UTF-8 does not allow: text in the wrong encoding, to be
+    # saved again as UTF-8, not binary data (an audio file given by mistake).
+    data = bom + json.dumps(_with_track(display_name="Zoé"), ensure_ascii=False).encode("latin-1")
+    path = tmp_path / "file.json"
+    path.write_bytes(data)
+    with pytest.raises(error) as err:
+        load(path)
+    assert str(err.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset {data.index(0xE9)})"
+
+
+_CHECKED = json.dumps(_with_track(sha256="ab" * 32))
+"""A manifest whose one track is given a checksum (its last field)."""
+
+
+@pytest.mark.parametrize(
+    ("load", "error", "name", "text", "named"),
+    [
+        (
+            Manifest.load,
+            ManifestError,
+            "manifest.json",
+            _CHECKED.removesuffix("}]}") + ', "sha256": null}]}',  # the checksum, turned off
+            "tracks[0].sha256: given more than once in the same object",
+        ),
+        (
+            Transcript.load,
+            TranscriptError,
+            "transcript.json",
+            '{"schema": "trackscribe.transcript/1", "meeting_id": "a", "meeting_id": "b"}',
+            "meeting_id: given more than once in the same object",
+        ),
+        (
+            load_jobs,
+            JobsError,
+            "jobs.jsonl",
+            '{"manifest": "a/manifest.json"}\n{"id": "b", "id": "c", "recording_id": "r"}\n',
+            "line 2: id: given more than once in the same object",
+        ),
+        (
+            load_jobs,
+            JobsError,
+            "jobs.csv",
+            "manifest,id,id\na/manifest.json,b,c\n",
+            "line 1: the column 'id' is given more than once",
+        ),
+    ],
+    ids=["manifest", "transcript", "jobs", "jobs in CSV"],
+)
+def test_a_field_given_twice_is_refused_rather_than_the_last_one_taken(
+    tmp_path, load, error, name, text, named
+):
+    # Python's json and csv keep the last: a later "sha256": null turned the check off.
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(error) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}") and named in str(err.value)
 
 
 def test_unreadable_manifests_name_the_file(tmp_path):
@@ -137,6 +223,13 @@ def test_an_audio_file_given_as_the_manifest_is_named_as_such(sample_manifest):
     track = sample_manifest.track_path(sample_manifest.tracks[0])
     with pytest.raises(ManifestError, match=rf"{track.name}: not a manifest: binary data.*audio"):
         Manifest.load(track)
+
+
+def test_a_display_name_of_nothing_that_shows_is_no_name(tmp_path):
+    # Only a zero-width space and a word joiner: a label of it would name no one.
+    (tmp_path / "manifest.json").write_text(json.dumps(_with_track(display_name="\u200b\u2060 ")))
+    track = Manifest.load(tmp_path).tracks[0]
+    assert track.display_name is None and track.label == "u1"
 
 
 def test_times_are_written_in_utc_with_millisecond_precision():

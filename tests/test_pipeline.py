@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,27 @@ def test_an_invalid_manifest_is_an_error_naming_the_field(meeting_copy):
     path = _rewrite(meeting_copy, lambda raw: raw["tracks"][2].pop("user_id"))
     with pytest.raises(ManifestError, match=r"tracks\[2\]\.user_id: Field required"):
         transcribe_tracks(path, progress=False)
+
+
+def test_a_meeting_too_late_for_its_times_to_be_held_is_refused_before_any_work(meeting_copy):
+    # The meeting's times run on past its starts; at the end of year 9999, past the last time
+    # there is, the run failed after the whole transcription, on the first time it could not
+    # hold. A month before that, it has room (a recording runs a day at most).
+    def moved(latest: str):
+        def change(raw):
+            starts = [datetime.fromisoformat(t["started_time"]) for t in raw["tracks"]]
+            shift = datetime.fromisoformat(latest) - max(starts)
+            for track, start in zip(raw["tracks"], starts, strict=True):
+                track["started_time"] = format_utc(start + shift)
+
+        return change
+
+    at_the_end = _rewrite(meeting_copy, moved("9999-12-31T23:59:58Z"))
+    with pytest.raises(ManifestError, match=r"tracks\[0\]\.started_time: .*9999-12-3.* too late"):
+        transcribe_tracks(at_the_end, progress=False)
+    in_time = _rewrite(meeting_copy, moved("9999-11-30T23:59:59.999Z"))
+    transcript = transcribe_tracks(in_time, progress=False)
+    assert not transcript.partial and transcript.utterances[-1].end_time.year == 9999
 
 
 def test_a_track_the_model_fails_on_is_listed_and_the_others_are_transcribed_once(

@@ -1,0 +1,110 @@
+"""JSON that people give (a manifest, a transcript, a line of a jobs file), read strictly,
+and told about in their terms.
+
+Python's ``json`` takes the last of a key given twice in one object: ``"sha256": "…",
+"sha256": null`` would turn a track's checksum off without a word, and a hand-merged file
+could say two things of one field and be read as saying the second. Such text is refused,
+naming where. So is a number too long for Python to read, whose own message tells a
+command-line user to call ``sys.set_int_max_str_digits()``.
+"""
+
+import codecs
+import json
+from collections.abc import Iterator
+
+
+class JsonTextError(ValueError):
+    """JSON text that cannot be taken as it is. The message says where in it (as
+    ``tracks[0].sha256``, as validation errors do) but not the file: the caller adds that."""
+
+
+class NotText(JsonTextError):
+    """Bytes that are no text at all: most likely an audio file, given by mistake."""
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a JSON file: UTF-8, after a byte-order mark if it has one (Notepad and
+    PowerShell 5 write one).
+
+    Bytes that are not UTF-8 are named with the first bad one and where it is in the file, as
+    an editor counts: text saved as Latin-1 (one "é"), told from binary data (:class:`NotText`),
+    which holds a zero byte where no text does."""
+    mark = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[mark:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = mark + exc.start
+        byte = f"byte 0x{data[where]:02x} at offset {where}"
+        if b"\0" in data:
+            raise NotText(f"binary data, not JSON text ({byte})") from None
+        raise JsonTextError(f"not UTF-8 text ({byte})") from None
+
+
+class _TooLong:
+    """A number with more digits than Python reads (``sys.get_int_max_str_digits()``), held
+    where it was until it is found and named."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = sum(c.isdigit() for c in text)
+
+
+def loads(text: str) -> object:
+    """``json.loads(text)``, refusing a key given twice in one object and a number too long to
+    read (:class:`JsonTextError`, naming where).
+
+    Errors ``json`` raises itself (text that is not JSON, nesting too deep) are raised as it
+    raises them, for the caller to word as it already does."""
+    repeated: dict[int, str] = {}  # id of an object -> the first key it was given twice
+    kept: list[object] = []  # each of those objects, so that no other takes its id
+    too_long: list[_TooLong] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        obj: dict[str, object] = {}
+        for key, value in items:
+            if key in obj and id(obj) not in repeated:
+                repeated[id(obj)] = key
+                kept.append(obj)
+            obj[key] = value
+        return obj
+
+    def whole(number: str) -> object:
+        try:
+            return int(number)
+        except ValueError:
+            too_long.append(_TooLong(number))
+            return too_long[-1]
+
+    value = json.loads(text, object_pairs_hook=pairs, parse_int=whole)
+    if repeated or too_long:
+        for path, node in _walk(value):  # the first problem, in the order of the text
+            if isinstance(node, _TooLong):
+                raise JsonTextError(
+                    f"{path or '(top level)'}: holds a number of {node.digits} digits, too "
+                    "long to be one"
+                )
+            if id(node) in repeated:
+                raise JsonTextError(
+                    f"{_field(path, repeated[id(node)])}: given more than once in the same "
+                    "object; only one can count, and which was meant cannot be told"
+                )
+        # Not reached: a problem in a value that a repeated key replaced has that key found
+        # first, on the way to it.
+        raise JsonTextError("a key is given more than once in the same object")
+    return value
+
+
+def _walk(value: object) -> Iterator[tuple[str, object]]:
+    """Every value in ``value`` with where it is, in the order the text has them. Not
+    recursive: the text may nest as deep as ``json`` reads."""
+    stack = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        if isinstance(node, dict):
+            stack.extend(reversed([(_field(path, k), v) for k, v in node.items()]))
+        elif isinstance(node, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(node)]))
+
+
+def _field(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,44 @@
+"""Text as people see it: on one line, and without what does not show.
+
+Here, not in ``transcript``, because a manifest's display names are judged by it too (a
+name of nothing that shows is no name), and ``transcript`` imports ``manifest``.
+"""
+
+import re
+import unicodedata
+
+
+def one_line(text: str) -> str:
+    """Text as the exports show it, on one line: a line break (a display name typed with one)
+    would end a subtitle cue early, or start what a player reads as the next cue. Control
+    characters go too, and the bidirectional overrides and isolates that would show the
+    words after a name in another order than they were said."""
+    return " ".join(_UNSHOWN.sub("", text).split())
+
+
+_UNSHOWN = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Not the controls that ``str.split`` takes as spaces (``\x1c``-``\x1f``, ``\x85``): gone,
+they would join the words either side into one."""
+
+
+def _without_invisible(text: str) -> str:
+    """``text`` without the characters that are drawn as nothing: format characters
+    (category Cf: a zero-width space, a soft hyphen, a word joiner, a byte-order mark, a
+    left-to-right mark) and the combining grapheme joiner. Exports keep them, since some
+    matter to how a script is written (a zero-width joiner in an emoji or in Persian), but
+    "Alice" and "Alice" with a zero-width space read the same, so a name is judged without
+    them."""
+    return "".join(c for c in text if c != "\u034f" and unicodedata.category(c) != "Cf")
+
+
+def shows_nothing(name: str) -> bool:
+    """Whether a name would show as nothing at all in an export: blank, or made only of
+    characters that are not drawn. Such a name is no name: the user id stands in, rather
+    than a voice tag or label that names no one."""
+    return not one_line(_without_invisible(name))
+
+
+def name_key(name: str) -> str:
+    """What two names are compared by: as they look, not as they are encoded (composed or
+    not, with characters that do not show or without)."""
+    return one_line(unicodedata.normalize("NFKC", _without_invisible(name))).casefold()
