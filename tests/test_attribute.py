@@ -506,6 +506,19 @@ def test_a_clock_that_runs_fast_is_measured_from_the_leakage():
     assert all(e.correction_s == 0 for e in estimates)
 
 
+def test_the_clock_of_a_track_that_joined_half_way_is_measured_over_the_time_it_is_there():
+    # Its blocks were asked to span half the whole meeting, which a track there for less than
+    # half of it cannot: its drift went unmeasured, and its leaks, ever further from where
+    # their sources placed them, became its words.
+    tracks = _talking_meeting(700, {1: 400.0})
+    joined = round(360 / 0.03 * (1 + 400e-6))  # its file begins 360 s into the meeting
+    late = tracks[1]
+    tracks[1] = _activity(list(late.level_db[joined:]), list(late.voiced[joined:]))
+    estimates = estimate_clock(tracks, [0.0, 360.0, 0.0], ["a", "b", "c"])
+    assert estimates[1].drift_ppm == pytest.approx(400, abs=25) and estimates[1].drift_clear
+    assert all(abs(estimates[other].drift_ppm) < 25 for other in (0, 2))
+
+
 def test_clocks_that_agree_show_no_drift():
     estimates = estimate_clock(_talking_meeting(600, {}), [0.0, 0.0, 0.0], ["a", "b", "c"])
     assert all(abs(e.drift_ppm) < 25 and not e.drift_clear for e in estimates)

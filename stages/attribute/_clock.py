@@ -166,7 +166,8 @@ def _drifts(
     For each pair with clear leakage, the lag is found block by block (``drift_block``
     seconds of the source talking alone each); a straight line through the lags over time
     gives the pair's drift, and the pairs are solved together like the starts. A pair needs
-    three blocks that each match clearly, spread over at least half the meeting.
+    three blocks that each match clearly, spread over at least half the time both tracks
+    cover (:func:`_min_span`).
     """
     block = max(1, round(options.drift_block / frame_s))
     # The first block's lag is looked for around the pair's overall lag, as far as a clock
@@ -178,10 +179,13 @@ def _drifts(
     filled = filled_levels(level)
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, slope in frames per frame, weight)
     curves: dict[tuple[int, int], np.ndarray] = {}
+    covered = {t: np.flatnonzero(~np.isnan(level[t])) for t in present}
     for b in present:
         rivals, dominant = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
         frames = np.flatnonzero(dominant)
-        if frames.size == 0 or frames[-1] - frames[0] < level.shape[1] / 2:
+        if frames.size == 0 or frames[-1] - frames[0] < _min_span(
+            covered[b], level.shape[1], frame_s
+        ):
             continue
         # The overall lag (which the start estimate reuses) from frames far from the rivals'
         # voices, whatever the clocks; each block's, near that lag, from all of B's.
@@ -214,7 +218,8 @@ def _drifts(
                     continue
                 guess = int(lags[best])
                 points.append((float(chosen.mean()), guess + _vertex(c[best - 1 : best + 2])))
-            line = _line(points, level.shape[1] / 2)
+            both = np.intersect1d(covered[a], covered[b], assume_unique=True)
+            line = _line(points, _min_span(both, level.shape[1], frame_s))
             if line is not None:
                 pairs.append((a, b, *line))
     drifts: list[float | None] = [None] * level.shape[0]
@@ -229,6 +234,21 @@ def _drifts(
         if any(t in (p[0], p[1]) for p in pairs):
             drifts[t] = round(float(solution[index[t]]) * 1e6, 1)
     return drifts, curves
+
+
+def _min_span(frames: np.ndarray, total: int, frame_s: float) -> float:
+    """How far apart, in frames, the blocks a drift is measured from must lie, for a stretch
+    of ``frames`` of a meeting of ``total`` frames: half the stretch, so that a track that
+    joined late (or a rejoin file) is measured over the time it is there, not over half a
+    meeting it was mostly not in; but at least :data:`_MIN_DRIFT_SPAN` (a drift of a few
+    hundred ppm moves a copy a frame in a minute or two, and a shorter line is noise), and
+    never more than half the meeting, as for a track that is there throughout."""
+    stretch = float(frames[-1] - frames[0]) if frames.size else 0.0
+    return min(total / 2, max(stretch / 2, _MIN_DRIFT_SPAN / frame_s))
+
+
+_MIN_DRIFT_SPAN = 60.0
+"""Seconds: the shortest spread of blocks a drift is measured over, below half a meeting."""
 
 
 def _line(points: list[tuple[float, float]], min_span: float) -> tuple[float, float] | None:
