@@ -12,11 +12,11 @@ says its recording failed) goes to ``on_failed``, and each refused delivery is l
 
 import base64
 import binascii
+import collections
 import contextlib
 import hashlib
 import json
 import logging
-import queue
 import socket
 import threading
 import time
@@ -139,10 +139,17 @@ class WebhookReceiver:
         self._tries = max(1, tries)
         self._retry_wait = max(0.0, retry_wait)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        """Notified when a recording is queued or done, and at :meth:`close`."""
         self._seen_deliveries: set[bytes] = set()
         self._handled: set[str] = set()
-        self._work: queue.Queue[Recording | None] = queue.Queue()
+        self._waiting: collections.deque[Recording] = collections.deque()
         self._current: Recording | None = None
+        """The recording the worker has in hand. It is taken from ``_waiting`` and let go of
+        under the lock, so each recording accepted and not done is in one or the other
+        whatever the worker's thread is doing: :meth:`close` cannot ask the thread (after a
+        join that a signal interrupted, Python 3.11 takes a thread for ended that still
+        runs)."""
         self._abandoned: str | None = None
         """The recording :meth:`close` gave up on while the worker still had it in hand."""
         self._refusals = 0
@@ -192,25 +199,17 @@ class WebhookReceiver:
         if self._serving:  # shutdown() waits for a serve_forever that never ran
             self._server.shutdown()
         self._server.server_close()
-        waiting = []
-        with self._lock:
-            while True:  # the worker may take one meanwhile: it takes without the lock
-                try:
-                    recording = self._work.get_nowait()
-                except queue.Empty:
-                    break
-                self._work.task_done()
-                if recording is not None:
-                    waiting.append(recording)
-            self._work.put(None)  # the worker ends after the recording it is handling
+        with self._changed:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._changed.notify_all()  # the worker ends after the recording in hand
         for recording in waiting:
             self._give_up(recording, _not_handled(recording, "before handling it"))
         worker = self._worker_thread
         if worker is None or worker is threading.current_thread():
             return
         try:
-            current = self._current
-            if worker.is_alive() and current is not None:
+            if (current := self._current) is not None:
                 log.warning(
                     "webhook: stopping; waiting up to %g s for recording %s to be done "
                     "(a second Ctrl-C leaves it)",
@@ -219,8 +218,9 @@ class WebhookReceiver:
                 )
             worker.join(timeout=grace)
         finally:
+            # The recording in hand, not worker.is_alive(): see _current.
             with self._lock:
-                left = self._current if worker.is_alive() else None
+                left = self._current
                 self._abandoned = left.id if left is not None else None
             if left is not None:
                 self._give_up(left, _not_handled(left, "while handling it"))
@@ -233,7 +233,8 @@ class WebhookReceiver:
 
     def wait_idle(self) -> None:
         """Block until every accepted recording has been handled (tests and scripts)."""
-        self._work.join()
+        with self._changed:
+            self._changed.wait_for(lambda: not self._waiting and self._current is None)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -272,15 +273,20 @@ class WebhookReceiver:
             recording = _with_meeting(recording, event.meeting)
             log.info("webhook: recording %s is %s", recording.id, recording.status)
             if recording.status == "ERRORED":
-                self._work.put(recording)  # to on_failed, in turn with the rest
+                self._queue(recording)  # to on_failed, in turn with the rest
                 return 200, "noted: the recording failed"
             if recording.status != "UPLOADED":
                 return 200, "noted"
             if recording.id in self._handled:
                 return 200, "recording already handled"
             self._handled.add(recording.id)
-            self._work.put(recording)
+            self._queue(recording)
         return 202, "accepted"
+
+    def _queue(self, recording: Recording) -> None:
+        """Hand ``recording`` to the worker (lock held)."""
+        self._waiting.append(recording)
+        self._changed.notify_all()
 
     def _refused(self, status: int, reason: str) -> None:
         """A refused delivery, logged; at most once a minute, with how many since: a sender
@@ -302,19 +308,26 @@ class WebhookReceiver:
     def _worker(self) -> None:
         """Handles accepted recordings one by one; a failure is retried, then logged, and never
         stops the worker (the sender already has its 2xx and will not redeliver)."""
-        while True:
-            recording = self._work.get()
+        while (recording := self._take()) is not None:
             try:
-                if recording is None:
-                    return
-                self._current = recording
                 if recording.status == "ERRORED":
                     self._give_up(recording, RecordingErrored(_ERRORED))
                 else:
                     self._handle(recording)
             finally:
-                self._current = None
-                self._work.task_done()
+                with self._changed:
+                    self._current = None
+                    self._changed.notify_all()
+
+    def _take(self) -> Recording | None:
+        """The next recording, now in hand; None once the receiver is closing (what is still
+        waiting then is :meth:`close`'s to report)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting or self._closed)
+            if self._closed:
+                return None
+            self._current = self._waiting.popleft()
+            return self._current
 
     def _handle(self, recording: Recording) -> None:
         error: BaseException | None = None

@@ -571,6 +571,52 @@ def test_a_receiver_stopped_with_recordings_accepted_gives_each_up_in_a_word():
     ]
 
 
+def test_a_second_stop_while_the_receiver_waits_for_the_recording_in_hand_still_reports_it(
+    caplog,
+):
+    # The second Ctrl-C or SIGTERM interrupts the wait; after that Python 3.11 takes the
+    # worker's thread for ended though it still runs: the recording must not vanish with it.
+    key, public = _webhook_key()
+    begun, release = threading.Event(), threading.Event()
+    failed: list[tuple[str, str]] = []
+
+    class Terminated(Exception):
+        """What the command line's SIGTERM handler raises."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    def slow(recording: Recording) -> None:
+        begun.set()
+        release.wait(30)
+
+    def stop_again_while_it_waits() -> None:
+        deadline = time.monotonic() + 10
+        while not any("waiting up to" in r.getMessage() for r in caplog.records):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the wait that follows the warning
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(
+        public, slow, on_failed=lambda r, e: failed.append((r.id, str(e))), tries=1
+    )
+    receiver.start()
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        assert begun.wait(10)
+        threading.Thread(target=stop_again_while_it_waits, daemon=True).start()
+        with pytest.raises(Terminated):
+            receiver.close(grace=20)  # the first stop; the second comes while it waits
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        release.set()
+    assert failed == [("r1", "the receiver stopped while handling it")]
+
+
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
 def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
     # socketserver prints a traceback to stderr for each; a client hanging up is routine.
