@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -30,12 +31,15 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
 from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
+from stages.record import RecordingNotFoundError
 
 from ._listen import LocalServer, declared_length, listen
 
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
+
+_T = TypeVar("_T")
 
 _MAX_BODY = 1 << 20
 _SEEN_LIMIT = 100_000
@@ -119,7 +123,11 @@ class WebhookReceiver:
     (``tries`` in all, ``retry_wait`` seconds times the try number apart); when every try
     failed, ``on_failed`` gets the recording and the last error, so the failure can be kept
     somewhere more lasting than a log (the sender already has its 2xx and will not
-    redeliver), and a later announcement of the recording is acted on again.
+    redeliver), and a later announcement of the recording is acted on again. When it raises
+    :class:`~stages.record.RecordingNotFoundError` (the API has no such recording: another
+    app's, as RealtimeKit's key signs every app's deliveries), the recording is left at once
+    with a warning: not tried again, not given to ``on_failed``, and any announcement of it
+    again ignored.
     """
 
     def __init__(
@@ -143,6 +151,8 @@ class WebhookReceiver:
         """Notified when a recording is queued or done, and at :meth:`close`."""
         self._seen_deliveries: set[bytes] = set()
         self._handled: set[str] = set()
+        self._not_ours: set[str] = set()
+        """Recordings the API says are not this app's: a replay of one is not looked up again."""
         self._waiting: collections.deque[Recording] = collections.deque()
         self._current: Recording | None = None
         """The recording the worker has in hand. It is taken from ``_waiting`` and let go of
@@ -262,14 +272,14 @@ class WebhookReceiver:
                 seen = hashlib.sha256(delivery.encode(errors="surrogateescape")).digest()
                 if seen in self._seen_deliveries:
                     return 200, "duplicate delivery, ignored"
-                if len(self._seen_deliveries) > _SEEN_LIMIT:
-                    self._seen_deliveries.clear()
-                self._seen_deliveries.add(seen)
+                _remember(self._seen_deliveries, seen)
             recording = event.recording
             if event.event != "recording.statusUpdate" or recording is None:
                 return 200, f"event {event.event} ignored"
             if _unsafe_id(recording.id):
                 return 400, "recording id is not usable as a folder name"
+            if recording.id in self._not_ours:
+                return 200, "not a recording of this app; ignored"
             recording = _with_meeting(recording, event.meeting)
             log.info("webhook: recording %s is %s", recording.id, recording.status)
             if recording.status == "ERRORED":
@@ -344,6 +354,9 @@ class WebhookReceiver:
             except BaseException as exc:  # nothing may kill the worker
                 if isinstance(exc, KeyboardInterrupt):
                     raise
+                if isinstance(exc, RecordingNotFoundError):
+                    self._not_this_apps(recording, exc)
+                    return
                 error = exc
                 log.error(
                     "webhook: handling recording %s failed (try %d of %d): %s",
@@ -357,6 +370,22 @@ class WebhookReceiver:
                     time.sleep(self._retry_wait * attempt)
         if error is not None and not self._was_abandoned(recording):
             self._give_up(recording, error)
+
+    def _not_this_apps(self, recording: Recording, error: RecordingNotFoundError) -> None:
+        """Leave a recording the API does not know: a delivery signed by RealtimeKit may be
+        of another app's recording (its key signs every app's). Asking again gets the same
+        answer, and failed.json would ask a hand to fetch someone else's meeting; a replay
+        of it is ignored."""
+        with self._lock:
+            self._handled.discard(recording.id)
+            _remember(self._not_ours, recording.id)
+        log.warning(
+            "webhook: recording %s is not one of this app's (%s); ignored, as is any "
+            "announcement of it again. If it should be, are the account and app ids those "
+            "of the app whose webhook this is?",
+            recording.id,
+            describe_error(error),
+        )
 
     def _was_abandoned(self, recording: Recording) -> bool:
         """Whether :meth:`close` has reported ``recording`` as not handled already."""
@@ -478,6 +507,14 @@ def _with_meeting(recording: Recording, meeting: dict[str, object] | None) -> Re
     if recording.meeting_id is None and isinstance(meeting_id, str) and meeting_id:
         return recording.model_copy(update={"meeting_id": meeting_id})
     return recording
+
+
+def _remember(seen: set[_T], item: _T) -> None:
+    """Add ``item`` to ``seen``, which is emptied first when full: what a sender can make the
+    receiver remember must not grow without end."""
+    if len(seen) > _SEEN_LIMIT:
+        seen.clear()
+    seen.add(item)
 
 
 def _unsafe_id(recording_id: str) -> bool:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from models import Manifest, Recording, Transcript
-from pipeline import verify
+from pipeline import remote, verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import WebhookReceiver
 from stages.export import export
@@ -684,6 +684,43 @@ def test_a_recording_announced_as_errored_goes_to_on_failed_and_one_of_a_meeting
         ("r1", "RealtimeKit announced the recording as ERRORED: it has no files to transcribe")
     ]
     assert [(r.id, r.meeting_id) for r in handled] == [("r2", "m-9")]
+
+
+def test_a_recording_the_api_does_not_know_is_left_at_one_look_and_announcements_of_it_ignored(
+    emulator, tmp_path, caplog
+):
+    # RealtimeKit's key signs every app's deliveries: one may announce another app's
+    # recording. Asking again gets the same 404, and failed.json would ask a hand to fetch
+    # someone else's meeting.
+    key, public = _webhook_key()
+    looked: list[str] = []
+    failed: list[str] = []
+    client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emulator.base_url)
+
+    def fetch(recording: Recording) -> None:  # what the webhook command does first
+        looked.append(recording.id)
+        remote.fetch(client, recording.id, tmp_path / recording.id / "recording")
+
+    foreign = {"id": "someone-elses", "status": "UPLOADED"}
+    with (
+        client,
+        caplog.at_level(logging.INFO, logger="trackscribe"),
+        WebhookReceiver(
+            public, fetch, on_failed=lambda r, e: failed.append(r.id), retry_wait=0
+        ) as receiver,
+    ):
+        assert _announce(receiver, key, foreign).status_code == 202
+        receiver.wait_idle()
+        for status in ("UPLOADED", "ERRORED"):  # replays, each with a new rtk-uuid
+            again = _announce(receiver, key, {**foreign, "status": status})
+            assert again.json() == {"status": "not a recording of this app; ignored"}
+        receiver.wait_idle()
+    assert looked == ["someone-elses"] and failed == []
+    assert not (tmp_path / "someone-elses").exists()
+    (said,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said.levelno == logging.WARNING
+    assert said.getMessage().startswith("webhook: recording someone-elses is not one of this app's")
+    assert "HTTP 404" in said.getMessage()
 
 
 def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
