@@ -60,6 +60,10 @@ class LocalServer(ThreadingHTTPServer):
     starts at once offline."""
 
     daemon_threads = True
+    request_queue_size = 128
+    """Connections the system holds for the server before it takes them (socketserver's 5
+    would reset or stall a burst: RealtimeKit delivering a few meetings' webhooks at once,
+    or a client's concurrent downloads)."""
 
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET

@@ -601,6 +601,34 @@ def raw_request(emulator: Emulator, request: str) -> tuple[int, bytes]:
     return int(header.split()[1]), body
 
 
+def test_a_burst_of_requests_that_come_before_the_emulator_takes_any_is_answered_in_full(
+    sample_dir,
+):
+    # The emulator takes one connection at a time: the system must hold the rest meanwhile,
+    # not drop or reset them (socketserver holds 5 by default).
+    emulator = Emulator(sample_dir, EmulatorOptions(token=TOKEN))  # listening, not serving
+    url = httpx.URL(emulator.base_url)
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            client = socket.create_connection((url.host, url.port), timeout=5)
+            clients.append(client)
+            client.sendall(
+                f"GET {url.path}{RECORDINGS} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n".encode()
+            )
+        emulator.start()
+        answers = []
+        for client in clients:
+            with client.makefile("rb") as answer:
+                answers.append(answer.readline())
+    finally:
+        for client in clients:
+            client.close()
+        emulator.close()
+    assert [answer.split()[1] for answer in answers] == [b"200"] * 40, answers
+
+
 @pytest.mark.parametrize("length", ["abc", "-1", "1e3", "+5", "1_0", "5, 5"])
 def test_a_content_length_that_is_not_a_whole_number_is_refused_400(api: Api, length):
     status, body = raw_request(

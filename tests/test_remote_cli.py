@@ -35,6 +35,12 @@ from .conftest import serving, words_of, write_key
 TOKEN = "cli-token-do-not-log-me"
 
 
+def status_line(connection: socket.socket) -> bytes:
+    """The first line of the answer that comes on ``connection``."""
+    with connection.makefile("rb") as answer:
+        return answer.readline()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -747,6 +753,41 @@ def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_
             assert time.monotonic() - started < 5
         time.sleep(0.2)
         assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+
+
+def test_a_burst_of_deliveries_that_come_before_the_receiver_takes_any_is_answered_in_full():
+    # The receiver takes one connection at a time: the system must hold the rest meanwhile,
+    # not drop or reset them (socketserver holds 5 by default).
+    key, public = _webhook_key()
+    handled: list[str] = []
+    receiver = WebhookReceiver(public, lambda r: handled.append(r.id))  # listening, not serving
+    host, port = receiver.url.removeprefix("http://").rstrip("/").split(":")
+    senders: list[socket.socket] = []
+    try:
+        for n in range(40):
+            sender = socket.create_connection((host, int(port)), timeout=5)
+            senders.append(sender)
+            body = json.dumps(
+                {
+                    "event": "recording.statusUpdate",
+                    "recording": {"id": f"r{n}", "status": "UPLOADED"},
+                }
+            ).encode()
+            sender.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\n"
+                + f"Content-Length: {len(body)}\r\nrtk-signature: {_sign(key, body)}\r\n".encode()
+                + f"rtk-uuid: {uuid.uuid4()}\r\n\r\n".encode()
+                + body
+            )
+        receiver.start()
+        answers = [status_line(sender) for sender in senders]
+        receiver.wait_idle()
+    finally:
+        for sender in senders:
+            sender.close()
+        receiver.close()
+    assert [answer.split()[1] for answer in answers] == [b"202"] * 40, answers
+    assert sorted(handled) == sorted(f"r{n}" for n in range(40))
 
 
 def test_a_folder_with_the_recordings_transcript_or_bundle_counts_as_transcribed_already(
