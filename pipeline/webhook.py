@@ -151,6 +151,9 @@ class WebhookReceiver:
         """Notified when a recording is queued or done, and at :meth:`close`."""
         self._seen_deliveries: set[bytes] = set()
         self._handled: set[str] = set()
+        self._errored: set[str] = set()
+        """Recordings announced as ERRORED: each goes to ``on_failed`` once, however many
+        deliveries announce it (nothing about it can change, so nothing is retried)."""
         self._not_ours: set[str] = set()
         """Recordings the API says are not this app's: a replay of one is not looked up again."""
         self._waiting: collections.deque[Recording] = collections.deque()
@@ -283,6 +286,9 @@ class WebhookReceiver:
             recording = _with_meeting(recording, event.meeting)
             log.info("webhook: recording %s is %s", recording.id, recording.status)
             if recording.status == "ERRORED":
+                if recording.id in self._errored:
+                    return 200, "the recording's failure was noted already"
+                _remember(self._errored, recording.id)
                 self._queue(recording)  # to on_failed, in turn with the rest
                 return 200, "noted: the recording failed"
             if recording.status != "UPLOADED":

@@ -729,6 +729,19 @@ def test_a_recording_the_api_does_not_know_is_left_at_one_look_and_announcements
     assert "HTTP 404" in said.getMessage()
 
 
+def test_a_recording_announced_as_errored_again_goes_to_on_failed_once():
+    # A replay (a new rtk-uuid) must not write failed.json again, nor log the failure twice.
+    key, public = _webhook_key()
+    failed: list[str] = []
+    with WebhookReceiver(public, print, on_failed=lambda r, e: failed.append(r.id)) as receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
+        receiver.wait_idle()
+        again = _announce(receiver, key, {"id": "r1", "status": "ERRORED"})
+        assert again.json() == {"status": "the recording's failure was noted already"}
+        receiver.wait_idle()
+    assert failed == ["r1"]
+
+
 def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
     monkeypatch,
 ):
