@@ -179,23 +179,27 @@ class WebhookReceiver:
         return f"{self._server.url}/"
 
     def start(self) -> "WebhookReceiver":
+        """Serve on a thread of its own; see :meth:`serve_forever`."""
         self._start_worker()
-        self._serving = True
         thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="webhook")
         thread.start()
         return self
 
     def serve_forever(self, *, grace: float = 60.0) -> None:
         """Serve until interrupted (Ctrl-C, or an exception a signal handler raises), then
-        :meth:`close` with ``grace``."""
+        :meth:`close` with ``grace``. A receiver is started once, by this or :meth:`start`."""
         self._start_worker()
-        self._serving = True
         try:
             self._server.serve_forever()
         finally:
             self.close(grace=grace)
 
     def _start_worker(self) -> None:
+        """Start the worker, refusing a second start: a second worker would handle two
+        recordings at once, which the one-at-a-time design does not allow for."""
+        if self._serving or self._closed:
+            raise RuntimeError("the webhook receiver can be started once")
+        self._serving = True
         self._worker_thread = threading.Thread(
             target=self._worker, daemon=True, name="webhook-worker"
         )

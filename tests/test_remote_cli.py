@@ -657,6 +657,22 @@ def test_a_receiver_never_started_closes_at_once():
     assert not closing.is_alive()
 
 
+def test_a_receiver_is_started_once():
+    # Recordings are handled one at a time, on one worker: a second start would make two.
+    key, public = _webhook_key()
+    handled: list[str] = []
+    with WebhookReceiver(public, lambda r: handled.append(r.id)) as receiver:
+        with pytest.raises(RuntimeError, match="started once"):
+            receiver.start()
+        with pytest.raises(RuntimeError, match="started once"):
+            receiver.serve_forever()
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        receiver.wait_idle()
+    assert handled == ["r1"]
+    with pytest.raises(RuntimeError, match="started once"):
+        receiver.start()  # nor once closed
+
+
 def test_refused_deliveries_are_logged_at_most_once_a_minute(caplog):
     # RealtimeKit does not redeliver after a 4xx: a wrong public key must not lose every
     # recording without a word.
