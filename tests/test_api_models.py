@@ -147,6 +147,15 @@ def test_query_strings_and_bearer_tokens_are_redacted():
     assert logged == '"POST /hook?REDACTED HTTP/1.1" 200 -'
 
 
+def test_a_user_and_password_in_a_url_are_redacted():
+    # A webhook's or a proxy's URL may carry its credentials; a path holds no user.
+    assert redact_urls("to http://user:pa55@127.0.0.1:9/hook failed") == (
+        "to http://REDACTED@127.0.0.1:9/hook failed"
+    )
+    assert redact_urls("socks5://u:p@ss@proxy:1080") == "socks5://REDACTED@proxy:1080"
+    assert redact_urls("https://host/a@b and x@y") == "https://host/a@b and x@y"
+
+
 def test_pre_signed_urls_are_not_shown_by_repr():
     signed = "https://s.example/f.webm?X-Amz-Signature=abc"
     recording = Recording.model_validate(

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
 import shutil
@@ -1048,6 +1049,26 @@ def test_a_webhook_answered_4xx_is_given_up_not_retried(make_api, receiver):
     hook.wait_for(4)
 
     assert hook.statuses() == ["INVOKED", "RECORDING", "UPLOADING", "UPLOADED"]
+
+
+def test_a_webhook_urls_user_password_and_query_stay_out_of_the_log(sample_dir, caplog):
+    # Each may be the webhook's secret. (urllib does not deliver to such a URL: it fails.)
+    url = "http://user:pa55word@127.0.0.1:9/hook?key=s3cret"
+    options = EmulatorOptions(token=TOKEN, webhook_url=url, **INSTANT)
+    with (
+        caplog.at_level(logging.DEBUG, logger="trackscribe"),
+        Emulator(sample_dir, options) as emulator,
+        httpx.Client() as web,
+    ):
+        started = web.post(
+            emulator.base_url + RECORDINGS + "/track",
+            json={"meeting_id": emulator.meeting_id},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert started.status_code == 201
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "pa55word" not in said and "s3cret" not in said
+    assert "to http://127.0.0.1:9/hook failed" in said
 
 
 def test_the_public_key_is_served_where_realtimekit_serves_it(api: Api, web):
