@@ -174,6 +174,24 @@ def test_pre_signed_urls_are_not_shown_by_repr():
     assert recording.files()[0].url == signed  # still there to be used
 
 
+def test_fields_the_api_adds_are_kept_but_not_shown_by_repr():
+    # GET /recordings/{id} sends storage_config, which holds a bucket's credentials.
+    storage = {"type": "aws", "host": "s3.example", "username": "u", "access_key": "AKIA-SECRET"}
+    event = WebhookEvent.model_validate(
+        {
+            "event": "recording.statusUpdate",
+            "recording": {"id": "r1", "status": "UPLOADED", "storage_config": storage},
+            "delivered_with": "AKIA-SECRET",
+        }
+    )
+    recording = event.recording
+    shown = repr(event) + str(event) + repr(recording) + str(recording)
+    assert "AKIA-SECRET" not in shown and "storage_config" not in shown
+    assert "r1" in repr(recording) and "UPLOADED" in str(recording)
+    assert recording.storage_config == storage  # still there to be read
+    assert recording.model_extra == {"storage_config": storage}
+
+
 def test_a_token_http_refuses_is_not_shown_even_in_httpcores_debug_log(sample_dir, caplog):
     caplog.set_level(logging.DEBUG)
     with Emulator(sample_dir, EmulatorOptions(token="SeCrEt123")) as emu:
