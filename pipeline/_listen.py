@@ -9,11 +9,15 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
 
-__all__ = ["LocalServer", "declared_length", "listen"]
+__all__ = ["MAX_BODY", "LocalServer", "declared_length", "listen"]
 
 _Server = TypeVar("_Server")
 
 log = logging.getLogger(f"trackscribe.{__name__}")
+
+MAX_BODY = 1 << 20
+"""The longest request body either server reads (a webhook delivery, an API call): far more
+than any real one, and a bound on what a sender can make it hold."""
 
 
 def url_host(host: str) -> str:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
 from stages.record import RecordingNotFoundError
 
-from ._listen import LocalServer, declared_length, listen
+from ._listen import MAX_BODY, LocalServer, declared_length, listen
 
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
@@ -41,7 +41,6 @@ log = logging.getLogger(f"trackscribe.{__name__}")
 
 _T = TypeVar("_T")
 
-_MAX_BODY = 1 << 20
 _SEEN_LIMIT = 100_000
 _REQUEST_SECONDS = 60.0
 """The most a sender may take over one request, headers and body: one that trickles a byte
@@ -456,11 +455,11 @@ class WebhookReceiver:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
             def do_POST(self) -> None:
-                length = declared_length(self.headers.get("content-length"), _MAX_BODY)
+                length = declared_length(self.headers.get("content-length"), MAX_BODY)
                 if length is None:
                     self._refuse(411, "a Content-Length is required")
                     return
-                if length > _MAX_BODY:
+                if length > MAX_BODY:
                     self._refuse(413, "body too large")
                     return
                 body = self.rfile.read(length)

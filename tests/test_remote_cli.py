@@ -819,6 +819,27 @@ def test_a_burst_of_deliveries_that_come_before_the_receiver_takes_any_is_answer
     assert sorted(handled) == sorted(f"r{n}" for n in range(40))
 
 
+def test_the_receiver_and_the_emulator_read_bodies_up_to_one_limit(sample_dir):
+    # One limit, kept in one place: a change to it reaches both local servers.
+    from pipeline._listen import MAX_BODY
+
+    _, public = _webhook_key()
+    with (
+        WebhookReceiver(public, print) as receiver,
+        Emulator(sample_dir, EmulatorOptions(token=TOKEN)) as emu,
+    ):
+        for url in (httpx.URL(receiver.url), httpx.URL(emu.base_url)):
+            for length, refused in ((MAX_BODY, False), (MAX_BODY + 1, True)):
+                with socket.create_connection((url.host, url.port), timeout=10) as sender:
+                    sender.sendall(
+                        f"POST {url.path} HTTP/1.1\r\nHost: x\r\n".encode()
+                        + f"Content-Length: {length}\r\n\r\n".encode()
+                    )
+                    if not refused:
+                        sender.sendall(b"{" * length)
+                    assert (status_line(sender).split()[1] == b"413") is refused, (url, length)
+
+
 def test_a_folder_with_the_recordings_transcript_or_bundle_counts_as_transcribed_already(
     sample_transcript, tmp_path
 ):
