@@ -23,10 +23,13 @@ _QUERY = re.compile(r"(?i)(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 _PATH_QUERY = re.compile(r"(?<![^\s\"'(<])(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 """A path with a query and no scheme or host, as an HTTP request line holds it."""
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"<>,;]+")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@")
+"""A URL's ``user:password@`` (a webhook's, a proxy's)."""
 
 
 def redact_urls(text: str) -> str:
-    """``text`` with every URL's query string and any bearer token replaced by ``REDACTED``.
+    """``text`` with every URL's query string, any user and password in a URL, and any bearer
+    token replaced by ``REDACTED``.
 
     A pre-signed URL's query string is a credential (anyone holding it can download the
     file until it expires), and a webhook's may hold a shared secret, so neither must reach a
@@ -34,7 +37,7 @@ def redact_urls(text: str) -> str:
     servers log requests) are redacted too.
     """
     text = _PATH_QUERY.sub(r"\1?REDACTED", _QUERY.sub(r"\1?REDACTED", text))
-    return _BEARER.sub(r"\1REDACTED", text)
+    return _BEARER.sub(r"\1REDACTED", _USERINFO.sub(r"\1REDACTED@", text))
 
 
 def describe_error(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ names to pre-signed URLs (the track-recording guide); fields in snake_case (REST
 (webhooks). Fields the API adds later are kept, not refused: a new field must not stop a batch.
 """
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -49,6 +50,13 @@ class _ApiModel(BaseModel):
         frozen=True,
         coerce_numbers_to_str=True,
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The declared fields only. A field the API adds is kept (and can be read), but not
+        shown: it may hold a credential (the recording's ``storage_config`` has a bucket's
+        user name and access key), and a repr() ends up in logs and tracebacks."""
+        extra = self.__pydantic_extra__ or {}
+        return ((name, value) for name, value in super().__repr_args__() if name not in extra)
 
 
 _SIGNED = "a pre-signed URL: its query string is a credential, so it is kept out of repr()"

@@ -9,11 +9,15 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import TypeVar
 
-__all__ = ["LocalServer", "declared_length", "listen"]
+__all__ = ["MAX_BODY", "LocalServer", "declared_length", "listen"]
 
 _Server = TypeVar("_Server")
 
 log = logging.getLogger(f"trackscribe.{__name__}")
+
+MAX_BODY = 1 << 20
+"""The longest request body either server reads (a webhook delivery, an API call): far more
+than any real one, and a bound on what a sender can make it hold."""
 
 
 def url_host(host: str) -> str:
@@ -60,6 +64,10 @@ class LocalServer(ThreadingHTTPServer):
     starts at once offline."""
 
     daemon_threads = True
+    request_queue_size = 128
+    """Connections the system holds for the server before it takes them (socketserver's 5
+    would reset or stall a burst: RealtimeKit delivering a few meetings' webhooks at once,
+    or a client's concurrent downloads)."""
 
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET

@@ -12,16 +12,17 @@ says its recording failed) goes to ``on_failed``, and each refused delivery is l
 
 import base64
 import binascii
+import collections
 import contextlib
 import hashlib
 import json
 import logging
-import queue
 import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -30,14 +31,16 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
 from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
+from stages.record import RecordingNotFoundError
 
-from ._listen import LocalServer, declared_length, listen
+from ._listen import MAX_BODY, LocalServer, declared_length, listen
 
 __all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
-_MAX_BODY = 1 << 20
+_T = TypeVar("_T")
+
 _SEEN_LIMIT = 100_000
 _REQUEST_SECONDS = 60.0
 """The most a sender may take over one request, headers and body: one that trickles a byte
@@ -119,7 +122,11 @@ class WebhookReceiver:
     (``tries`` in all, ``retry_wait`` seconds times the try number apart); when every try
     failed, ``on_failed`` gets the recording and the last error, so the failure can be kept
     somewhere more lasting than a log (the sender already has its 2xx and will not
-    redeliver), and a later announcement of the recording is acted on again.
+    redeliver), and a later announcement of the recording is acted on again. When it raises
+    :class:`~stages.record.RecordingNotFoundError` (the API has no such recording: another
+    app's, as RealtimeKit's key signs every app's deliveries), the recording is left at once
+    with a warning: not tried again, not given to ``on_failed``, and any announcement of it
+    again ignored.
     """
 
     def __init__(
@@ -139,10 +146,22 @@ class WebhookReceiver:
         self._tries = max(1, tries)
         self._retry_wait = max(0.0, retry_wait)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        """Notified when a recording is queued or done, and at :meth:`close`."""
         self._seen_deliveries: set[bytes] = set()
         self._handled: set[str] = set()
-        self._work: queue.Queue[Recording | None] = queue.Queue()
+        self._errored: set[str] = set()
+        """Recordings announced as ERRORED: each goes to ``on_failed`` once, however many
+        deliveries announce it (nothing about it can change, so nothing is retried)."""
+        self._not_ours: set[str] = set()
+        """Recordings the API says are not this app's: a replay of one is not looked up again."""
+        self._waiting: collections.deque[Recording] = collections.deque()
         self._current: Recording | None = None
+        """The recording the worker has in hand. It is taken from ``_waiting`` and let go of
+        under the lock, so each recording accepted and not done is in one or the other
+        whatever the worker's thread is doing: :meth:`close` cannot ask the thread (after a
+        join that a signal interrupted, Python 3.11 takes a thread for ended that still
+        runs)."""
         self._abandoned: str | None = None
         """The recording :meth:`close` gave up on while the worker still had it in hand."""
         self._refusals = 0
@@ -159,23 +178,27 @@ class WebhookReceiver:
         return f"{self._server.url}/"
 
     def start(self) -> "WebhookReceiver":
+        """Serve on a thread of its own; see :meth:`serve_forever`."""
         self._start_worker()
-        self._serving = True
         thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="webhook")
         thread.start()
         return self
 
     def serve_forever(self, *, grace: float = 60.0) -> None:
         """Serve until interrupted (Ctrl-C, or an exception a signal handler raises), then
-        :meth:`close` with ``grace``."""
+        :meth:`close` with ``grace``. A receiver is started once, by this or :meth:`start`."""
         self._start_worker()
-        self._serving = True
         try:
             self._server.serve_forever()
         finally:
             self.close(grace=grace)
 
     def _start_worker(self) -> None:
+        """Start the worker, refusing a second start: a second worker would handle two
+        recordings at once, which the one-at-a-time design does not allow for."""
+        if self._serving or self._closed:
+            raise RuntimeError("the webhook receiver can be started once")
+        self._serving = True
         self._worker_thread = threading.Thread(
             target=self._worker, daemon=True, name="webhook-worker"
         )
@@ -192,25 +215,17 @@ class WebhookReceiver:
         if self._serving:  # shutdown() waits for a serve_forever that never ran
             self._server.shutdown()
         self._server.server_close()
-        waiting = []
-        with self._lock:
-            while True:  # the worker may take one meanwhile: it takes without the lock
-                try:
-                    recording = self._work.get_nowait()
-                except queue.Empty:
-                    break
-                self._work.task_done()
-                if recording is not None:
-                    waiting.append(recording)
-            self._work.put(None)  # the worker ends after the recording it is handling
+        with self._changed:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._changed.notify_all()  # the worker ends after the recording in hand
         for recording in waiting:
             self._give_up(recording, _not_handled(recording, "before handling it"))
         worker = self._worker_thread
         if worker is None or worker is threading.current_thread():
             return
         try:
-            current = self._current
-            if worker.is_alive() and current is not None:
+            if (current := self._current) is not None:
                 log.warning(
                     "webhook: stopping; waiting up to %g s for recording %s to be done "
                     "(a second Ctrl-C leaves it)",
@@ -219,8 +234,9 @@ class WebhookReceiver:
                 )
             worker.join(timeout=grace)
         finally:
+            # The recording in hand, not worker.is_alive(): see _current.
             with self._lock:
-                left = self._current if worker.is_alive() else None
+                left = self._current
                 self._abandoned = left.id if left is not None else None
             if left is not None:
                 self._give_up(left, _not_handled(left, "while handling it"))
@@ -233,7 +249,8 @@ class WebhookReceiver:
 
     def wait_idle(self) -> None:
         """Block until every accepted recording has been handled (tests and scripts)."""
-        self._work.join()
+        with self._changed:
+            self._changed.wait_for(lambda: not self._waiting and self._current is None)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -261,26 +278,34 @@ class WebhookReceiver:
                 seen = hashlib.sha256(delivery.encode(errors="surrogateescape")).digest()
                 if seen in self._seen_deliveries:
                     return 200, "duplicate delivery, ignored"
-                if len(self._seen_deliveries) > _SEEN_LIMIT:
-                    self._seen_deliveries.clear()
-                self._seen_deliveries.add(seen)
+                _remember(self._seen_deliveries, seen)
             recording = event.recording
             if event.event != "recording.statusUpdate" or recording is None:
                 return 200, f"event {event.event} ignored"
             if _unsafe_id(recording.id):
                 return 400, "recording id is not usable as a folder name"
+            if recording.id in self._not_ours:
+                return 200, "not a recording of this app; ignored"
             recording = _with_meeting(recording, event.meeting)
             log.info("webhook: recording %s is %s", recording.id, recording.status)
             if recording.status == "ERRORED":
-                self._work.put(recording)  # to on_failed, in turn with the rest
+                if recording.id in self._errored:
+                    return 200, "the recording's failure was noted already"
+                _remember(self._errored, recording.id)
+                self._queue(recording)  # to on_failed, in turn with the rest
                 return 200, "noted: the recording failed"
             if recording.status != "UPLOADED":
                 return 200, "noted"
             if recording.id in self._handled:
                 return 200, "recording already handled"
             self._handled.add(recording.id)
-            self._work.put(recording)
+            self._queue(recording)
         return 202, "accepted"
+
+    def _queue(self, recording: Recording) -> None:
+        """Hand ``recording`` to the worker (lock held)."""
+        self._waiting.append(recording)
+        self._changed.notify_all()
 
     def _refused(self, status: int, reason: str) -> None:
         """A refused delivery, logged; at most once a minute, with how many since: a sender
@@ -302,19 +327,26 @@ class WebhookReceiver:
     def _worker(self) -> None:
         """Handles accepted recordings one by one; a failure is retried, then logged, and never
         stops the worker (the sender already has its 2xx and will not redeliver)."""
-        while True:
-            recording = self._work.get()
+        while (recording := self._take()) is not None:
             try:
-                if recording is None:
-                    return
-                self._current = recording
                 if recording.status == "ERRORED":
                     self._give_up(recording, RecordingErrored(_ERRORED))
                 else:
                     self._handle(recording)
             finally:
-                self._current = None
-                self._work.task_done()
+                with self._changed:
+                    self._current = None
+                    self._changed.notify_all()
+
+    def _take(self) -> Recording | None:
+        """The next recording, now in hand; None once the receiver is closing (what is still
+        waiting then is :meth:`close`'s to report)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting or self._closed)
+            if self._closed:
+                return None
+            self._current = self._waiting.popleft()
+            return self._current
 
     def _handle(self, recording: Recording) -> None:
         error: BaseException | None = None
@@ -331,6 +363,9 @@ class WebhookReceiver:
             except BaseException as exc:  # nothing may kill the worker
                 if isinstance(exc, KeyboardInterrupt):
                     raise
+                if isinstance(exc, RecordingNotFoundError):
+                    self._not_this_apps(recording, exc)
+                    return
                 error = exc
                 log.error(
                     "webhook: handling recording %s failed (try %d of %d): %s",
@@ -344,6 +379,22 @@ class WebhookReceiver:
                     time.sleep(self._retry_wait * attempt)
         if error is not None and not self._was_abandoned(recording):
             self._give_up(recording, error)
+
+    def _not_this_apps(self, recording: Recording, error: RecordingNotFoundError) -> None:
+        """Leave a recording the API does not know: a delivery signed by RealtimeKit may be
+        of another app's recording (its key signs every app's). Asking again gets the same
+        answer, and failed.json would ask a hand to fetch someone else's meeting; a replay
+        of it is ignored."""
+        with self._lock:
+            self._handled.discard(recording.id)
+            _remember(self._not_ours, recording.id)
+        log.warning(
+            "webhook: recording %s is not one of this app's (%s); ignored, as is any "
+            "announcement of it again. If it should be, are the account and app ids those "
+            "of the app whose webhook this is?",
+            recording.id,
+            describe_error(error),
+        )
 
     def _was_abandoned(self, recording: Recording) -> bool:
         """Whether :meth:`close` has reported ``recording`` as not handled already."""
@@ -404,11 +455,11 @@ class WebhookReceiver:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
             def do_POST(self) -> None:
-                length = declared_length(self.headers.get("content-length"), _MAX_BODY)
+                length = declared_length(self.headers.get("content-length"), MAX_BODY)
                 if length is None:
                     self._refuse(411, "a Content-Length is required")
                     return
-                if length > _MAX_BODY:
+                if length > MAX_BODY:
                     self._refuse(413, "body too large")
                     return
                 body = self.rfile.read(length)
@@ -465,6 +516,14 @@ def _with_meeting(recording: Recording, meeting: dict[str, object] | None) -> Re
     if recording.meeting_id is None and isinstance(meeting_id, str) and meeting_id:
         return recording.model_copy(update={"meeting_id": meeting_id})
     return recording
+
+
+def _remember(seen: set[_T], item: _T) -> None:
+    """Add ``item`` to ``seen``, which is emptied first when full: what a sender can make the
+    receiver remember must not grow without end."""
+    if len(seen) > _SEEN_LIMIT:
+        seen.clear()
+    seen.add(item)
 
 
 def _unsafe_id(recording_id: str) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "RealtimeKitClient",
     "RealtimeKitError",
     "RecordingFailedError",
+    "RecordingNotFoundError",
     "UnexpectedAnswerError",
     "UploadTimeoutError",
 ]
@@ -78,6 +79,13 @@ class RealtimeKitError(Exception):
 class UnexpectedAnswerError(RealtimeKitError):
     """The API answered, but not with what was asked for (a proxy's page, a changed schema):
     asking again gets the same answer, so it is not waited out."""
+
+
+class RecordingNotFoundError(RealtimeKitError):
+    """The API has no such recording for this account and app (404, or a 403 in RealtimeKit's
+    own envelope): one of another app's, or the account or app id is not the one meant.
+    Asking again gets the same answer. A 403 from Cloudflare's gateway is not this: that says
+    the token may not do it, for every recording alike."""
 
 
 class RecordingFailedError(RealtimeKitError):
@@ -247,7 +255,12 @@ class RealtimeKitClient:
         self, recording_id: str, *, deadline: float | None = None, once: bool = False
     ) -> Recording:
         segment = _segment(recording_id, "recording id", "get recording")
-        data = self._call("GET", f"/recordings/{segment}", deadline=deadline, once=once)
+        try:
+            data = self._call("GET", f"/recordings/{segment}", deadline=deadline, once=once)
+        except RealtimeKitError as exc:
+            if not _no_such_recording(exc):
+                raise
+            raise RecordingNotFoundError(exc.status, exc.code, exc.message, call=exc.call) from None
         return self._recording(data, "get recording")
 
     def active_recording(self, meeting_id: str) -> Recording | None:
@@ -644,6 +657,12 @@ def _json(response: httpx.Response) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def _no_such_recording(error: RealtimeKitError) -> bool:
+    """Whether the API says that the recording asked for is not there: a 404, or a 403 in
+    RealtimeKit's own envelope (whose code is the HTTP status; the gateway's are its own)."""
+    return error.status == 404 or (error.status == 403 and str(error.code) == "403")
 
 
 def _error(response: httpx.Response, call: str) -> RealtimeKitError:

@@ -147,6 +147,15 @@ def test_query_strings_and_bearer_tokens_are_redacted():
     assert logged == '"POST /hook?REDACTED HTTP/1.1" 200 -'
 
 
+def test_a_user_and_password_in_a_url_are_redacted():
+    # A webhook's or a proxy's URL may carry its credentials; a path holds no user.
+    assert redact_urls("to http://user:pa55@127.0.0.1:9/hook failed") == (
+        "to http://REDACTED@127.0.0.1:9/hook failed"
+    )
+    assert redact_urls("socks5://u:p@ss@proxy:1080") == "socks5://REDACTED@proxy:1080"
+    assert redact_urls("https://host/a@b and x@y") == "https://host/a@b and x@y"
+
+
 def test_pre_signed_urls_are_not_shown_by_repr():
     signed = "https://s.example/f.webm?X-Amz-Signature=abc"
     recording = Recording.model_validate(
@@ -163,6 +172,24 @@ def test_pre_signed_urls_are_not_shown_by_repr():
     assert "X-Amz-Signature" not in shown
     assert NAME in repr(recording.files()) and "r1" in repr(recording)
     assert recording.files()[0].url == signed  # still there to be used
+
+
+def test_fields_the_api_adds_are_kept_but_not_shown_by_repr():
+    # GET /recordings/{id} sends storage_config, which holds a bucket's credentials.
+    storage = {"type": "aws", "host": "s3.example", "username": "u", "access_key": "AKIA-SECRET"}
+    event = WebhookEvent.model_validate(
+        {
+            "event": "recording.statusUpdate",
+            "recording": {"id": "r1", "status": "UPLOADED", "storage_config": storage},
+            "delivered_with": "AKIA-SECRET",
+        }
+    )
+    recording = event.recording
+    shown = repr(event) + str(event) + repr(recording) + str(recording)
+    assert "AKIA-SECRET" not in shown and "storage_config" not in shown
+    assert "r1" in repr(recording) and "UPLOADED" in str(recording)
+    assert recording.storage_config == storage  # still there to be read
+    assert recording.model_extra == {"storage_config": storage}
 
 
 def test_a_token_http_refuses_is_not_shown_even_in_httpcores_debug_log(sample_dir, caplog):

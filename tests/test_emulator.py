@@ -8,6 +8,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
 import shutil
@@ -601,6 +602,34 @@ def raw_request(emulator: Emulator, request: str) -> tuple[int, bytes]:
     return int(header.split()[1]), body
 
 
+def test_a_burst_of_requests_that_come_before_the_emulator_takes_any_is_answered_in_full(
+    sample_dir,
+):
+    # The emulator takes one connection at a time: the system must hold the rest meanwhile,
+    # not drop or reset them (socketserver holds 5 by default).
+    emulator = Emulator(sample_dir, EmulatorOptions(token=TOKEN))  # listening, not serving
+    url = httpx.URL(emulator.base_url)
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            client = socket.create_connection((url.host, url.port), timeout=5)
+            clients.append(client)
+            client.sendall(
+                f"GET {url.path}{RECORDINGS} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n".encode()
+            )
+        emulator.start()
+        answers = []
+        for client in clients:
+            with client.makefile("rb") as answer:
+                answers.append(answer.readline())
+    finally:
+        for client in clients:
+            client.close()
+        emulator.close()
+    assert [answer.split()[1] for answer in answers] == [b"200"] * 40, answers
+
+
 @pytest.mark.parametrize("length", ["abc", "-1", "1e3", "+5", "1_0", "5, 5"])
 def test_a_content_length_that_is_not_a_whole_number_is_refused_400(api: Api, length):
     status, body = raw_request(
@@ -1020,6 +1049,26 @@ def test_a_webhook_answered_4xx_is_given_up_not_retried(make_api, receiver):
     hook.wait_for(4)
 
     assert hook.statuses() == ["INVOKED", "RECORDING", "UPLOADING", "UPLOADED"]
+
+
+def test_a_webhook_urls_user_password_and_query_stay_out_of_the_log(sample_dir, caplog):
+    # Each may be the webhook's secret. (urllib does not deliver to such a URL: it fails.)
+    url = "http://user:pa55word@127.0.0.1:9/hook?key=s3cret"
+    options = EmulatorOptions(token=TOKEN, webhook_url=url, **INSTANT)
+    with (
+        caplog.at_level(logging.DEBUG, logger="trackscribe"),
+        Emulator(sample_dir, options) as emulator,
+        httpx.Client() as web,
+    ):
+        started = web.post(
+            emulator.base_url + RECORDINGS + "/track",
+            json={"meeting_id": emulator.meeting_id},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert started.status_code == 201
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "pa55word" not in said and "s3cret" not in said
+    assert "to http://127.0.0.1:9/hook failed" in said
 
 
 def test_the_public_key_is_served_where_realtimekit_serves_it(api: Api, web):

@@ -29,6 +29,7 @@ from stages.record import (
     RealtimeKitClient,
     RealtimeKitError,
     RecordingFailedError,
+    RecordingNotFoundError,
     UnexpectedAnswerError,
     UploadTimeoutError,
 )
@@ -295,6 +296,28 @@ def test_api_errors_carry_status_code_and_message_and_are_not_retried(emulator):
         client.start_track_recording("no-such-meeting")
     assert missing.value.status == 404  # RealtimeKit's own envelope
     assert missing.value.code == 404 and missing.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "not_found"),
+    [
+        (404, {"success": False, "error": {"code": 404, "message": "no such recording"}}, True),
+        (403, {"success": False, "error": {"code": 403, "message": "not this app's"}}, True),
+        # Cloudflare's gateway: the token may not do this, for any recording alike
+        (403, {"success": False, "errors": [{"code": 10000, "message": "Forbidden"}]}, False),
+    ],
+)
+def test_a_recording_the_api_says_is_not_there_is_told_from_a_token_that_may_not_look(
+    status, body, not_found
+):
+    seen: list[str] = []
+    with (
+        _scripted_client(lambda method, path, count: (status, body), seen) as client,
+        pytest.raises(RealtimeKitError) as refused,
+    ):
+        client.get_recording("r1")
+    assert isinstance(refused.value, RecordingNotFoundError) is not_found
+    assert refused.value.status == status and seen == ["GET"]  # asked once
 
 
 @pytest.mark.parametrize(

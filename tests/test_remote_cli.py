@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from models import Manifest, Recording, Transcript
-from pipeline import verify
+from pipeline import remote, verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import WebhookReceiver
 from stages.export import export
@@ -33,6 +33,12 @@ from stages.record import RealtimeKitClient
 from .conftest import serving, words_of, write_key
 
 TOKEN = "cli-token-do-not-log-me"
+
+
+def status_line(connection: socket.socket) -> bytes:
+    """The first line of the answer that comes on ``connection``."""
+    with connection.makefile("rb") as answer:
+        return answer.readline()
 
 
 def free_port() -> int:
@@ -571,6 +577,52 @@ def test_a_receiver_stopped_with_recordings_accepted_gives_each_up_in_a_word():
     ]
 
 
+def test_a_second_stop_while_the_receiver_waits_for_the_recording_in_hand_still_reports_it(
+    caplog,
+):
+    # The second Ctrl-C or SIGTERM interrupts the wait; after that Python 3.11 takes the
+    # worker's thread for ended though it still runs: the recording must not vanish with it.
+    key, public = _webhook_key()
+    begun, release = threading.Event(), threading.Event()
+    failed: list[tuple[str, str]] = []
+
+    class Terminated(Exception):
+        """What the command line's SIGTERM handler raises."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    def slow(recording: Recording) -> None:
+        begun.set()
+        release.wait(30)
+
+    def stop_again_while_it_waits() -> None:
+        deadline = time.monotonic() + 10
+        while not any("waiting up to" in r.getMessage() for r in caplog.records):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the wait that follows the warning
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(
+        public, slow, on_failed=lambda r, e: failed.append((r.id, str(e))), tries=1
+    )
+    receiver.start()
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        assert begun.wait(10)
+        threading.Thread(target=stop_again_while_it_waits, daemon=True).start()
+        with pytest.raises(Terminated):
+            receiver.close(grace=20)  # the first stop; the second comes while it waits
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        release.set()
+    assert failed == [("r1", "the receiver stopped while handling it")]
+
+
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
 def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
     # socketserver prints a traceback to stderr for each; a client hanging up is routine.
@@ -603,6 +655,22 @@ def test_a_receiver_never_started_closes_at_once():
     closing.start()
     closing.join(10)
     assert not closing.is_alive()
+
+
+def test_a_receiver_is_started_once():
+    # Recordings are handled one at a time, on one worker: a second start would make two.
+    key, public = _webhook_key()
+    handled: list[str] = []
+    with WebhookReceiver(public, lambda r: handled.append(r.id)) as receiver:
+        with pytest.raises(RuntimeError, match="started once"):
+            receiver.start()
+        with pytest.raises(RuntimeError, match="started once"):
+            receiver.serve_forever()
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        receiver.wait_idle()
+    assert handled == ["r1"]
+    with pytest.raises(RuntimeError, match="started once"):
+        receiver.start()  # nor once closed
 
 
 def test_refused_deliveries_are_logged_at_most_once_a_minute(caplog):
@@ -640,6 +708,56 @@ def test_a_recording_announced_as_errored_goes_to_on_failed_and_one_of_a_meeting
     assert [(r.id, r.meeting_id) for r in handled] == [("r2", "m-9")]
 
 
+def test_a_recording_the_api_does_not_know_is_left_at_one_look_and_announcements_of_it_ignored(
+    emulator, tmp_path, caplog
+):
+    # RealtimeKit's key signs every app's deliveries: one may announce another app's
+    # recording. Asking again gets the same 404, and failed.json would ask a hand to fetch
+    # someone else's meeting.
+    key, public = _webhook_key()
+    looked: list[str] = []
+    failed: list[str] = []
+    client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emulator.base_url)
+
+    def fetch(recording: Recording) -> None:  # what the webhook command does first
+        looked.append(recording.id)
+        remote.fetch(client, recording.id, tmp_path / recording.id / "recording")
+
+    foreign = {"id": "someone-elses", "status": "UPLOADED"}
+    with (
+        client,
+        caplog.at_level(logging.INFO, logger="trackscribe"),
+        WebhookReceiver(
+            public, fetch, on_failed=lambda r, e: failed.append(r.id), retry_wait=0
+        ) as receiver,
+    ):
+        assert _announce(receiver, key, foreign).status_code == 202
+        receiver.wait_idle()
+        for status in ("UPLOADED", "ERRORED"):  # replays, each with a new rtk-uuid
+            again = _announce(receiver, key, {**foreign, "status": status})
+            assert again.json() == {"status": "not a recording of this app; ignored"}
+        receiver.wait_idle()
+    assert looked == ["someone-elses"] and failed == []
+    assert not (tmp_path / "someone-elses").exists()
+    (said,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said.levelno == logging.WARNING
+    assert said.getMessage().startswith("webhook: recording someone-elses is not one of this app's")
+    assert "HTTP 404" in said.getMessage()
+
+
+def test_a_recording_announced_as_errored_again_goes_to_on_failed_once():
+    # A replay (a new rtk-uuid) must not write failed.json again, nor log the failure twice.
+    key, public = _webhook_key()
+    failed: list[str] = []
+    with WebhookReceiver(public, print, on_failed=lambda r, e: failed.append(r.id)) as receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
+        receiver.wait_idle()
+        again = _announce(receiver, key, {"id": "r1", "status": "ERRORED"})
+        assert again.json() == {"status": "the recording's failure was noted already"}
+        receiver.wait_idle()
+    assert failed == ["r1"]
+
+
 def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
     monkeypatch,
 ):
@@ -664,6 +782,62 @@ def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_
             assert time.monotonic() - started < 5
         time.sleep(0.2)
         assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+
+
+def test_a_burst_of_deliveries_that_come_before_the_receiver_takes_any_is_answered_in_full():
+    # The receiver takes one connection at a time: the system must hold the rest meanwhile,
+    # not drop or reset them (socketserver holds 5 by default).
+    key, public = _webhook_key()
+    handled: list[str] = []
+    receiver = WebhookReceiver(public, lambda r: handled.append(r.id))  # listening, not serving
+    host, port = receiver.url.removeprefix("http://").rstrip("/").split(":")
+    senders: list[socket.socket] = []
+    try:
+        for n in range(40):
+            sender = socket.create_connection((host, int(port)), timeout=5)
+            senders.append(sender)
+            body = json.dumps(
+                {
+                    "event": "recording.statusUpdate",
+                    "recording": {"id": f"r{n}", "status": "UPLOADED"},
+                }
+            ).encode()
+            sender.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\n"
+                + f"Content-Length: {len(body)}\r\nrtk-signature: {_sign(key, body)}\r\n".encode()
+                + f"rtk-uuid: {uuid.uuid4()}\r\n\r\n".encode()
+                + body
+            )
+        receiver.start()
+        answers = [status_line(sender) for sender in senders]
+        receiver.wait_idle()
+    finally:
+        for sender in senders:
+            sender.close()
+        receiver.close()
+    assert [answer.split()[1] for answer in answers] == [b"202"] * 40, answers
+    assert sorted(handled) == sorted(f"r{n}" for n in range(40))
+
+
+def test_the_receiver_and_the_emulator_read_bodies_up_to_one_limit(sample_dir):
+    # One limit, kept in one place: a change to it reaches both local servers.
+    from pipeline._listen import MAX_BODY
+
+    _, public = _webhook_key()
+    with (
+        WebhookReceiver(public, print) as receiver,
+        Emulator(sample_dir, EmulatorOptions(token=TOKEN)) as emu,
+    ):
+        for url in (httpx.URL(receiver.url), httpx.URL(emu.base_url)):
+            for length, refused in ((MAX_BODY, False), (MAX_BODY + 1, True)):
+                with socket.create_connection((url.host, url.port), timeout=10) as sender:
+                    sender.sendall(
+                        f"POST {url.path} HTTP/1.1\r\nHost: x\r\n".encode()
+                        + f"Content-Length: {length}\r\n\r\n".encode()
+                    )
+                    if not refused:
+                        sender.sendall(b"{" * length)
+                    assert (status_line(sender).split()[1] == b"413") is refused, (url, length)
 
 
 def test_a_folder_with_the_recordings_transcript_or_bundle_counts_as_transcribed_already(

@@ -15,14 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from models import redact_urls
 
-from .._listen import LocalServer, declared_length
+from .._listen import MAX_BODY, LocalServer, declared_length
 from ._replies import Reply, rtk_error
 from ._state import TrackFile
 
 _log = logging.getLogger(f"trackscribe.{__name__}")
 
 _RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")  # longer: past any file
-_MAX_BODY = 1 << 20
 _CHUNK = 64 * 1024
 
 
@@ -128,14 +127,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._reply(rtk_error(411, "a Content-Length is required"))
             return None
-        length = declared_length(self.headers.get("Content-Length") or "0", _MAX_BODY)
+        length = declared_length(self.headers.get("Content-Length") or "0", MAX_BODY)
         if length is None:
             self.close_connection = True  # where this body ends cannot be known
             self._reply(rtk_error(400, "Content-Length must be a whole number of bytes"))
             return None
-        if length > _MAX_BODY:
+        if length > MAX_BODY:
             self.close_connection = True
-            self._reply(rtk_error(413, f"request body must be 0 to {_MAX_BODY} bytes"))
+            self._reply(rtk_error(413, f"request body must be 0 to {MAX_BODY} bytes"))
             return None
         return self.rfile.read(length) if length else b""
 

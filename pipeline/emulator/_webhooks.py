@@ -64,7 +64,7 @@ class Webhooks:
 
     def __init__(self, url: str, sign: Callable[[bytes], str], webhook_id: str) -> None:
         self._url = url
-        self._where = urlsplit(url)._replace(query="", fragment="").geturl()
+        self._where = _shown(url)
         self._sign = sign
         self._webhook_id = webhook_id
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
@@ -119,6 +119,14 @@ class Webhooks:
                 )
                 return
             delay *= 2
+
+
+def _shown(url: str) -> str:
+    """Where ``url`` points, as a log line may show it: without its query or its user and
+    password, either of which may be the webhook's secret."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host, query="", fragment="").geturl()
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
