@@ -171,9 +171,9 @@ def _drifts(
     """
     block = max(1, round(options.drift_block / frame_s))
     # The first block's lag is looked for around the pair's overall lag, as far as a clock
-    # 1000 ppm off (far worse than any sound card's) would take it in half the meeting; each
-    # next block's around the last one found.
-    wide, near = 3 + round(5e-4 * level.shape[1]), 4
+    # 1000 ppm off would take it in half the meeting; each next block's around the last one
+    # found.
+    wide, near = 3 + round(_MAX_DRIFT / 2 * level.shape[1]), 4
     search = round(options.max_clock_error / frame_s)
     whole = np.arange(-search, search + 1)
     filled = filled_levels(level)
@@ -208,7 +208,11 @@ def _drifts(
             points: list[tuple[float, float]] = []
             for k in np.unique(frames // block):
                 chosen = frames[frames // block == k]
-                reach = near if points else wide
+                # Around the last block found; after blocks passed over (matching unclearly:
+                # voices with no track mixed in), also as far as the clock can have gone
+                # meanwhile.
+                passed = chosen.mean() - points[-1][0] - block if points else 0.0
+                reach = near + math.ceil(_MAX_DRIFT * max(0.0, passed)) if points else wide
                 lags = np.arange(guess - reach, guess + reach + 1)
                 c = _lag_correlations(level[a], level[b], chosen, lags, options.min_frames)
                 if np.all(np.isnan(c)):
@@ -246,6 +250,9 @@ def _min_span(frames: np.ndarray, total: int, frame_s: float) -> float:
     stretch = float(frames[-1] - frames[0]) if frames.size else 0.0
     return min(total / 2, max(stretch / 2, _MIN_DRIFT_SPAN / frame_s))
 
+
+_MAX_DRIFT = 1e-3
+"""The fastest a clock is taken to drift, 1000 ppm: far worse than any sound card's."""
 
 _MIN_DRIFT_SPAN = 60.0
 """Seconds: the shortest spread of blocks a drift is measured over, below half a meeting."""
