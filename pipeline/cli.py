@@ -547,8 +547,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         emit(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
         emit(_bench_table(results, truth))
-    made = results["pipeline"]
-    if args.plot and made.failed is None:
+    if args.plot and results["pipeline"].failed is None:
+        made = results["pipeline"]
         pairs = made.evaluation.speaker_pairs if made.evaluation is not None else {}
         plot_timeline(
             relabelled(made.turns, pairs),

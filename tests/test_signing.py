@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from models import Transcript, load_jobs
+from models import Transcript, TranscriptError, load_jobs
 from pipeline import (
     PipelineOptions,
     PublicKey,
@@ -406,19 +406,14 @@ def _forge(folder: Path, name: str, text: str) -> None:
     (folder / RECORD_FILE).write_text("\n".join(rewritten) + "\n")
 
 
-@pytest.mark.parametrize("forgery", ["a field added", "utterances given twice, the forged first"])
 def test_a_transcript_beside_a_signed_bundle_must_be_its_bytes_not_only_its_content(
-    sample_transcript, keys, tmp_path, forgery
+    sample_transcript, keys, tmp_path
 ):
     """The folder's record is a file anyone can rewrite; the signed bundle is not. A
-    transcript rewritten so that it parses to the signed content (Python keeps the last of a
-    key given twice; other JSON readers show the first) is not what was signed."""
+    transcript rewritten so that it parses to the signed content is not what was signed."""
     export(sample_transcript, tmp_path, ["json", "bundle"], signer=SigningKey(keys[0]).sign)
     written = (tmp_path / "transcript.json").read_text()
-    if forgery == "a field added":
-        forged = written.replace("{", '{"reviewer_note": "approved the transfer", ', 1)
-    else:
-        forged = written.replace("{", '{"utterances": [], ', 1)
+    forged = written.replace("{", '{"reviewer_note": "approved the transfer", ', 1)
     assert Transcript.from_json(forged.encode(), "forged") == sample_transcript
     _forge(tmp_path, "transcript.json", forged)
     result = verify(tmp_path, public_key=keys[1])
@@ -427,6 +422,18 @@ def test_a_transcript_beside_a_signed_bundle_must_be_its_bytes_not_only_its_cont
     member = next(c for c in result.checks if c.subject == "transcript.bundle.zip:transcript.json")
     assert member.status == "differs"
     assert member.detail == "not transcript.json, byte for byte (from line 1)"
+
+
+def test_a_transcript_that_says_a_field_twice_is_refused_as_it_is_read(
+    sample_transcript, keys, tmp_path
+):
+    """Python kept the last of a key given twice, other JSON readers show the first: one
+    file read two ways. It is refused, naming the field, wherever it is read."""
+    export(sample_transcript, tmp_path, ["json", "bundle"], signer=SigningKey(keys[0]).sign)
+    written = (tmp_path / "transcript.json").read_text()
+    _forge(tmp_path, "transcript.json", written.replace("{", '{"utterances": [], ', 1))
+    with pytest.raises(TranscriptError, match="utterances: given more than once"):
+        verify(tmp_path, public_key=keys[1])
 
 
 @pytest.mark.parametrize("made_by", ["this version", "another version"])
