@@ -106,6 +106,9 @@ def bench(
     if "oracle" in approaches and truth is None:
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()
+    from stages.transcribe import check_model
+
+    check_model(options.transcribe.model)  # one clear error now, not one per approach
     manifest = Manifest.load(manifest_path)
     if isinstance(truth, Path):
         truth = read_turns(truth)
@@ -265,19 +268,14 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
 def _alternative(
     name: str, manifest: Manifest, truth: list[Turn], options: PipelineOptions
 ) -> dict:
-    from faster_whisper import WhisperModel
-
     from stages.merge import track_offsets
-    from stages.transcribe import resolve_model
+    from stages.transcribe import load_model
 
     o = options.transcribe
     started = time.perf_counter()
-    model = WhisperModel(
-        resolve_model(o.model),
-        device=o.device,
-        compute_type=o.compute_type,
-        cpu_threads=o.cpu_threads,  # 0, the default: CTranslate2 picks, as a user's would
-    )
+    # As the pipeline loads it (checked, a folder without the network, a hub name with a time
+    # limit), with CTranslate2's own threads unless told (0, the default), as a user's would.
+    model = load_model(o.model, o.device, o.compute_type, o.cpu_threads, 1)
     load = time.perf_counter() - started
     settings = {"language": o.language, "beam_size": o.beam_size}
     unplaced = manifest.unplaced_tracks()  # left out, as the pipeline leaves them out

@@ -265,3 +265,24 @@ def test_bench_says_which_approach_runs_unless_asked_not_to(
     args = ["bench", str(meeting_copy / "manifest.json"), "--approaches", "pipeline", *flags]
     assert main(args) == 0
     assert ("bench: running pipeline ..." in capsys.readouterr().err) is said
+
+
+@pytest.mark.parametrize("missing", ["the folder", "its tokenizer"])
+def test_a_model_that_cannot_be_loaded_is_said_before_any_approach_runs(
+    meeting_copy, tmp_path, capsys, missing
+):
+    # The alternatives loaded the model as faster-whisper does, unchecked: a folder that was
+    # not there was an internal error, one without its tokenizer half a minute of asking
+    # the hub for one.
+    from stages.transcribe import BUNDLED_MODEL, resolve_model
+
+    model = tmp_path / "model"
+    if missing == "its tokenizer":
+        model.mkdir()
+        bundled = Path(resolve_model(BUNDLED_MODEL))
+        for name in ("model.bin", "config.json", "vocabulary.txt"):
+            (model / name).symlink_to(bundled / name)
+    args = ["bench", str(meeting_copy / "manifest.json"), "--approaches", "full"]
+    assert main([*args, "--model", str(model), "--no-progress"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(f"trackscribe: cannot load model '{model}'")

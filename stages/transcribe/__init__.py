@@ -18,6 +18,7 @@ and is dropped; so is text over near-silence.
 
 from ._model import (
     check_model,
+    load_model,
     model_folder,
     model_identity,
     resolve_model,
@@ -33,6 +34,7 @@ __all__ = [
     "TranscribeOptions",
     "Transcriber",
     "check_model",
+    "load_model",
     "model_folder",
     "model_identity",
     "resolve_model",
