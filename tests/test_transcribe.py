@@ -35,7 +35,7 @@ from stages.transcribe import (
 )
 from stages.transcribe._model import load_model, one_thread_math, one_thread_math_here
 from stages.transcribe._windows import Decoded, Piece, Window, pack, words_by_piece
-from stages.transcribe._words import compression_ratio
+from stages.transcribe._words import compression_ratio, heard_in_part
 from stages.vad import detect_speech
 
 from .conftest import silence, words_of, write_webm
@@ -429,6 +429,27 @@ def test_words_timed_across_a_seam_before_the_next_voice_end_the_sentence_they_f
     ]
     home = groups[0][1][-1]
     assert home.start == home.end == pytest.approx(cut.track_start + cut.duration)
+
+
+def test_a_word_run_far_across_a_seam_sends_both_regions_to_be_heard_alone():
+    # Seen on an unseen meeting: "Tell me what happened quoth Zau al Makan" then, 40 s later
+    # on the track, "What ails thee then". In the window Whisper wrote "Tell me what
+    # happened. What else | did then": "else" from 0.93 s before the seam to 0.89 s after
+    # it. The first turn's last words were lost, and the second's first put on the first.
+    first = Piece(0.0, 168.99, 2.85, floor=0.0, onset=169.2)
+    second = Piece(2.85, 212.4, 11.67, floor=171.84, onset=212.61)
+    window = Window(0, (first, second))
+
+    def decoded(*words: Word) -> Decoded:
+        return Decoded(" ".join(w.word for w in words), list(words), -0.2, 0.0)
+
+    opening = [_said("Tell", 0.2, 0.4), _said("me", 0.4, 0.55), _said("what", 0.55, 0.8)]
+    rest = [_said("did", 3.8, 4.0), *(_said("then", 4 + i / 2, 4.4 + i / 2) for i in range(20))]
+    ran_together = decoded(*opening, _said("What", 1.4, 1.9), _said("else", 1.92, 3.74), *rest)
+    assert set(heard_in_part(window, ran_together, opening=True)) == {first, second}
+    # a last word timed a few tenths into the next region's padding is common, and fine
+    timed_late = decoded(*opening, _said("happened,", 1.9, 3.3), *rest)
+    assert heard_in_part(window, timed_late, opening=True) == []
 
 
 def test_a_short_first_word_pulled_before_the_voice_stays_where_it_was_said():

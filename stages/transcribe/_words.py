@@ -5,6 +5,7 @@ writes text over near-silence; these checks find each case from the decoded word
 window's audio, so that the transcriber decodes again, or drops, what needs it.
 """
 
+import itertools
 import zlib
 from collections.abc import Sequence
 from difflib import SequenceMatcher
@@ -70,6 +71,10 @@ def heard_in_part(window: Window, decoded: Decoded | None, *, opening: bool) -> 
     """The pieces the window's decoding seems to have heard only in part.
 
     With ``opening``: also the window's first piece when it got no word while later ones did.
+    And both pieces either side of a seam that one word spans far into each: the decoder
+    ran one region's end into the next one's start ("Tell me what happened. What else | did
+    then", the first region's last words and the second's first lost, the second's first
+    words put on the first, minutes earlier).
     """
     if decoded is None or len(window.pieces) < 2:
         return []
@@ -86,7 +91,18 @@ def heard_in_part(window: Window, decoded: Decoded | None, *, opening: bool) -> 
             trail = piece.window_start + piece.duration - own[-1].end
             if len(own) < _SPARSE_RATE * piece.duration or max(lead, trail) >= _SPARSE_EDGE:
                 partial.append(piece)
+    for before, after in itertools.pairwise(window.pieces):
+        seam = after.window_start
+        if any(w.start <= seam - _ACROSS and w.end >= seam + _ACROSS for w in spoken):
+            partial += [p for p in (before, after) if p not in partial]
     return partial
+
+
+_ACROSS = 0.6
+"""Seconds a word must reach into the pieces on both sides of a seam to have run the two
+together: a word whose time crosses a seam is common, Whisper timing a piece's last word a
+few tenths into the next piece's padding (31 in nine meetings, at most 0.55 s on its
+shorter side), but not one that is long in both."""
 
 
 _SAID_AGAIN = 0.8
