@@ -33,7 +33,7 @@ from stages.transcribe import (
     resolve_model,
     usable_cores,
 )
-from stages.transcribe._model import load_model, one_thread_math, one_thread_math_here
+from stages.transcribe._model import _loaded, load_model, one_thread_math, one_thread_math_here
 from stages.transcribe._windows import Decoded, Piece, Window, pack, words_by_piece
 from stages.transcribe._words import compression_ratio, heard_in_part
 from stages.vad import detect_speech
@@ -273,11 +273,26 @@ def test_a_model_folder_named_without_dot_slash_is_a_folder_not_a_hub_name(tmp_p
     (tmp_path / "models" / "mine").symlink_to(resolve_model(BUNDLED_MODEL))
     monkeypatch.chdir(tmp_path)
     assert model_folder("models/mine") == Path("models/mine")
-    load_model.cache_clear()
+    _loaded.cache_clear()
     try:
         assert load_model("models/mine", "cpu", "int8", 1, 1) is not None
     finally:
-        load_model.cache_clear()
+        _loaded.cache_clear()
+
+
+def test_a_model_folder_changed_in_place_is_loaded_again(tmp_path):
+    # Loaded once per name, a batch worker kept the old weights while the transcripts it
+    # made named the new files' SHA-256.
+    bundled = Path(resolve_model(BUNDLED_MODEL))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+        (folder / name).symlink_to(bundled / name)
+    first = load_model(str(folder), "cpu", "int8", 1, 1)
+    assert load_model(str(folder), "cpu", "int8", 1, 1) is first  # once, while unchanged
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_bytes((bundled / "config.json").read_bytes())
+    assert load_model(str(folder), "cpu", "int8", 1, 1) is not first
 
 
 def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch):
@@ -289,12 +304,12 @@ def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch)
     host, port = listener.getsockname()
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://{host}:{port}")
     monkeypatch.setattr(transcribe_model, "_HUB_TIMEOUT", 0.5)
-    load_model.cache_clear()
+    _loaded.cache_clear()
     try:
         with pytest.raises(ModelError, match=r"did not answer within 0\.5 s"):
             load_model("trackscribe-tests/never-downloaded", "cpu", "int8", 1, 1)
     finally:
-        load_model.cache_clear()
+        _loaded.cache_clear()
         listener.close()
 
 

@@ -112,11 +112,20 @@ def check_model(model: str) -> None:
         )
 
 
-@cache
 def load_model(
     model: str, device: str, compute_type: str, cpu_threads: int, workers: int
 ) -> WhisperModel:
-    # One load per process and setting: loading costs seconds and hundreds of MB.
+    """The model, loaded once per process, setting and state of its files: loading costs
+    seconds and hundreds of MB, but a folder changed in place (new weights under the same
+    name, while a batch worker lives) is loaded again, so that the files a transcript's
+    provenance names are those of the weights that made it."""
+    return _loaded(model, model_identity(model), device, compute_type, cpu_threads, workers)
+
+
+@cache
+def _loaded(
+    model: str, identity: str, device: str, compute_type: str, cpu_threads: int, workers: int
+) -> WhisperModel:
     log.info(
         "loading model %s (%s, %s, %d x %d threads)",
         model,
