@@ -116,11 +116,15 @@ def a_path(value: str) -> Path:
 
 
 def choices(value: str, known: Sequence[str], what: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
+    """The names in a comma-separated ``value``, each once (``pipeline,pipeline`` ran the
+    pipeline twice), all of them ``known``; none at all is refused, saying so."""
+    names = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"no {what} given; choose from {', '.join(known)}")
     unknown = [n for n in names if n not in known]
-    if unknown or not names:
+    if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
+            f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}"
         )
     return names
 

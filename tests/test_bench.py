@@ -286,3 +286,23 @@ def test_a_model_that_cannot_be_loaded_is_said_before_any_approach_runs(
     assert main([*args, "--model", str(model), "--no-progress"]) == 2
     said = capsys.readouterr().err
     assert said.startswith(f"trackscribe: cannot load model '{model}'")
+
+
+def test_an_approach_named_twice_runs_once_and_none_named_is_said(
+    meeting_copy, monkeypatch, capsys
+):
+    import pipeline.cli
+
+    asked: list[tuple[str, ...]] = []
+
+    def record(manifest, *, approaches, **_):
+        asked.append(tuple(approaches))
+        return {name: Approach(wall_s=1.0) for name in approaches}
+
+    monkeypatch.setattr(pipeline.cli, "bench", record)
+    manifest = str(meeting_copy / "manifest.json")
+    assert main(["bench", manifest, "--approaches", "pipeline,full,pipeline"]) == 0
+    assert asked == [("pipeline", "full")]
+    with pytest.raises(SystemExit):
+        main(["bench", manifest, "--approaches", " , "])
+    assert "no approach given; choose from pipeline" in capsys.readouterr().err
