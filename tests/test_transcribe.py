@@ -733,6 +733,8 @@ def test_a_region_longer_than_the_window_is_sent_whole_in_windows_the_model_hear
     pieces = [p for w in windows for p in w.pieces]
     assert [p.track_start for p in pieces] == pytest.approx([1.0, 31.0, 61.0])
     assert pieces[0].onset == 1.5
+    # each part's segments start after the part before it: they overlapped it
+    assert [p.floor for p in pieces] == pytest.approx([0.0, 31.0, 61.0])
     assert "longer than the model's window" in caplog.text
 
 

@@ -132,7 +132,9 @@ def pack(
                     window_start=offset,
                     track_start=start,
                     duration=part,
-                    floor=previous_end,
+                    # A later part's segments start after the part before it, not after
+                    # the region before: they would overlap that part's.
+                    floor=previous_end if into == 0 else start,
                     onset=min(onset, start + part) if into == 0 else start,
                     pauses=region.pauses,
                 )
