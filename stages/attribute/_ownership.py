@@ -64,9 +64,11 @@ def attribute(
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
     strongest = _voice_carried(strongest, own, source)
     # Last, so that what is found above (whose voice a leak is) is as without it: where a
-    # leaked word fades out below a track's noise, what is left is noise that webrtcvad may
+    # leaked word fades out into a track's noise, what is left is noise that webrtcvad may
     # still call voiced, and no leakage measured explains it; it is not the owner's voice.
-    noisy = own & (over_noise < options.margin_db)
+    # Only there: elsewhere, a quiet talker's own speech near their noise stays theirs.
+    fading = _near(voiced & ~own, round(_FADE / frame_s))
+    noisy = own & fading & (over_noise < options.margin_db)
     own &= ~noisy
     first_of: dict[str, int] = {}
     voice = np.array([first_of.setdefault(owner, i) for i, owner in enumerate(owners)])
@@ -140,12 +142,27 @@ def _own_frames(
 
 
 def _noise_floor(level: np.ndarray, voiced: np.ndarray) -> float:
-    """A track's own noise, dB: its median level where the voice detector hears nothing
-    (-inf for a track that is voiced throughout, or digitally silent). Not a low percentile
-    of all its frames: a track with no pause is never at its noise, and that would be the
-    leakage, explained already."""
+    """A track's own noise, dB: its median level where the voice detector hears nothing;
+    -inf for a track with too few such frames to tell (voiced throughout). Not a low
+    percentile of all its frames: a track with no pause is never at its noise, and that
+    would be the leakage, explained already."""
     quiet = level[~voiced & ~np.isnan(level)]
-    return float(np.median(quiet)) if quiet.size else -np.inf
+    return float(np.median(quiet)) if quiet.size >= _NOISE_FRAMES else -np.inf
+
+
+_NOISE_FRAMES = 100
+"""Frames (3 s) without voice a track needs for its noise to be measured."""
+_FADE = 0.3
+"""Seconds after (or before) a frame not the owner's in which a frame near the track's noise
+is taken for the noise a leaked word fades into: a word's decay, and the pause webrtcvad
+bridges after it."""
+
+
+def _near(mask: np.ndarray, reach: int) -> np.ndarray:
+    """Per track, the frames within ``reach`` frames of one set in ``mask``."""
+    width = 2 * reach + 1
+    counts = np.cumsum(np.pad(mask.astype(np.int64), ((0, 0), (reach + 1, reach))), axis=1)
+    return counts[:, width:] - counts[:, :-width] > 0
 
 
 def _voice_carried(strongest: np.ndarray, own: np.ndarray, source: np.ndarray) -> np.ndarray:
