@@ -111,18 +111,22 @@ class RetryPolicy(BaseModel):
     def should_retry(self, status: int) -> bool:
         return status in self.retry_statuses or 500 <= status <= 599
 
-    def delay(
-        self, attempt: int, retry_after: str | None = None, *, longest: float | None = None
-    ) -> float | None:
-        """Seconds to wait after failed try number ``attempt`` (1-based); None when the
-        server's ``retry-after`` asks for more than ``longest`` (``max_retry_after`` unless
-        the caller has a deadline of its own, which then bounds the wait instead)."""
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based): what the server's
+        ``retry-after`` asks, up to ``max_retry_after``, else the own backoff."""
         asked = _parse_retry_after(retry_after)
         if asked is not None:
-            limit = self.max_retry_after if longest is None else longest
-            return asked if asked <= limit else None
+            return min(asked, self.max_retry_after)
         base = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
         return base * random.uniform(0.75, 1.0)
+
+    def refused_wait(self, retry_after: str | None) -> str | None:
+        """Why not to try again at all, when the server's ``retry-after`` asks for more than
+        ``max_retry_after`` (for the caller's error); None otherwise."""
+        asked = _parse_retry_after(retry_after)
+        if asked is None or asked <= self.max_retry_after:
+            return None
+        return f"a longer wait than the {self.max_retry_after:g} s a retry may wait, so not retried"
 
 
 def _parse_retry_after(value: str | None) -> float | None:

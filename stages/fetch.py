@@ -607,14 +607,9 @@ class _Downloader:
                 raise FetchError(
                     redact_urls(f"{file.name}: {reason} (gave up after {_tries(failed)} in a row)")
                 )
+            if (refused := self._retry.refused_wait(retry_after)) is not None:
+                raise FetchError(redact_urls(f"{file.name}: {reason}: {refused}"))
             wait = self._retry.delay(max(failed, 1), retry_after)
-            if wait is None:
-                raise FetchError(
-                    redact_urls(
-                        f"{file.name}: {reason}: a longer wait than the "
-                        f"{self._retry.max_retry_after:g} s a retry may wait, so not retried"
-                    )
-                )
             log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
             if self._cancel.wait(wait):
                 raise _Cancelled

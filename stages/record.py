@@ -10,7 +10,6 @@ line or error message carries it.
 import functools
 import ipaddress
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -523,21 +522,19 @@ class RealtimeKitClient:
             retry = self._retry.should_retry(status) and (retry_conflict or status != 409)
             if not retry or attempt == attempts:
                 raise error
-            asked = response.headers.get("retry-after")
-            # A caller with a deadline has said how long it will wait: the server's ask is
-            # honoured up to that, as a wait for an upload may be hours.
-            longest = math.inf if deadline is not None else None
-            backoff = self._retry.delay(attempt, asked, longest=longest)
-            if backoff is None:
+            retry_after = response.headers.get("retry-after")
+            # A caller with a deadline (a wait for an upload, which may be hours) has said
+            # how long it will wait: the server's ask is waited up to that.
+            refused = self._retry.refused_wait(retry_after) if deadline is None else None
+            if refused is not None:
                 raise RealtimeKitError(
                     status,
                     error.code,
-                    f"{error.message} (Retry-After: {(asked or '').strip()[:40]!r}): a longer "
-                    f"wait than the {self._retry.max_retry_after:g} s a retry may wait, so "
-                    "not retried",
+                    f"{error.message} (Retry-After: {(retry_after or '').strip()[:40]!r}): "
+                    f"{refused}",
                     call=call,
                 )
-            wait = _until(deadline, backoff)
+            wait = _until(deadline, self._retry.delay(attempt, retry_after))
             if wait is None:
                 raise error
             log.warning("%s: HTTP %d; retrying in %.1f s", call, status, wait)

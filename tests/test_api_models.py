@@ -235,9 +235,11 @@ def test_retry_policy_retries_only_transient_answers_and_honours_retry_after():
     ] == [408, 409, 429, 500, 503]
     assert policy.delay(1, "3") == 3.0
     assert policy.delay(1, "60") == 60.0  # honoured beyond the own backoff's cap
-    assert policy.delay(1, "100") == 100.0
-    assert policy.delay(1, "1200") is None  # more than may be waited: not retried at all
-    assert policy.delay(1, "1200", longest=3600.0) == 1200.0  # a caller's own deadline
+    assert policy.delay(1, "100") == 100.0 and policy.refused_wait("100") is None
+    assert policy.delay(1, "1200") == 100.0  # a caller with a deadline waits up to it
+    assert policy.refused_wait("1200") == (  # the others do not retry at all
+        "a longer wait than the 100 s a retry may wait, so not retried"
+    )
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
     assert 3.0 < policy.delay(1, later) <= 5.0
     assert 0.75 <= policy.delay(1) <= 1.0 and 3.0 <= policy.delay(3) <= 4.0
