@@ -25,7 +25,6 @@ from models import (
     Manifest,
     ManifestError,
     SummaryError,
-    Transcript,
     TranscriptError,
     describe_error,
     redact_urls,
@@ -422,7 +421,6 @@ def _run_export(args: argparse.Namespace) -> int:
     source = args.transcript
     if source.is_dir():
         source = source / FORMATS["json"][0]
-    Transcript.load(source)  # a transcript that cannot be read is said before the folder
     out = output_folder(args.out if args.out is not None else source.parent)
     write_outputs(source, out, args.formats, key)  # refused there if a signed bundle is at stake
     return EXIT_OK

@@ -911,3 +911,16 @@ def test_hidden_copies_a_killed_export_left_are_removed_by_the_next_once_abandon
     monkeypatch.setattr(time, "time", lambda: later)
     export(transcript, out, ["json", "vtt"], replace=True)
     assert not any(path.exists() for path in left) and theirs.exists()
+
+
+def test_a_transcript_linked_into_a_folder_stays_a_link_when_exported_there(transcript, tmp_path):
+    # Exported into its own folder, the transcript is written again: through a link, that
+    # put a copy in the link's place, and the folder no longer showed the file it named.
+    kept = tmp_path / "kept"
+    export(transcript, kept, "json")
+    review = tmp_path / "review"
+    review.mkdir()
+    link = review / "transcript.json"
+    link.symlink_to(kept / "transcript.json")
+    export(link, review, "txt", replace=True)
+    assert link.is_symlink() and (review / "transcript.txt").is_file()

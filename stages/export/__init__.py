@@ -176,10 +176,11 @@ def export(
     With no ``signer``, an export that would write over or remove a signed bundle in
     ``out_dir`` raises :class:`SigningKeyError` (:func:`keep_signed`) and writes nothing.
     A transcript that would not load again (:meth:`Transcript.check`) raises
-    :class:`TranscriptError` and writes nothing. A ``transcript.json`` exported into its own
-    folder is written again with the formats asked for (it is what the others are checked
-    against), unless it holds fields this version does not know (a reviewer's note, a later
-    version's field), which would be lost: that raises :class:`TranscriptError`.
+    :class:`TranscriptError` and writes nothing. A ``transcript.json`` exported by path into
+    its own folder with ``replace`` is written again with the formats asked for (it is what
+    the others are checked against, and must not be removed as an earlier run's file),
+    unless it holds fields this version does not know (a reviewer's note, a later version's
+    field), which would be lost: that raises :class:`TranscriptError`.
     """
     formats = formats_to_write(formats)
     out_dir = Path(out_dir)
@@ -188,10 +189,11 @@ def export(
     else:
         source = transcript
         transcript = _transcript_at(source)
-        if _same_file(out_dir / FORMATS["json"][0], Path(source)):
+        held = out_dir / FORMATS["json"][0]
+        if replace and not held.is_symlink() and _same_file(held, Path(source)):
             # The folder's transcript is the one its exports are checked against: written
             # (so recorded) as the others are, never removed as an earlier run's file, and
-            # never with less than it holds.
+            # never with less than it holds. (A link is not the folder's own: it is left.)
             formats = list(dict.fromkeys(["json", *formats]))
             _refuse_losing_fields(Path(source), render(transcript, "json"))
     record_path = out_dir / RECORD_FILE
