@@ -192,7 +192,8 @@ def remove_unfinished_writes(folder: Path, name: str = "*", *, older_than: float
     for part in Path(folder).glob(f"{prefix}????????{suffix}"):
         with contextlib.suppress(FileNotFoundError):
             info = part.lstat()
-            if stat.S_ISREG(info.st_mode) and now - info.st_ctime >= older_than:
+            abandoned = older_than <= 0 or now - info.st_ctime >= older_than
+            if stat.S_ISREG(info.st_mode) and abandoned:
                 part.unlink(missing_ok=True)
 
 

@@ -9,10 +9,10 @@ from ._cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PARTIAL,
-    a_path,
     add_model_options,
     count_at_least,
     emit,
+    non_empty_path,
     output_folder,
     pipeline_options,
     printable,
@@ -37,8 +37,8 @@ def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         "when a meeting failed or lost input. One batch at a time writes into OUT: a second "
         "one is refused while the first runs.",
     )
-    batch.add_argument("jobs", type=a_path, help="JOBS file (.jsonl or .csv)")
-    batch.add_argument("-o", "--out", type=a_path, required=True, help="output folder")
+    batch.add_argument("jobs", type=non_empty_path, help="JOBS file (.jsonl or .csv)")
+    batch.add_argument("-o", "--out", type=non_empty_path, required=True, help="output folder")
     batch.add_argument(
         "--workers",
         type=count_at_least(1),

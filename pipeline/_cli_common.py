@@ -107,7 +107,7 @@ def output_file(path: Path) -> Path:
     return path
 
 
-def a_path(value: str) -> Path:
+def non_empty_path(value: str) -> Path:
     """A path given on the command line. An empty one is refused: it would be the current
     folder, which an unset variable in a script (``-o "$OUT"``) never means."""
     if not value.strip():
@@ -192,7 +192,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sign-key",
-        type=a_path,
+        type=non_empty_path,
         metavar="KEY",
         help="sign the bundle with this Ed25519 private key (PEM or OpenSSH; make one with "
         "openssl genpkey -algorithm ed25519 -out KEY): a reviewer then checks it with the "

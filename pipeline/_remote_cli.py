@@ -41,10 +41,10 @@ from ._cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PARTIAL,
-    a_path,
     add_model_options,
     add_progress_option,
     emit,
+    non_empty_path,
     output_folder,
     pipeline_options,
     printable,
@@ -76,7 +76,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     run.add_argument(
         "--user-id", action="append", default=[], metavar="U", help="a user to record; repeat"
     )
-    run.add_argument("-o", "--out", type=a_path, required=True, help="output folder")
+    run.add_argument("-o", "--out", type=non_empty_path, required=True, help="output folder")
     run.add_argument(
         "--stop-after",
         type=_non_negative_seconds,
@@ -111,7 +111,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     fetch.add_argument(
         "-o",
         "--out",
-        type=a_path,
+        type=non_empty_path,
         required=True,
         metavar="DIR",
         help="manifest folder to write (DIR/manifest.json, DIR/tracks/); files there are resumed",
@@ -137,7 +137,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     )
     emulator.add_argument(
         "--meeting",
-        type=a_path,
+        type=non_empty_path,
         required=True,
         metavar="DIR",
         help="meeting folder to serve (manifest.json and its tracks)",
@@ -204,11 +204,11 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     )
     emulator.add_argument(
         "--webhook-key",
-        type=a_path,
+        type=non_empty_path,
         help="file of the PEM RSA private key to sign webhooks with (default: a new key)",
     )
     emulator.add_argument(
-        "--public-key-out", type=a_path, help="write the webhook public key (PEM) here"
+        "--public-key-out", type=non_empty_path, help="write the webhook public key (PEM) here"
     )
     emulator.set_defaults(run=_emulator_command)
 
@@ -228,7 +228,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     webhook.add_argument(
         "-o",
         "--out",
-        type=a_path,
+        type=non_empty_path,
         required=True,
         help="output folder: one folder per recording, failed.json in it when one cannot be done",
     )
@@ -254,7 +254,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     demo.add_argument(
         "-o",
         "--out",
-        type=a_path,
+        type=non_empty_path,
         help="keep the outputs (in --formats) in this folder; without it, nothing is written",
     )
     add_model_options(demo)
@@ -396,7 +396,7 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         "--api-token",
         help="default $CLOUDFLARE_API_TOKEN (prefer the variable: flags show in process lists)",
     )
-    group.add_argument("--config", type=a_path, help="TOML config file")
+    group.add_argument("--config", type=non_empty_path, help="TOML config file")
 
 
 def _add_names(parser: argparse.ArgumentParser) -> None:

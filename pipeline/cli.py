@@ -41,12 +41,12 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_PARTIAL,
     OutputError,
-    a_path,
     add_decoding_options,
     add_model_options,
     add_output_options,
     choices,
     emit,
+    non_empty_path,
     output_file,
     output_folder,
     pipeline_options,
@@ -262,8 +262,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Transcribe every track of a manifest (trackscribe.manifest/1) into one "
         "speaker-attributed transcript and write it in the chosen formats.",
     )
-    transcribe.add_argument("manifest", type=a_path, help="manifest.json, or the folder holding it")
-    transcribe.add_argument("-o", "--out", type=a_path, required=True, help="output folder")
+    transcribe.add_argument(
+        "manifest", type=non_empty_path, help="manifest.json, or the folder holding it"
+    )
+    transcribe.add_argument("-o", "--out", type=non_empty_path, required=True, help="output folder")
     add_model_options(transcribe)
     transcribe.set_defaults(run=_run_transcribe)
 
@@ -277,10 +279,10 @@ def _parser() -> argparse.ArgumentParser:
         "transcript is written again too (the same content), and not removed.",
     )
     exporting.add_argument(
-        "transcript", type=a_path, help="transcript.json, or the folder holding it"
+        "transcript", type=non_empty_path, help="transcript.json, or the folder holding it"
     )
     exporting.add_argument(
-        "-o", "--out", type=a_path, help="output folder (default: the transcript's folder)"
+        "-o", "--out", type=non_empty_path, help="output folder (default: the transcript's folder)"
     )
     add_output_options(exporting)
     exporting.set_defaults(run=_run_export)
@@ -293,12 +295,16 @@ def _parser() -> argparse.ArgumentParser:
         "no truth, utterance start error and missed utterances. Both sides are normalised "
         "with Whisper's English text normaliser.",
     )
-    evaluate.add_argument("transcript", type=a_path, help="transcript.json or a SegLST file")
-    evaluate.add_argument("truth", type=a_path, help="truth as SegLST (.json) or STM (.stm)")
+    evaluate.add_argument(
+        "transcript", type=non_empty_path, help="transcript.json or a SegLST file"
+    )
+    evaluate.add_argument(
+        "truth", type=non_empty_path, help="truth as SegLST (.json) or STM (.stm)"
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument(
         "--plot",
-        type=a_path,
+        type=non_empty_path,
         metavar="FILE",
         help="draw a timeline, truth above transcript, one row per speaker (PNG, PDF or SVG, "
         "as the name ends)",
@@ -314,10 +320,12 @@ def _parser() -> argparse.ArgumentParser:
         "wall time, real-time factor, peak memory and accuracy, and each as a ratio to the "
         "pipeline.",
     )
-    bench.add_argument("manifest", type=a_path, help="manifest.json, or the folder holding it")
+    bench.add_argument(
+        "manifest", type=non_empty_path, help="manifest.json, or the folder holding it"
+    )
     bench.add_argument(
         "--truth",
-        type=a_path,
+        type=non_empty_path,
         help="truth (SegLST or STM); default: truth.json beside the manifest",
     )
     bench.add_argument(
@@ -340,7 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--plot",
-        type=a_path,
+        type=non_empty_path,
         metavar="FILE",
         help="draw the pipeline's timeline against the truth (PNG, PDF or SVG, as the name ends)",
     )
@@ -361,11 +369,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     checking.add_argument(
         "transcript",
-        type=a_path,
+        type=non_empty_path,
         help="transcript.json, a compliance bundle (transcript.bundle.zip), or their folder",
     )
     checking.add_argument(
-        "--manifest", type=a_path, help="the tracks' manifest.json, or its folder: check the inputs"
+        "--manifest",
+        type=non_empty_path,
+        help="the tracks' manifest.json, or its folder: check the inputs",
     )
     checking.add_argument(
         "--model",
@@ -375,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     checking.add_argument(
         "--public-key",
-        type=a_path,
+        type=non_empty_path,
         metavar="KEY",
         help="the Ed25519 public key (PEM or OpenSSH) the bundle must be signed with",
     )

@@ -249,7 +249,7 @@ def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
     is channel 1 on one line and ``01`` on the next), and its errors do not say what is wrong.
     """
     lines, entries = [], []
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.strip().startswith(";"):  # comments, as NIST writes them
             continue
         fields = line.split(maxsplit=5)

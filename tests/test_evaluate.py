@@ -419,6 +419,12 @@ def test_an_stm_channel_is_any_token_as_nist_writes_it(tmp_path):
     assert [(s.start, s.end, s.speakers) for s in truth.excluded] == [(6.5, 8.0, {"bob"})]
 
 
+def test_an_stm_file_with_windows_line_ends_reads_as_any_other(tmp_path):
+    path = tmp_path / "truth.stm"
+    path.write_bytes(b"meeting 1 alice 0.0 2.0 hello there\r\nmeeting 1 bob 2.0 3.0 hi\r\n")
+    assert [t.text for t in load_turns(path)] == ["hello there", "hi"]
+
+
 def test_words_stm_marks_for_sclite_as_optional_or_alternatives_are_warned_of(tmp_path):
     path = tmp_path / "truth.stm"
     path.write_text(
