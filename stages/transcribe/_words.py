@@ -12,7 +12,7 @@ from difflib import SequenceMatcher
 
 import numpy as np
 
-from models import SAMPLE_RATE, SILENCE_DB, Word, level_db
+from models import SILENCE_DB, Word, level_db
 
 from ._windows import Decoded, Piece, Window, bare, clip
 
@@ -184,23 +184,10 @@ such a word is still a word said over audio that holds it."""
 
 
 def span_level_db(samples: np.ndarray, start: float, end: float) -> float:
-    """The level (dBFS) of what is said in ``samples`` between two times (s) into them, over
-    ``_LEVEL_SPAN`` around their middle when they are closer than that: the RMS of its louder
-    half, in frames of 30 ms. Not of all of it: speech holds pauses, and a quiet talker's
-    sentence with pauses measured as a whole sits some 5 dB under their voice, under what
-    counts as near-silence, while the model's inventions over near-silence have no loud part."""
+    """RMS level (dBFS) of ``samples`` between two times (s) into them, over ``_LEVEL_SPAN``
+    around their middle when they are closer than that."""
     if end - start < _LEVEL_SPAN:
         middle = (start + end) / 2
         start, end = middle - _LEVEL_SPAN / 2, middle + _LEVEL_SPAN / 2
     part = clip(samples, start, end)
-    if not part.size:
-        return SILENCE_DB
-    whole = part.size - part.size % _FRAME
-    frames = part[:whole].reshape(-1, _FRAME) if whole else part[None]
-    power = np.sort(np.mean(np.square(frames, dtype=np.float64), axis=1))
-    louder = power[power.size // 2 :]
-    return float(level_db(np.sqrt(louder)))  # the RMS of their RMS values: their mean power
-
-
-_FRAME = SAMPLE_RATE * 30 // 1000
-"""Samples in the frames a level is measured in (30 ms, as the voice detector's)."""
+    return float(level_db(part)) if part.size else SILENCE_DB
