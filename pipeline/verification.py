@@ -21,7 +21,6 @@ catches files changed or left behind, not someone who rewrites both; a signature
 for the bundle and for the exports beside it, which must be what it holds.
 """
 
-import contextlib
 import errno
 import hashlib
 import stat
@@ -286,17 +285,14 @@ def _exports(
         for name, (file_name, _) in FORMATS.items()
         if path.parent / file_name != path and (name != "json" or members is not None)
     }
-    signed = _signed_members(members, key)
-    bundle = beside.get("bundle")
-    if isinstance(bundle, bytes):
-        with contextlib.suppress(BundleError):  # said below, where the bundle is checked
-            signed = _signed_members(read_bundle(bundle, _BUNDLE), key)
+    opened = _opened(beside.get("bundle"))  # read once: for its signed members, then checked
+    signed = _signed_members(opened if isinstance(opened, dict) else members, key)
     for name, found in beside.items():
         file_name = FORMATS[name][0]
         if not isinstance(found, bytes):
             checks += [found] if found is not None else []
         elif name == "bundle":
-            checks += _bundle_beside(file_name, found, source, record)
+            checks += _bundle_beside(file_name, found, opened, source, record)
         else:
             expected = source.rendered[file_name]
             signed_as = signed.get(file_name)
@@ -369,14 +365,30 @@ def _read_export(path: Path, record: _Record) -> bytes | Check | None:
         return Check(subject=name, status=status, detail=f"cannot be read: {_why(exc)}")
 
 
-def _bundle_beside(name: str, data: bytes, source: _Source, record: _Record) -> list[Check]:
-    """The bundle ``name`` beside the transcript ``source``."""
+def _opened(data: bytes | Check | None) -> dict[str, bytes] | BundleError | None:
+    """The members of the bundle read beside a transcript, or why it cannot be read; None
+    where there is none to read."""
+    if not isinstance(data, bytes):
+        return None
     try:
-        members = read_bundle(data, name)
+        return read_bundle(data, _BUNDLE)
     except BundleError as exc:
+        return exc
+
+
+def _bundle_beside(
+    name: str,
+    data: bytes,
+    opened: dict[str, bytes] | BundleError | None,
+    source: _Source,
+    record: _Record,
+) -> list[Check]:
+    """The bundle ``name`` beside the transcript ``source``, its bytes ``data`` already
+    read (:func:`_opened`)."""
+    if not isinstance(opened, dict):
         written = _against_record(name, hashlib.sha256(data).hexdigest(), record, name)
-        return [written, Check(subject=name, status="differs", detail=str(exc))]
-    return _bundle(name, data, members, source, record, name)
+        return [written, Check(subject=name, status="differs", detail=str(opened))]
+    return _bundle(name, data, opened, source, record, name)
 
 
 def _bundle(
@@ -486,7 +498,7 @@ def _export(
     rendered: bytes,
     source: _Source,
     record: _Record,
-    signed: bytes | None = None,
+    signed: bytes | None,
 ) -> Check:
     """The export ``name`` (``found``, its bytes) against ``rendered``, what ``source``
     renders to, and against the record.
@@ -518,10 +530,10 @@ def _signed_members(members: dict[str, bytes] | None, key: PublicKey | None) -> 
     with it."""
     if members is None or key is None:
         return {}
-    sums, signature = members.get(SUMS_FILE, b""), members.get(SIGNATURE_FILE)
-    if signature is None or len(signature) != SIGNATURE_BYTES or not key.signed(sums, signature):
+    signature = _signature("", members, key)
+    if signature is None or signature.status != "ok":
         return {}
-    listed = read_sha256sums(sums.decode("utf-8", "replace"), members)
+    listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
     return {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
 
 
