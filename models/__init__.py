@@ -1,6 +1,7 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
 from ._errors import describe, import_optional
+from ._json import JsonTextError, decode_text
 from ._text import one_line
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
@@ -80,6 +81,7 @@ __all__ = [
     "InputFile",
     "Job",
     "JobsError",
+    "JsonTextError",
     "LeakedSpan",
     "Manifest",
     "ManifestError",
@@ -111,6 +113,7 @@ __all__ = [
     "atomic_write_files",
     "atomic_write_text",
     "bridge_runs",
+    "decode_text",
     "describe",
     "describe_error",
     "ends_sentence",

@@ -23,8 +23,8 @@ class NotText(JsonTextError):
 
 
 def decode_text(data: bytes) -> str:
-    """The text of a JSON file: UTF-8, after a byte-order mark if it has one (Notepad and
-    PowerShell 5 write one).
+    """The text of a file people give (a manifest, a transcript, a truth): UTF-8, after a
+    byte-order mark if it has one (Notepad and PowerShell 5 write one).
 
     Bytes that are not UTF-8 are named with the first bad one and where it is in the file, as
     an editor counts: text saved as Latin-1 (one "é"), told from binary data (:class:`NotText`),
@@ -36,7 +36,7 @@ def decode_text(data: bytes) -> str:
         where = mark + exc.start
         byte = f"byte 0x{data[where]:02x} at offset {where}"
         if b"\0" in data:
-            raise NotText(f"binary data, not JSON text ({byte})") from None
+            raise NotText(f"binary data, not text ({byte})") from None
         raise JsonTextError(f"not UTF-8 text ({byte})") from None
 
 

@@ -8,7 +8,6 @@ each true utterance's start is from where the transcript starts it, which true u
 have no transcript at all, and how many words were put on participants who never spoke.
 """
 
-import codecs
 import importlib.util
 import json
 import logging
@@ -32,7 +31,7 @@ from pydantic import (
     ValidationError,
 )
 
-from models import Transcript, import_optional
+from models import JsonTextError, Transcript, decode_text, import_optional
 
 if TYPE_CHECKING:
     import meeteval
@@ -228,17 +227,12 @@ def _sclite_marks(entries: Sequence[dict], lines: Sequence[int]) -> tuple[str, .
 
 
 def _read_text(path: Path) -> str:
-    """The file's text; bytes that are not UTF-8 are bad input, named with the file. A byte
-    order mark, which editors on Windows write, is not part of it."""
-    data = path.read_bytes()
-    mark = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    """The file's text (:func:`models.decode_text`); bytes that are not UTF-8 are bad input,
+    named with the file."""
     try:
-        return data[mark:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        where = mark + exc.start  # in the file, as an editor counts
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {where})"
-        ) from None
+        return decode_text(path.read_bytes())
+    except JsonTextError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
