@@ -184,6 +184,7 @@ def export(
     """
     formats = formats_to_write(formats)
     out_dir = Path(out_dir)
+    own: Path | None = None  # the folder's own transcript, when it is the one exported
     if isinstance(transcript, Transcript):
         transcript.check()  # changed in place in a notebook, say: written, it must read back
     else:
@@ -193,9 +194,10 @@ def export(
         if replace and not held.is_symlink() and _same_file(held, Path(source)):
             # The folder's transcript is the one its exports are checked against: written
             # (so recorded) as the others are, never removed as an earlier run's file, and
-            # never with less than it holds. (A link is not the folder's own: it is left.)
+            # never with less than it holds (checked once it is rendered, below). A link is
+            # not the folder's own: it is left.
+            own = Path(source)
             formats = list(dict.fromkeys(["json", *formats]))
-            _refuse_losing_fields(Path(source), render(transcript, "json"))
     record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
     if signer is None and _bundle_at_stake(out_dir, formats, earlier, replace=replace):
@@ -204,6 +206,8 @@ def export(
     # Render everything before writing anything, and replace the files together: a renderer
     # or a write that fails leaves the folder as it was, never half this run's files.
     files = {written[name]: render(transcript, name, signer=signer) for name in formats}
+    if own is not None:
+        _refuse_losing_fields(own, files[written["json"]])
     ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     stale = {name: digest for name, digest in earlier.items() if name not in ours}
     recordable = _recordable(record_path)
