@@ -67,8 +67,6 @@ from .evaluate import (
     check_truth,
     evaluate,
     read_turns,
-    relabel,
-    relabelled,
 )
 from .plot import image_format, plot_timeline
 from .signing import SigningKeyError, keep_signed
@@ -475,12 +473,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         title = (
             f"cpWER {result.cpwer:.1f} %, start error median {_seconds(result.start_err_median)}"
         )
-        pairs = result.speaker_pairs  # the transcript drawn as it was scored
         plot_timeline(
-            relabelled(hypothesis.turns, pairs),
+            hypothesis.turns,
             truth.turns,
             args.plot,
-            speakers=[relabel(speaker, pairs) for speaker in speakers],
+            speakers=speakers,
+            pairs=result.speaker_pairs,  # the transcript drawn as it was scored
             title=title,
         )
         print(f"wrote {args.plot}", file=sys.stderr)
@@ -557,12 +555,12 @@ def _run_bench(args: argparse.Namespace) -> int:
         emit(_bench_table(results, truth))
     if args.plot and results["pipeline"].failed is None:
         made = results["pipeline"]
-        pairs = made.evaluation.speaker_pairs if made.evaluation is not None else {}
         plot_timeline(
-            relabelled(made.turns, pairs),
+            made.turns,
             truth_file.turns,
             args.plot,
-            speakers=[relabel(t.user_id, pairs) for t in manifest.tracks],
+            speakers=[t.user_id for t in manifest.tracks],
+            pairs=made.evaluation.speaker_pairs if made.evaluation is not None else None,
             title="pipeline vs truth",
         )
         print(f"wrote {args.plot}", file=sys.stderr)

@@ -5,12 +5,12 @@ row; words put on a participant who never spoke are drawn in red.
 """
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from models import atomic_write_bytes, import_optional
 
-from .evaluate import Turn
+from .evaluate import Turn, relabel, relabelled
 
 __all__ = ["image_format", "plot_timeline"]
 
@@ -34,10 +34,17 @@ def plot_timeline(
     path: Path,
     *,
     speakers: Sequence[str] = (),
+    pairs: Mapping[str, str] | None = None,
     title: str = "",
 ) -> Path:
     """Write the timeline to ``path``, in the format its suffix names (``.png``, ``.pdf``,
-    ``.svg``, …; PNG without one); a suffix matplotlib cannot write is a ValueError."""
+    ``.svg``, …; PNG without one); a suffix matplotlib cannot write is a ValueError.
+
+    ``pairs`` (:attr:`Evaluation.speaker_pairs`) draws the transcript as it was scored, each
+    speaker on the row of the true speaker it was paired with."""
+    if pairs:
+        hypothesis = relabelled(hypothesis, pairs)
+        speakers = [relabel(speaker, pairs) for speaker in speakers]
     matplotlib = import_optional("matplotlib", "eval")
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
