@@ -28,7 +28,14 @@ from .files import (
     write_error,
     writing,
 )
-from .http import UNSENDABLE, RetryPolicy, describe_error, protect_http_logs, redact_urls
+from .http import (
+    UNSENDABLE,
+    RetryPolicy,
+    describe_error,
+    protect_http_logs,
+    redact_urls,
+    shown_retry_after,
+)
 from .manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
@@ -134,6 +141,7 @@ __all__ = [
     "remove_unfinished_writes",
     "safe_file_name",
     "sha256_file",
+    "shown_retry_after",
     "temporary_file_for",
     "time_from_file_name",
     "write_error",

@@ -129,6 +129,12 @@ class RetryPolicy(BaseModel):
         return f"a longer wait than the {self.max_retry_after:g} s a retry may wait, so not retried"
 
 
+def shown_retry_after(value: str | None) -> str:
+    """`` (Retry-After: '3600')`` for a failure's message: what the server asked, in its own
+    words, cut short; nothing when it asked nothing."""
+    return f" (Retry-After: {value.strip()[:40]!r})" if value else ""
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     """``retry-after`` is either whole seconds or an HTTP date (RFC 9110); anything else
     (``nan``, ``-1``) is no answer, and the own backoff is waited instead of nothing."""

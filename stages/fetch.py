@@ -44,6 +44,7 @@ from models import (
     protect_http_logs,
     redact_urls,
     safe_file_name,
+    shown_retry_after,
 )
 
 __all__ = ["FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
@@ -805,8 +806,7 @@ class _RetryableStatusError(Exception):
     def __init__(self, status: int, retry_after: str | None) -> None:
         # What the storage asked is said: a reader of the failure should know how long the
         # storage wanted, above all when that was too long to wait.
-        asked = f" (Retry-After: {retry_after.strip()[:40]!r})" if retry_after else ""
-        super().__init__(f"storage answered HTTP {status}{asked}")
+        super().__init__(f"storage answered HTTP {status}{shown_retry_after(retry_after)}")
         self.retry_after = retry_after
 
 

@@ -28,6 +28,7 @@ from models import (
     describe_error,
     protect_http_logs,
     redact_urls,
+    shown_retry_after,
 )
 
 __all__ = [
@@ -530,8 +531,7 @@ class RealtimeKitClient:
                 raise RealtimeKitError(
                     status,
                     error.code,
-                    f"{error.message} (Retry-After: {(retry_after or '').strip()[:40]!r}): "
-                    f"{refused}",
+                    f"{error.message}{shown_retry_after(retry_after)}: {refused}",
                     call=call,
                 )
             wait = _until(deadline, self._retry.delay(attempt, retry_after))
