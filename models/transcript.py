@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._errors import describe, import_optional
 from ._json import JsonTextError, NotText, decode_text, loads
-from ._text import name_key, shows_nothing
+from ._text import name_key
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName
@@ -387,6 +387,6 @@ class Transcript(_Finite):
 
 
 def _shown_name(speaker: Speaker) -> str:
-    """The display name, unless nothing of it would show: then the user id."""
-    name = speaker.display_name
-    return speaker.user_id if name is None or shows_nothing(name) else name
+    """The display name, or the user id where there is none (a name of which nothing shows
+    is none already: :data:`DisplayName`)."""
+    return speaker.display_name or speaker.user_id
