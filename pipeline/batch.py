@@ -96,8 +96,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
-_DONE = "done.json"
-_STARTED = "recording.json"
+DONE_FILE = "done.json"
+STARTED_FILE = "recording.json"
 
 
 class _Done(BaseModel):
@@ -507,7 +507,7 @@ def _process(
         if (kept := checkpoints.transcript()) is not None:
             export(kept, folder, wanted, replace=True, signer=signer)
             done = _done(key, _asked(job, options), kept, done.duration_s, wanted, signed_by)
-            atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
+            atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
             checkpoints.journal("exported", key=key, formats=wanted, signed_by=signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
             return _result(job, folder, done, reused=True)
@@ -545,7 +545,7 @@ def _process(
     export(transcript, folder, wanted, replace=True, signer=signer)
     meeting_s = round(run.stats.meeting_s, 3)
     done = _done(key, _asked(job, options), transcript, meeting_s, wanted, signed_by)
-    atomic_write_text(folder / _DONE, done.model_dump_json(indent=2) + "\n")
+    atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
@@ -560,7 +560,7 @@ def _kept(job: Job, folder: Path, done: _Done, why: str) -> MeetingResult:
 
 def _no_longer_current(folder: Path, why: str) -> None:
     """Take away the mark and the exports of what was made for this meeting before."""
-    (folder / _DONE).unlink(missing_ok=True)
+    (folder / DONE_FILE).unlink(missing_ok=True)
     removed = ", ".join(path.name for path in withdraw(folder))
     log.warning("%s: %s%s", folder, why, f"; removed the earlier {removed}" if removed else "")
 
@@ -606,7 +606,7 @@ def _result(
 
 def _read_done(folder: Path) -> _Done | None:
     try:
-        return _Done.model_validate_json((folder / _DONE).read_bytes())
+        return _Done.model_validate_json((folder / DONE_FILE).read_bytes())
     except (OSError, ValueError):
         return None
 
@@ -615,7 +615,7 @@ def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
     """For a job that fetches, the manifest an earlier run fetched, if it has one: a meeting
     already done must not cost a call to the API."""
     fetched = folder / remote.RECORDING_FOLDER / MANIFEST_FILE
-    if job.manifest is not None or not fetched.exists() or not (folder / _DONE).exists():
+    if job.manifest is not None or not fetched.exists() or not (folder / DONE_FILE).exists():
         return None
     manifest = Manifest.load(fetched)
     # A job since pointed at another meeting or recording is not done by what is there.
@@ -694,7 +694,7 @@ def _started_recording(job: Job, folder: Path, client: "remote.RealtimeKitClient
     so a crash while waiting never makes a second recording of the same meeting. A recording
     remembered for another meeting (the job was pointed elsewhere since) is not this job's."""
     assert job.meeting_id is not None
-    marker = folder / _STARTED
+    marker = folder / STARTED_FILE
     if marker.exists():
         text = marker.read_text(encoding="utf-8").strip()
         try:

@@ -31,6 +31,8 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, Field, computed_field
 
 from models import (
+    BATCH_SUMMARY,
+    MANIFEST_FILE,
     InputFile,
     Manifest,
     Track,
@@ -56,6 +58,7 @@ from stages.export import (
 from stages.transcribe import ModelError, model_folder
 
 from ._cli_common import printable
+from .batch import DONE_FILE, STARTED_FILE
 from .core import software_version
 from .signing import SIGNATURE_BYTES, PublicKey
 
@@ -307,7 +310,7 @@ def _exports(
 
 
 _EXPORT_LIKE = (".json", ".vtt", ".srt", ".txt", ".zip", ".stm")
-_NOT_EXPORTS = frozenset({"done.json", "recording.json", "summary.json", "manifest.json"})
+_NOT_EXPORTS = frozenset({DONE_FILE, STARTED_FILE, BATCH_SUMMARY, MANIFEST_FILE})
 """A batch meeting's own files, and a meeting's manifest when exported beside it."""
 
 
