@@ -151,17 +151,6 @@ def run_batch(
         raise ValueError(_NO_BUNDLE_TO_SIGN)
     options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook
     jobs = load_jobs(Path(jobs)) if isinstance(jobs, str | Path) else _as_jobs(jobs)
-    folders = Counter(j.folder_name.casefold() for j in jobs)  # one folder on macOS: a and A
-    if shared := sorted(name for name, count in folders.items() if count > 1):
-        raise JobsError(
-            f"jobs would share the output folder {shared[0]!r}; give them different ids"
-        )
-    meetings = Counter(j.meeting_id for j in jobs if j.meeting_id is not None)
-    if twice := sorted(meeting for meeting, count in meetings.items() if count > 1):
-        raise JobsError(
-            f"jobs would both record meeting {twice[0]}, which has one recording at a time; "
-            "give it one job (with every user id to record)"
-        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # One batch at a time writes the summary: a second one would overwrite it with only its
@@ -252,6 +241,18 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
             raise JobsError(f"job {number}: {describe(exc)}") from None
     if not checked:
         raise JobsError("no jobs given")
+    # As load_jobs refuses them in a file, naming its lines.
+    folders = Counter(j.folder_name.casefold() for j in checked)  # one folder on macOS: a, A
+    if shared := sorted(name for name, count in folders.items() if count > 1):
+        raise JobsError(
+            f"jobs would share the output folder {shared[0]!r}; give them different ids"
+        )
+    meetings = Counter(j.meeting_id for j in checked if j.meeting_id is not None)
+    if twice := sorted(meeting for meeting, count in meetings.items() if count > 1):
+        raise JobsError(
+            f"jobs would both record meeting {twice[0]}, which has one recording at a time; "
+            "give it one job (with every user id to record)"
+        )
     return checked
 
 
