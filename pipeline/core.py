@@ -248,6 +248,7 @@ def run_meeting(
     With ``checkpoints``, each track's decoded audio, voice activity and segments are kept
     as they are finished and taken from there when their inputs and settings are unchanged.
     """
+    refuse_in_rerun_script("run_meeting")  # public too, and what the others call
     if not isinstance(manifest, Manifest | Path | str):
         raise TypeError(
             f"manifest must be a Manifest, or the path of a manifest.json or of its folder, "
