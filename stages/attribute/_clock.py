@@ -179,12 +179,12 @@ def _drifts(
     filled = filled_levels(level)
     pairs: list[tuple[int, int, float, float]] = []  # (a, b, slope in frames per frame, weight)
     curves: dict[tuple[int, int], np.ndarray] = {}
-    covered = {t: np.flatnonzero(~np.isnan(level[t])) for t in present}
+    covered = ~np.isnan(level)  # where each track is
     for b in present:
         rivals, dominant = dominant_frames(b, filled, voiced, present, owners, options.dominance_db)
         frames = np.flatnonzero(dominant)
         if frames.size == 0 or frames[-1] - frames[0] < _min_span(
-            covered[b], level.shape[1], frame_s
+            np.flatnonzero(covered[b]), level.shape[1], frame_s
         ):
             continue
         # The overall lag (which the start estimate reuses) from frames far from the rivals'
@@ -211,8 +211,11 @@ def _drifts(
                 # Around the last block found; after blocks passed over (matching unclearly:
                 # voices with no track mixed in), also as far as the clock can have gone
                 # meanwhile.
-                passed = chosen.mean() - points[-1][0] - block if points else 0.0
-                reach = near + math.ceil(_MAX_DRIFT * max(0.0, passed)) if points else wide
+                if points:
+                    passed = chosen.mean() - points[-1][0] - block
+                    reach = near + math.ceil(_MAX_DRIFT * max(0.0, passed))
+                else:
+                    reach = wide
                 lags = np.arange(guess - reach, guess + reach + 1)
                 c = _lag_correlations(level[a], level[b], chosen, lags, options.min_frames)
                 if np.all(np.isnan(c)):
@@ -222,7 +225,7 @@ def _drifts(
                     continue
                 guess = int(lags[best])
                 points.append((float(chosen.mean()), guess + _vertex(c[best - 1 : best + 2])))
-            both = np.intersect1d(covered[a], covered[b], assume_unique=True)
+            both = np.flatnonzero(covered[a] & covered[b])
             line = _line(points, _min_span(both, level.shape[1], frame_s))
             if line is not None:
                 pairs.append((a, b, *line))
