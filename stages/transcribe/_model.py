@@ -221,22 +221,18 @@ def quiet_faster_whisper() -> None:
 _math_lock = threading.Lock()
 _math_users = 0
 _math_limits: Any = None  # threadpoolctl's limiter, restored by the last transcription
-_math_blas: ThreadpoolController | None = None  # found as the first transcription began
-
-
-def _blas() -> ThreadpoolController:
-    """The BLAS libraries loaded, as the transcriptions running found them: found again as
-    the first of them begins (a library loaded since, scipy's, say, is then found too), not
-    in each computing thread: finding them scans every library of the process, a millisecond
-    each time."""
-    return _math_blas if _math_blas is not None else ThreadpoolController().select(user_api="blas")
+_math_blas: ThreadpoolController | None = None
+"""The BLAS libraries loaded, found again as the first transcription running began (a library
+loaded since, scipy's, say, is then found too), not in each computing thread: finding them
+scans every library of the process, a millisecond each time."""
 
 
 def one_thread_math_here() -> None:
     """numpy's BLAS on one thread in the thread that calls this (a transcription thread, as
     it starts), within :func:`one_thread_math`: a BLAS threaded with OpenMP takes its limit
     per thread, and the one set where the transcription began would not reach this one."""
-    _blas().limit(limits=1)
+    assert _math_blas is not None, "called outside one_thread_math()"
+    _math_blas.limit(limits=1)
     _release_blas_control()
 
 
