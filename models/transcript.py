@@ -145,6 +145,14 @@ class ClockEstimate(_Finite):
     drift_applied: bool = Field(
         False, description="track times were divided by 1 + drift on the meeting clock"
     )
+    echo_s: float = Field(
+        0.0,
+        description="how much later than their sources the others' voices reached this track "
+        "beyond what its clock explains: back through the participant's speakers (s)",
+    )
+    echo_applied: bool = Field(
+        False, description="leakage into this track was looked for that much later"
+    )
 
 
 class Provenance(_Finite):

@@ -278,8 +278,8 @@ def run_meeting(
                 _analyse(decoders, manifest, placed, store, options.vad, stats, progress)
         _refuse_copies(manifest, work)
         with _timer(stats, "attribute_s"):
-            timings, clock, origin = _clock(manifest, work, options, unplaced.keys())
-            dropped = _attribute(manifest, work, options, timings)
+            timings, echoes, clock, origin = _clock(manifest, work, options, unplaced.keys())
+            dropped = _attribute(manifest, work, options, timings, echoes)
 
         todo = [w for w in work if w.audio is not None and w.regions]
         stats.speech_s = sum(r.duration for w in todo for r in w.regions)
@@ -352,9 +352,10 @@ def _clock(
     work: list[_TrackWork],
     options: PipelineOptions,
     unplaced: Collection[int],
-) -> tuple[list[TrackTiming], list[ClockEstimate], datetime]:
+) -> tuple[list[TrackTiming], list[float], list[ClockEstimate], datetime]:
     """Each track's place and rate on the meeting clock: its start time and its clock's
-    drift, each corrected where the leakage between tracks shows it clearly; and the clock's
+    drift, each corrected where the leakage between tracks shows it clearly; how late the
+    others' voices come back into it through its speakers, where that is clear; and the clock's
     origin, the earliest start of the tracks placed on it (not ``unplaced``). A start
     measured before the stated earliest one moves the origin back with it, so that no time
     is negative; everything after this (leakage records, the transcript, its length) counts
@@ -367,6 +368,7 @@ def _clock(
         options.attribution,
     )
     timings = [TrackTiming(offset) for offset in offsets]
+    echoes = [0.0] * len(offsets)
     records = []
     for item, estimate in zip(work, estimates, strict=True):
         if estimate is None:
@@ -377,14 +379,19 @@ def _clock(
         if estimate.drift_clear and estimate.drift_ppm is not None:
             drift_ppm = estimate.drift_ppm
         timings[item.index] = TrackTiming(offset, drift_ppm)
+        if estimate.echo_clear:
+            echoes[item.index] = estimate.echo_s
         track = manifest.tracks[item.index]
         log.debug(
-            "%s: start %+.3f s (%s), drift %s ppm (%s), from %d pair(s), correlation %.2f",
+            "%s: start %+.3f s (%s), drift %s ppm (%s), echo %.3f s (%s), from %d pair(s), "
+            "correlation %.2f",
             track.path,
             estimate.correction_s,
             "applied" if estimate.start_clear else "not applied",
             "?" if estimate.drift_ppm is None else f"{estimate.drift_ppm:+.0f}",
             "applied" if estimate.drift_clear else "not applied",
+            estimate.echo_s,
+            "applied" if estimate.echo_clear else "not applied",
             estimate.pairs,
             estimate.correlation,
         )
@@ -398,12 +405,14 @@ def _clock(
                 applied=estimate.start_clear,
                 drift_ppm=estimate.drift_ppm,
                 drift_applied=estimate.drift_clear,
+                echo_s=estimate.echo_s,
+                echo_applied=estimate.echo_clear,
             )
         )
     earliest = min(0.0, *(timing.offset for i, timing in enumerate(timings) if i not in unplaced))
     timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
     origin = meeting_origin(manifest) + timedelta(seconds=earliest)
-    return timings, records, origin
+    return timings, echoes, records, origin
 
 
 def _attribute(
@@ -411,6 +420,7 @@ def _attribute(
     work: list[_TrackWork],
     options: PipelineOptions,
     timings: list[TrackTiming],
+    echoes: list[float],
 ) -> list[DroppedSpeech]:
     """Take leaked speech out of every track, then cut what is left into regions."""
     owned, leaks = attribute(
@@ -418,6 +428,7 @@ def _attribute(
         timings,
         [t.user_id for t in manifest.tracks],
         options.attribution,
+        echoes,
     )
     dropped = []
     for item, activity, spans in zip(work, owned, leaks, strict=True):

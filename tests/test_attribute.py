@@ -29,9 +29,15 @@ def leaky_meeting(sample_dir, tmp_path_factory):
     return _leaky_copy(sample_dir, tmp_path_factory.mktemp("leaky"))
 
 
-def _leaky_copy(sample_dir, folder, gain_db: dict[str, float] | None = None):
+def _leaky_copy(
+    sample_dir,
+    folder,
+    gain_db: dict[str, float] | None = None,
+    echo_s: dict[str, float] | None = None,
+):
     """The sample meeting in one room, written to ``folder``; with ``gain_db``, those users'
-    microphones that much louder or quieter (what they hear of the others too)."""
+    microphones that much louder or quieter (what they hear of the others too); with
+    ``echo_s``, those users hear the others that late instead (s), from their speakers."""
     manifest = Manifest.load(sample_dir / "manifest.json")
     offsets = track_offsets(manifest)
     shutil.copy(sample_dir / "truth.json", folder / "truth.json")
@@ -49,7 +55,8 @@ def _leaky_copy(sample_dir, folder, gain_db: dict[str, float] | None = None):
     raw = json.loads((sample_dir / "manifest.json").read_text())
     for entry, track, offset, x in zip(raw["tracks"], manifest.tracks, offsets, clean, strict=True):
         others = sum(v for user, v in voices.items() if user != track.user_id)
-        heard = voices[track.user_id] + 0.1 * np.roll(others, int(0.01 * RATE))
+        late = (echo_s or {}).get(track.user_id, 0.01)
+        heard = voices[track.user_id] + 0.1 * np.roll(others, round(late * RATE))
         heard = heard * 10 ** ((gain_db or {}).get(track.user_id, 0.0) / 20)
         first = round(offset * RATE)
         mine = heard[first : first + x.size] + rng.normal(0, 1e-3, x.size).astype(np.float32)
@@ -72,7 +79,9 @@ def test_every_turn_stays_with_its_speaker_and_only_there(leaky_transcript, samp
     _assert_every_turn_on_its_speaker_only(leaky_transcript, sample_truth)
 
 
-def _assert_every_turn_on_its_speaker_only(transcript, truth) -> None:
+def _assert_every_turn_on_its_speaker_only(transcript, truth, heard: float = 0.8) -> None:
+    """Each true turn's words, ``heard`` of them at least, on its speaker, and no more than
+    half of them on anyone else there."""
     for turn in truth:
         expected = set(words_of(turn["words"]))
         near = [
@@ -81,7 +90,7 @@ def _assert_every_turn_on_its_speaker_only(transcript, truth) -> None:
             if u.start < turn["end_time"] and u.end > turn["start_time"] - 0.5
         ]
         mine = {w for u in near if u.speaker == turn["speaker"] for w in words_of(u.text)}
-        assert len(expected & mine) >= 0.8 * len(expected), turn
+        assert len(expected & mine) >= heard * len(expected), turn
         for u in near:
             if u.speaker != turn["speaker"]:  # a real overlap, not a copy of this turn
                 assert len(expected & set(words_of(u.text))) < 0.5 * len(expected), (turn, u)
@@ -104,6 +113,56 @@ def test_every_dropped_stretch_is_recorded_with_whose_voice_it_was(leaky_transcr
         assert d.attributed_to in talking and d.attributed_to != d.user_id
         assert d.reason.startswith("leakage")
     assert {d.user_id for d in dropped} >= {"user-dana"}
+
+
+_ECHOES = {"user-alice": 0.15, "user-bruno": 0.25, "user-chen": 0.2, "user-dana": 0.18}
+"""Each participant hears the others through their own speakers: the network's round trip
+and the device's buffers late, unlike a room's few milliseconds."""
+
+
+@pytest.fixture(scope="module")
+def echo_meeting(sample_dir, tmp_path_factory):
+    return _leaky_copy(sample_dir, tmp_path_factory.mktemp("echo"), echo_s=_ECHOES)
+
+
+def test_voices_that_come_back_late_through_speakers_stay_with_their_speakers(
+    echo_meeting, sample_truth
+):
+    # Looked for within 30 ms of their sources, echoes 150-250 ms late were each track's own
+    # voice: 43-125 % cpWER on meetings built so, where their room's leakage gave 5-7 %.
+    transcript = transcribe_tracks(echo_meeting / "manifest.json", progress=False)
+    assert [u.text for u in transcript.utterances if u.speaker == "user-dana"] == []
+    # An echo under a turn's first words is in what the model hears, and costs a word or
+    # two there ("the totals against" heard as "the total nuggets"); whose words they are is
+    # what is at stake here.
+    _assert_every_turn_on_its_speaker_only(transcript, sample_truth, heard=0.7)
+    clock = {c.user_id: c for c in transcript.provenance.clock}
+    assert not any(c.applied for c in clock.values()), "an echo is no clock error"
+    for user, late in _ECHOES.items():
+        assert clock[user].echo_applied and clock[user].echo_s == pytest.approx(late, abs=0.031)
+
+
+@pytest.fixture(scope="module")
+def echo_activities(echo_meeting, tmp_path_factory):
+    manifest = Manifest.load(echo_meeting / "manifest.json")
+    folder = tmp_path_factory.mktemp("echo_pcm")
+    activities = [
+        voice_activity(decode(manifest.track_path(t), folder / f"{i}.pcm"))
+        for i, t in enumerate(manifest.tracks)
+    ]
+    return manifest, activities
+
+
+@pytest.mark.parametrize(("user", "off_s"), [("user-alice", -0.6), ("user-chen", 0.5)])
+def test_a_start_off_is_told_from_the_echo_each_track_hears(echo_activities, user, off_s):
+    # Chen's copy of Alice is 0.2 s late, Alice's of Chen 0.15 s: the pair's two lags do not
+    # mirror each other as a clock error's do. The lags of two sources on one track differ by
+    # their clocks alone, which leaves each track's echo apart from its start.
+    estimates = _estimates_with_one_start_off(echo_activities, user, off_s)
+    moved = {owner: e.correction_s for owner, e in estimates if e is not None and e.start_clear}
+    assert list(moved) == [user] and moved[user] == pytest.approx(-off_s, abs=0.031)
+    for owner, e in estimates:
+        assert e.echo_clear and e.echo_s == pytest.approx(_ECHOES[owner], abs=0.031), owner
 
 
 def test_a_quiet_microphone_keeps_its_owners_words_and_the_others_lose_their_copies(
@@ -432,6 +491,21 @@ def test_a_start_off_by_up_to_the_search_is_corrected_and_no_other(leaky_activit
         if e is not None and e.start_clear
     }
     assert list(moved) == [user] and moved[user] == pytest.approx(-off_s, abs=0.031)
+
+
+def test_a_listeners_lag_within_an_echos_reach_is_taken_for_echo_and_beyond_it_for_its_clock(
+    leaky_activities,
+):
+    # Dana never talks, so no lag measures her clock apart from how late she hears the
+    # others: 0.4 s late is what her speakers' echo can be, and her start is kept as stated;
+    # 1.5 s is not, and her start is moved. Her leakage is looked for where it is either way.
+    for off_s, moved, echo in ((0.4, 0.0, 0.4), (1.5, -1.5, 0.0), (-0.4, 0.4, 0.0)):
+        estimates = dict(_estimates_with_one_start_off(leaky_activities, "user-dana", off_s))
+        dana = estimates["user-dana"]
+        assert dana.correction_s == pytest.approx(moved, abs=0.031), off_s
+        assert dana.echo_s == pytest.approx(echo, abs=0.031), off_s
+        others = [e for user, e in estimates.items() if user != "user-dana" and e is not None]
+        assert not any(e.start_clear or e.echo_clear for e in others), off_s
 
 
 @pytest.mark.parametrize(

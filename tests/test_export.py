@@ -715,6 +715,8 @@ def report(partial) -> list[str]:
             correlation=0.91,
             applied=True,
             drift_ppm=12.5,
+            echo_s=0.18,
+            echo_applied=True,
         )
     ]
     partial.provenance.parameters = {"vad": {"padding": 0.2}, "beam_size": 5}
@@ -744,7 +746,7 @@ def test_the_provenance_report_says_what_speech_was_kept_from_the_model_and_why(
     assert "  00:00:12.300-00:00:13.100  a.webm (u-a): leaked; judged u-b's voice" in report
     assert (
         "  a.webm (u-a): -0.042 s from 3 other tracks (correlation 0.91), applied; "
-        "drift +12.5 ppm, not applied"
+        "drift +12.5 ppm, not applied; others heard 0.180 s late (echo), applied"
     ) in report
     assert "  beam_size = 5" in report
     assert "  vad.padding = 0.2" in report

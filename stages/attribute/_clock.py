@@ -32,6 +32,12 @@ class TrackClock(NamedTuple):
     drift_clear: bool
     """The drift moves the track by ``min_drift`` frames or more over its length: it is to be
     corrected (the start was measured with it corrected)."""
+    echo_s: float = 0.0
+    """How much later than their sources the others' voices reach this track, beyond what
+    its clock explains (s): the way back through the participant's speakers and the
+    network. 0 when not measured."""
+    echo_clear: bool = False
+    """The echo is two frames or more: leakage into this track is looked for that late."""
 
 
 def estimate_clock(
@@ -103,22 +109,14 @@ def estimate_clock(
                 and _stands_out(corr, best)
             ):
                 pairs.append((a, b, lag * frame_s, float(corr[best])))
-    index = {t: k for k, t in enumerate(present)}
-    solution = np.zeros(len(present))
-    if pairs:
-        # Least squares for corrections c: c[a] - c[b] = -lag(a, b), weighted by correlation;
-        # then once more without the pairs that disagree with the rest (a false peak).
-        solution = _solve(pairs, index)
-        agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
-        if agreeing and len(agreeing) < len(pairs):
-            pairs = agreeing
-            solution = _solve(pairs, index)
-        solution = _anchored(solution, pairs, index)
+    pairs, starts = _starts(pairs, present, frame_s)
+    echoes = _echoes(pairs, starts, owners)
     for t in present:
         mine = [p for p in pairs if t in (p[0], p[1])]
         if not mine and drifts[t] is None:
             continue
-        correction = round(float(solution[index[t]]) / frame_s) * frame_s if mine else 0.0
+        correction = round(starts.get(t, 0.0) / frame_s) * frame_s if mine else 0.0
+        echo = round(echoes.get(t, 0.0) / frame_s) * frame_s
         estimates[t] = TrackClock(
             correction_s=round(correction, 3),
             drift_ppm=drifts[t],
@@ -126,6 +124,8 @@ def estimate_clock(
             correlation=round(float(np.mean([p[3] for p in mine])), 2) if mine else 0.0,
             start_clear=abs(correction) >= 2 * frame_s - 1e-9,
             drift_clear=bool(corrected[t]),
+            echo_s=round(echo, 3),
+            echo_clear=echo >= 2 * frame_s - 1e-9,
         )
     return estimates
 
@@ -322,6 +322,123 @@ def _anchored(
         values = np.sort(solution[members])
         out[members] -= values[(len(values) - 1) // 2]
     return out
+
+
+def _starts(
+    pairs: list[tuple[int, int, float, float]], present: Sequence[int], frame_s: float
+) -> tuple[list[tuple[int, int, float, float]], dict[int, float]]:
+    """The pairs that agree with the rest, and each track's start correction (s) from them.
+
+    A voice that leaks through a participant's speakers comes back late, by the network's
+    round trip and the device's buffers; a lag is then a clock error plus that echo. Two
+    sources heard on one track come back with the same echo, so the difference of their
+    lags there is the difference of their clocks alone: every lag is solved as one term per
+    source (its clock) plus one per receiver (its clock and echo), and the sources' terms
+    are the corrections. That needs the sources linked by tracks that hear two of them; where
+    they are not (a meeting of two), each pair's two lags are taken to hold the same echo,
+    and the clocks are solved from how the two differ.
+    """
+    if not pairs:
+        return pairs, {}
+    solved = _by_source_and_receiver(pairs, frame_s)
+    if solved is not None:
+        return solved
+    index = {t: k for k, t in enumerate(present)}
+    solution = _solve(pairs, index)
+    agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
+    if agreeing and len(agreeing) < len(pairs):
+        pairs = agreeing
+        solution = _solve(pairs, index)
+    solution = _anchored(solution, pairs, index)
+    linked = {t for p in pairs for t in p[:2]}
+    return pairs, {t: float(solution[index[t]]) for t in linked}
+
+
+def _by_source_and_receiver(
+    pairs: list[tuple[int, int, float, float]], frame_s: float
+) -> tuple[list[tuple[int, int, float, float]], dict[int, float]] | None:
+    """:func:`_starts` where the sources are linked; None where they are not.
+
+    A track that is never a source (a listener) has no clock of its own in the lags: its
+    start is kept as stated and the lag taken for echo, unless the lag could not be one
+    (before its source, or later than :data:`_MAX_ECHO`)."""
+    solved = _terms(pairs)
+    if solved is None:
+        return None
+    terms, residual = solved
+    agreeing = [p for p, r in zip(pairs, residual, strict=True) if r <= 2 * frame_s]
+    if agreeing and len(agreeing) < len(pairs) and (again := _terms(agreeing)) is not None:
+        pairs, (terms, _) = agreeing, again
+    sources = sorted({b for _, b, _, _ in pairs})
+    middle = float(np.sort([terms["source", b] for b in sources])[(len(sources) - 1) // 2])
+    starts = {b: terms["source", b] - middle for b in sources}
+    for a in sorted({a for a, _, _, _ in pairs} - set(sources)):
+        heard = terms["receiver", a] + middle  # its echo less its correction
+        starts[a] = 0.0 if 0.0 <= heard <= _MAX_ECHO else -heard
+    return pairs, starts
+
+
+def _terms(
+    pairs: list[tuple[int, int, float, float]],
+) -> tuple[dict[tuple[str, int], float], np.ndarray] | None:
+    """Each lag as a source's term plus a receiver's, by least squares weighted by
+    correlation; with each pair's residual (s). None where the sources are not linked."""
+    sources = sorted({b for _, b, _, _ in pairs})
+    if len(_groups(pairs, sources)) > 1:
+        return None
+    receivers = sorted({a for a, _, _, _ in pairs})
+    names = [("source", b) for b in sources] + [("receiver", a) for a in receivers]
+    column = {name: k for k, name in enumerate(names)}
+    rows = np.zeros((len(pairs), len(names)))
+    for r, (a, b, _, _) in enumerate(pairs):
+        rows[r, column["source", b]] = rows[r, column["receiver", a]] = 1.0
+    lag = np.array([p[2] for p in pairs])
+    weight = np.array([p[3] for p in pairs])
+    solution, *_ = np.linalg.lstsq(rows * weight[:, None], lag * weight, rcond=None)
+    terms = {name: float(solution[k]) for name, k in column.items()}
+    return terms, np.abs(rows @ solution - lag)
+
+
+def _groups(pairs: list[tuple[int, int, float, float]], sources: Sequence[int]) -> set[int]:
+    """How the sources fall into groups linked by receivers that hear two or more of them
+    (one id per group)."""
+    group = {b: b for b in sources}
+
+    def root(b: int) -> int:
+        while group[b] != b:
+            b = group[b]
+        return b
+
+    heard: dict[int, list[int]] = {}
+    for a, b, _, _ in pairs:
+        heard.setdefault(a, []).append(b)
+    for bs in heard.values():
+        for b in bs[1:]:
+            group[root(b)] = root(bs[0])
+    return {root(b) for b in sources}
+
+
+def _echoes(
+    pairs: list[tuple[int, int, float, float]], starts: dict[int, float], owners: Sequence[str]
+) -> dict[int, float]:
+    """Per receiving track, how much later than their sources the others' voices reach it
+    once the clocks are corrected (s, not below 0): the middle of its pairs' lags less
+    the clocks' difference. A track with no such pair (a rejoin's short first file) takes
+    its owner's best-measured other track's: the same speakers, most often."""
+    late: dict[int, list[float]] = {}
+    for a, b, lag, _ in pairs:
+        late.setdefault(a, []).append(lag - starts.get(b, 0.0) + starts.get(a, 0.0))
+    echoes = {a: max(0.0, float(np.median(values))) for a, values in late.items()}
+    for t in {t for p in pairs for t in p[:2]} - set(late):
+        siblings = [a for a in late if owners[a] == owners[t]]
+        if siblings:
+            echoes[t] = echoes[max(siblings, key=lambda a: len(late[a]))]
+    return echoes
+
+
+_MAX_ECHO = 1.0
+"""Seconds: the latest a voice is taken to come back through a participant's speakers (the
+network's round trip and the devices' buffers); a listener's lag beyond it is its clock."""
 
 
 def _residual(

@@ -33,6 +33,7 @@ def attribute(
     timings: Sequence[TrackTiming],
     owners: Sequence[str],
     options: AttributionOptions | None = None,
+    echoes: Sequence[float] | None = None,
 ) -> tuple[list[VoiceActivity | None], list[list[LeakedSpan]]]:
     """Keep in each track only the speech that is its own.
 
@@ -41,7 +42,9 @@ def attribute(
     who rejoined, or joined from two devices, has several; their voice is never leakage on
     each other, but what two of them both hold is kept on one). Returns the activities with
     leaked frames no longer voiced, and per track the leaked spans taken out (in track
-    time).
+    time). ``echoes`` says, per track, how much later than their sources (s) the others'
+    voices reach it, where they come back through its owner's speakers
+    (:attr:`TrackClock.echo_s`); by default, as soon as a room carries them.
     """
     options = options or AttributionOptions()
     present = comparable_tracks(activities)
@@ -54,9 +57,10 @@ def attribute(
         activities, timings, present, frame_s, options.max_clock_error
     )
 
-    coupling = _couplings(level, voiced, present, owners, options, frame_s)
+    late = np.zeros(len(activities)) if echoes is None else np.asarray(echoes) / frame_s
+    coupling = _couplings(level, voiced, present, owners, options, frame_s, late)
     own, margin, strongest, over_noise = _own_frames(
-        level, voiced, coupling, present, offgrid, options
+        level, voiced, coupling, present, offgrid, options, late
     )
     own, source, under = untracked_voices(
         level, voiced, own, coupling, present, owners, options, frame_s
@@ -108,10 +112,12 @@ def _own_frames(
     present: Sequence[int],
     offgrid: np.ndarray,
     options: AttributionOptions,
+    late: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per track and frame: own speech or not, margin over the leakage explained (dB), the
     track whose leakage is strongest there (the track itself where none is measured), and
-    the margin over that leakage and the track's noise together."""
+    the margin over that leakage and the track's noise together. ``late``: per track, how
+    many frames late the others' voices come back into it through its speakers."""
     own = voiced.copy()
     margin = np.full(level.shape, np.inf)
     over_noise = np.full(level.shape, np.inf)
@@ -125,7 +131,8 @@ def _own_frames(
         # each frame of A stands for the loudest source frame whose sound it can hold.
         leaked = np.stack(
             [
-                _reach(level[b], offgrid[b], offgrid[a], options.delay_frames) + coupling[a, b]
+                _reach(level[b], offgrid[b], offgrid[a], options.delay_frames, late[a])
+                + coupling[a, b]
                 for b in others
             ]
         )
@@ -347,14 +354,28 @@ def _held(
     return held, gap
 
 
+def _ahead(values: np.ndarray, frames: int) -> np.ndarray:
+    """``values[f + frames]`` at each frame ``f`` (absent, NaN, past the end)."""
+    if frames <= 0:
+        return values
+    out = np.full(values.shape, np.nan)
+    out[: max(0, values.size - frames)] = values[frames:]
+    return out
+
+
 def _reach(
-    level: np.ndarray, source_offgrid: np.ndarray, track_offgrid: np.ndarray, delay: int
+    level: np.ndarray,
+    source_offgrid: np.ndarray,
+    track_offgrid: np.ndarray,
+    delay: int,
+    echo: float = 0.0,
 ) -> np.ndarray:
     """Per frame of a track, the loudest frame of a source whose sound it can hold (absent:
     -inf).
 
     A source frame's sound reaches the frames of the track it overlaps in time once moved up
-    to ``delay`` frames later, or :data:`_EARLY` earlier. Frames are compared where they
+    to ``delay`` frames later, or :data:`_EARLY` earlier; with an ``echo`` (frames, measured
+    to the frame), from a frame before it to ``delay`` after it. Frames are compared where they
     really are, not where the grid put them: a listener's frame put 0.4 frame late and a leak
     20 ms late can hold a source frame two grid steps back, which a fixed allowance of one
     step would take for the listener's own voice.
@@ -362,7 +383,8 @@ def _reach(
     filled = filled_levels(level)
     out = np.full(filled.shape, -np.inf)
     n = filled.size
-    widest = math.ceil(1 + max(delay, _EARLY)) + 2  # each frame is at most one off the grid
+    earliest, latest = (echo - 1, echo + delay) if echo > 0 else (-_EARLY, delay)
+    widest = math.ceil(1 + max(latest, -earliest)) + 2  # each frame is at most one off the grid
     for shift in range(-widest, widest + 1):
         if abs(shift) >= n:
             continue
@@ -371,7 +393,7 @@ def _reach(
         # How far, in frames, the source frame starts after the track's frame.
         apart = shift + source_offgrid[source] - track_offgrid[track]
         with np.errstate(invalid="ignore"):  # either absent (NaN): holds nothing
-            holds = (apart > -1 - delay) & (apart < 1 + _EARLY)
+            holds = (apart > -1 - latest) & (apart < 1 - earliest)
         out[track] = np.where(holds, np.maximum(out[track], filled[source]), out[track])
     return out
 
@@ -391,8 +413,10 @@ def _couplings(
     owners: Sequence[str],
     options: AttributionOptions,
     frame_s: float,
+    late: np.ndarray,
 ) -> np.ndarray:
-    """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone.
+    """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone
+    (``late`` frames after B's, per A: an echo through A's speakers).
 
     Measured where B clearly dominates the meeting (``dominance_db`` above every other
     track): there B is talking, its voice is all the others hear of it, and nobody talks
@@ -413,10 +437,11 @@ def _couplings(
         _, loudest = dominant_frames(b, filled, voiced, present, owners, _LOUDEST_DB)
         speaks = syllables(loudest, frame_s).sum() >= options.min_frames
         for a in rivals:
-            frames = source & ~np.isnan(level[a])
+            heard = _ahead(level[a], round(late[a]))  # where A holds each frame of B's
+            frames = source & ~np.isnan(heard)
             measured[a, b] = frames.sum()
             if measured[a, b] >= options.min_frames:
-                coupling[a, b] = float(np.median(level[a][frames] - level[b][frames]))
+                coupling[a, b] = float(np.median(heard[frames] - level[b][frames]))
             # Chosen where B is also dominance_db above A, a copy of B that A holds almost
             # as loud (a hot microphone) is measured on its dips alone, 8-12 dB too weak: its
             # voice stayed on A. Measured again where B is that far above the others and only
@@ -428,12 +453,12 @@ def _couplings(
             _, free = talking_alone(
                 b, filled, voiced, present, owners, options, frame_s, excluding=(a,)
             )
-            free &= ~np.isnan(level[a])
+            free &= ~np.isnan(heard)
             with np.errstate(invalid="ignore"):
                 free &= filled[b] - filled[a] >= options.quiet_dominance_db  # B's voice, not A's
             if free.sum() < options.min_frames:
                 continue
-            again = float(np.median(level[a][free] - level[b][free]))
+            again = float(np.median(heard[free] - level[b][free]))
             if again > max(coupling[a, b], -options.dominance_db - _NEAR_DB):
                 coupling[a, b] = again
                 measured[a, b] = free.sum()

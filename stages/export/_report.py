@@ -85,6 +85,9 @@ def to_report(transcript: Transcript) -> str:
         if estimate.drift_ppm is not None:
             applied = "applied" if estimate.drift_applied else "not applied"
             drift = f"drift {estimate.drift_ppm:+.1f} ppm, {applied}"
+        if estimate.echo_s:
+            applied = "applied" if estimate.echo_applied else "not applied"
+            drift += f"; others heard {estimate.echo_s:.3f} s late (echo), {applied}"
         lines.append(
             f"  {one_line(estimate.path)} ({one_line(estimate.user_id)}): "
             f"{estimate.correction_s:+.3f} s from {estimate.pairs} other tracks "
