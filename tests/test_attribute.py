@@ -34,10 +34,12 @@ def _leaky_copy(
     folder,
     gain_db: dict[str, float] | None = None,
     echo_s: dict[str, float] | None = None,
+    stream_s: dict[tuple[str, str], float] | None = None,
 ):
     """The sample meeting in one room, written to ``folder``; with ``gain_db``, those users'
     microphones that much louder or quieter (what they hear of the others too); with
-    ``echo_s``, those users hear the others that late instead (s), from their speakers."""
+    ``echo_s``, those users hear the others that late instead (s), from their speakers, and
+    with ``stream_s`` (listener, talker), one talker that much later again."""
     manifest = Manifest.load(sample_dir / "manifest.json")
     offsets = track_offsets(manifest)
     shutil.copy(sample_dir / "truth.json", folder / "truth.json")
@@ -54,9 +56,13 @@ def _leaky_copy(
     rng = np.random.default_rng(5)
     raw = json.loads((sample_dir / "manifest.json").read_text())
     for entry, track, offset, x in zip(raw["tracks"], manifest.tracks, offsets, clean, strict=True):
-        others = sum(v for user, v in voices.items() if user != track.user_id)
         late = (echo_s or {}).get(track.user_id, 0.01)
-        heard = voices[track.user_id] + 0.1 * np.roll(others, round(late * RATE))
+        others = sum(
+            np.roll(v, round((late + (stream_s or {}).get((track.user_id, user), 0.0)) * RATE))
+            for user, v in voices.items()
+            if user != track.user_id
+        )
+        heard = voices[track.user_id] + 0.1 * others
         heard = heard * 10 ** ((gain_db or {}).get(track.user_id, 0.0) / 20)
         first = round(offset * RATE)
         mine = heard[first : first + x.size] + rng.normal(0, 1e-3, x.size).astype(np.float32)
@@ -140,6 +146,23 @@ def test_voices_that_come_back_late_through_speakers_stay_with_their_speakers(
     assert not any(c.applied for c in clock.values()), "an echo is no clock error"
     for user, late in _ECHOES.items():
         assert clock[user].echo_applied and clock[user].echo_s == pytest.approx(late, abs=0.031)
+
+
+def test_each_voice_is_looked_for_where_its_own_stream_brings_it_back(
+    sample_dir, sample_truth, tmp_path
+):
+    # Every stream a device plays has its own jitter buffer: Chen hears Alice 60 ms later
+    # and Bruno 60 ms sooner than his echo's middle, Dana hears Bruno 60 ms later. Looked
+    # for within a frame of the track's echo, their copies' edges were the tracks' own voice.
+    streams = {
+        ("user-chen", "user-alice"): 0.06,
+        ("user-chen", "user-bruno"): -0.06,
+        ("user-dana", "user-bruno"): 0.06,
+    }
+    meeting = _leaky_copy(sample_dir, tmp_path, echo_s=_ECHOES, stream_s=streams)
+    transcript = transcribe_tracks(meeting / "manifest.json", progress=False)
+    assert [u.text for u in transcript.utterances if u.speaker == "user-dana"] == []
+    _assert_every_turn_on_its_speaker_only(transcript, sample_truth, heard=0.7)
 
 
 @pytest.fixture(scope="module")

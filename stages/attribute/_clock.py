@@ -10,7 +10,13 @@ import numpy as np
 
 from models import TrackTiming, VoiceActivity
 
-from ._frames import comparable_tracks, dominant_frames, filled_levels, meeting_frames
+from ._frames import (
+    comparable_tracks,
+    dominant_frames,
+    filled_levels,
+    lag_correlations,
+    meeting_frames,
+)
 from ._options import AttributionOptions
 
 
@@ -92,7 +98,7 @@ def estimate_clock(
         for a in rivals:
             corr = curves.get((a, b))
             if corr is None:
-                corr = _lag_correlations(
+                corr = lag_correlations(
                     level[a],
                     level[b],
                     _frames_within(level[a], frames, reach),
@@ -194,7 +200,7 @@ def _drifts(
         )
         for a in rivals:
             # A drifting copy matches less well overall than block by block: no bar here.
-            corr = _lag_correlations(
+            corr = lag_correlations(
                 level[a],
                 level[b],
                 _frames_within(level[a], np.flatnonzero(apart), search),
@@ -217,7 +223,7 @@ def _drifts(
                 else:
                     reach = wide
                 lags = np.arange(guess - reach, guess + reach + 1)
-                c = _lag_correlations(level[a], level[b], chosen, lags, options.min_frames)
+                c = lag_correlations(level[a], level[b], chosen, lags, options.min_frames)
                 if np.all(np.isnan(c)):
                     continue
                 best = int(np.nanargmax(c))
@@ -446,39 +452,6 @@ def _residual(
 ) -> float:
     a, b, lag, _ = pair
     return float(solution[index[a]] - solution[index[b]] + lag)
-
-
-def _lag_correlations(
-    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, lags: np.ndarray, min_frames: int
-) -> np.ndarray:
-    """How well ``receiver`` follows ``source`` over ``frames`` at each of ``lags`` (frames).
-
-    Pearson's correlation per lag, over the frames where both have a level; NaN for a lag
-    with fewer than ``min_frames`` such frames, or a constant side. Lags are taken
-    ``_LAG_CHUNK`` at a time, which keeps memory to that many rows of frames however long
-    the meeting.
-    """
-    out = np.full(len(lags), np.nan)
-    y = source[frames]
-    for first in range(0, len(lags), _LAG_CHUNK):
-        chunk = np.asarray(lags[first : first + _LAG_CHUNK])
-        shifted = frames[None, :] + chunk[:, None]
-        inside = (shifted >= 0) & (shifted < receiver.size)
-        x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
-        good = ~(np.isnan(x) | np.isnan(y)[None, :])
-        count = good.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dx = np.where(good, x - (np.where(good, x, 0).sum(axis=1) / count)[:, None], 0)
-            yy = np.where(good, y[None, :], 0)
-            dy = np.where(good, yy - (yy.sum(axis=1) / count)[:, None], 0)
-            sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
-            corr = np.clip((dx * dy).sum(axis=1) / np.sqrt(sxx * syy), -1.0, 1.0)
-        valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
-        out[first : first + len(chunk)] = np.where(valid, corr, np.nan)
-    return out
-
-
-_LAG_CHUNK = 16
 
 
 def _frames_within(receiver: np.ndarray, frames: np.ndarray, reach: int) -> np.ndarray:

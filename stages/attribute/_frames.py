@@ -186,3 +186,36 @@ _SYLLABLE = 0.09
 def filled_levels(level: np.ndarray) -> np.ndarray:
     """Levels with absent frames (NaN) as -inf, for maxima and comparisons."""
     return np.where(np.isnan(level), -np.inf, level)
+
+
+def lag_correlations(
+    receiver: np.ndarray, source: np.ndarray, frames: np.ndarray, lags: np.ndarray, min_frames: int
+) -> np.ndarray:
+    """How well ``receiver`` follows ``source`` over ``frames`` at each of ``lags`` (frames).
+
+    Pearson's correlation per lag, over the frames where both have a level; NaN for a lag
+    with fewer than ``min_frames`` such frames, or a constant side. Lags are taken
+    ``_LAG_CHUNK`` at a time, which keeps memory to that many rows of frames however long
+    the meeting.
+    """
+    out = np.full(len(lags), np.nan)
+    y = source[frames]
+    for first in range(0, len(lags), _LAG_CHUNK):
+        chunk = np.asarray(lags[first : first + _LAG_CHUNK])
+        shifted = frames[None, :] + chunk[:, None]
+        inside = (shifted >= 0) & (shifted < receiver.size)
+        x = np.where(inside, receiver[np.clip(shifted, 0, receiver.size - 1)], np.nan)
+        good = ~(np.isnan(x) | np.isnan(y)[None, :])
+        count = good.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = np.where(good, x - (np.where(good, x, 0).sum(axis=1) / count)[:, None], 0)
+            yy = np.where(good, y[None, :], 0)
+            dy = np.where(good, yy - (yy.sum(axis=1) / count)[:, None], 0)
+            sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+            corr = np.clip((dx * dy).sum(axis=1) / np.sqrt(sxx * syy), -1.0, 1.0)
+        valid = (count >= min_frames) & (sxx > 0) & (syy > 0)
+        out[first : first + len(chunk)] = np.where(valid, corr, np.nan)
+    return out
+
+
+_LAG_CHUNK = 16

@@ -13,6 +13,7 @@ from ._frames import (
     comparable_tracks,
     dominant_frames,
     filled_levels,
+    lag_correlations,
     long_runs,
     meeting_frames,
     syllables,
@@ -58,9 +59,9 @@ def attribute(
     )
 
     late = np.zeros(len(activities)) if echoes is None else np.asarray(echoes) / frame_s
-    coupling = _couplings(level, voiced, present, owners, options, frame_s, late)
+    coupling, late_from = _couplings(level, voiced, present, owners, options, frame_s, late)
     own, margin, strongest, over_noise = _own_frames(
-        level, voiced, coupling, present, offgrid, options, late
+        level, voiced, coupling, present, offgrid, options, late_from
     )
     own, source, under = untracked_voices(
         level, voiced, own, coupling, present, owners, options, frame_s
@@ -112,12 +113,12 @@ def _own_frames(
     present: Sequence[int],
     offgrid: np.ndarray,
     options: AttributionOptions,
-    late: np.ndarray,
+    late_from: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per track and frame: own speech or not, margin over the leakage explained (dB), the
     track whose leakage is strongest there (the track itself where none is measured), and
-    the margin over that leakage and the track's noise together. ``late``: per track, how
-    many frames late the others' voices come back into it through its speakers."""
+    the margin over that leakage and the track's noise together. ``late_from[a, b]``: how
+    many frames late B's voice comes back into A through A's speakers."""
     own = voiced.copy()
     margin = np.full(level.shape, np.inf)
     over_noise = np.full(level.shape, np.inf)
@@ -131,7 +132,7 @@ def _own_frames(
         # each frame of A stands for the loudest source frame whose sound it can hold.
         leaked = np.stack(
             [
-                _reach(level[b], offgrid[b], offgrid[a], options.delay_frames, late[a])
+                _reach(level[b], offgrid[b], offgrid[a], options.delay_frames, late_from[a, b])
                 + coupling[a, b]
                 for b in others
             ]
@@ -414,9 +415,10 @@ def _couplings(
     options: AttributionOptions,
     frame_s: float,
     late: np.ndarray,
-) -> np.ndarray:
-    """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone
-    (``late`` frames after B's, per A: an echo through A's speakers).
+) -> tuple[np.ndarray, np.ndarray]:
+    """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone; and
+    how many frames after B's that voice lies in A (0 but where it comes back through A's
+    speakers, ``late`` frames after its source or so).
 
     Measured where B clearly dominates the meeting (``dominance_db`` above every other
     track): there B is talking, its voice is all the others hear of it, and nobody talks
@@ -429,6 +431,7 @@ def _couplings(
     """
     n = level.shape[0]
     coupling = np.full((n, n), -np.inf)
+    late_from = np.zeros((n, n))
     measured = np.zeros((n, n), int)
     filled = filled_levels(level)
     for b in present:
@@ -437,7 +440,8 @@ def _couplings(
         _, loudest = dominant_frames(b, filled, voiced, present, owners, _LOUDEST_DB)
         speaks = syllables(loudest, frame_s).sum() >= options.min_frames
         for a in rivals:
-            heard = _ahead(level[a], round(late[a]))  # where A holds each frame of B's
+            late_from[a, b] = _echo_of(level[a], level[b], source, late[a], options.min_frames)
+            heard = _ahead(level[a], round(late_from[a, b]))  # where A holds each frame of B's
             frames = source & ~np.isnan(heard)
             measured[a, b] = frames.sum()
             if measured[a, b] >= options.min_frames:
@@ -468,7 +472,26 @@ def _couplings(
             known = [x for x in siblings if np.isfinite(coupling[a, x])]
             if np.isneginf(coupling[a, b]) and known:
                 coupling[a, b] = coupling[a, max(known, key=lambda x: measured[a, x])]
-    return coupling
+    return coupling, late_from
+
+
+def _echo_of(
+    receiver: np.ndarray, source: np.ndarray, talking: np.ndarray, late: float, min_frames: int
+) -> float:
+    """How many frames after the source the receiver's echo of it lies: ``late`` (the
+    receiver's own, 0 where under two frames), to the frame where the source's copy follows
+    it best within :data:`_JITTER` of that. Each stream coming in has a jitter buffer of
+    its own, so two voices played by one device come back a few tens of milliseconds
+    apart."""
+    if late < 2:
+        return 0.0
+    lags = np.arange(round(late) - _JITTER, round(late) + _JITTER + 1)
+    corr = lag_correlations(receiver, source, np.flatnonzero(talking), lags, min_frames)
+    return late if np.all(np.isnan(corr)) else float(lags[int(np.nanargmax(corr))])
+
+
+_JITTER = 3
+"""Frames (90 ms) either side of a track's echo within which one voice's echo is looked for."""
 
 
 def _spans(
