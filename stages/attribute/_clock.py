@@ -337,10 +337,11 @@ def _starts(
 
     A voice that leaks through a participant's speakers comes back late, by the network's
     round trip and the device's buffers; a lag is then a clock error plus that echo. Two
-    sources heard on one track come back with the same echo, so the difference of their
-    lags there is the difference of their clocks alone: every lag is solved as one term per
-    source (its clock) plus one per receiver (its clock and echo), and the sources' terms
-    are the corrections. That needs the sources linked by tracks that hear two of them; where
+    sources heard on one track come back about equally late (each stream has a jitter
+    buffer of its own), so the difference of their lags there is, but for that, the
+    difference of their clocks: every lag is solved as one term per source (its clock) plus
+    one per receiver (its clock and echo), and the sources' terms are the corrections. That
+    needs the sources linked by tracks that hear two of them; where
     they are not (a meeting of two), each pair's two lags are taken to hold the same echo,
     and the clocks are solved from how the two differ.
     """
