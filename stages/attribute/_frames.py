@@ -183,6 +183,20 @@ _SYLLABLE = 0.09
 """Seconds a voice talking alone stays the loudest track at the least."""
 
 
+def shifted(values: np.ndarray, shift: int, fill: float | None = None) -> np.ndarray:
+    """``values[f + shift]`` at each frame ``f``; ``fill`` (by default zero, False) past
+    either end (all of them for a shift longer than ``values``: a meeting shorter than the
+    clock error allowed)."""
+    out = np.zeros_like(values) if fill is None else np.full(values.shape, fill)
+    if abs(shift) >= values.size:
+        return out
+    if shift >= 0:
+        out[: values.size - shift] = values[shift:]
+    else:
+        out[-shift:] = values[: values.size + shift]
+    return out
+
+
 def filled_levels(level: np.ndarray) -> np.ndarray:
     """Levels with absent frames (NaN) as -inf, for maxima and comparisons."""
     return np.where(np.isnan(level), -np.inf, level)

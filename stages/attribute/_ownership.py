@@ -16,6 +16,7 @@ from ._frames import (
     lag_correlations,
     long_runs,
     meeting_frames,
+    shifted,
     syllables,
     talking_alone,
 )
@@ -64,7 +65,7 @@ def attribute(
         level, voiced, coupling, present, offgrid, options, late_from
     )
     own, source, under = untracked_voices(
-        level, voiced, own, coupling, present, owners, options, frame_s
+        level, voiced, own, coupling, present, owners, options, frame_s, np.round(late)
     )
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
     strongest = _voice_carried(strongest, own, source)
@@ -268,7 +269,7 @@ def _one_voice(
     overlap = np.zeros((lags.size, starts.size))
     either = np.zeros((lags.size, starts.size))
     for k, shift in enumerate(lags):
-        voiced_b, here = _shifted(own[b], shift), here_a & _shifted(here_b, shift)
+        voiced_b, here = shifted(own[b], shift), here_a & shifted(here_b, shift)
         overlap[k] = np.add.reduceat(own[a] & voiced_b & here, starts)
         either[k] = np.add.reduceat((own[a] | voiced_b) & here, starts)
     share = np.where(either > 0, overlap / np.maximum(either, 1), 0.0)
@@ -290,19 +291,6 @@ def _one_voice(
     if high - low > options.margin_db:
         return None
     return lag if np.corrcoef(mine, copy)[0, 1] >= options.min_clock_correlation else None
-
-
-def _shifted(values: np.ndarray, shift: int) -> np.ndarray:
-    """``values[f + shift]`` at each frame ``f``; False past either end (all of them for a
-    shift longer than ``values``: a meeting shorter than the clock error allowed)."""
-    out = np.zeros_like(values)
-    if abs(shift) >= values.size:
-        return out
-    if shift >= 0:
-        out[: values.size - shift] = values[shift:]
-    else:
-        out[-shift:] = values[: values.size + shift]
-    return out
 
 
 def _pairs(
@@ -347,21 +335,12 @@ def _held(
         # A copy starts a fraction of a frame later: at a word's edges, where the level
         # changes fastest, its frames hold parts of the voice the other's do not, and miss the
         # test above. Each held stretch takes the own frames either side of it too.
-        edges = own[t] & ~held[t] & (_shifted(held[t], 1) | _shifted(held[t], -1))
-        gap[t][edges] = np.where(_shifted(held[t], 1), _shifted(gap[t], 1), _shifted(gap[t], -1))[
+        edges = own[t] & ~held[t] & (shifted(held[t], 1) | shifted(held[t], -1))
+        gap[t][edges] = np.where(shifted(held[t], 1), shifted(gap[t], 1), shifted(gap[t], -1))[
             edges
         ]
         held[t] |= edges
     return held, gap
-
-
-def _ahead(values: np.ndarray, frames: int) -> np.ndarray:
-    """``values[f + frames]`` at each frame ``f`` (absent, NaN, past the end)."""
-    if frames <= 0:
-        return values
-    out = np.full(values.shape, np.nan)
-    out[: max(0, values.size - frames)] = values[frames:]
-    return out
 
 
 def _reach(
@@ -441,7 +420,8 @@ def _couplings(
         speaks = syllables(loudest, frame_s).sum() >= options.min_frames
         for a in rivals:
             late_from[a, b] = _echo_of(level[a], level[b], source, late[a], options.min_frames)
-            heard = _ahead(level[a], round(late_from[a, b]))  # where A holds each frame of B's
+            # Where A holds each frame of B's.
+            heard = shifted(level[a], round(late_from[a, b]), np.nan)
             frames = source & ~np.isnan(heard)
             measured[a, b] = frames.sum()
             if measured[a, b] >= options.min_frames:

@@ -9,7 +9,7 @@ import numpy as np
 
 from models import bridge_runs, frame_runs
 
-from ._frames import filled_levels, talking_alone
+from ._frames import filled_levels, shifted, talking_alone
 from ._options import AttributionOptions
 
 NOT_OTHER = -2
@@ -27,6 +27,7 @@ def untracked_voices(
     owners: Sequence[str],
     options: AttributionOptions,
     frame_s: float,
+    late: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``own`` without the voices of people who have no track (recorded only for some users,
     or a track lost), which the couplings cannot explain, as no track is theirs.
@@ -37,7 +38,9 @@ def untracked_voices(
     track holds it louder than the first track's own leakage would explain (its own quiet
     speech would be explained). A track whose owner's voice is not known (a listener) loses
     what follows such a copy elsewhere unless it is clearly the louder (``dominance_db``):
-    then it is the source. Two people talking at once do not follow each other.
+    then it is the source. Two people talking at once do not follow each other. A voice
+    whose track was lost was heard through the others' speakers: each track holds it as
+    late as its echo (``late``, frames per track), and the two copies are compared there.
 
     Returns ``own`` and per frame the track whose voice it really is (:data:`NO_TRACK`, or a
     track whose owner was talking at full voice; :data:`NOT_OTHER` elsewhere), and the
@@ -50,40 +53,61 @@ def untracked_voices(
     envelope = {t: _envelope(level[t]) for t in present}
     half = max(1, round(options.untracked_window / frame_s / 2))
     pairs = [(a, b) for a, b in combinations(present, 2) if owners[a] != owners[b]]
-    together = {pair: _follow(level, voiced, envelope, *pair, half, options) for pair in pairs}
     floor = -options.untracked_db
     least = round(options.min_wall / frame_s)  # a voice's copies follow each other for long
     other = own.copy()
+    together: dict[tuple[int, int], np.ndarray] = {}
+
+    def copies(a: int, b: int) -> tuple[int, np.ndarray]:
+        """How many frames after A's copy B's lies, and per frame of A: the two follow."""
+        apart = round(late[b] - late[a])
+        if (a, b) not in together:
+            if apart == 0 and (b, a) in together:
+                together[a, b] = together[b, a]
+            else:
+                together[a, b] = _follow(
+                    (level[a], shifted(level[b], apart, np.nan)),
+                    (voiced[a], shifted(voiced[b], apart)),
+                    (envelope[a], shifted(envelope[b], apart, _FLOOR_DB)),
+                    half,
+                    options,
+                )
+        return apart, together[a, b]
+
     for first, second in pairs:
         for a, b in ((first, second), (second, first)):
             if voice[a] is None:
                 continue
+            apart, follows = copies(a, b)
+            level_b = shifted(level[b], apart, np.nan)
             with np.errstate(invalid="ignore"):
                 quiet = level[a] - voice[a] <= floor
                 # Unknown how A's voice reaches B (a microphone beside A's), B's copy may
                 # be A's own quiet speech: nothing is taken from A then.
                 unexplained = np.isfinite(coupling[b, a]) & (
-                    level[b] >= level[a] + coupling[b, a] + options.margin_db
+                    level_b >= level[a] + coupling[b, a] + options.margin_db
                 )
             alike = own[a] & quiet & unexplained
             # Within a stretch where the copies follow each other, a frame of A far below its
             # owner's voice is that voice's too, though B's copy dipped there (noise, the
             # codec): left as A's own, a few such frames would open a region over the rest.
-            found = _sustained(alike & together[first, second], least, own[a] & quiet)
+            found = _sustained(alike & follows, least, own[a] & quiet)
             source[a] = np.where(found & (source[a] == NOT_OTHER), NO_TRACK, source[a])
             if voice[b] is not None:  # B's owner at full voice: the voice is B's
                 with np.errstate(invalid="ignore"):
-                    talking = level[b] - voice[b] > floor
+                    talking = level_b - voice[b] > floor
                 source[a] = np.where(found & talking, b, source[a])
             under[a] = np.where(found, level[a] - voice[a], under[a])
             other[a] &= ~found
     for a in (t for t in present if voice[t] is None):
         for b in (t for t in present if owners[t] != owners[a] and voice[t] is not None):
-            pair = (a, b) if (a, b) in together else (b, a)
+            apart, follows = copies(a, b)
+            theirs = shifted(source[b], apart, NOT_OTHER)
+            level_b = shifted(level[b], apart, np.nan)
             with np.errstate(invalid="ignore"):
-                alike = own[a] & (level[a] - level[b] < options.dominance_db)
-            found = _sustained(alike & together[pair] & (source[b] != NOT_OTHER), least, alike)
-            whose = _nearest_known(source[b], found)
+                alike = own[a] & (level[a] - level_b < options.dominance_db)
+            found = _sustained(alike & follows & (theirs != NOT_OTHER), least, alike)
+            whose = _nearest_known(theirs, found)
             source[a] = np.where(found & (source[a] == NOT_OTHER), whose, source[a])
             other[a] &= ~found
     return other, source, under
@@ -137,24 +161,22 @@ def _own_voice(
 
 
 def _follow(
-    level: np.ndarray,
-    voiced: np.ndarray,
-    envelope: dict[int, np.ndarray],
-    a: int,
-    b: int,
+    levels: tuple[np.ndarray, np.ndarray],
+    voiced: tuple[np.ndarray, np.ndarray],
+    envelopes: tuple[np.ndarray, np.ndarray],
     half: int,
     options: AttributionOptions,
 ) -> np.ndarray:
-    """Per frame: both tracks voiced, and their levels (``envelope``, per track) following
-    each other (correlation ``min_clock_correlation`` or more) over the ``half`` frames
-    either side, pauses included (the pauses of one voice fall in both copies at once): one
-    sound on both."""
-    voiced_both = voiced[a] & voiced[b]
+    """Per frame: both tracks (their levels, voiced flags and :func:`_envelope`, frame by
+    frame) voiced, and their envelopes following each other (correlation
+    ``min_clock_correlation`` or more) over the ``half`` frames either side, pauses included
+    (the pauses of one voice fall in both copies at once): one sound on both."""
+    voiced_both = voiced[0] & voiced[1]
     if not voiced_both.any():  # a clean meeting's tracks, most pairs
         return voiced_both
-    both = ~np.isnan(level[a]) & ~np.isnan(level[b])
-    x = np.where(both, envelope[a], 0.0)
-    y = np.where(both, envelope[b], 0.0)
+    both = ~np.isnan(levels[0]) & ~np.isnan(levels[1])
+    x = np.where(both, envelopes[0], 0.0)
+    y = np.where(both, envelopes[1], 0.0)
 
     def total(values: np.ndarray) -> np.ndarray:  # over the window around each frame
         running = np.concatenate(([0.0], np.cumsum(np.pad(values, half))))
