@@ -187,13 +187,7 @@ def test_the_voice_of_a_lost_track_heard_through_the_others_speakers_is_put_on_n
 
 @pytest.fixture(scope="module")
 def echo_activities(echo_meeting, tmp_path_factory):
-    manifest = Manifest.load(echo_meeting / "manifest.json")
-    folder = tmp_path_factory.mktemp("echo_pcm")
-    activities = [
-        voice_activity(decode(manifest.track_path(t), folder / f"{i}.pcm"))
-        for i, t in enumerate(manifest.tracks)
-    ]
-    return manifest, activities
+    return _activities(echo_meeting, tmp_path_factory.mktemp("echo_pcm"))
 
 
 @pytest.mark.parametrize(("user", "off_s"), [("user-alice", -0.6), ("user-chen", 0.5)])
@@ -504,8 +498,12 @@ def test_a_wrong_start_time_is_measured_from_the_leakage_and_corrected(leaky_mee
 
 @pytest.fixture(scope="module")
 def leaky_activities(leaky_meeting, tmp_path_factory):
-    manifest = Manifest.load(leaky_meeting / "manifest.json")
-    folder = tmp_path_factory.mktemp("leaky_pcm")
+    return _activities(leaky_meeting, tmp_path_factory.mktemp("leaky_pcm"))
+
+
+def _activities(meeting, folder) -> tuple[Manifest, list[VoiceActivity]]:
+    """A meeting's manifest, and each of its tracks' voice activity (decoded into ``folder``)."""
+    manifest = Manifest.load(meeting / "manifest.json")
     activities = [
         voice_activity(decode(manifest.track_path(t), folder / f"{i}.pcm"))
         for i, t in enumerate(manifest.tracks)

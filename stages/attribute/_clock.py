@@ -3,7 +3,7 @@ copy lies where its source's clock puts it, so the lag between the two tells how
 the clocks are, and how that lag changes over the meeting tells their drift."""
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -313,18 +313,10 @@ def _anchored(
     the whole correction, rather than each taking half (a right track moved, and halves
     rounded to the frame grid apart).
     """
-    group = list(range(len(solution)))
-
-    def root(k: int) -> int:
-        while group[k] != k:
-            k = group[k]
-        return k
-
-    for a, b, _, _ in pairs:
-        group[root(index[a])] = root(index[b])
+    group = _groups(range(len(solution)), [(index[a], index[b]) for a, b, _, _ in pairs])
     out = solution.copy()
-    for r in {root(k) for k in range(len(solution))}:
-        members = [k for k in range(len(solution)) if root(k) == r]
+    for r in set(group.values()):
+        members = [k for k in range(len(solution)) if group[k] == r]
         values = np.sort(solution[members])
         out[members] -= values[(len(values) - 1) // 2]
     return out
@@ -341,9 +333,9 @@ def _starts(
     buffer of its own), so the difference of their lags there is, but for that, the
     difference of their clocks: every lag is solved as one term per source (its clock) plus
     one per receiver (its clock and echo), and the sources' terms are the corrections. That
-    needs the sources linked by tracks that hear two of them; where
-    they are not (a meeting of two), each pair's two lags are taken to hold the same echo,
-    and the clocks are solved from how the two differ.
+    needs the sources linked by tracks that hear two of them; where they are not (a meeting
+    of two), each pair's two lags are taken to hold the same echo, and the clocks are solved
+    from how the two differ.
     """
     if not pairs:
         return pairs, {}
@@ -391,7 +383,12 @@ def _terms(
     """Each lag as a source's term plus a receiver's, by least squares weighted by
     correlation; with each pair's residual (s). None where the sources are not linked."""
     sources = sorted({b for _, b, _, _ in pairs})
-    if len(_groups(pairs, sources)) > 1:
+    heard: dict[int, list[int]] = {}
+    for a, b, _, _ in pairs:
+        heard.setdefault(a, []).append(b)
+    # Two sources are linked where one track hears both.
+    links = [(bs[0], b) for bs in heard.values() for b in bs[1:]]
+    if len(set(_groups(sources, links).values())) > 1:
         return None
     receivers = sorted({a for a, _, _, _ in pairs})
     names = [("source", b) for b in sources] + [("receiver", a) for a in receivers]
@@ -406,23 +403,18 @@ def _terms(
     return terms, np.abs(rows @ solution - lag)
 
 
-def _groups(pairs: list[tuple[int, int, float, float]], sources: Sequence[int]) -> set[int]:
-    """How the sources fall into groups linked by receivers that hear two or more of them
-    (one id per group)."""
-    group = {b: b for b in sources}
+def _groups(members: Iterable[int], links: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Each of ``members`` with the id of its group, the members ``links`` join."""
+    group = {k: k for k in members}
 
-    def root(b: int) -> int:
-        while group[b] != b:
-            b = group[b]
-        return b
+    def root(k: int) -> int:
+        while group[k] != k:
+            k = group[k]
+        return k
 
-    heard: dict[int, list[int]] = {}
-    for a, b, _, _ in pairs:
-        heard.setdefault(a, []).append(b)
-    for bs in heard.values():
-        for b in bs[1:]:
-            group[root(b)] = root(bs[0])
-    return {root(b) for b in sources}
+    for a, b in links:
+        group[root(a)] = root(b)
+    return {k: root(k) for k in group}
 
 
 def _echoes(
