@@ -534,19 +534,48 @@ def test_a_start_off_by_up_to_the_search_is_corrected_and_no_other(leaky_activit
     assert list(moved) == [user] and moved[user] == pytest.approx(-off_s, abs=0.031)
 
 
-def test_a_listeners_lag_within_an_echos_reach_is_taken_for_echo_and_beyond_it_for_its_clock(
-    leaky_activities,
+@pytest.mark.parametrize("off_s", [0.45, -0.4, 1.5])
+def test_in_a_room_the_whole_lag_of_a_track_never_clear_of_the_others_is_its_clock(
+    leaky_activities, off_s
 ):
-    # Dana never talks, so no lag measures her clock apart from how late she hears the
-    # others: 0.4 s late is what her speakers' echo can be, and her start is kept as stated;
-    # 1.5 s is not, and her start is moved. Her leakage is looked for where it is either way.
-    for off_s, moved, echo in ((0.4, 0.0, 0.4), (1.5, -1.5, 0.0), (-0.4, 0.4, 0.0)):
-        estimates = dict(_estimates_with_one_start_off(leaky_activities, "user-dana", off_s))
-        dana = estimates["user-dana"]
-        assert dana.correction_s == pytest.approx(moved, abs=0.031), off_s
-        assert dana.echo_s == pytest.approx(echo, abs=0.031), off_s
-        others = [e for user, e in estimates.items() if user != "user-dana" and e is not None]
-        assert not any(e.start_clear or e.echo_clear for e in others), off_s
+    # Dana is never clear of the others, so no lag measures her clock apart from how late
+    # she hears them. Where no one hears the others through speakers, all of it is her
+    # clock, and a talker like her (on speakers among headsets) keeps her words in place.
+    estimates = dict(_estimates_with_one_start_off(leaky_activities, "user-dana", off_s))
+    dana = estimates["user-dana"]
+    assert dana.start_clear and dana.correction_s == pytest.approx(-off_s, abs=0.031)
+    assert not dana.echo_clear
+    others = [e for user, e in estimates.items() if user != "user-dana" and e is not None]
+    assert not any(e.start_clear or e.echo_clear for e in others)
+
+
+@pytest.mark.parametrize(
+    ("off_s", "moved", "echo"), [(0.45, 0.0, 0.63), (-0.4, 0.4, 0.2), (1.5, -1.5, 0.2)]
+)
+def test_among_echoes_a_lag_an_echo_can_be_is_taken_for_one_and_another_for_a_clock_error(
+    echo_activities, off_s, moved, echo
+):
+    # The others hear each other 0.15-0.25 s late. Dana's 0.18 s with her start 0.45 s late
+    # cannot be told from an echo of 0.63 s: her start is kept, her leakage looked for there.
+    # Heard before its source, or later than any echo, her lag is her clock and the middle
+    # echo, 0.2 s.
+    estimates = dict(_estimates_with_one_start_off(echo_activities, "user-dana", off_s))
+    dana = estimates["user-dana"]
+    assert dana.correction_s == pytest.approx(moved, abs=0.061)
+    assert dana.echo_clear and dana.echo_s == pytest.approx(echo, abs=0.031)
+    others = [e for user, e in estimates.items() if user != "user-dana" and e is not None]
+    assert not any(e.start_clear for e in others)
+
+
+def test_a_rejoin_file_no_lag_was_measured_on_takes_its_owners_echo(echo_activities):
+    # Bruno's second file holds a few words, clear of no one long enough to be measured; his
+    # speakers are the same, and so is his echo.
+    manifest, activities = echo_activities
+    owners = [t.user_id for t in manifest.tracks]
+    estimates = estimate_clock(activities, track_offsets(manifest), owners)
+    bruno = [e for owner, e in zip(owners, estimates, strict=True) if owner == "user-bruno"]
+    assert len(bruno) == 2 and all(e is not None and e.echo_clear for e in bruno)
+    assert bruno[0].echo_s == bruno[1].echo_s == pytest.approx(0.25, abs=0.031)
 
 
 @pytest.mark.parametrize(

@@ -52,16 +52,18 @@ def estimate_clock(
     owners: Sequence[str],
     options: AttributionOptions | None = None,
 ) -> list[TrackClock | None]:
-    """How far off each track's start is, and how fast its clock ran, from the leakage.
+    """How far off each track's start is, how fast its clock ran, and how late the others'
+    voices come back into it through its speakers, from the leakage.
 
     A leaked voice is a copy of its source: where B dominates, A's level follows B's. The lag
-    at which it follows best is the error between the two tracks' clocks. Lags measured
-    clearly (correlation at least ``min_clock_correlation``, and clearly better than at lag
-    zero and at every lag away from the peak) are solved together for one value per track,
-    the middle track kept fixed: first the drift, from how the lag changes from block to
-    block of the meeting; then, with the drift taken out, the start. Returns per track a
-    :class:`TrackClock`, or None where nothing was measured (no leakage: a clean meeting
-    gives no clock reference, nor needs one).
+    at which it follows best is the error between the two tracks' clocks, plus A's echo
+    where A hears B through speakers. Lags measured clearly (correlation at least
+    ``min_clock_correlation``, and clearly better than at lag zero and at every lag away
+    from the peak) are solved together, the middle track kept fixed: first the drift, from
+    how the lag changes from block to block of the meeting; then, with the drift taken out,
+    the start and the echo (:func:`_starts`). Returns per track a :class:`TrackClock`, or
+    None where nothing was measured (no leakage: a clean meeting gives no clock reference,
+    nor needs one).
     """
     options = options or AttributionOptions()
     present = comparable_tracks(activities)
@@ -115,11 +117,11 @@ def estimate_clock(
                 and _stands_out(corr, best)
             ):
                 pairs.append((a, b, lag * frame_s, float(corr[best])))
-    pairs, starts = _starts(pairs, present, frame_s)
-    echoes = _echoes(pairs, starts, owners)
+    pairs, starts = _starts(pairs, present, owners, frame_s)
+    echoes = _echoes(pairs, starts, owners, present)
     for t in present:
         mine = [p for p in pairs if t in (p[0], p[1])]
-        if not mine and drifts[t] is None:
+        if not mine and drifts[t] is None and t not in echoes:
             continue
         correction = round(starts.get(t, 0.0) / frame_s) * frame_s if mine else 0.0
         echo = round(echoes.get(t, 0.0) / frame_s) * frame_s
@@ -323,7 +325,10 @@ def _anchored(
 
 
 def _starts(
-    pairs: list[tuple[int, int, float, float]], present: Sequence[int], frame_s: float
+    pairs: list[tuple[int, int, float, float]],
+    present: Sequence[int],
+    owners: Sequence[str],
+    frame_s: float,
 ) -> tuple[list[tuple[int, int, float, float]], dict[int, float]]:
     """The pairs that agree with the rest, and each track's start correction (s) from them.
 
@@ -334,12 +339,12 @@ def _starts(
     difference of their clocks: every lag is solved as one term per source (its clock) plus
     one per receiver (its clock and echo), and the sources' terms are the corrections. That
     needs the sources linked by tracks that hear two of them; where they are not (a meeting
-    of two), each pair's two lags are taken to hold the same echo, and the clocks are solved
-    from how the two differ.
+    of two, most often), each pair's two lags are taken to hold the same echo, and the
+    clocks are solved from how the two differ.
     """
     if not pairs:
         return pairs, {}
-    solved = _by_source_and_receiver(pairs, frame_s)
+    solved = _by_source_and_receiver(pairs, frame_s, owners)
     if solved is not None:
         return solved
     index = {t: k for k, t in enumerate(present)}
@@ -354,13 +359,17 @@ def _starts(
 
 
 def _by_source_and_receiver(
-    pairs: list[tuple[int, int, float, float]], frame_s: float
+    pairs: list[tuple[int, int, float, float]], frame_s: float, owners: Sequence[str]
 ) -> tuple[list[tuple[int, int, float, float]], dict[int, float]] | None:
     """:func:`_starts` where the sources are linked; None where they are not.
 
-    A track that is never a source (a listener) has no clock of its own in the lags: its
-    start is kept as stated and the lag taken for echo, unless the lag could not be one
-    (before its source, or later than :data:`_MAX_ECHO`)."""
+    A track that is never a source (a listener, a rejoin's short file, a talker never clear
+    of the others) has no clock of its own in the lags, only its clock and echo together.
+    Where another track of its owner is a source, it hears as late as that one does. Else,
+    in a room (the sources hear each other within two frames), its whole lag is its clock,
+    as it was before echoes were measured. Where the others hear each other through
+    speakers, a lag an echo can be (up to :data:`_MAX_ECHO`) is taken for its echo, and its
+    start kept as stated; another is taken as the middle echo and a clock error."""
     solved = _terms(pairs)
     if solved is None:
         return None
@@ -369,12 +378,26 @@ def _by_source_and_receiver(
     if agreeing and len(agreeing) < len(pairs) and (again := _terms(agreeing)) is not None:
         pairs, (terms, _) = agreeing, again
     sources = sorted({b for _, b, _, _ in pairs})
+    receivers = {a for a, _, _, _ in pairs}
     middle = float(np.sort([terms["source", b] for b in sources])[(len(sources) - 1) // 2])
     starts = {b: terms["source", b] - middle for b in sources}
-    for a in sorted({a for a, _, _, _ in pairs} - set(sources)):
-        heard = terms["receiver", a] + middle  # its echo less its correction
-        starts[a] = 0.0 if 0.0 <= heard <= _MAX_ECHO else -heard
+    echo = {t: terms["receiver", t] + terms["source", t] for t in receivers.intersection(sources)}
+    usual = max(0.0, float(np.median(list(echo.values())))) if echo else 0.0
+    for a in sorted(receivers - set(sources)):
+        lag = terms["receiver", a] + middle  # its echo less its correction
+        siblings = [echo[t] for t in echo if owners[t] == owners[a]]
+        if siblings:
+            starts[a] = float(np.median(siblings)) - lag
+        elif usual < 2 * frame_s - 1e-9:
+            starts[a] = -lag
+        else:
+            starts[a] = 0.0 if 0.0 <= lag <= _MAX_ECHO else usual - lag
     return pairs, starts
+
+
+_MAX_ECHO = 1.0
+"""Seconds: the latest a voice is taken to come back through a participant's speakers (the
+network's round trip and the devices' buffers)."""
 
 
 def _terms(
@@ -418,26 +441,24 @@ def _groups(members: Iterable[int], links: Iterable[tuple[int, int]]) -> dict[in
 
 
 def _echoes(
-    pairs: list[tuple[int, int, float, float]], starts: dict[int, float], owners: Sequence[str]
+    pairs: list[tuple[int, int, float, float]],
+    starts: dict[int, float],
+    owners: Sequence[str],
+    present: Sequence[int],
 ) -> dict[int, float]:
     """Per receiving track, how much later than their sources the others' voices reach it
     once the clocks are corrected (s, not below 0): the middle of its pairs' lags less
-    the clocks' difference. A track with no such pair (a rejoin's short first file) takes
-    its owner's best-measured other track's: the same speakers, most often."""
+    the clocks' difference. A track with no such pair (a rejoin's short file) takes its
+    owner's best-measured other track's: the same speakers, most often."""
     late: dict[int, list[float]] = {}
     for a, b, lag, _ in pairs:
         late.setdefault(a, []).append(lag - starts.get(b, 0.0) + starts.get(a, 0.0))
     echoes = {a: max(0.0, float(np.median(values))) for a, values in late.items()}
-    for t in {t for p in pairs for t in p[:2]} - set(late):
+    for t in set(present) - set(late):
         siblings = [a for a in late if owners[a] == owners[t]]
         if siblings:
             echoes[t] = echoes[max(siblings, key=lambda a: len(late[a]))]
     return echoes
-
-
-_MAX_ECHO = 1.0
-"""Seconds: the latest a voice is taken to come back through a participant's speakers (the
-network's round trip and the devices' buffers); a listener's lag beyond it is its clock."""
 
 
 def _residual(

@@ -184,10 +184,14 @@ _SYLLABLE = 0.09
 
 
 def shifted(values: np.ndarray, shift: int, fill: float | None = None) -> np.ndarray:
-    """``values[f + shift]`` at each frame ``f``; ``fill`` (by default zero, False) past
+    """``values`` (one row) as ``values[f + shift]`` at each frame ``f``; ``fill`` (by
+    default zero, False) past
     either end (all of them for a shift longer than ``values``: a meeting shorter than the
     clock error allowed)."""
-    out = np.zeros_like(values) if fill is None else np.full(values.shape, fill)
+    if fill is None:
+        out = np.zeros_like(values)
+    else:
+        out = np.full(values.shape, fill, dtype=np.result_type(values, fill))
     if abs(shift) >= values.size:
         return out
     if shift >= 0:

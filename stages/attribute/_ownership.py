@@ -59,13 +59,15 @@ def attribute(
         activities, timings, present, frame_s, options.max_clock_error
     )
 
-    late = np.zeros(len(activities)) if echoes is None else np.asarray(echoes) / frame_s
+    # In whole frames, from two up: below that, a room's allowance (delay_frames) holds it.
+    late = np.zeros(len(activities)) if echoes is None else np.round(np.asarray(echoes) / frame_s)
+    late[late < 2] = 0
     coupling, late_from = _couplings(level, voiced, present, owners, options, frame_s, late)
     own, margin, strongest, over_noise = _own_frames(
         level, voiced, coupling, present, offgrid, options, late_from
     )
     own, source, under = untracked_voices(
-        level, voiced, own, coupling, present, owners, options, frame_s, np.round(late)
+        level, voiced, own, coupling, present, owners, options, frame_s, late
     )
     own, kept_on, below = _heard_twice(level, own, present, owners, options, frame_s)
     strongest = _voice_carried(strongest, own, source)
@@ -396,8 +398,8 @@ def _couplings(
     late: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """coupling[a, b]: dB from B's level to the level of B's voice in A's microphone; and
-    how many frames after B's that voice lies in A (0 but where it comes back through A's
-    speakers, ``late`` frames after its source or so).
+    how many frames after B's that voice lies in A (:func:`_echo_of`: 0 but where it comes
+    back through A's speakers, ``late`` frames after its source or so).
 
     Measured where B clearly dominates the meeting (``dominance_db`` above every other
     track): there B is talking, its voice is all the others hear of it, and nobody talks
@@ -419,7 +421,7 @@ def _couplings(
         _, loudest = dominant_frames(b, filled, voiced, present, owners, _LOUDEST_DB)
         speaks = syllables(loudest, frame_s).sum() >= options.min_frames
         for a in rivals:
-            late_from[a, b] = _echo_of(level[a], level[b], source, late[a], options.min_frames)
+            late_from[a, b] = _echo_of(level[a], level[b], source, late[a], options)
             # Where A holds each frame of B's.
             heard = shifted(level[a], round(late_from[a, b]), np.nan)
             frames = source & ~np.isnan(heard)
@@ -456,18 +458,29 @@ def _couplings(
 
 
 def _echo_of(
-    receiver: np.ndarray, source: np.ndarray, talking: np.ndarray, late: float, min_frames: int
+    receiver: np.ndarray,
+    source: np.ndarray,
+    talking: np.ndarray,
+    late: float,
+    options: AttributionOptions,
 ) -> float:
-    """How many frames after the source the receiver's echo of it lies: ``late`` (the
-    receiver's own, 0 where under two frames), to the frame where the source's copy follows
-    it best within :data:`_JITTER` of that. Each stream coming in has a jitter buffer of
-    its own, so two voices played by one device come back a few tens of milliseconds
-    apart."""
+    """How many frames after the source the receiver's copy of it lies: 0 where the receiver
+    hears no echo (``late`` 0) or hears this source in the room; else where the copy follows
+    the source best within :data:`_JITTER` of ``late`` (the receiver's echo), which it is
+    where no lag there follows clearly. Each stream coming in has a jitter buffer of its
+    own, so two voices played by one device come back a few tens of milliseconds apart; a
+    voice from the same room comes in at once, through the air."""
     if late < 2:
         return 0.0
-    lags = np.arange(round(late) - _JITTER, round(late) + _JITTER + 1)
-    corr = lag_correlations(receiver, source, np.flatnonzero(talking), lags, min_frames)
-    return late if np.all(np.isnan(corr)) else float(lags[int(np.nanargmax(corr))])
+    near = np.arange(int(late) - _JITTER, int(late) + _JITTER + 1)
+    lags = np.concatenate(([0, 1], near[near > 1]))
+    corr = lag_correlations(receiver, source, np.flatnonzero(talking), lags, options.min_frames)
+    if np.all(np.isnan(corr)):
+        return late
+    best = int(np.nanargmax(corr))
+    if corr[best] < options.min_clock_correlation or lags[best] in (near[0], near[-1]):
+        return late
+    return 0.0 if lags[best] <= 1 else float(lags[best])
 
 
 _JITTER = 3

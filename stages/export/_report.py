@@ -81,18 +81,19 @@ def to_report(transcript: Transcript) -> str:
         )
     lines += ["", f"clock estimates ({len(p.clock)})"]
     for estimate in p.clock:
-        drift = "drift not measured"
+        rate = "drift not measured"
         if estimate.drift_ppm is not None:
             applied = "applied" if estimate.drift_applied else "not applied"
-            drift = f"drift {estimate.drift_ppm:+.1f} ppm, {applied}"
+            rate = f"drift {estimate.drift_ppm:+.1f} ppm, {applied}"
+        echo = ""
         if estimate.echo_s:
             applied = "applied" if estimate.echo_applied else "not applied"
-            drift += f"; others heard {estimate.echo_s:.3f} s late (echo), {applied}"
+            echo = f"; others heard {estimate.echo_s:.3f} s late (echo), {applied}"
         lines.append(
             f"  {one_line(estimate.path)} ({one_line(estimate.user_id)}): "
             f"{estimate.correction_s:+.3f} s from {estimate.pairs} other tracks "
             f"(correlation {estimate.correlation:.2f}), "
-            f"{'applied' if estimate.applied else 'not applied'}; {drift}"
+            f"{'applied' if estimate.applied else 'not applied'}; {rate}{echo}"
         )
     return "\n".join(lines) + "\n"
 
