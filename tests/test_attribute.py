@@ -165,6 +165,20 @@ def test_each_voice_is_looked_for_where_its_own_stream_brings_it_back(
     _assert_every_turn_on_its_speaker_only(transcript, sample_truth, heard=0.7)
 
 
+def test_in_a_hybrid_meeting_voices_from_the_room_and_from_the_speakers_are_both_found(
+    sample_dir, sample_truth, tmp_path
+):
+    # Alice and Bruno share a room: each hears the other at once, through the air, and
+    # Chen and Dana late, through the laptop's speakers. Taken as one echo in the middle,
+    # 90 ms, neither was looked for where it was, and Bruno's words were Alice's too.
+    echoes = {"user-alice": 0.2, "user-bruno": 0.22, "user-chen": 0.18, "user-dana": 0.25}
+    room = {("user-alice", "user-bruno"): -0.19, ("user-bruno", "user-alice"): -0.21}
+    meeting = _leaky_copy(sample_dir, tmp_path, echo_s=echoes, stream_s=room)
+    transcript = transcribe_tracks(meeting / "manifest.json", progress=False)
+    assert [u.text for u in transcript.utterances if u.speaker == "user-dana"] == []
+    _assert_every_turn_on_its_speaker_only(transcript, sample_truth, heard=0.7)
+
+
 def test_the_voice_of_a_lost_track_heard_through_the_others_speakers_is_put_on_nobody(
     echo_meeting, sample_truth, tmp_path
 ):

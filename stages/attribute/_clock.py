@@ -118,7 +118,7 @@ def estimate_clock(
             ):
                 pairs.append((a, b, lag * frame_s, float(corr[best])))
     pairs, starts = _starts(pairs, present, owners, frame_s)
-    echoes = _echoes(pairs, starts, owners, present)
+    echoes = _echoes(pairs, starts, owners, present, frame_s)
     for t in present:
         mine = [p for p in pairs if t in (p[0], p[1])]
         if not mine and drifts[t] is None and t not in echoes:
@@ -445,6 +445,7 @@ def _echoes(
     starts: dict[int, float],
     owners: Sequence[str],
     present: Sequence[int],
+    frame_s: float,
 ) -> dict[int, float]:
     """Per receiving track, how much later than their sources the others' voices reach it
     once the clocks are corrected (s, not below 0): the middle of its pairs' lags less
@@ -453,7 +454,12 @@ def _echoes(
     late: dict[int, list[float]] = {}
     for a, b, lag, _ in pairs:
         late.setdefault(a, []).append(lag - starts.get(b, 0.0) + starts.get(a, 0.0))
-    echoes = {a: max(0.0, float(np.median(values))) for a, values in late.items()}
+    # A track in a room with some and on speakers for others (a hybrid meeting) hears its
+    # room within a frame or so: its echo is that of the voices from its speakers.
+    echoes = {
+        a: max(0.0, float(np.median([v for v in values if v >= 2 * frame_s] or values)))
+        for a, values in late.items()
+    }
     for t in set(present) - set(late):
         siblings = [a for a in late if owners[a] == owners[t]]
         if siblings:

@@ -478,9 +478,11 @@ def _echo_of(
     if np.all(np.isnan(corr)):
         return late
     best = int(np.nanargmax(corr))
+    if lags[best] <= 1:
+        return 0.0 if corr[best] >= options.min_clock_correlation else late
     if corr[best] < options.min_clock_correlation or lags[best] in (near[0], near[-1]):
         return late
-    return 0.0 if lags[best] <= 1 else float(lags[best])
+    return float(lags[best])
 
 
 _JITTER = 3
