@@ -160,9 +160,7 @@ def test_each_voice_is_looked_for_where_its_own_stream_brings_it_back(
         ("user-dana", "user-bruno"): 0.06,
     }
     meeting = _leaky_copy(sample_dir, tmp_path, echo_s=_ECHOES, stream_s=streams)
-    transcript = transcribe_tracks(meeting / "manifest.json", progress=False)
-    assert [u.text for u in transcript.utterances if u.speaker == "user-dana"] == []
-    _assert_every_turn_on_its_speaker_only(transcript, sample_truth, heard=0.7)
+    _assert_on_their_speakers_and_none_on_the_listener(meeting, sample_truth)
 
 
 def test_in_a_hybrid_meeting_voices_from_the_room_and_from_the_speakers_are_both_found(
@@ -174,9 +172,16 @@ def test_in_a_hybrid_meeting_voices_from_the_room_and_from_the_speakers_are_both
     echoes = {"user-alice": 0.2, "user-bruno": 0.22, "user-chen": 0.18, "user-dana": 0.25}
     room = {("user-alice", "user-bruno"): -0.19, ("user-bruno", "user-alice"): -0.21}
     meeting = _leaky_copy(sample_dir, tmp_path, echo_s=echoes, stream_s=room)
+    _assert_on_their_speakers_and_none_on_the_listener(meeting, sample_truth)
+
+
+def _assert_on_their_speakers_and_none_on_the_listener(meeting, truth) -> None:
+    """The meeting transcribed: no word on Dana, each turn on its speaker. An echo under a
+    turn's first words is in what the model hears and costs a word or two there; whose
+    words they are is what is at stake."""
     transcript = transcribe_tracks(meeting / "manifest.json", progress=False)
     assert [u.text for u in transcript.utterances if u.speaker == "user-dana"] == []
-    _assert_every_turn_on_its_speaker_only(transcript, sample_truth, heard=0.7)
+    _assert_every_turn_on_its_speaker_only(transcript, truth, heard=0.7)
 
 
 def test_the_voice_of_a_lost_track_heard_through_the_others_speakers_is_put_on_nobody(

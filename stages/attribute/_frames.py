@@ -185,9 +185,8 @@ _SYLLABLE = 0.09
 
 def shifted(values: np.ndarray, shift: int, fill: float | None = None) -> np.ndarray:
     """``values`` (one row) as ``values[f + shift]`` at each frame ``f``; ``fill`` (by
-    default zero, False) past
-    either end (all of them for a shift longer than ``values``: a meeting shorter than the
-    clock error allowed)."""
+    default zero, False) past either end (all of them for a shift longer than ``values``: a
+    meeting shorter than the clock error allowed)."""
     if fill is None:
         out = np.zeros_like(values)
     else:
