@@ -350,7 +350,7 @@ def _reach(
     source_offgrid: np.ndarray,
     track_offgrid: np.ndarray,
     delay: int,
-    echo: float = 0.0,
+    echo: float,
 ) -> np.ndarray:
     """Per frame of a track, the loudest frame of a source whose sound it can hold (absent:
     -inf).

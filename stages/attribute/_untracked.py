@@ -58,28 +58,29 @@ def untracked_voices(
     other = own.copy()
     together: dict[tuple[int, int], np.ndarray] = {}
 
-    def copies(a: int, b: int) -> tuple[int, np.ndarray]:
-        """How many frames after A's copy B's lies, and per frame of A: the two follow."""
+    def copies(a: int, b: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """How many frames after A's copy B's lies; B's levels moved there; and per frame of
+        A, whether the two copies follow each other."""
         apart = round(late[b] - late[a])
+        level_b = shifted(level[b], apart, np.nan)
         if (a, b) not in together:
             if apart == 0 and (b, a) in together:
                 together[a, b] = together[b, a]
             else:
                 together[a, b] = _follow(
-                    (level[a], shifted(level[b], apart, np.nan)),
+                    (level[a], level_b),
                     (voiced[a], shifted(voiced[b], apart)),
                     (envelope[a], shifted(envelope[b], apart, _FLOOR_DB)),
                     half,
                     options,
                 )
-        return apart, together[a, b]
+        return apart, level_b, together[a, b]
 
     for first, second in pairs:
         for a, b in ((first, second), (second, first)):
             if voice[a] is None:
                 continue
-            apart, follows = copies(a, b)
-            level_b = shifted(level[b], apart, np.nan)
+            _, level_b, follows = copies(a, b)
             with np.errstate(invalid="ignore"):
                 quiet = level[a] - voice[a] <= floor
                 # Unknown how A's voice reaches B (a microphone beside A's), B's copy may
@@ -101,9 +102,8 @@ def untracked_voices(
             other[a] &= ~found
     for a in (t for t in present if voice[t] is None):
         for b in (t for t in present if owners[t] != owners[a] and voice[t] is not None):
-            apart, follows = copies(a, b)
+            apart, level_b, follows = copies(a, b)
             theirs = shifted(source[b], apart, NOT_OTHER)
-            level_b = shifted(level[b], apart, np.nan)
             with np.errstate(invalid="ignore"):
                 alike = own[a] & (level[a] - level_b < options.dominance_db)
             found = _sustained(alike & follows & (theirs != NOT_OTHER), least, alike)
