@@ -3,8 +3,8 @@ copy lies where its source's clock puts it, so the lag between the two tells how
 the clocks are, and how that lag changes over the meeting tells their drift."""
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -348,11 +348,12 @@ def _starts(
     if solved is not None:
         return solved
     index = {t: k for k, t in enumerate(present)}
-    solution = _solve(pairs, index)
-    agreeing = [p for p in pairs if abs(_residual(p, solution, index)) <= 2 * frame_s]
-    if agreeing and len(agreeing) < len(pairs):
-        pairs = agreeing
+
+    def fit(pairs: list[tuple[int, int, float, float]]) -> tuple[np.ndarray, np.ndarray]:
         solution = _solve(pairs, index)
+        return solution, np.array([abs(_residual(p, solution, index)) for p in pairs])
+
+    pairs, solution = _fit_agreeing(pairs, fit, frame_s)
     solution = _anchored(solution, pairs, index)
     linked = {t for p in pairs for t in p[:2]}
     return pairs, {t: float(solution[index[t]]) for t in linked}
@@ -370,13 +371,10 @@ def _by_source_and_receiver(
     as it was before echoes were measured. Where the others hear each other through
     speakers, a lag an echo can be (up to :data:`_MAX_ECHO`) is taken for its echo, and its
     start kept as stated; another is taken as the middle echo and a clock error."""
-    solved = _terms(pairs)
+    solved = _fit_agreeing(pairs, _terms, frame_s)
     if solved is None:
         return None
-    terms, residual = solved
-    agreeing = [p for p, r in zip(pairs, residual, strict=True) if r <= 2 * frame_s]
-    if agreeing and len(agreeing) < len(pairs) and (again := _terms(agreeing)) is not None:
-        pairs, (terms, _) = agreeing, again
+    pairs, terms = solved
     sources = sorted({b for _, b, _, _ in pairs})
     receivers = {a for a, _, _, _ in pairs}
     middle = float(np.sort([terms["source", b] for b in sources])[(len(sources) - 1) // 2])
@@ -393,6 +391,27 @@ def _by_source_and_receiver(
         else:
             starts[a] = 0.0 if 0.0 <= lag <= _MAX_ECHO else usual - lag
     return pairs, starts
+
+
+_Fit = TypeVar("_Fit")
+
+
+def _fit_agreeing(
+    pairs: list[tuple[int, int, float, float]],
+    fit: Callable[[list[tuple[int, int, float, float]]], tuple[_Fit, np.ndarray] | None],
+    frame_s: float,
+) -> tuple[list[tuple[int, int, float, float]], _Fit] | None:
+    """``fit`` (a solution and each pair's residual, s; None where it cannot be solved) of the
+    pairs; then once more without those more than two frames off it (a false peak), where
+    that can be solved. Returns the pairs kept and their solution."""
+    fitted = fit(pairs)
+    if fitted is None:
+        return None
+    solution, residual = fitted
+    agreeing = [p for p, r in zip(pairs, residual, strict=True) if r <= 2 * frame_s]
+    if agreeing and len(agreeing) < len(pairs) and (again := fit(agreeing)) is not None:
+        return agreeing, again[0]
+    return pairs, solution
 
 
 _MAX_ECHO = 1.0
