@@ -285,6 +285,29 @@ def test_a_model_folder_changed_in_place_is_loaded_again(tmp_path):
     assert load_model(str(folder), "cpu", "int8", 1, 1) is not first
 
 
+def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_path):
+    # Named by its name until downloaded and by its files after, it was loaded a second time
+    # on the next meeting, and both copies held. The hub is stood in for by a folder that
+    # appears when "downloaded"; the model itself is the bundled one.
+    bundled = Path(resolve_model(BUNDLED_MODEL))
+    here: list[Path] = []
+
+    def folder(name: str, *, folders: bool = True) -> Path | None:
+        return bundled if name == BUNDLED_MODEL else (here[0] if here else None)
+
+    monkeypatch.setattr(transcribe_model, "model_folder", folder)
+    monkeypatch.setattr(
+        transcribe_model, "_downloaded", lambda name: here.append(bundled) or bundled
+    )
+    _loaded.cache_clear()
+    try:
+        first = load_model("trackscribe-tests/downloaded-once", "cpu", "int8", 1, 1)
+        assert load_model("trackscribe-tests/downloaded-once", "cpu", "int8", 1, 1) is first
+        assert _loaded.cache_info().currsize == 1
+    finally:
+        _loaded.cache_clear()
+
+
 def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch):
     # A network that takes connections and never answers (a proxy, a firewall) hung the
     # run for ever: the hub's library waits without a time limit.

@@ -119,6 +119,10 @@ def load_model(
     seconds and hundreds of MB, but a folder changed in place (new weights under the same
     name, while a batch worker lives) is loaded again, so that the files a transcript's
     provenance names are those of the weights that made it."""
+    check_model(model)
+    # A hub model is downloaded first: its files, not its name, are what it is, and named by
+    # its name only until then, it was loaded a second time once downloaded.
+    _folder(model)
     return _loaded(model, model_identity(model), device, compute_type, cpu_threads, workers)
 
 
@@ -134,12 +138,9 @@ def _loaded(
         workers,
         cpu_threads,
     )
-    check_model(model)
+    folder = _folder(model)
+    _check_folder(model, folder)
     try:
-        # A folder here (the bundled model's, a path, a hub model downloaded before) is
-        # loaded without the network: faster-whisper asks the hub about a name every time.
-        folder = model_folder(model) or _downloaded(model)
-        _check_folder(model, folder)
         return WhisperModel(
             str(folder),
             device=device,
@@ -147,9 +148,19 @@ def _loaded(
             cpu_threads=cpu_threads,
             num_workers=workers,
         )
+    except Exception as exc:  # faster-whisper and CTranslate2 each have their own
+        raise ModelError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _folder(model: str) -> Path:
+    """The folder ``model`` loads from, downloaded first if it is a hub model not here yet.
+    A folder here (the bundled model's, a path, a hub model downloaded before) is used
+    without the network: faster-whisper asks the hub about a name every time."""
+    try:
+        return model_folder(model) or _downloaded(model)
     except ModelError:
         raise
-    except Exception as exc:  # faster-whisper, CTranslate2 and huggingface_hub each have their own
+    except Exception as exc:  # huggingface_hub has its own
         raise ModelError(f"cannot load model {model!r}: {type(exc).__name__}: {exc}") from exc
 
 
