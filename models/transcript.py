@@ -370,13 +370,19 @@ class Transcript(_Finite):
         """Read and validate a saved ``transcript.json``; errors (:class:`TranscriptError`)
         name the file and the offending field."""
         path = Path(path)
+        return cls.from_json(cls.read_bytes(path), str(path))
+
+    @staticmethod
+    def read_bytes(path: Path | str) -> bytes:
+        """The bytes of the ``transcript.json`` at ``path``, for :meth:`from_json`; errors
+        (:class:`TranscriptError`) name the file."""
+        path = Path(path)
         try:
-            data = read_regular_file(path)
+            return read_regular_file(path)
         except FileNotFoundError:
             raise TranscriptError(f"{path}: no such transcript file") from None
         except OSError as exc:
             raise TranscriptError(f"{path}: cannot read: {exc}") from None
-        return cls.from_json(data, str(path))
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> "Transcript":

@@ -144,14 +144,16 @@ def formats_to_write(formats: Iterable[str] | str) -> list[str]:
     return formats
 
 
-def _transcript_at(path: object) -> Transcript:
-    """The transcript saved at ``path``: a notebook may well pass the file's name."""
+def _transcript_at(path: object) -> tuple[Transcript, bytes]:
+    """The transcript saved at ``path`` (a notebook may well pass the file's name), and the
+    bytes it was read from."""
     if not isinstance(path, Path | str):
         raise TypeError(
             f"transcript must be a Transcript, or the path of a transcript.json, "
             f"not {type(path).__name__}"
         )
-    return Transcript.load(path)
+    data = Transcript.read_bytes(path)
+    return Transcript.from_json(data, str(path)), data
 
 
 def export(
@@ -184,19 +186,19 @@ def export(
     """
     formats = formats_to_write(formats)
     out_dir = Path(out_dir)
-    own: Path | None = None  # the folder's own transcript, when it is the one exported
+    own: tuple[Path, bytes] | None = None  # the folder's own transcript, if exported
     if isinstance(transcript, Transcript):
         transcript.check()  # changed in place in a notebook, say: written, it must read back
     else:
         source = transcript
-        transcript = _transcript_at(source)
+        transcript, data = _transcript_at(source)
         held = out_dir / FORMATS["json"][0]
         if replace and not held.is_symlink() and _same_file(held, Path(source)):
             # The folder's transcript is the one its exports are checked against: written
             # (so recorded) as the others are, never removed as an earlier run's file, and
             # never with less than it holds (checked once it is rendered, below). A link is
             # not the folder's own: it is left.
-            own = Path(source)
+            own = Path(source), data
             formats = list(dict.fromkeys(["json", *formats]))
     record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
@@ -207,7 +209,7 @@ def export(
     # or a write that fails leaves the folder as it was, never half this run's files.
     files = {written[name]: render(transcript, name, signer=signer) for name in formats}
     if own is not None:
-        _refuse_losing_fields(own, files[written["json"]])
+        _refuse_losing_fields(*own, files[written["json"]])
     ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     stale = {name: digest for name, digest in earlier.items() if name not in ours}
     recordable = _recordable(record_path)
@@ -238,10 +240,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _refuse_losing_fields(source: Path, again: bytes) -> None:
-    """:class:`TranscriptError` naming the first fields of ``source`` that ``again``, the
-    transcript read from it as this version writes it, no longer holds."""
-    lost = _fields_lost(json.loads(source.read_bytes()), json.loads(again))
+def _refuse_losing_fields(source: Path, read: bytes, again: bytes) -> None:
+    """:class:`TranscriptError` naming the first fields of ``source`` (``read`` from it) that
+    ``again``, the transcript read from it as this version writes it, no longer holds."""
+    lost = _fields_lost(json.loads(read), json.loads(again))
     if lost:
         more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
         raise TranscriptError(
