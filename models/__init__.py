@@ -7,6 +7,8 @@ from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
     BATCH_SUMMARY,
+    DONE_FILE,
+    STARTED_FILE,
     BatchSummary,
     Job,
     JobsError,
@@ -73,12 +75,14 @@ from .transcript import (
 
 __all__ = [
     "BATCH_SUMMARY",
+    "DONE_FILE",
     "FULL_SCALE",
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
     "MAX_USER_IDS",
     "SAMPLE_RATE",
     "SILENCE_DB",
+    "STARTED_FILE",
     "TRANSCRIPT_SCHEMA",
     "UNSENDABLE",
     "BatchSummary",

@@ -38,9 +38,15 @@ from .recording_files import safe_file_name
 
 BATCH_SUMMARY = "summary.json"
 """The summary's name in a batch's output folder, beside one folder per meeting."""
+DONE_FILE = "done.json"
+"""In a meeting's folder of a batch: what the finished run of that meeting was."""
+STARTED_FILE = "recording.json"
+"""In a meeting's folder of a batch: the recording a run started, for a rerun to wait for."""
 
 __all__ = [
     "BATCH_SUMMARY",
+    "DONE_FILE",
+    "STARTED_FILE",
     "BatchSummary",
     "Job",
     "JobsError",

@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 
 from models import (
     BATCH_SUMMARY,
+    DONE_FILE,
     MANIFEST_FILE,
+    STARTED_FILE,
     BatchSummary,
     Job,
     JobsError,
@@ -95,9 +97,6 @@ if TYPE_CHECKING:
     import distributed
 
 log = logging.getLogger(f"trackscribe.{__name__}")
-
-DONE_FILE = "done.json"
-STARTED_FILE = "recording.json"
 
 
 class _Done(BaseModel):

@@ -32,7 +32,9 @@ from pydantic import BaseModel, Field, computed_field
 
 from models import (
     BATCH_SUMMARY,
+    DONE_FILE,
     MANIFEST_FILE,
+    STARTED_FILE,
     InputFile,
     Manifest,
     Track,
@@ -58,7 +60,6 @@ from stages.export import (
 from stages.transcribe import ModelError, model_folder
 
 from ._cli_common import printable
-from .batch import DONE_FILE, STARTED_FILE
 from .core import software_version
 from .signing import SIGNATURE_BYTES, PublicKey
 
