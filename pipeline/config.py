@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from models import RetryPolicy
+from models import RetryPolicy, decode_text
 from stages.record import DEFAULT_BASE_URL, RealtimeKitClient
 
 log = logging.getLogger(f"trackscribe.{__name__}")
@@ -145,9 +145,7 @@ def _read_config(path: Path | None, environ: Mapping[str, str]) -> dict[str, obj
             raise ConfigError(f"{candidate}: no such config file")
         return {}
     try:
-        # utf-8-sig: Notepad and PowerShell 5 start a file with a byte-order mark, which TOML
-        # would take for the first character of a statement.
-        data = tomllib.loads(candidate.read_text(encoding="utf-8-sig"))
+        data = tomllib.loads(decode_text(candidate.read_bytes()))
     except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not TOML, too deep
         raise ConfigError(f"{candidate}: cannot read config: {exc}") from None
     # Settings outside [realtimekit] (a misspelt section, keys above it) are refused, not
