@@ -15,6 +15,7 @@ from .batch import (
     MeetingResult,
     SummaryError,
     load_jobs,
+    refuse_shared,
 )
 from .files import (
     WriteError,
@@ -142,6 +143,7 @@ __all__ = [
     "protect_http_logs",
     "read_regular_file",
     "redact_urls",
+    "refuse_shared",
     "remove_unfinished_writes",
     "safe_file_name",
     "sha256_file",

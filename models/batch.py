@@ -18,6 +18,7 @@ import hashlib
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +54,7 @@ __all__ = [
     "MeetingResult",
     "SummaryError",
     "load_jobs",
+    "refuse_shared",
 ]
 
 MeetingStatus = Literal["done", "partial", "failed", "pending"]
@@ -130,8 +132,6 @@ def load_jobs(path: Path | str) -> list[Job]:
         raise JobsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
     jobs: list[Job] = []
-    seen: dict[str, int] = {}  # folder name -> job number
-    recorded: dict[str, int] = {}  # meeting id -> job number
     for line, row in rows:
         try:
             job = Job.model_validate(row)
@@ -141,27 +141,41 @@ def load_jobs(path: Path | str) -> list[Job]:
             # Found from the JOBS file's folder, wherever the batch is started from.
             job = job.model_copy(update={"manifest": (path.parent / job.manifest).resolve()})
         try:
-            folder = job.folder_name  # an id with nothing usable in it is refused here
+            _ = job.folder_name  # an id with nothing usable in it is refused here, by line
         except ValueError as exc:
             raise JobsError(f"{path}, line {line}: id: {exc}") from None
         jobs.append(job)
-        if folder.casefold() in seen:  # one folder on macOS and Windows: a and A
-            raise JobsError(
-                f"{path}: jobs {seen[folder.casefold()]} and {len(jobs)} would share the output "
-                f"folder {folder!r}; give them different ids"
-            )
-        seen[folder.casefold()] = len(jobs)
-        if job.meeting_id is not None:
-            if job.meeting_id in recorded:
-                raise JobsError(
-                    f"{path}: jobs {recorded[job.meeting_id]} and {len(jobs)} would both record "
-                    f"meeting {job.meeting_id}, which has one recording at a time; give it "
-                    "one job (with every user id to record)"
-                )
-            recorded[job.meeting_id] = len(jobs)
+    refuse_shared(jobs, f"{path}: ")
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")
     return jobs
+
+
+def refuse_shared(jobs: Sequence[Job], where: str = "") -> None:
+    """:class:`JobsError` (its message begun with ``where``) for the first two of ``jobs`` that
+    would share an output folder (one folder on macOS and Windows: a and A), or record the
+    same meeting, which has one recording at a time."""
+    seen: dict[str, int] = {}  # folder name -> job number
+    recorded: dict[str, int] = {}  # meeting id -> job number
+    for number, job in enumerate(jobs, 1):
+        try:
+            folder = job.folder_name
+        except ValueError as exc:
+            raise JobsError(f"{where}job {number}: id: {exc}") from None
+        if folder.casefold() in seen:
+            raise JobsError(
+                f"{where}jobs {seen[folder.casefold()]} and {number} would share the output "
+                f"folder {folder!r}; give them different ids"
+            )
+        seen[folder.casefold()] = number
+        if job.meeting_id is not None:
+            if job.meeting_id in recorded:
+                raise JobsError(
+                    f"{where}jobs {recorded[job.meeting_id]} and {number} would both record "
+                    f"meeting {job.meeting_id}, which has one recording at a time; give it "
+                    "one job (with every user id to record)"
+                )
+            recorded[job.meeting_id] = number
 
 
 def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:

@@ -16,7 +16,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -50,6 +50,7 @@ from models import (
     describe_error,
     load_jobs,
     redact_urls,
+    refuse_shared,
     remove_unfinished_writes,
     sha256_file,
     writing,
@@ -240,18 +241,7 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
             raise JobsError(f"job {number}: {describe(exc)}") from None
     if not checked:
         raise JobsError("no jobs given")
-    # As load_jobs refuses them in a file, naming its lines.
-    folders = Counter(j.folder_name.casefold() for j in checked)  # one folder on macOS: a, A
-    if shared := sorted(name for name, count in folders.items() if count > 1):
-        raise JobsError(
-            f"jobs would share the output folder {shared[0]!r}; give them different ids"
-        )
-    meetings = Counter(j.meeting_id for j in checked if j.meeting_id is not None)
-    if twice := sorted(meeting for meeting, count in meetings.items() if count > 1):
-        raise JobsError(
-            f"jobs would both record meeting {twice[0]}, which has one recording at a time; "
-            "give it one job (with every user id to record)"
-        )
+    refuse_shared(checked)
     return checked
 
 
