@@ -31,6 +31,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from models import SAMPLE_RATE, Manifest
+from stages.export import export
+from stages.merge import track_offsets
+from stages.transcribe import check_model, load_model
 
 from ._worker import WorkerLink, interruptible, interrupts_held
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
@@ -106,8 +109,6 @@ def bench(
     if "oracle" in approaches and truth is None:
         raise ValueError("the oracle approach needs the truth")
     options = options or PipelineOptions()
-    from stages.transcribe import check_model
-
     check_model(options.transcribe.model)  # one clear error now, not one per approach
     manifest = Manifest.load(manifest_path)
     if isinstance(truth, Path):
@@ -216,8 +217,6 @@ def _run(name: str, manifest_path: str, truth: list[Turn], options: PipelineOpti
 
 
 def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
-    from stages.export import export
-
     run = run_meeting(manifest, options=options, progress=False)
     stats = run.stats
     with tempfile.TemporaryDirectory() as out:
@@ -268,14 +267,11 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
 def _alternative(
     name: str, manifest: Manifest, truth: list[Turn], options: PipelineOptions
 ) -> dict:
-    from stages.merge import track_offsets
-    from stages.transcribe import load_model
-
     o = options.transcribe
     started = time.perf_counter()
     # As the pipeline loads it (checked, a folder without the network, a hub name with a time
     # limit), with CTranslate2's own threads unless told (0, the default), as a user's would.
-    model = load_model(o.model, o.device, o.compute_type, o.cpu_threads, 1)
+    model = load_model(o.model, o.device, o.compute_type, o.cpu_threads, workers=1)
     load = time.perf_counter() - started
     settings = {"language": o.language, "beam_size": o.beam_size}
     unplaced = manifest.unplaced_tracks()  # left out, as the pipeline leaves them out
