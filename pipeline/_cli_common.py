@@ -12,7 +12,7 @@ from stages.export import DEFAULT_FORMATS, FORMATS, export
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
 from .core import PipelineOptions, bars_wanted
-from .signing import SigningKey
+from .signing import SigningKey, keep_signed
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -73,6 +73,14 @@ def output_folder(out: Path, formats: Sequence[str] = ()) -> Path:
     for name in formats:
         if (out / FORMATS[name][0]).is_dir():
             raise OutputError(f"{out / FORMATS[name][0]}: a folder is in the way")
+    return out
+
+
+def ready_output(out: Path, formats: Sequence[str], key: SigningKey | None) -> Path:
+    """:func:`output_folder`, and a signed bundle in it that a run without ``key`` would lose
+    refused (:func:`keep_signed`): both before any work is spent."""
+    out = output_folder(out, formats)
+    keep_signed(out, key, formats=formats)
     return out
 
 

@@ -48,6 +48,7 @@ from ._cli_common import (
     output_folder,
     pipeline_options,
     printable,
+    ready_output,
     report,
     say,
     show_progress,
@@ -263,8 +264,7 @@ def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
 
 def _run_command(args: argparse.Namespace) -> int:
     key = signing_key(args)
-    out = output_folder(args.out, args.formats)
-    keep_signed(out, key, formats=args.formats)
+    out = ready_output(args.out, args.formats, key)
     started: list[Recording] = []
     with settings_from(args).client() as client:
         try:

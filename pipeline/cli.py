@@ -51,6 +51,7 @@ from ._cli_common import (
     output_folder,
     pipeline_options,
     printable,
+    ready_output,
     report,
     show_progress,
     signing_key,
@@ -69,7 +70,7 @@ from .evaluate import (
     read_turns,
 )
 from .plot import image_format, plot_timeline
-from .signing import SigningKeyError, keep_signed
+from .signing import SigningKeyError
 from .verification import verify
 
 
@@ -417,8 +418,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     options = pipeline_options(args)
     key = signing_key(args)
     manifest = Manifest.load(args.manifest)
-    out = output_folder(args.out, args.formats)
-    keep_signed(out, key, formats=args.formats)
+    out = ready_output(args.out, args.formats, key)
     transcript = transcribe_tracks(manifest, options=options, progress=show_progress(args))
     write_outputs(transcript, out, args.formats, key)
     return report(transcript)
