@@ -525,7 +525,8 @@ class RealtimeKitClient:
                 raise error
             retry_after = response.headers.get("retry-after")
             # A caller with a deadline (a wait for an upload, which may be hours) has said
-            # how long it will wait: the server's ask is waited up to that.
+            # how long it will wait: a long ask is not refused, but waited in steps of at most
+            # max_retry_after until the deadline.
             refused = self._retry.refused_wait(retry_after) if deadline is None else None
             if refused is not None:
                 raise RealtimeKitError(
