@@ -1,5 +1,6 @@
 """Transcription: only speech reaches the model, and every word comes back on the track clock."""
 
+import gc
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +35,12 @@ from stages.transcribe import (
     resolve_model,
     usable_cores,
 )
-from stages.transcribe._model import _loaded, load_model, one_thread_math, one_thread_math_here
+from stages.transcribe._model import (
+    _forget_models,
+    load_model,
+    one_thread_math,
+    one_thread_math_here,
+)
 from stages.transcribe._windows import Decoded, Piece, Window, pack, words_by_piece
 from stages.transcribe._words import compression_ratio, heard_in_part
 from stages.vad import detect_speech
@@ -263,16 +270,16 @@ def test_a_model_folder_named_without_dot_slash_is_a_folder_not_a_hub_name(tmp_p
     (tmp_path / "models" / "mine").symlink_to(resolve_model(BUNDLED_MODEL))
     monkeypatch.chdir(tmp_path)
     assert model_folder("models/mine") == Path("models/mine")
-    _loaded.cache_clear()
+    _forget_models()
     try:
         assert load_model("models/mine", "cpu", "int8", 1, 1) is not None
     finally:
-        _loaded.cache_clear()
+        _forget_models()
 
 
 def test_a_model_folder_changed_in_place_is_loaded_again(tmp_path):
     # Loaded once per name, a batch worker kept the old weights while the transcripts it
-    # made named the new files' SHA-256.
+    # made named the new files' SHA-256; then, loaded again, it held both versions.
     bundled = Path(resolve_model(BUNDLED_MODEL))
     folder = tmp_path / "model"
     folder.mkdir()
@@ -282,7 +289,11 @@ def test_a_model_folder_changed_in_place_is_loaded_again(tmp_path):
     assert load_model(str(folder), "cpu", "int8", 1, 1) is first  # once, while unchanged
     (folder / "config.json").unlink()
     (folder / "config.json").write_bytes((bundled / "config.json").read_bytes())
-    assert load_model(str(folder), "cpu", "int8", 1, 1) is not first
+    second = load_model(str(folder), "cpu", "int8", 1, 1)
+    assert second is not first
+    first = weakref.ref(first)
+    gc.collect()
+    assert first() is None  # the old weights let go, not held beside the new ones
 
 
 def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_path):
@@ -299,13 +310,13 @@ def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_pat
     monkeypatch.setattr(
         transcribe_model, "_downloaded", lambda name: here.append(bundled) or bundled
     )
-    _loaded.cache_clear()
+    _forget_models()
     try:
         first = load_model("trackscribe-tests/downloaded-once", "cpu", "int8", 1, 1)
         assert load_model("trackscribe-tests/downloaded-once", "cpu", "int8", 1, 1) is first
-        assert _loaded.cache_info().currsize == 1
+        assert len(transcribe_model._held) == 1
     finally:
-        _loaded.cache_clear()
+        _forget_models()
 
 
 def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch):
@@ -317,12 +328,12 @@ def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch)
     host, port = listener.getsockname()
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://{host}:{port}")
     monkeypatch.setattr(transcribe_model, "_HUB_TIMEOUT", 0.5)
-    _loaded.cache_clear()
+    _forget_models()
     try:
         with pytest.raises(ModelError, match=r"did not answer within 0\.5 s"):
             load_model("trackscribe-tests/never-downloaded", "cpu", "int8", 1, 1)
     finally:
-        _loaded.cache_clear()
+        _forget_models()
         listener.close()
 
 

@@ -6,7 +6,6 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +117,35 @@ def load_model(
     """The model, loaded once per process, setting and state of its files: loading costs
     seconds and hundreds of MB, but a folder changed in place (new weights under the same
     name, while a batch worker lives) is loaded again, so that the files a transcript's
-    provenance names are those of the weights that made it."""
+    provenance names are those of the weights that made it. The old weights are let go then:
+    a long-lived worker held every version it had ever loaded."""
     check_model(model)
     # A hub model is downloaded first: its files, not its name, are what it is, and named by
     # its name only until then, it was loaded a second time once downloaded.
     _folder(model)
-    return _loaded(model, model_identity(model), device, compute_type, cpu_threads, workers)
+    setting = (model, device, compute_type, cpu_threads, workers)
+    identity = model_identity(model)
+    with _loading:  # two threads asking at once load it once
+        held = _held.get(setting)
+        if held is None or held[0] != identity:
+            _held.pop(setting, None)
+            _held[setting] = (identity, _load(model, device, compute_type, cpu_threads, workers))
+        return _held[setting][1]
 
 
-@cache
-def _loaded(
-    model: str, identity: str, device: str, compute_type: str, cpu_threads: int, workers: int
+_held: dict[tuple[str, str, str, int, int], tuple[str, WhisperModel]] = {}
+"""The model loaded for each setting, with the identity of the files it was loaded from."""
+_loading = threading.Lock()
+
+
+def _forget_models() -> None:
+    """Let go of every loaded model (for tests that stand in for the hub)."""
+    with _loading:
+        _held.clear()
+
+
+def _load(
+    model: str, device: str, compute_type: str, cpu_threads: int, workers: int
 ) -> WhisperModel:
     log.info(
         "loading model %s (%s, %s, %d x %d threads)",
