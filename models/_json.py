@@ -50,10 +50,9 @@ class _TooLong:
 
 def loads(text: str) -> object:
     """``json.loads(text)``, refusing a key given twice in one object and a number too long to
-    read (:class:`JsonTextError`, naming where).
-
-    Errors ``json`` raises itself (text that is not JSON, nesting too deep) are raised as it
-    raises them, for the caller to word as it already does."""
+    read. Every reason the text cannot be taken, text that is not JSON and nesting too deep
+    for ``json`` too, is one :class:`JsonTextError`, saying where: each caller names its
+    file once, in one clause."""
     repeated: dict[int, str] = {}  # id of an object -> the first key it was given twice
     kept: list[object] = []  # each of those objects, so that no other takes its id
     too_long: list[_TooLong] = []
@@ -74,7 +73,18 @@ def loads(text: str) -> object:
             too_long.append(_TooLong(number))
             return too_long[-1]
 
-    value = json.loads(text, object_pairs_hook=pairs, parse_int=whole)
+    try:
+        value = json.loads(text, object_pairs_hook=pairs, parse_int=whole)
+    except json.JSONDecodeError as exc:
+        if not text.strip():
+            raise JsonTextError("empty: no JSON in it") from None
+        # One line (a line of a jobs file, whose number the caller gives): its column only.
+        where = f"line {exc.lineno} column {exc.colno}" if "\n" in text else f"column {exc.colno}"
+        raise JsonTextError(f"not valid JSON: {exc.msg} at {where}") from None
+    except RecursionError:
+        raise JsonTextError("not valid JSON: nested too deep to read") from None
+    except ValueError as exc:  # none known; worded alike should one come
+        raise JsonTextError(f"not valid JSON: {exc}") from None
     if repeated or too_long:
         for path, node in _walk(value):  # the first problem, in the order of the text
             if isinstance(node, _TooLong):

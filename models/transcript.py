@@ -396,8 +396,6 @@ class Transcript(_Finite):
             raise TranscriptError(f"{source}: {describe(exc)}") from None
         except JsonTextError as exc:
             raise TranscriptError(f"{source}: {exc}") from None
-        except (ValueError, RecursionError) as exc:  # also nested too deep
-            raise TranscriptError(f"{source}: not valid JSON: {exc}") from None
 
 
 def _shown_name(speaker: Speaker) -> str:

@@ -119,6 +119,39 @@ _LOADERS = pytest.mark.parametrize(
 )
 
 
+@pytest.mark.parametrize(
+    ("load", "text", "said"),
+    [
+        (
+            Manifest.load,
+            '{"a": 1,\n "b": }\n',
+            ": not valid JSON: Expecting value at line 2 column 7",
+        ),
+        (
+            Transcript.load,
+            '{"a": 1,\n "b": }\n',
+            ": not valid JSON: Expecting value at line 2 column 7",
+        ),
+        (
+            load_jobs,
+            '{"id": "a"}\n{"id": }\n',
+            ", line 2: not valid JSON: Expecting value at column 8",
+        ),
+        (Manifest.load, "  \n", ": empty: no JSON in it"),
+        (Transcript.load, "", ": empty: no JSON in it"),
+    ],
+    ids=["manifest", "transcript", "jobs", "empty-manifest", "empty-transcript"],
+)
+def test_text_that_is_not_json_is_named_with_where_it_breaks(tmp_path, load, text, said):
+    # The manifest, the transcript and a line of a jobs file word it alike: the file, then
+    # the place in it (a jobs file's line first, then the column in that line).
+    path = tmp_path / "file.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load(path)
+    assert str(err.value) == f"{path}{said}"
+
+
 @_LOADERS
 def test_json_nested_too_deep_for_python_is_named_as_bad_input(tmp_path, load, error):
     # json.loads raises a bare RecursionError for it, not JSONDecodeError
