@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from ._errors import describe, import_optional
-from ._json import JsonTextError, loads
+from ._json import JsonTextError, decode_text, loads
 from .files import atomic_write_text
 from .manifest import DisplayName, OptionalText
 from .recording_files import safe_file_name
@@ -124,11 +124,16 @@ def load_jobs(path: Path | str) -> list[Job]:
     """Read JOBS (``.csv``: CSV with a header; anything else: JSON Lines)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a BOM
+        data = path.read_bytes()  # not only a regular file: `batch <(make-jobs)` is a pipe
     except OSError as exc:
         raise JobsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise JobsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        # Read as the manifest is: a spreadsheet's CSV may start with a byte-order mark, and
+        # an audio file given by mistake is named as binary data. Line ends as Python's text
+        # files read them: a cell or a line may end in CR LF, or CR alone.
+        text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n")
+    except JsonTextError as exc:
+        raise JobsError(f"{path}: {exc}") from None
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
     jobs: list[Job] = []
     for line, row in rows:

@@ -1109,6 +1109,30 @@ def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything is done
 
 
+@pytest.mark.parametrize("end", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_a_spreadsheets_csv_is_read_as_written(tmp_path, end):
+    # Saved by a spreadsheet: a byte-order mark, its own line ends, a quoted cell with a line
+    # break in it (kept, as a line feed; exports show a name on one line), the row after it
+    # numbered by the line it begins on.
+    path = tmp_path / "jobs.csv"
+    rows = ["id,meeting_id,names", 'x,m-1,"alice=Alice', 'Smith"', "y,m-2,bob=Bob,extra"]
+    path.write_bytes(b"\xef\xbb\xbf" + end.join(rows[:3]).encode() + end.encode())
+    (job,) = load_jobs(path)
+    assert (job.id, job.meeting_id, job.names) == ("x", "m-1", {"alice": "Alice\nSmith"})
+    path.write_bytes(b"\xef\xbb\xbf" + end.join(rows).encode() + end.encode())
+    with pytest.raises(JobsError, match="line 4: 1 more cell"):
+        load_jobs(path)
+
+
+def test_an_audio_file_given_as_jobs_is_named_as_binary_data(tmp_path):
+    path = tmp_path / "meeting.webm"
+    path.write_bytes(b"\x1aE\xdf\xa3\x9fB\x86\x81\x01\x00\x00")
+    with pytest.raises(
+        JobsError, match=r"meeting\.webm: binary data, not text \(byte 0x9f at offset 4\)"
+    ):
+        load_jobs(path)
+
+
 def test_ids_in_other_scripts_keep_their_letters_in_their_folders_names():
     # Made all "_", two different meetings' ids would read the same, and one alone nothing.
     ids = ["会議-A", "打合-A", "会議", "réunion du lundi", "../../etc"]
