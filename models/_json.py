@@ -80,7 +80,7 @@ def loads(text: str) -> object:
             raise JsonTextError("empty: no JSON in it") from None
         # One line (a line of a jobs file, whose number the caller gives): its column only.
         where = f"line {exc.lineno} column {exc.colno}" if "\n" in text else f"column {exc.colno}"
-        raise JsonTextError(f"not valid JSON: {exc.msg} at {where}") from None
+        raise JsonTextError(f"not valid JSON: {exc.msg}: {where}") from None  # as json says it
     except RecursionError:
         raise JsonTextError("not valid JSON: nested too deep to read") from None
     except ValueError as exc:  # none known; worded alike should one come

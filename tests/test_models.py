@@ -125,22 +125,27 @@ _LOADERS = pytest.mark.parametrize(
         (
             Manifest.load,
             '{"a": 1,\n "b": }\n',
-            ": not valid JSON: Expecting value at line 2 column 7",
+            ": not valid JSON: Expecting value: line 2 column 7",
         ),
         (
             Transcript.load,
             '{"a": 1,\n "b": }\n',
-            ": not valid JSON: Expecting value at line 2 column 7",
+            ": not valid JSON: Expecting value: line 2 column 7",
         ),
         (
             load_jobs,
             '{"id": "a"}\n{"id": }\n',
-            ", line 2: not valid JSON: Expecting value at column 8",
+            ", line 2: not valid JSON: Expecting value: column 8",
+        ),
+        (
+            Manifest.load,
+            '{"meeting_id": "m",\n "tracks": [{"path": "a.webm}]}',
+            ": not valid JSON: Unterminated string starting at: line 2 column 22",
         ),
         (Manifest.load, "  \n", ": empty: no JSON in it"),
         (Transcript.load, "", ": empty: no JSON in it"),
     ],
-    ids=["manifest", "transcript", "jobs", "empty-manifest", "empty-transcript"],
+    ids=["manifest", "transcript", "jobs", "unterminated", "empty-manifest", "empty-transcript"],
 )
 def test_text_that_is_not_json_is_named_with_where_it_breaks(tmp_path, load, text, said):
     # The manifest, the transcript and a line of a jobs file word it alike: the file, then
