@@ -1,5 +1,6 @@
 """The manifest (``trackscribe.manifest/1``): the files that make up a meeting, and their starts."""
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from ._json import JsonTextError, NotText, decode_text, loads
 from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
+from .http import redact_urls
 from .recording_files import time_from_file_name
 
 MANIFEST_SCHEMA = "trackscribe.manifest/1"
@@ -82,6 +84,10 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file and the field."""
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # not a drive letter: C://
+"""A path that is a URL (``https://…``, ``s3://…``): no file of the manifest's folder."""
+
+
 class Track(BaseModel):
     """One participant file. A user who leaves and rejoins has several, all one speaker."""
 
@@ -136,11 +142,18 @@ class Track(BaseModel):
     def _relative_inside(cls, value: str) -> str:
         # Manifests travel between machines and may come from an API: a path must not
         # reach outside the manifest's own folder.
+        if _URL.match(value):
+            # An API's download_url pasted in: its query string is a credential, and was
+            # echoed into errors and the transcript's failures as a file not found.
+            raise ValueError(
+                f"{redact_urls(value)!r} is a URL, not a file in the manifest's folder: "
+                "download the files first (trackscribe fetch writes them and their manifest)"
+            )
         parts = Path(value).parts
         if Path(value).is_absolute() or ".." in parts:
             raise ValueError("must be a relative path inside the manifest's folder")
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-            raise ValueError(f"{value!r} holds a control character")
+            raise ValueError(f"{redact_urls(value)!r} holds a control character")
         return value
 
     @field_validator("sha256")

@@ -45,6 +45,22 @@ def test_a_valid_manifest_loads_with_paths_relative_to_its_folder(tmp_path, bom)
     assert track.display_name is None and track.sha256 is None
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bucket.example.com/tracks/a.webm?X-Amz-Signature=SECRETSIG&X-Amz-Credential=AK",
+        "s3://bucket/tracks/a.webm",
+    ],
+)
+def test_a_url_as_a_tracks_path_is_refused_without_its_query_string(tmp_path, url):
+    # An API's download_url pasted into a manifest was taken for a file name: "file not
+    # found", with its signature in the error and in the transcript's list of failures.
+    (tmp_path / "manifest.json").write_text(json.dumps(_with_track(path=url)))
+    with pytest.raises(ManifestError, match=r"tracks\[0\]\.path: .* is a URL, not a file") as err:
+        Manifest.load(tmp_path)
+    assert "SECRETSIG" not in str(err.value) and "trackscribe fetch" in str(err.value)
+
+
 def _twice(**changes: object) -> dict:
     """The valid manifest with a second track: the first one, changed."""
     return {**VALID, "tracks": [VALID["tracks"][0], {**VALID["tracks"][0], **changes}]}
