@@ -10,6 +10,7 @@ command-line user to call ``sys.set_int_max_str_digits()``.
 
 import codecs
 import json
+import re
 from collections.abc import Iterator
 
 
@@ -85,7 +86,7 @@ def loads(text: str) -> object:
         raise JsonTextError("not valid JSON: nested too deep to read") from None
     except ValueError as exc:  # none known; worded alike should one come
         raise JsonTextError(f"not valid JSON: {exc}") from None
-    if repeated or too_long:
+    if repeated or too_long or _SURROGATE_ESCAPE.search(text):
         for path, node in _walk(value):  # the first problem, in the order of the text
             if isinstance(node, _TooLong):
                 raise JsonTextError(
@@ -97,10 +98,48 @@ def loads(text: str) -> object:
                     f"{_field(path, repeated[id(node)])}: given more than once in the same "
                     "object; only one can count, and which was meant cannot be told"
                 )
-        # Not reached: a problem in a value that a repeated key replaced has that key found
-        # first, on the way to it.
-        raise JsonTextError("a key is given more than once in the same object")
+            if (where := _lone_surrogate_in(path, node)) is not None:
+                raise JsonTextError(f"{where}: {LONE_SURROGATE}")
+        if repeated:  # not reached: a key repeated is found on the way to what it replaced
+            raise JsonTextError("a key is given more than once in the same object")
     return value
+
+
+LONE_SURROGATE = "holds a lone surrogate (U+D800 to U+DFFF), which is not text"
+"""What is wrong with a string that holds one: JSON's ``\\udcff`` escape gives one, and no
+file can be written with it (saving, exporting, or a report failed on it, far from the cause)."""
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""JSON's escape of a surrogate: a pair is one character, one alone is none; only text
+holding such an escape is looked through."""
+
+
+def lone_surrogate_at(value: object) -> str | None:
+    """Where in ``value`` (as ``utterances[0].text``) a string or a key first holds a lone
+    surrogate; None if none does."""
+    for path, node in _walk(value):
+        if (where := _lone_surrogate_in(path, node)) is not None:
+            return where
+    return None
+
+
+def _lone_surrogate_in(path: str, node: object) -> str | None:
+    if isinstance(node, str):
+        return None if _is_text(node) else path or "(top level)"
+    if isinstance(node, dict):
+        key = next((k for k in node if not _is_text(k)), None)  # named as JSON escapes it
+        return (
+            None if key is None else _field(path, key.encode("utf-8", "backslashreplace").decode())
+        )
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _walk(value: object) -> Iterator[tuple[str, object]]:

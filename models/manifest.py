@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from ._errors import describe
-from ._json import JsonTextError, NotText, decode_text, loads
+from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, loads
 from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
@@ -59,9 +59,7 @@ def _unicode(value: str | None) -> str | None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             # JSON's "\udcff" escape gives one; no result file could be written with it.
-            raise ValueError(
-                "holds a lone surrogate (U+D800 to U+DFFF), which is not text"
-            ) from None
+            raise ValueError(LONE_SURROGATE) from None
     return value
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import describe, import_optional
-from ._json import JsonTextError, NotText, decode_text, loads
+from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, loads, lone_surrogate_at
 from ._text import name_key
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
@@ -256,12 +256,16 @@ class Transcript(_Finite):
         Setting a field is checked as it is made; changing a list in place (appending an
         utterance) is not, so saving and exporting check again: nothing is written that
         could not be read back."""
+        held = self.model_dump(by_alias=True)
+        which = f"transcript of meeting {self.meeting_id}".encode("utf-8", "backslashreplace")
         try:
-            type(self).model_validate(self.model_dump(by_alias=True))
+            type(self).model_validate(held)
         except ValidationError as exc:
-            raise TranscriptError(
-                f"transcript of meeting {self.meeting_id}: {describe(exc)}"
-            ) from None
+            raise TranscriptError(f"{which.decode()}: {describe(exc)}") from None
+        # A plain str field takes a lone surrogate (a notebook's "\udcff"), which no file can
+        # hold: the transcript saved or exported failed with a serialiser's error instead.
+        if (where := lone_surrogate_at(held)) is not None:
+            raise TranscriptError(f"{which.decode()}: {where}: {LONE_SURROGATE}")
 
     @property
     def partial(self) -> bool:

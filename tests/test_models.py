@@ -103,9 +103,12 @@ def _four_two_of_them_years_on() -> dict:
         (_with_track(size="434552"), "tracks[0].size: Input should be a valid integer"),
         (
             _with_track(display_name="Al\udcffce"),
-            "tracks[0].display_name: Value error, holds a lone",
+            "tracks[0].display_name: holds a lone surrogate (U+D800 to U+DFFF)",
         ),
-        (_with_track(peer_id="p\udcff"), "tracks[0].peer_id: Value error, holds a lone surrogate"),
+        (_with_track(peer_id="p\udcff"), "tracks[0].peer_id: holds a lone surrogate"),
+        # any field: a plain text one took it, and every result file failed to be written
+        (_with_track(user_id="al\udcffce"), "tracks[0].user_id: holds a lone surrogate"),
+        ({**VALID, "meeting_id": "m\udcff"}, "meeting_id: holds a lone surrogate"),
         (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: Value error, 'tracks/a"),
         (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
         (
@@ -530,3 +533,24 @@ def test_a_transcript_changed_in_place_so_that_it_would_not_load_is_not_written(
     with pytest.raises(TranscriptError, match=said):
         export(changed, tmp_path / "out")
     assert not (tmp_path / "transcript.json").exists() and not (tmp_path / "out").exists()
+
+
+def test_text_that_no_file_can_hold_is_refused_where_it_is_read_or_set(sample_transcript, tmp_path):
+    # JSON's "\udcff" is a lone surrogate: Python holds it, no UTF-8 file can. A transcript
+    # holding one loaded, then failed as trackscribe's internal error when exported.
+    from stages.export import export
+
+    raw = json.loads(sample_transcript.to_json())
+    raw["utterances"][2]["words"][0]["word"] = "hi \udcff"
+    path = tmp_path / "transcript.json"
+    path.write_text(json.dumps(raw))
+    said = r"utterances\[2\]\.words\[0\]\.word: holds a lone surrogate \(U\+D800 to U\+DFFF\)"
+    with pytest.raises(TranscriptError, match=rf"transcript\.json: {said}"):
+        Transcript.load(path)
+
+    changed = sample_transcript.model_copy(deep=True)
+    changed.utterances[2].text = "hi \udcff"  # as a notebook may
+    said = r"utterances\[2\]\.text: holds a lone surrogate"
+    with pytest.raises(TranscriptError, match=rf"meeting .*: {said}"):
+        export(changed, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
