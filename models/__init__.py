@@ -2,7 +2,7 @@
 
 from ._errors import describe, import_optional
 from ._json import JsonTextError, decode_text
-from ._text import one_line
+from ._text import name_key, one_line
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
@@ -137,6 +137,7 @@ __all__ = [
     "import_optional",
     "level_db",
     "load_jobs",
+    "name_key",
     "one_line",
     "outlying_starts",
     "parse_file_name",

@@ -173,6 +173,18 @@ def test_a_name_chosen_to_read_as_another_speakers_label_is_told_apart_too(trans
     )
 
 
+def test_names_that_srt_would_write_alike_are_told_apart_there(transcript):
+    # SRT writes braces as ❴❵ (libass reads what is in braces as styling): "Sam {CFO}" and
+    # someone named "Sam ❴CFO❵" were both "Sam ❴CFO❵" there, one's words on the other.
+    transcript.speakers = [
+        Speaker(user_id="u-a", display_name="Sam {CFO}"),
+        Speaker(user_id="u-b", display_name="Sam \u2774CFO\u2775"),
+    ]
+    srt = to_srt(transcript)
+    assert "\nSam \u2774CFO\u2775 (u-a): Hello" in srt and "\nSam \u2774CFO\u2775 (u-b): Hi." in srt
+    assert "<v Sam {CFO}>" in to_vtt(transcript)  # written as they are: nothing to tell apart
+
+
 def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(transcript):
     transcript.speakers = [
         Speaker(user_id="u-a", display_name="Alice  Smith"),

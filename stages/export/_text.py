@@ -7,9 +7,10 @@ with nothing a player would take as markup.
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 
-from models import Transcript, Utterance, Word, format_clock, format_utc, one_line
+from models import Transcript, Utterance, Word, format_clock, format_utc, name_key, one_line
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # what two subtitle lines of 42 characters hold; players wrap the text
@@ -24,12 +25,12 @@ def to_vtt(transcript: Transcript) -> str:
     if transcript.partial:
         lost = map(_vtt_note, transcript.problems())
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
-    name_of = _line_names(transcript)
+    name_of = _line_names(transcript, _vtt_escape)
     cues = _cues(transcript)
     if not cues:
         blocks.append(f"NOTE {_NO_SPEECH}")
     for start, end, speaker, text in cues:
-        name = _vtt_escape(name_of(speaker))
+        name = name_of(speaker)
         line = _vtt_escape(one_line(text))
         blocks.append(f"{format_clock(start, '.')} --> {format_clock(end, '.')}\n<v {name}>{line}")
     return "\n\n".join(blocks) + "\n"
@@ -41,9 +42,9 @@ def to_srt(transcript: Transcript) -> str:
     has it comments: a partial transcript, or one with no speech (an empty file), is marked
     in the other formats only."""
     blocks = []
-    name_of = _line_names(transcript)
+    name_of = _line_names(transcript, _srt_inert)
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
-        name = _srt_inert(name_of(speaker))
+        name = name_of(speaker)
         line = _srt_inert(one_line(text))
         blocks.append(
             f"{number}\n{format_clock(start, ',')} --> {format_clock(end, ',')}\n{name}: {line}"
@@ -91,10 +92,17 @@ _NO_SPEECH = "No speech was transcribed."
 _PARTIAL = "Partial transcript: these inputs were lost, in whole or in part, or are damaged:"
 
 
-def _line_names(transcript: Transcript) -> Callable[[str], str]:
-    """Each speaker's name as one line of text, worked out once per export, not per cue."""
-    names = {uid: one_line(name) for uid, name in transcript.speaker_names().items()}
-    return lambda uid: names[uid] if uid in names else one_line(uid)
+def _line_names(transcript: Transcript, shown: Callable[[str], str] = str) -> Callable[[str], str]:
+    """Each speaker's name as one line of text as the format ``shown`` writes it, worked out
+    once per export, not per cue. No two read the same in the transcript; where the format's
+    own changes would make two do so (SRT writes braces as ❴❵, and someone may be named with
+    those), each gets its user id after it."""
+    names = {uid: shown(one_line(name)) for uid, name in transcript.speaker_names().items()}
+    readings = Counter(name_key(name) for name in names.values())
+    for uid, name in names.items():
+        if readings[name_key(name)] > 1:
+            names[uid] = f"{name} ({shown(one_line(uid))})"
+    return lambda uid: names[uid] if uid in names else shown(one_line(uid))
 
 
 def to_seglst(transcript: Transcript) -> str:
