@@ -322,6 +322,16 @@ def test_a_long_utterance_whose_text_was_edited_shows_the_text_not_the_old_words
         assert "[REDACTED]" in text and "word" not in text
 
 
+def test_a_long_utterance_whose_word_times_go_back_is_shown_whole(transcript):
+    # Edited by hand, the second word's time moved to the end: cut by those times, the words
+    # of 2-11 s were shown for half a second after the rest.
+    said = utt("u-a", 0.0, 12.0, " ".join(f"word{i}" for i in range(12)))
+    words = list(said.words)
+    words[1] = words[1].model_copy(update={"start": 11.5, "end": 11.9})
+    transcript.utterances = [said.model_copy(update={"words": words})]
+    assert vtt_cues(transcript) == [f"00:00:00.000 --> 00:00:12.000\n<v Alice>{said.text}\n"]
+
+
 def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_path):
     written = export(transcript, tmp_path / "out", FORMATS)
     names = sorted(p.name for p in written.values())

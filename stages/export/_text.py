@@ -9,6 +9,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 
 from models import Transcript, Utterance, Word, format_clock, format_utc, name_key, one_line
 
@@ -153,9 +154,12 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
 
 def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     """A long utterance cut at word boundaries; one whose text is not its words (edited since,
-    a redaction, say) stays whole: the text is what it says."""
+    a redaction, say) stays whole: the text is what it says. So does one whose words' times
+    go back (edited by hand): they cannot say when each piece is shown."""
     short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
     if short or u.text.split() != [w.word for w in u.words]:
+        return [(u.start, u.end, u.text)]
+    if any(later.start < word.start for word, later in pairwise(u.words)):
         return [(u.start, u.end, u.text)]
     pieces: list[list[Word]] = [[]]
     for word in u.words:
