@@ -332,6 +332,12 @@ def test_a_long_utterance_whose_word_times_go_back_is_shown_whole(transcript):
     assert vtt_cues(transcript) == [f"00:00:00.000 --> 00:00:12.000\n<v Alice>{said.text}\n"]
 
 
+def test_an_utterance_of_nothing_that_shows_gives_no_cue(transcript):
+    # Control characters alone are taken out of what is shown: the cue was an empty voice tag.
+    transcript.utterances[1] = utt("u-b", 62.0, 64.0, "\x01\x07")
+    assert len(vtt_cues(transcript)) == 1 and to_srt(transcript).count(" --> ") == 1
+
+
 def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_path):
     written = export(transcript, tmp_path / "out", FORMATS)
     names = sorted(p.name for p in written.values())

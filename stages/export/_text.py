@@ -144,7 +144,7 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
     cues = []
     for u in transcript.utterances:
         for start, end, text in _split_utterance(u):
-            if text.strip():
+            if one_line(text):  # as it is shown: control characters alone show nothing
                 start = max(0.0, round(start, 3))
                 cues.append((start, max(round(end, 3), start + 0.001), u.speaker, text))
     # A long utterance's later cues can start after other speakers' turns; players and the
