@@ -183,6 +183,9 @@ def test_a_missing_file_or_a_wrong_checksum_is_refused_before_decoding(sample_ma
     os.mkfifo(tmp_path / "pipe.webm")  # reading it would wait for a writer forever
     with pytest.raises(DecodeError, match=r"pipe\.webm: not a file but a pipe"):
         decode(tmp_path / "pipe.webm", tmp_path / "x.pcm")
+    (tmp_path / "loop.webm").symlink_to("loop.webm")  # said as the system says it
+    with pytest.raises(DecodeError, match=r"loop\.webm: cannot read: Too many levels of symbolic"):
+        decode(tmp_path / "loop.webm", tmp_path / "x.pcm")
 
 
 def test_a_decoding_that_fails_midway_leaves_nothing_and_a_refused_file_touches_nothing(
