@@ -78,6 +78,17 @@ only a zero-width space) is no name, so that the user id is shown instead of an 
 tag or label."""
 
 
+def _shows_something(value: str) -> str:
+    if shows_nothing(value):
+        raise ValueError(f"{value!r} holds nothing that shows; a user id names the speaker")
+    return value
+
+
+UserId = Annotated[str, Field(min_length=1), AfterValidator(_shows_something)]
+"""A participant's id: the speaker's label where no display name is given, so a blank one
+would label their words with nothing."""
+
+
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file and the field."""
 
@@ -92,7 +103,7 @@ class Track(BaseModel):
     # Unknown fields are refused: a misspelled "sha_256" must not turn verification off.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user_id: str = Field(min_length=1)
+    user_id: UserId
     display_name: DisplayName = None
     peer_id: OptionalText = None
     path: str = Field(min_length=1, description="relative to the manifest's folder")
@@ -112,15 +123,6 @@ class Track(BaseModel):
             if named is not None:
                 return {**data, "started_time": named}
         return data
-
-    @field_validator("user_id")
-    @classmethod
-    def _shows_something(cls, value: str) -> str:
-        # It is the speaker's label where no display name is given: a blank one labels the
-        # words with nothing.
-        if shows_nothing(value):
-            raise ValueError(f"{value!r} holds nothing that shows; a user id names the speaker")
-        return value
 
     @field_validator("started_time")
     @classmethod

@@ -12,7 +12,7 @@ from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, loads, l
 from ._text import name_key
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
-from .manifest import DisplayName
+from .manifest import DisplayName, UserId
 
 if TYPE_CHECKING:
     import pandas  # optional: the ``pandas`` extra
@@ -67,7 +67,7 @@ def ends_sentence(text: str) -> bool:
 
 
 class Speaker(_Finite):
-    user_id: str
+    user_id: UserId
     display_name: DisplayName = None
 
 

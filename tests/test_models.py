@@ -554,3 +554,16 @@ def test_text_that_no_file_can_hold_is_refused_where_it_is_read_or_set(sample_tr
     with pytest.raises(TranscriptError, match=rf"meeting .*: {said}"):
         export(changed, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_transcript_speaker_whose_id_shows_nothing_is_refused(sample_transcript, tmp_path):
+    # The id labels a speaker's words where no name is given: a blank one labelled them with
+    # nothing (a voice tag "<v >"), as a manifest's track would have, had it been let in.
+    raw = json.loads(sample_transcript.to_json())
+    raw["speakers"][0] = {"user_id": " \u200b", "display_name": None}
+    path = tmp_path / "transcript.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(
+        TranscriptError, match=r"speakers\[0\]\.user_id: .* holds nothing that shows"
+    ):
+        Transcript.load(path)
