@@ -38,6 +38,10 @@ def model_identity(name: str) -> str:
     where = model_folder(name)
     if where is None:
         return resolve_model(name)  # a hub model not downloaded yet: the name is all there is
+    return _identity(where)
+
+
+def _identity(where: Path) -> str:
     stamps = []
     for path in sorted(where.iterdir()):
         if path.is_file():
@@ -122,14 +126,15 @@ def load_model(
     check_model(model)
     # A hub model is downloaded first: its files, not its name, are what it is, and named by
     # its name only until then, it was loaded a second time once downloaded.
-    _folder(model)
+    folder = _folder(model)
     setting = (model, device, compute_type, cpu_threads, workers)
-    identity = model_identity(model)
+    identity = _identity(folder)
     with _loading:  # two threads asking at once load it once
         held = _held.get(setting)
         if held is None or held[0] != identity:
             _held.pop(setting, None)
-            _held[setting] = (identity, _load(model, device, compute_type, cpu_threads, workers))
+            loaded = _load(model, folder, device, compute_type, cpu_threads, workers)
+            _held[setting] = (identity, loaded)
         return _held[setting][1]
 
 
@@ -145,7 +150,7 @@ def _forget_models() -> None:
 
 
 def _load(
-    model: str, device: str, compute_type: str, cpu_threads: int, workers: int
+    model: str, folder: Path, device: str, compute_type: str, cpu_threads: int, workers: int
 ) -> WhisperModel:
     log.info(
         "loading model %s (%s, %s, %d x %d threads)",
@@ -155,7 +160,6 @@ def _load(
         workers,
         cpu_threads,
     )
-    folder = _folder(model)
     _check_folder(model, folder)
     try:
         return WhisperModel(
