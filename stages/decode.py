@@ -198,18 +198,15 @@ def check_file(source: Path, sha256: str | None, size: int | None) -> tuple[int,
     when it is missing or does not match."""
     try:
         info = source.stat()
+        if not stat.S_ISREG(info.st_mode):  # a folder, or a pipe that reading would wait on
+            raise DecodeError(f"{source}: not a file but a {_kind(info.st_mode)}")
+        actual_size = info.st_size
+        if size is not None and actual_size != size:
+            raise DecodeError(f"{source}: size is {actual_size} bytes, the manifest says {size}")
+        digest = sha256_file(source)
     except FileNotFoundError:
         raise DecodeError(f"{source}: file not found") from None
-    except OSError as exc:  # a link that leads round in a loop, a folder not to be entered
-        raise DecodeError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):  # a folder, or a pipe that reading would wait on
-        raise DecodeError(f"{source}: not a file but a {_kind(info.st_mode)}")
-    actual_size = info.st_size
-    if size is not None and actual_size != size:
-        raise DecodeError(f"{source}: size is {actual_size} bytes, the manifest says {size}")
-    try:
-        digest = sha256_file(source)
-    except OSError as exc:  # not ours to read (permissions), a disk that fails
+    except OSError as exc:  # a link that loops, no permission, a disk that fails
         raise DecodeError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if sha256 is not None and digest != sha256.lower():
         raise DecodeError(f"{source}: SHA-256 is {digest}, the manifest says {sha256}")
