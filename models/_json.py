@@ -125,16 +125,17 @@ def lone_surrogate_at(value: object) -> str | None:
 
 def _lone_surrogate_in(path: str, node: object) -> str | None:
     if isinstance(node, str):
-        return None if _is_text(node) else path or "(top level)"
+        return None if is_text(node) else path or "(top level)"
     if isinstance(node, dict):
-        key = next((k for k in node if not _is_text(k)), None)  # named as JSON escapes it
+        key = next((k for k in node if not is_text(k)), None)  # named as JSON escapes it
         return (
             None if key is None else _field(path, key.encode("utf-8", "backslashreplace").decode())
         )
     return None
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8: no lone surrogate in it."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

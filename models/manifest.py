@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from ._errors import describe
-from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, loads
+from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, is_text, loads
 from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
 from .files import read_regular_file
@@ -54,12 +54,8 @@ def outlying_starts(starts: Sequence[datetime]) -> tuple[datetime, list[int]]:
 
 
 def _unicode(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            # JSON's "\udcff" escape gives one; no result file could be written with it.
-            raise ValueError(LONE_SURROGATE) from None
+    if value is not None and not is_text(value):
+        raise ValueError(LONE_SURROGATE)  # built in Python: JSON text is refused as it is read
     return value
 
 
