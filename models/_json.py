@@ -98,8 +98,8 @@ def loads(text: str) -> object:
                     f"{_field(path, repeated[id(node)])}: given more than once in the same "
                     "object; only one can count, and which was meant cannot be told"
                 )
-            if (where := _lone_surrogate_in(path, node)) is not None:
-                raise JsonTextError(f"{where}: {LONE_SURROGATE}")
+            if (field := _lone_surrogate_in(path, node)) is not None:
+                raise JsonTextError(f"{field}: {LONE_SURROGATE}")
         if repeated:  # not reached: a key repeated is found on the way to what it replaced
             raise JsonTextError("a key is given more than once in the same object")
     return value

@@ -206,7 +206,8 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
             f"{path}, line {reader.line_num}: the column {twice!r} is given more than once; "
             "only one can count, and which was meant cannot be told"
         )
-    rows, ended = [], reader.line_num
+    rows: list[tuple[int, object]] = []
+    ended = reader.line_num
     for row in reader:
         first = ended + 1
         while first < reader.line_num and not lines[first - 1].strip():

@@ -4,7 +4,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,7 @@ from .files import read_regular_file
 from .http import redact_urls
 from .recording_files import time_from_file_name
 
-MANIFEST_SCHEMA = "trackscribe.manifest/1"
+MANIFEST_SCHEMA: Final = "trackscribe.manifest/1"
 
 MANIFEST_FILE = "manifest.json"
 """What a meeting's manifest is called in its folder (fetch writes it there)."""

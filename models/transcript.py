@@ -3,7 +3,7 @@
 import html
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -17,7 +17,7 @@ from .manifest import DisplayName, UserId
 if TYPE_CHECKING:
     import pandas  # optional: the ``pandas`` extra
 
-TRANSCRIPT_SCHEMA = "trackscribe.transcript/1"
+TRANSCRIPT_SCHEMA: Final = "trackscribe.transcript/1"
 
 
 class _Finite(BaseModel):

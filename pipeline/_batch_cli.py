@@ -9,6 +9,7 @@ from ._cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PARTIAL,
+    Parser,
     add_model_options,
     count_at_least,
     emit,
@@ -25,7 +26,7 @@ from .batch import run_batch
 __all__ = ["add_batch_command"]
 
 
-def add_batch_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_batch_command(commands: "argparse._SubParsersAction[Parser]") -> None:
     batch = commands.add_parser(
         "batch",
         help="transcribe many meetings, resumably",

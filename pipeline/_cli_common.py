@@ -6,6 +6,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from models import Transcript, file_in_the_way
 from stages.export import DEFAULT_FORMATS, FORMATS, export
@@ -13,6 +14,17 @@ from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
 from .core import PipelineOptions, bars_wanted
 from .signing import SigningKey, keep_signed
+
+
+class Parser(argparse.ArgumentParser):
+    """Takes flags only as written in full: a script that used an abbreviation (--form for
+    --formats) would break, or do something else, the day a flag of the same start is
+    added. Every command's parser is one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(**kwargs)
+
 
 EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 

@@ -41,6 +41,7 @@ from ._cli_common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_PARTIAL,
+    Parser,
     add_model_options,
     add_progress_option,
     emit,
@@ -65,7 +66,7 @@ from .signing import keep_signed
 __all__ = ["add_api_options", "add_remote_commands", "settings_from"]
 
 
-def add_remote_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_remote_commands(commands: "argparse._SubParsersAction[Parser]") -> None:
     run = commands.add_parser(
         "run",
         help="record chosen participants of a live meeting, then transcribe",

@@ -30,7 +30,7 @@ _OWNER = ".owner"  # locked while the run that made the folder lives
 
 
 @contextmanager
-def scratch_folder(kind: str = "", *, parent: Path | None = None) -> Iterator[Path]:
+def scratch_folder(kind: str = "", *, parent: Path | str | None = None) -> Iterator[Path]:
     """A new, private folder under ``parent`` (default: the system's temporary folder),
     removed when the block ends. Folders of runs that were killed are removed first."""
     parent = Path(parent if parent is not None else tempfile.gettempdir())

@@ -204,12 +204,12 @@ def interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for number, handler in swapped.items():
             signal.signal(number, handler)
-        for number, frame in caught[:1]:  # the first stop is the one raised
-            handler = swapped[number]
+        for signum, frame in caught[:1]:  # the first stop is the one raised
+            handler = swapped[signal.Signals(signum)]
             if callable(handler):
-                handler(number, frame)  # Python's own Ctrl-C raises KeyboardInterrupt
+                handler(signum, frame)  # Python's own Ctrl-C raises KeyboardInterrupt
             elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
+                signal.raise_signal(signum)
 
 
 _held_back: list[int] = []
@@ -470,7 +470,7 @@ def refuse_in_rerun_script(what: str) -> None:
     process is running again (as it starts, to find the script's functions): unguarded,
     the call would start a second run inside each worker, whose errors (a batch's output
     folder is busy: the first run holds it) would hide what is wrong."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
             raise RuntimeError(

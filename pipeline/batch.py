@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager, nullcontext
@@ -206,7 +206,9 @@ def run_batch(
         with (
             _dask_client(scheduler) if scheduler else nullcontext() as cluster,
             closing(
-                _on_dask(todo, work, cluster) if scheduler else _on_processes(todo, work, workers)
+                _on_dask(todo, work, cluster)
+                if cluster is not None
+                else _on_processes(todo, work, workers)
             ) as runs,
             tqdm(
                 total=len(todo), desc="meetings", unit="meeting", disable=not bars_wanted(progress)
@@ -456,8 +458,8 @@ def _process(
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     except ManifestError:
         if done is not None and job.manifest is not None:
-            gone = not Manifest.file_at(job.manifest).exists()
-            if gone and done.asked in (None, _asked(job, options)):
+            absent = not Manifest.file_at(job.manifest).exists()
+            if absent and done.asked in (None, _asked(job, options)):
                 # Gone is not changed: moved away, or on a share not mounted this time (and
                 # the job still asks for what was done, not for a manifest elsewhere).
                 return _kept(job, folder, done, f"its manifest {job.manifest} is not there")
@@ -782,7 +784,9 @@ class _Work:
             )
 
 
-def _on_processes(jobs: Sequence[Job], work: _Work, workers: int) -> Iterator[MeetingResult]:
+def _on_processes(
+    jobs: Sequence[Job], work: _Work, workers: int
+) -> Generator[MeetingResult, None, None]:
     """Here, one meeting after another (tracks decoded in parallel), or in ``workers``
     processes, one meeting each at a time (tracks decoded in that process).
 
@@ -916,7 +920,7 @@ def _dask_client(scheduler: str) -> "distributed.Client":
 
 def _on_dask(
     jobs: Sequence[Job], work: _Work, client: "distributed.Client"
-) -> Iterator[MeetingResult]:
+) -> Generator[MeetingResult, None, None]:
     """The same work as tasks on a Dask cluster; every worker must see ``out`` at the same
     path (a shared file system), as the outputs are written where the work is done."""
     from distributed import as_completed as dask_completed

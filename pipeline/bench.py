@@ -316,13 +316,13 @@ def _alternative(
         owner = _owners(manifest, truth)
         for turn in truth:
             for track, offset, samples in zip(tracks, offsets, audio, strict=True):
-                first, last = turn.start - offset, turn.end - offset
+                since, until = turn.start - offset, turn.end - offset  # in the track's time
                 if (
                     track.user_id == owner.get(turn.speaker)
-                    and first >= -0.05
-                    and last * SAMPLE_RATE <= samples.size + 800
+                    and since >= -0.05
+                    and until * SAMPLE_RATE <= samples.size + 800
                 ):
-                    cut = samples[max(0, round(first * SAMPLE_RATE)) : round(last * SAMPLE_RATE)]
+                    cut = samples[max(0, round(since * SAMPLE_RATE)) : round(until * SAMPLE_RATE)]
                     segments, _ = model.transcribe(cut, **settings)
                     turns.append(
                         {

@@ -94,8 +94,10 @@ class Checkpoints:
         """The decoded track's description; its PCM may be gone (see :meth:`drop_pcm`)."""
         meta = self.folder / "decode" / f"{key}.json"
         audio = self._read(meta, lambda data: PcmAudio.model_validate_json(data))
-        pcm = audio.pcm_path if audio is not None else None
-        if pcm is not None and pcm.exists() and pcm.stat().st_size != audio.num_samples * 2:
+        if audio is None:
+            return None
+        pcm = audio.pcm_path
+        if pcm.exists() and pcm.stat().st_size != audio.num_samples * 2:
             pcm.unlink()  # cut short (a crash before the rename was synced): decoded again
         return audio
 

@@ -7,7 +7,6 @@ listed); 2 bad usage or bad input (including a file or folder that cannot be rea
 
 import argparse
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_PARTIAL,
     OutputError,
+    Parser,
     add_decoding_options,
     add_model_options,
     add_output_options,
@@ -230,7 +230,7 @@ def _bad_input(message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trackscribe",
         description="Speaker-attributed, time-aligned transcripts from RealtimeKit track "
         "recordings (one audio file per participant).",
@@ -240,19 +240,13 @@ def _parser() -> argparse.ArgumentParser:
         "input, or a service that refused or could not be reached; 3 an error of trackscribe "
         "itself; 130 interrupted; 141 the output stopped being read (a pipe closed early, as by "
         "head); 143 terminated.",
-        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=software_version())
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
     )
-    # No abbreviated flags (--form for --formats): a script that used one would break, or do
-    # something else, the day a flag of the same start is added.
     commands = parser.add_subparsers(
-        title="commands",
-        required=True,
-        metavar="COMMAND",
-        parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False),
+        title="commands", required=True, metavar="COMMAND", parser_class=Parser
     )
 
     transcribe = commands.add_parser(
@@ -553,7 +547,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         emit(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
         emit(_bench_table(results, truth))
-    if args.plot and results["pipeline"].failed is None:
+    if args.plot and truth_file is not None and results["pipeline"].failed is None:
         made = results["pipeline"]
         plot_timeline(
             made.turns,

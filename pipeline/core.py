@@ -148,7 +148,7 @@ def _code_digest() -> str:
     """SHA-256 (first 12 hex digits) of every module of the three packages, by path."""
     digest = hashlib.sha256()
     for name in ("models", "stages", "pipeline"):
-        root = Path(sys.modules[name].__file__).parent  # all three are imported by now
+        root = Path(sys.modules[name].__path__[0])  # all three are imported by now
         for path in sorted(root.rglob("*.py")):
             digest.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())
@@ -301,8 +301,8 @@ def run_meeting(
             f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
         )
     decoded = [w for w in work if w.audio is not None]
-    stats.audio_s = sum(w.audio.duration for w in decoded)
-    stats.meeting_s = max(timings[w.index].meeting_time(w.audio.duration) for w in decoded)
+    stats.audio_s = sum(_audio(w).duration for w in decoded)
+    stats.meeting_s = max(timings[w.index].meeting_time(_audio(w).duration) for w in decoded)
     provenance = Provenance(
         software=software_version(),
         model=options.transcribe.model,
@@ -767,14 +767,14 @@ def _transcribe(
 
         try:
             transcriber.transcribe_tracks(
-                [(w.audio, w.regions) for w in todo],
+                [(_audio(w), w.regions) for w in todo],
                 on_progress=advance,
                 on_track_done=done,
                 with_dropped=True,
             )
-        except TracksFailed as failed:  # the others are done and kept
-            for position, exc in failed.failures.items():
-                _fail(manifest, todo[position], exc)
+        except TracksFailed as stopped:  # the others are done and kept
+            for position, error in stopped.failures.items():
+                _fail(manifest, todo[position], error)
         except WriteError:
             raise
         except Exception:
@@ -785,7 +785,7 @@ def _transcribe(
                     continue
                 try:
                     item.segments = transcriber.transcribe(
-                        item.audio, item.regions, with_dropped=True
+                        _audio(item), item.regions, with_dropped=True
                     )
                     store.transcribed(item)
                 except Exception as exc:  # one bad track must not cost the others
@@ -794,6 +794,12 @@ def _transcribe(
         if failed:  # what a failed track had left was not transcribed, but the work is over
             bar.total = bar.n
             bar.set_postfix_str(f"{failed} track{'s' * (failed > 1)} failed")
+
+
+def _audio(item: _TrackWork) -> PcmAudio:
+    """The audio of a track that has some: only those are transcribed."""
+    assert item.audio is not None
+    return item.audio
 
 
 def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
@@ -812,8 +818,7 @@ def _fail(manifest: Manifest, item: _TrackWork, exc: Exception) -> None:
 
 
 def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
-    track, audio = manifest.tracks[item.index], item.audio
-    assert audio is not None
+    track, audio = manifest.tracks[item.index], _audio(item)
     return InputFile(
         path=track.path,
         user_id=track.user_id,
@@ -895,10 +900,9 @@ class _Store:
 
     def ensure_pcm(self, item: _TrackWork, source: Path) -> None:
         """Decode again a track whose decoded audio an earlier run already removed."""
-        assert item.audio is not None
-        if item.audio.pcm_path.exists():
+        if _audio(item).pcm_path.exists():
             return
-        audio = decode(source, self.pcm_path(item), expected_sha256=item.audio.source_sha256)
+        audio = decode(source, self.pcm_path(item), expected_sha256=_audio(item).source_sha256)
         if (kept := self._kept(item)) is not None:
             audio = kept.save_decoded(self._decode_key(item), audio)
             kept.journal("decoded again", path=str(source), key=item.file_key)
@@ -921,5 +925,4 @@ class _Store:
             return
         key = self._segments_key(item)
         kept.save_segments(key, item.segments)
-        assert item.audio is not None
-        kept.journal("transcribed", path=str(item.audio.source), key=key)
+        kept.journal("transcribed", path=str(_audio(item).source), key=key)

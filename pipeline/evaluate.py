@@ -459,7 +459,8 @@ def evaluate(
         participants = participants or hypothesis.participants or ()
         names = hypothesis.names or {}
         warnings += [f"the transcript lost input, missed here: {line}" for line in hypothesis.lost]
-        hypothesis, meeting = hypothesis.turns, hypothesis.meeting
+        meeting = hypothesis.meeting
+        hypothesis = hypothesis.turns
         of_truth = truth.meeting if isinstance(truth, TurnFile) else None
         if meeting and of_truth and meeting != of_truth:
             warnings.append(f"the transcript is of meeting {meeting} and the truth of {of_truth}")
@@ -673,7 +674,7 @@ def _quiet(*logger_names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _per_speaker(ref: object, hyp: object) -> list[SpeakerScore]:
+def _per_speaker(ref: "meeteval.io.SegLST", hyp: "meeteval.io.SegLST") -> list[SpeakerScore]:
     """Each true speaker's WER against the words the transcript put on that same speaker."""
     import meeteval
 

@@ -103,7 +103,7 @@ class Verification(BaseModel):
             for subject, check in zip(subjects, self.checks, strict=True)
         ]
         counts = Counter(check.status for check in self.checks)
-        statuses = ("ok", "lost", "differs", "missing", "unchecked")
+        statuses: tuple[Status, ...] = ("ok", "lost", "differs", "missing", "unchecked")
         summary = ", ".join(f"{counts[status]} {status}" for status in statuses if counts[status])
         if not self.ok:
             lines.append(f"NOT verified: {summary}")
@@ -721,7 +721,7 @@ def _model(made: Transcript, given: str | None, folder: Path | None) -> Check:
     if extra:
         changed.append(f"{', '.join(extra)} not among the files it transcribed with")
     if changed or gone:
-        status = "differs" if changed else "missing"
+        status: Status = "differs" if changed else "missing"
         return Check(subject="model", status=status, detail=f"{name}: {'; '.join(changed + gone)}")
     detail = f"{name}: {len(named)} files, each as when it transcribed"
     return Check(subject="model", status="ok", detail=detail)

@@ -417,19 +417,19 @@ def _mono(frame: av.AudioFrame) -> np.ndarray:
     """
     if frame.format.name == "fltp":
         if len(frame.planes) == 1:
-            return np.frombuffer(frame.planes[0], np.float32, frame.samples)
-        planes = [np.frombuffer(p, np.float32, frame.samples) for p in frame.planes]
+            return np.frombuffer(memoryview(frame.planes[0]), np.float32, frame.samples)
+        planes = [np.frombuffer(memoryview(p), np.float32, frame.samples) for p in frame.planes]
     else:
         x = frame.to_ndarray()
         if not frame.format.is_planar:
             x = x.reshape(-1, len(frame.layout.channels)).T
         if np.issubdtype(x.dtype, np.unsignedinteger):  # 8-bit PCM: silence is 128
-            middle = np.iinfo(x.dtype).max // 2 + 1
+            middle = np.iinfo(x.dtype.name).max // 2 + 1
             x = (x.astype(np.float32) - middle) / middle
         elif np.issubdtype(x.dtype, np.integer):
-            x = x.astype(np.float32) / np.iinfo(x.dtype).max
+            x = x.astype(np.float32) / np.iinfo(x.dtype.name).max
         planes = list(x.astype(np.float32, copy=False))
-    return planes[0] if len(planes) == 1 else np.mean(planes, axis=0, dtype=np.float32)
+    return planes[0] if len(planes) == 1 else np.stack(planes).mean(axis=0, dtype=np.float32)
 
 
 def _jumped_back(writer: "_AlignedWriter") -> str | None:

@@ -137,8 +137,8 @@ class Emulator:
             port,
             lambda address: Server(address, answer=self._handle, download=self._download),
         )
-        host, port = self._server.server_address[:2]
-        self._origin = f"http://{url_host(local_host(str(host)))}:{port}"
+        bound, port = self._server.server_address[:2]
+        self._origin = f"http://{url_host(local_host(str(bound)))}:{port}"
 
     @property
     def base_url(self) -> str:

@@ -66,26 +66,27 @@ def estimate_clock(
     nor needs one).
     """
     options = options or AttributionOptions()
-    present = comparable_tracks(activities)
+    comparable = comparable_tracks(activities)
+    present = list(comparable)
     estimates: list[TrackClock | None] = [None] * len(activities)
     if len(present) < 2 or options.max_clock_error <= 0:
         return estimates
-    frame_s = activities[present[0]].frame_s
+    frame_s = comparable[present[0]].frame_s
     timings = [TrackTiming(offset) for offset in offsets]
     level, voiced, _, _ = meeting_frames(
-        activities, timings, present, frame_s, options.max_clock_error
+        comparable, len(activities), timings, frame_s, options.max_clock_error
     )
     drifts, curves = _drifts(level, voiced, present, owners, options, frame_s)
     corrected = [
         d
-        if d is not None and abs(d) * 1e-6 * len(activities[i].voiced) >= options.min_drift
+        if d is not None and abs(d) * 1e-6 * len(comparable[i].voiced) >= options.min_drift
         else 0.0
         for i, d in enumerate(drifts)
     ]
     if any(corrected):  # the lags change with the grid: none of the curves can be reused
         timings = [TrackTiming(o, d) for o, d in zip(offsets, corrected, strict=True)]
         level, voiced, _, _ = meeting_frames(
-            activities, timings, present, frame_s, options.max_clock_error
+            comparable, len(activities), timings, frame_s, options.max_clock_error
         )
         curves = {}
     reach = round(options.max_clock_error / frame_s)
@@ -353,7 +354,9 @@ def _starts(
         solution = _solve(pairs, index)
         return solution, np.array([abs(_residual(p, solution, index)) for p in pairs])
 
-    pairs, solution = _fit_agreeing(pairs, fit, frame_s)
+    agreed = _fit_agreeing(pairs, fit, frame_s)
+    assert agreed is not None  # least squares always has a solution
+    pairs, solution = agreed
     solution = _anchored(solution, pairs, index)
     linked = {t for p in pairs for t in p[:2]}
     return pairs, {t: float(solution[index[t]]) for t in linked}

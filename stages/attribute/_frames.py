@@ -1,7 +1,7 @@
 """Every track's levels on the meeting's frame grid, and what the other modules read off
 them: who dominates a frame, and each track's levels with its gaps filled."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -13,21 +13,22 @@ from ._options import AttributionOptions
 _ABSENT = np.nan
 
 
-def comparable_tracks(activities: Sequence[VoiceActivity | None]) -> list[int]:
-    """The tracks that can be compared with others: read, and at least one frame long (one
-    shorter has nothing to compare, and is passed on as it is)."""
-    return [i for i, a in enumerate(activities) if a is not None and a.voiced.size]
+def comparable_tracks(activities: Sequence[VoiceActivity | None]) -> dict[int, VoiceActivity]:
+    """The tracks that can be compared with others, by index, in order: read, and at least
+    one frame long (one shorter has nothing to compare, and is passed on as it is)."""
+    return {i: a for i, a in enumerate(activities) if a is not None and a.voiced.size}
 
 
 def meeting_frames(
-    activities: Sequence[VoiceActivity | None],
+    comparable: Mapping[int, VoiceActivity],
+    tracks: int,
     timings: Sequence[TrackTiming],
-    present: Sequence[int],
     frame_s: float,
     max_clock_error: float,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray]:
-    """Every track's levels and voiced flags on the meeting's frame grid (absent: NaN); for
-    each track the meeting frame of each of its frames; and how far each frame really lies
+    """Every track's levels and voiced flags on the meeting's frame grid, a row for each of
+    the meeting's ``tracks`` (absent, or not ``comparable``: NaN); for each comparable
+    track the meeting frame of each of its frames; and how far each frame really lies
     from the grid frame it was put on, in frames (absent: NaN).
 
     A track's start falls anywhere within a frame, so its frames lie up to half a frame
@@ -37,12 +38,13 @@ def meeting_frames(
     Where no track is present for long, the grid leaves most of that time out
     (:func:`_closed_up`); ``max_clock_error`` (s) is how far apart frames are compared.
     """
+    present = list(comparable)
     where, offgrid = {}, {}
     for i in present:
         # The start is rounded apart from the rest, so that without drift a track's frames
         # stay one grid step apart whatever fraction of a frame its start falls on.
         own_clock = TrackTiming(0.0, timings[i].drift_ppm)
-        since_start = own_clock.meeting_time(np.arange(len(activities[i].voiced)) * frame_s)
+        since_start = own_clock.meeting_time(np.arange(len(comparable[i].voiced)) * frame_s)
         where[i] = round(timings[i].offset / frame_s) + np.round(since_start / frame_s).astype(
             np.int64
         )
@@ -53,12 +55,12 @@ def meeting_frames(
         where = {i: w - first for i, w in where.items()}
     where = _closed_up(where, round(max(_KEPT_S, 4 * max_clock_error) / frame_s))
     total = max((int(where[i][-1]) + 1 for i in present if where[i].size), default=0)
-    level = np.full((len(activities), total), _ABSENT)
-    voiced = np.zeros((len(activities), total), bool)
-    placed = np.full((len(activities), total), np.nan)
+    level = np.full((tracks, total), _ABSENT)
+    voiced = np.zeros((tracks, total), bool)
+    placed = np.full((tracks, total), np.nan)
     for i in present:
-        level[i, where[i]] = activities[i].level_db
-        voiced[i, where[i]] = activities[i].voiced
+        level[i, where[i]] = comparable[i].level_db
+        voiced[i, where[i]] = comparable[i].voiced
         placed[i, where[i]] = offgrid[i]
     return level, voiced, where, placed
 

@@ -49,14 +49,15 @@ def attribute(
     (:attr:`TrackClock.echo_s`); by default, as soon as a room carries them.
     """
     options = options or AttributionOptions()
-    present = comparable_tracks(activities)
+    comparable = comparable_tracks(activities)
+    present = list(comparable)
     leaks: list[list[LeakedSpan]] = [[] for _ in activities]
     if not options.enabled or len(present) < 2:
         return list(activities), leaks
-    frame_s = activities[present[0]].frame_s
+    frame_s = comparable[present[0]].frame_s
     walls = round(options.min_wall / frame_s)
     level, voiced, where, offgrid = meeting_frames(
-        activities, timings, present, frame_s, options.max_clock_error
+        comparable, len(activities), timings, frame_s, options.max_clock_error
     )
 
     # In whole frames, from two up: below that, a room's allowance (delay_frames) holds it.
@@ -84,13 +85,12 @@ def attribute(
     result: list[VoiceActivity | None] = list(activities)
     for i in present:
         span = where[i]  # each of the track's frames on the meeting's grid
-        leaked = activities[i].voiced & ~own[i, span]
+        activity = comparable[i]
+        leaked = activity.voiced & ~own[i, span]
         twice = kept_on[i, span] >= 0
         other = source[i, span] != NOT_OTHER
         noise = noisy[i, span]
-        result[i] = activities[i].owned(
-            activities[i].voiced & own[i, span], long_runs(leaked, walls) | twice
-        )
+        result[i] = activity.owned(activity.voiced & own[i, span], long_runs(leaked, walls) | twice)
         short = np.where(noise, over_noise[i, span], margin[i, span]) - options.margin_db
         leaks[i] = sorted(
             _spans(

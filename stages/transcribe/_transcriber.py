@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 from faster_whisper import BatchedInferencePipeline
+from faster_whisper.transcribe import Word as ModelWord
 
 from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
 
@@ -199,7 +200,9 @@ class Transcriber:
                 # junction between pieces; the careful path, 30-s segment by segment, does not.
                 decoded = self._decode_one(audio)
             # After either path: the careful one too writes a sentence said twice only once.
-            if partial := heard_in_part(window, decoded, opening=not careful):
+            if decoded is not None and (
+                partial := heard_in_part(window, decoded, opening=not careful)
+            ):
                 decoded = self._with_pieces_alone(decoded, window, audio, partial)
             source = tracks[window.track][0].source.name
             done.append((window, self._segments(window, decoded, audio, source)))
@@ -390,7 +393,7 @@ class Transcriber:
         return segment
 
 
-def _word(raw: object, shift: float) -> Word:
+def _word(raw: ModelWord, shift: float) -> Word:
     return Word(
         word=raw.word.strip(),
         start=raw.start + shift,

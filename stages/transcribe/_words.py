@@ -67,7 +67,7 @@ MORE_WORDS = 3
 """Words a piece decoded alone must add to replace what the window gave it."""
 
 
-def heard_in_part(window: Window, decoded: Decoded | None, *, opening: bool) -> list[Piece]:
+def heard_in_part(window: Window, decoded: Decoded, *, opening: bool) -> list[Piece]:
     """The pieces the window's decoding seems to have heard only in part.
 
     With ``opening``: also the window's first piece when it got no word while later ones did.
@@ -76,7 +76,7 @@ def heard_in_part(window: Window, decoded: Decoded | None, *, opening: bool) -> 
     then", the first region's last words and the second's first lost, the second's first
     words put on the first, minutes earlier).
     """
-    if decoded is None or len(window.pieces) < 2:
+    if len(window.pieces) < 2:
         return []
     spoken = [w for w in decoded.words if bare(w.word)]
     if not spoken:
