@@ -246,7 +246,7 @@ def test_a_hot_listener_microphone_gets_no_words_of_the_voices_it_hears_almost_a
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno", "user-chen"}
 
 
-def test_a_track_that_never_talks_alone_for_a_syllable_is_no_ones_voice():
+def test_a_track_that_never_talks_alone_for_a_syllable_explains_no_talkers_words_away():
     # A hot listener microphone holds every copy 5 dB under the talker's own: where two
     # copies add up, it is the loudest track for a frame at a time. Taken for a voice, its
     # leakage would have explained the talkers' own words away.

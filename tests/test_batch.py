@@ -314,6 +314,11 @@ def test_a_notebook_may_give_jobs_and_options_as_dicts_and_one_format_by_its_nam
     assert [m.status for m in summary.meetings] == ["done"]
     assert (tmp_path / "out" / "pair" / "transcript.txt").exists()
     assert not (tmp_path / "out" / "pair" / "transcript.vtt").exists()
+    # The dict was taken as these settings: asked for so again, the meeting is already done.
+    asked = PipelineOptions(merge=MergeOptions(join_gap=0.5))
+    assert asked != PipelineOptions()
+    again = run_batch([job], tmp_path / "out", options=asked, formats=["txt"], progress=False)
+    assert again.meetings[0].reused
 
 
 @pytest.mark.parametrize(

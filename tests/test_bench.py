@@ -40,7 +40,15 @@ def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
         assert entry["wall_s"] > 0 and entry["realtime_factor"] > 0 and entry["peak_rss_mb"] > 50
     pipeline = report["pipeline"]
     assert pipeline["ratios"]["wall_s"] == 1.0
-    assert pipeline["cpwer"] < 15 and report["oracle"]["cpwer"] is not None
+    for name in ("mix", "oracle"):  # each figure over the pipeline's, from the same run
+        entry = report[name]
+        for key in ("wall_s", "realtime_factor", "peak_rss_mb"):
+            assert entry["ratios"][key] == pytest.approx(entry[key] / pipeline[key], abs=0.01)
+    oracle = report["oracle"]
+    assert oracle["ratios"]["cpwer"] == pytest.approx(oracle["cpwer"] / pipeline["cpwer"], abs=0.01)
+    # Each true turn cut out of its own track: scored as the pipeline is; cut from the wrong
+    # place, it would be mostly wrong words.
+    assert pipeline["cpwer"] < 15 and 0 < oracle["cpwer"] < 40
     assert report["mix"]["cpwer"] is None and report["mix"]["orcwer"] is not None
     assert report["pipeline"]["evaluation"]["silent_track_words"] == 0
     stages = pipeline["details"]["stages_s"]

@@ -471,10 +471,14 @@ def test_download_urls_name_the_host_the_client_used(instant_api: Api, uploaded,
     listed = instant_api.http.get("", headers=by_name).json()["data"]
     ipv6 = instant_api.http.get(f"/{recording_id}", headers={"Host": "[fd00::5]:8787"})
 
+    files = sorted(urls(got))
+    assert files and sorted(urls(listed[0])) == files  # every file has its URL, both ways
     for url in [*urls(got).values(), *urls(listed[0]).values()]:
         assert url.startswith(f"http://emulator.example:{port}/files/{recording_id}/")
-    ipv6_urls = urls(ipv6.json()["data"]).values()
-    assert all(url.startswith("http://[fd00::5]:8787/files/") for url in ipv6_urls)
+    assert ipv6.status_code == 200
+    ipv6_urls = urls(ipv6.json()["data"])
+    assert sorted(ipv6_urls) == files
+    assert all(url.startswith("http://[fd00::5]:8787/files/") for url in ipv6_urls.values())
     # The signature does not cover the host: the same URL works at the address bound.
     first = httpx.URL(next(iter(urls(got).values())))
     assert web.get(str(first.copy_with(host="127.0.0.1"))).status_code == 200
@@ -488,9 +492,12 @@ def test_a_host_header_unfit_for_a_url_gives_urls_at_the_address_bound(
 ):
     origin = instant_api.emulator.base_url.removesuffix("/client/v4")
 
-    got = instant_api.http.get(f"/{uploaded['id']}", headers={"Host": host}).json()["data"]
+    answer = instant_api.http.get(f"/{uploaded['id']}", headers={"Host": host})
 
-    assert all(url.startswith(f"{origin}/files/") for url in urls(got).values())
+    assert answer.status_code == 200
+    got = urls(answer.json()["data"])
+    assert sorted(got) == sorted(urls(uploaded))  # every file's URL is still given
+    assert all(url.startswith(f"{origin}/files/") for url in got.values())
 
 
 @pytest.mark.parametrize(("wildcard", "loopback"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])

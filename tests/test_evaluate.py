@@ -163,8 +163,8 @@ def test_truth_in_stm_reads_the_same_as_seglst(tmp_path, sample_dir):
     truth = load_turns(sample_dir / "truth.json")
     stm = tmp_path / "truth.stm"
     stm.write_text("".join(f"meeting 1 {t.speaker} {t.start} {t.end} {t.text}\n" for t in truth))
-    assert [(t.speaker, t.start, t.end) for t in load_turns(stm)] == [
-        (t.speaker, t.start, t.end) for t in truth
+    assert [(t.speaker, t.start, t.end, t.text) for t in load_turns(stm)] == [
+        (t.speaker, t.start, t.end, t.text) for t in truth
     ]
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -58,6 +59,16 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+def emulator_url(process: subprocess.Popen) -> str:
+    """The API URL that `trackscribe emulator --port 0` says it serves at, once it listens:
+    the port is the one the system gave it, which no other process can have taken."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        if said := re.search(r"RealtimeKit emulator for meeting \S+ at (\S+) ", line):
+            return said.group(1)
+    raise AssertionError(f"the emulator ended without serving (exit {process.wait()})")
+
+
 def wait_listening(port: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -73,13 +84,12 @@ def wait_listening(port: int, process: subprocess.Popen) -> None:
 @pytest.fixture
 def emulator_process(sample_dir) -> Iterator[tuple[str, list[str]]]:
     """`trackscribe emulator` in its own process with every fault switched on."""
-    port = free_port()
     faults = [arg for name in FAULTS for arg in ("--fault", f"{name}=2")]
     args = [
         "--meeting",
         str(sample_dir),
         "--port",
-        str(port),
+        "0",
         "--token",
         TOKEN,
         "--start-delay",
@@ -96,8 +106,7 @@ def emulator_process(sample_dir) -> Iterator[tuple[str, list[str]]]:
         text=True,
     )
     try:
-        wait_listening(port, process)
-        yield f"http://127.0.0.1:{port}/client/v4", ["--account-id", "acct", "--app-id", "app"]
+        yield emulator_url(process), ["--account-id", "acct", "--app-id", "app"]
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -243,24 +252,19 @@ def test_a_stopped_emulator_command_still_sends_the_webhooks_it_had_queued(sampl
         def log_message(self, format, *args):
             pass
 
-    port = free_port()
     with serving(SlowReceiver) as hooks:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "pipeline", "emulator", "--meeting", str(sample_dir)),
-                *("--port", str(port), "--token", TOKEN, "--webhook-url", f"{hooks}/"),
+                *("--port", "0", "--token", TOKEN, "--webhook-url", f"{hooks}/"),
                 *("--start-delay", "0", "--record-seconds", "0.1", "--upload-seconds", "0.1"),
             ],
             stderr=subprocess.PIPE,
             text=True,
         )
         try:
-            wait_listening(port, process)
             client = RealtimeKitClient(
-                account_id="a",
-                app_id="b",
-                token=TOKEN,
-                base_url=f"http://127.0.0.1:{port}/client/v4",
+                account_id="a", app_id="b", token=TOKEN, base_url=emulator_url(process)
             )
             meeting_id = Manifest.load(sample_dir / "manifest.json").meeting_id
             recording = client.start_track_recording(meeting_id)

@@ -151,7 +151,9 @@ def test_text_over_audio_too_quiet_to_hold_it_is_left_out_and_said_why(
     assert "morning" in words_of(" ".join(s.text for s in left_out))  # ... and accounted for
     assert all(s.dropped.endswith("dBFS, under -50") for s in left_out)
     louder = _track(tmp_path, "louder", quieter(good_morning, -45))
-    assert all(s.dropped is None for s in transcriber.transcribe(louder, detect_speech(louder)))
+    kept = transcriber.transcribe(louder, detect_speech(louder), with_dropped=True)
+    assert kept and all(s.dropped is None for s in kept)  # the same speech, louder, is text
+    assert "morning" in words_of(" ".join(s.text for s in kept))
 
 
 @pytest.mark.parametrize("level_db", [-50, -35, -25])
@@ -185,11 +187,14 @@ def test_a_one_word_segment_whose_word_has_no_length_is_kept_over_speech(
 
 
 def test_no_regions_means_no_model_call(transcriber, tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(transcriber._model, "transcribe", lambda *a, **k: calls.append(a))
+    def model_called(*args, **kwargs):
+        pytest.fail("the model was given audio with no speech region in it")
+
+    # Both ways audio reaches the model: batched windows, and one window alone.
+    monkeypatch.setattr(transcriber, "_decode_batch", model_called)
+    monkeypatch.setattr(transcriber, "_decode_one", model_called)
     audio = decode(write_webm(tmp_path / "quiet.webm", silence(2)), tmp_path / "quiet.pcm")
     assert transcriber.transcribe(audio, []) == []
-    assert calls == []
 
 
 def test_regions_far_apart_packed_into_one_window_map_back_to_their_own_times(

@@ -311,13 +311,17 @@ def test_a_failed_track_the_manifest_puts_on_another_participant_differs(
     )
 
 
-def test_a_manifest_of_another_recording_or_of_none_differs(out, meeting_copy):
+@pytest.mark.parametrize("given", ["rec-other", None])
+def test_a_manifest_of_another_recording_or_of_none_differs(out, meeting_copy, given):
     raw = json.loads((meeting_copy / "manifest.json").read_text())
     recording = raw.pop("recording_id")
+    if given is not None:
+        raw["recording_id"] = given
     (meeting_copy / "manifest.json").write_text(json.dumps(raw))
     result = verify(out, meeting_copy)
+    assert not result.ok
     assert status(result)["meeting"] == "differs"
-    assert detail(result, "meeting") == f"recording None in the manifest, {recording} here"
+    assert detail(result, "meeting") == f"recording {given} in the manifest, {recording} here"
 
 
 def test_a_manifest_of_another_meeting_differs(out, meeting_copy):
@@ -325,7 +329,9 @@ def test_a_manifest_of_another_meeting_differs(out, meeting_copy):
     raw["meeting_id"] = "another-meeting"
     (meeting_copy / "manifest.json").write_text(json.dumps(raw))
     result = verify(out, Manifest.load(meeting_copy))
+    assert not result.ok
     assert status(result)["meeting"] == "differs"
+    assert detail(result, "meeting").startswith("meeting another-meeting in the manifest, ")
 
 
 def test_model_files_not_those_that_transcribed_differ(sample_transcript, tmp_path):
