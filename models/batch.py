@@ -19,7 +19,7 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,9 @@ from ._json import JsonTextError, decode_text, loads
 from .files import atomic_write_text
 from .manifest import DisplayName, OptionalText
 from .recording_files import safe_file_name
+
+if TYPE_CHECKING:
+    import pandas  # optional: the ``pandas`` extra
 
 BATCH_SUMMARY = "summary.json"
 """The summary's name in a batch's output folder, beside one folder per meeting."""
@@ -288,7 +291,7 @@ class BatchSummary(BaseModel):
         except ValidationError as exc:
             raise SummaryError(f"{path}: not a batch summary: {describe(exc)}") from None
 
-    def to_dataframe(self):  # noqa: ANN201 - pandas is optional
+    def to_dataframe(self) -> "pandas.DataFrame":
         """The summary as a pandas DataFrame (``pip install 'trackscribe[pandas]'``)."""
         pd = import_optional("pandas", "pandas")
         rows = [m.model_dump() for m in self.meetings]
