@@ -157,9 +157,11 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     a redaction, say) stays whole: the text is what it says. So does one whose words' times
     go back (edited by hand): they cannot say when each piece is shown."""
     short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
-    if short or u.text.split() != [w.word for w in u.words]:
-        return [(u.start, u.end, u.text)]
-    if any(later.start < word.start for word, later in pairwise(u.words)):
+    if (
+        short
+        or u.text.split() != [w.word for w in u.words]
+        or any(later.start < word.start for word, later in pairwise(u.words))
+    ):
         return [(u.start, u.end, u.text)]
     pieces: list[list[Word]] = [[]]
     for word in u.words:
