@@ -26,7 +26,7 @@ import hashlib
 import stat
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -103,8 +103,7 @@ class Verification(BaseModel):
             for subject, check in zip(subjects, self.checks, strict=True)
         ]
         counts = Counter(check.status for check in self.checks)
-        statuses: tuple[Status, ...] = ("ok", "lost", "differs", "missing", "unchecked")
-        summary = ", ".join(f"{counts[status]} {status}" for status in statuses if counts[status])
+        summary = ", ".join(f"{counts[s]} {s}" for s in get_args(Status) if counts[s])
         if not self.ok:
             lines.append(f"NOT verified: {summary}")
         elif counts["unchecked"]:
