@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import describe, import_optional
+from ._errors import RedactedError, describe, import_optional
 from ._json import JsonTextError, decode_text, loads
 from .files import atomic_write_text
 from .manifest import DisplayName, OptionalText
@@ -66,11 +66,11 @@ one that finished just as the run stopped may be pending too, its result never h
 back). A re-run, or ``--retry-failed``, does them."""
 
 
-class JobsError(ValueError):
+class JobsError(RedactedError, ValueError):
     """A JOBS file that cannot be used; the message names the file, the line and the field."""
 
 
-class SummaryError(ValueError):
+class SummaryError(RedactedError, ValueError):
     """A batch summary that cannot be read back; the message names the file and the field."""
 
 

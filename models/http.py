@@ -19,11 +19,14 @@ UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 """Transport errors raised before anything is sent (a URL that is not http(s), a header that
 is not HTTP's): no retry can succeed."""
 
-_QUERY = re.compile(r"(?i)(https?://[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
+_QUERY = re.compile(r"(?i)(https?:/{1,2}[^\s?#\"'<>]*)\?[^\s#\"'<>]*?(?=:?(?:[\s#\"'<>]|$))")
+"""A URL with a query, up to a colon that ends it in a message (``URL: no such file``); one
+slash after the scheme too, as a URL taken for a path prints (``Path("https://h/f?sig")`` is
+``https:/h/f?sig``)."""
 _PATH_QUERY = re.compile(r"(?<![^\s\"'(<])(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 """A path with a query and no scheme or host, as an HTTP request line holds it."""
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"<>,;]+")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*:/{1,2})[^\s/?#\"'<>]*@")
 """A URL's ``user:password@`` (a webhook's, a proxy's)."""
 
 

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import describe
+from ._errors import RedactedError, describe, problems_now
 from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, is_text, loads
 from ._text import shows_nothing
 from ._time import UtcDatetime, format_utc
@@ -85,7 +85,7 @@ UserId = Annotated[str, Field(min_length=1), AfterValidator(_shows_something)]
 would label their words with nothing."""
 
 
-class ManifestError(ValueError):
+class ManifestError(RedactedError, ValueError):
     """A manifest that cannot be used; the message names the file and the field."""
 
 
@@ -97,7 +97,8 @@ class Track(BaseModel):
     """One participant file. A user who leaves and rejoins has several, all one speaker."""
 
     # Unknown fields are refused: a misspelled "sha_256" must not turn verification off.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A path refused is not repeated in pydantic's own message: it may be a pre-signed URL.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     user_id: UserId
     display_name: DisplayName = None
@@ -172,15 +173,25 @@ def _start_of(track: Track, index: int) -> str:
 
 
 class Manifest(BaseModel):
-    """A meeting's tracks. ``root`` is the folder track paths are relative to (not serialised)."""
+    """A meeting's tracks. ``root`` is the folder track paths are relative to (not serialised).
 
-    model_config = ConfigDict(extra="forbid")
+    ``root`` is made absolute as it is set (by default, the current folder then): a notebook
+    that changes folder after loading a manifest must not have it read another meeting's
+    files of the same names.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     schema_: Literal["trackscribe.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     meeting_id: str = Field(min_length=1)
     recording_id: OptionalText = None
     tracks: list[Track] = Field(min_length=1)
-    root: Path = Field(default=Path("."), exclude=True)
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, root: Path) -> Path:
+        return root.absolute()
 
     @field_validator("tracks")
     @classmethod
@@ -221,6 +232,14 @@ class Manifest(BaseModel):
             for i in far
         }
 
+    def check(self) -> None:
+        """Raise :class:`ManifestError` if the manifest, as it now is, would not load.
+
+        Its tracks can be changed in place (cleared, or one appended twice), which no validator
+        sees; a run checks again before it starts."""
+        if (problem := problems_now(self, root=self.root)) is not None:
+            raise ManifestError(f"manifest of meeting {self.meeting_id}: {problem}")
+
     def track_path(self, track: Track) -> Path:
         """Where a track's file is on this machine."""
         return self.root / track.path
@@ -253,13 +272,16 @@ class Manifest(BaseModel):
         return cls.parse(raw, source=str(path), root=path.parent)
 
     @classmethod
-    def parse(cls, raw: object, *, source: str = "manifest", root: Path = Path(".")) -> "Manifest":
+    def parse(
+        cls, raw: object, *, source: str = "manifest", root: Path | None = None
+    ) -> "Manifest":
         """Validate an already-parsed manifest, reporting problems as :class:`ManifestError`."""
         try:
             manifest = cls.model_validate(raw)
         except ValidationError as exc:
             raise ManifestError(f"{source}: {describe(exc)}") from None
-        manifest.root = root
+        if root is not None:
+            manifest.root = root
         return manifest
 
     def to_json(self) -> str:

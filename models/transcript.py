@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ._errors import describe, import_optional
+from ._errors import RedactedError, describe, import_optional, problems_now
 from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, loads, lone_surrogate_at
 from ._text import name_key
 from ._time import UtcDatetime, format_clock, format_utc
@@ -193,7 +193,7 @@ _MILLISECOND = 0.0011
 """Seconds: times are written to the millisecond; a little more, for floating point."""
 
 
-class TranscriptError(ValueError):
+class TranscriptError(RedactedError, ValueError):
     """A transcript file that cannot be read; the message names the file and the field."""
 
 
@@ -256,15 +256,12 @@ class Transcript(_Finite):
         Setting a field is checked as it is made; changing a list in place (appending an
         utterance) is not, so saving and exporting check again: nothing is written that
         could not be read back."""
-        held = self.model_dump(by_alias=True)
         which = f"transcript of meeting {self.meeting_id}".encode("utf-8", "backslashreplace")
-        try:
-            type(self).model_validate(held)
-        except ValidationError as exc:
-            raise TranscriptError(f"{which.decode()}: {describe(exc)}") from None
+        if (problem := problems_now(self)) is not None:
+            raise TranscriptError(f"{which.decode()}: {problem}")
         # A plain str field takes a lone surrogate (a notebook's "\udcff"), which no file can
         # hold: the transcript saved or exported failed with a serialiser's error instead.
-        if (where := lone_surrogate_at(held)) is not None:
+        if (where := lone_surrogate_at(self.model_dump(by_alias=True))) is not None:
             raise TranscriptError(f"{which.decode()}: {where}: {LONE_SURROGATE}")
 
     @property

@@ -254,7 +254,9 @@ def run_meeting(
             f"manifest must be a Manifest, or the path of a manifest.json or of its folder, "
             f"not {type(manifest).__name__}"
         )
-    if not isinstance(manifest, Manifest):
+    if isinstance(manifest, Manifest):
+        manifest.check()  # a caller's object, perhaps changed in place since it was made
+    else:
         manifest = Manifest.load(manifest)
     options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook
     if transcriber is not None:

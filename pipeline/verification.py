@@ -146,7 +146,9 @@ def verify(
     else:
         made = Transcript.from_json(data, str(path))
         checks = _exports(made, path, data, public_key)
-    if manifest is not None and not isinstance(manifest, Manifest):
+    if isinstance(manifest, Manifest):
+        manifest.check()
+    elif manifest is not None:
         manifest = Manifest.load(manifest)
     folder = None
     if model is not None:

@@ -4,6 +4,7 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +143,9 @@ def test_query_strings_and_bearer_tokens_are_redacted():
     assert "abc" not in redacted and "tok.en-123" not in redacted
     assert "https://s.example/f.webm?REDACTED" in redacted
     assert redact_urls("HTTPS://S.example/f.webm?sig=abc") == "HTTPS://S.example/f.webm?REDACTED"
+    # a URL taken for a path, as an error names that path: one slash, and a colon after it
+    given = f"{Path('https://s.example/f.webm?sig=abc')}: no such manifest file"
+    assert redact_urls(given) == "https:/s.example/f.webm?REDACTED: no such manifest file"
     # a request line as a server logs it: a webhook URL's query may hold its secret
     logged = redact_urls('"POST /hook?token=s3cret HTTP/1.1" 200 -')
     assert logged == '"POST /hook?REDACTED HTTP/1.1" 200 -'

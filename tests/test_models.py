@@ -61,6 +61,57 @@ def test_a_url_as_a_tracks_path_is_refused_without_its_query_string(tmp_path, ur
     assert "SECRETSIG" not in str(err.value) and "trackscribe fetch" in str(err.value)
 
 
+SIGNED = "https://bucket.example.com/a.webm?X-Amz-Signature=SECRETSIG&X-Amz-Credential=AK"
+
+
+@pytest.mark.parametrize(
+    ("read", "error"),
+    [(Manifest.load, ManifestError), (Transcript.load, TranscriptError), (load_jobs, JobsError)],
+)
+def test_a_download_url_given_where_a_file_belongs_is_named_without_its_signature(read, error):
+    # As a Path, the URL prints with one slash after the scheme: "https:/bucket…?X-Amz-…".
+    with pytest.raises(error) as raised:
+        read(SIGNED)
+    assert "SECRETSIG" not in str(raised.value)
+    assert "bucket.example.com/a.webm?REDACTED: " in str(raised.value)
+
+
+def test_a_manifest_made_in_code_with_a_url_as_a_path_shows_no_part_of_its_signature():
+    with pytest.raises(ValidationError, match="is a URL, not a file") as raised:
+        Manifest.model_validate(_with_track(path=SIGNED))
+    assert "X-Amz" not in str(raised.value)  # pydantic's own message showed the URL's ends
+
+
+def test_a_manifest_keeps_reading_its_own_folder_after_the_caller_changes_folder(
+    tmp_path, monkeypatch
+):
+    # A notebook loads a meeting, then moves to another folder holding files of the same
+    # names: the manifest must not start reading those.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(VALID))
+    monkeypatch.chdir(tmp_path)
+    loaded = Manifest.load("a/manifest.json")
+    made = Manifest.model_validate(VALID)  # made in code: the folder it was made in
+    monkeypatch.chdir(tmp_path / "a")
+    assert loaded.track_path(loaded.tracks[0]) == tmp_path / "a" / "tracks" / "a.webm"
+    assert made.track_path(made.tracks[0]) == tmp_path / "tracks" / "a.webm"
+    made.root = "a"  # type: ignore[assignment]  # a str, as Manifest(root="a") takes it
+    assert made.root == tmp_path / "a" / "a"
+
+
+def test_a_manifest_changed_in_place_is_checked_as_one_read_is():
+    manifest = Manifest.model_validate(_twice(path="tracks/b.webm"))
+    manifest.check()  # as made
+    manifest.tracks.append(manifest.tracks[0])
+    with pytest.raises(
+        ManifestError, match=r"m-1: tracks: .*tracks\[2\] is the same file as tracks\[0\]"
+    ):
+        manifest.check()
+    manifest.tracks.clear()
+    with pytest.raises(ManifestError, match="m-1: tracks: List should have at least 1 item"):
+        manifest.check()
+
+
 def _twice(**changes: object) -> dict:
     """The valid manifest with a second track: the first one, changed."""
     return {**VALID, "tracks": [VALID["tracks"][0], {**VALID["tracks"][0], **changes}]}
@@ -440,6 +491,21 @@ def test_a_transcript_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "transcript.json")
     with pytest.raises(TranscriptError, match="not a regular file"):
         Transcript.load(tmp_path / "transcript.json")
+
+
+def test_a_transcript_holding_what_no_file_can_is_refused_before_anything_is_written(
+    sample_transcript, tmp_path
+):
+    # A valid dump of the dict passed the check, and the export then failed on the dict.
+    transcript = sample_transcript.model_copy(deep=True)
+    transcript.utterances.append(transcript.utterances[-1].model_dump())  # type: ignore[arg-type]
+    with pytest.raises(TranscriptError, match="utterances: holds a dict where a Utterance belongs"):
+        transcript.save(tmp_path / "transcript.json")
+    transcript.utterances.pop()
+    transcript.provenance.parameters["note"] = b"\xff"
+    with pytest.raises(TranscriptError, match="cannot be written as JSON"):
+        transcript.save(tmp_path / "transcript.json")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_transcript_changed_in_place_is_checked_as_one_read_is(sample_transcript):

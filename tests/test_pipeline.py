@@ -297,6 +297,19 @@ def test_an_invalid_manifest_is_an_error_naming_the_field(meeting_copy):
         transcribe_tracks(path, progress=False)
 
 
+def test_a_manifest_changed_in_place_since_it_was_read_is_checked_again_before_a_run(
+    sample_manifest,
+):
+    # A notebook's object, its list of tracks changed in place: the same file twice would
+    # have every word it holds said twice.
+    twice = sample_manifest.model_copy(deep=True)
+    twice.tracks.append(twice.tracks[0])
+    with pytest.raises(ManifestError, match=r"tracks\[5\] is the same file as tracks\[0\]"):
+        transcribe_tracks(twice, progress=False)
+    with pytest.raises(ManifestError, match="List should have at least 1 item"):
+        transcribe_tracks(twice.model_copy(update={"tracks": []}), progress=False)
+
+
 def test_a_meeting_too_late_for_its_times_to_be_held_is_refused_before_any_work(meeting_copy):
     # The meeting's times run on past its starts; at the end of year 9999, past the last time
     # there is, the run failed after the whole transcription, on the first time it could not
