@@ -152,7 +152,8 @@ def run_batch(
     options = PipelineOptions.model_validate(options or {})  # a dict, as in a notebook
     jobs = load_jobs(Path(jobs)) if isinstance(jobs, str | Path) else _as_jobs(jobs)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out / BATCH_SUMMARY):  # a file in the way is named, as export names it
+        out.mkdir(parents=True, exist_ok=True)
     # One batch at a time writes the summary: a second one would overwrite it with only its
     # own meetings. Holding the lock also makes a killed run's half-written summary nobody's.
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
@@ -230,7 +231,12 @@ def run_batch(
 
 
 def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
-    """The jobs, each given as a :class:`Job` or as a dict of a JOBS line's fields."""
+    """The jobs, each given as a :class:`Job` or as a dict of a JOBS line's fields.
+
+    A relative manifest path is made absolute here, against the current folder, as a JOBS
+    file's are against its own: a cluster's workers run elsewhere, and the meeting's folder
+    name is made from the path.
+    """
     if isinstance(jobs, Mapping) or not isinstance(jobs, Sequence):
         raise TypeError(
             f"jobs must be a JOBS file's path or a list of jobs, not {type(jobs).__name__}"
@@ -238,9 +244,12 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
     checked = []
     for number, job in enumerate(jobs, 1):
         try:
-            checked.append(job if isinstance(job, Job) else Job.model_validate(job))
+            job = job if isinstance(job, Job) else Job.model_validate(job)
         except ValidationError as exc:
             raise JobsError(f"job {number}: {describe(exc)}") from None
+        if job.manifest is not None and not job.manifest.is_absolute():
+            job = job.model_copy(update={"manifest": job.manifest.resolve()})
+        checked.append(job)
     if not checked:
         raise JobsError("no jobs given")
     refuse_shared(checked)

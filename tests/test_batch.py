@@ -428,6 +428,14 @@ def test_a_summary_that_cannot_be_written_at_all_stops_the_run_before_any_work(m
     assert [p.name for p in out.iterdir() if p.name != ".work"] == ["summary.json"]  # none begun
 
 
+def test_an_output_folder_that_is_a_file_is_named_as_the_writes_failure(meetings, tmp_path):
+    # It was Python's own FileExistsError, "File exists", where a WriteError was promised.
+    out = tmp_path / "out"
+    out.write_text("a file, not a folder\n")
+    with pytest.raises(WriteError, match=rf"summary\.json: cannot write: {out} is not a folder"):
+        run_batch(meetings, out, progress=False)
+
+
 def test_a_meeting_that_fails_gives_back_its_decoded_audio(meetings, tmp_path, monkeypatch):
     # Decoded audio is large and cheap to make again. Kept by a meeting that failed for want
     # of disk space, it would fail every meeting after it for the same want.
@@ -558,7 +566,9 @@ def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_
     assert leftovers == []
 
 
-def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, reference, tmp_path):
+def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(
+    meetings, reference, tmp_path, monkeypatch
+):
     distributed = pytest.importorskip("distributed")
     run_batch(meetings, tmp_path / "workers", workers=2, progress=False)
     assert transcripts(tmp_path / "workers") == transcripts(reference)
@@ -579,6 +589,18 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(meetings, ref
             signing_key=SigningKey(key),
             progress=False,
         )
+        # A notebook's job as a dict, its manifest relative to the notebook's folder, not the
+        # workers': the workers looked for it in theirs, and the failure was lost (pending).
+        monkeypatch.chdir(meetings.parent)
+        relative = run_batch(
+            [{"manifest": "pair/manifest.json"}],
+            tmp_path / "relative",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    assert [m.status for m in relative.meetings] == ["done"]
+    pair = Transcript.load(tmp_path / "relative" / relative.meetings[0].job / "transcript.json")
+    assert pair.utterances == Transcript.load(reference / "pair" / "transcript.json").utterances
     assert [m.status for m in summary.meetings] == ["done", "done", "done"]
     assert transcripts(tmp_path / "dask") == transcripts(reference)
     assert all(m.reused for m in signed.meetings)
