@@ -119,6 +119,13 @@ def test_a_log_at_info_gets_no_lines_of_faster_whispers_own(
     Transcriber().transcribe(audio, detect_speech(audio))
 
     assert [r.name for r in caplog.records if not r.name.startswith("trackscribe")] == []
+    # Decided line by line, not by a level set once: a notebook that turns logging up later
+    # gets them, and faster-whisper's logger keeps the level it had.
+    assert logging.getLogger("faster_whisper").level == logging.NOTSET
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    Transcriber().transcribe(audio, detect_speech(audio))
+    assert "faster_whisper" in {r.name for r in caplog.records}
 
 
 def test_word_times_follow_the_audio_when_it_starts_later(sample_speech, transcriber, tmp_path):

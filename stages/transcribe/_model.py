@@ -238,16 +238,30 @@ _HUB_TIMEOUT = 20.0
 """Seconds the hub is given to answer before a model is downloaded."""
 
 
-def quiet_faster_whisper() -> None:
-    """Keep faster-whisper's INFO lines out of the caller's log unless logging is at DEBUG.
+class _QuietFasterWhisper(logging.Filter):
+    """Passes faster-whisper's INFO lines only while logging is at DEBUG, or when the caller
+    set a level on its logger.
 
     It logs two per window ("Processing audio with duration …", "VAD filter removed …"),
     about its own VAD, which trackscribe does not use: noise beside trackscribe's lines, and
-    misleading. A level the caller set on its logger is left as it is.
+    misleading. Decided as each line comes, not by a level set once: a notebook that turns
+    logging up later, or sets faster-whisper's level itself, gets them.
     """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (
+            record.levelno >= logging.WARNING
+            or logging.getLogger(record.name).level != logging.NOTSET
+            or logging.getLogger().isEnabledFor(logging.DEBUG)
+        )
+
+
+def quiet_faster_whisper() -> None:
+    """Keep faster-whisper's INFO lines out of the caller's log (see
+    :class:`_QuietFasterWhisper`); its logger's level is left as it is."""
     own = logging.getLogger("faster_whisper")
-    if own.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
-        own.setLevel(logging.WARNING)
+    if not any(isinstance(f, _QuietFasterWhisper) for f in own.filters):
+        own.addFilter(_QuietFasterWhisper())
 
 
 _math_lock = threading.Lock()
