@@ -562,6 +562,41 @@ def test_an_opening_utterance_the_model_passed_over_is_heard_on_its_own(
     assert segments[0].start == pytest.approx(regions[0].onset - lead_in, abs=0.05)
 
 
+def test_a_talker_who_runs_on_for_half_a_minute_has_every_sentence_written(
+    sample_manifest, sample_truth, transcriber, tmp_path
+):
+    # A presenter's pauses are too short to end a region, so one region fills a window alone;
+    # the batched pass wrote part of such a window, with a confidence that looked sound, and
+    # "Great news. Did the old invoices move over as well?" was lost without a trace.
+    origin = min(t.started_time for t in sample_manifest.tracks)
+    tracks = [
+        (
+            t,
+            (t.started_time - origin).total_seconds(),
+            decode(sample_manifest.track_path(t), tmp_path / f"{k}.pcm").read(),
+        )
+        for k, t in enumerate(sample_manifest.tracks)
+    ]
+    said, parts = [], [silence(0.5)]
+    for turn in sample_truth:  # every turn, cut from its speaker's track, one after another
+        (samples,) = [
+            x[int((turn["start_time"] - at) * 16_000) : int((turn["end_time"] - at) * 16_000)]
+            for t, at, x in tracks
+            if t.user_id == turn["speaker"] and at <= turn["start_time"] < at + x.size / 16_000
+        ]
+        parts += [np.repeat(samples, 3), silence(0.35)]
+        said += words_of(turn["words"])
+    audio = _track(tmp_path, "presenter", np.concatenate([*parts, silence(0.5)]))
+    regions = detect_speech(audio)
+    assert max(r.duration for r in regions) > 25  # a window of one region
+
+    segments = transcriber.transcribe(audio, regions)
+
+    heard = words_of(" ".join(w.word for s in segments for w in s.words))
+    assert len(said) == 96 and len(heard) >= 0.95 * len(said)
+    assert "great news did the old invoices move over" in " ".join(heard)
+
+
 def test_a_sentence_a_window_holds_twice_is_heard_whole_both_times(
     good_morning, transcriber, tmp_path, monkeypatch
 ):

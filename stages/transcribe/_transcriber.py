@@ -27,7 +27,7 @@ from ._words import (
     carried,
     compression_ratio,
     heard_in_part,
-    pieces_unheard,
+    passed_over,
     span_level_db,
     split_phrases,
     spoken,
@@ -194,7 +194,7 @@ class Transcriber:
         samples = [w.read(tracks[w.track][0]) for w in batch]
         done = []
         for window, audio, decoded in zip(batch, samples, self._decode_batch(samples), strict=True):
-            careful = self._unreliable(decoded, window) or pieces_unheard(window, decoded)
+            careful = self._unreliable(decoded, window) or passed_over(window, decoded)
             if careful:
                 # In one pass without timestamps, batched decoding may loop, or stop at a
                 # junction between pieces; the careful path, 30-s segment by segment, does not.

@@ -47,10 +47,19 @@ _MIN_HEARD = 0.5
 """A piece at least this long (s) that got no word at all means the decoder stopped early."""
 
 
-def pieces_unheard(window: Window, decoded: Decoded | None) -> bool:
-    """Whether a later piece of the window, long enough to hold a word, got none."""
-    if decoded is None or len(window.pieces) < 2:
+def passed_over(window: Window, decoded: Decoded | None) -> bool:
+    """Whether the window's decoding passed over speech that only the careful path recovers.
+
+    Either a later piece, long enough to hold a word, got none; or the window is one piece
+    that was heard only in part. A talker who runs on for half a minute fills a window alone,
+    and the batched pass then often writes one sentence of it with a confidence that looks
+    sound; decoded alone again, the piece would be the same call, and the same loss.
+    """
+    if decoded is None:
         return False
+    if len(window.pieces) == 1:
+        (piece,) = window.pieces
+        return _sparse(piece, [w for w in decoded.words if bare(w.word)])
     heard = window.by_piece(decoded.words)
     return any(p.duration >= _MIN_HEARD and not heard[p] for p in window.pieces[1:])
 
@@ -84,18 +93,25 @@ def heard_in_part(window: Window, decoded: Decoded, *, opening: bool) -> list[Pi
     partial, by_piece = [], window.by_piece(spoken)
     for index, piece in enumerate(window.pieces):
         own = by_piece[piece]
-        if index == 0 and opening and not own and piece.duration >= _MIN_HEARD:
+        skipped = index == 0 and opening and not own and piece.duration >= _MIN_HEARD
+        if skipped or _sparse(piece, own):
             partial.append(piece)
-        elif own and piece.duration >= _SPARSE_PIECE:
-            lead = own[0].start - piece.window_start
-            trail = piece.window_start + piece.duration - own[-1].end
-            if len(own) < _SPARSE_RATE * piece.duration or max(lead, trail) >= _SPARSE_EDGE:
-                partial.append(piece)
     for before, after in itertools.pairwise(window.pieces):
         seam = after.window_start
         if any(w.start <= seam - _ACROSS and w.end >= seam + _ACROSS for w in spoken):
             partial += [p for p in (before, after) if p not in partial]
     return partial
+
+
+def _sparse(piece: Piece, own: Sequence[Word]) -> bool:
+    """Whether a piece long enough to judge got too few of its words (``own``, spoken ones,
+    window time), or none near one of its edges; a piece with no word at all is not judged
+    here."""
+    if not own or piece.duration < _SPARSE_PIECE:
+        return False
+    lead = own[0].start - piece.window_start
+    trail = piece.window_start + piece.duration - own[-1].end
+    return len(own) < _SPARSE_RATE * piece.duration or max(lead, trail) >= _SPARSE_EDGE
 
 
 _ACROSS = 0.6
