@@ -65,6 +65,20 @@ def test_long_speech_is_split_at_quiet_moments_into_regions_of_at_most_max_regio
         assert 20 * np.log10(np.sqrt(np.mean(cut**2)) + 1e-9) < -40, f"cut at {at} s"
 
 
+def test_no_region_is_longer_than_max_region_by_a_frames_rounding():
+    # 20 s of 30-ms frames is 666.7 frames; rounded up, a region came to 20.01 s, over a
+    # window of 20 s, which then cut it blindly into 20 s and a sliver of 10 ms.
+    frames = 1200  # all voiced, growing louder: the quietest cut is always the earliest
+    activity = VoiceActivity(
+        frame_s=0.03,
+        voiced=np.ones(frames, bool),
+        level_db=np.linspace(-40, -20, frames),
+        duration=frames * 0.03,
+    )
+    regions = speech_regions(activity, VadOptions(max_region=20.0))
+    assert max(r.duration for r in regions) <= 20.0
+
+
 def test_a_region_names_the_pauses_inside_it_and_not_the_breaths(sample_speech, tmp_path):
     first_turn = sample_speech[int(0.8 * 48_000) : int(5.3 * 48_000)]  # Alice at 1.0-5.09 s
     second_turn = sample_speech[int(11.8 * 48_000) : int(15.8 * 48_000)]  # and at 7.7-11.3 s
