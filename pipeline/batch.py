@@ -15,6 +15,8 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -917,14 +919,39 @@ def _dask_client(scheduler: str) -> "distributed.Client":
             "running on Dask needs the distributed package: pip install 'trackscribe[dask]'",
             name="distributed",
         ) from None
+    made: queue.Queue[distributed.Client | Exception] = queue.Queue()
+
+    def connect() -> None:
+        try:
+            made.put(Client(scheduler, timeout=_CONNECT_S))
+        except Exception as exc:
+            made.put(exc)
+
+    # A port that takes the connection and never answers as a scheduler (its dashboard's,
+    # 8787, one off 8786) holds Client() for ever, its own time limit notwithstanding
+    # (dask/distributed#8071): it is waited for in a thread of its own, for a time of ours.
+    threading.Thread(target=connect, name="trackscribe-dask-connect", daemon=True).start()
     try:
-        return Client(scheduler, timeout=30)
-    except OSError as exc:
-        raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    except (ValueError, TypeError) as exc:  # an address mistyped: "tcp://", "host:port"
+        client = made.get(timeout=_CONNECT_S + 5)
+    except queue.Empty:
         raise ConnectionError(
-            f"{scheduler!r} is not a Dask scheduler's address (tcp://HOST:PORT): {exc}"
+            f"the Dask scheduler at {scheduler} did not answer as one within "
+            f"{_CONNECT_S + 5:.0f} s (a dashboard's port, such as 8787, and not the "
+            "scheduler's?)"
         ) from None
+    if isinstance(client, OSError):
+        raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler}: {client}")
+    if isinstance(client, ValueError | TypeError):  # an address mistyped: "tcp://", "host:port"
+        raise ConnectionError(
+            f"{scheduler!r} is not a Dask scheduler's address (tcp://HOST:PORT): {client}"
+        )
+    if isinstance(client, Exception):
+        raise client
+    return client
+
+
+_CONNECT_S = 30.0
+"""Seconds given to reach the Dask scheduler (and a few more for it to answer)."""
 
 
 def _on_dask(

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -960,6 +961,22 @@ def test_a_batch_whose_cluster_cannot_be_reached_starts_no_recording(
         with pytest.raises(ConnectionError):
             run_batch(jobs, tmp_path / "out", api=api, scheduler="tcp://nowhere:8786")
         assert _recordings(api, emu) == []
+
+
+def test_a_port_that_takes_the_connection_and_never_answers_is_no_scheduler(
+    tmp_path, monkeypatch
+):
+    # A Dask dashboard's port, one off the scheduler's: Client() waited there for ever,
+    # holding OUT's lock, with no summary written and no exit.
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("pipeline.batch._CONNECT_S", 2.0)
+    jobs = [Job(id="m", manifest=tmp_path / "manifest.json")]
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"at {address} did not answer as one within"):
+            run_batch(jobs, tmp_path / "out", scheduler=address, progress=False)
+    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize("address", ["tcp://", "scheduler:port"])
