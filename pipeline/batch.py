@@ -480,18 +480,18 @@ def _process(
         raise
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
-    if done is not None and done.key != key:
-        gone = [t.path for t in manifest.tracks if not manifest.track_path(t).exists()]
-        # A track deleted after it was transcribed (a retention policy) is not a new input:
-        # taken to be the bytes that were transcribed (or else the manifest's checksum), the
-        # meeting is as it was done.
-        if gone:
-            kept = checkpoints.transcript()
-            known = {t.path: t.sha256 for t in manifest.tracks} | (
-                {i.path: i.sha256 for i in kept.provenance.inputs} if kept else {}
-            )
-            if _meeting_key(manifest, options, absent=known) == done.key:
-                return _kept(job, folder, done, f"{', '.join(gone)}: no longer there")
+    # A track deleted after it was transcribed (a retention policy), or unreadable for the
+    # moment (a share's permissions, an I/O error), is not a new input: taken to be the bytes
+    # that were transcribed (or else the manifest's checksum), the meeting is as it was done.
+    # Done again, it would only lose that track.
+    if done is not None and done.key != key and (unread := _unread(manifest)):
+        kept = checkpoints.transcript()
+        known = {t.path: t.sha256 for t in manifest.tracks} | (
+            {i.path: i.sha256 for i in kept.provenance.inputs} if kept else {}
+        )
+        if _meeting_key(manifest, options, absent=known) == done.key:
+            why = "; ".join(f"{path}: {reason}" for path, reason in unread.items())
+            return _kept(job, folder, done, why)
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
         log.warning(
             "%s: its bundle was signed with the key %s; it is written again %s",
@@ -761,10 +761,21 @@ def _meeting_key(
 def _file_hash(manifest: Manifest, track: Track, absent: Mapping[str, str | None]) -> str | None:
     try:
         return sha256_file(manifest.track_path(track))
-    except FileNotFoundError:
+    except OSError:  # gone, or unreadable for now: what ``absent`` says it was, if anything
         return absent.get(track.path)
-    except OSError:
-        return None
+
+
+def _unread(manifest: Manifest) -> dict[str, str]:
+    """The tracks whose bytes cannot be read now, each with why."""
+    unread = {}
+    for track in manifest.tracks:
+        try:
+            sha256_file(manifest.track_path(track))
+        except FileNotFoundError:
+            unread[track.path] = "no longer there"
+        except OSError as exc:
+            unread[track.path] = f"cannot be read now ({exc.strerror or exc})"
+    return unread
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from models import (
     Transcript,
     WriteError,
     load_jobs,
+    sha256_file,
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
@@ -216,7 +217,9 @@ def test_a_manifest_that_can_no_longer_be_read_leaves_no_transcript_looking_curr
     assert again.meetings[0].status == "done" and (out / "pair" / "transcript.vtt").exists()
 
 
-def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(meetings, tmp_path):
+def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(
+    meetings, tmp_path, monkeypatch
+):
     # A retention policy pruned a track, or the share is not mounted: gone is not changed,
     # and an unattended re-run must not withdraw the transcript, or redo it without them.
     shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
@@ -226,6 +229,23 @@ def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(meeting
     made = transcripts(out)
     track = tmp_path / "pair" / json.loads(manifest.read_text())["tracks"][0]["path"]
     audio = track.read_bytes()
+
+    # Unreadable for a moment (a share's permissions; root reads anything, so it is made so
+    # where the batch reads a file's bytes): it was taken for changed, and the transcript
+    # withdrawn and made again without that track, partial.
+    def refused(path, *args):
+        if Path(path) == track:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return sha256_file(path, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr("pipeline.batch.sha256_file", refused)
+        unreadable = run_batch(jobs, out, progress=False).meetings[0]
+    assert (unreadable.status, unreadable.reused) == ("done", True)
+    assert f"{track.relative_to(tmp_path / 'pair')}: cannot be read now (Permission denied)" in (
+        unreadable.reason
+    )
+    assert transcripts(out) == made
 
     track.unlink()
     pruned = run_batch(jobs, out, progress=False).meetings[0]
@@ -963,9 +983,7 @@ def test_a_batch_whose_cluster_cannot_be_reached_starts_no_recording(
         assert _recordings(api, emu) == []
 
 
-def test_a_port_that_takes_the_connection_and_never_answers_is_no_scheduler(
-    tmp_path, monkeypatch
-):
+def test_a_port_that_takes_the_connection_and_never_answers_is_no_scheduler(tmp_path, monkeypatch):
     # A Dask dashboard's port, one off the scheduler's: Client() waited there for ever,
     # holding OUT's lock, with no summary written and no exit.
     pytest.importorskip("distributed")
