@@ -8,6 +8,7 @@ from types import ModuleType
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from ._json import LONE_SURROGATE, lone_surrogate_at
 from .http import redact_urls
 
 _UNEXPECTED = re.compile(
@@ -46,8 +47,9 @@ def problems_now(model: BaseModel, /, **given: object) -> str | None:
 
     Setting a field is checked as it is made, but changing a list in place (appending a
     dict where an utterance belongs, clearing the tracks) is checked by nothing. So what is
-    about to be written or run is checked again, in the form it would be read back in.
-    ``given`` are fields the file does not hold (a manifest's folder).
+    about to be written or run is checked again, in the form it would be read back in; and
+    for a lone surrogate (a notebook's ``"\\udcff"``), which a plain str field takes and no
+    file can hold. ``given`` are fields the file does not hold (a manifest's folder).
     """
     try:
         held = model.model_dump(by_alias=True, mode="json", warnings="error")
@@ -62,6 +64,8 @@ def problems_now(model: BaseModel, /, **given: object) -> str | None:
         type(model).model_validate({**held, **given})
     except ValidationError as exc:
         return describe(exc)
+    if (where := lone_surrogate_at(held)) is not None:
+        return f"{where}: {LONE_SURROGATE}"
     return None
 
 

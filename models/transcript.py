@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import RedactedError, describe, import_optional, problems_now
-from ._json import LONE_SURROGATE, JsonTextError, NotText, decode_text, loads, lone_surrogate_at
+from ._json import JsonTextError, NotText, decode_text, loads
 from ._text import name_key
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
@@ -256,13 +256,9 @@ class Transcript(_Finite):
         Setting a field is checked as it is made; changing a list in place (appending an
         utterance) is not, so saving and exporting check again: nothing is written that
         could not be read back."""
-        which = f"transcript of meeting {self.meeting_id}".encode("utf-8", "backslashreplace")
         if (problem := problems_now(self)) is not None:
-            raise TranscriptError(f"{which.decode()}: {problem}")
-        # A plain str field takes a lone surrogate (a notebook's "\udcff"), which no file can
-        # hold: the transcript saved or exported failed with a serialiser's error instead.
-        if (where := lone_surrogate_at(self.model_dump(by_alias=True))) is not None:
-            raise TranscriptError(f"{which.decode()}: {where}: {LONE_SURROGATE}")
+            which = self.meeting_id.encode("utf-8", "backslashreplace").decode()
+            raise TranscriptError(f"transcript of meeting {which}: {problem}")
 
     @property
     def partial(self) -> bool:
