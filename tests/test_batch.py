@@ -172,6 +172,23 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert all(n == 1 for n in journal(out, "analysed").values())  # decoding kept
 
 
+def test_the_same_model_installed_again_redoes_nothing(meetings, tmp_path, caplog):
+    # pip stamps a model's files with the install time: a venv built again (or another
+    # machine of a Dask cluster) has the same model, and every finished meeting was redone.
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model(BUNDLED_MODEL), model)
+    options = PipelineOptions(transcribe=TranscribeOptions(model=str(model)))
+    shutil.copytree(meetings.parent / "pair", tmp_path / "pair")
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, tmp_path / "out", options=options, progress=False)
+    later = time.time_ns() + 3600 * 10**9
+    for path in model.iterdir():
+        os.utime(path, ns=(later, later))
+    again = run_batch(jobs, tmp_path / "out", options=options, progress=False)
+    assert again.meetings[0].reused
+    assert "changed" not in caplog.text
+
+
 def test_other_code_of_the_same_version_number_redoes_the_work(meetings, tmp_path, monkeypatch):
     # A checkout of another commit says "0.1.0" too: what the code made must not be taken
     # for this code's, neither from the checkpoints nor as the finished meeting.

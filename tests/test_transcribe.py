@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -267,6 +268,18 @@ def test_a_model_folder_whose_tokenizer_changed_in_place_is_another_model(tmp_pa
     assert model_identity(str(folder)) != before
 
 
+def test_a_model_is_its_files_bytes_not_where_they_are_or_when_they_were_written(tmp_path):
+    # Results are keyed by it: pip stamps a model's files with the install time, so a venv
+    # built again, or another machine of a Dask cluster, made every finished meeting "changed".
+    bundled = model_identity(BUNDLED_MODEL)
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(resolve_model(BUNDLED_MODEL), copy)
+    later = time.time_ns() + 3600 * 10**9
+    for path in copy.iterdir():
+        os.utime(path, ns=(later, later))
+    assert model_identity(str(copy)) == bundled
+
+
 @pytest.mark.parametrize("left_out", ["tokenizer.json", "config.json"])
 def test_a_model_folder_without_a_file_it_needs_is_named_before_any_work(tmp_path, left_out):
     # Without its tokenizer, faster-whisper fetched one from the hub (offline: half a minute
@@ -334,6 +347,26 @@ def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_pat
         assert len(transcribe_model._held) == 1
     finally:
         _forget_models()
+
+
+def test_a_hub_model_is_known_by_its_files_from_before_its_first_download(monkeypatch):
+    # Named by its name until downloaded, the meetings of a first run were keyed apart from
+    # those of every run after, and all done again. It is downloaded to be known (it is about
+    # to be loaded anyway); the hub is stood in for as above.
+    bundled = Path(resolve_model(BUNDLED_MODEL))
+    here: list[Path] = []
+
+    def folder(name: str, *, folders: bool = True) -> Path | None:
+        return bundled if name == BUNDLED_MODEL else (here[0] if here else None)
+
+    monkeypatch.setattr(transcribe_model, "model_folder", folder)
+    monkeypatch.setattr(
+        transcribe_model, "_downloaded", lambda name: here.append(bundled) or bundled
+    )
+    first = model_identity("trackscribe-tests/downloaded-once")
+    assert here == [bundled]  # downloaded, once
+    assert model_identity("trackscribe-tests/downloaded-once") == first
+    assert first == model_identity(BUNDLED_MODEL)  # the same files
 
 
 def test_a_hub_that_never_answers_is_given_up_on_with_a_clear_error(monkeypatch):

@@ -1,6 +1,7 @@
 """Finding, identifying and loading the model, and keeping its arithmetic reproducible."""
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -32,16 +33,22 @@ def usable_cores() -> int:
 
 
 def model_identity(name: str) -> str:
-    """What model ``name`` is, well enough to tell when it changed: its folder here and the
-    size and time of every file in it (weights, vocabulary, tokenizer, settings: a model
-    folder changed in place is a new model)."""
-    where = model_folder(name)
-    if where is None:
-        return resolve_model(name)  # a hub model not downloaded yet: the name is all there is
-    return _identity(where)
+    """What model ``name`` is, well enough to tell when it changed: the SHA-256 of every file
+    in its folder (weights, vocabulary, tokenizer, settings), not where the folder is nor when
+    its files were written. The same model installed again (``pip`` stamps files with the
+    install time), copied, or on another Dask machine is the same model, and one changed in
+    place is another; results keyed by it are reused, or done again, accordingly.
+
+    A hub model not here yet is downloaded first (it is about to be loaded anyway): named by
+    its name until then, the meetings done before its download were keyed apart from those
+    after, and done again. Raises :class:`ModelError` when it cannot be had."""
+    digests = _digests(_folder(name))
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _identity(where: Path) -> str:
+    """The state of the files in ``where`` (sizes and times, no reading): enough to notice,
+    at no cost, that a loaded model's folder was changed since."""
     stamps = []
     for path in sorted(where.iterdir()):
         if path.is_file():
@@ -57,8 +64,10 @@ def model_files(name: str) -> dict[str, str]:
     weights that produced it can be proven afterwards, not just their name. Empty when the
     folder cannot be found."""
     where = model_folder(name)
-    if where is None:
-        return {}
+    return {} if where is None else _digests(where)
+
+
+def _digests(where: Path) -> dict[str, str]:
     # sha256_file reads each file once per process, again only when it changed.
     return {p.name: sha256_file(p) for p in sorted(where.iterdir()) if p.is_file()}
 
