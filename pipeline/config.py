@@ -9,6 +9,8 @@ The config file is TOML (``--config FILE``, else ``$TRACKSCRIBE_CONFIG``, else
     api_token = "…"                # better kept in CLOUDFLARE_API_TOKEN
     base_url = "https://api.cloudflare.com/client/v4"
     webhook_public_key = "/path/to/realtimekit-webhooks.pem"
+
+A path the file gives is relative to the file's folder, wherever trackscribe runs from.
 """
 
 import logging
@@ -126,7 +128,7 @@ class ApiSettings(BaseModel):
                 f"${ENVIRONMENT['webhook_public_key']} or webhook_public_key in the config file "
                 "(from RealtimeKit's webhooks.json)"
             )
-        if value.lstrip().startswith("-----BEGIN"):
+        if _is_pem(value):
             return value.encode()
         try:
             return Path(value).expanduser().read_bytes()
@@ -167,9 +169,19 @@ def _read_config(path: Path | None, environ: Mapping[str, str]) -> dict[str, obj
         raise ConfigError(
             f"{candidate}: [realtimekit] {', '.join(not_text)}: must be text, in quotes"
         )
+    key = section.get("webhook_public_key")
+    if key and not _is_pem(key):
+        # The file's path, not the current folder's: a receiver started by a service manager
+        # (its folder "/") looked for the key file there, and did not start.
+        section["webhook_public_key"] = str(candidate.absolute().parent / Path(key).expanduser())
     if section.get("api_token") and stat.S_IMODE(candidate.stat().st_mode) & 0o077:
         log.warning(
             "%s holds the API token and can be read by other accounts here (chmod 600 it)",
             candidate,
         )
     return section
+
+
+def _is_pem(value: str) -> bool:
+    """Whether a webhook public key is given as PEM text rather than as a file's path."""
+    return value.lstrip().startswith("-----BEGIN")

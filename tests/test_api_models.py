@@ -291,6 +291,27 @@ def test_a_config_file_whose_settings_would_not_be_read_as_meant_is_refused(tmp_
         ApiSettings.resolve({}, config_file=config, environ={})
 
 
+def test_a_key_file_the_config_file_names_is_found_beside_it_from_any_folder(tmp_path, monkeypatch):
+    # A receiver started by a service manager runs in "/": a relative path was looked for
+    # there, and the receiver did not start. Given on the command line, it is the shell's.
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "rtk.pem").write_text("the key\n")
+    config = tmp_path / "etc" / "config.toml"
+    config.write_text('[realtimekit]\nwebhook_public_key = "rtk.pem"\n')
+    monkeypatch.chdir("/")
+    assert ApiSettings.resolve({}, config_file=config, environ={}).public_key_pem() == b"the key\n"
+    config.write_text('[realtimekit]\nwebhook_public_key = "keys/gone.pem"\n')
+    missing = re.escape(f"webhook public key {tmp_path / 'etc' / 'keys' / 'gone.pem'}: No such")
+    with pytest.raises(ConfigError, match=missing):
+        ApiSettings.resolve({}, config_file=config, environ={}).public_key_pem()
+    pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    config.write_text(f'[realtimekit]\nwebhook_public_key = """{pem}"""\n')
+    assert ApiSettings.resolve({}, config_file=config, environ={}).public_key_pem() == pem.encode()
+    monkeypatch.chdir(tmp_path / "etc")
+    flag = ApiSettings.resolve({"webhook_public_key": "rtk.pem"}, config_file=config, environ={})
+    assert flag.public_key_pem() == b"the key\n"
+
+
 def test_a_token_in_a_config_file_others_can_read_is_warned_of(tmp_path, caplog):
     config = tmp_path / "config.toml"
     config.write_text('[realtimekit]\napi_token = "tok"\n')
