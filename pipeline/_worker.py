@@ -40,6 +40,7 @@ __all__ = [
     "guard_hint",
     "interruptible",
     "interrupts_held",
+    "lowest_level",
 ]
 
 
@@ -71,7 +72,7 @@ class WorkerLink:
             workers,
             mp_context=self._context,
             initializer=start_worker,
-            initargs=(self._queue, _lowest_level(), self._lifeline, self._ignore_interrupt),
+            initargs=(self._queue, lowest_level(), self._lifeline, self._ignore_interrupt),
         )
 
     def __enter__(self) -> "WorkerLink":
@@ -132,7 +133,7 @@ class WorkerLink:
                 logger.handle(record)
 
 
-def _lowest_level() -> int:
+def lowest_level() -> int:
     """The lowest level any of our loggers logs at here: a worker need not send what every
     one of them would drop, and must send what one set lower (``trackscribe.stages.decode``
     at DEBUG, say) would keep."""

@@ -972,15 +972,22 @@ def _on_dask(
     path (a shared file system), as the outputs are written where the work is done."""
     from distributed import as_completed as dask_completed
 
-    futures = {
-        # One process's decode is all a Dask worker may run: its processes are daemons.
-        client.submit(
-            work, job, 1, key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}", pure=False
-        ): job
-        for job in jobs
-    }
-    for future in dask_completed(futures):
-        yield _outcome(future, futures[future], work.out)
+    from ._dask_logs import logs_from_workers
+
+    with logs_from_workers(client):
+        futures = {
+            # One process's decode is all a Dask worker may run: its processes are daemons.
+            client.submit(
+                work,
+                job,
+                1,
+                key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}",
+                pure=False,
+            ): job
+            for job in jobs
+        }
+        for future in dask_completed(futures):
+            yield _outcome(future, futures[future], work.out)
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:

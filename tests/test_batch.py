@@ -605,7 +605,7 @@ def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_
 
 
 def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(
-    meetings, reference, tmp_path, monkeypatch
+    meetings, reference, tmp_path, monkeypatch, caplog
 ):
     distributed = pytest.importorskip("distributed")
     run_batch(meetings, tmp_path / "workers", workers=2, progress=False)
@@ -619,6 +619,7 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(
         )
         # The cluster's workers read a signing key from its path, as they see OUT.
         key, public_key = write_key(tmp_path, "signer")
+        caplog.set_level(logging.INFO, logger="trackscribe")
         signed = run_batch(
             meetings,
             tmp_path / "dask",
@@ -643,6 +644,13 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(
     assert transcripts(tmp_path / "dask") == transcripts(reference)
     assert all(m.reused for m in signed.meetings)
     assert all(verify(tmp_path / "dask" / m.job, public_key=public_key).ok for m in signed.meetings)
+    # What a meeting logs on a worker is logged here, at the level asked for here: it went
+    # to the worker's stderr, unformatted, and the batch's own output said nothing of it.
+    wrote = [r for r in caplog.records if r.getMessage().endswith("from its transcript")]
+    assert sorted(r.getMessage() for r in wrote) == sorted(
+        f"{tmp_path / 'dask' / job}: wrote bundle, json from its transcript"
+        for job in ("sample", "pair", "again")
+    )
 
 
 def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_it(

@@ -28,9 +28,9 @@ from pipeline import transcribe_tracks
 from pipeline._scratch import scratch_folder
 from pipeline._worker import (
     WorkerLink,
-    _lowest_level,
     interruptible,
     interrupts_held,
+    lowest_level,
 )
 from pipeline.config import ApiSettings
 from pipeline.core import bars_wanted, run_meeting
@@ -739,10 +739,10 @@ def test_workers_send_what_any_of_our_loggers_would_keep(caplog):
 
     caplog.set_level(logging.WARNING, logger="trackscribe")  # each restored after the test
     caplog.set_level(logging.NOTSET, logger="trackscribe.stages.decode")
-    assert _lowest_level() == logging.WARNING  # nothing below that would be kept
+    assert lowest_level() == logging.WARNING  # nothing below that would be kept
 
     caplog.set_level(logging.DEBUG, logger="trackscribe.stages.decode")
-    assert _lowest_level() == logging.DEBUG  # a decode worker's debug lines are wanted
+    assert lowest_level() == logging.DEBUG  # a decode worker's debug lines are wanted
 
 
 def test_a_model_loaded_with_other_settings_than_the_options_is_refused(sample_manifest):
