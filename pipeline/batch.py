@@ -991,14 +991,20 @@ def _on_dask(
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:
-    """A meeting's result, or its failure when the worker itself died (killed, out of memory)."""
+    """A meeting's result, or its failure when the worker itself died (killed, out of memory),
+    or when the Dask scheduler was lost: then whether the meeting finished is not known here
+    (a worker may finish it; a re-run reuses what it finished)."""
     try:
         return future.result()
     except Exception as exc:
+        if getattr(exc, "reason", None) == "scheduler-connection-lost":  # distributed's word
+            reason = "the Dask scheduler was lost before the meeting's result came"
+        else:
+            reason = f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
+            reason += guard_hint() if isinstance(exc, BrokenProcessPool) else ""
         return MeetingResult(
             job=job.folder_name,
             status="failed",
             folder=str(out / job.folder_name),
-            reason=f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
-            + (guard_hint() if isinstance(exc, BrokenProcessPool) else ""),
+            reason=_one_line(reason),
         )

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from models import (
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
 from pipeline._batch_cli import _table
-from pipeline.batch import _on_processes, _Work
+from pipeline.batch import _on_processes, _outcome, _Work
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
 from pipeline.config import ApiSettings
@@ -884,6 +885,22 @@ def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
     assert "without --retry-failed" in err and "jobs file" not in err
     assert not (out / "fine").exists()  # no meeting was begun
     assert (out / "summary.json").read_text() == damaged
+
+
+def test_a_lost_scheduler_is_named_as_such_not_as_a_lost_worker(tmp_path):
+    # Every meeting read "the worker doing it was lost", with distributed's two lines of text.
+    distributed = pytest.importorskip("distributed")
+    lost: Future[MeetingResult] = Future()
+    lost.set_exception(
+        distributed.client.FutureCancelledError(
+            "trackscribe-m-1", "scheduler-connection-lost", "Client lost the connection.\nRe-run."
+        )
+    )
+
+    result = _outcome(lost, Job(id="m", manifest=tmp_path / "m.json"), tmp_path)
+
+    assert result.status == "failed"
+    assert result.reason == "the Dask scheduler was lost before the meeting's result came"
 
 
 def test_the_batch_table_keeps_one_line_per_meeting_whatever_the_reason_holds():
