@@ -24,11 +24,19 @@ they would join the words either side into one."""
 def _without_invisible(text: str) -> str:
     """``text`` without the characters that are drawn as nothing: format characters
     (category Cf: a zero-width space, a soft hyphen, a word joiner, a byte-order mark, a
-    left-to-right mark) and the combining grapheme joiner. Exports keep them, since some
-    matter to how a script is written (a zero-width joiner in an emoji or in Persian), but
-    "Alice" and "Alice" with a zero-width space read the same, so a name is judged without
-    them."""
-    return "".join(c for c in text if c != "\u034f" and unicodedata.category(c) != "Cf")
+    left-to-right mark) and Unicode's other default-ignorable ones (variation selectors, the
+    Hangul fillers, the combining grapheme joiner), and the blank braille pattern. Exports
+    keep them, since some matter to how a script is written (a zero-width joiner in an emoji
+    or in Persian, a variation selector in an emoji), but "Alice" and "Alice" with a
+    zero-width space read the same, so a name is judged without them."""
+    return "".join(c for c in text if not _NOT_DRAWN.match(c) and unicodedata.category(c) != "Cf")
+
+
+_NOT_DRAWN = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U000e0100-\U000e01ef]"
+)
+"""Default-ignorable code points that are not format characters, and U+2800, a blank."""
 
 
 def shows_nothing(name: str) -> bool:

@@ -2,6 +2,7 @@
 
 import html
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._errors import RedactedError, describe, import_optional, problems_now
 from ._json import JsonTextError, NotText, decode_text, loads
-from ._text import name_key
+from ._text import name_key, one_line
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName, UserId
@@ -276,26 +277,34 @@ class Transcript(_Finite):
         one the transcript does not list."""
         return self.speaker_names().get(user_id, user_id)
 
-    def speaker_names(self) -> dict[str, str]:
+    def speaker_names(self, shown: Callable[[str], str] = one_line) -> dict[str, str]:
         """User id -> the name people read: the display name, else the user id. Where two
         speakers would read the same (two Alices; "José" typed two ways), each display name
         has the user id after it, so that no export puts one person's words on the other.
         That is checked again until no two read the same: a name chosen to read as another's
-        label ("Alice (u1)") gets its own user id too."""
-        names = {s.user_id: _shown_name(s) for s in self.speakers}
+        label ("Alice (u1)") gets its own user id too. Two whose user ids read the same as
+        well (apart by a character that does not show) get them spelt out (``\\u200b``).
+
+        ``shown``: text as a format writes it (on one line, by default; SRT also writes
+        braces as ❴❵): names are told apart as they are written there."""
+        names = {s.user_id: shown(_shown_name(s)) for s in self.speakers}
+        ids = {user_id: shown(user_id) for user_id in names}
         labels = dict(names)
         while True:  # each round gives at least one more speaker its user id, so it ends
-            readings = Counter(name_key(label) for label in labels.values())
             clashing = [
                 user_id
-                for user_id, label in labels.items()
-                if readings[name_key(label)] > 1
-                and label not in (user_id, names[user_id] + f" ({user_id})")
+                for user_id in _reading_alike(labels)
+                if labels[user_id] not in (ids[user_id], f"{names[user_id]} ({ids[user_id]})")
             ]
             if not clashing:
-                return labels
+                break
             for user_id in clashing:
-                labels[user_id] = f"{names[user_id]} ({user_id})"
+                labels[user_id] = f"{names[user_id]} ({ids[user_id]})"
+        for user_id in _reading_alike(labels):
+            spelt = shown(user_id.encode("ascii", "backslashreplace").decode())
+            named = labels[user_id] != ids[user_id]
+            labels[user_id] = f"{names[user_id]} ({spelt})" if named else spelt
+        return labels
 
     def to_json(self) -> str:
         """The contract's JSON (``trackscribe.transcript/1``), as ``transcript.json`` holds it."""
@@ -393,6 +402,12 @@ class Transcript(_Finite):
             raise TranscriptError(f"{source}: {describe(exc)}") from None
         except JsonTextError as exc:
             raise TranscriptError(f"{source}: {exc}") from None
+
+
+def _reading_alike(labels: dict[str, str]) -> list[str]:
+    """The keys of ``labels`` whose label reads the same as another's."""
+    readings = Counter(name_key(label) for label in labels.values())
+    return [key for key, label in labels.items() if readings[name_key(label)] > 1]
 
 
 def _shown_name(speaker: Speaker) -> str:

@@ -24,6 +24,7 @@ from models import (
     Manifest,
     ManifestError,
     SummaryError,
+    Transcript,
     TranscriptError,
     describe_error,
     redact_urls,
@@ -425,7 +426,7 @@ def _run_export(args: argparse.Namespace) -> int:
         source = source / FORMATS["json"][0]
     out = output_folder(args.out if args.out is not None else source.parent)
     write_outputs(source, out, args.formats, key)  # refused there if a signed bundle is at stake
-    return EXIT_OK
+    return report(Transcript.load(source))  # partial, as transcribe said: 1, and what was lost
 
 
 def _plot_file(path: Path) -> Path:

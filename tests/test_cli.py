@@ -103,6 +103,19 @@ def test_export_writes_every_format_from_the_transcript_alone_as_transcribe_wrot
     assert trackscribe("verify", str(out)).returncode == 0
 
 
+def test_export_of_a_partial_transcript_says_so_as_transcribe_did(logged_run, tmp_path):
+    # It exited 0 without a word: a script exporting for reviewers took it for a whole one.
+    held = held_alone(logged_run, tmp_path / "held")
+    made = json.loads(held.read_text())
+    lost = {"path": "tracks/dana.webm", "user_id": "user-dana", "reason": "not WebM"}
+    made["provenance"]["failures"].append(lost)
+    held.write_text(json.dumps(made))
+    result = trackscribe("export", str(held), "-o", str(tmp_path / "out"), "--formats", "txt")
+    assert result.returncode == 1
+    assert "partial result" in result.stderr and "  tracks/dana.webm: not WebM" in result.stderr
+    assert (tmp_path / "out" / "transcript.txt").exists()  # written all the same
+
+
 def test_export_into_the_transcripts_own_folder_keeps_the_transcript_as_it_was(
     logged_run, tmp_path
 ):

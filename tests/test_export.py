@@ -105,16 +105,20 @@ def test_srt_numbers_cues_and_names_the_speaker(transcript):
 
 def test_srt_shows_markup_in_a_name_or_the_words_as_text_not_styling(transcript):
     transcript.speakers[0] = Speaker(user_id="u-a", display_name='<font color="#000">CFO</font>')
-    said = r"{\an8}<i>moved</i> a --> b, {y:i}2 < 3 a\Nb"
+    said = r"{\an8}<i>moved</i> a --> b, {y:i}2 < 3 a\Nb, < font size=0>, <3 and >:("
     transcript.utterances[1] = utt("u-b", 62.0, 64.0, said)
     srt = to_srt(transcript)
     for markup in ("<font", "</font", "<i>", "</i>", "{", "}", "\\N", "a --> b"):
         assert markup not in srt
+    # ffmpeg reads "< font" as a tag too, and drops "<3 and >" as one: no "<" is left bare.
+    assert "<" not in srt.replace("<\u200b", "")
     # libass (mpv, VLC, ffmpeg) reads any {...} as an override or a comment, whatever is in it.
     assert srt.replace("\u200b", "") == (
-        '1\n00:00:01,250 --> 00:00:03,500\n<font color="#000">CFO</font>: Hello <team> & all.\n\n'
+        "1\n00:00:01,250 --> 00:00:03,500\n"
+        '"<font color=\\"#000\\">CFO</font>": Hello <team> & all.\n\n'
         "2\n00:01:02,000 --> 00:01:04,000\n"
-        "u-b: \u2774\\an8\u2775<i>moved</i> a --> b, \u2774y:i\u27752 < 3 a\\Nb\n"
+        "u-b: \u2774\\an8\u2775<i>moved</i> a --> b, \u2774y:i\u27752 < 3 a\\Nb, "
+        "< font size=0>, <3 and >:(\n"
     )
 
 
@@ -181,8 +185,15 @@ def test_names_that_srt_would_write_alike_are_told_apart_there(transcript):
         Speaker(user_id="u-b", display_name="Sam \u2774CFO\u2775"),
     ]
     srt = to_srt(transcript)
-    assert "\nSam \u2774CFO\u2775 (u-a): Hello" in srt and "\nSam \u2774CFO\u2775 (u-b): Hi." in srt
+    assert '\n"Sam \u2774CFO\u2775 (u-a)": Hello' in srt
+    assert '\n"Sam \u2774CFO\u2775 (u-b)": Hi.' in srt
     assert "<v Sam {CFO}>" in to_vtt(transcript)  # written as they are: nothing to tell apart
+    # Told apart until no two read the same: a third named as one of the two became there.
+    third = Speaker(user_id="u-c", display_name="Sam \u2774CFO\u2775 (u-a)")
+    transcript.speakers.append(third)
+    transcript.utterances.append(utt("u-c", 70.0, 71.0, "Me."))
+    labels = [block.splitlines()[2].split(": ")[0] for block in to_srt(transcript).split("\n\n")]
+    assert len(set(labels)) == 3
 
 
 def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(transcript):
@@ -200,8 +211,18 @@ def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(t
 
 @pytest.mark.parametrize(
     "unseen",
-    ["\u200b", "\u00ad", "\u2060", "\ufeff", "\u200e", "\u034f"],
-    ids=["zero-width space", "soft hyphen", "word joiner", "BOM", "LRM", "grapheme joiner"],
+    ["\u200b", "\u00ad", "\u2060", "\ufeff", "\u200e", "\u034f", "\ufe0f", "\u3164", "\u2800"],
+    ids=[
+        "zero-width space",
+        "soft hyphen",
+        "word joiner",
+        "BOM",
+        "LRM",
+        "grapheme joiner",
+        "variation selector",
+        "Hangul filler",
+        "braille blank",
+    ],
 )
 def test_names_that_differ_only_by_a_character_that_is_not_drawn_are_told_apart(transcript, unseen):
     # Exports keep such characters (some matter to how a script is written), so "Alice" and
@@ -213,6 +234,57 @@ def test_names_that_differ_only_by_a_character_that_is_not_drawn_are_told_apart(
     # A name of nothing but such characters is no name: the user id stands in.
     transcript.speakers[1] = Speaker(user_id="u-b", display_name=unseen * 2)
     assert vtt_cues(transcript)[1] == "00:01:02.000 --> 00:01:04.000\n<v u-b>Hi.\n"
+
+
+def test_speakers_whose_user_ids_too_read_the_same_have_them_spelt_out(transcript):
+    # No display names, and ids apart by a zero-width space: both read "u-a".
+    transcript = transcript.model_copy(
+        update={
+            "speakers": [Speaker(user_id="u-a"), Speaker(user_id="u-\u200ba")],
+            "utterances": [transcript.utterances[0], utt("u-\u200ba", 62.0, 64.0, "Hi.")],
+        }
+    )
+    assert (
+        speech_lines(transcript)
+        == "[00:00:01] u-a: Hello <team> & all.\n[00:01:02] u-\\u200ba: Hi.\n"
+    )
+
+
+def test_a_name_cannot_put_words_in_another_speakers_mouth(transcript):
+    # Display names are the participants' own. Written as it is, this one made a line that
+    # reads as Alice approving, then Bob speaking; quoted, it reads as one name.
+    forged = "Alice: I approve the wire transfer. [00:00:22] Bob"
+    for colon in (":", "\uff1a", "\ua789", "\u02d0"):  # and colons that only look like one
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=forged.replace(":", colon))
+        quoted = json.dumps(forged.replace(":", colon), ensure_ascii=False)
+        assert speech_lines(transcript).endswith(f"\n[00:01:02] {quoted}: Hi.\n")
+        assert to_srt(transcript).endswith(f"\n{quoted}: Hi.\n")
+    # Names as people have them are written as they are.
+    for name in ("Dr. Seán O\u2019Neil-Smith, CFO (Finance) & Co", "Zoë 🎉", "李小龍", "Anne_2"):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert speech_lines(transcript).endswith(f"\n[00:01:02] {name}: Hi.\n")
+
+
+def test_a_right_to_left_name_keeps_what_follows_it_in_the_order_said(transcript):
+    # Without the isolates, "דנה: 10 20 30" is shown as "30 20 10 :הנד".
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name="דנה")
+    transcript.utterances[1] = utt("u-b", 62.0, 64.0, "10 20 30")
+    assert speech_lines(transcript).endswith("\n[00:01:02] \u2068דנה\u2069: 10 20 30\n")
+    assert to_srt(transcript).endswith("\n\u2068דנה\u2069: 10 20 30\n")
+    assert speech_lines(transcript).startswith("[00:00:01] Alice: ")  # left to right: as it is
+
+
+def test_cues_that_start_together_keep_the_transcripts_order(transcript):
+    transcript.utterances = [
+        utt("u-a", 5.0, 9.0, "The longer one."),
+        utt("u-b", 5.0, 6.0, "Short."),
+    ]
+    srt = to_srt(transcript)
+    assert srt.index("Alice: The longer one.") < srt.index("u-b: Short.")
+    assert [c.splitlines()[1] for c in vtt_cues(transcript)] == [
+        "<v Alice>The longer one.",
+        "<v u-b>Short.",
+    ]
 
 
 def test_a_name_cannot_reorder_or_hide_what_follows_it(transcript):
@@ -249,6 +321,15 @@ def test_a_partial_transcript_says_so_in_webvtt_where_players_do_not_show_it(par
         "c.webm: not a readable audio file",
         "b x -> y.webm: the file ends at 64.00 s but its header says 90.00 s (truncated)",
     ]
+    assert len(cues) == 2 and all(" --> " in cue for cue in cues)
+
+
+def test_a_blank_reason_cannot_end_the_webvtt_note_early(partial):
+    # A blank line ends a NOTE: the next reason was then read as a cue without a timing, and
+    # ffmpeg read no cue of the file at all. (Only a transcript edited by hand has one.)
+    partial.provenance.failures.insert(0, TrackFailure(path="", user_id="u-c", reason=" "))
+    note, *cues = vtt_cues(partial)
+    assert len(note.splitlines()) == 3 and "" not in note.splitlines()
     assert len(cues) == 2 and all(" --> " in cue for cue in cues)
 
 

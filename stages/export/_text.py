@@ -7,11 +7,11 @@ with nothing a player would take as markup.
 
 import json
 import re
-from collections import Counter
+import unicodedata
 from collections.abc import Callable
 from itertools import pairwise
 
-from models import Transcript, Utterance, Word, format_clock, format_utc, name_key, one_line
+from models import Transcript, Utterance, Word, format_clock, format_utc, one_line
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # what two subtitle lines of 42 characters hold; players wrap the text
@@ -24,7 +24,7 @@ def to_vtt(transcript: Transcript) -> str:
     has a NOTE saying so."""
     blocks = ["WEBVTT", "\n".join(["NOTE", *map(_vtt_note, _about(transcript))])]
     if transcript.partial:
-        lost = map(_vtt_note, transcript.problems())
+        lost = filter(None, map(_vtt_note, transcript.problems()))  # a blank line ends a NOTE
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
     name_of = _line_names(transcript, _vtt_escape)
     cues = _cues(transcript)
@@ -43,7 +43,7 @@ def to_srt(transcript: Transcript) -> str:
     has it comments: a partial transcript, or one with no speech (an empty file), is marked
     in the other formats only."""
     blocks = []
-    name_of = _line_names(transcript, _srt_inert)
+    name_of = _line_names(transcript, _srt_inert, leading=True)
     for number, (start, end, speaker, text) in enumerate(_cues(transcript), 1):
         name = name_of(speaker)
         line = _srt_inert(one_line(text))
@@ -59,7 +59,7 @@ def to_txt(transcript: Transcript) -> str:
     alone must still say what it is), and a blank line. A partial transcript then names the
     inputs lost, each on a ``#`` line, and a blank line. One with no speech says so, on a
     ``#`` line: with no lines of speech the file would read as a write that failed."""
-    name_of = _line_names(transcript)
+    name_of = _line_names(transcript, leading=True)
     lines = [
         f"[{format_clock(u.start)}] {name_of(u.speaker)}: {one_line(u.text)}"
         for u in transcript.utterances
@@ -93,17 +93,48 @@ _NO_SPEECH = "No speech was transcribed."
 _PARTIAL = "Partial transcript: these inputs were lost, in whole or in part, or are damaged:"
 
 
-def _line_names(transcript: Transcript, shown: Callable[[str], str] = str) -> Callable[[str], str]:
+def _line_names(
+    transcript: Transcript, shown: Callable[[str], str] = str, *, leading: bool = False
+) -> Callable[[str], str]:
     """Each speaker's name as one line of text as the format ``shown`` writes it, worked out
-    once per export, not per cue. No two read the same in the transcript; where the format's
-    own changes would make two do so (SRT writes braces as ❴❵, and someone may be named with
-    those), each gets its user id after it."""
-    names = {uid: shown(one_line(name)) for uid, name in transcript.speaker_names().items()}
-    readings = Counter(name_key(name) for name in names.values())
-    for uid, name in names.items():
-        if readings[name_key(name)] > 1:
-            names[uid] = f"{name} ({shown(one_line(uid))})"
-    return lambda uid: names[uid] if uid in names else shown(one_line(uid))
+    once per export, not per cue, told apart as written there (see
+    :meth:`Transcript.speaker_names`). ``leading``: the name leads the text (TXT, SRT), see
+    :func:`_leading`."""
+
+    def written(text: str) -> str:
+        label = shown(one_line(text))
+        return _leading(label) if leading else label
+
+    names = transcript.speaker_names(lambda text: shown(one_line(text)))
+    if leading:
+        names = {user_id: _leading(name) for user_id, name in names.items()}
+    return lambda user_id: names[user_id] if user_id in names else written(user_id)
+
+
+def _leading(name: str) -> str:
+    """A name as it leads a line of text (``Alice: …``). One with more than letters, digits
+    and the punctuation of names in it is quoted (``"…"``): a participant named ``Alice: I
+    approve. [00:00:22] Chen`` made the words after it read as Alice's, and a look-alike colon
+    does as well. One with letters written right to left is isolated (FSI … PDI): else the
+    words after it were shown in another order (``דנה: 10 20 30`` as ``30 20 10 :הנד``)."""
+    if not all(c in _NAME_PUNCTUATION or _name_letter(c) for c in name):
+        name = json.dumps(name, ensure_ascii=False)
+    if any(unicodedata.bidirectional(c) in ("R", "AL") for c in name):
+        name = f"\u2068{name}\u2069"
+    return name
+
+
+def _name_letter(c: str) -> bool:
+    """Letters, marks and digits; symbols (emoji); characters that are not drawn (a zero-width
+    joiner in an emoji or a Persian name). Not the letters that are drawn as a colon."""
+    return unicodedata.category(c) in _NAME_CATEGORIES and c not in "\u02d0\u02d1"
+
+
+_NAME_CATEGORIES = frozenset(
+    ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "So", "Cf")
+)
+_NAME_PUNCTUATION = frozenset(" .,'\u2019-\u2010()&_@/+#\\")
+"""What a name may hold, besides :func:`_name_letter`, and be written unquoted."""
 
 
 def to_seglst(transcript: Transcript) -> str:
@@ -148,8 +179,9 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
                 start = max(0.0, round(start, 3))
                 cues.append((start, max(round(end, 3), start + 0.001), u.speaker, text))
     # A long utterance's later cues can start after other speakers' turns; players and the
-    # WebVTT rules want cues in start order.
-    return sorted(cues, key=lambda cue: (cue[0], cue[1]))
+    # WebVTT rules want cues in start order. Cues that start together stay in the
+    # transcript's order, as TXT and JSON have them.
+    return sorted(cues, key=lambda cue: cue[0])
 
 
 def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
@@ -181,7 +213,7 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     return out
 
 
-_SRT_MARKUP = re.compile(r"<(?=[A-Za-z/!])|\\(?=[Nnh])|-(?=->)")
+_SRT_MARKUP = re.compile(r"<|\\(?=[Nnh])|-(?=->)")
 _SRT_BRACES = str.maketrans("{}", "\u2774\u2775")  # ❴❵: in common fonts, as full-width ones are not
 
 
@@ -190,8 +222,9 @@ def _srt_inert(text: str) -> str:
     styling, a ``-->`` as part of a timing line, and those built on libass (mpv, VLC,
     ffmpeg) ``\\N`` as a line break and anything in braces as an ASS override or a comment:
     ``{\\alpha&HFF&}`` in a display name would hide what is said. A zero-width space after
-    each ``<`` of a tag, the backslash of an escape and the first ``-`` of an arrow leaves them
-    plain text; braces, which libass reads whatever follows, become ornamental ones (❴❵)."""
+    every ``<`` (ffmpeg reads ``< font size=0>`` as a tag too, and drops ``<3 and >`` as one),
+    the backslash of an escape and the first ``-`` of an arrow leaves them plain text; braces,
+    which libass reads whatever follows, become ornamental ones (❴❵)."""
     return _SRT_MARKUP.sub(lambda m: m.group(0) + "\u200b", text).translate(_SRT_BRACES)
 
 
