@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
 )
@@ -208,9 +209,10 @@ def _read_stm(text: str, path: Path) -> TurnFile:
 
 def _sclite_marks(entries: Sequence[dict], lines: Sequence[int]) -> tuple[str, ...]:
     """A warning for words STM marks for sclite as optional, ``(uh)``, or as alternatives,
-    ``{ yeah / yes }``: meeteval has no such marks, so they are scored as plain words (an
-    optional word left out, or one alternative said, is an error), as any scorer that
-    reads the words as they stand would score them."""
+    ``{ yeah / yes }``: meeteval has no such marks. Whisper's normaliser drops what is in
+    parentheses (an optional word said is then an insertion), and alternatives are scored as
+    all their words (one said is an error), as any scorer that normalises the words as they
+    stand would score them."""
     marked = [
         line
         for entry, line in zip(entries, lines, strict=True)
@@ -221,8 +223,9 @@ def _sclite_marks(entries: Sequence[dict], lines: Sequence[int]) -> tuple[str, .
     more = f" and {len(marked) - 1} more" if len(marked) > 1 else ""
     return (
         f"the truth marks words as optional, (word), or as alternatives, {{ a / b }} (line "
-        f"{marked[0]}{more}): they are scored as plain words, so the figures can be higher "
-        "than sclite's",
+        f"{marked[0]}{more}): the normaliser drops optional words (one said is an insertion) "
+        "and alternatives are scored as all their words, so the figures can be higher than "
+        "sclite's",
     )
 
 
@@ -305,7 +308,7 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     session_id: str | int | None = None
-    speaker: StrictStr | StrictInt
+    speaker: Annotated[StrictStr, StringConstraints(pattern=r"\S")] | StrictInt  # not blank
     start_time: StrictFloat | StrictInt  # not text or true/false, read as a number
     end_time: StrictFloat | StrictInt
     words: StrictStr
@@ -314,7 +317,7 @@ class _Entry(BaseModel):
 _ENTRIES = TypeAdapter(list[_Entry])
 _KINDS = {
     "session_id": "text or a whole number",
-    "speaker": "text or a whole number",
+    "speaker": "text (not blank) or a whole number",
     "start_time": "a number",
     "end_time": "a number",
     "words": "text",
@@ -371,6 +374,10 @@ def _turns(
             given = json.dumps(error["input"])
             given = given if len(given) <= 40 else f"{given[:37]}..."
             reason = f"{fields[0]} must be {_KINDS[fields[0]]}, not {given}"
+        elif not fields:  # not an object: pydantic's message names a class of ours
+            given = json.dumps(error["input"])
+            given = given if len(given) <= 40 else f"{given[:37]}..."
+            reason = f"must be an object (speaker, start_time, end_time, words), not {given}"
         else:
             place += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields)
             reason = error["msg"]
@@ -498,7 +505,9 @@ def evaluate(
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
     silent_words = sum(len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent)
-    errors, missed = _start_errors(hypothesis, spoken)
+    # A turn of nothing that scores ("Hmm.", "..."; on leaked or noisy audio, say) does not
+    # find the utterance it overlaps.
+    errors, missed = _start_errors([t for t in hypothesis if normalise(t.text).split()], spoken)
     warnings += _units_warning(hypothesis, spoken)
     return Evaluation(
         cpwer=round(100 * cp.error_rate, 2),

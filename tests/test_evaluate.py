@@ -159,6 +159,21 @@ def test_words_on_a_silent_participant_and_missed_turns_are_counted():
     assert {s.speaker: s.wer for s in result.per_speaker} == {"a": 0.0, "b": 100.0}
 
 
+def test_a_turn_of_nothing_that_scores_finds_no_true_utterance():
+    # "Hmm." or "Uh," on leaked or noisy audio, at the time a true utterance was said, did
+    # count as finding it: missed utterances were undercounted where they matter.
+    truth = [
+        Turn(speaker="a", start=0, end=2, text="hello there"),
+        Turn(speaker="b", start=3, end=5, text="good morning"),
+    ]
+    hypothesis = [
+        Turn(speaker="a", start=0, end=1, text="Hmm."),
+        Turn(speaker="b", start=3, end=4, text="Uh,"),
+    ]
+    result = evaluate(hypothesis, truth, participants=["a", "b"])
+    assert result.missed_utterances == 2 and result.start_err_median is None
+
+
 def test_truth_in_stm_reads_the_same_as_seglst(tmp_path, sample_dir):
     truth = load_turns(sample_dir / "truth.json")
     stm = tmp_path / "truth.stm"
@@ -358,8 +373,11 @@ def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sam
         # read as a number, "2.5" or false would be scored as a time no one wrote
         ({"end_time": "2.5"}, r"entry \[1\]: end_time must be a number, not \"2\.5\""),
         ({"start_time": False}, r"entry \[1\]: start_time must be a number, not false"),
-        ({"speaker": True}, r"entry \[1\]: speaker must be text or a whole number, not true"),
+        ({"speaker": True}, r"entry \[1\]: speaker must be text \(not blank\) or a whole"),
+        # scored, it was a speaker of no name, every true word of the meeting against it
+        ({"speaker": " "}, r"entry \[1\]: speaker must be text \(not blank\) or a whole"),
         ({"session_id": "another-meeting"}, "holds 2 meetings"),
+        (3, r"entry \[1\]: must be an object \(speaker, start_time, end_time, words\), not 3"),
         ({"end_time": 1.0}, r"truth\.json: entry \[1\]: end_time 1\.0 is before start_time"),
         (
             {"start_time": float("nan")},
@@ -373,7 +391,10 @@ def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sam
 )
 def test_a_bad_seglst_entry_is_named_by_its_place_and_field(tmp_path, sample_dir, change, message):
     entries = json.loads((sample_dir / "truth.json").read_text())
-    entries[1].update(change)
+    if isinstance(change, dict):
+        entries[1].update(change)
+    else:
+        entries[1] = change
     path = tmp_path / "truth.json"
     path.write_text(json.dumps(entries))  # NaN and Infinity as Python's json writes them
     with pytest.raises(ValueError, match=message):
@@ -436,7 +457,8 @@ def test_words_stm_marks_for_sclite_as_optional_or_alternatives_are_warned_of(tm
     result = evaluate(said, read_turns(path))
     assert result.warnings == [
         "the truth marks words as optional, (word), or as alternatives, { a / b } (line 1 and "
-        "1 more): they are scored as plain words, so the figures can be higher than sclite's"
+        "1 more): the normaliser drops optional words (one said is an insertion) and "
+        "alternatives are scored as all their words, so the figures can be higher than sclite's"
     ]
     path.write_text("meeting 1 bob 17.0 18.0 plain words (said twice)\n")
     assert read_turns(path).warnings == ()
