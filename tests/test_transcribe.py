@@ -326,10 +326,10 @@ def test_a_model_folder_changed_in_place_is_loaded_again(tmp_path):
     assert first() is None  # the old weights let go, not held beside the new ones
 
 
-def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_path):
-    # Named by its name until downloaded and by its files after, it was loaded a second time
-    # on the next meeting, and both copies held. The hub is stood in for by a folder that
-    # appears when "downloaded"; the model itself is the bundled one.
+@pytest.fixture
+def hub(monkeypatch) -> list[Path]:
+    """The hub stood in for by a folder that appears when "downloaded" (the bundled model's);
+    gives the folders downloaded so far."""
     bundled = Path(resolve_model(BUNDLED_MODEL))
     here: list[Path] = []
 
@@ -340,6 +340,12 @@ def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_pat
     monkeypatch.setattr(
         transcribe_model, "_downloaded", lambda name: here.append(bundled) or bundled
     )
+    return here
+
+
+def test_a_hub_model_downloaded_on_first_use_is_loaded_once(hub):
+    # Named by its name until downloaded and by its files after, it was loaded a second time
+    # on the next meeting, and both copies held.
     _forget_models()
     try:
         first = load_model("trackscribe-tests/downloaded-once", "cpu", "int8", 1, 1)
@@ -349,22 +355,12 @@ def test_a_hub_model_downloaded_on_first_use_is_loaded_once(monkeypatch, tmp_pat
         _forget_models()
 
 
-def test_a_hub_model_is_known_by_its_files_from_before_its_first_download(monkeypatch):
+def test_a_hub_model_is_known_by_its_files_from_before_its_first_download(hub):
     # Named by its name until downloaded, the meetings of a first run were keyed apart from
     # those of every run after, and all done again. It is downloaded to be known (it is about
-    # to be loaded anyway); the hub is stood in for as above.
-    bundled = Path(resolve_model(BUNDLED_MODEL))
-    here: list[Path] = []
-
-    def folder(name: str, *, folders: bool = True) -> Path | None:
-        return bundled if name == BUNDLED_MODEL else (here[0] if here else None)
-
-    monkeypatch.setattr(transcribe_model, "model_folder", folder)
-    monkeypatch.setattr(
-        transcribe_model, "_downloaded", lambda name: here.append(bundled) or bundled
-    )
+    # to be loaded anyway).
     first = model_identity("trackscribe-tests/downloaded-once")
-    assert here == [bundled]  # downloaded, once
+    assert hub == [Path(resolve_model(BUNDLED_MODEL))]  # downloaded, once
     assert model_identity("trackscribe-tests/downloaded-once") == first
     assert first == model_identity(BUNDLED_MODEL)  # the same files
 
