@@ -505,7 +505,7 @@ def evaluate(
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
     silent_words = sum(len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent)
-    # A turn of nothing that scores ("Hmm.", "..."; on leaked or noisy audio, say) does not
+    # A turn of nothing that scores ("Hmm.", "Uh,"; on leaked or noisy audio, say) does not
     # find the utterance it overlaps.
     errors, missed = _start_errors([t for t in hypothesis if normalise(t.text).split()], spoken)
     warnings += _units_warning(hypothesis, spoken)
