@@ -369,14 +369,12 @@ def _turns(
         error = exc.errors()[0]
         index, *fields = error["loc"]
         place = where(index) if isinstance(index, int) else f".{index}"
+        given = json.dumps(error["input"])
+        given = given if len(given) <= 40 else f"{given[:37]}..."
         if fields and fields[0] in _KINDS and error["type"] != "missing":
             # One message for the field, not pydantic's one for a member of its union.
-            given = json.dumps(error["input"])
-            given = given if len(given) <= 40 else f"{given[:37]}..."
             reason = f"{fields[0]} must be {_KINDS[fields[0]]}, not {given}"
         elif not fields:  # not an object: pydantic's message names a class of ours
-            given = json.dumps(error["input"])
-            given = given if len(given) <= 40 else f"{given[:37]}..."
             reason = f"must be an object (speaker, start_time, end_time, words), not {given}"
         else:
             place += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields)
@@ -480,7 +478,6 @@ def evaluate(
     spans = [Span(*span) for span in excluded]
 
     spoken = check_truth(truth)
-    normalise = _normaliser()
     true_speakers = {t.speaker for t in spoken}
     # Speakers are paired on what everyone's spans leave; each span is then applied once,
     # to the words as said (cut twice, a shortened turn's words would be spread again).
@@ -504,10 +501,14 @@ def evaluate(
         cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
 
-    silent_words = sum(len(normalise(t.text).split()) for t in hypothesis if t.speaker in silent)
+    said = [entry["words"].split() for entry in hyp]  # each turn's words, as scored
+    silent_words = sum(
+        len(words) for t, words in zip(hypothesis, said, strict=True) if t.speaker in silent
+    )
     # A turn of nothing that scores ("Hmm.", "Uh,"; on leaked or noisy audio, say) does not
     # find the utterance it overlaps.
-    errors, missed = _start_errors([t for t in hypothesis if normalise(t.text).split()], spoken)
+    heard = [t for t, words in zip(hypothesis, said, strict=True) if words]
+    errors, missed = _start_errors(heard, spoken)
     warnings += _units_warning(hypothesis, spoken)
     return Evaluation(
         cpwer=round(100 * cp.error_rate, 2),
