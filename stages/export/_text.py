@@ -102,13 +102,11 @@ def _line_names(
     :func:`_leading`."""
 
     def written(text: str) -> str:
-        label = shown(one_line(text))
-        return _leading(label) if leading else label
+        return shown(one_line(text))
 
-    names = transcript.speaker_names(lambda text: shown(one_line(text)))
-    if leading:
-        names = {user_id: _leading(name) for user_id, name in names.items()}
-    return lambda user_id: names[user_id] if user_id in names else written(user_id)
+    led = _leading if leading else str
+    names = {user_id: led(name) for user_id, name in transcript.speaker_names(written).items()}
+    return lambda user_id: names[user_id] if user_id in names else led(written(user_id))
 
 
 def _leading(name: str) -> str:
