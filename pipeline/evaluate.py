@@ -500,6 +500,7 @@ def evaluate(
     with quiet_meeteval():
         cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
+        per_speaker = _per_speaker(ref, hyp)
 
     said = [entry["words"].split() for entry in hyp]  # each turn's words, as scored
     silent_words = sum(
@@ -515,7 +516,7 @@ def evaluate(
         tcpwer=round(100 * tcp.error_rate, 2),
         errors=cp.errors,
         reference_words=cp.length,
-        per_speaker=_per_speaker(ref, hyp),
+        per_speaker=per_speaker,
         silent_track_words=silent_words,
         start_err_median=round(statistics.median(errors), 3) if errors else None,
         start_err_p95=round(_percentile(errors, 95), 3) if errors else None,
@@ -673,13 +674,23 @@ def quiet_meeteval() -> AbstractContextManager[None]:
 
 @contextmanager
 def _quiet(*logger_names: str) -> Iterator[None]:
+    """Also keeps meeteval's calls of the root logger itself (``logging.warning(...)``, as on
+    a transcript with no turns) from configuring logging for the whole process: with no
+    handler on the root, such a call installs one, and a notebook or a program calling
+    :func:`evaluate` would print every library's warnings from then on."""
     loggers = [logging.getLogger(name) for name in logger_names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    root = logging.getLogger()
+    stand_in = logging.NullHandler() if not root.handlers else None
+    if stand_in is not None:
+        root.addHandler(stand_in)
     try:
         yield
     finally:
+        if stand_in is not None:
+            root.removeHandler(stand_in)
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 

@@ -365,6 +365,21 @@ def test_an_empty_transcript_misses_every_word_and_an_empty_truth_is_refused(sam
         evaluate(truth, [])
 
 
+def test_scoring_leaves_a_programs_logging_as_it_found_it(sample_dir):
+    # meeteval warns of a transcript with no turns on the root logger itself, which, with no
+    # handler there, would install one: every library's warnings printed from then on.
+    program = (
+        "import logging\n"
+        "from pipeline.evaluate import evaluate, load_turns\n"
+        f"evaluate([], load_turns({str(sample_dir / 'truth.json')!r}))\n"
+        "print(len(logging.getLogger().handlers))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert (result.stdout, result.stderr) == ("0\n", "")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
