@@ -2,7 +2,7 @@
 
 import html
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -174,6 +174,17 @@ class Provenance(_Finite):
     dropped: list[DroppedSpeech] = Field(default_factory=list)
     clock: list[ClockEstimate] = Field(default_factory=list)
 
+    def __repr_args__(self) -> Iterator[tuple[str, object]]:
+        """What was used and what became of the input, counted: the lists in full run to
+        thousands of lines for an hour's meeting, far too much for a notebook's echo or a log."""
+        yield "software", self.software
+        yield "model", self.model
+        yield "recording_id", self.recording_id
+        yield "inputs", len(self.inputs)
+        yield "failures", len(self.failures)
+        yield "dropped", len(self.dropped)
+        yield "clock", len(self.clock)
+
 
 _COLUMN_TYPES = {
     "speaker": "str",
@@ -305,6 +316,17 @@ class Transcript(_Finite):
             named = labels[user_id] != ids[user_id]
             labels[user_id] = f"{names[user_id]} ({spelt})" if named else spelt
         return labels
+
+    def __repr_args__(self) -> Iterator[tuple[str, object]]:
+        """The meeting and how much it holds, not every word of it: ``repr`` (a notebook's
+        echo, a debugger, a log line) of the whole model runs to megabytes for an hour's
+        meeting. ``to_json``, ``to_dataframe`` and the notebook's table show it all."""
+        yield "meeting_id", self.meeting_id
+        yield "origin", format_utc(self.origin)
+        yield "speakers", len(self.speakers)
+        yield "utterances", len(self.utterances)
+        yield "lost_inputs", len(self.problems())
+        yield "provenance", self.provenance
 
     def to_json(self) -> str:
         """The contract's JSON (``trackscribe.transcript/1``), as ``transcript.json`` holds it."""

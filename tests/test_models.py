@@ -368,6 +368,17 @@ def test_a_transcript_survives_a_round_trip_through_its_file(sample_transcript, 
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_a_transcript_shown_in_a_notebook_or_a_log_is_a_summary_not_every_word(
+    sample_transcript,
+):
+    shown = repr(sample_transcript)
+    assert shown.startswith(f"Transcript(meeting_id={sample_transcript.meeting_id!r}, ")
+    assert f"utterances={len(sample_transcript.utterances)}" in shown
+    assert "lost_inputs=0" in shown and "Provenance(software=" in shown
+    assert sample_transcript.utterances[0].text not in shown
+    assert len(shown) < 400 and len(str(sample_transcript)) < 400
+
+
 def test_a_bad_transcript_file_names_the_field(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"schema": "trackscribe.transcript/1", "meeting_id": "m"}))
