@@ -33,6 +33,7 @@ from stages.transcribe import (
     check_model,
     model_folder,
     model_identity,
+    model_threads,
     resolve_model,
     usable_cores,
 )
@@ -841,6 +842,16 @@ def test_a_region_longer_than_the_window_is_sent_whole_in_windows_the_model_hear
     # each part's segments start after the part before it: they overlapped it
     assert [p.floor for p in pieces] == pytest.approx([0.0, 31.0, 61.0])
     assert "longer than the model's window" in caplog.text
+
+
+def test_each_model_worker_gets_its_share_of_the_cores_unless_told():
+    # What the pipeline's workers get each, and (times parallel) what bench gives the
+    # alternatives: one rule, so that both are measured on the same threads.
+    cores = usable_cores()
+    assert model_threads(TranscribeOptions(parallel=2)) == max(1, cores // 2)
+    assert model_threads(TranscribeOptions(parallel=1)) == cores
+    assert model_threads(TranscribeOptions(parallel=cores + 1)) == 1  # one at least
+    assert model_threads(TranscribeOptions(cpu_threads=3, parallel=2)) == 3
 
 
 def test_far_more_model_threads_than_cores_is_warned_of(caplog):

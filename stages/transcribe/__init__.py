@@ -25,7 +25,7 @@ from ._model import (
     usable_cores,
 )
 from ._options import BUNDLED_MODEL, ModelError, TranscribeOptions
-from ._transcriber import TracksFailed, Transcriber
+from ._transcriber import TracksFailed, Transcriber, model_threads
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -37,6 +37,7 @@ __all__ = [
     "load_model",
     "model_folder",
     "model_identity",
+    "model_threads",
     "resolve_model",
     "usable_cores",
 ]

@@ -51,6 +51,13 @@ class TracksFailed(Exception):
         self.results = results
 
 
+def model_threads(options: TranscribeOptions) -> int:
+    """CTranslate2 threads for each of the ``options.parallel`` model workers: as asked, else
+    the usable cores shared out among them (one at least). Public, so that what is measured
+    against the pipeline (``trackscribe bench``) can be given the same threads in all."""
+    return options.cpu_threads or max(1, usable_cores() // options.parallel)
+
+
 class Transcriber:
     """Holds the loaded model; transcribes the speech regions of one track or of many."""
 
@@ -58,7 +65,7 @@ class Transcriber:
         self.options = options or TranscribeOptions()
         o = self.options
         cores = usable_cores()
-        threads = o.cpu_threads or max(1, cores // o.parallel)
+        threads = model_threads(o)
         if threads * o.parallel > 2 * cores:
             # Nothing fails: it only runs many times slower (1,024 threads on 2 cores: 44x).
             log.warning(
