@@ -11,6 +11,7 @@ import logging
 import math
 import multiprocessing
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -163,6 +164,11 @@ class RunStats(BaseModel):
     """
 
     model_load_s: float = 0.0
+    workers_start_s: float = Field(
+        0.0,
+        description="starting the decode workers, beyond the model load they overlap with: "
+        "the wait before decoding that the model load does not already account for",
+    )
     decode_s: float = 0.0
     vad_s: float = 0.0
     analyse_s: float = 0.0
@@ -176,7 +182,13 @@ class RunStats(BaseModel):
     @property
     def wall_s(self) -> float:
         """Everything but the model load (reported on its own)."""
-        return self.analyse_s + self.attribute_s + self.transcribe_s + self.merge_s
+        return (
+            self.workers_start_s
+            + self.analyse_s
+            + self.attribute_s
+            + self.transcribe_s
+            + self.merge_s
+        )
 
 
 @dataclass
@@ -271,13 +283,19 @@ def run_meeting(
 
     with scratch_folder(parent=workdir) as scratch:
         store = _Store(checkpoints, scratch, options)
+        # The model loads while the decode workers start; decoding waits for both, so that
+        # it has the cores to itself (and a model that cannot load stops everything).
+        started = time.perf_counter()
+        loading = _model_loading(options.transcribe) if transcriber is None else None
         with _analysis_pool(len(placed), workers, apart=decode_apart) as decoders:
-            # The workers start while the model loads here; decoding waits for both, so that
-            # it has the cores to itself (and a model that cannot load stops everything).
-            with _timer(stats, "model_load_s"):
-                transcriber = transcriber or Transcriber(options.transcribe)
+            pool_s = time.perf_counter() - started
+            if loading is not None:
+                transcriber = loading.result()
+                stats.model_load_s = loading.seconds
+            stats.workers_start_s = max(0.0, pool_s - stats.model_load_s)
             with _timer(stats, "analyse_s"):
                 _analyse(decoders, manifest, placed, store, options.vad, stats, progress)
+        assert transcriber is not None  # given, or loaded above
         _refuse_copies(manifest, work)
         with _timer(stats, "attribute_s"):
             timings, echoes, clock, origin = _clock(manifest, work, options, unplaced.keys())
@@ -338,6 +356,48 @@ def _check_loaded_as(transcriber: Transcriber, wanted: TranscribeOptions) -> Non
             if loaded[key] != asked[key]
         )
         raise ValueError(f"the transcriber given was loaded with other settings: {differing}")
+
+
+class _ModelLoading:
+    """The model loading on a thread of its own, while this one starts the decode workers
+    (which takes the fork server's imports, about as long as the load itself).
+
+    A daemon thread: a run stopped meanwhile (Ctrl-C) does not wait for a load nobody wants,
+    and the process can exit while it goes on. A load that fails is raised in the caller,
+    by :meth:`result`, as if it had loaded there.
+    """
+
+    def __init__(self, load: Callable[[], Transcriber]) -> None:
+        self.seconds = 0.0
+        """How long the load took, once :meth:`result` has returned."""
+        self._load = load
+        self._done = threading.Event()
+        self._loaded: Transcriber | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="trackscribe-model-load", daemon=True).start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._loaded = self._load()
+        except BaseException as exc:  # handed to the caller, which decides
+            self._error = exc
+        finally:
+            self.seconds = time.perf_counter() - started
+            self._done.set()
+
+    def result(self) -> Transcriber:
+        """The loaded model, once loaded; what stopped the load, raised here."""
+        self._done.wait()  # Ctrl-C interrupts the wait, not the load
+        if self._error is not None:
+            raise self._error
+        assert self._loaded is not None  # set when no error was
+        return self._loaded
+
+
+def _model_loading(options: TranscribeOptions) -> _ModelLoading:
+    """Start loading the model ``options`` name (see :class:`_ModelLoading`)."""
+    return _ModelLoading(lambda: Transcriber(options))
 
 
 @contextmanager

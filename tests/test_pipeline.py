@@ -34,7 +34,13 @@ from pipeline._worker import (
 )
 from pipeline.config import ApiSettings
 from pipeline.core import bars_wanted, run_meeting
-from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber, resolve_model
+from stages.transcribe import (
+    BUNDLED_MODEL,
+    ModelError,
+    TranscribeOptions,
+    Transcriber,
+    resolve_model,
+)
 
 from .conftest import crash_first_track, silence, words_of, write_webm
 
@@ -753,6 +759,60 @@ def test_a_model_loaded_with_other_settings_than_the_options_is_refused(sample_m
     threads_apart = Transcriber(TranscribeOptions(cpu_threads=1))  # runtime only: any will do
     run = run_meeting(sample_manifest, transcriber=threads_apart, progress=False)
     assert run.transcript.provenance.parameters["transcribe"]["beam_size"] == 5
+
+
+def test_the_time_spent_starting_the_decode_workers_is_counted_in_the_wall_time(
+    sample_manifest,
+):
+    # It was counted nowhere: not in the model load, not in any stage.
+    loaded = Transcriber(TranscribeOptions())  # given: no load to overlap the start with
+    stats = run_meeting(sample_manifest, transcriber=loaded, workers=2, progress=False).stats
+    assert stats.model_load_s == 0 and stats.workers_start_s > 0
+    parts = ("workers_start_s", "analyse_s", "attribute_s", "transcribe_s", "merge_s")
+    assert stats.wall_s == pytest.approx(sum(getattr(stats, part) for part in parts))
+
+
+def test_the_decode_workers_start_while_the_model_loads(sample_manifest, monkeypatch):
+    import pipeline.core
+
+    real = Transcriber(TranscribeOptions())
+
+    def slow_load(options: TranscribeOptions) -> Transcriber:
+        time.sleep(3)  # a large model's load
+        return real
+
+    monkeypatch.setattr(pipeline.core, "Transcriber", slow_load)
+    stats = run_meeting(sample_manifest, workers=2, progress=False).stats
+    assert stats.model_load_s >= 3
+    assert stats.workers_start_s == 0  # the workers were ready before the model was
+
+
+def test_ctrl_c_while_the_model_loads_does_not_wait_for_the_load(sample_manifest, monkeypatch):
+    import pipeline.core
+
+    release, finished = threading.Event(), threading.Event()
+
+    def endless_load(options: TranscribeOptions) -> Transcriber:
+        release.wait(120)  # CTranslate2's load cannot be interrupted
+        finished.set()
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(pipeline.core, "Transcriber", endless_load)
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_meeting(sample_manifest, workers=2, progress=False)
+        assert time.perf_counter() - started < 30 and not finished.is_set()
+    finally:
+        release.set()
+
+
+def test_a_model_that_cannot_load_stops_the_run_with_its_own_error(sample_manifest, tmp_path):
+    # Loaded on a thread of its own: its error is raised here, as if it had loaded here.
+    options = {"transcribe": {"model": str(tmp_path / "nowhere")}}
+    with pytest.raises(ModelError, match=r"cannot load model '.*nowhere': no such folder"):
+        run_meeting(sample_manifest, options=options, workers=2, progress=False)
 
 
 @pytest.mark.parametrize(
