@@ -236,7 +236,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Speaker-attributed, time-aligned transcripts from RealtimeKit track "
         "recordings (one audio file per participant).",
         epilog="Exit status: 0 success; 1 partial (some tracks, files or meetings failed; the "
-        "rest written and the failures listed; for bench, an approach failed; for verify, "
+        "rest written and the failures listed; for bench, an approach failed or lost input (every "
+        "one failed is 2); for verify, "
         "something differs or is missing); 2 bad usage or "
         "input, or a service that refused or could not be reached; 3 an error of trackscribe "
         "itself; 130 interrupted; 141 the output stopped being read (a pipe closed early, as by "
@@ -548,8 +549,15 @@ def _run_bench(args: argparse.Namespace) -> int:
         emit(json.dumps({k: v.model_dump(mode="json") for k, v in results.items()}, indent=2))
     else:
         emit(_bench_table(results, truth))
-    if args.plot and truth_file is not None and results["pipeline"].failed is None:
-        made = results["pipeline"]
+    made = results.get("pipeline")
+    if args.plot and made is not None and made.failed is not None:
+        # Asked for, and not there: said, not left for the user to find missing. (Why it
+        # failed is listed with the other losses.)
+        print(
+            f"trackscribe: plot not drawn: the pipeline failed; {args.plot} was not written",
+            file=sys.stderr,
+        )
+    elif args.plot and made is not None and truth_file is not None:
         plot_timeline(
             made.turns,
             truth_file.turns,
@@ -573,7 +581,9 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _bench_status(results: dict[str, Approach]) -> int:
-    """Partial when any approach lost input or failed: its figures are not the whole meeting."""
+    """Partial when any approach lost input or failed: its figures are not the whole meeting.
+    Bad input when every approach failed: nothing was measured, as when no track of a
+    meeting can be used."""
     losses = [
         f"{name}: {line}"
         for name, r in results.items()
@@ -581,10 +591,15 @@ def _bench_status(results: dict[str, Approach]) -> int:
     ]
     if not losses:
         return EXIT_OK
-    print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
+    if all(r.failed for r in results.values()):
+        print("trackscribe: every approach failed; nothing was measured:", file=sys.stderr)
+        status = EXIT_BAD_INPUT
+    else:
+        print("trackscribe: partial result; these inputs were lost:", file=sys.stderr)
+        status = EXIT_PARTIAL
     for line in losses:
         print(f"  {line}", file=sys.stderr)
-    return EXIT_PARTIAL
+    return status
 
 
 def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:

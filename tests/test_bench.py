@@ -135,8 +135,12 @@ def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
     assert "full      failed: tracks/chen.webm: No such file or directory" in _bench_table(
         results, None
     )
-    assert _bench_status(results) == 1
-    assert "full: failed: tracks/chen.webm" in capsys.readouterr().err
+    # Every approach failed: nothing was measured, which is no partial result.
+    assert _bench_status(results) == 2
+    said = capsys.readouterr().err
+    assert "every approach failed" in said and "full: failed: tracks/chen.webm" in said
+    assert _bench_status({**results, "mix": Approach(wall_s=1)}) == 1
+    assert "partial result" in capsys.readouterr().err
     assert _bench_status({"mix": Approach(wall_s=1, lost=["tracks/chen.webm: cut off"])}) == 1
     assert _bench_status({"mix": Approach(wall_s=1)}) == 0
 
@@ -314,3 +318,20 @@ def test_an_approach_named_twice_runs_once_and_none_named_is_said(
     with pytest.raises(SystemExit):
         main(["bench", manifest, "--approaches", " , "])
     assert "no approach given; choose from pipeline" in capsys.readouterr().err
+
+
+def test_bench_says_a_plot_it_cannot_draw_was_not_drawn(
+    meeting_copy, monkeypatch, capsys, tmp_path
+):
+    import pipeline.cli
+
+    def failed(manifest, *, approaches, **_):
+        return {"pipeline": Approach(failed="no track of meeting m could be used")}
+
+    monkeypatch.setattr(pipeline.cli, "bench", failed)
+    plot = tmp_path / "timeline.png"
+    args = ["bench", str(meeting_copy / "manifest.json"), "--approaches", "pipeline"]
+    assert main([*args, "--plot", str(plot), "--no-progress"]) == 2  # nothing measured
+    said = capsys.readouterr().err
+    assert f"plot not drawn: the pipeline failed; {plot} was not written" in said
+    assert not plot.exists()
