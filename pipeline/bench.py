@@ -10,17 +10,24 @@ second).
 - ``silero``: the same with faster-whisper's own Silero VAD (``vad_filter=True``).
 - ``mix``: all tracks mixed on their start times into one signal, ``vad_filter=True``; it has
   no speakers, so it is scored with ORC WER.
-- ``oracle`` (needs the truth): each true utterance cut from its own track and transcribed
-  alone: the practical limit of the model.
+- ``oracle`` (needs the truth): each true utterance cut from its speaker's own files and
+  transcribed alone: the practical limit of the model.
 
-Lost input is never hidden behind a figure: the pipeline's lost tracks are carried into its
-result (``lost``), and an alternative that cannot run on the input is recorded as ``failed``
-with the reason, so the other approaches' figures are kept.
+The alternatives load the model as one worker with all the threads the pipeline's workers
+have together (:func:`model_threads` times ``parallel``): the same cores, used as a user of
+faster-whisper alone would use them.
+
+Lost input is never hidden behind a figure: each approach's lost tracks (and the oracle's
+true turns no file holds) are carried into its result (``lost``), and an approach that cannot
+run on the input at all is recorded as ``failed`` with the reason, so the other approaches'
+figures are kept.
 """
 
+import logging
 import multiprocessing
 import platform
 import resource
+import sys
 import tempfile
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -30,10 +37,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from models import SAMPLE_RATE, Manifest
+from models import SAMPLE_RATE, Manifest, Track
 from stages.export import export
 from stages.merge import track_offsets
-from stages.transcribe import check_model, load_model
+from stages.transcribe import check_model, load_model, model_threads
 
 from ._worker import WorkerLink, interruptible, interrupts_held
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
@@ -52,6 +59,8 @@ from .evaluate import (
 
 __all__ = ["APPROACHES", "Approach", "ApproachFailed", "available_approaches", "bench"]
 
+log = logging.getLogger(f"trackscribe.{__name__}")
+
 APPROACHES = ("pipeline", "full", "silero", "mix", "oracle")
 
 
@@ -62,7 +71,8 @@ def available_approaches(with_truth: bool) -> tuple[str, ...]:
 
 
 class ApproachFailed(Exception):
-    """An approach could not run on this input (a track it cannot read); the message says why."""
+    """An approach could not run on this input (no track it can read, a truth whose speakers
+    have no track); the message says why."""
 
 
 class Approach(BaseModel):
@@ -100,6 +110,8 @@ def bench(
 
     ``approaches`` defaults to every one the inputs allow (``oracle`` only with a truth).
     An approach that cannot run on the input is recorded as failed; the others still run.
+    What can be known before any run is decided first: an oracle whose true speakers have no
+    track fails without being run, and a truth of another meeting is warned of.
     ``truth`` is a file of turns, or what :func:`read_turns` made of one (and the caller
     checked with :func:`check_truth`). An approach whose result cannot be scored (words put
     on more speakers than cpWER takes) keeps its other figures, with ``unscored`` saying why.
@@ -115,6 +127,7 @@ def bench(
         truth = read_turns(truth)
         check_truth(truth.turns)  # now, not after the runs
     turns = truth.turns if truth else []
+    decided = _decided_before(manifest, truth, approaches)
     meeting = TurnFile(
         [],
         [t.user_id for t in manifest.tracks],
@@ -126,6 +139,9 @@ def bench(
     results: dict[str, Approach] = {}
     meeting_s = None
     for name in approaches:
+        if name in decided:
+            results[name] = decided[name]
+            continue
         if on_start is not None:
             on_start(name)
         # A fresh process per approach (not a daemon: the pipeline starts workers of its own),
@@ -136,7 +152,9 @@ def bench(
                     with interrupts_held():
                         running = pool.submit(_run, name, str(manifest_path), turns, options)
                     raw = running.result()
-                except BaseException:  # Ctrl-C or SIGTERM: the approach stops
+                except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM: the approach
+                    # stops. An approach's own failure is only its result: its process is
+                    # idle again, and the pool is shut down as usual.
                     link.stop(pool)
                     raise
         except (ApproachFailed, NoUsableTrackError) as exc:
@@ -157,6 +175,28 @@ def bench(
             result.realtime_factor = round(meeting_s / result.wall_s, 2) if result.wall_s else 0.0
     _add_ratios(results)
     return results
+
+
+def _decided_before(
+    manifest: Manifest, truth: TurnFile | None, approaches: tuple[str, ...]
+) -> dict[str, Approach]:
+    """What the inputs decide before any approach runs, not minutes later: an oracle whose
+    true speakers have no track (its result, failed); a truth of another meeting, warned of
+    (every approach would be scored against words never said in this one)."""
+    if truth is not None and truth.meeting and str(truth.meeting) != manifest.meeting_id:
+        log.warning(
+            "the truth is of meeting %s and the manifest of %s: every approach is scored "
+            "against another meeting's words",
+            truth.meeting,
+            manifest.meeting_id,
+        )
+    decided = {}
+    if "oracle" in approaches and truth is not None:
+        try:
+            _owners(manifest, truth.turns)
+        except ApproachFailed as exc:
+            decided["oracle"] = Approach(failed=str(exc))
+    return decided
 
 
 def _add_ratios(results: dict[str, Approach]) -> None:
@@ -212,8 +252,26 @@ def _run(name: str, manifest_path: str, truth: list[Turn], options: PipelineOpti
             out = _pipeline(manifest, options)
         else:
             out = _alternative(name, manifest, truth, options)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mb"] = _peak_rss_mb()
     return out
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak resident memory, in MB.
+
+    Not ``ru_maxrss``: on Linux, a process started by fork and exec (as every approach's is)
+    keeps there the high-water mark its parent had at the fork, so each approach showed at
+    least the size of the bench itself. ``VmHWM`` is the memory of this program alone; where
+    there is no /proc, ``ru_maxrss`` is what there is (in bytes on macOS, KiB elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
@@ -224,6 +282,7 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
         export(run.transcript, Path(out))
         export_s = time.perf_counter() - started
     wall = stats.wall_s + export_s
+    o = options.transcribe
     return {
         "wall_s": round(wall, 3),
         "model_load_s": round(stats.model_load_s, 3),
@@ -238,6 +297,7 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
             "speech_s": round(stats.speech_s, 3),
             "speech_share": round(stats.speech_s / stats.audio_s, 4) if stats.audio_s else 0,
             "stages_s": {
+                "start decode workers": round(stats.workers_start_s, 3),
                 "decode (sum over tracks)": round(stats.decode_s, 3),
                 "vad (sum over tracks)": round(stats.vad_s, 3),
                 "decode + vad (wall, parallel)": round(stats.analyse_s, 3),
@@ -257,9 +317,9 @@ def _pipeline(manifest: Manifest, options: PipelineOptions) -> dict:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
             },
-            "settings": options.transcribe.model_dump(
-                include={"model", "compute_type", "beam_size"}
-            ),
+            "settings": o.model_dump(include={"model", "compute_type", "beam_size"}),
+            "model_workers": o.parallel,
+            "model_threads_each": model_threads(o),
         },
     }
 
@@ -268,21 +328,23 @@ def _alternative(
     name: str, manifest: Manifest, truth: list[Turn], options: PipelineOptions
 ) -> dict:
     o = options.transcribe
+    threads = model_threads(o) * o.parallel
     started = time.perf_counter()
     # As the pipeline loads it (checked, a folder without the network, a hub name with a time
-    # limit), with CTranslate2's own threads unless told (0, the default), as a user's would.
-    model = load_model(o.model, o.device, o.compute_type, o.cpu_threads, workers=1)
+    # limit), and with the threads its workers have together: one stream, the same cores.
+    model = load_model(o.model, o.device, o.compute_type, threads, workers=1)
     load = time.perf_counter() - started
     settings = {"language": o.language, "beam_size": o.beam_size}
     unplaced = manifest.unplaced_tracks()  # left out, as the pipeline leaves them out
     kept = [i for i in range(len(manifest.tracks)) if i not in unplaced]
     every_offset = track_offsets(manifest)
-    tracks = [manifest.tracks[i] for i in kept]
-    offsets = [every_offset[i] for i in kept]
+    lost = list(unplaced.values())
     turns: list[dict] = []
 
     started = time.perf_counter()
-    audio = [_decode(manifest.track_path(t)) for t in tracks]
+    tracks, offsets, audio = _read_tracks(
+        manifest, [manifest.tracks[i] for i in kept], [every_offset[i] for i in kept], lost
+    )
     if name in ("full", "silero"):
         for track, offset, samples in zip(tracks, offsets, audio, strict=True):
             segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)
@@ -315,24 +377,34 @@ def _alternative(
     elif name == "oracle":
         owner = _owners(manifest, truth)
         for turn in truth:
-            for track, offset, samples in zip(tracks, offsets, audio, strict=True):
-                since, until = turn.start - offset, turn.end - offset  # in the track's time
-                if (
-                    track.user_id == owner.get(turn.speaker)
-                    and since >= -0.05
-                    and until * SAMPLE_RATE <= samples.size + 800
-                ):
-                    cut = samples[max(0, round(since * SAMPLE_RATE)) : round(until * SAMPLE_RATE)]
-                    segments, _ = model.transcribe(cut, **settings)
-                    turns.append(
-                        {
-                            "speaker": turn.speaker,
-                            "start": turn.start,
-                            "end": turn.end,
-                            "text": " ".join(s.text for s in segments),
-                        }
-                    )
-                    break
+            theirs = [
+                (offset, samples)
+                for track, offset, samples in zip(tracks, offsets, audio, strict=True)
+                if track.user_id == owner.get(turn.speaker)
+            ]
+            pieces = _pieces(
+                turn.start, turn.end, [(off, a.size / SAMPLE_RATE) for off, a in theirs]
+            )
+            if not pieces:
+                lost.append(
+                    f"truth turn of {turn.speaker} at {turn.start:.2f}-{turn.end:.2f} s: no "
+                    "file of theirs holds it; not transcribed"
+                )
+                continue
+            said = []
+            for which, since, until in pieces:
+                offset, samples = theirs[which]
+                first, last = (round((t - offset) * SAMPLE_RATE) for t in (since, until))
+                segments, _ = model.transcribe(samples[first:last], **settings)
+                said += [s.text.strip() for s in segments]
+            turns.append(
+                {
+                    "speaker": turn.speaker,
+                    "start": turn.start,
+                    "end": turn.end,
+                    "text": " ".join(text for text in said if text),
+                }
+            )
     else:
         raise ValueError(f"unknown approach {name!r}; known: {', '.join(APPROACHES)}")
     wall = time.perf_counter() - started
@@ -340,10 +412,57 @@ def _alternative(
     return {
         "wall_s": round(wall, 3),
         "model_load_s": round(load, 3),
-        "lost": list(unplaced.values()),
+        "lost": lost,
         "turns": turns,
-        "details": {"meeting_s": round(meeting_s, 3)},
+        "details": {
+            "meeting_s": round(meeting_s, 3),
+            "model_workers": 1,
+            "model_threads_each": threads,
+        },
     }
+
+
+def _read_tracks(
+    manifest: Manifest, tracks: list[Track], offsets: list[float], lost: list[str]
+) -> tuple[list[Track], list[float], list[np.ndarray]]:
+    """The tracks that can be read, their offsets and samples; each that cannot is added to
+    ``lost`` (its file and why) and left out, as the pipeline loses just that track. Only a
+    meeting of which no track can be read fails the approach."""
+    read: list[tuple[Track, float, np.ndarray]] = []
+    for track, offset in zip(tracks, offsets, strict=True):
+        try:
+            read.append((track, offset, _decode(manifest.track_path(track))))
+        except _Unreadable as exc:
+            lost.append(f"{track.path}: {exc}")
+    if not read:
+        raise ApproachFailed(f"no track could be read: {'; '.join(lost)}")
+    return [t for t, _, _ in read], [o for _, o, _ in read], [a for _, _, a in read]
+
+
+_MIN_PIECE_S = 0.05
+"""The oracle cuts no piece shorter than this (s): a few hundredths of a second at a file's
+edge (a truth's rounded times, a file a frame short) hold no word, only room for Whisper to
+invent one."""
+
+
+def _pieces(
+    start: float, end: float, files: list[tuple[float, float]]
+) -> list[tuple[int, float, float]]:
+    """Where the oracle cuts the true turn ``start``-``end`` (meeting seconds) from its
+    speaker's ``files`` (each its start and duration): ``(file, since, until)`` in time
+    order, each stretch of meeting time from one file only. A speaker who left and joined
+    again has a file for each stay, and a turn across the rejoin is in both; files that
+    overlap in time hold the overlap twice, taken from the earlier-starting one, the next
+    giving only what is left. Empty when no file holds any of the turn."""
+    pieces = []
+    cursor = start
+    for which in sorted(range(len(files)), key=lambda i: files[i][0]):
+        begins, duration = files[which]
+        since, until = max(cursor, begins), min(end, begins + duration)
+        if until - since >= _MIN_PIECE_S:
+            pieces.append((which, since, until))
+            cursor = until
+    return pieces
 
 
 _MIX_GAP_S = 2.0
@@ -396,8 +515,12 @@ def _owners(manifest: Manifest, truth: list[Turn]) -> dict[str, str]:
     )
 
 
+class _Unreadable(Exception):
+    """A track that cannot be read; the message says why (its file is named by the caller)."""
+
+
 def _decode(path: Path) -> np.ndarray:
-    """A track's samples; a track that cannot be read fails this approach (not the bench)."""
+    """A track's samples; a track that cannot be read raises :class:`_Unreadable`."""
     from faster_whisper import decode_audio
 
     try:
@@ -405,4 +528,4 @@ def _decode(path: Path) -> np.ndarray:
             return decode_audio(file, sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # not a readable audio file, in whichever way
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ApproachFailed(f"{path}: {reason}") from None
+        raise _Unreadable(reason) from None

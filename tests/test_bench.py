@@ -1,13 +1,18 @@
 """trackscribe bench: every approach measured in one run, with ratios to the pipeline."""
 
 import json
+import logging
+import multiprocessing
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models import SAMPLE_RATE, Manifest
+from pipeline._worker import WorkerLink
 from pipeline.bench import (
     Approach,
     ApproachFailed,
@@ -16,11 +21,17 @@ from pipeline.bench import (
     _in_meeting,
     _laid_out,
     _owners,
+    _peak_rss_mb,
+    _pieces,
     _score,
+    bench,
 )
 from pipeline.cli import _bench_status, _bench_table, main
 from pipeline.core import PipelineOptions
 from pipeline.evaluate import Turn, TurnFile
+from stages.transcribe._model import _forget_models
+
+from .conftest import words_of
 
 
 def _bench_json(manifest: Path, approaches: str) -> subprocess.CompletedProcess:
@@ -53,21 +64,34 @@ def test_bench_reports_each_approach_with_ratios_to_the_pipeline(sample_dir):
     assert report["pipeline"]["evaluation"]["silent_track_words"] == 0
     stages = pipeline["details"]["stages_s"]
     assert stages["transcribe (model)"] > 0 and stages["decode (sum over tracks)"] > 0
+    assert stages["start decode workers"] >= 0  # counted in its wall time, not left out
+    # The alternatives' one model worker has the threads of all the pipeline's together.
+    details = pipeline["details"]
+    threads = details["model_workers"] * details["model_threads_each"]
+    assert report["mix"]["details"] == {
+        "meeting_s": report["mix"]["details"]["meeting_s"],
+        "model_workers": 1,
+        "model_threads_each": threads,
+    }
     assert 0 < pipeline["details"]["speech_share"] < 0.6  # only speech reached the model
 
 
-def test_bench_lists_a_lost_track_and_a_failed_approach_and_exits_partial(meeting_copy):
+def test_bench_lists_a_lost_track_for_every_approach_and_exits_partial(meeting_copy):
+    # One unreadable track failed a whole alternative, though the pipeline loses just it.
     lost = next((meeting_copy / "tracks").glob("*user-chen*"))
     lost.unlink()
-    result = _bench_json(meeting_copy / "manifest.json", "pipeline,full")
+    result = _bench_json(meeting_copy / "manifest.json", "pipeline,mix")
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
-    pipeline, full = report["pipeline"], report["full"]
+    pipeline, mix = report["pipeline"], report["mix"]
     assert len(pipeline["lost"]) == 1 and lost.name in pipeline["lost"][0]
     assert "file not found" in pipeline["lost"][0]
-    assert pipeline["failed"] is None and pipeline["cpwer"] is not None  # its figures are kept
-    assert lost.name in full["failed"] and full["wall_s"] is None and full["cpwer"] is None
-    assert f"pipeline: tracks/{lost.name}" in result.stderr and "full: failed:" in result.stderr
+    assert mix["lost"] == [f"tracks/{lost.name}: No such file or directory"]
+    for entry in (pipeline, mix):  # their figures are kept
+        assert entry["failed"] is None and entry["wall_s"] > 0
+    assert pipeline["cpwer"] is not None and mix["orcwer"] is not None
+    assert f"pipeline: tracks/{lost.name}" in result.stderr
+    assert f"mix: tracks/{lost.name}" in result.stderr
 
 
 def test_every_approach_leaves_out_a_track_whose_start_is_days_off(meeting_copy):
@@ -335,3 +359,117 @@ def test_bench_says_a_plot_it_cannot_draw_was_not_drawn(
     said = capsys.readouterr().err
     assert f"plot not drawn: the pipeline failed; {plot} was not written" in said
     assert not plot.exists()
+
+
+def test_an_approach_measures_its_own_peak_memory_not_its_parents(tmp_path):
+    # Started by fork and exec, a process's ru_maxrss begins at its parent's high-water mark:
+    # every approach showed at least the bench process's size.
+    held = np.ones(600 * 2**20 // 8)  # 600 MB here, touched
+    here = _peak_rss_mb()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        theirs = child.submit(_peak_rss_mb).result()
+    assert here > 600 and 10 < theirs < here - 450, (here, theirs)
+    del held
+
+
+def test_the_oracle_cuts_a_turn_across_a_rejoin_from_both_files_and_lists_what_none_holds(
+    sample_dir,
+):
+    # Bruno's first file ends at 21.0 s, his second (after he rejoined) starts at 34.8 s.
+    manifest = Manifest.load(sample_dir / "manifest.json")
+    across = Turn(speaker="user-bruno", start=15.6, end=43.393, text="")
+    between = Turn(speaker="user-bruno", start=25.0, end=30.0, text="")
+    result = _alternative("oracle", manifest, [across, between], PipelineOptions())
+    (turn,) = result["turns"]
+    assert (turn["speaker"], turn["start"], turn["end"]) == ("user-bruno", 15.6, 43.393)
+    said = " ".join(words_of(turn["text"]))
+    assert "all of them" in said and "afternoon right after lunch" in said  # from each file
+    assert result["lost"] == [
+        "truth turn of user-bruno at 25.00-30.00 s: no file of theirs holds it; not transcribed"
+    ]
+
+
+def test_the_oracle_takes_each_stretch_of_a_turn_once_from_the_files_that_hold_it():
+    # (start, duration): overlapping files give the overlap from the earlier-starting one
+    assert _pieces(8.0, 12.0, [(5.0, 15.0), (0.0, 10.0)]) == [(1, 8.0, 10.0), (0, 10.0, 12.0)]
+    assert _pieces(6.0, 7.0, [(0.0, 20.0), (5.0, 3.0)]) == [(0, 6.0, 7.0)]  # held whole by one
+    # a gap between the files: each gives its part; a turn in the gap, no file holds
+    assert _pieces(4.0, 9.0, [(0.0, 5.0), (7.0, 13.0)]) == [(0, 4.0, 5.0), (1, 7.0, 9.0)]
+    assert _pieces(5.5, 6.5, [(0.0, 5.0), (7.0, 13.0)]) == []
+    # a few hundredths at a file's edge hold no word: not cut (Whisper would invent one)
+    assert _pieces(4.98, 9.0, [(0.0, 5.0), (7.0, 13.0)]) == [(1, 7.0, 9.0)]
+
+
+def test_an_unreadable_track_is_lost_and_the_alternative_goes_on(meeting_copy, caplog):
+    tracks = meeting_copy / "tracks"
+    alice = next(tracks.glob("*user-alice*"))
+    alice.unlink()
+    chen = next(tracks.glob("*user-chen*"))
+    chen.write_bytes(b"not a WebM file")
+    manifest = Manifest.load(meeting_copy / "manifest.json")
+    truth = [Turn(speaker="user-bruno", start=6.2, end=10.8, text="")]
+    # The model loaded as one worker with all the pipeline's threads (here 2 x 3).
+    options = PipelineOptions(transcribe={"cpu_threads": 3, "parallel": 2})
+    _forget_models()  # loaded here, not taken from an earlier test
+    with caplog.at_level(logging.INFO, logger="trackscribe"):
+        result = _alternative("oracle", manifest, truth, options)
+    assert "(cpu, int8, 1 x 6 threads)" in caplog.text
+    assert result["details"]["model_threads_each"] == 6
+    assert len(result["lost"]) == 2
+    assert result["lost"][0] == f"tracks/{alice.name}: No such file or directory"
+    assert result["lost"][1].startswith(f"tracks/{chen.name}: ")
+    (turn,) = result["turns"]
+    assert "billing migration" in " ".join(words_of(turn["text"]))
+    # Only a meeting none of whose tracks can be read fails the approach.
+    for path in tracks.iterdir():
+        path.unlink()
+    with pytest.raises(ApproachFailed, match=r"^no track could be read: tracks/.*: No such file"):
+        _alternative("oracle", manifest, truth, options)
+
+
+def test_an_oracle_of_speakers_without_tracks_fails_before_any_approach_runs(sample_dir):
+    started: list[str] = []
+    truth = TurnFile([Turn(speaker="spk0", start=1.0, end=2.0, text="hi")], None, [])
+    results = bench(
+        sample_dir / "manifest.json",
+        truth=truth,
+        approaches=("oracle",),
+        on_start=started.append,
+    )
+    assert results["oracle"].failed.startswith("no track is the truth's speaker spk0")
+    assert started == []  # decided from the inputs: no process started to find it out
+
+
+def test_a_truth_of_another_meeting_is_warned_of_before_the_runs(sample_dir, caplog):
+    class Stop(Exception):
+        pass
+
+    warned: list[bool] = []
+
+    def first_run(name: str) -> None:
+        warned.append("the truth is of meeting other-meeting" in caplog.text)
+        raise Stop
+
+    turns = [Turn(speaker="user-alice", start=1.0, end=2.0, text="good morning")]
+    truth = TurnFile(turns, None, [], meeting="other-meeting")
+    with caplog.at_level(logging.WARNING, logger="trackscribe"), pytest.raises(Stop):
+        bench(sample_dir / "manifest.json", truth=truth, approaches=("full",), on_start=first_run)
+    assert warned == [True]
+    assert "and the manifest of 5a3c1f0e-7d2b-4c6a-9e8f-0b1d2c3e4f50" in caplog.text
+
+
+def test_an_approach_that_fails_is_not_stopped_as_an_interrupt_is(meeting_copy, monkeypatch):
+    # An approach's own failure went through the interrupt's path: its worker cut off.
+    stopped: list[object] = []
+    real_stop = WorkerLink.stop
+
+    def stop(self, pool):
+        stopped.append(pool)
+        real_stop(self, pool)
+
+    monkeypatch.setattr(WorkerLink, "stop", stop)
+    for path in (meeting_copy / "tracks").iterdir():
+        path.unlink()
+    results = bench(meeting_copy / "manifest.json", approaches=("full",))
+    assert results["full"].failed.startswith("no track could be read: tracks/")
+    assert stopped == []
