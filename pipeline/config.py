@@ -13,6 +13,7 @@ The config file is TOML (``--config FILE``, else ``$TRACKSCRIBE_CONFIG``, else
 A path the file gives is relative to the file's folder, wherever trackscribe runs from.
 """
 
+import functools
 import logging
 import os
 import stat
@@ -78,19 +79,25 @@ class ApiSettings(BaseModel):
                 values[key] = str(value)
         return cls.model_validate(values)
 
-    def client(self, *, retry: RetryPolicy | None = None) -> RealtimeKitClient:
-        """A client for these settings (trying as hard as ``retry`` says, by default as the
-        client does); says which settings are missing and how to give them."""
+    def client(
+        self, *, retry: RetryPolicy | None = None, timeout: float | None = None
+    ) -> RealtimeKitClient:
+        """A client for these settings (trying as hard as ``retry`` says and waiting up to
+        ``timeout`` seconds for an answer, by default as the client does); says which settings
+        are missing and how to give them. A short look (one try, a few seconds) is for a
+        question whose answer only refines what is done anyway."""
         token = self._token()
         assert self.account_id and self.app_id
         try:
-            return RealtimeKitClient(
+            made = functools.partial(
+                RealtimeKitClient,
                 account_id=self.account_id,
                 app_id=self.app_id,
                 token=token,
                 base_url=self.base_url,
                 retry=retry,
             )
+            return made() if timeout is None else made(timeout=timeout)
         except ValueError as exc:  # a base URL that cannot be one
             raise ConfigError(str(exc)) from None
 

@@ -2,6 +2,8 @@
 
 import logging
 import re
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -343,3 +345,20 @@ def test_missing_settings_are_named_with_where_to_give_them(tmp_path):
     bad.write_text("x = " + "[" * 100_000)  # TOML's parser gives up with a RecursionError
     with pytest.raises(ConfigError, match=r"bad\.toml: cannot read config"):
         ApiSettings.resolve({}, config_file=bad, environ={})
+
+
+def test_a_short_look_gives_up_at_its_time_limit_after_one_try():
+    # The webhook's look at a recording announced ERRORED: an API that does not answer must
+    # not hold the worker for the client's usual 30 s a try, six tries.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections are accepted by the system, and never answered
+        base = f"http://127.0.0.1:{silent.getsockname()[1]}/client/v4"
+        settings = ApiSettings(base_url=base, account_id="a", app_id="b", api_token="t")
+        started = time.monotonic()
+        with (
+            settings.client(retry=RetryPolicy(attempts=1), timeout=0.5) as client,
+            pytest.raises(RealtimeKitError),
+        ):
+            client.get_recording("r1")
+    assert time.monotonic() - started < 5
