@@ -17,6 +17,7 @@ from models import (
     MANIFEST_FILE,
     Manifest,
     Recording,
+    RetryPolicy,
     Transcript,
     TranscriptError,
     atomic_write_text,
@@ -33,7 +34,14 @@ from stages.export import (
     to_txt,
 )
 from stages.fetch import FetchOptions
-from stages.record import DEFAULT_WAIT, RecordingFailedError, UploadTimeoutError
+from stages.record import (
+    DEFAULT_WAIT,
+    RealtimeKitClient,
+    RealtimeKitError,
+    RecordingFailedError,
+    RecordingNotFoundError,
+    UploadTimeoutError,
+)
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions, Transcriber
 
 from . import remote
@@ -544,7 +552,7 @@ def _emulator_command(args: argparse.Namespace) -> int:
 
 
 def _webhook_command(args: argparse.Namespace) -> int:
-    from .webhook import WebhookReceiver
+    from .webhook import PartialTranscript, RecordingErrored, WebhookReceiver
 
     # Everything that would make every recording fail is checked before listening: the key,
     # the output folder, the settings and the model.
@@ -553,6 +561,9 @@ def _webhook_command(args: argparse.Namespace) -> int:
     key = signing_key(args)
     output_folder(args.out)
     client = settings.client()
+    # A recording announced ERRORED is looked up once, briefly: the answer only says what
+    # failed.json should (or whether it is this app's at all); a worker must not wait long.
+    look = settings.client(retry=RetryPolicy(attempts=1), timeout=_LOOK_SECONDS)
     transcriber = Transcriber(pipeline_options(args).transcribe)
 
     def on_uploaded(recording: Recording) -> None:
@@ -581,14 +592,23 @@ def _webhook_command(args: argparse.Namespace) -> int:
         except NoUsableTrackError as exc:  # tried again by the receiver, then failed.json
             say(str(exc))
             raise
-        write_outputs(transcript, out, args.formats, key)
+        write_outputs(transcript, out, args.formats, key)  # what there is, even if partial
+        status = report(transcript)
+        if lost := remote.lost_for_now(transcript, out):
+            # Written, but not done: the receiver tries again (resuming the fetch), and after
+            # its last try failed.json names the files; an announcement again retries it.
+            say(
+                f"recording {recording.id}: wrote the transcript without {len(lost)} file(s) "
+                "that could not be fetched; to be tried again"
+            )
+            raise PartialTranscript(recording.id, lost)
         # Given up on by a stop that came while this ran, and done after all.
         (out / FAILED_FILE).unlink(missing_ok=True)
-        status = report(transcript)
         say(f"recording {recording.id}: done (exit status {status})")
 
     def on_failed(recording: Recording, error: BaseException) -> None:
-        _record_failure(args, recording, error)
+        by_hand = _errored_by_hand(look, recording) if isinstance(error, RecordingErrored) else None
+        _record_failure(args, recording, error, by_hand=by_hand)
 
     receiver = WebhookReceiver(
         public_key, on_uploaded, on_failed=on_failed, host=args.host, port=args.port
@@ -598,16 +618,35 @@ def _webhook_command(args: argparse.Namespace) -> int:
         receiver.serve_forever()
     finally:
         client.close()
+        look.close()
     return EXIT_OK
 
 
 FAILED_FILE = "failed.json"
+_LOOK_SECONDS = 5.0
+_ERRORED_BY_HAND = "nothing: RealtimeKit ended the recording ERRORED and has no files of it"
+
+
+def _errored_by_hand(client: RealtimeKitClient, recording: Recording) -> str | None:
+    """What failed.json says to do by hand for a recording announced ERRORED: nothing, when
+    the API confirms it has no files; None (the usual commands) when it has some, or cannot
+    be asked. Raises RecordingNotFoundError when it is not this app's: no failed.json then."""
+    try:
+        found = client.get_recording(recording.id)
+    except RecordingNotFoundError:
+        raise  # another app's: the receiver leaves it, and failed.json is not written
+    except RealtimeKitError as exc:
+        say(f"recording {recording.id}: cannot look it up ({exc}); failed.json says how to fetch")
+        return None
+    return None if found.files() or found.unreadable_layers else _ERRORED_BY_HAND
 
 
 def _transcribed(out: Path, recording_id: str) -> bool:
     """Whether ``out`` holds a transcript of this recording already: its ``transcript.json``,
     or the one in its bundle (``--formats`` may have asked for the bundle alone). Formats
-    without the provenance (TXT, WebVTT) cannot say, and are made again."""
+    without the provenance (TXT, WebVTT) cannot say, and are made again. One that lacks
+    files that could not be fetched for now (see :func:`remote.lost_for_now`) is not done:
+    an announcement again (after a restart, say) retries them."""
     try:
         made = Transcript.load(out / "transcript.json")
     except (OSError, TranscriptError):
@@ -617,7 +656,7 @@ def _transcribed(out: Path, recording_id: str) -> bool:
             made = Transcript.from_json(members["transcript.json"], str(bundle))
         except (OSError, BundleError, KeyError, TranscriptError):
             return False
-    return made.provenance.recording_id == recording_id
+    return made.provenance.recording_id == recording_id and not remote.lost_for_now(made, out)
 
 
 def _webhook_public_key(settings: ApiSettings) -> bytes:
@@ -635,26 +674,39 @@ def _webhook_public_key(settings: ApiSettings) -> bytes:
     return pem
 
 
-def _record_failure(args: argparse.Namespace, recording: Recording, error: BaseException) -> None:
+def _record_failure(
+    args: argparse.Namespace,
+    recording: Recording,
+    error: BaseException,
+    *,
+    by_hand: str | None = None,
+) -> None:
     """Leave ``OUT/<recording>/failed.json`` saying why a recording could not be handled: a
     webhook server runs unattended, and a sweep over the output folders must find what needs
     a hand. Its commands repeat the account and model flags the server was given (never the
-    token): without them, they would ask another API, or transcribe with other settings."""
+    token): without them, they would ask another API, or transcribe with other settings.
+    ``by_hand`` says what to do instead of those commands; a partial transcript's record
+    names the files it lacks (the commands resume the fetch, and transcribe again)."""
+    from .webhook import PartialTranscript
+
     out = args.out / recording.id
-    by_hand = _by_hand(
-        recording.id,
-        out,
-        recording.meeting_id,
-        fetch_flags=_api_flags(args),
-        transcribe_flags=_model_flags(args),
-    )
-    record = {
+    if by_hand is None:
+        by_hand = _by_hand(
+            recording.id,
+            out,
+            recording.meeting_id,
+            fetch_flags=_api_flags(args),
+            transcribe_flags=_model_flags(args),
+        )
+    record: dict[str, object] = {
         "recording_id": recording.id,
         "meeting_id": recording.meeting_id,
         "failed_at": format_utc(datetime.now(UTC)),
         "error": describe_error(error),
         "by_hand": by_hand,
     }
+    if isinstance(error, PartialTranscript):
+        record["missing"] = [failure.describe() for failure in error.missing]
     # Said first: the disk that could not take the transcript may not take failed.json.
     say(f"recording {recording.id}: failed; by hand: {record['by_hand']}")
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from models import Recording, Transcript
+from models import Recording, TrackFailure, Transcript, safe_file_name
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
 from stages.record import (
     DEFAULT_WAIT,
@@ -25,7 +25,7 @@ from stages.transcribe import Transcriber
 
 from .core import NoUsableTrackError, PipelineOptions, bars_wanted, run_meeting
 
-__all__ = ["RECORDING_FOLDER", "fetch", "record", "run", "transcribe_recording"]
+__all__ = ["RECORDING_FOLDER", "fetch", "lost_for_now", "record", "run", "transcribe_recording"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
@@ -248,3 +248,27 @@ def _with_bars(options: FetchOptions | None, progress: bool | None) -> FetchOpti
     if options.progress is not None:
         return options
     return options.model_copy(update={"progress": bars_wanted(progress)})
+
+
+def lost_for_now(transcript: Transcript, out: Path) -> list[TrackFailure]:
+    """The files ``transcript`` (made by :func:`transcribe_recording` into ``out``) lacks that
+    a fetch again may get: those whose download failed, so that they are not under
+    ``out/recording``. A file that is there (undecodable, its start unplaceable), or whose
+    name cannot be used, is lost for good: no fetch again changes it. So is a loss that names
+    no file (a user the one download URL does not show, a listing entry that cannot be read):
+    there is no file to look for, and a retry of it would most likely be refused again."""
+    folder = Path(out) / RECORDING_FOLDER
+    return [
+        failure
+        for failure in transcript.provenance.failures
+        if _usable(failure.path) and not (folder / failure.path).exists()
+    ]
+
+
+def _usable(path: str) -> bool:
+    """Whether ``path`` (a track's, in its manifest folder) is made of names the fetch could
+    have written: one that is not was never downloaded, and never will be."""
+    try:
+        return all(safe_file_name(part) == part for part in path.split("/"))
+    except ValueError:  # nothing usable in a part, or no path at all
+        return False

@@ -20,7 +20,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import TypeVar
 
@@ -30,12 +30,26 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import ValidationError
 
-from models import Recording, WebhookEvent, describe_error, redact_urls, safe_file_name
+from models import (
+    Recording,
+    TrackFailure,
+    WebhookEvent,
+    describe_error,
+    redact_urls,
+    safe_file_name,
+)
 from stages.record import RecordingNotFoundError
 
 from ._listen import MAX_BODY, LocalServer, declared_length, listen
 
-__all__ = ["WebhookReceiver", "load_public_key", "verify_signature"]
+__all__ = [
+    "PartialTranscript",
+    "ReceiverStopped",
+    "RecordingErrored",
+    "WebhookReceiver",
+    "load_public_key",
+    "verify_signature",
+]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
@@ -48,6 +62,11 @@ at a time must not hold a thread for as long as each read may take (30 s) times 
 _MAX_CONNECTIONS = 64
 """Requests handled at once; more are answered 503 (the sender redelivers after a 5xx)."""
 _REFUSALS_LOGGED_EVERY = 60.0
+_THROTTLED = frozenset({401, 411, 413})
+"""Refusals logged at most once a minute: unsigned, length-less or oversized requests, which
+scanners send by the thousand. A signed delivery refused is RealtimeKit's, and each is said."""
+_ID_SHOWN = 100
+"""The most of an announced recording id a log line shows: a body may hold a long one."""
 
 
 class ReceiverStopped(Exception):
@@ -56,6 +75,22 @@ class ReceiverStopped(Exception):
 
 class RecordingErrored(Exception):
     """RealtimeKit announced the recording as failed on its side: no files will come."""
+
+
+class PartialTranscript(Exception):
+    """The transcript was written, but lacks files that could not be fetched *for now* (a
+    download failed); raised by ``on_uploaded`` so that the receiver tries the recording
+    again, as for any failure, and, after its last try, gives it to ``on_failed``."""
+
+    def __init__(self, recording_id: str, missing: Sequence[TrackFailure]) -> None:
+        self.recording_id = recording_id
+        self.missing = list(missing)
+        """The files that could not be fetched, each with why."""
+        reasons = "; ".join(failure.describe() for failure in self.missing)
+        super().__init__(
+            f"recording {recording_id}: the transcript lacks {len(self.missing)} file(s) that "
+            f"could not be fetched: {reasons}"
+        )
 
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
@@ -126,7 +161,12 @@ class WebhookReceiver:
     :class:`~stages.record.RecordingNotFoundError` (the API has no such recording: another
     app's, as RealtimeKit's key signs every app's deliveries), the recording is left at once
     with a warning: not tried again, not given to ``on_failed``, and any announcement of it
-    again ignored.
+    again ignored. ``on_uploaded`` that wrote a transcript lacking files a later try may get
+    raises :class:`PartialTranscript`: tried again like any failure.
+
+    A recording announced ``ERRORED`` goes to ``on_failed`` with :class:`RecordingErrored`,
+    which may look it up first: when that raises ``RecordingNotFoundError``, the recording is
+    left as another app's, as above, and nothing is said of its failure.
     """
 
     def __init__(
@@ -206,9 +246,9 @@ class WebhookReceiver:
 
     def close(self, *, grace: float = 60.0) -> None:
         """Stop taking deliveries. A recording accepted but not yet begun is given up on at
-        once, and the one being handled after ``grace`` seconds (or at a second Ctrl-C),
-        each to ``on_failed`` and the log: its sender has had its 2xx and will not
-        redeliver."""
+        once; the one being handled gets ``grace`` seconds to be done (a second Ctrl-C ends
+        the wait), and is given up on if it is not. Each given up on goes to ``on_failed`` and
+        the log: its sender has had its 2xx and will not redeliver."""
         if self._closed:
             return
         self._closed = True
@@ -216,30 +256,61 @@ class WebhookReceiver:
             self._server.shutdown()
         self._server.server_close()
         with self._changed:
-            waiting = list(self._waiting)
+            waiting = collections.deque(self._waiting)
             self._waiting.clear()
+            current = self._current
             self._changed.notify_all()  # the worker ends after the recording in hand
-        for recording in waiting:
-            self._give_up(recording, _not_handled(recording, "before handling it"))
+        self._say_unlogged_refusals()
         worker = self._worker_thread
-        if worker is None or worker is threading.current_thread():
-            return
+        if worker is threading.current_thread():  # closed by on_uploaded: it is in hand
+            current = None
+        # Every id is said first, in a line or two: what follows (on_failed, the wait) may be
+        # cut short by a second stop.
+        if waiting:
+            log.warning(
+                "webhook: stopping; %d recording(s) accepted and not begun are given up on: %s",
+                len(waiting),
+                ", ".join(r.id for r in waiting),
+            )
+        if current is not None:
+            log.warning(
+                "webhook: stopping; waiting up to %g s for recording %s to be done "
+                "(a second Ctrl-C leaves it)",
+                grace,
+                current.id,
+            )
         try:
-            if (current := self._current) is not None:
-                log.warning(
-                    "webhook: stopping; waiting up to %g s for recording %s to be done "
-                    "(a second Ctrl-C leaves it)",
-                    grace,
-                    current.id,
-                )
-            worker.join(timeout=grace)
+            while waiting:
+                self._give_up(waiting[0], _not_handled(waiting[0], "before handling it"))
+                waiting.popleft()
+            if current is not None and worker is not None:
+                worker.join(timeout=grace)
         finally:
-            # The recording in hand, not worker.is_alive(): see _current.
-            with self._lock:
-                left = self._current
-                self._abandoned = left.id if left is not None else None
-            if left is not None:
-                self._give_up(left, _not_handled(left, "while handling it"))
+            if waiting:
+                log.error(
+                    "webhook: stopped before recording(s) %s could be reported as not handled; "
+                    "by hand: `trackscribe fetch --recording-id ID -o DIR`, then "
+                    "`trackscribe transcribe DIR/manifest.json -o OUT`",
+                    ", ".join(r.id for r in waiting),
+                )
+            if current is not None:
+                # The recording in hand, not worker.is_alive(): see _current.
+                with self._lock:
+                    left = self._current
+                    self._abandoned = left.id if left is not None else None
+                if left is not None:
+                    self._give_up(left, _not_handled(left, "while handling it"))
+
+    def _say_unlogged_refusals(self) -> None:
+        """Say how many refusals the once-a-minute limit kept out of the log: a stop must not
+        leave them unsaid."""
+        with self._lock:
+            count, self._refusals = self._refusals, 0
+        if count:
+            log.warning(
+                "webhook: %d more request(s) refused (401, 411 or 413) since the last one logged",
+                count,
+            )
 
     def __enter__(self) -> "WebhookReceiver":
         return self.start()
@@ -258,9 +329,22 @@ class WebhookReceiver:
         """Judge one delivery: the HTTP status to answer and why. A refusal is logged: the
         sender does not redeliver after a 4xx, so a wrong public key would otherwise lose
         every recording without a word."""
+        # A header's surrounding spaces are the sender's layout, not part of its value.
+        signature = signature.strip() if signature is not None else None
+        delivery = delivery.strip() if delivery is not None else None
         status, reason = self._judge(body, signature, delivery)
-        if 400 <= status < 500:
+        if status in _THROTTLED:
             self._refused(status, reason)
+        elif 400 <= status < 500:
+            # Signed, so RealtimeKit's, and lost for good: each one is said, with what it was of.
+            announced = _announced_id(body)
+            log.warning(
+                "webhook: refused a signed delivery%s (%d %s); the sender does not deliver it "
+                "again",
+                f" announcing recording {announced}" if announced else "",
+                status,
+                reason,
+            )
         return status, reason
 
     def _judge(self, body: bytes, signature: str | None, delivery: str | None) -> tuple[int, str]:
@@ -268,8 +352,11 @@ class WebhookReceiver:
             return 401, "bad or missing rtk-signature"
         try:
             event = _event(json.loads(body))
-        except (ValueError, RecursionError, ValidationError):
-            return 400, "body is not a webhook event"
+        except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError, are ValueErrors
+            problem = _first_problem(exc) if isinstance(exc, ValidationError) else "not JSON"
+            return 400, f"body is not a webhook event: {problem}"
+        except RecursionError:
+            return 400, "body is not a webhook event: nested too deep"
         with self._lock:
             if self._closed:
                 return 503, "stopping; deliver again later"
@@ -283,7 +370,7 @@ class WebhookReceiver:
             if event.event != "recording.statusUpdate" or recording is None:
                 return 200, f"event {event.event} ignored"
             if _unsafe_id(recording.id):
-                return 400, "recording id is not usable as a folder name"
+                return 400, "recording.id: not usable as a folder name"
             if recording.id in self._not_ours:
                 return 200, "not a recording of this app; ignored"
             recording = _with_meeting(recording, event.meeting)
@@ -308,8 +395,9 @@ class WebhookReceiver:
         self._changed.notify_all()
 
     def _refused(self, status: int, reason: str) -> None:
-        """A refused delivery, logged; at most once a minute, with how many since: a sender
-        that is refused once is refused again at every delivery."""
+        """A refused request that is not surely RealtimeKit's (unsigned, no length, too long),
+        logged; at most once a minute, with how many since: a sender that is refused once is
+        refused again at every delivery, and scanners send such requests by the thousand."""
         now = time.monotonic()
         with self._lock:
             self._refusals += 1
@@ -403,9 +491,14 @@ class WebhookReceiver:
 
     def _give_up(self, recording: Recording, error: BaseException) -> None:
         """Say that ``recording`` was not handled, and why, in the log and to ``on_failed``;
-        a later announcement of it is acted on again."""
+        a later announcement of it is acted on again. For one announced ERRORED, ``on_failed``
+        is asked first: it may find the recording is another app's, of which nothing is said
+        but that."""
         with self._lock:
             self._handled.discard(recording.id)
+        errored = isinstance(error, RecordingErrored)
+        if errored and not self._tell_failed(recording, error):
+            return
         by_hand = (
             ""  # on_failed says how (the command line writes the commands into failed.json)
             if self._on_failed is not None
@@ -420,11 +513,22 @@ class WebhookReceiver:
                 f"failing with: {describe_error(error)}; a later announcement of it is acted on"
             )
         log.error("webhook: %s%s", said, by_hand)
-        if self._on_failed is not None:
-            try:
-                self._on_failed(recording, error)
-            except Exception as exc:
-                log.error("webhook: recording the failure of %s failed: %s", recording.id, exc)
+        if not errored:
+            self._tell_failed(recording, error)
+
+    def _tell_failed(self, recording: Recording, error: BaseException) -> bool:
+        """Give the failure to ``on_failed``; False when it found the recording is not this
+        app's (it is then left as such)."""
+        if self._on_failed is None:
+            return True
+        try:
+            self._on_failed(recording, error)
+        except RecordingNotFoundError as exc:
+            self._not_this_apps(recording, exc)
+            return False
+        except Exception as exc:
+            log.error("webhook: recording the failure of %s failed: %s", recording.id, exc)
+        return True
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -532,3 +636,24 @@ def _unsafe_id(recording_id: str) -> bool:
         return safe_file_name(recording_id) != recording_id
     except ValueError:
         return True
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """The first thing wrong with a body, led by its field: what a log line has room for."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def _announced_id(body: bytes) -> str | None:
+    """The recording id a refused body names, if it names one (shortened: it is the
+    sender's to make as long as it likes)."""
+    try:
+        recording = json.loads(body).get("recording")
+        ids = [recording.get(key) for key in ("id", "recordingId", "recording_id")]
+    except (ValueError, RecursionError, AttributeError):  # not JSON, or not objects
+        return None
+    found = next((value for value in ids if isinstance(value, str) and value), None)
+    if found is None or len(found) <= _ID_SHOWN:
+        return found
+    return f"{found[:_ID_SHOWN]}…"

@@ -3,6 +3,7 @@ processes talking real HTTP over loopback."""
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -15,9 +16,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -627,6 +629,57 @@ def test_a_second_stop_while_the_receiver_waits_for_the_recording_in_hand_still_
     assert failed == [("r1", "the receiver stopped while handling it")]
 
 
+def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_each(caplog):
+    # on_failed may take a while for each (it looks an ERRORED one up, writes failed.json): a
+    # second stop then must not leave the rest unsaid, nor the recording in hand.
+    key, public = _webhook_key()
+    begun, reporting, release = threading.Event(), threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    class Terminated(KeyboardInterrupt):
+        """What the command line's SIGTERM handler raises."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    def slow(recording: Recording) -> None:
+        begun.set()
+        release.wait(30)
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        if recording.id == "r2":
+            reporting.set()
+            release.wait(30)
+
+    def stop_again_while_it_reports() -> None:
+        if reporting.wait(10):
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(public, slow, on_failed=on_failed, tries=1)
+    receiver.start()
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        for rid in ("r1", "r2", "r3"):
+            assert _announce(receiver, key, {"id": rid, "status": "UPLOADED"}).status_code == 202
+        assert begun.wait(10)
+        threading.Thread(target=stop_again_while_it_reports, daemon=True).start()
+        with pytest.raises(Terminated):
+            receiver.close(grace=20)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        release.set()
+    said = [r.getMessage() for r in caplog.records]
+    assert "webhook: stopping; 2 recording(s) accepted and not begun are given up on: r2, r3" in (
+        said
+    )
+    (unreported,) = [line for line in said if "could be reported" in line]
+    assert unreported.startswith("webhook: stopped before recording(s) r2, r3 could be reported")
+    assert failed == ["r2", "r1"]  # the one in hand is left at once, and said
+
+
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
 def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
     # socketserver prints a traceback to stderr for each; a client hanging up is routine.
@@ -688,9 +741,56 @@ def test_refused_deliveries_are_logged_at_most_once_a_minute(caplog):
     ):
         for _ in range(3):
             assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 401
-    (said,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    said, at_close = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "refused a delivery (401 bad or missing rtk-signature)" in said
     assert "is the public key RealtimeKit's for this app?" in said
+    # the two kept out of the log are counted when the receiver stops, not left unsaid
+    assert at_close == (
+        "webhook: 2 more request(s) refused (401, 411 or 413) since the last one logged"
+    )
+
+
+def test_each_signed_delivery_refused_is_logged_with_its_recording_and_first_problem(caplog):
+    # RealtimeKit's own deliveries, lost for good: none may go unsaid for a minute's limit.
+    # Headers come with spaces around them from some senders: the values are what counts.
+    key, public = _webhook_key()
+    handled: list[str] = []
+
+    def send(recording: dict, *, pad: str = "", rtk_uuid: str | None = None) -> bytes:
+        body = json.dumps({"event": "recording.statusUpdate", "recording": recording}).encode()
+        with socket.create_connection((url.host, url.port), timeout=10) as sender:
+            sender.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\n"
+                + f"Content-Length: {len(body)}\r\n".encode()
+                + f"rtk-signature: {pad}{_sign(key, body)}{pad}\r\n".encode()
+                + f"rtk-uuid: {pad}{rtk_uuid or uuid.uuid4()}{pad}\r\n\r\n".encode()
+                + body
+            )
+            return status_line(sender).split()[1]
+
+    with (
+        WebhookReceiver(public, lambda r: handled.append(r.id)) as receiver,
+        caplog.at_level(logging.WARNING, logger="trackscribe"),
+    ):
+        url = httpx.URL(receiver.url)
+        for _ in range(2):
+            assert send({"id": "r1"}) == b"400"
+        assert send({"status": "UPLOADED"}) == b"400"
+        assert send({"id": "../r2", "status": "UPLOADED"}) == b"400"
+        assert send({"id": "r3", "status": "UPLOADED"}, pad=" \t", rtk_uuid="d3") == b"202"
+        assert send({"id": "r4", "status": "UPLOADED"}, rtk_uuid="d3") == b"200"  # the same
+        receiver.wait_idle()
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert said == [
+        "webhook: refused a signed delivery announcing recording r1 (400 body is not a "
+        "webhook event: recording.status: Field required); the sender does not deliver it again"
+    ] * 2 + [
+        "webhook: refused a signed delivery (400 body is not a webhook event: recording.id: "
+        "Field required); the sender does not deliver it again",
+        "webhook: refused a signed delivery announcing recording ../r2 (400 recording.id: not "
+        "usable as a folder name); the sender does not deliver it again",
+    ]
+    assert handled == ["r3"]
 
 
 def test_a_recording_announced_as_errored_goes_to_on_failed_and_one_of_a_meeting_keeps_it():
@@ -747,6 +847,14 @@ def test_a_recording_the_api_does_not_know_is_left_at_one_look_and_announcements
     assert said.levelno == logging.WARNING
     assert said.getMessage().startswith("webhook: recording someone-elses is not one of this app's")
     assert "HTTP 404" in said.getMessage()
+
+
+def test_what_on_failed_and_on_uploaded_are_told_or_may_raise_is_public():
+    # A library user's on_failed tells these apart; they must be importable as API.
+    import pipeline.webhook
+
+    named = {"PartialTranscript", "ReceiverStopped", "RecordingErrored"}
+    assert named <= set(pipeline.webhook.__all__)
 
 
 def test_a_recording_announced_as_errored_again_goes_to_on_failed_once():
@@ -860,6 +968,31 @@ def test_a_folder_with_the_recordings_transcript_or_bundle_counts_as_transcribed
         assert _transcribed(out, "r1") and not _transcribed(out, "r2")
     export(made, tmp_path / "text", ["txt", "vtt"])  # no provenance to say which recording
     assert not _transcribed(tmp_path / "text", "r1")
+
+
+@pytest.mark.parametrize(
+    ("lost", "done"),
+    [
+        ("tracks/b.webm", False),  # its download failed: a fetch again may get it
+        ("tracks/on-disk.webm", True),  # fetched, but undecodable: no fetch again helps
+        ("tracks/???", True),  # a name with nothing usable in it: never fetched, never will be
+        ("", True),  # names no file (one the listing does not show)
+    ],
+)
+def test_a_transcript_that_lacks_a_file_not_fetched_for_now_is_not_done(
+    sample_transcript, tmp_path, lost, done
+):
+    # A redelivery (after a restart) must retry the missing speaker, not say "there already".
+    from models import TrackFailure
+    from pipeline._remote_cli import _transcribed
+
+    made = sample_transcript.model_copy(deep=True)
+    made.provenance.recording_id = "r1"
+    made.provenance.failures.append(TrackFailure(path=lost, user_id="u", reason="it failed"))
+    (tmp_path / "recording" / "tracks").mkdir(parents=True)
+    (tmp_path / "recording" / "tracks" / "on-disk.webm").write_bytes(b"not media")
+    export(made, tmp_path, ["json"])
+    assert _transcribed(tmp_path, "r1") is done
 
 
 def test_refused_deliveries_of_no_length_or_too_long_are_logged_and_one_cut_short_is_not_judged(
@@ -1277,3 +1410,185 @@ def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_ano
     assert not (out / "manifest.json").exists()
     assert "\x1b" not in result.stderr  # the name, printed in the list of losses, is escaped
     assert "x\\ntrackscribe: WARNING: all files verified\\x1b[2K.webm" in result.stderr
+
+
+class _HalfStored(BaseHTTPRequestHandler):
+    """An API and its storage in one: recording r1 has the files in ``stored``; storage
+    answers 503 (come back at once) for those in ``down``, as a storage having trouble."""
+
+    stored: ClassVar[dict[str, bytes]] = {}
+    down: ClassVar[set[str]] = set()
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/file/"):
+            name = self.path.removeprefix("/file/").split("?")[0]
+            if name in self.down:
+                self._send(503, b"", "text/plain", ("Retry-After", "0"))
+            else:
+                body = self.stored[name]
+                etag = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+                self._send(200, body, "application/octet-stream", ("ETag", etag))
+            return
+        root = f"http://127.0.0.1:{self.server.server_port}/file"
+        urls = {name: {"download_url": f"{root}/{name}?sig=s"} for name in self.stored}
+        recording = {
+            "id": "r1",
+            "status": "UPLOADED",
+            "download_url": [{"layer_name": "default", "download_urls": urls}],
+            "started_time": "2026-11-20T10:00:00Z",
+        }
+        body = json.dumps({"success": True, "data": recording}).encode()
+        self._send(200, body, "application/json")
+
+    def _send(self, status: int, body: bytes, kind: str, *header: tuple[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in header:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def webhook_command(
+    out: Path, public: bytes, base_url: str, folder: Path
+) -> Iterator[tuple[int, list[str]]]:
+    """`trackscribe webhook` listening on a free port for deliveries signed with the key of
+    ``public``, asking the API at ``base_url``: (its port, its stderr, filled in once it
+    ended)."""
+    port = free_port()
+    key_file = folder / "webhook-public.pem"
+    key_file.write_bytes(public)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "webhook",
+            "--port",
+            str(port),
+            "-o",
+            str(out),
+            "--public-key",
+            str(key_file),
+            "--base-url",
+            base_url,
+            "--account-id",
+            "a",
+            "--app-id",
+            "b",
+            "--no-progress",
+        ],
+        env={**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    said: list[str] = []
+    try:
+        wait_listening(port, process)
+        yield port, said
+    finally:
+        process.terminate()
+        said.append(process.communicate(timeout=60)[1])
+
+
+def wait_for(path: Path, check: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + 240
+    while not (path.exists() and check()):
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.2)
+
+
+def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_when_it_mends(
+    sample_manifest, tmp_path
+):
+    # A download that failed is lost for now: the transcript of what there is is written,
+    # but the recording is not done; after the last try failed.json names the file, and an
+    # announcement again (storage mended) fetches it and completes the transcript.
+    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
+    bruno, chen = first["user-bruno"], first["user-chen"]
+    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
+    lost = Path(chen.path).name
+    storage = type("Api", (_HalfStored,), {"stored": stored, "down": {lost}})
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        serving(storage) as root,
+        webhook_command(out, public, f"{root}/client/v4", tmp_path) as (port, said),
+    ):
+        url = f"http://127.0.0.1:{port}/"
+        announce = {"id": "r1", "status": "UPLOADED"}
+        data = json.dumps({"event": "recording.statusUpdate", "recording": announce}).encode()
+
+        def deliver() -> int:
+            headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
+            return httpx.post(url, content=data, headers=headers).status_code
+
+        assert deliver() == 202
+        wait_for(out / "r1" / "failed.json")
+        failed = json.loads((out / "r1" / "failed.json").read_text())
+        partial = Transcript.load(out / "r1" / "transcript.json")
+        storage.down.clear()  # storage mended
+        assert deliver() == 202
+        wait_for(
+            out / "r1" / "transcript.json",
+            lambda: (
+                not (out / "r1" / "failed.json").exists()
+                and len(Transcript.load(out / "r1" / "transcript.json").provenance.inputs) == 2
+            ),
+        )
+        whole = Transcript.load(out / "r1" / "transcript.json")
+    stderr = said[0]
+    assert {u.speaker for u in partial.utterances} == {"user-bruno"}
+    assert [f.path for f in partial.provenance.failures] == [f"tracks/{lost}"]
+    assert failed["missing"] == [partial.provenance.failures[0].describe()]
+    assert "503" in failed["missing"][0]
+    assert "--recording-id r1" in failed["by_hand"]
+    assert failed["error"].startswith("PartialTranscript: recording r1: the transcript lacks 1")
+    assert "(try 3 of 3)" in stderr and "is there already" not in stderr
+    assert {u.speaker for u in whole.utterances} == {"user-bruno", "user-chen"}
+    assert whole.provenance.failures == []
+
+
+def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what_to_do(
+    sample_dir, tmp_path
+):
+    # Another app's (the API does not know it) leaves no failed.json; this app's with no
+    # files gets one that says nothing can be done, not a fetch that cannot work; one that
+    # has files after all gets the commands that fetch and transcribe it.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.5, record_seconds=0.2, upload_seconds=0)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+    ):
+        empty = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.stop(empty.id)  # before it started: ERRORED, nothing recorded
+        full = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.wait_until_uploaded(full.id, timeout=30, poll=0.1)
+        with webhook_command(out, public, emu.base_url, tmp_path) as (port, said):
+            for recording_id in ("someone-elses", empty.id, full.id):
+                data = json.dumps(
+                    {
+                        "event": "recording.statusUpdate",
+                        "recording": {"id": recording_id, "status": "ERRORED"},
+                    }
+                ).encode()
+                headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
+                sent = httpx.post(f"http://127.0.0.1:{port}/", content=data, headers=headers)
+                assert sent.status_code == 200
+            wait_for(out / full.id / "failed.json")  # handled in turn: the others are done
+        assert api.get_recording(empty.id).status == "ERRORED"
+    assert not (out / "someone-elses").exists()
+    assert "recording someone-elses is not one of this app's" in said[0]
+    nothing = json.loads((out / empty.id / "failed.json").read_text())
+    assert nothing["by_hand"] == (
+        "nothing: RealtimeKit ended the recording ERRORED and has no files of it"
+    )
+    fetchable = json.loads((out / full.id / "failed.json").read_text())
+    assert f"trackscribe fetch --recording-id {full.id}" in fetchable["by_hand"]
