@@ -56,7 +56,13 @@ from .recording import (
     SignedUrl,
     WebhookEvent,
 )
-from .recording_files import TrackFileName, parse_file_name, safe_file_name, time_from_file_name
+from .recording_files import (
+    TrackFileName,
+    parse_file_name,
+    parse_file_names,
+    safe_file_name,
+    time_from_file_name,
+)
 from .speech import LeakedSpan, SpeechRegion, VoiceActivity, bridge_runs, frame_runs
 from .transcript import (
     TRANSCRIPT_SCHEMA,
@@ -141,6 +147,7 @@ __all__ = [
     "one_line",
     "outlying_starts",
     "parse_file_name",
+    "parse_file_names",
     "protect_http_logs",
     "read_regular_file",
     "redact_urls",

@@ -4,16 +4,26 @@ Names follow ``{file_name_prefix}_{user_id}_{peer_id}_{stream_kind}_{media_kind}
 plus an extension, ``date_time`` in Unix milliseconds: when the file was generated, the only
 per-file time the API gives. Prefixes and user ids may themselves contain underscores, so the
 name is read from its right end, and the prefix/user boundary needs the prefix or the user ids.
+All files of one layer share its prefix: :func:`parse_file_names` reads a layer's names
+together, so that what one name shows (the user id asked for at its end) places the boundary
+in all of them.
 """
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-__all__ = ["TrackFileName", "parse_file_name", "safe_file_name", "time_from_file_name"]
+__all__ = [
+    "TrackFileName",
+    "parse_file_name",
+    "parse_file_names",
+    "safe_file_name",
+    "time_from_file_name",
+]
 
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -21,6 +31,8 @@ _UNSAFE_BUT_LETTERS = re.compile(r"[^\w.-]+")  # \w: letters and digits of every
 _MAX_NAME = 200
 _KEPT_END = 100
 """Of a name cut to ``_MAX_NAME``, the end kept (a track's start and type are at its end)."""
+_DEFAULT_PREFIX = "default"
+"""RealtimeKit's prefix for a recording started without ``layers``."""
 _RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\.|$)")
 """Device names Windows will not open as files, whatever their extension."""
 
@@ -57,21 +69,21 @@ def parse_file_name(
 
     With ``prefix`` (the layer's ``file_name_prefix``) or the ``user_ids`` asked for, names
     whose prefix or user id hold underscores split right; without either, the prefix is taken
-    to end at the first underscore.
+    to end at the first underscore. Names of one layer are better read together, with
+    :func:`parse_file_names`.
     """
     when = time_from_file_name(name)
-    if when is None:
+    head = _head(name)
+    if when is None or head is None:
         return None
-    parts = _stem(name).rsplit("_", 4)
-    if len(parts) != 5:
-        return None
-    head, peer_id, stream_kind, media_kind, _ = parts
+    peer_id, stream_kind, media_kind = _stem(name).rsplit("_", 4)[1:4]
     if prefix is not None and head.startswith(prefix + "_"):
-        return TrackFileName(
-            prefix, head[len(prefix) + 1 :], peer_id, stream_kind, media_kind, when
-        )
+        user_id = head[len(prefix) + 1 :]
+        if not user_id:  # "prefix__peer…": no user to put the file on
+            return None
+        return TrackFileName(prefix, user_id, peer_id, stream_kind, media_kind, when)
     for user_id in sorted(user_ids, key=len, reverse=True):
-        if head.endswith("_" + user_id):
+        if user_id and head.endswith("_" + user_id):
             return TrackFileName(
                 head[: -len(user_id) - 1], user_id, peer_id, stream_kind, media_kind, when
             )
@@ -81,6 +93,62 @@ def parse_file_name(
     if not user_id:  # "prefix__peer…": no user to put the file on
         return None
     return TrackFileName(found_prefix, user_id, peer_id, stream_kind, media_kind, when)
+
+
+def parse_file_names(
+    names: Iterable[str], *, prefix: str | None = None, user_ids: Iterable[str] = ()
+) -> dict[str, TrackFileName | None]:
+    """Each of one layer's file names split into its parts (None: not a track file name).
+
+    The files of a layer share one prefix, so it is chosen once for them all, rather than
+    guessed name by name: ``prefix`` if given; else ``default`` (RealtimeKit's own) if every
+    name starts ``default_``; else, of the prefixes the names could have, the one that makes
+    the most of them end in a user id asked for (so that, with ``my_meeting`` found from
+    ``bob``'s name, ``my_meeting_carol_…`` is carol's, not ``meeting_carol``'s); else the
+    shortest all the names could have. A name that does not start with the prefix chosen is
+    read on its own, as :func:`parse_file_name` does.
+    """
+    names = list(dict.fromkeys(names))
+    asked = [user_id for user_id in dict.fromkeys(user_ids) if user_id]
+    if prefix is None:
+        heads = [head for name in names if (head := _head(name)) is not None]
+        prefix = _layer_prefix(heads, asked)
+    return {name: parse_file_name(name, prefix=prefix, user_ids=asked) for name in names}
+
+
+def _layer_prefix(heads: Sequence[str], user_ids: Sequence[str]) -> str | None:
+    """The prefix of a layer whose names start with ``heads`` (``{prefix}_{user_id}``), by the
+    rules of :func:`parse_file_names`; None when the heads have no prefix in common."""
+    if not heads:
+        return None
+    if all(head.startswith(_DEFAULT_PREFIX + "_") for head in heads):
+        return _DEFAULT_PREFIX
+    candidates = [_prefixes(head) for head in heads]
+    if user_ids:
+        ends = {"_" + user_id for user_id in user_ids}
+        votes = Counter(
+            prefix
+            for head, prefixes in zip(heads, candidates, strict=True)
+            for prefix in prefixes
+            if head[len(prefix) :] in ends
+        )
+        if votes:  # the most names; of prefixes as good, the shortest (the longest user id)
+            return min(votes, key=lambda prefix: (-votes[prefix], len(prefix)))
+    common = set.intersection(*candidates)
+    return min(common, key=len) if common else None
+
+
+def _prefixes(head: str) -> set[str]:
+    """Every prefix ``head`` (``{prefix}_{user_id}``) could have: up to each underscore that
+    leaves a user id after it."""
+    return {head[:i] for i, char in enumerate(head[:-1]) if char == "_"}
+
+
+def _head(name: str) -> str | None:
+    """``{prefix}_{user_id}`` of a track file name: what is left of its stem once the four
+    parts after it are taken off its right end; None when there are not four."""
+    parts = _stem(name).rsplit("_", 4)
+    return parts[0] if len(parts) == 5 else None
 
 
 def safe_file_name(name: str, *, keep_letters: bool = False) -> str:

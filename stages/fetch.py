@@ -40,7 +40,7 @@ from models import (
     describe_error,
     format_utc,
     outlying_starts,
-    parse_file_name,
+    parse_file_names,
     protect_http_logs,
     redact_urls,
     safe_file_name,
@@ -120,8 +120,9 @@ def fetch_recording(
         raise FetchError(
             f"recording {recording.id} has no files to download (status {recording.status})"
         )
+    names = _read_names(files, user_ids)
     if user_ids:
-        files = _of_users(files, user_ids)
+        files = _of_users(files, names, user_ids)
         if not files:
             listed = "" if recording.lists_every_file else f"; {_one_url(recording)}"
             raise FetchError(
@@ -162,7 +163,15 @@ def fetch_recording(
         pool.shutdown()
     bar.close()
     result = _result(
-        recording, files, targets, outcomes, out_dir, meeting_id, user_ids, display_names or {}
+        recording,
+        files,
+        names,
+        targets,
+        outcomes,
+        out_dir,
+        meeting_id,
+        user_ids,
+        display_names or {},
     )
     if result.manifest is None and earlier is None and (out_dir / MANIFEST_FILE).exists():
         # Another recording's (or unreadable): with nothing fetched, it would still be there
@@ -180,6 +189,7 @@ def fetch_recording(
 def _result(
     recording: Recording,
     files: Sequence[RecordingFile],
+    all_names: Mapping[tuple[str, str], TrackFileName | None],
     targets: Mapping[tuple[str, str], str | None],
     outcomes: Mapping[tuple[str, str], tuple[int, str, bool] | str],
     out_dir: Path,
@@ -187,12 +197,15 @@ def _result(
     user_ids: Sequence[str],
     display_names: Mapping[str, str],
 ) -> FetchResult:
-    """The manifest of the files that arrived, and the failures, in the recording's order."""
+    """The manifest of the files that arrived, and the failures, in the recording's order.
+
+    ``all_names`` are the recording's file names as :func:`_read_names` read them (``files``
+    may be fewer: those of the users asked for)."""
     tracks: list[Track] = []
     failures: list[TrackFailure] = []
     missing: list[TrackFailure] = []
     skipped = 0
-    names = {file.key: parse_file_name(file.name, user_ids=user_ids) for file in files}
+    names = {file.key: all_names[file.key] for file in files}
     starts = {
         key: parsed.date_time if parsed else recording.started_time for key, parsed in names.items()
     }
@@ -401,12 +414,33 @@ def _verified_tracks(earlier: Manifest | None) -> dict[str, str]:
     }
 
 
-def _of_users(files: Sequence[RecordingFile], user_ids: Sequence[str]) -> list[RecordingFile]:
-    """The files of ``user_ids``. Leaving out the others is what was asked (one line says
-    how many); a name that does not say whose it is is warned of, file by file."""
+def _read_names(
+    files: Sequence[RecordingFile], user_ids: Sequence[str]
+) -> dict[tuple[str, str], TrackFileName | None]:
+    """What each file's name says, read a layer at a time: a layer's files share one prefix,
+    and where it ends can only be told from all its names together (one holding a user id
+    asked for places it in all)."""
+    layers: dict[str, list[RecordingFile]] = {}
+    for file in files:
+        layers.setdefault(file.layer, []).append(file)
+    names: dict[tuple[str, str], TrackFileName | None] = {}
+    for members in layers.values():
+        parsed = parse_file_names([file.name for file in members], user_ids=user_ids)
+        names |= {file.key: parsed[file.name] for file in members}
+    return names
+
+
+def _of_users(
+    files: Sequence[RecordingFile],
+    names: Mapping[tuple[str, str], TrackFileName | None],
+    user_ids: Sequence[str],
+) -> list[RecordingFile]:
+    """The files of ``user_ids``, by their ``names``. Leaving out the others is what was
+    asked (one line says how many); a name that does not say whose it is is warned of, file
+    by file."""
     wanted, others = [], 0
     for file in files:
-        parsed = parse_file_name(file.name, user_ids=user_ids)
+        parsed = names[file.key]
         if parsed is None:
             log.warning("%s: its name does not say whose file it is; not fetched", file.name)
         elif parsed.user_id in user_ids:

@@ -15,6 +15,7 @@ from models import (
     RetryPolicy,
     WebhookEvent,
     parse_file_name,
+    parse_file_names,
     redact_urls,
     safe_file_name,
 )
@@ -95,6 +96,43 @@ def test_file_name_parts_are_read_from_the_right_end():
     assert parse_file_name(odd, user_ids=["with_underscores"]).user_id == "with_underscores"
     assert parse_file_name("notes.txt") is None
     assert parse_file_name("default__peer-1_peer_audio_1760000000000.webm") is None  # no user
+
+
+def _names(*heads: str) -> list[str]:
+    return [f"{head}_peer-{i}_peer_audio_176000000{i}000.webm" for i, head in enumerate(heads)]
+
+
+def _users(parsed: dict) -> list[str | None]:
+    return [None if p is None else p.user_id for p in parsed.values()]
+
+
+def test_a_layers_names_are_read_with_one_prefix_found_from_the_user_ids_asked_for():
+    # One name ending in bob's id places the prefix for all: carol (not asked for) is carol,
+    # not "meeting_carol", and alice_bob is not taken for bob.
+    names = _names("my_meeting_bob", "my_meeting_carol", "my_meeting_alice_bob")
+    parsed = parse_file_names(names, user_ids=["bob"])
+    assert _users(parsed) == ["bob", "carol", "alice_bob"]
+    assert {p.prefix for p in parsed.values()} == {"my_meeting"}
+    # Read one by one, each name was a guess of its own.
+    assert [parse_file_name(n, user_ids=["bob"]).user_id for n in names] == [
+        "bob",
+        "meeting_carol",
+        "bob",
+    ]
+
+
+def test_a_layers_prefix_is_the_one_given_else_default_else_the_shortest_all_names_share():
+    names = _names("my_meeting_bob", "my_meeting_carol")
+    assert _users(parse_file_names(names, prefix="my_meeting")) == ["bob", "carol"]
+    assert _users(parse_file_names(names)) == ["meeting_bob", "meeting_carol"]
+    # RealtimeKit's default prefix, even where a user id asked for would suggest another
+    default = _names("default_team_bob", "default_carol")
+    assert _users(parse_file_names(default, user_ids=["bob"])) == ["team_bob", "carol"]
+    # names that are no track file's, or carry no user, are None and sway nothing
+    odd = [*_names("my_meeting_bob", "my_meeting_"), "notes.txt"]
+    assert _users(parse_file_names(odd, user_ids=["bob"])) == ["bob", None, None]
+    # names with no prefix in common are each read on their own
+    assert _users(parse_file_names(_names("a_x_bob", "b_carol"))) == ["x_bob", "carol"]
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,39 @@ def test_fetching_some_users_of_a_recording_of_everyone_says_so_once_not_per_fil
     assert not [r for r in fetch_lines if r.levelno >= logging.WARNING]
 
 
+def test_a_users_files_are_told_by_the_prefix_all_names_of_the_layer_share(
+    emulator, sample_manifest, tmp_path
+):
+    # A prefix with an underscore, and a guest whose user id ends in alice's: read name by
+    # name, the guest's file ended in "_user-alice" and was fetched as alice's.
+    layers = {"speakers": {"file_name_prefix": "weekly_sync"}}
+    with client_for(emulator) as client:
+        started = client.start_track_recording(emulator.meeting_id, layers=layers)
+        recording = client.wait_until_uploaded(started.id, poll=0.05)
+    chen = next(f for f in recording.files() if "_user-chen_" in f.name)
+    urls = {
+        f.name.replace("_user-chen_", "_guest_user-alice_"): SignedUrl(download_url=f.url)
+        for f in recording.files()
+    }
+    guest = chen.name.replace("_user-chen_", "_guest_user-alice_")
+    assert guest in urls and guest.startswith("weekly_sync_")
+    listed = recording.model_copy(
+        update={"download_url": [DownloadLayer(layer_name="speakers", download_urls=urls)]}
+    )
+
+    result = fetch_recording(
+        listed,
+        tmp_path / "rec",
+        refresh=lambda: listed,
+        user_ids=["user-alice", "user-bruno"],
+        options=QUIET,
+    )
+
+    assert result.failures == [] and result.missing == []
+    assert fetched(result.manifest) == originals(sample_manifest, {"user-alice", "user-bruno"})
+    assert not (tmp_path / "rec" / "tracks" / guest).exists()
+
+
 def test_a_fetch_draws_no_progress_bar_into_a_log_unless_asked(emulator, tmp_path, capsys):
     with client_for(emulator) as client:
         recording = remote.record(client, emulator.meeting_id, (), poll=0.05)
