@@ -54,6 +54,10 @@ _T = TypeVar("_T")
 protect_http_logs()
 
 TRACKS_FOLDER = "tracks"
+_CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a storage host to accept a connection. Apart from the read timeout
+(``FetchOptions.timeout``, a minute without data): a host out of reach fails a try in seconds,
+not a minute, and the tries left go to the next."""
 
 
 class FetchError(Exception):
@@ -140,7 +144,7 @@ def fetch_recording(
     )
     outcomes: dict[tuple[str, str], tuple[int, str, bool] | str] = {}
     with httpx.Client(
-        timeout=options.timeout,
+        timeout=httpx.Timeout(options.timeout, connect=min(_CONNECT_TIMEOUT, options.timeout)),
         follow_redirects=True,
         headers={"Accept-Encoding": "identity"},  # sizes and checksums are of the stored bytes
     ) as http:

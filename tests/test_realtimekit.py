@@ -24,6 +24,7 @@ import pytest
 from models import DownloadLayer, Manifest, Recording, RetryPolicy, SignedUrl, safe_file_name
 from pipeline import remote
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
+from stages import fetch
 from stages.fetch import FetchOptions, fetch_recording
 from stages.record import (
     RealtimeKitClient,
@@ -1272,6 +1273,44 @@ def test_a_file_whose_every_copy_is_bad_fails_after_its_tries_and_is_never_kept(
     assert said in caplog.text  # why each copy was dropped
     assert len(asked) <= 4
     assert not (tmp_path / "rec" / "tracks" / _ONE_FILE).exists()  # (a .part to resume is)
+
+
+@contextmanager
+def _unanswered_port() -> Iterator[int]:
+    """A loopback port whose connections are never accepted: its backlog is full, so a new
+    connection's SYN goes unanswered, as with a storage host out of reach."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        queued = [socket.socket() for _ in range(4)]
+        try:
+            for waiting in queued:
+                waiting.setblocking(False)
+                waiting.connect_ex(("127.0.0.1", port))
+            time.sleep(0.1)
+            yield port
+        finally:
+            for waiting in queued:
+                waiting.close()
+
+
+def test_a_storage_host_out_of_reach_fails_a_try_at_the_connect_timeout(tmp_path, monkeypatch):
+    # The connect timeout was the read timeout (a minute): each try at a host out of reach
+    # took that long. 10 s in use; shortened here.
+    monkeypatch.setattr(fetch, "_CONNECT_TIMEOUT", 0.3)
+    options = FetchOptions(progress=False, timeout=30, retry=RetryPolicy(attempts=2, backoff=0.01))
+    with _unanswered_port() as port:
+        recording = _one_file_recording(f"http://127.0.0.1:{port}")
+        began = time.monotonic()
+        result = fetch_recording(
+            recording, tmp_path / "rec", refresh=lambda: recording, options=options
+        )
+    assert time.monotonic() - began < 5
+    (failure,) = result.failures
+    assert "ConnectTimeout" in failure.reason and "gave up after 2 tries in a row" in (
+        failure.reason
+    )
 
 
 class _RateLimited(BaseHTTPRequestHandler):
