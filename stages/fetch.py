@@ -612,23 +612,24 @@ class _Downloader:
     ) -> _T:
         """``attempt()`` until it succeeds or the retry policy says stop.
 
-        A refused URL has been renewed (:meth:`_check`), so it is tried again at once; a
-        status worth retrying, a broken connection or a corrupt copy after a wait. A try that
-        took ``done`` (bytes kept) further than any try before it is progress, not a failure:
-        a flaky connection must not stop a long download that keeps advancing. Bytes got
-        again after a corrupt copy was dropped are not: a copy that never checks out would
-        otherwise be fetched for ever.
+        A status worth retrying, a broken connection or a corrupt copy are tried again after
+        a wait. A refused URL (403: expired, or not accepted) is renewed from the API first;
+        the first refusal of a run of failures is tried again at once, since a URL past its
+        time is expected, but each counts as a failure like any other, so that a storage
+        which refuses every fresh URL is given up on, and the error says the fresh URLs did
+        not help. A try that took ``done`` (bytes kept) further than any try before it is
+        progress, not a failure: a flaky connection must not stop a long download that keeps
+        advancing. Bytes got again after a corrupt copy was dropped are not: a copy that
+        never checks out would otherwise be fetched for ever.
         """
-        failed, renewals, furthest = 0, 0, done()
+        failed, fresh, furthest = 0, 0, done()
+        renewed = False  # a URL refused in this run of failures was renewed: tries are fresh
         while True:
-            retry_after = None
+            retry_after, refused = None, None
             try:
                 return attempt()
             except _UrlRefusedError as exc:
-                renewals += 1
-                if renewals <= self._retry.attempts:
-                    continue
-                reason = str(exc)
+                reason, refused = str(exc), exc.generation
             except _RetryableStatusError as exc:
                 reason, retry_after = str(exc), exc.retry_after
             except _CorruptError as exc:
@@ -638,16 +639,24 @@ class _Downloader:
                     redact_urls(f"{file.name}: its URL cannot be fetched: {describe_error(exc)}")
                 ) from None
             except httpx.TransportError as exc:
+                if self._cancel.is_set():  # a socket shut by abort(): no failure of the file's
+                    raise _Cancelled from None
                 reason = describe_error(exc)
             reached = done()
-            failed = 0 if reached > furthest else failed + 1
+            if reached > furthest:
+                failed, fresh, renewed = 0, 0, False
+            else:
+                failed, fresh = failed + 1, fresh + renewed
             furthest = max(furthest, reached)
             if failed >= self._retry.attempts:
-                raise FetchError(
-                    redact_urls(f"{file.name}: {reason} (gave up after {_tries(failed)} in a row)")
-                )
-            if (refused := self._retry.refused_wait(retry_after)) is not None:
-                raise FetchError(redact_urls(f"{file.name}: {reason}: {refused}"))
+                raise FetchError(redact_urls(f"{file.name}: {reason} ({_gave_up(failed, fresh)})"))
+            if (too_long := self._retry.refused_wait(retry_after)) is not None:
+                raise FetchError(redact_urls(f"{file.name}: {reason}: {too_long}"))
+            if refused is not None:
+                self._urls.renew(refused)  # the API failing to is this file's failure
+                if not renewed:
+                    renewed = True
+                    continue
             wait = self._retry.delay(max(failed, 1), retry_after)
             log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
             if self._cancel.wait(wait):
@@ -776,9 +785,8 @@ class _Downloader:
         if status in (200, 206):
             return
         if status == 403:
-            self._urls.renew(generation)
             raise _UrlRefusedError(
-                f"storage refused the pre-signed URL (HTTP 403{_code(response)})"
+                f"storage refused the pre-signed URL (HTTP 403{_code(response)})", generation
             )
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
@@ -825,7 +833,12 @@ def _size_of(path: Path) -> int:
 
 
 class _UrlRefusedError(Exception):
-    pass
+    """Storage refused a pre-signed URL; ``generation`` is that of the URLs it was one of, so
+    that the URLs are renewed once however many workers saw them refused."""
+
+    def __init__(self, message: str, generation: int) -> None:
+        super().__init__(message)
+        self.generation = generation
 
 
 class _CorruptError(Exception):
@@ -838,6 +851,13 @@ class _Cancelled(Exception):
 
 def _tries(count: int) -> str:
     return "1 try" if count == 1 else f"{count} tries"
+
+
+def _gave_up(failed: int, fresh: int) -> str:
+    """How many tries failed in a row, and how many of those had a URL renewed for them: a
+    storage that refuses fresh URLs too is no expired URL, and the reader should know."""
+    with_fresh = f", {fresh} of them with a fresh URL from the API" if fresh else ""
+    return f"gave up after {_tries(failed)} in a row{with_fresh}"
 
 
 class _RetryableStatusError(Exception):

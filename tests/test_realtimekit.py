@@ -1117,10 +1117,10 @@ class _LengthlessStorage(BaseHTTPRequestHandler):
 _ONE_FILE = "default_user-alice_peer-1_peer_audio_1760000000000.webm"
 
 
-def _one_file_recording(storage: str) -> Recording:
+def _one_file_recording(storage: str, signature: str = "s") -> Recording:
     """An uploaded recording of one file, :data:`_ONE_FILE`, kept by the storage at
-    ``storage``."""
-    url = f"{storage}/{_ONE_FILE}?X-Amz-Signature=s"
+    ``storage``, its URL signed ``signature``."""
+    url = f"{storage}/{_ONE_FILE}?X-Amz-Signature={signature}"
     return Recording(
         id="r1",
         status="UPLOADED",
@@ -1273,6 +1273,48 @@ def test_a_file_whose_every_copy_is_bad_fails_after_its_tries_and_is_never_kept(
     assert said in caplog.text  # why each copy was dropped
     assert len(asked) <= 4
     assert not (tmp_path / "rec" / "tracks" / _ONE_FILE).exists()  # (a .part to resume is)
+
+
+class _RefusingStorage(BaseHTTPRequestHandler):
+    """S3-style storage that refuses every pre-signed URL, fresh or not (403 AccessDenied)."""
+
+    signatures: list[str]
+
+    def do_GET(self) -> None:
+        self.signatures.append(parse_qs(urlsplit(self.path).query)["X-Amz-Signature"][0])
+        body = b"<Error><Code>AccessDenied</Code></Error>"
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_storage_refusing_every_fresh_url_is_given_up_on_after_the_tries_a_failure_gets(
+    tmp_path,
+):
+    # Refusals were renewed and retried apart from the count of failures: attempts renewals,
+    # then as many failed tries again, and a message that did not say fresh URLs were tried.
+    signatures: list[str] = []
+    handler = type("Storage", (_RefusingStorage,), {"signatures": signatures})
+    with serving(handler) as root:
+        renewals = iter(range(1, 100))
+
+        def refresh() -> Recording:
+            return _one_file_recording(root, signature=f"s{next(renewals)}")
+
+        recording = _one_file_recording(root, signature="s0")
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=3, backoff=0.01))
+        result = fetch_recording(recording, tmp_path / "rec", refresh=refresh, options=options)
+    (failure,) = result.failures
+    assert failure.reason == (
+        f"{_ONE_FILE}: storage refused the pre-signed URL (HTTP 403, AccessDenied) "
+        "(gave up after 3 tries in a row, 2 of them with a fresh URL from the API)"
+    )
+    assert signatures == ["s0", "s1", "s2"]  # each URL tried once; none asked for in vain
 
 
 @contextmanager
