@@ -9,10 +9,12 @@ expired pre-signed URL is replaced by asking the API for the recording again; a 
 files that are already complete. Names from the API are sanitised before they touch the disk.
 """
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -161,7 +163,9 @@ def fetch_recording(
                 outcomes[futures[future].key] = future.result()
         except BaseException:
             # Ctrl-C or a bug: stop the downloads in flight (their .part files stay, to resume).
+            # A read blocked on a stalled socket would see the cancel only at its timeout.
             cancel.set()
+            downloader.abort()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
@@ -574,6 +578,43 @@ class _Downloader:
         self._retry = options.retry
         self._progress = _Progress(bar)
         self._cancel = cancel
+        self._sockets_lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Shut the sockets of the downloads in flight, so that a worker blocked reading one
+        (a stalled storage) wakes now, not at the read timeout; set the cancel first, so that
+        it takes the broken connection for the cancel it is. Sockets of idle connections go
+        too (nothing is fetched after a cancel), and so does any opened after this."""
+        with self._sockets_lock:
+            self._aborted = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's ``trace`` extension, on every request: keeps the socket of each
+        connection the client opens (a connection is traced only when opened, and may then
+        serve several requests), for :meth:`abort`. The socket is taken once TLS is set up
+        too: wrapping a socket in TLS leaves the plain one without a file descriptor."""
+        if not event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if not isinstance(sock, socket.socket):
+            return
+        with self._sockets_lock:
+            self._sockets = [s for s in self._sockets if s.fileno() != -1]  # closed: gone
+            self._sockets.append(sock)
+            aborted = self._aborted
+        if aborted:
+            _shut(sock)
+
+    def _get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[httpx.Response]:
+        """A streamed GET whose connection :meth:`abort` can break."""
+        return self._http.stream("GET", url, headers=headers, extensions={"trace": self._trace})
 
     def fetch(
         self, file: RecordingFile, path: Path, verified_sha256: str | None = None
@@ -689,7 +730,7 @@ class _Downloader:
             _drop_part(part)
             have = 0
         headers = {"Range": f"bytes={have}-", "If-Range": began_as} if began_as else {}
-        with self._http.stream("GET", url, headers=headers) as response:
+        with self._get(url, headers) as response:
             status = response.status_code
             whole = status == 416 and have > 0
             if whole:
@@ -763,6 +804,8 @@ class _Downloader:
                 self._progress.set(file.key, total, have)
             out.flush()
             os.fsync(out.fileno())
+        if self._cancel.is_set():  # a body without a length, ended by abort(): no whole file
+            raise _Cancelled
         return total
 
     def _probe(self, file: RecordingFile) -> tuple[int, str | None]:
@@ -772,7 +815,7 @@ class _Downloader:
 
     def _probe_once(self, file: RecordingFile) -> tuple[int, str | None]:
         url, generation = self._urls.get(file)
-        with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
+        with self._get(url, {"Range": "bytes=0-0"}) as response:
             self._check(response, generation, file)
             if response.status_code == 206:
                 total = _total_from_range(response.headers.get("content-range"))
@@ -791,6 +834,14 @@ class _Downloader:
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
         raise FetchError(f"{file.name}: storage answered HTTP {status}{_code(response)}")
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways, waking a thread blocked on it; one already closed is
+    left be. The plain socket's own shutdown: a TLS socket's would also drop its TLS state
+    under the thread reading it."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _validator(part: Path) -> Path:

@@ -896,6 +896,67 @@ def test_ctrl_c_stops_a_fetch_whose_url_renewal_is_told_to_wait(emulator, tmp_pa
     assert time.monotonic() - began < 3
 
 
+class _StalledStorage(BaseHTTPRequestHandler):
+    """Storage that stops sending, keeping the connection open: before its answer's headers,
+    or after the first KiB of a 64 KiB body. It holds on until ``released`` is set."""
+
+    released: threading.Event
+    stall_before_headers = False
+
+    def do_GET(self) -> None:
+        if not self.stall_before_headers:
+            self.send_response(200)
+            self.send_header("Content-Length", str(64 * 1024))
+            self.send_header("ETag", '"v1-2"')
+            self.end_headers()
+            self.wfile.write(b"x" * 1024)
+            self.wfile.flush()
+        self.released.wait(30)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("before_headers", [False, True], ids=["mid-body", "before-headers"])
+def test_ctrl_c_stops_a_stalled_download_at_once_not_at_its_read_timeout(
+    tmp_path, caplog, before_headers
+):
+    # A worker blocked reading a socket that no byte arrives on saw the cancel only at the
+    # read timeout (30 s here; a minute by default).
+    released = threading.Event()
+    handler = type(
+        "Storage",
+        (_StalledStorage,),
+        {"released": released, "stall_before_headers": before_headers},
+    )
+    signalled: list[float] = []
+
+    def ctrl_c() -> None:
+        signalled.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    options = FetchOptions(progress=False, timeout=30, retry=QUICK_RETRY)
+    try:
+        with serving(handler) as root:
+            recording = _one_file_recording(root)
+            threading.Timer(0.5, ctrl_c).start()
+            with pytest.raises(KeyboardInterrupt):
+                fetch_recording(
+                    recording, tmp_path / "rec", refresh=lambda: recording, options=options
+                )
+            stopped = time.monotonic()
+    finally:
+        released.set()
+    assert stopped - signalled[0] < 1
+    part = tmp_path / "rec" / "tracks" / f".{_ONE_FILE}.part"
+    assert _size_of(part) == (0 if before_headers else 1024)  # kept, to resume
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no failure
+
+
+def _size_of(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 def test_a_file_listed_twice_is_fetched_once(emulator, sample_manifest, tmp_path, caplog):
     with client_for(emulator) as client:
         recording = remote.record(client, emulator.meeting_id, poll=0.05)
