@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -625,7 +625,7 @@ class _Downloader:
         part = path.with_name(f".{path.name}.part")
         if path.exists():
             try:
-                total, etag = self._probe(file)
+                total, version = self._probe(file)
             except _Cancelled:
                 raise
             except Exception as exc:  # storage, or the API renewing expired URLs, cannot answer
@@ -638,7 +638,7 @@ class _Downloader:
                 size = path.stat().st_size
                 self._progress.set(file.key, size, size)
                 return size, verified_sha256, True
-            if (sha256 := _matching_copy(path, total, etag)) is not None:
+            if (sha256 := _matching_copy(path, total, version.md5)) is not None:
                 log.info("%s: already complete, skipped", file.name)
                 self._progress.set(file.key, total, total)
                 return total, sha256, True
@@ -706,11 +706,11 @@ class _Downloader:
     def _fetch_whole(self, file: RecordingFile, part: Path, path: Path) -> tuple[int, str, bool]:
         """One try: the rest of the file into ``part``, checked, then renamed to ``path``."""
         try:
-            total, etag = self._download(file, part)
+            total, version = self._download(file, part)
             if part.stat().st_size != total:
                 raise _CorruptError(f"got {part.stat().st_size} bytes of {total}")
             md5, sha256 = _digests(part)
-            if not _matches(md5, etag):
+            if not _matches(md5, version.md5):
                 raise _CorruptError("content does not match the storage's checksum (ETag)")
         except _CorruptError:
             _drop_part(part)
@@ -719,8 +719,8 @@ class _Downloader:
         _validator(part).unlink(missing_ok=True)
         return total, sha256, False
 
-    def _download(self, file: RecordingFile, part: Path) -> tuple[int, str | None]:
-        """Append the rest of the file to ``part``; return the full size and the ETag."""
+    def _download(self, file: RecordingFile, part: Path) -> tuple[int, "_Version"]:
+        """Append the rest of the file to ``part``; return the full size and its version."""
         url, generation = self._urls.get(file)
         have = _size_of(part)
         began_as = _read_validator(part) if have else None
@@ -743,26 +743,26 @@ class _Downloader:
                 self._progress.set(file.key, total, have)
             else:
                 total = self._receive(response, generation, file, part, have, began_as)
-                etag = response.headers.get("etag")
+                version = _Version.of(response.headers)
         if whole:
             # A run killed after the last byte left it: it is checked like any download, so
             # the ETag that the refusal did not carry is asked for.
-            etag = self._probe_once(file)[1]
-            if etag != began_as:
+            version = self._probe_once(file)[1]
+            if version.etag != began_as:
                 raise _CorruptError("the file changed since its partial download began")
-            return total, etag
+            return total, version
         if total < 0:
             # No length came (a server that closes the connection to end the body): a body
             # cut short would look whole, so the length is asked for on its own.
             total = self._probe_once(file)[0]
         if total >= 0:
-            return total, etag
-        if _md5_in(etag) is None:
+            return total, version
+        if version.md5 is None:
             raise FetchError(
                 f"{file.name}: storage sent neither the file's length nor an MD5 ETag, "
                 "so a download cut short could not be told from a whole one"
             )
-        return part.stat().st_size, etag  # the ETag checks it
+        return part.stat().st_size, version  # the ETag checks it
 
     def _receive(
         self,
@@ -808,12 +808,12 @@ class _Downloader:
             raise _Cancelled
         return total
 
-    def _probe(self, file: RecordingFile) -> tuple[int, str | None]:
+    def _probe(self, file: RecordingFile) -> tuple[int, "_Version"]:
         """Size and ETag of the remote file, from a one-byte ranged GET (pre-signed URLs are
         signed for GET only, so HEAD would be refused)."""
         return self._retrying(file, lambda: self._probe_once(file))
 
-    def _probe_once(self, file: RecordingFile) -> tuple[int, str | None]:
+    def _probe_once(self, file: RecordingFile) -> tuple[int, "_Version"]:
         url, generation = self._urls.get(file)
         with self._get(url, {"Range": "bytes=0-0"}) as response:
             self._check(response, generation, file)
@@ -821,7 +821,7 @@ class _Downloader:
                 total = _total_from_range(response.headers.get("content-range"))
             else:
                 total = _content_length(response)  # body left unread
-            return total, response.headers.get("etag")
+            return total, _Version.of(response.headers)
 
     def _check(self, response: httpx.Response, generation: int, file: RecordingFile) -> None:
         status = response.status_code
@@ -953,10 +953,22 @@ def _code(response: httpx.Response) -> str:
     return f", {body[start + 6 : end]}" if 0 <= start < end else ""
 
 
-def _matches(md5: str, etag: str | None) -> bool:
-    """True unless the storage's ETag is an MD5 of the content and ``md5`` differs."""
-    tag = _md5_in(etag)
-    return tag is None or md5 == tag
+def _matches(md5: str, expected: str | None) -> bool:
+    """True unless the storage vouches for an MD5 of the content (``expected``) that differs."""
+    return expected is None or md5 == expected
+
+
+class _Version(NamedTuple):
+    """Which version of a file an answer was of (its ETag, to resume by), and the MD5 of the
+    content that the storage vouches for, if any (to check the bytes by)."""
+
+    etag: str | None
+    md5: str | None
+
+    @classmethod
+    def of(cls, headers: httpx.Headers) -> "_Version":
+        etag = headers.get("etag")
+        return cls(etag, None if _encrypted_apart(headers) else _md5_in(etag))
 
 
 def _md5_in(etag: str | None) -> str | None:
@@ -971,13 +983,23 @@ def _md5_in(etag: str | None) -> str | None:
     return tag
 
 
-def _matching_copy(path: Path, total: int, etag: str | None) -> str | None:
-    """The SHA-256 of a local file that matches the recording's size and ETag, else None.
-    The size is compared first: a file of the wrong size is not worth reading through."""
+def _encrypted_apart(headers: httpx.Headers) -> bool:
+    """Whether S3 says the object is encrypted with a KMS key or a key of the customer's
+    (SSE-KMS, DSSE-KMS, SSE-C). The ETag of such an object is 32 hex digits like an MD5 but
+    is not one of the content: checked as one, every download of a bucket so configured was
+    refused as corrupt. (With S3's own keys, SSE-S3, the ETag is still the MD5.)"""
+    sse = headers.get("x-amz-server-side-encryption", "").strip().lower()
+    return sse.startswith("aws:kms") or "x-amz-server-side-encryption-customer-algorithm" in headers
+
+
+def _matching_copy(path: Path, total: int, md5: str | None) -> str | None:
+    """The SHA-256 of a local file that matches the recording's size and, where the storage
+    vouches for one, its MD5, else None. The size is compared first: a file of the wrong size
+    is not worth reading through."""
     if path.stat().st_size != total:
         return None
-    md5, sha256 = _digests(path)
-    return sha256 if _matches(md5, etag) else None
+    digest, sha256 = _digests(path)
+    return sha256 if _matches(digest, md5) else None
 
 
 def _digests(path: Path) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -1334,6 +1334,59 @@ def test_a_file_whose_every_copy_is_bad_fails_after_its_tries_and_is_never_kept(
     assert said in caplog.text  # why each copy was dropped
     assert len(asked) <= 4
     assert not (tmp_path / "rec" / "tracks" / _ONE_FILE).exists()  # (a .part to resume is)
+
+
+class _EncryptedStorage(BaseHTTPRequestHandler):
+    """S3 keeping the file encrypted as ``headers`` say: its ETag is 32 hex digits, as an
+    MD5 is, but not the content's MD5 (SSE-KMS, SSE-C); ranges are answered as asked."""
+
+    body = bytes(range(256)) * 40
+    headers_sent: ClassVar[dict[str, str]] = {}
+
+    def do_GET(self) -> None:
+        asked = self.headers.get("Range")
+        first, last = 0, len(self.body) - 1
+        if asked:
+            since, _, until = asked.removeprefix("bytes=").partition("-")
+            first, last = int(since), min(int(until or last), last)
+        self.send_response(206 if asked else 200)
+        if asked:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(self.body)}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("ETag", f'"{"7" * 32}"')
+        for name, value in self.headers_sent.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(self.body[first : last + 1])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "encryption",
+    [
+        {"x-amz-server-side-encryption": "aws:kms"},
+        {"x-amz-server-side-encryption": "aws:kms:dsse"},
+        {"x-amz-server-side-encryption-customer-algorithm": "AES256"},
+    ],
+    ids=["sse-kms", "dsse-kms", "sse-c"],
+)
+def test_a_file_whose_etag_is_no_md5_as_its_encryption_says_is_fetched_and_kept(
+    tmp_path, encryption
+):
+    # Checked as an MD5, the ETag of an object encrypted with a KMS key or the customer's
+    # own refused every download of such a bucket as corrupt, each try alike.
+    handler = type("Storage", (_EncryptedStorage,), {"headers_sent": encryption})
+    options = FetchOptions(progress=False, retry=RetryPolicy(attempts=2, backoff=0.01))
+    with serving(handler) as root:
+        recording = _one_file_recording(root)
+        for _ in range(2):  # and a fetch again keeps the copy it has
+            result = fetch_recording(
+                recording, tmp_path / "rec", refresh=lambda: recording, options=options
+            )
+            assert result.failures == []
+    assert (tmp_path / "rec" / "tracks" / _ONE_FILE).read_bytes() == _EncryptedStorage.body
 
 
 class _RefusingStorage(BaseHTTPRequestHandler):
