@@ -362,9 +362,11 @@ class _ModelLoading:
     """The model loading on a thread of its own, while this one starts the decode workers
     (which takes the fork server's imports, about as long as the load itself).
 
-    A daemon thread: a run stopped meanwhile (Ctrl-C) does not wait for a load nobody wants,
-    and the process can exit while it goes on. A load that fails is raised in the caller,
-    by :meth:`result`, as if it had loaded there.
+    A run stopped meanwhile (Ctrl-C) does not wait for a load nobody wants: it cleans up and
+    raises at once. The process, though, waits for the load before it exits (the thread is not
+    a daemon): CTranslate2's loading code cannot be cut off by the interpreter's end, which
+    aborted the process (SIGABRT, exit 134 instead of 130). A load that fails is raised in
+    the caller, by :meth:`result`, as if it had loaded there.
     """
 
     def __init__(self, load: Callable[[], Transcriber]) -> None:
@@ -374,7 +376,7 @@ class _ModelLoading:
         self._done = threading.Event()
         self._loaded: Transcriber | None = None
         self._error: BaseException | None = None
-        threading.Thread(target=self._run, name="trackscribe-model-load", daemon=True).start()
+        threading.Thread(target=self._run, name="trackscribe-model-load").start()
 
     def _run(self) -> None:
         started = time.perf_counter()

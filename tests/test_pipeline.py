@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -776,13 +777,24 @@ def test_the_decode_workers_start_while_the_model_loads(sample_manifest, monkeyp
     import pipeline.core
 
     real = Transcriber(TranscribeOptions())
+    began: dict[str, float] = {}
+    pool = pipeline.core._analysis_pool
 
     def slow_load(options: TranscribeOptions) -> Transcriber:
+        began["load"] = time.perf_counter()
         time.sleep(3)  # a large model's load
         return real
 
+    @contextmanager
+    def timed_pool(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with pool(*args, **kwargs) as workers:
+            began["ready"] = time.perf_counter()
+            yield workers
+
     monkeypatch.setattr(pipeline.core, "Transcriber", slow_load)
+    monkeypatch.setattr(pipeline.core, "_analysis_pool", timed_pool)
     stats = run_meeting(sample_manifest, workers=2, progress=False).stats
+    assert began["load"] < began["ready"]  # the load began before the workers were ready
     assert stats.model_load_s >= 3
     assert stats.workers_start_s == 0  # the workers were ready before the model was
 
