@@ -123,19 +123,23 @@ def _layer_prefix(heads: Sequence[str], user_ids: Sequence[str]) -> str | None:
         return None
     if all(head.startswith(_DEFAULT_PREFIX + "_") for head in heads):
         return _DEFAULT_PREFIX
-    candidates = [_prefixes(head) for head in heads]
+    # Only a prefix every name could have: one that some names alone could have won the vote
+    # when they were many (a rejoin, audio and video), and gave ``p_alice_bob_…`` to ``bob``
+    # beside ``p_bob_…``.
+    # A name with nothing after its prefix's underscore (``p__peer…``) carries no user: it
+    # sways nothing.
+    heads = [head for head in heads if not head.endswith("_")] or heads
+    common = set.intersection(*(_prefixes(head) for head in heads))
+    if not common:
+        return None
     if user_ids:
         ends = {"_" + user_id for user_id in user_ids}
         votes = Counter(
-            prefix
-            for head, prefixes in zip(heads, candidates, strict=True)
-            for prefix in prefixes
-            if head[len(prefix) :] in ends
+            prefix for head in heads for prefix in common if head[len(prefix) :] in ends
         )
         if votes:  # the most names; of prefixes as good, the shortest (the longest user id)
             return min(votes, key=lambda prefix: (-votes[prefix], len(prefix)))
-    common = set.intersection(*candidates)
-    return min(common, key=len) if common else None
+    return min(common, key=len)
 
 
 def _prefixes(head: str) -> set[str]:

@@ -131,6 +131,9 @@ def test_a_layers_prefix_is_the_one_given_else_default_else_the_shortest_all_nam
     # names that are no track file's, or carry no user, are None and sway nothing
     odd = [*_names("my_meeting_bob", "my_meeting_"), "notes.txt"]
     assert _users(parse_file_names(odd, user_ids=["bob"])) == ["bob", None, None]
+    # a prefix only some names could have wins no vote, however many they are
+    rejoined = _names("p_alice_bob", "p_alice_bob", "p_bob")
+    assert _users(parse_file_names(rejoined, user_ids=["bob"])) == ["alice_bob", "alice_bob", "bob"]
     # names with no prefix in common are each read on their own
     assert _users(parse_file_names(_names("a_x_bob", "b_carol"))) == ["x_bob", "carol"]
 
