@@ -689,7 +689,10 @@ class _Downloader:
             else:
                 failed, fresh = failed + 1, fresh + renewed
             furthest = max(furthest, reached)
-            if failed >= self._retry.attempts:
+            # An expired URL is renewed and tried once more even under a policy of one try:
+            # the URL's time running out is no failure of the storage's.
+            first_refusal = refused is not None and not renewed
+            if failed >= self._retry.attempts and not first_refusal:
                 raise FetchError(redact_urls(f"{file.name}: {reason} ({_gave_up(failed, fresh)})"))
             if (too_long := self._retry.refused_wait(retry_after)) is not None:
                 raise FetchError(redact_urls(f"{file.name}: {reason}: {too_long}"))

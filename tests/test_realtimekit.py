@@ -1407,6 +1407,40 @@ class _RefusingStorage(BaseHTTPRequestHandler):
         pass
 
 
+class _ExpiredFirst(_RefusingStorage):
+    """Storage refusing the first URL (signed ``s0``, past its time) and serving the file
+    to any fresh one."""
+
+    body = bytes(range(256)) * 4
+
+    def do_GET(self) -> None:
+        signature = parse_qs(urlsplit(self.path).query)["X-Amz-Signature"][0]
+        if signature == "s0":
+            super().do_GET()
+            return
+        self.signatures.append(signature)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+def test_an_expired_url_is_renewed_even_under_a_policy_of_one_try(tmp_path):
+    signatures: list[str] = []
+    handler = type("Storage", (_ExpiredFirst,), {"signatures": signatures})
+    with serving(handler) as root:
+        recording = _one_file_recording(root, signature="s0")
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=1, backoff=0.01))
+        result = fetch_recording(
+            recording,
+            tmp_path / "rec",
+            refresh=lambda: _one_file_recording(root, signature="s1"),
+            options=options,
+        )
+    assert result.failures == [] and signatures == ["s0", "s1"]
+    assert (tmp_path / "rec" / "tracks" / _ONE_FILE).read_bytes() == _ExpiredFirst.body
+
+
 def test_a_storage_refusing_every_fresh_url_is_given_up_on_after_the_tries_a_failure_gets(
     tmp_path,
 ):
