@@ -98,7 +98,9 @@ def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool
     return _verify(load_public_key(public_key_pem), body, signature)
 
 
-_ACTED_ON = ("id", "recordingId", "recording_id", "status", "meetingId", "meeting_id")
+_ID_FIELDS = ("id", "recordingId", "recording_id")
+"""Where a recording's id may be, by the shapes the API has been seen to send."""
+_ACTED_ON = (*_ID_FIELDS, "status", "meetingId", "meeting_id")
 """The recording's fields an announcement is acted on by: the rest is read from the API."""
 
 
@@ -289,9 +291,9 @@ class WebhookReceiver:
             if waiting:
                 log.error(
                     "webhook: stopped before recording(s) %s could be reported as not handled; "
-                    "by hand: `trackscribe fetch --recording-id ID -o DIR`, then "
-                    "`trackscribe transcribe DIR/manifest.json -o OUT`",
+                    "by hand: %s",
                     ", ".join(r.id for r in waiting),
+                    _by_hand("ID"),
                 )
             if current is not None:
                 # The recording in hand, not worker.is_alive(): see _current.
@@ -502,8 +504,7 @@ class WebhookReceiver:
         by_hand = (
             ""  # on_failed says how (the command line writes the commands into failed.json)
             if self._on_failed is not None
-            else f"; by hand: `trackscribe fetch --recording-id {recording.id} -o DIR`, then "
-            "`trackscribe transcribe DIR/manifest.json -o OUT`"
+            else f"; by hand: {_by_hand(recording.id)}"
         )
         if isinstance(error, ReceiverStopped | RecordingErrored):
             said = f"recording {recording.id} was not handled: {error}"
@@ -638,6 +639,15 @@ def _unsafe_id(recording_id: str) -> bool:
         return True
 
 
+def _by_hand(recording_id: str) -> str:
+    """The commands that do by hand what the receiver did not, for the log (``on_failed``
+    may say them better: the command line's repeat its account and model flags)."""
+    return (
+        f"`trackscribe fetch --recording-id {recording_id} -o DIR`, then "
+        "`trackscribe transcribe DIR/manifest.json -o OUT`"
+    )
+
+
 def _first_problem(exc: ValidationError) -> str:
     """The first thing wrong with a body, led by its field: what a log line has room for."""
     first = exc.errors()[0]
@@ -650,7 +660,7 @@ def _announced_id(body: bytes) -> str | None:
     sender's to make as long as it likes)."""
     try:
         recording = json.loads(body).get("recording")
-        ids = [recording.get(key) for key in ("id", "recordingId", "recording_id")]
+        ids = [recording.get(key) for key in _ID_FIELDS]
     except (ValueError, RecursionError, AttributeError):  # not JSON, or not objects
         return None
     found = next((value for value in ids if isinstance(value, str) and value), None)
