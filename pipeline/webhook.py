@@ -206,6 +206,9 @@ class WebhookReceiver:
         runs)."""
         self._abandoned: str | None = None
         """The recording :meth:`close` gave up on while the worker still had it in hand."""
+        self._reporting: str | None = None
+        """The recording in hand whose failure the worker is reporting: :meth:`close` leaves
+        that report to it rather than make a second (see :meth:`_may_report`)."""
         self._refusals = 0
         self._refusals_logged_at = -_REFUSALS_LOGGED_EVERY
         self._connections = threading.BoundedSemaphore(_MAX_CONNECTIONS)
@@ -250,7 +253,9 @@ class WebhookReceiver:
         """Stop taking deliveries. A recording accepted but not yet begun is given up on at
         once; the one being handled gets ``grace`` seconds to be done (a second Ctrl-C ends
         the wait), and is given up on if it is not. Each given up on goes to ``on_failed`` and
-        the log: its sender has had its 2xx and will not redeliver."""
+        the log: its sender has had its 2xx and will not redeliver. One whose failure the
+        worker is reporting already when the wait ends is left to that report, not made a
+        second."""
         if self._closed:
             return
         self._closed = True
@@ -296,12 +301,27 @@ class WebhookReceiver:
                     _by_hand("ID"),
                 )
             if current is not None:
-                # The recording in hand, not worker.is_alive(): see _current.
-                with self._lock:
-                    left = self._current
-                    self._abandoned = left.id if left is not None else None
-                if left is not None:
+                left, reporting = self._leave_current()
+                if left is not None and reporting:
+                    log.warning(
+                        "webhook: stopped while the failure of recording %s was being "
+                        "reported; it is not reported again (the stop may cut that report "
+                        "short)",
+                        left.id,
+                    )
+                elif left is not None:
                     self._give_up(left, _not_handled(left, "while handling it"))
+
+    def _leave_current(self) -> tuple[Recording | None, bool]:
+        """The recording still in hand when :meth:`close` stops waiting (not
+        ``worker.is_alive()``: see ``_current``), now marked as given up on; and whether the
+        worker is reporting its failure already, in which case it is left to that."""
+        with self._lock:
+            left = self._current
+            if left is not None and self._reporting == left.id:
+                return left, True
+            self._abandoned = left.id if left is not None else None
+            return left, False
 
     def _say_unlogged_refusals(self) -> None:
         """Say how many refusals the once-a-minute limit kept out of the log: a stop must not
@@ -419,13 +439,13 @@ class WebhookReceiver:
         stops the worker (the sender already has its 2xx and will not redeliver)."""
         while (recording := self._take()) is not None:
             try:
-                if recording.status == "ERRORED":
-                    self._give_up(recording, RecordingErrored(_ERRORED))
-                else:
+                if recording.status != "ERRORED":
                     self._handle(recording)
+                elif self._may_report(recording):
+                    self._give_up(recording, RecordingErrored(_ERRORED))
             finally:
                 with self._changed:
-                    self._current = None
+                    self._current = self._reporting = None
                     self._changed.notify_all()
 
     def _take(self) -> Recording | None:
@@ -467,7 +487,7 @@ class WebhookReceiver:
                 log.debug("webhook: traceback", exc_info=exc)
                 if attempt < self._tries:
                     time.sleep(self._retry_wait * attempt)
-        if error is not None and not self._was_abandoned(recording):
+        if error is not None and self._may_report(recording):
             self._give_up(recording, error)
 
     def _not_this_apps(self, recording: Recording, error: RecordingNotFoundError) -> None:
@@ -490,6 +510,17 @@ class WebhookReceiver:
         """Whether :meth:`close` has reported ``recording`` as not handled already."""
         with self._lock:
             return self._abandoned == recording.id
+
+    def _may_report(self, recording: Recording) -> bool:
+        """Whether the worker is to report ``recording``, in hand, as not handled: not when
+        :meth:`close` has already; and once it is, close does not. Decided under the lock, as
+        a report may take seconds (``on_failed`` looks an ERRORED recording up): a stop whose
+        grace ran out meanwhile would write failed.json, and log the error, a second time."""
+        with self._lock:
+            if self._abandoned == recording.id:
+                return False
+            self._reporting = recording.id
+            return True
 
     def _give_up(self, recording: Recording, error: BaseException) -> None:
         """Say that ``recording`` was not handled, and why, in the log and to ``on_failed``;

@@ -680,6 +680,42 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
     assert failed == ["r2", "r1"]  # the one in hand is left at once, and said
 
 
+@pytest.mark.parametrize("status", ["ERRORED", "UPLOADED"])
+def test_a_recording_whose_failure_is_being_reported_when_the_grace_ends_is_reported_once(
+    status, caplog
+):
+    # on_failed may take seconds (it looks an ERRORED one up): a stop whose grace runs out
+    # meanwhile must not report the recording again (failed.json twice, two error lines).
+    key, public = _webhook_key()
+    reporting, release = threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    def fail(recording: Recording) -> None:
+        raise RuntimeError("storage down")
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        if len(failed) == 1:
+            reporting.set()
+            release.wait(30)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(public, fail, on_failed=on_failed, tries=1)
+    receiver.start()
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": status}).status_code in (200, 202)
+        assert reporting.wait(10)
+        receiver.close(grace=0.2)
+    finally:
+        release.set()
+    receiver._worker_thread.join(10)
+    assert failed == ["r1"]
+    said = [r.getMessage() for r in caplog.records]
+    (under_way,) = [line for line in said if "being reported" in line]
+    assert under_way.startswith("webhook: stopped while the failure of recording r1 was being")
+    (_,) = [line for line in said if "r1 was not handled" in line or "up on recording r1" in line]
+
+
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
 def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
     # socketserver prints a traceback to stderr for each; a client hanging up is routine.
