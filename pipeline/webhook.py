@@ -251,13 +251,16 @@ class WebhookReceiver:
 
     def close(self, *, grace: float = 60.0) -> None:
         """Stop taking deliveries. A recording accepted but not yet begun is given up on at
-        once; the one being handled gets ``grace`` seconds to be done (a second Ctrl-C ends
-        the wait), and is given up on if it is not. Each given up on goes to ``on_failed`` and
-        the log: its sender has had its 2xx and will not redeliver. One whose failure the
-        worker is reporting already when the wait ends is left to that report, not made a
-        second."""
+        once; the one being handled has until ``grace`` seconds after this call began to be
+        done (a second Ctrl-C ends the wait), and is given up on if it is not. The grace is
+        one deadline, which reporting the waiting ones spends too: ``on_failed`` may take
+        seconds for each (it looks an ERRORED one up), and a stop must not last that long on
+        top of the grace. Each given up on goes to ``on_failed`` and the log: its sender has
+        had its 2xx and will not redeliver. One whose failure the worker is reporting already
+        when the wait ends is left to that report, not made a second."""
         if self._closed:
             return
+        deadline = time.monotonic() + grace
         self._closed = True
         if self._serving:  # shutdown() waits for a serve_forever that never ran
             self._server.shutdown()
@@ -291,7 +294,7 @@ class WebhookReceiver:
                 self._give_up(waiting[0], _not_handled(waiting[0], "before handling it"))
                 waiting.popleft()
             if current is not None and worker is not None:
-                worker.join(timeout=grace)
+                worker.join(timeout=max(0.0, deadline - time.monotonic()))
         finally:
             if waiting:
                 log.error(

@@ -716,6 +716,39 @@ def test_a_recording_whose_failure_is_being_reported_when_the_grace_ends_is_repo
     (_,) = [line for line in said if "r1 was not handled" in line or "up on recording r1" in line]
 
 
+def test_the_grace_of_a_stop_counts_from_its_start_the_reports_of_those_waiting_included():
+    # on_failed may take seconds for each waiting ERRORED recording (it looks each up): the
+    # recording in hand must not get its grace only after them, or a stop takes n*5 s + grace.
+    key, public = _webhook_key()
+    begun, release = threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    def slow(recording: Recording) -> None:
+        begun.set()
+        release.wait(30)
+        time.sleep(0.3)  # done soon after the waiting ones are reported: within a new grace
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        if recording.id in ("r2", "r3"):
+            time.sleep(0.6)  # the two take longer than the whole grace
+        if recording.id == "r3":
+            release.set()
+
+    receiver = WebhookReceiver(public, slow, on_failed=on_failed, tries=1)
+    receiver.start()
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        assert begun.wait(10)
+        for rid in ("r2", "r3"):
+            assert _announce(receiver, key, {"id": rid, "status": "ERRORED"}).status_code == 200
+        receiver.close(grace=1.0)
+    finally:
+        release.set()
+    receiver._worker_thread.join(10)
+    assert failed == ["r2", "r3", "r1"]  # r1's grace was gone when it could be waited for
+
+
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
 def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
     # socketserver prints a traceback to stderr for each; a client hanging up is routine.
