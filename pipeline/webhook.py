@@ -67,6 +67,8 @@ _THROTTLED = frozenset({401, 411, 413})
 scanners send by the thousand. A signed delivery refused is RealtimeKit's, and each is said."""
 _ID_SHOWN = 100
 """The most of an announced recording id a log line shows: a body may hold a long one."""
+_TEXT_SHOWN = 300
+"""The most of a longer text from a request (a body's first problem, a request line) shown."""
 
 
 class ReceiverStopped(Exception):
@@ -125,7 +127,7 @@ def _event(body: object) -> WebhookEvent:
         log.warning(
             "webhook: recording %s: fields other than its id and status (or the meeting's) "
             "cannot be read; acting on those",
-            event.recording.id if event.recording else "?",
+            _shown(event.recording.id) if event.recording else "?",
         )
         return event
 
@@ -399,7 +401,7 @@ class WebhookReceiver:
             if recording.id in self._not_ours:
                 return 200, "not a recording of this app; ignored"
             recording = _with_meeting(recording, event.meeting)
-            log.info("webhook: recording %s is %s", recording.id, recording.status)
+            log.info("webhook: recording %s is %s", recording.id, _shown(recording.status))
             if recording.status == "ERRORED":
                 if recording.id in self._errored:
                     return 200, "the recording's failure was noted already"
@@ -626,7 +628,7 @@ class WebhookReceiver:
 
             def log_message(self, format: str, *args: object) -> None:
                 # The request line's query may hold a secret of the webhook's URL.
-                log.debug("webhook: %s", redact_urls(format % args))
+                log.debug("webhook: %s", _shown(redact_urls(format % args), _TEXT_SHOWN))
 
         return Handler
 
@@ -686,18 +688,27 @@ def _first_problem(exc: ValidationError) -> str:
     """The first thing wrong with a body, led by its field: what a log line has room for."""
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}"
+    return _shown(f"{where}: {first['msg']}", _TEXT_SHOWN)  # it may quote the body
 
 
 def _announced_id(body: bytes) -> str | None:
-    """The recording id a refused body names, if it names one (shortened: it is the
-    sender's to make as long as it likes)."""
+    """The recording id a refused body names, if it names one, as a log line may show it
+    (see :func:`_shown`: it is the sender's to make as it likes)."""
     try:
         recording = json.loads(body).get("recording")
         ids = [recording.get(key) for key in _ID_FIELDS]
     except (ValueError, RecursionError, AttributeError):  # not JSON, or not objects
         return None
     found = next((value for value in ids if isinstance(value, str) and value), None)
-    if found is None or len(found) <= _ID_SHOWN:
-        return found
-    return f"{found[:_ID_SHOWN]}…"
+    return _shown(found) if found is not None else None
+
+
+def _shown(text: str, limit: int = _ID_SHOWN) -> str:
+    """``text`` from a request, fit for one log line: a line break in it would write a line
+    of its own into the log, and a terminal's escape would recolour or erase what is shown.
+    What is not printable is written escaped (``\\n``, ``\\x1b``), and a long text is cut
+    (the sender's to make as long as it likes). Ids that passed :func:`_unsafe_id` need
+    none of this: a folder name holds neither."""
+    if len(text) > limit:
+        text = f"{text[:limit]}…"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

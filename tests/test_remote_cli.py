@@ -862,6 +862,39 @@ def test_each_signed_delivery_refused_is_logged_with_its_recording_and_first_pro
     assert handled == ["r3"]
 
 
+def test_text_a_delivery_gives_cannot_forge_or_recolour_a_line_of_the_log(caplog):
+    # A body or header is the sender's to fill: a line break or a terminal's escape in what
+    # is logged of it would write a line of its own (or recolour the log), in a library
+    # user's log as much as in the command line's.
+    key, public = _webhook_key()
+    handled: list[str] = []
+    forged = "r1\n2026-01-01 webhook: all is well\x1b[31m"
+    with (
+        WebhookReceiver(public, lambda r: handled.append(r.id)) as receiver,
+        caplog.at_level(logging.DEBUG, logger="trackscribe"),
+    ):
+        assert _announce(receiver, key, {"id": forged, "status": "UPLOADED"}).status_code == 400
+        odd = {"id": "r2\r\x1b[2K", "status": "UPLOADED"}
+        assert _announce(receiver, key, odd, meeting="m").status_code == 400  # read in part
+        assert _announce(receiver, key, {"id": "r3", "status": "UP\nLOADED"}).status_code == 200
+        url = httpx.URL(receiver.url)
+        with socket.create_connection((url.host, url.port), timeout=10) as sender:
+            sender.sendall(b"POST /\x1b[31mhook HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+            assert status_line(sender).split()[1] == b"401"
+        receiver.wait_idle()
+    said = [r.getMessage() for r in caplog.records if r.name == "trackscribe.pipeline.webhook"]
+    assert [line for line in said if not line.isprintable()] == []
+    assert (
+        "webhook: refused a signed delivery announcing recording r1\\n2026-01-01 webhook: all "
+        "is well\\x1b[31m (400 recording.id: not usable as a folder name); the sender does not "
+        "deliver it again"
+    ) in said
+    assert any("recording r2\\r\\x1b[2K: fields other than" in line for line in said)
+    assert "webhook: recording r3 is UP\\nLOADED" in said
+    assert any('"POST /\\x1b[31mhook HTTP/1.1" 401' in line for line in said)
+    assert handled == []
+
+
 def test_a_recording_announced_as_errored_goes_to_on_failed_and_one_of_a_meeting_keeps_it():
     key, public = _webhook_key()
     handled: list[Recording] = []
