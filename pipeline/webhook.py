@@ -67,6 +67,8 @@ _THROTTLED = frozenset({401, 411, 413})
 scanners send by the thousand. A signed delivery refused is RealtimeKit's, and each is said."""
 _ID_SHOWN = 100
 """The most of an announced recording id a log line shows: a body may hold a long one."""
+_TEXT_SHOWN = 300
+"""The most of a longer text from a request (a body's first problem, a request line) shown."""
 
 
 class ReceiverStopped(Exception):
@@ -125,7 +127,7 @@ def _event(body: object) -> WebhookEvent:
         log.warning(
             "webhook: recording %s: fields other than its id and status (or the meeting's) "
             "cannot be read; acting on those",
-            event.recording.id if event.recording else "?",
+            _shown(event.recording.id) if event.recording else "?",
         )
         return event
 
@@ -206,6 +208,9 @@ class WebhookReceiver:
         runs)."""
         self._abandoned: str | None = None
         """The recording :meth:`close` gave up on while the worker still had it in hand."""
+        self._reporting: str | None = None
+        """The recording in hand whose failure the worker is reporting: :meth:`close` leaves
+        that report to it rather than make a second (see :meth:`_may_report`)."""
         self._refusals = 0
         self._refusals_logged_at = -_REFUSALS_LOGGED_EVERY
         self._connections = threading.BoundedSemaphore(_MAX_CONNECTIONS)
@@ -248,11 +253,16 @@ class WebhookReceiver:
 
     def close(self, *, grace: float = 60.0) -> None:
         """Stop taking deliveries. A recording accepted but not yet begun is given up on at
-        once; the one being handled gets ``grace`` seconds to be done (a second Ctrl-C ends
-        the wait), and is given up on if it is not. Each given up on goes to ``on_failed`` and
-        the log: its sender has had its 2xx and will not redeliver."""
+        once; the one being handled has until ``grace`` seconds after this call began to be
+        done (a second Ctrl-C ends the wait), and is given up on if it is not. The grace is
+        one deadline, which reporting the waiting ones spends too: ``on_failed`` may take
+        seconds for each (it looks an ERRORED one up), and a stop must not last that long on
+        top of the grace. Each given up on goes to ``on_failed`` and the log: its sender has
+        had its 2xx and will not redeliver. One whose failure the worker is reporting already
+        when the wait ends is left to that report, not made a second."""
         if self._closed:
             return
+        deadline = time.monotonic() + grace
         self._closed = True
         if self._serving:  # shutdown() waits for a serve_forever that never ran
             self._server.shutdown()
@@ -286,7 +296,7 @@ class WebhookReceiver:
                 self._give_up(waiting[0], _not_handled(waiting[0], "before handling it"))
                 waiting.popleft()
             if current is not None and worker is not None:
-                worker.join(timeout=grace)
+                worker.join(timeout=max(0.0, deadline - time.monotonic()))
         finally:
             if waiting:
                 log.error(
@@ -296,12 +306,27 @@ class WebhookReceiver:
                     _by_hand("ID"),
                 )
             if current is not None:
-                # The recording in hand, not worker.is_alive(): see _current.
-                with self._lock:
-                    left = self._current
-                    self._abandoned = left.id if left is not None else None
-                if left is not None:
+                left, reporting = self._leave_current()
+                if left is not None and reporting:
+                    log.warning(
+                        "webhook: stopped while the failure of recording %s was being "
+                        "reported; it is not reported again (the stop may cut that report "
+                        "short)",
+                        left.id,
+                    )
+                elif left is not None:
                     self._give_up(left, _not_handled(left, "while handling it"))
+
+    def _leave_current(self) -> tuple[Recording | None, bool]:
+        """The recording still in hand when :meth:`close` stops waiting (not
+        ``worker.is_alive()``: see ``_current``), now marked as given up on; and whether the
+        worker is reporting its failure already, in which case it is left to that."""
+        with self._lock:
+            left = self._current
+            if left is not None and self._reporting == left.id:
+                return left, True
+            self._abandoned = left.id if left is not None else None
+            return left, False
 
     def _say_unlogged_refusals(self) -> None:
         """Say how many refusals the once-a-minute limit kept out of the log: a stop must not
@@ -376,7 +401,7 @@ class WebhookReceiver:
             if recording.id in self._not_ours:
                 return 200, "not a recording of this app; ignored"
             recording = _with_meeting(recording, event.meeting)
-            log.info("webhook: recording %s is %s", recording.id, recording.status)
+            log.info("webhook: recording %s is %s", recording.id, _shown(recording.status))
             if recording.status == "ERRORED":
                 if recording.id in self._errored:
                     return 200, "the recording's failure was noted already"
@@ -419,13 +444,13 @@ class WebhookReceiver:
         stops the worker (the sender already has its 2xx and will not redeliver)."""
         while (recording := self._take()) is not None:
             try:
-                if recording.status == "ERRORED":
-                    self._give_up(recording, RecordingErrored(_ERRORED))
-                else:
+                if recording.status != "ERRORED":
                     self._handle(recording)
+                elif self._may_report(recording):
+                    self._give_up(recording, RecordingErrored(_ERRORED))
             finally:
                 with self._changed:
-                    self._current = None
+                    self._current = self._reporting = None
                     self._changed.notify_all()
 
     def _take(self) -> Recording | None:
@@ -467,7 +492,7 @@ class WebhookReceiver:
                 log.debug("webhook: traceback", exc_info=exc)
                 if attempt < self._tries:
                     time.sleep(self._retry_wait * attempt)
-        if error is not None and not self._was_abandoned(recording):
+        if error is not None and self._may_report(recording):
             self._give_up(recording, error)
 
     def _not_this_apps(self, recording: Recording, error: RecordingNotFoundError) -> None:
@@ -490,6 +515,17 @@ class WebhookReceiver:
         """Whether :meth:`close` has reported ``recording`` as not handled already."""
         with self._lock:
             return self._abandoned == recording.id
+
+    def _may_report(self, recording: Recording) -> bool:
+        """Whether the worker is to report ``recording``, in hand, as not handled: not when
+        :meth:`close` has already; and once it is, close does not. Decided under the lock, as
+        a report may take seconds (``on_failed`` looks an ERRORED recording up): a stop whose
+        grace ran out meanwhile would write failed.json, and log the error, a second time."""
+        with self._lock:
+            if self._abandoned == recording.id:
+                return False
+            self._reporting = recording.id
+            return True
 
     def _give_up(self, recording: Recording, error: BaseException) -> None:
         """Say that ``recording`` was not handled, and why, in the log and to ``on_failed``;
@@ -592,7 +628,7 @@ class WebhookReceiver:
 
             def log_message(self, format: str, *args: object) -> None:
                 # The request line's query may hold a secret of the webhook's URL.
-                log.debug("webhook: %s", redact_urls(format % args))
+                log.debug("webhook: %s", _shown(redact_urls(format % args), _TEXT_SHOWN))
 
         return Handler
 
@@ -652,18 +688,27 @@ def _first_problem(exc: ValidationError) -> str:
     """The first thing wrong with a body, led by its field: what a log line has room for."""
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}"
+    return _shown(f"{where}: {first['msg']}", _TEXT_SHOWN)  # it may quote the body
 
 
 def _announced_id(body: bytes) -> str | None:
-    """The recording id a refused body names, if it names one (shortened: it is the
-    sender's to make as long as it likes)."""
+    """The recording id a refused body names, if it names one, as a log line may show it
+    (see :func:`_shown`: it is the sender's to make as it likes)."""
     try:
         recording = json.loads(body).get("recording")
         ids = [recording.get(key) for key in _ID_FIELDS]
     except (ValueError, RecursionError, AttributeError):  # not JSON, or not objects
         return None
     found = next((value for value in ids if isinstance(value, str) and value), None)
-    if found is None or len(found) <= _ID_SHOWN:
-        return found
-    return f"{found[:_ID_SHOWN]}…"
+    return _shown(found) if found is not None else None
+
+
+def _shown(text: str, limit: int = _ID_SHOWN) -> str:
+    """``text`` from a request, fit for one log line: a line break in it would write a line
+    of its own into the log, and a terminal's escape would recolour or erase what is shown.
+    What is not printable is written escaped (``\\n``, ``\\x1b``), and a long text is cut
+    (the sender's to make as long as it likes). Ids that passed :func:`_unsafe_id` need
+    none of this: a folder name holds neither."""
+    if len(text) > limit:
+        text = f"{text[:limit]}…"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -680,6 +680,75 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
     assert failed == ["r2", "r1"]  # the one in hand is left at once, and said
 
 
+@pytest.mark.parametrize("status", ["ERRORED", "UPLOADED"])
+def test_a_recording_whose_failure_is_being_reported_when_the_grace_ends_is_reported_once(
+    status, caplog
+):
+    # on_failed may take seconds (it looks an ERRORED one up): a stop whose grace runs out
+    # meanwhile must not report the recording again (failed.json twice, two error lines).
+    key, public = _webhook_key()
+    reporting, release = threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    def fail(recording: Recording) -> None:
+        raise RuntimeError("storage down")
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        if len(failed) == 1:
+            reporting.set()
+            release.wait(30)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(public, fail, on_failed=on_failed, tries=1)
+    receiver.start()
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": status}).status_code in (200, 202)
+        assert reporting.wait(10)
+        receiver.close(grace=0.2)
+    finally:
+        release.set()
+    receiver._worker_thread.join(10)
+    assert failed == ["r1"]
+    said = [r.getMessage() for r in caplog.records]
+    (under_way,) = [line for line in said if "being reported" in line]
+    assert under_way.startswith("webhook: stopped while the failure of recording r1 was being")
+    (_,) = [line for line in said if "r1 was not handled" in line or "up on recording r1" in line]
+
+
+def test_the_grace_of_a_stop_counts_from_its_start_the_reports_of_those_waiting_included():
+    # on_failed may take seconds for each waiting ERRORED recording (it looks each up): the
+    # recording in hand must not get its grace only after them, or a stop takes n*5 s + grace.
+    key, public = _webhook_key()
+    begun, release = threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    def slow(recording: Recording) -> None:
+        begun.set()
+        release.wait(30)
+        time.sleep(0.3)  # done soon after the waiting ones are reported: within a new grace
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        if recording.id in ("r2", "r3"):
+            time.sleep(0.6)  # the two take longer than the whole grace
+        if recording.id == "r3":
+            release.set()
+
+    receiver = WebhookReceiver(public, slow, on_failed=on_failed, tries=1)
+    receiver.start()
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        assert begun.wait(10)
+        for rid in ("r2", "r3"):
+            assert _announce(receiver, key, {"id": rid, "status": "ERRORED"}).status_code == 200
+        receiver.close(grace=1.0)
+    finally:
+        release.set()
+    receiver._worker_thread.join(10)
+    assert failed == ["r2", "r3", "r1"]  # r1's grace was gone when it could be waited for
+
+
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), ValueError("a bug")])
 def test_a_request_that_fails_is_logged_not_printed(capsys, caplog, error):
     # socketserver prints a traceback to stderr for each; a client hanging up is routine.
@@ -791,6 +860,39 @@ def test_each_signed_delivery_refused_is_logged_with_its_recording_and_first_pro
         "usable as a folder name); the sender does not deliver it again",
     ]
     assert handled == ["r3"]
+
+
+def test_text_a_delivery_gives_cannot_forge_or_recolour_a_line_of_the_log(caplog):
+    # A body or header is the sender's to fill: a line break or a terminal's escape in what
+    # is logged of it would write a line of its own (or recolour the log), in a library
+    # user's log as much as in the command line's.
+    key, public = _webhook_key()
+    handled: list[str] = []
+    forged = "r1\n2026-01-01 webhook: all is well\x1b[31m"
+    with (
+        WebhookReceiver(public, lambda r: handled.append(r.id)) as receiver,
+        caplog.at_level(logging.DEBUG, logger="trackscribe"),
+    ):
+        assert _announce(receiver, key, {"id": forged, "status": "UPLOADED"}).status_code == 400
+        odd = {"id": "r2\r\x1b[2K", "status": "UPLOADED"}
+        assert _announce(receiver, key, odd, meeting="m").status_code == 400  # read in part
+        assert _announce(receiver, key, {"id": "r3", "status": "UP\nLOADED"}).status_code == 200
+        url = httpx.URL(receiver.url)
+        with socket.create_connection((url.host, url.port), timeout=10) as sender:
+            sender.sendall(b"POST /\x1b[31mhook HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+            assert status_line(sender).split()[1] == b"401"
+        receiver.wait_idle()
+    said = [r.getMessage() for r in caplog.records if r.name == "trackscribe.pipeline.webhook"]
+    assert [line for line in said if not line.isprintable()] == []
+    assert (
+        "webhook: refused a signed delivery announcing recording r1\\n2026-01-01 webhook: all "
+        "is well\\x1b[31m (400 recording.id: not usable as a folder name); the sender does not "
+        "deliver it again"
+    ) in said
+    assert any("recording r2\\r\\x1b[2K: fields other than" in line for line in said)
+    assert "webhook: recording r3 is UP\\nLOADED" in said
+    assert any('"POST /\\x1b[31mhook HTTP/1.1" 401' in line for line in said)
+    assert handled == []
 
 
 def test_a_recording_announced_as_errored_goes_to_on_failed_and_one_of_a_meeting_keeps_it():
