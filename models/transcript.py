@@ -3,10 +3,18 @@
 import html
 from collections import Counter
 from collections.abc import Callable, Iterator
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
 
 from ._errors import RedactedError, describe, import_optional, problems_now
 from ._json import JsonTextError, NotText, decode_text, loads
@@ -73,7 +81,13 @@ class Speaker(_Finite):
 
 
 class Utterance(_Finite):
-    """A turn of one speaker. ``start``/``end`` are seconds from the transcript's origin."""
+    """A turn of one speaker. ``start``/``end`` are seconds from the transcript's origin.
+
+    ``text`` is what the utterance says, and ``words`` follow it: a text edited by a person (a
+    name the model misheard, a redaction) is not contradicted by the model's words, which
+    would bring a redacted word back in the JSON and cut subtitles by words no longer said.
+    See :meth:`words_as_said`.
+    """
 
     speaker: str = Field(description="user_id")
     start: float
@@ -83,6 +97,55 @@ class Utterance(_Finite):
     text: str
     words: list[Word] = Field(default_factory=list)
     overlaps: list[str] = Field(default_factory=list, description="speakers talking meanwhile")
+
+    def words_as_said(self) -> list[Word]:
+        """``words`` as the text now says them. Words the text still has keep their times and
+        probabilities; words it took out are gone; words it put in take the time of those
+        they replace (or the instant where they were put in), shared out evenly, with
+        probability 1: a person wrote them. Without words (none were timed), none."""
+        return _following(self.text, self.words)
+
+    @model_validator(mode="after")
+    def _words_follow_the_text(self) -> "Utterance":
+        # Made, read or set (text or words): a notebook sees the words it will save. A copy
+        # made with ``model_copy(update=...)``, or a list changed in place, is not validated:
+        # the JSON follows the text all the same (see the serializer below).
+        if (said := self.words_as_said()) is not self.words:
+            self.__dict__["words"] = said  # not setattr: that would validate again
+        return self
+
+    @field_serializer("words")
+    def _words_written(self, words: list[Word]) -> list[Word]:
+        return _following(self.text, words)
+
+
+def _following(text: str, words: list[Word]) -> list[Word]:
+    """``words`` made to follow ``text`` (see :meth:`Utterance.words_as_said`); ``words``
+    itself when they already do."""
+    said = text.split()
+    if not words or said == [w.word for w in words]:
+        return words
+    out: list[Word] = []
+    matcher = SequenceMatcher(a=[w.word for w in words], b=said, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            out.extend(words[i1:i2])
+        elif tag != "delete":  # replaced, or put in where there was nothing
+            if tag == "replace":
+                since, until = words[i1].start, words[i2 - 1].end
+            else:
+                since = until = words[i1].start if i1 < len(words) else words[-1].end
+            step = max(0.0, until - since) / (j2 - j1)
+            out.extend(
+                Word(
+                    word=word,
+                    start=round(since + k * step, 3),
+                    end=round(since + (k + 1) * step, 3),
+                    probability=1.0,
+                )
+                for k, word in enumerate(said[j1:j2])
+            )
+    return out
 
 
 class InputFile(_Finite):

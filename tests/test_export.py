@@ -403,6 +403,45 @@ def test_a_long_utterance_whose_text_was_edited_shows_the_text_not_the_old_words
         assert "[REDACTED]" in text and "word" not in text
 
 
+def test_a_word_redacted_in_the_text_is_gone_from_the_json_and_the_subtitles_still_cut(
+    transcript,
+):
+    said = utt("u-a", 0.0, 20.0, " ".join(f"word{i}" for i in range(40)))
+    transcript.utterances = [said]
+    said.text = said.text.replace("word17", "[redacted]")  # as a notebook edits it
+    data = json.loads(render(transcript, "json"))
+    assert "word17" not in json.dumps(data)
+    kept = {w.word: w for w in said.words}
+    redacted = kept.pop("[redacted]")
+    assert (redacted.start, redacted.end) == (8.5, 9.0)  # where word17 was said
+    assert all(kept[w.word] == w for w in utt("u-a", 0.0, 20.0, said.text).words if w.word in kept)
+    cues = vtt_cues(transcript)
+    assert len(cues) >= 3 and "[redacted]" in "".join(cues) and "word17" not in "".join(cues)
+
+
+def test_a_copy_with_edited_text_writes_words_that_follow_it(transcript):
+    # model_copy(update=...) validates nothing: the words are made to follow as written.
+    said = utt("u-a", 1.0, 4.0, "we meet on Monday")
+    transcript.utterances = [said.model_copy(update={"text": "we meet on Tuesday, early"})]
+    words = json.loads(render(transcript, "json"))["utterances"][0]["words"]
+    assert [w["word"] for w in words] == ["we", "meet", "on", "Tuesday,", "early"]
+    assert words[:3] == [w.model_dump() for w in said.words[:3]]
+    assert (words[3]["start"], words[4]["end"]) == (said.words[3].start, said.words[3].end)
+    assert words[3]["probability"] == words[4]["probability"] == 1.0  # a person wrote them
+
+
+def test_a_transcript_edited_by_hand_reads_back_with_words_that_follow_its_text(
+    transcript, tmp_path
+):
+    path = tmp_path / "transcript.json"
+    data = json.loads(render(transcript, "json"))
+    data["utterances"][0]["text"] = "Hello all."  # two words taken out
+    path.write_text(json.dumps(data), encoding="utf-8")
+    words = Transcript.load(path).utterances[0].words
+    assert [w.word for w in words] == ["Hello", "all."]
+    assert words == [w for w in transcript.utterances[0].words if w.word in ("Hello", "all.")]
+
+
 def test_a_long_utterance_whose_word_times_go_back_is_shown_whole(transcript):
     # Edited by hand, the second word's time moved to the end: cut by those times, the words
     # of 2-11 s were shown for half a second after the rest.

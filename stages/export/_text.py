@@ -183,18 +183,16 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str, str]]:
 
 
 def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
-    """A long utterance cut at word boundaries; one whose text is not its words (edited since,
-    a redaction, say) stays whole: the text is what it says. So does one whose words' times
-    go back (edited by hand): they cannot say when each piece is shown."""
+    """A long utterance cut at word boundaries, of its words as its text says them (edited
+    since, a redaction, say: see :meth:`Utterance.words_as_said`). One without timed words
+    stays whole, and so does one whose words' times go back (edited by hand): they cannot
+    say when each piece is shown."""
     short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
-    if (
-        short
-        or u.text.split() != [w.word for w in u.words]
-        or any(later.start < word.start for word, later in pairwise(u.words))
-    ):
+    words = u.words_as_said()
+    if short or not words or any(later.start < word.start for word, later in pairwise(words)):
         return [(u.start, u.end, u.text)]
     pieces: list[list[Word]] = [[]]
-    for word in u.words:
+    for word in words:
         current = pieces[-1]
         text = " ".join(w.word for w in [*current, word])
         if current and (
