@@ -3,7 +3,6 @@ processes talking real HTTP over loopback."""
 
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import pytest
@@ -33,7 +31,7 @@ from pipeline.webhook import WebhookReceiver
 from stages.export import export
 from stages.record import RealtimeKitClient
 
-from .conftest import serving, words_of, write_key
+from .conftest import HalfStored, serving, words_of, write_key
 
 TOKEN = "cli-token-do-not-log-me"
 
@@ -1417,51 +1415,6 @@ def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_ano
     assert "x\\ntrackscribe: WARNING: all files verified\\x1b[2K.webm" in result.stderr
 
 
-class _HalfStored(BaseHTTPRequestHandler):
-    """An API and its storage in one: recording r1 has the files in ``stored``; storage
-    answers 503 (come back at once) for those in ``down``, as a storage having trouble, and
-    404 for those in ``gone``, as S3 for an object it does not have."""
-
-    stored: ClassVar[dict[str, bytes]] = {}
-    down: ClassVar[set[str]] = set()
-    gone: ClassVar[set[str]] = set()
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/file/"):
-            name = self.path.removeprefix("/file/").split("?")[0]
-            if name in self.down:
-                self._send(503, b"", "text/plain", ("Retry-After", "0"))
-            elif name in self.gone:
-                self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
-            else:
-                body = self.stored[name]
-                etag = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
-                self._send(200, body, "application/octet-stream", ("ETag", etag))
-            return
-        root = f"http://127.0.0.1:{self.server.server_port}/file"
-        urls = {name: {"download_url": f"{root}/{name}?sig=s"} for name in self.stored}
-        recording = {
-            "id": "r1",
-            "status": "UPLOADED",
-            "download_url": [{"layer_name": "default", "download_urls": urls}],
-            "started_time": "2026-11-20T10:00:00Z",
-        }
-        body = json.dumps({"success": True, "data": recording}).encode()
-        self._send(200, body, "application/json")
-
-    def _send(self, status: int, body: bytes, kind: str, *header: tuple[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in header:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def webhook_command(
     out: Path, public: bytes, base_url: str, folder: Path
@@ -1522,7 +1475,7 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
     bruno, chen = first["user-bruno"], first["user-chen"]
     stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
     lost = Path(chen.path).name
-    storage = type("Api", (_HalfStored,), {"stored": stored, "down": {lost}})
+    storage = type("Api", (HalfStored,), {"stored": stored, "down": {lost}})
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
@@ -1573,7 +1526,7 @@ def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_n
     bruno, chen = first["user-bruno"], first["user-chen"]
     stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
     lost = Path(chen.path).name
-    storage = type("Api", (_HalfStored,), {"stored": stored, "gone": {lost}})
+    storage = type("Api", (HalfStored,), {"stored": stored, "gone": {lost}})
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
