@@ -880,6 +880,26 @@ def test_a_file_storage_does_not_have_is_lost_for_good_and_one_it_failed_to_send
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 2
 
 
+def test_a_local_copy_storage_cannot_confirm_for_now_is_lost_only_for_now(emulator, tmp_path):
+    # Not the copy an earlier run verified, and storage busy: on disk, yet a fetch again may
+    # get it. Being on disk, it was taken as lost for good.
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    real = client_for(emulator).get_recording(first.manifest.recording_id)
+    victim = real.files()[0].name
+    (out / "tracks" / victim).write_bytes(b"changed")
+    with serving(_Unavailable) as storage:
+        busy = first_file_changed(real, url=f"{storage}/{victim}?X-Amz-Signature=s")
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=2, backoff=0.01))
+        again = fetch_recording(busy, out, refresh=lambda: busy, options=options)
+
+    assert again.missing == []
+    [failed] = again.failures
+    assert (failed.path, failed.fetch_again) == (f"tracks/{victim}", True)
+    assert "storage answered HTTP 503" in failed.reason
+    assert (out / "tracks" / victim).read_bytes() == b"changed"  # there, but not vouched for
+
+
 def test_a_listing_entry_that_cannot_be_read_costs_only_its_own_file(
     emulator, sample_manifest, tmp_path
 ):
