@@ -171,6 +171,12 @@ class TrackFailure(_Finite):
     path: str
     user_id: str
     reason: str
+    fetch_again: bool = Field(
+        default=False,
+        description="its download failed for a reason that may pass: fetching again may get "
+        "the file (False: no fetch again changes it, or it was never a download's to fail; so "
+        "too in a transcript written before this was said)",
+    )
 
     def describe(self) -> str:
         """The reason, led by the file unless it names the file already."""

@@ -631,9 +631,10 @@ def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
 
 def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, list[TrackFailure]]:
     """The job's manifest, and what its recording holds that this fetch did not get: a file
-    whose download failed (``--retry-failed`` fetches it again), or what no fetch can get (one
-    download URL, a file whose start cannot be placed). The meeting is then done in part: a
-    file that never arrives must not keep the others from their transcript."""
+    whose download failed for a reason that may pass (its reason says ``--retry-failed``
+    fetches it again), or what no fetch can get (storage has no such file, one download URL,
+    a file whose start cannot be placed). The meeting is then done in part: a file that never
+    arrives must not keep the others from their transcript."""
     if job.manifest is not None:
         return Manifest.load(job.manifest), []
     if api is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from models import Recording, TrackFailure, Transcript, safe_file_name
+from models import Recording, TrackFailure, Transcript
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
 from stages.record import (
     DEFAULT_WAIT,
@@ -250,25 +250,12 @@ def _with_bars(options: FetchOptions | None, progress: bool | None) -> FetchOpti
     return options.model_copy(update={"progress": bars_wanted(progress)})
 
 
-def lost_for_now(transcript: Transcript, out: Path) -> list[TrackFailure]:
-    """The files ``transcript`` (made by :func:`transcribe_recording` into ``out``) lacks that
-    a fetch again may get: those whose download failed, so that they are not under
-    ``out/recording``. A file that is there (undecodable, its start unplaceable), or whose
-    name cannot be used, is lost for good: no fetch again changes it. So is a loss that names
-    no file (a user the one download URL does not show, a listing entry that cannot be read):
-    there is no file to look for, and a retry of it would most likely be refused again."""
-    folder = Path(out) / RECORDING_FOLDER
-    return [
-        failure
-        for failure in transcript.provenance.failures
-        if _usable(failure.path) and not (folder / failure.path).exists()
-    ]
-
-
-def _usable(path: str) -> bool:
-    """Whether ``path`` (a track's, in its manifest folder) is made of names the fetch could
-    have written: one that is not was never downloaded, and never will be."""
-    try:
-        return all(safe_file_name(part) == part for part in path.split("/"))
-    except ValueError:  # nothing usable in a part, or no path at all
-        return False
+def lost_for_now(transcript: Transcript) -> list[TrackFailure]:
+    """The files ``transcript`` lacks that a fetch again may get: those whose download failed
+    for a reason that may pass (the network, storage busy or failing, a refused URL the API
+    could not renew, no room to write), as the fetch marked them (``fetch_again``). That is
+    read from the transcript alone, so that it holds as well for one read back from its file
+    after a restart. Anything else is lost for good, whether a copy of the file is on disk
+    or not: storage has no such file (404), the recording does not list it or gives it no
+    URL, its name or URL cannot be used, it was fetched but cannot be decoded or placed."""
+    return [failure for failure in transcript.provenance.failures if failure.fetch_again]

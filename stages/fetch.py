@@ -18,6 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, TypeVar
@@ -66,6 +67,25 @@ class FetchError(Exception):
     """A file could not be fetched; the message names it and says why (never its URL's query)."""
 
 
+class _Lasting(FetchError):
+    """A file no fetch again will get: storage says it is not there (404, 410, or another
+    4xx not worth retrying), the recording no longer lists it or gives it no download URL,
+    or its URL or name cannot be used. Raised where that is found, so that one place
+    (:func:`_attempt`) tells it from a failure that may pass, which a re-run resumes."""
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Why a file was not fetched, and whether that lasts (no fetch again gets it)."""
+
+    reason: str
+    lasting: bool
+
+
+_Outcome = tuple[int, str, bool] | _Failed
+"""A fetched file's (size, sha256, already there), or why it was not."""
+
+
 class FetchOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -84,12 +104,17 @@ class FetchResult(BaseModel):
 
     manifest: Manifest | None
     failures: list[TrackFailure] = Field(
-        default_factory=list, description="files not fetched this time: a re-run resumes them"
+        default_factory=list,
+        description="files not fetched this time, for a reason that may pass (the network, "
+        "storage busy or failing, a refused URL the API could not renew, no room to write, a "
+        "stop): a re-run resumes them (each has fetch_again set)",
     )
     missing: list[TrackFailure] = Field(
         default_factory=list,
-        description="what no re-run will get: files the recording does not list (one download "
-        "URL), or whose start cannot be placed",
+        description="what no re-run will get: files storage says are not there (404, 410, "
+        "another 4xx), that the recording no longer lists, lists with no download URL or an "
+        "entry that cannot be read, or does not list (one download URL), whose URL or name "
+        "cannot be used, or whose start cannot be placed",
     )
     skipped: int = Field(default=0, description="files already complete from an earlier run")
 
@@ -116,9 +141,9 @@ def fetch_recording(
     ``user_ids``, only those participants' files are fetched (an API that recorded more
     than was asked must not add speakers); they also split file names whose user ids contain
     underscores. ``display_names`` (user id -> name) go into the manifest. A file that cannot
-    be fetched is listed in ``failures`` after all others finished; the manifest lists the
-    rest, so they can be transcribed and a re-run fetches only what is missing. What no
-    re-run can get is in ``missing``.
+    be fetched is listed after all others finished: in ``failures`` when the reason may pass
+    (a re-run fetches only those), in ``missing`` when no re-run can get it (storage answers
+    404, say); the manifest lists the rest, so they can be transcribed.
     """
     options = options or FetchOptions()
     files = _once_each(recording.files())
@@ -144,7 +169,7 @@ def fetch_recording(
     bar = tqdm(
         total=0, unit="B", unit_scale=True, desc="fetch", disable=not options.progress, leave=False
     )
-    outcomes: dict[tuple[str, str], tuple[int, str, bool] | str] = {}
+    outcomes: dict[tuple[str, str], _Outcome] = {}
     with httpx.Client(
         timeout=httpx.Timeout(options.timeout, connect=min(_CONNECT_TIMEOUT, options.timeout)),
         follow_redirects=True,
@@ -199,7 +224,7 @@ def _result(
     files: Sequence[RecordingFile],
     all_names: Mapping[tuple[str, str], TrackFileName | None],
     targets: Mapping[tuple[str, str], str | None],
-    outcomes: Mapping[tuple[str, str], tuple[int, str, bool] | str],
+    outcomes: Mapping[tuple[str, str], _Outcome],
     out_dir: Path,
     meeting_id: str | None,
     user_ids: Sequence[str],
@@ -223,8 +248,11 @@ def _result(
         parsed = names[file.key]
         user_id = parsed.user_id if parsed else file.name
         outcome = outcomes[file.key]
-        if isinstance(outcome, str):
-            failures.append(TrackFailure(path=local, user_id=user_id, reason=outcome))
+        if isinstance(outcome, _Failed):
+            lost = TrackFailure(
+                path=local, user_id=user_id, reason=outcome.reason, fetch_again=not outcome.lasting
+            )
+            (missing if outcome.lasting else failures).append(lost)
             continue
         size, digest, was_there = outcome
         skipped += was_there
@@ -260,14 +288,14 @@ def _result(
             continue
         tracks.append(track)
     missing += _unlisted(recording, files, names, outcomes, user_ids)
-    if unreadable := recording.unreadable_layers:  # the API may answer a re-run better
+    if unreadable := recording.unreadable_layers:  # as a file listed with no download URL
         entries = "an entry" if unreadable == 1 else f"{unreadable} entries"
         reason = (
             f"recording {recording.id}: {entries} of its download_url cannot be read; "
             f"whatever files {'it lists' if unreadable == 1 else 'they list'} cannot be fetched"
         )
         log.error("%s", reason)
-        failures.append(TrackFailure(path="", user_id="", reason=reason))
+        missing.append(TrackFailure(path="", user_id="", reason=reason))
     manifest = None
     if tracks:
         tracks.sort(key=lambda t: (t.started_time, t.user_id, t.path))
@@ -295,7 +323,7 @@ def _unlisted(
     recording: Recording,
     files: Sequence[RecordingFile],
     names: Mapping[tuple[str, str], TrackFileName | None],
-    outcomes: Mapping[tuple[str, str], tuple[int, str, bool] | str],
+    outcomes: Mapping[tuple[str, str], _Outcome],
     user_ids: Sequence[str],
 ) -> list[TrackFailure]:
     """What is missing for want of being listed: users asked for who have no file, and, when
@@ -320,7 +348,7 @@ def _unlisted(
         TrackFailure(path="", user_id=user_id, reason=f"{_one_url(recording)}, not {user_id}'s")
         for user_id in absent
     ]
-    sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, str)]
+    sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, _Failed)]
     # An answer's NaN or infinity (JSON allows neither, Python's reader both) says nothing.
     size = recording.file_size or 0
     declared = int(size) if math.isfinite(size) else 0
@@ -374,22 +402,25 @@ def _attempt(
     folder: Path,
     local: str | None,
     verified: Mapping[str, str],
-) -> tuple[int, str, bool] | str:
+) -> _Outcome:
     """A fetched file's (size, sha256, already there), or why it failed: whatever goes wrong
-    with one file is that file's failure, and the others go on."""
+    with one file is that file's failure, and the others go on. Only a :class:`_Lasting`
+    failure lasts; any other may pass (no room to write, a stop, the API refusing to renew
+    URLs, anything unforeseen), so a fetch again is worth its try."""
     try:
         if local is None:
-            raise FetchError(f"{file.name!r}: the name has nothing usable as a file name")
+            raise _Lasting(f"{file.name!r}: the name has nothing usable as a file name")
         return downloader.fetch(file, folder / local, verified.get(local))
     except OSError as exc:
         reason = f"{file.name}: cannot write {folder / (local or '')}: {exc.strerror or exc}"
+        lasting = False
     except _Cancelled:
-        return f"{file.name}: cancelled"
-    except Exception as exc:  # the API refusing to renew URLs, or anything unforeseen
-        reason = _reason(file, exc)
+        return _Failed(f"{file.name}: cancelled", lasting=False)
+    except Exception as exc:
+        reason, lasting = _reason(file, exc), isinstance(exc, _Lasting)
     reason = redact_urls(reason)
     log.error("%s", reason)
-    return reason
+    return _Failed(reason, lasting)
 
 
 def _reason(file: RecordingFile, exc: Exception) -> str:
@@ -516,10 +547,10 @@ class _Urls:
             if self._expiry is not None and self._expiry <= datetime.now(UTC):
                 self._renew_locked()
             if file.key not in self._urls:
-                raise FetchError(f"{file.name}: the recording no longer lists this file")
+                raise _Lasting(f"{file.name}: the recording no longer lists this file")
             url = self._urls[file.key]
             if url is None:
-                raise FetchError(f"{file.name}: the recording lists it with no download URL")
+                raise _Lasting(f"{file.name}: the recording lists it with no download URL")
             return url, self._generation
 
     def renew(self, seen_generation: int) -> None:
@@ -676,7 +707,7 @@ class _Downloader:
             except _CorruptError as exc:
                 reason = str(exc)
             except UNSENDABLE as exc:  # a file:// URL, say: no try can do better
-                raise FetchError(
+                raise _Lasting(
                     redact_urls(f"{file.name}: its URL cannot be fetched: {describe_error(exc)}")
                 ) from None
             except httpx.TransportError as exc:
@@ -836,7 +867,11 @@ class _Downloader:
             )
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
-        raise FetchError(f"{file.name}: storage answered HTTP {status}{_code(response)}")
+        # A 4xx not worth retrying is the request's, and the same request gets it again: 404
+        # is no object (S3 is strongly consistent; an expired URL is refused 403, renewed).
+        # Anything else (a 3xx not followed, a 5xx taken off the list) is not known to last.
+        error = _Lasting if 400 <= status < 500 else FetchError
+        raise error(f"{file.name}: storage answered HTTP {status}{_code(response)}")
 
 
 def _shut(sock: socket.socket) -> None:

@@ -4,6 +4,7 @@ Test media is made with PyAV's Opus encoder, so every file the tests decode is a
 WebM/Opus file with the packet timestamps a test needs (offsets, gaps, stereo, truncation).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import av
 import numpy as np
@@ -41,6 +43,51 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
+class HalfStored(BaseHTTPRequestHandler):
+    """An API and its storage in one: recording r1 has the files in ``stored``; storage
+    answers 503 (come back at once) for those in ``down``, as a storage having trouble, and
+    404 for those in ``gone``, as S3 for an object it does not have."""
+
+    stored: ClassVar[dict[str, bytes]] = {}
+    down: ClassVar[set[str]] = set()
+    gone: ClassVar[set[str]] = set()
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/file/"):
+            name = self.path.removeprefix("/file/").split("?")[0]
+            if name in self.down:
+                self._send(503, b"", "text/plain", ("Retry-After", "0"))
+            elif name in self.gone:
+                self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+            else:
+                body = self.stored[name]
+                etag = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+                self._send(200, body, "application/octet-stream", ("ETag", etag))
+            return
+        root = f"http://127.0.0.1:{self.server.server_port}/file"
+        urls = {name: {"download_url": f"{root}/{name}?sig=s"} for name in self.stored}
+        recording = {
+            "id": "r1",
+            "status": "UPLOADED",
+            "download_url": [{"layer_name": "default", "download_urls": urls}],
+            "started_time": "2026-11-20T10:00:00Z",
+        }
+        body = json.dumps({"success": True, "data": recording}).encode()
+        self._send(200, body, "application/json")
+
+    def _send(self, status: int, body: bytes, kind: str, *header: tuple[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in header:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def write_webm(

@@ -47,7 +47,7 @@ from stages.fetch import FetchOptions
 from stages.merge import MergeOptions
 from stages.transcribe import BUNDLED_MODEL, ModelError, TranscribeOptions, resolve_model
 
-from .conftest import crash_first_track, write_key
+from .conftest import HalfStored, crash_first_track, serving, write_key
 
 
 @pytest.fixture(scope="module")
@@ -1111,6 +1111,42 @@ def test_a_file_that_cannot_be_fetched_costs_the_meeting_only_that_file(
     speakers = {u.speaker for u in complete.utterances}
     assert sample_manifest.tracks[0].user_id in speakers
     assert {u.speaker for u in partial.utterances} == speakers - {sample_manifest.tracks[0].user_id}
+
+
+def test_only_a_file_a_fetch_again_may_get_is_said_to_be_fetched_by_retry_failed(
+    sample_manifest, tmp_path, monkeypatch
+):
+    # A file storage does not have (404) was said to be fetched by --retry-failed, as one
+    # whose storage was having trouble (503) is.
+    quick = functools.partial(FetchOptions, retry=RetryPolicy(attempts=2, backoff=0))
+    monkeypatch.setattr("pipeline.batch.FetchOptions", quick)
+    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
+    kept, gone, down = (first[user] for user in ("user-bruno", "user-chen", "user-dana"))
+    stored = {
+        Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (kept, gone, down)
+    }
+    storage = type(
+        "Api",
+        (HalfStored,),
+        {"stored": stored, "gone": {Path(gone.path).name}, "down": {Path(down.path).name}},
+    )
+    with serving(storage) as root:
+        api = ApiSettings(
+            base_url=f"{root}/client/v4", account_id="a", app_id="b", api_token=_TOKEN
+        )
+        summary = run_batch(
+            [Job(id="m", recording_id="r1")], tmp_path / "out", api=api, progress=False
+        )
+    [meeting] = summary.meetings
+    assert meeting.status == "partial", meeting.reason
+    transcript = Transcript.load(tmp_path / "out" / "m" / "transcript.json")
+    failures = {f.path: f for f in transcript.provenance.failures}
+    assert failures.keys() == {gone.path, down.path}
+    assert "HTTP 404" in failures[gone.path].reason
+    assert "--retry-failed" not in failures[gone.path].reason
+    assert not failures[gone.path].fetch_again
+    assert failures[down.path].reason.endswith("(not fetched: --retry-failed tries again)")
+    assert failures[down.path].fetch_again
 
 
 def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_dir, tmp_path):

@@ -21,7 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from models import DownloadLayer, Manifest, Recording, RetryPolicy, SignedUrl, safe_file_name
+from models import (
+    DownloadLayer,
+    Manifest,
+    Recording,
+    RecordingFile,
+    RetryPolicy,
+    SignedUrl,
+    safe_file_name,
+)
 from pipeline import remote
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from stages import fetch
@@ -289,11 +297,13 @@ def test_a_rerun_keeps_a_verified_copy_that_storage_cannot_confirm(
     assert f"{victim}: storage answered HTTP 404" in caplog.text
     assert "kept the local copy, which an earlier run verified" in caplog.text
 
-    # a copy changed since then is not vouched for: it is that file's failure
+    # a copy changed since then is not vouched for: it is that file's loss, and one for good
+    # (storage has no such file), though a copy of it is on disk
     (out / "tracks" / victim).write_bytes(b"changed")
     changed = fetch_recording(unreachable, out, refresh=lambda: unreachable, options=QUIET)
-    assert [Path(f.path).name for f in changed.failures] == [victim]
-    assert "HTTP 404" in changed.failures[0].reason
+    assert changed.failures == []
+    assert [Path(f.path).name for f in changed.missing] == [victim]
+    assert "HTTP 404" in changed.missing[0].reason and not changed.missing[0].fetch_again
     assert len(changed.manifest.tracks) == len(sample_manifest.tracks) - 1
 
 
@@ -816,9 +826,78 @@ def test_a_file_that_cannot_be_fetched_is_named_and_costs_nothing_else(
 
     assert [f.path for f in result.failures] == [f"tracks/{broken.name}"]
     assert broken.name in result.failures[0].reason and "503" in result.failures[0].reason
+    assert result.failures[0].fetch_again and result.missing == []  # the API may mend
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
     assert leftovers(tmp_path / "rec") == []
     assert_no_secrets(caplog.text + result.failures[0].reason)
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """Storage that answers every request 503, as one having trouble."""
+
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_file_storage_does_not_have_is_lost_for_good_and_one_it_failed_to_send_for_now(
+    emulator, sample_manifest, tmp_path
+):
+    # Whether a fetch again may get a file was told from whether it was on disk: a 404 (S3
+    # is strongly consistent, so the same answer comes again) was retried as if it could pass.
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    gone, down, *_ = recording.files()
+    with serving(_Unavailable) as storage:
+
+        def url(file: RecordingFile) -> str:
+            if file == gone:
+                return file.url.replace("/files/", "/gone/")
+            return f"{storage}/{down.name}?X-Amz-Signature=s" if file == down else file.url
+
+        layers = [
+            DownloadLayer(
+                layer_name=f.layer, download_urls={f.name: SignedUrl(download_url=url(f))}
+            )
+            for f in recording.files()
+        ]
+        damaged = recording.model_copy(update={"download_url": layers})
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=3, backoff=0.01))
+        result = fetch_recording(
+            damaged, tmp_path / "rec", refresh=lambda: damaged, options=options
+        )
+
+    [lost] = result.missing
+    assert (lost.path, lost.fetch_again) == (f"tracks/{gone.name}", False)
+    assert lost.reason.startswith(f"{gone.name}: storage answered HTTP 404")
+    [failed] = result.failures
+    assert (failed.path, failed.fetch_again) == (f"tracks/{down.name}", True)
+    assert "storage answered HTTP 503 (gave up after 3 tries in a row)" in failed.reason
+    assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 2
+
+
+def test_a_local_copy_storage_cannot_confirm_for_now_is_lost_only_for_now(emulator, tmp_path):
+    # Not the copy an earlier run verified, and storage busy: on disk, yet a fetch again may
+    # get it. Being on disk, it was taken as lost for good.
+    out = tmp_path / "rec"
+    first = record_and_fetch(emulator, out)
+    real = client_for(emulator).get_recording(first.manifest.recording_id)
+    victim = real.files()[0].name
+    (out / "tracks" / victim).write_bytes(b"changed")
+    with serving(_Unavailable) as storage:
+        busy = first_file_changed(real, url=f"{storage}/{victim}?X-Amz-Signature=s")
+        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=2, backoff=0.01))
+        again = fetch_recording(busy, out, refresh=lambda: busy, options=options)
+
+    assert again.missing == []
+    [failed] = again.failures
+    assert (failed.path, failed.fetch_again) == (f"tracks/{victim}", True)
+    assert "storage answered HTTP 503" in failed.reason
+    assert (out / "tracks" / victim).read_bytes() == b"changed"  # there, but not vouched for
 
 
 def test_a_listing_entry_that_cannot_be_read_costs_only_its_own_file(
@@ -836,12 +915,14 @@ def test_a_listing_entry_that_cannot_be_read_costs_only_its_own_file(
 
     result = fetch_recording(damaged, tmp_path / "rec", refresh=lambda: damaged, options=QUIET)
 
-    assert [(f.path, f.reason) for f in result.failures] == [
-        (f"tracks/{no_url}", f"{no_url}: the recording lists it with no download URL"),
+    assert result.failures == []  # the same listing again would not do better
+    assert [(f.path, f.reason, f.fetch_again) for f in result.missing] == [
+        (f"tracks/{no_url}", f"{no_url}: the recording lists it with no download URL", False),
         (
             "",
             f"recording {recording.id}: an entry of its download_url cannot be read; "
             "whatever files it lists cannot be fetched",
+            False,
         ),
     ]
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
@@ -1085,10 +1166,24 @@ def test_a_download_url_that_cannot_be_sent_fails_its_file_at_once(emulator, tmp
 
     result = fetch_recording(odd, tmp_path / "rec", refresh=lambda: odd, options=QUIET)
 
-    [failure] = result.failures
+    assert result.failures == []  # no fetch again could send it either
+    [failure] = result.missing
     assert failure.reason.startswith(f"{first.name}: its URL cannot be fetched")
     assert "gave up after" not in failure.reason  # not tried again and again
     assert "secret" not in failure.reason
+
+
+def test_a_file_whose_name_has_nothing_usable_is_lost_for_good(emulator, tmp_path):
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+    renamed = first_file_changed(recording, name="???")
+
+    result = fetch_recording(renamed, tmp_path / "rec", refresh=lambda: renamed, options=QUIET)
+
+    assert result.failures == []  # the same name comes again
+    [lost] = result.missing
+    assert lost.reason == "'???': the name has nothing usable as a file name"
+    assert not lost.fetch_again
 
 
 def test_a_file_whose_name_cannot_be_written_in_a_manifest_costs_only_that_file(

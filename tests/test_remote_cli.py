@@ -3,7 +3,6 @@ processes talking real HTTP over loopback."""
 
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import pytest
@@ -33,7 +31,7 @@ from pipeline.webhook import WebhookReceiver
 from stages.export import export
 from stages.record import RealtimeKitClient
 
-from .conftest import serving, words_of, write_key
+from .conftest import HalfStored, serving, words_of, write_key
 
 TOKEN = "cli-token-do-not-log-me"
 
@@ -1073,27 +1071,32 @@ def test_a_folder_with_the_recordings_transcript_or_bundle_counts_as_transcribed
 
 
 @pytest.mark.parametrize(
-    ("lost", "done"),
+    ("lost", "fetch_again", "done"),
     [
-        ("tracks/b.webm", False),  # its download failed: a fetch again may get it
-        ("tracks/on-disk.webm", True),  # fetched, but undecodable: no fetch again helps
-        ("tracks/???", True),  # a name with nothing usable in it: never fetched, never will be
-        ("", True),  # names no file (one the listing does not show)
+        ("tracks/b.webm", True, False),  # its download failed for now: a fetch again may get it
+        ("tracks/on-disk.webm", True, False),  # a copy storage could not confirm, for now
+        ("tracks/b.webm", False, True),  # storage has no such file (404): none will come
+        ("tracks/on-disk.webm", False, True),  # fetched, but undecodable: no fetch again helps
+        ("", False, True),  # names no file (one the listing does not show)
     ],
 )
 def test_a_transcript_that_lacks_a_file_not_fetched_for_now_is_not_done(
-    sample_transcript, tmp_path, lost, done
+    sample_transcript, tmp_path, lost, fetch_again, done
 ):
-    # A redelivery (after a restart) must retry the missing speaker, not say "there already".
+    # A redelivery (after a restart) must retry the missing speaker, not say "there already";
+    # what a fetch again may get is read back from the transcript's file, not from the disk.
     from models import TrackFailure
     from pipeline._remote_cli import _transcribed
 
     made = sample_transcript.model_copy(deep=True)
     made.provenance.recording_id = "r1"
-    made.provenance.failures.append(TrackFailure(path=lost, user_id="u", reason="it failed"))
+    failure = TrackFailure(path=lost, user_id="u", reason="it failed", fetch_again=fetch_again)
+    made.provenance.failures.append(failure)
     (tmp_path / "recording" / "tracks").mkdir(parents=True)
     (tmp_path / "recording" / "tracks" / "on-disk.webm").write_bytes(b"not media")
     export(made, tmp_path, ["json"])
+    read = Transcript.load(tmp_path / "transcript.json")
+    assert remote.lost_for_now(read) == ([failure] if fetch_again else [])
     assert _transcribed(tmp_path, "r1") is done
 
 
@@ -1514,47 +1517,6 @@ def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_ano
     assert "x\\ntrackscribe: WARNING: all files verified\\x1b[2K.webm" in result.stderr
 
 
-class _HalfStored(BaseHTTPRequestHandler):
-    """An API and its storage in one: recording r1 has the files in ``stored``; storage
-    answers 503 (come back at once) for those in ``down``, as a storage having trouble."""
-
-    stored: ClassVar[dict[str, bytes]] = {}
-    down: ClassVar[set[str]] = set()
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/file/"):
-            name = self.path.removeprefix("/file/").split("?")[0]
-            if name in self.down:
-                self._send(503, b"", "text/plain", ("Retry-After", "0"))
-            else:
-                body = self.stored[name]
-                etag = f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
-                self._send(200, body, "application/octet-stream", ("ETag", etag))
-            return
-        root = f"http://127.0.0.1:{self.server.server_port}/file"
-        urls = {name: {"download_url": f"{root}/{name}?sig=s"} for name in self.stored}
-        recording = {
-            "id": "r1",
-            "status": "UPLOADED",
-            "download_url": [{"layer_name": "default", "download_urls": urls}],
-            "started_time": "2026-11-20T10:00:00Z",
-        }
-        body = json.dumps({"success": True, "data": recording}).encode()
-        self._send(200, body, "application/json")
-
-    def _send(self, status: int, body: bytes, kind: str, *header: tuple[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in header:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def webhook_command(
     out: Path, public: bytes, base_url: str, folder: Path
@@ -1615,7 +1577,7 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
     bruno, chen = first["user-bruno"], first["user-chen"]
     stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
     lost = Path(chen.path).name
-    storage = type("Api", (_HalfStored,), {"stored": stored, "down": {lost}})
+    storage = type("Api", (HalfStored,), {"stored": stored, "down": {lost}})
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
@@ -1654,6 +1616,42 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
     assert "(try 3 of 3)" in stderr and "is there already" not in stderr
     assert {u.speaker for u in whole.utterances} == {"user-bruno", "user-chen"}
     assert whole.provenance.failures == []
+
+
+def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_not_retried(
+    sample_manifest, tmp_path
+):
+    # A 404 does not pass (S3 is strongly consistent): the recording is done, partial, at
+    # its first try. Taken as lost for now (it was not on disk), it was tried twice more,
+    # then left a failed.json asking a hand to fetch what is not there.
+    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
+    bruno, chen = first["user-bruno"], first["user-chen"]
+    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
+    lost = Path(chen.path).name
+    storage = type("Api", (HalfStored,), {"stored": stored, "gone": {lost}})
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        serving(storage) as root,
+        webhook_command(out, public, f"{root}/client/v4", tmp_path) as (port, said),
+    ):
+        data = json.dumps(
+            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
+        ).encode()
+        headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
+        url = f"http://127.0.0.1:{port}/"
+        assert httpx.post(url, content=data, headers=headers).status_code == 202
+        wait_for(out / "r1" / "transcript.json")
+    # stopped: the recording in hand was waited for
+    stderr = said[0]
+    partial = Transcript.load(out / "r1" / "transcript.json")
+    assert {u.speaker for u in partial.utterances} == {"user-bruno"}
+    [failure] = partial.provenance.failures
+    assert (failure.path, failure.fetch_again) == (f"tracks/{lost}", False)
+    assert "HTTP 404, NoSuchKey" in failure.reason
+    assert "recording r1: done (exit status 1)" in stderr
+    assert "(try 1 of 3)" not in stderr and "to be tried again" not in stderr
+    assert not (out / "r1" / "failed.json").exists()
 
 
 def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what_to_do(
