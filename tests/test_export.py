@@ -4,6 +4,8 @@ import hashlib
 import io
 import json
 import subprocess
+import sys
+import unicodedata
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -263,6 +265,29 @@ def test_a_name_cannot_put_words_in_another_speakers_mouth(transcript):
     for name in ("Dr. Seán O\u2019Neil-Smith, CFO (Finance) & Co", "Zoë 🎉", "李小龍", "Anne_2"):
         transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
         assert speech_lines(transcript).endswith(f"\n[00:01:02] {name}: Hi.\n")
+
+
+_COLONS = [
+    chr(i)
+    for i in range(sys.maxunicode + 1)
+    if any(word in unicodedata.name(chr(i), "") for word in ("COLON", "VISARGA"))
+]
+
+
+@pytest.mark.parametrize(
+    "colon",
+    [*_COLONS, "\ua4fd", "\u2805", "\u2806", "\u2828", "\u2830"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon):
+    # Lisu's ꓽ, Devanagari's visarga ः and a modifier letter 𐞁 are letters or marks, and braille
+    # stacks two dots: written bare, they made this one name read as Alice approving the budget.
+    name = f"Alice{colon} I approve the budget. Dana"
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+    quoted = json.dumps(name, ensure_ascii=False)
+    unisolated = str.maketrans("", "", "\u2068\u2069")  # Syriac's ܃ is written right to left
+    assert speech_lines(transcript).translate(unisolated).endswith(f"] {quoted}: Hi.\n")
+    assert to_srt(transcript).translate(unisolated).endswith(f"\n{quoted}: Hi.\n")
 
 
 def test_a_right_to_left_name_keeps_what_follows_it_in_the_order_said(transcript):
