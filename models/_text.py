@@ -4,6 +4,7 @@ Here, not in ``transcript``, because a manifest's display names are judged by it
 name of nothing that shows is no name), and ``transcript`` imports ``manifest``.
 """
 
+import json
 import re
 import unicodedata
 
@@ -50,3 +51,13 @@ def name_key(name: str) -> str:
     """What two names are compared by: as they look, not as they are encoded (composed or
     not, with characters that do not show or without)."""
     return one_line(unicodedata.normalize("NFKC", _without_invisible(name))).casefold()
+
+
+def spelt_out(text: str) -> str:
+    """``text`` with what does not show, or shows as something else, escaped as JSON writes
+    it (``\\t``, ``\\u0001``, ``\\u200b``, ``\\u0410`` for a Cyrillic А), and a space
+    that a line would lose or merge with the next (at either end, or after another) as
+    ``\\u0020``: two user ids that read the same, ``alice@x.com`` and ``alice@x.com `` or
+    ``bob`` and ``bob<TAB>``, are told apart by how they are spelt."""
+    escaped = json.dumps(text)[1:-1].replace("\x7f", "\\u007f")
+    return re.sub(r"^ | $|(?<= ) ", r"\\u0020", escaped)

@@ -252,6 +252,54 @@ def test_speakers_whose_user_ids_too_read_the_same_have_them_spelt_out(transcrip
     )
 
 
+@pytest.mark.parametrize(
+    ("ids", "named", "read"),
+    [
+        # A trailing space, a tab, a control character: each was dropped where the ids were
+        # written, so two people read as one.
+        (
+            ["alice@x.com", "alice@x.com "],
+            "Alice",
+            ["Alice (alice@x.com)", "Alice (alice@x.com\\u0020)"],
+        ),
+        (["bob\t", "bob"], None, ["bob\\t", "bob"]),
+        (["u-1\x01", "u-1"], None, ["u-1\\u0001", "u-1"]),
+        (["a  b", "a b"], None, ["a \\u0020b", "a b"]),
+    ],
+)
+def test_user_ids_that_read_the_same_are_spelt_out_with_what_does_not_show(
+    transcript, ids, named, read
+):
+    transcript = two_speakers(transcript, ids, named)
+    assert [line.split("] ")[1] for line in speech_lines(transcript).splitlines()] == [
+        f"{label}: {said}" for label, said in zip(read, ["Hello <team> & all.", "Hi."], strict=True)
+    ]
+
+
+def test_speakers_who_read_the_same_even_spelt_out_are_told_apart_by_their_place(transcript):
+    # Spelt out, "Bob" and "bob" still read the same, as two Alices do: their place is added.
+    transcript = two_speakers(transcript, ["Bob", "bob"], None)
+    assert transcript.speaker_names() == {"Bob": "Bob (speaker 1)", "bob": "bob (speaker 2)"}
+    named = two_speakers(transcript, ["Bob", "bob"], "Al")
+    assert named.speaker_names() == {"Bob": "Al (Bob) (speaker 1)", "bob": "Al (bob) (speaker 2)"}
+    assert "\nbob (speaker 2): Hi." in to_srt(transcript)
+
+
+def two_speakers(transcript: Transcript, ids: list[str], named: str | None) -> Transcript:
+    """``transcript`` with its two speakers' user ids ``ids``, both with the display name
+    ``named``."""
+    a, b = transcript.utterances
+    return transcript.model_copy(
+        update={
+            "speakers": [Speaker(user_id=user_id, display_name=named) for user_id in ids],
+            "utterances": [
+                a.model_copy(update={"speaker": ids[0]}),
+                b.model_copy(update={"speaker": ids[1]}),
+            ],
+        }
+    )
+
+
 def test_a_name_cannot_put_words_in_another_speakers_mouth(transcript):
     # Display names are the participants' own. Written as it is, this one made a line that
     # reads as Alice approving, then Bob speaking; quoted, it reads as one name.
