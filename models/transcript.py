@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._errors import RedactedError, describe, import_optional, problems_now
 from ._json import JsonTextError, NotText, decode_text, loads
-from ._text import name_key, one_line, spelt_out
+from ._text import mixes_scripts, name_key, one_line, spelt_out
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName, UserId
@@ -296,15 +296,18 @@ class Transcript(_Finite):
         label ("Alice (u1)") gets its own user id too. Two whose user ids read the same as
         well (apart by a character that does not show, or by a trailing space) get them spelt
         out (``\\u200b``, ``\\u0020``: :func:`spelt_out`), and two that still read the same
-        (``Bob`` and ``bob``) their place in :attr:`speakers` (``(speaker 2)``).
+        (``Bob`` and ``bob``) their place in :attr:`speakers` (``(speaker 2)``). A name
+        whose letters mix scripts ("Аlice" with a Cyrillic А) has its user id from the start,
+        beside an Alice or not (:func:`mixes_scripts`); names are compared by
+        :func:`name_key`, which takes Cyrillic "Јое" for Joe.
 
         ``shown``: text as a format writes it (on one line, by default; SRT also writes
         braces as ❴❵): names are told apart as they are written there."""
         forms = {
             s.user_id: _label_forms(s, place, shown) for place, s in enumerate(self.speakers, 1)
         }
-        level = dict.fromkeys(forms, 0)
-        labels = {user_id: form[0] for user_id, form in forms.items()}
+        level = {s.user_id: _first_form(s) for s in self.speakers}
+        labels = {user_id: form[level[user_id]] for user_id, form in forms.items()}
         # Form by form, only those below it are raised: "Alice (u1)", the label u1 was given,
         # stays hers, and the one who chose it as a name is the one told apart. Each round
         # raises someone, so it ends; the last forms differ by place, so no two end alike.
@@ -444,6 +447,15 @@ def _label_forms(speaker: Speaker, place: int, shown: Callable[[str], str]) -> l
     with_id = f"{name} ({user_id})" if named else user_id
     with_spelt = f"{name} ({spelt})" if named else spelt
     return [name, with_id, with_spelt, f"{with_spelt} (speaker {place})"]
+
+
+def _first_form(speaker: Speaker) -> int:
+    """The first of :data:`_FORMS` a speaker is shown by: one whose name mixes scripts
+    (:func:`mixes_scripts`) by its user id from the start, spelt out if the name is the user
+    id; anyone else by the name, until it reads as another's."""
+    if not mixes_scripts(_shown_name(speaker)):
+        return 0
+    return 1 if speaker.display_name is not None else 2
 
 
 def _shown_name(speaker: Speaker) -> str:

@@ -211,6 +211,53 @@ def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(t
     assert speech_lines(transcript).startswith("[00:00:01] u-a: Hello")
 
 
+def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
+    # "Аlice" with a Cyrillic А reads as Alice, whose words hers were taken for.
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name="\u0410lice")
+    assert speech_lines(transcript) == (
+        "[00:00:01] Alice: Hello <team> & all.\n[00:01:02] \u0410lice (u-b): Hi.\n"
+    )
+    assert "<v \u0410lice (u-b)>" in to_vtt(transcript)
+    # So with no Alice there to pass for, and for letters no table of look-alikes holds
+    # (Armenian օ, Lisu ꓮ); an id of mixed scripts, standing in for the name, is spelt out.
+    for name in ("Ch\u0435n", "B\u0585b", "\ua4eelice", "\u0391\u03bb\u03b5x Smith"):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert speech_lines(transcript).endswith(f"] {name} (u-b): Hi.\n")
+    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
+    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
+    # One script throughout, or Han with kana or Hangul (as Japanese and Korean are
+    # written), and modifier letters, are no mix: written as they are.
+    for name in (
+        "\u0410\u043b\u0435\u043a\u0441\u0435\u0439",
+        "田中さくら",
+        "佐々木ユーリ",
+        "Kaʻiulani",
+        "李 Li",
+    ):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert transcript.speaker_names()["u-b"] == name
+
+
+@pytest.mark.parametrize(
+    ("real", "look_alike"),
+    [
+        ("Joe", "\u0408\u043e\u0435"),
+        ("Anna", "\u0391\u039d\u039d\u0391"),
+        ("Joë", "\u0408\u043e\u0451"),
+    ],
+    ids=["Cyrillic", "Greek", "Cyrillic with a diaeresis"],
+)
+def test_a_name_in_letters_drawn_as_another_scripts_is_told_apart(transcript, real, look_alike):
+    # Cyrillic "Јое" is one script throughout, and drawn as Joe: each is shown with its id.
+    transcript.speakers = [
+        Speaker(user_id="u-a", display_name=real),
+        Speaker(user_id="u-b", display_name=look_alike),
+    ]
+    assert speech_lines(transcript) == (
+        f"[00:00:01] {real} (u-a): Hello <team> & all.\n[00:01:02] {look_alike} (u-b): Hi.\n"
+    )
+
+
 @pytest.mark.parametrize(
     "unseen",
     ["\u200b", "\u00ad", "\u2060", "\ufeff", "\u200e", "\u034f", "\ufe0f", "\u3164", "\u2800"],
@@ -332,7 +379,8 @@ def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon)
     # stacks two dots: written bare, they made this one name read as Alice approving the budget.
     name = f"Alice{colon} I approve the budget. Dana"
     transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
-    quoted = json.dumps(name, ensure_ascii=False)
+    shown = transcript.speaker_names()["u-b"]  # a letter of another script adds the user id
+    quoted = json.dumps(shown, ensure_ascii=False)
     unisolated = str.maketrans("", "", "\u2068\u2069")  # Syriac's ܃ is written right to left
     assert speech_lines(transcript).translate(unisolated).endswith(f"] {quoted}: Hi.\n")
     assert to_srt(transcript).translate(unisolated).endswith(f"\n{quoted}: Hi.\n")
