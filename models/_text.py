@@ -4,6 +4,7 @@ Here, not in ``transcript``, because a manifest's display names are judged by it
 name of nothing that shows is no name), and ``transcript`` imports ``manifest``.
 """
 
+import json
 import re
 import unicodedata
 
@@ -48,5 +49,49 @@ def shows_nothing(name: str) -> bool:
 
 def name_key(name: str) -> str:
     """What two names are compared by: as they look, not as they are encoded (composed or
-    not, with characters that do not show or without)."""
-    return one_line(unicodedata.normalize("NFKC", _without_invisible(name))).casefold()
+    not, with characters that do not show or without), in capitals or small letters alike,
+    and with the Cyrillic and Greek letters that are drawn as Latin ones taken as those:
+    Cyrillic "Јое" and Greek "ΑΝΝΑ" read as Joe and Anna."""
+    text = one_line(unicodedata.normalize("NFKD", _without_invisible(name)))
+    return unicodedata.normalize("NFKD", text.casefold()).translate(_AS_LATIN)
+
+
+_AS_LATIN = str.maketrans(
+    "авекмнорстухѕіјһԁԛԝӏү"  # Cyrillic
+    "αβεζηικμνορτυχϳ",  # Greek
+    "abekmhopctyxsijhdqwlyabezhikmnoptyxj",
+)
+"""Cyrillic and Greek letters (casefolded, and decomposed: ё is е and a diaeresis) whose
+capital or small letter is drawn as a Latin one, by Unicode's table of confusables. Only
+these: the standard library has no such table, and Unicode's whole one is thousands of
+entries (a package to bring it is a dependency for this one use). A name mixing scripts is
+shown with its user id whatever it looks like: see :func:`mixes_scripts`."""
+
+
+def mixes_scripts(name: str) -> bool:
+    """Whether a name's letters are of more than one script: "Аlice" with a Cyrillic А
+    passes for Alice, beside her or not, and no table of look-alikes holds them all. Han,
+    kana, Hangul and Bopomofo are written together, and with Latin, so those mixes are not
+    counted; nor are modifier letters (Hawaiian ʻ, Japanese 々 and ー), which belong to no
+    one script. A letter's script is the first word of its Unicode name (LATIN, CYRILLIC,
+    GREEK, CJK): the standard library has no Script property, and the word is one script's
+    throughout."""
+    scripts = {
+        unicodedata.name(c, "").split(" ")[0]
+        for c in unicodedata.normalize("NFKC", name)
+        if unicodedata.category(c) in ("Lu", "Ll", "Lt", "Lo")
+    }
+    return len(scripts) > 1 and not scripts <= _WRITTEN_TOGETHER
+
+
+_WRITTEN_TOGETHER = frozenset(("LATIN", "CJK", "HIRAGANA", "KATAKANA", "HANGUL", "BOPOMOFO"))
+
+
+def spelt_out(text: str) -> str:
+    """``text`` with what does not show, or shows as something else, escaped as JSON writes
+    it (``\\t``, ``\\u0001``, ``\\u200b``, ``\\u0410`` for a Cyrillic А), and a space
+    that a line would lose or merge with the next (at either end, or after another) as
+    ``\\u0020``: two user ids that read the same, ``alice@x.com`` and ``alice@x.com `` or
+    ``bob`` and ``bob<TAB>``, are told apart by how they are spelt."""
+    escaped = json.dumps(text)[1:-1].replace("\x7f", "\\u007f")
+    return re.sub(r"^ | $|(?<= ) ", r"\\u0020", escaped)

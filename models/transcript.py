@@ -18,7 +18,7 @@ from pydantic import (
 
 from ._errors import RedactedError, describe, import_optional, problems_now
 from ._json import JsonTextError, NotText, decode_text, loads
-from ._text import name_key, one_line
+from ._text import mixes_scripts, name_key, one_line, spelt_out
 from ._time import UtcDatetime, format_clock, format_utc
 from .files import atomic_write_text, read_regular_file
 from .manifest import DisplayName, UserId
@@ -363,27 +363,28 @@ class Transcript(_Finite):
         has the user id after it, so that no export puts one person's words on the other.
         That is checked again until no two read the same: a name chosen to read as another's
         label ("Alice (u1)") gets its own user id too. Two whose user ids read the same as
-        well (apart by a character that does not show) get them spelt out (``\\u200b``).
+        well (apart by a character that does not show, or by a trailing space) get them spelt
+        out (``\\u200b``, ``\\u0020``: :func:`spelt_out`), and two that still read the same
+        (``Bob`` and ``bob``) their place in :attr:`speakers` (``(speaker 2)``). A name
+        whose letters mix scripts ("Аlice" with a Cyrillic А) has its user id from the start,
+        beside an Alice or not (:func:`mixes_scripts`); names are compared by
+        :func:`name_key`, which takes Cyrillic "Јое" for Joe.
 
         ``shown``: text as a format writes it (on one line, by default; SRT also writes
         braces as ❴❵): names are told apart as they are written there."""
-        names = {s.user_id: shown(_shown_name(s)) for s in self.speakers}
-        ids = {user_id: shown(user_id) for user_id in names}
-        labels = dict(names)
-        while True:  # each round gives at least one more speaker its user id, so it ends
-            clashing = [
-                user_id
-                for user_id in _reading_alike(labels)
-                if labels[user_id] not in (ids[user_id], f"{names[user_id]} ({ids[user_id]})")
-            ]
-            if not clashing:
-                break
-            for user_id in clashing:
-                labels[user_id] = f"{names[user_id]} ({ids[user_id]})"
-        for user_id in _reading_alike(labels):
-            spelt = shown(user_id.encode("ascii", "backslashreplace").decode())
-            named = labels[user_id] != ids[user_id]
-            labels[user_id] = f"{names[user_id]} ({spelt})" if named else spelt
+        forms = {
+            s.user_id: _label_forms(s, place, shown) for place, s in enumerate(self.speakers, 1)
+        }
+        level = {s.user_id: _first_form(s) for s in self.speakers}
+        labels = {user_id: form[level[user_id]] for user_id, form in forms.items()}
+        # Form by form, only those below it are raised: "Alice (u1)", the label u1 was given,
+        # stays hers, and the one who chose it as a name is the one told apart. Each round
+        # raises someone, so it ends; the last forms differ by place, so no two end alike.
+        for up_to in range(1, len(_FORMS)):
+            while clashing := [u for u in _reading_alike(labels) if level[u] < up_to]:
+                for user_id in clashing:
+                    level[user_id] = up_to
+                    labels[user_id] = forms[user_id][up_to]
         return labels
 
     def __repr_args__(self) -> Iterator[tuple[str, object]]:
@@ -499,6 +500,31 @@ def _reading_alike(labels: dict[str, str]) -> list[str]:
     """The keys of ``labels`` whose label reads the same as another's."""
     readings = Counter(name_key(label) for label in labels.values())
     return [key for key, label in labels.items() if readings[name_key(label)] > 1]
+
+
+_FORMS = ("name", "name (user id)", "name (user id spelt out)", "... (speaker N)")
+"""The labels a speaker may be shown by, each telling more apart than the one before."""
+
+
+def _label_forms(speaker: Speaker, place: int, shown: Callable[[str], str]) -> list[str]:
+    """A speaker's labels in the order of :data:`_FORMS`, as ``shown`` writes them; one
+    without a display name is shown by the user id alone, spelt out at the third."""
+    name, user_id, spelt = (
+        shown(t) for t in (_shown_name(speaker), speaker.user_id, spelt_out(speaker.user_id))
+    )
+    named = speaker.display_name is not None
+    with_id = f"{name} ({user_id})" if named else user_id
+    with_spelt = f"{name} ({spelt})" if named else spelt
+    return [name, with_id, with_spelt, f"{with_spelt} (speaker {place})"]
+
+
+def _first_form(speaker: Speaker) -> int:
+    """The first of :data:`_FORMS` a speaker is shown by: one whose name mixes scripts
+    (:func:`mixes_scripts`) by its user id from the start, spelt out if the name is the user
+    id; anyone else by the name, until it reads as another's."""
+    if not mixes_scripts(_shown_name(speaker)):
+        return 0
+    return 1 if speaker.display_name is not None else 2
 
 
 def _shown_name(speaker: Speaker) -> str:

@@ -4,6 +4,8 @@ import hashlib
 import io
 import json
 import subprocess
+import sys
+import unicodedata
 import zipfile
 from datetime import UTC, datetime, timedelta
 
@@ -209,6 +211,53 @@ def test_names_that_differ_only_in_what_an_export_does_not_show_are_told_apart(t
     assert speech_lines(transcript).startswith("[00:00:01] u-a: Hello")
 
 
+def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
+    # "Аlice" with a Cyrillic А reads as Alice, whose words hers were taken for.
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name="\u0410lice")
+    assert speech_lines(transcript) == (
+        "[00:00:01] Alice: Hello <team> & all.\n[00:01:02] \u0410lice (u-b): Hi.\n"
+    )
+    assert "<v \u0410lice (u-b)>" in to_vtt(transcript)
+    # So with no Alice there to pass for, and for letters no table of look-alikes holds
+    # (Armenian օ, Lisu ꓮ); an id of mixed scripts, standing in for the name, is spelt out.
+    for name in ("Ch\u0435n", "B\u0585b", "\ua4eelice", "\u0391\u03bb\u03b5x Smith"):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert speech_lines(transcript).endswith(f"] {name} (u-b): Hi.\n")
+    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
+    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
+    # One script throughout, or Han with kana or Hangul (as Japanese and Korean are
+    # written), and modifier letters, are no mix: written as they are.
+    for name in (
+        "\u0410\u043b\u0435\u043a\u0441\u0435\u0439",
+        "田中さくら",
+        "佐々木ユーリ",
+        "Kaʻiulani",
+        "李 Li",
+    ):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert transcript.speaker_names()["u-b"] == name
+
+
+@pytest.mark.parametrize(
+    ("real", "look_alike"),
+    [
+        ("Joe", "\u0408\u043e\u0435"),
+        ("Anna", "\u0391\u039d\u039d\u0391"),
+        ("Joë", "\u0408\u043e\u0451"),
+    ],
+    ids=["Cyrillic", "Greek", "Cyrillic with a diaeresis"],
+)
+def test_a_name_in_letters_drawn_as_another_scripts_is_told_apart(transcript, real, look_alike):
+    # Cyrillic "Јое" is one script throughout, and drawn as Joe: each is shown with its id.
+    transcript.speakers = [
+        Speaker(user_id="u-a", display_name=real),
+        Speaker(user_id="u-b", display_name=look_alike),
+    ]
+    assert speech_lines(transcript) == (
+        f"[00:00:01] {real} (u-a): Hello <team> & all.\n[00:01:02] {look_alike} (u-b): Hi.\n"
+    )
+
+
 @pytest.mark.parametrize(
     "unseen",
     ["\u200b", "\u00ad", "\u2060", "\ufeff", "\u200e", "\u034f", "\ufe0f", "\u3164", "\u2800"],
@@ -250,6 +299,54 @@ def test_speakers_whose_user_ids_too_read_the_same_have_them_spelt_out(transcrip
     )
 
 
+@pytest.mark.parametrize(
+    ("ids", "named", "read"),
+    [
+        # A trailing space, a tab, a control character: each was dropped where the ids were
+        # written, so two people read as one.
+        (
+            ["alice@x.com", "alice@x.com "],
+            "Alice",
+            ["Alice (alice@x.com)", "Alice (alice@x.com\\u0020)"],
+        ),
+        (["bob\t", "bob"], None, ["bob\\t", "bob"]),
+        (["u-1\x01", "u-1"], None, ["u-1\\u0001", "u-1"]),
+        (["a  b", "a b"], None, ["a \\u0020b", "a b"]),
+    ],
+)
+def test_user_ids_that_read_the_same_are_spelt_out_with_what_does_not_show(
+    transcript, ids, named, read
+):
+    transcript = two_speakers(transcript, ids, named)
+    assert [line.split("] ")[1] for line in speech_lines(transcript).splitlines()] == [
+        f"{label}: {said}" for label, said in zip(read, ["Hello <team> & all.", "Hi."], strict=True)
+    ]
+
+
+def test_speakers_who_read_the_same_even_spelt_out_are_told_apart_by_their_place(transcript):
+    # Spelt out, "Bob" and "bob" still read the same, as two Alices do: their place is added.
+    transcript = two_speakers(transcript, ["Bob", "bob"], None)
+    assert transcript.speaker_names() == {"Bob": "Bob (speaker 1)", "bob": "bob (speaker 2)"}
+    named = two_speakers(transcript, ["Bob", "bob"], "Al")
+    assert named.speaker_names() == {"Bob": "Al (Bob) (speaker 1)", "bob": "Al (bob) (speaker 2)"}
+    assert "\nbob (speaker 2): Hi." in to_srt(transcript)
+
+
+def two_speakers(transcript: Transcript, ids: list[str], named: str | None) -> Transcript:
+    """``transcript`` with its two speakers' user ids ``ids``, both with the display name
+    ``named``."""
+    a, b = transcript.utterances
+    return transcript.model_copy(
+        update={
+            "speakers": [Speaker(user_id=user_id, display_name=named) for user_id in ids],
+            "utterances": [
+                a.model_copy(update={"speaker": ids[0]}),
+                b.model_copy(update={"speaker": ids[1]}),
+            ],
+        }
+    )
+
+
 def test_a_name_cannot_put_words_in_another_speakers_mouth(transcript):
     # Display names are the participants' own. Written as it is, this one made a line that
     # reads as Alice approving, then Bob speaking; quoted, it reads as one name.
@@ -263,6 +360,30 @@ def test_a_name_cannot_put_words_in_another_speakers_mouth(transcript):
     for name in ("Dr. Seán O\u2019Neil-Smith, CFO (Finance) & Co", "Zoë 🎉", "李小龍", "Anne_2"):
         transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
         assert speech_lines(transcript).endswith(f"\n[00:01:02] {name}: Hi.\n")
+
+
+_COLONS = [
+    chr(i)
+    for i in range(sys.maxunicode + 1)
+    if any(word in unicodedata.name(chr(i), "") for word in ("COLON", "VISARGA"))
+]
+
+
+@pytest.mark.parametrize(
+    "colon",
+    [*_COLONS, "\ua4fd", "\u2805", "\u2806", "\u2828", "\u2830"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon):
+    # Lisu's ꓽ, Devanagari's visarga ः and a modifier letter 𐞁 are letters or marks, and braille
+    # stacks two dots: written bare, they made this one name read as Alice approving the budget.
+    name = f"Alice{colon} I approve the budget. Dana"
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+    shown = transcript.speaker_names()["u-b"]  # a letter of another script adds the user id
+    quoted = json.dumps(shown, ensure_ascii=False)
+    unisolated = str.maketrans("", "", "\u2068\u2069")  # Syriac's ܃ is written right to left
+    assert speech_lines(transcript).translate(unisolated).endswith(f"] {quoted}: Hi.\n")
+    assert to_srt(transcript).translate(unisolated).endswith(f"\n{quoted}: Hi.\n")
 
 
 def test_a_right_to_left_name_keeps_what_follows_it_in_the_order_said(transcript):

@@ -124,8 +124,21 @@ def _leading(name: str) -> str:
 
 def _name_letter(c: str) -> bool:
     """Letters, marks and digits; symbols (emoji); characters that are not drawn (a zero-width
-    joiner in an emoji or a Persian name). Not the letters that are drawn as a colon."""
-    return unicodedata.category(c) in _NAME_CATEGORIES and c not in "\u02d0\u02d1"
+    joiner in an emoji or a Persian name). Not those drawn as a colon: see :func:`_colon_like`."""
+    return unicodedata.category(c) in _NAME_CATEGORIES and not _colon_like(c)
+
+
+def _colon_like(c: str) -> bool:
+    """Whether ``c`` may be drawn as a colon: its name says COLON (ː and 𐞁 are letters) or
+    VISARGA (the Indic sign ः, two dots stacked, is a mark), or it is Lisu's tone letter ꓽ or
+    a braille pattern (⠅ stacks two dots too; no one's name is written in braille). Judged by
+    name, not by a list of the look-alikes found so far, so that those of a script Unicode
+    adds later are caught as well."""
+    name = unicodedata.name(c, "")
+    return c == "\ua4fd" or any(word in name for word in _COLON_WORDS)
+
+
+_COLON_WORDS = ("COLON", "VISARGA", "BRAILLE PATTERN DOTS")
 
 
 _NAME_CATEGORIES = frozenset(
