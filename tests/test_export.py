@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,9 @@ from stages.export import (
     export,
     packed_as_written,
     read_bundle,
+    read_sha256sums,
     recorded,
+    recorded_files,
     render,
     to_bundle,
     to_seglst,
@@ -424,8 +427,9 @@ def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_pa
     names = sorted(p.name for p in written.values())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".trackscribe-exports", *names]
     record = (tmp_path / "out" / ".trackscribe-exports").read_text().splitlines()
-    assert [line.split("  ")[1] for line in record] == names  # as sha256sum -c reads it
-    for digest, name in (line.split("  ") for line in record):
+    sums = [line for line in record if not line.startswith("#")]  # as sha256sum -c reads it
+    assert [line.split("  ")[1] for line in sums] == names
+    for digest, name in (line.split("  ") for line in sums):
         assert digest == hashlib.sha256((tmp_path / "out" / name).read_bytes()).hexdigest()
     assert Transcript.load(written["json"]) == transcript
     with pytest.raises(ValueError, match="unknown format"):
@@ -1046,3 +1050,77 @@ def test_a_transcript_linked_into_a_folder_stays_a_link_when_exported_there(tran
     link.symlink_to(kept / "transcript.json")
     export(link, review, "txt", replace=True)
     assert link.is_symlink() and (review / "transcript.txt").is_file()
+
+
+def test_the_record_says_which_transcript_each_file_was_rendered_from(transcript, tmp_path):
+    """What the record says of a file, that trackscribe wrote it, does not say which
+    transcript it shows: a file an earlier export left beside a later transcript would pass
+    for the later one's wherever it cannot be rendered again alike (another version's)."""
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt", "vtt"])
+    first = hashlib.sha256((out / "transcript.json").read_bytes()).hexdigest()
+    later = transcript.model_copy(deep=True)
+    later.utterances = later.utterances[:1]
+    export(later, out, ["txt"])  # no json among them: what it would render to is named
+    files = recorded_files(out)
+    assert {name: entry.source for name, entry in files.items()} == {
+        "transcript.json": first,
+        "transcript.srt": first,
+        "transcript.vtt": first,
+        "transcript.txt": hashlib.sha256(render(later, "json")).hexdigest(),
+    }
+    text = (out / ".trackscribe-exports").read_text()
+    assert f"# from {first}  transcript.srt\n" in text
+    # What earlier versions, and sha256sum -c, read of it is what they read before.
+    assert read_sha256sums(text, set(files)) == recorded(out)
+    if shutil.which("sha256sum"):  # its lines starting "#" are comments to it
+        command = ["sha256sum", "-c", "--strict", ".trackscribe-exports"]
+        checked = subprocess.run(command, cwd=out, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_record_an_earlier_version_wrote_is_read_and_kept(transcript, tmp_path):
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt"])
+    record = (out / ".trackscribe-exports").read_text().splitlines(keepends=True)
+    (out / ".trackscribe-exports").write_text("".join(x for x in record if x[0] != "#"))
+    assert {entry.source for entry in recorded_files(out).values()} == {None}
+    export(transcript, out, ["txt"])
+    files = recorded_files(out)
+    assert files["transcript.srt"].source is None  # still not known
+    assert files["transcript.txt"].source is not None
+    export(transcript, out, ["txt"], replace=True)
+    assert not (out / "transcript.srt").exists()
+
+
+def test_a_record_written_before_the_earlier_runs_files_are_removed_says_they_are(
+    transcript, tmp_path, monkeypatch
+):
+    """Stopped (Ctrl-C, or a disk full on the record's own write) after the removal and
+    before the record is written again, the record named files that were gone, and nothing
+    told them from files lost since."""
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "vtt", "srt"], replace=True)
+    unlink = Path.unlink
+
+    def stopped_after_the_srt(self: Path, *args: object, **kwargs: object) -> None:
+        unlink(self, *args, **kwargs)
+        if self.name == "transcript.srt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", stopped_after_the_srt)
+    with pytest.raises(KeyboardInterrupt):
+        export(transcript, out, ["json", "txt"], replace=True)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    files = recorded_files(out)
+    assert {name for name, entry in files.items() if entry.removing} == {
+        "transcript.srt",
+        "transcript.vtt",
+    }
+    assert "# removing  transcript.srt\n" in (out / ".trackscribe-exports").read_text()
+    export(transcript, out, ["json", "txt"])  # without replace: still being removed
+    assert recorded_files(out)["transcript.vtt"].removing
+    export(transcript, out, ["json", "txt", "vtt"])  # written again: no longer
+    assert not recorded_files(out)["transcript.vtt"].removing
