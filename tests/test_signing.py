@@ -483,6 +483,15 @@ def test_exports_another_version_rendered_otherwise_pass_beside_their_signed_bun
     (tmp_path / "transcript.txt").write_text("[00:00:01] Chen: I never said that.\n")
     assert status(verify(tmp_path, public_key=keys[1]))["transcript.txt"] == "differs"
 
+    # A signed bundle of another transcript vouches for nothing beside a later one.
+    (tmp_path / "transcript.txt").write_text("[00:00:01] Alice: as an older version wrote it\n")
+    later = older.model_copy(deep=True)
+    later.utterances = later.utterances[:3]
+    later.save(tmp_path / "transcript.json")
+    result = verify(tmp_path, public_key=keys[1])
+    assert status(result)["transcript.txt"] == "differs"
+    assert "signed" not in detail(result, "transcript.txt")
+
 
 # The command line and batch runs.
 
