@@ -435,7 +435,7 @@ def _bundle(
     But one not laid out as trackscribe lays it out differs, whatever its members: zip
     tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
-    held = _members(name, members, source)
+    held = _members(name, members, source, _signed_members(members, source))
     signature = _signature(name, members, source.key)
     if signature is not None:
         held.append(signature)
@@ -474,9 +474,15 @@ def _signature(bundle: str, members: dict[str, bytes], key: PublicKey | None) ->
     return Check(subject=subject, status="ok", detail=detail)
 
 
-def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Check]:
+def _members(
+    bundle: str, members: dict[str, bytes], source: _Source, signed: dict[str, bytes]
+) -> list[Check]:
     """Each member of ``bundle`` against what ``source`` renders to; a member that
-    trackscribe does not put in a bundle differs: the bundle says more than it made."""
+    trackscribe does not put in a bundle differs: the bundle says more than it made.
+
+    One another version rendered otherwise is checked against the bundle's SHA256SUMS, as
+    an export is against the folder's record: which anyone can rewrite, unless it is signed
+    with the key given (``signed``: the members it vouches for), which vouches for it."""
     checks = []
     expected = source.rendered
     rendered_from = _digest(members.get(_TRANSCRIPT, b""))  # what the bundle's members show
@@ -506,6 +512,8 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
                     if name == SUMS_FILE
                     else "; as the bundle's SHA256SUMS lists it"
                 )
+                if name in signed:
+                    status, detail = "ok", f"{detail}, signed with the key given"
         checks.append(Check(subject=subject, status=status, detail=detail))
     for name in members:
         if name not in expected and name != SIGNATURE_FILE:  # the signature: checked apart
@@ -558,7 +566,7 @@ def _export(
 
 def _signed_members(members: dict[str, bytes] | None, source: _Source) -> dict[str, bytes]:
     """The members of a bundle of ``source``'s transcript that its signature, checked with
-    the key given, vouches for: those its signed SHA256SUMS lists as they are; none without
+    the key given, vouches for: its SHA256SUMS, and those it lists as they are; none without
     a key, or without a signature made with it, or for a bundle of another transcript (an
     earlier run's: what it holds is not this transcript's)."""
     if members is None or source.key is None:
@@ -569,7 +577,8 @@ def _signed_members(members: dict[str, bytes] | None, source: _Source) -> dict[s
     if signature is None or signature.status != "ok":
         return {}
     listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
-    return {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
+    signed = {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
+    return signed | {SUMS_FILE: members[SUMS_FILE]}
 
 
 def _digest(data: bytes) -> str:
