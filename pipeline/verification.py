@@ -382,7 +382,9 @@ def _read_export(path: Path, record: _Record) -> bytes | Check | None:
             return Check(subject=name, status="differs", detail=_not_a_file(found.st_mode))
         return read_regular_file(path, MAX_EXPORT_BYTES)
     except FileNotFoundError:
-        if name in record.files:
+        # One an export was removing (as an earlier run's) is as that export meant to leave
+        # it: the export was stopped before it wrote the record again without it.
+        if name in record.files and not record.files[name].removing:
             detail = "trackscribe wrote it here, and it is gone"
             return Check(subject=name, status="missing", detail=detail)
         return None

@@ -204,6 +204,32 @@ def test_an_export_trackscribe_wrote_that_is_gone_is_missing(out):
     assert not result.ok
 
 
+def test_an_export_stopped_after_removing_an_earlier_runs_files_still_verifies(
+    sample_transcript, out, monkeypatch
+):
+    """Stopped (Ctrl-C) after the files of formats not asked for are removed and before the
+    record is written again without them, the record still names them: they are not lost,
+    as the record says they were being removed."""
+    unlink = Path.unlink
+
+    def stopped_after_the_vtt(self: Path, *args: object, **kwargs: object) -> None:
+        unlink(self, *args, **kwargs)
+        if self.name == "transcript.vtt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", stopped_after_the_vtt)
+    with pytest.raises(KeyboardInterrupt):
+        export(sample_transcript, out, ["json", "txt"], replace=True)
+    monkeypatch.undo()
+    assert not (out / "transcript.vtt").exists() and not (out / "transcript.srt").exists()
+    result = verify(out)
+    assert result.ok
+    assert "transcript.vtt" not in status(result) and "transcript.srt" not in status(result)
+    # One that is there yet is checked as before; one gone that was not being removed is lost.
+    (out / "transcript.txt").unlink()
+    assert status(verify(out))["transcript.txt"] == "missing"
+
+
 def test_a_transcript_saved_without_exporting_has_nothing_to_check_its_bytes_against(
     sample_transcript, tmp_path
 ):
