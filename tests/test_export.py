@@ -852,7 +852,25 @@ def test_the_provenance_report_names_each_input_by_its_bytes_and_start(report):
         "    starts    2026-11-20T10:00:00.000Z (+0.000 s)",
     ]
     assert report[at + 5].startswith("    PROBLEM   the file ends at 64.00 s")
-    assert "  c.webm (u-c): c.webm: not a readable audio file" in report
+    assert "  c.webm (u-c): not a readable audio file" in report  # the file named once
+
+
+def test_the_provenance_report_names_a_lost_tracks_file_once(partial):
+    partial.provenance.failures = [
+        TrackFailure(path="tracks/a.webm", user_id="u-a", reason="tracks/a.webm: file not found"),
+        TrackFailure(path="tracks/b.webm", user_id="u-b", reason="b.webm: no start time"),
+        TrackFailure(path="tracks/c.webm", user_id="u-c", reason="cut short by c.webm's end"),
+        TrackFailure(path="", user_id="u-d", reason="u-d's file was never listed"),
+    ]
+    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
+        lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
+    lost = lines.index("tracks lost (4)")
+    assert lines[lost + 1 : lost + 5] == [
+        "  tracks/a.webm (u-a): file not found",
+        "  tracks/b.webm (u-b): no start time",
+        "  tracks/c.webm (u-c): cut short by c.webm's end",
+        "  (no file) (u-d): u-d's file was never listed",
+    ]
 
 
 def test_the_provenance_report_says_what_speech_was_kept_from_the_model_and_why(report):
