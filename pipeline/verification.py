@@ -506,8 +506,8 @@ def _members(
             else:
                 written = "ok" if _digest(members[name]) == listed.get(name) else None
             status = source.rendered_otherwise(same, written, rendered_from)
-            if not same:
-                detail += source.from_which(rendered_from)
+            if not same and rendered_from != source.digest:
+                detail += "; rendered from another transcript"
             if status == "unchecked":
                 detail += (
                     "; every member is as it lists"
@@ -580,7 +580,9 @@ def _signed_members(members: dict[str, bytes] | None, source: _Source) -> dict[s
         return {}
     listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
     signed = {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
-    return signed | {SUMS_FILE: members[SUMS_FILE]}
+    if SUMS_FILE in members:  # what the signature is of
+        signed[SUMS_FILE] = members[SUMS_FILE]
+    return signed
 
 
 def _digest(data: bytes) -> str:
