@@ -12,7 +12,7 @@ that an export that owns the folder (the command line's ``-o``, a batch's meetin
 remove an earlier run's files in formats not written this time, which beside the new transcript
 would show a reviewer a different one, without touching a file that is not, byte for byte, what
 trackscribe wrote; and so that a reviewer can check later that each file is still what was
-written (:func:`recorded`).
+written, and from which transcript it was rendered (:func:`recorded_files`).
 
 A signed bundle is never written over, nor removed, by an export given no signer
 (:func:`keep_signed`): that would turn a signed record into an unsigned one.
