@@ -51,11 +51,13 @@ from stages.export import (
     SIGNATURE_FILE,
     SUMS_FILE,
     BundleError,
+    RecordedFile,
     bundle_members,
     packed_as_written,
     read_bundle,
     read_sha256sums,
     recorded,
+    recorded_files,
 )
 from stages.transcribe import ModelError, model_folder
 
@@ -214,10 +216,10 @@ def _no_transcript_in(folder: Path) -> str:
 
 
 class _Record(NamedTuple):
-    """What the folder's record says trackscribe wrote (file name -> SHA-256), and what to
-    say of a file it does not name."""
+    """What the folder's record says trackscribe wrote (file name -> its SHA-256, and that
+    of the transcript it was rendered from), and what to say of a file it does not name."""
 
-    digests: dict[str, str]
+    files: dict[str, RecordedFile]
     unrecorded: str
 
 
@@ -231,6 +233,9 @@ class _Source(NamedTuple):
     rendered: dict[str, bytes]
     """File name -> bytes of each text format, and of the rest of a bundle: rendered once,
     for the exports beside it and a bundle's members alike."""
+    digest: str
+    """The SHA-256 of the transcript's JSON (the file given, or the bundle's member): what
+    the record names as the transcript an export was rendered from."""
     key: PublicKey | None
     given: bytes | None = None
     """The bytes of the transcript given, when it is a file of its own: a bundle beside it must
@@ -254,15 +259,30 @@ class _Source(NamedTuple):
         """Whether another version of trackscribe made the transcript."""
         return self.made.provenance.software != software_version()
 
-    def rendered_otherwise(self, same: bool, written: str | None) -> Status:
+    def rendered_otherwise(
+        self, same: bool, written: str | None, rendered_from: str | None
+    ) -> Status:
         """The status of an export that is (``same``) or is not what this transcript renders
-        to, where ``written`` says whether it is what was recorded as written ("ok"). One
-        another version made, which this version renders otherwise (a header added, say), can
-        be checked against that record only: unchecked, not differing, when it is what the
-        record says."""
+        to, where ``written`` says whether it is what was recorded as written ("ok"), and
+        ``rendered_from`` is the SHA-256 of the transcript JSON it was rendered from, as the
+        record says (None where an earlier version's record does not say). One another
+        version made, which this version renders otherwise (a header added, say), can be
+        checked against that record only: unchecked, not differing, when it is what the
+        record says, rendered from this transcript. That trackscribe wrote it does not say
+        which transcript it shows: one rendered from another (an earlier run's, left beside
+        a later one) differs. One the record does not say of is given the benefit of the
+        doubt, as before records said it, and its line says so (:meth:`from_which`)."""
         if same:
             return "ok"
-        return "unchecked" if self.other_version and written == "ok" else "differs"
+        from_this = rendered_from in (None, self.digest)
+        return "unchecked" if self.other_version and written == "ok" and from_this else "differs"
+
+    def from_which(self, rendered_from: str | None) -> str:
+        """What to say, of an export recorded as written that is not what this transcript
+        renders to, of the transcript it was rendered from (as the record says)."""
+        if rendered_from is None:
+            return " (the record does not say from which transcript)" if self.other_version else ""
+        return "" if rendered_from == self.digest else ", rendered from another transcript"
 
 
 def _exports(
@@ -281,9 +301,10 @@ def _exports(
         # The transcript given is checked against the one trackscribe wrote here, whatever
         # its name: exports rendered again from another file must not pass for that one's.
         checks.append(_as_written(path, hashlib.sha256(data).hexdigest(), record, _TRANSCRIPT))
-        source = _Source(made, path.name, rendered, key, given=data)
+        source = _Source(made, path.name, rendered, _digest(data), key, given=data)
     else:
-        source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered, key)
+        digest = _digest(members[_TRANSCRIPT])
+        source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered, digest, key)
         checks += _bundle(path.name, data, members, source, record, _BUNDLE)
     beside = {
         name: _read_export(path.parent / file_name, record)
@@ -291,7 +312,7 @@ def _exports(
         if path.parent / file_name != path and (name != "json" or members is not None)
     }
     opened = _opened(beside.get("bundle"))  # read once: for its signed members, then checked
-    signed = _signed_members(opened if isinstance(opened, dict) else members, key)
+    signed = _signed_members(opened if isinstance(opened, dict) else members, source)
     for name, found in beside.items():
         file_name = FORMATS[name][0]
         if not isinstance(found, bytes):
@@ -306,7 +327,7 @@ def _exports(
         # Asked to check a signature, and there was no bundle to check: not a pass.
         detail = "no compliance bundle here, so no signature to check against the key given"
         checks.append(Check(subject=_BUNDLE, status="missing", detail=detail))
-    if record.digests:  # a folder trackscribe wrote its exports into
+    if record.files:  # a folder trackscribe wrote its exports into
         checks += _others_beside(path)
     return checks
 
@@ -343,7 +364,7 @@ def _others_beside(path: Path) -> list[Check]:
 def _folder_record(folder: Path) -> tuple[list[Check], _Record]:
     """The record of what trackscribe wrote in ``folder``, and a line if it cannot be read."""
     try:
-        found = recorded(folder)
+        found = recorded_files(folder)
     except OSError as exc:
         detail = f"cannot be read: {_why(exc)}"
         unreadable = [Check(subject=RECORD_FILE, status="missing", detail=detail)]
@@ -361,7 +382,9 @@ def _read_export(path: Path, record: _Record) -> bytes | Check | None:
             return Check(subject=name, status="differs", detail=_not_a_file(found.st_mode))
         return read_regular_file(path, MAX_EXPORT_BYTES)
     except FileNotFoundError:
-        if name in record.digests:
+        # One an export was removing (as an earlier run's) is as that export meant to leave
+        # it: the export was stopped before it wrote the record again without it.
+        if name in record.files and not record.files[name].removing:
             detail = "trackscribe wrote it here, and it is gone"
             return Check(subject=name, status="missing", detail=detail)
         return None
@@ -414,7 +437,7 @@ def _bundle(
     But one not laid out as trackscribe lays it out differs, whatever its members: zip
     tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
-    held = _members(name, members, source)
+    held = _members(name, members, source, _signed_members(members, source))
     signature = _signature(name, members, source.key)
     if signature is not None:
         held.append(signature)
@@ -453,11 +476,18 @@ def _signature(bundle: str, members: dict[str, bytes], key: PublicKey | None) ->
     return Check(subject=subject, status="ok", detail=detail)
 
 
-def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Check]:
+def _members(
+    bundle: str, members: dict[str, bytes], source: _Source, signed: dict[str, bytes]
+) -> list[Check]:
     """Each member of ``bundle`` against what ``source`` renders to; a member that
-    trackscribe does not put in a bundle differs: the bundle says more than it made."""
+    trackscribe does not put in a bundle differs: the bundle says more than it made.
+
+    One another version rendered otherwise is checked against the bundle's SHA256SUMS, as
+    an export is against the folder's record: which anyone can rewrite, unless it is signed
+    with the key given (``signed``: the members it vouches for), which vouches for it."""
     checks = []
     expected = source.rendered
+    rendered_from = _digest(members.get(_TRANSCRIPT, b""))  # what the bundle's members show
     listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
     for name, rendered in expected.items():
         subject = f"{bundle}:{name}"
@@ -472,16 +502,20 @@ def _members(bundle: str, members: dict[str, bytes], source: _Source) -> list[Ch
             same, detail = source.against(members[name], rendered)
             if name == SUMS_FILE:  # the record itself: whole if every member is as it lists
                 whole = all(_digest(members.get(n, b"")) == d for n, d in listed.items())
-                status = source.rendered_otherwise(same, "ok" if whole and listed else None)
+                written = "ok" if whole and listed else None
             else:
                 written = "ok" if _digest(members[name]) == listed.get(name) else None
-                status = source.rendered_otherwise(same, written)
+            status = source.rendered_otherwise(same, written, rendered_from)
+            if not same and rendered_from != source.digest:
+                detail += "; rendered from another transcript"
             if status == "unchecked":
                 detail += (
                     "; every member is as it lists"
                     if name == SUMS_FILE
                     else "; as the bundle's SHA256SUMS lists it"
                 )
+                if name in signed:
+                    status, detail = "ok", f"{detail}, signed with the key given"
         checks.append(Check(subject=subject, status=status, detail=detail))
     for name in members:
         if name not in expected and name != SIGNATURE_FILE:  # the signature: checked apart
@@ -518,7 +552,10 @@ def _export(
     detail = f"{detail}; {written.detail}"
     if written.status == "differs":
         return Check(subject=name, status="differs", detail=detail)
-    status = source.rendered_otherwise(same, written.status)
+    rendered_from = record.files[name].source if written.status == "ok" else None
+    if not same and written.status == "ok":
+        detail += source.from_which(rendered_from)
+    status = source.rendered_otherwise(same, written.status, rendered_from)
     if status == "ok" or signed is None:
         return Check(subject=name, status=status, detail=detail)
     if found == signed:
@@ -529,17 +566,23 @@ def _export(
     return Check(subject=name, status="differs", detail=detail)
 
 
-def _signed_members(members: dict[str, bytes] | None, key: PublicKey | None) -> dict[str, bytes]:
-    """The members of a bundle that its signature, checked with ``key``, vouches for: those
-    its signed SHA256SUMS lists as they are; none without a key, or without a signature made
-    with it."""
-    if members is None or key is None:
+def _signed_members(members: dict[str, bytes] | None, source: _Source) -> dict[str, bytes]:
+    """The members of a bundle of ``source``'s transcript that its signature, checked with
+    the key given, vouches for: its SHA256SUMS, and those it lists as they are; none without
+    a key, or without a signature made with it, or for a bundle of another transcript (an
+    earlier run's: what it holds is not this transcript's)."""
+    if members is None or source.key is None:
         return {}
-    signature = _signature("", members, key)
+    if _digest(members.get(_TRANSCRIPT, b"")) != source.digest:
+        return {}
+    signature = _signature("", members, source.key)
     if signature is None or signature.status != "ok":
         return {}
     listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
-    return {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
+    signed = {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
+    if SUMS_FILE in members:  # what the signature is of
+        signed[SUMS_FILE] = members[SUMS_FILE]
+    return signed
 
 
 def _digest(data: bytes) -> str:
@@ -549,7 +592,7 @@ def _digest(data: bytes) -> str:
 def _as_written(path: Path, digest: str, record: _Record, name: str) -> Check:
     """Whether ``path``, whose bytes have the SHA-256 ``digest``, is what the record says
     trackscribe wrote as ``name``: a link to such a file is not."""
-    if name not in record.digests:
+    if name not in record.files:
         return Check(subject=path.name, status="unchecked", detail=record.unrecorded)
     try:
         mode = path.lstat().st_mode
@@ -564,10 +607,10 @@ def _as_written(path: Path, digest: str, record: _Record, name: str) -> Check:
 def _against_record(subject: str, digest: str, record: _Record, name: str) -> Check:
     """Whether ``digest`` (of ``subject``) is what the record says trackscribe wrote as
     ``name``."""
-    if name not in record.digests:
+    if name not in record.files:
         return Check(subject=subject, status="unchecked", detail=record.unrecorded)
     as_what = "" if subject == name else f" as {name}"
-    if digest != record.digests[name]:
+    if digest != record.files[name].sha256:
         detail = f"not what trackscribe wrote here{as_what}"
         if not as_what:
             detail = "changed since trackscribe wrote it"

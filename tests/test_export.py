@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -30,7 +31,9 @@ from stages.export import (
     export,
     packed_as_written,
     read_bundle,
+    read_sha256sums,
     recorded,
+    recorded_files,
     render,
     to_bundle,
     to_seglst,
@@ -584,8 +587,9 @@ def test_export_writes_each_format_whole_and_a_record_of_them(transcript, tmp_pa
     names = sorted(p.name for p in written.values())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".trackscribe-exports", *names]
     record = (tmp_path / "out" / ".trackscribe-exports").read_text().splitlines()
-    assert [line.split("  ")[1] for line in record] == names  # as sha256sum -c reads it
-    for digest, name in (line.split("  ") for line in record):
+    sums = [line for line in record if not line.startswith("#")]  # as sha256sum -c reads it
+    assert [line.split("  ")[1] for line in sums] == names
+    for digest, name in (line.split("  ") for line in sums):
         assert digest == hashlib.sha256((tmp_path / "out" / name).read_bytes()).hexdigest()
     assert Transcript.load(written["json"]) == transcript
     with pytest.raises(ValueError, match="unknown format"):
@@ -1008,7 +1012,25 @@ def test_the_provenance_report_names_each_input_by_its_bytes_and_start(report):
         "    starts    2026-11-20T10:00:00.000Z (+0.000 s)",
     ]
     assert report[at + 5].startswith("    PROBLEM   the file ends at 64.00 s")
-    assert "  c.webm (u-c): c.webm: not a readable audio file" in report
+    assert "  c.webm (u-c): not a readable audio file" in report  # the file named once
+
+
+def test_the_provenance_report_names_a_lost_tracks_file_once(partial):
+    partial.provenance.failures = [
+        TrackFailure(path="tracks/a.webm", user_id="u-a", reason="tracks/a.webm: file not found"),
+        TrackFailure(path="tracks/b.webm", user_id="u-b", reason="b.webm: no start time"),
+        TrackFailure(path="tracks/c.webm", user_id="u-c", reason="cut short by c.webm's end"),
+        TrackFailure(path="", user_id="u-d", reason="u-d's file was never listed"),
+    ]
+    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
+        lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
+    lost = lines.index("tracks lost (4)")
+    assert lines[lost + 1 : lost + 5] == [
+        "  tracks/a.webm (u-a): file not found",
+        "  tracks/b.webm (u-b): no start time",
+        "  tracks/c.webm (u-c): cut short by c.webm's end",
+        "  (no file) (u-d): u-d's file was never listed",
+    ]
 
 
 def test_the_provenance_report_says_what_speech_was_kept_from_the_model_and_why(report):
@@ -1206,3 +1228,77 @@ def test_a_transcript_linked_into_a_folder_stays_a_link_when_exported_there(tran
     link.symlink_to(kept / "transcript.json")
     export(link, review, "txt", replace=True)
     assert link.is_symlink() and (review / "transcript.txt").is_file()
+
+
+def test_the_record_says_which_transcript_each_file_was_rendered_from(transcript, tmp_path):
+    """What the record says of a file, that trackscribe wrote it, does not say which
+    transcript it shows: a file an earlier export left beside a later transcript would pass
+    for the later one's wherever it cannot be rendered again alike (another version's)."""
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt", "vtt"])
+    first = hashlib.sha256((out / "transcript.json").read_bytes()).hexdigest()
+    later = transcript.model_copy(deep=True)
+    later.utterances = later.utterances[:1]
+    export(later, out, ["txt"])  # no json among them: what it would render to is named
+    files = recorded_files(out)
+    assert {name: entry.source for name, entry in files.items()} == {
+        "transcript.json": first,
+        "transcript.srt": first,
+        "transcript.vtt": first,
+        "transcript.txt": hashlib.sha256(render(later, "json")).hexdigest(),
+    }
+    text = (out / ".trackscribe-exports").read_text()
+    assert f"# from {first}  transcript.srt\n" in text
+    # What earlier versions, and sha256sum -c, read of it is what they read before.
+    assert read_sha256sums(text, set(files)) == recorded(out)
+    if shutil.which("sha256sum"):  # its lines starting "#" are comments to it
+        command = ["sha256sum", "-c", "--strict", ".trackscribe-exports"]
+        checked = subprocess.run(command, cwd=out, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_record_an_earlier_version_wrote_is_read_and_kept(transcript, tmp_path):
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "srt"])
+    record = (out / ".trackscribe-exports").read_text().splitlines(keepends=True)
+    (out / ".trackscribe-exports").write_text("".join(x for x in record if x[0] != "#"))
+    assert {entry.source for entry in recorded_files(out).values()} == {None}
+    export(transcript, out, ["txt"])
+    files = recorded_files(out)
+    assert files["transcript.srt"].source is None  # still not known
+    assert files["transcript.txt"].source is not None
+    export(transcript, out, ["txt"], replace=True)
+    assert not (out / "transcript.srt").exists()
+
+
+def test_a_record_written_before_the_earlier_runs_files_are_removed_says_they_are(
+    transcript, tmp_path, monkeypatch
+):
+    """Stopped (Ctrl-C, or a disk full on the record's own write) after the removal and
+    before the record is written again, the record named files that were gone, and nothing
+    told them from files lost since."""
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    export(transcript, out, ["json", "vtt", "srt"], replace=True)
+    unlink = Path.unlink
+
+    def stopped_after_the_srt(self: Path, *args: object, **kwargs: object) -> None:
+        unlink(self, *args, **kwargs)
+        if self.name == "transcript.srt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", stopped_after_the_srt)
+    with pytest.raises(KeyboardInterrupt):
+        export(transcript, out, ["json", "txt"], replace=True)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    files = recorded_files(out)
+    assert {name for name, entry in files.items() if entry.removing} == {
+        "transcript.srt",
+        "transcript.vtt",
+    }
+    assert "# removing  transcript.srt\n" in (out / ".trackscribe-exports").read_text()
+    export(transcript, out, ["json", "txt"])  # without replace: still being removed
+    assert recorded_files(out)["transcript.vtt"].removing
+    export(transcript, out, ["json", "txt", "vtt"])  # written again: no longer
+    assert not recorded_files(out)["transcript.vtt"].removing

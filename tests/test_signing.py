@@ -483,6 +483,50 @@ def test_exports_another_version_rendered_otherwise_pass_beside_their_signed_bun
     (tmp_path / "transcript.txt").write_text("[00:00:01] Chen: I never said that.\n")
     assert status(verify(tmp_path, public_key=keys[1]))["transcript.txt"] == "differs"
 
+    # A signed bundle of another transcript vouches for nothing beside a later one.
+    (tmp_path / "transcript.txt").write_text("[00:00:01] Alice: as an older version wrote it\n")
+    later = older.model_copy(deep=True)
+    later.utterances = later.utterances[:3]
+    later.save(tmp_path / "transcript.json")
+    result = verify(tmp_path, public_key=keys[1])
+    assert status(result)["transcript.txt"] == "differs"
+    assert "signed" not in detail(result, "transcript.txt")
+
+
+def test_a_signed_bundle_another_version_rendered_otherwise_is_vouched_for_sent_alone(
+    sample_transcript, keys, tmp_path, monkeypatch
+):
+    """After an upgrade that renders the text otherwise, the signature still covers the
+    members as they were made: sent on its own, the bundle is as signed, not unchecked."""
+    from stages.export import FORMATS, _text
+
+    older = sample_transcript.model_copy(deep=True)
+    older.provenance.software = "trackscribe 0.0.9 (code 000000000000)"
+    as_it_was = ("transcript.txt", lambda t: "[00:00:01] Alice: as an older version wrote it\n")
+    monkeypatch.setitem(_text.TEXT_FORMATS, "txt", as_it_was)
+    monkeypatch.setitem(FORMATS, "txt", as_it_was)
+    made = export(older, tmp_path / "made", "bundle", signer=SigningKey(keys[0]).sign)
+    monkeypatch.undo()
+    sent = shutil.copy(made["bundle"], tmp_path / "meeting-42.zip")
+
+    unsigned = verify(sent)  # no key: only the bundle's own sums say what it was
+    assert status(unsigned)["meeting-42.zip:transcript.txt"] == "unchecked"
+    result = verify(sent, public_key=keys[1])
+    assert result.ok
+    assert [s for s in status(result).values() if s != "ok"] == ["unchecked"]  # the inputs
+    assert detail(result, "meeting-42.zip:transcript.txt").endswith(
+        "; as the bundle's SHA256SUMS lists it, signed with the key given"
+    )
+    assert detail(result, "meeting-42.zip:SHA256SUMS").endswith(
+        "; every member is as it lists, signed with the key given"
+    )
+    assert detail(result, "meeting-42.zip").endswith(
+        "but signed with the key given, as is all it holds"
+    )
+    # The same text unzipped beside it is vouched for alike.
+    (tmp_path / "transcript.txt").write_bytes(read_members(sent)["transcript.txt"])
+    assert status(verify(sent, public_key=keys[1]))["transcript.txt"] == "ok"
+
 
 # The command line and batch runs.
 

@@ -83,7 +83,9 @@ def test_a_transcript_edited_after_export_is_caught_and_no_longer_matches_its_ex
     assert detail(result, "transcript.json") == "changed since trackscribe wrote it"
     for name in ("transcript.vtt", "transcript.srt", "transcript.txt", "transcript.seglst.json"):
         assert status(result)[name] == "differs"
-        assert detail(result, name).endswith("; as trackscribe wrote it")
+        assert detail(result, name).endswith(
+            "; as trackscribe wrote it, rendered from another transcript"
+        )
 
 
 def test_subtitles_left_from_an_earlier_run_are_caught(sample_transcript, out):
@@ -95,7 +97,36 @@ def test_subtitles_left_from_an_earlier_run_are_caught(sample_transcript, out):
     result = verify(out)
     assert status(result)["transcript.json"] == "ok"
     assert status(result)["transcript.vtt"] == "differs"
-    assert detail(result, "transcript.vtt").endswith("; as trackscribe wrote it")
+    assert detail(result, "transcript.vtt").endswith(
+        "; as trackscribe wrote it, rendered from another transcript"
+    )
+
+
+def test_subtitles_left_from_a_run_of_another_version_do_not_pass_for_a_later_transcript(
+    sample_transcript, tmp_path
+):
+    """Another version's exports may be rendered otherwise by this one, and are checked
+    against the record instead; but the record says that trackscribe wrote the subtitles,
+    and now also from which transcript: an earlier one's are not this one's."""
+    made = sample_transcript.model_copy(deep=True)
+    made.provenance.software = "trackscribe 0.0.9 (code 000000000000)"
+    out = tmp_path / "out"
+    export(made, out, [*DEFAULT_FORMATS, "bundle"])
+    cut = made.model_copy(deep=True)
+    cut.utterances = cut.utterances[:3]  # in a notebook, say
+    export(cut, out, ["json", "txt"])  # the SRT, VTT and bundle are left as they were
+
+    result = verify(out)
+    assert not result.ok
+    assert status(result)["transcript.txt"] == "ok"
+    assert status(result)["transcript.srt"] == "differs"
+    assert detail(result, "transcript.srt").endswith(
+        "; as trackscribe wrote it, rendered from another transcript"
+    )
+    assert status(result)["transcript.bundle.zip:transcript.srt"] == "differs"
+    assert "rendered from another transcript" in detail(
+        result, "transcript.bundle.zip:transcript.srt"
+    )
 
 
 def test_exports_rendered_again_from_another_transcript_do_not_pass_for_it(sample_transcript, out):
@@ -171,6 +202,32 @@ def test_an_export_trackscribe_wrote_that_is_gone_is_missing(out):
     result = verify(out)
     assert status(result)["transcript.srt"] == "missing"
     assert not result.ok
+
+
+def test_an_export_stopped_after_removing_an_earlier_runs_files_still_verifies(
+    sample_transcript, out, monkeypatch
+):
+    """Stopped (Ctrl-C) after the files of formats not asked for are removed and before the
+    record is written again without them, the record still names them: they are not lost,
+    as the record says they were being removed."""
+    unlink = Path.unlink
+
+    def stopped_after_the_vtt(self: Path, *args: object, **kwargs: object) -> None:
+        unlink(self, *args, **kwargs)
+        if self.name == "transcript.vtt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "unlink", stopped_after_the_vtt)
+    with pytest.raises(KeyboardInterrupt):
+        export(sample_transcript, out, ["json", "txt"], replace=True)
+    monkeypatch.undo()
+    assert not (out / "transcript.vtt").exists() and not (out / "transcript.srt").exists()
+    result = verify(out)
+    assert result.ok
+    assert "transcript.vtt" not in status(result) and "transcript.srt" not in status(result)
+    # One that is there yet is checked as before; one gone that was not being removed is lost.
+    (out / "transcript.txt").unlink()
+    assert status(verify(out))["transcript.txt"] == "missing"
 
 
 def test_a_transcript_saved_without_exporting_has_nothing_to_check_its_bytes_against(
@@ -570,6 +627,15 @@ def test_exports_another_version_rendered_otherwise_are_unchecked_while_as_writt
     result = verify(out)
     assert result.ok and status(result)["transcript.txt"] == "unchecked"
     assert "trackscribe 0.0.9 (code 000000000000) made it" in detail(result, "transcript.txt")
+    assert detail(result, "transcript.txt").endswith("; as trackscribe wrote it")
+    # A record an earlier version wrote does not say which transcript it was rendered from.
+    record = (out / ".trackscribe-exports").read_text().splitlines(keepends=True)
+    (out / ".trackscribe-exports").write_text("".join(x for x in record if x[0] != "#"))
+    earlier = verify(out)
+    assert earlier.ok and status(earlier)["transcript.txt"] == "unchecked"
+    assert detail(earlier, "transcript.txt").endswith(
+        "; as trackscribe wrote it (the record does not say from which transcript)"
+    )
     for member in ("transcript.txt", "provenance.txt", "SHA256SUMS"):
         assert status(result)[f"transcript.bundle.zip:{member}"] in ("ok", "unchecked")
     assert status(result)["transcript.bundle.zip:transcript.txt"] == "unchecked"

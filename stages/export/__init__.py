@@ -12,7 +12,7 @@ that an export that owns the folder (the command line's ``-o``, a batch's meetin
 remove an earlier run's files in formats not written this time, which beside the new transcript
 would show a reviewer a different one, without touching a file that is not, byte for byte, what
 trackscribe wrote; and so that a reviewer can check later that each file is still what was
-written (:func:`recorded`).
+written, and from which transcript it was rendered (:func:`recorded_files`).
 
 A signed bundle is never written over, nor removed, by an export given no signer
 (:func:`keep_signed`): that would turn a signed record into an unsigned one.
@@ -25,6 +25,7 @@ import logging
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from models import Transcript, TranscriptError, atomic_write_files, remove_unfinished_writes
 
@@ -52,6 +53,7 @@ __all__ = [
     "SIGNATURE_FILE",
     "SUMS_FILE",
     "BundleError",
+    "RecordedFile",
     "Signer",
     "SigningKeyError",
     "bundle_members",
@@ -63,6 +65,7 @@ __all__ = [
     "read_bundle",
     "read_sha256sums",
     "recorded",
+    "recorded_files",
     "render",
     "to_bundle",
     "to_seglst",
@@ -83,6 +86,19 @@ FORMATS: dict[str, tuple[str, Callable[[Transcript], str | bytes]]] = {
 DEFAULT_FORMATS: tuple[str, ...] = tuple(TEXT_FORMATS)
 """What is written when no format is named: every format but the bundle, which holds the
 same again."""
+
+
+class RecordedFile(NamedTuple):
+    """What a folder's record says of one file trackscribe's exports wrote there."""
+
+    sha256: str
+    source: str | None = None
+    """The SHA-256 of the transcript JSON it was rendered from (``render(transcript,
+    "json")``, written or not): which transcript it shows. None in a record an earlier
+    version wrote, which did not say."""
+    removing: bool = False
+    """An export that owns the folder (``replace``) is removing it as an earlier run's file:
+    gone, it is as that export meant to leave it, not a file lost."""
 
 
 class SigningKeyError(ValueError):
@@ -210,12 +226,19 @@ def export(
     files = {written[name]: render(transcript, name, signer=signer) for name in formats}
     if own is not None:
         _refuse_losing_fields(*own, files[written["json"]])
-    ours = {path.name: hashlib.sha256(data).hexdigest() for path, data in files.items()}
-    stale = {name: digest for name, digest in earlier.items() if name not in ours}
+    # Which transcript each file shows: the JSON it renders to, written or not.
+    source = _sha256(files[written["json"]] if "json" in formats else render(transcript, "json"))
+    ours = {path.name: RecordedFile(_sha256(data), source) for path, data in files.items()}
+    stale = {
+        name: entry._replace(removing=entry.removing or replace)
+        for name, entry in earlier.items()
+        if name not in ours
+    }
     recordable = _recordable(record_path)
     if recordable:
         # Still ours only while their bytes are the same; and named until they are removed:
-        # a run stopped in between must leave the next one a record of them to remove.
+        # a run stopped in between must leave the next one a record of them to remove, and
+        # a reviewer one that says they are being removed, not lost.
         files[record_path] = _record_bytes(ours | stale)
     atomic_write_files(files)
     if replace and recordable and stale:
@@ -275,7 +298,7 @@ def _fields_lost(before: object, after: object, where: str = "") -> list[str]:
 
 
 def _bundle_at_stake(
-    out_dir: Path, formats: list[str], earlier: dict[str, str], *, replace: bool
+    out_dir: Path, formats: list[str], earlier: dict[str, RecordedFile], *, replace: bool
 ) -> bool:
     """Whether exporting ``formats`` into ``out_dir`` would write over the bundle there or,
     with ``replace``, remove it (as :func:`_remove_stale` does: only one still byte for byte
@@ -286,7 +309,7 @@ def _bundle_at_stake(
     if not replace or name not in earlier:
         return False
     try:
-        return hashlib.sha256((out_dir / name).read_bytes()).hexdigest() == earlier[name]
+        return _sha256((out_dir / name).read_bytes()) == earlier[name].sha256
     except OSError:
         return False
 
@@ -314,6 +337,13 @@ def recorded(out_dir: Path) -> dict[str, str] | None:
     the folder's record says: what a reviewer checks the files against later. None for a
     folder with no record. A record that is there and cannot be read (or is not a plain
     file) raises :class:`OSError`: to a reviewer, that is not the same as no record."""
+    files = recorded_files(out_dir)
+    return None if files is None else {name: entry.sha256 for name, entry in files.items()}
+
+
+def recorded_files(out_dir: Path) -> dict[str, RecordedFile] | None:
+    """What :func:`recorded` gives, with what the record says of each file besides its
+    SHA-256: which transcript it was rendered from, and whether it is being removed."""
     path = Path(out_dir) / RECORD_FILE
     try:
         if not stat.S_ISREG(path.lstat().st_mode):
@@ -328,13 +358,21 @@ def recorded(out_dir: Path) -> dict[str, str] | None:
 
 RECORD_FILE = ".trackscribe-exports"
 """Which files trackscribe's exports wrote in a folder, and their SHA-256: one
-``<sha256>  <name>`` line each, as ``sha256sum`` writes them."""
+``<sha256>  <name>`` line each, as ``sha256sum`` writes them; then, on lines starting ``#``,
+``# from <sha256>  <name>``, the SHA-256 of the transcript JSON each was rendered from, and
+``# removing  <name>`` for each that an export is removing (:class:`RecordedFile`). Those are
+comments to ``sha256sum -c``, and no lines at all to earlier versions of trackscribe, so both
+still read the record: ``sha256sum -c`` checks it, and an earlier version still removes an
+earlier run's files, and checks the rest, after a later one wrote it."""
+
+_FROM = "# from "
+_REMOVING = "# removing  "
 
 _OUR_NAMES = frozenset(name for name, _ in FORMATS.values())
 
 
-def _read_record(path: Path) -> dict[str, str]:
-    """File name -> SHA-256 from a folder's record. Nothing for a folder without one."""
+def _read_record(path: Path) -> dict[str, RecordedFile]:
+    """What a folder's record says of each file. Nothing for a folder without one."""
     try:
         text = path.read_bytes().decode("utf-8")
     except (FileNotFoundError, NotADirectoryError):  # none yet (no folder: writing says so)
@@ -345,9 +383,16 @@ def _read_record(path: Path) -> dict[str, str]:
     return _parse_record(text)
 
 
-def _parse_record(text: str) -> dict[str, str]:
+def _parse_record(text: str) -> dict[str, RecordedFile]:
     """Only names of our formats count: the record is a file anyone can edit."""
-    return read_sha256sums(text, _OUR_NAMES)
+    lines = text.splitlines()
+    from_lines = "\n".join(line.removeprefix(_FROM) for line in lines if line.startswith(_FROM))
+    sources = read_sha256sums(from_lines, _OUR_NAMES)
+    removing = {line.removeprefix(_REMOVING) for line in lines if line.startswith(_REMOVING)}
+    return {
+        name: RecordedFile(digest, sources.get(name), name in removing)
+        for name, digest in read_sha256sums(text, _OUR_NAMES).items()
+    }
 
 
 def _recordable(path: Path) -> bool:
@@ -360,23 +405,33 @@ def _recordable(path: Path) -> bool:
     return False
 
 
-def _record_bytes(record: dict[str, str]) -> bytes:
-    return sha256sums(sorted(record.items()))
+def _record_bytes(record: dict[str, RecordedFile]) -> bytes:
+    names = sorted(record)
+    sums = sha256sums((name, record[name].sha256) for name in names).decode("utf-8")
+    sources = "".join(f"{_FROM}{record[n].source}  {n}\n" for n in names if record[n].source)
+    removing = "".join(f"{_REMOVING}{name}\n" for name in names if record[name].removing)
+    return (sums + sources + removing).encode("utf-8")
 
 
-def _remove_stale(out_dir: Path, stale: dict[str, str]) -> tuple[list[Path], dict[str, str]]:
-    """Remove each of ``stale`` (name -> the SHA-256 trackscribe wrote) that is still a
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _remove_stale(
+    out_dir: Path, stale: dict[str, RecordedFile]
+) -> tuple[list[Path], dict[str, RecordedFile]]:
+    """Remove each of ``stale`` (name -> what trackscribe wrote) that is still a
     regular file with those bytes; return those removed and those that could not be. One that
     cannot be is named in a warning: the new files are whole, and failing the run for an old
     file would lose them."""
     removed: list[Path] = []
     left = {}
-    for name, digest in stale.items():
+    for name, entry in stale.items():
         path = out_dir / name
         try:
             if not stat.S_ISREG(path.lstat().st_mode):
                 continue  # a link or a folder in its place: not what trackscribe wrote
-            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            if _sha256(path.read_bytes()) != entry.sha256:
                 log.warning("kept %s: it has changed since an earlier run wrote it", path)
                 continue
             path.unlink()
@@ -384,7 +439,7 @@ def _remove_stale(out_dir: Path, stale: dict[str, str]) -> tuple[list[Path], dic
             continue
         except OSError as exc:
             log.warning("%s is from an earlier run and could not be removed: %s", path, exc)
-            left[name] = digest
+            left[name] = entry
         else:
             removed.append(path)
     return removed, left

@@ -8,9 +8,10 @@ line, so none can forge a line of the report.
 """
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
-from models import Transcript, format_clock, format_utc, one_line
+from models import TrackFailure, Transcript, format_clock, format_utc, one_line
 
 _TITLE = "trackscribe provenance"
 
@@ -67,11 +68,7 @@ def to_report(transcript: Transcript) -> str:
         if used.problem:
             lines.append(f"    PROBLEM   {one_line(used.problem)}")
     lines += ["", f"tracks lost ({len(p.failures)})"]
-    lines += [
-        f"  {one_line(failure.path or '(no file)')} ({one_line(failure.user_id)}): "
-        f"{one_line(failure.reason)}"
-        for failure in p.failures
-    ]
+    lines += [_lost(failure) for failure in p.failures]
     lines += ["", f"speech kept from the model, or its text left out ({len(p.dropped)})"]
     for kept in p.dropped:
         owner = f"; judged {one_line(kept.attributed_to)}'s voice" if kept.attributed_to else ""
@@ -96,6 +93,21 @@ def to_report(transcript: Transcript) -> str:
             f"{'applied' if estimate.applied else 'not applied'}; {rate}{echo}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _lost(failure: TrackFailure) -> str:
+    """A lost track's line, its file named once: most reasons start with it already (its path,
+    or the name it had in the recording)."""
+    reason = failure.reason
+    if failure.path:
+        for said in (f"{failure.path}: ", f"{PurePosixPath(failure.path).name}: "):
+            if reason.startswith(said):
+                reason = reason.removeprefix(said)
+                break
+    return (
+        f"  {one_line(failure.path or '(no file)')} ({one_line(failure.user_id)}): "
+        f"{one_line(reason)}"
+    )
 
 
 def _flat(parameters: dict[str, Any], prefix: str = "") -> dict[str, Any]:
