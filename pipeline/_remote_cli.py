@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ from ._cli_common import (
     write_outputs,
 )
 from ._scratch import scratch_folder
+from .checkpoint import WORK_FOLDER, Checkpoints
 from .config import ENVIRONMENT, ApiSettings, ConfigError
 from .core import NoUsableTrackError
 from .demo import sample_meeting
@@ -578,6 +580,10 @@ def _webhook_command(args: argparse.Namespace) -> int:
         keep_signed(out, key)  # failed.json says so, before anything is fetched
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
         (out / FAILED_FILE).unlink(missing_ok=True)  # an earlier failure is being retried
+        # A try again, after a file that could not be fetched for now, transcribes only the
+        # tracks whose speech that file changes: the others' segments are kept here.
+        work = Checkpoints(out / WORK_FOLDER)
+        work.drop_partial()
         try:
             transcript = remote.transcribe_recording(
                 client,
@@ -588,10 +594,13 @@ def _webhook_command(args: argparse.Namespace) -> int:
                 fetch_options=FetchOptions(progress=show_progress(args)),
                 progress=False,
                 transcriber=transcriber,
+                checkpoints=work,
             )
         except NoUsableTrackError as exc:  # tried again by the receiver, then failed.json
             say(str(exc))
             raise
+        finally:
+            work.drop_pcm()  # large, and cheap to make again
         write_outputs(transcript, out, args.formats, key)  # what there is, even if partial
         status = report(transcript)
         if lost := remote.lost_for_now(transcript):
@@ -602,6 +611,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
                 "that could not be fetched; to be tried again"
             )
             raise PartialTranscript(recording.id, lost)
+        shutil.rmtree(work.folder, ignore_errors=True)  # done: nothing is tried again
         # Given up on by a stop that came while this ran, and done after all.
         (out / FAILED_FILE).unlink(missing_ok=True)
         say(f"recording {recording.id}: done (exit status {status})")

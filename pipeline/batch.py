@@ -83,7 +83,7 @@ from ._worker import (
     interrupts_held,
     refuse_in_rerun_script,
 )
-from .checkpoint import Checkpoints, work_key
+from .checkpoint import WORK_FOLDER, Checkpoints, work_key
 from .config import ApiSettings
 from .core import (
     NoUsableTrackError,
@@ -419,7 +419,7 @@ _EXPLAINED = (
 def _exclusive(folder: Path, *, busy: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock (a file, as a directory cannot be locked over NFS): wait for
     whoever holds it, or, given ``busy``, refuse at once with that reason."""
-    path = folder / ".work" / "lock"
+    path = folder / WORK_FOLDER / "lock"
     with writing(path):  # ".work" made a file by hand: named as such, not as "File exists"
         path.parent.mkdir(exist_ok=True)
         opened = path.open("a")
@@ -462,7 +462,7 @@ def _process(
     if signing_key is not None:  # process_meeting saw to it that the bundle is wanted
         signing_key.check()  # a worker reads it here: one gone or changed fails this meeting
         signer, signed_by = signing_key.sign, signing_key.fingerprint
-    checkpoints = Checkpoints(folder / ".work")
+    checkpoints = Checkpoints(folder / WORK_FOLDER)
     checkpoints.drop_partial()
     earlier = _reusable_manifest(job, folder)
     try:

@@ -37,7 +37,11 @@ from models import (
     writing,
 )
 
-__all__ = ["Checkpoints", "work_key"]
+__all__ = ["WORK_FOLDER", "Checkpoints", "work_key"]
+
+WORK_FOLDER = ".work"
+"""The folder, in a meeting's output folder, its checkpoints are kept in: hidden, so that
+``verify`` and a sweep over the outputs do not take it for a transcript's folder."""
 
 _SEGMENTS = TypeAdapter(list[Segment])
 _TRANSCRIPT = "transcript.json"

@@ -23,6 +23,7 @@ from stages.record import (
 )
 from stages.transcribe import Transcriber
 
+from .checkpoint import Checkpoints
 from .core import NoUsableTrackError, PipelineOptions, bars_wanted, run_meeting
 
 __all__ = ["RECORDING_FOLDER", "fetch", "lost_for_now", "record", "run", "transcribe_recording"]
@@ -205,12 +206,15 @@ def transcribe_recording(
     progress: bool | None = None,
     on_step: Step | None = None,
     transcriber: Transcriber | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> Transcript:
     """Fetch an uploaded recording into ``out/recording`` and transcribe it. Files that could
     not be fetched are listed as failures in the transcript's provenance; when none could be,
     :class:`NoUsableTrackError`. ``transcriber`` is a model already loaded with
     ``options.transcribe`` (loaded here when None). ``progress`` draws the fetch's and the
-    run's progress bars (default: where someone watches, see :func:`bars_wanted`)."""
+    run's progress bars (default: where someone watches, see :func:`bars_wanted`). With
+    ``checkpoints``, each track's finished work is kept there, and taken from there by a try
+    again (see :func:`lost_for_now`): only tracks whose speech changed meet the model again."""
     say = on_step or (lambda _line: None)
     options = PipelineOptions.model_validate(options or {})  # refused before any download
     progress = bars_wanted(progress)
@@ -235,7 +239,11 @@ def transcribe_recording(
     )
     say("transcribing")
     transcript = run_meeting(
-        result.manifest, options=options, progress=progress, transcriber=transcriber
+        result.manifest,
+        options=options,
+        progress=progress,
+        transcriber=transcriber,
+        checkpoints=checkpoints,
     ).transcript
     transcript.provenance.failures.extend(result.lost)
     return transcript

@@ -1596,6 +1596,7 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
         wait_for(out / "r1" / "failed.json")
         failed = json.loads((out / "r1" / "failed.json").read_text())
         partial = Transcript.load(out / "r1" / "transcript.json")
+        journal = (out / "r1" / ".work" / "journal.jsonl").read_text().splitlines()
         storage.down.clear()  # storage mended
         assert deliver() == 202
         wait_for(
@@ -1616,6 +1617,10 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
     assert "(try 3 of 3)" in stderr and "is there already" not in stderr
     assert {u.speaker for u in whole.utterances} == {"user-bruno", "user-chen"}
     assert whole.provenance.failures == []
+    # Three tries, one of them through the model: the others took its segments as kept.
+    transcribed = [line for line in journal if json.loads(line)["event"] == "transcribed"]
+    assert len(transcribed) == 1 and Path(bruno.path).name in transcribed[0]
+    assert not (out / "r1" / ".work").exists()  # done: nothing kept for a try again
 
 
 def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_not_retried(
