@@ -554,7 +554,7 @@ def _emulator_command(args: argparse.Namespace) -> int:
 
 
 def _webhook_command(args: argparse.Namespace) -> int:
-    from .webhook import PartialTranscript, RecordingErrored, WebhookReceiver
+    from .webhook import NotRetried, PartialTranscript, RecordingErrored, WebhookReceiver
 
     # Everything that would make every recording fail is checked before listening: the key,
     # the output folder, the settings and the model.
@@ -598,6 +598,8 @@ def _webhook_command(args: argparse.Namespace) -> int:
             )
         except NoUsableTrackError as exc:  # tried again by the receiver, then failed.json
             say(str(exc))
+            if not any(failure.fetch_again for failure in exc.failures):
+                raise NotRetried(str(exc)) from exc  # every file lost for good: failed.json now
             raise
         finally:
             work.drop_pcm()  # large, and cheap to make again

@@ -13,7 +13,7 @@ import multiprocessing
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -106,7 +106,13 @@ class PipelineOptions(BaseModel):
 
 
 class NoUsableTrackError(ValueError):
-    """Not one track of the meeting could be used; the message lists each and why."""
+    """Not one track of the meeting could be used; the message lists each and why, and
+    ``failures`` holds them (a caller tells by them whether a try again can help: see
+    ``TrackFailure.fetch_again``)."""
+
+    def __init__(self, message: str, failures: Sequence[TrackFailure] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 @dataclass
@@ -318,7 +324,7 @@ def run_meeting(
     if len(failures) == len(work):
         lines = "\n".join(f"  {failure.describe()}" for failure in failures)
         raise NoUsableTrackError(
-            f"no track of meeting {manifest.meeting_id} could be used:\n{lines}"
+            f"no track of meeting {manifest.meeting_id} could be used:\n{lines}", failures
         )
     decoded = [w for w in work if w.audio is not None]
     stats.audio_s = sum(_audio(w).duration for w in decoded)

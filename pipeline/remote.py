@@ -231,20 +231,26 @@ def transcribe_recording(
     recording_id = recording if isinstance(recording, str) else recording.id
     if result.manifest is None:
         reasons = "; ".join(f.reason for f in result.lost)
-        raise NoUsableTrackError(f"recording {recording_id}: no file could be fetched: {reasons}")
+        raise NoUsableTrackError(
+            f"recording {recording_id}: no file could be fetched: {reasons}", result.lost
+        )
     say(
         f"fetched {len(result.manifest.tracks)} file(s) into {folder}"
         + (f", {len(result.failures)} failed" if result.failures else "")
         + (f", {len(result.missing)} not to be had" if result.missing else "")
     )
     say("transcribing")
-    transcript = run_meeting(
-        result.manifest,
-        options=options,
-        progress=progress,
-        transcriber=transcriber,
-        checkpoints=checkpoints,
-    ).transcript
+    try:
+        transcript = run_meeting(
+            result.manifest,
+            options=options,
+            progress=progress,
+            transcriber=transcriber,
+            checkpoints=checkpoints,
+        ).transcript
+    except NoUsableTrackError as exc:  # what was fetched is of no use: so are the rest?
+        exc.failures += result.lost
+        raise
     transcript.provenance.failures.extend(result.lost)
     return transcript
 

@@ -43,6 +43,7 @@ from stages.record import RecordingNotFoundError
 from ._listen import MAX_BODY, LocalServer, declared_length, listen
 
 __all__ = [
+    "NotRetried",
     "PartialTranscript",
     "ReceiverStopped",
     "RecordingErrored",
@@ -77,6 +78,12 @@ class ReceiverStopped(Exception):
 
 class RecordingErrored(Exception):
     """RealtimeKit announced the recording as failed on its side: no files will come."""
+
+
+class NotRetried(Exception):
+    """Raised by ``on_uploaded`` (its cause the failure) for a failure no try again can mend:
+    every file of the recording lost for good (storage has none of them, say). The recording
+    goes to ``on_failed`` at once instead of after every try."""
 
 
 class PartialTranscript(Exception):
@@ -166,7 +173,8 @@ class WebhookReceiver:
     app's, as RealtimeKit's key signs every app's deliveries), the recording is left at once
     with a warning: not tried again, not given to ``on_failed``, and any announcement of it
     again ignored. ``on_uploaded`` that wrote a transcript lacking files a later try may get
-    raises :class:`PartialTranscript`: tried again like any failure.
+    raises :class:`PartialTranscript`: tried again like any failure. One that raises
+    :class:`NotRetried` goes to ``on_failed`` at once: no try again can mend it.
 
     A recording announced ``ERRORED`` goes to ``on_failed`` with :class:`RecordingErrored`,
     which may look it up first: when that raises ``RecordingNotFoundError``, the recording is
@@ -482,14 +490,18 @@ class WebhookReceiver:
                     self._not_this_apps(recording, exc)
                     return
                 error = exc
+                final = isinstance(exc, NotRetried)
                 log.error(
-                    "webhook: handling recording %s failed (try %d of %d): %s",
+                    "webhook: handling recording %s failed (try %d of %d%s): %s",
                     recording.id,
                     attempt,
                     self._tries,
-                    describe_error(exc),
+                    "; no try again can mend it" if final else "",
+                    describe_error(exc.__cause__ or exc if final else exc),
                 )
                 log.debug("webhook: traceback", exc_info=exc)
+                if final:
+                    break
                 if attempt < self._tries:
                     time.sleep(self._retry_wait * attempt)
         if error is not None and self._may_report(recording):
@@ -544,6 +556,11 @@ class WebhookReceiver:
         )
         if isinstance(error, ReceiverStopped | RecordingErrored):
             said = f"recording {recording.id} was not handled: {error}"
+        elif isinstance(error, NotRetried):
+            said = (
+                f"gave up on recording {recording.id}: {describe_error(error.__cause__ or error)}"
+                "; no try again can mend it"
+            )
         else:
             said = (
                 f"gave up on recording {recording.id} after {self._tries} tries, the last "

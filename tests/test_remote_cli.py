@@ -1659,6 +1659,36 @@ def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_n
     assert not (out / "r1" / "failed.json").exists()
 
 
+def test_a_recording_none_of_whose_files_storage_has_fails_at_once_not_after_every_try(
+    sample_manifest, tmp_path
+):
+    # Every file 404: no try again can fetch one. It was tried three times, seconds apart,
+    # before failed.json; a file lost for now among them is still worth the tries.
+    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
+    tracks = (first["user-bruno"], first["user-chen"])
+    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in tracks}
+    storage = type("Api", (HalfStored,), {"stored": stored, "gone": set(stored)})
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        serving(storage) as root,
+        webhook_command(out, public, f"{root}/client/v4", tmp_path) as (port, said),
+    ):
+        data = json.dumps(
+            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
+        ).encode()
+        headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
+        url = f"http://127.0.0.1:{port}/"
+        assert httpx.post(url, content=data, headers=headers).status_code == 202
+        wait_for(out / "r1" / "failed.json")
+    stderr = said[0]
+    failed = json.loads((out / "r1" / "failed.json").read_text())
+    assert "no file could be fetched" in failed["error"] and "404" in failed["error"]
+    assert "(try 1 of 3; no try again can mend it)" in stderr
+    assert "(try 2 of 3" not in stderr
+    assert not (out / "r1" / "transcript.json").exists()
+
+
 def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what_to_do(
     sample_dir, tmp_path
 ):
