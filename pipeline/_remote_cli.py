@@ -512,7 +512,8 @@ def _fetch_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         for failure in result.lost:
-            print(f"  {printable(failure.reason)}", file=sys.stderr)
+            again = " (a fetch again may get it)" if failure.fetch_again else ""
+            print(f"  {printable(failure.reason)}{again}", file=sys.stderr)
         # Nothing at all is not "some tracks failed, the rest written": as `run` says it.
         return EXIT_PARTIAL if result.manifest is not None else EXIT_BAD_INPUT
     return EXIT_OK

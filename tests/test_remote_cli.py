@@ -1498,6 +1498,23 @@ class _OddlyNamedAndGone(_OddlyNamedRecording):
         super().do_GET()
 
 
+def test_a_fetch_says_which_lost_files_a_fetch_again_may_get(sample_manifest, tmp_path):
+    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
+    tracks = [first[user] for user in ("user-alice", "user-bruno", "user-chen")]
+    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in tracks}
+    busy, gone = Path(tracks[1].path).name, Path(tracks[2].path).name
+    storage = type("Api", (HalfStored,), {"stored": stored, "down": {busy}, "gone": {gone}})
+    with serving(storage) as root:
+        flags = ["--base-url", f"{root}/client/v4", "--account-id", "a", "--app-id", "b"]
+        result = cli("fetch", "--recording-id", "r1", "-o", str(tmp_path), *flags, "--no-progress")
+    assert result.returncode == 1, result.stderr
+    lines = {line for line in result.stderr.splitlines() if line.startswith("  ")}
+    [busy_line] = [line for line in lines if busy in line]
+    [gone_line] = [line for line in lines if gone in line]
+    assert busy_line.endswith("(a fetch again may get it)") and "503" in busy_line
+    assert "404" in gone_line and "fetch again" not in gone_line
+
+
 def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_another_recording(
     sample_manifest, tmp_path
 ):
