@@ -2,7 +2,7 @@
 
 import html
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_serializer,
     model_validator,
@@ -102,7 +103,10 @@ class Utterance(_Finite):
         """``words`` as the text now says them. Words the text still has keep their times and
         probabilities; words it took out are gone; words it put in take the time of those
         they replace (or the instant where they were put in), shared out evenly, with
-        probability 1: a person wrote them. Without words (none were timed), none."""
+        probability 1: a person wrote them. Words that differ from the text in spacing alone
+        are as said: an early transcript kept each word's leading space, and text without
+        spaces between words (Chinese, Japanese) is not a text edited. Without words (none
+        were timed), none."""
         return _following(self.text, self.words)
 
     @model_validator(mode="after")
@@ -114,23 +118,33 @@ class Utterance(_Finite):
             self.__dict__["words"] = said  # not setattr: that would validate again
         return self
 
-    @field_serializer("words")
-    def _words_written(self, words: list[Word]) -> list[Word]:
-        return _following(self.text, words)
+    @field_serializer("words", mode="wrap")
+    def _words_written(
+        self, words: list[Word], write: SerializerFunctionWrapHandler
+    ) -> list[dict[str, Any]]:
+        return write(_following(self.text, words))  # what to leave out of them still applies
+
+
+_ALIGNED_AT_MOST = 1_000_000
+"""Word pairs (old words times new) compared at most to tell which words a text edit kept:
+matching is quadratic at worst, and a whole utterance rewritten at that size keeps little."""
 
 
 def _following(text: str, words: list[Word]) -> list[Word]:
     """``words`` made to follow ``text`` (see :meth:`Utterance.words_as_said`); ``words``
     itself when they already do."""
     said = text.split()
-    if not words or said == [w.word for w in words]:
+    heard = [w.word for w in words]
+    if not words or said == heard or "".join(said) == "".join("".join(heard).split()):
         return words
+    blocks: Sequence[tuple[str, int, int, int, int]] = [("replace", 0, len(words), 0, len(said))]
+    if len(said) * len(words) <= _ALIGNED_AT_MOST:
+        blocks = SequenceMatcher(a=heard, b=said, autojunk=False).get_opcodes()
     out: list[Word] = []
-    matcher = SequenceMatcher(a=[w.word for w in words], b=said, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in blocks:
         if tag == "equal":
             out.extend(words[i1:i2])
-        elif tag != "delete":  # replaced, or put in where there was nothing
+        elif tag != "delete" and j2 > j1:  # replaced, or put in where there was nothing
             if tag == "replace":
                 since, until = words[i1].start, words[i2 - 1].end
             else:

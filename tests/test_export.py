@@ -566,6 +566,35 @@ def test_a_transcript_edited_by_hand_reads_back_with_words_that_follow_its_text(
     assert words == [w for w in transcript.utterances[0].words if w.word in ("Hello", "all.")]
 
 
+def test_words_that_differ_from_the_text_in_spacing_alone_are_kept_as_they_are(transcript):
+    # An early transcript kept each word's leading space; Chinese text has no spaces between
+    # its words. Neither is a text edited: the model's times and probabilities stand.
+    said = utt("u-a", 1.0, 3.0, "Hello, world.")
+    spaced = [w.model_copy(update={"word": f" {w.word}", "probability": 0.62}) for w in said.words]
+    chinese = utt("u-b", 4.0, 6.0, "你好 世界")
+    for text, words in (("Hello, world.", spaced), ("你好世界", chinese.words)):
+        loaded = Utterance.model_validate({**said.model_dump(), "text": text, "words": words})
+        assert loaded.words == words
+        assert loaded.model_dump()["words"] == [w.model_dump() for w in words]
+
+
+def test_a_rewrite_of_a_very_long_utterance_spreads_its_words_over_the_time_said(transcript):
+    said = utt("u-a", 0.0, 600.0, " ".join(f"word{i}" for i in range(2000)))
+    said.text = " ".join(f"new{i}" for i in range(1500))
+    assert [w.word for w in said.words] == said.text.split()
+    assert said.words[0].start == 0.0 and said.words[-1].end == 600.0
+
+
+def test_what_a_dump_leaves_out_of_the_words_is_still_left_out(transcript):
+    transcript.utterances[0].text = "Hello all."  # edited: the words written follow it
+    dumped = transcript.model_dump(
+        exclude={"utterances": {"__all__": {"words": {"__all__": {"probability"}}}}}
+    )
+    assert dumped["utterances"][0]["words"] == [
+        {"word": w.word, "start": w.start, "end": w.end} for w in transcript.utterances[0].words
+    ]
+
+
 def test_a_long_utterance_whose_word_times_go_back_is_shown_whole(transcript):
     # Edited by hand, the second word's time moved to the end: cut by those times, the words
     # of 2-11 s were shown for half a second after the rest.

@@ -202,7 +202,12 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     say when each piece is shown."""
     short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
     words = u.words_as_said()
-    if short or not words or any(later.start < word.start for word, later in pairwise(words)):
+    if (
+        short
+        or not words
+        or u.text.split() != [w.word for w in words]  # spacing apart: cut, it would change
+        or any(later.start < word.start for word, later in pairwise(words))
+    ):
         return [(u.start, u.end, u.text)]
     pieces: list[list[Word]] = [[]]
     for word in words:
