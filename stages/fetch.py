@@ -275,7 +275,9 @@ def _result(
                 f"{file.name}: no start time in its name, and the recording's started_time "
                 "is missing or cannot be read",
             )
-            missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
+            missing.append(
+                TrackFailure(path=local, user_id=user_id, reason=reason, fetch_again=False)
+            )
             continue
         try:
             track = Track(
@@ -290,7 +292,9 @@ def _result(
         except ValidationError as exc:  # one odd name costs its file, not the manifest
             reason = f"{file.name}: left out of the manifest: its {describe(exc)}"
             log.error("%s", reason)
-            missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
+            missing.append(
+                TrackFailure(path=local, user_id=user_id, reason=reason, fetch_again=False)
+            )
             continue
         tracks.append(track)
     missing += _unlisted(recording, files, names, outcomes, user_ids)
@@ -301,7 +305,7 @@ def _result(
             f"whatever files {'it lists' if unreadable == 1 else 'they list'} cannot be fetched"
         )
         log.error("%s", reason)
-        missing.append(TrackFailure(path="", user_id="", reason=reason))
+        missing.append(TrackFailure(path="", user_id="", reason=reason, fetch_again=False))
     manifest = None
     if tracks:
         tracks.sort(key=lambda t: (t.started_time, t.user_id, t.path))
@@ -351,7 +355,12 @@ def _unlisted(
             )
         return []
     missing = [
-        TrackFailure(path="", user_id=user_id, reason=f"{_one_url(recording)}, not {user_id}'s")
+        TrackFailure(
+            path="",
+            user_id=user_id,
+            reason=f"{_one_url(recording)}, not {user_id}'s",
+            fetch_again=False,
+        )
         for user_id in absent
     ]
     sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, _Failed)]
@@ -363,7 +372,7 @@ def _unlisted(
             f"{_one_url(recording)}, of {sum(sizes):,} bytes, but the recording holds "
             f"{declared:,} bytes by its file_size: the other files cannot be listed"
         )
-        missing.append(TrackFailure(path="", user_id="", reason=reason))
+        missing.append(TrackFailure(path="", user_id="", reason=reason, fetch_again=False))
     elif not missing:
         others = (
             f"other files of {', '.join(user_ids)} (a rejoin makes one)"

@@ -1171,7 +1171,37 @@ def test_a_transcript_that_lacks_a_file_not_fetched_for_now_is_not_done(
     (tmp_path / "recording" / "tracks" / "on-disk.webm").write_bytes(b"not media")
     export(made, tmp_path, ["json"])
     read = Transcript.load(tmp_path / "transcript.json")
-    assert remote.lost_for_now(read) == ([failure] if fetch_again else [])
+    assert remote.lost_for_now(read, tmp_path) == ([failure] if fetch_again else [])
+    assert _transcribed(tmp_path, "r1") is done
+
+
+@pytest.mark.parametrize(
+    ("lost", "done"),
+    [
+        ("tracks/b.webm", False),  # not on disk: its download failed, a fetch again may get it
+        ("tracks/on-disk.webm", True),  # fetched, but undecodable: no fetch again helps
+        ("", True),  # names no file (one the listing does not show)
+        ("tracks/../b.webm", True),  # a name the fetch could not have written
+    ],
+)
+def test_a_transcript_written_before_lost_files_were_marked_is_judged_as_then(
+    sample_transcript, tmp_path, lost, done
+):
+    # Its failures have no fetch_again, which read as False: a file lost for now (storage
+    # answering 503) was taken as done, and an announcement again no longer retried it.
+    from models import TrackFailure
+    from pipeline._remote_cli import _transcribed
+
+    made = sample_transcript.model_copy(deep=True)
+    made.provenance.recording_id = "r1"
+    reason = f"{lost}: storage answered HTTP 503 (gave up after 3 tries in a row)"
+    made.provenance.failures.append(TrackFailure(path=lost, user_id="u", reason=reason))
+    (tmp_path / "recording" / "tracks").mkdir(parents=True)
+    (tmp_path / "recording" / "tracks" / "on-disk.webm").write_bytes(b"not media")
+    raw = json.loads(made.to_json())
+    for failure in raw["provenance"]["failures"]:
+        del failure["fetch_again"]  # as the version before wrote it
+    (tmp_path / "transcript.json").write_text(json.dumps(raw))
     assert _transcribed(tmp_path, "r1") is done
 
 
