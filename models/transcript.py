@@ -185,11 +185,12 @@ class TrackFailure(_Finite):
     path: str
     user_id: str
     reason: str
-    fetch_again: bool = Field(
-        default=False,
+    fetch_again: bool | None = Field(
+        default=None,
         description="its download failed for a reason that may pass: fetching again may get "
-        "the file (False: no fetch again changes it, or it was never a download's to fail; so "
-        "too in a transcript written before this was said)",
+        "the file (False: no fetch again changes it, or it was never a download's to fail; "
+        "None: written before trackscribe said, so a reader tells it as that version did, "
+        "from whether the file is on disk)",
     )
 
     def describe(self) -> str:

@@ -606,7 +606,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
             work.drop_pcm()  # large, and cheap to make again
         write_outputs(transcript, out, args.formats, key)  # what there is, even if partial
         status = report(transcript)
-        if lost := remote.lost_for_now(transcript):
+        if lost := remote.lost_for_now(transcript, out):
             # Written, but not done: the receiver tries again (resuming the fetch), and after
             # its last try failed.json names the files; an announcement again retries it.
             say(
@@ -658,10 +658,10 @@ def _transcribed(out: Path, recording_id: str) -> bool:
     """Whether ``out`` holds a transcript of this recording already: its ``transcript.json``,
     or the one in its bundle (``--formats`` may have asked for the bundle alone). Formats
     without the provenance (TXT, WebVTT) cannot say, and are made again. One that lacks
-    files that could not be fetched for now (marked so in its provenance: see
-    :func:`remote.lost_for_now`) is not done: an announcement again (after a restart, say)
-    retries them. One that lacks only files lost for good (storage has no such file, say) is
-    done: fetching again would only fail again."""
+    files that could not be fetched for now (marked so in its provenance, or, in one written
+    before that mark, not on disk: see :func:`remote.lost_for_now`) is not done: an
+    announcement again (after a restart, say) retries them. One that lacks only files lost
+    for good (storage has no such file, say) is done: fetching again would only fail again."""
     try:
         made = Transcript.load(out / "transcript.json")
     except (OSError, TranscriptError):
@@ -671,7 +671,7 @@ def _transcribed(out: Path, recording_id: str) -> bool:
             made = Transcript.from_json(members["transcript.json"], str(bundle))
         except (OSError, BundleError, KeyError, TranscriptError):
             return False
-    return made.provenance.recording_id == recording_id and not remote.lost_for_now(made)
+    return made.provenance.recording_id == recording_id and not remote.lost_for_now(made, out)
 
 
 def _webhook_public_key(settings: ApiSettings) -> bytes:

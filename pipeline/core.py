@@ -317,6 +317,7 @@ def run_meeting(
             path=manifest.tracks[w.index].path,
             user_id=manifest.tracks[w.index].user_id,
             reason=w.failure,
+            fetch_again=False,  # on disk, fetched: no fetch again changes it
         )
         for w in work
         if w.failure is not None

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from models import Recording, TrackFailure, Transcript
+from models import Recording, TrackFailure, Transcript, safe_file_name
 from stages.fetch import FetchError, FetchOptions, FetchResult, fetch_recording
 from stages.record import (
     DEFAULT_WAIT,
@@ -264,12 +264,36 @@ def _with_bars(options: FetchOptions | None, progress: bool | None) -> FetchOpti
     return options.model_copy(update={"progress": bars_wanted(progress)})
 
 
-def lost_for_now(transcript: Transcript) -> list[TrackFailure]:
-    """The files ``transcript`` lacks that a fetch again may get: those whose download failed
-    for a reason that may pass (the network, storage busy or failing, a refused URL the API
-    could not renew, no room to write), as the fetch marked them (``fetch_again``). That is
-    read from the transcript alone, so that it holds as well for one read back from its file
-    after a restart. Anything else is lost for good, whether a copy of the file is on disk
-    or not: storage has no such file (404), the recording does not list it or gives it no
-    URL, its name or URL cannot be used, it was fetched but cannot be decoded or placed."""
-    return [failure for failure in transcript.provenance.failures if failure.fetch_again]
+def lost_for_now(transcript: Transcript, out: Path) -> list[TrackFailure]:
+    """The files ``transcript`` (made by :func:`transcribe_recording` into ``out``) lacks that
+    a fetch again may get: those whose download failed for a reason that may pass (the
+    network, storage busy or failing, a refused URL the API could not renew, no room to
+    write), as the fetch marked them (``fetch_again``). That is read from the transcript, so
+    that it holds as well for one read back from its file after a restart. Anything else is
+    lost for good, whether a copy of the file is on disk or not: storage has no such file
+    (404), the recording does not list it or gives it no URL, its name or URL cannot be used,
+    it was fetched but cannot be decoded or placed.
+
+    A transcript written before the fetch said (``fetch_again`` None) is read as that version
+    did: a file is lost for now when its name is usable and it is not under
+    ``out/recording`` (so a file storage has not is retried too, as it was then)."""
+    folder = Path(out) / RECORDING_FOLDER
+    return [
+        failure
+        for failure in transcript.provenance.failures
+        if failure.fetch_again
+        or (
+            failure.fetch_again is None
+            and _usable(failure.path)
+            and not (folder / failure.path).exists()
+        )
+    ]
+
+
+def _usable(path: str) -> bool:
+    """Whether ``path`` (a track's, in its manifest folder) is made of names the fetch could
+    have written: one that is not was never downloaded, and never will be."""
+    try:
+        return all(safe_file_name(part) == part for part in path.split("/"))
+    except ValueError:  # nothing usable in a part, or no path at all
+        return False

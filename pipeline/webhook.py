@@ -70,6 +70,12 @@ _ID_SHOWN = 100
 """The most of an announced recording id a log line shows: a body may hold a long one."""
 _TEXT_SHOWN = 300
 """The most of a longer text from a request (a body's first problem, a request line) shown."""
+_REPORT_SECONDS = 15.0
+"""How long :meth:`WebhookReceiver.close` waits, once its grace is over, for a failure the
+worker is reporting already to be reported: the command line's ``on_failed`` looks an ERRORED
+recording up (up to 5 s) before it writes failed.json, and the worker is a daemon thread, so a
+stop that did not wait would end the process half-way through, leaving neither failed.json nor
+the error line. Bounded, so that a report that hangs cannot hold a stop for ever."""
 
 
 class ReceiverStopped(Exception):
@@ -267,7 +273,8 @@ class WebhookReceiver:
         seconds for each (it looks an ERRORED one up), and a stop must not last that long on
         top of the grace. Each given up on goes to ``on_failed`` and the log: its sender has
         had its 2xx and will not redeliver. One whose failure the worker is reporting already
-        when the wait ends is left to that report, not made a second."""
+        when the wait ends is left to that report, not made a second, and waited for (up to
+        ``_REPORT_SECONDS`` more; a second Ctrl-C ends that wait too)."""
         if self._closed:
             return
         deadline = time.monotonic() + grace
@@ -316,12 +323,7 @@ class WebhookReceiver:
             if current is not None:
                 left, reporting = self._leave_current()
                 if left is not None and reporting:
-                    log.warning(
-                        "webhook: stopped while the failure of recording %s was being "
-                        "reported; it is not reported again (the stop may cut that report "
-                        "short)",
-                        left.id,
-                    )
+                    self._await_report(left)
                 elif left is not None:
                     self._give_up(left, _not_handled(left, "while handling it"))
 
@@ -335,6 +337,31 @@ class WebhookReceiver:
                 return left, True
             self._abandoned = left.id if left is not None else None
             return left, False
+
+    def _await_report(self, recording: Recording) -> None:
+        """Wait, up to ``_REPORT_SECONDS``, for the worker to finish reporting the failure of
+        ``recording``: the process may end as soon as :meth:`close` returns, and with it the
+        worker's daemon thread, half-way through the report. The worker lets go of the
+        recording when the report is done (not ``worker.join``: see ``_current``)."""
+        log.warning(
+            "webhook: stopping; waiting up to %g s for the failure of recording %s to be "
+            "reported (a second Ctrl-C leaves it)",
+            _REPORT_SECONDS,
+            recording.id,
+        )
+        reported = False
+        try:
+            with self._changed:
+                reported = self._changed.wait_for(
+                    lambda: self._current is not recording, timeout=_REPORT_SECONDS
+                )
+        finally:
+            if not reported:
+                log.warning(
+                    "webhook: stopped while the failure of recording %s was being reported; "
+                    "it is not reported again (the stop may cut that report short)",
+                    recording.id,
+                )
 
     def _say_unlogged_refusals(self) -> None:
         """Say how many refusals the once-a-minute limit kept out of the log: a stop must not

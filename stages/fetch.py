@@ -57,6 +57,12 @@ _T = TypeVar("_T")
 protect_http_logs()
 
 TRACKS_FOLDER = "tracks"
+_GONE = frozenset({404, 410})
+"""Statuses that say a file is not in storage: lost for good (S3 is strongly consistent)."""
+_EXPIRED_CODES = frozenset({"ExpiredToken", "RequestExpired", "TokenRefreshRequired"})
+"""S3 error codes of a 400 for a pre-signed URL whose credentials ran out: renewed like a 403."""
+_CODE_SHOWN = 100
+"""The most of a storage's error code said in an error."""
 _CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a storage host to accept a connection. Apart from the read timeout
 (``FetchOptions.timeout``, a minute without data): a host out of reach fails a try in seconds,
@@ -68,8 +74,8 @@ class FetchError(Exception):
 
 
 class _Lasting(FetchError):
-    """A file no fetch again will get: storage says it is not there (404, 410, or another
-    4xx not worth retrying), the recording no longer lists it or gives it no download URL,
+    """A file no fetch again will get: storage says it is not there (404 or 410), the
+    recording no longer lists it or gives it no download URL,
     or its URL or name cannot be used. Raised where that is found, so that one place
     (:func:`_attempt`) tells it from a failure that may pass, which a re-run resumes."""
 
@@ -106,13 +112,13 @@ class FetchResult(BaseModel):
     failures: list[TrackFailure] = Field(
         default_factory=list,
         description="files not fetched this time, for a reason that may pass (the network, "
-        "storage busy or failing, a refused URL the API could not renew, no room to write, a "
-        "stop): a re-run resumes them (each has fetch_again set)",
+        "storage busy or failing, a refused URL the API could not renew, another 4xx, no room "
+        "to write, a stop): a re-run resumes them (each has fetch_again set)",
     )
     missing: list[TrackFailure] = Field(
         default_factory=list,
-        description="what no re-run will get: files storage says are not there (404, 410, "
-        "another 4xx), that the recording no longer lists, lists with no download URL or an "
+        description="what no re-run will get: files storage says are not there (404, 410), "
+        "that the recording no longer lists, lists with no download URL or an "
         "entry that cannot be read, or does not list (one download URL), whose URL or name "
         "cannot be used, or whose start cannot be placed",
     )
@@ -269,7 +275,9 @@ def _result(
                 f"{file.name}: no start time in its name, and the recording's started_time "
                 "is missing or cannot be read",
             )
-            missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
+            missing.append(
+                TrackFailure(path=local, user_id=user_id, reason=reason, fetch_again=False)
+            )
             continue
         try:
             track = Track(
@@ -284,7 +292,9 @@ def _result(
         except ValidationError as exc:  # one odd name costs its file, not the manifest
             reason = f"{file.name}: left out of the manifest: its {describe(exc)}"
             log.error("%s", reason)
-            missing.append(TrackFailure(path=local, user_id=user_id, reason=reason))
+            missing.append(
+                TrackFailure(path=local, user_id=user_id, reason=reason, fetch_again=False)
+            )
             continue
         tracks.append(track)
     missing += _unlisted(recording, files, names, outcomes, user_ids)
@@ -295,7 +305,7 @@ def _result(
             f"whatever files {'it lists' if unreadable == 1 else 'they list'} cannot be fetched"
         )
         log.error("%s", reason)
-        missing.append(TrackFailure(path="", user_id="", reason=reason))
+        missing.append(TrackFailure(path="", user_id="", reason=reason, fetch_again=False))
     manifest = None
     if tracks:
         tracks.sort(key=lambda t: (t.started_time, t.user_id, t.path))
@@ -345,7 +355,12 @@ def _unlisted(
             )
         return []
     missing = [
-        TrackFailure(path="", user_id=user_id, reason=f"{_one_url(recording)}, not {user_id}'s")
+        TrackFailure(
+            path="",
+            user_id=user_id,
+            reason=f"{_one_url(recording)}, not {user_id}'s",
+            fetch_again=False,
+        )
         for user_id in absent
     ]
     sizes = [outcome[0] for outcome in outcomes.values() if not isinstance(outcome, _Failed)]
@@ -357,7 +372,7 @@ def _unlisted(
             f"{_one_url(recording)}, of {sum(sizes):,} bytes, but the recording holds "
             f"{declared:,} bytes by its file_size: the other files cannot be listed"
         )
-        missing.append(TrackFailure(path="", user_id="", reason=reason))
+        missing.append(TrackFailure(path="", user_id="", reason=reason, fetch_again=False))
     elif not missing:
         others = (
             f"other files of {', '.join(user_ids)} (a rejoin makes one)"
@@ -685,11 +700,11 @@ class _Downloader:
         """``attempt()`` until it succeeds or the retry policy says stop.
 
         A status worth retrying, a broken connection or a corrupt copy are tried again after
-        a wait. A refused URL (403: expired, or not accepted) is renewed from the API first;
-        the first refusal of a run of failures is tried again at once, since a URL past its
-        time is expected, but each counts as a failure like any other, so that a storage
-        which refuses every fresh URL is given up on, and the error says the fresh URLs did
-        not help. A try that took ``done`` (bytes kept) further than any try before it is
+        a wait. A refused URL (403, or 400 for expired credentials) is renewed from the API
+        first; the first refusal of a run of failures is tried again at once, since a URL
+        past its time is expected, but each counts as a failure like any other, so that a
+        storage which refuses every fresh URL is given up on, and the error says the fresh
+        URLs did not help. A try that took ``done`` (bytes kept) further than any try before it is
         progress, not a failure: a flaky connection must not stop a long download that keeps
         advancing. Bytes got again after a corrupt copy was dropped are not: a copy that
         never checks out would otherwise be fetched for ever.
@@ -861,17 +876,20 @@ class _Downloader:
         status = response.status_code
         if status in (200, 206):
             return
-        if status == 403:
+        code = _error_code(response)
+        said = f", {code}" if code else ""
+        if status == 403 or (status == 400 and code in _EXPIRED_CODES):
             raise _UrlRefusedError(
-                f"storage refused the pre-signed URL (HTTP 403{_code(response)})", generation
+                f"storage refused the pre-signed URL (HTTP {status}{said})", generation
             )
         if self._retry.should_retry(status):
             raise _RetryableStatusError(status, response.headers.get("retry-after"))
-        # A 4xx not worth retrying is the request's, and the same request gets it again: 404
-        # is no object (S3 is strongly consistent; an expired URL is refused 403, renewed).
-        # Anything else (a 3xx not followed, a 5xx taken off the list) is not known to last.
-        error = _Lasting if 400 <= status < 500 else FetchError
-        raise error(f"{file.name}: storage answered HTTP {status}{_code(response)}")
+        # Only 404 and 410 say the object is not there, and S3 is strongly consistent: the
+        # same answer comes again. Any other status given up on is not known to last: a 401
+        # or 407 (a proxy) may pass, a 400 may be of credentials renewed since, a 3xx not
+        # followed or a 5xx taken off the list may be answered otherwise later.
+        error = _Lasting if status in _GONE else FetchError
+        raise error(f"{file.name}: storage answered HTTP {status}{said}")
 
 
 def _shut(sock: socket.socket) -> None:
@@ -979,8 +997,12 @@ def _content_length(response: httpx.Response) -> int:
     return int(value) if value.isascii() and value.isdigit() else -1
 
 
-def _code(response: httpx.Response) -> str:
-    """S3-style storage errors say why in an XML ``<Code>``; worth naming in the error."""
+def _error_code(response: httpx.Response) -> str:
+    """The S3-style error code of an answer, "" if it has none: said in the error, and
+    telling an expired URL answered 400 from a bad request. The ``x-amz-error-code`` header
+    if sent, else the XML body's ``<Code>``."""
+    if code := response.headers.get("x-amz-error-code", "").strip():
+        return code[:_CODE_SHOWN]
     if response.is_stream_consumed or not response.headers.get("content-type", "").endswith("xml"):
         return ""
     try:
@@ -988,7 +1010,7 @@ def _code(response: httpx.Response) -> str:
     except httpx.HTTPError:
         return ""
     start, end = body.find("<Code>"), body.find("</Code>")
-    return f", {body[start + 6 : end]}" if 0 <= start < end else ""
+    return body[start + 6 : end][:_CODE_SHOWN] if 0 <= start < end else ""
 
 
 def _matches(md5: str, expected: str | None) -> bool:

@@ -369,15 +369,16 @@ def test_a_transcript_survives_a_round_trip_through_its_file(sample_transcript, 
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_whether_a_lost_file_may_be_fetched_again_survives_the_file_and_defaults_to_no(
+def test_whether_a_lost_file_may_be_fetched_again_survives_the_file_and_is_unknown_before(
     sample_transcript, tmp_path
 ):
     # A webhook restarted reads it back from transcript.json to tell what to retry; one
-    # written before it was said (no such field) retries nothing.
+    # written before it was said (no such field) says nothing (None), not "lost for good":
+    # its files lost for now were no longer retried.
     made = sample_transcript.model_copy(deep=True)
     made.provenance.failures = [
         TrackFailure(path="tracks/a.webm", user_id="a", reason="HTTP 503", fetch_again=True),
-        TrackFailure(path="tracks/b.webm", user_id="b", reason="HTTP 404"),
+        TrackFailure(path="tracks/b.webm", user_id="b", reason="HTTP 404", fetch_again=False),
     ]
     path = made.save(tmp_path / "transcript.json")
     raw = json.loads(path.read_text())
@@ -387,7 +388,7 @@ def test_whether_a_lost_file_may_be_fetched_again_survives_the_file_and_defaults
     for failure in raw["provenance"]["failures"]:
         del failure["fetch_again"]
     path.write_text(json.dumps(raw))
-    assert [f.fetch_again for f in Transcript.load(path).provenance.failures] == [False, False]
+    assert [f.fetch_again for f in Transcript.load(path).provenance.failures] == [None, None]
 
 
 def test_a_transcript_shown_in_a_notebook_or_a_log_is_a_summary_not_every_word(

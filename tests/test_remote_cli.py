@@ -683,35 +683,110 @@ def test_a_recording_whose_failure_is_being_reported_when_the_grace_ends_is_repo
     status, caplog
 ):
     # on_failed may take seconds (it looks an ERRORED one up): a stop whose grace runs out
-    # meanwhile must not report the recording again (failed.json twice, two error lines).
+    # meanwhile must not report the recording again (failed.json twice, two error lines), and
+    # must not return before the report is done: the process ends when close returns, and
+    # the worker's daemon thread with it, leaving neither failed.json nor the error line.
     key, public = _webhook_key()
-    reporting, release = threading.Event(), threading.Event()
-    failed: list[str] = []
+    reporting = threading.Event()
+    begun: list[str] = []
+    reported: list[str] = []
 
     def fail(recording: Recording) -> None:
         raise RuntimeError("storage down")
 
     def on_failed(recording: Recording, error: BaseException) -> None:
-        failed.append(recording.id)
-        if len(failed) == 1:
-            reporting.set()
-            release.wait(30)
+        begun.append(recording.id)
+        reporting.set()
+        time.sleep(1.0)  # the command line's lookup of an ERRORED recording, then failed.json
+        reported.append(recording.id)
 
     caplog.set_level(logging.WARNING, logger="trackscribe")
     receiver = WebhookReceiver(public, fail, on_failed=on_failed, tries=1)
     receiver.start()
+    assert _announce(receiver, key, {"id": "r1", "status": status}).status_code in (200, 202)
+    assert reporting.wait(10)
+    receiver.close(grace=0.2)
+    assert (begun, reported) == (["r1"], ["r1"])  # done when close returns, and done once
+    said = [r.getMessage() for r in caplog.records]
+    assert "for the failure of recording r1 to be reported" in " ".join(said)
+    assert not [line for line in said if "cut that report short" in line]
+    (_,) = [line for line in said if "r1 was not handled" in line or "up on recording r1" in line]
+
+
+def test_a_stop_waits_for_a_report_under_way_only_so_long(monkeypatch, caplog):
+    # on_failed that hangs must not hold a stop for ever: the wait is bounded, and the log
+    # says the report may be cut short (it is still not made a second time).
+    key, public = _webhook_key()
+    reporting, release = threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        reporting.set()
+        release.wait(30)
+
+    monkeypatch.setattr("pipeline.webhook._REPORT_SECONDS", 0.3)
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(public, lambda r: None, on_failed=on_failed, tries=1)
+    receiver.start()
     try:
-        assert _announce(receiver, key, {"id": "r1", "status": status}).status_code in (200, 202)
+        assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
         assert reporting.wait(10)
+        began = time.monotonic()
         receiver.close(grace=0.2)
+        assert time.monotonic() - began < 5
     finally:
         release.set()
-    receiver._worker_thread.join(10)
     assert failed == ["r1"]
     said = [r.getMessage() for r in caplog.records]
-    (under_way,) = [line for line in said if "being reported" in line]
-    assert under_way.startswith("webhook: stopped while the failure of recording r1 was being")
-    (_,) = [line for line in said if "r1 was not handled" in line or "up on recording r1" in line]
+    (cut,) = [line for line in said if "cut that report short" in line]
+    assert cut.startswith("webhook: stopped while the failure of recording r1 was being")
+
+
+def test_a_second_stop_while_a_report_under_way_is_waited_for_leaves_at_once(caplog):
+    key, public = _webhook_key()
+    reporting, release = threading.Event(), threading.Event()
+    failed: list[str] = []
+
+    class Terminated(KeyboardInterrupt):
+        """What the command line's SIGTERM handler raises."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    def on_failed(recording: Recording, error: BaseException) -> None:
+        failed.append(recording.id)
+        reporting.set()
+        release.wait(30)
+
+    def stop_again_while_it_waits() -> None:
+        deadline = time.monotonic() + 10
+        while not any("to be reported" in r.getMessage() for r in caplog.records):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the wait that follows the warning
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    receiver = WebhookReceiver(public, lambda r: None, on_failed=on_failed, tries=1)
+    receiver.start()
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
+        assert reporting.wait(10)
+        threading.Thread(target=stop_again_while_it_waits, daemon=True).start()
+        began = time.monotonic()
+        with pytest.raises(Terminated):
+            receiver.close(grace=0.2)
+        assert time.monotonic() - began < 5  # not the whole bound of the wait (15 s)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        release.set()
+    assert failed == ["r1"]
+    said = [r.getMessage() for r in caplog.records]
+    (cut,) = [line for line in said if "cut that report short" in line]
+    assert cut.startswith("webhook: stopped while the failure of recording r1 was being")
 
 
 def test_the_grace_of_a_stop_counts_from_its_start_the_reports_of_those_waiting_included():
@@ -1096,7 +1171,37 @@ def test_a_transcript_that_lacks_a_file_not_fetched_for_now_is_not_done(
     (tmp_path / "recording" / "tracks" / "on-disk.webm").write_bytes(b"not media")
     export(made, tmp_path, ["json"])
     read = Transcript.load(tmp_path / "transcript.json")
-    assert remote.lost_for_now(read) == ([failure] if fetch_again else [])
+    assert remote.lost_for_now(read, tmp_path) == ([failure] if fetch_again else [])
+    assert _transcribed(tmp_path, "r1") is done
+
+
+@pytest.mark.parametrize(
+    ("lost", "done"),
+    [
+        ("tracks/b.webm", False),  # not on disk: its download failed, a fetch again may get it
+        ("tracks/on-disk.webm", True),  # fetched, but undecodable: no fetch again helps
+        ("", True),  # names no file (one the listing does not show)
+        ("tracks/../b.webm", True),  # a name the fetch could not have written
+    ],
+)
+def test_a_transcript_written_before_lost_files_were_marked_is_judged_as_then(
+    sample_transcript, tmp_path, lost, done
+):
+    # Its failures have no fetch_again, which read as False: a file lost for now (storage
+    # answering 503) was taken as done, and an announcement again no longer retried it.
+    from models import TrackFailure
+    from pipeline._remote_cli import _transcribed
+
+    made = sample_transcript.model_copy(deep=True)
+    made.provenance.recording_id = "r1"
+    reason = f"{lost}: storage answered HTTP 503 (gave up after 3 tries in a row)"
+    made.provenance.failures.append(TrackFailure(path=lost, user_id="u", reason=reason))
+    (tmp_path / "recording" / "tracks").mkdir(parents=True)
+    (tmp_path / "recording" / "tracks" / "on-disk.webm").write_bytes(b"not media")
+    raw = json.loads(made.to_json())
+    for failure in raw["provenance"]["failures"]:
+        del failure["fetch_again"]  # as the version before wrote it
+    (tmp_path / "transcript.json").write_text(json.dumps(raw))
     assert _transcribed(tmp_path, "r1") is done
 
 
