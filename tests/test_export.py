@@ -374,7 +374,8 @@ _COLONS = [
 
 @pytest.mark.parametrize(
     "colon",
-    [*_COLONS, "\ua4fd", "\u2805", "\u2806", "\u2828", "\u2830"],
+    # And the visargas named otherwise: Tibetan, Khmer, Balinese, Javanese, Sundanese.
+    [*_COLONS, "\ua4fd", "\u2805", "\u2806", "\u2828", "\u2830", *"\u0f7f\u17c7\u1b04\ua983\u1b82"],
     ids=lambda c: f"U+{ord(c):04X}",
 )
 def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon):
@@ -387,6 +388,37 @@ def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon)
     unisolated = str.maketrans("", "", "\u2068\u2069")  # Syriac's ܃ is written right to left
     assert speech_lines(transcript).translate(unisolated).endswith(f"] {quoted}: Hi.\n")
     assert to_srt(transcript).translate(unisolated).endswith(f"\n{quoted}: Hi.\n")
+
+
+@pytest.mark.parametrize(
+    "letter_and_sign",
+    ["\u0f40\u0f7f", "\u1780\u17c7", "\u1b13\u1b04", "\ua98f\ua983", "\u1b8a\u1b82"],
+    ids=["Tibetan", "Khmer", "Balinese", "Javanese", "Sundanese"],
+)
+def test_a_visarga_on_its_own_scripts_letter_quotes_the_name(transcript, letter_and_sign):
+    # KA with its own script's visarga (ཀཿ): one script throughout, yet drawn as a colon.
+    name = f"{letter_and_sign} I approve the budget. Dana"
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+    quoted = json.dumps(f"{name} (u-b)", ensure_ascii=False)  # a name of two scripts
+    assert speech_lines(transcript).endswith(f"] {quoted}: Hi.\n")
+    assert to_srt(transcript).endswith(f"\n{quoted}: Hi.\n")
+
+
+def test_a_mark_of_another_script_than_its_letter_quotes_the_name(transcript):
+    # A mark no list of names here catches (Tibetan ཾ stands in for a colon-like sign Unicode
+    # adds later) is of no letter's script in a Latin name: there only to pass for what it
+    # looks like. Quoted, and the name shown with its user id, wherever it is written.
+    name = "Alice\u0f7e I approve the budget. Dana"
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+    assert transcript.speaker_names()["u-b"] == f"{name} (u-b)"  # a mark's script counts
+    quoted = json.dumps(f"{name} (u-b)", ensure_ascii=False)
+    assert speech_lines(transcript).endswith(f"] {quoted}: Hi.\n")
+    assert to_srt(transcript).endswith(f"\n{quoted}: Hi.\n")
+    # A script's marks on its own letters, and those written with any (a combining acute,
+    # the variation selector of an emoji), are names as people have them: written as they are.
+    for name in ("\u0f40\u0f7e", "अंकित", "Zoe\u0301 \u2764\ufe0f", "\u17a2\u17c6"):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert speech_lines(transcript).endswith(f"] {name}: Hi.\n")
 
 
 def test_a_right_to_left_name_keeps_what_follows_it_in_the_order_said(transcript):
