@@ -1289,6 +1289,23 @@ def test_the_record_says_which_transcript_each_file_was_rendered_from(transcript
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_exported_from_a_transcript_file_the_record_names_that_file(transcript, tmp_path):
+    # Saved by an editor that lays JSON out its own way (or by an earlier version): the
+    # exports show that file, not the JSON this version would write for it.
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = out / "transcript.json"
+    saved.write_text(json.dumps(json.loads(transcript.to_json()), indent=4))
+    export(saved, out, ["srt"])
+    as_read = hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert recorded_files(out)["transcript.srt"].source == as_read
+    # Written with them, the JSON is what they show: that file, as written now.
+    review = tmp_path / "review"
+    export(saved, review, ["json", "txt"])
+    written = hashlib.sha256((review / "transcript.json").read_bytes()).hexdigest()
+    assert recorded_files(review)["transcript.txt"].source == written
+
+
 def test_a_record_an_earlier_version_wrote_is_read_and_kept(transcript, tmp_path):
     out = tmp_path / "out"
     export(transcript, out, ["json", "srt"])
