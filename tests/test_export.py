@@ -222,12 +222,10 @@ def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
     )
     assert "<v \u0410lice (u-b)>" in to_vtt(transcript)
     # So with no Alice there to pass for, and for letters no table of look-alikes holds
-    # (Armenian օ, Lisu ꓮ); an id of mixed scripts, standing in for the name, is spelt out.
+    # (Armenian օ, Lisu ꓮ).
     for name in ("Ch\u0435n", "B\u0585b", "\ua4eelice", "\u0391\u03bb\u03b5x Smith"):
         transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
         assert speech_lines(transcript).endswith(f"] {name} (u-b): Hi.\n")
-    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
-    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
     # One script throughout, or Han with kana or Hangul (as Japanese and Korean are
     # written), and modifier letters, are no mix: written as they are.
     for name in (
@@ -239,6 +237,26 @@ def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
     ):
         transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
         assert transcript.speaker_names()["u-b"] == name
+
+
+def test_a_user_id_of_mixed_scripts_standing_in_for_a_name_is_spelt_out_only_if_it_clashes(
+    transcript,
+):
+    # Alone, it is written as it is: spelt out, "team-Мария" read as "team-\u041c\u0430...",
+    # which tells a reader nothing, and there is no name beside it to pass for.
+    transcript = two_speakers(transcript, ["u-a", "team-\u041c\u0430\u0440\u0438\u044f"], None)
+    assert speech_lines(transcript).endswith("] team-\u041c\u0430\u0440\u0438\u044f: Hi.\n")
+    # Beside one it reads as (Latin M, a and p, as Cyrillic М, а and р are drawn), each is
+    # told apart by how it is spelt.
+    transcript = two_speakers(
+        transcript, ["team-Map\u0438\u044f", "team-\u041c\u0430\u0440\u0438\u044f"], None
+    )
+    assert speech_lines(transcript) == (
+        "[00:00:01] team-Map\\u0438\\u044f: Hello <team> & all.\n"
+        "[00:01:02] team-\\u041c\\u0430\\u0440\\u0438\\u044f: Hi.\n"
+    )
+    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
+    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
 
 
 @pytest.mark.parametrize(
