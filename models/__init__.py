@@ -2,7 +2,7 @@
 
 from ._errors import describe, import_optional
 from ._json import JsonTextError, decode_text
-from ._text import name_key, one_line
+from ._text import name_key, one_line, script_of
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
@@ -154,6 +154,7 @@ __all__ = [
     "refuse_shared",
     "remove_unfinished_writes",
     "safe_file_name",
+    "script_of",
     "sha256_file",
     "shown_retry_after",
     "temporary_file_for",

@@ -69,19 +69,34 @@ shown with its user id whatever it looks like: see :func:`mixes_scripts`."""
 
 
 def mixes_scripts(name: str) -> bool:
-    """Whether a name's letters are of more than one script: "Аlice" with a Cyrillic А
-    passes for Alice, beside her or not, and no table of look-alikes holds them all. Han,
-    kana, Hangul and Bopomofo are written together, and with Latin, so those mixes are not
-    counted; nor are modifier letters (Hawaiian ʻ, Japanese 々 and ー), which belong to no
-    one script. A letter's script is the first word of its Unicode name (LATIN, CYRILLIC,
-    GREEK, CJK): the standard library has no Script property, and the word is one script's
-    throughout."""
+    """Whether a name's letters, and the marks written on them, are of more than one script:
+    "Аlice" with a Cyrillic А passes for Alice, beside her or not, and no table of look-alikes
+    holds them all; nor is "Aliceཿ" with a Tibetan sign (a mark, drawn as a colon) one script.
+    Han, kana, Hangul and Bopomofo are written together, and with Latin, so those mixes are
+    not counted; nor are modifier letters (Hawaiian ʻ, Japanese 々 and ー), nor marks written
+    with any script (:func:`script_of`)."""
     scripts = {
-        unicodedata.name(c, "").split(" ")[0]
+        script_of(c)
         for c in unicodedata.normalize("NFKC", name)
-        if unicodedata.category(c) in ("Lu", "Ll", "Lt", "Lo")
-    }
+        if unicodedata.category(c) in _OF_A_SCRIPT
+    } - {""}
     return len(scripts) > 1 and not scripts <= _WRITTEN_TOGETHER
+
+
+_OF_A_SCRIPT = frozenset(("Lu", "Ll", "Lt", "Lo", "Mn", "Mc", "Me"))
+"""Letters (not modifier letters) and marks: what :func:`mixes_scripts` takes the scripts of."""
+
+
+def script_of(c: str) -> str:
+    """The script of a letter or mark: the first word of its Unicode name (LATIN, CYRILLIC,
+    TIBETAN, CJK), since the standard library has no Script property, and the word is one
+    script's throughout. "" for a mark written with any script: those named COMBINING (an
+    acute, a diaeresis) and the variation selectors (as in an emoji's ❤️)."""
+    name = unicodedata.name(c, "")
+    return "" if name.startswith(_ANY_SCRIPT) else name.split(" ")[0]
+
+
+_ANY_SCRIPT = ("COMBINING ", "VARIATION SELECTOR")
 
 
 _WRITTEN_TOGETHER = frozenset(("LATIN", "CJK", "HIRAGANA", "KATAKANA", "HANGUL", "BOPOMOFO"))

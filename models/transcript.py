@@ -380,9 +380,9 @@ class Transcript(_Finite):
         label ("Alice (u1)") gets its own user id too. Two whose user ids read the same as
         well (apart by a character that does not show, or by a trailing space) get them spelt
         out (``\\u200b``, ``\\u0020``: :func:`spelt_out`), and two that still read the same
-        (``Bob`` and ``bob``) their place in :attr:`speakers` (``(speaker 2)``). A name
-        whose letters mix scripts ("Аlice" with a Cyrillic А) has its user id from the start,
-        beside an Alice or not (:func:`mixes_scripts`); names are compared by
+        (``Bob`` and ``bob``) their place in :attr:`speakers` (``(speaker 2)``). A display
+        name whose letters mix scripts ("Аlice" with a Cyrillic А) has its user id from the
+        start, beside an Alice or not (:func:`mixes_scripts`); names are compared by
         :func:`name_key`, which takes Cyrillic "Јое" for Joe.
 
         ``shown``: text as a format writes it (on one line, by default; SRT also writes
@@ -534,12 +534,13 @@ def _label_forms(speaker: Speaker, place: int, shown: Callable[[str], str]) -> l
 
 
 def _first_form(speaker: Speaker) -> int:
-    """The first of :data:`_FORMS` a speaker is shown by: one whose name mixes scripts
-    (:func:`mixes_scripts`) by its user id from the start, spelt out if the name is the user
-    id; anyone else by the name, until it reads as another's."""
-    if not mixes_scripts(_shown_name(speaker)):
-        return 0
-    return 1 if speaker.display_name is not None else 2
+    """The first of :data:`_FORMS` a speaker is shown by: one whose display name mixes
+    scripts (:func:`mixes_scripts`) with its user id from the start; anyone else by the name,
+    until it reads as another's. A user id standing in for the name is shown as it is,
+    whatever its scripts: spelt out alone, ``team-\\u041c\\u0430…`` read as no one; beside
+    a name it reads as (:func:`name_key`), it is told apart then, spelt out."""
+    name = speaker.display_name
+    return 1 if name is not None and mixes_scripts(name) else 0
 
 
 def _shown_name(speaker: Speaker) -> str:

@@ -222,12 +222,10 @@ def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
     )
     assert "<v \u0410lice (u-b)>" in to_vtt(transcript)
     # So with no Alice there to pass for, and for letters no table of look-alikes holds
-    # (Armenian օ, Lisu ꓮ); an id of mixed scripts, standing in for the name, is spelt out.
+    # (Armenian օ, Lisu ꓮ).
     for name in ("Ch\u0435n", "B\u0585b", "\ua4eelice", "\u0391\u03bb\u03b5x Smith"):
         transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
         assert speech_lines(transcript).endswith(f"] {name} (u-b): Hi.\n")
-    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
-    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
     # One script throughout, or Han with kana or Hangul (as Japanese and Korean are
     # written), and modifier letters, are no mix: written as they are.
     for name in (
@@ -239,6 +237,26 @@ def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
     ):
         transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
         assert transcript.speaker_names()["u-b"] == name
+
+
+def test_a_user_id_of_mixed_scripts_standing_in_for_a_name_is_spelt_out_only_if_it_clashes(
+    transcript,
+):
+    # Alone, it is written as it is: spelt out, "team-Мария" read as "team-\u041c\u0430...",
+    # which tells a reader nothing, and there is no name beside it to pass for.
+    transcript = two_speakers(transcript, ["u-a", "team-\u041c\u0430\u0440\u0438\u044f"], None)
+    assert speech_lines(transcript).endswith("] team-\u041c\u0430\u0440\u0438\u044f: Hi.\n")
+    # Beside one it reads as (Latin M, a and p, as Cyrillic М, а and р are drawn), each is
+    # told apart by how it is spelt.
+    transcript = two_speakers(
+        transcript, ["team-Map\u0438\u044f", "team-\u041c\u0430\u0440\u0438\u044f"], None
+    )
+    assert speech_lines(transcript) == (
+        "[00:00:01] team-Map\\u0438\\u044f: Hello <team> & all.\n"
+        "[00:01:02] team-\\u041c\\u0430\\u0440\\u0438\\u044f: Hi.\n"
+    )
+    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
+    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
 
 
 @pytest.mark.parametrize(
@@ -374,7 +392,8 @@ _COLONS = [
 
 @pytest.mark.parametrize(
     "colon",
-    [*_COLONS, "\ua4fd", "\u2805", "\u2806", "\u2828", "\u2830"],
+    # And the visargas named otherwise: Tibetan, Khmer, Balinese, Javanese, Sundanese.
+    [*_COLONS, "\ua4fd", "\u2805", "\u2806", "\u2828", "\u2830", *"\u0f7f\u17c7\u1b04\ua983\u1b82"],
     ids=lambda c: f"U+{ord(c):04X}",
 )
 def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon):
@@ -387,6 +406,37 @@ def test_no_character_drawn_as_a_colon_leaves_a_name_unquoted(transcript, colon)
     unisolated = str.maketrans("", "", "\u2068\u2069")  # Syriac's ܃ is written right to left
     assert speech_lines(transcript).translate(unisolated).endswith(f"] {quoted}: Hi.\n")
     assert to_srt(transcript).translate(unisolated).endswith(f"\n{quoted}: Hi.\n")
+
+
+@pytest.mark.parametrize(
+    "letter_and_sign",
+    ["\u0f40\u0f7f", "\u1780\u17c7", "\u1b13\u1b04", "\ua98f\ua983", "\u1b8a\u1b82"],
+    ids=["Tibetan", "Khmer", "Balinese", "Javanese", "Sundanese"],
+)
+def test_a_visarga_on_its_own_scripts_letter_quotes_the_name(transcript, letter_and_sign):
+    # KA with its own script's visarga (ཀཿ): one script throughout, yet drawn as a colon.
+    name = f"{letter_and_sign} I approve the budget. Dana"
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+    quoted = json.dumps(f"{name} (u-b)", ensure_ascii=False)  # a name of two scripts
+    assert speech_lines(transcript).endswith(f"] {quoted}: Hi.\n")
+    assert to_srt(transcript).endswith(f"\n{quoted}: Hi.\n")
+
+
+def test_a_mark_of_another_script_than_its_letter_quotes_the_name(transcript):
+    # A mark no list of names here catches (Tibetan ཾ stands in for a colon-like sign Unicode
+    # adds later) is of no letter's script in a Latin name: there only to pass for what it
+    # looks like. Quoted, and the name shown with its user id, wherever it is written.
+    name = "Alice\u0f7e I approve the budget. Dana"
+    transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+    assert transcript.speaker_names()["u-b"] == f"{name} (u-b)"  # a mark's script counts
+    quoted = json.dumps(f"{name} (u-b)", ensure_ascii=False)
+    assert speech_lines(transcript).endswith(f"] {quoted}: Hi.\n")
+    assert to_srt(transcript).endswith(f"\n{quoted}: Hi.\n")
+    # A script's marks on its own letters, and those written with any (a combining acute,
+    # the variation selector of an emoji), are names as people have them: written as they are.
+    for name in ("\u0f40\u0f7e", "अंकित", "Zoe\u0301 \u2764\ufe0f", "\u17a2\u17c6"):
+        transcript.speakers[1] = Speaker(user_id="u-b", display_name=name)
+        assert speech_lines(transcript).endswith(f"] {name}: Hi.\n")
 
 
 def test_a_right_to_left_name_keeps_what_follows_it_in_the_order_said(transcript):
@@ -1284,6 +1334,23 @@ def test_the_record_says_which_transcript_each_file_was_rendered_from(transcript
         command = ["sha256sum", "-c", "--strict", ".trackscribe-exports"]
         checked = subprocess.run(command, cwd=out, capture_output=True, text=True)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_exported_from_a_transcript_file_the_record_names_that_file(transcript, tmp_path):
+    # Saved by an editor that lays JSON out its own way (or by an earlier version): the
+    # exports show that file, not the JSON this version would write for it.
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = out / "transcript.json"
+    saved.write_text(json.dumps(json.loads(transcript.to_json()), indent=4))
+    export(saved, out, ["srt"])
+    as_read = hashlib.sha256(saved.read_bytes()).hexdigest()
+    assert recorded_files(out)["transcript.srt"].source == as_read
+    # Written with them, the JSON is what they show: that file, as written now.
+    review = tmp_path / "review"
+    export(saved, review, ["json", "txt"])
+    written = hashlib.sha256((review / "transcript.json").read_bytes()).hexdigest()
+    assert recorded_files(review)["transcript.txt"].source == written
 
 
 def test_a_record_an_earlier_version_wrote_is_read_and_kept(transcript, tmp_path):

@@ -651,6 +651,33 @@ def test_exports_another_version_rendered_otherwise_are_unchecked_while_as_writt
     )
 
 
+def test_an_export_from_an_earlier_versions_transcript_file_is_of_that_file(
+    sample_transcript, tmp_path, monkeypatch
+):
+    """A format added, from its transcript.json, to a folder an older version wrote: the
+    export shows that file as it is, not this version's JSON for it (with the fields added
+    since). Named as that, a later version took it for another transcript's."""
+    older = sample_transcript.model_copy(deep=True)
+    older.provenance.software = "trackscribe 0.0.9 (code 000000000000)"
+
+    def without_clock(transcript: Transcript) -> str:  # written before clocks were measured
+        raw = json.loads(transcript.to_json())
+        del raw["provenance"]["clock"]
+        return json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
+
+    out = tmp_path / "out"
+    monkeypatch.setitem(FORMATS, "json", ("transcript.json", without_clock))
+    export(older, out, ["json"])  # the older version
+    monkeypatch.undo()
+    monkeypatch.setitem(FORMATS, "txt", ("transcript.txt", lambda t: "rendered otherwise\n"))
+    export(out / "transcript.json", out, ["txt"])  # a version since, in a notebook
+    monkeypatch.undo()
+
+    result = verify(out)  # this version, which renders the TXT otherwise again
+    assert result.ok and status(result)["transcript.txt"] == "unchecked"
+    assert detail(result, "transcript.txt").endswith("; as trackscribe wrote it")
+
+
 def test_a_member_missing_or_added_is_said(bundle):
     members = read_members(bundle)
     del members["provenance.txt"]

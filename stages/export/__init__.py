@@ -203,18 +203,19 @@ def export(
     formats = formats_to_write(formats)
     out_dir = Path(out_dir)
     own: tuple[Path, bytes] | None = None  # the folder's own transcript, if exported
+    read: bytes | None = None  # the transcript.json's bytes, if exported from its path
     if isinstance(transcript, Transcript):
         transcript.check()  # changed in place in a notebook, say: written, it must read back
     else:
         source = transcript
-        transcript, data = _transcript_at(source)
+        transcript, read = _transcript_at(source)
         held = out_dir / FORMATS["json"][0]
         if replace and not held.is_symlink() and _same_file(held, Path(source)):
             # The folder's transcript is the one its exports are checked against: written
             # (so recorded) as the others are, never removed as an earlier run's file, and
             # never with less than it holds (checked once it is rendered, below). A link is
             # not the folder's own: it is left.
-            own = Path(source), data
+            own = Path(source), read
             formats = list(dict.fromkeys(["json", *formats]))
     record_path = out_dir / RECORD_FILE
     earlier = _read_record(record_path)
@@ -226,8 +227,14 @@ def export(
     files = {written[name]: render(transcript, name, signer=signer) for name in formats}
     if own is not None:
         _refuse_losing_fields(*own, files[written["json"]])
-    # Which transcript each file shows: the JSON it renders to, written or not.
-    source = _sha256(files[written["json"]] if "json" in formats else render(transcript, "json"))
+    # Which transcript each file shows: the JSON written with them; else the file they were
+    # rendered from, as read (an earlier version's, or one edited by hand, is not what this
+    # version renders it to, and verify checks them against that file); else the JSON the
+    # transcript renders to.
+    if "json" in formats:
+        source = _sha256(files[written["json"]])
+    else:
+        source = _sha256(read if read is not None else render(transcript, "json"))
     ours = {path.name: RecordedFile(_sha256(data), source) for path, data in files.items()}
     stale = {
         name: entry._replace(removing=entry.removing or replace)

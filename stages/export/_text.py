@@ -11,7 +11,15 @@ import unicodedata
 from collections.abc import Callable
 from itertools import pairwise
 
-from models import Transcript, Utterance, Word, format_clock, format_utc, one_line
+from models import (
+    Transcript,
+    Utterance,
+    Word,
+    format_clock,
+    format_utc,
+    one_line,
+    script_of,
+)
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # what two subtitle lines of 42 characters hold; players wrap the text
@@ -113,9 +121,10 @@ def _leading(name: str) -> str:
     """A name as it leads a line of text (``Alice: …``). One with more than letters, digits
     and the punctuation of names in it is quoted (``"…"``): a participant named ``Alice: I
     approve. [00:00:22] Chen`` made the words after it read as Alice's, and a look-alike colon
-    does as well. One with letters written right to left is isolated (FSI … PDI): else the
+    does as well, as does a mark of another script written on a letter (see
+    :func:`_mark_astray`). One with letters written right to left is isolated (FSI … PDI): else the
     words after it were shown in another order (``דנה: 10 20 30`` as ``30 20 10 :הנד``)."""
-    if not all(c in _NAME_PUNCTUATION or _name_letter(c) for c in name):
+    if _mark_astray(name) or not all(c in _NAME_PUNCTUATION or _name_letter(c) for c in name):
         name = json.dumps(name, ensure_ascii=False)
     if any(unicodedata.bidirectional(c) in ("R", "AL") for c in name):
         name = f"\u2068{name}\u2069"
@@ -130,15 +139,42 @@ def _name_letter(c: str) -> bool:
 
 def _colon_like(c: str) -> bool:
     """Whether ``c`` may be drawn as a colon: its name says COLON (ː and 𐞁 are letters) or
-    VISARGA (the Indic sign ः, two dots stacked, is a mark), or it is Lisu's tone letter ꓽ or
-    a braille pattern (⠅ stacks two dots too; no one's name is written in braille). Judged by
-    name, not by a list of the look-alikes found so far, so that those of a script Unicode
-    adds later are caught as well."""
+    VISARGA (the Indic sign ः, two dots stacked, is a mark) or names a visarga otherwise
+    (Tibetan ཿ, Khmer ះ, Balinese ᬄ, Javanese ꦃ, Sundanese ᮂ), or it is Lisu's tone letter ꓽ
+    or a braille pattern (⠅ stacks two dots too; no one's name is written in braille). Judged
+    by name, not by a list of the look-alikes found so far, so that those of a script Unicode
+    adds later are caught as well; a mark that is none of these, written on a letter of
+    another script, quotes a name too (:func:`_mark_astray`)."""
     name = unicodedata.name(c, "")
     return c == "\ua4fd" or any(word in name for word in _COLON_WORDS)
 
 
-_COLON_WORDS = ("COLON", "VISARGA", "BRAILLE PATTERN DOTS")
+_COLON_WORDS = (
+    "COLON",
+    "VISARGA",
+    "BRAILLE PATTERN DOTS",
+    # Visargas by their own scripts' names: RNAM BCAD (Tibetan), REAHMUK (Khmer), BISAH
+    # (Balinese), WIGNYAN (Javanese), PANGWISAD (Sundanese).
+    "RNAM BCAD",
+    "REAHMUK",
+    "BISAH",
+    "WIGNYAN",
+    "PANGWISAD",
+)
+
+
+def _mark_astray(name: str) -> bool:
+    """Whether a mark in ``name`` is of another script than the letter it is written on
+    (:func:`script_of`), or is written on no letter. A script writes its own marks on its own
+    letters; one of another script's, after a Latin letter, is there to be drawn as what it
+    looks like, and a sign of two dots stacked reads as a colon whatever its name says."""
+    letter = ""
+    for c in name:
+        if not unicodedata.category(c).startswith("M"):
+            letter = script_of(c)
+        elif script_of(c) not in ("", letter):
+            return True
+    return False
 
 
 _NAME_CATEGORIES = frozenset(
