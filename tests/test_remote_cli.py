@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from models import Manifest, Recording, Transcript
+from models import Manifest, Recording, Track, Transcript
 from pipeline import remote, verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import WebhookReceiver
@@ -1604,9 +1604,7 @@ class _OddlyNamedAndGone(_OddlyNamedRecording):
 
 
 def test_a_fetch_says_which_lost_files_a_fetch_again_may_get(sample_manifest, tmp_path):
-    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
-    tracks = [first[user] for user in ("user-alice", "user-bruno", "user-chen")]
-    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in tracks}
+    tracks, stored = stored_files(sample_manifest, "user-alice", "user-bruno", "user-chen")
     busy, gone = Path(tracks[1].path).name, Path(tracks[2].path).name
     storage = type("Api", (HalfStored,), {"stored": stored, "down": {busy}, "gone": {gone}})
     with serving(storage) as root:
@@ -1689,38 +1687,56 @@ def wait_for(path: Path, check: Callable[[], bool] = lambda: True) -> None:
         time.sleep(0.2)
 
 
+def stored_files(manifest: Manifest, *users: str) -> tuple[list[Track], dict[str, bytes]]:
+    """The first track of each of ``users``, and its bytes by file name (what a storage
+    stand-in holds)."""
+    first = {t.user_id: t for t in reversed(manifest.tracks)}
+    tracks = [first[user] for user in users]
+    return tracks, {Path(t.path).name: manifest.track_path(t).read_bytes() for t in tracks}
+
+
+@contextlib.contextmanager
+def webhook_before(
+    storage: type, folder: Path
+) -> Iterator[tuple[Path, rsa.RSAPrivateKey, int, list[str]]]:
+    """`trackscribe webhook` (see :func:`webhook_command`) asking an API and storage served
+    by ``storage``, writing into ``folder/out``: (that folder, the key that signs
+    deliveries, its port, its stderr once it ended)."""
+    key, public = _webhook_key()
+    out = folder / "out"
+    with (
+        serving(storage) as root,
+        webhook_command(out, public, f"{root}/client/v4", folder) as (port, said),
+    ):
+        yield out, key, port, said
+
+
+def announce_uploaded(port: int, key: rsa.RSAPrivateKey, recording_id: str = "r1") -> int:
+    """Deliver a signed announcement that ``recording_id`` is uploaded, as a new delivery;
+    the receiver's answer."""
+    recording = {"id": recording_id, "status": "UPLOADED"}
+    data = json.dumps({"event": "recording.statusUpdate", "recording": recording}).encode()
+    headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
+    return httpx.post(f"http://127.0.0.1:{port}/", content=data, headers=headers).status_code
+
+
 def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_when_it_mends(
     sample_manifest, tmp_path
 ):
     # A download that failed is lost for now: the transcript of what there is is written,
     # but the recording is not done; after the last try failed.json names the file, and an
     # announcement again (storage mended) fetches it and completes the transcript.
-    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
-    bruno, chen = first["user-bruno"], first["user-chen"]
-    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
+    (bruno, chen), stored = stored_files(sample_manifest, "user-bruno", "user-chen")
     lost = Path(chen.path).name
     storage = type("Api", (HalfStored,), {"stored": stored, "down": {lost}})
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        serving(storage) as root,
-        webhook_command(out, public, f"{root}/client/v4", tmp_path) as (port, said),
-    ):
-        url = f"http://127.0.0.1:{port}/"
-        announce = {"id": "r1", "status": "UPLOADED"}
-        data = json.dumps({"event": "recording.statusUpdate", "recording": announce}).encode()
-
-        def deliver() -> int:
-            headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
-            return httpx.post(url, content=data, headers=headers).status_code
-
-        assert deliver() == 202
+    with webhook_before(storage, tmp_path) as (out, key, port, said):
+        assert announce_uploaded(port, key) == 202
         wait_for(out / "r1" / "failed.json")
         failed = json.loads((out / "r1" / "failed.json").read_text())
         partial = Transcript.load(out / "r1" / "transcript.json")
         journal = (out / "r1" / ".work" / "journal.jsonl").read_text().splitlines()
         storage.down.clear()  # storage mended
-        assert deliver() == 202
+        assert announce_uploaded(port, key) == 202
         wait_for(
             out / "r1" / "transcript.json",
             lambda: (
@@ -1751,23 +1767,11 @@ def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_n
     # A 404 does not pass (S3 is strongly consistent): the recording is done, partial, at
     # its first try. Taken as lost for now (it was not on disk), it was tried twice more,
     # then left a failed.json asking a hand to fetch what is not there.
-    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
-    bruno, chen = first["user-bruno"], first["user-chen"]
-    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in (bruno, chen)}
+    (_, chen), stored = stored_files(sample_manifest, "user-bruno", "user-chen")
     lost = Path(chen.path).name
     storage = type("Api", (HalfStored,), {"stored": stored, "gone": {lost}})
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        serving(storage) as root,
-        webhook_command(out, public, f"{root}/client/v4", tmp_path) as (port, said),
-    ):
-        data = json.dumps(
-            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
-        ).encode()
-        headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
-        url = f"http://127.0.0.1:{port}/"
-        assert httpx.post(url, content=data, headers=headers).status_code == 202
+    with webhook_before(storage, tmp_path) as (out, key, port, said):
+        assert announce_uploaded(port, key) == 202
         wait_for(out / "r1" / "transcript.json")
     # stopped: the recording in hand was waited for
     stderr = said[0]
@@ -1786,22 +1790,10 @@ def test_a_recording_none_of_whose_files_storage_has_fails_at_once_not_after_eve
 ):
     # Every file 404: no try again can fetch one. It was tried three times, seconds apart,
     # before failed.json; a file lost for now among them is still worth the tries.
-    first = {t.user_id: t for t in reversed(sample_manifest.tracks)}
-    tracks = (first["user-bruno"], first["user-chen"])
-    stored = {Path(t.path).name: sample_manifest.track_path(t).read_bytes() for t in tracks}
+    _, stored = stored_files(sample_manifest, "user-bruno", "user-chen")
     storage = type("Api", (HalfStored,), {"stored": stored, "gone": set(stored)})
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        serving(storage) as root,
-        webhook_command(out, public, f"{root}/client/v4", tmp_path) as (port, said),
-    ):
-        data = json.dumps(
-            {"event": "recording.statusUpdate", "recording": {"id": "r1", "status": "UPLOADED"}}
-        ).encode()
-        headers = {"rtk-signature": _sign(key, data), "rtk-uuid": str(uuid.uuid4())}
-        url = f"http://127.0.0.1:{port}/"
-        assert httpx.post(url, content=data, headers=headers).status_code == 202
+    with webhook_before(storage, tmp_path) as (out, key, port, said):
+        assert announce_uploaded(port, key) == 202
         wait_for(out / "r1" / "failed.json")
     stderr = said[0]
     failed = json.loads((out / "r1" / "failed.json").read_text())
