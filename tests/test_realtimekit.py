@@ -1523,15 +1523,7 @@ class _ExpiredFirst(_RefusingStorage):
 def test_an_expired_url_is_renewed_even_under_a_policy_of_one_try(tmp_path):
     signatures: list[str] = []
     handler = type("Storage", (_ExpiredFirst,), {"signatures": signatures})
-    with serving(handler) as root:
-        recording = _one_file_recording(root, signature="s0")
-        options = FetchOptions(progress=False, retry=RetryPolicy(attempts=1, backoff=0.01))
-        result = fetch_recording(
-            recording,
-            tmp_path / "rec",
-            refresh=lambda: _one_file_recording(root, signature="s1"),
-            options=options,
-        )
+    result = _fetch_one_try(tmp_path, handler)
     assert result.failures == [] and signatures == ["s0", "s1"]
     assert (tmp_path / "rec" / "tracks" / _ONE_FILE).read_bytes() == _ExpiredFirst.body
 
@@ -1570,16 +1562,21 @@ def _fetch_renewing(
     signatures: list[str] = []
     answers = {"signatures": signatures, "status": status, "code": code, "in_header": in_header}
     handler = type("Storage", (_AnsweredFirst,), answers)
-    with serving(handler) as root:
+    return _fetch_one_try(tmp_path, handler), signatures
+
+
+def _fetch_one_try(tmp_path: Path, storage: type) -> FetchResult:
+    """Fetch, under a policy of one try, the one file ``storage`` serves: its URL first signed
+    ``s0``, and ``s1`` when the API is asked again."""
+    with serving(storage) as root:
         recording = _one_file_recording(root, signature="s0")
         options = FetchOptions(progress=False, retry=RetryPolicy(attempts=1, backoff=0.01))
-        result = fetch_recording(
+        return fetch_recording(
             recording,
             tmp_path / "rec",
             refresh=lambda: _one_file_recording(root, signature="s1"),
             options=options,
         )
-    return result, signatures
 
 
 @pytest.mark.parametrize(
