@@ -581,6 +581,36 @@ def test_a_receiver_stopped_with_recordings_accepted_gives_each_up_in_a_word():
     ]
 
 
+def sigterm_once_logged(caplog: pytest.LogCaptureFixture, said: str) -> None:
+    """Send this process SIGTERM (a second stop) once a log line holding ``said`` is out,
+    a moment into the wait that follows it; from a thread of its own, started now."""
+
+    def stop_again() -> None:
+        deadline = time.monotonic() + 10
+        while not any(said in r.getMessage() for r in caplog.records):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the wait that follows the line
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_again, daemon=True).start()
+
+
+@contextlib.contextmanager
+def sigterm_raises(error: type[BaseException]) -> Iterator[None]:
+    """SIGTERM raises ``error`` meanwhile, as the command line's handler raises its own."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise error
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_second_stop_while_the_receiver_waits_for_the_recording_in_hand_still_reports_it(
     caplog,
 ):
@@ -593,36 +623,23 @@ def test_a_second_stop_while_the_receiver_waits_for_the_recording_in_hand_still_
     class Terminated(Exception):
         """What the command line's SIGTERM handler raises."""
 
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
-
     def slow(recording: Recording) -> None:
         begun.set()
         release.wait(30)
-
-    def stop_again_while_it_waits() -> None:
-        deadline = time.monotonic() + 10
-        while not any("waiting up to" in r.getMessage() for r in caplog.records):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.01)
-        time.sleep(0.2)  # into the wait that follows the warning
-        os.kill(os.getpid(), signal.SIGTERM)
 
     caplog.set_level(logging.WARNING, logger="trackscribe")
     receiver = WebhookReceiver(
         public, slow, on_failed=lambda r, e: failed.append((r.id, str(e))), tries=1
     )
     receiver.start()
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
-        assert begun.wait(10)
-        threading.Thread(target=stop_again_while_it_waits, daemon=True).start()
-        with pytest.raises(Terminated):
-            receiver.close(grace=20)  # the first stop; the second comes while it waits
+        with sigterm_raises(Terminated):
+            assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+            assert begun.wait(10)
+            sigterm_once_logged(caplog, "waiting up to")
+            with pytest.raises(Terminated):
+                receiver.close(grace=20)  # the first stop; the second comes while it waits
     finally:
-        signal.signal(signal.SIGTERM, previous)
         release.set()
     assert failed == [("r1", "the receiver stopped while handling it")]
 
@@ -636,9 +653,6 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
 
     class Terminated(KeyboardInterrupt):
         """What the command line's SIGTERM handler raises."""
-
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
 
     def slow(recording: Recording) -> None:
         begun.set()
@@ -658,16 +672,16 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
     caplog.set_level(logging.WARNING, logger="trackscribe")
     receiver = WebhookReceiver(public, slow, on_failed=on_failed, tries=1)
     receiver.start()
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        for rid in ("r1", "r2", "r3"):
-            assert _announce(receiver, key, {"id": rid, "status": "UPLOADED"}).status_code == 202
-        assert begun.wait(10)
-        threading.Thread(target=stop_again_while_it_reports, daemon=True).start()
-        with pytest.raises(Terminated):
-            receiver.close(grace=20)
+        with sigterm_raises(Terminated):
+            for rid in ("r1", "r2", "r3"):
+                answer = _announce(receiver, key, {"id": rid, "status": "UPLOADED"})
+                assert answer.status_code == 202
+            assert begun.wait(10)
+            threading.Thread(target=stop_again_while_it_reports, daemon=True).start()
+            with pytest.raises(Terminated):
+                receiver.close(grace=20)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         release.set()
     said = [r.getMessage() for r in caplog.records]
     assert "webhook: stopping; 2 recording(s) accepted and not begun are given up on: r2, r3" in (
@@ -751,37 +765,24 @@ def test_a_second_stop_while_a_report_under_way_is_waited_for_leaves_at_once(cap
     class Terminated(KeyboardInterrupt):
         """What the command line's SIGTERM handler raises."""
 
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
-
     def on_failed(recording: Recording, error: BaseException) -> None:
         failed.append(recording.id)
         reporting.set()
         release.wait(30)
 
-    def stop_again_while_it_waits() -> None:
-        deadline = time.monotonic() + 10
-        while not any("to be reported" in r.getMessage() for r in caplog.records):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.01)
-        time.sleep(0.2)  # into the wait that follows the warning
-        os.kill(os.getpid(), signal.SIGTERM)
-
     caplog.set_level(logging.WARNING, logger="trackscribe")
     receiver = WebhookReceiver(public, lambda r: None, on_failed=on_failed, tries=1)
     receiver.start()
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
-        assert reporting.wait(10)
-        threading.Thread(target=stop_again_while_it_waits, daemon=True).start()
-        began = time.monotonic()
-        with pytest.raises(Terminated):
-            receiver.close(grace=0.2)
-        assert time.monotonic() - began < 5  # not the whole bound of the wait (15 s)
+        with sigterm_raises(Terminated):
+            assert _announce(receiver, key, {"id": "r1", "status": "ERRORED"}).status_code == 200
+            assert reporting.wait(10)
+            sigterm_once_logged(caplog, "to be reported")
+            began = time.monotonic()
+            with pytest.raises(Terminated):
+                receiver.close(grace=0.2)
+            assert time.monotonic() - began < 5  # not the whole bound of the wait (15 s)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         release.set()
     assert failed == ["r1"]
     said = [r.getMessage() for r in caplog.records]
