@@ -1,12 +1,13 @@
 """How problems are told to people: one ``where: what`` per validation problem, no secret in
 a message, and which extra installs a library an optional feature needs."""
 
+import difflib
 import importlib
 import re
 from types import ModuleType
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import ErrorDetails, PydanticSerializationError
 
 from ._json import LONE_SURROGATE, lone_surrogate_at
 from .http import redact_urls
@@ -29,17 +30,51 @@ class RedactedError(Exception):
         super().__init__(*(redact_urls(a) if isinstance(a, str) else a for a in args))
 
 
-def describe(exc: ValidationError) -> str:
-    """``tracks[0].started_time: Field required; …`` for every problem, in order."""
+def describe(exc: ValidationError, *, at_most: int | None = None) -> str:
+    """``tracks[0].started_time: missing; …`` for every problem (``at_most`` the first so many),
+    in order, in words a person reads without knowing pydantic: a field misspelt is named with
+    the one it was most likely meant to be, which is then missing."""
+    errors = exc.errors()
+    missing = {
+        (e["loc"][:-1], str(e["loc"][-1])) for e in errors if e["type"] == "missing" and e["loc"]
+    }
     lines = []
-    for error in exc.errors():
-        if not error["loc"] and error["type"] == "value_error":
+    for error in errors:
+        loc = error["loc"]
+        if not loc and error["type"] == "value_error":
             # A check across fields (a model's own validator) names where in its message.
-            lines.append(error["msg"].removeprefix("Value error, "))
+            lines.append(_said(error))
             continue
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        lines.append(f"{where.lstrip('.') or '(top level)'}: {error['msg']}")
-    return "; ".join(lines)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        what = _said(error)
+        if error["type"] == "extra_forbidden" and loc:
+            meant = [name for parent, name in missing if parent == loc[:-1]]
+            close = difflib.get_close_matches(str(loc[-1]), meant, n=1, cutoff=0.6)
+            what = f"unknown field (misspelt {close[0]}?)" if close else "unknown field"
+        lines.append(f"{where.lstrip('.') or '(top level)'}: {what}")
+    return "; ".join(lines[:at_most])
+
+
+def _said(error: ErrorDetails) -> str:
+    """pydantic's message for one problem, without what only pydantic's readers need."""
+    if error["type"] == "missing":
+        return "missing"
+    if error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        return f"a JSON object belongs here, not {_kind(error['input'])}"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, as a person calls it."""
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def problems_now(model: BaseModel, /, **given: object) -> str | None:

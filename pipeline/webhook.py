@@ -34,6 +34,7 @@ from models import (
     Recording,
     TrackFailure,
     WebhookEvent,
+    describe,
     describe_error,
     redact_urls,
     safe_file_name,
@@ -730,9 +731,7 @@ def _by_hand(recording_id: str) -> str:
 
 def _first_problem(exc: ValidationError) -> str:
     """The first thing wrong with a body, led by its field: what a log line has room for."""
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return _shown(f"{where}: {first['msg']}", _TEXT_SHOWN)  # it may quote the body
+    return _shown(describe(exc, at_most=1), _TEXT_SHOWN)  # it may quote the body
 
 
 def _announced_id(body: bytes) -> str | None:

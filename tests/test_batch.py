@@ -881,7 +881,7 @@ def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
 
     err = capsys.readouterr().err
     assert status == 2
-    assert "summary.json: not a batch summary: meetings[0].status: Field required" in err
+    assert "summary.json: not a batch summary: meetings[0].status: missing" in err
     assert "without --retry-failed" in err and "jobs file" not in err
     assert not (out / "fine").exists()  # no meeting was begun
     assert (out / "summary.json").read_text() == damaged
@@ -1203,7 +1203,7 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
             "jobs 1 and 2 would both record meeting m, which has one recording at a time",
         ),
         ("id,meeting_id,user_ids\nx,m,alice,bob\n", ".csv", "line 2: 1 more cell.*'bob'"),
-        ("id,manifest,language\nx,a.json,en\n", ".csv", "line 2: language: Extra inputs"),
+        ("id,manifest,language\nx,a.json,en\n", ".csv", "line 2: language: unknown field"),
         (
             "id,manifest,names\nx,a.json,alice\n",
             ".csv",

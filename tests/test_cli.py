@@ -314,7 +314,7 @@ def test_bad_input_exits_2_with_the_reason(meeting_copy, tmp_path):
     manifest.write_text(json.dumps(raw))
     result = trackscribe("transcribe", str(manifest), "-o", str(tmp_path / "out"))
     assert result.returncode == 2
-    assert "tracks[0].started_time: Field required" in result.stderr
+    assert "tracks[0].started_time: missing" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

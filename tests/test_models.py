@@ -135,17 +135,17 @@ def _four_two_of_them_years_on() -> dict:
 @pytest.mark.parametrize(
     ("raw", "named"),
     [
-        (_with_track(started_time=None), "tracks[0].started_time: Field required"),
-        (_with_track(user_id=None), "tracks[0].user_id: Field required"),
-        (_with_track(user_id="   "), "tracks[0].user_id: Value error, '   ' holds nothing that"),
-        (_with_track(user_id="\u200b"), "tracks[0].user_id: Value error, '\\u200b' holds nothing"),
+        (_with_track(started_time=None), "tracks[0].started_time: missing"),
+        (_with_track(user_id=None), "tracks[0].user_id: missing"),
+        (_with_track(user_id="   "), "tracks[0].user_id: '   ' holds nothing that"),
+        (_with_track(user_id="\u200b"), "tracks[0].user_id: '\\u200b' holds nothing"),
         (_with_track(started_time="yesterday"), "tracks[0].started_time"),
         (_with_track(started_time="2026-11-20T10:00:03"), "needs a time zone"),
-        (_with_track(started_time="0001-01-01T00:00:00+01:00"), "started_time: Value error, t"),
+        (_with_track(started_time="0001-01-01T00:00:00+01:00"), "started_time: t"),
         (_with_track(started_time="9999-12-31T23:59:59.9999Z"), "outside the years 1 to 9999"),
         (
             _with_track(started_time="9999-12-01T00:00:00Z"),
-            "tracks[0].started_time: Value error, 9999-12-01T00:00:00.000Z is too late",
+            "tracks[0].started_time: 9999-12-01T00:00:00.000Z is too late",
         ),
         (_with_track(path="../../etc/passwd"), "tracks[0].path"),
         (_with_track(path="/etc/passwd"), "tracks[0].path"),
@@ -161,7 +161,7 @@ def _four_two_of_them_years_on() -> dict:
         # any field: a plain text one took it, and every result file failed to be written
         (_with_track(user_id="al\udcffce"), "tracks[0].user_id: holds a lone surrogate"),
         ({**VALID, "meeting_id": "m\udcff"}, "meeting_id: holds a lone surrogate"),
-        (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: Value error, 'tracks/a"),
+        (_with_track(path="tracks/a\u0000.webm"), "tracks[0].path: 'tracks/a"),
         (_twice(path="./tracks//a.webm"), "tracks[1] is the same file as tracks[0]"),
         (
             _twice(path="tracks/b.webm", started_time="2025-11-20T10:00:00Z"),
@@ -171,7 +171,7 @@ def _four_two_of_them_years_on() -> dict:
         (_four_two_of_them_years_on(), "tracks[2].started_time 2027-11-20T10:00:03.250Z is more"),
         ({**VALID, "schema": "trackscribe.manifest/2"}, "schema: Input should be"),
         ({**VALID, "tracks": []}, "tracks: List should have at least 1 item"),
-        ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: Field required"),
+        ({k: v for k, v in VALID.items() if k != "meeting_id"}, "meeting_id: missing"),
     ],
 )
 def test_a_bad_manifest_is_rejected_naming_the_field(tmp_path, raw, named):
@@ -405,7 +405,7 @@ def test_a_transcript_shown_in_a_notebook_or_a_log_is_a_summary_not_every_word(
 def test_a_bad_transcript_file_names_the_field(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"schema": "trackscribe.transcript/1", "meeting_id": "m"}))
-    with pytest.raises(TranscriptError, match=r"t\.json: origin: Field required"):
+    with pytest.raises(TranscriptError, match=r"t\.json: origin: missing"):
         Transcript.load(path)
 
 
@@ -422,10 +422,23 @@ def test_a_time_that_is_not_a_number_is_refused_where_the_transcript_is_read(
 
 
 def test_a_misspelled_field_is_refused_rather_than_ignored():
-    with pytest.raises(
-        ManifestError, match=r"tracks\[0\]\.sha_256: Extra inputs are not permitted"
-    ):
+    with pytest.raises(ManifestError, match=r"tracks\[0\]\.sha_256: unknown field"):
         Manifest.parse(_with_track(sha_256="ab" * 32))
+
+
+def test_a_misspelt_required_field_is_named_with_the_one_it_was_meant_to_be():
+    track = {k: v for k, v in _with_track()["tracks"][0].items() if k != "user_id"}
+    with pytest.raises(ManifestError) as raised:
+        Manifest.parse({**_with_track(), "tracks": [{**track, "userid": "alice"}]})
+    assert str(raised.value).endswith(
+        "tracks[0].user_id: missing; tracks[0].userid: unknown field (misspelt user_id?)"
+    )
+
+
+def test_a_file_of_another_kind_given_as_a_manifest_says_what_it_holds():
+    said = r"\(top level\): a JSON object belongs here, not a list$"
+    with pytest.raises(ManifestError, match=said):
+        Manifest.parse([{"speaker": "alice", "words": "hello"}])  # a SegLST truth, say
 
 
 def test_checksums_are_accepted_in_either_case():
@@ -487,7 +500,7 @@ def test_a_track_that_starts_days_from_the_others_is_named_and_the_rest_load():
     "name", ["tracks/a.webm", "tracks/default_user_peer_audio_12345.webm", "tracks/x_abc.webm"]
 )
 def test_a_file_name_without_a_time_still_needs_started_time(name):
-    with pytest.raises(ManifestError, match=r"tracks\[0\]\.started_time: Field required"):
+    with pytest.raises(ManifestError, match=r"tracks\[0\]\.started_time: missing"):
         Manifest.parse(_with_track(started_time=None, path=name))
 
 

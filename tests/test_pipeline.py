@@ -300,7 +300,7 @@ def test_a_silent_track_adds_a_speaker_and_no_words(meeting_copy):
 
 def test_an_invalid_manifest_is_an_error_naming_the_field(meeting_copy):
     path = _rewrite(meeting_copy, lambda raw: raw["tracks"][2].pop("user_id"))
-    with pytest.raises(ManifestError, match=r"tracks\[2\]\.user_id: Field required"):
+    with pytest.raises(ManifestError, match=r"tracks\[2\]\.user_id: missing"):
         transcribe_tracks(path, progress=False)
 
 

@@ -926,10 +926,10 @@ def test_each_signed_delivery_refused_is_logged_with_its_recording_and_first_pro
     said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert said == [
         "webhook: refused a signed delivery announcing recording r1 (400 body is not a "
-        "webhook event: recording.status: Field required); the sender does not deliver it again"
+        "webhook event: recording.status: missing); the sender does not deliver it again"
     ] * 2 + [
         "webhook: refused a signed delivery (400 body is not a webhook event: recording.id: "
-        "Field required); the sender does not deliver it again",
+        "missing); the sender does not deliver it again",
         "webhook: refused a signed delivery announcing recording ../r2 (400 recording.id: not "
         "usable as a folder name); the sender does not deliver it again",
     ]
