@@ -1209,8 +1209,35 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
             ".csv",
             "line 2: names: 'alice' is not USER_ID=NAME",
         ),
-        # the line the row begins on, past blank lines and a quoted cell with a line break
-        ('id,manifest\n\n"a\nb",a.json\n\nx,b.json,c\n', ".csv", "line 6: 1 more cell"),
+        # the line the row begins on, past blank lines
+        ('id,manifest\n\n"a,b",a.json\n\nx,b.json,c\n', ".csv", "line 5: 1 more cell"),
+        # Read leniently, a quote left open took every line after it into one cell: meetings
+        # b and c were never done, and Alice's name was the rest of the file.
+        (
+            'id,manifest,names\na,a.json,"alice=Alice Smith\nb,b.json\nc,c.json\n',
+            ".csv",
+            "line 2: a quoted cell is not closed by the end of the file",
+        ),
+        (
+            'id,manifest,names\na,a.json,"alice=Alice Smith\nb,b.json,"bob=Bob"\n',
+            ".csv",
+            "line 2: a quoted cell goes on after its closing quote, on line 3",
+        ),
+        # a quote closed where a cell ends: still no cell of a jobs file holds a line break
+        (
+            'id,manifest,names\na,a.json,"alice=Alice Smith\nb,b.json,bob=Bob"\n',
+            ".csv",
+            "line 2: names: a line break inside a quoted cell",
+        ),
+        ('id,manifest\n"a\nb",a.json\n', ".csv", "line 2: id: a line break"),
+        ('manifest\n"a\nb.json"\n', ".csv", "line 2: manifest: a line break"),
+        ('meeting_id,user_ids\nm,"alice;\nbob"\n', ".csv", "line 2: user_ids: a line break"),
+        # csv's own limit, named by line rather than failing the batch as an internal error
+        (
+            "id,manifest\nx,a.json\ny," + "b" * 140_000 + "\n",
+            ".csv",
+            "line 3: a cell of more than 131,072 characters",
+        ),
         ("", ".jsonl", "no jobs"),
         # the batch's own summary file must not be made a meeting's folder
         ('{"id": "Summary.json", "manifest": "a.json"}\n', ".jsonl", "line 1: id: .*summary file"),
@@ -1251,16 +1278,21 @@ def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
 
 @pytest.mark.parametrize("end", ["\r\n", "\r"], ids=["crlf", "cr"])
 def test_a_spreadsheets_csv_is_read_as_written(tmp_path, end):
-    # Saved by a spreadsheet: a byte-order mark, its own line ends, a quoted cell with a line
-    # break in it (kept, as a line feed; exports show a name on one line), the row after it
-    # numbered by the line it begins on.
+    # Saved by a spreadsheet: a byte-order mark, its own line ends, a quoted cell, the rows
+    # numbered by the line each begins on.
     path = tmp_path / "jobs.csv"
-    rows = ["id,meeting_id,names", 'x,m-1,"alice=Alice', 'Smith"', "y,m-2,bob=Bob,extra"]
-    path.write_bytes(b"\xef\xbb\xbf" + end.join(rows[:3]).encode() + end.encode())
+    rows = ["id,meeting_id,names", 'x,m-1,"alice=Alice Smith"', "y,m-2,bob=Bob,extra"]
+    path.write_bytes(b"\xef\xbb\xbf" + end.join(rows[:2]).encode() + end.encode())
     (job,) = load_jobs(path)
-    assert (job.id, job.meeting_id, job.names) == ("x", "m-1", {"alice": "Alice\nSmith"})
+    assert (job.id, job.meeting_id, job.names) == ("x", "m-1", {"alice": "Alice Smith"})
     path.write_bytes(b"\xef\xbb\xbf" + end.join(rows).encode() + end.encode())
-    with pytest.raises(JobsError, match="line 4: 1 more cell"):
+    with pytest.raises(JobsError, match="line 3: 1 more cell"):
+        load_jobs(path)
+    # A name typed on two lines in its cell is refused as a quote left open would be: its
+    # CR ends are line breaks too.
+    broken = [rows[0], 'x,m-1,"alice=Alice', 'Smith"']
+    path.write_bytes(b"\xef\xbb\xbf" + end.join(broken).encode() + end.encode())
+    with pytest.raises(JobsError, match="line 2: names: a line break inside a quoted cell"):
         load_jobs(path)
 
 
