@@ -87,6 +87,15 @@ class Job(BaseModel):
     names: dict[str, DisplayName] = Field(default_factory=dict)
     """user id -> display name; a blank name is left out (the manifest's, or the id, shows)."""
 
+    @field_validator("manifest", mode="before")
+    @classmethod
+    def _some_path(cls, path: object) -> object:
+        """A blank path would be taken as the jobs file's folder, its ``manifest.json`` a
+        meeting no one asked for (or a "no such manifest" that names no line of JOBS)."""
+        if isinstance(path, str) and not path.strip():
+            raise ValueError("an empty path names no manifest file")
+        return path
+
     @field_validator("names")
     @classmethod
     def _visible_names(cls, names: dict[str, str | None]) -> dict[str, str]:

@@ -1239,6 +1239,10 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
             "line 3: a cell of more than 131,072 characters",
         ),
         ("", ".jsonl", "no jobs"),
+        # not the jobs file's folder, whose manifest.json no line of JOBS names
+        ('{"manifest": ""}\n', ".jsonl", "line 1: manifest: .*empty path names no manifest"),
+        ('{"id": "a", "manifest": " "}\n', ".jsonl", "line 1: manifest: .*empty path"),
+        ('id,manifest\na," "\n', ".csv", "line 2: manifest: .*empty path"),
         # the batch's own summary file must not be made a meeting's folder
         ('{"id": "Summary.json", "manifest": "a.json"}\n', ".jsonl", "line 1: id: .*summary file"),
         # a JSON escape that is not text: no result could be written with it
