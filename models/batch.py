@@ -10,13 +10,15 @@ JOBS is JSON Lines or CSV, one meeting per line, each one of:
 An optional ``id`` names the meeting's output folder (default: derived from the line), and an
 optional ``names`` maps user ids to display names. In CSV, ``user_ids`` is separated by ``;``
 and ``names`` is ``alice=Alice Smith;bob=Bob`` (so a name there cannot hold a ``;``).
-Relative manifest paths are relative to the JOBS file.
+Relative manifest paths are relative to the JOBS file's folder (to the current folder for
+JOBS that is a pipe, or /dev/stdin).
 """
 
 import csv
 import hashlib
 import html
 import io
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -147,6 +149,7 @@ def load_jobs(path: Path | str) -> list[Job]:
     except JsonTextError as exc:
         raise JobsError(f"{path}: {exc}") from None
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
+    folder = _paths_folder(path)
     jobs: list[Job] = []
     for line, row in rows:
         try:
@@ -154,8 +157,7 @@ def load_jobs(path: Path | str) -> list[Job]:
         except ValidationError as exc:
             raise JobsError(f"{path}, line {line}: {describe(exc)}") from None
         if job.manifest is not None:
-            # Found from the JOBS file's folder, wherever the batch is started from.
-            job = job.model_copy(update={"manifest": (path.parent / job.manifest).resolve()})
+            job = job.model_copy(update={"manifest": (folder / job.manifest).resolve()})
         try:
             _ = job.folder_name  # an id with nothing usable in it is refused here, by line
         except ValueError as exc:
@@ -165,6 +167,27 @@ def load_jobs(path: Path | str) -> list[Job]:
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")
     return jobs
+
+
+def _paths_folder(path: Path) -> Path:
+    """The folder relative manifest paths in JOBS at ``path`` are found from: the JOBS file's,
+    wherever the batch is started from; the current folder for JOBS that is no file in a
+    folder. A pipe (``batch <(make-jobs)`` reads /dev/fd/63, a link to /proc/PID/fd/63) or
+    /dev/stdin (even when it stands for a file) would have the paths name nothing, and a
+    meeting's folder name, made from its manifest's path, change with every run's pid."""
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError:  # gone since it was read: its folder, as it was
+        return path.parent
+    folder = path.absolute().parent.resolve()
+    if not regular or folder in _DESCRIPTOR_FOLDERS or folder.parts[1:2] == ("proc",):
+        return Path.cwd()
+    return path.parent
+
+
+_DESCRIPTOR_FOLDERS = (Path("/dev"), Path("/dev/fd"))
+"""Where a name stands for an open file (/dev/stdin, macOS's /dev/fd/63), not for a file in
+that folder. (A file of /dev/shm is in a folder of its own.)"""
 
 
 def refuse_shared(jobs: Sequence[Job], where: str = "") -> None:

@@ -1270,6 +1270,51 @@ def test_a_number_of_workers_that_is_not_one_or_more_is_refused(meetings, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="no /dev/fd to name a pipe by")
+def test_relative_paths_in_piped_jobs_are_found_from_the_current_folder(
+    meetings, tmp_path, monkeypatch
+):
+    # `batch <(make-jobs)` reads /dev/fd/63, a link to /proc/PID/fd/63: found from there,
+    # every manifest was missing, and a meeting's folder name changed with the pid.
+    line = json.dumps({"manifest": "pair/manifest.json"}) + "\n"
+    (meetings.parent / "one.jsonl").write_text(line)
+    (from_file,) = load_jobs(meetings.parent / "one.jsonl")
+    monkeypatch.chdir(meetings.parent)
+    read, write = os.pipe()
+    try:
+        os.write(write, line.encode())
+        os.close(write)
+        (piped,) = load_jobs(f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    assert piped.manifest == from_file.manifest == meetings.parent / "pair" / "manifest.json"
+    assert piped.folder_name == from_file.folder_name
+
+
+@pytest.mark.parametrize("given", ["pipe", "file"])
+def test_a_batch_of_jobs_on_stdin_finds_its_meetings_from_the_current_folder(
+    meetings, tmp_path, given
+):
+    # `make-jobs | trackscribe batch /dev/stdin`, or `trackscribe batch /dev/stdin < FILE`:
+    # /dev/stdin is in no folder of meetings, whatever it stands for.
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "pair", "manifest": "pair/manifest.json"}) + "\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline", "batch", "/dev/stdin", "-o", str(out)]
+    with jobs.open() as file:
+        run = subprocess.run(
+            [*command, "--no-progress"],
+            **({"input": jobs.read_text()} if given == "pipe" else {"stdin": file}),
+            cwd=meetings.parent,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert run.returncode == 0, run.stderr
+    (meeting,) = BatchSummary.load(out / "summary.json").meetings
+    assert meeting.status == "done"
+
+
 def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
     path = tmp_path / "jobs.csv"
     path.write_text("id,manifest\nx,a.json\ny,b.json\n")
