@@ -10,16 +10,18 @@ JOBS is JSON Lines or CSV, one meeting per line, each one of:
 An optional ``id`` names the meeting's output folder (default: derived from the line), and an
 optional ``names`` maps user ids to display names. In CSV, ``user_ids`` is separated by ``;``
 and ``names`` is ``alice=Alice Smith;bob=Bob`` (so a name there cannot hold a ``;``).
-Relative manifest paths are relative to the JOBS file.
+Relative manifest paths are relative to the JOBS file's folder (to the current folder for
+JOBS that is a pipe, or /dev/stdin).
 """
 
 import csv
 import hashlib
 import html
 import io
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -87,6 +89,15 @@ class Job(BaseModel):
     names: dict[str, DisplayName] = Field(default_factory=dict)
     """user id -> display name; a blank name is left out (the manifest's, or the id, shows)."""
 
+    @field_validator("manifest", mode="before")
+    @classmethod
+    def _some_path(cls, path: object) -> object:
+        """A blank path would be taken as the jobs file's folder, its ``manifest.json`` a
+        meeting no one asked for (or a "no such manifest" that names no line of JOBS)."""
+        if isinstance(path, str) and not path.strip():
+            raise ValueError("an empty path names no manifest file")
+        return path
+
     @field_validator("names")
     @classmethod
     def _visible_names(cls, names: dict[str, str | None]) -> dict[str, str]:
@@ -138,6 +149,7 @@ def load_jobs(path: Path | str) -> list[Job]:
     except JsonTextError as exc:
         raise JobsError(f"{path}: {exc}") from None
     rows = _csv_rows(text, path) if path.suffix.lower() == ".csv" else _jsonl_rows(text, path)
+    folder = _paths_folder(path)
     jobs: list[Job] = []
     for line, row in rows:
         try:
@@ -145,8 +157,7 @@ def load_jobs(path: Path | str) -> list[Job]:
         except ValidationError as exc:
             raise JobsError(f"{path}, line {line}: {describe(exc)}") from None
         if job.manifest is not None:
-            # Found from the JOBS file's folder, wherever the batch is started from.
-            job = job.model_copy(update={"manifest": (path.parent / job.manifest).resolve()})
+            job = job.model_copy(update={"manifest": (folder / job.manifest).resolve()})
         try:
             _ = job.folder_name  # an id with nothing usable in it is refused here, by line
         except ValueError as exc:
@@ -156,6 +167,27 @@ def load_jobs(path: Path | str) -> list[Job]:
     if not jobs:
         raise JobsError(f"{path}: no jobs in it")
     return jobs
+
+
+def _paths_folder(path: Path) -> Path:
+    """The folder relative manifest paths in JOBS at ``path`` are found from: the JOBS file's,
+    wherever the batch is started from; the current folder for JOBS that is no file in a
+    folder. A pipe (``batch <(make-jobs)`` reads /dev/fd/63, a link to /proc/PID/fd/63) or
+    /dev/stdin (even when it stands for a file) would have the paths name nothing, and a
+    meeting's folder name, made from its manifest's path, change with every run's pid."""
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError:  # gone since it was read: its folder, as it was
+        return path.parent
+    folder = path.absolute().parent.resolve()
+    if not regular or folder in _DESCRIPTOR_FOLDERS or folder.parts[1:2] == ("proc",):
+        return Path.cwd()
+    return path.parent
+
+
+_DESCRIPTOR_FOLDERS = (Path("/dev"), Path("/dev/fd"))
+"""Where a name stands for an open file (/dev/stdin, macOS's /dev/fd/63), not for a file in
+that folder. (A file of /dev/shm is in a folder of its own.)"""
 
 
 def refuse_shared(jobs: Sequence[Job], where: str = "") -> None:
@@ -198,24 +230,12 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, object]]:
 
 
 def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
-    """Rows with the line each begins on: a quoted cell may hold line breaks, and blank lines
-    are skipped, so the row count is not the line number."""
+    """Rows with the line each begins on: blank lines are skipped, so the row count is not
+    the line number."""
     lines = io.StringIO(text).readlines()  # at line feeds only, as csv reads them
-    reader = csv.DictReader(lines)
-    header = [name.strip() for name in reader.fieldnames or ()]  # reads the header
-    twice = next((name for i, name in enumerate(header) if name and name in header[:i]), None)
-    if twice is not None:  # csv keeps the last of the two, as json did a repeated key
-        raise JobsError(
-            f"{path}, line {reader.line_num}: the column {twice!r} is given more than once; "
-            "only one can count, and which was meant cannot be told"
-        )
+    reader = csv.DictReader(lines, strict=True)
     rows: list[tuple[int, object]] = []
-    ended = reader.line_num
-    for row in reader:
-        first = ended + 1
-        while first < reader.line_num and not lines[first - 1].strip():
-            first += 1  # blank lines before the row
-        ended = reader.line_num
+    for first, row in _csv_records(reader, lines, path):
         extra = [v for v in row.pop(None, []) if v.strip()]  # cells past the header's columns
         if extra:
             raise JobsError(
@@ -223,6 +243,14 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
                 f"({', '.join(map(repr, extra))}); a value with a comma needs quotes"
             )
         cleaned: dict[str, object] = {k.strip(): v.strip() for k, v in row.items() if k and v}
+        broken = next((k for k, v in cleaned.items() if "\n" in str(v)), None)
+        if broken is not None:
+            # Never meant in a jobs file (a name is shown on one line), and what a quote left
+            # open makes of the lines after it.
+            raise JobsError(
+                f"{path}, line {first}: {broken}: a line break inside a quoted cell (a quote "
+                "left open?); a cell of a jobs file is one line"
+            )
         if "user_ids" in cleaned:
             users = str(cleaned["user_ids"]).split(";")
             cleaned["user_ids"] = [u.strip() for u in users if u.strip()]
@@ -231,6 +259,56 @@ def _csv_rows(text: str, path: Path) -> list[tuple[int, object]]:
         if cleaned:
             rows.append((first, cleaned))
     return rows
+
+
+def _csv_records(
+    reader: "csv.DictReader[str]", lines: list[str], path: Path
+) -> Iterator[tuple[int, dict[str | None, Any]]]:
+    """The rows of ``reader`` (over ``lines``) with the line each begins on, after the header.
+
+    Read strictly: leniently, a quote left open takes every line after it into one cell, the
+    meetings on them silently never done. A :class:`csv.Error` is a :class:`JobsError` naming
+    the line its row begins on."""
+    ended = 0  # the last line of the header or row read
+    try:
+        header = [name.strip() for name in reader.fieldnames or ()]  # reads the header
+        twice = next((n for i, n in enumerate(header) if n and n in header[:i]), None)
+        if twice is not None:  # csv keeps the last of the two, as json did a repeated key
+            raise JobsError(
+                f"{path}, line {reader.line_num}: the column {twice!r} is given more than "
+                "once; only one can count, and which was meant cannot be told"
+            )
+        ended = reader.line_num
+        for row in reader:
+            yield _first_line(lines, ended, reader.line_num), row
+            ended = reader.line_num
+    except csv.Error as exc:
+        now = reader.reader.line_num  # the line read when it failed
+        first = _first_line(lines, ended, now)
+        raise JobsError(f"{path}, line {first}: {_csv_problem(exc, now)}") from None
+
+
+def _first_line(lines: list[str], ended: int, last: int) -> int:
+    """The line a row read up to line ``last`` begins on, after blank lines past ``ended``."""
+    first = ended + 1
+    while first < last and not lines[first - 1].strip():
+        first += 1
+    return first
+
+
+def _csv_problem(exc: csv.Error, line: int) -> str:
+    """What a CSV error means for whoever wrote the file (csv says it in its own terms)."""
+    message = str(exc)
+    if message.startswith("unexpected end of data"):
+        return "a quoted cell is not closed by the end of the file (a quote left open?)"
+    if message.startswith("field larger than field limit"):
+        return f"a cell of more than {csv.field_size_limit():,} characters (a quote left open?)"
+    if "expected after" in message:
+        return (
+            f"a quoted cell goes on after its closing quote, on line {line} (a quote inside "
+            'a quoted cell is written twice, "", and one left open ends at the next quote)'
+        )
+    return message
 
 
 def _csv_names(cell: str, where: str) -> dict[str, str]:

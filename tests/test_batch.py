@@ -1209,9 +1209,40 @@ def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_p
             ".csv",
             "line 2: names: 'alice' is not USER_ID=NAME",
         ),
-        # the line the row begins on, past blank lines and a quoted cell with a line break
-        ('id,manifest\n\n"a\nb",a.json\n\nx,b.json,c\n', ".csv", "line 6: 1 more cell"),
+        # the line the row begins on, past blank lines
+        ('id,manifest\n\n"a,b",a.json\n\nx,b.json,c\n', ".csv", "line 5: 1 more cell"),
+        # Read leniently, a quote left open took every line after it into one cell: meetings
+        # b and c were never done, and Alice's name was the rest of the file.
+        (
+            'id,manifest,names\na,a.json,"alice=Alice Smith\nb,b.json\nc,c.json\n',
+            ".csv",
+            "line 2: a quoted cell is not closed by the end of the file",
+        ),
+        (
+            'id,manifest,names\na,a.json,"alice=Alice Smith\nb,b.json,"bob=Bob"\n',
+            ".csv",
+            "line 2: a quoted cell goes on after its closing quote, on line 3",
+        ),
+        # a quote closed where a cell ends: still no cell of a jobs file holds a line break
+        (
+            'id,manifest,names\na,a.json,"alice=Alice Smith\nb,b.json,bob=Bob"\n',
+            ".csv",
+            "line 2: names: a line break inside a quoted cell",
+        ),
+        ('id,manifest\n"a\nb",a.json\n', ".csv", "line 2: id: a line break"),
+        ('manifest\n"a\nb.json"\n', ".csv", "line 2: manifest: a line break"),
+        ('meeting_id,user_ids\nm,"alice;\nbob"\n', ".csv", "line 2: user_ids: a line break"),
+        # csv's own limit, named by line rather than failing the batch as an internal error
+        (
+            "id,manifest\nx,a.json\ny," + "b" * 140_000 + "\n",
+            ".csv",
+            "line 3: a cell of more than 131,072 characters",
+        ),
         ("", ".jsonl", "no jobs"),
+        # not the jobs file's folder, whose manifest.json no line of JOBS names
+        ('{"manifest": ""}\n', ".jsonl", "line 1: manifest: .*empty path names no manifest"),
+        ('{"id": "a", "manifest": " "}\n', ".jsonl", "line 1: manifest: .*empty path"),
+        ('id,manifest\na," "\n', ".csv", "line 2: manifest: .*empty path"),
         # the batch's own summary file must not be made a meeting's folder
         ('{"id": "Summary.json", "manifest": "a.json"}\n', ".jsonl", "line 1: id: .*summary file"),
         # a JSON escape that is not text: no result could be written with it
@@ -1239,6 +1270,51 @@ def test_a_number_of_workers_that_is_not_one_or_more_is_refused(meetings, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="no /dev/fd to name a pipe by")
+def test_relative_paths_in_piped_jobs_are_found_from_the_current_folder(
+    meetings, tmp_path, monkeypatch
+):
+    # `batch <(make-jobs)` reads /dev/fd/63, a link to /proc/PID/fd/63: found from there,
+    # every manifest was missing, and a meeting's folder name changed with the pid.
+    line = json.dumps({"manifest": "pair/manifest.json"}) + "\n"
+    (meetings.parent / "one.jsonl").write_text(line)
+    (from_file,) = load_jobs(meetings.parent / "one.jsonl")
+    monkeypatch.chdir(meetings.parent)
+    read, write = os.pipe()
+    try:
+        os.write(write, line.encode())
+        os.close(write)
+        (piped,) = load_jobs(f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    assert piped.manifest == from_file.manifest == meetings.parent / "pair" / "manifest.json"
+    assert piped.folder_name == from_file.folder_name
+
+
+@pytest.mark.parametrize("given", ["pipe", "file"])
+def test_a_batch_of_jobs_on_stdin_finds_its_meetings_from_the_current_folder(
+    meetings, tmp_path, given
+):
+    # `make-jobs | trackscribe batch /dev/stdin`, or `trackscribe batch /dev/stdin < FILE`:
+    # /dev/stdin is in no folder of meetings, whatever it stands for.
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "pair", "manifest": "pair/manifest.json"}) + "\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline", "batch", "/dev/stdin", "-o", str(out)]
+    with jobs.open() as file:
+        run = subprocess.run(
+            [*command, "--no-progress"],
+            **({"input": jobs.read_text()} if given == "pipe" else {"stdin": file}),
+            cwd=meetings.parent,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert run.returncode == 0, run.stderr
+    (meeting,) = BatchSummary.load(out / "summary.json").meetings
+    assert meeting.status == "done"
+
+
 def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
     path = tmp_path / "jobs.csv"
     path.write_text("id,manifest\nx,a.json\ny,b.json\n")
@@ -1251,16 +1327,21 @@ def test_jobs_given_as_a_list_may_not_share_a_folder_either(tmp_path):
 
 @pytest.mark.parametrize("end", ["\r\n", "\r"], ids=["crlf", "cr"])
 def test_a_spreadsheets_csv_is_read_as_written(tmp_path, end):
-    # Saved by a spreadsheet: a byte-order mark, its own line ends, a quoted cell with a line
-    # break in it (kept, as a line feed; exports show a name on one line), the row after it
-    # numbered by the line it begins on.
+    # Saved by a spreadsheet: a byte-order mark, its own line ends, a quoted cell, the rows
+    # numbered by the line each begins on.
     path = tmp_path / "jobs.csv"
-    rows = ["id,meeting_id,names", 'x,m-1,"alice=Alice', 'Smith"', "y,m-2,bob=Bob,extra"]
-    path.write_bytes(b"\xef\xbb\xbf" + end.join(rows[:3]).encode() + end.encode())
+    rows = ["id,meeting_id,names", 'x,m-1,"alice=Alice Smith"', "y,m-2,bob=Bob,extra"]
+    path.write_bytes(b"\xef\xbb\xbf" + end.join(rows[:2]).encode() + end.encode())
     (job,) = load_jobs(path)
-    assert (job.id, job.meeting_id, job.names) == ("x", "m-1", {"alice": "Alice\nSmith"})
+    assert (job.id, job.meeting_id, job.names) == ("x", "m-1", {"alice": "Alice Smith"})
     path.write_bytes(b"\xef\xbb\xbf" + end.join(rows).encode() + end.encode())
-    with pytest.raises(JobsError, match="line 4: 1 more cell"):
+    with pytest.raises(JobsError, match="line 3: 1 more cell"):
+        load_jobs(path)
+    # A name typed on two lines in its cell is refused as a quote left open would be: its
+    # CR ends are line breaks too.
+    broken = [rows[0], 'x,m-1,"alice=Alice', 'Smith"']
+    path.write_bytes(b"\xef\xbb\xbf" + end.join(broken).encode() + end.encode())
+    with pytest.raises(JobsError, match="line 2: names: a line break inside a quoted cell"):
         load_jobs(path)
 
 
