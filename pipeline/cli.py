@@ -202,7 +202,9 @@ class _Redacting(logging.Formatter):
 
     A message is also kept to one line with no terminal controls in it: it can quote names
     the API or a file gave (a file name with a line break, or an escape sequence, would
-    otherwise write a line of its own into the log).
+    otherwise write a line of its own into the log). A line another library logs is led by
+    its name: faster-whisper's "VAD filter removed 00:00.000 of audio" is about a filter
+    trackscribe does not use, and read as trackscribe's it says its voice detection did nothing.
     """
 
     def __init__(self, formatter: logging.Formatter | None) -> None:
@@ -210,9 +212,12 @@ class _Redacting(logging.Formatter):
         self._formatter = formatter or logging.Formatter()
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if (safe := printable(message)) != message:
-            record = logging.makeLogRecord({**record.__dict__, "msg": safe, "args": None})
+        message = said = record.getMessage()
+        if not record.name.startswith("trackscribe"):
+            # A library's own line (faster-whisper's at -vv): said as its, not as ours.
+            said = f"{record.name.partition('.')[0]}: {said}"
+        if (said := printable(said)) != message:
+            record = logging.makeLogRecord({**record.__dict__, "msg": said, "args": None})
         return redact_urls(self._formatter.format(record))
 
 

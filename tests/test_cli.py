@@ -260,6 +260,8 @@ def test_verbose_says_what_each_stage_made_of_each_track(
     transcribed = [line for line in debug.stderr.splitlines() if "segment(s)" in line]
     assert len(transcribed) == 4  # dana never speaks: nothing of hers reaches the model
     assert "user-dana" not in " ".join(transcribed)
+    theirs = [line for line in debug.stderr.splitlines() if "VAD filter removed" in line]
+    assert theirs and all(line.startswith("trackscribe: INFO: faster_whisper: ") for line in theirs)
 
 
 def test_a_lost_track_exits_1_and_names_it(meeting_copy, tmp_path):
