@@ -296,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         "with Whisper's English text normaliser.",
     )
     evaluate.add_argument(
-        "transcript", type=non_empty_path, help="transcript.json or a SegLST file"
+        "transcript", type=non_empty_path, help="transcript.json (or its folder) or a SegLST file"
     )
     evaluate.add_argument(
         "truth", type=non_empty_path, help="truth as SegLST (.json) or STM (.stm)"
@@ -448,6 +448,8 @@ def _plot_file(path: Path) -> Path:
 def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         args.plot = _plot_file(args.plot)
+    if args.transcript.is_dir():  # an output folder, as export and verify take one
+        args.transcript = args.transcript / FORMATS["json"][0]
     try:
         hypothesis, truth = read_turns(args.transcript), read_turns(args.truth)
     except ValueError as exc:

@@ -162,6 +162,11 @@ def read_turns(path: Path | str) -> TurnFile:
     except (ValueError, RecursionError) as exc:
         if text.lstrip()[:1] in ("[", "{"):
             raise ValueError(f"{path}: not JSON (transcript, SegLST): {exc}") from None
+        if export := _export_named(text):
+            raise ValueError(
+                f"{path}: {export} export of a transcript, which is not scored: give the "
+                "transcript.json beside it"
+            ) from None
         try:  # STM named otherwise (.txt, no suffix)
             return _read_stm(text, path)
         except ValueError as stm:
@@ -178,6 +183,20 @@ def read_turns(path: Path | str) -> TurnFile:
         turns, meeting = _turns(raw, path)
         return TurnFile(turns, None, [], meeting=meeting)
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
+
+
+def _export_named(text: str) -> str | None:
+    """Which of trackscribe's text exports ``text`` is ("a TXT", "a WebVTT", "an SRT"), if
+    one: people reach for the file they read, which has no speaker ids or end times (TXT) or
+    splits turns into cues."""
+    if text.startswith("# Meeting "):
+        return "a TXT"
+    if text.startswith("WEBVTT"):
+        return "a WebVTT"
+    first = text.split("\n", 2)
+    if len(first) > 1 and first[0].strip() == "1" and " --> " in first[1]:
+        return "an SRT"
+    return None
 
 
 def _read_stm(text: str, path: Path) -> TurnFile:

@@ -21,6 +21,7 @@ from pipeline.evaluate import (
     without_spans,
 )
 from pipeline.plot import plot_timeline
+from stages.export import export
 
 
 def independent_cpwer(hypothesis: list[Turn], truth: list[Turn]) -> float:
@@ -624,6 +625,28 @@ def test_eval_refuses_a_truth_with_a_nan_time_as_bad_input(tmp_path, sample_dir,
     path.write_text(json.dumps(entries))
     assert main(["eval", str(sample_dir / "truth.json"), str(path)]) == 2
     assert "truth.json: entry [3]: end_time nan is not a finite time" in capsys.readouterr().err
+
+
+def test_eval_takes_the_folder_a_transcript_was_written_to(
+    sample_transcript, sample_dir, tmp_path, capsys
+):
+    sample_transcript.save(tmp_path / "transcript.json")
+    assert main(["eval", str(tmp_path), str(sample_dir / "truth.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["missed_utterances"] == 0
+
+
+def test_eval_of_a_text_export_says_to_give_the_transcript_json_instead(
+    sample_transcript, sample_dir, tmp_path, capsys
+):
+    # The file people read has no speaker ids (TXT) or cuts turns into cues: not scored.
+    export(sample_transcript, tmp_path, ["txt", "vtt", "srt"])
+    for name, kind in (("txt", "a TXT"), ("vtt", "a WebVTT"), ("srt", "an SRT")):
+        given = tmp_path / f"transcript.{name}"
+        assert main(["eval", str(given), str(sample_dir / "truth.json")]) == 2
+        assert capsys.readouterr().err == (
+            f"trackscribe: {given}: {kind} export of a transcript, which is not scored: give the "
+            "transcript.json beside it\n"
+        )
 
 
 def test_a_transcript_and_truth_given_the_wrong_way_round_are_refused(
