@@ -260,7 +260,8 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
 
 def _done_last_time(out: Path) -> dict[str, MeetingResult]:
     """The meetings the last run's summary says were done, for ``--retry-failed`` to skip;
-    shown as a plain re-run shows a meeting it skips: done earlier, not timed now."""
+    shown as a plain re-run shows a meeting it skips: done earlier, not timed now, and in its
+    folder under ``out`` (the summary's may be where ``out`` was when it was written)."""
     if not (out / BATCH_SUMMARY).exists():
         return {}
     try:
@@ -275,7 +276,8 @@ def _done_last_time(out: Path) -> dict[str, MeetingResult]:
     for m in previous:
         # A folder removed or emptied since is not done, whatever the summary says.
         if m.status == "done" and (finished := _read_done(out / m.job)) is not None:
-            skipped[m.job] = m.model_copy(update=earlier | {"signed_by": finished.signed_by})
+            now = {"signed_by": finished.signed_by, "folder": str(out.resolve() / m.job)}
+            skipped[m.job] = m.model_copy(update=earlier | now)
     return skipped
 
 

@@ -848,6 +848,21 @@ def test_retry_failed_redoes_a_done_meeting_whose_folder_was_removed_since(meeti
     assert (out / "pair" / "transcript.json").exists()
 
 
+def test_retry_failed_into_a_moved_output_folder_names_the_folders_where_they_are_now(
+    meetings, tmp_path
+):
+    # The summary gave every meeting done last time the folder of the run that did it: after
+    # `mv out7 out8`, the new summary pointed into out7, which is no longer there.
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, tmp_path / "out7", progress=False)
+    (tmp_path / "out7").rename(tmp_path / "out8")
+    again = run_batch(jobs, tmp_path / "out8", retry_failed=True, progress=False)
+    [pair] = again.meetings
+    assert pair.reused and pair.folder == str((tmp_path / "out8" / "pair").resolve())
+    saved = BatchSummary.load(tmp_path / "out8" / "summary.json").meetings[0]
+    assert saved.folder == pair.folder
+
+
 def test_retry_failed_says_which_meetings_it_leaves_done_otherwise_than_asked_now(
     meetings, tmp_path, caplog
 ):
