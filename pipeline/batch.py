@@ -160,6 +160,7 @@ def run_batch(
     # own meetings. Holding the lock also makes a killed run's half-written summary nobody's.
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
         remove_unfinished_writes(out, BATCH_SUMMARY)  # the rest of OUT may be the user's
+        jobs = _in_folders_found(jobs, out)
         if scheduler is None:  # a cluster's workers may see folders this machine does not
             check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
@@ -256,6 +257,19 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
         raise JobsError("no jobs given")
     refuse_shared(checked)
     return checked
+
+
+def _in_folders_found(jobs: list[Job], out: Path) -> list[Job]:
+    """Each job, in the folder an earlier version named for it where that one is there and
+    the one of the current name is not: a meeting job done in a folder of its own again would
+    start a second recording of its meeting."""
+    found = []
+    for job in jobs:
+        name, older = job.folder_names
+        if older != name and (out / older).is_dir() and not (out / name).exists():
+            job = job.in_older_folder()
+        found.append(job)
+    return found
 
 
 def _done_last_time(out: Path) -> dict[str, MeetingResult]:

@@ -3,6 +3,7 @@
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -1180,6 +1181,35 @@ def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_d
     assert again.meetings[0].status == "done"
     assert len(recordings) == 2  # this meeting recorded, not the other one's files kept
     assert Manifest.load(fetched).meeting_id == emu.meeting_id
+
+
+def test_a_meeting_job_without_an_id_keeps_its_folder_whatever_the_order_of_its_users(
+    sample_dir, tmp_path
+):
+    # Named after its user ids in the order given, the job got a new folder when that order
+    # changed, and its meeting a second recording; so would one named so by an earlier
+    # version, were the folder not found under that name.
+    out = tmp_path / "out"
+    jobs = tmp_path / "jobs.jsonl"
+
+    def run(*users: str) -> BatchSummary:
+        jobs.write_text(json.dumps({"meeting_id": emu.meeting_id, "user_ids": users}) + "\n")
+        return run_batch(jobs, out, api=api, progress=False)
+
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        first = run("user-bruno", "user-alice")
+        swapped = run("user-alice", "user-bruno", "user-alice")
+        digest = hashlib.sha256(b"user-bruno-user-alice").hexdigest()[:8]
+        older = f"meeting-{emu.meeting_id}-{digest}"  # as versions before this one named it
+        (out / first.meetings[0].job).rename(out / older)
+        upgraded = run("user-bruno", "user-alice")
+        recordings = _recordings(api, emu)
+    assert first.meetings[0].job == swapped.meetings[0].job != older
+    assert swapped.meetings[0].reused
+    assert (upgraded.meetings[0].job, upgraded.meetings[0].reused) == (older, True)
+    assert [p.name for p in out.glob("meeting-*")] == [older]
+    assert len(recordings) == 1
 
 
 def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_path):
