@@ -112,6 +112,9 @@ class _Done(BaseModel):
     # The job and settings as asked (not the inputs' bytes, which take reading): how
     # --retry-failed, which reads no input, tells a meeting done otherwise than asked now.
     asked: str | None = None
+    # The user ids a meeting job's recording was fetched for ([]: everyone; None: not noted,
+    # by an earlier version): a recording fetched for others is not this job's to reuse.
+    users: list[str] | None = None
 
 
 _NO_BUNDLE_TO_SIGN = "a signing key signs the compliance bundle: add bundle to formats"
@@ -480,7 +483,7 @@ def _process(
         signer, signed_by = signing_key.sign, signing_key.fingerprint
     checkpoints = Checkpoints(folder / WORK_FOLDER)
     checkpoints.drop_partial()
-    earlier = _reusable_manifest(job, folder)
+    earlier = _reusable_manifest(job, folder, done, options)
     try:
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     except ManifestError:
@@ -518,14 +521,14 @@ def _process(
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
         intact = _as_written(folder, wanted)
         if intact and done.formats == wanted and done.signed_by == signed_by:
-            return _result(job, folder, done, reused=True)
+            return _result(job, folder, _as_asked_now(folder, done, job, options), reused=True)
         # Other formats or another key asked for, or an output deleted, damaged or edited by
         # hand: the transcript is current, so only the exports are written again (and a
         # missing kept transcript, from the checkpoints below). It is the last one made: a
         # run that makes another removes it first, and keeps the new one before exporting it.
         if (kept := checkpoints.transcript()) is not None:
             export(kept, folder, wanted, replace=True, signer=signer)
-            done = _done(key, _asked(job, options), kept, done.duration_s, wanted, signed_by)
+            done = _done(key, job, options, kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
             checkpoints.journal("exported", key=key, formats=wanted, signed_by=signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
@@ -563,7 +566,7 @@ def _process(
     checkpoints.save_transcript(transcript)
     export(transcript, folder, wanted, replace=True, signer=signer)
     meeting_s = round(run.stats.meeting_s, 3)
-    done = _done(key, _asked(job, options), transcript, meeting_s, wanted, signed_by)
+    done = _done(key, job, options, transcript, meeting_s, wanted, signed_by)
     atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
@@ -588,9 +591,26 @@ def _asked(job: Job, options: PipelineOptions) -> str:
     return work_key("asked", job.model_dump(mode="json"), options.result_settings())
 
 
+def _users(job: Job) -> list[str]:
+    """The users whose files the job fetches, in an order of their own ([]: everyone's)."""
+    return sorted(set(job.user_ids))
+
+
+def _as_asked_now(folder: Path, done: _Done, job: Job, options: PipelineOptions) -> _Done:
+    """``done``, found current for the job and settings asked now, noted as done for them:
+    else a meeting job asked for its users otherwise (the same files) would be fetched again
+    on every run, and ``--retry-failed`` would warn of it as done otherwise than asked."""
+    now = {"asked": _asked(job, options), "users": _users(job)}
+    if done.model_dump(include=set(now)) != now:
+        done = done.model_copy(update=now)
+        atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
+    return done
+
+
 def _done(
     key: str,
-    asked: str,
+    job: Job,
+    options: PipelineOptions,
     transcript: Transcript,
     duration_s: float,
     formats: list[str],
@@ -598,7 +618,8 @@ def _done(
 ) -> _Done:
     return _Done(
         key=key,
-        asked=asked,
+        asked=_asked(job, options),
+        users=_users(job),
         status="partial" if transcript.partial else "done",
         duration_s=duration_s,
         reason=" ".join("; ".join(transcript.problems()).split()) or None,
@@ -630,11 +651,21 @@ def _read_done(folder: Path) -> _Done | None:
         return None
 
 
-def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
-    """For a job that fetches, the manifest an earlier run fetched, if it has one: a meeting
-    already done must not cost a call to the API."""
+def _reusable_manifest(
+    job: Job, folder: Path, done: _Done | None, options: PipelineOptions
+) -> Manifest | None:
+    """For a job that fetches, the manifest an earlier run fetched for the same users, if it
+    has one: a meeting already done must not cost a call to the API. Fetched for other users,
+    it is fetched again (the files here are kept), for these: a participant the job leaves out
+    since must not stay in its transcript."""
     fetched = folder / remote.RECORDING_FOLDER / MANIFEST_FILE
-    if job.manifest is not None or not fetched.exists() or not (folder / DONE_FILE).exists():
+    if job.manifest is not None or not fetched.exists() or done is None:
+        return None
+    if done.users is None:  # done by an earlier version: for these users if for this job
+        same_users = done.asked == _asked(job, options)
+    else:
+        same_users = done.users == _users(job)
+    if not same_users:
         return None
     manifest = Manifest.load(fetched)
     # A job since pointed at another meeting or recording is not done by what is there.

@@ -1183,6 +1183,43 @@ def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_d
     assert Manifest.load(fetched).meeting_id == emu.meeting_id
 
 
+def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
+    sample_dir, tmp_path
+):
+    # The recording fetched for everyone was taken as done for the job narrowed since to
+    # one user: a plain re-run kept the transcript of all four, against the job's consent.
+    out = tmp_path / "out"
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
+        run_batch(jobs, out, api=api, progress=False)
+        everyone = Transcript.load(out / "m1" / "transcript.json")
+        narrowed = {"id": "m1", "meeting_id": emu.meeting_id, "user_ids": ["user-alice"]}
+        jobs.write_text(json.dumps(narrowed) + "\n")
+        [alone] = run_batch(jobs, out, api=api, progress=False).meetings
+        transcript = Transcript.load(out / "m1" / "transcript.json")
+        fetched = Manifest.load(out / "m1" / "recording" / "manifest.json")
+        emu.inject("rate_limit", 100)  # done as asked now: the API is not asked again
+        [again] = run_batch(jobs, out, api=api, progress=False).meetings
+        emu.disarm("rate_limit")
+        # Marked done by an earlier version, which noted only the job as a whole: a job
+        # asked otherwise since is fetched again too (here widened back to everyone).
+        done = json.loads((out / "m1" / "done.json").read_text())
+        (out / "m1" / "done.json").write_text(json.dumps(done | {"users": None}))
+        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
+        run_batch(jobs, out, api=api, progress=False)
+        recordings = _recordings(api, emu)
+    assert len({s.user_id for s in everyone.speakers}) == 4
+    assert (alone.status, alone.reused) == ("done", False)
+    assert {s.user_id for s in transcript.speakers} == {"user-alice"}
+    assert {t.user_id for t in fetched.tracks} == {"user-alice"}
+    assert (again.status, again.reused) == ("done", True)
+    widened = Transcript.load(out / "m1" / "transcript.json")
+    assert widened.speakers == everyone.speakers
+    assert len(recordings) == 1  # the recording of everyone, fetched for alice alone, and back
+
+
 def test_a_meeting_job_without_an_id_keeps_its_folder_whatever_the_order_of_its_users(
     sample_dir, tmp_path
 ):
