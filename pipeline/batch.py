@@ -71,7 +71,6 @@ from stages.transcribe import (
     ModelError,
     Transcriber,
     check_model,
-    model_identity,
     usable_cores,
 )
 
@@ -89,6 +88,7 @@ from .core import (
     NoUsableTrackError,
     PipelineOptions,
     bars_wanted,
+    keyed_settings,
     run_meeting,
     runtime_versions,
 )
@@ -787,10 +787,10 @@ def _meeting_key(
 ) -> str:
     """Everything a meeting's transcript depends on: the whole manifest (ids, names, times, the
     checksums it expects: the provenance repeats them), each file's bytes, every setting but
-    how many threads did the work, and the software. Not the output formats: they are
-    written from the transcript. Nor the bytes of a track left out for its start (the
-    manifest's times say which): the run never reads them. ``absent``: track path -> the
-    SHA-256 a file that is not there counts as."""
+    how many threads did the work (the model as what it is, not where), and the software.
+    Not the output formats: they are written from the transcript. Nor the bytes of a track
+    left out for its start (the manifest's times say which): the run never reads them.
+    ``absent``: track path -> the SHA-256 a file that is not there counts as."""
     unplaced = manifest.unplaced_tracks()
     hashes = [
         None if i in unplaced else _file_hash(manifest, t, absent or {})
@@ -800,8 +800,7 @@ def _meeting_key(
         "meeting",
         manifest.model_dump(mode="json"),
         hashes,
-        options.result_settings(),
-        model_identity(options.transcribe.model),
+        keyed_settings(options),
         runtime_versions(),
     )
 

@@ -191,6 +191,26 @@ def test_the_same_model_installed_again_redoes_nothing(meetings, tmp_path, caplo
     assert "changed" not in caplog.text
 
 
+def test_the_same_model_at_another_path_redoes_nothing(meetings, tmp_path):
+    # Its name or path was in the keys beside what it is: the bundled model copied elsewhere
+    # re-transcribed every track, and withdrew every transcript before that.
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model(BUNDLED_MODEL), model)
+    jobs, out = tmp_path / "jobs.csv", tmp_path / "out"
+    jobs.write_text(f"id,manifest\npair,{meetings.parent / 'pair' / 'manifest.json'}\n")
+    run_batch(jobs, out, progress=False)
+    made = transcripts(out)
+
+    command = ["batch", str(jobs), "-o", str(out), "--model", str(model), "--no-progress"]
+    assert main(command) == 0
+    assert BatchSummary.load(out / "summary.json").meetings[0].reused
+    assert transcripts(out) == made
+    # Merged again for another setting, each track's segments are taken as they were.
+    options = {"transcribe": {"model": str(model)}, "merge": {"join_gap": 0.2}}
+    assert not run_batch(jobs, out, options=options, progress=False).meetings[0].reused
+    assert set(journal(out, "transcribed").values()) == {1}
+
+
 def test_other_code_of_the_same_version_number_redoes_the_work(meetings, tmp_path, monkeypatch):
     # A checkout of another commit says "0.1.0" too: what the code made must not be taken
     # for this code's, neither from the checkpoints nor as the finished meeting.
