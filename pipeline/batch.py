@@ -11,6 +11,7 @@ with every meeting still to do as pending, and again after every meeting.
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -492,10 +493,11 @@ def _process(
             if absent and done.asked in (None, _asked(job, options)):
                 # Gone is not changed: moved away, or on a share not mounted this time (and
                 # the job still asks for what was done, not for a manifest elsewhere).
-                return _kept(job, folder, done, f"its manifest {job.manifest} is not there")
+                why = f"its manifest {job.manifest} is not there"
+                return _kept(job, folder, checkpoints, done, why)
             # The manifest changed since (it is what cannot be read): what was made from
             # the old one no longer stands for this meeting.
-            _no_longer_current(folder, "its manifest can no longer be read")
+            _no_longer_current(folder, checkpoints, done, "its manifest can no longer be read")
         raise
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
@@ -510,7 +512,7 @@ def _process(
         )
         if _meeting_key(manifest, options, absent=known) == done.key:
             why = "; ".join(f"{path}: {reason}" for path, reason in unread.items())
-            return _kept(job, folder, done, why)
+            return _kept(job, folder, checkpoints, done, why)
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
         log.warning(
             "%s: its bundle was signed with the key %s; it is written again %s",
@@ -530,7 +532,7 @@ def _process(
             export(kept, folder, wanted, replace=True, signer=signer)
             done = _done(key, job, options, kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
-            checkpoints.journal("exported", key=key, formats=wanted, signed_by=signed_by)
+            _journal_exported(checkpoints, key, kept, wanted, signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
             return _result(job, folder, done, reused=True)
     if earlier is not None and done is not None and done.status == "partial":
@@ -545,7 +547,8 @@ def _process(
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
-        _no_longer_current(folder, "its inputs or settings changed, so it is done again")
+        why = "its inputs or settings changed, so it is done again"
+        _no_longer_current(folder, checkpoints, done, why)
     checkpoints.drop_transcript()  # about to be made anew, whatever happens to this run
     try:
         run = run_meeting(
@@ -564,27 +567,49 @@ def _process(
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     checkpoints.save_transcript(transcript)
+    checkpoints.journal("merged", key=key, sha256=_sha256_of(transcript))
     export(transcript, folder, wanted, replace=True, signer=signer)
     meeting_s = round(run.stats.meeting_s, 3)
     done = _done(key, job, options, transcript, meeting_s, wanted, signed_by)
     atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
+    _journal_exported(checkpoints, key, transcript, wanted, signed_by)
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
-def _kept(job: Job, folder: Path, done: _Done, why: str) -> MeetingResult:
+def _kept(job: Job, folder: Path, checkpoints: Checkpoints, done: _Done, why: str) -> MeetingResult:
     """The meeting as an earlier run did it, though an input it was made from is gone: a
     re-run that cannot read it must not take away, or redo worse, what was made of it."""
     note = f"{why}; what was made from it earlier is kept"
     log.warning("%s: %s", folder, note)
+    checkpoints.journal("kept", key=done.key, why=why)
     result = _result(job, folder, done, reused=True)
     return result.model_copy(update={"reason": "; ".join(filter(None, [result.reason, note]))})
 
 
-def _no_longer_current(folder: Path, why: str) -> None:
+def _no_longer_current(folder: Path, checkpoints: Checkpoints, done: _Done, why: str) -> None:
     """Take away the mark and the exports of what was made for this meeting before."""
     (folder / DONE_FILE).unlink(missing_ok=True)
-    removed = ", ".join(path.name for path in withdraw(folder))
+    files = [path.name for path in withdraw(folder)]
+    removed = ", ".join(files)
     log.warning("%s: %s%s", folder, why, f"; removed the earlier {removed}" if removed else "")
+    checkpoints.journal("withdrawn", key=done.key, why=why, files=files)
+
+
+def _journal_exported(
+    checkpoints: Checkpoints,
+    key: str,
+    transcript: Transcript,
+    formats: list[str],
+    signed_by: str | None,
+) -> None:
+    """Journal the outputs written, with the SHA-256 of the transcript JSON they show (as the
+    folder's record names it): which transcript a meeting's folder held, and when."""
+    sha256 = _sha256_of(transcript)
+    checkpoints.journal("exported", key=key, sha256=sha256, formats=formats, signed_by=signed_by)
+
+
+def _sha256_of(transcript: Transcript) -> str:
+    return hashlib.sha256(transcript.to_json().encode()).hexdigest()
 
 
 def _asked(job: Job, options: PipelineOptions) -> str:

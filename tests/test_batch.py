@@ -155,7 +155,7 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert back.meetings[0].reused and (out / "pair" / "transcript.vtt").read_bytes() == vtt
     for work in ("analysed", "transcribed"):  # nothing redone: once each, in the first run
         assert set(journal(out, work).values()) == {1}
-    assert sum(journal(out, "exported").values()) == 5  # each written from the kept transcript
+    assert sum(journal(out, "exported").values()) == 6  # when made, then from the kept one
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
     caplog.clear()
@@ -294,6 +294,8 @@ def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(
     for result, gone in ((pruned, track.name), (unmounted, "manifest")):
         assert (result.status, result.reused) == ("done", True)
         assert gone in result.reason and "earlier is kept" in result.reason
+    kept = [e for e in journal_lines(out / "pair") if e["event"] == "kept"]
+    assert len(kept) == 3 and "manifest" in kept[-1]["why"] and track.name in kept[-2]["why"]
     assert transcripts(out) == made and len(list((out / "pair").glob("transcript.*"))) == 5
     # A job pointed since at a manifest that is not there asks for something else.
     elsewhere = [Job(id="pair", manifest=tmp_path / "typo" / "manifest.json")]
@@ -304,6 +306,35 @@ def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(
     track.write_bytes(audio[: len(audio) // 2])
     redone = run_batch(jobs, out, progress=False).meetings[0]
     assert (redone.status, redone.reused) == ("partial", False)
+
+
+def journal_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / ".work" / "journal.jsonl").open()]
+
+
+def test_the_journal_tells_what_became_of_each_transcript(meetings, tmp_path):
+    # It listed each track's work alone: a run that withdrew a transcript and made another
+    # (display names changed), or kept one whose input was gone, wrote nothing of it.
+    manifest = meetings.parent / "pair" / "manifest.json"
+    out, folder = tmp_path / "out", tmp_path / "out" / "pair"
+    run_batch([Job(id="pair", manifest=manifest)], out, progress=False)
+    before = json.loads((folder / "done.json").read_text())["key"]
+    written = len(journal_lines(folder))
+
+    named = Job(id="pair", manifest=manifest, names={"user-alice": "Alice Smith"})
+    run_batch([named], out, progress=False)
+
+    story = journal_lines(folder)[written:]
+    assert [e["event"] for e in story] == ["withdrawn", "merged", "exported"]
+    withdrawn, merged, exported = story
+    assert withdrawn["key"] == before
+    assert withdrawn["why"] == "its inputs or settings changed, so it is done again"
+    assert sorted(withdrawn["files"]) == sorted(p.name for p in folder.glob("transcript.*"))
+    key = json.loads((folder / "done.json").read_text())["key"]
+    made = sha256_file(folder / "transcript.json")
+    assert (merged["key"], merged["sha256"]) == (key, made)
+    assert (exported["key"], exported["sha256"], exported["signed_by"]) == (key, made, None)
+    assert exported["formats"] == ["json", "seglst", "srt", "txt", "vtt"]
 
 
 def test_a_work_folder_made_a_file_by_hand_is_named_as_not_a_folder(meetings, tmp_path):
