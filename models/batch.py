@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -115,9 +116,31 @@ class Job(BaseModel):
             raise ValueError("user_ids only go with meeting_id")
         return self
 
+    _in_older_folder: bool = PrivateAttr(default=False)
+
     @property
     def folder_name(self) -> str:
-        """The meeting's folder under the batch's output: ``id``, or made from the source."""
+        """The meeting's folder under the batch's output: ``id``, or made from the source (a
+        meeting job's from its user ids, in whatever order they are given); the older name
+        of :attr:`folder_names` for a job the batch found there (:meth:`in_older_folder`)."""
+        name, older = self.folder_names
+        return older if self._in_older_folder else name
+
+    @property
+    def folder_names(self) -> tuple[str, str]:
+        """The meeting's folder name, and the one earlier versions gave it: they made a meeting
+        job's from its user ids in the order given, so that the same users listed otherwise
+        got another folder, and their meeting a second recording. The same for other jobs."""
+        return self._folder(sorted(set(self.user_ids))), self._folder(self.user_ids)
+
+    def in_older_folder(self) -> "Job":
+        """The job, done in the folder an earlier version named for it (the batch found the
+        meeting there, and none of the current name)."""
+        job = self.model_copy()
+        job._in_older_folder = True
+        return job
+
+    def _folder(self, users: Sequence[str]) -> str:
         if self.id:
             name = safe_file_name(self.id, keep_letters=True)
             if name.casefold() == BATCH_SUMMARY.casefold():
@@ -129,9 +152,9 @@ class Job(BaseModel):
             return safe_file_name(f"{base}-{digest}")
         if self.recording_id:
             return safe_file_name(f"recording-{self.recording_id}")
-        users = "-".join(self.user_ids)
-        digest = hashlib.sha256(users.encode()).hexdigest()[:8]
-        return safe_file_name(f"meeting-{self.meeting_id}" + (f"-{digest}" if users else ""))
+        joined = "-".join(users)
+        digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
+        return safe_file_name(f"meeting-{self.meeting_id}" + (f"-{digest}" if joined else ""))
 
 
 def load_jobs(path: Path | str) -> list[Job]:

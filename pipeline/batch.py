@@ -11,6 +11,7 @@ with every meeting still to do as pending, and again after every meeting.
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -71,7 +72,6 @@ from stages.transcribe import (
     ModelError,
     Transcriber,
     check_model,
-    model_identity,
     usable_cores,
 )
 
@@ -89,6 +89,7 @@ from .core import (
     NoUsableTrackError,
     PipelineOptions,
     bars_wanted,
+    keyed_settings,
     run_meeting,
     runtime_versions,
 )
@@ -112,6 +113,9 @@ class _Done(BaseModel):
     # The job and settings as asked (not the inputs' bytes, which take reading): how
     # --retry-failed, which reads no input, tells a meeting done otherwise than asked now.
     asked: str | None = None
+    # The user ids a meeting job's recording was fetched for ([]: everyone; None: not noted,
+    # by an earlier version): a recording fetched for others is not this job's to reuse.
+    users: list[str] | None = None
 
 
 _NO_BUNDLE_TO_SIGN = "a signing key signs the compliance bundle: add bundle to formats"
@@ -160,6 +164,7 @@ def run_batch(
     # own meetings. Holding the lock also makes a killed run's half-written summary nobody's.
     with _exclusive(out, busy="another batch is writing its results here; let it end first"):
         remove_unfinished_writes(out, BATCH_SUMMARY)  # the rest of OUT may be the user's
+        jobs = _in_folders_found(jobs, out)
         if scheduler is None:  # a cluster's workers may see folders this machine does not
             check_model(options.transcribe.model)  # one clear error, not one per meeting
         results = _done_last_time(out) if retry_failed else {}
@@ -258,9 +263,23 @@ def _as_jobs(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Job]:
     return checked
 
 
+def _in_folders_found(jobs: list[Job], out: Path) -> list[Job]:
+    """Each job, in the folder an earlier version named for it where that one is there and
+    the one of the current name is not: a meeting job done in a folder of its own again would
+    start a second recording of its meeting."""
+    found = []
+    for job in jobs:
+        name, older = job.folder_names
+        if older != name and (out / older).is_dir() and not (out / name).exists():
+            job = job.in_older_folder()
+        found.append(job)
+    return found
+
+
 def _done_last_time(out: Path) -> dict[str, MeetingResult]:
     """The meetings the last run's summary says were done, for ``--retry-failed`` to skip;
-    shown as a plain re-run shows a meeting it skips: done earlier, not timed now."""
+    shown as a plain re-run shows a meeting it skips: done earlier, not timed now, and in its
+    folder under ``out`` (the summary's may be where ``out`` was when it was written)."""
     if not (out / BATCH_SUMMARY).exists():
         return {}
     try:
@@ -275,7 +294,8 @@ def _done_last_time(out: Path) -> dict[str, MeetingResult]:
     for m in previous:
         # A folder removed or emptied since is not done, whatever the summary says.
         if m.status == "done" and (finished := _read_done(out / m.job)) is not None:
-            skipped[m.job] = m.model_copy(update=earlier | {"signed_by": finished.signed_by})
+            now = {"signed_by": finished.signed_by, "folder": str(out.resolve() / m.job)}
+            skipped[m.job] = m.model_copy(update=earlier | now)
     return skipped
 
 
@@ -464,7 +484,7 @@ def _process(
         signer, signed_by = signing_key.sign, signing_key.fingerprint
     checkpoints = Checkpoints(folder / WORK_FOLDER)
     checkpoints.drop_partial()
-    earlier = _reusable_manifest(job, folder)
+    earlier = _reusable_manifest(job, folder, done, options)
     try:
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)
     except ManifestError:
@@ -473,10 +493,11 @@ def _process(
             if absent and done.asked in (None, _asked(job, options)):
                 # Gone is not changed: moved away, or on a share not mounted this time (and
                 # the job still asks for what was done, not for a manifest elsewhere).
-                return _kept(job, folder, done, f"its manifest {job.manifest} is not there")
+                why = f"its manifest {job.manifest} is not there"
+                return _kept(job, folder, checkpoints, done, why)
             # The manifest changed since (it is what cannot be read): what was made from
             # the old one no longer stands for this meeting.
-            _no_longer_current(folder, "its manifest can no longer be read")
+            _no_longer_current(folder, checkpoints, done, "its manifest can no longer be read")
         raise
     manifest = _named(job, manifest)
     key = _meeting_key(manifest, options)
@@ -491,7 +512,7 @@ def _process(
         )
         if _meeting_key(manifest, options, absent=known) == done.key:
             why = "; ".join(f"{path}: {reason}" for path, reason in unread.items())
-            return _kept(job, folder, done, why)
+            return _kept(job, folder, checkpoints, done, why)
     if done is not None and done.signed_by and signed_by != done.signed_by and "bundle" in wanted:
         log.warning(
             "%s: its bundle was signed with the key %s; it is written again %s",
@@ -502,16 +523,16 @@ def _process(
     if done is not None and done.key == key and not (retry_partial and done.status == "partial"):
         intact = _as_written(folder, wanted)
         if intact and done.formats == wanted and done.signed_by == signed_by:
-            return _result(job, folder, done, reused=True)
+            return _result(job, folder, _as_asked_now(folder, done, job, options), reused=True)
         # Other formats or another key asked for, or an output deleted, damaged or edited by
         # hand: the transcript is current, so only the exports are written again (and a
         # missing kept transcript, from the checkpoints below). It is the last one made: a
         # run that makes another removes it first, and keeps the new one before exporting it.
         if (kept := checkpoints.transcript()) is not None:
             export(kept, folder, wanted, replace=True, signer=signer)
-            done = _done(key, _asked(job, options), kept, done.duration_s, wanted, signed_by)
+            done = _done(key, job, options, kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
-            checkpoints.journal("exported", key=key, formats=wanted, signed_by=signed_by)
+            _journal_exported(checkpoints, key, kept, wanted, signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
             return _result(job, folder, done, reused=True)
     if earlier is not None and done is not None and done.status == "partial":
@@ -526,7 +547,8 @@ def _process(
     if done is not None and done.key != key:
         # Made from other inputs or settings: whatever happens now, it no longer stands for
         # this meeting (a run that fails must not leave it looking current).
-        _no_longer_current(folder, "its inputs or settings changed, so it is done again")
+        why = "its inputs or settings changed, so it is done again"
+        _no_longer_current(folder, checkpoints, done, why)
     checkpoints.drop_transcript()  # about to be made anew, whatever happens to this run
     try:
         run = run_meeting(
@@ -545,36 +567,75 @@ def _process(
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     checkpoints.save_transcript(transcript)
+    checkpoints.journal("merged", key=key, sha256=_sha256_of(transcript))
     export(transcript, folder, wanted, replace=True, signer=signer)
     meeting_s = round(run.stats.meeting_s, 3)
-    done = _done(key, _asked(job, options), transcript, meeting_s, wanted, signed_by)
+    done = _done(key, job, options, transcript, meeting_s, wanted, signed_by)
     atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
+    _journal_exported(checkpoints, key, transcript, wanted, signed_by)
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
-def _kept(job: Job, folder: Path, done: _Done, why: str) -> MeetingResult:
+def _kept(job: Job, folder: Path, checkpoints: Checkpoints, done: _Done, why: str) -> MeetingResult:
     """The meeting as an earlier run did it, though an input it was made from is gone: a
     re-run that cannot read it must not take away, or redo worse, what was made of it."""
     note = f"{why}; what was made from it earlier is kept"
     log.warning("%s: %s", folder, note)
+    checkpoints.journal("kept", key=done.key, why=why)
     result = _result(job, folder, done, reused=True)
     return result.model_copy(update={"reason": "; ".join(filter(None, [result.reason, note]))})
 
 
-def _no_longer_current(folder: Path, why: str) -> None:
+def _no_longer_current(folder: Path, checkpoints: Checkpoints, done: _Done, why: str) -> None:
     """Take away the mark and the exports of what was made for this meeting before."""
     (folder / DONE_FILE).unlink(missing_ok=True)
-    removed = ", ".join(path.name for path in withdraw(folder))
+    files = [path.name for path in withdraw(folder)]
+    removed = ", ".join(files)
     log.warning("%s: %s%s", folder, why, f"; removed the earlier {removed}" if removed else "")
+    checkpoints.journal("withdrawn", key=done.key, why=why, files=files)
+
+
+def _journal_exported(
+    checkpoints: Checkpoints,
+    key: str,
+    transcript: Transcript,
+    formats: list[str],
+    signed_by: str | None,
+) -> None:
+    """Journal the outputs written, with the SHA-256 of the transcript JSON they show (as the
+    folder's record names it): which transcript a meeting's folder held, and when."""
+    sha256 = _sha256_of(transcript)
+    checkpoints.journal("exported", key=key, sha256=sha256, formats=formats, signed_by=signed_by)
+
+
+def _sha256_of(transcript: Transcript) -> str:
+    return hashlib.sha256(transcript.to_json().encode()).hexdigest()
 
 
 def _asked(job: Job, options: PipelineOptions) -> str:
     return work_key("asked", job.model_dump(mode="json"), options.result_settings())
 
 
+def _users(job: Job) -> list[str]:
+    """The users whose files the job fetches, in an order of their own ([]: everyone's)."""
+    return sorted(set(job.user_ids))
+
+
+def _as_asked_now(folder: Path, done: _Done, job: Job, options: PipelineOptions) -> _Done:
+    """``done``, found current for the job and settings asked now, noted as done for them:
+    else a meeting job asked for its users otherwise (the same files) would be fetched again
+    on every run, and ``--retry-failed`` would warn of it as done otherwise than asked."""
+    now = {"asked": _asked(job, options), "users": _users(job)}
+    if done.model_dump(include=set(now)) != now:
+        done = done.model_copy(update=now)
+        atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
+    return done
+
+
 def _done(
     key: str,
-    asked: str,
+    job: Job,
+    options: PipelineOptions,
     transcript: Transcript,
     duration_s: float,
     formats: list[str],
@@ -582,7 +643,8 @@ def _done(
 ) -> _Done:
     return _Done(
         key=key,
-        asked=asked,
+        asked=_asked(job, options),
+        users=_users(job),
         status="partial" if transcript.partial else "done",
         duration_s=duration_s,
         reason=" ".join("; ".join(transcript.problems()).split()) or None,
@@ -614,11 +676,21 @@ def _read_done(folder: Path) -> _Done | None:
         return None
 
 
-def _reusable_manifest(job: Job, folder: Path) -> Manifest | None:
-    """For a job that fetches, the manifest an earlier run fetched, if it has one: a meeting
-    already done must not cost a call to the API."""
+def _reusable_manifest(
+    job: Job, folder: Path, done: _Done | None, options: PipelineOptions
+) -> Manifest | None:
+    """For a job that fetches, the manifest an earlier run fetched for the same users, if it
+    has one: a meeting already done must not cost a call to the API. Fetched for other users,
+    it is fetched again (the files here are kept), for these: a participant the job leaves out
+    since must not stay in its transcript."""
     fetched = folder / remote.RECORDING_FOLDER / MANIFEST_FILE
-    if job.manifest is not None or not fetched.exists() or not (folder / DONE_FILE).exists():
+    if job.manifest is not None or not fetched.exists() or done is None:
+        return None
+    if done.users is None:  # done by an earlier version: for these users if for this job
+        same_users = done.asked == _asked(job, options)
+    else:
+        same_users = done.users == _users(job)
+    if not same_users:
         return None
     manifest = Manifest.load(fetched)
     # A job since pointed at another meeting or recording is not done by what is there.
@@ -740,10 +812,10 @@ def _meeting_key(
 ) -> str:
     """Everything a meeting's transcript depends on: the whole manifest (ids, names, times, the
     checksums it expects: the provenance repeats them), each file's bytes, every setting but
-    how many threads did the work, and the software. Not the output formats: they are
-    written from the transcript. Nor the bytes of a track left out for its start (the
-    manifest's times say which): the run never reads them. ``absent``: track path -> the
-    SHA-256 a file that is not there counts as."""
+    how many threads did the work (the model as what it is, not where), and the software.
+    Not the output formats: they are written from the transcript. Nor the bytes of a track
+    left out for its start (the manifest's times say which): the run never reads them.
+    ``absent``: track path -> the SHA-256 a file that is not there counts as."""
     unplaced = manifest.unplaced_tracks()
     hashes = [
         None if i in unplaced else _file_hash(manifest, t, absent or {})
@@ -753,8 +825,7 @@ def _meeting_key(
         "meeting",
         manifest.model_dump(mode="json"),
         hashes,
-        options.result_settings(),
-        model_identity(options.transcribe.model),
+        keyed_settings(options),
         runtime_versions(),
     )
 

@@ -8,7 +8,8 @@ small description last, so an entry either exists whole or not at all.
 Layout under the meeting's ``.work`` folder: ``decode/KEY.pcm`` + ``decode/KEY.json`` (the
 decoded track and what decoding found), ``vad/KEY.npz`` (voice activity), ``transcribe/KEY.json``
 (a track's segments), ``transcript.json`` (the meeting's transcript, whatever formats were
-exported from it) and ``journal.jsonl`` (one line per piece of work done, for audit).
+exported from it) and ``journal.jsonl`` (one line per piece of work done, for audit; the
+batch adds what became of each transcript).
 """
 
 import hashlib

@@ -105,6 +105,16 @@ class PipelineOptions(BaseModel):
         return self
 
 
+def keyed_settings(options: PipelineOptions) -> dict[str, Any]:
+    """The settings results are keyed by: :meth:`PipelineOptions.result_settings` with the model
+    as what it is (:func:`model_identity`, the SHA-256 of its files), not as it is named: the
+    same model by another path (copied, installed again) gives the same results, and is not
+    run again. The provenance keeps the name it was given."""
+    settings = options.result_settings()
+    settings["transcribe"]["model"] = model_identity(options.transcribe.model)
+    return settings
+
+
 class NoUsableTrackError(ValueError):
     """Not one track of the meeting could be used; the message lists each and why, and
     ``failures`` holds them (a caller tells by them whether a try again can help: see
@@ -919,10 +929,8 @@ class _Store:
         self._scratch = scratch
         self._software = runtime_versions() if checkpoints is not None else ""
         self._vad = options.vad
-        self._transcribe = (
-            options.result_settings()["transcribe"],
-            model_identity(options.transcribe.model) if checkpoints is not None else None,
-        )
+        keyed = checkpoints is not None  # the model's files are hashed only for keys
+        self._transcribe = keyed_settings(options)["transcribe"] if keyed else None
 
     def identify(self, item: _TrackWork, track: Track, source: Path) -> None:
         """Hash the file; a file that is not what the manifest says gets no key, so nothing

@@ -3,6 +3,7 @@
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -154,7 +155,7 @@ def test_a_rerun_redoes_nothing_and_a_changed_setting_only_what_it_changes(
     assert back.meetings[0].reused and (out / "pair" / "transcript.vtt").read_bytes() == vtt
     for work in ("analysed", "transcribed"):  # nothing redone: once each, in the first run
         assert set(journal(out, work).values()) == {1}
-    assert sum(journal(out, "exported").values()) == 5  # each written from the kept transcript
+    assert sum(journal(out, "exported").values()) == 6  # when made, then from the kept one
 
     merged = PipelineOptions(merge=MergeOptions(join_gap=0.2))
     caplog.clear()
@@ -188,6 +189,26 @@ def test_the_same_model_installed_again_redoes_nothing(meetings, tmp_path, caplo
     again = run_batch(jobs, tmp_path / "out", options=options, progress=False)
     assert again.meetings[0].reused
     assert "changed" not in caplog.text
+
+
+def test_the_same_model_at_another_path_redoes_nothing(meetings, tmp_path):
+    # Its name or path was in the keys beside what it is: the bundled model copied elsewhere
+    # re-transcribed every track, and withdrew every transcript before that.
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model(BUNDLED_MODEL), model)
+    jobs, out = tmp_path / "jobs.csv", tmp_path / "out"
+    jobs.write_text(f"id,manifest\npair,{meetings.parent / 'pair' / 'manifest.json'}\n")
+    run_batch(jobs, out, progress=False)
+    made = transcripts(out)
+
+    command = ["batch", str(jobs), "-o", str(out), "--model", str(model), "--no-progress"]
+    assert main(command) == 0
+    assert BatchSummary.load(out / "summary.json").meetings[0].reused
+    assert transcripts(out) == made
+    # Merged again for another setting, each track's segments are taken as they were.
+    options = {"transcribe": {"model": str(model)}, "merge": {"join_gap": 0.2}}
+    assert not run_batch(jobs, out, options=options, progress=False).meetings[0].reused
+    assert set(journal(out, "transcribed").values()) == {1}
 
 
 def test_other_code_of_the_same_version_number_redoes_the_work(meetings, tmp_path, monkeypatch):
@@ -273,6 +294,8 @@ def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(
     for result, gone in ((pruned, track.name), (unmounted, "manifest")):
         assert (result.status, result.reused) == ("done", True)
         assert gone in result.reason and "earlier is kept" in result.reason
+    kept = [e for e in journal_lines(out / "pair") if e["event"] == "kept"]
+    assert len(kept) == 3 and "manifest" in kept[-1]["why"] and track.name in kept[-2]["why"]
     assert transcripts(out) == made and len(list((out / "pair").glob("transcript.*"))) == 5
     # A job pointed since at a manifest that is not there asks for something else.
     elsewhere = [Job(id="pair", manifest=tmp_path / "typo" / "manifest.json")]
@@ -283,6 +306,35 @@ def test_inputs_gone_since_a_meeting_was_done_keep_what_was_made_of_them(
     track.write_bytes(audio[: len(audio) // 2])
     redone = run_batch(jobs, out, progress=False).meetings[0]
     assert (redone.status, redone.reused) == ("partial", False)
+
+
+def journal_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / ".work" / "journal.jsonl").open()]
+
+
+def test_the_journal_tells_what_became_of_each_transcript(meetings, tmp_path):
+    # It listed each track's work alone: a run that withdrew a transcript and made another
+    # (display names changed), or kept one whose input was gone, wrote nothing of it.
+    manifest = meetings.parent / "pair" / "manifest.json"
+    out, folder = tmp_path / "out", tmp_path / "out" / "pair"
+    run_batch([Job(id="pair", manifest=manifest)], out, progress=False)
+    before = json.loads((folder / "done.json").read_text())["key"]
+    written = len(journal_lines(folder))
+
+    named = Job(id="pair", manifest=manifest, names={"user-alice": "Alice Smith"})
+    run_batch([named], out, progress=False)
+
+    story = journal_lines(folder)[written:]
+    assert [e["event"] for e in story] == ["withdrawn", "merged", "exported"]
+    withdrawn, merged, exported = story
+    assert withdrawn["key"] == before
+    assert withdrawn["why"] == "its inputs or settings changed, so it is done again"
+    assert sorted(withdrawn["files"]) == sorted(p.name for p in folder.glob("transcript.*"))
+    key = json.loads((folder / "done.json").read_text())["key"]
+    made = sha256_file(folder / "transcript.json")
+    assert (merged["key"], merged["sha256"]) == (key, made)
+    assert (exported["key"], exported["sha256"], exported["signed_by"]) == (key, made, None)
+    assert exported["formats"] == ["json", "seglst", "srt", "txt", "vtt"]
 
 
 def test_a_work_folder_made_a_file_by_hand_is_named_as_not_a_folder(meetings, tmp_path):
@@ -848,6 +900,21 @@ def test_retry_failed_redoes_a_done_meeting_whose_folder_was_removed_since(meeti
     assert (out / "pair" / "transcript.json").exists()
 
 
+def test_retry_failed_into_a_moved_output_folder_names_the_folders_where_they_are_now(
+    meetings, tmp_path
+):
+    # The summary gave every meeting done last time the folder of the run that did it: after
+    # `mv out7 out8`, the new summary pointed into out7, which is no longer there.
+    jobs = [j for j in load_jobs(meetings) if j.id == "pair"]
+    run_batch(jobs, tmp_path / "out7", progress=False)
+    (tmp_path / "out7").rename(tmp_path / "out8")
+    again = run_batch(jobs, tmp_path / "out8", retry_failed=True, progress=False)
+    [pair] = again.meetings
+    assert pair.reused and pair.folder == str((tmp_path / "out8" / "pair").resolve())
+    saved = BatchSummary.load(tmp_path / "out8" / "summary.json").meetings[0]
+    assert saved.folder == pair.folder
+
+
 def test_retry_failed_says_which_meetings_it_leaves_done_otherwise_than_asked_now(
     meetings, tmp_path, caplog
 ):
@@ -1165,6 +1232,72 @@ def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_d
     assert again.meetings[0].status == "done"
     assert len(recordings) == 2  # this meeting recorded, not the other one's files kept
     assert Manifest.load(fetched).meeting_id == emu.meeting_id
+
+
+def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
+    sample_dir, tmp_path
+):
+    # The recording fetched for everyone was taken as done for the job narrowed since to
+    # one user: a plain re-run kept the transcript of all four, against the job's consent.
+    out = tmp_path / "out"
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
+        run_batch(jobs, out, api=api, progress=False)
+        everyone = Transcript.load(out / "m1" / "transcript.json")
+        narrowed = {"id": "m1", "meeting_id": emu.meeting_id, "user_ids": ["user-alice"]}
+        jobs.write_text(json.dumps(narrowed) + "\n")
+        [alone] = run_batch(jobs, out, api=api, progress=False).meetings
+        transcript = Transcript.load(out / "m1" / "transcript.json")
+        fetched = Manifest.load(out / "m1" / "recording" / "manifest.json")
+        emu.inject("rate_limit", 100)  # done as asked now: the API is not asked again
+        [again] = run_batch(jobs, out, api=api, progress=False).meetings
+        emu.disarm("rate_limit")
+        # Marked done by an earlier version, which noted only the job as a whole: a job
+        # asked otherwise since is fetched again too (here widened back to everyone).
+        done = json.loads((out / "m1" / "done.json").read_text())
+        (out / "m1" / "done.json").write_text(json.dumps(done | {"users": None}))
+        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
+        run_batch(jobs, out, api=api, progress=False)
+        recordings = _recordings(api, emu)
+    assert len({s.user_id for s in everyone.speakers}) == 4
+    assert (alone.status, alone.reused) == ("done", False)
+    assert {s.user_id for s in transcript.speakers} == {"user-alice"}
+    assert {t.user_id for t in fetched.tracks} == {"user-alice"}
+    assert (again.status, again.reused) == ("done", True)
+    widened = Transcript.load(out / "m1" / "transcript.json")
+    assert widened.speakers == everyone.speakers
+    assert len(recordings) == 1  # the recording of everyone, fetched for alice alone, and back
+
+
+def test_a_meeting_job_without_an_id_keeps_its_folder_whatever_the_order_of_its_users(
+    sample_dir, tmp_path
+):
+    # Named after its user ids in the order given, the job got a new folder when that order
+    # changed, and its meeting a second recording; so would one named so by an earlier
+    # version, were the folder not found under that name.
+    out = tmp_path / "out"
+    jobs = tmp_path / "jobs.jsonl"
+
+    def run(*users: str) -> BatchSummary:
+        jobs.write_text(json.dumps({"meeting_id": emu.meeting_id, "user_ids": users}) + "\n")
+        return run_batch(jobs, out, api=api, progress=False)
+
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        first = run("user-bruno", "user-alice")
+        swapped = run("user-alice", "user-bruno", "user-alice")
+        digest = hashlib.sha256(b"user-bruno-user-alice").hexdigest()[:8]
+        older = f"meeting-{emu.meeting_id}-{digest}"  # as versions before this one named it
+        (out / first.meetings[0].job).rename(out / older)
+        upgraded = run("user-bruno", "user-alice")
+        recordings = _recordings(api, emu)
+    assert first.meetings[0].job == swapped.meetings[0].job != older
+    assert swapped.meetings[0].reused
+    assert (upgraded.meetings[0].job, upgraded.meetings[0].reused) == (older, True)
+    assert [p.name for p in out.glob("meeting-*")] == [older]
+    assert len(recordings) == 1
 
 
 def test_a_job_pointed_at_another_meeting_records_that_meeting(sample_dir, tmp_path):
