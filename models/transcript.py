@@ -126,8 +126,9 @@ class Utterance(_Finite):
 
 
 _ALIGNED_AT_MOST = 1_000_000
-"""Word pairs (old words times new) compared at most to tell which words a text edit kept:
-matching is quadratic at worst, and a whole utterance rewritten at that size keeps little."""
+"""Word pairs (old words times new, of the stretch between what the edit left alike at both
+ends) compared at most to tell which words a text edit kept: matching is quadratic at worst,
+and a stretch rewritten at that size keeps little."""
 
 
 def _following(text: str, words: list[Word]) -> list[Word]:
@@ -137,15 +138,25 @@ def _following(text: str, words: list[Word]) -> list[Word]:
     heard = [w.word for w in words]
     if not words or said == heard or "".join(said) == "".join("".join(heard).split()):
         return words
-    blocks: Sequence[tuple[str, int, int, int, int]] = [("replace", 0, len(words), 0, len(said))]
-    if len(said) * len(words) <= _ALIGNED_AT_MOST:
-        blocks = SequenceMatcher(a=heard, b=said, autojunk=False).get_opcodes()
-    out: list[Word] = []
+    # What an edit left alike at both ends (all of a long utterance but a redacted word) is
+    # kept as it is; only the stretch between is matched.
+    head = 0
+    while head < min(len(said), len(heard)) and said[head] == heard[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(said), len(heard)) - head and said[-1 - tail] == heard[-1 - tail]:
+        tail += 1
+    old, new = heard[head : len(heard) - tail], said[head : len(said) - tail]
+    blocks: Sequence[tuple[str, int, int, int, int]] = [("replace", 0, len(old), 0, len(new))]
+    if len(old) * len(new) <= _ALIGNED_AT_MOST:
+        blocks = SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes()
+    out = words[:head]
     for tag, i1, i2, j1, j2 in blocks:
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
         if tag == "equal":
             out.extend(words[i1:i2])
-        elif tag != "delete" and j2 > j1:  # replaced, or put in where there was nothing
-            if tag == "replace":
+        elif j2 > j1:  # replaced, or put in where there was nothing (taken out: nothing)
+            if i2 > i1:
                 since, until = words[i1].start, words[i2 - 1].end
             else:
                 since = until = words[i1].start if i1 < len(words) else words[-1].end
@@ -159,7 +170,7 @@ def _following(text: str, words: list[Word]) -> list[Word]:
                 )
                 for k, word in enumerate(said[j1:j2])
             )
-    return out
+    return out + words[len(words) - tail :]
 
 
 class InputFile(_Finite):

@@ -635,6 +635,24 @@ def test_a_rewrite_of_a_very_long_utterance_spreads_its_words_over_the_time_said
     assert said.words[0].start == 0.0 and said.words[-1].end == 600.0
 
 
+def test_one_word_redacted_in_a_very_long_utterance_leaves_the_others_their_times(transcript):
+    said = utt("u-a", 0.0, 1200.0, " ".join(f"word{i}" for i in range(3000)))
+    before = list(said.words)
+    said.text = said.text.replace("word1500 ", "[redacted] ")
+    assert [w for w in said.words if w.word != "[redacted]"] == before[:1500] + before[1501:]
+
+
+def test_an_early_transcripts_long_utterance_is_still_cut_into_cues(transcript):
+    # Its words kept their leading spaces: the same words as the text, cut as any.
+    said = utt("u-a", 0.0, 20.0, " ".join(f"word{i}" for i in range(40)))
+    spaced = [w.model_copy(update={"word": f" {w.word}"}) for w in said.words]
+    transcript.utterances = [said.model_copy(update={"words": spaced})]
+    cues = vtt_cues(transcript)
+    assert len(cues) >= 3
+    lines = [c.split("\n")[1].removeprefix("<v Alice>") for c in cues]
+    assert " ".join(lines) == said.text
+
+
 def test_what_a_dump_leaves_out_of_the_words_is_still_left_out(transcript):
     transcript.utterances[0].text = "Hello all."  # edited: the words written follow it
     dumped = transcript.model_dump(

@@ -14,7 +14,6 @@ from itertools import pairwise
 from models import (
     Transcript,
     Utterance,
-    Word,
     format_clock,
     format_utc,
     one_line,
@@ -238,28 +237,28 @@ def _split_utterance(u: Utterance) -> list[tuple[float, float, str]]:
     say when each piece is shown."""
     short = u.end - u.start <= _MAX_CUE_SECONDS and len(u.text) <= _MAX_CUE_CHARS
     words = u.words_as_said()
+    shown = [w.word.strip() for w in words]  # an early transcript's words lead with a space
     if (
         short
-        or not words
-        or u.text.split() != [w.word for w in words]  # spacing apart: cut, it would change
+        or u.text.split() != shown  # text without spaces between its words: kept whole
         or any(later.start < word.start for word, later in pairwise(words))
     ):
         return [(u.start, u.end, u.text)]
-    pieces: list[list[Word]] = [[]]
-    for word in words:
+    pieces: list[list[int]] = [[]]  # indices into words
+    for i, word in enumerate(words):
         current = pieces[-1]
-        text = " ".join(w.word for w in [*current, word])
+        text = " ".join(shown[k] for k in [*current, i])
         if current and (
-            word.end - current[0].start > _MAX_CUE_SECONDS or len(text) > _MAX_CUE_CHARS
+            word.end - words[current[0]].start > _MAX_CUE_SECONDS or len(text) > _MAX_CUE_CHARS
         ):
-            pieces.append([word])
+            pieces.append([i])
         else:
-            current.append(word)
+            current.append(i)
     out = []
-    for i, words in enumerate(pieces):
-        start = u.start if i == 0 else words[0].start
-        end = u.end if i == len(pieces) - 1 else pieces[i + 1][0].start
-        out.append((start, end, " ".join(w.word for w in words)))
+    for n, piece in enumerate(pieces):
+        start = u.start if n == 0 else words[piece[0]].start
+        end = u.end if n == len(pieces) - 1 else words[pieces[n + 1][0]].start
+        out.append((start, end, " ".join(shown[k] for k in piece)))
     return out
 
 
