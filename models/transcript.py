@@ -401,7 +401,8 @@ class Transcript(_Finite):
         forms = {
             s.user_id: _label_forms(s, place, shown) for place, s in enumerate(self.speakers, 1)
         }
-        level = {s.user_id: _first_form(s) for s in self.speakers}
+        alone = len(self.speakers) == 1
+        level = {s.user_id: _first_form(s, alone) for s in self.speakers}
         labels = {user_id: form[level[user_id]] for user_id, form in forms.items()}
         # Form by form, only those below it are raised: "Alice (u1)", the label u1 was given,
         # stays hers, and the one who chose it as a name is the one told apart. Each round
@@ -534,24 +535,29 @@ _FORMS = ("name", "name (user id)", "name (user id spelt out)", "... (speaker N)
 
 def _label_forms(speaker: Speaker, place: int, shown: Callable[[str], str]) -> list[str]:
     """A speaker's labels in the order of :data:`_FORMS`, as ``shown`` writes them; one
-    without a display name is shown by the user id alone, spelt out at the third."""
+    without a display name is shown by the user id alone, spelt out from the second: told
+    apart from a name it reads as, it must not go on reading as it while the other speaker
+    gains a user id."""
     name, user_id, spelt = (
         shown(t) for t in (_shown_name(speaker), speaker.user_id, spelt_out(speaker.user_id))
     )
     named = speaker.display_name is not None
-    with_id = f"{name} ({user_id})" if named else user_id
+    with_id = f"{name} ({user_id})" if named else spelt  # an id told apart is spelt out
     with_spelt = f"{name} ({spelt})" if named else spelt
     return [name, with_id, with_spelt, f"{with_spelt} (speaker {place})"]
 
 
-def _first_form(speaker: Speaker) -> int:
+def _first_form(speaker: Speaker, alone: bool) -> int:
     """The first of :data:`_FORMS` a speaker is shown by: one whose display name mixes
     scripts (:func:`mixes_scripts`) with its user id from the start; anyone else by the name,
-    until it reads as another's. A user id standing in for the name is shown as it is,
-    whatever its scripts: spelt out alone, ``team-\\u041c\\u0430…`` read as no one; beside
-    a name it reads as (:func:`name_key`), it is told apart then, spelt out."""
+    until it reads as another's. A user id standing in for the name is shown as it is when
+    it is the only speaker (spelt out, ``team-\\u041c\\u0430…`` reads as no one); beside
+    others, one that mixes scripts is spelt out from the start, as :func:`name_key` does not
+    know every letter drawn as another's (Armenian "Bօb" passes for Bob)."""
     name = speaker.display_name
-    return 1 if name is not None and mixes_scripts(name) else 0
+    if name is None:
+        return 0 if alone or not mixes_scripts(speaker.user_id) else 1
+    return 1 if mixes_scripts(name) else 0
 
 
 def _shown_name(speaker: Speaker) -> str:

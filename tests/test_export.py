@@ -239,24 +239,33 @@ def test_a_name_that_mixes_scripts_is_shown_with_its_user_id(transcript):
         assert transcript.speaker_names()["u-b"] == name
 
 
-def test_a_user_id_of_mixed_scripts_standing_in_for_a_name_is_spelt_out_only_if_it_clashes(
+def test_a_user_id_of_mixed_scripts_standing_in_for_a_name_is_spelt_out_beside_anyone(
     transcript,
 ):
-    # Alone, it is written as it is: spelt out, "team-Мария" read as "team-\u041c\u0430...",
-    # which tells a reader nothing, and there is no name beside it to pass for.
-    transcript = two_speakers(transcript, ["u-a", "team-\u041c\u0430\u0440\u0438\u044f"], None)
-    assert speech_lines(transcript).endswith("] team-\u041c\u0430\u0440\u0438\u044f: Hi.\n")
-    # Beside one it reads as (Latin M, a and p, as Cyrillic М, а and р are drawn), each is
-    # told apart by how it is spelt.
-    transcript = two_speakers(
-        transcript, ["team-Map\u0438\u044f", "team-\u041c\u0430\u0440\u0438\u044f"], None
+    # Alone, it is written as it is: spelt out, "team-Мария" reads as "team-\u041c\u0430...",
+    # which tells a reader nothing, and there is no one beside it to pass for.
+    mixed = "team-\u041c\u0430\u0440\u0438\u044f"
+    alone = transcript.model_copy(
+        update={
+            "speakers": [Speaker(user_id=mixed)],
+            "utterances": [transcript.utterances[1].model_copy(update={"speaker": mixed})],
+        }
     )
+    assert speech_lines(alone).endswith(f"] {mixed}: Hi.\n")
+    # Beside anyone it is spelt out: the look-alikes that name_key folds are not all there
+    # are (Armenian o), and a Cyrillic "Bob" beside a Bob must not keep reading as Bob
+    # while the real one gains a user id.
+    for impostor, spelt in (("\u0412\u043eb", "\\u0412\\u043eb"), ("B\u0585b", "B\\u0585b")):
+        beside = two_speakers(transcript, ["u-bob", impostor], None)
+        beside.speakers[0] = Speaker(user_id="u-bob", display_name="Bob")
+        assert speech_lines(beside) == (
+            f"[00:00:01] Bob: Hello <team> & all.\n[00:01:02] {spelt}: Hi.\n"
+        )
+    transcript = two_speakers(transcript, ["team-Map\u0438\u044f", mixed], None)
     assert speech_lines(transcript) == (
         "[00:00:01] team-Map\\u0438\\u044f: Hello <team> & all.\n"
         "[00:01:02] team-\\u041c\\u0430\\u0440\\u0438\\u044f: Hi.\n"
     )
-    transcript = two_speakers(transcript, ["u-a", "u-\u0430"], None)
-    assert speech_lines(transcript).endswith("] u-\\u0430: Hi.\n")
 
 
 @pytest.mark.parametrize(
