@@ -484,6 +484,12 @@ def _process(
         signer, signed_by = signing_key.sign, signing_key.fingerprint
     checkpoints = Checkpoints(folder / WORK_FOLDER)
     checkpoints.drop_partial()
+    if done is not None and job.manifest is None and done.users not in (None, _users(job)):
+        # Taken away before anything that may fail (the API out of reach, a fetch that gets
+        # nothing): a participant the job leaves out since must not stay in a transcript
+        # still marked done.
+        _no_longer_current(folder, checkpoints, done, "its user_ids changed")
+        done = None
     earlier = _reusable_manifest(job, folder, done, options)
     try:
         manifest, missing = (earlier, []) if earlier is not None else _inputs(job, folder, api)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 import pytest
+from pydantic import SecretStr
 
 from models import (
     BatchSummary,
@@ -1269,6 +1270,27 @@ def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
     widened = Transcript.load(out / "m1" / "transcript.json")
     assert widened.speakers == everyone.speakers
     assert len(recordings) == 1  # the recording of everyone, fetched for alice alone, and back
+
+
+def test_a_narrowed_meeting_job_that_then_fails_leaves_no_transcript_of_those_left_out(
+    sample_dir, tmp_path
+):
+    # The earlier transcript was withdrawn only once the fetch for the users asked now had
+    # worked: with the API out of reach, the words of a participant left out since stayed,
+    # marked done.
+    out = tmp_path / "out"
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
+        run_batch(jobs, out, api=api, progress=False)
+        narrowed = {"id": "m1", "meeting_id": emu.meeting_id, "user_ids": ["user-alice"]}
+        jobs.write_text(json.dumps(narrowed) + "\n")
+        refused = api.model_copy(update={"api_token": SecretStr("revoked")})
+        [failed] = run_batch(jobs, out, api=refused, progress=False).meetings
+    assert failed.status == "failed" and "401" in (failed.reason or "")
+    left = {path.name for path in (out / "m1").iterdir()}
+    assert not left & {"done.json", "transcript.json", "transcript.txt", "transcript.vtt"}
 
 
 def test_a_meeting_job_without_an_id_keeps_its_folder_whatever_the_order_of_its_users(
