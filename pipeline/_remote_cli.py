@@ -620,7 +620,12 @@ def _webhook_command(args: argparse.Namespace) -> int:
         say(f"recording {recording.id}: done (exit status {status})")
 
     def on_failed(recording: Recording, error: BaseException) -> None:
-        by_hand = _errored_by_hand(look, recording) if isinstance(error, RecordingErrored) else None
+        by_hand = None
+        if isinstance(error, RecordingErrored):
+            by_hand = _errored_by_hand(look, recording)
+        elif isinstance(error, NotRetried) and error.__cause__ is not None:
+            # No fetch can get any of its files: the commands would fail as the receiver did.
+            error, by_hand = error.__cause__, _LOST_BY_HAND
         _record_failure(args, recording, error, by_hand=by_hand)
 
     receiver = WebhookReceiver(
@@ -638,6 +643,10 @@ def _webhook_command(args: argparse.Namespace) -> int:
 FAILED_FILE = "failed.json"
 _LOOK_SECONDS = 5.0
 _ERRORED_BY_HAND = "nothing: RealtimeKit ended the recording ERRORED and has no files of it"
+_LOST_BY_HAND = (
+    "nothing a fetch again can mend: each of its files is lost for good (see error); ask "
+    "RealtimeKit what became of them"
+)
 
 
 def _errored_by_hand(client: RealtimeKitClient, recording: Recording) -> str | None:

@@ -1798,7 +1798,9 @@ def test_a_recording_none_of_whose_files_storage_has_fails_at_once_not_after_eve
         wait_for(out / "r1" / "failed.json")
     stderr = said[0]
     failed = json.loads((out / "r1" / "failed.json").read_text())
-    assert "no file could be fetched" in failed["error"] and "404" in failed["error"]
+    assert failed["error"].startswith("NoUsableTrackError: recording r1: no file could be")
+    assert "404" in failed["error"]
+    assert failed["by_hand"].startswith("nothing a fetch again can mend")
     assert "(try 1 of 3; no try again can mend it)" in stderr
     assert "(try 2 of 3" not in stderr
     assert not (out / "r1" / "transcript.json").exists()
