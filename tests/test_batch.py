@@ -1235,6 +1235,12 @@ def test_a_finished_job_pointed_at_another_meeting_is_done_again_for_it(sample_d
     assert Manifest.load(fetched).meeting_id == emu.meeting_id
 
 
+def _run_job(jobs: Path, out: Path, api: ApiSettings, job: dict) -> list[MeetingResult]:
+    """Run a batch of the one ``job`` (written to ``jobs``) into ``out``; its meetings."""
+    jobs.write_text(json.dumps(job) + "\n")
+    return run_batch(jobs, out, api=api, progress=False).meetings
+
+
 def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
     sample_dir, tmp_path
 ):
@@ -1244,23 +1250,20 @@ def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
     jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, _quick_meeting()) as emu:
         api = _api(emu)
-        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
-        run_batch(jobs, out, api=api, progress=False)
+        whole = {"id": "m1", "meeting_id": emu.meeting_id}
+        _run_job(jobs, out, api, whole)
         everyone = Transcript.load(out / "m1" / "transcript.json")
-        narrowed = {"id": "m1", "meeting_id": emu.meeting_id, "user_ids": ["user-alice"]}
-        jobs.write_text(json.dumps(narrowed) + "\n")
-        [alone] = run_batch(jobs, out, api=api, progress=False).meetings
+        [alone] = _run_job(jobs, out, api, whole | {"user_ids": ["user-alice"]})
         transcript = Transcript.load(out / "m1" / "transcript.json")
         fetched = Manifest.load(out / "m1" / "recording" / "manifest.json")
         emu.inject("rate_limit", 100)  # done as asked now: the API is not asked again
-        [again] = run_batch(jobs, out, api=api, progress=False).meetings
+        [again] = _run_job(jobs, out, api, whole | {"user_ids": ["user-alice"]})
         emu.disarm("rate_limit")
         # Marked done by an earlier version, which noted only the job as a whole: a job
         # asked otherwise since is fetched again too (here widened back to everyone).
         done = json.loads((out / "m1" / "done.json").read_text())
         (out / "m1" / "done.json").write_text(json.dumps(done | {"users": None}))
-        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
-        run_batch(jobs, out, api=api, progress=False)
+        _run_job(jobs, out, api, whole)
         recordings = _recordings(api, emu)
     assert len({s.user_id for s in everyone.speakers}) == 4
     assert (alone.status, alone.reused) == ("done", False)
@@ -1279,15 +1282,12 @@ def test_a_narrowed_meeting_job_that_then_fails_leaves_no_transcript_of_those_le
     # worked: with the API out of reach, the words of a participant left out since stayed,
     # marked done.
     out = tmp_path / "out"
-    jobs = tmp_path / "jobs.jsonl"
     with Emulator(sample_dir, _quick_meeting()) as emu:
-        api = _api(emu)
-        jobs.write_text(json.dumps({"id": "m1", "meeting_id": emu.meeting_id}) + "\n")
-        run_batch(jobs, out, api=api, progress=False)
-        narrowed = {"id": "m1", "meeting_id": emu.meeting_id, "user_ids": ["user-alice"]}
-        jobs.write_text(json.dumps(narrowed) + "\n")
-        refused = api.model_copy(update={"api_token": SecretStr("revoked")})
-        [failed] = run_batch(jobs, out, api=refused, progress=False).meetings
+        whole = {"id": "m1", "meeting_id": emu.meeting_id}
+        _run_job(tmp_path / "jobs.jsonl", out, _api(emu), whole)
+        refused = _api(emu).model_copy(update={"api_token": SecretStr("revoked")})
+        narrowed = whole | {"user_ids": ["user-alice"]}
+        [failed] = _run_job(tmp_path / "jobs.jsonl", out, refused, narrowed)
     assert failed.status == "failed" and "401" in (failed.reason or "")
     left = {path.name for path in (out / "m1").iterdir()}
     assert not left & {"done.json", "transcript.json", "transcript.txt", "transcript.vtt"}
