@@ -1,6 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
-from ._errors import describe, import_optional
+from ._errors import describe, import_optional, stop_within
 from ._json import JsonTextError, decode_text
 from ._text import name_key, one_line, script_of
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
@@ -157,6 +157,7 @@ __all__ = [
     "script_of",
     "sha256_file",
     "shown_retry_after",
+    "stop_within",
     "temporary_file_for",
     "time_from_file_name",
     "write_error",

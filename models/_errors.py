@@ -89,6 +89,8 @@ def problems_now(model: BaseModel, /, **given: object) -> str | None:
     try:
         held = model.model_dump(by_alias=True, mode="json", warnings="error")
     except PydanticSerializationError as exc:  # a value of the wrong kind put in a list
+        if stop := stop_within(exc):
+            raise stop from None  # Ctrl-C while a field was written: no fault of the data
         text = " ".join(str(exc).split())
         if said := _UNEXPECTED.search(text):
             return f"{said['field']}: holds a {said['got']} where a {said['wanted']} belongs"
@@ -102,6 +104,31 @@ def problems_now(model: BaseModel, /, **given: object) -> str | None:
     if (where := lone_surrogate_at(held)) is not None:
         return f"{where}: {LONE_SURROGATE}"
     return None
+
+
+def stop_within(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (or exit) that ``exc`` was made of, if any: pydantic turns whatever a
+    serializer raises, KeyboardInterrupt too, into PydanticSerializationError, so a Ctrl-C that
+    comes while a model is written reads as a broken model, and its exit status as an error.
+    Written to JSON text, the error keeps only the stop's class name in its message: a
+    KeyboardInterrupt holding that name stands for it then."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if not isinstance(cause, Exception):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, PydanticSerializationError) and (said := _WRAPPED_STOP.search(str(exc))):
+        return KeyboardInterrupt(said["name"])
+    return None
+
+
+_WRAPPED_STOP = re.compile(
+    r"Error calling function `[^`]*`: (?P<name>KeyboardInterrupt|Terminated)"
+)
+"""How pydantic's JSON writer says a serializer was stopped (SIGTERM is trackscribe's
+``Terminated``, a KeyboardInterrupt)."""
 
 
 def import_optional(module: str, extra: str) -> ModuleType:

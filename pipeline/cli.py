@@ -28,6 +28,7 @@ from models import (
     TranscriptError,
     describe_error,
     redact_urls,
+    stop_within,
 )
 from stages.export import FORMATS
 from stages.fetch import FetchError
@@ -178,6 +179,10 @@ def _run(args: argparse.Namespace) -> int:
         print("trackscribe: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line, not a traceback, and not "partial"
+        if isinstance(stop := stop_within(exc), KeyboardInterrupt):  # wrapped by pydantic
+            terminated = isinstance(stop, Terminated) or stop.args == ("Terminated",)
+            print(f"trackscribe: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            return 128 + signal.SIGTERM if terminated else 130
         return _internal_error(exc)
 
 

@@ -389,6 +389,23 @@ def test_an_error_of_trackscribe_itself_exits_3_in_one_line(monkeypatch, tmp_pat
     assert "s3cr3t" not in err
 
 
+def test_a_ctrl_c_that_pydantic_wrapped_exits_as_an_interrupt(monkeypatch, tmp_path, capsys):
+    from pydantic import BaseModel, field_serializer
+
+    from pipeline import cli
+
+    class Stamped(BaseModel):
+        at: int
+
+        @field_serializer("at")
+        def _at(self, value: int) -> int:
+            raise KeyboardInterrupt  # the Ctrl-C came while a model was written
+
+    monkeypatch.setattr(cli, "_run_eval", lambda args: Stamped(at=1).model_dump_json())
+    assert cli.main(["eval", str(tmp_path / "t.json"), str(tmp_path / "u.json")]) == 130
+    assert capsys.readouterr().err == "trackscribe: interrupted\n"
+
+
 def test_a_traceback_shown_with_vv_holds_no_secret(tmp_path):
     # An error whose text holds a pre-signed URL, shown with its traceback at -vv.
     script = (

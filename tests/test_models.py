@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, field_serializer
 
 from models import (
     JobsError,
@@ -20,6 +20,7 @@ from models import (
     load_jobs,
     sha256_file,
 )
+from models._errors import problems_now
 
 VALID = {
     "schema": "trackscribe.manifest/1",
@@ -439,6 +440,20 @@ def test_a_file_of_another_kind_given_as_a_manifest_says_what_it_holds():
     said = r"\(top level\): a JSON object belongs here, not a list$"
     with pytest.raises(ManifestError, match=said):
         Manifest.parse([{"speaker": "alice", "words": "hello"}])  # a SegLST truth, say
+
+
+def test_a_ctrl_c_while_a_model_is_checked_is_a_ctrl_c_not_a_broken_model():
+    # pydantic wraps what a serializer raises: a Ctrl-C that came while a manifest was
+    # checked before it was written read "bad manifest: cannot be written as JSON", exit 2.
+    class Stamped(BaseModel):
+        at: int
+
+        @field_serializer("at")
+        def _at(self, value: int) -> int:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        problems_now(Stamped(at=1))
 
 
 def test_checksums_are_accepted_in_either_case():
