@@ -5,6 +5,7 @@ listed); 2 bad usage or bad input (including a file or folder that cannot be rea
 3 an error of trackscribe itself (a bug: -vv shows where).
 """
 
+import _thread
 import argparse
 import contextlib
 import json
@@ -13,8 +14,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -112,22 +114,52 @@ def _not_yet_there(out: Path) -> list[Path]:
     return missing
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+def _stopping(error: type[BaseException]) -> Callable[[int, FrameType | None], None]:
+    """A signal handler raising ``error``, unless the signal came while a finalizer ran (a
+    progress bar's ``__del__``, say): Python prints what a finalizer raises and goes on, so a
+    Ctrl-C raised there was lost and the command ran to its end, exit 0. It is raised again a
+    moment later instead, wherever the main thread then is."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        while frame is not None:
+            if frame.f_code.co_name == "__del__":
+                threading.Timer(0.01, _signal_again, (signum,)).start()
+                return
+            frame = frame.f_back
+        raise error
+
+    return stop
+
+
+def _signal_again(signum: int) -> None:
+    """Send ``signum`` to the main thread again: a signal, not only Python's flag of one, so
+    that a wait there (a sleep, a lock) is broken off as by the first."""
+    if hasattr(signal, "pthread_kill") and (main := threading.main_thread().ident) is not None:
+        signal.pthread_kill(main, signum)
+    else:
+        _thread.interrupt_main(signal.Signals(signum))
 
 
 @contextlib.contextmanager
 def _terminable() -> Iterator[None]:
-    """SIGTERM as :class:`Terminated` while the command runs (main thread only; a caller
-    that runs :func:`main` elsewhere keeps its own handling)."""
+    """Ctrl-C as KeyboardInterrupt, and SIGTERM as :class:`Terminated`, while the command
+    runs, neither lost in a finalizer (see :func:`_stopping`; main thread only: a caller
+    that runs :func:`main` elsewhere keeps its own handling). A Ctrl-C ignored (a command run
+    in the background) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _stopping(Terminated)),
+        signal.SIGINT: signal.getsignal(signal.SIGINT),
+    }
+    if previous[signal.SIGINT] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stopping(KeyboardInterrupt))
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -406,6 +406,32 @@ def test_a_ctrl_c_that_pydantic_wrapped_exits_as_an_interrupt(monkeypatch, tmp_p
     assert capsys.readouterr().err == "trackscribe: interrupted\n"
 
 
+def test_a_ctrl_c_that_comes_while_a_finalizer_runs_still_stops_the_command(
+    monkeypatch, tmp_path, capsys
+):
+    # Raised in a finalizer (a progress bar's __del__), Python printed the KeyboardInterrupt
+    # and went on: the command ran to its end and exited 0 (seen in CI, on `run`).
+    from pipeline import cli
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:  # the handler runs in here
+                pass
+
+    def command(args: object) -> int:
+        Finalized()  # dropped at once: its __del__ runs here
+        time.sleep(5)
+        return 0
+
+    monkeypatch.setattr(cli, "_run_eval", command)
+    began = time.monotonic()
+    assert cli.main(["eval", str(tmp_path / "t.json"), str(tmp_path / "u.json")]) == 130
+    assert time.monotonic() - began < 4
+    assert capsys.readouterr().err.endswith("trackscribe: interrupted\n")
+
+
 def test_a_traceback_shown_with_vv_holds_no_secret(tmp_path):
     # An error whose text holds a pre-signed URL, shown with its traceback at -vv.
     script = (
