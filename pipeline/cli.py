@@ -462,11 +462,14 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     return report(transcript)
 
 
+def _transcript_file(given: Path) -> Path:
+    """The transcript.json a command is given: the file, or the one in an output folder."""
+    return given / FORMATS["json"][0] if given.is_dir() else given
+
+
 def _run_export(args: argparse.Namespace) -> int:
     key = signing_key(args)
-    source = args.transcript
-    if source.is_dir():
-        source = source / FORMATS["json"][0]
+    source = _transcript_file(args.transcript)
     out = output_folder(args.out if args.out is not None else source.parent)
     write_outputs(source, out, args.formats, key)  # refused there if a signed bundle is at stake
     return report(Transcript.load(source))  # partial, as transcribe said: 1, and what was lost
@@ -485,8 +488,7 @@ def _plot_file(path: Path) -> Path:
 def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         args.plot = _plot_file(args.plot)
-    if args.transcript.is_dir():  # an output folder, as export and verify take one
-        args.transcript = args.transcript / FORMATS["json"][0]
+    args.transcript = _transcript_file(args.transcript)
     try:
         hypothesis, truth = read_turns(args.transcript), read_turns(args.truth)
     except ValueError as exc:
