@@ -67,11 +67,11 @@ from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
 from .evaluate import (
-    Evaluation,
     check_scoring_libraries,
     check_truth,
     evaluate,
     read_turns,
+    shown_seconds,
 )
 from .plot import image_format, plot_timeline
 from .signing import SigningKeyError
@@ -510,11 +510,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.json:
         emit(result.model_dump_json(indent=2))
     else:
-        emit(_evaluation_table(result))
+        emit(str(result))
     if args.plot:
-        title = (
-            f"cpWER {result.cpwer:.1f} %, start error median {_seconds(result.start_err_median)}"
-        )
+        median = shown_seconds(result.start_err_median)
+        title = f"cpWER {result.cpwer:.1f} %, start error median {median}"
         plot_timeline(
             hypothesis.turns,
             truth.turns,
@@ -525,29 +524,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.plot}", file=sys.stderr)
     return EXIT_OK
-
-
-def _seconds(value: float | None) -> str:
-    """A figure in seconds, or "-" for none (no utterance was found to measure it on)."""
-    return "-" if value is None else f"{value:.3f} s"
-
-
-def _evaluation_table(e: Evaluation) -> str:
-    lines = [
-        f"cpWER                  {e.cpwer:6.2f} %   ({e.errors} errors, {e.reference_words} words)",
-        f"tcpWER (collar {e.tcpwer_collar:g} s)   {e.tcpwer:6.2f} %",
-        f"words on silent people {e.silent_track_words:6d}",
-        f"start error median     {_seconds(e.start_err_median)}",
-        f"start error p95        {_seconds(e.start_err_p95)}",
-        f"missed utterances      {e.missed_utterances:6d} of {e.utterances}",
-        "",
-        "speaker                       WER     words",
-    ]
-    lines += [f"{s.speaker:28s} {s.wer:6.2f} %  {s.words:5d}" for s in e.per_speaker]
-    if e.speakers_paired_by_words:
-        pairs = ", ".join(f"{h} as {r}" for h, r in e.speakers_paired_by_words.items())
-        lines += ["", f"speakers paired by their words (as cpWER pairs them): {pairs}"]
-    return "\n".join(lines)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -696,8 +672,8 @@ def _bench_table(results: dict[str, Approach], truth: Path | None) -> str:
         if pipeline.evaluation is not None:
             e = pipeline.evaluation
             lines.append(
-                f"  start error median {_seconds(e.start_err_median)}, p95 "
-                f"{_seconds(e.start_err_p95)}; "
+                f"  start error median {shown_seconds(e.start_err_median)}, p95 "
+                f"{shown_seconds(e.start_err_p95)}; "
                 f"missed {e.missed_utterances}/{e.utterances}; words on silent people "
                 f"{e.silent_track_words}"
             )

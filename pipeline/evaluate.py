@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -108,6 +108,33 @@ class Evaluation(BaseModel):
         description="what the figures are not to be taken without: files of two meetings, "
         "speakers not found by name, input the transcript lost, times in other units",
     )
+
+    def __str__(self) -> str:
+        """The table ``trackscribe eval`` prints: what a notebook shows, and ``print`` gives."""
+        lines = [
+            f"cpWER                  {self.cpwer:6.2f} %   "
+            f"({self.errors} errors, {self.reference_words} words)",
+            f"tcpWER (collar {self.tcpwer_collar:g} s)   {self.tcpwer:6.2f} %",
+            f"words on silent people {self.silent_track_words:6d}",
+            f"start error median     {shown_seconds(self.start_err_median)}",
+            f"start error p95        {shown_seconds(self.start_err_p95)}",
+            f"missed utterances      {self.missed_utterances:6d} of {self.utterances}",
+            "",
+            "speaker                       WER     words",
+        ]
+        lines += [f"{s.speaker:28s} {s.wer:6.2f} %  {s.words:5d}" for s in self.per_speaker]
+        if self.speakers_paired_by_words:
+            pairs = ", ".join(f"{h} as {r}" for h, r in self.speakers_paired_by_words.items())
+            lines += ["", f"speakers paired by their words (as cpWER pairs them): {pairs}"]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's display
+        printer.text(str(self))
+
+
+def shown_seconds(value: float | None) -> str:
+    """A figure in seconds, or "-" for none (no utterance was found to measure it on)."""
+    return "-" if value is None else f"{value:.3f} s"
 
 
 class Span(NamedTuple):

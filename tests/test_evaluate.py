@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
@@ -89,6 +90,21 @@ def test_a_notebook_scores_a_transcript_object_as_eval_scores_its_file(
     expected = evaluate(from_files.turns, truth.turns, participants=from_files.participants)
     assert evaluate(sample_transcript, truth) == expected
     assert evaluate(from_files, truth) == expected
+
+
+def test_a_notebook_printing_an_evaluation_sees_the_table_eval_prints(
+    sample_transcript, sample_dir, tmp_path, capsys
+):
+    sample_transcript.save(tmp_path / "transcript.json")
+    assert main(["eval", str(tmp_path), str(sample_dir / "truth.json")]) == 0
+    table = capsys.readouterr().out
+    evaluation = evaluate(sample_transcript, read_turns(sample_dir / "truth.json"))
+    assert str(evaluation) + "\n" == table
+    assert table.startswith(f"cpWER                  {evaluation.cpwer:6.2f} %")
+    assert f"start error p95        {evaluation.start_err_p95:.3f} s" in table
+    shown = []  # what IPython's display does with it
+    evaluation._repr_pretty_(SimpleNamespace(text=shown.append), cycle=False)
+    assert shown == [str(evaluation)]
 
 
 @pytest.mark.parametrize(
