@@ -2,7 +2,7 @@
 
 from ._errors import describe, import_optional, stop_within
 from ._json import JsonTextError, decode_text
-from ._text import name_key, one_line, script_of
+from ._text import name_key, one_line, printable, script_of
 from ._time import TrackTiming, UtcDatetime, format_clock, format_utc
 from .audio import FULL_SCALE, SAMPLE_RATE, SILENCE_DB, PcmAudio, level_db
 from .batch import (
@@ -148,6 +148,7 @@ __all__ = [
     "outlying_starts",
     "parse_file_name",
     "parse_file_names",
+    "printable",
     "protect_http_logs",
     "read_regular_file",
     "redact_urls",

@@ -110,3 +110,19 @@ def spelt_out(text: str) -> str:
     ``bob`` and ``bob<TAB>``, are told apart by how they are spelt."""
     escaped = json.dumps(text)[1:-1].replace("\x7f", "\\u007f")
     return re.sub(r"^ | $|(?<= ) ", r"\\u0020", escaped)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""Control characters but the tab."""
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` with its control characters written out (``\\x1b``), so that a name an API
+    or a file gave cannot move the terminal's cursor or write a line of its own; with
+    ``lines``, the line breaks of a message made of several lines are kept."""
+    return (_CONTROL_BUT_NEWLINE if lines else _CONTROL).sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]

@@ -35,6 +35,7 @@ from pydantic import (
 
 from ._errors import RedactedError, describe, import_optional
 from ._json import JsonTextError, decode_text, loads
+from ._text import printable
 from .files import atomic_write_text
 from .manifest import DisplayName, OptionalText
 from .recording_files import safe_file_name
@@ -398,6 +399,29 @@ class BatchSummary(BaseModel):
         rows = [m.model_dump() for m in self.meetings]
         return pd.DataFrame(rows, columns=list(MeetingResult.model_fields))  # also with none
 
+    def __str__(self) -> str:
+        """The table ``trackscribe batch`` prints: one row per meeting, a long reason cut
+        short (the whole of it is in ``reason``)."""
+        rows = [("meeting", "status", "length s", "wall s", "x real time", "reason")]
+        for m in self.meetings:
+            reason = printable(m.reason or "")
+            if len(reason) > _REASON_WIDTH:
+                reason = reason[: _REASON_WIDTH - 1] + "…"
+            rows.append(
+                (
+                    printable(m.job),
+                    m.status + (" (earlier run)" if m.reused else ""),
+                    "" if m.duration_s is None else f"{m.duration_s:.1f}",
+                    "" if m.wall_s is None else f"{m.wall_s:.1f}",
+                    "" if m.realtime_factor is None else f"{m.realtime_factor:.1f}",
+                    reason,
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        )
+
     def _repr_html_(self) -> str:
         head = "".join(
             f"<th>{h}</th>"
@@ -411,6 +435,11 @@ class BatchSummary(BaseModel):
             for m in self.meetings
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+_REASON_WIDTH = 80
+"""The table shows this much of a reason; ``trackscribe batch`` prints the whole of it after
+the table, on stderr."""
 
 
 def _minutes(seconds: float | None) -> str:

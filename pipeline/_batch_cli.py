@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from models import BATCH_SUMMARY, BatchSummary, load_jobs
+from models import BATCH_SUMMARY, load_jobs, printable
 
 from ._cli_common import (
     EXIT_BAD_INPUT,
@@ -16,7 +16,6 @@ from ._cli_common import (
     non_empty_path,
     output_folder,
     pipeline_options,
-    printable,
     show_progress,
     signing_key,
 )
@@ -82,7 +81,7 @@ def _batch_command(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         progress=show_progress(args),
     )
-    emit(_table(summary))
+    emit(str(summary))
     print(f"wrote {args.out / BATCH_SUMMARY}", file=sys.stderr)
     lost = [m for m in summary.meetings if m.status != "done"]
     if not lost:
@@ -99,29 +98,3 @@ def _batch_command(args: argparse.Namespace) -> int:
     if all(m.status == "failed" for m in summary.meetings):
         return EXIT_BAD_INPUT
     return EXIT_PARTIAL
-
-
-_REASON_WIDTH = 80
-"""The table shows this much of a reason; the whole of it follows the table, on stderr."""
-
-
-def _table(summary: BatchSummary) -> str:
-    rows = [("meeting", "status", "length s", "wall s", "x real time", "reason")]
-    for m in summary.meetings:
-        reason = printable(m.reason or "")
-        if len(reason) > _REASON_WIDTH:
-            reason = reason[: _REASON_WIDTH - 1] + "…"
-        rows.append(
-            (
-                m.job,
-                m.status + (" (earlier run)" if m.reused else ""),
-                "" if m.duration_s is None else f"{m.duration_s:.1f}",
-                "" if m.wall_s is None else f"{m.wall_s:.1f}",
-                "" if m.realtime_factor is None else f"{m.realtime_factor:.1f}",
-                reason,
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )

@@ -1,14 +1,13 @@
 """What every command of the command line shares: model options, writing outputs, exit status."""
 
 import argparse
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from models import Transcript, file_in_the_way
+from models import Transcript, file_in_the_way, printable
 from stages.export import DEFAULT_FORMATS, FORMATS, export
 from stages.transcribe import BUNDLED_MODEL, TranscribeOptions
 
@@ -31,22 +30,6 @@ EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 class OutputError(OSError):
     """The output folder cannot be made or written."""
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""Control characters but the tab."""
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str, *, lines: bool = False) -> str:
-    """``text`` with its control characters written out (``\\x1b``), so that a name an API
-    or a file gave cannot move the terminal's cursor or write a line of its own; with
-    ``lines``, the line breaks of a message made of several lines are kept."""
-    return (_CONTROL_BUT_NEWLINE if lines else _CONTROL).sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    return repr(match.group())[1:-1]
 
 
 def say(line: str) -> None:

@@ -24,6 +24,7 @@ from models import (
     atomic_write_text,
     describe_error,
     format_utc,
+    printable,
     read_regular_file,
 )
 from stages.export import (
@@ -57,7 +58,6 @@ from ._cli_common import (
     non_empty_path,
     output_folder,
     pipeline_options,
-    printable,
     ready_output,
     report,
     say,

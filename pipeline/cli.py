@@ -29,6 +29,7 @@ from models import (
     Transcript,
     TranscriptError,
     describe_error,
+    printable,
     redact_urls,
     stop_within,
 )
@@ -54,7 +55,6 @@ from ._cli_common import (
     output_file,
     output_folder,
     pipeline_options,
-    printable,
     ready_output,
     report,
     show_progress,

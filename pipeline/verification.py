@@ -41,6 +41,7 @@ from models import (
     TrackFailure,
     Transcript,
     TranscriptError,
+    printable,
     read_regular_file,
     sha256_file,
 )
@@ -61,7 +62,6 @@ from stages.export import (
 )
 from stages.transcribe import ModelError, model_folder
 
-from ._cli_common import printable
 from .core import software_version
 from .signing import SIGNATURE_BYTES, PublicKey
 

@@ -39,7 +39,6 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
-from pipeline._batch_cli import _table
 from pipeline.batch import _on_processes, _outcome, _Work
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
@@ -888,6 +887,7 @@ def test_a_failed_meeting_is_listed_exits_1_and_is_picked_up_by_retry_failed(
     assert fine.reused and fine.wall_s is None and fine.realtime_factor is None
     assert not bad.reused and bad.wall_s
     assert "fine     done (earlier run)" in again.stdout
+    assert again.stdout == f"{summary}\n"  # a script's print(summary) shows the same table
 
 
 def test_retry_failed_redoes_a_done_meeting_whose_folder_was_removed_since(meetings, tmp_path):
@@ -977,12 +977,13 @@ def test_the_batch_table_keeps_one_line_per_meeting_whatever_the_reason_holds():
         meetings=[
             MeetingResult(job="a", status="done", folder="a"),
             MeetingResult(job="b", status="failed", folder="b", reason=long_reason),
+            MeetingResult(job="c\x1b[2J", status="done", folder="c"),  # a jobs file's name
         ]
     )
 
-    lines = _table(summary).splitlines()
+    lines = str(summary).splitlines()
 
-    assert len(lines) == 3
+    assert len(lines) == 4 and lines[3].startswith("c\\x1b[2J  ")
     row = lines[2]
     assert row.startswith("b ") and "\\x1b[2J\\nsecond line" in row
     assert "\x1b" not in row and row.endswith("x…")  # cut, and seen to be cut
@@ -1539,6 +1540,20 @@ def test_a_transcript_shows_itself_in_a_notebook(reference):
     assert list(summary.to_dataframe()["status"]) == ["done"] * 3
     table = summary._repr_html_()
     assert "<th>wall s</th><th>x real time</th>" in table
+    printed = str(summary).splitlines()
+    assert printed[0].split() == [
+        "meeting",
+        "status",
+        "length",
+        "s",
+        "wall",
+        "s",
+        "x",
+        "real",
+        "time",
+        "reason",
+    ]
+    assert len(printed) == 1 + len(summary.meetings)
     first = summary.meetings[0]
     assert f"<td>{first.wall_s:.1f}</td><td>{first.realtime_factor:.1f}</td>" in table
 
