@@ -17,6 +17,7 @@ Workers come from a fork server, and neither holds by itself:
 import contextlib
 import logging
 import logging.handlers
+import multiprocessing.process
 import multiprocessing.util
 import os
 import signal
@@ -41,6 +42,7 @@ __all__ = [
     "interruptible",
     "interrupts_held",
     "lowest_level",
+    "unrunnable_script",
 ]
 
 
@@ -463,6 +465,26 @@ def guard_hint() -> str:
     return (
         "; if the script calls trackscribe at its top level, put that call under "
         '`if __name__ == "__main__":` (each worker process runs the top level again)'
+    )
+
+
+def unrunnable_script() -> str | None:
+    """Why a worker process could not start here, or None: a worker first runs the script
+    that started this process again, from its file, and a script read from standard input
+    (``python - < script.py``, a heredoc) is named ``<stdin>`` and has none. Started anyway,
+    each worker would print a traceback and die."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:  # `-m`: found by name
+        return None
+    path = getattr(main, "__file__", None)
+    if not path:  # a notebook, the interactive prompt, `python -c`: nothing is run again
+        return None
+    # Where multiprocessing itself looks for a relative one: the folder the process began in.
+    if os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", path)):
+        return None
+    return (
+        f"the script that started this process ({path}) is not a file a worker process can "
+        "run again (a script read from standard input is not): save it to a file and run that"
     )
 
 

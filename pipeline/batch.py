@@ -82,6 +82,7 @@ from ._worker import (
     interruptible,
     interrupts_held,
     refuse_in_rerun_script,
+    unrunnable_script,
 )
 from .checkpoint import WORK_FOLDER, Checkpoints, work_key
 from .config import ApiSettings
@@ -896,6 +897,9 @@ def _on_processes(
     go on. The lost meeting gets one more try in a new worker, decoding each track in a
     process apart, so that a file that kills its decoder costs only its own track; lost
     again, it fails."""
+    if workers > 1 and len(jobs) > 1 and (reason := unrunnable_script()):
+        log.warning("doing the meetings here, one at a time: %s", reason)
+        workers = 1
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield work(job, None)

@@ -42,7 +42,7 @@ from stages.export import export
 from stages.merge import track_offsets
 from stages.transcribe import check_model, load_model, model_threads
 
-from ._worker import WorkerLink, interruptible, interrupts_held
+from ._worker import WorkerLink, interruptible, interrupts_held, unrunnable_script
 from .core import NoUsableTrackError, PipelineOptions, run_meeting
 from .evaluate import (
     Evaluation,
@@ -120,6 +120,8 @@ def bench(
         approaches = available_approaches(truth is not None)
     if "oracle" in approaches and truth is None:
         raise ValueError("the oracle approach needs the truth")
+    if reason := unrunnable_script():  # every approach would fail, each with a traceback
+        raise RuntimeError(f"bench runs each approach in a process of its own, but {reason}")
     options = options or PipelineOptions()
     check_model(options.transcribe.model)  # one clear error now, not one per approach
     manifest = Manifest.load(manifest_path)

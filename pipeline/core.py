@@ -59,7 +59,13 @@ from stages.vad import VadOptions, speech_regions
 
 from ._analysis import analyse_track, ready
 from ._scratch import scratch_folder
-from ._worker import WorkerLink, guard_hint, interrupts_held, refuse_in_rerun_script
+from ._worker import (
+    WorkerLink,
+    guard_hint,
+    interrupts_held,
+    refuse_in_rerun_script,
+    unrunnable_script,
+)
 from .checkpoint import Checkpoints, work_key
 
 __all__ = [
@@ -618,6 +624,12 @@ class _Workers:
             return future.result()
 
 
+@cache
+def _decoding_here(reason: str) -> None:
+    """Said once, not for every meeting of a batch."""
+    log.warning("decoding here, not in worker processes: %s", reason)
+
+
 @contextmanager
 def _analysis_pool(
     tracks: int, workers: int | None, *, apart: bool = False
@@ -631,6 +643,10 @@ def _analysis_pool(
     trackscribe to guard its top level with ``if __name__ == "__main__":``.
     """
     if workers == 1 and not apart:  # asked for: the caller is a process that may die
+        yield None
+        return
+    if reason := unrunnable_script():
+        _decoding_here(reason)
         yield None
         return
     count = max(1, min(tracks, workers or usable_cores()))

@@ -825,6 +825,55 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
     assert "another batch is writing" not in run.stderr
 
 
+def test_a_script_read_from_standard_input_does_its_meetings_here_without_tracebacks(
+    meetings, tmp_path
+):
+    # A worker runs the script that started it again, from its file; `python - < script.py`
+    # has none (it is named <stdin>), so every worker would print a traceback and die.
+    script = (
+        "from pipeline import run_batch\n"
+        'if __name__ == "__main__":\n'
+        f"    summary = run_batch({str(meetings)!r}, {str(tmp_path / 'out')!r}, workers=2,"
+        " progress=False)\n"
+        "    print(*(m.status for m in summary.meetings))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["done"] * 3
+    assert "Traceback" not in run.stderr
+    said = [line for line in run.stderr.splitlines() if "(<stdin>)" in line]
+    assert len(said) == 2, run.stderr  # once for the meetings, once for their tracks
+    assert "doing the meetings here, one at a time" in said[0]
+    assert "decoding here, not in worker processes" in said[1]
+    assert "save it to a file and run that" in said[1]
+
+
+def test_only_a_script_with_no_file_to_run_again_is_unrunnable_in_a_worker(monkeypatch, tmp_path):
+    import types
+
+    from pipeline._worker import unrunnable_script
+
+    def running(**names) -> str | None:
+        monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(**names))
+        return unrunnable_script()
+
+    script = tmp_path / "transcribe_all.py"
+    script.write_text("")
+    assert running() is None  # a notebook, python -c
+    assert running(__file__=str(script), __spec__=None) is None
+    assert running(__file__="/usr/lib/x/__main__.py", __spec__=object()) is None  # -m x
+    assert "(<stdin>) is not a file" in running(__file__="<stdin>", __spec__=None)
+    script.unlink()  # removed since it started
+    assert running(__file__=str(script), __spec__=None) is not None
+
+
 def test_the_main_guard_hint_is_for_scripts_only(monkeypatch):
     import types
 

@@ -473,3 +473,18 @@ def test_an_approach_that_fails_is_not_stopped_as_an_interrupt_is(meeting_copy, 
     results = bench(meeting_copy / "manifest.json", approaches=("full",))
     assert results["full"].failed.startswith("no track could be read: tracks/")
     assert stopped == []
+
+
+def test_bench_from_a_script_read_from_standard_input_is_refused_before_any_run(
+    sample_dir, monkeypatch
+):
+    import types
+
+    # Each approach runs in a fresh process, which runs the script again from its file.
+    monkeypatch.setitem(
+        sys.modules, "__main__", types.SimpleNamespace(__file__="<stdin>", __spec__=None)
+    )
+    started = []
+    with pytest.raises(RuntimeError, match=r"process of its own, but .*\(<stdin>\) is not a file"):
+        bench(sample_dir / "manifest.json", approaches=("pipeline",), on_start=started.append)
+    assert started == []
