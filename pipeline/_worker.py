@@ -45,6 +45,8 @@ __all__ = [
     "unrunnable_script",
 ]
 
+log = logging.getLogger(f"trackscribe.{__name__}")
+
 
 class Terminated(KeyboardInterrupt):
     """A stop that reached this process only (SIGTERM from a service manager or ``kill``, as
@@ -489,15 +491,23 @@ def unrunnable_script() -> str | None:
 
 
 def refuse_in_rerun_script(what: str) -> None:
-    """Raise RuntimeError when ``what`` is called by the top level of a script that a worker
-    process is running again (as it starts, to find the script's functions): unguarded,
-    the call would start a second run inside each worker, whose errors (a batch's output
-    folder is busy: the first run holds it) would hide what is wrong."""
+    """End the worker process that is running a script again (as it starts, to find the
+    script's functions) when ``what`` is called by that script's top level: unguarded, the
+    call would start a second run inside each worker, whose errors (a batch's output folder
+    is busy: the first run holds it) would hide what is wrong.
+
+    The worker cannot start whatever is done, and its pool tells the run that started it,
+    which goes on without it and says why. So it says what to change in one line and exits
+    (SystemExit, which a script's ``except Exception`` does not catch), rather than raise
+    an error that multiprocessing prints as a traceback from each worker.
+    """
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
-            raise RuntimeError(
-                f"{what} was called by the top level of a script that a worker process runs "
-                'again as it starts: put that call under `if __name__ == "__main__":`'
+            log.error(
+                "%s was called by the top level of a script that a worker process runs again "
+                'as it starts: put that call under `if __name__ == "__main__":`',
+                what,
             )
+            raise SystemExit(1)
         frame = frame.f_back

@@ -822,6 +822,7 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(meetings, tmp_path):
         assert 'put that call under `if __name__ == "__main__":`' in line
     # and so does each worker, not by trying a second batch in the same output folder
     assert "run_batch was called by the top level of a script that a worker" in run.stderr
+    assert "Traceback" not in run.stderr  # a line from each worker, not a page
     assert "another batch is writing" not in run.stderr
 
 
