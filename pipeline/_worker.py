@@ -481,8 +481,10 @@ def unrunnable_script() -> str | None:
     path = getattr(main, "__file__", None)
     if not path:  # a notebook, the interactive prompt, `python -c`: nothing is run again
         return None
-    # Where multiprocessing itself looks for a relative one: the folder the process began in.
-    if os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", path)):
+    # Where multiprocessing itself looks for a relative one: the folder the process began in
+    # (an attribute typeshed does not list).
+    began_in = getattr(multiprocessing.process, "ORIGINAL_DIR", None) or ""
+    if os.path.isfile(os.path.join(began_in, path)):
         return None
     return (
         f"the script that started this process ({path}) is not a file a worker process can "
