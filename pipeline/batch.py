@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -66,7 +66,7 @@ from stages.export import (
     recorded,
     withdraw,
 )
-from stages.fetch import FetchError, FetchOptions
+from stages.fetch import TRACKS_FOLDER, FetchError, FetchOptions
 from stages.record import RealtimeKitError
 from stages.transcribe import (
     ModelError,
@@ -575,6 +575,8 @@ def _process(
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     checkpoints.save_transcript(transcript)
     checkpoints.journal("merged", key=key, sha256=_sha256_of(transcript))
+    if dropped := checkpoints.drop_unused():  # a user left out, earlier settings
+        checkpoints.journal("dropped", why="not what this transcript was made from", files=dropped)
     export(transcript, folder, wanted, replace=True, signer=signer)
     meeting_s = round(run.stats.meeting_s, 3)
     done = _done(key, job, options, transcript, meeting_s, wanted, signed_by)
@@ -735,6 +737,9 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, 
     if result.manifest is None:  # nothing arrived that can be used
         reasons = "; ".join(f.reason for f in result.lost)
         raise NoUsableTrackError(f"no file of the recording can be used: {reasons}")
+    _keep_only_fetched(
+        target, [t.path for t in result.manifest.tracks] + [f.path for f in result.lost]
+    )
     failed = [
         failure.model_copy(
             update={"reason": f"{failure.reason} (not fetched: --retry-failed tries again)"}
@@ -742,6 +747,24 @@ def _inputs(job: Job, folder: Path, api: ApiSettings | None) -> tuple[Manifest, 
         for failure in result.failures
     ]
     return result.manifest, [*failed, *result.missing]
+
+
+def _keep_only_fetched(target: Path, wanted: Sequence[str]) -> None:
+    """Remove from the meeting's recording folder the files this fetch did not ask for: a
+    participant the job has since left out (their audio must not stay beside the transcript
+    that leaves them out), or an interrupted download of theirs. The folder is the batch's
+    own; what this fetch got, or may yet resume, stays."""
+    kept = {PurePosixPath(path).name for path in wanted}
+    removed = []
+    for path in sorted((target / TRACKS_FOLDER).iterdir()):
+        name = path.name
+        if name.startswith(".") and name.endswith((".part", ".part.etag")):
+            name = name[1:].removesuffix(".etag").removesuffix(".part")  # a resumable download
+        if name not in kept and path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        log.info("%s: removed %s, not asked for by this job", target, ", ".join(removed))
 
 
 def _start_recordings(jobs: Sequence[Job], out: Path, api: ApiSettings) -> None:

@@ -73,6 +73,7 @@ class Checkpoints:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self._journal_lock = threading.Lock()
+        self._used: set[tuple[str, str]] = set()  # (stage, key) read or written here
 
     # -- decoded audio ---------------------------------------------------------------------
 
@@ -83,10 +84,12 @@ class Checkpoints:
         with writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             fd, name = temporary_file_for(folder / f"{key}.pcm")
+        self._used.add(("decode", key))
         os.close(fd)
         return name
 
     def save_decoded(self, key: str, audio: PcmAudio) -> PcmAudio:
+        self._used.add(("decode", key))
         final = self.folder / "decode" / f"{key}.pcm"
         with writing(final):
             _fsync(audio.pcm_path)
@@ -97,6 +100,7 @@ class Checkpoints:
 
     def decoded(self, key: str) -> PcmAudio | None:
         """The decoded track's description; its PCM may be gone (see :meth:`drop_pcm`)."""
+        self._used.add(("decode", key))
         meta = self.folder / "decode" / f"{key}.json"
         audio = self._read(meta, lambda data: PcmAudio.model_validate_json(data))
         if audio is None:
@@ -121,6 +125,7 @@ class Checkpoints:
     # -- voice activity --------------------------------------------------------------------
 
     def save_activity(self, key: str, activity: VoiceActivity) -> None:
+        self._used.add(("vad", key))
         data = io.BytesIO()
         np.savez(
             data,
@@ -141,17 +146,36 @@ class Checkpoints:
                     duration=float(arrays["duration"]),
                 )
 
+        self._used.add(("vad", key))
         return self._read(self.folder / "vad" / f"{key}.npz", load)
 
     # -- transcription ---------------------------------------------------------------------
 
     def save_segments(self, key: str, segments: list[Segment]) -> None:
+        self._used.add(("transcribe", key))
         atomic_write_bytes(
             self.folder / "transcribe" / f"{key}.json", _SEGMENTS.dump_json(segments)
         )
 
     def segments(self, key: str) -> list[Segment] | None:
+        self._used.add(("transcribe", key))
         return self._read(self.folder / "transcribe" / f"{key}.json", _SEGMENTS.validate_json)
+
+    def drop_unused(self) -> list[str]:
+        """Remove every entry of a track's work that was neither read nor written through this
+        object, and return their names. Called once a meeting's run has finished, it leaves
+        only what that run was made from: not the segments (words) and voice activity of a
+        participant the meeting has since left out, nor work done under other settings."""
+        removed = []
+        for stage in ("decode", "vad", "transcribe"):
+            folder = self.folder / stage
+            entries = sorted(folder.iterdir()) if folder.is_dir() else []
+            for path in entries:
+                key = path.name.split(".", 1)[0]
+                if (stage, key) not in self._used and path.is_file():
+                    path.unlink()
+                    removed.append(f"{stage}/{path.name}")
+        return removed
 
     # -- the meeting's transcript ----------------------------------------------------------
 

@@ -50,7 +50,7 @@ from models import (
     shown_retry_after,
 )
 
-__all__ = ["FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
+__all__ = ["TRACKS_FOLDER", "FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 _T = TypeVar("_T")

@@ -1326,6 +1326,43 @@ def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
     assert len(recordings) == 1  # the recording of everyone, fetched for alice alone, and back
 
 
+def test_a_meeting_job_narrowed_to_fewer_users_keeps_no_audio_or_words_of_the_others(
+    sample_dir, tmp_path
+):
+    # The transcript left them out, but their downloaded audio, an interrupted download of
+    # theirs and the segments (their words) kept for re-runs stayed in the meeting's folder.
+    out = tmp_path / "out"
+    jobs = tmp_path / "jobs.jsonl"
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        whole = {"id": "m1", "meeting_id": emu.meeting_id}
+        _run_job(jobs, out, api, whole)
+        tracks = out / "m1" / "recording" / "tracks"
+        everyone = sorted(path.name for path in tracks.iterdir())
+        bruno = next(name for name in everyone if "user-bruno" in name)
+        (tracks / f".{bruno}.part").write_bytes(b"half of it")  # as a killed run leaves it
+        (tracks / f".{bruno}.part.etag").write_text('"v1"')
+        work = out / "m1" / ".work"
+        words_of_all = {p.name for p in (work / "transcribe").iterdir()}
+        [alone] = _run_job(jobs, out, api, whole | {"user_ids": ["user-alice"]})
+    assert alone.status == "done"
+    fetched = Manifest.load(out / "m1" / "recording" / "manifest.json")
+    [alice] = fetched.tracks
+    assert len(everyone) == 5 and sorted(p.name for p in tracks.iterdir()) == [
+        Path(alice.path).name
+    ]
+    kept = {
+        stage: sorted(p.name for p in (work / stage).iterdir()) for stage in ("vad", "transcribe")
+    }
+    assert len(kept["vad"]) == 1 and len(kept["transcribe"]) == 1  # alice's track's, alone
+    assert set(kept["transcribe"]) < words_of_all  # taken from the first run, not redone
+    said = [json.loads(line) for line in (work / "journal.jsonl").read_text().splitlines()]
+    [dropped] = [entry for entry in said if entry["event"] == "dropped"]
+    stages = Counter(name.split("/")[0] for name in dropped["files"])
+    assert stages["decode"] == stages["vad"] == 4  # the other four tracks'
+    assert stages["transcribe"] >= 3  # their words (a file with no speech has none)
+
+
 def test_a_narrowed_meeting_job_that_then_fails_leaves_no_transcript_of_those_left_out(
     sample_dir, tmp_path
 ):
