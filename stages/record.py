@@ -106,6 +106,11 @@ class UploadTimeoutError(RecordingFailedError):
         super().__init__(0, None, message, call="wait for upload")
 
 
+_STARTED_LOOKS = (0.0, 0.5, 1.0, 2.0, 4.0)
+"""Seconds before each look for the recording a start began, when its answer did not name
+it: about 7.5 s in all, for an API that lists a new recording a moment after its start."""
+
+
 class RealtimeKitClient:
     """The recording endpoints of one RealtimeKit app.
 
@@ -166,7 +171,7 @@ class RealtimeKitClient:
         ``layers`` defaults to one layer named ``default`` with the default prefix: the older
         API form requires it, and the newer one reads it the same as no layers. The older
         form answered with an empty body; then the recording is looked up as the meeting's
-        active one.
+        active one, once that is not the one running before the start.
 
         Starting is not repeated blindly: an error answer (5xx, 408) does not prove that
         nothing started, and a second start would record the meeting twice. After such an
@@ -229,15 +234,35 @@ class RealtimeKitClient:
             except UnexpectedAnswerError as exc:
                 # It started all the same: lost here, it would record on, unknown to anyone.
                 log.warning("%s; looked up as the meeting's active recording instead", exc)
-        active = self.active_recording(meeting_id)
-        if active is None:
-            raise RealtimeKitError(
-                0,
-                None,
-                "the API accepted the request but reports no active recording",
-                call="start track recording",
-            )
-        return active
+        return self._started_recording(meeting_id, before, known=settled is not None)
+
+    def _started_recording(
+        self, meeting_id: str, before: Recording | None, *, known: bool
+    ) -> Recording:
+        """The recording a start the API accepted without naming it (the older form's empty
+        body) began: the meeting's active one, once it is not ``before`` (the one running
+        before the start, a composite recording say, which must not be taken for this
+        one). The API may show the new one a moment late, so it is looked for a few times.
+        Without ``known`` (what was running before could not be looked up), whatever is
+        active is taken."""
+        for wait in _STARTED_LOOKS:
+            self._sleep(wait)
+            active = self.active_recording(meeting_id)
+            if active is not None and (not known or before is None or active.id != before.id):
+                return active
+        running = (
+            f"; recording {before.id} ({before.status}) was already running and is not it"
+            if before is not None
+            else ""
+        )
+        raise RealtimeKitError(
+            0,
+            None,
+            f"the API accepted the request but shows no recording it started{running}; a "
+            f"recording may still have begun: list the meeting's recordings "
+            f"(list_recordings(meeting_id={meeting_id!r}, status=['INVOKED', 'RECORDING']))",
+            call="start track recording",
+        )
 
     def _started_since(self, meeting_id: str, known: str | None) -> Recording | None:
         """The meeting's active recording if it is not ``known`` (the one active before a

@@ -597,13 +597,13 @@ class _Scripted(BaseHTTPRequestHandler):
 
     seen: list[str]
 
-    def answers(self, method: str, path: str, count: int) -> tuple[int, dict]:
+    def answers(self, method: str, path: str, count: int) -> tuple[int, dict | None]:
         raise NotImplementedError
 
     def _answer(self) -> None:
         self.seen.append(self.command)
         status, body = self.answers(self.command, self.path, self.seen.count(self.command))
-        data = json.dumps(body).encode()
+        data = b"" if body is None else json.dumps(body).encode()  # None: an empty body
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -657,6 +657,41 @@ def test_a_start_whose_answer_cannot_be_read_in_full_still_gives_the_recording_i
         recording = client.start_track_recording("m1")
     assert (recording.id, recording.status, recording.session_id) == ("rec-1", *expected)
     assert seen.count("POST") == 1
+
+
+_COMPOSITE = {"id": "composite-1", "status": "RECORDING"}  # begun by hand, or on start
+
+
+def test_a_start_answered_with_no_body_takes_the_recording_it_began_not_one_running_before():
+    # The older API form answers a start with an empty body, and the new recording may be
+    # listed a moment late: the composite recording already running was taken for it, and the
+    # track recording went on unknown to anyone.
+    def answers(method: str, path: str, count: int) -> tuple[int, dict | None]:
+        if method == "POST":
+            return 201, None
+        if count <= 3:  # before the start, and the first two looks after it
+            return 200, {"success": True, "data": _COMPOSITE}
+        return 200, {"success": True, "data": {"id": "track-1", "status": "INVOKED"}}
+
+    seen: list[str] = []
+    with _scripted_client(answers, seen) as client:
+        recording = client.start_track_recording("m1")
+    assert recording.id == "track-1"
+    assert Counter(seen) == {"POST": 1, "GET": 4}
+
+
+def test_a_start_answered_with_no_body_whose_recording_never_shows_says_so_and_what_to_check():
+    def answers(method: str, path: str, count: int) -> tuple[int, dict | None]:
+        return (201, None) if method == "POST" else (200, {"success": True, "data": _COMPOSITE})
+
+    seen: list[str] = []
+    with _scripted_client(answers, seen) as client, pytest.raises(RealtimeKitError) as caught:
+        client.start_track_recording("m1")
+    message = str(caught.value)
+    assert "shows no recording it started" in message
+    assert "composite-1 (RECORDING) was already running and is not it" in message
+    assert "list_recordings(meeting_id='m1'" in message
+    assert seen.count("POST") == 1  # looked for, never started again
 
 
 def test_an_outage_costs_each_try_one_look_at_whether_it_took_effect_not_a_retry_cycle():
