@@ -168,8 +168,9 @@ class RealtimeKitClient:
     ) -> Recording:
         """Start recording each chosen participant (all of them without ``user_ids``) to a file.
 
-        ``layers`` defaults to one layer named ``default`` with the default prefix: the older
-        API form requires it, and the newer one reads it the same as no layers. The older
+        ``layers`` defaults to one layer named ``default`` whose prefix is ``default``, said
+        outright: the older API form requires a layer, and the documents fix the prefix only
+        where no layers are given; file names are read with one. The older
         form answered with an empty body; then the recording is looked up as the meeting's
         active one, once that is not the one running before the start.
 
@@ -193,7 +194,7 @@ class RealtimeKitClient:
                     f"{MAX_USER_IDS}",
                     call="start track recording",
                 )
-        layers = layers if layers is not None else {"default": {}}
+        layers = layers if layers is not None else {"default": {"file_name_prefix": "default"}}
         body["layers"] = {name: dict(layer) for name, layer in layers.items()}
         if max_seconds is not None:
             body["max_seconds"] = max_seconds

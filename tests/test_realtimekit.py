@@ -596,12 +596,14 @@ class _Scripted(BaseHTTPRequestHandler):
     and body of the ``count``-th request (from 1) of that method."""
 
     seen: list[str]
+    bodies: list[bytes]
 
     def answers(self, method: str, path: str, count: int) -> tuple[int, dict | None]:
         raise NotImplementedError
 
     def _answer(self) -> None:
         self.seen.append(self.command)
+        self.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         status, body = self.answers(self.command, self.path, self.seen.count(self.command))
         data = b"" if body is None else json.dumps(body).encode()  # None: an empty body
         self.send_response(status)
@@ -616,8 +618,16 @@ class _Scripted(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def _scripted_client(answers, seen: list[str]) -> Iterator[RealtimeKitClient]:
-    handler = type("Api", (_Scripted,), {"answers": staticmethod(answers), "seen": seen})
+def _scripted_client(answers, seen: list[str], bodies=None) -> Iterator[RealtimeKitClient]:
+    handler = type(
+        "Api",
+        (_Scripted,),
+        {
+            "answers": staticmethod(answers),
+            "seen": seen,
+            "bodies": [] if bodies is None else bodies,
+        },
+    )
     with (
         serving(handler) as root,
         RealtimeKitClient(
@@ -692,6 +702,28 @@ def test_a_start_answered_with_no_body_whose_recording_never_shows_says_so_and_w
     assert "composite-1 (RECORDING) was already running and is not it" in message
     assert "list_recordings(meeting_id='m1'" in message
     assert seen.count("POST") == 1  # looked for, never started again
+
+
+def test_a_start_names_the_file_name_prefix_it_reads_the_files_with():
+    # The documents fix the prefix ("default") only where no layers are sent, and the older
+    # form needs a layer: one sent without a prefix could name files without one.
+    def answers(method: str, path: str, count: int) -> tuple[int, dict | None]:
+        if method == "GET":
+            return 404, {"success": False, "error": {"code": 404, "message": "none"}}
+        return 201, {"success": True, "data": {"recording": {"id": "r1", "status": "INVOKED"}}}
+
+    seen: list[str] = []
+    bodies: list[bytes] = []
+    with _scripted_client(answers, seen, bodies) as client:
+        client.start_track_recording("m1", user_ids=["user-alice"])
+    [started] = [
+        json.loads(body) for method, body in zip(seen, bodies, strict=True) if method == "POST"
+    ]
+    assert started == {
+        "meeting_id": "m1",
+        "user_ids": ["user-alice"],
+        "layers": {"default": {"file_name_prefix": "default"}},
+    }
 
 
 def test_an_outage_costs_each_try_one_look_at_whether_it_took_effect_not_a_retry_cycle():
