@@ -342,9 +342,10 @@ class RealtimeKitClient:
             yield from new
             seen.update(r.id for r in new)
             total = paging.get("total_count") if isinstance(paging, Mapping) else None
-            if isinstance(total, int) and not isinstance(total, bool):
+            if isinstance(total, int | float) and not isinstance(total, bool) and total >= 0:
                 # A server may send fewer than asked on every page (its own cap): the count
-                # says when the list is done, not a short page.
+                # says when the list is done, not a short page. (A number: the SDK's type for
+                # it is a float, 45.0.)
                 last = len(seen) >= total
             else:
                 last = len(items) < per_page

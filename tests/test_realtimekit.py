@@ -1879,11 +1879,12 @@ class _Listing(BaseHTTPRequestHandler):
     (``broken``) a page of HTML with status 200."""
 
     broken = False
+    total: float = 5
 
     def do_GET(self) -> None:
         page = int(parse_qs(urlsplit(self.path).query)["page_no"][0])
         data = [{"id": f"r{i}", "status": "UPLOADED"} for i in range(5)][2 * page - 2 : 2 * page]
-        body = json.dumps({"success": True, "data": data, "paging": {"total_count": 5}})
+        body = json.dumps({"success": True, "data": data, "paging": {"total_count": self.total}})
         if self.broken:
             body = "<html>maintenance</html>"
         self.send_response(200)
@@ -1895,11 +1896,15 @@ class _Listing(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("broken", [False, True], ids=["capped-pages", "html"])
+@pytest.mark.parametrize(
+    ("broken", "total"),
+    [(False, 5), (False, 5.0), (True, 5)],
+    ids=["capped-pages", "a count sent as a float (the SDK's type)", "html"],
+)
 def test_listing_follows_the_count_not_the_page_size_and_refuses_an_answer_without_a_list(
-    broken,
+    broken, total
 ):
-    with serving(type("L", (_Listing,), {"broken": broken})) as root:
+    with serving(type("L", (_Listing,), {"broken": broken, "total": total})) as root:
         client = RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=root)
         with client:
             if broken:
