@@ -541,8 +541,18 @@ def _local_names(files: Sequence[RecordingFile]) -> dict[tuple[str, str], str | 
     return names
 
 
+_STALE_RENEWALS = 3
+"""Renewals in a row that give URLs expired already before the API is asked no more."""
+
+
 class _Urls:
-    """The current pre-signed URL of each file, renewed once for all workers when they expire."""
+    """The current pre-signed URL of each file, renewed once for all workers when they expire.
+
+    A recording past RealtimeKit's retention (7 days) is given URLs that are expired already,
+    again on every renewal: after :data:`_STALE_RENEWALS` such renewals in a row, no more are
+    asked for (each try of each file asked again: a burst against the API's rate limit), and a
+    file they are refused for is lost for good.
+    """
 
     def __init__(
         self, recording: Recording, refresh: Callable[[], Recording], cancel: threading.Event
@@ -551,15 +561,19 @@ class _Urls:
         self._cancel = cancel
         self._lock = threading.Lock()
         self._generation = 0
+        self._stale = 0  # renewals in a row that gave URLs expired already
         self._set(recording)
 
     def _set(self, recording: Recording) -> None:
         self._urls = {f.key: f.url for f in recording.files()}
         self._expiry = recording.download_url_expiry
 
+    def _expired(self) -> bool:
+        return self._expiry is not None and self._expiry <= datetime.now(UTC)
+
     def get(self, file: RecordingFile) -> tuple[str, int]:
         with self._lock:
-            if self._expiry is not None and self._expiry <= datetime.now(UTC):
+            if self._expired() and self._stale < _STALE_RENEWALS:
                 self._renew_locked()
             if file.key not in self._urls:
                 raise _Lasting(f"{file.name}: the recording no longer lists this file")
@@ -568,9 +582,18 @@ class _Urls:
                 raise _Lasting(f"{file.name}: the recording lists it with no download URL")
             return url, self._generation
 
-    def renew(self, seen_generation: int) -> None:
-        """Get fresh URLs, unless another worker already did since ``seen_generation``."""
+    def renew(self, seen_generation: int, name: str) -> None:
+        """Get fresh URLs, unless another worker already did since ``seen_generation``;
+        ``name``'s URL was refused. Refused when the API has nothing fresher to give, the file
+        is lost for good."""
         with self._lock:
+            if self._stale >= _STALE_RENEWALS:
+                assert self._expiry is not None  # a stale renewal gave one
+                raise _Lasting(
+                    f"{name}: refused, and the API gives only download URLs that expired at "
+                    f"{self._expiry.isoformat()}: the recording is past RealtimeKit's retention "
+                    "of its files (7 days), or this machine's clock is wrong"
+                )
             if self._generation == seen_generation:
                 self._renew_locked()
 
@@ -578,6 +601,16 @@ class _Urls:
         log.info("pre-signed URLs expired or refused; asking the API for fresh ones")
         self._set(_unless_cancelled(self._refresh, self._cancel))
         self._generation += 1
+        self._stale = self._stale + 1 if self._expired() else 0
+        if self._stale == _STALE_RENEWALS:
+            assert self._expiry is not None  # what _expired() says
+            log.warning(
+                "the API gave download URLs that expired at %s already, %d times: past the "
+                "recording's retention (7 days), or this machine's clock is wrong; trying them "
+                "as they are",
+                self._expiry.isoformat(),
+                _STALE_RENEWALS,
+            )
 
 
 def _unless_cancelled(call: Callable[[], _T], cancel: threading.Event) -> _T:
@@ -743,7 +776,7 @@ class _Downloader:
             if (too_long := self._retry.refused_wait(retry_after)) is not None:
                 raise FetchError(redact_urls(f"{file.name}: {reason}: {too_long}"))
             if refused is not None:
-                self._urls.renew(refused)  # the API failing to is this file's failure
+                self._urls.renew(refused, file.name)  # the API failing to: this file's failure
                 if not renewed:
                     renewed = True
                     continue

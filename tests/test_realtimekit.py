@@ -1022,6 +1022,30 @@ def test_times_with_no_zone_cost_only_what_needs_them(emulator, sample_manifest,
     assert len(result.manifest.tracks) == len(sample_manifest.tracks) - 1
 
 
+def test_a_recording_past_its_retention_is_lost_for_good_after_one_renewal_not_a_burst(
+    emulator, sample_manifest, tmp_path
+):
+    # The API hands out URLs that are expired already for a recording whose files are past
+    # their 7 days: each try of each file asked it again (about six calls a file), and every
+    # file was reported as one a fetch again may get.
+    with client_for(emulator) as client:
+        recording = remote.record(client, emulator.meeting_id, poll=0.05)
+        emulator.inject("expired_url", 1000)
+        refreshes = []
+
+        def refresh() -> Recording:
+            refreshes.append(1)
+            return client.get_recording(recording.id)
+
+        result = fetch_recording(refresh(), tmp_path / "rec", refresh=refresh, options=QUIET)
+    assert result.manifest is None and result.failures == []
+    assert len(result.missing) == len(sample_manifest.tracks)
+    for lost in result.missing:
+        assert lost.fetch_again is False
+        assert "past RealtimeKit's retention of its files (7 days)" in lost.reason
+    assert len(refreshes) == 1 + 3  # the recording as first got, then three renewals in all
+
+
 def test_ctrl_c_stops_a_fetch_whose_url_renewal_is_told_to_wait(emulator, tmp_path):
     # The API may ask the client to wait minutes (retry-after) while a worker renews expired
     # URLs; a Ctrl-C must not sit that wait out. The emulator asks for 1 s: stretched here.
