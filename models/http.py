@@ -90,15 +90,21 @@ _HTTPCORE_LOGGERS = (
 """Created when their modules are imported, which may be after this runs."""
 
 
+_MOST_JITTER = 1.0
+"""Seconds a wait a server asked for is lengthened by, at most (a tenth of it below 10 s)."""
+
+
 class RetryPolicy(BaseModel):
     """Which answers are worth another try, and how long to wait before it.
 
     The API documents 408, 409, 429 and 5xx as transient; any other 4xx is the request's own
     fault and repeating it only burns the rate limit. Waits grow exponentially with jitter (so
     many batch workers do not retry in step), and a server's ``retry-after`` is honoured, up
-    to ``max_retry_after``. A server that asks for longer is not waited for at all: a try
-    before the time it named would be refused again, and a batch must not stall for an hour
-    on one call; the caller gives up at once and says what was asked.
+    to ``max_retry_after``, with a little jitter on top (workers told the same time must not
+    all come back at its first instant, into the next window's limit). A server that asks for
+    longer is not waited for at all: a try before the time it named would be refused again,
+    and a batch must not stall for an hour on one call; the caller gives up at once and says
+    what was asked.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -119,7 +125,8 @@ class RetryPolicy(BaseModel):
         ``retry-after`` asks, up to ``max_retry_after``, else the own backoff."""
         asked = _parse_retry_after(retry_after)
         if asked is not None:
-            return min(asked, self.max_retry_after)
+            spread = random.uniform(0.0, min(_MOST_JITTER, 0.1 * asked))  # never less than asked
+            return min(asked + spread, self.max_retry_after)
         base = min(self.backoff * 2 ** (attempt - 1), self.max_delay)
         return base * random.uniform(0.75, 1.0)
 

@@ -391,7 +391,7 @@ def test_rate_limits_are_waited_out_as_the_server_asks(sample_dir):
         )
         recording = client.start_track_recording(emu.meeting_id)
     assert recording.status in {"INVOKED", "RECORDING"}
-    assert waits[:2] == [1.0, 1.0]  # retry-after: 1, twice
+    assert all(1.0 <= wait <= 1.1 for wait in waits[:2])  # retry-after: 1, twice (and jitter)
     assert len(waits) == 3
 
 
