@@ -249,6 +249,11 @@ class ClockEstimate(_Finite):
     echo_applied: bool = Field(
         False, description="leakage into this track was looked for that much later"
     )
+    unmeasured: str | None = Field(
+        None,
+        description="why this track's clock was not measured though the others' were: its "
+        "voice, which their microphones carry, matched theirs at no lag searched",
+    )
 
 
 class Provenance(_Finite):

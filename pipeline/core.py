@@ -45,7 +45,7 @@ from models import (
     WriteError,
     describe_error,
 )
-from stages.attribute import AttributionOptions, attribute, estimate_clock
+from stages.attribute import AttributionOptions, TrackClock, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
 from stages.merge import MergeOptions, meeting_origin, merge, track_offsets
 from stages.transcribe import (
@@ -496,10 +496,55 @@ def _clock(
                 echo_applied=estimate.echo_clear,
             )
         )
+    if records:  # the leakage measured the others' clocks: one it did not is told of
+        records += _unmeasured(manifest, work, estimates, options.attribution.max_clock_error)
     earliest = min(0.0, *(timing.offset for i, timing in enumerate(timings) if i not in unplaced))
     timings = [timing._replace(offset=timing.offset - earliest) for timing in timings]
     origin = meeting_origin(manifest) + timedelta(seconds=earliest)
     return timings, echoes, records, origin
+
+
+_CLOCK_SPEECH_S = 5.0
+"""Seconds of voice a track holds for its clock to be expected measured where the others'
+are: a rejoin's short reply may not be."""
+
+
+def _unmeasured(
+    manifest: Manifest,
+    work: Sequence[_TrackWork],
+    estimates: Sequence[TrackClock | None],
+    search_s: float,
+) -> list[ClockEstimate]:
+    """Records of the tracks with a voice of their own whose clock was not measured, in a
+    meeting whose leakage measured the others': the sign of a start off by more than the
+    search (a device clock gone wrong, a container's first timestamp far from zero) or of
+    timing that jumps inside the file. Their words may then be placed off, or taken for
+    leakage or leakage for theirs: a reviewer must be told, not left with no record."""
+    records = []
+    for item, estimate in zip(work, estimates, strict=True):
+        activity = item.activity
+        if estimate is not None or activity is None:
+            continue
+        if activity.voiced.sum() * activity.frame_s < _CLOCK_SPEECH_S:
+            continue
+        track = manifest.tracks[item.index]
+        why = (
+            f"its voice, on the others' microphones, matched theirs at no lag within "
+            f"±{search_s:g} s: its start may be off by more, or its timing jump inside the file"
+        )
+        log.warning("%s: clock not measured, though the other tracks' were: %s", track.path, why)
+        records.append(
+            ClockEstimate(
+                path=track.path,
+                user_id=track.user_id,
+                correction_s=0.0,
+                pairs=0,
+                correlation=0.0,
+                applied=False,
+                unmeasured=why,
+            )
+        )
+    return records
 
 
 def _attribute(

@@ -14,6 +14,7 @@ from models import Manifest, TrackTiming, VoiceActivity
 from pipeline import transcribe_tracks
 from stages.attribute import AttributionOptions, attribute, estimate_clock
 from stages.decode import decode
+from stages.export._report import to_report
 from stages.merge import track_offsets
 from stages.vad import VadOptions, speech_regions, voice_activity
 
@@ -513,6 +514,31 @@ def test_a_wrong_start_time_is_measured_from_the_leakage_and_corrected(leaky_mee
     assert all(not c.applied for c in transcript.provenance.clock if c.user_id != "user-chen")
     chen_starts = [u.start for u in transcript.utterances if u.speaker == "user-chen"]
     assert min(abs(s - 22.0) for s in chen_starts) < 0.2  # where the sample's truth has him
+
+
+def test_a_start_off_by_more_than_the_search_is_recorded_as_not_measured_and_warned_of(
+    leaky_meeting, leaky_transcript, tmp_path, caplog
+):
+    # Off by 3 s (the search is 2 s), Chen's clock was measured against no one, and the
+    # transcript said nothing of it: no record, no warning, his words 3 s late.
+    shifted = tmp_path / "shifted"
+    shutil.copytree(leaky_meeting, shifted)
+    raw = json.loads((shifted / "manifest.json").read_text())
+    chen = next(t for t in raw["tracks"] if t["user_id"] == "user-chen")
+    chen["started_time"] = "2026-11-20T10:00:24.700Z"  # really 21.700
+    (shifted / "manifest.json").write_text(json.dumps(raw))
+
+    transcript = transcribe_tracks(shifted / "manifest.json", progress=False)
+
+    assert all(c.unmeasured is None for c in leaky_transcript.provenance.clock)  # as recorded
+    (record,) = [c for c in transcript.provenance.clock if c.user_id == "user-chen"]
+    assert (record.pairs, record.applied) == (0, False)
+    assert "no lag within ±2 s: its start may be off by more" in record.unmeasured
+    assert [c for c in transcript.provenance.clock if c.unmeasured] == [record]
+    warned = [r for r in caplog.records if "clock not measured" in r.getMessage()]
+    assert len(warned) == 1 and chen["path"] in warned[0].getMessage()
+    report = to_report(transcript)  # the bundle's provenance.txt
+    assert f"{chen['path']} (user-chen): NOT MEASURED: its voice" in report
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,10 @@ def to_report(transcript: Transcript) -> str:
         )
     lines += ["", f"clock estimates ({len(p.clock)})"]
     for estimate in p.clock:
+        if estimate.unmeasured:
+            where = f"{one_line(estimate.path)} ({one_line(estimate.user_id)})"
+            lines.append(f"  {where}: NOT MEASURED: {one_line(estimate.unmeasured)}")
+            continue
         rate = "drift not measured"
         if estimate.drift_ppm is not None:
             applied = "applied" if estimate.drift_applied else "not applied"
