@@ -165,6 +165,28 @@ def test_text_over_audio_too_quiet_to_hold_it_is_left_out_and_said_why(
     assert "morning" in words_of(" ".join(s.text for s in kept))
 
 
+def test_a_word_timed_into_the_pause_after_it_is_kept_as_the_speech_it_was_anchored_to(
+    good_morning, transcriber
+):
+    # A region's only word ("Good"), timed by Whisper into the pause after it: measured over
+    # that pause alone, the segment read as text on near-silence and was dropped, its words
+    # lost and its start moved to the next segment's.
+    said = good_morning[: int(0.6 * 48_000) : 3]  # "Good", 0.2-0.6 s in (16 kHz, roughly)
+    samples = np.concatenate([np.zeros(8_000), said, np.zeros(16_000)]).astype(np.float32)
+    onset = 0.5 + 0.2  # where VAD heard the voice begin, in the window and on the track
+    piece = Piece(window_start=0.0, track_start=0.0, duration=2.1, floor=0.0, onset=onset)
+    late = Word(word="Good.", start=onset + 0.6, end=onset + 0.8, probability=0.9)
+    decoded = Decoded(text="Good.", words=[late], avg_logprob=-0.3, no_speech_prob=0.1)
+    lead_in = transcriber.options.lead_in
+
+    segment = transcriber._segment(onset - lead_in, [late], decoded, piece, samples, "t.webm")
+
+    assert segment.dropped is None and segment.text == "Good."
+    silent = np.zeros_like(samples)  # no voice anywhere: still text on near-silence
+    nothing = transcriber._segment(onset - lead_in, [late], decoded, piece, silent, "t.webm")
+    assert nothing.dropped is not None and nothing.dropped.endswith("dBFS, under -50")
+
+
 @pytest.mark.parametrize("level_db", [-50, -35, -25])
 def test_noise_sent_to_the_model_yields_no_text(transcriber, tmp_path, level_db):
     rng = np.random.default_rng(3)

@@ -380,7 +380,12 @@ class Transcriber:
         source: str,
     ) -> Segment:
         """One segment; marked ``dropped`` when its audio is near-silence: text the audio does
-        not hold, most likely, though speech quieter than that is lost with it."""
+        not hold, most likely, though speech quieter than that is lost with it.
+
+        The audio is measured from the voice the segment was anchored to (a region's voiced
+        onset, when its first word lies within reach of it), not from its first word alone:
+        Whisper can time a region's only word into the pause after it was said, and the
+        speech before would then read as no speech at all."""
         o = self.options
         segment = Segment(
             start=round(min(start, words[0].start), 3),
@@ -390,7 +395,8 @@ class Transcriber:
             avg_logprob=decoded.avg_logprob,
             no_speech_prob=decoded.no_speech_prob,
         )
-        first = piece.window_start + words[0].start - piece.track_start
+        voice = min(words[0].start, start + o.lead_in)  # the onset it was anchored to
+        first = piece.window_start + voice - piece.track_start
         last = piece.window_start + segment.end - piece.track_start
         level = span_level_db(samples, first, last)
         if level < o.min_segment_level_db:
