@@ -46,6 +46,10 @@ class PcmAudio(BaseModel):
     num_samples: int = Field(ge=0)
     first_packet_time: float = Field(description="container time of the first audio, s")
     gap_seconds: float = Field(default=0.0, description="silence inserted for timestamp gaps")
+    gaps: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="each timestamp gap: where (track time, s) silence was written, how long",
+    )
     dropped_seconds: float = Field(
         default=0.0, description="audio dropped where timestamps went back over written audio"
     )

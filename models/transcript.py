@@ -184,6 +184,11 @@ class InputFile(_Finite):
     decoded_seconds: float | None = None
     first_packet_time: float | None = Field(default=None, description="container time, s")
     gap_seconds: float = Field(default=0.0, description="silence written for timestamp gaps")
+    gaps: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="each timestamp gap (audio the file lacks, a network drop): where, in track "
+        "time (s), and how long; words either side of one were not said together",
+    )
     dropped_seconds: float = Field(
         default=0.0, description="audio dropped where timestamps went back over earlier audio"
     )

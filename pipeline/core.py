@@ -970,6 +970,7 @@ def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
         decoded_seconds=round(audio.duration, 3),
         first_packet_time=round(audio.first_packet_time, 3),
         gap_seconds=round(audio.gap_seconds, 3),
+        gaps=audio.gaps,
         dropped_seconds=round(audio.dropped_seconds, 3),
         problem=audio.problem,
     )

@@ -188,6 +188,7 @@ def decode(
         num_samples=writer.samples_out,
         first_packet_time=writer.first_time or 0.0,
         gap_seconds=writer.gap_seconds,
+        gaps=[(round(at, 3), round(seconds, 3)) for at, seconds in writer.gaps],
         dropped_seconds=writer.dropped_seconds,
         problem=problem,
     )

@@ -101,6 +101,8 @@ def test_a_gap_in_packet_timestamps_becomes_silence_of_the_same_length(tmp_path)
     audio = decode(path, tmp_path / "gap.pcm")
     x = audio.read()
     assert audio.gap_seconds == pytest.approx(3.0, abs=0.02)
+    [(at, seconds)] = audio.gaps  # where, for the provenance: not only how much
+    assert (at, seconds) == (pytest.approx(1.0, abs=0.03), pytest.approx(3.0, abs=0.02))
     assert audio.duration == pytest.approx(5.0, abs=0.03)
     assert np.max(np.abs(audio.read(1.1, 3.9))) < 1e-3
     assert _onset(audio.read(3.5)) + 3.5 == pytest.approx(4.0, abs=0.02)

@@ -1121,6 +1121,23 @@ def test_the_provenance_report_names_each_input_by_its_bytes_and_start(report):
     assert "  c.webm (u-c): not a readable audio file" in report  # the file named once
 
 
+def test_the_provenance_report_says_where_each_gap_in_a_file_lies(partial):
+    # Only the total was told: a reviewer could not see that the words either side of one
+    # were not said together (a network drop mid-sentence).
+    gaps = [(30.0 + i, 0.5) for i in range(12)]
+    partial.provenance.inputs[0] = partial.provenance.inputs[0].model_copy(
+        update={"gap_seconds": 6.0, "gaps": gaps}
+    )
+    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
+        lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
+    at = lines.index("    gaps      6.000 s of silence written for them")
+    assert lines[at + 1 : at + 3] == [
+        "      at 30.000 s into the file: 0.500 s missing",
+        "      at 31.000 s into the file: 0.500 s missing",
+    ]
+    assert lines[at + 11] == "      and 2 more (transcript.json)"
+
+
 def test_the_provenance_report_names_a_lost_tracks_file_once(partial):
     partial.provenance.failures = [
         TrackFailure(path="tracks/a.webm", user_id="u-a", reason="tracks/a.webm: file not found"),

@@ -129,6 +129,25 @@ def test_a_missing_track_costs_only_that_track(meeting_copy, capsys):
     assert {u.speaker for u in transcript.utterances} == {"user-alice", "user-bruno"}
 
 
+def test_the_provenance_says_where_a_track_lacks_audio(meeting_copy, sample_speech):
+    # A network drop: the file's timestamps jump 2 s at 8 s in. The total was recorded, not
+    # where, so no reviewer could tell which words were cut apart by it.
+    alice = (
+        meeting_copy / json.loads((meeting_copy / "manifest.json").read_text())["tracks"][0]["path"]
+    )
+    write_webm(alice, sample_speech, gaps={8.0: 2.0})
+
+    def new_bytes(raw):
+        raw["tracks"][0]["sha256"] = hashlib.sha256(alice.read_bytes()).hexdigest()
+        raw["tracks"][0]["size"] = alice.stat().st_size
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, new_bytes), progress=False)
+    used = next(i for i in transcript.provenance.inputs if i.user_id == "user-alice")
+    [(at, seconds)] = used.gaps
+    assert at == pytest.approx(8.0, abs=0.03) and seconds == pytest.approx(2.0, abs=0.02)
+    assert used.gap_seconds == pytest.approx(2.0, abs=0.02)
+
+
 def test_a_track_whose_start_is_days_off_costs_only_that_track(meeting_copy, sample_transcript):
     def clock_gone_wrong(raw):  # Alice's, the first track: it set the meeting's origin
         raw["tracks"][0]["started_time"] = "2026-11-17T10:00:00.000Z"

@@ -63,6 +63,12 @@ def to_report(transcript: Transcript) -> str:
             lines.append(f"    decoded   {used.decoded_seconds:.3f} s of audio")
         if used.gap_seconds:
             lines.append(f"    gaps      {used.gap_seconds:.3f} s of silence written for them")
+            lines += [
+                f"      at {at:.3f} s into the file: {seconds:.3f} s missing"
+                for at, seconds in used.gaps[:_GAPS_LISTED]
+            ]
+            if len(used.gaps) > _GAPS_LISTED:
+                lines.append(f"      and {len(used.gaps) - _GAPS_LISTED} more (transcript.json)")
         if used.dropped_seconds:
             lines.append(f"    dropped   {used.dropped_seconds:.3f} s where timestamps went back")
         if used.problem:
@@ -97,6 +103,10 @@ def to_report(transcript: Transcript) -> str:
             f"{'applied' if estimate.applied else 'not applied'}; {rate}{echo}"
         )
     return "\n".join(lines) + "\n"
+
+
+_GAPS_LISTED = 10
+"""Gaps of one file listed in the report; the transcript's provenance holds them all."""
 
 
 def _lost(failure: TrackFailure) -> str:
