@@ -235,21 +235,19 @@ class RealtimeKitClient:
             except UnexpectedAnswerError as exc:
                 # It started all the same: lost here, it would record on, unknown to anyone.
                 log.warning("%s; looked up as the meeting's active recording instead", exc)
-        return self._started_recording(meeting_id, before, known=settled is not None)
+        return self._started_recording(meeting_id, before)
 
-    def _started_recording(
-        self, meeting_id: str, before: Recording | None, *, known: bool
-    ) -> Recording:
+    def _started_recording(self, meeting_id: str, before: Recording | None) -> Recording:
         """The recording a start the API accepted without naming it (the older form's empty
         body) began: the meeting's active one, once it is not ``before`` (the one running
         before the start, a composite recording say, which must not be taken for this
         one). The API may show the new one a moment late, so it is looked for a few times.
-        Without ``known`` (what was running before could not be looked up), whatever is
+        With no ``before`` (none was running, or none could be looked up), whatever is
         active is taken."""
         for wait in _STARTED_LOOKS:
             self._sleep(wait)
             active = self.active_recording(meeting_id)
-            if active is not None and (not known or before is None or active.id != before.id):
+            if active is not None and (before is None or active.id != before.id):
                 return active
         running = (
             f"; recording {before.id} ({before.status}) was already running and is not it"
