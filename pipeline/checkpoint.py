@@ -45,6 +45,8 @@ WORK_FOLDER = ".work"
 ``verify`` and a sweep over the outputs do not take it for a transcript's folder."""
 
 _SEGMENTS = TypeAdapter(list[Segment])
+_TRACK_STAGES = ("decode", "vad", "transcribe")
+"""The folders of each track's work, an entry per file, named by its key."""
 _TRANSCRIPT = "transcript.json"
 _T = TypeVar("_T")
 
@@ -84,7 +86,6 @@ class Checkpoints:
         with writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             fd, name = temporary_file_for(folder / f"{key}.pcm")
-        self._used.add(("decode", key))
         os.close(fd)
         return name
 
@@ -113,7 +114,7 @@ class Checkpoints:
     def drop_partial(self) -> None:
         """Remove what a killed run or worker left half-written (decoded audio, entries).
         Only while no other process works on the meeting: its writers use these names."""
-        for stage in ("decode", "vad", "transcribe"):
+        for stage in _TRACK_STAGES:
             remove_unfinished_writes(self.folder / stage)
         remove_unfinished_writes(self.folder, _TRANSCRIPT)
 
@@ -167,7 +168,7 @@ class Checkpoints:
         only what that run was made from: not the segments (words) and voice activity of a
         participant the meeting has since left out, nor work done under other settings."""
         removed = []
-        for stage in ("decode", "vad", "transcribe"):
+        for stage in _TRACK_STAGES:
             folder = self.folder / stage
             entries = sorted(folder.iterdir()) if folder.is_dir() else []
             for path in entries:
