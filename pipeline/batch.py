@@ -66,7 +66,7 @@ from stages.export import (
     recorded,
     withdraw,
 )
-from stages.fetch import TRACKS_FOLDER, FetchError, FetchOptions
+from stages.fetch import TRACKS_FOLDER, FetchError, FetchOptions, download_of
 from stages.record import RealtimeKitError
 from stages.transcribe import (
     ModelError,
@@ -757,10 +757,7 @@ def _keep_only_fetched(target: Path, wanted: Sequence[str]) -> None:
     kept = {PurePosixPath(path).name for path in wanted}
     removed = []
     for path in sorted((target / TRACKS_FOLDER).iterdir()):
-        name = path.name
-        if name.startswith(".") and name.endswith((".part", ".part.etag")):
-            name = name[1:].removesuffix(".etag").removesuffix(".part")  # a resumable download
-        if name not in kept and path.is_file():
+        if download_of(path.name) not in kept and path.is_file():
             path.unlink()
             removed.append(path.name)
     if removed:

@@ -50,7 +50,14 @@ from models import (
     shown_retry_after,
 )
 
-__all__ = ["TRACKS_FOLDER", "FetchError", "FetchOptions", "FetchResult", "fetch_recording"]
+__all__ = [
+    "TRACKS_FOLDER",
+    "FetchError",
+    "FetchOptions",
+    "FetchResult",
+    "download_of",
+    "fetch_recording",
+]
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 _T = TypeVar("_T")
@@ -701,7 +708,7 @@ class _Downloader:
         """Fetch ``file`` to ``path``; a complete copy already there is kept when storage
         confirms it, or, if storage cannot be asked, when it is the copy an earlier run
         verified (``verified_sha256``): a re-run must not lose a track it already has."""
-        part = path.with_name(f".{path.name}.part")
+        part = _part_of(path)
         if path.exists():
             try:
                 total, version = self._probe(file)
@@ -931,6 +938,19 @@ def _shut(sock: socket.socket) -> None:
     under the thread reading it."""
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _part_of(path: Path) -> Path:
+    """Where a download of ``path`` streams to until it is whole."""
+    return path.with_name(f".{path.name}.part")
+
+
+def download_of(name: str) -> str:
+    """The name of the track file a file in the tracks folder is of: its own, or, for a
+    resumable download (its ``.part``, and that part's ETag), the file being downloaded."""
+    if name.startswith(".") and name.endswith((".part", ".part.etag")):
+        return name[1:].removesuffix(".etag").removesuffix(".part")
+    return name
 
 
 def _validator(part: Path) -> Path:
