@@ -35,6 +35,8 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
+from models import stop_within
+
 __all__ = [
     "Terminated",
     "WorkerLink",
@@ -42,6 +44,7 @@ __all__ = [
     "interruptible",
     "interrupts_held",
     "lowest_level",
+    "stops_unwrapped",
     "unrunnable_script",
 ]
 
@@ -52,6 +55,22 @@ class Terminated(KeyboardInterrupt):
     """A stop that reached this process only (SIGTERM from a service manager or ``kill``, as
     the command line raises it): taken the way Ctrl-C is, so that the same clean-up runs
     (workers stopped, scratch audio removed, no half-written output)."""
+
+
+@contextlib.contextmanager
+def stops_unwrapped() -> Iterator[None]:
+    """Raise a stop that came wrapped as the stop it is: pydantic turns whatever a serializer
+    raises, a Ctrl-C or a SIGTERM's :class:`Terminated` too, into an error of its own, and
+    code that takes an ``Exception`` as one meeting's failure would then go on after it."""
+    try:
+        yield
+    except Exception as exc:
+        stop = stop_within(exc)
+        if stop is None:
+            raise
+        if not isinstance(stop, Terminated) and stop.args == ("Terminated",):
+            raise Terminated from exc  # only its name was left (the JSON writer's message)
+        raise stop from exc
 
 
 class WorkerLink:

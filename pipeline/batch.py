@@ -82,6 +82,7 @@ from ._worker import (
     interruptible,
     interrupts_held,
     refuse_in_rerun_script,
+    stops_unwrapped,
     unrunnable_script,
 )
 from .checkpoint import WORK_FOLDER, Checkpoints, work_key
@@ -384,7 +385,7 @@ def process_meeting(
     folder = Path(folder).resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with _exclusive(folder):
+        with _exclusive(folder), stops_unwrapped():  # a stop is no meeting's failure
             return _process(
                 job,
                 folder,

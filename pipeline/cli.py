@@ -31,7 +31,6 @@ from models import (
     describe_error,
     printable,
     redact_urls,
-    stop_within,
 )
 from stages.export import FORMATS
 from stages.fetch import FetchError
@@ -62,7 +61,7 @@ from ._cli_common import (
     write_outputs,
 )
 from ._remote_cli import add_remote_commands
-from ._worker import Terminated
+from ._worker import Terminated, stops_unwrapped
 from .bench import APPROACHES, Approach, available_approaches, bench
 from .config import ConfigError
 from .core import NoUsableTrackError, software_version, transcribe_tracks
@@ -165,7 +164,7 @@ def _terminable() -> Iterator[None]:
 def _run(args: argparse.Namespace) -> int:
     """The command's exit status, whatever it raised turned into its message."""
     try:
-        with _terminable():
+        with _terminable(), stops_unwrapped():
             return args.run(args)
     except Terminated:
         print("trackscribe: terminated", file=sys.stderr)
@@ -211,10 +210,6 @@ def _run(args: argparse.Namespace) -> int:
         print("trackscribe: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line, not a traceback, and not "partial"
-        if isinstance(stop := stop_within(exc), KeyboardInterrupt):  # wrapped by pydantic
-            terminated = isinstance(stop, Terminated) or stop.args == ("Terminated",)
-            print(f"trackscribe: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-            return 128 + signal.SIGTERM if terminated else 130
         return _internal_error(exc)
 
 

@@ -39,7 +39,7 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
-from pipeline.batch import _on_processes, _outcome, _Work
+from pipeline.batch import _on_processes, _outcome, _Work, process_meeting
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
 from pipeline.config import ApiSettings
@@ -1379,6 +1379,29 @@ def test_a_narrowed_meeting_job_that_then_fails_leaves_no_transcript_of_those_le
     assert failed.status == "failed" and "401" in (failed.reason or "")
     left = {path.name for path in (out / "m1").iterdir()}
     assert not left & {"done.json", "transcript.json", "transcript.txt", "transcript.vtt"}
+
+
+def test_a_ctrl_c_that_pydantic_wrapped_stops_the_batch_not_only_its_meeting(
+    sample_dir, tmp_path, monkeypatch
+):
+    # A Ctrl-C while a model is written comes out of pydantic as an error of its own: taken
+    # for the meeting's failure, the batch went on to the next meeting, the stop lost.
+    from pydantic import BaseModel, field_serializer
+
+    class Stamped(BaseModel):
+        at: int
+
+        @field_serializer("at")
+        def _at(self, value: int) -> int:
+            raise KeyboardInterrupt
+
+    def exporting(*args, **kwargs):
+        Stamped(at=1).model_dump_json()
+
+    monkeypatch.setattr("pipeline.batch.export", exporting)
+    job = Job(id="m", manifest=str(sample_dir / "manifest.json"))
+    with pytest.raises(KeyboardInterrupt):
+        process_meeting(job, tmp_path / "m", PipelineOptions())
 
 
 def test_a_meeting_job_without_an_id_keeps_its_folder_whatever_the_order_of_its_users(
