@@ -128,11 +128,17 @@ class Job(BaseModel):
         return older if self._in_older_folder else name
 
     @property
+    def asked_users(self) -> list[str]:
+        """The users whose files the job fetches, once each and in an order of their own
+        ([]: everyone's): what tells one job's users from another's, however listed."""
+        return sorted(set(self.user_ids))
+
+    @property
     def folder_names(self) -> tuple[str, str]:
         """The meeting's folder name, and the one earlier versions gave it: they made a meeting
         job's from its user ids in the order given, so that the same users listed otherwise
         got another folder, and their meeting a second recording. The same for other jobs."""
-        return self._folder(sorted(set(self.user_ids))), self._folder(self.user_ids)
+        return self._folder(self.asked_users), self._folder(self.user_ids)
 
     def in_older_folder(self) -> "Job":
         """The job, done in the folder an earlier version named for it (the batch found the

@@ -486,7 +486,7 @@ def _process(
         signer, signed_by = signing_key.sign, signing_key.fingerprint
     checkpoints = Checkpoints(folder / WORK_FOLDER)
     checkpoints.drop_partial()
-    if done is not None and job.manifest is None and done.users not in (None, _users(job)):
+    if done is not None and job.manifest is None and done.users not in (None, job.asked_users):
         # Taken away before anything that may fail (the API out of reach, a fetch that gets
         # nothing): a participant the job leaves out since must not stay in a transcript
         # still marked done.
@@ -540,7 +540,7 @@ def _process(
             export(kept, folder, wanted, replace=True, signer=signer)
             done = _done(key, job, options, kept, done.duration_s, wanted, signed_by)
             atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
-            _journal_exported(checkpoints, key, kept, wanted, signed_by)
+            _journal_exported(checkpoints, key, _sha256_of(kept), wanted, signed_by)
             log.info("%s: wrote %s from its transcript", folder, ", ".join(wanted))
             return _result(job, folder, done, reused=True)
     if earlier is not None and done is not None and done.status == "partial":
@@ -575,14 +575,15 @@ def _process(
     transcript = run.transcript
     transcript.provenance.failures.extend(missing)  # what the fetch could not get at all
     checkpoints.save_transcript(transcript)
-    checkpoints.journal("merged", key=key, sha256=_sha256_of(transcript))
+    sha256 = _sha256_of(transcript)
+    checkpoints.journal("merged", key=key, sha256=sha256)
     if dropped := checkpoints.drop_unused():  # a user left out, earlier settings
         checkpoints.journal("dropped", why="not what this transcript was made from", files=dropped)
     export(transcript, folder, wanted, replace=True, signer=signer)
     meeting_s = round(run.stats.meeting_s, 3)
     done = _done(key, job, options, transcript, meeting_s, wanted, signed_by)
     atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
-    _journal_exported(checkpoints, key, transcript, wanted, signed_by)
+    _journal_exported(checkpoints, key, sha256, wanted, signed_by)
     return _result(job, folder, done, wall_s=time.perf_counter() - started)
 
 
@@ -608,13 +609,13 @@ def _no_longer_current(folder: Path, checkpoints: Checkpoints, done: _Done, why:
 def _journal_exported(
     checkpoints: Checkpoints,
     key: str,
-    transcript: Transcript,
+    sha256: str,
     formats: list[str],
     signed_by: str | None,
 ) -> None:
-    """Journal the outputs written, with the SHA-256 of the transcript JSON they show (as the
-    folder's record names it): which transcript a meeting's folder held, and when."""
-    sha256 = _sha256_of(transcript)
+    """Journal the outputs written, with the SHA-256 of the transcript JSON they show
+    (:func:`_sha256_of`, as the folder's record names it): which transcript a meeting's
+    folder held, and when."""
     checkpoints.journal("exported", key=key, sha256=sha256, formats=formats, signed_by=signed_by)
 
 
@@ -626,16 +627,11 @@ def _asked(job: Job, options: PipelineOptions) -> str:
     return work_key("asked", job.model_dump(mode="json"), options.result_settings())
 
 
-def _users(job: Job) -> list[str]:
-    """The users whose files the job fetches, in an order of their own ([]: everyone's)."""
-    return sorted(set(job.user_ids))
-
-
 def _as_asked_now(folder: Path, done: _Done, job: Job, options: PipelineOptions) -> _Done:
     """``done``, found current for the job and settings asked now, noted as done for them:
     else a meeting job asked for its users otherwise (the same files) would be fetched again
     on every run, and ``--retry-failed`` would warn of it as done otherwise than asked."""
-    now = {"asked": _asked(job, options), "users": _users(job)}
+    now = {"asked": _asked(job, options), "users": job.asked_users}
     if done.model_dump(include=set(now)) != now:
         done = done.model_copy(update=now)
         atomic_write_text(folder / DONE_FILE, done.model_dump_json(indent=2) + "\n")
@@ -654,7 +650,7 @@ def _done(
     return _Done(
         key=key,
         asked=_asked(job, options),
-        users=_users(job),
+        users=job.asked_users,
         status="partial" if transcript.partial else "done",
         duration_s=duration_s,
         reason=" ".join("; ".join(transcript.problems()).split()) or None,
@@ -696,11 +692,9 @@ def _reusable_manifest(
     fetched = folder / remote.RECORDING_FOLDER / MANIFEST_FILE
     if job.manifest is not None or not fetched.exists() or done is None:
         return None
-    if done.users is None:  # done by an earlier version: for these users if for this job
-        same_users = done.asked == _asked(job, options)
-    else:
-        same_users = done.users == _users(job)
-    if not same_users:
+    # Done for other users, the caller has withdrawn it already; one done by an earlier
+    # version, which noted only the job as a whole, was done for these users if for this job.
+    if done.users is None and done.asked != _asked(job, options):
         return None
     manifest = Manifest.load(fetched)
     # A job since pointed at another meeting or recording is not done by what is there.
