@@ -232,10 +232,10 @@ def export(
     # version renders it to, and verify checks them against that file); else the JSON the
     # transcript renders to.
     if "json" in formats:
-        source = _sha256(files[written["json"]])
+        rendered_from = _sha256(files[written["json"]])
     else:
-        source = _sha256(read if read is not None else render(transcript, "json"))
-    ours = {path.name: RecordedFile(_sha256(data), source) for path, data in files.items()}
+        rendered_from = _sha256(read if read is not None else render(transcript, "json"))
+    ours = {path.name: RecordedFile(_sha256(data), rendered_from) for path, data in files.items()}
     stale = {
         name: entry._replace(removing=entry.removing or replace)
         for name, entry in earlier.items()
