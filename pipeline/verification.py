@@ -312,7 +312,9 @@ def _exports(
         if path.parent / file_name != path and (name != "json" or members is not None)
     }
     opened = _opened(beside.get("bundle"))  # read once: for its signed members, then checked
-    signed = _signed_members(opened if isinstance(opened, dict) else members, source)
+    bundle = opened if isinstance(opened, dict) else members
+    signature = _signature("", bundle, key) if bundle is not None else None
+    signed = _signed_members(bundle, source, signature)
     for name, found in beside.items():
         file_name = FORMATS[name][0]
         if not isinstance(found, bytes):
@@ -437,8 +439,8 @@ def _bundle(
     But one not laid out as trackscribe lays it out differs, whatever its members: zip
     tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
-    held = _members(name, members, source, _signed_members(members, source))
     signature = _signature(name, members, source.key)
+    held = _members(name, members, source, _signed_members(members, source, signature))
     if signature is not None:
         held.append(signature)
     vouched = signature is not None and all(check.status == "ok" for check in held)
@@ -566,17 +568,16 @@ def _export(
     return Check(subject=name, status="differs", detail=detail)
 
 
-def _signed_members(members: dict[str, bytes] | None, source: _Source) -> dict[str, bytes]:
-    """The members of a bundle of ``source``'s transcript that its signature, checked with
-    the key given, vouches for: its SHA256SUMS, and those it lists as they are; none without
-    a key, or without a signature made with it, or for a bundle of another transcript (an
-    earlier run's: what it holds is not this transcript's)."""
-    if members is None or source.key is None:
+def _signed_members(
+    members: dict[str, bytes] | None, source: _Source, signature: Check | None
+) -> dict[str, bytes]:
+    """The members of a bundle of ``source``'s transcript that its signature (``signature``:
+    :func:`_signature`'s check of it with the key given) vouches for: its SHA256SUMS, and
+    those it lists as they are; none without a signature made with that key, or for a bundle
+    of another transcript (an earlier run's: what it holds is not this transcript's)."""
+    if members is None or signature is None or signature.status != "ok":
         return {}
     if _digest(members.get(_TRANSCRIPT, b"")) != source.digest:
-        return {}
-    signature = _signature("", members, source.key)
-    if signature is None or signature.status != "ok":
         return {}
     listed = read_sha256sums(members.get(SUMS_FILE, b"").decode("utf-8", "replace"), members)
     signed = {name: data for name, data in members.items() if listed.get(name) == _digest(data)}
