@@ -24,7 +24,7 @@ import math
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -594,6 +594,7 @@ class _Held:
     jump: int  # how far ahead the timestamps jumped, in samples
     audio: list[np.ndarray]
     count: int  # samples held
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (at, samples) into what is held
 
 
 class _AlignedWriter:
@@ -736,6 +737,7 @@ class _AlignedWriter:
                 self._release_held()
                 return False
             if ahead > tolerance:
+                held.gaps.append((held.count, ahead))
                 held.audio.append(np.zeros(ahead, np.float32))
                 held.count += ahead
                 self._gap += ahead
@@ -763,6 +765,7 @@ class _AlignedWriter:
         assert held is not None
         where = held.start / self._rate
         self.restamped.append((where, held.count / self._rate, held.jump / self._rate))
+        self._note_held_gaps(held, held.start)
         for audio in held.audio:
             self._append(audio, audio.size)
 
@@ -774,9 +777,14 @@ class _AlignedWriter:
         self._check_length((held.start + held.jump + held.count) / self._rate)
         self._gap += held.jump
         self.gaps.append((held.start / self._rate, held.jump / self._rate))
+        self._note_held_gaps(held, held.start + held.jump)
         self._append(None, held.jump)
         for audio in held.audio:
             self._append(audio, audio.size)
+
+    def _note_held_gaps(self, held: _Held, laid_at: int) -> None:
+        """List the gaps inside ``held`` where its audio is laid, from ``laid_at``."""
+        self.gaps += [((laid_at + at) / self._rate, n / self._rate) for at, n in held.gaps]
 
     def _check_length(self, time: float) -> None:
         if time > _LONGEST_RECORDING:

@@ -465,6 +465,15 @@ def test_a_cluster_stamped_past_the_longest_recording_is_put_back_in_sequence_to
     assert "stamped 108000 s ahead" in audio.problem and "kept in sequence" in audio.problem
 
 
+def test_every_gap_is_listed_where_it_lies_even_one_in_audio_held_after_a_long_jump(tmp_path):
+    # A gap in the audio held back after a long jump counted in the total, not in the list
+    # the provenance shows.
+    path = write_webm(tmp_path / "paused.webm", tone(40.0), gaps={1.0: 10.0, 2.0: 0.5})
+    audio = decode(path, tmp_path / "paused.pcm")
+    assert [(round(at), round(seconds, 1)) for at, seconds in audio.gaps] == [(1, 10.0), (12, 0.5)]
+    assert sum(seconds for _, seconds in audio.gaps) == pytest.approx(audio.gap_seconds, abs=1e-3)
+
+
 def test_a_pause_longer_than_a_cluster_is_still_a_pause(tmp_path):
     # Held back after the jump until the audio after it shows it was real: more than a
     # cluster's worth of audio going on from the new time is enough.
