@@ -53,6 +53,11 @@ class PcmAudio(BaseModel):
     dropped_seconds: float = Field(
         default=0.0, description="audio dropped where timestamps went back over written audio"
     )
+    channels_opposite: bool = Field(
+        default=False,
+        description="its two channels were one signal in opposite phase, which cancels when "
+        "averaged: half their difference was decoded instead",
+    )
     problem: str | None = Field(
         default=None, description="why decoding stopped early, and where; None if it did not"
     )

@@ -192,6 +192,11 @@ class InputFile(_Finite):
     dropped_seconds: float = Field(
         default=0.0, description="audio dropped where timestamps went back over earlier audio"
     )
+    channels_opposite: bool = Field(
+        default=False,
+        description="its two channels were one signal in opposite phase (they cancel when "
+        "averaged, as players and most tools mix them): half their difference was transcribed",
+    )
     problem: str | None = Field(default=None, description="e.g. where a truncated file broke off")
 
 

@@ -972,6 +972,7 @@ def _input_file(manifest: Manifest, item: _TrackWork) -> InputFile:
         gap_seconds=round(audio.gap_seconds, 3),
         gaps=audio.gaps,
         dropped_seconds=round(audio.dropped_seconds, 3),
+        channels_opposite=audio.channels_opposite,
         problem=audio.problem,
     )
 

@@ -10,6 +10,10 @@ and resampling it costs a third more than libopus's own 16 kHz output, and decod
 what a run does outside the model. The libopus used is the one PyAV's wheels bundle for their
 FFmpeg, else the system's; without one, or for other codecs, FFmpeg decodes.
 
+Two channels are averaged, as players mix them down, unless they are one signal in opposite
+phase (a microphone with one side wired reversed), which averaging cancels: then half their
+difference is taken, and the result says so.
+
 Track time is container time: if the first packet is stamped 2.5 s, the output starts with
 2.5 s of silence, and a jump in packet timestamps (a network drop, a mute that stopped the
 encoder) becomes silence of the same length. Merging tracks on one clock relies on this.
@@ -86,6 +90,21 @@ _OPUS_RATE = 48_000
 _OPUS_MAX_PACKET_S = 0.120
 """The longest audio one Opus packet can hold."""
 
+_OPUS_MAX_SAMPLES = round(_OPUS_MAX_PACKET_S * SAMPLE_RATE)
+
+_BALANCE_FLOOR = 1e-5
+"""Mean square per sample (-50 dBFS) a stretch of a stereo track must reach to count in
+judging whether its channels are opposite in phase: above a microphone's own noise."""
+
+_OPPOSITE_NOTE = (
+    "its two channels are one signal in opposite phase (a microphone wired with one side "
+    "reversed): averaged, they cancel, so half their difference was transcribed"
+)
+
+_OPPOSITE = 4.0
+"""How many times the power of the channels' mean the power of their difference must have
+(6 dB) for them to count as opposite in phase. Two unrelated channels give about the same."""
+
 
 class DecodeError(ValueError):
     """The file cannot be used at all (missing, wrong checksum, not audio). Names the file."""
@@ -138,7 +157,19 @@ def decode(
         try:
             with pcm_path.open("wb") as out, _ffmpeg_errors() as errors:
                 writer = _AlignedWriter(out)
-                problem = _decode_stream(container, container.streams.audio[0], writer)
+                opposite = False
+                try:
+                    problem = _decode_stream(container, container.streams.audio[0], writer)
+                except _ChannelsOpposite:
+                    opposite = True
+                    out.seek(0)
+                    out.truncate()
+                    errors.clear()  # the same damage is found again
+                    writer = _AlignedWriter(out)
+                    with _open(source) as again:
+                        problem = _decode_stream(
+                            again, again.streams.audio[0], writer, difference=True
+                        )
                 writer.close()
             problem = (
                 problem
@@ -172,6 +203,8 @@ def decode(
             raise
     if problem:
         log.warning("%s: %s", source, problem)
+    if opposite:
+        log.warning("%s: %s", source, _OPPOSITE_NOTE)
     if (writer.first_time or 0.0) > _LATE_FIRST_AUDIO:
         log.warning(
             "%s: its first audio is stamped %.1f s into the file; silence was laid before it",
@@ -190,6 +223,7 @@ def decode(
         gap_seconds=writer.gap_seconds,
         gaps=[(round(at, 3), round(seconds, 3)) for at, seconds in writer.gaps],
         dropped_seconds=writer.dropped_seconds,
+        channels_opposite=opposite,
         problem=problem,
     )
 
@@ -223,21 +257,35 @@ def _kind(mode: int) -> str:
 
 
 def _decode_stream(
-    container: av.container.InputContainer, stream: av.AudioStream, writer: "_AlignedWriter"
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    writer: "_AlignedWriter",
+    *,
+    difference: bool = False,
 ) -> str | None:
-    """Feed all the stream's audio to ``writer``; return why decoding stopped early, or None."""
+    """Feed all the stream's audio to ``writer``; return why decoding stopped early, or None.
+
+    Raises :class:`_ChannelsOpposite` for a stereo stream whose channels are opposite in
+    phase, unless ``difference`` asks for the mix that keeps such a stream's voice.
+    """
     head = _OpusHead.of(stream)
     library = _libopus() if head is not None and head.mapping_family == 0 else None
     stopped = None
     try:
         if library and head:
-            _decode_opus(container, stream, library, head, writer)
+            _decode_opus(container, stream, library, head, writer, difference=difference)
         else:
+            balance = None if difference else _ChannelBalance()
             # frame.time builds a Fraction for every 20-ms frame; one float is enough.
             time_base = float(stream.time_base) if stream.time_base else 0.0
             for frame in container.decode(stream):
                 time = frame.pts * time_base if frame.pts is not None and time_base else None
-                writer.write(_mono(frame), time, frame.sample_rate)
+                planes = _planes(frame)
+                if balance is not None and len(planes) == 2:
+                    balance.add(*planes)
+                    if balance.decided:
+                        balance = None
+                writer.write(_mix(planes, difference=difference), time, frame.sample_rate)
     except (av.error.FFmpegError, _OpusError) as exc:
         stopped = exc
     try:  # audio may still be held back after a jump ahead when the file ends (or breaks off)
@@ -257,6 +305,8 @@ def _decode_opus(
     library: ctypes.CDLL,
     head: "_OpusHead",
     writer: "_AlignedWriter",
+    *,
+    difference: bool = False,
 ) -> None:
     """Each packet decoded by libopus at 16 kHz mono, trimmed as FFmpeg's decoders trim it.
 
@@ -272,10 +322,19 @@ def _decode_opus(
     time_base = float(stream.time_base) if stream.time_base else 0.0
     pending = head.pre_skip  # 48 kHz samples still to skip at the start
     writer.gain = head.gain
-    with _OpusDecoder(library) as decoder:
+    probing = head.channels == 2 and not difference
+    with (
+        _DifferenceDecoder(library) if difference else _OpusDecoder(library) as decoder,
+        _StereoProbe(library) if probing else contextlib.nullcontext() as probe,
+    ):
         for packet in container.demux(stream):
             if not packet.size:
                 continue  # the demuxer's end-of-stream marker
+            if probe is not None:
+                probe.add(packet)
+                if probe.balance.decided:
+                    probe.close()
+                    probe = None
             start, end = _skip_samples(packet)
             if start:
                 pending = start
@@ -306,6 +365,8 @@ class _OpusHead(NamedTuple):
     """Output gain as a factor (the header has it in Q7.8 dB; almost always none)."""
     mapping_family: int
     """0: one stream of one or two channels; others are multistream surround layouts."""
+    channels: int
+    """How many channels the stream was encoded with."""
 
     @classmethod
     def of(cls, stream: av.AudioStream) -> "_OpusHead | None":
@@ -314,12 +375,14 @@ class _OpusHead(NamedTuple):
             return None
         data = stream.codec_context.extradata or b""
         if len(data) < 19:  # no OpusHead: mono or stereo, nothing to skip, no gain
-            return cls(pre_skip=0, gain=1.0, mapping_family=0)
+            channels = stream.codec_context.channels
+            return cls(pre_skip=0, gain=1.0, mapping_family=0, channels=channels)
         db = int.from_bytes(data[16:18], "little", signed=True) / 256
         return cls(
             pre_skip=int.from_bytes(data[10:12], "little"),
             gain=float(10 ** (db / 20)),
             mapping_family=data[18],
+            channels=data[9],
         )
 
 
@@ -337,12 +400,14 @@ class _OpusError(Exception):
 
 
 class _OpusDecoder:
-    """One libopus decoder state, decoding to 16 kHz mono (libopus mixes stereo down)."""
+    """One libopus decoder state, decoding to 16 kHz, mono unless asked for both channels
+    (libopus mixes a stereo stream down to mono itself, at no extra cost)."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
+    def __init__(self, library: ctypes.CDLL, channels: int = 1) -> None:
         self._lib = library
+        self.channels = channels
         error = ctypes.c_int()
-        self._state = library.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(error))
+        self._state = library.opus_decoder_create(SAMPLE_RATE, channels, ctypes.byref(error))
         if error.value != 0 or not self._state:
             raise _OpusError(self._message(error.value))
 
@@ -350,11 +415,16 @@ class _OpusDecoder:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._lib.opus_decoder_destroy(self._state)
+        self.close()
+
+    def close(self) -> None:
+        if self._state:
+            self._lib.opus_decoder_destroy(self._state)
+            self._state = None
 
     def decode_into(self, packet: av.Packet, address: int, room: int) -> int:
         """Decode the packet's audio to float32 memory at ``address`` with space for ``room``
-        samples; return how many it holds."""
+        samples per channel (interleaved); return how many each channel holds."""
         count = self._lib.opus_decode_float(
             self._state, packet.buffer_ptr, packet.size, address, room, 0
         )
@@ -364,6 +434,87 @@ class _OpusDecoder:
 
     def _message(self, code: int) -> str:
         return f"libopus: {self._lib.opus_strerror(code).decode()}"
+
+
+class _ChannelsOpposite(Exception):
+    """A stereo track's channels were found opposite in phase: decode it again, taking their
+    difference."""
+
+
+class _ChannelBalance:
+    """Whether a stereo track's two channels are one signal in opposite phase.
+
+    A microphone with one capsule wired the wrong way round records the voice in one channel
+    and its negative in the other: mixed down as every decoder mixes it, averaging the two,
+    the voice cancels and the speaker vanishes from the transcript without a trace. What
+    decides is the first second of sound (packets above :data:`_BALANCE_FLOOR`): a mid
+    (their mean) far weaker than the side (half their difference) means opposite phase.
+    Quiet packets do not count: each channel's own electrical noise is unrelated to the other's.
+    """
+
+    def __init__(self) -> None:
+        self._mid = self._side = 0.0
+        self._heard = 0
+
+    @property
+    def decided(self) -> bool:
+        return self._heard >= SAMPLE_RATE
+
+    def add(self, left: np.ndarray, right: np.ndarray) -> None:
+        """Take a stretch of both channels; raise :class:`_ChannelsOpposite` once they are
+        known to be opposite."""
+        ll, rr, lr = float(left @ left), float(right @ right), float(left @ right)
+        if ll + rr < 2 * _BALANCE_FLOOR * left.size:
+            return
+        self._mid += ll + rr + 2 * lr
+        self._side += ll + rr - 2 * lr
+        self._heard += left.size
+        if self.decided and self._side > _OPPOSITE * self._mid:
+            raise _ChannelsOpposite
+
+
+class _StereoProbe:
+    """A second decoder that decodes a stereo stream's first packets in stereo, for
+    :class:`_ChannelBalance`, while the first decodes it to mono: decoding both channels
+    costs a third more, and is done only until the first second of sound has been heard."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._decoder = _OpusDecoder(library, channels=2)
+        self._buffer = np.empty(2 * _OPUS_MAX_SAMPLES, np.float32)
+        self._address = self._buffer.ctypes.data
+        self.balance = _ChannelBalance()
+
+    def __enter__(self) -> "_StereoProbe":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._decoder.close()
+
+    def add(self, packet: av.Packet) -> None:
+        count = self._decoder.decode_into(packet, self._address, _OPUS_MAX_SAMPLES)
+        both = self._buffer[: 2 * count]
+        self.balance.add(both[0::2], both[1::2])
+
+
+class _DifferenceDecoder(_OpusDecoder):
+    """Decodes a stereo stream whose channels are opposite in phase to half their difference,
+    where averaging them would cancel the voice."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        super().__init__(library, channels=2)
+        self._buffer = np.empty(2 * _OPUS_MAX_SAMPLES, np.float32)
+
+    def decode_into(self, packet: av.Packet, address: int, room: int) -> int:
+        count = super().decode_into(packet, self._buffer.ctypes.data, _OPUS_MAX_SAMPLES)
+        both = self._buffer[: 2 * count]
+        space = memoryview((ctypes.c_float * count).from_address(address))
+        out = np.frombuffer(space, np.float32)
+        np.subtract(both[0::2], both[1::2], out=out)
+        out *= np.float32(0.5)
+        return count
 
 
 def _libopus_files() -> Iterator[str]:
@@ -410,27 +561,32 @@ def _libopus() -> ctypes.CDLL | None:
     return None
 
 
-def _mono(frame: av.AudioFrame) -> np.ndarray:
-    """A frame's samples as mono float32, channels averaged.
+def _planes(frame: av.AudioFrame) -> list[np.ndarray]:
+    """A frame's channels as float32 arrays.
 
     Opus decodes to planar float; reading its planes directly is several times cheaper than
     the generic conversion, and decoding is done 50 times a second of audio.
     """
     if frame.format.name == "fltp":
-        if len(frame.planes) == 1:
-            return np.frombuffer(memoryview(frame.planes[0]), np.float32, frame.samples)
-        planes = [np.frombuffer(memoryview(p), np.float32, frame.samples) for p in frame.planes]
-    else:
-        x = frame.to_ndarray()
-        if not frame.format.is_planar:
-            x = x.reshape(-1, len(frame.layout.channels)).T
-        if np.issubdtype(x.dtype, np.unsignedinteger):  # 8-bit PCM: silence is 128
-            middle = np.iinfo(x.dtype.name).max // 2 + 1
-            x = (x.astype(np.float32) - middle) / middle
-        elif np.issubdtype(x.dtype, np.integer):
-            x = x.astype(np.float32) / np.iinfo(x.dtype.name).max
-        planes = list(x.astype(np.float32, copy=False))
-    return planes[0] if len(planes) == 1 else np.stack(planes).mean(axis=0, dtype=np.float32)
+        return [np.frombuffer(memoryview(p), np.float32, frame.samples) for p in frame.planes]
+    x = frame.to_ndarray()
+    if not frame.format.is_planar:
+        x = x.reshape(-1, len(frame.layout.channels)).T
+    if np.issubdtype(x.dtype, np.unsignedinteger):  # 8-bit PCM: silence is 128
+        middle = np.iinfo(x.dtype.name).max // 2 + 1
+        x = (x.astype(np.float32) - middle) / middle
+    elif np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / np.iinfo(x.dtype.name).max
+    return list(x.astype(np.float32, copy=False))
+
+
+def _mix(planes: list[np.ndarray], *, difference: bool = False) -> np.ndarray:
+    """Channels mixed to mono: averaged, or for two opposite in phase, half their difference."""
+    if len(planes) == 1:
+        return planes[0]
+    if difference and len(planes) == 2:
+        return (planes[0] - planes[1]) * np.float32(0.5)
+    return np.stack(planes).mean(axis=0, dtype=np.float32)
 
 
 def _jumped_back(writer: "_AlignedWriter") -> str | None:

@@ -98,12 +98,14 @@ def write_webm(
     gaps: dict[float, float] | None = None,
     channels: int = 1,
     clock: float = 1.0,
+    opposite: bool = False,
 ) -> Path:
     """Encode mono float samples (48 kHz) as WebM/Opus.
 
     ``start`` stamps the first packet at that time; ``gaps`` maps a position in ``samples``
     (seconds) to a jump in timestamps inserted there (seconds), as a dropped connection makes;
-    ``clock`` scales the timestamps (0.95: a sender whose clock runs 5 % slow).
+    ``clock`` scales the timestamps (0.95: a sender whose clock runs 5 % slow); ``opposite``
+    puts the second of two channels in opposite phase (a microphone wired half reversed).
     """
     gaps = gaps or {}
     layout = "mono" if channels == 1 else "stereo"
@@ -115,7 +117,8 @@ def write_webm(
         for i in range(0, len(padded), FRAME):
             shift += sum(round(g * RATE) for at, g in gaps.items() if round(at * RATE) == i)
             chunk = padded[i : i + FRAME].astype(np.float32)
-            data = np.stack([chunk] * channels).reshape(1, -1) if channels > 1 else chunk[None]
+            both = [chunk, -chunk if opposite else chunk]
+            data = np.stack(both).T.reshape(1, -1) if channels > 1 else chunk[None]
             frame = av.AudioFrame.from_ndarray(data, format="flt", layout=layout)
             frame.sample_rate = RATE
             frame.pts = round(i * clock) + shift

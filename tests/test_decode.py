@@ -117,6 +117,57 @@ def test_stereo_is_downmixed_to_mono(tmp_path):
     assert 20 * np.log10(level) == pytest.approx(-15.0, abs=1.0)  # -12 dB peak sine: -15 dB RMS
 
 
+def test_a_stereo_track_whose_channels_are_opposite_in_phase_keeps_its_voice(tmp_path, caplog):
+    # A microphone with one side wired reversed: averaged, as every player mixes it down,
+    # the voice cancels to nothing and its speaker would vanish from the transcript.
+    voice = np.concatenate([silence(1.0), tone(3.0)])
+    path = write_webm(tmp_path / "opposite.webm", voice, channels=2, opposite=True)
+    with caplog.at_level(logging.WARNING, logger="trackscribe"):
+        audio = decode(path, tmp_path / "opposite.pcm")
+    assert audio.channels_opposite
+    assert audio.duration == pytest.approx(4.0, abs=0.03)
+    level = np.sqrt(np.mean(audio.read(1.5, 3.5) ** 2))
+    assert 20 * np.log10(level) == pytest.approx(-15.0, abs=1.0)  # the voice at its own level
+    assert np.max(np.abs(audio.read(0.0, 0.9))) < 1e-3  # and where it was, not earlier
+    assert audio.problem is None  # no audio is missing: a note, not a fault
+    [warning] = [r.getMessage() for r in caplog.records if "opposite phase" in r.getMessage()]
+    assert str(path) in warning and "difference" in warning
+
+
+def test_stereo_channels_that_agree_or_differ_are_averaged_as_usual(tmp_path):
+    same = decode(write_webm(tmp_path / "same.webm", tone(2.0), channels=2), tmp_path / "s.pcm")
+    assert not same.channels_opposite
+    # Two unrelated voices, one a channel: each is kept at half its level, neither cancelled.
+    path = tmp_path / "two.wav"
+    left, right = tone(2.0, 300.0), tone(2.0, 700.0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes((np.stack([left, right]).T * 32767).astype("<i2").tobytes())
+    both = decode(path, tmp_path / "two.pcm")
+    assert not both.channels_opposite
+    spectrum = np.abs(np.fft.rfft(both.read(0.5, 1.5)))  # 1 s: one bin per hertz
+    assert spectrum[300] == pytest.approx(spectrum[700], rel=0.1)
+    assert 20 * np.log10(np.sqrt(np.mean(both.read(0.5, 1.5) ** 2))) == pytest.approx(
+        -18.0, abs=1.0
+    )  # two -21 dB halves
+
+
+def test_a_wav_file_whose_channels_are_opposite_in_phase_keeps_its_voice(tmp_path):
+    path = tmp_path / "opposite.wav"
+    voice = tone(2.0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes((np.stack([voice, -voice]).T * 32767).astype("<i2").tobytes())
+    audio = decode(path, tmp_path / "opposite.pcm")
+    assert audio.channels_opposite
+    level = np.sqrt(np.mean(audio.read(0.5, 1.5) ** 2))
+    assert 20 * np.log10(level) == pytest.approx(-15.0, abs=1.0)
+
+
 def test_the_output_gain_in_the_opus_header_is_applied(tmp_path):
     path = write_webm(tmp_path / "gain.webm", tone(2.0))
     data = bytearray(path.read_bytes())

@@ -35,6 +35,7 @@ from pipeline._worker import (
 )
 from pipeline.config import ApiSettings
 from pipeline.core import bars_wanted, run_meeting
+from stages.export._report import to_report
 from stages.transcribe import (
     BUNDLED_MODEL,
     ModelError,
@@ -146,6 +147,29 @@ def test_the_provenance_says_where_a_track_lacks_audio(meeting_copy, sample_spee
     [(at, seconds)] = used.gaps
     assert at == pytest.approx(8.0, abs=0.03) and seconds == pytest.approx(2.0, abs=0.02)
     assert used.gap_seconds == pytest.approx(2.0, abs=0.02)
+
+
+def test_a_speaker_on_a_microphone_wired_half_reversed_keeps_their_words(
+    meeting_copy, sample_speech, sample_truth
+):
+    # Its two channels are one voice in opposite phase: mixed down as players mix them,
+    # Alice vanished from the transcript, and nothing said she had been there.
+    alice = (
+        meeting_copy / json.loads((meeting_copy / "manifest.json").read_text())["tracks"][0]["path"]
+    )
+    write_webm(alice, sample_speech, channels=2, opposite=True)
+
+    def new_bytes(raw):
+        raw["tracks"][0]["sha256"] = hashlib.sha256(alice.read_bytes()).hexdigest()
+        raw["tracks"][0]["size"] = alice.stat().st_size
+
+    transcript = transcribe_tracks(_rewrite(meeting_copy, new_bytes), progress=False)
+    for turn in sample_truth:
+        assert _found(transcript, turn) >= 0.8, turn
+    used = next(i for i in transcript.provenance.inputs if i.user_id == "user-alice")
+    assert used.channels_opposite and not transcript.partial
+    assert "channels  opposite in phase" in to_report(transcript)  # the bundle's provenance.txt
+    assert not any(i.channels_opposite for i in transcript.provenance.inputs if i is not used)
 
 
 def test_a_track_whose_start_is_days_off_costs_only_that_track(meeting_copy, sample_transcript):

@@ -71,6 +71,8 @@ def to_report(transcript: Transcript) -> str:
                 lines.append(f"      and {len(used.gaps) - _GAPS_LISTED} more (transcript.json)")
         if used.dropped_seconds:
             lines.append(f"    dropped   {used.dropped_seconds:.3f} s where timestamps went back")
+        if used.channels_opposite:
+            lines.append("    channels  opposite in phase: half their difference was transcribed")
         if used.problem:
             lines.append(f"    PROBLEM   {one_line(used.problem)}")
     lines += ["", f"tracks lost ({len(p.failures)})"]
