@@ -8,6 +8,8 @@ second).
 - ``pipeline``: trackscribe.
 - ``full``: faster-whisper on every full track, each placed at its start time.
 - ``silero``: the same with faster-whisper's own Silero VAD (``vad_filter=True``).
+- ``batched``: faster-whisper's own batched path (``BatchedInferencePipeline``: its Silero
+  VAD cuts each full track into speech of up to 30 s, decoded several at once).
 - ``mix``: all tracks mixed on their start times into one signal, ``vad_filter=True``; it has
   no speakers, so it is scored with ORC WER.
 - ``oracle`` (needs the truth): each true utterance cut from its speaker's own files and
@@ -15,7 +17,9 @@ second).
 
 The alternatives load the model as one worker with all the threads the pipeline's workers
 have together (:func:`model_threads` times ``parallel``): the same cores, used as a user of
-faster-whisper alone would use them.
+faster-whisper alone would use them. They share the pipeline's model, compute type, beam size
+and language, and take faster-whisper's defaults for the rest (its temperature fallback,
+conditioning on the previous text); each reads one track at a time, as such a user would.
 
 Lost input is never hidden behind a figure: each approach's lost tracks (and the oracle's
 true turns no file holds) are carried into its result (``lost``), and an approach that cannot
@@ -30,6 +34,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,7 @@ __all__ = ["APPROACHES", "Approach", "ApproachFailed", "available_approaches", "
 
 log = logging.getLogger(f"trackscribe.{__name__}")
 
-APPROACHES = ("pipeline", "full", "silero", "mix", "oracle")
+APPROACHES = ("pipeline", "full", "silero", "batched", "mix", "oracle")
 
 
 def available_approaches(with_truth: bool) -> tuple[str, ...]:
@@ -338,107 +343,140 @@ def _alternative(
     load = time.perf_counter() - started
     settings = {"language": o.language, "beam_size": o.beam_size}
     unplaced = manifest.unplaced_tracks()  # left out, as the pipeline leaves them out
-    kept = [i for i in range(len(manifest.tracks)) if i not in unplaced]
     every_offset = track_offsets(manifest)
+    placed = [(t, every_offset[i]) for i, t in enumerate(manifest.tracks) if i not in unplaced]
     lost = list(unplaced.values())
-    turns: list[dict] = []
+    ends: list[float] = []
+
+    def read(track: Track, offset: float) -> np.ndarray | None:
+        """A track's samples, read when its turn comes, as a user of faster-whisper alone
+        reads them (not every track held at once); None, and the track in ``lost``, when it
+        cannot be read: the approach goes on without it, as the pipeline does."""
+        try:
+            samples = _decode(manifest.track_path(track))
+        except _Unreadable as exc:
+            lost.append(f"{track.path}: {exc}")
+            return None
+        ends.append(offset + samples.size / SAMPLE_RATE)
+        return samples
 
     started = time.perf_counter()
-    tracks, offsets, audio = _read_tracks(
-        manifest, [manifest.tracks[i] for i in kept], [every_offset[i] for i in kept], lost
-    )
-    if name in ("full", "silero"):
-        for track, offset, samples in zip(tracks, offsets, audio, strict=True):
-            segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)
-            turns += [
+    if name in ("full", "silero", "batched"):
+        turns = _each_full_track(name, model, placed, read, settings)
+    elif name == "mix":
+        mix = _Mix()
+        for track, offset in sorted(placed, key=lambda pair: pair[1]):  # as the mix lays out
+            if (samples := read(track, offset)) is not None:
+                mix.add(offset, samples)
+            del samples  # before the next is read
+        turns = []
+        if ends:
+            segments, _ = model.transcribe(mix.samples, vad_filter=True, **settings)
+            turns = [
                 {
-                    "speaker": track.user_id,
-                    "start": offset + s.start,
-                    "end": offset + s.end,
+                    "speaker": "mix",
+                    "start": _in_meeting(s.start, mix.shifts),
+                    "end": _in_meeting(s.end, mix.shifts),
                     "text": s.text,
                 }
                 for s in segments
             ]
-    elif name == "mix":
-        spans = [(off, a.size / SAMPLE_RATE) for off, a in zip(offsets, audio, strict=True)]
-        starts, shifts = _laid_out(spans)
-        length = max(first + samples.size for first, samples in zip(starts, audio, strict=True))
-        mixed = np.zeros(length, np.float32)
-        for first, samples in zip(starts, audio, strict=True):
-            mixed[first : first + samples.size] += samples
-        segments, _ = model.transcribe(mixed, vad_filter=True, **settings)
-        turns = [
-            {
-                "speaker": "mix",
-                "start": _in_meeting(s.start, shifts),
-                "end": _in_meeting(s.end, shifts),
-                "text": s.text,
-            }
-            for s in segments
-        ]
     elif name == "oracle":
         owner = _owners(manifest, truth)
-        for turn in truth:
+
+        def cut_from(user_id: str) -> list[dict]:
+            # A function of its own, so that one user's samples are let go before the next's.
             theirs = [
                 (offset, samples)
-                for track, offset, samples in zip(tracks, offsets, audio, strict=True)
-                if track.user_id == owner.get(turn.speaker)
+                for track, offset in placed
+                if track.user_id == user_id and (samples := read(track, offset)) is not None
             ]
-            pieces = _pieces(
-                turn.start, turn.end, [(off, a.size / SAMPLE_RATE) for off, a in theirs]
-            )
-            if not pieces:
-                lost.append(
-                    f"truth turn of {turn.speaker} at {turn.start:.2f}-{turn.end:.2f} s: no "
-                    "file of theirs holds it; not transcribed"
-                )
-                continue
-            said = []
-            for which, since, until in pieces:
-                offset, samples = theirs[which]
-                first, last = (round((t - offset) * SAMPLE_RATE) for t in (since, until))
-                segments, _ = model.transcribe(samples[first:last], **settings)
-                said += [s.text.strip() for s in segments]
-            turns.append(
-                {
-                    "speaker": turn.speaker,
-                    "start": turn.start,
-                    "end": turn.end,
-                    "text": " ".join(text for text in said if text),
-                }
-            )
+            said = [t for t in truth if owner[t.speaker] == user_id]
+            return [
+                done for turn in said for done in _oracle_turn(model, turn, theirs, settings, lost)
+            ]
+
+        users = [track.user_id for track, _ in placed] + list(owner.values())
+        # A user at a time; one who has no file too (their turns are lost).
+        turns = [turn for user_id in dict.fromkeys(users) for turn in cut_from(user_id)]
+        turns.sort(key=lambda turn: turn["start"])
     else:
         raise ValueError(f"unknown approach {name!r}; known: {', '.join(APPROACHES)}")
     wall = time.perf_counter() - started
-    meeting_s = max(off + a.size / SAMPLE_RATE for off, a in zip(offsets, audio, strict=True))
+    if not ends:
+        raise ApproachFailed(f"no track could be read: {'; '.join(lost)}")
     return {
         "wall_s": round(wall, 3),
         "model_load_s": round(load, 3),
         "lost": lost,
         "turns": turns,
         "details": {
-            "meeting_s": round(meeting_s, 3),
+            "meeting_s": round(max(ends), 3),
             "model_workers": 1,
             "model_threads_each": threads,
+            **({"batch_size": _BATCH_SIZE} if name == "batched" else {}),
         },
     }
 
 
-def _read_tracks(
-    manifest: Manifest, tracks: list[Track], offsets: list[float], lost: list[str]
-) -> tuple[list[Track], list[float], list[np.ndarray]]:
-    """The tracks that can be read, their offsets and samples; each that cannot is added to
-    ``lost`` (its file and why) and left out, as the pipeline loses just that track. Only a
-    meeting of which no track can be read fails the approach."""
-    read: list[tuple[Track, float, np.ndarray]] = []
-    for track, offset in zip(tracks, offsets, strict=True):
-        try:
-            read.append((track, offset, _decode(manifest.track_path(track))))
-        except _Unreadable as exc:
-            lost.append(f"{track.path}: {exc}")
-    if not read:
-        raise ApproachFailed(f"no track could be read: {'; '.join(lost)}")
-    return [t for t, _, _ in read], [o for _, o, _ in read], [a for _, _, a in read]
+def _each_full_track(
+    name: str,
+    model: Any,
+    placed: list[tuple[Track, float]],
+    read: Callable[[Track, float], np.ndarray | None],
+    settings: dict[str, Any],
+) -> list[dict]:
+    """Every full track transcribed on its own: as it is (``full``), with faster-whisper's
+    Silero VAD (``silero``), or by its batched path (``batched``)."""
+    from faster_whisper import BatchedInferencePipeline
+
+    batched = BatchedInferencePipeline(model)
+
+    def transcribed(track: Track, offset: float) -> list[dict]:
+        # A function of its own, so that the track's samples are let go before the next's.
+        if (samples := read(track, offset)) is None:
+            return []
+        if name == "batched":
+            segments, _ = batched.transcribe(samples, batch_size=_BATCH_SIZE, **settings)
+        else:
+            segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)
+        return [
+            {
+                "speaker": track.user_id,
+                "start": offset + s.start,
+                "end": offset + s.end,
+                "text": s.text,
+            }
+            for s in segments
+        ]
+
+    return [turn for track, offset in placed for turn in transcribed(track, offset)]
+
+
+def _oracle_turn(
+    model: Any,
+    turn: Turn,
+    files: list[tuple[float, np.ndarray]],
+    settings: dict[str, Any],
+    lost: list[str],
+) -> list[dict]:
+    """A true turn cut from its speaker's ``files`` (each its offset and samples) and
+    transcribed alone; nothing, and the turn in ``lost``, when no file holds it."""
+    pieces = _pieces(turn.start, turn.end, [(off, a.size / SAMPLE_RATE) for off, a in files])
+    if not pieces:
+        lost.append(
+            f"truth turn of {turn.speaker} at {turn.start:.2f}-{turn.end:.2f} s: no file of "
+            "theirs holds it; not transcribed"
+        )
+        return []
+    said = []
+    for which, since, until in pieces:
+        offset, samples = files[which]
+        first, last = (round((t - offset) * SAMPLE_RATE) for t in (since, until))
+        segments, _ = model.transcribe(samples[first:last], **settings)
+        said += [s.text.strip() for s in segments]
+    text = " ".join(text for text in said if text)
+    return [{"speaker": turn.speaker, "start": turn.start, "end": turn.end, "text": text}]
 
 
 _MIN_PIECE_S = 0.05
@@ -470,32 +508,47 @@ def _pieces(
 _MIX_GAP_S = 2.0
 """Seconds of silence the mix keeps between tracks that lie further apart than that."""
 
+_BATCH_SIZE = 8
+"""Windows the ``batched`` approach decodes at once (faster-whisper suggests 8-16; on two
+cores, more only holds more memory)."""
 
-def _laid_out(spans: list[tuple[float, float]]) -> tuple[list[int], list[tuple[float, float]]]:
-    """Where each track (its start and duration in seconds) begins in the mix, in samples, and
-    the shifts that take the mix's time back to the meeting's: ``(from, seconds)`` pairs, the
-    mix's time from ``from`` on being ``seconds`` earlier than the meeting's.
+
+class _Mix:
+    """All tracks mixed on their start times into one signal, built a track at a time (each
+    added in the order of its start), so that no more than the mix and one track are held.
 
     A track may be placed up to a day from the others (a device's clock gone wrong, but not far
     enough to be left out): laid out as it is, the mix would be gigabytes of silence. Stretches
-    no track covers are cut to :data:`_MIX_GAP_S`, which changes nothing the model hears.
+    no track covers are cut to :data:`_MIX_GAP_S`, which changes nothing the model hears;
+    ``shifts`` take the mix's time back to the meeting's: ``(from, seconds)`` pairs, the mix's
+    time from ``from`` on being ``seconds`` earlier than the meeting's.
     """
-    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
-    starts = [0] * len(spans)
-    shifts: list[tuple[float, float]] = []
-    removed, covered = 0.0, None
-    for i in order:
-        start, duration = spans[i]
-        if covered is not None and start - covered > _MIX_GAP_S:
-            removed += start - covered - _MIX_GAP_S
-            shifts.append((start - removed, removed))
-        starts[i] = round((start - removed) * SAMPLE_RATE)
-        covered = max(covered if covered is not None else start, start + duration)
-    return starts, shifts
+
+    def __init__(self) -> None:
+        self.samples = np.zeros(0, np.float32)
+        self.shifts: list[tuple[float, float]] = []
+        self._removed = 0.0
+        self._covered: float | None = None
+
+    def add(self, start: float, samples: np.ndarray) -> None:
+        """Add a track that starts at ``start`` (meeting seconds), no earlier than any added
+        before it."""
+        if self._covered is not None and start - self._covered > _MIX_GAP_S:
+            self._removed += start - self._covered - _MIX_GAP_S
+            self.shifts.append((start - self._removed, self._removed))
+        first = round((start - self._removed) * SAMPLE_RATE)
+        end = first + samples.size
+        if end > self.samples.size:
+            grown = np.zeros(end, np.float32)
+            grown[: self.samples.size] = self.samples
+            self.samples = grown
+        self.samples[first:end] += samples
+        reach = start + samples.size / SAMPLE_RATE
+        self._covered = reach if self._covered is None else max(self._covered, reach)
 
 
 def _in_meeting(mix_s: float, shifts: list[tuple[float, float]]) -> float:
-    """The meeting time of ``mix_s`` seconds into the mix laid out by :func:`_laid_out`."""
+    """The meeting time of ``mix_s`` seconds into the mix :class:`_Mix` laid out."""
     removed = max((seconds for since, seconds in shifts if mix_s >= since), default=0.0)
     return mix_s + removed
 

@@ -347,8 +347,8 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         help="measure the pipeline against the alternatives, in one run",
         description="Run the pipeline and the alternatives a user has (faster-whisper on "
-        "every full track, with its Silero VAD, on all tracks mixed, and each true utterance "
-        "cut out alone) with the same model and settings, each in a fresh process; report "
+        "every full track, with its Silero VAD, by its batched path, on all tracks mixed, and "
+        "each true utterance cut out alone) with the same model, each in a fresh process; report "
         "wall time, real-time factor, peak memory and accuracy, and each as a ratio to the "
         "pipeline.",
     )

@@ -5,6 +5,7 @@ import logging
 import multiprocessing
 import subprocess
 import sys
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pipeline.bench import (
     _add_ratios,
     _alternative,
     _in_meeting,
-    _laid_out,
+    _Mix,
     _owners,
     _peak_rss_mb,
     _pieces,
@@ -28,7 +29,7 @@ from pipeline.bench import (
 )
 from pipeline.cli import _bench_status, _bench_table, main
 from pipeline.core import PipelineOptions
-from pipeline.evaluate import Turn, TurnFile
+from pipeline.evaluate import Turn, TurnFile, read_turns
 from stages.transcribe._model import _forget_models
 
 from .conftest import words_of
@@ -143,15 +144,62 @@ def test_the_mix_cuts_the_silence_between_tracks_hours_apart_and_keeps_their_tim
     assert 72_040 < result["details"]["meeting_s"] < 72_070
 
 
+@pytest.mark.parametrize("name", ["full", "batched", "mix", "oracle"])
+def test_an_alternative_holds_one_track_at_a_time_as_its_users_would(sample_dir, monkeypatch, name):
+    # Every track read before the first was transcribed charged the alternatives with
+    # memory a user of faster-whisper alone never holds: their peak flattered the pipeline.
+    import pipeline.bench
+
+    read, held = pipeline.bench._decode, []
+
+    def reading(path):
+        held.append(sum(ref() is not None for ref in alive))  # of the tracks read before
+        samples = read(path)
+        alive.append(weakref.ref(samples))
+        return samples
+
+    alive: list[weakref.ref] = []
+    monkeypatch.setattr(pipeline.bench, "_decode", reading)
+    manifest = Manifest.load(sample_dir / "manifest.json")
+    truth = read_turns(sample_dir / "truth.json").turns
+    result = _alternative(name, manifest, truth, PipelineOptions())
+    assert len(held) == len(manifest.tracks)
+    # Only the oracle holds two: one user's two files (a rejoin), to cut a turn across both.
+    assert max(held) == (1 if name == "oracle" else 0), held
+    assert result["turns"] and not result["lost"]
+
+
+def test_the_batched_alternative_is_faster_whispers_own_batched_path_on_every_track(sample_dir):
+    manifest = Manifest.load(sample_dir / "manifest.json")
+    result = _alternative("batched", manifest, [], PipelineOptions())
+    assert result["details"]["batch_size"] == 8
+    said: dict[str, list[str]] = {}
+    for turn in result["turns"]:
+        said.setdefault(turn["speaker"], []).extend(words_of(turn["text"]))
+        assert 0 <= turn["start"] < turn["end"]
+    assert {"user-alice", "user-bruno", "user-chen"} <= said.keys()
+    assert "billing" in said["user-bruno"]  # placed on Bruno's track, at its start time
+
+
 def test_the_mix_lays_out_tracks_with_long_silences_cut_to_two_seconds():
-    # (start, duration) in seconds: two overlapping tracks, then one an hour on
-    starts, shifts = _laid_out([(3600.0, 10.0), (0.0, 5.0), (4.0, 6.0)])
-    assert starts == [12 * SAMPLE_RATE, 0, 4 * SAMPLE_RATE]  # 10 s covered, then 2 s of gap
-    assert shifts == [(12.0, 3588.0)]
-    assert _in_meeting(4.5, shifts) == 4.5
-    assert _in_meeting(13.0, shifts) == 3601.0
+    # Tracks are added in the order of their start: two that overlap, then one an hour on.
+    mix = _Mix()
+    for start, seconds, level in [(0.0, 5.0, 0.1), (4.0, 6.0, 0.2), (3600.0, 10.0, 0.4)]:
+        mix.add(start, np.full(round(seconds * SAMPLE_RATE), level, np.float32))
+    assert mix.samples.size == 22 * SAMPLE_RATE  # 10 s covered, then 2 s of gap, then 10 s
+    assert mix.samples[[0, 4 * SAMPLE_RATE + 1, 9 * SAMPLE_RATE, 11 * SAMPLE_RATE]] == (
+        pytest.approx([0.1, 0.3, 0.2, 0.0])
+    )
+    assert mix.samples[12 * SAMPLE_RATE] == pytest.approx(0.4)
+    assert mix.shifts == [(12.0, 3588.0)]
+    assert _in_meeting(4.5, mix.shifts) == 4.5
+    assert _in_meeting(13.0, mix.shifts) == 3601.0
     # silences no longer than the gap are kept as they are
-    assert _laid_out([(0.0, 5.0), (6.5, 1.0)]) == ([0, round(6.5 * SAMPLE_RATE)], [])
+    kept = _Mix()
+    kept.add(0.0, np.zeros(5 * SAMPLE_RATE, np.float32))
+    kept.add(6.5, np.ones(SAMPLE_RATE, np.float32))
+    assert kept.shifts == [] and kept.samples.size == round(7.5 * SAMPLE_RATE)
+    assert kept.samples[round(6.5 * SAMPLE_RATE)] == 1.0
 
 
 def test_the_bench_table_shows_lost_input_and_failed_approaches(capsys):
@@ -281,7 +329,7 @@ def test_bench_without_a_truth_runs_every_approach_but_the_oracle(meeting_copy, 
     monkeypatch.setattr(pipeline.cli, "bench", record)
     (meeting_copy / "truth.json").unlink()
     assert main(["bench", str(meeting_copy / "manifest.json")]) == 0
-    assert asked == [("pipeline", "full", "silero", "mix")]
+    assert asked == [("pipeline", "full", "silero", "batched", "mix")]
 
 
 @pytest.mark.parametrize(("flags", "said"), [([], True), (["--no-progress"], False)])
