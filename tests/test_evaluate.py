@@ -599,7 +599,24 @@ def test_a_timeline_that_cannot_be_written_is_refused_before_anything_is_scored(
     assert main(["eval", truth, truth, "--plot", str(tmp_path / "new" / "t.png")]) == 2
     out, err = capsys.readouterr()
     assert out == ""  # no figures printed, then a failure
-    assert f"cannot write {tmp_path / 'new' / 't.png'}: {tmp_path}: Read-only file system" in err
+    assert (
+        f"cannot write {tmp_path / 'new' / 't.png'}: a file cannot be made in {tmp_path}: "
+        "Read-only file system"
+    ) in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="Linux's /proc")
+def test_a_timeline_in_a_folder_that_refuses_new_files_says_so_not_that_it_is_missing(
+    sample_dir, capsys
+):
+    # /proc is there, but no file can be made in it: its "No such file or directory" is the
+    # reason for the file, not a folder that is missing.
+    truth = str(sample_dir / "truth.json")
+    assert main(["eval", truth, truth, "--plot", "/proc/nope.png"]) == 2
+    assert capsys.readouterr().err == (
+        "trackscribe: cannot write /proc/nope.png: a file cannot be made in /proc: "
+        "No such file or directory\n"
+    )
 
 
 def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir, capsys):
