@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from models import JsonTextError, Transcript, decode_text, import_optional
+from stages.export import FORMATS, read_bundle
 
 if TYPE_CHECKING:
     import meeteval
@@ -181,7 +182,10 @@ def read_turns(path: Path | str) -> TurnFile:
     """:func:`load_turns`, with the participants a transcript names and the stretches an STM
     file leaves out of scoring."""
     path = Path(path)
-    text = _read_text(path)
+    data = path.read_bytes()
+    if data.startswith(_ZIP_STARTS):  # a compliance bundle, whatever its name
+        return _of_transcript(_bundled_transcript(data, path))
+    text = _decoded(data, path)
     if path.suffix.lower() == ".stm":
         return _read_stm(text, path)
     try:
@@ -202,14 +206,36 @@ def read_turns(path: Path | str) -> TurnFile:
                 f"{str(stm).removeprefix(f'{path}: ').removeprefix('not STM: ')}"
             ) from None
     if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
-        transcript = Transcript.load(path)  # names the file and the field when it is invalid
-        for i, u in enumerate(transcript.utterances):
-            _check_times(path, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
-        return _of_transcript(transcript)
+        # Transcript names the file and the field when it is invalid.
+        return _of_transcript(_checked(Transcript.from_json(data, str(path)), str(path)))
     if isinstance(raw, list):
         turns, meeting = _turns(raw, path)
         return TurnFile(turns, None, [], meeting=meeting)
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
+
+
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+"""How a zip starts (a transcript's JSON, SegLST or STM never does): read as a bundle."""
+
+_TRANSCRIPT = FORMATS["json"][0]
+
+
+def _bundled_transcript(data: bytes, path: Path) -> Transcript:
+    """The transcript in the compliance bundle ``data`` (``transcript --formats bundle``), as
+    ``verify`` reads it: a bundle is what a reviewer is sent, and scoring it should not need
+    it unpacked first. Its sums are ``verify``'s to check, not scoring's."""
+    members = read_bundle(data, str(path))  # BundleError, a ValueError, names the file
+    if _TRANSCRIPT not in members:
+        raise ValueError(f"{path}: holds no {_TRANSCRIPT}: not a trackscribe bundle")
+    source = f"{path}:{_TRANSCRIPT}"
+    return _checked(Transcript.from_json(members[_TRANSCRIPT], source), source)
+
+
+def _checked(transcript: Transcript, source: str) -> Transcript:
+    """``transcript``, read from ``source``, with every utterance's times fit to score."""
+    for i, u in enumerate(transcript.utterances):
+        _check_times(source, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
+    return transcript
 
 
 def _export_named(text: str) -> str | None:
@@ -275,11 +301,11 @@ def _sclite_marks(entries: Sequence[dict], lines: Sequence[int]) -> tuple[str, .
     )
 
 
-def _read_text(path: Path) -> str:
-    """The file's text (:func:`models.decode_text`); bytes that are not UTF-8 are bad input,
-    named with the file."""
+def _decoded(data: bytes, path: Path) -> str:
+    """The text of ``data``, read from ``path`` (:func:`models.decode_text`); bytes that are
+    not UTF-8 are bad input, named with the file."""
     try:
-        return decode_text(path.read_bytes())
+        return decode_text(data)
     except JsonTextError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -331,7 +357,7 @@ def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
 
 
 def _check_times(
-    path: Path, where: str, start: float, end: float, *, names: tuple[str, str]
+    path: Path | str, where: str, start: float, end: float, *, names: tuple[str, str]
 ) -> None:
     """Finite times, the end not before the start: what scoring needs of every entry."""
     for name, value in zip(names, (start, end), strict=True):

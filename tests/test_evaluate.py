@@ -14,6 +14,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from pipeline.cli import main
 from pipeline.evaluate import (
+    Evaluation,
     Turn,
     evaluate,
     load_turns,
@@ -778,3 +779,26 @@ def test_a_truth_of_another_meeting_or_a_transcript_that_lost_input_is_warned_of
     assert evaluate(lost, truth).warnings == [
         "the transcript lost input, missed here: bruno.webm: not a readable audio file"
     ]
+
+
+def test_a_compliance_bundle_is_scored_as_the_transcript_in_it(
+    sample_transcript, sample_dir, tmp_path, capsys
+):
+    # What transcribe --formats bundle writes, and a reviewer is sent: the file, or the
+    # folder holding it alone.
+    export(sample_transcript, tmp_path / "sent", ["bundle"])
+    assert sorted(p.name for p in (tmp_path / "sent").glob("transcript*")) == [
+        "transcript.bundle.zip"
+    ]
+    truth = str(sample_dir / "truth.json")
+    expected = evaluate(sample_transcript, read_turns(truth))
+    bundle = tmp_path / "sent" / "transcript.bundle.zip"
+    for given in (bundle, bundle.parent):
+        assert main(["eval", str(given), truth, "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert Evaluation.model_validate_json(out) == expected and err == ""
+    assert read_turns(bundle) == read_turns(sample_transcript.save(tmp_path / "transcript.json"))
+    # a zip that is not a bundle of a transcript is named as such
+    (tmp_path / "other.zip").write_bytes(bundle.read_bytes()[:200])
+    assert main(["eval", str(tmp_path / "other.zip"), truth]) == 2
+    assert f"{tmp_path / 'other.zip'}: not a readable zip" in capsys.readouterr().err
