@@ -616,13 +616,35 @@ def paired_by_name(
     labels: Sequence[str], true_speakers: set[str], names: Mapping[str, str]
 ) -> dict[str, str] | None:
     """Transcript speaker -> true speaker, when every true speaker is found by name: a user
-    id, else the name the transcript shows for one. None when they are not."""
+    id, else the name the transcript shows for one; as written, else in capitals or small
+    letters alike (a truth typed by hand, ``Alice`` for ``alice``), where no two names on
+    either side are then one. None when they are not."""
     if true_speakers <= set(labels):
         return {label: label for label in labels if label in true_speakers}
     by_name = {uid: name for uid, name in names.items() if name in true_speakers}
     if true_speakers <= set(by_name.values()):
         return by_name
-    return None
+    ids = {label: label for label in labels}
+    return _paired_ignoring_case(ids, true_speakers) or _paired_ignoring_case(names, true_speakers)
+
+
+def _paired_ignoring_case(
+    shown: Mapping[str, str], true_speakers: set[str]
+) -> dict[str, str] | None:
+    """Transcript speaker -> true speaker, each found by the name ``shown`` for it (its user
+    id or display name) in capitals or small letters alike; None when one is not found, or
+    a name the truth needs is two on either side (``Alice`` and ``alice``): which is which
+    would be a guess, which cpWER's pairing by the words makes better."""
+    truth: dict[str, list[str]] = {}
+    for speaker in true_speakers:
+        truth.setdefault(speaker.casefold(), []).append(speaker)
+    found: dict[str, list[str]] = {}
+    for label, name in shown.items():
+        if name.casefold() in truth:
+            found.setdefault(name.casefold(), []).append(label)
+    if set(found) != set(truth) or any(len(v) > 1 for v in (*truth.values(), *found.values())):
+        return None
+    return {found[key][0]: truth[key][0] for key in truth}
 
 
 def _paired_by_words(ref: "meeteval.io.SegLST", hypothesis: Sequence[Turn]) -> dict[str, str]:

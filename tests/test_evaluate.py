@@ -781,6 +781,46 @@ def test_a_truth_of_another_meeting_or_a_transcript_that_lost_input_is_warned_of
     ]
 
 
+@pytest.mark.parametrize("spelt", [str.upper, str.title], ids=["USER-ALICE", "User-Alice"])
+def test_speaker_ids_that_differ_only_in_case_are_found_by_name(
+    sample_transcript, sample_dir, spelt
+):
+    truth = load_turns(sample_dir / "truth.json")
+    typed = [t.model_copy(update={"speaker": spelt(t.speaker)}) for t in truth]
+    exact, result = evaluate(sample_transcript, truth), evaluate(sample_transcript, typed)
+    assert result.warnings == [] and result.speakers_paired_by_words == {}
+    assert result.speaker_pairs == {uid: spelt(uid) for uid in exact.speaker_pairs}
+    assert [(s.speaker, s.wer, s.words) for s in result.per_speaker] == [
+        (spelt(s.speaker), s.wer, s.words) for s in exact.per_speaker
+    ]
+    same = {"per_speaker", "speaker_pairs"}
+    assert result.model_dump(exclude=same) == exact.model_dump(exclude=same)
+    # and display names too: "alice" for Alice
+    shown = sample_transcript.speaker_names()
+    named = [t.model_copy(update={"speaker": shown[t.speaker].lower()}) for t in truth]
+    by_name = evaluate(sample_transcript, named)
+    assert by_name.warnings == [] and by_name.speakers_paired_by_words == {}
+    assert by_name.speaker_pairs == {uid: shown[uid].lower() for uid in exact.speaker_pairs}
+
+
+def test_names_that_are_one_ignoring_case_are_paired_by_their_words(sample_transcript, sample_dir):
+    # "Alice" and "alice" in the truth: which is user-alice would be a guess.
+    truth = load_turns(sample_dir / "truth.json")
+    mixed = [
+        t.model_copy(
+            update={
+                "speaker": {"user-alice": "USER-ALICE", "user-bruno": "user-alice"}.get(
+                    t.speaker, t.speaker
+                )
+            }
+        )
+        for t in truth
+    ]
+    result = evaluate(sample_transcript, mixed)
+    assert result.speakers_paired_by_words  # as cpWER pairs them, with its warning
+    assert "are they of the same meeting?" in result.warnings[0]
+
+
 def test_a_compliance_bundle_is_scored_as_the_transcript_in_it(
     sample_transcript, sample_dir, tmp_path, capsys
 ):
