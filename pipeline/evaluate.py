@@ -107,7 +107,8 @@ class Evaluation(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="what the figures are not to be taken without: files of two meetings, "
-        "speakers not found by name, input the transcript lost, times in other units",
+        "speakers not found by name, or that cpWER pairs otherwise than by name, input the "
+        "transcript lost, times in other units",
     )
 
     def __str__(self) -> str:
@@ -573,7 +574,11 @@ def evaluate(
         cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
         per_speaker = _per_speaker(ref, hyp)
-
+    if not by_words:
+        # Figures by name beside a cpWER that pairs otherwise: the reader must know which
+        # to trust (two speakers' labels swapped in the truth, say).
+        said_as = {relabel(label, pairs): label for label in labels}
+        warnings += _paired_otherwise(ref, hyp, cp.assignment, said_as)
     said = [entry["words"].split() for entry in hyp]  # each turn's words, as scored
     silent_words = sum(
         len(words) for t, words in zip(hypothesis, said, strict=True) if t.speaker in silent
@@ -657,6 +662,65 @@ def _paired_by_words(ref: "meeteval.io.SegLST", hypothesis: Sequence[Turn]) -> d
     with quiet_meeteval():
         cp = meeteval.wer.cpwer(ref, normalised_seglst(hypothesis))["meeting"]
     return {h: r for r, h in cp.assignment if r is not None and h is not None}
+
+
+def _paired_otherwise(
+    ref: "meeteval.io.SegLST",
+    hyp: "meeteval.io.SegLST",
+    assignment: Iterable[tuple[str | None, str | None]],
+    said_as: Mapping[str, str],
+) -> list[str]:
+    """A warning when cpWER's ``assignment`` (true speaker, transcript speaker as scored)
+    pairs speakers found by name otherwise, and with fewer errors: cpWER and tcpWER then
+    count their words so, while the figures per speaker, start errors, missed utterances
+    and silent words take them by name, and the two disagree without it. ``said_as`` gives
+    each speaker as scored the transcript's own label. A tie (a speaker with no words on
+    either) is not warned of: the figures by name are then as good."""
+    moved = {h: r for r, h in assignment if r is not None and h is not None and r != h}
+    if not moved:
+        return []
+    words_ref, words_hyp = _words_by_speaker(ref), _words_by_speaker(hyp)
+    by_name = {r: r for r in words_ref if r in words_hyp}
+    by_cpwer = {r: h for r, h in assignment if r is not None and h is not None}
+    named, best = (_errors(words_ref, words_hyp, p) for p in (by_name, by_cpwer))
+    if named <= best:
+        return []
+    pairs = {said_as.get(h, h): r for h, r in sorted(moved.items())}
+    return [
+        f"cpWER pairs speakers found by name otherwise, by their words: {_pairs_said(pairs)} "
+        f"({best} errors in all, where {named} by name). cpWER and tcpWER count their words "
+        "so; the WER per speaker, start errors, missed utterances and words on silent people "
+        "take each by name, and disagree with them: are these speakers labelled right in "
+        "the truth?"
+    ]
+
+
+def _words_by_speaker(seglst: "meeteval.io.SegLST") -> dict[str, list[str]]:
+    """Each speaker's words, their turns in order of start, as cpWER concatenates them."""
+    return {
+        speaker: " ".join(s["words"] for s in sorted(turns, key=_start)).split()
+        for speaker, turns in seglst.groupby("speaker").items()
+    }
+
+
+def _errors(
+    words_ref: Mapping[str, list[str]],
+    words_hyp: Mapping[str, list[str]],
+    pairs: Mapping[str, str],
+) -> int:
+    """Word errors of the pairing ``pairs`` (true speaker -> transcript speaker): each true
+    speaker's words against those of the one paired with it (none: all missed), and the
+    words of a transcript speaker paired with none inserted."""
+    import meeteval
+
+    errors = sum(
+        meeteval.wer.siso_word_error_rate(
+            " ".join(words), " ".join(words_hyp.get(pairs.get(r, ""), []))
+        ).errors
+        for r, words in words_ref.items()
+    )
+    paired = set(pairs.values())
+    return errors + sum(len(words) for h, words in words_hyp.items() if h not in paired)
 
 
 def _pairing_warning(true_speakers: set[str], labels: Sequence[str], pairs: dict[str, str]) -> str:

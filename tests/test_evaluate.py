@@ -781,6 +781,59 @@ def test_a_truth_of_another_meeting_or_a_transcript_that_lost_input_is_warned_of
     ]
 
 
+def swapped(turns: list[Turn], one: str, other: str) -> list[Turn]:
+    """``turns`` with the labels of speakers ``one`` and ``other`` swapped."""
+    swap = {one: other, other: one}
+    return [t.model_copy(update={"speaker": swap.get(t.speaker, t.speaker)}) for t in turns]
+
+
+def test_figures_by_name_that_cpwer_pairs_otherwise_are_warned_of(
+    sample_transcript, sample_dir, capsys, tmp_path
+):
+    # Two speakers' labels swapped in the truth: cpWER pairs them by their words, and is as
+    # good as ever; every figure by name says their words were all missed. A reader must be
+    # told which to trust.
+    truth = load_turns(sample_dir / "truth.json")
+    right = evaluate(sample_transcript, truth)
+    result = evaluate(sample_transcript, swapped(truth, "user-alice", "user-chen"))
+    assert result.cpwer == right.cpwer and result.tcpwer == right.tcpwer  # cpWER as it was
+    assert result.missed_utterances > 0  # the figures by name, which disagree
+    assert result.speakers_paired_by_words == {}
+    [warning] = result.warnings
+    assert warning.startswith(
+        "cpWER pairs speakers found by name otherwise, by their words: user-alice as "
+        f"user-chen, user-chen as user-alice ({right.errors} errors in all, where "
+    )
+    assert "are these speakers labelled right in the truth?" in warning
+    assert right.warnings == []
+    # eval says it on stderr, and in its JSON
+    path = tmp_path / "truth.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"speaker": t.speaker, "start_time": t.start, "end_time": t.end, "words": t.text}
+                for t in swapped(truth, "user-alice", "user-chen")
+            ]
+        )
+    )
+    transcript = sample_transcript.save(tmp_path / "transcript.json")
+    assert main(["eval", str(transcript), str(path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == [warning]
+    assert err == f"trackscribe: warning: {warning}\n"
+
+
+def test_a_speaker_with_no_words_that_cpwer_pairs_with_anyone_is_no_disagreement():
+    # Nothing scores on either pairing ("Hmm" normalises to no words): cpWER's choice is a
+    # tie, and the figures by name are as good.
+    truth = [
+        Turn(speaker="a", start=0.0, end=1.0, text="hello there"),
+        Turn(speaker="b", start=2.0, end=3.0, text="good morning"),
+    ]
+    result = evaluate([Turn(speaker="b", start=0.0, end=1.0, text="Hmm.")], truth)
+    assert result.cpwer == 100 and result.warnings == []
+
+
 @pytest.mark.parametrize("spelt", [str.upper, str.title], ids=["USER-ALICE", "User-Alice"])
 def test_speaker_ids_that_differ_only_in_case_are_found_by_name(
     sample_transcript, sample_dir, spelt
