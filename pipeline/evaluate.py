@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -53,6 +54,7 @@ __all__ = [
     "read_turns",
     "relabel",
     "relabelled",
+    "scorer_versions",
     "without_spans",
 ]
 
@@ -62,6 +64,10 @@ TCPWER_COLLAR = 5.0
 MAX_SPEAKERS = 20
 """The most speakers meeteval's cpWER takes on either side; it refuses more, as a likely
 mistake in the input."""
+
+SCORERS = ("meeteval", "whisper-normalizer")
+"""The packages whose versions decide the figures (the scorer, the normaliser): another
+version may score the same files otherwise."""
 
 
 class Turn(BaseModel):
@@ -110,6 +116,11 @@ class Evaluation(BaseModel):
         "speakers not found by name, or that cpWER pairs otherwise than by name, input the "
         "transcript lost, times in other units",
     )
+    scorer: dict[str, str] = Field(
+        default_factory=dict,
+        description="package -> the version that scored it (meeteval, whisper-normalizer): "
+        "another version may give other figures for the same files",
+    )
 
     def __str__(self) -> str:
         """The table ``trackscribe eval`` prints: what a notebook shows, and ``print`` gives."""
@@ -128,6 +139,9 @@ class Evaluation(BaseModel):
         if self.speakers_paired_by_words:
             pairs = ", ".join(f"{h} as {r}" for h, r in self.speakers_paired_by_words.items())
             lines += ["", f"speakers paired by their words (as cpWER pairs them): {pairs}"]
+        if self.scorer:
+            scorer = ", ".join(f"{name} {version}" for name, version in self.scorer.items())
+            lines += ["", f"scored with {scorer}"]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's display
@@ -602,7 +616,25 @@ def evaluate(
         speakers_paired_by_words=pairs if by_words else {},
         speaker_pairs=pairs,
         warnings=warnings,
+        scorer=scorer_versions(),
     )
+
+
+def scorer_versions() -> dict[str, str]:
+    """Package -> its version here, of each of :data:`SCORERS`: what a result must say it
+    was scored with, since a judge with other versions may differ."""
+    return dict(_versions())
+
+
+@cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    found = []
+    for name in SCORERS:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:  # imported from a checkout, not installed
+            found.append((name, "unknown"))
+    return tuple(found)
 
 
 def check_truth(truth: Sequence[Turn]) -> list[Turn]:

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -895,3 +896,19 @@ def test_a_compliance_bundle_is_scored_as_the_transcript_in_it(
     (tmp_path / "other.zip").write_bytes(bundle.read_bytes()[:200])
     assert main(["eval", str(tmp_path / "other.zip"), truth]) == 2
     assert f"{tmp_path / 'other.zip'}: not a readable zip" in capsys.readouterr().err
+
+
+def test_the_scorers_versions_are_recorded_with_the_figures(sample_transcript, sample_dir):
+    # A judge on other versions of meeteval or the normaliser may differ: what scored it
+    # is part of the result.
+    result = evaluate(sample_transcript, read_turns(sample_dir / "truth.json"))
+    versions = {
+        "meeteval": metadata.version("meeteval"),
+        "whisper-normalizer": metadata.version("whisper-normalizer"),
+    }
+    assert result.scorer == versions
+    assert json.loads(result.model_dump_json())["scorer"] == versions
+    assert str(result).endswith(
+        f"\n\nscored with meeteval {versions['meeteval']}, whisper-normalizer "
+        f"{versions['whisper-normalizer']}"
+    )
