@@ -106,7 +106,11 @@ def output_file(path: Path) -> Path:
     try:
         _try_writing_in(folder)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {folder}: {exc.strerror}") from None
+        # The probe's own failure, said as one: "/proc: No such file or directory" would
+        # read as a folder that is not there, where it is there and refuses new files.
+        raise OutputError(
+            f"cannot write {path}: a file cannot be made in {folder}: {exc.strerror or exc}"
+        ) from None
     return path
 
 

@@ -328,7 +328,10 @@ def _parser() -> argparse.ArgumentParser:
         "with Whisper's English text normaliser.",
     )
     evaluate.add_argument(
-        "transcript", type=non_empty_path, help="transcript.json (or its folder) or a SegLST file"
+        "transcript",
+        type=non_empty_path,
+        help="transcript.json, a compliance bundle (transcript.bundle.zip), the folder "
+        "holding either, or a SegLST file",
     )
     evaluate.add_argument(
         "truth", type=non_empty_path, help="truth as SegLST (.json) or STM (.stm)"
@@ -480,10 +483,21 @@ def _plot_file(path: Path) -> Path:
     return output_file(path)
 
 
+def _scored_file(given: Path) -> Path:
+    """The transcript ``eval`` scores: the file given, or in an output folder its
+    transcript.json, else the compliance bundle written alone (as ``verify`` finds it)."""
+    if not given.is_dir():
+        return given
+    bundle = given / FORMATS["bundle"][0]
+    if not (given / FORMATS["json"][0]).exists() and bundle.exists():
+        return bundle
+    return _transcript_file(given)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:
         args.plot = _plot_file(args.plot)
-    args.transcript = _transcript_file(args.transcript)
+    args.transcript = _scored_file(args.transcript)
     try:
         hypothesis, truth = read_turns(args.transcript), read_turns(args.truth)
     except ValueError as exc:

@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -33,6 +34,7 @@ from pydantic import (
 )
 
 from models import JsonTextError, Transcript, decode_text, import_optional
+from stages.export import FORMATS, read_bundle
 
 if TYPE_CHECKING:
     import meeteval
@@ -52,6 +54,7 @@ __all__ = [
     "read_turns",
     "relabel",
     "relabelled",
+    "scorer_versions",
     "without_spans",
 ]
 
@@ -61,6 +64,10 @@ TCPWER_COLLAR = 5.0
 MAX_SPEAKERS = 20
 """The most speakers meeteval's cpWER takes on either side; it refuses more, as a likely
 mistake in the input."""
+
+SCORERS = ("meeteval", "whisper-normalizer")
+"""The packages whose versions decide the figures (the scorer, the normaliser): another
+version may score the same files otherwise."""
 
 
 class Turn(BaseModel):
@@ -106,7 +113,13 @@ class Evaluation(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="what the figures are not to be taken without: files of two meetings, "
-        "speakers not found by name, input the transcript lost, times in other units",
+        "speakers not found by name, or that cpWER pairs otherwise than by name, input the "
+        "transcript lost, times in other units",
+    )
+    scorer: dict[str, str] = Field(
+        default_factory=dict,
+        description="package -> the version that scored it (meeteval, whisper-normalizer): "
+        "another version may give other figures for the same files",
     )
 
     def __str__(self) -> str:
@@ -126,6 +139,9 @@ class Evaluation(BaseModel):
         if self.speakers_paired_by_words:
             pairs = ", ".join(f"{h} as {r}" for h, r in self.speakers_paired_by_words.items())
             lines += ["", f"speakers paired by their words (as cpWER pairs them): {pairs}"]
+        if self.scorer:
+            scorer = ", ".join(f"{name} {version}" for name, version in self.scorer.items())
+            lines += ["", f"scored with {scorer}"]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's display
@@ -181,7 +197,10 @@ def read_turns(path: Path | str) -> TurnFile:
     """:func:`load_turns`, with the participants a transcript names and the stretches an STM
     file leaves out of scoring."""
     path = Path(path)
-    text = _read_text(path)
+    data = path.read_bytes()
+    if data.startswith(_ZIP_STARTS):  # a compliance bundle, whatever its name
+        return _of_transcript(_bundled_transcript(data, path))
+    text = _decoded(data, path)
     if path.suffix.lower() == ".stm":
         return _read_stm(text, path)
     try:
@@ -202,14 +221,36 @@ def read_turns(path: Path | str) -> TurnFile:
                 f"{str(stm).removeprefix(f'{path}: ').removeprefix('not STM: ')}"
             ) from None
     if isinstance(raw, dict) and str(raw.get("schema", "")).startswith("trackscribe.transcript/"):
-        transcript = Transcript.load(path)  # names the file and the field when it is invalid
-        for i, u in enumerate(transcript.utterances):
-            _check_times(path, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
-        return _of_transcript(transcript)
+        # Transcript names the file and the field when it is invalid.
+        return _of_transcript(_checked(Transcript.from_json(data, str(path)), str(path)))
     if isinstance(raw, list):
         turns, meeting = _turns(raw, path)
         return TurnFile(turns, None, [], meeting=meeting)
     raise ValueError(f"{path}: not a trackscribe transcript, SegLST or STM file")
+
+
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+"""How a zip starts (a transcript's JSON, SegLST or STM never does): read as a bundle."""
+
+_TRANSCRIPT = FORMATS["json"][0]
+
+
+def _bundled_transcript(data: bytes, path: Path) -> Transcript:
+    """The transcript in the compliance bundle ``data`` (``transcript --formats bundle``), as
+    ``verify`` reads it: a bundle is what a reviewer is sent, and scoring it should not need
+    it unpacked first. Its sums are ``verify``'s to check, not scoring's."""
+    members = read_bundle(data, str(path))  # BundleError, a ValueError, names the file
+    if _TRANSCRIPT not in members:
+        raise ValueError(f"{path}: holds no {_TRANSCRIPT}: not a trackscribe bundle")
+    source = f"{path}:{_TRANSCRIPT}"
+    return _checked(Transcript.from_json(members[_TRANSCRIPT], source), source)
+
+
+def _checked(transcript: Transcript, source: str) -> Transcript:
+    """``transcript``, read from ``source``, with every utterance's times fit to score."""
+    for i, u in enumerate(transcript.utterances):
+        _check_times(source, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
+    return transcript
 
 
 def _export_named(text: str) -> str | None:
@@ -275,11 +316,11 @@ def _sclite_marks(entries: Sequence[dict], lines: Sequence[int]) -> tuple[str, .
     )
 
 
-def _read_text(path: Path) -> str:
-    """The file's text (:func:`models.decode_text`); bytes that are not UTF-8 are bad input,
-    named with the file."""
+def _decoded(data: bytes, path: Path) -> str:
+    """The text of ``data``, read from ``path`` (:func:`models.decode_text`); bytes that are
+    not UTF-8 are bad input, named with the file."""
     try:
-        return decode_text(path.read_bytes())
+        return decode_text(data)
     except JsonTextError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -331,7 +372,7 @@ def _stm_entries(text: str, path: Path) -> tuple[list[dict], list[int]]:
 
 
 def _check_times(
-    path: Path, where: str, start: float, end: float, *, names: tuple[str, str]
+    path: Path | str, where: str, start: float, end: float, *, names: tuple[str, str]
 ) -> None:
     """Finite times, the end not before the start: what scoring needs of every entry."""
     for name, value in zip(names, (start, end), strict=True):
@@ -547,7 +588,11 @@ def evaluate(
         cp = meeteval.wer.cpwer(ref, hyp)["meeting"]
         tcp = meeteval.wer.tcpwer(ref, hyp, collar=TCPWER_COLLAR)["meeting"]
         per_speaker = _per_speaker(ref, hyp)
-
+    if not by_words:
+        # Figures by name beside a cpWER that pairs otherwise: the reader must know which
+        # to trust (two speakers' labels swapped in the truth, say).
+        said_as = {relabel(label, pairs): label for label in labels}
+        warnings += _paired_otherwise(ref, hyp, cp.assignment, said_as)
     said = [entry["words"].split() for entry in hyp]  # each turn's words, as scored
     silent_words = sum(
         len(words) for t, words in zip(hypothesis, said, strict=True) if t.speaker in silent
@@ -571,7 +616,25 @@ def evaluate(
         speakers_paired_by_words=pairs if by_words else {},
         speaker_pairs=pairs,
         warnings=warnings,
+        scorer=scorer_versions(),
     )
+
+
+def scorer_versions() -> dict[str, str]:
+    """Package -> its version here, of each of :data:`SCORERS`: what a result must say it
+    was scored with, since a judge with other versions may differ."""
+    return dict(_versions())
+
+
+@cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    found = []
+    for name in SCORERS:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:  # imported from a checkout, not installed
+            found.append((name, "unknown"))
+    return tuple(found)
 
 
 def check_truth(truth: Sequence[Turn]) -> list[Turn]:
@@ -590,13 +653,35 @@ def paired_by_name(
     labels: Sequence[str], true_speakers: set[str], names: Mapping[str, str]
 ) -> dict[str, str] | None:
     """Transcript speaker -> true speaker, when every true speaker is found by name: a user
-    id, else the name the transcript shows for one. None when they are not."""
+    id, else the name the transcript shows for one; as written, else in capitals or small
+    letters alike (a truth typed by hand, ``Alice`` for ``alice``), where no two names on
+    either side are then one. None when they are not."""
     if true_speakers <= set(labels):
         return {label: label for label in labels if label in true_speakers}
     by_name = {uid: name for uid, name in names.items() if name in true_speakers}
     if true_speakers <= set(by_name.values()):
         return by_name
-    return None
+    ids = {label: label for label in labels}
+    return _paired_ignoring_case(ids, true_speakers) or _paired_ignoring_case(names, true_speakers)
+
+
+def _paired_ignoring_case(
+    shown: Mapping[str, str], true_speakers: set[str]
+) -> dict[str, str] | None:
+    """Transcript speaker -> true speaker, each found by the name ``shown`` for it (its user
+    id or display name) in capitals or small letters alike; None when one is not found, or
+    a name the truth needs is two on either side (``Alice`` and ``alice``): which is which
+    would be a guess, which cpWER's pairing by the words makes better."""
+    truth: dict[str, list[str]] = {}
+    for speaker in true_speakers:
+        truth.setdefault(speaker.casefold(), []).append(speaker)
+    found: dict[str, list[str]] = {}
+    for label, name in shown.items():
+        if name.casefold() in truth:
+            found.setdefault(name.casefold(), []).append(label)
+    if set(found) != set(truth) or any(len(v) > 1 for v in (*truth.values(), *found.values())):
+        return None
+    return {found[key][0]: truth[key][0] for key in truth}
 
 
 def _paired_by_words(ref: "meeteval.io.SegLST", hypothesis: Sequence[Turn]) -> dict[str, str]:
@@ -609,6 +694,65 @@ def _paired_by_words(ref: "meeteval.io.SegLST", hypothesis: Sequence[Turn]) -> d
     with quiet_meeteval():
         cp = meeteval.wer.cpwer(ref, normalised_seglst(hypothesis))["meeting"]
     return {h: r for r, h in cp.assignment if r is not None and h is not None}
+
+
+def _paired_otherwise(
+    ref: "meeteval.io.SegLST",
+    hyp: "meeteval.io.SegLST",
+    assignment: Iterable[tuple[str | None, str | None]],
+    said_as: Mapping[str, str],
+) -> list[str]:
+    """A warning when cpWER's ``assignment`` (true speaker, transcript speaker as scored)
+    pairs speakers found by name otherwise, and with fewer errors: cpWER and tcpWER then
+    count their words so, while the figures per speaker, start errors, missed utterances
+    and silent words take them by name, and the two disagree without it. ``said_as`` gives
+    each speaker as scored the transcript's own label. A tie (a speaker with no words on
+    either) is not warned of: the figures by name are then as good."""
+    moved = {h: r for r, h in assignment if r is not None and h is not None and r != h}
+    if not moved:
+        return []
+    words_ref, words_hyp = _words_by_speaker(ref), _words_by_speaker(hyp)
+    by_name = {r: r for r in words_ref if r in words_hyp}
+    by_cpwer = {r: h for r, h in assignment if r is not None and h is not None}
+    named, best = (_errors(words_ref, words_hyp, p) for p in (by_name, by_cpwer))
+    if named <= best:
+        return []
+    pairs = {said_as.get(h, h): r for h, r in sorted(moved.items())}
+    return [
+        f"cpWER pairs speakers found by name otherwise, by their words: {_pairs_said(pairs)} "
+        f"({best} errors in all, where {named} by name). cpWER and tcpWER count their words "
+        "so; the WER per speaker, start errors, missed utterances and words on silent people "
+        "take each by name, and disagree with them: are these speakers labelled right in "
+        "the truth?"
+    ]
+
+
+def _words_by_speaker(seglst: "meeteval.io.SegLST") -> dict[str, list[str]]:
+    """Each speaker's words, their turns in order of start, as cpWER concatenates them."""
+    return {
+        speaker: " ".join(s["words"] for s in sorted(turns, key=_start)).split()
+        for speaker, turns in seglst.groupby("speaker").items()
+    }
+
+
+def _errors(
+    words_ref: Mapping[str, list[str]],
+    words_hyp: Mapping[str, list[str]],
+    pairs: Mapping[str, str],
+) -> int:
+    """Word errors of the pairing ``pairs`` (true speaker -> transcript speaker): each true
+    speaker's words against those of the one paired with it (none: all missed), and the
+    words of a transcript speaker paired with none inserted."""
+    import meeteval
+
+    errors = sum(
+        meeteval.wer.siso_word_error_rate(
+            " ".join(words), " ".join(words_hyp.get(pairs.get(r, ""), []))
+        ).errors
+        for r, words in words_ref.items()
+    )
+    paired = set(pairs.values())
+    return errors + sum(len(words) for h, words in words_hyp.items() if h not in paired)
 
 
 def _pairing_warning(true_speakers: set[str], labels: Sequence[str], pairs: dict[str, str]) -> str:

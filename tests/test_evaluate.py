@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from pipeline.cli import main
 from pipeline.evaluate import (
+    Evaluation,
     Turn,
     evaluate,
     load_turns,
@@ -599,7 +601,24 @@ def test_a_timeline_that_cannot_be_written_is_refused_before_anything_is_scored(
     assert main(["eval", truth, truth, "--plot", str(tmp_path / "new" / "t.png")]) == 2
     out, err = capsys.readouterr()
     assert out == ""  # no figures printed, then a failure
-    assert f"cannot write {tmp_path / 'new' / 't.png'}: {tmp_path}: Read-only file system" in err
+    assert (
+        f"cannot write {tmp_path / 'new' / 't.png'}: a file cannot be made in {tmp_path}: "
+        "Read-only file system"
+    ) in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="Linux's /proc")
+def test_a_timeline_in_a_folder_that_refuses_new_files_says_so_not_that_it_is_missing(
+    sample_dir, capsys
+):
+    # /proc is there, but no file can be made in it: its "No such file or directory" is the
+    # reason for the file, not a folder that is missing.
+    truth = str(sample_dir / "truth.json")
+    assert main(["eval", truth, truth, "--plot", "/proc/nope.png"]) == 2
+    assert capsys.readouterr().err == (
+        "trackscribe: cannot write /proc/nope.png: a file cannot be made in /proc: "
+        "No such file or directory\n"
+    )
 
 
 def test_a_truth_file_that_is_not_utf8_is_named_and_refused(tmp_path, sample_dir, capsys):
@@ -761,3 +780,135 @@ def test_a_truth_of_another_meeting_or_a_transcript_that_lost_input_is_warned_of
     assert evaluate(lost, truth).warnings == [
         "the transcript lost input, missed here: bruno.webm: not a readable audio file"
     ]
+
+
+def swapped(turns: list[Turn], one: str, other: str) -> list[Turn]:
+    """``turns`` with the labels of speakers ``one`` and ``other`` swapped."""
+    swap = {one: other, other: one}
+    return [t.model_copy(update={"speaker": swap.get(t.speaker, t.speaker)}) for t in turns]
+
+
+def test_figures_by_name_that_cpwer_pairs_otherwise_are_warned_of(
+    sample_transcript, sample_dir, capsys, tmp_path
+):
+    # Two speakers' labels swapped in the truth: cpWER pairs them by their words, and is as
+    # good as ever; every figure by name says their words were all missed. A reader must be
+    # told which to trust.
+    truth = load_turns(sample_dir / "truth.json")
+    right = evaluate(sample_transcript, truth)
+    result = evaluate(sample_transcript, swapped(truth, "user-alice", "user-chen"))
+    assert result.cpwer == right.cpwer and result.tcpwer == right.tcpwer  # cpWER as it was
+    assert result.missed_utterances > 0  # the figures by name, which disagree
+    assert result.speakers_paired_by_words == {}
+    [warning] = result.warnings
+    assert warning.startswith(
+        "cpWER pairs speakers found by name otherwise, by their words: user-alice as "
+        f"user-chen, user-chen as user-alice ({right.errors} errors in all, where "
+    )
+    assert "are these speakers labelled right in the truth?" in warning
+    assert right.warnings == []
+    # eval says it on stderr, and in its JSON
+    path = tmp_path / "truth.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"speaker": t.speaker, "start_time": t.start, "end_time": t.end, "words": t.text}
+                for t in swapped(truth, "user-alice", "user-chen")
+            ]
+        )
+    )
+    transcript = sample_transcript.save(tmp_path / "transcript.json")
+    assert main(["eval", str(transcript), str(path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == [warning]
+    assert err == f"trackscribe: warning: {warning}\n"
+
+
+def test_a_speaker_with_no_words_that_cpwer_pairs_with_anyone_is_no_disagreement():
+    # Nothing scores on either pairing ("Hmm" normalises to no words): cpWER's choice is a
+    # tie, and the figures by name are as good.
+    truth = [
+        Turn(speaker="a", start=0.0, end=1.0, text="hello there"),
+        Turn(speaker="b", start=2.0, end=3.0, text="good morning"),
+    ]
+    result = evaluate([Turn(speaker="b", start=0.0, end=1.0, text="Hmm.")], truth)
+    assert result.cpwer == 100 and result.warnings == []
+
+
+@pytest.mark.parametrize("spelt", [str.upper, str.title], ids=["USER-ALICE", "User-Alice"])
+def test_speaker_ids_that_differ_only_in_case_are_found_by_name(
+    sample_transcript, sample_dir, spelt
+):
+    truth = load_turns(sample_dir / "truth.json")
+    typed = [t.model_copy(update={"speaker": spelt(t.speaker)}) for t in truth]
+    exact, result = evaluate(sample_transcript, truth), evaluate(sample_transcript, typed)
+    assert result.warnings == [] and result.speakers_paired_by_words == {}
+    assert result.speaker_pairs == {uid: spelt(uid) for uid in exact.speaker_pairs}
+    assert [(s.speaker, s.wer, s.words) for s in result.per_speaker] == [
+        (spelt(s.speaker), s.wer, s.words) for s in exact.per_speaker
+    ]
+    same = {"per_speaker", "speaker_pairs"}
+    assert result.model_dump(exclude=same) == exact.model_dump(exclude=same)
+    # and display names too: "alice" for Alice
+    shown = sample_transcript.speaker_names()
+    named = [t.model_copy(update={"speaker": shown[t.speaker].lower()}) for t in truth]
+    by_name = evaluate(sample_transcript, named)
+    assert by_name.warnings == [] and by_name.speakers_paired_by_words == {}
+    assert by_name.speaker_pairs == {uid: shown[uid].lower() for uid in exact.speaker_pairs}
+
+
+def test_names_that_are_one_ignoring_case_are_paired_by_their_words(sample_transcript, sample_dir):
+    # "Alice" and "alice" in the truth: which is user-alice would be a guess.
+    truth = load_turns(sample_dir / "truth.json")
+    mixed = [
+        t.model_copy(
+            update={
+                "speaker": {"user-alice": "USER-ALICE", "user-bruno": "user-alice"}.get(
+                    t.speaker, t.speaker
+                )
+            }
+        )
+        for t in truth
+    ]
+    result = evaluate(sample_transcript, mixed)
+    assert result.speakers_paired_by_words  # as cpWER pairs them, with its warning
+    assert "are they of the same meeting?" in result.warnings[0]
+
+
+def test_a_compliance_bundle_is_scored_as_the_transcript_in_it(
+    sample_transcript, sample_dir, tmp_path, capsys
+):
+    # What transcribe --formats bundle writes, and a reviewer is sent: the file, or the
+    # folder holding it alone.
+    export(sample_transcript, tmp_path / "sent", ["bundle"])
+    assert sorted(p.name for p in (tmp_path / "sent").glob("transcript*")) == [
+        "transcript.bundle.zip"
+    ]
+    truth = str(sample_dir / "truth.json")
+    expected = evaluate(sample_transcript, read_turns(truth))
+    bundle = tmp_path / "sent" / "transcript.bundle.zip"
+    for given in (bundle, bundle.parent):
+        assert main(["eval", str(given), truth, "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert Evaluation.model_validate_json(out) == expected and err == ""
+    assert read_turns(bundle) == read_turns(sample_transcript.save(tmp_path / "transcript.json"))
+    # a zip that is not a bundle of a transcript is named as such
+    (tmp_path / "other.zip").write_bytes(bundle.read_bytes()[:200])
+    assert main(["eval", str(tmp_path / "other.zip"), truth]) == 2
+    assert f"{tmp_path / 'other.zip'}: not a readable zip" in capsys.readouterr().err
+
+
+def test_the_scorers_versions_are_recorded_with_the_figures(sample_transcript, sample_dir):
+    # A judge on other versions of meeteval or the normaliser may differ: what scored it
+    # is part of the result.
+    result = evaluate(sample_transcript, read_turns(sample_dir / "truth.json"))
+    versions = {
+        "meeteval": metadata.version("meeteval"),
+        "whisper-normalizer": metadata.version("whisper-normalizer"),
+    }
+    assert result.scorer == versions
+    assert json.loads(result.model_dump_json())["scorer"] == versions
+    assert str(result).endswith(
+        f"\n\nscored with meeteval {versions['meeteval']}, whisper-normalizer "
+        f"{versions['whisper-normalizer']}"
+    )
