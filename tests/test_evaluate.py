@@ -59,6 +59,11 @@ def independent_cpwer(hypothesis: list[Turn], truth: list[Turn]) -> float:
     return 100 * best / sum(len(words(truth, r)) for r in refs if r)
 
 
+def _renamed(turns: list[Turn], names: dict[str, str]) -> list[Turn]:
+    """The turns with the speakers ``names`` maps given their new names."""
+    return [t.model_copy(update={"speaker": names.get(t.speaker, t.speaker)}) for t in turns]
+
+
 def test_cpwer_agrees_with_an_independent_implementation(sample_transcript, sample_dir):
     hypothesis = [
         Turn(speaker=u.speaker, start=u.start, end=u.end, text=u.text)
@@ -68,16 +73,7 @@ def test_cpwer_agrees_with_an_independent_implementation(sample_transcript, samp
     ours = evaluate(hypothesis, truth).cpwer
     assert ours == pytest.approx(independent_cpwer(hypothesis, truth), abs=0.5)
     # And when speakers are swapped, both see the words as right but on the wrong people.
-    swapped = [
-        t.model_copy(
-            update={
-                "speaker": {"user-alice": "user-chen", "user-chen": "user-alice"}.get(
-                    t.speaker, t.speaker
-                )
-            }
-        )
-        for t in hypothesis
-    ]
+    swapped = _renamed(hypothesis, {"user-alice": "user-chen", "user-chen": "user-alice"})
     assert evaluate(swapped, truth).cpwer == pytest.approx(
         independent_cpwer(swapped, truth), abs=0.5
     )
@@ -860,16 +856,7 @@ def test_speaker_ids_that_differ_only_in_case_are_found_by_name(
 def test_names_that_are_one_ignoring_case_are_paired_by_their_words(sample_transcript, sample_dir):
     # "Alice" and "alice" in the truth: which is user-alice would be a guess.
     truth = load_turns(sample_dir / "truth.json")
-    mixed = [
-        t.model_copy(
-            update={
-                "speaker": {"user-alice": "USER-ALICE", "user-bruno": "user-alice"}.get(
-                    t.speaker, t.speaker
-                )
-            }
-        )
-        for t in truth
-    ]
+    mixed = _renamed(truth, {"user-alice": "USER-ALICE", "user-bruno": "user-alice"})
     result = evaluate(sample_transcript, mixed)
     assert result.speakers_paired_by_words  # as cpWER pairs them, with its warning
     assert "are they of the same meeting?" in result.warnings[0]
