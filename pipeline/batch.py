@@ -1066,25 +1066,45 @@ def _on_dask(
     jobs: Sequence[Job], work: _Work, client: "distributed.Client"
 ) -> Generator[MeetingResult, None, None]:
     """The same work as tasks on a Dask cluster; every worker must see ``out`` at the same
-    path (a shared file system), as the outputs are written where the work is done."""
+    path (a shared file system), as the outputs are written where the work is done.
+
+    No more meetings are in the cluster's hands than it has threads (counted again as each
+    one ends, for a cluster that grows or shrinks): Dask queues more on each worker than it
+    runs, and a worker's death counts against every meeting queued on it, so a meeting that
+    never began failed with one that killed its worker. A meeting's result is let go once
+    read: the scheduler otherwise runs a finished meeting again when the worker holding its
+    result dies, after the batch has said it was done.
+    """
     from distributed import as_completed as dask_completed
 
     from ._dask_logs import logs_from_workers
 
-    with logs_from_workers(client):
-        futures = {
+    waiting = list(reversed(jobs))
+    running: dict[distributed.Future[MeetingResult], Job] = {}
+    finished = dask_completed()
+
+    def fill() -> None:
+        room = max(1, sum(client.nthreads().values())) - len(running)
+        for _ in range(min(room, len(waiting))):
+            job = waiting.pop()
             # One process's decode is all a Dask worker may run: its processes are daemons.
-            client.submit(
+            future = client.submit(
                 work,
                 job,
                 1,
                 key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}",
                 pure=False,
-            ): job
-            for job in jobs
-        }
-        for future in dask_completed(futures):
-            yield _outcome(future, futures[future], work.out)
+            )
+            running[future] = job
+            finished.add(future)
+
+    with logs_from_workers(client):
+        fill()
+        for future in finished:
+            result = _outcome(future, running.pop(future), work.out)
+            future.release()
+            fill()
+            yield result
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:

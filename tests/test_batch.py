@@ -19,6 +19,7 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import av
 import pytest
@@ -39,7 +40,7 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
-from pipeline.batch import _on_processes, _outcome, _Work, process_meeting
+from pipeline.batch import _on_dask, _on_processes, _outcome, _Work, process_meeting
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
 from pipeline.config import ApiSettings
@@ -655,6 +656,44 @@ def test_killed_at_random_moments_it_ends_identical_and_never_redoes_a_finished_
         if ".work" not in p.parts and p.name.startswith(".") and p.name != ".trackscribe-exports"
     ]
     assert leftovers == []
+
+
+def test_a_dask_cluster_holds_no_more_meetings_than_it_has_threads_nor_a_result_once_read(
+    tmp_path,
+):
+    # Given every meeting at once, Dask queued more on a worker than it ran: a worker's death
+    # then failed the meetings queued behind the one that killed it, though they never began.
+    # A result kept after the batch read it was run again when its worker died.
+    distributed = pytest.importorskip("distributed")
+    jobs = [Job(manifest=tmp_path / f"m{i}" / "manifest.json") for i in range(4)]
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        _HoldingCount.cluster, _HoldingCount.held = cluster, []
+        with distributed.Client(cluster) as client:
+            done = []
+            for result in _on_dask(jobs, _HoldingCount(tmp_path), client):  # type: ignore[arg-type]
+                done.append(result.job)
+                time.sleep(0.1)  # for the scheduler to hear of the release
+                tasks = list(cluster.scheduler.tasks)
+                assert not [k for k in tasks if k.startswith(f"trackscribe-{result.job}-")]
+    assert sorted(done) == sorted(job.folder_name for job in jobs)
+    assert max(_HoldingCount.held) <= 2, _HoldingCount.held
+
+
+class _HoldingCount:
+    """A meeting's work that notes how many tasks the cluster holds when it begins."""
+
+    cluster: ClassVar[Any] = None
+    held: ClassVar[list[int]] = []
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def __call__(self, job: Job, decode_workers: int) -> MeetingResult:
+        self.held.append(len(self.cluster.scheduler.tasks))
+        time.sleep(0.2)
+        return MeetingResult(job=job.folder_name, status="done", folder="")
 
 
 def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(
