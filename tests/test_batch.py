@@ -16,7 +16,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -1331,6 +1333,19 @@ def _run_job(jobs: Path, out: Path, api: ApiSettings, job: dict) -> list[Meeting
     return run_batch(jobs, out, api=api, progress=False).meetings
 
 
+@contextmanager
+def _done_for_everyone(
+    sample_dir: Path, tmp_path: Path
+) -> Iterator[tuple[Emulator, ApiSettings, dict]]:
+    """A meeting job done once for every participant, into ``tmp_path / "out"`` from
+    ``tmp_path / "jobs.jsonl"``: the emulator, its API settings and the job."""
+    with Emulator(sample_dir, _quick_meeting()) as emu:
+        api = _api(emu)
+        whole = {"id": "m1", "meeting_id": emu.meeting_id}
+        _run_job(tmp_path / "jobs.jsonl", tmp_path / "out", api, whole)
+        yield emu, api, whole
+
+
 def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
     sample_dir, tmp_path
 ):
@@ -1338,10 +1353,7 @@ def test_a_meeting_job_narrowed_to_fewer_users_is_done_again_without_the_others(
     # one user: a plain re-run kept the transcript of all four, against the job's consent.
     out = tmp_path / "out"
     jobs = tmp_path / "jobs.jsonl"
-    with Emulator(sample_dir, _quick_meeting()) as emu:
-        api = _api(emu)
-        whole = {"id": "m1", "meeting_id": emu.meeting_id}
-        _run_job(jobs, out, api, whole)
+    with _done_for_everyone(sample_dir, tmp_path) as (emu, api, whole):
         everyone = Transcript.load(out / "m1" / "transcript.json")
         [alone] = _run_job(jobs, out, api, whole | {"user_ids": ["user-alice"]})
         transcript = Transcript.load(out / "m1" / "transcript.json")
@@ -1372,10 +1384,7 @@ def test_a_meeting_job_narrowed_to_fewer_users_keeps_no_audio_or_words_of_the_ot
     # theirs and the segments (their words) kept for re-runs stayed in the meeting's folder.
     out = tmp_path / "out"
     jobs = tmp_path / "jobs.jsonl"
-    with Emulator(sample_dir, _quick_meeting()) as emu:
-        api = _api(emu)
-        whole = {"id": "m1", "meeting_id": emu.meeting_id}
-        _run_job(jobs, out, api, whole)
+    with _done_for_everyone(sample_dir, tmp_path) as (_, api, whole):
         tracks = out / "m1" / "recording" / "tracks"
         everyone = sorted(path.name for path in tracks.iterdir())
         bruno = next(name for name in everyone if "user-bruno" in name)
@@ -1409,10 +1418,8 @@ def test_a_narrowed_meeting_job_that_then_fails_leaves_no_transcript_of_those_le
     # worked: with the API out of reach, the words of a participant left out since stayed,
     # marked done.
     out = tmp_path / "out"
-    with Emulator(sample_dir, _quick_meeting()) as emu:
-        whole = {"id": "m1", "meeting_id": emu.meeting_id}
-        _run_job(tmp_path / "jobs.jsonl", out, _api(emu), whole)
-        refused = _api(emu).model_copy(update={"api_token": SecretStr("revoked")})
+    with _done_for_everyone(sample_dir, tmp_path) as (_, api, whole):
+        refused = api.model_copy(update={"api_token": SecretStr("revoked")})
         narrowed = whole | {"user_ids": ["user-alice"]}
         [failed] = _run_job(tmp_path / "jobs.jsonl", out, refused, narrowed)
     assert failed.status == "failed" and "401" in (failed.reason or "")

@@ -1099,7 +1099,12 @@ def report(partial) -> list[str]:
         )
     ]
     partial.provenance.parameters = {"vad": {"padding": 0.2}, "beam_size": 5}
-    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
+    return _bundled_report(partial)
+
+
+def _bundled_report(transcript) -> list[str]:
+    """The lines of the provenance.txt in the transcript's bundle."""
+    with zipfile.ZipFile(io.BytesIO(to_bundle(transcript))) as bundle:
         return bundle.read("provenance.txt").decode("utf-8").splitlines()
 
 
@@ -1128,8 +1133,7 @@ def test_the_provenance_report_says_where_each_gap_in_a_file_lies(partial):
     partial.provenance.inputs[0] = partial.provenance.inputs[0].model_copy(
         update={"gap_seconds": 6.0, "gaps": gaps}
     )
-    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
-        lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
+    lines = _bundled_report(partial)
     at = lines.index("    gaps      6.000 s of silence written for them")
     assert lines[at + 1 : at + 3] == [
         "      at 30.000 s into the file: 0.500 s missing",
@@ -1145,8 +1149,7 @@ def test_the_provenance_report_names_a_lost_tracks_file_once(partial):
         TrackFailure(path="tracks/c.webm", user_id="u-c", reason="cut short by c.webm's end"),
         TrackFailure(path="", user_id="u-d", reason="u-d's file was never listed"),
     ]
-    with zipfile.ZipFile(io.BytesIO(to_bundle(partial))) as bundle:
-        lines = bundle.read("provenance.txt").decode("utf-8").splitlines()
+    lines = _bundled_report(partial)
     lost = lines.index("tracks lost (4)")
     assert lines[lost + 1 : lost + 5] == [
         "  tracks/a.webm (u-a): file not found",
