@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Self
 
 import av
 import av.error
@@ -405,13 +405,12 @@ class _OpusDecoder:
 
     def __init__(self, library: ctypes.CDLL, channels: int = 1) -> None:
         self._lib = library
-        self.channels = channels
         error = ctypes.c_int()
         self._state = library.opus_decoder_create(SAMPLE_RATE, channels, ctypes.byref(error))
         if error.value != 0 or not self._state:
             raise _OpusError(self._message(error.value))
 
-    def __enter__(self) -> "_OpusDecoder":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -473,48 +472,44 @@ class _ChannelBalance:
             raise _ChannelsOpposite
 
 
-class _StereoProbe:
-    """A second decoder that decodes a stereo stream's first packets in stereo, for
-    :class:`_ChannelBalance`, while the first decodes it to mono: decoding both channels
-    costs a third more, and is done only until the first second of sound has been heard."""
-
-    def __init__(self, library: ctypes.CDLL) -> None:
-        self._decoder = _OpusDecoder(library, channels=2)
-        self._buffer = np.empty(2 * _OPUS_MAX_SAMPLES, np.float32)
-        self._address = self._buffer.ctypes.data
-        self.balance = _ChannelBalance()
-
-    def __enter__(self) -> "_StereoProbe":
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._decoder.close()
-
-    def add(self, packet: av.Packet) -> None:
-        count = self._decoder.decode_into(packet, self._address, _OPUS_MAX_SAMPLES)
-        both = self._buffer[: 2 * count]
-        self.balance.add(both[0::2], both[1::2])
-
-
-class _DifferenceDecoder(_OpusDecoder):
-    """Decodes a stereo stream whose channels are opposite in phase to half their difference,
-    where averaging them would cancel the voice."""
+class _StereoDecoder(_OpusDecoder):
+    """Decodes both channels of a stereo stream, into a buffer of its own."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         super().__init__(library, channels=2)
         self._buffer = np.empty(2 * _OPUS_MAX_SAMPLES, np.float32)
 
-    def decode_into(self, packet: av.Packet, address: int, room: int) -> int:
+    def channels_of(self, packet: av.Packet) -> tuple[np.ndarray, np.ndarray]:
+        """The packet's left and right channels (views of the buffer, until the next)."""
         count = super().decode_into(packet, self._buffer.ctypes.data, _OPUS_MAX_SAMPLES)
         both = self._buffer[: 2 * count]
-        space = memoryview((ctypes.c_float * count).from_address(address))
+        return both[0::2], both[1::2]
+
+
+class _StereoProbe(_StereoDecoder):
+    """A second decoder that decodes a stereo stream's first packets in stereo, for
+    :class:`_ChannelBalance`, while the first decodes it to mono: decoding both channels
+    costs a third more, and is done only until the first second of sound has been heard."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        super().__init__(library)
+        self.balance = _ChannelBalance()
+
+    def add(self, packet: av.Packet) -> None:
+        self.balance.add(*self.channels_of(packet))
+
+
+class _DifferenceDecoder(_StereoDecoder):
+    """Decodes a stereo stream whose channels are opposite in phase to half their difference,
+    where averaging them would cancel the voice."""
+
+    def decode_into(self, packet: av.Packet, address: int, room: int) -> int:
+        left, right = self.channels_of(packet)
+        space = memoryview((ctypes.c_float * left.size).from_address(address))
         out = np.frombuffer(space, np.float32)
-        np.subtract(both[0::2], both[1::2], out=out)
+        np.subtract(left, right, out=out)
         out *= np.float32(0.5)
-        return count
+        return left.size
 
 
 def _libopus_files() -> Iterator[str]:
