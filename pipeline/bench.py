@@ -430,13 +430,13 @@ def _each_full_track(
     Silero VAD (``silero``), or by its batched path (``batched``)."""
     from faster_whisper import BatchedInferencePipeline
 
-    batched = BatchedInferencePipeline(model)
+    batched = BatchedInferencePipeline(model) if name == "batched" else None
 
     def transcribed(track: Track, offset: float) -> list[dict]:
         # A function of its own, so that the track's samples are let go before the next's.
         if (samples := read(track, offset)) is None:
             return []
-        if name == "batched":
+        if batched is not None:
             segments, _ = batched.transcribe(samples, batch_size=_BATCH_SIZE, **settings)
         else:
             segments, _ = model.transcribe(samples, vad_filter=name == "silero", **settings)

@@ -592,7 +592,7 @@ def evaluate(
         # Figures by name beside a cpWER that pairs otherwise: the reader must know which
         # to trust (two speakers' labels swapped in the truth, say).
         said_as = {relabel(label, pairs): label for label in labels}
-        warnings += _paired_otherwise(ref, hyp, cp.assignment, said_as)
+        warnings += _paired_otherwise(ref, hyp, cp.assignment, cp.errors, said_as)
     said = [entry["words"].split() for entry in hyp]  # each turn's words, as scored
     silent_words = sum(
         len(words) for t, words in zip(hypothesis, said, strict=True) if t.speaker in silent
@@ -700,10 +700,12 @@ def _paired_otherwise(
     ref: "meeteval.io.SegLST",
     hyp: "meeteval.io.SegLST",
     assignment: Iterable[tuple[str | None, str | None]],
+    best: int,
     said_as: Mapping[str, str],
 ) -> list[str]:
     """A warning when cpWER's ``assignment`` (true speaker, transcript speaker as scored)
-    pairs speakers found by name otherwise, and with fewer errors: cpWER and tcpWER then
+    pairs speakers found by name otherwise, and with fewer errors than by name (``best``,
+    cpWER's own count): cpWER and tcpWER then
     count their words so, while the figures per speaker, start errors, missed utterances
     and silent words take them by name, and the two disagree without it. ``said_as`` gives
     each speaker as scored the transcript's own label. A tie (a speaker with no words on
@@ -712,9 +714,7 @@ def _paired_otherwise(
     if not moved:
         return []
     words_ref, words_hyp = _words_by_speaker(ref), _words_by_speaker(hyp)
-    by_name = {r: r for r in words_ref if r in words_hyp}
-    by_cpwer = {r: h for r, h in assignment if r is not None and h is not None}
-    named, best = (_errors(words_ref, words_hyp, p) for p in (by_name, by_cpwer))
+    named = _errors(words_ref, words_hyp, {r: r for r in words_ref if r in words_hyp})
     if named <= best:
         return []
     pairs = {said_as.get(h, h): r for h, r in sorted(moved.items())}
