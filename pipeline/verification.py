@@ -305,22 +305,34 @@ def _exports(
     else:
         digest = _digest(members[_TRANSCRIPT])
         source = _Source(made, f"{path.name}:{_TRANSCRIPT}", rendered, digest, key)
-        checks += _bundle(path.name, data, members, source, record, _BUNDLE)
     beside = {
         name: _read_export(path.parent / file_name, record)
         for name, (file_name, _) in FORMATS.items()
         if path.parent / file_name != path and (name != "json" or members is not None)
     }
     opened = _opened(beside.get("bundle"))  # read once: for its signed members, then checked
-    bundle = opened if isinstance(opened, dict) else members
-    signature = _signature("", bundle, key) if bundle is not None else None
-    signed = _signed_members(bundle, source, signature)
+    # The bundle whose signature vouches for the exports: the one beside, else the one
+    # given; its signature is checked once, here, and its check kept for its own.
+    vouching = (FORMATS["bundle"][0], opened) if isinstance(opened, dict) else (path.name, members)
+    signature = _signature(vouching[0], vouching[1], key) if vouching[1] is not None else None
+    signed = _signed_members(vouching[1], source, signature)
+
+    def checked_once(bundle: dict[str, bytes]) -> _Signed | None:
+        return (signature, signed) if bundle is vouching[1] else None
+
+    if members is not None:
+        checks += _bundle(path.name, data, members, source, record, _BUNDLE, checked_once(members))
     for name, found in beside.items():
         file_name = FORMATS[name][0]
         if not isinstance(found, bytes):
             checks += [found] if found is not None else []
         elif name == "bundle":
-            checks += _bundle_beside(file_name, found, opened, source, record)
+            if isinstance(opened, dict):
+                checks += _bundle(
+                    file_name, found, opened, source, record, file_name, checked_once(opened)
+                )
+            else:
+                checks += _bundle_beside(file_name, found, opened, record)
         else:
             expected = source.rendered[file_name]
             signed_as = signed.get(file_name)
@@ -407,18 +419,17 @@ def _opened(data: bytes | Check | None) -> dict[str, bytes] | BundleError | None
 
 
 def _bundle_beside(
-    name: str,
-    data: bytes,
-    opened: dict[str, bytes] | BundleError | None,
-    source: _Source,
-    record: _Record,
+    name: str, data: bytes, opened: BundleError | None, record: _Record
 ) -> list[Check]:
-    """The bundle ``name`` beside the transcript ``source``, its bytes ``data`` already
-    read (:func:`_opened`)."""
-    if not isinstance(opened, dict):
-        written = _against_record(name, hashlib.sha256(data).hexdigest(), record, name)
-        return [written, Check(subject=name, status="differs", detail=str(opened))]
-    return _bundle(name, data, opened, source, record, name)
+    """The bundle ``name`` beside the transcript, its bytes ``data``, that could not be
+    opened (:func:`_opened`)."""
+    written = _against_record(name, hashlib.sha256(data).hexdigest(), record, name)
+    return [written, Check(subject=name, status="differs", detail=str(opened))]
+
+
+_Signed = tuple[Check | None, dict[str, bytes]]
+"""A bundle's signature check (:func:`_signature`) and the members it vouches for
+(:func:`_signed_members`)."""
 
 
 def _bundle(
@@ -428,6 +439,7 @@ def _bundle(
     source: _Source,
     record: _Record,
     recorded_as: str,
+    signed: _Signed | None = None,
 ) -> list[Check]:
     """The bundle ``name``: its bytes against what the record says trackscribe wrote as
     ``recorded_as``, and against the zip trackscribe writes holding its members; and each
@@ -439,8 +451,11 @@ def _bundle(
     But one not laid out as trackscribe lays it out differs, whatever its members: zip
     tools that read other records of it than Python does could show other members."""
     written = _against_record(name, hashlib.sha256(data).hexdigest(), record, recorded_as)
-    signature = _signature(name, members, source.key)
-    held = _members(name, members, source, _signed_members(members, source, signature))
+    if signed is None:  # not checked already, as the bundle that vouches for the exports
+        signature = _signature(name, members, source.key)
+        signed = signature, _signed_members(members, source, signature)
+    signature, vouched_for = signed
+    held = _members(name, members, source, vouched_for)
     if signature is not None:
         held.append(signature)
     vouched = signature is not None and all(check.status == "ok" for check in held)
