@@ -90,8 +90,7 @@ class Checkpoints:
         return name
 
     def save_decoded(self, key: str, audio: PcmAudio) -> PcmAudio:
-        self._used.add(("decode", key))
-        final = self.folder / "decode" / f"{key}.pcm"
+        final = self._entry("decode", key, ".pcm")
         with writing(final):
             _fsync(audio.pcm_path)
             os.replace(audio.pcm_path, final)
@@ -101,8 +100,7 @@ class Checkpoints:
 
     def decoded(self, key: str) -> PcmAudio | None:
         """The decoded track's description; its PCM may be gone (see :meth:`drop_pcm`)."""
-        self._used.add(("decode", key))
-        meta = self.folder / "decode" / f"{key}.json"
+        meta = self._entry("decode", key, ".json")
         audio = self._read(meta, lambda data: PcmAudio.model_validate_json(data))
         if audio is None:
             return None
@@ -126,7 +124,7 @@ class Checkpoints:
     # -- voice activity --------------------------------------------------------------------
 
     def save_activity(self, key: str, activity: VoiceActivity) -> None:
-        self._used.add(("vad", key))
+        path = self._entry("vad", key, ".npz")
         data = io.BytesIO()
         np.savez(
             data,
@@ -135,7 +133,7 @@ class Checkpoints:
             frame_s=activity.frame_s,
             duration=activity.duration,
         )
-        atomic_write_bytes(self.folder / "vad" / f"{key}.npz", data.getvalue())
+        atomic_write_bytes(path, data.getvalue())
 
     def activity(self, key: str) -> VoiceActivity | None:
         def load(data: bytes) -> VoiceActivity:
@@ -147,20 +145,21 @@ class Checkpoints:
                     duration=float(arrays["duration"]),
                 )
 
-        self._used.add(("vad", key))
-        return self._read(self.folder / "vad" / f"{key}.npz", load)
+        return self._read(self._entry("vad", key, ".npz"), load)
 
     # -- transcription ---------------------------------------------------------------------
 
     def save_segments(self, key: str, segments: list[Segment]) -> None:
-        self._used.add(("transcribe", key))
-        atomic_write_bytes(
-            self.folder / "transcribe" / f"{key}.json", _SEGMENTS.dump_json(segments)
-        )
+        atomic_write_bytes(self._entry("transcribe", key, ".json"), _SEGMENTS.dump_json(segments))
 
     def segments(self, key: str) -> list[Segment] | None:
-        self._used.add(("transcribe", key))
-        return self._read(self.folder / "transcribe" / f"{key}.json", _SEGMENTS.validate_json)
+        return self._read(self._entry("transcribe", key, ".json"), _SEGMENTS.validate_json)
+
+    def _entry(self, stage: str, key: str, suffix: str) -> Path:
+        """Where a track's work for ``stage`` is kept, marked as used by this run (what
+        :meth:`drop_unused` keeps)."""
+        self._used.add((stage, key))
+        return self.folder / stage / f"{key}{suffix}"
 
     def drop_unused(self) -> list[str]:
         """Remove every entry of a track's work that was neither read nor written through this
