@@ -595,11 +595,9 @@ class _Urls:
         is lost for good."""
         with self._lock:
             if self._stale >= _STALE_RENEWALS:
-                assert self._expiry is not None  # a stale renewal gave one
                 raise _Lasting(
                     f"{name}: refused, and the API gives only download URLs that expired at "
-                    f"{self._expiry.isoformat()}: the recording is past RealtimeKit's retention "
-                    "of its files (7 days), or this machine's clock is wrong"
+                    f"{self._past_retention()}"
                 )
             if self._generation == seen_generation:
                 self._renew_locked()
@@ -610,14 +608,19 @@ class _Urls:
         self._generation += 1
         self._stale = self._stale + 1 if self._expired() else 0
         if self._stale == _STALE_RENEWALS:
-            assert self._expiry is not None  # what _expired() says
             log.warning(
-                "the API gave download URLs that expired at %s already, %d times: past the "
-                "recording's retention (7 days), or this machine's clock is wrong; trying them "
-                "as they are",
-                self._expiry.isoformat(),
+                "the API gave download URLs that expired at %s, %d times; trying them as they are",
+                self._past_retention(),
                 _STALE_RENEWALS,
             )
+
+    def _past_retention(self) -> str:
+        """Why the API gives only expired URLs, for the error and the warning alike."""
+        assert self._expiry is not None  # stale renewals gave one
+        return (
+            f"{self._expiry.isoformat()}: the recording is past RealtimeKit's retention of its "
+            "files (7 days), or this machine's clock is wrong"
+        )
 
 
 def _unless_cancelled(call: Callable[[], _T], cancel: threading.Event) -> _T:
