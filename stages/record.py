@@ -244,11 +244,11 @@ class RealtimeKitClient:
         one). The API may show the new one a moment late, so it is looked for a few times.
         With no ``before`` (none was running, or none could be looked up), whatever is
         active is taken."""
+        known = before.id if before is not None else None
         for wait in _STARTED_LOOKS:
             self._sleep(wait)
-            active = self.active_recording(meeting_id)
-            if active is not None and (before is None or active.id != before.id):
-                return active
+            if (started := _new(self.active_recording(meeting_id), known)) is not None:
+                return started
         running = (
             f"; recording {before.id} ({before.status}) was already running and is not it"
             if before is not None
@@ -270,7 +270,7 @@ class RealtimeKitClient:
             active = self._active_recording(meeting_id, once=True)
         except RealtimeKitError:
             return None
-        return active if active is not None and active.id != known else None
+        return _new(active, known)
 
     def get_recording(self, recording_id: str) -> Recording:
         return self._get_recording(recording_id)
@@ -608,6 +608,12 @@ def _until(deadline: float | None, wait: float) -> float | None:
         return wait
     left = deadline - time.monotonic()
     return min(wait, left) if left > 0 else None
+
+
+def _new(active: Recording | None, known: str | None) -> Recording | None:
+    """``active``, the meeting's active recording, unless it is ``known`` (the one that was
+    active before a start) or there is none."""
+    return active if active is not None and active.id != known else None
 
 
 def _segment(value: str, what: str, call: str) -> str:
