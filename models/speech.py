@@ -60,6 +60,11 @@ class VoiceActivity(BaseModel):
         default=None, description="bool per frame: someone else's voice; regions stop at it"
     )
 
+    @property
+    def voiced_s(self) -> float:
+        """Seconds of the track voiced."""
+        return self.frame_s * int(self.voiced.sum())
+
     def owned(self, own: np.ndarray, blocked: np.ndarray) -> "VoiceActivity":
         """Only ``own`` frames voiced, and ``blocked`` frames walled off."""
         return self.model_copy(update={"voiced": own, "blocked": blocked})

@@ -525,7 +525,7 @@ def _unmeasured(
         activity = item.activity
         if estimate is not None or activity is None:
             continue
-        if activity.voiced.sum() * activity.frame_s < _CLOCK_SPEECH_S:
+        if activity.voiced_s < _CLOCK_SPEECH_S:
             continue
         track = manifest.tracks[item.index]
         why = (
@@ -761,7 +761,7 @@ def _analyse(
             manifest.tracks[item.index].path,
             audio.duration,
             decode_s,
-            activity.frame_s * int(activity.voiced.sum()),
+            activity.voiced_s,
         )
         stats.decode_s += decode_s
         stats.vad_s += vad_s
