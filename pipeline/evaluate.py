@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from models import JsonTextError, Transcript, decode_text, import_optional
-from stages.export import FORMATS, read_bundle
+from stages.export import FORMATS, export_format_of, read_bundle
 
 if TYPE_CHECKING:
     import meeteval
@@ -208,10 +208,10 @@ def read_turns(path: Path | str) -> TurnFile:
     except (ValueError, RecursionError) as exc:
         if text.lstrip()[:1] in ("[", "{"):
             raise ValueError(f"{path}: not JSON (transcript, SegLST): {exc}") from None
-        if export := _export_named(text):
+        if export := export_format_of(text):
             raise ValueError(
-                f"{path}: {export} export of a transcript, which is not scored: give the "
-                "transcript.json beside it"
+                f"{path}: {_AN_EXPORT[export]} export of a transcript, which is not scored: "
+                "give the transcript.json beside it"
             ) from None
         try:  # STM named otherwise (.txt, no suffix)
             return _read_stm(text, path)
@@ -234,6 +234,11 @@ _ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
 
 _TRANSCRIPT = FORMATS["json"][0]
 
+_AN_EXPORT = {"txt": "a TXT", "vtt": "a WebVTT", "srt": "an SRT"}
+"""The exports made for reading, as an error names one handed in for scoring: people reach
+for the file they read, which has no speaker ids or end times (TXT) or splits turns into
+cues."""
+
 
 def _bundled_transcript(data: bytes, path: Path) -> Transcript:
     """The transcript in the compliance bundle ``data`` (``transcript --formats bundle``), as
@@ -251,20 +256,6 @@ def _checked(transcript: Transcript, source: str) -> Transcript:
     for i, u in enumerate(transcript.utterances):
         _check_times(source, f"utterances[{i}]", u.start, u.end, names=("start", "end"))
     return transcript
-
-
-def _export_named(text: str) -> str | None:
-    """Which of trackscribe's text exports ``text`` is ("a TXT", "a WebVTT", "an SRT"), if
-    one: people reach for the file they read, which has no speaker ids or end times (TXT) or
-    splits turns into cues."""
-    if text.startswith("# Meeting "):
-        return "a TXT"
-    if text.startswith("WEBVTT"):
-        return "a WebVTT"
-    first = text.split("\n", 2)
-    if len(first) > 1 and first[0].strip() == "1" and " --> " in first[1]:
-        return "an SRT"
-    return None
 
 
 def _read_stm(text: str, path: Path) -> TurnFile:

@@ -43,7 +43,7 @@ from ._bundle import (
     sha256sums,
     to_bundle,
 )
-from ._text import TEXT_FORMATS, to_seglst, to_srt, to_txt, to_vtt
+from ._text import TEXT_FORMATS, export_format_of, to_seglst, to_srt, to_txt, to_vtt
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -58,6 +58,7 @@ __all__ = [
     "SigningKeyError",
     "bundle_members",
     "export",
+    "export_format_of",
     "formats_to_write",
     "holds_signature",
     "keep_signed",

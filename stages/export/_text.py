@@ -22,6 +22,8 @@ from models import (
 
 _MAX_CUE_SECONDS = 7.0
 _MAX_CUE_CHARS = 84  # what two subtitle lines of 42 characters hold; players wrap the text
+_VTT_OPENING = "WEBVTT"
+_MEETING = "Meeting "  # how the lines opening each export for reading begin
 
 
 def to_vtt(transcript: Transcript) -> str:
@@ -29,7 +31,7 @@ def to_vtt(transcript: Transcript) -> str:
     players do not show but a reviewer reading the file sees, open it: which meeting it is
     and what made it, then, for a partial transcript, the inputs lost; one with no speech
     has a NOTE saying so."""
-    blocks = ["WEBVTT", "\n".join(["NOTE", *map(_vtt_note, _about(transcript))])]
+    blocks = [_VTT_OPENING, "\n".join(["NOTE", *map(_vtt_note, _about(transcript))])]
     if transcript.partial:
         lost = filter(None, map(_vtt_note, transcript.problems()))  # a blank line ends a NOTE
         blocks.append("\n".join([f"NOTE {_PARTIAL}", *lost]))
@@ -81,7 +83,7 @@ def to_txt(transcript: Transcript) -> str:
 def _about(transcript: Transcript) -> list[str]:
     """Which meeting a file is of, what its times count from, and what made it, on lines of
     their own: what a reviewer handed one export alone needs in order to place it."""
-    meeting = f"Meeting {one_line(transcript.meeting_id)}"
+    meeting = f"{_MEETING}{one_line(transcript.meeting_id)}"
     if transcript.provenance.recording_id:
         meeting += f", recording {one_line(transcript.provenance.recording_id)}"
     made = transcript.provenance
@@ -89,6 +91,21 @@ def _about(transcript: Transcript) -> list[str]:
         f"{meeting}; times count from {format_utc(transcript.origin)} (UTC).",
         f"Made by {one_line(made.software)} with the model {one_line(made.model)}.",
     ]
+
+
+def export_format_of(text: str) -> str | None:
+    """Which of the exports made for reading (``txt``, ``vtt``, ``srt``) ``text`` is, told by
+    how each opens, if one: a tool handed one in place of the transcript (``eval``) can say
+    so, instead of failing to read it as something else. Known here, where they are written,
+    so that the two never part."""
+    if text.startswith(f"# {_MEETING}"):  # to_txt's first line
+        return "txt"
+    if text.startswith(_VTT_OPENING):
+        return "vtt"
+    first = text.split("\n", 2)
+    if len(first) > 1 and first[0].strip() == "1" and " --> " in first[1]:
+        return "srt"
+    return None
 
 
 def _vtt_note(line: str) -> str:
