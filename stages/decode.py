@@ -776,7 +776,6 @@ class _AlignedWriter:
         self.position = 0  # source-rate samples laid down so far
         self.samples_out = 0
         self.first_time: float | None = None
-        self._gap = 0
         self._dropped = 0
         self._dropped_in_chunks = 0  # in jumps back of _SLIPPED or more
         self._before_start = 0
@@ -794,7 +793,9 @@ class _AlignedWriter:
 
     @property
     def gap_seconds(self) -> float:
-        return self._gap / self._rate if self._rate else 0.0
+        """Seconds of silence written for jumps ahead; complete once :meth:`finish` has laid
+        down what was held back."""
+        return math.fsum(seconds for _, seconds in self.gaps)
 
     @property
     def dropped_seconds(self) -> float:
@@ -854,7 +855,6 @@ class _AlignedWriter:
                 self.first_time = time
             if ahead > _GAP_TOLERANCE * rate:
                 if not leading:  # a late start is not a gap in the recording
-                    self._gap += ahead
                     self.gaps.append((self.position / rate, ahead / rate))
                 self._append(None, ahead)  # in blocks: a long mute is not one huge array
             elif ahead < -_GAP_TOLERANCE * rate:
@@ -891,7 +891,6 @@ class _AlignedWriter:
                 held.gaps.append((held.count, ahead))
                 held.audio.append(np.zeros(ahead, np.float32))
                 held.count += ahead
-                self._gap += ahead
         if held.count + samples.size > _HELD_AT_MOST * self._rate:
             self._release_held()
             return False
@@ -926,7 +925,6 @@ class _AlignedWriter:
         if held is None:
             return
         self._check_length((held.start + held.jump + held.count) / self._rate)
-        self._gap += held.jump
         self.gaps.append((held.start / self._rate, held.jump / self._rate))
         self._note_held_gaps(held, held.start + held.jump)
         self._append(None, held.jump)
