@@ -18,9 +18,10 @@ behaviour):
   in manifest order; a user with two tracks (a rejoin) has two files. Only the first layer of
   ``layers`` is used: it names the layer and gives the file-name prefix. ``outputs`` and
   storage configs are accepted and ignored: files are always served from the emulator.
-- ``max_seconds`` of recorded time (pauses left out) ends the recording like a stop call
-  (stop reason ``API_CALL``); the session ends ``record_seconds`` after the recording started,
-  paused or not, and the recording with it (``ALL_PEERS_LEFT``).
+- ``max_seconds`` of recorded time (pauses left out; 86,400 when not given, as documented)
+  ends the recording like a stop call (stop reason ``API_CALL``); the session ends
+  ``record_seconds`` after the recording started, paused or not, and the recording with it
+  (``ALL_PEERS_LEFT``).
 - ``stop`` before the recording started ends it ``ERRORED``: nothing was recorded.
 - ``download_url`` in shape ``"string"`` carries only the first file (as the generated SDKs
   type it): a client that needs every file must use shape ``"layers"``.

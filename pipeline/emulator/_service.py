@@ -673,10 +673,14 @@ def _check_fault(name: str, count: int) -> None:
         raise ValueError(f"fault {name}: count must be 0 or more")
 
 
+_DEFAULT_MAX_SECONDS = 86_400.0
+"""The API's own default: a recording left running stops after a day of recorded time."""
+
+
 def _max_seconds(value: object) -> float:
-    """The recorded time a recording stops at (``max_seconds``; none: the session's end)."""
+    """The recorded time a recording stops at (``max_seconds``, else the API's default)."""
     if value is None:
-        return math.inf
+        return _DEFAULT_MAX_SECONDS
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ApiError(400, "max_seconds must be a positive number")
     try:

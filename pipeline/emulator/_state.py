@@ -29,7 +29,7 @@ class Recording:
     layer: str
     files: dict[str, TrackFile]
     limit: float
-    """Recorded seconds it stops at (``max_seconds``; inf: none, the session's end)."""
+    """Recorded seconds it stops at (``max_seconds``, 86,400 by default)."""
     invoked_at: float
     since: float
     status: str = "INVOKED"
