@@ -2023,3 +2023,27 @@ def test_a_recording_uploaded_whose_files_are_not_listed_yet_is_waited_for_too(
     assert (
         "r1 was announced UPLOADED, but the API shows it UPLOADED with no files listed" in (said[0])
     )
+
+
+def test_a_recording_announced_uploaded_that_the_api_shows_errored_is_given_up_at_once(
+    sample_dir, tmp_path
+):
+    # No try again, nor wait, can bring files the recording never had.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.5, record_seconds=0.2)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
+    ):
+        empty = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.stop(empty.id)  # before it started: ERRORED, nothing recorded
+        assert announce_uploaded(port, key, empty.id) == 202
+        wait_for(out / empty.id / "failed.json")
+    failed = json.loads((out / empty.id / "failed.json").read_text())
+    assert f"recording {empty.id} ended ERRORED" in failed["error"]
+    assert failed["by_hand"] == (
+        "nothing: RealtimeKit ended the recording ERRORED and has no files of it"
+    )
+    assert "(try 1 of 3)" not in said[0] and "looking again" not in said[0]
