@@ -2047,3 +2047,34 @@ def test_a_recording_announced_uploaded_that_the_api_shows_errored_is_given_up_a
         "nothing: RealtimeKit ended the recording ERRORED and has no files of it"
     )
     assert "(try 1 of 3)" not in said[0] and "looking again" not in said[0]
+
+
+def test_an_api_that_cannot_be_asked_is_waited_out_as_a_recording_not_uploaded_yet(
+    sample_dir, tmp_path
+):
+    # A 503 at each look is no try spent: it is looked at again until the wait is over, and
+    # failed.json says that no status was known, and why.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.2, upload_seconds=0)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
+            port,
+            said,
+        ),
+    ):
+        recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.wait_until_uploaded(recording.id, timeout=30, poll=0.1)
+        emu.inject("server_error", 1000)
+        assert announce_uploaded(port, key, recording.id) == 202
+        wait_for(out / recording.id / "failed.json")
+    failed = json.loads((out / recording.id / "failed.json").read_text())
+    assert failed["error"].startswith(
+        f"UploadTimeoutError: RealtimeKit wait for upload: recording {recording.id} no status "
+        "known after 2 s (RealtimeKit GET /recordings/"
+    )
+    assert "HTTP 503" in failed["error"]
+    assert "(try 1 of 3)" not in said[0]
+    assert f"{recording.id} was announced UPLOADED, but the API could not be asked (" in said[0]
