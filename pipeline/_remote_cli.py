@@ -666,29 +666,20 @@ _LOST_BY_HAND = (
 
 
 def _uploaded(client: RealtimeKitClient, recording: Recording) -> Recording:
-    """``recording`` as the API shows it, when that is ``UPLOADED`` with its files listed:
-    RealtimeKit's webhook may come before the API says so, or lists them. One look
-    (``wait_until_uploaded`` with no time to wait): the receiver waits between looks,
-    handling other recordings meanwhile, and a stop does not wait for a poll. Not uploaded
-    yet (or the API could not be asked for now): :class:`UploadTimeoutError`, which the
-    receiver waits out; ended ``ERRORED``: :class:`RecordingErrored`, which it gives up on
-    at once."""
+    """``recording`` as the API shows it, when that is ``UPLOADED``: RealtimeKit's webhook
+    may come before the API says so. One look (``wait_until_uploaded`` with no time to
+    wait): the receiver waits between looks, handling other recordings meanwhile, and a stop
+    does not wait for a poll. Not uploaded yet (or the API could not be asked for now):
+    :class:`UploadTimeoutError`, which the receiver waits out; ended ``ERRORED``:
+    :class:`RecordingErrored`, which it gives up on at once."""
     from .webhook import RecordingErrored
 
     try:
-        uploaded = client.wait_until_uploaded(recording.id, timeout=0)
+        return client.wait_until_uploaded(recording.id, timeout=0)
     except UploadTimeoutError:
         raise
     except RecordingFailedError as exc:
         raise RecordingErrored(f"{exc.message}: it has no files to transcribe") from exc
-    if not uploaded.files() and not uploaded.unreadable_layers:
-        # Not done either: a fetch would fail with "no files to download" at every try.
-        raise UploadTimeoutError(recording.id, _NOT_LISTED, 0)
-    return uploaded
-
-
-_NOT_LISTED = "UPLOADED with no files listed"
-"""What the API shows of a recording it says is uploaded and lists no file of (yet)."""
 
 
 def _errored_by_hand(client: RealtimeKitClient, recording: Recording) -> str | None:

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import pytest
@@ -1989,40 +1988,6 @@ def test_a_stop_does_not_wait_for_a_recording_waited_for_and_says_what_the_api_s
         "webhook: stopping; 1 recording(s) the API does not show UPLOADED yet are given up "
         f"on: {recording.id} (still RECORDING)"
     ) in said
-
-
-class ListedLate(HalfStored):
-    """:class:`HalfStored` whose recording is UPLOADED with no files listed at the first
-    ``unlisted`` looks, as an API that lists them a moment after it says UPLOADED."""
-
-    unlisted: ClassVar[int] = 0
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/file/") or type(self).unlisted <= 0:
-            super().do_GET()
-            return
-        type(self).unlisted -= 1
-        recording = {"id": "r1", "status": "UPLOADED", "started_time": "2026-11-20T10:00:00Z"}
-        self._send(
-            200, json.dumps({"success": True, "data": recording}).encode(), "application/json"
-        )
-
-
-def test_a_recording_uploaded_whose_files_are_not_listed_yet_is_waited_for_too(
-    sample_manifest, tmp_path
-):
-    # Three tries found no file to download and wrote it off; the files come at the 4th look.
-    _, stored = stored_files(sample_manifest, "user-bruno", "user-chen")
-    storage = type("Api", (ListedLate,), {"stored": stored, "unlisted": 3})
-    with webhook_before(storage, tmp_path) as (out, key, port, said):
-        assert announce_uploaded(port, key) == 202
-        done = [out / "r1" / name for name in ("transcript.json", "failed.json")]
-        wait_for(out / "r1", lambda: any(path.exists() for path in done))
-    assert not done[1].exists(), done[1].read_text()
-    assert {u.speaker for u in Transcript.load(done[0]).utterances} == {"user-bruno", "user-chen"}
-    assert (
-        "r1 was announced UPLOADED, but the API shows it UPLOADED with no files listed" in (said[0])
-    )
 
 
 def test_a_recording_announced_uploaded_that_the_api_shows_errored_is_given_up_at_once(
