@@ -37,6 +37,7 @@ from stages.export import (
 )
 from stages.fetch import FetchOptions
 from stages.record import (
+    DEFAULT_UPLOAD_WAIT,
     DEFAULT_WAIT,
     RealtimeKitClient,
     RealtimeKitError,
@@ -243,6 +244,15 @@ def add_remote_commands(commands: "argparse._SubParsersAction[Parser]") -> None:
         type=non_empty_path,
         required=True,
         help="output folder: one folder per recording, failed.json in it when one cannot be done",
+    )
+    webhook.add_argument(
+        "--upload-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_UPLOAD_WAIT,
+        metavar="S",
+        help="a recording announced UPLOADED that the API does not show so yet is looked at "
+        "again (others are handled meanwhile) until S s have passed, then left in failed.json "
+        "(default: %(default)g, the hour `run --timeout` allows an upload)",
     )
     add_api_options(webhook)
     webhook.add_argument(
@@ -579,6 +589,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
             )
             return
         keep_signed(out, key)  # failed.json says so, before anything is fetched
+        uploaded = _uploaded(client, recording)
         say(f"recording {recording.id} uploaded; fetching and transcribing into {out}")
         (out / FAILED_FILE).unlink(missing_ok=True)  # an earlier failure is being retried
         # A try again, after a file that could not be fetched for now, transcribes only the
@@ -588,7 +599,7 @@ def _webhook_command(args: argparse.Namespace) -> int:
         try:
             transcript = remote.transcribe_recording(
                 client,
-                recording.id,
+                uploaded,
                 out,
                 meeting_id=recording.meeting_id,
                 options=pipeline_options(args),
@@ -629,7 +640,12 @@ def _webhook_command(args: argparse.Namespace) -> int:
         _record_failure(args, recording, error, by_hand=by_hand)
 
     receiver = WebhookReceiver(
-        public_key, on_uploaded, on_failed=on_failed, host=args.host, port=args.port
+        public_key,
+        on_uploaded,
+        on_failed=on_failed,
+        host=args.host,
+        port=args.port,
+        upload_timeout=args.upload_timeout,
     )
     say(f"listening for RealtimeKit webhooks at {receiver.url} (Ctrl-C stops)")
     try:
@@ -647,6 +663,23 @@ _LOST_BY_HAND = (
     "nothing a fetch again can mend: each of its files is lost for good (see error); ask "
     "RealtimeKit what became of them"
 )
+
+
+def _uploaded(client: RealtimeKitClient, recording: Recording) -> Recording:
+    """``recording`` as the API shows it, when that is ``UPLOADED``: RealtimeKit's webhook
+    may come before the API says so. One look (``wait_until_uploaded`` with no time to
+    wait): the receiver waits between looks, handling other recordings meanwhile, and a stop
+    does not wait for a poll. Not uploaded yet (or the API could not be asked for now):
+    :class:`UploadTimeoutError`, which the receiver waits out; ended ``ERRORED``:
+    :class:`RecordingErrored`, which it gives up on at once."""
+    from .webhook import RecordingErrored
+
+    try:
+        return client.wait_until_uploaded(recording.id, timeout=0)
+    except UploadTimeoutError:
+        raise
+    except RecordingFailedError as exc:
+        raise RecordingErrored(f"{exc.message}: it has no files to transcribe") from exc
 
 
 def _errored_by_hand(client: RealtimeKitClient, recording: Recording) -> str | None:

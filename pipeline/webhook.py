@@ -4,10 +4,13 @@ Every delivery is checked before anything is believed: ``rtk-signature`` must be
 RSA-SHA256 (PKCS#1 v1.5) signature of the raw body under RealtimeKit's public key. Deliveries
 are retried by the sender, so each ``rtk-uuid`` is acted on once, and each recording is
 handled once however many deliveries announce it. Work runs on one background thread: the
-sender gets its 2xx at once and does not time out while a meeting is transcribed. The sender
+sender gets its 2xx at once and does not time out while a meeting is transcribed. A recording
+announced ``UPLOADED`` that the API does not show so yet (the webhook can come first) is put
+aside and looked at again, without holding up the recordings behind it. The sender
 redelivers only after a 5xx, so nothing answered 2xx may be lost without a word: a recording
-given up on (it failed every try, the receiver stopped before it was done, or RealtimeKit
-says its recording failed) goes to ``on_failed``, and each refused delivery is logged.
+given up on (it failed every try, it was not shown ``UPLOADED`` in time, the receiver stopped
+before it was done, or RealtimeKit says its recording failed) goes to ``on_failed``, and each
+refused delivery is logged.
 """
 
 import base64
@@ -21,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TypeVar
 
@@ -39,7 +43,7 @@ from models import (
     redact_urls,
     safe_file_name,
 )
-from stages.record import RecordingNotFoundError
+from stages.record import DEFAULT_UPLOAD_WAIT, RecordingNotFoundError, UploadTimeoutError
 
 from ._listen import MAX_BODY, LocalServer, declared_length, listen
 
@@ -77,6 +81,12 @@ worker is reporting already to be reported: the command line's ``on_failed`` loo
 recording up (up to 5 s) before it writes failed.json, and the worker is a daemon thread, so a
 stop that did not wait would end the process half-way through, leaving neither failed.json nor
 the error line. Bounded, so that a report that hangs cannot hold a stop for ever."""
+_UPLOAD_POLL = 1.0
+_UPLOAD_MAX_POLL = 30.0
+"""Seconds between looks at a recording the API does not show ``UPLOADED`` yet: the first
+after one, each half as long again as the last, up to 30 (``wait_until_uploaded``'s own
+defaults): the API usually catches up within seconds, and a recording waited for an hour
+must not spend the account's rate limit."""
 
 
 class ReceiverStopped(Exception):
@@ -107,6 +117,25 @@ class PartialTranscript(Exception):
             f"recording {recording_id}: the transcript lacks {len(self.missing)} file(s) that "
             f"could not be fetched: {reasons}"
         )
+
+
+@dataclass
+class _Job:
+    """A recording accepted and not done, with how far it has come: it is taken up again
+    where it was when it was put aside to wait for its upload."""
+
+    recording: Recording
+    attempt: int = 1
+    """The try it is at: a look that finds it not uploaded yet counts for none."""
+    awaited_since: float | None = None
+    """``time.monotonic()`` of the first look that found it not ``UPLOADED``; None: none did."""
+    status: str | None = None
+    """What the API showed at the last look (None: it could not be asked; see ``why``)."""
+    why: str = ""
+    interval: float = _UPLOAD_POLL
+    """Seconds to the look after next."""
+    due: float = 0.0
+    """``time.monotonic()`` at which it is looked at again, once put aside."""
 
 
 def verify_signature(public_key_pem: bytes, body: bytes, signature: str) -> bool:
@@ -183,6 +212,17 @@ class WebhookReceiver:
     raises :class:`PartialTranscript`: tried again like any failure. One that raises
     :class:`NotRetried` goes to ``on_failed`` at once: no try again can mend it.
 
+    RealtimeKit's webhook may come before the API shows the recording ``UPLOADED``:
+    ``on_uploaded`` that finds it so raises :class:`~stages.record.UploadTimeoutError` (as
+    ``client.wait_until_uploaded(id, timeout=0)``, one look, does), which is not a try. The
+    recording is put aside and looked at again (``on_uploaded`` runs again) after 1 s, then
+    less and less often (up to every 30 s), until ``upload_timeout`` seconds after the first
+    such look; then it goes to ``on_failed`` with an ``UploadTimeoutError`` that says what the
+    API last showed ("still UPLOADING after 3600 s"). Meanwhile the worker handles the
+    recordings behind it, and :meth:`close` gives it up at once, as one not begun. When
+    ``on_uploaded`` finds it ended ``ERRORED``, it raises :class:`RecordingErrored`: the
+    recording goes to ``on_failed`` at once, as one announced so.
+
     A recording announced ``ERRORED`` goes to ``on_failed`` with :class:`RecordingErrored`,
     which may look it up first: when that raises ``RecordingNotFoundError``, the recording is
     left as another app's, as above, and nothing is said of its failure.
@@ -198,12 +238,14 @@ class WebhookReceiver:
         port: int = 0,
         tries: int = 3,
         retry_wait: float = 2.0,
+        upload_timeout: float = DEFAULT_UPLOAD_WAIT,
     ) -> None:
         self._key = load_public_key(public_key_pem)  # a bad key is refused now, not at a delivery
         self._on_uploaded = on_uploaded
         self._on_failed = on_failed
         self._tries = max(1, tries)
         self._retry_wait = max(0.0, retry_wait)
+        self._upload_timeout = max(0.0, upload_timeout)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         """Notified when a recording is queued or done, and at :meth:`close`."""
@@ -214,13 +256,17 @@ class WebhookReceiver:
         deliveries announce it (nothing about it can change, so nothing is retried)."""
         self._not_ours: set[str] = set()
         """Recordings the API says are not this app's: a replay of one is not looked up again."""
-        self._waiting: collections.deque[Recording] = collections.deque()
+        self._waiting: collections.deque[_Job] = collections.deque()
+        """Recordings to take up now, in turn."""
+        self._later: list[_Job] = []
+        """Recordings put aside until the API shows them ``UPLOADED``, each to be taken up
+        again (moved to ``_waiting``) when it is due."""
         self._current: Recording | None = None
-        """The recording the worker has in hand. It is taken from ``_waiting`` and let go of
-        under the lock, so each recording accepted and not done is in one or the other
-        whatever the worker's thread is doing: :meth:`close` cannot ask the thread (after a
-        join that a signal interrupted, Python 3.11 takes a thread for ended that still
-        runs)."""
+        """The recording the worker has in hand. It is taken from ``_waiting``, and let go of
+        (or put in ``_later``) under the lock, so each recording accepted and not done is in
+        one of the three whatever the worker's thread is doing: :meth:`close` cannot ask the
+        thread (after a join that a signal interrupted, Python 3.11 takes a thread for ended
+        that still runs)."""
         self._abandoned: str | None = None
         """The recording :meth:`close` gave up on while the worker still had it in hand."""
         self._reporting: str | None = None
@@ -267,15 +313,16 @@ class WebhookReceiver:
         self._worker_thread.start()
 
     def close(self, *, grace: float = 60.0) -> None:
-        """Stop taking deliveries. A recording accepted but not yet begun is given up on at
-        once; the one being handled has until ``grace`` seconds after this call began to be
-        done (a second Ctrl-C ends the wait), and is given up on if it is not. The grace is
-        one deadline, which reporting the waiting ones spends too: ``on_failed`` may take
-        seconds for each (it looks an ERRORED one up), and a stop must not last that long on
-        top of the grace. Each given up on goes to ``on_failed`` and the log: its sender has
-        had its 2xx and will not redeliver. One whose failure the worker is reporting already
-        when the wait ends is left to that report, not made a second, and waited for (up to
-        ``_REPORT_SECONDS`` more; a second Ctrl-C ends that wait too)."""
+        """Stop taking deliveries. A recording accepted but not yet begun, or put aside until
+        the API shows it ``UPLOADED``, is given up on at once; the one being handled has until
+        ``grace`` seconds after this call began to be done (a second Ctrl-C ends the wait),
+        and is given up on if it is not. The grace is one deadline, which reporting the
+        waiting ones spends too: ``on_failed`` may take seconds for each (it looks an ERRORED
+        one up), and a stop must not last that long on top of the grace. Each given up on
+        goes to ``on_failed`` and the log: its sender has had its 2xx and will not redeliver.
+        One whose failure the worker is reporting already when the wait ends is left to that
+        report, not made a second, and waited for (up to ``_REPORT_SECONDS`` more; a second
+        Ctrl-C ends that wait too)."""
         if self._closed:
             return
         deadline = time.monotonic() + grace
@@ -285,7 +332,9 @@ class WebhookReceiver:
         self._server.server_close()
         with self._changed:
             waiting = collections.deque(self._waiting)
+            waiting.extend(sorted(self._later, key=lambda job: job.due))
             self._waiting.clear()
+            self._later.clear()
             current = self._current
             self._changed.notify_all()  # the worker ends after the recording in hand
         self._say_unlogged_refusals()
@@ -294,11 +343,18 @@ class WebhookReceiver:
             current = None
         # Every id is said first, in a line or two: what follows (on_failed, the wait) may be
         # cut short by a second stop.
-        if waiting:
+        if fresh := [job.recording.id for job in waiting if job.awaited_since is None]:
             log.warning(
                 "webhook: stopping; %d recording(s) accepted and not begun are given up on: %s",
-                len(waiting),
-                ", ".join(r.id for r in waiting),
+                len(fresh),
+                ", ".join(fresh),
+            )
+        if awaited := [job for job in waiting if job.awaited_since is not None]:
+            log.warning(
+                "webhook: stopping; %d recording(s) the API does not show UPLOADED yet are "
+                "given up on: %s",
+                len(awaited),
+                ", ".join(f"{job.recording.id} ({_last_seen(job)})" for job in awaited),
             )
         if current is not None:
             log.warning(
@@ -309,7 +365,7 @@ class WebhookReceiver:
             )
         try:
             while waiting:
-                self._give_up(waiting[0], _not_handled(waiting[0], "before handling it"))
+                self._give_up(waiting[0].recording, _stopped(waiting[0]))
                 waiting.popleft()
             if current is not None and worker is not None:
                 worker.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -318,7 +374,7 @@ class WebhookReceiver:
                 log.error(
                     "webhook: stopped before recording(s) %s could be reported as not handled; "
                     "by hand: %s",
-                    ", ".join(r.id for r in waiting),
+                    ", ".join(job.recording.id for job in waiting),
                     _by_hand("ID"),
                 )
             if current is not None:
@@ -382,9 +438,12 @@ class WebhookReceiver:
         self.close()
 
     def wait_idle(self) -> None:
-        """Block until every accepted recording has been handled (tests and scripts)."""
+        """Block until every accepted recording has been handled (tests and scripts), those
+        waiting for the API to show them ``UPLOADED`` included."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._waiting and self._current is None)
+            self._changed.wait_for(
+                lambda: not self._waiting and not self._later and self._current is None
+            )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -454,7 +513,7 @@ class WebhookReceiver:
 
     def _queue(self, recording: Recording) -> None:
         """Hand ``recording`` to the worker (lock held)."""
-        self._waiting.append(recording)
+        self._waiting.append(_Job(recording))
         self._changed.notify_all()
 
     def _refused(self, status: int, reason: str) -> None:
@@ -478,10 +537,11 @@ class WebhookReceiver:
     def _worker(self) -> None:
         """Handles accepted recordings one by one; a failure is retried, then logged, and never
         stops the worker (the sender already has its 2xx and will not redeliver)."""
-        while (recording := self._take()) is not None:
+        while (job := self._take()) is not None:
+            recording = job.recording
             try:
                 if recording.status != "ERRORED":
-                    self._handle(recording)
+                    self._handle(job)
                 elif self._may_report(recording):
                     self._give_up(recording, RecordingErrored(_ERRORED))
             finally:
@@ -489,19 +549,30 @@ class WebhookReceiver:
                     self._current = self._reporting = None
                     self._changed.notify_all()
 
-    def _take(self) -> Recording | None:
-        """The next recording, now in hand; None once the receiver is closing (what is still
-        waiting then is :meth:`close`'s to report)."""
+    def _take(self) -> _Job | None:
+        """The next recording, now in hand: the first waiting, those put aside joining the
+        queue as each comes due; None once the receiver is closing (what is still waiting
+        then is :meth:`close`'s to report). The wait until the next comes due is on the
+        condition :meth:`close` notifies, so a stop does not wait for it."""
         with self._changed:
-            self._changed.wait_for(lambda: self._waiting or self._closed)
-            if self._closed:
-                return None
-            self._current = self._waiting.popleft()
-            return self._current
+            while not self._closed:
+                now = time.monotonic()
+                due = [job for job in self._later if job.due <= now]
+                if due:
+                    self._later = [job for job in self._later if job.due > now]
+                    self._waiting.extend(sorted(due, key=lambda job: job.due))
+                if self._waiting:
+                    job = self._waiting.popleft()
+                    self._current = job.recording
+                    return job
+                next_due = min((job.due for job in self._later), default=None)
+                self._changed.wait(None if next_due is None else next_due - now)
+            return None
 
-    def _handle(self, recording: Recording) -> None:
+    def _handle(self, job: _Job) -> None:
+        recording = job.recording
         error: BaseException | None = None
-        for attempt in range(1, self._tries + 1):
+        for attempt in range(job.attempt, self._tries + 1):
             try:
                 self._on_uploaded(recording)
                 if self._was_abandoned(recording):
@@ -517,7 +588,14 @@ class WebhookReceiver:
                 if isinstance(exc, RecordingNotFoundError):
                     self._not_this_apps(recording, exc)
                     return
+                if isinstance(exc, UploadTimeoutError):  # not uploaded yet: no try spent
+                    job.attempt = attempt
+                    if (error := self._put_aside(job, exc)) is None:
+                        return
+                    break
                 error = exc
+                if isinstance(exc, RecordingErrored):  # said once, by _give_up
+                    break
                 final = isinstance(exc, NotRetried)
                 log.error(
                     "webhook: handling recording %s failed (try %d of %d%s): %s",
@@ -534,6 +612,39 @@ class WebhookReceiver:
                     time.sleep(self._retry_wait * attempt)
         if error is not None and self._may_report(recording):
             self._give_up(recording, error)
+
+    def _put_aside(self, job: _Job, seen: UploadTimeoutError) -> BaseException | None:
+        """Put ``job`` aside, to be looked at again, as the API does not show it ``UPLOADED``
+        yet (``seen`` says what it showed): None. Moved from in hand to ``_later`` under the
+        lock in one step, so that :meth:`close` finds it in one or the other. Else why it is
+        given up on: ``upload_timeout`` has passed since the first such look, or the receiver
+        is stopping (it is still in hand then, and reported as such)."""
+        now = time.monotonic()
+        first = job.awaited_since is None
+        since = job.awaited_since = now if job.awaited_since is None else job.awaited_since
+        job.status, job.why = seen.last_status, seen.why
+        deadline = since + self._upload_timeout
+        if now >= deadline:
+            return UploadTimeoutError(job.recording.id, job.status, self._upload_timeout, job.why)
+        if first:
+            log.warning(
+                "webhook: recording %s was announced UPLOADED, but %s; looking again for up "
+                "to %g s",
+                job.recording.id,
+                f"the API shows it {job.status}"
+                if job.status
+                else f"the API could not be asked{job.why}",
+                self._upload_timeout,
+            )
+        job.due = min(now + job.interval, deadline)
+        job.interval = min(job.interval * 1.5, _UPLOAD_MAX_POLL)
+        with self._changed:
+            if self._closed:
+                return _stopped(job)
+            self._later.append(job)
+            self._current = None
+            self._changed.notify_all()
+        return None
 
     def _not_this_apps(self, recording: Recording, error: RecordingNotFoundError) -> None:
         """Leave a recording the API does not know: a delivery signed by RealtimeKit may be
@@ -584,6 +695,11 @@ class WebhookReceiver:
         )
         if isinstance(error, ReceiverStopped | RecordingErrored):
             said = f"recording {recording.id} was not handled: {error}"
+        elif isinstance(error, UploadTimeoutError):
+            said = (
+                f"gave up waiting for the API to show recording {recording.id} UPLOADED: "
+                f"{describe_error(error)}; a later announcement of it is acted on"
+            )
         elif isinstance(error, NotRetried):
             said = (
                 f"gave up on recording {recording.id}: {describe_error(error.__cause__ or error)}"
@@ -693,6 +809,21 @@ def _not_handled(recording: Recording, when: str) -> Exception:
     if recording.status == "ERRORED":
         return RecordingErrored(_ERRORED)
     return ReceiverStopped(f"the receiver stopped {when}")
+
+
+def _stopped(job: _Job) -> Exception:
+    """Why a recording the receiver stopped with before it was taken up (again) was not
+    handled."""
+    if job.awaited_since is None:
+        return _not_handled(job.recording, "before handling it")
+    return ReceiverStopped(
+        f"the receiver stopped while waiting for the API to show it UPLOADED ({_last_seen(job)})"
+    )
+
+
+def _last_seen(job: _Job) -> str:
+    """What the last look at a recording put aside found, as UploadTimeoutError says it."""
+    return f"still {job.status}" if job.status else f"no status known{job.why}"
 
 
 def _with_meeting(recording: Recording, meeting: dict[str, object] | None) -> Recording:

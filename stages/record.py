@@ -33,6 +33,7 @@ from models import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_UPLOAD_WAIT",
     "DEFAULT_WAIT",
     "RealtimeKitClient",
     "RealtimeKitError",
@@ -47,7 +48,12 @@ protect_http_logs()
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 
-DEFAULT_WAIT = 90_000.0
+DEFAULT_UPLOAD_WAIT = 3_600.0
+"""Seconds to wait for ``UPLOADED`` by default once the recording is over (a webhook said it
+was uploaded, but the API does not show it so yet): the hour :data:`DEFAULT_WAIT` allows the
+upload."""
+
+DEFAULT_WAIT = 86_400.0 + DEFAULT_UPLOAD_WAIT
 """Seconds to wait for ``UPLOADED`` by default: the longest recording (``max_seconds``
 defaults to 86,400) and an hour more for its upload."""
 
@@ -94,13 +100,15 @@ class RecordingFailedError(RealtimeKitError):
 
 class UploadTimeoutError(RecordingFailedError):
     """The wait for ``UPLOADED`` gave up; the recording itself may well be going on.
-    ``last_status`` is what the API last said (None: it never answered)."""
+    ``last_status`` is what the API last said (None: it never answered); ``why``, when it
+    could not be asked at the end, the error that said so (as `` (error)``)."""
 
     def __init__(
         self, recording_id: str, last_status: str | None, timeout: float, why: str = ""
     ) -> None:
         self.recording_id = recording_id
         self.last_status = last_status
+        self.why = why
         state = f"still {last_status}" if last_status else "no status known"
         message = f"recording {recording_id} {state} after {timeout:g} s{why}"
         super().__init__(0, None, message, call="wait for upload")

@@ -1640,11 +1640,11 @@ def test_a_fetch_that_gets_no_file_says_so_exits_2_and_leaves_no_manifest_of_ano
 
 @contextlib.contextmanager
 def webhook_command(
-    out: Path, public: bytes, base_url: str, folder: Path
+    out: Path, public: bytes, base_url: str, folder: Path, *flags: str
 ) -> Iterator[tuple[int, list[str]]]:
-    """`trackscribe webhook` listening on a free port for deliveries signed with the key of
-    ``public``, asking the API at ``base_url``: (its port, its stderr, filled in once it
-    ended)."""
+    """`trackscribe webhook` (with ``flags`` besides) listening on a free port for deliveries
+    signed with the key of ``public``, asking the API at ``base_url``: (its port, its stderr,
+    filled in once it ended)."""
     port = free_port()
     key_file = folder / "webhook-public.pem"
     key_file.write_bytes(public)
@@ -1667,6 +1667,7 @@ def webhook_command(
             "--app-id",
             "b",
             "--no-progress",
+            *flags,
         ],
         env={**os.environ, "CLOUDFLARE_API_TOKEN": TOKEN},
         stderr=subprocess.PIPE,
@@ -1844,3 +1845,201 @@ def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what
     )
     fetchable = json.loads((out / full.id / "failed.json").read_text())
     assert f"trackscribe fetch --recording-id {full.id}" in fetchable["by_hand"]
+
+
+def shown_as(api: RealtimeKitClient, recording_id: str, status: str) -> None:
+    """Wait until the API shows ``recording_id`` as ``status``."""
+    deadline = time.monotonic() + 30
+    while api.get_recording(recording_id).status != status:
+        assert time.monotonic() < deadline, f"{recording_id} never {status}"
+        time.sleep(0.05)
+
+
+def test_a_recording_announced_uploaded_before_the_api_says_so_is_waited_for_and_transcribed(
+    sample_dir, tmp_path
+):
+    # RealtimeKit's webhook may come before the recording's GET says UPLOADED. Three tries
+    # over about 6 s wrote such a recording off to failed.json; the receiver now looks again
+    # until the API shows it UPLOADED (9 s here), and no look is a try.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.3, upload_seconds=9)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
+    ):
+        recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        shown_as(api, recording.id, "UPLOADING")
+        assert announce_uploaded(port, key, recording.id) == 202
+        done = [out / recording.id / name for name in ("transcript.json", "failed.json")]
+        wait_for(out / recording.id, lambda: any(path.exists() for path in done))
+    stderr = said[0]
+    assert not done[1].exists(), done[1].read_text()
+    assert {u.speaker for u in Transcript.load(done[0]).utterances} == {"user-bruno"}
+    assert (
+        f"recording {recording.id} was announced UPLOADED, but the API shows it UPLOADING; "
+        "looking again for up to 3600 s"
+    ) in stderr
+    assert "(try 1 of 3)" not in stderr
+
+
+def test_a_recording_the_api_does_not_show_uploaded_in_time_leaves_failed_json_saying_so(
+    sample_dir, tmp_path
+):
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=600)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
+            port,
+            said,
+        ),
+    ):
+        recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        shown_as(api, recording.id, "RECORDING")
+        began = time.monotonic()
+        assert announce_uploaded(port, key, recording.id) == 202
+        wait_for(out / recording.id / "failed.json")
+        waited = time.monotonic() - began
+    failed = json.loads((out / recording.id / "failed.json").read_text())
+    assert failed["error"] == (
+        f"UploadTimeoutError: RealtimeKit wait for upload: recording {recording.id} still "
+        "RECORDING after 2 s"
+    )
+    assert f"trackscribe fetch --recording-id {recording.id}" in failed["by_hand"]
+    assert waited >= 2
+    assert not (out / recording.id / "transcript.json").exists()
+    (gave_up,) = [line for line in said[0].splitlines() if "gave up waiting" in line]
+    assert "still RECORDING after 2 s" in gave_up
+
+
+def test_a_recording_waited_for_until_the_api_shows_it_uploaded_holds_up_none_behind_it(
+    sample_dir,
+):
+    # One worker handles the recordings in turn: one put aside until the API shows it
+    # UPLOADED lets the next be handled meanwhile.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.3, upload_seconds=2)
+    key, public = _webhook_key()
+    handled: list[tuple[str, str]] = []
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+    ):
+        second = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.wait_until_uploaded(second.id, timeout=30, poll=0.1)
+        first = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        shown_as(api, first.id, "UPLOADING")
+
+        def on_uploaded(recording: Recording) -> None:
+            api.wait_until_uploaded(recording.id, timeout=0)  # one look, as the command's
+            handled.append((recording.id, api.get_recording(first.id).status))
+
+        failed: list[str] = []
+        with WebhookReceiver(
+            public, on_uploaded, on_failed=lambda r, e: failed.append(f"{r.id}: {e}")
+        ) as receiver:
+            for recording in (first, second):
+                answer = _announce(receiver, key, {"id": recording.id, "status": "UPLOADED"})
+                assert answer.status_code == 202
+            receiver.wait_idle()
+    # the second, while the API still showed the first UPLOADING; then the first
+    assert handled == [(second.id, "UPLOADING"), (first.id, "UPLOADED")]
+    assert failed == []
+
+
+def test_a_stop_does_not_wait_for_a_recording_waited_for_and_says_what_the_api_showed(
+    sample_dir, caplog
+):
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=600)
+    key, public = _webhook_key()
+    failed: list[tuple[str, str]] = []
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+    ):
+        recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        shown_as(api, recording.id, "RECORDING")
+        receiver = WebhookReceiver(
+            public,
+            lambda r: api.wait_until_uploaded(r.id, timeout=0),
+            on_failed=lambda r, e: failed.append((r.id, str(e))),
+        )
+        receiver.start()
+        assert _announce(receiver, key, {"id": recording.id, "status": "UPLOADED"}).status_code
+        deadline = time.monotonic() + 10
+        while not any("looking again" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        began = time.monotonic()
+        receiver.close(grace=30)
+        assert time.monotonic() - began < 2  # not the grace, nor the hour of the wait
+    assert failed == [
+        (
+            recording.id,
+            "the receiver stopped while waiting for the API to show it UPLOADED (still RECORDING)",
+        )
+    ]
+    said = [r.getMessage() for r in caplog.records]
+    assert (
+        "webhook: stopping; 1 recording(s) the API does not show UPLOADED yet are given up "
+        f"on: {recording.id} (still RECORDING)"
+    ) in said
+
+
+def test_a_recording_announced_uploaded_that_the_api_shows_errored_is_given_up_at_once(
+    sample_dir, tmp_path
+):
+    # No try again, nor wait, can bring files the recording never had.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.5, record_seconds=0.2)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
+    ):
+        empty = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.stop(empty.id)  # before it started: ERRORED, nothing recorded
+        assert announce_uploaded(port, key, empty.id) == 202
+        wait_for(out / empty.id / "failed.json")
+    failed = json.loads((out / empty.id / "failed.json").read_text())
+    assert f"recording {empty.id} ended ERRORED" in failed["error"]
+    assert failed["by_hand"] == (
+        "nothing: RealtimeKit ended the recording ERRORED and has no files of it"
+    )
+    assert "(try 1 of 3)" not in said[0] and "looking again" not in said[0]
+
+
+def test_an_api_that_cannot_be_asked_is_waited_out_as_a_recording_not_uploaded_yet(
+    sample_dir, tmp_path
+):
+    # A 503 at each look is no try spent: it is looked at again until the wait is over, and
+    # failed.json says that no status was known, and why.
+    options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.2, upload_seconds=0)
+    key, public = _webhook_key()
+    out = tmp_path / "out"
+    with (
+        Emulator(sample_dir, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
+            port,
+            said,
+        ),
+    ):
+        recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
+        api.wait_until_uploaded(recording.id, timeout=30, poll=0.1)
+        emu.inject("server_error", 1000)
+        assert announce_uploaded(port, key, recording.id) == 202
+        wait_for(out / recording.id / "failed.json")
+    failed = json.loads((out / recording.id / "failed.json").read_text())
+    assert failed["error"].startswith(
+        f"UploadTimeoutError: RealtimeKit wait for upload: recording {recording.id} no status "
+        "known after 2 s (RealtimeKit GET /recordings/"
+    )
+    assert "HTTP 503" in failed["error"]
+    assert "(try 1 of 3)" not in said[0]
+    assert f"{recording.id} was announced UPLOADED, but the API could not be asked (" in said[0]
