@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager, nullcontext
@@ -1083,13 +1083,13 @@ def _on_dask(
     running: dict[distributed.Future[MeetingResult], Job] = {}
     finished = dask_completed()
 
-    def fill() -> None:
+    def fill(own: Callable[[_Work], Callable[..., MeetingResult]]) -> None:
         room = max(1, sum(client.nthreads().values())) - len(running)
         for _ in range(min(room, len(waiting))):
             job = waiting.pop()
             # One process's decode is all a Dask worker may run: its processes are daemons.
             future = client.submit(
-                work,
+                own(work),
                 job,
                 1,
                 key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}",
@@ -1098,12 +1098,12 @@ def _on_dask(
             running[future] = job
             finished.add(future)
 
-    with logs_from_workers(client):
-        fill()
+    with logs_from_workers(client) as own:  # only what this batch's tasks log
+        fill(own)
         for future in finished:
             result = _outcome(future, running.pop(future), work.out)
             future.release()
-            fill()
+            fill(own)
             yield result
 
 
