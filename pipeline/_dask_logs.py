@@ -27,9 +27,11 @@ Imported to run on Dask only: it needs the ``distributed`` package.
 import contextlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from distributed import Client, Worker
@@ -37,7 +39,7 @@ from distributed.diagnostics.plugin import ForwardLoggingPlugin
 
 from ._worker import lowest_level
 
-__all__ = ["logs_from_workers"]
+__all__ = ["logs_from_workers", "reconnection_unsaid"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -80,9 +82,11 @@ def logs_from_workers(
     try:
         yield own
     finally:
-        with contextlib.suppress(Exception):  # the scheduler may be gone by now
-            client.unregister_worker_plugin(topic)
-        client.unsubscribe_topic(topic)
+        # A scheduler lost takes both with it; asking it would wait for it to come back.
+        if client.status == "running":
+            with contextlib.suppress(Exception):  # it may be going just now
+                client.unregister_worker_plugin(topic)
+            client.unsubscribe_topic(topic)
 
 
 def _hand_on(event: tuple[float, dict[str, Any]]) -> None:
@@ -148,3 +152,43 @@ class _Levels:
 
 
 _levels = _Levels()
+
+
+@contextlib.contextmanager
+def reconnection_unsaid(client: Client) -> Iterator[None]:
+    """While in it, what distributed logs of ``client``'s attempts to reconnect to a lost
+    scheduler is not logged. The batch says in one line that the scheduler was lost, and
+    closes the client; distributed then logged the cancelled attempts as an error with a
+    traceback, or said it had given up "after 30.00 seconds" when it had not. Other clients'
+    records are left alone, and the filter goes with the block."""
+    logger = logging.getLogger("distributed.client")
+    unsaid = _Reconnecting(client)
+    logger.addFilter(unsaid)
+    try:
+        yield
+    finally:
+        logger.removeFilter(unsaid)
+
+
+class _Reconnecting(logging.Filter):
+    """Passes every record but those logged by one client's reconnection (``_reconnect``):
+    from it (on the stack) or of an error raised in it (in the record's traceback)."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self._client = client
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        frames: list[FrameType] = []
+        frame: FrameType | None = sys._getframe()
+        while frame is not None:
+            frames.append(frame)
+            frame = frame.f_back
+        trace = record.exc_info[2] if record.exc_info else None
+        while trace is not None:
+            frames.append(trace.tb_frame)
+            trace = trace.tb_next
+        return not any(
+            f.f_code.co_name == "_reconnect" and f.f_locals.get("self") is self._client
+            for f in frames
+        )
