@@ -1,5 +1,6 @@
 """Typed data shared by the stages and the pipeline. Imports nothing else of trackscribe."""
 
+from ._context import in_this_context
 from ._errors import describe, import_optional, stop_within
 from ._json import JsonTextError, decode_text
 from ._text import name_key, one_line, printable, script_of
@@ -141,6 +142,7 @@ __all__ = [
     "format_utc",
     "frame_runs",
     "import_optional",
+    "in_this_context",
     "level_db",
     "load_jobs",
     "name_key",

@@ -34,8 +34,8 @@ def add_batch_command(commands: "argparse._SubParsersAction[Parser]") -> None:
         'optionally with "id" for the folder name) into OUT/<meeting>. Work is checkpointed '
         "per meeting, per stage and per track: a re-run (after a crash, a kill, or a changed "
         "setting) redoes only what is missing or stale. Writes OUT/summary.json; exit status 1 "
-        "when a meeting failed or lost input. One batch at a time writes into OUT: a second "
-        "one is refused while the first runs.",
+        "when a meeting failed, lost input or was left pending (its Dask scheduler lost). One "
+        "batch at a time writes into OUT: a second one is refused while the first runs.",
     )
     batch.add_argument("jobs", type=non_empty_path, help="JOBS file (.jsonl or .csv)")
     batch.add_argument("-o", "--out", type=non_empty_path, required=True, help="output folder")
@@ -87,7 +87,8 @@ def _batch_command(args: argparse.Namespace) -> int:
     if not lost:
         return EXIT_OK
     print(
-        "trackscribe: these meetings failed or lost input (re-run, or --retry-failed):",
+        "trackscribe: these meetings failed, lost input or were left pending (re-run, or "
+        "--retry-failed):",
         file=sys.stderr,
     )
     for meeting in lost:

@@ -35,7 +35,7 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
-from models import stop_within
+from models import in_this_context, stop_within
 
 __all__ = [
     "Terminated",
@@ -81,8 +81,10 @@ class WorkerLink:
     def __init__(self, context: BaseContext, *, ignore_interrupt: bool = True) -> None:
         self._context = context
         self._queue: Queue = context.Queue()
+        # In the context of whoever made the link: the workers' records are that work's (a
+        # Dask task's, whose batch alone is to get them), though handed on from this thread.
         self._listener = threading.Thread(
-            target=self._hand_on, name="trackscribe-worker-logs", daemon=True
+            target=in_this_context(self._hand_on), name="trackscribe-worker-logs", daemon=True
         )
         self._lifeline, self._alive = context.Pipe(duplex=False)
         self._ended = threading.Event()  # the listener took the last record (the None)

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager, nullcontext
@@ -1017,9 +1017,20 @@ def _share_cores(options: PipelineOptions, workers: int) -> PipelineOptions:
     )
 
 
-def _dask_client(scheduler: str) -> "distributed.Client":
-    """A client of the Dask cluster at ``scheduler``, connected: one out of reach stops the
-    batch before anything is begun."""
+@contextmanager
+def _dask_client(scheduler: str) -> Iterator["distributed.Client"]:
+    """A client of the Dask cluster at ``scheduler``, connected (one out of reach stops the
+    batch before anything is begun), and closed at the end."""
+    client = _connected(scheduler)
+    from ._dask_logs import reconnection_unsaid
+
+    with reconnection_unsaid(client), client:
+        yield client
+
+
+def _connected(scheduler: str) -> "distributed.Client":
+    """A client connected to ``scheduler``; one that cannot be had is a :class:`ConnectionError`
+    that says why (out of reach, not a scheduler, not an address)."""
     try:
         from distributed import Client
     except ModuleNotFoundError:
@@ -1074,22 +1085,45 @@ def _on_dask(
     never began failed with one that killed its worker. A meeting's result is let go once
     read: the scheduler otherwise runs a finished meeting again when the worker holding its
     result dies, after the batch has said it was done.
+
+    Once the scheduler is lost, no result comes: every meeting not finished is pending, at
+    once, said in one error. The workers may well finish those they have (a re-run reuses
+    that), and the rest were never begun: they read as failed before, after half a minute of
+    waiting for the scheduler to come back.
     """
     from distributed import as_completed as dask_completed
 
     from ._dask_logs import logs_from_workers
 
+    address = client.scheduler.address
     waiting = list(reversed(jobs))
     running: dict[distributed.Future[MeetingResult], Job] = {}
     finished = dask_completed()
 
-    def fill() -> None:
-        room = max(1, sum(client.nthreads().values())) - len(running)
-        for _ in range(min(room, len(waiting))):
+    def threads() -> int | None:
+        """How many threads the cluster has; None once its scheduler is lost (the client is
+        then reconnecting). Asked a little at a time: a scheduler lost as it was asked held
+        the question for half a minute, the client's time to connect."""
+        while client.status == "running":
+            try:
+                return sum(client.nthreads(callback_timeout=_ASK_S).values())
+            except TimeoutError:  # slow to answer, or gone just now: the status tells
+                continue
+            except OSError:
+                return None
+        return None
+
+    def fill(own: Callable[[_Work], Callable[..., MeetingResult]]) -> bool:
+        """Hand the cluster what it has room for; False if its scheduler is lost."""
+        if not waiting:
+            return True
+        if (count := threads()) is None:
+            return False
+        for _ in range(min(max(1, count) - len(running), len(waiting))):
             job = waiting.pop()
             # One process's decode is all a Dask worker may run: its processes are daemons.
             future = client.submit(
-                work,
+                own(work),
                 job,
                 1,
                 key=f"trackscribe-{job.folder_name}-{os.urandom(4).hex()}",
@@ -1097,31 +1131,66 @@ def _on_dask(
             )
             running[future] = job
             finished.add(future)
+        return True
 
-    with logs_from_workers(client):
-        fill()
-        for future in finished:
-            result = _outcome(future, running.pop(future), work.out)
+    with logs_from_workers(client) as own:  # only what this batch's tasks log
+        connected = fill(own)
+        for future in finished if connected else ():
+            result = _outcome(future, running[future], work.out)
+            # A result that could not be read as the connection went is no meeting's failure.
+            if result.status == "pending" or (
+                result.status == "failed" and client.status != "running"
+            ):
+                connected = False
+                break
+            del running[future]
             future.release()
-            fill()
             yield result
+            if not fill(own):
+                connected = False
+                break
+        if connected:
+            return
+        unfinished = [*running.values(), *reversed(waiting)]
+        log.error(
+            "the Dask scheduler at %s was lost: %d meeting(s) not finished are left pending; "
+            "run the batch again to do them (it reuses what the workers finish meanwhile)",
+            address,
+            len(unfinished),
+        )
+        for job in unfinished:
+            yield _pending(job, work.out)
+
+
+_ASK_S = 2.0
+"""Seconds the Dask scheduler is given to answer at a time, before the batch looks again at
+whether it is still connected."""
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:
-    """A meeting's result, or its failure when the worker itself died (killed, out of memory),
-    or when the Dask scheduler was lost: then whether the meeting finished is not known here
-    (a worker may finish it; a re-run reuses what it finished)."""
+    """A meeting's result, or its failure when the worker itself died (killed, out of memory);
+    pending when the Dask scheduler was lost, as whether the meeting finished is not known
+    here (a worker may finish it; a re-run reuses what it finished)."""
     try:
         return future.result()
     except Exception as exc:
         if getattr(exc, "reason", None) == "scheduler-connection-lost":  # distributed's word
-            reason = "the Dask scheduler was lost before the meeting's result came"
-        else:
-            reason = f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
-            reason += guard_hint() if isinstance(exc, BrokenProcessPool) else ""
+            return _pending(job, out)
+        reason = f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
+        reason += guard_hint() if isinstance(exc, BrokenProcessPool) else ""
         return MeetingResult(
             job=job.folder_name,
             status="failed",
             folder=str(out / job.folder_name),
             reason=_one_line(reason),
         )
+
+
+def _pending(job: Job, out: Path) -> MeetingResult:
+    """A meeting whose result never came, the Dask scheduler having been lost."""
+    return MeetingResult(
+        job=job.folder_name,
+        status="pending",
+        folder=str(out / job.folder_name),
+        reason="the Dask scheduler was lost before the meeting's result came",
+    )

@@ -44,6 +44,7 @@ from models import (
     VoiceActivity,
     WriteError,
     describe_error,
+    in_this_context,
 )
 from stages.attribute import AttributionOptions, TrackClock, attribute, estimate_clock
 from stages.decode import DecodeError, check_file, decode, decoder_version
@@ -399,7 +400,7 @@ class _ModelLoading:
         self._done = threading.Event()
         self._loaded: Transcriber | None = None
         self._error: BaseException | None = None
-        threading.Thread(target=self._run, name="trackscribe-model-load").start()
+        threading.Thread(target=in_this_context(self._run), name="trackscribe-model-load").start()
 
     def _run(self) -> None:
         started = time.perf_counter()

@@ -42,6 +42,7 @@ from models import (
     describe,
     describe_error,
     format_utc,
+    in_this_context,
     outlying_starts,
     parse_file_names,
     protect_http_logs,
@@ -192,7 +193,12 @@ def fetch_recording(
         pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="fetch")
         futures = {
             pool.submit(
-                _attempt, downloader, file, out_dir / TRACKS_FOLDER, targets[file.key], verified
+                in_this_context(_attempt),
+                downloader,
+                file,
+                out_dir / TRACKS_FOLDER,
+                targets[file.key],
+                verified,
             ): file
             for file in files
         }
@@ -641,7 +647,7 @@ def _unless_cancelled(call: Callable[[], _T], cancel: threading.Event) -> _T:
         finally:
             finished.set()
 
-    threading.Thread(target=run, name="fetch-renew", daemon=True).start()
+    threading.Thread(target=in_this_context(run), name="fetch-renew", daemon=True).start()
     while not finished.wait(0.1):
         if cancel.is_set():
             raise _Cancelled

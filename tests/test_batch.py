@@ -747,6 +747,72 @@ def test_more_workers_and_a_dask_cluster_give_the_same_transcripts(
     )
 
 
+def test_two_batches_on_one_dask_cluster_each_log_only_their_own_meetings(sample_dir, tmp_path):
+    # Each batch forwarded everything the workers' shared "trackscribe" logger saw: a batch
+    # printed another's meetings' errors (its user's paths), and one that went well (exit 0)
+    # showed another's failures. A -vv batch also left the workers' logger at DEBUG for good.
+    distributed = pytest.importorskip("distributed")
+    mine, theirs = tmp_path / "mine.jsonl", tmp_path / "theirs.jsonl"
+    theirs.write_text(
+        json.dumps({"id": "theirs", "manifest": str(tmp_path / "private" / "manifest.json")}) + "\n"
+    )
+    with (
+        # Recording until the test stops it: this batch's meeting waits on the worker.
+        Emulator(sample_dir, _quick_meeting(record_seconds=600)) as emu,
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        mine.write_text(
+            json.dumps({"id": "mine", "meeting_id": emu.meeting_id, "user_ids": ["user-chen"]})
+            + "\n"
+        )
+        level_before = client.run(lambda: logging.getLogger("trackscribe").level)
+        env = {
+            **os.environ,
+            "REALTIMEKIT_BASE_URL": emu.base_url,
+            "CLOUDFLARE_ACCOUNT_ID": "a",
+            "REALTIMEKIT_APP_ID": "b",
+            "CLOUDFLARE_API_TOKEN": _TOKEN,
+        }
+
+        def batch(jobs: Path, *flags: str) -> subprocess.Popen:
+            out = ["-o", str(tmp_path / jobs.stem), "--scheduler", cluster.scheduler_address]
+            return subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "batch", str(jobs), *out, *flags],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+
+        first = batch(mine)
+        deadline = time.monotonic() + 120
+        while not any(
+            key.startswith("trackscribe-mine-") and task.state == "processing"
+            for key, task in list(cluster.scheduler.tasks.items())
+        ):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        # The other batch's meeting fails on the worker while this one's runs beside it.
+        _, their_log = batch(theirs, "-vv").communicate(timeout=300)
+        emu.inject("cut")  # this meeting's own warning, from a download thread of its task
+        recording = _recordings(_api(emu), emu)[0].id
+        with _api(emu).client() as api:
+            api.stop(recording)
+        _, my_log = first.communicate(timeout=600)
+        level_after = client.run(lambda: logging.getLogger("trackscribe").level)
+
+    assert first.returncode == 0, my_log
+    assert "retrying in" in my_log  # logged on the worker, in a thread the meeting started
+    assert "theirs" not in my_log and "private" not in my_log
+    assert f"ERROR: theirs: failed: {tmp_path / 'private' / 'manifest.json'}" in their_log
+    ours = [line for line in their_log.splitlines() if line.startswith("trackscribe: ")]
+    assert not [line for line in ours if "mine" in line or recording in line]
+    assert level_after == level_before  # not left at the -vv batch's DEBUG
+
+
 def test_a_file_that_kills_its_decoder_costs_its_track_not_the_meetings_beside_it(
     meetings, sample_dir, tmp_path, crashing_decoder_env
 ):
@@ -1058,8 +1124,56 @@ def test_a_lost_scheduler_is_named_as_such_not_as_a_lost_worker(tmp_path):
 
     result = _outcome(lost, Job(id="m", manifest=tmp_path / "m.json"), tmp_path)
 
-    assert result.status == "failed"
+    assert result.status == "pending"  # not known to have failed: a worker may finish it
     assert result.reason == "the Dask scheduler was lost before the meeting's result came"
+
+
+def test_a_batch_whose_dask_scheduler_is_lost_leaves_its_unfinished_meetings_pending_at_once(
+    meetings, tmp_path
+):
+    # Every meeting not finished read as failed, or the batch ended in an error of its own,
+    # and only after half a minute of waiting for the scheduler, under distributed's
+    # reconnection tracebacks; the workers may well finish those meetings, and a re-run does.
+    distributed = pytest.importorskip("distributed")
+    dask = pytest.importorskip("dask")
+    out = tmp_path / "out"
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),  # its own close, after
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+    ):
+        address = cluster.scheduler_address
+        command = [sys.executable, "-m", "pipeline", "batch", str(meetings), "-o", str(out)]
+        batch = subprocess.Popen(
+            [*command, "--scheduler", address, "--no-progress"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 300
+        while not any(  # the first meeting done, the second on the worker
+            key.startswith("trackscribe-pair-") and task.state == "processing"
+            for key, task in list(cluster.scheduler.tasks.items())
+        ):
+            assert time.monotonic() < deadline and batch.poll() is None
+            time.sleep(0.1)
+        lost = time.monotonic()
+        cluster.sync(cluster.scheduler.close)
+        _, err = batch.communicate(timeout=120)
+        took = time.monotonic() - lost
+
+    assert batch.returncode == 1, err  # not all done; not "nothing was made"
+    summary = BatchSummary.load(out / "summary.json")
+    assert [m.status for m in summary.meetings] == ["done", "pending", "pending"]
+    assert took < 10, err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert errors == [
+        f"trackscribe: ERROR: the Dask scheduler at {address} was lost: 2 meeting(s) not "
+        "finished are left pending; run the batch again to do them (it reuses what the "
+        "workers finish meanwhile)"
+    ]
+    assert "Traceback" not in err and "distributed" not in err
 
 
 def test_the_batch_table_keeps_one_line_per_meeting_whatever_the_reason_holds():

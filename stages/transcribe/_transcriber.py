@@ -9,7 +9,7 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline
 from faster_whisper.transcribe import Word as ModelWord
 
-from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word
+from models import SAMPLE_RATE, PcmAudio, Segment, SpeechRegion, Word, in_this_context
 
 from ._model import (
     load_model,
@@ -167,7 +167,9 @@ class Transcriber:
                 o.parallel, thread_name_prefix="transcribe", initializer=one_thread_math_here
             ) as pool,
         ):
-            futures = {pool.submit(run, batch): batch[0].track for batch in batches}
+            futures = {
+                pool.submit(in_this_context(run), batch): batch[0].track for batch in batches
+            }
             try:
                 for future in as_completed(futures):
                     track = futures[future]
