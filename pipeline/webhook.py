@@ -606,12 +606,17 @@ class WebhookReceiver:
                     describe_error(exc.__cause__ or exc if final else exc),
                 )
                 log.debug("webhook: traceback", exc_info=exc)
-                if final:
+                if final or (attempt < self._tries and self._stopped_in(attempt)):
                     break
-                if attempt < self._tries:
-                    time.sleep(self._retry_wait * attempt)
         if error is not None and self._may_report(recording):
             self._give_up(recording, error)
+
+    def _stopped_in(self, attempt: int) -> bool:
+        """Wait before the try after ``attempt``; True if the receiver was stopped meanwhile.
+        A stop must not wait out the pause, nor begin a try it would then wait for too: the
+        last failure is what is reported."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._closed, self._retry_wait * attempt)
 
     def _put_aside(self, job: _Job, seen: UploadTimeoutError) -> BaseException | None:
         """Put ``job`` aside, to be looked at again, as the API does not show it ``UPLOADED``

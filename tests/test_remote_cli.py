@@ -692,6 +692,37 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
     assert failed == ["r2", "r1"]  # the one in hand is left at once, and said
 
 
+def test_a_stop_does_not_wait_out_the_pause_before_a_try_again(caplog):
+    # A stop between two tries neither sat out the pause (seconds: the try number times
+    # retry_wait) nor began the next try and waited for it: the grace ran out instead.
+    key, public = _webhook_key()
+    tried: list[str] = []
+    first = threading.Event()
+    failed: list[tuple[str, str]] = []
+
+    def fail(recording: Recording) -> None:
+        tried.append(recording.id)
+        first.set()
+        raise RuntimeError("storage down")
+
+    receiver = WebhookReceiver(
+        public,
+        fail,
+        on_failed=lambda r, e: failed.append((r.id, str(e))),
+        tries=3,
+        retry_wait=30.0,
+    )
+    receiver.start()
+    assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+    assert first.wait(10)
+    time.sleep(0.2)  # into the pause
+    began = time.monotonic()
+    receiver.close(grace=10)
+    assert time.monotonic() - began < 3
+    assert len(tried) == 1  # no try begun after the stop
+    assert failed == [("r1", "storage down")]  # the failure, reported once
+
+
 @pytest.mark.parametrize("status", ["ERRORED", "UPLOADED"])
 def test_a_recording_whose_failure_is_being_reported_when_the_grace_ends_is_reported_once(
     status, caplog
