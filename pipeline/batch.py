@@ -1136,11 +1136,8 @@ def _on_dask(
     with logs_from_workers(client) as own:  # only what this batch's tasks log
         connected = fill(own)
         for future in finished if connected else ():
-            result = _outcome(future, running[future], work.out)
-            # A result that could not be read as the connection went is no meeting's failure.
-            if result.status == "pending" or (
-                result.status == "failed" and client.status != "running"
-            ):
+            result = _dask_outcome(future, running[future], work.out, client)
+            if result is None:  # left pending, below, with the meetings not finished
                 connected = False
                 break
             del running[future]
@@ -1168,22 +1165,41 @@ whether it is still connected."""
 
 
 def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingResult:
-    """A meeting's result, or its failure when the worker itself died (killed, out of memory);
-    pending when the Dask scheduler was lost, as whether the meeting finished is not known
-    here (a worker may finish it; a re-run reuses what it finished)."""
+    """A meeting's result, or its failure when the worker itself died (killed, out of
+    memory)."""
     try:
         return future.result()
     except Exception as exc:
-        if getattr(exc, "reason", None) == "scheduler-connection-lost":  # distributed's word
-            return _pending(job, out)
-        reason = f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
-        reason += guard_hint() if isinstance(exc, BrokenProcessPool) else ""
-        return MeetingResult(
-            job=job.folder_name,
-            status="failed",
-            folder=str(out / job.folder_name),
-            reason=_one_line(reason),
-        )
+        return _worker_lost(job, out, exc)
+
+
+def _dask_outcome(
+    future: "distributed.Future[MeetingResult]", job: Job, out: Path, client: "distributed.Client"
+) -> MeetingResult | None:
+    """As :func:`_outcome`, on Dask; None when the result could not be had as the scheduler
+    was lost: whether the meeting finished is then not known here (a worker may finish it; a
+    re-run reuses what it finished). A result that came is the meeting's, whatever the
+    connection did after."""
+    try:
+        return future.result()
+    except Exception as exc:
+        # distributed's word for it; or an error of the connection going as it was read
+        if getattr(exc, "reason", None) == "scheduler-connection-lost" or (
+            client.status != "running"
+        ):
+            return None
+        return _worker_lost(job, out, exc)
+
+
+def _worker_lost(job: Job, out: Path, exc: Exception) -> MeetingResult:
+    reason = f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
+    reason += guard_hint() if isinstance(exc, BrokenProcessPool) else ""
+    return MeetingResult(
+        job=job.folder_name,
+        status="failed",
+        folder=str(out / job.folder_name),
+        reason=_one_line(reason),
+    )
 
 
 def _pending(job: Job, out: Path) -> MeetingResult:

@@ -42,7 +42,7 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
-from pipeline.batch import _on_dask, _on_processes, _outcome, _Work, process_meeting
+from pipeline.batch import _dask_outcome, _on_dask, _on_processes, _Work, process_meeting
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
 from pipeline.config import ApiSettings
@@ -1112,7 +1112,14 @@ def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
     assert (out / "summary.json").read_text() == damaged
 
 
-def test_a_lost_scheduler_is_named_as_such_not_as_a_lost_worker(tmp_path):
+class _Connection:
+    """What ``_dask_outcome`` asks of a Dask client: whether it is still connected."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def test_a_result_lost_with_the_scheduler_is_not_taken_for_a_lost_worker(tmp_path):
     # Every meeting read "the worker doing it was lost", with distributed's two lines of text.
     distributed = pytest.importorskip("distributed")
     lost: Future[MeetingResult] = Future()
@@ -1121,11 +1128,22 @@ def test_a_lost_scheduler_is_named_as_such_not_as_a_lost_worker(tmp_path):
             "trackscribe-m-1", "scheduler-connection-lost", "Client lost the connection.\nRe-run."
         )
     )
+    job = Job(id="m", manifest=tmp_path / "m.json")
 
-    result = _outcome(lost, Job(id="m", manifest=tmp_path / "m.json"), tmp_path)
+    assert _dask_outcome(lost, job, tmp_path, _Connection("running")) is None  # left pending
 
-    assert result.status == "pending"  # not known to have failed: a worker may finish it
-    assert result.reason == "the Dask scheduler was lost before the meeting's result came"
+
+def test_a_meeting_that_failed_stays_failed_when_the_scheduler_goes_just_after(tmp_path):
+    # A failure read just before the connection went was put down as the scheduler's loss,
+    # its own reason replaced, and the meeting left pending: its failure did come.
+    came = MeetingResult(
+        job="m", status="failed", folder=str(tmp_path / "m"), reason="tracks/a.webm: not WebM"
+    )
+    future: Future[MeetingResult] = Future()
+    future.set_result(came)
+    job = Job(id="m", manifest=tmp_path / "m.json")
+
+    assert _dask_outcome(future, job, tmp_path, _Connection("connecting")) == came
 
 
 def test_a_batch_whose_dask_scheduler_is_lost_leaves_its_unfinished_meetings_pending_at_once(
