@@ -82,7 +82,9 @@ def logs_from_workers(
     try:
         yield own
     finally:
-        # A scheduler lost takes both with it; asking it would wait for it to come back.
+        # A scheduler lost cannot be asked (asking waits for it to come back): the workers
+        # keep the plugin, and the level it asked for, until they restart; its topic goes
+        # unread, as that of a batch killed outright.
         if client.status == "running":
             with contextlib.suppress(Exception):  # it may be going just now
                 client.unregister_worker_plugin(topic)
