@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from models import Manifest, Recording, Track, Transcript
 from pipeline import remote, verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
-from pipeline.webhook import WebhookReceiver
+from pipeline.webhook import RecordingErrored, WebhookReceiver
 from stages.export import export
-from stages.record import RealtimeKitClient
+from stages.record import RealtimeKitClient, UploadTimeoutError
 
 from .conftest import HalfStored, serving, words_of, write_key
 
@@ -1075,6 +1075,99 @@ def test_a_recording_announced_as_errored_again_goes_to_on_failed_once():
         assert again.json() == {"status": "the recording's failure was noted already"}
         receiver.wait_idle()
     assert failed == ["r1"]
+
+
+class _Shown:
+    """What an API shows of each recording, as ``on_uploaded``'s one look (the command's
+    ``_uploaded``) finds it: not UPLOADED yet, UploadTimeoutError; ended ERRORED,
+    RecordingErrored. Each look is noted, with what it found."""
+
+    def __init__(self, **statuses: str) -> None:
+        self.statuses = statuses
+        self.looks: list[tuple[str, str]] = []
+        self.looking = threading.Event()
+        self.answer = threading.Event()
+        self.answer.set()
+
+    def __call__(self, recording: Recording) -> None:
+        self.looking.set()
+        assert self.answer.wait(10)
+        status = self.statuses[recording.id]
+        self.looks.append((recording.id, status))
+        if status == "ERRORED":
+            raise RecordingErrored(f"recording {recording.id} ended ERRORED")
+        if status != "UPLOADED":
+            raise UploadTimeoutError(recording.id, status, 0)
+
+
+def test_a_recording_announced_errored_while_put_aside_is_reported_once_and_left(caplog):
+    # The ERRORED announcement was a job of its own beside the one put aside: failed.json
+    # and the error line came once from it, once from the other's look, and, as it was
+    # given up on, an UPLOADED delivered again was a third job, and its report a third.
+    key, public = _webhook_key()
+    api = _Shown(r1="UPLOADING")
+    failed: list[tuple[str, str | None]] = []
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    with WebhookReceiver(
+        public, api, on_failed=lambda r, e: failed.append((r.id, r.meeting_id))
+    ) as receiver:
+        uploaded = {"id": "r1", "status": "UPLOADED", "meetingId": "m1"}
+        assert _announce(receiver, key, uploaded).status_code == 202
+        deadline = time.monotonic() + 10
+        while not any("looking again" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        api.statuses["r1"] = "ERRORED"
+        errored = _announce(receiver, key, {"id": "r1", "status": "ERRORED"})
+        assert errored.json() == {"status": "noted: the recording failed"}
+        receiver.wait_idle()
+        looks = len(api.looks)
+        for replay in (uploaded, {"id": "r1", "status": "ERRORED"}):  # each a new rtk-uuid
+            again = _announce(receiver, key, replay)
+            assert again.json() == {"status": "the recording's failure was noted already"}
+        receiver.wait_idle()
+        assert len(api.looks) == looks  # no job of it again
+    assert failed == [("r1", "m1")]  # once, naming the meeting the first announcement did
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([line for line in said if "r1 was not handled" in line]) == 1
+
+
+def test_a_recording_found_errored_or_announced_so_while_it_is_looked_at_is_reported_once(
+    caplog,
+):
+    # r1: the look finds it ERRORED; RealtimeKit's announcement of it, after, is no second
+    # report. r2: announced ERRORED while its look finds it not UPLOADED yet: given up on at
+    # once as announced, not put aside to be given up again when the wait is over.
+    key, public = _webhook_key()
+    api = _Shown(r1="ERRORED", r2="UPLOADING")
+    failed: list[tuple[str, str]] = []
+    receiver = WebhookReceiver(
+        public,
+        api,
+        on_failed=lambda r, e: failed.append((r.id, str(e))),
+        upload_timeout=2.0,
+    )
+    with receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        receiver.wait_idle()
+        again = _announce(receiver, key, {"id": "r1", "status": "ERRORED"})
+        assert again.json() == {"status": "the recording's failure was noted already"}
+        api.looking.clear()
+        api.answer.clear()
+        assert _announce(receiver, key, {"id": "r2", "status": "UPLOADED"}).status_code == 202
+        assert api.looking.wait(10)
+        errored = _announce(receiver, key, {"id": "r2", "status": "ERRORED"})
+        assert errored.json() == {"status": "noted: the recording failed"}
+        api.answer.set()
+        began = time.monotonic()
+        receiver.wait_idle()
+        assert time.monotonic() - began < 1.5  # not the wait for the upload
+    assert api.looks == [("r1", "ERRORED"), ("r2", "UPLOADING")]
+    assert failed == [
+        ("r1", "recording r1 ended ERRORED"),
+        ("r2", "RealtimeKit announced the recording as ERRORED: it has no files to transcribe"),
+    ]
+    assert "looking again" not in caplog.text
 
 
 def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
