@@ -128,7 +128,8 @@ class _Job:
     attempt: int = 1
     """The try it is at: a look that finds it not uploaded yet counts for none."""
     awaited_since: float | None = None
-    """``time.monotonic()`` of the first look that found it not ``UPLOADED``; None: none did."""
+    """``time.monotonic()`` of the first look that found it not ``UPLOADED``; None: none did,
+    or a try got past the look since (the wait is over: see :func:`_waited`)."""
     status: str | None = None
     """What the API showed at the last look (None: it could not be asked; see ``why``)."""
     why: str = ""
@@ -218,10 +219,12 @@ class WebhookReceiver:
     recording is put aside and looked at again (``on_uploaded`` runs again) after 1 s, then
     less and less often (up to every 30 s), until ``upload_timeout`` seconds after the first
     such look; then it goes to ``on_failed`` with an ``UploadTimeoutError`` that says what the
-    API last showed ("still UPLOADING after 3600 s"). Meanwhile the worker handles the
-    recordings behind it, and :meth:`close` gives it up at once, as one not begun. When
-    ``on_uploaded`` finds it ended ``ERRORED``, it raises :class:`RecordingErrored`: the
-    recording goes to ``on_failed`` at once, as one announced so.
+    API last showed ("still UPLOADING after 3600 s"). A try that gets past the look ends the
+    wait: a later try's look that raises it again begins a wait of its own. Meanwhile the
+    worker handles the recordings behind it, and :meth:`close` gives it up at once, as one
+    not begun. When ``on_uploaded`` finds it ended ``ERRORED``, it raises
+    :class:`RecordingErrored`: the recording goes to ``on_failed`` at once, as one announced
+    so.
 
     A recording announced ``ERRORED`` goes to ``on_failed`` with :class:`RecordingErrored`,
     which may look it up first: when that raises ``RecordingNotFoundError``, the recording is
@@ -620,6 +623,7 @@ class WebhookReceiver:
                     if (error := self._put_aside(job, exc)) is None:
                         return
                     break
+                _waited(job)
                 error = exc
                 if isinstance(exc, RecordingErrored):  # said once, by _give_up
                     with self._lock:  # an announcement of it again is not acted on
@@ -858,6 +862,15 @@ def _stopped(job: _Job) -> Exception:
     return ReceiverStopped(
         f"the receiver stopped while waiting for the API to show it UPLOADED ({_last_seen(job)})"
     )
+
+
+def _waited(job: _Job) -> None:
+    """End the wait for ``job``'s upload: ``on_uploaded`` got past its look (it raised
+    something else). A later try's look that finds the API unreachable for now (a 503, a
+    429) begins a wait of its own, from its first look: measured from the first wait, long
+    over, it would give the recording up at once, its tries unused."""
+    job.awaited_since, job.status, job.why = None, None, ""
+    job.interval = _UPLOAD_POLL
 
 
 def _last_seen(job: _Job) -> str:

@@ -1170,6 +1170,44 @@ def test_a_recording_found_errored_or_announced_so_while_it_is_looked_at_is_repo
     assert "looking again" not in caplog.text
 
 
+def test_a_try_whose_look_meets_an_api_down_for_now_waits_afresh_not_from_the_first_wait(
+    caplog,
+):
+    # The wait for the upload was measured from the first look, before the tries began: a
+    # 503 at try 2's look, later than upload_timeout after it, wrote the recording off at
+    # once ("no status known after ..."), with a try unused and the recording uploaded.
+    key, public = _webhook_key()
+    steps: list[BaseException | None] = [
+        UploadTimeoutError("r1", "UPLOADING", 0),  # the webhook came first
+        RuntimeError("storage down"),  # uploaded now: try 1 fails
+        UploadTimeoutError("r1", None, 0, " (HTTP 503 at this look)"),  # try 2's look
+        None,  # the look after: done
+    ]
+    ran: list[BaseException | None] = []
+    failed: list[str] = []
+
+    def on_uploaded(recording: Recording) -> None:
+        ran.append(step := steps[len(ran)])
+        if step is not None:
+            raise step
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    with WebhookReceiver(
+        public,
+        on_uploaded,
+        on_failed=lambda r, e: failed.append(str(e)),
+        retry_wait=0.6,  # try 2 comes after the wait of 0.5 s is over
+        upload_timeout=0.5,
+    ) as receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        receiver.wait_idle()
+    assert failed == []
+    assert ran == steps
+    said = [r.getMessage() for r in caplog.records]
+    (again,) = [line for line in said if "could not be asked" in line]
+    assert again.endswith("(HTTP 503 at this look); looking again for up to 0.5 s")
+
+
 def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
     monkeypatch,
 ):
