@@ -90,7 +90,8 @@ must not spend the account's rate limit."""
 
 
 class ReceiverStopped(Exception):
-    """The receiver stopped with a recording it had accepted not handled."""
+    """The receiver stopped with a recording it had accepted not handled. Stopped between two
+    tries of it, its ``__cause__`` is how the last try failed."""
 
 
 class RecordingErrored(Exception):
@@ -639,7 +640,10 @@ class WebhookReceiver:
                     describe_error(exc.__cause__ or exc if final else exc),
                 )
                 log.debug("webhook: traceback", exc_info=exc)
-                if final or (attempt < self._tries and self._stopped_in(attempt)):
+                if final:
+                    break
+                if attempt < self._tries and self._stopped_in(attempt):
+                    error = _stopped_after(attempt, self._tries, exc)
                     break
         if error is not None and self._may_report(recording):
             self._give_up(recording, error)
@@ -647,7 +651,7 @@ class WebhookReceiver:
     def _stopped_in(self, attempt: int) -> bool:
         """Wait before the try after ``attempt``; True if the receiver was stopped meanwhile.
         A stop must not wait out the pause, nor begin a try it would then wait for too: the
-        last failure is what is reported."""
+        stop is what is reported, with the last failure (see :func:`_stopped_after`)."""
         with self._changed:
             return self._changed.wait_for(lambda: self._closed, self._retry_wait * attempt)
 
@@ -862,6 +866,19 @@ def _stopped(job: _Job) -> Exception:
     return ReceiverStopped(
         f"the receiver stopped while waiting for the API to show it UPLOADED ({_last_seen(job)})"
     )
+
+
+def _stopped_after(attempt: int, tries: int, failure: BaseException) -> ReceiverStopped:
+    """Why a recording the receiver stopped with between two tries was not handled: the
+    stop, after which try, and how that try failed (its cause, for ``on_failed``). Said as
+    the failure alone, it read as every try spent, and a later announcement as its only
+    hope; it is the stop that left it."""
+    stopped = ReceiverStopped(
+        f"the receiver stopped after try {attempt} of {tries}, which failed: "
+        f"{describe_error(failure)}"
+    )
+    stopped.__cause__ = failure
+    return stopped
 
 
 def _waited(job: _Job) -> None:

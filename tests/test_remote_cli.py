@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from models import Manifest, Recording, Track, Transcript
+from models import Manifest, Recording, Track, Transcript, describe_error
 from pipeline import remote, verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
 from pipeline.webhook import RecordingErrored, WebhookReceiver
@@ -694,21 +694,24 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
 
 def test_a_stop_does_not_wait_out_the_pause_before_a_try_again(caplog):
     # A stop between two tries neither sat out the pause (seconds: the try number times
-    # retry_wait) nor began the next try and waited for it: the grace ran out instead.
+    # retry_wait) nor began the next try and waited for it: the grace ran out instead. It is
+    # the stop that left the recording, after one try: the report said it "gave up after 3
+    # tries", with tries unused.
     key, public = _webhook_key()
     tried: list[str] = []
     first = threading.Event()
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, BaseException | None]] = []
 
     def fail(recording: Recording) -> None:
         tried.append(recording.id)
         first.set()
         raise RuntimeError("storage down")
 
+    caplog.set_level(logging.WARNING, logger="trackscribe")
     receiver = WebhookReceiver(
         public,
         fail,
-        on_failed=lambda r, e: failed.append((r.id, str(e))),
+        on_failed=lambda r, e: failed.append((r.id, describe_error(e), e.__cause__)),
         tries=3,
         retry_wait=30.0,
     )
@@ -720,7 +723,15 @@ def test_a_stop_does_not_wait_out_the_pause_before_a_try_again(caplog):
     receiver.close(grace=10)
     assert time.monotonic() - began < 3
     assert len(tried) == 1  # no try begun after the stop
-    assert failed == [("r1", "storage down")]  # the failure, reported once
+    stopped = "the receiver stopped after try 1 of 3, which failed: RuntimeError: storage down"
+    [(recording_id, error, cause)] = failed  # reported once
+    assert (recording_id, error) == ("r1", f"ReceiverStopped: {stopped}")
+    assert str(cause) == "storage down"  # the last failure, for on_failed to tell apart
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == [
+        "webhook: handling recording r1 failed (try 1 of 3): RuntimeError: storage down",
+        f"webhook: recording r1 was not handled: {stopped}",
+    ]
 
 
 @pytest.mark.parametrize("status", ["ERRORED", "UPLOADED"])
@@ -1923,6 +1934,28 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
     transcribed = [line for line in journal if json.loads(line)["event"] == "transcribed"]
     assert len(transcribed) == 1 and Path(bruno.path).name in transcribed[0]
     assert not (out / "r1" / ".work").exists()  # done: nothing kept for a try again
+
+
+def test_a_transcript_missing_a_file_left_by_a_stop_between_tries_says_so_and_names_the_file(
+    sample_manifest, tmp_path
+):
+    # Stopped in the pause after try 1 wrote a partial transcript: failed.json says it was
+    # the stop, after try 1 of 3, and still names the file the commands by hand would fetch.
+    (_, chen), stored = stored_files(sample_manifest, "user-bruno", "user-chen")
+    storage = type("Api", (HalfStored,), {"stored": stored, "down": {Path(chen.path).name}})
+    with webhook_before(storage, tmp_path) as (out, key, port, said):
+        assert announce_uploaded(port, key) == 202
+        wait_for(out / "r1" / "transcript.json")
+    # stopped (SIGTERM) as try 1 ends, or in the pause after it (2 s)
+    failed = json.loads((out / "r1" / "failed.json").read_text())
+    partial = Transcript.load(out / "r1" / "transcript.json")
+    assert failed["error"].startswith(
+        "ReceiverStopped: the receiver stopped after try 1 of 3, which failed: "
+        "PartialTranscript: recording r1: the transcript lacks 1"
+    )
+    assert failed["missing"] == [partial.provenance.failures[0].describe()]
+    assert "--recording-id r1" in failed["by_hand"]
+    assert "(try 2 of 3)" not in said[0] and "after 3 tries" not in said[0]
 
 
 def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_not_retried(
