@@ -744,7 +744,7 @@ def _record_failure(
     token): without them, they would ask another API, or transcribe with other settings.
     ``by_hand`` says what to do instead of those commands; a partial transcript's record
     names the files it lacks (the commands resume the fetch, and transcribe again)."""
-    from .webhook import PartialTranscript
+    from .webhook import PartialTranscript, ReceiverStopped
 
     out = args.out / recording.id
     if by_hand is None:
@@ -762,8 +762,10 @@ def _record_failure(
         "error": describe_error(error),
         "by_hand": by_hand,
     }
-    if isinstance(error, PartialTranscript):
-        record["missing"] = [failure.describe() for failure in error.missing]
+    # A stop between two tries gives the last try's failure as the stop's cause.
+    partial = error.__cause__ if isinstance(error, ReceiverStopped) else error
+    if isinstance(partial, PartialTranscript):
+        record["missing"] = [failure.describe() for failure in partial.missing]
     # Said first: the disk that could not take the transcript may not take failed.json.
     say(f"recording {recording.id}: failed; by hand: {record['by_hand']}")
     out.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,8 @@ must not spend the account's rate limit."""
 
 
 class ReceiverStopped(Exception):
-    """The receiver stopped with a recording it had accepted not handled."""
+    """The receiver stopped with a recording it had accepted not handled. Stopped between two
+    tries of it, its ``__cause__`` is how the last try failed."""
 
 
 class RecordingErrored(Exception):
@@ -128,7 +129,8 @@ class _Job:
     attempt: int = 1
     """The try it is at: a look that finds it not uploaded yet counts for none."""
     awaited_since: float | None = None
-    """``time.monotonic()`` of the first look that found it not ``UPLOADED``; None: none did."""
+    """``time.monotonic()`` of the first look that found it not ``UPLOADED``; None: none did,
+    or a try got past the look since (the wait is over: see :func:`_waited`)."""
     status: str | None = None
     """What the API showed at the last look (None: it could not be asked; see ``why``)."""
     why: str = ""
@@ -218,14 +220,20 @@ class WebhookReceiver:
     recording is put aside and looked at again (``on_uploaded`` runs again) after 1 s, then
     less and less often (up to every 30 s), until ``upload_timeout`` seconds after the first
     such look; then it goes to ``on_failed`` with an ``UploadTimeoutError`` that says what the
-    API last showed ("still UPLOADING after 3600 s"). Meanwhile the worker handles the
-    recordings behind it, and :meth:`close` gives it up at once, as one not begun. When
-    ``on_uploaded`` finds it ended ``ERRORED``, it raises :class:`RecordingErrored`: the
-    recording goes to ``on_failed`` at once, as one announced so.
+    API last showed ("still UPLOADING after 3600 s"). A try that gets past the look ends the
+    wait: a later try's look that raises it again begins a wait of its own. Meanwhile the
+    worker handles the recordings behind it, and :meth:`close` gives it up at once, as one
+    not begun. When ``on_uploaded`` finds it ended ``ERRORED``, it raises
+    :class:`RecordingErrored`: the recording goes to ``on_failed`` at once, as one announced
+    so.
 
     A recording announced ``ERRORED`` goes to ``on_failed`` with :class:`RecordingErrored`,
     which may look it up first: when that raises ``RecordingNotFoundError``, the recording is
-    left as another app's, as above, and nothing is said of its failure.
+    left as another app's, as above, and nothing is said of its failure. A recording goes to
+    ``on_failed`` as ERRORED once, however it is found so: announced ``UPLOADED`` before and
+    not begun, or put aside, it is given up on in its turn as announced; in hand, its look
+    decides (one that finds it not ``UPLOADED`` gives it up as announced, not put aside).
+    Once known ERRORED, announcements of it again, ``UPLOADED`` as well, are not acted on.
     """
 
     def __init__(
@@ -497,11 +505,10 @@ class WebhookReceiver:
                 return 200, "not a recording of this app; ignored"
             recording = _with_meeting(recording, event.meeting)
             log.info("webhook: recording %s is %s", recording.id, _shown(recording.status))
+            if recording.id in self._errored:  # ERRORED is final: an UPLOADED is a replay
+                return 200, "the recording's failure was noted already"
             if recording.status == "ERRORED":
-                if recording.id in self._errored:
-                    return 200, "the recording's failure was noted already"
-                _remember(self._errored, recording.id)
-                self._queue(recording)  # to on_failed, in turn with the rest
+                self._note_errored(recording)
                 return 200, "noted: the recording failed"
             if recording.status != "UPLOADED":
                 return 200, "noted"
@@ -515,6 +522,30 @@ class WebhookReceiver:
         """Hand ``recording`` to the worker (lock held)."""
         self._waiting.append(_Job(recording))
         self._changed.notify_all()
+
+    def _note_errored(self, recording: Recording) -> None:
+        """Queue ``recording``, announced ERRORED, to go to ``on_failed`` in turn with the rest
+        (lock held). It may have a job already, announced UPLOADED: one recording is never
+        two jobs, nor reported twice. One waiting, or put aside, is replaced by this; the
+        one in hand is left to its own look, which finds the recording ERRORED, or, if the
+        API does not show it so yet, gives it up as announced so rather than put it aside."""
+        _remember(self._errored, recording.id)
+        if self._current is not None and self._current.id == recording.id:
+            return
+        earlier = self._take_out(recording.id)
+        if earlier is not None and recording.meeting_id is None:  # failed.json names it
+            recording = recording.model_copy(update={"meeting_id": earlier.meeting_id})
+        self._queue(recording)
+
+    def _take_out(self, recording_id: str) -> Recording | None:
+        """Take the job of ``recording_id`` out of ``_waiting`` or ``_later`` (lock held): its
+        recording, as announced; None if it has none there."""
+        found: Recording | None = None
+        for jobs in (self._waiting, self._later):
+            for job in [job for job in jobs if job.recording.id == recording_id]:
+                jobs.remove(job)
+                found = job.recording
+        return found
 
     def _refused(self, status: int, reason: str) -> None:
         """A refused request that is not surely RealtimeKit's (unsigned, no length, too long),
@@ -593,8 +624,11 @@ class WebhookReceiver:
                     if (error := self._put_aside(job, exc)) is None:
                         return
                     break
+                _waited(job)
                 error = exc
                 if isinstance(exc, RecordingErrored):  # said once, by _give_up
+                    with self._lock:  # an announcement of it again is not acted on
+                        _remember(self._errored, recording.id)
                     break
                 final = isinstance(exc, NotRetried)
                 log.error(
@@ -606,7 +640,10 @@ class WebhookReceiver:
                     describe_error(exc.__cause__ or exc if final else exc),
                 )
                 log.debug("webhook: traceback", exc_info=exc)
-                if final or (attempt < self._tries and self._stopped_in(attempt)):
+                if final:
+                    break
+                if attempt < self._tries and self._stopped_in(attempt):
+                    error = _stopped_after(attempt, self._tries, exc)
                     break
         if error is not None and self._may_report(recording):
             self._give_up(recording, error)
@@ -614,7 +651,7 @@ class WebhookReceiver:
     def _stopped_in(self, attempt: int) -> bool:
         """Wait before the try after ``attempt``; True if the receiver was stopped meanwhile.
         A stop must not wait out the pause, nor begin a try it would then wait for too: the
-        last failure is what is reported."""
+        stop is what is reported, with the last failure (see :func:`_stopped_after`)."""
         with self._changed:
             return self._changed.wait_for(lambda: self._closed, self._retry_wait * attempt)
 
@@ -622,15 +659,28 @@ class WebhookReceiver:
         """Put ``job`` aside, to be looked at again, as the API does not show it ``UPLOADED``
         yet (``seen`` says what it showed): None. Moved from in hand to ``_later`` under the
         lock in one step, so that :meth:`close` finds it in one or the other. Else why it is
-        given up on: ``upload_timeout`` has passed since the first such look, or the receiver
-        is stopping (it is still in hand then, and reported as such)."""
+        given up on: it was announced ERRORED meanwhile (that announcement left it to this
+        look), ``upload_timeout`` has passed since the first such look, or the receiver is
+        stopping (it is still in hand then, and reported as such)."""
         now = time.monotonic()
         first = job.awaited_since is None
         since = job.awaited_since = now if job.awaited_since is None else job.awaited_since
         job.status, job.why = seen.last_status, seen.why
         deadline = since + self._upload_timeout
-        if now >= deadline:
-            return UploadTimeoutError(job.recording.id, job.status, self._upload_timeout, job.why)
+        with self._changed:
+            if job.recording.id in self._errored:  # announced so since it was taken up
+                return RecordingErrored(_ERRORED)
+            if now >= deadline:
+                return UploadTimeoutError(
+                    job.recording.id, job.status, self._upload_timeout, job.why
+                )
+            if self._closed:
+                return _stopped(job)
+            job.due = min(now + job.interval, deadline)
+            job.interval = min(job.interval * 1.5, _UPLOAD_MAX_POLL)
+            self._later.append(job)
+            self._current = None
+            self._changed.notify_all()
         if first:
             log.warning(
                 "webhook: recording %s was announced UPLOADED, but %s; looking again for up "
@@ -641,14 +691,6 @@ class WebhookReceiver:
                 else f"the API could not be asked{job.why}",
                 self._upload_timeout,
             )
-        job.due = min(now + job.interval, deadline)
-        job.interval = min(job.interval * 1.5, _UPLOAD_MAX_POLL)
-        with self._changed:
-            if self._closed:
-                return _stopped(job)
-            self._later.append(job)
-            self._current = None
-            self._changed.notify_all()
         return None
 
     def _not_this_apps(self, recording: Recording, error: RecordingNotFoundError) -> None:
@@ -824,6 +866,28 @@ def _stopped(job: _Job) -> Exception:
     return ReceiverStopped(
         f"the receiver stopped while waiting for the API to show it UPLOADED ({_last_seen(job)})"
     )
+
+
+def _stopped_after(attempt: int, tries: int, failure: BaseException) -> ReceiverStopped:
+    """Why a recording the receiver stopped with between two tries was not handled: the
+    stop, after which try, and how that try failed (its cause, for ``on_failed``). Said as
+    the failure alone, it read as every try spent, and a later announcement as its only
+    hope; it is the stop that left it."""
+    stopped = ReceiverStopped(
+        f"the receiver stopped after try {attempt} of {tries}, which failed: "
+        f"{describe_error(failure)}"
+    )
+    stopped.__cause__ = failure
+    return stopped
+
+
+def _waited(job: _Job) -> None:
+    """End the wait for ``job``'s upload: ``on_uploaded`` got past its look (it raised
+    something else). A later try's look that finds the API unreachable for now (a 503, a
+    429) begins a wait of its own, from its first look: measured from the first wait, long
+    over, it would give the recording up at once, its tries unused."""
+    job.awaited_since, job.status, job.why = None, None, ""
+    job.interval = _UPLOAD_POLL
 
 
 def _last_seen(job: _Job) -> str:

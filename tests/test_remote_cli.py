@@ -24,12 +24,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from models import Manifest, Recording, Track, Transcript
+from models import Manifest, Recording, Track, Transcript, describe_error
 from pipeline import remote, verify
 from pipeline.emulator import FAULTS, Emulator, EmulatorOptions
-from pipeline.webhook import WebhookReceiver
+from pipeline.webhook import RecordingErrored, WebhookReceiver
 from stages.export import export
-from stages.record import RealtimeKitClient
+from stages.record import RealtimeKitClient, UploadTimeoutError
 
 from .conftest import HalfStored, serving, words_of, write_key
 
@@ -694,21 +694,24 @@ def test_a_second_stop_while_the_waiting_recordings_are_reported_still_names_eac
 
 def test_a_stop_does_not_wait_out_the_pause_before_a_try_again(caplog):
     # A stop between two tries neither sat out the pause (seconds: the try number times
-    # retry_wait) nor began the next try and waited for it: the grace ran out instead.
+    # retry_wait) nor began the next try and waited for it: the grace ran out instead. It is
+    # the stop that left the recording, after one try: the report said it "gave up after 3
+    # tries", with tries unused.
     key, public = _webhook_key()
     tried: list[str] = []
     first = threading.Event()
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, BaseException | None]] = []
 
     def fail(recording: Recording) -> None:
         tried.append(recording.id)
         first.set()
         raise RuntimeError("storage down")
 
+    caplog.set_level(logging.WARNING, logger="trackscribe")
     receiver = WebhookReceiver(
         public,
         fail,
-        on_failed=lambda r, e: failed.append((r.id, str(e))),
+        on_failed=lambda r, e: failed.append((r.id, describe_error(e), e.__cause__)),
         tries=3,
         retry_wait=30.0,
     )
@@ -720,7 +723,15 @@ def test_a_stop_does_not_wait_out_the_pause_before_a_try_again(caplog):
     receiver.close(grace=10)
     assert time.monotonic() - began < 3
     assert len(tried) == 1  # no try begun after the stop
-    assert failed == [("r1", "storage down")]  # the failure, reported once
+    stopped = "the receiver stopped after try 1 of 3, which failed: RuntimeError: storage down"
+    [(recording_id, error, cause)] = failed  # reported once
+    assert (recording_id, error) == ("r1", f"ReceiverStopped: {stopped}")
+    assert str(cause) == "storage down"  # the last failure, for on_failed to tell apart
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert said == [
+        "webhook: handling recording r1 failed (try 1 of 3): RuntimeError: storage down",
+        f"webhook: recording r1 was not handled: {stopped}",
+    ]
 
 
 @pytest.mark.parametrize("status", ["ERRORED", "UPLOADED"])
@@ -1075,6 +1086,137 @@ def test_a_recording_announced_as_errored_again_goes_to_on_failed_once():
         assert again.json() == {"status": "the recording's failure was noted already"}
         receiver.wait_idle()
     assert failed == ["r1"]
+
+
+class _Shown:
+    """What an API shows of each recording, as ``on_uploaded``'s one look (the command's
+    ``_uploaded``) finds it: not UPLOADED yet, UploadTimeoutError; ended ERRORED,
+    RecordingErrored. Each look is noted, with what it found."""
+
+    def __init__(self, **statuses: str) -> None:
+        self.statuses = statuses
+        self.looks: list[tuple[str, str]] = []
+        self.looking = threading.Event()
+        self.answer = threading.Event()
+        self.answer.set()
+
+    def __call__(self, recording: Recording) -> None:
+        self.looking.set()
+        assert self.answer.wait(10)
+        status = self.statuses[recording.id]
+        self.looks.append((recording.id, status))
+        if status == "ERRORED":
+            raise RecordingErrored(f"recording {recording.id} ended ERRORED")
+        if status != "UPLOADED":
+            raise UploadTimeoutError(recording.id, status, 0)
+
+
+def test_a_recording_announced_errored_while_put_aside_is_reported_once_and_left(caplog):
+    # The ERRORED announcement was a job of its own beside the one put aside: failed.json
+    # and the error line came once from it, once from the other's look, and, as it was
+    # given up on, an UPLOADED delivered again was a third job, and its report a third.
+    key, public = _webhook_key()
+    api = _Shown(r1="UPLOADING")
+    failed: list[tuple[str, str | None]] = []
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    with WebhookReceiver(
+        public, api, on_failed=lambda r, e: failed.append((r.id, r.meeting_id))
+    ) as receiver:
+        uploaded = {"id": "r1", "status": "UPLOADED", "meetingId": "m1"}
+        assert _announce(receiver, key, uploaded).status_code == 202
+        deadline = time.monotonic() + 10
+        while not any("looking again" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        api.statuses["r1"] = "ERRORED"
+        errored = _announce(receiver, key, {"id": "r1", "status": "ERRORED"})
+        assert errored.json() == {"status": "noted: the recording failed"}
+        receiver.wait_idle()
+        looks = len(api.looks)
+        for replay in (uploaded, {"id": "r1", "status": "ERRORED"}):  # each a new rtk-uuid
+            again = _announce(receiver, key, replay)
+            assert again.json() == {"status": "the recording's failure was noted already"}
+        receiver.wait_idle()
+        assert len(api.looks) == looks  # no job of it again
+    assert failed == [("r1", "m1")]  # once, naming the meeting the first announcement did
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([line for line in said if "r1 was not handled" in line]) == 1
+
+
+def test_a_recording_found_errored_or_announced_so_while_it_is_looked_at_is_reported_once(
+    caplog,
+):
+    # r1: the look finds it ERRORED; RealtimeKit's announcement of it, after, is no second
+    # report. r2: announced ERRORED while its look finds it not UPLOADED yet: given up on at
+    # once as announced, not put aside to be given up again when the wait is over.
+    key, public = _webhook_key()
+    api = _Shown(r1="ERRORED", r2="UPLOADING")
+    failed: list[tuple[str, str]] = []
+    receiver = WebhookReceiver(
+        public,
+        api,
+        on_failed=lambda r, e: failed.append((r.id, str(e))),
+        upload_timeout=2.0,
+    )
+    with receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        receiver.wait_idle()
+        again = _announce(receiver, key, {"id": "r1", "status": "ERRORED"})
+        assert again.json() == {"status": "the recording's failure was noted already"}
+        api.looking.clear()
+        api.answer.clear()
+        assert _announce(receiver, key, {"id": "r2", "status": "UPLOADED"}).status_code == 202
+        assert api.looking.wait(10)
+        errored = _announce(receiver, key, {"id": "r2", "status": "ERRORED"})
+        assert errored.json() == {"status": "noted: the recording failed"}
+        api.answer.set()
+        began = time.monotonic()
+        receiver.wait_idle()
+        assert time.monotonic() - began < 1.5  # not the wait for the upload
+    assert api.looks == [("r1", "ERRORED"), ("r2", "UPLOADING")]
+    assert failed == [
+        ("r1", "recording r1 ended ERRORED"),
+        ("r2", "RealtimeKit announced the recording as ERRORED: it has no files to transcribe"),
+    ]
+    assert "looking again" not in caplog.text
+
+
+def test_a_try_whose_look_meets_an_api_down_for_now_waits_afresh_not_from_the_first_wait(
+    caplog,
+):
+    # The wait for the upload was measured from the first look, before the tries began: a
+    # 503 at try 2's look, later than upload_timeout after it, wrote the recording off at
+    # once ("no status known after ..."), with a try unused and the recording uploaded.
+    key, public = _webhook_key()
+    steps: list[BaseException | None] = [
+        UploadTimeoutError("r1", "UPLOADING", 0),  # the webhook came first
+        RuntimeError("storage down"),  # uploaded now: try 1 fails
+        UploadTimeoutError("r1", None, 0, " (HTTP 503 at this look)"),  # try 2's look
+        None,  # the look after: done
+    ]
+    ran: list[BaseException | None] = []
+    failed: list[str] = []
+
+    def on_uploaded(recording: Recording) -> None:
+        ran.append(step := steps[len(ran)])
+        if step is not None:
+            raise step
+
+    caplog.set_level(logging.WARNING, logger="trackscribe")
+    with WebhookReceiver(
+        public,
+        on_uploaded,
+        on_failed=lambda r, e: failed.append(str(e)),
+        retry_wait=0.6,  # try 2 comes after the wait of 0.5 s is over
+        upload_timeout=0.5,
+    ) as receiver:
+        assert _announce(receiver, key, {"id": "r1", "status": "UPLOADED"}).status_code == 202
+        receiver.wait_idle()
+    assert failed == []
+    assert ran == steps
+    said = [r.getMessage() for r in caplog.records]
+    (again,) = [line for line in said if "could not be asked" in line]
+    assert again.endswith("(HTTP 503 at this look); looking again for up to 0.5 s")
 
 
 def test_a_sender_that_trickles_its_request_is_cut_off_and_too_many_at_once_are_told_to_retry(
@@ -1792,6 +1934,28 @@ def test_a_transcript_missing_a_file_storage_failed_is_written_retried_and_done_
     transcribed = [line for line in journal if json.loads(line)["event"] == "transcribed"]
     assert len(transcribed) == 1 and Path(bruno.path).name in transcribed[0]
     assert not (out / "r1" / ".work").exists()  # done: nothing kept for a try again
+
+
+def test_a_transcript_missing_a_file_left_by_a_stop_between_tries_says_so_and_names_the_file(
+    sample_manifest, tmp_path
+):
+    # Stopped in the pause after try 1 wrote a partial transcript: failed.json says it was
+    # the stop, after try 1 of 3, and still names the file the commands by hand would fetch.
+    (_, chen), stored = stored_files(sample_manifest, "user-bruno", "user-chen")
+    storage = type("Api", (HalfStored,), {"stored": stored, "down": {Path(chen.path).name}})
+    with webhook_before(storage, tmp_path) as (out, key, port, said):
+        assert announce_uploaded(port, key) == 202
+        wait_for(out / "r1" / "transcript.json")
+    # stopped (SIGTERM) as try 1 ends, or in the pause after it (2 s)
+    failed = json.loads((out / "r1" / "failed.json").read_text())
+    partial = Transcript.load(out / "r1" / "transcript.json")
+    assert failed["error"].startswith(
+        "ReceiverStopped: the receiver stopped after try 1 of 3, which failed: "
+        "PartialTranscript: recording r1: the transcript lacks 1"
+    )
+    assert failed["missing"] == [partial.provenance.failures[0].describe()]
+    assert "--recording-id r1" in failed["by_hand"]
+    assert "(try 2 of 3)" not in said[0] and "after 3 tries" not in said[0]
 
 
 def test_a_transcript_missing_a_file_storage_does_not_have_is_written_once_and_not_retried(
