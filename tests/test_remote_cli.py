@@ -2002,6 +2002,18 @@ def test_a_recording_none_of_whose_files_storage_has_fails_at_once_not_after_eve
     assert not (out / "r1" / "transcript.json").exists()
 
 
+@contextlib.contextmanager
+def emulated(
+    meeting: Path, options: EmulatorOptions
+) -> Iterator[tuple[Emulator, RealtimeKitClient]]:
+    """The emulator serving ``meeting``, and a client of it."""
+    with (
+        Emulator(meeting, options) as emu,
+        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+    ):
+        yield emu, api
+
+
 def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what_to_do(
     sample_dir, tmp_path
 ):
@@ -2011,10 +2023,7 @@ def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what
     options = EmulatorOptions(token=TOKEN, start_delay=0.5, record_seconds=0.2, upload_seconds=0)
     key, public = _webhook_key()
     out = tmp_path / "out"
-    with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
-    ):
+    with emulated(sample_dir, options) as (emu, api):
         empty = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         api.stop(empty.id)  # before it started: ERRORED, nothing recorded
         full = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
@@ -2060,8 +2069,7 @@ def test_a_recording_announced_uploaded_before_the_api_says_so_is_waited_for_and
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        emulated(sample_dir, options) as (emu, api),
         webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
     ):
         recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
@@ -2086,8 +2094,7 @@ def test_a_recording_the_api_does_not_show_uploaded_in_time_leaves_failed_json_s
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        emulated(sample_dir, options) as (emu, api),
         webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
             port,
             said,
@@ -2119,10 +2126,7 @@ def test_a_recording_waited_for_until_the_api_shows_it_uploaded_holds_up_none_be
     options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.3, upload_seconds=2)
     key, public = _webhook_key()
     handled: list[tuple[str, str]] = []
-    with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
-    ):
+    with emulated(sample_dir, options) as (emu, api):
         second = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         api.wait_until_uploaded(second.id, timeout=30, poll=0.1)
         first = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
@@ -2152,10 +2156,7 @@ def test_a_stop_does_not_wait_for_a_recording_waited_for_and_says_what_the_api_s
     key, public = _webhook_key()
     failed: list[tuple[str, str]] = []
     caplog.set_level(logging.WARNING, logger="trackscribe")
-    with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
-    ):
+    with emulated(sample_dir, options) as (emu, api):
         recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         shown_as(api, recording.id, "RECORDING")
         receiver = WebhookReceiver(
@@ -2193,8 +2194,7 @@ def test_a_recording_announced_uploaded_that_the_api_shows_errored_is_given_up_a
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        emulated(sample_dir, options) as (emu, api),
         webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
     ):
         empty = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
@@ -2218,8 +2218,7 @@ def test_an_api_that_cannot_be_asked_is_waited_out_as_a_recording_not_uploaded_y
     key, public = _webhook_key()
     out = tmp_path / "out"
     with (
-        Emulator(sample_dir, options) as emu,
-        RealtimeKitClient(account_id="a", app_id="b", token=TOKEN, base_url=emu.base_url) as api,
+        emulated(sample_dir, options) as (emu, api),
         webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
             port,
             said,
