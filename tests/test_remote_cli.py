@@ -2014,6 +2014,22 @@ def emulated(
         yield emu, api
 
 
+@contextlib.contextmanager
+def webhook_on_emulator(
+    meeting: Path, options: EmulatorOptions, folder: Path, *flags: str
+) -> Iterator[tuple[Emulator, RealtimeKitClient, Path, rsa.RSAPrivateKey, int, list[str]]]:
+    """:func:`webhook_command` (``flags`` besides) asking the emulator of ``meeting``, writing
+    into ``folder``/out: the emulator, a client of it, that folder, the key deliveries are
+    signed with, and the command's port and stderr (filled in once it ended)."""
+    key, public = _webhook_key()
+    out = folder / "out"
+    with (
+        emulated(meeting, options) as (emu, api),
+        webhook_command(out, public, emu.base_url, folder, *flags) as (port, said),
+    ):
+        yield emu, api, out, key, port, said
+
+
 def test_a_recording_announced_errored_is_looked_up_before_failed_json_says_what_to_do(
     sample_dir, tmp_path
 ):
@@ -2066,12 +2082,7 @@ def test_a_recording_announced_uploaded_before_the_api_says_so_is_waited_for_and
     # over about 6 s wrote such a recording off to failed.json; the receiver now looks again
     # until the API shows it UPLOADED (9 s here), and no look is a try.
     options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.3, upload_seconds=9)
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        emulated(sample_dir, options) as (emu, api),
-        webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
-    ):
+    with webhook_on_emulator(sample_dir, options, tmp_path) as (emu, api, out, key, port, said):
         recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         shown_as(api, recording.id, "UPLOADING")
         assert announce_uploaded(port, key, recording.id) == 202
@@ -2091,15 +2102,8 @@ def test_a_recording_the_api_does_not_show_uploaded_in_time_leaves_failed_json_s
     sample_dir, tmp_path
 ):
     options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=600)
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        emulated(sample_dir, options) as (emu, api),
-        webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
-            port,
-            said,
-        ),
-    ):
+    receiver = webhook_on_emulator(sample_dir, options, tmp_path, "--upload-timeout", "2")
+    with receiver as (emu, api, out, key, port, said):
         recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         shown_as(api, recording.id, "RECORDING")
         began = time.monotonic()
@@ -2191,12 +2195,7 @@ def test_a_recording_announced_uploaded_that_the_api_shows_errored_is_given_up_a
 ):
     # No try again, nor wait, can bring files the recording never had.
     options = EmulatorOptions(token=TOKEN, start_delay=0.5, record_seconds=0.2)
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        emulated(sample_dir, options) as (emu, api),
-        webhook_command(out, public, emu.base_url, tmp_path) as (port, said),
-    ):
+    with webhook_on_emulator(sample_dir, options, tmp_path) as (emu, api, out, key, port, said):
         empty = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         api.stop(empty.id)  # before it started: ERRORED, nothing recorded
         assert announce_uploaded(port, key, empty.id) == 202
@@ -2215,15 +2214,8 @@ def test_an_api_that_cannot_be_asked_is_waited_out_as_a_recording_not_uploaded_y
     # A 503 at each look is no try spent: it is looked at again until the wait is over, and
     # failed.json says that no status was known, and why.
     options = EmulatorOptions(token=TOKEN, start_delay=0.1, record_seconds=0.2, upload_seconds=0)
-    key, public = _webhook_key()
-    out = tmp_path / "out"
-    with (
-        emulated(sample_dir, options) as (emu, api),
-        webhook_command(out, public, emu.base_url, tmp_path, "--upload-timeout", "2") as (
-            port,
-            said,
-        ),
-    ):
+    receiver = webhook_on_emulator(sample_dir, options, tmp_path, "--upload-timeout", "2")
+    with receiver as (emu, api, out, key, port, said):
         recording = api.start_track_recording(emu.meeting_id, user_ids=["user-bruno"])
         api.wait_until_uploaded(recording.id, timeout=30, poll=0.1)
         emu.inject("server_error", 1000)
