@@ -676,7 +676,7 @@ def _uploaded(client: RealtimeKitClient, recording: Recording) -> Recording:
 
     try:
         return client.wait_until_uploaded(recording.id, timeout=0)
-    except UploadTimeoutError:
+    except UploadTimeoutError:  # a RecordingFailedError too, but not an ended recording
         raise
     except RecordingFailedError as exc:
         raise RecordingErrored(f"{exc.message}: it has no files to transcribe") from exc
