@@ -503,9 +503,9 @@ def test_a_single_download_url_that_hides_other_files_makes_the_fetch_partial(
 def test_a_user_asked_for_who_has_no_file_in_a_full_listing_is_a_warning(
     emulator, tmp_path, caplog
 ):
+    asked = ["user-alice", "user-nobody"]  # someone who never joins while it records
     with client_for(emulator) as client, caplog.at_level(logging.WARNING):
-        recording = remote.record(client, emulator.meeting_id, ["user-alice"], poll=0.05)
-        asked = ["user-alice", "user-nobody"]  # say, someone who never joined
+        recording = remote.record(client, emulator.meeting_id, asked, poll=0.05)
         result = remote.fetch(client, recording, tmp_path / "rec", user_ids=asked, options=QUIET)
     assert result.failures == []
     assert [t.user_id for t in result.manifest.tracks] == ["user-alice"]

@@ -14,8 +14,14 @@ Choices made where the API's documents say nothing (kept deliberate, so clients 
 behaviour):
 
 - One meeting per emulator (the manifest's). ``session_id`` is one id for all its recordings.
+- The meeting's session is live for every start: no participant joins or leaves but as the
+  manifest's tracks say, so the documented refusal of a start without a live session is not
+  emulated.
 - A recording's files are the tracks of the users asked for (all users without ``user_ids``),
-  in manifest order; a user with two tracks (a rejoin) has two files. Only the first layer of
+  in manifest order; a user with two tracks (a rejoin) has two files. A user asked for who has
+  no track is accepted and gets no file, as someone asked for who never joins while it records
+  (the service cannot refuse a user who may join later); a recording of no one who has a
+  track lists no files. Only the first layer of
   ``layers`` is used: it names the layer and gives the file-name prefix. ``outputs`` and
   storage configs are accepted and ignored: files are always served from the emulator.
 - ``max_seconds`` of recorded time (pauses left out; 86,400 when not given, as documented)
