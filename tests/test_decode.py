@@ -1,5 +1,6 @@
 """Decoding: container time is track time, memory does not grow, bad files say what is wrong."""
 
+import ctypes.util
 import fractions
 import logging
 import os
@@ -620,7 +621,7 @@ def test_the_system_is_not_searched_for_libopus_while_pyavs_own_loads(monkeypatc
     def searched(name: str) -> str | None:
         raise AssertionError(f"searched the system for {name}")
 
-    monkeypatch.setattr(stages.decode.ctypes.util, "find_library", searched)
+    monkeypatch.setattr(ctypes.util, "find_library", searched)
     stages.decode._libopus.cache_clear()
     try:
         assert stages.decode._libopus() is not None
