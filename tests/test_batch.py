@@ -42,7 +42,8 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
-from pipeline.batch import _dask_outcome, _on_dask, _on_processes, _Work, process_meeting
+from pipeline._dask_runner import _dask_outcome, _on_dask
+from pipeline.batch import _on_processes, _Work, process_meeting
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
 from pipeline.config import ApiSettings
@@ -1321,7 +1322,7 @@ def test_a_port_that_takes_the_connection_and_never_answers_is_no_scheduler(tmp_
     # A Dask dashboard's port, one off the scheduler's: Client() waited there for ever,
     # holding OUT's lock, with no summary written and no exit.
     pytest.importorskip("distributed")
-    monkeypatch.setattr("pipeline.batch._CONNECT_S", 2.0)
+    monkeypatch.setattr("pipeline._dask_runner._CONNECT_S", 2.0)
     jobs = [Job(id="m", manifest=tmp_path / "manifest.json")]
     with socket.create_server(("127.0.0.1", 0)) as silent:
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
