@@ -11,7 +11,7 @@ from models import Job, MeetingResult
 from ._worker import guard_hint
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A message of several lines (one per track, say) as one, its lines apart by "; "."""
     lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
     joined = lines[0] if lines else ""
@@ -20,12 +20,12 @@ def _one_line(text: str) -> str:
     return joined
 
 
-def _worker_lost(job: Job, out: Path, exc: Exception) -> MeetingResult:
+def worker_lost(job: Job, out: Path, exc: Exception) -> MeetingResult:
     reason = f"the worker doing it was lost: {type(exc).__name__}: {str(exc).rstrip('.')}"
     reason += guard_hint() if isinstance(exc, BrokenProcessPool) else ""
     return MeetingResult(
         job=job.folder_name,
         status="failed",
         folder=str(out / job.folder_name),
-        reason=_one_line(reason),
+        reason=one_line(reason),
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from models import Job, MeetingResult
 
-from ._batch_common import _worker_lost
+from ._batch_common import worker_lost
 
 if TYPE_CHECKING:
     import distributed
@@ -29,7 +29,7 @@ log = logging.getLogger("trackscribe.pipeline.batch")
 
 
 @contextmanager
-def _dask_client(scheduler: str) -> Iterator["distributed.Client"]:
+def dask_client(scheduler: str) -> Iterator["distributed.Client"]:
     """A client of the Dask cluster at ``scheduler``, connected (one out of reach stops the
     batch before anything is begun), and closed at the end."""
     client = _connected(scheduler)
@@ -84,7 +84,7 @@ _CONNECT_S = 30.0
 """Seconds given to reach the Dask scheduler (and a few more for it to answer)."""
 
 
-def _on_dask(
+def on_dask(
     jobs: Sequence[Job], work: "_Work", client: "distributed.Client"
 ) -> Generator[MeetingResult, None, None]:
     """The same work as tasks on a Dask cluster; every worker must see ``out`` at the same
@@ -147,7 +147,7 @@ def _on_dask(
     with logs_from_workers(client) as own:  # only what this batch's tasks log
         connected = fill(own)
         for future in finished if connected else ():
-            result = _dask_outcome(future, running[future], work.out, client)
+            result = dask_outcome(future, running[future], work.out, client)
             if result is None:  # left pending, below, with the meetings not finished
                 connected = False
                 break
@@ -175,7 +175,7 @@ _ASK_S = 2.0
 whether it is still connected."""
 
 
-def _dask_outcome(
+def dask_outcome(
     future: "distributed.Future[MeetingResult]", job: Job, out: Path, client: "distributed.Client"
 ) -> MeetingResult | None:
     """As :func:`.batch._outcome`, on Dask; None when the result could not be had as the scheduler
@@ -190,7 +190,7 @@ def _dask_outcome(
             client.status != "running"
         ):
             return None
-        return _worker_lost(job, out, exc)
+        return worker_lost(job, out, exc)
 
 
 def _pending(job: Job, out: Path) -> MeetingResult:

@@ -73,8 +73,8 @@ from stages.transcribe import (
 )
 
 from . import remote
-from ._batch_common import _one_line, _worker_lost
-from ._dask_runner import _dask_client, _on_dask
+from ._batch_common import one_line, worker_lost
+from ._dask_runner import dask_client, on_dask
 from ._worker import (
     WorkerLink,
     interruptible,
@@ -209,9 +209,9 @@ def run_batch(
         # Closed here if anything fails (the summary cannot be written, say), so that its
         # workers stop within the lock rather than go on unseen after it is released.
         with (
-            _dask_client(scheduler) if scheduler else nullcontext() as cluster,
+            dask_client(scheduler) if scheduler else nullcontext() as cluster,
             closing(
-                _on_dask(todo, work, cluster)
+                on_dask(todo, work, cluster)
                 if cluster is not None
                 else _on_processes(todo, work, workers)
             ) as runs,
@@ -409,7 +409,7 @@ def _reason(exc: Exception) -> str:
     """Why a meeting failed, on one line. Ours say what and where; anything else is named by
     its type (a bare KeyError's text is just a key). Neither with a secret in it."""
     explained = isinstance(exc, _EXPLAINED) and str(exc)
-    return _one_line(redact_urls(str(exc)) if explained else describe_error(exc))
+    return one_line(redact_urls(str(exc)) if explained else describe_error(exc))
 
 
 _EXPLAINED = (
@@ -1009,4 +1009,4 @@ def _outcome(future: "Future[MeetingResult]", job: Job, out: Path) -> MeetingRes
     try:
         return future.result()
     except Exception as exc:
-        return _worker_lost(job, out, exc)
+        return worker_lost(job, out, exc)

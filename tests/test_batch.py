@@ -42,7 +42,7 @@ from models import (
     temporary_file_for,
 )
 from pipeline import PipelineOptions, SigningKey, run_batch, verify
-from pipeline._dask_runner import _dask_outcome, _on_dask
+from pipeline._dask_runner import dask_outcome, on_dask
 from pipeline.batch import _on_processes, _Work, process_meeting
 from pipeline.checkpoint import Checkpoints
 from pipeline.cli import main
@@ -675,7 +675,7 @@ def test_a_dask_cluster_holds_no_more_meetings_than_it_has_threads_nor_a_result_
         _HoldingCount.cluster, _HoldingCount.held = cluster, []
         with distributed.Client(cluster) as client:
             done = []
-            for result in _on_dask(jobs, _HoldingCount(tmp_path), client):  # type: ignore[arg-type]
+            for result in on_dask(jobs, _HoldingCount(tmp_path), client):  # type: ignore[arg-type]
                 done.append(result.job)
                 time.sleep(0.1)  # for the scheduler to hear of the release
                 tasks = list(cluster.scheduler.tasks)
@@ -1114,7 +1114,7 @@ def test_retry_failed_over_a_damaged_summary_says_so_and_touches_nothing(
 
 
 class _Connection:
-    """What ``_dask_outcome`` asks of a Dask client: whether it is still connected."""
+    """What ``dask_outcome`` asks of a Dask client: whether it is still connected."""
 
     def __init__(self, status: str) -> None:
         self.status = status
@@ -1131,7 +1131,7 @@ def test_a_result_lost_with_the_scheduler_is_not_taken_for_a_lost_worker(tmp_pat
     )
     job = Job(id="m", manifest=tmp_path / "m.json")
 
-    assert _dask_outcome(lost, job, tmp_path, _Connection("running")) is None  # left pending
+    assert dask_outcome(lost, job, tmp_path, _Connection("running")) is None  # left pending
 
 
 def test_a_meeting_that_failed_stays_failed_when_the_scheduler_goes_just_after(tmp_path):
@@ -1144,7 +1144,7 @@ def test_a_meeting_that_failed_stays_failed_when_the_scheduler_goes_just_after(t
     future.set_result(came)
     job = Job(id="m", manifest=tmp_path / "m.json")
 
-    assert _dask_outcome(future, job, tmp_path, _Connection("connecting")) == came
+    assert dask_outcome(future, job, tmp_path, _Connection("connecting")) == came
 
 
 def test_a_batch_whose_dask_scheduler_is_lost_leaves_its_unfinished_meetings_pending_at_once(
