@@ -46,7 +46,7 @@ from models import (
     safe_file_name,
 )
 
-from ._download import _Cancelled, _Downloader, _Lasting, _reason, _Urls, download_of
+from ._download import Cancelled, Downloader, Lasting, Urls, download_of, failure_reason
 from ._options import FetchError, FetchOptions
 
 __all__ = [
@@ -146,7 +146,7 @@ def fetch_recording(
     earlier = _earlier_manifest(out_dir / MANIFEST_FILE, recording.id)
     verified = _verified_tracks(earlier)
     cancel = threading.Event()
-    urls = _Urls(recording, refresh, cancel)
+    urls = Urls(recording, refresh, cancel)
     bar = tqdm(
         total=0, unit="B", unit_scale=True, desc="fetch", disable=not options.progress, leave=False
     )
@@ -156,7 +156,7 @@ def fetch_recording(
         follow_redirects=True,
         headers={"Accept-Encoding": "identity"},  # sizes and checksums are of the stored bytes
     ) as http:
-        downloader = _Downloader(http, urls, options, bar, cancel)
+        downloader = Downloader(http, urls, options, bar, cancel)
         pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="fetch")
         futures = {
             pool.submit(
@@ -392,27 +392,27 @@ def _unplaced(
 
 
 def _attempt(
-    downloader: "_Downloader",
+    downloader: "Downloader",
     file: RecordingFile,
     folder: Path,
     local: str | None,
     verified: Mapping[str, str],
 ) -> _Outcome:
     """A fetched file's (size, sha256, already there), or why it failed: whatever goes wrong
-    with one file is that file's failure, and the others go on. Only a :class:`_Lasting`
+    with one file is that file's failure, and the others go on. Only a :class:`Lasting`
     failure lasts; any other may pass (no room to write, a stop, the API refusing to renew
     URLs, anything unforeseen), so a fetch again is worth its try."""
     try:
         if local is None:
-            raise _Lasting(f"{file.name!r}: the name has nothing usable as a file name")
+            raise Lasting(f"{file.name!r}: the name has nothing usable as a file name")
         return downloader.fetch(file, folder / local, verified.get(local))
     except OSError as exc:
         reason = f"{file.name}: cannot write {folder / (local or '')}: {exc.strerror or exc}"
         lasting = False
-    except _Cancelled:
+    except Cancelled:
         return _Failed(f"{file.name}: cancelled", lasting=False)
     except Exception as exc:
-        reason, lasting = _reason(file, exc), isinstance(exc, _Lasting)
+        reason, lasting = failure_reason(file, exc), isinstance(exc, Lasting)
     reason = redact_urls(reason)
     log.error("%s", reason)
     return _Failed(reason, lasting)

@@ -47,14 +47,14 @@ _CODE_SHOWN = 100
 """The most of a storage's error code said in an error."""
 
 
-class _Lasting(FetchError):
+class Lasting(FetchError):
     """A file no fetch again will get: storage says it is not there (404 or 410), the
     recording no longer lists it or gives it no download URL,
     or its URL or name cannot be used. Raised where that is found, so that one place
     (:func:`_attempt`) tells it from a failure that may pass, which a re-run resumes."""
 
 
-def _reason(file: RecordingFile, exc: Exception) -> str:
+def failure_reason(file: RecordingFile, exc: Exception) -> str:
     """Why ``file`` could not be fetched or checked, naming it (a FetchError already does)."""
     return str(exc) if isinstance(exc, FetchError) else f"{file.name}: {describe_error(exc)}"
 
@@ -63,7 +63,7 @@ _STALE_RENEWALS = 3
 """Renewals in a row that give URLs expired already before the API is asked no more."""
 
 
-class _Urls:
+class Urls:
     """The current pre-signed URL of each file, renewed once for all workers when they expire.
 
     A recording past RealtimeKit's retention (7 days) is given URLs that are expired already,
@@ -94,10 +94,10 @@ class _Urls:
             if self._expired() and self._stale < _STALE_RENEWALS:
                 self._renew_locked()
             if file.key not in self._urls:
-                raise _Lasting(f"{file.name}: the recording no longer lists this file")
+                raise Lasting(f"{file.name}: the recording no longer lists this file")
             url = self._urls[file.key]
             if url is None:
-                raise _Lasting(f"{file.name}: the recording lists it with no download URL")
+                raise Lasting(f"{file.name}: the recording lists it with no download URL")
             return url, self._generation
 
     def renew(self, seen_generation: int, name: str) -> None:
@@ -106,7 +106,7 @@ class _Urls:
         is lost for good."""
         with self._lock:
             if self._stale >= _STALE_RENEWALS:
-                raise _Lasting(
+                raise Lasting(
                     f"{name}: refused, and the API gives only download URLs that expired at "
                     f"{self._past_retention()}"
                 )
@@ -155,20 +155,20 @@ def _unless_cancelled(call: Callable[[], _T], cancel: threading.Event) -> _T:
     threading.Thread(target=in_this_context(run), name="fetch-renew", daemon=True).start()
     while not finished.wait(0.1):
         if cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
     succeeded, value = outcome[0]
     if succeeded:
         return value
     raise value
 
 
-class _Downloader:
+class Downloader:
     """Fetches one file at a time (several run in parallel), resuming and verifying."""
 
     def __init__(
         self,
         http: httpx.Client,
-        urls: _Urls,
+        urls: Urls,
         options: FetchOptions,
         bar: tqdm,
         cancel: threading.Event,
@@ -226,14 +226,14 @@ class _Downloader:
         if path.exists():
             try:
                 total, version = self._probe(file)
-            except _Cancelled:
+            except Cancelled:
                 raise
             except Exception as exc:  # storage, or the API renewing expired URLs, cannot answer
                 if verified_sha256 is None or _digests(path)[1] != verified_sha256:
                     raise
                 log.warning(
                     "%s; kept the local copy, which an earlier run verified",
-                    redact_urls(_reason(file, exc)),
+                    redact_urls(failure_reason(file, exc)),
                 )
                 size = path.stat().st_size
                 self._progress.set(file.key, size, size)
@@ -276,12 +276,12 @@ class _Downloader:
             except _CorruptError as exc:
                 reason = str(exc)
             except UNSENDABLE as exc:  # a file:// URL, say: no try can do better
-                raise _Lasting(
+                raise Lasting(
                     redact_urls(f"{file.name}: its URL cannot be fetched: {describe_error(exc)}")
                 ) from None
             except httpx.TransportError as exc:
                 if self._cancel.is_set():  # a socket shut by abort(): no failure of the file's
-                    raise _Cancelled from None
+                    raise Cancelled from None
                 reason = describe_error(exc)
             reached = done()
             if reached > furthest:
@@ -304,7 +304,7 @@ class _Downloader:
             wait = self._retry.delay(max(failed, 1), retry_after)
             log.warning("%s: %s; retrying in %.1f s", file.name, redact_urls(reason), wait)
             if self._cancel.wait(wait):
-                raise _Cancelled
+                raise Cancelled
 
     def _fetch_whole(self, file: RecordingFile, part: Path, path: Path) -> tuple[int, str, bool]:
         """One try: the rest of the file into ``part``, checked, then renamed to ``path``."""
@@ -401,14 +401,14 @@ class _Downloader:
         with part.open(mode) as out:
             for chunk in response.iter_raw():  # as received: a cut keeps what came
                 if self._cancel.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 out.write(chunk)
                 have += len(chunk)
                 self._progress.set(file.key, total, have)
             out.flush()
             os.fsync(out.fileno())
         if self._cancel.is_set():  # a body without a length, ended by abort(): no whole file
-            raise _Cancelled
+            raise Cancelled
         return total
 
     def _probe(self, file: RecordingFile) -> tuple[int, "_Version"]:
@@ -442,7 +442,7 @@ class _Downloader:
         # same answer comes again. Any other status given up on is not known to last: a 401
         # or 407 (a proxy) may pass, a 400 may be of credentials renewed since, a 3xx not
         # followed or a 5xx taken off the list may be answered otherwise later.
-        error = _Lasting if status in _GONE else FetchError
+        error = Lasting if status in _GONE else FetchError
         raise error(f"{file.name}: storage answered HTTP {status}{said}")
 
 
@@ -519,7 +519,7 @@ class _CorruptError(Exception):
     pass
 
 
-class _Cancelled(Exception):
+class Cancelled(Exception):
     pass
 
 
