@@ -1,12 +1,14 @@
 """Opus through libopus itself: straight to 16 kHz, in place, and the header and side data
 FFmpeg would otherwise read for it (pre-skip, gain, trimming)."""
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple, Self
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 import av
 import numpy as np
@@ -14,6 +16,9 @@ import numpy as np
 from models import SAMPLE_RATE
 
 from ._channels import ChannelBalance
+
+if TYPE_CHECKING:
+    from ._writer import AlignedWriter
 
 OPUS_RATE = 48_000
 """Opus counts pre-skip and end trimming in 48 kHz samples, whatever rate it decodes to."""
@@ -191,3 +196,56 @@ def libopus() -> ctypes.CDLL | None:
         ]
         return library
     return None
+
+
+def decode_opus(
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    library: ctypes.CDLL,
+    head: "OpusHead",
+    writer: "AlignedWriter",
+    *,
+    difference: bool = False,
+) -> None:
+    """Each packet decoded by libopus at 16 kHz mono, trimmed as FFmpeg's decoders trim it.
+
+    The encoder's delay to skip is the OpusHead's pre-skip, unless a packet's ``skip_samples``
+    says otherwise (both in 48 kHz samples); skipping can run on over several packets, and a
+    packet's end padding comes the same way. A packet's timestamp is that of its first sample
+    before trimming, and moves with what is trimmed, rounded to the stream's tick as FFmpeg
+    rounds it (so a WebM track starts at 0, not half a millisecond before).
+
+    Packets are decoded straight into the writer's block: at 50 packets a second, copying and
+    slicing each one cost 40 % on top of libopus itself (in place: under 10 %).
+    """
+    time_base = float(stream.time_base) if stream.time_base else 0.0
+    pending = head.pre_skip  # 48 kHz samples still to skip at the start
+    writer.gain = head.gain
+    probing = head.channels == 2 and not difference
+    with (
+        DifferenceDecoder(library) if difference else OpusDecoder(library) as decoder,
+        StereoProbe(library) if probing else contextlib.nullcontext() as probe,
+    ):
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue  # the demuxer's end-of-stream marker
+            if probe is not None:
+                probe.add(packet)
+                if probe.balance.decided:
+                    probe.close()
+                    probe = None
+            start, end = skip_samples(packet)
+            if start:
+                pending = start
+            count = decoder.decode_into(packet, *writer.free_space(SAMPLE_RATE))
+            skipped = min(at_16k(pending), count) if pending else 0
+            pending = max(0, pending - skipped * OPUS_RATE // SAMPLE_RATE)
+            tail = at_16k(end) if end else 0
+            stop = count - tail if tail <= count - skipped else count
+            if stop <= skipped:
+                continue  # all of it encoder delay: no audio, and no time to stamp
+            time = None
+            if packet.pts is not None and time_base:
+                shift = math.floor(skipped / SAMPLE_RATE / time_base + 0.5) if skipped else 0
+                time = (packet.pts + shift) * time_base
+            writer.commit(skipped, stop, time)
